@@ -1,0 +1,27 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+
+from segments.workspace import DEFAULT_WORKSPACE, Workspace
+
+
+def add_workspace_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workspace",
+        "-w",
+        type=Workspace,
+        default=Workspace(DEFAULT_WORKSPACE),
+        metavar="DIR",
+        help=f"workspace folder (default: {DEFAULT_WORKSPACE})",
+    )
+
+
+def iso_date(text: str) -> dt.date:
+    """argparse type for YYYY-MM-DD dates."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date in YYYY-MM-DD form") from None

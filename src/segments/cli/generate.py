@@ -1,0 +1,1 @@
+"""segments generate (being written)."""

@@ -1,0 +1,411 @@
+"""Table schemas: columns, dtypes, nullability and the AllCall data category of each column.
+
+Every table segments reads or writes is declared here once. A column carries its data
+category from AllCall's policy (AC-1): ``A`` contact and identity (name, address, postcode,
+birth date, personnummer, phone, e-mail), ``B`` transactions and the customer relationship,
+``C`` digital communication, ``D`` digital data (newsletter opens), ``E`` images; ``None``
+marks data that is not about a person (the product catalogue). ``direct_identifier`` marks
+the columns that single a person out on their own; minimisation (AL-5) drops all of them.
+
+:func:`validate` checks a frame against its schema with pandera and turns every failure into
+one :class:`~segments.exceptions.SchemaError` that names the table, the column, the rule, an
+example of the offending value and the fix. :func:`check_foreign_key` and
+:func:`check_not_after` cover the rules that span tables or need ``as_of``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandera.polars as pa
+import polars as pl
+
+from segments.exceptions import SchemaError
+
+__all__ = [
+    "CATEGORIES",
+    "CHANNELS",
+    "CUSTOMER_TYPES",
+    "GENDERS",
+    "INDUSTRIES",
+    "PERSON_TYPES",
+    "PREPARED_TABLES",
+    "PRODUCT_CATEGORIES",
+    "RAW_TABLES",
+    "SCHEMA_VERSION",
+    "SIZE_BANDS",
+    "Column",
+    "TableSchema",
+    "check_foreign_key",
+    "check_not_after",
+    "validate",
+]
+
+SCHEMA_VERSION = "1.0"
+
+#: AllCall's data categories (AC-1).
+CATEGORIES = {
+    "A": "contact and identity: name, address, postcode, birth date, personnummer, phone, e-mail",
+    "B": "transactions and the customer relationship",
+    "C": "digital communication",
+    "D": "digital data: IP, browser, newsletter opens",
+    "E": "images and video",
+}
+
+CUSTOMER_TYPES = ("business", "private")
+#: A person in prepared frames: a sole trader holds a private and a business account (AO-3).
+PERSON_TYPES = ("business", "private", "sole_trader")
+CHANNELS = ("web", "store", "phone")
+GENDERS = ("F", "M")
+SIZE_BANDS = ("0", "1-9", "10-49", "50-249", "250+")
+#: SNI 2007 sections (Swedish Standard Industrial Classification).
+INDUSTRIES = tuple("ABCDEFGHIJKLMNOPQRSTU")
+#: Product categories typical of Swedish office supply; ids used in every table.
+PRODUCT_CATEGORIES = (
+    "paper",
+    "toner_ink",
+    "writing",
+    "filing_archiving",
+    "desk_accessories",
+    "coffee_pantry",
+    "cleaning_hygiene",
+    "furniture",
+    "it_accessories",
+    "packaging_shipping",
+)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One declared column.
+
+    Parameters
+    ----------
+    name : str
+    dtype : polars data type
+    category : {'A', 'B', 'C', 'D', 'E'} or None
+        AllCall data category (AC-1); None for data not about a person.
+    nullable : bool
+    direct_identifier : bool
+        Singles a person out on its own (name, e-mail, phone, street, personnummer,
+        organisation number); minimisation drops it (AL-5).
+    allowed : tuple, optional
+        The only values allowed.
+    pattern : str, optional
+        A regular expression every non-null value must match in full.
+    min_value, max_value : number, optional
+        Inclusive bounds.
+    description : str
+    """
+
+    name: str
+    dtype: Any
+    category: str | None
+    nullable: bool = False
+    direct_identifier: bool = False
+    allowed: tuple[Any, ...] | None = None
+    pattern: str | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.category is not None and self.category not in CATEGORIES:
+            raise ValueError(f"column {self.name!r}: unknown data category {self.category!r}")
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """A table: its columns and its key."""
+
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...] = ()
+    description: str = ""
+    _by_name: dict[str, Column] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._by_name.update({c.name: c for c in self.columns})
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        return self._by_name[name]
+
+    @property
+    def direct_identifiers(self) -> list[str]:
+        return [c.name for c in self.columns if c.direct_identifier]
+
+    def polars_schema(self) -> dict[str, Any]:
+        return {c.name: c.dtype for c in self.columns}
+
+    def subset(self, names: list[str] | tuple[str, ...]) -> TableSchema:
+        """The same table restricted to ``names`` (for minimised, purpose-specific frames)."""
+        unknown = [n for n in names if n not in self._by_name]
+        if unknown:
+            raise SchemaError(
+                f"table {self.name!r}: unknown column(s) {unknown}; "
+                f"declared columns are {self.names}"
+            )
+        cols = tuple(self._by_name[n] for n in names)
+        key = tuple(k for k in self.key if k in names)
+        return TableSchema(self.name, cols, key, self.description)
+
+
+def _c(name: str, dtype: Any, category: str | None, **kw: Any) -> Column:
+    return Column(name, dtype, category, **kw)
+
+
+_DATE = pl.Date
+_CUSTOMER_COLUMNS = (
+    _c("customer_id", pl.Int64, "B", min_value=1, description="account id (internal)"),
+    _c("customer_type", pl.Utf8, "B", allowed=CUSTOMER_TYPES),
+    _c("is_sole_trader", pl.Boolean, "B", description="business account of a sole trader"),
+    _c("personnummer", pl.Utf8, "A", nullable=True, direct_identifier=True, pattern=r"\d{12}"),
+    _c("org_number", pl.Utf8, "A", nullable=True, direct_identifier=True, pattern=r"\d{10}"),
+    _c("company_name", pl.Utf8, "A", nullable=True, direct_identifier=True),
+    _c("industry", pl.Utf8, "B", nullable=True, allowed=INDUSTRIES, description="SNI section"),
+    _c("size_band", pl.Utf8, "B", nullable=True, allowed=SIZE_BANDS, description="employees"),
+    _c("first_name", pl.Utf8, "A", direct_identifier=True),
+    _c("last_name", pl.Utf8, "A", direct_identifier=True),
+    _c("email", pl.Utf8, "A", direct_identifier=True, pattern=r"[^@\s]+@[^@\s]+\.[a-z]+"),
+    _c("phone", pl.Utf8, "A", direct_identifier=True),
+    _c("street", pl.Utf8, "A", direct_identifier=True),
+    _c("postcode", pl.Utf8, "A", pattern=r"[1-9]\d{4}"),
+    _c("locality", pl.Utf8, "A"),
+    _c("municipality_code", pl.Utf8, "A", pattern=r"\d{4}"),
+    _c("county_code", pl.Utf8, "A", pattern=r"\d{2}"),
+    _c("birth_year", pl.Int16, "A", nullable=True, min_value=1890, max_value=2030),
+    _c("gender", pl.Utf8, "A", nullable=True, allowed=GENDERS),
+    _c("signup_date", _DATE, "B"),
+    _c("last_contact_date", _DATE, "B"),
+    _c("end_date", _DATE, "B", nullable=True, description="end of relationship if churned"),
+    _c("newsletter_subscriber", pl.Boolean, "C"),
+    _c("newsletter_interactions_per_month", pl.Float32, "D", min_value=0),
+    _c("marketing_opt_out", pl.Boolean, "B", description="AO-7, AK-4"),
+    _c("survey_opt_out", pl.Boolean, "B", description="AC-2"),
+    _c("profiling_objection", pl.Boolean, "B", description="AK-4, AL-3, OF-4"),
+    _c("consent_withdrawn_date", _DATE, "B", nullable=True, description="AK-1, AO-8"),
+    _c("erasure_requested", pl.Boolean, "B", description="AK-5"),
+    _c("restriction_requested", pl.Boolean, "B", description="AK-5"),
+)
+
+CUSTOMERS = TableSchema("customers", _CUSTOMER_COLUMNS, key=("customer_id",))
+PRODUCTS = TableSchema(
+    "products",
+    (
+        _c("product_id", pl.Int32, None, min_value=1),
+        _c("sku", pl.Utf8, None),
+        _c("name", pl.Utf8, None),
+        _c("category", pl.Utf8, None, allowed=PRODUCT_CATEGORIES),
+        _c("unit_price_sek", pl.Float64, None, min_value=0.01),
+    ),
+    key=("product_id",),
+)
+ORDERS = TableSchema(
+    "orders",
+    (
+        _c("order_id", pl.Int64, "B", min_value=1),
+        _c("customer_id", pl.Int64, "B", min_value=1),
+        _c("order_date", _DATE, "B"),
+        _c("channel", pl.Utf8, "B", allowed=CHANNELS),
+    ),
+    key=("order_id",),
+)
+ORDER_LINES = TableSchema(
+    "order_lines",
+    (
+        _c("order_id", pl.Int64, "B", min_value=1),
+        _c("line_no", pl.Int16, "B", min_value=1),
+        _c("product_id", pl.Int32, "B", min_value=1),
+        _c("quantity", pl.Int32, "B", min_value=1),
+        _c("unit_price_sek", pl.Float64, "B", min_value=0),
+    ),
+    key=("order_id", "line_no"),
+)
+SURVEYS = TableSchema(
+    "surveys",
+    (
+        _c("survey_month", _DATE, "B", description="first day of the month surveyed"),
+        _c("county_code", pl.Utf8, "A", pattern=r"\d{2}"),
+        _c("customer_type", pl.Utf8, "B", allowed=CUSTOMER_TYPES),
+        _c("score", pl.Int8, "B", min_value=0, max_value=10),
+    ),
+    description="AC-2: anonymous respondents, no customer id",
+)
+ARCHETYPES = TableSchema(
+    "archetypes",
+    (
+        _c("customer_id", pl.Int64, "B", min_value=1),
+        _c("archetype", pl.Utf8, None),
+    ),
+    key=("customer_id",),
+    description="planted truth; only evaluations read it",
+)
+
+RAW_TABLES: dict[str, TableSchema] = {
+    t.name: t for t in (CUSTOMERS, PRODUCTS, ORDERS, ORDER_LINES, SURVEYS)
+}
+
+# --- prepared (pseudonymised, minimised) frames: the contract for every later stage ------
+_PSEUDONYM = r"[0-9a-f]{16,64}"
+PREPARED_CUSTOMERS = TableSchema(
+    "customers",
+    (
+        _c("person_id", pl.Utf8, "B", pattern=_PSEUDONYM, description="keyed HMAC pseudonym"),
+        _c("customer_type", pl.Utf8, "B", allowed=PERSON_TYPES),
+        _c("industry", pl.Utf8, "B", nullable=True, allowed=INDUSTRIES),
+        _c("size_band", pl.Utf8, "B", nullable=True, allowed=SIZE_BANDS),
+        _c("postcode", pl.Utf8, "A", pattern=r"[1-9]\d{4}"),
+        _c("municipality_code", pl.Utf8, "A", pattern=r"\d{4}"),
+        _c("county_code", pl.Utf8, "A", pattern=r"\d{2}"),
+        _c("birth_year", pl.Int16, "A", nullable=True, min_value=1890, max_value=2030),
+        _c("gender", pl.Utf8, "A", nullable=True, allowed=GENDERS),
+        _c("signup_date", _DATE, "B"),
+        _c("end_date", _DATE, "B", nullable=True),
+        _c("newsletter_subscriber", pl.Boolean, "C"),
+        _c("newsletter_interactions_per_month", pl.Float32, "D", min_value=0),
+        _c("marketing_opt_out", pl.Boolean, "B"),
+        _c("profiling_eligible", pl.Boolean, "B", description="may be profiled (AL-3, AK-4)"),
+    ),
+    key=("person_id",),
+    description="one row per person (a sole trader's two accounts are one person, AO-3)",
+)
+PREPARED_LINES = TableSchema(
+    "lines",
+    (
+        _c("person_id", pl.Utf8, "B", pattern=_PSEUDONYM),
+        _c("order_id", pl.Utf8, "B", pattern=_PSEUDONYM, description="keyed HMAC pseudonym"),
+        _c("order_date", _DATE, "B"),
+        _c("channel", pl.Utf8, "B", allowed=CHANNELS),
+        _c("product_id", pl.Int32, None, min_value=1),
+        _c("category", pl.Utf8, None, allowed=PRODUCT_CATEGORIES),
+        _c("quantity", pl.Int32, "B", min_value=1),
+        _c("amount_sek", pl.Float64, "B", min_value=0, description="quantity x unit price"),
+    ),
+    description="one row per order line, denormalised with order and product facts",
+)
+PREPARED_TABLES: dict[str, TableSchema] = {
+    t.name: t for t in (PREPARED_CUSTOMERS, PREPARED_LINES)
+}
+
+
+# --- validation ------------------------------------------------------------------------
+def _pandera_schema(schema: TableSchema) -> pa.DataFrameSchema:
+    columns = {}
+    for col in schema.columns:
+        checks = []
+        if col.allowed is not None:
+            checks.append(pa.Check.isin(list(col.allowed), name=f"one of {list(col.allowed)}"))
+        if col.pattern is not None:
+            checks.append(pa.Check.str_fullmatch(col.pattern, name=f"matches {col.pattern}"))
+        if col.min_value is not None:
+            checks.append(pa.Check.ge(col.min_value, name=f">= {col.min_value}"))
+        if col.max_value is not None:
+            checks.append(pa.Check.le(col.max_value, name=f"<= {col.max_value}"))
+        columns[col.name] = pa.Column(col.dtype, checks=checks, nullable=col.nullable)
+    return pa.DataFrameSchema(columns, strict=True, name=schema.name)
+
+
+_FIXES = {
+    "column_in_dataframe": "add the column to the extract (see segments.schema for its dtype)",
+    "column_in_schema": "drop the column, or declare it in segments.schema",
+    "dtype": "cast the column to the declared dtype when building the table",
+    "not_nullable": "fill the missing values or drop those rows",
+}
+
+
+def _first_failure(table: str, exc: pa.errors.SchemaErrors) -> str:
+    cases = exc.failure_cases
+    row = cases.row(0, named=True) if isinstance(cases, pl.DataFrame) else cases.iloc[0]
+    column = row.get("column") or row.get("schema_context")
+    check = str(row.get("check"))
+    value = row.get("failure_case")
+    fix = next((f for k, f in _FIXES.items() if k in check), "correct or drop the offending rows")
+    n = len(cases)
+    return (
+        f"table {table!r}, column {column!r}: rule '{check}' fails for {n} value(s) "
+        f"(first: {value!r}); fix: {fix}"
+    )
+
+
+def validate(df: pl.DataFrame, schema: TableSchema, *, as_of: dt.date | None = None) -> None:
+    """Check ``df`` against ``schema``; raise :class:`SchemaError` on the first broken rule.
+
+    Checks columns (none missing, none extra), dtypes, nullability, allowed values,
+    patterns and bounds (with pandera), then duplicate keys and, with ``as_of``, dates after
+    ``as_of``.
+
+    Raises
+    ------
+    SchemaError
+        Naming the table, the column, the rule, an example of the offending value and the fix.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> frame = pl.DataFrame({"order_id": [1, 1], "line_no": [1, 1], "product_id": [3, 3],
+    ...     "quantity": [1, 2], "unit_price_sek": [9.5, 9.5]},
+    ...     schema=ORDER_LINES.polars_schema())
+    >>> validate(frame, ORDER_LINES)
+    Traceback (most recent call last):
+    ...
+    segments.exceptions.SchemaError: table 'order_lines', columns ('order_id', 'line_no'): rule 'unique key' fails for 1 duplicate(s) (first: {'order_id': 1, 'line_no': 1}); fix: de-duplicate the extract so each key appears once
+    """
+    missing = [c for c in schema.names if c not in df.columns]
+    if missing:
+        raise SchemaError(
+            f"table {schema.name!r}, column {missing[0]!r}: rule 'required column' — "
+            f"missing {missing}; fix: {_FIXES['column_in_dataframe']}"
+        )
+    try:
+        _pandera_schema(schema).validate(df, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        raise SchemaError(_first_failure(schema.name, exc)) from None
+    if schema.key:
+        _check_unique_key(df, schema)
+    if as_of is not None:
+        for col in schema.columns:
+            if col.dtype == pl.Date:
+                check_not_after(df, schema.name, col.name, as_of)
+
+
+def _check_unique_key(df: pl.DataFrame, schema: TableSchema) -> None:
+    key = list(schema.key)
+    dup = df.select(key).filter(pl.struct(key).is_duplicated())
+    if dup.height:
+        first = dup.row(0, named=True)
+        label = f"column {key[0]!r}" if len(key) == 1 else f"columns {tuple(key)}"
+        raise SchemaError(
+            f"table {schema.name!r}, {label}: rule 'unique key' fails for "
+            f"{dup.height // 2 or 1} duplicate(s) (first: {first if len(key) > 1 else first[key[0]]!r}); "
+            "fix: de-duplicate the extract so each key appears once"
+        )
+
+
+def check_not_after(df: pl.DataFrame, table: str, column: str, as_of: dt.date) -> None:
+    """Raise if any date in ``column`` is after ``as_of``."""
+    late = df.filter(pl.col(column) > as_of).select(column)
+    if late.height:
+        first = late.to_series().min()
+        raise SchemaError(
+            f"table {table!r}, column {column!r}: rule 'not after as_of' — {late.height} "
+            f"date(s) after as_of={as_of} (first: {first}); fix the extract or pass a later as_of"
+        )
+
+
+def check_foreign_key(
+    child: pl.DataFrame, child_table: str, parent: pl.DataFrame, parent_table: str, column: str
+) -> None:
+    """Raise if a value of ``child[column]`` does not exist in ``parent[column]``."""
+    orphans = child.select(column).unique().join(parent.select(column), on=column, how="anti")
+    if orphans.height:
+        raise SchemaError(
+            f"table {child_table!r}, column {column!r}: rule 'references {parent_table}' fails "
+            f"for {orphans.height} value(s) (first: {orphans.to_series().min()!r}); fix: "
+            f"include the referenced {parent_table} rows or drop the orphaned {child_table} rows"
+        )
