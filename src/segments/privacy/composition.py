@@ -1,0 +1,390 @@
+"""Privacy accounting: how the ledger adds up the losses of many releases.
+
+The rule (sound, and stated in every ``segments ledger`` output)
+----------------------------------------------------------------
+Each charged release carries the privacy loss OpenDP computed for it, in one of three forms:
+
+* **pure** ``ε``-DP (``rho`` is None, ``delta`` is 0 or None);
+* **zCDP** ``ρ`` (``rho`` is set; its ``delta`` is only the δ used to *report* it);
+* **approximate** ``(ε, δ)``-DP with ``δ > 0`` and no ``ρ``.
+
+k-anonymous releases carry no loss: they are recorded and shown, but charge nothing.
+
+1. Only pure entries: the total is ``ε = Σ ε_i`` (basic composition is tight enough and exact),
+   compared with the budget ``ε_B`` directly; ``δ = 0``.
+2. Some zCDP entries: zCDP composes by adding ``ρ``, and a pure ``ε``-DP mechanism is
+   ``ε²/2``-zCDP (Bun & Steinke 2016, Prop. 1.4). Two sound ``(ε, δ)`` statements follow, with
+   the policy's ``δ`` and ``ε(ρ, δ) = ρ + 2·sqrt(ρ·ln(1/δ))`` (ibid., Prop. 1.3):
+
+   a. everything in ``ρ``: ``ρ_all = Σ ρ_j + Σ ε_i²/2``, giving ``(ε(ρ_all, δ), δ)``;
+   b. pure part apart: ``(Σ ε_i + ε(Σ ρ_j, δ), δ)`` by basic composition.
+
+   Both hold, so the smaller ε holds; that ``ε`` is compared with ``ε_B`` (like with like:
+   an ε-statement at the policy's δ against an ε budget).
+3. Approximate entries add by basic composition: their ``Σ ε_k`` is added to the ε above and
+   their ``Σ δ_k`` to the δ.
+
+Sums use :func:`math.fsum` (correctly rounded) and the comparison has no tolerance, so a
+budget can be spent exactly but never exceeded.
+
+Rolling periods are measured on the releases' ``as_of`` dates: the period ending at ``s`` is
+``(s − P months, s]``. A new release dated ``t`` lies in every period ending in
+``[t, t + P months)``; the ledger checks all of them (:func:`max_period_total`), so *no*
+rolling period — earlier or later, including the backfill of past months — ever exceeds the
+budget.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "Composition",
+    "PrivacyLoss",
+    "add_months",
+    "compose",
+    "epsilon_budget_to_rho",
+    "max_period_total",
+    "peak_period_total",
+    "period_start",
+    "pure_to_rho",
+    "rho_to_epsilon",
+]
+
+_FAMILIES = ("none", "pure", "zcdp", "approx")
+
+
+@dataclass(frozen=True)
+class PrivacyLoss:
+    """The privacy loss of one release, as OpenDP computed it.
+
+    Parameters
+    ----------
+    epsilon, delta, rho : float or None
+        ``ε`` (pure or approximate DP), ``δ`` and ``ρ`` (zCDP). All None for a release that
+        charges nothing (k-anonymous microdata).
+
+    Examples
+    --------
+    >>> PrivacyLoss(epsilon=0.5).family, PrivacyLoss(rho=0.1, delta=1e-6).family
+    ('pure', 'zcdp')
+    """
+
+    epsilon: float | None = None
+    delta: float | None = None
+    rho: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epsilon", "delta", "rho"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(
+                    f"privacy loss {name}={value!r} must be a finite number ≥ 0; pass the "
+                    "value OpenDP computed (or None when it does not apply)"
+                )
+        if self.delta is not None and self.delta >= 1:
+            raise ValueError(f"privacy loss delta={self.delta!r} must be < 1")
+
+    @property
+    def family(self) -> str:
+        """``"zcdp"``, ``"pure"``, ``"approx"`` or ``"none"`` (charges nothing)."""
+        if self.rho is not None:
+            return "zcdp"
+        if self.epsilon is None:
+            return "none"
+        return "approx" if self.delta else "pure"
+
+
+@dataclass(frozen=True)
+class Composition:
+    """The composed loss of a set of releases (see the module docstring for the rule).
+
+    Attributes
+    ----------
+    n_releases, n_charged : int
+        Releases considered, and those that carry a loss.
+    pure_epsilon : float
+        ``Σ ε`` of the pure entries.
+    zcdp_rho : float
+        ``Σ ρ`` of the zCDP entries.
+    rho : float or None
+        ``ρ`` of everything pure or zCDP (pure converted as ``ε²/2``); None when no zCDP
+        entry forces the conversion.
+    approx_epsilon, approx_delta : float
+        Basic composition of the approximate ``(ε, δ)`` entries.
+    epsilon, delta : float
+        The ``(ε, δ)``-DP statement that holds for the whole set and is compared with the
+        budget.
+    conversion_delta : float or None
+        The δ used to state zCDP as ``(ε, δ)``.
+    """
+
+    n_releases: int
+    n_charged: int
+    pure_epsilon: float
+    zcdp_rho: float
+    rho: float | None
+    approx_epsilon: float
+    approx_delta: float
+    epsilon: float
+    delta: float
+    conversion_delta: float | None
+
+    @property
+    def family(self) -> str:
+        """``"none"``, ``"pure"``, ``"zcdp"`` (only zCDP) or ``"mixed"``."""
+        kinds = {
+            name
+            for name, present in (
+                ("pure", self.pure_epsilon > 0),
+                ("zcdp", self.rho is not None),
+                ("approx", self.approx_epsilon > 0 or self.approx_delta > 0),
+            )
+            if present
+        }
+        if not kinds:
+            return "none"
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+
+    def describe(self) -> str:
+        """One line: ``ε = 0.7 (pure ε-DP, Σε over 2 releases)``, or the (ε, δ) statement
+        with the ρ it comes from."""
+        if self.rho is None and self.approx_delta == 0:
+            return f"ε = {self.epsilon:.6g} (pure ε-DP, Σε over {self.n_charged} releases)"
+        text = f"(ε = {self.epsilon:.6g}, δ = {self.delta:.3g})"
+        if self.rho is not None and self.conversion_delta is not None:
+            all_in_rho = rho_to_epsilon(self.rho, self.conversion_delta)
+            text += f" from zCDP ρ = {self.rho:.6g}"
+            if self.pure_epsilon > 0:
+                pure_apart = self.pure_epsilon + rho_to_epsilon(
+                    self.zcdp_rho, self.conversion_delta
+                )
+                text += (
+                    f" (pure ε as ε²/2; the smaller of ε(ρ) = {all_in_rho:.6g} and "
+                    f"Σε_pure + ε(ρ_zCDP) = {pure_apart:.6g})"
+                )
+        if self.approx_delta > 0:
+            text += (
+                f"; approximate DP adds (ε = {self.approx_epsilon:.6g}, "
+                f"δ = {self.approx_delta:.3g})"
+            )
+        return text + f" over {self.n_charged} releases"
+
+
+def pure_to_rho(epsilon: float) -> float:
+    """ρ of a pure ε-DP mechanism: ``ε²/2`` (Bun & Steinke 2016, Prop. 1.4).
+
+    Examples
+    --------
+    >>> pure_to_rho(1.0)
+    0.5
+    """
+    return epsilon * epsilon / 2.0
+
+
+def rho_to_epsilon(rho: float, delta: float) -> float:
+    """ε of ρ-zCDP at δ: ``ρ + 2·sqrt(ρ·ln(1/δ))`` (Bun & Steinke 2016, Prop. 1.3).
+
+    Examples
+    --------
+    >>> round(rho_to_epsilon(0.5, 1e-6), 4)
+    5.7565
+    """
+    _check_delta(delta)
+    return rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta))
+
+
+def epsilon_budget_to_rho(epsilon: float, delta: float) -> float:
+    """The largest ρ whose :func:`rho_to_epsilon` at δ is at most ``epsilon``.
+
+    Solves ``ρ + 2·sqrt(ρ·L) = ε`` with ``L = ln(1/δ)``: ``ρ = (sqrt(L + ε) − sqrt(L))²``.
+
+    Examples
+    --------
+    >>> rho = epsilon_budget_to_rho(1.0, 1e-6)
+    >>> round(rho_to_epsilon(rho, 1e-6), 12)
+    1.0
+    """
+    _check_delta(delta)
+    log_term = math.log(1.0 / delta)
+    return (math.sqrt(log_term + epsilon) - math.sqrt(log_term)) ** 2
+
+
+def _check_delta(delta: float) -> None:
+    if not (0.0 < delta < 1.0):
+        raise ValueError(
+            f"delta={delta!r} must lie in (0, 1) to state zCDP as (ε, δ); pass the "
+            "policy's privacy.delta"
+        )
+
+
+def compose(losses: Iterable[PrivacyLoss], delta: float | None = None) -> Composition:
+    """Compose privacy losses soundly (rule in the module docstring).
+
+    Parameters
+    ----------
+    losses : iterable of PrivacyLoss
+        One per release; releases with no loss count in ``n_releases`` only.
+    delta : float, optional
+        The policy's δ, needed only when a zCDP entry is present.
+
+    Returns
+    -------
+    Composition
+
+    Raises
+    ------
+    ValueError
+        If a zCDP entry is present and ``delta`` is missing or not in (0, 1).
+
+    Examples
+    --------
+    >>> compose([PrivacyLoss(epsilon=0.25), PrivacyLoss(epsilon=0.5)]).epsilon
+    0.75
+    >>> mixed = compose([PrivacyLoss(epsilon=0.1), PrivacyLoss(rho=0.005)], delta=1e-6)
+    >>> round(mixed.rho, 6), round(rho_to_epsilon(mixed.rho, 1e-6), 4)  # all in ρ
+    (0.01, 0.7534)
+    >>> round(mixed.epsilon, 4)  # pure part apart is tighter here: 0.1 + ε(ρ = 0.005)
+    0.6307
+    """
+    items = list(losses)
+    pure = [loss.epsilon or 0.0 for loss in items if loss.family == "pure"]
+    zcdp = [loss.rho or 0.0 for loss in items if loss.family == "zcdp"]
+    approx = [loss for loss in items if loss.family == "approx"]
+    pure_epsilon = math.fsum(pure)
+    zcdp_rho = math.fsum(zcdp)
+    approx_epsilon = math.fsum(loss.epsilon or 0.0 for loss in approx)
+    approx_delta = math.fsum(loss.delta or 0.0 for loss in approx)
+    rho: float | None = None
+    conversion_delta: float | None = None
+    if zcdp:
+        if delta is None:
+            raise ValueError(
+                "delta is needed to compare zCDP spending with an ε budget; pass the "
+                "policy's privacy.delta"
+            )
+        conversion_delta = delta
+        rho = math.fsum([zcdp_rho, *(pure_to_rho(eps) for eps in pure)])
+        all_in_rho = rho_to_epsilon(rho, delta)
+        pure_apart = pure_epsilon + rho_to_epsilon(zcdp_rho, delta)
+        dp_epsilon = min(all_in_rho, pure_apart)
+        dp_delta = delta
+    else:
+        dp_epsilon, dp_delta = pure_epsilon, 0.0
+    return Composition(
+        n_releases=len(items),
+        n_charged=sum(loss.family != "none" for loss in items),
+        pure_epsilon=pure_epsilon,
+        zcdp_rho=zcdp_rho,
+        rho=rho,
+        approx_epsilon=approx_epsilon,
+        approx_delta=approx_delta,
+        epsilon=dp_epsilon + approx_epsilon,
+        delta=dp_delta + approx_delta,
+        conversion_delta=conversion_delta,
+    )
+
+
+def add_months(day: dt.date, months: int) -> dt.date:
+    """``day`` moved by ``months`` calendar months, clamped to the month's last day.
+
+    Examples
+    --------
+    >>> add_months(dt.date(2026, 3, 31), -1)
+    datetime.date(2026, 2, 28)
+    """
+    index = day.year * 12 + (day.month - 1) + months
+    year, month = divmod(index, 12)
+    month += 1
+    next_first = dt.date(year + month // 12, month % 12 + 1, 1)
+    last_day = (next_first - dt.timedelta(days=1)).day
+    return dt.date(year, month, min(day.day, last_day))
+
+
+def period_start(end: dt.date, months: int) -> dt.date:
+    """Exclusive start of the rolling period ``(start, end]`` of ``months`` months.
+
+    Examples
+    --------
+    >>> period_start(dt.date(2026, 6, 30), 12)
+    datetime.date(2025, 6, 30)
+    """
+    if months < 1:
+        raise ValueError(f"a rolling period of {months} months must be at least 1 month")
+    return add_months(end, -months)
+
+
+def in_period(day: dt.date, end: dt.date, months: int) -> bool:
+    """True if ``day`` lies in the rolling period ``(end − months, end]``."""
+    return period_start(end, months) < day <= end
+
+
+def max_period_total(
+    dated: Sequence[tuple[dt.date, PrivacyLoss]],
+    new_date: dt.date,
+    months: int,
+    delta: float | None = None,
+) -> tuple[dt.date, Composition]:
+    """The worst rolling period that contains ``new_date``, and its composed total.
+
+    Every period ``(s − months, s]`` with ``s ≥ new_date`` that contains ``new_date`` is
+    considered. A period's total only grows when a release enters it, which happens at a
+    release's own date, so the candidates ``s`` are ``new_date`` and the dates after it.
+
+    Parameters
+    ----------
+    dated : sequence of (date, PrivacyLoss)
+        Releases to count, including the new one.
+    new_date : date
+        The date of the new release.
+    months : int
+        The period length.
+    delta : float, optional
+        The policy's δ (see :func:`compose`).
+
+    Returns
+    -------
+    (date, Composition)
+        The end of the worst period and its total.
+    """
+    # Only releases within `months` of new_date can share a period with it.
+    horizon = add_months(new_date, months)
+    near = [(day, loss) for day, loss in dated if period_start(new_date, months) < day < horizon]
+    candidates = sorted(
+        {new_date} | {day for day, _ in near if day > new_date and in_period(new_date, day, months)}
+    )
+    worst: tuple[dt.date, Composition] | None = None
+    for end in candidates:
+        total = compose((loss for day, loss in near if in_period(day, end, months)), delta)
+        if worst is None or total.epsilon > worst[1].epsilon:
+            worst = (end, total)
+    assert worst is not None  # new_date is always a candidate
+    return worst
+
+
+def peak_period_total(
+    dated: Sequence[tuple[dt.date, PrivacyLoss]],
+    months: int,
+    until: dt.date,
+    delta: float | None = None,
+) -> tuple[dt.date | None, Composition]:
+    """The largest total of any rolling period ending on a release date up to ``until``.
+
+    A period's total only grows when a release enters it, so the periods ending on release
+    dates include the worst one. Returns ``(None, empty total)`` without releases.
+    """
+    ordered = sorted((item for item in dated if item[0] <= until), key=lambda item: item[0])
+    days = [day for day, _ in ordered]
+    peak_end: dt.date | None = None
+    peak = compose([], delta)
+    for end in sorted(set(days)):
+        low = bisect.bisect_right(days, period_start(end, months))
+        high = bisect.bisect_right(days, end)
+        total = compose((loss for _, loss in ordered[low:high]), delta)
+        if peak_end is None or total.epsilon > peak.epsilon:
+            peak_end, peak = end, total
+    return peak_end, peak

@@ -1,0 +1,273 @@
+"""Release guards: who may receive a release, where it may go, and for which purpose.
+
+The ledger runs :func:`check_release` inside every reservation, before any budget is spent
+or any query runs. Each refusal is a :class:`~segments.exceptions.ReleaseRefusedError` that
+cites the policy clause it enforces:
+
+* the destination must lie in the EU/EEA and among the policy's allowed destinations
+  (AO-2, OF-3);
+* a third-party marketing recipient is refused (AC-4), and a recipient must be declared in
+  the policy;
+* a "DP given a non-private segmentation" release goes to internal recipients only (AO-1:
+  its guarantee does not hold end to end, so it may not leave the controller);
+* the purpose must be declared in the policy (AO-10);
+* the guarantee must be one of :data:`GUARANTEES` and fit the release kind.
+
+The facts come from the policy (:class:`PolicyFacts.from_policy`), never from the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from segments.exceptions import ReleaseRefusedError
+
+__all__ = [
+    "EU_EEA",
+    "GUARANTEES",
+    "GUARANTEE_END_TO_END",
+    "GUARANTEE_GIVEN_SEGMENTATION",
+    "GUARANTEE_K_ANONYMOUS",
+    "RECIPIENT_KINDS",
+    "PolicyFacts",
+    "Recipient",
+    "check_destination",
+    "check_guarantee",
+    "check_purpose",
+    "check_recipient",
+    "check_release",
+]
+
+GUARANTEE_END_TO_END = "end-to-end ε-DP"
+GUARANTEE_GIVEN_SEGMENTATION = "DP given a non-private segmentation"
+GUARANTEE_K_ANONYMOUS = "k-anonymous microdata"
+GUARANTEES = (GUARANTEE_END_TO_END, GUARANTEE_GIVEN_SEGMENTATION, GUARANTEE_K_ANONYMOUS)
+
+RECIPIENT_KINDS = ("internal", "external", "third_party_marketing")
+
+# EU member states and the three further EEA states (IS, LI, NO), ISO 3166-1 alpha-2.
+# fmt: off
+EU_EEA = frozenset((
+    "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT",
+    "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO",
+))
+# fmt: on
+
+_DESTINATION_CLAUSES = ("AO-2", "OF-3")
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A declared recipient: its kind and the country its copy goes to."""
+
+    name: str
+    kind: str
+    destination: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in RECIPIENT_KINDS:
+            raise ValueError(
+                f"recipient {self.name!r} has kind {self.kind!r}; the kinds are "
+                f"{', '.join(RECIPIENT_KINDS)}"
+            )
+
+
+@dataclass(frozen=True)
+class PolicyFacts:
+    """The policy facts the guards need (a view of :class:`segments.Policy`).
+
+    Parameters
+    ----------
+    name : str
+        Policy name.
+    controller : str
+        The controller the policy belongs to.
+    recipients : mapping of str to Recipient
+        Declared recipients.
+    allowed_destinations : frozenset of str
+        Country codes releases may go to (intersected with :data:`EU_EEA` by the guard).
+    purposes : frozenset of str
+        Declared purposes.
+    destination_clause_ids : tuple of str
+        The policy's clauses on destinations (cited with AO-2 and OF-3).
+    """
+
+    name: str
+    controller: str
+    recipients: Mapping[str, Recipient] = field(default_factory=dict)
+    allowed_destinations: frozenset[str] = EU_EEA
+    purposes: frozenset[str] = frozenset()
+    destination_clause_ids: tuple[str, ...] = ()
+
+    @classmethod
+    def from_policy(cls, policy: Any) -> PolicyFacts:
+        """Read the facts from a :class:`segments.Policy` (or anything shaped like one).
+
+        ``policy.recipients`` maps a name to an object (or mapping) with ``kind`` and
+        ``country`` (or ``destination``); ``policy.allowed_destinations``,
+        ``policy.purposes`` (a mapping or a collection of names) and
+        ``policy.destination_clause_ids`` complete the facts.
+        """
+        if isinstance(policy, PolicyFacts):
+            return policy
+        recipients = {
+            name: Recipient(
+                name=name,
+                kind=str(_attr(spec, "kind")),
+                destination=_attr(spec, "country", None) or _attr(spec, "destination", None),
+            )
+            for name, spec in dict(getattr(policy, "recipients", {}) or {}).items()
+        }
+        return cls(
+            name=str(policy.name),
+            controller=str(policy.controller),
+            recipients=recipients,
+            allowed_destinations=frozenset(
+                code.upper() for code in getattr(policy, "allowed_destinations", EU_EEA)
+            ),
+            purposes=frozenset(getattr(policy, "purposes", ()) or ()),
+            destination_clause_ids=tuple(getattr(policy, "destination_clause_ids", ()) or ()),
+        )
+
+
+def _attr(obj: Any, name: str, default: Any = ...) -> Any:
+    if isinstance(obj, Mapping):
+        return obj[name] if default is ... else obj.get(name, default)
+    return getattr(obj, name) if default is ... else getattr(obj, name, default)
+
+
+def check_destination(
+    destination: str,
+    allowed: Iterable[str] = EU_EEA,
+    *,
+    who: str = "",
+    clause_ids: Iterable[str] = (),
+) -> None:
+    """Refuse a destination outside the EU/EEA or the policy's allowed list (AO-2, OF-3).
+
+    Examples
+    --------
+    >>> check_destination("SE")
+    >>> check_destination("US")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    segments.exceptions.ReleaseRefusedError: release destination 'US' is outside the EU/EEA...
+    """
+    code = (destination or "").upper()
+    clauses = ", ".join(dict.fromkeys([*_DESTINATION_CLAUSES, *clause_ids]))
+    label = f"destination {code!r}" + (f" of recipient {who!r}" if who else "")
+    if code not in EU_EEA:
+        raise ReleaseRefusedError(
+            f"release {label} is outside the EU/EEA; personal data and its releases stay in "
+            f"the EU/EEA ({clauses}); send it to an EU/EEA country code (e.g. 'SE')"
+        )
+    allowed_codes = sorted(code.upper() for code in allowed)
+    if code not in allowed_codes:
+        raise ReleaseRefusedError(
+            f"release {label} is not among the policy's allowed destinations "
+            f"{', '.join(allowed_codes)} ({clauses}); choose one of them or "
+            "amend the policy"
+        )
+
+
+def check_recipient(recipient: str, facts: PolicyFacts) -> Recipient:
+    """Return the declared recipient; refuse undeclared and third-party marketing ones (AC-4).
+
+    Raises
+    ------
+    ReleaseRefusedError
+        If the recipient is not declared in the policy or is a third-party marketer.
+    """
+    declared = facts.recipients.get(recipient)
+    if declared is None:
+        names = ", ".join(sorted(facts.recipients)) or "none"
+        raise ReleaseRefusedError(
+            f"recipient {recipient!r} is not declared in policy {facts.name!r} (declared: "
+            f"{names}); a release records who receives it (AC-4, AO-10); declare the recipient "
+            "in the policy's [recipients] or choose a declared one"
+        )
+    if declared.kind == "third_party_marketing":
+        raise ReleaseRefusedError(
+            f"recipient {recipient!r} is a third party for sales or marketing; data is not "
+            "shared with third parties for sales or marketing (AC-4); choose an internal or "
+            "external (non-marketing) recipient"
+        )
+    return declared
+
+
+def check_guarantee(guarantee: str, kind: str, recipient: Recipient) -> None:
+    """Refuse an unknown guarantee, a guarantee that does not fit the release kind, and a
+    "DP given a non-private segmentation" release to anyone but an internal recipient (AO-1).
+    """
+    if guarantee not in GUARANTEES:
+        raise ReleaseRefusedError(
+            f"release guarantee {guarantee!r} is unknown; state one of "
+            f"{', '.join(repr(g) for g in GUARANTEES)}"
+        )
+    expected_kind = "kanon" if guarantee == GUARANTEE_K_ANONYMOUS else "dp"
+    if kind != expected_kind:
+        raise ReleaseRefusedError(
+            f"release kind {kind!r} does not fit guarantee {guarantee!r} (expected kind "
+            f"{expected_kind!r}); state the guarantee the release actually has"
+        )
+    if guarantee == GUARANTEE_GIVEN_SEGMENTATION and recipient.kind != "internal":
+        raise ReleaseRefusedError(
+            f"recipient {recipient.name!r} is {recipient.kind}, but a release that is "
+            f"{guarantee!r} does not make anyone anonymous end to end (AO-1) and goes to "
+            "internal recipients only; key the release by category rules or a private model "
+            "(end-to-end ε-DP), or send it to an internal recipient"
+        )
+
+
+def check_purpose(purpose: str, facts: PolicyFacts) -> None:
+    """Refuse a purpose the policy does not declare (AO-10)."""
+    if purpose not in facts.purposes:
+        declared = ", ".join(sorted(facts.purposes)) or "none"
+        raise ReleaseRefusedError(
+            f"purpose {purpose!r} is not declared in policy {facts.name!r} (declared: "
+            f"{declared}); data is processed only for the purposes it was collected for "
+            "(AO-10); choose a declared purpose"
+        )
+
+
+def check_release(
+    *,
+    purpose: str,
+    recipient: str,
+    destination: str,
+    guarantee: str,
+    kind: str,
+    facts: PolicyFacts,
+) -> Recipient:
+    """Run every guard on one release; return the declared recipient.
+
+    Raises
+    ------
+    ReleaseRefusedError
+        On the first guard that fails, citing its clause.
+
+    Examples
+    --------
+    >>> facts = PolicyFacts(
+    ...     name="demo", controller="Demo AB",
+    ...     recipients={"purchasing": Recipient("purchasing", "internal", "SE")},
+    ...     allowed_destinations=frozenset({"SE"}), purposes=frozenset({"analytics"}))
+    >>> check_release(purpose="analytics", recipient="purchasing", destination="SE",
+    ...               guarantee="end-to-end ε-DP", kind="dp", facts=facts).kind
+    'internal'
+    """
+    check_purpose(purpose, facts)
+    declared = check_recipient(recipient, facts)
+    clause_ids = facts.destination_clause_ids
+    check_destination(destination, facts.allowed_destinations, clause_ids=clause_ids)
+    if declared.destination:
+        check_destination(
+            declared.destination,
+            facts.allowed_destinations,
+            who=declared.name,
+            clause_ids=clause_ids,
+        )
+    check_guarantee(guarantee, kind, declared)
+    return declared

@@ -1,0 +1,147 @@
+"""Release guards: destination (AO-2, OF-3), recipient (AC-4), guarantee (AO-1), purpose (AO-10)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import types
+
+import pytest
+
+from segments.exceptions import ReleaseRefusedError
+from segments.policy import Policy
+from segments.privacy.guards import (
+    EU_EEA,
+    GUARANTEE_END_TO_END,
+    GUARANTEE_GIVEN_SEGMENTATION,
+    GUARANTEE_K_ANONYMOUS,
+    PolicyFacts,
+    Recipient,
+    check_destination,
+    check_release,
+)
+from segments.privacy.ledger import Ledger, ReleaseRequest
+
+FACTS = PolicyFacts(
+    name="demo",
+    controller="Demo AB",
+    recipients={
+        "purchasing": Recipient("purchasing", "internal", "SE"),
+        "processor": Recipient("processor", "external", "FI"),
+        "adtech": Recipient("adtech", "third_party_marketing", "SE"),
+        "us-office": Recipient("us-office", "internal", "US"),
+    },
+    allowed_destinations=frozenset({"SE", "FI"}),
+    purposes=frozenset({"statistics"}),
+    destination_clause_ids=("AO-2",),
+)
+
+
+def release(**changes):
+    fields = {
+        "purpose": "statistics",
+        "recipient": "purchasing",
+        "destination": "SE",
+        "guarantee": GUARANTEE_END_TO_END,
+        "kind": "dp",
+        "facts": FACTS,
+    }
+    return check_release(**{**fields, **changes})
+
+
+def test_an_allowed_release_passes_and_returns_the_recipient():
+    assert release().kind == "internal"
+    assert release(recipient="processor", destination="FI").kind == "external"
+    assert release(guarantee=GUARANTEE_K_ANONYMOUS, kind="kanon").name == "purchasing"
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"destination": "US"}, r"destination 'US' is outside the EU/EEA.*AO-2, OF-3"),
+        ({"destination": "NO"}, r"'NO' is not among the policy's allowed destinations FI, SE"),
+        ({"recipient": "adtech"}, r"third party for sales or marketing.*\(AC-4\)"),
+        ({"recipient": "nobody"}, r"recipient 'nobody' is not declared in policy 'demo'"),
+        ({"recipient": "us-office"}, r"destination 'US' of recipient 'us-office' is outside"),
+        (
+            {"recipient": "processor", "guarantee": GUARANTEE_GIVEN_SEGMENTATION},
+            r"recipient 'processor' is external.*\(AO-1\).*internal recipients only",
+        ),
+        ({"purpose": "marketing"}, r"purpose 'marketing' is not declared.*\(AO-10\)"),
+        ({"guarantee": "probably private"}, r"guarantee 'probably private' is unknown"),
+        ({"guarantee": GUARANTEE_K_ANONYMOUS}, r"kind 'dp' does not fit guarantee"),
+    ],
+)
+def test_each_guard_refuses_with_its_clause(changes, match):
+    with pytest.raises(ReleaseRefusedError, match=match):
+        release(**changes)
+
+
+def test_non_private_segmentation_may_go_to_internal_recipients():
+    assert release(guarantee=GUARANTEE_GIVEN_SEGMENTATION).kind == "internal"
+
+
+def test_eu_eea_has_the_30_states_and_lower_case_codes_work():
+    assert len(EU_EEA) == 30 and {"SE", "NO", "IS", "LI"} <= EU_EEA and "GB" not in EU_EEA
+    check_destination("se")
+    with pytest.raises(ReleaseRefusedError, match="'CH' is outside the EU/EEA"):
+        check_destination("ch")
+
+
+def test_facts_from_the_real_policy():
+    policy = Policy.load("alloffice")
+    facts = PolicyFacts.from_policy(policy)
+    assert facts.controller == "AllOffice Nordic AB"
+    assert facts.recipients["adtech-partner"].kind == "third_party_marketing"
+    assert facts.recipients["eu-logistics-processor"].destination == "FI"
+    assert "statistics" in facts.purposes
+    assert facts.allowed_destinations <= EU_EEA
+    with pytest.raises(ReleaseRefusedError, match="AC-4"):
+        check_release(
+            purpose="statistics",
+            recipient="adtech-partner",
+            destination="SE",
+            guarantee=GUARANTEE_END_TO_END,
+            kind="dp",
+            facts=facts,
+        )
+
+
+def test_facts_from_plain_mappings():
+    policy = types.SimpleNamespace(
+        name="plain",
+        controller="Plain AB",
+        recipients={"team": {"kind": "internal", "destination": "DK"}},
+        allowed_destinations=["dk"],
+        purposes={"statistics": object()},
+    )
+    facts = PolicyFacts.from_policy(policy)
+    assert facts.recipients["team"] == Recipient("team", "internal", "DK")
+    assert facts.allowed_destinations == {"DK"}
+    with pytest.raises(ValueError, match="kind 'partner'; the kinds are"):
+        Recipient("x", "partner")
+
+
+def test_the_ledger_runs_the_guards_and_records_nothing_on_refusal(tmp_path):
+    ledger = Ledger.open(tmp_path / "l.sqlite", "Demo AB", policy=FACTS)
+    request = ReleaseRequest(
+        policy="demo",
+        population="customers",
+        purpose="statistics",
+        recipient="processor",
+        destination="FI",
+        guarantee=GUARANTEE_GIVEN_SEGMENTATION,
+        as_of=dt.date(2026, 6, 30),
+        epsilon=0.1,
+        budget_epsilon=1.0,
+        budget_period_months=12,
+        budget_window_months=24,
+    )
+    with pytest.raises(ReleaseRefusedError, match="AO-1"):
+        ledger.reserve(request)
+    with pytest.raises(ReleaseRefusedError, match="AO-2"):
+        ledger.reserve(
+            ReleaseRequest(**{**request.to_dict(), "destination": "US", "recipient": "purchasing"})
+        )
+    assert ledger.entries() == []
+    head = ledger.head_hash()
+    assert ledger.verify_chain().n_events == 0 and head == ledger.head_hash()

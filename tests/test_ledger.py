@@ -1,0 +1,703 @@
+"""The privacy ledger: reservation before release, budgets that cannot be reset or overspent
+(also by several processes at once), crash safety, tamper evidence and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import math
+import multiprocessing
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from segments.cli import ledger as ledger_cli
+from segments.exceptions import BudgetExceededError, ReleaseRefusedError, WorkspaceError
+from segments.policy import Policy
+from segments.privacy.composition import add_months, epsilon_budget_to_rho, rho_to_epsilon
+from segments.privacy.guards import (
+    EU_EEA,
+    GUARANTEE_END_TO_END,
+    GUARANTEE_K_ANONYMOUS,
+    PolicyFacts,
+    Recipient,
+)
+from segments.privacy.ledger import (
+    EVALUATION_LABEL,
+    LEDGER_DIR_ENV,
+    Ledger,
+    ReleaseRequest,
+    default_ledger_path,
+)
+
+CONTROLLER = "Demo AB"
+FACTS = PolicyFacts(
+    name="demo",
+    controller=CONTROLLER,
+    recipients={
+        "purchasing": Recipient("purchasing", "internal", "SE"),
+        "processor": Recipient("processor", "external", "FI"),
+    },
+    allowed_destinations=EU_EEA,
+    purposes=frozenset({"statistics"}),
+)
+BUDGET = 1.0
+AS_OF = dt.date(2026, 6, 30)
+SHA = "ab" * 32
+FORK = multiprocessing.get_context("fork")
+
+
+def make_request(**changes) -> ReleaseRequest:
+    fields = {
+        "policy": "demo",
+        "population": "customers",
+        "purpose": "statistics",
+        "recipient": "purchasing",
+        "destination": "SE",
+        "guarantee": GUARANTEE_END_TO_END,
+        "as_of": AS_OF,
+        "epsilon": 0.25,
+        "mechanism": "laplace",
+        "clause_ids": ("AO-4",),
+        "spec": {"query": "count", "keys": ["county", "segment"]},
+        "bounds": {"rows_per_person": 1},
+        "budget_epsilon": BUDGET,
+        "budget_period_months": 12,
+        "budget_window_months": 24,
+    }
+    return ReleaseRequest(**{**fields, **changes})
+
+
+def open_ledger(path: Path, **kwargs) -> Ledger:
+    return Ledger.open(path, CONTROLLER, policy=FACTS, **kwargs)
+
+
+@pytest.fixture
+def ledger(tmp_path) -> Ledger:
+    return open_ledger(tmp_path / "ledger.sqlite")
+
+
+def card_for(entry) -> dict:
+    return {"release_id": entry.release_id, "ledger_head": entry.head_hash}
+
+
+def spent(ledger: Ledger, as_of=AS_OF) -> float:
+    return ledger.balance("customers", as_of).period_total.epsilon
+
+
+# --- recording ----------------------------------------------------------------------------------
+def test_reserve_then_publish_records_every_field(ledger):
+    reservation = ledger.reserve(make_request(population_fingerprint="f" * 64))
+    entry = ledger.entry(reservation.release_id)
+    assert entry.status == "reserved" and entry.files == {}
+    published = ledger.publish(reservation, files={"counts.parquet": SHA})
+    assert published.status == "published"
+    assert published.head_hash == ledger.head_hash() != reservation.hash
+    record = published.to_dict()
+    for field, value in {
+        "controller": CONTROLLER,
+        "policy": "demo",
+        "population": "customers",
+        "population_fingerprint": "f" * 64,
+        "purpose": "statistics",
+        "recipient": "purchasing",
+        "recipient_kind": "internal",
+        "destination": "SE",
+        "clause_ids": ["AO-4"],
+        "spec": {"query": "count", "keys": ["county", "segment"]},
+        "guarantee": GUARANTEE_END_TO_END,
+        "mechanism": "laplace",
+        "bounds": {"rows_per_person": 1},
+        "epsilon": 0.25,
+        "files": {"counts.parquet": SHA},
+        "evaluation": False,
+        "as_of": "2026-06-30",
+        "charged": True,
+    }.items():
+        assert record[field] == value, field
+    assert record["reserved_at"] <= record["published_at"]
+    assert json.loads(json.dumps(record)) == record
+
+
+def test_k_anonymous_releases_charge_nothing_but_appear_in_history(ledger):
+    kanon = make_request(guarantee=GUARANTEE_K_ANONYMOUS, epsilon=None, mechanism="mondrian")
+    assert kanon.kind == "kanon"
+    entry = ledger.publish(ledger.reserve(kanon), files={"table.parquet": SHA})
+    assert entry.to_dict()["charged"] is False
+    assert spent(ledger) == 0.0
+    assert ledger.balance("customers").period_total.n_releases == 1
+    with pytest.raises(ValueError, match="k-anonymous microdata has no ε"):
+        make_request(guarantee=GUARANTEE_K_ANONYMOUS, epsilon=0.1)
+    with pytest.raises(ValueError, match="kind 'dp' has no privacy loss"):
+        make_request(epsilon=None)
+
+
+def test_publish_is_checked(ledger):
+    reservation = ledger.reserve(make_request(release_id="counts-20260630"))
+    assert reservation.release_id == "counts-20260630"
+    with pytest.raises(ValueError, match="digest 'abc'; pass the SHA-256"):
+        ledger.publish(reservation, files={"x.parquet": "abc"})
+    with pytest.raises(ValueError, match="got no files"):
+        ledger.publish(reservation, files={})
+    ledger.publish(reservation, files={"x.parquet": SHA})
+    with pytest.raises(ReleaseRefusedError, match="already published"):
+        ledger.publish(reservation, files={"x.parquet": SHA})
+    with pytest.raises(ReleaseRefusedError, match="has no reservation"):
+        ledger.publish("never-reserved", files={"x.parquet": SHA})
+    with pytest.raises(ReleaseRefusedError, match="already reserved"):
+        ledger.reserve(make_request(release_id="counts-20260630"))
+    with pytest.raises(ValueError, match="release_id='../x' must be"):
+        make_request(release_id="../x")
+
+
+def test_request_values_are_validated():
+    with pytest.raises(ValueError, match="as_of='June' is not a date"):
+        make_request(as_of="June")
+    with pytest.raises(ValueError, match="budget_epsilon=0.0 must be > 0"):
+        make_request(budget_epsilon=0)
+    with pytest.raises(ValueError, match="budget_period_months=0 must be a whole number"):
+        make_request(budget_period_months=0)
+    with pytest.raises(ValueError, match=r"spec\['rng'\] of type Generator cannot be stored"):
+        make_request(spec={"rng": np.random.default_rng(0)})
+    with pytest.raises(ValueError, match="purpose is empty"):
+        make_request(purpose=" ")
+
+
+# --- the budget ---------------------------------------------------------------------------------
+def test_over_budget_is_refused_before_anything_runs_with_spent_requested_remaining(ledger):
+    for _ in range(3):
+        ledger.reserve(make_request(epsilon=0.3))
+    head = ledger.head_hash()
+    with pytest.raises(BudgetExceededError, match=r"spent ε = 0\.9 of the budget ε = 1") as info:
+        ledger.reserve(make_request(epsilon=0.25))
+    message = str(info.value)
+    assert "requested ε = 0.25" in message and "remaining ε = 0.1" in message
+    assert "(2025-06-30, 2026-06-30]" in message
+    assert info.value.remaining_epsilon == pytest.approx(0.1)  # type: ignore[attr-defined]
+    assert ledger.head_hash() == head and len(ledger.entries()) == 3  # nothing recorded
+    ledger.reserve(make_request(epsilon=0.1))  # the budget can be spent exactly
+    assert spent(ledger) == pytest.approx(1.0)
+
+
+def test_rolling_period_edges(ledger):
+    ledger.reserve(make_request(epsilon=1.0, as_of="2025-06-30"))
+    with pytest.raises(BudgetExceededError):  # 2026-06-29 still has 2025-06-30 in its period
+        ledger.reserve(make_request(epsilon=0.01, as_of="2026-06-29"))
+    with pytest.raises(BudgetExceededError):  # a backfill a month earlier shares periods too
+        ledger.reserve(make_request(epsilon=0.01, as_of="2025-05-31"))
+    ledger.reserve(make_request(epsilon=1.0, as_of="2026-06-30"))  # twelve months later
+    ledger.reserve(make_request(epsilon=1.0, as_of="2024-06-30"))  # twelve months earlier
+    balance = ledger.balance("customers", "2026-06-30")
+    assert balance.period_total.epsilon == 1.0
+    assert balance.window_total.epsilon == 2.0  # (2024-06-30, 2026-06-30]
+    assert balance.peak_period_total.epsilon == 1.0
+
+
+def test_populations_have_separate_budgets(ledger):
+    ledger.reserve(make_request(epsilon=1.0))
+    ledger.reserve(make_request(epsilon=1.0, population="survey_respondents"))
+    assert ledger.populations() == ["customers", "survey_respondents"]
+
+
+def test_zcdp_budget_is_compared_in_epsilon_at_the_policy_delta(tmp_path):
+    policy = Policy.load("allkontor")  # zCDP, δ = 1e-7, budget ε = 3
+    assert policy.privacy.dp_family == "zcdp"
+    ledger = Ledger.for_policy(policy, path=tmp_path / "l.sqlite")
+    rho_budget = epsilon_budget_to_rho(policy.privacy.budget_epsilon, policy.privacy.delta)
+
+    def zcdp(rho):
+        return ReleaseRequest.for_policy(
+            policy,
+            population="customers",
+            purpose="statistics",
+            recipient="purchasing",
+            destination="SE",
+            guarantee=GUARANTEE_END_TO_END,
+            as_of=AS_OF,
+            rho=rho,
+            mechanism="gaussian",
+        )
+
+    ledger.reserve(zcdp(0.6 * rho_budget))
+    with pytest.raises(BudgetExceededError, match=r"requested ρ = .* \(ε = .* at δ = 1e-07\)"):
+        ledger.reserve(zcdp(0.41 * rho_budget))
+    ledger.reserve(zcdp(0.39 * rho_budget))
+    balance = ledger.balance("customers")
+    assert balance.period_total.rho == pytest.approx(0.99 * rho_budget)
+    assert balance.period_total.epsilon < 3.0
+    assert "ρ =" in balance.period_total.describe()
+
+
+def test_pure_and_zcdp_releases_compose_soundly_in_one_ledger(tmp_path):
+    policy = Policy.load("allkontor")  # zCDP, δ = 1e-7, budget ε = 3
+    ledger = Ledger.for_policy(policy, path=tmp_path / "l.sqlite")
+    fields = {
+        "population": "customers",
+        "purpose": "statistics",
+        "recipient": "purchasing",
+        "destination": "SE",
+        "guarantee": GUARANTEE_END_TO_END,
+        "as_of": AS_OF,
+    }
+    ledger.reserve(ReleaseRequest.for_policy(policy, epsilon=1.0, mechanism="laplace", **fields))
+    ledger.reserve(ReleaseRequest.for_policy(policy, rho=0.01, mechanism="gaussian", **fields))
+    total = ledger.balance("customers").period_total
+    assert total.family == "mixed"
+    assert total.rho == pytest.approx(0.51)  # 1²/2 + 0.01
+    expected = min(rho_to_epsilon(0.51, 1e-7), 1.0 + rho_to_epsilon(0.01, 1e-7))
+    assert total.epsilon == pytest.approx(expected) and total.delta == 1e-7
+    with pytest.raises(BudgetExceededError, match="requested ε = 1.2"):
+        ledger.reserve(ReleaseRequest.for_policy(policy, epsilon=1.2, **fields))
+
+
+def test_the_budget_comes_from_the_policy(tmp_path):
+    policy = Policy.load("offix")
+    ledger = Ledger.for_policy(policy, path=tmp_path / "l.sqlite")
+    fields = {
+        "population": "customers",
+        "purpose": "statistics",
+        "recipient": "purchasing",
+        "destination": "SE",
+        "guarantee": GUARANTEE_END_TO_END,
+        "as_of": AS_OF,
+        "epsilon": 0.5,
+    }
+    request = ReleaseRequest.for_policy(policy, **fields, budget_epsilon=100.0)
+    with pytest.raises(ReleaseRefusedError, match="budget_epsilon=100.0 but policy 'offix'"):
+        ledger.reserve(request)
+    with pytest.raises(ReleaseRefusedError, match="names policy 'alloffice'"):
+        ledger.reserve(ReleaseRequest.for_policy(Policy.load("alloffice"), **fields))
+
+
+# --- whose budget: the controller's, not a workspace's -------------------------------------------
+def test_a_fresh_workspace_or_new_as_of_does_not_reset_the_budget(tmp_path, monkeypatch):
+    monkeypatch.setenv(LEDGER_DIR_ENV, str(tmp_path / "controller-ledgers"))
+    policy = Policy.load("offix")  # budget ε = 2 per 12 months
+    fields = {
+        "population": "customers",
+        "purpose": "statistics",
+        "recipient": "purchasing",
+        "destination": "SE",
+        "guarantee": GUARANTEE_END_TO_END,
+        "epsilon": 1.5,
+    }
+    first = Ledger.for_policy(policy)  # e.g. from workspace A, prepared as of June
+    first.reserve(ReleaseRequest.for_policy(policy, as_of=AS_OF, **fields))
+    again = Ledger.for_policy(policy)  # workspace B, new key, prepared a month later
+    assert again.path == first.path == tmp_path / "controller-ledgers" / "offix-ab.sqlite"
+    with pytest.raises(BudgetExceededError, match="spent ε = 1.5"):
+        again.reserve(ReleaseRequest.for_policy(policy, as_of="2026-07-31", **fields))
+    other_purpose = {**fields, "purpose": "segmentation"}
+    with pytest.raises(BudgetExceededError, match="spent ε = 1.5"):
+        again.reserve(ReleaseRequest.for_policy(policy, as_of=AS_OF, **other_purpose))
+
+
+def test_default_location_is_the_per_user_data_dir(monkeypatch):
+    import platformdirs
+
+    monkeypatch.delenv(LEDGER_DIR_ENV, raising=False)
+    expected = Path(platformdirs.user_data_dir("segments")) / "ledgers"
+    assert default_ledger_path("AllOffice Nordic AB") == expected / "alloffice-nordic-ab.sqlite"
+    assert default_ledger_path("Offix AB", evaluation=True).parent == expected / "evaluation"
+
+
+def test_another_controllers_ledger_is_refused(tmp_path):
+    path = tmp_path / "l.sqlite"
+    open_ledger(path)
+    with pytest.raises(ReleaseRefusedError, match="belongs to controller 'Demo AB', not 'Other'"):
+        Ledger.open(path, "Other")
+    with pytest.raises(ReleaseRefusedError, match="policy 'alloffice' belongs to controller"):
+        Ledger.open(path, CONTROLLER, policy=Policy.load("alloffice"))
+    assert Ledger.open(path).controller == CONTROLLER  # reading without naming it
+
+
+def test_missing_or_foreign_files(tmp_path):
+    with pytest.raises(WorkspaceError, match="no privacy ledger at"):
+        Ledger.open(tmp_path / "none.sqlite", CONTROLLER, create=False)
+    other = tmp_path / "other.sqlite"
+    with contextlib.closing(sqlite3.connect(other)) as conn:
+        conn.execute("CREATE TABLE t (x)")
+        conn.commit()
+    with pytest.raises(WorkspaceError, match="is not a segments privacy ledger"):
+        Ledger.open(other, CONTROLLER)
+    text = tmp_path / "text.sqlite"
+    text.write_text("not a database at all, just some text to fill a page" * 40)
+    with pytest.raises(WorkspaceError, match="is not a segments privacy ledger"):
+        Ledger.open(text, CONTROLLER)
+
+
+def test_there_is_no_way_to_delete_or_reset(ledger):
+    ledger.reserve(make_request())
+    assert not any(hasattr(Ledger, name) for name in ("delete", "reset", "clear", "remove"))
+    with contextlib.closing(sqlite3.connect(ledger.path)) as conn:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("DELETE FROM events")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("UPDATE events SET body = '{}'")
+        with pytest.raises(sqlite3.DatabaseError, match="identity cannot be changed"):
+            conn.execute("UPDATE meta SET value = 'true' WHERE key = 'evaluation'")
+    assert spent(ledger) == 0.25
+
+
+def test_throwaway_demo_ledger_lives_in_the_workspace_and_says_so(tmp_path):
+    ledger = Ledger.for_workspace(tmp_path / "ws", CONTROLLER, policy=FACTS)
+    assert ledger.path == tmp_path / "ws" / "ledger" / "demo-ab.sqlite"
+    assert ledger.throwaway and "THROW-AWAY DEMO LEDGER" in ledger.label
+    entry = ledger.publish(ledger.reserve(make_request()), files={"a": SHA})
+    assert "THROW-AWAY" in entry.label and entry.throwaway
+    with pytest.raises(BudgetExceededError, match=r"^\[THROW-AWAY DEMO LEDGER"):
+        ledger.reserve(make_request(epsilon=0.9))
+    assert "THROW-AWAY" in ledger.balance("customers").label
+    assert Ledger.open(ledger.path).throwaway  # the flag is stored in the file
+
+
+# --- evaluation ledgers ---------------------------------------------------------------------------
+def test_evaluation_ledger_only_for_synthetic_data_and_labelled(tmp_path):
+    path = tmp_path / "eval.sqlite"
+    with pytest.raises(ReleaseRefusedError, match="synthetic data only.*not marked synthetic"):
+        open_ledger(path, evaluation=True)
+    ledger = open_ledger(path, evaluation=True, synthetic=True)
+    assert ledger.label == EVALUATION_LABEL and "EVALUATION" in repr(ledger)
+    reservations = [ledger.reserve(make_request(epsilon=0.5)) for _ in range(5)]
+    assert [r.over_budget for r in reservations] == [False, False, True, True, True]
+    assert all(r.label == EVALUATION_LABEL for r in reservations)
+    assert ledger.balance("customers").period_total.epsilon == 2.5
+    assert ledger.balance("customers").label == EVALUATION_LABEL
+    assert all(entry.evaluation for entry in ledger.entries())
+    with pytest.raises(ReleaseRefusedError, match="not marked synthetic"):
+        ledger.reserve(make_request(synthetic=False))
+    with pytest.raises(ReleaseRefusedError, match="is an evaluation ledger but a real ledger"):
+        open_ledger(path)
+    real = tmp_path / "real.sqlite"
+    open_ledger(real)
+    with pytest.raises(ReleaseRefusedError, match="is a real ledger but an evaluation ledger"):
+        open_ledger(real, evaluation=True, synthetic=True)
+
+
+# --- tamper evidence ------------------------------------------------------------------------------
+def _publish_three(ledger: Ledger) -> list[dict]:
+    return [
+        card_for(ledger.publish(ledger.reserve(make_request(epsilon=0.1)), files={"t": SHA}))
+        for _ in range(3)
+    ]
+
+
+def _without_triggers(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    for name in ("events_append_only_update", "events_append_only_delete", "meta_fixed_update"):
+        conn.execute(f"DROP TRIGGER {name}")
+    return conn
+
+
+def test_the_chain_and_cards_verify(ledger):
+    cards = _publish_three(ledger)
+    assert ledger.verify_chain() and ledger.verify_cards(cards)
+    assert ledger.verify_chain().n_events == 6
+    legacy = [{"release_id": c["release_id"], "ledger_head_hash": c["ledger_head"]} for c in cards]
+    assert ledger.verify_cards(legacy)  # the DP release card's key name
+
+
+def test_an_edited_entry_breaks_the_chain(ledger):
+    _publish_three(ledger)
+    with contextlib.closing(_without_triggers(ledger.path)) as conn:
+        body = conn.execute("SELECT body FROM events WHERE seq = 3").fetchone()[0]
+        edited = body.replace('"epsilon":0.1', '"epsilon":0.01')
+        assert edited != body
+        conn.execute("UPDATE events SET body = ? WHERE seq = 3", (edited,))
+    result = ledger.verify_chain()
+    assert not result
+    assert any("event 3" in p and "was edited" in p for p in result.problems)
+
+
+def test_edited_columns_and_identity_are_detected(ledger):
+    _publish_three(ledger)
+    with contextlib.closing(_without_triggers(ledger.path)) as conn:
+        conn.execute("UPDATE events SET population = 'nobody' WHERE seq = 1")
+        conn.execute("UPDATE meta SET value = 'true' WHERE key = 'evaluation'")
+    problems = " | ".join(ledger.verify_chain().problems)
+    assert "differ from its hashed content" in problems
+    assert "ledger identity" in problems
+
+
+def test_a_truncated_ledger_is_detected_against_the_cards(ledger):
+    cards = _publish_three(ledger)
+    with contextlib.closing(_without_triggers(ledger.path)) as conn:
+        conn.execute("DELETE FROM events WHERE seq > 4")
+    assert ledger.verify_chain()  # a clean prefix: only the cards can tell
+    result = ledger.verify_cards(cards)
+    assert not result
+    assert any("truncated or replaced" in p for p in result.problems)
+
+
+def test_a_deleted_middle_event_is_detected(ledger):
+    _publish_three(ledger)
+    with contextlib.closing(_without_triggers(ledger.path)) as conn:
+        conn.execute("DELETE FROM events WHERE seq = 2")
+    problems = " | ".join(ledger.verify_chain().problems)
+    assert "events were removed" in problems and "does not link" in problems
+
+
+def test_a_replaced_ledger_is_detected_against_the_cards(tmp_path):
+    path = tmp_path / "l.sqlite"
+    cards = _publish_three(open_ledger(path))
+    path.unlink()  # start over ...
+    fresh = open_ledger(path)
+    for card in cards:  # ... and even replay the same release ids
+        fresh.publish(fresh.reserve(make_request(release_id=card["release_id"])), {"t": SHA})
+    result = fresh.verify_cards(cards)
+    assert not result
+    assert sum("not in the chain" in p for p in result.problems) == 3
+    assert not fresh.verify_cards([{"release_id": "x"}])
+
+
+# --- concurrency and crashes --------------------------------------------------------------------
+def _spend_repeatedly(path: str, sizes: list[float], days: list[int], out) -> None:
+    ledger = open_ledger(Path(path))
+    granted = 0
+    for size, day in zip(sizes, days, strict=True):
+        as_of = AS_OF + dt.timedelta(days=day)
+        with contextlib.suppress(BudgetExceededError):
+            ledger.reserve(make_request(epsilon=size, as_of=as_of))
+            granted += 1
+    out.put(granted)
+
+
+def _run_processes(path: Path, plans: list[tuple[list[float], list[int]]]) -> list[int]:
+    out = FORK.Queue()
+    procs = [
+        FORK.Process(target=_spend_repeatedly, args=(str(path), sizes, days, out))
+        for sizes, days in plans
+    ]
+    for proc in procs:
+        proc.start()
+    granted = [out.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=30)
+        assert proc.exitcode == 0
+    return granted
+
+
+def _assert_no_period_over_budget(ledger: Ledger) -> None:
+    """Independent recount: every rolling period ending on any release date."""
+    entries = [(e.request.as_of, e.request.epsilon or 0.0) for e in ledger.entries()]
+    for end, _ in entries:
+        start = add_months(end, -12)
+        total = math.fsum(eps for day, eps in entries if start < day <= end)
+        assert total <= BUDGET, f"period ending {end} spent {total}"
+
+
+def test_two_processes_cannot_overspend_together(tmp_path):
+    path = tmp_path / "l.sqlite"
+    open_ledger(path)  # created before the race, as a controller's ledger is
+    granted = _run_processes(path, [([0.1] * 14, [0] * 14)] * 2)
+    assert sum(granted) == 10  # exactly the budget: 10 × 0.1, no more, none lost
+    assert spent(open_ledger(path)) == pytest.approx(1.0)
+
+
+def test_processes_creating_the_same_new_ledger_share_it(tmp_path):
+    path = tmp_path / "new" / "l.sqlite"
+    granted = _run_processes(path, [([0.1] * 3, [0] * 3)] * 3)
+    assert granted == [3, 3, 3]
+    ledger = open_ledger(path)
+    assert len(ledger.entries()) == 9 and ledger.verify_chain()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_processes_with_random_sizes_and_dates_never_overspend(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    plans = [
+        (rng.uniform(0.02, 0.4, 15).round(3).tolist(), rng.integers(-500, 500, 15).tolist())
+        for _ in range(3)
+    ]
+    path = tmp_path / "l.sqlite"
+    open_ledger(path)
+    granted = _run_processes(path, plans)
+    ledger = open_ledger(path)
+    assert sum(granted) == len(ledger.entries()) > 0
+    _assert_no_period_over_budget(ledger)
+    assert ledger.verify_chain()
+
+
+def _reserve_then_hang(path: str, ready) -> None:
+    reservation = open_ledger(Path(path)).reserve(make_request(epsilon=0.75))
+    ready.put(reservation.release_id)
+    time.sleep(120)  # the "query" that never finishes: killed before publication
+
+
+def _hold_the_write_lock(path: str, ready) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(
+        "INSERT INTO events VALUES (99, 'half', 'reserve', 'now', 'customers', '2026-06-30',"
+        " '{}', 'x', 'y')"
+    )
+    ready.put("locked")
+    time.sleep(120)
+
+
+def _kill_child(target, path: Path) -> str:
+    ready = FORK.Queue()
+    child = FORK.Process(target=target, args=(str(path), ready))
+    child.start()
+    try:
+        message = ready.get(timeout=60)
+    finally:
+        assert child.pid is not None
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(timeout=30)
+    assert child.exitcode == -signal.SIGKILL
+    return message
+
+
+def test_a_crash_between_reservation_and_publication_leaves_the_charge_counted(tmp_path):
+    path = tmp_path / "l.sqlite"
+    open_ledger(path)
+    release_id = _kill_child(_reserve_then_hang, path)
+    ledger = open_ledger(path)
+    assert ledger.entry(release_id).status == "reserved"
+    assert spent(ledger) == 0.75
+    with pytest.raises(BudgetExceededError, match="spent ε = 0.75"):
+        ledger.reserve(make_request(epsilon=0.5))
+    assert ledger.verify_chain()
+
+
+def test_a_crash_inside_the_transaction_leaves_nothing_half_written(tmp_path):
+    path = tmp_path / "l.sqlite"
+    open_ledger(path)
+    assert _kill_child(_hold_the_write_lock, path) == "locked"
+    ledger = open_ledger(path)
+    assert ledger.entries() == [] and ledger.verify_chain()
+    ledger.reserve(make_request())  # the lock died with the process
+    assert len(ledger.entries()) == 1
+
+
+# --- the property: no sequence of releases spends more than the budget ---------------------------
+edge_days = st.sampled_from([0, 1, 28, 29, 30, 31, 181, 364, 365, 366, -1, -365, -366])
+requests = st.lists(
+    st.tuples(
+        st.one_of(st.floats(0.01, 0.6), st.sampled_from([0.1, 0.25, 0.5, 1.0])),
+        st.one_of(st.integers(-800, 800), edge_days),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(requests)
+def test_property_no_sequence_of_releases_overspends(tmp_path_factory, sequence):
+    ledger = open_ledger(tmp_path_factory.mktemp("prop") / "l.sqlite")
+    accepted: list[tuple[dt.date, float]] = []
+    for size, day in sequence:
+        as_of = dt.date(2026, 1, 31) + dt.timedelta(days=day)
+        candidate = [*accepted, (as_of, size)]
+        # The model: the new release fits iff every period containing it stays in budget.
+        fits = all(
+            math.fsum(e for d, e in candidate if add_months(end, -12) < d <= end) <= BUDGET
+            for end, _ in candidate
+            if end >= as_of and add_months(end, -12) < as_of
+        )
+        try:
+            ledger.reserve(make_request(epsilon=size, as_of=as_of))
+        except BudgetExceededError:
+            assert not fits
+        else:
+            assert fits
+            accepted.append((as_of, size))
+    _assert_no_period_over_budget(ledger)
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.floats(0.05, 0.5), st.integers(-400, 400)), min_size=1, max_size=8),
+        min_size=2,
+        max_size=3,
+    )
+)
+def test_property_several_processes_never_overspend(tmp_path_factory, plans):
+    path = tmp_path_factory.mktemp("procs") / "l.sqlite"
+    open_ledger(path)
+    split = [([size for size, _ in plan], [day for _, day in plan]) for plan in plans]
+    granted = _run_processes(path, split)
+    ledger = open_ledger(path)
+    assert sum(granted) == len(ledger.entries()) >= 1  # the first request always fits
+    _assert_no_period_over_budget(ledger)
+
+
+# --- the CLI ------------------------------------------------------------------------------------
+def run_cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="segments")
+    ledger_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["ledger", *argv])
+    return int(args.func(args))
+
+
+def test_cli_shows_balance_rolling_totals_and_history(ledger, capsys):
+    ledger.publish(ledger.reserve(make_request(epsilon=0.3)), files={"t": SHA})
+    ledger.reserve(make_request(epsilon=0.2, as_of="2025-01-31"))
+    assert run_cli("--ledger", str(ledger.path), "--history") == 0
+    out = capsys.readouterr().out
+    assert "Privacy ledger of Demo AB" in out and "hash chain verified" in out
+    assert "rolling period (2025-06-30, 2026-06-30]: ε = 0.3" in out
+    assert "window of 24 months (2024-06-30, 2026-06-30]: ε = 0.5" in out
+    assert "remaining ε = 0.7" in out
+    assert "zCDP releases add in ρ" in out  # the accounting rule is stated
+    assert out.count("published") >= 2 and "reserved" in out and "laplace" in out
+    assert (
+        run_cli("--ledger", str(ledger.path), "--json", "--history", "--as-of", "2025-02-01") == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["balances"][0]["period_total"]["epsilon"] == 0.2
+    assert len(report["history"]) == 2 and report["verification"]["ok"]
+
+
+def test_cli_labels_evaluation_ledgers_and_checks_cards(tmp_path, capsys):
+    ledger = open_ledger(tmp_path / "eval.sqlite", evaluation=True, synthetic=True)
+    entry = ledger.publish(ledger.reserve(make_request()), files={"t": SHA})
+    cards = tmp_path / "releases" / entry.release_id
+    cards.mkdir(parents=True)
+    (cards / "card.json").write_text(json.dumps(card_for(entry)))
+    assert run_cli("--ledger", str(ledger.path), "--cards", str(tmp_path / "releases")) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert EVALUATION_LABEL in lines[0] and EVALUATION_LABEL in lines[-1]
+    assert "hash chain and 1 release cards verified" in out
+    (cards / "card.json").write_text(json.dumps({**card_for(entry), "ledger_head": "0" * 64}))
+    assert run_cli("--ledger", str(ledger.path), "--cards", str(tmp_path / "releases")) == 1
+    assert "PROBLEM" in capsys.readouterr().out
+
+
+def test_cli_finds_the_policy_ledger_and_explains_a_missing_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(LEDGER_DIR_ENV, str(tmp_path))
+    with pytest.raises(WorkspaceError, match="no privacy ledger at"):
+        run_cli("--policy", "offix")
+    with pytest.raises(WorkspaceError, match="no privacy ledger in"):
+        run_cli()
+    policy = Policy.load("offix")
+    Ledger.for_policy(policy)
+    assert run_cli("--policy", "offix") == 0
+    assert "Offix AB" in capsys.readouterr().out
+    assert run_cli() == 0  # every ledger in the folder
+    assert "Offix AB" in capsys.readouterr().out
+    workspace = tmp_path / "ws"
+    Ledger.for_workspace(workspace, CONTROLLER)
+    assert run_cli("--workspace", str(workspace), "--json") == 0
+    assert json.loads(capsys.readouterr().out)["ledger"]["throwaway"] is True
