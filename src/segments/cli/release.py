@@ -1,0 +1,239 @@
+"""``segments release``: differentially private releases (OpenDP), charged to the ledger.
+
+``segments release --workspace W --policy NAME --spec NAME --purpose P --recipient R``
+plans the release, prints the expected accuracy of every released number, charges the ledger
+and writes ``W/releases/<release-id>/`` (tables + ``card.json``). ``--dry-run`` prints the
+accuracy only and spends nothing. ``segments release backfill ...`` builds the monthly
+purchasing archive for the synthetic history (evaluation or demo ledger only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from typing import Any
+
+from segments.cli.common import add_workspace_option, iso_date
+from segments.exceptions import PolicyError
+from segments.workspace import Workspace
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "release",
+        help="differentially private release (OpenDP), charged to the privacy ledger",
+        description="Plan a DP release, show its expected accuracy, charge the ledger and "
+        "publish it. `segments release backfill` builds the monthly series archive for the "
+        "synthetic history.",
+    )
+    parser.add_argument(
+        "action", nargs="?", choices=["backfill"], help="backfill the monthly series archive"
+    )
+    add_workspace_option(parser)
+    parser.add_argument("--policy", required=True, help="policy name (e.g. alloffice)")
+    parser.add_argument(
+        "--spec", default="segment_overview", help="release specification name (see SPECS)"
+    )
+    parser.add_argument(
+        "--purpose", required=True, help="policy purpose; reads W/prepared/<purpose>/"
+    )
+    parser.add_argument("--recipient", required=True, help="declared recipient in the policy")
+    parser.add_argument("--destination", default="SE", help="ISO country code (default SE)")
+    parser.add_argument("--confidence", type=float, default=0.95, help="interval level")
+    parser.add_argument("--epsilon", type=float, help="override the spec's privacy loss ε")
+    parser.add_argument("--as-of", type=iso_date, help="release date (default: today)")
+    parser.add_argument("--month", type=iso_date, help="month (first day) of a monthly release")
+    parser.add_argument(
+        "--segments",
+        default="category_rule",
+        choices=["category_rule", "fitted", "private"],
+        help="segment source (fitted: DP given a non-private segmentation, internal only)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="show expected accuracy only")
+    ledger = parser.add_mutually_exclusive_group()
+    ledger.add_argument("--ledger", help="ledger file (default: the controller's ledger)")
+    ledger.add_argument(
+        "--demo-ledger", action="store_true", help="the throw-away demo ledger in W/ledger/"
+    )
+    ledger.add_argument(
+        "--evaluation-ledger",
+        action="store_true",
+        help="the evaluation ledger in W/ledger/ (synthetic data only)",
+    )
+    parser.set_defaults(func=run)
+
+
+def _synthetic(workspace: Workspace) -> bool:
+    if not workspace.manifest.exists():
+        return False
+    manifest = json.loads(workspace.manifest.read_text(encoding="utf-8"))
+    return bool(manifest.get("synthetic", False))
+
+
+def _open_ledger(args: argparse.Namespace, policy: Any, synthetic: bool) -> Any:
+    from segments.privacy.ledger import Ledger
+
+    if args.demo_ledger or args.evaluation_ledger:
+        return Ledger.for_workspace(
+            args.workspace,
+            str(policy.controller),
+            evaluation=bool(args.evaluation_ledger),
+            synthetic=synthetic,
+            policy=policy,
+        )
+    return Ledger.for_policy(policy, path=args.ledger, synthetic=synthetic)
+
+
+def _print_plan(plan: Any) -> None:
+    loss = plan.loss
+    stated = (
+        f"ε = {loss['epsilon']:.6g}"
+        if loss["rho"] is None
+        else f"ρ = {loss['rho']:.6g} (ε = {loss['epsilon']:.6g} at δ = {loss['delta']:g})"
+    )
+    print(f"release {plan.spec.name}: {plan.guarantee}, {plan.mechanism} noise, {stated}")
+    print(f"expected accuracy (± half-width at {plan.confidence:.0%} confidence), per cell:")
+    for row in plan.accuracy.iter_rows(named=True):
+        print(
+            f"  {row['query']:<28} {row['aggregate']:<10} {row['distribution']:<17} "
+            f"scale {row['scale']:>12.6g}  ± {row['accuracy']:>12.6g}  "
+            f"cells {row['cells']:>4}  sensitivity L1 {row['sensitivity_l1']:g}"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    from segments.policy import Policy
+    from segments.privacy.archive import backfill, month_start, release_month
+    from segments.privacy.releases import plan_release
+    from segments.privacy.specs import PrivacyParams, SegmentSource, get_spec
+
+    workspace: Workspace = args.workspace
+    policy = Policy.load(args.policy)
+    params = PrivacyParams.from_policy(policy, args.purpose)
+    as_of = args.as_of or dt.date.today()
+    synthetic = _synthetic(workspace)
+    if not 0.0 < args.confidence < 1.0:
+        raise PolicyError(f"--confidence={args.confidence!r} must lie in (0, 1), e.g. 0.95")
+
+    if args.action == "backfill":
+        if args.dry_run:
+            raise PolicyError("--dry-run does not apply to backfill; plan a single month instead")
+        ledger = _open_ledger(args, policy, synthetic)
+        report = backfill(
+            workspace,
+            until=as_of,
+            params=params,
+            ledger=ledger,
+            policy=policy,
+            purpose=args.purpose,
+            recipient=args.recipient,
+            destination=args.destination,
+            confidence=args.confidence,
+            synthetic=synthetic,
+        )
+        if ledger.label:
+            print(ledger.label)
+        for released, release_id in report.released.items():
+            print(f"released {released}: {release_id}")
+        for skipped, why in report.skipped.items():
+            print(f"skipped {skipped}: {why}")
+        return 0
+
+    spec = get_spec(args.spec)
+    if args.epsilon is not None:
+        spec = spec.with_epsilon(args.epsilon)
+    prepared = workspace.prepared_dir(args.purpose)
+    if "monthly_category" in spec.queries:
+        if args.month is None:
+            raise PolicyError(
+                "--spec monthly_category needs --month YYYY-MM-01 (the closed month to release)"
+            )
+        month = month_start(args.month)
+        if args.dry_run:
+            from segments.privacy.archive import next_month
+
+            with plan_release(
+                spec,
+                params,
+                customers=workspace.require(prepared / "customers.parquet", "segments prepare"),
+                lines=workspace.require(prepared / "lines.parquet", "segments prepare"),
+                as_of=as_of,
+                window=(month, next_month(month)),
+                confidence=args.confidence,
+            ) as plan:
+                _print_plan(plan)
+            print("dry run: nothing was charged or released")
+            return 0
+        ledger = _open_ledger(args, policy, synthetic)
+        result = release_month(
+            workspace,
+            month,
+            as_of=as_of,
+            params=params,
+            ledger=ledger,
+            policy=policy,
+            purpose=args.purpose,
+            recipient=args.recipient,
+            destination=args.destination,
+            confidence=args.confidence,
+            spec=spec,
+            synthetic=synthetic,
+        )
+        _report(result, ledger)
+        return 0
+
+    segments = (
+        SegmentSource.from_workspace(
+            workspace, args.segments, getattr(policy.privacy, "private_segments_k", None)
+        )
+        if spec.needs_segments
+        else None
+    )
+    surveys = None
+    if any(q.frame == "survey" for q in spec.query_defs):
+        surveys = prepared / "surveys.parquet"
+        if not surveys.exists():
+            surveys = workspace.require(workspace.raw_table("surveys"), "segments generate")
+    needs_lines = any(q.frame != "survey" for q in spec.query_defs)
+    with plan_release(
+        spec,
+        params,
+        customers=workspace.require(prepared / "customers.parquet", "segments prepare")
+        if needs_lines
+        else None,
+        lines=workspace.require(prepared / "lines.parquet", "segments prepare")
+        if needs_lines
+        else None,
+        surveys=surveys,
+        segments=segments,
+        as_of=as_of,
+        survey_month=month_start(args.month) if args.month else None,
+        confidence=args.confidence,
+    ) as plan:
+        _print_plan(plan)
+        if args.dry_run:
+            print("dry run: nothing was charged or released")
+            return 0
+        ledger = _open_ledger(args, policy, synthetic)
+        result = plan.execute(
+            ledger,
+            workspace,
+            policy=policy,
+            purpose=args.purpose,
+            recipient=args.recipient,
+            destination=args.destination,
+            synthetic=synthetic,
+        )
+    _report(result, ledger)
+    return 0
+
+
+def _report(result: Any, ledger: Any) -> None:
+    if ledger.label:
+        print(ledger.label)
+    print(f"released {result.release_id} -> {result.path}")
+    print(f"ledger head hash {result.card['ledger_head_hash']}")
+
+
+__all__ = ["register", "run"]

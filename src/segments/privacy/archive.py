@@ -1,0 +1,337 @@
+"""The monthly purchasing series: each closed month released once, appended to an archive.
+
+``W/releases/archive/monthly_category.parquet`` holds one row per month and product
+category (``docs/architecture.md``, "Release archive"). A month is released by
+:func:`release_month` only when it has closed (its last day is before ``as_of``) and while
+its data is inside retention; it is appended once and never re-released — the archive and
+the ledger are both checked. Forecasts read the archive (post-processing: no new loss).
+:func:`backfill` builds the archive for the synthetic history by stepping ``as_of`` through
+past months; it needs an evaluation or throw-away demo ledger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from segments.exceptions import ReleaseRefusedError, WorkspaceError
+from segments.privacy.releases import ReleaseResult, plan_release
+from segments.privacy.specs import SPECS, PrivacyParams, ReleaseSpec
+from segments.workspace import Workspace, atomic_write_with
+
+__all__ = [
+    "ARCHIVE_SCHEMA",
+    "BackfillReport",
+    "archive_path",
+    "backfill",
+    "month_start",
+    "next_month",
+    "read_archive",
+    "release_month",
+    "releasable_months",
+]
+
+ARCHIVE_SCHEMA: dict[str, Any] = {
+    "month": pl.Date,
+    "category": pl.Utf8,
+    "units": pl.Int64,
+    "sek": pl.Int64,
+    "units_scale": pl.Float64,
+    "sek_scale": pl.Float64,
+    "mechanism": pl.Utf8,
+    "epsilon": pl.Float64,
+    "rho": pl.Float64,
+    "release_id": pl.Utf8,
+}
+
+
+def month_start(day: dt.date) -> dt.date:
+    """First day of the month of ``day``."""
+    return day.replace(day=1)
+
+
+def next_month(month: dt.date) -> dt.date:
+    """First day of the month after ``month``."""
+    return dt.date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def _months_back(month: dt.date, months: int) -> dt.date:
+    index = month.year * 12 + month.month - 1 - months
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def archive_path(workspace: Workspace) -> Path:
+    """``W/releases/archive/monthly_category.parquet``."""
+    return workspace.releases / "archive" / "monthly_category.parquet"
+
+
+def read_archive(workspace: Workspace) -> pl.DataFrame:
+    """The archive (empty, with its columns, before the first month is released)."""
+    path = archive_path(workspace)
+    if not path.exists():
+        return pl.DataFrame(schema=ARCHIVE_SCHEMA)
+    return pl.read_parquet(path)
+
+
+def releasable_months(
+    as_of: dt.date, params: PrivacyParams, first_data_day: dt.date | None = None
+) -> list[dt.date]:
+    """Months that have closed before ``as_of`` and whose data is inside retention.
+
+    A month's data is inside retention when its first day is no older than
+    ``retention_months`` before ``as_of``'s month; with ``first_data_day``, only months fully
+    covered by the data (starting on or after it) are listed.
+
+    Examples
+    --------
+    >>> p = PrivacyParams(retention_months=3)
+    >>> [m.isoformat() for m in releasable_months(dt.date(2026, 3, 15), p)]
+    ['2025-12-01', '2026-01-01', '2026-02-01']
+    """
+    current = month_start(as_of)
+    first = _months_back(current, params.retention_months)
+    if first_data_day is not None:
+        covered = month_start(first_data_day)
+        if covered < first_data_day:
+            covered = next_month(covered)
+        first = max(first, covered)
+    months = []
+    month = first
+    while next_month(month) <= as_of:
+        months.append(month)
+        month = next_month(month)
+    return months
+
+
+def _released_in_ledger(ledger: Any, month: dt.date) -> str | None:
+    """Release id of an earlier charge for this month's series, if the ledger has one."""
+    for entry in ledger.entries():
+        spec = entry.request.spec or {}
+        window = spec.get("window") or []
+        if spec.get("name") == "monthly_category" and window[:1] == [month.isoformat()]:
+            return str(entry.release_id)
+    return None
+
+
+@contextlib.contextmanager
+def _archive_lock(workspace: Workspace) -> Iterator[None]:
+    """One writer at a time: two processes cannot release the same month together."""
+    folder = archive_path(workspace).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def release_month(
+    workspace: Workspace,
+    month: dt.date,
+    *,
+    as_of: dt.date,
+    params: PrivacyParams,
+    ledger: Any,
+    policy: Any,
+    purpose: str,
+    recipient: str,
+    destination: str = "SE",
+    confidence: float = 0.95,
+    spec: ReleaseSpec | None = None,
+    synthetic: bool | None = None,
+) -> ReleaseResult:
+    """Release one closed month of the purchasing series and append it to the archive.
+
+    Parameters
+    ----------
+    workspace : Workspace
+        Reads ``W/prepared/<purpose>/{customers,lines}.parquet``.
+    month : date
+        First day of the month.
+    as_of : date
+        The release date; the month must have closed before it and lie inside retention.
+    params : PrivacyParams
+    ledger : Ledger
+    policy : segments.Policy or str
+    purpose, recipient, destination : str
+    confidence : float
+    spec : ReleaseSpec, optional
+        Default ``SPECS["monthly_category"]``.
+    synthetic : bool, optional
+        The data manifest's flag.
+
+    Returns
+    -------
+    ReleaseResult
+
+    Raises
+    ------
+    ReleaseRefusedError
+        The month is open, outside retention, or already released (archive or ledger).
+    """
+    if month != month_start(month):
+        raise ReleaseRefusedError(
+            f"month={month} must be the first day of a month, e.g. {month_start(month)}"
+        )
+    if month not in releasable_months(as_of, params):
+        if next_month(month) > as_of:
+            rule = f"it has not closed before as_of={as_of}"
+        else:
+            rule = (
+                f"its data is outside the {params.retention_months}-month retention window "
+                f"at as_of={as_of} (AO-4)"
+            )
+        raise ReleaseRefusedError(
+            f"monthly series: month {month:%Y-%m} cannot be released: {rule}; release only "
+            "closed months inside retention"
+        )
+    prepared = workspace.prepared_dir(purpose)
+    customers = workspace.require(
+        prepared / "customers.parquet", f"segments prepare --purpose {purpose}"
+    )
+    lines = workspace.require(prepared / "lines.parquet", f"segments prepare --purpose {purpose}")
+    with _archive_lock(workspace):
+        archive = read_archive(workspace)
+        if archive.filter(pl.col("month") == month).height:
+            previous = archive.filter(pl.col("month") == month)["release_id"][0]
+            raise ReleaseRefusedError(
+                f"monthly series: month {month:%Y-%m} was already released ({previous}) and is "
+                "in the archive; a month is released once — read it from "
+                f"{archive_path(workspace)}"
+            )
+        previous = _released_in_ledger(ledger, month)
+        if previous is not None:
+            raise ReleaseRefusedError(
+                f"monthly series: month {month:%Y-%m} was already charged in the ledger "
+                f"({previous}); a month is never re-released"
+            )
+        with plan_release(
+            spec or SPECS["monthly_category"],
+            params,
+            customers=customers,
+            lines=lines,
+            as_of=as_of,
+            window=(month, next_month(month)),
+            confidence=confidence,
+        ) as plan:
+            result = plan.execute(
+                ledger,
+                workspace,
+                policy=policy,
+                purpose=purpose,
+                recipient=recipient,
+                destination=destination,
+                synthetic=synthetic,
+                extra_card={"month": month.isoformat()},
+            )
+        _append(workspace, archive, _archive_rows(result, month))
+    return result
+
+
+def _archive_rows(result: ReleaseResult, month: dt.date) -> pl.DataFrame:
+    table = result.tables["monthly_category"]
+    loss = result.card["privacy_loss"]
+    return table.select(
+        pl.lit(month).alias("month"),
+        "category",
+        "units",
+        "sek",
+        "units_scale",
+        "sek_scale",
+        pl.lit(result.card["mechanism"]).alias("mechanism"),
+        pl.lit(loss["epsilon"], dtype=pl.Float64).alias("epsilon"),
+        pl.lit(loss["rho"], dtype=pl.Float64).alias("rho"),
+        pl.lit(result.release_id).alias("release_id"),
+    ).cast(ARCHIVE_SCHEMA)  # type: ignore[arg-type]
+
+
+def _append(workspace: Workspace, archive: pl.DataFrame, rows: pl.DataFrame) -> None:
+    combined = pl.concat([archive.cast(ARCHIVE_SCHEMA), rows]).sort("month", "category")  # type: ignore[arg-type]
+    atomic_write_with(archive_path(workspace), combined.write_parquet)
+
+
+@dataclass(frozen=True)
+class BackfillReport:
+    """What :func:`backfill` did: months released (with release ids) and months skipped."""
+
+    released: dict[str, str]
+    skipped: dict[str, str]
+
+
+def backfill(
+    workspace: Workspace,
+    *,
+    until: dt.date,
+    params: PrivacyParams,
+    ledger: Any,
+    policy: Any,
+    purpose: str,
+    recipient: str,
+    destination: str = "SE",
+    confidence: float = 0.95,
+    synthetic: bool | None = None,
+) -> BackfillReport:
+    """Build the archive for the synthetic history, stepping ``as_of`` through past months.
+
+    Every month fully covered by the prepared lines and closed before ``until`` that is not
+    yet archived is released with ``as_of`` = the first day of the following month (when it
+    closed), each charged to ``ledger``.
+
+    Raises
+    ------
+    ReleaseRefusedError
+        The ledger is the controller's real ledger: backfilling the history is for the
+        evaluation ledger or the demo's throw-away ledger only.
+    """
+    if not (getattr(ledger, "evaluation", False) or getattr(ledger, "throwaway", False)):
+        raise ReleaseRefusedError(
+            f"backfill refused on {ledger!r}: it releases the whole synthetic history at once and "
+            "is allowed only with the evaluation ledger or the demo's throw-away ledger; pass "
+            "--evaluation-ledger or --demo-ledger"
+        )
+    lines = workspace.require(
+        workspace.prepared_dir(purpose) / "lines.parquet", f"segments prepare --purpose {purpose}"
+    )
+    bounds = (
+        pl.scan_parquet(lines)
+        .select(pl.col("order_date").min().alias("first"), pl.col("order_date").max().alias("last"))
+        .collect()
+    )
+    first = bounds["first"][0]
+    if first is None:
+        raise WorkspaceError(f"{lines} has no order lines; nothing to backfill")
+    released: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    archived = set(read_archive(workspace)["month"].to_list())
+    month = month_start(first)
+    if month < first:
+        skipped[month.isoformat()] = "only partly covered by the prepared data"
+        month = next_month(month)
+    while next_month(month) <= until:
+        if month in archived:
+            skipped[month.isoformat()] = "already in the archive"
+        else:
+            result = release_month(
+                workspace,
+                month,
+                as_of=next_month(month),
+                params=params,
+                ledger=ledger,
+                policy=policy,
+                purpose=purpose,
+                recipient=recipient,
+                destination=destination,
+                confidence=confidence,
+                synthetic=synthetic,
+            )
+            released[month.isoformat()] = result.release_id
+        month = next_month(month)
+    return BackfillReport(released, skipped)

@@ -1,0 +1,871 @@
+"""Differentially private releases with OpenDP: plan, show accuracy, charge, run, publish.
+
+The flow of one release (:func:`plan_release` then :meth:`ReleasePlan.execute`):
+
+1. **Shared aggregates.** The prepared order lines are read once (``pl.scan_parquet``) and
+   turned into the aggregates every query of the release shares: one row per person
+   (``person``: county, customer type, segment, total spend), and at most
+   ``max_cells_per_person`` rows per person, one per product category (``cells``: spend and
+   units per cell). They are written to a private temporary folder and handed to OpenDP as
+   ``pl.scan_parquet`` LazyFrames, so no order line is scanned twice.
+2. **Plan.** Each query becomes an OpenDP measurement with explicit noise scales computed
+   from its sensitivity (the stated contribution bound × the clipping bound) and its share of
+   the release's loss. OpenDP then computes the privacy loss itself (``measurement.map``),
+   which must not exceed the planned share, and its accuracy (``summarize``) is shown before
+   anything is spent.
+3. **Charge.** The loss OpenDP computed is reserved in the ledger (refusals and budget errors
+   come from there).
+4. **Run.** Each measurement is submitted to an OpenDP ``Context`` that is a privacy filter
+   capped at that loss; noise comes only from OpenDP.
+5. **Publish.** Tables (with interval columns and the noise scale) and ``card.json`` are
+   written to a hidden folder, published in the ledger with their SHA-256, and the folder is
+   renamed into ``W/releases/<release-id>/`` — nothing appears half-way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import opendp.prelude as dp
+import polars as pl
+from opendp.accuracy import summarize_polars_measurement
+
+from segments.exceptions import PolicyError, WorkspaceError
+from segments.privacy.specs import (
+    PrivacyParams,
+    QueryDef,
+    ReleaseSpec,
+    SegmentSource,
+)
+from segments.schema import CUSTOMER_TYPES, PERSON_TYPES, PRODUCT_CATEGORIES
+from segments.workspace import Workspace, sha256_file, write_json
+
+__all__ = [
+    "PUBLIC_MAX_ROWS",
+    "QueryPlan",
+    "ReleasePlan",
+    "ReleaseResult",
+    "build_shared_frames",
+    "cells_per_person",
+    "epsilon_to_rho",
+    "plan_release",
+    "public_keys",
+]
+
+dp.enable_features("contrib")
+
+#: A public upper bound on the rows of any frame handed to OpenDP (its sums need one).
+PUBLIC_MAX_ROWS = 1_000_000_000
+_CATEGORY_RANK = {c: i for i, c in enumerate(PRODUCT_CATEGORIES)}
+
+
+def epsilon_to_rho(epsilon: float, delta: float) -> float:
+    """The largest ρ whose (ε, δ) statement ``ρ + 2·sqrt(ρ·ln(1/δ))`` is at most ``epsilon``.
+
+    Examples
+    --------
+    >>> rho = epsilon_to_rho(1.0, 1e-7)
+    >>> round(rho + 2 * math.sqrt(rho * math.log(1e7)), 9)
+    1.0
+    """
+    log_term = math.log(1.0 / delta)
+    return (math.sqrt(log_term + epsilon) - math.sqrt(log_term)) ** 2
+
+
+# --- shared aggregates -------------------------------------------------------------------------
+def _window_filter(window: tuple[dt.date, dt.date] | None) -> pl.Expr:
+    if window is None:
+        return pl.lit(True)
+    start, end = window
+    return (pl.col("order_date") >= start) & (pl.col("order_date") < end)
+
+
+def _person_key(column: str = "person_id") -> pl.Expr:
+    """A 64-bit key per pseudonym (``pid``): cheaper to group and sort than 64-hex strings.
+
+    A hash collision could only merge two people into one row; that row is still one row,
+    clipped like any other, so the per-row bounds (and the guarantee) still hold.
+    """
+    return pl.col(column).hash().alias("pid")
+
+
+def _cells(lines: pl.LazyFrame, window: tuple[dt.date, dt.date] | None) -> pl.DataFrame:
+    """Spend (whole SEK) and units per person and category inside the window."""
+    return (
+        lines.filter(_window_filter(window))
+        .group_by(_person_key(), "category")
+        .agg(
+            pl.col("amount_sek").sum().round(0).cast(pl.Int64).alias("sek"),
+            pl.col("quantity").cast(pl.Int64).sum().alias("units"),
+        )
+        .with_columns(
+            pl.col("category").replace_strict(_CATEGORY_RANK, return_dtype=pl.Int32).alias("_rank")
+        )
+        .collect(engine="streaming")
+    )
+
+
+def _largest_first(cells: pl.LazyFrame) -> pl.LazyFrame:
+    """Order each person's cells by spend, ties broken by the order of PRODUCT_CATEGORIES."""
+    return cells.sort(["pid", "sek", "_rank"], descending=[False, True, False])
+
+
+def _category_rule(cells: pl.LazyFrame) -> pl.LazyFrame:
+    """AL-2: a person's segment is the category with the largest spend (a row-level rule).
+
+    ``cells`` must be ordered by :func:`_largest_first`.
+    """
+    return (
+        cells.filter(pl.col("sek") > 0)
+        .group_by("pid", maintain_order=True)
+        .first()
+        .select("pid", pl.col("category").alias("segment"))
+    )
+
+
+def _segment_labels(source: SegmentSource, cells: pl.LazyFrame) -> pl.LazyFrame:
+    if source.provenance == "category_rule":
+        return _category_rule(cells)
+    assert source.labels_path is not None
+    if not Path(source.labels_path).exists():
+        raise WorkspaceError(
+            f"segment labels {source.labels_path} do not exist; run `segments segment` first "
+            "or release with the category rule"
+        )
+    return pl.scan_parquet(source.labels_path).select(
+        _person_key(), pl.col("segment").cast(pl.Utf8)
+    )
+
+
+def build_shared_frames(
+    customers: pl.LazyFrame,
+    lines: pl.LazyFrame,
+    segments: SegmentSource | None,
+    params: PrivacyParams,
+    folder: str | os.PathLike[str],
+    window: tuple[dt.date, dt.date] | None = None,
+) -> dict[str, Path]:
+    """Write the per-person and per-cell aggregates every query of a release shares.
+
+    Parameters
+    ----------
+    customers, lines : polars.LazyFrame
+        Prepared frames (``docs/architecture.md``).
+    segments : SegmentSource or None
+        Segment labels; None when no query groups by segment.
+    params : PrivacyParams
+        ``max_cells_per_person`` bounds the cells kept per person.
+    folder : path
+        A private temporary folder; the caller removes it.
+    window : (date, date), optional
+        Half-open ``[start, end)`` range of order dates; default all lines.
+
+    Returns
+    -------
+    dict
+        ``{"person": path, "cells": path}``: one row per person (``pid``, a 64-bit key of
+        the pseudonym; ``county_code``, ``customer_type``, ``segment``, ``spend_sek``), and at
+        most ``max_cells_per_person`` rows per person, one per category (``pid``,
+        ``segment``, ``category``, ``sek``, ``units``). No pseudonym is written.
+    """
+    folder = Path(folder)
+    # Sorted once (largest cell first per person): the category rule and the truncation share it.
+    cells = _largest_first(_cells(lines, window).lazy()).collect().lazy()
+    totals = cells.group_by("pid").agg(pl.col("sek").sum().alias("spend_sek"))
+    person = customers.select(_person_key(), "county_code", "customer_type").join(
+        totals, on="pid", how="left"
+    )
+    person = person.with_columns(pl.col("spend_sek").fill_null(0))
+    if segments is not None:
+        person = person.join(_segment_labels(segments, cells), on="pid", how="inner")
+    else:
+        person = person.with_columns(pl.lit("all").alias("segment"))
+    person_df = person.collect()
+    if person_df["pid"].n_unique() != person_df.height:
+        raise WorkspaceError(
+            "prepared customers.parquet has duplicate person_id rows; a person must be one "
+            "row (AO-3) before the per-person bound holds — re-run prepare"
+        )
+    # Keep each person's largest cells (a deterministic, row-level truncation).
+    kept = (
+        cells.filter(pl.int_range(pl.len()).over("pid") < cells_per_person(params))
+        .join(person_df.lazy().select("pid", "segment"), on="pid", how="inner")
+        .select("pid", "segment", "category", "sek", "units")
+    )
+    paths = {"person": folder / "person.parquet", "cells": folder / "cells.parquet"}
+    person_df.write_parquet(paths["person"])
+    kept.collect().write_parquet(paths["cells"])
+    return paths
+
+
+def _survey_frame(surveys: pl.LazyFrame, month: dt.date | None, folder: Path) -> Path:
+    frame = surveys
+    if month is not None:
+        frame = frame.filter(pl.col("survey_month") == month)
+    path = folder / "survey.parquet"
+    frame.select(
+        "county_code", "customer_type", pl.col("score").cast(pl.Int64)
+    ).collect().write_parquet(path)
+    return path
+
+
+# --- keys, bounds, sensitivity ------------------------------------------------------------------
+def public_keys(
+    by: tuple[str, ...], segments: SegmentSource | None, survey: bool = False
+) -> pl.DataFrame:
+    """The public key set of a grouping: the cross product of each column's public list."""
+    from segments.geography import counties
+
+    lists: dict[str, list[str]] = {
+        "county_code": counties()["county_code"].to_list(),
+        "category": list(PRODUCT_CATEGORIES),
+        "customer_type": list(CUSTOMER_TYPES if survey else PERSON_TYPES),
+        "segment": list(segments.keys) if segments is not None else ["all"],
+    }
+    keys = pl.DataFrame({by[0]: lists[by[0]]})
+    for column in by[1:]:
+        keys = keys.join(pl.DataFrame({column: lists[column]}), how="cross")
+    return keys
+
+
+def _aggregate_bounds(query: QueryDef, agg: str, params: PrivacyParams) -> tuple[int, int]:
+    """Public clipping bounds (lower, upper) of one aggregate; (0, 1) for a count."""
+    if agg == "count":
+        return (0, 1)
+    if agg == "spend_sek":
+        return (0, params.spend_bound_sek)
+    if agg == "sek":
+        return (0, params.cell_spend_bound_sek)
+    if agg == "units":
+        return (0, params.cell_units_bound)
+    if agg == "score":
+        return params.survey_score_bounds
+    raise PolicyError(f"query {query.name!r}: aggregate {agg!r} has no public bound")
+
+
+def cells_per_person(params: PrivacyParams) -> int:
+    """Cells one person may touch: ``max_cells_per_person``, and never more than the number
+    of product categories (a person has one segment, so one cell per category at most)."""
+    return min(params.max_cells_per_person, len(PRODUCT_CATEGORIES))
+
+
+def _cells_per_unit(query: QueryDef, params: PrivacyParams) -> int:
+    return cells_per_person(params) if query.frame == "cells" else 1
+
+
+def _sensitivity(query: QueryDef, agg: str, params: PrivacyParams) -> tuple[float, float]:
+    """(L1, L2) sensitivity of one aggregate's vector of cells to one person.
+
+    A person adds or removes at most ``k`` rows (``k = max_cells_per_person`` for per-cell
+    queries, else 1), each in a different cell, each clipped to ``[lower, upper]``.
+    """
+    lower, upper = _aggregate_bounds(query, agg, params)
+    per_cell = max(abs(lower), abs(upper))
+    k = _cells_per_unit(query, params)
+    return float(k * per_cell), float(math.sqrt(k) * per_cell)
+
+
+def _privacy_unit(query: QueryDef, params: PrivacyParams) -> tuple[Any, Any]:
+    if query.frame != "cells":
+        return dp.unit_of(contributions=1)
+    k = cells_per_person(params)
+    by = list(query.by)
+    return dp.unit_of(
+        contributions=[
+            dp.polars.Bound(by=[], per_group=k),
+            dp.polars.Bound(by=by, per_group=1),
+            dp.polars.Bound(by=by, num_groups=k),
+        ]
+    )
+
+
+def _domain(path: Path) -> Any:
+    domain = dp.domain_of(pl.scan_parquet(path), infer=True)
+    return dp.with_margin(domain, dp.polars.Margin(by=[], max_length=PUBLIC_MAX_ROWS))
+
+
+# --- plans ------------------------------------------------------------------------------------
+@dataclass
+class QueryPlan:
+    """One query, resolved: its OpenDP measurement, loss and accuracy.
+
+    Attributes
+    ----------
+    query : QueryDef
+    measurement : opendp.mod.Measurement
+    d_in : object
+        The privacy unit's distance handed to OpenDP.
+    loss : float
+        ε (pure) or ρ (zCDP) as OpenDP computed it with ``measurement.map(d_in)``.
+    summary : polars.DataFrame
+        Per aggregate: distribution, scale, accuracy (half-width at the confidence level),
+        sensitivity and bounds.
+    keys : polars.DataFrame
+        The public key set.
+    data_path : Path
+        The shared aggregate the query reads.
+    """
+
+    query: QueryDef
+    measurement: Any
+    d_in: Any
+    loss: float
+    summary: pl.DataFrame
+    keys: pl.DataFrame
+    data_path: Path
+    half_accuracy: dict[str, float] = field(default_factory=dict)
+
+
+def _build_query(
+    query: QueryDef,
+    loss: float,
+    params: PrivacyParams,
+    path: Path,
+    segments: SegmentSource | None,
+    alpha: float,
+) -> QueryPlan:
+    """Build one OpenDP measurement with explicit scales and check OpenDP's loss."""
+    metric, d_in = _privacy_unit(query, params)
+    domain = _domain(path)
+    n_aggs = len(query.aggregates)
+    exprs = []
+    rows = []
+    for agg in query.aggregates:
+        l1, l2 = _sensitivity(query, agg, params)
+        share = loss / n_aggs
+        scale = l1 / share if params.dp_family == "pure" else l2 / math.sqrt(2.0 * share)
+        bounds = _aggregate_bounds(query, agg, params)
+        if agg == "count":
+            exprs.append(dp.len(signed=True, scale=scale).alias("count"))
+        else:
+            dp_col = pl.col(agg).dp  # type: ignore[attr-defined]
+            exprs.append(dp_col.sum(bounds, scale=scale).alias(agg))
+        rows.append({"aggregate": agg, "bounds": list(bounds), "l1": l1, "l2": l2})
+    keys = public_keys(query.by, segments, survey=query.frame == "survey")
+    plan = pl.LazyFrame(schema=pl.scan_parquet(path).collect_schema())
+    plan = keys.lazy().join(
+        plan.group_by(list(query.by)).agg(exprs), how="left", on=list(query.by), nulls_equal=True
+    )
+    measure = (
+        dp.max_divergence() if params.dp_family == "pure" else dp.zero_concentrated_divergence()
+    )
+    measurement = dp.m.make_private_lazyframe(
+        input_domain=domain,
+        input_metric=metric,
+        output_measure=measure,
+        lazyframe=plan,
+        global_scale=None,
+    )
+    opendp_loss = float(measurement.map(d_in))
+    if opendp_loss > loss * (1 + 1e-9):
+        raise RuntimeError(
+            f"query {query.name!r}: OpenDP computes a loss of {opendp_loss} for the stated "
+            f"bounds, above the planned {loss}; a sensitivity is understated — report this bug"
+        )
+    summary = summarize_polars_measurement(measurement, alpha)
+    half = summarize_polars_measurement(measurement, alpha / 2.0)
+    summary = summary.with_columns(
+        pl.Series("bounds", [r["bounds"] for r in rows]),
+        pl.Series("sensitivity_l1", [r["l1"] for r in rows]),
+        pl.Series("sensitivity_l2", [r["l2"] for r in rows]),
+        pl.lit(query.name).alias("query"),
+        pl.lit(keys.height).alias("cells"),
+    )
+    return QueryPlan(
+        query,
+        measurement,
+        d_in,
+        opendp_loss,
+        summary,
+        keys,
+        path,
+        dict(zip(half["column"].to_list(), half["accuracy"].to_list(), strict=True)),
+    )
+
+
+@dataclass
+class ReleasePlan:
+    """A planned release: measurements built, loss and accuracy known, nothing spent.
+
+    Use :attr:`accuracy` to see the expected accuracy of every released number, then
+    :meth:`execute` to charge the ledger and release. The plan owns a private temporary
+    folder with the shared aggregates; :meth:`close` (or ``with``) removes it.
+    """
+
+    spec: ReleaseSpec
+    params: PrivacyParams
+    segments: SegmentSource | None
+    confidence: float
+    queries: list[QueryPlan]
+    folder: Path
+    window: tuple[dt.date, dt.date] | None
+    as_of: dt.date
+    source: dict[str, Any]
+
+    # --- what is claimed ------------------------------------------------------------------
+    @property
+    def mechanism(self) -> str:
+        return "laplace" if self.params.dp_family == "pure" else "gaussian"
+
+    @property
+    def guarantee(self) -> str:
+        from segments.privacy.specs import GUARANTEE_END_TO_END
+
+        return self.segments.guarantee if self.segments is not None else GUARANTEE_END_TO_END
+
+    @property
+    def loss(self) -> dict[str, float | None]:
+        """The release's privacy loss as OpenDP computed it: ε, or ρ with its (ε, δ) form."""
+        total = math.fsum(q.loss for q in self.queries)
+        if self.params.dp_family == "pure":
+            return {"epsilon": total, "delta": None, "rho": None}
+        delta = self.params.delta
+        epsilon = total + 2.0 * math.sqrt(total * math.log(1.0 / delta))
+        return {"epsilon": epsilon, "delta": delta, "rho": total}
+
+    @property
+    def accuracy(self) -> pl.DataFrame:
+        """Expected accuracy of every released aggregate, before any budget is spent.
+
+        ``accuracy`` is the half-width of the ``confidence`` interval of each noisy cell.
+        """
+        frame = pl.concat([q.summary for q in self.queries], how="diagonal_relaxed")
+        return frame.select(
+            "query",
+            pl.col("column").alias("aggregate"),
+            "distribution",
+            "scale",
+            "accuracy",
+            pl.lit(self.confidence).alias("confidence"),
+            "cells",
+            "bounds",
+            "sensitivity_l1",
+            "sensitivity_l2",
+        )
+
+    def bounds(self) -> dict[str, Any]:
+        """Contribution bounds and clipping bounds, per query (for the ledger and card)."""
+        out: dict[str, Any] = {}
+        for q in self.queries:
+            out[q.query.name] = {
+                "influence": q.query.influence,
+                "rows_per_unit": _cells_per_unit(q.query, self.params),
+                "rows_per_cell_per_unit": 1,
+                "clipping": {
+                    a: list(_aggregate_bounds(q.query, a, self.params))
+                    for a in q.query.aggregates
+                    if a != "count"
+                },
+            }
+        return out
+
+    # --- execution --------------------------------------------------------------------------
+    def run_unaccounted(self) -> dict[str, pl.DataFrame]:
+        """Run every measurement once, outside any ledger (raw noisy answers).
+
+        Only for calibration on synthetic data with the evaluation ledger's blessing; the
+        release path is :meth:`execute`.
+        """
+        return {
+            q.query.name: q.measurement(pl.scan_parquet(q.data_path)).collect()
+            for q in self.queries
+        }
+
+    def _run(self) -> dict[str, pl.DataFrame]:
+        """Run each measurement through an OpenDP privacy filter capped at its loss."""
+        answers: dict[str, pl.DataFrame] = {}
+        for q in self.queries:
+            metric, d_in = _privacy_unit(q.query, self.params)
+            loss = (
+                dp.loss_of(epsilon=q.loss)
+                if self.params.dp_family == "pure"
+                else dp.loss_of(rho=q.loss)
+            )
+            context = dp.Context.compositor(
+                data=pl.scan_parquet(q.data_path),
+                privacy_unit=(metric, d_in),
+                privacy_loss=loss,
+                margins=[dp.polars.Margin(by=[], max_length=PUBLIC_MAX_ROWS)],
+            )
+            answers[q.query.name] = context(q.measurement).collect()
+        return answers
+
+    def tables(self, answers: Mapping[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+        """Post-process noisy answers: intervals, noise scale, means (no new privacy loss)."""
+        return {
+            q.query.name: _with_intervals(q, answers[q.query.name], self.params)
+            for q in self.queries
+        }
+
+    def execute(
+        self,
+        ledger: Any,
+        workspace: Workspace,
+        *,
+        policy: Any,
+        purpose: str,
+        recipient: str,
+        destination: str = "SE",
+        clause_ids: tuple[str, ...] | None = None,
+        synthetic: bool | None = None,
+        extra_card: Mapping[str, Any] | None = None,
+    ) -> ReleaseResult:
+        """Charge the ledger, run the queries and publish tables and card atomically.
+
+        Parameters
+        ----------
+        ledger : segments.privacy.ledger.Ledger
+        workspace : Workspace
+        policy : segments.Policy or str
+            The policy (its facts drive the ledger's guards) or its name.
+        purpose, recipient, destination : str
+            Recorded in the ledger; the ledger refuses forbidden recipients and destinations.
+        synthetic : bool, optional
+            The data manifest's ``synthetic`` flag (an evaluation ledger needs True).
+        clause_ids : tuple of str, optional
+            Default: the spec's clause ids.
+
+        Returns
+        -------
+        ReleaseResult
+
+        Raises
+        ------
+        BudgetExceededError, ReleaseRefusedError
+            From the ledger, before any query runs.
+        """
+        from segments.privacy.ledger import ReleaseRequest
+
+        loss = self.loss
+        policy_name = policy if isinstance(policy, str) else str(policy.name)
+        request = ReleaseRequest(
+            policy=policy_name,
+            population=self.spec.population,
+            purpose=purpose,
+            recipient=recipient,
+            destination=destination,
+            clause_ids=tuple(clause_ids or self.spec.clause_ids),
+            spec=self.describe(),
+            guarantee=self.guarantee,
+            mechanism=self.mechanism,
+            bounds=self.bounds(),
+            epsilon=loss["epsilon"],
+            delta=loss["delta"],
+            rho=loss["rho"],
+            as_of=self.as_of,
+            kind="dp",
+            budget_epsilon=self.params.budget_epsilon,
+            budget_period_months=self.params.budget_period_months,
+            budget_window_months=self.params.budget_window_months,
+            policy_delta=self.params.delta if self.params.dp_family == "zcdp" else None,
+            population_fingerprint=self.fingerprint,
+            synthetic=synthetic,
+            release_id=f"{self.spec.name}-{self.as_of:%Y%m%d}-{uuid.uuid4().hex[:8]}",
+        )
+        reservation = ledger.reserve(request, policy=None if isinstance(policy, str) else policy)
+        release_id = str(reservation.release_id)
+        tables = self.tables(self._run())
+        return _publish(
+            self, ledger, reservation, release_id, tables, workspace, request, extra_card
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the input files naming the population (customers, else surveys)."""
+        for key in ("customers", "surveys"):
+            if key in self.source:
+                return sha256_file(self.source[key])
+        return ""
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON-able specification recorded in the ledger and the card."""
+        return {
+            **self.spec.to_dict(),
+            "dp_family": self.params.dp_family,
+            "segments": None if self.segments is None else self.segments.to_dict(),
+            "window": None if self.window is None else [d.isoformat() for d in self.window],
+            "as_of": self.as_of.isoformat(),
+            "source": self.source,
+        }
+
+    def close(self) -> None:
+        """Remove the private temporary folder of shared aggregates."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> ReleasePlan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    """A published release: its id, folder, tables and card."""
+
+    release_id: str
+    path: Path
+    tables: dict[str, pl.DataFrame]
+    card: dict[str, Any]
+
+
+def _with_intervals(q: QueryPlan, answer: pl.DataFrame, params: PrivacyParams) -> pl.DataFrame:
+    summary = q.summary
+    by = list(q.query.by)
+    frame = q.keys.join(answer, on=by, how="left", nulls_equal=True)
+    columns: list[pl.Expr] = []
+    for row in summary.iter_rows(named=True):
+        name, acc, scale = row["column"], row["accuracy"], row["scale"]
+        columns += [
+            (pl.col(name) - acc).alias(f"{name}_lower"),
+            (pl.col(name) + acc).alias(f"{name}_upper"),
+            pl.lit(scale).alias(f"{name}_scale"),
+        ]
+    frame = frame.with_columns(pl.col(a).cast(pl.Int64) for a in q.query.aggregates).with_columns(
+        columns
+    )
+    for mean_name, sum_col, count_col in q.query.means:
+        lower, upper = _aggregate_bounds(q.query, sum_col, params)
+        frame = frame.with_columns(
+            _mean_columns(
+                frame[sum_col].to_numpy(),
+                frame[count_col].to_numpy(),
+                q.half_accuracy[sum_col],
+                q.half_accuracy[count_col],
+                lower,
+                upper,
+                mean_name,
+            )
+        )
+    return frame
+
+
+def _mean_columns(
+    total: np.ndarray,
+    count: np.ndarray,
+    sum_acc: float,
+    count_acc: float,
+    lower: float,
+    upper: float,
+    name: str,
+) -> list[pl.Series]:
+    """Mean = noisy sum / noisy count (post-processing), with a conservative interval.
+
+    The sum and count intervals hold together at the confidence level (each at half the
+    error rate, union bound); the mean interval is the range of sum/count over that box,
+    clipped to the public bounds — the whole bound range when the count interval reaches 0.
+    """
+    total = total.astype(float)
+    count = count.astype(float)
+    den = np.maximum(count, 1.0)
+    den_low = np.maximum(count - count_acc, 1.0)
+    den_high = np.maximum(count + count_acc, 1.0)
+    num_low, num_high = total - sum_acc, total + sum_acc
+    # A noisy count of zero or less carries no usable mean: null, interval = the bounds.
+    usable = count > 0
+    mean = np.where(usable, np.clip(total / den, lower, upper), np.nan)
+    low = np.where(num_low >= 0, num_low / den_high, num_low / den_low)
+    high = np.where(num_high >= 0, num_high / den_low, num_high / den_high)
+    low = np.where(usable & (count - count_acc > 0), low, lower)
+    high = np.where(usable & (count - count_acc > 0), high, upper)
+    return [
+        pl.Series(name, mean, nan_to_null=True),
+        pl.Series(f"{name}_lower", np.clip(low, lower, upper)),
+        pl.Series(f"{name}_upper", np.clip(high, lower, upper)),
+    ]
+
+
+def _publish(
+    plan: ReleasePlan,
+    ledger: Any,
+    reservation: Any,
+    release_id: str,
+    tables: dict[str, pl.DataFrame],
+    workspace: Workspace,
+    request: Any,
+    extra_card: Mapping[str, Any] | None,
+) -> ReleaseResult:
+    final = workspace.release_dir(release_id)
+    if final.exists():
+        raise WorkspaceError(f"release folder {final} already exists; a release id is used once")
+    workspace.releases.mkdir(parents=True, exist_ok=True)
+    staging = Path(
+        tempfile.mkdtemp(dir=workspace.releases, prefix=f".{release_id}.", suffix=".tmp")
+    )
+    try:
+        files: dict[str, str] = {}
+        for name, table in tables.items():
+            path = staging / f"{name}.parquet"
+            table.write_parquet(path)
+            files[path.name] = sha256_file(path)
+        entry = ledger.publish(reservation, files=files)
+        head = getattr(entry, "head_hash", None) or ledger.head_hash()
+        card = _card(plan, release_id, head, files, request, ledger, extra_card)
+        write_json(staging / "card.json", card)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ReleaseResult(release_id, final, tables, card)
+
+
+def _card(
+    plan: ReleasePlan,
+    release_id: str,
+    head: str,
+    files: dict[str, str],
+    request: Any,
+    ledger: Any,
+    extra: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    accuracy = plan.accuracy
+    return {
+        "release_id": release_id,
+        "ledger_head_hash": head,
+        "evaluation": bool(getattr(ledger, "evaluation", False)),
+        "ledger_label": str(getattr(ledger, "label", "")),
+        "guarantee": plan.guarantee,
+        "mechanism": plan.mechanism,
+        "privacy_loss": plan.loss,
+        "privacy_loss_per_query": {q.query.name: q.loss for q in plan.queries},
+        "confidence": plan.confidence,
+        "aggregates": accuracy.to_dicts(),
+        "contribution_bounds": plan.bounds(),
+        "policy": request.policy,
+        "population": request.population,
+        "purpose": request.purpose,
+        "recipient": request.recipient,
+        "destination": request.destination,
+        "clause_ids": list(request.clause_ids),
+        "spec": plan.describe(),
+        "files": files,
+        "as_of": plan.as_of.isoformat(),
+        "noise": "OpenDP 0.16 (integer Laplace or Gaussian); values are unbiased and may be "
+        "negative; intervals hold each cell at the stated confidence",
+        **(dict(extra) if extra else {}),
+    }
+
+
+# --- planning entry point -------------------------------------------------------------------
+def plan_release(
+    spec: ReleaseSpec,
+    params: PrivacyParams,
+    *,
+    customers: str | os.PathLike[str] | None = None,
+    lines: str | os.PathLike[str] | None = None,
+    surveys: str | os.PathLike[str] | None = None,
+    segments: SegmentSource | None = None,
+    as_of: dt.date,
+    window: tuple[dt.date, dt.date] | None = None,
+    survey_month: dt.date | None = None,
+    confidence: float = 0.95,
+) -> ReleasePlan:
+    """Build the shared aggregates and the OpenDP measurements of a release; spend nothing.
+
+    Parameters
+    ----------
+    spec : ReleaseSpec
+    params : PrivacyParams
+        Public bounds and the mechanism family (``PrivacyParams.from_policy(policy)``).
+    customers, lines : path, optional
+        Prepared ``customers.parquet`` and ``lines.parquet`` (needed by person and cell queries).
+    surveys : path, optional
+        Survey responses (``survey_month``, ``county_code``, ``customer_type``, ``score``).
+    segments : SegmentSource, optional
+        Required when a query groups by segment.
+    as_of : date
+        The release date recorded in the ledger; no order line on or after it is read.
+    window : (date, date), optional
+        ``[start, end)`` of order dates (default: everything before ``as_of``).
+    survey_month : date, optional
+        Only responses of this month (first day); default all.
+    confidence : float
+        Level of the intervals shown before release and written in the tables.
+
+    Returns
+    -------
+    ReleasePlan
+
+    Raises
+    ------
+    PolicyError
+        For a missing segment source, a bad confidence level or missing inputs.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise PolicyError(f"--confidence={confidence!r} must lie in (0, 1), e.g. 0.95")
+    if spec.needs_segments and segments is None:
+        raise PolicyError(
+            f"release spec {spec.name!r} groups by segment; pass a segment source "
+            "(SegmentSource.category_rule() or labels with their provenance)"
+        )
+    if window is None:
+        window = (dt.date(1900, 1, 1), as_of)
+    elif window[1] > as_of:
+        raise PolicyError(
+            f"window end {window[1]} is after as_of={as_of}; a release reads only closed data"
+        )
+    month_after = (
+        None if survey_month is None else (survey_month.replace(day=1) + dt.timedelta(days=32))
+    )
+    if month_after is not None and month_after.replace(day=1) > as_of:
+        raise PolicyError(
+            f"survey_month={survey_month} has not closed before as_of={as_of}; release a "
+            "survey month once it is over"
+        )
+    folder = Path(tempfile.mkdtemp(prefix="segments-release-"))
+    try:
+        paths: dict[str, Path] = {}
+        frames = {q.frame for q in spec.query_defs}
+        source: dict[str, Any] = {}
+        if frames & {"person", "cells"}:
+            if customers is None or lines is None:
+                raise PolicyError(
+                    f"release spec {spec.name!r} needs prepared customers and lines; pass the "
+                    "paths (W/prepared/<purpose>/{customers,lines}.parquet)"
+                )
+            paths.update(
+                build_shared_frames(
+                    pl.scan_parquet(Path(customers)),
+                    pl.scan_parquet(Path(lines)),
+                    segments if spec.needs_segments else None,
+                    params,
+                    folder,
+                    window,
+                )
+            )
+            source.update({"customers": str(customers), "lines": str(lines)})
+        if "survey" in frames:
+            if surveys is None:
+                raise PolicyError(
+                    f"release spec {spec.name!r} needs survey responses; pass surveys=path"
+                )
+            paths["survey"] = _survey_frame(pl.scan_parquet(Path(surveys)), survey_month, folder)
+            source.update({"surveys": str(surveys), "survey_month": str(survey_month)})
+        losses = _query_losses(spec, params)
+        alpha = 1.0 - confidence
+        queries = [
+            _build_query(q, loss, params, paths[q.frame], segments, alpha)
+            for q, loss in zip(spec.query_defs, losses, strict=True)
+        ]
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return ReleasePlan(spec, params, segments, confidence, queries, folder, window, as_of, source)
+
+
+def _query_losses(spec: ReleaseSpec, params: PrivacyParams) -> tuple[float, ...]:
+    """Each query's loss: ε under pure DP, ρ under zCDP (from the spec's ε at the policy's δ)."""
+    if params.dp_family == "pure":
+        return spec.query_epsilons()
+    rho = epsilon_to_rho(spec.epsilon, params.delta)
+    return tuple(rho * e / spec.epsilon for e in spec.query_epsilons())

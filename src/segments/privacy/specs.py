@@ -1,0 +1,556 @@
+"""Declarative, frozen specifications of differentially private releases.
+
+A :class:`ReleaseSpec` says *what* is released (which queries, at which privacy loss and
+confidence level); :class:`PrivacyParams` holds the public facts from the policy (mechanism
+family, clipping bounds, contribution limits); a :class:`SegmentSource` says where segment
+labels come from and what that allows a release to claim (see ``docs/architecture.md``,
+"Segment labels and their provenance"). Execution lives in :mod:`segments.privacy.releases`.
+
+Every query states how it bounds one person's influence (:data:`QUERIES`):
+
+* ``per_person`` queries read one row per person (a per-person aggregate) — a person changes
+  one row, so a count has sensitivity 1 and a sum clipped to ``[0, U]`` has sensitivity ``U``;
+* ``per_cell`` queries (histograms and the monthly series) read at most
+  ``max_cells_per_person`` rows per person, one per cell, each clipped per cell — L1
+  sensitivity ``k · U``, L2 sensitivity ``sqrt(k) · U``;
+* ``per_response`` (surveys, AC-2) reads one row per response; each response is its own unit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from segments.exceptions import PolicyError
+from segments.privacy.guards import GUARANTEE_END_TO_END, GUARANTEE_GIVEN_SEGMENTATION
+
+__all__ = [
+    "GUARANTEE_END_TO_END",
+    "GUARANTEE_GIVEN_SEGMENTATION",
+    "QUERIES",
+    "SPECS",
+    "PrivacyParams",
+    "QueryDef",
+    "ReleaseSpec",
+    "SegmentSource",
+    "get_spec",
+]
+
+
+Provenance = Literal["category_rule", "private_model", "fitted_model"]
+_PROVENANCES = ("category_rule", "private_model", "fitted_model")
+_FAMILIES = ("pure", "zcdp")
+
+
+@dataclass(frozen=True)
+class PrivacyParams:
+    """The public privacy parameters a release reads (the policy's ``privacy`` section).
+
+    Parameters
+    ----------
+    dp_family : {'pure', 'zcdp'}
+        Laplace noise and ε-DP, or Gaussian noise and ρ-zCDP.
+    delta : float
+        δ used to state a zCDP loss as (ε, δ); unused for pure DP.
+    budget_epsilon : float
+        Budget per period, charged by the ledger.
+    budget_period_months, budget_window_months : int
+        Budget period and the rolling window over which a population's losses are totalled.
+    max_cells_per_person : int
+        Cells one person may touch in a histogram or series release.
+    spend_bound_sek : int
+        Clipping bound of one person's total spend in a release.
+    cell_spend_bound_sek, cell_units_bound : int
+        Clipping bounds of one person's spend and units in one cell.
+    survey_score_bounds : tuple of int
+        Bounds of a survey score (AC-2).
+    retention_months : int
+        Months of data inside retention (AO-4: 14); a month older than this is not released.
+
+    Examples
+    --------
+    >>> PrivacyParams().dp_family
+    'pure'
+    """
+
+    dp_family: str = "pure"
+    delta: float = 1e-7
+    budget_epsilon: float = 10.0
+    budget_period_months: int = 12
+    budget_window_months: int = 14
+    max_cells_per_person: int = 4
+    spend_bound_sek: int = 50_000
+    cell_spend_bound_sek: int = 10_000
+    cell_units_bound: int = 100
+    survey_score_bounds: tuple[int, int] = (0, 10)
+    retention_months: int = 14
+
+    def __post_init__(self) -> None:
+        if self.dp_family not in _FAMILIES:
+            raise PolicyError(
+                f"privacy.dp_family={self.dp_family!r} is not a known mechanism family; "
+                f"use one of {_FAMILIES}"
+            )
+        if not 0.0 <= self.delta < 1.0 or (self.dp_family == "zcdp" and self.delta == 0.0):
+            raise PolicyError(
+                f"privacy.delta={self.delta!r} must lie in [0, 1), and in (0, 1) under zCDP "
+                "(it states ρ as (ε, δ)); fix the policy's [privacy] section"
+            )
+        for name in (
+            "max_cells_per_person",
+            "spend_bound_sek",
+            "cell_spend_bound_sek",
+            "cell_units_bound",
+            "retention_months",
+            "budget_period_months",
+            "budget_window_months",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise PolicyError(
+                    f"privacy.{name}={value!r} must be a positive integer (a public bound); "
+                    "fix the policy's [privacy] section"
+                )
+        low, high = self.survey_score_bounds
+        if not low < high:
+            raise PolicyError(
+                f"privacy.survey_score_bounds={self.survey_score_bounds!r} must be (lower, "
+                "upper) with lower < upper"
+            )
+
+    @classmethod
+    def from_policy(cls, policy: Any, purpose: str | None = None) -> PrivacyParams:
+        """Read the parameters from a ``segments.Policy`` (its ``privacy`` section).
+
+        Parameters
+        ----------
+        policy : segments.Policy
+        purpose : str, optional
+            ``retention_months`` is the purpose's longest retention window (default 14).
+        """
+        privacy = getattr(policy, "privacy", policy)
+        values: dict[str, Any] = {}
+        purposes = getattr(policy, "purposes", {}) or {}
+        if purpose is not None and purpose in purposes:
+            window = getattr(purposes[purpose], "longest_window_months", None)
+            window = window() if callable(window) else window
+            if isinstance(window, int) and window > 0:
+                values["retention_months"] = window
+        for name in cls.__dataclass_fields__:
+            if hasattr(privacy, name):
+                values[name] = getattr(privacy, name)
+        if "survey_score_bounds" in values:
+            values["survey_score_bounds"] = tuple(int(v) for v in values["survey_score_bounds"])
+        for name in (
+            "max_cells_per_person",
+            "spend_bound_sek",
+            "cell_spend_bound_sek",
+            "cell_units_bound",
+        ):
+            if name in values and float(values[name]).is_integer():
+                values[name] = int(values[name])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QueryDef:
+    """One query of a release: its frame, its grouping keys and its aggregates.
+
+    Parameters
+    ----------
+    name : str
+        Table name of the released query (``<name>.parquet``).
+    frame : {'person', 'cells', 'survey'}
+        Which shared aggregate it reads.
+    by : tuple of str
+        Public grouping keys.
+    aggregates : tuple of str
+        ``count`` or the column summed: ``spend_sek``, ``sek``, ``units``, ``score``.
+    means : tuple of (str, str, str)
+        Post-processed means: (output name, sum aggregate, count aggregate).
+    influence : str
+        How one person's influence is bounded, in words (goes in the card).
+    """
+
+    name: str
+    frame: Literal["person", "cells", "survey"]
+    by: tuple[str, ...]
+    aggregates: tuple[str, ...]
+    means: tuple[tuple[str, str, str], ...] = ()
+    influence: str = ""
+
+
+#: Every query a release may contain, by name.
+QUERIES: dict[str, QueryDef] = {
+    q.name: q
+    for q in (
+        QueryDef(
+            "customers_by_county",
+            "person",
+            ("county_code",),
+            ("count",),
+            influence="one row per person (per-person aggregate): a person changes one count by 1",
+        ),
+        QueryDef(
+            "customers_by_county_segment",
+            "person",
+            ("county_code", "segment"),
+            ("count",),
+            influence="one row per person (per-person aggregate): a person changes one count by 1",
+        ),
+        QueryDef(
+            "spend_by_segment",
+            "person",
+            ("segment",),
+            ("count", "spend_sek"),
+            means=(("mean_spend_sek", "spend_sek", "count"),),
+            influence="one row per person; total spend in the window clipped to "
+            "[0, spend_bound_sek]",
+        ),
+        QueryDef(
+            "spend_by_county_segment",
+            "person",
+            ("county_code", "segment"),
+            ("count", "spend_sek"),
+            means=(("mean_spend_sek", "spend_sek", "count"),),
+            influence="one row per person; total spend in the window clipped to "
+            "[0, spend_bound_sek]",
+        ),
+        QueryDef(
+            "category_by_segment",
+            "cells",
+            ("segment", "category"),
+            ("sek", "units"),
+            influence="per person at most max_cells_per_person categories (largest spend "
+            "first), one row per cell, spend clipped to [0, cell_spend_bound_sek] and units "
+            "to [0, cell_units_bound] per cell",
+        ),
+        QueryDef(
+            "monthly_category",
+            "cells",
+            ("category",),
+            ("units", "sek"),
+            influence="per person at most max_cells_per_person categories in the month "
+            "(largest spend first), one row per cell, units clipped to [0, cell_units_bound] "
+            "and spend to [0, cell_spend_bound_sek] per cell",
+        ),
+        QueryDef(
+            "survey_by_county_type",
+            "survey",
+            ("county_code", "customer_type"),
+            ("count", "score"),
+            means=(("mean_score", "score", "count"),),
+            influence="one row per survey response (AC-2: responses carry no customer id; "
+            "each response is its own unit); score clipped to survey_score_bounds",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class SegmentSource:
+    """Where segment labels come from, and what that allows a release to claim.
+
+    Parameters
+    ----------
+    provenance : {'category_rule', 'private_model', 'fitted_model'}
+        ``category_rule`` (AL-2, a row-level function of a person's own purchases, computed
+        here from the prepared lines) and ``private_model`` (labels from a DP model whose
+        budget was charged) key end-to-end ε-DP releases; ``fitted_model`` (a model fitted on
+        the same private data) gives only "DP given a non-private segmentation".
+    keys : tuple of str
+        The public list of segment labels (for the category rule: the product categories).
+    labels_path : Path, optional
+        Parquet with ``person_id`` and ``segment``; None for the category rule.
+
+    Examples
+    --------
+    >>> SegmentSource.category_rule().guarantee
+    'end-to-end ε-DP'
+    """
+
+    provenance: str
+    keys: tuple[str, ...]
+    labels_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.provenance not in _PROVENANCES:
+            raise PolicyError(
+                f"segment source provenance={self.provenance!r} is unknown; use one of "
+                f"{_PROVENANCES}"
+            )
+        if not self.keys:
+            raise PolicyError("segment source has no segment keys; pass the public label list")
+        if self.provenance != "category_rule" and self.labels_path is None:
+            raise PolicyError(
+                f"segment source with provenance {self.provenance!r} needs labels_path "
+                "(a parquet with person_id, segment)"
+            )
+
+    @classmethod
+    def category_rule(cls) -> SegmentSource:
+        """The category rule (AL-2): segment = the category with the largest spend."""
+        from segments.schema import PRODUCT_CATEGORIES
+
+        return cls("category_rule", tuple(PRODUCT_CATEGORIES))
+
+    @classmethod
+    def from_labels(
+        cls,
+        labels_path: str | os.PathLike[str],
+        provenance: str,
+        keys: tuple[str, ...] | list[str],
+    ) -> SegmentSource:
+        """Labels from a file (``person_id``, ``segment``) with their public key list."""
+        return cls(provenance, tuple(str(k) for k in keys), Path(labels_path))
+
+    @classmethod
+    def from_workspace(
+        cls, workspace: Any, which: str, private_k: int | None = None
+    ) -> SegmentSource:
+        """The segment source of a workspace by name.
+
+        Parameters
+        ----------
+        workspace : Workspace
+        which : {'category_rule', 'fitted', 'private'}
+            ``fitted``: ``W/segments/labels.parquet`` (an exploratory model fitted on the
+            private data: "DP given a non-private segmentation"); ``private``:
+            ``W/segments/private/labels.parquet`` (labels from DP k-means centroids).
+        private_k : int, optional
+            Number of private segments (policy ``private_segments_k``) when the private
+            model's metadata does not list its labels.
+        """
+        import json
+
+        if which == "category_rule":
+            return cls.category_rule()
+        if which not in ("fitted", "private"):
+            raise PolicyError(
+                f"--segments {which!r} is unknown; use category_rule, fitted or private"
+            )
+        folder = Path(workspace.segments) / ("private" if which == "private" else "")
+        labels = folder / "labels.parquet"
+        if not labels.exists():
+            raise PolicyError(
+                f"segment labels {labels} do not exist; run the segmentation first or use "
+                "--segments category_rule"
+            )
+        meta_path = folder / "metadata.json"
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+        keys = meta.get("segments") or meta.get("labels")
+        if which == "private":
+            if not keys and private_k is None:
+                raise PolicyError(
+                    f"{meta_path} lists no segment labels; pass the policy's private_segments_k"
+                )
+            keys = keys or [str(i) for i in range(int(private_k or 0))]
+            return cls.from_labels(labels, "private_model", [str(k) for k in keys])
+        if not keys:
+            # A fitted model is already "DP given a non-private segmentation": its label
+            # list may come from the labels themselves.
+            import polars as pl
+
+            keys = sorted(
+                pl.read_parquet(labels, columns=["segment"])["segment"].cast(pl.Utf8).unique()
+            )
+        return cls.from_labels(labels, "fitted_model", [str(k) for k in keys])
+
+    @property
+    def guarantee(self) -> str:
+        """The guarantee a release keyed by these segments may claim."""
+        if self.provenance == "fitted_model":
+            return GUARANTEE_GIVEN_SEGMENTATION
+        return GUARANTEE_END_TO_END
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provenance": self.provenance,
+            "keys": list(self.keys),
+            "labels_path": None if self.labels_path is None else str(self.labels_path),
+            "guarantee": self.guarantee,
+        }
+
+
+@dataclass(frozen=True)
+class ReleaseSpec:
+    """What one release publishes.
+
+    Parameters
+    ----------
+    name : str
+    queries : tuple of str
+        Names from :data:`QUERIES`.
+    epsilon : float
+        The privacy loss of the whole release, as ε. Under zCDP it is turned into the
+        largest ρ whose (ε, δ) statement at the policy's δ is at most ``epsilon``.
+    weights : tuple of float, optional
+        Share of the loss per query (default: equal). Inside a query the aggregates share
+        its loss equally.
+    population : str
+        Whose budget is charged (the ledger's population).
+    clause_ids : tuple of str
+        Policy clauses that allow the release.
+    description : str
+
+    Examples
+    --------
+    >>> ReleaseSpec("x", ("spend_by_segment",), epsilon=1.0).query_epsilons()
+    (1.0,)
+    """
+
+    name: str
+    queries: tuple[str, ...]
+    epsilon: float
+    weights: tuple[float, ...] | None = None
+    population: str = "customers"
+    clause_ids: tuple[str, ...] = ("AO-1", "AO-4", "AK-2", "AL-4")
+    description: str = ""
+    _defs: tuple[QueryDef, ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.queries:
+            raise PolicyError(f"release spec {self.name!r} has no queries; name at least one")
+        unknown = [q for q in self.queries if q not in QUERIES]
+        if unknown:
+            raise PolicyError(
+                f"release spec {self.name!r}: unknown queries {unknown}; known queries are "
+                f"{sorted(QUERIES)}"
+            )
+        if not (isinstance(self.epsilon, int | float) and math.isfinite(self.epsilon)) or (
+            self.epsilon <= 0
+        ):
+            raise PolicyError(
+                f"release spec {self.name!r}: epsilon={self.epsilon!r} must be a positive "
+                "finite number"
+            )
+        if self.weights is not None and (
+            len(self.weights) != len(self.queries) or any(w <= 0 for w in self.weights)
+        ):
+            raise PolicyError(
+                f"release spec {self.name!r}: weights={self.weights!r} must give one "
+                f"positive weight per query ({len(self.queries)})"
+            )
+        object.__setattr__(self, "_defs", tuple(QUERIES[q] for q in self.queries))
+
+    @property
+    def query_defs(self) -> tuple[QueryDef, ...]:
+        return self._defs
+
+    @property
+    def needs_segments(self) -> bool:
+        return any("segment" in q.by for q in self._defs)
+
+    def query_epsilons(self) -> tuple[float, ...]:
+        """ε of each query (the release's ε split by the weights)."""
+        weights = self.weights or (1.0,) * len(self.queries)
+        total = math.fsum(weights)
+        return tuple(self.epsilon * w / total for w in weights)
+
+    def with_epsilon(self, epsilon: float) -> ReleaseSpec:
+        """The same spec at another privacy loss (for privacy-utility curves)."""
+        return ReleaseSpec(
+            self.name,
+            self.queries,
+            epsilon,
+            self.weights,
+            self.population,
+            self.clause_ids,
+            self.description,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "queries": list(self.queries),
+            "epsilon": self.epsilon,
+            "weights": None if self.weights is None else list(self.weights),
+            "population": self.population,
+            "clause_ids": list(self.clause_ids),
+            "description": self.description,
+        }
+
+
+#: Named specifications, selectable with ``segments release --spec NAME``.
+SPECS: dict[str, ReleaseSpec] = {
+    s.name: s
+    for s in (
+        ReleaseSpec(
+            "segment_overview",
+            (
+                "customers_by_county",
+                "customers_by_county_segment",
+                "spend_by_segment",
+                "spend_by_county_segment",
+            ),
+            epsilon=1.0,
+            weights=(1.0, 2.0, 1.0, 1.0),
+            description="customers per county and per county × segment; total and mean spend "
+            "per segment and per county × segment",
+        ),
+        ReleaseSpec(
+            "month_closing",
+            (
+                "customers_by_county_segment",
+                "spend_by_segment",
+                "spend_by_county_segment",
+                "category_by_segment",
+            ),
+            epsilon=1.5,
+            weights=(2.0, 1.0, 1.0, 2.0),
+            description="the segment releases of a month-closing from one shared per-person "
+            "aggregate: customers per county × segment, spend per segment and county × "
+            "segment, spend and units per category per segment",
+        ),
+        ReleaseSpec(
+            "spend_by_segment",
+            ("spend_by_segment",),
+            epsilon=0.5,
+            description="total and mean spend per segment",
+        ),
+        ReleaseSpec(
+            "customers_by_county_segment",
+            ("customers_by_county_segment",),
+            epsilon=1.0,
+            description="customers per county × segment",
+        ),
+        ReleaseSpec(
+            "category_mix",
+            ("category_by_segment",),
+            epsilon=0.5,
+            description="spend and units per product category per segment",
+        ),
+        ReleaseSpec(
+            "monthly_category",
+            ("monthly_category",),
+            epsilon=0.25,
+            clause_ids=("AO-1", "AO-4", "AK-2"),
+            description="units and SEK per product category for one closed month (the "
+            "purchasing series; see segments.privacy.archive)",
+        ),
+        ReleaseSpec(
+            "survey_experience",
+            ("survey_by_county_type",),
+            epsilon=0.5,
+            clause_ids=("AO-1", "AC-2"),
+            description="mean survey score per county and customer type (responses are "
+            "anonymous: each response is its own unit)",
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> ReleaseSpec:
+    """The named specification from :data:`SPECS`; raises with the known names."""
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise PolicyError(
+            f"--spec {name!r} is not a known release specification; choose one of {sorted(SPECS)}"
+        ) from None

@@ -1,0 +1,178 @@
+"""Tests of segments.privacy.archive: the monthly purchasing series, released once per month."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+
+from segments.exceptions import ReleaseRefusedError
+from segments.policy import Policy
+from segments.privacy._frames import write_prepared_frames
+from segments.privacy.archive import (
+    ARCHIVE_SCHEMA,
+    archive_path,
+    backfill,
+    next_month,
+    read_archive,
+    releasable_months,
+    release_month,
+)
+from segments.privacy.ledger import Ledger
+from segments.privacy.specs import PrivacyParams
+from segments.schema import PRODUCT_CATEGORIES
+from segments.workspace import Workspace
+
+PURPOSE = "statistics"
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return Policy.load("alloffice")
+
+
+@pytest.fixture()
+def params(policy):
+    return PrivacyParams.from_policy(policy, PURPOSE)
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("archive")
+    return write_prepared_frames(
+        folder, 400, 5_000, seed=np.random.default_rng(2), start=dt.date(2025, 9, 10), months=5
+    )
+
+
+@pytest.fixture()
+def workspace(tmp_path, frames):
+    ws = Workspace(tmp_path / "ws").create()
+    prepared = ws.prepared_dir(PURPOSE)
+    prepared.mkdir(parents=True)
+    for name in ("customers", "lines"):
+        (prepared / f"{name}.parquet").write_bytes(frames[name].read_bytes())
+    return ws
+
+
+def _eval_ledger(ws, policy):
+    return Ledger.for_workspace(
+        ws, policy.controller, evaluation=True, synthetic=True, policy=policy
+    )
+
+
+def _release(ws, month, as_of, params, ledger, policy):
+    return release_month(
+        ws,
+        month,
+        as_of=as_of,
+        params=params,
+        ledger=ledger,
+        policy=policy,
+        purpose=PURPOSE,
+        recipient="purchasing",
+        synthetic=True,
+    )
+
+
+def test_releasable_months_are_closed_and_inside_retention():
+    params = PrivacyParams(retention_months=2)
+    assert releasable_months(dt.date(2026, 3, 1), params) == [
+        dt.date(2026, 1, 1),
+        dt.date(2026, 2, 1),
+    ]
+    # A month closes at its end: March is not releasable on 31 March.
+    assert dt.date(2026, 3, 1) not in releasable_months(dt.date(2026, 3, 31), params)
+    # Only months fully covered by the data.
+    months = releasable_months(dt.date(2026, 3, 1), PrivacyParams(), dt.date(2026, 1, 5))
+    assert months == [dt.date(2026, 2, 1)]
+    assert next_month(dt.date(2025, 12, 1)) == dt.date(2026, 1, 1)
+
+
+def test_release_month_appends_once_with_the_archive_columns(workspace, params, policy):
+    ledger = _eval_ledger(workspace, policy)
+    result = _release(workspace, dt.date(2025, 12, 1), dt.date(2026, 1, 1), params, ledger, policy)
+    archive = read_archive(workspace)
+    assert archive.schema == pl.Schema(ARCHIVE_SCHEMA)
+    assert archive.height == len(PRODUCT_CATEGORIES)
+    assert set(archive["release_id"]) == {result.release_id}
+    assert archive["mechanism"][0] == "laplace"
+    assert archive["epsilon"][0] == pytest.approx(result.card["privacy_loss"]["epsilon"])
+    assert (archive["units_scale"] > 0).all() and (archive["sek_scale"] > 0).all()
+    assert result.card["month"] == "2025-12-01"
+    with pytest.raises(ReleaseRefusedError, match="already released"):
+        _release(workspace, dt.date(2025, 12, 1), dt.date(2026, 2, 1), params, ledger, policy)
+    assert read_archive(workspace).height == len(PRODUCT_CATEGORIES)
+
+
+def test_release_month_refuses_open_and_expired_months(workspace, params, policy):
+    ledger = _eval_ledger(workspace, policy)
+    with pytest.raises(ReleaseRefusedError, match="has not closed"):
+        _release(workspace, dt.date(2026, 1, 1), dt.date(2026, 1, 31), params, ledger, policy)
+    with pytest.raises(ReleaseRefusedError, match="outside the .*retention window"):
+        _release(workspace, dt.date(2023, 1, 1), dt.date(2026, 1, 31), params, ledger, policy)
+    with pytest.raises(ReleaseRefusedError, match="first day of a month"):
+        _release(workspace, dt.date(2025, 12, 5), dt.date(2026, 1, 31), params, ledger, policy)
+    assert not archive_path(workspace).exists()
+
+
+def test_a_month_charged_in_the_ledger_is_never_re_released(workspace, params, policy):
+    ledger = _eval_ledger(workspace, policy)
+    _release(workspace, dt.date(2025, 11, 1), dt.date(2025, 12, 1), params, ledger, policy)
+    archive_path(workspace).unlink()  # a lost archive does not reopen the month
+    with pytest.raises(ReleaseRefusedError, match="already charged in the ledger"):
+        _release(workspace, dt.date(2025, 11, 1), dt.date(2026, 1, 1), params, ledger, policy)
+
+
+def test_backfill_steps_through_the_history(workspace, params, policy):
+    ledger = _eval_ledger(workspace, policy)
+    report = backfill(
+        workspace,
+        until=dt.date(2026, 2, 15),
+        params=params,
+        ledger=ledger,
+        policy=policy,
+        purpose=PURPOSE,
+        recipient="purchasing",
+        synthetic=True,
+    )
+    # Data start on 2025-09-10: September is partial; October to January have closed.
+    assert list(report.released) == ["2025-10-01", "2025-11-01", "2025-12-01", "2026-01-01"]
+    assert report.skipped == {"2025-09-01": "only partly covered by the prepared data"}
+    archive = read_archive(workspace)
+    assert archive["month"].n_unique() == 4
+    # Each month was released when it closed.
+    as_ofs = {e.request.as_of for e in ledger.entries()}
+    assert as_ofs == {
+        dt.date(2025, 11, 1),
+        dt.date(2025, 12, 1),
+        dt.date(2026, 1, 1),
+        dt.date(2026, 2, 1),
+    }
+    again = backfill(
+        workspace,
+        until=dt.date(2026, 2, 15),
+        params=params,
+        ledger=ledger,
+        policy=policy,
+        purpose=PURPOSE,
+        recipient="purchasing",
+        synthetic=True,
+    )
+    assert again.released == {}
+    assert len(ledger.entries()) == 4
+
+
+def test_backfill_refuses_the_controllers_real_ledger(workspace, params, policy, tmp_path):
+    ledger = Ledger.open(tmp_path / "real.sqlite", policy.controller, policy=policy)
+    with pytest.raises(ReleaseRefusedError, match="evaluation ledger or the demo"):
+        backfill(
+            workspace,
+            until=dt.date(2026, 2, 1),
+            params=params,
+            ledger=ledger,
+            policy=policy,
+            purpose=PURPOSE,
+            recipient="purchasing",
+        )

@@ -1,0 +1,245 @@
+"""Calibration: released errors follow the noise distribution OpenDP declares.
+
+Repeated releases on small synthetic data are compared with an independent exact recount
+(clipped at the public bounds). Pooled over cells and repetitions, the errors must have mean
+zero and the variance of the declared distribution (discrete Laplace or discrete Gaussian at
+the declared scale) within statistical tolerance, so an understated sensitivity, a missing
+clip or a wrong split of the budget fails here. Also the utility target of the issue.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from segments.policy import Policy
+from segments.privacy._frames import write_prepared_frames
+from segments.privacy.ledger import Ledger
+from segments.privacy.releases import QueryPlan, plan_release
+from segments.privacy.specs import SPECS, PrivacyParams, ReleaseSpec, SegmentSource
+from segments.workspace import Workspace
+
+AS_OF = dt.date(2026, 3, 1)
+Z = 5.0  # tolerance in standard errors: a false failure has probability ~1e-6 per check
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("calibration")
+    return write_prepared_frames(folder, 600, 8_000, seed=np.random.default_rng(11))
+
+
+def _params(family: str) -> PrivacyParams:
+    return PrivacyParams(
+        dp_family=family,
+        delta=1e-7,
+        max_cells_per_person=3,
+        spend_bound_sek=20_000,
+        cell_spend_bound_sek=5_000,
+        cell_units_bound=40,
+    )
+
+
+def _exact(query: QueryPlan, params: PrivacyParams, clip: bool = True) -> pl.DataFrame:
+    """Independent recount of one query's aggregates, clipped at the public bounds."""
+    from segments.privacy.releases import _aggregate_bounds
+
+    data = pl.read_parquet(query.data_path)
+    by = list(query.query.by)
+    aggs = []
+    for agg in query.query.aggregates:
+        if agg == "count":
+            aggs.append(pl.len().cast(pl.Int64).alias("count"))
+        else:
+            low, high = _aggregate_bounds(query.query, agg, params)
+            column = pl.col(agg).clip(low, high) if clip else pl.col(agg)
+            aggs.append(column.sum().cast(pl.Int64).alias(agg))
+    exact = data.group_by(by).agg(aggs)
+    return query.keys.join(exact, on=by, how="left").fill_null(0)
+
+
+def _discrete_laplace_var(scale: float) -> float:
+    q = math.exp(-1.0 / scale)
+    return 2.0 * q / (1.0 - q) ** 2
+
+
+def _discrete_gaussian_var(sigma: float) -> float:
+    k = np.arange(-int(60 * sigma) - 10, int(60 * sigma) + 11, dtype=float)
+    w = np.exp(-(k**2) / (2.0 * sigma**2))
+    return float((k**2 * w).sum() / w.sum())
+
+
+def _check(errors: np.ndarray, scale: float, distribution: str) -> tuple[float, float]:
+    """Return (z of the mean, z of the variance ratio) of standardised errors."""
+    gaussian = "Gaussian" in distribution
+    var = _discrete_gaussian_var(scale) if gaussian else _discrete_laplace_var(scale)
+    kurtosis = 3.0 if gaussian else 6.0
+    n = errors.size
+    z_mean = errors.mean() / math.sqrt(var / n)
+    ratio = errors.var() / var
+    z_var = (ratio - 1.0) / math.sqrt((kurtosis - 1.0) / n)
+    return float(z_mean), float(z_var)
+
+
+def _errors(plan, params, answers_list, clip=True) -> dict[tuple[str, str], np.ndarray]:
+    out: dict[tuple[str, str], list[np.ndarray]] = {}
+    for query in plan.queries:
+        exact = _exact(query, params, clip)
+        by = list(query.query.by)
+        for answers in answers_list:
+            joined = exact.join(answers[query.query.name], on=by, suffix="_dp", nulls_equal=True)
+            for agg in query.query.aggregates:
+                err = (joined[f"{agg}_dp"] - joined[agg]).to_numpy().astype(float)
+                out.setdefault((query.query.name, agg), []).append(err)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+SPEC = ReleaseSpec(
+    "calibration",
+    ("spend_by_county_segment", "category_by_segment", "monthly_category"),
+    epsilon=3.0,
+)
+
+
+@pytest.mark.parametrize("family", ["pure", "zcdp"])
+def test_errors_match_the_declared_noise(family, frames):
+    params = _params(family)
+    with plan_release(
+        SPEC,
+        params,
+        customers=frames["customers"],
+        lines=frames["lines"],
+        segments=SegmentSource.category_rule(),
+        as_of=AS_OF,
+    ) as plan:
+        answers = [plan.run_unaccounted() for _ in range(40 if family == "pure" else 25)]
+        errors = _errors(plan, params, answers)
+        summary = {(r["query"], r["aggregate"]): r for r in plan.accuracy.iter_rows(named=True)}
+    for key, err in errors.items():
+        row = summary[key]
+        z_mean, z_var = _check(err, row["scale"], row["distribution"])
+        assert abs(z_mean) < Z, (key, z_mean)
+        assert abs(z_var) < Z, (key, z_var, err.var(), row["scale"])
+
+
+def test_the_calibration_check_detects_a_bounding_bug(frames):
+    """Comparing with the unclipped truth (what a release without clipping would centre on)
+    fails the check: the test has power against bounding bugs."""
+    params = PrivacyParams(**{**_params("pure").to_dict(), "spend_bound_sek": 2_000})
+    spec = ReleaseSpec("clip", ("spend_by_segment",), epsilon=3.0)
+    with plan_release(
+        spec,
+        params,
+        customers=frames["customers"],
+        lines=frames["lines"],
+        segments=SegmentSource.category_rule(),
+        as_of=AS_OF,
+    ) as plan:
+        answers = [plan.run_unaccounted() for _ in range(20)]
+        errors = _errors(plan, params, answers, clip=False)
+        row = plan.accuracy.filter(pl.col("aggregate") == "spend_sek").row(0, named=True)
+    z_mean, z_var = _check(
+        errors[("spend_by_segment", "spend_sek")], row["scale"], row["distribution"]
+    )
+    assert abs(z_mean) > Z or abs(z_var) > Z
+
+
+def test_a_wrong_scale_is_detected(frames):
+    """Errors at the declared scale checked against half the scale (a sensitivity stated
+    twice too small) fail the variance check."""
+    params = _params("pure")
+    spec = ReleaseSpec("scale", ("customers_by_county_segment",), epsilon=1.0)
+    with plan_release(
+        spec,
+        params,
+        customers=frames["customers"],
+        lines=frames["lines"],
+        segments=SegmentSource.category_rule(),
+        as_of=AS_OF,
+    ) as plan:
+        answers = [plan.run_unaccounted() for _ in range(20)]
+        errors = _errors(plan, params, answers)[("customers_by_county_segment", "count")]
+        scale = plan.accuracy["scale"][0]
+    assert abs(_check(errors, scale, "Integer Laplace")[1]) < Z
+    assert abs(_check(errors, scale / 2, "Integer Laplace")[1]) > Z
+
+
+def test_released_tables_through_the_evaluation_ledger_are_calibrated(frames, tmp_path):
+    """Full releases (reserve, run, publish) on the evaluation ledger; the published tables'
+    errors follow the declared distribution."""
+    policy = Policy.load("alloffice")
+    params = _params("pure")
+    workspace = Workspace(tmp_path / "ws").create()
+    ledger = Ledger.for_workspace(
+        workspace, policy.controller, evaluation=True, synthetic=True, policy=policy
+    )
+    params = PrivacyParams(
+        **{
+            **params.to_dict(),
+            "budget_epsilon": policy.privacy.budget_epsilon,
+            "budget_period_months": policy.privacy.budget_period_months,
+            "budget_window_months": policy.privacy.budget_window_months,
+        }
+    )
+    spec = SPECS["customers_by_county_segment"].with_epsilon(0.5)
+    with plan_release(
+        spec,
+        params,
+        customers=frames["customers"],
+        lines=frames["lines"],
+        segments=SegmentSource.category_rule(),
+        as_of=AS_OF,
+    ) as plan:
+        results = [
+            plan.execute(
+                ledger,
+                workspace,
+                policy=policy,
+                purpose="statistics",
+                recipient="analytics",
+                synthetic=True,
+            )
+            for _ in range(12)
+        ]
+        answers = [
+            {
+                "customers_by_county_segment": pl.read_parquet(
+                    r.path / "customers_by_county_segment.parquet"
+                ).select("county_code", "segment", "count")
+            }
+            for r in results
+        ]
+        errors = _errors(plan, params, answers)[("customers_by_county_segment", "count")]
+        scale = plan.accuracy["scale"][0]
+    assert len(ledger.entries()) == 12
+    z_mean, z_var = _check(errors, scale, "Integer Laplace")
+    assert abs(z_mean) < Z and abs(z_var) < Z
+
+
+@pytest.mark.slow
+def test_utility_100k_customers_county_segment_counts(tmp_path):
+    """Issue target: 100 000 customers, ε = 1, median relative error over cells with at
+    least 100 customers ≤ 5 %."""
+    paths = write_prepared_frames(tmp_path, 100_000, 250_000, seed=np.random.default_rng(5))
+    params = PrivacyParams()
+    spec = SPECS["customers_by_county_segment"].with_epsilon(1.0)
+    with plan_release(
+        spec,
+        params,
+        customers=paths["customers"],
+        lines=paths["lines"],
+        segments=SegmentSource.category_rule(),
+        as_of=AS_OF,
+    ) as plan:
+        query = plan.queries[0]
+        exact = _exact(query, params)
+        released = plan.run_unaccounted()[query.query.name]
+    joined = exact.join(released, on=["county_code", "segment"], suffix="_dp")
+    big = joined.filter(pl.col("count") >= 100)
+    rel = ((big["count_dp"] - big["count"]).abs() / big["count"]).median()
+    assert big.height > 50
+    assert rel <= 0.05, rel

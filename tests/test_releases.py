@@ -1,0 +1,413 @@
+"""Tests of segments.privacy.specs and segments.privacy.releases (DP releases with OpenDP)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from segments.exceptions import BudgetExceededError, PolicyError, ReleaseRefusedError
+from segments.policy import Policy
+from segments.privacy._frames import write_prepared_frames, write_survey_frame
+from segments.privacy.ledger import Ledger
+from segments.privacy.releases import (
+    build_shared_frames,
+    cells_per_person,
+    epsilon_to_rho,
+    plan_release,
+)
+from segments.privacy.specs import (
+    GUARANTEE_END_TO_END,
+    GUARANTEE_GIVEN_SEGMENTATION,
+    SPECS,
+    PrivacyParams,
+    ReleaseSpec,
+    SegmentSource,
+    get_spec,
+)
+from segments.schema import PRODUCT_CATEGORIES
+from segments.workspace import Workspace, sha256_file
+
+AS_OF = dt.date(2026, 3, 1)
+PURPOSE = "statistics"
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return Policy.load("alloffice")
+
+
+@pytest.fixture(scope="module")
+def params(policy: Policy) -> PrivacyParams:
+    return PrivacyParams.from_policy(policy, PURPOSE)
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    folder = tmp_path_factory.mktemp("prepared")
+    paths = write_prepared_frames(folder, 800, 12_000, seed=np.random.default_rng(7))
+    paths["surveys"] = write_survey_frame(
+        folder / "surveys.parquet", 500, seed=np.random.default_rng(8)
+    )
+    return paths
+
+
+@pytest.fixture()
+def workspace(tmp_path, frames) -> Workspace:
+    ws = Workspace(tmp_path / "ws").create()
+    prepared = ws.prepared_dir(PURPOSE)
+    prepared.mkdir(parents=True)
+    for name in ("customers", "lines"):
+        (prepared / f"{name}.parquet").write_bytes(frames[name].read_bytes())
+    return ws
+
+
+def _plan(spec, params, frames, **kw):
+    kw.setdefault("segments", SegmentSource.category_rule())
+    return plan_release(
+        spec,
+        params,
+        customers=frames["customers"],
+        lines=frames["lines"],
+        surveys=frames["surveys"],
+        as_of=AS_OF,
+        **kw,
+    )
+
+
+# --- guards ---------------------------------------------------------------------------------
+def test_spec_rejects_unknown_query():
+    with pytest.raises(PolicyError, match="unknown queries"):
+        ReleaseSpec("x", ("no_such_query",), epsilon=1.0)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, -1.0, float("inf")])
+def test_spec_rejects_bad_epsilon(epsilon):
+    with pytest.raises(PolicyError, match="must be a positive finite number"):
+        ReleaseSpec("x", ("spend_by_segment",), epsilon=epsilon)
+
+
+def test_spec_rejects_empty_and_bad_weights():
+    with pytest.raises(PolicyError, match="has no queries"):
+        ReleaseSpec("x", (), epsilon=1.0)
+    with pytest.raises(PolicyError, match="one positive weight per query"):
+        ReleaseSpec("x", ("spend_by_segment",), epsilon=1.0, weights=(1.0, 2.0))
+
+
+def test_get_spec_names_the_known_specs():
+    with pytest.raises(PolicyError, match="segment_overview"):
+        get_spec("nope")
+
+
+def test_privacy_params_guards():
+    with pytest.raises(PolicyError, match="dp_family"):
+        PrivacyParams(dp_family="approx")
+    with pytest.raises(PolicyError, match=r"in \(0, 1\) under zCDP"):
+        PrivacyParams(dp_family="zcdp", delta=0.0)
+    with pytest.raises(PolicyError, match="spend_bound_sek=0 must be a positive integer"):
+        PrivacyParams(spend_bound_sek=0)
+    with pytest.raises(PolicyError, match="survey_score_bounds"):
+        PrivacyParams(survey_score_bounds=(10, 0))
+
+
+def test_privacy_params_from_policy(policy):
+    params = PrivacyParams.from_policy(policy, "segmentation")
+    assert params.spend_bound_sek == int(policy.privacy.spend_bound_sek)
+    assert params.dp_family == policy.privacy.dp_family
+    assert params.retention_months == policy.purposes["segmentation"].longest_window_months
+
+
+def test_segment_source_guards_and_guarantee(tmp_path):
+    with pytest.raises(PolicyError, match="provenance='magic' is unknown"):
+        SegmentSource("magic", ("a",))
+    with pytest.raises(PolicyError, match="needs labels_path"):
+        SegmentSource("fitted_model", ("a",))
+    assert SegmentSource.category_rule().guarantee == GUARANTEE_END_TO_END
+    fitted = SegmentSource.from_labels(tmp_path / "l.parquet", "fitted_model", ["0", "1"])
+    assert fitted.guarantee == GUARANTEE_GIVEN_SEGMENTATION
+    private = SegmentSource.from_labels(tmp_path / "l.parquet", "private_model", ["0"])
+    assert private.guarantee == GUARANTEE_END_TO_END
+
+
+def test_plan_guards(params, frames):
+    with pytest.raises(PolicyError, match="groups by segment; pass a segment source"):
+        _plan(SPECS["segment_overview"], params, frames, segments=None)
+    with pytest.raises(PolicyError, match="confidence"):
+        _plan(SPECS["segment_overview"], params, frames, confidence=1.0)
+    with pytest.raises(PolicyError, match="after as_of"):
+        _plan(
+            SPECS["category_mix"], params, frames, window=(dt.date(2026, 1, 1), dt.date(2026, 4, 1))
+        )
+
+
+# --- loss, sensitivity, accuracy ---------------------------------------------------------------
+def test_opendp_loss_equals_the_planned_loss_pure(params, frames):
+    spec = SPECS["segment_overview"]
+    with _plan(spec, params, frames) as plan:
+        assert plan.loss["epsilon"] == pytest.approx(spec.epsilon, rel=1e-9)
+        assert plan.loss["rho"] is None
+        acc = plan.accuracy
+        # Laplace: scale × per-aggregate ε = L1 sensitivity, as OpenDP resolved it.
+        for query, eps in zip(plan.queries, spec.query_epsilons(), strict=True):
+            rows = acc.filter(pl.col("query") == query.query.name)
+            per_agg = eps / rows.height
+            for row in rows.iter_rows(named=True):
+                assert row["scale"] * per_agg == pytest.approx(row["sensitivity_l1"], rel=1e-9)
+        spend = acc.filter(pl.col("aggregate") == "spend_sek")
+        assert set(spend["sensitivity_l1"]) == {float(params.spend_bound_sek)}
+        counts = acc.filter(pl.col("aggregate") == "count")
+        assert set(counts["sensitivity_l1"]) == {1.0}
+        assert (acc["accuracy"] > acc["scale"]).all()
+
+
+def test_opendp_loss_zcdp_and_histogram_sensitivity(params, frames):
+    zcdp = PrivacyParams(**{**params.to_dict(), "dp_family": "zcdp", "delta": 1e-7})
+    spec = SPECS["category_mix"]
+    with _plan(spec, zcdp, frames) as plan:
+        rho = epsilon_to_rho(spec.epsilon, 1e-7)
+        assert plan.loss["rho"] == pytest.approx(rho, rel=1e-9)
+        assert plan.loss["epsilon"] <= spec.epsilon * (1 + 1e-9)
+        assert plan.mechanism == "gaussian"
+        k = cells_per_person(zcdp)
+        row = plan.accuracy.filter(pl.col("aggregate") == "sek").row(0, named=True)
+        assert row["sensitivity_l2"] == pytest.approx(np.sqrt(k) * zcdp.cell_spend_bound_sek)
+        assert row["sensitivity_l1"] == pytest.approx(k * zcdp.cell_spend_bound_sek)
+        # Gaussian: σ = L2 / sqrt(2 ρ_agg) with ρ split over two aggregates.
+        assert row["scale"] == pytest.approx(row["sensitivity_l2"] / np.sqrt(rho), rel=1e-9)
+        assert "Gaussian" in row["distribution"]
+
+
+def test_tables_carry_intervals_scale_and_means(params, frames):
+    with _plan(SPECS["segment_overview"], params, frames) as plan:
+        tables = plan.tables(plan.run_unaccounted())
+    table = tables["spend_by_county_segment"]
+    assert table.height == 21 * len(PRODUCT_CATEGORIES)
+    for col in ("count", "spend_sek", "mean_spend_sek"):
+        assert {f"{col}_lower", f"{col}_upper"} <= set(table.columns)
+        assert (table[f"{col}_lower"] <= table[f"{col}_upper"]).all()
+    assert {"count_scale", "spend_sek_scale"} <= set(table.columns)
+    assert table["mean_spend_sek"].is_between(0, params.spend_bound_sek).all()
+
+
+# --- one person's influence is bounded ---------------------------------------------------------
+def _heavy_person(frames, tmp_path, n_lines: int = 5000):
+    """Add one person with thousands of large order lines in every category and month."""
+    customers = pl.read_parquet(frames["customers"])
+    lines = pl.read_parquet(frames["lines"])
+    pid = "f" * 64
+    heavy_customer = customers.head(1).with_columns(pl.lit(pid).alias("person_id"))
+    rng = np.random.default_rng(3)
+    days = rng.integers(0, 420, n_lines)
+    heavy_lines = pl.DataFrame(
+        {
+            "person_id": [pid] * n_lines,
+            "order_id": [pid] * n_lines,
+            "order_date": [dt.date(2025, 1, 1) + dt.timedelta(days=int(d)) for d in days],
+            "channel": ["web"] * n_lines,
+            "product_id": np.full(n_lines, 1, dtype=np.int32),
+            "category": np.asarray(PRODUCT_CATEGORIES)[np.arange(n_lines) % 10],
+            "quantity": np.full(n_lines, 500, dtype=np.int32),
+            "amount_sek": np.full(n_lines, 90_000.0),
+        }
+    ).cast(lines.schema)  # type: ignore[arg-type]
+    out = {
+        "customers": tmp_path / "c.parquet",
+        "lines": tmp_path / "l.parquet",
+        "surveys": frames["surveys"],
+    }
+    pl.concat([customers, heavy_customer]).write_parquet(out["customers"])
+    pl.concat([lines, heavy_lines]).write_parquet(out["lines"])
+    return pid, out
+
+
+def test_shared_frames_bound_a_heavy_person(params, frames, tmp_path):
+    pid, heavy = _heavy_person(frames, tmp_path)
+    paths = build_shared_frames(
+        pl.scan_parquet(heavy["customers"]),
+        pl.scan_parquet(heavy["lines"]),
+        SegmentSource.category_rule(),
+        params,
+        tmp_path,
+    )
+    key = pl.DataFrame({"person_id": [pid]}).select(pl.col("person_id").hash())[0, 0]
+    person = pl.read_parquet(paths["person"]).filter(pl.col("pid") == key)
+    cells = pl.read_parquet(paths["cells"]).filter(pl.col("pid") == key)
+    assert "person_id" not in person.columns
+    assert person.height == 1
+    assert cells.height == cells_per_person(params)
+    assert cells["category"].n_unique() == cells.height
+
+
+@pytest.mark.parametrize("spec_name", ["segment_overview", "category_mix"])
+def test_released_difference_of_a_heavy_person_is_within_sensitivity(
+    spec_name, params, frames, tmp_path
+):
+    """Neighbouring data sets (with and without one extreme person), released through
+    OpenDP at a huge ε (noise ≪ bounds): each aggregate moves by at most its L1 sensitivity."""
+    _, heavy = _heavy_person(frames, tmp_path)
+    spec = SPECS[spec_name].with_epsilon(1e7)
+    with _plan(spec, params, frames) as without, _plan(spec, params, heavy) as with_:
+        a, b = without.run_unaccounted(), with_.run_unaccounted()
+        for query in with_.queries:
+            name, by = query.query.name, list(query.query.by)
+            joined = a[name].join(b[name], on=by, suffix="_heavy", nulls_equal=True)
+            for row in query.summary.iter_rows(named=True):
+                agg = row["column"]
+                moved = (joined[f"{agg}_heavy"] - joined[agg]).abs().sum()
+                noise_allowance = 2 * joined.height * 20 * row["scale"]
+                assert moved <= row["sensitivity_l1"] + noise_allowance, (name, agg, moved)
+                # The person is present: the difference is not zero for a sum.
+                if agg != "count":
+                    assert moved >= 0.5 * row["sensitivity_l1"] - noise_allowance
+
+
+# --- execution, ledger, card -------------------------------------------------------------------
+def test_execute_writes_tables_and_card_and_charges_the_ledger(params, workspace, policy, frames):
+    ledger = Ledger.for_workspace(
+        workspace, policy.controller, evaluation=True, synthetic=True, policy=policy
+    )
+    with _plan(SPECS["segment_overview"], params, frames) as plan:
+        result = plan.execute(
+            ledger,
+            workspace,
+            policy=policy,
+            purpose=PURPOSE,
+            recipient="purchasing",
+            synthetic=True,
+        )
+        folder = plan.folder
+    assert not folder.exists()  # the private per-person frames are gone
+    card = json.loads((result.path / "card.json").read_text())
+    assert card["release_id"] == result.release_id
+    assert card["ledger_head_hash"] == ledger.head_hash()
+    assert card["evaluation"] is True and "EVALUATION" in card["ledger_label"]
+    assert card["guarantee"] == GUARANTEE_END_TO_END
+    for name, digest in card["files"].items():
+        assert sha256_file(result.path / name) == digest
+    entry = ledger.entry(result.release_id)
+    assert entry.request.epsilon == pytest.approx(1.0)
+    assert dict(entry.files) == card["files"]
+    assert not list(workspace.releases.glob(".*.tmp"))
+    assert "person_id" not in pl.read_parquet(result.path / "spend_by_segment.parquet").columns
+
+
+def test_execute_refuses_over_budget_before_running(params, workspace, policy, frames):
+    ledger = Ledger.for_workspace(workspace, policy.controller, policy=policy)
+    too_much = SPECS["customers_by_county_segment"].with_epsilon(policy.privacy.budget_epsilon + 1)
+    with (
+        _plan(too_much, params, frames) as plan,
+        pytest.raises(BudgetExceededError, match="remaining"),
+    ):
+        plan.execute(ledger, workspace, policy=policy, purpose=PURPOSE, recipient="purchasing")
+    assert not [p for p in workspace.releases.iterdir() if p.name != "archive"]
+
+
+def test_fitted_segments_are_refused_for_external_recipients(
+    params, workspace, policy, frames, tmp_path
+):
+    customers = pl.read_parquet(frames["customers"])
+    labels = customers.select(
+        "person_id", (pl.int_range(pl.len()) % 3).cast(pl.Utf8).alias("segment")
+    )
+    labels.write_parquet(tmp_path / "labels.parquet")
+    source = SegmentSource.from_labels(tmp_path / "labels.parquet", "fitted_model", ["0", "1", "2"])
+    ledger = Ledger.for_workspace(workspace, policy.controller, policy=policy)
+    with _plan(SPECS["customers_by_county_segment"], params, frames, segments=source) as plan:
+        assert plan.guarantee == GUARANTEE_GIVEN_SEGMENTATION
+        with pytest.raises(ReleaseRefusedError, match="internal"):
+            plan.execute(
+                ledger,
+                workspace,
+                policy=policy,
+                purpose=PURPOSE,
+                recipient="eu-logistics-processor",
+                destination="FI",
+            )
+        result = plan.execute(
+            ledger, workspace, policy=policy, purpose=PURPOSE, recipient="analytics"
+        )
+    assert result.card["guarantee"] == GUARANTEE_GIVEN_SEGMENTATION
+    assert set(result.tables["customers_by_county_segment"]["segment"]) == {"0", "1", "2"}
+
+
+def test_survey_month_must_have_closed(params, frames):
+    with pytest.raises(PolicyError, match="has not closed"):
+        plan_release(
+            SPECS["survey_experience"],
+            params,
+            surveys=frames["surveys"],
+            as_of=dt.date(2026, 1, 31),
+            survey_month=dt.date(2026, 1, 1),
+        )
+
+
+def test_survey_release_uses_public_keys_and_no_customer_id(params, frames):
+    with plan_release(
+        SPECS["survey_experience"], params, surveys=frames["surveys"], as_of=AS_OF
+    ) as plan:
+        table = plan.tables(plan.run_unaccounted())["survey_by_county_type"]
+    assert table.height == 21 * 2
+    assert set(table["customer_type"]) == {"business", "private"}
+    assert table["mean_score"].is_between(0, 10).all()
+
+
+def test_mean_of_a_non_positive_noisy_count_is_null_with_full_bounds():
+    from segments.privacy.releases import _mean_columns
+
+    mean, low, high = _mean_columns(
+        np.array([5000.0, 1000.0]), np.array([-3.0, 10.0]), 100.0, 2.0, 0, 1000, "m"
+    )
+    assert mean.to_list() == [None, 100.0]
+    assert low.to_list()[0] == 0 and high.to_list()[0] == 1000
+    # (1000 ± 100) / (10 ± 2): the box's extremes.
+    assert low.to_list()[1] == pytest.approx(900 / 12)
+    assert high.to_list()[1] == pytest.approx(1100 / 8)
+
+
+# --- command line ------------------------------------------------------------------------------
+def test_cli_dry_run_shows_accuracy_and_spends_nothing(workspace, capsys):
+    from segments.cli.main import main
+
+    args = ["release", "-w", str(workspace.root), "--policy", "alloffice", "--spec",
+            "segment_overview", "--purpose", PURPOSE, "--recipient", "purchasing",
+            "--as-of", "2026-03-01", "--demo-ledger"]  # fmt: skip
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "expected accuracy" in out and "customers_by_county_segment" in out
+    assert "nothing was charged" in out
+    assert not (workspace.root / "ledger").exists()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "THROW-AWAY DEMO LEDGER" in out and "released segment_overview-" in out
+    assert len(list(workspace.releases.glob("segment_overview-*/card.json"))) == 1
+
+
+def test_cli_refuses_a_marketing_recipient(workspace, capsys):
+    from segments.cli.main import main
+
+    code = main(["release", "-w", str(workspace.root), "--policy", "alloffice", "--spec",
+                 "category_mix", "--purpose", PURPOSE, "--recipient", "adtech-partner",
+                 "--as-of", "2026-03-01", "--demo-ledger"])  # fmt: skip
+    assert code == 2
+    assert "AC-4" in capsys.readouterr().err
+
+
+def test_segment_source_from_workspace(workspace):
+    assert SegmentSource.from_workspace(workspace, "category_rule").provenance == "category_rule"
+    with pytest.raises(PolicyError, match="do not exist"):
+        SegmentSource.from_workspace(workspace, "fitted")
+    with pytest.raises(PolicyError, match="unknown"):
+        SegmentSource.from_workspace(workspace, "kmeans")
+    (workspace.segments / "private").mkdir(parents=True)
+    labels = pl.DataFrame({"person_id": ["a" * 64, "b" * 64], "segment": ["1", "0"]})
+    labels.write_parquet(workspace.segments / "labels.parquet")
+    labels.write_parquet(workspace.segments / "private" / "labels.parquet")
+    fitted = SegmentSource.from_workspace(workspace, "fitted")
+    assert fitted.provenance == "fitted_model" and fitted.keys == ("0", "1")
+    with pytest.raises(PolicyError, match="private_segments_k"):
+        SegmentSource.from_workspace(workspace, "private")
+    private = SegmentSource.from_workspace(workspace, "private", private_k=3)
+    assert private.keys == ("0", "1", "2") and private.guarantee == GUARANTEE_END_TO_END
