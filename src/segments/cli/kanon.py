@@ -1,0 +1,292 @@
+"""``segments kanon``: a k-anonymous (optionally l-diverse) customer table, recorded in the ledger.
+
+``segments kanon --workspace W --policy NAME --purpose P --recipient R --k K
+[--l L --sensitive COL]`` reads ``W/prepared/<purpose>/{customers,lines}.parquet``, builds the
+customer-level table (birth year, gender, postcode, customer type, size band, industry,
+segment, spend band; ``--columns`` to choose), finds the optimal full-domain generalisation
+within the policy's suppression limit, checks it against the earlier k-anonymous releases of
+the same people in the ledger, reserves the release in the ledger (AO-2 and AO-10 refusals
+apply), and writes ``W/releases/<release-id>/table.parquet`` and ``certificate.json``.
+Segments come from the category rule (AL-2) or the private model; labels of a model fitted on
+the same data stay in the sandbox (AO-5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from segments.cli.common import add_workspace_option, iso_date
+from segments.exceptions import KAnonymityError, PolicyError, WorkspaceError
+from segments.workspace import Workspace, sha256_file
+
+POPULATION = "customers"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "kanon",
+        help="k-anonymous customer table (optimal generalisation), recorded in the ledger",
+        description="Release a k-anonymous, optionally l-diverse customer-level table with "
+        "the least information loss the hierarchies allow.",
+    )
+    add_workspace_option(parser)
+    parser.add_argument("--policy", required=True, help="policy name (e.g. alloffice)")
+    parser.add_argument("--purpose", required=True, help="policy purpose; reads W/prepared/<P>/")
+    parser.add_argument("--recipient", required=True, help="declared recipient in the policy")
+    parser.add_argument("--destination", default="SE", help="ISO country code (default SE)")
+    parser.add_argument("--k", type=int, required=True, help="k (at least the policy's min_k)")
+    parser.add_argument("--l", type=int, help="l-diversity of --sensitive (>= policy min_l)")
+    parser.add_argument("--sensitive", help="sensitive column, released as is (e.g. spend_band)")
+    parser.add_argument(
+        "--diversity", choices=["distinct", "entropy"], default="distinct", help="l-diversity"
+    )
+    parser.add_argument(
+        "--loss",
+        choices=["discernibility", "loss", "precision", "height"],
+        default="discernibility",
+        help="loss the search minimises",
+    )
+    parser.add_argument("--columns", help="comma-separated release columns (default: standard)")
+    parser.add_argument(
+        "--segments",
+        default="category_rule",
+        choices=["category_rule", "private", "fitted"],
+        help="segment source (fitted is refused: AO-5)",
+    )
+    parser.add_argument("--as-of", type=iso_date, help="release date (default: today)")
+    parser.add_argument("--seed", type=int, help="seed of the row permutation (default: random)")
+    ledger = parser.add_mutually_exclusive_group()
+    ledger.add_argument("--ledger", help="ledger file (default: the controller's ledger)")
+    ledger.add_argument(
+        "--demo-ledger", action="store_true", help="the throw-away demo ledger in W/ledger/"
+    )
+    ledger.add_argument(
+        "--evaluation-ledger",
+        action="store_true",
+        help="the evaluation ledger in W/ledger/ (synthetic data only)",
+    )
+    parser.set_defaults(func=run)
+
+
+def _synthetic(workspace: Workspace) -> bool:
+    if not workspace.manifest.exists():
+        return False
+    return bool(json.loads(workspace.manifest.read_text(encoding="utf-8")).get("synthetic"))
+
+
+def _open_ledger(args: argparse.Namespace, policy: Any, synthetic: bool) -> Any:
+    from segments.privacy.ledger import Ledger
+
+    if args.demo_ledger or args.evaluation_ledger:
+        return Ledger.for_workspace(
+            args.workspace,
+            str(policy.controller),
+            evaluation=bool(args.evaluation_ledger),
+            synthetic=synthetic,
+            policy=policy,
+        )
+    return Ledger.for_policy(policy, path=args.ledger, synthetic=synthetic)
+
+
+def check_parameters(args: argparse.Namespace, policy: Any) -> None:
+    """Refuse k, l or a segment source the policy does not allow."""
+    privacy = policy.privacy
+    if args.k < privacy.min_k:
+        raise PolicyError(
+            f"--k={args.k} is below policy {policy.name!r} privacy.min_k={privacy.min_k} "
+            f"(AO-1: released tables must not identify anyone); use --k {privacy.min_k} or more"
+        )
+    if (args.l is None) != (args.sensitive is None):
+        raise KAnonymityError("--l and --sensitive go together: give both or neither")
+    if args.l is not None and args.l < privacy.min_l:
+        raise PolicyError(
+            f"--l={args.l} is below policy {policy.name!r} privacy.min_l={privacy.min_l} "
+            f"(AO-1); use --l {privacy.min_l} or more"
+        )
+    if args.segments == "fitted":
+        raise PolicyError(
+            "--segments fitted is refused: labels from a model fitted on the same customers "
+            "(W/segments/labels.parquet) are personal data that stay in the sandbox (AO-5); "
+            "use --segments category_rule (AL-2) or --segments private"
+        )
+
+
+def _segments(workspace: Workspace, which: str, lines: Any) -> tuple[Any, str]:
+    import polars as pl
+
+    if which == "category_rule":
+        from segments.features import category_rule_labels
+
+        return category_rule_labels(lines), "category_rule"
+    path = workspace.segments / "private" / "labels.parquet"
+    workspace.require(path, "segments segment --private ...")
+    return pl.read_parquet(path, columns=["person_id", "segment"]), "private_model"
+
+
+def _earlier_releases(ledger: Any, workspace: Workspace) -> list[Any]:
+    """k-anonymous releases of the same population recorded in the ledger."""
+    from segments.anonymity import EarlierRelease
+
+    earlier = []
+    for entry in ledger.entries(population=POPULATION):
+        if entry.request.kind != "kanon" or entry.status != "published":
+            continue
+        spec = dict(entry.request.spec)
+        if "levels" not in spec:
+            cert = workspace.release_dir(entry.release_id) / "certificate.json"
+            if not cert.exists():
+                raise WorkspaceError(
+                    f"earlier k-anonymous release {entry.release_id!r} records no levels in "
+                    f"the ledger and {cert} is missing; linkage cannot be checked"
+                )
+            spec = json.loads(cert.read_text(encoding="utf-8"))
+        earlier.append(
+            EarlierRelease(
+                release_id=entry.release_id,
+                levels=spec["levels"],
+                k=int(spec.get("k") or spec["privacy_model"]["k"]),
+                sensitive=spec.get("sensitive"),
+                l=spec.get("l"),
+                diversity=spec.get("diversity") or "distinct",
+            )
+        )
+    return earlier
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import polars as pl
+
+    from segments.anonymity import (
+        CUSTOMER_COLUMNS,
+        DEFAULT_COLUMNS,
+        PrivacyModel,
+        anonymise,
+        check_linkage,
+        customer_hierarchies,
+        customer_release_table,
+        write_certificate,
+        write_table,
+    )
+    from segments.policy import Policy
+    from segments.privacy.guards import GUARANTEE_K_ANONYMOUS
+    from segments.privacy.ledger import ReleaseRequest
+
+    workspace: Workspace = args.workspace
+    policy = Policy.load(args.policy)
+    purpose = policy.purpose(args.purpose)  # AO-10: an undeclared purpose is refused here
+    check_parameters(args, policy)
+    prepared = workspace.prepared_dir(args.purpose)
+    customers_path = workspace.require(prepared / "customers.parquet", "segments prepare")
+    lines_path = workspace.require(prepared / "lines.parquet", "segments prepare")
+    customers = pl.read_parquet(customers_path)
+    lines = pl.read_parquet(lines_path)
+    labels, provenance = _segments(workspace, args.segments, lines)
+    columns = args.columns.split(",") if args.columns else list(DEFAULT_COLUMNS)
+    if args.sensitive and args.sensitive not in columns:
+        columns.append(args.sensitive)
+    table = customer_release_table(customers, lines, labels, columns)
+    hierarchies = customer_hierarchies(table, args.sensitive)
+    model = PrivacyModel(
+        k=args.k,
+        suppression_limit=float(policy.privacy.suppression_limit),
+        l=args.l,
+        sensitive=args.sensitive,
+        diversity=args.diversity,
+    )
+    anon = anonymise(
+        table, hierarchies, model, seed=np.random.default_rng(args.seed), loss=args.loss
+    )
+    synthetic = _synthetic(workspace)
+    ledger = _open_ledger(args, policy, synthetic)
+    # the linkage check sees every column any release may show, not only this one's
+    everything = customer_release_table(customers, lines, labels, CUSTOMER_COLUMNS)
+    check_linkage(
+        everything,
+        customer_hierarchies(everything),
+        anon,
+        _earlier_releases(ledger, workspace),
+    )
+
+    as_of = args.as_of or dt.date.today()
+    spec = {
+        **model.to_dict(),
+        "levels": anon.levels,
+        "quasi_identifiers": list(anon.qis),
+        "columns": columns,
+        "segments": provenance,
+        "loss_function": args.loss,
+        "suppressed_rows": anon.suppressed,
+        "released_rows": anon.table.height,
+    }
+    request = ReleaseRequest.for_policy(
+        policy,
+        population=POPULATION,
+        purpose=args.purpose,
+        recipient=args.recipient,
+        destination=args.destination,
+        clause_ids=tuple(dict.fromkeys(("AO-1", *purpose.clause_ids))),
+        spec=spec,
+        guarantee=GUARANTEE_K_ANONYMOUS,
+        mechanism="full-domain generalisation with suppression",
+        as_of=as_of,
+        kind="kanon",
+        population_fingerprint=sha256_file(customers_path),
+        synthetic=synthetic,
+        release_id=f"kanon-{as_of:%Y%m%d}-{uuid.uuid4().hex[:8]}",
+    )
+    reservation = ledger.reserve(request, policy=policy)
+    release_id = str(reservation.release_id)
+    final = workspace.release_dir(release_id)
+    if final.exists():
+        raise WorkspaceError(f"release folder {final} already exists; a release id is used once")
+    workspace.releases.mkdir(parents=True, exist_ok=True)
+    staging = Path(
+        tempfile.mkdtemp(dir=workspace.releases, prefix=f".{release_id}.", suffix=".tmp")
+    )
+    try:
+        digest = write_table(staging, anon)
+        entry = ledger.publish(reservation, files={"table.parquet": digest})
+        write_certificate(
+            staging,
+            anon,
+            digest,
+            extra={
+                "release_id": release_id,
+                "ledger_head_hash": entry.head_hash,
+                "ledger_label": ledger.label,
+                "evaluation": bool(ledger.evaluation),
+                "guarantee": GUARANTEE_K_ANONYMOUS,
+                "policy": policy.name,
+                "population": POPULATION,
+                "purpose": args.purpose,
+                "recipient": args.recipient,
+                "destination": request.destination,
+                "clause_ids": list(request.clause_ids),
+                "segments": provenance,
+                "as_of": as_of.isoformat(),
+            },
+        )
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if ledger.label:
+        print(ledger.label)
+    util = anon.metrics["utility"]
+    print(
+        f"released {release_id}: {anon.table.height} rows, {model.name}, levels {anon.levels}, "
+        f"{anon.suppressed} rows suppressed, {util['classes']} classes "
+        f"(average size {util['average_class_size']:.1f}), highest prosecutor risk "
+        f"{anon.metrics['risk']['prosecutor']['highest']:.3f}"
+    )
+    print(f"written to {final}")
+    return 0

@@ -1,0 +1,310 @@
+"""`segments kanon` and the release builder, checked from the released files alone (issue 7)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+
+import numpy as np
+import polars as pl
+import pytest
+
+from segments.anonymity import (
+    EarlierRelease,
+    PrivacyModel,
+    anonymise,
+    check_linkage,
+    customer_hierarchies,
+    customer_release_table,
+    write_release,
+)
+from segments.cli.main import main
+from segments.exceptions import KAnonymityError, PolicyError, ReleaseRefusedError, WorkspaceError
+from segments.geography import postcodes
+from segments.schema import INDUSTRIES, PREPARED_CUSTOMERS, PREPARED_LINES, PRODUCT_CATEGORIES
+from segments.workspace import Workspace
+
+N = 800
+COLUMNS = "birth_year,gender,postcode,customer_type,segment"
+
+
+def _prepared(rng: np.random.Generator) -> tuple[pl.DataFrame, pl.DataFrame]:
+    ids = [secrets.token_hex(16) for _ in range(N)]
+    pcs = postcodes().filter(pl.col("county_code").is_in(["01", "12", "14"]))
+    pick = rng.integers(0, pcs.height, N)
+    kind = rng.choice(["private", "business", "sole_trader"], N, p=[0.7, 0.2, 0.1])
+    person = kind != "business"
+    company = kind != "private"
+    customers = pl.DataFrame(
+        {
+            "person_id": ids,
+            "customer_type": kind,
+            "industry": rng.choice(list(INDUSTRIES), N),
+            "size_band": rng.choice(["0", "1-9", "10-49"], N),
+            "postcode": pcs["postcode"].gather(pick),
+            "municipality_code": pcs["municipality_code"].gather(pick),
+            "county_code": pcs["county_code"].gather(pick),
+            "birth_year": rng.integers(1945, 2004, N),
+            "gender": rng.choice(["F", "M"], N),
+            "_person": person,
+            "_company": company,
+        }
+    )
+    customers = customers.with_columns(
+        pl.when("_company").then(pl.col("industry")).alias("industry"),
+        pl.when("_company").then(pl.col("size_band")).alias("size_band"),
+        pl.when("_person").then(pl.col("birth_year")).cast(pl.Int16).alias("birth_year"),
+        pl.when("_person").then(pl.col("gender")).alias("gender"),
+    ).drop("_person", "_company")
+    per = rng.integers(1, 4, N)
+    lines = pl.DataFrame(
+        {
+            "person_id": np.repeat(ids, per),
+            "category": rng.choice(list(PRODUCT_CATEGORIES[:3]), per.sum()),
+            "amount_sek": rng.gamma(2.0, 900.0, per.sum()),
+        }
+    )
+    return customers, lines
+
+
+@pytest.fixture()
+def workspace(tmp_path):
+    rng = np.random.default_rng(5)
+    customers, lines = _prepared(rng)
+    ws = Workspace(tmp_path / "ws").create()
+    folder = ws.prepared_dir("microdata")
+    folder.mkdir(parents=True)
+    customers.write_parquet(folder / "customers.parquet")
+    n = lines.height
+    full_lines = lines.with_columns(
+        pl.Series("order_id", [secrets.token_hex(16) for _ in range(n)]),
+        pl.lit(None, dtype=pl.Date).alias("order_date"),
+        pl.lit("web").alias("channel"),
+        pl.lit(1, dtype=pl.Int32).alias("product_id"),
+        pl.lit(1, dtype=pl.Int32).alias("quantity"),
+    )
+    full_lines.write_parquet(folder / "lines.parquet")
+    (ws.raw / "manifest.json").write_text(json.dumps({"synthetic": True}), encoding="utf-8")
+    assert set(PREPARED_LINES.names) >= set(full_lines.columns)
+    assert set(PREPARED_CUSTOMERS.names) >= set(customers.columns)
+    return ws
+
+
+def _kanon(ws, *extra):
+    return main(
+        [
+            "kanon",
+            "--workspace",
+            str(ws.root),
+            "--policy",
+            "alloffice",
+            "--purpose",
+            "microdata",
+            "--recipient",
+            "purchasing",
+            "--demo-ledger",
+            "--seed",
+            "3",
+            "--as-of",
+            "2026-10-31",
+            *extra,
+        ]
+    )
+
+
+def _releases(ws):
+    return sorted(p for p in ws.releases.iterdir() if not p.name.startswith("."))
+
+
+def test_release_end_to_end_verified_from_the_file(workspace):
+    assert _kanon(workspace, "--k", "10", "--columns", COLUMNS) == 0
+    (folder,) = _releases(workspace)
+    table = pl.read_parquet(folder / "table.parquet")
+    cert = json.loads((folder / "certificate.json").read_text(encoding="utf-8"))
+    # the file alone: no identifiers, every class of the quasi-identifiers has >= k rows
+    assert "person_id" not in table.columns and "order_id" not in table.columns
+    qis = cert["quasi_identifiers"]
+    assert sorted(qis) == sorted(COLUMNS.split(","))
+    assert table.group_by(qis).len()["len"].min() >= 10
+    digest = hashlib.sha256((folder / "table.parquet").read_bytes()).hexdigest()
+    assert cert["files"]["table.parquet"] == digest
+    assert cert["released_rows"] == table.height
+    assert cert["released_rows"] + cert["suppressed_rows"] == N
+    assert cert["suppressed_rows"] <= 0.05 * N
+    assert cert["privacy_model"]["k"] == 10 and cert["guarantee"] == "k-anonymous microdata"
+    assert cert["metrics"]["risk"]["prosecutor"]["highest"] <= 0.1
+    # every released value is a value of its hierarchy at the recorded level
+    for q in qis:
+        assert set(table[q]) <= set(cert["released_values"][q])
+
+
+def test_release_is_recorded_in_the_ledger(workspace):
+    from segments.privacy.ledger import Ledger
+
+    assert (
+        _kanon(
+            workspace, "--k", "10", "--l", "2", "--sensitive", "spend_band", "--columns", COLUMNS
+        )
+        == 0
+    )
+    (folder,) = _releases(workspace)
+    cert = json.loads((folder / "certificate.json").read_text(encoding="utf-8"))
+    table = pl.read_parquet(folder / "table.parquet")
+    assert (
+        table.group_by(cert["quasi_identifiers"])
+        .agg(pl.col("spend_band").n_unique())["spend_band"]
+        .min()
+        >= 2
+    )
+    ledger = Ledger.for_workspace(workspace, "AllOffice Nordic AB", create=False)
+    (entry,) = ledger.entries()
+    assert entry.release_id == folder.name == cert["release_id"]
+    assert entry.request.kind == "kanon" and entry.status == "published"
+    assert entry.files["table.parquet"] == cert["files"]["table.parquet"]
+    assert entry.request.spec["levels"] == cert["levels"]
+    assert cert["ledger_head_hash"] == ledger.head_hash()
+
+
+@pytest.mark.parametrize(
+    ("extra", "error", "match"),
+    [
+        (["--k", "5"], PolicyError, r"below policy 'alloffice' privacy.min_k=10 \(AO-1"),
+        (["--k", "10", "--l", "1", "--sensitive", "spend_band"], PolicyError, "min_l=2"),
+        (["--k", "10", "--segments", "fitted"], PolicyError, "AO-5"),
+        (["--k", "5000"], KAnonymityError, "larger than the table"),
+        (
+            ["--k", "10", "--l", "9", "--sensitive", "spend_band"],
+            KAnonymityError,
+            "no generalisation satisfies",
+        ),
+        (
+            ["--k", "10", "--columns", "birth_year,shoe_size"],
+            KAnonymityError,
+            "unknown release column",
+        ),
+    ],
+)
+def test_refusals_write_nothing(workspace, extra, error, match, monkeypatch):
+    import segments.cli.main as cli
+
+    monkeypatch.setattr(cli, "_USER_ERRORS", ())  # let the error through to check it
+    with pytest.raises(error, match=match):
+        _kanon(workspace, *extra)
+    assert _releases(workspace) == []
+
+
+def test_recipient_and_purpose_guards(workspace, monkeypatch):
+    import segments.cli.main as cli
+
+    monkeypatch.setattr(cli, "_USER_ERRORS", ())
+    with pytest.raises(ReleaseRefusedError):
+        main(
+            [
+                "kanon",
+                "--workspace",
+                str(workspace.root),
+                "--policy",
+                "alloffice",
+                "--purpose",
+                "microdata",
+                "--recipient",
+                "adtech-partner",
+                "--demo-ledger",
+                "--k",
+                "10",
+                "--columns",
+                COLUMNS,
+            ]
+        )
+    with pytest.raises(PolicyError):
+        main(
+            [
+                "kanon",
+                "--workspace",
+                str(workspace.root),
+                "--policy",
+                "alloffice",
+                "--purpose",
+                "no-such-purpose",
+                "--recipient",
+                "purchasing",
+                "--demo-ledger",
+                "--k",
+                "10",
+            ]
+        )
+    assert _releases(workspace) == []
+
+
+def test_linkage_with_an_earlier_release_is_refused(workspace, monkeypatch):
+    import segments.cli.main as cli
+
+    assert _kanon(workspace, "--k", "10", "--columns", COLUMNS) == 0
+    # the same columns again: same levels, the join adds nothing
+    assert _kanon(workspace, "--k", "10", "--columns", COLUMNS) == 0
+    monkeypatch.setattr(cli, "_USER_ERRORS", ())
+    with pytest.raises(KAnonymityError, match="joining this release .* refused"):
+        _kanon(workspace, "--k", "10", "--columns", "postcode,customer_type")
+    assert len(_releases(workspace)) == 2
+
+
+def test_check_linkage_unit():
+    rng = np.random.default_rng(1)
+    df = pl.DataFrame(
+        {
+            "birth_year": rng.integers(1950, 2000, 400).astype(str),
+            "gender": rng.choice(["F", "M"], 400),
+        }
+    )
+    hs = customer_hierarchies(df)
+    model = PrivacyModel(k=5)
+    a = anonymise(df, hs, model, seed=rng, levels={"birth_year": 1, "gender": 1})
+    b = anonymise(df, hs, model, seed=rng, levels={"birth_year": 4, "gender": 0})
+    same = EarlierRelease("a", a.levels, 5)
+    check_linkage(df, hs, a, [same])
+    with pytest.raises(KAnonymityError, match="earlier release 'a'"):
+        check_linkage(df, hs, b, [EarlierRelease("a", {"birth_year": 0, "gender": 1}, 5)])
+
+
+def test_anonymise_and_write(tmp_path):
+    rng = np.random.default_rng(2)
+    customers, lines = _prepared(rng)
+    labels = pl.DataFrame({"person_id": customers["person_id"], "segment": "paper"})
+    table = customer_release_table(customers, lines, labels, ["birth_year", "gender", "spend_band"])
+    assert table["birth_year"].null_count() == 0 and "n/a" in table["birth_year"].to_list()
+    hs = customer_hierarchies(table)
+    anon = anonymise(table, hs, PrivacyModel(k=5, suppression_limit=0.05), seed=rng)
+    again = anonymise(
+        table, hs, PrivacyModel(k=5, suppression_limit=0.05), seed=np.random.default_rng(2 + 1)
+    )
+    assert anon.table.sort(anon.table.columns).equals(again.table.sort(again.table.columns))
+    assert not anon.table.equals(again.table)  # different permutations
+    cert = write_release(tmp_path / "r", anon)
+    assert cert["levels"] == anon.levels
+    with pytest.raises(WorkspaceError, match="never overwritten"):
+        write_release(tmp_path / "r", anon)
+    with pytest.raises(KAnonymityError, match="more than the suppression limit"):
+        anonymise(
+            table,
+            hs,
+            PrivacyModel(k=5),
+            seed=rng,
+            levels={"birth_year": 0, "gender": 0, "spend_band": 0},
+        )
+
+
+def test_private_segments_are_read_and_missing_ones_explained(workspace, monkeypatch):
+    import segments.cli.main as cli
+
+    monkeypatch.setattr(cli, "_USER_ERRORS", ())
+    with pytest.raises(WorkspaceError, match="segments segment --private"):
+        _kanon(workspace, "--k", "10", "--segments", "private", "--columns", COLUMNS)
+    customers = pl.read_parquet(workspace.prepared_dir("microdata") / "customers.parquet")
+    labels = customers.select("person_id", pl.lit("1").alias("segment"))
+    (workspace.segments / "private").mkdir(parents=True)
+    labels.write_parquet(workspace.segments / "private" / "labels.parquet")
+    assert _kanon(workspace, "--k", "10", "--segments", "private", "--columns", COLUMNS) == 0
+    (folder,) = _releases(workspace)
+    cert = json.loads((folder / "certificate.json").read_text(encoding="utf-8"))
+    assert cert["segments"] == "private_model"
