@@ -1,0 +1,374 @@
+"""Tests of DP k-means (segments.privacy.kmeans): accounting, public parts, clipping, guards,
+and an empirical privacy audit of the whole private pipeline (segmentation + a count release).
+
+OpenDP's noise cannot be seeded, so noisy outputs are tested statistically, with margins
+that make a false failure astronomically unlikely.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import opendp.prelude as dp
+import pytest
+from sklearn.cluster import KMeans
+
+from segments.audit.dp_audit import audit_mechanism
+from segments.privacy.kmeans import (
+    PrivateKMeans,
+    nearest_centroid,
+    scale_to_unit,
+    within_cluster_inertia,
+)
+
+UNIT2 = [(0.0, 1.0), (0.0, 1.0)]
+
+
+def _blobs(n_per: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.vstack([rng.normal(20, 4, (n_per, 2)), rng.normal(75, 4, (n_per, 2))])
+
+
+# --- accounting: the charge equals the sum over iterations --------------------------------
+@pytest.mark.parametrize(
+    ("family", "budget", "init"),
+    [("pure", {"epsilon": 1.0}, "private"), ("pure", {"epsilon": 0.4}, "random"),
+     ("zcdp", {"rho": 0.05}, "private")],
+)  # fmt: skip
+def test_privacy_loss_is_the_sum_over_iterations(family, budget, init):
+    km = PrivateKMeans(3, bounds=[(0, 100)] * 2, dp_family=family, iterations=4, init=init,
+                       seed=1, **budget)  # fmt: skip
+    planned = km.planned_privacy_loss()  # computed before any data is seen
+    km.fit(_blobs(300))
+    total = next(iter(budget.values()))
+    assert km.privacy_loss_ == planned
+    assert km.privacy_loss_ <= total
+    assert km.privacy_loss_ == pytest.approx(total, rel=1e-9)
+    assert len(km.iteration_losses_) == km.iterations + 1
+    assert math.fsum(km.iteration_losses_) == pytest.approx(km.privacy_loss_, rel=1e-12)
+    assert math.fsum(s.loss for s in km.privacy_steps_) == pytest.approx(km.privacy_loss_)
+    # every Lloyd iteration costs the same; the initialisation is charged only when private
+    assert len(set(np.round(km.iteration_losses_[1:], 12))) == 1
+    assert (km.iteration_losses_[0] > 0) == (init == "private")
+
+
+def test_sensitivity_is_the_one_row_bound():
+    km = PrivateKMeans(3, bounds=[(0, 1)] * 8, epsilon=1.0, resolution=500)
+    sums = [s for s in km.plan() if s.name.endswith("sums")]
+    counts = [s for s in km.plan() if not s.name.endswith("sums")]
+    assert {s.sensitivity for s in sums} == {8 * 500}  # L1 of one gridded row
+    assert {s.sensitivity for s in counts} == {1}
+    zcdp = PrivateKMeans(3, bounds=[(0, 1)] * 8, rho=0.1, dp_family="zcdp", resolution=500)
+    assert {s.sensitivity for s in zcdp.plan() if s.name.endswith("sums")} == {
+        math.ceil(math.sqrt(8) * 500)
+    }
+
+
+def test_epsilon_delta_reports_zcdp_as_approximate_dp():
+    km = PrivateKMeans(2, bounds=UNIT2, rho=0.02, dp_family="zcdp", seed=0)
+    km.fit(scale_to_unit(_blobs(200), np.zeros(2), np.full(2, 100.0)))
+    eps, delta = km.epsilon_delta(1e-6)
+    assert delta == 1e-6
+    assert eps == pytest.approx(0.02 + 2 * math.sqrt(0.02 * math.log(1e6)))
+
+
+# --- public parts are deterministic by seed ----------------------------------------------
+def test_public_parts_are_determined_by_the_seed():
+    X = _blobs(200)
+    bounds = [(0, 100)] * 2
+    a = PrivateKMeans(2, bounds=bounds, epsilon=1.0, init="random", seed=7).fit(X)
+    b = PrivateKMeans(2, bounds=bounds, epsilon=1.0, init="random", seed=7).fit(X)
+    c = PrivateKMeans(2, bounds=bounds, epsilon=1.0, init="random", seed=8).fit(X)
+    np.testing.assert_array_equal(a.initial_centers_unit_, b.initial_centers_unit_)
+    assert not np.allclose(a.initial_centers_unit_, c.initial_centers_unit_)
+    # the random start does not look at the data
+    d = PrivateKMeans(2, bounds=bounds, epsilon=1.0, init="random", seed=7).fit(X[::-1] * 0.5)
+    np.testing.assert_array_equal(a.initial_centers_unit_, d.initial_centers_unit_)
+    p = PrivateKMeans(2, bounds=bounds, epsilon=1.0, n_candidates=64, seed=3).fit(X)
+    q = PrivateKMeans(2, bounds=bounds, epsilon=1.0, n_candidates=64, seed=3).fit(X * 0.1)
+    np.testing.assert_array_equal(p.candidates_, q.candidates_)
+    assert p.candidates_.shape == (64, 2)
+
+
+# --- clipping and scaling by public bounds ------------------------------------------------
+def test_scale_to_unit_clips_to_the_public_bounds():
+    X = np.array([[-1e9, 5.0], [50.0, np.nan], [1e9, 10.0]])
+    out = scale_to_unit(X, np.array([0.0, 0.0]), np.array([100.0, 10.0]))
+    np.testing.assert_allclose(out, [[0.0, 0.5], [0.5, 0.0], [1.0, 1.0]])
+
+
+def test_outliers_cannot_pull_centroids_outside_the_bounds():
+    X = _blobs(400)
+    X[0] = [1e12, -1e12]  # one extreme person: clipped to the box corner
+    km = PrivateKMeans(2, bounds=[(0, 100)] * 2, epsilon=2.0, seed=0).fit(X)
+    assert np.all((km.cluster_centers_ >= 0) & (km.cluster_centers_ <= 100))
+    assert np.all((km.centers_unit_ >= 0) & (km.centers_unit_ <= 1))
+
+
+def test_bounds_mapping_selects_dataframe_columns_in_order():
+    pd = pytest.importorskip("pandas")
+    X = _blobs(300)
+    frame = pd.DataFrame({"b": X[:, 1], "noise": 0.0, "a": X[:, 0]})
+    km = PrivateKMeans(2, bounds={"a": (0, 100), "b": (0, 100)}, epsilon=2.0, seed=0)
+    labels = km.fit_predict(frame)
+    assert list(km.feature_names_in_) == ["a", "b"]
+    np.testing.assert_array_equal(labels, km.predict(X))
+
+
+# --- utility (statistical) ------------------------------------------------------------------
+def test_recovers_well_separated_segments():
+    X = _blobs(3000)
+    km = PrivateKMeans(2, bounds=[(0, 100)] * 2, epsilon=1.0, seed=0).fit(X)
+    centers = km.cluster_centers_[np.argsort(km.cluster_centers_[:, 0])]
+    # noise on a centroid of 3 000 people is ~0.1 here; 3 is > 20 standard deviations
+    np.testing.assert_allclose(centers, [[20, 20], [75, 75]], atol=3)
+    X01 = km.scale(X)
+    base = KMeans(2, n_init=5, random_state=0).fit(X01)
+    assert within_cluster_inertia(X01, km.centers_unit_) <= 1.05 * base.inertia_
+
+
+def test_nearest_centroid_matches_brute_force_for_many_centres():
+    rng = np.random.default_rng(0)
+    X, C = rng.uniform(size=(500, 3)), rng.uniform(size=(100, 3))
+    brute = np.argmin(((X[:, None, :] - C[None]) ** 2).sum(-1), axis=1)
+    np.testing.assert_array_equal(nearest_centroid(X, C), brute)
+    np.testing.assert_array_equal(nearest_centroid(X, C[:5]), brute_5 := np.argmin(
+        ((X[:, None, :] - C[None, :5]) ** 2).sum(-1), axis=1))  # fmt: skip
+    assert brute_5.max() < 5
+
+
+# --- guards -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"bounds": UNIT2}, r"epsilon=None for dp_family='pure'"),
+        ({"bounds": UNIT2, "epsilon": -1.0}, r"epsilon=-1.0 .* positive, finite"),
+        ({"bounds": UNIT2, "epsilon": 1.0, "rho": 0.1}, r"takes epsilon only"),
+        ({"bounds": UNIT2, "epsilon": 1.0, "dp_family": "approx"}, r"dp_family='approx'"),
+        ({"bounds": UNIT2, "rho": None, "dp_family": "zcdp"}, r"rho=None"),
+        ({"bounds": [], "epsilon": 1.0}, r"bounds is empty"),
+        ({"bounds": {"recency_days": (5, 5)}, "epsilon": 1.0}, r"'recency_days' are \(5.0, 5.0\)"),
+        ({"bounds": [(0, float("inf"))], "epsilon": 1.0}, r"feature 0"),
+        ({"bounds": UNIT2, "epsilon": 1.0, "n_clusters": 1}, r"n_clusters=1; pass an integer >= 2"),
+        ({"bounds": UNIT2, "epsilon": 1.0, "iterations": 0}, r"iterations=0"),
+        ({"bounds": UNIT2, "epsilon": 1.0, "init": "k-means++"}, r"init='k-means\+\+'"),
+        ({"bounds": UNIT2, "epsilon": 1.0, "init_share": 1.0}, r"init_share=1.0"),
+        ({"bounds": UNIT2, "epsilon": 1.0, "count_share": 0.0}, r"count_share=0.0"),
+        ({"bounds": UNIT2, "epsilon": 1.0, "n_clusters": 9, "n_candidates": 8},
+         r"n_candidates=8 < n_clusters=9"),
+    ],
+)  # fmt: skip
+def test_bad_parameters_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PrivateKMeans(**{"n_clusters": 2, **kwargs}).fit(np.zeros((10, 2)))
+
+
+def test_input_shape_and_columns_are_checked():
+    km = PrivateKMeans(2, bounds=UNIT2, epsilon=1.0)
+    with pytest.raises(ValueError, match=r"X has shape \(10, 3\); bounds give 2 features"):
+        km.fit(np.zeros((10, 3)))
+    pd = pytest.importorskip("pandas")
+    named = PrivateKMeans(2, bounds={"a": (0, 1), "b": (0, 1)}, epsilon=1.0)
+    with pytest.raises(ValueError, match=r"X has no column 'b'"):
+        named.fit(pd.DataFrame({"a": [0.1, 0.2]}))
+    with pytest.raises(ValueError, match=r"not fitted yet; call fit"):
+        km.predict(np.zeros((1, 2)))
+
+
+# --- empirical audit of the private pipeline ------------------------------------------------
+# Two groups of ten people on a line, and one heavy person at the far end. A k-means fitted on
+# the same people relabels the whole upper group when the heavy person joins (the heavy person
+# takes a segment of their own), so a DP count keyed by fitted segments leaks far beyond its ε.
+_GROUPS = np.r_[np.zeros(10), np.full(10, 0.25)][:, None]
+_WITH_HEAVY = np.vstack([_GROUPS, [[1.0]]])
+_SEGMENT_EPSILON, _COUNT_EPSILON = 0.5, 0.5
+
+
+@functools.lru_cache
+def _count_release(epsilon: float) -> dp.Measurement:
+    """A DP count per segment (two public keys), sensitivity 1 per person."""
+    dp.enable_features("contrib")
+    counts = dp.t.make_count_by_categories(
+        dp.vector_domain(dp.atom_domain(T=dp.i64)),
+        dp.symmetric_distance(),
+        categories=[0, 1],
+        null_category=False,
+    )
+    return counts >> dp.m.then_laplace(1.0 / epsilon)
+
+
+def _private_pipeline(X: np.ndarray) -> float:
+    """Private segments, then the count of the segment nearest the heavy person's point."""
+    km = PrivateKMeans(2, bounds=[(0.0, 1.0)], epsilon=_SEGMENT_EPSILON, iterations=2,
+                       n_candidates=8)  # fmt: skip
+    labels = km.fit_predict(X)
+    counts = _count_release(_COUNT_EPSILON)(labels.tolist())
+    return float(counts[int(np.argmax(km.centers_unit_[:, 0]))])
+
+
+@functools.lru_cache
+def _fitted_segments(n_rows: int) -> tuple[np.ndarray, int]:
+    """Labels and upper segment of a deterministic k-means fitted on the first n rows."""
+    model = KMeans(2, n_init=10, random_state=0).fit(_WITH_HEAVY[:n_rows])
+    return model.labels_, int(np.argmax(model.cluster_centers_[:, 0]))
+
+
+def _fitted_pipeline(X: np.ndarray) -> float:
+    """The same count keyed by a k-means fitted on the private data (not end-to-end DP)."""
+    labels, upper = _fitted_segments(len(X))
+    return float(_count_release(_COUNT_EPSILON)(labels.tolist())[upper])
+
+
+def test_fitted_segmentation_is_refuted_and_differs_by_many_labels():
+    sizes = [int(np.sum(labels == upper)) for labels, upper in map(_fitted_segments, (20, 21))]
+    assert sizes == [10, 1]  # one person relabels ten others
+    result = audit_mechanism("fitted k-means + count", _fitted_pipeline, _GROUPS, _WITH_HEAVY,
+                             claimed_epsilon=_COUNT_EPSILON, trials=400)  # fmt: skip
+    assert not result.passed, result.as_dict()
+
+
+@pytest.mark.slow
+def test_private_pipeline_is_consistent_with_its_total_epsilon():
+    result = audit_mechanism(
+        "private k-means + count",
+        _private_pipeline,
+        _GROUPS,
+        _WITH_HEAVY,
+        claimed_epsilon=_SEGMENT_EPSILON + _COUNT_EPSILON,
+        trials=200,
+    )
+    assert result.passed, result.as_dict()
+
+
+# --- workspace integration: ledger first, files, provenance, recipients ---------------------
+@pytest.fixture
+def private_workspace(tmp_path):
+    from prepared_frames import AS_OF, make_prepared
+
+    from segments.workspace import Workspace, write_json
+
+    ws = Workspace(tmp_path / "ws")
+    customers, lines, _ = make_prepared(1500, seed=4)
+    folder = ws.prepared_dir("segmentation")
+    folder.mkdir(parents=True)
+    customers.write_parquet(folder / "customers.parquet")
+    lines.write_parquet(folder / "lines.parquet")
+    write_json(folder / "policy_report.json", {"as_of": AS_OF.isoformat()})
+    return ws
+
+
+def test_fit_private_segments_charges_the_ledger_and_writes_the_release(private_workspace):
+    import json
+
+    import polars as pl
+
+    from segments.policy import Policy
+    from segments.privacy.kmeans import fit_private_segments
+    from segments.privacy.ledger import Ledger
+
+    policy = Policy.load("alloffice")
+    ledger = Ledger.for_workspace(private_workspace, policy.controller, policy=policy)
+    result = fit_private_segments(private_workspace, policy, ledger, seed=0)
+    entries = ledger.entries()
+    assert len(entries) == 1
+    charged = entries[0].loss.epsilon
+    assert charged == result.model.privacy_loss_ <= policy.privacy.private_segments_epsilon
+    assert charged == pytest.approx(math.fsum(result.model.iteration_losses_), rel=1e-12)
+    assert ledger.verify_chain().ok
+    folder = private_workspace.segments / "private"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "card.json", "centroids.parquet", "labels.parquet", "metadata.json"]  # fmt: skip
+    meta = json.loads((folder / "metadata.json").read_text())
+    card = json.loads((folder / "card.json").read_text())
+    assert meta["provenance"] == "private_model"
+    assert card["guarantee"] == "end-to-end ε-DP"
+    assert card["release_id"] == entries[0].release_id
+    assert card["privacy_loss"]["epsilon"] == charged
+    labels = pl.read_parquet(folder / "labels.parquet")
+    assert labels.columns == ["person_id", "segment"]
+    assert set(labels["segment"]) <= set(meta["segments"])
+    assert len(meta["segments"]) == policy.privacy.private_segments_k
+    # labels are post-processing of the released centroids: recomputable from them alone
+    assert result.labels.height == labels.height > 0
+
+
+def test_over_budget_is_refused_before_anything_is_written(private_workspace):
+    from segments.exceptions import BudgetExceededError
+    from segments.policy import Policy
+    from segments.privacy.kmeans import fit_private_segments
+    from segments.privacy.ledger import Ledger
+
+    policy = Policy.load("alloffice")
+    ledger = Ledger.for_workspace(private_workspace, policy.controller, policy=policy)
+    spendable = int(policy.privacy.budget_epsilon // policy.privacy.private_segments_epsilon)
+    for _ in range(spendable):
+        fit_private_segments(private_workspace, policy, ledger, seed=0)
+    before = (private_workspace.segments / "private" / "card.json").read_text()
+    with pytest.raises(BudgetExceededError):
+        fit_private_segments(private_workspace, policy, ledger, seed=0)
+    assert (private_workspace.segments / "private" / "card.json").read_text() == before
+    assert len(ledger.entries()) == spendable
+
+
+def test_external_recipient_gets_private_segments_but_not_fitted_ones(private_workspace):
+    from segments.exceptions import ReleaseRefusedError
+    from segments.policy import Policy
+    from segments.privacy.guards import PolicyFacts, check_release
+    from segments.privacy.kmeans import fit_private_segments
+    from segments.privacy.ledger import Ledger
+    from segments.privacy.specs import SegmentSource
+    from segments.segmentation import segment
+
+    policy = Policy.load("alloffice")
+    ledger = Ledger.for_workspace(private_workspace, policy.controller, policy=policy)
+    fit_private_segments(private_workspace, policy, ledger, seed=0)
+    segment(private_workspace, policy, k_range=[4], n_bootstrap=1, seed=0)
+    private = SegmentSource.from_workspace(private_workspace, "private")
+    fitted = SegmentSource.from_workspace(private_workspace, "fitted")
+    assert private.provenance == "private_model"
+    facts = PolicyFacts.from_policy(policy)
+    release = {"purpose": "segmentation", "recipient": "eu-logistics-processor",
+               "destination": "FI", "kind": "dp", "facts": facts}  # fmt: skip
+    assert check_release(guarantee=private.guarantee, **release).kind == "external"
+    with pytest.raises(ReleaseRefusedError, match="internal recipients only"):
+        check_release(guarantee=fitted.guarantee, **release)
+
+
+def test_cli_segment_private_charges_the_demo_ledger(private_workspace, capsys):
+    from segments.cli.main import main
+    from segments.privacy.ledger import Ledger
+
+    argv = ["segment", "--workspace", str(private_workspace.root), "--private", "--demo-ledger"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "private segments (DP k-means, k=6" in out and "ε = 1" in out
+    assert (private_workspace.segments / "private" / "card.json").exists()
+    assert not (private_workspace.segments / "labels.parquet").exists()  # no exploratory fit
+    from segments.policy import Policy
+
+    policy = Policy.load("alloffice")
+    ledger = Ledger.for_workspace(private_workspace, policy.controller, policy=policy)
+    assert [e.loss.epsilon for e in ledger.entries()] == [pytest.approx(1.0)]
+
+
+def test_profiles_come_from_a_dp_release_keyed_by_the_private_segments(private_workspace):
+    import json
+
+    from segments.policy import Policy
+    from segments.privacy.kmeans import fit_private_segments, private_segment_profiles
+    from segments.privacy.ledger import Ledger
+
+    policy = Policy.load("alloffice")
+    ledger = Ledger.for_workspace(private_workspace, policy.controller, policy=policy)
+    seg = fit_private_segments(private_workspace, policy, ledger, seed=0)
+    profiles, release = private_segment_profiles(private_workspace, policy, ledger, epsilon=0.5)
+    assert list(profiles["segment"]) == [str(j) for j in range(seg.model.n_clusters)]
+    assert release.card["guarantee"] == "end-to-end ε-DP"
+    assert release.card["segmentation"]["release_id"] == seg.release_id
+    assert release.card["total_epsilon_including_segmentation"] == pytest.approx(1.5)
+    assert [e.release_id for e in ledger.entries()] == [seg.release_id, release.release_id]
+    meta = json.loads((private_workspace.segments / "private" / "metadata.json").read_text())
+    assert meta["segments"] == dict(zip(profiles["segment"], profiles["name"], strict=True))
+    assert release.release_id in meta["names_from"]
