@@ -1,0 +1,476 @@
+"""Orchestrate the generator: draw every table, validate it, write ``W/raw/`` atomically.
+
+``generate`` writes ``customers``, ``products``, ``orders``, ``order_lines`` and ``surveys``
+as Parquet, the planted truth to ``W/raw/truth/`` (``archetypes.parquet`` and
+``persons.parquet``, which links a sole trader's two accounts to one person), and
+``manifest.json`` (seed, parameters, row counts, schema version, ``"synthetic": true`` and
+the SHA-256 of every file). Everything is written to a temporary folder first and renamed
+into place, so a failed run leaves nothing half-written. ``load_raw`` reads one table back
+and validates it, including foreign keys and dates after ``as_of``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from tqdm import tqdm
+
+from segments import schema
+from segments.exceptions import SchemaError, WorkspaceError
+from segments.schema import (
+    ARCHETYPES,
+    RAW_TABLES,
+    SCHEMA_VERSION,
+    TableSchema,
+    check_foreign_key,
+    validate,
+)
+from segments.synth.customers import draw_customers, finish_customers
+from segments.synth.orders import generate_orders
+from segments.synth.products import generate_products
+from segments.synth.surveys import generate_surveys
+from segments.workspace import Workspace, atomic_write_with, sha256_file, write_json
+
+__all__ = [
+    "DEFAULT_DATASET",
+    "PERSONS",
+    "TRUTH_TABLES",
+    "DefaultDataset",
+    "GenerateResult",
+    "copy_default_dataset",
+    "generate",
+    "load_raw",
+    "read_manifest",
+    "window_start",
+]
+
+PERSONS = TableSchema(
+    "persons",
+    (
+        schema.Column("customer_id", pl.Int64, "B", min_value=1),
+        schema.Column(
+            "person_id",
+            pl.Int64,
+            "B",
+            min_value=1,
+            description="same for a sole trader's private and business account",
+        ),
+    ),
+    key=("customer_id",),
+    description="planted truth: which accounts belong to one person (AO-3)",
+)
+TRUTH_TABLES: dict[str, TableSchema] = {"archetypes": ARCHETYPES, "persons": PERSONS}
+#: Foreign keys checked on load: child table -> [(column, parent table)].
+FOREIGN_KEYS = {
+    "orders": [("customer_id", "customers")],
+    "order_lines": [("order_id", "orders"), ("product_id", "products")],
+    "archetypes": [("customer_id", "customers")],
+    "persons": [("customer_id", "customers")],
+}
+#: Above this many rows pandera checks a slice; every rule is still checked on all rows.
+PANDERA_MAX_ROWS = 250_000
+_PARQUET = {"compression": "zstd", "compression_level": 1, "statistics": True}
+
+
+@dataclass(frozen=True)
+class DefaultDataset:
+    """The committed default dataset and the parameters it was generated with."""
+
+    path: Path
+    customers: int = 5_000
+    months: int = 36
+    as_of: dt.date = dt.date(2026, 10, 31)
+    seed: int = 7
+
+
+#: ``data/synthetic/default/`` in the repository (same layout as ``W/raw``).
+DEFAULT_DATASET = DefaultDataset(Path(__file__).resolve().parents[3] / "data/synthetic/default")
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    """What :func:`generate` wrote: the raw folder, its manifest and seconds per step."""
+
+    path: Path
+    manifest: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def window_start(as_of: dt.date, months: int) -> dt.date:
+    """First day of the order history: the first of the month ``months - 1`` months before
+    ``as_of``'s month.
+
+    Examples
+    --------
+    >>> window_start(dt.date(2026, 10, 31), 36)
+    datetime.date(2023, 11, 1)
+    """
+    index = as_of.year * 12 + as_of.month - 1 - (months - 1)
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def _check_parameters(customers: int, months: int, as_of: dt.date, seed: int) -> None:
+    if not isinstance(customers, int) or customers < 1:
+        raise ValueError(
+            f"parameter 'customers' must be a positive integer, got {customers!r}; "
+            "fix: pass --customers N with N >= 1"
+        )
+    if not isinstance(months, int) or not 1 <= months <= 240:
+        raise ValueError(
+            f"parameter 'months' must be an integer in 1..240, got {months!r}; "
+            "fix: pass --months M with 1 <= M <= 240"
+        )
+    if not isinstance(as_of, dt.date):
+        raise ValueError(
+            f"parameter 'as_of' must be a date, got {as_of!r}; fix: pass --as-of YYYY-MM-DD"
+        )
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"parameter 'seed' must be a non-negative integer, got {seed!r}")
+
+
+def _refuse_non_empty(raw: Path, force: bool) -> None:
+    if raw.exists() and any(raw.iterdir()) and not force:
+        raise WorkspaceError(
+            f"{raw} is not empty; refusing to overwrite generated data. Fix: pass --force "
+            "(force=True) to replace it, or choose another --workspace"
+        )
+
+
+@contextlib.contextmanager
+def _staging(ws: Workspace) -> Iterator[Path]:
+    """A temporary folder beside ``W/raw`` that replaces it only if the block succeeds."""
+    ws.root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=ws.root, prefix=".raw-staging-"))
+    try:
+        yield tmp
+        _make_readable(tmp)
+        old = None
+        if ws.raw.exists():
+            old = Path(tempfile.mkdtemp(dir=ws.root, prefix=".raw-old-"))
+            os.replace(ws.raw, old / "raw")
+        os.replace(tmp, ws.raw)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    frame.write_parquet(path, **_PARQUET)  # type: ignore[arg-type]
+
+
+def _make_readable(folder: Path) -> None:
+    """Temporary files are created private (0600); published data gets ordinary modes."""
+    folder.chmod(0o755)
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def _fast_check(df: pl.DataFrame, table: TableSchema) -> bool:
+    """Every column rule of ``table`` on every row in one polars pass; True if all hold.
+
+    Cheaper than pandera on tens of millions of rows; when a rule fails, the caller runs
+    :func:`segments.schema.validate` to get the detailed error.
+    """
+    if df.columns != table.names or any(df.schema[c.name] != c.dtype for c in table.columns):
+        return False
+    checks: list[pl.Expr] = []
+    for c in table.columns:
+        col = pl.col(c.name)
+        if not c.nullable:
+            checks.append(col.null_count() == 0)
+        if c.allowed is not None:
+            checks.append((col.is_in(list(c.allowed)) | col.is_null()).all())
+        if c.pattern is not None:
+            checks.append((col.str.contains(f"^(?:{c.pattern})$") | col.is_null()).all())
+        if c.min_value is not None:
+            checks.append((col >= c.min_value).all())
+        if c.max_value is not None:
+            checks.append((col <= c.max_value).all())
+    return not checks or all(df.select(e.alias(f"rule_{i}") for i, e in enumerate(checks)).row(0))
+
+
+def _validate_for_write(df: pl.DataFrame, table: TableSchema, as_of: dt.date) -> None:
+    """Validate with pandera (on a slice of very large tables) and every rule on all rows."""
+    validate(df.head(PANDERA_MAX_ROWS), table, as_of=as_of)
+    if df.height > PANDERA_MAX_ROWS and not _fast_check(df, table):
+        validate(df, table, as_of=as_of)  # raises the detailed error
+    if df.height > PANDERA_MAX_ROWS:
+        schema._check_unique_key(df, table)
+        for c in table.columns:
+            if c.dtype == pl.Date:
+                schema.check_not_after(df, table.name, c.name, as_of)
+
+
+def generate(
+    workspace: Workspace | str | os.PathLike[str],
+    *,
+    customers: int = DEFAULT_DATASET.customers,
+    months: int = DEFAULT_DATASET.months,
+    as_of: dt.date = DEFAULT_DATASET.as_of,
+    seed: int = DEFAULT_DATASET.seed,
+    force: bool = False,
+    progress: bool | None = None,
+) -> GenerateResult:
+    """Generate the synthetic raw tables into ``W/raw/``.
+
+    Parameters
+    ----------
+    workspace : Workspace or path
+    customers : int
+        Number of customer accounts.
+    months : int
+        Length of the order history in months, ending at ``as_of``.
+    as_of : date
+        Last day of the history; no date in any table is later.
+    seed : int
+        Seed of every random draw: same seed and parameters give byte-identical files.
+    force : bool
+        Replace a non-empty ``W/raw/``.
+    progress : bool, optional
+        Show a progress bar (default: for 100,000 customers or more).
+
+    Returns
+    -------
+    GenerateResult
+
+    Raises
+    ------
+    ValueError
+        For an invalid parameter.
+    WorkspaceError
+        If ``W/raw/`` is not empty and ``force`` is false.
+
+    Examples
+    --------
+    >>> import tempfile, datetime
+    >>> result = generate(tempfile.mkdtemp(), customers=200, months=3,
+    ...                   as_of=datetime.date(2026, 3, 31), seed=1)
+    >>> result.manifest["synthetic"], result.manifest["row_counts"]["customers"]
+    (True, 200)
+    """
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    _check_parameters(customers, months, as_of, seed)
+    _refuse_non_empty(ws.raw, force)
+    start = window_start(as_of, months)
+    rng_customers, rng_products, rng_orders, rng_surveys, rng_finish = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)
+    )
+    seconds: dict[str, float] = {}
+    show = customers >= 100_000 if progress is None else progress
+    bar = tqdm(total=8, desc="segments generate", unit="step", disable=not show)
+    clock = time.perf_counter()
+
+    def step(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = round(now - clock, 3)
+        clock = now
+        bar.set_postfix_str(name)
+        bar.update(1)
+
+    with bar:
+        draw = draw_customers(customers, window_start=start, as_of=as_of, rng=rng_customers)
+        step("customers")
+        products = generate_products(rng_products)
+        step("products")
+        orders, order_lines = generate_orders(
+            draw.hidden, products, window_start=start, as_of=as_of, rng=rng_orders
+        )
+        step("orders")
+        last_order = orders.group_by("customer_id").agg(
+            pl.col("order_date").max().alias("last_order_date")
+        )
+        customer_table = finish_customers(draw.customers, last_order, as_of=as_of, rng=rng_finish)
+        surveys = generate_surveys(
+            orders, customer_table, draw.hidden, as_of=as_of, rng=rng_surveys
+        )
+        step("surveys")
+        tables = {
+            "customers": customer_table,
+            "products": products,
+            "orders": orders,
+            "order_lines": order_lines,
+            "surveys": surveys,
+        }
+        truth = {"archetypes": draw.truth, "persons": draw.persons}
+        for name, frame in tables.items():
+            _validate_for_write(frame, RAW_TABLES[name], as_of)
+        for name, frame in truth.items():
+            _validate_for_write(frame, TRUTH_TABLES[name], as_of)
+        check_foreign_key(orders, "orders", customer_table, "customers", "customer_id")
+        check_foreign_key(order_lines, "order_lines", orders, "orders", "order_id")
+        check_foreign_key(order_lines, "order_lines", products, "products", "product_id")
+        step("validate")
+
+        with _staging(ws) as tmp:
+            files = {f"{n}.parquet": f for n, f in tables.items()}
+            files.update({f"truth/{n}.parquet": f for n, f in truth.items()})
+            for rel, frame in files.items():
+                atomic_write_with(tmp / rel, partial(_write_parquet, frame))
+            step("write")
+            manifest = {
+                "synthetic": True,
+                "generator": "segments.synth",
+                "schema_version": SCHEMA_VERSION,
+                "seed": seed,
+                "parameters": {
+                    "customers": customers,
+                    "months": months,
+                    "as_of": as_of.isoformat(),
+                    "window_start": start.isoformat(),
+                },
+                "row_counts": {rel.removesuffix(".parquet"): f.height for rel, f in files.items()},
+                "personnummer": draw.stats,
+                "files": {rel: sha256_file(tmp / rel) for rel in sorted(files)},
+            }
+            write_json(tmp / "manifest.json", manifest)
+            step("hash")
+    return GenerateResult(ws.raw, manifest, seconds)
+
+
+def read_manifest(ws: Workspace) -> dict[str, Any]:
+    """The manifest of ``W/raw/`` (raises WorkspaceError if there is none)."""
+    path = ws.require(ws.manifest, "segments generate --workspace " + str(ws.root))
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _table_path(ws: Workspace, table: str) -> tuple[Path, str, TableSchema]:
+    if table in RAW_TABLES:
+        return ws.raw_table(table), f"{table}.parquet", RAW_TABLES[table]
+    if table in TRUTH_TABLES:
+        return ws.truth / f"{table}.parquet", f"truth/{table}.parquet", TRUTH_TABLES[table]
+    raise ValueError(
+        f"parameter 'table': unknown table {table!r}; "
+        f"choose one of {sorted(RAW_TABLES) + sorted(TRUTH_TABLES)}"
+    )
+
+
+def load_raw(
+    workspace: Workspace | str | os.PathLike[str],
+    table: str,
+    as_of: dt.date | None = None,
+    *,
+    verify_hash: bool = True,
+) -> pl.DataFrame:
+    """Read one raw (or truth) table and validate it.
+
+    Checks the file against the manifest's SHA-256, the schema (columns, dtypes, nulls,
+    allowed values, patterns, bounds, unique key), dates after ``as_of`` (default: the
+    manifest's ``as_of``) and foreign keys into the parent tables.
+
+    Parameters
+    ----------
+    workspace : Workspace or path
+    table : str
+        ``customers``, ``products``, ``orders``, ``order_lines``, ``surveys``, or a truth
+        table (``archetypes``, ``persons``; only evaluations read these).
+    as_of : date, optional
+    verify_hash : bool
+        Compare the file with the manifest's SHA-256 when a manifest exists.
+
+    Returns
+    -------
+    polars.DataFrame
+
+    Raises
+    ------
+    SchemaError
+        Naming the table, column, rule, an offending value and the fix.
+    WorkspaceError
+        If the table is missing or differs from the manifest.
+    """
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    path, rel, table_schema = _table_path(ws, table)
+    ws.require(path, f"segments generate --workspace {ws.root}")
+    manifest = read_manifest(ws) if ws.manifest.exists() else {}
+    if verify_hash and rel in manifest.get("files", {}):
+        digest = sha256_file(path)
+        if digest != manifest["files"][rel]:
+            raise WorkspaceError(
+                f"table {table!r}: {path} does not match its SHA-256 in {ws.manifest} "
+                f"(found {digest[:12]}…); fix: regenerate with `segments generate --force` "
+                "instead of editing raw files"
+            )
+    if as_of is None and "parameters" in manifest:
+        as_of = dt.date.fromisoformat(manifest["parameters"]["as_of"])
+    try:
+        df = pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise SchemaError(
+            f"table {table!r}: cannot read {path} as Parquet ({exc}); fix: "
+            "regenerate or re-export the table"
+        ) from None
+    validate(df, table_schema, as_of=as_of)
+    for column, parent in FOREIGN_KEYS.get(table, []):
+        parent_path = ws.raw_table(parent)
+        ws.require(parent_path, f"segments generate --workspace {ws.root}")
+        parent_keys = pl.read_parquet(parent_path, columns=[column])
+        check_foreign_key(df, table, parent_keys, parent, column)
+    return df
+
+
+def copy_default_dataset(
+    workspace: Workspace | str | os.PathLike[str],
+    *,
+    force: bool = False,
+    source: Path | None = None,
+) -> Path:
+    """Copy the committed default dataset into ``W/raw/`` after checking its manifest hashes.
+
+    Parameters
+    ----------
+    workspace : Workspace or path
+    force : bool
+        Replace a non-empty ``W/raw/``.
+    source : Path, optional
+        The dataset folder (default :data:`DEFAULT_DATASET`'s path).
+
+    Returns
+    -------
+    Path
+        ``W/raw``.
+
+    Raises
+    ------
+    WorkspaceError
+        If the dataset is missing, a file does not match its SHA-256, or ``W/raw/`` is not
+        empty and ``force`` is false.
+    """
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    src = Path(source) if source is not None else DEFAULT_DATASET.path
+    d = DEFAULT_DATASET
+    regenerate = (
+        f"segments generate --customers {d.customers} --months {d.months} "
+        f"--as-of {d.as_of} --seed {d.seed}"
+    )
+    if not (src / "manifest.json").exists():
+        raise WorkspaceError(f"default dataset not found at {src}; fix: run `{regenerate}`")
+    manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
+    for rel, digest in manifest["files"].items():
+        found = sha256_file(src / rel) if (src / rel).exists() else "missing"
+        if found != digest:
+            raise WorkspaceError(
+                f"default dataset file {src / rel}: SHA-256 {found[:12]} does not match the "
+                f"manifest ({digest[:12]}); fix: restore it from git or run `{regenerate}`"
+            )
+    _refuse_non_empty(ws.raw, force)
+    with _staging(ws) as tmp:
+        for rel in [*manifest["files"], "manifest.json"]:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / rel, tmp / rel)
+    return ws.raw
