@@ -1,0 +1,755 @@
+"""Policy as code: one TOML file per controller, loaded into a frozen, validated :class:`Policy`.
+
+Each file in ``segments/policies/`` turns one retailer's published privacy policy
+(``../shared/seeds/``) into rules the code enforces: the declared purposes with the columns
+each may use and its retention rules, the exclusions (erasure, restriction, objection,
+consent withdrawal, opt-outs), who may be profiled, the recipients and destinations a
+release may go to, and the ``[privacy]`` section holding every public parameter later stages
+need (k, l, the DP family and budget, contribution and clipping bounds, feature bounds), so
+none of them is ever computed from the data. Every rule carries the clause ids of
+``POLICY_CLAUSES.md`` it implements.
+
+Validation is strict: an unknown key, a negative period, a purpose without a retention rule
+or a rule without a clause id raises :class:`~segments.exceptions.PolicyError` naming the
+file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from segments.exceptions import PolicyError, ReleaseRefusedError
+from segments.schema import PREPARED_CUSTOMERS, PREPARED_LINES, PRODUCT_CATEGORIES
+
+__all__ = [
+    "ANCHORS",
+    "EU_EEA",
+    "FEATURE_NAMES",
+    "POLICY_NAMES",
+    "RECIPIENT_KINDS",
+    "ExclusionRule",
+    "Policy",
+    "PrivacyParameters",
+    "ProfilingEligibility",
+    "Purpose",
+    "Recipient",
+    "RetentionRule",
+    "months_before",
+]
+
+#: The policies shipped with segments (``segments/policies/<name>.toml``).
+POLICY_NAMES = ("alloffice", "allkontor", "offix", "alocenter", "allcall")
+
+#: What a retention period is counted from. ``collection``: the row's own date (order date);
+#: ``last_order``: the person's last order; ``last_contact``: the later of the last order and
+#: the last recorded contact (AL-1); ``end_of_relationship``: the person's end date, with
+#: active customers kept (AK-3).
+ANCHORS = ("collection", "last_order", "last_contact", "end_of_relationship")
+#: Data a retention rule covers: order lines (``transactions``) or the customer record.
+RETENTION_DATA = ("transactions", "customer")
+RECIPIENT_KINDS = ("internal", "external", "third_party_marketing")
+#: ISO 3166-1 alpha-2 codes of the EU member states and the other EEA states (IS, LI, NO).
+_EU = "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK"
+EU_EEA = frozenset((_EU + " IS LI NO").split(" "))
+#: Exclusions every policy must state, with the clause ids that require them.
+REQUIRED_EXCLUSIONS = (
+    "erasure",
+    "restriction",
+    "objection",
+    "consent_withdrawal",
+    "marketing_opt_out",
+)
+#: Segmentation features with public bounds (docs/architecture.md).
+FEATURE_NAMES = (
+    "recency_days",
+    "frequency_orders",
+    "monetary_sek",
+    "avg_basket_sek",
+    *(f"share_{c}" for c in PRODUCT_CATEGORIES),
+    "share_web",
+    "share_store",
+    "share_phone",
+    "share_q1",
+    "share_q2",
+    "share_q3",
+    "share_q4",
+)
+_CLAUSE_ID = re.compile(r"[A-Z]{2}-\d+")
+
+
+def months_before(day: dt.date, months: int) -> dt.date:
+    """The same day ``months`` calendar months earlier (clipped to the month's last day).
+
+    Examples
+    --------
+    >>> months_before(dt.date(2026, 6, 30), 14)
+    datetime.date(2025, 4, 30)
+    >>> months_before(dt.date(2026, 3, 31), 1)
+    datetime.date(2026, 2, 28)
+    """
+    index = day.year * 12 + (day.month - 1) - months
+    year, month = divmod(index, 12)
+    last = calendar.monthrange(year, month + 1)[1]
+    return dt.date(year, month + 1, min(day.day, last))
+
+
+# --- value objects ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class RetentionRule:
+    """How long one purpose may use one kind of data.
+
+    A row (``transactions``) or a person (``customer``) survives while its anchor date is on
+    or after :meth:`cutoff`: data collected on day D with a 14-month rule is usable up to and
+    including D + 14 months.
+    """
+
+    name: str
+    data: str
+    anchor: str
+    months: int | None
+    clause_ids: tuple[str, ...]
+    categories: tuple[str, ...] = ()
+    note: str = ""
+
+    def cutoff(self, as_of: dt.date) -> dt.date | None:
+        """First anchor date still inside the window on ``as_of``; None if unlimited."""
+        return None if self.months is None else months_before(as_of, self.months)
+
+
+@dataclass(frozen=True)
+class Purpose:
+    """A declared purpose: what it may use, for how long, and whom it covers."""
+
+    name: str
+    description: str
+    clause_ids: tuple[str, ...]
+    legal_basis: str
+    profiling: bool
+    exclude_objectors: bool
+    exclude_survey_opt_outs: bool
+    stop_at_consent_withdrawal: bool
+    columns: Mapping[str, tuple[str, ...]]
+    retention: tuple[RetentionRule, ...]
+
+    def rules_for(self, data: str) -> tuple[RetentionRule, ...]:
+        """The retention rules of this purpose for ``data`` (``transactions`` or ``customer``)."""
+        return tuple(r for r in self.retention if r.data == data)
+
+    @property
+    def longest_window_months(self) -> int:
+        """Longest finite retention period of this purpose, in months."""
+        return max((r.months for r in self.retention if r.months is not None), default=0)
+
+
+@dataclass(frozen=True)
+class ExclusionRule:
+    """A rule that removes or flags customers (erasure, restriction, objection, ...)."""
+
+    name: str
+    clause_ids: tuple[str, ...]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ProfilingEligibility:
+    """Who may be profiled: never objectors; optionally only newsletter subscribers (AL-3)."""
+
+    clause_ids: tuple[str, ...]
+    newsletter_subscribers_only: bool
+    exclude_consent_withdrawn: bool
+    exclude_marketing_opt_out: bool
+    note: str = ""
+
+    def describe(self) -> str:
+        """The rule in words, for reports."""
+        parts = ["has not objected to profiling"]
+        if self.newsletter_subscribers_only:
+            parts.insert(0, "subscribes to the newsletter")
+        if self.exclude_consent_withdrawn:
+            parts.append("has not withdrawn consent")
+        if self.exclude_marketing_opt_out:
+            parts.append("has not opted out of marketing")
+        return "eligible if the person " + " and ".join(parts)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who a release may be sent to, and where."""
+
+    name: str
+    kind: str
+    country: str
+    clause_ids: tuple[str, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class PrivacyParameters:
+    """Public privacy parameters read by the k-anonymity, DP and segmentation stages."""
+
+    min_k: int
+    suppression_limit: float
+    min_l: int
+    dp_family: str
+    delta: float
+    budget_epsilon: float
+    budget_period_months: int
+    budget_window_months: int
+    max_cells_per_person: int
+    spend_bound_sek: float
+    cell_spend_bound_sek: float
+    cell_units_bound: int
+    survey_score_bounds: tuple[float, float]
+    feature_bounds: Mapping[str, tuple[float, float]]
+    private_segments_k: int
+    private_segments_iterations: int
+    private_segments_epsilon: float
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One controller's privacy policy as enforceable rules.
+
+    Load with :meth:`Policy.load`; the object is frozen and validated.
+
+    Examples
+    --------
+    >>> policy = Policy.load("alloffice")
+    >>> policy.controller
+    'AllOffice Nordic AB'
+    >>> policy.purpose("segmentation").clause_ids
+    ('AO-4',)
+    >>> policy.privacy.dp_family in ("pure", "zcdp")
+    True
+    """
+
+    name: str
+    controller: str
+    org_number: str | None
+    joint_controllers: Mapping[str, str]
+    source: str
+    purposes: Mapping[str, Purpose]
+    recipients: Mapping[str, Recipient]
+    allowed_destinations: frozenset[str]
+    destination_clause_ids: tuple[str, ...]
+    exclusions: Mapping[str, ExclusionRule]
+    profiling_eligibility: ProfilingEligibility
+    privacy: PrivacyParameters
+    path: Path = field(compare=False)
+
+    # --- loading ----------------------------------------------------------------------
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike[str]) -> Policy:
+        """Load a shipped policy by name (``"alloffice"``) or a TOML file by path.
+
+        Raises
+        ------
+        PolicyError
+            For an unknown policy name, or a file that breaks a validation rule (naming the
+            file, the key and the fix).
+        """
+        path = _resolve(name_or_path)
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise PolicyError(
+                f"policy file {path}: not valid TOML ({exc}); fix the syntax"
+            ) from None
+        return _Parser(path).policy(data)
+
+    # --- queries ----------------------------------------------------------------------
+    def purpose(self, name: str) -> Purpose:
+        """The declared purpose ``name``; refuses an undeclared one (AO-10).
+
+        Raises
+        ------
+        PolicyError
+            If the policy does not declare the purpose.
+        """
+        try:
+            return self.purposes[name]
+        except KeyError:
+            raise PolicyError(
+                f"purpose {name!r} is not declared by policy {self.name!r} ({self.controller}); "
+                f"data may be processed only for declared purposes (AO-10); declared purposes "
+                f"are {sorted(self.purposes)}"
+            ) from None
+
+    def recipient(self, name: str) -> Recipient:
+        """The declared recipient ``name``.
+
+        Raises
+        ------
+        ReleaseRefusedError
+            If the policy does not declare the recipient.
+        """
+        try:
+            return self.recipients[name]
+        except KeyError:
+            raise ReleaseRefusedError(
+                f"recipient {name!r} is not declared by policy {self.name!r}; declared "
+                f"recipients are {sorted(self.recipients)}; add it to the policy file first"
+            ) from None
+
+    def check_release(self, recipient: str, destination: str | None = None) -> Recipient:
+        """Refuse a release to a third party for marketing or to a destination outside the
+        allowed ones; return the recipient if allowed.
+
+        Raises
+        ------
+        ReleaseRefusedError
+            Citing the clause ids of the refused recipient or of the destination rule.
+        """
+        rec = self.recipient(recipient)
+        if rec.kind == "third_party_marketing":
+            raise ReleaseRefusedError(
+                f"recipient {recipient!r} is a third party for marketing; policy {self.name!r} "
+                f"refuses it ({', '.join(rec.clause_ids)}); release to an internal recipient"
+            )
+        where = (destination or rec.country).upper()
+        if where not in self.allowed_destinations:
+            raise ReleaseRefusedError(
+                f"destination {where!r} is outside the allowed destinations (EU/EEA) of policy "
+                f"{self.name!r} ({', '.join(self.destination_clause_ids) or 'steward rule'}); "
+                "choose a destination inside the EU/EEA"
+            )
+        return rec
+
+    @property
+    def longest_window_months(self) -> int:
+        """Longest finite retention period over all purposes, in months."""
+        return max(p.longest_window_months for p in self.purposes.values())
+
+
+# --- parsing and validation -------------------------------------------------------------
+def _resolve(name_or_path: str | os.PathLike[str]) -> Path:
+    text = os.fspath(name_or_path)
+    if text.endswith(".toml") or os.sep in text:
+        path = Path(text)
+        if not path.is_file():
+            raise PolicyError(
+                f"policy file {path} does not exist; pass a policy name "
+                f"({', '.join(POLICY_NAMES)}) or the path of a policy file"
+            )
+        return path
+    shipped = resources.files("segments") / "policies" / f"{text}.toml"
+    if not shipped.is_file():
+        raise PolicyError(
+            f"unknown policy {text!r}; the shipped policies are {', '.join(POLICY_NAMES)} "
+            "(or pass the path of a .toml policy file)"
+        )
+    return Path(str(shipped))
+
+
+class _Parser:
+    """Walks the TOML tree, checking every key; errors name the file, the key and the fix."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, problem: str, fix: str) -> PolicyError:
+        return PolicyError(f"policy file {self.path}, key {key!r}: {problem}; fix: {fix}")
+
+    def table(
+        self,
+        data: Any,
+        key: str,
+        required: set[str],
+        optional: frozenset[str] | set[str] = frozenset(),
+    ) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise self.fail(
+                key, f"expected a table, got {type(data).__name__}", "make it a [table]"
+            )
+        unknown = sorted(set(data) - required - set(optional))
+        if unknown:
+            known = sorted(required | set(optional))
+            raise self.fail(
+                f"{key}.{unknown[0]}" if key else unknown[0],
+                "unknown key",
+                f"remove it or use one of {known}",
+            )
+        missing = sorted(required - set(data))
+        if missing:
+            raise self.fail(
+                f"{key}.{missing[0]}" if key else missing[0],
+                "missing key",
+                "add it (see the shipped policies in segments/policies/)",
+            )
+        return data
+
+    def typed(self, value: Any, key: str, kind: type | tuple[type, ...], what: str) -> Any:
+        # bool is a subclass of int in Python; `min_k = true` must not pass as a number.
+        is_bool_for_number = isinstance(value, bool) and kind is not bool
+        if is_bool_for_number or not isinstance(value, kind):
+            raise self.fail(key, f"expected {what}, got {value!r}", f"give {what}")
+        return value
+
+    def clause_ids(self, value: Any, key: str, *, allow_empty: bool = False) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(
+                key,
+                f"expected a list of clause ids, got {value!r}",
+                'give e.g. ["AO-4"] (ids from POLICY_CLAUSES.md)',
+            )
+        if not value and not allow_empty:
+            raise self.fail(
+                key, "a rule without a clause id", 'cite the clause it implements, e.g. ["AO-4"]'
+            )
+        bad = [v for v in value if not _CLAUSE_ID.fullmatch(v)]
+        if bad:
+            raise self.fail(
+                key, f"{bad[0]!r} is not a clause id", 'use ids like "AO-4" from POLICY_CLAUSES.md'
+            )
+        return tuple(value)
+
+    def nonneg(self, value: Any, key: str, kind: type | tuple[type, ...] = int) -> Any:
+        what = "a non-negative integer" if kind is int else "a non-negative number"
+        self.typed(value, key, kind, what)
+        if value < 0:
+            raise self.fail(key, f"negative value {value}", f"give {what}")
+        return value
+
+    def positive(self, value: Any, key: str, kind: type | tuple[type, ...] = int) -> Any:
+        what = "a positive integer" if kind is int else "a positive number"
+        self.typed(value, key, kind, what)
+        if value <= 0:
+            raise self.fail(key, f"value {value} is not positive", f"give {what}")
+        return value
+
+    # --- sections ---------------------------------------------------------------------
+    def policy(self, data: dict[str, Any]) -> Policy:
+        top = self.table(
+            data,
+            "",
+            {
+                "name",
+                "controller",
+                "source",
+                "purposes",
+                "recipients",
+                "destinations",
+                "exclusions",
+                "profiling_eligibility",
+                "privacy",
+            },
+            {"org_number", "joint_controllers"},
+        )
+        name = self.typed(top["name"], "name", str, "a policy name")
+        org = top.get("org_number")
+        if org is not None and not re.fullmatch(
+            r"\d{6}-\d{4}", self.typed(org, "org_number", str, "a string")
+        ):
+            raise self.fail(
+                "org_number", f"{org!r} is not an organisation number", 'write it as "NNNNNN-NNNN"'
+            )
+        joint = top.get("joint_controllers", {})
+        self.typed(joint, "joint_controllers", dict, "a table of company = org number")
+        purposes_raw = self.typed(top["purposes"], "purposes", dict, "a table of purposes")
+        if not purposes_raw:
+            raise self.fail(
+                "purposes", "no purpose declared", "declare at least one [purposes.<name>]"
+            )
+        purposes = {p: self.purpose(p, v) for p, v in purposes_raw.items()}
+        recipients = {
+            r: self.recipient(r, v)
+            for r, v in self.typed(top["recipients"], "recipients", dict, "a table").items()
+        }
+        dest = self.table(top["destinations"], "destinations", {"allowed", "clause_ids"}, {"note"})
+        allowed = self.typed(
+            dest["allowed"], "destinations.allowed", list, "a list of ISO country codes"
+        )
+        outside = sorted(set(allowed) - EU_EEA)
+        if outside:
+            raise self.fail(
+                "destinations.allowed",
+                f"{outside[0]!r} is not an EU/EEA country code",
+                "list only EU/EEA ISO 3166-1 alpha-2 codes (AO-2, OF-3)",
+            )
+        exclusions = self.exclusions(top["exclusions"])
+        for p in purposes.values():
+            if p.exclude_survey_opt_outs and "survey_opt_out" not in exclusions:
+                raise self.fail(
+                    f"purposes.{p.name}.exclude_survey_opt_outs",
+                    "the purpose excludes survey opt-outs but no rule cites a clause for it",
+                    "add [exclusions.survey_opt_out] with its clause_ids",
+                )
+        privacy = self.privacy(top["privacy"])
+        policy = Policy(
+            name=name,
+            controller=self.typed(top["controller"], "controller", str, "the controller's name"),
+            org_number=org,
+            joint_controllers=MappingProxyType(dict(joint)),
+            source=self.typed(top["source"], "source", str, "the seed file name"),
+            purposes=MappingProxyType(purposes),
+            recipients=MappingProxyType(recipients),
+            allowed_destinations=frozenset(allowed),
+            destination_clause_ids=self.clause_ids(
+                dest["clause_ids"], "destinations.clause_ids", allow_empty=True
+            ),
+            exclusions=MappingProxyType(exclusions),
+            profiling_eligibility=self.eligibility(top["profiling_eligibility"]),
+            privacy=privacy,
+            path=self.path,
+        )
+        if privacy.budget_window_months < policy.longest_window_months:
+            raise self.fail(
+                "privacy.budget_window_months",
+                f"{privacy.budget_window_months} is shorter than the longest retention window "
+                f"({policy.longest_window_months} months)",
+                f"set it to at least {policy.longest_window_months}",
+            )
+        return policy
+
+    def purpose(self, name: str, data: Any) -> Purpose:
+        key = f"purposes.{name}"
+        p = self.table(
+            data,
+            key,
+            {
+                "description",
+                "clause_ids",
+                "legal_basis",
+                "profiling",
+                "exclude_objectors",
+                "customer_columns",
+                "line_columns",
+                "retention",
+            },
+            {"exclude_survey_opt_outs", "stop_at_consent_withdrawal"},
+        )
+        columns = {
+            "customers": self.columns(
+                p["customer_columns"], f"{key}.customer_columns", PREPARED_CUSTOMERS.names
+            ),
+            "lines": self.columns(p["line_columns"], f"{key}.line_columns", PREPARED_LINES.names),
+        }
+        rules_raw = p["retention"]
+        if not isinstance(rules_raw, list) or not rules_raw:
+            raise self.fail(
+                f"{key}.retention",
+                "a purpose without a retention rule",
+                f"add [[{key}.retention]] tables for 'transactions' and 'customer'",
+            )
+        rules = tuple(
+            self.retention(f"{key}.retention[{i}]", name, r) for i, r in enumerate(rules_raw)
+        )
+        for data_kind in RETENTION_DATA:
+            if not any(r.data == data_kind for r in rules):
+                raise self.fail(
+                    f"{key}.retention",
+                    f"no retention rule for data {data_kind!r}",
+                    f'add a [[{key}.retention]] with data = "{data_kind}"',
+                )
+        flags = {
+            k: self.typed(p.get(k, False), f"{key}.{k}", bool, "true or false")
+            for k in (
+                "profiling",
+                "exclude_objectors",
+                "exclude_survey_opt_outs",
+                "stop_at_consent_withdrawal",
+            )
+        }
+        if flags["profiling"] and not flags["exclude_objectors"]:
+            raise self.fail(
+                f"{key}.exclude_objectors",
+                "a profiling purpose must exclude objectors",
+                "set exclude_objectors = true (AK-4, AL-3, OF-4)",
+            )
+        return Purpose(
+            name=name,
+            description=self.typed(p["description"], f"{key}.description", str, "a description"),
+            clause_ids=self.clause_ids(p["clause_ids"], f"{key}.clause_ids"),
+            legal_basis=self.typed(p["legal_basis"], f"{key}.legal_basis", str, "a legal basis"),
+            columns=MappingProxyType(columns),
+            retention=rules,
+            **flags,
+        )
+
+    def columns(self, value: Any, key: str, declared: list[str]) -> tuple[str, ...]:
+        self.typed(value, key, list, "a list of column names")
+        unknown = [c for c in value if c not in declared]
+        if unknown:
+            raise self.fail(
+                key, f"unknown column {unknown[0]!r}", f"use columns of segments.schema: {declared}"
+            )
+        return tuple(c for c in declared if c in value or c == "person_id")
+
+    def retention(self, key: str, purpose: str, data: Any) -> RetentionRule:
+        r = self.table(
+            data,
+            key,
+            {"data", "anchor", "clause_ids"},
+            {"months", "unlimited", "categories", "note"},
+        )
+        kind = r["data"]
+        if kind not in RETENTION_DATA:
+            raise self.fail(
+                f"{key}.data", f"unknown data {kind!r}", f"use one of {list(RETENTION_DATA)}"
+            )
+        anchor = r["anchor"]
+        if anchor not in ANCHORS:
+            raise self.fail(
+                f"{key}.anchor", f"unknown anchor {anchor!r}", f"use one of {list(ANCHORS)}"
+            )
+        if kind == "customer" and anchor == "collection":
+            raise self.fail(
+                f"{key}.anchor",
+                "a customer record has no single collection date",
+                "use last_order, last_contact or end_of_relationship",
+            )
+        unlimited = self.typed(r.get("unlimited", False), f"{key}.unlimited", bool, "true or false")
+        if unlimited == ("months" in r):
+            raise self.fail(
+                f"{key}.months",
+                "give either months or unlimited = true",
+                "state the period in months (or unlimited = true where the policy says so)",
+            )
+        months = None if unlimited else self.nonneg(r["months"], f"{key}.months")
+        categories = tuple(r.get("categories", []))
+        clauses = self.clause_ids(r["clause_ids"], f"{key}.clause_ids")
+        period = "unlimited" if months is None else f"{months} months"
+        label = f"{purpose}: {kind} {period} from {anchor}"
+        return RetentionRule(label, kind, anchor, months, clauses, categories, r.get("note", ""))
+
+    def recipient(self, name: str, data: Any) -> Recipient:
+        key = f"recipients.{name}"
+        r = self.table(data, key, {"kind", "country", "clause_ids"}, {"description"})
+        if r["kind"] not in RECIPIENT_KINDS:
+            raise self.fail(
+                f"{key}.kind", f"unknown kind {r['kind']!r}", f"use one of {list(RECIPIENT_KINDS)}"
+            )
+        country = self.typed(r["country"], f"{key}.country", str, "an ISO country code")
+        if not re.fullmatch(r"[A-Z]{2}", country):
+            raise self.fail(
+                f"{key}.country",
+                f"{country!r} is not an ISO 3166-1 alpha-2 code",
+                'write e.g. "SE"',
+            )
+        return Recipient(
+            name,
+            r["kind"],
+            country,
+            self.clause_ids(r["clause_ids"], f"{key}.clause_ids"),
+            r.get("description", ""),
+        )
+
+    def exclusions(self, data: Any) -> dict[str, ExclusionRule]:
+        ex = self.table(data, "exclusions", set(REQUIRED_EXCLUSIONS), {"survey_opt_out"})
+        out = {}
+        for name, value in ex.items():
+            e = self.table(value, f"exclusions.{name}", {"clause_ids"}, {"note"})
+            out[name] = ExclusionRule(
+                name,
+                self.clause_ids(e["clause_ids"], f"exclusions.{name}.clause_ids"),
+                e.get("note", ""),
+            )
+        return out
+
+    def eligibility(self, data: Any) -> ProfilingEligibility:
+        key = "profiling_eligibility"
+        e = self.table(
+            data,
+            key,
+            {"clause_ids", "newsletter_subscribers_only"},
+            {"exclude_consent_withdrawn", "exclude_marketing_opt_out", "note"},
+        )
+        flag = {
+            k: self.typed(e.get(k, False), f"{key}.{k}", bool, "true or false")
+            for k in (
+                "newsletter_subscribers_only",
+                "exclude_consent_withdrawn",
+                "exclude_marketing_opt_out",
+            )
+        }
+        return ProfilingEligibility(
+            self.clause_ids(e["clause_ids"], f"{key}.clause_ids"), note=e.get("note", ""), **flag
+        )
+
+    def privacy(self, data: Any) -> PrivacyParameters:
+        names = set(PrivacyParameters.__dataclass_fields__)
+        p = self.table(data, "privacy", names)
+        k = "privacy."
+        num = (int, float)
+        if p["dp_family"] not in ("pure", "zcdp"):
+            raise self.fail(
+                k + "dp_family", f"unknown family {p['dp_family']!r}", 'use "pure" or "zcdp"'
+            )
+        delta = self.nonneg(p["delta"], k + "delta", num)
+        if p["dp_family"] == "pure" and delta != 0:
+            raise self.fail(
+                k + "delta",
+                f"pure DP has delta 0, got {delta}",
+                'set delta = 0.0 or dp_family = "zcdp"',
+            )
+        if p["dp_family"] == "zcdp" and not 0 < delta < 1e-3:
+            raise self.fail(
+                k + "delta", f"delta {delta} is not in (0, 1e-3)", "use a small delta such as 1e-7"
+            )
+        suppression = self.nonneg(p["suppression_limit"], k + "suppression_limit", num)
+        if suppression >= 1:
+            raise self.fail(
+                k + "suppression_limit", f"{suppression} is not a fraction below 1", "use e.g. 0.05"
+            )
+        return PrivacyParameters(
+            min_k=self.positive(p["min_k"], k + "min_k"),
+            suppression_limit=float(suppression),
+            min_l=self.positive(p["min_l"], k + "min_l"),
+            dp_family=p["dp_family"],
+            delta=float(delta),
+            budget_epsilon=float(self.positive(p["budget_epsilon"], k + "budget_epsilon", num)),
+            budget_period_months=self.positive(
+                p["budget_period_months"], k + "budget_period_months"
+            ),
+            budget_window_months=self.positive(
+                p["budget_window_months"], k + "budget_window_months"
+            ),
+            max_cells_per_person=self.positive(
+                p["max_cells_per_person"], k + "max_cells_per_person"
+            ),
+            spend_bound_sek=float(self.positive(p["spend_bound_sek"], k + "spend_bound_sek", num)),
+            cell_spend_bound_sek=float(
+                self.positive(p["cell_spend_bound_sek"], k + "cell_spend_bound_sek", num)
+            ),
+            cell_units_bound=self.positive(p["cell_units_bound"], k + "cell_units_bound"),
+            survey_score_bounds=self.bounds(p["survey_score_bounds"], k + "survey_score_bounds"),
+            feature_bounds=self.feature_bounds(p["feature_bounds"]),
+            private_segments_k=self.positive(p["private_segments_k"], k + "private_segments_k"),
+            private_segments_iterations=self.positive(
+                p["private_segments_iterations"], k + "private_segments_iterations"
+            ),
+            private_segments_epsilon=float(
+                self.positive(p["private_segments_epsilon"], k + "private_segments_epsilon", num)
+            ),
+        )
+
+    def bounds(self, value: Any, key: str) -> tuple[float, float]:
+        ok = (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        )
+        if not ok or value[0] >= value[1]:
+            raise self.fail(
+                key,
+                f"expected [lower, upper] with lower < upper, got {value!r}",
+                "give e.g. [0, 730]",
+            )
+        return (float(value[0]), float(value[1]))
+
+    def feature_bounds(self, data: Any) -> Mapping[str, tuple[float, float]]:
+        fb = self.table(data, "privacy.feature_bounds", set(FEATURE_NAMES))
+        return MappingProxyType(
+            {n: self.bounds(fb[n], f"privacy.feature_bounds.{n}") for n in FEATURE_NAMES}
+        )

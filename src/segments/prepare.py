@@ -1,0 +1,749 @@
+"""prepare: apply a policy to the raw tables and write pseudonymised frames for one purpose.
+
+``prepare(workspace, policy, purpose, as_of)`` reads ``W/raw``, validates it, and writes
+``W/prepared/<purpose>/`` with ``customers.parquet`` (one row per person), ``lines.parquet``
+(one row per order line) and ``policy_report.json`` (the evidence). In order:
+
+1. **person linkage** (AO-3): a sole trader's private and business accounts share a
+   personnummer (the business's organisation number is its last ten digits); they become one
+   person, so every later bound on one customer's contribution bounds one person's. The
+   personnummer is used for this join only and never enters an output frame.
+2. **exclusions**: erased and restricted persons never appear (AK-5); objectors leave the
+   purposes that exclude them (AK-4, AL-3, OF-4); survey opt-outs leave survey frames (AC-2);
+   profiling purposes keep only profiling-eligible persons (AL-3); marketing opt-outs are
+   kept as a flag so they are never targeted (AO-7).
+3. **retention**: customer rules drop persons whose anchor date (last order, last contact,
+   end of relationship) is before the cutoff; transaction rules drop order lines; a consent
+   withdrawal stops the use of data after its date (AK-1, AO-8).
+4. **minimisation** (AL-5): only the purpose's columns survive; no direct identifier does.
+5. **pseudonymisation**: keyed HMAC-SHA256 pseudonyms for persons and orders
+   (:mod:`segments.pseudonym`).
+
+Each rule's clause ids, cutoff date and the rows, accounts and persons it removed go to the
+:class:`PolicyReport`. The output folder is written beside the target and renamed into place,
+so a failure leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from segments.exceptions import PolicyError, SchemaError
+from segments.policy import Policy, Purpose, RetentionRule
+from segments.pseudonym import PseudonymKey, load_key, pseudonymise_series
+from segments.schema import (
+    CUSTOMERS,
+    PREPARED_CUSTOMERS,
+    PREPARED_LINES,
+    RAW_TABLES,
+    check_foreign_key,
+    validate,
+)
+from segments.workspace import Workspace, write_json
+
+__all__ = [
+    "PolicyReport",
+    "RuleOutcome",
+    "link_persons",
+    "load_raw_tables",
+    "person_table",
+    "prepare",
+    "read_prepared",
+]
+
+#: Raw tables prepare reads (surveys carry no customer and are not prepared per person).
+_INPUT_TABLES = ("customers", "products", "orders", "order_lines")
+_FAR_FUTURE = dt.date(9999, 12, 31)
+
+
+# --- evidence ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RuleOutcome:
+    """What one rule did: its clause ids, cutoff, and how much it removed."""
+
+    rule: str
+    kind: str
+    clause_ids: tuple[str, ...]
+    cutoff: dt.date | None = None
+    anchor: str | None = None
+    months: int | None = None
+    rows_removed: int = 0
+    customers_removed: int = 0
+    persons_removed: int = 0
+    persons_flagged: int = 0
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class PolicyReport:
+    """The evidence of one prepare run (written as ``policy_report.json``).
+
+    ``customers_removed`` counts raw accounts, ``persons_removed`` people (a sole trader's two
+    accounts are one person), ``rows_removed`` order lines. Rules are applied in the order
+    listed; each counts what it removed from what the rules before it left. The key appears
+    only as its provenance and a keyed fingerprint, never itself.
+    """
+
+    policy: str
+    controller: str
+    purpose: str
+    purpose_clause_ids: tuple[str, ...]
+    as_of: dt.date
+    key_provenance: str
+    key_id: str
+    input_counts: Mapping[str, int]
+    output_counts: Mapping[str, int]
+    columns: Mapping[str, tuple[str, ...]]
+    rules: tuple[RuleOutcome, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (dates as ISO strings)."""
+        out = asdict(self)
+        out["as_of"] = self.as_of.isoformat()
+        out["input_counts"] = dict(self.input_counts)
+        out["output_counts"] = dict(self.output_counts)
+        out["columns"] = {k: list(v) for k, v in self.columns.items()}
+        out["purpose_clause_ids"] = list(self.purpose_clause_ids)
+        for rule in out["rules"]:
+            rule["clause_ids"] = list(rule["clause_ids"])
+            rule["cutoff"] = rule["cutoff"].isoformat() if rule["cutoff"] else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PolicyReport:
+        """Inverse of :meth:`to_dict`."""
+        rules = tuple(
+            RuleOutcome(
+                **{
+                    **r,
+                    "clause_ids": tuple(r["clause_ids"]),
+                    "cutoff": dt.date.fromisoformat(r["cutoff"]) if r["cutoff"] else None,
+                }
+            )
+            for r in data["rules"]
+        )
+        return cls(
+            policy=data["policy"],
+            controller=data["controller"],
+            purpose=data["purpose"],
+            purpose_clause_ids=tuple(data["purpose_clause_ids"]),
+            as_of=dt.date.fromisoformat(data["as_of"]),
+            key_provenance=data["key_provenance"],
+            key_id=data["key_id"],
+            input_counts=dict(data["input_counts"]),
+            output_counts=dict(data["output_counts"]),
+            columns={k: tuple(v) for k, v in data["columns"].items()},
+            rules=rules,
+        )
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> PolicyReport:
+        """Read a ``policy_report.json``."""
+        with open(path, encoding="utf-8") as fh:
+            return cls.from_dict(json.load(fh))
+
+    def to_frame(self) -> pl.DataFrame:
+        """One row per rule: kind, clause ids, cutoff and what it removed."""
+        rows = [{**asdict(r), "clause_ids": ", ".join(r.clause_ids)} for r in self.rules]
+        return pl.DataFrame(rows, schema_overrides={"cutoff": pl.Date, "months": pl.Int64})
+
+    def by_clause(self) -> pl.DataFrame:
+        """Rows, accounts and persons removed per clause id (a rule citing two clauses
+        counts under both)."""
+        return (
+            self.to_frame()
+            .with_columns(pl.col("clause_ids").str.split(", "))
+            .explode("clause_ids")
+            .rename({"clause_ids": "clause_id"})
+            .group_by("clause_id")
+            .agg(
+                pl.col("rule").len().alias("rules"),
+                pl.col("rows_removed").sum(),
+                pl.col("customers_removed").sum(),
+                pl.col("persons_removed").sum(),
+                pl.col("persons_flagged").sum(),
+            )
+            .sort("clause_id")
+        )
+
+
+# --- loading -----------------------------------------------------------------------------
+_FOREIGN_KEYS = (
+    ("orders", "customers", "customer_id"),
+    ("order_lines", "orders", "order_id"),
+    ("order_lines", "products", "product_id"),
+)
+
+
+def _synth_loader() -> Any:
+    try:
+        from segments.synth.generate import load_raw
+    except ImportError:  # generator not installed: validate here
+        return None
+    return load_raw
+
+
+def load_raw_tables(
+    workspace: Workspace, as_of: dt.date, tables: tuple[str, ...] = _INPUT_TABLES
+) -> dict[str, pl.DataFrame]:
+    """Read and validate raw tables: schema, keys, dates not after ``as_of``, foreign keys.
+
+    Raises
+    ------
+    WorkspaceError
+        If a table is missing (naming the command that makes it).
+    SchemaError
+        If a table breaks its schema.
+    """
+    synth_loader = _synth_loader()
+    if synth_loader is not None:  # the generator's loader also checks the manifest's hashes
+        return {name: synth_loader(workspace, name, as_of) for name in tables}
+    frames = {}
+    for name in tables:
+        path = workspace.require(workspace.raw_table(name), "segments generate")
+        frames[name] = pl.read_parquet(path)
+        validate(frames[name], RAW_TABLES[name], as_of=as_of)
+    for child, parent, column in _FOREIGN_KEYS:
+        if child in frames and parent in frames:
+            check_foreign_key(frames[child], child, frames[parent], parent, column)
+    return frames
+
+
+# --- persons -----------------------------------------------------------------------------
+def link_persons(customers: pl.DataFrame) -> pl.DataFrame:
+    """Map each account to its person: ``customer_id`` → ``person_root``.
+
+    A private account and a sole trader's business account with the same personnummer (the
+    business's organisation number is the personnummer without the century, AO-3) are one
+    person; ``person_root`` is the smallest customer id of the person. The personnummer is
+    read here and not returned.
+
+    Examples
+    --------
+    >>> accounts = pl.DataFrame({"customer_id": [1, 2, 3],
+    ...     "customer_type": ["private", "business", "business"],
+    ...     "is_sole_trader": [False, True, False],
+    ...     "personnummer": ["194910062386", None, None],
+    ...     "org_number": [None, "4910062386", "5560000000"]})
+    >>> link_persons(accounts)["person_root"].to_list()
+    [1, 1, 3]
+    """
+    ten = pl.col("personnummer").str.slice(2)
+    link = (
+        pl.when(pl.col("customer_type") == "private")
+        .then(ten)
+        .when(pl.col("is_sole_trader"))
+        .then(pl.coalesce(ten, pl.col("org_number")))
+        .otherwise(None)
+    )
+    return customers.select("customer_id", link.alias("_link")).select(
+        "customer_id",
+        pl.when(pl.col("_link").is_null())
+        .then(pl.col("customer_id"))
+        .otherwise(pl.col("customer_id").min().over("_link"))
+        .alias("person_root"),
+    )
+
+
+def _merge_accounts(accounts: pl.DataFrame) -> pl.DataFrame:
+    """Aggregate the accounts of persons with several accounts (sole traders) to one row."""
+    private_first = pl.col("customer_type") == "business"
+    return accounts.group_by("person_root").agg(
+        pl.len().cast(pl.UInt32).alias("n_accounts"),
+        pl.lit("sole_trader").alias("customer_type"),
+        pl.col("industry").drop_nulls().first(),
+        pl.col("size_band").drop_nulls().first(),
+        *(
+            pl.col(c).sort_by(private_first).first()
+            for c in ("postcode", "municipality_code", "county_code")
+        ),
+        pl.col("birth_year").sort_by(private_first).drop_nulls().first(),
+        pl.col("gender").sort_by(private_first).drop_nulls().first(),
+        pl.col("signup_date").min(),
+        pl.col("last_contact_date").max(),
+        pl.when(pl.col("end_date").null_count() > 0)
+        .then(None)
+        .otherwise(pl.col("end_date").max())
+        .alias("end_date"),
+        pl.col("newsletter_subscriber").any(),
+        pl.col("newsletter_interactions_per_month").sum(),
+        *(pl.col(c).any() for c in _FLAGS),
+        pl.col("consent_withdrawn_date").min(),
+    )
+
+
+_FLAGS = (
+    "marketing_opt_out",
+    "survey_opt_out",
+    "profiling_objection",
+    "erasure_requested",
+    "restriction_requested",
+)
+_PERSON_COLUMNS = (
+    "person_root",
+    "n_accounts",
+    "customer_type",
+    "industry",
+    "size_band",
+    "postcode",
+    "municipality_code",
+    "county_code",
+    "birth_year",
+    "gender",
+    "signup_date",
+    "last_contact_date",
+    "end_date",
+    "newsletter_subscriber",
+    "newsletter_interactions_per_month",
+    *_FLAGS,
+    "consent_withdrawn_date",
+)
+
+
+def person_table(
+    customers: pl.DataFrame, orders: pl.DataFrame, roots: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """One row per person with the attributes, flags and anchor dates the rules need.
+
+    Flags hold for the person if they hold for any of their accounts (an erasure or objection
+    by a person covers all their accounts); ``last_order`` and ``last_contact`` are over all
+    accounts; ``end_date`` is null while any account is active. A sole trader's attributes
+    come from the private account (geography, birth year, gender) and the business account
+    (industry, size band). ``roots`` is :func:`link_persons` of ``customers`` if already known.
+    """
+    roots = link_persons(customers) if roots is None else roots
+    accounts = customers.drop("personnummer", "org_number").join(roots, on="customer_id")
+    multi = accounts.filter(pl.col("person_root").is_duplicated())
+    # Most persons hold one account: copy those rows, aggregate only the linked ones.
+    single = accounts.filter(~pl.col("person_root").is_duplicated()).with_columns(
+        pl.lit(1, pl.UInt32).alias("n_accounts"),
+        pl.when(pl.col("is_sole_trader"))
+        .then(pl.lit("sole_trader"))
+        .otherwise(pl.col("customer_type"))
+        .alias("customer_type"),
+    )
+    persons = pl.concat(
+        [single.select(_PERSON_COLUMNS), _merge_accounts(multi).select(_PERSON_COLUMNS)],
+        how="vertical_relaxed",
+    )
+    last_order = (
+        orders.select("customer_id", "order_date")
+        .join(roots, on="customer_id")
+        .group_by("person_root")
+        .agg(pl.col("order_date").max().alias("last_order"))
+    )
+    return persons.join(last_order, on="person_root", how="left").with_columns(
+        pl.max_horizontal("last_order", "signup_date").alias("last_order_or_signup"),
+        pl.max_horizontal("last_order", "last_contact_date", "signup_date").alias("last_contact"),
+    )
+
+
+def _eligibility_expr(policy: Policy, as_of: dt.date) -> pl.Expr:
+    rule = policy.profiling_eligibility
+    ok = ~pl.col("profiling_objection")
+    if rule.newsletter_subscribers_only:
+        ok = ok & pl.col("newsletter_subscriber")
+    if rule.exclude_consent_withdrawn:
+        ok = ok & (
+            pl.col("consent_withdrawn_date").is_null() | (pl.col("consent_withdrawn_date") > as_of)
+        )
+    if rule.exclude_marketing_opt_out:
+        ok = ok & ~pl.col("marketing_opt_out")
+    return ok
+
+
+def _person_anchor(anchor: str) -> pl.Expr:
+    """A person's anchor date; active customers' end of relationship lies in the far future."""
+    if anchor == "last_order":
+        return pl.col("last_order_or_signup")
+    if anchor == "last_contact":
+        return pl.col("last_contact")
+    if anchor == "end_of_relationship":
+        return pl.col("end_date").fill_null(_FAR_FUTURE)
+    raise PolicyError(
+        f"retention anchor {anchor!r} does not apply to a person; use last_order, "
+        "last_contact or end_of_relationship"
+    )
+
+
+def _row_anchor(anchor: str) -> pl.Expr:
+    return pl.col("order_date") if anchor == "collection" else _person_anchor(anchor)
+
+
+# --- the run -----------------------------------------------------------------------------
+class _Run:
+    """Applies the rules one by one, recording what each removed.
+
+    Rules act on persons and on orders (every rule is a function of the order date or the
+    person, never of a single line), carrying each order's line count, so 20 million lines
+    are joined only once, at the end.
+    """
+
+    def __init__(self, persons: pl.DataFrame, orders: pl.DataFrame) -> None:
+        self.persons = persons
+        self.orders = orders
+        self.outcomes: list[RuleOutcome] = []
+
+    def drop_persons(self, keep: pl.Expr, **outcome: Any) -> None:
+        removed = self.persons.filter(~keep)
+        self.outcomes.append(
+            RuleOutcome(
+                rows_removed=int(removed["n_lines"].sum()),
+                customers_removed=int(removed["n_accounts"].sum()),
+                persons_removed=removed.height,
+                **outcome,
+            )
+        )
+        if removed.height:
+            self.persons = self.persons.filter(keep)
+
+    def attach_person_anchors(self) -> None:
+        """Join each order to its (remaining) person's anchor dates; drops removed persons."""
+        anchors = self.persons.select(
+            "person_root",
+            "last_order_or_signup",
+            "last_contact",
+            "end_date",
+            "consent_withdrawn_date",
+        )
+        self.orders = self.orders.join(anchors, on="person_root")
+
+    def drop_orders(self, keep: pl.Expr, **outcome: Any) -> None:
+        before = int(self.orders["n_lines"].sum())
+        self.orders = self.orders.filter(keep)
+        removed = before - int(self.orders["n_lines"].sum())
+        self.outcomes.append(RuleOutcome(rows_removed=removed, **outcome))
+
+    def note(self, **outcome: Any) -> None:
+        self.outcomes.append(RuleOutcome(**outcome))
+
+
+def _lines_per_order(order_ids: pl.Series) -> pl.DataFrame:
+    """Number of lines of each order; a run-length count when the lines come sorted by order
+    (as extracts usually do), which is ~10x cheaper than hashing 20 million ids."""
+    if order_ids.is_sorted():
+        runs = order_ids.rle().struct.unnest()
+        return runs.select(pl.col("value").alias("order_id"), pl.col("len").alias("n_lines"))
+    return order_ids.to_frame().group_by("order_id").agg(pl.len().alias("n_lines"))
+
+
+def _orders_with_persons(frames: Mapping[str, pl.DataFrame], roots: pl.DataFrame) -> pl.DataFrame:
+    """Orders with their person and their number of lines."""
+    n_lines = _lines_per_order(frames["order_lines"]["order_id"])
+    return (
+        frames["orders"]
+        .join(roots, on="customer_id")
+        .join(n_lines, on="order_id", how="left")
+        .with_columns(pl.col("n_lines").fill_null(0))
+        .drop("customer_id")
+    )
+
+
+def _apply_exclusions(run: _Run, policy: Policy, purpose: Purpose, as_of: dt.date) -> None:
+    ex = policy.exclusions
+    run.drop_persons(
+        ~pl.col("erasure_requested"),
+        rule="erasure requested",
+        kind="exclusion",
+        clause_ids=ex["erasure"].clause_ids,
+        note=ex["erasure"].note,
+    )
+    run.drop_persons(
+        ~pl.col("restriction_requested"),
+        rule="restriction of processing",
+        kind="exclusion",
+        clause_ids=ex["restriction"].clause_ids,
+        note=ex["restriction"].note,
+    )
+    if purpose.exclude_objectors:
+        run.drop_persons(
+            ~pl.col("profiling_objection"),
+            rule="objection",
+            kind="exclusion",
+            clause_ids=ex["objection"].clause_ids,
+            note=ex["objection"].note,
+        )
+    if purpose.exclude_survey_opt_outs:
+        rule = ex["survey_opt_out"]  # validated by Policy.load
+        run.drop_persons(
+            ~pl.col("survey_opt_out"),
+            rule="survey opt-out",
+            kind="exclusion",
+            clause_ids=rule.clause_ids,
+            note=rule.note,
+        )
+    elig = policy.profiling_eligibility
+    if purpose.profiling:
+        run.drop_persons(
+            pl.col("profiling_eligible"),
+            rule="not eligible for profiling",
+            kind="eligibility",
+            clause_ids=elig.clause_ids,
+            note=elig.describe(),
+        )
+    else:
+        run.note(
+            rule="profiling eligibility (flag only)",
+            kind="eligibility",
+            clause_ids=elig.clause_ids,
+            note=elig.describe(),
+            persons_flagged=int((~run.persons["profiling_eligible"]).sum()),
+        )
+    opt = ex["marketing_opt_out"]
+    run.note(
+        rule="marketing opt-out (flag, never targeted)",
+        kind="flag",
+        clause_ids=opt.clause_ids,
+        note=opt.note,
+        persons_flagged=int(run.persons["marketing_opt_out"].sum()),
+    )
+
+
+def _apply_retention(run: _Run, policy: Policy, purpose: Purpose, as_of: dt.date) -> None:
+    def outcome(r: RetentionRule) -> dict[str, Any]:
+        return {
+            "rule": f"retention: {r.name}",
+            "kind": "retention",
+            "clause_ids": r.clause_ids,
+            "cutoff": r.cutoff(as_of),
+            "anchor": r.anchor,
+            "months": r.months,
+            "note": r.note,
+        }
+
+    for rule in purpose.rules_for("customer"):
+        cutoff = rule.cutoff(as_of)
+        keep = pl.lit(True) if cutoff is None else _person_anchor(rule.anchor) >= cutoff
+        run.drop_persons(keep, **outcome(rule))
+    run.attach_person_anchors()
+    for rule in purpose.rules_for("transactions"):
+        cutoff = rule.cutoff(as_of)
+        keep = pl.lit(True) if cutoff is None else _row_anchor(rule.anchor) >= cutoff
+        run.drop_orders(keep, **outcome(rule))
+    if purpose.stop_at_consent_withdrawal:
+        withdrawal = policy.exclusions["consent_withdrawal"]
+        withdrawn = pl.col("consent_withdrawn_date")
+        run.drop_orders(
+            withdrawn.is_null() | (pl.col("order_date") <= withdrawn),
+            rule="consent withdrawn: no data after the withdrawal date",
+            kind="exclusion",
+            clause_ids=withdrawal.clause_ids,
+            note=withdrawal.note,
+        )
+
+
+def _hex_rank(column: str) -> pl.Expr:
+    """The first 15 hex digits as an integer: sorts like the pseudonym, ~10x cheaper."""
+    return pl.col(column).str.slice(0, 15).str.to_integer(base=16)
+
+
+def _pseudonymise(
+    run: _Run, frames: Mapping[str, pl.DataFrame], purpose: Purpose, key: PseudonymKey
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    persons = run.persons.with_columns(
+        pseudonymise_series(key, "person", run.persons["person_root"], "person_id")
+    )
+    # One HMAC per order, not per line: a fifth of the work on typical baskets.
+    orders = run.orders.select("order_id", "person_root", "order_date", "channel")
+    orders = orders.with_columns(
+        pseudonymise_series(key, "order", orders["order_id"], "order_pseudonym")
+    ).join(persons.select("person_root", "person_id"), on="person_root")
+    customer_cols = list(purpose.columns["customers"])
+    if "profiling_eligible" not in customer_cols:
+        customer_cols.append("profiling_eligible")
+    customer_schema = PREPARED_CUSTOMERS.subset(
+        [c for c in PREPARED_CUSTOMERS.names if c in customer_cols]
+    )
+    customers = persons.select(
+        pl.col(c).cast(customer_schema.column(c).dtype) for c in customer_schema.names
+    ).sort("person_id")
+    line_schema = PREPARED_LINES.subset(list(purpose.columns["lines"]))
+    # Rows are ordered by pseudonym, never by an internal id whose rank could re-identify.
+    orders = orders.with_columns(
+        _hex_rank("person_id").alias("_person_rank"),
+        _hex_rank("order_pseudonym").alias("_order_rank"),
+    )
+    categories = frames["products"].select("product_id", "category")
+    lines = (
+        frames["order_lines"]
+        .join(orders, on="order_id")
+        .join(categories, on="product_id")
+        .with_columns((pl.col("quantity") * pl.col("unit_price_sek")).alias("amount_sek"))
+        .sort("_person_rank", "order_date", "_order_rank", "line_no")
+        .drop("order_id")
+        .rename({"order_pseudonym": "order_id"})
+        .select(pl.col(c).cast(line_schema.column(c).dtype) for c in line_schema.names)
+    )
+    return customers, lines
+
+
+def _write_atomically(
+    target: Path, customers: pl.DataFrame, lines: pl.DataFrame, report: PolicyReport
+) -> None:
+    """Write the three files into a fresh folder beside ``target``, then swap it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        customers.write_parquet(tmp / "customers.parquet")
+        lines.write_parquet(tmp / "lines.parquet")
+        write_json(tmp / "policy_report.json", report.to_dict())
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old.{os.getpid()}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(tmp)
+        raise
+
+
+def prepare(
+    workspace: Workspace | str | os.PathLike[str],
+    policy: Policy | str,
+    purpose: str,
+    as_of: dt.date | str,
+    key: PseudonymKey | bytes | str | None = None,
+    *,
+    key_file: str | os.PathLike[str] | None = None,
+) -> PolicyReport:
+    """Apply ``policy`` for ``purpose`` on ``as_of`` and write ``W/prepared/<purpose>/``.
+
+    Parameters
+    ----------
+    workspace : Workspace or path
+        Reads ``raw/``; writes ``prepared/<purpose>/{customers,lines}.parquet`` and
+        ``policy_report.json``.
+    policy : Policy or str
+        A :class:`Policy` or the name/path of one.
+    purpose : str
+        A purpose the policy declares (refused otherwise, AO-10).
+    as_of : date or 'YYYY-MM-DD'
+        The day the rules are evaluated on; raw dates after it are an error.
+    key : PseudonymKey, bytes or str, optional
+        The steward's pseudonymisation key; see :func:`segments.pseudonym.load_key` for the
+        fallbacks (key file, environment variable, demo key for synthetic data only).
+    key_file : path, optional
+        A key file outside the workspace and the data folder.
+
+    Returns
+    -------
+    PolicyReport
+        The evidence, also written as ``policy_report.json``.
+
+    Raises
+    ------
+    PolicyError
+        Unknown policy or purpose, missing or too-short key, demo key on real data.
+    SchemaError
+        A raw table breaks its schema (missing column, wrong dtype, duplicate id, date after
+        ``as_of``, orphaned row). Nothing is written.
+    """
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    pol = policy if isinstance(policy, Policy) else Policy.load(policy)
+    spec = pol.purpose(purpose)
+    day = _as_date(as_of)
+    pkey = load_key(key, key_file=key_file, workspace=ws)
+    frames = load_raw_tables(ws, day)
+
+    roots = link_persons(frames["customers"])
+    orders = _orders_with_persons(frames, roots)
+    persons = (
+        person_table(frames["customers"], frames["orders"], roots)
+        .with_columns(_eligibility_expr(pol, day).alias("profiling_eligible"))
+        .join(
+            orders.group_by("person_root").agg(pl.col("n_lines").sum()),
+            on="person_root",
+            how="left",
+        )
+        .with_columns(pl.col("n_lines").fill_null(0))
+    )
+    run = _Run(persons, orders)
+    input_counts = {
+        "customers": frames["customers"].height,
+        "persons": persons.height,
+        "orders": frames["orders"].height,
+        "lines": frames["order_lines"].height,
+    }
+    merged = persons.filter(pl.col("n_accounts") > 1)
+    run.note(
+        rule="person linkage: a sole trader's accounts are one person",
+        kind="linkage",
+        clause_ids=("AO-3",),
+        persons_flagged=merged.height,
+        note=f"{int(merged['n_accounts'].sum())} accounts joined into {merged.height} persons "
+        "by personnummer; the personnummer is then dropped",
+    )
+    _apply_exclusions(run, pol, spec, day)
+    _apply_retention(run, pol, spec, day)
+    customers, lines = _pseudonymise(run, frames, spec, pkey)
+    dropped = sorted(set(CUSTOMERS.names) - set(customers.columns))
+    run.note(
+        rule="minimisation: only the purpose's columns",
+        kind="minimisation",
+        clause_ids=("AL-5", "AO-3"),
+        note="direct identifiers and personnummer never enter a frame; dropped: "
+        + ", ".join(dropped),
+    )
+    _check_minimised(customers, lines)
+
+    report = PolicyReport(
+        policy=pol.name,
+        controller=pol.controller,
+        purpose=spec.name,
+        purpose_clause_ids=spec.clause_ids,
+        as_of=day,
+        key_provenance=pkey.provenance,
+        key_id=pkey.key_id,
+        input_counts=input_counts,
+        output_counts={"persons": customers.height, "lines": lines.height},
+        columns={"customers": tuple(customers.columns), "lines": tuple(lines.columns)},
+        rules=tuple(run.outcomes),
+    )
+    _write_atomically(ws.prepared_dir(spec.name), customers, lines, report)
+    return report
+
+
+def _check_minimised(customers: pl.DataFrame, lines: pl.DataFrame) -> None:
+    """Last guard (AL-5): no direct identifier column may reach an output frame."""
+    identifiers = {c for schema in RAW_TABLES.values() for c in schema.direct_identifiers}
+    leaked = identifiers & (set(customers.columns) | set(lines.columns))
+    if leaked:  # pragma: no cover - the schemas make this unreachable; kept as a tripwire
+        raise PolicyError(
+            f"direct identifier column(s) {sorted(leaked)} reached a prepared frame (AL-5)"
+        )
+
+
+def _as_date(value: dt.date | str) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise SchemaError(f"parameter 'as_of': {value!r} is not a date; give YYYY-MM-DD") from None
+
+
+def read_prepared(workspace: Workspace | str | os.PathLike[str], purpose: str) -> dict[str, Any]:
+    """Read ``W/prepared/<purpose>/`` as ``{"customers", "lines", "report"}``."""
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    folder = ws.require(ws.prepared_dir(purpose), f"segments prepare --purpose {purpose}")
+    return {
+        "customers": pl.read_parquet(folder / "customers.parquet"),
+        "lines": pl.read_parquet(folder / "lines.parquet"),
+        "report": PolicyReport.read(folder / "policy_report.json"),
+    }

@@ -1,0 +1,208 @@
+"""Keyed pseudonyms (HMAC-SHA256) and the handling of the pseudonymisation key.
+
+Only the data steward holds the key (AO-9). It comes from the environment variable
+``SEGMENTS_PSEUDONYM_KEY`` or from a key file kept outside the workspace and outside the data
+folder; it is never written beside the data and never appears in a report (a report carries
+its provenance and a keyed fingerprint, :attr:`PseudonymKey.key_id`). The same key gives the
+same pseudonyms on every run; a different key gives pseudonyms that cannot be linked.
+
+Synthetic data is the one exception: when the raw manifest says ``"synthetic": true``, a
+demo key derived from the dataset's seed is used and reported as such, so notebooks are
+reproducible. A demo key on data not marked synthetic is refused.
+
+Pseudonyms are the first 32 hex digits (128 bits) of HMAC-SHA256 over a namespaced id
+(``person:<id>``, ``order:<id>``): truncation keeps the key's protection and halves the
+memory of 20 million order lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from segments.exceptions import PolicyError
+from segments.workspace import DEFAULT_WORKSPACE, Workspace
+
+__all__ = [
+    "KEY_ENV_VAR",
+    "MIN_KEY_BYTES",
+    "PSEUDONYM_HEX_DIGITS",
+    "PseudonymKey",
+    "demo_key",
+    "load_key",
+    "pseudonymise",
+    "pseudonymise_series",
+    "read_manifest",
+]
+
+KEY_ENV_VAR = "SEGMENTS_PSEUDONYM_KEY"
+MIN_KEY_BYTES = 32
+PSEUDONYM_HEX_DIGITS = 32
+DEMO_PROVENANCE = "demo key derived from dataset seed"
+_KEY_HINT = "make one with: python -c 'import secrets; print(secrets.token_hex(32))'"
+
+
+@dataclass(frozen=True)
+class PseudonymKey:
+    """A pseudonymisation key and where it came from; ``repr`` never shows the secret.
+
+    Parameters
+    ----------
+    secret : bytes
+        At least 32 bytes.
+    provenance : str
+        ``"demo key derived from dataset seed"`` or ``"steward key (...)"``.
+    """
+
+    secret: bytes = field(repr=False)
+    provenance: str
+
+    def __post_init__(self) -> None:
+        if len(self.secret) < MIN_KEY_BYTES:
+            raise PolicyError(
+                f"pseudonymisation key ({self.provenance}): {len(self.secret)} bytes is too "
+                f"short; a key needs at least {MIN_KEY_BYTES} bytes (AO-9); {_KEY_HINT}"
+            )
+
+    @property
+    def is_demo(self) -> bool:
+        return self.provenance == DEMO_PROVENANCE
+
+    @property
+    def key_id(self) -> str:
+        """A keyed fingerprint (not the key): equal ids mean the same key was used."""
+        return hmac.digest(self.secret, b"segments key id", "sha256").hex()[:16]
+
+
+def pseudonymise(key: PseudonymKey, namespace: str, ids: Iterable[Any]) -> list[str]:
+    """Keyed pseudonyms of ``ids``: HMAC-SHA256 of ``"<namespace>:<id>"``, 32 hex digits.
+
+    Examples
+    --------
+    >>> k = PseudonymKey(b"k" * 32, "steward key (example)")
+    >>> a = pseudonymise(k, "person", [1, 2])
+    >>> len(a[0]), a[0] != a[1], a == pseudonymise(k, "person", [1, 2])
+    (32, True, True)
+    """
+    secret, prefix, n = key.secret, f"{namespace}:".encode(), PSEUDONYM_HEX_DIGITS
+    digest = hmac.digest
+    return [digest(secret, prefix + str(i).encode(), "sha256").hex()[:n] for i in ids]
+
+
+def pseudonymise_series(key: PseudonymKey, namespace: str, ids: pl.Series, name: str) -> pl.Series:
+    """:func:`pseudonymise` for a polars Series, returned as a Utf8 Series called ``name``."""
+    return pl.Series(name, pseudonymise(key, namespace, ids.to_list()), dtype=pl.Utf8)
+
+
+def read_manifest(workspace: Workspace) -> dict[str, Any]:
+    """The raw manifest (``W/raw/manifest.json``), or ``{}`` if there is none."""
+    path = workspace.manifest
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    return data if isinstance(data, dict) else {}
+
+
+def demo_key(manifest: dict[str, Any]) -> PseudonymKey:
+    """The reproducible demo key of a synthetic dataset, derived from its seed.
+
+    Raises
+    ------
+    PolicyError
+        If the manifest does not mark the data synthetic or has no seed.
+    """
+    if manifest.get("synthetic") is not True:
+        raise PolicyError(
+            "a demo pseudonymisation key is refused: the raw manifest does not mark the data "
+            '"synthetic": true, so it may be real (AO-9); give the steward key with '
+            f"{KEY_ENV_VAR} or --key-file"
+        )
+    if "seed" not in manifest:
+        raise PolicyError(
+            "raw manifest marks the data synthetic but has no 'seed' to derive the demo key "
+            f"from; regenerate the data or give a key with {KEY_ENV_VAR}"
+        )
+    material = f"segments demo pseudonym key|seed={manifest['seed']}".encode()
+    return PseudonymKey(hashlib.sha256(material).digest(), DEMO_PROVENANCE)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _read_key_file(path: Path, workspace: Workspace | None) -> PseudonymKey:
+    forbidden = [DEFAULT_WORKSPACE.parent]  # the project's data/ folder
+    if workspace is not None:
+        forbidden += [workspace.root, workspace.raw]
+    for folder in forbidden:
+        if _inside(path, folder):
+            raise PolicyError(
+                f"key file {path} is inside {folder}: the pseudonymisation key must never be "
+                "kept beside the data (AO-9); move it outside the workspace and the data folder"
+            )
+    if not path.is_file():
+        raise PolicyError(f"key file {path} does not exist; give the steward's key file")
+    secret = path.read_bytes().strip()
+    return PseudonymKey(secret, "steward key (key file)")
+
+
+def load_key(
+    key: PseudonymKey | bytes | str | None = None,
+    *,
+    key_file: str | os.PathLike[str] | None = None,
+    workspace: Workspace | None = None,
+) -> PseudonymKey:
+    """Resolve the pseudonymisation key.
+
+    Order: ``key`` given by the caller, then ``key_file``, then the environment variable
+    ``SEGMENTS_PSEUDONYM_KEY``, then — only for data whose manifest says
+    ``"synthetic": true`` — the demo key derived from the dataset seed.
+
+    Parameters
+    ----------
+    key : PseudonymKey, bytes or str, optional
+        The steward's key (str is encoded as UTF-8).
+    key_file : path, optional
+        A file holding the key; refused inside the workspace or the data folder.
+    workspace : Workspace, optional
+        Whose manifest decides whether a demo key is allowed.
+
+    Raises
+    ------
+    PolicyError
+        A key shorter than 32 bytes, a key file beside the data, or no key for data not
+        marked synthetic.
+    """
+    if isinstance(key, PseudonymKey):
+        return key
+    if key is not None:
+        secret = key.encode() if isinstance(key, str) else bytes(key)
+        return PseudonymKey(secret, "steward key (passed by caller)")
+    if key_file is not None:
+        return _read_key_file(Path(key_file), workspace)
+    env = os.environ.get(KEY_ENV_VAR)
+    if env:
+        return PseudonymKey(
+            env.strip().encode(), f"steward key (environment variable {KEY_ENV_VAR})"
+        )
+    manifest = read_manifest(workspace) if workspace is not None else {}
+    if manifest.get("synthetic") is True:
+        return demo_key(manifest)
+    raise PolicyError(
+        "no pseudonymisation key: the raw data is not marked synthetic, so a demo key is "
+        f"refused (AO-9); set {KEY_ENV_VAR} or pass --key-file with the steward's key "
+        f"(at least {MIN_KEY_BYTES} bytes, outside the workspace); {_KEY_HINT}"
+    )

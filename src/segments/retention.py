@@ -1,0 +1,221 @@
+"""Retention purge: delete raw rows whose retention has ended for every purpose.
+
+``prepare`` filters what one purpose may use; ``purge`` removes from ``W/raw`` what no
+declared purpose may use any more (AK-3 "then deleted or de-identified", OF-2 "weeded
+continuously", AO-6 "order lines older than 24 months are not available at all"). An order
+(with its lines) goes when, for every purpose, either its person is outside the purpose's
+customer rules or the order is outside its transaction rules; an account goes when its person
+is outside every purpose's customer rules (and so has no order left). Active customers are
+never purged by an end-of-relationship rule.
+
+All rewritten tables are written to temporary files first and renamed into place together;
+the manifest's hashes are updated and ``W/raw/purge_log.json`` records what went (counts,
+cutoffs and clause ids — never the ids of what was deleted, which would keep personal data
+past its retention).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from segments.policy import Policy, RetentionRule
+from segments.prepare import (
+    _as_date,
+    _person_anchor,
+    _row_anchor,
+    link_persons,
+    load_raw_tables,
+    person_table,
+)
+from segments.workspace import Workspace, sha256_file, write_json
+
+__all__ = ["PurgeResult", "purge"]
+
+_PURGED_TABLES = ("customers", "orders", "order_lines")
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    """What a purge removed (or would remove, with ``dry_run``)."""
+
+    policy: str
+    as_of: dt.date
+    removed: Mapping[str, int]
+    remaining: Mapping[str, int]
+    dry_run: bool
+    log_path: Path | None
+
+    @property
+    def total_removed(self) -> int:
+        return sum(self.removed.values())
+
+
+def _keep(rules: tuple[RetentionRule, ...], as_of: dt.date, anchor_of: Any) -> pl.Expr:
+    keep = pl.lit(True)
+    for rule in rules:
+        cutoff = rule.cutoff(as_of)
+        if cutoff is not None:
+            keep = keep & (anchor_of(rule.anchor) >= cutoff)
+    return keep
+
+
+def _retained(
+    policy: Policy, frames: Mapping[str, pl.DataFrame], as_of: dt.date
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Account ids and order ids still inside the retention of at least one purpose."""
+    persons = person_table(frames["customers"], frames["orders"])
+    roots = link_persons(frames["customers"])
+    orders = frames["orders"].join(roots, on="customer_id").join(persons, on="person_root")
+    person_keep = pl.lit(False)
+    order_keep = pl.lit(False)
+    for purpose in policy.purposes.values():
+        in_customer = _keep(purpose.rules_for("customer"), as_of, _person_anchor)
+        person_keep = person_keep | in_customer
+        order_keep = order_keep | (
+            in_customer & _keep(purpose.rules_for("transactions"), as_of, _row_anchor)
+        )
+    kept_roots = persons.filter(person_keep).select("person_root")
+    kept_accounts = roots.join(kept_roots, on="person_root", how="semi").select("customer_id")
+    kept_orders = orders.filter(order_keep).select("order_id")
+    return kept_accounts, kept_orders
+
+
+def purge(
+    workspace: Workspace | str | os.PathLike[str],
+    policy: Policy | str,
+    as_of: dt.date | str,
+    *,
+    dry_run: bool = False,
+) -> PurgeResult:
+    """Delete raw customers, orders and order lines whose retention ended for every purpose.
+
+    Parameters
+    ----------
+    workspace : Workspace or path
+    policy : Policy or str
+    as_of : date or 'YYYY-MM-DD'
+    dry_run : bool
+        Count what would go without touching any file.
+
+    Returns
+    -------
+    PurgeResult
+
+    Raises
+    ------
+    SchemaError
+        If a raw table breaks its schema (nothing is changed).
+    """
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    pol = policy if isinstance(policy, Policy) else Policy.load(policy)
+    day = _as_date(as_of)
+    frames = load_raw_tables(ws, day)
+    kept_accounts, kept_orders = _retained(pol, frames, day)
+    new = {
+        "customers": frames["customers"].join(kept_accounts, on="customer_id", how="semi"),
+        "orders": frames["orders"].join(kept_orders, on="order_id", how="semi"),
+        "order_lines": frames["order_lines"].join(kept_orders, on="order_id", how="semi"),
+    }
+    removed = {t: frames[t].height - new[t].height for t in _PURGED_TABLES}
+    remaining = {t: new[t].height for t in _PURGED_TABLES}
+    if dry_run or not any(removed.values()):
+        return PurgeResult(pol.name, day, removed, remaining, dry_run, None)
+
+    # Keep the planted truth (evaluations only) consistent with the accounts that remain.
+    for path in sorted(ws.truth.glob("*.parquet")) if ws.truth.is_dir() else []:
+        truth = pl.read_parquet(path)
+        if "customer_id" in truth.columns:
+            new[f"truth/{path.stem}"] = truth.join(kept_accounts, on="customer_id", how="semi")
+    before = {t: sha256_file(ws.raw / f"{t}.parquet") for t in new}
+    _replace_all(ws, new)
+    after = {t: sha256_file(ws.raw / f"{t}.parquet") for t in new}
+    log_path = ws.raw / "purge_log.json"
+    _append_log(log_path, _log_entry(pol, day, removed, remaining, before, after))
+    _update_manifest(ws, after, {t: f.height for t, f in new.items()})
+    return PurgeResult(pol.name, day, removed, remaining, dry_run, log_path)
+
+
+def _replace_all(ws: Workspace, frames: Mapping[str, pl.DataFrame]) -> None:
+    """Write every table to a temporary file, then rename them all into place."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for name, frame in frames.items():
+            target = ws.raw / f"{name}.parquet"
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            os.close(fd)
+            staged.append((tmp, target))
+            frame.write_parquet(tmp)
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    for tmp, target in staged:
+        os.replace(tmp, target)
+
+
+def _log_entry(
+    policy: Policy,
+    as_of: dt.date,
+    removed: Mapping[str, int],
+    remaining: Mapping[str, int],
+    before: Mapping[str, str],
+    after: Mapping[str, str],
+) -> dict[str, Any]:
+    rules = []
+    for purpose in policy.purposes.values():
+        for rule in purpose.retention:
+            cutoff = rule.cutoff(as_of)
+            rules.append(
+                {
+                    "purpose": purpose.name,
+                    "rule": rule.name,
+                    "clause_ids": list(rule.clause_ids),
+                    "cutoff": None if cutoff is None else cutoff.isoformat(),
+                }
+            )
+    return {
+        "purged_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "as_of": as_of.isoformat(),
+        "policy": policy.name,
+        "controller": policy.controller,
+        "rule": "a row goes when its retention has ended for every declared purpose",
+        "rules": rules,
+        "rows_removed": dict(removed),
+        "rows_remaining": dict(remaining),
+        "sha256_before": dict(before),
+        "sha256_after": dict(after),
+    }
+
+
+def _append_log(path: Path, entry: dict[str, Any]) -> None:
+    entries: list[Any] = []
+    if path.is_file():
+        with open(path, encoding="utf-8") as fh:
+            entries = json.load(fh)
+    write_json(path, [*entries, entry])
+
+
+def _update_manifest(ws: Workspace, hashes: Mapping[str, str], rows: Mapping[str, int]) -> None:
+    """Record the new SHA-256s and row counts in the manifest, keeping its other fields."""
+    manifest: dict[str, Any] = {}
+    if ws.manifest.is_file():
+        with open(ws.manifest, encoding="utf-8") as fh:
+            manifest = json.load(fh)
+    files = manifest.setdefault("files", {})
+    counts = manifest.setdefault("row_counts", {})
+    for name, digest in hashes.items():
+        files[f"{name}.parquet"] = digest
+        counts[name] = rows[name]
+    manifest["purged"] = True
+    write_json(ws.manifest, manifest)

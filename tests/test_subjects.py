@@ -1,0 +1,157 @@
+"""Tests of segments.subjects (register extract, AK-5) and the prepare/subject commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from rawframes import AS_OF, customer, raw_tables, read_json, sole_trader_pair, write_raw
+
+from segments.cli.main import main
+from segments.exceptions import PolicyError, WorkspaceError
+from segments.pseudonym import KEY_ENV_VAR, demo_key, pseudonymise
+from segments.subjects import explain_segment, subject_export, write_subject_export
+from segments.workspace import Workspace, write_json
+
+DEMO = demo_key({"synthetic": True, "seed": 7})
+
+
+@pytest.fixture(autouse=True)
+def _no_steward_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(KEY_ENV_VAR, raising=False)
+
+
+def _workspace(tmp_path: Path, *, synthetic: bool = True) -> Workspace:
+    cs = [*sole_trader_pair(1, 2, "197002021234"), customer(3)]
+    orders = [(10, 1, AS_OF), (11, 2, AS_OF), (12, 3, AS_OF)]
+    return write_raw(
+        Workspace(tmp_path / "ws"), raw_tables(cs, orders, lines_per_order=2), synthetic=synthetic
+    )
+
+
+def test_extract_holds_every_account_and_order_of_the_person(tmp_path: Path) -> None:
+    extract = subject_export(_workspace(tmp_path), 2, policy="allkontor")
+    assert [a["customer_id"] for a in extract["accounts"]] == [1, 2]
+    assert extract["accounts"][0]["personnummer"] == "197002021234"  # their own data
+    assert [o["order_id"] for o in extract["orders"]] == [10, 11]
+    assert [line["line_no"] for line in extract["orders"][0]["lines"]] == [1, 2]
+    assert extract["orders"][0]["lines"][1]["amount_sek"] == 50.0
+    assert "sole trader" in extract["linked_accounts_note"]
+    assert extract["controller"]["org_number"] == "556268-6823"
+    assert "segment" not in extract  # no segments yet
+    json.dumps(extract)  # JSON-able
+
+
+def test_extract_names_the_segment_and_how_it_was_derived(tmp_path: Path) -> None:
+    ws = _workspace(tmp_path)
+    ws.segments.mkdir(parents=True)
+    person = pseudonymise(DEMO, "person", [1])[0]
+    pl.DataFrame({"person_id": [person], "segment": ["paper"]}).write_parquet(
+        ws.segments / "labels.parquet"
+    )
+    write_json(ws.segments / "metadata.json", {"source": "category_rule", "as_of": "2026-06-30"})
+    extract = subject_export(ws, 2)
+    assert extract["segment"]["segment"] == "paper"
+    assert "largest share of your spending" in extract["segment"]["explanation"]
+    other = subject_export(ws, 3)
+    assert other["segment"]["segment"] is None
+    assert "not in the current segmentation" in other["segment"]["explanation"]
+
+
+def test_extract_lists_the_prepared_purposes_the_person_is_in(tmp_path: Path) -> None:
+    ws = _workspace(tmp_path)
+    assert (
+        main(
+            [
+                "prepare",
+                "--workspace",
+                str(ws.root),
+                "--policy",
+                "alloffice",
+                "--purpose",
+                "statistics",
+                "--as-of",
+                AS_OF.isoformat(),
+            ]
+        )
+        == 0
+    )
+    assert subject_export(ws, 1)["prepared_purposes"] == ["statistics"]
+
+
+def test_explanation_of_a_fitted_model() -> None:
+    text = explain_segment(
+        2, {"model": "KMeans", "fitted_on_private_data": True, "names": {"2": "large paper buyers"}}
+    )
+    assert "KMeans" in text and "large paper buyers" in text and "never released" in text
+
+
+def test_unknown_customer_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(WorkspaceError, match=r"no customer 99"):
+        subject_export(_workspace(tmp_path), 99)
+
+
+def test_segment_lookup_on_real_data_needs_the_steward_key(tmp_path: Path) -> None:
+    ws = _workspace(tmp_path, synthetic=False)
+    ws.segments.mkdir(parents=True)
+    pl.DataFrame({"person_id": ["ab" * 16], "segment": ["x"]}).write_parquet(
+        ws.segments / "labels.parquet"
+    )
+    with pytest.raises(PolicyError, match=r"no pseudonymisation key"):
+        subject_export(ws, 1)
+
+
+def test_write_to_file_and_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    extract = {"accounts": [{"first_name": "Åsa"}]}
+    write_subject_export(extract, tmp_path / "out.json")
+    assert read_json(tmp_path / "out.json") == extract
+    write_subject_export(extract)
+    assert json.loads(capsys.readouterr().out) == extract
+
+
+def test_cli_subject_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ws = _workspace(tmp_path)
+    out = tmp_path / "extract.json"
+    assert (
+        main(
+            [
+                "subject",
+                "export",
+                "--workspace",
+                str(ws.root),
+                "--customer",
+                "3",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert read_json(out)["accounts"][0]["customer_id"] == 3
+    assert main(["subject", "export", "--workspace", str(ws.root), "--customer", "42"]) == 2
+    assert "no customer 42" in capsys.readouterr().err
+
+
+def test_cli_prepare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ws = _workspace(tmp_path)
+    args = [
+        "prepare",
+        "--workspace",
+        str(ws.root),
+        "--policy",
+        "alloffice",
+        "--as-of",
+        AS_OF.isoformat(),
+    ]
+    assert main([*args, "--purpose", "segmentation"]) == 0
+    printed = capsys.readouterr().out
+    assert "prepared 2 persons and 6 order lines" in printed
+    assert "demo key derived from dataset seed" in printed
+    assert main([*args, "--purpose", "surveys"]) == 2
+    assert "'surveys' is not declared by policy 'alloffice'" in capsys.readouterr().err
+    inside = ws.root / "key.txt"
+    inside.write_text("k" * 40)
+    assert main([*args, "--purpose", "segmentation", "--key-file", str(inside)]) == 2
+    assert "never be kept beside the data" in capsys.readouterr().err
