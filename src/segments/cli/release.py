@@ -131,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
             destination=args.destination,
             confidence=args.confidence,
             synthetic=synthetic,
+            spec=get_spec("monthly_category").with_epsilon(args.epsilon)
+            if args.epsilon is not None
+            else None,
         )
         if ledger.label:
             print(ledger.label)

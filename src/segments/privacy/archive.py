@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +149,7 @@ def release_month(
     confidence: float = 0.95,
     spec: ReleaseSpec | None = None,
     synthetic: bool | None = None,
+    prepared: Path | None = None,
 ) -> ReleaseResult:
     """Release one closed month of the purchasing series and append it to the archive.
 
@@ -167,6 +170,9 @@ def release_month(
         Default ``SPECS["monthly_category"]``.
     synthetic : bool, optional
         The data manifest's flag.
+    prepared : Path, optional
+        Folder of the prepared frames (default ``W/prepared/<purpose>``); backfill points it
+        at frames prepared as of the month's close.
 
     Returns
     -------
@@ -193,7 +199,7 @@ def release_month(
             f"monthly series: month {month:%Y-%m} cannot be released: {rule}; release only "
             "closed months inside retention"
         )
-    prepared = workspace.prepared_dir(purpose)
+    prepared = prepared or workspace.prepared_dir(purpose)
     customers = workspace.require(
         prepared / "customers.parquet", f"segments prepare --purpose {purpose}"
     )
@@ -278,12 +284,17 @@ def backfill(
     destination: str = "SE",
     confidence: float = 0.95,
     synthetic: bool | None = None,
+    spec: ReleaseSpec | None = None,
 ) -> BackfillReport:
     """Build the archive for the synthetic history, stepping ``as_of`` through past months.
 
-    Every month fully covered by the prepared lines and closed before ``until`` that is not
-    yet archived is released with ``as_of`` = the first day of the following month (when it
-    closed), each charged to ``ledger``.
+    Every month closed before ``until`` that is not yet archived is released with ``as_of``
+    = the first day of the following month (when it closed), each charged to ``ledger``.
+    Months covered by the current prepared lines are released from them; earlier months of
+    a synthetic history are replayed: the raw data is rewound to the month's close
+    (:func:`segments.history.rewind_raw`) and prepared as of that day, so each month is
+    released from what the policy allowed when it closed — never from data that had left
+    retention.
 
     Raises
     ------
@@ -300,38 +311,73 @@ def backfill(
     lines = workspace.require(
         workspace.prepared_dir(purpose) / "lines.parquet", f"segments prepare --purpose {purpose}"
     )
-    bounds = (
-        pl.scan_parquet(lines)
-        .select(pl.col("order_date").min().alias("first"), pl.col("order_date").max().alias("last"))
-        .collect()
+    covered = _first_full_month(
+        pl.scan_parquet(lines).select(pl.col("order_date").min()).collect().item()
     )
-    first = bounds["first"][0]
+    history_start = _history_start(workspace) if synthetic else None
+    first = min(d for d in (covered, history_start) if d is not None) if covered else None
     if first is None:
         raise WorkspaceError(f"{lines} has no order lines; nothing to backfill")
     released: dict[str, str] = {}
     skipped: dict[str, str] = {}
     archived = set(read_archive(workspace)["month"].to_list())
-    month = month_start(first)
-    if month < first:
-        skipped[month.isoformat()] = "only partly covered by the prepared data"
-        month = next_month(month)
-    while next_month(month) <= until:
-        if month in archived:
-            skipped[month.isoformat()] = "already in the archive"
-        else:
-            result = release_month(
-                workspace,
-                month,
-                as_of=next_month(month),
-                params=params,
-                ledger=ledger,
-                policy=policy,
-                purpose=purpose,
-                recipient=recipient,
-                destination=destination,
-                confidence=confidence,
-                synthetic=synthetic,
-            )
-            released[month.isoformat()] = result.release_id
-        month = next_month(month)
+    replay = Workspace(workspace.root / ".history")
+    month = first
+    try:
+        while next_month(month) <= until:
+            if month in archived:
+                skipped[month.isoformat()] = "already in the archive"
+            else:
+                closed = next_month(month)
+                source = None
+                if covered is None or month < covered:
+                    source = _prepared_as_of(workspace, replay, policy, purpose, closed)
+                result = release_month(
+                    workspace,
+                    month,
+                    as_of=closed,
+                    params=params,
+                    ledger=ledger,
+                    policy=policy,
+                    purpose=purpose,
+                    recipient=recipient,
+                    destination=destination,
+                    confidence=confidence,
+                    spec=spec,
+                    synthetic=synthetic,
+                    prepared=source,
+                )
+                released[month.isoformat()] = result.release_id
+            month = next_month(month)
+    finally:
+        shutil.rmtree(replay.root, ignore_errors=True)
     return BackfillReport(released, skipped)
+
+
+def _first_full_month(day: dt.date | None) -> dt.date | None:
+    if day is None:
+        return None
+    month = month_start(day)
+    return month if month == day else next_month(month)
+
+
+def _history_start(workspace: Workspace) -> dt.date | None:
+    """First full month of the synthetic raw history (from its manifest)."""
+    if not workspace.manifest.exists():
+        return None
+    manifest = json.loads(workspace.manifest.read_text(encoding="utf-8"))
+    start = manifest.get("parameters", {}).get("window_start")
+    return _first_full_month(dt.date.fromisoformat(start)) if start else None
+
+
+def _prepared_as_of(
+    workspace: Workspace, replay: Workspace, policy: Any, purpose: str, closed: dt.date
+) -> Path:
+    """Prepare the rewound raw data as of the last day of the month that closed."""
+    from segments.history import rewind_raw
+    from segments.prepare import prepare
+
+    day = closed - dt.timedelta(days=1)
+    rewind_raw(workspace, day, replay)
+    prepare(replay, policy, purpose, day)
+    return replay.prepared_dir(purpose)

@@ -1,0 +1,89 @@
+"""Simulated history: the raw extract as it stood on a past day (synthetic data only).
+
+The purchasing series releases each month once, when it closes and while its data is inside
+retention (AO-4). To build that archive for a synthetic history, ``segments release
+backfill`` replays the past: for each month it rewinds the raw tables to the day the month
+closed and prepares them as of that day, so the month is released from exactly what the
+policy allowed then — never from data that had already left retention. Real data cannot be
+rewound (what was deleted is gone), so this module refuses it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+
+from segments.exceptions import PolicyError
+from segments.workspace import Workspace, atomic_write_with, sha256_file, write_json
+
+__all__ = ["rewind_raw"]
+
+_TABLES = ("customers", "products", "orders", "order_lines", "surveys")
+
+
+def _rewind_customers(customers: pl.DataFrame, day: dt.date) -> pl.DataFrame:
+    """Customers who had signed up by ``day``, with the facts known on that day."""
+    later = pl.lit(None, dtype=pl.Date)
+    return customers.filter(pl.col("signup_date") <= day).with_columns(
+        pl.min_horizontal("last_contact_date", pl.lit(day)).alias("last_contact_date"),
+        pl.when(pl.col("end_date") <= day).then("end_date").otherwise(later).alias("end_date"),
+        pl.when(pl.col("consent_withdrawn_date") <= day)
+        .then("consent_withdrawn_date")
+        .otherwise(later)
+        .alias("consent_withdrawn_date"),
+    )
+
+
+def rewind_raw(source: Workspace, day: dt.date, target: Workspace) -> Workspace:
+    """Write ``target/raw/`` as ``source/raw/`` would have been on ``day``.
+
+    Orders after ``day`` and their lines, customers who signed up later and survey months
+    that had not started are dropped; end dates and consent withdrawals after ``day`` are
+    unknown then. Flags without a date (erasure, restriction, objection, opt-outs) keep their
+    current value, which can only exclude more. The manifest keeps the seed, so prepare's
+    demo key gives the same pseudonyms.
+
+    Raises
+    ------
+    PolicyError
+        If the source data is not marked synthetic.
+    """
+    manifest = json.loads(source.manifest.read_text(encoding="utf-8"))
+    if not manifest.get("synthetic", False):
+        raise PolicyError(
+            f"{source.manifest}: only synthetic data can be rewound to a past day; real data "
+            "that left retention is gone, so its history cannot be replayed"
+        )
+    if target.raw.exists():
+        shutil.rmtree(target.raw)
+    target.raw.mkdir(parents=True)
+    frames = {t: pl.read_parquet(source.raw_table(t)) for t in _TABLES}
+    customers = _rewind_customers(frames["customers"], day)
+    orders = frames["orders"].filter(pl.col("order_date") <= day)
+    rewound = {
+        "customers": customers,
+        "products": frames["products"],
+        "orders": orders,
+        "order_lines": frames["order_lines"].join(orders.select("order_id"), on="order_id"),
+        "surveys": frames["surveys"].filter(pl.col("survey_month") <= day),
+    }
+    files = {}
+    for name, frame in rewound.items():
+        path = target.raw_table(name)
+        atomic_write_with(path, frame.write_parquet)
+        files[f"{name}.parquet"] = sha256_file(path)
+    write_json(
+        target.manifest,
+        {
+            **{k: v for k, v in manifest.items() if k not in ("files", "row_counts")},
+            "parameters": {**manifest.get("parameters", {}), "as_of": day.isoformat()},
+            "rewound_from": str(Path(source.root)),
+            "files": files,
+            "row_counts": {k: v.height for k, v in rewound.items()},
+        },
+    )
+    return target
