@@ -1,0 +1,116 @@
+"""``segments segment``: fit the exploratory segmentation and write ``W/segments/``.
+
+Options are added by small functions so further modes (e.g. a private, DP-learned
+segmentation) can add their own switches and branch in :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from segments.cli.common import add_workspace_option, iso_date
+from segments.cli.segment_private import add_private_options, run_private
+from segments.segmentation import MODELS, segment
+
+
+def k_range(text: str) -> range:
+    """argparse type for an inclusive range of segment counts such as ``3-10``."""
+    low, sep, high = text.partition("-")
+    try:
+        first, last = int(low), int(high if sep else low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a range like 3-10") from None
+    if first < 2 or last < first:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the range must start at 2 or more and not run backwards (e.g. 3-10)"
+        )
+    return range(first, last + 1)
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """Workspace, policy, purpose, as-of and seed: shared by every segmentation mode."""
+    add_workspace_option(parser)
+    parser.add_argument(
+        "--policy", default="alloffice", help="policy name or .toml path (default: alloffice)"
+    )
+    parser.add_argument(
+        "--purpose",
+        default="segmentation",
+        help="which prepared frames to read (default: segmentation)",
+    )
+    parser.add_argument(
+        "--as-of",
+        type=iso_date,
+        metavar="DATE",
+        help="reference date for recency (default: the prepared frames' as_of)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+
+def add_exploratory_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the exploratory (non-private) model."""
+    parser.add_argument(
+        "--k-range",
+        type=k_range,
+        default=range(3, 11),
+        metavar="LOW-HIGH",
+        help="numbers of segments to compare (default: 3-10)",
+    )
+    parser.add_argument("--model", choices=MODELS, default="kmeans", help="default: kmeans")
+    parser.add_argument(
+        "--selection-sample",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="choose k on a random subsample of N people; the final fit uses everyone "
+        "(default: 20000)",
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "segment",
+        help="segment the prepared customers (labels, profiles, metadata)",
+        description="Compute features from W/prepared/<purpose>/, choose the number of "
+        "segments by silhouette and BIC (bootstrap stability reported), fit on everyone and "
+        "write W/segments/{labels,profiles}.parquet and metadata.json. Labels are personal "
+        "data: only profiling-eligible people get one (AO-5, AL-3), and nothing here is a "
+        "release.",
+    )
+    add_common_options(parser)
+    add_exploratory_options(parser)
+    add_private_options(parser)  # --private: DP k-means (segments.cli.segment_private)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.private:  # DP k-means segments (issue 6); everything below is the exploratory model
+        return run_private(args)
+    result = segment(
+        args.workspace,
+        args.policy,
+        args.purpose,
+        as_of=args.as_of,
+        k_range=args.k_range,
+        model=args.model,
+        seed=args.seed,
+        selection_sample=args.selection_sample,
+    )
+    meta = result.metadata
+    print(
+        f"{meta['model']} with k={meta['k']} fitted on {meta['n_customers']} people (k chosen on "
+        f"{meta['selection_sample_size']}); {meta['n_labelled']} profiling-eligible people "
+        f"labelled in {result.paths['labels']}"
+    )
+    scores = result.model.scores
+    print("  k  silhouette          BIC  stability (ARI)")
+    for row in scores.itertuples():
+        mark = "*" if row.k == meta["k"] else " "
+        print(
+            f"{mark}{row.k:>2}  {row.silhouette:10.3f} {row.bic:12.0f}  "
+            f"{row.stability_ari_mean:.3f}"
+        )
+    for seg, name in meta["segments"].items():
+        size = int(result.profiles.loc[result.profiles["segment"] == int(seg), "size"].iloc[0])
+        print(f"  segment {seg}: {name} ({size} people)")
+    return 0

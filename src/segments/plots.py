@@ -1,0 +1,377 @@
+"""Plot helpers (matplotlib): each takes data and an optional ``Axes`` and returns the Axes.
+
+Helpers are grouped by pipeline stage; add new ones at the end of the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+# --- features and segmentation (issue 4) ------------------------------------------------------
+def plot_selection_scores(scores: Any, chosen_k: int | None = None, axes: Any = None) -> Any:
+    """Silhouette, BIC and bootstrap stability against the number of segments.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        ``SegmentModel.scores``: columns ``k``, ``silhouette``, ``bic``,
+        ``stability_ari_mean``.
+    chosen_k : int, optional
+        Marked with a vertical line on every panel.
+    axes : sequence of three matplotlib Axes, optional
+
+    Returns
+    -------
+    numpy.ndarray of matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(12, 3.2), layout="constrained")
+    axes = np.asarray(axes).ravel()
+    panels = (
+        ("silhouette", "silhouette (higher is better)"),
+        ("bic", "BIC (lower is better)"),
+        ("stability_ari_mean", "bootstrap stability (ARI)"),
+    )
+    for ax, (column, title) in zip(axes, panels, strict=True):
+        ax.plot(scores["k"], scores[column], marker="o")
+        if chosen_k is not None:
+            ax.axvline(chosen_k, color="grey", linestyle="--", linewidth=1)
+        ax.set_xlabel("number of segments k")
+        ax.set_title(title)
+    return axes
+
+
+def plot_profile_heatmap(
+    profiles: Any, columns: Sequence[str] | None = None, ax: Any = None
+) -> Any:
+    """Heatmap of segment profiles: mean share of spend per category by default.
+
+    Parameters
+    ----------
+    profiles : pandas.DataFrame
+        From ``segment_profiles``: one row per segment with ``name``, ``size`` and
+        ``share_<category>_mean`` columns.
+    columns : sequence of str, optional
+        Profile columns to show (default: every ``share_<category>_mean``). Each column is
+        shown as is, so mix only columns on one scale.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+
+    from segments.schema import PRODUCT_CATEGORIES
+
+    columns = list(columns or [f"share_{c}_mean" for c in PRODUCT_CATEGORIES])
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.0 + 0.8 * len(columns), 0.9 + 0.5 * len(profiles)))
+    values = profiles[columns].to_numpy(dtype=float)
+    image = ax.imshow(values, cmap="viridis", aspect="auto")
+    for (i, j), v in np.ndenumerate(values):
+        colour = "white" if v < values.max() / 2 else "black"
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color=colour)
+    labels = [c.removeprefix("share_").removesuffix("_mean") for c in columns]
+    ax.set_xticks(range(len(columns)), labels, rotation=45, ha="right")
+    rows = [
+        f"{s}: {n} ({z})"
+        for s, n, z in zip(profiles["segment"], profiles["name"], profiles["size"], strict=True)
+    ]
+    ax.set_yticks(range(len(profiles)), rows)
+    ax.figure.colorbar(image, ax=ax, fraction=0.03)
+    return ax
+
+
+def plot_segments_2d(
+    X: Any, segments: Any, *, max_points: int = 3000, seed: int = 0, ax: Any = None
+) -> Any:
+    """A 2-D principal-component projection of the model's features, coloured by segment.
+
+    Parameters
+    ----------
+    X : array-like of shape (n, d)
+        The transformed features (what the model saw).
+    segments : array-like of int
+        Segment of each row.
+    max_points : int, default 3000
+        At most this many people are drawn (a seeded random sample) so the plot stays small.
+    seed : int, default 0
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+
+    X, segments = np.asarray(X, dtype=float), np.asarray(segments)
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(X), size=min(max_points, len(X)), replace=False))
+    pca = PCA(n_components=2, svd_solver="full").fit(X)
+    points = pca.transform(X[keep])
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4.5))
+    for seg in np.unique(segments):
+        mask = segments[keep] == seg
+        ax.scatter(points[mask, 0], points[mask, 1], s=6, alpha=0.6, label=f"segment {seg}")
+    ratio = pca.explained_variance_ratio_
+    ax.set_xlabel(f"PC 1 ({ratio[0]:.0%} of variance)")
+    ax.set_ylabel(f"PC 2 ({ratio[1]:.0%} of variance)")
+    ax.legend(markerscale=3, fontsize=8)
+    return ax
+
+
+# --- generate (issue 2): what the raw dataset holds, as aggregates only -----------------------
+def plot_orders_per_month(orders: Any, ax: Any = None) -> Any:
+    """Number of orders per calendar month (bars), from the ``orders`` table.
+
+    Parameters
+    ----------
+    orders : polars.DataFrame
+        Needs ``order_date``.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+    import polars as pl
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 3), layout="constrained")
+    monthly = (
+        orders.group_by(pl.col("order_date").dt.truncate("1mo").alias("month")).len().sort("month")
+    )
+    months = monthly["month"].to_list()
+    colours = [
+        "tab:orange" if m.month == 8 else "tab:grey" if m.month == 7 else "tab:blue" for m in months
+    ]
+    ax.bar(months, monthly["len"].to_list(), width=25, color=colours)
+    ax.set_ylabel("orders")
+    ax.set_title("Orders per month (August orange, July grey)")
+    return ax
+
+
+def _county_polygons() -> dict[str, list[np.ndarray]]:
+    """County code -> outer rings (lon, lat) from the shipped GeoJSON."""
+    import json
+
+    from segments.geography import county_geojson_path
+
+    features = json.loads(county_geojson_path().read_text(encoding="utf-8"))["features"]
+    rings: dict[str, list[np.ndarray]] = {}
+    for feature in features:
+        geometry = feature["geometry"]
+        polygons = (
+            geometry["coordinates"]
+            if geometry["type"] == "MultiPolygon"
+            else [geometry["coordinates"]]
+        )
+        rings[feature["properties"]["county_code"]] = [np.asarray(p[0]) for p in polygons]
+    return rings
+
+
+def plot_county_map(values: Any, column: str, ax: Any = None, cmap: str = "viridis") -> Any:
+    """Choropleth of Sweden's counties (matplotlib polygons, no geopandas).
+
+    Parameters
+    ----------
+    values : polars.DataFrame
+        ``county_code`` and the numeric ``column`` to colour by (counties missing are grey).
+    column : str
+    ax : matplotlib Axes, optional
+    cmap : str
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Polygon
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 7), layout="constrained")
+    by_county = dict(zip(values["county_code"].to_list(), values[column].to_list(), strict=True))
+    patches, colours, missing = [], [], []
+    for code, rings in sorted(_county_polygons().items()):
+        for ring in rings:
+            # longitude scaled by cos(62°) so Sweden keeps its shape
+            patch = Polygon(np.column_stack([ring[:, 0] * 0.47, ring[:, 1]]), closed=True)
+            if code in by_county:
+                patches.append(patch)
+                colours.append(by_county[code])
+            else:
+                missing.append(patch)
+    collection = PatchCollection(patches, cmap=cmap, edgecolor="white", linewidth=0.4)
+    collection.set_array(np.asarray(colours, dtype=float))
+    ax.add_collection(collection)
+    ax.add_collection(PatchCollection(missing, facecolor="lightgrey", edgecolor="white"))
+    ax.autoscale_view()
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    ax.figure.colorbar(collection, ax=ax, shrink=0.6, label=column)
+    return ax
+
+
+def plot_category_mix(mix: Any, ax: Any = None) -> Any:
+    """Stacked horizontal bars: share of spend per product category, one bar per group.
+
+    Parameters
+    ----------
+    mix : polars.DataFrame
+        First column the group label (e.g. ``archetype``), then one column per category
+        holding shares that sum to 1 per row.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 0.5 * mix.height + 1.5), layout="constrained")
+    labels = mix[mix.columns[0]].to_list()
+    left = np.zeros(mix.height)
+    colours = plt.get_cmap("tab10")
+    for i, category in enumerate(mix.columns[1:]):
+        share = mix[category].to_numpy()
+        ax.barh(labels, share, left=left, color=colours(i % 10), label=category)
+        left += share
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of spend")
+    ax.legend(ncols=5, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    return ax
+
+
+# --- forecast (issue 8) ----------------------------------------------------------------------
+def plot_forecast_fan(
+    archive: Any, forecast: Any, category: str, measure: str = "units", ax: Any = None
+) -> Any:
+    """One category's released history and its forecast with the prediction interval.
+
+    Parameters
+    ----------
+    archive : pandas.DataFrame
+        The release archive (``month``, ``category``, ``units``, ``sek``), or any frame with
+        those columns (e.g. true totals, in evaluations).
+    forecast : pandas.DataFrame
+        From :func:`segments.forecast.forecast_archive`; ``"total"`` plots the sum of the
+        categories' released values against the total forecast.
+    category : str
+    measure : {"units", "sek"}
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3), layout="constrained")
+    history = archive if category == "total" else archive[archive["category"] == category]
+    series = history.groupby("month")[measure].sum().sort_index()
+    ahead = forecast[forecast["category"] == category].sort_values("month")
+    months = pd.to_datetime(ahead["month"])
+    ax.plot(pd.to_datetime(series.index), series.to_numpy(), color="C0", label="released")
+    ax.fill_between(
+        months,
+        ahead[f"{measure}_lower"],
+        ahead[f"{measure}_upper"],
+        color="C1",
+        alpha=0.3,
+        label=f"{ahead['level'].iloc[0]:.0%} interval",
+    )
+    ax.plot(months, ahead[measure], color="C1", marker="o", markersize=3, label="forecast")
+    ax.set_title(category.replace("_", " "), fontsize="medium")
+    ax.set_ylim(bottom=0)
+    ax.tick_params(axis="x", labelrotation=30, labelsize="small")
+    return ax
+
+
+def plot_forecast_fans(
+    archive: Any, forecast: Any, measure: str = "units", axes: Any = None
+) -> Any:
+    """Fan charts for every category of a forecast, and the total, in a grid.
+
+    Parameters
+    ----------
+    archive, forecast : pandas.DataFrame
+        As :func:`plot_forecast_fan`.
+    measure : {"units", "sek"}
+    axes : array of matplotlib Axes, optional
+        At least as many as categories plus one.
+
+    Returns
+    -------
+    numpy.ndarray of matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+
+    categories = list(dict.fromkeys(forecast["category"]))
+    if axes is None:
+        rows = -(-len(categories) // 3)
+        _, axes = plt.subplots(
+            rows, 3, figsize=(13, 2.6 * rows), layout="constrained", squeeze=False
+        )
+    axes = np.asarray(axes)
+    flat = axes.ravel()
+    for ax, category in zip(flat, categories, strict=False):
+        plot_forecast_fan(archive, forecast, category, measure, ax=ax)
+    for ax in flat[len(categories) :]:
+        ax.set_visible(False)
+    flat[0].legend(fontsize="small")
+    flat[0].figure.suptitle(f"{measure} per month: released history and forecast")
+    return axes
+
+
+def plot_privacy_cost(table: Any, ax: Any = None) -> Any:
+    """Forecast error (median MAPE with its spread) against the per-month ε.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Rows of the backtest: ``epsilon`` (``None`` for the true-totals and seasonal-naive
+        baselines), ``method``, ``mape_median``, ``mape_q10``, ``mape_q90``.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")
+    dp = table[table["epsilon"].notna()].sort_values("epsilon")
+    low = dp["mape_median"] - dp["mape_q10"]
+    high = dp["mape_q90"] - dp["mape_median"]
+    ax.errorbar(
+        dp["epsilon"],
+        dp["mape_median"],
+        yerr=[low, high],
+        marker="o",
+        capsize=3,
+        label="forecast from DP archive (median, 10-90 %)",
+    )
+    for style, (_, row) in zip(
+        ("--", ":"), table[table["epsilon"].isna()].iterrows(), strict=False
+    ):
+        ax.axhline(row["mape_median"], linestyle=style, color="grey", label=row["method"])
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("ε per released month")
+    ax.set_ylabel("MAPE over the 6 held-out months (%)")
+    ax.legend(fontsize="small")
+    return ax

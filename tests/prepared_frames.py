@@ -1,0 +1,90 @@
+"""Small, seeded frames shaped like the prepared frames (docs/architecture.md), for tests.
+
+Four planted archetypes with distinct category mixes, order frequencies and basket sizes,
+so a segmentation test can check that they are recovered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+
+from segments.geography import municipalities
+from segments.schema import CHANNELS, PRODUCT_CATEGORIES, SIZE_BANDS
+
+AS_OF = dt.date(2026, 6, 30)
+# name: (customer type, mean orders, mean basket SEK, category weights, channel weights)
+ARCHETYPES = {
+    "bulk_office": ("business", 18, 3000, {"paper": 5, "toner_ink": 4, "filing_archiving": 1}),
+    "pantry": ("business", 10, 1200, {"coffee_pantry": 6, "cleaning_hygiene": 4}),
+    "home_office": ("private", 3, 400, {"writing": 4, "it_accessories": 4, "paper": 1}),
+    "furnishing": ("business", 2, 9000, {"furniture": 7, "desk_accessories": 3}),
+}
+
+
+def _hex(values: np.ndarray) -> list[str]:
+    return [f"{v:016x}" for v in values]
+
+
+def make_prepared(
+    n_persons: int = 400, seed: int = 0, as_of: dt.date = AS_OF
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Prepared-shaped ``customers``, ``lines`` and the planted ``truth`` (person, archetype)."""
+    rng = np.random.default_rng(seed)
+    names = list(ARCHETYPES)
+    archetype = rng.integers(0, len(names), n_persons)
+    ids = _hex(rng.choice(2**40, size=n_persons, replace=False) + 2**44)
+    munis = municipalities()
+    muni_idx = rng.integers(0, munis.height, n_persons)
+    kinds = np.array([ARCHETYPES[names[a]][0] for a in archetype])
+    customers = pl.DataFrame(
+        {
+            "person_id": ids,
+            "customer_type": kinds,
+            "size_band": [
+                None if k == "private" else SIZE_BANDS[rng.integers(1, 5)] for k in kinds
+            ],
+            "municipality_code": munis["municipality_code"].gather(muni_idx),
+            "county_code": munis["county_code"].gather(muni_idx),
+            "marketing_opt_out": rng.random(n_persons) < 0.1,
+            "profiling_eligible": rng.random(n_persons) < 0.9,
+        }
+    )
+    cat_index = {c: i for i, c in enumerate(PRODUCT_CATEGORIES)}
+    mixes = np.full((len(names), len(PRODUCT_CATEGORIES)), 0.1)
+    for a, name in enumerate(names):
+        for cat, weight in ARCHETYPES[name][3].items():
+            mixes[a, cat_index[cat]] += weight
+    mixes /= mixes.sum(axis=1, keepdims=True)
+    n_orders = rng.poisson([ARCHETYPES[names[a]][1] for a in archetype]) + 1
+    order_person = np.repeat(np.arange(n_persons), n_orders)
+    n_lines = rng.integers(1, 5, order_person.size)
+    line_order = np.repeat(np.arange(order_person.size), n_lines)
+    line_person = order_person[line_order]
+    line_arch = archetype[line_person]
+    cum = mixes.cumsum(axis=1)[line_arch]
+    category = (rng.random(line_person.size)[:, None] > cum).sum(axis=1)
+    basket = np.array([ARCHETYPES[names[a]][2] for a in line_arch], dtype=float)
+    amount = np.round(basket / n_lines[line_order] * rng.lognormal(0, 0.3, line_person.size), 2)
+    order_date = [
+        as_of - dt.timedelta(days=int(d)) for d in rng.integers(0, 400, order_person.size)
+    ]
+    channel = rng.choice(np.array(CHANNELS), order_person.size, p=[0.6, 0.25, 0.15])
+    order_ids = _hex(rng.choice(2**40, size=order_person.size, replace=False) + 2**44)
+    lines = pl.DataFrame(
+        {
+            "person_id": [ids[p] for p in line_person],
+            "order_id": [order_ids[o] for o in line_order],
+            "order_date": [order_date[o] for o in line_order],
+            "channel": channel[line_order],
+            "product_id": (category * 10 + 1).astype(np.int32),
+            "category": np.array(PRODUCT_CATEGORIES)[category],
+            "quantity": np.ones(line_person.size, dtype=np.int32),
+            "amount_sek": amount,
+        },
+        schema_overrides={"order_date": pl.Date},
+    )
+    truth = pl.DataFrame({"person_id": ids, "archetype": [names[a] for a in archetype]})
+    return customers, lines, truth
