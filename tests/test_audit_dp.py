@@ -1,0 +1,61 @@
+"""The empirical DP audit passes sound OpenDP mechanisms and catches a broken one."""
+
+from __future__ import annotations
+
+import numpy as np
+import opendp.prelude as dp
+import pytest
+
+from segments.audit.dp_audit import audit_mechanism, epsilon_lower_bound
+
+dp.enable_features("contrib")
+
+
+def _bounded_sum(upper: float, scale: float) -> dp.Measurement:
+    domain = dp.vector_domain(dp.atom_domain(T=float, nan=False))
+    return (
+        dp.t.make_clamp(domain, dp.symmetric_distance(), bounds=(0.0, upper))
+        >> dp.t.then_sum()
+        >> dp.m.then_laplace(scale=scale)
+    )
+
+
+def test_sound_mechanism_passes() -> None:
+    meas = _bounded_sum(10.0, 10.0)
+    claimed = meas.map(1)
+    result = audit_mechanism(
+        "sum", meas, [1.0] * 30 + [10.0], [1.0] * 30, claimed_epsilon=claimed, trials=2000
+    )
+    assert claimed == pytest.approx(1.0, rel=1e-6)
+    assert result.passed
+    assert 0.0 <= result.epsilon_lower_bound <= claimed
+
+
+def test_missing_contribution_bound_is_flagged() -> None:
+    # noise calibrated for a bound of 10, but nothing clamps the heavy person's 1000
+    broken = _bounded_sum(1e6, 10.0)
+    result = audit_mechanism(
+        "sum without bound",
+        broken,
+        [1.0] * 30 + [1000.0],
+        [1.0] * 30,
+        claimed_epsilon=1.0,
+        trials=1000,
+    )
+    assert not result.passed
+    assert result.epsilon_lower_bound > 3
+    assert result.as_dict()["result"].startswith("FAIL")
+
+
+def test_identical_distributions_give_small_bound() -> None:
+    rng = np.random.default_rng(1)
+    lb, _, _ = epsilon_lower_bound(rng.laplace(size=4000), rng.laplace(size=4000))
+    assert lb < 0.25
+
+
+def test_delta_loosens_the_bound() -> None:
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(0.5, 1, 4000), rng.normal(0, 1, 4000)
+    strict, _, _ = epsilon_lower_bound(a, b)
+    loose, _, _ = epsilon_lower_bound(a, b, delta=0.05)
+    assert loose < strict
