@@ -1,0 +1,258 @@
+"""Backtest: how much forecast accuracy does releasing the monthly series under DP cost?
+
+On a synthetic dataset (synthetic data only; the evaluation ledger refuses anything else),
+hold out the last ``--holdout`` months and compare the MAPE per product category of
+
+(a) the ETS forecast from the true monthly totals,
+(b) the ETS forecast from archives released by the project's release engine
+    (``segments.privacy.archive.release_month``, charged to the EVALUATION ledger) at each
+    ε per month, ``--reps`` fresh archives each,
+(c) seasonal-naive, from the true totals and from each DP archive.
+
+Only the training months are released (the held-out months are never needed from an
+archive). The ALO Center policy's ``statistics`` purpose keeps order data 84 months (AL-1),
+so one preparation covers the whole history; each month is released at ``as_of`` = the first
+day of the next month, as the monthly close would.
+
+Run (full size; slow on a shared 2-core machine)::
+
+    .venv/bin/python benchmarks/backtest_forecast.py --customers 100000 --reps 10
+
+Writes ``benchmarks/results/backtest_forecast.json`` (a small table the notebook reads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from segments.forecast import backtest_table, forecast_archive, forecast_panel, load_archive, mape
+from segments.workspace import Workspace, write_json
+
+POLICY = "alocenter"
+PURPOSE = "statistics"
+RECIPIENT = "purchasing"
+RESULTS = Path(__file__).parent / "results" / "backtest_forecast.json"
+
+
+def _dataset(root: Path, customers: int, months: int, as_of: dt.date, seed: int) -> Workspace:
+    """Generate and prepare once; reuse a dataset made with the same parameters."""
+    from segments.prepare import prepare
+    from segments.synth.generate import generate
+
+    ws = Workspace(root / f"data-{customers}-{months}-{seed}")
+    if not (ws.prepared_dir(PURPOSE) / "lines.parquet").exists():
+        generate(ws, customers=customers, months=months, as_of=as_of, seed=seed, force=True)
+        prepare(ws, POLICY, PURPOSE, as_of)
+    return ws
+
+
+def _true_totals(ws: Workspace) -> pd.DataFrame:
+    """True monthly units and SEK per category (evaluation only: never reach a forecast of (b))."""
+    lines = pl.scan_parquet(ws.prepared_dir(PURPOSE) / "lines.parquet")
+    table = (
+        lines.group_by(pl.col("order_date").dt.truncate("1mo").alias("month"), "category")
+        .agg(pl.col("quantity").sum().alias("units"), pl.col("amount_sek").sum().alias("sek"))
+        .collect()
+        .to_pandas()
+    )
+    table["month"] = pd.to_datetime(table["month"])
+    return table
+
+
+def _per_category_mape(forecast: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
+    joined = forecast[forecast["category"] != "total"].merge(
+        truth, on=["category", "month"], suffixes=("", "_true")
+    )
+    return {
+        str(c): mape(g["units_true"], g["units"]) for c, g in joined.groupby("category", sort=True)
+    }
+
+
+def _coverage(forecast: pd.DataFrame, truth: pd.DataFrame) -> float:
+    joined = forecast[forecast["category"] != "total"].merge(
+        truth, on=["category", "month"], suffixes=("", "_true")
+    )
+    inside = (joined["units_true"] >= joined["units_lower"]) & (
+        joined["units_true"] <= joined["units_upper"]
+    )
+    return float(inside.mean())
+
+
+def _dp_archive(
+    data: Workspace, root: Path, epsilon: float, rep: int, train_months: list[dt.date]
+) -> Workspace:
+    """A fresh workspace whose archive the release engine fills, month by month."""
+    from segments.policy import Policy
+    from segments.privacy.archive import next_month, release_month
+    from segments.privacy.ledger import Ledger
+    from segments.privacy.specs import SPECS, PrivacyParams
+
+    ws = Workspace(root / f"eps{epsilon:g}-rep{rep:02d}").create()
+    prepared = ws.prepared_dir(PURPOSE)
+    prepared.mkdir(parents=True, exist_ok=True)
+    for name in ("customers", "lines"):
+        target = prepared / f"{name}.parquet"
+        if not target.exists():
+            os.link(data.prepared_dir(PURPOSE) / f"{name}.parquet", target)
+    policy = Policy.load(POLICY)
+    params = PrivacyParams.from_policy(policy, PURPOSE)
+    ledger = Ledger.for_workspace(
+        ws, str(policy.controller), evaluation=True, synthetic=True, policy=policy
+    )
+    spec = SPECS["monthly_category"].with_epsilon(epsilon)
+    archived = set()
+    if (ws.releases / "archive" / "monthly_category.parquet").exists():
+        archived = set(load_archive(ws)["month"].dt.date)
+    for month in train_months:
+        if month in archived:
+            continue
+        release_month(
+            ws,
+            month,
+            as_of=next_month(month),
+            params=params,
+            ledger=ledger,
+            policy=policy,
+            purpose=PURPOSE,
+            recipient=RECIPIENT,
+            spec=spec,
+            synthetic=True,
+        )
+    return ws
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=float)
+    return {
+        "median": float(np.median(arr)),
+        "q10": float(np.quantile(arr, 0.1)),
+        "q90": float(np.quantile(arr, 0.9)),
+        "n": len(arr),
+    }
+
+
+def _config(args: argparse.Namespace, train: list[Any], manifest: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "customers": args.customers,
+        "months": args.months,
+        "as_of": args.as_of.isoformat(),
+        "seed": args.seed,
+        "holdout_months": args.holdout,
+        "train_months": [train[0].date().isoformat(), train[-1].date().isoformat()],
+        "reps": args.reps,
+        "epsilons": args.epsilons,
+        "policy": POLICY,
+        "purpose": PURPOSE,
+        "ledger": "EVALUATION LEDGER — synthetic data only",
+        "order_lines": int(manifest["row_counts"]["order_lines"]),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    root = Path(args.workdir)
+    data = _dataset(root, args.customers, args.months, args.as_of, args.seed)
+    truth = _true_totals(data)
+    months = sorted(truth["month"].unique())
+    manifest = json.loads(data.manifest.read_text(encoding="utf-8"))
+    # only whole months: the first month of the generated window may be partial
+    first_whole = pd.Timestamp(manifest["parameters"]["window_start"])
+    months = [
+        m
+        for m in months
+        if m >= first_whole and m + pd.offsets.MonthEnd(0) <= pd.Timestamp(args.as_of)
+    ]
+    train, test = months[: -args.holdout], months[-args.holdout :]
+    truth = truth[truth["month"].isin(months)]
+    held = truth[truth["month"].isin(test)]
+    train_truth = truth[truth["month"].isin(train)]
+    timings = {"prepare_s": time.perf_counter() - started}
+
+    results: dict[str, Any] = {"methods": {}, "complete": False}
+    panel = {
+        m: train_truth.pivot(index="month", columns="category", values=m) for m in ("units", "sek")
+    }
+    zeros = {m: panel[m] * 0.0 for m in panel}
+    for model, label in (
+        ("ets", "true totals, ETS"),
+        ("seasonal-naive", "true totals, seasonal-naive"),
+    ):
+        fc = forecast_panel(panel, zeros, args.holdout, model)
+        per_cat = _per_category_mape(fc, held)
+        results["methods"][label] = {
+            "epsilon": None,
+            "per_category": per_cat,
+            "mean_mape": _summary([float(np.mean(list(per_cat.values())))]),
+        }
+
+    train_dates = [m.date() for m in train]
+    for epsilon in args.epsilons:
+        per_rep: dict[str, list[dict[str, float]]] = {"ets": [], "seasonal-naive": []}
+        coverage = []
+        t0 = time.perf_counter()
+        for rep in range(args.reps):
+            ws = _dp_archive(data, root, epsilon, rep, train_dates)
+            archive = load_archive(ws)
+            for model in per_rep:
+                fc = forecast_archive(archive, args.holdout, model, level=0.9)
+                per_rep[model].append(_per_category_mape(fc, held))
+                if model == "ets":
+                    coverage.append(_coverage(fc, held))
+            print(
+                f"eps={epsilon:g} rep {rep}: ETS mean MAPE "
+                f"{np.mean(list(per_rep['ets'][-1].values())):.2f} %",
+                flush=True,
+            )
+        timings[f"eps{epsilon:g}_s"] = time.perf_counter() - t0
+        for model, reps in per_rep.items():
+            cats = sorted(reps[0])
+            results["methods"][
+                f"DP archive eps={epsilon:g}, {'ETS' if model == 'ets' else model}"
+            ] = {
+                "epsilon": epsilon,
+                "model": model,
+                "per_category": {c: _summary([r[c] for r in reps]) for c in cats},
+                "mean_mape": _summary([float(np.mean(list(r.values()))) for r in reps]),
+                **({"coverage_90": _summary(coverage)} if model == "ets" else {}),
+            }
+        # a partial result after each ε, so a long run can be read before it ends
+        results["config"] = _config(args, train, manifest)
+        results["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
+        write_json(args.out, results)
+    results["config"] = _config(args, train, manifest)
+    results["complete"] = True
+    results["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--months", type=int, default=36)
+    parser.add_argument("--as-of", type=dt.date.fromisoformat, default=dt.date(2026, 10, 31))
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--holdout", type=int, default=6)
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--epsilons", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0])
+    parser.add_argument("--workdir", default="data/workspace/backtest_forecast")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    results = run(args)
+    write_json(args.out, results)
+    with pd.option_context("display.width", 120):
+        print(backtest_table(results).round(2).to_string(index=False))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,812 @@
+"""Purchasing forecasts built only from the differentially private release archive (AO-4).
+
+The purchasing team plans from ``W/releases/archive/monthly_category.parquet``: one DP release
+of units and SEK per product category and month, each month released once (see
+docs/architecture.md, "Release archive"). Everything here is post-processing of those
+releases, so it keeps their guarantee and spends no budget. :func:`load_archive` reads that
+one file and nothing else: no prepared or raw data ever reaches a forecast.
+
+Method
+------
+*Model.* Each category's series (and the total, the sum of the released categories) is
+fitted on the released values: ``"ets"`` chooses between ETS(A,N,A) and ETS(A,Ad,A) by AICc,
+``"sarima"`` is the airline model SARIMA(0,1,1)(0,1,1)12, ``"seasonal-naive"`` repeats the
+value of the same month a year earlier. Model choice and tuning see only the released series.
+
+*Noise-aware intervals.* A released value is ``y_t = x_t + e_t``: the true total plus DP noise
+of known variance ``v_t`` (Laplace scale ``b``: ``2 b**2``; Gaussian ``sigma``: ``sigma**2``).
+With the fitted parameters held fixed, every model here is a linear filter of the series, so
+the noise's effect is exact linear algebra rather than guesswork. With ``A`` the response of
+the one-step residuals and ``W`` the response of the forecasts to a unit change of each
+released month (found by impulses through the fitted filter):
+
+- the residual variance ``s2`` of the released series contains the noise
+  ``sum_s A[t, s]**2 v_s``; subtracting it leaves the variance of the true demand's own
+  innovations, ``s2_x = max(s2 - mean_t sum_s A[t, s]**2 v_s, 0)``;
+- the forecast of the true future total ``x_{T+h}`` then errs by the model's own error
+  (``s2_x`` times the model's h-step multiplier ``c_h``) plus the noise carried into the
+  forecast from the history, ``sum_s W[h, s]**2 v_s``; the two are independent.
+
+So ``var_h = s2_x * c_h + sum_s W[h, s]**2 v_s``. Months released with more noise widen the
+intervals through the second term, and a future month's own release noise is not added, as
+the forecast targets true demand, not a future release. The method is exact for a linear
+filter with independent noise; it does not add the uncertainty of the estimated parameters
+(the backtest in benchmarks/backtest_forecast.py measures the coverage that results).
+
+*Consistency.* For every month ahead the base forecasts of the categories and of the total
+are reconciled by weighted least squares with the forecast variances as weights (MinT with a
+diagonal covariance): the gap between the total's forecast and the sum of the categories is
+shared out in proportion to each forecast's variance, so noisy series move most. Categories
+forced below zero are fixed at zero and the rest re-solved (the bound-constrained optimum),
+and the reconciled total is the sum of the categories, so they add up exactly. Each interval
+keeps its base forecast's variance around the reconciled point (we do not claim MinT's
+variance reduction, which assumes independent errors across categories), and lower bounds are
+clipped at zero.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from segments.exceptions import SchemaError, WorkspaceError
+from segments.workspace import Workspace
+
+__all__ = [
+    "ARCHIVE_COLUMNS",
+    "FORECAST_MODELS",
+    "TOTAL_CATEGORY",
+    "SeriesForecast",
+    "archive_path",
+    "backtest_table",
+    "forecast_archive",
+    "forecast_panel",
+    "forecast_series",
+    "load_archive",
+    "mape",
+    "noise_variance",
+    "reconcile",
+    "validate_archive",
+]
+
+#: Columns of the release archive (docs/architecture.md), plus ``epsilon`` or ``rho``.
+ARCHIVE_COLUMNS = (
+    "month",
+    "category",
+    "units",
+    "sek",
+    "units_scale",
+    "sek_scale",
+    "mechanism",
+    "release_id",
+)
+_LOSS_COLUMNS = ("epsilon", "rho")
+_MECHANISMS = ("laplace", "gaussian")
+FORECAST_MODELS = ("ets", "sarima", "seasonal-naive")
+#: Label of the all-category rows in a forecast table.
+TOTAL_CATEGORY = "total"
+_MEASURES = ("units", "sek")
+_SEASON = 12
+_MAX_HORIZON = 12
+#: Released months a model needs: two full seasons for the seasonal models, one season plus
+#: one month (a first residual) for seasonal-naive.
+_MIN_MONTHS = {"ets": 2 * _SEASON, "sarima": 2 * _SEASON + 1, "seasonal-naive": _SEASON + 1}
+_BACKFILL = "segments release backfill --workspace {root}"
+
+
+# --- the archive: the only input -----------------------------------------------------------
+def archive_path(workspace: Workspace) -> Path:
+    """Path of the monthly category release archive in ``workspace``."""
+    return workspace.releases / "archive" / "monthly_category.parquet"
+
+
+def load_archive(workspace: Workspace) -> pd.DataFrame:
+    """Read and validate the release archive, the only data a forecast may read.
+
+    Parameters
+    ----------
+    workspace : Workspace
+        The workspace whose ``releases/archive/monthly_category.parquet`` is read.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The validated archive, sorted by category and month (see :func:`validate_archive`).
+
+    Raises
+    ------
+    WorkspaceError
+        If the archive is missing or empty; the message names the command that builds it.
+    SchemaError
+        If the archive breaks its contract.
+    """
+    path = archive_path(workspace)
+    fix = _BACKFILL.format(root=workspace.root)
+    if not path.exists():
+        raise WorkspaceError(
+            f"release archive {path} does not exist: forecasts read only the DP release "
+            f"archive; build it with `{fix}` first"
+        )
+    frame = pd.read_parquet(path)
+    if frame.empty:
+        raise WorkspaceError(
+            f"release archive {path} is empty (0 released months); release months into it "
+            f"with `{fix}` first"
+        )
+    return validate_archive(frame)
+
+
+def validate_archive(frame: pd.DataFrame) -> pd.DataFrame:
+    """Check a frame against the release archive contract and normalise it.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Rows of ``monthly_category.parquet``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with ``month`` as first-of-month timestamps, sorted by category and month.
+
+    Raises
+    ------
+    SchemaError
+        If a column is missing, a mechanism is unknown, a value or noise scale is not a
+        positive finite number (a value without a noise scale was not released through the
+        DP engine), a month is released twice, or the months have gaps or differ between
+        categories.
+    WorkspaceError
+        If the frame has no rows.
+    """
+    missing = [c for c in ARCHIVE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise SchemaError(
+            f"release archive: columns {missing} missing (the contract in docs/architecture.md "
+            f"'Release archive' needs {list(ARCHIVE_COLUMNS)} and epsilon or rho); rebuild it "
+            "with `segments release backfill`"
+        )
+    if not any(c in frame.columns for c in _LOSS_COLUMNS):
+        raise SchemaError(
+            "release archive: neither column 'epsilon' nor 'rho' is present; every released "
+            "month must state its privacy loss; rebuild it with `segments release backfill`"
+        )
+    if frame.empty:
+        raise WorkspaceError(
+            "release archive has no rows; release months with `segments release backfill`"
+        )
+    out = frame.copy()
+    out["month"] = pd.to_datetime(out["month"])
+    not_first = out.loc[out["month"].dt.day != 1, "month"]
+    if len(not_first):
+        raise SchemaError(
+            f"release archive: column 'month' must hold the first day of each month; "
+            f"{len(not_first)} rows do not (first: {not_first.iloc[0].date()})"
+        )
+    bad_mech = sorted(set(out["mechanism"]) - set(_MECHANISMS))
+    if bad_mech:
+        raise SchemaError(
+            f"release archive: column 'mechanism' has {bad_mech}; the known mechanisms are "
+            f"{list(_MECHANISMS)}"
+        )
+    for column in ("units", "sek"):
+        _require_finite(out, column, positive=False)
+    for column in ("units_scale", "sek_scale"):
+        _require_finite(out, column, positive=True)
+    dup = out.duplicated(["month", "category"])
+    if dup.any():
+        first = out.loc[dup].iloc[0]
+        raise SchemaError(
+            f"release archive: month {first['month'].date()} of category {first['category']!r} "
+            "appears more than once; each month is released once and never re-released"
+        )
+    _require_common_contiguous_months(out)
+    return out.sort_values(["category", "month"], kind="stable").reset_index(drop=True)
+
+
+def _require_finite(frame: pd.DataFrame, column: str, *, positive: bool) -> None:
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values) | ((values <= 0) if positive else False)
+    if bad.any():
+        rule = "a positive finite noise scale" if positive else "a finite released value"
+        row = frame.loc[bad].iloc[0]
+        raise SchemaError(
+            f"release archive: column {column!r} must hold {rule}; {int(bad.sum())} rows do "
+            f"not (first: month {row['month'].date()}, category {row['category']!r}, value "
+            f"{row[column]!r}); only DP releases from `segments release backfill` belong here"
+        )
+
+
+def _require_common_contiguous_months(frame: pd.DataFrame) -> None:
+    first, last = frame["month"].min(), frame["month"].max()
+    expected = pd.date_range(first, last, freq="MS")
+    for category, months in frame.groupby("category", sort=True)["month"]:
+        gaps = expected.difference(pd.DatetimeIndex(months))
+        if len(gaps):
+            raise SchemaError(
+                f"release archive: category {category!r} has no release for "
+                f"{len(gaps)} of the months {first.date()}..{last.date()} (first missing: "
+                f"{gaps[0].date()}); a forecast needs every month of every category; release "
+                "the missing months with `segments release backfill`"
+            )
+
+
+def noise_variance(scale: np.ndarray | float, mechanism: np.ndarray | str) -> np.ndarray:
+    """Variance of DP noise from its scale: Laplace ``b`` gives ``2 b**2``, Gaussian ``sigma``
+    gives ``sigma**2``.
+
+    Parameters
+    ----------
+    scale : array-like of float
+        Noise scale of each released value (``units_scale`` or ``sek_scale``).
+    mechanism : array-like of str or str
+        ``"laplace"`` or ``"gaussian"``, per value or for all.
+
+    Returns
+    -------
+    numpy.ndarray
+        The noise variance of each value.
+
+    Raises
+    ------
+    SchemaError
+        For an unknown mechanism.
+
+    Examples
+    --------
+    >>> noise_variance([1.0, 2.0], ["laplace", "gaussian"]).tolist()
+    [2.0, 4.0]
+    """
+    scale_arr = np.asarray(scale, dtype=float)
+    mech = np.broadcast_to(np.asarray(mechanism, dtype=object), scale_arr.shape)
+    unknown = sorted({str(m) for m in mech.ravel()} - set(_MECHANISMS))
+    if unknown:
+        raise SchemaError(
+            f"mechanism {unknown} is unknown; noise variance is defined for {list(_MECHANISMS)}"
+        )
+    return np.where(mech == "laplace", 2.0 * scale_arr**2, scale_arr**2)
+
+
+# --- one series ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SeriesForecast:
+    """The forecast of one series before reconciliation.
+
+    Attributes
+    ----------
+    point : numpy.ndarray
+        Point forecast for 1..horizon months ahead.
+    variance : numpy.ndarray
+        Forecast-error variance for the true value: the model's own error plus the release
+        noise carried into the forecast.
+    model : str
+        The fitted model, e.g. ``"ETS(A,Ad,A)"``.
+    signal_variance : float
+        One-step innovation variance of the true series (released residual variance minus
+        its known noise part).
+    noise_variance : numpy.ndarray
+        The part of ``variance`` due to release noise in the history.
+    """
+
+    point: np.ndarray
+    variance: np.ndarray
+    model: str
+    signal_variance: float
+    noise_variance: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Fit:
+    name: str
+    fitted: np.ndarray  # one-step predictions (nan where the model has none)
+    forecast: np.ndarray
+    multiplier: np.ndarray  # h-step variance / one-step variance
+    n_params: int
+    first_residual: int
+    # the fitted filter with its parameters fixed, applied to each column of a matrix:
+    # (n, k) series -> (n, k) one-step predictions and (horizon, k) forecasts
+    refilter: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _ets_filter(
+    series: np.ndarray, params: dict[str, float], trend: str | None, horizon: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The additive ETS recursions of statsmodels' ETSModel, vectorised over columns.
+
+    statsmodels re-creates a model per series (tens of ms each); the impulse responses need
+    one run per released month, so the same recursions run here on all columns at once.
+    """
+    from statsmodels.tsa.exponential_smoothing.initialization import (
+        _initialization_heuristic,
+    )
+
+    n, k = series.shape
+    level, slope = np.empty(k), np.zeros(k)
+    season = np.empty((_SEASON, k))  # row 0 is the state of the same month a year back
+    for j in range(k):
+        l0, b0, s0 = _initialization_heuristic(
+            series[:, j], trend=trend, seasonal="add", seasonal_periods=_SEASON
+        )
+        level[j], season[:, j] = l0, s0
+        if b0 is not None:
+            slope[j] = b0
+    alpha, gamma = params["smoothing_level"], params["smoothing_seasonal"]
+    beta, phi = params.get("smoothing_trend", 0.0), params.get("damping_trend", 1.0)
+    fitted = np.empty((n, k))
+    for t in range(n):
+        fitted[t] = level + phi * slope + season[0]
+        err = series[t] - fitted[t]
+        level, slope = level + phi * slope + alpha * err, phi * slope + beta * err
+        season = np.vstack([season[1:], season[0] + gamma * err])
+    damp = np.cumsum(phi ** np.arange(1, horizon + 1))
+    forecast = level + damp[:, None] * slope + season[np.arange(horizon) % _SEASON]
+    return fitted, forecast
+
+
+def _fit_ets(y: np.ndarray, horizon: int) -> _Fit:
+    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+
+    fits = []
+    for trend, name in ((None, "ETS(A,N,A)"), ("add", "ETS(A,Ad,A)")):
+        model = ETSModel(
+            pd.Series(y),  # a pandas series: statsmodels' ETS prediction needs an index
+            error="add",
+            trend=trend,
+            damped_trend=trend is not None,
+            seasonal="add",
+            seasonal_periods=_SEASON,
+            initialization_method="heuristic",
+        )
+        res = model.fit(disp=False)
+        if np.isfinite(res.aicc):
+            fits.append((res.aicc, name, trend, model, res))
+    if not fits:
+        raise ValueError("ETS: no candidate model could be fitted to the released series")
+    _, name, trend, model, res = min(fits, key=lambda item: item[0])
+    var = np.asarray(res.get_prediction(start=len(y), end=len(y) + horizon - 1).var_pred_mean)
+    params = dict(zip(model.param_names, np.asarray(res.params), strict=True))
+    fitted, forecast = np.asarray(res.fittedvalues), np.asarray(res.forecast(horizon))
+    own_fitted, own_forecast = _ets_filter(y[:, None], params, trend, horizon)
+    tol = 1e-6 * max(1.0, float(np.max(np.abs(y))))
+    if not (
+        np.allclose(own_fitted[:, 0], fitted, atol=tol)
+        and np.allclose(own_forecast[:, 0], forecast, atol=tol)
+    ):
+        raise RuntimeError(  # pragma: no cover - guards against a statsmodels change
+            "the vectorised ETS filter no longer matches statsmodels' ETSModel; the noise "
+            "propagation would be wrong, so the forecast stops here"
+        )
+    return _Fit(
+        name=name,
+        fitted=fitted,
+        forecast=forecast,
+        multiplier=var / var[0],
+        n_params=len(params),
+        first_residual=0,
+        refilter=lambda series: _ets_filter(series, params, trend, horizon),
+    )
+
+
+def _fit_sarima(y: np.ndarray, horizon: int) -> _Fit:
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    res = SARIMAX(y, order=(0, 1, 1), seasonal_order=(0, 1, 1, _SEASON)).fit(disp=False)
+    var = np.asarray(res.get_forecast(horizon).var_pred_mean)
+
+    def refilter(series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        runs = [res.apply(series[:, j], refit=False) for j in range(series.shape[1])]
+        return (
+            np.column_stack([np.asarray(r.fittedvalues) for r in runs]),
+            np.column_stack([np.asarray(r.forecast(horizon)) for r in runs]),
+        )
+
+    return _Fit(
+        name="SARIMA(0,1,1)(0,1,1)12",
+        fitted=np.asarray(res.fittedvalues),
+        forecast=np.asarray(res.forecast(horizon)),
+        multiplier=var / var[0],
+        n_params=2,
+        # the first 1 + 12 one-step predictions come from the diffuse start
+        first_residual=1 + _SEASON,
+        refilter=refilter,
+    )
+
+
+def _seasonal_naive(series: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    fitted = np.full(series.shape, np.nan)
+    fitted[_SEASON:] = series[:-_SEASON]
+    start = len(series) - _SEASON
+    return fitted, series[start : start + horizon].copy()
+
+
+def _fit_seasonal_naive(y: np.ndarray, horizon: int) -> _Fit:
+    fitted, forecast = _seasonal_naive(y, horizon)
+    return _Fit(
+        name="seasonal-naive",
+        fitted=fitted,
+        forecast=forecast,
+        multiplier=np.ones(horizon),  # one season ahead at most: every step is one-step
+        n_params=0,
+        first_residual=_SEASON,
+        refilter=lambda series: _seasonal_naive(series, horizon),
+    )
+
+
+_FITTERS: dict[str, Callable[[np.ndarray, int], _Fit]] = {
+    "ets": _fit_ets,
+    "sarima": _fit_sarima,
+    "seasonal-naive": _fit_seasonal_naive,
+}
+
+
+def _check_horizon_and_model(horizon: int, model: str, n_months: int) -> None:
+    if model not in FORECAST_MODELS:
+        raise ValueError(f"model={model!r} is unknown; choose one of {list(FORECAST_MODELS)}")
+    if not 1 <= int(horizon) <= _MAX_HORIZON:
+        raise ValueError(
+            f"horizon={horizon} is outside 1..{_MAX_HORIZON} months; purchasing plans 3-6 "
+            "months ahead"
+        )
+    need = _MIN_MONTHS[model]
+    if n_months < need:
+        raise ValueError(
+            f"model={model!r} needs at least {need} released months per category; the "
+            f"series has {n_months}; release more history with `segments release backfill` "
+            "or use model='seasonal-naive'"
+        )
+
+
+def _noise_response(
+    fit: _Fit, y: np.ndarray, noise_var: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact noise variance in each one-step residual and in each forecast step.
+
+    The fitted filter is linear in the series, so pushing a unit impulse at month ``s``
+    through it gives column ``s`` of the residual response ``A`` and forecast response ``W``;
+    the noise variances are then ``A**2 @ v`` and ``W**2 @ v``.
+    """
+    noisy = np.flatnonzero(noise_var > 0)
+    if not len(noisy):
+        return np.zeros(len(y)), np.zeros(len(fit.forecast))
+    step = max(float(np.std(y)), 1.0)  # an impulse on the series' own scale, for precision
+    bumped = np.repeat(y[:, None], len(noisy), axis=1)
+    bumped[noisy, np.arange(len(noisy))] += step
+    fitted, forecast = fit.refilter(bumped)
+    resid_response = ((bumped - fitted) - (y - fit.fitted)[:, None]) / step
+    forecast_response = (forecast - fit.forecast[:, None]) / step
+    v = noise_var[noisy]
+    return np.nan_to_num(resid_response) ** 2 @ v, forecast_response**2 @ v
+
+
+def forecast_series(
+    values: Sequence[float] | np.ndarray,
+    noise_var: Sequence[float] | np.ndarray,
+    horizon: int,
+    model: str = "ets",
+) -> SeriesForecast:
+    """Forecast one monthly series and the variance of its error for the true value.
+
+    Parameters
+    ----------
+    values : array-like of float
+        Consecutive monthly values (released, i.e. noisy), oldest first.
+    noise_var : array-like of float
+        Known noise variance of each value (0 for a value without noise).
+    horizon : int
+        Months ahead, 1..12.
+    model : {"ets", "sarima", "seasonal-naive"}
+        The model (see the module docstring).
+
+    Returns
+    -------
+    SeriesForecast
+
+    Raises
+    ------
+    ValueError
+        For an unknown model, a horizon outside 1..12, too few months for the model, or
+        ``noise_var`` of the wrong length or negative.
+
+    Examples
+    --------
+    >>> y = [10.0 + (m % 12) for m in range(24)]
+    >>> fc = forecast_series(y, [0.0] * 24, horizon=3, model="seasonal-naive")
+    >>> fc.point.tolist()
+    [10.0, 11.0, 12.0]
+    """
+    y = np.asarray(values, dtype=float)
+    v = np.asarray(noise_var, dtype=float)
+    _check_horizon_and_model(horizon, model, len(y))
+    if v.shape != y.shape or (v < 0).any() or not np.isfinite(v).all():
+        raise ValueError(
+            f"noise_var must hold one finite non-negative variance per value ({len(y)}); got "
+            f"shape {v.shape} with minimum {v.min() if v.size else None}"
+        )
+    with warnings.catch_warnings():
+        # statsmodels warns about convergence and start values on short series; the fit is
+        # still the maximum found, and the backtest measures the result
+        warnings.simplefilter("ignore")
+        fit = _FITTERS[model](y, int(horizon))
+        resid_noise, forecast_noise = _noise_response(fit, y, v)
+    residuals = (y - fit.fitted)[fit.first_residual :]
+    dof = max(len(residuals) - fit.n_params, 1)
+    released_var = float(np.sum(residuals**2) / dof)
+    signal_var = max(released_var - float(np.mean(resid_noise[fit.first_residual :])), 0.0)
+    return SeriesForecast(
+        point=fit.forecast,
+        variance=signal_var * fit.multiplier + forecast_noise,
+        model=fit.name,
+        signal_variance=signal_var,
+        noise_variance=forecast_noise,
+    )
+
+
+# --- reconciliation --------------------------------------------------------------------------
+def reconcile(
+    bottom: np.ndarray, bottom_var: np.ndarray, total: float, total_var: float
+) -> np.ndarray:
+    """Reconcile category forecasts with a total forecast for one month ahead.
+
+    Weighted least squares with the forecast variances as weights (MinT, diagonal): the gap
+    ``total - sum(bottom)`` is shared out in proportion to the variances; categories that
+    would go negative are fixed at zero and the rest re-solved.
+
+    Parameters
+    ----------
+    bottom : numpy.ndarray
+        Base forecasts of the categories.
+    bottom_var : numpy.ndarray
+        Their forecast-error variances.
+    total : float
+        Base forecast of the total.
+    total_var : float
+        Its forecast-error variance.
+
+    Returns
+    -------
+    numpy.ndarray
+        Non-negative category forecasts; their sum is the reconciled total.
+
+    Examples
+    --------
+    >>> reconcile(np.array([10.0, 10.0]), np.array([1.0, 3.0]), 24.0, 4.0).tolist()
+    [10.5, 11.5]
+    """
+    base = np.asarray(bottom, dtype=float)
+    # a variance of exactly zero (a noise-free perfect fit) would divide by zero
+    tiny = 1e-12 * max(1.0, float(np.max(np.abs(np.r_[base, total]))) ** 2)
+    w = np.maximum(np.asarray(bottom_var, dtype=float), tiny)
+    w_total = max(float(total_var), tiny)
+    active = np.ones(len(base), dtype=bool)
+    out = np.zeros(len(base))
+    while active.any():
+        gap = total - base[active].sum()
+        out[:] = 0.0
+        out[active] = base[active] + w[active] * gap / (w_total + w[active].sum())
+        negative = active & (out < 0)
+        if not negative.any():
+            break
+        active &= ~negative
+    out[~active] = 0.0
+    return out
+
+
+# --- a panel of series -----------------------------------------------------------------------
+def forecast_panel(
+    values: dict[str, pd.DataFrame],
+    noise_var: dict[str, pd.DataFrame],
+    horizon: int,
+    model: str = "ets",
+    level: float = 0.9,
+) -> pd.DataFrame:
+    """Forecast every category and the total, reconciled, with intervals.
+
+    :func:`forecast_archive` calls this on a validated archive; evaluations (the backtest)
+    call it directly on true totals with zero noise to measure the cost of privacy.
+
+    Parameters
+    ----------
+    values : dict of str to pandas.DataFrame
+        For each measure (``"units"``, ``"sek"``): a frame indexed by consecutive
+        first-of-month timestamps with one column per category.
+    noise_var : dict of str to pandas.DataFrame
+        The known noise variance of each value, same shapes (zeros for true totals).
+    horizon : int
+        Months ahead, 1..12.
+    model : {"ets", "sarima", "seasonal-naive"}
+        The model of every series.
+    level : float
+        Coverage of the prediction intervals, in (0, 1).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per category and month ahead, then the ``"total"`` rows: ``category``,
+        ``month``, ``horizon``, and per measure the point forecast, ``<measure>_lower``,
+        ``<measure>_upper`` and ``<measure>_model``.
+
+    Raises
+    ------
+    ValueError
+        For a level outside (0, 1), a measure missing, shapes that differ, or the errors
+        of :func:`forecast_series`.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level={level} must lie in (0, 1), e.g. 0.9 for 90 % intervals")
+    missing = [m for m in _MEASURES if m not in values or m not in noise_var]
+    if missing:
+        raise ValueError(
+            f"values and noise_var need the measures {list(_MEASURES)}; missing {missing}"
+        )
+    first = values[_MEASURES[0]]
+    categories = [str(c) for c in first.columns]
+    months = pd.DatetimeIndex(first.index)
+    future = pd.date_range(months[-1] + pd.offsets.MonthBegin(1), periods=horizon, freq="MS")
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    out = pd.DataFrame(
+        {
+            "category": np.repeat([*categories, TOTAL_CATEGORY], horizon),
+            "month": np.tile(future, len(categories) + 1),
+            "horizon": np.tile(np.arange(1, horizon + 1), len(categories) + 1),
+        }
+    )
+    for measure in _MEASURES:
+        frame, var_frame = values[measure], noise_var[measure]
+        if frame.shape != var_frame.shape or list(frame.columns) != list(first.columns):
+            raise ValueError(
+                f"measure {measure!r}: values and noise_var must share the categories and "
+                f"months of {_MEASURES[0]!r}"
+            )
+        series = {c: (frame[c].to_numpy(float), var_frame[c].to_numpy(float)) for c in frame}
+        # the released total is the sum of released categories, its noise the sum of theirs
+        series[TOTAL_CATEGORY] = (
+            frame.to_numpy(float).sum(axis=1),
+            var_frame.to_numpy(float).sum(axis=1),
+        )
+        fits = {str(c): forecast_series(y, v, horizon, model) for c, (y, v) in series.items()}
+        point = np.empty((len(categories) + 1, horizon))
+        for h in range(horizon):
+            cats = reconcile(
+                np.array([fits[c].point[h] for c in categories]),
+                np.array([fits[c].variance[h] for c in categories]),
+                fits[TOTAL_CATEGORY].point[h],
+                fits[TOTAL_CATEGORY].variance[h],
+            )
+            point[:-1, h] = cats
+            point[-1, h] = cats.sum()
+        sd = np.sqrt([fits[c].variance for c in [*categories, TOTAL_CATEGORY]])
+        out[measure] = point.ravel()
+        out[f"{measure}_lower"] = np.maximum(point - z * sd, 0.0).ravel()
+        out[f"{measure}_upper"] = (point + z * sd).ravel()
+        out[f"{measure}_model"] = np.repeat(
+            [fits[c].model for c in [*categories, TOTAL_CATEGORY]], horizon
+        )
+    out["level"] = level
+    return out
+
+
+def forecast_archive(
+    archive: pd.DataFrame,
+    horizon: int,
+    model: str = "ets",
+    level: float = 0.9,
+    *,
+    through: str | pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """Forecast units and SEK per category from the DP release archive.
+
+    Parameters
+    ----------
+    archive : pandas.DataFrame
+        The release archive (from :func:`load_archive`); validated again here.
+    horizon : int
+        Months ahead, 1..12.
+    model : {"ets", "sarima", "seasonal-naive"}
+        The model of every series.
+    level : float
+        Coverage of the prediction intervals.
+    through : str or Timestamp, optional
+        Use only months up to and including this one (to backtest on a held-out tail).
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`forecast_panel`, plus ``source`` (``"dp-archive"``), the first and last
+        ``release_id`` used, and ``evaluation`` when the archive carries that flag.
+
+    Raises
+    ------
+    SchemaError, WorkspaceError, ValueError
+        From :func:`validate_archive` and :func:`forecast_panel`.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> months = pd.date_range("2024-01-01", periods=24, freq="MS")
+    >>> archive = pd.DataFrame({
+    ...     "month": list(months) * 2, "category": ["paper"] * 24 + ["writing"] * 24,
+    ...     "units": [100.0 + m % 12 for m in range(48)], "sek": 50.0, "units_scale": 2.0,
+    ...     "sek_scale": 40.0, "mechanism": "laplace", "epsilon": 1.0, "release_id": "r1"})
+    >>> fc = forecast_archive(archive, horizon=3, model="seasonal-naive")
+    >>> fc.loc[fc.category == "total", "units"].round(1).tolist()
+    [200.0, 202.0, 204.0]
+    """
+    valid = validate_archive(archive)
+    if through is not None:
+        valid = valid[valid["month"] <= pd.Timestamp(through)]
+        if valid.empty:
+            raise ValueError(f"through={through}: the archive has no month up to it")
+    values, noise = {}, {}
+    for measure in _MEASURES:
+        values[measure] = valid.pivot(index="month", columns="category", values=measure)
+        var = noise_variance(valid[f"{measure}_scale"].to_numpy(), valid["mechanism"].to_numpy())
+        noise[measure] = valid.assign(_var=var).pivot(
+            index="month", columns="category", values="_var"
+        )
+    out = forecast_panel(values, noise, horizon, model, level)
+    out["source"] = "dp-archive"
+    ids = valid.sort_values("month")["release_id"].astype(str)
+    out["first_release_id"], out["last_release_id"] = ids.iloc[0], ids.iloc[-1]
+    if "evaluation" in valid.columns:
+        out["evaluation"] = bool(valid["evaluation"].astype(bool).any())
+    return out
+
+
+def mape(actual: np.ndarray | pd.Series, predicted: np.ndarray | pd.Series) -> float:
+    """Mean absolute percentage error, in percent.
+
+    Raises
+    ------
+    ValueError
+        If any actual value is zero or the lengths differ.
+
+    Examples
+    --------
+    >>> mape([100.0, 200.0], [110.0, 180.0])
+    10.0
+    """
+    a = np.asarray(actual, dtype=float)
+    p = np.asarray(predicted, dtype=float)
+    if a.shape != p.shape:
+        raise ValueError(f"actual and predicted differ in shape: {a.shape} vs {p.shape}")
+    if (a == 0).any():
+        raise ValueError("MAPE is undefined when an actual value is 0")
+    return float(np.mean(np.abs(p - a) / np.abs(a)) * 100.0)
+
+
+def backtest_table(results: dict[str, Any]) -> pd.DataFrame:
+    """The backtest's summary: one row per method, MAPE median and 10-90 % spread.
+
+    Parameters
+    ----------
+    results : dict
+        The JSON written by ``benchmarks/backtest_forecast.py``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``method``, ``epsilon`` (NaN for forecasts from true totals), ``mape_median``,
+        ``mape_q10``, ``mape_q90`` (of the mean MAPE over categories, across repetitions),
+        ``coverage_90`` (share of true held-out values inside the 90 % intervals) and
+        ``reps``.
+    """
+    rows = [
+        {
+            "method": method,
+            "epsilon": entry["epsilon"],
+            "mape_median": entry["mean_mape"]["median"],
+            "mape_q10": entry["mean_mape"]["q10"],
+            "mape_q90": entry["mean_mape"]["q90"],
+            "coverage_90": entry.get("coverage_90", {}).get("median", np.nan),
+            "reps": entry["mean_mape"]["n"],
+        }
+        for method, entry in results["methods"].items()
+    ]
+    return pd.DataFrame(rows).astype({"epsilon": float})

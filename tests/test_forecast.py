@@ -1,0 +1,328 @@
+"""Tests of segments.forecast and `segments forecast`: forecasts from the DP archive only."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from segments.cli.main import main
+from segments.exceptions import BudgetExceededError, SchemaError, WorkspaceError
+from segments.forecast import (
+    archive_path,
+    forecast_archive,
+    forecast_series,
+    load_archive,
+    mape,
+    noise_variance,
+    reconcile,
+    validate_archive,
+)
+from segments.workspace import Workspace
+
+CATEGORIES = ("paper", "toner_ink", "writing")
+MONTHS = 30
+
+
+def _truth(n_months: int = MONTHS) -> pd.DataFrame:
+    """A deterministic seasonal panel: level, yearly season and a fixed wiggle."""
+    months = pd.date_range("2023-01-01", periods=n_months, freq="MS")
+    t = np.arange(n_months)
+    rows = []
+    for k, category in enumerate(CATEGORIES):
+        base = 2000.0 * (k + 1)
+        units = base * (1 + 0.3 * np.sin(2 * np.pi * t / 12)) + 40 * np.cos(1.7 * t + k)
+        for month, u in zip(months, units, strict=True):
+            rows.append({"month": month, "category": category, "units": u, "sek": 85.0 * u})
+    return pd.DataFrame(rows)
+
+
+def _archive(
+    values: pd.DataFrame | None = None, scale: float = 20.0, mechanism: str = "laplace"
+) -> pd.DataFrame:
+    frame = (_truth() if values is None else values).copy()
+    frame["units_scale"] = scale
+    frame["sek_scale"] = 85.0 * scale
+    frame["mechanism"] = mechanism
+    frame["epsilon"] = 1.0
+    frame["rho"] = np.nan
+    frame["release_id"] = "rel-" + frame["month"].dt.strftime("%Y%m")
+    return frame
+
+
+def _opendp_laplace(values: np.ndarray, scale: float) -> np.ndarray:
+    """Release values with OpenDP's Laplace mechanism (noise only from OpenDP)."""
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    meas = dp.m.make_laplace(
+        dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.l1_distance(T=float), scale
+    )
+    return np.asarray(meas(list(map(float, values))))
+
+
+# --- the archive contract -----------------------------------------------------------------
+def test_validate_archive_accepts_the_contract_and_sorts():
+    shuffled = _archive().sample(frac=1.0, random_state=0)
+    valid = validate_archive(shuffled)
+    assert list(valid["category"].unique()) == sorted(CATEGORIES)
+    assert valid.groupby("category")["month"].is_monotonic_increasing.all()
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda f: f.drop(columns=["units_scale"]), r"columns \['units_scale'\] missing"),
+        (lambda f: f.drop(columns=["epsilon", "rho"]), "neither column 'epsilon' nor 'rho'"),
+        (lambda f: f.assign(mechanism="exponential"), r"mechanism.*\['exponential'\]"),
+        (lambda f: f.assign(units_scale=0.0), "'units_scale' must hold a positive finite"),
+        (lambda f: f.assign(sek=np.nan), "'sek' must hold a finite released value"),
+        (lambda f: pd.concat([f, f.iloc[:1]]), "appears more than once; each month is released"),
+        (lambda f: f[f["month"] != "2023-05-01"], "no release for 1 of the months.*2023-05-01"),
+        (lambda f: f.assign(month=f["month"] + pd.Timedelta(days=3)), "first day of each month"),
+    ],
+)
+def test_validate_archive_guards(change, match):
+    with pytest.raises(SchemaError, match=match):
+        validate_archive(change(_archive()))
+
+
+def test_prepared_lines_are_refused_as_input():
+    lines = pd.DataFrame(
+        {"person_id": ["ab"], "order_date": [dt.date(2025, 1, 2)], "category": ["paper"]}
+    )
+    with pytest.raises(SchemaError, match="columns .* missing .*segments release backfill"):
+        forecast_archive(lines, horizon=3)
+
+
+def test_empty_archive_frame_is_refused():
+    with pytest.raises(WorkspaceError, match="no rows"):
+        validate_archive(_archive().iloc[:0])
+
+
+def test_load_archive_names_the_backfill_command_when_missing_or_empty(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    with pytest.raises(WorkspaceError, match="does not exist.*segments release backfill"):
+        load_archive(ws)
+    archive_path(ws).parent.mkdir(parents=True)
+    _archive().iloc[:0].to_parquet(archive_path(ws))
+    with pytest.raises(WorkspaceError, match="is empty.*segments release backfill"):
+        load_archive(ws)
+
+
+def test_noise_variance_of_each_mechanism():
+    assert noise_variance([3.0, 3.0], ["laplace", "gaussian"]).tolist() == [18.0, 9.0]
+    with pytest.raises(SchemaError, match=r"mechanism \['geometric'\] is unknown"):
+        noise_variance(1.0, "geometric")
+
+
+# --- models -----------------------------------------------------------------------------------
+def test_seasonal_naive_repeats_last_year_and_its_noise():
+    y = np.arange(24, dtype=float) * 10 + 100
+    v = np.arange(24, dtype=float)
+    fc = forecast_series(y, v, horizon=4, model="seasonal-naive")
+    np.testing.assert_allclose(fc.point, y[12:16])
+    # the forecast copies month T-12+h, so it carries exactly that month's noise
+    np.testing.assert_allclose(fc.noise_variance, v[12:16])
+    assert fc.model == "seasonal-naive"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"horizon": 0}, r"horizon=0 is outside 1\.\.12"),
+        ({"horizon": 13}, r"horizon=13 is outside 1\.\.12"),
+        ({"model": "prophet"}, "model='prophet' is unknown"),
+        ({"values": np.ones(20)}, "needs at least 24 released months.*has 20"),
+        ({"noise_var": -np.ones(30)}, "noise_var must hold one finite non-negative"),
+    ],
+)
+def test_forecast_series_guards(kwargs, match):
+    args = {"values": np.ones(30), "noise_var": np.zeros(30), "horizon": 3, "model": "ets"}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        forecast_series(**args)
+
+
+@pytest.mark.parametrize(
+    "model",
+    # SARIMA re-runs statsmodels' Kalman filter once per month (the others are vectorised)
+    ["ets", pytest.param("sarima", marks=pytest.mark.slow), "seasonal-naive"],
+)
+def test_noise_part_of_the_variance_scales_exactly_with_the_stated_noise(model):
+    y = _truth().query("category == 'paper'")["units"].to_numpy()
+    low = forecast_series(y, np.full(MONTHS, 100.0), horizon=6, model=model)
+    high = forecast_series(y, np.full(MONTHS, 400.0), horizon=6, model=model)
+    # the noise is propagated through the fitted (linear) filter: variance is linear in v
+    np.testing.assert_allclose(high.noise_variance, 4 * low.noise_variance, rtol=1e-6)
+    assert (low.noise_variance > 0).all()
+
+
+def test_intervals_widen_with_the_noise_scale_of_the_releases():
+    truth = _truth()
+    widths = {}
+    for scale in (5.0, 600.0):
+        noisy = truth.copy()
+        for measure, factor in (("units", 1.0), ("sek", 85.0)):
+            noisy[measure] = _opendp_laplace(truth[measure].to_numpy(), scale * factor)
+        fc = forecast_archive(_archive(noisy, scale=scale), horizon=6)
+        widths[scale] = (fc["units_upper"] - fc["units_lower"]).mean()
+    # noise sd 850 against a wiggle of 40: the propagated noise alone is far wider
+    assert widths[600.0] > 3 * widths[5.0]
+
+
+def test_seasonal_naive_is_a_baseline_that_seasonal_models_beat_on_a_trend():
+    values = _truth()
+    month_index = (values["month"].dt.year - 2023) * 12 + values["month"].dt.month - 1
+    values["units"] *= 1 + 0.03 * month_index  # demand grows: last year's value is too low
+    values["sek"] = 85.0 * values["units"]
+    archive = _archive(values, scale=1.0)
+    held = archive[archive["month"] > "2024-12-01"]
+    errors = {}
+    for model in ("ets", "seasonal-naive"):
+        fc = forecast_archive(archive, horizon=6, model=model, through="2024-12-01")
+        joined = fc.merge(held, on=["category", "month"], suffixes=("", "_true"))
+        errors[model] = mape(joined["units_true"], joined["units"])
+    assert errors["ets"] < errors["seasonal-naive"]
+
+
+# --- consistency ----------------------------------------------------------------------------
+def test_reconcile_shares_the_gap_by_variance_and_stays_non_negative():
+    np.testing.assert_allclose(
+        reconcile(np.array([10.0, 10.0]), np.array([1.0, 3.0]), 24.0, 4.0), [10.5, 11.5]
+    )
+    out = reconcile(np.array([-5.0, 10.0, 20.0]), np.array([1.0, 1.0, 1.0]), 20.0, 1.0)
+    assert out[0] == 0.0 and (out >= 0).all()
+    # with the negative category fixed at zero the rest are the WLS optimum
+    np.testing.assert_allclose(out[1:], [10.0 - 10 / 3, 20.0 - 10 / 3])
+
+
+@pytest.mark.parametrize("model", ["ets", "seasonal-naive"])
+def test_categories_add_up_to_the_total_and_nothing_is_negative(model):
+    values = _truth()
+    # a category that dies out: its forecast would go below zero without the constraint
+    dying = values["category"] == "writing"
+    values.loc[dying, "units"] = np.linspace(3000, 20, dying.sum())
+    values["sek"] = 85.0 * values["units"]
+    fc = forecast_archive(_archive(values), horizon=6, model=model)
+    cats, total = fc[fc["category"] != "total"], fc[fc["category"] == "total"]
+    for measure in ("units", "sek"):
+        sums = cats.groupby("month")[measure].sum().to_numpy()
+        np.testing.assert_allclose(sums, total[measure].to_numpy(), rtol=1e-9)
+        assert (fc[f"{measure}_lower"] >= 0).all()
+        assert (fc[f"{measure}_lower"] <= fc[measure]).all()
+        assert (fc[measure] <= fc[f"{measure}_upper"]).all()
+    assert sorted(fc["category"].unique()) == sorted([*CATEGORIES, "total"])
+
+
+def test_forecasts_are_deterministic():
+    archive = _archive()
+    first = forecast_archive(archive, horizon=4)
+    second = forecast_archive(archive.sample(frac=1.0, random_state=1), horizon=4)
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_mape_guards():
+    assert mape([100.0, 200.0], [110.0, 180.0]) == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="undefined when an actual value is 0"):
+        mape([0.0], [1.0])
+    with pytest.raises(ValueError, match="differ in shape"):
+        mape([1.0, 2.0], [1.0])
+
+
+# --- the command ------------------------------------------------------------------------------
+def _write_archive(ws: Workspace, frame: pd.DataFrame) -> None:
+    out = frame.assign(month=frame["month"].dt.date)
+    archive_path(ws).parent.mkdir(parents=True, exist_ok=True)
+    out.to_parquet(archive_path(ws), index=False)
+
+
+def test_cli_writes_table_export_chart_and_card(tmp_path, capsys):
+    ws = Workspace(tmp_path / "ws")
+    _write_archive(ws, _archive())
+    assert main(["forecast", "--workspace", str(ws.root), "--horizon", "3"]) == 0
+    table = pd.read_parquet(ws.forecasts / "forecast.parquet")
+    assert len(table) == 3 * (len(CATEGORIES) + 1)
+    assert {"units", "units_lower", "units_upper", "sek", "sek_lower", "sek_upper"} <= set(
+        table.columns
+    )
+    export = pd.read_csv(ws.forecasts / "purchasing_export.csv")
+    assert list(export.columns[:8]) == [
+        "category",
+        "month",
+        "units_point",
+        "units_lower",
+        "units_upper",
+        "sek_point",
+        "sek_lower",
+        "sek_upper",
+    ]
+    assert export["month"].tolist()[:3] == ["2025-07", "2025-08", "2025-09"]
+    assert (ws.forecasts / "forecast.png").read_bytes()[:4] == b"\x89PNG"
+    assert "forecast ets" in capsys.readouterr().out
+
+
+def test_cli_names_the_backfill_command_and_writes_nothing(tmp_path, capsys):
+    ws = Workspace(tmp_path / "ws")
+    assert main(["forecast", "--workspace", str(ws.root), "--horizon", "3"]) == 2
+    assert "segments release backfill" in capsys.readouterr().err
+    assert not ws.forecasts.exists() or not any(ws.forecasts.iterdir())
+
+
+def test_cli_refuses_a_history_too_short_for_the_model(tmp_path, capsys):
+    ws = Workspace(tmp_path / "ws")
+    _write_archive(ws, _archive(_truth(14)))
+    assert main(["forecast", "-w", str(ws.root), "--horizon", "3", "--model", "ets"]) == 2
+    assert "needs at least 24 released months" in capsys.readouterr().err
+    assert not ws.forecasts.exists()
+
+
+@pytest.mark.slow
+def test_budget_exhausted_release_leaves_a_clear_error_and_no_forecast(tmp_path, capsys):
+    from segments.policy import Policy
+    from segments.privacy._frames import write_prepared_frames
+    from segments.privacy.archive import release_month
+    from segments.privacy.ledger import Ledger
+    from segments.privacy.specs import SPECS, PrivacyParams
+
+    policy = Policy.load("alloffice")
+    params = PrivacyParams.from_policy(policy, "statistics")
+    ws = Workspace(tmp_path / "ws").create()
+    frames = write_prepared_frames(
+        tmp_path / "frames",
+        300,
+        3_000,
+        seed=np.random.default_rng(3),
+        start=dt.date(2025, 1, 1),
+        months=3,
+    )
+    prepared = ws.prepared_dir("statistics")
+    prepared.mkdir(parents=True)
+    for name, path in frames.items():
+        (prepared / f"{name}.parquet").write_bytes(path.read_bytes())
+    ledger = Ledger.for_workspace(ws, policy.controller, policy=policy)  # demo: budget enforced
+    spec = SPECS["monthly_category"]
+    common = {
+        "params": params,
+        "ledger": ledger,
+        "policy": policy,
+        "purpose": "statistics",
+        "recipient": "purchasing",
+    }
+    release_month(ws, dt.date(2025, 1, 1), as_of=dt.date(2025, 2, 1), spec=spec, **common)
+    with pytest.raises(BudgetExceededError, match="remaining"):
+        release_month(
+            ws,
+            dt.date(2025, 2, 1),
+            as_of=dt.date(2025, 3, 1),
+            spec=spec.with_epsilon(policy.privacy.budget_epsilon),
+            **common,
+        )
+    assert (
+        main(["forecast", "-w", str(ws.root), "--horizon", "3", "--model", "seasonal-naive"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "needs at least 13 released months" in err and "has 1" in err
+    assert not any(ws.forecasts.iterdir())
