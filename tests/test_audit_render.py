@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from segments.audit.browser import find_chromium, rendered_counts, screenshot
-from segments.audit.render import AuditReport, Check, Chart, Section, render_html, render_markdown
+from segments.audit.render import AuditReport, Chart, Check, Section, render_html, render_markdown
 
 
 @pytest.fixture

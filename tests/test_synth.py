@@ -431,3 +431,37 @@ def test_validation_of_large_tables_checks_every_row(
     duplicated = pl.concat([lines, lines.tail(1)])
     with pytest.raises(SchemaError, match="rule 'unique key'"):
         generate_module._validate_for_write(duplicated, ORDER_LINES, AS_OF)
+
+
+def test_unsorted_unique_keys_pass_and_fast_foreign_keys_find_orphans(
+    raw: dict[str, pl.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    from segments.schema import ORDER_LINES
+
+    generate_module = importlib.import_module("segments.synth.generate")
+    monkeypatch.setattr(generate_module, "PANDERA_MAX_ROWS", 100)
+    lines, orders = raw["order_lines"], raw["orders"]
+    # not in key order: uniqueness is then proven by the hash-based check
+    generate_module._validate_for_write(lines.reverse(), ORDER_LINES, AS_OF)
+    generate_module._check_foreign_key(lines, "order_lines", orders, "orders", "order_id")
+    gap = int(orders["order_id"][orders.height // 2])
+    holed = orders.filter(pl.col("order_id") != gap)  # an orphan inside the key range
+    with pytest.raises(SchemaError, match=rf"'order_id': rule 'references orders'.*first: {gap}"):
+        generate_module._check_foreign_key(lines, "order_lines", holed, "orders", "order_id")
+    beyond = lines.with_columns(pl.col("order_id") + orders.height)  # orphans above the range
+    with pytest.raises(SchemaError, match="rule 'references orders'"):
+        generate_module._check_foreign_key(beyond, "order_lines", orders, "orders", "order_id")
+
+
+def test_guide_table_search_equals_numpy_searchsorted() -> None:
+    from segments.synth.orders import _search_sorted
+
+    rng = np.random.default_rng(3)
+    for n, scale in [(1, 0.5), (470, 10.0), (6_600, 6_000.0), (50, 1e-3), (50, 1e9)]:
+        values = rng.random(n) * scale
+        values[::7] = np.round(values[::7])  # exact ties with bucket edges
+        values = np.sort(values)
+        keys = np.concatenate([rng.random(100_000) * scale * 1.05, values, [0.0]])
+        np.testing.assert_array_equal(_search_sorted(values, keys), np.searchsorted(values, keys))

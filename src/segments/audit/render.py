@@ -98,7 +98,9 @@ th{background:#f3f3f3} .pass{color:#176b2c;font-weight:600} .fail{color:#b00020;
 _SELF_CHECK = """
 window.addEventListener('load', function () {
   var rows = Array.from(document.querySelectorAll('#checklist tbody tr'))
-    .filter(function (r) { var b = r.getBoundingClientRect(); return b.width > 0 && b.height > 0; });
+    .filter(function (r) {
+      var b = r.getBoundingClientRect(); return b.width > 0 && b.height > 0;
+    });
   var imgs = Array.from(document.querySelectorAll('#charts img'));
   var ok = imgs.filter(function (i) {
     var b = i.getBoundingClientRect();
