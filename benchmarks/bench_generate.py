@@ -1,13 +1,17 @@
 """Benchmark `segments generate`: order lines per second end to end, and peak memory.
 
-Runs the generator in a child process (so its peak resident memory can be read with
-``resource.getrusage(RUSAGE_CHILDREN)``), then, as a baseline measured in the same run,
-times reading and rewriting the generated ``order_lines.parquet`` alone (the I/O floor).
+Runs the generator in a child process that reports its own wall time, CPU time (user + system,
+all threads) and peak resident memory, then, as a baseline measured in the same run, times
+reading and rewriting the generated ``order_lines.parquet`` alone (the I/O floor). With
+``--baseline-src DIR`` (the ``src`` folder of another checkout), that version runs first with
+the same parameters, so before/after figures come from one command on the same machine load.
 
     .venv/bin/python benchmarks/bench_generate.py --customers 1000000 --months 12
+    .venv/bin/python benchmarks/bench_generate.py --baseline-src /tmp/old/src
 
 Goal (issue 2): at least 20 million order lines, at least 2 million lines per second end to
-end (Parquet written), peak memory at most 6 GB.
+end (Parquet written, validation included), peak memory at most 6 GB. The machine is shared:
+CPU-seconds and the ratio to a baseline measured in the same run are the comparable figures.
 """
 
 from __future__ import annotations
@@ -15,24 +19,63 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 CHILD = """
-import datetime as dt, json, sys, time
+import datetime as dt, json, resource, sys, time
 from segments.synth import generate
-t = time.perf_counter()
+t, cpu = time.perf_counter(), time.process_time()
 r = generate(sys.argv[1], customers=int(sys.argv[2]), months=int(sys.argv[3]),
              as_of=dt.date.fromisoformat(sys.argv[4]), seed=int(sys.argv[5]), progress=False)
-print(json.dumps({"seconds": time.perf_counter() - t, "steps": r.seconds,
-                  "rows": r.manifest["row_counts"], "personnummer": r.manifest["personnummer"]}))
+print(json.dumps({"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - cpu,
+                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+                  "steps": r.seconds, "rows": r.manifest["row_counts"],
+                  "files": r.manifest["files"]}))
 """
+
+
+def run_generate(args: argparse.Namespace, src: str | None) -> dict[str, Any]:
+    """Generate into a temporary workspace in a child process; its figures plus the I/O floor."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp:
+        load_before = os.getloadavg()[0]
+        command = [sys.executable, "-c", CHILD, tmp, str(args.customers), str(args.months)]
+        out = subprocess.run(
+            [*command, args.as_of, str(args.seed)], capture_output=True, text=True, env=env
+        )
+        if out.returncode:
+            sys.exit(f"generate failed:\n{out.stderr}")
+        child = json.loads(out.stdout.strip().splitlines()[-1])
+        lines_path = Path(tmp) / "raw" / "order_lines.parquet"
+        t = time.perf_counter()
+        pl.read_parquet(lines_path).write_parquet(Path(tmp) / "copy.parquet", compression="zstd")
+        floor = time.perf_counter() - t
+        size_mb = sum(p.stat().st_size for p in (Path(tmp) / "raw").rglob("*.parquet")) / 1e6
+    lines = child["rows"]["order_lines"]
+    return {
+        "src": src or "current",
+        "rows": child["rows"],
+        "generate_wall_seconds": round(child["seconds"], 2),
+        "generate_cpu_seconds": round(child["cpu_seconds"], 2),
+        "order_lines_per_wall_second": round(lines / child["seconds"]),
+        "order_lines_per_cpu_second": round(lines / child["cpu_seconds"]),
+        "steps_wall_seconds": child["steps"],
+        "peak_rss_gb": round(child["peak_rss_gb"], 2),
+        "parquet_mb": round(size_mb, 1),
+        "io_floor_rewrite_order_lines_seconds": round(floor, 2),
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "files_sha256": child["files"],
+    }
 
 
 def main() -> None:
@@ -41,54 +84,30 @@ def main() -> None:
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--as-of", default="2026-10-31")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--baseline-src", help="src folder of another version to run first, as the baseline"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp:
-        start = time.perf_counter()
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                CHILD,
-                tmp,
-                str(args.customers),
-                str(args.months),
-                args.as_of,
-                str(args.seed),
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if out.returncode:
-            sys.exit(f"generate failed:\n{out.stderr}")
-        wall = time.perf_counter() - start
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        peak_gb = usage.ru_maxrss / 1024**2
-        cpu_seconds = usage.ru_utime + usage.ru_stime
-        child = json.loads(out.stdout.strip().splitlines()[-1])
-        lines_path = Path(tmp) / "raw" / "order_lines.parquet"
-        t = time.perf_counter()
-        pl.read_parquet(lines_path).write_parquet(Path(tmp) / "copy.parquet", compression="zstd")
-        baseline = time.perf_counter() - t
-        size_mb = sum(p.stat().st_size for p in (Path(tmp) / "raw").rglob("*.parquet")) / 1e6
-    lines = child["rows"]["order_lines"]
-    steps = child["steps"]
-    report = {
+    report: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "customers": args.customers,
         "months": args.months,
-        "rows": child["rows"],
-        "generate_seconds": round(child["seconds"], 2),
-        "process_wall_seconds (incl. imports)": round(wall, 2),
-        "process_cpu_seconds (user+sys, all threads)": round(cpu_seconds, 2),
-        "order_lines_per_second": round(lines / child["seconds"]),
-        "steps_seconds": steps,
-        "validation_share": round(steps["validate"] / child["seconds"], 3),
-        "peak_rss_gb": round(peak_gb, 2),
-        "parquet_mb": round(size_mb, 1),
-        "baseline_rewrite_order_lines_seconds": round(baseline, 2),
-        "ratio_generate_to_baseline": round(child["seconds"] / baseline, 2),
-        "load_average_1min": round(__import__("os").getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
     }
+    runs = [run_generate(args, args.baseline_src)] if args.baseline_src else []
+    runs.append(run_generate(args, None))
+    current = runs[-1]
+    if args.baseline_src:
+        base = runs[0]
+        report["baseline"] = base
+        report["speedup_cpu"] = round(
+            base["generate_cpu_seconds"] / current["generate_cpu_seconds"], 2
+        )
+        report["speedup_wall"] = round(
+            base["generate_wall_seconds"] / current["generate_wall_seconds"], 2
+        )
+        report["same_files_as_baseline"] = base["files_sha256"] == current["files_sha256"]
+    report["current"] = current
     print(json.dumps(report, indent=2))
 
 

@@ -70,19 +70,23 @@ class CustomerDraw:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def _categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
-    """One draw per row of a (n, k) probability matrix."""
+def _categorical(
+    rng: np.random.Generator, probs: np.ndarray, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """One draw per row of a (n, k) probability matrix, or per entry of ``rows`` (indices
+    into the matrix: cumulated once per distinct row rather than once per draw)."""
     cum = np.cumsum(probs, axis=1)
-    u = rng.random(len(probs))[:, None] * cum[:, -1:]
+    if rows is not None:
+        cum = cum[rows]
+    u = rng.random(len(cum))[:, None] * cum[:, -1:]
     return np.minimum((u > cum).sum(axis=1), probs.shape[1] - 1)
 
 
-def _per_archetype(
-    arch: np.ndarray, table: list[dict[str, float]], keys: tuple[str, ...]
-) -> np.ndarray:
+def _per_archetype(table: list[dict[str, float]], keys: tuple[str, ...]) -> np.ndarray:
+    """Probabilities of ``keys`` per archetype, shape (n_archetypes, len(keys))."""
     matrix = np.array([[row.get(k, 0.0) for k in keys] for row in table])
     matrix[matrix.sum(axis=1) == 0, 0] = 1.0  # archetypes without business accounts
-    return matrix[arch]
+    return matrix
 
 
 def _geography(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -212,10 +216,10 @@ def draw_customers(
         column[pair_private] = column[pair_business]
 
     # --- business facts ------------------------------------------------------------------
-    size_probs = _per_archetype(arch, [a.size_band for a in ARCHETYPES], SIZE_BANDS)
-    size_band = _categorical(rng, size_probs)
+    size_probs = _per_archetype([a.size_band for a in ARCHETYPES], SIZE_BANDS)
+    size_band = _categorical(rng, size_probs, arch)
     industries = tuple(sorted({k for a in ARCHETYPES for k in a.industry}))
-    industry = _categorical(rng, _per_archetype(arch, [a.industry for a in ARCHETYPES], industries))
+    industry = _categorical(rng, _per_archetype([a.industry for a in ARCHETYPES], industries), arch)
     a_public = np.array([a.public_sector_share for a in ARCHETYPES])
     public = is_business & ~sole & (rng.random(n) < a_public[arch])
     form_draw = rng.random(n)
