@@ -37,7 +37,8 @@ __all__ = [
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 # Swedish numbers: +46 / 0046 / leading 0, then 7-10 more digits with optional separators.
-_PHONE = re.compile(r"(?<![\w.])(?:\+46|0046|0)[ -]?[1-9](?:[ -]?\d){6,9}(?![\w.])")
+# Not inside a hyphenated token: release ids like "overview-20261031-07734230" end in digits.
+_PHONE = re.compile(r"(?<![\w.-])(?:\+46|0046|0)[ -]?[1-9](?:[ -]?\d){6,9}(?![\w.])")
 # 12 digits (century included) or 10 digits with optional -/+ before the last four.
 _PNR12 = re.compile(r"(?<![\w.])((?:18|19|20)\d{6})[-+]?(\d{4})(?![\w.])")
 _NR10 = re.compile(r"(?<![\w.])(\d{6})([-+]?)(\d{4})(?![\w.])")

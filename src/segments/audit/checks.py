@@ -1,0 +1,1360 @@
+"""The reviewer's checks: one small function per promise, computed from the actual outputs.
+
+Every check takes an :class:`AuditContext` (the workspace, the policy audited, the report's
+as-of date, the ledger and — in the data steward's role only — the pseudonymisation key) and
+returns a :class:`Finding`: what was checked, the evidence (numbers, dates, file hashes) and
+``pass``, ``fail`` or ``not applicable``. A check never trusts a stage's own report: cutoffs
+are recomputed from the policy and the as-of date, budgets from the ledger entries, file
+hashes from the files' bytes. A check that needs the key or the raw customer table runs in
+the data steward's role and says so; without the key it is "not applicable — needs the data
+steward's key", never a pass.
+
+:data:`CLAUSE_CHECKS` maps every clause id of ``POLICY_CLAUSES.md`` to its promise and to
+the checks that verify it; :func:`segments.audit.run.run_audit` turns that table into the
+report's checklist.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from segments.audit.pii import KnownIdentifiers, luhn_valid, scan_paths
+from segments.policy import EU_EEA, Policy, months_before
+from segments.pseudonym import PseudonymKey, pseudonymise_series
+from segments.schema import (
+    CATEGORIES,
+    PREPARED_TABLES,
+    RAW_TABLES,
+    SURVEYS,
+    TableSchema,
+)
+from segments.workspace import Workspace, sha256_file
+
+__all__ = [
+    "CHECKS",
+    "CLAUSE_CHECKS",
+    "CORE_CHECKS",
+    "NEEDS_KEY",
+    "AuditContext",
+    "Finding",
+    "clause_prefix",
+]
+
+Status = Literal["pass", "fail", "not applicable"]
+STEWARD = "data steward (holds the pseudonymisation key)"
+REVIEWER = "reviewer"
+NEEDS_KEY = "not applicable — needs the data steward's key"
+#: Guarantees a release may state; only end-to-end ones may leave the controller.
+END_TO_END = ("end-to-end ε-DP", "k-anonymous microdata")
+GUARANTEES = (*END_TO_END, "DP given a non-private segmentation")
+#: Column names that are direct identifiers anywhere (raw schema, plus internal account ids).
+DIRECT_IDENTIFIERS = frozenset(
+    {c for t in RAW_TABLES.values() for c in t.direct_identifiers} | {"customer_id"}
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The outcome of one check, before it is attached to clause ids."""
+
+    name: str
+    method: str
+    evidence: Mapping[str, Any]
+    status: Status
+    role: str = REVIEWER
+
+
+@dataclass
+class AuditContext:
+    """What every check reads; lazily loaded pieces are cached for the other checks.
+
+    Parameters
+    ----------
+    workspace : Workspace
+    policy : Policy
+        The policy audited.
+    as_of : date
+        The report's reference date: retention cutoffs are recomputed for it.
+    ledger : Ledger, optional
+        The ledger the releases were charged to.
+    key : PseudonymKey, optional
+        The steward's key; without it, the steward's checks are not applicable.
+    notebooks : tuple of Path
+        Notebooks whose outputs the PII scan reads.
+    """
+
+    workspace: Workspace
+    policy: Policy
+    as_of: dt.date
+    ledger: Any = None
+    key: PseudonymKey | None = None
+    notebooks: tuple[Path, ...] = ()
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # --- workspace contents ----------------------------------------------------------
+    def prepared_purposes(self) -> list[str]:
+        """Purpose folders under ``W/prepared/`` that hold frames."""
+        root = self.workspace.prepared
+        if not root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and (p / "customers.parquet").exists()
+        )
+
+    def prepared(self, purpose: str, table: str, columns: list[str] | None = None) -> pl.DataFrame:
+        path = self.workspace.prepared_dir(purpose) / f"{table}.parquet"
+        names = pl.read_parquet_schema(path)
+        cols = [c for c in columns if c in names] if columns else None
+        return pl.read_parquet(path, columns=cols)
+
+    def frames(self) -> list[Path]:
+        """Every Parquet file an analyst or recipient could read (not raw, not hidden)."""
+        ws = self.workspace
+        out: list[Path] = []
+        for root in (ws.prepared, ws.segments, ws.releases, ws.forecasts):
+            if root.is_dir():
+                out += sorted(p for p in root.rglob("*.parquet") if not _hidden(p, ws.root))
+        return out
+
+    def cards(self) -> list[tuple[Path, dict[str, Any]]]:
+        """Release cards and k-anonymity certificates in the workspace, with their folder."""
+        if "cards" not in self._cache:
+            ws = self.workspace
+            found: list[tuple[Path, dict[str, Any]]] = []
+            paths: list[Path] = []
+            if ws.releases.is_dir():
+                for folder in sorted(ws.releases.iterdir()):
+                    for name in ("card.json", "certificate.json"):
+                        if (folder / name).is_file() and not folder.name.startswith("."):
+                            paths.append(folder / name)
+            private = ws.segments / "private" / "card.json"
+            if private.is_file():
+                paths.append(private)
+            for path in paths:
+                found.append((path, json.loads(path.read_text(encoding="utf-8"))))
+            self._cache["cards"] = found
+        cards: list[tuple[Path, dict[str, Any]]] = self._cache["cards"]
+        return cards
+
+    def entries(self) -> list[Any]:
+        """Ledger entries of the audited policy (all of them if the ledger is shared)."""
+        if self.ledger is None:
+            return []
+        if "entries" not in self._cache:
+            self._cache["entries"] = [
+                e for e in self.ledger.entries() if e.request.policy == self.policy.name
+            ]
+        entries: list[Any] = self._cache["entries"]
+        return entries
+
+    # --- the steward's view ----------------------------------------------------------
+    def raw_customers(self) -> pl.DataFrame | None:
+        path = self.workspace.raw_table("customers")
+        return pl.read_parquet(path) if path.is_file() else None
+
+    def persons(self) -> pl.DataFrame | None:
+        """One row per person from the raw tables, with flags, anchors and pseudonym.
+
+        Steward only: needs the raw tables and the key. Person linkage (a sole trader's two
+        accounts are one person, AO-3) uses :func:`segments.prepare.person_table`, the
+        definition of a person; everything checked against it is recomputed here.
+        """
+        if self.key is None:
+            return None
+        if "persons" not in self._cache:
+            from segments.prepare import person_table
+
+            customers = self.raw_customers()
+            orders_path = self.workspace.raw_table("orders")
+            if customers is None or not orders_path.is_file():
+                self._cache["persons"] = None
+            else:
+                orders = pl.read_parquet(orders_path, columns=["customer_id", "order_date"])
+                table = person_table(customers, orders)
+                self._cache["persons"] = table.with_columns(
+                    pseudonymise_series(self.key, "person", table["person_root"], "person_id")
+                )
+        persons: pl.DataFrame | None = self._cache["persons"]
+        return persons
+
+    def person_sets(self) -> dict[str, tuple[str, list[str]]]:
+        """Where person ids occur: name → (kind, person ids): prepared frames and labels."""
+        out: dict[str, tuple[str, list[str]]] = {}
+        for purpose in self.prepared_purposes():
+            for table in ("customers", "lines"):
+                ids = self.prepared(purpose, table, ["person_id"])["person_id"].unique()
+                out[f"prepared/{purpose}/{table}"] = (purpose, ids.to_list())
+        for path in self.label_files():
+            ids = pl.read_parquet(path, columns=["person_id"])["person_id"].unique()
+            out[str(path.relative_to(self.workspace.root))] = ("labels", ids.to_list())
+        return out
+
+    def label_files(self) -> list[Path]:
+        """Per-person outputs of segmentation: labels, private labels, target lists."""
+        seg = self.workspace.segments
+        files = [seg / "labels.parquet", seg / "private" / "labels.parquet"]
+        files += sorted((seg / "targets").glob("*.parquet")) if (seg / "targets").is_dir() else []
+        return [f for f in files if f.is_file()]
+
+    def segment_purpose(self) -> str | None:
+        meta = self.workspace.segments / "metadata.json"
+        if not meta.is_file():
+            return None
+        purpose = json.loads(meta.read_text(encoding="utf-8")).get("purpose")
+        return str(purpose) if purpose else None
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _verdict(ok: bool) -> Status:
+    return "pass" if ok else "fail"
+
+
+def _rel(ctx: AuditContext, path: Path) -> str:
+    return str(path.relative_to(ctx.workspace.root))
+
+
+# --- retention -----------------------------------------------------------------------------
+def check_retention_rows(ctx: AuditContext) -> Finding:
+    """No order line older than any transaction rule's cutoff; no person kept past a
+    last-order cutoff (visible from the frames: their last order precedes the cutoff)."""
+    rows: list[str] = []
+    bad: list[str] = []
+    for purpose in ctx.prepared_purposes():
+        rules = (
+            ctx.policy.purposes[purpose].rules_for("transactions")
+            if _declared(ctx, purpose)
+            else ()
+        )
+        lines = ctx.prepared(purpose, "lines", ["person_id", "order_date"])
+        customers = ctx.prepared(purpose, "customers", ["person_id", "signup_date"])
+        for rule in rules:
+            cutoff = rule.cutoff(ctx.as_of)
+            if cutoff is None:
+                continue
+            if rule.anchor == "collection":
+                old = lines.filter(pl.col("order_date") < cutoff)
+                oldest = lines["order_date"].min()
+                rows.append(
+                    f"{purpose}: {rule.months} mo ({','.join(rule.clause_ids)}) "
+                    f"cutoff {cutoff}, oldest {oldest!s}, older rows {old.height}"
+                )
+                if old.height:
+                    bad.append(f"{purpose}: {old.height} lines before {cutoff}")
+            elif rule.anchor == "last_order":
+                last = lines.group_by("person_id").agg(pl.col("order_date").max().alias("last"))
+                if "signup_date" in customers.columns:
+                    last = last.join(customers, on="person_id", how="left").with_columns(
+                        pl.max_horizontal("last", "signup_date").alias("last")
+                    )
+                stale = last.filter(pl.col("last") < cutoff)
+                rows.append(
+                    f"{purpose}: last order + {rule.months} mo cutoff {cutoff}, "
+                    f"persons past it {stale.height}"
+                )
+                if stale.height:
+                    bad.append(
+                        f"{purpose}: {stale.height} persons whose last order precedes {cutoff}"
+                    )
+    if not rows:
+        return Finding(
+            "retention_rows", "recompute transaction cutoffs", {"frames": 0}, "not applicable"
+        )
+    return Finding(
+        "retention_rows",
+        "recompute every transaction rule's cutoff from the policy and as_of; compare with "
+        "the order dates in every prepared frame",
+        {"as_of": ctx.as_of.isoformat(), "rules": rows, "violations": bad or "none"},
+        _verdict(not bad),
+    )
+
+
+def _declared(ctx: AuditContext, purpose: str) -> bool:
+    return purpose in ctx.policy.purposes
+
+
+_ANCHORS = {
+    "last_order": pl.col("last_order_or_signup"),
+    "last_contact": pl.col("last_contact"),
+    "end_of_relationship": pl.col("end_date").fill_null(dt.date(9999, 12, 31)),
+}
+
+
+def check_retention_persons(ctx: AuditContext) -> Finding:
+    """Every person in a prepared frame is inside each customer rule's window (steward)."""
+    persons = ctx.persons()
+    if persons is None:
+        return Finding(
+            "retention_persons",
+            "customer retention rules against raw anchors",
+            {"reason": "needs the key and the raw tables"},
+            "not applicable",
+            STEWARD,
+        )
+    rows: list[str] = []
+    bad: list[str] = []
+    for purpose in [p for p in ctx.prepared_purposes() if _declared(ctx, p)]:
+        ids = ctx.prepared(purpose, "customers", ["person_id"])
+        kept = persons.join(ids, on="person_id", how="inner")
+        for rule in ctx.policy.purposes[purpose].rules_for("customer"):
+            cutoff = rule.cutoff(ctx.as_of)
+            if cutoff is None or rule.anchor not in _ANCHORS:
+                continue
+            stale = kept.filter(_ANCHORS[rule.anchor] < cutoff).height
+            rows.append(
+                f"{purpose}: {rule.anchor} + {rule.months} mo "
+                f"({','.join(rule.clause_ids)}) cutoff {cutoff}: {stale} past it"
+            )
+            if stale:
+                bad.append(f"{purpose}: {stale} persons past {cutoff}")
+    return Finding(
+        "retention_persons",
+        "recompute each person's anchor date (last order, last contact, end of relationship) "
+        "from the raw tables, re-pseudonymise, and compare with each customer rule's cutoff",
+        {"as_of": ctx.as_of.isoformat(), "rules": rows, "violations": bad or "none"},
+        _verdict(not bad),
+        STEWARD,
+    )
+
+
+def check_retention_applied(ctx: AuditContext) -> Finding:
+    """Every prepared frame was made by a run that applied all of its purpose's retention
+    rules, on a date not after the audit's as_of (OF-2: the check runs on every load)."""
+    rows, bad = [], []
+    for purpose in ctx.prepared_purposes():
+        path = ctx.workspace.prepared_dir(purpose) / "policy_report.json"
+        if not path.is_file() or not _declared(ctx, purpose):
+            bad.append(f"{purpose}: no policy_report.json or undeclared purpose")
+            continue
+        report = json.loads(path.read_text(encoding="utf-8"))
+        applied = {r["rule"] for r in report.get("rules", []) if r.get("kind") == "retention"}
+        expected = {f"retention: {r.name}" for r in ctx.policy.purposes[purpose].retention}
+        missing = sorted(expected - applied)
+        run_on = dt.date.fromisoformat(report["as_of"])
+        rows.append(
+            f"{purpose}: prepared as of {run_on}, {len(expected)} rules, missing {len(missing)}"
+        )
+        if missing or run_on > ctx.as_of or report.get("policy") != ctx.policy.name:
+            bad.append(
+                f"{purpose}: missing {missing}, as_of {run_on}, policy {report.get('policy')}"
+            )
+    if not rows and not bad:
+        return Finding(
+            "retention_applied", "prepare evidence per frame", {"frames": 0}, "not applicable"
+        )
+    return Finding(
+        "retention_applied",
+        "every prepared folder's evidence lists each retention rule of its purpose, "
+        "for the audited policy, as of a date not after the report's",
+        {"frames": rows, "problems": bad or "none"},
+        _verdict(not bad),
+    )
+
+
+def check_retention_categories(ctx: AuditContext) -> Finding:
+    """Retention per data category (AC-3): every category in a frame has a retention rule."""
+    rows, bad = [], []
+    for purpose in [p for p in ctx.prepared_purposes() if _declared(ctx, p)]:
+        rules = ctx.policy.purposes[purpose].retention
+        covered = {c for r in rules for c in r.categories}
+        present: set[str] = set()
+        for table, schema in PREPARED_TABLES.items():
+            cols = pl.read_parquet_schema(ctx.workspace.prepared_dir(purpose) / f"{table}.parquet")
+            present |= {schema.column(c).category or "" for c in cols if c in schema.names}
+        present.discard("")
+        uncovered = sorted(present - covered)
+        rows.append(f"{purpose}: categories {sorted(present)}, rules cover {sorted(covered)}")
+        if uncovered or any(not r.categories for r in rules):
+            bad.append(f"{purpose}: no retention rule for categories {uncovered}")
+    if not rows:
+        return Finding(
+            "retention_categories", "categories per frame", {"frames": 0}, "not applicable"
+        )
+    return Finding(
+        "retention_categories",
+        "the AC-1 categories of each frame's columns are all covered by a retention "
+        "rule of its purpose that names the category",
+        {"purposes": rows, "problems": bad or "none"},
+        _verdict(not bad),
+    )
+
+
+# --- exclusions (steward) --------------------------------------------------------------------
+def _absent(ctx: AuditContext, excluded: set[str], kinds: Callable[[str], bool]) -> list[str]:
+    found = []
+    for name, (kind, ids) in ctx.person_sets().items():
+        if kinds(kind):
+            hit = excluded.intersection(ids)
+            if hit:
+                found.append(f"{name}: {len(hit)}")
+    return found
+
+
+def check_erased_restricted_absent(ctx: AuditContext) -> Finding:
+    """No erased or restricted person in any prepared frame or label file (AK-5)."""
+    persons = ctx.persons()
+    if persons is None:
+        return Finding(
+            "erased_restricted_absent",
+            "erasure/restriction",
+            {"reason": NEEDS_KEY},
+            "not applicable",
+            STEWARD,
+        )
+    flagged = persons.filter(pl.col("erasure_requested") | pl.col("restriction_requested"))
+    found = _absent(ctx, set(flagged["person_id"]), lambda kind: True)
+    return Finding(
+        "erased_restricted_absent",
+        "re-pseudonymise every person with an erasure or restriction request and look for "
+        "them in every prepared frame, label and target list (the inputs of every release)",
+        {
+            "persons flagged": flagged.height,
+            "places searched": len(ctx.person_sets()),
+            "found": found or "none",
+        },
+        _verdict(not found),
+        STEWARD,
+    )
+
+
+def check_objectors_absent(ctx: AuditContext) -> Finding:
+    """Objectors absent from every purpose that excludes them and from all labels."""
+    persons = ctx.persons()
+    if persons is None:
+        return Finding(
+            "objectors_absent", "objection", {"reason": NEEDS_KEY}, "not applicable", STEWARD
+        )
+    objectors = set(persons.filter(pl.col("profiling_objection"))["person_id"])
+    excluding = {p for p, pur in ctx.policy.purposes.items() if pur.exclude_objectors}
+    found = _absent(ctx, objectors, lambda kind: kind in excluding or kind == "labels")
+    return Finding(
+        "objectors_absent",
+        "re-pseudonymise every objecting person and look for them in the frames of purposes "
+        f"that exclude objectors ({', '.join(sorted(excluding)) or 'none'}) and in all labels",
+        {"objectors": len(objectors), "found": found or "none"},
+        _verdict(not found),
+        STEWARD,
+    )
+
+
+def check_consent_withdrawal(ctx: AuditContext) -> Finding:
+    """No order line dated after a person's consent withdrawal (AO-8, AK-1)."""
+    persons = ctx.persons()
+    if persons is None:
+        return Finding(
+            "consent_withdrawal", "withdrawal", {"reason": NEEDS_KEY}, "not applicable", STEWARD
+        )
+    withdrawn = persons.filter(pl.col("consent_withdrawn_date").is_not_null()).select(
+        "person_id", "consent_withdrawn_date"
+    )
+    rows, bad = [], []
+    for purpose in [p for p in ctx.prepared_purposes() if _declared(ctx, p)]:
+        if not ctx.policy.purposes[purpose].stop_at_consent_withdrawal:
+            continue
+        lines = ctx.prepared(purpose, "lines", ["person_id", "order_date"])
+        late = lines.join(withdrawn, on="person_id").filter(
+            pl.col("order_date") > pl.col("consent_withdrawn_date")
+        )
+        rows.append(f"{purpose}: {late.height} lines after withdrawal")
+        if late.height:
+            bad.append(purpose)
+    return Finding(
+        "consent_withdrawal",
+        "re-pseudonymise every person who withdrew consent; no line of theirs dated after the "
+        "withdrawal in purposes that stop at withdrawal",
+        {
+            "persons withdrawn": withdrawn.height,
+            "frames": rows or "none checked",
+            "violations": bad or "none",
+        },
+        _verdict(not bad),
+        STEWARD,
+    )
+
+
+def _eligible_ids(ctx: AuditContext, persons: pl.DataFrame) -> set[str]:
+    rule = ctx.policy.profiling_eligibility
+    ok = ~pl.col("profiling_objection")
+    if rule.newsletter_subscribers_only:
+        ok = ok & pl.col("newsletter_subscriber")
+    if rule.exclude_consent_withdrawn:
+        ok = ok & (
+            pl.col("consent_withdrawn_date").is_null()
+            | (pl.col("consent_withdrawn_date") > ctx.as_of)
+        )
+    if rule.exclude_marketing_opt_out:
+        ok = ok & ~pl.col("marketing_opt_out")
+    return set(persons.filter(ok)["person_id"])
+
+
+def check_profiling_labels(ctx: AuditContext) -> Finding:
+    """Per-person labels and profiling frames hold only eligible people (AO-5, AL-3).
+
+    With the key, eligibility is recomputed from the raw flags and the policy's rule; without
+    it, the flag in the prepared frame is checked (reviewer role, weaker evidence).
+    """
+    persons = ctx.persons()
+    places: dict[str, list[str]] = {}
+    for path in ctx.label_files():
+        places[_rel(ctx, path)] = pl.read_parquet(path, columns=["person_id"])[
+            "person_id"
+        ].to_list()
+    for purpose in [p for p in ctx.prepared_purposes() if _declared(ctx, p)]:
+        if ctx.policy.purposes[purpose].profiling:
+            ids = ctx.prepared(purpose, "customers", ["person_id"])["person_id"].to_list()
+            places[f"prepared/{purpose}/customers"] = ids
+    if not places:
+        return Finding(
+            "profiling_labels", "eligibility", {"labels": "none in workspace"}, "not applicable"
+        )
+    if persons is not None:
+        eligible = _eligible_ids(ctx, persons)
+        role, source = (
+            STEWARD,
+            "recomputed from the raw flags: " + (ctx.policy.profiling_eligibility.describe()),
+        )
+    else:
+        seg_purpose = ctx.segment_purpose()
+        if seg_purpose is None or seg_purpose not in ctx.prepared_purposes():
+            return Finding(
+                "profiling_labels", "eligibility", {"reason": NEEDS_KEY}, "not applicable", STEWARD
+            )
+        frame = ctx.prepared(seg_purpose, "customers", ["person_id", "profiling_eligible"])
+        eligible = set(frame.filter(pl.col("profiling_eligible"))["person_id"])
+        role, source = REVIEWER, f"profiling_eligible flag of prepared/{seg_purpose}"
+    found = {k: len(set(v) - eligible) for k, v in places.items()}
+    bad = {k: v for k, v in found.items() if v}
+    return Finding(
+        "profiling_labels",
+        f"every person in a label file or profiling frame is eligible ({source})",
+        {"places": {k: len(v) for k, v in places.items()}, "ineligible": bad or "none"},
+        _verdict(not bad),
+        role,
+    )
+
+
+def check_targets_opt_out(ctx: AuditContext) -> Finding:
+    """No marketing opt-out in any target list (AO-7, AK-4)."""
+    folder = ctx.workspace.segments / "targets"
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        return Finding("targets_opt_out", "target lists", {"target lists": 0}, "not applicable")
+    persons = ctx.persons()
+    if persons is not None:
+        opted = set(persons.filter(pl.col("marketing_opt_out"))["person_id"])
+        role = STEWARD
+    else:
+        purpose = ctx.segment_purpose()
+        if purpose is None or purpose not in ctx.prepared_purposes():
+            return Finding(
+                "targets_opt_out", "target lists", {"reason": NEEDS_KEY}, "not applicable", STEWARD
+            )
+        frame = ctx.prepared(purpose, "customers", ["person_id", "marketing_opt_out"])
+        opted = set(frame.filter(pl.col("marketing_opt_out"))["person_id"])
+        role = REVIEWER
+    found = {}
+    for f in files:
+        ids = set(pl.read_parquet(f, columns=["person_id"])["person_id"])
+        found[f.name] = len(ids & opted)
+    return Finding(
+        "targets_opt_out",
+        "intersect every target list with the people who opted out of marketing",
+        {"target lists": len(files), "opted out": len(opted), "opt-outs targeted": found},
+        _verdict(not any(found.values())),
+        role,
+    )
+
+
+# --- identifiers and the key -----------------------------------------------------------------
+def check_no_direct_identifiers(ctx: AuditContext) -> Finding:
+    """No direct-identifier column in any prepared, segment, release or forecast frame."""
+    frames = ctx.frames()
+    found = [
+        f"{_rel(ctx, f)}: {sorted(set(pl.read_parquet_schema(f)) & DIRECT_IDENTIFIERS)}"
+        for f in frames
+        if set(pl.read_parquet_schema(f)) & DIRECT_IDENTIFIERS
+    ]
+    return Finding(
+        "no_direct_identifiers",
+        "read the column names of every frame under prepared/, segments/, releases/, "
+        "forecasts/ and compare with the schema's direct identifiers (and customer_id)",
+        {
+            "frames": len(frames),
+            "identifiers looked for": sorted(DIRECT_IDENTIFIERS),
+            "found": found or "none",
+        },
+        _verdict(not found),
+    )
+
+
+def _personnummer_like(values: pl.Series) -> int:
+    """Values that are a personnummer or organisation number with a valid check digit."""
+    digits = values.drop_nulls().str.replace_all(r"[ +-]", "")
+    candidates = digits.filter(digits.str.contains(r"^(\d{10}|\d{12})$")).unique()
+    return sum(luhn_valid(v[-10:]) for v in candidates.to_list())
+
+
+def check_no_personnummer(ctx: AuditContext) -> Finding:
+    """Personnummer never in any frame: no such column, no value of that shape (AO-3)."""
+    frames = ctx.frames()
+    found = []
+    for f in frames:
+        schema = pl.read_parquet_schema(f)
+        if {"personnummer", "org_number"} & set(schema):
+            found.append(f"{_rel(ctx, f)}: column")
+            continue
+        text_cols = [c for c, t in schema.items() if t == pl.Utf8]
+        if not text_cols:
+            continue
+        frame = pl.read_parquet(f, columns=text_cols)
+        hits = sum(_personnummer_like(frame[c]) for c in text_cols)
+        if hits:
+            found.append(f"{_rel(ctx, f)}: {hits} values")
+    return Finding(
+        "no_personnummer",
+        "every text column of every frame: values of 10 or 12 digits (hyphen allowed) with a "
+        "valid Luhn check digit",
+        {"frames": len(frames), "found": found or "none"},
+        _verdict(not found),
+    )
+
+
+def _key_forms(secret: bytes) -> dict[str, bytes]:
+    forms = {
+        "raw": secret,
+        "hex": secret.hex().encode(),
+        "HEX": secret.hex().upper().encode(),
+        "base64": base64.b64encode(secret).rstrip(b"="),
+        "base64url": base64.urlsafe_b64encode(secret).rstrip(b"="),
+    }
+    return {k: v for k, v in forms.items() if v}
+
+
+def _files_under(root: Path) -> Iterator[Path]:
+    return (p for p in sorted(root.rglob("*")) if p.is_file())
+
+
+def check_key_not_stored(ctx: AuditContext) -> Finding:
+    """The key is stored nowhere in the workspace, in raw, hex or base64 form (AO-9)."""
+    if ctx.key is None:
+        return Finding(
+            "key_not_stored", "search for the key", {"reason": NEEDS_KEY}, "not applicable", STEWARD
+        )
+    forms = _key_forms(ctx.key.secret)
+    files = list(_files_under(ctx.workspace.root))
+    found = []
+    for f in files:
+        data = f.read_bytes()
+        for name, form in forms.items():
+            if form in data:
+                found.append(f"{_rel(ctx, f)} ({name})")
+    return Finding(
+        "key_not_stored",
+        "search every file's bytes under the workspace for the key in raw, hex (both cases) "
+        "and base64 (standard and URL-safe) forms",
+        {
+            "files searched": len(files),
+            "key id": ctx.key.key_id,
+            "key provenance": ctx.key.provenance,
+            "found": found or "none",
+        },
+        _verdict(not found),
+        STEWARD,
+    )
+
+
+def check_pseudonymised(ctx: AuditContext) -> Finding:
+    """Every person and order id in the frames is a keyed pseudonym (32 hex digits)."""
+    bad, n = [], 0
+    for f in ctx.frames():
+        schema = pl.read_parquet_schema(f)
+        for col in ("person_id", "order_id"):
+            if col in schema:
+                n += 1
+                values = pl.read_parquet(f, columns=[str(col)])[col]
+                ok = values.dtype == pl.Utf8 and bool(values.str.contains(r"^[0-9a-f]{32}$").all())
+                if not ok:
+                    bad.append(f"{_rel(ctx, f)}:{col}")
+    if not n:
+        return Finding("pseudonymised", "pseudonyms", {"id columns": 0}, "not applicable")
+    return Finding(
+        "pseudonymised",
+        "every person_id and order_id column is a 32-hex-digit keyed HMAC pseudonym",
+        {"id columns checked": n, "not pseudonymised": bad or "none"},
+        _verdict(not bad),
+    )
+
+
+def check_minimised(ctx: AuditContext) -> Finding:
+    """Prepared frames hold only the purpose's declared columns (AL-5)."""
+    rows, bad = [], []
+    for purpose in ctx.prepared_purposes():
+        if not _declared(ctx, purpose):
+            bad.append(f"{purpose}: undeclared purpose")
+            continue
+        declared = ctx.policy.purposes[purpose].columns
+        for table, extra in (
+            ("customers", {"person_id", "profiling_eligible"}),
+            ("lines", {"person_id"}),
+        ):
+            cols = set(
+                pl.read_parquet_schema(ctx.workspace.prepared_dir(purpose) / f"{table}.parquet")
+            )
+            surplus = sorted(cols - set(declared[table]) - extra)
+            rows.append(f"{purpose}/{table}: {len(cols)} columns")
+            if surplus:
+                bad.append(f"{purpose}/{table}: {surplus}")
+    if not rows and not bad:
+        return Finding("minimised", "columns", {"frames": 0}, "not applicable")
+    return Finding(
+        "minimised",
+        "compare each prepared frame's columns with its purpose's declared columns",
+        {"frames": rows, "surplus": bad or "none"},
+        _verdict(not bad),
+    )
+
+
+def check_schema_categories(ctx: AuditContext) -> Finding:
+    """The schema marks every personal column with its AC-1 category; identifiers are A."""
+    personal = [t for n, t in RAW_TABLES.items() if n != "products"] + list(
+        PREPARED_TABLES.values()
+    )
+    missing = [
+        f"{t.name}.{c.name}"
+        for t in personal
+        for c in t.columns
+        if c.category not in CATEGORIES and c.name not in {"product_id", "category"}
+    ]
+    not_a = [
+        f"{t.name}.{c.name}"
+        for t in personal
+        for c in t.columns
+        if c.direct_identifier and c.category != "A"
+    ]
+    unknown = []
+    for purpose in ctx.prepared_purposes():
+        for table, schema in PREPARED_TABLES.items():
+            path = ctx.workspace.prepared_dir(purpose) / f"{table}.parquet"
+            unknown += [
+                f"{purpose}/{table}.{c}"
+                for c in pl.read_parquet_schema(path)
+                if c not in schema.names
+            ]
+    counts: dict[str, int] = {}
+    for t in personal:
+        for c in t.columns:
+            counts[c.category or "none"] = counts.get(c.category or "none", 0) + 1
+    problems = missing + not_a + unknown
+    return Finding(
+        "schema_categories",
+        "every column of the personal tables (raw and prepared) carries an AC-1 category, "
+        "every direct identifier is category A, every frame column is in the schema",
+        {"columns per category": counts, "problems": problems or "none"},
+        _verdict(not problems),
+    )
+
+
+def _survey_schema_ok(schema: TableSchema, cols: set[str]) -> list[str]:
+    return sorted(cols & (DIRECT_IDENTIFIERS | {"person_id"})) + sorted(cols - set(schema.names))
+
+
+def check_survey_anonymous(ctx: AuditContext) -> Finding:
+    """The survey table carries no identifier (AC-2): respondents are anonymous."""
+    paths = [ctx.workspace.raw_table("surveys")]
+    paths += sorted(ctx.workspace.prepared.glob("*/surveys.parquet"))
+    paths = [p for p in paths if p.is_file()]
+    if not paths:
+        return Finding("survey_anonymous", "surveys", {"survey tables": 0}, "not applicable")
+    bad = {}
+    for p in paths:
+        problems = _survey_schema_ok(SURVEYS, set(pl.read_parquet_schema(p)))
+        if problems:
+            bad[_rel(ctx, p)] = problems
+    return Finding(
+        "survey_anonymous",
+        "the survey tables' columns are the survey schema's (month, county, customer type, "
+        "score): no customer id, pseudonym or direct identifier",
+        {"tables": [_rel(ctx, p) for p in paths], "identifier columns": bad or "none"},
+        _verdict(not bad),
+    )
+
+
+# --- releases and the ledger -----------------------------------------------------------------
+def _no_ledger(name: str) -> Finding:
+    return Finding(name, "ledger", {"reason": "no ledger given or found"}, "not applicable")
+
+
+def check_release_checksums(ctx: AuditContext) -> Finding:
+    """Every release file matches the SHA-256 in its ledger entry; every card has an entry."""
+    cards = ctx.cards()
+    if not cards:
+        return Finding("release_checksums", "release files", {"releases": 0}, "not applicable")
+    if ctx.ledger is None:
+        return _no_ledger("release_checksums")
+    by_id = {e.release_id: e for e in ctx.ledger.entries()}
+    evidence: dict[str, str] = {}
+    bad = []
+    for path, card in cards:
+        rid = str(card.get("release_id"))
+        entry = by_id.get(rid)
+        if entry is None or entry.status != "published":
+            bad.append(f"{rid}: no published ledger entry")
+            continue
+        for name, digest in entry.files.items():
+            f = path.parent / name
+            actual = sha256_file(f) if f.is_file() else "missing"
+            evidence[f"{rid}/{name}"] = actual[:16]
+            if actual != digest:
+                bad.append(f"{rid}/{name}: ledger {digest[:12]}…, file {actual[:12]}…")
+        if dict(card.get("files", {})) != dict(entry.files):
+            bad.append(f"{rid}: card files differ from the ledger entry")
+        extra = sorted(
+            p.name
+            for p in path.parent.glob("*.parquet")
+            if p.name not in entry.files and p.name != "labels.parquet"
+        )
+        if extra:
+            bad.append(f"{rid}: files not in the ledger: {extra}")
+    return Finding(
+        "release_checksums",
+        "hash every release file and compare with the SHA-256 its ledger entry recorded",
+        {"releases": len(cards), "files (sha256 prefix)": evidence, "mismatches": bad or "none"},
+        _verdict(not bad),
+    )
+
+
+def check_ledger_chain(ctx: AuditContext) -> Finding:
+    """The ledger's hash chain verifies and every card's head hash is in it."""
+    if ctx.ledger is None:
+        return _no_ledger("ledger_chain")
+    chain = ctx.ledger.verify_chain()
+    cards = ctx.ledger.verify_cards([str(p) for p, _ in ctx.cards()])
+    problems = list(dict.fromkeys([*chain.problems, *cards.problems]))
+    return Finding(
+        "ledger_chain",
+        "recompute the ledger's hash chain (verify_chain) and find every card's ledger head "
+        "hash in it (verify_cards)",
+        {
+            "ledger": str(ctx.ledger.path.name),
+            "label": ctx.ledger.label or "controller ledger",
+            "events": chain.n_events,
+            "head": chain.head[:16],
+            "cards": len(ctx.cards()),
+            "problems": problems or "none",
+        },
+        _verdict(not problems),
+    )
+
+
+def spending(ctx: AuditContext) -> pl.DataFrame:
+    """Per release: date, population, ε, ρ and the total ε of the rolling budget period
+    ending on that date, recomputed from the ledger entries (reserved charges count)."""
+    p = ctx.policy.privacy
+    rows = []
+    entries = sorted(ctx.entries(), key=lambda e: (e.request.as_of, e.reserved_at))
+    for e in entries:
+        r = e.request
+        if r.kind != "dp":
+            continue
+        rho = r.rho if r.rho is not None else (r.epsilon or 0.0) ** 2 / 2
+        rows.append(
+            {
+                "release_id": e.release_id,
+                "date": r.as_of,
+                "population": r.population,
+                "epsilon": float(r.epsilon or 0.0),
+                "rho": float(rho),
+                "pure": r.rho is None,
+            }
+        )
+    frame = pl.DataFrame(
+        rows,
+        schema={
+            "release_id": pl.Utf8,
+            "date": pl.Date,
+            "population": pl.Utf8,
+            "epsilon": pl.Float64,
+            "rho": pl.Float64,
+            "pure": pl.Boolean,
+        },
+    )
+    totals = []
+    for row in frame.iter_rows(named=True):
+        start = months_before(row["date"], p.budget_period_months)
+        inside = frame.filter(
+            (pl.col("population") == row["population"])
+            & (pl.col("date") > start)
+            & (pl.col("date") <= row["date"])
+        )
+        totals.append(_period_epsilon(inside, p.dp_family, p.delta))
+    return frame.with_columns(pl.Series("period_epsilon", totals, dtype=pl.Float64))
+
+
+def _period_epsilon(inside: pl.DataFrame, family: str, delta: float) -> float:
+    if inside.is_empty():
+        return 0.0
+    if bool(inside["pure"].all()):
+        return float(inside["epsilon"].sum())
+    rho = float(inside["rho"].sum())
+    # zCDP stated as (ε, δ) at the policy's δ (Bun & Steinke 2016, Prop. 1.3)
+    import math
+
+    return rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta)) if delta > 0 else math.inf
+
+
+def check_budget(ctx: AuditContext) -> Finding:
+    """The budget is never exceeded over any rolling period (recomputed from the entries)."""
+    if ctx.ledger is None:
+        return _no_ledger("budget")
+    p = ctx.policy.privacy
+    frame = spending(ctx)
+    if frame.is_empty():
+        return Finding("budget", "rolling budget", {"DP releases": 0}, "not applicable")
+    worst = frame.sort("period_epsilon", descending=True).row(0, named=True)
+    over = frame.filter(pl.col("period_epsilon") > p.budget_epsilon + 1e-9)
+    return Finding(
+        "budget",
+        f"sum the privacy loss of every DP release per population over every rolling "
+        f"{p.budget_period_months}-month period ending on a release date "
+        f"({'pure ε adds' if p.dp_family == 'pure' else 'ρ adds, stated as ε at δ'}) and "
+        "compare with the budget",
+        {
+            "DP releases": frame.height,
+            "budget ε": p.budget_epsilon,
+            "worst period": f"{worst['population']} ending {worst['date']}: "
+            f"ε = {worst['period_epsilon']:.4g}",
+            "periods over budget": over.height,
+            "ledger": ctx.ledger.label or "controller ledger",
+        },
+        _verdict(over.is_empty()),
+    )
+
+
+def check_destinations(ctx: AuditContext) -> Finding:
+    """Every release's destination and recipient country lie in the EU/EEA (AO-2, OF-3)."""
+    if ctx.ledger is None:
+        return _no_ledger("destinations")
+    entries = ctx.entries()
+    allowed = ctx.policy.allowed_destinations & EU_EEA
+    bad = []
+    for e in entries:
+        dest = e.request.destination
+        rec = ctx.policy.recipients.get(e.request.recipient)
+        if dest not in allowed or (rec is not None and rec.country not in EU_EEA):
+            bad.append(f"{e.release_id}: {dest}")
+    for _, card in ctx.cards():
+        if str(card.get("destination", "")).upper() not in allowed:
+            bad.append(f"{card.get('release_id')}: card destination {card.get('destination')}")
+    dests = sorted({e.request.destination for e in entries})
+    if not entries:
+        return Finding("destinations", "destinations", {"releases": 0}, "not applicable")
+    return Finding(
+        "destinations",
+        "every ledger entry's and card's destination, and the recipient's country, is an "
+        "EU/EEA country the policy allows",
+        {"releases": len(entries), "destinations": dests, "outside": bad or "none"},
+        _verdict(not bad),
+    )
+
+
+def check_guarantee_recipient(ctx: AuditContext) -> Finding:
+    """Each release states its guarantee; its recipient is declared and allowed for it
+    (external recipients only for end-to-end guarantees; never third-party marketing)."""
+    if ctx.ledger is None:
+        return _no_ledger("guarantee_recipient")
+    entries = ctx.entries()
+    if not entries:
+        return Finding("guarantee_recipient", "guarantees", {"releases": 0}, "not applicable")
+    bad: list[str] = []
+    kinds: dict[str, int] = {}
+    cards = {str(c.get("release_id")): c for _, c in ctx.cards()}
+    for e in entries:
+        g = e.request.guarantee
+        kinds[g] = kinds.get(g, 0) + 1
+        rec = ctx.policy.recipients.get(e.request.recipient)
+        if g not in GUARANTEES:
+            bad.append(f"{e.release_id}: guarantee {g!r} not stated")
+        if rec is None:
+            bad.append(f"{e.release_id}: recipient {e.request.recipient!r} undeclared")
+        elif rec.kind == "third_party_marketing":
+            bad.append(f"{e.release_id}: third-party marketing recipient {rec.name}")
+        elif rec.kind != "internal" and g not in END_TO_END:
+            bad.append(f"{e.release_id}: {g!r} to external {rec.name}")
+        card = cards.get(e.release_id)
+        if card is not None and card.get("guarantee") != g:
+            bad.append(f"{e.release_id}: card states {card.get('guarantee')!r}")
+    return Finding(
+        "guarantee_recipient",
+        "each ledger entry's guarantee is one of the stated ones and matches its card; its "
+        "recipient is declared, never a third party for marketing, and external only for "
+        "end-to-end guarantees",
+        {"releases by guarantee": kinds, "problems": bad or "none"},
+        _verdict(not bad),
+    )
+
+
+def check_purposes_declared(ctx: AuditContext) -> Finding:
+    """Every frame and release carries a purpose the policy declares (AO-10)."""
+    declared = set(ctx.policy.purposes)
+    used: dict[str, str] = {}
+    for purpose in ctx.prepared_purposes():
+        used[f"prepared/{purpose}"] = purpose
+    for e in ctx.entries():
+        used[f"release {e.release_id}"] = e.request.purpose
+    for _, card in ctx.cards():
+        used[f"card {card.get('release_id')}"] = str(card.get("purpose"))
+    seg = ctx.segment_purpose()
+    if seg is not None:
+        used["segments/metadata.json"] = seg
+    if not used:
+        return Finding(
+            "purposes_declared", "purposes", {"frames and releases": 0}, "not applicable"
+        )
+    bad = sorted(f"{k}: {v}" for k, v in used.items() if v not in declared)
+    return Finding(
+        "purposes_declared",
+        "the purpose of every prepared folder, ledger entry, card and segmentation is declared "
+        "by the policy",
+        {"declared": sorted(declared), "checked": len(used), "undeclared": bad or "none"},
+        _verdict(not bad),
+    )
+
+
+def check_forecasts_from_archive(ctx: AuditContext) -> Finding:
+    """Forecasts read only the DP release archive (AO-4)."""
+    card_path = ctx.workspace.forecasts / "forecast_card.json"
+    if not card_path.is_file():
+        return Finding("forecasts_from_archive", "forecasts", {"forecasts": 0}, "not applicable")
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    archive = ctx.workspace.releases / "archive" / "monthly_category.parquet"
+    bad = []
+    if card.get("source") != "releases/archive/monthly_category.parquet":
+        bad.append(f"source {card.get('source')}")
+    released = set()
+    if archive.is_file():
+        released = set(pl.read_parquet(archive, columns=["release_id"])["release_id"])
+    ledger_ids = {e.release_id for e in ctx.entries()} if ctx.ledger is not None else released
+    unknown = sorted(set(card.get("release_ids", [])) - (released & ledger_ids))
+    if unknown:
+        bad.append(f"release ids not in the archive and ledger: {unknown[:3]}")
+    for f in sorted(ctx.workspace.forecasts.glob("*.parquet")):
+        if "person_id" in pl.read_parquet_schema(f):
+            bad.append(f"{f.name} has person_id")
+    stale = archive.is_file() and card.get("source_sha256") != sha256_file(archive)
+    return Finding(
+        "forecasts_from_archive",
+        "the forecast card names the release archive as its only source; every release id it "
+        "used is in the archive and the ledger; no forecast frame has a person id",
+        {
+            "source": card.get("source"),
+            "release ids used": len(card.get("release_ids", [])),
+            "archive changed since": bool(stale),
+            "problems": bad or "none",
+        },
+        _verdict(not bad),
+    )
+
+
+def check_kanon_recount(ctx: AuditContext) -> Finding:
+    """Each k-anonymous release: k (and l) recounted from its file alone."""
+    rows, bad = [], []
+    for path, cert in ctx.cards():
+        if path.name != "certificate.json":
+            continue
+        table = pl.read_parquet(path.parent / "table.parquet")
+        qis = list(cert["quasi_identifiers"])
+        sizes = table.group_by(qis).len()["len"]
+        k = int(sizes.min() or 0) if sizes.len() else 0  # type: ignore[arg-type]
+        claimed = int(cert["privacy_model"]["k"])
+        line = (
+            f"{cert['release_id']}: k = {k} (claimed {claimed}, policy {ctx.policy.privacy.min_k})"
+        )
+        ok = k >= claimed >= ctx.policy.privacy.min_k
+        sensitive = cert.get("sensitive")
+        if sensitive:
+            l_found = int(table.group_by(qis).agg(pl.col(sensitive).n_unique())[sensitive].min())
+            l_claimed = int(cert["privacy_model"].get("l") or 1)
+            line += f", l = {l_found} (claimed {l_claimed})"
+            ok = ok and l_found >= l_claimed
+        rows.append(line)
+        if not ok:
+            bad.append(line)
+    if not rows:
+        return Finding("kanon_recount", "k-anonymous releases", {"releases": 0}, "not applicable")
+    return Finding(
+        "kanon_recount",
+        "group each released table by its quasi-identifiers and count the smallest class "
+        "(and distinct sensitive values), from the file alone",
+        {"releases": rows, "below claim": bad or "none"},
+        _verdict(not bad),
+    )
+
+
+def check_pii_scan(ctx: AuditContext, extra: tuple[Path, ...] = ()) -> Finding:
+    """PII scan of every release, the report folder and every notebook's outputs."""
+    raw = ctx.raw_customers()
+    known = KnownIdentifiers.from_customers(raw) if raw is not None else None
+    paths = [
+        p
+        for p in (ctx.workspace.releases, ctx.workspace.report, ctx.workspace.forecasts)
+        if p.exists()
+    ]
+    paths += [p for p in (*ctx.notebooks, *extra) if p.exists()]
+    hits, scanned = scan_paths(paths, known)
+    return Finding(
+        "pii_scan",
+        "scan every release, forecast, report file and notebook output for e-mail addresses, "
+        "phone numbers, personnummer and organisation numbers with a valid check digit"
+        + (", and the raw table's known identifiers and full names" if known else ""),
+        {
+            "files scanned": len(scanned),
+            "hits": [f"{Path(h.source).name}: {h.kind} {h.redacted}" for h in hits[:20]] or 0,
+        },
+        _verdict(not hits),
+        STEWARD if known else REVIEWER,
+    )
+
+
+#: Every check by name, in report order.
+CHECKS: dict[str, Callable[[AuditContext], Finding]] = {
+    "retention_rows": check_retention_rows,
+    "retention_persons": check_retention_persons,
+    "retention_applied": check_retention_applied,
+    "retention_categories": check_retention_categories,
+    "erased_restricted_absent": check_erased_restricted_absent,
+    "objectors_absent": check_objectors_absent,
+    "consent_withdrawal": check_consent_withdrawal,
+    "profiling_labels": check_profiling_labels,
+    "targets_opt_out": check_targets_opt_out,
+    "no_direct_identifiers": check_no_direct_identifiers,
+    "no_personnummer": check_no_personnummer,
+    "pseudonymised": check_pseudonymised,
+    "minimised": check_minimised,
+    "key_not_stored": check_key_not_stored,
+    "schema_categories": check_schema_categories,
+    "survey_anonymous": check_survey_anonymous,
+    "release_checksums": check_release_checksums,
+    "ledger_chain": check_ledger_chain,
+    "budget": check_budget,
+    "destinations": check_destinations,
+    "guarantee_recipient": check_guarantee_recipient,
+    "purposes_declared": check_purposes_declared,
+    "forecasts_from_archive": check_forecasts_from_archive,
+    "kanon_recount": check_kanon_recount,
+    "pii_scan": check_pii_scan,
+}
+
+_RETENTION = ("retention_rows", "retention_persons", "retention_applied")
+_RELEASES = ("release_checksums", "ledger_chain", "guarantee_recipient")
+_EXCLUDED = ("erased_restricted_absent", "objectors_absent")
+
+#: Clause id → (promise, from POLICY_CLAUSES.md; the checks that verify it). Every controller
+#: gets every check of :data:`CORE_CHECKS` under one of its clauses.
+CLAUSE_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "AO-1": (
+        "Information anonymised or aggregated so that it cannot identify a person, neither "
+        "with other information nor otherwise, is not personal data.",
+        (*_RELEASES, "kanon_recount", "budget", "no_direct_identifiers", "pii_scan"),
+    ),
+    "AO-2": ("Personal data is processed only within the EU/EEA.", ("destinations",)),
+    "AO-3": (
+        "Personnummer is not kept except for sole traders, credit checks and invoice pick-up; "
+        "used only when clearly motivated.",
+        ("no_personnummer", "pii_scan"),
+    ),
+    "AO-4": (
+        "Customers are sorted into segments from purchase history and geography; analyses "
+        "use de-identified or pseudonymised data; kept from collection and 14 months after.",
+        (*_RETENTION, "pseudonymised", "minimised", "forecasts_from_archive", "objectors_absent"),
+    ),
+    "AO-5": (
+        "Segments for personal offers only for active customers or those with an order in "
+        "the last 14 months; pseudonymised, never released.",
+        ("profiling_labels", "retention_persons", "pseudonymised"),
+    ),
+    "AO-6": ("Order data is kept 24 months after the purchase.", ("retention_rows",)),
+    "AO-7": (
+        "Customers may opt out of newsletters and other marketing at any time.",
+        ("targets_opt_out", "profiling_labels"),
+    ),
+    "AO-8": ("Consent may be withdrawn at any time.", ("consent_withdrawal", *_EXCLUDED)),
+    "AO-9": (
+        "Only people who need it have access to personal data.",
+        ("key_not_stored", "pseudonymised", "no_direct_identifiers", "erased_restricted_absent"),
+    ),
+    "AO-10": (
+        "Processors act only for the purposes the data was collected for.",
+        ("purposes_declared", "guarantee_recipient"),
+    ),
+    "AK-1": (
+        "Customer management and offers rest on consent, which may be withdrawn with future "
+        "effect.",
+        ("consent_withdrawal", "profiling_labels", "targets_opt_out"),
+    ),
+    "AK-2": (
+        "Purchase history is used for reports and statistics for follow-up and evaluation.",
+        (
+            *_RELEASES,
+            "budget",
+            "kanon_recount",
+            "destinations",
+            "purposes_declared",
+            "forecasts_from_archive",
+            "pii_scan",
+            "objectors_absent",
+        ),
+    ),
+    "AK-3": (
+        "Data is kept while a customer + 24 months; then deleted or de-identified so it can "
+        "no longer be linked to the person.",
+        (
+            *_RETENTION,
+            "pseudonymised",
+            "no_direct_identifiers",
+            "no_personnummer",
+            "key_not_stored",
+            "minimised",
+        ),
+    ),
+    "AK-4": (
+        "Right to object to direct marketing and to processing based on legitimate interest.",
+        ("objectors_absent", "targets_opt_out", "profiling_labels"),
+    ),
+    "AK-5": (
+        "Rights to access, rectification, erasure, restriction of processing, portability.",
+        ("erased_restricted_absent",),
+    ),
+    "OF-1": (
+        "Legitimate interest for the customer relationship; purposes include development of "
+        "goods and services and e-mail direct marketing.",
+        (
+            "purposes_declared",
+            *_RELEASES,
+            "budget",
+            "kanon_recount",
+            "forecasts_from_archive",
+            "pii_scan",
+        ),
+    ),
+    "OF-2": (
+        "Data is kept only as long as needed; outdated data is weeded continuously.",
+        (
+            *_RETENTION,
+            "minimised",
+            "pseudonymised",
+            "no_direct_identifiers",
+            "no_personnummer",
+            "key_not_stored",
+        ),
+    ),
+    "OF-3": ("No personal data is transferred outside the EU/EEA.", ("destinations",)),
+    "OF-4": (
+        "The data subject may object to processing at any time.",
+        (
+            "objectors_absent",
+            "profiling_labels",
+            "targets_opt_out",
+            "consent_withdrawal",
+            "erased_restricted_absent",
+        ),
+    ),
+    "AL-1": (
+        "Data is kept up to seven years after the last purchase or contact.",
+        (*_RETENTION, "erased_restricted_absent"),
+    ),
+    "AL-2": (
+        "Legitimate interest covers offers and a limited segmentation of customers, e.g. "
+        "based on purchases from a category.",
+        ("guarantee_recipient", "profiling_labels", "purposes_declared"),
+    ),
+    "AL-3": (
+        "Profiling only of newsletter subscribers; anyone may object to profiling at any time.",
+        ("profiling_labels", "objectors_absent", "targets_opt_out", "consent_withdrawal"),
+    ),
+    "AL-4": (
+        "Data is also used for market analyses, surveys, statistics and business follow-up.",
+        (*_RELEASES, "budget", "kanon_recount", "destinations", "forecasts_from_archive"),
+    ),
+    "AL-5": (
+        "Minimisation: no more personal data than needed; personal data is not sold.",
+        (
+            "minimised",
+            "no_direct_identifiers",
+            "no_personnummer",
+            "pseudonymised",
+            "key_not_stored",
+            "pii_scan",
+            "guarantee_recipient",
+        ),
+    ),
+    "AC-1": (
+        "Data categories: A contact, B transactions, C digital communication, D digital data, "
+        "E images/video.",
+        (
+            "schema_categories",
+            "no_direct_identifiers",
+            "no_personnummer",
+            "pseudonymised",
+            "key_not_stored",
+            "minimised",
+        ),
+    ),
+    "AC-2": (
+        "Monthly surveys: anonymous participants; anonymised survey data is used for "
+        "statistics; opt-out at any time.",
+        ("survey_anonymous", "guarantee_recipient", "budget", "kanon_recount", "pii_scan"),
+    ),
+    "AC-3": (
+        "Retention per data category (purchase data 7-10 years; e-mail at most 9 months; "
+        "C and D for follow-up).",
+        (
+            "retention_categories",
+            *_RETENTION,
+            "erased_restricted_absent",
+            "objectors_absent",
+            "consent_withdrawal",
+            "profiling_labels",
+        ),
+    ),
+    "AC-4": (
+        "Data is not shared with third parties for sales or marketing.",
+        (
+            "guarantee_recipient",
+            "destinations",
+            "release_checksums",
+            "ledger_chain",
+            "purposes_declared",
+            "targets_opt_out",
+            "forecasts_from_archive",
+        ),
+    ),
+}
+
+#: Checks every controller's checklist contains (the rest verify one controller's promise).
+CORE_CHECKS = tuple(
+    c for c in CHECKS if c not in ("schema_categories", "survey_anonymous", "retention_categories")
+)
+
+#: The shipped policies' clause prefixes.
+_PREFIX = {"alloffice": "AO", "allkontor": "AK", "offix": "OF", "alocenter": "AL", "allcall": "AC"}
+
+
+def clause_prefix(policy: Policy) -> str:
+    """The controller's clause-id prefix (``AO`` for AllOffice), from its rules' clause ids."""
+    if policy.name in _PREFIX:
+        return _PREFIX[policy.name]
+    ids = [c for p in policy.purposes.values() for c in p.clause_ids]
+    prefixes = [c.split("-")[0] for c in ids]
+    return max(set(prefixes), key=prefixes.count)

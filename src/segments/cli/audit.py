@@ -1,0 +1,81 @@
+"""``segments audit``: the reviewer's report of one workspace under one policy (W/report/).
+
+``segments audit --workspace W --policy NAME [--key-file F] [--ledger PATH]`` runs every check
+(a checklist row per clause id of the controller), the PII scan, and the attacks and empirical
+DP audit when available, and writes ``W/report/audit.html`` (self-contained) and ``audit.md``.
+With the steward's key (``--key-file``, the environment variable, or the demo key of synthetic
+data) the checks that re-pseudonymise excluded people run in the data steward's role;
+``--reviewer`` runs without the key (those checks are then not applicable, never passed).
+Exit status 1 when any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from segments.cli.common import add_workspace_option, iso_date
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "audit",
+        help="reviewer's audit: checklist per policy clause, PII scan, charts (W/report/)",
+        description="Verify every promise of a policy against what the workspace produced and "
+        "write W/report/audit.html and audit.md.",
+    )
+    add_workspace_option(parser)
+    parser.add_argument("--policy", required=True, help="policy audited (e.g. alloffice)")
+    parser.add_argument("--key-file", help="the data steward's key file (outside the workspace)")
+    parser.add_argument(
+        "--ledger", help="ledger file (default: the workspace's demo ledger, else the controller's)"
+    )
+    parser.add_argument(
+        "--as-of",
+        type=iso_date,
+        help="reference date of retention cutoffs (default: the latest prepare run's)",
+    )
+    parser.add_argument(
+        "--dp-trials",
+        type=int,
+        default=500,
+        help="trials per dataset of the empirical DP audit (default 500; 0 skips it, which "
+        "the report states)",
+    )
+    parser.add_argument(
+        "--reviewer",
+        action="store_true",
+        help="run without the key: the steward's checks are reported not applicable",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from segments.audit.run import run_audit
+    from segments.pseudonym import load_key
+
+    key = None
+    if args.key_file and not args.reviewer:
+        key = load_key(key_file=args.key_file, workspace=args.workspace)
+    report = run_audit(
+        args.workspace,
+        args.policy,
+        ledger=args.ledger,
+        key=key,
+        as_of=args.as_of,
+        steward=not args.reviewer,
+        dp_trials=args.dp_trials or None,
+    )
+    counts = report.counts()
+    print(
+        f"audit of {report.controller} ({report.policy}): {counts['pass']} pass, "
+        f"{counts['fail']} fail, {counts['not applicable']} not applicable"
+    )
+    for check in report.checks:
+        if check.status == "fail":
+            print(f"  FAIL {', '.join(check.clause_ids)}: {check.method[:100]}")
+    print(f"report: {args.workspace.report / 'audit.html'} (and audit.md)")
+    return 0 if report.passed else 1
+
+
+__all__ = ["register", "run"]

@@ -1,0 +1,351 @@
+"""Each audit check passes on a correct workspace and fails on one broken on purpose."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pytest
+from audit_workspace import AS_OF, audit_workspace, copy_workspace
+
+from segments import Ledger, Policy, ReleaseRequest, Workspace
+from segments.audit import checks
+from segments.audit.checks import CHECKS, CLAUSE_CHECKS, NEEDS_KEY, AuditContext
+from segments.policy import POLICY_NAMES, months_before
+from segments.prepare import person_table
+from segments.pseudonym import load_key, pseudonymise
+
+POLICY = Policy.load("alloffice")
+
+
+@pytest.fixture(scope="session")
+def good(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    return audit_workspace("alloffice", tmp_path_factory.getbasetemp() / "audit")
+
+
+@pytest.fixture
+def broken(good: Workspace, tmp_path: Path) -> Workspace:
+    return copy_workspace(good, tmp_path / "ws")
+
+
+def context(ws: Workspace, *, key: bool = True, ledger: Ledger | None = None) -> AuditContext:
+    return AuditContext(
+        workspace=ws,
+        policy=POLICY,
+        as_of=AS_OF,
+        ledger=ledger or Ledger.for_workspace(ws, POLICY.controller, create=False),
+        key=load_key(workspace=ws) if key else None,
+    )
+
+
+def run(name: str, ws: Workspace, **kw: object) -> checks.Finding:
+    return CHECKS[name](context(ws, **kw))  # type: ignore[arg-type]
+
+
+def rewrite(path: Path, change: Callable[[pl.DataFrame], pl.DataFrame]) -> None:
+    frame = change(pl.read_parquet(path))
+    frame.write_parquet(path)
+
+
+def raw_persons(ws: Workspace) -> pl.DataFrame:
+    """The steward's view: raw persons with flags and their pseudonyms."""
+    customers = pl.read_parquet(ws.raw_table("customers"))
+    orders = pl.read_parquet(ws.raw_table("orders"), columns=["customer_id", "order_date"])
+    persons = person_table(customers, orders)
+    key = load_key(workspace=ws)
+    return persons.with_columns(
+        pl.Series("person_id", pseudonymise(key, "person", persons["person_root"].to_list()))
+    )
+
+
+def add_person(path: Path, person_id: str) -> None:
+    """Append a copy of the first row with another person's pseudonym."""
+    rewrite(
+        path, lambda f: pl.concat([f, f.head(1).with_columns(pl.lit(person_id).alias("person_id"))])
+    )
+
+
+# --- the correct workspace ---------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(CHECKS))
+def test_every_check_passes_on_the_correct_workspace(good: Workspace, name: str) -> None:
+    finding = run(name, good)
+    assert finding.status == "pass", finding.evidence
+
+
+def test_steward_checks_say_they_need_the_key(good: Workspace) -> None:
+    for name in (
+        "retention_persons",
+        "erased_restricted_absent",
+        "objectors_absent",
+        "consent_withdrawal",
+        "key_not_stored",
+    ):
+        finding = run(name, good, key=False)
+        assert finding.status == "not applicable"
+        assert finding.role.startswith("data steward")
+    assert run("key_not_stored", good, key=False).evidence["reason"] == NEEDS_KEY
+
+
+def test_every_clause_of_every_policy_has_a_check() -> None:
+    for name in POLICY_NAMES:
+        policy = Policy.load(name)
+        prefix = checks.clause_prefix(policy)
+        cited = {c for p in policy.purposes.values() for r in p.retention for c in r.clause_ids}
+        ours = {c for c in CLAUSE_CHECKS if c.startswith(prefix + "-")}
+        assert cited <= ours, f"{name}: clause ids without a check: {cited - ours}"
+        assert all(set(CLAUSE_CHECKS[c][1]) <= set(CHECKS) for c in ours)
+        listed = {n for c in ours for n in CLAUSE_CHECKS[c][1]}
+        assert set(checks.CORE_CHECKS) <= listed, f"{name}: {set(checks.CORE_CHECKS) - listed}"
+
+
+# --- broken on purpose ---------------------------------------------------------------------------
+def test_an_old_row_fails_retention(broken: Workspace) -> None:
+    cutoff = months_before(AS_OF, 24)
+    path = broken.prepared_dir("segmentation") / "lines.parquet"
+    rewrite(
+        path,
+        lambda f: pl.concat(
+            [f, f.head(1).with_columns(pl.lit(cutoff - dt.timedelta(days=1)).alias("order_date"))]
+        ),
+    )
+    finding = run("retention_rows", broken)
+    assert finding.status == "fail"
+    assert "1 lines before" in str(finding.evidence["violations"])
+
+
+def test_a_person_past_the_customer_rule_fails(broken: Workspace) -> None:
+    persons = raw_persons(broken)
+    cutoff = months_before(AS_OF, 14)
+    stale = persons.filter(pl.col("last_contact") < cutoff)["person_id"][0]
+    add_person(broken.prepared_dir("segmentation") / "customers.parquet", stale)
+    assert run("retention_persons", broken).status == "fail"
+
+
+def test_a_skipped_retention_rule_fails(broken: Workspace) -> None:
+    path = broken.prepared_dir("statistics") / "policy_report.json"
+    report = json.loads(path.read_text())
+    report["rules"] = [r for r in report["rules"] if "24" not in str(r.get("months"))]
+    path.write_text(json.dumps(report))
+    assert run("retention_applied", broken).status == "fail"
+
+
+def test_a_category_without_retention_rule_fails(broken: Workspace) -> None:
+    # statistics' rules cover categories A and B; newsletter interactions are category D
+    path = broken.prepared_dir("statistics") / "customers.parquet"
+    rewrite(
+        path,
+        lambda f: f.with_columns(
+            pl.lit(1.0, pl.Float32).alias("newsletter_interactions_per_month")
+        ),
+    )
+    assert run("retention_categories", broken).status == "fail"
+    assert run("minimised", broken).status == "fail"
+
+
+@pytest.mark.parametrize(
+    ("flag", "check", "where"),
+    [
+        ("erasure_requested", "erased_restricted_absent", "segments/labels.parquet"),
+        ("restriction_requested", "erased_restricted_absent", "prepared/statistics/lines.parquet"),
+        ("profiling_objection", "objectors_absent", "prepared/statistics/customers.parquet"),
+        ("marketing_opt_out", "profiling_labels", "segments/labels.parquet"),
+        ("marketing_opt_out", "targets_opt_out", "segments/targets/segment-0.parquet"),
+    ],
+)
+def test_an_excluded_person_is_found(broken: Workspace, flag: str, check: str, where: str) -> None:
+    person = raw_persons(broken).filter(pl.col(flag))["person_id"][0]
+    add_person(broken.root / where, person)
+    finding = run(check, broken)
+    assert finding.status == "fail", finding.evidence
+    assert finding.role.startswith("data steward")
+
+
+def test_a_line_after_consent_withdrawal_fails(broken: Workspace) -> None:
+    persons = raw_persons(broken).filter(pl.col("consent_withdrawn_date").is_not_null())
+    row = persons.row(0, named=True)
+    path = broken.prepared_dir("statistics") / "lines.parquet"
+    rewrite(
+        path,
+        lambda f: pl.concat(
+            [
+                f,
+                f.head(1).with_columns(
+                    pl.lit(row["person_id"]).alias("person_id"),
+                    pl.lit(row["consent_withdrawn_date"] + dt.timedelta(days=1)).alias(
+                        "order_date"
+                    ),
+                ),
+            ]
+        ),
+    )
+    assert run("consent_withdrawal", broken).status == "fail"
+
+
+def test_an_identifier_column_in_a_release_fails(broken: Workspace) -> None:
+    (release,) = broken.releases.glob("kanon-*/table.parquet")
+    rewrite(release, lambda f: f.with_columns(pl.lit("x").alias("email")))
+    finding = run("no_direct_identifiers", broken)
+    assert finding.status == "fail"
+    assert "email" in str(finding.evidence["found"])
+
+
+def test_a_personnummer_value_fails(broken: Workspace) -> None:
+    (release,) = broken.releases.glob("kanon-*/table.parquet")
+    rewrite(release, lambda f: f.with_columns(pl.lit("19811218-9876").alias("note")))
+    assert run("no_personnummer", broken).status == "fail"
+
+
+def test_a_raw_id_instead_of_a_pseudonym_fails(broken: Workspace) -> None:
+    add_person(broken.segments / "labels.parquet", "12345")
+    assert run("pseudonymised", broken).status == "fail"
+
+
+@pytest.mark.parametrize("form", ["hex", "base64", "raw"])
+def test_the_key_written_into_the_workspace_fails(broken: Workspace, form: str) -> None:
+    secret = load_key(workspace=broken).secret
+    data = {"hex": secret.hex().encode(), "base64": base64.b64encode(secret), "raw": secret}
+    (broken.raw / "steward.key").write_bytes(b"key=" + data[form] + b"\n")
+    finding = run("key_not_stored", broken)
+    assert finding.status == "fail"
+    assert f"raw/steward.key ({form})" in str(finding.evidence["found"])
+
+
+def test_an_unknown_column_fails_the_schema_check(broken: Workspace) -> None:
+    path = broken.prepared_dir("offers") / "lines.parquet"
+    rewrite(path, lambda f: f.with_columns(pl.lit("x").alias("ip_address")))
+    assert run("schema_categories", broken).status == "fail"
+
+
+def test_a_survey_with_an_identifier_fails(broken: Workspace) -> None:
+    rewrite(broken.raw_table("surveys"), lambda f: f.with_columns(pl.lit(1).alias("customer_id")))
+    assert run("survey_anonymous", broken).status == "fail"
+
+
+def test_a_tampered_release_file_fails(broken: Workspace) -> None:
+    (release,) = broken.releases.glob("segment_overview-*/spend_by_segment.parquet")
+    rewrite(release, lambda f: f.with_columns(pl.col(f.columns[1]).reverse()))
+    finding = run("release_checksums", broken)
+    assert finding.status == "fail"
+    assert "spend_by_segment.parquet: ledger" in str(finding.evidence["mismatches"])
+
+
+def test_a_card_with_a_wrong_head_hash_fails(broken: Workspace) -> None:
+    (card,) = broken.releases.glob("kanon-*/certificate.json")
+    data = json.loads(card.read_text())
+    data["ledger_head_hash"] = "0" * 64
+    card.write_text(json.dumps(data))
+    finding = run("ledger_chain", broken)
+    assert finding.status == "fail"
+    assert "not in the chain" in str(finding.evidence["problems"])
+
+
+def test_overspending_on_any_rolling_period_fails(broken: Workspace) -> None:
+    ledger = Ledger.for_workspace(
+        broken, POLICY.controller, evaluation=True, synthetic=True, policy=POLICY
+    )
+    for day in ("2026-01-31", "2026-06-30"):
+        request = ReleaseRequest.for_policy(
+            POLICY,
+            population="customers",
+            purpose="statistics",
+            recipient="purchasing",
+            destination="SE",
+            guarantee="end-to-end ε-DP",
+            as_of=day,
+            epsilon=2.5,
+            mechanism="laplace",
+            synthetic=True,
+        )
+        ledger.reserve(request)  # a reserved charge is spent
+    finding = run("budget", broken, ledger=ledger)
+    assert finding.status == "fail"
+    assert finding.evidence["periods over budget"] == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "check"),
+    [
+        ("destination", "US", "destinations"),
+        ("guarantee", "DP given a non-private segmentation", "guarantee_recipient"),
+        ("purpose", "resale", "purposes_declared"),
+    ],
+)
+def test_a_card_that_breaks_a_rule_fails(
+    broken: Workspace, field: str, value: str, check: str
+) -> None:
+    (card,) = broken.releases.glob("segment_overview-*/card.json")
+    data = json.loads(card.read_text())
+    data[field] = value
+    card.write_text(json.dumps(data))
+    assert run(check, broken).status == "fail"
+
+
+def test_a_forecast_from_prepared_data_fails(broken: Workspace) -> None:
+    path = broken.forecasts / "forecast_card.json"
+    card = json.loads(path.read_text())
+    card["source"] = "prepared/statistics/lines.parquet"
+    path.write_text(json.dumps(card))
+    assert run("forecasts_from_archive", broken).status == "fail"
+
+
+def test_a_class_below_k_fails_the_recount(broken: Workspace) -> None:
+    (cert,) = broken.releases.glob("kanon-*/certificate.json")
+    qis = json.loads(cert.read_text())["quasi_identifiers"]
+    table = cert.parent / "table.parquet"
+
+    def shrink(f: pl.DataFrame) -> pl.DataFrame:
+        first = f.head(1).select(qis)
+        return pl.concat([f.join(first, on=qis, how="anti"), f.join(first, on=qis).head(2)])
+
+    rewrite(table, shrink)
+    finding = run("kanon_recount", broken)
+    assert finding.status == "fail"
+    assert "k = 2" in str(finding.evidence["below claim"])
+
+
+def test_an_email_in_a_release_fails_the_pii_scan(broken: Workspace) -> None:
+    email = pl.read_parquet(broken.raw_table("customers"))["email"][0]
+    (folder,) = broken.releases.glob("kanon-*")
+    (folder / "notes.txt").write_text(f"contact {email}\n")
+    finding = run("pii_scan", broken)
+    assert finding.status == "fail"
+    assert email not in json.dumps(finding.evidence, ensure_ascii=False)  # redacted
+
+
+def test_a_notebook_output_with_a_name_fails_the_pii_scan(good: Workspace, tmp_path: Path) -> None:
+    first, last = (
+        pl.read_parquet(good.raw_table("customers")).select("first_name", "last_name").row(0)
+    )
+    nb = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "source": "x",
+                "outputs": [
+                    {
+                        "output_type": "stream",
+                        "name": "stdout",
+                        "text": f"top buyer: {first} {last}\n",
+                    }
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "leak.ipynb"
+    path.write_text(json.dumps(nb))
+    ctx = context(good)
+    ctx.notebooks = (path,)
+    assert checks.check_pii_scan(ctx).status == "fail"
+
+
+def test_release_ids_and_numeric_cells_are_not_phone_numbers() -> None:
+    from segments.audit.pii import scan_text
+
+    # a release id ending in digits, and two numeric cells of a table dump side by side
+    assert scan_text('"release_id": "segment_overview-20261031-07734230"', "card.json") == []
+    assert scan_text("0\t1234567.5\n", "table.parquet") == []
+    assert [h.kind for h in scan_text("ring 070-123 45 67", "x")] == ["phone number"]

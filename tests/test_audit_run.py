@@ -1,0 +1,121 @@
+"""The whole audit: every policy, every clause, the files it writes, the CLI, a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from audit_workspace import AS_OF, audit_workspace, copy_workspace
+
+from segments import Policy, Workspace, run_audit
+from segments.audit.browser import find_chromium, rendered_counts
+from segments.audit.checks import CLAUSE_CHECKS, clause_prefix
+from segments.audit.mechanisms import unbounded_contribution_case
+from segments.audit.render import AuditReport
+from segments.cli.main import main as segments_cli
+from segments.policy import POLICY_NAMES
+
+
+@pytest.fixture(scope="session")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.getbasetemp() / "audit"
+
+
+@pytest.fixture(scope="session")
+def good(root: Path) -> Workspace:
+    return audit_workspace("alloffice", root)
+
+
+@pytest.fixture(scope="session")
+def full_report(good: Workspace) -> AuditReport:
+    return run_audit(good, "alloffice", dp_trials=100, notebooks=[])
+
+
+def test_the_full_audit_passes_and_covers_every_part(full_report: AuditReport) -> None:
+    assert full_report.passed, [c for c in full_report.checks if c.status == "fail"]
+    methods = " ".join(c.method for c in full_report.checks)
+    for part in ("[attacks]", "[dp_audit]", "[pii_scan]", "[budget]", "[key_not_stored]"):
+        assert part in methods
+    assert {c.title for c in full_report.charts} >= {
+        "Privacy budget",
+        "Class sizes of the k-anonymous releases",
+        "Re-identification risk distribution",
+        "Empirical DP audit",
+    }
+
+
+def test_the_report_states_its_policy_and_is_written(good: Workspace) -> None:
+    html = (good.report / "audit.html").read_text(encoding="utf-8")
+    md = (good.report / "audit.md").read_text(encoding="utf-8")
+    assert "Policy audited: <b>alloffice</b>" in html
+    assert "Policy audited: **alloffice**" in md
+    assert "data:image/png;base64," in html
+    assert (good.report / "budget.png").stat().st_size > 5_000
+    assert not list(good.report.glob(".*.tmp"))  # atomic writes leave nothing behind
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_the_audit_runs_for_every_policy(root: Path, tmp_path: Path, name: str) -> None:
+    # alloffice is audited on a copy: the full report in `good` stays for the browser test
+    ws = audit_workspace(name, root)
+    ws = copy_workspace(ws, tmp_path / "ws") if name == "alloffice" else ws
+    report = run_audit(ws, name, dp_trials=None, notebooks=[])
+    policy = Policy.load(name)
+    assert report.policy == name and report.controller == policy.controller
+    clauses = {c for c in CLAUSE_CHECKS if c.startswith(clause_prefix(policy) + "-")}
+    rows = {c.clause_ids[0] for c in report.checks}
+    assert clauses <= rows
+    assert not [c for c in report.checks if c.status == "fail"], report.counts()
+    assert "the empirical DP audit was not run" in (ws.report / "audit.md").read_text()
+
+
+def test_without_the_key_the_steward_checks_are_not_passed(good: Workspace, tmp_path: Path) -> None:
+    ws = copy_workspace(good, tmp_path / "ws")
+    report = run_audit(ws, "alloffice", steward=False, dp_trials=None, notebooks=[])
+    steward = [c for c in report.checks if "[key_not_stored]" in c.method]
+    assert steward and all(c.status == "not applicable" for c in steward)
+    assert "needs the data steward's key" in json.dumps([dict(c.evidence) for c in steward])
+
+
+def test_a_broken_mechanism_is_flagged(good: Workspace, tmp_path: Path) -> None:
+    ws = copy_workspace(good, tmp_path / "ws")
+    policy = Policy.load("alloffice")
+    broken = unbounded_contribution_case(policy, tmp_path, seed=np.random.default_rng(1))
+    report = run_audit(ws, policy, dp_trials=200, mechanisms=[broken], notebooks=[])
+    failed = [c for c in report.checks if c.status == "fail"]
+    assert len(failed) == 1 and "[dp_audit]" in failed[0].method
+    assert not report.passed
+
+
+def test_the_cli_fails_on_a_tampered_release(good: Workspace, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    ws = copy_workspace(good, tmp_path / "ws")
+    (release,) = ws.releases.glob("kanon-*/table.parquet")
+    release.write_bytes(release.read_bytes() + b"\0")
+    args = ["audit", "--workspace", str(ws.root), "--policy", "alloffice", "--dp-trials", "0"]
+    assert segments_cli([*args, "--as-of", AS_OF.isoformat()]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL AO-1: [release_checksums]" in out
+    assert str(ws.report / "audit.html") in out
+
+
+def test_the_cli_refuses_a_key_file_inside_the_workspace(good: Workspace, tmp_path: Path) -> None:
+    ws = copy_workspace(good, tmp_path / "ws")
+    (ws.root / "steward.key").write_text("k" * 40)
+    args = ["audit", "--workspace", str(ws.root), "--policy", "alloffice"]
+    assert segments_cli([*args, "--key-file", str(ws.root / "steward.key")]) == 2
+
+
+@pytest.mark.browser
+def test_the_real_report_renders_in_headless_chromium(
+    good: Workspace, full_report: AuditReport
+) -> None:
+    if find_chromium() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: install Debian's chromium package")
+        pytest.skip("no Chromium on this machine (make test installs it where it can)")
+    counts = rendered_counts(good.report / "audit.html")
+    assert counts["visible-checks"] == len(full_report.checks) > 30
+    assert counts["charts-visible"] == counts["charts-total"] == len(full_report.charts) >= 4
