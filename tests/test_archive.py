@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import numpy as np
 import polars as pl
 import pytest
 
-from segments.exceptions import ReleaseRefusedError
+from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.policy import Policy
 from segments.privacy._frames import write_prepared_frames
 from segments.privacy.archive import (
@@ -176,3 +177,46 @@ def test_backfill_refuses_the_controllers_real_ledger(workspace, params, policy,
             purpose=PURPOSE,
             recipient="purchasing",
         )
+
+
+def test_backfill_replays_months_before_the_prepared_window(tmp_path):
+    """Months older than today's retention window are released from the raw data rewound
+    and prepared as of each month's close — never from data that had left retention."""
+    from segments import copy_default_dataset, prepare
+
+    ws = Workspace(tmp_path / "ws")
+    copy_default_dataset(ws)
+    policy = Policy.load("alloffice")
+    prepare(ws, policy, "statistics", dt.date(2026, 10, 31))
+    ledger = Ledger.for_workspace(ws, policy.controller, evaluation=True, synthetic=True)
+    report = backfill(
+        ws,
+        until=dt.date(2024, 2, 1),
+        params=PrivacyParams.from_policy(policy, "statistics"),
+        ledger=ledger,
+        policy=policy,
+        purpose="statistics",
+        recipient="purchasing",
+        synthetic=True,
+    )
+    # the default history starts 2023-11-01; today's prepared frames start in 2025
+    assert list(report.released) == ["2023-11-01", "2023-12-01", "2024-01-01"]
+    assert {e.request.as_of for e in ledger.entries()} == {
+        dt.date(2023, 12, 1),
+        dt.date(2024, 1, 1),
+        dt.date(2024, 2, 1),
+    }
+    assert read_archive(ws)["month"].n_unique() == 3
+    assert not (ws.root / ".history").exists()  # the replay folder is removed
+
+
+def test_history_cannot_be_replayed_for_real_data(tmp_path):
+    from segments import copy_default_dataset
+    from segments.history import rewind_raw
+
+    ws = Workspace(tmp_path / "ws")
+    copy_default_dataset(ws)
+    manifest = json.loads(ws.manifest.read_text())
+    ws.manifest.write_text(json.dumps({**manifest, "synthetic": False}))
+    with pytest.raises(PolicyError, match="only synthetic data can be rewound"):
+        rewind_raw(ws, dt.date(2024, 1, 31), Workspace(tmp_path / "replay"))

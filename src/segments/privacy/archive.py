@@ -311,15 +311,16 @@ def backfill(
     lines = workspace.require(
         workspace.prepared_dir(purpose) / "lines.parquet", f"segments prepare --purpose {purpose}"
     )
-    covered = _first_full_month(
-        pl.scan_parquet(lines).select(pl.col("order_date").min()).collect().item()
-    )
-    history_start = _history_start(workspace) if synthetic else None
-    first = min(d for d in (covered, history_start) if d is not None) if covered else None
-    if first is None:
+    first_line = pl.scan_parquet(lines).select(pl.col("order_date").min()).collect().item()
+    if first_line is None:
         raise WorkspaceError(f"{lines} has no order lines; nothing to backfill")
+    covered = _first_full_month(first_line)
+    history_start = _history_start(workspace) if synthetic else None
+    first = min(covered, history_start) if history_start is not None else covered
     released: dict[str, str] = {}
     skipped: dict[str, str] = {}
+    if month_start(first_line) < first:
+        skipped[month_start(first_line).isoformat()] = "only partly covered by the prepared data"
     archived = set(read_archive(workspace)["month"].to_list())
     replay = Workspace(workspace.root / ".history")
     month = first
@@ -330,7 +331,7 @@ def backfill(
             else:
                 closed = next_month(month)
                 source = None
-                if covered is None or month < covered:
+                if month < covered:
                     source = _prepared_as_of(workspace, replay, policy, purpose, closed)
                 result = release_month(
                     workspace,
@@ -354,9 +355,7 @@ def backfill(
     return BackfillReport(released, skipped)
 
 
-def _first_full_month(day: dt.date | None) -> dt.date | None:
-    if day is None:
-        return None
+def _first_full_month(day: dt.date) -> dt.date:
     month = month_start(day)
     return month if month == day else next_month(month)
 
