@@ -26,6 +26,17 @@ from segments.exceptions import (
 # Command modules in data-flow order; each adds one command (or group) to the parser.
 COMMAND_MODULES = (
     "segments.cli.generate",
+    "segments.cli.prepare",
+    "segments.cli.retention",
+    "segments.cli.subject",
+    "segments.cli.segment",
+    "segments.cli.target",
+    "segments.cli.ledger",
+    "segments.cli.release",
+    "segments.cli.kanon",
+    "segments.cli.forecast",
+    "segments.cli.demo",
+    "segments.cli.audit",
 )
 
 _USER_ERRORS = (

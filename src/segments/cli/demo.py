@@ -1,0 +1,33 @@
+"""``segments demo``: the main job — the whole flow on the default data in a fresh workspace."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from segments.cli.common import add_workspace_option
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the whole flow on the default data in a fresh workspace (the main job)",
+        description="Generate (reuse the committed default dataset), prepare, segment "
+        "(exploratory and private), DP releases and the monthly archive, a k-anonymous "
+        "release, forecast and audit, then execute the notebooks. Every release is charged to "
+        "the workspace's throw-away demo ledger. The workspace is emptied first.",
+    )
+    add_workspace_option(parser)
+    parser.add_argument("--policy", default="alloffice", help="policy (default: alloffice)")
+    parser.add_argument("--no-notebooks", action="store_true", help="skip executing the notebooks")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from segments.pipeline import print_summary, run_demo
+
+    summary = run_demo(args.workspace.root, args.policy, notebooks=not args.no_notebooks)
+    return print_summary(summary)
+
+
+__all__ = ["register", "run"]

@@ -1,0 +1,378 @@
+"""The main job: the whole story on the default data, as the commands a user would type.
+
+:func:`run_demo` runs, in a fresh workspace and under one policy, the same ``segments``
+commands the README documents — generate (reuse the committed default dataset), prepare,
+segment (exploratory and private), DP releases and the monthly archive, a k-anonymous
+release, forecast and audit — then executes the notebooks into ``W/report/notebooks/`` and
+prints a one-screen summary. Every release is charged to the workspace's throw-away demo
+ledger (it says so), never to a controller's real ledger.
+
+The privacy budget is planned before anything runs (:func:`plan_budget`): the releases of the
+demo are sized from the policy's budget per period, so a policy with a smaller budget gets
+smaller ε per release rather than a refusal half-way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segments.exceptions import WorkspaceError
+from segments.policy import Policy
+from segments.workspace import STAGES, Workspace, write_json
+
+__all__ = ["BudgetPlan", "DemoSummary", "Step", "demo_steps", "plan_budget", "run_demo"]
+
+#: Months of the monthly purchasing series inside one budget period are each charged once.
+_MONTHS_PER_PERIOD = 12
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """ε per release of the demo, fitted inside the policy's budget per period.
+
+    The private segmentation takes the policy's own ``private_segments_epsilon``; of what
+    remains, the monthly purchasing series gets half (spread over the twelve months of a
+    period), the segment overview a quarter, the private-segment profiles and the survey
+    statistics an eighth each. All of them fall in the same rolling period, so their sum is
+    what the ledger compares with the budget; 5 % is held back for rounding.
+    """
+
+    budget: float
+    segmentation: float
+    overview: float
+    profiles: float
+    survey: float
+    monthly: float
+
+    @property
+    def total(self) -> float:
+        return (
+            self.segmentation
+            + self.overview
+            + self.profiles
+            + self.survey
+            + self.monthly * _MONTHS_PER_PERIOD
+        )
+
+
+def plan_budget(policy: Policy) -> BudgetPlan:
+    """Size the demo's releases from the policy's budget.
+
+    Examples
+    --------
+    >>> plan = plan_budget(Policy.load("alloffice"))
+    >>> plan.total <= plan.budget
+    True
+    """
+    p = policy.privacy
+    segmentation = p.private_segments_epsilon if "segmentation" in policy.purposes else 0.0
+    usable = 0.95 * p.budget_epsilon - segmentation
+    if usable <= 0:
+        raise WorkspaceError(
+            f"policy {policy.name!r}: budget_epsilon={p.budget_epsilon} per "
+            f"{p.budget_period_months} months leaves nothing after the private segmentation "
+            f"(ε={p.private_segments_epsilon}); raise the budget or lower "
+            "private_segments_epsilon in the policy file"
+        )
+    return BudgetPlan(
+        budget=p.budget_epsilon,
+        segmentation=segmentation,
+        overview=round(usable / 4, 4),
+        profiles=round(usable / 8, 4),
+        survey=round(usable / 8, 4),
+        monthly=round(usable / 2 / _MONTHS_PER_PERIOD, 4),
+    )
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of the main job."""
+
+    title: str
+    argv: tuple[str, ...]
+    findings: bool = False  # exit code 1 reports findings rather than a failure
+
+
+def demo_steps(ws: Path, policy: Policy, as_of: str, plan: BudgetPlan) -> list[Step]:
+    """The commands of the main job, in data-flow order, for the purposes ``policy`` declares.
+
+    A policy without a segmentation purpose (AllCall) gets no segmentation steps, and its
+    releases are keyed by the category rule (AL-2 style) instead of the private segments.
+    """
+    w = ("--workspace", str(ws))
+    pol = ("--policy", policy.name)
+    demo = ("--demo-ledger",)
+    day = ("--as-of", as_of)
+    segmenting = "segmentation" in policy.purposes
+    keys = "private" if segmenting else "category_rule"
+    survey_purpose = "surveys" if "surveys" in policy.purposes else "statistics"
+    release = ("release", *w, *pol, *demo, *day)
+    steps = [Step("generate (committed default dataset)", ("generate", *w, "--default"))]
+    steps += [
+        Step(f"prepare ({purpose})", ("prepare", *w, *pol, "--purpose", purpose, *day))
+        for purpose in ("segmentation", "statistics", "surveys", "microdata", "offers")
+        if purpose in policy.purposes
+    ]
+    if segmenting:
+        steps += [
+            Step("segment (exploratory, stays in the sandbox)", ("segment", *w, *pol, *day)),
+            Step(
+                "segment --private (DP k-means, charged)",
+                ("segment", *w, *pol, "--private", *demo, *day),
+            ),
+        ]
+    steps += [
+        Step(
+            f"release segment overview ({keys} segments)",
+            (
+                *release,
+                "--spec",
+                "segment_overview",
+                "--segments",
+                keys,
+                "--purpose",
+                "statistics",
+                "--recipient",
+                "purchasing",
+                "--epsilon",
+                str(plan.overview),
+            ),
+        ),
+        Step(
+            f"release category mix per segment ({keys} segments)",
+            (
+                *release,
+                "--spec",
+                "category_mix",
+                "--segments",
+                keys,
+                "--purpose",
+                "statistics",
+                "--recipient",
+                "purchasing",
+                "--epsilon",
+                str(plan.profiles),
+            ),
+        ),
+        Step(
+            "release survey experience",
+            (
+                *release,
+                "--spec",
+                "survey_experience",
+                "--purpose",
+                survey_purpose,
+                "--recipient",
+                "analytics",
+                "--epsilon",
+                str(plan.survey),
+            ),
+        ),
+        Step(
+            "release backfill (monthly purchasing series)",
+            (
+                "release",
+                "backfill",
+                *w,
+                *pol,
+                *demo,
+                *day,
+                "--purpose",
+                "statistics",
+                "--recipient",
+                "purchasing",
+                "--epsilon",
+                str(plan.monthly),
+            ),
+        ),
+        Step(
+            "kanon (k-anonymous segment table)",
+            (
+                "kanon",
+                *w,
+                *pol,
+                *demo,
+                *day,
+                "--purpose",
+                "microdata",
+                "--recipient",
+                "purchasing",
+                "--k",
+                str(policy.privacy.min_k),
+                "--segments",
+                "category_rule",
+                "--seed",
+                "7",
+            ),
+        ),
+        Step("forecast (from the archive only)", ("forecast", *w, "--horizon", "6")),
+        # the audit's own exit code 1 means "a check failed": a finding the summary reports
+        Step("audit", ("audit", *w, *pol, "--dp-trials", "200"), findings=True),
+    ]
+    return steps
+
+
+@dataclass
+class DemoSummary:
+    workspace: Path
+    policy: str
+    budget: BudgetPlan
+    timings: dict[str, float] = field(default_factory=dict)
+    notebooks: list[str] = field(default_factory=list)
+    report: Path | None = None
+
+
+def _run_step(step: Step, log: Path) -> float:
+    from segments.cli.main import main
+
+    started = time.perf_counter()
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(list(step.argv))
+    with open(log, "a", encoding="utf-8") as fh:
+        fh.write(f"$ segments {' '.join(step.argv)}\n{buffer.getvalue()}\n")
+    if code != 0 and not (step.findings and code == 1):
+        raise WorkspaceError(
+            f"main job stopped at step '{step.title}' (exit {code}); the command was "
+            f"`segments {' '.join(step.argv)}` — see {log}"
+        )
+    return time.perf_counter() - started
+
+
+def execute_notebooks(out: Path, notebooks: Sequence[Path] | None = None) -> list[str]:
+    """Execute the notebooks (each builds its own workspace under data/workspace/) and save
+    the executed copies in ``out`` — the committed notebooks are not modified."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    paths = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]-*.ipynb")) if notebooks is None else notebooks
+    out.mkdir(parents=True, exist_ok=True)
+    done = []
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        NotebookClient(
+            nb,
+            timeout=600,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(path.parent)}},
+        ).execute()
+        nbformat.write(nb, out / path.name)
+        done.append(path.name)
+    return done
+
+
+def _fresh(ws: Workspace) -> None:
+    """Start from an empty workspace; refuse to delete a folder that is not one."""
+    if ws.root.exists() and any(ws.root.iterdir()):
+        known = set(STAGES) | {"ledger", "logs", "notebooks"}
+        strangers = sorted(p.name for p in ws.root.iterdir() if p.name not in known)
+        if strangers:
+            raise WorkspaceError(
+                f"{ws.root} holds {strangers[:3]}, which a workspace does not; choose another "
+                "--workspace (the main job starts from an empty one)"
+            )
+        shutil.rmtree(ws.root)
+    ws.create()
+
+
+def run_demo(
+    workspace: str | Path,
+    policy: str = "alloffice",
+    *,
+    notebooks: bool = True,
+    echo: Callable[[str], Any] = print,
+) -> DemoSummary:
+    """Run the whole flow on the default data in a fresh workspace; return what it did."""
+    from segments.synth import DEFAULT_DATASET
+
+    ws = Workspace(workspace)
+    pol = Policy.load(policy)
+    plan = plan_budget(pol)
+    _fresh(ws)
+    logs = ws.root / "logs"
+    logs.mkdir()
+    log = logs / "main_job.log"
+    as_of = json.loads((DEFAULT_DATASET.path / "manifest.json").read_text())["parameters"]["as_of"]
+    summary = DemoSummary(ws.root, pol.name, plan)
+    echo(f"segments main job — policy {pol.name} ({pol.controller}), workspace {ws.root}")
+    echo(
+        f"privacy budget {plan.budget} ε per {pol.privacy.budget_period_months} months; "
+        f"planned {plan.total:.3g} ε (throw-away demo ledger in {ws.root / 'ledger'})"
+    )
+    for step in demo_steps(ws.root, pol, as_of, plan):
+        seconds = _run_step(step, log)
+        summary.timings[step.title] = seconds
+        echo(f"  {seconds:6.1f} s  {step.title}")
+    if notebooks:
+        started = time.perf_counter()
+        summary.notebooks = execute_notebooks(ws.report / "notebooks")
+        summary.timings["notebooks"] = time.perf_counter() - started
+        echo(f"  {summary.timings['notebooks']:6.1f} s  notebooks ({len(summary.notebooks)})")
+    summary.report = ws.report / "audit.html"
+    write_json(
+        ws.report / "main_job.json",
+        {"policy": pol.name, "timings": summary.timings, "budget": plan.__dict__},
+    )
+    return summary
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run_demo(sys.argv[1] if len(sys.argv) > 1 else "data/workspace")
+
+
+def print_summary(summary: DemoSummary, echo: Callable[[str], Any] = print) -> int:
+    """One screen: what ran, what was released, what it cost, what the audit found.
+
+    Returns the exit code: 1 when the audit found a failing check.
+    """
+    import re
+
+    from segments.privacy.ledger import Ledger
+
+    ws = Workspace(summary.workspace)
+    pol = Policy.load(summary.policy)
+    ledger = Ledger.for_workspace(ws, pol.controller, policy=pol, synthetic=True)
+    entries = ledger.entries()
+    kinds = {k: sum(e.request.kind == k for e in entries) for k in ("dp", "kanon")}
+    audit_md = ws.report / "audit.md"
+    verdict = "no audit report"
+    failed = False
+    if audit_md.exists():
+        found = re.search(
+            r"(\d+) checks pass, (\d+) fail, (\d+) not applicable", audit_md.read_text()
+        )
+        if found:
+            verdict = found.group(0)
+            failed = int(found.group(2)) > 0
+    as_of = max((e.request.as_of for e in entries), default=None)
+    balance = ledger.balance("customers", as_of) if as_of else None
+    echo("")
+    echo(f"main job finished in {sum(summary.timings.values()):.0f} s — {summary.workspace}")
+    echo(f"  releases     {kinds['dp']} differentially private, {kinds['kanon']} k-anonymous")
+    if balance is not None:
+        echo(f"  budget       {_balance_line(balance)}")
+    echo(f"  ledger       {ledger.label}")
+    echo(f"  forecast     {ws.forecasts / 'purchasing_export.csv'}")
+    echo(f"  audit        {verdict}")
+    echo(f"  report       {ws.report / 'audit.html'}")
+    if summary.notebooks:
+        echo(f"  notebooks    {len(summary.notebooks)} executed into {ws.report / 'notebooks'}")
+    return 1 if failed else 0
+
+
+def _balance_line(balance: Any) -> str:
+    return (
+        f"{balance.period_total.describe()} spent in the rolling "
+        f"{balance.budget_period_months}-month period (budget ε {balance.budget_epsilon:g}, "
+        f"{balance.remaining_epsilon:.3g} left); peak period {balance.peak_period_total.describe()}"
+    )
