@@ -13,7 +13,8 @@ basket sizes) into ``--dir`` (untimed). The timed run happens in a fresh subproc
 peak RSS counts only the segmentation stage: scan the Parquet files lazily, compute every
 feature (polars), choose k on a 20 000-person subsample (silhouette, BIC, bootstrap ARI),
 fit on everyone and label everyone. A baseline in the same run — one lazy group-by sum of
-spend per person over the same lines — puts the time in proportion to the machine's speed.
+spend per person over the same lines — puts the time in proportion to the machine's speed;
+wall and CPU seconds are both reported (CPU seconds are steadier on a shared machine).
 """
 
 from __future__ import annotations
@@ -95,7 +96,9 @@ def synthesise(folder: Path, n_persons: int, seed: int = 0) -> dict[str, int]:
         {
             "person_id": persons,
             "customer_type": np.where(private, "private", "business"),
-            "size_band": pl.Series(np.where(private, None, "10-49").tolist(), dtype=pl.Utf8),
+            "size_band": pl.Series(
+                [None if p else "10-49" for p in private.tolist()], dtype=pl.Utf8
+            ),
             "municipality_code": munis["municipality_code"].gather(muni),
             "county_code": munis["county_code"].gather(muni),
             "marketing_opt_out": rng.random(n_persons) < 0.05,
@@ -108,17 +111,24 @@ def synthesise(folder: Path, n_persons: int, seed: int = 0) -> dict[str, int]:
     return {"persons": n_persons, "orders": int(order_person.size), "lines": lines.height}
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all threads): steadier than wall time on a
+    shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed_run(folder: Path, as_of: dt.date, selection_sample: int) -> dict[str, float]:
     """The measured stage; run in a fresh process so peak RSS is the stage's own."""
     lines = pl.scan_parquet(folder / "lines.parquet")
     customers = pl.scan_parquet(folder / "customers.parquet")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     lines.group_by("person_id").agg(pl.col("amount_sek").sum()).collect()
-    baseline = time.perf_counter() - t0
+    baseline, baseline_cpu = time.perf_counter() - t0, _cpu_seconds() - c0
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     features = customer_features(lines, customers, as_of=as_of).to_pandas()
-    t_features = time.perf_counter() - t0
+    t_features, cpu_features = time.perf_counter() - t0, _cpu_seconds() - c0
     t1 = time.perf_counter()
     model = fit_segments(
         features,
@@ -129,7 +139,7 @@ def timed_run(folder: Path, as_of: dt.date, selection_sample: int) -> dict[str, 
         n_bootstrap=3,
     )
     t_model = time.perf_counter() - t1
-    total = time.perf_counter() - t0
+    total, cpu_total = time.perf_counter() - t0, _cpu_seconds() - c0
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     return {
         "persons": len(features),
@@ -137,10 +147,14 @@ def timed_run(folder: Path, as_of: dt.date, selection_sample: int) -> dict[str, 
         "k": model.k,
         "selection_sample_size": model.sizes["selection_sample_size"],
         "baseline_groupby_s": round(baseline, 2),
+        "baseline_groupby_cpu_s": round(baseline_cpu, 2),
         "features_s": round(t_features, 2),
+        "features_cpu_s": round(cpu_features, 2),
         "selection_fit_label_s": round(t_model, 2),
         "total_s": round(total, 2),
+        "total_cpu_s": round(cpu_total, 2),
         "total_over_baseline": round(total / baseline, 1),
+        "total_cpu_over_baseline_cpu": round(cpu_total / baseline_cpu, 1),
         "peak_rss_gb": round(peak_gb, 2),
     }
 

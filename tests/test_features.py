@@ -15,7 +15,9 @@ from segments.exceptions import SchemaError
 from segments.features import (
     CATEGORICAL_FEATURES,
     DEFAULT_FEATURE_BOUNDS,
+    LINE_SHARE_FEATURES,
     NUMERIC_FEATURES,
+    RFM_FEATURES,
     BoundedScaler,
     FeatureClipper,
     category_rule_labels,
@@ -71,6 +73,9 @@ def test_customer_features_by_hand(hand_frames: tuple[pl.DataFrame, pl.DataFrame
     assert one["share_toner_ink"] == pytest.approx(0.3)
     assert one["share_web"] == 0.5 and one["share_store"] == 0.5 and one["share_phone"] == 0.0
     assert one["share_q1"] == pytest.approx(0.4) and one["share_q3"] == pytest.approx(0.6)
+    # line shares count lines, not kronor: two of three lines are paper
+    assert one["line_share_paper"] == pytest.approx(2 / 3)
+    assert one["line_share_toner_ink"] == pytest.approx(1 / 3)
     assert (one["county_code"], one["urban_class"], one["size_band"]) == ("01", "urban", "10-49")
     two = f.row(1, named=True)
     assert (two["urban_class"], two["size_band"], two["customer_type"]) == (
@@ -255,3 +260,48 @@ def test_feature_transformer_output() -> None:
 def test_feature_transformer_errors(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         make_feature_transformer(DEFAULT_FEATURE_BOUNDS, **kwargs)
+
+
+def test_line_shares_sum_to_one(hand_frames) -> None:
+    f = customer_features(*hand_frames, as_of=D(2026, 8, 31))
+    totals = f.select(pl.sum_horizontal(LINE_SHARE_FEATURES)).to_series()
+    assert totals.to_list() == pytest.approx([1.0, 1.0])
+    assert f.row(1, named=True)["line_share_furniture"] == 1.0
+
+
+def test_customers_with_a_repeated_person_are_refused(hand_frames) -> None:
+    lines, customers = hand_frames
+    with pytest.raises(SchemaError, match=r"table 'customers'.*'one row per person'.*'a{16}'"):
+        customer_features(lines, pl.concat([customers, customers.head(1)]), as_of=D(2026, 8, 31))
+
+
+def test_block_weighting_gives_each_group_the_variance_of_one_feature(hand_frames) -> None:
+    lines, customers = hand_frames
+    people = [lines.with_columns(pl.col("person_id").str.replace("^.", str(i))) for i in range(4)]
+    more = pl.concat(people).with_columns(
+        pl.col("amount_sek") * pl.int_range(pl.len()).cast(pl.Float64).add(1.0)
+    )
+    all_customers = pl.concat(
+        [customers.with_columns(pl.col("person_id").str.replace("^.", str(i))) for i in range(4)]
+    ).unique("person_id")
+    f = customer_features(more, all_customers, as_of=D(2026, 8, 31)).to_pandas()
+    numeric = [*RFM_FEATURES, *LINE_SHARE_FEATURES]
+    groups = {"rfm": RFM_FEATURES, "lines": LINE_SHARE_FEATURES}
+    ct = make_feature_transformer(
+        DEFAULT_FEATURE_BOUNDS, numeric=numeric, standardize=True, groups=groups
+    ).set_output(transform="pandas")
+    out = ct.fit_transform(f)
+    assert list(out.columns) == numeric
+    for members in groups.values():
+        varying = [c for c in members if f[c].nunique() > 1]
+        assert out[varying].var(ddof=0).sum() == pytest.approx(len(varying) / len(members))
+
+
+@pytest.mark.parametrize(("column", "value"), [("category", "snacks"), ("channel", "fax")])
+def test_unknown_codes_are_refused(hand_frames, column, value) -> None:
+    lines, customers = hand_frames
+    bad = lines.with_columns(pl.lit(value).alias(column))
+    with pytest.raises(
+        SchemaError, match=rf"column '{column}': rule 'value in the public code list'.*'{value}'"
+    ):
+        customer_features(bad, customers, as_of=D(2026, 8, 31))

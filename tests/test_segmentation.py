@@ -17,19 +17,36 @@ from sklearn.metrics import adjusted_rand_score
 from segments.cli import segment as segment_cli
 from segments.cli import target as target_cli
 from segments.exceptions import SchemaError, WorkspaceError
-from segments.features import DEFAULT_FEATURE_BOUNDS, RFM_FEATURES, customer_features, rfm_features
+from segments.features import (
+    DEFAULT_FEATURE_BOUNDS,
+    LINE_SHARE_FEATURES,
+    RFM_FEATURES,
+    customer_features,
+    rfm_features,
+)
 from segments.ingest import load_transactions
 from segments.policy import Policy
+from segments.prepare import link_persons, prepare
+from segments.pseudonym import load_key, pseudonymise_series
 from segments.segmentation import (
     FeatureSpec,
+    _select_k,
     fit_segments,
     segment,
     segment_profiles,
     target,
 )
+from segments.synth import DEFAULT_DATASET, copy_default_dataset
 from segments.workspace import Workspace, write_json
 
 SPEC = FeatureSpec(DEFAULT_FEATURE_BOUNDS)
+# The small planted frames draw business size bands and channels at random (pure noise), so
+# their tests model only what they plant; the default-dataset test uses the default SPEC.
+SMALL = FeatureSpec(
+    DEFAULT_FEATURE_BOUNDS,
+    numeric=(*RFM_FEATURES, *LINE_SHARE_FEATURES),
+    categorical=("customer_type",),
+)
 FAST = {"k_range": range(3, 6), "n_bootstrap": 2}
 
 
@@ -43,7 +60,7 @@ def planted() -> tuple[pd.DataFrame, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def fitted(planted):
-    return fit_segments(planted[0], SPEC, seed=7, **FAST)
+    return fit_segments(planted[0], SMALL, seed=7, **FAST)
 
 
 def test_recovers_planted_archetypes(planted, fitted) -> None:
@@ -70,22 +87,22 @@ def test_segment_ids_ordered_by_size(fitted) -> None:
 
 
 def test_determinism_by_seed(planted, fitted) -> None:
-    again = fit_segments(planted[0], SPEC, seed=7, **FAST)
+    again = fit_segments(planted[0], SMALL, seed=7, **FAST)
     assert np.array_equal(again.labels_, fitted.labels_)
     pd.testing.assert_frame_equal(again.scores, fitted.scores)
-    other = fit_segments(planted[0], SPEC, seed=8, **FAST)
+    other = fit_segments(planted[0], SMALL, seed=8, **FAST)
     assert not other.scores.equals(fitted.scores)
 
 
 def test_selection_on_subsample_labels_everyone(planted) -> None:
-    model = fit_segments(planted[0], SPEC, seed=1, selection_sample=200, **FAST)
+    model = fit_segments(planted[0], SMALL, seed=1, selection_sample=200, **FAST)
     assert model.sizes["selection_sample_size"] == 200
     assert model.sizes["n_customers"] == len(planted[0]) == model.labels_.size
     assert np.array_equal(model.predict(planted[0]), model.labels_)
 
 
 def test_gmm_option(planted) -> None:
-    model = fit_segments(planted[0], SPEC, model="gmm", seed=3, **FAST)
+    model = fit_segments(planted[0], SMALL, model="gmm", seed=3, **FAST)
     assert np.isnan(model.scores["inertia"]).all()
     assert adjusted_rand_score(planted[1], model.labels_) > 0.8
 
@@ -100,16 +117,44 @@ def test_geography_can_enter_the_model(planted) -> None:
     ]
 
 
+def _scores(silhouette: list[float], bic: list[float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "k": range(3, 3 + len(bic)),
+            "silhouette": silhouette,
+            "bic": bic,
+            "stability_ari_mean": 0.9,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("silhouette", "bic", "chosen"),
+    [
+        ([0.20, 0.30, 0.25, 0.10], [9.0, 8.0, 7.0, 6.0], 4),  # clear silhouette winner
+        ([0.20, 0.300, 0.2995, 0.10], [9.0, 8.0, 7.0, 6.0], 4),  # tie, BIC still falling
+        ([0.20, 0.300, 0.2995, 0.10], [9.0, 8.0, 7.0, 7.5], 5),  # tie, BIC has a minimum
+    ],
+)
+def test_selection_rule(silhouette, bic, chosen) -> None:
+    assert _select_k(_scores(silhouette, bic)) == chosen
+
+
+def test_unstable_k_is_not_chosen() -> None:
+    scores = _scores([0.2, 0.3, 0.25], [9.0, 8.0, 7.0]).assign(stability_ari_mean=[0.9, 0.5, 0.8])
+    assert _select_k(scores) == 5
+
+
 @pytest.mark.parametrize(
     ("change", "kwargs", "error", "match"),
     [
         (lambda f: f.iloc[:0], {}, ValueError, r"table 'features' has 0 customers"),
         (lambda f: f.iloc[:1], {}, ValueError, r"1 customer\(s\) but k_range goes up to 5"),
         (
-            lambda f: f.assign(share_furniture=0.0),
+            lambda f: f.assign(line_share_furniture=0.0),
             {},
             ValueError,
-            r"feature\(s\) \['share_furniture'\] have no variance \(value 0.0",
+            r"feature\(s\) \['line_share_furniture'\] have no variance \(value 0.0",
         ),
         (lambda f: f.drop(columns="share_web"), {}, SchemaError, r"column 'share_web'"),
         (lambda f: f, {"k_range": [1, 2]}, ValueError, r"'k_range' is \[1, 2\].*k >= 2"),
@@ -296,3 +341,44 @@ def test_cdnow_holdout_profiles_are_stable() -> None:
         rel = np.abs(fit_profile[col] - hold_profile[col]) / fit_profile[col].clip(lower=1)
         assert rel.max() < 0.15, col
     assert (fit_profile["name"] == hold_profile["name"]).all()
+
+
+def _default_dataset_truth(ws: Workspace, person_ids: pl.Series) -> np.ndarray:
+    """Planted archetype per prepared pseudonym (evaluation only): a person's archetype is
+    the one of their first account (``person_root``)."""
+    roots = link_persons(pl.read_parquet(ws.raw / "customers.parquet")).unique("person_root")
+    truth = roots.join(
+        pl.read_parquet(ws.truth / "archetypes.parquet"),
+        left_on="person_root",
+        right_on="customer_id",
+    )
+    key = load_key(workspace=ws)
+    truth = truth.with_columns(
+        pseudonymise_series(key, "person", truth["person_root"], "person_id")
+    )
+    return (
+        pl.DataFrame({"person_id": person_ids})
+        .join(truth.select("person_id", "archetype"), on="person_id", how="left")["archetype"]
+        .to_numpy()
+    )
+
+
+@pytest.mark.slow
+def test_default_dataset_recovers_planted_archetypes(tmp_path: Path) -> None:
+    # Held-out figure of issue 4: the features and the selection rule were chosen on
+    # datasets generated with other seeds; the truth is read only here, to score.
+    ws = Workspace(tmp_path / "w")
+    copy_default_dataset(ws, force=True)
+    report = prepare(ws, Policy.load("alloffice"), "segmentation", DEFAULT_DATASET.as_of)
+    folder = ws.prepared_dir("segmentation")
+    features = customer_features(
+        pl.scan_parquet(folder / "lines.parquet"),
+        pl.scan_parquet(folder / "customers.parquet"),
+        as_of=report.as_of,
+    ).to_pandas()
+    model = fit_segments(features, SPEC, k_range=range(3, 11), seed=0)
+    truth = _default_dataset_truth(ws, pl.Series(features["person_id"]))
+    assert pd.notna(truth).all()
+    assert model.k == 6  # the number of planted archetypes
+    # Measured 0.783 (issue goal 0.8, not reached): the floor guards against regressions.
+    assert adjusted_rand_score(truth, model.labels_) >= 0.76

@@ -36,6 +36,8 @@ from segments.subjects import subject_export
 from segments.features import (
     CATEGORICAL_FEATURES,
     DEFAULT_FEATURE_BOUNDS,
+    FEATURE_GROUPS,
+    LINE_SHARE_FEATURES,
     NUMERIC_FEATURES,
     RFM_FEATURES,
     BoundedScaler,
@@ -135,6 +137,8 @@ __all__ = [
     "subject_export",
     "CATEGORICAL_FEATURES",
     "DEFAULT_FEATURE_BOUNDS",
+    "FEATURE_GROUPS",
+    "LINE_SHARE_FEATURES",
     "NUMERIC_FEATURES",
     "RFM_FEATURES",
     "BoundedScaler",

@@ -2,10 +2,11 @@
 
 The features are named in docs/architecture.md. :func:`customer_features` aggregates the
 prepared order lines of each person (``person_id``) into recency, frequency and monetary value
-(RFM), the average basket, the share of spend per product category, the share of orders per
-channel and the share of spend per calendar quarter, and joins the person's county, urban
-class, customer type and size band. The heavy work is one lazy polars query, so it scales to
-tens of millions of lines.
+(RFM), the average basket, the share of spend and the share of order lines per product
+category, the share of orders per channel and the share of spend per calendar quarter, and
+joins the person's county, urban class, customer type and size band. The lines are read once
+with the strings replaced by integer codes, reduced to orders and to (person, category) cells,
+and only then aggregated per person, so it scales to tens of millions of lines.
 
 The transformers keep scikit-learn's contract (``fit``/``transform``,
 ``get_feature_names_out``, ``set_output(transform="pandas")``). Every numeric feature is
@@ -41,6 +42,8 @@ __all__ = [
     "CATEGORY_SHARE_FEATURES",
     "CHANNEL_SHARE_FEATURES",
     "DEFAULT_FEATURE_BOUNDS",
+    "FEATURE_GROUPS",
+    "LINE_SHARE_FEATURES",
     "LOG_FEATURES",
     "NUMERIC_FEATURES",
     "QUARTER_SHARE_FEATURES",
@@ -58,11 +61,28 @@ __all__ = [
 
 RFM_FEATURES = ("recency_days", "frequency_orders", "monetary_sek", "avg_basket_sek")
 CATEGORY_SHARE_FEATURES = tuple(f"share_{c}" for c in PRODUCT_CATEGORIES)
+#: Share of a person's order lines per category: unlike the share of spend it is not
+#: swamped by a few expensive items (one desk outweighs a year of paper).
+LINE_SHARE_FEATURES = tuple(f"line_share_{c}" for c in PRODUCT_CATEGORIES)
 CHANNEL_SHARE_FEATURES = tuple(f"share_{c}" for c in CHANNELS)
 QUARTER_SHARE_FEATURES = tuple(f"share_q{q}" for q in range(1, 5))
 NUMERIC_FEATURES = (
-    RFM_FEATURES + CATEGORY_SHARE_FEATURES + CHANNEL_SHARE_FEATURES + QUARTER_SHARE_FEATURES
+    RFM_FEATURES
+    + CATEGORY_SHARE_FEATURES
+    + LINE_SHARE_FEATURES
+    + CHANNEL_SHARE_FEATURES
+    + QUARTER_SHARE_FEATURES
 )
+#: Numeric features that describe one aspect of buying together; with block weighting
+#: (:func:`make_feature_transformer`) each group counts as much as a single feature, so an
+#: aspect measured by ten shares does not outvote one measured by three.
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "rfm": RFM_FEATURES,
+    "category_spend": CATEGORY_SHARE_FEATURES,
+    "category_lines": LINE_SHARE_FEATURES,
+    "channel": CHANNEL_SHARE_FEATURES,
+    "season": QUARTER_SHARE_FEATURES,
+}
 CATEGORICAL_FEATURES = ("county_code", "urban_class", "customer_type", "size_band")
 #: Heavy-tailed features scaled on a log1p scale (counts and amounts).
 LOG_FEATURES = ("frequency_orders", "monetary_sek", "avg_basket_sek")
@@ -75,7 +95,11 @@ DEFAULT_FEATURE_BOUNDS: dict[str, tuple[float, float]] = {
     "monetary_sek": (0.0, 250_000.0),
     "avg_basket_sek": (0.0, 25_000.0),
     **dict.fromkeys(
-        CATEGORY_SHARE_FEATURES + CHANNEL_SHARE_FEATURES + QUARTER_SHARE_FEATURES, (0.0, 1.0)
+        CATEGORY_SHARE_FEATURES
+        + LINE_SHARE_FEATURES
+        + CHANNEL_SHARE_FEATURES
+        + QUARTER_SHARE_FEATURES,
+        (0.0, 1.0),
     ),
 }
 
@@ -197,27 +221,109 @@ def rfm_features(lines: pl.DataFrame | pl.LazyFrame, *, as_of: dt.date) -> pl.Da
     return per_person.select("person_id", *RFM_FEATURES).sort("person_id")
 
 
-def _line_aggregations() -> list[pl.Expr]:
-    """Spend per category and per quarter, and orders per channel, in one pass over lines."""
-    amount, order = pl.col("amount_sek"), pl.col("_order")
-    category = pl.col("category").cast(pl.Enum(PRODUCT_CATEGORIES))
-    channel = pl.col("channel").cast(pl.Enum(CHANNELS))
-    quarter = pl.col("order_date").dt.quarter()
+def _keyed_lines(lines: pl.LazyFrame, people: pl.Series) -> pl.DataFrame:
+    """The needed line columns, with every string replaced by a small integer code.
+
+    ``_person`` is the row of the person in ``people`` (an Enum over the customers'
+    pseudonyms, so a line whose person is not a customer fails the cast), ``_order`` a
+    64-bit hash of the order pseudonym, ``channel`` and ``category`` their index in the
+    public code lists. Grouping 20 million lines on integers instead of 32-character
+    strings is several times cheaper, and no pseudonym string is held per line.
+    """
+    return lines.select(
+        pl.col("person_id").cast(pl.Enum(people)).to_physical().alias("_person"),
+        _order_key().alias("_order"),
+        "order_date",
+        pl.col("channel").cast(pl.Enum(CHANNELS)).to_physical(),
+        pl.col("category").cast(pl.Enum(PRODUCT_CATEGORIES)).to_physical(),
+        "amount_sek",
+    ).collect()
+
+
+def _per_order(keyed: pl.DataFrame) -> pl.DataFrame:
+    """One row per order: person, date, channel, spend (date and channel are order-level)."""
+    return keyed.group_by("_order").agg(
+        pl.col("_person").first(),
+        pl.col("order_date").first(),
+        pl.col("channel").first(),
+        pl.col("amount_sek").sum(),
+    )
+
+
+def _order_aggregations() -> list[pl.Expr]:
+    """RFM, orders per channel and spend per quarter, from the per-order rows."""
+    amount, quarter = pl.col("amount_sek"), pl.col("order_date").dt.quarter()
     return [
-        *(amount.filter(category == c).sum().alias(f"_sek_{c}") for c in PRODUCT_CATEGORIES),
+        pl.col("order_date").max().alias("_last_order"),
+        pl.len().alias("_n_orders"),
+        amount.sum().alias("monetary_sek"),
+        *((pl.col("channel") == i).sum().alias(f"_n_{c}") for i, c in enumerate(CHANNELS)),
         *(amount.filter(quarter == q).sum().alias(f"_sek_q{q}") for q in range(1, 5)),
-        *(order.filter(channel == c).n_unique().alias(f"_n_{c}") for c in CHANNELS),
     ]
 
 
-def _spend_shares() -> list[pl.Expr]:
+def _per_category(keyed: pl.DataFrame, n_people: int) -> pl.DataFrame:
+    """Spend and line count per person (row ``_person``) and category, one row per person."""
+    n_cat = len(PRODUCT_CATEGORIES)
+    # One integer per (person, category) cell: a bincount is an exact, pivot-free group-by.
+    cell = keyed["_person"].to_numpy().astype(np.int64) * n_cat + keyed["category"].to_numpy()
+    sek = np.bincount(cell, weights=keyed["amount_sek"].to_numpy(), minlength=n_people * n_cat)
+    count = np.bincount(cell, minlength=n_people * n_cat).astype(np.float64)
+    sek, count = sek.reshape(n_people, n_cat), count.reshape(n_people, n_cat)
+    return pl.DataFrame(
+        {
+            "_person": np.arange(n_people, dtype=np.uint32),
+            "_n_lines": count.sum(axis=1),
+            **{f"_sek_{c}": sek[:, i] for i, c in enumerate(PRODUCT_CATEGORIES)},
+            **{f"_lines_{c}": count[:, i] for i, c in enumerate(PRODUCT_CATEGORIES)},
+        }
+    )
+
+
+def _share_columns() -> list[pl.Expr]:
     # A person whose lines all cost 0 SEK has no spend to share out: their shares are 0.
-    total = pl.col("monetary_sek")
-    names = [*PRODUCT_CATEGORIES, *(f"q{q}" for q in range(1, 5))]
+    total, n_orders = pl.col("monetary_sek"), pl.col("_n_orders").cast(pl.Float64)
+    spend = [*PRODUCT_CATEGORIES, *(f"q{q}" for q in range(1, 5))]
     return [
-        pl.when(total > 0).then(pl.col(f"_sek_{n}") / total).otherwise(0.0).alias(f"share_{n}")
-        for n in names
+        *(
+            pl.when(total > 0).then(pl.col(f"_sek_{n}") / total).otherwise(0.0).alias(f"share_{n}")
+            for n in spend
+        ),
+        *(
+            (pl.col(f"_lines_{c}") / pl.col("_n_lines")).alias(f"line_share_{c}")
+            for c in PRODUCT_CATEGORIES
+        ),
+        *((pl.col(f"_n_{c}") / n_orders).alias(f"share_{c}") for c in CHANNELS),
     ]
+
+
+def _check_people(people: pl.DataFrame) -> None:
+    repeated = people.filter(pl.col("person_id").is_duplicated())
+    if repeated.height:
+        raise SchemaError(
+            f"table 'customers', column 'person_id': rule 'one row per person' fails for "
+            f"{repeated['person_id'].n_unique()} person(s) (first: "
+            f"{repeated['person_id'].min()!r}); fix: pass the prepared customers frame"
+        )
+
+
+def _unknown_code_error(lines: pl.LazyFrame, people: pl.DataFrame) -> SchemaError:
+    """The error for a line whose person, channel or category is outside its code list."""
+    for column, levels in (("channel", CHANNELS), ("category", PRODUCT_CATEGORIES)):
+        bad = lines.filter(~pl.col(column).is_in(levels)).select(column).unique().collect()
+        if bad.height:
+            return SchemaError(
+                f"table 'lines', column {column!r}: rule 'value in the public code list' fails "
+                f"for {bad.height} value(s) (first: {bad[column].min()!r}); fix: use the codes "
+                f"of segments.schema ({list(levels)})"
+            )
+    orphans = lines.select("person_id").unique().join(people.lazy(), on="person_id", how="anti")
+    found = orphans.collect()
+    return SchemaError(
+        f"table 'lines', column 'person_id': rule 'references customers' fails for "
+        f"{found.height} person(s) (first: {found['person_id'].min()!r}); fix: pass "
+        "the customers frame prepared together with these lines"
+    )
 
 
 def urban_class(population: pl.Expr) -> pl.Expr:
@@ -291,28 +397,22 @@ def customer_features(
     lazy_lines, lazy_customers = _lazy(lines), _lazy(customers)
     _require_columns(lazy_lines, "lines", _LINE_COLUMNS)
     _require_columns(lazy_customers, "customers", _CUSTOMER_COLUMNS)
-    n_orders = pl.col("_n_orders").cast(pl.Float64)
+    people = _customer_categoricals(lazy_customers).collect()
+    _check_people(people)
+    try:
+        keyed = _keyed_lines(lazy_lines, people["person_id"])
+    except pl.exceptions.InvalidOperationError as exc:  # a code outside its Enum
+        raise _unknown_code_error(lazy_lines, people.select("person_id")) from exc
+    per_order = _per_order(keyed).group_by("_person").agg(_order_aggregations())
+    per_category = _per_category(keyed, people.height)
+    del keyed
     per_person = (
-        lazy_lines.with_columns(_order_key().alias("_order"))
-        .group_by("person_id")
-        .agg(*_rfm_aggregations(), *_line_aggregations())
-        .with_columns(
-            *_rfm_columns(as_of),
-            *((pl.col(f"_n_{c}") / n_orders).alias(f"share_{c}") for c in CHANNELS),
-        )
-        .join(_customer_categoricals(lazy_customers), on="person_id", how="left")
-        .with_columns(_spend_shares())
-        .collect()
+        per_order.join(per_category, on="_person", how="left")
+        .join(people.with_row_index("_person"), on="_person", how="left")
+        .with_columns(*_rfm_columns(as_of), *_share_columns())
     )
     _check_not_empty(per_person)
     _check_as_of(per_person, as_of)
-    orphans = per_person.filter(pl.col("customer_type").is_null())
-    if orphans.height:
-        raise SchemaError(
-            f"table 'lines', column 'person_id': rule 'references customers' fails for "
-            f"{orphans.height} person(s) (first: {orphans['person_id'].min()!r}); fix: pass "
-            "the customers frame prepared together with these lines"
-        )
     return per_person.select("person_id", *NUMERIC_FEATURES, *CATEGORICAL_FEATURES).sort(
         "person_id"
     )
@@ -537,6 +637,7 @@ def make_feature_transformer(
     log_features: Iterable[str] = LOG_FEATURES,
     categorical_weight: float = 0.5,
     standardize: bool = False,
+    groups: Mapping[str, Sequence[str]] | None = None,
 ) -> ColumnTransformer:
     """The model's column transformer: public-bound scaling and one-hot categories.
 
@@ -557,6 +658,11 @@ def make_feature_transformer(
         Standardise the scaled numeric features to mean 0 and variance 1. The means and
         variances are then learned from the data: fine for the exploratory model, which is
         fitted on private data anyway; the private model keeps the public scale.
+    groups : mapping of str to sequence of str, optional
+        Block weighting, e.g. :data:`FEATURE_GROUPS`: the numeric features of each group are
+        scaled together and weighted ``1 / sqrt(size)``, so that (standardised) every group
+        has the total variance of one feature and counts as one aspect of buying, however
+        many columns measure it. Numeric features in no group count as their own group.
 
     Returns
     -------
@@ -581,15 +687,33 @@ def make_feature_transformer(
     levels = categorical_levels()
     logs = tuple(f for f in log_features if f in numeric)
     steps: list[tuple[str, Any, list[str]]] = []
-    if numeric:
-        scaler: Any = BoundedScaler(bounds, log_features=logs)
+    weights: dict[str, float] = {}
+    for name, columns in _numeric_blocks(numeric, groups).items():
+        scaler: Any = BoundedScaler(bounds, log_features=tuple(f for f in logs if f in columns))
         if standardize:
             scaler = make_pipeline(scaler, StandardScaler())
-        steps.append(("numeric", scaler, numeric))
+        steps.append((name, scaler, columns))
+        if groups is not None:
+            weights[name] = 1.0 / np.sqrt(len(columns))
     if categorical:
         encoder = OneHotEncoder(
             categories=[levels[c] for c in categorical], sparse_output=False, dtype=np.float64
         )
         steps.append(("categorical", encoder, categorical))
-    weights = {"categorical": categorical_weight} if categorical else None
-    return ColumnTransformer(steps, transformer_weights=weights, verbose_feature_names_out=False)
+        weights["categorical"] = categorical_weight
+    return ColumnTransformer(
+        steps, transformer_weights=weights or None, verbose_feature_names_out=False
+    )
+
+
+def _numeric_blocks(
+    numeric: list[str], groups: Mapping[str, Sequence[str]] | None
+) -> dict[str, list[str]]:
+    """The numeric columns per transformer: one block, or one per group (in input order)."""
+    if groups is None:
+        return {"numeric": numeric} if numeric else {}
+    group_of = {f: g for g, members in groups.items() for f in members}
+    blocks: dict[str, list[str]] = {}
+    for f in numeric:
+        blocks.setdefault(f"numeric_{group_of.get(f, f)}", []).append(f)
+    return blocks

@@ -76,6 +76,7 @@ FEATURE_NAMES = (
     "monetary_sek",
     "avg_basket_sek",
     *(f"share_{c}" for c in PRODUCT_CATEGORIES),
+    *(f"line_share_{c}" for c in PRODUCT_CATEGORIES),
     "share_web",
     "share_store",
     "share_phone",

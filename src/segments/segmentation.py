@@ -39,8 +39,9 @@ from segments.exceptions import SchemaError, WorkspaceError
 from segments.features import (
     CATEGORY_SHARE_FEATURES,
     CHANNEL_SHARE_FEATURES,
+    FEATURE_GROUPS,
+    LINE_SHARE_FEATURES,
     LOG_FEATURES,
-    NUMERIC_FEATURES,
     RFM_FEATURES,
     customer_features,
     make_feature_transformer,
@@ -63,17 +64,21 @@ __all__ = [
 ]
 
 MODELS = ("kmeans", "gmm")
-#: Every purchase feature (standardised) plus customer type and size band (one-hot, weight
-#: 2). Geography describes the segments (profiles, names) and may enter the model through
-#: ``FeatureSpec(categorical=...)``; on the default dataset it adds no separation.
-DEFAULT_MODEL_NUMERIC = NUMERIC_FEATURES
+#: RFM, the category mix as share of order lines and the channel mix (standardised, each
+#: group weighted as one feature), plus customer type and size band (one-hot, weight 1).
+#: Left out by default, but available through ``FeatureSpec``: the share of spend per
+#: category (a few expensive items swamp it; the line shares measure the same mix without
+#: the price), the quarter shares (a person's few orders make them mostly noise) and
+#: geography (it describes the segments in profiles and names).
+DEFAULT_MODEL_NUMERIC = RFM_FEATURES + LINE_SHARE_FEATURES + CHANNEL_SHARE_FEATURES
 DEFAULT_MODEL_CATEGORICAL = ("customer_type", "size_band")
 PROVENANCE = "fitted_model"
 #: What a DP release keyed by these labels may claim (docs/architecture.md).
 RELEASE_GUARANTEE = "DP given a non-private segmentation"
 _CLAUSES = ("AO-4", "AO-5", "AL-3", "AK-4")
-#: Restarts of each candidate model (bootstrap refits use one: they only measure stability).
-_N_INIT = 3
+#: Restarts of each candidate model: with few restarts a poor local optimum at one k can decide
+#: the selection. Bootstrap refits use one: they only measure stability.
+_N_INIT = 10
 
 
 @dataclass(frozen=True)
@@ -90,18 +95,22 @@ class FeatureSpec:
     log_features : tuple of str
         Numeric features scaled on a log1p scale.
     categorical_weight : float
-        Weight of each one-hot block relative to a numeric feature.
+        Weight of each one-hot block relative to a numeric feature (or group).
     standardize : bool
         Standardise the numeric features after public-bound scaling (see
         :func:`segments.features.make_feature_transformer`).
+    block_weighting : bool
+        Weight each group of :data:`segments.features.FEATURE_GROUPS` as one feature, so a
+        mix measured by ten shares does not outvote one measured by three.
     """
 
     bounds: Mapping[str, tuple[float, float]]
     numeric: tuple[str, ...] = DEFAULT_MODEL_NUMERIC
     categorical: tuple[str, ...] = DEFAULT_MODEL_CATEGORICAL
     log_features: tuple[str, ...] = LOG_FEATURES
-    categorical_weight: float = 2.0
+    categorical_weight: float = 1.0
     standardize: bool = True
+    block_weighting: bool = True
 
     def transformer(self) -> ColumnTransformer:
         """A fresh (unfitted) column transformer for these features."""
@@ -112,6 +121,7 @@ class FeatureSpec:
             log_features=self.log_features,
             categorical_weight=self.categorical_weight,
             standardize=self.standardize,
+            groups=FEATURE_GROUPS if self.block_weighting else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,6 +131,7 @@ class FeatureSpec:
             "log_features": [f for f in self.log_features if f in self.numeric],
             "categorical_weight": self.categorical_weight,
             "standardize": self.standardize,
+            "block_weighting": self.block_weighting,
             "bounds": {f: list(self.bounds[f]) for f in self.numeric if f in self.bounds},
         }
 
@@ -188,13 +199,21 @@ def _stability(
 
 #: Bootstrap stability (mean adjusted Rand index) a k needs to be a candidate.
 MIN_STABILITY = 0.75
-#: Silhouettes closer than this count as a tie, which the lower BIC breaks.
+#: Silhouettes closer than this count as a tie.
 SILHOUETTE_TIE = 0.002
 SELECTION_RULE = (
     f"highest silhouette among the k whose mean bootstrap stability (ARI) is at least "
     f"{MIN_STABILITY} (all k if none is); silhouettes within {SILHOUETTE_TIE} of the best tie, "
-    "and the lowest BIC among them wins"
+    "and the lowest BIC among them wins if BIC has a minimum inside the range; if BIC still "
+    "falls at the largest k it says nothing about k within the range, and the smallest tied k "
+    "wins (parsimony)"
 )
+
+
+def _bic_has_interior_minimum(scores: pd.DataFrame) -> bool:
+    """Whether BIC over the whole range is lowest below its largest k."""
+    bic = scores.dropna(subset=["bic"]).sort_values("k")
+    return len(bic) > 1 and int(bic["bic"].to_numpy().argmin()) < len(bic) - 1
 
 
 def _select_k(scores: pd.DataFrame) -> int:
@@ -209,7 +228,8 @@ def _select_k(scores: pd.DataFrame) -> int:
     if candidates["silhouette"].notna().any():
         best = candidates["silhouette"].max()
         candidates = candidates[candidates["silhouette"] >= best - SILHOUETTE_TIE]
-    return int(candidates.sort_values(["bic", "k"])["k"].iloc[0])
+    order = ["bic", "k"] if _bic_has_interior_minimum(scores) else ["k"]
+    return int(candidates.sort_values(order)["k"].iloc[0])
 
 
 def _score_range(
