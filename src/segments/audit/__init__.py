@@ -1,0 +1,1 @@
+"""Reviewer audit: checks per clause id, PII scan, attacks, empirical DP audit, report."""

@@ -1,0 +1,60 @@
+"""The main job: budget planned inside every policy, steps per policy, the whole flow."""
+
+from __future__ import annotations
+
+import pytest
+
+from segments.exceptions import WorkspaceError
+from segments.pipeline import demo_steps, plan_budget, print_summary, run_demo
+from segments.policy import POLICY_NAMES, Policy
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_the_plan_fits_every_policys_budget(name: str) -> None:
+    policy = Policy.load(name)
+    plan = plan_budget(policy)
+    assert 0 < plan.total <= policy.privacy.budget_epsilon
+    assert min(plan.overview, plan.profiles, plan.survey, plan.monthly) > 0
+
+
+def test_a_budget_too_small_for_the_segmentation_is_refused() -> None:
+    from dataclasses import replace
+
+    policy = Policy.load("alloffice")
+    poor = replace(policy, privacy=replace(policy.privacy, budget_epsilon=1.0))
+    with pytest.raises(WorkspaceError, match="leaves nothing after the private segmentation"):
+        plan_budget(poor)
+
+
+def test_steps_follow_the_purposes_a_policy_declares(tmp_path) -> None:
+    allcall = Policy.load("allcall")  # declares no segmentation purpose
+    titles = [s.title for s in demo_steps(tmp_path, allcall, "2026-10-31", plan_budget(allcall))]
+    assert not any(t.startswith("segment") for t in titles)
+    assert "release segment overview (category_rule segments)" in titles
+    office = Policy.load("alloffice")
+    steps = demo_steps(tmp_path, office, "2026-10-31", plan_budget(office))
+    assert [s.title for s in steps][-1] == "audit"
+    assert all("--demo-ledger" in s.argv for s in steps if s.argv[0] in ("release", "kanon"))
+
+
+def test_an_unknown_folder_is_never_emptied(tmp_path) -> None:
+    (tmp_path / "thesis.docx").write_text("not a workspace")
+    with pytest.raises(WorkspaceError, match="which a workspace does not"):
+        run_demo(tmp_path, notebooks=False, echo=lambda _: None)
+    assert (tmp_path / "thesis.docx").exists()
+
+
+@pytest.mark.slow
+def test_the_main_job_runs_end_to_end(tmp_path, capsys) -> None:
+    ws = tmp_path / "ws"
+    summary = run_demo(ws, "alloffice", notebooks=False, echo=lambda _: None)
+    assert print_summary(summary) == 0
+    out = capsys.readouterr().out
+    assert "0 fail" in out and "THROW-AWAY DEMO LEDGER" in out
+    for made in (
+        "report/audit.html",
+        "forecasts/purchasing_export.csv",
+        "releases/archive/monthly_category.parquet",
+        "segments/private/labels.parquet",
+    ):
+        assert (ws / made).exists(), made
