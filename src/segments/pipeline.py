@@ -130,6 +130,10 @@ def demo_steps(ws: Path, policy: Policy, as_of: str, plan: BudgetPlan) -> list[S
                 "segment --private (DP k-means, charged)",
                 ("segment", *w, *pol, "--private", *demo, *day),
             ),
+            Step(
+                "target (offer list for the data steward, opt-outs excluded)",
+                ("target", *w, "--segment", "0"),
+            ),
         ]
     steps += [
         Step(

@@ -113,6 +113,13 @@ window.addEventListener('load', function () {
 """
 
 
+def _evidence_html(text: str, limit: int = 300) -> str:
+    """Long evidence (per-file hashes, per-release lists) folds open on a click."""
+    if len(text) <= limit:
+        return html.escape(text)
+    return f"<details><summary>{html.escape(text[:limit])}…</summary>{html.escape(text)}</details>"
+
+
 def _html_table(rows: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
         return ""
@@ -134,7 +141,7 @@ def render_html(report: AuditReport) -> str:
         f"<td>{html.escape(', '.join(c.clause_ids))}</td>"
         f"<td>{html.escape(c.title)}</td>"
         f"<td>{html.escape(c.method)}</td>"
-        f"<td>{html.escape(_evidence_text(c.evidence))}</td>"
+        f"<td>{_evidence_html(_evidence_text(c.evidence))}</td>"
         f"<td>{html.escape(c.role)}</td>"
         f"<td class='{'na' if c.status == 'not applicable' else c.status}'>"
         f"{html.escape(c.status)}</td></tr>"
