@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-WS     ?= data/workspace
+WS     ?= data/workspace/demo
 POLICY ?= alloffice
 
 .PHONY: demo test setup browser lint typecheck pytest clean

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from pathlib import Path
 
 from segments.workspace import DEFAULT_WORKSPACE, Workspace
 
 
-def add_workspace_option(parser: argparse.ArgumentParser) -> None:
+def add_workspace_option(
+    parser: argparse.ArgumentParser, default: Path = DEFAULT_WORKSPACE
+) -> None:
     parser.add_argument(
         "--workspace",
         "-w",
         type=Workspace,
-        default=Workspace(DEFAULT_WORKSPACE),
+        default=Workspace(default),
         metavar="DIR",
-        help=f"workspace folder (default: {DEFAULT_WORKSPACE})",
+        help=f"workspace folder (default: {default})",
     )
 
 

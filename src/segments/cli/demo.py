@@ -6,6 +6,9 @@ import argparse
 from typing import Any
 
 from segments.cli.common import add_workspace_option
+from segments.workspace import DEFAULT_WORKSPACE
+
+DEMO_WORKSPACE = DEFAULT_WORKSPACE / "demo"
 
 
 def register(subparsers: Any) -> None:
@@ -17,7 +20,8 @@ def register(subparsers: Any) -> None:
         "release, forecast and audit, then execute the notebooks. Every release is charged to "
         "the workspace's throw-away demo ledger. The workspace is emptied first.",
     )
-    add_workspace_option(parser)
+    # its own folder: notebooks keep their workspaces beside it under data/workspace/
+    add_workspace_option(parser, DEMO_WORKSPACE)
     parser.add_argument("--policy", default="alloffice", help="policy (default: alloffice)")
     parser.add_argument("--no-notebooks", action="store_true", help="skip executing the notebooks")
     parser.set_defaults(func=run)
