@@ -23,7 +23,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from segments.cli.common import add_workspace_option, iso_date
+from segments.cli.common import (
+    add_ledger_options,
+    add_workspace_option,
+    is_synthetic,
+    iso_date,
+    open_ledger,
+)
 from segments.exceptions import KAnonymityError, PolicyError, WorkspaceError
 from segments.workspace import Workspace, sha256_file
 
@@ -63,37 +69,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--as-of", type=iso_date, help="release date (default: today)")
     parser.add_argument("--seed", type=int, help="seed of the row permutation (default: random)")
-    ledger = parser.add_mutually_exclusive_group()
-    ledger.add_argument("--ledger", help="ledger file (default: the controller's ledger)")
-    ledger.add_argument(
-        "--demo-ledger", action="store_true", help="the throw-away demo ledger in W/ledger/"
-    )
-    ledger.add_argument(
-        "--evaluation-ledger",
-        action="store_true",
-        help="the evaluation ledger in W/ledger/ (synthetic data only)",
-    )
+    add_ledger_options(parser)
     parser.set_defaults(func=run)
-
-
-def _synthetic(workspace: Workspace) -> bool:
-    if not workspace.manifest.exists():
-        return False
-    return bool(json.loads(workspace.manifest.read_text(encoding="utf-8")).get("synthetic"))
-
-
-def _open_ledger(args: argparse.Namespace, policy: Any, synthetic: bool) -> Any:
-    from segments.privacy.ledger import Ledger
-
-    if args.demo_ledger or args.evaluation_ledger:
-        return Ledger.for_workspace(
-            args.workspace,
-            str(policy.controller),
-            evaluation=bool(args.evaluation_ledger),
-            synthetic=synthetic,
-            policy=policy,
-        )
-    return Ledger.for_policy(policy, path=args.ledger, synthetic=synthetic)
 
 
 def check_parameters(args: argparse.Namespace, policy: Any) -> None:
@@ -205,8 +182,8 @@ def run(args: argparse.Namespace) -> int:
     anon = anonymise(
         table, hierarchies, model, seed=np.random.default_rng(args.seed), loss=args.loss
     )
-    synthetic = _synthetic(workspace)
-    ledger = _open_ledger(args, policy, synthetic)
+    synthetic = is_synthetic(workspace)
+    ledger = open_ledger(args, policy, synthetic)
     # the linkage check sees every column any release may show, not only this one's
     everything = customer_release_table(customers, lines, labels, CUSTOMER_COLUMNS)
     check_linkage(

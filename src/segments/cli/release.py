@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 from typing import Any
 
-from segments.cli.common import add_workspace_option, iso_date
+from segments.cli.common import (
+    add_ledger_options,
+    add_workspace_option,
+    is_synthetic,
+    iso_date,
+    open_ledger,
+)
 from segments.exceptions import PolicyError
 from segments.workspace import Workspace
 
@@ -51,38 +56,8 @@ def register(subparsers: Any) -> None:
         help="segment source (fitted: DP given a non-private segmentation, internal only)",
     )
     parser.add_argument("--dry-run", action="store_true", help="show expected accuracy only")
-    ledger = parser.add_mutually_exclusive_group()
-    ledger.add_argument("--ledger", help="ledger file (default: the controller's ledger)")
-    ledger.add_argument(
-        "--demo-ledger", action="store_true", help="the throw-away demo ledger in W/ledger/"
-    )
-    ledger.add_argument(
-        "--evaluation-ledger",
-        action="store_true",
-        help="the evaluation ledger in W/ledger/ (synthetic data only)",
-    )
+    add_ledger_options(parser)
     parser.set_defaults(func=run)
-
-
-def _synthetic(workspace: Workspace) -> bool:
-    if not workspace.manifest.exists():
-        return False
-    manifest = json.loads(workspace.manifest.read_text(encoding="utf-8"))
-    return bool(manifest.get("synthetic", False))
-
-
-def _open_ledger(args: argparse.Namespace, policy: Any, synthetic: bool) -> Any:
-    from segments.privacy.ledger import Ledger
-
-    if args.demo_ledger or args.evaluation_ledger:
-        return Ledger.for_workspace(
-            args.workspace,
-            str(policy.controller),
-            evaluation=bool(args.evaluation_ledger),
-            synthetic=synthetic,
-            policy=policy,
-        )
-    return Ledger.for_policy(policy, path=args.ledger, synthetic=synthetic)
 
 
 def _print_plan(plan: Any) -> None:
@@ -112,14 +87,14 @@ def run(args: argparse.Namespace) -> int:
     policy = Policy.load(args.policy)
     params = PrivacyParams.from_policy(policy, args.purpose)
     as_of = args.as_of or dt.date.today()
-    synthetic = _synthetic(workspace)
+    synthetic = is_synthetic(workspace)
     if not 0.0 < args.confidence < 1.0:
         raise PolicyError(f"--confidence={args.confidence!r} must lie in (0, 1), e.g. 0.95")
 
     if args.action == "backfill":
         if args.dry_run:
             raise PolicyError("--dry-run does not apply to backfill; plan a single month instead")
-        ledger = _open_ledger(args, policy, synthetic)
+        ledger = open_ledger(args, policy, synthetic)
         report = backfill(
             workspace,
             until=as_of,
@@ -168,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
                 _print_plan(plan)
             print("dry run: nothing was charged or released")
             return 0
-        ledger = _open_ledger(args, policy, synthetic)
+        ledger = open_ledger(args, policy, synthetic)
         result = release_month(
             workspace,
             month,
@@ -218,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             print("dry run: nothing was charged or released")
             return 0
-        ledger = _open_ledger(args, policy, synthetic)
+        ledger = open_ledger(args, policy, synthetic)
         result = plan.execute(
             ledger,
             workspace,
