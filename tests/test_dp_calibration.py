@@ -243,3 +243,46 @@ def test_utility_100k_customers_county_segment_counts(tmp_path):
     rel = ((big["count_dp"] - big["count"]).abs() / big["count"]).median()
     assert big.height > 50
     assert rel <= 0.05, rel
+
+
+def _clipped_category_truth(lines_path, params: PrivacyParams) -> pl.DataFrame:
+    """Independent recount of monthly_category units: each person's largest-spend cells,
+    units clipped at the category's own bound."""
+    bounds = pl.DataFrame(
+        {"category": list(params.cell_bounds("units")), "b": params.cell_bounds("units").values()}
+    )
+    cells = (
+        pl.read_parquet(lines_path)
+        .group_by("person_id", "category")
+        .agg(pl.col("amount_sek").sum().round(0).alias("sek"), pl.col("quantity").sum())
+        .sort("person_id", "sek", descending=[False, True])
+        .filter(pl.int_range(pl.len()).over("person_id") < params.max_cells_per_person)
+        .join(bounds, on="category")
+    )
+    return cells.group_by("category").agg(pl.min_horizontal("quantity", "b").sum().alias("truth"))
+
+
+def test_each_category_is_noised_at_its_own_bound(frames):
+    """Per-category cell bounds: each released category is centred on the truth clipped at its
+    own bound, with the per-row scale it declares — the largest bound's scale divided by the
+    category's weight — so furniture is no longer as noisy as paper."""
+    own = (("furniture", 4), ("paper", 20), ("writing", 10))
+    params = PrivacyParams(**{**_params("zcdp").to_dict(), "cell_units_by_category": own})
+    spec = ReleaseSpec("own-bounds", ("monthly_category",), epsilon=3.0)
+    with plan_release(
+        spec, params, customers=frames["customers"], lines=frames["lines"], as_of=AS_OF
+    ) as plan:
+        tables = [plan.tables(plan.run_unaccounted())["monthly_category"] for _ in range(30)]
+        top = plan.accuracy.filter(pl.col("aggregate") == "units").row(0, named=True)
+    truth = _clipped_category_truth(frames["lines"], params)
+    released = pl.concat(tables).join(truth, on="category")
+    weights = params.cell_weights("units")
+    on_top_scale = []
+    for (category,), rows in released.group_by("category"):
+        weight = weights[str(category)]
+        assert rows["units_scale"].to_list() == pytest.approx([top["scale"] / weight] * 30)
+        on_top_scale.append(((rows["units"] - rows["truth"]) * weight).to_numpy().astype(float))
+        if category == "furniture":  # bound 4 against the largest, 40: a tenth of the noise
+            assert float((rows["units"] - rows["truth"]).std()) < top["scale"] / 5
+    z_mean, z_var = _check(np.concatenate(on_top_scale), top["scale"], top["distribution"])
+    assert abs(z_mean) < Z and abs(z_var) < Z, (z_mean, z_var)

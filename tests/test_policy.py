@@ -32,6 +32,8 @@ PRIVACY_FIELDS = {
     "spend_bound_sek",
     "cell_spend_bound_sek",
     "cell_units_bound",
+    "cell_spend_sek_by_category",
+    "cell_units_by_category",
     "survey_score_bounds",
     "feature_bounds",
     "private_segments_k",
@@ -237,6 +239,27 @@ def test_missing_feature_bound_is_refused(tmp_path: Path) -> None:
     text = _shipped_text().replace("share_q4 = [0, 1]\n", "")
     with pytest.raises(PolicyError, match=r"feature_bounds\.share_q4': missing key"):
         _load_text(tmp_path, text)
+
+
+def test_category_cell_bound_must_divide_the_largest(tmp_path: Path) -> None:
+    text = _shipped_text().replace("furniture = 20\n", "furniture = 30\n", 1)
+    with pytest.raises(
+        PolicyError, match=r"cell_units_by_category\.furniture': 30 does not divide .* 200"
+    ):
+        _load_text(tmp_path, text)
+
+
+def test_category_cell_bound_names_a_known_category(tmp_path: Path) -> None:
+    text = _shipped_text().replace("furniture = 20\n", "chairs = 20\n", 1)
+    with pytest.raises(PolicyError, match=r"cell_units_by_category\.chairs': unknown key"):
+        _load_text(tmp_path, text)
+
+
+def test_category_cell_bounds_are_loaded(tmp_path: Path) -> None:
+    privacy = Policy.load("alloffice").privacy
+    assert privacy.cell_units_by_category["furniture"] == 20
+    assert privacy.cell_spend_sek_by_category["paper"] == 50000
+    assert "toner_ink" not in privacy.cell_spend_sek_by_category  # takes the largest bound
 
 
 def test_unknown_column_is_refused(tmp_path: Path) -> None:

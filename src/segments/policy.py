@@ -86,6 +86,11 @@ FEATURE_NAMES = (
     "share_q4",
 )
 _CLAUSE_ID = re.compile(r"[A-Z]{2}-\d+")
+# optional [privacy] tables of per-category cell bounds, and the bound each must divide
+_CATEGORY_BOUND_KEYS = {
+    "cell_spend_sek_by_category": "cell_spend_bound_sek",
+    "cell_units_by_category": "cell_units_bound",
+}
 
 
 def months_before(day: dt.date, months: int) -> dt.date:
@@ -215,6 +220,9 @@ class PrivacyParameters:
     private_segments_k: int
     private_segments_iterations: int
     private_segments_epsilon: float
+    # optional: smaller per-category cell bounds, each dividing the largest bound above
+    cell_spend_sek_by_category: Mapping[str, int] = field(default_factory=dict)
+    cell_units_by_category: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -679,8 +687,9 @@ class _Parser:
         )
 
     def privacy(self, data: Any) -> PrivacyParameters:
-        names = set(PrivacyParameters.__dataclass_fields__)
-        p = self.table(data, "privacy", names)
+        optional = set(_CATEGORY_BOUND_KEYS)
+        names = set(PrivacyParameters.__dataclass_fields__) - optional
+        p = self.table(data, "privacy", names, optional)
         k = "privacy."
         num = (int, float)
         if p["dp_family"] not in ("pure", "zcdp"):
@@ -733,7 +742,27 @@ class _Parser:
             private_segments_epsilon=float(
                 self.positive(p["private_segments_epsilon"], k + "private_segments_epsilon", num)
             ),
+            **{
+                key: self.category_bounds(p.get(key, {}), key, p[top])
+                for key, top in _CATEGORY_BOUND_KEYS.items()
+            },
         )
+
+    def category_bounds(self, data: Any, key: str, top: float) -> Mapping[str, int]:
+        """Per-category cell bounds: positive integers that divide the largest bound."""
+        table = self.table(data, f"privacy.{key}", set(), set(PRODUCT_CATEGORIES))
+        out = {}
+        for category, value in table.items():
+            name = f"privacy.{key}.{category}"
+            bound = self.positive(value, name)
+            if bound > top or top % bound:
+                raise self.fail(
+                    name,
+                    f"{bound} does not divide the largest cell bound {top:g}",
+                    f"use a divisor of {top:g} (cells are released on its scale)",
+                )
+            out[category] = bound
+        return MappingProxyType(out)
 
     def bounds(self, value: Any, key: str) -> tuple[float, float]:
         ok = (

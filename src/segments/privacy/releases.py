@@ -6,8 +6,10 @@ The flow of one release (:func:`plan_release` then :meth:`ReleasePlan.execute`):
    turned into the aggregates every query of the release shares: one row per person
    (``person``: county, customer type, segment, total spend), and at most
    ``max_cells_per_person`` rows per person, one per product category (``cells``: spend and
-   units per cell). They are written to a private temporary folder and handed to OpenDP as
-   ``pl.scan_parquet`` LazyFrames, so no order line is scanned twice.
+   units per cell, each clipped to its category's public bound and put on the largest bound's
+   scale, so a category's noise follows its own bound). They are written to a private
+   temporary folder and handed to OpenDP as ``pl.scan_parquet`` LazyFrames, so no order line
+   is scanned twice.
 2. **Plan.** Each query becomes an OpenDP measurement with explicit noise scales computed
    from its sensitivity (the stated contribution bound × the clipping bound) and its share of
    the release's loss. OpenDP then computes the privacy loss itself (``measurement.map``),
@@ -68,6 +70,8 @@ dp.enable_features("contrib")
 #: A public upper bound on the rows of any frame handed to OpenDP (its sums need one).
 PUBLIC_MAX_ROWS = 1_000_000_000
 _CATEGORY_RANK = {c: i for i, c in enumerate(PRODUCT_CATEGORIES)}
+_CELL_AGGREGATES = ("sek", "units")  # per-cell sums with per-category bounds
+_ERROR_SUFFIXES = ("lower", "upper", "scale")
 
 
 def epsilon_to_rho(epsilon: float, delta: float) -> float:
@@ -198,15 +202,47 @@ def build_shared_frames(
             "row (AO-3) before the per-person bound holds — re-run prepare"
         )
     # Keep each person's largest cells (a deterministic, row-level truncation).
-    kept = (
+    kept = _on_largest_bound_scale(
         cells.filter(pl.int_range(pl.len()).over("pid") < cells_per_person(params))
         .join(person_df.lazy().select("pid", "segment"), on="pid", how="inner")
-        .select("pid", "segment", "category", "sek", "units")
+        .select("pid", "segment", "category", "sek", "units"),
+        params,
     )
     paths = {"person": folder / "person.parquet", "cells": folder / "cells.parquet"}
     person_df.write_parquet(paths["person"])
     kept.collect().write_parquet(paths["cells"])
     return paths
+
+
+def _weight_of_category(params: PrivacyParams, aggregate: str) -> pl.Expr:
+    return pl.col("category").replace_strict(params.cell_weights(aggregate), return_dtype=pl.Int64)
+
+
+def _on_largest_bound_scale(cells: pl.LazyFrame, params: PrivacyParams) -> pl.LazyFrame:
+    """Multiply each cell by its category's weight (largest bound / own bound).
+
+    OpenDP then clips every cell to ``[0, largest bound]`` — exactly the category's own bound
+    times its weight — and adds one noise scale; dividing a category's noisy sum by its weight
+    (:func:`_to_category_scale`, post-processing) leaves noise proportional to the category's
+    own bound: ten chairs, not a hundred reams, set the furniture noise.
+    """
+    return cells.with_columns(
+        (pl.col(agg) * _weight_of_category(params, agg)).alias(agg) for agg in _CELL_AGGREGATES
+    )
+
+
+def _to_category_scale(
+    frame: pl.DataFrame, aggregates: tuple[str, ...], params: PrivacyParams
+) -> pl.DataFrame:
+    """Undo :func:`_on_largest_bound_scale` on released cells: value, interval and scale."""
+    columns: list[pl.Expr] = []
+    for agg in aggregates:
+        weight = _weight_of_category(params, agg)
+        columns += [
+            (pl.col(agg) / weight).round(0).cast(pl.Int64).alias(agg),
+            *((pl.col(f"{agg}_{s}") / weight).alias(f"{agg}_{s}") for s in _ERROR_SUFFIXES),
+        ]
+    return frame.with_columns(columns)
 
 
 def _survey_frame(surveys: pl.LazyFrame, month: dt.date | None, folder: Path) -> Path:
@@ -468,7 +504,10 @@ class ReleasePlan:
     def accuracy(self) -> pl.DataFrame:
         """Expected accuracy of every released aggregate, before any budget is spent.
 
-        ``accuracy`` is the half-width of the ``confidence`` interval of each noisy cell.
+        ``accuracy`` is the half-width of the ``confidence`` interval of each noisy cell; for
+        per-category cells it is that of the category with the largest bound (the others'
+        are smaller by their weight, :meth:`PrivacyParams.cell_weights`, and each released
+        row carries its own ``<aggregate>_scale``).
         """
         frame = pl.concat([q.summary for q in self.queries], how="diagonal_relaxed")
         return frame.select(
@@ -498,6 +537,10 @@ class ReleasePlan:
                     if a != "count"
                 },
             }
+            if q.query.frame == "cells":
+                out[q.query.name]["clipping_by_category"] = {
+                    a: self.params.cell_bounds(a) for a in q.query.aggregates
+                }
         return out
 
     # --- execution --------------------------------------------------------------------------
@@ -665,6 +708,8 @@ def _with_intervals(q: QueryPlan, answer: pl.DataFrame, params: PrivacyParams) -
     frame = frame.with_columns(pl.col(a).cast(pl.Int64) for a in q.query.aggregates).with_columns(
         columns
     )
+    if q.query.frame == "cells":
+        frame = _to_category_scale(frame, q.query.aggregates, params)
     for mean_name, sum_col, count_col in q.query.means:
         lower, upper = _aggregate_bounds(q.query, sum_col, params)
         frame = frame.with_columns(

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from segments.exceptions import PolicyError
 from segments.privacy.guards import GUARANTEE_END_TO_END, GUARANTEE_GIVEN_SEGMENTATION
+from segments.schema import PRODUCT_CATEGORIES
 
 __all__ = [
     "GUARANTEE_END_TO_END",
@@ -43,6 +44,11 @@ __all__ = [
 Provenance = Literal["category_rule", "private_model", "fitted_model"]
 _PROVENANCES = ("category_rule", "private_model", "fitted_model")
 _FAMILIES = ("pure", "zcdp")
+# per-category cell bounds and the largest bound each must divide
+_CATEGORY_BOUNDS = {
+    "cell_units_by_category": "cell_units_bound",
+    "cell_spend_sek_by_category": "cell_spend_bound_sek",
+}
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,13 @@ class PrivacyParams:
     spend_bound_sek : int
         Clipping bound of one person's total spend in a release.
     cell_spend_bound_sek, cell_units_bound : int
-        Clipping bounds of one person's spend and units in one cell.
+        Clipping bounds of one person's spend and units in one cell: the largest per-cell
+        bound, and the bound of every category without its own.
+    cell_spend_sek_by_category, cell_units_by_category : tuple of (str, int)
+        Smaller per-category cell bounds (a chair is not bought by the hundred); each must
+        divide the largest bound. Each category's cells are released on the largest bound's
+        scale (value x largest / own bound), so its noise, once scaled back, is proportional
+        to its own bound (:meth:`cell_weights`).
     survey_score_bounds : tuple of int
         Bounds of a survey score (AC-2).
     retention_months : int
@@ -85,6 +97,8 @@ class PrivacyParams:
     spend_bound_sek: int = 50_000
     cell_spend_bound_sek: int = 10_000
     cell_units_bound: int = 100
+    cell_spend_sek_by_category: tuple[tuple[str, int], ...] = ()
+    cell_units_by_category: tuple[tuple[str, int], ...] = ()
     survey_score_bounds: tuple[int, int] = (0, 10)
     retention_months: int = 14
 
@@ -114,12 +128,56 @@ class PrivacyParams:
                     f"privacy.{name}={value!r} must be a positive integer (a public bound); "
                     "fix the policy's [privacy] section"
                 )
+        for name in _CATEGORY_BOUNDS:
+            self._check_category_bounds(name)
         low, high = self.survey_score_bounds
         if not low < high:
             raise PolicyError(
                 f"privacy.survey_score_bounds={self.survey_score_bounds!r} must be (lower, "
                 "upper) with lower < upper"
             )
+
+    def _check_category_bounds(self, name: str) -> None:
+        top = getattr(self, _CATEGORY_BOUNDS[name])
+        for category, bound in getattr(self, name):
+            if category not in PRODUCT_CATEGORIES:
+                raise PolicyError(
+                    f"privacy.{name}: category {category!r} is not a product category; use "
+                    f"one of {list(PRODUCT_CATEGORIES)}"
+                )
+            if not isinstance(bound, int) or bound < 1 or top % bound:
+                raise PolicyError(
+                    f"privacy.{name}.{category}={bound!r} must be a positive integer that "
+                    f"divides privacy.{_CATEGORY_BOUNDS[name]}={top} (cells are released on "
+                    "that bound's scale); fix the policy's [privacy] section"
+                )
+
+    def cell_bounds(self, aggregate: str) -> dict[str, int]:
+        """Per-cell clipping bound of ``aggregate`` (``"units"`` or ``"sek"``) per category.
+
+        Examples
+        --------
+        >>> p = PrivacyParams(cell_units_by_category=(("furniture", 10),))
+        >>> p.cell_bounds("units")["furniture"], p.cell_bounds("units")["paper"]
+        (10, 100)
+        """
+        name = {"units": "cell_units_by_category", "sek": "cell_spend_sek_by_category"}[aggregate]
+        top = getattr(self, _CATEGORY_BOUNDS[name])
+        own = dict(getattr(self, name))
+        return {c: own.get(c, top) for c in PRODUCT_CATEGORIES}
+
+    def cell_weights(self, aggregate: str) -> dict[str, int]:
+        """Largest bound / category bound: the factor a category's cells are released at.
+
+        Examples
+        --------
+        >>> PrivacyParams(cell_units_by_category=(("furniture", 10),)).cell_weights("units")[
+        ...     "furniture"]
+        10
+        """
+        bounds = self.cell_bounds(aggregate)
+        top = max(bounds.values())
+        return {c: top // b for c, b in bounds.items()}
 
     @classmethod
     def from_policy(cls, policy: Any, purpose: str | None = None) -> PrivacyParams:
@@ -152,6 +210,12 @@ class PrivacyParams:
         ):
             if name in values and float(values[name]).is_integer():
                 values[name] = int(values[name])
+        for name in _CATEGORY_BOUNDS:
+            if name in values:
+                values[name] = tuple(
+                    (str(c), int(b) if float(b).is_integer() else b)
+                    for c, b in sorted(dict(values[name]).items())
+                )
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -228,8 +292,9 @@ QUERIES: dict[str, QueryDef] = {
             ("segment", "category"),
             ("sek", "units"),
             influence="per person at most max_cells_per_person categories (largest spend "
-            "first), one row per cell, spend clipped to [0, cell_spend_bound_sek] and units "
-            "to [0, cell_units_bound] per cell",
+            "first), one row per cell, spend and units clipped per cell to their category's "
+            "bound (cell_spend_sek_by_category, cell_units_by_category; at most "
+            "cell_spend_bound_sek and cell_units_bound)",
         ),
         QueryDef(
             "monthly_category",
@@ -237,8 +302,9 @@ QUERIES: dict[str, QueryDef] = {
             ("category",),
             ("units", "sek"),
             influence="per person at most max_cells_per_person categories in the month "
-            "(largest spend first), one row per cell, units clipped to [0, cell_units_bound] "
-            "and spend to [0, cell_spend_bound_sek] per cell",
+            "(largest spend first), one row per cell, units and spend clipped per cell to "
+            "their category's bound (cell_units_by_category, cell_spend_sek_by_category; at "
+            "most cell_units_bound and cell_spend_bound_sek)",
         ),
         QueryDef(
             "survey_by_county_type",
