@@ -326,3 +326,30 @@ def test_budget_exhausted_release_leaves_a_clear_error_and_no_forecast(tmp_path,
     err = capsys.readouterr().err
     assert "needs at least 13 released months" in err and "has 1" in err
     assert not any(ws.forecasts.iterdir())
+
+
+def _demand_paths(n_series: int, n_months: int, seed: int) -> np.ndarray:
+    """Monthly demand with a drifting level, a yearly season and month-to-month noise (the
+    truth process, not privacy noise)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_months)
+    level = 1000.0 + np.cumsum(rng.normal(0.0, 15.0, (n_series, n_months)), axis=1)
+    season = 150.0 * np.sin(2 * np.pi * (t + rng.integers(0, 12, (n_series, 1))) / 12)
+    return level + season + rng.normal(0.0, 30.0, (n_series, n_months))
+
+
+def test_prediction_intervals_cover_the_truth_at_about_their_level():
+    """90 % intervals from 30 months cover the next 6 about 90 % of the time: the variance
+    counts the estimated initial states and the quantile is Student's t."""
+    from segments.forecast import forecast_panel
+
+    paths = _demand_paths(40, MONTHS + 6, seed=3)
+    months = pd.date_range("2023-01-01", periods=MONTHS, freq="MS")
+    columns = [f"c{i}" for i in range(len(paths))]
+    history = pd.DataFrame(paths[:, :MONTHS].T, index=months, columns=columns)
+    zeros = history * 0.0
+    fc = forecast_panel({"units": history, "sek": history}, {"units": zeros, "sek": zeros}, 6)
+    fc = fc[fc["category"] != "total"].sort_values(["category", "horizon"])
+    truth = paths[np.argsort(columns), MONTHS:].ravel()  # rows sorted like the categories
+    inside = (truth >= fc["units_lower"].to_numpy()) & (truth <= fc["units_upper"].to_numpy())
+    assert 0.82 <= inside.mean() <= 0.97, inside.mean()

@@ -50,7 +50,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -293,6 +292,9 @@ class SeriesForecast:
         its known noise part).
     noise_variance : numpy.ndarray
         The part of ``variance`` due to release noise in the history.
+    dof : int
+        Residual degrees of freedom behind ``signal_variance`` (months of residuals minus
+        estimated parameters, initial states included); intervals use Student's t with it.
     """
 
     point: np.ndarray
@@ -300,6 +302,7 @@ class SeriesForecast:
     model: str
     signal_variance: float
     noise_variance: np.ndarray
+    dof: int = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -383,12 +386,15 @@ def _fit_ets(y: np.ndarray, horizon: int) -> _Fit:
             "the vectorised ETS filter no longer matches statsmodels' ETSModel; the noise "
             "propagation would be wrong, so the forecast stops here"
         )
+    # the heuristic start estimates states from the data too: a level, a slope with a trend,
+    # and 11 free seasonal states (they sum to zero); a 30-month history has ~15 dof left
+    initial_states = 1 + (trend is not None) + (_SEASON - 1)
     return _Fit(
         name=name,
         fitted=fitted,
         forecast=forecast,
         multiplier=var / var[0],
-        n_params=len(params),
+        n_params=len(params) + initial_states,
         first_residual=0,
         refilter=lambda series: _ets_filter(series, params, trend, horizon),
     )
@@ -545,7 +551,15 @@ def forecast_series(
         model=fit.name,
         signal_variance=signal_var,
         noise_variance=forecast_noise,
+        dof=dof,
     )
+
+
+def _quantile(level: float, dof: int) -> float:
+    """Two-sided ``level`` quantile of Student's t with ``dof`` degrees of freedom."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + level / 2.0, dof))
 
 
 # --- reconciliation --------------------------------------------------------------------------
@@ -649,7 +663,6 @@ def forecast_panel(
     categories = [str(c) for c in first.columns]
     months = pd.DatetimeIndex(first.index)
     future = pd.date_range(months[-1] + pd.offsets.MonthBegin(1), periods=horizon, freq="MS")
-    z = NormalDist().inv_cdf(0.5 + level / 2.0)
     out = pd.DataFrame(
         {
             "category": np.repeat([*categories, TOTAL_CATEGORY], horizon),
@@ -681,10 +694,14 @@ def forecast_panel(
             )
             point[:-1, h] = cats
             point[-1, h] = cats.sum()
-        sd = np.sqrt([fits[c].variance for c in [*categories, TOTAL_CATEGORY]])
+        names = [*categories, TOTAL_CATEGORY]
+        # Student's t: the model's variance is estimated from few residual months
+        half = np.array([[_quantile(level, fits[c].dof)] for c in names]) * np.sqrt(
+            [fits[c].variance for c in names]
+        )
         out[measure] = point.ravel()
-        out[f"{measure}_lower"] = np.maximum(point - z * sd, 0.0).ravel()
-        out[f"{measure}_upper"] = (point + z * sd).ravel()
+        out[f"{measure}_lower"] = np.maximum(point - half, 0.0).ravel()
+        out[f"{measure}_upper"] = (point + half).ravel()
         out[f"{measure}_model"] = np.repeat(
             [fits[c].model for c in [*categories, TOTAL_CATEGORY]], horizon
         )
