@@ -179,6 +179,32 @@ def test_profiles_and_names(planted, fitted) -> None:
     assert "%" in profiles.loc[0, "top_counties"]
 
 
+def test_names_follow_what_a_segment_buys_not_what_costs_most() -> None:
+    """Pens on nine lines in ten and one chair: by spend the chair wins, by order lines the
+    pens; the name and top categories follow the lines."""
+    n = 40
+    frame = pd.DataFrame(
+        {
+            "recency_days": 30.0,
+            "frequency_orders": 6.0,
+            "monetary_sek": 5000.0,
+            "avg_basket_sek": 800.0,
+            "share_writing": 0.2,
+            "share_furniture": 0.8,
+            "line_share_writing": 0.9,
+            "line_share_furniture": 0.1,
+        },
+        index=range(n),
+    )
+    profiles = segment_profiles(frame, np.zeros(n, dtype=int))
+    assert profiles.loc[0, "name"].endswith("writing buyers")
+    assert profiles.loc[0, "top_categories"].startswith("writing 90%")
+    spend_only = segment_profiles(
+        frame.drop(columns=["line_share_writing", "line_share_furniture"]), np.zeros(n, dtype=int)
+    )
+    assert spend_only.loc[0, "top_categories"].startswith("furniture 80%")
+
+
 # --- the workspace stage and targeting ---------------------------------------------------------
 @pytest.fixture
 def workspace(tmp_path: Path) -> Workspace:

@@ -504,12 +504,24 @@ def _recency_word(median: float, overall: float) -> str | None:
     return None
 
 
+def _category_of(column: str) -> str:
+    return column.removeprefix("line_").removeprefix("share_")
+
+
+def _mix_columns(frame: pd.DataFrame) -> list[str]:
+    """The category mix that names and profiles use: shares of order lines when present (what
+    a segment buys, whatever the price: one chair would outweigh a year of pens in spend),
+    else shares of spend."""
+    lines = [c for c in LINE_SHARE_FEATURES if c in frame]
+    return lines or [c for c in CATEGORY_SHARE_FEATURES if c in frame]
+
+
 def _categories_phrase(mean_shares: pd.Series) -> str:
     ranked = mean_shares.sort_values(ascending=False, kind="stable")
     first, second = ranked.index[0], ranked.index[1]
-    words = [CATEGORY_WORDS[first.removeprefix("share_")]]
+    words = [CATEGORY_WORDS[_category_of(first)]]
     if ranked.iloc[1] >= 0.5 * ranked.iloc[0]:
-        words.append(CATEGORY_WORDS[second.removeprefix("share_")])
+        words.append(CATEGORY_WORDS[_category_of(second)])
     return " & ".join(words)
 
 
@@ -544,7 +556,7 @@ def _segment_name(
         kind = _distinct_level(group["customer_type"], everyone["customer_type"])
         if kind is not None:
             words.append(_TYPE_WORDS.get(kind, kind))
-    share_cols = [c for c in CATEGORY_SHARE_FEATURES if c in group]
+    share_cols = _mix_columns(group)
     if share_cols:
         words.append(_categories_phrase(group[share_cols].mean()))
     name = " ".join([*words, "buyers"])
@@ -580,8 +592,9 @@ def segment_profiles(features: pd.DataFrame, segments: np.ndarray | pd.Series) -
     pandas.DataFrame
         One row per segment: ``segment``, ``name``, ``size``, ``share``, the median of each
         RFM feature (``<feature>_median``), the mean category and channel shares
-        (``<feature>_mean``), ``top_categories``, ``top_counties`` and ``customer_types``
-        (readable mixes such as ``"Stockholm 31%, Skåne 12%"``). Personal-data-derived:
+        (``<feature>_mean``), ``top_categories`` (share of order lines when the features
+        have it, else of spend), ``top_counties`` and ``customer_types`` (readable mixes
+        such as ``"Stockholm 31%, Skåne 12%"``). Personal-data-derived:
         for use inside the sandbox.
     """
     frame = features.reset_index(drop=True).assign(segment=np.asarray(segments))
@@ -594,13 +607,13 @@ def segment_profiles(features: pd.DataFrame, segments: np.ndarray | pd.Series) -
             "share": len(group) / len(frame),
         }
         row.update({f"{c}_median": float(group[c].median()) for c in RFM_FEATURES if c in group})
-        means = [c for c in (*CATEGORY_SHARE_FEATURES, *CHANNEL_SHARE_FEATURES) if c in group]
-        row.update({f"{c}_mean": float(group[c].mean()) for c in means})
-        cats = [c for c in CATEGORY_SHARE_FEATURES if c in group]
+        mixes = (*CATEGORY_SHARE_FEATURES, *LINE_SHARE_FEATURES, *CHANNEL_SHARE_FEATURES)
+        row.update({f"{c}_mean": float(group[c].mean()) for c in mixes if c in group})
+        cats = _mix_columns(group)
         if cats:
             top = group[cats].mean().sort_values(ascending=False, kind="stable").head(3)
             row["top_categories"] = ", ".join(
-                f"{str(c).removeprefix('share_')} {v:.0%}" for c, v in top.items()
+                f"{_category_of(str(c))} {v:.0%}" for c, v in top.items()
             )
         if "county_code" in group:
             row["top_counties"] = ", ".join(
