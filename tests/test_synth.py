@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -465,3 +466,125 @@ def test_guide_table_search_equals_numpy_searchsorted() -> None:
         values = np.sort(values)
         keys = np.concatenate([rng.random(100_000) * scale * 1.05, values, [0.0]])
         np.testing.assert_array_equal(_search_sorted(values, keys), np.searchsorted(values, keys))
+
+
+# --- parallel order lines ------------------------------------------------------------------
+LINES_AS_OF = dt.date(2026, 10, 31)
+
+
+def _hidden_and_products(n: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    from segments.synth.products import generate_products
+
+    draw = draw_customers(
+        n,
+        window_start=window_start(LINES_AS_OF, 6),
+        as_of=LINES_AS_OF,
+        rng=np.random.default_rng(5),
+    )
+    return draw.hidden, generate_products(np.random.default_rng(6))
+
+
+def test_order_lines_identical_for_any_number_of_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from segments.synth import orders as orders_module
+
+    monkeypatch.setattr(orders_module, "ORDERS_PER_CHUNK", 97)  # many chunks, ragged last one
+    hidden, products = _hidden_and_products(400)
+    draws = [
+        orders_module.generate_orders(
+            hidden,
+            products,
+            window_start=window_start(LINES_AS_OF, 6),
+            as_of=LINES_AS_OF,
+            rng=np.random.default_rng(9),
+            workers=workers,
+        )
+        for workers in (1, 2, 3)
+    ]
+    first = draws[0]
+    assert first.orders.height > 5 * 97  # the lines really were drawn in several chunks
+    for other in draws[1:]:
+        assert other.orders.equals(first.orders)
+        assert other.order_lines.equals(first.order_lines)
+        np.testing.assert_array_equal(other.last_order_day, first.last_order_day)
+    lines = first.order_lines
+    # order-id order, line numbers restarting at 1, every order has a line
+    assert lines["order_id"].is_sorted() and lines["order_id"].n_unique() == first.orders.height
+    starts = lines.group_by("order_id").agg(pl.col("line_no").min())["line_no"]
+    assert (starts == 1).all()
+    last = first.orders.group_by("customer_id").agg(pl.col("order_date").max()).sort("customer_id")
+    epoch = np.datetime64(window_start(LINES_AS_OF, 6), "D")
+    expected = (last["order_date"].to_numpy() - epoch).astype(np.int64)
+    rows = last["customer_id"].to_numpy() - 1  # hidden is in customer-id order from 1
+    np.testing.assert_array_equal(first.last_order_day[rows], expected)
+
+
+def test_generate_orders_refuses_bad_workers() -> None:
+    from segments.synth.orders import generate_orders
+
+    hidden, products = _hidden_and_products(20)
+    with pytest.raises(ValueError, match="'workers' must be a positive integer, got 0"):
+        generate_orders(
+            hidden,
+            products,
+            window_start=window_start(LINES_AS_OF, 6),
+            as_of=LINES_AS_OF,
+            rng=np.random.default_rng(1),
+            workers=0,
+        )
+
+
+def test_generate_refuses_bad_workers(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'workers' must be a positive integer.*fix"):
+        generate(tmp_path, customers=10, months=2, as_of=LINES_AS_OF, seed=1, workers=0)
+    assert not (tmp_path / "raw").exists()
+
+
+def test_urn_rounds_each_accounts_mix_and_stores_codes() -> None:
+    from segments.synth.orders import _urn
+
+    mix = np.array([[0.5, 0.0, 1 / 3], [0.25, 1.0, 1 / 3], [0.25, 0.0, 1 / 3]])  # (k, n)
+    codes = np.array([[10, 20, 30], [11, 21, 31], [12, 22, 32]], dtype=np.int8)
+    urns = _urn(mix, 8, codes)
+    assert urns.shape == (3, 8)
+    np.testing.assert_array_equal(urns[0], [10] * 4 + [11] * 2 + [12] * 2)
+    np.testing.assert_array_equal(urns[1], [21] * 8)
+    assert sorted(np.unique(urns[2], return_counts=True)[1]) == [2, 3, 3]
+    np.testing.assert_array_equal(_urn(mix, 8)[1], [1] * 8)  # default codes: the index
+
+
+def test_finish_customers_needs_one_last_order_day_per_customer() -> None:
+    from segments.synth.customers import finish_customers
+
+    draw = draw_customers(
+        10,
+        window_start=window_start(LINES_AS_OF, 3),
+        as_of=LINES_AS_OF,
+        rng=np.random.default_rng(2),
+    )
+    with pytest.raises(ValueError, match="'last_order_day': 9 values for 10 customers"):
+        finish_customers(
+            draw.customers,
+            np.zeros(9, dtype=np.int64),
+            window_start=window_start(LINES_AS_OF, 3),
+            as_of=LINES_AS_OF,
+            rng=np.random.default_rng(3),
+        )
+
+
+def test_failed_background_check_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    generate_module = importlib.import_module("segments.synth.generate")
+
+    def orphan(child: pl.DataFrame, child_table: str, *args: object) -> None:
+        if child_table == "order_lines":
+            raise SchemaError("table 'order_lines', column 'order_id': rule 'references orders'")
+
+    monkeypatch.setattr(generate_module, "_check_foreign_key", orphan)
+    with pytest.raises(SchemaError, match="'order_lines'.*references orders"):
+        generate(tmp_path, customers=100, months=2, as_of=dt.date(2026, 3, 31), seed=1)
+    assert list(tmp_path.iterdir()) == []

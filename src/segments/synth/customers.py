@@ -26,7 +26,15 @@ from segments.synth import vocab
 from segments.synth.archetypes import ARCHETYPES
 from segments.synth.identifiers import LEGAL_FORM_DIGIT, org_numbers, skatteverket_test_numbers
 
-__all__ = ["CustomerDraw", "RATES", "draw_customers", "finish_customers"]
+__all__ = [
+    "RATES",
+    "AccountDraw",
+    "CustomerDraw",
+    "build_customers",
+    "draw_accounts",
+    "draw_customers",
+    "finish_customers",
+]
 
 #: Realistic low rates of relationship facts (share of accounts).
 RATES = {
@@ -59,6 +67,20 @@ _SOLE_TRADES = (
 
 
 @dataclass
+class AccountDraw:
+    """Everything drawn about the accounts, before their strings are built."""
+
+    #: one row per account in customer-id order: vocabulary indices and facts
+    accounts: pl.DataFrame
+    industries: tuple[str, ...]
+    #: customer_id, archetype index, start/end day of activity, rate factor, discount...
+    hidden: pl.DataFrame
+    truth: pl.DataFrame
+    persons: pl.DataFrame
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class CustomerDraw:
     """Customers plus the hidden per-account facts the order generator needs."""
 
@@ -70,16 +92,18 @@ class CustomerDraw:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def _categorical(
-    rng: np.random.Generator, probs: np.ndarray, rows: np.ndarray | None = None
-) -> np.ndarray:
-    """One draw per row of a (n, k) probability matrix, or per entry of ``rows`` (indices
-    into the matrix: cumulated once per distinct row rather than once per draw)."""
+def _categorical(rng: np.random.Generator, probs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """One draw per entry of ``rows`` (indices into the (m, k) probability matrix ``probs``):
+    an inverse-CDF search per distinct row rather than a comparison with every category."""
     cum = np.cumsum(probs, axis=1)
-    if rows is not None:
-        cum = cum[rows]
-    u = rng.random(len(cum))[:, None] * cum[:, -1:]
-    return np.minimum((u > cum).sum(axis=1), probs.shape[1] - 1)
+    u = rng.random(len(rows))
+    out = np.empty(len(rows), dtype=np.int64)
+    for r in range(len(cum)):
+        at = np.flatnonzero(rows == r)
+        # searchsorted (left) counts the cumulative weights below the scaled uniform
+        found = np.searchsorted(cum[r], u[at] * cum[r, -1:], side="left")
+        out[at] = np.minimum(found, probs.shape[1] - 1)
+    return out
 
 
 def _per_archetype(table: list[dict[str, float]], keys: tuple[str, ...]) -> np.ndarray:
@@ -149,6 +173,29 @@ def draw_customers(
     Returns
     -------
     CustomerDraw
+    """
+    draw = draw_accounts(n, window_start=window_start, as_of=as_of, rng=rng)
+    return CustomerDraw(build_customers(draw), draw.hidden, draw.truth, draw.persons, draw.stats)
+
+
+def draw_accounts(
+    n: int, *, window_start: dt.date, as_of: dt.date, rng: np.random.Generator
+) -> AccountDraw:
+    """Draw ``n`` accounts as numbers and vocabulary indices; :func:`build_customers` turns
+    them into the ``customers`` table (separately, so the strings can be built while the
+    orders are drawn).
+
+    Parameters
+    ----------
+    n : int
+        Number of accounts.
+    window_start, as_of : date
+        First and last day of the order history.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    AccountDraw
     """
     shares = np.array([a.share for a in ARCHETYPES])
     arch = rng.choice(len(ARCHETYPES), size=n, p=shares)
@@ -329,8 +376,10 @@ def draw_customers(
         "basket_factor": basket_factor,
         "person": person,
     }
+    # one gather per column, run by polars on all cores
     frame = (
-        pl.DataFrame({k: v[order] for k, v in columns.items()})
+        pl.DataFrame(columns)
+        .select(pl.all().gather(order))
         .with_columns(
             signup=days(signup_offset),
             end=days(end_offset, churn),
@@ -338,7 +387,6 @@ def draw_customers(
         )
         .with_row_index("customer_id", offset=1)
     )
-    customers = _customer_columns(frame, industries)
     hidden = frame.select(
         pl.col("customer_id").cast(pl.Int64),
         "arch",
@@ -366,7 +414,12 @@ def draw_customers(
         "sole_traders_without_test_number_made_partnerships": len(demoted),
         "invoice_customers_without_test_number": int(len(invoice_idx) - n_invoice_numbers),
     }
-    return CustomerDraw(customers, hidden, truth, persons, stats)
+    return AccountDraw(frame, industries, hidden, truth, persons, stats)
+
+
+def build_customers(draw: AccountDraw) -> pl.DataFrame:
+    """The ``customers`` table of ``draw`` (``last_contact_date`` still the signup date)."""
+    return _customer_columns(draw.accounts, draw.industries)
 
 
 @cache
@@ -492,8 +545,9 @@ def _customer_columns(f: pl.DataFrame, industries: tuple[str, ...]) -> pl.DataFr
 
 def finish_customers(
     customers: pl.DataFrame,
-    last_order: pl.DataFrame,
+    last_order_day: np.ndarray,
     *,
+    window_start: dt.date,
     as_of: dt.date,
     rng: np.random.Generator,
 ) -> pl.DataFrame:
@@ -503,14 +557,23 @@ def finish_customers(
     Parameters
     ----------
     customers : polars.DataFrame
-    last_order : polars.DataFrame
-        ``customer_id``, ``last_order_date`` for customers with orders.
-    as_of : date
+    last_order_day : numpy.ndarray
+        Per row of ``customers``: day of the last order since ``window_start``, -1 if none.
+    window_start, as_of : date
     rng : numpy.random.Generator
     """
+    if len(last_order_day) != customers.height:
+        raise ValueError(
+            f"parameter 'last_order_day': {len(last_order_day)} values for "
+            f"{customers.height} customers; fix: pass one value per customer row"
+        )
     lag = rng.integers(0, 90, customers.height)
+    epoch = np.datetime64(window_start, "D")
+    last_order = pl.Series(epoch + last_order_day.astype("timedelta64[D]"))
     return (
-        customers.join(last_order, on="customer_id", how="left", maintain_order="left")
+        customers.with_columns(
+            pl.when(pl.Series(last_order_day >= 0)).then(last_order).alias("last_order_date")
+        )
         .with_columns(
             pl.max_horizontal("signup_date", "last_order_date").alias("_base"),
             pl.min_horizontal(pl.col("end_date").fill_null(as_of), pl.lit(as_of)).alias("_cap"),

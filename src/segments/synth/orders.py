@@ -5,11 +5,20 @@ its end (churn, or ``as_of``), with a rate from its archetype times a Gamma fact
 tail of very active accounts). Dates follow a day-weight curve per archetype — seasonality
 (August back-to-office peak, July holidays, a late-December dip) times a weekday pattern —
 drawn by inverting the cumulative weights, so no order falls outside the active period.
+
+Lines are drawn per fixed block of orders (in order-id order), each block with its own child
+seed, on worker threads; per-account category urns and per-category product and quantity
+tables turn one 31-bit random draw into a line. Blocks never depend on the number of workers,
+so the tables are identical for any number of them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -18,7 +27,14 @@ from segments.schema import CHANNELS, ORDER_LINES, ORDERS, PRODUCT_CATEGORIES
 from segments.synth.archetypes import ARCHETYPES
 from segments.synth.products import QUANTITY_MEAN
 
-__all__ = ["MONTH_FACTOR", "day_weights", "generate_orders"]
+__all__ = ["MONTH_FACTOR", "ORDERS_PER_CHUNK", "OrderDraw", "day_weights", "generate_orders"]
+
+#: Orders per block of lines drawn with one child seed (fixed: the output never depends on
+#: the number of workers).
+ORDERS_PER_CHUNK = 1 << 17
+_CATEGORY_SLOTS = 128  # per-account category urn (resolution 1/128)
+_PRODUCT_SLOTS = 4096  # per-category product urn
+_QUANTITY_SLOTS = 1024  # Poisson quantiles per (archetype, category)
 
 #: Seasonality shared by all archetypes (Jan..Dec); July and August are set per archetype.
 MONTH_FACTOR = (1.05, 1.0, 1.08, 0.97, 1.0, 0.9, 1.0, 1.0, 1.12, 1.08, 1.05, 0.85)
@@ -48,18 +64,23 @@ def day_weights(window_start: dt.date, as_of: dt.date) -> np.ndarray:
     return out
 
 
-def _urn(mix: np.ndarray, slots: int) -> np.ndarray:
-    """Per row of a (n, k) probability matrix, an urn of ``slots`` outcome codes whose counts
-    follow the row's probabilities (largest-remainder rounding), shape (n, slots).
+def _urn(mix: np.ndarray, slots: int, codes: np.ndarray | None = None) -> np.ndarray:
+    """Per column of a (k, n) probability matrix, an urn of ``slots`` outcome codes whose
+    counts follow the column's probabilities (largest-remainder rounding), shape (n, slots).
 
     Drawing a uniform slot from a row's urn samples that row's (rounded) distribution with a
-    single gather per draw, which is much cheaper than a per-draw search.
+    single gather per draw, which is much cheaper than a per-draw search. ``codes`` (k, n)
+    are the values stored for each outcome (default: the outcome index). Accounts run along
+    the second axis so that the cumulative sums vectorise over accounts.
     """
-    bounds = np.rint(np.cumsum(mix, axis=1) * slots).astype(np.int64)
-    bounds[:, -1] = slots
-    counts = np.diff(bounds, axis=1, prepend=0)
-    codes = np.tile(np.arange(mix.shape[1], dtype=np.int8), len(mix))
-    return np.repeat(codes, counts.ravel()).reshape(len(mix), slots)
+    k, n = mix.shape
+    bounds = np.rint(np.cumsum(mix, axis=0) * slots).astype(np.int32)
+    bounds[-1] = slots
+    counts = np.diff(bounds, axis=0, prepend=0)
+    if codes is None:
+        code_type = np.int8 if k <= 127 else np.int16
+        codes = np.broadcast_to(np.arange(k, dtype=code_type)[:, None], (k, n))
+    return np.repeat(codes.T.ravel(), counts.T.ravel()).reshape(n, slots)
 
 
 def _draw_from_urns(
@@ -109,6 +130,144 @@ def _poisson_table(means: np.ndarray, slots: int = 1024, k_max: int = 200) -> np
     return np.array([np.searchsorted(row, levels) for row in cdf], dtype=np.int32)
 
 
+class OrderDraw(NamedTuple):
+    """The ``orders`` and ``order_lines`` tables, and each account's last order day."""
+
+    orders: pl.DataFrame
+    order_lines: pl.DataFrame
+    #: per row of ``hidden``: day of the last order (days since the window start), -1 if none
+    last_order_day: np.ndarray
+
+
+@dataclass(frozen=True)
+class _AccountTables:
+    """Read-only per-account urns and lookup tables shared by the line chunks."""
+
+    extra_lines: np.ndarray  # per account: Poisson mean of lines beyond the first
+    #: flat (n_accounts x _CATEGORY_SLOTS): (archetype, category) pair codes of each account
+    pair_urns: np.ndarray
+    product_by_pair: np.ndarray  # flat (pairs x _PRODUCT_SLOTS): product rows
+    quantity_by_pair: np.ndarray  # flat (pairs x _QUANTITY_SLOTS): units - 1
+    product_id: np.ndarray
+    list_price: np.ndarray
+
+
+@dataclass(frozen=True)
+class _LineTables:
+    """Per-order facts (in order-id order) plus the account tables."""
+
+    owner: np.ndarray  # row of the ordering account
+    order_factor: np.ndarray  # discount x price level of the order day
+    accounts: _AccountTables
+
+
+def _account_tables(
+    hidden: pl.DataFrame, products: pl.DataFrame, rng: np.random.Generator
+) -> _AccountTables:
+    """Basket sizes, category urns (each account's own mix, Dirichlet around its archetype's
+    mean), product urns and quantity quantiles: everything lines need that orders do not."""
+    arch = hidden["arch"].to_numpy().astype(np.int64)
+    lines_mean = np.array([a.lines_per_order for a in ARCHETYPES])
+    basket = lines_mean[arch] * hidden["basket_factor"].to_numpy()
+    cat_mean = np.array([a.category_mean for a in ARCHETYPES])
+    conc = np.array([a.concentration for a in ARCHETYPES])
+    n_categories = len(PRODUCT_CATEGORIES)
+    # (category, account); single precision halves the cost and is ample for 1/128 slots
+    mix = rng.standard_gamma((conc[arch] * cat_mean[arch].T).astype(np.float32), dtype=np.float32)
+    mix /= mix.sum(axis=0)
+    pair_type = np.int8 if len(ARCHETYPES) * n_categories <= 127 else np.int16
+    pair_codes = (arch * n_categories + np.arange(n_categories)[:, None]).astype(pair_type)
+    qty_cat = np.array([QUANTITY_MEAN[c] for c in PRODUCT_CATEGORIES])
+    qty_factor = np.array([a.quantity_factor for a in ARCHETYPES])
+    # Units: 1 + Poisson(category mean x archetype factor), from a quantile table per pair.
+    pair_means = (qty_cat[None, :] * qty_factor[:, None]).ravel()
+    product_urns = _product_urns(products, rng)
+    return _AccountTables(
+        extra_lines=np.maximum(basket - 1.0, 0.0),
+        pair_urns=_urn(mix, _CATEGORY_SLOTS, pair_codes).ravel(),
+        product_by_pair=np.tile(product_urns, (len(ARCHETYPES), 1)).ravel(),
+        quantity_by_pair=_poisson_table(pair_means, _QUANTITY_SLOTS).ravel(),
+        product_id=products["product_id"].to_numpy().astype(np.int32),
+        list_price=products["unit_price_sek"].to_numpy().astype(np.float64),
+    )
+
+
+def _lines_chunk(
+    first: int, stop: int, seed: np.random.SeedSequence, t: _LineTables
+) -> pl.DataFrame:
+    """The lines of orders ``first..stop-1`` (0-based positions in order-id order).
+
+    Every line takes one 31-bit draw: 7 bits pick a slot of the account's category urn
+    (which holds archetype-and-category pair codes), 10 bits a quantity quantile and 12 bits
+    a slot of the category's product urn.
+    """
+    a = t.accounts
+    rng = np.random.default_rng(seed)
+    owner = t.owner[first:stop]
+    n_lines = rng.poisson(a.extra_lines[owner]) + 1
+    order_id = np.repeat(np.arange(first + 1, stop + 1, dtype=np.int64), n_lines)
+    # line numbers restart at 1 in every order: a cumulative sum of ones with resets
+    step = np.ones(len(order_id), dtype=np.int16)  # baskets stay far below 32,767 lines
+    step[np.cumsum(n_lines)[:-1]] = 1 - n_lines[:-1]
+    line_no = np.cumsum(step, dtype=np.int16)
+    del step
+    bits = rng.integers(0, 1 << 31, len(order_id), dtype=np.int32)
+    # int32 offsets while every urn slot fits (up to 16 million accounts)
+    index_type = np.int32 if len(a.pair_urns) < 2**31 else np.int64
+    pick = np.repeat(owner.astype(index_type), n_lines)
+    pick *= _CATEGORY_SLOTS
+    slot = bits & (_CATEGORY_SLOTS - 1)
+    pick += slot
+    pair = a.pair_urns[pick].astype(np.int32)
+    del pick
+    # the same buffers for both lookups (in place: these arrays have a line each)
+    np.right_shift(bits, 7, out=slot)
+    slot &= _QUANTITY_SLOTS - 1
+    offset = pair * _QUANTITY_SLOTS
+    offset += slot
+    quantity = a.quantity_by_pair[offset]
+    quantity += 1
+    np.right_shift(bits, 17, out=slot)
+    slot &= _PRODUCT_SLOTS - 1
+    np.multiply(pair, _PRODUCT_SLOTS, out=offset)
+    offset += slot
+    product = a.product_by_pair[offset]
+    del slot, offset, bits, pair
+    # price paid: list price x the order's factor, to the öre, at least 0.01 (in place)
+    unit_price = np.repeat(t.order_factor[first:stop], n_lines)
+    unit_price *= a.list_price[product]
+    unit_price *= 100.0
+    np.rint(unit_price, out=unit_price)
+    unit_price /= 100.0
+    np.maximum(unit_price, 0.01, out=unit_price)
+    return pl.DataFrame(
+        {
+            "order_id": order_id,
+            "line_no": line_no,
+            "product_id": a.product_id[product],
+            "quantity": quantity,
+            "unit_price_sek": unit_price,
+        }
+    )
+
+
+def _product_urns(products: pl.DataFrame, rng: np.random.Generator) -> np.ndarray:
+    """Per category, an urn of ``_PRODUCT_SLOTS`` product rows with Zipf-like popularity."""
+    code = np.array([PRODUCT_CATEGORIES.index(c) for c in products["category"].to_list()])
+    popularity = 1.0 / (1.0 + rng.permutation(products.height)) ** 0.6
+    urns = np.zeros((len(PRODUCT_CATEGORIES), _PRODUCT_SLOTS), dtype=np.int16)
+    for c in range(len(PRODUCT_CATEGORIES)):
+        rows = np.flatnonzero(code == c)
+        if not len(rows):
+            raise ValueError(
+                f"table 'products', column 'category': no product in {PRODUCT_CATEGORIES[c]!r}; "
+                "fix: the catalogue must cover every category"
+            )
+        slots = _urn((popularity[rows] / popularity[rows].sum())[:, None], _PRODUCT_SLOTS)[0]
+        urns[c] = rows[slots]
+    return urns
+
+
 def generate_orders(
     hidden: pl.DataFrame,
     products: pl.DataFrame,
@@ -116,8 +275,13 @@ def generate_orders(
     window_start: dt.date,
     as_of: dt.date,
     rng: np.random.Generator,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+    workers: int = 2,
+) -> OrderDraw:
     """Draw orders and their lines for the accounts in ``hidden``.
+
+    Lines are drawn in fixed blocks of :data:`ORDERS_PER_CHUNK` orders, each with its own
+    child seed, on ``workers`` threads (numpy releases the GIL in its array loops); blocks
+    never depend on ``workers``, so the tables are identical for any number of workers.
 
     Parameters
     ----------
@@ -128,12 +292,50 @@ def generate_orders(
         The catalogue (``products`` schema).
     window_start, as_of : date
     rng : numpy.random.Generator
+    workers : int
+        Threads drawing the lines (1 draws them on the calling thread).
 
     Returns
     -------
-    orders, order_lines : polars.DataFrame
-        Orders sorted by date with ``order_id`` from 1; lines in order-id order.
+    OrderDraw
+        Orders sorted by date with ``order_id`` from 1; lines in order-id order; the last
+        order day of every account.
     """
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"parameter 'workers' must be a positive integer, got {workers!r}")
+    # independent streams, so the account tables can be drawn beside the orders
+    rng_accounts, rng_lines = rng.spawn(2)
+    with ThreadPoolExecutor(max_workers=workers) if workers > 1 else nullcontext() as pool:
+        if pool is None:
+            account_job: Future[_AccountTables] = Future()
+            account_job.set_result(_account_tables(hidden, products, rng_accounts))
+        else:
+            account_job = pool.submit(_account_tables, hidden, products, rng_accounts)
+        orders, owner, order_factor, last_order_day = _draw_orders(
+            hidden, window_start=window_start, as_of=as_of, rng=rng
+        )
+        tables = _LineTables(owner, order_factor, account_job.result())
+        n_total = len(owner)
+        bounds = list(range(0, n_total, ORDERS_PER_CHUNK)) or [0]
+        seeds = np.random.SeedSequence(int(rng_lines.integers(2**63))).spawn(len(bounds))
+
+        def draw_chunk(k: int) -> pl.DataFrame:
+            first = bounds[k]
+            return _lines_chunk(first, min(first + ORDERS_PER_CHUNK, n_total), seeds[k], tables)
+
+        # map keeps chunk order, whichever thread finishes first
+        chunks = list((map if pool is None else pool.map)(draw_chunk, range(len(bounds))))
+    order_lines = pl.concat(chunks, rechunk=False).select(
+        pl.col(c.name).cast(c.dtype) for c in ORDER_LINES.columns
+    )
+    return OrderDraw(orders, order_lines, last_order_day)
+
+
+def _draw_orders(
+    hidden: pl.DataFrame, *, window_start: dt.date, as_of: dt.date, rng: np.random.Generator
+) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """The ``orders`` table; per order its account row and price factor; per account its
+    last order day (-1: none)."""
     arch = hidden["arch"].to_numpy().astype(np.int64)
     start = hidden["start_day"].to_numpy()
     end = hidden["end_day"].to_numpy()
@@ -155,17 +357,25 @@ def generate_orders(
     u = low[owner] + rng.random(len(owner)) * active_weight[owner] + span * arch[owner]
     flat = _search_sorted(stacked, u)
     day = np.clip(flat - arch[owner] * n_days, start[owner], end[owner])
+    del u, flat
+    # ``owner`` is ascending here: each account's last order day is a segment maximum
+    last_order_day = np.full(n_customers, -1, dtype=np.int64)
+    has = n_orders > 0
+    if len(day):
+        segment_start = np.cumsum(n_orders) - n_orders
+        last_order_day[has] = np.maximum.reduceat(day, segment_start[has])
 
     # Channel from each account's own channel mix (Dirichlet around the archetype's).
     channel_mean = np.array([a.channel_mean for a in ARCHETYPES])
-    channel_mix = rng.gamma(20.0 * channel_mean[arch])
-    channel_mix /= channel_mix.sum(axis=1, keepdims=True)
+    channel_mix = rng.gamma(20.0 * channel_mean[arch].T)  # (channel, account)
+    channel_mix /= channel_mix.sum(axis=0)
     channel = _draw_from_urns(_urn(channel_mix, 64), owner, rng)
 
     # Order ids follow the calendar, as in a real order system. ``owner`` is ascending, so a
     # stable sort by day alone orders by (day, owner); on int16 days numpy uses a radix sort.
     order_sort = np.argsort(day.astype(np.int16), kind="stable")
     owner, day, channel = owner[order_sort], day[order_sort], channel[order_sort]
+    del order_sort
     n_total = len(owner)
     customer_id = hidden["customer_id"].to_numpy()
     epoch = np.datetime64(window_start, "D")
@@ -180,71 +390,7 @@ def generate_orders(
         }
     ).select(pl.col(c.name).cast(c.dtype) for c in ORDERS.columns)
 
-    # --- lines -------------------------------------------------------------------------------
-    lines_mean = np.array([a.lines_per_order for a in ARCHETYPES])
-    basket = lines_mean[arch] * hidden["basket_factor"].to_numpy()
-    n_lines = 1 + rng.poisson(np.maximum(basket[owner] - 1.0, 0.0))
-    line_order = np.repeat(np.arange(1, n_total + 1), n_lines)  # order ids
-    # line numbers restart at 1 in every order: a cumulative sum of ones with resets
-    step = np.ones(len(line_order), dtype=np.int16)  # baskets stay far below 32,767 lines
-    step[np.cumsum(n_lines)[:-1]] = 1 - n_lines[:-1]
-    line_no = np.cumsum(step, dtype=np.int16)
-
-    # Category from each account's own mix (Dirichlet around the archetype mean).
-    cat_mean = np.array([a.category_mean for a in ARCHETYPES])
-    conc = np.array([a.concentration for a in ARCHETYPES])
-    mix = rng.gamma(conc[arch, None] * cat_mean[arch])
-    mix /= mix.sum(axis=1, keepdims=True)
-    category = _draw_from_urns(_urn(mix, 128), owner, rng, repeats=n_lines)
-
-    # Product within category: Zipf-like popularity, one searchsorted over all categories.
-    product_category = products["category"].to_numpy()
-    code = np.array([PRODUCT_CATEGORIES.index(c) for c in product_category])
-    popularity = 1.0 / (1.0 + rng.permutation(products.height)) ** 0.6
-    within = np.zeros(products.height)
-    for c in range(len(PRODUCT_CATEGORIES)):
-        sel = code == c
-        within[sel] = np.cumsum(popularity[sel]) / popularity[sel].sum()
-    product_cum = code + within  # increasing: products are grouped by category
-    order_of_products = np.lexsort((np.arange(products.height), code))
-    product_cum = product_cum[order_of_products]
-    v = category + rng.random(len(line_order))
-    product_idx = order_of_products[np.minimum(_search_sorted(product_cum, v), products.height - 1)]
-
-    qty_cat = np.array([QUANTITY_MEAN[c] for c in PRODUCT_CATEGORIES])
-    qty_factor = np.array([a.quantity_factor for a in ARCHETYPES])
-    # Units: 1 + Poisson(category mean x archetype factor), from a quantile table per pair.
-    pair_means = (qty_cat[None, :] * qty_factor[:, None]).ravel()
-    table = _poisson_table(pair_means)
-    # flat index into the table: (archetype x category pair) x slots + a uniform slot
-    pick = np.repeat(arch[owner] * len(PRODUCT_CATEGORIES), n_lines)
-    pick += category
-    pick *= table.shape[1]
-    pick += rng.integers(0, table.shape[1], len(pick))
-    quantity = table.ravel()[pick]
-    quantity += 1
-    del pick
-
     # Price paid: list price x the customer's discount x the price level of the order day.
     price_level = 1.0 / (1 + _PRICE_GROWTH) ** ((n_days - 1 - np.arange(n_days)) / 365.25)
     order_factor = (1.0 - hidden["discount"].to_numpy()[owner]) * price_level[day]
-    list_price = products["unit_price_sek"].to_numpy()[product_idx]
-    # in place: rint(list_price x factor x 100) / 100, at least 0.01, without temporaries
-    unit_price = np.repeat(order_factor, n_lines)
-    np.multiply(list_price, unit_price, out=unit_price)
-    unit_price *= 100.0
-    np.rint(unit_price, out=unit_price)
-    unit_price /= 100.0
-    np.maximum(unit_price, 0.01, out=unit_price)
-    del list_price
-
-    order_lines = pl.DataFrame(
-        {
-            "order_id": line_order,
-            "line_no": line_no,
-            "product_id": products["product_id"].to_numpy()[product_idx],
-            "quantity": quantity,
-            "unit_price_sek": unit_price,
-        }
-    ).select(pl.col(c.name).cast(c.dtype) for c in ORDER_LINES.columns)
-    return orders, order_lines
+    return orders, owner, order_factor, last_order_day
