@@ -424,3 +424,20 @@ def test_default_dataset_recovers_planted_archetypes(tmp_path: Path) -> None:
     # Issue goal 0.8; measured 0.826 (0.866 among single-account people; 0.808-0.826 on seeds
     # 11-14 of the previous generator, where the selection rule was tuned).
     assert adjusted_rand_score(truth, model.labels_) >= 0.8
+
+
+def test_profile_heatmap_shows_the_mix_the_names_use(planted, fitted) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from segments.plots import plot_profile_heatmap
+
+    profiles = segment_profiles(planted[0], fitted.labels_)
+    ax = plot_profile_heatmap(profiles)
+    assert ax.get_title() == "mean share of order lines per category"
+    assert [t.get_text() for t in ax.get_xticklabels()][:2] == ["paper", "toner_ink"]
+    spend = profiles.drop(columns=[c for c in profiles if c.startswith("line_share_")])
+    assert plot_profile_heatmap(spend).get_title() == "mean share of spend per category"
+    plt.close("all")

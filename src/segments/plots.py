@@ -50,16 +50,18 @@ def plot_selection_scores(scores: Any, chosen_k: int | None = None, axes: Any = 
 def plot_profile_heatmap(
     profiles: Any, columns: Sequence[str] | None = None, ax: Any = None
 ) -> Any:
-    """Heatmap of segment profiles: mean share of spend per category by default.
+    """Heatmap of segment profiles: by default each category's mean share of order lines
+    (what segments buy, as their names say), or of spend when the profiles lack line shares.
 
     Parameters
     ----------
     profiles : pandas.DataFrame
         From ``segment_profiles``: one row per segment with ``name``, ``size`` and
-        ``share_<category>_mean`` columns.
+        ``line_share_<category>_mean`` or ``share_<category>_mean`` columns.
     columns : sequence of str, optional
-        Profile columns to show (default: every ``share_<category>_mean``). Each column is
-        shown as is, so mix only columns on one scale.
+        Profile columns to show (default: every ``line_share_<category>_mean``, else every
+        ``share_<category>_mean``). Each column is shown as is, so mix only columns on one
+        scale.
     ax : matplotlib Axes, optional
 
     Returns
@@ -70,7 +72,14 @@ def plot_profile_heatmap(
 
     from segments.schema import PRODUCT_CATEGORIES
 
-    columns = list(columns or [f"share_{c}_mean" for c in PRODUCT_CATEGORIES])
+    if columns is None:
+        lines = [f"line_share_{c}_mean" for c in PRODUCT_CATEGORIES]
+        has_lines = all(c in profiles for c in lines)
+        columns = lines if has_lines else [f"share_{c}_mean" for c in PRODUCT_CATEGORIES]
+        title = f"mean share of {'order lines' if has_lines else 'spend'} per category"
+    else:
+        title = None
+    columns = list(columns)
     if ax is None:
         _, ax = plt.subplots(figsize=(1.0 + 0.8 * len(columns), 0.9 + 0.5 * len(profiles)))
     values = profiles[columns].to_numpy(dtype=float)
@@ -78,7 +87,7 @@ def plot_profile_heatmap(
     for (i, j), v in np.ndenumerate(values):
         colour = "white" if v < values.max() / 2 else "black"
         ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color=colour)
-    labels = [c.removeprefix("share_").removesuffix("_mean") for c in columns]
+    labels = [c.removeprefix("line_").removeprefix("share_").removesuffix("_mean") for c in columns]
     ax.set_xticks(range(len(columns)), labels, rotation=45, ha="right")
     rows = [
         f"{s}: {n} ({z})"
@@ -86,6 +95,8 @@ def plot_profile_heatmap(
     ]
     ax.set_yticks(range(len(profiles)), rows)
     ax.figure.colorbar(image, ax=ax, fraction=0.03)
+    if title:
+        ax.set_title(title)
     return ax
 
 
