@@ -33,6 +33,7 @@ from segments.schema import PREPARED_CUSTOMERS, PREPARED_LINES, PRODUCT_CATEGORI
 
 __all__ = [
     "ANCHORS",
+    "CELL_BOUND_TABLES",
     "EU_EEA",
     "FEATURE_NAMES",
     "POLICY_NAMES",
@@ -86,8 +87,9 @@ FEATURE_NAMES = (
     "share_q4",
 )
 _CLAUSE_ID = re.compile(r"[A-Z]{2}-\d+")
-# optional [privacy] tables of per-category cell bounds, and the bound each must divide
-_CATEGORY_BOUND_KEYS = {
+#: Optional ``[privacy]`` tables of per-category cell bounds, and the largest bound each must
+#: divide.
+CELL_BOUND_TABLES = {
     "cell_spend_sek_by_category": "cell_spend_bound_sek",
     "cell_units_by_category": "cell_units_bound",
 }
@@ -687,7 +689,7 @@ class _Parser:
         )
 
     def privacy(self, data: Any) -> PrivacyParameters:
-        optional = set(_CATEGORY_BOUND_KEYS)
+        optional = set(CELL_BOUND_TABLES)
         names = set(PrivacyParameters.__dataclass_fields__) - optional
         p = self.table(data, "privacy", names, optional)
         k = "privacy."
@@ -744,7 +746,7 @@ class _Parser:
             ),
             **{
                 key: self.category_bounds(p.get(key, {}), key, p[top])
-                for key, top in _CATEGORY_BOUND_KEYS.items()
+                for key, top in CELL_BOUND_TABLES.items()
             },
         )
 

@@ -6,10 +6,10 @@ The flow of one release (:func:`plan_release` then :meth:`ReleasePlan.execute`):
    turned into the aggregates every query of the release shares: one row per person
    (``person``: county, customer type, segment, total spend), and at most
    ``max_cells_per_person`` rows per person, one per product category (``cells``: spend and
-   units per cell, each clipped to its category's public bound and put on the largest bound's
-   scale, so a category's noise follows its own bound). They are written to a private
-   temporary folder and handed to OpenDP as ``pl.scan_parquet`` LazyFrames, so no order line
-   is scanned twice.
+   units per cell, each multiplied by its category's weight so that OpenDP's clip at the
+   largest bound is the category's own bound, and its noise follows that bound). They are
+   written to a private temporary folder and handed to OpenDP as ``pl.scan_parquet``
+   LazyFrames, so no order line is scanned twice.
 2. **Plan.** Each query becomes an OpenDP measurement with explicit noise scales computed
    from its sensitivity (the stated contribution bound × the clipping bound) and its share of
    the release's loss. OpenDP then computes the privacy loss itself (``measurement.map``),

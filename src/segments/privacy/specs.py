@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from segments.exceptions import PolicyError
+from segments.policy import CELL_BOUND_TABLES
 from segments.privacy.guards import GUARANTEE_END_TO_END, GUARANTEE_GIVEN_SEGMENTATION
 from segments.schema import PRODUCT_CATEGORIES
 
@@ -44,11 +45,6 @@ __all__ = [
 Provenance = Literal["category_rule", "private_model", "fitted_model"]
 _PROVENANCES = ("category_rule", "private_model", "fitted_model")
 _FAMILIES = ("pure", "zcdp")
-# per-category cell bounds and the largest bound each must divide
-_CATEGORY_BOUNDS = {
-    "cell_units_by_category": "cell_units_bound",
-    "cell_spend_sek_by_category": "cell_spend_bound_sek",
-}
 
 
 @dataclass(frozen=True)
@@ -128,7 +124,7 @@ class PrivacyParams:
                     f"privacy.{name}={value!r} must be a positive integer (a public bound); "
                     "fix the policy's [privacy] section"
                 )
-        for name in _CATEGORY_BOUNDS:
+        for name in CELL_BOUND_TABLES:
             self._check_category_bounds(name)
         low, high = self.survey_score_bounds
         if not low < high:
@@ -138,7 +134,7 @@ class PrivacyParams:
             )
 
     def _check_category_bounds(self, name: str) -> None:
-        top = getattr(self, _CATEGORY_BOUNDS[name])
+        top = getattr(self, CELL_BOUND_TABLES[name])
         for category, bound in getattr(self, name):
             if category not in PRODUCT_CATEGORIES:
                 raise PolicyError(
@@ -148,7 +144,7 @@ class PrivacyParams:
             if not isinstance(bound, int) or bound < 1 or top % bound:
                 raise PolicyError(
                     f"privacy.{name}.{category}={bound!r} must be a positive integer that "
-                    f"divides privacy.{_CATEGORY_BOUNDS[name]}={top} (cells are released on "
+                    f"divides privacy.{CELL_BOUND_TABLES[name]}={top} (cells are released on "
                     "that bound's scale); fix the policy's [privacy] section"
                 )
 
@@ -162,7 +158,7 @@ class PrivacyParams:
         (10, 100)
         """
         name = {"units": "cell_units_by_category", "sek": "cell_spend_sek_by_category"}[aggregate]
-        top = getattr(self, _CATEGORY_BOUNDS[name])
+        top = getattr(self, CELL_BOUND_TABLES[name])
         own = dict(getattr(self, name))
         return {c: own.get(c, top) for c in PRODUCT_CATEGORIES}
 
@@ -210,7 +206,7 @@ class PrivacyParams:
         ):
             if name in values and float(values[name]).is_integer():
                 values[name] = int(values[name])
-        for name in _CATEGORY_BOUNDS:
+        for name in CELL_BOUND_TABLES:
             if name in values:
                 values[name] = tuple(
                     (str(c), int(b) if float(b).is_integer() else b)
