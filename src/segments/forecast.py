@@ -302,7 +302,7 @@ class SeriesForecast:
     model: str
     signal_variance: float
     noise_variance: np.ndarray
-    dof: int = 1_000_000
+    dof: int
 
 
 @dataclass(frozen=True)

@@ -251,8 +251,13 @@ def _key_strictly_increasing(df: pl.DataFrame, table: TableSchema) -> bool:
 
 def _validate_for_write(df: pl.DataFrame, table: TableSchema, as_of: dt.date) -> None:
     """Validate with pandera (on a slice of large tables) and every rule on all rows."""
-    validate(df.head(PANDERA_MAX_ROWS), table, as_of=as_of)
+    _validate_slice(df, table, as_of)
     _validate_all_rows(df, table, as_of)
+
+
+def _validate_slice(df: pl.DataFrame, table: TableSchema, as_of: dt.date) -> None:
+    """pandera on the first :data:`PANDERA_MAX_ROWS` rows (all rows of a small table)."""
+    validate(df.head(PANDERA_MAX_ROWS), table, as_of=as_of)
 
 
 def _validate_all_rows(df: pl.DataFrame, table: TableSchema, as_of: dt.date) -> None:
@@ -373,7 +378,7 @@ def generate(
             ) -> None:
                 """Check ``frame`` (pandera here; the all-row rules and ``checks`` on one
                 background thread) and write it (on another); failures surface below."""
-                validate(frame.head(PANDERA_MAX_ROWS), table, as_of=as_of)
+                _validate_slice(frame, table, as_of)
 
                 def check() -> None:
                     _validate_all_rows(frame, table, as_of)
