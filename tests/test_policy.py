@@ -285,3 +285,28 @@ def test_wrong_type_is_refused(tmp_path: Path) -> None:
     text = _shipped_text().replace("min_k = 10", "min_k = true")
     with pytest.raises(PolicyError, match=r"'privacy\.min_k': expected a positive integer"):
         _load_text(tmp_path, text)
+
+
+def test_every_shipped_policy_quotes_each_of_its_clauses() -> None:
+    """The reviewer's report quotes each clause's promise: the Swedish original, verbatim from
+    the policy text (each part between "[…]"), and an English gloss."""
+    if not CLAUSES_MD.is_file():
+        pytest.skip("the shared clause list is not on this machine")
+    known = set(re.findall(r"\| ([A-Z]{2}-\d+) \|", CLAUSES_MD.read_text(encoding="utf-8")))
+    for name in POLICY_NAMES:
+        policy = Policy.load(name)
+        prefix = next(iter(policy.promises)).split("-")[0]
+        assert set(policy.promises) == {c for c in known if c.startswith(prefix + "-")}, name
+        source = " ".join((CLAUSES_MD.parent / "seeds" / policy.source).read_text("utf-8").split())
+        for promise in policy.promises.values():
+            assert len(promise.en) > 20 and promise.en != promise.sv
+            for part in promise.sv.split("[…]"):
+                assert " ".join(part.split()) in source, (promise.clause_id, part)
+
+
+def test_a_promise_without_its_english_gloss_is_refused(tmp_path: Path) -> None:
+    text = Policy.load("offix").path.read_text(encoding="utf-8")
+    bad = tmp_path / "offix.toml"
+    bad.write_text(text.replace('en = "No personal data is transferred', 'english = "No'), "utf-8")
+    with pytest.raises(PolicyError, match=r"promises\.OF-3"):
+        Policy.load(bad)

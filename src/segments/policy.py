@@ -38,6 +38,7 @@ __all__ = [
     "FEATURE_NAMES",
     "POLICY_NAMES",
     "RECIPIENT_KINDS",
+    "ClausePromise",
     "ExclusionRule",
     "Policy",
     "PrivacyParameters",
@@ -191,6 +192,18 @@ class ProfilingEligibility:
 
 
 @dataclass(frozen=True)
+class ClausePromise:
+    """What one clause promises: the policy's own Swedish words and an English gloss.
+
+    The reviewer's report quotes both above the checks that verify the clause.
+    """
+
+    clause_id: str
+    sv: str
+    en: str
+
+
+@dataclass(frozen=True)
 class Recipient:
     """Who a release may be sent to, and where."""
 
@@ -257,6 +270,8 @@ class Policy:
     profiling_eligibility: ProfilingEligibility
     privacy: PrivacyParameters
     path: Path = field(compare=False)
+    #: clause id → its promise quoted ([promises] of the policy file), in file order
+    promises: Mapping[str, ClausePromise] = field(default_factory=dict)
 
     # --- loading ----------------------------------------------------------------------
     @classmethod
@@ -455,7 +470,7 @@ class _Parser:
                 "profiling_eligibility",
                 "privacy",
             },
-            {"org_number", "joint_controllers"},
+            {"org_number", "joint_controllers", "promises"},
         )
         name = self.typed(top["name"], "name", str, "a policy name")
         org = top.get("org_number")
@@ -513,6 +528,7 @@ class _Parser:
             profiling_eligibility=self.eligibility(top["profiling_eligibility"]),
             privacy=privacy,
             path=self.path,
+            promises=MappingProxyType(self.promises(top.get("promises", {}))),
         )
         if privacy.budget_window_months < policy.longest_window_months:
             raise self.fail(
@@ -522,6 +538,20 @@ class _Parser:
                 f"set it to at least {policy.longest_window_months}",
             )
         return policy
+
+    def promises(self, data: Any) -> dict[str, ClausePromise]:
+        self.typed(data, "promises", dict, "a table of clause id = {sv, en}")
+        out = {}
+        for clause, text in data.items():
+            key = f"promises.{clause}"
+            (clause_id,) = self.clause_ids([clause], key)
+            entry = self.table(text, key, {"sv", "en"})
+            out[clause_id] = ClausePromise(
+                clause_id,
+                self.typed(entry["sv"], f"{key}.sv", str, "the Swedish quote"),
+                self.typed(entry["en"], f"{key}.en", str, "an English gloss"),
+            )
+        return out
 
     def purpose(self, name: str, data: Any) -> Purpose:
         key = f"purposes.{name}"
