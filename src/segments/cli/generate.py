@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from segments.cli.common import add_workspace_option, iso_date
-from segments.synth import DEFAULT_DATASET, copy_default_dataset, generate
+from segments.synth.defaults import DEFAULT_DATASET
 
 
 def register(subparsers: Any) -> None:
@@ -57,6 +57,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from segments.synth.generate import copy_default_dataset, generate
+
     if args.default:
         path = copy_default_dataset(args.workspace, force=args.force)
         print(f"copied the default dataset to {path}")

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from segments.cli.common import add_workspace_option, iso_date
-from segments.prepare import prepare
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from segments.prepare import prepare
+
     report = prepare(args.workspace, args.policy, args.purpose, args.as_of, key_file=args.key_file)
     out = args.workspace.prepared_dir(report.purpose)
     print(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from segments.cli.common import add_workspace_option, iso_date
-from segments.retention import purge
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from segments.retention import purge
+
     result = purge(args.workspace, args.policy, args.as_of, dry_run=args.dry_run)
     verb = "would remove" if result.dry_run else "removed"
     counts = ", ".join(f"{n} {t}" for t, n in result.removed.items())

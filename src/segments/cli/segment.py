@@ -10,7 +10,6 @@ import argparse
 
 from segments.cli.common import add_workspace_option, iso_date
 from segments.cli.segment_private import add_private_options, run_private
-from segments.segmentation import MODELS, segment
 
 
 def k_range(text: str) -> range:
@@ -56,7 +55,11 @@ def add_exploratory_options(parser: argparse.ArgumentParser) -> None:
         metavar="LOW-HIGH",
         help="numbers of segments to compare (default: 3-10)",
     )
-    parser.add_argument("--model", choices=MODELS, default="kmeans", help="default: kmeans")
+    parser.add_argument(
+        "--model",
+        default="kmeans",
+        help="model family, one of segments.segmentation.MODELS (default: kmeans)",
+    )
     parser.add_argument(
         "--selection-sample",
         type=int,
@@ -86,6 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.private:  # DP k-means segments (issue 6); everything below is the exploratory model
         return run_private(args)
+    from segments.segmentation import segment
+
     result = segment(
         args.workspace,
         args.policy,

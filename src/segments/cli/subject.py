@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from segments.cli.common import add_workspace_option
-from segments.subjects import subject_export, write_subject_export
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from segments.subjects import subject_export, write_subject_export
+
     extract = subject_export(
         args.workspace, args.customer, policy=args.policy, key_file=args.key_file
     )

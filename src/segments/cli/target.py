@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from segments.cli.common import add_workspace_option
-from segments.segmentation import target
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from segments.segmentation import target
+
     result = target(args.workspace, args.segment)
     excluded = ", ".join(f"{n} {rule}" for rule, n in result.excluded.items() if n)
     print(

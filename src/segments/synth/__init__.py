@@ -7,32 +7,28 @@ back with validation; ``DEFAULT_DATASET`` is the committed default dataset and
 
 from __future__ import annotations
 
-from segments.synth.archetypes import ARCHETYPES, archetype_names, category_mix_overlap
-from segments.synth.generate import (
-    DEFAULT_DATASET,
-    PERSONS,
-    TRUTH_TABLES,
-    DefaultDataset,
-    GenerateResult,
-    copy_default_dataset,
-    generate,
-    load_raw,
-    read_manifest,
-    window_start,
-)
+from segments._lazy import lazy_exports
 
-__all__ = [
-    "ARCHETYPES",
-    "DEFAULT_DATASET",
-    "PERSONS",
-    "TRUTH_TABLES",
-    "DefaultDataset",
-    "GenerateResult",
-    "archetype_names",
-    "category_mix_overlap",
-    "copy_default_dataset",
-    "generate",
-    "load_raw",
-    "read_manifest",
-    "window_start",
-]
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "segments.synth.archetypes": (
+        "ARCHETYPES",
+        "archetype_names",
+        "category_mix_overlap",
+    ),
+    "segments.synth.defaults": (
+        "DEFAULT_DATASET",
+        "DefaultDataset",
+    ),
+    "segments.synth.generate": (
+        "PERSONS",
+        "TRUTH_TABLES",
+        "GenerateResult",
+        "copy_default_dataset",
+        "generate",
+        "load_raw",
+        "read_manifest",
+        "window_start",
+    ),
+}
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

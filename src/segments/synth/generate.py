@@ -40,6 +40,7 @@ from segments.schema import (
     validate,
 )
 from segments.synth.customers import build_customers, draw_accounts, finish_customers
+from segments.synth.defaults import DEFAULT_DATASET, DefaultDataset
 from segments.synth.orders import generate_orders
 from segments.synth.products import generate_products
 from segments.synth.surveys import generate_surveys
@@ -88,21 +89,6 @@ _PARQUET: dict[str, Any] = {"compression": "zstd", "compression_level": 1, "stat
 #: The order lines (nine tenths of the bytes) in LZ4: about a third larger than zstd, but
 #: cheaper to write and two to three times faster to read back.
 _PARQUET_ORDER_LINES: dict[str, Any] = {"compression": "lz4", "statistics": True}
-
-
-@dataclass(frozen=True)
-class DefaultDataset:
-    """The committed default dataset and the parameters it was generated with."""
-
-    path: Path
-    customers: int = 5_000
-    months: int = 36
-    as_of: dt.date = dt.date(2026, 10, 31)
-    seed: int = 7
-
-
-#: ``data/synthetic/default/`` in the repository (same layout as ``W/raw``).
-DEFAULT_DATASET = DefaultDataset(Path(__file__).resolve().parents[3] / "data/synthetic/default")
 
 
 @dataclass(frozen=True)

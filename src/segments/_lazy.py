@@ -1,0 +1,53 @@
+"""Lazy re-exports for packages: a name's module is imported the first time it is used.
+
+Packages list their public names once (module -> names) and call :func:`lazy_exports`, as
+scikit-learn's ``__init__`` does, so ``import segments`` and ``segments --help`` stay cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+def lazy_exports(
+    package: str,
+    exports: Mapping[str, tuple[str, ...]],
+    renamed: Mapping[str, tuple[str, str]] | None = None,
+) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
+    """Return ``(__getattr__, __dir__, __all__)`` for ``package``.
+
+    Parameters
+    ----------
+    package : str
+        The package's ``__name__``.
+    exports : mapping
+        Module -> the public names it provides (module names may be relative to the package,
+        starting with ``.``).
+    renamed : mapping, optional
+        Public name -> (module, name in that module), where the two differ.
+
+    Examples
+    --------
+    >>> get, _, names = lazy_exports("segments", {"segments.workspace": ("Workspace",)})
+    >>> names, get("Workspace").__name__
+    (['Workspace'], 'Workspace')
+    """
+    source = {name: (module, name) for module, names in exports.items() for name in names}
+    source.update(renamed or {})
+    namespace = importlib.import_module(package).__dict__
+
+    def __getattr__(name: str) -> Any:
+        try:
+            module, attribute = source[name]
+        except KeyError:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+        value = getattr(importlib.import_module(module, package), attribute)
+        namespace[name] = value  # later look-ups skip __getattr__
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(source))
+
+    return __getattr__, __dir__, list(source)
