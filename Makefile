@@ -1,13 +1,17 @@
 # The two commands a new user needs (see README.md):
 #   make demo   -- set up the environment if missing, then run the whole main job
 #   make test   -- set up the environment if missing, then lint, type-check and run every test
+# `make help` lists the rest.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 WS     ?= data/workspace/demo
 POLICY ?= alloffice
 
-.PHONY: demo test setup browser lint typecheck pytest clean
+.PHONY: help demo test test-fast setup browser lint format typecheck pytest clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 
 $(BIN)/segments: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,16 +20,20 @@ $(BIN)/segments: pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(BIN)/segments
 
-setup: $(BIN)/segments
+setup: $(BIN)/segments  ## create .venv and install the package with its dev tools
 
-demo: setup
+demo: setup  ## run the main job in $(WS) under $(POLICY)'s policy
 	$(BIN)/segments demo --workspace $(WS) --policy $(POLICY)
 
-lint: setup
+lint: setup  ## ruff: lint and format check
 	$(BIN)/ruff check src tests benchmarks notebooks
 	$(BIN)/ruff format --check src tests benchmarks
 
-typecheck: setup
+format: setup  ## ruff: fix imports and format in place
+	$(BIN)/ruff check --fix --select I src tests benchmarks notebooks
+	$(BIN)/ruff format src tests benchmarks
+
+typecheck: setup  ## mypy on src/segments
 	$(BIN)/mypy
 
 # The report test renders in a real headless Chromium (Debian's package); install it where
@@ -38,10 +46,13 @@ browser:
 	        || echo "warning: could not install chromium; the browser test will be skipped"; \
 	    else echo "note: install chromium to run the browser test"; fi; }
 
-pytest: setup browser
-	$(BIN)/python -m pytest --nbval-lax notebooks tests src/segments --doctest-modules
+pytest: setup browser  ## every test, notebook and doctest (plain `pytest` runs the same)
+	$(BIN)/python -m pytest
 
-test: lint typecheck pytest
+test: lint typecheck pytest  ## what CI runs: lint, type-check, every test
 
-clean:
+test-fast: setup  ## the inner loop: no slow or browser tests, no notebooks
+	$(BIN)/python -m pytest -m "not slow and not browser" tests src/segments
+
+clean:  ## remove the demo workspace and tool caches
 	rm -rf $(WS) .pytest_cache .mypy_cache .ruff_cache

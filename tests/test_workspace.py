@@ -1,0 +1,64 @@
+"""atomic_write and atomic_write_with: a target is either its old content or the new one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from segments.workspace import atomic_write, atomic_write_with, sha256_file, write_json
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_atomic_write_replaces_only_on_success(tmp_path: Path) -> None:
+    target = tmp_path / "deep" / "table.bin"
+    with atomic_write(target, "wb") as fh:
+        fh.write(b"old")
+    with pytest.raises(RuntimeError, match="disk"), atomic_write(target, "wb") as fh:
+        fh.write(b"half of the new")
+        raise RuntimeError("disk vanished")
+    assert target.read_bytes() == b"old"
+    assert _leftovers(target.parent) == []
+
+
+def test_atomic_write_text_is_utf8(tmp_path: Path) -> None:
+    target = tmp_path / "note.txt"
+    with atomic_write(target, "w") as fh:
+        fh.write("Västra Götaland")
+    assert target.read_bytes() == "Västra Götaland".encode()
+
+
+def test_atomic_write_with_cleans_up_after_a_failing_writer(tmp_path: Path) -> None:
+    target = tmp_path / "frame.parquet"
+    target.write_bytes(b"previous")
+
+    def failing(path: Path) -> None:
+        path.write_bytes(b"partial")
+        raise OSError("writer failed")
+
+    with pytest.raises(OSError, match="writer failed"):
+        atomic_write_with(target, failing)
+    assert target.read_bytes() == b"previous"
+    assert _leftovers(tmp_path) == []
+    atomic_write_with(target, lambda path: path.write_bytes(b"new"))
+    assert target.read_bytes() == b"new"
+
+
+def test_write_json_is_sorted_and_readable(tmp_path: Path) -> None:
+    target = tmp_path / "card.json"
+    write_json(target, {"b": 1, "a": "Örebro"})
+    text = target.read_text(encoding="utf-8")
+    assert json.loads(text) == {"a": "Örebro", "b": 1}
+    assert text.index('"a"') < text.index('"b"') and "Örebro" in text
+
+
+def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
+    import hashlib
+
+    target = tmp_path / "x"
+    target.write_bytes(b"x" * 3_000_000)  # more than one read block
+    assert sha256_file(target) == hashlib.sha256(b"x" * 3_000_000).hexdigest()
