@@ -188,7 +188,7 @@ def test_release_is_recorded_in_the_ledger(workspace):
 def test_refusals_write_nothing(workspace, extra, error, match, monkeypatch):
     import segments.cli.main as cli
 
-    monkeypatch.setattr(cli, "_USER_ERRORS", ())  # let the error through to check it
+    monkeypatch.setattr(cli, "RAISE_ERRORS", True)  # let the error through to check it
     with pytest.raises(error, match=match):
         _kanon(workspace, *extra)
     assert _releases(workspace) == []
@@ -197,7 +197,7 @@ def test_refusals_write_nothing(workspace, extra, error, match, monkeypatch):
 def test_recipient_and_purpose_guards(workspace, monkeypatch):
     import segments.cli.main as cli
 
-    monkeypatch.setattr(cli, "_USER_ERRORS", ())
+    monkeypatch.setattr(cli, "RAISE_ERRORS", True)
     with pytest.raises(ReleaseRefusedError):
         main(
             [
@@ -243,7 +243,7 @@ def test_linkage_with_an_earlier_release_is_refused(workspace, monkeypatch):
     assert _kanon(workspace, "--k", "10", "--columns", COLUMNS) == 0
     # the same columns again: same levels, the join adds nothing
     assert _kanon(workspace, "--k", "10", "--columns", COLUMNS) == 0
-    monkeypatch.setattr(cli, "_USER_ERRORS", ())
+    monkeypatch.setattr(cli, "RAISE_ERRORS", True)
     with pytest.raises(KAnonymityError, match="joining this release .* refused"):
         _kanon(workspace, "--k", "10", "--columns", "postcode,customer_type")
     assert len(_releases(workspace)) == 2
@@ -297,7 +297,7 @@ def test_anonymise_and_write(tmp_path):
 def test_private_segments_are_read_and_missing_ones_explained(workspace, monkeypatch):
     import segments.cli.main as cli
 
-    monkeypatch.setattr(cli, "_USER_ERRORS", ())
+    monkeypatch.setattr(cli, "RAISE_ERRORS", True)
     with pytest.raises(WorkspaceError, match="segments segment --private"):
         _kanon(workspace, "--k", "10", "--segments", "private", "--columns", COLUMNS)
     customers = pl.read_parquet(workspace.prepared_dir("microdata") / "customers.parquet")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import math
 import os
 import re
 import tomllib
@@ -30,6 +31,7 @@ from typing import Any
 
 from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.schema import PREPARED_CUSTOMERS, PREPARED_LINES, PRODUCT_CATEGORIES
+from segments.workspace import SAFE_NAME
 
 __all__ = [
     "ANCHORS",
@@ -440,9 +442,26 @@ class _Parser:
             )
         return tuple(value)
 
+    def finite(self, value: Any, key: str, what: str) -> Any:
+        """Refuse NaN and infinities (TOML has ``nan`` and ``inf``)."""
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(key, f"{value!r} is not a finite number", f"give {what}")
+        return value
+
+    def name(self, value: str, key: str) -> str:
+        """Purpose and recipient names become folder names: data, never paths."""
+        if not SAFE_NAME.fullmatch(value):
+            raise self.fail(
+                key,
+                f"name {value!r} is not a safe identifier",
+                "use letters, digits, '_' and '-' only, starting with a letter or digit",
+            )
+        return value
+
     def nonneg(self, value: Any, key: str, kind: type | tuple[type, ...] = int) -> Any:
         what = "a non-negative integer" if kind is int else "a non-negative number"
         self.typed(value, key, kind, what)
+        self.finite(value, key, what)
         if value < 0:
             raise self.fail(key, f"negative value {value}", f"give {what}")
         return value
@@ -450,6 +469,7 @@ class _Parser:
     def positive(self, value: Any, key: str, kind: type | tuple[type, ...] = int) -> Any:
         what = "a positive integer" if kind is int else "a positive number"
         self.typed(value, key, kind, what)
+        self.finite(value, key, what)
         if value <= 0:
             raise self.fail(key, f"value {value} is not positive", f"give {what}")
         return value
@@ -487,9 +507,11 @@ class _Parser:
             raise self.fail(
                 "purposes", "no purpose declared", "declare at least one [purposes.<name>]"
             )
-        purposes = {p: self.purpose(p, v) for p, v in purposes_raw.items()}
+        purposes = {
+            p: self.purpose(self.name(p, f"purposes.{p}"), v) for p, v in purposes_raw.items()
+        }
         recipients = {
-            r: self.recipient(r, v)
+            r: self.recipient(self.name(r, f"recipients.{r}"), v)
             for r, v in self.typed(top["recipients"], "recipients", dict, "a table").items()
         }
         dest = self.table(top["destinations"], "destinations", {"allowed", "clause_ids"}, {"note"})
@@ -800,7 +822,10 @@ class _Parser:
         ok = (
             isinstance(value, list)
             and len(value) == 2
-            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+            and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in value
+            )
         )
         if not ok or value[0] >= value[1]:
             raise self.fail(

@@ -50,7 +50,7 @@ from segments.schema import (
     check_foreign_key,
     validate,
 )
-from segments.workspace import Workspace, write_json
+from segments.workspace import Workspace, make_private, write_json
 
 __all__ = [
     "PolicyReport",
@@ -592,12 +592,14 @@ def _write_atomically(
     target: Path, customers: pl.DataFrame, lines: pl.DataFrame, report: PolicyReport
 ) -> None:
     """Write the three files into a fresh folder beside ``target``, then swap it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    pid = os.getpid()
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.p{pid}-", suffix=".tmp"))
     try:
         customers.write_parquet(tmp / "customers.parquet")
         lines.write_parquet(tmp / "lines.parquet")
         write_json(tmp / "policy_report.json", report.to_dict())
+        make_private(tmp)  # pseudonymised personal data: owner-only whatever the umask
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old.{os.getpid()}")
@@ -656,6 +658,7 @@ def prepare(
     pol = policy if isinstance(policy, Policy) else Policy.load(policy)
     spec = pol.purpose(purpose)
     day = _as_date(as_of)
+    ws.check_usable().sweep()  # leftovers of a killed prepare or generate
     pkey = load_key(key, key_file=key_file, workspace=ws)
     frames = load_raw_tables(ws, day)
 

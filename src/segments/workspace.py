@@ -13,6 +13,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,16 +25,92 @@ from segments.exceptions import WorkspaceError
 
 __all__ = [
     "DEFAULT_WORKSPACE",
+    "SAFE_NAME",
     "STAGES",
     "Workspace",
     "atomic_write",
     "atomic_write_with",
+    "check_name",
+    "make_private",
     "sha256_file",
     "write_json",
 ]
 
 DEFAULT_WORKSPACE = Path("data/workspace")
 STAGES = ("raw", "prepared", "segments", "releases", "forecasts", "report")
+
+#: What a purpose, spec, recipient or release name may look like: names are data, never
+#: paths — no separator, no dot-dot, no leading dot or dash, at most 100 characters.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,99}")
+_RELEASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,159}")
+
+#: Private scratch and staging folders carry the creating process id, so a later run can tell
+#: a crashed writer's leftovers (pid gone) from a concurrent writer's work in progress.
+_PRIVATE = ".private"
+_STALE_PATTERNS = (
+    (".", ".raw-staging-*"),
+    (".", ".raw-old-*"),
+    ("prepared", ".*.tmp"),
+    ("prepared", ".*.old.*"),
+    (_PRIVATE, "scratch-*"),
+)
+
+
+def check_name(kind: str, value: object) -> str:
+    """Return ``value`` if it is a safe name (:data:`SAFE_NAME`), else refuse it.
+
+    Names of purposes, specs and recipients come from policy files and command lines and
+    end up in folder names; a name like ``../../victim`` must never become a path.
+
+    Examples
+    --------
+    >>> check_name("purpose", "segmentation")
+    'segmentation'
+    >>> check_name("purpose", "../raw")
+    Traceback (most recent call last):
+    ...
+    segments.exceptions.WorkspaceError: purpose '../raw' is not a safe name: ...
+    """
+    pattern = _RELEASE_ID if kind == "release id" else SAFE_NAME
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise WorkspaceError(
+            f"{kind} {value!r} is not a safe name: use letters, digits, '_' and '-' only "
+            "(starting with a letter or digit, at most 100 characters); names are never paths"
+        )
+    return value
+
+
+def make_private(path: str | os.PathLike[str]) -> None:
+    """Make ``path`` owner-only: 0700 for folders (recursively), 0600 for files."""
+    target = Path(path)
+    if target.is_dir():
+        target.chmod(0o700)
+        for child in target.rglob("*"):
+            if not child.is_symlink():
+                child.chmod(0o700 if child.is_dir() else 0o600)
+    elif target.exists():
+        target.chmod(0o600)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _pid_of(name: str) -> int | None:
+    """The writer's pid encoded in a staging name (``.p<pid>-`` or ``.old.<pid>``), if any."""
+    old = re.search(r"\.old\.(\d+)$", name)
+    if old:
+        return int(old.group(1))
+    found = re.findall(r"[-.]p(\d+)-", name)
+    return int(found[-1]) if found else None
 
 
 @dataclass(frozen=True)
@@ -97,12 +175,82 @@ class Workspace:
         return self.raw / "manifest.json"
 
     def prepared_dir(self, purpose: str) -> Path:
-        """Folder of the analytic frames prepared for one purpose."""
-        return self.prepared / purpose
+        """Folder of the analytic frames prepared for one purpose (a safe name)."""
+        return self.inside(self.prepared / check_name("purpose", purpose))
 
     def release_dir(self, release_id: str) -> Path:
         """Folder of one release (its files and its card)."""
-        return self.releases / release_id
+        return self.inside(self.releases / check_name("release id", release_id))
+
+    @property
+    def private(self) -> Path:
+        """The workspace's private area: scratch files of running jobs, owner-only."""
+        return self.root / _PRIVATE
+
+    def inside(self, path: str | os.PathLike[str]) -> Path:
+        """Return ``path`` if, resolved, it stays inside the workspace; refuse otherwise."""
+        candidate = Path(path)
+        root = self.root.resolve()
+        resolved = (candidate if candidate.is_absolute() else Path.cwd() / candidate).resolve()
+        if resolved != root and root not in resolved.parents:
+            raise WorkspaceError(
+                f"path {candidate} resolves to {resolved}, outside workspace {root}; a "
+                "workspace command writes only inside its workspace"
+            )
+        return candidate
+
+    def check_usable(self) -> Workspace:
+        """Refuse a workspace path that is a file (or under one); returns self."""
+        for path in (self.root, *self.root.parents):
+            if path.exists():
+                if not path.is_dir():
+                    raise WorkspaceError(
+                        f"workspace {self.root}: {path} is a file, not a folder; pass "
+                        "--workspace a folder (or a path that does not exist yet)"
+                    )
+                break
+        return self
+
+    @contextlib.contextmanager
+    def scratch(self, label: str) -> Iterator[Path]:
+        """A fresh owner-only folder in the private area, removed on success and failure.
+
+        A crash (``kill -9``) leaves it behind; :meth:`sweep` removes it on the next run.
+        """
+        self.private.mkdir(parents=True, exist_ok=True)
+        self.private.chmod(0o700)
+        folder = Path(
+            tempfile.mkdtemp(
+                dir=self.private, prefix=f"scratch-{check_name('label', label)}-p{os.getpid()}-"
+            )
+        )
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def sweep(self) -> list[Path]:
+        """Remove staging and scratch leftovers of writers that are no longer running.
+
+        Returns the removed paths. A leftover whose writer's pid is still alive is kept (a
+        concurrent run's work in progress).
+        """
+        removed: list[Path] = []
+        for folder, pattern in _STALE_PATTERNS:
+            base = self.root / folder
+            if not base.is_dir():
+                continue
+            for path in base.glob(pattern):
+                pid = _pid_of(path.name)
+                if pid is None or pid == os.getpid() or _pid_alive(pid):
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                removed.append(path)
+        return removed
 
     def stage(self, name: str) -> Path:
         """Path of a stage by name; raises for an unknown stage."""
@@ -122,8 +270,10 @@ class Workspace:
 
     def create(self) -> Workspace:
         """Create the workspace folder and every stage folder; returns self."""
+        self.check_usable()
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         for name in STAGES:
-            (self.root / name).mkdir(parents=True, exist_ok=True)
+            (self.root / name).mkdir(mode=0o700, parents=True, exist_ok=True)
         return self
 
 

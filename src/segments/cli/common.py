@@ -5,10 +5,32 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any
 
-from segments.workspace import DEFAULT_WORKSPACE, Workspace
+from segments.exceptions import WorkspaceError
+from segments.workspace import DEFAULT_WORKSPACE, Workspace, check_name
+
+#: The smallest ε a command accepts. Below it every released value is noise (the noise
+#: scale is over a thousand times each public bound), and far below it (ε = 1e-300) OpenDP's
+#: integer noise saturates at ±9.2e18: such a request is a typo, not a privacy choice.
+EPSILON_FLOOR = 1e-3
+
+#: Ledgers opened by this command, with how many releases each held when opened: the error
+#: boundary (cli/main.py) compares to say whether a failed command spent privacy budget.
+OPENED_LEDGERS: list[tuple[Any, int]] = []
+
+
+def workspace_path(text: str) -> Workspace:
+    """argparse type for ``--workspace``: a folder (or a path that does not exist yet)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty workspace path; give a folder")
+    try:
+        return Workspace(text).check_usable()
+    except WorkspaceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_workspace_option(
@@ -17,11 +39,55 @@ def add_workspace_option(
     parser.add_argument(
         "--workspace",
         "-w",
-        type=Workspace,
+        type=workspace_path,
         default=Workspace(default),
         metavar="DIR",
         help=f"workspace folder (default: {default})",
     )
+
+
+def safe_name(text: str) -> str:
+    """argparse type for purpose, spec and recipient names: data, never paths."""
+    try:
+        return check_name("name", text)
+    except WorkspaceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def finite_float(text: str) -> float:
+    """argparse type for a finite number (NaN and infinities refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; give e.g. 0.95")
+    return value
+
+
+def epsilon_value(text: str) -> float:
+    """argparse type for ``--epsilon``: finite, at least :data:`EPSILON_FLOOR`."""
+    value = finite_float(text)
+    if value < EPSILON_FLOOR:
+        raise argparse.ArgumentTypeError(
+            f"epsilon {text} is below the floor {EPSILON_FLOOR:g}: the noise would be over a "
+            "thousand times every public bound (and saturates OpenDP's integer noise for tiny "
+            f"values), so nothing useful could be released; give {EPSILON_FLOOR:g} or more"
+        )
+    if value > 100:
+        raise argparse.ArgumentTypeError(
+            f"epsilon {text} is above 100, which protects nobody; give a value such as 0.5"
+        )
+    return value
+
+
+def country_code(text: str) -> str:
+    """argparse type for ``--destination``: an ISO 3166-1 alpha-2 code."""
+    if not re.fullmatch(r"[A-Z]{2}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 3166-1 alpha-2 country code; give e.g. SE"
+        )
+    return text
 
 
 def iso_date(text: str) -> dt.date:
@@ -60,11 +126,36 @@ def open_ledger(args: argparse.Namespace, policy: Any, synthetic: bool) -> Any:
     from segments.privacy.ledger import Ledger
 
     if args.demo_ledger or args.evaluation_ledger:
-        return Ledger.for_workspace(
+        ledger = Ledger.for_workspace(
             args.workspace,
             str(policy.controller),
             evaluation=bool(args.evaluation_ledger),
             synthetic=synthetic,
             policy=policy,
         )
-    return Ledger.for_policy(policy, path=args.ledger, synthetic=synthetic)
+    else:
+        ledger = Ledger.for_policy(policy, path=args.ledger, synthetic=synthetic)
+    return track_ledger(ledger)
+
+
+def track_ledger(ledger: Any) -> Any:
+    """Remember ``ledger`` and its release count, so a failure can say if budget was spent."""
+    OPENED_LEDGERS.append((ledger, len(ledger.entries())))
+    return ledger
+
+
+def budget_statement() -> str:
+    """Whether the ledgers this command opened gained a charge since they were opened."""
+    if not OPENED_LEDGERS:
+        return "no privacy budget was spent"
+    charged: list[str] = []
+    for ledger, before in OPENED_LEDGERS:
+        try:
+            after = len(ledger.entries())
+        except Exception:  # noqa: BLE001 - the ledger itself may be what failed
+            return f"check `segments ledger` for ledger {ledger.path}: it could not be read"
+        if after > before:
+            charged.append(f"{after - before} release(s) charged to ledger {ledger.path}")
+    if not charged:
+        return "no privacy budget was spent"
+    return "privacy budget WAS spent: " + "; ".join(charged) + " (see `segments ledger`)"

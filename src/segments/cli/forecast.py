@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from segments.cli.common import add_workspace_option
+from segments.cli.common import add_workspace_option, finite_float
 
 
 def register(subparsers: Any) -> None:
@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
         help="forecast model, one of segments.forecast.FORECAST_MODELS (default ets)",
     )
     parser.add_argument(
-        "--level", type=float, default=0.9, help="prediction interval coverage (default 0.9)"
+        "--level", type=finite_float, default=0.9, help="prediction interval coverage (default 0.9)"
     )
     parser.set_defaults(func=run)
 

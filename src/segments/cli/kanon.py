@@ -26,9 +26,11 @@ from typing import Any
 from segments.cli.common import (
     add_ledger_options,
     add_workspace_option,
+    country_code,
     is_synthetic,
     iso_date,
     open_ledger,
+    safe_name,
 )
 from segments.exceptions import KAnonymityError, PolicyError, WorkspaceError
 from segments.workspace import Workspace, sha256_file
@@ -45,9 +47,15 @@ def register(subparsers: Any) -> None:
     )
     add_workspace_option(parser)
     parser.add_argument("--policy", required=True, help="policy name (e.g. alloffice)")
-    parser.add_argument("--purpose", required=True, help="policy purpose; reads W/prepared/<P>/")
-    parser.add_argument("--recipient", required=True, help="declared recipient in the policy")
-    parser.add_argument("--destination", default="SE", help="ISO country code (default SE)")
+    parser.add_argument(
+        "--purpose", required=True, type=safe_name, help="policy purpose; reads W/prepared/<P>/"
+    )
+    parser.add_argument(
+        "--recipient", required=True, type=safe_name, help="declared recipient in the policy"
+    )
+    parser.add_argument(
+        "--destination", default="SE", type=country_code, help="ISO country code (default SE)"
+    )
     parser.add_argument("--k", type=int, required=True, help="k (at least the policy's min_k)")
     parser.add_argument("--l", type=int, help="l-diversity of --sensitive (>= policy min_l)")
     parser.add_argument("--sensitive", help="sensitive column, released as is (e.g. spend_band)")

@@ -2,17 +2,25 @@
 
 Each command group lives in its own module in this package and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` to a function taking the
-parsed arguments and returning an exit code. Errors from segments (subclasses of
-ValueError, RuntimeError or PermissionError with a message that names the fix) are printed
-without a traceback and exit with status 2.
+parsed arguments and returning an exit code.
+
+:func:`main` is the one error boundary: whatever fails, the command prints one line
+``segments <cmd>: error: <what failed>; fix: <...> (<whether privacy budget was spent>)``
+and exits with status 2 (1 for an unexpected fault, 130 when interrupted). The traceback is
+shown only with ``segments --debug <cmd>`` (or ``SEGMENTS_DEBUG=1``).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
+import sqlite3
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from segments.exceptions import (
     BudgetExceededError,
@@ -39,6 +47,9 @@ COMMAND_MODULES = (
     "segments.cli.audit",
 )
 
+#: Tests set this to let the exception through the boundary and inspect it.
+RAISE_ERRORS = False
+
 _USER_ERRORS = (
     SchemaError,
     PolicyError,
@@ -49,11 +60,21 @@ _USER_ERRORS = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (the error boundary's format), status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}; see `{self.prog} -h`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="segments",
         description="Privacy-first customer segmentation sandbox (synthetic data, policy as "
         "code, k-anonymity and OpenDP releases).",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback when a command fails"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
@@ -61,13 +82,97 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _os_error(exc: OSError) -> str:
+    """What an operating-system fault means for the user, and the fix."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return f"the disk is full{where}; free space on that disk and run the command again"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (
+            f"permission denied{where}; make the workspace (and the ledger folder) writable by "
+            "you, or pass another --workspace"
+        )
+    if exc.errno == errno.EROFS:
+        return f"read-only file system{where}; pass a writable --workspace or --ledger"
+    if exc.errno == errno.ENOTDIR:
+        return f"a path component is a file, not a folder{where}; pass a folder"
+    if exc.errno == errno.EISDIR:
+        return f"expected a file but found a folder{where}; pass a file path"
+    if exc.errno == errno.ENOENT:
+        return f"no such file or folder{where}; check the path"
+    return f"{exc.strerror or exc}{where}; check the path and its permissions"
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line naming what failed and the fix, for any exception."""
+    if isinstance(exc, _USER_ERRORS):
+        return _one_line(str(exc))
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc)
+        if "full" in text:
+            return (
+                f"privacy ledger: SQLite says {text!r}; free space on the ledger's disk and run "
+                "the command again"
+            )
+        if "readonly" in text or "read-only" in text:
+            return (
+                f"privacy ledger: SQLite says {text!r}; make the ledger file and its folder "
+                "writable by you (or pass --ledger a writable file)"
+            )
+        if "locked" in text or "busy" in text:
+            return f"privacy ledger: {text}; another release holds it, try again shortly"
+        return f"privacy ledger: {text}; check the ledger file and its folder"
+    if isinstance(exc, sqlite3.DatabaseError):
+        return f"privacy ledger: {exc}; point --ledger at a segments privacy ledger"
+    if isinstance(exc, UnicodeError):
+        return (
+            f"an input is not valid UTF-8 text ({_one_line(str(exc))}); re-encode it as UTF-8 "
+            "(e.g. iconv -f latin1 -t utf-8)"
+        )
+    if isinstance(exc, OSError):
+        return _os_error(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory; use a smaller dataset or free memory"
+    kind = type(exc).__name__
+    return (
+        f"unexpected {kind}: {_one_line(str(exc))[:300]}; this is a bug or an input the checks "
+        "missed: run again with `segments --debug ...` for the traceback and report it"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from segments.cli.common import OPENED_LEDGERS, budget_statement
+
     args = build_parser().parse_args(argv)
+    debug = bool(args.debug or os.environ.get("SEGMENTS_DEBUG"))
+    OPENED_LEDGERS.clear()
     try:
         return int(args.func(args) or 0)
-    except _USER_ERRORS as exc:
-        print(f"segments {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(
+            f"segments {args.command}: error: interrupted; nothing was published "
+            f"({budget_statement()})",
+            file=sys.stderr,
+        )
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one error boundary of every command
+        if RAISE_ERRORS:
+            raise
+        if debug:
+            traceback.print_exc()
+        expected = (*_USER_ERRORS, OSError, sqlite3.Error, UnicodeError, MemoryError)
+        status = 2 if isinstance(exc, expected) else 1
+        print(
+            f"segments {args.command}: error: {describe_failure(exc)} ({budget_statement()})",
+            file=sys.stderr,
+        )
+        return status
+    finally:
+        OPENED_LEDGERS.clear()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segments.cli.common import add_workspace_option, iso_date
+from segments.cli.common import add_workspace_option, iso_date, safe_name
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--policy", required=True, help="policy name (e.g. alloffice) or .toml path"
     )
-    parser.add_argument("--purpose", required=True, help="a purpose the policy declares")
+    parser.add_argument(
+        "--purpose", required=True, type=safe_name, help="a purpose the policy declares"
+    )
     parser.add_argument(
         "--as-of",
         required=True,

@@ -16,9 +16,13 @@ from typing import Any
 from segments.cli.common import (
     add_ledger_options,
     add_workspace_option,
+    country_code,
+    epsilon_value,
+    finite_float,
     is_synthetic,
     iso_date,
     open_ledger,
+    safe_name,
 )
 from segments.exceptions import PolicyError
 from segments.workspace import Workspace
@@ -38,15 +42,25 @@ def register(subparsers: Any) -> None:
     add_workspace_option(parser)
     parser.add_argument("--policy", required=True, help="policy name (e.g. alloffice)")
     parser.add_argument(
-        "--spec", default="segment_overview", help="release specification name (see SPECS)"
+        "--spec",
+        default="segment_overview",
+        type=safe_name,
+        help="release specification name (see SPECS)",
     )
     parser.add_argument(
-        "--purpose", required=True, help="policy purpose; reads W/prepared/<purpose>/"
+        "--purpose",
+        required=True,
+        type=safe_name,
+        help="policy purpose; reads W/prepared/<purpose>/",
     )
-    parser.add_argument("--recipient", required=True, help="declared recipient in the policy")
-    parser.add_argument("--destination", default="SE", help="ISO country code (default SE)")
-    parser.add_argument("--confidence", type=float, default=0.95, help="interval level")
-    parser.add_argument("--epsilon", type=float, help="override the spec's privacy loss ε")
+    parser.add_argument(
+        "--recipient", required=True, type=safe_name, help="declared recipient in the policy"
+    )
+    parser.add_argument(
+        "--destination", default="SE", type=country_code, help="ISO country code (default SE)"
+    )
+    parser.add_argument("--confidence", type=finite_float, default=0.95, help="interval level")
+    parser.add_argument("--epsilon", type=epsilon_value, help="override the spec's privacy loss ε")
     parser.add_argument("--as-of", type=iso_date, help="release date (default: today)")
     parser.add_argument("--month", type=iso_date, help="month (first day) of a monthly release")
     parser.add_argument(
@@ -85,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     workspace: Workspace = args.workspace
     policy = Policy.load(args.policy)
+    policy.purpose(args.purpose)  # AO-10: an undeclared purpose is refused before anything
     params = PrivacyParams.from_policy(policy, args.purpose)
     as_of = args.as_of or dt.date.today()
     synthetic = is_synthetic(workspace)
@@ -139,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
                 as_of=as_of,
                 window=(month, next_month(month)),
                 confidence=args.confidence,
+                workspace=workspace,
             ) as plan:
                 _print_plan(plan)
             print("dry run: nothing was charged or released")
@@ -188,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
         as_of=as_of,
         survey_month=month_start(args.month) if args.month else None,
         confidence=args.confidence,
+        workspace=workspace,
     ) as plan:
         _print_plan(plan)
         if args.dry_run:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from segments.cli.common import add_workspace_option, iso_date
+from segments.cli.common import add_workspace_option, iso_date, safe_name
 from segments.cli.segment_private import add_private_options, run_private
 
 
@@ -35,6 +35,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--purpose",
         default="segmentation",
+        type=safe_name,
         help="which prepared frames to read (default: segmentation)",
     )
     parser.add_argument(

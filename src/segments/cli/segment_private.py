@@ -10,6 +10,8 @@ import argparse
 import json
 from typing import Any
 
+from segments.cli.common import safe_name, track_ledger
+
 __all__ = ["add_private_options", "run_private"]
 
 
@@ -25,7 +27,10 @@ def add_private_options(parser: argparse.ArgumentParser) -> None:
         "the ledger, so releases keyed by them are end-to-end ε-DP (W/segments/private/)",
     )
     group.add_argument(
-        "--recipient", default="analytics", help="recipient of the centroids (default: analytics)"
+        "--recipient",
+        default="analytics",
+        type=safe_name,
+        help="recipient of the centroids (default: analytics)",
     )
     ledger = group.add_mutually_exclusive_group()
     ledger.add_argument("--ledger", help="ledger file (default: the controller's ledger)")
@@ -55,6 +60,7 @@ def run_private(args: argparse.Namespace) -> int:
         )
     else:
         ledger = Ledger.for_policy(policy, path=args.ledger, synthetic=synthetic)
+    track_ledger(ledger)
     result = fit_private_segments(
         ws,
         policy,

@@ -227,6 +227,7 @@ def release_month(
             as_of=as_of,
             window=(month, next_month(month)),
             confidence=confidence,
+            workspace=workspace,
         ) as plan:
             result = plan.execute(
                 ledger,

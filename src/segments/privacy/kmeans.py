@@ -1099,6 +1099,7 @@ def private_segment_profiles(
         lines=prepared / "lines.parquet",
         segments=SegmentSource.from_workspace(ws, "private"),
         as_of=as_of,
+        workspace=ws,
     ) as plan:
         total = float(plan.loss["epsilon"] or 0.0) + float(seg_loss["epsilon"])
         result = plan.execute(

@@ -845,6 +845,7 @@ def plan_release(
     window: tuple[dt.date, dt.date] | None = None,
     survey_month: dt.date | None = None,
     confidence: float = 0.95,
+    workspace: Workspace | None = None,
 ) -> ReleasePlan:
     """Build the shared aggregates and the OpenDP measurements of a release; spend nothing.
 
@@ -867,6 +868,10 @@ def plan_release(
         Only responses of this month (first day); default all.
     confidence : float
         Level of the intervals shown before release and written in the tables.
+    workspace : Workspace, optional
+        Where the per-person aggregates are kept while the plan lives: the workspace's
+        private area (swept of a crashed run's leftovers first). Without a workspace they
+        go in a hidden owner-only folder beside the input files — never the system temp.
 
     Returns
     -------
@@ -898,7 +903,7 @@ def plan_release(
             f"survey_month={survey_month} has not closed before as_of={as_of}; release a "
             "survey month once it is over"
         )
-    folder = Path(tempfile.mkdtemp(prefix="segments-release-"))
+    folder = _scratch_folder(workspace, customers if customers is not None else surveys)
     try:
         paths: dict[str, Path] = {}
         frames = {q.frame for q in spec.query_defs}
@@ -937,6 +942,18 @@ def plan_release(
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return ReleasePlan(spec, params, segments, confidence, queries, folder, window, as_of, source)
+
+
+def _scratch_folder(workspace: Workspace | None, near: str | os.PathLike[str] | None) -> Path:
+    """An owner-only folder for a plan's private aggregates, inside the sandbox."""
+    pid = os.getpid()
+    if workspace is not None:
+        workspace.sweep()
+        workspace.private.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=workspace.private, prefix=f"scratch-release-p{pid}-"))
+    if near is None:
+        raise PolicyError("plan_release needs input files (customers/lines or surveys)")
+    return Path(tempfile.mkdtemp(dir=Path(near).parent, prefix=f".scratch-release-p{pid}-"))
 
 
 def _query_losses(spec: ReleaseSpec, params: PrivacyParams) -> tuple[float, ...]:

@@ -44,7 +44,13 @@ from segments.synth.defaults import DEFAULT_DATASET, DefaultDataset
 from segments.synth.orders import generate_orders
 from segments.synth.products import generate_products
 from segments.synth.surveys import generate_surveys
-from segments.workspace import Workspace, atomic_write_with, sha256_file, write_json
+from segments.workspace import (
+    Workspace,
+    atomic_write_with,
+    make_private,
+    sha256_file,
+    write_json,
+)
 
 __all__ = [
     "DEFAULT_DATASET",
@@ -150,14 +156,16 @@ def _refuse_non_empty(raw: Path, force: bool) -> None:
 @contextlib.contextmanager
 def _staging(ws: Workspace) -> Iterator[Path]:
     """A temporary folder beside ``W/raw`` that replaces it only if the block succeeds."""
-    ws.root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=ws.root, prefix=".raw-staging-"))
+    ws.check_usable()
+    ws.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ws.sweep()  # leftovers of a killed generate or prepare
+    tmp = Path(tempfile.mkdtemp(dir=ws.root, prefix=f".raw-staging-p{os.getpid()}-"))
     try:
         yield tmp
-        _make_readable(tmp)
+        _make_private(tmp)
         old = None
         if ws.raw.exists():
-            old = Path(tempfile.mkdtemp(dir=ws.root, prefix=".raw-old-"))
+            old = Path(tempfile.mkdtemp(dir=ws.root, prefix=f".raw-old-p{os.getpid()}-"))
             os.replace(ws.raw, old / "raw")
         os.replace(tmp, ws.raw)
         if old is not None:
@@ -178,11 +186,10 @@ def _write_and_hash(path: Path, frame: pl.DataFrame) -> str:
     return sha256_file(path)
 
 
-def _make_readable(folder: Path) -> None:
-    """Temporary files are created private (0600); published data gets ordinary modes."""
-    folder.chmod(0o755)
-    for path in folder.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
+def _make_private(folder: Path) -> None:
+    """Raw data holds direct identifiers: owner-only (0700 folders, 0600 files), whatever
+    the umask."""
+    make_private(folder)
 
 
 def _fast_check(df: pl.DataFrame, table: TableSchema, as_of: dt.date) -> bool:
