@@ -1,14 +1,16 @@
-"""Release guards: destination (AO-2, OF-3), recipient (AC-4), guarantee (AO-1), purpose (AO-10)."""
+"""Release guards: destination, recipient, guarantee and purpose, each refusal citing only the
+clauses of its own policy (its ``[clauses]`` table)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import types
 
 import pytest
 
 from segments.exceptions import ReleaseRefusedError
-from segments.policy import Policy
+from segments.policy import POLICY_NAMES, Policy
 from segments.privacy.guards import (
     EU_EEA,
     GUARANTEE_END_TO_END,
@@ -32,7 +34,12 @@ FACTS = PolicyFacts(
     },
     allowed_destinations=frozenset({"SE", "FI"}),
     purposes=frozenset({"statistics"}),
-    destination_clause_ids=("AO-2",),
+    destination_clause_ids=("DM-2",),
+    clauses={
+        "anonymous_release": ("DM-1",),
+        "purpose_refusal": ("DM-10",),
+        "recipient_refusal": ("DM-4",),
+    },
 )
 
 
@@ -57,16 +64,16 @@ def test_an_allowed_release_passes_and_returns_the_recipient():
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
-        ({"destination": "US"}, r"destination 'US' is outside the EU/EEA.*AO-2, OF-3"),
+        ({"destination": "US"}, r"destination 'US' is outside the EU/EEA.*\(DM-2\)"),
         ({"destination": "NO"}, r"'NO' is not among the policy's allowed destinations FI, SE"),
-        ({"recipient": "adtech"}, r"third party for sales or marketing.*\(AC-4\)"),
+        ({"recipient": "adtech"}, r"third party for sales or marketing.*\(DM-4\)"),
         ({"recipient": "nobody"}, r"recipient 'nobody' is not declared in policy 'demo'"),
         ({"recipient": "us-office"}, r"destination 'US' of recipient 'us-office' is outside"),
         (
             {"recipient": "processor", "guarantee": GUARANTEE_GIVEN_SEGMENTATION},
-            r"recipient 'processor' is external.*\(AO-1\).*internal recipients only",
+            r"recipient 'processor' is external.*\(DM-1\).*internal recipients only",
         ),
-        ({"purpose": "marketing"}, r"purpose 'marketing' is not declared.*\(AO-10\)"),
+        ({"purpose": "marketing"}, r"purpose 'marketing' is not declared.*\(DM-10\)"),
         ({"guarantee": "probably private"}, r"guarantee 'probably private' is unknown"),
         ({"guarantee": GUARANTEE_K_ANONYMOUS}, r"kind 'dp' does not fit guarantee"),
     ],
@@ -95,7 +102,7 @@ def test_facts_from_the_real_policy():
     assert facts.recipients["eu-logistics-processor"].destination == "FI"
     assert "statistics" in facts.purposes
     assert facts.allowed_destinations <= EU_EEA
-    with pytest.raises(ReleaseRefusedError, match="AC-4"):
+    with pytest.raises(ReleaseRefusedError, match=r"\(AO-10\)") as refused:
         check_release(
             purpose="statistics",
             recipient="adtech-partner",
@@ -104,6 +111,39 @@ def test_facts_from_the_real_policy():
             kind="dp",
             facts=facts,
         )
+    assert "AC-4" not in str(refused.value)
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_every_refusal_cites_only_its_own_policys_clauses(name):
+    """Issue 13 item 9: Allkontor's and AllCall's refusals cited AllOffice's promises."""
+    policy = Policy.load(name)
+    facts = PolicyFacts.from_policy(policy)
+    marketer = next(r for r, v in policy.recipients.items() if v.kind == "third_party_marketing")
+    external = next((r for r, v in policy.recipients.items() if v.kind == "external"), None)
+    attempts = [
+        {"recipient": marketer},
+        {"recipient": "nobody"},
+        {"purpose": "marketing"},
+        {"destination": "US"},
+        {"destination": "NO"} if "NO" not in policy.allowed_destinations else {"destination": "US"},
+    ]
+    if external is not None:
+        attempts.append({"recipient": external, "guarantee": GUARANTEE_GIVEN_SEGMENTATION})
+    for changes in attempts:
+        fields = {
+            "purpose": "statistics",
+            "recipient": "purchasing",
+            "destination": "SE",
+            "guarantee": GUARANTEE_END_TO_END,
+            "kind": "dp",
+            "facts": facts,
+            **changes,
+        }
+        with pytest.raises(ReleaseRefusedError) as refused:
+            check_release(**fields)
+        cited = set(re.findall(r"\b([A-Z]{2})-\d+\b", str(refused.value)))
+        assert cited <= {policy.clause_prefix}, (changes, str(refused.value))
 
 
 def test_facts_from_plain_mappings():
@@ -136,9 +176,9 @@ def test_the_ledger_runs_the_guards_and_records_nothing_on_refusal(tmp_path):
         budget_period_months=12,
         budget_window_months=24,
     )
-    with pytest.raises(ReleaseRefusedError, match="AO-1"):
+    with pytest.raises(ReleaseRefusedError, match="DM-1"):
         ledger.reserve(request)
-    with pytest.raises(ReleaseRefusedError, match="AO-2"):
+    with pytest.raises(ReleaseRefusedError, match="DM-2"):
         ledger.reserve(
             ReleaseRequest(**{**request.to_dict(), "destination": "US", "recipient": "purchasing"})
         )

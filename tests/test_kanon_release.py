@@ -171,7 +171,7 @@ def test_release_is_recorded_in_the_ledger(workspace):
     [
         (["--k", "5"], PolicyError, r"below policy 'alloffice' privacy.min_k=10 \(AO-1"),
         (["--k", "10", "--l", "1", "--sensitive", "spend_band"], PolicyError, "min_l=2"),
-        (["--k", "10", "--segments", "fitted"], PolicyError, "AO-5"),
+        (["--k", "10", "--segments", "fitted"], PolicyError, r"sandbox \(AO-1\)"),
         (["--k", "5000"], KAnonymityError, "larger than the table"),
         (
             ["--k", "10", "--l", "9", "--sensitive", "spend_band"],

@@ -392,7 +392,9 @@ def test_cli_refuses_a_marketing_recipient(workspace, capsys):
                  "category_mix", "--purpose", PURPOSE, "--recipient", "adtech-partner",
                  "--as-of", "2026-03-01", "--demo-ledger"])  # fmt: skip
     assert code == 2
-    assert "AC-4" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # AllOffice's refusal cites AllOffice's clause, not AllCall's AC-4 (issue 13 item 9)
+    assert "(AO-10)" in err and "AC-4" not in err
 
 
 def test_segment_source_from_workspace(workspace):
@@ -411,3 +413,44 @@ def test_segment_source_from_workspace(workspace):
         SegmentSource.from_workspace(workspace, "private")
     private = SegmentSource.from_workspace(workspace, "private", private_k=3)
     assert private.keys == ("0", "1", "2") and private.guarantee == GUARANTEE_END_TO_END
+
+
+# --- survey releases protect a person (issue 13 item 2) ------------------------------------------
+def test_survey_release_bounds_all_responses_of_one_person(params, frames, tmp_path):
+    """Attack: one person answering in six months (or a sole trader's two accounts in one
+    month) was charged as one response. Now the unit is every response a person can give in
+    the release's public window: months x accounts per person, possibly all in one cell."""
+    from segments.privacy.releases import survey_months, survey_responses_per_person
+    from segments.privacy.specs import SURVEY_ACCOUNTS_PER_PERSON
+
+    assert SURVEY_ACCOUNTS_PER_PERSON == 2  # a sole trader's private and business accounts
+    spec = SPECS["survey_experience"]
+    one_month = dt.date(2026, 1, 1)
+    with plan_release(
+        spec, params, surveys=frames["surveys"], as_of=AS_OF, survey_month=one_month
+    ) as plan:
+        assert plan.survey_rows == 2
+        assert plan.bounds()["survey_by_county_type"]["rows_per_unit"] == 2
+        q = plan.queries[0]
+        # OpenDP's own map: two responses of a person (both in one cell) cost at most ε
+        assert q.measurement.map(q.d_in) <= spec.epsilon * (1 + 1e-9)
+        assert float(q.summary.filter(pl.col("column") == "count")["sensitivity_l1"][0]) == 2
+    window = survey_months(AS_OF, None, params)
+    months = params.retention_months  # the purpose's retention window (24 for statistics)
+    assert window[1] == dt.date(2026, 3, 1) and window[0].day == 1
+    rows = survey_responses_per_person(window)
+    assert rows == months * 2 >= 6
+    # responses outside the public window are not read at all
+    old = pl.read_parquet(frames["surveys"]).with_columns(
+        pl.lit(dt.date(2020, 1, 1)).alias("survey_month")
+    )
+    both = tmp_path / "surveys.parquet"
+    pl.concat([pl.read_parquet(frames["surveys"]), old]).write_parquet(both)
+    with plan_release(spec, params, surveys=both, as_of=AS_OF) as plan:
+        assert plan.survey_rows == rows
+        n_read = pl.read_parquet(plan.queries[0].data_path).height
+        assert n_read == pl.read_parquet(frames["surveys"]).height
+        q = plan.queries[0]
+        count_scale = float(q.summary.filter(pl.col("column") == "count")["scale"][0])
+        # Laplace scale of the count: rows / (ε / 2 aggregates)
+        assert count_scale == pytest.approx(rows / (spec.epsilon / 2), rel=1e-6)

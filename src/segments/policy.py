@@ -36,6 +36,7 @@ from segments.workspace import SAFE_NAME
 __all__ = [
     "ANCHORS",
     "CELL_BOUND_TABLES",
+    "CLAUSE_KINDS",
     "EU_EEA",
     "FEATURE_NAMES",
     "POLICY_NAMES",
@@ -90,6 +91,20 @@ FEATURE_NAMES = (
     "share_q4",
 )
 _CLAUSE_ID = re.compile(r"[A-Z]{2}-\d+")
+#: What each entry of a policy's ``[clauses]`` table backs. Clause ids are data: code never
+#: names one; it asks the policy (:meth:`Policy.clauses_for`, :meth:`Policy.release_clause_ids`)
+#: so a card, refusal or report cites only its own controller's promises.
+CLAUSE_KINDS = {
+    "anonymous_release": "the clause under which a released table (DP or k-anonymous) is "
+    "claimed anonymous; every release cites it with its purpose's clauses",
+    "purpose_refusal": "a release or frame for an undeclared purpose is refused",
+    "recipient_refusal": "an undeclared recipient or a third party for marketing is refused",
+    "person_linkage": "a person's accounts are one person, the unit of every guarantee",
+    "minimisation": "only a purpose's columns enter a frame; direct identifiers never do",
+    "key_custody": "the pseudonymisation key is held apart from the data",
+}
+#: Kinds a policy may leave empty (its text has no such promise: the rule is the project's).
+_OPTIONAL_CLAUSE_KINDS = frozenset(CLAUSE_KINDS) - {"anonymous_release"}
 #: Optional ``[privacy]`` tables of per-category cell bounds, and the largest bound each must
 #: divide.
 CELL_BOUND_TABLES = {
@@ -271,6 +286,8 @@ class Policy:
     exclusions: Mapping[str, ExclusionRule]
     profiling_eligibility: ProfilingEligibility
     privacy: PrivacyParameters
+    clauses: Mapping[str, tuple[str, ...]]
+    clause_prefix: str
     path: Path = field(compare=False)
     #: clause id → its promise quoted ([promises] of the policy file), in file order
     promises: Mapping[str, ClausePromise] = field(default_factory=dict)
@@ -310,9 +327,37 @@ class Policy:
         except KeyError:
             raise PolicyError(
                 f"purpose {name!r} is not declared by policy {self.name!r} ({self.controller}); "
-                f"data may be processed only for declared purposes (AO-10); declared purposes "
-                f"are {sorted(self.purposes)}"
+                f"data may be processed only for declared purposes "
+                f"({self.cite('purpose_refusal')}); declared purposes are {sorted(self.purposes)}"
             ) from None
+
+    def clauses_for(self, kind: str) -> tuple[str, ...]:
+        """The clause ids of this policy backing ``kind`` (a key of :data:`CLAUSE_KINDS`).
+
+        Examples
+        --------
+        >>> Policy.load("allcall").clauses_for("anonymous_release")
+        ('AC-2',)
+        """
+        if kind not in CLAUSE_KINDS:
+            raise PolicyError(f"clause kind {kind!r} is unknown; use one of {sorted(CLAUSE_KINDS)}")
+        return self.clauses[kind]
+
+    def cite(self, kind: str) -> str:
+        """``kind``'s clause ids as text for a message, or where the rule comes from."""
+        ids = self.clauses_for(kind)
+        return ", ".join(ids) if ids else f"a project rule; policy {self.name!r} has no clause"
+
+    def release_clause_ids(self, purpose: str) -> tuple[str, ...]:
+        """Clauses a release for ``purpose`` rests on: the anonymity clause and the purpose's.
+
+        Examples
+        --------
+        >>> Policy.load("alloffice").release_clause_ids("statistics")
+        ('AO-1', 'AO-4')
+        """
+        ids = (*self.clauses_for("anonymous_release"), *self.purpose(purpose).clause_ids)
+        return tuple(dict.fromkeys(ids))
 
     def recipient(self, name: str) -> Recipient:
         """The declared recipient ``name``.
@@ -429,17 +474,13 @@ class _Parser:
             raise self.fail(
                 key,
                 f"expected a list of clause ids, got {value!r}",
-                'give e.g. ["AO-4"] (ids from POLICY_CLAUSES.md)',
+                "give a list of ids from POLICY_CLAUSES.md",
             )
         if not value and not allow_empty:
-            raise self.fail(
-                key, "a rule without a clause id", 'cite the clause it implements, e.g. ["AO-4"]'
-            )
+            raise self.fail(key, "a rule without a clause id", "cite the clause it implements")
         bad = [v for v in value if not _CLAUSE_ID.fullmatch(v)]
         if bad:
-            raise self.fail(
-                key, f"{bad[0]!r} is not a clause id", 'use ids like "AO-4" from POLICY_CLAUSES.md'
-            )
+            raise self.fail(key, f"{bad[0]!r} is not a clause id", "use ids from POLICY_CLAUSES.md")
         return tuple(value)
 
     def finite(self, value: Any, key: str, what: str) -> Any:
@@ -489,6 +530,7 @@ class _Parser:
                 "exclusions",
                 "profiling_eligibility",
                 "privacy",
+                "clauses",
             },
             {"org_number", "joint_controllers", "promises"},
         )
@@ -523,7 +565,7 @@ class _Parser:
             raise self.fail(
                 "destinations.allowed",
                 f"{outside[0]!r} is not an EU/EEA country code",
-                "list only EU/EEA ISO 3166-1 alpha-2 codes (AO-2, OF-3)",
+                "list only EU/EEA ISO 3166-1 alpha-2 codes",
             )
         exclusions = self.exclusions(top["exclusions"])
         for p in purposes.values():
@@ -549,6 +591,8 @@ class _Parser:
             exclusions=MappingProxyType(exclusions),
             profiling_eligibility=self.eligibility(top["profiling_eligibility"]),
             privacy=privacy,
+            clauses=self.clause_table(top["clauses"]),
+            clause_prefix=self.prefix(data),
             path=self.path,
             promises=MappingProxyType(self.promises(top.get("promises", {}))),
         )
@@ -574,6 +618,46 @@ class _Parser:
                 self.typed(entry["en"], f"{key}.en", str, "an English gloss"),
             )
         return out
+
+    def clause_table(self, data: Any) -> Mapping[str, tuple[str, ...]]:
+        table = self.table(data, "clauses", set(CLAUSE_KINDS))
+        return MappingProxyType(
+            {
+                kind: self.clause_ids(
+                    table[kind], f"clauses.{kind}", allow_empty=kind in _OPTIONAL_CLAUSE_KINDS
+                )
+                for kind in CLAUSE_KINDS
+            }
+        )
+
+    def prefix(self, data: Any) -> str:
+        """The one clause-id prefix of the file: a policy cites only its own clauses."""
+        found: dict[str, str] = {}
+
+        def walk(value: Any, key: str) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(v, f"{key}.{k}" if key else k)
+            elif isinstance(value, list) and (
+                key.endswith("clause_ids") or key.startswith("clauses.")
+            ):
+                for v in value:
+                    found.setdefault(str(v).split("-")[0], key)
+            elif isinstance(value, list):
+                for i, v in enumerate(value):
+                    walk(v, f"{key}[{i}]")
+
+        walk(data, "")
+        if len(found) != 1:
+            first, second = sorted(found)[:2] if len(found) > 1 else ("", "")
+            raise self.fail(
+                found.get(second, "clauses"),
+                f"clause ids of more than one controller ({first}, {second})"
+                if found
+                else "no clause id",
+                "cite only this controller's clauses (POLICY_CLAUSES.md)",
+            )
+        return next(iter(found))
 
     def purpose(self, name: str, data: Any) -> Purpose:
         key = f"purposes.{name}"
@@ -628,7 +712,7 @@ class _Parser:
             raise self.fail(
                 f"{key}.exclude_objectors",
                 "a profiling purpose must exclude objectors",
-                "set exclude_objectors = true (AK-4, AL-3, OF-4)",
+                "set exclude_objectors = true (objectors are never profiled)",
             )
         return Purpose(
             name=name,

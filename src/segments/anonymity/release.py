@@ -348,8 +348,11 @@ def check_linkage(
     hierarchies: Mapping[str, Hierarchy],
     anon: KAnonymousTable,
     earlier: Sequence[EarlierRelease],
+    clause_ids: Sequence[str] = (),
 ) -> None:
     """Refuse if joining ``anon`` with any earlier release would leave a class below k.
+
+    ``clause_ids`` (the policy's ``anonymous_release`` clauses) are cited in the refusal.
 
     A person appears in both releases with every column of either; a column both show is
     known at the lower of the two levels (the hierarchies are trees), a sensitive column
@@ -399,7 +402,8 @@ def check_linkage(
                 f"{old.release_id!r} (levels {then}, k={old.k}) of the same people would "
                 f"single out smaller groups: the joint view (levels {shown}) puts {people} "
                 f"people in {small.height} classes below k={need} (smallest: {smallest}); "
-                "AO-1 needs anonymity to hold with other information, so the release is "
+                "anonymity must hold with other information "
+                f"({', '.join(clause_ids) or 'the anonymity rule'}), so the release is "
                 f"refused. Fix: release with the levels of {old.release_id!r}, or levels at "
                 "least as high in every column it shows"
             )

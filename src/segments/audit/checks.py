@@ -1347,14 +1347,7 @@ CORE_CHECKS = tuple(
     c for c in CHECKS if c not in ("schema_categories", "survey_anonymous", "retention_categories")
 )
 
-#: The shipped policies' clause prefixes.
-_PREFIX = {"alloffice": "AO", "allkontor": "AK", "offix": "OF", "alocenter": "AL", "allcall": "AC"}
-
 
 def clause_prefix(policy: Policy) -> str:
-    """The controller's clause-id prefix (``AO`` for AllOffice), from its rules' clause ids."""
-    if policy.name in _PREFIX:
-        return _PREFIX[policy.name]
-    ids = [c for p in policy.purposes.values() for c in p.clause_ids]
-    prefixes = [c.split("-")[0] for c in ids]
-    return max(set(prefixes), key=prefixes.count)
+    """The controller's clause-id prefix (``AO`` for AllOffice): the one its file cites."""
+    return policy.clause_prefix

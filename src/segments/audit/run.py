@@ -47,7 +47,7 @@ from segments.policy import Policy
 from segments.pseudonym import PseudonymKey, load_key, read_manifest
 from segments.workspace import Workspace, atomic_write
 
-__all__ = ["ANONYMITY_CLAUSE", "clause_rows", "run_audit"]
+__all__ = ["clause_rows", "run_audit"]
 
 _NOTEBOOKS = Path(__file__).resolve().parents[3] / "notebooks"
 
@@ -294,11 +294,6 @@ def _scope(ctx: AuditContext, external_gaps: list[str]) -> Section:
     )
 
 
-#: The clause under which each controller's releases are claimed anonymous: the attacks and
-#: the empirical DP audit are listed under it.
-ANONYMITY_CLAUSE = {"AO": "AO-1", "AK": "AK-3", "OF": "OF-1", "AL": "AL-4", "AC": "AC-2"}
-
-
 def _attack_part(ctx: AuditContext, clause: str) -> tuple[list[Check], list[Section]]:
     """Re-checks and attacks on the k-anonymous releases (:mod:`segments.audit.attacks`)."""
     from segments.audit.attacks import attack_dp_differencing, attack_kanon_releases
@@ -443,7 +438,8 @@ def _external(
     ctx: AuditContext, dp_trials: int | None, mechanisms: Sequence[Any] | None
 ) -> tuple[list[Check], list[Section], list[Chart], list[str]]:
     """Attacks and the empirical DP audit; a part that cannot run is reported as a gap."""
-    clause = ANONYMITY_CLAUSE.get(clause_prefix(ctx.policy), f"{clause_prefix(ctx.policy)}-1")
+    # the attacks and the DP audit are listed under the policy's own anonymity clause
+    clause = ctx.policy.clauses_for("anonymous_release")[0]
     checks: list[Check] = []
     sections: list[Section] = []
     charts: list[Chart] = []

@@ -73,7 +73,7 @@ def register(subparsers: Any) -> None:
         "--segments",
         default="category_rule",
         choices=["category_rule", "private", "fitted"],
-        help="segment source (fitted is refused: AO-5)",
+        help="segment source (fitted is refused: its labels are personal data)",
     )
     parser.add_argument("--as-of", type=iso_date, help="release date (default: today)")
     parser.add_argument("--seed", type=int, help="seed of the row permutation (default: random)")
@@ -87,20 +87,22 @@ def check_parameters(args: argparse.Namespace, policy: Any) -> None:
     if args.k < privacy.min_k:
         raise PolicyError(
             f"--k={args.k} is below policy {policy.name!r} privacy.min_k={privacy.min_k} "
-            f"(AO-1: released tables must not identify anyone); use --k {privacy.min_k} or more"
+            f"({policy.cite('anonymous_release')}: released tables must not identify anyone); "
+            f"use --k {privacy.min_k} or more"
         )
     if (args.l is None) != (args.sensitive is None):
         raise KAnonymityError("--l and --sensitive go together: give both or neither")
     if args.l is not None and args.l < privacy.min_l:
         raise PolicyError(
             f"--l={args.l} is below policy {policy.name!r} privacy.min_l={privacy.min_l} "
-            f"(AO-1); use --l {privacy.min_l} or more"
+            f"({policy.cite('anonymous_release')}); use --l {privacy.min_l} or more"
         )
     if args.segments == "fitted":
         raise PolicyError(
             "--segments fitted is refused: labels from a model fitted on the same customers "
-            "(W/segments/labels.parquet) are personal data that stay in the sandbox (AO-5); "
-            "use --segments category_rule (AL-2) or --segments private"
+            "(W/segments/labels.parquet) are personal data that stay in the sandbox "
+            f"({policy.cite('anonymous_release')}); "
+            "use --segments category_rule or --segments private"
         )
 
 
@@ -167,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
 
     workspace: Workspace = args.workspace
     policy = Policy.load(args.policy)
-    purpose = policy.purpose(args.purpose)  # AO-10: an undeclared purpose is refused here
+    purpose = policy.purpose(args.purpose)  # an undeclared purpose is refused here
     check_parameters(args, policy)
     prepared = workspace.prepared_dir(args.purpose)
     customers_path = workspace.require(prepared / "customers.parquet", "segments prepare")
@@ -199,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
         customer_hierarchies(everything),
         anon,
         _earlier_releases(ledger, workspace),
+        clause_ids=policy.clauses_for("anonymous_release"),
     )
 
     as_of = args.as_of or dt.date.today()
@@ -218,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         purpose=args.purpose,
         recipient=args.recipient,
         destination=args.destination,
-        clause_ids=tuple(dict.fromkeys(("AO-1", *purpose.clause_ids))),
+        clause_ids=policy.release_clause_ids(purpose.name),
         spec=spec,
         guarantee=GUARANTEE_K_ANONYMOUS,
         mechanism="full-domain generalisation with suppression",

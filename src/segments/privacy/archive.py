@@ -193,7 +193,7 @@ def release_month(
         else:
             rule = (
                 f"its data is outside the {params.retention_months}-month retention window "
-                f"at as_of={as_of} (AO-4)"
+                f"at as_of={as_of}"
             )
         raise ReleaseRefusedError(
             f"monthly series: month {month:%Y-%m} cannot be released: {rule}; release only "

@@ -2,15 +2,14 @@
 
 The ledger runs :func:`check_release` inside every reservation, before any budget is spent
 or any query runs. Each refusal is a :class:`~segments.exceptions.ReleaseRefusedError` that
-cites the policy clause it enforces:
+cites the clauses of its own policy (``[destinations]`` and ``[clauses]`` of the TOML):
 
-* the destination must lie in the EU/EEA and among the policy's allowed destinations
-  (AO-2, OF-3);
-* a third-party marketing recipient is refused (AC-4), and a recipient must be declared in
-  the policy;
-* a "DP given a non-private segmentation" release goes to internal recipients only (AO-1:
-  its guarantee does not hold end to end, so it may not leave the controller);
-* the purpose must be declared in the policy (AO-10);
+* the destination must lie in the EU/EEA and among the policy's allowed destinations;
+* a third-party marketing recipient is refused, and a recipient must be declared in the
+  policy (``recipient_refusal``);
+* a "DP given a non-private segmentation" release goes to internal recipients only (its
+  guarantee does not hold end to end, so it may not leave the controller);
+* the purpose must be declared in the policy (``purpose_refusal``);
 * the guarantee must be one of :data:`GUARANTEES` and fit the release kind.
 
 The facts come from the policy (:class:`PolicyFacts.from_policy`), never from the request.
@@ -55,8 +54,6 @@ EU_EEA = frozenset((
 ))
 # fmt: on
 
-_DESTINATION_CLAUSES = ("AO-2", "OF-3")
-
 
 @dataclass(frozen=True)
 class Recipient:
@@ -91,7 +88,10 @@ class PolicyFacts:
     purposes : frozenset of str
         Declared purposes.
     destination_clause_ids : tuple of str
-        The policy's clauses on destinations (cited with AO-2 and OF-3).
+        The policy's clauses on destinations.
+    clauses : mapping of str to tuple of str
+        The policy's ``[clauses]`` table (:data:`segments.policy.CLAUSE_KINDS`): refusals
+        cite only these, so a controller's refusal never names another's promise.
     """
 
     name: str
@@ -100,6 +100,12 @@ class PolicyFacts:
     allowed_destinations: frozenset[str] = EU_EEA
     purposes: frozenset[str] = frozenset()
     destination_clause_ids: tuple[str, ...] = ()
+    clauses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def cite(self, kind: str, fallback: tuple[str, ...] = ()) -> str:
+        """The policy's clause ids for ``kind`` as text, or that the rule is the project's."""
+        ids = tuple(dict.fromkeys((*fallback, *self.clauses.get(kind, ()))))
+        return ", ".join(ids) if ids else f"a project rule; policy {self.name!r} has no clause"
 
     @classmethod
     def from_policy(cls, policy: Any) -> PolicyFacts:
@@ -129,6 +135,7 @@ class PolicyFacts:
             ),
             purposes=frozenset(getattr(policy, "purposes", ()) or ()),
             destination_clause_ids=tuple(getattr(policy, "destination_clause_ids", ()) or ()),
+            clauses=dict(getattr(policy, "clauses", {}) or {}),
         )
 
 
@@ -145,7 +152,9 @@ def check_destination(
     who: str = "",
     clause_ids: Iterable[str] = (),
 ) -> None:
-    """Refuse a destination outside the EU/EEA or the policy's allowed list (AO-2, OF-3).
+    """Refuse a destination outside the EU/EEA or the policy's allowed list.
+
+    ``clause_ids`` are the policy's destination clauses (none: the steward's rule).
 
     Examples
     --------
@@ -156,7 +165,7 @@ def check_destination(
     segments.exceptions.ReleaseRefusedError: release destination 'US' is outside the EU/EEA...
     """
     code = (destination or "").upper()
-    clauses = ", ".join(dict.fromkeys([*_DESTINATION_CLAUSES, *clause_ids]))
+    clauses = ", ".join(dict.fromkeys(clause_ids)) or "the steward's rule"
     label = f"destination {code!r}" + (f" of recipient {who!r}" if who else "")
     if code not in EU_EEA:
         raise ReleaseRefusedError(
@@ -173,7 +182,9 @@ def check_destination(
 
 
 def check_recipient(recipient: str, facts: PolicyFacts) -> Recipient:
-    """Return the declared recipient; refuse undeclared and third-party marketing ones (AC-4).
+    """Return the declared recipient; refuse undeclared and third-party marketing ones.
+
+    Refusals cite the policy's ``recipient_refusal`` clauses (and the recipient's own).
 
     Raises
     ------
@@ -185,21 +196,25 @@ def check_recipient(recipient: str, facts: PolicyFacts) -> Recipient:
         names = ", ".join(sorted(facts.recipients)) or "none"
         raise ReleaseRefusedError(
             f"recipient {recipient!r} is not declared in policy {facts.name!r} (declared: "
-            f"{names}); a release records who receives it (AC-4, AO-10); declare the recipient "
-            "in the policy's [recipients] or choose a declared one"
+            f"{names}); a release records who receives it ({facts.cite('recipient_refusal')}); "
+            "declare the recipient in the policy's [recipients] or choose a declared one"
         )
     if declared.kind == "third_party_marketing":
         raise ReleaseRefusedError(
             f"recipient {recipient!r} is a third party for sales or marketing; data is not "
-            "shared with third parties for sales or marketing (AC-4); choose an internal or "
-            "external (non-marketing) recipient"
+            f"shared with third parties for sales or marketing "
+            f"({facts.cite('recipient_refusal')}); choose an internal or external "
+            "(non-marketing) recipient"
         )
     return declared
 
 
-def check_guarantee(guarantee: str, kind: str, recipient: Recipient) -> None:
+def check_guarantee(
+    guarantee: str, kind: str, recipient: Recipient, facts: PolicyFacts | None = None
+) -> None:
     """Refuse an unknown guarantee, a guarantee that does not fit the release kind, and a
-    "DP given a non-private segmentation" release to anyone but an internal recipient (AO-1).
+    "DP given a non-private segmentation" release to anyone but an internal recipient (the
+    policy's ``anonymous_release`` clause).
     """
     if guarantee not in GUARANTEES:
         raise ReleaseRefusedError(
@@ -215,20 +230,21 @@ def check_guarantee(guarantee: str, kind: str, recipient: Recipient) -> None:
     if guarantee == GUARANTEE_GIVEN_SEGMENTATION and recipient.kind != "internal":
         raise ReleaseRefusedError(
             f"recipient {recipient.name!r} is {recipient.kind}, but a release that is "
-            f"{guarantee!r} does not make anyone anonymous end to end (AO-1) and goes to "
+            f"{guarantee!r} does not make anyone anonymous end to end "
+            f"({facts.cite('anonymous_release') if facts else 'anonymity'}) and goes to "
             "internal recipients only; key the release by category rules or a private model "
             "(end-to-end ε-DP), or send it to an internal recipient"
         )
 
 
 def check_purpose(purpose: str, facts: PolicyFacts) -> None:
-    """Refuse a purpose the policy does not declare (AO-10)."""
+    """Refuse a purpose the policy does not declare (its ``purpose_refusal`` clauses)."""
     if purpose not in facts.purposes:
         declared = ", ".join(sorted(facts.purposes)) or "none"
         raise ReleaseRefusedError(
             f"purpose {purpose!r} is not declared in policy {facts.name!r} (declared: "
             f"{declared}); data is processed only for the purposes it was collected for "
-            "(AO-10); choose a declared purpose"
+            f"({facts.cite('purpose_refusal')}); choose a declared purpose"
         )
 
 
@@ -269,5 +285,5 @@ def check_release(
             who=declared.name,
             clause_ids=clause_ids,
         )
-    check_guarantee(guarantee, kind, declared)
+    check_guarantee(guarantee, kind, declared, facts)
     return declared

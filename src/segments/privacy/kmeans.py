@@ -687,7 +687,6 @@ PRIVATE_FEATURES = (
 #: Heavy-tailed features scaled on a log1p scale (public transform, as in segments.features).
 PRIVATE_LOG_FEATURES = ("frequency_orders", "monetary_sek", "avg_basket_sek")
 PRIVATE_PROVENANCE = "private_model"
-_PRIVATE_CLAUSES = ("AO-1", "AO-4", "AK-2", "AL-4")
 
 
 @dataclass(frozen=True)
@@ -897,7 +896,7 @@ def fit_private_segments(
         purpose=purpose,
         recipient=recipient,
         destination=destination,
-        clause_ids=_PRIVATE_CLAUSES,
+        clause_ids=policy.release_clause_ids(purpose),
         spec=spec,
         guarantee=GUARANTEE_END_TO_END,
         mechanism="laplace" if family == "pure" else "gaussian",

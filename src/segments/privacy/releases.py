@@ -45,6 +45,7 @@ from opendp.accuracy import summarize_polars_measurement
 
 from segments.exceptions import PolicyError, WorkspaceError
 from segments.privacy.specs import (
+    SURVEY_ACCOUNTS_PER_PERSON,
     PrivacyParams,
     QueryDef,
     ReleaseSpec,
@@ -199,7 +200,7 @@ def build_shared_frames(
     if person_df["pid"].n_unique() != person_df.height:
         raise WorkspaceError(
             "prepared customers.parquet has duplicate person_id rows; a person must be one "
-            "row (AO-3) before the per-person bound holds — re-run prepare"
+            "row (accounts linked) before the per-person bound holds — re-run prepare"
         )
     # Keep each person's largest cells (a deterministic, row-level truncation).
     kept = _on_largest_bound_scale(
@@ -245,10 +246,47 @@ def _to_category_scale(
     return frame.with_columns(columns)
 
 
-def _survey_frame(surveys: pl.LazyFrame, month: dt.date | None, folder: Path) -> Path:
-    frame = surveys
+def survey_months(
+    as_of: dt.date, month: dt.date | None, params: PrivacyParams
+) -> tuple[dt.date, dt.date]:
+    """Half-open ``[first, end)`` range of survey months a release reads (a public rule).
+
+    One month if ``month`` is given; otherwise the last ``retention_months`` closed months
+    before ``as_of`` — never the whole table, whose length no public fact bounds.
+    """
+    from segments.policy import months_before
+
     if month is not None:
-        frame = frame.filter(pl.col("survey_month") == month)
+        first = month.replace(day=1)
+        return first, (first + dt.timedelta(days=32)).replace(day=1)
+    end = as_of.replace(day=1)  # the month of as_of has not closed
+    return months_before(end, params.retention_months), end
+
+
+def _months_in(window: tuple[dt.date, dt.date]) -> int:
+    first, end = window
+    return (end.year - first.year) * 12 + end.month - first.month
+
+
+def survey_responses_per_person(window: tuple[dt.date, dt.date]) -> int:
+    """Most survey responses one person can give in ``window`` (the survey's public design).
+
+    The survey samples accounts, one response per sampled account and month (AC-2), and a
+    person holds at most :data:`SURVEY_ACCOUNTS_PER_PERSON` accounts (a sole trader's
+    private and business accounts are one person), so a person gives at most
+    ``months x accounts`` responses: the release's sensitivity is that many rows.
+
+    Examples
+    --------
+    >>> survey_responses_per_person((dt.date(2026, 1, 1), dt.date(2026, 2, 1)))
+    2
+    """
+    return _months_in(window) * SURVEY_ACCOUNTS_PER_PERSON
+
+
+def _survey_frame(surveys: pl.LazyFrame, window: tuple[dt.date, dt.date], folder: Path) -> Path:
+    first, end = window
+    frame = surveys.filter((pl.col("survey_month") >= first) & (pl.col("survey_month") < end))
     path = folder / "survey.parquet"
     frame.select(
         "county_code", "customer_type", pl.col("score").cast(pl.Int64)
@@ -296,23 +334,32 @@ def cells_per_person(params: PrivacyParams) -> int:
     return min(params.max_cells_per_person, len(PRODUCT_CATEGORIES))
 
 
-def _cells_per_unit(query: QueryDef, params: PrivacyParams) -> int:
+def _cells_per_unit(query: QueryDef, params: PrivacyParams, survey_rows: int = 1) -> int:
+    if query.frame == "survey":
+        return survey_rows
     return cells_per_person(params) if query.frame == "cells" else 1
 
 
-def _sensitivity(query: QueryDef, agg: str, params: PrivacyParams) -> tuple[float, float]:
+def _sensitivity(
+    query: QueryDef, agg: str, params: PrivacyParams, survey_rows: int = 1
+) -> tuple[float, float]:
     """(L1, L2) sensitivity of one aggregate's vector of cells to one person.
 
     A person adds or removes at most ``k`` rows (``k = max_cells_per_person`` for per-cell
-    queries, else 1), each in a different cell, each clipped to ``[lower, upper]``.
+    queries, each in a different cell; ``survey_rows`` survey responses, possibly all in one
+    cell; else 1), each clipped to ``[lower, upper]``.
     """
     lower, upper = _aggregate_bounds(query, agg, params)
     per_cell = max(abs(lower), abs(upper))
-    k = _cells_per_unit(query, params)
+    k = _cells_per_unit(query, params, survey_rows)
+    if query.frame == "survey":
+        return float(k * per_cell), float(k * per_cell)
     return float(k * per_cell), float(math.sqrt(k) * per_cell)
 
 
-def _privacy_unit(query: QueryDef, params: PrivacyParams) -> tuple[Any, Any]:
+def _privacy_unit(query: QueryDef, params: PrivacyParams, survey_rows: int = 1) -> tuple[Any, Any]:
+    if query.frame == "survey":
+        return dp.unit_of(contributions=survey_rows)
     if query.frame != "cells":
         return dp.unit_of(contributions=1)
     k = cells_per_person(params)
@@ -400,15 +447,16 @@ def _build_query(
     path: Path,
     segments: SegmentSource | None,
     alpha: float,
+    survey_rows: int = 1,
 ) -> QueryPlan:
     """Build one OpenDP measurement with explicit scales and check OpenDP's loss."""
-    metric, d_in = _privacy_unit(query, params)
+    metric, d_in = _privacy_unit(query, params, survey_rows)
     domain = _domain(path)
     n_aggs = len(query.aggregates)
     exprs = []
     rows = []
     for agg in query.aggregates:
-        l1, l2 = _sensitivity(query, agg, params)
+        l1, l2 = _sensitivity(query, agg, params, survey_rows)
         share = loss / n_aggs
         scale = l1 / share if params.dp_family == "pure" else l2 / math.sqrt(2.0 * share)
         bounds = _aggregate_bounds(query, agg, params)
@@ -485,6 +533,11 @@ class ReleasePlan:
         return "laplace" if self.params.dp_family == "pure" else "gaussian"
 
     @property
+    def survey_rows(self) -> int:
+        """Survey responses one person may give in the release (1 without a survey query)."""
+        return int(self.source.get("survey_responses_per_person", 1))
+
+    @property
     def guarantee(self) -> str:
         from segments.privacy.specs import GUARANTEE_END_TO_END
 
@@ -529,7 +582,7 @@ class ReleasePlan:
         for q in self.queries:
             out[q.query.name] = {
                 "influence": q.query.influence,
-                "rows_per_unit": _cells_per_unit(q.query, self.params),
+                "rows_per_unit": _cells_per_unit(q.query, self.params, self.survey_rows),
                 "rows_per_cell_per_unit": 1,
                 "clipping": {
                     a: list(_aggregate_bounds(q.query, a, self.params))
@@ -559,7 +612,7 @@ class ReleasePlan:
         """Run each measurement through an OpenDP privacy filter capped at its loss."""
         answers: dict[str, pl.DataFrame] = {}
         for q in self.queries:
-            metric, d_in = _privacy_unit(q.query, self.params)
+            metric, d_in = _privacy_unit(q.query, self.params, self.survey_rows)
             loss = (
                 dp.loss_of(epsilon=q.loss)
                 if self.params.dp_family == "pure"
@@ -607,7 +660,8 @@ class ReleasePlan:
         synthetic : bool, optional
             The data manifest's ``synthetic`` flag (an evaluation ledger needs True).
         clause_ids : tuple of str, optional
-            Default: the spec's clause ids.
+            Default: the spec's clause ids, else the policy's for ``purpose``
+            (:meth:`segments.Policy.release_clause_ids`).
 
         Returns
         -------
@@ -618,10 +672,14 @@ class ReleasePlan:
         BudgetExceededError, ReleaseRefusedError
             From the ledger, before any query runs.
         """
+        from segments.policy import Policy
         from segments.privacy.ledger import ReleaseRequest
 
         loss = self.loss
         policy_name = policy if isinstance(policy, str) else str(policy.name)
+        if not (clause_ids or self.spec.clause_ids):
+            policy_object = Policy.load(policy) if isinstance(policy, str) else policy
+            clause_ids = policy_object.release_clause_ids(purpose)
         request = ReleaseRequest(
             policy=policy_name,
             population=self.spec.population,
@@ -930,12 +988,29 @@ def plan_release(
                 raise PolicyError(
                     f"release spec {spec.name!r} needs survey responses; pass surveys=path"
                 )
-            paths["survey"] = _survey_frame(pl.scan_parquet(Path(surveys)), survey_month, folder)
-            source.update({"surveys": str(surveys), "survey_month": str(survey_month)})
+            months = survey_months(as_of, survey_month, params)
+            survey_rows = survey_responses_per_person(months)
+            paths["survey"] = _survey_frame(pl.scan_parquet(Path(surveys)), months, folder)
+            source.update(
+                {
+                    "surveys": str(surveys),
+                    "survey_month": str(survey_month),
+                    "survey_months": [m.isoformat() for m in months],
+                    "survey_responses_per_person": survey_rows,
+                }
+            )
         losses = _query_losses(spec, params)
         alpha = 1.0 - confidence
         queries = [
-            _build_query(q, loss, params, paths[q.frame], segments, alpha)
+            _build_query(
+                q,
+                loss,
+                params,
+                paths[q.frame],
+                segments,
+                alpha,
+                source.get("survey_responses_per_person", 1),
+            )
             for q, loss in zip(spec.query_defs, losses, strict=True)
         ]
     except BaseException:

@@ -13,7 +13,10 @@ Every query states how it bounds one person's influence (:data:`QUERIES`):
 * ``per_cell`` queries (histograms and the monthly series) read at most
   ``max_cells_per_person`` rows per person, one per cell, each clipped per cell — L1
   sensitivity ``k · U``, L2 sensitivity ``sqrt(k) · U``;
-* ``per_response`` (surveys, AC-2) reads one row per response; each response is its own unit.
+* ``per_response`` queries (surveys) read anonymous responses: a person gives at most one
+  response per account and month and holds at most :data:`SURVEY_ACCOUNTS_PER_PERSON`
+  accounts, so over the release's public window of ``m`` months a person changes at most
+  ``m x SURVEY_ACCOUNTS_PER_PERSON`` rows, possibly in one cell — the unit is the person.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "GUARANTEE_GIVEN_SEGMENTATION",
     "QUERIES",
     "SPECS",
+    "SURVEY_ACCOUNTS_PER_PERSON",
     "PrivacyParams",
     "QueryDef",
     "ReleaseSpec",
@@ -41,6 +45,11 @@ __all__ = [
     "get_spec",
 ]
 
+
+#: Accounts one person may hold, each of which may be sampled for the survey in a month: a
+#: private account and a sole trader's business account share the personnummer and are one
+#: person (prepare's linkage). A public fact of the account model, not read from the data.
+SURVEY_ACCOUNTS_PER_PERSON = 2
 
 Provenance = Literal["category_rule", "private_model", "fitted_model"]
 _PROVENANCES = ("category_rule", "private_model", "fitted_model")
@@ -308,8 +317,11 @@ QUERIES: dict[str, QueryDef] = {
             ("county_code", "customer_type"),
             ("count", "score"),
             means=(("mean_score", "score", "count"),),
-            influence="one row per survey response (AC-2: responses carry no customer id; "
-            "each response is its own unit); score clipped to survey_score_bounds",
+            influence="one row per survey response; responses carry no customer id, so one "
+            "person's influence is bounded by the survey's public design: at most one response "
+            "per account and month, at most SURVEY_ACCOUNTS_PER_PERSON accounts per person (a "
+            "sole trader's accounts are one person), over the release's public window of "
+            "months (one month, or the retention window); score clipped to survey_score_bounds",
         ),
     )
 }
@@ -458,7 +470,9 @@ class ReleaseSpec:
     population : str
         Whose budget is charged (the ledger's population).
     clause_ids : tuple of str
-        Policy clauses that allow the release.
+        Policy clauses that allow the release; empty (the default) means the policy's own
+        (:meth:`segments.Policy.release_clause_ids` of the release's purpose), so a card never
+        cites another controller's promise.
     description : str
 
     Examples
@@ -472,7 +486,7 @@ class ReleaseSpec:
     epsilon: float
     weights: tuple[float, ...] | None = None
     population: str = "customers"
-    clause_ids: tuple[str, ...] = ("AO-1", "AO-4", "AK-2", "AL-4")
+    clause_ids: tuple[str, ...] = ()
     description: str = ""
     _defs: tuple[QueryDef, ...] = field(default=(), repr=False, compare=False)
 
@@ -592,7 +606,6 @@ SPECS: dict[str, ReleaseSpec] = {
             "monthly_category",
             ("monthly_category",),
             epsilon=0.25,
-            clause_ids=("AO-1", "AO-4", "AK-2"),
             description="units and SEK per product category for one closed month (the "
             "purchasing series; see segments.privacy.archive)",
         ),
@@ -600,9 +613,8 @@ SPECS: dict[str, ReleaseSpec] = {
             "survey_experience",
             ("survey_by_county_type",),
             epsilon=0.5,
-            clause_ids=("AO-1", "AC-2"),
-            description="mean survey score per county and customer type (responses are "
-            "anonymous: each response is its own unit)",
+            description="mean survey score per county and customer type; the unit is the "
+            "person (all responses one person can give in the release's months)",
         ),
     )
 }
