@@ -184,6 +184,9 @@ class ExclusionRule:
     name: str
     clause_ids: tuple[str, ...]
     note: str = ""
+    #: Days allowed to carry out a request (erasure, restriction); GDPR art. 12(3) allows
+    #: one month unless the policy file sets ``deadline_days``.
+    deadline_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -796,11 +799,12 @@ class _Parser:
         ex = self.table(data, "exclusions", set(REQUIRED_EXCLUSIONS), {"survey_opt_out"})
         out = {}
         for name, value in ex.items():
-            e = self.table(value, f"exclusions.{name}", {"clause_ids"}, {"note"})
+            e = self.table(value, f"exclusions.{name}", {"clause_ids"}, {"note", "deadline_days"})
             out[name] = ExclusionRule(
                 name,
                 self.clause_ids(e["clause_ids"], f"exclusions.{name}.clause_ids"),
                 e.get("note", ""),
+                self.positive(e.get("deadline_days", 30), f"exclusions.{name}.deadline_days"),
             )
         return out
 

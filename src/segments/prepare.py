@@ -450,6 +450,32 @@ def _orders_with_persons(frames: Mapping[str, pl.DataFrame], roots: pl.DataFrame
     )
 
 
+def _drop_logged_erasures(
+    run: _Run,
+    ws: Workspace,
+    policy: Policy,
+    key: PseudonymKey,
+    customer_ids: pl.Series,
+    roots: pl.DataFrame,
+) -> None:
+    """Keep out persons erased earlier (``W/subjects/requests.json``), even if raw data that
+    still holds them was loaded again after the erasure (AK-5)."""
+    from segments.subjects import erased_accounts
+
+    erased = erased_accounts(ws, key, customer_ids)
+    if erased.len() == 0:
+        return
+    gone = roots.filter(pl.col("customer_id").is_in(erased.implode()))["person_root"]
+    rule = policy.exclusions["erasure"]
+    run.drop_persons(
+        ~pl.col("person_root").is_in(gone.implode()),
+        rule="erased earlier (subject request log)",
+        kind="exclusion",
+        clause_ids=rule.clause_ids,
+        note="accounts whose keyed hash is in W/subjects/requests.json never come back",
+    )
+
+
 def _apply_exclusions(run: _Run, policy: Policy, purpose: Purpose, as_of: dt.date) -> None:
     ex = policy.exclusions
     run.drop_persons(
@@ -690,6 +716,7 @@ def prepare(
         note=f"{int(merged['n_accounts'].sum())} accounts joined into {merged.height} persons "
         "by personnummer; the personnummer is then dropped",
     )
+    _drop_logged_erasures(run, ws, pol, pkey, frames["customers"]["customer_id"], roots)
     _apply_exclusions(run, pol, spec, day)
     _apply_retention(run, pol, spec, day)
     customers, lines = _pseudonymise(run, frames, spec, pkey)

@@ -12,6 +12,10 @@ All rewritten tables are written to temporary files first and renamed into place
 the manifest's hashes are updated and ``W/raw/purge_log.json`` records what went (counts,
 cutoffs and clause ids — never the ids of what was deleted, which would keep personal data
 past its retention).
+
+Persons flagged ``erasure_requested`` are erased first, everywhere in the workspace
+(:func:`segments.subjects.erase_flagged`: raw rows, prepared frames, labels, target lists),
+and recorded in ``W/subjects/requests.json`` as keyed hashes.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ from segments.prepare import (
     load_raw_tables,
     person_table,
 )
-from segments.workspace import Workspace, sha256_file, write_json
+from segments.pseudonym import PseudonymKey
+from segments.subjects import erase_flagged
+from segments.workspace import Workspace, make_private, sha256_file, write_json
 
 __all__ = ["PurgeResult", "purge"]
 
@@ -54,6 +60,8 @@ class PurgeResult:
     remaining: Mapping[str, int]
     dry_run: bool
     log_path: Path | None
+    #: Accounts erased because they were flagged ``erasure_requested`` (would be, dry run).
+    erased_accounts: int = 0
 
     @property
     def total_removed(self) -> int:
@@ -96,6 +104,8 @@ def purge(
     as_of: dt.date | str,
     *,
     dry_run: bool = False,
+    key: PseudonymKey | bytes | str | None = None,
+    key_file: str | os.PathLike[str] | None = None,
 ) -> PurgeResult:
     """Delete raw customers, orders and order lines whose retention ended for every purpose.
 
@@ -106,6 +116,9 @@ def purge(
     as_of : date or 'YYYY-MM-DD'
     dry_run : bool
         Count what would go without touching any file.
+    key, key_file : optional
+        The steward's pseudonymisation key, to erase flagged persons from prepared frames,
+        labels and target lists (:func:`segments.pseudonym.load_key`).
 
     Returns
     -------
@@ -120,6 +133,10 @@ def purge(
     pol = policy if isinstance(policy, Policy) else Policy.load(policy)
     day = _as_date(as_of)
     frames = load_raw_tables(ws, day)
+    flagged = int(frames["customers"]["erasure_requested"].sum())
+    if flagged and not dry_run:
+        erase_flagged(ws, pol, key=key, key_file=key_file)
+        frames = load_raw_tables(ws, day)
     kept_accounts, kept_orders = _retained(pol, frames, day)
     new = {
         "customers": frames["customers"].join(kept_accounts, on="customer_id", how="semi"),
@@ -129,7 +146,7 @@ def purge(
     removed = {t: frames[t].height - new[t].height for t in _PURGED_TABLES}
     remaining = {t: new[t].height for t in _PURGED_TABLES}
     if dry_run or not any(removed.values()):
-        return PurgeResult(pol.name, day, removed, remaining, dry_run, None)
+        return PurgeResult(pol.name, day, removed, remaining, dry_run, None, flagged)
 
     # Keep the planted truth (evaluations only) consistent with the accounts that remain.
     for path in sorted(ws.truth.glob("*.parquet")) if ws.truth.is_dir() else []:
@@ -142,7 +159,7 @@ def purge(
     log_path = ws.raw / "purge_log.json"
     _append_log(log_path, _log_entry(pol, day, removed, remaining, before, after))
     _update_manifest(ws, after, {t: f.height for t, f in new.items()})
-    return PurgeResult(pol.name, day, removed, remaining, dry_run, log_path)
+    return PurgeResult(pol.name, day, removed, remaining, dry_run, log_path, flagged)
 
 
 def _replace_all(ws: Workspace, frames: Mapping[str, pl.DataFrame]) -> None:
@@ -161,6 +178,7 @@ def _replace_all(ws: Workspace, frames: Mapping[str, pl.DataFrame]) -> None:
                 os.unlink(tmp)
         raise
     for tmp, target in staged:
+        make_private(tmp)
         os.replace(tmp, target)
 
 

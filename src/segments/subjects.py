@@ -1,4 +1,14 @@
-"""Data-subject rights: one person's register extract (access and portability, AK-5).
+"""Data-subject rights: register extract, erasure and restriction (AK-5).
+
+:func:`erase` removes a person (every linked account) from the raw customers, orders and
+order lines, the planted truth, every prepared frame, the segment labels and every target
+list; :func:`restrict` flags their raw accounts ``restriction_requested`` (stored, not
+processed) and removes them from every derived frame. Both are recorded in
+``W/subjects/requests.json`` with the date, the deadline and the policy's clause ids — the
+person appears there only as a keyed hash (HMAC with the steward's key), which later runs of
+``prepare`` use to keep them out even if the raw data is loaded again. Survey answers are
+anonymous (AC-2) and cannot be linked to anyone, so they have nothing to erase. Released
+aggregates (DP or k-anonymous) are not recalled: they protect everyone by construction.
 
 :func:`subject_export` gathers everything the raw tables hold about the person behind one
 customer id — every account of that person (a sole trader's private and business accounts
@@ -13,6 +23,8 @@ import datetime as dt
 import json
 import os
 import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +35,29 @@ from segments.policy import Policy
 from segments.prepare import link_persons
 from segments.pseudonym import PseudonymKey, load_key, pseudonymise
 from segments.schema import RAW_TABLES, validate
-from segments.workspace import Workspace, atomic_write
+from segments.workspace import (
+    Workspace,
+    atomic_write,
+    atomic_write_with,
+    make_private,
+    sha256_file,
+    write_json,
+)
 
-__all__ = ["explain_segment", "subject_export", "write_subject_export"]
+__all__ = [
+    "SubjectRequest",
+    "erase",
+    "erase_flagged",
+    "erased_accounts",
+    "explain_segment",
+    "restrict",
+    "subject_export",
+    "subject_hash",
+    "write_subject_export",
+]
+
+#: Namespace of the keyed hash that stands for an erased or restricted account in the log.
+_HASH_NAMESPACE = "subject-request"
 
 _RIGHTS = (
     "You may ask for rectification, erasure or restriction of processing, object to "
@@ -129,6 +161,29 @@ def _prepared_purposes(ws: Workspace, person_ids: list[str]) -> list[str]:
     return found
 
 
+def _erasure_of(ws: Workspace, customer_id: int, key: Any, key_file: Any) -> dict[str, Any] | None:
+    """The logged erasure of ``customer_id``, if the log and a key can tell."""
+    entries = [e for e in _log_entries(ws) if e.get("action") == "erasure"]
+    if not entries:
+        return None
+    try:
+        pkey = load_key(key, key_file=key_file, workspace=ws)
+    except ValueError:
+        return None
+    mine = subject_hash(pkey, [customer_id])[0]
+    for entry in entries:
+        if mine in entry["subject_hashes"]:
+            return {
+                "erased_on": entry["done_on"],
+                "requested_on": entry["requested_on"],
+                "clause_ids": entry["clause_ids"],
+                "note": "All your data was erased from the raw tables, prepared frames, "
+                "segments and target lists. Released statistics are aggregates (differentially "
+                "private or k-anonymous) and are not recalled.",
+            }
+    return None
+
+
 def subject_export(
     workspace: Workspace | str | os.PathLike[str],
     customer_id: int,
@@ -160,6 +215,17 @@ def subject_export(
     roots = link_persons(customers)
     root = roots.filter(pl.col("customer_id") == customer_id)
     if root.height == 0:
+        erased = _erasure_of(ws, customer_id, key, key_file)
+        if erased is not None:
+            return {
+                "kind": "register extract (access and data portability, AK-5)",
+                "generated_on": dt.date.today().isoformat(),
+                "requested_customer_id": customer_id,
+                "accounts": [],
+                "orders": [],
+                "erasure": erased,
+                "rights": _RIGHTS,
+            }
         raise WorkspaceError(
             f"table 'customers', column 'customer_id': no customer {customer_id} in {ws.raw}; "
             "check the id (an erased or purged customer has no data left to export)"
@@ -224,3 +290,326 @@ def write_subject_export(
         return
     with atomic_write(Path(path), "w") as fh:
         fh.write(text)
+
+
+# --- erasure and restriction ------------------------------------------------------------------
+@dataclass(frozen=True)
+class SubjectRequest:
+    """An erasure or restriction carried out, as recorded in ``W/subjects/requests.json``."""
+
+    action: str
+    subject_hashes: tuple[str, ...]
+    requested_on: dt.date
+    done_on: dt.date
+    deadline: dt.date
+    clause_ids: tuple[str, ...]
+    rows: Mapping[str, int] = field(default_factory=dict)
+    log_path: Path | None = None
+
+    @property
+    def on_time(self) -> bool:
+        return self.done_on <= self.deadline
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "subject_hashes": list(self.subject_hashes),
+            "requested_on": self.requested_on.isoformat(),
+            "done_on": self.done_on.isoformat(),
+            "deadline": self.deadline.isoformat(),
+            "on_time": self.on_time,
+            "clause_ids": list(self.clause_ids),
+            "rows": dict(self.rows),
+        }
+
+
+def subject_hash(key: PseudonymKey, customer_ids: Iterable[int]) -> list[str]:
+    """The keyed hashes that stand for accounts in the request log (no id in clear)."""
+    return pseudonymise(key, _HASH_NAMESPACE, [int(c) for c in customer_ids])
+
+
+def _log_entries(ws: Workspace) -> list[dict[str, Any]]:
+    if not ws.subject_log.is_file():
+        return []
+    with open(ws.subject_log, encoding="utf-8") as fh:
+        entries = json.load(fh)
+    if not isinstance(entries, list):
+        raise WorkspaceError(
+            f"{ws.subject_log} is not a list of requests; restore it from backup (it records "
+            "erasures that prepare must keep honouring)"
+        )
+    return entries
+
+
+def erased_accounts(ws: Workspace, key: PseudonymKey, customer_ids: pl.Series) -> pl.Series:
+    """Of ``customer_ids``, those the request log says were erased (for prepare and audit)."""
+    erased = {
+        h for e in _log_entries(ws) if e.get("action") == "erasure" for h in e["subject_hashes"]
+    }
+    if not erased or customer_ids.len() == 0:
+        return customer_ids.head(0)
+    hashes = pl.Series(subject_hash(key, customer_ids.to_list()))
+    return customer_ids.filter(hashes.is_in(list(erased)))
+
+
+def _person_of(customers: pl.DataFrame, customer_id: int) -> tuple[int, list[int]]:
+    roots = link_persons(customers)
+    root = roots.filter(pl.col("customer_id") == customer_id)
+    if root.height == 0:
+        raise WorkspaceError(
+            f"table 'customers', column 'customer_id': no customer {customer_id}; check the "
+            "id (an erased or purged customer has no data left)"
+        )
+    person_root = int(root["person_root"][0])
+    accounts = roots.filter(pl.col("person_root") == person_root)["customer_id"].to_list()
+    return person_root, [int(a) for a in accounts]
+
+
+def _derived_files(ws: Workspace) -> list[Path]:
+    """Every Parquet file derived from persons: prepared frames, labels, target lists."""
+    files: list[Path] = []
+    for base in (ws.prepared, ws.segments):
+        if base.is_dir():
+            files += sorted(
+                p
+                for p in base.rglob("*.parquet")
+                if not any(part.startswith(".") for part in p.relative_to(base).parts)
+            )
+    return [p for p in files if "person_id" in pl.read_parquet_schema(p)]
+
+
+def _remove_from_derived(ws: Workspace, person_ids: list[str]) -> dict[str, int]:
+    """Drop the persons' rows from every derived frame, each file replaced atomically."""
+    removed: dict[str, int] = {}
+    for path in _derived_files(ws):
+        frame = pl.read_parquet(path)
+        kept = frame.filter(~pl.col("person_id").is_in(person_ids))
+        if kept.height == frame.height:
+            continue
+        atomic_write_with(path, kept.write_parquet)
+        make_private(path)
+        removed[str(path.relative_to(ws.root))] = frame.height - kept.height
+    return removed
+
+
+def _append_request(ws: Workspace, entry: dict[str, Any]) -> None:
+    ws.subject_log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_json(ws.subject_log, [*_log_entries(ws), entry])
+    make_private(ws.subject_log)
+
+
+def _replace_entry(ws: Workspace, index: int, entry: dict[str, Any]) -> None:
+    entries = _log_entries(ws)
+    entries[index] = entry
+    write_json(ws.subject_log, entries)
+    make_private(ws.subject_log)
+
+
+def _keys(ws: Workspace, key: PseudonymKey | bytes | str | None, key_file: Any) -> PseudonymKey:
+    return load_key(key, key_file=key_file, workspace=ws)
+
+
+def _request(
+    ws: Workspace,
+    pol: Policy,
+    action: str,
+    accounts: list[int],
+    pkey: PseudonymKey,
+    requested_on: dt.date | None,
+    today: dt.date | None,
+) -> SubjectRequest:
+    rule = pol.exclusions["erasure" if action == "erasure" else "restriction"]
+    done = today or dt.date.today()
+    asked = requested_on or done
+    if asked > done:
+        raise WorkspaceError(
+            f"parameter 'requested_on': {asked} is after today ({done}); give the date the "
+            "request was received"
+        )
+    return SubjectRequest(
+        action=action,
+        subject_hashes=tuple(subject_hash(pkey, accounts)),
+        requested_on=asked,
+        done_on=done,
+        deadline=asked + dt.timedelta(days=rule.deadline_days),
+        clause_ids=rule.clause_ids,
+        log_path=ws.subject_log,
+    )
+
+
+def _carry_out(
+    ws: Workspace,
+    pol: Policy,
+    action: str,
+    accounts_by_person: Mapping[int, list[int]],
+    pkey: PseudonymKey,
+    requested_on: dt.date | None,
+    today: dt.date | None,
+) -> SubjectRequest:
+    from segments.retention import _replace_all, _update_manifest
+
+    accounts = [a for group in accounts_by_person.values() for a in group]
+    request = _request(ws, pol, action, accounts, pkey, requested_on, today)
+    # Logged first: if the run dies half-way, prepare already keeps the person out.
+    _append_request(ws, {**request.to_dict(), "completed": False})
+    index = len(_log_entries(ws)) - 1
+    person_ids = pseudonymise(pkey, "person", list(accounts_by_person))
+    rows = _remove_from_derived(ws, person_ids)
+    customers = pl.read_parquet(ws.raw_table("customers"))
+    mine = pl.col("customer_id").is_in(accounts)
+    new: dict[str, pl.DataFrame] = {}
+    if action == "erasure":
+        orders = pl.read_parquet(ws.raw_table("orders"))
+        gone_orders = orders.filter(mine)["order_id"]
+        lines = pl.read_parquet(ws.raw_table("order_lines"))
+        new = {
+            "customers": customers.filter(~mine),
+            "orders": orders.filter(~mine),
+            "order_lines": lines.filter(~pl.col("order_id").is_in(gone_orders.implode())),
+        }
+        for path in sorted(ws.truth.glob("*.parquet")) if ws.truth.is_dir() else []:
+            truth = pl.read_parquet(path)
+            if "customer_id" in truth.columns:
+                new[f"truth/{path.stem}"] = truth.filter(~mine)
+        old_heights = {
+            "customers": customers.height,
+            "orders": orders.height,
+            "order_lines": lines.height,
+        }
+        for name, frame in new.items():
+            before = old_heights.get(name)
+            if before is None:
+                before = pl.read_parquet(ws.raw / f"{name}.parquet").height
+            if before != frame.height:
+                rows[f"raw/{name}.parquet"] = before - frame.height
+    else:
+        flagged = customers.with_columns(
+            pl.when(mine)
+            .then(pl.lit(True))
+            .otherwise(pl.col("restriction_requested"))
+            .alias("restriction_requested")
+        )
+        new = {"customers": flagged}
+        rows["raw/customers.parquet (flagged restriction_requested)"] = len(accounts)
+    _replace_all(ws, new)
+    make_private(ws.raw)
+    hashes = {t: sha256_file(ws.raw / f"{t}.parquet") for t in new}
+    _update_manifest(ws, hashes, {t: f.height for t, f in new.items()})
+    done = SubjectRequest(**{**request.__dict__, "rows": rows})
+    _replace_entry(ws, index, {**done.to_dict(), "completed": True})
+    return done
+
+
+def _resolve(
+    workspace: Workspace | str | os.PathLike[str], policy: Policy | str
+) -> tuple[Workspace, Policy]:
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    pol = policy if isinstance(policy, Policy) else Policy.load(policy)
+    ws.require(ws.raw_table("customers"), "segments generate")
+    return ws, pol
+
+
+def erase(
+    workspace: Workspace | str | os.PathLike[str],
+    policy: Policy | str,
+    customer_id: int,
+    *,
+    requested_on: dt.date | None = None,
+    key: PseudonymKey | bytes | str | None = None,
+    key_file: str | os.PathLike[str] | None = None,
+    today: dt.date | None = None,
+) -> SubjectRequest:
+    """Erase the person behind ``customer_id`` (every linked account) from the workspace.
+
+    Removes their raw customers, orders and order lines, their planted-truth rows, and
+    their rows in every prepared frame, the segment labels and every target list; records
+    the request (keyed hash, dates, deadline and the policy's erasure clause ids) in
+    ``W/subjects/requests.json``. Released aggregates are not recalled.
+
+    Parameters
+    ----------
+    workspace : Workspace or path
+    policy : Policy or str
+        Gives the clause ids and the deadline (``exclusions.erasure``).
+    customer_id : int
+        Any account of the person.
+    requested_on : date, optional
+        When the request was received (default: today); the deadline runs from it.
+    key, key_file : optional
+        The steward's pseudonymisation key (see :func:`segments.pseudonym.load_key`).
+    today : date, optional
+        The day it is carried out (default: today).
+
+    Returns
+    -------
+    SubjectRequest
+
+    Raises
+    ------
+    WorkspaceError
+        No such customer (nothing is changed), or no raw data.
+    PolicyError
+        No key for data not marked synthetic (nothing is changed).
+    """
+    ws, pol = _resolve(workspace, policy)
+    pkey = _keys(ws, key, key_file)
+    person_root, accounts = _person_of(pl.read_parquet(ws.raw_table("customers")), customer_id)
+    return _carry_out(ws, pol, "erasure", {person_root: accounts}, pkey, requested_on, today)
+
+
+def restrict(
+    workspace: Workspace | str | os.PathLike[str],
+    policy: Policy | str,
+    customer_id: int,
+    *,
+    requested_on: dt.date | None = None,
+    key: PseudonymKey | bytes | str | None = None,
+    key_file: str | os.PathLike[str] | None = None,
+    today: dt.date | None = None,
+) -> SubjectRequest:
+    """Restrict processing of the person behind ``customer_id`` (GDPR art. 18).
+
+    Their raw accounts stay stored, flagged ``restriction_requested`` (so every later
+    ``prepare`` leaves them out), and their rows leave every prepared frame, the segment
+    labels and every target list. Recorded like :func:`erase`.
+    """
+    ws, pol = _resolve(workspace, policy)
+    pkey = _keys(ws, key, key_file)
+    person_root, accounts = _person_of(pl.read_parquet(ws.raw_table("customers")), customer_id)
+    return _carry_out(ws, pol, "restriction", {person_root: accounts}, pkey, requested_on, today)
+
+
+def erase_flagged(
+    workspace: Workspace | str | os.PathLike[str],
+    policy: Policy | str,
+    *,
+    key: PseudonymKey | bytes | str | None = None,
+    key_file: str | os.PathLike[str] | None = None,
+    today: dt.date | None = None,
+) -> SubjectRequest | None:
+    """Erase every person with an ``erasure_requested`` account (``retention purge``).
+
+    Returns the recorded request, or None when nobody is flagged.
+    """
+    ws, pol = _resolve(workspace, policy)
+    customers = pl.read_parquet(ws.raw_table("customers"))
+    roots = link_persons(customers)
+    flagged_roots = (
+        roots.join(customers.select("customer_id", "erasure_requested"), on="customer_id")
+        .filter(pl.col("erasure_requested"))["person_root"]
+        .unique()
+    )
+    if flagged_roots.len() == 0:
+        return None
+    pkey = _keys(ws, key, key_file)
+    groups = (
+        roots.filter(pl.col("person_root").is_in(flagged_roots.implode()))
+        .group_by("person_root")
+        .agg("customer_id")
+        .sort("person_root")
+    )
+    by_person = {
+        int(r): [int(c) for c in ids]
+        for r, ids in zip(groups["person_root"], groups["customer_id"], strict=True)
+    }
+    return _carry_out(ws, pol, "erasure", by_person, pkey, None, today)

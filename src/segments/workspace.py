@@ -183,6 +183,11 @@ class Workspace:
         return self.inside(self.releases / check_name("release id", release_id))
 
     @property
+    def subject_log(self) -> Path:
+        """Record of erasure and restriction requests carried out (keyed hashes, no ids)."""
+        return self.root / "subjects" / "requests.json"
+
+    @property
     def private(self) -> Path:
         """The workspace's private area: scratch files of running jobs, owner-only."""
         return self.root / _PRIVATE

@@ -429,6 +429,62 @@ def check_erased_restricted_absent(ctx: AuditContext) -> Finding:
     )
 
 
+def check_erasures_carried_out(ctx: AuditContext) -> Finding:
+    """Every logged erasure holds against the raw data; every restriction is still flagged.
+
+    Re-hashes every raw account with the steward's key and looks for it among the keyed
+    hashes of ``W/subjects/requests.json`` (AK-5): an erased account back in the raw data, a
+    restricted one no longer flagged, or a request started but not finished, fails.
+    """
+    from segments.subjects import subject_hash
+
+    name = "erasures_carried_out"
+    if ctx.key is None:
+        return Finding(name, "erasure log", {"reason": NEEDS_KEY}, "not applicable", STEWARD)
+    log = ctx.workspace.subject_log
+    entries = json.loads(log.read_text(encoding="utf-8")) if log.is_file() else []
+    customers = ctx.raw_customers()
+    if customers is None:
+        customers = pl.DataFrame(
+            {"customer_id": [], "erasure_requested": [], "restriction_requested": []},
+            schema={
+                "customer_id": pl.Int64,
+                "erasure_requested": pl.Boolean,
+                "restriction_requested": pl.Boolean,
+            },
+        )
+    hashed = customers.select("customer_id", "restriction_requested").with_columns(
+        pl.Series("hash", subject_hash(ctx.key, customers["customer_id"].to_list()), pl.Utf8)
+    )
+
+    def logged(action: str) -> set[str]:
+        return {h for e in entries if e.get("action") == action for h in e["subject_hashes"]}
+
+    back = hashed.filter(pl.col("hash").is_in(list(logged("erasure"))))
+    unflagged = hashed.filter(
+        pl.col("hash").is_in(list(logged("restriction"))) & ~pl.col("restriction_requested")
+    )
+    unfinished = [e["requested_on"] for e in entries if not e.get("completed", False)]
+    late = [e["requested_on"] for e in entries if not e.get("on_time", True)]
+    return Finding(
+        name,
+        "re-hash every raw account with the steward's key and compare with the keyed hashes "
+        "of W/subjects/requests.json: erased accounts must be gone, restricted ones flagged",
+        {
+            "requests logged": len(entries),
+            "erased accounts back in the raw data": back.height,
+            "restricted accounts no longer flagged": unflagged.height,
+            "requests not finished": len(unfinished),
+            "requests carried out after their deadline": len(late),
+            "accounts flagged erasure_requested, awaiting `retention purge`": int(
+                customers["erasure_requested"].sum()
+            ),
+        },
+        _verdict(back.height == 0 and unflagged.height == 0 and not unfinished),
+        STEWARD,
+    )
+
+
 def check_objectors_absent(ctx: AuditContext) -> Finding:
     """Objectors absent from every purpose that excludes them and from all labels."""
     persons = ctx.persons()
@@ -1134,6 +1190,7 @@ CHECKS: dict[str, Callable[[AuditContext], Finding]] = {
     "retention_applied": check_retention_applied,
     "retention_categories": check_retention_categories,
     "erased_restricted_absent": check_erased_restricted_absent,
+    "erasures_carried_out": check_erasures_carried_out,
     "objectors_absent": check_objectors_absent,
     "consent_withdrawal": check_consent_withdrawal,
     "profiling_labels": check_profiling_labels,
@@ -1158,7 +1215,7 @@ CHECKS: dict[str, Callable[[AuditContext], Finding]] = {
 
 _RETENTION = ("retention_rows", "retention_persons", "retention_applied")
 _RELEASES = ("release_checksums", "ledger_chain", "guarantee_recipient")
-_EXCLUDED = ("erased_restricted_absent", "objectors_absent")
+_EXCLUDED = ("erased_restricted_absent", "erasures_carried_out", "objectors_absent")
 
 #: Clause id → (promise, from POLICY_CLAUSES.md; the checks that verify it). Every controller
 #: gets every check of :data:`CORE_CHECKS` under one of its clauses.
@@ -1192,7 +1249,13 @@ CLAUSE_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "AO-8": ("Consent may be withdrawn at any time.", ("consent_withdrawal", *_EXCLUDED)),
     "AO-9": (
         "Only people who need it have access to personal data.",
-        ("key_not_stored", "pseudonymised", "no_direct_identifiers", "erased_restricted_absent"),
+        (
+            "key_not_stored",
+            "pseudonymised",
+            "no_direct_identifiers",
+            "erased_restricted_absent",
+            "erasures_carried_out",
+        ),
     ),
     "AO-10": (
         "Processors act only for the purposes the data was collected for.",
@@ -1234,7 +1297,10 @@ CLAUSE_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "AK-5": (
         "Rights to access, rectification, erasure, restriction of processing, portability.",
-        ("erased_restricted_absent",),
+        (
+            "erased_restricted_absent",
+            "erasures_carried_out",
+        ),
     ),
     "OF-1": (
         "Legitimate interest for the customer relationship; purposes include development of "
@@ -1268,11 +1334,12 @@ CLAUSE_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
             "targets_opt_out",
             "consent_withdrawal",
             "erased_restricted_absent",
+            "erasures_carried_out",
         ),
     ),
     "AL-1": (
         "Data is kept up to seven years after the last purchase or contact.",
-        (*_RETENTION, "erased_restricted_absent"),
+        (*_RETENTION, "erased_restricted_absent", "erasures_carried_out"),
     ),
     "AL-2": (
         "Legitimate interest covers offers and a limited segmentation of customers, e.g. "
@@ -1323,6 +1390,7 @@ CLAUSE_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
             "retention_categories",
             *_RETENTION,
             "erased_restricted_absent",
+            "erasures_carried_out",
             "objectors_absent",
             "consent_withdrawal",
             "profiling_labels",

@@ -107,6 +107,17 @@ def _os_error(exc: OSError) -> str:
     return f"{exc.strerror or exc}{where}; check the path and its permissions"
 
 
+def _raised_by_segments(exc: BaseException) -> bool:
+    """True when the innermost frame of ``exc`` is segments' own code (not a library's)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(package + os.sep)
+
+
 def describe_failure(exc: BaseException) -> str:
     """One line naming what failed and the fix, for any exception."""
     if isinstance(exc, _USER_ERRORS):
@@ -137,6 +148,8 @@ def describe_failure(exc: BaseException) -> str:
         return _os_error(exc)
     if isinstance(exc, MemoryError):
         return "out of memory; use a smaller dataset or free memory"
+    if isinstance(exc, ValueError) and _raised_by_segments(exc):
+        return _one_line(str(exc))  # segments' own checks name the parameter and the fix
     kind = type(exc).__name__
     return (
         f"unexpected {kind}: {_one_line(str(exc))[:300]}; this is a bug or an input the checks "
@@ -165,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         expected = (*_USER_ERRORS, OSError, sqlite3.Error, UnicodeError, MemoryError)
-        status = 2 if isinstance(exc, expected) else 1
+        ours = isinstance(exc, ValueError) and _raised_by_segments(exc)
+        status = 2 if isinstance(exc, expected) or ours else 1
         print(
             f"segments {args.command}: error: {describe_failure(exc)} ({budget_statement()})",
             file=sys.stderr,

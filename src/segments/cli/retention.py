@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from segments.cli.common import add_workspace_option, iso_date
 
@@ -14,20 +15,34 @@ def register(sub: argparse._SubParsersAction) -> None:
         "purge",
         help="delete raw rows no purpose may use any more (AK-3, OF-2, AO-6)",
         description="Delete raw customers, orders and order lines whose retention has ended for "
-        "every purpose the policy declares; record what went in W/raw/purge_log.json.",
+        "every purpose the policy declares; record what went in W/raw/purge_log.json. Persons "
+        "flagged erasure_requested are erased everywhere first (see `segments subject erase`).",
     )
     add_workspace_option(parser)
     parser.add_argument("--policy", required=True, help="policy name or .toml path")
     parser.add_argument("--as-of", required=True, type=iso_date, metavar="DATE")
     parser.add_argument("--dry-run", action="store_true", help="count only; change nothing")
+    parser.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="FILE",
+        help="the steward's key file (to erase flagged persons from the prepared frames)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from segments.retention import purge
 
-    result = purge(args.workspace, args.policy, args.as_of, dry_run=args.dry_run)
+    result = purge(
+        args.workspace, args.policy, args.as_of, dry_run=args.dry_run, key_file=args.key_file
+    )
     verb = "would remove" if result.dry_run else "removed"
+    if result.erased_accounts:
+        print(
+            f"erasure requests: {verb.replace('remove', 'erase')} {result.erased_accounts} "
+            "flagged account(s) everywhere in the workspace (W/subjects/requests.json)"
+        )
     counts = ", ".join(f"{n} {t}" for t, n in result.removed.items())
     print(f"retention purge ({result.policy}, as of {result.as_of}): {verb} {counts}")
     if result.log_path is not None:
