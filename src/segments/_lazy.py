@@ -7,8 +7,28 @@ scikit-learn's ``__init__`` does, so ``import segments`` and ``segments --help``
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
+
+
+class _LazyPackage(types.ModuleType):
+    """A package whose public names win over its same-named submodules.
+
+    Importing ``segments.prepare`` (the module) binds it as attribute ``prepare`` of the
+    package, hiding the lazily exported function ``segments.prepare``; an eager ``from
+    .prepare import prepare`` rebound the function afterwards, and so does this.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        source = self.__dict__.get("_lazy_source", {})
+        if isinstance(value, types.ModuleType) and name in source:
+            module, attribute = source[name]
+            if importlib.util.resolve_name(module, self.__name__) == value.__name__:
+                value = getattr(value, attribute, value)
+        super().__setattr__(name, value)
 
 
 def lazy_exports(
@@ -37,6 +57,8 @@ def lazy_exports(
     source = {name: (module, name) for module, names in exports.items() for name in names}
     source.update(renamed or {})
     namespace = importlib.import_module(package).__dict__
+    namespace["_lazy_source"] = source
+    sys.modules[package].__class__ = _LazyPackage
 
     def __getattr__(name: str) -> Any:
         try:
