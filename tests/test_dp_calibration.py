@@ -41,6 +41,22 @@ def _params(family: str) -> PrivacyParams:
         spend_bound_sek=20_000,
         cell_spend_bound_sek=5_000,
         cell_units_bound=40,
+        # public norm bounds of a person's weighted vector: the truth is fixed across runs
+        units_norm_bound=60,
+        sek_norm_bound=8_000,
+    )
+
+
+def _norm_clipped(data: pl.DataFrame, by: list[str], agg: str, norm: str, bound: float):
+    """Independent recount of a norm-bounded sum: each person's vector scaled to the norm
+    bound and floored, then summed per cell."""
+    value = pl.col(agg).clip(lower_bound=0).cast(pl.Float64)
+    size = value.sum() if norm == "l1" else (value**2).sum().sqrt()
+    factor = pl.min_horizontal(pl.lit(1.0), bound / size.over("pid"))
+    return (
+        data.with_columns((value * factor).floor().cast(pl.Int64).alias(agg))
+        .group_by(by)
+        .agg(pl.col(agg).sum())
     )
 
 
@@ -50,6 +66,13 @@ def _exact(query: QueryPlan, params: PrivacyParams, clip: bool = True) -> pl.Dat
 
     data = pl.read_parquet(query.data_path)
     by = list(query.query.by)
+    if query.vector is not None:
+        exact = query.keys
+        for agg in query.query.aggregates:
+            bound = math.ceil(query.vector.bound(agg)) if clip else math.inf
+            part = _norm_clipped(data, by, agg, query.vector.norm, bound)
+            exact = exact.join(part, on=by, how="left")
+        return exact.fill_null(0)
     aggs = []
     for agg in query.query.aggregates:
         if agg == "count":
@@ -207,9 +230,10 @@ def test_released_tables_through_the_evaluation_ledger_are_calibrated(frames, tm
         ]
         answers = [
             {
+                # the unbiased noisy value (published values are post-processed)
                 "customers_by_county_segment": pl.read_parquet(
                     r.path / "customers_by_county_segment.parquet"
-                ).select("county_code", "segment", "count")
+                ).select("county_code", "segment", pl.col("count_noisy").alias("count"))
             }
             for r in results
         ]
@@ -245,27 +269,32 @@ def test_utility_100k_customers_county_segment_counts(tmp_path):
     assert rel <= 0.05, rel
 
 
-def _clipped_category_truth(lines_path, params: PrivacyParams) -> pl.DataFrame:
+def _clipped_category_truth(lines_path, params: PrivacyParams, norm: str) -> pl.DataFrame:
     """Independent recount of monthly_category units: each person's largest-spend cells,
-    units clipped at the category's own bound."""
-    bounds = pl.DataFrame(
-        {"category": list(params.cell_bounds("units")), "b": params.cell_bounds("units").values()}
-    )
+    weighted by the category's weight, the vector clipped to the public norm bound."""
+    weights = params.cell_weights("units")
+    w = pl.DataFrame({"category": list(weights), "w": list(weights.values())})
     cells = (
         pl.read_parquet(lines_path)
         .group_by("person_id", "category")
         .agg(pl.col("amount_sek").sum().round(0).alias("sek"), pl.col("quantity").sum())
         .sort("person_id", "sek", descending=[False, True])
         .filter(pl.int_range(pl.len()).over("person_id") < params.max_cells_per_person)
-        .join(bounds, on="category")
+        .join(w, on="category")
+        .with_columns(
+            (pl.col("quantity") * pl.col("w")).alias("units"), pl.col("person_id").alias("pid")
+        )
     )
-    return cells.group_by("category").agg(pl.min_horizontal("quantity", "b").sum().alias("truth"))
+    truth = _norm_clipped(cells, ["category"], "units", norm, params.units_norm_bound)
+    return truth.join(w, on="category").select(
+        "category", (pl.col("units") / pl.col("w")).alias("truth")
+    )
 
 
 def test_each_category_is_noised_at_its_own_bound(frames):
-    """Per-category cell bounds: each released category is centred on the truth clipped at its
-    own bound, with the per-row scale it declares — the largest bound's scale divided by the
-    category's weight — so furniture is no longer as noisy as paper."""
+    """Per-category weights: each released category is centred on the truth (each person's
+    weighted vector clipped to the norm bound), with the per-row scale it declares — the
+    vector's scale divided by the category's weight — so furniture is less noisy than paper."""
     own = (("furniture", 4), ("paper", 20), ("writing", 10))
     params = PrivacyParams(**{**_params("zcdp").to_dict(), "cell_units_by_category": own})
     spec = ReleaseSpec("own-bounds", ("monthly_category",), epsilon=3.0)
@@ -274,8 +303,10 @@ def test_each_category_is_noised_at_its_own_bound(frames):
     ) as plan:
         tables = [plan.tables(plan.run_unaccounted())["monthly_category"] for _ in range(30)]
         top = plan.accuracy.filter(pl.col("aggregate") == "units").row(0, named=True)
-    truth = _clipped_category_truth(frames["lines"], params)
-    released = pl.concat(tables).join(truth, on="category")
+        norm = plan.queries[0].vector.norm
+    truth = _clipped_category_truth(frames["lines"], params, norm)
+    released = pl.concat(tables).with_columns(pl.col("units_noisy").alias("units"))
+    released = released.join(truth, on="category")
     weights = params.cell_weights("units")
     on_top_scale = []
     for (category,), rows in released.group_by("category"):

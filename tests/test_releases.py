@@ -170,14 +170,22 @@ def test_opendp_loss_zcdp_and_histogram_sensitivity(params, frames):
         rho = epsilon_to_rho(spec.epsilon, 1e-7)
         assert plan.loss["rho"] == pytest.approx(rho, rel=1e-9)
         assert plan.loss["epsilon"] <= spec.epsilon * (1 + 1e-9)
+        # Gaussian wins under zCDP: a person's L2 norm is at most sqrt(k) x the cell bound
         assert plan.mechanism == "gaussian"
         k = cells_per_person(zcdp)
         row = plan.accuracy.filter(pl.col("aggregate") == "sek").row(0, named=True)
+        # before the private bound is chosen, the public largest L2 norm is shown
         assert row["sensitivity_l2"] == pytest.approx(np.sqrt(k) * zcdp.cell_spend_bound_sek)
-        assert row["sensitivity_l1"] == pytest.approx(k * zcdp.cell_spend_bound_sek)
-        # Gaussian: σ = L2 / sqrt(2 ρ_agg) with ρ split over two aggregates.
-        assert row["scale"] == pytest.approx(row["sensitivity_l2"] / np.sqrt(rho), rel=1e-9)
+        assert row["sensitivity_l1"] is None
+        # σ = ceil(L2) / sqrt(2 ρ_sum): ρ split over two aggregates, 20 % of each on its bound
+        rho_sum = rho / 2 * (1 - zcdp.contribution_bound_share)
+        expected = np.ceil(row["sensitivity_l2"]) / np.sqrt(2 * rho_sum)
+        assert row["scale"] == pytest.approx(expected, rel=1e-9)
         assert "Gaussian" in row["distribution"]
+        plan.run_unaccounted()
+        chosen = plan.bounds()["category_by_segment"]["norm_bounds"]["sek"]
+        assert chosen["source"] == "chosen privately"
+        assert chosen["private_choice"]["factor"] == zcdp.contribution_bound_factor
 
 
 def test_tables_carry_intervals_scale_and_means(params, frames):
@@ -189,7 +197,14 @@ def test_tables_carry_intervals_scale_and_means(params, frames):
         assert {f"{col}_lower", f"{col}_upper"} <= set(table.columns)
         assert (table[f"{col}_lower"] <= table[f"{col}_upper"]).all()
     assert {"count_scale", "spend_sek_scale"} <= set(table.columns)
-    assert table["mean_spend_sek"].is_between(0, params.spend_bound_sek).all()
+    published = table.filter(pl.col("mean_spend_sek_status") == "published")
+    assert published["mean_spend_sek"].null_count() == 0
+    assert published["mean_spend_sek_lower"].is_between(0, params.spend_bound_sek).all()
+    withheld = table.filter(pl.col("mean_spend_sek_status") != "published")
+    assert withheld["mean_spend_sek"].null_count() == withheld.height
+    # non-negative published values; the unbiased noisy value is kept beside them
+    assert (table["count"] >= 0).all() and (table["spend_sek"] >= 0).all()
+    assert "count_noisy" in table.columns
 
 
 # --- one person's influence is bounded ---------------------------------------------------------
@@ -249,6 +264,10 @@ def test_released_difference_of_a_heavy_person_is_within_sensitivity(
     OpenDP at a huge ε (noise ≪ bounds): each aggregate moves by at most its L1 sensitivity."""
     _, heavy = _heavy_person(frames, tmp_path)
     spec = SPECS[spec_name].with_epsilon(1e7)
+    # public norm bounds: the same clip on both sides (a private bound is tested elsewhere)
+    params = PrivacyParams(
+        **{**params.to_dict(), "units_norm_bound": 300, "sek_norm_bound": 80_000}
+    )
     with _plan(spec, params, frames) as without, _plan(spec, params, heavy) as with_:
         a, b = without.run_unaccounted(), with_.run_unaccounted()
         for query in with_.queries:
@@ -354,17 +373,28 @@ def test_survey_release_uses_public_keys_and_no_customer_id(params, frames):
     assert table["mean_score"].is_between(0, 10).all()
 
 
-def test_mean_of_a_non_positive_noisy_count_is_null_with_full_bounds():
-    from segments.privacy.releases import _mean_columns
+def test_mean_only_where_the_noisy_count_supports_it_and_never_clamped():
+    from segments.privacy.postprocess import mean_where_supported
 
-    mean, low, high = _mean_columns(
-        np.array([5000.0, 1000.0]), np.array([-3.0, 10.0]), 100.0, 2.0, 0, 1000, "m"
+    mean, low, high, status = mean_where_supported(
+        np.array([5000.0, 1000.0, 900_000.0, 50.0]),
+        np.array([-3.0, 10.0, 3.0, 10.0]),
+        100.0,
+        2.0,
+        0,
+        1000,
+        "m",
+        max_relative_error=0.5,
     )
-    assert mean.to_list() == [None, 100.0]
-    assert low.to_list()[0] == 0 and high.to_list()[0] == 1000
-    # (1000 ± 100) / (10 ± 2): the box's extremes.
+    # a non-positive count, and a count of 3 ± 2 (67 % relative error): no mean, marked
+    assert mean.to_list()[0] is None and mean.to_list()[2] is None
+    assert low.to_list()[0] is None and "not published" in status.to_list()[2]
+    # (1000 ± 100) / (10 ± 2): the box's extremes
+    assert mean.to_list()[1] == 100.0 and status.to_list()[1] == "published"
     assert low.to_list()[1] == pytest.approx(900 / 12)
     assert high.to_list()[1] == pytest.approx(1100 / 8)
+    # a supported mean is sum / count, not clamped to the bound (the interval is)
+    assert mean.to_list()[3] == 5.0
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -454,3 +484,51 @@ def test_survey_release_bounds_all_responses_of_one_person(params, frames, tmp_p
         count_scale = float(q.summary.filter(pl.col("column") == "count")["scale"][0])
         # Laplace scale of the count: rows / (ε / 2 aggregates)
         assert count_scale == pytest.approx(rows / (spec.epsilon / 2), rel=1e-6)
+
+
+def test_margins_are_consistent_and_non_negative(params, frames):
+    """Post-processing: customers per county × segment sum to the county counts, spend per
+    county × segment to the segment totals; nothing negative; intervals contain the value."""
+    with _plan(SPECS["segment_overview"].with_epsilon(0.05), params, frames) as plan:
+        tables = plan.tables(plan.run_unaccounted())
+    cells, counties = tables["customers_by_county_segment"], tables["customers_by_county"]
+    sums = cells.group_by("county_code").agg(pl.col("count").sum().alias("cells"))
+    joined = counties.join(sums, on="county_code")
+    assert (joined["count"] == joined["cells"]).all()
+    by_segment = (
+        tables["spend_by_county_segment"].group_by("segment").agg(pl.col("spend_sek").sum())
+    )
+    joined = tables["spend_by_segment"].join(by_segment, on="segment", suffix="_cells")
+    assert (joined["spend_sek"] == joined["spend_sek_cells"]).all()
+    for table in tables.values():
+        for agg in ("count", "spend_sek"):
+            if agg in table.columns:
+                assert (table[agg] >= 0).all()
+                assert (table[f"{agg}_lower"] <= table[agg]).all()
+                assert (table[agg] <= table[f"{agg}_upper"]).all()
+
+
+def test_charged_loss_is_opendp_compositor_loss_for_a_norm_bounded_release(
+    params, workspace, policy, frames
+):
+    ledger = Ledger.for_workspace(
+        workspace, policy.controller, evaluation=True, synthetic=True, policy=policy
+    )
+    with _plan(SPECS["category_mix"], params, frames) as plan:
+        opendp_loss = sum(q.vector.compositor().map(1) for q in plan.queries if q.vector)
+        result = plan.execute(
+            ledger,
+            workspace,
+            policy=policy,
+            purpose=PURPOSE,
+            recipient="purchasing",
+            synthetic=True,
+        )
+    entry = ledger.entry(result.release_id)
+    assert entry.request.epsilon == pytest.approx(opendp_loss, rel=1e-9)
+    assert opendp_loss == pytest.approx(SPECS["category_mix"].epsilon, rel=1e-6)
+    bounds = result.card["contribution_bounds"]["category_by_segment"]["norm_bounds"]
+    assert bounds["units"]["source"] == "chosen privately"
+    assert bounds["units"]["private_choice"]["loss"] == pytest.approx(
+        bounds["units"]["loss_of_bound"]
+    )

@@ -258,6 +258,26 @@ class PrivacyParameters:
     # optional: smaller per-category cell bounds, each dividing the largest bound above
     cell_spend_sek_by_category: Mapping[str, int] = field(default_factory=dict)
     cell_units_by_category: Mapping[str, int] = field(default_factory=dict)
+    # optional: how per-cell releases bound a person's whole contribution (a norm bound chosen
+    # privately at this quantile, or public bounds; 0 = private), and the accuracy planner's
+    # refusal threshold on a release's expected relative error on its typical cell
+    contribution_quantile: float = 0.9
+    contribution_bound_factor: float = 2.0
+    contribution_bound_share: float = 0.2
+    units_norm_bound: int = 0
+    sek_norm_bound: int = 0
+    max_relative_error: float = 0.5
+
+
+#: Optional [privacy] keys with defaults (see PrivacyParameters).
+_PRIVACY_OPTIONAL_DEFAULTS = {
+    "contribution_quantile": 0.9,
+    "contribution_bound_factor": 2.0,
+    "contribution_bound_share": 0.2,
+    "units_norm_bound": 0,
+    "sek_norm_bound": 0,
+    "max_relative_error": 0.5,
+}
 
 
 @dataclass(frozen=True)
@@ -829,7 +849,7 @@ class _Parser:
         )
 
     def privacy(self, data: Any) -> PrivacyParameters:
-        optional = set(CELL_BOUND_TABLES)
+        optional = set(CELL_BOUND_TABLES) | set(_PRIVACY_OPTIONAL_DEFAULTS)
         names = set(PrivacyParameters.__dataclass_fields__) - optional
         p = self.table(data, "privacy", names, optional)
         k = "privacy."
@@ -884,11 +904,38 @@ class _Parser:
             private_segments_epsilon=float(
                 self.positive(p["private_segments_epsilon"], k + "private_segments_epsilon", num)
             ),
-            **{
-                key: self.category_bounds(p.get(key, {}), key, p[top])
-                for key, top in CELL_BOUND_TABLES.items()
-            },
+            cell_spend_sek_by_category=self.category_bounds(
+                p.get("cell_spend_sek_by_category", {}),
+                "cell_spend_sek_by_category",
+                p[CELL_BOUND_TABLES["cell_spend_sek_by_category"]],
+            ),
+            cell_units_by_category=self.category_bounds(
+                p.get("cell_units_by_category", {}),
+                "cell_units_by_category",
+                p[CELL_BOUND_TABLES["cell_units_by_category"]],
+            ),
+            **self.utility_settings(p),
         )
+
+    def utility_settings(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        """Optional norm-bound and planner settings, checked (defaults where absent)."""
+        out: dict[str, Any] = {}
+        num = (int, float)
+        for key, default in _PRIVACY_OPTIONAL_DEFAULTS.items():
+            name = f"privacy.{key}"
+            if key not in p:
+                out[key] = default
+            elif isinstance(default, int):
+                out[key] = int(self.nonneg(p[key], name))
+            else:
+                value = float(self.nonneg(p[key], name, num))
+                top = (
+                    1 if key in ("contribution_quantile", "contribution_bound_share") else math.inf
+                )
+                if not 0 < value < top:
+                    raise self.fail(name, f"{value} is out of range", "use e.g. the default")
+                out[key] = value
+        return out
 
     def category_bounds(self, data: Any, key: str, top: float) -> Mapping[str, int]:
         """Per-category cell bounds: positive integers that divide the largest bound."""

@@ -44,6 +44,12 @@ import polars as pl
 from opendp.accuracy import summarize_polars_measurement
 
 from segments.exceptions import PolicyError, WorkspaceError
+from segments.privacy.postprocess import (
+    consistent_leaves,
+    mean_where_supported,
+    noise_variance,
+    nonnegative,
+)
 from segments.privacy.specs import (
     SURVEY_ACCOUNTS_PER_PERSON,
     PrivacyParams,
@@ -51,6 +57,7 @@ from segments.privacy.specs import (
     ReleaseSpec,
     SegmentSource,
 )
+from segments.privacy.vectors import VectorRelease, choose_mechanism
 from segments.schema import CUSTOMER_TYPES, PERSON_TYPES, PRODUCT_CATEGORIES
 from segments.workspace import Workspace, sha256_file, write_json
 
@@ -408,6 +415,8 @@ class QueryPlan:
     keys: pl.DataFrame
     data_path: Path
     half_accuracy: dict[str, float] = field(default_factory=dict)
+    vector: VectorRelease | None = None
+    alpha: float = 0.05
 
 
 @functools.lru_cache(maxsize=1024)
@@ -450,6 +459,8 @@ def _build_query(
     survey_rows: int = 1,
 ) -> QueryPlan:
     """Build one OpenDP measurement with explicit scales and check OpenDP's loss."""
+    if query.frame == "cells":
+        return _build_vector_query(query, loss, params, path, segments, alpha)
     metric, d_in = _privacy_unit(query, params, survey_rows)
     domain = _domain(path)
     n_aggs = len(query.aggregates)
@@ -508,6 +519,118 @@ def _build_query(
     )
 
 
+def _norm_bounds(params: PrivacyParams) -> tuple[dict[str, float], dict[str, float]]:
+    """Public largest L1 and L2 norms of a person's weighted vector (the per-cell design's
+    worst case: ``k`` cells at the largest bound) — the top candidate of a private bound."""
+    k = cells_per_person(params)
+    l1: dict[str, float] = {}
+    l2: dict[str, float] = {}
+    for agg in _CELL_AGGREGATES:
+        top = float(max(params.cell_bounds(agg).values()))
+        l1[agg], l2[agg] = k * top, math.sqrt(k) * top
+    return l1, l2
+
+
+def _public_norm_bound(params: PrivacyParams, agg: str) -> float | None:
+    value = params.units_norm_bound if agg == "units" else params.sek_norm_bound
+    return float(value) if value > 0 else None
+
+
+def _vector_release(
+    query: QueryDef, loss: float, params: PrivacyParams, segments: SegmentSource | None
+) -> VectorRelease:
+    """A per-cell query as norm-bounded vector sums (:mod:`segments.privacy.vectors`)."""
+    l1, l2 = _norm_bounds(params)
+    n_aggs = len(query.aggregates)
+    share = loss / n_aggs
+    publics = {a: _public_norm_bound(params, a) for a in query.aggregates}
+    # pure: ε per aggregate; zCDP: ρ per aggregate — the mechanism with less error wins
+    mechanism = choose_mechanism(params.dp_family, l1["units"], l2["units"], share)
+    upper = l1 if mechanism == "laplace" else l2
+    bound_share = params.contribution_bound_share
+    return VectorRelease(
+        by=tuple(query.by),
+        keys=public_keys(query.by, segments),
+        aggregates=tuple(query.aggregates),
+        family=params.dp_family,
+        mechanism=mechanism,
+        sum_losses={
+            a: share * (1.0 - bound_share) if publics[a] is None else share
+            for a in query.aggregates
+        },
+        bound_losses={
+            a: share * bound_share if publics[a] is None else 0.0 for a in query.aggregates
+        },
+        public_bounds=publics,
+        upper_bounds={a: upper[a] for a in query.aggregates},
+        quantile=params.contribution_quantile,
+        factor=params.contribution_bound_factor,
+    )
+
+
+def _vector_summary(q: QueryPlan) -> tuple[pl.DataFrame, dict[str, float]]:
+    """Summary and half-level accuracies of a vector query at the bounds in force."""
+    assert q.vector is not None
+    vector = q.vector
+    summary = vector.summary(q.alpha)
+    half = vector.summary(q.alpha / 2.0)
+    summary = summary.with_columns(
+        pl.Series("bounds", [[0.0, vector.bound(a)] for a in vector.aggregates]),
+        pl.Series(
+            "sensitivity_l1",
+            [vector.bound(a) if vector.norm == "l1" else None for a in vector.aggregates],
+            dtype=pl.Float64,
+        ),
+        pl.Series(
+            "sensitivity_l2",
+            [vector.bound(a) if vector.norm == "l2" else None for a in vector.aggregates],
+            dtype=pl.Float64,
+        ),
+        pl.lit(q.query.name).alias("query"),
+        pl.lit(vector.keys.height).alias("cells"),
+    )
+    return summary, dict(zip(half["column"].to_list(), half["accuracy"].to_list(), strict=True))
+
+
+def _build_vector_query(
+    query: QueryDef,
+    loss: float,
+    params: PrivacyParams,
+    path: Path,
+    segments: SegmentSource | None,
+    alpha: float,
+) -> QueryPlan:
+    vector = _vector_release(query, loss, params, segments)
+    opendp_loss = vector.loss
+    if opendp_loss > loss * (1 + 1e-9):
+        raise RuntimeError(
+            f"query {query.name!r}: OpenDP computes a loss of {opendp_loss}, above the "
+            f"planned {loss}; a sensitivity is understated — report this bug"
+        )
+    plan = QueryPlan(
+        query,
+        vector.measurement(),
+        1,
+        opendp_loss,
+        pl.DataFrame(),
+        vector.keys,
+        path,
+        vector=vector,
+        alpha=alpha,
+    )
+    plan.summary, plan.half_accuracy = _vector_summary(plan)
+    return plan
+
+
+def _run_query(q: QueryPlan) -> pl.DataFrame:
+    """Run a vector query's compositor (private bounds, then sums); refresh its accuracy."""
+    assert q.vector is not None
+    answer = q.vector.run(pl.scan_parquet(q.data_path))
+    q.measurement = q.vector.measurement()
+    q.summary, q.half_accuracy = _vector_summary(q)
+    return answer
+
+
 @dataclass
 class ReleasePlan:
     """A planned release: measurements built, loss and accuracy known, nothing spent.
@@ -530,7 +653,9 @@ class ReleasePlan:
     # --- what is claimed ------------------------------------------------------------------
     @property
     def mechanism(self) -> str:
-        return "laplace" if self.params.dp_family == "pure" else "gaussian"
+        default = "laplace" if self.params.dp_family == "pure" else "gaussian"
+        used = {q.vector.mechanism if q.vector is not None else default for q in self.queries}
+        return "+".join(sorted(used))
 
     @property
     def survey_rows(self) -> int:
@@ -590,10 +715,31 @@ class ReleasePlan:
                     if a != "count"
                 },
             }
-            if q.query.frame == "cells":
-                out[q.query.name]["clipping_by_category"] = {
-                    a: self.params.cell_bounds(a) for a in q.query.aggregates
-                }
+            if q.vector is not None:
+                v = q.vector
+                out[q.query.name].update(
+                    rows_per_unit="all of a person's cells (one vector per person)",
+                    clipping={},
+                    category_weights={a: self.params.cell_weights(a) for a in v.aggregates},
+                    norm=v.norm,
+                    mechanism=v.mechanism,
+                    norm_bounds={
+                        a: {
+                            "bound": v.bound(a),
+                            "source": "public policy fact"
+                            if not v.private(a)
+                            else (
+                                "chosen privately"
+                                if a in v.chosen
+                                else "to be chosen privately (shown: the public largest)"
+                            ),
+                            **({"private_choice": v.chosen[a].to_dict()} if a in v.chosen else {}),
+                            "loss_of_bound": v.bound_losses[a],
+                            "loss_of_sum": v.sum_losses[a],
+                        }
+                        for a in v.aggregates
+                    },
+                )
         return out
 
     # --- execution --------------------------------------------------------------------------
@@ -604,7 +750,9 @@ class ReleasePlan:
         release path is :meth:`execute`.
         """
         return {
-            q.query.name: q.measurement(pl.scan_parquet(q.data_path)).collect()
+            q.query.name: _run_query(q)
+            if q.vector is not None
+            else q.measurement(pl.scan_parquet(q.data_path)).collect()
             for q in self.queries
         }
 
@@ -612,6 +760,9 @@ class ReleasePlan:
         """Run each measurement through an OpenDP privacy filter capped at its loss."""
         answers: dict[str, pl.DataFrame] = {}
         for q in self.queries:
+            if q.vector is not None:  # its own OpenDP compositor, capped at its loss
+                answers[q.query.name] = _run_query(q)
+                continue
             metric, d_in = _privacy_unit(q.query, self.params, self.survey_rows)
             loss = (
                 dp.loss_of(epsilon=q.loss)
@@ -628,11 +779,14 @@ class ReleasePlan:
         return answers
 
     def tables(self, answers: Mapping[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
-        """Post-process noisy answers: intervals, noise scale, means (no new privacy loss)."""
-        return {
+        """Post-process noisy answers (no new privacy loss): intervals, noise scale,
+        non-negative and consistent values, means where the count supports them
+        (:mod:`segments.privacy.postprocess`)."""
+        tables = {
             q.query.name: _with_intervals(q, answers[q.query.name], self.params)
             for q in self.queries
         }
+        return _make_consistent(tables, {q.query.name: q for q in self.queries})
 
     def execute(
         self,
@@ -752,6 +906,7 @@ class ReleaseResult:
 
 
 def _with_intervals(q: QueryPlan, answer: pl.DataFrame, params: PrivacyParams) -> pl.DataFrame:
+    """Intervals, noise scale, non-negative values and supported means (post-processing)."""
     summary = q.summary
     by = list(q.query.by)
     frame = q.keys.join(answer, on=by, how="left", nulls_equal=True)
@@ -771,7 +926,7 @@ def _with_intervals(q: QueryPlan, answer: pl.DataFrame, params: PrivacyParams) -
     for mean_name, sum_col, count_col in q.query.means:
         lower, upper = _aggregate_bounds(q.query, sum_col, params)
         frame = frame.with_columns(
-            _mean_columns(
+            mean_where_supported(
                 frame[sum_col].to_numpy(),
                 frame[count_col].to_numpy(),
                 q.half_accuracy[sum_col],
@@ -779,44 +934,62 @@ def _with_intervals(q: QueryPlan, answer: pl.DataFrame, params: PrivacyParams) -
                 lower,
                 upper,
                 mean_name,
+                params.max_relative_error,
             )
         )
-    return frame
+    # sums of non-negative values and counts are never negative: publish max(value, 0)
+    return nonnegative(frame, q.query.aggregates)
 
 
-def _mean_columns(
-    total: np.ndarray,
-    count: np.ndarray,
-    sum_acc: float,
-    count_acc: float,
-    lower: float,
-    upper: float,
-    name: str,
-) -> list[pl.Series]:
-    """Mean = noisy sum / noisy count (post-processing), with a conservative interval.
+#: (finer query, its margin, aggregates) fitted together by weighted least squares.
+_HIERARCHIES = (
+    ("customers_by_county_segment", "customers_by_county", ("count",)),
+    ("spend_by_county_segment", "spend_by_segment", ("count", "spend_sek")),
+)
 
-    The sum and count intervals hold together at the confidence level (each at half the
-    error rate, union bound); the mean interval is the range of sum/count over that box,
-    clipped to the public bounds — the whole bound range when the count interval reaches 0.
-    """
-    total = total.astype(float)
-    count = count.astype(float)
-    den = np.maximum(count, 1.0)
-    den_low = np.maximum(count - count_acc, 1.0)
-    den_high = np.maximum(count + count_acc, 1.0)
-    num_low, num_high = total - sum_acc, total + sum_acc
-    # A noisy count of zero or less carries no usable mean: null, interval = the bounds.
-    usable = count > 0
-    mean = np.where(usable, np.clip(total / den, lower, upper), np.nan)
-    low = np.where(num_low >= 0, num_low / den_high, num_low / den_low)
-    high = np.where(num_high >= 0, num_high / den_low, num_high / den_high)
-    low = np.where(usable & (count - count_acc > 0), low, lower)
-    high = np.where(usable & (count - count_acc > 0), high, upper)
-    return [
-        pl.Series(name, mean, nan_to_null=True),
-        pl.Series(f"{name}_lower", np.clip(low, lower, upper)),
-        pl.Series(f"{name}_upper", np.clip(high, lower, upper)),
-    ]
+
+def _make_consistent(
+    tables: dict[str, pl.DataFrame], plans: Mapping[str, QueryPlan]
+) -> dict[str, pl.DataFrame]:
+    """Fit the finer tables to their margins (non-negative WLS), margins = sums of cells."""
+    for leaf_name, parent_name, aggregates in _HIERARCHIES:
+        if leaf_name not in tables or parent_name not in tables:
+            continue
+        leaf, parent = tables[leaf_name], tables[parent_name]
+        parent_by = list(plans[parent_name].query.by)
+        parent_index = parent.select(parent_by).with_row_index("_parent")
+        leaf = leaf.join(parent_index, on=parent_by, how="left", maintain_order="left")
+        distribution = {
+            name: dict(
+                zip(plans[name].summary["column"], plans[name].summary["distribution"], strict=True)
+            )
+            for name in (leaf_name, parent_name)
+        }
+        for agg in aggregates:
+            fitted = consistent_leaves(
+                leaf[f"{agg}_noisy"].to_numpy(),
+                noise_variance(distribution[leaf_name][agg], leaf[f"{agg}_scale"].to_numpy()),
+                parent[f"{agg}_noisy"].to_numpy(),
+                noise_variance(distribution[parent_name][agg], parent[f"{agg}_scale"].to_numpy()),
+                leaf["_parent"].to_numpy(),
+            )
+            values = np.round(fitted).astype(np.int64)
+            totals = np.bincount(
+                leaf["_parent"].to_numpy(), weights=values, minlength=parent.height
+            )
+            leaf = _replace_value(leaf, agg, values)
+            parent = _replace_value(parent, agg, totals.astype(np.int64))
+        tables[leaf_name], tables[parent_name] = leaf.drop("_parent"), parent
+    return tables
+
+
+def _replace_value(frame: pl.DataFrame, agg: str, values: np.ndarray) -> pl.DataFrame:
+    """New published values; intervals widened (never narrowed) to contain them."""
+    new = pl.Series(agg, values, dtype=pl.Int64)
+    return frame.with_columns(new).with_columns(
+        pl.min_horizontal(pl.col(f"{agg}_lower"), new.cast(pl.Float64)).alias(f"{agg}_lower"),
+        pl.max_horizontal(pl.col(f"{agg}_upper"), new.cast(pl.Float64)).alias(f"{agg}_upper"),
+    )
 
 
 def _publish(
@@ -884,8 +1057,11 @@ def _card(
         "spec": plan.describe(),
         "files": files,
         "as_of": plan.as_of.isoformat(),
-        "noise": "OpenDP 0.16 (integer Laplace or Gaussian); values are unbiased and may be "
-        "negative; intervals hold each cell at the stated confidence",
+        "noise": "OpenDP 0.16 (integer Laplace or Gaussian); the unbiased noisy values are "
+        "the <aggregate>_noisy columns; published values are post-processed (non-negative, "
+        "finer tables fitted to their margins by weighted least squares, means only where "
+        "the count supports them); each interval contains the noisy value's interval at the "
+        "stated confidence cut at zero, so it holds each cell at least at that confidence",
         **(dict(extra) if extra else {}),
     }
 

@@ -86,6 +86,26 @@ class PrivacyParams:
         Bounds of a survey score (AC-2).
     retention_months : int
         Months of data inside retention (AO-4: 14); a month older than this is not released.
+    contribution_quantile : float
+        Per-cell releases bound each person's whole vector of cells (units or SEK, weighted
+        by :meth:`cell_weights`) to a norm (L1 for Laplace, L2 for Gaussian); where no public
+        norm bound is given, the bound is this quantile of the per-person norms, chosen by
+        OpenDP's private quantile (:mod:`segments.privacy.bounds`) and charged, times
+        ``contribution_bound_factor`` (public). A middle quantile is found reliably at a
+        small ε (the exponential mechanism's score gap is ``(1 - q) × people``); the factor
+        carries it to the tail (measured: 2 × the 90th percentile of a month's units is
+        near the 98th).
+    contribution_bound_factor : float
+        See ``contribution_quantile``.
+    contribution_bound_share : float
+        Share of such a query's loss spent on choosing its bounds privately.
+    units_norm_bound, sek_norm_bound : int
+        Public norm bounds of a person's weighted units / SEK vector in one release (a policy
+        fact); 0 = choose privately per release.
+    max_relative_error : float
+        A mean is published only where its noisy count's relative half-width is at most
+        this; the accuracy planner refuses a release whose typical cell is expected to be
+        worse (:mod:`segments.privacy.planner`).
 
     Examples
     --------
@@ -106,6 +126,12 @@ class PrivacyParams:
     cell_units_by_category: tuple[tuple[str, int], ...] = ()
     survey_score_bounds: tuple[int, int] = (0, 10)
     retention_months: int = 14
+    contribution_quantile: float = 0.9
+    contribution_bound_factor: float = 2.0
+    contribution_bound_share: float = 0.2
+    units_norm_bound: int = 0
+    sek_norm_bound: int = 0
+    max_relative_error: float = 0.5
 
     def __post_init__(self) -> None:
         if self.dp_family not in _FAMILIES:
@@ -135,6 +161,33 @@ class PrivacyParams:
                 )
         for name in CELL_BOUND_TABLES:
             self._check_category_bounds(name)
+        if not 0.5 <= self.contribution_quantile < 1.0:
+            raise PolicyError(
+                f"privacy.contribution_quantile={self.contribution_quantile!r} must lie in "
+                "[0.5, 1), e.g. 0.9; fix the policy's [privacy] section"
+            )
+        if not 1.0 <= self.contribution_bound_factor <= 100.0:
+            raise PolicyError(
+                f"privacy.contribution_bound_factor={self.contribution_bound_factor!r} must "
+                "lie in [1, 100], e.g. 2; fix the policy's [privacy] section"
+            )
+        if not 0.0 < self.contribution_bound_share < 1.0:
+            raise PolicyError(
+                f"privacy.contribution_bound_share={self.contribution_bound_share!r} must lie "
+                "in (0, 1), e.g. 0.1; fix the policy's [privacy] section"
+            )
+        if not self.max_relative_error > 0:
+            raise PolicyError(
+                f"privacy.max_relative_error={self.max_relative_error!r} must be positive, "
+                "e.g. 0.5; fix the policy's [privacy] section"
+            )
+        for name in ("units_norm_bound", "sek_norm_bound"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise PolicyError(
+                    f"privacy.{name}={value!r} must be a non-negative integer (0: chosen "
+                    "privately per release); fix the policy's [privacy] section"
+                )
         low, high = self.survey_score_bounds
         if not low < high:
             raise PolicyError(
@@ -212,6 +265,8 @@ class PrivacyParams:
             "spend_bound_sek",
             "cell_spend_bound_sek",
             "cell_units_bound",
+            "units_norm_bound",
+            "sek_norm_bound",
         ):
             if name in values and float(values[name]).is_integer():
                 values[name] = int(values[name])

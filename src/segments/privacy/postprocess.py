@@ -1,0 +1,163 @@
+"""Post-processing of noisy releases into figures a purchaser can use (no privacy cost).
+
+Everything here reads only released values and their public noise scales, so the guarantee
+is unchanged (post-processing). Three steps, applied by :meth:`ReleasePlan.tables`:
+
+* **Non-negative.** Counts, units and SEK are never negative; a noisy value below zero is
+  published as 0.
+* **Consistent.** Where a release holds a table and its margin (customers per county ×
+  segment and per county; spend per county × segment and per segment), the finer cells are
+  fitted by non-negative weighted least squares to both noisy tables, each weighted by its
+  released variance (:func:`consistent_leaves`); the margin is then the sum of its cells.
+* **Means where supported.** A mean is sum / count only where the noisy count's interval
+  excludes zero and its relative half-width is at most ``max_relative_error``; elsewhere it
+  is null and marked, never clamped to a bound (:func:`mean_where_supported`).
+
+Intervals still hold after post-processing: each published interval contains the raw
+interval at the stated confidence cut at zero (the truth is never negative), widened where
+needed to contain the post-processed value, so it covers the truth at least as often.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+from scipy.optimize import lsq_linear
+
+__all__ = [
+    "consistent_leaves",
+    "mean_where_supported",
+    "noise_variance",
+    "nonnegative",
+]
+
+
+def noise_variance(distribution: str, scale: float | np.ndarray) -> np.ndarray:
+    """Variance of OpenDP's noise at ``scale``: 2·scale² (Laplace), scale² (Gaussian)."""
+    s = np.asarray(scale, dtype=float)
+    return 2.0 * s**2 if "Laplace" in distribution or distribution == "laplace" else s**2
+
+
+def nonnegative(frame: pl.DataFrame, aggregates: Sequence[str]) -> pl.DataFrame:
+    """Publish each aggregate as max(value, 0), its interval cut at zero (``<agg>_lower``,
+    ``<agg>_upper``); the unbiased noisy value is kept as ``<agg>_noisy``.
+
+    Examples
+    --------
+    >>> f = pl.DataFrame({"n": [-3, 5], "n_lower": [-9.0, -1.0], "n_upper": [3.0, 11.0]})
+    >>> nonnegative(f, ["n"]).select("n", "n_lower", "n_upper").rows()
+    [(0, 0.0, 3.0), (5, 0.0, 11.0)]
+    """
+    columns: list[pl.Expr] = []
+    for agg in aggregates:
+        columns += [
+            pl.col(agg).alias(f"{agg}_noisy"),
+            pl.col(agg).clip(lower_bound=0).alias(agg),
+            pl.col(f"{agg}_lower").clip(lower_bound=0.0).alias(f"{agg}_lower"),
+            pl.col(f"{agg}_upper").clip(lower_bound=0.0).alias(f"{agg}_upper"),
+        ]
+    return frame.with_columns(columns)
+
+
+def consistent_leaves(
+    leaves: np.ndarray,
+    leaf_variance: np.ndarray,
+    parents: np.ndarray,
+    parent_variance: np.ndarray,
+    parent_of: np.ndarray,
+) -> np.ndarray:
+    """Non-negative leaves that best fit noisy leaves and noisy parent totals.
+
+    Minimises Σ (x_l − y_l)² / v_l + Σ_p (Σ_{l ∈ p} x_l − y_p)² / v_p over x ≥ 0 (weighted
+    least squares with the released variances, OpenDP noise being independent per cell).
+
+    Parameters
+    ----------
+    leaves, leaf_variance : arrays of shape (L,)
+    parents, parent_variance : arrays of shape (P,)
+    parent_of : int array of shape (L,)
+        Index of each leaf's parent.
+
+    Returns
+    -------
+    numpy.ndarray
+        The fitted leaves; the consistent parents are their sums.
+
+    Examples
+    --------
+    >>> x = consistent_leaves(np.array([10.0, -2.0]), np.ones(2), np.array([12.0]),
+    ...                       np.ones(1), np.array([0, 0]))
+    >>> bool((x >= 0).all()), round(float(x.sum()), 6)
+    (True, 11.0)
+    """
+    leaves = np.asarray(leaves, dtype=float)
+    n_leaves, n_parents = leaves.size, np.asarray(parents).size
+    membership = np.zeros((n_parents, n_leaves))
+    membership[np.asarray(parent_of), np.arange(n_leaves)] = 1.0
+    weights = np.concatenate(
+        [1.0 / np.sqrt(np.asarray(leaf_variance, float)), 1.0 / np.sqrt(parent_variance)]
+    )
+    design = np.vstack([np.eye(n_leaves), membership]) * weights[:, None]
+    target = np.concatenate([leaves, np.asarray(parents, dtype=float)]) * weights
+    start = np.clip(leaves, 0.0, None)
+    fit = lsq_linear(design, target, bounds=(0.0, np.inf), method="bvls", tol=1e-12)
+    return np.asarray(fit.x if fit.success else start, dtype=float)
+
+
+def mean_where_supported(
+    total: np.ndarray,
+    count: np.ndarray,
+    sum_acc: float | np.ndarray,
+    count_acc: float | np.ndarray,
+    lower: float,
+    upper: float,
+    name: str,
+    max_relative_error: float,
+) -> list[pl.Series]:
+    """Mean = noisy sum / noisy count where the count supports it; else null and marked.
+
+    A mean is published where the count's interval (at half the error rate: sum and count
+    hold together by a union bound) excludes zero and its relative half-width
+    ``count_acc / count`` is at most ``max_relative_error``. Its interval is the range of
+    sum / count over the box of the two intervals, cut to the public bounds ``[lower,
+    upper]`` of a person's clipped value (the true mean lies there). The published mean is
+    not clamped.
+
+    Returns
+    -------
+    list of polars.Series
+        ``name``, ``name_lower``, ``name_upper``, ``name_status``.
+    """
+    total = np.asarray(total, dtype=float)
+    count = np.asarray(count, dtype=float)
+    count_acc = np.broadcast_to(np.asarray(count_acc, dtype=float), count.shape)
+    sum_acc = np.broadcast_to(np.asarray(sum_acc, dtype=float), total.shape)
+    supported = (count - count_acc > 0) & (count_acc <= max_relative_error * count)
+    den = np.where(supported, count, 1.0)
+    den_low = np.where(supported, count - count_acc, 1.0)
+    den_high = np.where(supported, count + count_acc, 1.0)
+    num_low, num_high = total - sum_acc, total + sum_acc
+    low = np.where(num_low >= 0, num_low / den_high, num_low / den_low)
+    high = np.where(num_high >= 0, num_high / den_low, num_high / den_high)
+    status = np.where(
+        supported,
+        "published",
+        f"not published: the noisy count does not support a mean (relative error above "
+        f"{max_relative_error:g})",
+    )
+    return [
+        pl.Series(name, np.where(supported, total / den, np.nan), nan_to_null=True),
+        pl.Series(
+            f"{name}_lower",
+            np.where(supported, np.clip(low, lower, upper), np.nan),
+            nan_to_null=True,
+        ),
+        pl.Series(
+            f"{name}_upper",
+            np.where(supported, np.clip(high, lower, upper), np.nan),
+            nan_to_null=True,
+        ),
+        pl.Series(f"{name}_status", status),
+    ]

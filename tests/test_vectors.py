@@ -1,0 +1,182 @@
+"""Norm-bounded per-cell releases: the clip, the mechanism choice, the private bound, the
+compositor's loss, and an empirical audit with neighbours that differ by one heavy buyer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import opendp.prelude as dp
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segments.audit.dp_audit import audit_mechanism
+from segments.exceptions import PolicyError
+from segments.privacy.bounds import bound_candidates, make_private_bound, private_bound
+from segments.privacy.vectors import (
+    VectorRelease,
+    choose_mechanism,
+    clip_to_norm,
+    expected_half_width,
+    person_matrix,
+)
+from segments.schema import PRODUCT_CATEGORIES
+
+KEYS = pl.DataFrame({"category": list(PRODUCT_CATEGORIES)})
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(0, 10_000), min_size=4, max_size=4), min_size=1, max_size=20),
+    st.integers(1, 5_000),
+    st.sampled_from(["l1", "l2"]),
+)
+def test_clip_never_exceeds_the_norm_and_keeps_small_vectors(rows, bound, norm):
+    matrix = np.array(rows, dtype=np.int64)
+    clipped = clip_to_norm(matrix, bound, norm)
+    size = clipped.sum(axis=1) if norm == "l1" else np.sqrt((clipped**2).sum(axis=1))
+    assert (size <= bound + 1e-9).all()
+    assert (clipped >= 0).all() and (clipped <= matrix).all()
+    original = matrix.sum(axis=1) if norm == "l1" else np.sqrt((matrix**2).sum(axis=1))
+    small = original <= bound
+    assert (clipped[small] == matrix[small]).all()
+
+
+def test_person_matrix_sums_a_persons_rows_per_key_and_drops_unknown_keys():
+    frame = pl.DataFrame(
+        {
+            "pid": [7, 7, 9, 9],
+            "category": ["paper", "paper", "furniture", "not-a-category"],
+            "units": [3, 4, -2, 5],
+        }
+    )
+    matrix = person_matrix(frame, KEYS, ["category"], "units")
+    assert matrix.shape == (2, len(PRODUCT_CATEGORIES))
+    paper = list(PRODUCT_CATEGORIES).index("paper")
+    assert matrix[0, paper] == 7 and matrix[1].sum() == 0  # negative clipped to 0
+
+
+def test_gaussian_wins_under_zcdp_when_people_touch_many_cells_and_pure_is_laplace():
+    assert choose_mechanism("pure", 10.0, 1.0, 1.0) == "laplace"
+    k = 10
+    assert choose_mechanism("zcdp", k * 100.0, math.sqrt(k) * 100.0, 0.01) == "gaussian"
+    # one cell per person (L1 = L2): still Gaussian, z = 1.96 against ln 20 = 3.0
+    assert choose_mechanism("zcdp", 100.0, 100.0, 0.01) == "gaussian"
+    # Laplace only if its L1 bound were well below the L2 bound (never for one vector)
+    assert choose_mechanism("zcdp", 50.0, 100.0, 0.01) == "laplace"
+    assert expected_half_width("laplace", 100, 1.0, 0.05) == pytest.approx(100 * math.log(20))
+
+
+def test_private_bound_finds_the_quantile_and_costs_what_opendp_says():
+    rng = np.random.default_rng(3)
+    totals = rng.exponential(50.0, 20_000)
+    choice = private_bound(totals, alpha=0.9, loss=1.0, upper=10_000)
+    truth = np.quantile(totals, 0.9)
+    assert truth / 1.25 <= choice.bound <= truth * 1.25
+    assert choice.loss == pytest.approx(1.0, rel=1e-6)
+    measurement = make_private_bound(bound_candidates(10_000), 0.9, 0.02, "zcdp")
+    assert measurement.map(1) <= 0.02 * (1 + 1e-9)
+    with pytest.raises(PolicyError, match="alpha"):
+        make_private_bound([1.0, 2.0], 1.5, 1.0)
+    with pytest.raises(PolicyError, match="increasing"):
+        make_private_bound([2.0, 1.0], 0.5, 1.0)
+
+
+def _release(family="pure", public=100.0, loss=1.0, bound_loss=0.0):
+    mechanism = "laplace" if family == "pure" else "gaussian"
+    return VectorRelease(
+        by=("category",),
+        keys=KEYS,
+        aggregates=("units",),
+        family=family,
+        mechanism=mechanism,
+        sum_losses={"units": loss},
+        bound_losses={"units": bound_loss},
+        public_bounds={"units": public},
+        upper_bounds={"units": 4_000.0},
+        quantile=0.9,
+        factor=2.0,
+    )
+
+
+def _cells(n_people: int, heavy: bool, rng: np.random.Generator) -> pl.LazyFrame:
+    pid = np.repeat(np.arange(n_people), 3)
+    frame = pl.DataFrame(
+        {
+            "pid": pid,
+            "category": rng.choice(PRODUCT_CATEGORIES, pid.size),
+            "units": rng.integers(0, 20, pid.size),
+        }
+    )
+    if heavy:  # one buyer of 100 000 reams
+        frame = pl.concat(
+            [frame, pl.DataFrame({"pid": [10**9], "category": ["paper"], "units": [100_000]})]
+        )
+    return frame.lazy()
+
+
+def _paper(answer: pl.LazyFrame) -> float:
+    return float(answer.collect().filter(pl.col("category") == "paper")["units"][0])
+
+
+def test_the_vector_release_is_calibrated_against_a_heavy_buyer():
+    """Neighbours differing by one person who buys 1000x the bound: the empirical lower bound
+    on ε stays below the loss OpenDP computes."""
+    rng = np.random.default_rng(5)
+    with_heavy, without = _cells(40, True, rng), None
+    without = with_heavy.filter(pl.col("pid") != 10**9)
+    release = _release(loss=1.0)
+    measurement = release.measurement()
+    claimed = float(measurement.map(1))
+    assert claimed == pytest.approx(1.0, rel=1e-6)
+    result = audit_mechanism(
+        "norm-bounded units",
+        measurement,
+        with_heavy,
+        without,
+        claimed_epsilon=claimed,
+        trials=1500,
+        statistic=_paper,
+    )
+    assert result.passed, result.as_dict()
+    assert result.epsilon_lower_bound > 0.3  # the audit has power: the person moves the sum
+
+
+def test_the_audit_catches_a_clip_that_does_not_clip():
+    """The same noise, but the clip-and-sum lets the heavy buyer through (a bound of 10⁹
+    behind noise calibrated for 100): the audit refutes ε = 1."""
+    rng = np.random.default_rng(6)
+    with_heavy = _cells(40, True, rng)
+    without = with_heavy.filter(pl.col("pid") != 10**9)
+    release = _release(loss=1.0)
+    broken = release._sum_transformation("units", 1e9) >> dp.m.then_laplace(release.scale("units"))
+    paper = list(PRODUCT_CATEGORIES).index("paper")
+    result = audit_mechanism(
+        "no clip",
+        broken,
+        with_heavy,
+        without,
+        claimed_epsilon=1.0,
+        trials=300,
+        statistic=lambda v: float(v[paper]),
+    )
+    assert not result.passed
+
+
+@pytest.mark.parametrize("family", ["pure", "zcdp"])
+def test_compositor_loss_is_bound_plus_sums_and_the_bound_is_recorded(family):
+    rng = np.random.default_rng(7)
+    data = _cells(3_000, False, rng)
+    release = _release(family, public=None, loss=0.8, bound_loss=0.2)
+    assert release.loss == pytest.approx(1.0, rel=1e-6)
+    answer = release.run(data)
+    choice = release.chosen["units"]
+    assert choice.factor == 2.0 and choice.bound <= 4_000.0
+    assert choice.bound in {2.0 * c for c in bound_candidates(4_000.0)} | {4_000.0}
+    assert answer.columns == ["category", "units"] and answer.height == len(PRODUCT_CATEGORIES)
+    # the sums' scale follows the chosen bound
+    assert release.scale("units") >= math.ceil(choice.bound) / (
+        0.8 if family == "pure" else math.sqrt(2 * 0.8)
+    )
