@@ -325,7 +325,7 @@ def test_external_recipient_gets_private_segments_but_not_fitted_ones(private_wo
     ledger = Ledger.for_workspace(private_workspace, policy.controller, policy=policy)
     fit_private_segments(private_workspace, policy, ledger, seed=0)
     segment(private_workspace, policy, k_range=[4], n_bootstrap=1, seed=0)
-    private = SegmentSource.from_workspace(private_workspace, "private")
+    private = SegmentSource.from_workspace(private_workspace, "private", ledger=ledger)
     fitted = SegmentSource.from_workspace(private_workspace, "fitted")
     assert private.provenance == "private_model"
     facts = PolicyFacts.from_policy(policy)
@@ -367,8 +367,149 @@ def test_profiles_come_from_a_dp_release_keyed_by_the_private_segments(private_w
     assert list(profiles["segment"]) == [str(j) for j in range(seg.model.n_clusters)]
     assert release.card["guarantee"] == "end-to-end ε-DP"
     assert release.card["segmentation"]["release_id"] == seg.release_id
+    assert release.card["rests_on"] == [seg.release_id]
+    assert release.card["end_to_end_privacy_loss"]["epsilon"] == pytest.approx(1.5)
     assert release.card["total_epsilon_including_segmentation"] == pytest.approx(1.5)
     assert [e.release_id for e in ledger.entries()] == [seg.release_id, release.release_id]
     meta = json.loads((private_workspace.segments / "private" / "metadata.json").read_text())
     assert meta["segments"] == dict(zip(profiles["segment"], profiles["name"], strict=True))
     assert release.release_id in meta["names_from"]
+
+
+# --- provenance derived, never declared (issue 13 items 3 and 10) -------------------------------
+def _release_keyed_by_private(ws, ledger, policy):
+    from prepared_frames import AS_OF
+
+    from segments.privacy.releases import plan_release
+    from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource
+
+    prepared = ws.prepared_dir("segmentation")
+    source = SegmentSource.from_workspace(ws, "private", ledger=ledger)
+    with plan_release(
+        SPECS["spend_by_segment"],
+        PrivacyParams.from_policy(policy, "segmentation"),
+        customers=prepared / "customers.parquet",
+        lines=prepared / "lines.parquet",
+        segments=source,
+        as_of=AS_OF,
+    ) as plan:
+        return plan.execute(
+            ledger, ws, policy=policy, purpose="segmentation", recipient="eu-logistics-processor",
+            destination="FI",
+        )  # fmt: skip
+
+
+def test_hand_written_private_labels_are_refused_before_any_charge(private_workspace):
+    """Attack: the 20 biggest spenders written by hand into W/segments/private/ were released
+    externally as end-to-end ε-DP, with no DP k-means entry in any ledger."""
+    import polars as pl
+
+    from segments.exceptions import ReleaseRefusedError
+    from segments.policy import Policy
+    from segments.privacy.ledger import Ledger
+    from segments.workspace import write_json
+
+    policy = Policy.load("alloffice")
+    ledger = Ledger.for_workspace(private_workspace, policy.controller, policy=policy)
+    folder = private_workspace.segments / "private"
+    folder.mkdir(parents=True)
+    lines = pl.read_parquet(private_workspace.prepared_dir("segmentation") / "lines.parquet")
+    top = lines.group_by("person_id").agg(pl.col("amount_sek").sum()).top_k(20, by="amount_sek")
+    top.select("person_id", pl.lit("0").alias("segment")).write_parquet(folder / "labels.parquet")
+    pl.DataFrame({"segment": ["0"]}).write_parquet(folder / "centroids.parquet")
+    write_json(folder / "metadata.json", {"provenance": "private_model", "release_id": "made-up",
+                                          "segments": {"0": "big spenders"}})  # fmt: skip
+    with pytest.raises(ReleaseRefusedError, match="has no entry made-up"):
+        _release_keyed_by_private(private_workspace, ledger, policy)
+    assert ledger.entries() == []
+
+
+def test_private_labels_rest_on_an_entry_of_the_same_ledger_with_matching_centroids(
+    private_workspace, tmp_path
+):
+    """Attack: the k-means charged to another (demo) ledger than the release, or its
+    centroids swapped; and labels.parquet replaced while the k-means entry is real."""
+    import polars as pl
+
+    from segments.exceptions import ReleaseRefusedError
+    from segments.policy import Policy
+    from segments.privacy.kmeans import fit_private_segments
+    from segments.privacy.ledger import Ledger
+
+    policy = Policy.load("alloffice")
+    demo = Ledger.open(tmp_path / "demo.sqlite", policy.controller, policy=policy)
+    fit_private_segments(private_workspace, policy, demo, seed=0)
+    ledger = Ledger.for_workspace(private_workspace, policy.controller, policy=policy)
+    with pytest.raises(ReleaseRefusedError, match="has no entry"):
+        _release_keyed_by_private(private_workspace, ledger, policy)
+    assert ledger.entries() == []
+    seg = fit_private_segments(private_workspace, policy, ledger, seed=0)
+    folder = private_workspace.segments / "private"
+    # the release recomputes each person's label from the verified centroids: the same
+    # labels the model wrote (post-processing), so a hand-written labels file is never read
+    from prepared_frames import AS_OF
+
+    from segments.privacy.kmeans import private_model_labels, private_model_ref
+
+    prepared = private_workspace.prepared_dir("segmentation")
+    recomputed = private_model_labels(
+        private_model_ref(private_workspace, ledger),
+        pl.scan_parquet(prepared / "customers.parquet"),
+        pl.scan_parquet(prepared / "lines.parquet"),
+        AS_OF,
+    ).collect()
+    written = pl.read_parquet(folder / "labels.parquet")
+    joined = written.join(recomputed, on="person_id", suffix="_recomputed")
+    assert joined.height == written.height > 0
+    assert (joined["segment"] == joined["segment_recomputed"]).mean() > 0.99
+    written.with_columns(pl.lit("0").alias("segment")).write_parquet(folder / "labels.parquet")
+    result = _release_keyed_by_private(private_workspace, ledger, policy)
+    assert result.card["rests_on"] == [seg.release_id]
+    end_to_end = result.card["end_to_end_privacy_loss"]["epsilon"]
+    assert end_to_end == pytest.approx(seg.card["privacy_loss"]["epsilon"] + 0.5)
+    # swapped centroids no longer match the entry's hash
+    centroids = pl.read_parquet(folder / "centroids.parquet")
+    centroids.with_columns(pl.col("monetary_sek") * 2).write_parquet(folder / "centroids.parquet")
+    n = len(ledger.entries())
+    with pytest.raises(ReleaseRefusedError, match="SHA-256"):
+        _release_keyed_by_private(private_workspace, ledger, policy)
+    assert len(ledger.entries()) == n
+
+
+def test_private_model_provenance_cannot_be_declared(tmp_path):
+    from segments.exceptions import PolicyError
+    from segments.privacy.specs import SegmentSource
+
+    with pytest.raises(PolicyError, match="cannot be declared"):
+        SegmentSource.from_labels(tmp_path / "l.parquet", "private_model", ["0"])
+    with pytest.raises(PolicyError, match="cannot be declared"):
+        SegmentSource("private_model", ("0",), tmp_path / "l.parquet")
+    with pytest.raises(PolicyError, match="cannot be declared"):
+        SegmentSource.from_labels(tmp_path / "l.parquet", "category_rule", ["0"])
+
+
+def test_private_segments_as_of_before_the_data_is_refused_before_charging(
+    private_workspace, capsys
+):
+    """Attack: `segment --private --as-of` earlier than the data reserved ε = 1, then failed
+    printing an exact count of people and the latest order date."""
+    import datetime as dt
+    import re
+
+    from prepared_frames import AS_OF
+
+    from segments.cli.main import main
+    from segments.policy import Policy
+    from segments.privacy.ledger import Ledger
+
+    early = (AS_OF.replace(day=1) - dt.timedelta(days=40)).isoformat()
+    argv = ["segment", "--workspace", str(private_workspace.root), "--private", "--demo-ledger",
+            "--as-of", early]  # fmt: skip
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "earlier than the prepared frames' as_of" in err and "nothing was charged" in err
+    assert not re.search(r"\d+ person", err)
+    policy = Policy.load("alloffice")
+    assert Ledger.for_workspace(private_workspace, policy.controller, policy=policy).entries() == []
+    meta = private_workspace.segments / "private" / "metadata.json"
+    assert not meta.exists()

@@ -128,8 +128,9 @@ def test_segment_source_guards_and_guarantee(tmp_path):
     assert SegmentSource.category_rule().guarantee == GUARANTEE_END_TO_END
     fitted = SegmentSource.from_labels(tmp_path / "l.parquet", "fitted_model", ["0", "1"])
     assert fitted.guarantee == GUARANTEE_GIVEN_SEGMENTATION
-    private = SegmentSource.from_labels(tmp_path / "l.parquet", "private_model", ["0"])
-    assert private.guarantee == GUARANTEE_END_TO_END
+    # a caller cannot declare the end-to-end claim for labels it passes in (issue 13 item 3)
+    with pytest.raises(PolicyError, match="cannot be declared"):
+        SegmentSource.from_labels(tmp_path / "l.parquet", "private_model", ["0"])
 
 
 def test_plan_guards(params, frames):
@@ -439,10 +440,12 @@ def test_segment_source_from_workspace(workspace):
     labels.write_parquet(workspace.segments / "private" / "labels.parquet")
     fitted = SegmentSource.from_workspace(workspace, "fitted")
     assert fitted.provenance == "fitted_model" and fitted.keys == ("0", "1")
-    with pytest.raises(PolicyError, match="private_segments_k"):
+    # labels in W/segments/private/ without a DP k-means entry in the ledger are refused
+    with pytest.raises(PolicyError, match="needs the ledger"):
         SegmentSource.from_workspace(workspace, "private")
-    private = SegmentSource.from_workspace(workspace, "private", private_k=3)
-    assert private.keys == ("0", "1", "2") and private.guarantee == GUARANTEE_END_TO_END
+    ledger = Ledger.for_workspace(workspace, "AllOffice Nordic AB", synthetic=True)
+    with pytest.raises(ReleaseRefusedError, match="private segments refused"):
+        SegmentSource.from_workspace(workspace, "private", ledger=ledger)
 
 
 # --- survey releases protect a person (issue 13 item 2) ------------------------------------------

@@ -177,13 +177,12 @@ def run(args: argparse.Namespace) -> int:
         _report(result, ledger)
         return 0
 
-    segments = (
-        SegmentSource.from_workspace(
-            workspace, args.segments, getattr(policy.privacy, "private_segments_k", None)
-        )
-        if spec.needs_segments
-        else None
-    )
+    ledger = None
+    segments = None
+    if spec.needs_segments:
+        # private segments rest on a DP k-means entry of the ledger this release is charged to
+        ledger = open_ledger(args, policy, synthetic) if args.segments == "private" else None
+        segments = SegmentSource.from_workspace(workspace, args.segments, ledger=ledger)
     surveys = None
     if any(q.frame == "survey" for q in spec.query_defs):
         surveys = prepared / "surveys.parquet"
@@ -210,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             print("dry run: nothing was charged or released")
             return 0
-        ledger = open_ledger(args, policy, synthetic)
+        ledger = ledger or open_ledger(args, policy, synthetic)
         result = plan.execute(
             ledger,
             workspace,

@@ -78,7 +78,7 @@ def run_private(args: argparse.Namespace) -> int:
         f"{result.model.iterations} iterations): release {result.release_id}, "
         f"ε = {loss['epsilon']:.6g}"
         + (f" (ρ = {loss['rho']:.6g}, δ = {loss['delta']:g})" if loss.get("rho") else "")
-        + f", charged to the ledger; {result.labels.height} profiling-eligible people labelled"
+        + ", charged to the ledger; labels written for the profiling-eligible people"
     )
     for seg, name in result.metadata["segments"].items():
         count = float(

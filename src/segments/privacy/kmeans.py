@@ -65,11 +65,14 @@ __all__ = [
     "PRIVATE_PROVENANCE",
     "PrivacyStep",
     "PrivateKMeans",
+    "PrivateModelRef",
     "PrivateSegmentsResult",
     "PROFILE_QUERIES",
     "fit_private_segments",
     "model_epsilon",
     "private_features",
+    "private_model_labels",
+    "private_model_ref",
     "private_segment_profiles",
     "nearest_centroid",
     "scale_to_unit",
@@ -863,7 +866,18 @@ def fit_private_segments(
     policy = Policy.load(policy) if isinstance(policy, str | os.PathLike) else policy
     privacy = policy.privacy
     folder, lines, customers = _read_prepared(ws, purpose)
-    as_of = as_of or _prepared_as_of(folder)
+    prepared_as_of = _prepared_as_of(folder)
+    as_of = as_of or prepared_as_of
+    if as_of < prepared_as_of:
+        # Checked before the ledger is charged, from the public date prepare ran for: the
+        # features would otherwise fail on orders after as_of (and name a private date).
+        raise PolicyError(
+            f"--as-of {as_of} is earlier than the prepared frames' as_of {prepared_as_of} "
+            f"(W/prepared/{purpose}/policy_report.json); rule: a private model reads no order "
+            f"after its as_of; fix: use --as-of {prepared_as_of} or later, or re-run `segments "
+            "prepare` for the earlier date; nothing was charged"
+        )
+    lines = lines.filter(pl.col("order_date") <= as_of)
     bounds = _warp_bounds(privacy.feature_bounds, features, log_features)
     family = privacy.dp_family
     budget = float(privacy.private_segments_epsilon)
@@ -994,8 +1008,10 @@ def _write_private_segments(
             "files": files,
             "as_of": as_of.isoformat(),
             "note": "the centroids and noisy counts are the release; labels.parquet is "
-            "post-processing (personal data, never released); releases keyed by these segments "
-            "are end-to-end ε-DP and their total ε adds this release's ε",
+            "post-processing (personal data, never released, never trusted by a release); a "
+            "release keyed by these segments recomputes each person's nearest centroid itself, "
+            "after checking this entry and the centroids' hash in its own ledger, and states "
+            "its end-to-end loss as its own plus this release's",
         }
         write_json(staging / "card.json", card)
         metadata = {
@@ -1003,9 +1019,10 @@ def _write_private_segments(
             "fitted_on_private_data": False,
             "release_guarantee": request.guarantee,
             "release_id": str(reservation.release_id),
+            "ledger_id": str(getattr(entry, "ledger_id", "")),
+            "centroids_sha256": files["centroids.parquet"],
             "segments": names,
             "privacy_loss": loss,
-            "n_labelled": labels.height,
             "purpose": purpose,
             "as_of": as_of.isoformat(),
             "names_from": "the released centroids (post-processing of the DP release)",
@@ -1027,6 +1044,161 @@ def _write_private_segments(
     return PrivateSegmentsResult(
         model, str(reservation.release_id), centroids, labels, card, metadata, paths
     )
+
+
+# --- provenance: what a release keyed by private segments rests on -------------------------
+@dataclass(frozen=True)
+class PrivateModelRef:
+    """The DP k-means release private segments rest on, as a ledger recorded it.
+
+    Built only by :func:`private_model_ref`, which reads the entry from the ledger: the
+    entry's id, the SHA-256 of the centroids it published, and the public facts needed to
+    label a person (features, their log scale and bounds), all from the entry, never from a
+    file a caller could edit.
+    """
+
+    release_id: str
+    ledger_id: str
+    centroids_path: Path
+    centroids_sha256: str
+    features: tuple[str, ...]
+    log_features: tuple[str, ...]
+    feature_bounds: Mapping[str, tuple[float, float]]
+    loss: Mapping[str, float | None]
+    keys: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "release_id": self.release_id,
+            "ledger_id": self.ledger_id,
+            "centroids_sha256": self.centroids_sha256,
+            "privacy_loss": dict(self.loss),
+        }
+
+
+def _refuse_provenance(problem: str) -> Exception:
+    from segments.exceptions import ReleaseRefusedError
+
+    return ReleaseRefusedError(
+        f"private segments refused: {problem}; rule: a release keyed by private segments rests "
+        "on a DP k-means entry of the same ledger whose centroids' hash matches; fix: run "
+        "`segments segment --private` with the ledger this release is charged to, or key the "
+        "release by --segments category_rule; nothing was charged"
+    )
+
+
+def _find_entry(ledger: Any, release_id: str) -> Any:
+    lookup = getattr(ledger, "entry", None)
+    if callable(lookup):
+        try:
+            return lookup(release_id)
+        except Exception:  # noqa: BLE001 - a missing id is reported below
+            return None
+    return next((e for e in ledger.entries() if e.release_id == release_id), None)
+
+
+def private_model_ref(
+    workspace: Workspace | str | os.PathLike[str], ledger: Any
+) -> PrivateModelRef:
+    """The DP k-means entry behind ``W/segments/private/``, verified against ``ledger``.
+
+    Raises
+    ------
+    ReleaseRefusedError
+        No metadata, no such published DP k-means entry in this ledger, or centroids whose
+        SHA-256 differs from the one the entry published (hand-written labels or centroids,
+        or a model charged to another ledger).
+    """
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    folder = ws.segments / "private"
+    meta_path, centroids = folder / "metadata.json", folder / "centroids.parquet"
+    if not meta_path.exists() or not centroids.exists():
+        raise _refuse_provenance(f"{folder} has no metadata.json and centroids.parquet")
+    release_id = str(json.loads(meta_path.read_text(encoding="utf-8")).get("release_id", ""))
+    entry = _find_entry(ledger, release_id) if release_id else None
+    if entry is None:
+        raise _refuse_provenance(
+            f"the ledger {getattr(ledger, 'path', '')} has no entry {release_id or '(none named)'}"
+        )
+    spec = dict(entry.request.spec)
+    if entry.status != "published" or spec.get("name") != "private_segments":
+        raise _refuse_provenance(f"ledger entry {release_id} is not a published DP k-means")
+    digest = sha256_file(centroids)
+    if dict(entry.files).get("centroids.parquet") != digest:
+        raise _refuse_provenance(
+            f"{centroids} does not have the SHA-256 ledger entry {release_id} published"
+        )
+    bounds = dict(entry.request.bounds).get("feature_bounds", {})
+    n_clusters = int(spec.get("n_clusters", 0))
+    return PrivateModelRef(
+        release_id=release_id,
+        ledger_id=str(getattr(entry, "ledger_id", "")),
+        centroids_path=centroids,
+        centroids_sha256=digest,
+        features=tuple(spec["features"]),
+        log_features=tuple(spec.get("log_features", ())),
+        feature_bounds={f: (float(lo), float(hi)) for f, (lo, hi) in bounds.items()},
+        loss={
+            "epsilon": entry.request.epsilon,
+            "delta": entry.request.delta,
+            "rho": entry.request.rho,
+        },
+        keys=tuple(str(j) for j in range(n_clusters)),
+    )
+
+
+def verify_private_model(ref: PrivateModelRef, ledger: Any) -> None:
+    """Refuse unless ``ledger`` (the one a release is charged to) holds ``ref``'s entry with
+    the centroids' hash the labels were computed from."""
+    entry = _find_entry(ledger, ref.release_id)
+    if entry is None or entry.status != "published":
+        raise _refuse_provenance(
+            f"DP k-means entry {ref.release_id} is not in the ledger this release is charged "
+            f"to ({getattr(ledger, 'path', '')}); the segmentation's loss must be in the same "
+            "ledger"
+        )
+    if dict(entry.files).get("centroids.parquet") != ref.centroids_sha256:
+        raise _refuse_provenance(
+            f"the centroids the labels were computed from are not those entry {ref.release_id} "
+            "published"
+        )
+
+
+def private_model_labels(ref: PrivateModelRef, customers: Any, lines: Any, as_of: dt.date) -> Any:
+    """Each person's private segment: the nearest released centroid to their own features.
+
+    A row-level function of one person's purchases and of the DP centroids (post-processing),
+    computed inside the release from the centroids ``ref`` verified — the labels file beside
+    the model is never read, so no hand-written label can key a release.
+
+    Returns
+    -------
+    polars.LazyFrame
+        ``person_id``, ``segment``.
+    """
+    import polars as pl
+
+    from segments.features import customer_features
+
+    frame = customer_features(
+        lines.filter(pl.col("order_date") <= as_of), customers, as_of=as_of
+    ).to_pandas()
+    names, lo, hi = _bounds_arrays(_warp_bounds(ref.feature_bounds, ref.features, ref.log_features))
+    people = scale_to_unit(
+        _warp(frame, ref.features, ref.log_features, ref.feature_bounds)[names].to_numpy(),
+        lo,
+        hi,
+    )
+    centroids = pd.read_parquet(ref.centroids_path)
+    if sha256_file(ref.centroids_path) != ref.centroids_sha256:
+        raise _refuse_provenance(f"{ref.centroids_path} changed after it was verified")
+    centers = scale_to_unit(
+        _warp(centroids, ref.features, ref.log_features, ref.feature_bounds)[names].to_numpy(),
+        lo,
+        hi,
+    )
+    segment = centroids["segment"].astype(str).to_numpy()[nearest_centroid(people, centers)]
+    return pl.DataFrame({"person_id": frame["person_id"].to_numpy(), "segment": segment}).lazy()
 
 
 #: The DP release behind the private segments' profiles and names.
@@ -1079,7 +1251,6 @@ def private_segment_profiles(
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     policy = Policy.load(policy) if isinstance(policy, str | os.PathLike) else policy
     folder = ws.require(ws.segments / "private" / "card.json", "segments segment --private").parent
-    seg_card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
     metadata = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
     as_of = as_of or dt.date.fromisoformat(metadata["as_of"])
     prepared = ws.prepared_dir(purpose)
@@ -1090,17 +1261,18 @@ def private_segment_profiles(
         description="customers, total and mean spend, and spend per category per private "
         "segment: the profiles and names shown to purchasers and reviewers",
     )
-    seg_loss = seg_card["privacy_loss"]
     with plan_release(
         spec,
         PrivacyParams.from_policy(policy, purpose),
         customers=prepared / "customers.parquet",
         lines=prepared / "lines.parquet",
-        segments=SegmentSource.from_workspace(ws, "private"),
+        segments=SegmentSource.private_model(ws, ledger),
         as_of=as_of,
         workspace=ws,
     ) as plan:
-        total = float(plan.loss["epsilon"] or 0.0) + float(seg_loss["epsilon"])
+        # the segmentation's loss from its ledger entry, not from an editable card
+        seg_loss = plan.segments.model.loss if plan.segments is not None else {}
+        total = float(plan.loss["epsilon"] or 0.0) + float(seg_loss.get("epsilon") or 0.0)
         result = plan.execute(
             ledger,
             ws,
@@ -1109,14 +1281,7 @@ def private_segment_profiles(
             recipient=recipient,
             destination=destination,
             synthetic=_manifest_synthetic(ws),
-            extra_card={
-                "segmentation": {
-                    "release_id": seg_card["release_id"],
-                    "provenance": PRIVATE_PROVENANCE,
-                    "privacy_loss": seg_loss,
-                },
-                "total_epsilon_including_segmentation": total,
-            },
+            extra_card={"total_epsilon_including_segmentation": total},
         )
     profiles = _profiles_from_release(result.tables, [str(k) for k in metadata["segments"]])
     atomic_write_with(folder / "profiles.parquet", lambda p: profiles.to_parquet(p, index=False))

@@ -146,9 +146,25 @@ def _category_rule(cells: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _segment_labels(source: SegmentSource, cells: pl.LazyFrame) -> pl.LazyFrame:
+def _segment_labels(
+    source: SegmentSource,
+    cells: pl.LazyFrame,
+    customers: pl.LazyFrame,
+    lines: pl.LazyFrame,
+    window: tuple[dt.date, dt.date] | None,
+) -> pl.LazyFrame:
+    """Each person's segment. The category rule and the private model are computed here,
+    from each person's own purchases (and the verified DP centroids); only a fitted model's
+    labels are read from a file, and they key "DP given a non-private segmentation" only."""
     if source.provenance == "category_rule":
         return _category_rule(cells)
+    if source.provenance == "private_model":
+        from segments.privacy.kmeans import private_model_labels
+
+        start, end = window or (dt.date(1900, 1, 1), dt.date.today())
+        in_window = lines.filter(_window_filter((start, end)))
+        labels = private_model_labels(source.model, customers, in_window, end)
+        return labels.select(_person_key(), pl.col("segment").cast(pl.Utf8))
     assert source.labels_path is not None
     if not Path(source.labels_path).exists():
         raise WorkspaceError(
@@ -200,7 +216,8 @@ def build_shared_frames(
     )
     person = person.with_columns(pl.col("spend_sek").fill_null(0))
     if segments is not None:
-        person = person.join(_segment_labels(segments, cells), on="pid", how="inner")
+        labels = _segment_labels(segments, cells, customers, lines, window)
+        person = person.join(labels, on="pid", how="inner")
     else:
         person = person.with_columns(pl.lit("all").alias("segment"))
     person_df = person.collect()
@@ -829,6 +846,10 @@ class ReleasePlan:
         from segments.policy import Policy
         from segments.privacy.ledger import ReleaseRequest
 
+        if self.segments is not None and self.segments.model is not None:
+            from segments.privacy.kmeans import verify_private_model
+
+            verify_private_model(self.segments.model, ledger)  # same ledger, before charging
         loss = self.loss
         policy_name = policy if isinstance(policy, str) else str(policy.name)
         if not (clause_ids or self.spec.clause_ids):
@@ -1062,7 +1083,27 @@ def _card(
         "finer tables fitted to their margins by weighted least squares, means only where "
         "the count supports them); each interval contains the noisy value's interval at the "
         "stated confidence cut at zero, so it holds each cell at least at that confidence",
+        **_segmentation_loss(plan),
         **(dict(extra) if extra else {}),
+    }
+
+
+def _segmentation_loss(plan: ReleasePlan) -> dict[str, Any]:
+    """The ledger entries a release keyed by private segments rests on, and its end-to-end
+    loss: the DP k-means's loss plus the release's own (basic composition)."""
+    model = plan.segments.model if plan.segments is not None else None
+    if model is None:
+        return {}
+    own, seg = plan.loss, model.loss
+    delta = float(own.get("delta") or 0.0) + float(seg.get("delta") or 0.0)
+    return {
+        "segmentation": {**model.to_dict(), "provenance": "private_model"},
+        "rests_on": [model.release_id],
+        "end_to_end_privacy_loss": {
+            "epsilon": float(own["epsilon"] or 0.0) + float(seg["epsilon"] or 0.0),
+            "delta": delta,
+            "note": "the DP k-means (entry above, same ledger) plus this release",
+        },
     }
 
 

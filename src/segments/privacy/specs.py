@@ -386,17 +386,21 @@ QUERIES: dict[str, QueryDef] = {
 class SegmentSource:
     """Where segment labels come from, and what that allows a release to claim.
 
+    Provenance is derived, never declared: the category rule is computed inside the release
+    from each person's own purchases; private-model labels are computed inside the release
+    from DP centroids whose ledger entry was found and hash-checked
+    (:meth:`private_model`); labels a caller passes in (:meth:`from_labels`) are only "DP
+    given a non-private segmentation" and go to internal recipients only.
+
     Parameters
     ----------
     provenance : {'category_rule', 'private_model', 'fitted_model'}
-        ``category_rule`` (AL-2, a row-level function of a person's own purchases, computed
-        here from the prepared lines) and ``private_model`` (labels from a DP model whose
-        budget was charged) key end-to-end ε-DP releases; ``fitted_model`` (a model fitted on
-        the same private data) gives only "DP given a non-private segmentation".
     keys : tuple of str
         The public list of segment labels (for the category rule: the product categories).
     labels_path : Path, optional
-        Parquet with ``person_id`` and ``segment``; None for the category rule.
+        Parquet with ``person_id`` and ``segment`` (``fitted_model`` only).
+    model : PrivateModelRef, optional
+        The verified DP k-means entry (``private_model`` only).
 
     Examples
     --------
@@ -407,6 +411,7 @@ class SegmentSource:
     provenance: str
     keys: tuple[str, ...]
     labels_path: Path | None = None
+    model: Any = None
 
     def __post_init__(self) -> None:
         if self.provenance not in _PROVENANCES:
@@ -416,32 +421,78 @@ class SegmentSource:
             )
         if not self.keys:
             raise PolicyError("segment source has no segment keys; pass the public label list")
-        if self.provenance != "category_rule" and self.labels_path is None:
+        if self.provenance == "fitted_model" and self.labels_path is None:
             raise PolicyError(
-                f"segment source with provenance {self.provenance!r} needs labels_path "
+                "segment source with provenance 'fitted_model' needs labels_path "
                 "(a parquet with person_id, segment)"
+            )
+        from segments.privacy.kmeans import PrivateModelRef
+
+        if self.provenance == "private_model" and (
+            not isinstance(self.model, PrivateModelRef) or self.labels_path is not None
+        ):
+            raise PolicyError(
+                "provenance 'private_model' cannot be declared: it is derived from a DP "
+                "k-means entry of the ledger (SegmentSource.private_model(workspace, ledger)); "
+                "labels passed in are 'DP given a non-private segmentation' (fitted_model)"
+            )
+        if self.provenance == "category_rule" and (self.labels_path or self.model):
+            raise PolicyError(
+                "the category rule is computed inside the release; it takes no labels file"
             )
 
     @classmethod
     def category_rule(cls) -> SegmentSource:
-        """The category rule (AL-2): segment = the category with the largest spend."""
+        """The category rule: segment = the category with the largest spend (computed inside
+        the release from the person's own purchases)."""
         from segments.schema import PRODUCT_CATEGORIES
 
         return cls("category_rule", tuple(PRODUCT_CATEGORIES))
 
     @classmethod
+    def private_model(cls, workspace: Any, ledger: Any) -> SegmentSource:
+        """Private segments of ``workspace``, resting on their DP k-means entry in ``ledger``.
+
+        Raises
+        ------
+        ReleaseRefusedError
+            Unless ``ledger`` holds the published DP k-means entry named beside the centroids
+            and the centroids' SHA-256 matches it.
+        """
+        from segments.privacy.kmeans import private_model_ref
+
+        ref = private_model_ref(workspace, ledger)
+        return cls("private_model", ref.keys, model=ref)
+
+    @classmethod
     def from_labels(
         cls,
         labels_path: str | os.PathLike[str],
-        provenance: str,
-        keys: tuple[str, ...] | list[str],
+        provenance: str = "fitted_model",
+        keys: tuple[str, ...] | list[str] = (),
     ) -> SegmentSource:
-        """Labels from a file (``person_id``, ``segment``) with their public key list."""
+        """Labels from a file (``person_id``, ``segment``) with their public key list.
+
+        Labels a caller passes in are "DP given a non-private segmentation" whatever their
+        origin: ``provenance`` may only be ``'fitted_model'``.
+
+        Raises
+        ------
+        PolicyError
+            For any other provenance (it would be declared, not derived).
+        """
+        if provenance != "fitted_model":
+            raise PolicyError(
+                f"provenance {provenance!r} cannot be declared for labels passed in; they are "
+                "'DP given a non-private segmentation' (fitted_model); for private segments "
+                "use SegmentSource.private_model(workspace, ledger), for the category rule "
+                "SegmentSource.category_rule()"
+            )
         return cls(provenance, tuple(str(k) for k in keys), Path(labels_path))
 
     @classmethod
     def from_workspace(
-        cls, workspace: Any, which: str, private_k: int | None = None
+        cls, workspace: Any, which: str, private_k: int | None = None, ledger: Any = None
     ) -> SegmentSource:
         """The segment source of a workspace by name.
 
@@ -450,11 +501,12 @@ class SegmentSource:
         workspace : Workspace
         which : {'category_rule', 'fitted', 'private'}
             ``fitted``: ``W/segments/labels.parquet`` (an exploratory model fitted on the
-            private data: "DP given a non-private segmentation"); ``private``:
-            ``W/segments/private/labels.parquet`` (labels from DP k-means centroids).
+            private data: "DP given a non-private segmentation"); ``private``: the DP k-means
+            of ``W/segments/private/``, verified against ``ledger``.
         private_k : int, optional
-            Number of private segments (policy ``private_segments_k``) when the private
-            model's metadata does not list its labels.
+            Unused (kept for callers); the private model's keys come from its ledger entry.
+        ledger : Ledger
+            Needed for ``private``: the ledger the release will be charged to.
         """
         import json
 
@@ -464,7 +516,14 @@ class SegmentSource:
             raise PolicyError(
                 f"--segments {which!r} is unknown; use category_rule, fitted or private"
             )
-        folder = Path(workspace.segments) / ("private" if which == "private" else "")
+        if which == "private":
+            if ledger is None:
+                raise PolicyError(
+                    "--segments private needs the ledger the release is charged to (its DP "
+                    "k-means entry is checked there)"
+                )
+            return cls.private_model(workspace, ledger)
+        folder = Path(workspace.segments)
         labels = folder / "labels.parquet"
         if not labels.exists():
             raise PolicyError(
@@ -474,13 +533,6 @@ class SegmentSource:
         meta_path = folder / "metadata.json"
         meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
         keys = meta.get("segments") or meta.get("labels")
-        if which == "private":
-            if not keys and private_k is None:
-                raise PolicyError(
-                    f"{meta_path} lists no segment labels; pass the policy's private_segments_k"
-                )
-            keys = keys or [str(i) for i in range(int(private_k or 0))]
-            return cls.from_labels(labels, "private_model", [str(k) for k in keys])
         if not keys:
             # A fitted model is already "DP given a non-private segmentation": its label
             # list may come from the labels themselves.
@@ -504,6 +556,7 @@ class SegmentSource:
             "keys": list(self.keys),
             "labels_path": None if self.labels_path is None else str(self.labels_path),
             "guarantee": self.guarantee,
+            "rests_on": None if self.model is None else self.model.to_dict(),
         }
 
 
