@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import shutil
 import sys
 import time
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segments.exceptions import WorkspaceError
+from segments.exceptions import ReleaseRefusedError, WorkspaceError
 from segments.policy import Policy
 from segments.workspace import STAGES, Workspace, write_json
 
@@ -33,6 +32,12 @@ __all__ = ["BudgetPlan", "DemoSummary", "Step", "demo_steps", "plan_budget", "ru
 
 #: Months of the monthly purchasing series inside one budget period are each charged once.
 _MONTHS_PER_PERIOD = 12
+#: The main job's dataset: a retailer of this kind has tens of thousands of customers. It is
+#: generated at run time (deterministic, seeded; a few seconds), never committed; the
+#: committed 5,000-customer default dataset stays for the tests.
+DEMO_CUSTOMERS = 50_000
+#: ε of each of the two releases of the accuracy planner's scale probe.
+PROBE_EPSILON = 0.02
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 
 
@@ -53,20 +58,41 @@ class BudgetPlan:
     profiles: float
     survey: float
     monthly: float
+    probe: float = 0.0
 
     @property
     def total(self) -> float:
+        """Sum of the ε (under zCDP the ledger composes ρ, which is tighter than this sum)."""
         return (
             self.segmentation
+            + self.probe
             + self.overview
             + self.profiles
             + self.survey
             + self.monthly * _MONTHS_PER_PERIOD
         )
 
+    @classmethod
+    def from_accuracy(cls, plan: Any, survey: float) -> BudgetPlan:
+        """The ε of each release from an :class:`~segments.privacy.planner.AccuracyPlan`."""
+        fixed = dict(plan.fixed_epsilon)
+        return cls(
+            budget=plan.budget_epsilon,
+            segmentation=fixed.get("private_segments", 0.0),
+            probe=fixed.get("scale_probe", 0.0) + fixed.get("scale_probe_month", 0.0),
+            overview=plan.epsilon("segment_overview"),
+            profiles=plan.epsilon("category_mix"),
+            survey=survey,
+            monthly=plan.epsilon("monthly_category"),
+        )
+
 
 def plan_budget(policy: Policy) -> BudgetPlan:
-    """Size the demo's releases from the policy's budget.
+    """A first split of the policy's budget by fixed shares (before any data is seen).
+
+    The main job replaces it by the accuracy plan (:func:`accuracy_plan`) once the scale
+    probe has run; this split remains the fallback the steps are built with, and shows that
+    a policy's budget leaves room after its private segmentation.
 
     Examples
     --------
@@ -117,7 +143,12 @@ def demo_steps(ws: Path, policy: Policy, as_of: str, plan: BudgetPlan) -> list[S
     keys = "private" if segmenting else "category_rule"
     survey_purpose = "surveys" if "surveys" in policy.purposes else "statistics"
     release = ("release", *w, *pol, *demo, *day)
-    steps = [Step("generate (committed default dataset)", ("generate", *w, "--default"))]
+    steps = [
+        Step(
+            f"generate ({DEMO_CUSTOMERS:,} customers, seeded)",
+            ("generate", *w, "--customers", str(DEMO_CUSTOMERS), "--as-of", as_of),
+        )
+    ]
     steps += [
         Step(f"prepare ({purpose})", ("prepare", *w, *pol, "--purpose", purpose, *day))
         for purpose in ("segmentation", "statistics", "surveys", "microdata", "offers")
@@ -236,6 +267,36 @@ class DemoSummary:
     report: Path | None = None
 
 
+def accuracy_plan(ws: Workspace, policy: Policy, as_of: str) -> Any:
+    """Run the charged scale probe on the prepared statistics frames, then plan by accuracy.
+
+    The private segmentation keeps the policy's ε; the survey keeps its fixed share (the
+    probe does not size survey cells); the probe's own ε is charged and counted.
+    """
+    import datetime as dt
+
+    from segments.privacy.ledger import Ledger
+    from segments.privacy.planner import plan_by_accuracy, probe_scale
+
+    ledger = Ledger.for_workspace(ws, policy.controller, synthetic=True, policy=policy)
+    segmenting = "segmentation" in policy.purposes
+    k = int(policy.privacy.private_segments_k) if segmenting else 10
+    scale, charged = probe_scale(
+        ws,
+        policy,
+        ledger,
+        as_of=dt.date.fromisoformat(as_of),
+        purpose="statistics",
+        recipient="purchasing",
+        segments=k,
+        epsilon=PROBE_EPSILON,
+        synthetic=True,
+    )
+    first = plan_budget(policy)
+    fixed = {"private_segments": first.segmentation, **charged, "survey": first.survey}
+    return plan_by_accuracy(policy, scale, fixed_epsilon=fixed)
+
+
 def _run_step(step: Step, log: Path) -> float:
     from segments.cli.main import main
 
@@ -302,8 +363,21 @@ def run_demo(
     *,
     notebooks: bool = True,
     echo: Callable[[str], Any] = print,
+    override_accuracy: bool = False,
 ) -> DemoSummary:
-    """Run the whole flow on the default data in a fresh workspace; return what it did."""
+    """Run the whole flow on a seeded 50,000-customer dataset in a fresh workspace.
+
+    Parameters
+    ----------
+    workspace : path
+    policy : str
+    notebooks : bool
+        Execute the notebooks into ``W/report/notebooks/``.
+    echo : callable
+    override_accuracy : bool
+        Release even what the accuracy plan refuses (expected error above the policy's
+        ``max_relative_error``); by default such a release is skipped and said so.
+    """
     from segments.synth import DEFAULT_DATASET
 
     ws = Workspace(workspace)
@@ -313,14 +387,38 @@ def run_demo(
     logs = ws.root / "logs"
     logs.mkdir()
     log = logs / "main_job.log"
-    as_of = json.loads((DEFAULT_DATASET.path / "manifest.json").read_text())["parameters"]["as_of"]
+    as_of = DEFAULT_DATASET.as_of.isoformat()
     summary = DemoSummary(ws.root, pol.name, plan)
     echo(f"segments main job — policy {pol.name} ({pol.controller}), workspace {ws.root}")
     echo(
-        f"privacy budget {plan.budget} ε per {pol.privacy.budget_period_months} months; "
-        f"planned {plan.total:.3g} ε (throw-away demo ledger in {ws.root / 'ledger'})"
+        f"privacy budget {plan.budget} ε per {pol.privacy.budget_period_months} months "
+        f"(throw-away demo ledger in {ws.root / 'ledger'})"
     )
-    for step in demo_steps(ws.root, pol, as_of, plan):
+    steps = demo_steps(ws.root, pol, as_of, plan)
+    first_release = next(i for i, s in enumerate(steps) if s.argv[0] == "release")
+    for step in steps[:first_release]:
+        seconds = _run_step(step, log)
+        summary.timings[step.title] = seconds
+        echo(f"  {seconds:6.1f} s  {step.title}")
+    # plan by accuracy: a charged scale probe, then ε per release to meet the targets
+    started = time.perf_counter()
+    accuracy = accuracy_plan(ws, pol, as_of)
+    summary.budget = plan = BudgetPlan.from_accuracy(accuracy, survey=plan.survey)
+    summary.timings["accuracy plan (scale probe, charged)"] = time.perf_counter() - started
+    write_json(ws.report / "accuracy_plan.json", accuracy.to_dict())
+    for line in accuracy.describe().splitlines():
+        echo(f"  {line}")
+    released = {"segment_overview": "segment overview", "category_mix": "category mix"}
+    skip = set()
+    for name in accuracy.releases:
+        try:
+            accuracy.check(name, override=override_accuracy)
+        except ReleaseRefusedError as refused:  # reported; the release is left out
+            echo(f"  skipped: {refused}")
+            skip.add(released.get(name, name))
+    for step in demo_steps(ws.root, pol, as_of, plan)[first_release:]:
+        if any(part in step.title for part in skip):
+            continue
         seconds = _run_step(step, log)
         summary.timings[step.title] = seconds
         echo(f"  {seconds:6.1f} s  {step.title}")
@@ -332,7 +430,13 @@ def run_demo(
     summary.report = ws.report / "audit.html"
     write_json(
         ws.report / "main_job.json",
-        {"policy": pol.name, "timings": summary.timings, "budget": plan.__dict__},
+        {
+            "policy": pol.name,
+            "customers": DEMO_CUSTOMERS,
+            "timings": summary.timings,
+            "budget": plan.__dict__,
+            "accuracy_plan": accuracy.to_dict(),
+        },
     )
     return summary
 

@@ -14,9 +14,11 @@ DEMO_WORKSPACE = DEFAULT_WORKSPACE / "demo"
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="run the whole flow on the default data in a fresh workspace (the main job)",
-        description="Generate (reuse the committed default dataset), prepare, segment "
-        "(exploratory and private), DP releases and the monthly archive, a k-anonymous "
+        help="run the whole flow on a seeded 50,000-customer dataset in a fresh workspace "
+        "(the main job)",
+        description="Generate a seeded 50,000-customer dataset, prepare, segment "
+        "(exploratory and private), plan the budget by accuracy (a charged scale probe), DP "
+        "releases and the monthly archive, a k-anonymous "
         "release, forecast and audit, then execute the notebooks. Every release is charged to "
         "the workspace's throw-away demo ledger. The workspace is emptied first.",
     )
@@ -24,13 +26,24 @@ def register(subparsers: Any) -> None:
     add_workspace_option(parser, DEMO_WORKSPACE)
     parser.add_argument("--policy", default="alloffice", help="policy (default: alloffice)")
     parser.add_argument("--no-notebooks", action="store_true", help="skip executing the notebooks")
+    parser.add_argument(
+        "--override-accuracy",
+        action="store_true",
+        help="release even what the accuracy plan refuses (expected error above the policy's "
+        "max_relative_error)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from segments.pipeline import print_summary, run_demo
 
-    summary = run_demo(args.workspace.root, args.policy, notebooks=not args.no_notebooks)
+    summary = run_demo(
+        args.workspace.root,
+        args.policy,
+        notebooks=not args.no_notebooks,
+        override_accuracy=args.override_accuracy,
+    )
     return print_summary(summary)
 
 

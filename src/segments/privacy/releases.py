@@ -496,6 +496,8 @@ def _build_query(
         rows.append({"aggregate": agg, "bounds": list(bounds), "l1": l1, "l2": l2})
     keys = public_keys(query.by, segments, survey=query.frame == "survey")
     plan = pl.LazyFrame(schema=pl.scan_parquet(path).collect_schema())
+    if query.active_only:
+        plan = plan.filter(pl.col("spend_sek") > 0)
     plan = keys.lazy().join(
         plan.group_by(list(query.by)).agg(exprs), how="left", on=list(query.by), nulls_equal=True
     )

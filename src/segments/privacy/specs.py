@@ -300,6 +300,8 @@ class QueryDef:
         Post-processed means: (output name, sum aggregate, count aggregate).
     influence : str
         How one person's influence is bounded, in words (goes in the card).
+    active_only : bool
+        Only people who bought in the window (positive spend) are counted.
     """
 
     name: str
@@ -308,6 +310,7 @@ class QueryDef:
     aggregates: tuple[str, ...]
     means: tuple[tuple[str, str, str], ...] = ()
     influence: str = ""
+    active_only: bool = False
 
 
 #: Every query a release may contain, by name.
@@ -365,6 +368,24 @@ QUERIES: dict[str, QueryDef] = {
             "(largest spend first), one row per cell, units and spend clipped per cell to "
             "their category's bound (cell_units_by_category, cell_spend_sek_by_category; at "
             "most cell_units_bound and cell_spend_bound_sek)",
+        ),
+        QueryDef(
+            "customers_by_type",
+            "person",
+            ("customer_type",),
+            ("count", "spend_sek"),
+            means=(("mean_spend_sek", "spend_sek", "count"),),
+            influence="one row per person; total spend in the window clipped to "
+            "[0, spend_bound_sek] (the accuracy planner's scale probe)",
+        ),
+        QueryDef(
+            "buyers_by_type",
+            "person",
+            ("customer_type",),
+            ("count",),
+            influence="one row per person, counted if they bought in the window (the accuracy "
+            "planner's scale probe of a month)",
+            active_only=True,
         ),
         QueryDef(
             "survey_by_county_type",
@@ -716,6 +737,21 @@ SPECS: dict[str, ReleaseSpec] = {
             epsilon=0.25,
             description="units and SEK per product category for one closed month (the "
             "purchasing series; see segments.privacy.archive)",
+        ),
+        ReleaseSpec(
+            "scale_probe",
+            ("customers_by_type",),
+            epsilon=0.02,
+            description="customers and their total spend per customer type: the typical cell "
+            "sizes the accuracy planner needs (segments.privacy.planner)",
+        ),
+        ReleaseSpec(
+            "scale_probe_month",
+            ("buyers_by_type",),
+            epsilon=0.02,
+            clause_ids=("AO-1", "AO-4", "AK-2"),
+            description="people who bought in one closed month, per customer type: the typical "
+            "monthly cell size the accuracy planner needs",
         ),
         ReleaseSpec(
             "survey_experience",

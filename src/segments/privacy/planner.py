@@ -1,0 +1,473 @@
+"""Plan by accuracy: allocate a period's budget across the main job's releases to meet targets.
+
+The analyst says what each release must achieve (e.g. ±10 % on a typical monthly category
+cell at 90 % confidence); :func:`plan_by_accuracy` turns each target into the privacy loss it
+needs, fits the losses into the period's budget, and shows the expected relative error of
+every release *before* anything is spent. A release whose expected error exceeds the
+policy's ``max_relative_error`` is refused (:meth:`AccuracyPlan.check`) unless the caller
+overrides explicitly.
+
+The error of a noisy cell is roughly ``bound / (loss × cell)``: the bound is public (policy
+facts, and for per-cell releases ``contribution_bound_factor`` × a quantile of per-person
+totals), the loss is what the planner chooses, and the typical cell's size comes from a
+private **scale probe** (:data:`segments.privacy.specs.SPECS` ``scale_probe`` and
+``scale_probe_month``: customers, their spend, and one month's buyers, each a DP count or
+sum, charged like any release) combined with one public shape fact, ``TAIL_RATIO``: the
+ratio of the 90th percentile of a person's monthly total to the mean (measured on the
+synthetic data: 2.4 for units, 2.3 for SEK; heavy-tailed retail buying is typically 2–3).
+
+Allocation: under pure DP losses add (ε); under zCDP ρ adds, and the budget's ε at the
+policy's δ is turned into ρ. Each release's error falls as 1/ε (Laplace) or 1/√ρ
+(Gaussian), so the loss a target needs has a closed form. If the needs fit, every release
+gets its need scaled up to fill the budget (all errors shrink alike); if not, all are scaled
+down alike and the plan names each target it cannot meet, with the expected error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from segments.exceptions import PolicyError, ReleaseRefusedError
+from segments.privacy.vectors import expected_half_width
+
+__all__ = [
+    "TAIL_RATIO",
+    "AccuracyPlan",
+    "AccuracyTarget",
+    "PlannedRelease",
+    "Scale",
+    "default_targets",
+    "plan_by_accuracy",
+]
+
+#: Public shape fact: 90th percentile / mean of a person's total in a release (see above).
+TAIL_RATIO = 2.5
+#: Share of the usable budget held back for rounding.
+_HELD_BACK = 0.05
+
+
+@dataclass(frozen=True)
+class AccuracyTarget:
+    """The accuracy a release needs on its typical cell.
+
+    Parameters
+    ----------
+    release : str
+        ``monthly_category``, ``category_mix``, ``segment_overview`` or ``survey``.
+    relative_error : float
+        Half-width of the interval / the typical cell (0.10 = ±10 %).
+    confidence : float
+        Level of that interval (0.90).
+    """
+
+    release: str
+    relative_error: float
+    confidence: float = 0.90
+
+    def __post_init__(self) -> None:
+        if not self.relative_error > 0 or not 0 < self.confidence < 1:
+            raise PolicyError(
+                f"accuracy target {self.release!r}: relative_error={self.relative_error!r} must "
+                f"be positive and confidence={self.confidence!r} in (0, 1), e.g. 0.10 at 0.90"
+            )
+
+
+def default_targets() -> tuple[AccuracyTarget, ...]:
+    """The issue's targets: ±10 % on monthly category, mix and county × segment cells,
+    ±15 % on a segment's mean spend, all at 90 %; the survey ±20 %."""
+    return (
+        AccuracyTarget("monthly_category", 0.10),
+        AccuracyTarget("category_mix", 0.10),
+        AccuracyTarget("segment_overview", 0.10),
+        AccuracyTarget("survey", 0.20),
+    )
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of the typical cells, from the private scale probe (or given).
+
+    Parameters
+    ----------
+    customers : float
+        People in the prepared population (noisy count).
+    mean_spend_sek : float
+        Their mean spend in the release window (noisy sum / noisy count).
+    monthly_buyers : float
+        People who bought in one closed month (noisy count).
+    segments : int
+        Public number of segments.
+    survey_responses : float
+        Survey responses in the window (0: no survey release).
+    source : str
+        Where the sizes come from (the probe's release ids, or "given").
+    """
+
+    customers: float
+    mean_spend_sek: float
+    monthly_buyers: float
+    segments: int
+    survey_responses: float = 0.0
+    source: str = "given"
+
+
+@dataclass(frozen=True)
+class PlannedRelease:
+    """One release of the plan: its loss per release, how often, and the expected error."""
+
+    release: str
+    releases_per_period: int
+    epsilon: float
+    loss: float
+    expected_relative_error: float
+    target: float
+    confidence: float
+    meets_target: bool
+    refused: bool
+    note: str = ""
+
+
+@dataclass
+class AccuracyPlan:
+    """A budget split that meets targets, or says which it cannot."""
+
+    policy: str
+    family: str
+    budget_epsilon: float
+    fixed_epsilon: Mapping[str, float]
+    releases: dict[str, PlannedRelease] = field(default_factory=dict)
+    max_relative_error: float = 0.5
+    scale: Scale | None = None
+
+    @property
+    def fits(self) -> bool:
+        return all(r.meets_target for r in self.releases.values())
+
+    def unmet(self) -> list[str]:
+        """One line per target the plan cannot meet, with the expected error and why."""
+        return [
+            f"{r.release}: expected ±{r.expected_relative_error:.1%} on a typical cell at "
+            f"{r.confidence:.0%} against a target of ±{r.target:.0%} — {r.note}"
+            for r in self.releases.values()
+            if not r.meets_target
+        ]
+
+    def epsilon(self, release: str) -> float:
+        return self.releases[release].epsilon
+
+    def check(self, release: str, override: bool = False) -> None:
+        """Refuse a release whose expected error exceeds the policy's max_relative_error."""
+        planned = self.releases[release]
+        if planned.refused and not override:
+            raise ReleaseRefusedError(
+                f"accuracy plan: {release} is expected to be off by "
+                f"±{planned.expected_relative_error:.0%} on a typical cell, above the policy's "
+                f"max_relative_error={self.max_relative_error:g}; release a coarser table, wait "
+                "for more data or pass override=True (--override-accuracy) to release anyway"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "family": self.family,
+            "budget_epsilon": self.budget_epsilon,
+            "fixed_epsilon": dict(self.fixed_epsilon),
+            "fits": self.fits,
+            "unmet": self.unmet(),
+            "max_relative_error": self.max_relative_error,
+            "scale": None if self.scale is None else asdict(self.scale),
+            "releases": {k: asdict(v) for k, v in self.releases.items()},
+            "total_epsilon": self.total_epsilon,
+        }
+
+    @property
+    def total_epsilon(self) -> float:
+        """The period's total as the ledger states it (ε; under zCDP ρ summed, then ε at δ)."""
+        from segments.privacy.composition import rho_to_epsilon
+
+        if self.family == "pure":
+            return math.fsum(self.fixed_epsilon.values()) + math.fsum(
+                r.loss * r.releases_per_period for r in self.releases.values()
+            )
+        rho = math.fsum(_rho(e, self._delta) for e in self.fixed_epsilon.values()) + math.fsum(
+            r.loss * r.releases_per_period for r in self.releases.values()
+        )
+        return float(rho_to_epsilon(rho, self._delta))
+
+    _delta: float = 1e-7
+
+    def describe(self) -> str:
+        """A table for the terminal: release, ε each, expected error, target."""
+        lines = [
+            f"accuracy plan for {self.policy} ({self.family}; budget ε {self.budget_epsilon:g} "
+            f"per period, planned ε {self.total_epsilon:.3g}):"
+        ]
+        for name, eps in self.fixed_epsilon.items():
+            lines.append(f"  {name:<18} ε {eps:<8.4g} (fixed)")
+        for r in self.releases.values():
+            mark = "ok" if r.meets_target else ("REFUSED" if r.refused else "target missed")
+            lines.append(
+                f"  {r.release:<18} ε {r.epsilon:<8.4g} x{r.releases_per_period:<3} expected "
+                f"±{r.expected_relative_error:.1%} (target ±{r.target:.0%} at "
+                f"{r.confidence:.0%}) {mark}"
+            )
+        lines += [f"  cannot meet: {u}" for u in self.unmet()]
+        return "\n".join(lines)
+
+
+def _rho(epsilon: float, delta: float) -> float:
+    from segments.privacy.releases import epsilon_to_rho
+
+    return epsilon_to_rho(epsilon, delta)
+
+
+@dataclass(frozen=True)
+class _Need:
+    """Error model of one release: relative half-width = coefficient × f(loss)."""
+
+    release: str
+    per_period: int
+    mechanism: str  # laplace: error = c·ln(1/α)/ε_eff ; gaussian: c·z/√(2ρ)
+    coefficient: float  # bound / typical cell, divided by the loss share of the cell's query
+    target: AccuracyTarget
+
+    def error(self, loss: float) -> float:
+        alpha = 1.0 - self.target.confidence
+        return expected_half_width(self.mechanism, self.coefficient, loss, alpha)
+
+    def loss_for(self, relative_error: float) -> float:
+        """The loss at which :meth:`error` equals ``relative_error`` (closed form)."""
+        at_one = self.error(1.0)
+        if self.mechanism == "laplace":
+            return at_one / relative_error
+        return (at_one / relative_error) ** 2
+
+
+def _needs(
+    policy: Any, scale: Scale, targets: Mapping[str, AccuracyTarget], family: str
+) -> list[_Need]:
+    """Per release: bound / typical cell, over the share of the release's loss that cell's
+    query gets (the specs' weights, the aggregates' split and the bound's share)."""
+    p = policy.privacy
+    factor = float(getattr(p, "contribution_bound_factor", 2.0))
+    bound_share = float(getattr(p, "contribution_bound_share", 0.2))
+    n_categories = 10
+    noise = "laplace" if family == "pure" else "gaussian"
+    # per-cell (vector) releases: a person's norm bound ~ factor × TAIL_RATIO × the mean
+    # person total; the typical cell is (people × mean) / cells, so bound / cell =
+    # cells × factor × TAIL_RATIO / people (the mean cancels). Under zCDP the L2 norm of a
+    # person spread over m cells is ~ L1 / √m; m ~ 4 categories a month (public shape).
+    l2_gain = 1.0 if family == "pure" else 2.0
+    # two aggregates (units, SEK), each (1 - bound_share) of half the loss
+    vector_share = (1.0 - bound_share) / 2.0
+    needs = []
+    if "monthly_category" in targets:
+        coefficient = n_categories * factor * TAIL_RATIO / max(scale.monthly_buyers, 1.0)
+        needs.append(
+            _Need(
+                "monthly_category",
+                12,
+                noise,
+                coefficient / l2_gain / vector_share,
+                targets["monthly_category"],
+            )
+        )
+    if "category_mix" in targets:
+        cells = n_categories * scale.segments
+        coefficient = cells * factor * TAIL_RATIO / max(scale.customers, 1.0)
+        needs.append(
+            _Need(
+                "category_mix",
+                1,
+                noise,
+                coefficient / l2_gain / vector_share,
+                targets["category_mix"],
+            )
+        )
+    if "segment_overview" in targets:
+        # customers per county × segment: sensitivity 1, 2/5 of the release's loss
+        county_segment = max(scale.customers / (21 * scale.segments), 1.0)
+        count_coefficient = 1.0 / county_segment / (2.0 / 5.0)
+        # mean spend per segment: the sum dominates (spend_bound / (people × mean)); 1/5 of
+        # the loss, half of it for the sum; target 1.5 × the count target (±15 % vs ±10 %)
+        per_segment = max(scale.customers / scale.segments, 1.0)
+        mean_coefficient = (
+            float(p.spend_bound_sek) / (per_segment * max(scale.mean_spend_sek, 1.0)) / (1 / 10)
+        )
+        coefficient = max(count_coefficient, mean_coefficient / 1.5)
+        needs.append(_Need("segment_overview", 1, noise, coefficient, targets["segment_overview"]))
+    if "survey" in targets and scale.survey_responses > 0:
+        # mean score per county × type (42 cells): score bound 10 over responses × mean ~5
+        per_cell = max(scale.survey_responses / 42.0, 1.0)
+        coefficient = float(p.survey_score_bounds[1]) / (per_cell * 5.0) / 0.5
+        needs.append(_Need("survey", 1, noise, coefficient, targets["survey"]))
+    return needs
+
+
+def plan_by_accuracy(
+    policy: Any,
+    scale: Scale,
+    targets: tuple[AccuracyTarget, ...] | None = None,
+    *,
+    fixed_epsilon: Mapping[str, float] | None = None,
+) -> AccuracyPlan:
+    """Allocate the period's budget across the main job's releases to meet ``targets``.
+
+    Parameters
+    ----------
+    policy : segments.Policy
+        Its budget per period, family, δ, bounds and ``max_relative_error``.
+    scale : Scale
+        Typical cell sizes (from the charged scale probe).
+    targets : tuple of AccuracyTarget, optional
+        Default :func:`default_targets`.
+    fixed_epsilon : mapping, optional
+        Releases whose ε is fixed by the policy (private segmentation, the probe).
+
+    Returns
+    -------
+    AccuracyPlan
+
+    Examples
+    --------
+    >>> from segments.policy import Policy
+    >>> plan = plan_by_accuracy(Policy.load("alloffice"), Scale(45_000, 30_000, 15_000, 6))
+    >>> plan.total_epsilon <= 4.0, plan.releases["monthly_category"].releases_per_period
+    (True, 12)
+    """
+    p = policy.privacy
+    family = str(p.dp_family)
+    delta = float(p.delta) if family == "zcdp" else 0.0
+    wanted = {t.release: t for t in (targets or default_targets())}
+    fixed = dict(fixed_epsilon or {})
+    usable_eps = (1.0 - _HELD_BACK) * float(p.budget_epsilon)
+    if family == "pure":
+        available = usable_eps - math.fsum(fixed.values())
+    else:
+        available = _rho(usable_eps, delta) - math.fsum(_rho(e, delta) for e in fixed.values())
+    plan = AccuracyPlan(
+        str(policy.name),
+        family,
+        float(p.budget_epsilon),
+        fixed,
+        max_relative_error=float(getattr(p, "max_relative_error", 0.5)),
+        scale=scale,
+    )
+    plan._delta = delta or 1e-7
+    if available <= 0:
+        raise PolicyError(
+            f"policy {policy.name!r}: budget_epsilon={p.budget_epsilon} leaves nothing after "
+            f"the fixed releases {fixed}; raise the budget or lower private_segments_epsilon"
+        )
+    needs = _needs(policy, scale, wanted, family)
+    required = {n.release: n.loss_for(n.target.relative_error) for n in needs}
+    total = math.fsum(required[n.release] * n.per_period for n in needs)
+    stretch = available / total if total > 0 else 1.0
+    for n in needs:
+        loss = required[n.release] * stretch
+        epsilon = loss if family == "pure" else _epsilon_of_rho(loss, plan._delta)
+        error = n.error(loss)
+        meets = error <= n.target.relative_error * (1 + 1e-9)
+        note = (
+            ""
+            if meets
+            else (
+                f"the {p.budget_epsilon:g} ε budget per period gives every release "
+                f"{stretch:.0%} of the loss its target needs"
+            )
+        )
+        plan.releases[n.release] = PlannedRelease(
+            n.release,
+            n.per_period,
+            round(epsilon, 6),
+            loss,
+            error,
+            n.target.relative_error,
+            n.target.confidence,
+            meets,
+            refused=error > plan.max_relative_error,
+            note=note,
+        )
+    return plan
+
+
+def _epsilon_of_rho(rho: float, delta: float) -> float:
+    """The ε of one release whose ρ is ``rho`` (what ``--epsilon`` is given as)."""
+    from segments.privacy.composition import rho_to_epsilon
+
+    return float(rho_to_epsilon(rho, delta))
+
+
+def probe_scale(
+    workspace: Any,
+    policy: Any,
+    ledger: Any,
+    *,
+    as_of: Any,
+    purpose: str,
+    recipient: str,
+    segments: int,
+    epsilon: float = 0.02,
+    synthetic: bool | None = None,
+    survey_responses: float = 0.0,
+) -> tuple[Scale, dict[str, float]]:
+    """Run the private scale probe (two small releases, charged) and read the typical sizes.
+
+    ``scale_probe`` counts the prepared customers and sums their clipped spend;
+    ``scale_probe_month`` counts the people who bought in the last closed month before
+    ``as_of``. Both are ordinary releases (ledger, card, tables); only their published,
+    post-processed tables are read here.
+
+    Returns
+    -------
+    (Scale, dict)
+        The sizes, and the ε each probe release was charged (for the plan's fixed part).
+    """
+    import datetime as dt
+
+    from segments.privacy.archive import month_start
+    from segments.privacy.releases import plan_release
+    from segments.privacy.specs import SPECS, PrivacyParams
+
+    params = PrivacyParams.from_policy(policy, purpose)
+    prepared = workspace.prepared_dir(purpose)
+    last_month = month_start(month_start(as_of) - dt.timedelta(days=1))
+    results = {}
+    for name, window in (
+        ("scale_probe", None),
+        ("scale_probe_month", (last_month, month_start(as_of))),
+    ):
+        with plan_release(
+            SPECS[name].with_epsilon(epsilon),
+            params,
+            customers=prepared / "customers.parquet",
+            lines=prepared / "lines.parquet",
+            as_of=as_of,
+            window=window,
+            workspace=workspace,
+        ) as plan:
+            results[name] = plan.execute(
+                ledger,
+                workspace,
+                policy=policy,
+                purpose=purpose,
+                recipient=recipient,
+                synthetic=synthetic,
+            )
+    people = results["scale_probe"].tables["customers_by_type"]
+    buyers = results["scale_probe_month"].tables["buyers_by_type"]
+    customers = float(people["count"].sum())
+    spend = float(people["spend_sek"].sum())
+    scale = Scale(
+        customers=customers,
+        mean_spend_sek=spend / max(customers, 1.0),
+        monthly_buyers=float(buyers["count"].sum()),
+        segments=segments,
+        survey_responses=survey_responses,
+        source=", ".join(r.release_id for r in results.values()),
+    )
+    charged = {name: float(r.card["privacy_loss"]["epsilon"]) for name, r in results.items()}
+    return scale, charged

@@ -1,0 +1,106 @@
+"""The accuracy planner: targets to ε, inside every policy's budget, refusals, the probe."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from segments.exceptions import PolicyError, ReleaseRefusedError
+from segments.policy import POLICY_NAMES, Policy
+from segments.privacy.planner import (
+    AccuracyTarget,
+    Scale,
+    _Need,
+    default_targets,
+    plan_by_accuracy,
+    probe_scale,
+)
+
+DEMO = Scale(customers=40_000, mean_spend_sek=40_000, monthly_buyers=15_000, segments=6)
+TINY = Scale(customers=800, mean_spend_sek=40_000, monthly_buyers=300, segments=6)
+
+
+def _fixed(policy: Policy) -> dict[str, float]:
+    return {"private_segments": policy.privacy.private_segments_epsilon, "scale_probe": 0.04}
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+@pytest.mark.parametrize("scale", [DEMO, TINY], ids=["50k", "tiny"])
+def test_every_policy_plan_fits_its_budget_or_names_what_it_cannot_meet(name, scale):
+    policy = Policy.load(name)
+    plan = plan_by_accuracy(policy, scale, fixed_epsilon=_fixed(policy))
+    assert plan.total_epsilon <= policy.privacy.budget_epsilon * (1 + 1e-9)
+    assert set(plan.releases) == {"monthly_category", "category_mix", "segment_overview"}
+    unmet = plan.unmet()
+    assert len(unmet) == sum(not r.meets_target for r in plan.releases.values())
+    for release in plan.releases.values():
+        assert release.epsilon > 0
+        if not release.meets_target:
+            assert any(line.startswith(release.release) and "target" in line for line in unmet)
+    if scale is TINY:  # 300 buyers a month cannot give ±10 % at any of these budgets
+        assert not plan.fits and plan.releases["monthly_category"].refused
+
+
+def test_targets_met_when_the_budget_allows_and_the_spare_budget_is_used():
+    policy = Policy.load("alocenter")  # zCDP, ε 5 a period
+    plan = plan_by_accuracy(policy, DEMO, fixed_epsilon=_fixed(policy))
+    assert plan.fits and not plan.unmet()
+    usable = 0.95 * policy.privacy.budget_epsilon
+    assert plan.total_epsilon == pytest.approx(usable, rel=1e-6)
+    for release in plan.releases.values():
+        assert release.expected_relative_error < release.target
+
+
+def test_a_refused_release_needs_an_explicit_override():
+    policy = Policy.load("offix")
+    plan = plan_by_accuracy(policy, TINY, fixed_epsilon=_fixed(policy))
+    with pytest.raises(ReleaseRefusedError, match="max_relative_error"):
+        plan.check("monthly_category")
+    plan.check("monthly_category", override=True)
+    assert "REFUSED" in plan.describe()
+
+
+@pytest.mark.parametrize("mechanism", ["laplace", "gaussian"])
+def test_the_loss_a_target_needs_gives_exactly_that_error(mechanism):
+    need = _Need("x", 1, mechanism, 3.7, AccuracyTarget("x", 0.1, 0.9))
+    assert need.error(need.loss_for(0.07)) == pytest.approx(0.07, rel=1e-9)
+    assert need.error(2.0) < need.error(1.0)
+
+
+def test_bad_targets_and_budgets_are_refused():
+    with pytest.raises(PolicyError, match="relative_error"):
+        AccuracyTarget("monthly_category", 0.0)
+    policy = Policy.load("offix")
+    with pytest.raises(PolicyError, match="leaves nothing"):
+        plan_by_accuracy(policy, DEMO, fixed_epsilon={"private_segments": 5.0})
+    assert {t.release for t in default_targets()} >= {"monthly_category", "segment_overview"}
+
+
+def test_the_probe_is_charged_and_sizes_the_cells(tmp_path):
+    from segments.privacy._frames import write_prepared_frames
+    from segments.privacy.ledger import Ledger
+    from segments.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws").create()
+    folder = ws.prepared_dir("statistics")
+    folder.mkdir(parents=True)
+    write_prepared_frames(folder, 3_000, 30_000, seed=np.random.default_rng(2))
+    policy = Policy.load("alloffice")
+    ledger = Ledger.for_workspace(ws, policy.controller, evaluation=True, synthetic=True)
+    scale, charged = probe_scale(
+        ws,
+        policy,
+        ledger,
+        as_of=dt.date(2026, 3, 1),
+        purpose="statistics",
+        recipient="purchasing",
+        segments=6,
+        synthetic=True,
+    )
+    assert len(ledger.entries()) == 2
+    assert charged == pytest.approx({"scale_probe": 0.02, "scale_probe_month": 0.02})
+    assert 2_000 < scale.customers < 4_000
+    assert 0 < scale.monthly_buyers < scale.customers
+    assert scale.mean_spend_sek >= 0  # 3,000 people: the spend sum may drown in its noise
