@@ -177,9 +177,16 @@ def _replace_all(ws: Workspace, frames: Mapping[str, pl.DataFrame]) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         raise
-    for tmp, target in staged:
-        make_private(tmp)
-        os.replace(tmp, target)
+    done = 0
+    try:
+        for tmp, target in staged:
+            make_private(tmp)
+            os.replace(tmp, target)
+            done += 1
+    finally:
+        for tmp, _ in staged[done:]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
 
 def _log_entry(

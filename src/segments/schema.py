@@ -373,12 +373,29 @@ def validate(df: pl.DataFrame, schema: TableSchema, *, as_of: dt.date | None = N
         _pandera_schema(schema).validate(df, lazy=True)
     except pa.errors.SchemaErrors as exc:
         raise SchemaError(_first_failure(schema.name, exc)) from None
+    _check_finite(df, schema)
     if schema.key:
         _check_unique_key(df, schema)
     if as_of is not None:
         for col in schema.columns:
             if col.dtype == pl.Date:
                 check_not_after(df, schema.name, col.name, as_of)
+
+
+def _check_finite(df: pl.DataFrame, schema: TableSchema) -> None:
+    """NaN and infinities pass a ``min_value`` bound (inf >= 0); refuse them here."""
+    for col in schema.columns:
+        if not col.dtype.is_float() or col.name not in df.columns:
+            continue
+        bad = df.select(pl.col(col.name).is_nan() | pl.col(col.name).is_infinite()).to_series()
+        count = int(bad.sum())
+        if count:
+            first = df[col.name].filter(bad)[0]
+            raise SchemaError(
+                f"table {schema.name!r}, column {col.name!r}: rule 'finite number' fails for "
+                f"{count} row(s) (first: {first!r}); fix: correct or drop those rows in the "
+                "extract"
+            )
 
 
 def _distinct_keys(df: pl.DataFrame, key: list[str]) -> int:

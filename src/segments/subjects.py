@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -393,8 +394,15 @@ def _remove_from_derived(ws: Workspace, person_ids: list[str]) -> dict[str, int]
 
 
 def _append_request(ws: Workspace, entry: dict[str, Any]) -> None:
-    ws.subject_log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_json(ws.subject_log, [*_log_entries(ws), entry])
+    folder = ws.subject_log.parent
+    made = not folder.exists()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        write_json(ws.subject_log, [*_log_entries(ws), entry])
+    except BaseException:
+        if made:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     make_private(ws.subject_log)
 
 

@@ -233,6 +233,8 @@ class Workspace:
             yield folder
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self.private.rmdir()  # only when empty: another run may be using it
 
     def sweep(self) -> list[Path]:
         """Remove staging and scratch leftovers of writers that are no longer running.

@@ -438,6 +438,15 @@ def customer_release_table(
         raise KAnonymityError(
             f"unknown release column(s) {unknown}; choose from {list(CUSTOMER_COLUMNS)}"
         )
+    derived = ("segment", "spend_band")
+    absent = [c for c in columns if c not in derived and c not in customers.columns]
+    if absent:
+        present = [c for c in CUSTOMER_COLUMNS if c in customers.columns or c in derived]
+        raise KAnonymityError(
+            f"the prepared customers of this purpose have no column(s) {absent}: the purpose "
+            "does not carry that microdata; prepare and release the purpose whose "
+            f"customer_columns list them, or pass --columns from {present}"
+        )
     spend = lines.group_by("person_id").agg(pl.col("amount_sek").sum().alias("_spend"))
     cuts = [float(c) for c in SPEND_CUTS]
     table = (

@@ -138,6 +138,26 @@ def open_ledger(args: argparse.Namespace, policy: Any, synthetic: bool) -> Any:
     return track_ledger(ledger)
 
 
+def refuse_early(policy: Any, purpose: str, recipient: str, destination: str) -> None:
+    """The ledger's purpose, recipient and destination guards, run before any ledger file
+    is opened or created, so a refused release writes nothing."""
+    from segments.privacy.guards import (
+        PolicyFacts,
+        check_destination,
+        check_purpose,
+        check_recipient,
+    )
+
+    facts = PolicyFacts.from_policy(policy)
+    check_purpose(purpose, facts)
+    declared = check_recipient(recipient, facts)
+    for where, who in ((destination, ""), (declared.destination, declared.name)):
+        if where:
+            check_destination(
+                where, facts.allowed_destinations, who=who, clause_ids=facts.destination_clause_ids
+            )
+
+
 def track_ledger(ledger: Any) -> Any:
     """Remember ``ledger`` and its release count, so a failure can say if budget was spent."""
     OPENED_LEDGERS.append((ledger, len(ledger.entries())))

@@ -30,6 +30,7 @@ from segments.cli.common import (
     is_synthetic,
     iso_date,
     open_ledger,
+    refuse_early,
     safe_name,
 )
 from segments.exceptions import KAnonymityError, PolicyError, WorkspaceError
@@ -170,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
     workspace: Workspace = args.workspace
     policy = Policy.load(args.policy)
     purpose = policy.purpose(args.purpose)  # an undeclared purpose is refused here
+    refuse_early(policy, args.purpose, args.recipient, args.destination)
     check_parameters(args, policy)
     prepared = workspace.prepared_dir(args.purpose)
     customers_path = workspace.require(prepared / "customers.parquet", "segments prepare")

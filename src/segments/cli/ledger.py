@@ -127,6 +127,8 @@ def _open_ledgers(args: argparse.Namespace, policy: Any) -> list[Ledger]:
 
 
 def _find_cards(folder: Path) -> list[Path]:
+    if not folder.exists() and folder.parent.is_dir():
+        return []  # a workspace without releases has no cards: 0 checked
     if not folder.is_dir():
         raise WorkspaceError(f"--cards {folder} is not a folder; pass the releases folder")
     return sorted(path for name in _CARD_NAMES for path in folder.rglob(name))

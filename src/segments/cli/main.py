@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import json
 import os
 import sqlite3
 import sys
@@ -139,6 +140,12 @@ def describe_failure(exc: BaseException) -> str:
         return f"privacy ledger: {text}; check the ledger file and its folder"
     if isinstance(exc, sqlite3.DatabaseError):
         return f"privacy ledger: {exc}; point --ledger at a segments privacy ledger"
+    if isinstance(exc, json.JSONDecodeError):
+        return (
+            f"a JSON file is damaged ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+            "restore it, or regenerate what wrote it (e.g. `segments generate --force` for "
+            "raw/manifest.json)"
+        )
     if isinstance(exc, UnicodeError):
         return (
             f"an input is not valid UTF-8 text ({_one_line(str(exc))}); re-encode it as UTF-8 "
@@ -146,6 +153,12 @@ def describe_failure(exc: BaseException) -> str:
         )
     if isinstance(exc, OSError):
         return _os_error(exc)
+    if type(exc).__module__.startswith("polars") and "parquet" in str(exc).lower():
+        return (
+            f"a data file could not be read as Parquet ({_one_line(str(exc))[:160]}); it is "
+            "damaged or not Parquet: run again the command that wrote it (generate, prepare, "
+            "segment)"
+        )
     if isinstance(exc, MemoryError):
         return "out of memory; use a smaller dataset or free memory"
     if isinstance(exc, ValueError) and _raised_by_segments(exc):
@@ -160,7 +173,10 @@ def describe_failure(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     from segments.cli.common import OPENED_LEDGERS, budget_statement
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # usage errors (one line, status 2) and --help (status 0)
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     debug = bool(args.debug or os.environ.get("SEGMENTS_DEBUG"))
     OPENED_LEDGERS.clear()
     try:
@@ -177,8 +193,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if debug:
             traceback.print_exc()
-        expected = (*_USER_ERRORS, OSError, sqlite3.Error, UnicodeError, MemoryError)
+        expected = (
+            *_USER_ERRORS,
+            OSError,
+            sqlite3.Error,
+            UnicodeError,
+            MemoryError,
+            json.JSONDecodeError,
+        )
         ours = isinstance(exc, ValueError) and _raised_by_segments(exc)
+        ours = ours or "could not be read as Parquet" in describe_failure(exc)
         status = 2 if isinstance(exc, expected) or ours else 1
         print(
             f"segments {args.command}: error: {describe_failure(exc)} ({budget_statement()})",

@@ -22,6 +22,7 @@ from segments.cli.common import (
     is_synthetic,
     iso_date,
     open_ledger,
+    refuse_early,
     safe_name,
 )
 from segments.exceptions import PolicyError
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     workspace: Workspace = args.workspace
     policy = Policy.load(args.policy)
     policy.purpose(args.purpose)  # AO-10: an undeclared purpose is refused before anything
+    refuse_early(policy, args.purpose, args.recipient, args.destination)
     params = PrivacyParams.from_policy(policy, args.purpose)
     as_of = args.as_of or dt.date.today()
     synthetic = is_synthetic(workspace)

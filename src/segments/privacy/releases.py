@@ -26,6 +26,7 @@ The flow of one release (:func:`plan_release` then :meth:`ReleasePlan.execute`):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import math
@@ -908,8 +909,9 @@ class ReleasePlan:
         }
 
     def close(self) -> None:
-        """Remove the private temporary folder of shared aggregates."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Remove the private temporary folder of shared aggregates (and the private area
+        itself when nothing else is in it)."""
+        _remove_scratch(self.folder)
 
     def __enter__(self) -> ReleasePlan:
         return self
@@ -1233,7 +1235,7 @@ def plan_release(
             for q, loss in zip(spec.query_defs, losses, strict=True)
         ]
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        _remove_scratch(folder)
         raise
     return ReleasePlan(spec, params, segments, confidence, queries, folder, window, as_of, source)
 
@@ -1244,10 +1246,22 @@ def _scratch_folder(workspace: Workspace | None, near: str | os.PathLike[str] | 
     if workspace is not None:
         workspace.sweep()
         workspace.private.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(dir=workspace.private, prefix=f"scratch-release-p{pid}-"))
+        try:
+            return Path(tempfile.mkdtemp(dir=workspace.private, prefix=f"scratch-release-p{pid}-"))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                workspace.private.rmdir()
+            raise
     if near is None:
         raise PolicyError("plan_release needs input files (customers/lines or surveys)")
     return Path(tempfile.mkdtemp(dir=Path(near).parent, prefix=f".scratch-release-p{pid}-"))
+
+
+def _remove_scratch(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    if folder.parent.name == ".private":
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()  # only when empty: another run may be using it
 
 
 def _query_losses(spec: ReleaseSpec, params: PrivacyParams) -> tuple[float, ...]:
