@@ -76,7 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "segment",
         help="segment the prepared customers (labels, profiles, metadata)",
         description="Compute features from W/prepared/<purpose>/, choose the number of "
-        "segments by silhouette and BIC (bootstrap stability reported), fit on everyone and "
+        "segments by split-half evidence (held-out Davies-Bouldin index among the k whose "
+        "halves agree; the smaller k when two are too close to call), fit on everyone and "
         "write W/segments/{labels,profiles}.parquet and metadata.json. Labels are personal "
         "data: only profiling-eligible people get one (AO-5, AL-3), and nothing here is a "
         "release.",
@@ -109,13 +110,16 @@ def run(args: argparse.Namespace) -> int:
         f"labelled in {result.paths['labels']}"
     )
     scores = result.model.scores
-    print("  k  silhouette          BIC  stability (ARI)")
+    print("  k  held-out Davies-Bouldin  stability (ARI)  silhouette          BIC")
     for row in scores.itertuples():
         mark = "*" if row.k == meta["k"] else " "
         print(
-            f"{mark}{row.k:>2}  {row.silhouette:10.3f} {row.bic:12.0f}  "
-            f"{row.stability_ari_mean:.3f}"
+            f"{mark}{row.k:>2}  {row.davies_bouldin:6.3f} "
+            f"[{row.davies_bouldin_low:.3f}, {row.davies_bouldin_high:.3f}]  "
+            f"{row.stability_ari_mean:.3f}          {row.silhouette:10.3f} {row.bic:12.0f}"
         )
+    if result.model.selection is not None:
+        print(f"  {result.model.selection.summary()}")
     for seg, name in meta["segments"].items():
         size = int(result.profiles.loc[result.profiles["segment"] == int(seg), "size"].iloc[0])
         print(f"  segment {seg}: {name} ({size} people)")
