@@ -69,3 +69,68 @@ def test_statistic_refuses_a_release_without_the_heavy_cell() -> None:
     assert statistic(pl.DataFrame({"county_code": ["99", "01"], "count": [3, 1]})) == 3.0
     with pytest.raises(RuntimeError, match="no cell for the heavy person's keys"):
         statistic(pl.DataFrame({"county_code": ["01"], "count": [1]}))
+
+
+# --- person-level audit (issue 13 item 11) ----------------------------------------------------
+def test_raw_neighbours_remove_one_person_through_the_real_prepare(tmp_path: Path) -> None:
+    from segments.audit.mechanisms import raw_person_neighbours
+
+    neighbours = raw_person_neighbours(Policy.load("alloffice"), tmp_path)
+    labels = {n.label: n for n in neighbours}
+    sole = labels["a sole trader with two accounts"]
+    assert len(sole.accounts) == 2  # both accounts removed, and prepare linked them to one person
+    assert "the heaviest buyer" in labels
+    import polars as pl
+
+    for n in neighbours:
+        ids = set(pl.read_parquet(n.with_person["customers"])["person_id"])
+        rest = set(pl.read_parquet(n.without_person["customers"])["person_id"])
+        assert ids - rest == {n.person_id} and rest <= ids
+
+
+def test_survey_release_protects_a_person_and_the_old_unit_is_refuted(tmp_path: Path) -> None:
+    """Attack of item 2, measured: a person answering in every month of the window."""
+    from segments.audit.mechanisms import survey_person_case
+
+    policy = Policy.load("alloffice")
+    sound = survey_person_case(
+        policy, tmp_path, epsilon=0.5, survey_month=None, seed=np.random.default_rng(2)
+    )
+    broken = survey_person_case(
+        policy, tmp_path, epsilon=0.5, survey_month=None, seed=np.random.default_rng(2),
+        broken=True,
+    )  # fmt: skip
+    ok, refuted = audit_cases([sound, broken], trials=300)
+    assert ok.passed, ok.as_dict()
+    assert not refuted.passed and refuted.epsilon_lower_bound > 2 * refuted.claimed_epsilon
+
+
+def test_sequence_over_the_budget_fails_the_arithmetic_check() -> None:
+    import datetime as dt
+    import types
+
+    from segments.audit.mechanisms import sequence_cases
+
+    policy = Policy.load("alloffice")  # 4 per 12 months
+    entries = [
+        types.SimpleNamespace(
+            release_id=f"r{i}",
+            reserved_at=(dt.date(2026, 11, 1) + dt.timedelta(days=i)).isoformat(),
+            request=types.SimpleNamespace(population="customers", epsilon=1.0),
+        )
+        for i in range(5)
+    ]
+    rows, _ = sequence_cases(policy, entries, [])
+    assert rows[0]["largest_epsilon_in_a_period"] == 5.0 and rows[0]["verdict"] == "fail"
+    rows, _ = sequence_cases(policy, entries[:4], [])
+    assert rows[0]["verdict"] == "pass"
+
+
+def test_the_audit_states_its_power() -> None:
+    from segments.audit.dp_audit import detectable_violation
+
+    # 500 trials cannot see a 2x violation at ε = 0.25 (the blindness of item 11) ...
+    assert detectable_violation(500, 0.25) > 2.0
+    # ... 20,000 trials can, and more trials always detect smaller violations
+    assert detectable_violation(20_000, 0.25) < 2.0
+    assert detectable_violation(20_000, 1.0) < detectable_violation(2_000, 1.0)

@@ -47,6 +47,27 @@ def test_the_full_audit_passes_and_covers_every_part(full_report: AuditReport) -
     }
 
 
+def test_the_dp_audit_covers_each_release_a_person_and_the_budget(
+    full_report: AuditReport, good: Workspace
+) -> None:
+    """Issue 13 item 11: neighbours that differ by one person in the RAW data, the releases
+    in the workspace at their cards' ε, broken controls refuted, the sequence against the
+    budget, and the power of each test stated."""
+    person = [c for c in full_report.checks if c.method.startswith("[dp_audit_person]")]
+    methods = " ".join(c.method for c in person)
+    assert "without a sole trader with two accounts" in methods
+    assert "without the heaviest buyer" in methods
+    assert "segment_overview" in methods and "monthly_category" in methods
+    controls = [c for c in person if "expected" in c.evidence]
+    assert len(controls) == 2 and all(c.status == "pass" for c in controls)
+    assert all(c.evidence["epsilon_lower_bound"] > c.evidence["claimed_epsilon"] for c in controls)
+    assert any(c.method.startswith("[dp_audit_budget]") for c in full_report.checks)
+    assert all("detects_with_95_percent" in c.evidence for c in person)
+    stored = json.loads((good.report / "dp_audit.json").read_text(encoding="utf-8"))
+    assert {"name", "clause", "verdict", "evidence"} <= set(stored["checks"][0])
+    assert {r["clause"] for r in stored["checks"]} == {"AO-1"}
+
+
 def test_the_report_states_its_policy_and_is_written(good: Workspace) -> None:
     html = (good.report / "audit.html").read_text(encoding="utf-8")
     md = (good.report / "audit.md").read_text(encoding="utf-8")

@@ -33,8 +33,16 @@ from segments.audit.dp_audit import DpAuditResult, audit_mechanism
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
 
 __all__ = [
+    "AuditedCase",
     "MechanismCase",
+    "PersonNeighbours",
     "audit_cases",
+    "audit_private_model_source",
+    "person_release_cases",
+    "raw_person_neighbours",
+    "sequence_cases",
+    "survey_person_case",
+    "workspace_release_cases",
     "audit_release_mechanisms",
     "release_mechanism_cases",
     "unbounded_contribution_case",
@@ -170,8 +178,13 @@ def _shared_path(
 
 
 def _invoke(measurement: Any) -> Callable[[Path], pl.DataFrame]:
+    """The resolved measurement as a plain function of a shared-frame file (read once)."""
+    frames: dict[Path, pl.LazyFrame] = {}
+
     def run(path: Path) -> pl.DataFrame:
-        return measurement(pl.scan_parquet(path)).collect()
+        if path not in frames:
+            frames[path] = pl.read_parquet(path).lazy()
+        return measurement(frames[path]).collect()
 
     return run
 
@@ -465,3 +478,493 @@ def audit_release_mechanisms(
         return audit_cases(
             release_mechanism_cases(policy, folder, seed=seed), trials=trials, confidence=confidence
         )
+
+
+# --- person-level neighbours: one person removed from the RAW data, through the real prepare ---
+#: The raw dataset the person-level audit generates (public, fixed; never the controller's data).
+RAW_CUSTOMERS = 400
+RAW_MONTHS = 14
+RAW_AS_OF = dt.date(2026, 3, 1)
+RAW_SEED = 20261204
+#: The audit's own pseudonymisation key (public: the audit's data are synthetic).
+_AUDIT_KEY = b"segments-dp-audit-public-key-0001"
+_RAW_TABLES = ("customers", "products", "orders", "order_lines", "surveys")
+
+
+@dataclass
+class PersonNeighbours:
+    """Prepared frames of a raw dataset with and without every account of one person."""
+
+    label: str
+    accounts: tuple[int, ...]
+    with_person: dict[str, Path]
+    without_person: dict[str, Path]
+    person_id: str
+
+
+def _write_raw(ws: Any, tables: dict[str, pl.DataFrame]) -> None:
+    for name, frame in tables.items():
+        path = ws.raw_table(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.write_parquet(path)
+
+
+def _prepare_copy(root: Path, tables: dict[str, pl.DataFrame], policy: Any, purpose: str) -> Any:
+    """Run the real prepare (exclusions, retention, sole-trader linkage, pseudonyms)."""
+    from segments.prepare import prepare
+    from segments.workspace import Workspace
+
+    ws = Workspace(root).create()
+    _write_raw(ws, tables)
+    prepare(ws, policy, purpose, RAW_AS_OF, key=_AUDIT_KEY)
+    folder = ws.prepared_dir(purpose)
+    return {"customers": folder / "customers.parquet", "lines": folder / "lines.parquet"}
+
+
+def _chosen_people(tables: dict[str, pl.DataFrame]) -> dict[str, tuple[int, ...]]:
+    """The people whose removal the audit tries: a sole trader with two accounts (the one with
+    most order lines) and the heaviest buyer (largest spend over all their accounts)."""
+    from segments.prepare import link_persons
+
+    roots = link_persons(tables["customers"])
+    lines = tables["order_lines"].join(
+        tables["orders"].select("order_id", "customer_id"), on="order_id"
+    )
+    spend = (
+        lines.join(roots, on="customer_id")
+        .group_by("person_root")
+        .agg(
+            (pl.col("quantity") * pl.col("unit_price_sek")).sum().alias("spend"),
+            pl.len().alias("n_lines"),
+        )
+    )
+    accounts = roots.group_by("person_root").agg(pl.col("customer_id"))
+    people = spend.join(accounts, on="person_root")
+    two = people.filter(pl.col("customer_id").list.len() >= 2).sort("n_lines", descending=True)
+    chosen = {"the heaviest buyer": people.sort("spend", descending=True)["customer_id"][0]}
+    if two.height:
+        chosen["a sole trader with two accounts"] = two["customer_id"][0]
+    return {label: tuple(int(c) for c in ids) for label, ids in chosen.items()}
+
+
+def _without_accounts(tables: dict[str, pl.DataFrame], accounts: tuple[int, ...]) -> dict:
+    gone = pl.col("customer_id").is_in(list(accounts))
+    orders = tables["orders"].filter(~gone)
+    return {
+        **tables,
+        "customers": tables["customers"].filter(~gone),
+        "orders": orders,
+        "order_lines": tables["order_lines"].filter(
+            pl.col("order_id").is_in(orders["order_id"].implode())
+        ),
+    }
+
+
+def raw_person_neighbours(
+    policy: Any, folder: Path, *, purpose: str = "statistics"
+) -> list[PersonNeighbours]:
+    """Neighbouring datasets that differ by one PERSON in the raw data.
+
+    A small synthetic dataset is generated; for each chosen person (a sole trader with two
+    accounts, the heaviest buyer) every account, order and order line of theirs is removed
+    from the raw tables, and both versions go through the real :func:`segments.prepare.prepare`
+    — so the neighbours are what the releases actually read, linkage included.
+    """
+    from segments.synth.generate import generate
+    from segments.workspace import Workspace
+
+    source = Workspace(folder / "generated").create()
+    generate(
+        source, customers=RAW_CUSTOMERS, months=RAW_MONTHS, as_of=RAW_AS_OF, seed=RAW_SEED,
+        progress=False, workers=1,
+    )  # fmt: skip
+    tables = {name: pl.read_parquet(source.raw_table(name)) for name in _RAW_TABLES}
+    full = _prepare_copy(folder / "with", tables, policy, purpose)
+    everyone = set(pl.read_parquet(full["customers"], columns=["person_id"])["person_id"])
+    out = []
+    for i, (label, accounts) in enumerate(_chosen_people(tables).items()):
+        without = _prepare_copy(
+            folder / f"without-{i}", _without_accounts(tables, accounts), policy, purpose
+        )
+        rest = set(pl.read_parquet(without["customers"], columns=["person_id"])["person_id"])
+        removed = everyone - rest
+        if len(removed) != 1:  # the linkage must make the accounts one person
+            raise RuntimeError(
+                f"removing {label} ({len(accounts)} accounts) removed {len(removed)} people "
+                "from the prepared frames; the per-person bound would not hold"
+            )
+        out.append(PersonNeighbours(label, accounts, full, without, removed.pop()))
+    return out
+
+
+def _person_statistic(with_path: Path, person_id: str, query: Any, aggregate: str) -> Callable:
+    frame = pl.read_parquet(with_path)
+    mine = frame.filter(pl.col("pid") == pl.Series([person_id]).hash()[0])
+    keys = {c: set(mine[c].to_list()) for c in query.by if c in mine.columns}
+    return _cell_statistic(keys, aggregate)
+
+
+def person_release_cases(
+    policy: Any,
+    neighbours: list[PersonNeighbours],
+    folder: Path,
+    specs: list[tuple[str, Any, Any]],
+) -> list[MechanismCase]:
+    """One case per (release spec, query, removed person): the spec's resolved measurement,
+    run on the real prepared frames with and without the person.
+
+    ``specs`` holds ``(label, ReleaseSpec, SegmentSource or None)``; the claimed ε of each
+    query is the loss OpenDP maps for it (the card's ``privacy_loss_per_query``).
+    """
+    from segments.privacy.releases import build_shared_frames, plan_release
+    from segments.privacy.specs import PrivacyParams
+
+    params = PrivacyParams.from_policy(policy, "statistics")
+    cases = []
+    for n, person in enumerate(neighbours):
+        for s, (label, spec, source) in enumerate(specs):
+            segments = source if spec.needs_segments else None
+            window = (dt.date(1900, 1, 1), RAW_AS_OF)
+            if "monthly_category" in spec.queries:
+                window = (dt.date(2026, 1, 1), dt.date(2026, 2, 1))
+            with plan_release(
+                spec,
+                params,
+                customers=person.with_person["customers"],
+                lines=person.with_person["lines"],
+                segments=segments,
+                as_of=RAW_AS_OF,
+                window=window,
+            ) as plan:
+                keep = folder / f"person{n}-spec{s}"
+                keep.mkdir(parents=True)
+                copies = {
+                    q.query.frame: Path(shutil.copy(q.data_path, keep / q.data_path.name))
+                    for q in plan.queries
+                }
+                (folder / f"person{n}-spec{s}-without").mkdir(parents=True)
+                without = build_shared_frames(
+                    pl.scan_parquet(person.without_person["customers"]),
+                    pl.scan_parquet(person.without_person["lines"]),
+                    segments,
+                    params,
+                    folder / f"person{n}-spec{s}-without",
+                    window,
+                )
+                for q in plan.queries:
+                    aggregate = next(a for a in q.query.aggregates if a != "count") if (
+                        q.query.frame == "cells") else q.query.aggregates[-1]  # fmt: skip
+                    claimed, delta = _claimed(q.loss, params.dp_family, params.delta)
+                    cases.append(
+                        MechanismCase(
+                            f"{label}: {q.query.name} without {person.label}",
+                            _invoke(q.measurement),
+                            copies[q.query.frame],
+                            without[q.query.frame],
+                            claimed,
+                            delta,
+                            _person_statistic(
+                                copies[q.query.frame], person.person_id, q.query, aggregate
+                            ),
+                        )
+                    )
+    return cases
+
+
+def survey_person_case(
+    policy: Any,
+    folder: Path,
+    *,
+    epsilon: float,
+    survey_month: dt.date | None,
+    seed: np.random.Generator,
+    broken: bool = False,
+) -> MechanismCase:
+    """The survey release against a person who gives every response the public rule allows.
+
+    Survey responses carry no customer id, so a person cannot be located in them; the
+    neighbour is the worst case the release's sensitivity must cover: the person's
+    ``months x accounts`` responses, all at the top score in one cell. ``broken=True`` builds
+    the old per-response measurement (one row per unit) as a control the audit must refute.
+    """
+    from segments.privacy._frames import write_survey_frame
+    from segments.privacy.releases import (
+        _build_query,
+        epsilon_to_rho,
+        survey_months,
+        survey_responses_per_person,
+    )
+    from segments.privacy.specs import SPECS, PrivacyParams
+
+    params = PrivacyParams.from_policy(policy, "statistics")
+    spec = SPECS["survey_experience"].with_epsilon(epsilon)
+    window = survey_months(AS_OF, survey_month, params)
+    rows = survey_responses_per_person(window)
+    base = pl.read_parquet(
+        write_survey_frame(folder / "survey_base.parquet", N_PEOPLE * 5, seed=seed)
+    ).select("county_code", "customer_type", pl.col("score").cast(pl.Int64))
+    person = pl.DataFrame(
+        {"county_code": [HEAVY_COUNTY] * rows, "customer_type": ["business"] * rows,
+         "score": [10] * rows},
+        schema=base.schema,
+    )  # fmt: skip
+    paths = {"with": folder / "survey_person_with.parquet", "without": folder / "survey_b.parquet"}
+    pl.concat([base, person]).write_parquet(paths["with"])
+    base.write_parquet(paths["without"])
+    loss = spec.epsilon
+    if params.dp_family != "pure":
+        loss = epsilon_to_rho(spec.epsilon, params.delta)
+    query = _build_query(
+        spec.query_defs[0], loss, params, paths["with"], None, 0.05, 1 if broken else rows
+    )
+    claimed, delta = _claimed(query.loss, params.dp_family, params.delta)
+    name = f"survey_experience ({rows} responses of one person, one cell)"
+    if broken:
+        name = "BROKEN control: survey measured per response, one person answering " + str(rows)
+    return MechanismCase(
+        name,
+        _invoke(query.measurement),
+        paths["with"],
+        paths["without"],
+        claimed,
+        delta,
+        _cell_statistic({"county_code": {HEAVY_COUNTY}, "customer_type": {"business"}}, "score"),
+    )
+
+
+def audit_private_model_source(policy: Any, folder: Path, *, seed: np.random.Generator) -> Any:
+    """A private-segment source resting on fixed, public centroids (for the audit only).
+
+    A release keyed by private segments is DP *given* the DP centroids (its own ε); the
+    segmentation's ε is audited separately (the k-means case). The centroids here are
+    seeded points inside the policy's public feature bounds; no ledger entry is involved,
+    so this source can be planned but never executed.
+    """
+    from segments.privacy.kmeans import (
+        PRIVATE_FEATURES,
+        PRIVATE_LOG_FEATURES,
+        PrivateModelRef,
+    )
+    from segments.privacy.specs import SegmentSource
+    from segments.workspace import sha256_file
+
+    bounds = {f: tuple(policy.privacy.feature_bounds[f]) for f in PRIVATE_FEATURES}
+    k = int(policy.privacy.private_segments_k)
+    centroids = pl.DataFrame(
+        {"segment": [str(j) for j in range(k)]}
+        | {
+            f: seed.uniform(lo, lo + (hi - lo) * (0.05 if f in PRIVATE_LOG_FEATURES else 1.0), k)
+            for f, (lo, hi) in bounds.items()
+        }
+    )
+    path = folder / "audit_centroids.parquet"
+    centroids.write_parquet(path)
+    ref = PrivateModelRef(
+        release_id="audit-fixed-centroids",
+        ledger_id="",
+        centroids_path=path,
+        centroids_sha256=sha256_file(path),
+        features=tuple(PRIVATE_FEATURES),
+        log_features=tuple(PRIVATE_LOG_FEATURES),
+        feature_bounds=bounds,
+        loss={"epsilon": 0.0, "delta": 0.0, "rho": None},
+        keys=tuple(str(j) for j in range(k)),
+    )
+    return SegmentSource("private_model", ref.keys, model=ref)
+
+
+# --- the releases in the workspace, at the ε their cards state ---------------------------------
+@dataclass
+class AuditedCase:
+    """A mechanism case with what the report needs: which kind of check it is, the release
+    ids it stands for, and the verdict expected of a sound system (a broken control must be
+    refuted)."""
+
+    case: MechanismCase
+    kind: str  # "release", "control" or "sequence"
+    release_ids: tuple[str, ...] = ()
+    note: str = ""
+
+
+def _made(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _dp_cards(cards: list[tuple[Path, dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [
+        c
+        for _, c in cards
+        if isinstance(c.get("spec"), dict) and c["spec"].get("queries") and "privacy_loss" in c
+    ]
+
+
+def _spec_of(card: dict[str, Any]) -> Any:
+    from segments.privacy.specs import ReleaseSpec
+
+    spec = card["spec"]
+    weights = spec.get("weights")
+    return ReleaseSpec(
+        str(spec["name"]),
+        tuple(spec["queries"]),
+        float(spec["epsilon"]),
+        None if weights is None else tuple(float(w) for w in weights),
+    )
+
+
+def workspace_release_cases(
+    policy: Any,
+    cards: list[tuple[Path, dict[str, Any]]],
+    folder: Path,
+    *,
+    seed: np.random.Generator,
+) -> list[AuditedCase]:
+    """Every DP release in the workspace, audited at the ε its card states.
+
+    Each distinct (specification, ε, segment provenance, survey month) of the cards is
+    re-planned on the person-level neighbours (:func:`raw_person_neighbours`: a sole trader
+    with two accounts and the heaviest buyer removed from the raw data and run through the
+    real prepare) or, for a survey release, against the person giving every response the
+    public rule allows. Each query's claimed ε is the card's ``privacy_loss_per_query``;
+    a release whose measurement maps to more than its card states is reported with its real
+    loss (and fails). Two deliberately broken releases are added as controls: the audit must
+    refute them.
+    """
+    from segments.privacy.specs import SegmentSource
+
+    dp_cards = _dp_cards(cards)
+    neighbours = raw_person_neighbours(policy, folder / "raw") if dp_cards else []
+    out: list[AuditedCase] = []
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for card in dp_cards:
+        source = (card["spec"].get("source") or {}) if isinstance(card["spec"], dict) else {}
+        segments = card["spec"].get("segments") or {}
+        key = (
+            card["spec"]["name"],
+            tuple(card["spec"]["queries"]),
+            float(card["spec"]["epsilon"]),
+            segments.get("provenance"),
+            source.get("survey_month"),
+        )
+        groups.setdefault(key, []).append(card)
+    private_source = None
+    for n, ((name, queries, epsilon, provenance, month), members) in enumerate(groups.items()):
+        ids = tuple(str(c.get("release_id", "")) for c in members)
+        card = members[0]
+        if any(q == "survey_by_county_type" for q in queries):
+            survey_month = None if month in (None, "None") else dt.date.fromisoformat(month)
+            case = survey_person_case(
+                policy, folder, epsilon=epsilon, survey_month=survey_month, seed=seed
+            )
+            out.append(AuditedCase(case, "release", ids, f"{len(ids)} release(s) of {name}"))
+            continue
+        if provenance == "private_model":
+            if private_source is None:
+                private_source = audit_private_model_source(policy, folder, seed=seed)
+            source = private_source
+        else:  # the category rule; fitted labels are given, audited with a rule as stand-in
+            source = SegmentSource.category_rule()
+        spec = _spec_of(card)
+        stated = card.get("privacy_loss_per_query") or {}
+        (folder / f"release-{n}").mkdir()
+        for case in person_release_cases(
+            policy, neighbours, folder / f"release-{n}", [(name, spec, source)]
+        ):
+            query = case.name.split(": ", 1)[1].split(" without ")[0]
+            if query in stated:
+                family = policy.privacy.dp_family
+                card_eps, _ = _claimed(float(stated[query]), family, float(policy.privacy.delta))
+                # the card's statement is the claim; OpenDP's real map must not exceed it
+                case.claimed_epsilon = min(case.claimed_epsilon, card_eps)
+            out.append(AuditedCase(case, "release", ids, f"{len(ids)} release(s) of {name}"))
+    if dp_cards:
+        out.append(
+            AuditedCase(
+                unbounded_contribution_case(policy, _made(folder / "control"), seed=seed),
+                "control",
+                note="no per-person aggregation: one row per order line",
+            )
+        )
+        out.append(
+            AuditedCase(
+                survey_person_case(
+                    policy, folder, epsilon=0.5, survey_month=None, seed=seed, broken=True
+                ),
+                "control",
+                note="survey measured per response while one person answers many times",
+            )
+        )
+    return out
+
+
+def _budget_periods(entries: list[Any], months: int) -> list[tuple[str, float, list[str]]]:
+    """Per population: the largest ε charged inside any window of ``months`` months of
+    recorded time (one window ending at each release)."""
+    from segments.policy import months_before
+
+    out = []
+    by_population: dict[str, list[Any]] = {}
+    for e in entries:
+        by_population.setdefault(e.request.population, []).append(e)
+    for population, items in by_population.items():
+        times = [(dt.date.fromisoformat(str(e.reserved_at)[:10]), e) for e in items]
+        worst: tuple[float, list[str]] = (0.0, [])
+        for end, _ in times:
+            start = months_before(end, months)
+            inside = [e for t, e in times if start < t <= end]
+            total = math.fsum(float(e.request.epsilon or 0.0) for e in inside)
+            if total > worst[0]:
+                worst = (total, [e.release_id for e in inside])
+        out.append((population, worst[0], worst[1]))
+    return out
+
+
+def sequence_cases(
+    policy: Any, entries: list[Any], release_cases: list[AuditedCase]
+) -> tuple[list[dict[str, Any]], list[AuditedCase]]:
+    """The accepted sequence of each population's releases against the budget.
+
+    Returns the arithmetic check per population (the most ε charged within any budget
+    period of recorded time, against ``budget_epsilon``) and, for the release audited with
+    most copies in the ledger, an empirical case composing that many runs of its measurement
+    (the averaging attack), claimed at the budget.
+    """
+    budget = float(policy.privacy.budget_epsilon)
+    period = int(policy.privacy.budget_period_months)
+    rows = [
+        {
+            "population": population,
+            "largest_epsilon_in_a_period": round(total, 6),
+            "budget_epsilon": budget,
+            "budget_period_months": period,
+            "releases": len(ids),
+            "verdict": "pass" if total <= budget * (1 + 1e-9) else "fail",
+        }
+        for population, total, ids in _budget_periods(entries, period)
+    ]
+    recorded = {e.release_id for e in entries}
+    candidates = [c for c in release_cases if c.kind == "release" and recorded & set(c.release_ids)]
+    if not candidates:
+        return rows, []
+    top = max(candidates, key=lambda c: len(c.release_ids))
+    copies = len(top.release_ids)
+    if copies < 2:
+        return rows, []
+    one = top.case
+
+    def sequence(dataset: Any) -> list[Any]:
+        return [one.mechanism(dataset) for _ in range(copies)]
+
+    def statistic(outputs: list[Any]) -> float:
+        return math.fsum(one.statistic(o) for o in outputs)
+
+    composed = MechanismCase(
+        f"sequence of {copies} accepted releases: {one.name}",
+        sequence,
+        one.dataset,
+        one.neighbour,
+        min(budget, copies * one.claimed_epsilon),
+        one.delta * copies,
+        statistic,
+    )
+    return rows, [AuditedCase(composed, "sequence", top.release_ids, "composed")]
