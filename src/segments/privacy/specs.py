@@ -749,7 +749,6 @@ SPECS: dict[str, ReleaseSpec] = {
             "scale_probe_month",
             ("buyers_by_type",),
             epsilon=0.02,
-            clause_ids=("AO-1", "AO-4", "AK-2"),
             description="people who bought in one closed month, per customer type: the typical "
             "monthly cell size the accuracy planner needs",
         ),
