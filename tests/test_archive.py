@@ -220,3 +220,27 @@ def test_history_cannot_be_replayed_for_real_data(tmp_path):
     ws.manifest.write_text(json.dumps({**manifest, "synthetic": False}))
     with pytest.raises(PolicyError, match="only synthetic data can be rewound"):
         rewind_raw(ws, dt.date(2024, 1, 31), Workspace(tmp_path / "replay"))
+
+
+def test_backfill_schedule_of_real_data_does_not_depend_on_private_dates(
+    workspace, params, tmp_path
+):
+    """Issue 13 item 10: the schedule and the "skipped" message followed the earliest
+    private order date. For data not proven synthetic, the schedule is the public rule
+    (closed months inside retention), the same whatever the data hold."""
+    import polars as pl
+
+    from segments.privacy.archive import backfill_schedule, releasable_months
+
+    lines = workspace.prepared_dir(PURPOSE) / "lines.parquet"
+    frame = pl.read_parquet(lines)
+    later = tmp_path / "later.parquet"
+    frame.filter(pl.col("order_date") >= dt.date(2025, 12, 3)).write_parquet(later)
+    until = dt.date(2026, 2, 15)
+    public = releasable_months(until, params)[0]
+    for data in (lines, later):
+        first, covered, skipped = backfill_schedule(workspace, data, until, params, False)
+        assert (first, covered, skipped) == (public, public, {})
+    # synthetic data may follow the data (and say so)
+    _, _, skipped = backfill_schedule(workspace, later, until, params, True)
+    assert skipped == {"2025-12-01": "only partly covered by the prepared data"}

@@ -312,16 +312,8 @@ def backfill(
     lines = workspace.require(
         workspace.prepared_dir(purpose) / "lines.parquet", f"segments prepare --purpose {purpose}"
     )
-    first_line = pl.scan_parquet(lines).select(pl.col("order_date").min()).collect().item()
-    if first_line is None:
-        raise WorkspaceError(f"{lines} has no order lines; nothing to backfill")
-    covered = _first_full_month(first_line)
-    history_start = _history_start(workspace) if synthetic else None
-    first = min(covered, history_start) if history_start is not None else covered
     released: dict[str, str] = {}
-    skipped: dict[str, str] = {}
-    if month_start(first_line) < first:
-        skipped[month_start(first_line).isoformat()] = "only partly covered by the prepared data"
+    first, covered, skipped = backfill_schedule(workspace, lines, until, params, synthetic)
     archived = set(read_archive(workspace)["month"].to_list())
     replay = Workspace(workspace.root / ".history")
     month = first
@@ -354,6 +346,39 @@ def backfill(
     finally:
         shutil.rmtree(replay.root, ignore_errors=True)
     return BackfillReport(released, skipped)
+
+
+def backfill_schedule(
+    workspace: Workspace,
+    lines: Path,
+    until: dt.date,
+    params: PrivacyParams,
+    synthetic: bool | None,
+) -> tuple[dt.date, dt.date, dict[str, str]]:
+    """(first month, first month covered by the prepared lines, skipped months) of a backfill.
+
+    For synthetic data the schedule follows the data's first day; for any other data it is
+    the public rule (closed months inside retention at ``until``), so neither the schedule
+    nor a "skipped" message depends on a private date.
+    """
+    skipped: dict[str, str] = {}
+    if synthetic:
+        # synthetic data: the schedule may follow the data's first day (nothing private)
+        first_line = pl.scan_parquet(lines).select(pl.col("order_date").min()).collect().item()
+        if first_line is None:
+            raise WorkspaceError(f"{lines} has no order lines; nothing to backfill")
+        covered = _first_full_month(first_line)
+        history_start = _history_start(workspace)
+        first = min(covered, history_start) if history_start is not None else covered
+        if month_start(first_line) < first:
+            skipped[month_start(first_line).isoformat()] = (
+                "only partly covered by the prepared data"
+            )
+        return first, covered, skipped
+    months = releasable_months(until, params)
+    if not months:
+        raise WorkspaceError(f"no closed month inside retention before {until}")
+    return months[0], months[0], skipped
 
 
 def _first_full_month(day: dt.date) -> dt.date:
