@@ -89,7 +89,12 @@ def _coverage(forecast: pd.DataFrame, truth: pd.DataFrame) -> float:
 
 
 def _dp_archive(
-    data: Workspace, root: Path, epsilon: float, rep: int, train_months: list[dt.date]
+    data: Workspace,
+    root: Path,
+    epsilon: float,
+    rep: int,
+    train_months: list[dt.date],
+    params_policy: str | None = None,
 ) -> tuple[Workspace, int]:
     """A workspace whose archive the release engine fills, month by month; months already
     archived by an earlier run (same ``--workdir``) are reused. Returns it and the number of
@@ -99,7 +104,8 @@ def _dp_archive(
     from segments.privacy.ledger import Ledger
     from segments.privacy.specs import SPECS, PrivacyParams
 
-    ws = Workspace(root / f"eps{epsilon:g}-rep{rep:02d}").create()
+    tag = f"{params_policy}-" if params_policy else ""
+    ws = Workspace(root / f"{tag}eps{epsilon:g}-rep{rep:02d}").create()
     prepared = ws.prepared_dir(PURPOSE)
     prepared.mkdir(parents=True, exist_ok=True)
     for name in ("customers", "lines"):
@@ -107,7 +113,8 @@ def _dp_archive(
         if not target.exists():
             os.link(data.prepared_dir(PURPOSE) / f"{name}.parquet", target)
     policy = Policy.load(POLICY)
-    params = PrivacyParams.from_policy(policy, PURPOSE)
+    # the release mechanism's parameters (family, bounds) of the policy whose budget is tested
+    params = PrivacyParams.from_policy(Policy.load(params_policy or POLICY), PURPOSE)
     ledger = Ledger.for_workspace(
         ws, str(policy.controller), evaluation=True, synthetic=True, policy=policy
     )
@@ -131,6 +138,35 @@ def _dp_archive(
             synthetic=True,
         )
     return ws, len(set(train_months) - archived)
+
+
+def _planned_epsilons(data: Workspace, policies: list[str], as_of: dt.date) -> dict[str, float]:
+    """ε per month the main job's accuracy planner gives each policy on this dataset (its
+    scale probe run outside any ledger, as in bench_utility.py)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_utility import _probe
+
+    from segments.pipeline import PROBE_EPSILON, plan_budget
+    from segments.policy import Policy
+    from segments.privacy.planner import plan_by_accuracy
+    from segments.privacy.specs import PrivacyParams
+
+    out = {}
+    for name in policies:
+        policy = Policy.load(name)
+        params = PrivacyParams.from_policy(policy, PURPOSE)
+        k = int(policy.privacy.private_segments_k) if "segmentation" in policy.purposes else 10
+        scale = _probe(data.prepared_dir(PURPOSE), params, as_of, k)
+        first = plan_budget(policy)
+        fixed = {
+            "private_segments": first.segmentation,
+            "scale_probe": 2 * PROBE_EPSILON,
+            "survey": first.survey,
+        }
+        out[name] = plan_by_accuracy(policy, scale, fixed_epsilon=fixed).epsilon("monthly_category")
+    return out
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -199,14 +235,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
 
     train_dates = [m.date() for m in train]
+    runs: list[tuple[float, str | None]] = [(e, None) for e in args.epsilons]
+    if args.planned:
+        planned = _planned_epsilons(data, args.planned, args.as_of)
+        results["planned_epsilon_per_month"] = planned
+        runs = [(eps, name) for name, eps in planned.items()]
     # archives released in this run vs reused from an earlier run (timings cover only the first)
     counts = {"released": 0, "reused": 0}
-    for epsilon in args.epsilons:
+    for epsilon, params_policy in runs:
+        label_of = f"{params_policy} planned " if params_policy else ""
         per_rep: dict[str, list[dict[str, float]]] = {"ets": [], "seasonal-naive": []}
         coverage = []
         t0 = time.perf_counter()
         for rep in range(args.reps):
-            ws, released = _dp_archive(data, root, epsilon, rep, train_dates)
+            ws, released = _dp_archive(data, root, epsilon, rep, train_dates, params_policy)
             counts["released"] += released
             counts["reused"] += len(train_dates) - released
             archive = load_archive(ws)
@@ -216,17 +258,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if model == "ets":
                     coverage.append(_coverage(fc, held))
             print(
-                f"eps={epsilon:g} rep {rep}: ETS mean MAPE "
+                f"{label_of}eps={epsilon:g} rep {rep}: ETS mean MAPE "
                 f"{np.mean(list(per_rep['ets'][-1].values())):.2f} %",
                 flush=True,
             )
-        timings[f"eps{epsilon:g}_s"] = time.perf_counter() - t0
+        timings[f"{label_of}eps{epsilon:g}_s"] = time.perf_counter() - t0
         for model, reps in per_rep.items():
             cats = sorted(reps[0])
             results["methods"][
-                f"DP archive eps={epsilon:g}, {'ETS' if model == 'ets' else model}"
+                f"DP archive {label_of}eps={epsilon:g}, {'ETS' if model == 'ets' else model}"
             ] = {
                 "epsilon": epsilon,
+                "policy": params_policy,
                 "model": model,
                 "per_category": {c: _summary([r[c] for r in reps]) for c in cats},
                 "mean_mape": _summary([float(np.mean(list(r.values()))) for r in reps]),
@@ -253,6 +296,14 @@ def main() -> None:
     parser.add_argument("--holdout", type=int, default=6)
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--epsilons", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0])
+    parser.add_argument(
+        "--planned",
+        nargs="*",
+        default=[],
+        metavar="POLICY",
+        help="run at the ε per month the accuracy planner gives each named policy (and its "
+        "mechanism parameters) instead of --epsilons",
+    )
     parser.add_argument("--workdir", default="data/workspace/backtest_forecast")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()

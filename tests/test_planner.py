@@ -45,12 +45,28 @@ def test_every_policy_plan_fits_its_budget_or_names_what_it_cannot_meet(name, sc
 
 def test_targets_met_when_the_budget_allows_and_the_spare_budget_is_used():
     policy = Policy.load("alocenter")  # zCDP, ε 5 a period
-    plan = plan_by_accuracy(policy, DEMO, fixed_epsilon=_fixed(policy))
+    big = Scale(customers=400_000, mean_spend_sek=40_000, monthly_buyers=150_000, segments=6)
+    plan = plan_by_accuracy(policy, big, fixed_epsilon=_fixed(policy))
     assert plan.fits and not plan.unmet()
     usable = 0.95 * policy.privacy.budget_epsilon
     assert plan.total_epsilon == pytest.approx(usable, rel=1e-6)
     for release in plan.releases.values():
         assert release.expected_relative_error < release.target
+
+
+def test_when_targets_cannot_all_be_met_the_purchasing_series_comes_first():
+    policy = Policy.load("alloffice")
+    plan = plan_by_accuracy(policy, DEMO, fixed_epsilon=_fixed(policy))
+    errors = {name: r.expected_relative_error for name, r in plan.releases.items()}
+    # none met: the fractions of their needs follow the priority weights (3 : 2 : 1)
+    assert not plan.fits and "priority" in plan.unmet()[0]
+    assert errors["monthly_category"] < errors["segment_overview"] < errors["category_mix"]
+    assert plan.total_epsilon == pytest.approx(0.95 * policy.privacy.budget_epsilon, rel=1e-6)
+    # with more buyers a month the series' target is met first and the rest share what is left
+    more = Scale(customers=40_000, mean_spend_sek=40_000, monthly_buyers=40_000, segments=6)
+    plan = plan_by_accuracy(policy, more, fixed_epsilon=_fixed(policy))
+    assert plan.releases["monthly_category"].meets_target
+    assert not plan.releases["category_mix"].meets_target
 
 
 def test_a_refused_release_needs_an_explicit_override():

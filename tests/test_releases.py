@@ -378,8 +378,8 @@ def test_mean_only_where_the_noisy_count_supports_it_and_never_clamped():
     from segments.privacy.postprocess import mean_where_supported
 
     mean, low, high, status = mean_where_supported(
-        np.array([5000.0, 1000.0, 900_000.0, 50.0]),
-        np.array([-3.0, 10.0, 3.0, 10.0]),
+        np.array([5000.0, 1000.0, 900_000.0, 50.0, 5000.0]),
+        np.array([-3.0, 10.0, 3.0, 10.0, 10.0]),
         100.0,
         2.0,
         0,
@@ -387,15 +387,18 @@ def test_mean_only_where_the_noisy_count_supports_it_and_never_clamped():
         "m",
         max_relative_error=0.5,
     )
-    # a non-positive count, and a count of 3 ± 2 (67 % relative error): no mean, marked
-    assert mean.to_list()[0] is None and mean.to_list()[2] is None
+    # a non-positive count; a count of 3 ± 2; a sum of 50 ± 100: no mean, marked
+    assert [mean.to_list()[i] for i in (0, 2, 3)] == [None, None, None]
     assert low.to_list()[0] is None and "not published" in status.to_list()[2]
     # (1000 ± 100) / (10 ± 2): the box's extremes
     assert mean.to_list()[1] == 100.0 and status.to_list()[1] == "published"
     assert low.to_list()[1] == pytest.approx(900 / 12)
     assert high.to_list()[1] == pytest.approx(1100 / 8)
-    # a supported mean is sum / count, not clamped to the bound (the interval is)
-    assert mean.to_list()[3] == 5.0
+    # a supported mean is sum / count, never clamped to the public bound (its interval is)
+    (clamped,) = mean_where_supported(
+        np.array([5000.0]), np.array([10.0]), 100.0, 2.0, 0, 300, "m", 0.5
+    )[:1]
+    assert clamped.to_list() == [500.0]
 
 
 # --- command line ------------------------------------------------------------------------------

@@ -116,14 +116,13 @@ def mean_where_supported(
     name: str,
     max_relative_error: float,
 ) -> list[pl.Series]:
-    """Mean = noisy sum / noisy count where the count supports it; else null and marked.
+    """Mean = noisy sum / noisy count where they support it; else null and marked.
 
-    A mean is published where the count's interval (at half the error rate: sum and count
-    hold together by a union bound) excludes zero and its relative half-width
-    ``count_acc / count`` is at most ``max_relative_error``. Its interval is the range of
-    sum / count over the box of the two intervals, cut to the public bounds ``[lower,
-    upper]`` of a person's clipped value (the true mean lies there). The published mean is
-    not clamped.
+    The mean's interval is the range of sum / count over the box of the two intervals (each
+    at half the error rate: they hold together by a union bound), cut to the public bounds
+    ``[lower, upper]`` of a person's clipped value (the true mean lies there). A mean is
+    published where the count's interval excludes zero and the mean's interval is at most
+    ``max_relative_error`` × the mean on either side; the published mean is not clamped.
 
     Returns
     -------
@@ -134,21 +133,28 @@ def mean_where_supported(
     count = np.asarray(count, dtype=float)
     count_acc = np.broadcast_to(np.asarray(count_acc, dtype=float), count.shape)
     sum_acc = np.broadcast_to(np.asarray(sum_acc, dtype=float), total.shape)
-    supported = (count - count_acc > 0) & (count_acc <= max_relative_error * count)
-    den = np.where(supported, count, 1.0)
-    den_low = np.where(supported, count - count_acc, 1.0)
-    den_high = np.where(supported, count + count_acc, 1.0)
+    positive = count - count_acc > 0
+    den = np.where(positive, count, 1.0)
+    den_low = np.where(positive, count - count_acc, 1.0)
+    den_high = np.where(positive, count + count_acc, 1.0)
     num_low, num_high = total - sum_acc, total + sum_acc
     low = np.where(num_low >= 0, num_low / den_high, num_low / den_low)
     high = np.where(num_high >= 0, num_high / den_low, num_high / den_high)
+    mean = total / den
+    supported = (
+        positive
+        & (mean > 0)
+        & (high - mean <= max_relative_error * mean)
+        & (mean - low <= max_relative_error * mean)
+    )
     status = np.where(
         supported,
         "published",
-        f"not published: the noisy count does not support a mean (relative error above "
-        f"{max_relative_error:g})",
+        f"not published: the noisy sum and count do not support a mean (interval wider "
+        f"than ±{max_relative_error:g} of it)",
     )
     return [
-        pl.Series(name, np.where(supported, total / den, np.nan), nan_to_null=True),
+        pl.Series(name, np.where(supported, mean, np.nan), nan_to_null=True),
         pl.Series(
             f"{name}_lower",
             np.where(supported, np.clip(low, lower, upper), np.nan),

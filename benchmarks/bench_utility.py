@@ -1,0 +1,319 @@
+"""Utility of the main job's releases against the truth of the same data, baseline in the same run.
+
+Generates the main job's dataset (seeded, 50,000 customers by default), prepares it under the
+policy, and releases what the main job releases — the monthly purchasing series (units and SEK
+per category, the last 12 closed months), the category mix per segment, customers per county
+× segment and mean spend per segment (category-rule segments, whose truth is known) — twice:
+
+* **now**: norm-bounded vector sums with a private bound, post-processing (non-negative,
+  consistent, means only where supported), ε per release from the accuracy planner (its scale
+  probe run here outside the ledger);
+* **baseline**: the earlier design — per-cell clipping at the policy's cell bounds with
+  L1 = cells × bound, raw noisy values, means clamped to the bound, ε from the fixed-share
+  budget split (``pipeline.plan_budget``).
+
+Each released value is compared with the exact, unclipped truth (relative error
+``|released − truth| / truth``). Releases run through ``ReleasePlan.run_unaccounted`` (no
+ledger: this is an evaluation on synthetic data). Noise is OpenDP's; ``--repeats`` repeats
+every release to average over it.
+
+    PYTHONPATH=src python benchmarks/bench_utility.py --customers 50000 --policy alloffice
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from segments.pipeline import PROBE_EPSILON, plan_budget
+from segments.policy import Policy
+from segments.privacy import releases
+from segments.privacy.archive import month_start, next_month
+from segments.privacy.planner import Scale, plan_by_accuracy
+from segments.privacy.releases import plan_release
+from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource
+from segments.synth import DEFAULT_DATASET
+
+RESULTS = Path(__file__).parent / "results" / "bench_utility.json"
+
+
+@contextlib.contextmanager
+def per_cell_design() -> Iterator[None]:
+    """Build per-cell queries with the earlier design (per-cell clip, L1 = cells × bound)."""
+    original = releases._build_vector_query
+    releases._build_vector_query = releases._build_polars_query  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        releases._build_vector_query = original  # type: ignore[assignment]
+
+
+def _relative(released: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    truth = np.asarray(truth, dtype=float)
+    keep = truth > 0
+    return np.abs(np.asarray(released, dtype=float)[keep] - truth[keep]) / truth[keep]
+
+
+def _stats(errors: list[np.ndarray], values: list[np.ndarray] | None = None) -> dict[str, Any]:
+    e = np.concatenate(errors) if errors else np.array([np.nan])
+    out: dict[str, Any] = {
+        "cells": int(e.size),
+        "median_rel_error": float(np.median(e)),
+        "p90_rel_error": float(np.quantile(e, 0.9)),
+        "share_off_by_half": float((e > 0.5).mean()),
+    }
+    if values is not None:
+        v = np.concatenate(values)
+        out["share_negative"] = float((v < 0).mean())
+    return out
+
+
+def _prepare(folder: Path, customers: int, policy: Policy) -> tuple[Path, dt.date]:
+    from segments.prepare import prepare
+    from segments.synth import generate
+    from segments.workspace import Workspace
+
+    ws = Workspace(folder / "ws").create()
+    as_of = DEFAULT_DATASET.as_of
+    generate(ws, customers=customers, months=DEFAULT_DATASET.months, as_of=as_of, seed=7)
+    prepare(ws, policy, "statistics", as_of)
+    return ws.prepared_dir("statistics"), as_of
+
+
+def _probe(prepared: Path, params: PrivacyParams, as_of: dt.date, k: int) -> Scale:
+    """The planner's scale probe, run outside the ledger (same releases as the main job)."""
+    last = month_start(month_start(as_of) - dt.timedelta(days=1))
+    kwargs = {"customers": prepared / "customers.parquet", "lines": prepared / "lines.parquet"}
+    spec = SPECS["scale_probe"].with_epsilon(PROBE_EPSILON)
+    with plan_release(spec, params, as_of=as_of, **kwargs) as plan:
+        people = plan.tables(plan.run_unaccounted())["customers_by_type"]
+    spec = SPECS["scale_probe_month"].with_epsilon(PROBE_EPSILON)
+    with plan_release(spec, params, as_of=as_of, window=(last, month_start(as_of)), **kwargs) as p:
+        buyers = p.tables(p.run_unaccounted())["buyers_by_type"]
+    n = float(people["count"].sum())
+    return Scale(n, float(people["spend_sek"].sum()) / max(n, 1), float(buyers["count"].sum()), k)
+
+
+def _true_month(lines: Path, month: dt.date) -> pl.DataFrame:
+    return (
+        pl.scan_parquet(lines)
+        .filter((pl.col("order_date") >= month) & (pl.col("order_date") < next_month(month)))
+        .group_by("category")
+        .agg(
+            pl.col("quantity").cast(pl.Int64).sum().alias("units_true"),
+            pl.col("amount_sek").sum().alias("sek_true"),
+        )
+        .collect()
+    )
+
+
+def _monthly(prepared, params, as_of, epsilon, design, repeats) -> dict[str, Any]:
+    months = []
+    month = month_start(as_of)
+    for _ in range(12):
+        month = month_start(month - dt.timedelta(days=1))
+        months.append(month)
+    errors: dict[str, list[np.ndarray]] = {"units": [], "sek": []}
+    values: dict[str, list[np.ndarray]] = {"units": [], "sek": []}
+    spec = SPECS["monthly_category"].with_epsilon(epsilon)
+    context = per_cell_design() if design == "baseline" else contextlib.nullcontext()
+    for month in months:
+        truth = _true_month(prepared / "lines.parquet", month)
+        with (
+            context,
+            plan_release(
+                spec,
+                params,
+                customers=prepared / "customers.parquet",
+                lines=prepared / "lines.parquet",
+                as_of=as_of,
+                window=(month, next_month(month)),
+            ) as plan,
+        ):
+            for _ in range(repeats):
+                table = plan.tables(plan.run_unaccounted())["monthly_category"]
+                joined = table.join(truth, on="category")
+                for agg in ("units", "sek"):
+                    column = f"{agg}_noisy" if design == "baseline" else agg
+                    released = joined[column].to_numpy()
+                    errors[agg].append(_relative(released, joined[f"{agg}_true"].to_numpy()))
+                    values[agg].append(released)
+        context = per_cell_design() if design == "baseline" else contextlib.nullcontext()
+    return {agg: _stats(errors[agg], values[agg]) for agg in ("units", "sek")} | {
+        "epsilon_per_month": epsilon
+    }
+
+
+def _segment_tables(prepared, params, as_of, eps_overview, eps_mix, design, repeats):
+    """Category mix per segment, customers per county × segment, mean spend per segment."""
+    source = SegmentSource.category_rule()
+    kwargs = {
+        "customers": prepared / "customers.parquet",
+        "lines": prepared / "lines.parquet",
+        "segments": source,
+        "as_of": as_of,
+    }
+    out: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("mix_sek", "mix_units", "county_segment", "mean_spend")
+    }
+    negatives: dict[str, list[np.ndarray]] = {k: [] for k in out}
+    published: list[float] = []
+    weights = {a: params.cell_weights(a) for a in ("sek", "units")}
+    context = per_cell_design() if design == "baseline" else contextlib.nullcontext()
+    with context, plan_release(SPECS["category_mix"].with_epsilon(eps_mix), params, **kwargs) as p:
+        cells = pl.read_parquet(p.queries[0].data_path)
+        truth = (
+            cells.with_columns(
+                (pl.col(a) / pl.col("category").replace_strict(weights[a], return_dtype=pl.Int64))
+                for a in ("sek", "units")
+            )
+            .group_by("segment", "category")
+            .agg(pl.col("sek").sum().alias("sek_true"), pl.col("units").sum().alias("units_true"))
+        )
+        for _ in range(repeats):
+            table = p.tables(p.run_unaccounted())["category_by_segment"].join(
+                truth, on=["segment", "category"]
+            )
+            for agg in ("sek", "units"):
+                column = f"{agg}_noisy" if design == "baseline" else agg
+                out[f"mix_{agg}"].append(_relative(table[column], table[f"{agg}_true"]))
+                negatives[f"mix_{agg}"].append(table[column].to_numpy())
+    overview = SPECS["segment_overview"].with_epsilon(eps_overview)
+    with plan_release(overview, params, **kwargs) as p:
+        person = pl.read_parquet(p.queries[0].data_path)
+        counts = person.group_by("county_code", "segment").agg(pl.len().alias("true"))
+        spend = person.group_by("segment").agg(pl.col("spend_sek").mean().alias("true"))
+        for _ in range(repeats):
+            tables = p.tables(p.run_unaccounted())
+            cs = tables["customers_by_county_segment"].join(counts, on=["county_code", "segment"])
+            column = "count_noisy" if design == "baseline" else "count"
+            out["county_segment"].append(_relative(cs[column], cs["true"]))
+            negatives["county_segment"].append(cs[column].to_numpy())
+            seg = tables["spend_by_segment"].join(spend, on="segment")
+            if design == "baseline":  # the earlier design: always published, clamped
+                mean = np.clip(
+                    seg["spend_sek_noisy"].to_numpy() / np.maximum(seg["count_noisy"], 1),
+                    0,
+                    params.spend_bound_sek,
+                )
+                shown = np.ones(seg.height, dtype=bool)
+            else:
+                shown = (seg["mean_spend_sek_status"] == "published").to_numpy()
+                mean = seg["mean_spend_sek"].fill_null(np.nan).to_numpy()
+            published.append(float(shown.mean()))
+            out["mean_spend"].append(_relative(mean[shown], seg["true"].to_numpy()[shown]))
+            negatives["mean_spend"].append(mean[shown])
+    result = {k: _stats(out[k], negatives[k]) for k in out}
+    result["mean_spend"]["share_published"] = float(np.mean(published))
+    return result
+
+
+def run(customers: int, policy_name: str, repeats: int) -> dict[str, Any]:
+    policy = Policy.load(policy_name)
+    params = PrivacyParams.from_policy(policy, "statistics")
+    k = len(SegmentSource.category_rule().keys)  # the segments benchmarked here
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-utility-") as folder:
+        prepared, as_of = _prepare(Path(folder), customers, policy)
+        scale = _probe(prepared, params, as_of, k)
+        fixed = plan_budget(policy)
+        accuracy = plan_by_accuracy(
+            policy,
+            scale,
+            fixed_epsilon={
+                "private_segments": fixed.segmentation,
+                "scale_probe": PROBE_EPSILON,
+                "scale_probe_month": PROBE_EPSILON,
+                "survey": fixed.survey,
+            },
+        )
+        eps = {
+            "now": (
+                accuracy.epsilon("monthly_category"),
+                accuracy.epsilon("segment_overview"),
+                accuracy.epsilon("category_mix"),
+            ),
+            "baseline": (fixed.monthly, fixed.overview, fixed.profiles),
+        }
+        report: dict[str, Any] = {
+            "customers": customers,
+            "policy": policy_name,
+            "repeats": repeats,
+            "scale_probe": scale.__dict__,
+            "accuracy_plan": accuracy.to_dict(),
+        }
+        for design in ("baseline", "now"):
+            monthly_eps, overview_eps, mix_eps = eps[design]
+            report[design] = {
+                "monthly_category": _monthly(prepared, params, as_of, monthly_eps, design, repeats),
+                **_segment_tables(prepared, params, as_of, overview_eps, mix_eps, design, repeats),
+                "epsilon": {"monthly": monthly_eps, "overview": overview_eps, "mix": mix_eps},
+            }
+    report["seconds"] = time.perf_counter() - started
+    return report
+
+
+def _table(report: dict[str, Any]) -> str:
+    rows = [
+        ("monthly units per category", ("monthly_category", "units")),
+        ("monthly SEK per category", ("monthly_category", "sek")),
+        ("category mix per segment, SEK", ("mix_sek",)),
+        ("category mix per segment, units", ("mix_units",)),
+        ("customers per county × segment", ("county_segment",)),
+        ("mean spend per segment (published)", ("mean_spend",)),
+    ]
+    lines = [
+        f"{report['policy']}, {report['customers']:,} customers, {report['repeats']} repeats",
+        "| output | baseline median / p90 / negative | now median / p90 / negative | gain |",
+        "|---|---|---|---|",
+    ]
+    for label, path in rows:
+        cells = []
+        for design in ("baseline", "now"):
+            node = report[design]
+            for key in path:
+                node = node[key]
+            cells.append(node)
+        b, n = cells
+        gain = b["median_rel_error"] / max(n["median_rel_error"], 1e-12)
+        lines.append(
+            f"| {label} | {b['median_rel_error']:.1%} / {b['p90_rel_error']:.1%} / "
+            f"{b.get('share_negative', 0):.0%} | {n['median_rel_error']:.1%} / "
+            f"{n['p90_rel_error']:.1%} / {n.get('share_negative', 0):.0%} | {gain:.0f}x |"
+        )
+    published = report["now"]["mean_spend"]["share_published"]
+    lines.append(f"mean spend published for {published:.0%} of segments (baseline: all, clamped)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=50_000)
+    parser.add_argument("--policy", default="alloffice")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    report = run(args.customers, args.policy, args.repeats)
+    report["table"] = _table(report)
+    print(report["table"])
+    print(json.dumps(report["accuracy_plan"]["releases"], indent=1, default=str)[:2000])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    existing = json.loads(args.out.read_text()) if args.out.exists() else {}
+    existing[f"{args.policy}-{args.customers}"] = report
+    args.out.write_text(json.dumps(existing, indent=1, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
