@@ -578,3 +578,25 @@ def test_ledger_cards_on_a_workspace_without_releases_reports_zero_cards(
     out = capsys.readouterr()
     assert "and 0 release cards" in out.out, out
     assert status in (0, 1) and "Traceback" not in out.err
+
+
+def test_everything_a_command_creates_is_owner_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18 item 7: raw personal data, prepared frames and the ledger were 0644/0755."""
+    monkeypatch.delenv(KEY_ENV_VAR, raising=False)
+    monkeypatch.setenv("SEGMENTS_LEDGER_DIR", str(tmp_path / "ledgers"))
+    ws = str(tmp_path / "ws")
+    previous = os.umask(0o022)  # a permissive umask, as on most desktops
+    try:
+        assert main(["generate", "-w", ws, "--customers", "300", "--as-of", "2026-06-30"]) == 0
+        assert main(["prepare", "-w", ws, "--policy", "alloffice", "--purpose", "statistics",
+                     "--as-of", "2026-06-30"]) == 0  # fmt: skip
+        argv = [a.format(ws=ws, policy="alloffice") for a in RELEASE]
+        assert main([*_replace_opt(tuple(argv), "--as-of", "2026-06-30")]) == 0
+    finally:
+        os.umask(previous)
+    created = [*Path(ws).rglob("*"), Path(ws), *(tmp_path / "ledgers").rglob("*")]
+    loose = [str(p) for p in created if p.stat().st_mode & 0o077]
+    assert loose == []
+    assert any(p.suffix == ".sqlite" for p in created)

@@ -178,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # usage errors (one line, status 2) and --help (status 0)
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     debug = bool(args.debug or os.environ.get("SEGMENTS_DEBUG"))
+    # Everything a command creates (raw data, frames, keys, the ledger, releases) is
+    # owner-only; a release reaches its recipient by an explicit copy, never by the mode.
+    old_umask = os.umask(0o077)
     OPENED_LEDGERS.clear()
     try:
         return int(args.func(args) or 0)
@@ -211,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     finally:
         OPENED_LEDGERS.clear()
+        os.umask(old_umask)
 
 
 if __name__ == "__main__":  # pragma: no cover
