@@ -295,15 +295,37 @@ def test_anonymise_and_write(tmp_path):
 
 
 def test_private_segments_are_read_and_missing_ones_explained(workspace, monkeypatch):
+    import datetime as dt
+
     import segments.cli.main as cli
+    from segments.exceptions import ReleaseRefusedError
+    from segments.policy import Policy
+    from segments.privacy.kmeans import fit_private_segments
+    from segments.privacy.ledger import Ledger
 
     monkeypatch.setattr(cli, "RAISE_ERRORS", True)
     with pytest.raises(WorkspaceError, match="segments segment --private"):
         _kanon(workspace, "--k", "10", "--segments", "private", "--columns", COLUMNS)
+    # hand-written labels without a DP k-means entry in the ledger are refused (item 3)
     customers = pl.read_parquet(workspace.prepared_dir("microdata") / "customers.parquet")
     labels = customers.select("person_id", pl.lit("1").alias("segment"))
     (workspace.segments / "private").mkdir(parents=True)
     labels.write_parquet(workspace.segments / "private" / "labels.parquet")
+    (workspace.segments / "private" / "metadata.json").write_text('{"release_id": "x"}')
+    with pytest.raises(ReleaseRefusedError, match="private segments refused"):
+        _kanon(workspace, "--k", "10", "--segments", "private", "--columns", COLUMNS)
+    assert not _releases(workspace) if workspace.releases.exists() else True
+    policy = Policy.load("alloffice")
+    ledger = Ledger.for_workspace(workspace, policy.controller, policy=policy, synthetic=True)
+    path = workspace.prepared_dir("microdata") / "lines.parquet"
+    dated = pl.read_parquet(path).with_columns(pl.lit(dt.date(2026, 10, 1)).alias("order_date"))
+    dated.write_parquet(path)  # the private model's features need order dates
+    people = workspace.prepared_dir("microdata") / "customers.parquet"
+    eligible = pl.read_parquet(people).with_columns(pl.lit(True).alias("profiling_eligible"))
+    eligible.write_parquet(people)
+    fit_private_segments(
+        workspace, policy, ledger, purpose="microdata", as_of=dt.date(2026, 10, 31), seed=0
+    )
     assert _kanon(workspace, "--k", "10", "--segments", "private", "--columns", COLUMNS) == 0
     (folder,) = _releases(workspace)
     cert = json.loads((folder / "certificate.json").read_text(encoding="utf-8"))

@@ -107,16 +107,25 @@ def check_parameters(args: argparse.Namespace, policy: Any) -> None:
         )
 
 
-def _segments(workspace: Workspace, which: str, lines: Any) -> tuple[Any, str]:
-    import polars as pl
-
+def _segments(
+    workspace: Workspace, which: str, lines: Any, customers: Any, ledger: Any, as_of: dt.date
+) -> tuple[Any, str]:
     if which == "category_rule":
         from segments.features import category_rule_labels
 
         return category_rule_labels(lines), "category_rule"
-    path = workspace.segments / "private" / "labels.parquet"
-    workspace.require(path, "segments segment --private ...")
-    return pl.read_parquet(path, columns=["person_id", "segment"]), "private_model"
+    # private segments: the DP k-means entry is found and hash-checked in the ledger this
+    # release is recorded in, and each label recomputed from its centroids — a labels file
+    # in W/segments/private/ is never trusted
+    from segments.privacy.kmeans import private_model_labels, private_model_ref
+
+    workspace.require(
+        workspace.segments / "private" / "metadata.json", "segments segment --private"
+    )
+    ref = private_model_ref(workspace, ledger)
+    return private_model_labels(ref, customers.lazy(), lines.lazy(), as_of).collect(), (
+        "private_model"
+    )
 
 
 def _earlier_releases(ledger: Any, workspace: Workspace) -> list[Any]:
@@ -178,7 +187,11 @@ def run(args: argparse.Namespace) -> int:
     lines_path = workspace.require(prepared / "lines.parquet", "segments prepare")
     customers = pl.read_parquet(customers_path)
     lines = pl.read_parquet(lines_path)
-    labels, provenance = _segments(workspace, args.segments, lines)
+    ledger = None
+    if args.segments == "private":  # its provenance is checked in the ledger first
+        ledger = open_ledger(args, policy, is_synthetic(workspace))
+    as_of = args.as_of or dt.date.today()
+    labels, provenance = _segments(workspace, args.segments, lines, customers, ledger, as_of)
     columns = args.columns.split(",") if args.columns else list(DEFAULT_COLUMNS)
     if args.sensitive and args.sensitive not in columns:
         columns.append(args.sensitive)
@@ -195,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         table, hierarchies, model, seed=np.random.default_rng(args.seed), loss=args.loss
     )
     synthetic = is_synthetic(workspace)
-    ledger = open_ledger(args, policy, synthetic)
+    ledger = ledger or open_ledger(args, policy, synthetic)
     # the linkage check sees every column any release may show, not only this one's
     everything = customer_release_table(customers, lines, labels, CUSTOMER_COLUMNS)
     check_linkage(
@@ -206,7 +219,6 @@ def run(args: argparse.Namespace) -> int:
         clause_ids=policy.clauses_for("anonymous_release"),
     )
 
-    as_of = args.as_of or dt.date.today()
     spec = {
         **model.to_dict(),
         "levels": anon.levels,

@@ -866,9 +866,10 @@ def fit_private_segments(
     policy = Policy.load(policy) if isinstance(policy, str | os.PathLike) else policy
     privacy = policy.privacy
     folder, lines, customers = _read_prepared(ws, purpose)
-    prepared_as_of = _prepared_as_of(folder)
-    as_of = as_of or prepared_as_of
-    if as_of < prepared_as_of:
+    if as_of is None:
+        as_of = _prepared_as_of(folder)
+    prepared_as_of = _prepared_as_of(folder) if (folder / "policy_report.json").exists() else None
+    if prepared_as_of is not None and as_of < prepared_as_of:
         # Checked before the ledger is charged, from the public date prepare ran for: the
         # features would otherwise fail on orders after as_of (and name a private date).
         raise PolicyError(
