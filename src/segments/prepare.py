@@ -711,7 +711,7 @@ def prepare(
     run.note(
         rule="person linkage: a sole trader's accounts are one person",
         kind="linkage",
-        clause_ids=("AO-3",),
+        clause_ids=pol.clauses_for("person_linkage"),
         persons_flagged=merged.height,
         note=f"{int(merged['n_accounts'].sum())} accounts joined into {merged.height} persons "
         "by personnummer; the personnummer is then dropped",
@@ -724,7 +724,7 @@ def prepare(
     run.note(
         rule="minimisation: only the purpose's columns",
         kind="minimisation",
-        clause_ids=("AL-5", "AO-3"),
+        clause_ids=pol.clauses_for("minimisation"),
         note="direct identifiers and personnummer never enter a frame; dropped: "
         + ", ".join(dropped),
     )

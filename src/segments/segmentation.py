@@ -86,7 +86,6 @@ DEFAULT_MODEL_CATEGORICAL = ("customer_type", "size_band")
 PROVENANCE = "fitted_model"
 #: What a DP release keyed by these labels may claim (docs/architecture.md).
 RELEASE_GUARANTEE = "DP given a non-private segmentation"
-_CLAUSES = ("AO-4", "AO-5", "AL-3", "AK-4")
 #: Restarts of each candidate model: with few restarts a poor local optimum at one k can decide
 #: the selection. Split-half refits use two starts (see ``_fit_half``).
 _N_INIT = 10
@@ -1020,7 +1019,12 @@ def segment(
         "policy": str(getattr(policy, "name", policy)),
         "purpose": purpose,
         "as_of": as_of.isoformat(),
-        "clause_ids": list(_CLAUSES),
+        # the policy's own clauses: the purpose's and who may be profiled
+        "clause_ids": list(
+            dict.fromkeys(
+                (*policy.purpose(purpose).clause_ids, *policy.profiling_eligibility.clause_ids)
+            )
+        ),
         "k_range": [int(k) for k in fitted.scores["k"]],
         "n_prepared_customers": n_customers,
         "n_without_purchases": n_customers - len(features),
@@ -1133,18 +1137,18 @@ def target(workspace: Workspace | str | Path, segment: int | str) -> TargetResul
     path = folder / f"segment-{seg}.parquet"
     excluded = {
         "no_longer_in_prepared_customers": gone.height,
-        "not_profiling_eligible (AO-5, AL-3, AK-4)": not_eligible.height,
-        "marketing_opt_out (AO-7, AK-4)": opted_out.height,
+        "not_profiling_eligible": not_eligible.height,
+        "marketing_opt_out": opted_out.height,
     }
     summary = {
         "segment": seg,
         "name": metadata["segments"][str(seg)],
         "purpose": purpose,
-        "clause_ids": ["AO-5", "AO-7", "AL-3", "AK-4"],
+        "clause_ids": list(metadata.get("clause_ids", [])),  # the segmentation's policy
         "n_in_segment": members.height,
         "n_targeted": targeted.height,
         "excluded": excluded,
-        "recipient": "data steward (holds the pseudonymisation key, AO-9)",
+        "recipient": "data steward (holds the pseudonymisation key)",
     }
     atomic_write_with(path, targeted.select("person_id").sort("person_id").write_parquet)
     write_json(folder / f"segment-{seg}.json", summary)
