@@ -10,18 +10,49 @@ features rather than invent them.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import io
+import json
 import os
-from dataclasses import dataclass, fields
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import polars as pl
 
-from segments.exceptions import SchemaError
-from segments.schema import CHANNELS, ORDER_LINES, ORDERS, validate
+from segments.exceptions import SchemaError, WorkspaceError
+from segments.schema import (
+    CHANNELS,
+    CUSTOMER_TYPES,
+    CUSTOMERS,
+    ORDER_LINES,
+    ORDERS,
+    REAL_CUSTOMERS,
+    REAL_PRODUCTS,
+    SCHEMA_VERSION,
+    check_foreign_key,
+    validate,
+)
+from segments.workspace import Workspace, sha256_file, write_json
 
-__all__ = ["TransactionMapping", "Transactions", "load_transactions"]
+__all__ = [
+    "GEOGRAPHY_HIERARCHIES",
+    "IngestMapping",
+    "IngestResult",
+    "TransactionMapping",
+    "Transactions",
+    "geography_table",
+    "ingest",
+    "load_real_raw",
+    "load_transactions",
+    "net_returns",
+    "read_export",
+    "read_real_manifest",
+]
 
 
 @dataclass(frozen=True)
@@ -295,3 +326,1089 @@ def load_transactions(
         lines.group_by("product_id").agg(pl.col("source_product_id").first()).sort("product_id")
     )
     return Transactions(orders, order_lines, customers, products, str(path))
+
+# =========================================================================================
+# segments ingest: a real export + a TOML mapping → W/raw (synthetic: false)
+# =========================================================================================
+#: Geography hierarchies a mapping may declare; each is a public table shipped with segments.
+GEOGRAPHY_HIERARCHIES = ("country", "sweden_municipality", "sweden_county")
+_FORMATS = ("csv", "text", "parquet")
+_PERIODS = ("month",)
+#: Raw tables of real data (the synthetic generator's surveys and truth have no counterpart).
+REAL_RAW_TABLES = ("customers", "products", "orders", "order_lines")
+
+
+def _fail(column: str, rule: str, rows: int, fix: str, first: object = None) -> SchemaError:
+    example = f" (first: {first!r})" if first is not None else ""
+    return SchemaError(
+        f"table 'export', column {column!r}: rule '{rule}' fails for {rows} row(s){example}; "
+        f"fix: {fix}"
+    )
+
+
+def _mapping_error(key: str, problem: str, fix: str) -> SchemaError:
+    return SchemaError(f"mapping, key {key!r}: {problem}; fix: {fix}")
+
+
+@dataclass(frozen=True)
+class IngestMapping:
+    """How to read one real export: a small TOML file the controller writes (public facts).
+
+    Everything here is about the *format* of the export or a public fact (an exchange rate, a
+    product taxonomy, a geography hierarchy); nothing is learnt from the private rows. The
+    public domains (categories, regions, channels) later stages key their releases by are
+    taken from here, never from the values the data happens to contain.
+
+    Parameters
+    ----------
+    customer_id, order_date, quantity : str
+        Source columns (required).
+    amount, unit_price : str, optional
+        Line total or unit price in the source currency (exactly one).
+    order_id, product_id, description, channel, geography : str, optional
+        Source columns.
+    format : {'csv', 'text', 'parquet'}
+        ``text`` is whitespace-separated (CDNOW); ``.gz`` files are decompressed.
+    separator, encoding, decimal : str
+        CSV field separator, text encoding (any Python codec) and decimal mark.
+    header : bool
+    column_names : tuple of str, optional
+        Names of the columns of a file without a header.
+    date_format : str
+        ``strptime`` format of ``order_date`` (a time part is allowed and dropped).
+    currency : str
+        ISO code of the source currency.
+    sek_per_unit : float
+        SEK per unit of the source currency: a public rate the controller states.
+    rate_source : str
+        Where the rate comes from (recorded in the manifest).
+    returns_negative_quantity : bool
+        A negative quantity marks a return (netted, see :func:`net_returns`).
+    cancellation_prefix : str, optional
+        An order id starting with it marks a cancellation (netted like a return).
+    non_product_codes : tuple of str
+        Product codes that are not products (postage, fees, discounts): dropped, counted.
+    categories : tuple of str
+        The public product taxonomy (the domain of ``category``).
+    category : str, optional
+        The one category of every product (a shop selling one kind of thing).
+    category_file : str, optional
+        CSV ``product_code,category`` (a public catalogue file, relative to the mapping).
+    default_category : str, optional
+        Category of products not in ``category_file``.
+    channels : dict, optional
+        Source channel value → ``web`` | ``store`` | ``phone``.
+    default_channel : str
+        Channel of every order when ``channel`` is not mapped.
+    geography_hierarchy : str, optional
+        ``country`` (ISO alpha-2 → UN M49 region), ``sweden_municipality`` (municipality →
+        county) or ``sweden_county``.
+    geography_values : dict, optional
+        Source value → code of the hierarchy (``"United Kingdom" = "GB"``).
+    customer_type : {'private', 'business'}
+        Every customer's type (exports rarely say).
+    source_path : str, optional
+        The mapping file (for relative paths and the manifest).
+    """
+
+    customer_id: str
+    order_date: str
+    quantity: str
+    amount: str | None = None
+    unit_price: str | None = None
+    order_id: str | None = None
+    product_id: str | None = None
+    description: str | None = None
+    channel: str | None = None
+    geography: str | None = None
+    format: str = "csv"
+    separator: str = ","
+    encoding: str = "utf-8"
+    decimal: str = "."
+    header: bool = True
+    column_names: tuple[str, ...] | None = None
+    date_format: str = "%Y-%m-%d"
+    currency: str = "SEK"
+    sek_per_unit: float = 1.0
+    rate_source: str = ""
+    returns_negative_quantity: bool = True
+    cancellation_prefix: str | None = None
+    non_product_codes: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    category: str | None = None
+    category_file: str | None = None
+    default_category: str | None = None
+    channels: dict[str, str] = field(default_factory=dict)
+    default_channel: str = "web"
+    geography_hierarchy: str | None = None
+    geography_values: dict[str, str] = field(default_factory=dict)
+    customer_type: str = "private"
+    source_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.amount is None) == (self.unit_price is None):
+            raise _mapping_error(
+                "columns.amount / columns.unit_price",
+                "give exactly one of them",
+                "name the source column holding the line total or the unit price",
+            )
+        if self.format not in _FORMATS:
+            raise _mapping_error(
+                "source.format", f"{self.format!r} is not one of {_FORMATS}", "choose one"
+            )
+        if not self.sek_per_unit > 0:
+            raise _mapping_error(
+                "currency.sek_per_unit",
+                f"must be positive, got {self.sek_per_unit!r}",
+                "state the public exchange rate to SEK",
+            )
+        if self.currency != "SEK" and not self.rate_source:
+            raise _mapping_error(
+                "currency.rate_source",
+                f"currency {self.currency} needs the source of its public rate",
+                "name it (e.g. 'Riksbank annual average 1997')",
+            )
+        if not self.categories:
+            raise _mapping_error(
+                "products.categories",
+                "the public product taxonomy is empty",
+                "list the categories (the data's own taxonomy or a public one)",
+            )
+        if self.category is None and self.category_file is None:
+            raise _mapping_error(
+                "products.category / products.category_file",
+                "no way to give a product its category",
+                "set one category for all products or a public code → category file",
+            )
+        for key, value in (("category", self.category), ("default_category", self.default_category)):
+            if value is not None and value not in self.categories:
+                raise _mapping_error(
+                    f"products.{key}",
+                    f"{value!r} is not in products.categories {list(self.categories)}",
+                    "add it to the taxonomy or correct it",
+                )
+        bad_channels = {v for v in [*self.channels.values(), self.default_channel]} - set(CHANNELS)
+        if bad_channels:
+            raise _mapping_error(
+                "channels", f"{sorted(bad_channels)} not in {list(CHANNELS)}", "map onto those"
+            )
+        if self.geography_hierarchy is not None and self.geography_hierarchy not in (
+            GEOGRAPHY_HIERARCHIES
+        ):
+            raise _mapping_error(
+                "geography.hierarchy",
+                f"{self.geography_hierarchy!r} is not one of {GEOGRAPHY_HIERARCHIES}",
+                "choose one (or leave geography out)",
+            )
+        if (self.geography is None) != (self.geography_hierarchy is None):
+            raise _mapping_error(
+                "geography",
+                "give both the column and the hierarchy, or neither",
+                "set geography.column and geography.hierarchy",
+            )
+        if self.customer_type not in CUSTOMER_TYPES:
+            raise _mapping_error(
+                "customers.type", f"{self.customer_type!r} not in {CUSTOMER_TYPES}", "choose one"
+            )
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> IngestMapping:
+        """Read a mapping file (see ``docs/bring-your-own-data.md`` for every key).
+
+        Raises
+        ------
+        SchemaError
+            For an unreadable file, an unknown section or key, or a broken rule above.
+        """
+        import tomllib
+
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise _mapping_error(str(p), f"cannot be read as TOML ({exc})", "fix the file") from None
+        return cls.from_dict(data, source_path=str(p))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source_path: str | None = None) -> IngestMapping:
+        """Build from the TOML's sections (``source``, ``columns``, ``currency``, ``returns``,
+        ``products``, ``channels``, ``geography``, ``customers``)."""
+        sections: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
+            "source": {
+                "format": ("format", str),
+                "separator": ("separator", str),
+                "encoding": ("encoding", str),
+                "decimal": ("decimal", str),
+                "header": ("header", bool),
+                "column_names": ("column_names", tuple),
+                "date_format": ("date_format", str),
+            },
+            "columns": {
+                k: (k, str)
+                for k in (
+                    "customer_id",
+                    "order_date",
+                    "quantity",
+                    "amount",
+                    "unit_price",
+                    "order_id",
+                    "product_id",
+                    "description",
+                    "channel",
+                )
+            },
+            "currency": {
+                "code": ("currency", str),
+                "sek_per_unit": ("sek_per_unit", float),
+                "rate_source": ("rate_source", str),
+            },
+            "returns": {
+                "negative_quantity": ("returns_negative_quantity", bool),
+                "cancellation_prefix": ("cancellation_prefix", str),
+            },
+            "products": {
+                "non_product_codes": ("non_product_codes", tuple),
+                "categories": ("categories", tuple),
+                "category": ("category", str),
+                "category_file": ("category_file", str),
+                "default_category": ("default_category", str),
+            },
+            "channels": {
+                "column": ("channel", str),
+                "values": ("channels", dict),
+                "default": ("default_channel", str),
+            },
+            "geography": {
+                "column": ("geography", str),
+                "hierarchy": ("geography_hierarchy", str),
+                "values": ("geography_values", dict),
+            },
+            "customers": {"type": ("customer_type", str)},
+        }
+        kwargs: dict[str, Any] = {"source_path": source_path}
+        for section, body in data.items():
+            if section not in sections or not isinstance(body, dict):
+                raise _mapping_error(
+                    section, "unknown section", f"use only [{'], ['.join(sections)}]"
+                )
+            for key, value in body.items():
+                if key not in sections[section]:
+                    raise _mapping_error(
+                        f"{section}.{key}",
+                        "unknown key",
+                        f"use one of {sorted(sections[section])}",
+                    )
+                name, convert = sections[section][key]
+                kwargs[name] = convert(value)
+        for required in ("customer_id", "order_date", "quantity"):
+            if required not in kwargs:
+                raise _mapping_error(
+                    f"columns.{required}", "missing", "name the source column that holds it"
+                )
+        return cls(**kwargs)
+
+    def relative(self, name: str) -> Path:
+        """A path named in the mapping, relative to the mapping file."""
+        base = Path(self.source_path).parent if self.source_path else Path.cwd()
+        return (base / name).resolve()
+
+
+def read_export(path: str | os.PathLike[str], mapping: IngestMapping) -> pl.DataFrame:
+    """Read an export as strings (CSV with any separator and declared encoding, whitespace
+    text, gzip, Parquet), one row per source line.
+
+    Raises
+    ------
+    SchemaError
+        The file cannot be decoded with the declared encoding or parsed with the declared
+        separator, naming the rule and the fix (never a raw parser error).
+    """
+    p = Path(path)
+    if mapping.format == "parquet":
+        try:
+            frame = pl.read_parquet(p)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise _fail(p.name, "readable Parquet", 0, f"re-export the file ({exc})") from None
+        return frame.with_columns(
+            pl.col(c).dt.strftime(mapping.date_format)
+            if frame.schema[c].is_temporal()
+            else pl.col(c).cast(pl.Utf8)
+            for c in frame.columns
+        )
+    raw = p.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    try:
+        text = raw.decode(mapping.encoding)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise _fail(
+            "(file)",
+            f"text in the declared encoding {mapping.encoding}",
+            1,
+            f"declare the export's encoding in [source] encoding (byte {exc.start}, line "
+            f"{line} is not {mapping.encoding})",
+        ) from None
+    except LookupError:
+        raise _mapping_error(
+            "source.encoding", f"{mapping.encoding!r} is not a known encoding", "use e.g. utf-8"
+        ) from None
+    separator = mapping.separator
+    if mapping.format == "text":  # runs of blanks separate fields; leading blanks are padding
+        text = "\n".join(" ".join(line.split()) for line in text.splitlines())
+        separator = " "
+    names = list(mapping.column_names) if mapping.column_names else None
+    try:
+        frame = pl.read_csv(
+            io.StringIO(text).read().encode("utf-8"),
+            separator=separator,
+            has_header=mapping.header,
+            infer_schema=False,
+            new_columns=names,
+            quote_char='"',
+        )
+    except pl.exceptions.PolarsError as exc:
+        first = str(exc).splitlines()[0][:160]
+        raise _fail(
+            "(file)",
+            f"rows of equal width split on {separator!r}",
+            1,
+            f"declare the export's separator in [source] separator ({first})",
+        ) from None
+    if frame.width == 1 and mapping.format == "csv":
+        raise _fail(
+            frame.columns[0],
+            f"fields separated by {separator!r}",
+            frame.height,
+            "the file has a single column: declare its separator in [source] separator "
+            "(';' or ',')",
+        )
+    return frame
+
+
+def _require_mapped_columns(frame: pl.DataFrame, m: IngestMapping) -> None:
+    mapped = {
+        key: getattr(m, key)
+        for key in (
+            "customer_id",
+            "order_date",
+            "quantity",
+            "amount",
+            "unit_price",
+            "order_id",
+            "product_id",
+            "description",
+            "channel",
+            "geography",
+        )
+        if getattr(m, key) is not None
+    }
+    for key, column in mapped.items():
+        if column not in frame.columns:
+            raise SchemaError(
+                f"table 'export', column {column!r}: rule 'mapped column present' fails for "
+                f"every row (mapping {key} = {column!r}; the file has {frame.columns}); fix: "
+                "correct the mapping's [columns] or the export's separator"
+            )
+
+
+def _strip(frame: pl.DataFrame, column: str | None) -> pl.Series | None:
+    if column is None:
+        return None
+    values = frame[column].str.strip_chars()
+    return values.set(values == "", None)  # type: ignore[arg-type]
+
+
+def _number(values: pl.Series, column: str, dtype: Any, decimal: str, rule: str) -> pl.Series:
+    text = values.str.strip_chars()
+    if decimal != ".":
+        text = text.str.replace_all(".", "", literal=True).str.replace(decimal, ".", literal=True)
+    parsed = text.cast(dtype, strict=False)
+    bad = values.filter(parsed.is_null() & text.is_not_null() & (text != ""))
+    missing = int((text.is_null() | (text == "")).sum())
+    if len(bad):
+        raise _fail(
+            column, rule, len(bad), "clean the export or set [source] decimal", first=bad[0]
+        )
+    if missing:
+        raise _fail(column, f"{rule}, not empty", missing, "fill or drop those rows in the export")
+    return parsed
+
+
+def _dates(values: pl.Series, column: str, fmt: str) -> pl.Series:
+    text = values.str.strip_chars()
+    if any(code in fmt for code in ("%H", "%M", "%S", "%I", "%p")):
+        parsed = text.str.to_datetime(fmt, strict=False).dt.date()
+    else:
+        parsed = text.str.to_date(fmt, strict=False)
+    bad = values.filter(parsed.is_null())
+    if len(bad):
+        raise _fail(
+            column,
+            f"date in format {fmt}",
+            len(bad),
+            "set [source] date_format to the export's format",
+            first=bad[0],
+        )
+    return parsed
+
+
+def _category_of(codes: pl.Series, m: IngestMapping) -> pl.Series:
+    if m.category_file is None:
+        return pl.repeat(m.category, len(codes), dtype=pl.Utf8, eager=True)
+    path = m.relative(m.category_file)
+    try:
+        table = pl.read_csv(path, infer_schema=False)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise _mapping_error(
+            "products.category_file", f"cannot read {path} ({exc})", "give a CSV"
+        ) from None
+    if table.columns[:2] != ["product_code", "category"]:
+        raise _mapping_error(
+            "products.category_file",
+            f"{path.name} has columns {table.columns}",
+            "give a CSV with header product_code,category",
+        )
+    outside = sorted(set(table["category"]) - set(m.categories))
+    if outside:
+        raise _mapping_error(
+            "products.category_file",
+            f"categories {outside[:5]} are not in products.categories",
+            "add them to the taxonomy or correct the file",
+        )
+    lookup = dict(zip(table["product_code"], table["category"], strict=True))
+    mapped = codes.replace_strict(lookup, default=m.default_category, return_dtype=pl.Utf8)
+    unmapped = codes.filter(mapped.is_null())
+    if len(unmapped):
+        raise _fail(
+            "product_id",
+            f"product code listed in {path.name}",
+            len(unmapped),
+            "add the codes to the category file, or set products.default_category",
+            first=unmapped[0],
+        )
+    return mapped
+
+
+def geography_table(hierarchy: str) -> pl.DataFrame:
+    """The public table of a declared geography hierarchy: ``code`` (level 0) and ``parent``
+    (level 1; the top level is ``*``).
+
+    Examples
+    --------
+    >>> geography_table("country").filter(pl.col("code") == "SE")["parent"].item()
+    'Northern Europe'
+    """
+    from segments.geography import REGION_OF_COUNTY, counties, municipalities, reference_path
+
+    if hierarchy == "country":
+        table = pl.read_csv(reference_path("countries.csv"), infer_schema=False)
+        return table.select(pl.col("country_code").alias("code"), pl.col("region").alias("parent"))
+    if hierarchy == "sweden_municipality":
+        return municipalities().select(
+            pl.col("municipality_code").alias("code"), pl.col("county_code").alias("parent")
+        )
+    if hierarchy == "sweden_county":
+        return counties().select(
+            pl.col("county_code").alias("code"),
+            pl.col("county_code").replace_strict(REGION_OF_COUNTY).alias("parent"),
+        )
+    raise _mapping_error("geography.hierarchy", f"unknown {hierarchy!r}", "see the docs")
+
+
+def _geography(values: pl.Series, m: IngestMapping) -> pl.Series:
+    assert m.geography is not None and m.geography_hierarchy is not None
+    coded = values.replace(m.geography_values) if m.geography_values else values
+    known = set(geography_table(m.geography_hierarchy)["code"])
+    outside = coded.filter(coded.is_not_null() & ~coded.is_in(list(known)))
+    if len(outside):
+        raise _fail(
+            m.geography,
+            f"value in the declared {m.geography_hierarchy} hierarchy",
+            len(outside),
+            "map the value to a code in [geography] values (e.g. \"United Kingdom\" = "
+            "\"GB\"), or leave the column out",
+            first=outside[0],
+        )
+    return coded
+
+
+def net_returns(lines: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Net returns against purchases per customer, month and product; clip at zero.
+
+    A return (or cancellation) of ``q`` units cancels ``q`` units of the same customer's
+    purchases of that product in the same calendar month, latest purchase first, at the
+    purchase's price. Units returned beyond what was bought that month (goods bought before
+    the export or in an earlier month) cannot be matched: the net is **clipped at zero**, so
+    a person's spend in a period is never negative; those units and their value are counted.
+
+    Parameters
+    ----------
+    lines : polars.DataFrame
+        ``customer``, ``order_date``, ``product_code``, ``quantity`` (> 0), ``value``
+        (quantity × unit price, ≥ 0), ``is_return`` and any other columns (kept).
+
+    Returns
+    -------
+    (polars.DataFrame, dict)
+        The purchase lines left (quantities reduced, fully returned lines dropped) and
+        ``{"return_rows", "units_netted", "value_netted", "units_clipped",
+        "value_clipped", "lines_cancelled"}``.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> d = dt.date(2020, 1, 5)
+    >>> lines = pl.DataFrame({"customer": ["a", "a", "a"], "order_date": [d, d, d],
+    ...     "product_code": ["x", "x", "x"], "quantity": [2, 3, 4],
+    ...     "value": [20.0, 30.0, 40.0], "is_return": [False, False, True]})
+    >>> kept, summary = net_returns(lines)
+    >>> kept["quantity"].to_list(), summary["units_netted"], summary["units_clipped"]
+    ([1], 4, 0)
+    """
+    key = ["customer", "_month", "product_code"]
+    lines = lines.with_columns(pl.col("order_date").dt.truncate("1mo").alias("_month"))
+    returns = (
+        lines.filter(pl.col("is_return"))
+        .group_by(key)
+        .agg(pl.col("quantity").sum().alias("_returned"), pl.col("value").sum().alias("_rvalue"))
+    )
+    buys = lines.filter(~pl.col("is_return")).with_row_index("_pos")
+    if returns.height == 0:
+        return buys.drop("_pos", "_month"), {
+            "return_rows": 0,
+            "units_netted": 0,
+            "value_netted": 0.0,
+            "units_clipped": 0,
+            "value_clipped": 0.0,
+            "lines_cancelled": 0,
+        }
+    latest_first = (
+        buys.join(returns, on=key, how="left")
+        .with_columns(pl.col("_returned").fill_null(0))
+        .sort([*key, "order_date", "_pos"], descending=[False, False, False, True, True])
+    )
+    # units of later purchases in the group (already used up by the return before this line)
+    before = pl.col("quantity").cum_sum().over(key) - pl.col("quantity")
+    cancelled = (pl.col("_returned") - before).clip(0, None)
+    cancelled = pl.min_horizontal(cancelled, pl.col("quantity"))
+    netted = latest_first.with_columns(cancelled.alias("_cancelled")).with_columns(
+        (pl.col("quantity") - pl.col("_cancelled")).alias("_left"),
+        (pl.col("value") / pl.col("quantity")).alias("_unit"),
+    )
+    units_netted = int(netted["_cancelled"].sum())
+    value_netted = float((netted["_cancelled"] * netted["_unit"]).sum())
+    matched = netted.group_by(key).agg(pl.col("_cancelled").sum())
+    unmatched = returns.join(matched, on=key, how="left").with_columns(
+        pl.col("_cancelled").fill_null(0)
+    )
+    excess = unmatched["_returned"] - unmatched["_cancelled"]
+    per_unit = unmatched["_rvalue"] / unmatched["_returned"]
+    kept = (
+        netted.filter(pl.col("_left") > 0)
+        .with_columns(
+            pl.col("_left").alias("quantity"), (pl.col("_left") * pl.col("_unit")).alias("value")
+        )
+        .sort("_pos")
+        .drop("_pos", "_month", "_returned", "_rvalue", "_cancelled", "_left", "_unit")
+    )
+    return kept, {
+        "return_rows": int(lines["is_return"].sum()),
+        "units_netted": units_netted,
+        "value_netted": round(value_netted, 2),
+        "units_clipped": int(excess.sum()),
+        "value_clipped": round(float((excess * per_unit).sum()), 2),
+        "lines_cancelled": int((netted["_left"] == 0).sum()),
+    }
+
+
+def _dense(values: pl.Series) -> pl.Series:
+    """Integer ids >= 1: the values themselves when all are positive integers, else ranks."""
+    as_int = values.cast(pl.Int64, strict=False)
+    if as_int.null_count() == 0 and bool((as_int >= 1).all()):
+        return as_int
+    return values.rank("dense").cast(pl.Int64)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What :func:`ingest` wrote: the manifest (also ``W/raw/manifest.json``)."""
+
+    manifest: dict[str, Any]
+
+    @property
+    def dropped(self) -> dict[str, Any]:
+        return dict(self.manifest["dropped"])
+
+    def summary(self) -> str:
+        """A few lines for the CLI."""
+        rows = self.manifest["rows"]
+        out = [
+            f"read {rows['read']} rows of {self.manifest['source']['file']} "
+            f"(sha256 {self.manifest['source']['sha256'][:12]}…); wrote {rows['order_lines']} "
+            f"order lines, {rows['orders']} orders, {rows['customers']} customers, "
+            f"{rows['products']} products to W/raw (synthetic: false)"
+        ]
+        for reason, d in self.manifest["dropped"].items():
+            out.append(
+                f"  dropped {d['rows']} rows ({d['value_sek']:.2f} SEK) — {reason}: {d['why']}"
+            )
+        r = self.manifest["returns"]
+        out.append(
+            f"  returns: {r['return_rows']} rows netted per customer, month and product "
+            f"({r['value_netted']:.2f} SEK); {r['units_clipped']} units ({r['value_clipped']:.2f}"
+            " SEK) had no purchase to net against that month: clipped at zero"
+        )
+        return "\n".join(out)
+
+
+def _dropped(frame: pl.DataFrame, mask: pl.Series, why: str, rate: float) -> dict[str, Any]:
+    part = frame.filter(mask)
+    return {
+        "rows": part.height,
+        "value_source": round(float(part["value"].sum()), 2),
+        "value_sek": round(float(part["value"].sum()) * rate, 2),
+        "why": why,
+    }
+
+
+def ingest(
+    source: str | os.PathLike[str],
+    mapping: IngestMapping | str | os.PathLike[str],
+    workspace: Workspace | str | os.PathLike[str],
+    *,
+    as_of: dt.date | None = None,
+    force: bool = False,
+) -> IngestResult:
+    """Turn a real export into ``W/raw`` (``customers``, ``products``, ``orders``,
+    ``order_lines``) with a manifest that says ``synthetic: false``.
+
+    Rows without a customer and rows whose product code is not a product (postage, fees,
+    discounts) are dropped and counted in rows and value; returns and cancellations are netted
+    per customer, month and product (:func:`net_returns`). The manifest records the source's
+    SHA-256, the mapping, every count, and the public domains later stages key releases by.
+
+    Parameters
+    ----------
+    source : path
+        The export (CSV, whitespace text, either gzipped, or Parquet).
+    mapping : IngestMapping or path of its TOML file
+    workspace : Workspace or path
+    as_of : date, optional
+        The day of the extract; dates after it are refused (default: the last order date).
+    force : bool
+        Replace an existing ``W/raw``.
+
+    Returns
+    -------
+    IngestResult
+
+    Raises
+    ------
+    SchemaError
+        One line naming the column, the rule, the count in rows and the fix. Nothing is
+        written.
+    WorkspaceError
+        ``W/raw`` exists and ``force`` is not set.
+    """
+    m = mapping if isinstance(mapping, IngestMapping) else IngestMapping.from_toml(mapping)
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    src = Path(source)
+    if not src.is_file():
+        raise WorkspaceError(f"export {src} does not exist; fix: give the path of the export")
+    if ws.raw.exists() and any(ws.raw.iterdir()) and not force:
+        raise WorkspaceError(
+            f"{ws.raw} already holds raw data; fix: pass --force to replace it or use a new "
+            "workspace"
+        )
+    frame = read_export(src, m)
+    _require_mapped_columns(frame, m)
+    n_read = frame.height
+
+    quantity = _number(frame[m.quantity], m.quantity, pl.Int64, ".", "integer quantity")
+    price_column = m.amount if m.amount is not None else m.unit_price
+    assert price_column is not None
+    price = _number(frame[price_column], price_column, pl.Float64, m.decimal, "number")
+    value = price.abs() if m.amount is not None else price * quantity.abs()
+    order_ref = _strip(frame, m.order_id)
+    is_return = quantity < 0 if m.returns_negative_quantity else pl.repeat(False, n_read, eager=True)
+    if m.cancellation_prefix is not None and order_ref is not None:
+        is_return = is_return | order_ref.str.starts_with(m.cancellation_prefix).fill_null(False)
+    product_code = (
+        _strip(frame, m.product_id)
+        if m.product_id
+        else pl.repeat(m.category or "all", n_read, dtype=pl.Utf8, eager=True)
+    )
+    lines = pl.DataFrame(
+        {
+            "customer": _strip(frame, m.customer_id),
+            "order_ref": order_ref
+            if order_ref is not None
+            else pl.repeat(None, n_read, dtype=pl.Utf8, eager=True),
+            "product_code": product_code,
+            "description": _strip(frame, m.description)
+            if m.description
+            else pl.repeat(None, n_read, dtype=pl.Utf8, eager=True),
+            "quantity": quantity,
+            "value": value,
+            "is_return": is_return,
+            "_date_text": frame[m.order_date],
+            "_channel": _strip(frame, m.channel)
+            if m.channel
+            else pl.repeat(m.default_channel, n_read, dtype=pl.Utf8, eager=True),
+            "_geo": _strip(frame, m.geography)
+            if m.geography
+            else pl.repeat(None, n_read, dtype=pl.Utf8, eager=True),
+        }
+    )
+    rate = m.sek_per_unit
+    dropped: dict[str, Any] = {}
+    no_customer = lines["customer"].is_null()
+    dropped["no_customer"] = _dropped(
+        lines,
+        no_customer,
+        "a row without a customer id cannot be linked to a person (counted per row)",
+        rate,
+    )
+    lines = lines.filter(~no_customer)
+    fees = lines["product_code"].is_in(list(m.non_product_codes)).fill_null(False)
+    dropped["non_product_codes"] = _dropped(
+        lines,
+        fees,
+        f"codes declared not to be products (postage, fees, discounts): {list(m.non_product_codes)}",
+        rate,
+    )
+    lines = lines.filter(~fees)
+    if not m.returns_negative_quantity:
+        negative = lines.filter(pl.col("quantity") < 0)
+        if negative.height:
+            raise _fail(
+                m.quantity,
+                "quantity >= 0 (returns are not marked by a negative quantity)",
+                negative.height,
+                "set [returns] negative_quantity = true if they are returns",
+                first=negative["quantity"][0],
+            )
+    zero = lines["quantity"] == 0
+    dropped["zero_quantity"] = _dropped(
+        lines, zero, "a line of zero units is no purchase", rate
+    )
+    lines = lines.filter(~zero)
+    if m.amount is None:
+        negative_price = lines.filter(pl.col("value") < 0)
+        if negative_price.height:
+            raise _fail(
+                price_column,
+                "unit price >= 0",
+                negative_price.height,
+                "declare the adjustment codes in [products] non_product_codes",
+                first=negative_price["product_code"][0],
+            )
+    lines = lines.with_columns(
+        _dates(lines["_date_text"], m.order_date, m.date_format).alias("order_date"),
+        pl.col("quantity").abs(),
+    ).drop("_date_text")
+    last_day = lines["order_date"].max() if lines.height else None
+    day = as_of or last_day
+    if day is not None and last_day is not None and last_day > day:
+        late = lines.filter(pl.col("order_date") > day)
+        raise _fail(
+            m.order_date,
+            f"not after as_of {day}",
+            late.height,
+            "pass the extract's day as --as-of or cut the export",
+            first=str(late["order_date"][0]),
+        )
+    if m.channel:
+        channel = lines["_channel"].replace_strict(m.channels, default=None, return_dtype=pl.Utf8)
+        unknown = lines.filter(channel.is_null())["_channel"]
+        if len(unknown):
+            raise _fail(
+                m.channel,
+                "value listed in [channels] values",
+                len(unknown),
+                "map every source channel onto web, store or phone",
+                first=unknown[0],
+            )
+        lines = lines.with_columns(channel.alias("_channel"))
+    if m.geography:
+        lines = lines.with_columns(_geography(lines["_geo"], m).alias("_geo"))
+    lines = lines.with_columns(_category_of(lines["product_code"], m).alias("category"))
+    if lines.height == 0:
+        raise _fail(m.customer_id, "at least one purchase left", 0, "check the mapping")
+
+    lines, returns = net_returns(lines)
+    returns["value_netted_sek"] = round(returns["value_netted"] * rate, 2)
+    returns["value_clipped_sek"] = round(returns["value_clipped"] * rate, 2)
+    returns["rule"] = (
+        "a return cancels the same customer's purchases of that product in the same calendar "
+        "month, latest first; a net below zero is clipped at zero"
+    )
+    tables = _raw_tables(lines, m)
+    manifest = _manifest(src, m, ws, tables, dropped, returns, n_read, day)
+    _write_raw(ws, tables, manifest)
+    return IngestResult(manifest)
+
+
+def _raw_tables(lines: pl.DataFrame, m: IngestMapping) -> dict[str, pl.DataFrame]:
+    lines = lines.with_columns(
+        _dense(lines["customer"]).alias("customer_id"),
+        pl.col("product_code").rank("dense").cast(pl.Int32).alias("product_id"),
+    ).with_row_index("_row")
+    order_key = ["order_date", "customer_id", "order_ref"]
+    lines = (
+        lines.with_columns(pl.struct(order_key).rank("dense").cast(pl.Int64).alias("order_id"))
+        .sort("order_id", "_row")
+        .with_columns((pl.int_range(pl.len()).over("order_id") + 1).cast(pl.Int16).alias("line_no"))
+    )
+    orders = (
+        lines.group_by("order_id")
+        .agg(
+            pl.col("customer_id").first(),
+            pl.col("order_date").first(),
+            pl.col("_channel").first().alias("channel"),
+        )
+        .sort("order_id")
+        .select(pl.col(c.name).cast(c.dtype) for c in ORDERS.columns)
+    )
+    order_lines = lines.select(
+        "order_id",
+        "line_no",
+        "product_id",
+        pl.col("quantity").cast(pl.Int32),
+        (pl.col("value") / pl.col("quantity") * m.sek_per_unit).round(2).alias("unit_price_sek"),
+    ).select(pl.col(c.name).cast(c.dtype) for c in ORDER_LINES.columns)
+    geo = {
+        "country": "country" if m.geography_hierarchy == "country" else None,
+        "municipality_code": "municipality_code"
+        if m.geography_hierarchy == "sweden_municipality"
+        else None,
+    }
+    customers = (
+        lines.sort("order_date", "_row")
+        .group_by("customer_id")
+        .agg(
+            pl.col("customer").first().alias("source_customer_id"),
+            pl.col("_geo").drop_nulls().last().alias("_geo"),
+            pl.col("order_date").min().alias("signup_date"),
+            pl.col("order_date").max().alias("last_contact_date"),
+        )
+        .sort("customer_id")
+        .with_columns(
+            pl.lit(m.customer_type).alias("customer_type"),
+            (pl.col("_geo") if geo["country"] else pl.lit(None, pl.Utf8)).alias("country"),
+            (pl.col("_geo") if geo["municipality_code"] else pl.lit(None, pl.Utf8)).alias(
+                "municipality_code"
+            ),
+        )
+    )
+    if m.geography_hierarchy == "sweden_municipality":
+        parent = dict(geography_table("sweden_municipality").iter_rows())
+        customers = customers.with_columns(
+            pl.col("municipality_code").replace_strict(parent, default=None).alias("county_code")
+        )
+    elif m.geography_hierarchy == "sweden_county":
+        customers = customers.with_columns(pl.col("_geo").alias("county_code"))
+    else:
+        customers = customers.with_columns(pl.lit(None, pl.Utf8).alias("county_code"))
+    customers = customers.select(pl.col(c.name).cast(c.dtype) for c in REAL_CUSTOMERS.columns)
+    products = (
+        lines.group_by("product_id")
+        .agg(
+            pl.col("product_code").first().alias("sku"),
+            pl.col("description").drop_nulls().first().alias("name"),
+            pl.col("category").first(),
+        )
+        .sort("product_id")
+        .select(pl.col(c.name).cast(c.dtype) for c in REAL_PRODUCTS.columns)
+    )
+    return {
+        "customers": customers,
+        "products": products,
+        "orders": orders,
+        "order_lines": order_lines,
+    }
+
+
+def _manifest(
+    src: Path,
+    m: IngestMapping,
+    ws: Workspace,
+    tables: dict[str, pl.DataFrame],
+    dropped: dict[str, Any],
+    returns: dict[str, Any],
+    n_read: int,
+    day: dt.date | None,
+) -> dict[str, Any]:
+    lines = tables["order_lines"]
+    value_sek = float((lines["quantity"] * lines["unit_price_sek"]).sum())
+    geography = None
+    if m.geography_hierarchy is not None:
+        table = geography_table(m.geography_hierarchy)
+        geography = {
+            "hierarchy": m.geography_hierarchy,
+            "column": {"country": "country", "sweden_municipality": "municipality_code"}.get(
+                m.geography_hierarchy, "county_code"
+            ),
+            "values": table["code"].to_list(),
+            "parents": sorted(set(table["parent"])),
+            "customers_unknown": int(
+                tables["customers"]
+                .select(pl.coalesce("country", "municipality_code", "county_code").is_null().sum())
+                .item()
+            ),
+        }
+    mapping_doc: dict[str, Any] = {
+        "file": Path(m.source_path).name if m.source_path else None,
+        "sha256": sha256_file(m.source_path) if m.source_path else None,
+    }
+    return {
+        "synthetic": False,
+        "schema": "real",
+        "schema_version": SCHEMA_VERSION,
+        "source": {
+            "file": src.name,
+            "sha256": sha256_file(src),
+            "bytes": src.stat().st_size,
+            "format": m.format,
+            "encoding": m.encoding,
+        },
+        "mapping": mapping_doc,
+        "parameters": {"as_of": day.isoformat() if day else None},
+        "currency": {
+            "source": m.currency,
+            "sek_per_unit": m.sek_per_unit,
+            "rate_source": m.rate_source or "none needed (SEK)",
+        },
+        "rows": {
+            "read": n_read,
+            "order_lines": lines.height,
+            "orders": tables["orders"].height,
+            "customers": tables["customers"].height,
+            "products": tables["products"].height,
+        },
+        "value_sek": round(value_sek, 2),
+        "dropped": dropped,
+        "returns": returns,
+        "domains": {
+            "categories": list(m.categories),
+            "channels": list(CHANNELS),
+            "geography": geography,
+            "source": "declared in the mapping file (public), never read from the data",
+        },
+        "not_in_export": (
+            "identity and contact columns, consent, objection, erasure and restriction flags: "
+            "the controller applies data-subject requests before exporting (segments subject "
+            "works on the raw tables afterwards)"
+        ),
+        "files": {},
+    }
+
+
+def _write_raw(ws: Workspace, tables: dict[str, pl.DataFrame], manifest: dict[str, Any]) -> None:
+    """Validate, then write the tables and manifest into a fresh folder swapped into place."""
+    schemas = {
+        "customers": REAL_CUSTOMERS,
+        "products": REAL_PRODUCTS,
+        "orders": ORDERS,
+        "order_lines": ORDER_LINES,
+    }
+    as_of = manifest["parameters"]["as_of"]
+    day = dt.date.fromisoformat(as_of) if as_of else None
+    for name, frame in tables.items():
+        validate(frame, schemas[name], as_of=day)
+    ws.root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=ws.root, prefix=".raw.", suffix=".tmp"))
+    try:
+        for name, frame in tables.items():
+            frame.write_parquet(tmp / f"{name}.parquet")
+            manifest["files"][f"{name}.parquet"] = sha256_file(tmp / f"{name}.parquet")
+        write_json(tmp / "manifest.json", manifest)
+        old = None
+        if ws.raw.exists():
+            old = ws.root / f".raw.old.{os.getpid()}"
+            os.replace(ws.raw, old)
+        os.replace(tmp, ws.raw)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_real_manifest(ws: Workspace) -> dict[str, Any] | None:
+    """The raw manifest when it marks real (ingested) data, else None."""
+    if not ws.manifest.exists():
+        return None
+    manifest = json.loads(ws.manifest.read_text(encoding="utf-8"))
+    if manifest.get("synthetic") is False and manifest.get("schema") == "real":
+        return dict(manifest)
+    return None
+
+
+def load_real_raw(ws: Workspace, as_of: dt.date) -> dict[str, pl.DataFrame]:
+    """Read ingested raw tables for prepare, checked against the manifest's hashes, the real
+    schema and its declared domains; customers are widened to the full raw customer columns
+    with identity columns null and no request flags set (the export carries none).
+
+    Raises
+    ------
+    WorkspaceError
+        A table is missing or differs from its SHA-256 in the manifest.
+    SchemaError
+        A table breaks the real schema or a category is outside the declared taxonomy.
+    """
+    manifest = read_real_manifest(ws)
+    if manifest is None:
+        raise WorkspaceError(f"{ws.manifest} does not describe ingested data; run segments ingest")
+    schemas = {
+        "customers": REAL_CUSTOMERS,
+        "products": REAL_PRODUCTS,
+        "orders": ORDERS,
+        "order_lines": ORDER_LINES,
+    }
+    frames = {}
+    for name, schema in schemas.items():
+        path = ws.require(ws.raw_table(name), "segments ingest")
+        digest = sha256_file(path)
+        if digest != manifest["files"].get(f"{name}.parquet"):
+            raise WorkspaceError(
+                f"table {name!r}: {path} does not match its SHA-256 in {ws.manifest}; fix: "
+                "ingest the export again instead of editing raw files"
+            )
+        frames[name] = pl.read_parquet(path)
+        validate(frames[name], schema, as_of=as_of)
+    outside = frames["products"].filter(
+        ~pl.col("category").is_in(manifest["domains"]["categories"])
+    )
+    if outside.height:
+        raise SchemaError(
+            f"table 'products', column 'category': rule 'in the declared taxonomy' fails for "
+            f"{outside.height} row(s) (first: {outside['category'][0]!r}); fix: ingest again"
+        )
+    for child, parent, column in (
+        ("orders", "customers", "customer_id"),
+        ("order_lines", "orders", "order_id"),
+        ("order_lines", "products", "product_id"),
+    ):
+        check_foreign_key(frames[child], child, frames[parent], parent, column)
+    frames["customers"] = widen_customers(frames["customers"])
+    frames["products"] = frames["products"].with_columns(pl.lit(0.01).alias("unit_price_sek"))
+    return frames
+
+
+def widen_customers(customers: pl.DataFrame) -> pl.DataFrame:
+    """Real customers in the full raw customer columns prepare reads: identity and contact
+    columns null (prepare drops them anyway), flags false, no end date."""
+    n = customers.height
+    filled: dict[str, pl.Series] = {}
+    for col in CUSTOMERS.columns:
+        if col.name in customers.columns:
+            filled[col.name] = customers[col.name].cast(col.dtype)
+        elif col.dtype == pl.Boolean:
+            filled[col.name] = pl.repeat(False, n, dtype=pl.Boolean, eager=True)
+        elif col.name == "newsletter_interactions_per_month":
+            filled[col.name] = pl.repeat(0.0, n, dtype=pl.Float32, eager=True)
+        else:
+            filled[col.name] = pl.repeat(None, n, dtype=col.dtype, eager=True)
+    return pl.DataFrame(filled).with_columns(customers["country"])

@@ -206,6 +206,11 @@ def load_raw_tables(
     SchemaError
         If a table breaks its schema.
     """
+    from segments.ingest import load_real_raw, read_real_manifest
+
+    if read_real_manifest(workspace) is not None:  # a real export written by segments ingest
+        real = load_real_raw(workspace, as_of)
+        return {name: real[name] for name in tables}
     synth_loader = _synth_loader()
     if synth_loader is not None:  # the generator's loader also checks the manifest's hashes
         return {name: synth_loader(workspace, name, as_of) for name in tables}
@@ -333,9 +338,14 @@ def person_table(
         .otherwise(pl.col("customer_type"))
         .alias("customer_type"),
     )
+    # a real export's declared country (segments ingest) has no synthetic counterpart
+    extra = [c for c in ("country",) if c in accounts.columns]
     persons = pl.concat(
-        [single.select(_PERSON_COLUMNS), _merge_accounts(multi).select(_PERSON_COLUMNS)],
-        how="vertical_relaxed",
+        [
+            single.select(*_PERSON_COLUMNS, *extra),
+            _merge_accounts(multi).select(_PERSON_COLUMNS),
+        ],
+        how="diagonal_relaxed",
     )
     last_order = (
         orders.select("customer_id", "order_date")

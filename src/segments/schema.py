@@ -34,6 +34,8 @@ __all__ = [
     "PREPARED_TABLES",
     "PRODUCT_CATEGORIES",
     "RAW_TABLES",
+    "REAL_CUSTOMERS",
+    "REAL_PRODUCTS",
     "SCHEMA_VERSION",
     "SIZE_BANDS",
     "Column",
@@ -247,6 +249,42 @@ ARCHETYPES = TableSchema(
     description="planted truth; only evaluations read it",
 )
 
+# --- raw tables of a real export (``segments ingest``) -----------------------------------
+#: Identity and contact columns are not part of a real export (prepare would drop them
+#: anyway); geography is optional and, when present, a code of the hierarchy the mapping
+#: declares. Categories are checked against the mapping's declared taxonomy, not a fixed list.
+REAL_CUSTOMERS = TableSchema(
+    "customers",
+    (
+        _c("customer_id", pl.Int64, "B", min_value=1, description="account id (internal)"),
+        _c(
+            "source_customer_id",
+            pl.Utf8,
+            "A",
+            direct_identifier=True,
+            description="the export's customer id: kept for data-subject requests only",
+        ),
+        _c("customer_type", pl.Utf8, "B", allowed=CUSTOMER_TYPES),
+        _c("country", pl.Utf8, "A", nullable=True, pattern=r"[A-Z]{2}", description="ISO 3166"),
+        _c("municipality_code", pl.Utf8, "A", nullable=True, pattern=r"\d{4}"),
+        _c("county_code", pl.Utf8, "A", nullable=True, pattern=r"\d{2}"),
+        _c("signup_date", _DATE, "B", description="first order in the export (derived)"),
+        _c("last_contact_date", _DATE, "B", description="last order in the export (derived)"),
+    ),
+    key=("customer_id",),
+    description="customers of a real export: no identity, optional declared geography",
+)
+REAL_PRODUCTS = TableSchema(
+    "products",
+    (
+        _c("product_id", pl.Int32, None, min_value=1),
+        _c("sku", pl.Utf8, None, description="the export's product code"),
+        _c("name", pl.Utf8, None, nullable=True),
+        _c("category", pl.Utf8, None, description="in the mapping's declared taxonomy"),
+    ),
+    key=("product_id",),
+)
+
 RAW_TABLES: dict[str, TableSchema] = {
     t.name: t for t in (CUSTOMERS, PRODUCTS, ORDERS, ORDER_LINES, SURVEYS)
 }
@@ -260,9 +298,11 @@ PREPARED_CUSTOMERS = TableSchema(
         _c("customer_type", pl.Utf8, "B", allowed=PERSON_TYPES),
         _c("industry", pl.Utf8, "B", nullable=True, allowed=INDUSTRIES),
         _c("size_band", pl.Utf8, "B", nullable=True, allowed=SIZE_BANDS),
-        _c("postcode", pl.Utf8, "A", pattern=r"[1-9]\d{4}"),
-        _c("municipality_code", pl.Utf8, "A", pattern=r"\d{4}"),
-        _c("county_code", pl.Utf8, "A", pattern=r"\d{2}"),
+        # geography is null for a real export that has none (segments ingest)
+        _c("postcode", pl.Utf8, "A", nullable=True, pattern=r"[1-9]\d{4}"),
+        _c("municipality_code", pl.Utf8, "A", nullable=True, pattern=r"\d{4}"),
+        _c("county_code", pl.Utf8, "A", nullable=True, pattern=r"\d{2}"),
+        _c("country", pl.Utf8, "A", nullable=True, pattern=r"[A-Z]{2}", description="ISO 3166"),
         _c("birth_year", pl.Int16, "A", nullable=True, min_value=1890, max_value=2030),
         _c("gender", pl.Utf8, "A", nullable=True, allowed=GENDERS),
         _c("signup_date", _DATE, "B"),
@@ -283,7 +323,8 @@ PREPARED_LINES = TableSchema(
         _c("order_date", _DATE, "B"),
         _c("channel", pl.Utf8, "B", allowed=CHANNELS),
         _c("product_id", pl.Int32, None, min_value=1),
-        _c("category", pl.Utf8, None, allowed=PRODUCT_CATEGORIES),
+        # PRODUCT_CATEGORIES for synthetic data, the mapping's declared taxonomy for a real export
+        _c("category", pl.Utf8, None),
         _c("quantity", pl.Int32, "B", min_value=1),
         _c("amount_sek", pl.Float64, "B", min_value=0, description="quantity x unit price"),
     ),
