@@ -7,13 +7,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from realexports import CDNOW
 
 from segments import load_transactions
 from segments.exceptions import SchemaError
 from segments.ingest import TransactionMapping
 from segments.schema import ORDER_LINES, ORDERS
 
-CDNOW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "CDNOW_master.txt"
 CDNOW_MAPPING = {
     "customer_id": "customer_id",
     "order_date": "date",

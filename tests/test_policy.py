@@ -242,9 +242,17 @@ def test_pure_dp_with_delta_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_feature_bound_is_refused(tmp_path: Path) -> None:
-    text = _shipped_text().replace("share_q4 = [0, 1]\n", "")
-    with pytest.raises(PolicyError, match=r"feature_bounds\.share_q4': missing key"):
+    text = _shipped_text().replace("monetary_sek = [0, 250000]\n", "")
+    with pytest.raises(PolicyError, match=r"feature_bounds\.monetary_sek': missing key"):
         _load_text(tmp_path, text)
+
+
+def test_share_bounds_default_to_the_unit_interval(tmp_path: Path) -> None:
+    # a share lies in [0, 1] by definition (a public fact): another business's categories
+    # (segments ingest) need not be listed, and may be
+    text = _shipped_text().replace("share_q4 = [0, 1]\n", "share_music = [0, 1]\n")
+    bounds = _load_text(tmp_path, text).privacy.feature_bounds
+    assert bounds["share_q4"] == (0.0, 1.0) and bounds["share_music"] == (0.0, 1.0)
 
 
 def test_category_cell_bound_must_divide_the_largest(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import polars as pl
@@ -327,6 +327,7 @@ def load_transactions(
     )
     return Transactions(orders, order_lines, customers, products, str(path))
 
+
 # =========================================================================================
 # segments ingest: a real export + a TOML mapping → W/raw (synthetic: false)
 # =========================================================================================
@@ -480,7 +481,10 @@ class IngestMapping:
                 "no way to give a product its category",
                 "set one category for all products or a public code → category file",
             )
-        for key, value in (("category", self.category), ("default_category", self.default_category)):
+        for key, value in (
+            ("category", self.category),
+            ("default_category", self.default_category),
+        ):
             if value is not None and value not in self.categories:
                 raise _mapping_error(
                     f"products.{key}",
@@ -526,7 +530,9 @@ class IngestMapping:
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise _mapping_error(str(p), f"cannot be read as TOML ({exc})", "fix the file") from None
+            raise _mapping_error(
+                str(p), f"cannot be read as TOML ({exc})", "fix the file"
+            ) from None
         return cls.from_dict(data, source_path=str(p))
 
     @classmethod
@@ -716,7 +722,7 @@ def _strip(frame: pl.DataFrame, column: str | None) -> pl.Series | None:
     if column is None:
         return None
     values = frame[column].str.strip_chars()
-    return values.set(values == "", None)  # type: ignore[arg-type]
+    return values.set(values == "", None)
 
 
 def _number(values: pl.Series, column: str, dtype: Any, decimal: str, rule: str) -> pl.Series:
@@ -826,8 +832,8 @@ def _geography(values: pl.Series, m: IngestMapping) -> pl.Series:
             m.geography,
             f"value in the declared {m.geography_hierarchy} hierarchy",
             len(outside),
-            "map the value to a code in [geography] values (e.g. \"United Kingdom\" = "
-            "\"GB\"), or leave the column out",
+            'map the value to a code in [geography] values (e.g. "United Kingdom" = '
+            '"GB"), or leave the column out',
             first=outside[0],
         )
     return coded
@@ -1031,7 +1037,9 @@ def ingest(
     price = _number(frame[price_column], price_column, pl.Float64, m.decimal, "number")
     value = price.abs() if m.amount is not None else price * quantity.abs()
     order_ref = _strip(frame, m.order_id)
-    is_return = quantity < 0 if m.returns_negative_quantity else pl.repeat(False, n_read, eager=True)
+    is_return = (
+        quantity < 0 if m.returns_negative_quantity else pl.repeat(False, n_read, eager=True)
+    )
     if m.cancellation_prefix is not None and order_ref is not None:
         is_return = is_return | order_ref.str.starts_with(m.cancellation_prefix).fill_null(False)
     product_code = (
@@ -1075,7 +1083,8 @@ def ingest(
     dropped["non_product_codes"] = _dropped(
         lines,
         fees,
-        f"codes declared not to be products (postage, fees, discounts): {list(m.non_product_codes)}",
+        "codes declared not to be products (postage, fees, discounts): "
+        f"{list(m.non_product_codes)}",
         rate,
     )
     lines = lines.filter(~fees)
@@ -1090,9 +1099,7 @@ def ingest(
                 first=negative["quantity"][0],
             )
     zero = lines["quantity"] == 0
-    dropped["zero_quantity"] = _dropped(
-        lines, zero, "a line of zero units is no purchase", rate
-    )
+    dropped["zero_quantity"] = _dropped(lines, zero, "a line of zero units is no purchase", rate)
     lines = lines.filter(~zero)
     if m.amount is None:
         negative_price = lines.filter(pl.col("value") < 0)
@@ -1108,7 +1115,7 @@ def ingest(
         _dates(lines["_date_text"], m.order_date, m.date_format).alias("order_date"),
         pl.col("quantity").abs(),
     ).drop("_date_text")
-    last_day = lines["order_date"].max() if lines.height else None
+    last_day = cast("dt.date | None", lines["order_date"].max()) if lines.height else None
     day = as_of or last_day
     if day is not None and last_day is not None and last_day > day:
         late = lines.filter(pl.col("order_date") > day)

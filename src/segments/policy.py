@@ -90,6 +90,7 @@ FEATURE_NAMES = (
     "share_q3",
     "share_q4",
 )
+_SHARE_PREFIXES = ("share_", "line_share_")
 _CLAUSE_ID = re.compile(r"[A-Z]{2}-\d+")
 #: What each entry of a policy's ``[clauses]`` table backs. Clause ids are data: code never
 #: names one; it asks the policy (:meth:`Policy.clauses_for`, :meth:`Policy.release_clause_ids`)
@@ -971,7 +972,17 @@ class _Parser:
         return (float(value[0]), float(value[1]))
 
     def feature_bounds(self, data: Any) -> Mapping[str, tuple[float, float]]:
-        fb = self.table(data, "privacy.feature_bounds", set(FEATURE_NAMES))
+        # A share lies in [0, 1] by definition, a public fact: the shares of another business's
+        # categories (segments ingest) may be listed or left out; amounts and counts may not.
+        required = {n for n in FEATURE_NAMES if not n.startswith(_SHARE_PREFIXES)}
+        if not isinstance(data, dict):
+            raise self.fail("privacy.feature_bounds", "expected a table", "make it a [table]")
+        extra = {n for n in data if n.startswith(_SHARE_PREFIXES)}
+        fb = self.table(data, "privacy.feature_bounds", required, set(FEATURE_NAMES) | extra)
+        names = [*FEATURE_NAMES, *sorted(extra - set(FEATURE_NAMES))]
         return MappingProxyType(
-            {n: self.bounds(fb[n], f"privacy.feature_bounds.{n}") for n in FEATURE_NAMES}
+            {
+                n: self.bounds(fb[n], f"privacy.feature_bounds.{n}") if n in fb else (0.0, 1.0)
+                for n in names
+            }
         )

@@ -35,6 +35,7 @@ from segments.exceptions import (
 # Command modules in data-flow order; each adds one command (or group) to the parser.
 COMMAND_MODULES = (
     "segments.cli.generate",
+    "segments.cli.ingest",
     "segments.cli.prepare",
     "segments.cli.retention",
     "segments.cli.subject",
