@@ -54,6 +54,8 @@ __all__ = [
     "categorical_levels",
     "category_rule_labels",
     "customer_features",
+    "feature_groups",
+    "numeric_features",
     "make_feature_transformer",
     "rfm_features",
     "urban_class",
@@ -221,7 +223,9 @@ def rfm_features(lines: pl.DataFrame | pl.LazyFrame, *, as_of: dt.date) -> pl.Da
     return per_person.select("person_id", *RFM_FEATURES).sort("person_id")
 
 
-def _keyed_lines(lines: pl.LazyFrame, people: pl.Series) -> pl.DataFrame:
+def _keyed_lines(
+    lines: pl.LazyFrame, people: pl.Series, categories: Sequence[str] = PRODUCT_CATEGORIES
+) -> pl.DataFrame:
     """The needed line columns, with every string replaced by a small integer code.
 
     ``_person`` is the row of the person in ``people`` (an Enum over the customers'
@@ -235,7 +239,7 @@ def _keyed_lines(lines: pl.LazyFrame, people: pl.Series) -> pl.DataFrame:
         _order_key().alias("_order"),
         "order_date",
         pl.col("channel").cast(pl.Enum(CHANNELS)).to_physical(),
-        pl.col("category").cast(pl.Enum(PRODUCT_CATEGORIES)).to_physical(),
+        pl.col("category").cast(pl.Enum(categories)).to_physical(),
         "amount_sek",
     ).collect()
 
@@ -262,9 +266,11 @@ def _order_aggregations() -> list[pl.Expr]:
     ]
 
 
-def _per_category(keyed: pl.DataFrame, n_people: int) -> pl.DataFrame:
+def _per_category(
+    keyed: pl.DataFrame, n_people: int, categories: Sequence[str] = PRODUCT_CATEGORIES
+) -> pl.DataFrame:
     """Spend and line count per person (row ``_person``) and category, one row per person."""
-    n_cat = len(PRODUCT_CATEGORIES)
+    n_cat = len(categories)
     # One integer per (person, category) cell: a bincount is an exact, pivot-free group-by.
     cell = keyed["_person"].to_numpy().astype(np.int64) * n_cat + keyed["category"].to_numpy()
     sek = np.bincount(cell, weights=keyed["amount_sek"].to_numpy(), minlength=n_people * n_cat)
@@ -274,16 +280,16 @@ def _per_category(keyed: pl.DataFrame, n_people: int) -> pl.DataFrame:
         {
             "_person": np.arange(n_people, dtype=np.uint32),
             "_n_lines": count.sum(axis=1),
-            **{f"_sek_{c}": sek[:, i] for i, c in enumerate(PRODUCT_CATEGORIES)},
-            **{f"_lines_{c}": count[:, i] for i, c in enumerate(PRODUCT_CATEGORIES)},
+            **{f"_sek_{c}": sek[:, i] for i, c in enumerate(categories)},
+            **{f"_lines_{c}": count[:, i] for i, c in enumerate(categories)},
         }
     )
 
 
-def _share_columns() -> list[pl.Expr]:
+def _share_columns(categories: Sequence[str] = PRODUCT_CATEGORIES) -> list[pl.Expr]:
     # A person whose lines all cost 0 SEK has no spend to share out: their shares are 0.
     total, n_orders = pl.col("monetary_sek"), pl.col("_n_orders").cast(pl.Float64)
-    spend = [*PRODUCT_CATEGORIES, *(f"q{q}" for q in range(1, 5))]
+    spend = [*categories, *(f"q{q}" for q in range(1, 5))]
     return [
         *(
             pl.when(total > 0).then(pl.col(f"_sek_{n}") / total).otherwise(0.0).alias(f"share_{n}")
@@ -291,7 +297,7 @@ def _share_columns() -> list[pl.Expr]:
         ),
         *(
             (pl.col(f"_lines_{c}") / pl.col("_n_lines")).alias(f"line_share_{c}")
-            for c in PRODUCT_CATEGORIES
+            for c in categories
         ),
         *((pl.col(f"_n_{c}") / n_orders).alias(f"share_{c}") for c in CHANNELS),
     ]
@@ -307,9 +313,11 @@ def _check_people(people: pl.DataFrame) -> None:
         )
 
 
-def _unknown_code_error(lines: pl.LazyFrame, people: pl.DataFrame) -> SchemaError:
+def _unknown_code_error(
+    lines: pl.LazyFrame, people: pl.DataFrame, categories: Sequence[str] = PRODUCT_CATEGORIES
+) -> SchemaError:
     """The error for a line whose person, channel or category is outside its code list."""
-    for column, levels in (("channel", CHANNELS), ("category", PRODUCT_CATEGORIES)):
+    for column, levels in (("channel", CHANNELS), ("category", tuple(categories))):
         bad = lines.filter(~pl.col(column).is_in(levels)).select(column).unique().collect()
         if bad.height:
             return SchemaError(
@@ -349,6 +357,11 @@ def urban_class(population: pl.Expr) -> pl.Expr:
 
 def _customer_categoricals(customers: pl.LazyFrame) -> pl.LazyFrame:
     population = municipalities().lazy().select("municipality_code", "population")
+    # a real export without geography or size bands (segments ingest): unknown, not invented
+    present = customers.collect_schema().names()
+    customers = customers.with_columns(
+        pl.lit(None, pl.Utf8).alias(c) for c in _CUSTOMER_COLUMNS if c not in present
+    )
     return (
         customers.select(_CUSTOMER_COLUMNS)
         .join(population, on="municipality_code", how="left")
@@ -367,6 +380,7 @@ def customer_features(
     customers: pl.DataFrame | pl.LazyFrame,
     *,
     as_of: dt.date,
+    categories: Sequence[str] = PRODUCT_CATEGORIES,
 ) -> pl.DataFrame:
     """All segmentation features per person, from the prepared frames.
 
@@ -379,12 +393,15 @@ def customer_features(
         Prepared customers (``W/prepared/<purpose>/customers.parquet``).
     as_of : datetime.date
         Reference date of the preparation; recency counts days to it.
+    categories : sequence of str, default PRODUCT_CATEGORIES
+        The public product taxonomy (for an ingested export, the one its mapping declares:
+        :func:`segments.ingest.public_domains`); ``share_<c>`` and ``line_share_<c>`` follow it.
 
     Returns
     -------
     polars.DataFrame
         One row per person with at least one order line: ``person_id``,
-        :data:`NUMERIC_FEATURES` (Float64) and :data:`CATEGORICAL_FEATURES` (strings; a
+        :data:`NUMERIC_FEATURES` (Float64; the category shares of ``categories``) and :data:`CATEGORICAL_FEATURES` (strings; a
         missing size band becomes ``"n/a"``), sorted by ``person_id``. People without
         purchases in the window have no purchase history to segment and are left out.
 
@@ -396,29 +413,52 @@ def customer_features(
     """
     lazy_lines, lazy_customers = _lazy(lines), _lazy(customers)
     _require_columns(lazy_lines, "lines", _LINE_COLUMNS)
-    _require_columns(lazy_customers, "customers", _CUSTOMER_COLUMNS)
+    _require_columns(lazy_customers, "customers", ("person_id", "customer_type"))
     people = _customer_categoricals(lazy_customers).collect()
     _check_people(people)
     try:
-        keyed = _keyed_lines(lazy_lines, people["person_id"])
+        keyed = _keyed_lines(lazy_lines, people["person_id"], categories)
     except pl.exceptions.InvalidOperationError as exc:  # a code outside its Enum
-        raise _unknown_code_error(lazy_lines, people.select("person_id")) from exc
+        raise _unknown_code_error(lazy_lines, people.select("person_id"), categories) from exc
     per_order = _per_order(keyed).group_by("_person").agg(_order_aggregations())
-    per_category = _per_category(keyed, people.height)
+    per_category = _per_category(keyed, people.height, categories)
     del keyed
     per_person = (
         per_order.join(per_category, on="_person", how="left")
         .join(people.with_row_index("_person"), on="_person", how="left")
-        .with_columns(*_rfm_columns(as_of), *_share_columns())
+        .with_columns(*_rfm_columns(as_of), *_share_columns(categories))
     )
     _check_not_empty(per_person)
     _check_as_of(per_person, as_of)
-    return per_person.select("person_id", *NUMERIC_FEATURES, *CATEGORICAL_FEATURES).sort(
-        "person_id"
-    )
+    numeric = numeric_features(categories)
+    return per_person.select("person_id", *numeric, *CATEGORICAL_FEATURES).sort("person_id")
 
 
-def category_rule_labels(lines: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+def feature_groups(categories: Sequence[str] = PRODUCT_CATEGORIES) -> dict[str, tuple[str, ...]]:
+    """:data:`FEATURE_GROUPS` for a product taxonomy (the category groups follow it).
+
+    Examples
+    --------
+    >>> feature_groups(["music"])["category_spend"]
+    ('share_music',)
+    """
+    return {
+        "rfm": RFM_FEATURES,
+        "category_spend": tuple(f"share_{c}" for c in categories),
+        "category_lines": tuple(f"line_share_{c}" for c in categories),
+        "channel": CHANNEL_SHARE_FEATURES,
+        "season": QUARTER_SHARE_FEATURES,
+    }
+
+
+def numeric_features(categories: Sequence[str] = PRODUCT_CATEGORIES) -> tuple[str, ...]:
+    """:data:`NUMERIC_FEATURES` for a product taxonomy, in the same order."""
+    return tuple(f for group in feature_groups(categories).values() for f in group)
+
+
+def category_rule_labels(
+    lines: pl.DataFrame | pl.LazyFrame, categories: Sequence[str] = PRODUCT_CATEGORIES
+) -> pl.DataFrame:
     """The AL-2 category rule: each person's segment is their dominant product category.
 
     The segment is the category with the largest share of the person's own spend; ties are
@@ -432,6 +472,8 @@ def category_rule_labels(lines: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     ----------
     lines : polars DataFrame or LazyFrame
         Prepared order lines with ``person_id``, ``category`` and ``amount_sek``.
+    categories : sequence of str, default PRODUCT_CATEGORIES
+        The public taxonomy, in tie-breaking order (an ingested export's declared one).
 
     Returns
     -------
@@ -455,7 +497,7 @@ def category_rule_labels(lines: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """
     lazy = _lazy(lines)
     _require_columns(lazy, "lines", ("person_id", "category", "amount_sek"))
-    rank = {c: i for i, c in enumerate(PRODUCT_CATEGORIES)}
+    rank = {c: i for i, c in enumerate(categories)}
     spend = (
         lazy.group_by("person_id", "category")
         .agg((pl.col("amount_sek").sum() * 100).round(0).alias("_ore"))

@@ -65,6 +65,7 @@ __all__ = [
     "SeriesForecast",
     "archive_path",
     "backtest_table",
+    "choose_model",
     "forecast_archive",
     "forecast_panel",
     "forecast_series",
@@ -88,7 +89,9 @@ ARCHIVE_COLUMNS = (
 )
 _LOSS_COLUMNS = ("epsilon", "rho")
 _MECHANISMS = ("laplace", "gaussian")
-FORECAST_MODELS = ("ets", "sarima", "seasonal-naive")
+FORECAST_MODELS = ("ets", "sarima", "seasonal-naive", "ses")
+#: ``auto`` picks the richest model the released history supports (:func:`choose_model`).
+AUTO_MODEL = "auto"
 #: Label of the all-category rows in a forecast table.
 TOTAL_CATEGORY = "total"
 _MEASURES = ("units", "sek")
@@ -96,8 +99,53 @@ _SEASON = 12
 _MAX_HORIZON = 12
 #: Released months a model needs: two full seasons for the seasonal models, one season plus
 #: one month (a first residual) for seasonal-naive.
-_MIN_MONTHS = {"ets": 2 * _SEASON, "sarima": 2 * _SEASON + 1, "seasonal-naive": _SEASON + 1}
-_BACKFILL = "segments release backfill --workspace {root}"
+_MIN_MONTHS = {
+    "ets": 2 * _SEASON,
+    "sarima": 2 * _SEASON + 1,
+    "seasonal-naive": _SEASON + 1,
+    # non-seasonal simple exponential smoothing: a level, a smoothing weight, one residual
+    "ses": 3,
+}
+
+
+def choose_model(n_months: int) -> tuple[str, str]:
+    """The richest model ``n_months`` released months support, and why (for the card).
+
+    ETS with additive seasonality needs two seasons (24 months); seasonal-naive one season
+    plus a month (13); under that no seasonal pattern can be estimated and the forecast is
+    non-seasonal simple exponential smoothing, which says so.
+
+    Examples
+    --------
+    >>> choose_model(30)[0], choose_model(18)[0], choose_model(8)[0]
+    ('ets', 'seasonal-naive', 'ses')
+    """
+    if n_months >= _MIN_MONTHS["ets"]:
+        return "ets", f"{n_months} released months: two seasons or more, seasonal ETS"
+    if n_months >= _MIN_MONTHS["seasonal-naive"]:
+        return "seasonal-naive", (
+            f"{n_months} released months: fewer than the {_MIN_MONTHS['ets']} seasonal ETS "
+            "needs; seasonal-naive (last year's month) is the seasonal model this history "
+            "supports"
+        )
+    if n_months >= _MIN_MONTHS["ses"]:
+        return "ses", (
+            f"{n_months} released months: fewer than the {_MIN_MONTHS['seasonal-naive']} any "
+            "seasonal model needs; NON-SEASONAL forecast (simple exponential smoothing): it "
+            "cannot foresee a seasonal peak"
+        )
+    raise ValueError(
+        f"the archive has {n_months} released month(s); every model needs at least "
+        f"{_MIN_MONTHS['ses']}; fix: release each month with `segments release --spec "
+        "monthly_category --month YYYY-MM-01` as it closes"
+    )
+
+
+#: how the archive grows: one release per closed month (backfill rewinds synthetic data only)
+_BACKFILL = (
+    "`segments release --workspace {root} --spec monthly_category --month YYYY-MM-01` per "
+    "closed month (`segments release backfill` for synthetic data)"
+)
 
 
 # --- the archive: the only input -----------------------------------------------------------
@@ -131,13 +179,13 @@ def load_archive(workspace: Workspace) -> pd.DataFrame:
     if not path.exists():
         raise WorkspaceError(
             f"release archive {path} does not exist: forecasts read only the DP release "
-            f"archive; build it with `{fix}` first"
+            f"archive; build it with {fix} first"
         )
     frame = pd.read_parquet(path)
     if frame.empty:
         raise WorkspaceError(
             f"release archive {path} is empty (0 released months); release months into it "
-            f"with `{fix}` first"
+            f"with {fix} first"
         )
     return validate_archive(frame)
 
@@ -445,10 +493,44 @@ def _fit_seasonal_naive(y: np.ndarray, horizon: int) -> _Fit:
     )
 
 
+def _ses_filter(series: np.ndarray, horizon: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Simple exponential smoothing with fixed ``alpha`` on each column (linear in the
+    series, as the noise propagation needs); the level starts at the first value."""
+    y = series if series.ndim == 2 else series[:, None]
+    fitted = np.full(y.shape, np.nan)
+    level = y[0].astype(float).copy()
+    for t in range(1, len(y)):
+        fitted[t] = level
+        level = alpha * y[t] + (1.0 - alpha) * level
+    forecast = np.repeat(level[None, :], horizon, axis=0)
+    if series.ndim == 1:
+        return fitted[:, 0], forecast[:, 0]
+    return fitted, forecast
+
+
+def _fit_ses(y: np.ndarray, horizon: int) -> _Fit:
+    # the smoothing weight with the least squared one-step error on a fixed grid: no
+    # optimiser, so the same series always gives the same forecast
+    grid = np.linspace(0.05, 1.0, 20)
+    sse = [np.nansum((y - _ses_filter(y, horizon, a)[0]) ** 2) for a in grid]
+    alpha = float(grid[int(np.argmin(sse))])
+    fitted, forecast = _ses_filter(y, horizon, alpha)
+    return _Fit(
+        name="ses",
+        fitted=fitted,
+        forecast=forecast,
+        multiplier=1.0 + alpha**2 * np.arange(horizon),  # h-step variance of ETS(A,N,N)
+        n_params=1,  # alpha (the initial level is the first value)
+        first_residual=1,
+        refilter=lambda series: _ses_filter(series, horizon, alpha),
+    )
+
+
 _FITTERS: dict[str, Callable[[np.ndarray, int], _Fit]] = {
     "ets": _fit_ets,
     "sarima": _fit_sarima,
     "seasonal-naive": _fit_seasonal_naive,
+    "ses": _fit_ses,
 }
 
 
@@ -462,10 +544,11 @@ def _check_horizon_and_model(horizon: int, model: str, n_months: int) -> None:
         )
     need = _MIN_MONTHS[model]
     if n_months < need:
+        supported, _ = choose_model(n_months)
         raise ValueError(
             f"model={model!r} needs at least {need} released months per category; the "
-            f"series has {n_months}; release more history with `segments release backfill` "
-            "or use model='seasonal-naive'"
+            f"series has {n_months}; use model={supported!r} (or 'auto'), which this history "
+            "supports, or release more months as they close"
         )
 
 
@@ -507,7 +590,7 @@ def forecast_series(
         Known noise variance of each value (0 for a value without noise).
     horizon : int
         Months ahead, 1..12.
-    model : {"ets", "sarima", "seasonal-naive"}
+    model : {"ets", "sarima", "seasonal-naive", "ses"}
         The model (see the module docstring).
 
     Returns
@@ -634,7 +717,7 @@ def forecast_panel(
         The known noise variance of each value, same shapes (zeros for true totals).
     horizon : int
         Months ahead, 1..12.
-    model : {"ets", "sarima", "seasonal-naive"}
+    model : {"ets", "sarima", "seasonal-naive", "ses"}
         The model of every series.
     level : float
         Coverage of the prediction intervals, in (0, 1).
@@ -725,8 +808,8 @@ def forecast_archive(
         The release archive (from :func:`load_archive`); validated again here.
     horizon : int
         Months ahead, 1..12.
-    model : {"ets", "sarima", "seasonal-naive"}
-        The model of every series.
+    model : {"auto", "ets", "sarima", "seasonal-naive", "ses"}
+        The model of every series. ``auto``: :func:`choose_model` (the note says which and why).
     level : float
         Coverage of the prediction intervals.
     through : str or Timestamp, optional
@@ -760,6 +843,9 @@ def forecast_archive(
         valid = valid[valid["month"] <= pd.Timestamp(through)]
         if valid.empty:
             raise ValueError(f"through={through}: the archive has no month up to it")
+    note = ""
+    if model == AUTO_MODEL:
+        model, note = choose_model(int(valid["month"].nunique()))
     values, noise = {}, {}
     for measure in _MEASURES:
         values[measure] = valid.pivot(index="month", columns="category", values=measure)
@@ -769,6 +855,7 @@ def forecast_archive(
         )
     out = forecast_panel(values, noise, horizon, model, level)
     out["source"] = "dp-archive"
+    out["model_note"] = note or f"model {model!r} chosen by the caller"
     ids = valid.sort_values("month")["release_id"].astype(str)
     out["first_release_id"], out["last_release_id"] = ids.iloc[0], ids.iloc[-1]
     if "evaluation" in valid.columns:

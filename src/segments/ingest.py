@@ -50,6 +50,8 @@ __all__ = [
     "load_real_raw",
     "load_transactions",
     "net_returns",
+    "public_domains",
+    "PublicDomains",
     "read_export",
     "read_real_manifest",
 ]
@@ -1419,3 +1421,77 @@ def widen_customers(customers: pl.DataFrame) -> pl.DataFrame:
         else:
             filled[col.name] = pl.repeat(None, n, dtype=col.dtype, eager=True)
     return pl.DataFrame(filled).with_columns(customers["country"])
+
+
+@dataclass(frozen=True)
+class PublicDomains:
+    """The public domains later stages key features and releases by.
+
+    For synthetic data they are the built-in ones (:data:`segments.schema.PRODUCT_CATEGORIES`,
+    the 21 Swedish counties); for an ingested export they are what its mapping declared
+    (recorded in the raw manifest), never the distinct values the private rows contain.
+
+    Attributes
+    ----------
+    categories : tuple of str
+    channels : tuple of str
+    geography_column : str or None
+        ``county_code`` (synthetic), the declared hierarchy's column, or None (no geography).
+    geography_values : tuple of str
+        Every code of the declared hierarchy (the public table's, not the data's).
+    synthetic : bool
+    """
+
+    categories: tuple[str, ...]
+    channels: tuple[str, ...]
+    geography_column: str | None
+    geography_values: tuple[str, ...]
+    synthetic: bool
+
+    def geography_parent(self) -> dict[str, str]:
+        """Level-1 parent of each geography code (country → region, municipality → county)."""
+        if self.synthetic:
+            from segments.geography import REGION_OF_COUNTY
+
+            return dict(REGION_OF_COUNTY)
+        hierarchy = {
+            "country": "country",
+            "municipality_code": "sweden_municipality",
+            "county_code": "sweden_county",
+        }.get(self.geography_column or "")
+        if hierarchy is None:
+            return {}
+        return dict(geography_table(hierarchy).iter_rows())
+
+
+def public_domains(workspace: Workspace | str | os.PathLike[str]) -> PublicDomains:
+    """The public domains of a workspace's data (see :class:`PublicDomains`).
+
+    Examples
+    --------
+    >>> public_domains("/nonexistent").categories[:2]
+    ('paper', 'toner_ink')
+    """
+    from segments.schema import PRODUCT_CATEGORIES
+
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    manifest = read_real_manifest(ws)
+    if manifest is None:
+        from segments.geography import counties
+
+        return PublicDomains(
+            PRODUCT_CATEGORIES,
+            CHANNELS,
+            "county_code",
+            tuple(counties()["county_code"].to_list()),
+            synthetic=True,
+        )
+    domains = manifest["domains"]
+    geo = domains.get("geography")
+    return PublicDomains(
+        tuple(domains["categories"]),
+        tuple(domains["channels"]),
+        geo["column"] if geo else None,
+        tuple(geo["values"]) if geo else (),
+        synthetic=False,
+    )

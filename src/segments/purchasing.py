@@ -87,7 +87,7 @@ def _chart_png(archive: pd.DataFrame, forecast: pd.DataFrame) -> bytes:
 def forecast_purchasing(
     workspace: Workspace | str | Path,
     horizon: int = 6,
-    model: str = "ets",
+    model: str = "auto",
     level: float = 0.9,
 ) -> PurchasingForecast:
     """Forecast units and SEK per category from the DP archive and write ``W/forecasts/``.
@@ -99,7 +99,8 @@ def forecast_purchasing(
     horizon : int
         Months ahead, 1-12 (purchasing plans 3-6).
     model : str
-        One of :data:`segments.forecast.FORECAST_MODELS`.
+        One of :data:`segments.forecast.FORECAST_MODELS`, or ``auto`` (default): the richest
+        model the released history supports, non-seasonal under 13 months (the card says so).
     level : float
         Prediction interval coverage, in (0, 1).
 
@@ -135,7 +136,9 @@ def forecast_purchasing(
             archive["month"].max().date().isoformat(),
         ],
         "release_ids": sorted(archive["release_id"].astype(str).unique()),
-        "model": model,
+        "model": str(forecast["units_model"].iloc[0]),
+        "model_requested": model,
+        "model_note": str(forecast["model_note"].iloc[0]),
         "horizon": horizon,
         "interval_level": level,
         "guarantee": "post-processing of DP releases: no further privacy loss; reads only the "

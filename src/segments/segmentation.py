@@ -121,6 +121,8 @@ class FeatureSpec:
     categorical_weight: float = 1.0
     standardize: bool = True
     block_weighting: bool = True
+    #: the groups block weighting uses; default FEATURE_GROUPS (another taxonomy: its own)
+    groups: Mapping[str, tuple[str, ...]] | None = None
 
     def transformer(self) -> ColumnTransformer:
         """A fresh (unfitted) column transformer for these features."""
@@ -131,7 +133,7 @@ class FeatureSpec:
             log_features=self.log_features,
             categorical_weight=self.categorical_weight,
             standardize=self.standardize,
-            groups=FEATURE_GROUPS if self.block_weighting else None,
+            groups=(self.groups or FEATURE_GROUPS) if self.block_weighting else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -949,6 +951,7 @@ def segment(
     n_splits: int = 5,
     spec: FeatureSpec | None = None,
     n_bootstrap: int | None = None,
+    groups: Sequence[str] | None = None,
 ) -> SegmentationResult:
     """Segment the prepared customers; write labels, profiles and metadata to ``W/segments/``.
 
@@ -971,7 +974,12 @@ def segment(
         As in :func:`fit_segments`.
     spec : FeatureSpec, optional
         Default: :data:`DEFAULT_MODEL_NUMERIC` and :data:`DEFAULT_MODEL_CATEGORICAL` with the
-        policy's bounds.
+        policy's bounds, the category shares following the data's declared taxonomy
+        (:func:`segments.ingest.public_domains`). Features that are the same for everyone
+        (one channel, one category) are dropped with a note in the metadata, not refused.
+    groups : sequence of str, optional
+        Build the default spec from these groups of :func:`segments.features.feature_groups`
+        (``rfm``, ``category_spend``, ``category_lines``, ``channel``, ``season``) instead.
 
     Returns
     -------
@@ -990,8 +998,13 @@ def segment(
     policy = _load_policy(policy)
     folder, lines, customers = _read_prepared(ws, purpose)
     as_of = as_of or _prepared_as_of(folder)
-    spec = spec or FeatureSpec(bounds=_policy_bounds(policy))
-    features = customer_features(lines, customers, as_of=as_of).to_pandas()
+    from segments.ingest import public_domains
+
+    categories = public_domains(ws).categories
+    features = customer_features(lines, customers, as_of=as_of, categories=categories).to_pandas()
+    notes: list[str] = []
+    if spec is None:
+        spec, notes = _spec_for(features, _policy_bounds(policy), categories, groups)
     fitted = fit_segments(
         features,
         spec,
@@ -1031,9 +1044,66 @@ def segment(
         "n_labelled": labels.height,
         "n_not_profiling_eligible": len(features) - labels.height,
         "segments": {str(s): n for s, n in zip(profiles["segment"], profiles["name"], strict=True)},
+        "feature_notes": notes,
     }
     paths = _write_segments(ws, labels, profiles, metadata)
     return SegmentationResult(fitted, labels, profiles, metadata, paths)
+
+
+def _spec_for(
+    features: pd.DataFrame,
+    bounds: Mapping[str, tuple[float, float]],
+    categories: Sequence[str],
+    groups: Sequence[str] | None,
+) -> tuple[FeatureSpec, list[str]]:
+    """The default spec for this taxonomy (or the chosen groups), constant features dropped.
+
+    A feature that is the same for everyone (every order on one channel, one category, one
+    customer type) cannot separate segments; it is left out and the note says so.
+    """
+    from segments.features import feature_groups
+
+    by_group = feature_groups(categories)
+    if groups is None:  # the groups of the default model, in the declared taxonomy
+        chosen = tuple(
+            g for g, fs in FEATURE_GROUPS.items() if set(fs) & set(DEFAULT_MODEL_NUMERIC)
+        )
+    else:
+        unknown = [g for g in groups if g not in by_group]
+        if unknown:
+            raise ValueError(
+                f"parameter 'features' has unknown group(s) {unknown}; fix: choose from "
+                f"{list(by_group)}"
+            )
+        chosen = tuple(groups)
+    numeric = [f for g in chosen for f in by_group[g]]
+    categorical = list(DEFAULT_MODEL_CATEGORICAL)
+    constant = [c for c in [*numeric, *categorical] if features[c].nunique(dropna=False) <= 1]
+    notes = [
+        f"feature {c!r} dropped: the same value ({features[c].iloc[0]!s}) for everyone, so it "
+        "cannot separate segments"
+        for c in constant
+    ]
+    numeric = [c for c in numeric if c not in constant]
+    categorical = [c for c in categorical if c not in constant]
+    if not numeric and not categorical:
+        raise ValueError(
+            f"table 'features': every chosen feature {chosen} is constant; rule: segmentation "
+            "needs a feature that varies; fix: choose other groups with --features"
+        )
+    missing = [f for f in numeric if f not in bounds]
+    if missing:
+        raise SchemaError(
+            f"policy: key 'privacy.feature_bounds.{missing[0]}' is missing; rule: segmentation "
+            "features are clipped to public bounds; fix: add it to the policy file"
+        )
+    spec = FeatureSpec(
+        bounds=bounds,
+        numeric=tuple(numeric),
+        categorical=tuple(categorical),
+        groups={g: tuple(f for f in by_group[g] if f in numeric) for g in chosen},
+    )
+    return spec, notes
 
 
 def _write_segments(

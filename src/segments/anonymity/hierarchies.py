@@ -15,6 +15,7 @@ value (null) must be mapped to a value such as ``"n/a"`` before generalising.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import os
 from collections.abc import Callable, Iterable, Sequence
 from functools import cache
@@ -38,11 +39,14 @@ __all__ = [
     "SPEND_BANDS",
     "Hierarchy",
     "birth_year_hierarchy",
+    "country_hierarchy",
     "county_hierarchy",
+    "date_hierarchy",
     "customer_type_hierarchy",
     "flat_hierarchy",
     "industry_hierarchy",
     "municipality_hierarchy",
+    "number_hierarchy",
     "postcode_hierarchy",
     "read_hierarchies",
     "segment_hierarchy",
@@ -385,3 +389,57 @@ def flat_hierarchy(name: str, values: Iterable[object]) -> Hierarchy:
 def segment_hierarchy() -> Hierarchy:
     """Segment (a product category, AL-2) → ``*``."""
     return flat_hierarchy("segment", PRODUCT_CATEGORIES)
+
+
+# --- built-in hierarchies for declared columns of a real export (segments ingest) ----------
+#: Dates a date hierarchy covers: a public, fixed range (never the data's own first and last).
+DATE_RANGE = (dt.date(1970, 1, 1), dt.date(2039, 12, 31))
+
+
+def date_hierarchy(
+    name: str, first: dt.date = DATE_RANGE[0], last: dt.date = DATE_RANGE[1]
+) -> Hierarchy:
+    """ISO date → month → quarter → year → ``*`` over a public range; ``n/a`` apart.
+
+    Examples
+    --------
+    >>> date_hierarchy("signup_date").generalise(["1997-05-17"], 2)
+    ['1997-Q2']
+    """
+    days = (last - first).days + 1
+    values = [(first + dt.timedelta(days=d)).isoformat() for d in range(days)]
+
+    def month(v: str) -> str:
+        return v if v == NOT_APPLICABLE else v[:7]
+
+    def quarter(v: str) -> str:
+        return v if v == NOT_APPLICABLE else f"{v[:4]}-Q{(int(v[5:7]) - 1) // 3 + 1}"
+
+    def year(v: str) -> str:
+        return v if v == NOT_APPLICABLE else v[:4]
+
+    return Hierarchy.from_functions(name, [*values, NOT_APPLICABLE], [month, quarter, year, _top])
+
+
+def number_hierarchy(
+    name: str, low: int, high: int, widths: Sequence[int] = (10, 100, 1000)
+) -> Hierarchy:
+    """Integer → bands of each width (public cut points) → ``*``; ``n/a`` apart.
+
+    Examples
+    --------
+    >>> number_hierarchy("orders", 0, 999).generalise(["42"], 2)
+    ['0-99']
+    """
+    values = [str(v) for v in range(low, high + 1)] + [NOT_APPLICABLE]
+    return Hierarchy.from_functions(name, values, [*(_band(w) for w in widths), _top])
+
+
+@cache
+def country_hierarchy() -> Hierarchy:
+    """ISO 3166 alpha-2 country → UN M49 region → ``*`` (the public table of
+    ``segments/reference/countries.csv``, not the countries the data contains); ``n/a``
+    (unknown) apart until ``*``."""
+    table = pl.read_csv(reference_path("countries.csv"), infer_schema=False)
+    rows = [[c, r, TOP] for c, r in zip(table["country_code"], table["region"], strict=True)]
+    return Hierarchy("country", [*rows, [NOT_APPLICABLE, NOT_APPLICABLE, TOP]])

@@ -33,7 +33,9 @@ from segments.anonymity.hierarchies import (
     SPEND_BANDS,
     Hierarchy,
     birth_year_hierarchy,
+    country_hierarchy,
     county_hierarchy,
+    date_hierarchy,
     customer_type_hierarchy,
     flat_hierarchy,
     industry_hierarchy,
@@ -71,6 +73,8 @@ CUSTOMER_COLUMNS = (
     "postcode",
     "municipality_code",
     "county_code",
+    "country",
+    "signup_date",
     "customer_type",
     "size_band",
     "industry",
@@ -468,8 +472,19 @@ def customer_release_table(
     return table.select([pl.col(c).cast(pl.Utf8).fill_null(NOT_APPLICABLE) for c in columns])
 
 
-def customer_hierarchies(table: pl.DataFrame, sensitive: str | None = None) -> dict[str, Hierarchy]:
-    """The hierarchy of every column of a customer release table except ``sensitive``."""
+def customer_hierarchies(
+    table: pl.DataFrame,
+    sensitive: str | None = None,
+    *,
+    categories: Sequence[str] = PRODUCT_CATEGORIES,
+    declared: Mapping[str, Hierarchy] | None = None,
+) -> dict[str, Hierarchy]:
+    """The hierarchy of every column of a customer release table except ``sensitive``.
+
+    Built-in ones for the customer columns (dates and countries included); ``declared``
+    hierarchies (ARX-style CSV files, :func:`segments.anonymity.read_hierarchies`) take
+    precedence. ``categories`` is the public taxonomy category-rule segments come from.
+    """
     builders: dict[str, Callable[[], Hierarchy]] = {
         "birth_year": birth_year_hierarchy,
         "postcode": lambda: postcode_hierarchy(),  # every public postcode, not the data's
@@ -481,7 +496,17 @@ def customer_hierarchies(table: pl.DataFrame, sensitive: str | None = None) -> d
         "spend_band": spend_band_hierarchy,
         "gender": lambda: flat_hierarchy("gender", [*GENDERS, NOT_APPLICABLE]),
         "segment": lambda: flat_hierarchy(
-            "segment", sorted({*PRODUCT_CATEGORIES, "none", *table["segment"].unique()})
+            "segment", sorted({*categories, "none", *table["segment"].unique()})
         ),
+        "country": country_hierarchy,
+        "signup_date": lambda: date_hierarchy("signup_date"),
     }
+    for name, hierarchy in (declared or {}).items():
+        builders[name] = lambda h=hierarchy: h  # type: ignore[misc]
+    missing = [c for c in table.columns if c != sensitive and c not in builders]
+    if missing:
+        raise KAnonymityError(
+            f"column {missing[0]!r} has no generalisation hierarchy; fix: give one as an "
+            f"ARX-style CSV (hierarchy_{missing[0]}.csv) with --hierarchies"
+        )
     return {c: builders[c]() for c in table.columns if c != sensitive}

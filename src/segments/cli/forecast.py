@@ -18,7 +18,8 @@ def register(subparsers: Any) -> None:
         help="purchasing forecasts per product category from the DP release archive",
         description="Forecast units and SEK per product category for the next months from "
         "the differentially private monthly release archive (post-processing: no privacy "
-        "budget is spent). Build the archive with `segments release backfill`.",
+        "budget is spent). The archive grows by one `segments release --spec monthly_category` per "
+        "closed month (`segments release backfill` builds a history for synthetic data only).",
     )
     add_workspace_option(parser)
     parser.add_argument(
@@ -26,8 +27,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--model",
-        default="ets",
-        help="forecast model, one of segments.forecast.FORECAST_MODELS (default ets)",
+        default="auto",
+        help="forecast model, one of segments.forecast.FORECAST_MODELS, or auto (default): "
+        "the richest model the released history supports (non-seasonal under 13 months)",
     )
     parser.add_argument(
         "--level", type=finite_float, default=0.9, help="prediction interval coverage (default 0.9)"
@@ -42,11 +44,12 @@ def run(args: argparse.Namespace) -> int:
     forecast, card = result.forecast, result.card
     total = forecast[forecast["category"] == "total"]
     print(
-        f"forecast {args.model}: {forecast['category'].nunique() - 1} categories x "
+        f"forecast {card['model']}: {forecast['category'].nunique() - 1} categories x "
         f"{args.horizon} months from {len(card['release_ids'])} releases "
         f"({card['months_used'][0]}..{card['months_used'][1]}); total units "
         f"{total['units'].round().astype(int).tolist()}"
     )
+    print(f"model: {card['model_note']}")
     paths = result.paths
     print(f"wrote {paths['forecast']}, {paths['export']}, {paths['chart']}")
     return 0

@@ -71,6 +71,14 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--columns", help="comma-separated release columns (default: standard)")
     parser.add_argument(
+        "--hierarchies",
+        type=Path,
+        metavar="DIR",
+        help="ARX-style hierarchy files (hierarchy_<column>.csv, ';'-separated, one row per "
+        "value) for columns without a built-in one (dates, countries and the customer "
+        "columns have theirs)",
+    )
+    parser.add_argument(
         "--segments",
         default="category_rule",
         choices=["category_rule", "private", "fitted"],
@@ -112,8 +120,10 @@ def _segments(
 ) -> tuple[Any, str]:
     if which == "category_rule":
         from segments.features import category_rule_labels
+        from segments.ingest import public_domains
 
-        return category_rule_labels(lines), "category_rule"
+        categories = public_domains(workspace).categories
+        return category_rule_labels(lines, categories), "category_rule"
     # private segments: the DP k-means entry is found and hash-checked in the ledger this
     # release is recorded in, and each label recomputed from its centroids — a labels file
     # in W/segments/private/ is never trusted
@@ -196,7 +206,14 @@ def run(args: argparse.Namespace) -> int:
     if args.sensitive and args.sensitive not in columns:
         columns.append(args.sensitive)
     table = customer_release_table(customers, lines, labels, columns)
-    hierarchies = customer_hierarchies(table, args.sensitive)
+    from segments.anonymity import read_hierarchies
+    from segments.ingest import public_domains
+
+    categories = public_domains(workspace).categories
+    declared = read_hierarchies(args.hierarchies) if args.hierarchies else None
+    hierarchies = customer_hierarchies(
+        table, args.sensitive, categories=categories, declared=declared
+    )
     model = PrivacyModel(
         k=args.k,
         suppression_limit=float(policy.privacy.suppression_limit),
@@ -213,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
     everything = customer_release_table(customers, lines, labels, CUSTOMER_COLUMNS)
     check_linkage(
         everything,
-        customer_hierarchies(everything),
+        customer_hierarchies(everything, categories=categories, declared=declared),
         anon,
         _earlier_releases(ledger, workspace),
         clause_ids=policy.clauses_for("anonymous_release"),

@@ -102,7 +102,10 @@ def run(args: argparse.Namespace) -> int:
     policy = Policy.load(args.policy)
     policy.purpose(args.purpose)  # AO-10: an undeclared purpose is refused before anything
     refuse_early(policy, args.purpose, args.recipient, args.destination)
-    params = PrivacyParams.from_policy(policy, args.purpose)
+    from segments.ingest import public_domains
+
+    # keys come from the data's declared public domains (built-in for synthetic data)
+    params = PrivacyParams.from_policy(policy, args.purpose).with_domains(public_domains(workspace))
     as_of = args.as_of or dt.date.today()
     synthetic = is_synthetic(workspace)
     if not 0.0 < args.confidence < 1.0:

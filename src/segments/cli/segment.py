@@ -69,6 +69,14 @@ def add_exploratory_options(parser: argparse.ArgumentParser) -> None:
         help="choose k on a random subsample of N people; the final fit uses everyone "
         "(default: 20000)",
     )
+    parser.add_argument(
+        "--features",
+        type=lambda text: tuple(g.strip() for g in text.split(",") if g.strip()),
+        metavar="GROUPS",
+        help="comma-separated feature groups: rfm, category_spend, category_lines, channel, "
+        "season (default: the default model's); features the same for everyone are dropped "
+        "with a note",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -102,8 +110,11 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         seed=args.seed,
         selection_sample=args.selection_sample,
+        groups=args.features,
     )
     meta = result.metadata
+    for note in meta.get("feature_notes", []):
+        print(f"note: {note}")
     print(
         f"{meta['model']} with k={meta['k']} fitted on {meta['n_customers']} people (k chosen on "
         f"{meta['selection_sample_size']}); {meta['n_labelled']} profiling-eligible people "

@@ -78,7 +78,6 @@ dp.enable_features("contrib")
 
 #: A public upper bound on the rows of any frame handed to OpenDP (its sums need one).
 PUBLIC_MAX_ROWS = 1_000_000_000
-_CATEGORY_RANK = {c: i for i, c in enumerate(PRODUCT_CATEGORIES)}
 _CELL_AGGREGATES = ("sek", "units")  # per-cell sums with per-category bounds
 _ERROR_SUFFIXES = ("lower", "upper", "scale")
 
@@ -113,8 +112,13 @@ def _person_key(column: str = "person_id") -> pl.Expr:
     return pl.col(column).hash().alias("pid")
 
 
-def _cells(lines: pl.LazyFrame, window: tuple[dt.date, dt.date] | None) -> pl.DataFrame:
+def _cells(
+    lines: pl.LazyFrame,
+    window: tuple[dt.date, dt.date] | None,
+    categories: tuple[str, ...] = PRODUCT_CATEGORIES,
+) -> pl.DataFrame:
     """Spend (whole SEK) and units per person and category inside the window."""
+    rank = {c: i for i, c in enumerate(categories)}
     return (
         lines.filter(_window_filter(window))
         .group_by(_person_key(), "category")
@@ -122,9 +126,7 @@ def _cells(lines: pl.LazyFrame, window: tuple[dt.date, dt.date] | None) -> pl.Da
             pl.col("amount_sek").sum().round(0).cast(pl.Int64).alias("sek"),
             pl.col("quantity").cast(pl.Int64).sum().alias("units"),
         )
-        .with_columns(
-            pl.col("category").replace_strict(_CATEGORY_RANK, return_dtype=pl.Int32).alias("_rank")
-        )
+        .with_columns(pl.col("category").replace_strict(rank, return_dtype=pl.Int32).alias("_rank"))
         .collect(engine="streaming")
     )
 
@@ -210,9 +212,15 @@ def build_shared_frames(
     """
     folder = Path(folder)
     # Sorted once (largest cell first per person): the category rule and the truncation share it.
-    cells = _largest_first(_cells(lines, window).lazy()).collect().lazy()
+    cells = _largest_first(_cells(lines, window, params.categories).lazy()).collect().lazy()
     totals = cells.group_by("pid").agg(pl.col("sek").sum().alias("spend_sek"))
-    person = customers.select(_person_key(), "county_code", "customer_type").join(
+    # data without a declared geography (segments ingest) has no county: keyed queries refuse
+    geography = (
+        pl.col(params.geography_column).alias("county_code")
+        if params.geography_column == "county_code"
+        else pl.lit(None, pl.Utf8).alias("county_code")
+    )
+    person = customers.select(_person_key(), geography, "customer_type").join(
         totals, on="pid", how="left"
     )
     person = person.with_columns(pl.col("spend_sek").fill_null(0))
@@ -321,14 +329,32 @@ def _survey_frame(surveys: pl.LazyFrame, window: tuple[dt.date, dt.date], folder
 
 # --- keys, bounds, sensitivity ------------------------------------------------------------------
 def public_keys(
-    by: tuple[str, ...], segments: SegmentSource | None, survey: bool = False
+    by: tuple[str, ...],
+    segments: SegmentSource | None,
+    survey: bool = False,
+    params: PrivacyParams | None = None,
 ) -> pl.DataFrame:
-    """The public key set of a grouping: the cross product of each column's public list."""
+    """The public key set of a grouping: the cross product of each column's public list
+    (the taxonomy and geography of ``params``: built-in, or declared by an ingested export's
+    mapping; never the values the data contains).
+
+    Raises
+    ------
+    PolicyError
+        A grouping by county on data that declares no Swedish county geography.
+    """
     from segments.geography import counties
 
+    params = params or PrivacyParams()
+    if "county_code" in by and params.geography_column != "county_code":
+        raise PolicyError(
+            f"a release grouped by county_code needs data with a declared county geography; "
+            f"this workspace declares {params.geography_column or 'no geography'}; fix: choose "
+            "a spec without county (spend_by_segment, category_mix, monthly_category)"
+        )
     lists: dict[str, list[str]] = {
-        "county_code": counties()["county_code"].to_list(),
-        "category": list(PRODUCT_CATEGORIES),
+        "county_code": list(params.geography_values) or counties()["county_code"].to_list(),
+        "category": list(params.categories),
         "customer_type": list(CUSTOMER_TYPES if survey else PERSON_TYPES),
         "segment": list(segments.keys) if segments is not None else ["all"],
     }
@@ -356,7 +382,7 @@ def _aggregate_bounds(query: QueryDef, agg: str, params: PrivacyParams) -> tuple
 def cells_per_person(params: PrivacyParams) -> int:
     """Cells one person may touch: ``max_cells_per_person``, and never more than the number
     of product categories (a person has one segment, so one cell per category at most)."""
-    return min(params.max_cells_per_person, len(PRODUCT_CATEGORIES))
+    return min(params.max_cells_per_person, len(params.categories))
 
 
 def _cells_per_unit(query: QueryDef, params: PrivacyParams, survey_rows: int = 1) -> int:
@@ -512,7 +538,7 @@ def _build_polars_query(
             dp_col = pl.col(agg).dp  # type: ignore[attr-defined]
             exprs.append(dp_col.sum(bounds, scale=scale).alias(agg))
         rows.append({"aggregate": agg, "bounds": list(bounds), "l1": l1, "l2": l2})
-    keys = public_keys(query.by, segments, survey=query.frame == "survey")
+    keys = public_keys(query.by, segments, survey=query.frame == "survey", params=params)
     plan = pl.LazyFrame(schema=pl.scan_parquet(path).collect_schema())
     if query.active_only:
         plan = plan.filter(pl.col("spend_sek") > 0)

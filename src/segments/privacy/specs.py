@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,6 +106,14 @@ class PrivacyParams:
         A mean is published only where its noisy count's relative half-width is at most
         this; the accuracy planner refuses a release whose typical cell is expected to be
         worse (:mod:`segments.privacy.planner`).
+    categories : tuple of str
+        The public product taxonomy cells are keyed by: the built-in one for synthetic data,
+        the mapping's declared one for an ingested export (:meth:`with_domains`).
+    geography_column : str or None
+        The column geographic keys come from (``county_code``), or None when the data
+        declares no geography (an ingested export without one).
+    geography_values : tuple of str
+        The public list of its codes (empty: the 21 Swedish counties).
 
     Examples
     --------
@@ -132,6 +140,19 @@ class PrivacyParams:
     units_norm_bound: int = 0
     sek_norm_bound: int = 0
     max_relative_error: float = 0.5
+    categories: tuple[str, ...] = PRODUCT_CATEGORIES
+    geography_column: str | None = "county_code"
+    geography_values: tuple[str, ...] = ()
+
+    def with_domains(self, domains: Any) -> PrivacyParams:
+        """These parameters keyed by a workspace's public domains
+        (:func:`segments.ingest.public_domains`): its taxonomy and geography."""
+        return replace(
+            self,
+            categories=tuple(domains.categories),
+            geography_column=domains.geography_column,
+            geography_values=tuple(domains.geography_values),
+        )
 
     def __post_init__(self) -> None:
         if self.dp_family not in _FAMILIES:
@@ -198,10 +219,10 @@ class PrivacyParams:
     def _check_category_bounds(self, name: str) -> None:
         top = getattr(self, CELL_BOUND_TABLES[name])
         for category, bound in getattr(self, name):
-            if category not in PRODUCT_CATEGORIES:
+            if category not in self.categories:
                 raise PolicyError(
                     f"privacy.{name}: category {category!r} is not a product category; use "
-                    f"one of {list(PRODUCT_CATEGORIES)}"
+                    f"one of {list(self.categories)}"
                 )
             if not isinstance(bound, int) or bound < 1 or top % bound:
                 raise PolicyError(
@@ -222,7 +243,7 @@ class PrivacyParams:
         name = {"units": "cell_units_by_category", "sek": "cell_spend_sek_by_category"}[aggregate]
         top = getattr(self, CELL_BOUND_TABLES[name])
         own = dict(getattr(self, name))
-        return {c: own.get(c, top) for c in PRODUCT_CATEGORIES}
+        return {c: own.get(c, top) for c in self.categories}
 
     def cell_weights(self, aggregate: str) -> dict[str, int]:
         """Largest bound / category bound: the factor a category's cells are released at.
@@ -463,12 +484,13 @@ class SegmentSource:
             )
 
     @classmethod
-    def category_rule(cls) -> SegmentSource:
+    def category_rule(cls, categories: tuple[str, ...] | None = None) -> SegmentSource:
         """The category rule: segment = the category with the largest spend (computed inside
-        the release from the person's own purchases)."""
+        the release from the person's own purchases); the keys are the public taxonomy
+        (default :data:`segments.schema.PRODUCT_CATEGORIES`)."""
         from segments.schema import PRODUCT_CATEGORIES
 
-        return cls("category_rule", tuple(PRODUCT_CATEGORIES))
+        return cls("category_rule", tuple(categories or PRODUCT_CATEGORIES))
 
     @classmethod
     def private_model(cls, workspace: Any, ledger: Any) -> SegmentSource:
@@ -532,7 +554,9 @@ class SegmentSource:
         import json
 
         if which == "category_rule":
-            return cls.category_rule()
+            from segments.ingest import public_domains
+
+            return cls.category_rule(public_domains(workspace).categories)
         if which not in ("fitted", "private"):
             raise PolicyError(
                 f"--segments {which!r} is unknown; use category_rule, fitted or private"
