@@ -401,9 +401,10 @@ def customer_features(
     -------
     polars.DataFrame
         One row per person with at least one order line: ``person_id``,
-        :data:`NUMERIC_FEATURES` (Float64; the category shares of ``categories``) and :data:`CATEGORICAL_FEATURES` (strings; a
-        missing size band becomes ``"n/a"``), sorted by ``person_id``. People without
-        purchases in the window have no purchase history to segment and are left out.
+        :data:`NUMERIC_FEATURES` (Float64; the category shares of ``categories``) and
+        :data:`CATEGORICAL_FEATURES` (strings; a missing size band becomes ``"n/a"``),
+        sorted by ``person_id``. People without purchases in the window have no purchase
+        history to segment and are left out.
 
     Raises
     ------
