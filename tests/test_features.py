@@ -118,7 +118,7 @@ def test_zero_spend_person_has_zero_shares() -> None:
             r"table 'lines', column 'channel'.*required column",
         ),
         (lambda ln, c: (ln.clear(), c), r"table 'lines'.*not empty.*0 order lines"),
-        (lambda ln, c: (ln, c.drop("county_code")), r"table 'customers', column 'county_code'"),
+        (lambda ln, c: (ln, c.drop("customer_type")), r"table 'customers', column 'customer_type'"),
         (lambda ln, c: (ln, c.filter(pl.col("person_id") == P1)), r"references customers.*'b{16}'"),
     ],
 )
@@ -305,3 +305,29 @@ def test_unknown_codes_are_refused(hand_frames, column, value) -> None:
         SchemaError, match=rf"column '{column}': rule 'value in the public code list'.*'{value}'"
     ):
         customer_features(bad, customers, as_of=D(2026, 8, 31))
+
+
+def test_geography_and_size_band_are_optional(hand_frames) -> None:
+    # a real export without geography (segments ingest): unknown, not invented, not a crash
+    lines, customers = hand_frames
+    bare = customers.drop("county_code", "municipality_code", "size_band")
+    out = customer_features(lines, bare, as_of=D(2026, 9, 1))
+    assert out["county_code"].null_count() == out.height
+    assert set(out["size_band"]) == {"n/a"}
+
+
+def test_declared_taxonomy_names_the_shares() -> None:
+    lines = pl.DataFrame(
+        {
+            "person_id": ["a" * 16, "a" * 16, "b" * 16],
+            "order_id": ["c" * 16, "d" * 16, "e" * 16],
+            "order_date": [dt.date(2024, 1, 5)] * 3,
+            "channel": ["web"] * 3,
+            "category": ["cd", "vinyl", "cd"],
+            "amount_sek": [10.0, 30.0, 5.0],
+        }
+    )
+    people = pl.DataFrame({"person_id": ["a" * 16, "b" * 16], "customer_type": ["private"] * 2})
+    out = customer_features(lines, people, as_of=dt.date(2024, 2, 1), categories=("cd", "vinyl"))
+    assert out["share_vinyl"].to_list() == [0.75, 0.0]
+    assert "share_paper" not in out.columns

@@ -544,11 +544,14 @@ def _check_horizon_and_model(horizon: int, model: str, n_months: int) -> None:
         )
     need = _MIN_MONTHS[model]
     if n_months < need:
-        supported, _ = choose_model(n_months)
+        fix = "release more months as they close"
+        if n_months >= _MIN_MONTHS["ses"]:
+            fix = (
+                f"use model={choose_model(n_months)[0]!r} (or 'auto'), which it supports, or {fix}"
+            )
         raise ValueError(
             f"model={model!r} needs at least {need} released months per category; the "
-            f"series has {n_months}; use model={supported!r} (or 'auto'), which this history "
-            "supports, or release more months as they close"
+            f"series has {n_months}; fix: {fix}"
         )
 
 
@@ -855,6 +858,7 @@ def forecast_archive(
         )
     out = forecast_panel(values, noise, horizon, model, level)
     out["source"] = "dp-archive"
+    out["model_chosen"] = model
     out["model_note"] = note or f"model {model!r} chosen by the caller"
     ids = valid.sort_values("month")["release_id"].astype(str)
     out["first_release_id"], out["last_release_id"] = ids.iloc[0], ids.iloc[-1]

@@ -136,7 +136,7 @@ def forecast_purchasing(
             archive["month"].max().date().isoformat(),
         ],
         "release_ids": sorted(archive["release_id"].astype(str).unique()),
-        "model": str(forecast["units_model"].iloc[0]),
+        "model": str(forecast["model_chosen"].iloc[0]),
         "model_requested": model,
         "model_note": str(forecast["model_note"].iloc[0]),
         "horizon": horizon,
