@@ -1091,6 +1091,11 @@ def _spec_for(
             f"table 'features': every chosen feature {chosen} is constant; rule: segmentation "
             "needs a feature that varies; fix: choose other groups with --features"
         )
+    # a share lies in [0, 1] by definition: the declared categories' shares need no entry
+    bounds = {
+        **{f: (0.0, 1.0) for f in numeric if f.startswith(("share_", "line_share_"))},
+        **bounds,
+    }
     missing = [f for f in numeric if f not in bounds]
     if missing:
         raise SchemaError(

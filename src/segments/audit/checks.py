@@ -160,7 +160,13 @@ class AuditContext:
     # --- the steward's view ----------------------------------------------------------
     def raw_customers(self) -> pl.DataFrame | None:
         path = self.workspace.raw_table("customers")
-        return pl.read_parquet(path) if path.is_file() else None
+        if not path.is_file():
+            return None
+        from segments.ingest import read_real_manifest, widen_customers
+
+        frame = pl.read_parquet(path)
+        # an ingested export has no identity columns: seen in the raw customer columns
+        return widen_customers(frame) if read_real_manifest(self.workspace) else frame
 
     def persons(self) -> pl.DataFrame | None:
         """One row per person from the raw tables, with flags, anchors and pseudonym.

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from segments.audit.checks import (
     CHECKS,
     CLAUSE_CHECKS,
+    CORE_CHECKS,
     NEEDS_KEY,
     STEWARD,
     AuditContext,
@@ -67,6 +68,20 @@ def clause_rows(policy: Policy, findings: dict[str, Finding]) -> list[Check]:
             f = findings[name]
             rows.append(
                 Check((clause,), promise, f"[{name}] {f.method}", f.evidence, f.status, f.role)
+            )
+    if not rows:  # a controller's own policy (bring your own data): its clauses, core checks
+        own = tuple(dict.fromkeys(c for p in policy.purposes.values() for c in p.clause_ids))
+        for name in CORE_CHECKS:
+            f = findings[name]
+            rows.append(
+                Check(
+                    own,
+                    "Core check (the policy's own clause ids have no catalogue of promises)",
+                    f"[{name}] {f.method}",
+                    f.evidence,
+                    f.status,
+                    f.role,
+                )
             )
     return rows
 
