@@ -613,7 +613,7 @@ def _vector_release(
     bound_share = params.contribution_bound_share
     return VectorRelease(
         by=tuple(query.by),
-        keys=public_keys(query.by, segments),
+        keys=public_keys(query.by, segments, params=params),
         aggregates=tuple(query.aggregates),
         family=params.dp_family,
         mechanism=mechanism,
