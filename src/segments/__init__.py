@@ -25,9 +25,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "WorkspaceError",
     ),
     "segments.ingest": (
+        "IngestMapping",
+        "PublicDomains",
         "TransactionMapping",
         "Transactions",
+        "ingest",
         "load_transactions",
+        "public_domains",
     ),
     "segments.schema": (
         "RAW_TABLES",

@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--force", action="store_true", help="replace an existing W/raw")
     parser.set_defaults(func=run)
+    register_bounds(sub)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,4 +41,78 @@ def run(args: argparse.Namespace) -> int:
 
     result = ingest(args.export, args.mapping, args.workspace, as_of=args.as_of, force=args.force)
     print(result.summary())
+    return 0
+
+
+def register_bounds(sub: argparse._SubParsersAction) -> None:
+    from segments.cli.common import add_ledger_options
+
+    parser = sub.add_parser(
+        "bounds",
+        help="choose a policy's clipping bounds privately (DP quantiles, charged)",
+        description="For a new business: choose spend_bound_sek, cell_spend_bound_sek, "
+        "cell_units_bound and the order-count and basket feature bounds as a high quantile "
+        "of the per-person values with OpenDP's private quantile over a public grid up to "
+        "public ceilings; the ε is charged to the ledger before anything runs, and a TOML "
+        "snippet for the policy file is printed. Bounds from public facts need no command: "
+        "write them into the policy.",
+    )
+    add_workspace_option(parser)
+    parser.add_argument("--policy", required=True, help="policy name or .toml path")
+    parser.add_argument("--purpose", required=True, help="prepared frames to read")
+    parser.add_argument("--recipient", required=True, help="declared (internal) recipient")
+    parser.add_argument("--epsilon", type=float, required=True, help="total ε, charged")
+    parser.add_argument(
+        "--ceiling",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="public largest value of a bound (repeat for each: spend_bound_sek, "
+        "cell_spend_bound_sek, cell_units_bound, feature_bounds.frequency_orders, "
+        "feature_bounds.avg_basket_sek)",
+    )
+    parser.add_argument("--quantile", type=float, default=0.98, help="target quantile")
+    parser.add_argument("--as-of", type=iso_date, help="release date (default: today)")
+    add_ledger_options(parser)
+    parser.set_defaults(func=run_bounds)
+
+
+def run_bounds(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from segments.cli.common import is_synthetic, open_ledger
+    from segments.exceptions import PolicyError
+    from segments.policy import Policy
+    from segments.privacy.policy_bounds import choose_policy_bounds
+
+    ceilings: dict[str, float] = {}
+    for item in args.ceiling:
+        key, sep, value = item.partition("=")
+        try:
+            ceilings[key.strip()] = float(value)
+        except ValueError:
+            raise PolicyError(
+                f"--ceiling {item!r}: give KEY=VALUE with a number, e.g. spend_bound_sek=50000"
+            ) from None
+        if not sep:
+            raise PolicyError(f"--ceiling {item!r}: give KEY=VALUE")
+    policy = Policy.load(args.policy)
+    synthetic = is_synthetic(args.workspace)
+    ledger = open_ledger(args, policy, synthetic)
+    result = choose_policy_bounds(
+        args.workspace,
+        policy,
+        ledger,
+        purpose=args.purpose,
+        recipient=args.recipient,
+        as_of=args.as_of or dt.date.today(),
+        epsilon=args.epsilon,
+        ceilings=ceilings,
+        quantile=args.quantile,
+        synthetic=synthetic,
+    )
+    if ledger.label:
+        print(ledger.label)
+    print(result.toml())
+    print(f"evidence: {result.path}")
     return 0
