@@ -310,3 +310,65 @@ def test_cli_error_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_gzip_detected_by_content(eu: tuple) -> None:
     assert gzip.decompress(eu[0].read_bytes())[:8] == b"Rechnung"
+
+
+def test_single_channel_segmentation_drops_constant_features_and_cli_chooses_groups(
+    eu_ws: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    ws = tmp_path / "ws"
+    shutil.copytree(eu_ws, ws)
+    key = tmp_path / "k.hex"
+    key.write_text(os.urandom(32).hex())
+    pol = ["--policy", str(EXAMPLES / "cdnow" / "policy.toml")]
+    assert (
+        main(
+            [
+                "prepare",
+                "-w",
+                str(ws),
+                *pol,
+                "--purpose",
+                "segmentation",
+                "--as-of",
+                "1998-06-30",
+                "--key-file",
+                str(key),
+            ]
+        )  # fmt: skip
+        == 0
+    )
+    capsys.readouterr()
+    seg = ["segment", "-w", str(ws), *pol, "--k-range", "3-4", "--selection-sample", "3000"]
+    assert main([*seg, "--features", "rfm,channel"]) == 0
+    out = capsys.readouterr().out
+    assert "note: feature 'share_store' dropped" in out  # one channel: a note, not a crash
+    meta = json.loads((ws / "segments" / "metadata.json").read_text())
+    assert "share_store" not in json.dumps(meta.get("features", meta))
+    # only constant features chosen: one line naming the fix
+    assert main([*seg, "--features", "channel"]) == 2
+    err = capsys.readouterr().err
+    assert "constant" in err and "--features" in err and err.count("\n") == 1
+
+
+def test_optional_customer_attributes(tmp_path: Path) -> None:
+    body = (
+        "kund;datum;antal;pris;art;född;kön\n"
+        "1;2020-01-01;1;5;x;1984;kvinna\n"
+        "1;2020-02-01;1;5;x;;\n"
+        "2;2020-01-01;2;5;x;1950;man\n"
+    )
+    mapping = _BASE + (
+        '[customers]\nbirth_year = "född"\ngender = "kön"\n'
+        'gender_values = {kvinna = "F", man = "M"}\n'
+    )
+    src, m = _small(tmp_path, body, mapping)
+    ingest(src, m, tmp_path / "ws")
+    customers = pl.read_parquet(tmp_path / "ws" / "raw" / "customers.parquet")
+    assert customers.select("birth_year", "gender").rows() == [(1984, "F"), (1950, "M")]
+    bad = body.replace("man\n", "annan\n")
+    src, m = _small(tmp_path, bad, mapping)
+    with pytest.raises(SchemaError) as exc:
+        ingest(src, m, tmp_path / "ws2")
+    _one_line(exc, "'kön'", "1 row(s)", "gender_values")

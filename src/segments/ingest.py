@@ -410,6 +410,10 @@ class IngestMapping:
         Source value → code of the hierarchy (``"United Kingdom" = "GB"``).
     customer_type : {'private', 'business'}
         Every customer's type (exports rarely say).
+    birth_year, gender : str, optional
+        Optional customer attributes: source columns (a person's latest non-empty value).
+    gender_values : dict, optional
+        Source value → ``F`` | ``M`` (others are unknown).
     source_path : str, optional
         The mapping file (for relative paths and the manifest).
     """
@@ -446,6 +450,9 @@ class IngestMapping:
     geography_hierarchy: str | None = None
     geography_values: dict[str, str] = field(default_factory=dict)
     customer_type: str = "private"
+    birth_year: str | None = None
+    gender: str | None = None
+    gender_values: dict[str, str] = field(default_factory=dict)
     source_path: str | None = None
 
     def __post_init__(self) -> None:
@@ -591,7 +598,12 @@ class IngestMapping:
                 "hierarchy": ("geography_hierarchy", str),
                 "values": ("geography_values", dict),
             },
-            "customers": {"type": ("customer_type", str)},
+            "customers": {
+                "type": ("customer_type", str),
+                "birth_year": ("birth_year", str),
+                "gender": ("gender", str),
+                "gender_values": ("gender_values", dict),
+            },
         }
         kwargs: dict[str, Any] = {"source_path": source_path}
         for section, body in data.items():
@@ -708,6 +720,8 @@ def _require_mapped_columns(frame: pl.DataFrame, m: IngestMapping) -> None:
             "description",
             "channel",
             "geography",
+            "birth_year",
+            "gender",
         )
         if getattr(m, key) is not None
     }
@@ -759,6 +773,40 @@ def _dates(values: pl.Series, column: str, fmt: str) -> pl.Series:
             first=bad[0],
         )
     return parsed
+
+
+def _birth_years(frame: pl.DataFrame, column: str) -> pl.Series:
+    values = _strip(frame, column)
+    assert values is not None
+    years = values.cast(pl.Int16, strict=False)
+    bad = values.filter(values.is_not_null() & (years.is_null() | (years < 1890) | (years > 2030)))
+    if len(bad):
+        raise _fail(
+            column,
+            "birth year between 1890 and 2030",
+            len(bad),
+            "clean the column or leave [customers] birth_year out",
+            first=bad[0],
+        )
+    return years
+
+
+def _genders(frame: pl.DataFrame, m: IngestMapping) -> pl.Series:
+    assert m.gender is not None
+    values = _strip(frame, m.gender)
+    assert values is not None
+    lookup = m.gender_values or {"F": "F", "M": "M"}
+    coded = values.replace_strict(lookup, default=None, return_dtype=pl.Utf8)
+    bad = values.filter(values.is_not_null() & coded.is_null())
+    if len(bad):
+        raise _fail(
+            m.gender,
+            "value listed in [customers] gender_values",
+            len(bad),
+            'map every value onto F or M (e.g. gender_values = {female = "F"})',
+            first=bad[0],
+        )
+    return coded
 
 
 def _category_of(codes: pl.Series, m: IngestMapping) -> pl.Series:
@@ -1069,6 +1117,12 @@ def ingest(
             "_geo": _strip(frame, m.geography)
             if m.geography
             else pl.repeat(None, n_read, dtype=pl.Utf8, eager=True),
+            "_birth_year": _birth_years(frame, m.birth_year)
+            if m.birth_year
+            else pl.repeat(None, n_read, dtype=pl.Int16, eager=True),
+            "_gender": _genders(frame, m)
+            if m.gender
+            else pl.repeat(None, n_read, dtype=pl.Utf8, eager=True),
         }
     )
     rate = m.sek_per_unit
@@ -1199,6 +1253,8 @@ def _raw_tables(lines: pl.DataFrame, m: IngestMapping) -> dict[str, pl.DataFrame
         .agg(
             pl.col("customer").first().alias("source_customer_id"),
             pl.col("_geo").drop_nulls().last().alias("_geo"),
+            pl.col("_birth_year").drop_nulls().last().alias("birth_year"),
+            pl.col("_gender").drop_nulls().last().alias("gender"),
             pl.col("order_date").min().alias("signup_date"),
             pl.col("order_date").max().alias("last_contact_date"),
         )

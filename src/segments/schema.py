@@ -268,6 +268,8 @@ REAL_CUSTOMERS = TableSchema(
         _c("country", pl.Utf8, "A", nullable=True, pattern=r"[A-Z]{2}", description="ISO 3166"),
         _c("municipality_code", pl.Utf8, "A", nullable=True, pattern=r"\d{4}"),
         _c("county_code", pl.Utf8, "A", nullable=True, pattern=r"\d{2}"),
+        _c("birth_year", pl.Int16, "A", nullable=True, min_value=1890, max_value=2030),
+        _c("gender", pl.Utf8, "A", nullable=True, allowed=GENDERS),
         _c("signup_date", _DATE, "B", description="first order in the export (derived)"),
         _c("last_contact_date", _DATE, "B", description="last order in the export (derived)"),
     ),
