@@ -602,7 +602,16 @@ def _pseudonymise(
         [c for c in PREPARED_CUSTOMERS.names if c in customer_cols]
     )
     customers = persons.select(
-        pl.col(c).cast(customer_schema.column(c).dtype) for c in customer_schema.names
+        # a nullable column the raw data does not have (a declared country on synthetic
+        # data, a birth year on an export without one) is unknown: null, not invented
+        (
+            pl.col(c)
+            if c in persons.columns or not customer_schema.column(c).nullable
+            else pl.lit(None)
+        )
+        .cast(customer_schema.column(c).dtype)
+        .alias(c)
+        for c in customer_schema.names
     ).sort("person_id")
     line_schema = PREPARED_LINES.subset(list(purpose.columns["lines"]))
     # Rows are ordered by pseudonym, never by an internal id whose rank could re-identify.

@@ -227,7 +227,11 @@ def run(args: argparse.Namespace) -> int:
     synthetic = is_synthetic(workspace)
     ledger = ledger or open_ledger(args, policy, synthetic)
     # the linkage check sees every column any release may show, not only this one's
-    everything = customer_release_table(customers, lines, labels, CUSTOMER_COLUMNS)
+    # (those the purpose's prepared frame carries: an ingested export has fewer)
+    shown = [
+        c for c in CUSTOMER_COLUMNS if c in customers.columns or c in ("segment", "spend_band")
+    ]
+    everything = customer_release_table(customers, lines, labels, shown)
     check_linkage(
         everything,
         customer_hierarchies(everything, categories=categories, declared=declared),

@@ -215,9 +215,10 @@ def build_shared_frames(
     cells = _largest_first(_cells(lines, window, params.categories).lazy()).collect().lazy()
     totals = cells.group_by("pid").agg(pl.col("sek").sum().alias("spend_sek"))
     # data without a declared geography (segments ingest) has no county: keyed queries refuse
+    has_county = "county_code" in customers.collect_schema().names()
     geography = (
-        pl.col(params.geography_column).alias("county_code")
-        if params.geography_column == "county_code"
+        pl.col("county_code")
+        if params.geography_column == "county_code" and has_county
         else pl.lit(None, pl.Utf8).alias("county_code")
     )
     person = customers.select(_person_key(), geography, "customer_type").join(
