@@ -118,10 +118,10 @@ def _true_month(lines: Path, month: dt.date) -> pl.DataFrame:
     )
 
 
-def _monthly(prepared, params, as_of, epsilon, design, repeats) -> dict[str, Any]:
+def _monthly(prepared, params, as_of, epsilon, design, repeats, n_months=12) -> dict[str, Any]:
     months = []
     month = month_start(as_of)
-    for _ in range(12):
+    for _ in range(n_months):
         month = month_start(month - dt.timedelta(days=1))
         months.append(month)
     errors: dict[str, list[np.ndarray]] = {"units": [], "sek": []}
@@ -260,6 +260,24 @@ def run(customers: int, policy_name: str, repeats: int) -> dict[str, Any]:
                 **_segment_tables(prepared, params, as_of, overview_eps, mix_eps, design, repeats),
                 "epsilon": {"monthly": monthly_eps, "overview": overview_eps, "mix": mix_eps},
             }
+        # error against ε, both designs at the same ε (3 months, one release each)
+        planned = accuracy.epsilon("monthly_category")
+        report["sweep"] = [
+            {
+                "epsilon": planned * m,
+                "design": design,
+                **{
+                    agg: stats["median_rel_error"]
+                    for agg, stats in _monthly(
+                        prepared, params, as_of, planned * m, design, 1, n_months=3
+                    ).items()
+                    if agg in ("units", "sek")
+                },
+            }
+            for m in (0.25, 0.5, 1.0, 2.0, 4.0)
+            for design in ("baseline", "now")
+        ]
+        report["sweep_planned_epsilon"] = planned
     report["seconds"] = time.perf_counter() - started
     return report
 

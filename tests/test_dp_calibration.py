@@ -317,3 +317,36 @@ def test_each_category_is_noised_at_its_own_bound(frames):
             assert float((rows["units"] - rows["truth"]).std()) < top["scale"] / 5
     z_mean, z_var = _check(np.concatenate(on_top_scale), top["scale"], top["distribution"])
     assert abs(z_mean) < Z and abs(z_var) < Z, (z_mean, z_var)
+
+
+def test_post_processed_intervals_still_cover_the_truth(frames):
+    """After non-negativity and the margin fit, the published 95 % intervals still cover the
+    exact counts at least 95 % of the time (pooled over cells and repetitions)."""
+    params = _params("pure")
+    spec = ReleaseSpec(
+        "coverage", ("customers_by_county", "customers_by_county_segment"), epsilon=0.3
+    )
+    with plan_release(
+        spec,
+        params,
+        customers=frames["customers"],
+        lines=frames["lines"],
+        segments=SegmentSource.category_rule(),
+        as_of=AS_OF,
+    ) as plan:
+        exact = {q.query.name: _exact(q, params) for q in plan.queries}
+        covered = []
+        keys = {q.query.name: list(q.query.by) for q in plan.queries}
+        for _ in range(12):
+            tables = plan.tables(plan.run_unaccounted())
+            for name, truth in exact.items():
+                by = keys[name]
+                joined = tables[name].join(truth, on=by, suffix="_true")
+                hit = (joined["count_lower"] <= joined["count_true"]) & (
+                    joined["count_true"] <= joined["count_upper"]
+                )
+                assert (joined["count"] >= 0).all()
+                covered.append(hit.to_numpy())
+    rate = float(np.concatenate(covered).mean())
+    n = np.concatenate(covered).size
+    assert rate >= 0.95 - Z * math.sqrt(0.95 * 0.05 / n), rate
