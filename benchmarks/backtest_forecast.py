@@ -113,8 +113,15 @@ def _dp_archive(
         if not target.exists():
             os.link(data.prepared_dir(PURPOSE) / f"{name}.parquet", target)
     policy = Policy.load(POLICY)
-    # the release mechanism's parameters (family, bounds) of the policy whose budget is tested
-    params = PrivacyParams.from_policy(Policy.load(params_policy or POLICY), PURPOSE)
+    params = PrivacyParams.from_policy(policy, PURPOSE)
+    if params_policy:  # the mechanism (family, δ, bounds) of the policy whose budget is tested
+        import dataclasses
+
+        other = PrivacyParams.from_policy(Policy.load(params_policy), PURPOSE)
+        budget = ("budget_epsilon", "budget_period_months", "budget_window_months")
+        params = dataclasses.replace(
+            other, **{name: getattr(params, name) for name in (*budget, "retention_months")}
+        )
     ledger = Ledger.for_workspace(
         ws, str(policy.controller), evaluation=True, synthetic=True, policy=policy
     )

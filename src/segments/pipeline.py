@@ -297,6 +297,29 @@ def accuracy_plan(ws: Workspace, policy: Policy, as_of: str) -> Any:
     return plan_by_accuracy(policy, scale, fixed_epsilon=fixed)
 
 
+def _charts(ws: Workspace) -> float:
+    """The README's forecast chart from the main job's own archive (post-processing only):
+    ``W/report/images/forecast-fan.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from segments.forecast import forecast_archive, load_archive
+    from segments.plots import plot_forecast_fans
+
+    started = time.perf_counter()
+    images = ws.report / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    archive = load_archive(ws)
+    forecast = forecast_archive(archive, horizon=6, model="ets", level=0.9)
+    axes = plot_forecast_fans(archive, forecast, measure="units")
+    figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
+    figure.savefig(images / "forecast-fan.png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return time.perf_counter() - started
+
+
 def _run_step(step: Step, log: Path) -> float:
     from segments.cli.main import main
 
@@ -422,6 +445,7 @@ def run_demo(
         seconds = _run_step(step, log)
         summary.timings[step.title] = seconds
         echo(f"  {seconds:6.1f} s  {step.title}")
+    summary.timings["charts"] = _charts(ws)
     if notebooks:
         started = time.perf_counter()
         summary.notebooks = execute_notebooks(ws.report / "notebooks")
