@@ -1,10 +1,18 @@
-"""Real transaction exports into the ``orders`` / ``order_lines`` schema.
+"""Real transaction exports into ``W/raw`` (``segments ingest``, bring your own data).
 
-A real export rarely carries geography or identities; :func:`load_transactions` maps the
-columns it does have onto the raw schema and returns the customers it found with their
-geography explicitly marked as unknown (``geography_known`` is False and the geography
-columns are null), so later stages can tell real data from synthetic and skip geographic
-features rather than invent them.
+:func:`ingest` reads an export (CSV with any separator and declared encoding, whitespace
+text, gzip, Parquet) with an :class:`IngestMapping` (a small TOML file: columns, date format,
+currency and public rate, how returns are marked, non-product codes, the product taxonomy, an
+optional public geography hierarchy, optional customer attributes), nets returns per
+customer, month and product (:func:`net_returns`, clipped at zero), drops and counts rows
+without a customer and non-product codes, and writes the raw tables of the real schema
+(:data:`segments.schema.REAL_CUSTOMERS`, ``REAL_PRODUCTS``, ``ORDERS``, ``ORDER_LINES``) with a
+manifest that says ``synthetic: false``. :func:`public_domains` gives later stages the
+declared domains (categories, geography) they key features and releases by; prepare reads the
+tables through :func:`load_real_raw`. docs/bring-your-own-data.md describes every key.
+
+:func:`load_transactions` is the older in-memory reader kept for callers of the public API;
+it writes nothing and later stages do not read its result.
 """
 
 from __future__ import annotations
