@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -12,7 +13,16 @@ import matplotlib.pyplot as plt
 import pytest
 
 from segments.audit.browser import find_chromium, rendered_counts, screenshot
-from segments.audit.render import AuditReport, Chart, Check, Section, render_html, render_markdown
+from segments.audit.render import (
+    AuditReport,
+    Chart,
+    Check,
+    ClauseView,
+    Section,
+    render_html,
+    render_json,
+    render_markdown,
+)
 
 
 @pytest.fixture
@@ -31,13 +41,27 @@ def report(tmp_path: Path) -> AuditReport:
                 ("AO-6",),
                 "order lines older than 24 months are gone",
                 "min(order_date)",
-                {"oldest": "2024-11-01", "cutoff": "2024-10-31"},
+                {"oldest": "2024-11-01", "cutoff": "2024-10-31", "files": ["a", "b"]},
                 "pass",
+                name="retention_rows",
             ),
             Check(
-                ("AO-2", "OF-3"), "EU/EEA only", "destinations in ledger", {"outside": 1}, "fail"
+                ("AO-2", "AO-6"),
+                "EU/EEA only",
+                "destinations in ledger",
+                {"outside": [{"release": "r-1", "country": "US"}]},
+                "fail",
+                name="destinations",
+                releases=("r-1",),
             ),
+            Check((), "key matches", "key id", {"frames": 3}, "pass", name="key", kind="precondition"),
         ],
+        clauses=[
+            ClauseView("AO-2", "Processed only within the EU/EEA.", "Enbart inom EU/EES."),
+            ClauseView("AO-6", "Order data kept 24 months.", "24 månader efter avslutat köp."),
+        ],
+        not_run=["the empirical DP audit (0 trials asked)"],
+        release_links={"r-1": "../releases/r-1/card.json"},
         sections=[Section("Ledger", "Balance per period.", [{"period": "2026", "ε": 1.5}])],
         charts=[Chart("Budget spent", tmp_path / "budget.png", "rolling total")],
     )
@@ -47,14 +71,56 @@ def test_html_is_self_contained(report: AuditReport) -> None:
     html = render_html(report)
     assert "data:image/png;base64," in html
     assert "src='budget.png'" not in html
-    assert "1 checks pass, 1 fail" in html
-    assert "AO-2, OF-3" in html
     assert not report.passed
+
+
+def test_checks_are_counted_once_and_the_banner_names_what_did_not_run(report: AuditReport) -> None:
+    # three Check objects: two promises (one verifying two clauses) and one precondition
+    assert report.counts() == {"pass": 1, "fail": 1, "not applicable": 0}
+    banner = report.banner()
+    assert banner.startswith("2 distinct checks: 1 pass, 1 fail")
+    assert "1 of 1 preconditions met" in banner
+    assert "not run: the empirical DP audit (0 trials asked)" in banner
+    assert report.clause_verdict("AO-2") == "fail" and report.clause_verdict("AO-6") == "fail"
+    html = render_html(report)
+    assert banner.replace("(", "").split(".")[0] in html.replace("(", "")
+    # the second clause refers to the check shown in full under the first
+    assert html.count("id='check-destinations'") == 1
+    assert "The same check as under AO-2" in html
+    assert "<blockquote lang='sv'>“Enbart inom EU/EES.”</blockquote>" in html
+    assert "href='../releases/r-1/card.json'" in html
+    assert "Preconditions" in html and "not counted among" in html
+
+
+def test_evidence_is_a_table_not_a_blob(report: AuditReport) -> None:
+    html = render_html(report)
+    assert "<th scope='row'>cutoff</th><td>2024-10-31</td>" in html
+    assert "<ul><li>a</li><li>b</li></ul>" in html  # a list is a list
+    assert "<th>release</th><th>country</th>" in html  # records are a table
+    assert "{&quot;" not in html and '{"' not in html.split("<script>")[0]
+
+
+def test_json_holds_every_check_with_clause_verdict_and_evidence(report: AuditReport) -> None:
+    data = json.loads(render_json(report))
+    assert [c["id"] for c in data["checks"]] == ["retention_rows", "destinations", "key"]
+    dest = data["checks"][1]
+    assert dest["clauses"] == ["AO-2", "AO-6"] and dest["verdict"] == "fail"
+    assert dest["evidence"]["outside"][0]["country"] == "US"
+    assert data["clauses"][1] == {
+        "id": "AO-6",
+        "promise_sv": "24 månader efter avslutat köp.",
+        "promise_en": "Order data kept 24 months.",
+        "verdict": "fail",
+        "checks": ["retention_rows", "destinations"],
+        "releases": [],
+    }
+    assert data["counts"] == report.counts() and data["not_run"] == report.not_run
 
 
 def test_markdown_has_the_same_checks(report: AuditReport) -> None:
     md = render_markdown(report)
-    assert "| AO-6 |" in md and "| AO-2, OF-3 |" in md
+    assert "### AO-2 — FAILS" in md and "> Enbart inom EU/EES." in md
+    assert "(shown above)" in md
     assert "![Budget spent](budget.png)" in md
     assert "| 2026 | 1.5 |" in md
 
@@ -73,6 +139,8 @@ def test_report_renders_in_headless_chromium(report: AuditReport, tmp_path: Path
     page = tmp_path / "report.html"
     page.write_text(render_html(report), encoding="utf-8")
     counts = rendered_counts(page)
-    assert counts == {"visible-checks": 2, "charts-total": 1, "charts-visible": 1}
+    assert counts["visible-checks"] == 4  # two in full, one reference, one precondition
+    assert counts["charts-total"] == counts["charts-visible"] == 1
+    assert counts["links-broken"] == 0 < counts["links-internal"]
     shot = screenshot(page, tmp_path / "shot.png", size="1000,900")
     assert shot.stat().st_size > 10_000  # a real page with text and a chart, not a blank one

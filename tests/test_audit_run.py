@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,10 @@ import pytest
 from audit_workspace import AS_OF, audit_workspace, copy_workspace
 
 from segments import Policy, Workspace, run_audit
-from segments.audit.browser import find_chromium, rendered_counts
+from segments.audit.browser import find_chromium, rendered_counts, rendered_verdicts
 from segments.audit.checks import CLAUSE_CHECKS, clause_prefix
 from segments.audit.mechanisms import unbounded_contribution_case
-from segments.audit.render import AuditReport
+from segments.audit.render import AuditReport, load_audit_json
 from segments.cli.main import main as segments_cli
 from segments.policy import POLICY_NAMES
 
@@ -36,9 +37,8 @@ def full_report(good: Workspace) -> AuditReport:
 
 def test_the_full_audit_passes_and_covers_every_part(full_report: AuditReport) -> None:
     assert full_report.passed, [c for c in full_report.checks if c.status == "fail"]
-    methods = " ".join(c.method for c in full_report.checks)
-    for part in ("[attacks]", "[dp_audit]", "[pii_scan]", "[budget]", "[key_not_stored]"):
-        assert part in methods
+    names = {c.name for c in full_report.checks}
+    assert {"attacks", "dp_audit", "pii_scan", "budget", "key_not_stored"} <= names
     assert {c.title for c in full_report.charts} >= {
         "Privacy budget",
         "Class sizes of the k-anonymous releases",
@@ -53,7 +53,7 @@ def test_the_dp_audit_covers_each_release_a_person_and_the_budget(
     """Issue 13 item 11: neighbours that differ by one person in the RAW data, the releases
     in the workspace at their cards' ε, broken controls refuted, the sequence against the
     budget, and the power of each test stated."""
-    person = [c for c in full_report.checks if c.method.startswith("[dp_audit_person]")]
+    person = [c for c in full_report.checks if c.name == "dp_audit_person"]
     methods = " ".join(c.method for c in person)
     assert "without a sole trader with two accounts" in methods
     assert "without the heaviest buyer" in methods
@@ -61,7 +61,7 @@ def test_the_dp_audit_covers_each_release_a_person_and_the_budget(
     controls = [c for c in person if "expected" in c.evidence]
     assert len(controls) == 2 and all(c.status == "pass" for c in controls)
     assert all(c.evidence["epsilon_lower_bound"] > c.evidence["claimed_epsilon"] for c in controls)
-    assert any(c.method.startswith("[dp_audit_budget]") for c in full_report.checks)
+    assert any(c.name == "dp_audit_budget" for c in full_report.checks)
     assert all("detects_with_95_percent" in c.evidence for c in person)
     stored = json.loads((good.report / "dp_audit.json").read_text(encoding="utf-8"))
     assert {"name", "clause", "verdict", "evidence"} <= set(stored["checks"][0])
@@ -87,16 +87,23 @@ def test_the_audit_runs_for_every_policy(root: Path, tmp_path: Path, name: str) 
     policy = Policy.load(name)
     assert report.policy == name and report.controller == policy.controller
     clauses = {c for c in CLAUSE_CHECKS if c.startswith(clause_prefix(policy) + "-")}
-    rows = {c.clause_ids[0] for c in report.checks}
-    assert clauses <= rows
+    assert [v.clause_id for v in report.clauses] == sorted(clauses, key=list(CLAUSE_CHECKS).index)
+    assert all(report.clause_checks(c) for c in clauses)  # every clause has a check
+    assert all(v.promise_sv and v.promise_en for v in report.clauses)  # quoted from the file
     assert not [c for c in report.checks if c.status == "fail"], report.counts()
-    assert "the empirical DP audit was not run" in (ws.report / "audit.md").read_text()
+    # checks are counted once: no check name repeats among the policy's own checks
+    core = [c.name for c in report.promises if c.name not in ("attacks", "dp_audit")]
+    assert len(core) == len(set(core))
+    audit = load_audit_json(ws.report)
+    assert audit["not_run"] == ["the empirical DP audit (0 trials asked)"]
+    assert "not run: the empirical DP audit" in audit["banner"]
+    assert "not run: the empirical DP audit" in (ws.report / "audit.md").read_text()
 
 
 def test_without_the_key_the_steward_checks_are_not_passed(good: Workspace, tmp_path: Path) -> None:
     ws = copy_workspace(good, tmp_path / "ws")
     report = run_audit(ws, "alloffice", steward=False, dp_trials=None, notebooks=[])
-    steward = [c for c in report.checks if "[key_not_stored]" in c.method]
+    steward = [c for c in report.checks if c.name == "key_not_stored"]
     assert steward and all(c.status == "not applicable" for c in steward)
     assert "needs the data steward's key" in json.dumps([dict(c.evidence) for c in steward])
 
@@ -107,7 +114,7 @@ def test_a_broken_mechanism_is_flagged(good: Workspace, tmp_path: Path) -> None:
     broken = unbounded_contribution_case(policy, tmp_path, seed=np.random.default_rng(1))
     report = run_audit(ws, policy, dp_trials=200, mechanisms=[broken], notebooks=[])
     failed = [c for c in report.checks if c.status == "fail"]
-    assert len(failed) == 1 and "[dp_audit]" in failed[0].method
+    assert len(failed) == 1 and failed[0].name == "dp_audit"
     assert not report.passed
 
 
@@ -133,10 +140,28 @@ def test_the_cli_refuses_a_key_file_inside_the_workspace(good: Workspace, tmp_pa
 def test_the_real_report_renders_in_headless_chromium(
     good: Workspace, full_report: AuditReport
 ) -> None:
+    """What a reader sees: each clause with its verdict, every check, every chart, and links
+    that resolve (in-page anchors in the browser, card and certificate files on disk)."""
     if find_chromium() is None:
         if os.environ.get("CI"):
             pytest.fail("CI must run the browser test: install Debian's chromium package")
         pytest.skip("no Chromium on this machine (make test installs it where it can)")
-    counts = rendered_counts(good.report / "audit.html")
-    assert counts["visible-checks"] == len(full_report.checks) > 30
+    page = good.report / "audit.html"
+    counts = rendered_counts(page)
+    shown = {c.name for c in full_report.checks}
+    assert counts["visible-checks"] >= len(full_report.checks) > 20 and len(shown) > 20
     assert counts["charts-visible"] == counts["charts-total"] == len(full_report.charts) >= 4
+    assert counts["links-broken"] == 0 < counts["links-internal"]
+    verdicts = rendered_verdicts(page)
+    assert verdicts == {
+        v.clause_id: {"pass": "verified", "fail": "FAILS"}.get(
+            full_report.clause_verdict(v.clause_id), "not verified"
+        )
+        for v in full_report.clauses
+    }
+    assert set(verdicts) == {f"AO-{i}" for i in range(1, 11)}
+    assert set(verdicts.values()) == {"verified"}
+    html = page.read_text(encoding="utf-8")
+    cards = re.findall(r"href='(\.\./releases/[^']+)'", html)
+    assert cards and all((good.report / c).resolve().is_file() for c in cards)
+    assert {Path(c).name for c in cards} == {"card.json", "certificate.json"}

@@ -470,12 +470,13 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 def print_summary(summary: DemoSummary, echo: Callable[[str], Any] = print) -> int:
-    """One screen: what ran, what was released, what it cost, what the audit found.
+    """One screen: what ran, what was released, what it cost, what the audit found, and what
+    to do next (open the report, show the ledger, open the notebooks).
 
-    Returns the exit code: 1 when the audit found a failing check.
+    The audit's verdict is read from ``W/report/audit.json``, the structured results the audit
+    wrote. Returns the exit code: 1 when the audit found a failing check.
     """
-    import re
-
+    from segments.audit.render import load_audit_json
     from segments.privacy.ledger import Ledger
 
     ws = Workspace(summary.workspace)
@@ -483,16 +484,12 @@ def print_summary(summary: DemoSummary, echo: Callable[[str], Any] = print) -> i
     ledger = Ledger.for_workspace(ws, pol.controller, policy=pol, synthetic=True)
     entries = ledger.entries()
     kinds = {k: sum(e.request.kind == k for e in entries) for k in ("dp", "kanon")}
-    audit_md = ws.report / "audit.md"
     verdict = "no audit report"
     failed = False
-    if audit_md.exists():
-        found = re.search(
-            r"(\d+) checks pass, (\d+) fail, (\d+) not applicable", audit_md.read_text()
-        )
-        if found:
-            verdict = found.group(0)
-            failed = int(found.group(2)) > 0
+    if (ws.report / "audit.json").exists():
+        audit = load_audit_json(ws.report)
+        verdict = audit["banner"]
+        failed = not audit["passed"]
     as_of = max((e.request.as_of for e in entries), default=None)
     balance = ledger.balance("customers", as_of) if as_of else None
     echo("")
@@ -506,7 +503,23 @@ def print_summary(summary: DemoSummary, echo: Callable[[str], Any] = print) -> i
     echo(f"  report       {ws.report / 'audit.html'}")
     if summary.notebooks:
         echo(f"  notebooks    {len(summary.notebooks)} executed into {ws.report / 'notebooks'}")
+    for line in next_steps(ws, pol):
+        echo(line)
     return 1 if failed else 0
+
+
+def next_steps(ws: Workspace, policy: Policy) -> list[str]:
+    """What to do after the main job: the report, the ledger command that works for this
+    workspace's throw-away ledger, and the notebooks."""
+    report = (ws.report / "audit.html").resolve()
+    return [
+        "",
+        "next steps",
+        f"  open the reviewer's report   {report.as_uri()}",
+        f"  show the ledger              segments ledger --workspace {ws.root} "
+        f"--policy {policy.name}",
+        f"  explore the notebooks        jupyter lab {NOTEBOOKS_DIR}",
+    ]
 
 
 def _balance_line(balance: Any) -> str:

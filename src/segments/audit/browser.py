@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["find_chromium", "rendered_counts", "screenshot"]
+__all__ = ["find_chromium", "rendered_counts", "rendered_verdicts", "screenshot"]
 
 _CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # A closed network: without these, Chromium keeps trying to reach Google's services.
@@ -63,6 +63,15 @@ def rendered_counts(html_path: Path, timeout: float = 60) -> dict[str, int]:
     body = re.search(r"<body([^>]*)>", dom)
     attrs = dict(re.findall(r'data-([\w-]+)="(\d+)"', body.group(1) if body else ""))
     return {k: int(v) for k, v in attrs.items()}
+
+
+def rendered_verdicts(html_path: Path, timeout: float = 60) -> dict[str, str]:
+    """Clause id → the verdict text a reader sees on each visible clause section."""
+    dom = _run(["--dump-dom", Path(html_path).resolve().as_uri()], timeout)
+    body = re.search(r"<body([^>]*)>", dom)
+    found = re.search(r'data-verdicts="([^"]*)"', body.group(1) if body else "")
+    pairs = [p.split("=", 1) for p in found.group(1).split("|") if "=" in p] if found else []
+    return {k: v for k, v in pairs}
 
 
 def screenshot(

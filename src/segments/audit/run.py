@@ -1,13 +1,14 @@
 """Run the reviewer's audit of one workspace under one policy and write ``W/report/``.
 
-:func:`run_audit` runs every check of :mod:`segments.audit.checks`, attaches them to the
-clause ids of the audited controller (:data:`~segments.audit.checks.CLAUSE_CHECKS`: every
-clause gets at least one row), adds the attacks and the empirical DP audit of
-:mod:`segments.audit.attacks` and :mod:`segments.audit.mechanisms` when those modules are
-present, draws the charts (budget spent over time and rolling totals, class sizes and
-re-identification risk of the k-anonymous releases) and writes ``audit.html`` (self-contained)
-and ``audit.md`` atomically. The rendered report is scanned for personal data once more before
-it is written; a hit fails the audit.
+:func:`run_audit` runs every check of :mod:`segments.audit.checks` once, attaches each to
+every clause id of the audited controller it verifies
+(:data:`~segments.audit.checks.CLAUSE_CHECKS`), quotes each clause's promise from the policy
+file, adds the attacks and the empirical DP audit of :mod:`segments.audit.attacks` and
+:mod:`segments.audit.mechanisms` when those modules are present, draws the charts (privacy
+loss per month and rolling totals against the budget, class sizes and re-identification risk
+of the k-anonymous releases, the DP audit) and writes ``audit.html`` (self-contained),
+``audit.md`` and ``audit.json`` (structured results) atomically. The rendered report is scanned
+for personal data once more before it is written; a hit fails the audit.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import datetime as dt
 import io
 import json
 import os
+import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,12 +38,15 @@ from segments.audit.checks import (
     spending,
 )
 from segments.audit.pii import scan_text
+from segments.progress import progress
 from segments.audit.render import (
     AuditReport,
     Chart,
     Check,
+    ClauseView,
     Section,
     render_html,
+    render_json,
     render_markdown,
 )
 from segments.exceptions import PolicyError
@@ -48,27 +54,54 @@ from segments.policy import Policy
 from segments.pseudonym import PseudonymKey, load_key, read_manifest
 from segments.workspace import Workspace, atomic_write, write_json
 
-__all__ = ["clause_rows", "run_audit"]
+__all__ = ["clause_rows", "clause_views", "run_audit"]
 
 _NOTEBOOKS = Path(__file__).resolve().parents[3] / "notebooks"
 
 
-def clause_rows(policy: Policy, findings: dict[str, Finding]) -> list[Check]:
-    """One checklist row per (clause id of the controller, check that verifies it).
+def _title(check: Any) -> str:
+    """A check's one-line title: the first sentence of its docstring, without clause ids."""
+    doc = " ".join((check.__doc__ or "").split())
+    first = re.split(r"(?<=[.:])\s", doc, maxsplit=1)[0].rstrip(".:")
+    return re.sub(r"\s*\((?:[A-Z]{2}-\d+(?:,\s*)?)+\)|\s*\(steward\)", "", first)
 
-    Clauses come from :data:`CLAUSE_CHECKS`, so every clause of the controller has at least
-    one row even when the policy file does not cite it.
+
+def _mentioned(evidence: Any, release_ids: Sequence[str]) -> tuple[str, ...]:
+    text = json.dumps(evidence, ensure_ascii=False, default=str)
+    return tuple(r for r in release_ids if r in text)
+
+
+def clause_rows(
+    policy: Policy, findings: dict[str, Finding], release_ids: Sequence[str] = ()
+) -> list[Check]:
+    """One check per finding, attached to every clause of the controller it verifies.
+
+    Clauses come from :data:`CLAUSE_CHECKS`; a check listed under several clauses is one
+    :class:`Check` with all of them (counted once).
     """
     prefix = clause_prefix(policy)
+    clauses_of: dict[str, list[str]] = {}
+    for clause, (_, names) in CLAUSE_CHECKS.items():
+        if clause.startswith(prefix + "-"):
+            for name in names:
+                clauses_of.setdefault(name, []).append(clause)
     rows = []
-    for clause, (promise, names) in CLAUSE_CHECKS.items():
-        if not clause.startswith(prefix + "-"):
+    for name in CHECKS:
+        if name not in clauses_of:
             continue
-        for name in names:
-            f = findings[name]
-            rows.append(
-                Check((clause,), promise, f"[{name}] {f.method}", f.evidence, f.status, f.role)
+        f = findings[name]
+        rows.append(
+            Check(
+                tuple(clauses_of[name]),
+                _title(CHECKS[name]),
+                f.method,
+                f.evidence,
+                f.status,
+                f.role,
+                name=name,
+                releases=_mentioned(f.evidence, release_ids),
             )
+        )
     if not rows:  # a controller's own policy (bring your own data): its clauses, core checks
         own = tuple(dict.fromkeys(c for p in policy.purposes.values() for c in p.clause_ids))
         for name in CORE_CHECKS:
@@ -76,14 +109,56 @@ def clause_rows(policy: Policy, findings: dict[str, Finding]) -> list[Check]:
             rows.append(
                 Check(
                     own,
-                    "Core check (the policy's own clause ids have no catalogue of promises)",
-                    f"[{name}] {f.method}",
+                    _title(CHECKS[name]),
+                    f.method,
                     f.evidence,
                     f.status,
                     f.role,
+                    name=name,
+                    releases=_mentioned(f.evidence, release_ids),
                 )
             )
     return rows
+
+
+def clause_views(ctx: AuditContext) -> list[ClauseView]:
+    """Every clause of the audited controller, its promise quoted from the policy file (the
+    English summary of :data:`CLAUSE_CHECKS` where the file quotes none), and the releases
+    whose card or ledger entry cites it."""
+    prefix = clause_prefix(ctx.policy)
+    citing: dict[str, list[str]] = {}
+    for _, card in ctx.cards():
+        for clause in card.get("clause_ids") or ():
+            citing.setdefault(str(clause), []).append(str(card.get("release_id")))
+    for e in ctx.entries():
+        for clause in e.request.clause_ids:
+            citing.setdefault(clause, []).append(e.release_id)
+    views = []
+    for clause, (promise, _) in CLAUSE_CHECKS.items():
+        if not clause.startswith(prefix + "-"):
+            continue
+        quoted = ctx.policy.promises.get(clause)
+        views.append(
+            ClauseView(
+                clause,
+                quoted.en if quoted else promise,
+                quoted.sv if quoted else "",
+                tuple(dict.fromkeys(citing.get(clause, ()))),
+            )
+        )
+    if not views:  # a controller's own policy (bring your own data): its own clause ids
+        own = dict.fromkeys(c for p in ctx.policy.purposes.values() for c in p.clause_ids)
+        for clause in own:
+            quoted = ctx.policy.promises.get(clause)
+            views.append(
+                ClauseView(
+                    clause,
+                    quoted.en if quoted else "(the policy file quotes no promise for this clause)",
+                    quoted.sv if quoted else "",
+                    tuple(dict.fromkeys(citing.get(clause, ()))),
+                )
+            )
+    return views
 
 
 def _resolve_key(
@@ -97,20 +172,31 @@ def _resolve_key(
         return None
 
 
-def _resolve_ledger(ws: Workspace, policy: Policy, ledger: Any) -> Any:
+def _resolve_ledger(ws: Workspace, policy: Policy, ledger: Any, cards: Sequence[Any]) -> Any:
+    """The ledger given, else the one the release cards name: of the workspace's throw-away
+    ledger and the controller's, the one that holds the most of the cards' releases (the
+    workspace's on a tie, or when there are no cards)."""
     from segments.privacy.ledger import Ledger, controller_slug, default_ledger_path
 
     if ledger is not None and not isinstance(ledger, str | os.PathLike):
         return ledger
     if ledger is not None:
         return Ledger.open(Path(ledger), policy.controller, create=False, policy=policy)
+    candidates = []
     demo = ws.root / "ledger" / f"{controller_slug(policy.controller)}.sqlite"
     if demo.is_file():
-        return Ledger.for_workspace(ws, policy.controller, create=False, policy=policy)
+        candidates.append(Ledger.for_workspace(ws, policy.controller, create=False, policy=policy))
     default = default_ledger_path(policy.controller)
     if default.is_file():
-        return Ledger.open(default, policy.controller, create=False, policy=policy)
-    return None
+        candidates.append(Ledger.open(default, policy.controller, create=False, policy=policy))
+    if not candidates:
+        return None
+    named = {str(card.get("release_id")) for _, card in cards}
+
+    def held(candidate: Any) -> int:
+        return len(named & {e.release_id for e in candidate.entries()})
+
+    return max(candidates, key=held)  # max keeps the first (the workspace's) on a tie
 
 
 def _default_as_of(ws: Workspace) -> dt.date:
@@ -167,47 +253,72 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def release_type(entry: Any) -> str:
+    """What kind of release an entry is: its spec's name (``segment_overview``,
+    ``monthly_category`` …), else its release id without the date and suffix."""
+    name = entry.request.spec.get("name") if isinstance(entry.request.spec, dict) else None
+    return str(name or entry.release_id.split("-")[0])
+
+
 def _budget_chart(ctx: AuditContext, folder: Path) -> Chart | None:
     if ctx.ledger is None:
         return None
     frame = spending(ctx)
     if frame.is_empty():
         return None
+    import numpy as np
+
     p = ctx.policy.privacy
-    fig = Figure(figsize=(11, 3.6))
+    pure = p.dp_family == "pure"
+    unit = "ε" if pure else "ρ"
+    fig = Figure(figsize=(12, 4.2))
     left, right = fig.subplots(1, 2)
-    by_policy: dict[str, list[tuple[dt.date, float]]] = {}
-    for e in sorted(ctx.ledger.entries(), key=lambda e: e.request.as_of):
-        if e.request.kind == "dp":
-            by_policy.setdefault(e.request.policy, []).append(
-                (e.request.as_of, float(e.request.epsilon or 0.0))
-            )
-    for name, points in by_policy.items():
-        total, xs, ys = 0.0, [], []
-        for day, eps in points:
-            total += eps
-            xs.append(day)
-            ys.append(total)
-        left.step(xs, ys, where="post", marker="o", label=name)
-    left.set_title("ε spent over time (cumulative, per policy)")
-    left.set_ylabel("ε")
+    # left: what each month's releases charged, stacked by release type
+    types = {e.release_id: release_type(e) for e in ctx.entries()}
+    per = frame.with_columns(
+        pl.col("release_id").replace_strict(types, default="other").alias("type"),
+        pl.col("date").dt.truncate("1mo").alias("month"),
+        pl.col("epsilon" if pure else "rho").alias("charge"),
+    )
+    months = sorted(per["month"].unique().to_list())
+    x = np.arange(len(months))
+    bottom = np.zeros(len(months))
+    for name in sorted(per["type"].unique().to_list()):
+        part = per.filter(pl.col("type") == name).group_by("month").agg(pl.col("charge").sum())
+        by_month = dict(zip(part["month"].to_list(), part["charge"].to_list(), strict=True))
+        heights = np.array([by_month.get(m, 0.0) for m in months])
+        left.bar(x, heights, 0.8, bottom=bottom, label=name)
+        bottom += heights
+    step = max(1, len(months) // 12)
+    left.set_xticks(x[::step], [m.strftime("%Y-%m") for m in months][::step], rotation=45)
+    left.set_title(f"{unit} charged per month (as-of month), by release type")
+    left.set_ylabel(unit)
     left.legend(fontsize=8)
+    # right: the rolling period's total at each release, against the budget
     for population, part in frame.group_by("population", maintain_order=True):
         right.plot(
-            part["date"].to_list(), part["period_epsilon"].to_list(), "o-", label=str(population[0])
+            part["date"].to_list(),
+            part["period_epsilon"].to_list(),
+            "o-",
+            ms=4,
+            label=f"{population[0]}: rolling total",
         )
-    right.axhline(p.budget_epsilon, color="tab:red", linestyle="--", label="budget")
-    right.set_title(f"rolling {p.budget_period_months}-month total at each release")
-    right.set_ylabel("ε")
+    right.axhline(p.budget_epsilon, color="tab:red", linestyle="--", label=f"budget ε = "
+                  f"{p.budget_epsilon:g}")
+    top = max(p.budget_epsilon, float(frame["period_epsilon"].max() or 0.0))
+    right.set_ylim(0, top * 1.15)
+    right.set_title(f"ε of the {p.budget_period_months}-month period ending at each release")
+    right.set_ylabel("ε" + ("" if pure else f" at δ = {p.delta:g}"))
     right.legend(fontsize=8)
-    for ax in (left, right):
-        ax.tick_params(axis="x", labelrotation=30)
+    right.tick_params(axis="x", labelrotation=45)
+    fig.tight_layout()
     path = _save(fig, folder / "budget.png")
     return Chart(
         "Privacy budget",
         path,
-        f"Recomputed from the ledger entries; budget ε = {p.budget_epsilon} per "
-        f"{p.budget_period_months} months.",
+        f"Recomputed from the ledger entries. Left: the loss of each month's releases by type. "
+        f"Right: the total of the rolling {p.budget_period_months}-month period, which the "
+        f"budget (ε = {p.budget_epsilon:g}) bounds.",
     )
 
 
@@ -261,14 +372,17 @@ def _kanon_charts(ctx: AuditContext, folder: Path) -> list[Chart]:
 
 # --- sections -----------------------------------------------------------------------------
 def _release_rows(ctx: AuditContext) -> list[dict[str, Any]]:
+    """Every release of the audited policy in the ledger, one row each (anchored by id)."""
     rows = []
-    for e in ctx.entries():
+    for e in sorted(ctx.entries(), key=lambda e: (e.request.as_of, e.reserved_at)):
         r = e.request
         rows.append(
             {
-                "release": e.release_id,
+                "ledger": e.release_id,
+                "type": release_type(e),
                 "status": e.status,
                 "as of": r.as_of.isoformat(),
+                "recorded": (e.published_at or e.reserved_at)[:16].replace("T", " "),
                 "guarantee": r.guarantee,
                 "ε": r.epsilon if r.epsilon is not None else "",
                 "ρ": r.rho if r.rho is not None else "",
@@ -276,7 +390,38 @@ def _release_rows(ctx: AuditContext) -> list[dict[str, Any]]:
                 "recipient": r.recipient,
                 "destination": r.destination,
                 "clauses": ", ".join(r.clause_ids),
-                "files": ", ".join(f"{n} {h[:12]}…" for n, h in e.files.items()),
+                "files": [f"{n} (SHA-256 {h[:12]}…)" for n, h in e.files.items()],
+            }
+        )
+    return rows
+
+
+def ledger_summary(ctx: AuditContext) -> list[dict[str, Any]]:
+    """The ledger by release type: how many, their guarantee, total loss, as-of range and when
+    they were recorded."""
+    groups: dict[str, list[Any]] = {}
+    for e in ctx.entries():
+        groups.setdefault(release_type(e), []).append(e)
+    rows = []
+    for name, entries in sorted(groups.items(), key=lambda kv: min(e.reserved_at for e in kv[1])):
+        eps = [e.request.epsilon for e in entries if e.request.epsilon is not None]
+        rhos = [e.request.rho for e in entries if e.request.rho is not None]
+        as_of = sorted(e.request.as_of for e in entries)
+        recorded = sorted((e.published_at or e.reserved_at) for e in entries)
+        rows.append(
+            {
+                "release type": name,
+                "releases": len(entries),
+                "published": sum(e.status == "published" for e in entries),
+                "guarantee": ", ".join(sorted({e.request.guarantee for e in entries})),
+                "total ε": round(sum(eps), 6) if eps else "",
+                "total ρ": round(sum(rhos), 6) if rhos else "",
+                "as of": as_of[0].isoformat()
+                if as_of[0] == as_of[-1]
+                else f"{as_of[0].isoformat()} … {as_of[-1].isoformat()}",
+                "recorded": recorded[0][:16].replace("T", " ")
+                if len(recorded) == 1
+                else f"{recorded[0][:16]} … {recorded[-1][:16]}".replace("T", " "),
             }
         )
     return rows
@@ -300,7 +445,7 @@ def _scope(ctx: AuditContext, external_gaps: list[str]) -> Section:
             else "no key: steward checks not applicable",
         },
     ]
-    rows += [{"item": "gap", "value": g} for g in external_gaps]
+    rows += [{"item": "not run", "value": g} for g in external_gaps]
     return Section(
         "Scope",
         "What this audit covers. Checks marked 'data steward' re-pseudonymise the excluded "
@@ -314,16 +459,17 @@ def _attack_part(ctx: AuditContext, clause: str) -> tuple[list[Check], list[Sect
     from segments.audit.attacks import attack_dp_differencing, attack_kanon_releases
 
     raw = ctx.raw_customers()
-    promise = "A k-anonymous release resists linkage, homogeneity and differencing attacks."
+    promise = "A k-anonymous release resists linkage, homogeneity and differencing attacks"
     if raw is None:
         return [
             Check(
                 (clause,),
                 promise,
-                "[attacks] needs the raw customer table",
+                "needs the raw customer table",
                 {"reason": "no raw customers: the attacker's knowledge cannot be built"},
                 "not applicable",
                 STEWARD,
+                name="attacks",
             )
         ], []
     results = attack_kanon_releases(ctx.workspace, raw)
@@ -344,14 +490,16 @@ def _attack_part(ctx: AuditContext, clause: str) -> tuple[list[Check], list[Sect
         checks.append(
             Check(
                 (clause,),
-                promise,
-                "[attacks] recount k and l from the file; link with what a neighbour or the "
+                f"{promise}: {r['release_id']}",
+                "recount k and l from the file; link with what a neighbour or the "
                 "company register knows (birth year, gender, postcode; industry, size, "
                 "municipality); homogeneity of the sensitive attribute; differencing across "
                 "releases of the same people",
                 evidence,
                 "pass" if r["verdict"].startswith("low risk") else "fail",
                 STEWARD,
+                name="attacks",
+                releases=(str(r["release_id"]),),
             )
         )
     if not results:
@@ -359,9 +507,10 @@ def _attack_part(ctx: AuditContext, clause: str) -> tuple[list[Check], list[Sect
             Check(
                 (clause,),
                 promise,
-                "[attacks] k-anonymous releases",
+                "k-anonymous releases",
                 {"releases": 0},
                 "not applicable",
+                name="attacks",
             )
         )
     diffs = attack_dp_differencing(ctx.workspace)
@@ -400,15 +549,15 @@ def _mechanism_part(
         results = audit_release_mechanisms(ctx.policy, trials=trials, seed=np.random.default_rng(0))
     else:
         results = audit_cases(list(mechanisms), trials=trials)
-    promise = "Each release mechanism keeps the ε it claims (empirical lower bound)."
     checks = [
         Check(
             (clause,),
-            promise,
-            "[dp_audit] run the resolved OpenDP measurement on neighbouring datasets (with "
+            f"The mechanism keeps the ε it claims: {r.name}",
+            "run the resolved OpenDP measurement on neighbouring datasets (with "
             "and without one heavy person); Clopper-Pearson lower bound on ε",
             r.record(clause)["evidence"] | {"mechanism": r.name},
             "pass" if r.passed else "fail",
+            name="dp_audit",
         )
         for r in results
     ]
@@ -417,24 +566,12 @@ def _mechanism_part(
         person_checks, person_records = _person_audit(ctx, clause, trials)
         checks += person_checks
         records += person_records
-    fig = Figure(figsize=(8, 0.6 + 0.45 * len(results)))
-    ax = fig.subplots()
-    names = [r.name[:48] for r in results]
-    y = np.arange(len(results))
-    ax.barh(y - 0.2, [r.claimed_epsilon for r in results], 0.4, label="claimed ε")
-    ax.barh(
-        y + 0.2,
-        [max(r.epsilon_lower_bound, 0.0) for r in results],
-        0.4,
-        label=f"empirical lower bound ({results[0].confidence:.0%})" if results else "",
-    )
-    ax.set_yticks(y, names, fontsize=7)
-    ax.set_xlabel("ε")
-    ax.legend(fontsize=7)
     chart = Chart(
         "Empirical DP audit",
-        _save(fig, ctx.workspace.report / "dp_audit.png"),
-        "A lower bound above the claim refutes the claim.",
+        _dp_audit_chart(results, ctx.workspace.report / "dp_audit.png"),
+        "Bars: the ε each mechanism claims and the empirical lower bound measured on "
+        "neighbouring datasets; a lower bound above the claim refutes the claim. A lower "
+        "bound of 0 is drawn as a tick and labelled.",
     )
     section = Section(
         "Empirical DP audit",
@@ -485,10 +622,12 @@ def _person_audit(ctx: AuditContext, clause: str, trials: int) -> tuple[list[Che
             Check(
                 (clause,),
                 title,
-                f"[dp_audit_person] {result.name}: resolved measurement on the real prepare's "
+                f"{result.name}: resolved measurement on the real prepare's "
                 "output with and without one person removed from the raw data",
                 evidence,
                 "pass" if ok else "fail",
+                name="dp_audit_person",
+                releases=tuple(audited.release_ids),
             )
         )
     for row in rows:
@@ -499,22 +638,52 @@ def _person_audit(ctx: AuditContext, clause: str, trials: int) -> tuple[list[Che
             Check(
                 (clause,),
                 "A population's accepted sequence of releases stays within the budget.",
-                "[dp_audit_budget] the most ε charged within any budget period of recorded "
+                "the most ε charged within any budget period of recorded "
                 "time, from the ledger",
                 row,
                 "pass" if ok else "fail",
+                name="dp_audit_budget",
             )
         )
     return checks, records
 
 
+def _dp_audit_chart(results: Sequence[Any], path: Path) -> Path:
+    """Claimed ε and the empirical lower bound per mechanism, full names, zeros visible."""
+    import numpy as np
+
+    names = ["\n".join(textwrap.wrap(str(r.name), 42)) for r in results]
+    lines = sum(n.count("\n") + 1 for n in names)
+    fig = Figure(figsize=(10, 1.2 + 0.32 * lines + 0.25 * len(results)))
+    ax = fig.subplots()
+    y = np.arange(len(results))[::-1]
+    claimed = [float(r.claimed_epsilon) for r in results]
+    lower = [max(float(r.epsilon_lower_bound), 0.0) for r in results]
+    conf = f"{results[0].confidence:.0%} " if results else ""
+    ax.barh(y + 0.2, claimed, 0.38, label="claimed ε", color="tab:blue")
+    ax.barh(y - 0.2, lower, 0.38, label=f"empirical lower bound ({conf}confidence)",
+            color="tab:orange")
+    top = max([*claimed, *lower, 1e-9])
+    for yi, c, lo in zip(y, claimed, lower, strict=True):
+        ax.text(c + top * 0.01, yi + 0.2, f"{c:.3g}", va="center", fontsize=8)
+        ax.plot([0], [yi - 0.2], marker="|", ms=10, color="tab:orange")
+        ax.text(lo + top * 0.01, yi - 0.2, f"{lo:.3g}", va="center", fontsize=8)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlim(0, top * 1.18)
+    ax.set_xlabel("ε")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _crashed(clause: str, part: str, exc: Exception) -> Check:
     return Check(
         (clause,),
-        f"The {part} part of the audit ran.",
-        f"[{part}] could not run",
+        f"The {part} part of the audit ran",
+        "could not run",
         {"error": f"{type(exc).__name__}: {str(exc)[:200]}"},
         "fail",
+        name=part,
     )
 
 
@@ -532,17 +701,17 @@ def _external(
         c, s = _attack_part(ctx, clause)
         checks, sections = checks + c, sections + s
     except ImportError:
-        gaps.append("segments.audit.attacks is not available: no attacks were run")
+        gaps.append("the attacks (segments.audit.attacks is not installed)")
     except Exception as exc:  # the attacks could not read a release: it cannot be verified
         checks.append(_crashed(clause, "attacks", exc))
-    if dp_trials is None:
-        gaps.append("the empirical DP audit was not run (dp_trials=None)")
+    if not dp_trials:
+        gaps.append("the empirical DP audit (0 trials asked)")
     else:
         try:
             c, s, ch = _mechanism_part(ctx, clause, dp_trials, mechanisms)
             checks, sections, charts = checks + c, sections + s, charts + ch
         except ImportError:
-            gaps.append("segments.audit.mechanisms is not available: no empirical DP audit")
+            gaps.append("the empirical DP audit (segments.audit.mechanisms is not installed)")
         except Exception as exc:
             checks.append(_crashed(clause, "dp_audit", exc))
     return checks, sections, charts, gaps
@@ -607,42 +776,68 @@ def run_audit(
         workspace=ws,
         policy=pol,
         as_of=day or _default_as_of(ws),
-        ledger=_resolve_ledger(ws, pol, ledger),
         key=_resolve_key(ws, key, steward),
         notebooks=nbs,
     )
-    findings = {name: _safe(name, check, ctx) for name, check in CHECKS.items()}
+    ctx.ledger = _resolve_ledger(ws, pol, ledger, ctx.cards())
+    sections = progress(total=5, desc="audit", unit="part")
+    findings = {}
+    for name, check in CHECKS.items():
+        sections.set_postfix_str(name)
+        findings[name] = _safe(name, check, ctx)
     findings["key_matches"] = _key_matches(ctx)
-    rows = clause_rows(pol, findings)
-    prefix = clause_prefix(pol)
-    rows += [
+    sections.update()
+    links = _release_links(ctx)
+    known = sorted(set(links) | {e.release_id for e in ctx.entries()})
+    rows = clause_rows(pol, findings, known)
+    key_check = findings["key_matches"]
+    rows.append(
         Check(
-            (f"{prefix}-9",) if f"{prefix}-9" in CLAUSE_CHECKS else (f"{prefix}-1",),
-            "The steward's key matches the frames audited.",
-            f"[key_matches] {findings['key_matches'].method}",
-            findings["key_matches"].evidence,
-            findings["key_matches"].status,
+            (),
+            "The steward's key is the one the frames were pseudonymised with",
+            key_check.method,
+            key_check.evidence,
+            key_check.status,
             STEWARD,
+            name="key_matches",
+            kind="precondition",
         )
-    ]
+    )
+    sections.set_postfix_str("attacks and DP audit")
     ext_checks, ext_sections, ext_charts, gaps = _external(ctx, dp_trials, mechanisms)
+    sections.update(2)
+    sections.set_postfix_str("charts")
     folder = ws.report
     charts = [c for c in (_budget_chart(ctx, folder),) if c is not None]
     charts += _kanon_charts(ctx, folder) + ext_charts
+    sections.update()
     pii = findings["pii_scan"]
+    releases = _release_rows(ctx)
     report = AuditReport(
         policy=pol.name,
         controller=pol.controller,
         workspace=str(ws.root),
         generated_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         checks=rows + ext_checks,
+        clauses=clause_views(ctx),
+        not_run=gaps,
+        release_links=links,
         sections=[
             _scope(ctx, gaps),
             Section(
-                "Releases in the ledger",
-                "Every release of this policy the ledger "
-                "records, with its guarantee, privacy loss and file hashes.",
-                _release_rows(ctx),
+                "The ledger by release type",
+                f"Ledger {_ledger_name(ctx)}: every release of this policy it records, grouped "
+                "by type, with the release's as-of date (its place in the budget) and when the "
+                "ledger recorded it.",
+                ledger_summary(ctx),
+            ),
+            Section(
+                "Every release in the ledger",
+                f"{len(releases)} releases with their guarantee, privacy loss, destination and "
+                "file hashes.",
+                releases,
+                anchor="ledger",
+                folded=len(releases) > 12,
             ),
             Section(
                 "PII scan",
@@ -655,7 +850,25 @@ def run_audit(
         ],
         charts=charts,
     )
-    return _write(report, ctx)
+    written = _write(report, ctx)
+    sections.update()
+    sections.close()
+    return written
+
+
+def _ledger_name(ctx: AuditContext) -> str:
+    if ctx.ledger is None:
+        return "(none found)"
+    return f"{ctx.ledger.path.name} ({ctx.ledger.label or 'the controller ledger'})"
+
+
+def _release_links(ctx: AuditContext) -> dict[str, str]:
+    """Release id → its card or certificate, relative to the report folder."""
+    out = {}
+    for path, card in ctx.cards():
+        rel = os.path.relpath(path, ctx.workspace.report)
+        out[str(card.get("release_id"))] = Path(rel).as_posix()
+    return out
 
 
 def _write(report: AuditReport, ctx: AuditContext) -> AuditReport:
@@ -668,19 +881,24 @@ def _write(report: AuditReport, ctx: AuditContext) -> AuditReport:
     markdown = render_markdown(report)
     hits = scan_text(markdown, "audit.md", known)
     if hits:  # the report itself must not carry personal data: fail, showing only redactions
+        pii_clauses = next((c.clause_ids for c in report.checks if c.name == "pii_scan"), ())
         report.checks.append(
             Check(
-                report.checks[0].clause_ids,
-                "The report itself holds no personal data.",
-                "[pii_scan] scan of the rendered report",
+                pii_clauses or report.checks[0].clause_ids,
+                "The report itself holds no personal data",
+                "scan of the rendered report",
                 {"hits": [f"{h.kind} {h.redacted}" for h in hits]},
                 "fail",
                 STEWARD if known else "reviewer",
+                name="pii_scan_report",
             )
         )
         markdown = render_markdown(report)
     with atomic_write(folder / "audit.md", "w") as fh:
         fh.write(markdown)
+    ledger_ids = [e.release_id for e in ctx.entries()]
     with atomic_write(folder / "audit.html", "w") as fh:
-        fh.write(render_html(report))
+        fh.write(render_html(report, ledger_ids))
+    with atomic_write(folder / "audit.json", "w") as fh:
+        fh.write(render_json(report))
     return report

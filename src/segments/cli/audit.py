@@ -2,7 +2,8 @@
 
 ``segments audit --workspace W --policy NAME [--key-file F] [--ledger PATH]`` runs every check
 (a checklist row per clause id of the controller), the PII scan, and the attacks and empirical
-DP audit when available, and writes ``W/report/audit.html`` (self-contained) and ``audit.md``.
+DP audit when available, and writes ``W/report/audit.html`` (self-contained), ``audit.md`` and
+``audit.json`` (structured results).
 With the steward's key (``--key-file``, the environment variable, or the demo key of synthetic
 data) the checks that re-pseudonymise excluded people run in the data steward's role;
 ``--reviewer`` runs without the key (those checks are then not applicable, never passed).
@@ -22,7 +23,7 @@ def register(subparsers: Any) -> None:
         "audit",
         help="reviewer's audit: checklist per policy clause, PII scan, charts (W/report/)",
         description="Verify every promise of a policy against what the workspace produced and "
-        "write W/report/audit.html and audit.md.",
+        "write W/report/audit.html, audit.md and audit.json.",
     )
     add_workspace_option(parser)
     parser.add_argument("--policy", required=True, help="policy audited (e.g. alloffice)")
@@ -66,15 +67,15 @@ def run(args: argparse.Namespace) -> int:
         steward=not args.reviewer,
         dp_trials=args.dp_trials or None,
     )
-    counts = report.counts()
-    print(
-        f"audit of {report.controller} ({report.policy}): {counts['pass']} pass, "
-        f"{counts['fail']} fail, {counts['not applicable']} not applicable"
-    )
-    for check in report.checks:
-        if check.status == "fail":
-            print(f"  FAIL {', '.join(check.clause_ids)}: {check.method[:100]}")
-    print(f"report: {args.workspace.report / 'audit.html'} (and audit.md)")
+    from segments.audit.render import load_audit_json
+
+    audit = load_audit_json(args.workspace.report)  # what was written, not what was meant
+    print(f"audit of {audit['controller']} ({audit['policy']}): {audit['banner']}")
+    for check in audit["checks"]:
+        if check["verdict"] == "fail":
+            clauses = ", ".join(check["clauses"]) or check["kind"]
+            print(f"  FAIL {clauses}: [{check['name']}] {check['title'][:90]}")
+    print(f"report: {args.workspace.report / 'audit.html'} (and audit.md, audit.json)")
     return 0 if report.passed else 1
 
 
