@@ -54,7 +54,9 @@ def report(tmp_path: Path) -> AuditReport:
                 name="destinations",
                 releases=("r-1",),
             ),
-            Check((), "key matches", "key id", {"frames": 3}, "pass", name="key", kind="precondition"),
+            Check(
+                (), "key matches", "key id", {"frames": 3}, "pass", name="key", kind="precondition"
+            ),
         ],
         clauses=[
             ClauseView("AO-2", "Processed only within the EU/EEA.", "Enbart inom EU/EES."),

@@ -165,3 +165,26 @@ def test_the_real_report_renders_in_headless_chromium(
     cards = re.findall(r"href='(\.\./releases/[^']+)'", html)
     assert cards and all((good.report / c).resolve().is_file() for c in cards)
     assert {Path(c).name for c in cards} == {"card.json", "certificate.json"}
+
+
+def test_the_audit_reads_the_ledger_the_cards_name(
+    good: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A throw-away ledger beside releases recorded in another ledger: the audit reads the
+    ledger that holds the cards' releases, not the throw-away one."""
+    from segments.privacy.ledger import LEDGER_DIR_ENV, Ledger
+
+    ws = copy_workspace(good, tmp_path / "ws")
+    policy = Policy.load("alloffice")
+    (recorded,) = (ws.root / "ledger").glob("*.sqlite")
+    elsewhere = tmp_path / "controller" / recorded.name
+    elsewhere.parent.mkdir()
+    recorded.rename(elsewhere)
+    monkeypatch.setenv(LEDGER_DIR_ENV, str(tmp_path / "controller"))
+    Ledger.for_workspace(ws, policy.controller, policy=policy, synthetic=True)  # empty, new
+    report = run_audit(ws, policy, dp_trials=None, notebooks=[])
+    chain = next(c for c in report.checks if c.name == "ledger_chain")
+    assert chain.status == "pass", chain.evidence
+    summary = next(s for s in report.sections if s.title == "The ledger by release type")
+    assert {r["release type"] for r in summary.rows} >= {"segment_overview", "monthly_category"}
+    assert all(r["recorded"] and r["as of"] for r in summary.rows)

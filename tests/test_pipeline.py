@@ -51,6 +51,10 @@ def test_the_main_job_runs_end_to_end(tmp_path, capsys) -> None:
     assert print_summary(summary) == 0
     out = capsys.readouterr().out
     assert "0 fail" in out and "THROW-AWAY DEMO LEDGER" in out
+    # next steps: the report, the ledger command that works for this workspace, the notebooks
+    assert (ws / "report" / "audit.html").resolve().as_uri() in out
+    assert f"segments ledger --workspace {ws} --policy alloffice" in out
+    assert "jupyter lab" in out
     for made in (
         "report/audit.html",
         "forecasts/purchasing_export.csv",

@@ -164,7 +164,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "SegmentSource",
     ),
     "segments.audit.checks": ("CLAUSE_CHECKS",),
-    "segments.audit.render": ("AuditReport",),
+    "segments.audit.render": ("AuditReport", "load_audit_json"),
     "segments.audit.run": ("run_audit",),
 }
 

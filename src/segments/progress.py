@@ -36,7 +36,7 @@ def progress(
     unit: str = "step",
     leave: bool = False,
     **kwargs: Any,
-) -> tqdm:  # type: ignore[type-arg]
+) -> tqdm:
     """A tqdm bar over ``iterable`` (or a manual one of ``total`` steps), quiet off a terminal.
 
     Parameters

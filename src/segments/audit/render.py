@@ -226,7 +226,8 @@ def _value_html(value: Any, link: _Linker, limit: int = 12) -> str:
     """A value as a reader wants it: lists as lists, records as tables, long lists folded."""
     if isinstance(value, Mapping):
         if len(value) > limit:
-            return f"<details><summary>{len(value)} entries</summary>{_kv_table(value, link)}</details>"
+            table = _kv_table(value, link)
+            return f"<details><summary>{len(value)} entries</summary>{table}</details>"
         return _kv_table(value, link)
     if isinstance(value, (list, tuple)):
         if not value:
@@ -549,8 +550,11 @@ def render_json(report: AuditReport) -> str:
                 "promise_sv": v.promise_sv,
                 "promise_en": v.promise_en,
                 "verdict": report.clause_verdict(v.clause_id),
-                "checks": [i for i, c in zip(ids, report.checks, strict=True) if
-                           c.kind == "promise" and v.clause_id in c.clause_ids],
+                "checks": [
+                    i
+                    for i, c in zip(ids, report.checks, strict=True)
+                    if c.kind == "promise" and v.clause_id in c.clause_ids
+                ],
                 "releases": list(v.releases),
             }
             for v in report.clauses

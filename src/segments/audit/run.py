@@ -38,7 +38,6 @@ from segments.audit.checks import (
     spending,
 )
 from segments.audit.pii import scan_text
-from segments.progress import progress
 from segments.audit.render import (
     AuditReport,
     Chart,
@@ -51,6 +50,7 @@ from segments.audit.render import (
 )
 from segments.exceptions import PolicyError
 from segments.policy import Policy
+from segments.progress import progress
 from segments.pseudonym import PseudonymKey, load_key, read_manifest
 from segments.workspace import Workspace, atomic_write, write_json
 
@@ -174,8 +174,8 @@ def _resolve_key(
 
 def _resolve_ledger(ws: Workspace, policy: Policy, ledger: Any, cards: Sequence[Any]) -> Any:
     """The ledger given, else the one the release cards name: of the workspace's throw-away
-    ledger and the controller's, the one that holds the most of the cards' releases (the
-    workspace's on a tie, or when there are no cards)."""
+    ledger and the controller's (real and evaluation) ledgers, the one that holds the most of
+    the cards' releases (the workspace's on a tie, or when there are no cards)."""
     from segments.privacy.ledger import Ledger, controller_slug, default_ledger_path
 
     if ledger is not None and not isinstance(ledger, str | os.PathLike):
@@ -186,9 +186,14 @@ def _resolve_ledger(ws: Workspace, policy: Policy, ledger: Any, cards: Sequence[
     demo = ws.root / "ledger" / f"{controller_slug(policy.controller)}.sqlite"
     if demo.is_file():
         candidates.append(Ledger.for_workspace(ws, policy.controller, create=False, policy=policy))
-    default = default_ledger_path(policy.controller)
-    if default.is_file():
-        candidates.append(Ledger.open(default, policy.controller, create=False, policy=policy))
+    for evaluation in (False, True):
+        default = default_ledger_path(policy.controller, evaluation=evaluation)
+        if default.is_file():
+            candidates.append(
+                Ledger.open(
+                    default, policy.controller, evaluation=evaluation, create=False, policy=policy
+                )
+            )
     if not candidates:
         return None
     named = {str(card.get("release_id")) for _, card in cards}
@@ -303,9 +308,10 @@ def _budget_chart(ctx: AuditContext, folder: Path) -> Chart | None:
             ms=4,
             label=f"{population[0]}: rolling total",
         )
-    right.axhline(p.budget_epsilon, color="tab:red", linestyle="--", label=f"budget ε = "
-                  f"{p.budget_epsilon:g}")
-    top = max(p.budget_epsilon, float(frame["period_epsilon"].max() or 0.0))
+    right.axhline(
+        p.budget_epsilon, color="tab:red", linestyle="--", label=f"budget ε = {p.budget_epsilon:g}"
+    )
+    top = max(p.budget_epsilon, float(frame["period_epsilon"].fill_nan(0.0).max() or 0.0))  # type: ignore[arg-type]
     right.set_ylim(0, top * 1.15)
     right.set_title(f"ε of the {p.budget_period_months}-month period ending at each release")
     right.set_ylabel("ε" + ("" if pure else f" at δ = {p.delta:g}"))
@@ -661,8 +667,9 @@ def _dp_audit_chart(results: Sequence[Any], path: Path) -> Path:
     lower = [max(float(r.epsilon_lower_bound), 0.0) for r in results]
     conf = f"{results[0].confidence:.0%} " if results else ""
     ax.barh(y + 0.2, claimed, 0.38, label="claimed ε", color="tab:blue")
-    ax.barh(y - 0.2, lower, 0.38, label=f"empirical lower bound ({conf}confidence)",
-            color="tab:orange")
+    ax.barh(
+        y - 0.2, lower, 0.38, label=f"empirical lower bound ({conf}confidence)", color="tab:orange"
+    )
     top = max([*claimed, *lower, 1e-9])
     for yi, c, lo in zip(y, claimed, lower, strict=True):
         ax.text(c + top * 0.01, yi + 0.2, f"{c:.3g}", va="center", fontsize=8)
