@@ -15,6 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # or an earlier rank. Top-level modules and packages are named by their first two parts.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("segments._lazy", "segments.exceptions", "segments.workspace", "segments.schema"),
+    ("segments.progress",),
     ("segments.geography", "segments.plots"),
     ("segments.synth", "segments.ingest"),
     ("segments.policy",),
