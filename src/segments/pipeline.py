@@ -30,6 +30,10 @@ from segments.workspace import STAGES, Workspace, write_json
 
 __all__ = ["BudgetPlan", "DemoSummary", "Step", "demo_steps", "plan_budget", "run_demo"]
 
+#: Columns of the main job's k-anonymous segment table: what purchasing needs (region,
+#: segment, spend band). With the eight default columns at k = 10 every column but the
+#: postcode ends up "*" (the segment included); with these three the segment is kept whole.
+KANON_COLUMNS = ("county_code", "segment", "spend_band")
 #: Months of the monthly purchasing series inside one budget period are each charged once.
 _MONTHS_PER_PERIOD = 12
 #: The main job's dataset: a retailer of this kind has tens of thousands of customers. It is
@@ -246,6 +250,9 @@ def demo_steps(ws: Path, policy: Policy, as_of: str, plan: BudgetPlan) -> list[S
                 str(policy.privacy.min_k),
                 "--segments",
                 "category_rule",
+                # the columns purchasing needs: fewer columns keep the segment itself
+                "--columns",
+                ",".join(KANON_COLUMNS),
                 "--seed",
                 "7",
             ),

@@ -191,8 +191,50 @@ def _county_polygons() -> dict[str, list[np.ndarray]]:
     return rings
 
 
-def plot_county_map(values: Any, column: str, ax: Any = None, cmap: str = "viridis") -> Any:
-    """Choropleth of Sweden's counties (matplotlib polygons, no geopandas).
+def _ring_area_centroid(ring: np.ndarray) -> tuple[float, tuple[float, float]]:
+    """Area and area-weighted centroid of a closed ring (shoelace formula)."""
+    x, y = ring[:, 0], ring[:, 1]
+    cross = x * np.roll(y, -1) - np.roll(x, -1) * y
+    area = cross.sum() / 2
+    if abs(area) < 1e-12:
+        return 0.0, (float(x.mean()), float(y.mean()))
+    cx = ((x + np.roll(x, -1)) * cross).sum() / (6 * area)
+    cy = ((y + np.roll(y, -1)) * cross).sum() / (6 * area)
+    return abs(float(area)), (float(cx), float(cy))
+
+
+#: Where the labels of small, crowded counties go instead of their centroid (offset in the
+#: map's units: degrees of latitude; longitude scaled by cos 62°): out to sea or apart.
+_LABEL_NUDGE = {
+    "13": (-0.75, 0.0),  # Halland: into the Kattegat
+    "08": (0.15, 0.1),  # Kalmar
+    "09": (0.45, 0.0),  # Gotland: east of the island
+    "10": (0.6, -0.3),  # Blekinge: south-east, into the Baltic
+    "07": (-0.05, -0.15),  # Kronoberg
+    "01": (0.45, -0.05),  # Stockholm: towards the archipelago
+    "03": (0.15, 0.2),  # Uppsala
+    "19": (-0.05, 0.1),  # Västmanland
+    "04": (0.1, -0.1),  # Södermanland
+    "18": (-0.2, -0.1),  # Örebro
+}
+
+
+def plot_county_map(
+    values: Any,
+    column: str,
+    ax: Any = None,
+    cmap: str = "viridis",
+    *,
+    interval: tuple[str, str] | None = None,
+    names: bool = True,
+    label: str | None = None,
+    fontsize: float = 7.0,
+) -> Any:
+    """Choropleth of Sweden's counties (matplotlib polygons, no geopandas), labelled.
+
+    Each county is labelled with its short name and its value (or the interval
+    ``interval = (lower column, upper column)``), in white on a dark fill and black on a light
+    one, with a contrasting outline so the text stays readable on any colour.
 
     Parameters
     ----------
@@ -201,36 +243,92 @@ def plot_county_map(values: Any, column: str, ax: Any = None, cmap: str = "virid
     column : str
     ax : matplotlib Axes, optional
     cmap : str
+    interval : (str, str), optional
+        Columns of the lower and upper bound printed under each county's name.
+    names : bool
+        Print the counties' names.
+    label : str, optional
+        Colour-bar label (default: ``column``).
+    fontsize : float
 
     Returns
     -------
     matplotlib Axes
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> from segments.geography import counties
+    >>> ax = plot_county_map(counties(), "population")  # doctest: +SKIP
     """
+    import matplotlib.patheffects as pe
     import matplotlib.pyplot as plt
     from matplotlib.collections import PatchCollection
+    from matplotlib.colors import Normalize
     from matplotlib.patches import Polygon
 
+    from segments.geography import counties
+
     if ax is None:
-        _, ax = plt.subplots(figsize=(4, 7), layout="constrained")
-    by_county = dict(zip(values["county_code"].to_list(), values[column].to_list(), strict=True))
+        _, ax = plt.subplots(figsize=(5.5, 9), layout="constrained")
+    rows = {r["county_code"]: r for r in values.iter_rows(named=True)}
+    by_county = {code: r[column] for code, r in rows.items()}
+    short = dict(counties().select("county_code", "county_name_short").iter_rows())
+    shown = [float(v) for v in by_county.values() if v is not None]
+    norm = Normalize(min(0.0, *shown) if shown else 0.0, max(shown) if shown else 1.0)
+    colormap = plt.get_cmap(cmap)
     patches, colours, missing = [], [], []
+    anchors: dict[str, tuple[float, float]] = {}
     for code, rings in sorted(_county_polygons().items()):
+        biggest = 0.0
         for ring in rings:
             # longitude scaled by cos(62°) so Sweden keeps its shape
-            patch = Polygon(np.column_stack([ring[:, 0] * 0.47, ring[:, 1]]), closed=True)
-            if code in by_county:
+            scaled = np.column_stack([ring[:, 0] * 0.47, ring[:, 1]])
+            area, centre = _ring_area_centroid(scaled)
+            if area > biggest:
+                biggest, anchors[code] = area, centre
+            patch = Polygon(scaled, closed=True)
+            if by_county.get(code) is not None:
                 patches.append(patch)
-                colours.append(by_county[code])
+                colours.append(float(by_county[code]))
             else:
                 missing.append(patch)
-    collection = PatchCollection(patches, cmap=cmap, edgecolor="white", linewidth=0.4)
+    collection = PatchCollection(
+        patches, cmap=colormap, norm=norm, edgecolor="white", linewidth=0.5
+    )
     collection.set_array(np.asarray(colours, dtype=float))
     ax.add_collection(collection)
     ax.add_collection(PatchCollection(missing, facecolor="lightgrey", edgecolor="white"))
+    for code, (x, y) in anchors.items():
+        dx, dy = _LABEL_NUDGE.get(code, (0.0, 0.0))
+        x, y = x + dx, y + dy
+        lines = [short.get(code, code)] if names else []
+        if code in rows and interval is not None:
+            lo, hi = rows[code][interval[0]], rows[code][interval[1]]
+            lines.append(f"{lo:,.0f}–{hi:,.0f}")
+        elif by_county.get(code) is not None:
+            lines.append(f"{by_county[code]:,.4g}")
+        if not lines:
+            continue
+        value = by_county.get(code)
+        r, g, b, _ = colormap(norm(value)) if value is not None else (0.83, 0.83, 0.83, 1)
+        dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+        ink, halo = ("white", "black") if dark else ("black", "white")
+        ax.text(
+            x,
+            y,
+            "\n".join(lines),
+            ha="center",
+            va="center",
+            fontsize=fontsize,
+            color=ink,
+            linespacing=1.0,
+            path_effects=[pe.withStroke(linewidth=1.6, foreground=halo, alpha=0.7)],
+        )
     ax.autoscale_view()
     ax.set_aspect("equal")
     ax.set_axis_off()
-    ax.figure.colorbar(collection, ax=ax, shrink=0.6, label=column)
+    ax.figure.colorbar(collection, ax=ax, shrink=0.6, label=label or column)
     return ax
 
 
@@ -349,13 +447,16 @@ def plot_forecast_fans(
 
 
 def plot_privacy_cost(table: Any, ax: Any = None) -> Any:
-    """Forecast error (median MAPE with its spread) against the per-month ε.
+    """Forecast error (median MAPE with its 10–90 % spread) against the per-month ε, one line
+    per forecasting method, each beside its own baseline from the true totals.
 
     Parameters
     ----------
     table : pandas.DataFrame
-        Rows of the backtest: ``epsilon`` (``None`` for the true-totals and seasonal-naive
-        baselines), ``method``, ``mape_median``, ``mape_q10``, ``mape_q90``.
+        Rows of the backtest (:func:`segments.backtest_table`): ``epsilon`` (missing for the
+        true-totals baselines), ``method`` (e.g. ``"DP archive eps=1, ETS"``; the text after
+        the last ", " names the forecasting method), ``mape_median``, ``mape_q10``,
+        ``mape_q90``.
     ax : matplotlib Axes, optional
 
     Returns
@@ -365,23 +466,36 @@ def plot_privacy_cost(table: Any, ax: Any = None) -> Any:
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")
-    dp = table[table["epsilon"].notna()].sort_values("epsilon")
-    low = dp["mape_median"] - dp["mape_q10"]
-    high = dp["mape_q90"] - dp["mape_median"]
-    ax.errorbar(
-        dp["epsilon"],
-        dp["mape_median"],
-        yerr=[low, high],
-        marker="o",
-        capsize=3,
-        label="forecast from DP archive (median, 10-90 %)",
-    )
-    for style, (_, row) in zip(
-        ("--", ":"), table[table["epsilon"].isna()].iterrows(), strict=False
-    ):
-        ax.axhline(row["mape_median"], linestyle=style, color="grey", label=row["method"])
+        _, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    model = table["method"].astype(str).str.rsplit(", ", n=1).str[-1]
+    dp = table[table["epsilon"].notna()]
+    models = list(dict.fromkeys(model[dp.index]))
+    for i, name in enumerate(models):
+        colour = f"C{i}"
+        rows = dp[model[dp.index] == name].sort_values("epsilon")
+        # a small horizontal offset keeps the error bars of the methods apart
+        x = rows["epsilon"] * (1 + 0.04 * (i - (len(models) - 1) / 2))
+        ax.errorbar(
+            x,
+            rows["mape_median"],
+            yerr=[rows["mape_median"] - rows["mape_q10"], rows["mape_q90"] - rows["mape_median"]],
+            marker="o",
+            capsize=3,
+            color=colour,
+            label=f"{name} from the DP archive (median, 10–90 %)",
+        )
+        for _, row in table[table["epsilon"].isna() & (model == name)].iterrows():
+            ax.axhline(
+                row["mape_median"],
+                linestyle="--",
+                color=colour,
+                alpha=0.8,
+                label=f"{name} from the true totals",
+            )
     ax.set_xscale("log", base=2)
+    ticks = sorted(dp["epsilon"].unique())
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("ε per released month")
     ax.set_ylabel("MAPE over the 6 held-out months (%)")
     ax.legend(fontsize="small")

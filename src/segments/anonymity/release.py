@@ -149,6 +149,30 @@ class KAnonymousTable:
     search: SearchResult | None
     metrics: dict[str, Any]
     hierarchy_labels: dict[str, list[str]]
+    #: per quasi-identifier, what generalisation cost it (as ARX shows it): see column_loss
+    column_loss: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def fully_generalised(self) -> tuple[str, ...]:
+        """Columns that carry no information any more: one value (``*``) in every row."""
+        return tuple(c["column"] for c in self.column_loss if c["fully generalised"])
+
+    def warnings(self) -> list[str]:
+        """What a recipient should know before using the table (empty when nothing)."""
+        if not self.fully_generalised:
+            return []
+        return [
+            f"column(s) {', '.join(self.fully_generalised)} fully generalised to one value in "
+            f"every row: they carry no information; release only the columns the purpose needs "
+            f"(fewer columns keep more detail in each), or lower k if the policy allows"
+        ]
+
+    def __repr__(self) -> str:
+        kept = ", ".join(f"{c['column']} {c['released values']}" for c in self.column_loss)
+        return (
+            f"KAnonymousTable({self.model.name}: {self.table.height} rows, {self.suppressed} "
+            f"suppressed; values per column: {kept})"
+        )
 
     def certificate(self) -> dict[str, Any]:
         """The certificate without the file checksum (added when written)."""
@@ -164,6 +188,8 @@ class KAnonymousTable:
             "suppression_limit": self.model.suppression_limit,
             "search": None if self.search is None else self.search.to_dict(),
             "metrics": self.metrics,
+            "column_loss": [dict(c) for c in self.column_loss],
+            "warnings": self.warnings(),
             "row_order": "random (seeded permutation)",
         }
 
@@ -177,6 +203,7 @@ def anonymise(
     loss: Loss = "discernibility",
     levels: Mapping[str, int] | None = None,
     population: pl.DataFrame | None = None,
+    max_fully_generalised: int | None = None,
 ) -> KAnonymousTable:
     """Generalise ``df`` optimally (or at ``levels``), suppress, shuffle and measure.
 
@@ -195,11 +222,15 @@ def anonymise(
         Use these levels instead of searching (they must satisfy the model).
     population : polars.DataFrame, optional
         A population table with the quasi-identifier columns, for journalist risk.
+    max_fully_generalised : int, optional
+        Refuse a table with more columns than this generalised to one value in every row
+        (default: allow, with a warning in :meth:`KAnonymousTable.warnings`).
 
     Raises
     ------
     KAnonymityError
-        From the search; or if given levels suppress more rows than allowed.
+        From the search; if given levels suppress more rows than allowed; or if more columns
+        than ``max_fully_generalised`` carry no information.
     """
     qis = tuple(hierarchies)
     search = None
@@ -239,6 +270,15 @@ def anonymise(
     # the values the file shows (not the hierarchy's whole level: that could name values
     # whose people were suppressed)
     labels = {q: sorted(shuffled[q].unique().to_list()) for q in qis}
+    column_loss = _column_loss(base, shuffled, hierarchies, levels)
+    useless = [c["column"] for c in column_loss if c["fully generalised"]]
+    if max_fully_generalised is not None and len(useless) > max_fully_generalised:
+        raise KAnonymityError(
+            f"{model.name} generalises {', '.join(useless)} to one value in every row "
+            f"({len(useless)} columns, at most {max_fully_generalised} allowed): the table "
+            "would carry no information in them; release only the columns the purpose needs "
+            "(e.g. --columns county_code,segment,spend_band) so the others keep their detail"
+        )
     return KAnonymousTable(
         table=shuffled,
         qis=qis,
@@ -249,7 +289,35 @@ def anonymise(
         search=search,
         metrics=metrics,
         hierarchy_labels=labels,
+        column_loss=tuple(column_loss),
     )
+
+
+def _column_loss(
+    before: pl.DataFrame,
+    after: pl.DataFrame,
+    hierarchies: Mapping[str, Hierarchy],
+    levels: Mapping[str, int],
+) -> list[dict[str, Any]]:
+    """Per quasi-identifier: its level of the hierarchy's height, the precision loss
+    (level / height, as ARX's generalisation intensity), distinct values before and after, and
+    whether it ended fully generalised (one value left)."""
+    out = []
+    for q, h in hierarchies.items():
+        level = int(levels[q])
+        released = after[q].n_unique() if after.height else 0
+        out.append(
+            {
+                "column": q,
+                "level": level,
+                "height": int(h.height),
+                "precision loss": round(level / h.height, 4) if h.height else 0.0,
+                "values before": int(before[q].n_unique()),
+                "released values": int(released),
+                "fully generalised": released <= 1 and before[q].n_unique() > 1,
+            }
+        )
+    return out
 
 
 def write_table(folder: str | os.PathLike[str], anon: KAnonymousTable) -> str:

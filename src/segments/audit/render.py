@@ -109,6 +109,9 @@ class AuditReport:
     #: release id → link to its card or certificate, relative to the report folder
     release_links: dict[str, str] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return f"AuditReport({self.controller} ({self.policy}): {self.banner()})"
+
     @property
     def passed(self) -> bool:
         """No check fails (preconditions included)."""

@@ -377,6 +377,46 @@ def _kanon_charts(ctx: AuditContext, folder: Path) -> list[Chart]:
 
 
 # --- sections -----------------------------------------------------------------------------
+def kanon_information(ctx: AuditContext) -> Section | None:
+    """Per k-anonymous release and column: its generalisation level and how many values the
+    file still shows; a column with one value left carries no information."""
+    rows, empty = [], []
+    for _, cert in ctx.cards():
+        if "quasi_identifiers" not in cert:
+            continue
+        rid = str(cert.get("release_id"))
+        levels = cert.get("levels") or {}
+        shown = cert.get("released_values") or {}
+        loss = {c["column"]: c for c in cert.get("column_loss") or ()}
+        for q in cert["quasi_identifiers"]:
+            values = len(shown.get(q, ()))
+            useless = values <= 1
+            if useless:
+                empty.append(f"{rid}: {q}")
+            rows.append(
+                {
+                    "release": rid,
+                    "column": q,
+                    "level": f"{levels.get(q, '?')}/{loss[q]['height']}"
+                    if q in loss
+                    else levels.get(q, "?"),
+                    "values before": loss[q]["values before"] if q in loss else "",
+                    "released values": values,
+                    "information": "none: one value in every row" if useless else "kept",
+                }
+            )
+    if not rows:
+        return None
+    text = (
+        "What each column of a k-anonymous release still says after generalisation (level of "
+        "its hierarchy, as ARX shows it). Low re-identification risk is not the whole story: "
+        "a column generalised to one value carries no information."
+    )
+    if empty:
+        text += f" Warning: {len(empty)} column(s) carry no information ({'; '.join(empty)})."
+    return Section("Information kept in the k-anonymous releases", text, rows)
+
+
 def _release_rows(ctx: AuditContext) -> list[dict[str, Any]]:
     """Every release of the audited policy in the ledger, one row each (anchored by id)."""
     rows = []
@@ -853,6 +893,7 @@ def run_audit(
                 + str(pii.evidence.get("error", "")),
                 [{"hit": h} for h in pii.evidence.get("hits") or []],
             ),
+            *[x for x in (kanon_information(ctx),) if x is not None],
             *ext_sections,
         ],
         charts=charts,

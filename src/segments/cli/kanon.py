@@ -69,7 +69,19 @@ def register(subparsers: Any) -> None:
         default="discernibility",
         help="loss the search minimises",
     )
-    parser.add_argument("--columns", help="comma-separated release columns (default: standard)")
+    parser.add_argument(
+        "--columns",
+        help="comma-separated release columns, only those the purpose needs (default: "
+        "birth_year,gender,postcode,customer_type,size_band,industry,segment,spend_band); "
+        "fewer columns keep more detail in each",
+    )
+    parser.add_argument(
+        "--max-fully-generalised",
+        type=int,
+        metavar="N",
+        help="refuse the release when more than N columns end up one value in every row "
+        "(default: release, with a warning)",
+    )
     parser.add_argument(
         "--hierarchies",
         type=Path,
@@ -222,7 +234,12 @@ def run(args: argparse.Namespace) -> int:
         diversity=args.diversity,
     )
     anon = anonymise(
-        table, hierarchies, model, seed=np.random.default_rng(args.seed), loss=args.loss
+        table,
+        hierarchies,
+        model,
+        seed=np.random.default_rng(args.seed),
+        loss=args.loss,
+        max_fully_generalised=args.max_fully_generalised,
     )
     synthetic = is_synthetic(workspace)
     ledger = ledger or open_ledger(args, policy, synthetic)
@@ -311,5 +328,14 @@ def run(args: argparse.Namespace) -> int:
         f"(average size {util['average_class_size']:.1f}), highest prosecutor risk "
         f"{anon.metrics['risk']['prosecutor']['highest']:.3f}"
     )
+    print("information kept per column (level of the hierarchy; 1 released value = none):")
+    for c in anon.column_loss:
+        print(
+            f"  {c['column']:<14} level {c['level']}/{c['height']}  "
+            f"{c['values before']:>6} values -> {c['released values']:<6}"
+            + ("  FULLY GENERALISED" if c["fully generalised"] else "")
+        )
+    for warning in anon.warnings():
+        print(f"warning: {warning}")
     print(f"written to {final}")
     return 0

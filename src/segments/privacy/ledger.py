@@ -485,6 +485,15 @@ class Balance:
     evaluation: bool
     label: str
 
+    def __repr__(self) -> str:
+        label = f" [{self.label.split(' — ')[0]}]" if self.label else ""
+        return (
+            f"Balance({self.population} as of {self.as_of}: {self.period_total.describe()} spent "
+            f"of ε {self.budget_epsilon:g} in the {self.budget_period_months}-month period from "
+            f"{self.period_start}; ε {self.remaining_epsilon:.4g} left; {self.n_published} "
+            f"published, {self.n_reserved} reserved{label})"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         record = _jsonable(asdict(self))
         for name in ("period_total", "window_total", "peak_period_total"):

@@ -973,6 +973,19 @@ class ReleaseResult:
     tables: dict[str, pl.DataFrame]
     card: dict[str, Any]
 
+    def __repr__(self) -> str:
+        loss = self.card.get("privacy_loss") or {}
+        stated = (
+            f"ρ = {loss['rho']:.4g}"
+            if loss.get("rho") is not None
+            else f"ε = {loss.get('epsilon', float('nan')):.4g}"
+        )
+        tables = ", ".join(f"{n} ({t.height} rows)" for n, t in self.tables.items())
+        return (
+            f"ReleaseResult({self.release_id}: {self.card.get('guarantee', '?')}, {stated}; "
+            f"{tables}; in {self.path})"
+        )
+
 
 def _with_intervals(q: QueryPlan, answer: pl.DataFrame, params: PrivacyParams) -> pl.DataFrame:
     """Intervals, noise scale, non-negative values and supported means (post-processing)."""
