@@ -26,6 +26,7 @@ from typing import Any
 
 from segments.exceptions import ReleaseRefusedError, WorkspaceError
 from segments.policy import Policy
+from segments.progress import progress
 from segments.workspace import STAGES, Workspace, write_json
 
 __all__ = ["BudgetPlan", "DemoSummary", "Step", "demo_steps", "plan_budget", "run_demo"]
@@ -370,7 +371,8 @@ def execute_notebooks(out: Path, notebooks: Sequence[Path] | None = None) -> lis
     out.mkdir(parents=True, exist_ok=True)
     # each kernel is its own process: threads only wait on them
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(lambda p: _execute_notebook(p, out), paths))
+        done = pool.map(lambda p: _execute_notebook(p, out), paths)
+        return list(progress(done, total=len(paths), desc="notebooks", unit="notebook"))
 
 
 def _fresh(ws: Workspace) -> None:
@@ -426,32 +428,43 @@ def run_demo(
     )
     steps = demo_steps(ws.root, pol, as_of, plan)
     first_release = next(i for i, s in enumerate(steps) if s.argv[0] == "release")
+    bar = progress(total=len(steps), desc="main job", unit="step")
     for step in steps[:first_release]:
+        bar.set_description_str(step.title)
         seconds = _run_step(step, log)
         summary.timings[step.title] = seconds
-        echo(f"  {seconds:6.1f} s  {step.title}")
+        with bar.external_write_mode():
+            echo(f"  {seconds:6.1f} s  {step.title}")
+        bar.update()
     # plan by accuracy: a charged scale probe, then ε per release to meet the targets
     started = time.perf_counter()
     accuracy = accuracy_plan(ws, pol, as_of)
     summary.budget = plan = BudgetPlan.from_accuracy(accuracy, survey=plan.survey)
     summary.timings["accuracy plan (scale probe, charged)"] = time.perf_counter() - started
     write_json(ws.report / "accuracy_plan.json", accuracy.to_dict())
-    for line in accuracy.describe().splitlines():
-        echo(f"  {line}")
+    with bar.external_write_mode():
+        for line in accuracy.describe().splitlines():
+            echo(f"  {line}")
     released = {"segment_overview": "segment overview", "category_mix": "category mix"}
     skip = set()
     for name in accuracy.releases:
         try:
             accuracy.check(name, override=override_accuracy)
         except ReleaseRefusedError as refused:  # reported; the release is left out
-            echo(f"  skipped: {refused}")
+            with bar.external_write_mode():
+                echo(f"  skipped: {refused}")
             skip.add(released.get(name, name))
     for step in demo_steps(ws.root, pol, as_of, plan)[first_release:]:
         if any(part in step.title for part in skip):
+            bar.update()
             continue
+        bar.set_description_str(step.title)
         seconds = _run_step(step, log)
         summary.timings[step.title] = seconds
-        echo(f"  {seconds:6.1f} s  {step.title}")
+        with bar.external_write_mode():
+            echo(f"  {seconds:6.1f} s  {step.title}")
+        bar.update()
+    bar.close()
     summary.timings["charts"] = _charts(ws)
     if notebooks:
         started = time.perf_counter()

@@ -684,8 +684,7 @@ def _person_audit(ctx: AuditContext, clause: str, trials: int) -> tuple[list[Che
             Check(
                 (clause,),
                 "A population's accepted sequence of releases stays within the budget.",
-                "the most ε charged within any budget period of recorded "
-                "time, from the ledger",
+                "the most ε charged within any budget period of recorded time, from the ledger",
                 row,
                 "pass" if ok else "fail",
                 name="dp_audit_budget",

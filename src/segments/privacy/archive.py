@@ -26,6 +26,7 @@ import polars as pl
 from segments.exceptions import ReleaseRefusedError, WorkspaceError
 from segments.privacy.releases import ReleaseResult, plan_release
 from segments.privacy.specs import SPECS, PrivacyParams, ReleaseSpec
+from segments.progress import progress
 from segments.workspace import Workspace, atomic_write_with
 
 __all__ = [
@@ -317,8 +318,14 @@ def backfill(
     archived = set(read_archive(workspace)["month"].to_list())
     replay = Workspace(workspace.root / ".history")
     month = first
+    months = 0
+    while next_month(month) <= until:
+        months, month = months + 1, next_month(month)
+    bar = progress(total=months, desc="backfill", unit="month")
+    month = first
     try:
         while next_month(month) <= until:
+            bar.set_postfix_str(month.isoformat()[:7])
             if month in archived:
                 skipped[month.isoformat()] = "already in the archive"
             else:
@@ -343,7 +350,9 @@ def backfill(
                 )
                 released[month.isoformat()] = result.release_id
             month = next_month(month)
+            bar.update()
     finally:
+        bar.close()
         shutil.rmtree(replay.root, ignore_errors=True)
     return BackfillReport(released, skipped)
 

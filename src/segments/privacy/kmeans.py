@@ -56,6 +56,7 @@ from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
 from segments.exceptions import PolicyError
+from segments.progress import progress
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
 from segments.workspace import Workspace, atomic_write_with, sha256_file, write_json
 
@@ -483,7 +484,7 @@ class PrivateKMeans(ClusterMixin, BaseEstimator):
             centers = rng.uniform(0.0, 1.0, size=(int(self.n_clusters), d))
         self.initial_centers_unit_ = centers.copy()
         counts = np.zeros(int(self.n_clusters))
-        for _ in range(int(self.iterations)):
+        for _ in progress(range(int(self.iterations)), desc="DP k-means", unit="iteration"):
             centers, counts = self._lloyd_step(queryable, domain, centers, next(steps), next(steps))
 
         self.centers_unit_ = centers

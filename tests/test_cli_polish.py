@@ -1,0 +1,27 @@
+"""What a user sees first: --version, readable result objects."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from segments import Ledger, Policy
+from segments.cli.main import main as segments_cli
+
+
+def test_version(capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as stop:
+        segments_cli(["--version"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("segments ") and out.split()[1][0].isdigit()
+
+
+def test_a_balance_reads_as_a_sentence(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    policy = Policy.load("alloffice")
+    ledger = Ledger.for_workspace(tmp_path, policy.controller, policy=policy, synthetic=True)
+    text = repr(ledger.balance("customers", dt.date(2026, 10, 31)))
+    assert text.startswith("Balance(customers as of 2026-10-31: ")
+    assert "of ε 4 in the 12-month period" in text and "ε 4 left" in text
+    assert "THROW-AWAY DEMO LEDGER" in text and "Composition(" not in text
