@@ -417,6 +417,17 @@ def test_cli_dry_run_shows_accuracy_and_spends_nothing(workspace, capsys):
     out = capsys.readouterr().out
     assert "THROW-AWAY DEMO LEDGER" in out and "released segment_overview-" in out
     assert len(list(workspace.releases.glob("segment_overview-*/card.json"))) == 1
+    # a dry run now shows what is left and the refusals the real run would meet
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "remains" in out and "ε 4 in the 12-month period" in out
+    assert "would be REFUSED" not in out
+    assert main([*args, "--dry-run", "--epsilon", "3.5"]) == 0
+    assert "would be REFUSED: this release asks ε 3.5" in capsys.readouterr().out
+    marketing = [a if a != "purchasing" else "adtech-partner" for a in args]
+    assert main([*marketing, "--dry-run"]) == 2  # refused up front, as the real run is
+    assert "third party for sales or marketing" in capsys.readouterr().err
+    assert len(list(workspace.releases.glob("segment_overview-*/card.json"))) == 1
 
 
 def test_cli_refuses_a_marketing_recipient(workspace, capsys):
