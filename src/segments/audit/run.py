@@ -617,7 +617,7 @@ def _mechanism_part(
         _dp_audit_chart(results, ctx.workspace.report / "dp_audit.png"),
         "Bars: the ε each mechanism claims and the empirical lower bound measured on "
         "neighbouring datasets; a lower bound above the claim refutes the claim. A lower "
-        "bound of 0 is drawn as a tick and labelled.",
+        "bound of 0 is drawn as a small diamond on the axis and labelled.",
     )
     section = Section(
         "Empirical DP audit",
@@ -712,7 +712,7 @@ def _dp_audit_chart(results: Sequence[Any], path: Path) -> Path:
     top = max([*claimed, *lower, 1e-9])
     for yi, c, lo in zip(y, claimed, lower, strict=True):
         ax.text(c + top * 0.01, yi + 0.2, f"{c:.3g}", va="center", fontsize=8)
-        ax.plot([0], [yi - 0.2], marker="|", ms=10, color="tab:orange")
+        ax.plot([0], [yi - 0.2], marker="D", ms=4, color="tab:orange", clip_on=False)
         ax.text(lo + top * 0.01, yi - 0.2, f"{lo:.3g}", va="center", fontsize=8)
     ax.set_yticks(y, names, fontsize=8)
     ax.set_xlim(0, top * 1.18)
