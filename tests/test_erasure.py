@@ -205,3 +205,14 @@ def test_audit_check_finds_an_erasure_left_undone(ws: Workspace) -> None:
     assert _audit(ws) == "pass"
     ws.raw_table("customers").write_bytes(backup)
     assert _audit(ws) == "fail"
+
+
+def test_a_new_segmentation_removes_the_old_target_lists(ws: Workspace) -> None:
+    import pandas as pd
+
+    from segments.segmentation import _write_segments
+
+    labels = pl.read_parquet(ws.segments / "labels.parquet")
+    assert (ws.segments / "targets" / "segment-0.parquet").is_file()
+    _write_segments(ws, labels, pd.DataFrame({"segment": [0]}), {"segments": {"0": "x"}})
+    assert not (ws.segments / "targets").exists()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1120,6 +1121,10 @@ def _write_segments(
         "profiles": folder / "profiles.parquet",
         "metadata": folder / "metadata.json",
     }
+    # Target lists name segments of the previous segmentation: stale now, and they would
+    # keep people who have since objected or been erased (issue 18). `segments target`
+    # writes fresh ones.
+    shutil.rmtree(folder / "targets", ignore_errors=True)
     atomic_write_with(paths["labels"], labels.write_parquet)
     atomic_write_with(paths["profiles"], lambda p: profiles.to_parquet(p, index=False))
     write_json(paths["metadata"], metadata)  # last: its presence marks a complete run
