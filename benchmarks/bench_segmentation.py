@@ -6,6 +6,7 @@ Usage::
 
     .venv/bin/python benchmarks/bench_segmentation.py [--persons 1000000] [--dir DIR]
     .venv/bin/python benchmarks/bench_segmentation.py --workspace W   # prepared frames of W
+    .venv/bin/python benchmarks/bench_segmentation.py --baseline-src /tmp/old/src  # before/after
 
 Without ``--workspace`` it first synthesises prepared-shaped frames (32-hex pseudonyms as
 ``segments prepare`` writes them, six archetypes with distinct category mixes, frequencies and
@@ -15,6 +16,8 @@ feature (polars), choose k on a 20 000-person subsample (silhouette, BIC, bootst
 fit on everyone and label everyone. A baseline in the same run — one lazy group-by sum of
 spend per person over the same lines — puts the time in proportion to the machine's speed;
 wall and CPU seconds are both reported (CPU seconds are steadier on a shared machine).
+``--baseline-src`` first runs the same timed stage with another checkout's ``src`` on the same
+frames (e.g. the previous selection rule), so the two are compared in one command.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -136,8 +140,7 @@ def timed_run(folder: Path, as_of: dt.date, selection_sample: int) -> dict[str, 
         k_range=range(3, 11),
         seed=0,
         selection_sample=selection_sample,
-        n_bootstrap=3,
-    )
+    )  # the defaults (5 resamples per k), as `segments segment` runs it
     t_model = time.perf_counter() - t1
     total, cpu_total = time.perf_counter() - t0, _cpu_seconds() - c0
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
@@ -165,6 +168,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, help="where to synthesise (default: a temp dir)")
     parser.add_argument("--workspace", type=Path, help="use W/prepared/segmentation instead")
     parser.add_argument("--selection-sample", type=int, default=20_000)
+    parser.add_argument("--baseline-src", type=Path, help="another checkout's src, timed first")
     parser.add_argument("--run", type=Path, help=argparse.SUPPRESS)  # the timed subprocess
     parser.add_argument("--as-of", default=AS_OF.isoformat(), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -189,9 +193,18 @@ def main() -> None:
             print(f"synthesised {counts} in {time.perf_counter() - t0:.1f} s (untimed)", flush=True)
     cmd = [sys.executable, __file__, "--run", str(folder), "--as-of", as_of.isoformat()]
     cmd += ["--selection-sample", str(args.selection_sample)]
+    if args.baseline_src:
+        env = {**os.environ, "PYTHONPATH": str(args.baseline_src.resolve())}
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+        baseline = json.loads(out.strip().splitlines()[-1])
+        print(json.dumps({"baseline": str(args.baseline_src), **baseline}, indent=2), flush=True)
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     print(json.dumps({"input": counts, **result}, indent=2))
+    if args.baseline_src:
+        for key in ("selection_fit_label_s", "total_s", "total_cpu_s"):
+            print(f"{key}: baseline {baseline[key]} -> {result[key]} "
+                  f"({100 * (result[key] / baseline[key] - 1):+.0f} %)")  # fmt: skip
     ok = result["total_s"] <= 90 and result["peak_rss_gb"] <= 6
     print("PASS" if ok else "FAIL", "(targets: <= 90 s, <= 6 GB)")
 

@@ -19,6 +19,7 @@ from segments.audit.dp_audit import audit_mechanism
 from segments.privacy.kmeans import (
     PrivateKMeans,
     nearest_centroid,
+    nonnegative_counts,
     scale_to_unit,
     within_cluster_inertia,
 )
@@ -52,6 +53,53 @@ def test_privacy_loss_is_the_sum_over_iterations(family, budget, init):
     # every Lloyd iteration costs the same; the initialisation is charged only when private
     assert len(set(np.round(km.iteration_losses_[1:], 12))) == 1
     assert (km.iteration_losses_[0] > 0) == (init == "private")
+
+
+def _grouped_blobs(n_per: int, seed: int = 0) -> np.ndarray:
+    """Two blobs whose one-hot column pair (columns 2-3) says which blob a row is in."""
+    X = _blobs(n_per, seed) / 100.0
+    group = np.repeat([0, 1], n_per)
+    return np.column_stack([X, group == 0, group == 1]).astype(float)
+
+
+def test_group_initialisation_is_charged_and_recovers_the_groups():
+    X = _grouped_blobs(2000)
+    km = PrivateKMeans(2, bounds=[(0.0, 1.0)] * 4, epsilon=1.0, iterations=2, init="groups",
+                       init_group_columns=[[2, 3]], seed=0)  # fmt: skip
+    planned = [s.name for s in km.plan()]
+    assert planned[:2] == ["init group counts", "init group sums"]
+    km.fit(X)
+    assert km.privacy_loss_ == km.planned_privacy_loss() == pytest.approx(1.0, rel=1e-9)
+    assert km.iteration_losses_[0] > 0  # the groups' counts and sums are charged
+    centres = km.cluster_centers_[np.argsort(km.cluster_centers_[:, 0])]
+    np.testing.assert_allclose(centres[:, :2], [[0.2, 0.2], [0.75, 0.75]], atol=0.05)
+    assert (km.published_counts_ >= 0).all()
+    # the group of a row is a public function of that row alone
+    Z = km._grid(X[[0, -1]])
+    assert km._groups(Z).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"init_group_columns": []}, {"init_group_columns": [[0, 9]]},
+     {"init_group_columns": [list(range(4))] * 7}],
+)  # fmt: skip
+def test_group_initialisation_needs_valid_blocks(kwargs):
+    km = PrivateKMeans(2, bounds=[(0.0, 1.0)] * 4, epsilon=1.0, init="groups", **kwargs)
+    with pytest.raises(ValueError, match="init_group_columns"):
+        km.plan()
+
+
+def test_published_counts_are_nonnegative_and_keep_the_total():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        noisy = rng.normal(rng.uniform(-50, 500), 100, size=rng.integers(1, 12))
+        published = nonnegative_counts(noisy)
+        assert published.dtype.kind == "i" and (published >= 0).all()
+        assert published.sum() == max(round(float(noisy.sum())), 0)
+    # large, positive counts are only rounded
+    assert nonnegative_counts(np.array([1000.2, 2000.7, 3000.1])).tolist() == [1000, 2001, 3000]
+    assert nonnegative_counts(np.array([-5.0, -3.0])).tolist() == [0, 0]
 
 
 def test_sensitivity_is_the_one_row_bound():
@@ -292,6 +340,10 @@ def test_fit_private_segments_charges_the_ledger_and_writes_the_release(private_
     assert len(meta["segments"]) == policy.privacy.private_segments_k
     # labels are post-processing of the released centroids: recomputable from them alone
     assert result.labels.height == labels.height > 0
+    # the published counts are post-processed: whole, non-negative, the noisy total kept
+    published = pl.read_parquet(folder / "centroids.parquet")["noisy_count"]
+    assert published.dtype.is_integer() and published.min() >= 0
+    assert published.sum() == max(round(float(result.model.noisy_counts_.sum())), 0)
 
 
 def test_over_budget_is_refused_before_anything_is_written(private_workspace):

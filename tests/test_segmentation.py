@@ -497,3 +497,17 @@ def test_profile_heatmap_shows_the_mix_the_names_use(planted, fitted) -> None:
     spend = profiles.drop(columns=[c for c in profiles if c.startswith("line_share_")])
     assert plot_profile_heatmap(spend).get_title() == "mean share of spend per category"
     plt.close("all")
+
+
+def test_selection_evidence_plot_shows_intervals_and_ties(fitted) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from segments.plots import plot_selection_evidence
+
+    axes = plot_selection_evidence(fitted.scores, fitted.selection)
+    assert len(axes) == 2 and "Davies-Bouldin" in axes[0].get_title()
+    assert axes[0].get_legend() is not None
+    plt.close("all")

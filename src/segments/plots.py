@@ -500,3 +500,47 @@ def plot_privacy_cost(table: Any, ax: Any = None) -> Any:
     ax.set_ylabel("MAPE over the 6 held-out months (%)")
     ax.legend(fontsize="small")
     return ax
+
+
+# --- choice of k with its uncertainty (issue 20) ------------------------------------------------
+def plot_selection_evidence(scores: Any, selection: Any = None, axes: Any = None) -> Any:
+    """Held-out Davies-Bouldin index and split-half stability per k, with their intervals.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        ``SegmentModel.scores``: ``k``, ``davies_bouldin`` (+ ``_low``/``_high``) and
+        ``stability_ari_mean`` (+ ``stability_ari_low``/``_high``).
+    selection : segments.segmentation.Selection, optional
+        The chosen k is marked in black, the k too close to call with it in orange.
+    axes : sequence of two matplotlib Axes, optional
+
+    Returns
+    -------
+    numpy.ndarray of matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+    axes = np.asarray(axes).ravel()
+    panels = (
+        ("davies_bouldin", "held-out Davies-Bouldin index (lower is better)"),
+        ("stability_ari", "split-half stability, ARI (higher is better)"),
+    )
+    ks = scores["k"].to_numpy()
+    for ax, (column, title) in zip(axes, panels, strict=True):
+        mean = scores[column if column == "davies_bouldin" else f"{column}_mean"].to_numpy()
+        low, high = scores[f"{column}_low"].to_numpy(), scores[f"{column}_high"].to_numpy()
+        ax.errorbar(ks, mean, yerr=[mean - low, high - mean], marker="o", capsize=3)
+        if selection is not None:
+            ax.axvline(selection.k, color="black", linestyle="--", linewidth=1, label="chosen k")
+            for k in selection.too_close_to_call:
+                ax.axvline(k, color="tab:orange", linestyle=":", linewidth=1.5)
+        ax.set_xlabel("number of segments k")
+        ax.set_title(title, fontsize="medium")
+    if selection is not None and selection.too_close_to_call:
+        axes[0].plot([], [], color="tab:orange", linestyle=":", label="too close to call")
+    if selection is not None:
+        axes[0].legend(fontsize="small")
+    return axes

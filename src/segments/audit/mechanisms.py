@@ -292,7 +292,11 @@ def _kmeans_case(
         "monetary_sek": tuple(privacy.feature_bounds["monetary_sek"]),
     }
     _, warped = km.private_features(
-        _rfm(data["without"]), bounds, features=tuple(bounds), log_features=tuple(bounds)
+        _rfm(data["without"]),
+        bounds,
+        features=tuple(bounds),
+        log_features=tuple(bounds),
+        categorical=(),
     )
     budget = float(privacy.private_segments_epsilon)
     if family != "pure":
@@ -316,7 +320,11 @@ def _kmeans_case(
 
     def grid(path_set: dict[str, Path]) -> np.ndarray:
         frame, _ = km.private_features(
-            _rfm(path_set), bounds, features=tuple(bounds), log_features=tuple(bounds)
+            _rfm(path_set),
+            bounds,
+            features=tuple(bounds),
+            log_features=tuple(bounds),
+            categorical=(),
         )
         return model._grid(km.scale_to_unit(frame.to_numpy(), lo, hi))
 

@@ -71,7 +71,10 @@ __all__ = [
     "PROFILE_QUERIES",
     "fit_private_segments",
     "model_epsilon",
+    "private_feature_names",
     "private_features",
+    "private_model",
+    "nonnegative_counts",
     "private_model_labels",
     "private_model_ref",
     "private_segment_profiles",
@@ -81,7 +84,9 @@ __all__ = [
 ]
 
 DP_FAMILIES = ("pure", "zcdp")
-INITS = ("private", "random")
+INITS = ("private", "groups", "random")
+#: At most this many public groups for ``init="groups"``.
+_MAX_GROUPS = 4096
 # Rows per block when computing distances, so 100 000 x 1 024 candidates stays small in memory.
 _BLOCK_ROWS = 8192
 _KDTREE_MIN_CENTERS = 64
@@ -99,7 +104,8 @@ class PrivacyStep:
     Attributes
     ----------
     name : str
-        ``"init histogram"`` or ``"iteration t counts"`` / ``"iteration t sums"``.
+        ``"init histogram"``, ``"init group counts"`` / ``"init group sums"`` or
+        ``"iteration t counts"`` / ``"iteration t sums"``.
     iteration : int
         0 for the initialisation, 1..T for Lloyd iterations.
     sensitivity : float
@@ -279,11 +285,20 @@ class PrivateKMeans(ClusterMixin, BaseEstimator):
     dp_family : {"pure", "zcdp"}, default "pure"
     iterations : int, default 5
         Lloyd iterations (public); the Lloyd share of the budget is split evenly over them.
-    init : {"private", "random"}, default "private"
+    init : {"private", "groups", "random"}, default "private"
         ``"private"``: DP histogram over public candidate points, charged ``init_share`` of
-        the budget. ``"random"``: centroids drawn from ``seed`` alone, charged nothing.
+        the budget. ``"groups"``: noisy counts and sums per public group of rows (the
+        combination of the largest column of each block of ``init_group_columns``, e.g.
+        the level of the one-hot customer type and of the size band), whose noisy means,
+        weighted by the noisy counts, are clustered into the initial centroids; charged
+        ``init_share`` (a Lloyd step from a public partition: in many dimensions far closer
+        to the data than candidates spread over the whole box). ``"random"``: centroids
+        drawn from ``seed`` alone, charged nothing.
     init_share : float, default 0.3
         Share of the budget spent on the private initialisation.
+    init_group_columns : sequence of sequence of int, default ()
+        Blocks of column indices (one per one-hot feature) defining the public groups of
+        ``init="groups"``: one group per combination of levels (at most 4096).
     count_share : float, optional
         Share of each iteration's budget spent on the counts (the rest on the sums). Default
         ``1 / (1 + (5 d²)^(1/3))``: the split that minimises the centroid's squared error
@@ -309,6 +324,10 @@ class PrivateKMeans(ClusterMixin, BaseEstimator):
         The public candidate points of ``init="private"``, in [0, 1].
     noisy_counts_ : ndarray of shape (n_clusters,)
         The noisy per-cluster counts of the last iteration (a DP release).
+    published_counts_ : ndarray of int of shape (n_clusters,)
+        The same, post-processed to what may be published: non-negative integers whose total
+        is the (rounded, non-negative) total of the noisy counts; the closest such vector to
+        the noisy counts in Euclidean distance, rounded by largest remainder.
     privacy_steps_ : list of PrivacyStep
         Every OpenDP release in order, with its loss.
     iteration_losses_ : list of float
@@ -345,6 +364,7 @@ class PrivateKMeans(ClusterMixin, BaseEstimator):
         n_candidates: int = 4096,
         resolution: int = 1000,
         seed: SeedLike = None,
+        init_group_columns: Sequence[Sequence[int]] = (),
     ) -> None:
         self.n_clusters = n_clusters
         self.bounds = bounds
@@ -358,6 +378,7 @@ class PrivateKMeans(ClusterMixin, BaseEstimator):
         self.n_candidates = n_candidates
         self.resolution = resolution
         self.seed = seed
+        self.init_group_columns = init_group_columns
 
     # --- parameters and the privacy plan (public: computed before any data is touched) --
     def _check_params(self) -> tuple[list[str] | None, np.ndarray, np.ndarray, float]:
@@ -388,6 +409,13 @@ class PrivateKMeans(ClusterMixin, BaseEstimator):
                 raise ValueError(f"{name}={value!r}; pass an integer >= {low}")
         if self.init not in INITS:
             raise ValueError(f"init={self.init!r} is not one of {INITS}")
+        if self.init == "groups":
+            blocks = [list(b) for b in self.init_group_columns]
+            if not blocks or any(not b for b in blocks) or self._n_groups() > _MAX_GROUPS:
+                raise ValueError(
+                    f"init_group_columns={blocks!r} for init='groups'; pass blocks of column "
+                    f"indices (e.g. the one-hot customer type), at most {_MAX_GROUPS} groups"
+                )
         if self.init == "private" and self.n_candidates < self.n_clusters:
             raise ValueError(
                 f"n_candidates={self.n_candidates} < n_clusters={self.n_clusters}; "
@@ -397,6 +425,11 @@ class PrivateKMeans(ClusterMixin, BaseEstimator):
             if share is not None and not 0 < share < 1:
                 raise ValueError(f"{name}={share!r}; pass a share strictly between 0 and 1")
         names, lo, hi = _bounds_arrays(self.bounds)
+        bad = [c for b in self.init_group_columns for c in b if not 0 <= int(c) < len(lo)]
+        if self.init == "groups" and bad:
+            raise ValueError(
+                f"init_group_columns has {bad[0]!r}, not a column of the {len(lo)} features"
+            )
         return names, lo, hi, float(budget)
 
     def _count_share(self, n_features: int) -> float:
@@ -480,6 +513,8 @@ class PrivateKMeans(ClusterMixin, BaseEstimator):
 
         if self.init == "private":
             centers = self._private_init(queryable, domain, next(steps), d, rng)
+        elif self.init == "groups":
+            centers = self._group_init(queryable, domain, next(steps), next(steps), rng)
         else:
             centers = rng.uniform(0.0, 1.0, size=(int(self.n_clusters), d))
         self.initial_centers_unit_ = centers.copy()
@@ -490,6 +525,7 @@ class PrivateKMeans(ClusterMixin, BaseEstimator):
         self.centers_unit_ = centers
         self.cluster_centers_ = lo + centers * (hi - lo)
         self.noisy_counts_ = counts
+        self.published_counts_ = nonnegative_counts(counts)
         self.privacy_steps_ = plan
         self.iteration_losses_ = [
             math.fsum(s.loss for s in plan if s.iteration == t)
@@ -515,6 +551,61 @@ class PrivateKMeans(ClusterMixin, BaseEstimator):
         weights = np.asarray(queryable(release), dtype=np.float64)
         weights -= _WEIGHT_THRESHOLD_SCALES * step.scale
         return _centers_from_weighted_candidates(candidates, weights, int(self.n_clusters), rng)
+
+    def _n_groups(self) -> int:
+        return int(np.prod([len(b) for b in self.init_group_columns]))
+
+    def _groups(self, Z: np.ndarray) -> np.ndarray:
+        """Public group of each gridded row: the index of its largest column in each block,
+        combined in mixed radix (a public function of the row)."""
+        group = np.zeros(len(Z), dtype=np.int64)
+        for block in self.init_group_columns:
+            columns = [int(c) for c in block]
+            group = group * len(columns) + np.argmax(Z[:, columns], axis=1)
+        return group
+
+    def _group_init(
+        self,
+        queryable: Any,
+        domain: Any,
+        count_step: PrivacyStep,
+        sum_step: PrivacyStep,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """Release noisy counts and sums per public group; cluster the noisy group means."""
+        n_groups = self._n_groups()
+
+        def counts_of(Z: np.ndarray) -> list[int]:
+            return _counts_by_label(self._groups(Z), n_groups)
+
+        def sums_of(Z: np.ndarray) -> list[int]:
+            return _sums_by_label(Z, self._groups(Z), n_groups)
+
+        counts = np.asarray(
+            queryable(
+                _release(
+                    domain, self.dp_family, counts_of, int(count_step.sensitivity), count_step.scale
+                )
+            ),
+            dtype=np.float64,
+        )
+        sums = np.asarray(
+            queryable(
+                _release(domain, self.dp_family, sums_of, int(sum_step.sensitivity), sum_step.scale)
+            ),
+            dtype=np.float64,
+        ).reshape(n_groups, -1)
+        # post-processing: groups whose noisy count does not clearly exceed the noise carry
+        # no usable mean; the others' means (clipped to the box) are weighted by their counts
+        reliable = counts > max(
+            _WEIGHT_THRESHOLD_SCALES * count_step.scale,
+            2.0 * sum_step.scale / int(self.resolution),
+        )
+        means = np.clip(self._ungrid(sums[reliable] / np.maximum(counts[reliable, None], 1)), 0, 1)
+        if reliable.sum() < int(self.n_clusters):  # too few groups: spread with a public start
+            extra = rng.uniform(0.0, 1.0, size=(int(self.n_clusters), means.shape[1]))
+            return np.vstack([means, extra])[: int(self.n_clusters)]
+        return _centers_from_weighted_candidates(means, counts[reliable], int(self.n_clusters), rng)
 
     def _lloyd_step(
         self,
@@ -600,7 +691,12 @@ def _plan(
     _enable_opendp_features()
     domain = _rows_domain(d, resolution)
     shares = [("init histogram", 0, init_share)] if init == "private" else []
-    lloyd = 1.0 - init_share if init == "private" else 1.0
+    if init == "groups":
+        shares = [
+            ("init group counts", 0, init_share * count_share),
+            ("init group sums", 0, init_share * (1.0 - count_share)),
+        ]
+    lloyd = 1.0 - init_share if init in ("private", "groups") else 1.0
     for t in range(1, iterations + 1):
         shares.append((f"iteration {t} counts", t, lloyd / iterations * count_share))
         shares.append((f"iteration {t} sums", t, lloyd / iterations * (1.0 - count_share)))
@@ -665,6 +761,36 @@ def _centers_from_weighted_candidates(
     return np.asarray(model.cluster_centers_, dtype=float)
 
 
+def nonnegative_counts(noisy: np.ndarray) -> np.ndarray:
+    """Non-negative integer counts closest to ``noisy`` with the same (rounded) total.
+
+    Post-processing of a DP release: the Euclidean projection onto ``{c >= 0, sum(c) = T}``
+    with ``T = max(round(sum(noisy)), 0)``, then rounded by largest remainder so the total is
+    kept exactly.
+
+    Examples
+    --------
+    >>> nonnegative_counts(np.array([120.4, -21.0, 35.2, -3.0]))
+    array([109,   0,  23,   0])
+    """
+    noisy = np.asarray(noisy, dtype=float)
+    total = max(int(round(float(noisy.sum()))), 0)
+    if total == 0 or noisy.size == 0:
+        return np.zeros(noisy.size, dtype=np.int64)
+    # projection onto the scaled simplex (Held et al.; Duchi et al. 2008)
+    ordered = np.sort(noisy)[::-1]
+    cumulative = np.cumsum(ordered) - total
+    index = np.arange(1, noisy.size + 1)
+    rho = int(np.flatnonzero(ordered - cumulative / index > 0)[-1])
+    projected = np.maximum(noisy - cumulative[rho] / (rho + 1), 0.0)
+    floors = np.floor(projected).astype(np.int64)
+    remainder = total - int(floors.sum())
+    if remainder > 0:
+        order = np.argsort(-(projected - floors), kind="stable")
+        floors[order[:remainder]] += 1
+    return floors
+
+
 def _update_centers(
     current: np.ndarray, counts: np.ndarray, sums: np.ndarray, resolution: int, sum_scale: float
 ) -> np.ndarray:
@@ -680,16 +806,28 @@ def _update_centers(
 
 # --- workspace integration --------------------------------------------------------------------
 #: Features of the private model: purchase behaviour (as the exploratory model's numeric part).
+#: The exploratory model's features (segments.segmentation), on a public scale: RFM, the
+#: category mix as shares of order lines and of spend, and the channel mix, each clipped and
+#: scaled to [0, 1] by the policy's bounds (no fitted standardisation), plus the one-hot
+#: customer type and size band weighted :data:`PRIVATE_CATEGORICAL_WEIGHT`. On the
+#: benchmark's datasets non-private k-means in this space agrees with the exploratory model
+#: (ARI 0.92-0.93); in the purchase features alone it agreed 0.40.
 PRIVATE_FEATURES = (
     "recency_days",
     "frequency_orders",
     "monetary_sek",
     "avg_basket_sek",
+    *(f"line_share_{c}" for c in PRODUCT_CATEGORIES),
     *(f"share_{c}" for c in PRODUCT_CATEGORIES),
     *(f"share_{c}" for c in CHANNELS),
 )
 #: Heavy-tailed features scaled on a log1p scale (public transform, as in segments.features).
 PRIVATE_LOG_FEATURES = ("frequency_orders", "monetary_sek", "avg_basket_sek")
+#: Categorical features of the private model (one-hot over their public levels); they also
+#: define the public groups of the private initialisation (``init="groups"``).
+PRIVATE_CATEGORICAL = ("customer_type", "size_band")
+#: Weight of a one-hot column relative to a [0, 1]-scaled numeric feature (a public constant).
+PRIVATE_CATEGORICAL_WEIGHT = 0.5
 PRIVATE_PROVENANCE = "private_model"
 
 
@@ -736,14 +874,14 @@ def _warp_bounds(
     return out
 
 
-def _warp(frame: Any, features: Sequence[str], log: Sequence[str], bounds: Mapping) -> Any:
-    """The feature frame on the model's scale (clipped first, so log1p sees no negatives)."""
-    out = frame[list(features)].astype(float).copy()
-    for name in log:
-        if name in out:
-            lo, hi = (float(v) for v in bounds[name])
-            out[name] = np.log1p(out[name].clip(lo, hi))
-    return out
+def private_feature_names(
+    features: Sequence[str] = PRIVATE_FEATURES, categorical: Sequence[str] = PRIVATE_CATEGORICAL
+) -> list[str]:
+    """Columns of :func:`private_features`, from public facts only (the public levels)."""
+    from segments.features import categorical_levels
+
+    levels = categorical_levels()
+    return [*features, *(f"{c}_{level}" for c in categorical for level in levels[c])]
 
 
 def private_features(
@@ -751,8 +889,13 @@ def private_features(
     feature_bounds: Mapping[str, tuple[float, float]],
     features: Sequence[str] = PRIVATE_FEATURES,
     log_features: Sequence[str] = PRIVATE_LOG_FEATURES,
+    categorical: Sequence[str] = PRIVATE_CATEGORICAL,
 ) -> tuple[Any, dict[str, tuple[float, float]]]:
-    """The private model's input: features on its scale, and the public bounds on that scale.
+    """The private model's input on its public scale, and its bounds (``(0, 1)`` per column).
+
+    Numeric features are clipped to the policy's bounds and scaled to [0, 1] by them (log1p
+    first for ``log_features``); categorical ones are one-hot over their public levels,
+    weighted :data:`PRIVATE_CATEGORICAL_WEIGHT`. Nothing is learned from the data.
 
     Parameters
     ----------
@@ -761,23 +904,72 @@ def private_features(
     feature_bounds : mapping
         The policy's ``privacy.feature_bounds``.
     features, log_features : sequence of str
-        Model features, and those taken on a log1p scale (a public transform).
+        Numeric model features, and those taken on a log1p scale (a public transform).
+    categorical : sequence of str
+        Categorical model features (empty: numeric only).
 
     Returns
     -------
     (pandas.DataFrame, dict)
+        Columns named as :func:`private_feature_names`.
     """
-    bounds = _warp_bounds(feature_bounds, features, log_features)
-    return _warp(frame, features, log_features, feature_bounds), bounds
+    from segments.features import make_feature_transformer
+
+    _warp_bounds(feature_bounds, features, log_features)  # every feature has a public bound
+    transformer = make_feature_transformer(
+        feature_bounds,
+        numeric=features,
+        categorical=categorical,
+        log_features=log_features,
+        categorical_weight=PRIVATE_CATEGORICAL_WEIGHT,
+    )
+    names = private_feature_names(features, categorical)
+    values = transformer.fit(frame).transform(frame)  # public bounds and levels: learns nothing
+    out = pd.DataFrame(np.asarray(values, dtype=float), columns=names, index=frame.index)
+    return out, dict.fromkeys(names, (0.0, 1.0))
 
 
 def _unwarp_centroids(
-    centers: np.ndarray, features: Sequence[str], log: Sequence[str]
+    centers: np.ndarray,
+    features: Sequence[str],
+    log: Sequence[str],
+    feature_bounds: Mapping[str, tuple[float, float]],
+    categorical: Sequence[str] = (),
 ) -> dict[str, np.ndarray]:
-    return {
-        name: np.expm1(centers[:, i]) if name in log else centers[:, i]
-        for i, name in enumerate(features)
-    }
+    """Centroids in feature units: numeric features back through their public scale, each
+    one-hot level as its share of the segment."""
+    warped = _warp_bounds(feature_bounds, features, log)
+    out = {}
+    for i, name in enumerate(features):
+        lo, hi = warped[name]
+        value = lo + centers[:, i] * (hi - lo)
+        out[name] = np.expm1(value) if name in log else value
+    levels = private_feature_names((), categorical)
+    for j, name in enumerate(levels, start=len(features)):
+        out[f"share_of_{name}"] = centers[:, j] / PRIVATE_CATEGORICAL_WEIGHT
+    return out
+
+
+def _centroids_to_unit(
+    centroids: Any,
+    features: Sequence[str],
+    log: Sequence[str],
+    feature_bounds: Mapping[str, tuple[float, float]],
+    categorical: Sequence[str] = (),
+) -> np.ndarray:
+    """The inverse of :func:`_unwarp_centroids`: the centroid table back in the model's space."""
+    warped = _warp_bounds(feature_bounds, features, log)
+    columns = []
+    for name in features:
+        lo, hi = warped[name]
+        value = centroids[name].to_numpy(dtype=float)
+        value = np.log1p(np.maximum(value, 0.0)) if name in log else value
+        columns.append((value - lo) / (hi - lo))
+    for name in private_feature_names((), categorical):
+        columns.append(
+            centroids[f"share_of_{name}"].to_numpy(dtype=float) * PRIVATE_CATEGORICAL_WEIGHT
+        )
+    return np.clip(np.column_stack(columns), 0.0, 1.0)
 
 
 def _manifest_synthetic(ws: Workspace) -> bool | None:
@@ -802,6 +994,43 @@ def _segment_names_from_centroids(centroids: Any) -> dict[str, str]:
     return names
 
 
+def private_model(
+    privacy: Any,
+    features: Sequence[str] = PRIVATE_FEATURES,
+    categorical: Sequence[str] = PRIVATE_CATEGORICAL,
+    seed: SeedLike = 0,
+) -> PrivateKMeans:
+    """The policy's DP k-means (unfitted) for the columns of :func:`private_features`.
+
+    Every parameter is public: k, iterations and ε from ``privacy.private_segments_*`` (under
+    ``dp_family="zcdp"`` the largest ρ whose (ε, δ) statement at ``privacy.delta`` is within
+    ε); the initialisation from noisy means of the public groups the categorical columns
+    define (``init="groups"``), or the candidate histogram without categorical columns.
+    """
+    from segments.features import categorical_levels
+    from segments.privacy.releases import epsilon_to_rho
+
+    levels = categorical_levels()
+    group_columns, start = [], len(features)
+    for name in categorical:  # one block of one-hot columns per categorical feature
+        group_columns.append(list(range(start, start + len(levels[name]))))
+        start += len(levels[name])
+    names = private_feature_names(features, categorical)
+    family = privacy.dp_family
+    budget = float(privacy.private_segments_epsilon)
+    return PrivateKMeans(
+        int(privacy.private_segments_k),
+        bounds=dict.fromkeys(names, (0.0, 1.0)),
+        dp_family=family,
+        epsilon=budget if family == "pure" else None,
+        rho=None if family == "pure" else epsilon_to_rho(budget, float(privacy.delta)),
+        iterations=int(privacy.private_segments_iterations),
+        init="groups" if group_columns else "private",
+        init_group_columns=group_columns,
+        seed=seed,
+    )
+
+
 def fit_private_segments(
     workspace: Workspace | str | os.PathLike[str],
     policy: Any,
@@ -814,6 +1043,7 @@ def fit_private_segments(
     features: Sequence[str] = PRIVATE_FEATURES,
     log_features: Sequence[str] = PRIVATE_LOG_FEATURES,
     seed: SeedLike = 0,
+    categorical: Sequence[str] = PRIVATE_CATEGORICAL,
 ) -> PrivateSegmentsResult:
     """Learn segments with DP k-means, charge the ledger first, write ``W/segments/private/``.
 
@@ -839,7 +1069,11 @@ def fit_private_segments(
     as_of : date, optional
         Default: the ``as_of`` of the prepared frames.
     features, log_features : sequence of str
-        Model features (names from :mod:`segments.features`) and those on a log1p scale.
+        Numeric model features (names from :mod:`segments.features`) and those on a log1p
+        scale.
+    categorical : sequence of str
+        Categorical model features; they also define the public groups of the private
+        initialisation (``init="groups"``; with none, ``init="private"``).
     seed : int or numpy.random.Generator
         The public, data-independent parts.
 
@@ -860,7 +1094,6 @@ def fit_private_segments(
     from segments.policy import Policy
     from segments.privacy.guards import GUARANTEE_END_TO_END
     from segments.privacy.ledger import ReleaseRequest
-    from segments.privacy.releases import epsilon_to_rho
     from segments.segmentation import _eligible, _prepared_as_of, _read_prepared
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
@@ -880,29 +1113,27 @@ def fit_private_segments(
             "prepare` for the earlier date; nothing was charged"
         )
     lines = lines.filter(pl.col("order_date") <= as_of)
-    bounds = _warp_bounds(privacy.feature_bounds, features, log_features)
+    _warp_bounds(privacy.feature_bounds, features, log_features)  # refused before any charge
     family = privacy.dp_family
-    budget = float(privacy.private_segments_epsilon)
-    model = PrivateKMeans(
-        int(privacy.private_segments_k),
-        bounds=bounds,
-        dp_family=family,
-        epsilon=budget if family == "pure" else None,
-        rho=None if family == "pure" else epsilon_to_rho(budget, float(privacy.delta)),
-        iterations=int(privacy.private_segments_iterations),
-        seed=seed,
-    )
+    model = private_model(privacy, features, categorical, seed)
     total = model.planned_privacy_loss()
     rho = total if family == "zcdp" else None
     epsilon = total if family == "pure" else model_epsilon(total, float(privacy.delta))
     spec = {
         "name": "private_segments",
-        "model": "DP k-means (DPLloyd with a private candidate-histogram initialisation)",
+        "model": (
+            "DP k-means (DPLloyd with a private initialisation from noisy means of public "
+            "groups of rows)"
+            if model.init == "groups"
+            else "DP k-means (DPLloyd with a private candidate-histogram initialisation)"
+        ),
         "n_clusters": model.n_clusters,
         "iterations": model.iterations,
         "init": model.init,
         "features": list(features),
         "log_features": [f for f in log_features if f in features],
+        "categorical": list(categorical),
+        "categorical_weight": PRIVATE_CATEGORICAL_WEIGHT,
         "releases": [vars(s) for s in model.plan()],
         "seed": seed if isinstance(seed, int) else None,
     }
@@ -932,20 +1163,22 @@ def fit_private_segments(
     reservation = ledger.reserve(request, policy=policy)  # charged before the data is read
 
     frame = customer_features(lines, customers, as_of=as_of).to_pandas()
-    model.fit(_warp(frame, features, log_features, privacy.feature_bounds))
+    X, _ = private_features(frame, privacy.feature_bounds, features, log_features, categorical)
+    model.fit(X)
     assert model.privacy_loss_ == total  # what was charged is what OpenDP spent
     k = int(model.n_clusters)
     keys = [str(j) for j in range(k)]
     centroids = pd.DataFrame(
         {
             "segment": keys,
-            **_unwarp_centroids(model.cluster_centers_, features, log_features),
-            "noisy_count": model.noisy_counts_,
+            **_unwarp_centroids(
+                model.centers_unit_, features, log_features, privacy.feature_bounds, categorical
+            ),
+            "noisy_count": model.published_counts_,
         }
     )
     everyone = pl.DataFrame(
-        {"person_id": frame["person_id"].to_numpy(), "segment": model.predict(
-            _warp(frame, features, log_features, privacy.feature_bounds)).astype(str)}
+        {"person_id": frame["person_id"].to_numpy(), "segment": model.predict(X).astype(str)}
     )  # fmt: skip
     labels = (
         everyone.join(_eligible(customers, purpose), on="person_id", how="inner")
@@ -1068,6 +1301,7 @@ class PrivateModelRef:
     feature_bounds: Mapping[str, tuple[float, float]]
     loss: Mapping[str, float | None]
     keys: tuple[str, ...]
+    categorical: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -1146,6 +1380,7 @@ def private_model_ref(
             "rho": entry.request.rho,
         },
         keys=tuple(str(j) for j in range(n_clusters)),
+        categorical=tuple(spec.get("categorical", ())),
     )
 
 
@@ -1185,20 +1420,16 @@ def private_model_labels(ref: PrivateModelRef, customers: Any, lines: Any, as_of
     frame = customer_features(
         lines.filter(pl.col("order_date") <= as_of), customers, as_of=as_of
     ).to_pandas()
-    names, lo, hi = _bounds_arrays(_warp_bounds(ref.feature_bounds, ref.features, ref.log_features))
-    people = scale_to_unit(
-        _warp(frame, ref.features, ref.log_features, ref.feature_bounds)[names].to_numpy(),
-        lo,
-        hi,
+    people, _ = private_features(
+        frame, ref.feature_bounds, ref.features, ref.log_features, ref.categorical
     )
     centroids = pd.read_parquet(ref.centroids_path)
     if sha256_file(ref.centroids_path) != ref.centroids_sha256:
         raise _refuse_provenance(f"{ref.centroids_path} changed after it was verified")
-    centers = scale_to_unit(
-        _warp(centroids, ref.features, ref.log_features, ref.feature_bounds)[names].to_numpy(),
-        lo,
-        hi,
+    centers = _centroids_to_unit(
+        centroids, ref.features, ref.log_features, ref.feature_bounds, ref.categorical
     )
+    people = people.to_numpy()
     segment = centroids["segment"].astype(str).to_numpy()[nearest_centroid(people, centers)]
     return pl.DataFrame({"person_id": frame["person_id"].to_numpy(), "segment": segment}).lazy()
 
