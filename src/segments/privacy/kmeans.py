@@ -93,6 +93,11 @@ _KDTREE_MIN_CENTERS = 64
 # Noisy candidate weights below this many noise scales are treated as empty (post-processing
 # that removes most of the mass the noise spreads over empty candidates).
 _WEIGHT_THRESHOLD_SCALES = 2.0
+# A group's noisy mean is used for the initialisation only when its count is at least this
+# many times the sum noise per unit of R: its mean is then off by ~1/(2 x this) per feature
+# (in [0, 1]), and an empty group whose count noise happens to pass cannot bring a garbage
+# mean far from every real one (which k-means on a handful of points would give a centre).
+_GROUP_MEAN_NOISE = 10.0
 
 SeedLike = int | np.random.Generator | None
 
@@ -599,7 +604,7 @@ class PrivateKMeans(ClusterMixin, BaseEstimator):
         # no usable mean; the others' means (clipped to the box) are weighted by their counts
         reliable = counts > max(
             _WEIGHT_THRESHOLD_SCALES * count_step.scale,
-            2.0 * sum_step.scale / int(self.resolution),
+            _GROUP_MEAN_NOISE * sum_step.scale / int(self.resolution),
         )
         means = np.clip(self._ungrid(sums[reliable] / np.maximum(counts[reliable, None], 1)), 0, 1)
         if reliable.sum() < int(self.n_clusters):  # too few groups: spread with a public start
