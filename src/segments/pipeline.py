@@ -134,7 +134,9 @@ class Step:
     findings: bool = False  # exit code 1 reports findings rather than a failure
 
 
-def demo_steps(ws: Path, policy: Policy, as_of: str, plan: BudgetPlan) -> list[Step]:
+def demo_steps(
+    ws: Path, policy: Policy, as_of: str, plan: BudgetPlan, customers: int = DEMO_CUSTOMERS
+) -> list[Step]:
     """The commands of the main job, in data-flow order, for the purposes ``policy`` declares.
 
     A policy without a segmentation purpose (AllCall) gets no segmentation steps, and its
@@ -150,8 +152,8 @@ def demo_steps(ws: Path, policy: Policy, as_of: str, plan: BudgetPlan) -> list[S
     release = ("release", *w, *pol, *demo, *day)
     steps = [
         Step(
-            f"generate ({DEMO_CUSTOMERS:,} customers, seeded)",
-            ("generate", *w, "--customers", str(DEMO_CUSTOMERS), "--as-of", as_of),
+            f"generate ({customers:,} customers, seeded)",
+            ("generate", *w, "--customers", str(customers), "--as-of", as_of),
         )
     ]
     steps += [
@@ -396,6 +398,7 @@ def run_demo(
     notebooks: bool = True,
     echo: Callable[[str], Any] = print,
     override_accuracy: bool = False,
+    customers: int = DEMO_CUSTOMERS,
 ) -> DemoSummary:
     """Run the whole flow on a seeded 50,000-customer dataset in a fresh workspace.
 
@@ -409,6 +412,8 @@ def run_demo(
     override_accuracy : bool
         Release even what the accuracy plan refuses (expected error above the policy's
         ``max_relative_error``); by default such a release is skipped and said so.
+    customers : int
+        Size of the generated dataset (the tests run the whole flow on 5,000).
     """
     from segments.synth import DEFAULT_DATASET
 
@@ -426,7 +431,7 @@ def run_demo(
         f"privacy budget {plan.budget} ε per {pol.privacy.budget_period_months} months "
         f"(throw-away demo ledger in {ws.root / 'ledger'})"
     )
-    steps = demo_steps(ws.root, pol, as_of, plan)
+    steps = demo_steps(ws.root, pol, as_of, plan, customers)
     first_release = next(i for i, s in enumerate(steps) if s.argv[0] == "release")
     bar = progress(total=len(steps), desc="main job", unit="step")
     for step in steps[:first_release]:
@@ -454,7 +459,7 @@ def run_demo(
             with bar.external_write_mode():
                 echo(f"  skipped: {refused}")
             skip.add(released.get(name, name))
-    for step in demo_steps(ws.root, pol, as_of, plan)[first_release:]:
+    for step in demo_steps(ws.root, pol, as_of, plan, customers)[first_release:]:
         if any(part in step.title for part in skip):
             bar.update()
             continue
@@ -476,7 +481,7 @@ def run_demo(
         ws.report / "main_job.json",
         {
             "policy": pol.name,
-            "customers": DEMO_CUSTOMERS,
+            "customers": customers,
             "timings": summary.timings,
             "budget": plan.__dict__,
             "accuracy_plan": accuracy.to_dict(),
