@@ -23,3 +23,11 @@ def small_raw(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     ws = Workspace(root)
     generate(ws, **SMALL)
     return ws
+
+
+@pytest.fixture(autouse=True)
+def _private_user_data(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """Each test gets its own per-user data folder: the registry of controller ledgers (and
+    the default ledgers) never touch the real one, and tests cannot see each other's."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("user-data")))
+    monkeypatch.delenv("SEGMENTS_LEDGER_DIR", raising=False)

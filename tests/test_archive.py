@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import shutil
+import sqlite3
 
 import numpy as np
 import polars as pl
@@ -21,8 +24,8 @@ from segments.privacy.archive import (
     releasable_months,
     release_month,
 )
-from segments.privacy.ledger import Ledger
-from segments.privacy.specs import PrivacyParams
+from segments.privacy.ledger import Ledger, ReleaseRequest
+from segments.privacy.specs import SPECS, PrivacyParams
 from segments.schema import PRODUCT_CATEGORIES
 from segments.workspace import Workspace
 
@@ -122,8 +125,78 @@ def test_a_month_charged_in_the_ledger_is_never_re_released(workspace, params, p
     ledger = _eval_ledger(workspace, policy)
     _release(workspace, dt.date(2025, 11, 1), dt.date(2025, 12, 1), params, ledger, policy)
     archive_path(workspace).unlink()  # a lost archive does not reopen the month
-    with pytest.raises(ReleaseRefusedError, match="already charged in the ledger"):
+    with pytest.raises(ReleaseRefusedError, match="2025-11 .*already charged in ledger"):
         _release(workspace, dt.date(2025, 11, 1), dt.date(2026, 1, 1), params, ledger, policy)
+
+
+def test_attack_two_workspaces_sharing_a_ledger_cannot_both_release_a_month(
+    workspace, params, policy, tmp_path
+):
+    """Issue 13.6: the archive lock is per workspace; the ledger's unique key on
+    (population, series, month) is checked in the reserving transaction."""
+    other = Workspace(tmp_path / "other").create()
+    shutil.copytree(workspace.prepared_dir(PURPOSE), other.prepared_dir(PURPOSE))
+    ledger = _eval_ledger(workspace, policy)
+    _release(workspace, dt.date(2025, 11, 1), dt.date(2025, 12, 1), params, ledger, policy)
+    head = ledger.head_hash()
+    with pytest.raises(ReleaseRefusedError, match="already charged"):
+        _release(other, dt.date(2025, 11, 1), dt.date(2025, 12, 1), params, ledger, policy)
+    assert ledger.head_hash() == head  # refused before any charge
+    assert not archive_path(other).exists()
+
+
+def test_the_once_key_is_unique_under_concurrent_reservations(workspace, params, policy):
+    """Two reservations racing past the check still meet the UNIQUE key in the ledger."""
+    ledger = _eval_ledger(workspace, policy)
+    with contextlib.closing(sqlite3.connect(ledger.path)) as conn:
+        row = conn.execute("PRAGMA index_list(events)").fetchall()
+    assert any("autoindex" in str(r) for r in row)  # once_key UNIQUE
+    _release(workspace, dt.date(2025, 11, 1), dt.date(2025, 12, 1), params, ledger, policy)
+    with contextlib.closing(sqlite3.connect(ledger.path)) as conn:
+        key = conn.execute("SELECT once_key FROM events WHERE once_key IS NOT NULL").fetchone()[0]
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+            conn.execute(
+                "INSERT INTO events VALUES (999, 'race', 'reserve', 'now', 'customers',"
+                " '2025-12-01', '2025-12-01', ?, '{}', 'x', 'y')",
+                (key,),
+            )
+
+
+def test_an_aborted_month_may_be_retried_and_is_charged_again(workspace, params, policy):
+    """Issue 18.2: a killed monthly release no longer makes its month unreleasable."""
+    ledger = _eval_ledger(workspace, policy)
+    month, closed = dt.date(2025, 11, 1), dt.date(2025, 12, 1)
+    spec = SPECS["monthly_category"]
+    first = _release(workspace, dt.date(2025, 10, 1), dt.date(2025, 11, 1), params, ledger, policy)
+    # a crash after the reservation: reserved, no folder, the process gone
+    request = ReleaseRequest.for_policy(
+        policy,
+        population="customers",
+        purpose=PURPOSE,
+        recipient="purchasing",
+        destination="SE",
+        guarantee=first.card["guarantee"],
+        as_of=closed,
+        epsilon=first.card["privacy_loss"]["epsilon"],
+        mechanism="laplace",
+        once_key=f"{spec.name}/{month:%Y-%m}",
+        synthetic=True,
+    )
+    crashed = ledger.reserve(request, output=workspace.release_dir("crashed"))
+    with pytest.raises(ReleaseRefusedError, match="reserved but not published .*reconcile"):
+        _release(workspace, month, closed, params, ledger, policy)
+    ledger.abort(crashed.release_id, "killed")  # what reconciliation records
+    retried = _release(workspace, month, closed, params, ledger, policy)
+    statuses = {e.release_id: e.status for e in ledger.entries()}
+    assert statuses[crashed.release_id] == "aborted" and statuses[retried.release_id] == "published"
+    # both charges count; the month has one value in the archive
+    epsilon = first.card["privacy_loss"]["epsilon"]
+    assert ledger.balance("customers", closed).period_total.epsilon == pytest.approx(3 * epsilon)
+    assert read_archive(workspace).filter(pl.col("month") == month).height == len(
+        PRODUCT_CATEGORIES
+    )
+    with pytest.raises(ReleaseRefusedError, match="already"):
+        _release(workspace, month, closed, params, ledger, policy)
 
 
 def test_backfill_steps_through_the_history(workspace, params, policy):
@@ -166,7 +239,7 @@ def test_backfill_steps_through_the_history(workspace, params, policy):
 
 
 def test_backfill_refuses_the_controllers_real_ledger(workspace, params, policy, tmp_path):
-    ledger = Ledger.open(tmp_path / "real.sqlite", policy.controller, policy=policy)
+    ledger = Ledger.open(tmp_path / "real.sqlite", policy.controller, policy=policy, init=True)
     with pytest.raises(ReleaseRefusedError, match="evaluation ledger or the demo"):
         backfill(
             workspace,

@@ -162,7 +162,7 @@ def test_facts_from_plain_mappings():
 
 
 def test_the_ledger_runs_the_guards_and_records_nothing_on_refusal(tmp_path):
-    ledger = Ledger.open(tmp_path / "l.sqlite", "Demo AB", policy=FACTS)
+    ledger = Ledger.open(tmp_path / "l.sqlite", "Demo AB", policy=FACTS, init=True)
     request = ReleaseRequest(
         policy="demo",
         population="customers",

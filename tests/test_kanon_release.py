@@ -22,8 +22,9 @@ from segments.anonymity import (
 from segments.cli.main import main
 from segments.exceptions import KAnonymityError, PolicyError, ReleaseRefusedError, WorkspaceError
 from segments.geography import postcodes
+from segments.policy import Policy
 from segments.schema import INDUSTRIES, PREPARED_CUSTOMERS, PREPARED_LINES, PRODUCT_CATEGORIES
-from segments.workspace import Workspace
+from segments.workspace import Workspace, sha256_file
 
 N = 800
 COLUMNS = "birth_year,gender,postcode,customer_type,segment"
@@ -103,7 +104,6 @@ def _kanon(ws, *extra):
             "microdata",
             "--recipient",
             "purchasing",
-            "--demo-ledger",
             "--seed",
             "3",
             "--as-of",
@@ -157,13 +157,25 @@ def test_release_is_recorded_in_the_ledger(workspace):
         .min()
         >= 2
     )
-    ledger = Ledger.for_workspace(workspace, "AllOffice Nordic AB", create=False)
+    ledger = Ledger.for_policy(Policy.load("alloffice"), create=False)  # the controller's
     (entry,) = ledger.entries()
     assert entry.release_id == folder.name == cert["release_id"]
     assert entry.request.kind == "kanon" and entry.status == "published"
     assert entry.files["table.parquet"] == cert["files"]["table.parquet"]
     assert entry.request.spec["levels"] == cert["levels"]
-    assert cert["ledger_head_hash"] == ledger.head_hash()
+    assert cert["ledger_head_hash"] == entry.reserve_hash
+    assert entry.files["certificate.json"] == sha256_file(folder / "certificate.json")
+    assert ledger.verify_cards([folder / "certificate.json"])
+
+
+def test_attack_an_edited_manifest_does_not_open_the_demo_ledger(workspace, capsys):
+    """Issue 13.4: the manifest of this hand-made data says "synthetic": true. It is not
+    what the generator makes, so the demo (and evaluation) ledger refuses it before any
+    charge."""
+    assert json.loads(workspace.manifest.read_text())["synthetic"] is True
+    assert _kanon(workspace, "--k", "10", "--columns", COLUMNS, "--demo-ledger") == 2
+    assert "not proven synthetic" in capsys.readouterr().err
+    assert _releases(workspace) == [] and not (workspace.root / "ledger").exists()
 
 
 @pytest.mark.parametrize(
@@ -210,7 +222,6 @@ def test_recipient_and_purpose_guards(workspace, monkeypatch):
                 "microdata",
                 "--recipient",
                 "adtech-partner",
-                "--demo-ledger",
                 "--k",
                 "10",
                 "--columns",
@@ -229,7 +240,6 @@ def test_recipient_and_purpose_guards(workspace, monkeypatch):
                 "no-such-purpose",
                 "--recipient",
                 "purchasing",
-                "--demo-ledger",
                 "--k",
                 "10",
             ]

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from segments.cli import ledger as ledger_cli
 from segments.exceptions import BudgetExceededError, ReleaseRefusedError, WorkspaceError
 from segments.policy import Policy
+from segments.privacy import ledger as ledger_module
 from segments.privacy.composition import add_months, epsilon_budget_to_rho, rho_to_epsilon
 from segments.privacy.guards import (
     EU_EEA,
@@ -38,6 +39,7 @@ from segments.privacy.ledger import (
     ReleaseRequest,
     default_ledger_path,
 )
+from segments.workspace import sha256_file
 
 CONTROLLER = "Demo AB"
 FACTS = PolicyFacts(
@@ -77,8 +79,35 @@ def make_request(**changes) -> ReleaseRequest:
     return ReleaseRequest(**{**fields, **changes})
 
 
+def open_simulated(path: Path) -> Ledger:
+    """A throw-away (demo) ledger: simulated time, for data proven synthetic."""
+    return Ledger.open(path, CONTROLLER, policy=FACTS, throwaway=True, synthetic=True)
+
+
 def open_ledger(path: Path, **kwargs) -> Ledger:
+    kwargs.setdefault("init", not path.exists())
     return Ledger.open(path, CONTROLLER, policy=FACTS, **kwargs)
+
+
+class Clock:
+    """The ledger's clock, set by the test (a caller of the library cannot pass a time)."""
+
+    def __init__(self, day: dt.date) -> None:
+        self.day = day
+
+    def set(self, day: str | dt.date) -> None:
+        self.day = dt.date.fromisoformat(day) if isinstance(day, str) else day
+
+    def __call__(self) -> dt.datetime:
+        return dt.datetime.combine(self.day, dt.time(12), tzinfo=dt.UTC)
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch) -> Clock:
+    """Today is AS_OF unless a test moves the clock."""
+    clock = Clock(AS_OF)
+    monkeypatch.setattr(ledger_module, "_clock", clock)
+    return clock
 
 
 @pytest.fixture
@@ -188,7 +217,9 @@ def test_over_budget_is_refused_before_anything_runs_with_spent_requested_remain
     assert spent(ledger) == pytest.approx(1.0)
 
 
-def test_rolling_period_edges(ledger):
+def test_rolling_period_edges_on_a_simulated_history(tmp_path):
+    """Evaluation and demo ledgers (synthetic data) charge on the simulated as-of."""
+    ledger = Ledger.for_workspace(tmp_path / "ws", CONTROLLER, policy=FACTS, synthetic=True)
     ledger.reserve(make_request(epsilon=1.0, as_of="2025-06-30"))
     with pytest.raises(BudgetExceededError):  # 2026-06-29 still has 2025-06-30 in its period
         ledger.reserve(make_request(epsilon=0.01, as_of="2026-06-29"))
@@ -202,6 +233,37 @@ def test_rolling_period_edges(ledger):
     assert balance.peak_period_total.epsilon == 1.0
 
 
+def test_rolling_period_edges_on_the_recorded_time(ledger, clock):
+    clock.set("2025-06-30")
+    ledger.reserve(make_request(epsilon=1.0, as_of="2025-06-30"))
+    clock.set("2026-06-29")  # 2026-06-29 still has 2025-06-30 in its period
+    with pytest.raises(BudgetExceededError, match=r"\(2025-06-29, 2026-06-29\]"):
+        ledger.reserve(make_request(epsilon=0.01, as_of="2026-06-29"))
+    clock.set("2026-06-30")
+    reservation = ledger.reserve(make_request(epsilon=1.0, as_of="2026-06-01"))
+    assert reservation.charged_on == dt.date(2026, 6, 30)  # the recording date, not the as-of
+    balance = ledger.balance("customers", "2026-06-30")
+    assert balance.period_total.epsilon == 1.0 and balance.window_total.epsilon == 2.0
+
+
+def test_attack_as_of_dates_spread_over_years_are_charged_today(ledger, clock):
+    """Issue 13.1: eight releases dated 2026-11…2031 went through a 4-per-12-months budget.
+    On a controller's ledger the charge counts on the recording date, and the as-of can
+    neither run ahead of today nor behind the population's latest release."""
+    clock.set("2026-12-04")
+    ledger.reserve(make_request(epsilon=0.5, as_of="2026-11-01"))
+    ledger.reserve(make_request(epsilon=0.5, as_of="2026-11-02"))
+    head = ledger.head_hash()
+    for as_of in ("2027-11-06", "2028-11-07", "2031-01-01"):
+        with pytest.raises(ReleaseRefusedError, match="runs ahead of today"):
+            ledger.reserve(make_request(epsilon=0.5, as_of=as_of))
+    with pytest.raises(ReleaseRefusedError, match="behind the population's latest release"):
+        ledger.reserve(make_request(epsilon=0.5, as_of="2019-06-01"))
+    with pytest.raises(BudgetExceededError, match=r"spent ε = 1 of the budget ε = 1"):
+        ledger.reserve(make_request(epsilon=0.5, as_of="2026-11-04"))
+    assert ledger.head_hash() == head  # nothing charged by any refused attempt
+
+
 def test_populations_have_separate_budgets(ledger):
     ledger.reserve(make_request(epsilon=1.0))
     ledger.reserve(make_request(epsilon=1.0, population="survey_respondents"))
@@ -211,7 +273,7 @@ def test_populations_have_separate_budgets(ledger):
 def test_zcdp_budget_is_compared_in_epsilon_at_the_policy_delta(tmp_path):
     policy = Policy.load("allkontor")  # zCDP, δ = 1e-7, budget ε = 3
     assert policy.privacy.dp_family == "zcdp"
-    ledger = Ledger.for_policy(policy, path=tmp_path / "l.sqlite")
+    ledger = Ledger.for_policy(policy, path=tmp_path / "l.sqlite", init=True)
     rho_budget = epsilon_budget_to_rho(policy.privacy.budget_epsilon, policy.privacy.delta)
 
     def zcdp(rho):
@@ -239,7 +301,7 @@ def test_zcdp_budget_is_compared_in_epsilon_at_the_policy_delta(tmp_path):
 
 def test_pure_and_zcdp_releases_compose_soundly_in_one_ledger(tmp_path):
     policy = Policy.load("allkontor")  # zCDP, δ = 1e-7, budget ε = 3
-    ledger = Ledger.for_policy(policy, path=tmp_path / "l.sqlite")
+    ledger = Ledger.for_policy(policy, path=tmp_path / "l.sqlite", init=True)
     fields = {
         "population": "customers",
         "purpose": "statistics",
@@ -261,7 +323,7 @@ def test_pure_and_zcdp_releases_compose_soundly_in_one_ledger(tmp_path):
 
 def test_the_budget_comes_from_the_policy(tmp_path):
     policy = Policy.load("offix")
-    ledger = Ledger.for_policy(policy, path=tmp_path / "l.sqlite")
+    ledger = Ledger.for_policy(policy, path=tmp_path / "l.sqlite", init=True)
     fields = {
         "population": "customers",
         "purpose": "statistics",
@@ -279,7 +341,7 @@ def test_the_budget_comes_from_the_policy(tmp_path):
 
 
 # --- whose budget: the controller's, not a workspace's -------------------------------------------
-def test_a_fresh_workspace_or_new_as_of_does_not_reset_the_budget(tmp_path, monkeypatch):
+def test_a_fresh_workspace_or_new_as_of_does_not_reset_the_budget(tmp_path, monkeypatch, clock):
     monkeypatch.setenv(LEDGER_DIR_ENV, str(tmp_path / "controller-ledgers"))
     policy = Policy.load("offix")  # budget ε = 2 per 12 months
     fields = {
@@ -294,6 +356,7 @@ def test_a_fresh_workspace_or_new_as_of_does_not_reset_the_budget(tmp_path, monk
     first.reserve(ReleaseRequest.for_policy(policy, as_of=AS_OF, **fields))
     again = Ledger.for_policy(policy)  # workspace B, new key, prepared a month later
     assert again.path == first.path == tmp_path / "controller-ledgers" / "offix-ab.sqlite"
+    clock.set("2026-07-31")
     with pytest.raises(BudgetExceededError, match="spent ε = 1.5"):
         again.reserve(ReleaseRequest.for_policy(policy, as_of="2026-07-31", **fields))
     other_purpose = {**fields, "purpose": "segmentation"}
@@ -349,7 +412,7 @@ def test_there_is_no_way_to_delete_or_reset(ledger):
 
 
 def test_throwaway_demo_ledger_lives_in_the_workspace_and_says_so(tmp_path):
-    ledger = Ledger.for_workspace(tmp_path / "ws", CONTROLLER, policy=FACTS)
+    ledger = Ledger.for_workspace(tmp_path / "ws", CONTROLLER, policy=FACTS, synthetic=True)
     assert ledger.path == tmp_path / "ws" / "ledger" / "demo-ab.sqlite"
     assert ledger.throwaway and "THROW-AWAY DEMO LEDGER" in ledger.label
     entry = ledger.publish(ledger.reserve(make_request()), files={"a": SHA})
@@ -363,7 +426,7 @@ def test_throwaway_demo_ledger_lives_in_the_workspace_and_says_so(tmp_path):
 # --- evaluation ledgers ---------------------------------------------------------------------------
 def test_evaluation_ledger_only_for_synthetic_data_and_labelled(tmp_path):
     path = tmp_path / "eval.sqlite"
-    with pytest.raises(ReleaseRefusedError, match="synthetic data only.*not marked synthetic"):
+    with pytest.raises(ReleaseRefusedError, match="proven synthetic only.*not proven synthetic"):
         open_ledger(path, evaluation=True)
     ledger = open_ledger(path, evaluation=True, synthetic=True)
     assert ledger.label == EVALUATION_LABEL and "EVALUATION" in repr(ledger)
@@ -373,7 +436,7 @@ def test_evaluation_ledger_only_for_synthetic_data_and_labelled(tmp_path):
     assert ledger.balance("customers").period_total.epsilon == 2.5
     assert ledger.balance("customers").label == EVALUATION_LABEL
     assert all(entry.evaluation for entry in ledger.entries())
-    with pytest.raises(ReleaseRefusedError, match="not marked synthetic"):
+    with pytest.raises(ReleaseRefusedError, match="not proven synthetic"):
         ledger.reserve(make_request(synthetic=False))
     with pytest.raises(ReleaseRefusedError, match="is an evaluation ledger but a real ledger"):
         open_ledger(path)
@@ -401,7 +464,7 @@ def _without_triggers(path: Path) -> sqlite3.Connection:
 def test_the_chain_and_cards_verify(ledger):
     cards = _publish_three(ledger)
     assert ledger.verify_chain() and ledger.verify_cards(cards)
-    assert ledger.verify_chain().n_events == 6
+    assert ledger.verify_chain().n_events == 7  # the policy binding, then 3 × reserve, publish
     legacy = [{"release_id": c["release_id"], "ledger_head_hash": c["ledger_head"]} for c in cards]
     assert ledger.verify_cards(legacy)  # the DP release card's key name
 
@@ -409,13 +472,15 @@ def test_the_chain_and_cards_verify(ledger):
 def test_an_edited_entry_breaks_the_chain(ledger):
     _publish_three(ledger)
     with contextlib.closing(_without_triggers(ledger.path)) as conn:
-        body = conn.execute("SELECT body FROM events WHERE seq = 3").fetchone()[0]
+        body = conn.execute("SELECT body FROM events WHERE seq = 4").fetchone()[0]
         edited = body.replace('"epsilon":0.1', '"epsilon":0.01')
         assert edited != body
-        conn.execute("UPDATE events SET body = ? WHERE seq = 3", (edited,))
+        conn.execute("UPDATE events SET body = ? WHERE seq = 4", (edited,))
     result = ledger.verify_chain()
     assert not result
-    assert any("event 3" in p and "was edited" in p for p in result.problems)
+    assert any("event 4" in p and "was edited" in p for p in result.problems)
+    with pytest.raises(ReleaseRefusedError, match="is not sound, so nothing is charged"):
+        ledger.reserve(make_request(epsilon=0.01))
 
 
 def test_edited_columns_and_identity_are_detected(ledger):
@@ -432,7 +497,8 @@ def test_a_truncated_ledger_is_detected_against_the_cards(ledger):
     cards = _publish_three(ledger)
     with contextlib.closing(_without_triggers(ledger.path)) as conn:
         conn.execute("DELETE FROM events WHERE seq > 4")
-    assert ledger.verify_chain()  # a clean prefix: only the cards can tell
+    chain = ledger.verify_chain()  # a clean prefix, but the anchors remember the head
+    assert not chain and any("truncated or rolled back" in p for p in chain.problems)
     result = ledger.verify_cards(cards)
     assert not result
     assert any("truncated or replaced" in p for p in result.problems)
@@ -449,7 +515,13 @@ def test_a_deleted_middle_event_is_detected(ledger):
 def test_a_replaced_ledger_is_detected_against_the_cards(tmp_path):
     path = tmp_path / "l.sqlite"
     cards = _publish_three(open_ledger(path))
-    path.unlink()  # start over ...
+    path.unlink()  # start over: refused while the anchor beside it remembers the ledger ...
+    with pytest.raises(ReleaseRefusedError, match="is missing but its anchor .* records 7 events"):
+        open_ledger(path)
+    path.with_name(path.name + ".anchor.json").unlink()  # ... and while the registry does
+    with pytest.raises(ReleaseRefusedError, match="already has one: .*l.sqlite .*MISSING"):
+        open_ledger(path)
+    ledger_module._registry_path().unlink()  # a controller deleting every anchor it has
     fresh = open_ledger(path)
     for card in cards:  # ... and even replay the same release ids
         fresh.publish(fresh.reserve(make_request(release_id=card["release_id"])), {"t": SHA})
@@ -461,7 +533,7 @@ def test_a_replaced_ledger_is_detected_against_the_cards(tmp_path):
 
 # --- concurrency and crashes --------------------------------------------------------------------
 def _spend_repeatedly(path: str, sizes: list[float], days: list[int], out) -> None:
-    ledger = open_ledger(Path(path))
+    ledger = Ledger.open(Path(path), CONTROLLER, policy=FACTS, synthetic=True, init=True)
     granted = 0
     for size, day in zip(sizes, days, strict=True):
         as_of = AS_OF + dt.timedelta(days=day)
@@ -488,7 +560,7 @@ def _run_processes(path: Path, plans: list[tuple[list[float], list[int]]]) -> li
 
 def _assert_no_period_over_budget(ledger: Ledger) -> None:
     """Independent recount: every rolling period ending on any release date."""
-    entries = [(e.request.as_of, e.request.epsilon or 0.0) for e in ledger.entries()]
+    entries = [(e.charged_on, e.request.epsilon or 0.0) for e in ledger.entries()]
     for end, _ in entries:
         start = add_months(end, -12)
         total = math.fsum(eps for day, eps in entries if start < day <= end)
@@ -519,7 +591,7 @@ def test_processes_with_random_sizes_and_dates_never_overspend(tmp_path, seed):
         for _ in range(3)
     ]
     path = tmp_path / "l.sqlite"
-    open_ledger(path)
+    open_simulated(path)  # arbitrary dates: a simulated history (synthetic data)
     granted = _run_processes(path, plans)
     ledger = open_ledger(path)
     assert sum(granted) == len(ledger.entries()) > 0
@@ -538,7 +610,7 @@ def _hold_the_write_lock(path: str, ready) -> None:
     conn.execute("BEGIN IMMEDIATE")
     conn.execute(
         "INSERT INTO events VALUES (99, 'half', 'reserve', 'now', 'customers', '2026-06-30',"
-        " '{}', 'x', 'y')"
+        " '2026-06-30', NULL, '{}', 'x', 'y')"
     )
     ready.put("locked")
     time.sleep(120)
@@ -599,7 +671,7 @@ requests = st.lists(
 )
 @given(requests)
 def test_property_no_sequence_of_releases_overspends(tmp_path_factory, sequence):
-    ledger = open_ledger(tmp_path_factory.mktemp("prop") / "l.sqlite")
+    ledger = open_simulated(tmp_path_factory.mktemp("prop") / "l.sqlite")
     accepted: list[tuple[dt.date, float]] = []
     for size, day in sequence:
         as_of = dt.date(2026, 1, 31) + dt.timedelta(days=day)
@@ -634,7 +706,7 @@ def test_property_no_sequence_of_releases_overspends(tmp_path_factory, sequence)
 )
 def test_property_several_processes_never_overspend(tmp_path_factory, plans):
     path = tmp_path_factory.mktemp("procs") / "l.sqlite"
-    open_ledger(path)
+    open_simulated(path)
     split = [([size for size, _ in plan], [day for _, day in plan]) for plan in plans]
     granted = _run_processes(path, split)
     ledger = open_ledger(path)
@@ -650,9 +722,11 @@ def run_cli(*argv: str) -> int:
     return int(args.func(args))
 
 
-def test_cli_shows_balance_rolling_totals_and_history(ledger, capsys):
-    ledger.publish(ledger.reserve(make_request(epsilon=0.3)), files={"t": SHA})
+def test_cli_shows_balance_rolling_totals_and_history(ledger, capsys, clock):
+    clock.set("2025-01-31")
     ledger.reserve(make_request(epsilon=0.2, as_of="2025-01-31"))
+    clock.set(AS_OF)
+    ledger.publish(ledger.reserve(make_request(epsilon=0.3)), files={"t": SHA})
     assert run_cli("--ledger", str(ledger.path), "--history") == 0
     out = capsys.readouterr().out
     assert "Privacy ledger of Demo AB" in out and "hash chain verified" in out
@@ -671,18 +745,23 @@ def test_cli_shows_balance_rolling_totals_and_history(ledger, capsys):
 
 def test_cli_labels_evaluation_ledgers_and_checks_cards(tmp_path, capsys):
     ledger = open_ledger(tmp_path / "eval.sqlite", evaluation=True, synthetic=True)
-    entry = ledger.publish(ledger.reserve(make_request()), files={"t": SHA})
-    cards = tmp_path / "releases" / entry.release_id
+    reservation = ledger.reserve(make_request())
+    cards = tmp_path / "releases" / reservation.release_id
     cards.mkdir(parents=True)
-    (cards / "card.json").write_text(json.dumps(card_for(entry)))
+    (cards / "t").write_text("released table")
+    card = {"release_id": reservation.release_id, "ledger_head_hash": reservation.hash}
+    (cards / "card.json").write_text(json.dumps(card))
+    files = {name: sha256_file(cards / name) for name in ("t", "card.json")}
+    ledger.publish(reservation, files=files, card="card.json")
     assert run_cli("--ledger", str(ledger.path), "--cards", str(tmp_path / "releases")) == 0
     out = capsys.readouterr().out
     lines = out.strip().splitlines()
     assert EVALUATION_LABEL in lines[0] and EVALUATION_LABEL in lines[-1]
     assert "hash chain and 1 release cards verified" in out
-    (cards / "card.json").write_text(json.dumps({**card_for(entry), "ledger_head": "0" * 64}))
+    (cards / "card.json").write_text(json.dumps({**card, "ledger_head_hash": "0" * 64}))
     assert run_cli("--ledger", str(ledger.path), "--cards", str(tmp_path / "releases")) == 1
-    assert "PROBLEM" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "PROBLEM" in out and "card.json differs from what was published" in out
 
 
 def test_cli_finds_the_policy_ledger_and_explains_a_missing_one(tmp_path, monkeypatch, capsys):
@@ -698,6 +777,6 @@ def test_cli_finds_the_policy_ledger_and_explains_a_missing_one(tmp_path, monkey
     assert run_cli() == 0  # every ledger in the folder
     assert "Offix AB" in capsys.readouterr().out
     workspace = tmp_path / "ws"
-    Ledger.for_workspace(workspace, CONTROLLER)
+    Ledger.for_workspace(workspace, CONTROLLER, synthetic=True)
     assert run_cli("--workspace", str(workspace), "--json") == 0
     assert json.loads(capsys.readouterr().out)["ledger"]["throwaway"] is True

@@ -317,7 +317,7 @@ def test_fit_private_segments_charges_the_ledger_and_writes_the_release(private_
     from segments.privacy.ledger import Ledger
 
     policy = Policy.load("alloffice")
-    ledger = Ledger.for_workspace(private_workspace, policy.controller, policy=policy)
+    ledger = Ledger.for_policy(policy)  # the controller's ledger: hand-made frames
     result = fit_private_segments(private_workspace, policy, ledger, seed=0)
     entries = ledger.entries()
     assert len(entries) == 1
@@ -353,7 +353,7 @@ def test_over_budget_is_refused_before_anything_is_written(private_workspace):
     from segments.privacy.ledger import Ledger
 
     policy = Policy.load("alloffice")
-    ledger = Ledger.for_workspace(private_workspace, policy.controller, policy=policy)
+    ledger = Ledger.for_policy(policy)  # the controller's ledger: hand-made frames
     spendable = int(policy.privacy.budget_epsilon // policy.privacy.private_segments_epsilon)
     for _ in range(spendable):
         fit_private_segments(private_workspace, policy, ledger, seed=0)
@@ -374,7 +374,7 @@ def test_external_recipient_gets_private_segments_but_not_fitted_ones(private_wo
     from segments.segmentation import segment
 
     policy = Policy.load("alloffice")
-    ledger = Ledger.for_workspace(private_workspace, policy.controller, policy=policy)
+    ledger = Ledger.for_policy(policy)  # the controller's ledger: hand-made frames
     fit_private_segments(private_workspace, policy, ledger, seed=0)
     segment(private_workspace, policy, k_range=[4], n_bootstrap=1, seed=0)
     private = SegmentSource.from_workspace(private_workspace, "private", ledger=ledger)
@@ -388,11 +388,11 @@ def test_external_recipient_gets_private_segments_but_not_fitted_ones(private_wo
         check_release(guarantee=fitted.guarantee, **release)
 
 
-def test_cli_segment_private_charges_the_demo_ledger(private_workspace, capsys):
+def test_cli_segment_private_charges_the_controllers_ledger(private_workspace, capsys):
     from segments.cli.main import main
     from segments.privacy.ledger import Ledger
 
-    argv = ["segment", "--workspace", str(private_workspace.root), "--private", "--demo-ledger"]
+    argv = ["segment", "--workspace", str(private_workspace.root), "--private"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "private segments (DP k-means, k=6" in out and "ε = 1" in out
@@ -401,7 +401,7 @@ def test_cli_segment_private_charges_the_demo_ledger(private_workspace, capsys):
     from segments.policy import Policy
 
     policy = Policy.load("alloffice")
-    ledger = Ledger.for_workspace(private_workspace, policy.controller, policy=policy)
+    ledger = Ledger.for_policy(policy)  # the controller's ledger: hand-made frames
     assert [e.loss.epsilon for e in ledger.entries()] == [pytest.approx(1.0)]
 
 
@@ -413,7 +413,7 @@ def test_profiles_come_from_a_dp_release_keyed_by_the_private_segments(private_w
     from segments.privacy.ledger import Ledger
 
     policy = Policy.load("alloffice")
-    ledger = Ledger.for_workspace(private_workspace, policy.controller, policy=policy)
+    ledger = Ledger.for_policy(policy)  # the controller's ledger: hand-made frames
     seg = fit_private_segments(private_workspace, policy, ledger, seed=0)
     profiles, release = private_segment_profiles(private_workspace, policy, ledger, epsilon=0.5)
     assert list(profiles["segment"]) == [str(j) for j in range(seg.model.n_clusters)]

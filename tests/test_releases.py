@@ -12,7 +12,7 @@ import pytest
 from segments.exceptions import BudgetExceededError, PolicyError, ReleaseRefusedError
 from segments.policy import Policy
 from segments.privacy._frames import write_prepared_frames, write_survey_frame
-from segments.privacy.ledger import Ledger
+from segments.privacy.ledger import Ledger, default_ledger_path
 from segments.privacy.releases import (
     build_shared_frames,
     cells_per_person,
@@ -302,20 +302,55 @@ def test_execute_writes_tables_and_card_and_charges_the_ledger(params, workspace
     assert not folder.exists()  # the private per-person frames are gone
     card = json.loads((result.path / "card.json").read_text())
     assert card["release_id"] == result.release_id
-    assert card["ledger_head_hash"] == ledger.head_hash()
+    entry = ledger.entry(result.release_id)
+    assert card["ledger_head_hash"] == entry.reserve_hash  # the card is bound to its charge
+    assert card["ledger_anchor"]["ledger_id"] == ledger.ledger_id
+    assert "over the 24-month window" in card["population_total_loss"]["text"]
+    assert card["population_total_loss"]["window_epsilon"] == pytest.approx(1.0)
     assert card["evaluation"] is True and "EVALUATION" in card["ledger_label"]
     assert card["guarantee"] == GUARANTEE_END_TO_END
     for name, digest in card["files"].items():
         assert sha256_file(result.path / name) == digest
-    entry = ledger.entry(result.release_id)
     assert entry.request.epsilon == pytest.approx(1.0)
-    assert dict(entry.files) == card["files"]
+    # the ledger holds the SHA-256 of every published file and of the card
+    assert entry.card == "card.json"
+    assert dict(entry.files) == {
+        **card["files"],
+        "card.json": sha256_file(result.path / "card.json"),
+    }
+    assert ledger.verify_cards([result.path / "card.json"])
     assert not list(workspace.releases.glob(".*.tmp"))
     assert "person_id" not in pl.read_parquet(result.path / "spend_by_segment.parquet").columns
 
 
+def test_attack_a_replaced_table_or_an_edited_card_fails_ledger_cards(
+    params, workspace, policy, frames
+):
+    """Issue 13.7: `ledger --cards` verified ids, not contents."""
+    ledger = Ledger.for_workspace(
+        workspace, policy.controller, evaluation=True, synthetic=True, policy=policy
+    )
+    with _plan(SPECS["segment_overview"], params, frames) as plan:
+        result = plan.execute(
+            ledger, workspace, policy=policy, purpose=PURPOSE, recipient="purchasing"
+        )
+    table = result.path / "spend_by_segment.parquet"
+    original = table.read_bytes()
+    frame = pl.read_parquet(table)
+    frame.with_columns(pl.lit(1000).alias(frame.columns[-1])).write_parquet(table)
+    problems = " | ".join(ledger.verify_cards([result.path / "card.json"]).problems)
+    assert "spend_by_segment.parquet differs from what was published" in problems
+    table.write_bytes(original)
+    card_path = result.path / "card.json"
+    card = json.loads(card_path.read_text())
+    card["privacy_loss"]["epsilon"] = 0.01
+    card_path.write_text(json.dumps(card))
+    problems = " | ".join(ledger.verify_cards([card_path]).problems)
+    assert "card.json differs from what was published" in problems
+
+
 def test_execute_refuses_over_budget_before_running(params, workspace, policy, frames):
-    ledger = Ledger.for_workspace(workspace, policy.controller, policy=policy)
+    ledger = Ledger.for_workspace(workspace, policy.controller, policy=policy, synthetic=True)
     too_much = SPECS["customers_by_county_segment"].with_epsilon(policy.privacy.budget_epsilon + 1)
     with (
         _plan(too_much, params, frames) as plan,
@@ -334,7 +369,7 @@ def test_fitted_segments_are_refused_for_external_recipients(
     )
     labels.write_parquet(tmp_path / "labels.parquet")
     source = SegmentSource.from_labels(tmp_path / "labels.parquet", "fitted_model", ["0", "1", "2"])
-    ledger = Ledger.for_workspace(workspace, policy.controller, policy=policy)
+    ledger = Ledger.for_workspace(workspace, policy.controller, policy=policy, synthetic=True)
     with _plan(SPECS["customers_by_county_segment"], params, frames, segments=source) as plan:
         assert plan.guarantee == GUARANTEE_GIVEN_SEGMENTATION
         with pytest.raises(ReleaseRefusedError, match="internal"):
@@ -407,16 +442,21 @@ def test_cli_dry_run_shows_accuracy_and_spends_nothing(workspace, capsys):
 
     args = ["release", "-w", str(workspace.root), "--policy", "alloffice", "--spec",
             "segment_overview", "--purpose", PURPOSE, "--recipient", "purchasing",
-            "--as-of", "2026-03-01", "--demo-ledger"]  # fmt: skip
+            "--as-of", "2026-03-01"]  # fmt: skip
     assert main([*args, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "expected accuracy" in out and "customers_by_county_segment" in out
     assert "nothing was charged" in out
-    assert not (workspace.root / "ledger").exists()
-    assert main(args) == 0
+    assert not default_ledger_path("AllOffice Nordic AB").exists()
+    # the frames here were not made by the generator: the demo ledger refuses them
+    assert main([*args, "--demo-ledger"]) == 2
+    assert "not proven synthetic" in capsys.readouterr().err
+    assert not (workspace.root / "ledger").exists() and not list(workspace.releases.iterdir())
+    assert main(args) == 0  # the controller's ledger
     out = capsys.readouterr().out
-    assert "THROW-AWAY DEMO LEDGER" in out and "released segment_overview-" in out
+    assert "released segment_overview-" in out and "THROW-AWAY" not in out
     assert len(list(workspace.releases.glob("segment_overview-*/card.json"))) == 1
+    assert default_ledger_path("AllOffice Nordic AB").exists()
     # a dry run now shows what is left and the refusals the real run would meet
     assert main([*args, "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -435,11 +475,12 @@ def test_cli_refuses_a_marketing_recipient(workspace, capsys):
 
     code = main(["release", "-w", str(workspace.root), "--policy", "alloffice", "--spec",
                  "category_mix", "--purpose", PURPOSE, "--recipient", "adtech-partner",
-                 "--as-of", "2026-03-01", "--demo-ledger"])  # fmt: skip
+                 "--as-of", "2026-03-01"])  # fmt: skip
     assert code == 2
     err = capsys.readouterr().err
     # AllOffice's refusal cites AllOffice's clause, not AllCall's AC-4 (issue 13 item 9)
     assert "(AO-10)" in err and "AC-4" not in err
+    assert not list(workspace.releases.iterdir())
 
 
 def test_segment_source_from_workspace(workspace):

@@ -506,7 +506,7 @@ def print_summary(summary: DemoSummary, echo: Callable[[str], Any] = print) -> i
 
     ws = Workspace(summary.workspace)
     pol = Policy.load(summary.policy)
-    ledger = Ledger.for_workspace(ws, pol.controller, policy=pol, synthetic=True)
+    ledger = Ledger.for_workspace(ws, pol.controller, policy=pol, create=False)  # reads only
     entries = ledger.entries()
     kinds = {k: sum(e.request.kind == k for e in entries) for k in ("dp", "kanon")}
     verdict = "no audit report"

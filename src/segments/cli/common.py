@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import math
 import re
 from pathlib import Path
@@ -100,42 +99,95 @@ def iso_date(text: str) -> dt.date:
 
 def add_ledger_options(parser: argparse.ArgumentParser) -> None:
     """Which ledger a release is charged to: the controller's (default), the workspace's
-    throw-away demo ledger, or the evaluation ledger (synthetic data only)."""
+    throw-away demo ledger, or the evaluation ledger (data proven synthetic only)."""
     ledger = parser.add_mutually_exclusive_group()
     ledger.add_argument("--ledger", help="ledger file (default: the controller's ledger)")
     ledger.add_argument(
-        "--demo-ledger", action="store_true", help="the throw-away demo ledger in W/ledger/"
+        "--demo-ledger",
+        action="store_true",
+        help="the throw-away demo ledger in W/ledger/ (data proven synthetic only)",
     )
     ledger.add_argument(
         "--evaluation-ledger",
         action="store_true",
-        help="the evaluation ledger in W/ledger/ (synthetic data only)",
+        help="the evaluation ledger in W/ledger/ (data proven synthetic only)",
+    )
+    parser.add_argument(
+        "--init-ledger",
+        action="store_true",
+        help="start (or move) the controller's ledger at --ledger PATH; refused while the "
+        "registry of controller ledgers knows another one",
     )
 
 
 def is_synthetic(workspace: Workspace) -> bool:
-    """True when the workspace's raw manifest marks its data synthetic."""
-    if not workspace.manifest.exists():
-        return False
-    manifest = json.loads(workspace.manifest.read_text(encoding="utf-8"))
-    return bool(manifest.get("synthetic", False))
+    """True when the workspace's raw data is *proven* synthetic: regenerated from the
+    manifest's seed and parameters and equal byte for byte (the manifest's flag is not
+    trusted; the verdict is cached by the files' hashes)."""
+    from segments.privacy.synthetic import prove_synthetic
+
+    return bool(prove_synthetic(workspace))
 
 
-def open_ledger(args: argparse.Namespace, policy: Any, synthetic: bool) -> Any:
-    """The ledger chosen by :func:`add_ledger_options`."""
+def wants_simulated_ledger(args: argparse.Namespace) -> bool:
+    """True when the command asked for the demo or the evaluation ledger."""
+    return bool(getattr(args, "demo_ledger", False) or getattr(args, "evaluation_ledger", False))
+
+
+def open_ledger(args: argparse.Namespace, policy: Any, synthetic: bool | None = None) -> Any:
+    """The ledger chosen by :func:`add_ledger_options`, reconciled before use.
+
+    Evaluation and demo ledgers are opened only for data proven synthetic
+    (:func:`segments.privacy.synthetic.prove_synthetic`); reservations a crash left
+    unpublished are finished or aborted first, and each is reported.
+    """
+    from segments.exceptions import ReleaseRefusedError
     from segments.privacy.ledger import Ledger
+    from segments.privacy.synthetic import prove_synthetic
 
-    if args.demo_ledger or args.evaluation_ledger:
+    if wants_simulated_ledger(args):
+        proof = prove_synthetic(args.workspace)
+        if not proof:
+            flag = (
+                "--demo-ledger" if getattr(args, "demo_ledger", False) else ("--evaluation-ledger")
+            )
+            raise ReleaseRefusedError(
+                f"{flag} refused before anything was charged: the data in "
+                f"{args.workspace.raw} is not proven synthetic ({proof.reason}); evaluation "
+                "and demo ledgers take synthetic data only — use the controller's ledger"
+            )
         ledger = Ledger.for_workspace(
             args.workspace,
             str(policy.controller),
-            evaluation=bool(args.evaluation_ledger),
-            synthetic=synthetic,
+            evaluation=bool(getattr(args, "evaluation_ledger", False)),
+            synthetic=True,
             policy=policy,
         )
     else:
-        ledger = Ledger.for_policy(policy, path=args.ledger, synthetic=synthetic)
+        ledger = Ledger.for_policy(
+            policy, path=args.ledger, init=bool(getattr(args, "init_ledger", False))
+        )
+    contradicted = ledger.contradicting_cards(args.workspace.releases)
+    if contradicted:
+        raise ReleaseRefusedError(
+            f"privacy ledger {ledger.path} is refused before anything was charged: "
+            f"{contradicted[0]}"
+            + (f" (and {len(contradicted) - 1} more cards)" if len(contradicted) > 1 else "")
+            + "; restore the ledger from a backup — it is never recreated over its history"
+        )
+    report_reconciliation(ledger)
     return track_ledger(ledger)
+
+
+def report_reconciliation(ledger: Any) -> list[dict[str, str]]:
+    """Run :meth:`Ledger.reconcile` and print one line per finished or aborted release."""
+    done = ledger.reconcile()
+    for item in done:
+        print(
+            f"ledger reconciliation: release {item['release_id']} {item['action']}: "
+            f"{item['detail']}"
+        )
+    return done
 
 
 def refuse_early(policy: Any, purpose: str, recipient: str, destination: str) -> None:

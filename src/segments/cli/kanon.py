@@ -16,11 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import shutil
-import tempfile
 import uuid
-from pathlib import Path
 from typing import Any
 
 from segments.cli.common import (
@@ -32,6 +28,7 @@ from segments.cli.common import (
     open_ledger,
     refuse_early,
     safe_name,
+    wants_simulated_ledger,
 )
 from segments.exceptions import KAnonymityError, PolicyError, WorkspaceError
 from segments.workspace import Workspace, sha256_file
@@ -211,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     lines = pl.read_parquet(lines_path)
     ledger = None
     if args.segments == "private":  # its provenance is checked in the ledger first
-        ledger = open_ledger(args, policy, is_synthetic(workspace))
+        ledger = open_ledger(args, policy)
     as_of = args.as_of or dt.date.today()
     labels, provenance = _segments(workspace, args.segments, lines, customers, ledger, as_of)
     columns = args.columns.split(",") if args.columns else list(DEFAULT_COLUMNS)
@@ -241,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         loss=args.loss,
         max_fully_generalised=args.max_fully_generalised,
     )
-    synthetic = is_synthetic(workspace)
+    synthetic = is_synthetic(workspace) if wants_simulated_ledger(args) else False
     ledger = ledger or open_ledger(args, policy, synthetic)
     # the linkage check sees every column any release may show, not only this one's
     # (those the purpose's prepared frame carries: an ingested export has fewer)
@@ -283,25 +280,22 @@ def run(args: argparse.Namespace) -> int:
         synthetic=synthetic,
         release_id=f"kanon-{as_of:%Y%m%d}-{uuid.uuid4().hex[:8]}",
     )
-    reservation = ledger.reserve(request, policy=policy)
-    release_id = str(reservation.release_id)
-    final = workspace.release_dir(release_id)
-    if final.exists():
-        raise WorkspaceError(f"release folder {final} already exists; a release id is used once")
-    workspace.releases.mkdir(parents=True, exist_ok=True)
-    staging = Path(
-        tempfile.mkdtemp(dir=workspace.releases, prefix=f".{release_id}.", suffix=".tmp")
+    from segments.privacy.publishing import begin
+
+    publication = begin(
+        ledger, request, policy=policy, final=workspace.release_dir(str(request.release_id))
     )
+    release_id = publication.release_id
+    final = publication.final
     try:
-        digest = write_table(staging, anon)
-        entry = ledger.publish(reservation, files={"table.parquet": digest})
+        digest = write_table(publication.staging, anon)
         write_certificate(
-            staging,
+            publication.staging,
             anon,
             digest,
             extra={
                 "release_id": release_id,
-                "ledger_head_hash": entry.head_hash,
+                "ledger_head_hash": publication.reservation.hash,
                 "ledger_label": ledger.label,
                 "evaluation": bool(ledger.evaluation),
                 "guarantee": GUARANTEE_K_ANONYMOUS,
@@ -315,10 +309,10 @@ def run(args: argparse.Namespace) -> int:
                 "as_of": as_of.isoformat(),
             },
         )
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException as exc:
+        publication.fail(exc)
         raise
+    publication.complete("certificate.json")
     if ledger.label:
         print(ledger.label)
     util = anon.metrics["utility"]

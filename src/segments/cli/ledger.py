@@ -3,8 +3,12 @@
 Reads the ledger only (it never creates or changes one). Which ledger: ``--ledger PATH``, else
 the default ledger of ``--policy``'s controller (or its throw-away ledger in ``--workspace``),
 else every ledger in the default folder (``$SEGMENTS_LEDGER_DIR`` or the per-user data folder).
-The chain is verified on every run; ``--cards DIR`` also checks the release cards under DIR.
-Exit status 1 when verification finds a problem.
+The chain and its anchors are verified on every run; ``--cards DIR`` also recomputes the
+SHA-256 of every released file and card under DIR. Reservations a crash left unpublished are
+reconciled first (finished if their folder is complete, else aborted, the charge still
+counted) and reported. ``--adopt-policy`` records a change of the policy's privacy parameters
+(only a tightening before a full period has passed). Exit status 1 when verification finds a
+problem or a rolling period is over budget on a controller's ledger.
 """
 
 from __future__ import annotations
@@ -31,8 +35,11 @@ ACCOUNTING_RULE = (
     "accounting: pure ε-DP releases add in ε; zCDP releases add in ρ, and when both occur a "
     "pure ε counts as ρ = ε²/2 and the total is stated as (ε, δ) at the policy's δ with "
     "ε = ρ + 2·sqrt(ρ·ln(1/δ)) (or Σε_pure + ε(Σρ_zCDP), whichever is smaller; both are "
-    "sound); that ε is compared with the budget ε for every rolling period, measured on the "
-    "releases' as-of dates. k-anonymous releases charge nothing. Reserved charges count."
+    "sound); that ε is compared with the budget ε for every rolling period, and ε × ⌈window / "
+    "period⌉ with the policy's window, measured on the charge dates: the day a release was "
+    "recorded on a controller's ledger (the simulated as-of only on evaluation and demo "
+    "ledgers, synthetic data). k-anonymous releases charge nothing. Reserved and aborted "
+    "charges count."
 )
 
 _CARD_NAMES = ("card.json", "certificate.json")
@@ -71,12 +78,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="verify the release cards (card.json, certificate.json) under DIR",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--adopt-policy",
+        action="store_true",
+        help="record --policy's privacy parameters as the ledger's (a change may only tighten "
+        "before a full budget period has passed)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from segments.cli.common import report_reconciliation
+
     policy = _load_policy(args.policy) if args.policy else None
+    if args.adopt_policy and policy is None:
+        raise WorkspaceError("--adopt-policy needs --policy NAME (the policy to adopt)")
     ledgers = _open_ledgers(args, policy)
+    for ledger in ledgers:
+        if args.adopt_policy and policy is not None:
+            params = ledger.change_policy(policy)
+            print(f"ledger {ledger.path} now bound to policy {policy.name!r}: {params}")
+        report_reconciliation(ledger)
     cards = _find_cards(args.cards) if args.cards else None
     reports = [_report(ledger, args.as_of, cards) for ledger in ledgers]
     if args.json:
@@ -91,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         print("\n\n".join(report.render(args.history) for report in reports))
-    return 0 if all(report.verification.ok for report in reports) else 1
+    sound = all(report.verification.ok and not report.over_budget for report in reports)
+    return 0 if sound else 1
 
 
 def _load_policy(name: str) -> Any:
@@ -142,6 +165,7 @@ class _Report:
     balances: list[Balance]
     verification: Verification
     cards_checked: int | None
+    over_budget: tuple[str, ...] = ()
 
     def to_dict(self, history: bool) -> dict[str, Any]:
         ledger = self.ledger
@@ -158,12 +182,15 @@ class _Report:
                 "releases": len(self.entries),
                 "published": sum(e.status == "published" for e in self.entries),
                 "reserved": sum(e.status == "reserved" for e in self.entries),
+                "aborted": sum(e.status == "aborted" for e in self.entries),
+                "bound_policy": ledger.bound_policy(),
             },
             "verification": {
                 "ok": self.verification.ok,
                 "problems": list(self.verification.problems),
                 "events": self.verification.n_events,
                 "cards_checked": self.cards_checked,
+                "over_budget": list(self.over_budget),
             },
             "accounting_rule": ACCOUNTING_RULE,
             "balances": [balance.to_dict() for balance in self.balances],
@@ -175,6 +202,7 @@ class _Report:
     def render(self, history: bool) -> str:
         ledger, entries = self.ledger, self.entries
         published = sum(e.status == "published" for e in entries)
+        aborted = sum(e.status == "aborted" for e in entries)
         scope = "hash chain" + (
             f" and {self.cards_checked} release cards" if self.cards_checked is not None else ""
         )
@@ -182,11 +210,13 @@ class _Report:
         lines = [f"*** {ledger.label} ***"] if ledger.label else []
         lines += [
             f"Privacy ledger of {ledger.controller}: {ledger.path}",
-            f"  {len(entries)} releases ({published} published, {len(entries) - published} "
-            f"reserved); head {self.head[:16]}…; {scope} {verdict}",
+            f"  {len(entries)} releases ({published} published, {aborted} aborted, "
+            f"{len(entries) - published - aborted} reserved); head {self.head[:16]}…; {scope} "
+            f"{verdict}",
             "  " + ACCOUNTING_RULE,
         ]
         lines += [f"  PROBLEM: {problem}" for problem in self.verification.problems]
+        lines += [f"  OVER BUDGET: {problem}" for problem in self.over_budget]
         for balance in self.balances:
             lines += _render_balance(balance)
         if history and entries:
@@ -206,6 +236,8 @@ def _report(ledger: Ledger, as_of: dt.date | None, cards: list[Path] | None) -> 
         balances=[ledger.balance(population, as_of) for population in ledger.populations()],
         verification=verification,
         cards_checked=None if cards is None else len(cards),
+        # an evaluation ledger records over-budget releases on purpose
+        over_budget=() if ledger.evaluation else tuple(ledger.over_budget()),
     )
 
 
@@ -234,7 +266,8 @@ def _render_entry(entry: LedgerEntry) -> str:
     else:
         charge = f"ε={loss.epsilon:.4g}" + (f" δ={loss.delta:.2g}" if loss.delta else "")
     return (
-        f"  {entry.release_id}  {entry.status:<9} as-of {request.as_of}  {request.population}  "
+        f"  {entry.release_id}  {entry.status:<9} charged {entry.charged_on} (as-of "
+        f"{request.as_of})  {request.population}  "
         f"{charge:<12} {request.guarantee}; {request.mechanism or '-'}; purpose "
         f"{request.purpose} → {request.recipient} ({entry.recipient_kind}, "
         f"{request.destination}); clauses {', '.join(request.clause_ids) or '-'}; "

@@ -24,6 +24,7 @@ from segments.cli.common import (
     open_ledger,
     refuse_early,
     safe_name,
+    wants_simulated_ledger,
 )
 from segments.exceptions import PolicyError
 from segments.workspace import Workspace
@@ -161,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     # keys come from the data's declared public domains (built-in for synthetic data)
     params = PrivacyParams.from_policy(policy, args.purpose).with_domains(public_domains(workspace))
     as_of = args.as_of or dt.date.today()
-    synthetic = is_synthetic(workspace)
+    synthetic = is_synthetic(workspace) if wants_simulated_ledger(args) else False
     if not 0.0 < args.confidence < 1.0:
         raise PolicyError(f"--confidence={args.confidence!r} must lie in (0, 1), e.g. 0.95")
 

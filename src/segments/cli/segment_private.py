@@ -7,10 +7,8 @@ switches, and its ``run`` hands over to :func:`run_private` when ``--private`` i
 from __future__ import annotations
 
 import argparse
-import json
-from typing import Any
 
-from segments.cli.common import safe_name, track_ledger
+from segments.cli.common import safe_name
 
 __all__ = ["add_private_options", "run_private"]
 
@@ -41,26 +39,13 @@ def add_private_options(parser: argparse.ArgumentParser) -> None:
 
 def run_private(args: argparse.Namespace) -> int:
     """Fit the private segments and print what was charged and released."""
+    from segments.cli.common import open_ledger
     from segments.policy import Policy
     from segments.privacy.kmeans import fit_private_segments
-    from segments.privacy.ledger import Ledger
 
     policy = Policy.load(args.policy)
     ws = args.workspace
-    manifest = ws.manifest
-    synthetic = (
-        bool(json.loads(manifest.read_text(encoding="utf-8")).get("synthetic", False))
-        if manifest.exists()
-        else False
-    )
-    ledger: Any
-    if args.demo_ledger:
-        ledger = Ledger.for_workspace(
-            ws, str(policy.controller), synthetic=synthetic, policy=policy
-        )
-    else:
-        ledger = Ledger.for_policy(policy, path=args.ledger, synthetic=synthetic)
-    track_ledger(ledger)
+    ledger = open_ledger(args, policy)
     result = fit_private_segments(
         ws,
         policy,

@@ -3,8 +3,12 @@
 ``W/releases/archive/monthly_category.parquet`` holds one row per month and product
 category (``docs/architecture.md``, "Release archive"). A month is released by
 :func:`release_month` only when it has closed (its last day is before ``as_of``) and while
-its data is inside retention; it is appended once and never re-released — the archive and
-the ledger are both checked. Forecasts read the archive (post-processing: no new loss).
+its data is inside retention; it is appended once and never re-released — the archive is
+checked, and the ledger holds a unique key on (population, series, month) checked inside the
+reserving transaction, so two processes or workspaces sharing a ledger cannot both release a
+month. A month whose publication was *aborted* (reconciliation after a crash) may be released
+again, charged again; a month is never published twice. Forecasts read the archive
+(post-processing: no new loss).
 :func:`backfill` builds the archive for the synthetic history by stepping ``as_of`` through
 past months; it needs an evaluation or throw-away demo ledger.
 """
@@ -113,16 +117,6 @@ def releasable_months(
     return months
 
 
-def _released_in_ledger(ledger: Any, month: dt.date) -> str | None:
-    """Release id of an earlier charge for this month's series, if the ledger has one."""
-    for entry in ledger.entries():
-        spec = entry.request.spec or {}
-        window = spec.get("window") or []
-        if spec.get("name") == "monthly_category" and window[:1] == [month.isoformat()]:
-            return str(entry.release_id)
-    return None
-
-
 @contextlib.contextmanager
 def _archive_lock(workspace: Workspace) -> Iterator[None]:
     """One writer at a time: two processes cannot release the same month together."""
@@ -214,12 +208,6 @@ def release_month(
                 "in the archive; a month is released once — read it from "
                 f"{archive_path(workspace)}"
             )
-        previous = _released_in_ledger(ledger, month)
-        if previous is not None:
-            raise ReleaseRefusedError(
-                f"monthly series: month {month:%Y-%m} was already charged in the ledger "
-                f"({previous}); a month is never re-released"
-            )
         with plan_release(
             spec or SPECS["monthly_category"],
             params,
@@ -239,6 +227,9 @@ def release_month(
                 destination=destination,
                 synthetic=synthetic,
                 extra_card={"month": month.isoformat()},
+                # "once" is a unique key in the ledger, checked in the reserving transaction:
+                # two workspaces sharing the ledger cannot both release the month
+                once_key=f"{(spec or SPECS['monthly_category']).name}/{month:%Y-%m}",
             )
         _append(workspace, archive, _archive_rows(result, month))
     return result

@@ -20,29 +20,54 @@ Whose budget
 
 Reservation, then publication
     :meth:`Ledger.reserve` runs the guards (:mod:`segments.privacy.guards`), then, in one
-    ``BEGIN IMMEDIATE`` transaction, checks every rolling budget period the release falls in
-    and appends a *reserve* event: the charge counts from this moment, so two processes cannot
-    overspend together and a crash before publication leaves the reservation counted. There is
-    no cancel: a reserved charge is spent. :meth:`Ledger.publish` appends a *publish* event
-    with the files' SHA-256 and returns the entry with the head hash the release card carries.
+    ``BEGIN IMMEDIATE`` transaction, verifies the chain from the last verified event and the
+    anchors, checks the policy binding, the time, the once-only key and every rolling budget
+    period (and the window) the release falls in, and appends a *reserve* event: the charge
+    counts from this moment, so two processes cannot overspend together and a crash before
+    publication leaves the reservation counted. There is no cancel. :meth:`Ledger.publish`
+    appends a *publish* event with the SHA-256 of every released file and of the card;
+    :meth:`Ledger.abort` records a publication that did not complete (the charge still
+    counts) and :meth:`Ledger.reconcile` finishes or aborts reservations a crash left behind
+    (:mod:`segments.privacy.publishing` is the one path that stages, fsyncs, renames, then
+    publishes).
+
+Time
+    On a controller's ledger a release is charged on the date it is recorded (the ledger's
+    clock); its as-of may not run ahead of today or behind the population's latest release.
+    Evaluation and demo ledgers, for data proven synthetic
+    (:mod:`segments.privacy.synthetic`), charge on the simulated as-of.
+
+One ledger per controller, bound to its policy
+    A registry in the per-user data folder records each controller's ledger (path, id, head
+    hash, event count). A controller's ledger is created at its default path by the first
+    release, or at another path only with ``init=True``; a second ledger for the controller is
+    refused, naming the registered one. The first *policy* event binds the ledger to the
+    policy's budget, period, window, δ and DP family (and the policy file's SHA-256); a policy
+    with other parameters is refused, and :meth:`Ledger.change_policy` records a change, which
+    may only tighten before a full period has passed.
 
 Tamper evidence
-    Both kinds of event are links of one hash chain: an event's hash is the SHA-256 of its
-    canonical JSON body, which holds the previous event's hash (the first holds the hash of the
-    ledger's identity: id, controller, creation time and flags). :meth:`Ledger.verify_chain`
-    recomputes the chain; :meth:`Ledger.verify_cards` checks that the head hashes recorded in
-    release cards are still in it, which detects a truncated or replaced ledger.
+    Every event is a link of one hash chain: its hash is the SHA-256 of its canonical JSON
+    body, which holds every column (sequence, ids, times, population, as-of, charge date,
+    once-only key) and the previous event's hash (the first links to the hash of the ledger's
+    identity). After every append the head hash and event count are written beside the file
+    (``<ledger>.anchor.json``) and to the registry, and every release card carries them, so a
+    ledger that is missing, truncated, rolled back or replaced is refused, not recreated.
+    :meth:`Ledger.verify_chain` recomputes the chain and checks the anchors;
+    :meth:`Ledger.verify_cards` also recomputes the SHA-256 of every published file and card.
 
 Budget accounting
     See :mod:`segments.privacy.composition`: pure ε adds in ε, zCDP adds in ρ (pure ε counts as
     ε²/2 when mixed) and is stated as (ε, δ) at the policy's δ; that ε is compared with the
     policy's ``budget_epsilon`` per ``budget_period_months`` over every rolling period the
-    release falls in. k-anonymous releases charge nothing but appear in the history.
+    release falls in, and with ``budget_epsilon × window / period`` over the policy's
+    ``budget_window_months`` (the retention window; every card states the population's total
+    over it). k-anonymous releases charge nothing but appear in the history.
 
 Evaluation ledgers
-    Opened with ``evaluation=True``, allowed only for synthetic data: benchmarks and backtests
-    may release many times (over-budget reservations are recorded, not refused) and every
-    output is labelled ``EVALUATION LEDGER — synthetic data only``.
+    Opened with ``evaluation=True``, allowed only for data proven synthetic: benchmarks and
+    backtests may release many times (over-budget reservations are recorded, not refused) and
+    every output is labelled ``EVALUATION LEDGER — synthetic data only``.
 """
 
 from __future__ import annotations
@@ -50,6 +75,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import math
@@ -99,21 +125,45 @@ THROWAWAY_LABEL = (
     "controller's ledger"
 )
 _FORMAT = "segments-ledger"
-_SCHEMA_VERSION = "1"
+_SCHEMA_VERSION = "2"
 _BUSY_TIMEOUT_S = 60.0
 _RELEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _KINDS = ("dp", "kanon")
+_EVENTS = ("reserve", "publish", "abort", "policy")
+#: Columns of ``events`` that are also fields of the hashed body: every one is in the chain.
+_HASHED_COLUMNS = (
+    "seq",
+    "release_id",
+    "event",
+    "recorded_at",
+    "population",
+    "as_of",
+    "charged_on",
+    "once_key",
+    "prev_hash",
+)
+#: The policy's privacy parameters a ledger is bound to (a change is a ledger event).
+BOUND_PARAMETERS = (
+    "budget_epsilon",
+    "budget_period_months",
+    "budget_window_months",
+    "delta",
+    "dp_family",
+)
+_MIN_FREE_BYTES = 16 * 1024 * 1024
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS events (
         seq INTEGER PRIMARY KEY,
         release_id TEXT NOT NULL,
-        event TEXT NOT NULL CHECK (event IN ('reserve', 'publish')),
+        event TEXT NOT NULL CHECK (event IN ('reserve', 'publish', 'abort', 'policy')),
         recorded_at TEXT NOT NULL,
         population TEXT NOT NULL,
         as_of TEXT NOT NULL,
+        charged_on TEXT NOT NULL,
+        once_key TEXT UNIQUE,
         body TEXT NOT NULL,
         prev_hash TEXT NOT NULL,
         hash TEXT NOT NULL UNIQUE,
@@ -130,6 +180,12 @@ _SCHEMA = (
     """CREATE TRIGGER IF NOT EXISTS meta_fixed_delete BEFORE DELETE ON meta BEGIN
         SELECT RAISE(ABORT, 'the privacy ledger identity cannot be deleted'); END""",
 )
+
+
+def _clock() -> dt.datetime:
+    """The ledger's clock (UTC). A release on a controller's ledger is charged on this date;
+    tests replace this function, callers cannot pass a time."""
+    return dt.datetime.now(dt.UTC)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -204,7 +260,7 @@ def _sha256_text(text: str) -> str:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+    return _clock().isoformat(timespec="microseconds")
 
 
 def _as_date(value: Any, name: str) -> dt.date:
@@ -264,6 +320,10 @@ class ReleaseRequest:
         The manifest's ``synthetic`` flag; an evaluation ledger refuses ``False``.
     release_id : str, optional
         A chosen id (letters, digits, ``._-``); generated when omitted.
+    once_key : str, optional
+        Names a release the ledger allows once per population, e.g.
+        ``"monthly_category/2026-09"``: a unique key in the ledger refuses a second charge in
+        the reserving transaction (a retry is allowed only after an *aborted* publication).
     """
 
     policy: str
@@ -288,6 +348,7 @@ class ReleaseRequest:
     population_fingerprint: str = ""
     synthetic: bool | None = None
     release_id: str | None = None
+    once_key: str | None = None
 
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__
@@ -334,6 +395,11 @@ class ReleaseRequest:
                 )
         if self.policy_delta is not None and not 0 < self.policy_delta < 1:
             raise ValueError(f"ReleaseRequest.policy_delta={self.policy_delta!r} must be in (0, 1)")
+        if self.once_key is not None and not re.match(r"^[A-Za-z0-9._/-]{1,128}$", self.once_key):
+            raise ValueError(
+                f"ReleaseRequest.once_key={self.once_key!r} must be 1-128 letters, digits, "
+                "'.', '_', '/' or '-', e.g. 'monthly_category/2026-09'"
+            )
         if self.release_id is not None and not _RELEASE_ID.match(self.release_id):
             raise ValueError(
                 f"ReleaseRequest.release_id={self.release_id!r} must be 1-128 letters, digits, "
@@ -400,6 +466,14 @@ class Reservation:
         True only on an evaluation ledger, which records over-budget releases.
     label : str
         The ledger's label (evaluation or throw-away), or ``""``.
+    charged_on : date
+        The date the charge counts on: the recording date on a controller's ledger, the
+        simulated ``as_of`` on an evaluation or demo ledger.
+    window_total : Composition
+        The population's total loss over the policy's window ending ``charged_on``, including
+        this release: what a person retained through the whole window has lost.
+    anchor : dict
+        ``{"ledger_id", "events", "head"}`` right after the reservation, for the release card.
     """
 
     release_id: str
@@ -410,14 +484,49 @@ class Reservation:
     over_budget: bool
     evaluation: bool
     label: str
+    charged_on: dt.date = dt.date.min
+    window_total: Composition | None = None
+    anchor: Mapping[str, Any] = field(default_factory=dict)
+
+    def card_fields(self) -> dict[str, Any]:
+        """What every release card states about its charge and the ledger it is bound to."""
+        window = self.window_total
+        request = self.request
+        return _jsonable(
+            {
+                "release_id": self.release_id,
+                "ledger_head_hash": self.hash,
+                "ledger_anchor": dict(self.anchor),
+                "charged_on": self.charged_on,
+                "reserved_at": self.reserved_at,
+                "population_total_loss": {
+                    "window_months": request.budget_window_months,
+                    "period_months": request.budget_period_months,
+                    "budget_epsilon_per_period": request.budget_epsilon,
+                    "window_epsilon": None if window is None else window.epsilon,
+                    "window_delta": None if window is None else window.delta,
+                    "period_epsilon": self.period_total.epsilon,
+                    "text": (
+                        f"population {request.population!r} has lost "
+                        + ("nothing" if window is None else window.describe())
+                        + f" over the {request.budget_window_months}-month window ending "
+                        f"{self.charged_on}, this release included (at most "
+                        f"ε = {request.budget_epsilon:g} in any {request.budget_period_months} "
+                        "months)"
+                    ),
+                },
+            }
+        )
 
 
 @dataclass(frozen=True)
 class LedgerEntry:
     """One release as the ledger knows it: its reservation and, once published, its files.
 
-    ``head_hash`` is the hash of the release's latest event: after :meth:`Ledger.publish`,
-    the ledger head hash its card carries.
+    ``status`` is ``"reserved"``, ``"published"`` or ``"aborted"`` (the publication did not
+    complete; the charge still counts). ``files`` maps every published file, the card
+    included (``card`` names it), to its SHA-256. ``reserve_hash`` is the hash a release's
+    card carries; ``head_hash`` is the hash of the release's latest event.
     """
 
     release_id: str
@@ -434,6 +543,12 @@ class LedgerEntry:
     evaluation: bool
     throwaway: bool
     label: str
+    charged_on: dt.date = dt.date.min
+    output: str | None = None
+    process: Mapping[str, Any] | None = None
+    card: str | None = None
+    aborted_at: str | None = None
+    abort_reason: str | None = None
 
     @property
     def head_hash(self) -> str:
@@ -531,7 +646,8 @@ class Ledger:
     ...     recipients={"purchasing": Recipient("purchasing", "internal", "SE")},
     ...     allowed_destinations=frozenset({"SE"}), purposes=frozenset({"analytics"}))
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "demo.sqlite"
-    >>> ledger = Ledger.open(path, controller="Demo AB", policy=facts)
+    >>> ledger = Ledger.open(path, controller="Demo AB", policy=facts, throwaway=True,
+    ...     synthetic=True)  # a demo ledger: simulated time, for data proven synthetic
     >>> request = ReleaseRequest(policy="demo", population="customers", purpose="analytics",
     ...     recipient="purchasing", destination="SE", guarantee="end-to-end ε-DP",
     ...     as_of="2026-06-30", epsilon=0.5, mechanism="laplace", budget_epsilon=1.0,
@@ -554,6 +670,8 @@ class Ledger:
         self._meta = dict(meta)
         self._facts = PolicyFacts.from_policy(policy) if policy is not None else None
         self._policy = policy
+        # the last event this object verified: the next check resumes from there
+        self._verified: tuple[int, str] = (0, self._meta["genesis_hash"])
 
     # --- opening --------------------------------------------------------------------------
     @classmethod
@@ -567,6 +685,7 @@ class Ledger:
         throwaway: bool = False,
         create: bool = True,
         policy: Any = None,
+        init: bool = False,
     ) -> Ledger:
         """Open (or create) the ledger at ``path`` for ``controller``.
 
@@ -582,7 +701,9 @@ class Ledger:
             unless ``create=False`` (reading). An evaluation ledger and a real one are never
             the same file.
         synthetic : bool
-            The data manifest's ``synthetic`` flag.
+            True only when the data is *proven* synthetic
+            (:func:`segments.privacy.synthetic.prove_synthetic`); evaluation and demo ledgers
+            refuse anything else.
         throwaway : bool
             Mark a newly created ledger as the demo's throw-away ledger (stored in the file;
             ignored when the file exists).
@@ -592,23 +713,49 @@ class Ledger:
         policy : segments.Policy or PolicyFacts, optional
             Used by the guards and for default budgets; otherwise the policy a request names
             is loaded with ``segments.policy.Policy.load``.
+        init : bool
+            Explicitly start (or move) the controller's ledger at ``path`` when it is not the
+            default path. Refused while the registry knows another ledger of the controller.
 
         Raises
         ------
         ReleaseRefusedError
-            Another controller's ledger, an evaluation ledger for non-synthetic data, or an
-            evaluation/real mismatch with the existing file.
+            Another controller's ledger, an evaluation or demo ledger for data not proven
+            synthetic, an evaluation/real mismatch with the existing file, a controller's
+            ledger at a new path, or a ledger missing or rolled back behind its anchors.
         WorkspaceError
             The file is missing (with ``create=False``) or not a segments ledger.
         """
         target = Path(path)
-        if evaluation and create and not synthetic:
+        simulated = evaluation or throwaway
+        if simulated and create and not synthetic:
+            kind = "evaluation" if evaluation else "throw-away demo"
             raise ReleaseRefusedError(
-                f"evaluation ledger {target} refused: evaluation ledgers allow repeated releases "
-                "and are for synthetic data only, and the data is not marked synthetic "
-                "(manifest 'synthetic' is false); use the controller's ledger"
+                f"{kind} ledger {target} refused: evaluation and demo ledgers allow simulated "
+                "time and repeated releases and are for data proven synthetic only, and the "
+                "data is not proven synthetic (its raw files are not what the generator "
+                "produces for the manifest's seed and parameters); use the controller's ledger"
             )
+        registered = _registry_get(controller) if controller and not simulated else None
         if not target.exists():
+            anchor = _read_anchor(target)
+            if anchor is not None:
+                raise ReleaseRefusedError(
+                    f"privacy ledger {target} is missing but its anchor {_anchor_path(target)} "
+                    f"records {anchor.get('events')} events (head "
+                    f"{str(anchor.get('head'))[:12]}…): the ledger was deleted or moved. "
+                    "Restore it from a backup; a ledger is never recreated over its history"
+                )
+            if registered is not None:
+                where = Path(registered["path"])
+                state = "exists" if where.exists() else "is MISSING (restore it from a backup)"
+                raise ReleaseRefusedError(
+                    f"no privacy ledger at {target}, and controller {controller!r} already has "
+                    f"one: {where} (ledger id {registered.get('ledger_id')}, "
+                    f"{registered.get('events')} events), which {state}. A controller has one "
+                    "ledger: pass --ledger "
+                    f"{where}; to move it, copy that file here and open it with --init-ledger"
+                )
             if not create:
                 raise WorkspaceError(
                     f"no privacy ledger at {target}; it is created by the first release "
@@ -616,8 +763,23 @@ class Ledger:
                 )
             if controller is None:
                 raise ValueError(f"controller is required to create a ledger at {target}")
+            default = default_ledger_path(controller)
+            if not simulated and not init and target.resolve() != default.resolve():
+                raise ReleaseRefusedError(
+                    f"no privacy ledger of {controller!r} at {target}: a controller's ledger is "
+                    f"created at its default path {default} by the first release, or at "
+                    "another path only when initialised explicitly (--init-ledger, "
+                    "Ledger.open(..., init=True))"
+                )
             target.parent.mkdir(parents=True, exist_ok=True)
         meta = _init_or_read_meta(target, controller, evaluation, throwaway)
+        if meta.get("schema_version") != _SCHEMA_VERSION:
+            raise WorkspaceError(
+                f"privacy ledger {target} has format {meta.get('schema_version')!r}; this "
+                f"version reads format {_SCHEMA_VERSION!r} (every field in the hash chain). "
+                "Keep the old file as the record of past releases and start the new format "
+                "with --init-ledger at a new path"
+            )
         if controller is not None and meta["controller"] != controller:
             raise ReleaseRefusedError(
                 f"ledger {target} belongs to controller {meta['controller']!r}, not "
@@ -640,6 +802,14 @@ class Ledger:
                 f"{ledger._facts.controller!r}, but ledger {target} belongs to "
                 f"{meta['controller']!r}; use that controller's policy"
             )
+        if create:
+            problems = ledger._anchor_problems()
+            if problems:
+                raise ReleaseRefusedError(_broken_message(target, problems))
+            if not ledger.simulated_time:
+                ledger._register(registered, init)
+            if policy is not None and getattr(policy, "privacy", None) is not None:
+                ledger._check_policy(policy)
         return ledger
 
     @classmethod
@@ -651,6 +821,7 @@ class Ledger:
         evaluation: bool = False,
         synthetic: bool = False,
         create: bool = True,
+        init: bool = False,
     ) -> Ledger:
         """Open the ledger of the policy's controller (default path per controller).
 
@@ -659,8 +830,8 @@ class Ledger:
         policy : segments.Policy
             Supplies the controller, the guards' facts and the default budget.
         path : path-like, optional
-            Overrides :func:`default_ledger_path`.
-        evaluation, synthetic, create
+            Overrides :func:`default_ledger_path` (a new file only with ``init=True``).
+        evaluation, synthetic, create, init
             As in :meth:`open`.
         """
         controller = str(policy.controller)
@@ -672,6 +843,7 @@ class Ledger:
             synthetic=synthetic,
             create=create,
             policy=policy,
+            init=init,
         )
 
     @classmethod
@@ -734,6 +906,18 @@ class Ledger:
         return self._meta["throwaway"] == "true"
 
     @property
+    def simulated_time(self) -> bool:
+        """True for evaluation and demo ledgers: charges count on the release's ``as_of``
+        (a simulated history of synthetic data); a controller's ledger charges on the
+        recording date."""
+        return self.evaluation or self.throwaway
+
+    @property
+    def anchor_path(self) -> Path:
+        """``<ledger>.anchor.json``: head hash and event count, rewritten on every append."""
+        return _anchor_path(self._path)
+
+    @property
     def label(self) -> str:
         """``EVALUATION LEDGER — synthetic data only``, the throw-away notice, or ``""``."""
         labels = [EVALUATION_LABEL] if self.evaluation else []
@@ -746,8 +930,15 @@ class Ledger:
         return f"Ledger({str(self._path)!r}, controller={self.controller!r}){flags}"
 
     # --- writing --------------------------------------------------------------------------
-    def reserve(self, request: ReleaseRequest, *, policy: Any = None) -> Reservation:
-        """Check the guards and the budget, then record the charge — before anything runs.
+    def reserve(
+        self,
+        request: ReleaseRequest,
+        *,
+        policy: Any = None,
+        output: str | os.PathLike[str] | None = None,
+    ) -> Reservation:
+        """Check the guards, the chain, the time and the budget, then record the charge —
+        before anything runs.
 
         Parameters
         ----------
@@ -755,6 +946,9 @@ class Ledger:
         policy : segments.Policy or PolicyFacts, optional
             The policy's facts for the guards (default: the ledger's policy, else
             ``Policy.load(request.policy)``).
+        output : path-like, optional
+            The folder the release will be published to; recorded so that
+            :meth:`reconcile` can finish or abort a publication a crash interrupted.
 
         Returns
         -------
@@ -763,12 +957,15 @@ class Ledger:
         Raises
         ------
         ReleaseRefusedError
-            A guard fails (destination AO-2/OF-3, recipient AC-4, guarantee AO-1, purpose
-            AO-10), the policy belongs to another controller, the request's budget differs
-            from the policy's, or an evaluation ledger gets non-synthetic data.
+            A guard fails (destination, recipient, guarantee, purpose), the policy belongs to
+            another controller or differs from the one the ledger is bound to, the request's
+            budget differs from the policy's, an evaluation or demo ledger gets data not proven
+            synthetic, the chain or an anchor is broken, the as-of runs ahead of today or
+            behind the population's latest release (controller's ledger), or a once-only
+            release (``once_key``) was already charged.
         BudgetExceededError
-            The release would push a rolling period over the budget (stating spent,
-            requested and remaining); nothing is recorded.
+            The release would push a rolling period (or the window) over the budget (stating
+            spent, requested and remaining); nothing is recorded.
         """
         facts, policy_obj = self._facts_for(request, policy)
         recipient = check_release(
@@ -780,29 +977,49 @@ class Ledger:
             facts=facts,
         )
         _check_budget_matches_policy(request, policy_obj)
-        synthetic = self._synthetic if request.synthetic is None else request.synthetic
-        if self.evaluation and not synthetic:
+        # the proof given when the ledger was opened; a request can only withdraw it
+        synthetic = self._synthetic and request.synthetic is not False
+        if self.simulated_time and not synthetic:
             raise ReleaseRefusedError(
-                f"{EVALUATION_LABEL}: release for population {request.population!r} is on data "
-                "not marked synthetic (manifest 'synthetic' is false); record it in the "
-                "controller's ledger instead"
+                f"{self.label}: release for population {request.population!r} is on data not "
+                "proven synthetic; evaluation and demo ledgers take synthetic data only — "
+                "record it in the controller's ledger instead"
             )
         release_id = request.release_id or _new_release_id(request)
         request = dataclasses.replace(request, release_id=release_id)
         with self._transaction() as conn:
-            dated = self._dated_losses(
-                conn, request.population, request.as_of, request.budget_period_months
-            )
-            dated.append((request.as_of, request.loss))
+            self._verify_new_events(conn)
+            self._bind_policy(conn, request, policy_obj)
+            charged_on = self._charge_date(conn, request)
+            once_key = self._once_key(conn, request)
+            months = max(request.budget_period_months, request.budget_window_months)
+            dated = self._dated_losses(conn, request.population, charged_on, months)
+            dated.append((charged_on, request.loss))
             delta = (
                 request.conversion_delta or _policy_delta(policy_obj) or _latest_zcdp_delta(dated)
             )
             worst_end, worst = max_period_total(
-                dated, request.as_of, request.budget_period_months, delta
+                dated, charged_on, request.budget_period_months, delta
             )
-            over = worst.epsilon > request.budget_epsilon
+            window_end, window_worst = max_period_total(
+                dated, charged_on, request.budget_window_months, delta
+            )
+            window_cap = window_budget(request)
+            over = worst.epsilon > request.budget_epsilon or window_worst.epsilon > window_cap
             if over and not self.evaluation:
-                raise self._budget_error(request, dated[:-1], worst_end, worst, delta)
+                if worst.epsilon > request.budget_epsilon:
+                    raise self._budget_error(request, dated[:-1], worst_end, worst, delta)
+                raise self._budget_error(
+                    request, dated[:-1], window_end, window_worst, delta, window=True
+                )
+            window_total = compose(
+                (
+                    loss
+                    for day, loss in dated
+                    if in_period(day, charged_on, request.budget_window_months)
+                ),
+                delta,
+            )
             recorded_at = _now()
             data = {
                 "controller": self.controller,
@@ -810,9 +1027,23 @@ class Ledger:
                 "evaluation": self.evaluation,
                 "throwaway": self.throwaway,
                 "conversion_delta": delta,
+                "output": None if output is None else os.fspath(output),
+                "process": _process_token(),
                 "request": request.to_dict(),
             }
-            event_hash = self._append(conn, release_id, "reserve", recorded_at, request, data)
+            event_hash = self._append(
+                conn,
+                release_id,
+                "reserve",
+                recorded_at,
+                data,
+                population=request.population,
+                as_of=request.as_of,
+                charged_on=charged_on,
+                once_key=once_key,
+            )
+            seq = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
+        self._write_anchors(seq, event_hash)
         return Reservation(
             release_id=release_id,
             request=request,
@@ -822,9 +1053,18 @@ class Ledger:
             over_budget=over,
             evaluation=self.evaluation,
             label=self.label,
+            charged_on=charged_on,
+            window_total=window_total,
+            anchor={"ledger_id": self.ledger_id, "events": seq, "head": event_hash},
         )
 
-    def publish(self, reservation: Reservation | str, files: Mapping[str, str]) -> LedgerEntry:
+    def publish(
+        self,
+        reservation: Reservation | str,
+        files: Mapping[str, str],
+        *,
+        card: str | None = None,
+    ) -> LedgerEntry:
         """Record the release's files (name → SHA-256) and return its entry.
 
         Parameters
@@ -832,18 +1072,19 @@ class Ledger:
         reservation : Reservation or str
             The reservation (or its release id).
         files : mapping of str to str
-            Released file names and their SHA-256 hex digests
+            Every published file (the card included) and its SHA-256 hex digest
             (:func:`segments.workspace.sha256_file`).
+        card : str, optional
+            Which of ``files`` is the release card (``ledger --cards`` recomputes them all).
 
         Returns
         -------
         LedgerEntry
-            With ``head_hash``: the ledger head after publication, for the release card.
 
         Raises
         ------
         ReleaseRefusedError
-            No such reservation, or it is already published.
+            No such reservation, or it is already published or aborted.
         ValueError
             A digest is not 64 lowercase hex characters, or no file is given.
         """
@@ -858,26 +1099,121 @@ class Ledger:
                     f"file {name!r} of release {release_id!r} has digest {digest!r}; pass the "
                     "SHA-256 as 64 lowercase hex characters (segments.workspace.sha256_file)"
                 )
-        with self._transaction() as conn:
-            rows = dict(
-                conn.execute(
-                    "SELECT event, body FROM events WHERE release_id = ?", (release_id,)
-                ).fetchall()
-            )
-            if "reserve" not in rows:
-                raise ReleaseRefusedError(
-                    f"release {release_id!r} has no reservation in ledger {self._path}; "
-                    "reserve it (Ledger.reserve) before running and publishing it"
-                )
-            if "publish" in rows:
-                raise ReleaseRefusedError(
-                    f"release {release_id!r} is already published in ledger {self._path}; a "
-                    "release is published once — reserve a new release"
-                )
-            request = _request_from_body(rows["reserve"])
-            data = {"files": dict(sorted(files.items()))}
-            self._append(conn, release_id, "publish", _now(), request, data)
+        if card is not None and card not in files:
+            raise ValueError(f"card {card!r} of release {release_id!r} is not among its files")
+        data = {"files": dict(sorted(files.items())), "card": card}
+        self._close_entry(release_id, "publish", data)
         return self.entry(release_id)
+
+    def abort(self, release_id: str, reason: str) -> LedgerEntry:
+        """Record that a reserved release was not published; its charge still counts.
+
+        A once-only release (``once_key``) may be reserved again after this.
+        """
+        self._close_entry(release_id, "abort", {"reason": str(reason)})
+        return self.entry(release_id)
+
+    def change_policy(self, policy: Any) -> dict[str, Any]:
+        """Record a change of the policy's privacy parameters as a ledger event.
+
+        A change that tightens (budget ε and δ not larger, period and window not shorter,
+        same DP family) is recorded at once; any other change only once a full budget period
+        (of the parameters in force) has passed since the last change, on the ledger's clock.
+
+        Returns
+        -------
+        dict
+            The parameters now in force.
+
+        Raises
+        ------
+        ReleaseRefusedError
+            A loosening before a period has passed.
+        """
+        params = _policy_parameters(policy, None)
+        with self._transaction() as conn:
+            self._verify_new_events(conn)
+            bound = _bound_policy(conn)
+            if bound is not None:
+                current = bound["parameters"]
+                if _same_parameters(current, params):
+                    return dict(current)
+                if not _tightens(current, params):
+                    since = dt.datetime.fromisoformat(bound["recorded_at"]).date()
+                    allowed = add_months(since, int(current["budget_period_months"]))
+                    if _clock().date() < allowed:
+                        raise ReleaseRefusedError(
+                            f"policy {policy.name!r} loosens the privacy parameters the ledger "
+                            f"{self._path} is bound to ({_describe_params(current)} → "
+                            f"{_describe_params(params)}); a policy may only tighten before a "
+                            f"full period has passed since the last change ({since}); "
+                            f"allowed from {allowed}"
+                        )
+            digest = self._append(
+                conn,
+                f"policy-{uuid.uuid4().hex[:12]}",
+                "policy",
+                _now(),
+                {
+                    "parameters": params,
+                    "policy": str(policy.name),
+                    "policy_sha256": _policy_hash(policy),
+                },
+            )
+            seq = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
+        self._write_anchors(seq, digest)
+        return params
+
+    def bound_policy(self) -> dict[str, Any] | None:
+        """The privacy parameters (and policy hash) the ledger is bound to, or None."""
+        with self._connect() as conn:
+            bound = _bound_policy(conn)
+        return None if bound is None else dict(bound)
+
+    def reconcile(self) -> list[dict[str, str]]:
+        """Finish or abort reservations a crash left unpublished, and report each.
+
+        A reserved release whose process is gone (no live process with the id, host and
+        start time its reservation recorded) is *published*
+        when its folder is complete on disk (a card naming it whose files all match their
+        SHA-256), otherwise *aborted* (the charge still counts) and its staging leftovers
+        removed. Releases still in flight in a live process are left alone.
+
+        Returns
+        -------
+        list of dict
+            ``{"release_id", "action": "published" | "aborted", "detail"}`` per entry.
+        """
+        done: list[dict[str, str]] = []
+        for entry in self.entries():
+            if entry.status != "reserved" or _process_alive(entry.process):
+                continue  # published, aborted, or still running in a live process
+            found = _complete_release(entry)
+            if found is not None:
+                files, card = found
+                self._close_entry(entry.release_id, "publish", {"files": files, "card": card})
+                done.append(
+                    {
+                        "release_id": entry.release_id,
+                        "action": "published",
+                        "detail": f"its folder {entry.output} was complete on disk",
+                    }
+                )
+                continue
+            removed = _remove_staging(entry)
+            reason = (
+                "the publication did not complete (no complete release folder at "
+                f"{entry.output or 'an unrecorded place'}); the charge still counts"
+            )
+            self._close_entry(entry.release_id, "abort", {"reason": reason})
+            done.append(
+                {
+                    "release_id": entry.release_id,
+                    "action": "aborted",
+                    "detail": reason + (f"; removed {removed}" if removed else ""),
+                }
+            )
+        return done
 
     # --- reading --------------------------------------------------------------------------
     def head_hash(self) -> str:
@@ -886,61 +1222,102 @@ class Ledger:
             row = conn.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         return row[0] if row else self._meta["genesis_hash"]
 
+    def anchor(self) -> dict[str, Any]:
+        """``{"ledger_id", "events", "head"}`` now (what the anchor file and cards record)."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, head = row if row else (0, self._meta["genesis_hash"])
+        return {"ledger_id": self.ledger_id, "events": seq, "head": head}
+
     def events(self) -> list[dict[str, Any]]:
         """Every chain event, oldest first: ``seq``, ``hash``, ``prev_hash`` and its body."""
         with self._connect() as conn:
             rows = conn.execute("SELECT seq, hash, body FROM events ORDER BY seq").fetchall()
-        return [{"seq": seq, "hash": digest, **json.loads(body)} for seq, digest, body in rows]
+        return [{**json.loads(body), "seq": seq, "hash": digest} for seq, digest, body in rows]
 
     def entries(self, population: str | None = None) -> list[LedgerEntry]:
-        """Every release (reserved or published), oldest reservation first."""
+        """Every release (reserved, published or aborted), oldest reservation first."""
         if population is None:
             return self._entries("", ())
         return self._entries(" WHERE population = ?", (population,))
 
     def _entries(self, where: str, params: tuple[str, ...]) -> list[LedgerEntry]:
-        query = "SELECT release_id, event, recorded_at, hash, body FROM events" + where
+        query = "SELECT release_id, event, recorded_at, hash, body, charged_on FROM events" + where
         with self._connect() as conn:
             rows = conn.execute(query + " ORDER BY seq", params).fetchall()
-        published = {
-            rid: (at, digest, body) for rid, ev, at, digest, body in rows if ev == "publish"
+        closing = {
+            (rid, ev): (at, digest, body)
+            for rid, ev, at, digest, body, _ in rows
+            if ev in ("publish", "abort")
         }
         entries = []
-        for release_id, event, recorded_at, digest, body in rows:
+        for release_id, event, recorded_at, digest, body, charged_on in rows:
             if event != "reserve":
                 continue
             data = json.loads(body)["data"]
-            pub = published.get(release_id)
+            pub = closing.get((release_id, "publish"))
+            abort = closing.get((release_id, "abort"))
+            pub_data = json.loads(pub[2])["data"] if pub else {}
+            status = "published" if pub else "aborted" if abort else "reserved"
             entries.append(
                 LedgerEntry(
                     release_id=release_id,
-                    status="published" if pub else "reserved",
+                    status=status,
                     controller=data["controller"],
                     request=ReleaseRequest(**data["request"]),
                     recipient_kind=data["recipient_kind"],
                     reserved_at=recorded_at,
                     published_at=pub[0] if pub else None,
-                    files=json.loads(pub[2])["data"]["files"] if pub else {},
+                    files=pub_data.get("files", {}),
                     reserve_hash=digest,
                     publish_hash=pub[1] if pub else None,
                     ledger_id=self.ledger_id,
                     evaluation=data["evaluation"],
                     throwaway=data["throwaway"],
                     label=self.label,
+                    charged_on=dt.date.fromisoformat(charged_on),
+                    output=data.get("output"),
+                    process=data.get("process"),
+                    card=pub_data.get("card"),
+                    aborted_at=abort[0] if abort else None,
+                    abort_reason=json.loads(abort[2])["data"].get("reason") if abort else None,
                 )
             )
         return entries
 
-    def entry(self, release_id: str) -> LedgerEntry:
-        """The entry of one release."""
+    def entry(self, release_id: str, *, entry_hash: str | None = None) -> LedgerEntry:
+        """The entry of one release.
+
+        Parameters
+        ----------
+        release_id : str
+        entry_hash : str, optional
+            The hash a release card or derived artefact carries for it: the reserve hash
+            (``Reservation.hash``, ``card["ledger_head_hash"]``) or the publish hash.
+
+        Raises
+        ------
+        KeyError
+            No such release in this ledger, or ``entry_hash`` is neither of its hashes.
+        """
         for entry in self._entries(" WHERE release_id = ?", (release_id,)):
+            if entry_hash is not None and entry_hash not in (
+                entry.reserve_hash,
+                entry.publish_hash,
+            ):
+                raise KeyError(
+                    f"release {release_id!r} is in ledger {self._path} but with another hash "
+                    f"(not {entry_hash[:12]}…): the reference does not match what was recorded"
+                )
             return entry
         raise KeyError(f"release {release_id!r} is not in ledger {self._path}")
 
     def populations(self) -> list[str]:
         """Populations with at least one release."""
         with self._connect() as conn:
-            rows = conn.execute("SELECT DISTINCT population FROM events ORDER BY 1").fetchall()
+            rows = conn.execute(
+                "SELECT DISTINCT population FROM events WHERE event = 'reserve' ORDER BY 1"
+            ).fetchall()
         return [row[0] for row in rows]
 
     def balance(
@@ -955,8 +1332,9 @@ class Ledger:
     ) -> Balance:
         """Spending of ``population`` in the rolling period and the window ending ``as_of``.
 
+        Charges count on their charge dates (the recording date on a controller's ledger).
         Budget parameters default to the ledger's policy, else to the latest release of the
-        population; ``as_of`` defaults to the latest release date.
+        population; ``as_of`` defaults to the latest charge date.
 
         Raises
         ------
@@ -964,12 +1342,17 @@ class Ledger:
             No budget is known (no policy and no release of the population) — pass it.
         """
         entries = self.entries(population)
-        latest = max(entries, key=lambda e: e.request.as_of).request if entries else None
+        latest_entry = max(entries, key=lambda e: e.charged_on) if entries else None
+        latest = latest_entry.request if latest_entry else None
         privacy = getattr(self._policy, "privacy", None)
+        bound = self.bound_policy()  # what the ledger recorded wins over a policy file
+        recorded = bound["parameters"] if bound else {}
 
         def pick(given: Any, name: str, policy_name: str | None = None) -> Any:
             if given is not None:
                 return given
+            if recorded.get(policy_name or name) is not None:
+                return recorded[policy_name or name]
             if privacy is not None and hasattr(privacy, policy_name or name):
                 return getattr(privacy, policy_name or name)
             if latest is not None:
@@ -983,11 +1366,15 @@ class Ledger:
         period = int(pick(budget_period_months, "budget_period_months"))
         window = int(pick(budget_window_months, "budget_window_months"))
         delta = delta or _policy_delta(self._policy)
-        dated = [(e.request.as_of, e.loss) for e in entries]
+        dated = [(e.charged_on, e.loss) for e in entries]
         delta = delta or (latest.conversion_delta if latest else None) or _latest_zcdp_delta(dated)
-        end = _as_date(as_of, "as_of") if as_of is not None else (latest.as_of if latest else None)
+        end = (
+            _as_date(as_of, "as_of")
+            if as_of is not None
+            else (latest_entry.charged_on if latest_entry else None)
+        )
         if end is None:
-            end = dt.date.today()
+            end = _clock().date()
         period_total = compose((loss for day, loss in dated if in_period(day, end, period)), delta)
         peak_end, peak = peak_period_total(dated, period, end, delta)
         return Balance(
@@ -1013,81 +1400,65 @@ class Ledger:
 
     # --- tamper evidence --------------------------------------------------------------------
     def verify_chain(self) -> Verification:
-        """Recompute the hash chain from the ledger's identity to its head.
+        """Recompute the hash chain from the ledger's identity to its head, and check the
+        anchors (beside the file and in the registry of controller ledgers).
 
-        Detects an edited event (body or columns), a removed or reordered event, a changed
-        identity (controller, evaluation or throw-away flag) and a publication without a
-        reservation. A truncated or replaced ledger needs the cards: :meth:`verify_cards`.
+        Detects an edited event (its body or any column: every column is a hashed field), a
+        removed or reordered event, a changed identity (controller, evaluation or throw-away
+        flag), a publication without a reservation, and a ledger truncated, rolled back or
+        replaced behind an anchor. Release cards are checked by :meth:`verify_cards`.
         """
         problems: list[str] = []
         meta = _read_meta_raw(self._path)
-        expected_genesis = _genesis_hash(meta)
-        if meta.get("genesis_hash") != expected_genesis:
+        if meta.get("genesis_hash") != _genesis_hash(meta):
             problems.append(
                 "the ledger identity (controller, id, creation time or flags) does not match its "
                 "genesis hash: it was edited"
             )
         with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT seq, release_id, event, recorded_at, population, as_of, body, prev_hash,"
-                " hash FROM events ORDER BY seq"
-            ).fetchall()
+            rows = conn.execute(f"SELECT {_ROW_COLUMNS} FROM events ORDER BY seq").fetchall()
         prev = meta.get("genesis_hash", "")
         reserved: set[str] = set()
+        closed: set[str] = set()
         for index, row in enumerate(rows, start=1):
-            seq, release_id, event, recorded_at, population, as_of, body, prev_hash, digest = row
-            where = f"event {seq} ({event} of {release_id!r})"
-            if seq != index:
-                problems.append(f"{where}: expected sequence number {index}; events were removed")
-            if _sha256_text(body) != digest:
-                problems.append(f"{where}: its hash does not match its content: it was edited")
-            if prev_hash != prev:
-                problems.append(f"{where}: it does not link to the previous event's hash")
-            try:
-                parsed = json.loads(body)
-            except json.JSONDecodeError:
-                problems.append(f"{where}: its content is not JSON")
-                prev = digest
-                continue
-            columns = {
-                "seq": seq,
-                "release_id": release_id,
-                "event": event,
-                "recorded_at": recorded_at,
-                "prev_hash": prev_hash,
-                "ledger_id": meta.get("ledger_id"),
-            }
-            mismatched = [k for k, v in columns.items() if parsed.get(k) != v]
-            request = parsed.get("data", {}).get("request") or {}
-            if event == "reserve" and (
-                request.get("population") != population or request.get("as_of") != as_of
-            ):
-                mismatched.append("population/as_of")
-            if mismatched:
-                problems.append(f"{where}: columns {mismatched} differ from its hashed content")
+            problems += _row_problems(row, index, prev, meta.get("ledger_id", ""))
+            release_id, event = row[1], row[2]
             if event == "reserve":
                 reserved.add(release_id)
-            elif release_id not in reserved:
-                problems.append(f"{where}: published without an earlier reservation")
-            prev = digest
+            elif event in ("publish", "abort"):
+                if release_id not in reserved:
+                    problems.append(
+                        f"event {row[0]} ({event} of {release_id!r}): without an earlier "
+                        "reservation"
+                    )
+                if release_id in closed:
+                    problems.append(
+                        f"event {row[0]} ({event} of {release_id!r}): the release was already "
+                        "published or aborted"
+                    )
+                closed.add(release_id)
+            prev = row[-1]
+        problems += self._anchor_problems()
         return Verification(not problems, tuple(problems), len(rows), prev)
 
     def verify_cards(
         self, cards: Iterable[Mapping[str, Any] | str | os.PathLike[str]]
     ) -> Verification:
-        """Check release cards against the ledger: detects a truncated or replaced ledger.
+        """Check release cards against the ledger: detects a truncated or replaced ledger,
+        and a released file or card changed after publication.
 
         Parameters
         ----------
         cards : iterable of dict or path-like
             Release cards (``card.json``, or a k-anonymity certificate) with ``release_id``
-            and ``ledger_head`` (or ``ledger_head_hash``): the head hash at the release's time.
+            and ``ledger_head_hash`` (or ``ledger_head``). A card given as a path is also
+            checked byte for byte: the SHA-256 of every file the ledger recorded for its
+            release (the card included) is recomputed in the card's folder.
 
         Returns
         -------
         Verification
-            Problems of the chain itself (:meth:`verify_chain`) and of every card: its release
-            missing from the ledger, or its head hash not in the chain after its reservation.
+            Problems of the chain itself (:meth:`verify_chain`) and of every card.
         """
         chain = self.verify_chain()
         problems = list(chain.problems)
@@ -1096,14 +1467,15 @@ class Ledger:
             reserve_seq = dict(
                 conn.execute("SELECT release_id, seq FROM events WHERE event = 'reserve'")
             )
+        entries = {entry.release_id: entry for entry in self.entries()}
         for card in cards:
             data = _load_card(card)
             release_id = data.get("release_id")
             head = data.get("ledger_head") or data.get("ledger_head_hash")
             if not release_id or not head:
                 problems.append(
-                    f"card {_card_name(card)} lacks 'release_id' or 'ledger_head'; every release "
-                    "card records the ledger head hash at its time"
+                    f"card {_card_name(card)} lacks 'release_id' or 'ledger_head_hash'; every "
+                    "release card records the ledger head hash at its time"
                 )
                 continue
             if release_id not in reserve_seq:
@@ -1111,7 +1483,8 @@ class Ledger:
                     f"release {release_id!r} (card {_card_name(card)}) is not in ledger "
                     f"{self._path}: the ledger was truncated or replaced"
                 )
-            elif head not in seq_of:
+                continue
+            if head not in seq_of:
                 problems.append(
                     f"release {release_id!r}: the ledger head {head[:12]}… on its card is not in "
                     "the chain: the ledger was rewritten or replaced"
@@ -1121,7 +1494,72 @@ class Ledger:
                     f"release {release_id!r}: the ledger head on its card precedes its "
                     "reservation: the ledger was rewritten"
                 )
+            if isinstance(card, Mapping):
+                continue
+            problems += _file_problems(entries[release_id], Path(card))
         return Verification(not problems, tuple(problems), chain.n_events, chain.head)
+
+    def contradicting_cards(self, releases: str | os.PathLike[str]) -> list[str]:
+        """Release cards under ``releases`` that say this ledger lost events or was replaced.
+
+        A card carries the ledger's anchor at its reservation (ledger id and event count).
+        A card of this controller and this kind of ledger (same label) that names another
+        ledger id, or more events than the ledger has, means the ledger was deleted,
+        truncated or rolled back: opening it to spend is refused.
+        """
+        problems: list[str] = []
+        folder = Path(releases)
+        if not folder.is_dir():
+            return problems
+        with self._connect() as conn:
+            count = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        for name in _CARD_FILES:
+            for path in sorted(folder.glob(f"*/{name}")):
+                try:
+                    card = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue
+                anchor = card.get("ledger_anchor") if isinstance(card, dict) else None
+                if not isinstance(anchor, dict) or card.get("ledger_label", "") != self.label:
+                    continue
+                if not self._same_controller(card.get("policy")):
+                    continue
+                if anchor.get("ledger_id") != self.ledger_id:
+                    problems.append(
+                        f"release {card.get('release_id')!r} ({path}) was charged to ledger "
+                        f"{anchor.get('ledger_id')}, not to {self.ledger_id} at {self._path}: "
+                        "the ledger was deleted or replaced"
+                    )
+                elif int(anchor.get("events", 0)) > count:
+                    problems.append(
+                        f"release {card.get('release_id')!r} ({path}) saw {anchor.get('events')} "
+                        f"events in the ledger, which now has {count}: it was rolled back"
+                    )
+        return problems
+
+    def _same_controller(self, policy_name: Any) -> bool:
+        if not policy_name:
+            return False
+        if self._facts is not None and self._facts.name == policy_name:
+            return True
+        try:
+            return str(_load_policy(str(policy_name)).controller) == self.controller
+        except Exception:  # an unknown policy name cannot be this controller's card
+            return False
+
+    def over_budget(self) -> list[str]:
+        """Populations whose peak rolling period (or window) exceeds the budget, described."""
+        found = []
+        for population in self.populations():
+            balance = self.balance(population)
+            if balance.peak_period_total.epsilon > balance.budget_epsilon:
+                found.append(
+                    f"population {population!r}: a rolling {balance.budget_period_months}-month "
+                    f"period ending {balance.peak_period_end} spent "
+                    f"ε = {balance.peak_period_total.epsilon:.6g} > budget "
+                    f"ε = {balance.budget_epsilon:g}"
+                )
+        return found
 
     # --- internals --------------------------------------------------------------------------
     def _connect(self) -> contextlib.closing[sqlite3.Connection]:
@@ -1142,72 +1580,327 @@ class Ledger:
                 raise
             conn.execute("COMMIT")
 
+    def _verify_new_events(self, conn: sqlite3.Connection) -> None:
+        """Inside the reserving transaction: the identity, the last verified event (still
+        there, unchanged), every event after it, and the anchors — or refuse."""
+        problems: list[str] = []
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if meta != self._meta or meta.get("genesis_hash") != _genesis_hash(meta):
+            problems.append("the ledger identity changed or does not match its genesis hash")
+        seq, head = self._verified
+        if seq:
+            row = conn.execute("SELECT hash FROM events WHERE seq = ?", (seq,)).fetchone()
+            if row is None or row[0] != head:
+                problems.append(
+                    f"event {seq}, verified earlier, is gone or changed: the ledger was "
+                    "rolled back or rewritten"
+                )
+        rows = conn.execute(
+            f"SELECT {_ROW_COLUMNS} FROM events WHERE seq > ? ORDER BY seq", (seq,)
+        ).fetchall()
+        prev = head
+        for index, row in enumerate(rows, start=seq + 1):
+            problems += _row_problems(row, index, prev, self.ledger_id)
+            prev = row[-1]
+        problems += self._anchor_problems(conn)
+        if problems:
+            raise ReleaseRefusedError(_broken_message(self._path, problems))
+        if rows:
+            self._verified = (rows[-1][0], rows[-1][-1])
+
+    def _anchor_problems(self, conn: sqlite3.Connection | None = None) -> list[str]:
+        anchors = []
+        beside = _read_anchor(self._path)
+        if beside is not None:
+            anchors.append((f"its anchor {self.anchor_path}", beside))
+        if not self.simulated_time:
+            registered = _registry_get(self.controller)
+            if registered is not None and registered.get("ledger_id") == self.ledger_id:
+                anchors.append((f"the registry {_registry_path()}", registered))
+        if not anchors:
+            return []
+        with contextlib.ExitStack() as stack:
+            if conn is None:
+                conn = stack.enter_context(self._connect())
+            count = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+            problems = []
+            for where, anchor in anchors:
+                if anchor.get("ledger_id") != self.ledger_id:
+                    problems.append(
+                        f"{where} belongs to ledger {anchor.get('ledger_id')}, not "
+                        f"{self.ledger_id}: the ledger file was replaced"
+                    )
+                    continue
+                events = int(anchor.get("events", 0))
+                if count < events:
+                    problems.append(
+                        f"the ledger has {count} events but {where} records {events}: it was "
+                        "truncated or rolled back"
+                    )
+                    continue
+                if events:
+                    row = conn.execute(
+                        "SELECT hash FROM events WHERE seq = ?", (events,)
+                    ).fetchone()
+                    if row is None or row[0] != anchor.get("head"):
+                        problems.append(
+                            f"event {events} does not have the head hash {where} records: "
+                            "the ledger was rewritten or replaced"
+                        )
+        return problems
+
+    def _write_anchors(self, events: int, head: str) -> None:
+        record = {
+            "ledger_id": self.ledger_id,
+            "controller": self.controller,
+            "events": events,
+            "head": head,
+            "written_at": _now(),
+        }
+        current = _read_anchor(self._path)
+        if current is None or int(current.get("events", 0)) <= events:
+            _write_json_durably(self.anchor_path, record)
+        if not self.simulated_time:
+            _registry_update(self.controller, {**record, "path": str(self._path.resolve())})
+
+    def _register(self, registered: Mapping[str, Any] | None, init: bool) -> None:
+        here = str(self._path.resolve())
+        if registered is None:
+            _registry_update(self.controller, {**self.anchor(), "path": here})
+            return
+        if registered.get("ledger_id") != self.ledger_id:
+            raise ReleaseRefusedError(
+                f"ledger {self._path} is not the ledger of {self.controller!r}: the registry "
+                f"{_registry_path()} names {registered.get('path')} (ledger id "
+                f"{registered.get('ledger_id')}, {registered.get('events')} events). A "
+                f"controller has one ledger; pass --ledger {registered.get('path')}"
+            )
+        if registered.get("path") != here:
+            if not init:
+                raise ReleaseRefusedError(
+                    f"the ledger of {self.controller!r} is registered at "
+                    f"{registered.get('path')}, not {self._path}; pass that path, or open "
+                    "this copy with --init-ledger (init=True) to move the ledger here"
+                )
+            _registry_update(self.controller, {**self.anchor(), "path": here})
+
+    def _check_policy(self, policy: Any) -> None:
+        """Bind a new ledger to the policy's privacy parameters; refuse a policy that differs
+        from the ones it is bound to."""
+        params = _policy_parameters(policy, None)
+        with self._connect() as conn:
+            bound = _bound_policy(conn)
+        if bound is not None:
+            if not _same_parameters(bound["parameters"], params):
+                raise self._policy_error(getattr(policy, "name", "?"), bound, params)
+            return
+        with self._transaction() as conn:
+            self._verify_new_events(conn)
+            if _bound_policy(conn) is not None:
+                return  # another process bound it first; checked on the next use
+            digest = self._append(
+                conn,
+                f"policy-{uuid.uuid4().hex[:12]}",
+                "policy",
+                _now(),
+                {
+                    "parameters": params,
+                    "policy": str(getattr(policy, "name", "")),
+                    "policy_sha256": _policy_hash(policy),
+                },
+            )
+            seq = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
+        self._write_anchors(seq, digest)
+
+    def _bind_policy(self, conn: sqlite3.Connection, request: ReleaseRequest, policy: Any) -> None:
+        params = _policy_parameters(policy, request)
+        bound = _bound_policy(conn)
+        if bound is None:
+            self._append(
+                conn,
+                f"policy-{uuid.uuid4().hex[:12]}",
+                "policy",
+                _now(),
+                {
+                    "parameters": params,
+                    "policy": request.policy,
+                    "policy_sha256": _policy_hash(policy),
+                },
+            )
+        elif not _same_parameters(bound["parameters"], params):
+            raise self._policy_error(request.policy, bound, params)
+
+    def _policy_error(
+        self, name: str, bound: Mapping[str, Any], params: Mapping[str, Any]
+    ) -> ReleaseRefusedError:
+        return ReleaseRefusedError(
+            f"policy {name!r} has privacy parameters {_describe_params(params)} but ledger "
+            f"{self._path} is bound to {_describe_params(bound['parameters'])} (policy "
+            f"{bound.get('policy')!r}, sha256 {str(bound.get('policy_sha256'))[:12]}…, "
+            f"recorded {bound.get('recorded_at')}); use the policy the ledger was created with, "
+            "or record the change with `segments ledger --policy NAME --adopt-policy` (a "
+            "change may only tighten before a full budget period has passed)"
+        )
+
+    def _charge_date(self, conn: sqlite3.Connection, request: ReleaseRequest) -> dt.date:
+        if self.simulated_time:
+            return request.as_of
+        today = _clock().date()
+        if request.as_of > today:
+            raise ReleaseRefusedError(
+                f"release for population {request.population!r} refused before anything ran: "
+                f"its as-of {request.as_of} runs ahead of today ({today}); on a controller's "
+                "ledger a release is charged when it is recorded — release data as of today "
+                "or earlier"
+            )
+        row = conn.execute(
+            "SELECT MAX(as_of) FROM events WHERE population = ? AND event = 'reserve'",
+            (request.population,),
+        ).fetchone()
+        if row and row[0] and request.as_of < dt.date.fromisoformat(row[0]):
+            raise ReleaseRefusedError(
+                f"release for population {request.population!r} refused before anything ran: "
+                f"its as-of {request.as_of} is behind the population's latest release (as of "
+                f"{row[0]}); on a controller's ledger time only moves forward — past months "
+                "are released when they close, or replayed on the evaluation or demo ledger "
+                "for synthetic data"
+            )
+        return today
+
+    def _once_key(self, conn: sqlite3.Connection, request: ReleaseRequest) -> str | None:
+        """The unique key of a once-only release: population|key#attempt (a new attempt only
+        after every earlier one was aborted)."""
+        if request.once_key is None:
+            return None
+        prefix = f"{request.population}|{request.once_key}#"
+        rows = conn.execute(
+            "SELECT r.release_id, r.once_key, (SELECT event FROM events c WHERE"
+            " c.release_id = r.release_id AND c.event IN ('publish', 'abort')) FROM events r"
+            " WHERE r.event = 'reserve' AND substr(r.once_key, 1, ?) = ? ORDER BY r.seq",
+            (len(prefix), prefix),
+        ).fetchall()
+        for release_id, _, closing in rows:
+            if closing != "abort":
+                state = (
+                    "published"
+                    if closing == "publish"
+                    else "reserved but not published (run `segments ledger` to reconcile it, "
+                    "then retry if it is aborted)"
+                )
+                raise ReleaseRefusedError(
+                    f"{request.once_key} for population {request.population!r} was already "
+                    f"charged in ledger {self._path} ({release_id}, {state}); it is released "
+                    "once"
+                )
+        return f"{prefix}{len(rows)}"
+
+    def _close_entry(self, release_id: str, event: str, data: Mapping[str, Any]) -> None:
+        with self._transaction() as conn:
+            self._verify_new_events(conn)
+            rows = dict(
+                conn.execute(
+                    "SELECT event, body FROM events WHERE release_id = ?", (release_id,)
+                ).fetchall()
+            )
+            if "reserve" not in rows:
+                raise ReleaseRefusedError(
+                    f"release {release_id!r} has no reservation in ledger {self._path}; "
+                    "reserve it (Ledger.reserve) before running and publishing it"
+                )
+            for done in ("publish", "abort"):
+                if done in rows:
+                    raise ReleaseRefusedError(
+                        f"release {release_id!r} is already {done}ed in ledger {self._path}; a "
+                        "release is published or aborted once — reserve a new release"
+                        + (" (its charge still counts)" if done == "abort" else "")
+                    )
+            reserve = json.loads(rows["reserve"])
+            digest = self._append(
+                conn,
+                release_id,
+                event,
+                _now(),
+                dict(data),
+                population=reserve["population"],
+                as_of=dt.date.fromisoformat(reserve["as_of"]),
+                charged_on=dt.date.fromisoformat(reserve["charged_on"]),
+            )
+            seq = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
+        self._write_anchors(seq, digest)
+
     def _append(
         self,
         conn: sqlite3.Connection,
         release_id: str,
         event: str,
         recorded_at: str,
-        request: ReleaseRequest,
         data: Mapping[str, Any],
+        *,
+        population: str = "",
+        as_of: dt.date | None = None,
+        charged_on: dt.date | None = None,
+        once_key: str | None = None,
     ) -> str:
         row = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev_hash = (row[0] + 1, row[1]) if row else (1, self._meta["genesis_hash"])
-        body = _canonical(
-            {
-                "seq": seq,
-                "release_id": release_id,
-                "event": event,
-                "recorded_at": recorded_at,
-                "prev_hash": prev_hash,
-                "ledger_id": self.ledger_id,
-                "data": data,
-            }
-        )
+        day = recorded_at[:10]
+        fields = {
+            "seq": seq,
+            "release_id": release_id,
+            "event": event,
+            "recorded_at": recorded_at,
+            "population": population,
+            "as_of": as_of.isoformat() if as_of else day,
+            "charged_on": charged_on.isoformat() if charged_on else day,
+            "once_key": once_key,
+            "prev_hash": prev_hash,
+        }
+        body = _canonical({**fields, "ledger_id": self.ledger_id, "data": data})
         digest = _sha256_text(body)
         try:
             conn.execute(
-                "INSERT INTO events (seq, release_id, event, recorded_at, population, as_of,"
-                " body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    seq,
-                    release_id,
-                    event,
-                    recorded_at,
-                    request.population,
-                    request.as_of.isoformat(),
-                    body,
-                    prev_hash,
-                    digest,
-                ),
+                f"INSERT INTO events ({', '.join(_HASHED_COLUMNS)}, body, hash)"
+                f" VALUES ({', '.join('?' * (len(_HASHED_COLUMNS) + 2))})",
+                (*(fields[name] for name in _HASHED_COLUMNS), body, digest),
             )
-        except sqlite3.IntegrityError:
+        except sqlite3.IntegrityError as exc:
+            if once_key is not None and "once_key" in str(exc):
+                raise ReleaseRefusedError(
+                    f"{once_key.split('#')[0]} was charged by another process at the same "
+                    f"moment (ledger {self._path}); it is released once"
+                ) from None
             raise ReleaseRefusedError(
                 f"release id {release_id!r} is already {event}d in ledger {self._path}; "
                 "choose a new release id"
             ) from None
+        self._verified = (seq, digest)
         return digest
 
     def _dated_losses(
         self, conn: sqlite3.Connection, population: str, near: dt.date, months: int
     ) -> list[tuple[dt.date, PrivacyLoss]]:
         """Charges of ``population`` dated within ``months`` of ``near`` (others cannot share
-        a rolling period with a release dated ``near``)."""
+        a rolling period with a release charged on ``near``). Every row summed is re-hashed
+        and its charge date read from the hashed body."""
+        # No column is trusted to select rows: every charge of the population is re-hashed
+        # and its date read from the hashed body.
         rows = conn.execute(
-            "SELECT as_of, json_extract(body, '$.data.request.epsilon'),"
-            " json_extract(body, '$.data.request.delta'), json_extract(body, '$.data.request.rho')"
-            " FROM events WHERE population = ? AND event = 'reserve' AND as_of > ? AND as_of < ?"
-            " ORDER BY seq",
-            (
-                population,
-                period_start(near, months).isoformat(),
-                add_months(near, months).isoformat(),
-            ),
+            f"SELECT {_ROW_COLUMNS} FROM events WHERE event = 'reserve' ORDER BY seq"
         ).fetchall()
-        return [
-            (dt.date.fromisoformat(as_of), PrivacyLoss(epsilon, delta, rho))
-            for as_of, epsilon, delta, rho in rows
-        ]
+        low, high = period_start(near, months), add_months(near, months)
+        dated = []
+        for row in rows:
+            problems = _row_problems(row, row[0], row[-3], self.ledger_id)
+            if problems:
+                raise ReleaseRefusedError(_broken_message(self._path, problems))
+            body = json.loads(row[-2])
+            day = dt.date.fromisoformat(body["charged_on"])
+            if body["population"] != population or not low < day < high:
+                continue
+            request = body["data"]["request"]
+            loss = PrivacyLoss(request.get("epsilon"), request.get("delta"), request.get("rho"))
+            dated.append((day, loss))
+        return dated
 
     def _facts_for(self, request: ReleaseRequest, policy: Any) -> tuple[PolicyFacts, Any]:
         policy_obj = policy if policy is not None else self._policy
@@ -1233,22 +1926,30 @@ class Ledger:
         worst_end: dt.date,
         worst: Composition,
         delta: float | None,
+        window: bool = False,
     ) -> BudgetExceededError:
-        months = request.budget_period_months
+        months = request.budget_window_months if window else request.budget_period_months
         start = period_start(worst_end, months)
         spent = compose((loss for day, loss in before if in_period(day, worst_end, months)), delta)
-        budget = request.budget_epsilon
+        budget = window_budget(request) if window else request.budget_epsilon
         remaining = max(0.0, budget - spent.epsilon)
         asked = _describe_loss(request.loss, delta)
         prefix = f"[{self.label}] " if self.label else ""
+        what = (
+            f"the {months}-month window ({start}, {worst_end}] (budget ε = "
+            f"{request.budget_epsilon:g} per {request.budget_period_months} months, so at most "
+            f"ε = {budget:.6g} over the window)"
+            if window
+            else f"the rolling {months}-month period ({start}, {worst_end}]"
+        )
         exc = BudgetExceededError(
             f"{prefix}release for population {request.population!r} (purpose {request.purpose!r}, "
-            f"recipient {request.recipient!r}) refused before anything ran: the rolling "
-            f"{months}-month period ({start}, {worst_end}] has spent ε = {spent.epsilon:.6g} of "
-            f"the budget ε = {budget:.6g} ({spent.describe()}); requested {asked} would make it "
-            f"ε = {worst.epsilon:.6g}; remaining ε = {remaining:.6g}. Lower the release's "
-            "privacy loss to fit, release fewer queries, or wait until earlier releases leave "
-            f"the period (ledger {self._path}, controller {self.controller!r})"
+            f"recipient {request.recipient!r}) refused before anything ran: {what} has spent "
+            f"ε = {spent.epsilon:.6g} of the budget ε = {budget:.6g} ({spent.describe()}); "
+            f"requested {asked} would make it ε = {worst.epsilon:.6g}; remaining "
+            f"ε = {remaining:.6g}. Lower the release's privacy loss to fit, release fewer "
+            "queries, or wait until earlier releases leave the period (ledger "
+            f"{self._path}, controller {self.controller!r})"
         )
         exc.spent_epsilon = spent.epsilon  # type: ignore[attr-defined]
         exc.requested_epsilon = worst.epsilon - spent.epsilon  # type: ignore[attr-defined]
@@ -1258,6 +1959,330 @@ class Ledger:
 
 
 # --- module internals ----------------------------------------------------------------------------
+_ROW_COLUMNS = ", ".join((*_HASHED_COLUMNS, "body", "hash"))
+
+
+def window_budget(request: ReleaseRequest) -> float:
+    """The most a person retained through the policy's whole window may lose:
+    ``budget_epsilon × window / period``.
+
+    The window is the retention window (the policy requires it to cover the longest
+    retention), so a person can be in every release inside it. The ledger checks this bound on
+    every reservation, and every card states the population's total over the window. When the
+    window is a whole number of periods the rolling-period budget already implies the bound;
+    otherwise (e.g. 18 months at ε per 12) it is stricter than the periods alone."""
+    return float(request.budget_epsilon) * (
+        request.budget_window_months / request.budget_period_months
+    )
+
+
+def _row_problems(row: tuple[Any, ...], index: int, prev: str, ledger_id: str) -> list[str]:
+    """What is wrong with one event row: its hash, its link, or a column that differs from
+    its hashed body."""
+    fields = dict(zip(_HASHED_COLUMNS, row[: len(_HASHED_COLUMNS)], strict=True))
+    body, digest = row[-2], row[-1]
+    where = f"event {fields['seq']} ({fields['event']} of {fields['release_id']!r})"
+    problems = []
+    if fields["seq"] != index:
+        problems.append(f"{where}: expected sequence number {index}; events were removed")
+    if _sha256_text(body) != digest:
+        problems.append(f"{where}: its hash does not match its content: it was edited")
+    if fields["prev_hash"] != prev:
+        problems.append(f"{where}: it does not link to the previous event's hash")
+    try:
+        parsed = json.loads(body)
+    except json.JSONDecodeError:
+        return [*problems, f"{where}: its content is not JSON"]
+    mismatched = [name for name, value in fields.items() if parsed.get(name) != value]
+    if parsed.get("ledger_id") != ledger_id:
+        mismatched.append("ledger_id")
+    request = (parsed.get("data") or {}).get("request") or {}
+    if fields["event"] == "reserve" and (
+        request.get("population") != fields["population"] or request.get("as_of") != fields["as_of"]
+    ):
+        mismatched.append("request population/as_of")
+    if mismatched:
+        problems.append(f"{where}: columns {mismatched} differ from its hashed content")
+    return problems
+
+
+def _broken_message(path: Path, problems: Iterable[str]) -> str:
+    listed = list(problems)
+    return (
+        f"privacy ledger {path} is not sound, so nothing is charged: {listed[0]}"
+        + (f" (and {len(listed) - 1} more problems)" if len(listed) > 1 else "")
+        + ". Run `segments ledger --ledger PATH` to see every problem; restore the ledger from "
+        "a backup — a ledger that does not verify never spends"
+    )
+
+
+def _anchor_path(path: Path) -> Path:
+    return path.with_name(path.name + ".anchor.json")
+
+
+def _read_anchor(path: Path) -> dict[str, Any] | None:
+    anchor = _anchor_path(path)
+    try:
+        loaded = json.loads(anchor.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"ledger_id": "unreadable", "events": 0, "head": ""}
+    return loaded if isinstance(loaded, dict) else {"ledger_id": "unreadable"}
+
+
+def _write_json_durably(path: Path, record: Mapping[str, Any]) -> None:
+    """Write JSON atomically and durably (temp file, fsync, rename, fsync the folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(_jsonable(dict(record)), handle, indent=2, sort_keys=True, ensure_ascii=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _registry_path() -> Path:
+    """The registry of controller ledgers, always in the per-user data folder (not moved by
+    ``$SEGMENTS_LEDGER_DIR``): controller → path, ledger id, head hash and event count."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("segments")) / "ledger-registry.json"
+
+
+def _registry_read() -> dict[str, Any]:
+    try:
+        loaded = json.loads(_registry_path().read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ReleaseRefusedError(
+            f"the registry of controller ledgers {_registry_path()} cannot be read ({exc}); "
+            "restore it from a backup"
+        ) from None
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _registry_get(controller: str | None) -> dict[str, Any] | None:
+    if not controller:
+        return None
+    entry = _registry_read().get(controller_slug(controller))
+    return entry if isinstance(entry, dict) else None
+
+
+def _registry_update(controller: str, record: Mapping[str, Any]) -> None:
+    registry = _registry_path()
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    with open(registry.with_name(registry.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            current = _registry_read()
+            slug = controller_slug(controller)
+            old = current.get(slug) or {}
+            if (
+                old.get("ledger_id") == record.get("ledger_id")
+                and int(old.get("events", 0)) > int(record.get("events", 0))
+                and old.get("path") == record.get("path")
+            ):
+                return  # never move an anchor backwards
+            current[slug] = {"controller": controller, **dict(record)}
+            _write_json_durably(registry, current)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _process_token() -> dict[str, Any]:
+    """Who is running a release: host, pid and the process's start time (pids are reused)."""
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+
+
+def _process_start(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]  # field 22: start time in clock ticks
+
+
+def _process_alive(token: Mapping[str, Any] | None) -> bool:
+    """True if the process that reserved a release may still be running it."""
+    import socket
+
+    if not token or token.get("host") != socket.gethostname():
+        return False
+    pid = int(token.get("pid", 0))
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    start = _process_start(pid)
+    return start is None or start == token.get("start")
+
+
+_CARD_FILES = ("card.json", "certificate.json")
+
+
+def _complete_release(entry: LedgerEntry) -> tuple[dict[str, str], str] | None:
+    """``(files, card)`` when the release's folder is complete on disk, else None."""
+    if not entry.output:
+        return None
+    folder = Path(entry.output)
+    for card_name in _CARD_FILES:
+        card_path = folder / card_name
+        if not card_path.is_file():
+            continue
+        try:
+            card = json.loads(card_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        listed = card.get("files") if isinstance(card, dict) else None
+        if card.get("release_id") != entry.release_id or not isinstance(listed, dict):
+            return None
+        files: dict[str, str] = {}
+        for name, digest in listed.items():
+            path = folder / name
+            if not path.is_file() or _sha256_path(path) != digest:
+                return None
+            files[name] = digest
+        files[card_name] = _sha256_path(card_path)
+        return files, card_name
+    return None
+
+
+def _remove_staging(entry: LedgerEntry) -> str:
+    """Remove the staging folders a killed publication left (``.<release-id>.*.tmp``)."""
+    if not entry.output:
+        return ""
+    import shutil
+
+    parent = Path(entry.output).parent
+    removed = []
+    for leftover in parent.glob(f".{entry.release_id}.*.tmp"):
+        shutil.rmtree(leftover, ignore_errors=True)
+        removed.append(leftover.name)
+    return ", ".join(removed)
+
+
+def _sha256_path(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_problems(entry: LedgerEntry, card_path: Path) -> list[str]:
+    """Recompute the SHA-256 of every file the ledger recorded for a release."""
+    if entry.status != "published":
+        return [
+            f"release {entry.release_id!r} (card {card_path}) is {entry.status} in the ledger, "
+            "not published"
+        ]
+    problems = []
+    folder = card_path.parent
+    if entry.card is not None and entry.card != card_path.name:
+        problems.append(f"release {entry.release_id!r}: its card is {entry.card}, not {card_path}")
+    if entry.card is None:
+        problems.append(
+            f"release {entry.release_id!r}: the ledger has no hash of its card {card_path}, so "
+            "the card cannot be checked"
+        )
+    for name, digest in entry.files.items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"release {entry.release_id!r}: published file {path} is missing")
+        elif _sha256_path(path) != digest:
+            problems.append(
+                f"release {entry.release_id!r}: {path} differs from what was published "
+                "(SHA-256 recorded in the ledger)"
+            )
+    return problems
+
+
+def _bound_policy(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    row = conn.execute(
+        "SELECT recorded_at, body FROM events WHERE event = 'policy' ORDER BY seq DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return None
+    data = json.loads(row[1])["data"]
+    return {**data, "recorded_at": row[0]}
+
+
+def _policy_parameters(policy: Any, request: ReleaseRequest | None) -> dict[str, Any]:
+    """The bound parameters: from the policy's ``privacy`` table, else from the request."""
+    privacy = getattr(policy, "privacy", None)
+    if privacy is not None:
+        return {
+            "budget_epsilon": float(privacy.budget_epsilon),
+            "budget_period_months": int(privacy.budget_period_months),
+            "budget_window_months": int(privacy.budget_window_months),
+            "delta": float(getattr(privacy, "delta", 0.0) or 0.0),
+            "dp_family": str(getattr(privacy, "dp_family", "") or "") or None,
+        }
+    if request is None:
+        raise ValueError("a policy with a privacy table is needed to change the ledger's policy")
+    return {
+        "budget_epsilon": float(request.budget_epsilon or 0.0),
+        "budget_period_months": request.budget_period_months,
+        "budget_window_months": request.budget_window_months,
+        "delta": float(request.policy_delta or 0.0),
+        "dp_family": None,
+    }
+
+
+def _same_parameters(bound: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
+    return all(
+        bound.get(name) == params.get(name)
+        for name in BOUND_PARAMETERS
+        if bound.get(name) is not None and params.get(name) is not None
+    )
+
+
+def _tightens(bound: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
+    return (
+        params["budget_epsilon"] <= bound["budget_epsilon"]
+        and params["budget_period_months"] >= bound["budget_period_months"]
+        and params["budget_window_months"] >= bound["budget_window_months"]
+        and params["delta"] <= bound["delta"]
+        and (bound.get("dp_family") in (None, params.get("dp_family")))
+    )
+
+
+def _describe_params(params: Mapping[str, Any]) -> str:
+    return (
+        f"ε = {params.get('budget_epsilon')} per {params.get('budget_period_months')} months, "
+        f"window {params.get('budget_window_months')} months, δ = {params.get('delta')}"
+        + (f", {params['dp_family']}" if params.get("dp_family") else "")
+    )
+
+
+def _policy_hash(policy: Any) -> str:
+    """SHA-256 of the policy file (or of its name and privacy parameters without a file)."""
+    path = getattr(policy, "path", None)
+    if path is not None and Path(path).is_file():
+        return _sha256_path(Path(path))
+    privacy = getattr(policy, "privacy", None)
+    described = {"name": getattr(policy, "name", None), "privacy": repr(privacy)}
+    return _sha256_text(_canonical(described))
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
     conn.execute("PRAGMA synchronous = FULL")

@@ -51,6 +51,7 @@ from segments.privacy.postprocess import (
     noise_variance,
     nonnegative,
 )
+from segments.privacy.publishing import Publication, begin
 from segments.privacy.specs import (
     SURVEY_ACCOUNTS_PER_PERSON,
     PrivacyParams,
@@ -864,6 +865,7 @@ class ReleasePlan:
         clause_ids: tuple[str, ...] | None = None,
         synthetic: bool | None = None,
         extra_card: Mapping[str, Any] | None = None,
+        once_key: str | None = None,
     ) -> ReleaseResult:
         """Charge the ledger, run the queries and publish tables and card atomically.
 
@@ -880,6 +882,9 @@ class ReleasePlan:
         clause_ids : tuple of str, optional
             Default: the spec's clause ids, else the policy's for ``purpose``
             (:meth:`segments.Policy.release_clause_ids`).
+        once_key : str, optional
+            A release the ledger allows once per population (e.g. one month of a series):
+            checked in the reserving transaction.
 
         Returns
         -------
@@ -889,6 +894,8 @@ class ReleasePlan:
         ------
         BudgetExceededError, ReleaseRefusedError
             From the ledger, before any query runs.
+        WorkspaceError
+            The release folder cannot be written — before anything is charged.
         """
         from segments.policy import Policy
         from segments.privacy.ledger import ReleaseRequest
@@ -925,13 +932,21 @@ class ReleasePlan:
             population_fingerprint=self.fingerprint,
             synthetic=synthetic,
             release_id=f"{self.spec.name}-{self.as_of:%Y%m%d}-{uuid.uuid4().hex[:8]}",
+            once_key=once_key,
         )
-        reservation = ledger.reserve(request, policy=None if isinstance(policy, str) else policy)
-        release_id = str(reservation.release_id)
-        tables = self.tables(self._run())
-        return _publish(
-            self, ledger, reservation, release_id, tables, workspace, request, extra_card
+        assert request.release_id is not None
+        publication = begin(
+            ledger,
+            request,
+            policy=None if isinstance(policy, str) else policy,
+            final=workspace.release_dir(request.release_id),
         )
+        try:
+            tables = self.tables(self._run())
+        except BaseException as exc:
+            publication.fail(exc)
+            raise
+        return _publish(self, publication, tables, request, extra_card)
 
     @property
     def fingerprint(self) -> str:
@@ -1076,36 +1091,30 @@ def _replace_value(frame: pl.DataFrame, agg: str, values: np.ndarray) -> pl.Data
 
 def _publish(
     plan: ReleasePlan,
-    ledger: Any,
-    reservation: Any,
-    release_id: str,
+    publication: Publication,
     tables: dict[str, pl.DataFrame],
-    workspace: Workspace,
     request: Any,
     extra_card: Mapping[str, Any] | None,
 ) -> ReleaseResult:
-    final = workspace.release_dir(release_id)
-    if final.exists():
-        raise WorkspaceError(f"release folder {final} already exists; a release id is used once")
-    workspace.releases.mkdir(parents=True, exist_ok=True)
-    staging = Path(
-        tempfile.mkdtemp(dir=workspace.releases, prefix=f".{release_id}.", suffix=".tmp")
-    )
+    """Write the tables and card into the staging folder, then complete the publication
+    (:mod:`segments.privacy.publishing`: fsync, rename, then publish in the ledger)."""
+    staging = publication.staging
     try:
         files: dict[str, str] = {}
         for name, table in tables.items():
             path = staging / f"{name}.parquet"
             table.write_parquet(path)
             files[path.name] = sha256_file(path)
-        entry = ledger.publish(reservation, files=files)
-        head = getattr(entry, "head_hash", None) or ledger.head_hash()
-        card = _card(plan, release_id, head, files, request, ledger, extra_card)
+        head = str(publication.reservation.hash)
+        card = _card(
+            plan, publication.release_id, head, files, request, publication.ledger, extra_card
+        )
         write_json(staging / "card.json", card)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException as exc:
+        publication.fail(exc)
         raise
-    return ReleaseResult(release_id, final, tables, card)
+    _, card = publication.complete("card.json")
+    return ReleaseResult(publication.release_id, publication.final, tables, card)
 
 
 def _card(
