@@ -402,3 +402,34 @@ def test_entry_lookup_by_id_and_hash(tmp_path):
     with pytest.raises(KeyError, match="not in ledger"):
         ledger.entry("nope")
     assert default_ledger_path(CONTROLLER) != ledger.path
+
+
+# --- 13.4: "synthetic" is proven by regenerating the data --------------------------------------
+def test_synthetic_is_proven_by_regeneration_not_declared(small_raw, tmp_path):
+    from segments.privacy import synthetic
+    from segments.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(small_raw.raw, ws.raw)
+    proof = synthetic.prove_synthetic(ws)
+    assert proof and "seed" in proof.reason
+    assert not list(ws.root.glob(".synthetic-proof-*"))  # the scratch copy is gone
+    synthetic._CACHE.clear()
+    assert synthetic.prove_synthetic(ws).key == proof.key  # from the on-disk cache
+    # editing the manifest does not help: other parameters give other bytes
+    manifest = json.loads(ws.manifest.read_text())
+    ws.manifest.write_text(json.dumps({**manifest, "seed": manifest["seed"] + 1}))
+    assert not synthetic.prove_synthetic(ws)
+    ws.manifest.write_text(json.dumps({**manifest, "synthetic": True}))
+    assert synthetic.prove_synthetic(ws)
+    # other data under a synthetic manifest fails, whatever the manifest's own hashes say
+    orders = ws.raw / "orders.parquet"
+    import polars as pl
+
+    pl.read_parquet(orders).head(100).write_parquet(orders)
+    files = {**manifest["files"], "orders.parquet": sha256_file(orders)}
+    ws.manifest.write_text(json.dumps({**manifest, "files": files}))
+    refused = synthetic.prove_synthetic(ws)
+    assert not refused and "orders.parquet is not what the generator produces" in refused.reason
+    (ws.raw / "manifest.json").unlink()
+    assert not synthetic.prove_synthetic(ws)

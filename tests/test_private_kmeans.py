@@ -462,7 +462,7 @@ def test_hand_written_private_labels_are_refused_before_any_charge(private_works
     from segments.workspace import write_json
 
     policy = Policy.load("alloffice")
-    ledger = Ledger.for_workspace(private_workspace, policy.controller, policy=policy)
+    ledger = Ledger.for_policy(policy)
     folder = private_workspace.segments / "private"
     folder.mkdir(parents=True)
     lines = pl.read_parquet(private_workspace.prepared_dir("segmentation") / "lines.parquet")
@@ -489,9 +489,12 @@ def test_private_labels_rest_on_an_entry_of_the_same_ledger_with_matching_centro
     from segments.privacy.ledger import Ledger
 
     policy = Policy.load("alloffice")
-    demo = Ledger.open(tmp_path / "demo.sqlite", policy.controller, policy=policy)
+    # another ledger of the same controller: an evaluation ledger (a controller has one real one)
+    demo = Ledger.open(
+        tmp_path / "demo.sqlite", policy.controller, policy=policy, evaluation=True, synthetic=True
+    )
     fit_private_segments(private_workspace, policy, demo, seed=0)
-    ledger = Ledger.for_workspace(private_workspace, policy.controller, policy=policy)
+    ledger = Ledger.for_policy(policy)
     with pytest.raises(ReleaseRefusedError, match="has no entry"):
         _release_keyed_by_private(private_workspace, ledger, policy)
     assert ledger.entries() == []
@@ -555,13 +558,13 @@ def test_private_segments_as_of_before_the_data_is_refused_before_charging(
     from segments.privacy.ledger import Ledger
 
     early = (AS_OF.replace(day=1) - dt.timedelta(days=40)).isoformat()
-    argv = ["segment", "--workspace", str(private_workspace.root), "--private", "--demo-ledger",
+    argv = ["segment", "--workspace", str(private_workspace.root), "--private",
             "--as-of", early]  # fmt: skip
     assert main(argv) != 0
     err = capsys.readouterr().err
     assert "earlier than the prepared frames' as_of" in err and "nothing was charged" in err
     assert not re.search(r"\d+ person", err)
     policy = Policy.load("alloffice")
-    assert Ledger.for_workspace(private_workspace, policy.controller, policy=policy).entries() == []
+    assert Ledger.for_policy(policy).entries() == []  # the controller's ledger
     meta = private_workspace.segments / "private" / "metadata.json"
     assert not meta.exists()

@@ -105,7 +105,7 @@ def _generator_parameters(manifest: dict[str, Any]) -> dict[str, Any]:
 def _regenerate_and_compare(
     ws: Workspace, parameters: dict[str, Any], actual: dict[str, str], key: str
 ) -> SyntheticProof:
-    from segments.synth import generate
+    from segments.synth.generate import generate
 
     ws.root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=ws.root, prefix=".synthetic-proof-"))
