@@ -326,7 +326,7 @@ def test_private_segments_are_read_and_missing_ones_explained(workspace, monkeyp
         _kanon(workspace, "--k", "10", "--segments", "private", "--columns", COLUMNS)
     assert not _releases(workspace) if workspace.releases.exists() else True
     policy = Policy.load("alloffice")
-    ledger = Ledger.for_workspace(workspace, policy.controller, policy=policy, synthetic=True)
+    ledger = Ledger.for_policy(policy)  # the ledger kanon charges: the controller's
     path = workspace.prepared_dir("microdata") / "lines.parquet"
     dated = pl.read_parquet(path).with_columns(pl.lit(dt.date(2026, 10, 1)).alias("order_date"))
     dated.write_parquet(path)  # the private model's features need order dates
