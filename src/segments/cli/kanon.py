@@ -17,6 +17,7 @@ import argparse
 import datetime as dt
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 from segments.cli.common import (
