@@ -302,7 +302,7 @@ def test_budget_exhausted_release_leaves_a_clear_error_and_no_forecast(tmp_path,
     prepared.mkdir(parents=True)
     for name, path in frames.items():
         (prepared / f"{name}.parquet").write_bytes(path.read_bytes())
-    ledger = Ledger.for_workspace(ws, policy.controller, policy=policy)  # demo: budget enforced
+    ledger = Ledger.for_workspace(ws, policy.controller, policy=policy, synthetic=True)  # demo
     spec = SPECS["monthly_category"]
     common = {
         "params": params,
