@@ -180,6 +180,8 @@ def test_the_audit_reads_the_ledger_the_cards_name(
     elsewhere = tmp_path / "controller" / recorded.name
     elsewhere.parent.mkdir()
     recorded.rename(elsewhere)
+    anchor = recorded.with_name(recorded.name + ".anchor.json")  # the ledger moves with it
+    anchor.rename(elsewhere.with_name(anchor.name))
     monkeypatch.setenv(LEDGER_DIR_ENV, str(tmp_path / "controller"))
     Ledger.for_workspace(ws, policy.controller, policy=policy, synthetic=True)  # empty, new
     report = run_audit(ws, policy, dp_trials=None, notebooks=[])

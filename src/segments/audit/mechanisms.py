@@ -905,6 +905,13 @@ def workspace_release_cases(
     return out
 
 
+def _charge_date(entry: Any) -> dt.date:
+    charged = getattr(entry, "charged_on", None)
+    if isinstance(charged, dt.date) and charged != dt.date.min:
+        return charged
+    return dt.date.fromisoformat(str(entry.reserved_at)[:10])
+
+
 def _budget_periods(entries: list[Any], months: int) -> list[tuple[str, float, list[str]]]:
     """Per population: the largest ε charged inside any window of ``months`` months of
     recorded time (one window ending at each release)."""
@@ -915,7 +922,9 @@ def _budget_periods(entries: list[Any], months: int) -> list[tuple[str, float, l
     for e in entries:
         by_population.setdefault(e.request.population, []).append(e)
     for population, items in by_population.items():
-        times = [(dt.date.fromisoformat(str(e.reserved_at)[:10]), e) for e in items]
+        # the ledger's charge date: the recorded day on a controller's ledger, the simulated
+        # as-of on an evaluation or demo ledger (synthetic data)
+        times = [(_charge_date(e), e) for e in items]
         worst: tuple[float, list[str]] = (0.0, [])
         for end, _ in times:
             start = months_before(end, months)

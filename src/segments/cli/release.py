@@ -129,7 +129,7 @@ def _dry_run_outlook(args: argparse.Namespace, policy: Any, synthetic: bool, pla
     except Exception:  # no ledger yet: nothing has been spent
         print(f"budget: no ledger yet; the whole budget ε {budget:g} per {period} months remains")
         return
-    balance = ledger.balance(plan.spec.population, plan.as_of)
+    balance = ledger.balance(plan.spec.population, ledger.charge_date(plan.as_of))
     asked = plan.loss["epsilon"]
     spent = balance.period_total.epsilon
     print(

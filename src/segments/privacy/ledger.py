@@ -912,6 +912,11 @@ class Ledger:
         recording date."""
         return self.evaluation or self.throwaway
 
+    def charge_date(self, as_of: dt.date | str) -> dt.date:
+        """The date a release with this as-of would be charged on: today on a controller's
+        ledger (its clock), the as-of itself on an evaluation or demo ledger."""
+        return _as_date(as_of, "as_of") if self.simulated_time else _clock().date()
+
     @property
     def anchor_path(self) -> Path:
         """``<ledger>.anchor.json``: head hash and event count, rewritten on every append."""
