@@ -216,3 +216,152 @@ def test_a_new_segmentation_removes_the_old_target_lists(ws: Workspace) -> None:
     assert (ws.segments / "targets" / "segment-0.parquet").is_file()
     _write_segments(ws, labels, pd.DataFrame({"segment": [0]}), {"segments": {"0": "x"}})
     assert not (ws.segments / "targets").exists()
+
+
+# --- races, regeneration, leftovers and interrupted erasures (issue 18 review) ----------------
+def test_a_prepare_running_during_an_erasure_never_publishes_the_person(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    from segments.exceptions import WorkspaceError
+
+    prep = importlib.import_module("segments.prepare")
+
+    cid = _in_segmentation(ws)
+    accounts, pid = _person(ws, cid)
+    real = prep._check_minimised
+
+    def erase_meanwhile(customers: pl.DataFrame, lines: pl.DataFrame) -> None:
+        # prepare has read the raw data and the erasure log; the erasure lands now
+        real(customers, lines)
+        if pid in set(customers["person_id"]):
+            erase(ws, POLICY, cid)
+
+    monkeypatch.setattr(prep, "_check_minimised", erase_meanwhile)
+    with pytest.raises(WorkspaceError, match="erasure or restriction was recorded"):
+        prepare(ws, POLICY, "segmentation", AS_OF)
+    assert _traces(ws, accounts, pid) == []
+    monkeypatch.setattr(prep, "_check_minimised", real)
+    prepare(ws, POLICY, "segmentation", AS_OF)  # a re-run publishes without them
+    assert _traces(ws, accounts, pid) == []
+
+
+def test_erase_refuses_while_another_process_writes(ws: Workspace) -> None:
+    import subprocess
+    import sys
+
+    from segments.exceptions import WorkspaceError
+
+    cid = _in_segmentation(ws)
+    accounts, pid = _person(ws, cid)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from segments.workspace import Workspace\n"
+            f"with Workspace({str(ws.root)!r}).lock(exclusive=False):\n"
+            "    print('held', flush=True); time.sleep(30)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        before = ws.raw_table("customers").read_bytes()
+        with pytest.raises(WorkspaceError, match="another segments command"):
+            erase(ws, POLICY, cid)
+        assert ws.raw_table("customers").read_bytes() == before
+        assert not ws.subject_log.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    erase(ws, POLICY, cid)
+    assert _traces(ws, accounts, pid) == []
+
+
+@pytest.mark.parametrize("default", [False, True])
+def test_generate_force_refuses_to_bring_erased_people_back(
+    ws: Workspace, default: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cid = _in_segmentation(ws)
+    accounts, pid = _person(ws, cid)
+    erase(ws, POLICY, cid)
+    before = ws.raw_table("customers").read_bytes()
+    args = ["--default"] if default else ["--customers", "300", "--months", "6"]
+    assert main(["generate", "-w", str(ws.root), *args, "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "erasure log" in err and "new --workspace" in err
+    assert ws.raw_table("customers").read_bytes() == before
+    assert _traces(ws, accounts, pid) == []
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_erase_sweeps_hidden_copies_of_the_person(ws: Workspace) -> None:
+    cid = _in_segmentation(ws)
+    accounts, pid = _person(ws, cid)
+    dead = _dead_pid()
+    customers = pl.read_parquet(ws.raw_table("customers"))
+    frame = pl.read_parquet(ws.prepared_dir("segmentation") / "customers.parquet")
+    leftovers = {
+        ws.private / f"scratch-release-p{dead}-x1" / "person.parquet": frame,
+        ws.prepared / f".segmentation.p{dead}-x2.tmp" / "customers.parquet": frame,
+        ws.root / f".raw-staging-p{dead}-x3" / "customers.parquet": customers,
+        ws.raw / ".customers.parquet.x4.tmp": customers,  # no pid: only an erasure removes it
+        ws.segments / ".labels.parquet.x5.tmp": frame,
+    }
+    for path, data in leftovers.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data.write_parquet(path)
+    # any command first sweeps what dead writers left; a leftover without a pid stays
+    assert main(["ledger", "-w", str(ws.root)]) in (0, 1, 2)
+    assert not (ws.private / f"scratch-release-p{dead}-x1").exists()
+    assert not (ws.root / f".raw-staging-p{dead}-x3").exists()
+    assert (ws.raw / ".customers.parquet.x4.tmp").exists()
+    erase(ws, POLICY, cid)
+    assert [p for p in leftovers if p.exists()] == []
+    assert _traces(ws, accounts, pid) == []
+
+
+def test_an_interrupted_erasure_is_completed_by_a_rerun(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    retention = importlib.import_module("segments.retention")
+    cid = _in_segmentation(ws)
+    accounts, pid = _person(ws, cid)
+
+    def killed(*_: object) -> None:
+        raise KeyboardInterrupt  # the run dies after the derived frames, before raw
+
+    real = retention._replace_all
+    monkeypatch.setattr(retention, "_replace_all", killed)
+    with pytest.raises(KeyboardInterrupt):
+        erase(ws, POLICY, cid)
+    entries = json.loads(ws.subject_log.read_text(encoding="utf-8"))
+    assert [e["completed"] for e in entries] == [False]
+    assert _traces(ws, accounts, pid)  # raw still holds them
+    extract = subject_export(ws, cid)
+    assert extract["accounts"] == [] and extract["orders"] == []
+    assert extract["erasure"]["pending"] is True
+    assert _audit(ws) == "fail"
+
+    monkeypatch.setattr(retention, "_replace_all", real)
+    done = erase(ws, POLICY, cid)
+    entries = json.loads(ws.subject_log.read_text(encoding="utf-8"))
+    assert [e["completed"] for e in entries] == [True]  # the same entry, not a second one
+    assert done.subject_hashes == tuple(entries[0]["subject_hashes"])
+    assert _traces(ws, accounts, pid) == []
+    assert _audit(ws) == "pass"
+    assert subject_export(ws, cid)["erasure"]["erased_on"] == entries[0]["done_on"]

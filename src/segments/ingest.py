@@ -1391,7 +1391,7 @@ def _write_raw(ws: Workspace, tables: dict[str, pl.DataFrame], manifest: dict[st
     for name, frame in tables.items():
         validate(frame, schemas[name], as_of=day)
     ws.root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=ws.root, prefix=".raw.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=ws.root, prefix=f".raw.p{os.getpid()}-", suffix=".tmp"))
     try:
         for name, frame in tables.items():
             frame.write_parquet(tmp / f"{name}.parquet")

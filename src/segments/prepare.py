@@ -704,6 +704,7 @@ def prepare(
     spec = pol.purpose(purpose)
     day = _as_date(as_of)
     ws.check_usable().sweep()  # leftovers of a killed prepare or generate
+    log_state = ws.erasure_log_state()  # read before the raw data and the erasure log
     pkey = load_key(key, key_file=key_file, workspace=ws)
     frames = load_raw_tables(ws, day)
 
@@ -762,7 +763,8 @@ def prepare(
         columns={"customers": tuple(customers.columns), "lines": tuple(lines.columns)},
         rules=tuple(run.outcomes),
     )
-    _write_atomically(ws.prepared_dir(spec.name), customers, lines, report)
+    with ws.publishing(log_state, f"prepare --purpose {spec.name}"):
+        _write_atomically(ws.prepared_dir(spec.name), customers, lines, report)
     return report
 
 

@@ -996,6 +996,7 @@ def segment(
         As in :func:`fit_segments`.
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    log_state = ws.erasure_log_state()  # an erasure after this point refuses the write
     policy = _load_policy(policy)
     folder, lines, customers = _read_prepared(ws, purpose)
     as_of = as_of or _prepared_as_of(folder)
@@ -1047,7 +1048,8 @@ def segment(
         "segments": {str(s): n for s, n in zip(profiles["segment"], profiles["name"], strict=True)},
         "feature_notes": notes,
     }
-    paths = _write_segments(ws, labels, profiles, metadata)
+    with ws.publishing(log_state, "segment"):
+        paths = _write_segments(ws, labels, profiles, metadata)
     return SegmentationResult(fitted, labels, profiles, metadata, paths)
 
 
@@ -1187,6 +1189,7 @@ def target(workspace: Workspace | str | Path, segment: int | str) -> TargetResul
         The prepared customers lack ``marketing_opt_out`` or ``profiling_eligible``.
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    log_state = ws.erasure_log_state()  # an erasure after this point refuses the write
     made_by = f"segments segment --workspace {ws.root}"
     meta_path = ws.require(ws.segments / "metadata.json", made_by)
     metadata = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -1230,6 +1233,7 @@ def target(workspace: Workspace | str | Path, segment: int | str) -> TargetResul
         "excluded": excluded,
         "recipient": "data steward (holds the pseudonymisation key)",
     }
-    atomic_write_with(path, targeted.select("person_id").sort("person_id").write_parquet)
-    write_json(folder / f"segment-{seg}.json", summary)
+    with ws.publishing(log_state, f"target --segment {seg}"):
+        atomic_write_with(path, targeted.select("person_id").sort("person_id").write_parquet)
+        write_json(folder / f"segment-{seg}.json", summary)
     return TargetResult(seg, summary["name"], path, targeted.height, members.height, excluded)

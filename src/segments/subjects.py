@@ -173,6 +173,16 @@ def _erasure_of(ws: Workspace, customer_id: int, key: Any, key_file: Any) -> dic
         return None
     mine = subject_hash(pkey, [customer_id])[0]
     for entry in entries:
+        if mine in entry["subject_hashes"] and not entry.get("completed", True):
+            return {
+                "erased_on": None,
+                "pending": True,
+                "requested_on": entry["requested_on"],
+                "clause_ids": entry["clause_ids"],
+                "note": "Your erasure was started but not finished; it is pending and will be "
+                "completed by the next `segments subject erase` or `segments retention purge`. "
+                "No data is exported meanwhile.",
+            }
         if mine in entry["subject_hashes"]:
             return {
                 "erased_on": entry["done_on"],
@@ -215,8 +225,9 @@ def subject_export(
     customers = _read(ws, "customers")
     roots = link_persons(customers)
     root = roots.filter(pl.col("customer_id") == customer_id)
-    if root.height == 0:
-        erased = _erasure_of(ws, customer_id, key, key_file)
+    # An erasure logged but interrupted (raw rows may remain) exports nothing either.
+    erased = _erasure_of(ws, customer_id, key, key_file)
+    if root.height == 0 or erased is not None:
         if erased is not None:
             return {
                 "kind": "register extract (access and data portability, AK-5)",
@@ -453,14 +464,19 @@ def _carry_out(
     pkey: PseudonymKey,
     requested_on: dt.date | None,
     today: dt.date | None,
+    resume: tuple[int, SubjectRequest] | None = None,
 ) -> SubjectRequest:
     from segments.retention import _replace_all, _update_manifest
 
     accounts = [a for group in accounts_by_person.values() for a in group]
-    request = _request(ws, pol, action, accounts, pkey, requested_on, today)
-    # Logged first: if the run dies half-way, prepare already keeps the person out.
-    _append_request(ws, {**request.to_dict(), "completed": False})
-    index = len(_log_entries(ws)) - 1
+    if resume is None:
+        request = _request(ws, pol, action, accounts, pkey, requested_on, today)
+        # Logged first: if the run dies half-way, prepare already keeps the person out.
+        _append_request(ws, {**request.to_dict(), "completed": False})
+        index = len(_log_entries(ws)) - 1
+    else:  # an interrupted request: completed under its own entry, never a second one
+        index, request = resume
+        request = SubjectRequest(**{**request.__dict__, "done_on": today or dt.date.today()})
     person_ids = pseudonymise(pkey, "person", list(accounts_by_person))
     rows = _remove_from_derived(ws, person_ids)
     customers = pl.read_parquet(ws.raw_table("customers"))
@@ -506,6 +522,75 @@ def _carry_out(
     done = SubjectRequest(**{**request.__dict__, "rows": rows})
     _replace_entry(ws, index, {**done.to_dict(), "completed": True})
     return done
+
+
+def _from_entry(ws: Workspace, entry: Mapping[str, Any]) -> SubjectRequest:
+    return SubjectRequest(
+        action=entry["action"],
+        subject_hashes=tuple(entry["subject_hashes"]),
+        requested_on=dt.date.fromisoformat(entry["requested_on"]),
+        done_on=dt.date.fromisoformat(entry["done_on"]),
+        deadline=dt.date.fromisoformat(entry["deadline"]),
+        clause_ids=tuple(entry["clause_ids"]),
+        rows=dict(entry.get("rows", {})),
+        log_path=ws.subject_log,
+    )
+
+
+def _complete_interrupted(
+    ws: Workspace, pol: Policy, pkey: PseudonymKey, today: dt.date | None
+) -> list[SubjectRequest]:
+    """Finish every logged request whose run died half-way (``completed: false``), each under
+    its own entry. Derived frames go before raw rows, so accounts already gone from the raw
+    data have nothing left elsewhere."""
+    finished: list[SubjectRequest] = []
+    for index, entry in enumerate(_log_entries(ws)):
+        if entry.get("completed", True):
+            continue
+        request = _from_entry(ws, entry)
+        customers = pl.read_parquet(ws.raw_table("customers"))
+        roots = link_persons(customers)
+        ids = roots["customer_id"]
+        hashes = pl.Series(subject_hash(pkey, ids.to_list()), dtype=pl.String)
+        mine = roots.filter(hashes.is_in(list(request.subject_hashes)))
+        by_person: dict[int, list[int]] = {}
+        for root_id, account in zip(mine["person_root"], mine["customer_id"], strict=True):
+            by_person.setdefault(int(root_id), []).append(int(account))
+        finished.append(
+            _carry_out(
+                ws, pol, request.action, by_person, pkey, None, today, resume=(index, request)
+            )
+        )
+    return finished
+
+
+def _locked_carry_out(
+    ws: Workspace,
+    pol: Policy,
+    action: str,
+    customer_id: int | None,
+    pkey: PseudonymKey,
+    requested_on: dt.date | None,
+    today: dt.date | None,
+) -> SubjectRequest | None:
+    """Under the exclusive workspace lock: sweep leftovers, finish interrupted requests, then
+    carry out this one (``customer_id``; None for every ``erasure_requested`` account)."""
+    with ws.lock(exclusive=True, wait=False):
+        ws.sweep(exclusive=True)  # staging copies of a killed writer may hold the person
+        finished = _complete_interrupted(ws, pol, pkey, today)
+        customers = pl.read_parquet(ws.raw_table("customers"))
+        if customer_id is None:
+            by_person = _flagged_persons(customers)
+            if not by_person:
+                return finished[-1] if finished else None
+        else:
+            mine = subject_hash(pkey, [customer_id])[0]
+            for request in finished:
+                if request.action == action and mine in request.subject_hashes:
+                    return request
+            person_root, accounts = _person_of(customers, customer_id)
+            by_person = {person_root: accounts}
+        return _carry_out(ws, pol, action, by_person, pkey, requested_on, today)
 
 
 def _resolve(
@@ -561,8 +646,9 @@ def erase(
     """
     ws, pol = _resolve(workspace, policy)
     pkey = _keys(ws, key, key_file)
-    person_root, accounts = _person_of(pl.read_parquet(ws.raw_table("customers")), customer_id)
-    return _carry_out(ws, pol, "erasure", {person_root: accounts}, pkey, requested_on, today)
+    done = _locked_carry_out(ws, pol, "erasure", customer_id, pkey, requested_on, today)
+    assert done is not None  # a customer id always gives a request
+    return done
 
 
 def restrict(
@@ -583,8 +669,9 @@ def restrict(
     """
     ws, pol = _resolve(workspace, policy)
     pkey = _keys(ws, key, key_file)
-    person_root, accounts = _person_of(pl.read_parquet(ws.raw_table("customers")), customer_id)
-    return _carry_out(ws, pol, "restriction", {person_root: accounts}, pkey, requested_on, today)
+    done = _locked_carry_out(ws, pol, "restriction", customer_id, pkey, requested_on, today)
+    assert done is not None  # a customer id always gives a request
+    return done
 
 
 def erase_flagged(
@@ -600,7 +687,15 @@ def erase_flagged(
     Returns the recorded request, or None when nobody is flagged.
     """
     ws, pol = _resolve(workspace, policy)
-    customers = pl.read_parquet(ws.raw_table("customers"))
+    pending = any(not e.get("completed", True) for e in _log_entries(ws))
+    if not pending and not _flagged_persons(pl.read_parquet(ws.raw_table("customers"))):
+        return None
+    pkey = _keys(ws, key, key_file)
+    return _locked_carry_out(ws, pol, "erasure", None, pkey, None, today)
+
+
+def _flagged_persons(customers: pl.DataFrame) -> dict[int, list[int]]:
+    """The accounts of every person with an ``erasure_requested`` account, by person."""
     roots = link_persons(customers)
     flagged_roots = (
         roots.join(customers.select("customer_id", "erasure_requested"), on="customer_id")
@@ -608,16 +703,14 @@ def erase_flagged(
         .unique()
     )
     if flagged_roots.len() == 0:
-        return None
-    pkey = _keys(ws, key, key_file)
+        return {}
     groups = (
         roots.filter(pl.col("person_root").is_in(flagged_roots.implode()))
         .group_by("person_root")
         .agg("customer_id")
         .sort("person_root")
     )
-    by_person = {
+    return {
         int(r): [int(c) for c in ids]
         for r, ids in zip(groups["person_root"], groups["customer_id"], strict=True)
     }
-    return _carry_out(ws, pol, "erasure", by_person, pkey, None, today)

@@ -10,6 +10,7 @@ folder and renames it into place, so a crash never leaves a half-written file be
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -53,6 +54,12 @@ _STALE_PATTERNS = (
     ("prepared", ".*.tmp"),
     ("prepared", ".*.old.*"),
     (_PRIVATE, "scratch-*"),
+    ("raw", ".*.tmp"),
+    ("raw/truth", ".*.tmp"),
+    (".", ".raw.*.tmp"),
+    ("segments", ".*.tmp"),
+    ("segments/targets", ".*.tmp"),
+    ("subjects", ".*.tmp"),
 )
 
 
@@ -192,6 +199,58 @@ class Workspace:
         """The workspace's private area: scratch files of running jobs, owner-only."""
         return self.root / _PRIVATE
 
+    @property
+    def lock_file(self) -> Path:
+        """The workspace lock: erasure and restriction hold it exclusively, writers of
+        person-level data (prepare, segment, target) share it while they publish. An empty
+        owner-only file beside the stages (not in :attr:`private`, which must be empty when
+        no job runs)."""
+        return self.root / ".workspace.lock"
+
+    @contextlib.contextmanager
+    def lock(self, *, exclusive: bool, wait: bool = True) -> Iterator[None]:
+        """Hold the workspace lock (``fcntl.flock``) for the block.
+
+        ``exclusive`` without ``wait`` refuses when another process holds it (an erasure
+        must not leave data behind that a concurrent writer is about to publish).
+        """
+        self.check_usable()
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            flags = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            try:
+                fcntl.flock(fd, flags if wait else flags | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WorkspaceError(
+                    f"workspace {self.root}: another segments command (prepare, segment, "
+                    "target, erase, restrict or purge) is writing to it; nothing was changed. "
+                    "Fix: run this again when it has finished"
+                ) from None
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def erasure_log_state(self) -> str:
+        """A fingerprint of the subject request log ('' when there is none)."""
+        try:
+            return hashlib.sha256(self.subject_log.read_bytes()).hexdigest()
+        except FileNotFoundError:
+            return ""
+
+    @contextlib.contextmanager
+    def publishing(self, log_state: str, what: str) -> Iterator[None]:
+        """Publish person-level data under the shared lock, refusing if an erasure or a
+        restriction was recorded since ``log_state`` was read (it would bring them back)."""
+        with self.lock(exclusive=False):
+            if self.erasure_log_state() != log_state:
+                raise WorkspaceError(
+                    f"{what}: an erasure or restriction was recorded in {self.subject_log} "
+                    "while this command ran; nothing was written, so the person stays out. "
+                    "Fix: run it again"
+                )
+            yield
+
     def inside(self, path: str | os.PathLike[str]) -> Path:
         """Return ``path`` if, resolved, it stays inside the workspace; refuse otherwise."""
         candidate = Path(path)
@@ -236,20 +295,25 @@ class Workspace:
             with contextlib.suppress(OSError):
                 self.private.rmdir()  # only when empty: another run may be using it
 
-    def sweep(self) -> list[Path]:
+    def sweep(self, *, exclusive: bool = False) -> list[Path]:
         """Remove staging and scratch leftovers of writers that are no longer running.
 
         Returns the removed paths. A leftover whose writer's pid is still alive is kept (a
-        concurrent run's work in progress).
+        concurrent run's work in progress). With ``exclusive`` (the caller holds the lock
+        exclusively, as an erasure does) leftovers without a pid in their name go too.
         """
         removed: list[Path] = []
+        if not self.root.is_dir():
+            return removed
         for folder, pattern in _STALE_PATTERNS:
             base = self.root / folder
-            if not base.is_dir():
+            if not base.is_dir() or base.is_symlink():
                 continue
             for path in base.glob(pattern):
                 pid = _pid_of(path.name)
-                if pid is None or pid == os.getpid() or _pid_alive(pid):
+                if pid is None and not exclusive:
+                    continue
+                if pid is not None and (pid == os.getpid() or _pid_alive(pid)):
                     continue
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path, ignore_errors=True)
@@ -299,7 +363,9 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.p{os.getpid()}-", suffix=".tmp"
+    )
     try:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as fh:
@@ -318,7 +384,9 @@ def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[Path], Non
     want a file name, such as ``DataFrame.write_parquet``)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.p{os.getpid()}-", suffix=".tmp"
+    )
     os.close(fd)
     try:
         writer(Path(tmp))

@@ -13,6 +13,7 @@ shown only with ``segments --debug <cmd>`` (or ``SEGMENTS_DEBUG=1``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import json
@@ -184,6 +185,19 @@ def describe_failure(exc: BaseException) -> str:
     )
 
 
+def _sweep_leftovers(args: argparse.Namespace) -> None:
+    """Every command first removes the staging and scratch leftovers of killed writers of
+    its workspace (lock-free: only those whose pid is gone); a failure here is left to the
+    command itself to report."""
+    from segments.workspace import Workspace
+
+    folder = getattr(args, "workspace", None)
+    if folder is None:
+        return
+    with contextlib.suppress(Exception):
+        Workspace(folder).sweep()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from segments.cli.common import OPENED_LEDGERS, budget_statement
 
@@ -196,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # owner-only; a release reaches its recipient by an explicit copy, never by the mode.
     old_umask = os.umask(0o077)
     OPENED_LEDGERS.clear()
+    _sweep_leftovers(args)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -145,6 +145,25 @@ def _check_parameters(
         )
 
 
+def _refuse_erased(ws: Workspace) -> None:
+    """Refuse to replace raw data of a workspace whose subject log records erasures: the
+    regenerated (or recopied) data would hold the erased people again (AK-5)."""
+    if not ws.subject_log.is_file():
+        return
+    try:
+        entries = json.loads(ws.subject_log.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        entries = [{"action": "erasure"}]  # unreadable: assume the worst
+    erasures = [e for e in entries if not isinstance(e, dict) or e.get("action") == "erasure"]
+    if erasures:
+        raise WorkspaceError(
+            f"workspace {ws.root}: the erasure log {ws.subject_log} records "
+            f"{len(erasures)} erasure(s); replacing W/raw would bring the erased people back. "
+            "Fix: generate into a new --workspace (or delete this workspace, erasure log "
+            "included, if it holds only synthetic data you no longer need)"
+        )
+
+
 def _refuse_non_empty(raw: Path, force: bool) -> None:
     if raw.exists() and any(raw.iterdir()) and not force:
         raise WorkspaceError(
@@ -336,6 +355,7 @@ def generate(
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     _check_parameters(customers, months, as_of, seed, workers)
     _refuse_non_empty(ws.raw, force)
+    _refuse_erased(ws)
     start = window_start(as_of, months)
     rng_customers, rng_products, rng_orders, rng_surveys, rng_finish = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)
@@ -589,6 +609,7 @@ def copy_default_dataset(
                 f"manifest ({digest[:12]}); fix: restore it from git or run `{regenerate}`"
             )
     _refuse_non_empty(ws.raw, force)
+    _refuse_erased(ws)
     with _staging(ws) as tmp:
         for rel in [*manifest["files"], "manifest.json"]:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
