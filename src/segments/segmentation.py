@@ -53,7 +53,7 @@ from segments.features import (
     make_feature_transformer,
 )
 from segments.geography import counties
-from segments.workspace import Workspace, atomic_write_with, write_json
+from segments.workspace import Workspace, atomic_write_with, make_private, write_json
 
 __all__ = [
     "DEFAULT_MODEL_CATEGORICAL",
@@ -1126,10 +1126,15 @@ def _write_segments(
     # Target lists name segments of the previous segmentation: stale now, and they would
     # keep people who have since objected or been erased (issue 18). `segments target`
     # writes fresh ones.
-    shutil.rmtree(folder / "targets", ignore_errors=True)
+    shutil.rmtree(ws.targets, ignore_errors=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)  # pseudonymous labels: owner-only whatever the umask
     atomic_write_with(paths["labels"], labels.write_parquet)
     atomic_write_with(paths["profiles"], lambda p: profiles.to_parquet(p, index=False))
+    for path in (paths["labels"], paths["profiles"]):
+        make_private(path)
     write_json(paths["metadata"], metadata)  # last: its presence marks a complete run
+    make_private(paths["metadata"])
     return paths
 
 
@@ -1216,7 +1221,7 @@ def target(workspace: Workspace | str | Path, segment: int | str) -> TargetResul
     not_eligible = current.filter(pl.col("profiling_eligible") == False)  # noqa: E712
     opted_out = current.filter(pl.col("profiling_eligible") & pl.col("marketing_opt_out"))
     targeted = current.filter(pl.col("profiling_eligible") & ~pl.col("marketing_opt_out"))
-    folder = ws.segments / "targets"
+    folder = ws.targets
     path = folder / f"segment-{seg}.parquet"
     excluded = {
         "no_longer_in_prepared_customers": gone.height,
@@ -1234,6 +1239,9 @@ def target(workspace: Workspace | str | Path, segment: int | str) -> TargetResul
         "recipient": "data steward (holds the pseudonymisation key)",
     }
     with ws.publishing(log_state, f"target --segment {seg}"):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.chmod(0o700)  # pseudonyms of people to contact: owner-only whatever the umask
         atomic_write_with(path, targeted.select("person_id").sort("person_id").write_parquet)
         write_json(folder / f"segment-{seg}.json", summary)
+        make_private(folder)
     return TargetResult(seg, summary["name"], path, targeted.height, members.height, excluded)

@@ -145,32 +145,32 @@ class Workspace:
     @property
     def raw(self) -> Path:
         """Raw tables written by ``segments generate`` (direct identifiers present)."""
-        return self.root / "raw"
+        return self.inside(self.root / "raw")
 
     @property
     def truth(self) -> Path:
         """Planted ground truth, kept apart: only evaluations read it."""
-        return self.raw / "truth"
+        return self.inside(self.raw / "truth")
 
     @property
     def prepared(self) -> Path:
-        return self.root / "prepared"
+        return self.inside(self.root / "prepared")
 
     @property
     def segments(self) -> Path:
-        return self.root / "segments"
+        return self.inside(self.root / "segments")
 
     @property
     def releases(self) -> Path:
-        return self.root / "releases"
+        return self.inside(self.root / "releases")
 
     @property
     def forecasts(self) -> Path:
-        return self.root / "forecasts"
+        return self.inside(self.root / "forecasts")
 
     @property
     def report(self) -> Path:
-        return self.root / "report"
+        return self.inside(self.root / "report")
 
     # --- derived paths -----------------------------------------------------------------
     def raw_table(self, table: str) -> Path:
@@ -190,14 +190,19 @@ class Workspace:
         return self.inside(self.releases / check_name("release id", release_id))
 
     @property
+    def targets(self) -> Path:
+        """Offer lists written by ``segments target`` (pseudonyms of people to contact)."""
+        return self.inside(self.segments / "targets")
+
+    @property
     def subject_log(self) -> Path:
         """Record of erasure and restriction requests carried out (keyed hashes, no ids)."""
-        return self.root / "subjects" / "requests.json"
+        return self.inside(self.root / "subjects" / "requests.json")
 
     @property
     def private(self) -> Path:
         """The workspace's private area: scratch files of running jobs, owner-only."""
-        return self.root / _PRIVATE
+        return self.inside(self.root / _PRIVATE)
 
     @property
     def lock_file(self) -> Path:
@@ -259,7 +264,8 @@ class Workspace:
         if resolved != root and root not in resolved.parents:
             raise WorkspaceError(
                 f"path {candidate} resolves to {resolved}, outside workspace {root}; a "
-                "workspace command writes only inside its workspace"
+                "workspace command reads and writes only inside its workspace (a symbolic "
+                "link pointing out of it is refused: replace it with a real folder)"
             )
         return candidate
 

@@ -771,7 +771,7 @@ class Ledger:
                     "another path only when initialised explicitly (--init-ledger, "
                     "Ledger.open(..., init=True))"
                 )
-            target.parent.mkdir(parents=True, exist_ok=True)
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         meta = _init_or_read_meta(target, controller, evaluation, throwaway)
         if meta.get("schema_version") != _SCHEMA_VERSION:
             raise WorkspaceError(
@@ -2286,9 +2286,23 @@ def _policy_hash(policy: Any) -> str:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    _owner_only(path)
     conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
     conn.execute("PRAGMA synchronous = FULL")
     return conn
+
+
+def _owner_only(path: Path) -> None:
+    """Create the ledger file 0600 whatever the umask (SQLite gives its journal the same
+    mode), and take group/other bits off an existing one; a read-only file stays read-only."""
+    if str(path) == ":memory:":
+        return
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    with contextlib.suppress(OSError):
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            path.chmod(mode & 0o700)
 
 
 def _genesis_hash(meta: Mapping[str, str]) -> str:
