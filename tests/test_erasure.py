@@ -365,3 +365,35 @@ def test_an_interrupted_erasure_is_completed_by_a_rerun(
     assert _traces(ws, accounts, pid) == []
     assert _audit(ws) == "pass"
     assert subject_export(ws, cid)["erasure"]["erased_on"] == entries[0]["done_on"]
+
+
+def test_a_target_list_written_during_an_erasure_never_holds_the_person(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    import pandas as pd
+
+    from segments.exceptions import WorkspaceError
+
+    seg = importlib.import_module("segments.segmentation")
+    cid = _in_segmentation(ws)
+    accounts, pid = _person(ws, cid)
+    labels = pl.read_parquet(ws.segments / "labels.parquet").with_columns(segment=pl.lit(0))
+    meta = {"segments": {"0": "all"}, "purpose": "offers", "clause_ids": []}
+    seg._write_segments(ws, labels, pd.DataFrame({"segment": [0]}), meta)
+    real = seg._read_prepared
+
+    def erase_meanwhile(work: Workspace, purpose: str):  # type: ignore[no-untyped-def]
+        found = real(work, purpose)  # target has read the labels and the frame
+        erase(ws, POLICY, cid)
+        return found
+
+    monkeypatch.setattr(seg, "_read_prepared", erase_meanwhile)
+    with pytest.raises(WorkspaceError, match="erasure or restriction was recorded"):
+        seg.target(ws, 0)
+    assert not (ws.targets / "segment-0.parquet").exists()
+    assert _traces(ws, accounts, pid) == []
+    monkeypatch.setattr(seg, "_read_prepared", real)
+    assert seg.target(ws, 0).n_targeted > 0
+    assert _traces(ws, accounts, pid) == []

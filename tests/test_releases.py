@@ -323,6 +323,31 @@ def test_execute_writes_tables_and_card_and_charges_the_ledger(params, workspace
     assert "person_id" not in pl.read_parquet(result.path / "spend_by_segment.parquet").columns
 
 
+def test_a_release_is_owner_only_whatever_the_umask(params, workspace, policy, frames):
+    import os
+    import stat
+
+    ledger = Ledger.for_workspace(
+        workspace, policy.controller, evaluation=True, synthetic=True, policy=policy
+    )
+    old = os.umask(0o022)  # would make new files world-readable (issue 18 review, item 5)
+    try:
+        with _plan(SPECS["segment_overview"], params, frames) as plan:
+            result = plan.execute(
+                ledger,
+                workspace,
+                policy=policy,
+                purpose=PURPOSE,
+                recipient="purchasing",
+                synthetic=True,
+            )
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(result.path.stat().st_mode) == 0o700
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in result.path.iterdir()}
+    assert modes and set(modes.values()) == {0o600}, modes
+
+
 def test_attack_a_replaced_table_or_an_edited_card_fails_ledger_cards(
     params, workspace, policy, frames
 ):

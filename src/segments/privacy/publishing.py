@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from segments.exceptions import WorkspaceError
-from segments.workspace import sha256_file
+from segments.workspace import make_private, sha256_file
 
 __all__ = ["MIN_FREE_BYTES", "Publication", "begin", "check_writable"]
 
@@ -47,7 +47,7 @@ def check_writable(folder: Path, need_bytes: int = MIN_FREE_BYTES) -> None:
         The folder cannot be created or written, or has less than ``need_bytes`` free.
     """
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
             pass
     except OSError as exc:
@@ -109,6 +109,7 @@ class Publication:
                 encoding="utf-8",
             )
             os.replace(tmp, card_path)
+            make_private(self.staging)  # owner-only whatever the umask; shared by a copy
             for path in self.staging.iterdir():
                 _fsync_file(path)
             _fsync_dir(self.staging)
