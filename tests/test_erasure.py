@@ -319,6 +319,7 @@ def test_erase_sweeps_hidden_copies_of_the_person(ws: Workspace) -> None:
         ws.root / f".raw-staging-p{dead}-x3" / "customers.parquet": customers,
         ws.raw / ".customers.parquet.x4.tmp": customers,  # no pid: only an erasure removes it
         ws.segments / ".labels.parquet.x5.tmp": frame,
+        ws.segments / ".private-r1" / "labels.parquet": frame,  # killed private k-means
     }
     for path, data in leftovers.items():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -328,6 +329,7 @@ def test_erase_sweeps_hidden_copies_of_the_person(ws: Workspace) -> None:
     assert not (ws.private / f"scratch-release-p{dead}-x1").exists()
     assert not (ws.root / f".raw-staging-p{dead}-x3").exists()
     assert (ws.raw / ".customers.parquet.x4.tmp").exists()
+    assert (ws.segments / ".private-r1").exists()
     erase(ws, POLICY, cid)
     assert [p for p in leftovers if p.exists()] == []
     assert _traces(ws, accounts, pid) == []

@@ -568,3 +568,28 @@ def test_private_segments_as_of_before_the_data_is_refused_before_charging(
     assert Ledger.for_policy(policy).entries() == []  # the controller's ledger
     meta = private_workspace.segments / "private" / "metadata.json"
     assert not meta.exists()
+
+
+def test_private_labels_are_not_written_when_an_erasure_lands_meanwhile(
+    private_workspace, monkeypatch
+):
+    import importlib
+
+    from segments.exceptions import WorkspaceError
+    from segments.policy import Policy
+    from segments.privacy.ledger import Ledger
+
+    kmeans = importlib.import_module("segments.privacy.kmeans")
+    real = kmeans._segment_names_from_centroids
+
+    def erasure_meanwhile(centroids):  # the fit has read the frames; an erasure is logged now
+        private_workspace.subject_log.parent.mkdir(parents=True, exist_ok=True)
+        private_workspace.subject_log.write_text('[{"action": "erasure"}]\n', encoding="utf-8")
+        return real(centroids)
+
+    monkeypatch.setattr(kmeans, "_segment_names_from_centroids", erasure_meanwhile)
+    policy = Policy.load("alloffice")
+    with pytest.raises(WorkspaceError, match="erasure or restriction was recorded"):
+        kmeans.fit_private_segments(private_workspace, policy, Ledger.for_policy(policy), seed=0)
+    assert not (private_workspace.segments / "private").exists()
+    assert list(private_workspace.segments.glob(".private-*")) == []

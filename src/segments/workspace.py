@@ -60,6 +60,7 @@ _STALE_PATTERNS = (
     ("segments", ".*.tmp"),
     ("segments/targets", ".*.tmp"),
     ("subjects", ".*.tmp"),
+    ("segments", ".private-*"),  # private k-means staging (labels): no pid, erasure only
 )
 
 

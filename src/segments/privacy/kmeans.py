@@ -1102,6 +1102,7 @@ def fit_private_segments(
     from segments.segmentation import _eligible, _prepared_as_of, _read_prepared
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    log_state = ws.erasure_log_state()  # an erasure after this point refuses the labels
     policy = Policy.load(policy) if isinstance(policy, str | os.PathLike) else policy
     privacy = policy.privacy
     folder, lines, customers = _read_prepared(ws, purpose)
@@ -1192,9 +1193,10 @@ def fit_private_segments(
         .sort("person_id")
     )
     names = _segment_names_from_centroids(centroids)
-    return _write_private_segments(
-        ws, ledger, reservation, model, centroids, labels, names, request, as_of, purpose
-    )
+    with ws.publishing(log_state, "segment --private"):  # charged, never published if refused
+        return _write_private_segments(
+            ws, ledger, reservation, model, centroids, labels, names, request, as_of, purpose
+        )
 
 
 def model_epsilon(rho: float, delta: float) -> float:
