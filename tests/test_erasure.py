@@ -320,6 +320,9 @@ def test_erase_sweeps_hidden_copies_of_the_person(ws: Workspace) -> None:
         ws.raw / ".customers.parquet.x4.tmp": customers,  # no pid: only an erasure removes it
         ws.segments / ".labels.parquet.x5.tmp": frame,
         ws.segments / ".private-r1" / "labels.parquet": frame,  # killed private k-means
+        ws.releases / f".kanon-1.p{dead}-x6.tmp" / "rows.parquet": frame,  # killed kanon
+        ws.releases / ".kanon-2.x7.tmp" / "rows.parquet": frame,  # no pid: erasure only
+        ws.root / f".synthetic-proof-p{dead}-x8" / "raw" / "customers.parquet": customers,
     }
     for path, data in leftovers.items():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -330,6 +333,9 @@ def test_erase_sweeps_hidden_copies_of_the_person(ws: Workspace) -> None:
     assert not (ws.root / f".raw-staging-p{dead}-x3").exists()
     assert (ws.raw / ".customers.parquet.x4.tmp").exists()
     assert (ws.segments / ".private-r1").exists()
+    assert not (ws.releases / f".kanon-1.p{dead}-x6.tmp").exists()
+    assert not (ws.root / f".synthetic-proof-p{dead}-x8").exists()
+    assert (ws.releases / ".kanon-2.x7.tmp").exists()
     erase(ws, POLICY, cid)
     assert [p for p in leftovers if p.exists()] == []
     assert _traces(ws, accounts, pid) == []

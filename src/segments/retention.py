@@ -168,7 +168,9 @@ def _replace_all(ws: Workspace, frames: Mapping[str, pl.DataFrame]) -> None:
     try:
         for name, frame in frames.items():
             target = ws.raw / f"{name}.parquet"
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            fd, tmp = tempfile.mkstemp(
+                dir=target.parent, prefix=f".{target.name}.p{os.getpid()}-", suffix=".tmp"
+            )
             os.close(fd)
             staged.append((tmp, target))
             frame.write_parquet(tmp)

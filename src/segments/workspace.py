@@ -61,6 +61,8 @@ _STALE_PATTERNS = (
     ("segments/targets", ".*.tmp"),
     ("subjects", ".*.tmp"),
     ("segments", ".private-*"),  # private k-means staging (labels): no pid, erasure only
+    ("releases", ".*.tmp"),  # a killed publication's staging (the ledger reconciles its charge)
+    (".", ".synthetic-proof-*"),  # regenerated raw data of a killed synthetic proof
 )
 
 

@@ -146,9 +146,9 @@ def begin(ledger: Any, request: Any, *, policy: Any, final: Path) -> Publication
     check_writable(final.parent)
     reservation = ledger.reserve(request, policy=policy, output=final)
     try:
-        staging = Path(
-            tempfile.mkdtemp(dir=final.parent, prefix=f".{reservation.release_id}.", suffix=".tmp")
-        )
+        # the pid lets a later run's sweep tell a killed publication's staging from a live one
+        prefix = f".{reservation.release_id}.p{os.getpid()}-"
+        staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=prefix, suffix=".tmp"))
     except OSError as exc:
         ledger.abort(reservation.release_id, f"the staging folder could not be made ({exc})")
         raise

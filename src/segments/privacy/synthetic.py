@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -108,7 +109,7 @@ def _regenerate_and_compare(
     from segments.synth.generate import generate
 
     ws.root.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=ws.root, prefix=".synthetic-proof-"))
+    scratch = Path(tempfile.mkdtemp(dir=ws.root, prefix=f".synthetic-proof-p{os.getpid()}-"))
     try:
         result = generate(
             Workspace(scratch),
