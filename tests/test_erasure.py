@@ -323,6 +323,7 @@ def test_erase_sweeps_hidden_copies_of_the_person(ws: Workspace) -> None:
         ws.releases / f".kanon-1.p{dead}-x6.tmp" / "rows.parquet": frame,  # killed kanon
         ws.releases / ".kanon-2.x7.tmp" / "rows.parquet": frame,  # no pid: erasure only
         ws.root / f".synthetic-proof-p{dead}-x8" / "raw" / "customers.parquet": customers,
+        ws.root / f".raw.old.{dead}" / "customers.parquet": customers,  # killed ingest
     }
     for path, data in leftovers.items():
         path.parent.mkdir(parents=True, exist_ok=True)

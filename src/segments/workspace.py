@@ -51,6 +51,7 @@ _PRIVATE = ".private"
 _STALE_PATTERNS = (
     (".", ".raw-staging-*"),
     (".", ".raw-old-*"),
+    (".", ".raw.old.*"),  # the raw data an ingest was replacing when it was killed
     ("prepared", ".*.tmp"),
     ("prepared", ".*.old.*"),
     (_PRIVATE, "scratch-*"),
