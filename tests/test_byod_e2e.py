@@ -63,7 +63,9 @@ def _story(
     out["segment"] = capsys.readouterr().out
     release = ("release", *w, *pol, "--ledger", str(ledger), "--as-of", release_day)
     release += ("--purpose", "statistics", "--recipient", "purchasing")
-    _run(*release, "--spec", "spend_by_segment", "--segments", "fitted", "--epsilon", "0.2")
+    # the example controller's first release creates its ledger at this path, explicitly
+    _run(*release, "--init-ledger", "--spec", "spend_by_segment", "--segments", "fitted",
+         "--epsilon", "0.2")  # fmt: skip
     _run(*release, "--spec", "category_mix", "--segments", "category_rule", "--epsilon", "0.2")
     for month in months:  # each closed month once, as the controller would as months close
         _run(*release, "--spec", "monthly_category", "--month", str(month), "--epsilon", "0.1")

@@ -63,7 +63,7 @@ def _choose(ws: Workspace, ledger: Ledger, **kw: object) -> object:
 
 def test_bounds_near_the_true_quantile_and_charged(workspace: Workspace, tmp_path: Path) -> None:
     policy = Policy.load(POLICY)
-    ledger = Ledger.open(tmp_path / "l.sqlite", policy.controller, policy=policy)
+    ledger = Ledger.open(tmp_path / "l.sqlite", policy.controller, policy=policy, init=True)
     result = _choose(workspace, ledger)
     lines = pl.read_parquet(workspace.prepared_dir("statistics") / "lines.parquet")
     people = lines.group_by("person_id").agg(
@@ -84,7 +84,7 @@ def test_missing_public_ceiling_refused_before_charging(
     workspace: Workspace, tmp_path: Path
 ) -> None:
     policy = Policy.load(POLICY)
-    ledger = Ledger.open(tmp_path / "l.sqlite", policy.controller, policy=policy)
+    ledger = Ledger.open(tmp_path / "l.sqlite", policy.controller, policy=policy, init=True)
     ceilings = {k: v for k, v in CEILINGS.items() if k != "cell_units_bound"}
     with pytest.raises(PolicyError, match="cell_units_bound"):
         _choose(workspace, ledger, ceilings=ceilings)
@@ -93,7 +93,7 @@ def test_missing_public_ceiling_refused_before_charging(
 
 def test_over_budget_refused_by_the_ledger(workspace: Workspace, tmp_path: Path) -> None:
     policy = Policy.load(POLICY)
-    ledger = Ledger.open(tmp_path / "l.sqlite", policy.controller, policy=policy)
+    ledger = Ledger.open(tmp_path / "l.sqlite", policy.controller, policy=policy, init=True)
     with pytest.raises(BudgetExceededError):
         _choose(workspace, ledger, epsilon=policy.privacy.budget_epsilon * 2)
     assert not list((workspace.root / "releases").glob("policy-bounds-*/bounds.json"))
