@@ -40,9 +40,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from segments.features import customer_features
 from segments.policy import Policy
-from segments.prepare import link_persons, prepare
-from segments.pseudonym import load_key, pseudonymise_series
-from segments.segmentation import FeatureSpec, fit_segments
+from segments.prepare import prepare
+from segments.segmentation import FeatureSpec, fit_segments, planted_archetypes
 from segments.synth import ARCHETYPES, generate
 from segments.workspace import Workspace
 
@@ -64,38 +63,6 @@ def draw_seeds(master: int, n: int) -> list[int]:
         if s not in TUNING_SEEDS and s not in seeds:
             seeds.append(s)
     return seeds
-
-
-def planted_archetypes(ws: Workspace, person_ids: pl.Series) -> np.ndarray:
-    """Planted archetype per prepared pseudonym (evaluation only; as the slow test of
-    tests/test_segmentation.py reads it): a person with two accounts (a sole trader's
-    private and business account) takes the archetype of the account with most lines."""
-    raw = ws.raw
-    lines_per_account = (
-        pl.scan_parquet(raw / "order_lines.parquet")
-        .join(pl.scan_parquet(raw / "orders.parquet"), on="order_id")
-        .group_by("customer_id")
-        .agg(pl.len().alias("n_lines"))
-        .collect()
-    )
-    dominant = (
-        link_persons(pl.read_parquet(raw / "customers.parquet"))
-        .select("customer_id", "person_root")
-        .join(lines_per_account, on="customer_id", how="left")
-        .with_columns(pl.col("n_lines").fill_null(0))
-        .sort(["person_root", "n_lines", "customer_id"], descending=[False, True, False])
-        .unique("person_root", keep="first")
-        .join(pl.read_parquet(ws.truth / "archetypes.parquet"), on="customer_id")
-    )
-    key = load_key(workspace=ws)
-    dominant = dominant.with_columns(
-        pseudonymise_series(key, "person", dominant["person_root"], "person_id")
-    )
-    return (
-        pl.DataFrame({"person_id": person_ids})
-        .join(dominant.select("person_id", "archetype"), on="person_id", how="left")["archetype"]
-        .to_numpy()
-    )
 
 
 def make_dataset(root: Path, accounts: int, seed: int, policy: Any) -> tuple[pd.DataFrame, Any]:

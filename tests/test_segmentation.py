@@ -26,12 +26,12 @@ from segments.features import (
 )
 from segments.ingest import load_transactions
 from segments.policy import Policy
-from segments.prepare import link_persons, prepare
-from segments.pseudonym import load_key, pseudonymise_series
+from segments.prepare import prepare
 from segments.segmentation import (
     FeatureSpec,
     _select_k,
     fit_segments,
+    planted_archetypes,
     segment,
     segment_profiles,
     target,
@@ -424,41 +424,6 @@ def test_cdnow_holdout_profiles_are_stable() -> None:
     assert (fit_profile["name"] == hold_profile["name"]).all()
 
 
-def _default_dataset_truth(ws: Workspace, person_ids: pl.Series) -> np.ndarray:
-    """Planted archetype per prepared pseudonym (evaluation only).
-
-    The truth table is per account; a person with two accounts (a sole trader's private and
-    business account, AO-3) is segmented on the purchases of both, so their archetype is the
-    one of the account with most of their order lines — the buying the features describe.
-    """
-    raw = ws.raw
-    lines_per_account = (
-        pl.scan_parquet(raw / "order_lines.parquet")
-        .join(pl.scan_parquet(raw / "orders.parquet"), on="order_id")
-        .group_by("customer_id")
-        .agg(pl.len().alias("n_lines"))
-        .collect()
-    )
-    dominant = (
-        link_persons(pl.read_parquet(raw / "customers.parquet"))
-        .select("customer_id", "person_root")
-        .join(lines_per_account, on="customer_id", how="left")
-        .with_columns(pl.col("n_lines").fill_null(0))
-        .sort(["person_root", "n_lines", "customer_id"], descending=[False, True, False])
-        .unique("person_root", keep="first")
-        .join(pl.read_parquet(ws.truth / "archetypes.parquet"), on="customer_id")
-    )
-    key = load_key(workspace=ws)
-    dominant = dominant.with_columns(
-        pseudonymise_series(key, "person", dominant["person_root"], "person_id")
-    )
-    return (
-        pl.DataFrame({"person_id": person_ids})
-        .join(dominant.select("person_id", "archetype"), on="person_id", how="left")["archetype"]
-        .to_numpy()
-    )
-
-
 @pytest.mark.slow
 def test_default_dataset_recovers_planted_archetypes(tmp_path: Path) -> None:
     # Held-out figure of issue 4: the features and the selection rule were chosen on
@@ -473,7 +438,7 @@ def test_default_dataset_recovers_planted_archetypes(tmp_path: Path) -> None:
         as_of=report.as_of,
     ).to_pandas()
     model = fit_segments(features, SPEC, k_range=range(3, 11), seed=0)
-    truth = _default_dataset_truth(ws, pl.Series(features["person_id"]))
+    truth = planted_archetypes(ws, pl.Series(features["person_id"]))
     assert pd.notna(truth).all()
     assert model.k == 6  # the number of planted archetypes
     # Issue goal 0.8; measured 0.854 with the split-half rule and line + spend shares (issue

@@ -59,6 +59,7 @@ __all__ = [
     "DEFAULT_MODEL_CATEGORICAL",
     "DEFAULT_MODEL_NUMERIC",
     "MODELS",
+    "planted_archetypes",
     "FeatureSpec",
     "SegmentModel",
     "SegmentationResult",
@@ -1245,3 +1246,54 @@ def target(workspace: Workspace | str | Path, segment: int | str) -> TargetResul
         write_json(folder / f"segment-{seg}.json", summary)
         make_private(folder)
     return TargetResult(seg, summary["name"], path, targeted.height, members.height, excluded)
+
+
+def planted_archetypes(workspace: Workspace, person_ids: pl.Series) -> np.ndarray:
+    """Planted archetype per prepared pseudonym, for evaluating a segmentation on synthetic data.
+
+    Reads the planted truth (``W/raw/truth/``), which only evaluations may read. The truth is
+    per account; a person with two accounts (a sole trader's private and business account,
+    AO-3) is segmented on the purchases of both, so their archetype is that of the account
+    with most of their order lines — the buying the features describe.
+
+    Parameters
+    ----------
+    workspace : Workspace
+        With synthetic raw data and its truth tables.
+    person_ids : polars.Series
+        Pseudonyms as ``prepare`` wrote them (the demo key of the synthetic dataset).
+
+    Returns
+    -------
+    numpy.ndarray
+        The archetype of each person, in the order of ``person_ids`` (None where unknown).
+    """
+    from segments.prepare import link_persons
+    from segments.pseudonym import load_key, pseudonymise_series
+
+    raw = workspace.raw
+    lines_per_account = (
+        pl.scan_parquet(raw / "order_lines.parquet")
+        .join(pl.scan_parquet(raw / "orders.parquet"), on="order_id")
+        .group_by("customer_id")
+        .agg(pl.len().alias("n_lines"))
+        .collect()
+    )
+    dominant = (
+        link_persons(pl.read_parquet(raw / "customers.parquet"))
+        .select("customer_id", "person_root")
+        .join(lines_per_account, on="customer_id", how="left")
+        .with_columns(pl.col("n_lines").fill_null(0))
+        .sort(["person_root", "n_lines", "customer_id"], descending=[False, True, False])
+        .unique("person_root", keep="first")
+        .join(pl.read_parquet(workspace.truth / "archetypes.parquet"), on="customer_id")
+    )
+    key = load_key(workspace=workspace)
+    dominant = dominant.with_columns(
+        pseudonymise_series(key, "person", dominant["person_root"], "person_id")
+    )
+    return (
+        pl.DataFrame({"person_id": person_ids})
+        .join(dominant.select("person_id", "archetype"), on="person_id", how="left")["archetype"]
+        .to_numpy()
+    )
