@@ -94,3 +94,24 @@ def test_erase_refuses_a_subject_log_linked_out_of_the_workspace(
         erase(ws, "alloffice", cid)
     assert list(outside.iterdir()) == []
     assert ws.raw_table("customers").read_bytes() == before
+
+
+@pytest.mark.usefixtures("loose_umask")
+def test_the_ledgers_anchor_and_registry_are_owner_only(tmp_path: Path) -> None:
+    """Issue 18 item 5: the anchor JSON beside the ledger (and the per-user registry of
+    controller ledgers with its lock) no longer follow the umask."""
+    from test_ledger import make_request
+
+    from segments.privacy.ledger import _registry_path
+
+    path = tmp_path / "ledgers" / "demo.sqlite"
+    init = {"init": True} if "init" in inspect.signature(Ledger.open).parameters else {}
+    ledger = Ledger.open(path, CONTROLLER, policy=FACTS, **init)
+    reservation = ledger.reserve(make_request())
+    ledger.publish(reservation, files={"counts.parquet": "ab" * 32})
+    assert ledger.anchor_path.is_file()
+    registry = _registry_path()
+    assert registry.is_file()
+    written = [*path.parent.iterdir(), *registry.parent.iterdir()]
+    assert {p.name: oct(_mode(p) & 0o077) for p in written} == {p.name: "0o0" for p in written}
+    assert _mode(registry.parent) & 0o077 == 0

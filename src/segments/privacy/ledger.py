@@ -2037,10 +2037,12 @@ def _read_anchor(path: Path) -> dict[str, Any] | None:
 
 
 def _write_json_durably(path: Path, record: Mapping[str, Any]) -> None:
-    """Write JSON atomically and durably (temp file, fsync, rename, fsync the folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write JSON atomically and durably (temp file, fsync, rename, fsync the folder), owner-only
+    (0600) whatever the umask, like the ledger it anchors."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(fd, "w", encoding="utf-8") as handle:
         json.dump(_jsonable(dict(record)), handle, indent=2, sort_keys=True, ensure_ascii=False)
         handle.flush()
         os.fsync(handle.fileno())
@@ -2087,8 +2089,9 @@ def _registry_get(controller: str | None) -> dict[str, Any] | None:
 
 def _registry_update(controller: str, record: Mapping[str, Any]) -> None:
     registry = _registry_path()
-    registry.parent.mkdir(parents=True, exist_ok=True)
-    with open(registry.with_name(registry.name + ".lock"), "a") as lock:
+    registry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock_path = registry.with_name(registry.name + ".lock")
+    with open(os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             current = _registry_read()
