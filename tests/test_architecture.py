@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("segments._lazy", "segments.exceptions", "segments.workspace", "segments.schema"),
     ("segments.progress",),
-    ("segments.geography", "segments.plots"),
+    ("segments.geography", "segments.plots", "segments.keys"),
     ("segments.synth", "segments.ingest"),
     ("segments.policy",),
     ("segments.pseudonym", "segments.prepare", "segments.retention", "segments.subjects"),
@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("segments.features",),
     ("segments.segmentation",),
     ("segments.privacy", "segments.anonymity"),
-    ("segments.forecast", "segments.purchasing"),
+    ("segments.forecast", "segments.purchasing", "segments.session"),
     ("segments.audit",),
     ("segments.pipeline",),
     ("segments.cli",),

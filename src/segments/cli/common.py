@@ -141,40 +141,17 @@ def open_ledger(args: argparse.Namespace, policy: Any, synthetic: bool | None = 
     (:func:`segments.privacy.synthetic.prove_synthetic`); reservations a crash left
     unpublished are finished or aborted first, and each is reported.
     """
-    from segments.exceptions import ReleaseRefusedError
-    from segments.privacy.ledger import Ledger
-    from segments.privacy.synthetic import prove_synthetic
+    from segments.session import open_release_ledger
 
-    if wants_simulated_ledger(args):
-        proof = prove_synthetic(args.workspace)
-        if not proof:
-            flag = (
-                "--demo-ledger" if getattr(args, "demo_ledger", False) else ("--evaluation-ledger")
-            )
-            raise ReleaseRefusedError(
-                f"{flag} refused before anything was charged: the data in "
-                f"{args.workspace.raw} is not proven synthetic ({proof.reason}); evaluation "
-                "and demo ledgers take synthetic data only — use the controller's ledger"
-            )
-        ledger = Ledger.for_workspace(
-            args.workspace,
-            str(policy.controller),
-            evaluation=bool(getattr(args, "evaluation_ledger", False)),
-            synthetic=True,
-            policy=policy,
-        )
-    else:
-        ledger = Ledger.for_policy(
-            policy, path=args.ledger, init=bool(getattr(args, "init_ledger", False))
-        )
-    contradicted = ledger.contradicting_cards(args.workspace.releases)
-    if contradicted:
-        raise ReleaseRefusedError(
-            f"privacy ledger {ledger.path} is refused before anything was charged: "
-            f"{contradicted[0]}"
-            + (f" (and {len(contradicted) - 1} more cards)" if len(contradicted) > 1 else "")
-            + "; restore the ledger from a backup — it is never recreated over its history"
-        )
+    ledger = open_release_ledger(
+        args.workspace,
+        policy,
+        path=getattr(args, "ledger", None),
+        demo=bool(getattr(args, "demo_ledger", False)),
+        evaluation=bool(getattr(args, "evaluation_ledger", False)),
+        init=bool(getattr(args, "init_ledger", False)),
+        reconcile=False,
+    )
     report_reconciliation(ledger)
     return track_ledger(ledger)
 

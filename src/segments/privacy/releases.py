@@ -80,6 +80,10 @@ dp.enable_features("contrib")
 #: A public upper bound on the rows of any frame handed to OpenDP (its sums need one).
 PUBLIC_MAX_ROWS = 1_000_000_000
 _CELL_AGGREGATES = ("sek", "units")  # per-cell sums with per-category bounds
+#: Per-person values a person frame may carry besides ``spend_sek`` (session queries): total
+#: units, distinct orders, and ``spend_sek_<category>`` (one category's spend).
+PERSON_VALUES = ("units_total", "orders")
+PERSON_CATEGORY_SPEND = "spend_sek_"
 _ERROR_SUFFIXES = ("lower", "upper", "scale")
 
 
@@ -117,12 +121,14 @@ def _cells(
     lines: pl.LazyFrame,
     window: tuple[dt.date, dt.date] | None,
     categories: tuple[str, ...] = PRODUCT_CATEGORIES,
+    by_month: bool = False,
 ) -> pl.DataFrame:
-    """Spend (whole SEK) and units per person and category inside the window."""
+    """Spend (whole SEK) and units per person and category (and month) inside the window."""
     rank = {c: i for i, c in enumerate(categories)}
+    month = [pl.col("order_date").dt.strftime("%Y-%m").alias("month")] if by_month else []
     return (
         lines.filter(_window_filter(window))
-        .group_by(_person_key(), "category")
+        .group_by(_person_key(), *month, "category")
         .agg(
             pl.col("amount_sek").sum().round(0).cast(pl.Int64).alias("sek"),
             pl.col("quantity").cast(pl.Int64).sum().alias("units"),
@@ -130,6 +136,33 @@ def _cells(
         .with_columns(pl.col("category").replace_strict(rank, return_dtype=pl.Int32).alias("_rank"))
         .collect(engine="streaming")
     )
+
+
+def _person_values(
+    cells: pl.LazyFrame,
+    lines: pl.LazyFrame,
+    window: tuple[dt.date, dt.date] | None,
+    values: tuple[str, ...],
+) -> pl.LazyFrame:
+    """Per-person values of :data:`PERSON_VALUES` and ``spend_sek_<category>`` (``pid`` key)."""
+    out = cells.select("pid").unique()
+    if "units_total" in values:
+        out = out.join(
+            cells.group_by("pid").agg(pl.col("units").sum().alias("units_total")), on="pid"
+        )
+    for value in values:
+        if value.startswith(PERSON_CATEGORY_SPEND):
+            category = value.removeprefix(PERSON_CATEGORY_SPEND)
+            spend = cells.filter(pl.col("category") == category).select("pid", pl.col("sek"))
+            out = out.join(spend.rename({"sek": value}), on="pid", how="left")
+    if "orders" in values:
+        orders = (
+            lines.filter(_window_filter(window))
+            .group_by(_person_key())
+            .agg(pl.col("order_id").n_unique().cast(pl.Int64).alias("orders"))
+        )
+        out = out.join(orders, on="pid", how="left")
+    return out
 
 
 def _largest_first(cells: pl.LazyFrame) -> pl.LazyFrame:
@@ -187,6 +220,11 @@ def build_shared_frames(
     params: PrivacyParams,
     folder: str | os.PathLike[str],
     window: tuple[dt.date, dt.date] | None = None,
+    *,
+    person_columns: tuple[str, ...] = (),
+    person_values: tuple[str, ...] = (),
+    cell_columns: tuple[str, ...] = (),
+    cell_months: bool = False,
 ) -> dict[str, Path]:
     """Write the per-person and per-cell aggregates every query of a release shares.
 
@@ -202,6 +240,17 @@ def build_shared_frames(
         A private temporary folder; the caller removes it.
     window : (date, date), optional
         Half-open ``[start, end)`` range of order dates; default all lines.
+    person_columns : tuple of str
+        Further public attributes of the person copied into both frames (industry,
+        size_band, municipality_code, a declared geography), for filters and keys.
+    person_values : tuple of str
+        Further per-person values: :data:`PERSON_VALUES` and ``spend_sek_<category>``.
+    cell_columns : tuple of str
+        Attributes of the person copied into the cells (keys and filters of cell queries).
+    cell_months : bool
+        Cells per person, month (``month``, ``YYYY-MM``) and category, at most
+        ``max_cells_per_person`` per person and month (largest spend first); the person's
+        segment still comes from the whole window.
 
     Returns
     -------
@@ -226,6 +275,16 @@ def build_shared_frames(
         totals, on="pid", how="left"
     )
     person = person.with_columns(pl.col("spend_sek").fill_null(0))
+    missing = [c for c in person_columns if c not in customers.collect_schema().names()]
+    if missing:
+        raise PolicyError(
+            f"prepared customers.parquet has no column {missing[0]!r} (not a column of this "
+            "purpose or this data); group or filter by a column the purpose keeps"
+        )
+    if person_columns:
+        person = person.join(customers.select(_person_key(), *person_columns), on="pid", how="left")
+    person = person.join(_person_values(cells, lines, window, person_values), on="pid", how="left")
+    person = person.with_columns(pl.col(v).fill_null(0) for v in person_values)
     if segments is not None:
         labels = _segment_labels(segments, cells, customers, lines, window)
         person = person.join(labels, on="pid", how="inner")
@@ -238,10 +297,26 @@ def build_shared_frames(
             "row (accounts linked) before the per-person bound holds — re-run prepare"
         )
     # Keep each person's largest cells (a deterministic, row-level truncation).
+    per = ["pid"]
+    if cell_months:
+        per = ["pid", "month"]
+        cells = (
+            _cells(lines, window, params.categories, by_month=True)
+            .lazy()
+            .sort(["pid", "month", "sek", "_rank"], descending=[False, False, True, False])
+        )
     kept = _on_largest_bound_scale(
-        cells.filter(pl.int_range(pl.len()).over("pid") < cells_per_person(params))
-        .join(person_df.lazy().select("pid", "segment"), on="pid", how="inner")
-        .select("pid", "segment", "category", "sek", "units"),
+        cells.filter(pl.int_range(pl.len()).over(per) < cells_per_person(params))
+        .join(person_df.lazy().select("pid", "segment", *cell_columns), on="pid", how="inner")
+        .select(
+            "pid",
+            "segment",
+            *cell_columns,
+            *(["month"] if cell_months else []),
+            "category",
+            "sek",
+            "units",
+        ),
         params,
     )
     paths = {"person": folder / "person.parquet", "cells": folder / "cells.parquet"}
@@ -335,10 +410,12 @@ def public_keys(
     segments: SegmentSource | None,
     survey: bool = False,
     params: PrivacyParams | None = None,
+    declared: tuple[tuple[str, tuple[str, ...]], ...] = (),
 ) -> pl.DataFrame:
     """The public key set of a grouping: the cross product of each column's public list
     (the taxonomy and geography of ``params``: built-in, or declared by an ingested export's
-    mapping; never the values the data contains).
+    mapping; the registry :mod:`segments.keys` for the others; ``declared`` lists the caller
+    named, e.g. a window's months; never the values the data contains).
 
     Raises
     ------
@@ -354,22 +431,43 @@ def public_keys(
             f"this workspace declares {params.geography_column or 'no geography'}; fix: choose "
             "a spec without county (spend_by_segment, category_mix, monthly_category)"
         )
+    from segments.keys import key_values
+
     lists: dict[str, list[str]] = {
         "county_code": list(params.geography_values) or counties()["county_code"].to_list(),
         "category": list(params.categories),
         "customer_type": list(CUSTOMER_TYPES if survey else PERSON_TYPES),
         "segment": list(segments.keys) if segments is not None else ["all"],
+        **{column: list(values) for column, values in declared},
     }
-    keys = pl.DataFrame({by[0]: lists[by[0]]})
+    for column in by:
+        if column not in lists:
+            lists[column] = list(key_values(column, domains=params))
+    keys = pl.DataFrame({by[0]: lists[by[0]]}, schema={by[0]: pl.Utf8})
     for column in by[1:]:
-        keys = keys.join(pl.DataFrame({column: lists[column]}), how="cross")
+        keys = keys.join(
+            pl.DataFrame({column: lists[column]}, schema={column: pl.Utf8}), how="cross"
+        )
     return keys
 
 
 def _aggregate_bounds(query: QueryDef, agg: str, params: PrivacyParams) -> tuple[int, int]:
-    """Public clipping bounds (lower, upper) of one aggregate; (0, 1) for a count."""
+    """Public clipping bounds (lower, upper) of one aggregate; (0, 1) for a count.
+
+    A caller's bound (``query.clip``, recorded in the card) wins; a person's spend in one
+    category (``spend_sek_<category>``) is one cell, bounded by the category's cell bound.
+    """
     if agg == "count":
         return (0, 1)
+    given = dict(query.clip)
+    if agg in given:
+        low, high = given[agg]
+        return (int(low), int(high))
+    if agg.startswith(PERSON_CATEGORY_SPEND):
+        bounds = params.cell_bounds("sek")
+        category = agg.removeprefix(PERSON_CATEGORY_SPEND)
+        if category in bounds:
+            return (0, bounds[category])
     if agg == "spend_sek":
         return (0, params.spend_bound_sek)
     if agg == "sek":
@@ -540,10 +638,15 @@ def _build_polars_query(
             dp_col = pl.col(agg).dp  # type: ignore[attr-defined]
             exprs.append(dp_col.sum(bounds, scale=scale).alias(agg))
         rows.append({"aggregate": agg, "bounds": list(bounds), "l1": l1, "l2": l2})
-    keys = public_keys(query.by, segments, survey=query.frame == "survey", params=params)
+    keys = public_keys(
+        query.by, segments, survey=query.frame == "survey", params=params, declared=query.key_values
+    )
     plan = pl.LazyFrame(schema=pl.scan_parquet(path).collect_schema())
     if query.active_only:
         plan = plan.filter(pl.col("spend_sek") > 0)
+    where = query.filter_expression()
+    if where is not None:  # public person attributes: a row-level filter inside the plan
+        plan = plan.filter(where)
     plan = keys.lazy().join(
         plan.group_by(list(query.by)).agg(exprs), how="left", on=list(query.by), nulls_equal=True
     )
@@ -584,10 +687,13 @@ def _build_polars_query(
     )
 
 
-def _norm_bounds(params: PrivacyParams) -> tuple[dict[str, float], dict[str, float]]:
+def _norm_bounds(
+    params: PrivacyParams, months: int = 1
+) -> tuple[dict[str, float], dict[str, float]]:
     """Public largest L1 and L2 norms of a person's weighted vector (the per-cell design's
-    worst case: ``k`` cells at the largest bound) — the top candidate of a private bound."""
-    k = cells_per_person(params)
+    worst case: ``k`` cells at the largest bound, in each of ``months`` months of a
+    month-keyed query) — the top candidate of a private bound."""
+    k = cells_per_person(params) * months
     l1: dict[str, float] = {}
     l2: dict[str, float] = {}
     for agg in _CELL_AGGREGATES:
@@ -605,7 +711,8 @@ def _vector_release(
     query: QueryDef, loss: float, params: PrivacyParams, segments: SegmentSource | None
 ) -> VectorRelease:
     """A per-cell query as norm-bounded vector sums (:mod:`segments.privacy.vectors`)."""
-    l1, l2 = _norm_bounds(params)
+    months = len(dict(query.key_values).get("month", ())) if "month" in query.by else 1
+    l1, l2 = _norm_bounds(params, max(months, 1))
     n_aggs = len(query.aggregates)
     share = loss / n_aggs
     publics = {a: _public_norm_bound(params, a) for a in query.aggregates}
@@ -615,7 +722,7 @@ def _vector_release(
     bound_share = params.contribution_bound_share
     return VectorRelease(
         by=tuple(query.by),
-        keys=public_keys(query.by, segments, params=params),
+        keys=public_keys(query.by, segments, params=params, declared=query.key_values),
         aggregates=tuple(query.aggregates),
         family=params.dp_family,
         mechanism=mechanism,
@@ -630,6 +737,7 @@ def _vector_release(
         upper_bounds={a: upper[a] for a in query.aggregates},
         quantile=params.contribution_quantile,
         factor=params.contribution_bound_factor,
+        where=query.filter_expression(),
     )
 
 
@@ -1267,6 +1375,7 @@ def plan_release(
                     params,
                     folder,
                     window,
+                    **_frame_extras(spec),
                 )
             )
             source.update({"customers": str(customers), "lines": str(lines)})
@@ -1304,6 +1413,48 @@ def plan_release(
         _remove_scratch(folder)
         raise
     return ReleasePlan(spec, params, segments, confidence, queries, folder, window, as_of, source)
+
+
+#: Columns every person frame carries already (beside ``pid`` and the values).
+_PERSON_FRAME_COLUMNS = ("county_code", "customer_type", "segment")
+
+
+def _frame_extras(spec: ReleaseSpec) -> dict[str, Any]:
+    """What an ad-hoc spec's queries need in the shared frames beyond the named queries':
+    further person attributes (keys and filters), per-person values, month cells."""
+    person_frames = [q for q in spec.query_defs if q.frame in ("person", "cells")]
+    columns = {
+        c
+        for q in person_frames
+        for c in (*q.by, *(w for w, _ in q.where))
+        if c not in (*_PERSON_FRAME_COLUMNS, "category", "month")
+    }
+    values = {
+        a
+        for q in spec.query_defs
+        if q.frame == "person"
+        for a in q.aggregates
+        if a in PERSON_VALUES or a.startswith(PERSON_CATEGORY_SPEND)
+    }
+    cells = [q for q in spec.query_defs if q.frame == "cells"]
+    cell_columns = {c for q in cells for c in (*q.by, *(w for w, _ in q.where))} - {
+        "segment",
+        "category",
+        "month",
+    }
+    monthly = {"month" in q.by for q in cells}
+    if len(monthly) > 1:
+        raise PolicyError(
+            f"release {spec.name!r} mixes purchase queries keyed by month with ones that are "
+            "not; release them separately (a person's cells are bounded per month in one, "
+            "over the window in the other)"
+        )
+    return {
+        "person_columns": tuple(sorted(columns)),
+        "person_values": tuple(sorted(values)),
+        "cell_columns": tuple(sorted(cell_columns)),
+        "cell_months": monthly == {True},
+    }
 
 
 def _scratch_folder(workspace: Workspace | None, near: str | os.PathLike[str] | None) -> Path:

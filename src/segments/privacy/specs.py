@@ -323,6 +323,15 @@ class QueryDef:
         How one person's influence is bounded, in words (goes in the card).
     active_only : bool
         Only people who bought in the window (positive spend) are counted.
+    where : tuple of (str, tuple of str)
+        Filters on public attributes of the person (column, allowed values): a row-level
+        transformation inside the measurement, so one person still changes at most their
+        own rows (:class:`segments.Session`).
+    clip : tuple of (str, (int, int))
+        Clipping bounds a caller gave for an aggregate (recorded in the card); the policy's
+        bound is used for every aggregate not listed.
+    key_values : tuple of (str, tuple of str)
+        Public key lists the caller declared (the months of a window).
     """
 
     name: str
@@ -332,6 +341,41 @@ class QueryDef:
     means: tuple[tuple[str, str, str], ...] = ()
     influence: str = ""
     active_only: bool = False
+    where: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    clip: tuple[tuple[str, tuple[int, int]], ...] = ()
+    key_values: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def filter_expression(self) -> Any:
+        """The ``where`` filters as one polars expression (None without filters): within a
+        column any listed value, across columns all (OpenDP's polars plan takes ``==``/``|``,
+        not ``is_in``)."""
+        import functools
+        import operator
+
+        import polars as pl
+
+        if not self.where:
+            return None
+        per_column = [
+            functools.reduce(operator.or_, [pl.col(c) == v for v in values])
+            for c, values in self.where
+        ]
+        return functools.reduce(operator.and_, per_column)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able definition (recorded in the ledger and the card of an ad-hoc query)."""
+        return {
+            "name": self.name,
+            "frame": self.frame,
+            "by": list(self.by),
+            "aggregates": list(self.aggregates),
+            "means": [list(m) for m in self.means],
+            "active_only": self.active_only,
+            "where": {c: list(v) for c, v in self.where},
+            "clip": {a: list(b) for a, b in self.clip},
+            "key_values": {c: list(v) for c, v in self.key_values},
+            "influence": self.influence,
+        }
 
 
 #: Every query a release may contain, by name.
@@ -627,6 +671,9 @@ class ReleaseSpec:
         (:meth:`segments.Policy.release_clause_ids` of the release's purpose), so a card never
         cites another controller's promise.
     description : str
+    definitions : tuple of QueryDef, optional
+        Ad-hoc queries (a :class:`segments.Session`'s), one per name in ``queries``; default:
+        the named queries of :data:`QUERIES`.
 
     Examples
     --------
@@ -641,12 +688,20 @@ class ReleaseSpec:
     population: str = "customers"
     clause_ids: tuple[str, ...] = ()
     description: str = ""
+    definitions: tuple[QueryDef, ...] = field(default=(), repr=False)
     _defs: tuple[QueryDef, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.queries:
             raise PolicyError(f"release spec {self.name!r} has no queries; name at least one")
-        unknown = [q for q in self.queries if q not in QUERIES]
+        if self.definitions:
+            names = tuple(d.name for d in self.definitions)
+            if names != tuple(self.queries) or len(set(names)) != len(names):
+                raise PolicyError(
+                    f"release spec {self.name!r}: definitions {list(names)} must give one "
+                    f"query per name in queries={list(self.queries)}, each name once"
+                )
+        unknown = [q for q in self.queries if q not in QUERIES and not self.definitions]
         if unknown:
             raise PolicyError(
                 f"release spec {self.name!r}: unknown queries {unknown}; known queries are "
@@ -666,7 +721,8 @@ class ReleaseSpec:
                 f"release spec {self.name!r}: weights={self.weights!r} must give one "
                 f"positive weight per query ({len(self.queries)})"
             )
-        object.__setattr__(self, "_defs", tuple(QUERIES[q] for q in self.queries))
+        defs = self.definitions or tuple(QUERIES[q] for q in self.queries)
+        object.__setattr__(self, "_defs", defs)
 
     @property
     def query_defs(self) -> tuple[QueryDef, ...]:
@@ -674,7 +730,7 @@ class ReleaseSpec:
 
     @property
     def needs_segments(self) -> bool:
-        return any("segment" in q.by for q in self._defs)
+        return any("segment" in (*q.by, *(c for c, _ in q.where)) for q in self._defs)
 
     def query_epsilons(self) -> tuple[float, ...]:
         """ε of each query (the release's ε split by the weights)."""
@@ -692,10 +748,11 @@ class ReleaseSpec:
             self.population,
             self.clause_ids,
             self.description,
+            self.definitions,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "queries": list(self.queries),
             "epsilon": self.epsilon,
@@ -704,6 +761,9 @@ class ReleaseSpec:
             "clause_ids": list(self.clause_ids),
             "description": self.description,
         }
+        if self.definitions:
+            out["definitions"] = [d.to_dict() for d in self.definitions]
+        return out
 
 
 #: Named specifications, selectable with ``segments release --spec NAME``.

@@ -166,6 +166,9 @@ class VectorRelease:
         The quantile of per-person norms the private bound aims at.
     factor : float
         The bound is ``factor`` × that private quantile (a public multiplier).
+    where : polars.Expr, optional
+        A filter on public attributes of the person, applied to the cells inside the
+        measured function (a row-level transformation: one person's rows stay theirs).
     """
 
     by: tuple[str, ...]
@@ -180,6 +183,7 @@ class VectorRelease:
     quantile: float
     factor: float = 1.0
     chosen: dict[str, BoundChoice] = field(default_factory=dict)
+    where: Any = None
 
     @property
     def norm(self) -> str:
@@ -215,6 +219,8 @@ class VectorRelease:
         return c / math.sqrt(2.0 * loss) * (1.0 + 1e-12)
 
     def _frame(self, data: pl.LazyFrame, aggregate: str) -> pl.DataFrame:
+        if self.where is not None:
+            data = data.filter(self.where)
         return data.select("pid", *self.by, aggregate).collect()
 
     def _sum_transformation(self, aggregate: str, bound: float) -> Any:

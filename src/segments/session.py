@@ -1,0 +1,926 @@
+"""An analyst's own private questions: a session on a workspace, queries, plan, release.
+
+A :class:`Session` is opened for one policy, purpose and recipient; its queries read like
+pandas or polars and are compiled into the same query definitions the named release
+specifications use (:class:`segments.privacy.specs.QueryDef`), then planned, charged and
+published by the one release path (:func:`segments.privacy.releases.plan_release`,
+:meth:`~segments.privacy.releases.ReleasePlan.execute`): the person as unit, a sole trader's
+accounts linked, public bounds and keys, the controller's ledger, the policy's guards. Nothing
+here adds noise or computes a loss.
+
+>>> s = Session(ws, policy="alloffice", purpose="statistics", recipient="purchasing")
+... # doctest: +SKIP
+>>> q = (s.table("customers").filter(industry="P").group_by("county")
+...      .agg(count(), sum("spend"), mean("spend")))  # doctest: +SKIP
+>>> q.plan(epsilon=0.5)  # expected accuracy per cell, guarantee; spends nothing
+... # doctest: +SKIP
+>>> table = q.release(epsilon=0.5)  # one charge; a pandas DataFrame  # doctest: +SKIP
+
+Tables
+------
+``customers``
+    One row per person: keys ``county``, ``municipality``, ``industry``, ``size_band``,
+    ``customer_type``, ``segment`` (and a geography an ingested export declared); values
+    ``spend`` (policy bound), ``units`` and ``orders`` (bounds given by the caller),
+    ``spend:<category>`` (the category's cell bound).
+``buyers``
+    The people of ``customers`` who bought in the window.
+``purchases``
+    A person's spend and units per product ``category`` (and ``month`` of the window),
+    each person's whole vector norm-bounded; keys as ``customers`` plus ``category``
+    (required) and ``month``; values ``spend`` and ``units`` (policy bounds).
+``surveys``
+    Anonymous responses keyed by ``county`` and ``customer_type``; value ``score``.
+
+Filters take public attributes of the person only (``industry``, ``size_band``,
+``customer_type``, ``county``, ``municipality``, ``segment``); everything else is refused
+before anything runs, with the fix and the policy's clause.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import polars as pl
+
+from segments.exceptions import PolicyError, ReleaseRefusedError
+from segments.keys import KEY_SETS, column_of, key_values, month_keys, with_labels
+from segments.workspace import Workspace
+
+__all__ = [
+    "Aggregate",
+    "PlannedQueries",
+    "Query",
+    "Session",
+    "SessionRelease",
+    "agg",
+    "count",
+    "mean",
+    "open_release_ledger",
+    "sum",
+]
+
+
+# --- aggregates -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Aggregate:
+    """One aggregate of a query: ``count()``, ``sum(value)`` or ``mean(value)``.
+
+    Parameters
+    ----------
+    kind : {'count', 'sum', 'mean'}
+    value : str, optional
+        The per-person value (``spend``, ``units``, ``orders``, ``spend:<category>``,
+        ``score``).
+    bounds : (int, int), optional
+        Clipping bounds of one person's value, given by the caller (recorded in the card);
+        default: the policy's.
+    """
+
+    kind: str
+    value: str | None = None
+    bounds: tuple[int, int] | None = None
+
+
+def count() -> Aggregate:
+    """The number of people in each cell (sensitivity 1: a person is one row)."""
+    return Aggregate("count")
+
+
+def sum(value: str, bounds: tuple[int, int] | None = None) -> Aggregate:  # noqa: A001
+    """The total of a bounded per-person value in each cell."""
+    return Aggregate("sum", value, _bounds(bounds, value))
+
+
+def mean(value: str, bounds: tuple[int, int] | None = None) -> Aggregate:
+    """The mean of a bounded per-person value (post-processed from a noisy sum and count,
+    published only where the count supports it: the policy's ``max_relative_error``)."""
+    return Aggregate("mean", value, _bounds(bounds, value))
+
+
+class agg:  # noqa: N801 - a namespace, read as segments.agg.count()
+    """The aggregates as one namespace: ``segments.agg.count()``, ``.sum(...)``, ``.mean(...)``."""
+
+    count = staticmethod(count)
+    sum = staticmethod(sum)
+    mean = staticmethod(mean)
+
+
+def _bounds(bounds: Any, value: str) -> tuple[int, int] | None:
+    if bounds is None:
+        return None
+    try:
+        low, high = bounds
+    except (TypeError, ValueError):
+        raise PolicyError(
+            f"bounds={bounds!r} of {value!r} must be a pair (lower, upper) of whole numbers, "
+            "e.g. bounds=(0, 50_000)"
+        ) from None
+    ok = all(isinstance(b, int) and not isinstance(b, bool) for b in (low, high))
+    if not ok or not 0 <= low < high:
+        raise PolicyError(
+            f"bounds={bounds!r} of {value!r} must be whole numbers with 0 <= lower < upper "
+            "(per-person values are non-negative), e.g. bounds=(0, 50_000)"
+        )
+    return (int(low), int(high))
+
+
+# --- what each table is -------------------------------------------------------------------
+#: Public attributes of the person a query may filter on (and group by).
+PERSON_ATTRIBUTES = (
+    "county_code",
+    "municipality_code",
+    "industry",
+    "size_band",
+    "customer_type",
+    "segment",
+)
+#: table -> (frame, per-person values with their internal column, extra keys)
+_TABLES: dict[str, tuple[str, dict[str, str], tuple[str, ...]]] = {
+    "customers": ("person", {"spend": "spend_sek", "units": "units_total", "orders": "orders"}, ()),
+    "buyers": ("person", {"spend": "spend_sek", "units": "units_total", "orders": "orders"}, ()),
+    "purchases": ("cells", {"spend": "sek", "units": "units"}, ("category", "month")),
+    "surveys": ("survey", {"score": "score"}, ()),
+}
+_SURVEY_KEYS = ("county_code", "customer_type")
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def _user_value(internal: str) -> str:
+    names = {
+        "spend_sek": "spend",
+        "units_total": "units",
+        "sek": "spend",
+        "units": "units",
+        "orders": "orders",
+        "score": "score",
+    }
+    if internal.startswith("spend_sek_"):
+        return "spend_" + internal.removeprefix("spend_sek_")
+    return names.get(internal, internal)
+
+
+# --- the session --------------------------------------------------------------------------
+class Session:
+    """Ask your own private questions of a workspace, for one purpose and recipient.
+
+    Parameters
+    ----------
+    workspace : Workspace or path
+        Reads ``W/prepared/<purpose>/`` (run ``segments prepare`` first); releases go to
+        ``W/releases/``.
+    policy : str or segments.Policy
+    purpose, recipient : str
+        Declared by the policy (refused otherwise, before anything runs).
+    destination : str
+        ISO country code of the recipient's copy (default ``SE``).
+    ledger : segments.Ledger, path or None
+        The ledger charged: the controller's (default, or at this path), resolved as
+        ``segments release`` resolves it; or an open :class:`segments.Ledger`.
+    demo_ledger, evaluation_ledger : bool
+        The workspace's throw-away demo or evaluation ledger (data proven synthetic only).
+    as_of : date, optional
+        The release date (default today; the ledger's clock decides the charge date).
+    segments : {'category_rule', 'fitted', 'private'} or SegmentSource
+        Where ``segment`` keys and filters come from; ``fitted`` is "DP given a non-private
+        segmentation" and goes to internal recipients only.
+    confidence : float
+        Level of the intervals (default 0.95).
+
+    Raises
+    ------
+    PolicyError, ReleaseRefusedError
+        An undeclared purpose, recipient or destination (citing the policy's clause).
+    """
+
+    def __init__(
+        self,
+        workspace: Workspace | str | Path,
+        policy: Any,
+        purpose: str,
+        recipient: str,
+        destination: str = "SE",
+        *,
+        ledger: Any = None,
+        demo_ledger: bool = False,
+        evaluation_ledger: bool = False,
+        as_of: dt.date | str | None = None,
+        segments: Any = "category_rule",
+        confidence: float = 0.95,
+    ) -> None:
+        from segments.ingest import public_domains
+        from segments.policy import Policy
+        from segments.privacy.guards import PolicyFacts, check_release
+        from segments.privacy.specs import GUARANTEE_END_TO_END, PrivacyParams
+
+        self.workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+        self.policy = policy if isinstance(policy, Policy) else Policy.load(policy)
+        self.policy.purpose(purpose)  # an undeclared purpose: refused, citing the policy
+        self.facts = PolicyFacts.from_policy(self.policy)
+        self.recipient = check_release(
+            purpose=purpose,
+            recipient=recipient,
+            destination=destination,
+            guarantee=GUARANTEE_END_TO_END,
+            kind="dp",
+            facts=self.facts,
+        )
+        if not 0.0 < confidence < 1.0:
+            raise PolicyError(f"confidence={confidence!r} must lie in (0, 1), e.g. 0.95")
+        if demo_ledger and evaluation_ledger:
+            raise PolicyError("choose one of demo_ledger and evaluation_ledger")
+        self.purpose = purpose
+        self.destination = destination
+        self.confidence = confidence
+        self.as_of = dt.date.fromisoformat(as_of) if isinstance(as_of, str) else as_of
+        self.domains = public_domains(self.workspace)
+        self.params = PrivacyParams.from_policy(self.policy, purpose).with_domains(self.domains)
+        self._ledger = ledger
+        self._demo, self._evaluation = demo_ledger, evaluation_ledger
+        self._segments = segments
+        self._source: Any = None
+        self._released = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"Session({self.workspace.root}, policy={self.policy.name!r}, "
+            f"purpose={self.purpose!r}, recipient={self.recipient.name!r}, "
+            f"destination={self.destination!r})"
+        )
+
+    # --- queries ----------------------------------------------------------------------------
+    def table(self, name: str) -> Query:
+        """Start a query on ``customers``, ``buyers``, ``purchases`` or ``surveys``."""
+        if name not in _TABLES:
+            raise PolicyError(f"table {name!r} is unknown; query one of {sorted(_TABLES)}")
+        return Query(self, name)
+
+    def plan(
+        self, queries: Sequence[Query], epsilon: float, weights: Sequence[float] | None = None
+    ) -> PlannedQueries:
+        """Expected accuracy of every cell of ``queries`` released together; spends nothing."""
+        spec, window = self._spec(queries, epsilon, weights)
+        with self._plan(spec, window, queries) as plan:
+            return PlannedQueries.from_plan(plan, list(queries))
+
+    def release(
+        self, queries: Sequence[Query], epsilon: float, weights: Sequence[float] | None = None
+    ) -> SessionRelease:
+        """Release ``queries`` together: one charge of ``epsilon`` in the ledger (split by
+        ``weights``, default equal), one folder with their tables and one card."""
+        spec, window = self._spec(queries, epsilon, weights)
+        ledger = self.ledger()
+        with self._plan(spec, window, queries) as plan:
+            result = plan.execute(
+                ledger,
+                self.workspace,
+                policy=self.policy,
+                purpose=self.purpose,
+                recipient=self.recipient.name,
+                destination=self.destination,
+                synthetic=self._synthetic(),
+                extra_card={"session_queries": [q.describe() for q in queries]},
+            )
+        self._released += 1
+        return SessionRelease.from_result(result, list(queries))
+
+    # --- resolution ---------------------------------------------------------------------------
+    def ledger(self) -> Any:
+        """The ledger this session charges (opened on first use, reconciled)."""
+        from segments.privacy.ledger import Ledger
+
+        if not isinstance(self._ledger, Ledger):
+            self._ledger = open_release_ledger(
+                self.workspace,
+                self.policy,
+                path=self._ledger,
+                demo=self._demo,
+                evaluation=self._evaluation,
+            )
+        return self._ledger
+
+    def _synthetic(self) -> bool:
+        if not (self._demo or self._evaluation):
+            return False  # the controller's ledger takes the data as real
+        from segments.privacy.synthetic import prove_synthetic
+
+        return bool(prove_synthetic(self.workspace))
+
+    def segment_source(self) -> Any:
+        """The segment source of ``segment`` keys and filters (resolved on first use)."""
+        from segments.privacy.specs import SegmentSource
+
+        if self._source is None:
+            if isinstance(self._segments, SegmentSource):
+                self._source = self._segments
+            else:
+                which = str(self._segments)
+                ledger = self.ledger() if which == "private" else None
+                self._source = SegmentSource.from_workspace(self.workspace, which, ledger=ledger)
+        return self._source
+
+    def _as_of(self) -> dt.date:
+        return self.as_of or dt.date.today()
+
+    def _spec(
+        self, queries: Sequence[Query], epsilon: float, weights: Sequence[float] | None
+    ) -> tuple[Any, tuple[dt.date, dt.date] | None]:
+        from segments.privacy.specs import ReleaseSpec
+
+        queries = list(queries)
+        if not queries:
+            raise PolicyError("release of no queries; pass at least one query")
+        if any(q.session is not self for q in queries):
+            raise PolicyError("every query of a release must come from this session")
+        if not (isinstance(epsilon, int | float) and math.isfinite(epsilon) and epsilon > 0):
+            raise PolicyError(f"epsilon={epsilon!r} must be a positive finite number, e.g. 0.5")
+        windows = {q.window for q in queries}
+        if len(windows) > 1:
+            raise PolicyError(
+                "queries released together must share one window (.during(...)); release "
+                "the others separately"
+            )
+        defs = tuple(q.definition() for q in queries)
+        names = [d.name for d in defs]
+        if len(set(names)) != len(names):
+            raise PolicyError(
+                f"two queries of one release are both named {names!r}; give each its own name "
+                "with .named('...')"
+            )
+        name = queries[0].release_name if len(queries) == 1 else "session"
+        spec = ReleaseSpec(
+            name,
+            tuple(names),
+            float(epsilon),
+            weights=None if weights is None else tuple(float(w) for w in weights),
+            description="an analyst's session queries: "
+            + "; ".join(q.describe()["text"] for q in queries),
+            definitions=defs,
+        )
+        return spec, windows.pop()
+
+    def _plan(
+        self, spec: Any, window: tuple[dt.date, dt.date] | None, queries: Sequence[Query]
+    ) -> Any:
+        from segments.privacy.releases import plan_release
+
+        prepared = self.workspace.prepared_dir(self.purpose)
+        frames = {q.frame for q in spec.query_defs}
+        needs_lines = bool(frames & {"person", "cells"})
+        surveys = None
+        if "survey" in frames:
+            surveys = prepared / "surveys.parquet"
+            if not surveys.exists():
+                surveys = self.workspace.require(
+                    self.workspace.raw_table("surveys"), "segments generate"
+                )
+        return plan_release(
+            spec,
+            self.params,
+            customers=self.workspace.require(prepared / "customers.parquet", "segments prepare")
+            if needs_lines
+            else None,
+            lines=self.workspace.require(prepared / "lines.parquet", "segments prepare")
+            if needs_lines
+            else None,
+            surveys=surveys,
+            segments=self.segment_source() if spec.needs_segments else None,
+            as_of=self._as_of(),
+            window=window,
+            confidence=self.confidence,
+            workspace=self.workspace,
+        )
+
+
+# --- queries --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Query:
+    """A private question: a table, filters, keys and aggregates. Immutable; each method
+    returns a new query. Nothing is read or spent until :meth:`plan` or :meth:`release`."""
+
+    session: Session = field(repr=False)
+    table: str
+    where: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    by: tuple[str, ...] = ()
+    aggregates: tuple[Aggregate, ...] = ()
+    window: tuple[dt.date, dt.date] | None = None
+    name: str | None = None
+
+    # --- building --------------------------------------------------------------------------
+    def filter(self, **conditions: Any) -> Query:
+        """Keep the people whose public attribute equals a value (or one of a list), e.g.
+        ``filter(industry="P")``, ``filter(county=["01", "03"])``."""
+        where = dict(self.where)
+        for key, value in conditions.items():
+            values = (value,) if isinstance(value, str | bool | int) else tuple(value)
+            where[column_of(key)] = tuple(str(v) for v in values)
+        query = replace(self, where=tuple(where.items()))
+        query._check_filters()
+        return query
+
+    def group_by(self, *keys: str) -> Query:
+        """Group by public key sets (``county``, ``municipality``, ``industry``,
+        ``size_band``, ``customer_type``, ``segment``; ``category`` and ``month`` for
+        purchases)."""
+        query = replace(self, by=tuple(column_of(k) for k in keys))
+        query._check_keys()
+        return query
+
+    def agg(self, *aggregates: Aggregate) -> Query:
+        """The aggregates: :func:`count`, :func:`sum`, :func:`mean`."""
+        for a in aggregates:
+            if not isinstance(a, Aggregate):
+                raise PolicyError(
+                    f"agg() takes count(), sum(value) or mean(value), not {a!r}; e.g. "
+                    "agg(count(), sum('spend'))"
+                )
+        query = replace(self, aggregates=tuple(aggregates))
+        query._check_aggregates()
+        return query
+
+    def during(self, start: str | dt.date, end: str | dt.date | None = None) -> Query:
+        """Only purchases in the months ``start`` .. ``end`` (inclusive; ``YYYY-MM``).
+
+        The months are the public key list of ``month``."""
+        first = _month(start, "start")
+        last = _month(end, "end") if end is not None else first
+        if last < first:
+            raise PolicyError(f"window end {end} is before its start {start}; swap them")
+        after = (last + dt.timedelta(days=32)).replace(day=1)
+        return replace(self, window=(first, after))
+
+    def named(self, name: str) -> Query:
+        """The released table's name (``<name>.parquet``)."""
+        if not _NAME.fullmatch(name):
+            raise PolicyError(
+                f"query name {name!r} must be lower-case letters, digits and '_' (a file name)"
+            )
+        return replace(self, name=name)
+
+    # --- spending --------------------------------------------------------------------------
+    def plan(self, epsilon: float) -> PlannedQueries:
+        """Expected accuracy per cell and the guarantee, at ``epsilon``; spends nothing."""
+        return self.session.plan([self], epsilon)
+
+    def release(self, epsilon: float) -> pd.DataFrame:
+        """Charge the ledger once, release, return the table (pandas, labelled)."""
+        return self.session.release([self], epsilon)[self.definition().name]
+
+    # --- compilation -----------------------------------------------------------------------
+    @property
+    def frame(self) -> str:
+        return _TABLES[self.table][0]
+
+    @property
+    def release_name(self) -> str:
+        return self.definition().name
+
+    def _facts(self) -> Any:
+        return self.session.facts
+
+    def _purpose_columns(self) -> tuple[str, ...]:
+        purpose = self.session.policy.purpose(self.session.purpose)
+        return tuple(purpose.columns.get("customers", ()))
+
+    def _public_person_columns(self) -> tuple[str, ...]:
+        geography = self.session.domains.geography_column
+        extra = (geography,) if geography and geography not in PERSON_ATTRIBUTES else ()
+        if self.frame == "survey":
+            return _SURVEY_KEYS
+        return (*PERSON_ATTRIBUTES, *extra)
+
+    def _check_column(self, column: str, role: str) -> None:
+        facts = self._facts()
+        if column == "segment":
+            # the segment source's provenance decides whom the release may go to
+            from segments.privacy.guards import check_guarantee
+
+            source = self.session.segment_source()
+            check_guarantee(source.guarantee, "dp", self.session.recipient, facts)
+            return
+        if self.frame != "survey" and column not in self._purpose_columns():
+            raise ReleaseRefusedError(
+                f"{role} {column!r}: purpose {self.session.purpose!r} does not keep this "
+                f"column ({facts.cite('minimisation')}); use one of "
+                f"{sorted(set(self._purpose_columns()) & set(self._public_person_columns()))}"
+            )
+        geography = self.session.domains.geography_column
+        if column == "county_code" and geography != "county_code":
+            raise ReleaseRefusedError(
+                f"{role} 'county_code': this workspace's data declares "
+                f"{geography or 'no geography'}, not Swedish counties; use "
+                f"{geography!r}" + (" instead" if geography else " — drop the geography key")
+            )
+
+    def _check_filters(self) -> None:
+        facts = self._facts()
+        for column, values in self.where:
+            if column not in self._public_person_columns():
+                what = (
+                    "not an attribute of the person"
+                    if column in ("category", "month", "order_date", "channel", "product_id")
+                    else "not a public attribute of the person"
+                )
+                raise ReleaseRefusedError(
+                    f"filter on {column!r} refused: {what}; a query may keep or drop whole "
+                    f"people by public attributes only ({facts.cite('anonymous_release')}); "
+                    f"filter on one of {list(self._public_person_columns())}"
+                    + (
+                        f", or group by {column!r} and read the rows you need"
+                        if column in ("category", "month")
+                        else ""
+                    )
+                )
+            self._check_column(column, "filter")
+            allowed = self._key_list(column)
+            unknown = [v for v in values if v not in allowed]
+            if unknown:
+                raise PolicyError(
+                    f"filter {column}={unknown[0]!r} is not in the public list of {column} "
+                    f"({', '.join(allowed[:25])}{' …' if len(allowed) > 25 else ''}); fix the value"
+                )
+
+    def _key_list(self, column: str) -> list[str]:
+        if column == "segment":
+            return list(self.session.segment_source().keys)
+        if column == "customer_type" and self.frame == "survey":
+            from segments.schema import CUSTOMER_TYPES
+
+            return list(CUSTOMER_TYPES)
+        months = month_keys(*self.window) if self.window else None
+        return list(key_values(column, domains=self.session.params, months=months))
+
+    def _check_keys(self) -> None:
+        facts = self._facts()
+        extra = _TABLES[self.table][2]
+        public = (*self._public_person_columns(), *extra)
+        if len(set(self.by)) != len(self.by):
+            raise PolicyError(f"group_by{self.by!r} names a key twice; name each once")
+        for column in self.by:
+            if column not in public:
+                known = sorted(KEY_SETS) if column not in KEY_SETS else list(public)
+                raise ReleaseRefusedError(
+                    f"group by {column!r} refused: not a public key set of table "
+                    f"{self.table!r}; released cells come from public lists, never from the "
+                    f"data ({facts.cite('anonymous_release')}); group by one of {known}"
+                )
+            if column not in extra:
+                self._check_column(column, "group by")
+
+    def _check_aggregates(self) -> None:
+        values = _TABLES[self.table][1]
+        if not self.aggregates:
+            raise PolicyError("agg() needs at least one aggregate, e.g. agg(count())")
+        for a in self.aggregates:
+            if a.kind == "count":
+                if self.frame == "cells":
+                    raise PolicyError(
+                        "count() of purchases is refused: a person has many purchase cells; "
+                        "count people with table('customers') or table('buyers')"
+                    )
+                continue
+            value = a.value or ""
+            if value.startswith("spend:") and self.frame == "person":
+                category = value.removeprefix("spend:")
+                if category not in self.session.params.categories:
+                    raise PolicyError(
+                        f"value {value!r}: {category!r} is not a product category; use one of "
+                        f"{list(self.session.params.categories)}"
+                    )
+            elif value not in values:
+                raise PolicyError(
+                    f"value {value!r} is not a per-person value of table {self.table!r}; use "
+                    f"one of {sorted(values)}"
+                    + (" or 'spend:<category>'" if self.frame == "person" else "")
+                )
+            if a.bounds is not None and self.frame != "person":
+                raise PolicyError(
+                    f"bounds for {value!r} of table {self.table!r} come from the policy "
+                    "(per-category cell bounds and the person's norm bound; survey score "
+                    "bounds); drop bounds=, or change the policy's [privacy] section"
+                )
+            if a.bounds is None and self._internal(value) in ("units_total", "orders"):
+                raise PolicyError(
+                    f"{a.kind}({value!r}) needs a public bound of one person's {value}: the "
+                    f"policy has none ({self._facts().cite('anonymous_release')}); pass "
+                    f"bounds=(0, N) with an N you can defend without looking at the data, "
+                    f"e.g. {a.kind}({value!r}, bounds=(0, 500)); it is recorded in the card"
+                )
+
+    def _internal(self, value: str) -> str:
+        if value.startswith("spend:"):
+            return "spend_sek_" + value.removeprefix("spend:")
+        return _TABLES[self.table][1][value]
+
+    def definition(self) -> Any:
+        """This query as a :class:`segments.privacy.specs.QueryDef` (refusals first)."""
+        from segments.privacy.specs import QueryDef
+
+        self._check_filters()
+        self._check_keys()
+        self._check_aggregates()
+        if not self.by:
+            raise PolicyError(
+                "a query needs group_by(...) with at least one public key, e.g. "
+                "group_by('customer_type') for totals per type"
+            )
+        if self.frame == "cells" and "category" not in self.by:
+            raise PolicyError(
+                "purchases are released per product category: add 'category' to group_by "
+                "(a person's cells are bounded per category)"
+            )
+        key_lists: tuple[tuple[str, tuple[str, ...]], ...] = ()
+        if "month" in self.by:
+            if self.window is None:
+                raise PolicyError(
+                    "group by 'month' needs a window: add .during('2026-01', '2026-06') (its "
+                    "months are the public key list)"
+                )
+            key_lists = (("month", month_keys(*self.window)),)
+        sums: list[str] = []
+        clip: dict[str, tuple[int, int]] = {}
+        means: list[tuple[str, str, str]] = []
+        has_count = any(a.kind == "count" for a in self.aggregates)
+        for a in self.aggregates:
+            if a.kind == "count":
+                continue
+            internal = self._internal(str(a.value))
+            if internal not in sums:
+                sums.append(internal)
+            if a.bounds is not None:
+                if clip.get(internal, a.bounds) != a.bounds:
+                    raise PolicyError(f"{a.value!r} is given two different bounds; give one")
+                clip[internal] = a.bounds
+            if a.kind == "mean":
+                means.append((f"mean_{internal}", internal, "count"))
+                has_count = True
+        aggregates = (("count",) if has_count else ()) + tuple(sums)
+        name = self.name or _default_name(self.table, self.by, self.where)
+        return QueryDef(
+            name,
+            self.frame,  # type: ignore[arg-type]
+            self.by,
+            aggregates,
+            means=tuple(means),
+            influence=_influence(self.frame, self.table),
+            active_only=self.table == "buyers",
+            where=self.where,
+            clip=tuple(clip.items()),
+            key_values=key_lists,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """The query as the analyst wrote it (recorded in the card)."""
+        parts = [f"table({self.table!r})"]
+        if self.where:
+            parts.append("filter(" + ", ".join(f"{c}={list(v)}" for c, v in self.where) + ")")
+        if self.window:
+            parts.append(f"during({self.window[0]:%Y-%m} .. before {self.window[1]:%Y-%m})")
+        parts.append("group_by(" + ", ".join(repr(b) for b in self.by) + ")")
+        aggs = []
+        for a in self.aggregates:
+            inner = "" if a.value is None else repr(a.value)
+            if a.bounds is not None:
+                inner += f", bounds={a.bounds}"
+            aggs.append(f"{a.kind}({inner})")
+        parts.append("agg(" + ", ".join(aggs) + ")")
+        return {
+            "name": self.name or _default_name(self.table, self.by, self.where),
+            "text": ".".join(parts),
+            "caller_bounds": {
+                str(a.value): list(a.bounds) for a in self.aggregates if a.bounds is not None
+            },
+        }
+
+
+def _month(value: str | dt.date, what: str) -> dt.date:
+    if isinstance(value, dt.date):
+        return value.replace(day=1)
+    try:
+        return dt.date.fromisoformat(f"{value}-01" if len(str(value)) == 7 else str(value)).replace(
+            day=1
+        )
+    except ValueError:
+        raise PolicyError(f"window {what} {value!r} is not a month; give YYYY-MM") from None
+
+
+def _default_name(
+    table: str, by: tuple[str, ...], where: tuple[tuple[str, tuple[str, ...]], ...]
+) -> str:
+    keys = "_".join(b.removesuffix("_code") for b in by) or "all"
+    name = f"{table}_by_{keys}"
+    for column, values in where:
+        name += f"_{column.removesuffix('_code')}_" + "_".join(values)
+    name = re.sub(r"[^a-z0-9_]", "", name.lower())
+    return name[:64]
+
+
+def _influence(frame: str, table: str) -> str:
+    if frame == "person":
+        return (
+            "one row per person (a sole trader's accounts are one person): a count changes "
+            "by 1, a sum by the value's clipping bound; filters keep or drop whole people"
+            + ("; only people who bought in the window" if table == "buyers" else "")
+        )
+    if frame == "cells":
+        return (
+            "a person's vector of purchase cells (weighted per category) bounded to a norm; "
+            "at most max_cells_per_person categories per person (and month), largest first"
+        )
+    return (
+        "anonymous survey responses: at most one per account and month, at most "
+        "SURVEY_ACCOUNTS_PER_PERSON accounts per person, over the release's months"
+    )
+
+
+# --- results ----------------------------------------------------------------------------------
+def _rename(column: str, aggregates: Iterable[str]) -> str:
+    """Internal column → the analyst's name (``spend_sek_lower`` → ``sum_spend_lower``)."""
+    for internal in sorted(aggregates, key=len, reverse=True):
+        for prefix, out in ((f"mean_{internal}", "mean_"), (internal, "sum_")):
+            if column == prefix or column.startswith(prefix + "_"):
+                user = "count" if internal == "count" else out + _user_value(internal)
+                if internal == "count" and out == "mean_":
+                    continue
+                return user + column[len(prefix) :]
+    return column
+
+
+def _to_pandas(table: pl.DataFrame, definition: Any) -> pd.DataFrame:
+    frame = table.rename({c: _rename(c, definition.aggregates) for c in table.columns})
+    return with_labels(frame.to_pandas(), definition.by)
+
+
+@dataclass(frozen=True)
+class PlannedQueries:
+    """What a release of these queries would give, before anything is spent.
+
+    Attributes
+    ----------
+    accuracy : pandas.DataFrame
+        Per query and aggregate: cells, noise distribution and scale, ``accuracy`` (the
+        half-width of each cell's interval at ``confidence``, in the value's unit) and, where
+        the caller gave a typical cell size with :meth:`relative`, the relative error.
+    guarantee : str
+    privacy_loss : dict
+        ε (or ρ with its (ε, δ) form), as OpenDP computes it: what the ledger would charge.
+    """
+
+    accuracy: pd.DataFrame
+    guarantee: str
+    privacy_loss: Mapping[str, float | None]
+    confidence: float
+
+    @classmethod
+    def from_plan(cls, plan: Any, queries: list[Query]) -> PlannedQueries:
+        rows = plan.accuracy.to_pandas()
+        defs = {q.query.name: q.query for q in plan.queries}
+        rows["aggregate"] = [
+            _rename(a, defs[q].aggregates)
+            for q, a in zip(rows["query"], rows["aggregate"], strict=True)
+        ]
+        rows = rows[["query", "aggregate", "cells", "distribution", "scale", "accuracy"]]
+        return cls(rows, plan.guarantee, dict(plan.loss), plan.confidence)
+
+    def relative(self, typical: Mapping[str, float]) -> pd.DataFrame:
+        """Relative error of a typical cell: ``accuracy / typical[aggregate]``.
+
+        ``typical`` is a public scale you know without this data (e.g. last year's published
+        customers per county); nothing private is read.
+        """
+        out = self.accuracy.copy()
+        out["relative"] = [
+            a / typical[g] if typical.get(g) else math.nan
+            for g, a in zip(out["aggregate"], out["accuracy"], strict=True)
+        ]
+        return out
+
+    def __repr__(self) -> str:
+        loss = self.privacy_loss
+        stated = (
+            f"ε = {loss['epsilon']:.4g}"
+            if loss.get("rho") is None
+            else f"ρ = {loss['rho']:.4g} (ε = {loss['epsilon']:.4g} at δ = {loss['delta']:g})"
+        )
+        lines = [
+            f"planned: {self.guarantee}, {stated} (nothing spent yet)",
+            f"expected accuracy per cell (± at {self.confidence:.0%}):",
+        ]
+        for row in self.accuracy.itertuples():
+            lines.append(
+                f"  {row.query:<40} {row.aggregate:<16} ± {row.accuracy:>12,.1f}  "
+                f"({row.cells} cells, {row.distribution}, scale {row.scale:.4g})"
+            )
+        return "\n".join(lines)
+
+
+class SessionRelease(Mapping[str, pd.DataFrame]):
+    """A published session release: its tables (pandas, labelled) by query name, with the
+    release id, folder, card and the guarantee stated."""
+
+    def __init__(
+        self, tables: dict[str, pd.DataFrame], release_id: str, path: Path, card: dict[str, Any]
+    ) -> None:
+        self.tables = tables
+        self.release_id = release_id
+        self.path = path
+        self.card = card
+
+    @classmethod
+    def from_result(cls, result: Any, queries: list[Query]) -> SessionRelease:
+        defs = {d.name: d for d in (q.definition() for q in queries)}
+        tables = {}
+        for name, table in result.tables.items():
+            frame = _to_pandas(table, defs[name])
+            frame.attrs.update(
+                release_id=result.release_id,
+                guarantee=result.card.get("guarantee"),
+                privacy_loss=result.card.get("privacy_loss"),
+                path=str(result.path),
+            )
+            tables[name] = frame
+        return cls(tables, result.release_id, Path(result.path), dict(result.card))
+
+    @property
+    def guarantee(self) -> str:
+        return str(self.card.get("guarantee"))
+
+    @property
+    def privacy_loss(self) -> dict[str, Any]:
+        return dict(self.card.get("privacy_loss") or {})
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        return self.tables[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tables)
+
+    def __len__(self) -> int:
+        return len(self.tables)
+
+    def __repr__(self) -> str:
+        loss = self.privacy_loss
+        tables = ", ".join(f"{n} ({len(t)} rows)" for n, t in self.tables.items())
+        return (
+            f"SessionRelease({self.release_id}: {self.guarantee}, "
+            f"ε = {float(loss.get('epsilon') or 0):.4g}; {tables}; in {self.path})"
+        )
+
+
+# --- the ledger a session charges -------------------------------------------------------------
+def open_release_ledger(
+    workspace: Workspace,
+    policy: Any,
+    *,
+    path: str | Path | None = None,
+    demo: bool = False,
+    evaluation: bool = False,
+    init: bool = False,
+    reconcile: bool = True,
+) -> Any:
+    """The ledger a release is charged to, reconciled before use (``segments release``'s
+    rules): the controller's (default path, or ``path``), or the workspace's demo or
+    evaluation ledger for data proven synthetic only. ``reconcile=False`` leaves the
+    reconciliation to the caller (the CLI reports each finished or aborted release).
+
+    Raises
+    ------
+    ReleaseRefusedError
+        A demo or evaluation ledger for data not proven synthetic; a ledger contradicted by
+        the cards of the workspace's releases.
+    """
+    from segments.privacy.ledger import Ledger
+    from segments.privacy.synthetic import prove_synthetic
+
+    if demo or evaluation:
+        proof = prove_synthetic(workspace)
+        if not proof:
+            flag = "--demo-ledger" if demo else "--evaluation-ledger"
+            raise ReleaseRefusedError(
+                f"{flag} refused before anything was charged: the data in "
+                f"{workspace.raw} is not proven synthetic ({proof.reason}); evaluation "
+                "and demo ledgers take synthetic data only — use the controller's ledger"
+            )
+        ledger = Ledger.for_workspace(
+            workspace, str(policy.controller), evaluation=evaluation, synthetic=True, policy=policy
+        )
+    else:
+        ledger = Ledger.for_policy(policy, path=path, init=init)
+    contradicted = ledger.contradicting_cards(workspace.releases)
+    if contradicted:
+        raise ReleaseRefusedError(
+            f"privacy ledger {ledger.path} is refused before anything was charged: "
+            f"{contradicted[0]}"
+            + (f" (and {len(contradicted) - 1} more cards)" if len(contradicted) > 1 else "")
+            + "; restore the ledger from a backup — it is never recreated over its history"
+        )
+    if reconcile:  # reservations a crash left unpublished: finished or aborted first
+        ledger.reconcile()
+    return ledger

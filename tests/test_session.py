@@ -1,0 +1,328 @@
+"""Tests of segments.session: an analyst's own queries, planned, charged once, refused early."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+
+import segments
+from segments.exceptions import PolicyError, ReleaseRefusedError
+from segments.policy import Policy
+from segments.prepare import prepare
+from segments.privacy.ledger import Ledger
+from segments.privacy.releases import plan_release
+from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource
+from segments.session import Session, _rename, count, mean
+from segments.session import sum as total
+from segments.workspace import Workspace
+
+AS_OF = dt.date(2026, 10, 31)
+PURPOSE = "statistics"
+
+
+@pytest.fixture(scope="module")
+def prepared_ws(small_raw: Workspace, tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """The small generated dataset, prepared for statistics (read-only: copy to write)."""
+    ws = Workspace(tmp_path_factory.mktemp("session") / "ws")
+    shutil.copytree(small_raw.raw, ws.raw)
+    prepare(ws, "alloffice", PURPOSE, AS_OF)
+    return ws
+
+
+@pytest.fixture()
+def ws(prepared_ws: Workspace, tmp_path: Path) -> Workspace:
+    copy = Workspace(tmp_path / "ws")
+    shutil.copytree(prepared_ws.root, copy.root)
+    return copy
+
+
+@pytest.fixture()
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger.for_policy(Policy.load("alloffice"), path=tmp_path / "ledger.sqlite", init=True)
+
+
+def _session(ws: Workspace, ledger: Ledger | None = None, **kw) -> Session:
+    kw.setdefault("recipient", "purchasing")
+    return segments.Session(ws, "alloffice", PURPOSE, ledger=ledger, as_of=AS_OF, **kw)
+
+
+# --- refusals before anything runs ------------------------------------------------------------
+def test_undeclared_purpose_recipient_and_destination_are_refused(ws):
+    with pytest.raises(PolicyError, match=r"purpose 'marketing' is not declared.*AO-10"):
+        Session(ws, "alloffice", "marketing", "purchasing")
+    with pytest.raises(ReleaseRefusedError, match=r"recipient 'nobody' is not declared.*AO-10"):
+        Session(ws, "alloffice", PURPOSE, "nobody")
+    with pytest.raises(ReleaseRefusedError, match="third party"):
+        Session(ws, "alloffice", PURPOSE, "adtech-partner")
+    with pytest.raises(ReleaseRefusedError, match="destination 'US'"):
+        Session(ws, "alloffice", PURPOSE, "purchasing", destination="US")
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "match"),
+    [
+        (lambda s: s.table("orders"), PolicyError, "table 'orders' is unknown"),
+        (
+            lambda s: s.table("customers").group_by("postcode"),
+            ReleaseRefusedError,
+            r"group by 'postcode' refused: not a public key set.*AO-1",
+        ),
+        (
+            lambda s: s.table("customers").group_by("person_id"),
+            ReleaseRefusedError,
+            "not a public key set",
+        ),
+        (
+            lambda s: s.table("customers").group_by("category"),
+            ReleaseRefusedError,
+            "not a public key set of table 'customers'",
+        ),
+        (
+            lambda s: s.table("customers").filter(birth_year="1970"),
+            ReleaseRefusedError,
+            r"filter on 'birth_year' refused: not a public attribute of the person.*AO-1",
+        ),
+        (
+            lambda s: s.table("purchases").filter(category="paper"),
+            ReleaseRefusedError,
+            r"filter on 'category' refused: not an attribute of the person.*group by 'category'",
+        ),
+        (
+            lambda s: s.table("customers").filter(industry="Z"),
+            PolicyError,
+            r"filter industry='Z' is not in the public list",
+        ),
+        (
+            lambda s: s.table("customers").group_by("county").agg(total("units")),
+            PolicyError,
+            r"sum\('units'\) needs a public bound.*bounds=\(0, N\)",
+        ),
+        (
+            lambda s: s.table("customers").group_by("county").agg(mean("orders")),
+            PolicyError,
+            "needs a public bound",
+        ),
+        (
+            lambda s: s.table("purchases").group_by("category").agg(count()),
+            PolicyError,
+            "count people",
+        ),
+        (
+            lambda s: s.table("purchases").group_by("category").agg(total("spend", bounds=(0, 10))),
+            PolicyError,
+            "come from the policy",
+        ),
+        (
+            lambda s: s.table("customers").group_by("county").agg(total("spend", bounds=(5, 1))),
+            PolicyError,
+            "0 <= lower < upper",
+        ),
+        (
+            lambda s: s.table("customers").group_by("county").agg(total("spend:chairs")),
+            PolicyError,
+            "'chairs' is not a product category",
+        ),
+    ],
+)
+def test_refusals_name_the_rule_and_the_fix(ws, build, error, match):
+    s = _session(ws)
+    with pytest.raises(error, match=match):
+        build(s)
+
+
+def test_refusals_at_release_spend_nothing(ws, ledger):
+    s = _session(ws, ledger)
+    no_keys = s.table("customers").agg(count())
+    with pytest.raises(PolicyError, match="needs group_by"):
+        no_keys.release(epsilon=0.5)
+    monthly = s.table("purchases").group_by("category", "month").agg(total("units"))
+    with pytest.raises(PolicyError, match="needs a window"):
+        monthly.plan(epsilon=0.5)
+    no_category = s.table("purchases").group_by("segment").agg(total("units"))
+    with pytest.raises(PolicyError, match="add 'category'"):
+        no_category.release(epsilon=0.5)
+    with pytest.raises(PolicyError, match="positive finite"):
+        s.table("customers").group_by("county").agg(count()).release(epsilon=float("nan"))
+    assert ledger.entries() == []
+    assert not ws.releases.exists() or not any(ws.releases.iterdir())
+
+
+def test_segment_source_that_does_not_allow_the_recipient_is_refused(ws, tmp_path):
+    # labels of a model fitted on the private data: "DP given a non-private segmentation"
+    customers = pl.read_parquet(ws.prepared_dir(PURPOSE) / "customers.parquet")
+    labels = tmp_path / "labels.parquet"
+    customers.select("person_id", pl.lit("0").alias("segment")).write_parquet(labels)
+    fitted = SegmentSource.from_labels(labels, "fitted_model", ["0", "1"])
+    s = _session(ws, recipient="eu-logistics-processor", destination="FI", segments=fitted)
+    with pytest.raises(ReleaseRefusedError, match=r"\(AO-1\) and goes to internal recipients only"):
+        s.table("customers").group_by("segment").agg(count())
+    with pytest.raises(ReleaseRefusedError, match="internal recipients only"):
+        s.table("customers").filter(segment="0").group_by("county").agg(count())
+    # the same query is fine for an internal recipient (stated as such)
+    internal = _session(ws, segments=fitted)
+    planned = internal.table("customers").group_by("segment").agg(count()).plan(epsilon=0.5)
+    assert planned.guarantee == "DP given a non-private segmentation"
+
+
+# --- plan, release, one charge ---------------------------------------------------------------
+def test_plan_spends_nothing_and_release_charges_once(ws, ledger):
+    s = _session(ws, ledger)
+    q = (
+        s.table("customers")
+        .filter(industry="P")
+        .group_by("county")
+        .agg(count(), total("spend", bounds=(0, 50_000)), mean("spend", bounds=(0, 50_000)))
+    )
+    planned = q.plan(epsilon=0.5)
+    assert ledger.entries() == []
+    assert planned.privacy_loss["epsilon"] == pytest.approx(0.5)
+    assert set(planned.accuracy["aggregate"]) == {"count", "sum_spend"}
+    # Laplace at ε/2 per aggregate: count sensitivity 1, sum 50,000 (the caller's bound)
+    scales = dict(zip(planned.accuracy["aggregate"], planned.accuracy["scale"], strict=True))
+    assert scales == pytest.approx({"count": 4.0, "sum_spend": 200_000.0})
+    relative = planned.relative({"count": 40})
+    assert relative.loc[relative["aggregate"] == "count", "relative"].item() > 0
+    table = q.release(epsilon=0.5)
+    assert isinstance(table, pd.DataFrame)
+    assert len(ledger.entries()) == 1
+    assert ledger.entries()[0].request.epsilon == pytest.approx(0.5)
+    assert len(table) == 21 and table["county_name"].iloc[0] == "Stockholm"
+    for column in ("count", "count_lower", "count_upper", "count_scale", "sum_spend", "mean_spend"):
+        assert column in table.columns
+    card_path = Path(table.attrs["path"]) / "card.json"
+    card = card_path.read_text(encoding="utf-8")
+    assert "filter(industry=['P'])" in card and '"spend_sek": [\n' in card  # caller's bound
+
+
+def test_queries_released_together_share_one_charge(ws, ledger):
+    s = _session(ws, ledger)
+    by_type = s.table("customers").group_by("customer_type").agg(count())
+    by_industry = s.table("customers").group_by("industry", "size_band").agg(count())
+    result = s.release([by_type, by_industry], epsilon=0.6, weights=(1, 2))
+    assert len(ledger.entries()) == 1
+    assert result.privacy_loss["epsilon"] == pytest.approx(0.6)
+    assert set(result) == {"customers_by_customer_type", "customers_by_industry_size_band"}
+    industry = result["customers_by_industry_size_band"]
+    assert len(industry) == 21 * 5
+    assert "Education" in set(industry["industry_name"])
+
+
+def test_category_by_month_for_one_county(ws, ledger):
+    s = _session(ws, ledger)
+    q = (
+        s.table("purchases")
+        .filter(county="01")
+        .during("2026-04", "2026-06")
+        .group_by("category", "month")
+        .agg(total("spend"), total("units"))
+    )
+    table = q.release(epsilon=0.5)
+    assert len(table) == 10 * 3
+    assert list(table["month"].unique()) == ["2026-04", "2026-05", "2026-06"]
+    assert "category_name" in table.columns and (table["sum_units"] >= 0).all()
+
+
+# --- the named release specifications as session queries -------------------------------------
+def _as_session_queries(s: Session, name: str) -> list:
+    customers, purchases = s.table("customers"), s.table("purchases")
+    spend = (count(), total("spend"), mean("spend"))
+    queries = {
+        "customers_by_county": customers.group_by("county").agg(count()),
+        "customers_by_county_segment": customers.group_by("county", "segment").agg(count()),
+        "spend_by_segment": customers.group_by("segment").agg(*spend),
+        "spend_by_county_segment": customers.group_by("county", "segment").agg(*spend),
+        "category_by_segment": purchases.group_by("segment", "category").agg(
+            total("spend"), total("units")
+        ),
+        "monthly_category": purchases.during("2026-09")
+        .group_by("category")
+        .agg(total("units"), total("spend")),
+        "survey_by_county_type": s.table("surveys")
+        .group_by("county", "customer_type")
+        .agg(count(), total("score"), mean("score")),
+        "customers_by_type": customers.group_by("customer_type").agg(*spend),
+        "buyers_by_type": s.table("buyers").group_by("customer_type").agg(count()),
+    }
+    return [queries[q].named(q) for q in SPECS[name].queries]
+
+
+SEVEN = (
+    "segment_overview",
+    "month_closing",
+    "spend_by_segment",
+    "customers_by_county_segment",
+    "category_mix",
+    "monthly_category",
+    "survey_experience",
+)
+
+
+def _spec_plan(ws: Workspace, name: str):
+    policy = Policy.load("alloffice")
+    spec = SPECS[name]
+    prepared = ws.prepared_dir(PURPOSE)
+    window = (dt.date(2026, 9, 1), dt.date(2026, 10, 1)) if name == "monthly_category" else None
+    return plan_release(
+        spec,
+        PrivacyParams.from_policy(policy, PURPOSE),
+        customers=prepared / "customers.parquet",
+        lines=prepared / "lines.parquet",
+        surveys=ws.raw_table("surveys"),
+        segments=SegmentSource.category_rule(),
+        as_of=AS_OF,
+        window=window,
+        workspace=ws,
+    )
+
+
+@pytest.mark.parametrize("name", [*SEVEN, "scale_probe", "scale_probe_month"])
+def test_named_specs_as_session_queries_plan_the_same_charge_and_noise(ws, name):
+    spec = SPECS[name]
+    s = _session(ws)
+    planned = s.plan(_as_session_queries(s, name), epsilon=spec.epsilon, weights=spec.weights)
+    with _spec_plan(ws, name) as plan:
+        assert planned.privacy_loss == plan.loss  # identical charge
+        expected = plan.accuracy.to_pandas()
+    assert list(planned.accuracy["query"]) == list(expected["query"])
+    assert list(planned.accuracy["scale"]) == list(expected["scale"])  # identical noise
+    assert list(planned.accuracy["cells"]) == list(expected["cells"])
+
+
+@pytest.mark.parametrize("name", ["segment_overview", "category_mix", "survey_experience"])
+def test_named_specs_as_session_queries_release_the_same_figures_and_charges(ws, name):
+    policy = Policy.load("alloffice")
+    spec = SPECS[name]
+    spec_ledger = Ledger.for_policy(policy, path=ws.root / "spec.sqlite", init=True)
+    with _spec_plan(ws, name) as plan:
+        by_spec = plan.execute(
+            spec_ledger, ws, policy=policy, purpose=PURPOSE, recipient="purchasing"
+        )
+    s = _session(ws, spec_ledger)  # a controller has one ledger: both charges go there
+    by_session = s.release(_as_session_queries(s, name), epsilon=spec.epsilon, weights=spec.weights)
+    spec_charge, session_charge = spec_ledger.entries()
+    assert session_charge.loss == spec_charge.loss
+    assert session_charge.request.epsilon == spec_charge.request.epsilon
+    assert by_session.card["privacy_loss_per_query"] == by_spec.card["privacy_loss_per_query"]
+
+    # same figures up to noise: the unbiased noisy values differ by less than the sum of the
+    # two runs' half-widths (cards) in at least 90 % of cells (each holds at 95 %)
+    def half_widths(card: dict) -> dict:
+        return {(a["query"], a["aggregate"]): a["accuracy"] for a in card["aggregates"]}
+
+    ours, theirs = half_widths(by_session.card), half_widths(by_spec.card)
+    within, cells = 0, 0
+    for query, table in by_spec.tables.items():
+        definition = spec.query_defs[spec.queries.index(query)]
+        for agg in definition.aggregates:
+            column = _rename(f"{agg}_noisy", definition.aggregates)
+            diff = np.abs(table[f"{agg}_noisy"].to_numpy() - by_session[query][column].to_numpy())
+            allowed = ours[(query, agg)] + theirs[(query, agg)]
+            within += int(np.count_nonzero(diff <= allowed))
+            cells += len(diff)
+    assert within >= 0.9 * cells, (within, cells)
