@@ -326,3 +326,164 @@ def test_named_specs_as_session_queries_release_the_same_figures_and_charges(ws,
             within += int(np.count_nonzero(diff <= allowed))
             cells += len(diff)
     assert within >= 0.9 * cells, (within, cells)
+
+
+# --- segments query FILE -------------------------------------------------------------------------
+def test_cli_query_file_plans_then_charges_once(ws, tmp_path, capsys):
+    from segments.cli.main import main
+    from segments.privacy.ledger import default_ledger_path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "query.toml"
+    text = example.read_text(encoding="utf-8").replace(
+        'destination = "SE"', 'destination = "SE"\nas_of = "2026-10-31"'
+    )
+    query_file = tmp_path / "query.toml"
+    query_file.write_text(text, encoding="utf-8")
+    args = ["query", str(query_file), "-w", str(ws.root)]
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "schools_by_county" in out and "nothing was charged" in out
+    assert not default_ledger_path("AllOffice Nordic AB").exists()
+    assert main(args) == 0  # the controller's ledger, as for segments release
+    out = capsys.readouterr().out
+    assert "released schools_by_county-" in out and "Stockholm" in out
+    ledger = Ledger.for_policy(Policy.load("alloffice"))
+    assert [e.request.epsilon for e in ledger.entries()] == [pytest.approx(0.5)]
+    card = next(ws.releases.glob("schools_by_county-*/card.json")).read_text(encoding="utf-8")
+    assert "session_queries" in card and "bounds=(0, 50000)" in card
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda t: t.replace("epsilon = 0.5", "epsilon = 'half'"), "epsilon: 'half' is not"),
+        (lambda t: t.replace('recipient = "purchasing"', ""), "recipient: is missing"),
+        (lambda t: "colour = 'red'\n" + t, "colour: is not a known key"),
+        (
+            lambda t: t.replace('{ industry = "P" }', '{ birth_year = "1970" }'),
+            r"\[\[query\]\] #1: filter on 'birth_year' refused",
+        ),
+        (lambda t: t.replace('"sum:spend"', '"total:spend"'), "'total:spend' is not count"),
+        (lambda t: t.replace("table = ", "tabel = "), r"query #1.tabel: is unknown"),
+        (lambda t: t.replace("[[query]]", "[query]"), "query: needs at least one"),
+    ],
+)
+def test_cli_query_file_errors_are_one_line_and_spend_nothing(ws, tmp_path, capsys, edit, match):
+    from segments.cli.main import main
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "query.toml"
+    query_file = tmp_path / "query.toml"
+    query_file.write_text(edit(example.read_text(encoding="utf-8")), encoding="utf-8")
+    assert main(["query", str(query_file), "-w", str(ws.root)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "no privacy budget was spent" in err
+    import re
+
+    assert re.search(match, err), err
+    assert not ws.releases.exists() or not any(ws.releases.iterdir())
+
+
+# --- the schools task against the synthetic truth ------------------------------------------------
+def _true_schools_by_county(ws: Workspace, bound: int) -> pd.DataFrame:
+    """Customers of SNI section P per county and their spend clipped at ``bound``, computed
+    from the prepared frames the way the release's per-person frame is (whole SEK per cell)."""
+    prepared = ws.prepared_dir(PURPOSE)
+    customers = pl.read_parquet(prepared / "customers.parquet").filter(pl.col("industry") == "P")
+    lines = pl.read_parquet(prepared / "lines.parquet").filter(pl.col("order_date") < AS_OF)
+    spend = (
+        lines.group_by("person_id", "category")
+        .agg(pl.col("amount_sek").sum().round(0).cast(pl.Int64).alias("sek"))
+        .group_by("person_id")
+        .agg(pl.col("sek").sum().alias("spend"))
+    )
+    people = customers.join(spend, on="person_id", how="left").with_columns(
+        pl.col("spend").fill_null(0).clip(0, bound)
+    )
+    truth = people.group_by("county_code").agg(
+        pl.len().cast(pl.Int64).alias("true_count"), pl.col("spend").sum().alias("true_spend")
+    )
+    return truth.to_pandas()
+
+
+def test_schools_task_is_within_the_planned_accuracy_of_the_truth(ws, ledger):
+    """Statistical: each cell's interval holds at 95 % — over 3 releases (126 cells), at
+    least 88 % of the noisy values lie within the planned half-width of the truth."""
+    bound = 50_000
+    s = _session(ws, ledger)
+    schools = (
+        s.table("customers")
+        .filter(industry="P")
+        .group_by("county")
+        .agg(count(), total("spend", bounds=(0, bound)), mean("spend", bounds=(0, bound)))
+    )
+    planned = schools.plan(epsilon=0.5)
+    half = dict(zip(planned.accuracy["aggregate"], planned.accuracy["accuracy"], strict=True))
+    truth = _true_schools_by_county(ws, bound)
+    within, cells = 0, 0
+    for _ in range(3):
+        table = schools.release(epsilon=0.5).merge(truth, on="county_code", how="left")
+        table = table.fillna({"true_count": 0, "true_spend": 0})
+        for noisy, true, aggregate in (
+            ("count_noisy", "true_count", "count"),
+            ("sum_spend_noisy", "true_spend", "sum_spend"),
+        ):
+            errors = (table[noisy] - table[true]).abs()
+            within += int((errors <= half[aggregate]).sum())
+            cells += len(errors)
+    assert cells == 126 and truth["true_count"].sum() > 20
+    assert within >= 0.88 * cells, (within, cells)
+    assert len(ledger.entries()) == 3
+
+
+# --- empirical DP audit of a filtered, grouped session query ---------------------------------
+@pytest.mark.slow
+def test_dp_audit_of_a_filtered_grouped_query_and_a_mis_bounded_one(tmp_path):
+    """Neighbours differ by one PERSON through the real prepare (a sole trader with two
+    accounts, the heaviest buyer): the filtered, grouped query's empirical ε stays at or
+    below the charged ε; a query whose mechanism clips at a larger bound than the one its
+    claim was computed for is refuted."""
+    from segments.audit.mechanisms import audit_cases, person_release_cases, raw_person_neighbours
+    from segments.privacy.specs import ReleaseSpec
+
+    policy = Policy.load("alloffice")
+    neighbours = raw_person_neighbours(policy, tmp_path / "raw")
+    s = Session(tmp_path / "none", policy, PURPOSE, "purchasing")
+    cases = []
+    for i, person in enumerate(neighbours):
+        me = pl.read_parquet(person.with_person["customers"]).filter(
+            pl.col("person_id") == person.person_id
+        )
+        kind, industry = me["customer_type"].item(), me["industry"].item()
+        where = {"customer_type": kind, **({"industry": industry} if industry else {})}
+
+        def spend_query(bound: int, name: str, where: dict = where):
+            q = s.table("customers").filter(**where).group_by("county")
+            return q.agg(count(), total("spend", bounds=(0, bound))).named(name).definition()
+
+        epsilon = 1.0
+        honest = ReleaseSpec("audit", ("q",), epsilon, definitions=(spend_query(50_000, "q"),))
+        cases += person_release_cases(
+            policy, [person], tmp_path / f"h{i}", [("session", honest, None)]
+        )
+        if person.label == "the heaviest buyer":
+            # the claim is computed for a 1,000 SEK bound; the mechanism clips at 100 times
+            # that with the same noise scale (its true loss is 100 times the claim)
+            wide = ReleaseSpec(
+                "audit", ("q",), epsilon * 100, definitions=(spend_query(100_000, "q"),)
+            )
+            (broken,) = person_release_cases(
+                policy, [person], tmp_path / f"b{i}", [("mis-bounded", wide, None)]
+            )
+            broken.claimed_epsilon = epsilon
+            broken.name = "MIS-BOUNDED: " + broken.name
+            cases.append(broken)
+    results = audit_cases(cases, trials=300)
+    sound = [r for r in results if not r.name.startswith("MIS-BOUNDED")]
+    assert {r.name.split(" without ")[1] for r in sound} == {
+        "a sole trader with two accounts",
+        "the heaviest buyer",
+    }
+    for result in sound:
+        assert result.passed, result.as_dict()
+    (refuted,) = [r for r in results if r.name.startswith("MIS-BOUNDED")]
+    assert not refuted.passed, refuted.as_dict()

@@ -60,8 +60,10 @@ __all__ = [
     "Query",
     "Session",
     "SessionRelease",
+    "QueryFile",
     "agg",
     "count",
+    "load_query_file",
     "mean",
     "open_release_ledger",
     "sum",
@@ -305,6 +307,10 @@ class Session:
                 evaluation=self._evaluation,
             )
         return self._ledger
+
+    def use_ledger(self, ledger: Any) -> None:
+        """Charge this already opened (and reconciled) ledger."""
+        self._ledger = ledger
 
     def _synthetic(self) -> bool:
         if not (self._demo or self._evaluation):
@@ -924,3 +930,176 @@ def open_release_ledger(
     if reconcile:  # reservations a crash left unpublished: finished or aborted first
         ledger.reconcile()
     return ledger
+
+
+# --- a query written in a file (segments query FILE) ------------------------------------------
+_FILE_KEYS = {
+    "policy",
+    "purpose",
+    "recipient",
+    "destination",
+    "epsilon",
+    "weights",
+    "as_of",
+    "segments",
+    "confidence",
+    "query",
+}
+_QUERY_KEYS = {"name", "table", "filter", "group_by", "aggregates", "bounds", "during"}
+
+
+@dataclass(frozen=True)
+class QueryFile:
+    """Queries written in a TOML or JSON file, so a question can be reviewed and re-run.
+
+    The file names the policy, purpose, recipient (and destination), the privacy loss and
+    one ``[[query]]`` table per query::
+
+        policy = "alloffice"
+        purpose = "statistics"
+        recipient = "purchasing"
+        epsilon = 0.5
+
+        [[query]]
+        name = "schools_by_county"
+        table = "customers"
+        filter = { industry = "P" }
+        group_by = ["county"]
+        aggregates = ["count", "sum:spend", "mean:spend"]
+        bounds = { spend = [0, 50000] }
+
+    Aggregates are ``count``, ``sum:<value>`` and ``mean:<value>``; ``during`` is a month
+    (``"2026-05"``) or ``[first, last]``.
+    """
+
+    path: Path
+    session: dict[str, Any]
+    epsilon: float
+    weights: tuple[float, ...] | None
+    queries: tuple[dict[str, Any], ...]
+
+    def open(self, workspace: Workspace, **ledger: Any) -> Session:
+        """The file's session on ``workspace`` (``ledger``: :class:`Session`'s ledger options)."""
+        return Session(workspace, **self.session, **ledger)
+
+    def build(self, session: Session) -> list[Query]:
+        """The file's queries on ``session`` (refusals name the file and the query)."""
+        built = []
+        for index, spec in enumerate(self.queries, start=1):
+            where = f"{self.path} [[query]] #{index}"
+            try:
+                built.append(_query_from(session, spec))
+            except (PolicyError, ReleaseRefusedError) as exc:
+                raise type(exc)(f"{where}: {exc}") from None
+        return built
+
+
+def _fail(path: Path, key: str, problem: str, fix: str) -> PolicyError:
+    return PolicyError(f"query file {path}: {key}: {problem}; {fix}")
+
+
+def load_query_file(path: str | Path) -> QueryFile:
+    """Read a :class:`QueryFile` (``.toml`` or ``.json``).
+
+    Raises
+    ------
+    PolicyError
+        A file that cannot be read or breaks a rule, naming the key and the fix.
+    """
+    import json
+    import tomllib
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(
+            f"query file {path} cannot be read ({exc.strerror}); give an existing file"
+        ) from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        kind = "JSON" if path.suffix == ".json" else "TOML"
+        raise PolicyError(f"query file {path}: not valid {kind} ({exc}); fix the syntax") from None
+    if not isinstance(data, dict):
+        raise _fail(path, "(top)", "is not a table of keys", "see examples/query.toml")
+    unknown = sorted(set(data) - _FILE_KEYS)
+    if unknown:
+        raise _fail(path, unknown[0], "is not a known key", f"use {sorted(_FILE_KEYS)}")
+    for key in ("policy", "purpose", "recipient", "epsilon", "query"):
+        if key not in data:
+            raise _fail(path, key, "is missing", "every query file names it")
+    epsilon = data["epsilon"]
+    if isinstance(epsilon, bool) or not isinstance(epsilon, int | float):
+        raise _fail(path, "epsilon", f"{epsilon!r} is not a number", "give e.g. epsilon = 0.5")
+    weights = data.get("weights")
+    if weights is not None and (
+        not isinstance(weights, list) or not all(isinstance(w, int | float) for w in weights)
+    ):
+        raise _fail(path, "weights", f"{weights!r} is not a list of numbers", "e.g. [1, 2]")
+    queries = data["query"]
+    if not isinstance(queries, list) or not queries:
+        raise _fail(path, "query", "needs at least one [[query]] table", "add one")
+    for index, query in enumerate(queries, start=1):
+        if not isinstance(query, dict):
+            raise _fail(path, f"query #{index}", "is not a table", "write [[query]] tables")
+        extra = sorted(set(query) - _QUERY_KEYS)
+        if extra:
+            raise _fail(
+                path, f"query #{index}.{extra[0]}", "is unknown", f"use {sorted(_QUERY_KEYS)}"
+            )
+        for key in ("table", "group_by", "aggregates"):
+            if key not in query:
+                raise _fail(path, f"query #{index}.{key}", "is missing", "every query names it")
+    session = {
+        k: data[k]
+        for k in (
+            "policy",
+            "purpose",
+            "recipient",
+            "destination",
+            "as_of",
+            "segments",
+            "confidence",
+        )
+        if k in data
+    }
+    return QueryFile(
+        path,
+        session,
+        float(epsilon),
+        None if weights is None else tuple(float(w) for w in weights),
+        tuple(queries),
+    )
+
+
+def _query_from(session: Session, spec: Mapping[str, Any]) -> Query:
+    query = session.table(str(spec["table"]))
+    if spec.get("during"):
+        during = spec["during"]
+        query = query.during(*during) if isinstance(during, list) else query.during(during)
+    if spec.get("filter"):
+        if not isinstance(spec["filter"], dict):
+            raise PolicyError('filter must be a table, e.g. filter = { industry = "P" }')
+        query = query.filter(**spec["filter"])
+    group_by = spec["group_by"]
+    query = query.group_by(*([group_by] if isinstance(group_by, str) else group_by))
+    bounds = dict(spec.get("bounds") or {})
+    aggregates = []
+    for text in spec["aggregates"]:
+        kind, _, value = str(text).partition(":")
+        if kind == "count" and not value:
+            aggregates.append(count())
+        elif kind in ("sum", "mean") and value:
+            given = bounds.get(value)
+            pair = None if given is None else tuple(given)
+            aggregates.append((sum if kind == "sum" else mean)(value, pair))
+        else:
+            raise PolicyError(
+                f"aggregate {text!r} is not count, sum:<value> or mean:<value>; e.g. 'sum:spend'"
+            )
+    unused = sorted(set(bounds) - {a.value for a in aggregates})
+    if unused:
+        raise PolicyError(f"bounds for {unused[0]!r} are given but no aggregate uses it")
+    query = query.agg(*aggregates)
+    return query.named(str(spec["name"])) if spec.get("name") else query

@@ -624,7 +624,7 @@ def person_release_cases(
     ``specs`` holds ``(label, ReleaseSpec, SegmentSource or None)``; the claimed ε of each
     query is the loss OpenDP maps for it (the card's ``privacy_loss_per_query``).
     """
-    from segments.privacy.releases import build_shared_frames, plan_release
+    from segments.privacy.releases import build_shared_frames, plan_release, shared_frame_options
     from segments.privacy.specs import PrivacyParams
 
     params = PrivacyParams.from_policy(policy, "statistics")
@@ -658,6 +658,7 @@ def person_release_cases(
                     params,
                     folder / f"person{n}-spec{s}-without",
                     window,
+                    **shared_frame_options(spec),  # a session query's filters and keys
                 )
                 for q in plan.queries:
                     aggregate = next(a for a in q.query.aggregates if a != "count") if (

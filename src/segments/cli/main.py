@@ -44,6 +44,7 @@ COMMAND_MODULES = (
     "segments.cli.target",
     "segments.cli.ledger",
     "segments.cli.release",
+    "segments.cli.query",
     "segments.cli.kanon",
     "segments.cli.forecast",
     "segments.cli.demo",

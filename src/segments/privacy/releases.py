@@ -73,6 +73,7 @@ __all__ = [
     "epsilon_to_rho",
     "plan_release",
     "public_keys",
+    "shared_frame_options",
 ]
 
 dp.enable_features("contrib")
@@ -1375,7 +1376,7 @@ def plan_release(
                     params,
                     folder,
                     window,
-                    **_frame_extras(spec),
+                    **shared_frame_options(spec),
                 )
             )
             source.update({"customers": str(customers), "lines": str(lines)})
@@ -1419,7 +1420,7 @@ def plan_release(
 _PERSON_FRAME_COLUMNS = ("county_code", "customer_type", "segment")
 
 
-def _frame_extras(spec: ReleaseSpec) -> dict[str, Any]:
+def shared_frame_options(spec: ReleaseSpec) -> dict[str, Any]:
     """What an ad-hoc spec's queries need in the shared frames beyond the named queries':
     further person attributes (keys and filters), per-person values, month cells."""
     person_frames = [q for q in spec.query_defs if q.frame in ("person", "cells")]

@@ -1,0 +1,78 @@
+"""``segments query FILE``: an analyst's own private queries from a TOML or JSON file.
+
+The file names the policy, purpose, recipient, privacy loss and queries
+(:class:`segments.session.QueryFile`); the command plans them (expected accuracy per cell,
+guarantee, loss), and unless ``--dry-run`` charges the ledger once and publishes one release
+folder with a table per query and its card — the same path as ``segments release``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from segments.cli.common import (
+    add_ledger_options,
+    add_workspace_option,
+    report_reconciliation,
+    track_ledger,
+)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "query",
+        help="your own private queries from a TOML/JSON file, charged to the privacy ledger",
+        description="Plan and release an analyst's own DP queries (filters on public person "
+        "attributes, public keys, count/sum/mean of bounded per-person values) written in a "
+        "file; see examples/query.toml.",
+    )
+    parser.add_argument("file", help="query file (.toml or .json)")
+    add_workspace_option(parser)
+    parser.add_argument(
+        "--dry-run", action="store_true", help="plan only: show accuracy, spend nothing"
+    )
+    parser.add_argument("--rows", type=int, default=10, help="rows of each table to print")
+    add_ledger_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from segments.session import load_query_file, open_release_ledger
+
+    query_file = load_query_file(args.file)
+    session = query_file.open(
+        args.workspace,
+        demo_ledger=bool(args.demo_ledger),
+        evaluation_ledger=bool(args.evaluation_ledger),
+    )
+    queries = query_file.build(session)  # refusals first: nothing is read or charged
+    planned = session.plan(queries, query_file.epsilon, query_file.weights)
+    print(planned)
+    if args.dry_run:
+        print("dry run: nothing was charged or released")
+        return 0
+    ledger = open_release_ledger(
+        args.workspace,
+        session.policy,
+        path=args.ledger,
+        demo=bool(args.demo_ledger),
+        evaluation=bool(args.evaluation_ledger),
+        init=bool(args.init_ledger),
+        reconcile=False,
+    )
+    report_reconciliation(ledger)
+    session.use_ledger(track_ledger(ledger))
+    result = session.release(queries, query_file.epsilon, query_file.weights)
+    if ledger.label:
+        print(ledger.label)
+    print(f"released {result.release_id} -> {result.path}")
+    print(f"ledger head hash {result.card['ledger_head_hash']}")
+    for name, table in result.items():
+        print(f"\n{name} ({len(table)} rows; {result.guarantee}):")
+        shown = [c for c in table.columns if not c.endswith(("_noisy", "_status"))]
+        print(table[shown].head(args.rows).to_string(index=False))
+    return 0
+
+
+__all__ = ["register", "run"]
