@@ -406,3 +406,156 @@ def test_a_target_list_written_during_an_erasure_never_holds_the_person(
     monkeypatch.setattr(seg, "_read_prepared", real)
     assert seg.target(ws, 0).n_targeted > 0
     assert _traces(ws, accounts, pid) == []
+
+
+OTHER_KEY = "another steward key, 32 bytes or more, not the log's"
+
+
+def test_another_key_cannot_hide_an_erasure(
+    ws: Workspace, small_raw: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18 item 1: the log records its key's id; prepare, export, audit, erase and purge
+    under another key refuse (before changing anything) instead of missing the erased person."""
+    import datetime as dt
+
+    from segments.audit.checks import AuditContext, check_erasures_carried_out
+    from segments.exceptions import PolicyError
+
+    cid = _in_segmentation(ws)
+    accounts, pid = _person(ws, cid)
+    erase(ws, POLICY, cid)
+    entry = json.loads(ws.subject_log.read_text(encoding="utf-8"))[-1]
+    assert entry["key_id"] == load_key(workspace=ws).key_id
+    shutil.rmtree(ws.raw)  # the raw data that still holds them comes back
+    shutil.copytree(small_raw.raw, ws.raw)
+    prepared = ws.prepared_dir("segmentation") / "customers.parquet"
+    before = prepared.read_bytes()
+
+    monkeypatch.setenv(KEY_ENV_VAR, OTHER_KEY)
+    with pytest.raises(PolicyError, match="written with the pseudonymisation key whose id"):
+        prepare(ws, POLICY, "segmentation", AS_OF)
+    assert prepared.read_bytes() == before
+    with pytest.raises(PolicyError, match="use the key the log was written with"):
+        subject_export(ws, cid)
+    with pytest.raises(PolicyError, match="subject erasure"):
+        erase(ws, POLICY, cid)  # back in the restored raw data
+    log_before = ws.subject_log.read_bytes()
+    with pytest.raises(PolicyError, match="subject erasure"):
+        purge(ws, POLICY, AS_OF)  # the demo data has flagged accounts: an erasure under key 2
+    assert ws.subject_log.read_bytes() == log_before
+    ctx = AuditContext(
+        ws, Policy.load(POLICY), dt.date.fromisoformat(AS_OF), key=load_key(workspace=ws)
+    )
+    finding = check_erasures_carried_out(ctx)
+    assert finding.status == "fail" and "key" in str(finding.evidence)
+
+    monkeypatch.delenv(KEY_ENV_VAR)  # the right key: the person stays out
+    prepare(ws, POLICY, "segmentation", AS_OF)
+    assert pid not in set(pl.read_parquet(prepared)["person_id"])
+
+
+def test_cli_prepare_under_another_key_says_which_key(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    erase(ws, POLICY, _in_segmentation(ws))
+    monkeypatch.setenv(KEY_ENV_VAR, OTHER_KEY)
+    argv = ["prepare", "-w", str(ws.root), "--policy", POLICY, "--purpose", "segmentation"]
+    assert main([*argv, "--as-of", AS_OF]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "key the log was written with" in err and "nothing was changed" in err
+
+
+_EXPORT = (
+    "kund;datum;antal;pris;art\n"
+    "A1;2026-01-03;2;10.0;P1\nA1;2026-02-03;1;5.0;P2\n"
+    "B2;2026-01-05;1;10.0;P1\nC3;2026-03-01;3;5.0;P2\n"
+)
+_MAPPING = """
+[source]
+separator = ";"
+[columns]
+customer_id = "kund"
+order_date = "datum"
+quantity = "antal"
+unit_price = "pris"
+product_id = "art"
+[products]
+categories = ["all"]
+category = "all"
+"""
+STEWARD_KEY = "the steward's key for the ingested export, 32+ bytes"
+
+
+def _ingested(tmp_path: Path) -> tuple[Workspace, Path, Path]:
+    from segments.ingest import ingest
+
+    src, mapping = tmp_path / "export.csv", tmp_path / "mapping.toml"
+    src.write_text(_EXPORT, encoding="utf-8")
+    mapping.write_text(_MAPPING, encoding="utf-8")
+    work = Workspace(tmp_path / "real")
+    ingest(src, mapping, work)
+    return work, src, mapping
+
+
+def test_ingest_after_an_erasure_leaves_the_person_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 18 item 2: an ingested export's customer is erased by the export's own id, and
+    a later ingest of an export that still holds them drops their rows (counted, not named)
+    instead of bringing them back; without the log's key it refuses before writing."""
+    from segments.exceptions import PolicyError
+    from segments.ingest import ingest
+
+    monkeypatch.setenv(KEY_ENV_VAR, STEWARD_KEY)
+    work, src, mapping = _ingested(tmp_path)
+    backup = tmp_path / "raw-backup"
+    shutil.copytree(work.raw, backup)
+    done = erase(work, POLICY, "A1")
+    assert done.rows["raw/customers.parquet"] == 1 and done.rows["raw/orders.parquet"] == 2
+    assert "A1" not in work.subject_log.read_text(encoding="utf-8")
+
+    result = ingest(src, mapping, work, force=True)  # the same export, A1 still in it
+    customers = pl.read_parquet(work.raw_table("customers"))
+    assert sorted(customers["source_customer_id"]) == ["B2", "C3"]
+    assert result.dropped["erased"] == {
+        **result.dropped["erased"],
+        "rows": 2,
+        "customers": 1,
+        "value_sek": 25.0,
+    }
+    manifest = work.manifest.read_text(encoding="utf-8")
+    assert '"A1"' not in manifest
+
+    before = work.raw_table("customers").read_bytes()
+    monkeypatch.delenv(KEY_ENV_VAR)
+    with pytest.raises(PolicyError, match="records erasures"):
+        ingest(src, mapping, work, force=True)
+    monkeypatch.setenv(KEY_ENV_VAR, OTHER_KEY)
+    with pytest.raises(PolicyError, match="written with the pseudonymisation key"):
+        ingest(src, mapping, work, force=True)
+    assert work.raw_table("customers").read_bytes() == before
+
+    monkeypatch.setenv(KEY_ENV_VAR, STEWARD_KEY)  # the audit re-hashes by the export's id
+    import datetime as dt
+
+    from segments.audit.checks import AuditContext, check_erasures_carried_out
+
+    ctx = AuditContext(work, Policy.load(POLICY), dt.date(2026, 3, 31), key=load_key())
+    assert check_erasures_carried_out(ctx).status == "pass"
+    shutil.rmtree(work.raw)
+    shutil.copytree(backup, work.raw)  # a backup of raw from before the erasure is restored
+    assert check_erasures_carried_out(ctx).status == "fail"
+
+
+def test_restrict_on_an_ingested_export_is_refused_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(KEY_ENV_VAR, STEWARD_KEY)
+    work, _, _ = _ingested(tmp_path)
+    before = work.raw_table("customers").read_bytes()
+    argv = ["subject", "restrict", "-w", str(work.root), "--policy", POLICY, "--customer", "B2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no restriction flag" in err and "nothing was changed" in err
+    assert work.raw_table("customers").read_bytes() == before and not work.subject_log.exists()

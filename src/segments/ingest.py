@@ -32,7 +32,8 @@ from typing import Any, cast
 import pandas as pd
 import polars as pl
 
-from segments.exceptions import SchemaError, WorkspaceError
+from segments.exceptions import PolicyError, SchemaError, WorkspaceError
+from segments.pseudonym import KEY_ENV_VAR, PseudonymKey, load_key
 from segments.schema import (
     CHANNELS,
     CUSTOMER_TYPES,
@@ -1043,6 +1044,8 @@ def ingest(
     *,
     as_of: dt.date | None = None,
     force: bool = False,
+    key: PseudonymKey | bytes | str | None = None,
+    key_file: str | os.PathLike[str] | None = None,
 ) -> IngestResult:
     """Turn a real export into ``W/raw`` (``customers``, ``products``, ``orders``,
     ``order_lines``) with a manifest that says ``synthetic: false``.
@@ -1062,6 +1065,10 @@ def ingest(
         The day of the extract; dates after it are refused (default: the last order date).
     force : bool
         Replace an existing ``W/raw``.
+    key, key_file : optional
+        The steward's pseudonymisation key (:func:`segments.pseudonym.load_key`), needed
+        when the workspace's request log records erasures: the rows of every erased person
+        are left out (counted, never named), so a new export never brings them back (AK-5).
 
     Returns
     -------
@@ -1074,6 +1081,9 @@ def ingest(
         written.
     WorkspaceError
         ``W/raw`` exists and ``force`` is not set.
+    PolicyError
+        The request log records erasures and no key, or another key than the log's, is
+        given (nothing is read or written).
     """
     m = mapping if isinstance(mapping, IngestMapping) else IngestMapping.from_toml(mapping)
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
@@ -1085,6 +1095,7 @@ def ingest(
             f"{ws.raw} already holds raw data; fix: pass --force to replace it or use a new "
             "workspace"
         )
+    erased = _erased_hashes(ws, key, key_file)
     frame = read_export(src, m)
     _require_mapped_columns(frame, m)
     n_read = frame.height
@@ -1143,6 +1154,21 @@ def ingest(
         rate,
     )
     lines = lines.filter(~no_customer)
+    if erased is not None:
+        from segments.subjects import source_hashes
+
+        pkey, gone = erased
+        was_erased = source_hashes(pkey, lines["customer"]).is_in(list(gone))
+        people = lines.filter(was_erased)["customer"].n_unique()
+        dropped["erased"] = _dropped(
+            lines,
+            was_erased,
+            f"{people} customer(s) erased earlier: their keyed hash is in "
+            "W/subjects/requests.json (AK-5); they never come back",
+            rate,
+        )
+        dropped["erased"]["customers"] = people
+        lines = lines.filter(~was_erased)
     fees = lines["product_code"].is_in(list(m.non_product_codes)).fill_null(False)
     dropped["non_product_codes"] = _dropped(
         lines,
@@ -1219,6 +1245,29 @@ def ingest(
     manifest = _manifest(src, m, ws, tables, dropped, returns, n_read, day)
     _write_raw(ws, tables, manifest)
     return IngestResult(manifest)
+
+
+def _erased_hashes(
+    ws: Workspace, key: PseudonymKey | bytes | str | None, key_file: Any
+) -> tuple[PseudonymKey, set[str]] | None:
+    """The key and the keyed hashes of every erased account, when the log records any."""
+    from segments.subjects import check_log_key, logged_hashes
+
+    if not ws.subject_log.is_file():
+        return None
+    gone = logged_hashes(ws, "erasure")
+    if not gone:
+        return None
+    try:
+        pkey = load_key(key, key_file=key_file)  # never the demo key: the export is real
+    except PolicyError:
+        raise PolicyError(
+            f"ingest: the request log {ws.subject_log} records erasures and the new export "
+            "may hold those people again; nothing was read or written. Fix: give the steward "
+            f"key the log was written with ({KEY_ENV_VAR} or --key-file)"
+        ) from None
+    check_log_key(ws, pkey, "ingest")
+    return pkey, gone
 
 
 def _raw_tables(lines: pl.DataFrame, m: IngestMapping) -> dict[str, pl.DataFrame]:

@@ -31,10 +31,10 @@ from typing import Any
 
 import polars as pl
 
-from segments.exceptions import WorkspaceError
+from segments.exceptions import PolicyError, WorkspaceError
 from segments.policy import Policy
 from segments.prepare import link_persons
-from segments.pseudonym import PseudonymKey, load_key, pseudonymise
+from segments.pseudonym import KEY_ENV_VAR, PseudonymKey, load_key, pseudonymise
 from segments.schema import RAW_TABLES, validate
 from segments.workspace import (
     Workspace,
@@ -47,11 +47,16 @@ from segments.workspace import (
 
 __all__ = [
     "SubjectRequest",
+    "account_hashes",
+    "check_log_key",
     "erase",
     "erase_flagged",
     "erased_accounts",
     "explain_segment",
+    "log_key_problem",
+    "logged_hashes",
     "restrict",
+    "source_hashes",
     "subject_export",
     "subject_hash",
     "write_subject_export",
@@ -59,6 +64,9 @@ __all__ = [
 
 #: Namespace of the keyed hash that stands for an erased or restricted account in the log.
 _HASH_NAMESPACE = "subject-request"
+#: The same for an ingested export's account, hashed by the export's own customer id: the
+#: internal ids are renumbered by every ingest, the export's id is what comes back.
+_SOURCE_NAMESPACE = "subject-request:source"
 
 _RIGHTS = (
     "You may ask for rectification, erasure or restriction of processing, object to "
@@ -171,6 +179,7 @@ def _erasure_of(ws: Workspace, customer_id: int, key: Any, key_file: Any) -> dic
         pkey = load_key(key, key_file=key_file, workspace=ws)
     except ValueError:
         return None
+    check_log_key(ws, pkey, "subject export")
     mine = subject_hash(pkey, [customer_id])[0]
     for entry in entries:
         if mine in entry["subject_hashes"] and not entry.get("completed", True):
@@ -317,6 +326,8 @@ class SubjectRequest:
     clause_ids: tuple[str, ...]
     rows: Mapping[str, int] = field(default_factory=dict)
     log_path: Path | None = None
+    #: :attr:`PseudonymKey.key_id` of the key the hashes were made with (not the key).
+    key_id: str | None = None
 
     @property
     def on_time(self) -> bool:
@@ -332,12 +343,45 @@ class SubjectRequest:
             "on_time": self.on_time,
             "clause_ids": list(self.clause_ids),
             "rows": dict(self.rows),
+            "key_id": self.key_id,
         }
 
 
 def subject_hash(key: PseudonymKey, customer_ids: Iterable[int]) -> list[str]:
     """The keyed hashes that stand for accounts in the request log (no id in clear)."""
     return pseudonymise(key, _HASH_NAMESPACE, [int(c) for c in customer_ids])
+
+
+def _is_ingested(customers: pl.DataFrame) -> bool:
+    return "source_customer_id" in customers.columns
+
+
+def account_hashes(key: PseudonymKey, customers: pl.DataFrame) -> pl.Series:
+    """The keyed hash each raw account (row of ``customers``) stands for in the request log:
+    of the export's own customer id for ingested data, which a later ingest keeps (the
+    internal ``customer_id`` is renumbered), of ``customer_id`` otherwise."""
+    if _is_ingested(customers):
+        ids = customers["source_customer_id"].cast(pl.String).to_list()
+        return pl.Series("hash", pseudonymise(key, _SOURCE_NAMESPACE, ids), dtype=pl.String)
+    return pl.Series("hash", subject_hash(key, customers["customer_id"].to_list()), pl.String)
+
+
+def source_hashes(key: PseudonymKey, source_ids: pl.Series) -> pl.Series:
+    """:func:`account_hashes` of an export's customer ids, before ingest numbers them."""
+    hashes = pseudonymise(key, _SOURCE_NAMESPACE, source_ids.cast(pl.String).to_list())
+    return pl.Series("hash", hashes, dtype=pl.String)
+
+
+def logged_hashes(ws: Workspace, action: str) -> set[str]:
+    """Every keyed hash the request log records for ``action`` ('erasure', 'restriction')."""
+    return {h for e in _log_entries(ws) if e.get("action") == action for h in e["subject_hashes"]}
+
+
+def _link(customers: pl.DataFrame) -> pl.DataFrame:
+    """``customer_id`` → ``person_root``; an ingested export's account is its own person."""
+    if "personnummer" not in customers.columns:
+        return customers.select("customer_id", pl.col("customer_id").alias("person_root"))
+    return link_persons(customers)
 
 
 def _log_entries(ws: Workspace) -> list[dict[str, Any]]:
@@ -353,23 +397,94 @@ def _log_entries(ws: Workspace) -> list[dict[str, Any]]:
     return entries
 
 
+def log_key_problem(ws: Workspace, key: PseudonymKey) -> str | None:
+    """Why ``key`` cannot read the request log (its hashes were made with another key), or
+    None. Entries written before key ids were recorded carry none and cannot be checked."""
+    written = sorted({str(e["key_id"]) for e in _log_entries(ws) if e.get("key_id")})
+    other = [k for k in written if k != key.key_id]
+    if not other:
+        return None
+    return (
+        f"the subject request log {ws.subject_log} was written with the pseudonymisation key "
+        f"whose id is {', '.join(other)}, but this run's key ({key.provenance}) has id "
+        f"{key.key_id}: its keyed hashes cannot recognise the erased people, who could come "
+        "back (AK-5)"
+    )
+
+
+def check_log_key(ws: Workspace, key: PseudonymKey, command: str) -> None:
+    """Refuse to go on when the request log was written with another key (see
+    :func:`log_key_problem`); nothing has been changed when this raises.
+
+    Raises
+    ------
+    PolicyError
+        The log's hashes were made with a different key.
+    """
+    problem = log_key_problem(ws, key)
+    if problem is not None:
+        raise PolicyError(
+            f"{command}: {problem}; nothing was changed. Fix: use the key the log was written "
+            f"with (set {KEY_ENV_VAR} or --key-file to it); an erased person is gone from the "
+            "raw data, so the log cannot be re-keyed: a new key needs a new workspace fed from "
+            "an export the controller has already applied every erasure to"
+        )
+
+
 def erased_accounts(ws: Workspace, key: PseudonymKey, customer_ids: pl.Series) -> pl.Series:
-    """Of ``customer_ids``, those the request log says were erased (for prepare and audit)."""
-    erased = {
-        h for e in _log_entries(ws) if e.get("action") == "erasure" for h in e["subject_hashes"]
-    }
+    """Of ``customer_ids``, those the request log says were erased (for prepare, ingest and
+    audit).
+
+    Raises
+    ------
+    PolicyError
+        The log was written with another key (:func:`check_log_key`).
+    """
+    check_log_key(ws, key, "subject request log")
+    erased = logged_hashes(ws, "erasure")
     if not erased or customer_ids.len() == 0:
         return customer_ids.head(0)
-    hashes = pl.Series(subject_hash(key, customer_ids.to_list()))
+    raw = pl.read_parquet(ws.raw_table("customers"))
+    if _is_ingested(raw):  # hashed by the export's id: look it up for these accounts
+        accounts = raw.select("customer_id", "source_customer_id")
+        order = pl.DataFrame({"customer_id": customer_ids}).with_row_index("_at")
+        found = order.join(accounts, on="customer_id", how="left").sort("_at")
+        hashes = account_hashes(key, found.fill_null(""))
+    else:
+        hashes = pl.Series(subject_hash(key, customer_ids.to_list()))
     return customer_ids.filter(hashes.is_in(list(erased)))
 
 
-def _person_of(customers: pl.DataFrame, customer_id: int) -> tuple[int, list[int]]:
-    roots = link_persons(customers)
-    root = roots.filter(pl.col("customer_id") == customer_id)
-    if root.height == 0:
+def _account_of(customers: pl.DataFrame, customer_id: int | str) -> pl.Expr:
+    """The raw account a request names: by the export's customer id on ingested data (what
+    the data subject knows), by ``customer_id`` otherwise."""
+    if _is_ingested(customers):
+        return pl.col("source_customer_id") == str(customer_id)
+    try:
+        return pl.col("customer_id") == int(customer_id)
+    except ValueError:
         raise WorkspaceError(
-            f"table 'customers', column 'customer_id': no customer {customer_id}; check the "
+            f"parameter 'customer': {customer_id!r} is not a customer id (a whole number); "
+            "check the id"
+        ) from None
+
+
+def _request_hash(pkey: PseudonymKey, customers: pl.DataFrame, customer_id: int | str) -> str:
+    """The keyed hash of the account a request names (whether or not it is still there)."""
+    _account_of(customers, customer_id)  # refuses an id of the wrong kind
+    if _is_ingested(customers):
+        return str(source_hashes(pkey, pl.Series([str(customer_id)]))[0])
+    return subject_hash(pkey, [int(customer_id)])[0]
+
+
+def _person_of(customers: pl.DataFrame, customer_id: int | str) -> tuple[int, list[int]]:
+    roots = _link(customers)
+    named = customers.filter(_account_of(customers, customer_id))["customer_id"]
+    root = roots.filter(pl.col("customer_id").is_in(named.implode()))
+    if root.height == 0:
+        column = "source_customer_id" if _is_ingested(customers) else "customer_id"
+        raise WorkspaceError(
+            f"table 'customers', column '{column}': no customer {customer_id}; check the "
             "id (an erased or purged customer has no data left)"
         )
     person_root = int(root["person_root"][0])
@@ -432,7 +547,7 @@ def _request(
     ws: Workspace,
     pol: Policy,
     action: str,
-    accounts: list[int],
+    hashes: list[str],
     pkey: PseudonymKey,
     requested_on: dt.date | None,
     today: dt.date | None,
@@ -447,12 +562,13 @@ def _request(
         )
     return SubjectRequest(
         action=action,
-        subject_hashes=tuple(subject_hash(pkey, accounts)),
+        subject_hashes=tuple(hashes),
         requested_on=asked,
         done_on=done,
         deadline=asked + dt.timedelta(days=rule.deadline_days),
         clause_ids=rule.clause_ids,
         log_path=ws.subject_log,
+        key_id=pkey.key_id,
     )
 
 
@@ -469,8 +585,11 @@ def _carry_out(
     from segments.retention import _replace_all, _update_manifest
 
     accounts = [a for group in accounts_by_person.values() for a in group]
+    customers = pl.read_parquet(ws.raw_table("customers"))
+    mine = pl.col("customer_id").is_in(accounts)
     if resume is None:
-        request = _request(ws, pol, action, accounts, pkey, requested_on, today)
+        logged = account_hashes(pkey, customers.filter(mine)).to_list()
+        request = _request(ws, pol, action, logged, pkey, requested_on, today)
         # Logged first: if the run dies half-way, prepare already keeps the person out.
         _append_request(ws, {**request.to_dict(), "completed": False})
         index = len(_log_entries(ws)) - 1
@@ -479,8 +598,6 @@ def _carry_out(
         request = SubjectRequest(**{**request.__dict__, "done_on": today or dt.date.today()})
     person_ids = pseudonymise(pkey, "person", list(accounts_by_person))
     rows = _remove_from_derived(ws, person_ids)
-    customers = pl.read_parquet(ws.raw_table("customers"))
-    mine = pl.col("customer_id").is_in(accounts)
     new: dict[str, pl.DataFrame] = {}
     if action == "erasure":
         orders = pl.read_parquet(ws.raw_table("orders"))
@@ -534,6 +651,7 @@ def _from_entry(ws: Workspace, entry: Mapping[str, Any]) -> SubjectRequest:
         clause_ids=tuple(entry["clause_ids"]),
         rows=dict(entry.get("rows", {})),
         log_path=ws.subject_log,
+        key_id=entry.get("key_id"),
     )
 
 
@@ -549,9 +667,8 @@ def _complete_interrupted(
             continue
         request = _from_entry(ws, entry)
         customers = pl.read_parquet(ws.raw_table("customers"))
-        roots = link_persons(customers)
-        ids = roots["customer_id"]
-        hashes = pl.Series(subject_hash(pkey, ids.to_list()), dtype=pl.String)
+        roots = _link(customers)
+        hashes = account_hashes(pkey, customers)
         mine = roots.filter(hashes.is_in(list(request.subject_hashes)))
         by_person: dict[int, list[int]] = {}
         for root_id, account in zip(mine["person_root"], mine["customer_id"], strict=True):
@@ -568,7 +685,7 @@ def _locked_carry_out(
     ws: Workspace,
     pol: Policy,
     action: str,
-    customer_id: int | None,
+    customer_id: int | str | None,
     pkey: PseudonymKey,
     requested_on: dt.date | None,
     today: dt.date | None,
@@ -576,15 +693,24 @@ def _locked_carry_out(
     """Under the exclusive workspace lock: sweep leftovers, finish interrupted requests, then
     carry out this one (``customer_id``; None for every ``erasure_requested`` account)."""
     with ws.lock(exclusive=True, wait=False):
+        # one key per log: hashes under two keys would leave each run blind to half of them
+        check_log_key(ws, pkey, f"subject {action}")
         ws.sweep(exclusive=True)  # staging copies of a killed writer may hold the person
         finished = _complete_interrupted(ws, pol, pkey, today)
         customers = pl.read_parquet(ws.raw_table("customers"))
+        if action == "restriction" and "restriction_requested" not in customers.columns:
+            raise WorkspaceError(
+                f"subject restrict: the raw customers of {ws.raw} (an ingested export) have no "
+                "restriction flag to keep the account stored but out of processing; nothing "
+                "was changed. Fix: have the controller mark the restriction at source and leave "
+                "the customer out of its exports, or erase the customer here"
+            )
         if customer_id is None:
             by_person = _flagged_persons(customers)
             if not by_person:
                 return finished[-1] if finished else None
         else:
-            mine = subject_hash(pkey, [customer_id])[0]
+            mine = _request_hash(pkey, customers, customer_id)
             for request in finished:
                 if request.action == action and mine in request.subject_hashes:
                     return request
@@ -605,7 +731,7 @@ def _resolve(
 def erase(
     workspace: Workspace | str | os.PathLike[str],
     policy: Policy | str,
-    customer_id: int,
+    customer_id: int | str,
     *,
     requested_on: dt.date | None = None,
     key: PseudonymKey | bytes | str | None = None,
@@ -624,8 +750,8 @@ def erase(
     workspace : Workspace or path
     policy : Policy or str
         Gives the clause ids and the deadline (``exclusions.erasure``).
-    customer_id : int
-        Any account of the person.
+    customer_id : int or str
+        Any account of the person; for an ingested export, the export's own customer id.
     requested_on : date, optional
         When the request was received (default: today); the deadline runs from it.
     key, key_file : optional
@@ -654,7 +780,7 @@ def erase(
 def restrict(
     workspace: Workspace | str | os.PathLike[str],
     policy: Policy | str,
-    customer_id: int,
+    customer_id: int | str,
     *,
     requested_on: dt.date | None = None,
     key: PseudonymKey | bytes | str | None = None,
@@ -695,7 +821,10 @@ def erase_flagged(
 
 
 def _flagged_persons(customers: pl.DataFrame) -> dict[int, list[int]]:
-    """The accounts of every person with an ``erasure_requested`` account, by person."""
+    """The accounts of every person with an ``erasure_requested`` account, by person (an
+    ingested export carries no such flag)."""
+    if "erasure_requested" not in customers.columns:
+        return {}
     roots = link_persons(customers)
     flagged_roots = (
         roots.join(customers.select("customer_id", "erasure_requested"), on="customer_id")

@@ -442,11 +442,20 @@ def check_erasures_carried_out(ctx: AuditContext) -> Finding:
     hashes of ``W/subjects/requests.json`` (AK-5): an erased account back in the raw data, a
     restricted one no longer flagged, or a request started but not finished, fails.
     """
-    from segments.subjects import subject_hash
+    from segments.subjects import account_hashes, log_key_problem
 
     name = "erasures_carried_out"
     if ctx.key is None:
         return Finding(name, "erasure log", {"reason": NEEDS_KEY}, "not applicable", STEWARD)
+    wrong_key = log_key_problem(ctx.workspace, ctx.key)
+    if wrong_key is not None:  # its hashes would match nobody: a pass would be a lie
+        return Finding(
+            name,
+            "the erasure log can only be checked with the key it was written with",
+            {"problem": wrong_key, "fix": "run the audit with the steward key of the log"},
+            _verdict(False),
+            STEWARD,
+        )
     log = ctx.workspace.subject_log
     entries = json.loads(log.read_text(encoding="utf-8")) if log.is_file() else []
     customers = ctx.raw_customers()
@@ -459,9 +468,15 @@ def check_erasures_carried_out(ctx: AuditContext) -> Finding:
                 "restriction_requested": pl.Boolean,
             },
         )
-    hashed = customers.select("customer_id", "restriction_requested").with_columns(
-        pl.Series("hash", subject_hash(ctx.key, customers["customer_id"].to_list()), pl.Utf8)
+    raw_path = ctx.workspace.raw_table("customers")
+    # hashed as the log hashes them (an ingested export by its own customer id); the widened
+    # frame keeps the raw rows in order
+    hashes = (
+        account_hashes(ctx.key, pl.read_parquet(raw_path))
+        if raw_path.is_file()
+        else pl.Series("hash", [], pl.Utf8)
     )
+    hashed = customers.select("customer_id", "restriction_requested").with_columns(hashes)
 
     def logged(action: str) -> set[str]:
         return {h for e in entries if e.get("action") == action for h in e["subject_hashes"]}

@@ -32,6 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the day of the extract (default: the last order date); later dates are refused",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing W/raw")
+    parser.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="FILE",
+        help="the steward's key file (needed when the workspace's request log records "
+        "erasures: erased people are left out of the new raw data)",
+    )
     parser.set_defaults(func=run)
     register_bounds(sub)
 
@@ -39,7 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from segments.ingest import ingest
 
-    result = ingest(args.export, args.mapping, args.workspace, as_of=args.as_of, force=args.force)
+    result = ingest(
+        args.export,
+        args.mapping,
+        args.workspace,
+        as_of=args.as_of,
+        force=args.force,
+        key_file=args.key_file,
+    )
     print(result.summary())
     return 0
 

@@ -40,7 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             "the deadline and the policy's clause ids. Released aggregates are not recalled.",
         )
         add_workspace_option(request)
-        request.add_argument("--customer", required=True, type=int, metavar="ID")
+        request.add_argument(
+            "--customer",
+            required=True,
+            metavar="ID",
+            help="any account id of the person (for an ingested export: the export's own id)",
+        )
         request.add_argument("--policy", required=True, help="policy name or .toml path")
         request.add_argument(
             "--requested-on",
