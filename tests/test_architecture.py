@@ -15,11 +15,13 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # or an earlier rank. Top-level modules and packages are named by their first two parts.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("segments._lazy", "segments.exceptions", "segments.workspace", "segments.schema"),
+    # keys and the subject request log: what ingest, prepare and the audit all read
+    ("segments.pseudonym", "segments.subject_log"),
     ("segments.progress",),
     ("segments.geography", "segments.plots", "segments.keys"),
     ("segments.synth", "segments.ingest"),
     ("segments.policy",),
-    ("segments.pseudonym", "segments.prepare", "segments.retention", "segments.subjects"),
+    ("segments.prepare", "segments.retention", "segments.subjects"),
     ("segments.history",),
     ("segments.features",),
     ("segments.segmentation",),

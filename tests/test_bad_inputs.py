@@ -219,6 +219,21 @@ add("generate seed=abc", ("generate", "-w", "{tmp}/new", "--seed", "abc"))
 add("forecast level=nan", ("forecast", "-w", W, "--level", "nan"))
 add("forecast horizon=0", ("forecast", "-w", W, "--horizon", "0"))
 add("forecast horizon=99", ("forecast", "-w", W, "--horizon", "99"))
+# issue 18 item 3: every integer and float option is range-checked at the argparse edge
+SEGMENT = ("segment", "-w", W, "--purpose", "segmentation")
+for option, value in (("--selection-sample", "-5"), ("--selection-sample", "0"), ("--seed", "-1")):
+    add(f"segment {option}={value}", (*SEGMENT, option, value), says=option)
+add("kanon seed=-1", (*KANON, "--seed", "-1"), says="--seed")
+add("kanon l=0", (*KANON, "--l", "0"), says="--l")
+add("kanon max-fully-generalised=-1", (*KANON, "--max-fully-generalised", "-1"), says="--max")
+add("generate seed=-1", ("generate", "-w", "{tmp}/new", "--seed", "-1"), says="--seed")
+add("audit dp-trials=-1", ("audit", "-w", W, "--policy", "alloffice", "--dp-trials", "-1"))
+add("forecast level=1.5", ("forecast", "-w", W, "--level", "1.5"), says="--level")
+add("subject customer=0", ("subject", "export", "-w", W, "--customer", "0"), says="--customer")
+BOUNDS = ("bounds", "-w", W, "--policy", "alloffice", "--purpose", "statistics")
+BOUNDS += ("--recipient", "analytics")
+for option, value in (("--epsilon", "nan"), ("--epsilon", "1e-300"), ("--quantile", "1")):
+    add(f"bounds {option}={value}", (*BOUNDS, "--epsilon", "1", option, value), says=option)
 
 # --- CLI arguments: names, places, dates ------------------------------------------------------
 for value in ("", "US", "se", "SEX", "../x", "S E"):
@@ -445,6 +460,13 @@ add(
 # --- environments ------------------------------------------------------------------------------
 add("key: too short", PREPARE, _env(KEY_ENV_VAR, "short"), says="key")
 add("key file missing", (*PREPARE, "--key-file", "{tmp}/no_key"), says="key")
+add("key file is a folder", (*PREPARE, "--key-file", "{tmp}/empty"), says="is a folder")
+add(
+    "W/.private is a file",
+    RELEASE,
+    _write(".private", b"somebody's file\n"),
+    says=".private is a file",
+)
 add(
     "key file inside the workspace",
     (*PREPARE, "--key-file", "{ws}/key"),
@@ -455,7 +477,7 @@ add(
     "ledger dir is a file",
     RELEASE,
     _both(_a_file_at("../a_file"), _env("SEGMENTS_LEDGER_DIR", "{tmp}/a_file")),
-    says="ledger",
+    says="SEGMENTS_LEDGER_DIR={tmp}/a_file is a file, not a folder",
 )
 add(
     "ledger file is not a ledger",
@@ -496,6 +518,18 @@ for label, exc, message in FAULTS:
         ("subject", "erase", "-w", W, "--policy", "alloffice", "--customer", "1"),
         _fault("os.replace", exc),
     )
+add(
+    "prepare: disk full inside polars' Parquet writer",
+    PREPARE,
+    _fault(
+        "polars.DataFrame.write_parquet",
+        __import__("polars").exceptions.ComputeError(
+            "parquet: File out of specification: underlying IO error: No space left on device "
+            "(os error 28)"
+        ),
+    ),
+    says="disk is full",
+)
 add("release: read-only ledger", RELEASE, _sqlite_state("PRAGMA query_only = ON"), says="ledger")
 add("release: ledger disk full", RELEASE, _sqlite_state("PRAGMA max_page_count = 1"), says="full")
 add(
@@ -551,11 +585,11 @@ def test_bad_input(
     command = "segments" if case.name == "unknown command" else f"segments {case.argv[0]}"
     assert lines[0].startswith(command) and ": error: " in lines[0], err
     assert "Traceback" not in err
-    assert case.says.lower() in err.lower(), err
+    assert case.says.format(tmp=tmp_path).lower() in err.lower(), err
     after = _snapshot(ws, ledgers, tmp_path / "new")
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     assert not changed, f"written or changed: {changed}"
-    assert not os.path.exists(ws / ".private") or not any((ws / ".private").iterdir())
+    assert not (ws / ".private").is_dir() or not any((ws / ".private").iterdir())
 
 
 def test_the_suite_is_large_enough() -> None:

@@ -1155,7 +1155,7 @@ def ingest(
     )
     lines = lines.filter(~no_customer)
     if erased is not None:
-        from segments.subjects import source_hashes
+        from segments.subject_log import source_hashes
 
         pkey, gone = erased
         was_erased = source_hashes(pkey, lines["customer"]).is_in(list(gone))
@@ -1251,7 +1251,7 @@ def _erased_hashes(
     ws: Workspace, key: PseudonymKey | bytes | str | None, key_file: Any
 ) -> tuple[PseudonymKey, set[str]] | None:
     """The key and the keyed hashes of every erased account, when the log records any."""
-    from segments.subjects import check_log_key, logged_hashes
+    from segments.subject_log import check_log_key, logged_hashes
 
     if not ws.subject_log.is_file():
         return None

@@ -153,8 +153,17 @@ def _read_key_file(path: Path, workspace: Workspace | None) -> PseudonymKey:
                 f"key file {path} is inside {folder}: the pseudonymisation key must never be "
                 "kept beside the data (AO-9); move it outside the workspace and the data folder"
             )
-    if not path.is_file():
+    if path.is_dir():
+        raise PolicyError(
+            f"key file {path} is a folder, not a file; give the path of the steward's key file"
+        )
+    if not path.exists():
         raise PolicyError(f"key file {path} does not exist; give the steward's key file")
+    if not path.is_file():
+        raise PolicyError(
+            f"key file {path} is not a regular file (a device or a pipe); give the path of the "
+            "steward's key file"
+        )
     secret = path.read_bytes().strip()
     return PseudonymKey(secret, "steward key (key file)")
 

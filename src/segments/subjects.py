@@ -24,18 +24,28 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from segments.exceptions import PolicyError, WorkspaceError
+from segments.exceptions import WorkspaceError
 from segments.policy import Policy
 from segments.prepare import link_persons
-from segments.pseudonym import KEY_ENV_VAR, PseudonymKey, load_key, pseudonymise
+from segments.pseudonym import PseudonymKey, load_key, pseudonymise
 from segments.schema import RAW_TABLES, validate
+from segments.subject_log import (
+    account_hashes,
+    check_log_key,
+    is_ingested,
+    log_entries,
+    log_key_problem,
+    logged_hashes,
+    source_hashes,
+    subject_hash,
+)
 from segments.workspace import (
     Workspace,
     atomic_write,
@@ -61,12 +71,6 @@ __all__ = [
     "subject_hash",
     "write_subject_export",
 ]
-
-#: Namespace of the keyed hash that stands for an erased or restricted account in the log.
-_HASH_NAMESPACE = "subject-request"
-#: The same for an ingested export's account, hashed by the export's own customer id: the
-#: internal ids are renumbered by every ingest, the export's id is what comes back.
-_SOURCE_NAMESPACE = "subject-request:source"
 
 _RIGHTS = (
     "You may ask for rectification, erasure or restriction of processing, object to "
@@ -172,7 +176,7 @@ def _prepared_purposes(ws: Workspace, person_ids: list[str]) -> list[str]:
 
 def _erasure_of(ws: Workspace, customer_id: int, key: Any, key_file: Any) -> dict[str, Any] | None:
     """The logged erasure of ``customer_id``, if the log and a key can tell."""
-    entries = [e for e in _log_entries(ws) if e.get("action") == "erasure"]
+    entries = [e for e in log_entries(ws) if e.get("action") == "erasure"]
     if not entries:
         return None
     try:
@@ -347,88 +351,11 @@ class SubjectRequest:
         }
 
 
-def subject_hash(key: PseudonymKey, customer_ids: Iterable[int]) -> list[str]:
-    """The keyed hashes that stand for accounts in the request log (no id in clear)."""
-    return pseudonymise(key, _HASH_NAMESPACE, [int(c) for c in customer_ids])
-
-
-def _is_ingested(customers: pl.DataFrame) -> bool:
-    return "source_customer_id" in customers.columns
-
-
-def account_hashes(key: PseudonymKey, customers: pl.DataFrame) -> pl.Series:
-    """The keyed hash each raw account (row of ``customers``) stands for in the request log:
-    of the export's own customer id for ingested data, which a later ingest keeps (the
-    internal ``customer_id`` is renumbered), of ``customer_id`` otherwise."""
-    if _is_ingested(customers):
-        ids = customers["source_customer_id"].cast(pl.String).to_list()
-        return pl.Series("hash", pseudonymise(key, _SOURCE_NAMESPACE, ids), dtype=pl.String)
-    return pl.Series("hash", subject_hash(key, customers["customer_id"].to_list()), pl.String)
-
-
-def source_hashes(key: PseudonymKey, source_ids: pl.Series) -> pl.Series:
-    """:func:`account_hashes` of an export's customer ids, before ingest numbers them."""
-    hashes = pseudonymise(key, _SOURCE_NAMESPACE, source_ids.cast(pl.String).to_list())
-    return pl.Series("hash", hashes, dtype=pl.String)
-
-
-def logged_hashes(ws: Workspace, action: str) -> set[str]:
-    """Every keyed hash the request log records for ``action`` ('erasure', 'restriction')."""
-    return {h for e in _log_entries(ws) if e.get("action") == action for h in e["subject_hashes"]}
-
-
 def _link(customers: pl.DataFrame) -> pl.DataFrame:
     """``customer_id`` → ``person_root``; an ingested export's account is its own person."""
     if "personnummer" not in customers.columns:
         return customers.select("customer_id", pl.col("customer_id").alias("person_root"))
     return link_persons(customers)
-
-
-def _log_entries(ws: Workspace) -> list[dict[str, Any]]:
-    if not ws.subject_log.is_file():
-        return []
-    with open(ws.subject_log, encoding="utf-8") as fh:
-        entries = json.load(fh)
-    if not isinstance(entries, list):
-        raise WorkspaceError(
-            f"{ws.subject_log} is not a list of requests; restore it from backup (it records "
-            "erasures that prepare must keep honouring)"
-        )
-    return entries
-
-
-def log_key_problem(ws: Workspace, key: PseudonymKey) -> str | None:
-    """Why ``key`` cannot read the request log (its hashes were made with another key), or
-    None. Entries written before key ids were recorded carry none and cannot be checked."""
-    written = sorted({str(e["key_id"]) for e in _log_entries(ws) if e.get("key_id")})
-    other = [k for k in written if k != key.key_id]
-    if not other:
-        return None
-    return (
-        f"the subject request log {ws.subject_log} was written with the pseudonymisation key "
-        f"whose id is {', '.join(other)}, but this run's key ({key.provenance}) has id "
-        f"{key.key_id}: its keyed hashes cannot recognise the erased people, who could come "
-        "back (AK-5)"
-    )
-
-
-def check_log_key(ws: Workspace, key: PseudonymKey, command: str) -> None:
-    """Refuse to go on when the request log was written with another key (see
-    :func:`log_key_problem`); nothing has been changed when this raises.
-
-    Raises
-    ------
-    PolicyError
-        The log's hashes were made with a different key.
-    """
-    problem = log_key_problem(ws, key)
-    if problem is not None:
-        raise PolicyError(
-            f"{command}: {problem}; nothing was changed. Fix: use the key the log was written "
-            f"with (set {KEY_ENV_VAR} or --key-file to it); an erased person is gone from the "
-            "raw data, so the log cannot be re-keyed: a new key needs a new workspace fed from "
-            "an export the controller has already applied every erasure to"
-        )
 
 
 def erased_accounts(ws: Workspace, key: PseudonymKey, customer_ids: pl.Series) -> pl.Series:
@@ -445,7 +372,7 @@ def erased_accounts(ws: Workspace, key: PseudonymKey, customer_ids: pl.Series) -
     if not erased or customer_ids.len() == 0:
         return customer_ids.head(0)
     raw = pl.read_parquet(ws.raw_table("customers"))
-    if _is_ingested(raw):  # hashed by the export's id: look it up for these accounts
+    if is_ingested(raw):  # hashed by the export's id: look it up for these accounts
         accounts = raw.select("customer_id", "source_customer_id")
         order = pl.DataFrame({"customer_id": customer_ids}).with_row_index("_at")
         found = order.join(accounts, on="customer_id", how="left").sort("_at")
@@ -458,7 +385,7 @@ def erased_accounts(ws: Workspace, key: PseudonymKey, customer_ids: pl.Series) -
 def _account_of(customers: pl.DataFrame, customer_id: int | str) -> pl.Expr:
     """The raw account a request names: by the export's customer id on ingested data (what
     the data subject knows), by ``customer_id`` otherwise."""
-    if _is_ingested(customers):
+    if is_ingested(customers):
         return pl.col("source_customer_id") == str(customer_id)
     try:
         return pl.col("customer_id") == int(customer_id)
@@ -472,7 +399,7 @@ def _account_of(customers: pl.DataFrame, customer_id: int | str) -> pl.Expr:
 def _request_hash(pkey: PseudonymKey, customers: pl.DataFrame, customer_id: int | str) -> str:
     """The keyed hash of the account a request names (whether or not it is still there)."""
     _account_of(customers, customer_id)  # refuses an id of the wrong kind
-    if _is_ingested(customers):
+    if is_ingested(customers):
         return str(source_hashes(pkey, pl.Series([str(customer_id)]))[0])
     return subject_hash(pkey, [int(customer_id)])[0]
 
@@ -482,7 +409,7 @@ def _person_of(customers: pl.DataFrame, customer_id: int | str) -> tuple[int, li
     named = customers.filter(_account_of(customers, customer_id))["customer_id"]
     root = roots.filter(pl.col("customer_id").is_in(named.implode()))
     if root.height == 0:
-        column = "source_customer_id" if _is_ingested(customers) else "customer_id"
+        column = "source_customer_id" if is_ingested(customers) else "customer_id"
         raise WorkspaceError(
             f"table 'customers', column '{column}': no customer {customer_id}; check the "
             "id (an erased or purged customer has no data left)"
@@ -524,7 +451,7 @@ def _append_request(ws: Workspace, entry: dict[str, Any]) -> None:
     made = not folder.exists()
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        write_json(ws.subject_log, [*_log_entries(ws), entry])
+        write_json(ws.subject_log, [*log_entries(ws), entry])
     except BaseException:
         if made:
             shutil.rmtree(folder, ignore_errors=True)
@@ -533,7 +460,7 @@ def _append_request(ws: Workspace, entry: dict[str, Any]) -> None:
 
 
 def _replace_entry(ws: Workspace, index: int, entry: dict[str, Any]) -> None:
-    entries = _log_entries(ws)
+    entries = log_entries(ws)
     entries[index] = entry
     write_json(ws.subject_log, entries)
     make_private(ws.subject_log)
@@ -592,7 +519,7 @@ def _carry_out(
         request = _request(ws, pol, action, logged, pkey, requested_on, today)
         # Logged first: if the run dies half-way, prepare already keeps the person out.
         _append_request(ws, {**request.to_dict(), "completed": False})
-        index = len(_log_entries(ws)) - 1
+        index = len(log_entries(ws)) - 1
     else:  # an interrupted request: completed under its own entry, never a second one
         index, request = resume
         request = SubjectRequest(**{**request.__dict__, "done_on": today or dt.date.today()})
@@ -662,7 +589,7 @@ def _complete_interrupted(
     its own entry. Derived frames go before raw rows, so accounts already gone from the raw
     data have nothing left elsewhere."""
     finished: list[SubjectRequest] = []
-    for index, entry in enumerate(_log_entries(ws)):
+    for index, entry in enumerate(log_entries(ws)):
         if entry.get("completed", True):
             continue
         request = _from_entry(ws, entry)
@@ -813,7 +740,7 @@ def erase_flagged(
     Returns the recorded request, or None when nobody is flagged.
     """
     ws, pol = _resolve(workspace, policy)
-    pending = any(not e.get("completed", True) for e in _log_entries(ws))
+    pending = any(not e.get("completed", True) for e in log_entries(ws))
     if not pending and not _flagged_persons(pl.read_parquet(ws.raw_table("customers"))):
         return None
     pkey = _keys(ws, key, key_file)

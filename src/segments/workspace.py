@@ -283,6 +283,12 @@ class Workspace:
                         "--workspace a folder (or a path that does not exist yet)"
                     )
                 break
+        private = self.root / _PRIVATE
+        if private.exists() and not private.is_dir():  # not ours: never removed for the user
+            raise WorkspaceError(
+                f"workspace {self.root}: {private} is a file, but segments keeps its private "
+                "scratch folder there; nothing was changed. Fix: move or delete that file"
+            )
         return self
 
     @contextlib.contextmanager

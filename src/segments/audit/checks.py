@@ -442,7 +442,7 @@ def check_erasures_carried_out(ctx: AuditContext) -> Finding:
     hashes of ``W/subjects/requests.json`` (AK-5): an erased account back in the raw data, a
     restricted one no longer flagged, or a request started but not finished, fails.
     """
-    from segments.subjects import account_hashes, log_key_problem
+    from segments.subject_log import account_hashes, log_key_problem
 
     name = "erasures_carried_out"
     if ctx.key is None:

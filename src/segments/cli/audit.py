@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from segments.cli.common import add_workspace_option, iso_date
+from segments.cli.common import add_workspace_option, iso_date, non_negative_int
 
 
 def register(subparsers: Any) -> None:
@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--dp-trials",
-        type=int,
+        type=non_negative_int,
         default=500,
         help="trials per dataset of the empirical DP audit (default 500; 0 skips it, which "
         "the report states)",

@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,48 @@ def finite_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; give e.g. 0.95")
+    return value
+
+
+def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """argparse type for a whole number from ``low`` (to ``high``): the range is checked at
+    the edge, so a negative seed or sample size never reaches numpy as a traceback."""
+    span = f"from {low} to {high}" if high is not None else f"{low} or more"
+
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a whole number; give one {span}"
+            ) from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; give a whole number {span}")
+        return value
+
+    return whole_number
+
+
+#: Seeds, counts that may be zero (``--dp-trials 0`` skips), and sizes of at least one.
+non_negative_int = int_in(0)
+positive_int = int_in(1)
+
+
+def positive_float(text: str) -> float:
+    """argparse type for a finite number above zero."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not above zero; give a positive number")
+    return value
+
+
+def open_fraction(text: str) -> float:
+    """argparse type for a level or quantile strictly between 0 and 1 (e.g. 0.95)."""
+    value = finite_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not strictly between 0 and 1; give a level such as 0.95"
+        )
     return value
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from segments.cli.common import add_workspace_option, finite_float
+from segments.cli.common import add_workspace_option, int_in, open_fraction
 
 
 def register(subparsers: Any) -> None:
@@ -23,7 +23,10 @@ def register(subparsers: Any) -> None:
     )
     add_workspace_option(parser)
     parser.add_argument(
-        "--horizon", type=int, default=6, help="months ahead, 1-12 (default 6; purchasing: 3-6)"
+        "--horizon",
+        type=int_in(1, 12),
+        default=6,
+        help="months ahead, 1-12 (default 6; purchasing: 3-6)",
     )
     parser.add_argument(
         "--model",
@@ -32,7 +35,10 @@ def register(subparsers: Any) -> None:
         "the richest model the released history supports (non-seasonal under 13 months)",
     )
     parser.add_argument(
-        "--level", type=finite_float, default=0.9, help="prediction interval coverage (default 0.9)"
+        "--level",
+        type=open_fraction,
+        default=0.9,
+        help="prediction interval coverage (default 0.9)",
     )
     parser.set_defaults(func=run)
 

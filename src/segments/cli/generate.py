@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from segments.cli.common import add_workspace_option, iso_date
+from segments.cli.common import add_workspace_option, iso_date, non_negative_int, positive_int
 from segments.synth.defaults import DEFAULT_DATASET
 
 
@@ -23,14 +23,14 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--customers",
-        type=int,
+        type=positive_int,
         default=d.customers,
         metavar="N",
         help=f"number of customer accounts (default: {d.customers})",
     )
     parser.add_argument(
         "--months",
-        type=int,
+        type=positive_int,
         default=d.months,
         metavar="M",
         help=f"months of order history ending at --as-of (default: {d.months})",
@@ -43,7 +43,11 @@ def register(subparsers: Any) -> None:
         help=f"last day of the history (default: {d.as_of})",
     )
     parser.add_argument(
-        "--seed", type=int, default=d.seed, metavar="S", help=f"random seed (default: {d.seed})"
+        "--seed",
+        type=non_negative_int,
+        default=d.seed,
+        metavar="S",
+        help=f"random seed (default: {d.seed})",
     )
     add_workspace_option(parser)
     parser.add_argument("--force", action="store_true", help="replace a non-empty W/raw/")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segments.cli.common import add_workspace_option, iso_date
+from segments.cli.common import add_workspace_option, epsilon_value, iso_date, open_fraction
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,7 +75,7 @@ def register_bounds(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--policy", required=True, help="policy name or .toml path")
     parser.add_argument("--purpose", required=True, help="prepared frames to read")
     parser.add_argument("--recipient", required=True, help="declared (internal) recipient")
-    parser.add_argument("--epsilon", type=float, required=True, help="total ε, charged")
+    parser.add_argument("--epsilon", type=epsilon_value, required=True, help="total ε, charged")
     parser.add_argument(
         "--ceiling",
         action="append",
@@ -85,7 +85,7 @@ def register_bounds(sub: argparse._SubParsersAction) -> None:
         "cell_spend_bound_sek, cell_units_bound, feature_bounds.frequency_orders, "
         "feature_bounds.avg_basket_sek)",
     )
-    parser.add_argument("--quantile", type=float, default=0.98, help="target quantile")
+    parser.add_argument("--quantile", type=open_fraction, default=0.98, help="target quantile")
     parser.add_argument("--as-of", type=iso_date, help="release date (default: today)")
     add_ledger_options(parser)
     parser.set_defaults(func=run_bounds)

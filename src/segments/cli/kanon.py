@@ -26,7 +26,9 @@ from segments.cli.common import (
     country_code,
     is_synthetic,
     iso_date,
+    non_negative_int,
     open_ledger,
+    positive_int,
     refuse_early,
     safe_name,
     wants_simulated_ledger,
@@ -55,8 +57,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--destination", default="SE", type=country_code, help="ISO country code (default SE)"
     )
-    parser.add_argument("--k", type=int, required=True, help="k (at least the policy's min_k)")
-    parser.add_argument("--l", type=int, help="l-diversity of --sensitive (>= policy min_l)")
+    parser.add_argument(
+        "--k", type=positive_int, required=True, help="k (at least the policy's min_k)"
+    )
+    parser.add_argument(
+        "--l", type=positive_int, help="l-diversity of --sensitive (>= policy min_l)"
+    )
     parser.add_argument("--sensitive", help="sensitive column, released as is (e.g. spend_band)")
     parser.add_argument(
         "--diversity", choices=["distinct", "entropy"], default="distinct", help="l-diversity"
@@ -75,7 +81,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--max-fully-generalised",
-        type=int,
+        type=non_negative_int,
         metavar="N",
         help="refuse the release when more than N columns end up one value in every row "
         "(default: release, with a warning)",
@@ -95,7 +101,9 @@ def register(subparsers: Any) -> None:
         help="segment source (fitted is refused: its labels are personal data)",
     )
     parser.add_argument("--as-of", type=iso_date, help="release date (default: today)")
-    parser.add_argument("--seed", type=int, help="seed of the row permutation (default: random)")
+    parser.add_argument(
+        "--seed", type=non_negative_int, help="seed of the row permutation (default: random)"
+    )
     add_ledger_options(parser)
     parser.set_defaults(func=run)
 

@@ -18,6 +18,7 @@ import errno
 import importlib
 import json
 import os
+import re
 import sqlite3
 import sys
 import traceback
@@ -124,6 +125,16 @@ def _os_error(exc: OSError) -> str:
     return f"{exc.strerror or exc}{where}; check the path and its permissions"
 
 
+def _wrapped_os_error(exc: BaseException) -> OSError | None:
+    """The operating-system fault inside a library's error, e.g. polars' "underlying IO error:
+    No space left on device (os error 28)", as an OSError; None when there is none."""
+    found = re.search(r"\(os error (\d+)\)", str(exc))
+    if found is None or not type(exc).__module__.startswith(("polars", "pyarrow")):
+        return None
+    code = int(found.group(1))
+    return OSError(code, os.strerror(code))
+
+
 def _raised_by_segments(exc: BaseException) -> bool:
     """True when the innermost frame of ``exc`` is segments' own code (not a library's)."""
     tb = exc.__traceback__
@@ -169,6 +180,9 @@ def describe_failure(exc: BaseException) -> str:
         )
     if isinstance(exc, OSError):
         return _os_error(exc)
+    wrapped = _wrapped_os_error(exc)
+    if wrapped is not None:  # polars wraps the system's fault (a full disk is no bad file)
+        return _os_error(wrapped)
     if type(exc).__module__.startswith("polars") and "parquet" in str(exc).lower():
         return (
             f"a data file could not be read as Parquet ({_one_line(str(exc))[:160]}); it is "
@@ -236,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         ours = isinstance(exc, ValueError) and _raised_by_segments(exc)
         ours = ours or "could not be read as Parquet" in describe_failure(exc)
+        ours = ours or _wrapped_os_error(exc) is not None
         status = 2 if isinstance(exc, expected) or ours else 1
         print(
             f"segments {args.command}: error: {describe_failure(exc)} ({budget_statement()})",

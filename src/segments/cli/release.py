@@ -18,9 +18,9 @@ from segments.cli.common import (
     add_workspace_option,
     country_code,
     epsilon_value,
-    finite_float,
     is_synthetic,
     iso_date,
+    open_fraction,
     open_ledger,
     refuse_early,
     safe_name,
@@ -61,7 +61,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--destination", default="SE", type=country_code, help="ISO country code (default SE)"
     )
-    parser.add_argument("--confidence", type=finite_float, default=0.95, help="interval level")
+    parser.add_argument("--confidence", type=open_fraction, default=0.95, help="interval level")
     parser.add_argument("--epsilon", type=epsilon_value, help="override the spec's privacy loss ε")
     parser.add_argument("--as-of", type=iso_date, help="release date (default: today)")
     parser.add_argument("--month", type=iso_date, help="month (first day) of a monthly release")

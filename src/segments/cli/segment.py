@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-from segments.cli.common import add_workspace_option, iso_date, safe_name
+from segments.cli.common import (
+    add_workspace_option,
+    iso_date,
+    non_negative_int,
+    positive_int,
+    safe_name,
+)
 from segments.cli.segment_private import add_private_options, run_private
 
 
@@ -44,7 +50,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         metavar="DATE",
         help="reference date for recency (default: the prepared frames' as_of)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
 
 
 def add_exploratory_options(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +69,7 @@ def add_exploratory_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--selection-sample",
-        type=int,
+        type=positive_int,
         default=20_000,
         metavar="N",
         help="choose k on a random subsample of N people; the final fit uses everyone "

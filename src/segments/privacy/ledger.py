@@ -211,7 +211,13 @@ def default_ledger_dir() -> Path:
     ``platformdirs.user_data_dir("segments")/ledgers``."""
     override = os.environ.get(LEDGER_DIR_ENV)
     if override:
-        return Path(override)
+        folder = Path(override)
+        if folder.exists() and not folder.is_dir():
+            raise WorkspaceError(
+                f"{LEDGER_DIR_ENV}={override} is a file, not a folder; set {LEDGER_DIR_ENV} to "
+                "the folder of the controllers' ledgers (or unset it for the per-user default)"
+            )
+        return folder
     import platformdirs
 
     return Path(platformdirs.user_data_dir("segments")) / "ledgers"
