@@ -559,3 +559,83 @@ def test_restrict_on_an_ingested_export_is_refused_with_the_fix(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no restriction flag" in err and "nothing was changed" in err
     assert work.raw_table("customers").read_bytes() == before and not work.subject_log.exists()
+
+
+def _hold_lock(ws: Workspace):  # type: ignore[no-untyped-def]
+    """Another process holding the workspace lock shared (a prepare publishing)."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from segments.workspace import Workspace\n"
+            f"with Workspace({str(ws.root)!r}).lock(exclusive=False):\n"
+            "    print('held', flush=True); time.sleep(30)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_purge_deletes_under_the_workspace_lock(ws: Workspace) -> None:
+    """Issue 18 item 4: the retention deletions (not only the erasure) wait for no one and
+    race no one: while a writer holds the lock, purge refuses and changes nothing."""
+    from segments.exceptions import WorkspaceError
+
+    policy = Policy.load(POLICY)
+    purge(ws, policy, AS_OF)  # nobody flagged any more: only retention deletions are left
+    assert not pl.read_parquet(ws.raw_table("customers"))["erasure_requested"].any()
+    assert purge(ws, policy, "2030-01-01", dry_run=True).removed["orders"] > 0
+    raw = {p.name: p.read_bytes() for p in ws.raw.iterdir() if p.is_file()}
+    holder = _hold_lock(ws)
+    try:
+        with pytest.raises(WorkspaceError, match="another segments command"):
+            purge(ws, policy, "2030-01-01")
+        assert {p.name: p.read_bytes() for p in ws.raw.iterdir() if p.is_file()} == raw
+        assert purge(ws, policy, "2030-01-01", dry_run=True).dry_run  # a dry run only reads
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert purge(ws, policy, "2030-01-01").removed["orders"] > 0
+
+
+def test_purge_counts_every_linked_account_and_row_it_erases(ws: Workspace) -> None:
+    """Issue 18 item 4: a flagged sole trader's private and business accounts both go, and
+    the report counts persons, accounts and rows (it counted flagged accounts only)."""
+    customers = pl.read_parquet(ws.raw_table("customers"))
+    roots = link_persons(customers)
+    linked = roots.filter(pl.col("person_root").is_duplicated())
+    assert linked.height >= 2
+    one = int(linked["customer_id"][0])
+    root = int(linked["person_root"][0])
+    both = roots.filter(pl.col("person_root") == root)["customer_id"].to_list()
+    # only one of the two accounts carries the flag; nobody else is flagged
+    flagged = customers.with_columns(erasure_requested=pl.col("customer_id") == one)
+    flagged.write_parquet(ws.raw_table("customers"))
+    manifest = json.loads(ws.manifest.read_text(encoding="utf-8"))
+    from segments.workspace import sha256_file
+
+    manifest["files"]["customers.parquet"] = sha256_file(ws.raw_table("customers"))
+    ws.manifest.write_text(json.dumps(manifest), encoding="utf-8")
+    orders = pl.read_parquet(ws.raw_table("orders")).filter(pl.col("customer_id").is_in(both))
+    lines = pl.read_parquet(ws.raw_table("order_lines")).filter(
+        pl.col("order_id").is_in(orders["order_id"].implode())
+    )
+    expected = {"customers": len(both), "orders": orders.height, "order_lines": lines.height}
+
+    preview = purge(ws, POLICY, AS_OF, dry_run=True)
+    result = purge(ws, POLICY, AS_OF)
+    for counted in (preview, result):
+        assert counted.erased_persons == 1 and counted.erased_accounts == len(both) == 2
+        assert dict(counted.erased_rows) == expected
+        assert counted.total_removed == sum(counted.removed.values()) + sum(expected.values())
+    assert preview.removed == result.removed
+    left = pl.read_parquet(ws.raw_table("customers"))
+    assert left.filter(pl.col("customer_id").is_in(both)).height == 0

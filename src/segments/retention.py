@@ -26,7 +26,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,8 @@ from segments.prepare import (
     load_raw_tables,
     person_table,
 )
-from segments.pseudonym import PseudonymKey
-from segments.subjects import erase_flagged
+from segments.pseudonym import PseudonymKey, load_key
+from segments.subjects import erase_flagged_holding_lock, flagged_persons, pending_requests
 from segments.workspace import Workspace, make_private, sha256_file, write_json
 
 __all__ = ["PurgeResult", "purge"]
@@ -60,12 +60,18 @@ class PurgeResult:
     remaining: Mapping[str, int]
     dry_run: bool
     log_path: Path | None
-    #: Accounts erased because they were flagged ``erasure_requested`` (would be, dry run).
+    #: Accounts erased because their person has an ``erasure_requested`` account (would be,
+    #: dry run): every linked account of the person, not only the flagged one.
     erased_accounts: int = 0
+    #: Persons those accounts belong to.
+    erased_persons: int = 0
+    #: Raw rows the erasure removed, by table (customers, orders, order_lines).
+    erased_rows: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def total_removed(self) -> int:
-        return sum(self.removed.values())
+        """Every raw row that went: by retention and by erasure request."""
+        return sum(self.removed.values()) + sum(self.erased_rows.values())
 
 
 def _keep(rules: tuple[RetentionRule, ...], as_of: dt.date, anchor_of: Any) -> pl.Expr:
@@ -132,11 +138,48 @@ def purge(
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     pol = policy if isinstance(policy, Policy) else Policy.load(policy)
     day = _as_date(as_of)
+    # The erasure and the deletions under one exclusive lock: a prepare or segment running
+    # meanwhile could otherwise publish rows read before they went.
+    with ws.lock(exclusive=not dry_run, wait=dry_run):
+        return _purge_holding_lock(ws, pol, day, dry_run, key, key_file)
+
+
+def _erased_rows(frames: Mapping[str, pl.DataFrame], accounts: list[int]) -> dict[str, int]:
+    """Raw rows of ``accounts`` by table (what their erasure removes)."""
+    orders = frames["orders"].filter(pl.col("customer_id").is_in(accounts))
+    lines = frames["order_lines"].filter(pl.col("order_id").is_in(orders["order_id"].implode()))
+    return {
+        "customers": frames["customers"].filter(pl.col("customer_id").is_in(accounts)).height,
+        "orders": orders.height,
+        "order_lines": lines.height,
+    }
+
+
+def _purge_holding_lock(
+    ws: Workspace,
+    pol: Policy,
+    day: dt.date,
+    dry_run: bool,
+    key: PseudonymKey | bytes | str | None,
+    key_file: str | os.PathLike[str] | None,
+) -> PurgeResult:
     frames = load_raw_tables(ws, day)
-    flagged = int(frames["customers"]["erasure_requested"].sum())
-    if flagged and not dry_run:
-        erase_flagged(ws, pol, key=key, key_file=key_file)
+    by_person = flagged_persons(frames["customers"])
+    accounts = [a for group in by_person.values() for a in group]
+    erased_rows = _erased_rows(frames, accounts) if accounts else {}
+    if dry_run and accounts:  # retention is counted on what the erasure would leave
+        gone = pl.col("customer_id").is_in(accounts)
+        orders = frames["orders"].filter(gone)["order_id"].implode()
+        frames = {
+            **frames,
+            "customers": frames["customers"].filter(~gone),
+            "orders": frames["orders"].filter(~gone),
+            "order_lines": frames["order_lines"].filter(~pl.col("order_id").is_in(orders)),
+        }
+    elif not dry_run and (accounts or pending_requests(ws)):
+        erase_flagged_holding_lock(ws, pol, load_key(key, key_file=key_file, workspace=ws))
         frames = load_raw_tables(ws, day)
+    erased = {"accounts": len(accounts), "persons": len(by_person)}
     kept_accounts, kept_orders = _retained(pol, frames, day)
     new = {
         "customers": frames["customers"].join(kept_accounts, on="customer_id", how="semi"),
@@ -146,7 +189,17 @@ def purge(
     removed = {t: frames[t].height - new[t].height for t in _PURGED_TABLES}
     remaining = {t: new[t].height for t in _PURGED_TABLES}
     if dry_run or not any(removed.values()):
-        return PurgeResult(pol.name, day, removed, remaining, dry_run, None, flagged)
+        return PurgeResult(
+            pol.name,
+            day,
+            removed,
+            remaining,
+            dry_run,
+            None,
+            erased_accounts=erased["accounts"],
+            erased_persons=erased["persons"],
+            erased_rows=erased_rows,
+        )
 
     # Keep the planted truth (evaluations only) consistent with the accounts that remain.
     for path in sorted(ws.truth.glob("*.parquet")) if ws.truth.is_dir() else []:
@@ -159,7 +212,17 @@ def purge(
     log_path = ws.raw / "purge_log.json"
     _append_log(log_path, _log_entry(pol, day, removed, remaining, before, after))
     _update_manifest(ws, after, {t: f.height for t, f in new.items()})
-    return PurgeResult(pol.name, day, removed, remaining, dry_run, log_path, flagged)
+    return PurgeResult(
+        pol.name,
+        day,
+        removed,
+        remaining,
+        dry_run,
+        log_path,
+        erased_accounts=erased["accounts"],
+        erased_persons=erased["persons"],
+        erased_rows=erased_rows,
+    )
 
 
 def _replace_all(ws: Workspace, frames: Mapping[str, pl.DataFrame]) -> None:

@@ -61,6 +61,9 @@ __all__ = [
     "check_log_key",
     "erase",
     "erase_flagged",
+    "erase_flagged_holding_lock",
+    "flagged_persons",
+    "pending_requests",
     "erased_accounts",
     "explain_segment",
     "log_key_problem",
@@ -620,30 +623,43 @@ def _locked_carry_out(
     """Under the exclusive workspace lock: sweep leftovers, finish interrupted requests, then
     carry out this one (``customer_id``; None for every ``erasure_requested`` account)."""
     with ws.lock(exclusive=True, wait=False):
-        # one key per log: hashes under two keys would leave each run blind to half of them
-        check_log_key(ws, pkey, f"subject {action}")
-        ws.sweep(exclusive=True)  # staging copies of a killed writer may hold the person
-        finished = _complete_interrupted(ws, pol, pkey, today)
-        customers = pl.read_parquet(ws.raw_table("customers"))
-        if action == "restriction" and "restriction_requested" not in customers.columns:
-            raise WorkspaceError(
-                f"subject restrict: the raw customers of {ws.raw} (an ingested export) have no "
-                "restriction flag to keep the account stored but out of processing; nothing "
-                "was changed. Fix: have the controller mark the restriction at source and leave "
-                "the customer out of its exports, or erase the customer here"
-            )
-        if customer_id is None:
-            by_person = _flagged_persons(customers)
-            if not by_person:
-                return finished[-1] if finished else None
-        else:
-            mine = _request_hash(pkey, customers, customer_id)
-            for request in finished:
-                if request.action == action and mine in request.subject_hashes:
-                    return request
-            person_root, accounts = _person_of(customers, customer_id)
-            by_person = {person_root: accounts}
-        return _carry_out(ws, pol, action, by_person, pkey, requested_on, today)
+        return _carry_out_holding_lock(ws, pol, action, customer_id, pkey, requested_on, today)
+
+
+def _carry_out_holding_lock(
+    ws: Workspace,
+    pol: Policy,
+    action: str,
+    customer_id: int | str | None,
+    pkey: PseudonymKey,
+    requested_on: dt.date | None,
+    today: dt.date | None,
+) -> SubjectRequest | None:
+    """:func:`_locked_carry_out` for a caller that holds the exclusive lock already."""
+    # one key per log: hashes under two keys would leave each run blind to half of them
+    check_log_key(ws, pkey, f"subject {action}")
+    ws.sweep(exclusive=True)  # staging copies of a killed writer may hold the person
+    finished = _complete_interrupted(ws, pol, pkey, today)
+    customers = pl.read_parquet(ws.raw_table("customers"))
+    if action == "restriction" and "restriction_requested" not in customers.columns:
+        raise WorkspaceError(
+            f"subject restrict: the raw customers of {ws.raw} (an ingested export) have no "
+            "restriction flag to keep the account stored but out of processing; nothing "
+            "was changed. Fix: have the controller mark the restriction at source and leave "
+            "the customer out of its exports, or erase the customer here"
+        )
+    if customer_id is None:
+        by_person = _flagged_persons(customers)
+        if not by_person:
+            return finished[-1] if finished else None
+    else:
+        mine = _request_hash(pkey, customers, customer_id)
+        for request in finished:
+            if request.action == action and mine in request.subject_hashes:
+                return request
+        person_root, accounts = _person_of(customers, customer_id)
+        by_person = {person_root: accounts}
+    return _carry_out(ws, pol, action, by_person, pkey, requested_on, today)
 
 
 def _resolve(
@@ -740,11 +756,30 @@ def erase_flagged(
     Returns the recorded request, or None when nobody is flagged.
     """
     ws, pol = _resolve(workspace, policy)
-    pending = any(not e.get("completed", True) for e in log_entries(ws))
+    pending = pending_requests(ws)
     if not pending and not _flagged_persons(pl.read_parquet(ws.raw_table("customers"))):
         return None
     pkey = _keys(ws, key, key_file)
     return _locked_carry_out(ws, pol, "erasure", None, pkey, None, today)
+
+
+def erase_flagged_holding_lock(
+    ws: Workspace, pol: Policy, pkey: PseudonymKey, today: dt.date | None = None
+) -> SubjectRequest | None:
+    """:func:`erase_flagged` for a caller that already holds the exclusive workspace lock
+    (``retention purge`` holds it across the erasure and its own deletions)."""
+    return _carry_out_holding_lock(ws, pol, "erasure", None, pkey, None, today)
+
+
+def pending_requests(ws: Workspace) -> bool:
+    """True when a logged request's run died before it finished."""
+    return any(not e.get("completed", True) for e in log_entries(ws))
+
+
+def flagged_persons(customers: pl.DataFrame) -> dict[int, list[int]]:
+    """Every linked account of every person with an ``erasure_requested`` account, by
+    person root (a sole trader's private and business accounts go together)."""
+    return _flagged_persons(customers)
 
 
 def _flagged_persons(customers: pl.DataFrame) -> dict[int, list[int]]:

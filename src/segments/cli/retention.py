@@ -39,9 +39,11 @@ def run(args: argparse.Namespace) -> int:
     )
     verb = "would remove" if result.dry_run else "removed"
     if result.erased_accounts:
+        rows = ", ".join(f"{n} {t}" for t, n in result.erased_rows.items())
         print(
-            f"erasure requests: {verb.replace('remove', 'erase')} {result.erased_accounts} "
-            "flagged account(s) everywhere in the workspace (W/subjects/requests.json)"
+            f"erasure requests: {verb.replace('remove', 'erase')} {result.erased_persons} "
+            f"person(s) with {result.erased_accounts} account(s), every linked account "
+            f"included, everywhere in the workspace ({rows} in raw; W/subjects/requests.json)"
         )
     counts = ", ".join(f"{n} {t}" for t, n in result.removed.items())
     print(f"retention purge ({result.policy}, as of {result.as_of}): {verb} {counts}")
