@@ -85,6 +85,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "plot_forecast_fans",
         "plot_privacy_cost",
         "plot_county_map",
+        "plot_category_mix",
+        "plot_orders_per_month",
+        "plot_selection_evidence",
     ),
     "segments.segmentation": (
         "FeatureSpec",

@@ -146,7 +146,7 @@ def plot_orders_per_month(orders: Any, ax: Any = None) -> Any:
 
     Parameters
     ----------
-    orders : polars.DataFrame
+    orders : pandas.DataFrame or polars.DataFrame
         Needs ``order_date``.
     ax : matplotlib Axes, optional
 
@@ -159,6 +159,7 @@ def plot_orders_per_month(orders: Any, ax: Any = None) -> Any:
 
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 3), layout="constrained")
+    orders = _as_polars(orders)
     monthly = (
         orders.group_by(pl.col("order_date").dt.truncate("1mo").alias("month")).len().sort("month")
     )
@@ -219,6 +220,15 @@ _LABEL_NUDGE = {
 }
 
 
+def _as_polars(frame: Any) -> Any:
+    """A pandas frame (what the public API returns) as polars; polars frames pass through."""
+    import polars as pl
+
+    if isinstance(frame, pl.DataFrame):
+        return frame
+    return pl.from_pandas(frame.reset_index(drop=True))
+
+
 def plot_county_map(
     values: Any,
     column: str,
@@ -238,8 +248,9 @@ def plot_county_map(
 
     Parameters
     ----------
-    values : polars.DataFrame
-        ``county_code`` and the numeric ``column`` to colour by (counties missing are grey).
+    values : pandas.DataFrame or polars.DataFrame
+        ``county_code`` and the numeric ``column`` to colour by (counties missing are grey),
+        e.g. a :class:`segments.Session` release keyed by county.
     column : str
     ax : matplotlib Axes, optional
     cmap : str
@@ -271,6 +282,7 @@ def plot_county_map(
 
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 9), layout="constrained")
+    values = _as_polars(values)
     rows = {r["county_code"]: r for r in values.iter_rows(named=True)}
     by_county = {code: r[column] for code, r in rows.items()}
     short = dict(counties().select("county_code", "county_name_short").iter_rows())
@@ -337,7 +349,7 @@ def plot_category_mix(mix: Any, ax: Any = None) -> Any:
 
     Parameters
     ----------
-    mix : polars.DataFrame
+    mix : pandas.DataFrame or polars.DataFrame
         First column the group label (e.g. ``archetype``), then one column per category
         holding shares that sum to 1 per row.
     ax : matplotlib Axes, optional
@@ -348,6 +360,7 @@ def plot_category_mix(mix: Any, ax: Any = None) -> Any:
     """
     import matplotlib.pyplot as plt
 
+    mix = _as_polars(mix)
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 0.5 * mix.height + 1.5), layout="constrained")
     labels = mix[mix.columns[0]].to_list()

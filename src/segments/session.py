@@ -10,11 +10,11 @@ here adds noise or computes a loss.
 
 >>> s = Session(ws, policy="alloffice", purpose="statistics", recipient="purchasing")
 ... # doctest: +SKIP
->>> q = (s.table("customers").filter(industry="P").group_by("county")
-...      .agg(count(), sum("spend"), mean("spend")))  # doctest: +SKIP
->>> q.plan(epsilon=0.5)  # expected accuracy per cell, guarantee; spends nothing
-... # doctest: +SKIP
->>> table = q.release(epsilon=0.5)  # one charge; a pandas DataFrame  # doctest: +SKIP
+>>> q = s.table("customers").filter(industry="P").group_by("county").agg(
+...     count(), sum("spend", bounds=(0, 50_000)), mean("spend", bounds=(0, 50_000))
+... )  # doctest: +SKIP
+>>> q.plan(epsilon=0.5)  # doctest: +SKIP
+>>> table = q.release(epsilon=0.5)  # doctest: +SKIP
 
 Tables
 ------
@@ -51,7 +51,7 @@ import pandas as pd
 import polars as pl
 
 from segments.exceptions import PolicyError, ReleaseRefusedError
-from segments.keys import KEY_SETS, column_of, key_values, month_keys, with_labels
+from segments.keys import column_of, key_values, month_keys, with_labels
 from segments.workspace import Workspace
 
 __all__ = [
@@ -571,7 +571,7 @@ class Query:
             raise PolicyError(f"group_by{self.by!r} names a key twice; name each once")
         for column in self.by:
             if column not in public:
-                known = sorted(KEY_SETS) if column not in KEY_SETS else list(public)
+                known = sorted(public)
                 raise ReleaseRefusedError(
                     f"group by {column!r} refused: not a public key set of table "
                     f"{self.table!r}; released cells come from public lists, never from the "
@@ -792,7 +792,17 @@ class PlannedQueries:
             _rename(a, defs[q].aggregates)
             for q, a in zip(rows["query"], rows["aggregate"], strict=True)
         ]
-        rows = rows[["query", "aggregate", "cells", "distribution", "scale", "accuracy"]]
+        bounds = plan.bounds()
+        rows["note"] = [
+            "norm bound chosen privately at release (charged in ε): the accuracy shown is at "
+            "the public largest bound, the released one is usually much better"
+            if str(bounds[q].get("norm_bounds", {}).get(internal, {}).get("source", "")).startswith(
+                "to be chosen"
+            )
+            else ""
+            for q, internal in zip(plan.accuracy["query"], plan.accuracy["aggregate"], strict=True)
+        ]
+        rows = rows[["query", "aggregate", "cells", "distribution", "scale", "accuracy", "note"]]
         return cls(rows, plan.guarantee, dict(plan.loss), plan.confidence)
 
     def relative(self, typical: Mapping[str, float]) -> pd.DataFrame:
@@ -819,11 +829,13 @@ class PlannedQueries:
             f"planned: {self.guarantee}, {stated} (nothing spent yet)",
             f"expected accuracy per cell (± at {self.confidence:.0%}):",
         ]
-        for row in self.accuracy.itertuples():
+        for row in self.accuracy.to_dict("records"):
             lines.append(
-                f"  {row.query:<40} {row.aggregate:<16} ± {row.accuracy:>12,.1f}  "
-                f"({row.cells} cells, {row.distribution}, scale {row.scale:.4g})"
+                f"  {row['query']!s:<40} {row['aggregate']!s:<16} ± {row['accuracy']:>12,.1f}  "
+                f"({row['cells']} cells, {row['distribution']!s}, scale {row['scale']:.4g})"
             )
+            if row["note"]:
+                lines.append(f"    {row['note']}")
         return "\n".join(lines)
 
 
