@@ -14,6 +14,7 @@ from typing import Any
 from segments.cli.common import (
     add_ledger_options,
     add_workspace_option,
+    positive_int,
     report_reconciliation,
     track_ledger,
 )
@@ -32,7 +33,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="plan only: show accuracy, spend nothing"
     )
-    parser.add_argument("--rows", type=int, default=10, help="rows of each table to print")
+    parser.add_argument("--rows", type=positive_int, default=10, help="rows of each table to print")
     add_ledger_options(parser)
     parser.set_defaults(func=run)
 
