@@ -41,6 +41,7 @@ import polars as pl
 
 from segments.exceptions import PolicyError, SchemaError
 from segments.policy import Policy, Purpose, RetentionRule
+from segments.progress import progress
 from segments.pseudonym import PseudonymKey, load_key, pseudonymise_series
 from segments.schema import (
     CUSTOMERS,
@@ -706,7 +707,39 @@ def prepare(
     ws.check_usable().sweep()  # leftovers of a killed prepare or generate
     log_state = ws.erasure_log_state()  # read before the raw data and the erasure log
     pkey = load_key(key, key_file=key_file, workspace=ws)
+    with progress(total=len(_PREPARE_STAGES), desc="prepare", unit="stage") as bar:
+        return _prepare(ws, pol, spec, day, pkey, log_state, bar)
+
+
+#: What :func:`prepare` shows on its progress bar, in order.
+_PREPARE_STAGES = (
+    "reading raw tables",
+    "linking persons",
+    "erasures and exclusions",
+    "retention",
+    "pseudonymising",
+    "writing frames",
+)
+
+
+def _prepare(
+    ws: Workspace,
+    pol: Policy,
+    spec: Purpose,
+    day: dt.date,
+    pkey: PseudonymKey,
+    log_state: Any,
+    bar: Any,
+) -> PolicyReport:
+    """The body of :func:`prepare`, advancing ``bar`` through :data:`_PREPARE_STAGES`."""
+
+    def stage(done: int) -> None:
+        bar.update(done - bar.n)
+        bar.set_postfix_str(_PREPARE_STAGES[done], refresh=True)
+
+    stage(0)
     frames = load_raw_tables(ws, day)
+    stage(1)
 
     roots = link_persons(frames["customers"])
     orders = _orders_with_persons(frames, roots)
@@ -736,9 +769,12 @@ def prepare(
         note=f"{int(merged['n_accounts'].sum())} accounts joined into {merged.height} persons "
         "by personnummer; the personnummer is then dropped",
     )
+    stage(2)
     _drop_logged_erasures(run, ws, pol, pkey, frames["customers"]["customer_id"], roots)
     _apply_exclusions(run, pol, spec, day)
+    stage(3)
     _apply_retention(run, pol, spec, day)
+    stage(4)
     customers, lines = _pseudonymise(run, frames, spec, pkey)
     dropped = sorted(set(CUSTOMERS.names) - set(customers.columns))
     run.note(
@@ -763,8 +799,10 @@ def prepare(
         columns={"customers": tuple(customers.columns), "lines": tuple(lines.columns)},
         rules=tuple(run.outcomes),
     )
+    stage(5)
     with ws.publishing(log_state, f"prepare --purpose {spec.name}"):
         _write_atomically(ws.prepared_dir(spec.name), customers, lines, report)
+    bar.update(len(_PREPARE_STAGES) - bar.n)
     return report
 
 

@@ -53,6 +53,7 @@ from segments.features import (
     make_feature_transformer,
 )
 from segments.geography import counties
+from segments.progress import progress
 from segments.workspace import Workspace, atomic_write_with, make_private, write_json
 
 __all__ = [
@@ -459,7 +460,7 @@ def _score_range(
 ) -> tuple[pd.DataFrame, dict[int, np.ndarray], dict[int, np.ndarray], dict[int, np.ndarray]]:
     rows, centres, davies_bouldin, stabilities = [], {}, {}, {}
     splits = _split_halves(X.shape[0], n_splits, rng)
-    for k in ks:
+    for k in progress(ks, desc="choosing k", unit="k"):
         fitted = _estimator(model, k, int(rng.integers(2**31)), n_init=_N_INIT).fit(X)
         labels = np.asarray(fitted.predict(X))
         n_used = int(np.unique(labels).size)
@@ -1004,7 +1005,38 @@ def segment(
     from segments.ingest import public_domains
 
     categories = public_domains(ws).categories
-    features = customer_features(lines, customers, as_of=as_of, categories=categories).to_pandas()
+    with progress(total=3, desc="segment", unit="stage") as bar:
+        bar.set_postfix_str("features", refresh=True)
+        features = customer_features(
+            lines, customers, as_of=as_of, categories=categories
+        ).to_pandas()
+        bar.update()
+        bar.set_postfix_str("choosing k, fitting", refresh=True)
+        fitted, spec, notes = _fit(
+            features, spec, policy, categories, groups, k_range, model, seed,
+            selection_sample, n_splits, n_bootstrap,
+        )  # fmt: skip
+        bar.update()
+        bar.set_postfix_str("profiles and writing", refresh=True)
+        result = _finish(ws, log_state, policy, purpose, as_of, customers, features, fitted, notes)
+        bar.update()
+    return result
+
+
+def _fit(
+    features: pd.DataFrame,
+    spec: FeatureSpec | None,
+    policy: Any,
+    categories: Sequence[str],
+    groups: Sequence[str] | None,
+    k_range: Iterable[int],
+    model: str,
+    seed: int,
+    selection_sample: int | None,
+    n_splits: int,
+    n_bootstrap: int | None,
+) -> tuple[SegmentModel, FeatureSpec, list[str]]:
+    """The default spec (constant features dropped, with notes) and the fitted model."""
     notes: list[str] = []
     if spec is None:
         spec, notes = _spec_for(features, _policy_bounds(policy), categories, groups)
@@ -1018,6 +1050,21 @@ def segment(
         n_splits=n_splits,
         n_bootstrap=n_bootstrap,
     )
+    return fitted, spec, notes
+
+
+def _finish(
+    ws: Workspace,
+    log_state: Any,
+    policy: Any,
+    purpose: str,
+    as_of: dt.date,
+    customers: pl.LazyFrame,
+    features: pd.DataFrame,
+    fitted: SegmentModel,
+    notes: list[str],
+) -> SegmentationResult:
+    """Labels of the profiling-eligible, profiles and metadata, written atomically."""
     everyone = pl.DataFrame({"person_id": features["person_id"], "segment": fitted.labels_})
     eligible = _eligible(customers, purpose)
     labels = (

@@ -723,6 +723,90 @@ def _files_under(root: Path) -> Iterator[Path]:
     return (p for p in sorted(root.rglob("*")) if p.is_file())
 
 
+#: What the access checks cannot see: who may act as the files' owner.
+ORGANISATIONAL = (
+    "not verifiable by this tool — organisational measure: who may log in as the account "
+    "that owns the workspace, who holds the steward's key and who receives each release's "
+    "files are decided by the controller's access management, outside these files"
+)
+
+
+def _personal_data_areas(ctx: AuditContext) -> list[Path]:
+    """Where personal data lives: raw tables, prepared frames, labels and target lists,
+    the erasure log, the private scratch area and the ledger the releases were charged to."""
+    ws = ctx.workspace
+    areas = [ws.raw, ws.prepared, ws.segments, ws.subject_log.parent, ws.private]
+    ledger_path = getattr(ctx.ledger, "path", None)
+    if ledger_path is not None:
+        areas.append(Path(ledger_path))
+    return [a for a in areas if a.exists()]
+
+
+def check_access_owner_only(ctx: AuditContext) -> Finding:
+    """Personal data is readable by its owner only (AO-9): no file or folder of the raw
+    tables, prepared frames, labels, erasure log, private area or ledger grants group or
+    other access, and all belong to the workspace's owner."""
+    import stat
+
+    owner = ctx.workspace.root.stat().st_uid
+    areas = _personal_data_areas(ctx)
+    seen = 0
+    open_to_others: list[str] = []
+    foreign: list[str] = []
+    for area in areas:
+        paths = [area, *(sorted(area.rglob("*")) if area.is_dir() else [])]
+        for path in paths:
+            info = path.lstat()  # a link is judged itself, not what it points to
+            seen += 1
+            where = (
+                str(path.relative_to(ctx.workspace.root))
+                if path.is_relative_to(ctx.workspace.root)
+                else str(path)
+            )
+            if stat.S_IMODE(info.st_mode) & 0o077 and not stat.S_ISLNK(info.st_mode):
+                open_to_others.append(f"{where} ({stat.filemode(info.st_mode)})")
+            if info.st_uid != owner:
+                foreign.append(f"{where} (uid {info.st_uid})")
+    if not areas:
+        return Finding(
+            "access_owner_only", "file permissions", {"personal data areas": 0}, "not applicable"
+        )
+    return Finding(
+        "access_owner_only",
+        "walk the raw tables, prepared frames, labels and target lists, erasure log, private "
+        "area and ledger; every file and folder must grant no group or other access "
+        "(mode xxx------) and belong to the workspace's owner",
+        {
+            "areas": [
+                str(a.relative_to(ctx.workspace.root))
+                if a.is_relative_to(ctx.workspace.root)
+                else f"ledger {a.name}"
+                for a in areas
+            ],
+            "files and folders checked": seen,
+            "open to group or others": open_to_others[:10] or "none",
+            "owned by another account": foreign[:10] or "none",
+            "not checked": ORGANISATIONAL,
+        },
+        _verdict(not open_to_others and not foreign),
+    )
+
+
+def check_access_organisational(ctx: AuditContext) -> Finding:
+    """Access beyond the files (who may act as their owner, who holds the key, who reads a
+    release) is an organisational measure this tool cannot verify: shown, never passed."""
+    recipients = {
+        name: f"{r.kind}: {r.description}" if getattr(r, "description", "") else r.kind
+        for name, r in ctx.policy.recipients.items()
+    }
+    return Finding(
+        "access_organisational",
+        ORGANISATIONAL,
+        {"recipients the policy declares": recipients or "none"},
+        "not applicable",
+    )
+
+
 def check_key_not_stored(ctx: AuditContext) -> Finding:
     """The key is stored nowhere in the workspace, in raw, hex or base64 form (AO-9)."""
     if ctx.key is None:
@@ -1223,6 +1307,8 @@ CHECKS: dict[str, Callable[[AuditContext], Finding]] = {
     "pseudonymised": check_pseudonymised,
     "minimised": check_minimised,
     "key_not_stored": check_key_not_stored,
+    "access_owner_only": check_access_owner_only,
+    "access_organisational": check_access_organisational,
     "schema_categories": check_schema_categories,
     "survey_anonymous": check_survey_anonymous,
     "release_checksums": check_release_checksums,
@@ -1272,13 +1358,7 @@ CLAUSE_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "AO-8": ("Consent may be withdrawn at any time.", ("consent_withdrawal", *_EXCLUDED)),
     "AO-9": (
         "Only people who need it have access to personal data.",
-        (
-            "key_not_stored",
-            "pseudonymised",
-            "no_direct_identifiers",
-            "erased_restricted_absent",
-            "erasures_carried_out",
-        ),
+        ("access_owner_only", "key_not_stored", "guarantee_recipient", "access_organisational"),
     ),
     "AO-10": (
         "Processors act only for the purposes the data was collected for.",
@@ -1435,7 +1515,16 @@ CLAUSE_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 #: Checks every controller's checklist contains (the rest verify one controller's promise).
 CORE_CHECKS = tuple(
-    c for c in CHECKS if c not in ("schema_categories", "survey_anonymous", "retention_categories")
+    c
+    for c in CHECKS
+    if c
+    not in (
+        "schema_categories",
+        "survey_anonymous",
+        "retention_categories",
+        "access_owner_only",
+        "access_organisational",
+    )
 )
 
 
