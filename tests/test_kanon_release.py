@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -27,7 +28,7 @@ from segments.schema import INDUSTRIES, PREPARED_CUSTOMERS, PREPARED_LINES, PROD
 from segments.workspace import Workspace, sha256_file
 
 N = 800
-COLUMNS = "birth_year,gender,postcode,customer_type,segment"
+COLUMNS = "county_code,customer_type,segment"
 
 
 def _prepared(rng: np.random.Generator) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -254,8 +255,12 @@ def test_linkage_with_an_earlier_release_is_refused(workspace, monkeypatch):
     # the same columns again: same levels, the join adds nothing
     assert _kanon(workspace, "--k", "10", "--columns", COLUMNS) == 0
     monkeypatch.setattr(cli, "RAISE_ERRORS", True)
+    # an attacker overriding the usefulness threshold still meets the linkage check
     with pytest.raises(KAnonymityError, match="joining this release .* refused"):
-        _kanon(workspace, "--k", "10", "--columns", "postcode,customer_type")
+        _kanon(
+            workspace, "--k", "10", "--columns", "postcode,customer_type",
+            "--max-fully-generalised", "2",
+        )  # fmt: skip
     assert len(_releases(workspace)) == 2
 
 
@@ -378,3 +383,66 @@ def test_the_cli_prints_the_information_kept_per_column(workspace, capsys):
     assert "information kept per column" in out
     for column in COLUMNS.split(","):
         assert f"  {column} " in out
+
+
+USELESS = "birth_year,gender,postcode,customer_type,segment"  # three end up '*' at N = 800
+
+
+def test_the_policy_refuses_a_table_with_a_fully_generalised_column(workspace, capsys):
+    """Issue 19: the threshold is the policy's (privacy.max_fully_generalised_columns, cited
+    with its own clause); above it nothing is written and nothing is recorded."""
+    from segments.privacy.ledger import Ledger
+
+    policy = Policy.load("alloffice")
+    assert policy.privacy.max_fully_generalised_columns == 0
+    assert _kanon(workspace, "--k", "10", "--columns", USELESS) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "privacy.max_fully_generalised_columns" in err
+    assert f"({policy.cite('useful_release')};" in err and "AO-4" in err
+    assert "--columns county_code,segment,spend_band" in err
+    assert "--max-fully-generalised" in err
+    assert _releases(workspace) == []
+    # a useful table passes; a threshold stricter than the policy's is no override
+    assert _kanon(workspace, "--k", "10", "--columns", COLUMNS, "--max-fully-generalised", "0") == 0
+    (entry,) = Ledger.for_policy(policy, create=False).entries()  # the refusal left none
+    assert entry.request.spec["fully_generalised"]["override"] is False
+
+
+def test_an_explicit_override_is_released_and_recorded(workspace, capsys):
+    from segments.privacy.ledger import Ledger
+
+    assert _kanon(workspace, "--k", "10", "--columns", USELESS, "--max-fully-generalised", "3") == 0
+    out = capsys.readouterr().out
+    assert "override: 3 column(s) fully generalised where policy 'alloffice' allows 0 (AO-4)" in out
+    (folder,) = _releases(workspace)
+    cert = json.loads((folder / "certificate.json").read_text(encoding="utf-8"))
+    recorded = cert["fully_generalised"]
+    assert recorded["override"] is True and recorded["policy_max"] == 0
+    assert recorded["max_used"] == 3 and recorded["clause_ids"] == ["AO-4"]
+    assert sorted(recorded["columns"]) == ["customer_type", "gender", "postcode"]
+    (entry,) = Ledger.for_policy(Policy.load("alloffice"), create=False).entries()
+    assert entry.request.spec["fully_generalised"] == recorded
+
+
+def test_the_default_columns_keep_the_segment_and_the_main_job_uses_them():
+    from segments.anonymity import RELEASE_COLUMNS
+    from segments.pipeline import demo_steps, plan_budget
+
+    assert "segment" in RELEASE_COLUMNS
+    policy = Policy.load("alloffice")
+    steps = demo_steps(Path("/tmp/ws"), policy, "2026-10-31", plan_budget(policy), 5_000)
+    (kanon,) = [s for s in steps if s.argv[0] == "kanon"]
+    assert kanon.argv[kanon.argv.index("--columns") + 1] == ",".join(RELEASE_COLUMNS)
+    assert "--max-fully-generalised" not in kanon.argv  # the policy's threshold applies
+
+
+@pytest.mark.parametrize(("value", "problem"), [(-1, "negative value"), (1.5, "integer")])
+def test_a_bad_threshold_in_a_policy_file_is_refused(tmp_path, value, problem):
+    text = (Path(Policy.load("alloffice").path).read_text(encoding="utf-8")).replace(
+        "max_fully_generalised_columns = 0", f"max_fully_generalised_columns = {value}"
+    )
+    path = tmp_path / "mine.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(PolicyError, match=f"privacy.max_fully_generalised_columns.*{problem}"):
+        Policy.load(path)

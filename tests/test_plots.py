@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from matplotlib.colors import to_rgb
 
-from segments import plot_county_map, plot_privacy_cost
+from segments import plot_county_map, plot_privacy_cost, plot_privacy_utility
 from segments.geography import counties
 
 
@@ -88,3 +88,52 @@ def test_county_map_names_every_county_with_its_interval_readable_on_its_fill() 
     assert sum(to_rgb(texts[smallest].get_color())) == 3.0  # white on dark viridis
     assert sum(to_rgb(texts[largest].get_color())) == 0.0  # black on yellow
     assert all(t.get_fontsize() >= 6.5 for t in ax.texts)
+
+
+def _sweep() -> pl.DataFrame:
+    eps = [0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
+    return pl.DataFrame(
+        {
+            "epsilon": eps * 2,
+            "design": ["before"] * 6 + ["now"] * 6,
+            "error": [0.3 / e for e in eps] + [0.1 / e for e in eps],
+        }
+    ).sample(fraction=1.0, shuffle=True, seed=1)  # unordered rows must still draw ordered lines
+
+
+def test_privacy_utility_draws_one_ordered_line_per_group_and_marks_the_real_epsilon() -> None:
+    ax = plot_privacy_utility(
+        _sweep(),
+        "error",
+        by="design",
+        labels={"before": "per-cell bounds", "now": "norm bound"},
+        used_epsilon=0.4,
+        used_label="planned ε per month",
+        budget_epsilon=4.0,
+        target=0.5,
+        target_label="policy max_relative_error",
+        percent=True,
+    )
+    curves = [line for line in ax.lines if line.get_label() in ("per-cell bounds", "norm bound")]
+    assert [c.get_label() for c in curves] == ["per-cell bounds", "norm bound"]
+    for line in curves:  # no zig-zag: each group is its own line, sorted by ε
+        x = np.asarray(line.get_xdata(), dtype=float)
+        assert len(x) == 6 and np.all(np.diff(x) > 0)
+    assert np.allclose(curves[1].get_ydata(), [100 * 0.1 / e for e in curves[1].get_xdata()])
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "planned ε per month: ε = 0.4" in legend
+    assert any(t.startswith("the policy's whole budget per period: ε = 4") for t in legend)
+    assert "policy max_relative_error: 50 %" in legend
+    # the value each curve has at the ε really used is written beside it (log-log interpolation)
+    notes = sorted(float(t.get_text().split()[0]) for t in ax.texts)
+    assert notes == pytest.approx([100 * 0.1 / 0.4, 100 * 0.3 / 0.4], rel=1e-6)
+    # the region beyond the whole budget is shaded
+    (shade,) = ax.patches
+    left = shade.get_bbox().x0  # in data coordinates
+    assert left == pytest.approx(4.0) and shade.get_bbox().x1 > 4.0
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+
+
+def test_privacy_utility_names_a_missing_column() -> None:
+    with pytest.raises(ValueError, match="curve has no column 'mape'"):
+        plot_privacy_utility(_sweep(), "mape")

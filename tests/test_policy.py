@@ -45,6 +45,7 @@ PRIVACY_FIELDS = {
     "private_segments_k",
     "private_segments_iterations",
     "private_segments_epsilon",
+    "max_fully_generalised_columns",
 }
 
 

@@ -84,6 +84,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "plot_forecast_fan",
         "plot_forecast_fans",
         "plot_privacy_cost",
+        "plot_privacy_utility",
         "plot_county_map",
         "plot_category_mix",
         "plot_orders_per_month",

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from segments.anonymity.release import RELEASE_COLUMNS
 from segments.exceptions import ReleaseRefusedError, WorkspaceError
 from segments.policy import Policy
 from segments.progress import progress
@@ -32,9 +33,10 @@ from segments.workspace import STAGES, Workspace, write_json
 __all__ = ["BudgetPlan", "DemoSummary", "Step", "demo_steps", "plan_budget", "run_demo"]
 
 #: Columns of the main job's k-anonymous segment table: what purchasing needs (region,
-#: segment, spend band). With the eight default columns at k = 10 every column but the
-#: postcode ends up "*" (the segment included); with these three the segment is kept whole.
-KANON_COLUMNS = ("county_code", "segment", "spend_band")
+#: segment, spend band). With all eight customer columns at k = 10 every column but the
+#: postcode ends up "*" (the segment included) and the policy's
+#: privacy.max_fully_generalised_columns refuses it; with these three the segment is kept whole.
+KANON_COLUMNS = RELEASE_COLUMNS
 #: Months of the monthly purchasing series inside one budget period are each charged once.
 _MONTHS_PER_PERIOD = 12
 #: The main job's dataset: a retailer of this kind has tens of thousands of customers. It is

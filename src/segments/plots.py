@@ -557,3 +557,116 @@ def plot_selection_evidence(scores: Any, selection: Any = None, axes: Any = None
     if selection is not None:
         axes[0].legend(fontsize="small")
     return axes
+
+
+# --- privacy–utility curves (issue 19) ----------------------------------------------------------
+def plot_privacy_utility(
+    curve: Any,
+    error: str,
+    *,
+    epsilon: str = "epsilon",
+    by: str | None = None,
+    labels: Any = None,
+    used_epsilon: float | None = None,
+    used_label: str = "ε used",
+    budget_epsilon: float | None = None,
+    budget_label: str = "the policy's whole budget per period",
+    target: float | None = None,
+    target_label: str = "target",
+    ylabel: str | None = None,
+    xlabel: str = "ε",
+    logy: bool = True,
+    percent: bool = False,
+    ax: Any = None,
+) -> Any:
+    """Error (or utility) against ε, one labelled line per group, with the ε actually used,
+    the policy's whole budget (beyond it shaded: no release can spend more) and a target.
+
+    Parameters
+    ----------
+    curve : pandas or polars DataFrame
+        One row per ε (and group): columns ``epsilon`` and ``error``.
+    error : str
+        The column drawn on the y axis.
+    epsilon : str, default 'epsilon'
+    by : str, optional
+        A column naming the groups (e.g. the design or the method): one line each, sorted by
+        ε within the group, so groups never join into one line.
+    labels : mapping, optional
+        Legend text per group value (default: the value).
+    used_epsilon : float, optional
+        The ε the release really uses (from its ledger entry or the policy's plan): a
+        vertical line, its value in the legend, and the curve's value there written beside it.
+    budget_epsilon : float, optional
+        The policy's ``budget_epsilon``: the region beyond it is shaded.
+    target : float, optional
+        A horizontal line (e.g. the policy's ``max_relative_error``).
+    ylabel, xlabel : str
+    logy : bool, default True
+        Logarithmic y axis (the x axis is always logarithmic).
+    percent : bool, default False
+        Multiply ``error`` (and ``target``) by 100 for display.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    frame = curve.to_pandas() if hasattr(curve, "to_pandas") else pd.DataFrame(curve)
+    missing = [c for c in (epsilon, error, *([by] if by else [])) if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"curve has no column {missing[0]!r}; columns: {list(frame.columns)}; pass "
+            "epsilon=, error= or by= naming its columns"
+        )
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    scale = 100.0 if percent else 1.0
+    groups = list(dict.fromkeys(frame[by])) if by else [None]
+    names = dict(labels or {})
+    at_used: list[tuple[float, str]] = []
+    for i, group in enumerate(groups):
+        rows = frame if group is None else frame[frame[by] == group]
+        rows = rows.sort_values(epsilon)
+        x = rows[epsilon].to_numpy(dtype=float)
+        y = rows[error].to_numpy(dtype=float) * scale
+        label = names.get(group, str(group)) if group is not None else ylabel or error
+        ax.plot(x, y, marker="o", color=f"C{i}", label=label)
+        if used_epsilon is not None and x.size > 1 and x.min() <= used_epsilon <= x.max():
+            # the curve's value at the ε used, interpolated on the log-log scale
+            log_y = np.interp(np.log(used_epsilon), np.log(x), np.log(np.maximum(y, 1e-300)))
+            value = float(np.exp(log_y)) if logy else float(np.interp(used_epsilon, x, y))
+            ax.plot([used_epsilon], [value], marker="D", color=f"C{i}", ms=7, zorder=5)
+            at_used.append((value, f"C{i}"))
+    ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    low, high = float(frame[epsilon].min()), float(frame[epsilon].max())
+    if budget_epsilon is not None:
+        right = max(high, budget_epsilon) * 1.6
+        ax.axvspan(budget_epsilon, right, color="0.85", zorder=0)
+        ax.axvline(budget_epsilon, color="tab:red", linestyle="--", lw=1.2,
+                   label=f"{budget_label}: ε = {budget_epsilon:g} (beyond it, shaded)")  # fmt: skip
+        ax.set_xlim(low / 1.3, right)
+    if used_epsilon is not None:
+        ax.axvline(
+            used_epsilon, color="black", lw=1.2, label=f"{used_label}: ε = {used_epsilon:.3g}"
+        )
+        for value, colour in at_used:
+            text = f"{value:.3g}{' %' if percent else ''}"
+            ax.annotate(text, (used_epsilon, value), xytext=(6, 4), textcoords="offset points",
+                        color=colour, fontsize=9, fontweight="bold")  # fmt: skip
+    if target is not None:
+        unit = " %" if percent else ""
+        ax.axhline(target * scale, color="grey", linestyle=":", lw=1.2,
+                   label=f"{target_label}: {target * scale:g}{unit}")  # fmt: skip
+    ticks = sorted(set(frame[epsilon].astype(float)))
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel or error)
+    ax.legend(fontsize="small")
+    return ax

@@ -103,9 +103,14 @@ CLAUSE_KINDS = {
     "person_linkage": "a person's accounts are one person, the unit of every guarantee",
     "minimisation": "only a purpose's columns enter a frame; direct identifiers never do",
     "key_custody": "the pseudonymisation key is held apart from the data",
+    "useful_release": "a k-anonymous table with more columns fully generalised (one value in "
+    "every row) than privacy.max_fully_generalised_columns is refused: it would not serve "
+    "its purpose",
 }
 #: Kinds a policy may leave empty (its text has no such promise: the rule is the project's).
 _OPTIONAL_CLAUSE_KINDS = frozenset(CLAUSE_KINDS) - {"anonymous_release"}
+#: Kinds added after policies were written: a file may leave them out (no clause).
+_LATER_CLAUSE_KINDS = frozenset({"useful_release"})
 #: Optional ``[privacy]`` tables of per-category cell bounds, and the largest bound each must
 #: divide.
 CELL_BOUND_TABLES = {
@@ -268,6 +273,9 @@ class PrivacyParameters:
     units_norm_bound: int = 0
     sek_norm_bound: int = 0
     max_relative_error: float = 0.5
+    # optional: a k-anonymous table may leave at most this many columns fully generalised
+    # (one value in every row); None: no threshold, a warning only
+    max_fully_generalised_columns: int | None = None
 
 
 #: Optional [privacy] keys with defaults (see PrivacyParameters).
@@ -644,11 +652,15 @@ class _Parser:
         return out
 
     def clause_table(self, data: Any) -> Mapping[str, tuple[str, ...]]:
-        table = self.table(data, "clauses", set(CLAUSE_KINDS))
+        table = self.table(
+            data, "clauses", set(CLAUSE_KINDS) - _LATER_CLAUSE_KINDS, _LATER_CLAUSE_KINDS
+        )
         return MappingProxyType(
             {
                 kind: self.clause_ids(
-                    table[kind], f"clauses.{kind}", allow_empty=kind in _OPTIONAL_CLAUSE_KINDS
+                    table.get(kind, []),
+                    f"clauses.{kind}",
+                    allow_empty=kind in _OPTIONAL_CLAUSE_KINDS,
                 )
                 for kind in CLAUSE_KINDS
             }
@@ -850,7 +862,11 @@ class _Parser:
         )
 
     def privacy(self, data: Any) -> PrivacyParameters:
-        optional = set(CELL_BOUND_TABLES) | set(_PRIVACY_OPTIONAL_DEFAULTS)
+        optional = (
+            set(CELL_BOUND_TABLES)
+            | set(_PRIVACY_OPTIONAL_DEFAULTS)
+            | {"max_fully_generalised_columns"}
+        )
         names = set(PrivacyParameters.__dataclass_fields__) - optional
         p = self.table(data, "privacy", names, optional)
         k = "privacy."
@@ -916,6 +932,15 @@ class _Parser:
                 p[CELL_BOUND_TABLES["cell_units_by_category"]],
             ),
             **self.utility_settings(p),
+            max_fully_generalised_columns=(
+                int(
+                    self.nonneg(
+                        p["max_fully_generalised_columns"], k + "max_fully_generalised_columns"
+                    )
+                )
+                if "max_fully_generalised_columns" in p
+                else None
+            ),
         )
 
     def utility_settings(self, p: Mapping[str, Any]) -> dict[str, Any]:

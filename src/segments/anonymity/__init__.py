@@ -37,6 +37,7 @@ from segments.anonymity.mondrian import mondrian
 from segments.anonymity.release import (
     CUSTOMER_COLUMNS,
     DEFAULT_COLUMNS,
+    RELEASE_COLUMNS,
     EarlierRelease,
     KAnonymousTable,
     anonymise,
@@ -60,6 +61,7 @@ from segments.anonymity.search import (
 __all__ = [
     "CUSTOMER_COLUMNS",
     "DEFAULT_COLUMNS",
+    "RELEASE_COLUMNS",
     "LOSSES",
     "NOT_APPLICABLE",
     "SPEND_BANDS",

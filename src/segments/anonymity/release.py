@@ -55,6 +55,7 @@ __all__ = [
     "EarlierRelease",
     "CUSTOMER_COLUMNS",
     "DEFAULT_COLUMNS",
+    "RELEASE_COLUMNS",
     "KAnonymousTable",
     "anonymise",
     "check_linkage",
@@ -93,6 +94,10 @@ DEFAULT_COLUMNS = (
     "segment",
     "spend_band",
 )
+#: What ``segments kanon`` releases unless told otherwise: the columns purchasing needs (the
+#: area, the segment and the spend band). Every column added takes detail from the others;
+#: with all of :data:`DEFAULT_COLUMNS` most end up one value in every row.
+RELEASE_COLUMNS = ("county_code", "segment", "spend_band")
 #: Public cut points (SEK spent in the window) of the spend bands.
 SPEND_CUTS = (1000, 5000, 20000, 100000)
 
@@ -204,6 +209,7 @@ def anonymise(
     levels: Mapping[str, int] | None = None,
     population: pl.DataFrame | None = None,
     max_fully_generalised: int | None = None,
+    threshold_rule: str = "",
 ) -> KAnonymousTable:
     """Generalise ``df`` optimally (or at ``levels``), suppress, shuffle and measure.
 
@@ -225,6 +231,9 @@ def anonymise(
     max_fully_generalised : int, optional
         Refuse a table with more columns than this generalised to one value in every row
         (default: allow, with a warning in :meth:`KAnonymousTable.warnings`).
+    threshold_rule : str, optional
+        Where the threshold comes from, for the refusal (e.g. the policy field and its
+        clause ids).
 
     Raises
     ------
@@ -273,11 +282,13 @@ def anonymise(
     column_loss = _column_loss(base, shuffled, hierarchies, levels)
     useless = [c["column"] for c in column_loss if c["fully generalised"]]
     if max_fully_generalised is not None and len(useless) > max_fully_generalised:
+        rule = f" by {threshold_rule}" if threshold_rule else ""
         raise KAnonymityError(
             f"{model.name} generalises {', '.join(useless)} to one value in every row "
-            f"({len(useless)} columns, at most {max_fully_generalised} allowed): the table "
-            "would carry no information in them; release only the columns the purpose needs "
-            "(e.g. --columns county_code,segment,spend_band) so the others keep their detail"
+            f"({len(useless)} columns, at most {max_fully_generalised} allowed{rule}): the "
+            "table would carry no information in them; release only the columns the purpose "
+            "needs (e.g. --columns county_code,segment,spend_band) so the others keep their "
+            "detail"
         )
     return KAnonymousTable(
         table=shuffled,

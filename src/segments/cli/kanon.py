@@ -2,9 +2,11 @@
 
 ``segments kanon --workspace W --policy NAME --purpose P --recipient R --k K
 [--l L --sensitive COL]`` reads ``W/prepared/<purpose>/{customers,lines}.parquet``, builds the
-customer-level table (birth year, gender, postcode, customer type, size band, industry,
-segment, spend band; ``--columns`` to choose), finds the optimal full-domain generalisation
-within the policy's suppression limit, checks it against the earlier k-anonymous releases of
+customer-level table (county, segment and spend band by default; ``--columns`` to choose),
+finds the optimal full-domain generalisation within the policy's suppression limit, refuses
+a table with more columns fully generalised than the policy's
+``privacy.max_fully_generalised_columns`` (an explicit ``--max-fully-generalised`` overrides
+it, recorded), checks it against the earlier k-anonymous releases of
 the same people in the ledger, reserves the release in the ledger (AO-2 and AO-10 refusals
 apply), and writes ``W/releases/<release-id>/table.parquet`` and ``certificate.json``.
 Segments come from the category rule (AL-2) or the private model; labels of a model fitted on
@@ -76,15 +78,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--columns",
         help="comma-separated release columns, only those the purpose needs (default: "
-        "birth_year,gender,postcode,customer_type,size_band,industry,segment,spend_band); "
-        "fewer columns keep more detail in each",
+        "county_code,segment,spend_band; others: birth_year, gender, postcode, "
+        "municipality_code, customer_type, size_band, industry); fewer columns keep more "
+        "detail in each",
     )
     parser.add_argument(
         "--max-fully-generalised",
         type=non_negative_int,
         metavar="N",
-        help="refuse the release when more than N columns end up one value in every row "
-        "(default: release, with a warning)",
+        help="columns allowed to end up one value in every row (default: the policy's "
+        "privacy.max_fully_generalised_columns; above it is an explicit override, recorded "
+        "in the ledger and the certificate)",
     )
     parser.add_argument(
         "--hierarchies",
@@ -106,6 +110,30 @@ def register(subparsers: Any) -> None:
     )
     add_ledger_options(parser)
     parser.set_defaults(func=run)
+
+
+def fully_generalised_threshold(policy: Any, asked: int | None) -> dict[str, Any]:
+    """How many columns may end up fully generalised: the policy's threshold, or the
+    caller's explicit ``--max-fully-generalised`` (an override when above the policy's).
+
+    Returns what the ledger entry and the certificate record: the policy's value and its
+    clause ids, the value used and whether it overrides the policy.
+    """
+    policy_max = policy.privacy.max_fully_generalised_columns
+    used = policy_max if asked is None else asked
+    if asked is not None and asked < 0:
+        raise KAnonymityError(
+            f"--max-fully-generalised={asked} is negative; give 0 or more columns"
+        )
+    return {
+        "policy_max": policy_max,
+        "clause_ids": list(policy.clauses_for("useful_release")),
+        "rule": f"policy {policy.name!r} privacy.max_fully_generalised_columns "
+        f"({policy.cite('useful_release')}; an explicit --max-fully-generalised N overrides "
+        "it, recorded in the ledger)",
+        "max_used": used,
+        "override": asked is not None and policy_max is not None and asked > policy_max,
+    }
 
 
 def check_parameters(args: argparse.Namespace, policy: Any) -> None:
@@ -192,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
 
     from segments.anonymity import (
         CUSTOMER_COLUMNS,
-        DEFAULT_COLUMNS,
+        RELEASE_COLUMNS,
         PrivacyModel,
         anonymise,
         check_linkage,
@@ -220,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
         ledger = open_ledger(args, policy)
     as_of = args.as_of or dt.date.today()
     labels, provenance = _segments(workspace, args.segments, lines, customers, ledger, as_of)
-    columns = args.columns.split(",") if args.columns else list(DEFAULT_COLUMNS)
+    columns = args.columns.split(",") if args.columns else list(RELEASE_COLUMNS)
     if args.sensitive and args.sensitive not in columns:
         columns.append(args.sensitive)
     table = customer_release_table(customers, lines, labels, columns)
@@ -239,14 +267,17 @@ def run(args: argparse.Namespace) -> int:
         sensitive=args.sensitive,
         diversity=args.diversity,
     )
+    threshold = fully_generalised_threshold(policy, args.max_fully_generalised)
     anon = anonymise(
         table,
         hierarchies,
         model,
         seed=np.random.default_rng(args.seed),
         loss=args.loss,
-        max_fully_generalised=args.max_fully_generalised,
+        max_fully_generalised=threshold["max_used"],
+        threshold_rule=threshold["rule"],
     )
+    threshold["columns"] = list(anon.fully_generalised)
     synthetic = is_synthetic(workspace) if wants_simulated_ledger(args) else False
     ledger = ledger or open_ledger(args, policy, synthetic)
     # the linkage check sees every column any release may show, not only this one's
@@ -272,6 +303,7 @@ def run(args: argparse.Namespace) -> int:
         "loss_function": args.loss,
         "suppressed_rows": anon.suppressed,
         "released_rows": anon.table.height,
+        "fully_generalised": threshold,
     }
     request = ReleaseRequest.for_policy(
         policy,
@@ -316,6 +348,7 @@ def run(args: argparse.Namespace) -> int:
                 "clause_ids": list(request.clause_ids),
                 "segments": provenance,
                 "as_of": as_of.isoformat(),
+                "fully_generalised": threshold,
             },
         )
     except BaseException as exc:
@@ -340,5 +373,11 @@ def run(args: argparse.Namespace) -> int:
         )
     for warning in anon.warnings():
         print(f"warning: {warning}")
+    if threshold["override"]:
+        print(
+            f"override: {len(anon.fully_generalised)} column(s) fully generalised where "
+            f"policy {policy.name!r} allows {threshold['policy_max']} "
+            f"({policy.cite('useful_release')}); recorded in the ledger and the certificate"
+        )
     print(f"written to {final}")
     return 0
