@@ -122,7 +122,7 @@ def test_privacy_utility_draws_one_ordered_line_per_group_and_marks_the_real_eps
     assert np.allclose(curves[1].get_ydata(), [100 * 0.1 / e for e in curves[1].get_xdata()])
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "planned ε per month: ε = 0.4" in legend
-    assert any(t.startswith("the policy's whole budget per period: ε = 4") for t in legend)
+    assert "the policy's whole budget per period: ε = 4 (beyond it, shaded)" in legend
     assert "policy max_relative_error: 50 %" in legend
     # the value each curve has at the ε really used is written beside it (log-log interpolation)
     notes = sorted(float(t.get_text().split()[0]) for t in ax.texts)

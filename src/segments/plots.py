@@ -614,6 +614,7 @@ def plot_privacy_utility(
     """
     import matplotlib.pyplot as plt
     import pandas as pd
+    from matplotlib.ticker import FuncFormatter, NullLocator
 
     frame = curve.to_pandas() if hasattr(curve, "to_pandas") else pd.DataFrame(curve)
     missing = [c for c in (epsilon, error, *([by] if by else [])) if c not in frame.columns]
@@ -648,8 +649,8 @@ def plot_privacy_utility(
     if budget_epsilon is not None:
         right = max(high, budget_epsilon) * 1.6
         ax.axvspan(budget_epsilon, right, color="0.85", zorder=0)
-        ax.axvline(budget_epsilon, color="tab:red", linestyle="--", lw=1.2,
-                   label=f"{budget_label}: ε = {budget_epsilon:g} (beyond it, shaded)")  # fmt: skip
+        beyond = f"{budget_label}: ε = {budget_epsilon:.3g} (beyond it, shaded)"
+        ax.axvline(budget_epsilon, color="tab:red", linestyle="--", lw=1.2, label=beyond)
         ax.set_xlim(low / 1.3, right)
     if used_epsilon is not None:
         ax.axvline(
@@ -664,9 +665,16 @@ def plot_privacy_utility(
         ax.axhline(target * scale, color="grey", linestyle=":", lw=1.2,
                    label=f"{target_label}: {target * scale:g}{unit}")  # fmt: skip
     ticks = sorted(set(frame[epsilon].astype(float)))
-    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-    ax.minorticks_off()
+    ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+    if logy:  # plain numbers; within one decade the minor ticks are the only ones, so label them
+        plain = FuncFormatter(lambda value, _: f"{value:.3g}")
+        ax.yaxis.set_major_formatter(plain)
+        low_y, high_y = ax.get_ylim()
+        if high_y / low_y < 10:
+            ax.yaxis.set_minor_formatter(plain)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel or error)
-    ax.legend(fontsize="small")
+    # below the axes: inside, it would hide the curve where it matters
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16))
     return ax
