@@ -14,6 +14,7 @@ import pytest
 
 from segments.audit.browser import find_chromium, rendered_counts, screenshot
 from segments.audit.render import (
+    ORGANISATIONAL_ROLE,
     AuditReport,
     Chart,
     Check,
@@ -92,6 +93,34 @@ def test_checks_are_counted_once_and_the_banner_names_what_did_not_run(report: A
     assert "<blockquote lang='sv'>“Enbart inom EU/EES.”</blockquote>" in html
     assert "href='../releases/r-1/card.json'" in html
     assert "Preconditions" in html and "not counted among" in html
+
+
+def test_a_clause_resting_partly_on_an_organisational_measure_is_never_verified(
+    tmp_path: Path,
+) -> None:
+    """AO-9 ("only people who need it have access"): the file checks pass, but who may act as
+    the owner of the files is the organisation's to show; the clause reads "partly verified"."""
+    files = Check(("AO-9",), "owner only", "modes", {"open": "none"}, "pass", name="access")
+    people = Check(
+        ("AO-9",), "who has access", "not verifiable by this tool", {}, "not applicable",
+        ORGANISATIONAL_ROLE, name="access_organisational",
+    )  # fmt: skip
+    report = AuditReport(
+        policy="alloffice",
+        controller="AllOffice Nordic AB",
+        workspace=str(tmp_path),
+        generated_at="2026-11-22T00:00:00Z",
+        checks=[files, people],
+        clauses=[ClauseView("AO-9", "Only people who need it have access.", "Endast…")],
+    )
+    assert report.clause_verdict("AO-9") == "partly verified"
+    assert "0 of 1 clauses verified, AO-9 partly (the rest is an organisational" in report.banner()
+    assert "partly verified</span>" in render_html(report)
+    assert "### AO-9 — partly verified" in render_markdown(report)
+    assert json.loads(render_json(report))["clauses"][0]["verdict"] == "partly verified"
+    # without the organisational part, the same passing check verifies the clause
+    alone = AuditReport(**{**report.__dict__, "checks": [files]})
+    assert alone.clause_verdict("AO-9") == "pass"
 
 
 def test_evidence_is_a_table_not_a_blob(report: AuditReport) -> None:

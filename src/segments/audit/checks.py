@@ -27,6 +27,7 @@ from typing import Any, Literal
 import polars as pl
 
 from segments.audit.pii import KnownIdentifiers, luhn_valid, scan_paths
+from segments.audit.render import ORGANISATIONAL_ROLE
 from segments.policy import EU_EEA, Policy, months_before
 from segments.pseudonym import PseudonymKey, pseudonymise_series
 from segments.schema import (
@@ -804,6 +805,7 @@ def check_access_organisational(ctx: AuditContext) -> Finding:
         ORGANISATIONAL,
         {"recipients the policy declares": recipients or "none"},
         "not applicable",
+        ORGANISATIONAL_ROLE,
     )
 
 

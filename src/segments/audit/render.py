@@ -26,6 +26,7 @@ from typing import Any, Literal
 __all__ = [
     "AuditReport",
     "Chart",
+    "ORGANISATIONAL_ROLE",
     "Check",
     "ClauseView",
     "Section",
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 Status = Literal["pass", "fail", "not applicable"]
+#: The role of a check no file can settle (e.g. who may act as the owner of the files): shown,
+#: never passed; a clause resting on one is at most "partly verified".
+ORGANISATIONAL_ROLE = "the controller's organisation (not verifiable by this tool)"
 #: "promise": verifies a clause of the policy; "precondition": a condition under which the
 #: checks are meaningful (not a promise of the policy, not counted among them).
 Kind = Literal["promise", "precondition"]
@@ -136,12 +140,16 @@ class AuditReport:
         return [c for c in self.promises if clause_id in c.clause_ids]
 
     def clause_verdict(self, clause_id: str) -> str:
-        """``fail`` if a check fails; ``pass`` if one passes; else ``not verified``."""
-        statuses = {c.status for c in self.clause_checks(clause_id)}
+        """``fail`` if a check fails; ``pass`` if one passes (``partly verified`` when part of
+        the promise is an organisational measure this tool cannot verify); else
+        ``not verified``."""
+        checks = self.clause_checks(clause_id)
+        statuses = {c.status for c in checks}
         if "fail" in statuses:
             return "fail"
         if "pass" in statuses:
-            return "pass"
+            organisational = any(c.role == ORGANISATIONAL_ROLE for c in checks)
+            return "partly verified" if organisational else "pass"
         return "not verified"
 
     def check_ids(self) -> list[str]:
@@ -160,12 +168,20 @@ class AuditReport:
         clauses = [v.clause_id for v in self.clauses]
         failed = [c for c in clauses if self.clause_verdict(c) == "fail"]
         unverified = [c for c in clauses if self.clause_verdict(c) == "not verified"]
+        partly = [c for c in clauses if self.clause_verdict(c) == "partly verified"]
+        verified = len(clauses) - len(failed) - len(unverified) - len(partly)
         parts = [
             f"{len(self.promises)} distinct checks: {n['pass']} pass, {n['fail']} fail, "
             f"{n['not applicable']} not applicable",
-            f"{len(clauses) - len(failed) - len(unverified)} of {len(clauses)} clauses verified"
+            f"{verified} of {len(clauses)} clauses verified"
             + (f" ({', '.join(failed)} failing)" if failed else "")
-            + (f" ({', '.join(unverified)} not verified)" if unverified else ""),
+            + (f" ({', '.join(unverified)} not verified)" if unverified else "")
+            + (
+                f", {', '.join(partly)} partly (the rest is an organisational measure this "
+                "tool cannot verify)"
+                if partly
+                else ""
+            ),
         ]
         pre = self.preconditions
         if pre:
@@ -327,6 +343,7 @@ _VERDICT_TEXT = {
     "pass": "verified",
     "fail": "FAILS",
     "not verified": "not verified",
+    "partly verified": "partly verified",
     "not applicable": "not applicable",
 }
 
