@@ -487,3 +487,107 @@ def test_dp_audit_of_a_filtered_grouped_query_and_a_mis_bounded_one(tmp_path):
         assert result.passed, result.as_dict()
     (refuted,) = [r for r in results if r.name.startswith("MIS-BOUNDED")]
     assert not refuted.passed, refuted.as_dict()
+
+
+# --- issue 16: a DP release keyed by a declared non-county geography --------------------------
+@pytest.mark.slow
+def test_release_keyed_by_a_declared_country_geography(tmp_path, capsys):
+    """An ingested export declaring a country geography: a session groups by country (every
+    country of the public table, never the data's), and county is refused with the fix."""
+    import os
+
+    from realexports import CDNOW, build_eu_export
+
+    from segments.cli.main import main
+
+    if not CDNOW.exists():
+        pytest.skip(f"{CDNOW} not found")
+    examples = Path(__file__).resolve().parents[1] / "examples" / "cdnow"
+    export, mapping, _ = build_eu_export(tmp_path / "export", n_rows=4000)
+    ws, key = tmp_path / "ws", tmp_path / "steward.key"
+    key.write_text(os.urandom(32).hex())
+    policy_file = str(examples / "policy.toml")
+    assert main(["ingest", "-w", str(ws), str(export), "--mapping", str(mapping)]) == 0
+    assert main(["prepare", "-w", str(ws), "--policy", policy_file, "--purpose", "statistics",
+                 "--as-of", "1998-06-30", "--key-file", str(key)]) == 0  # fmt: skip
+    capsys.readouterr()
+    policy = Policy.load(policy_file)
+    ledger = Ledger.for_policy(policy, path=tmp_path / "ledger.sqlite", init=True)
+    s = Session(ws, policy, PURPOSE, "purchasing", ledger=ledger, as_of="1998-07-01")
+    with pytest.raises(ReleaseRefusedError, match="declares country, not Swedish counties"):
+        s.table("customers").group_by("county")
+    table = s.table("customers").group_by("country").agg(count(), total("spend")).release(0.5)
+    countries = pl.read_csv(
+        Path(segments.__file__).parent / "reference" / "countries.csv", infer_schema=False
+    )
+    assert list(table["country"]) == countries["country_code"].to_list()  # the public table
+    assert table.set_index("country").loc["DE", "country_name"] == "Germany"
+    assert table.attrs["guarantee"] == "end-to-end ε-DP" and len(ledger.entries()) == 1
+
+
+# --- quantiles ------------------------------------------------------------------------------------
+def test_median_is_charged_as_planned_and_lands_near_the_true_median(ws, ledger):
+    """OpenDP's exponential mechanism over public candidates: the loss OpenDP maps is the
+    share asked for, and the released median of per-person spend (bounded at 50,000 SEK) lies
+    between the true 25th and 75th percentiles of the clipped values in each customer type."""
+    s = _session(ws, ledger)
+    q = (
+        s.table("customers")
+        .group_by("customer_type")
+        .agg(count(), segments.agg.median("spend", bounds=(0, 50_000)))
+    )
+    planned = q.plan(epsilon=1.0)
+    assert planned.privacy_loss["epsilon"] == pytest.approx(1.0)
+    note = planned.accuracy.set_index("aggregate").loc["quantile_50_spend", "note"]
+    assert "no interval" in note and "(no interval)" in repr(planned)
+    table = q.release(epsilon=1.0).set_index("customer_type")
+    assert ledger.entries()[0].request.epsilon == pytest.approx(1.0)
+    prepared = ws.prepared_dir(PURPOSE)
+    spend = (
+        pl.read_parquet(prepared / "lines.parquet")
+        .filter(pl.col("order_date") < AS_OF)
+        .group_by("person_id", "category")
+        .agg(pl.col("amount_sek").sum().round(0).alias("sek"))
+        .group_by("person_id")
+        .agg(pl.col("sek").sum().clip(0, 50_000).alias("spend"))
+    )
+    people = pl.read_parquet(prepared / "customers.parquet").join(spend, on="person_id", how="left")
+    people = people.with_columns(pl.col("spend").fill_null(0))
+    for kind, rows in people.group_by("customer_type"):
+        low, high = rows["spend"].quantile(0.25), rows["spend"].quantile(0.75)
+        released = table.loc[kind[0], "quantile_50_spend"]
+        assert low - 500 <= released <= high + 500, (kind, low, released, high)
+
+
+def test_quantile_under_zcdp_charges_the_asked_epsilon(ws):
+    s = Session(ws, "allkontor", PURPOSE, "purchasing", as_of=AS_OF)
+    q = (
+        s.table("customers")
+        .group_by("customer_type")
+        .agg(count(), segments.agg.quantile("spend", 0.9, bounds=(0, 50_000)))
+    )
+    loss = q.plan(epsilon=0.5).privacy_loss
+    assert loss["rho"] is not None and loss["epsilon"] == pytest.approx(0.5, rel=1e-6)
+    with pytest.raises(PolicyError, match="whole percent"):
+        segments.agg.quantile("spend", 0.333)
+    with pytest.raises(PolicyError, match="quantiles of purchases are refused"):
+        s.table("purchases").group_by("category").agg(segments.agg.median("spend"))
+
+
+def test_query_file_reads_median_and_quantile_aggregates(ws, tmp_path):
+    from segments.session import load_query_file
+
+    path = tmp_path / "q.json"
+    path.write_text(
+        '{"policy": "alloffice", "purpose": "statistics", "recipient": "purchasing", '
+        '"epsilon": 0.5, "as_of": "2026-10-31", "query": [{"table": "customers", '
+        '"group_by": "size_band", "aggregates": ["median:spend", "quantile90:spend"], '
+        '"bounds": {"spend": [0, 20000]}}]}',
+        encoding="utf-8",
+    )
+    query_file = load_query_file(path)
+    session = query_file.open(ws)
+    (query,) = query_file.build(session)
+    planned = session.plan([query], query_file.epsilon)
+    assert list(planned.accuracy["aggregate"]) == ["quantile_50_spend", "quantile_90_spend"]
+    assert "bounds=(0, 20000)" in query.describe()["text"]

@@ -155,8 +155,13 @@ def key_values(
 
 @cache
 def _geography_labels(column: str) -> dict[str, str]:
-    from segments.geography import counties, municipalities
+    from segments.geography import counties, municipalities, reference_path
 
+    if column == "country":
+        import polars as pl
+
+        table = pl.read_csv(reference_path("countries.csv"), infer_schema=False)
+        return dict(table.select("country_code", "country_name").iter_rows())
     if column == "county_code":
         return dict(counties().select("county_code", "county_name_short").iter_rows())
     return dict(municipalities().select("municipality_code", "municipality_name").iter_rows())
@@ -170,7 +175,7 @@ def key_labels(column: str) -> dict[str, str]:
     >>> key_labels("category")["toner_ink"]
     'Toner ink'
     """
-    if column in ("county_code", "municipality_code"):
+    if column in ("county_code", "municipality_code", "country"):
         return _geography_labels(column)
     if column == "industry":
         return dict(INDUSTRY_NAMES)
@@ -190,7 +195,7 @@ def with_labels(frame: Any, columns: Iterable[str] | None = None) -> Any:
     columns : iterable of str, optional
         Key columns to label (default: every column of :data:`KEY_SETS` present).
     """
-    columns = [c for c in (columns or KEY_COLUMNS) if c in frame.columns]
+    columns = [c for c in (columns or (*KEY_COLUMNS, "country")) if c in frame.columns]
     out = frame.copy()
     for column in columns:
         labels: Mapping[str, str] = key_labels(column)
@@ -198,5 +203,7 @@ def with_labels(frame: Any, columns: Iterable[str] | None = None) -> Any:
             continue
         named = out[column].map(lambda v, lab=labels: lab.get(v, v) if v is not None else v)
         name = column.removesuffix("_code") + "_name"
+        if name in out.columns:
+            continue
         out.insert(list(out.columns).index(column) + 1, name, named)
     return out

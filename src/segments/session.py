@@ -65,6 +65,8 @@ __all__ = [
     "count",
     "load_query_file",
     "mean",
+    "median",
+    "quantile",
     "open_release_ledger",
     "sum",
 ]
@@ -89,6 +91,7 @@ class Aggregate:
     kind: str
     value: str | None = None
     bounds: tuple[int, int] | None = None
+    q: float | None = None
 
 
 def count() -> Aggregate:
@@ -107,12 +110,29 @@ def mean(value: str, bounds: tuple[int, int] | None = None) -> Aggregate:
     return Aggregate("mean", value, _bounds(bounds, value))
 
 
+def quantile(value: str, q: float, bounds: tuple[int, int] | None = None) -> Aggregate:
+    """The ``q``-quantile (a whole percent, e.g. 0.5) of a bounded per-person value in each
+    cell: OpenDP's exponential mechanism over 101 public candidates between the bounds. It
+    has no data-free interval (its error depends on how the values spread)."""
+    if not isinstance(q, int | float) or not 0.0 < q < 1.0 or round(q * 100) != q * 100:
+        raise PolicyError(f"quantile q={q!r} must be a whole percent in (0, 1), e.g. 0.5 or 0.9")
+    return Aggregate("quantile", value, _bounds(bounds, value), float(q))
+
+
+def median(value: str, bounds: tuple[int, int] | None = None) -> Aggregate:
+    """The median of a bounded per-person value (:func:`quantile` at 0.5)."""
+    return quantile(value, 0.5, bounds)
+
+
 class agg:  # noqa: N801 - a namespace, read as segments.agg.count()
-    """The aggregates as one namespace: ``segments.agg.count()``, ``.sum(...)``, ``.mean(...)``."""
+    """The aggregates as one namespace: ``segments.agg.count()``, ``.sum(...)``,
+    ``.mean(...)``, ``.quantile(...)``, ``.median(...)``."""
 
     count = staticmethod(count)
     sum = staticmethod(sum)
     mean = staticmethod(mean)
+    quantile = staticmethod(quantile)
+    median = staticmethod(median)
 
 
 def _bounds(bounds: Any, value: str) -> tuple[int, int] | None:
@@ -511,18 +531,18 @@ class Query:
             source = self.session.segment_source()
             check_guarantee(source.guarantee, "dp", self.session.recipient, facts)
             return
+        geography = self.session.domains.geography_column
+        if column == "county_code" and geography != "county_code":
+            raise ReleaseRefusedError(
+                f"{role} 'county_code': this workspace's data declares "
+                f"{geography or 'no geography'}, not Swedish counties; "
+                + (f"use {geography!r} instead" if geography else "drop the geography key")
+            )
         if self.frame != "survey" and column not in self._purpose_columns():
             raise ReleaseRefusedError(
                 f"{role} {column!r}: purpose {self.session.purpose!r} does not keep this "
                 f"column ({facts.cite('minimisation')}); use one of "
                 f"{sorted(set(self._purpose_columns()) & set(self._public_person_columns()))}"
-            )
-        geography = self.session.domains.geography_column
-        if column == "county_code" and geography != "county_code":
-            raise ReleaseRefusedError(
-                f"{role} 'county_code': this workspace's data declares "
-                f"{geography or 'no geography'}, not Swedish counties; use "
-                f"{geography!r}" + (" instead" if geography else " — drop the geography key")
             )
 
     def _check_filters(self) -> None:
@@ -606,6 +626,11 @@ class Query:
                     f"one of {sorted(values)}"
                     + (" or 'spend:<category>'" if self.frame == "person" else "")
                 )
+            if a.kind == "quantile" and self.frame == "cells":
+                raise PolicyError(
+                    "quantiles of purchases are refused: a person's purchase cells are a "
+                    "vector; ask a quantile of a per-person value with table('customers')"
+                )
             if a.bounds is not None and self.frame != "person":
                 raise PolicyError(
                     f"bounds for {value!r} of table {self.table!r} come from the policy "
@@ -658,7 +683,11 @@ class Query:
             if a.kind == "count":
                 continue
             internal = self._internal(str(a.value))
-            if internal not in sums:
+            if a.kind == "quantile":
+                name = f"quantile_{round(float(a.q or 0) * 100)}_{internal}"
+                if name not in sums:
+                    sums.append(name)
+            elif internal not in sums:
                 sums.append(internal)
             if a.bounds is not None:
                 if clip.get(internal, a.bounds) != a.bounds:
@@ -693,6 +722,8 @@ class Query:
         aggs = []
         for a in self.aggregates:
             inner = "" if a.value is None else repr(a.value)
+            if a.q is not None:
+                inner += f", {a.q}"
             if a.bounds is not None:
                 inner += f", bounds={a.bounds}"
             aggs.append(f"{a.kind}({inner})")
@@ -749,7 +780,15 @@ def _influence(frame: str, table: str) -> str:
 # --- results ----------------------------------------------------------------------------------
 def _rename(column: str, aggregates: Iterable[str]) -> str:
     """Internal column → the analyst's name (``spend_sek_lower`` → ``sum_spend_lower``)."""
+    from segments.privacy.releases import quantile_of
+
     for internal in sorted(aggregates, key=len, reverse=True):
+        quantile = quantile_of(internal)
+        if quantile is not None:
+            if column == internal or column.startswith(internal + "_"):
+                user = f"quantile_{round(quantile[0] * 100)}_{_user_value(quantile[1])}"
+                return user + column[len(internal) :]
+            continue
         for prefix, out in ((f"mean_{internal}", "mean_"), (internal, "sum_")):
             if column == prefix or column.startswith(prefix + "_"):
                 user = "count" if internal == "count" else out + _user_value(internal)
@@ -794,13 +833,21 @@ class PlannedQueries:
         ]
         bounds = plan.bounds()
         rows["note"] = [
-            "norm bound chosen privately at release (charged in ε): the accuracy shown is at "
-            "the public largest bound, the released one is usually much better"
+            "a quantile: one of 101 public candidates between the bounds, chosen by the "
+            "exponential mechanism; its error depends on how the values spread (no interval)"
+            if str(distribution).startswith(("Exponential", "Gumbel"))
+            else "norm bound chosen privately at release (charged in ε): the accuracy shown is "
+            "at the public largest bound, the released one is usually much better"
             if str(bounds[q].get("norm_bounds", {}).get(internal, {}).get("source", "")).startswith(
                 "to be chosen"
             )
             else ""
-            for q, internal in zip(plan.accuracy["query"], plan.accuracy["aggregate"], strict=True)
+            for q, internal, distribution in zip(
+                plan.accuracy["query"],
+                plan.accuracy["aggregate"],
+                plan.accuracy["distribution"],
+                strict=True,
+            )
         ]
         rows = rows[["query", "aggregate", "cells", "distribution", "scale", "accuracy", "note"]]
         return cls(rows, plan.guarantee, dict(plan.loss), plan.confidence)
@@ -830,8 +877,10 @@ class PlannedQueries:
             f"expected accuracy per cell (± at {self.confidence:.0%}):",
         ]
         for row in self.accuracy.to_dict("records"):
+            accuracy = row["accuracy"]
+            shown = f"± {accuracy:>12,.1f}" if accuracy == accuracy else f"{'(no interval)':>14}"
             lines.append(
-                f"  {row['query']!s:<40} {row['aggregate']!s:<16} ± {row['accuracy']:>12,.1f}  "
+                f"  {row['query']!s:<40} {row['aggregate']!s:<18} {shown}  "
                 f"({row['cells']} cells, {row['distribution']!s}, scale {row['scale']:.4g})"
             )
             if row["note"]:
@@ -1102,13 +1151,18 @@ def _query_from(session: Session, spec: Mapping[str, Any]) -> Query:
         kind, _, value = str(text).partition(":")
         if kind == "count" and not value:
             aggregates.append(count())
-        elif kind in ("sum", "mean") and value:
+        elif kind in ("sum", "mean", "median") and value:
             given = bounds.get(value)
             pair = None if given is None else tuple(given)
-            aggregates.append((sum if kind == "sum" else mean)(value, pair))
+            aggregates.append({"sum": sum, "mean": mean, "median": median}[kind](value, pair))
+        elif re.fullmatch(r"quantile\d{1,2}", kind) and value:
+            given = bounds.get(value)
+            pair = None if given is None else tuple(given)
+            aggregates.append(quantile(value, int(kind.removeprefix("quantile")) / 100, pair))
         else:
             raise PolicyError(
-                f"aggregate {text!r} is not count, sum:<value> or mean:<value>; e.g. 'sum:spend'"
+                f"aggregate {text!r} is not count, sum:<value>, mean:<value>, median:<value> "
+                "or quantile<percent>:<value>; e.g. 'sum:spend', 'quantile90:spend'"
             )
     unused = sorted(set(bounds) - {a.value for a in aggregates})
     if unused:

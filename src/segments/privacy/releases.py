@@ -85,6 +85,29 @@ _CELL_AGGREGATES = ("sek", "units")  # per-cell sums with per-category bounds
 #: units, distinct orders, and ``spend_sek_<category>`` (one category's spend).
 PERSON_VALUES = ("units_total", "orders")
 PERSON_CATEGORY_SPEND = "spend_sek_"
+#: A quantile aggregate is named ``quantile_<percent>_<value>`` (e.g. ``quantile_50_spend_sek``):
+#: OpenDP's exponential mechanism over public candidates between the value's bounds.
+QUANTILE_PREFIX = "quantile_"
+#: Public candidates of a quantile: this many evenly spaced points between the bounds.
+QUANTILE_CANDIDATES = 101
+
+
+def quantile_of(aggregate: str) -> tuple[float, str] | None:
+    """``(alpha, value)`` of a quantile aggregate's name, else None.
+
+    Examples
+    --------
+    >>> quantile_of("quantile_50_spend_sek")
+    (0.5, 'spend_sek')
+    >>> quantile_of("spend_sek") is None
+    True
+    """
+    if not aggregate.startswith(QUANTILE_PREFIX):
+        return None
+    percent, _, value = aggregate.removeprefix(QUANTILE_PREFIX).partition("_")
+    return int(percent) / 100.0, value
+
+
 _ERROR_SUFFIXES = ("lower", "upper", "scale")
 
 
@@ -460,6 +483,9 @@ def _aggregate_bounds(query: QueryDef, agg: str, params: PrivacyParams) -> tuple
     """
     if agg == "count":
         return (0, 1)
+    quantile = quantile_of(agg)
+    if quantile is not None:
+        return _aggregate_bounds(query, quantile[1], params)
     given = dict(query.clip)
     if agg in given:
         low, high = given[agg]
@@ -580,7 +606,11 @@ def _accuracy(distribution: str, scale: float, alpha: float) -> float:
         convert = (
             dp.discrete_gaussian_scale_to_accuracy if integer else dp.gaussian_scale_to_accuracy
         )
-    else:  # pragma: no cover - OpenDP's polars plugin only adds these two
+    elif distribution.startswith(("Exponential", "Gumbel")):
+        # a quantile: its error depends on how the data spread over the candidates, so no
+        # data-free half-width exists (the card says so)
+        return math.nan
+    else:  # pragma: no cover - OpenDP's polars plugin only adds these
         raise ValueError(f"unknown noise distribution {distribution!r}")
     return float(convert(scale, alpha))
 
@@ -627,12 +657,24 @@ def _build_polars_query(
     domain = _domain(path)
     n_aggs = len(query.aggregates)
     exprs = []
-    rows = []
+    rows: list[dict[str, Any]] = []
     for agg in query.aggregates:
         l1, l2 = _sensitivity(query, agg, params, survey_rows)
         share = loss / n_aggs
         scale = l1 / share if params.dp_family == "pure" else l2 / math.sqrt(2.0 * share)
         bounds = _aggregate_bounds(query, agg, params)
+        quantile = quantile_of(agg)
+        if quantile is not None:
+            level, value = quantile  # not `alpha`: that is the intervals' level
+            candidates = _quantile_candidates(bounds)
+            schema = pl.scan_parquet(path).collect_schema()
+            scale = _quantile_scale(
+                domain, schema, metric, d_in, value, level, candidates, share, params
+            )
+            dp_col = pl.col(value).dp  # type: ignore[attr-defined]
+            exprs.append(dp_col.quantile(level, candidates, scale=scale).alias(agg))
+            rows.append({"aggregate": agg, "bounds": list(bounds), "l1": None, "l2": None})
+            continue
         if agg == "count":
             exprs.append(dp.len(signed=True, scale=scale).alias("count"))
         else:
@@ -671,8 +713,8 @@ def _build_polars_query(
     half = _with_accuracy(summarize_polars_measurement(measurement), alpha / 2.0)
     summary = summary.with_columns(
         pl.Series("bounds", [r["bounds"] for r in rows]),
-        pl.Series("sensitivity_l1", [r["l1"] for r in rows]),
-        pl.Series("sensitivity_l2", [r["l2"] for r in rows]),
+        pl.Series("sensitivity_l1", [r["l1"] for r in rows], dtype=pl.Float64),
+        pl.Series("sensitivity_l2", [r["l2"] for r in rows], dtype=pl.Float64),
         pl.lit(query.name).alias("query"),
         pl.lit(keys.height).alias("cells"),
     )
@@ -686,6 +728,44 @@ def _build_polars_query(
         path,
         dict(zip(half["column"].to_list(), half["accuracy"].to_list(), strict=True)),
     )
+
+
+def _quantile_candidates(bounds: tuple[int, int]) -> list[int]:
+    """Evenly spaced public candidates between the bounds (whole numbers, no duplicates)."""
+    low, high = bounds
+    points = np.linspace(low, high, QUANTILE_CANDIDATES).round().astype(np.int64)
+    return sorted({int(p) for p in points})
+
+
+def _quantile_scale(
+    domain: Any,
+    schema: Any,
+    metric: Any,
+    d_in: Any,
+    value: str,
+    alpha: float,
+    candidates: list[int],
+    share: float,
+    params: PrivacyParams,
+) -> float:
+    """The scale at which OpenDP's quantile costs ``share``: its loss is mapped at scales 1
+    and 2 (ε falls as 1/scale, ρ as 1/scale²), and the scale is solved from that."""
+    measure = (
+        dp.max_divergence() if params.dp_family == "pure" else dp.zero_concentrated_divergence()
+    )
+
+    def loss_at(scale: float) -> float:
+        probe = pl.LazyFrame(schema=schema).select(
+            pl.col(value).dp.quantile(alpha, candidates, scale=scale)  # type: ignore[attr-defined]
+        )
+        m = dp.m.make_private_lazyframe(
+            input_domain=domain, input_metric=metric, output_measure=measure, lazyframe=probe
+        )
+        return float(m.map(d_in))
+
+    one, two = loss_at(1.0), loss_at(2.0)
+    power = math.log2(one / two)  # 1 for ε, 2 for ρ
+    return (one / share) ** (1.0 / power) * (1.0 + 1e-9)
 
 
 def _norm_bounds(
