@@ -141,3 +141,47 @@ def test_second_export_shape_through_every_stage(
     assert set(table["country"]) <= {"DE", "AT", "CH", "DK", "Western Europe",
                                      "Northern Europe", "*", "n/a"}  # fmt: skip
     assert ", 0 fail," in out["audit"]
+
+
+def test_private_segments_on_a_declared_taxonomy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16 gap (a): ``segment --private`` (DP k-means) keys its category features by the
+    taxonomy the mapping declared (here cd, vinyl), not the built-in ten office categories
+    (it was charged, then failed on the first order line), and a category outside the
+    declared taxonomy is refused before anything is charged."""
+    from segments.exceptions import PolicyError
+    from segments.policy import Policy
+    from segments.privacy.kmeans import fit_private_segments
+    from segments.privacy.ledger import Ledger
+    from segments.pseudonym import KEY_ENV_VAR
+
+    export, mapping, _ = build_eu_export(tmp_path / "export")
+    monkeypatch.setenv(KEY_ENV_VAR, os.urandom(32).hex())
+    monkeypatch.setenv("SEGMENTS_LEDGER_DIR", str(tmp_path / "ledgers"))
+    ws, pol = tmp_path / "ws", ("--policy", str(EXAMPLES / "policy.toml"))
+    _run("ingest", "-w", str(ws), str(export), "--mapping", str(mapping))
+    _run("prepare", "-w", str(ws), *pol, "--purpose", "segmentation", "--as-of", "1998-06-30")
+    capsys.readouterr()
+    _run("segment", "-w", str(ws), *pol, "--private", "--as-of", "1998-07-01", "--seed", "3")
+    out = capsys.readouterr().out
+    assert "charged to the ledger" in out and "buyers" in out
+    centroids = pl.read_parquet(ws / "segments" / "private" / "centroids.parquet")
+    shares = sorted(c for c in centroids.columns if c.startswith(("share_", "line_share_")))
+    assert [c for c in shares if "cd" in c or "vinyl" in c] == [
+        "line_share_cd", "line_share_vinyl", "share_cd", "share_vinyl"
+    ]  # fmt: skip
+    assert not any(c.endswith("_paper") for c in centroids.columns)
+    card = json.loads((ws / "segments" / "private" / "card.json").read_text(encoding="utf-8"))
+    assert card["contribution_bounds"]["feature_bounds"]["share_vinyl"] == [0.0, 1.0]
+    assert "share_vinyl" in card["spec"]["features"]  # recorded in the ledger entry too
+
+    lines_path = ws / "prepared" / "segmentation" / "lines.parquet"
+    lines = pl.read_parquet(lines_path)
+    lines.with_columns(category=pl.lit("jazz")).write_parquet(lines_path)
+    policy = Policy.load(EXAMPLES / "policy.toml")
+    ledger = Ledger.for_policy(policy)
+    before = len(ledger.entries())
+    with pytest.raises(PolicyError, match="outside the declared taxonomy.*nothing was charged"):
+        fit_private_segments(ws, policy, ledger, purpose="segmentation", recipient="analytics")
+    assert len(ledger.entries()) == before

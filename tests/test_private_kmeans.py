@@ -582,10 +582,10 @@ def test_private_labels_are_not_written_when_an_erasure_lands_meanwhile(
     kmeans = importlib.import_module("segments.privacy.kmeans")
     real = kmeans._segment_names_from_centroids
 
-    def erasure_meanwhile(centroids):  # the fit has read the frames; an erasure is logged now
+    def erasure_meanwhile(centroids, *taxonomy):  # the fit has read the frames; an erasure now
         private_workspace.subject_log.parent.mkdir(parents=True, exist_ok=True)
         private_workspace.subject_log.write_text('[{"action": "erasure"}]\n', encoding="utf-8")
-        return real(centroids)
+        return real(centroids, *taxonomy)
 
     monkeypatch.setattr(kmeans, "_segment_names_from_centroids", erasure_meanwhile)
     policy = Policy.load("alloffice")

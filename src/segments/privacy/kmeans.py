@@ -826,6 +826,40 @@ PRIVATE_FEATURES = (
     *(f"share_{c}" for c in PRODUCT_CATEGORIES),
     *(f"share_{c}" for c in CHANNELS),
 )
+
+
+def private_features_for(categories: Sequence[str]) -> tuple[str, ...]:
+    """:data:`PRIVATE_FEATURES` with the category shares of ``categories``: the taxonomy an
+    ingest declared (:func:`segments.ingest.public_domains`), public like the built-in one.
+
+    Examples
+    --------
+    >>> [f for f in private_features_for(["music"]) if "music" in f]
+    ['line_share_music', 'share_music']
+    """
+    return (
+        "recency_days",
+        "frequency_orders",
+        "monetary_sek",
+        "avg_basket_sek",
+        *(f"line_share_{c}" for c in categories),
+        *(f"share_{c}" for c in categories),
+        *(f"share_{c}" for c in CHANNELS),
+    )
+
+
+def _with_share_bounds(
+    bounds: Mapping[str, Any], features: Sequence[str]
+) -> dict[str, tuple[float, float]]:
+    """The policy's feature bounds, plus [0, 1] for every share feature it leaves out: a share
+    lies in [0, 1] by definition (a public fact), whatever the taxonomy."""
+    out = {name: (float(lo), float(hi)) for name, (lo, hi) in bounds.items()}
+    for name in features:
+        if name.startswith(("share_", "line_share_")):
+            out.setdefault(name, (0.0, 1.0))
+    return out
+
+
 #: Heavy-tailed features scaled on a log1p scale (public transform, as in segments.features).
 PRIVATE_LOG_FEATURES = ("frequency_orders", "monetary_sek", "avg_basket_sek")
 #: Categorical features of the private model (one-hot over their public levels); they also
@@ -984,19 +1018,41 @@ def _manifest_synthetic(ws: Workspace) -> bool | None:
     return bool(json.loads(manifest.read_text(encoding="utf-8")).get("synthetic", False))
 
 
-def _segment_names_from_centroids(centroids: Any) -> dict[str, str]:
-    """Names from the released centroids only (post-processing of a DP release)."""
+def _segment_names_from_centroids(
+    centroids: Any, categories: Sequence[str] = PRODUCT_CATEGORIES
+) -> dict[str, str]:
+    """Names from the released centroids only (post-processing of a DP release): the (up to)
+    two categories with the largest spend share, and the typical spend."""
     names = {}
-    shares = [
-        c for c in centroids.columns if c.startswith("share_") and c[6:] in PRODUCT_CATEGORIES
-    ]
+    shares = [c for c in centroids.columns if c.startswith("share_") and c[6:] in categories]
     for _, row in centroids.iterrows():
-        top = sorted(shares, key=lambda c: -row[c])[:2]
+        top = [c[6:] for c in sorted(shares, key=lambda c: -row[c])[:2]]
         spend = row["monetary_sek"]
-        names[str(row["segment"])] = (
-            f"{top[0][6:]} & {top[1][6:]} buyers, ~{spend:,.0f} SEK".replace(",", " ")
-        )
+        what = " & ".join(top) or "all"
+        amount = f"{spend:,.0f}".replace(",", " ")
+        names[str(row["segment"])] = f"{what} buyers, ~{amount} SEK"
     return names
+
+
+def _check_categories(lines: Any, categories: Sequence[str]) -> None:
+    """Refuse, before the ledger is charged, order lines (a polars frame) whose category is
+    not in the declared taxonomy (the features would fail after the charge)."""
+    import polars as pl
+
+    lazy = lines.lazy()
+    unknown = (
+        lazy.filter(~pl.col("category").is_in(list(categories)))
+        .select(pl.len().alias("n"), pl.col("category").first().alias("first"))
+        .collect()
+    )
+    if unknown["n"][0]:
+        raise PolicyError(
+            f"table 'lines', column 'category': {unknown['n'][0]} order line(s) outside the "
+            f"declared taxonomy {list(categories)} (first: {unknown['first'][0]!r}); rule: "
+            "segments are keyed by public categories only; fix: declare the category in the "
+            "mapping's [products] categories and ingest again, or re-run prepare; nothing was "
+            "charged"
+        )
 
 
 def private_model(
@@ -1096,12 +1152,18 @@ def fit_private_segments(
     import polars as pl
 
     from segments.features import customer_features
+    from segments.ingest import public_domains
     from segments.policy import Policy
     from segments.privacy.guards import GUARANTEE_END_TO_END
     from segments.privacy.ledger import ReleaseRequest
     from segments.segmentation import _eligible, _prepared_as_of, _read_prepared
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    # The declared taxonomy of an ingested export (the built-in one otherwise): public, read
+    # from the raw manifest, never from the data; checked before anything is charged.
+    categories = tuple(public_domains(ws).categories)
+    if tuple(features) == PRIVATE_FEATURES:
+        features = private_features_for(categories)
     log_state = ws.erasure_log_state()  # an erasure after this point refuses the labels
     policy = Policy.load(policy) if isinstance(policy, str | os.PathLike) else policy
     privacy = policy.privacy
@@ -1119,7 +1181,9 @@ def fit_private_segments(
             "prepare` for the earlier date; nothing was charged"
         )
     lines = lines.filter(pl.col("order_date") <= as_of)
-    _warp_bounds(privacy.feature_bounds, features, log_features)  # refused before any charge
+    bounds = _with_share_bounds(privacy.feature_bounds, features)
+    _warp_bounds(bounds, features, log_features)  # refused before any charge
+    _check_categories(lines, categories)  # an undeclared code is refused before any charge
     family = privacy.dp_family
     model = private_model(privacy, features, categorical, seed)
     total = model.planned_privacy_loss()
@@ -1155,7 +1219,7 @@ def fit_private_segments(
         mechanism="laplace" if family == "pure" else "gaussian",
         bounds={
             "privacy_unit": "one person (one row); neighbours add or remove a person",
-            "feature_bounds": {f: list(privacy.feature_bounds[f]) for f in features},
+            "feature_bounds": {f: list(bounds[f]) for f in features},
             "per_release_sensitivity": {s.name: s.sensitivity for s in model.plan()},
         },
         epsilon=epsilon,
@@ -1168,8 +1232,8 @@ def fit_private_segments(
     )
     reservation = ledger.reserve(request, policy=policy)  # charged before the data is read
 
-    frame = customer_features(lines, customers, as_of=as_of).to_pandas()
-    X, _ = private_features(frame, privacy.feature_bounds, features, log_features, categorical)
+    frame = customer_features(lines, customers, as_of=as_of, categories=categories).to_pandas()
+    X, _ = private_features(frame, bounds, features, log_features, categorical)
     model.fit(X)
     assert model.privacy_loss_ == total  # what was charged is what OpenDP spent
     k = int(model.n_clusters)
@@ -1177,9 +1241,7 @@ def fit_private_segments(
     centroids = pd.DataFrame(
         {
             "segment": keys,
-            **_unwarp_centroids(
-                model.centers_unit_, features, log_features, privacy.feature_bounds, categorical
-            ),
+            **_unwarp_centroids(model.centers_unit_, features, log_features, bounds, categorical),
             "noisy_count": model.published_counts_,
         }
     )
@@ -1192,7 +1254,7 @@ def fit_private_segments(
         .select("person_id", "segment")
         .sort("person_id")
     )
-    names = _segment_names_from_centroids(centroids)
+    names = _segment_names_from_centroids(centroids, categories)
     with ws.publishing(log_state, "segment --private"):  # charged, never published if refused
         return _write_private_segments(
             ws, ledger, reservation, model, centroids, labels, names, request, as_of, purpose
