@@ -34,7 +34,7 @@ def test_releases_are_shown_at_their_own_epsilon_apart_from_the_fixed_self_test(
     assert "at the ε their ledger entries state" in top.get_title(loc="left")
     assert "fixed test settings" in bottom.get_title(loc="left")
     assert "not the releases'" in bottom.get_title(loc="left")
-    top_labels = " ".join(t.get_text() for t in top.get_yticklabels())
+    top_labels = " ".join(t.get_text().replace("\n", " ") for t in top.get_yticklabels())
     assert "customers_by_county without" in top_labels and "[control]" in top_labels
     assert "[sequence]" in top_labels and "budget" not in top_labels
     assert "customers_by_county_segment" in bottom.get_yticklabels()[0].get_text()

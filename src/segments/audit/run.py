@@ -313,6 +313,9 @@ def _budget_chart(ctx: AuditContext, folder: Path) -> Chart | None:
     )
     top = max(p.budget_epsilon, float(frame["period_epsilon"].fill_nan(0.0).max() or 0.0))  # type: ignore[arg-type]
     right.set_ylim(0, top * 1.15)
+    first, last = frame["date"].min(), frame["date"].max()
+    if first == last:  # one release day: a year around it, not matplotlib's default decade
+        right.set_xlim(first - dt.timedelta(days=183), last + dt.timedelta(days=183))  # type: ignore[operator]
     right.set_title(f"ε of the {p.budget_period_months}-month period ending at each release")
     right.set_ylabel("ε" + ("" if pure else f" at δ = {p.delta:g}"))
     right.legend(fontsize=8)
@@ -745,9 +748,9 @@ def dp_audit_figure(records: Sequence[Mapping[str, Any]]) -> Figure:
         ]
         if rows:
             panels.append((heading, rows))
-    heights = [sum(0.55 + 0.16 * _wrapped(r).count("\n") for r in rows) for _, rows in panels]
+    heights = [sum(0.6 + 0.18 * _wrapped(r).count("\n") for r in rows) for _, rows in panels]
     height = 1.0 + sum(heights) + 0.9 * len(panels)
-    fig = Figure(figsize=(12, height))
+    fig = Figure(figsize=(10.5, height))
     axes = fig.subplots(len(panels) or 1, 1, height_ratios=heights or None, squeeze=False)[:, 0]
     for ax, (heading, rows) in zip(axes, panels, strict=False):
         y = np.arange(len(rows))[::-1].astype(float)
@@ -767,22 +770,22 @@ def dp_audit_figure(records: Sequence[Mapping[str, Any]]) -> Figure:
                 f"claim {c:.3g} · bound {lo:.3g} · {verdict}\n{detects} (95 %, {trials} trials)",
                 transform=ax.get_yaxis_transform(),
                 va="center",
-                fontsize=7.5,
+                fontsize=8.5,
             )
-        ax.set_yticks(y, [_wrapped(r) for r in rows], fontsize=7.5)
+        ax.set_yticks(y, [_wrapped(r) for r in rows], fontsize=8.5)
         ax.set_ylim(-0.6, len(rows) - 0.4)
         ax.set_xlim(0, max([*claimed, *lower, 1e-9]) * 1.05)
         ax.set_xlabel("ε")
-        ax.set_title(heading, fontsize=9, loc="left")
+        ax.set_title(heading, fontsize=10, loc="left")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8)
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=9)
     fig.tight_layout(rect=(0, 0.45 / height, 1, 1))
     return fig
 
 
 def _wrapped(record: Mapping[str, Any]) -> str:
     prefix = {"control": "[control] ", "sequence": "[sequence] "}.get(record.get("kind", ""), "")
-    return "\n".join(textwrap.wrap(prefix + str(record["name"]), 48))
+    return "\n".join(textwrap.wrap(prefix + str(record["name"]), 40))
 
 
 def _crashed(clause: str, part: str, exc: Exception) -> Check:
