@@ -57,3 +57,26 @@ def test_the_chart_is_written_as_a_png(tmp_path: Path) -> None:
     image = mpimg.imread(path)
     assert image.shape[0] > 500 and image.shape[1] > 800
     assert (image[..., :3] < 0.9).any()  # something was drawn
+
+
+def test_the_few_records_at_the_highest_risk_stay_visible(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Ten records in classes of exactly k beside 3,200 safer ones: a linear axis draws them
+    one pixel high; the risk chart uses a log axis and names the highest risk and its count."""
+    import polars as pl
+    from matplotlib.figure import Figure
+
+    import segments.audit.run as run
+    from segments import Policy
+
+    sizes = pl.Series([10] * 10 + [50] * 2000 + [120] * 1200)
+    monkeypatch.setattr(run, "_class_sizes", lambda ctx: {"kanon-x": sizes})
+    drawn: list[Figure] = []
+    monkeypatch.setattr(run, "_save", lambda fig, path: drawn.append(fig) or path)
+    ctx = type("Ctx", (), {"policy": Policy.load("alloffice")})()
+    charts = run._kanon_charts(ctx, tmp_path)  # type: ignore[arg-type]
+    assert [c.title for c in charts][1] == "Re-identification risk distribution"
+    (ax,) = drawn[1].axes
+    assert ax.get_yscale() == "log"
+    assert [t.get_text() for t in ax.texts] == ["highest 0.1: 10 records"]
+    tallest_at_risk = max(p.get_height() for p in ax.patches if p.get_x() > 0.09)
+    assert tallest_at_risk == 10

@@ -366,15 +366,23 @@ def _kanon_charts(ctx: AuditContext, folder: Path) -> list[Chart]:
     fig = Figure(figsize=(7, 3.2))
     ax = fig.subplots()
     for rid, sizes in per_record.items():
-        ax.hist((1.0 / sizes.cast(pl.Float64)).to_numpy(), bins=30, alpha=0.6, label=rid)
+        risk = (1.0 / sizes.cast(pl.Float64)).to_numpy()
+        ax.hist(risk, bins=30, alpha=0.6, label=rid)
+        worst = float(risk.max())  # the worst-off records: marked, however few they are
+        ax.plot([worst], [1], "v", ms=7, color="black", clip_on=False)
+        note = f"highest {worst:.3g}: {int((risk == worst).sum())} records"
+        ax.annotate(note, (worst, 1), xytext=(-4, 10), textcoords="offset points", ha="right",
+                    fontsize=8)  # fmt: skip
     ax.axvline(1 / k, color="tab:red", linestyle="--", label=f"1/min k = {1 / k:.3g}")
+    ax.set_yscale("log")  # a handful of records at the highest risk stay visible
     ax.set_xlabel("prosecutor re-identification risk of a record (1 / class size)")
-    ax.set_ylabel("records")
+    ax.set_ylabel("records (log scale)")
     ax.legend(fontsize=7)
     risk_chart = Chart(
         "Re-identification risk distribution",
         _save(fig, folder / "risk.png"),
-        "Risk against an attacker who knows a record is in the release.",
+        "Risk against an attacker who knows a record is in the release (records on a log "
+        "scale, so the few at the highest risk stay visible; the triangle marks the highest).",
     )
     return [sizes_chart, risk_chart]
 
