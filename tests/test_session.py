@@ -591,3 +591,19 @@ def test_query_file_reads_median_and_quantile_aggregates(ws, tmp_path):
     planned = session.plan([query], query_file.epsilon)
     assert list(planned.accuracy["aggregate"]) == ["quantile_50_spend", "quantile_90_spend"]
     assert "bounds=(0, 20000)" in query.describe()["text"]
+
+
+def test_an_evaluation_ledger_passed_in_takes_data_proven_synthetic(ws):
+    """A simulated ledger object is charged only for data proven synthetic (regenerated and
+    compared), as `segments release --evaluation-ledger` is."""
+    policy = Policy.load("alloffice")
+    from segments.privacy.synthetic import prove_synthetic
+
+    proof = prove_synthetic(ws)  # regenerated from the manifest and compared
+    ledger = Ledger.for_workspace(
+        ws, policy.controller, evaluation=True, synthetic=bool(proof), policy=policy
+    )
+    s = _session(ws, ledger)
+    s.table("customers").group_by("customer_type").agg(count()).release(epsilon=0.1)
+    (entry,) = ledger.entries()
+    assert entry.evaluation and entry.request.synthetic is True

@@ -333,7 +333,11 @@ class Session:
         self._ledger = ledger
 
     def _synthetic(self) -> bool:
-        if not (self._demo or self._evaluation):
+        ledger = self.ledger()
+        simulated = bool(
+            getattr(ledger, "evaluation", False) or getattr(ledger, "throwaway", False)
+        )
+        if not (self._demo or self._evaluation or simulated):
             return False  # the controller's ledger takes the data as real
         from segments.privacy.synthetic import prove_synthetic
 

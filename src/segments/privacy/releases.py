@@ -307,8 +307,11 @@ def build_shared_frames(
         )
     if person_columns:
         person = person.join(customers.select(_person_key(), *person_columns), on="pid", how="left")
-    person = person.join(_person_values(cells, lines, window, person_values), on="pid", how="left")
-    person = person.with_columns(pl.col(v).fill_null(0) for v in person_values)
+    if person_values:  # a session's further per-person values (named specs need none)
+        values = _person_values(cells, lines, window, person_values)
+        person = person.join(values, on="pid", how="left").with_columns(
+            pl.col(v).fill_null(0) for v in person_values
+        )
     if segments is not None:
         labels = _segment_labels(segments, cells, customers, lines, window)
         person = person.join(labels, on="pid", how="inner")
