@@ -97,3 +97,78 @@ def test_over_budget_refused_by_the_ledger(workspace: Workspace, tmp_path: Path)
     with pytest.raises(BudgetExceededError):
         _choose(workspace, ledger, epsilon=policy.privacy.budget_epsilon * 2)
     assert not list((workspace.root / "releases").glob("policy-bounds-*/bounds.json"))
+
+
+def _declare(ws: Workspace, categories: list[str]) -> None:
+    """A raw manifest of an ingested export declaring ``categories`` (its public taxonomy)."""
+    import json
+
+    ws.raw.mkdir(parents=True, exist_ok=True)
+    domains = {"categories": categories, "channels": ["web"], "geography": None}
+    manifest = {"synthetic": False, "schema": "real", "domains": domains}
+    ws.manifest.write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def test_per_category_bounds_of_a_new_taxonomy_chosen_privately(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """Issue 16 gap (b): per-category cell bounds for a taxonomy the ingest declared, chosen
+    with a DP quantile each (charged in the same ledger entry), on the scale of the largest
+    cell bound, printed as a policy table that loads and keys releases by that taxonomy."""
+    from segments.privacy.specs import PrivacyParams
+
+    _declare(workspace, ["music", "vinyl"])
+    policy = Policy.load(POLICY)
+    ledger = Ledger.open(tmp_path / "l.sqlite", policy.controller, policy=policy, init=True)
+    ceilings = {**CEILINGS, "cell_units_by_category.music": 1e4}
+    result = _choose(workspace, ledger, ceilings=ceilings)  # type: ignore[attr-defined]
+    lines = pl.read_parquet(workspace.prepared_dir("statistics") / "lines.parquet")
+    truth = float(
+        lines.group_by("person_id").agg(pl.col("quantity").max())["quantity"].quantile(0.9)
+    )
+    chosen = result.bounds["cell_units_by_category.music"]  # type: ignore[attr-defined]
+    top = result.bounds["cell_units_bound"]  # type: ignore[attr-defined]
+    assert top % chosen == 0 and 0.7 * truth <= chosen <= top
+    [entry] = ledger.entries()
+    assert "cell_units_by_category.music" in entry.request.spec["quantities"]
+    assert entry.request.epsilon == pytest.approx(2.5)  # one charge for every bound
+
+    snippet = result.toml()  # type: ignore[attr-defined]
+    assert f"[privacy.cell_units_by_category]\nmusic = {chosen:g}" in snippet
+    edited = tmp_path / "policy.toml"
+    base = POLICY.read_text(encoding="utf-8")
+    edited.write_text(
+        base.replace("cell_units_bound = 40", f"cell_units_bound = {top:g}")
+        + f"\n[privacy.cell_units_by_category]\nmusic = {chosen:g}\n",
+        encoding="utf-8",
+    )
+    params = PrivacyParams.from_policy(Policy.load(edited))
+    from segments.ingest import public_domains
+
+    keyed = params.with_domains(public_domains(workspace))
+    assert keyed.cell_bounds("units") == {"music": int(chosen), "vinyl": int(top)}
+
+
+def test_per_category_bounds_of_a_new_taxonomy_from_public_facts(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """The public-facts way: a policy table naming the new taxonomy's categories loads, and a
+    category outside the workspace's taxonomy is refused (here: the built-in 'paper'), as is
+    a private choice for it — before anything is charged."""
+    from segments.ingest import public_domains
+    from segments.privacy.specs import PrivacyParams
+
+    _declare(workspace, ["music", "vinyl"])
+    edited = tmp_path / "policy.toml"
+    base = POLICY.read_text(encoding="utf-8")
+    edited.write_text(base + "\n[privacy.cell_units_by_category]\nvinyl = 10\n", encoding="utf-8")
+    params = PrivacyParams.from_policy(Policy.load(edited)).with_domains(public_domains(workspace))
+    assert params.cell_bounds("units")["vinyl"] == 10
+    edited.write_text(base + "\n[privacy.cell_units_by_category]\npaper = 10\n", encoding="utf-8")
+    with pytest.raises(PolicyError, match="'paper' is not a product category"):
+        PrivacyParams.from_policy(Policy.load(edited)).with_domains(public_domains(workspace))
+    policy = Policy.load(POLICY)
+    ledger = Ledger.open(tmp_path / "l.sqlite", policy.controller, policy=policy, init=True)
+    with pytest.raises(PolicyError, match="declared taxonomy.*nothing was charged"):
+        _choose(workspace, ledger, ceilings={**CEILINGS, "cell_units_by_category.paper": 40})
+    assert ledger.entries() == []

@@ -964,11 +964,21 @@ class _Parser:
         return out
 
     def category_bounds(self, data: Any, key: str, top: float) -> Mapping[str, int]:
-        """Per-category cell bounds: positive integers that divide the largest bound."""
-        table = self.table(data, f"privacy.{key}", set(), set(PRODUCT_CATEGORIES))
+        """Per-category cell bounds: positive integers that divide the largest bound. A
+        category is one of the built-in taxonomy or of the taxonomy an ingest declares (a new
+        business's own); the declared one is checked when a release keys by it
+        (:class:`segments.privacy.specs.PrivacyParams`)."""
+        named = set(data) if isinstance(data, dict) else set()
+        table = self.table(data, f"privacy.{key}", set(), named)
         out = {}
         for category, value in table.items():
             name = f"privacy.{key}.{category}"
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", str(category)):
+                raise self.fail(
+                    name,
+                    "a category code is lower-case letters, digits and _",
+                    "use the code the mapping's [products] categories declares",
+                )
             bound = self.positive(value, name)
             if bound > top or top % bound:
                 raise self.fail(

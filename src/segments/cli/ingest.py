@@ -83,7 +83,8 @@ def register_bounds(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="public largest value of a bound (repeat for each: spend_bound_sek, "
         "cell_spend_bound_sek, cell_units_bound, feature_bounds.frequency_orders, "
-        "feature_bounds.avg_basket_sek)",
+        "feature_bounds.avg_basket_sek; optionally per category of the declared taxonomy: "
+        "cell_units_by_category.<category>, cell_spend_sek_by_category.<category>)",
     )
     parser.add_argument("--quantile", type=open_fraction, default=0.98, help="target quantile")
     parser.add_argument("--as-of", type=iso_date, help="release date (default: today)")

@@ -30,7 +30,16 @@ import polars as pl
 from segments.exceptions import PolicyError
 from segments.workspace import Workspace, sha256_file, write_json
 
-__all__ = ["BOUNDED_QUANTITIES", "PolicyBounds", "choose_policy_bounds"]
+__all__ = ["BOUNDED_QUANTITIES", "CATEGORY_TABLES", "PolicyBounds", "choose_policy_bounds"]
+
+#: Per-category cell bounds (a policy table each): a person's largest spend or units in that
+#: category in one month, rounded up to a divisor of the largest cell bound chosen beside it
+#: (cells are released on its scale). Asked for with a ceiling per category, e.g.
+#: ``cell_units_by_category.vinyl``; the category must be in the workspace's taxonomy.
+CATEGORY_TABLES = {
+    "cell_units_by_category": ("cell_units_bound", "units"),
+    "cell_spend_sek_by_category": ("cell_spend_bound_sek", "sek"),
+}
 
 #: What each private bound measures, one value per person (the policy key it sets).
 BOUNDED_QUANTITIES = {
@@ -40,6 +49,44 @@ BOUNDED_QUANTITIES = {
     "feature_bounds.frequency_orders": "a person's orders in the prepared window",
     "feature_bounds.avg_basket_sek": "a person's mean order value",
 }
+
+
+def _per_category(lines: pl.DataFrame, keys: list[str]) -> dict[str, np.ndarray]:
+    """One value per person (0 for who never bought it) for each per-category key, e.g.
+    ``cell_units_by_category.vinyl``: their largest units in that category in one month."""
+    people = lines.select("person_id").unique().sort("person_id")
+    cells = (
+        lines.with_columns(pl.col("order_date").dt.truncate("1mo").alias("_month"))
+        .group_by("person_id", "_month", "category")
+        .agg(pl.col("amount_sek").sum().alias("sek"), pl.col("quantity").sum().alias("units"))
+    )
+    out = {}
+    for key in keys:
+        table, category = key.split(".", 1)
+        column = CATEGORY_TABLES[table][1]
+        largest = (
+            cells.filter(pl.col("category") == category)
+            .group_by("person_id")
+            .agg(pl.col(column).max().alias("v"))
+        )
+        joined = people.join(largest, on="person_id", how="left").sort("person_id")
+        out[key] = joined["v"].fill_null(0).to_numpy().astype(float)
+    return out
+
+
+def _divisor_at_least(value: float, top: float) -> float:
+    """The smallest divisor of the (whole) largest bound ``top`` that is at least ``value``.
+
+    Examples
+    --------
+    >>> _divisor_at_least(7, 40), _divisor_at_least(41, 40), _divisor_at_least(0, 40)
+    (8.0, 40.0, 1.0)
+    """
+    whole = int(top)
+    for d in range(max(1, int(np.ceil(value))), whole + 1):
+        if whole % d == 0:
+            return float(d)
+    return float(whole)
 
 
 def _per_person(lines: pl.DataFrame) -> dict[str, np.ndarray]:
@@ -79,15 +126,27 @@ class PolicyBounds:
     path: Path
 
     def toml(self) -> str:
-        """The snippet to copy into the policy file (``[privacy]`` and its feature bounds)."""
+        """The snippet to copy into the policy file (``[privacy]``, its feature bounds and
+        any per-category tables)."""
         top = [f"{k} = {v:g}" for k, v in self.bounds.items() if "." not in k]
         features = [
-            f"{k.split('.', 1)[1]} = [0, {v:g}]" for k, v in self.bounds.items() if "." in k
+            f"{k.split('.', 1)[1]} = [0, {v:g}]"
+            for k, v in self.bounds.items()
+            if k.startswith("feature_bounds.")
         ]
-        return (
+        text = (
             f"# chosen privately (release {self.release_id}, ε = {self.epsilon:g}, charged)\n"
             "[privacy]\n" + "\n".join(top) + "\n\n[privacy.feature_bounds]\n" + "\n".join(features)
         )
+        for table in CATEGORY_TABLES:
+            rows = [
+                f"{k.split('.', 1)[1]} = {v:g}"
+                for k, v in self.bounds.items()
+                if k.startswith(table + ".")
+            ]
+            if rows:
+                text += f"\n\n[privacy.{table}]\n" + "\n".join(rows)
+        return text
 
 
 def choose_policy_bounds(
@@ -151,6 +210,24 @@ def choose_policy_bounds(
             f"epsilon={epsilon!r} must be positive and quantile={quantile!r} in [0.5, 1)"
         )
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    by_category = sorted(k for k in ceilings if k.split(".", 1)[0] in CATEGORY_TABLES)
+    unknown = [k for k in ceilings if k not in BOUNDED_QUANTITIES and k not in by_category]
+    if unknown:
+        raise PolicyError(
+            f"parameter 'ceilings': {unknown[0]!r} is not a bound this command chooses; fix: "
+            f"use one of {sorted(BOUNDED_QUANTITIES)} or <table>.<category> for the tables "
+            f"{sorted(CATEGORY_TABLES)}"
+        )
+    if by_category:
+        from segments.ingest import public_domains
+
+        taxonomy = tuple(public_domains(ws).categories)
+        for key in by_category:
+            if key.split(".", 1)[1] not in taxonomy or not ceilings[key] > 0:
+                raise PolicyError(
+                    f"parameter 'ceilings': {key!r} needs a positive ceiling and a category of "
+                    f"the workspace's declared taxonomy {list(taxonomy)}; nothing was charged"
+                )
     lines_path = ws.require(ws.prepared_dir(purpose) / "lines.parquet", "segments prepare")
     family = str(policy.privacy.dp_family)
     if family != "pure":
@@ -158,7 +235,12 @@ def choose_policy_bounds(
             f"policy {policy.name!r}: dp_family={family!r}; private bounds are charged as pure "
             "ε-DP here; fix: set them from public facts under a zCDP policy"
         )
-    share = epsilon / len(BOUNDED_QUANTITIES)
+    quantities = {**BOUNDED_QUANTITIES}
+    for key in by_category:
+        table, category = key.split(".", 1)
+        what = "units" if CATEGORY_TABLES[table][1] == "units" else "spend"
+        quantities[key] = f"a person's largest {what} in {category!r} in one month"
+    share = epsilon / len(quantities)
     release_id = f"policy-bounds-{as_of:%Y%m%d}-{uuid.uuid4().hex[:8]}"
     request = ReleaseRequest.for_policy(
         policy,
@@ -170,7 +252,7 @@ def choose_policy_bounds(
         spec={
             "kind": "policy bounds",
             "quantile": quantile,
-            "quantities": BOUNDED_QUANTITIES,
+            "quantities": quantities,
             "ceilings": ceilings,
         },
         guarantee=GUARANTEE_END_TO_END,
@@ -184,7 +266,8 @@ def choose_policy_bounds(
         release_id=release_id,
     )
     reservation = ledger.reserve(request, policy=policy)
-    values = _per_person(pl.read_parquet(lines_path))
+    lines = pl.read_parquet(lines_path)
+    values = {**_per_person(lines), **_per_category(lines, by_category)}
     chosen = {}
     for key, per_person in values.items():
         choice = private_bound(
@@ -195,6 +278,9 @@ def choose_policy_bounds(
             candidates=bound_candidates(float(ceilings[key])),
         )
         chosen[key] = float(np.ceil(choice.bound))
+    for key in by_category:  # post-processing: on the scale of the largest cell bound
+        top = chosen[CATEGORY_TABLES[key.split(".", 1)[0]][0]]
+        chosen[key] = _divisor_at_least(min(chosen[key], top), top)
     folder = ws.release_dir(str(reservation.release_id))
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "bounds.json"

@@ -297,6 +297,12 @@ class PrivacyParams:
                     (str(c), int(b) if float(b).is_integer() else b)
                     for c, b in sorted(dict(values[name]).items())
                 )
+        named = {c for name in CELL_BOUND_TABLES for c, _ in values.get(name, ())}
+        if named and not named & set(PRODUCT_CATEGORIES):
+            # bounds of a new business's own taxonomy only: checked against the workspace's
+            # declared categories by with_domains before any release keys by them (a mix
+            # with built-in names is a typo, refused here)
+            values.setdefault("categories", tuple(sorted(named)))
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
