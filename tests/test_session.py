@@ -607,3 +607,38 @@ def test_an_evaluation_ledger_passed_in_takes_data_proven_synthetic(ws):
     s.table("customers").group_by("customer_type").agg(count()).release(epsilon=0.1)
     (entry,) = ledger.entries()
     assert entry.evaluation and entry.request.synthetic is True
+
+
+@pytest.mark.slow
+def test_the_workspace_audit_replans_session_releases_from_their_cards(ws, ledger, tmp_path):
+    """`segments audit` re-plans every DP release of a workspace from its card: a session's
+    ad-hoc queries (filters, caller bounds, month keys, surveys, quantiles) are rebuilt from
+    the definitions recorded there and audited on person-level neighbours."""
+    import json
+
+    from segments.audit.mechanisms import audit_cases, workspace_release_cases
+
+    s = _session(ws, ledger)
+    s.table("customers").filter(customer_type="sole_trader").group_by("county").agg(
+        count(), total("spend", bounds=(0, 20_000)), segments.agg.median("spend")
+    ).release(epsilon=0.5)
+    s.table("purchases").during("2026-07", "2026-09").group_by("category", "month").agg(
+        total("units")
+    ).release(epsilon=0.5)
+    s.table("surveys").group_by("county", "customer_type").agg(count(), mean("score")).release(
+        epsilon=0.5
+    )
+    cards = [
+        (path, json.loads(path.read_text(encoding="utf-8")))
+        for path in sorted(ws.releases.glob("*/card.json"))
+    ]
+    cases = workspace_release_cases(
+        Policy.load("alloffice"), cards, tmp_path / "audit", seed=np.random.default_rng(3)
+    )
+    released = [c for c in cases if c.kind == "release"]
+    names = " | ".join(c.case.name for c in released)
+    assert "customers_by_county_customer_type_sole_trader" in names
+    assert "purchases_by_category_month" in names
+    assert len(released) >= 5, names  # 2 people x 2 queries, and the survey
+    results = audit_cases([c.case for c in released], trials=150)
+    assert all(r.passed for r in results), [r.as_dict() for r in results if not r.passed]

@@ -17,12 +17,13 @@ per-person aggregation) so the audit can be seen to fail.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -617,12 +618,14 @@ def person_release_cases(
     neighbours: list[PersonNeighbours],
     folder: Path,
     specs: list[tuple[str, Any, Any]],
+    window: tuple[dt.date, dt.date] | None = None,
 ) -> list[MechanismCase]:
     """One case per (release spec, query, removed person): the spec's resolved measurement,
     run on the real prepared frames with and without the person.
 
     ``specs`` holds ``(label, ReleaseSpec, SegmentSource or None)``; the claimed ε of each
-    query is the loss OpenDP maps for it (the card's ``privacy_loss_per_query``).
+    query is the loss OpenDP maps for it (the card's ``privacy_loss_per_query``). ``window``
+    is the order dates read (default: all before the audit data's date).
     """
     from segments.privacy.releases import build_shared_frames, plan_release, shared_frame_options
     from segments.privacy.specs import PrivacyParams
@@ -632,7 +635,7 @@ def person_release_cases(
     for n, person in enumerate(neighbours):
         for s, (label, spec, source) in enumerate(specs):
             segments = source if spec.needs_segments else None
-            window = (dt.date(1900, 1, 1), RAW_AS_OF)
+            window = window or (dt.date(1900, 1, 1), RAW_AS_OF)
             if "monthly_category" in spec.queries:
                 window = (dt.date(2026, 1, 1), dt.date(2026, 2, 1))
             with plan_release(
@@ -809,16 +812,43 @@ def _dp_cards(cards: list[tuple[Path, dict[str, Any]]]) -> list[dict[str, Any]]:
 
 
 def _spec_of(card: dict[str, Any]) -> Any:
-    from segments.privacy.specs import ReleaseSpec
+    """The card's specification, with a session's ad-hoc query definitions; month keys are
+    moved onto the audit data's last months (same number of months: same mechanism)."""
+    from segments.keys import month_keys
+    from segments.policy import months_before
+    from segments.privacy.specs import QueryDef, ReleaseSpec
 
     spec = card["spec"]
     weights = spec.get("weights")
+    definitions = []
+    for data in spec.get("definitions") or ():
+        query = QueryDef.from_dict(data)
+        months = dict(query.key_values).get("month")
+        if months:
+            moved = month_keys(months_before(RAW_AS_OF, len(months)), RAW_AS_OF)
+            query = replace(
+                query,
+                key_values=tuple((c, moved if c == "month" else v) for c, v in query.key_values),
+            )
+        definitions.append(query)
     return ReleaseSpec(
         str(spec["name"]),
         tuple(spec["queries"]),
         float(spec["epsilon"]),
         None if weights is None else tuple(float(w) for w in weights),
+        definitions=tuple(definitions),
     )
+
+
+def _session_window(spec: Any) -> tuple[dt.date, dt.date] | None:
+    """The audit data's window for a session spec keyed by month (its moved months)."""
+    from segments.policy import months_before
+
+    for query in spec.query_defs:
+        months = dict(query.key_values).get("month")
+        if months:
+            return months_before(RAW_AS_OF, len(months)), RAW_AS_OF
+    return None
 
 
 def workspace_release_cases(
@@ -854,13 +884,15 @@ def workspace_release_cases(
             float(card["spec"]["epsilon"]),
             segments.get("provenance"),
             source.get("survey_month"),
+            json.dumps(card["spec"].get("definitions"), sort_keys=True),  # a session's queries
         )
         groups.setdefault(key, []).append(card)
     private_source = None
-    for n, ((name, queries, epsilon, provenance, month), members) in enumerate(groups.items()):
+    for n, ((name, queries, epsilon, provenance, month, _), members) in enumerate(groups.items()):
         ids = tuple(str(c.get("release_id", "")) for c in members)
         card = members[0]
-        if any(q == "survey_by_county_type" for q in queries):
+        frames = {d.get("frame") for d in card["spec"].get("definitions") or ()}
+        if any(q == "survey_by_county_type" for q in queries) or frames == {"survey"}:
             survey_month = None if month in (None, "None") else dt.date.fromisoformat(month)
             case = survey_person_case(
                 policy, folder, epsilon=epsilon, survey_month=survey_month, seed=seed
@@ -877,7 +909,11 @@ def workspace_release_cases(
         stated = card.get("privacy_loss_per_query") or {}
         (folder / f"release-{n}").mkdir()
         for case in person_release_cases(
-            policy, neighbours, folder / f"release-{n}", [(name, spec, source)]
+            policy,
+            neighbours,
+            folder / f"release-{n}",
+            [(name, spec, source)],
+            window=_session_window(spec),
         ):
             query = case.name.split(": ", 1)[1].split(" without ")[0]
             if query in stated:

@@ -368,6 +368,22 @@ class QueryDef:
         ]
         return functools.reduce(operator.and_, per_column)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QueryDef:
+        """The definition :meth:`to_dict` recorded (e.g. in a card, to re-plan it)."""
+        return cls(
+            str(data["name"]),
+            data["frame"],
+            tuple(data["by"]),
+            tuple(data["aggregates"]),
+            means=tuple(tuple(m) for m in data.get("means", ())),
+            influence=str(data.get("influence", "")),
+            active_only=bool(data.get("active_only", False)),
+            where=tuple((c, tuple(v)) for c, v in (data.get("where") or {}).items()),
+            clip=tuple((a, (int(b[0]), int(b[1]))) for a, b in (data.get("clip") or {}).items()),
+            key_values=tuple((c, tuple(v)) for c, v in (data.get("key_values") or {}).items()),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able definition (recorded in the ledger and the card of an ad-hoc query)."""
         return {
