@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,16 @@ def _private_user_data(tmp_path_factory: pytest.TempPathFactory, monkeypatch) ->
     the default ledgers) never touch the real one, and tests cannot see each other's."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("user-data")))
     monkeypatch.delenv("SEGMENTS_LEDGER_DIR", raising=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_signing_secret(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One provenance-signing secret for the session (as for one user), set before any other
+    session fixture: frames prepared by a session fixture stay bound to their raw data in every
+    test, whatever per-user data folder the test has."""
+    from segments import provenance
+
+    secret = tmp_path_factory.getbasetemp() / "proof-secret.key"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(provenance, "_secret_path", lambda: secret)
+        yield

@@ -17,6 +17,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("segments._lazy", "segments.exceptions", "segments.workspace", "segments.schema"),
     # keys and the subject request log: what ingest, prepare and the audit all read
     ("segments.pseudonym", "segments.subject_log"),
+    ("segments.provenance",),
     ("segments.progress",),
     ("segments.geography", "segments.plots", "segments.keys"),
     ("segments.synth", "segments.ingest"),

@@ -57,7 +57,31 @@ def workspace(tmp_path, frames):
     prepared.mkdir(parents=True)
     for name in ("customers", "lines"):
         (prepared / f"{name}.parquet").write_bytes(frames[name].read_bytes())
+    _write_policy_report(prepared, DATA_AS_OF)
     return ws
+
+
+#: The fixture's frames hold orders from 2025-09-10 for 5 months; prepared as of this day.
+DATA_AS_OF = dt.date(2026, 2, 10)
+
+
+def _write_policy_report(folder, as_of: dt.date) -> None:
+    from segments.prepare import PolicyReport
+    from segments.workspace import write_json
+
+    report = PolicyReport(
+        policy="alloffice",
+        controller="AllOffice Nordic AB",
+        purpose=PURPOSE,
+        purpose_clause_ids=(),
+        as_of=as_of,
+        key_provenance="test frames",
+        key_id="0" * 16,
+        input_counts={},
+        output_counts={},
+        columns={},
+    )
+    write_json(folder / "policy_report.json", report.to_dict())
 
 
 def _eval_ledger(ws, policy):
@@ -317,3 +341,14 @@ def test_backfill_schedule_of_real_data_does_not_depend_on_private_dates(
     # synthetic data may follow the data (and say so)
     _, _, skipped = backfill_schedule(workspace, later, until, params, True)
     assert skipped == {"2025-12-01": "only partly covered by the prepared data"}
+
+
+def test_attack_a_month_after_the_prepared_datas_as_of_is_refused(workspace, params, policy):
+    """The release's as-of ran ahead of the data: February (ends 2026-02-28) was accepted on
+    data prepared as of 2026-02-10 — an incomplete month released as a whole one."""
+    ledger = _eval_ledger(workspace, policy)
+    with pytest.raises(ReleaseRefusedError, match=r"clause AO-1.*after the prepared data's as-of"):
+        _release(workspace, dt.date(2026, 2, 1), dt.date(2026, 3, 15), params, ledger, policy)
+    assert ledger.entries() == [] and not archive_path(workspace).exists()
+    # a month that ends on or before the data's as-of is released
+    _release(workspace, dt.date(2026, 1, 1), dt.date(2026, 3, 15), params, ledger, policy)

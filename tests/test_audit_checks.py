@@ -385,3 +385,22 @@ def test_release_ids_and_numeric_cells_are_not_phone_numbers() -> None:
     assert scan_text('"release_id": "segment_overview-20261031-07734230"', "card.json") == []
     assert scan_text("0\t1234567.5\n", "table.parquet") == []
     assert [h.kind for h in scan_text("ring 070-123 45 67", "x")] == ["phone number"]
+
+
+def test_attack_a_card_edited_to_a_smaller_epsilon_fails(broken: Workspace) -> None:
+    """Issue 13 item 8: a card edited to a smaller ε (and its spec with it) passed the audit,
+    which re-planned from the card; the card now must state what the ledger recorded, and the
+    person audit re-plans the ledger's specification."""
+    from segments.audit.run import _as_recorded
+
+    (card_path,) = broken.releases.glob("segment_overview-*/card.json")
+    card = json.loads(card_path.read_text())
+    recorded_epsilon = card["spec"]["epsilon"]
+    card["privacy_loss"]["epsilon"] /= 10
+    card["spec"]["epsilon"] /= 10
+    card_path.write_text(json.dumps(card))
+    finding = run("release_checksums", broken)
+    assert finding.status == "fail"
+    assert "the card states epsilon" in str(finding.evidence["mismatches"])
+    cards = dict((str(p), c) for p, c in _as_recorded(context(broken)))
+    assert cards[str(card_path)]["spec"]["epsilon"] == recorded_epsilon

@@ -185,7 +185,8 @@ def test_the_audit_reads_the_ledger_the_cards_name(
     anchor = recorded.with_name(recorded.name + ".anchor.json")  # the ledger moves with it
     anchor.rename(elsewhere.with_name(anchor.name))
     monkeypatch.setenv(LEDGER_DIR_ENV, str(tmp_path / "controller"))
-    Ledger.for_workspace(ws, policy.controller, policy=policy, synthetic=True)  # empty, new
+    # an empty new throw-away ledger (opened without the workspace's cards, which now refuse it)
+    Ledger.open(recorded, policy.controller, policy=policy, throwaway=True, synthetic=True)
     report = run_audit(ws, policy, dp_trials=None, notebooks=[])
     chain = next(c for c in report.checks if c.name == "ledger_chain")
     assert chain.status == "pass", chain.evidence

@@ -498,11 +498,13 @@ def test_private_labels_rest_on_an_entry_of_the_same_ledger_with_matching_centro
     with pytest.raises(ReleaseRefusedError, match="has no entry"):
         _release_keyed_by_private(private_workspace, ledger, policy)
     assert ledger.entries() == []
-    seg = fit_private_segments(private_workspace, policy, ledger, seed=0)
+    from prepared_frames import AS_OF
+
+    # the data's as-of, stated (the default on a controller's ledger is its clock's today)
+    seg = fit_private_segments(private_workspace, policy, ledger, seed=0, as_of=AS_OF)
     folder = private_workspace.segments / "private"
     # the release recomputes each person's label from the verified centroids: the same
     # labels the model wrote (post-processing), so a hand-written labels file is never read
-    from prepared_frames import AS_OF
 
     from segments.privacy.kmeans import private_model_labels, private_model_ref
 

@@ -635,9 +635,16 @@ def _pseudonymise(
 
 
 def _write_atomically(
-    target: Path, customers: pl.DataFrame, lines: pl.DataFrame, report: PolicyReport
+    target: Path,
+    customers: pl.DataFrame,
+    lines: pl.DataFrame,
+    report: PolicyReport,
+    raw: Mapping[str, str] | None = None,
 ) -> None:
-    """Write the three files into a fresh folder beside ``target``, then swap it into place."""
+    """Write the three files into a fresh folder beside ``target``, then swap it into place.
+
+    With ``raw`` (the SHA-256 of the raw files read), a signed provenance record binds the
+    frames to that raw data (:func:`segments.privacy.synthetic.verify_prepared`)."""
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     pid = os.getpid()
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.p{pid}-", suffix=".tmp"))
@@ -645,6 +652,11 @@ def _write_atomically(
         customers.write_parquet(tmp / "customers.parquet")
         lines.write_parquet(tmp / "lines.parquet")
         write_json(tmp / "policy_report.json", report.to_dict())
+        if raw is not None:
+            from segments.provenance import PROVENANCE_FILE, prepared_provenance
+
+            record = prepared_provenance(dict(raw), tmp, purpose=report.purpose, as_of=report.as_of)
+            write_json(tmp / PROVENANCE_FILE, record)
         make_private(tmp)  # pseudonymised personal data: owner-only whatever the umask
         old = None
         if target.exists():
@@ -738,6 +750,9 @@ def _prepare(
         bar.set_postfix_str(_PREPARE_STAGES[done], refresh=True)
 
     stage(0)
+    from segments.provenance import raw_hashes
+
+    raw = raw_hashes(ws)  # what this run reads, for the frames' provenance record
     frames = load_raw_tables(ws, day)
     stage(1)
 
@@ -801,7 +816,7 @@ def _prepare(
     )
     stage(5)
     with ws.publishing(log_state, f"prepare --purpose {spec.name}"):
-        _write_atomically(ws.prepared_dir(spec.name), customers, lines, report)
+        _write_atomically(ws.prepared_dir(spec.name), customers, lines, report, raw)
     bar.update(len(_PREPARE_STAGES) - bar.n)
     return report
 

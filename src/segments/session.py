@@ -325,6 +325,7 @@ class Session:
                 path=self._ledger,
                 demo=self._demo,
                 evaluation=self._evaluation,
+                purpose=self.purpose,
             )
         return self._ledger
 
@@ -955,11 +956,16 @@ def open_release_ledger(
     evaluation: bool = False,
     init: bool = False,
     reconcile: bool = True,
+    purpose: str | None = None,
 ) -> Any:
     """The ledger a release is charged to, reconciled before use (``segments release``'s
     rules): the controller's (default path, or ``path``), or the workspace's demo or
     evaluation ledger for data proven synthetic only. ``reconcile=False`` leaves the
     reconciliation to the caller (the CLI reports each finished or aborted release).
+    On a demo or evaluation ledger the frames of ``purpose`` must be derived from the proven
+    raw data (:func:`segments.provenance.verify_prepared`); on the controller's ledger the
+    workspace's data are bound to the controller's name
+    (:func:`segments.privacy.ledger.claim_population_data`).
 
     Raises
     ------
@@ -967,31 +973,37 @@ def open_release_ledger(
         A demo or evaluation ledger for data not proven synthetic; a ledger contradicted by
         the cards of the workspace's releases.
     """
-    from segments.privacy.ledger import Ledger
+    from segments.privacy.ledger import Ledger, claim_population_data
     from segments.privacy.synthetic import prove_synthetic
+    from segments.provenance import population_data_ids, verify_prepared
 
+    ids = tuple(policy.clauses_for("anonymous_release")) if hasattr(policy, "clauses_for") else ()
+    rule = f" (rule: the anonymity claim of every release, clause {', '.join(ids)})" if ids else ""
     if demo or evaluation:
+        flag = "--demo-ledger" if demo else "--evaluation-ledger"
         proof = prove_synthetic(workspace)
         if not proof:
-            flag = "--demo-ledger" if demo else "--evaluation-ledger"
             raise ReleaseRefusedError(
                 f"{flag} refused before anything was charged: the data in "
                 f"{workspace.raw} is not proven synthetic ({proof.reason}); evaluation "
                 "and demo ledgers take synthetic data only — use the controller's ledger"
             )
+        # what is released must be derived from what was proven
+        unbound = verify_prepared(workspace, purpose) if purpose else None
+        if unbound:
+            raise ReleaseRefusedError(
+                f"{flag} refused before anything was charged{rule}: {unbound}; releases on "
+                "evaluation and demo ledgers read only frames prepared from the proven raw "
+                f"data — run `segments prepare --purpose {purpose}` in this workspace"
+            )
+        # the workspace's cards are checked inside open, before a missing ledger is created
         ledger = Ledger.for_workspace(
             workspace, str(policy.controller), evaluation=evaluation, synthetic=True, policy=policy
         )
     else:
-        ledger = Ledger.for_policy(policy, path=path, init=init)
-    contradicted = ledger.contradicting_cards(workspace.releases)
-    if contradicted:
-        raise ReleaseRefusedError(
-            f"privacy ledger {ledger.path} is refused before anything was charged: "
-            f"{contradicted[0]}"
-            + (f" (and {len(contradicted) - 1} more cards)" if len(contradicted) > 1 else "")
-            + "; restore the ledger from a backup — it is never recreated over its history"
-        )
+        # the people's data belong to one controller name, whatever the policy file says
+        claim_population_data(str(policy.controller), population_data_ids(workspace), policy)
+        ledger = Ledger.for_policy(policy, path=path, init=init, releases=workspace.releases)
     if reconcile:  # reservations a crash left unpublished: finished or aborted first
         ledger.reconcile()
     return ledger

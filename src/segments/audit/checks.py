@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -992,12 +993,37 @@ def check_release_checksums(ctx: AuditContext) -> Finding:
         )
         if extra:
             bad.append(f"{rid}: files not in the ledger: {extra}")
+        bad += card_claim_differences(card, entry)
     return Finding(
         "release_checksums",
         "hash every release file and compare with the SHA-256 its ledger entry recorded",
         {"releases": len(cards), "files (sha256 prefix)": evidence, "mismatches": bad or "none"},
         _verdict(not bad),
     )
+
+
+def card_claim_differences(card: dict[str, Any], entry: Any) -> list[str]:
+    """Where a card's statement (its spec and privacy loss) differs from what the ledger
+    recorded for the release: an edited card (e.g. to a smaller ε) fails, even one whose own
+    SHA-256 the ledger could not record (the DP k-means card, written after publication)."""
+    rid = str(card.get("release_id"))
+    request = entry.request
+    out = []
+    if isinstance(card.get("spec"), dict) and request.spec and card["spec"] != request.spec:
+        out.append(f"{rid}: the card's spec differs from the one recorded in the ledger")
+    loss = card.get("privacy_loss")
+    if isinstance(loss, dict):
+        for key in ("epsilon", "delta", "rho"):
+            stated, recorded = loss.get(key), getattr(request, key, None)
+            if stated is None or recorded is None:
+                differs = (stated is None) != (recorded is None)
+            else:
+                differs = not math.isclose(float(stated), float(recorded))
+            if differs:
+                out.append(
+                    f"{rid}: the card states {key} = {stated}, the ledger recorded {recorded}"
+                )
+    return out
 
 
 def check_ledger_chain(ctx: AuditContext) -> Finding:

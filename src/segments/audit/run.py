@@ -659,7 +659,7 @@ def _person_audit(ctx: AuditContext, clause: str, trials: int) -> tuple[list[Che
     records: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="segments-person-audit-") as tmp:
         cases = workspace_release_cases(
-            ctx.policy, ctx.cards(), Path(tmp), seed=np.random.default_rng(0)
+            ctx.policy, _as_recorded(ctx), Path(tmp), seed=np.random.default_rng(0)
         )
         rows, sequences = sequence_cases(ctx.policy, ctx.entries(), cases)
         cases += sequences
@@ -707,6 +707,19 @@ def _person_audit(ctx: AuditContext, clause: str, trials: int) -> tuple[list[Che
             )
         )
     return checks, records
+
+
+def _as_recorded(ctx: AuditContext) -> list[tuple[Path, dict[str, Any]]]:
+    """The workspace's cards with the specification the ledger recorded for each release: the
+    audit re-plans what was charged, never what a card (which can be edited) says."""
+    by_id = {e.release_id: e for e in ctx.entries()} if ctx.ledger is not None else {}
+    out = []
+    for path, card in ctx.cards():
+        entry = by_id.get(str(card.get("release_id")))
+        if entry is not None and isinstance(entry.request.spec, dict) and entry.request.spec:
+            card = {**card, "spec": entry.request.spec}
+        out.append((path, card))
+    return out
 
 
 _AUDIT_PANELS = (

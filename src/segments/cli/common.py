@@ -194,6 +194,7 @@ def open_ledger(args: argparse.Namespace, policy: Any, synthetic: bool | None = 
         evaluation=bool(getattr(args, "evaluation_ledger", False)),
         init=bool(getattr(args, "init_ledger", False)),
         reconcile=False,
+        purpose=getattr(args, "purpose", None),
     )
     report_reconciliation(ledger)
     return track_ledger(ledger)

@@ -8,7 +8,8 @@ SHA-256 of every released file and card under DIR. Reservations a crash left unp
 reconciled first (finished if their folder is complete, else aborted, the charge still
 counted) and reported. ``--adopt-policy`` records a change of the policy's privacy parameters
 (only a tightening before a full period has passed). Exit status 1 when verification finds a
-problem or a rolling period is over budget on a controller's ledger.
+problem or a rolling period is over budget (on an evaluation ledger: over its stated cap,
+``EVALUATION_CAP_FACTOR`` times the policy's budget).
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"ledger {ledger.path} now bound to policy {policy.name!r}: {params}")
         report_reconciliation(ledger)
     cards = _find_cards(args.cards) if args.cards else None
-    reports = [_report(ledger, args.as_of, cards) for ledger in ledgers]
+    reports = [_report(ledger, args.as_of, cards, args.cards) for ledger in ledgers]
     if args.json:
         records = [report.to_dict(args.history) for report in reports]
         print(
@@ -227,8 +228,23 @@ class _Report:
         return "\n".join(lines)
 
 
-def _report(ledger: Ledger, as_of: dt.date | None, cards: list[Path] | None) -> _Report:
-    verification = ledger.verify_cards(cards) if cards is not None else ledger.verify_chain()
+def _report(
+    ledger: Ledger, as_of: dt.date | None, cards: list[Path] | None, folder: Path | None = None
+) -> _Report:
+    if cards is None:
+        verification = ledger.verify_chain()
+    else:
+        from segments.privacy.archive import archive_problems
+
+        verification = ledger.verify_cards(cards, folder)
+        if folder is not None:  # the archive is bound to the releases it was built from
+            extra = tuple(archive_problems(folder, ledger))
+            verification = Verification(
+                verification.ok and not extra,
+                verification.problems + extra,
+                verification.n_events,
+                verification.head,
+            )
     return _Report(
         ledger=ledger,
         head=ledger.head_hash(),
@@ -236,8 +252,8 @@ def _report(ledger: Ledger, as_of: dt.date | None, cards: list[Path] | None) -> 
         balances=[ledger.balance(population, as_of) for population in ledger.populations()],
         verification=verification,
         cards_checked=None if cards is None else len(cards),
-        # an evaluation ledger records over-budget releases on purpose
-        over_budget=() if ledger.evaluation else tuple(ledger.over_budget()),
+        # an evaluation ledger is checked against its stated cap (EVALUATION_CAP_FACTOR)
+        over_budget=tuple(ledger.over_budget()),
     )
 
 

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         evaluation=bool(args.evaluation_ledger),
         init=bool(args.init_ledger),
         reconcile=False,
+        purpose=session.purpose,
     )
     report_reconciliation(ledger)
     session.use_ledger(track_ledger(ledger))

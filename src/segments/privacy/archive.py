@@ -37,6 +37,7 @@ __all__ = [
     "ARCHIVE_SCHEMA",
     "BackfillReport",
     "archive_path",
+    "archive_problems",
     "backfill",
     "month_start",
     "next_month",
@@ -195,6 +196,7 @@ def release_month(
             "closed months inside retention"
         )
     prepared = prepared or workspace.prepared_dir(purpose)
+    _check_month_in_data(workspace, prepared, month, purpose, policy)
     customers = workspace.require(
         prepared / "customers.parquet", f"segments prepare --purpose {purpose}"
     )
@@ -235,6 +237,29 @@ def release_month(
     return result
 
 
+def _check_month_in_data(
+    workspace: Workspace, prepared: Path, month: dt.date, purpose: str, policy: Any
+) -> None:
+    """Refuse a month that ends after the prepared data's as-of (an incomplete month, or one
+    the data does not cover): the release's own as-of is not the data's."""
+    from segments.prepare import PolicyReport
+
+    path = workspace.require(
+        prepared / "policy_report.json", f"segments prepare --purpose {purpose}"
+    )
+    data_as_of = PolicyReport.read(path).as_of
+    month_end = next_month(month) - dt.timedelta(days=1)
+    if month_end > data_as_of:
+        ids = policy.clauses_for("anonymous_release") if hasattr(policy, "clauses_for") else ()
+        rule = f" (rule: the anonymity claim of every release, clause {', '.join(ids)})"
+        raise ReleaseRefusedError(
+            f"monthly series: month {month:%Y-%m} refused before anything was charged"
+            f"{rule if ids else ''}: it ends {month_end}, after the prepared data's as-of "
+            f"{data_as_of} ({path}), so the data do not cover it; prepare the data as of "
+            f"{month_end} or later (`segments prepare --as-of`), then release the month"
+        )
+
+
 def _archive_rows(result: ReleaseResult, month: dt.date) -> pl.DataFrame:
     table = result.tables["monthly_category"]
     loss = result.card["privacy_loss"]
@@ -250,6 +275,70 @@ def _archive_rows(result: ReleaseResult, month: dt.date) -> pl.DataFrame:
         pl.lit(loss["rho"], dtype=pl.Float64).alias("rho"),
         pl.lit(result.release_id).alias("release_id"),
     ).cast(ARCHIVE_SCHEMA)  # type: ignore[arg-type]
+
+
+def archive_problems(releases: str | Path, ledger: Any) -> list[str]:
+    """What binds the archive to the ledger, broken: ``releases/archive/monthly_category.parquet``
+    must hold exactly the rows of the monthly releases the ledger published into ``releases``,
+    each rebuilt from its published table (whose SHA-256 the ledger recorded).
+
+    Returns
+    -------
+    list of str
+        One line per problem: rows of a release the ledger did not publish, rows that differ
+        from the release's table, or a published month missing from the archive.
+    """
+    from segments.workspace import sha256_file
+
+    folder = Path(releases)
+    path = folder / "archive" / "monthly_category.parquet"
+    name = f"{SPECS['monthly_category'].name}.parquet"
+    entries = {entry.release_id: entry for entry in ledger.entries()}
+    monthly = {
+        release_id
+        for release_id, entry in entries.items()
+        if entry.status == "published"
+        and name in entry.files
+        and (folder / release_id).resolve() == Path(entry.output or "").resolve()
+    }
+    if not path.exists():
+        return (
+            [f"{path} is missing, but the ledger published {len(monthly)} months into {folder}"]
+            if monthly
+            else []
+        )
+    archive = pl.read_parquet(path).cast(ARCHIVE_SCHEMA)  # type: ignore[arg-type]
+    problems = []
+    for release_id in sorted(set(archive["release_id"].to_list())):
+        entry = entries.get(release_id)
+        rows = archive.filter(pl.col("release_id") == release_id).sort("category")
+        table = folder / release_id / name
+        card = folder / release_id / "card.json"
+        if entry is None or entry.status != "published" or name not in entry.files:
+            problems.append(
+                f"{path}: rows of {release_id!r} are not a monthly release the ledger published"
+            )
+        elif not table.is_file() or not card.is_file() or sha256_file(table) != entry.files[name]:
+            problems.append(
+                f"{path}: the published table or card of {release_id!r} is missing or changed"
+            )
+        else:
+            published = ReleaseResult(
+                release_id,
+                folder / release_id,
+                {"monthly_category": pl.read_parquet(table)},
+                json.loads(card.read_text(encoding="utf-8")),
+            )
+            month = rows["month"][0]
+            expected = _archive_rows(published, month).sort("category")
+            if not rows.equals(expected) or str(month) != published.card.get("month"):
+                problems.append(
+                    f"{path}: the rows of {release_id!r} differ from its published table "
+                    "(recorded in the ledger): the archive was edited"
+                )
+    for release_id in sorted(monthly - set(archive["release_id"].to_list())):
+        problems.append(f"{path}: the published month {release_id!r} is missing from it")
+    return problems
 
 
 def _append(workspace: Workspace, archive: pl.DataFrame, rows: pl.DataFrame) -> None:

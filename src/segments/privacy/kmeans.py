@@ -1128,7 +1128,8 @@ def fit_private_segments(
     recipient, destination : str
         Who receives the centroids (recorded and guarded by the ledger).
     as_of : date, optional
-        Default: the ``as_of`` of the prepared frames.
+        Default: the ledger's date for a release now (:meth:`Ledger.charge_date`): today on a
+        controller's ledger, the prepared frames' ``as_of`` on an evaluation or demo ledger.
     features, log_features : sequence of str
         Numeric model features (names from :mod:`segments.features`) and those on a log1p
         scale.
@@ -1169,7 +1170,9 @@ def fit_private_segments(
     privacy = policy.privacy
     folder, lines, customers = _read_prepared(ws, purpose)
     if as_of is None:
-        as_of = _prepared_as_of(folder)
+        # like a release: the ledger's time (its clock on a controller's ledger, which also
+        # refuses an as-of behind the population's latest release), the data's on a demo one
+        as_of = ledger.charge_date(_prepared_as_of(folder))
     prepared_as_of = _prepared_as_of(folder) if (folder / "policy_report.json").exists() else None
     if prepared_as_of is not None and as_of < prepared_as_of:
         # Checked before the ledger is charged, from the public date prepare ran for: the
@@ -1230,7 +1233,10 @@ def fit_private_segments(
         population_fingerprint=sha256_file(folder / "customers.parquet"),
         synthetic=_manifest_synthetic(ws),
     )
-    reservation = ledger.reserve(request, policy=policy)  # charged before the data is read
+    from segments.privacy.ledger import _JOB_CAPABILITIES
+
+    # charged before the data is read; only this job may record a "private_segments" entry
+    reservation = ledger.reserve(request, policy=policy, job=_JOB_CAPABILITIES["dp-kmeans"])
 
     frame = customer_features(lines, customers, as_of=as_of, categories=categories).to_pandas()
     X, _ = private_features(frame, bounds, features, log_features, categorical)
@@ -1462,6 +1468,11 @@ def verify_private_model(ref: PrivateModelRef, ledger: Any) -> None:
             f"DP k-means entry {ref.release_id} is not in the ledger this release is charged "
             f"to ({getattr(ledger, 'path', '')}); the segmentation's loss must be in the same "
             "ledger"
+        )
+    if getattr(entry, "job", None) != "dp-kmeans":
+        raise _refuse_provenance(
+            f"ledger entry {ref.release_id} was not recorded by the DP k-means job (a caller "
+            "declared it); private segments rest only on a fitted DP k-means"
         )
     if dict(entry.files).get("centroids.parquet") != ref.centroids_sha256:
         raise _refuse_provenance(

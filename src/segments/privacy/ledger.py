@@ -66,8 +66,10 @@ Budget accounting
 
 Evaluation ledgers
     Opened with ``evaluation=True``, allowed only for data proven synthetic: benchmarks and
-    backtests may release many times (over-budget reservations are recorded, not refused) and
-    every output is labelled ``EVALUATION LEDGER — synthetic data only``.
+    backtests may release many times (reservations over the policy's budget are recorded and
+    flagged, up to a stated cap of :data:`EVALUATION_CAP_FACTOR` times the budget per period
+    and window, over which they are refused) and every output is labelled
+    ``EVALUATION LEDGER — synthetic data only``.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ from segments.privacy.composition import (
 from segments.privacy.guards import GUARANTEE_K_ANONYMOUS, PolicyFacts, check_release
 
 __all__ = [
+    "EVALUATION_CAP_FACTOR",
     "EVALUATION_LABEL",
     "LEDGER_DIR_ENV",
     "THROWAWAY_LABEL",
@@ -113,12 +116,17 @@ __all__ = [
     "ReleaseRequest",
     "Reservation",
     "Verification",
+    "claim_population_data",
     "controller_slug",
     "default_ledger_dir",
     "default_ledger_path",
 ]
 
 LEDGER_DIR_ENV = "SEGMENTS_LEDGER_DIR"
+#: An evaluation ledger (synthetic data, benchmarks) may spend this many times the policy's
+#: budget in any period or window, and no more; over it a release is refused and
+#: ``segments ledger`` exits 1, as on any ledger.
+EVALUATION_CAP_FACTOR = 100
 EVALUATION_LABEL = "EVALUATION LEDGER — synthetic data only"
 THROWAWAY_LABEL = (
     "THROW-AWAY DEMO LEDGER — lives in the workspace and is lost with it; not the "
@@ -152,6 +160,10 @@ BOUND_PARAMETERS = (
     "dp_family",
 )
 _MIN_FREE_BYTES = 16 * 1024 * 1024
+#: Specifications only their own job may reserve (spec name → job), and the capability each
+#: job passes to :meth:`Ledger.reserve` (held by the job's module, never by a caller).
+_JOB_SPECS = {"private_segments": "dp-kmeans"}
+_JOB_CAPABILITIES = {job: object() for job in _JOB_SPECS.values()}
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -555,6 +567,7 @@ class LedgerEntry:
     card: str | None = None
     aborted_at: str | None = None
     abort_reason: str | None = None
+    job: str | None = None
 
     @property
     def head_hash(self) -> str:
@@ -692,6 +705,7 @@ class Ledger:
         create: bool = True,
         policy: Any = None,
         init: bool = False,
+        releases: str | os.PathLike[str] | None = None,
     ) -> Ledger:
         """Open (or create) the ledger at ``path`` for ``controller``.
 
@@ -722,6 +736,11 @@ class Ledger:
         init : bool
             Explicitly start (or move) the controller's ledger at ``path`` when it is not the
             default path. Refused while the registry knows another ledger of the controller.
+        releases : path-like, optional
+            The workspace's releases folder: a release card there of this controller and kind
+            of ledger that names another ledger, more events, or another head hash at its
+            event count refuses the ledger — checked *before* a missing file is created, so a
+            refusal never leaves a ledger behind.
 
         Raises
         ------
@@ -769,6 +788,13 @@ class Ledger:
                 )
             if controller is None:
                 raise ValueError(f"controller is required to create a ledger at {target}")
+            if releases is not None:
+                label = _label(evaluation, throwaway)
+                charged = _card_contradictions(
+                    releases, label, lambda name: _policy_is_of(name, controller, policy)
+                )
+                if charged:
+                    raise ReleaseRefusedError(_contradiction_message(target, charged, policy))
             default = default_ledger_path(controller)
             if not simulated and not init and target.resolve() != default.resolve():
                 raise ReleaseRefusedError(
@@ -812,6 +838,9 @@ class Ledger:
             problems = ledger._anchor_problems()
             if problems:
                 raise ReleaseRefusedError(_broken_message(target, problems))
+            contradicted = [] if releases is None else ledger.contradicting_cards(releases)
+            if contradicted:
+                raise ReleaseRefusedError(_contradiction_message(target, contradicted, policy))
             if not ledger.simulated_time:
                 ledger._register(registered, init)
             if policy is not None and getattr(policy, "privacy", None) is not None:
@@ -828,6 +857,7 @@ class Ledger:
         synthetic: bool = False,
         create: bool = True,
         init: bool = False,
+        releases: str | os.PathLike[str] | None = None,
     ) -> Ledger:
         """Open the ledger of the policy's controller (default path per controller).
 
@@ -837,7 +867,7 @@ class Ledger:
             Supplies the controller, the guards' facts and the default budget.
         path : path-like, optional
             Overrides :func:`default_ledger_path` (a new file only with ``init=True``).
-        evaluation, synthetic, create, init
+        evaluation, synthetic, create, init, releases
             As in :meth:`open`.
         """
         controller = str(policy.controller)
@@ -850,6 +880,7 @@ class Ledger:
             create=create,
             policy=policy,
             init=init,
+            releases=releases,
         )
 
     @classmethod
@@ -868,7 +899,8 @@ class Ledger:
         Parameters
         ----------
         workspace : Workspace or path-like
-            The workspace.
+            The workspace (its ``releases/`` cards are checked against the ledger, before a
+            missing ledger is created).
         controller : str
             As in :meth:`open`.
         """
@@ -884,6 +916,7 @@ class Ledger:
             throwaway=True,
             create=create,
             policy=policy,
+            releases=root / "releases",
         )
 
     # --- identity -------------------------------------------------------------------------
@@ -931,10 +964,7 @@ class Ledger:
     @property
     def label(self) -> str:
         """``EVALUATION LEDGER — synthetic data only``, the throw-away notice, or ``""``."""
-        labels = [EVALUATION_LABEL] if self.evaluation else []
-        if self.throwaway:
-            labels.append(THROWAWAY_LABEL)
-        return "; ".join(labels)
+        return _label(self.evaluation, self.throwaway)
 
     def __repr__(self) -> str:
         flags = f" [{self.label}]" if self.label else ""
@@ -947,6 +977,7 @@ class Ledger:
         *,
         policy: Any = None,
         output: str | os.PathLike[str] | None = None,
+        job: object = None,
     ) -> Reservation:
         """Check the guards, the chain, the time and the budget, then record the charge —
         before anything runs.
@@ -960,6 +991,10 @@ class Ledger:
         output : path-like, optional
             The folder the release will be published to; recorded so that
             :meth:`reconcile` can finish or abort a publication a crash interrupted.
+        job : object, optional
+            The capability of the one job that may record a job's specification (e.g. the
+            DP k-means for ``private_segments``, whose entry keys "end-to-end" releases): a
+            caller cannot declare such an entry.
 
         Returns
         -------
@@ -988,6 +1023,14 @@ class Ledger:
             facts=facts,
         )
         _check_budget_matches_policy(request, policy_obj)
+        spec_name = request.spec.get("name") if isinstance(request.spec, Mapping) else None
+        job_name = _JOB_SPECS.get(str(spec_name))
+        if job_name is not None and job is not _JOB_CAPABILITIES[job_name]:
+            raise ReleaseRefusedError(
+                f"a {spec_name!r} entry is recorded only by its own job ({job_name}: "
+                "segments.privacy.kmeans.fit_private_segments), which runs the mechanism after "
+                "the charge; a caller cannot declare one — run `segments segment --private`"
+            )
         # the proof given when the ledger was opened; a request can only withdraw it
         synthetic = self._synthetic and request.synthetic is not False
         if self.simulated_time and not synthetic:
@@ -1017,9 +1060,12 @@ class Ledger:
             )
             window_cap = window_budget(request)
             over = worst.epsilon > request.budget_epsilon or window_worst.epsilon > window_cap
-            if over and not self.evaluation:
-                if worst.epsilon > request.budget_epsilon:
-                    raise self._budget_error(request, dated[:-1], worst_end, worst, delta)
+            # an evaluation ledger records releases over the policy's budget (flagged), up to
+            # its own stated cap; no ledger is without one
+            factor = self.cap_factor
+            if worst.epsilon > request.budget_epsilon * factor:
+                raise self._budget_error(request, dated[:-1], worst_end, worst, delta)
+            if window_worst.epsilon > window_cap * factor:
                 raise self._budget_error(
                     request, dated[:-1], window_end, window_worst, delta, window=True
                 )
@@ -1040,6 +1086,7 @@ class Ledger:
                 "conversion_delta": delta,
                 "output": None if output is None else os.fspath(output),
                 "process": _process_token(),
+                **({"job": job_name} if job_name is not None else {}),
                 "request": request.to_dict(),
             }
             event_hash = self._append(
@@ -1292,6 +1339,7 @@ class Ledger:
                     card=pub_data.get("card"),
                     aborted_at=abort[0] if abort else None,
                     abort_reason=json.loads(abort[2])["data"].get("reason") if abort else None,
+                    job=data.get("job"),
                 )
             )
         return entries
@@ -1453,7 +1501,9 @@ class Ledger:
         return Verification(not problems, tuple(problems), len(rows), prev)
 
     def verify_cards(
-        self, cards: Iterable[Mapping[str, Any] | str | os.PathLike[str]]
+        self,
+        cards: Iterable[Mapping[str, Any] | str | os.PathLike[str]],
+        folder: str | os.PathLike[str] | None = None,
     ) -> Verification:
         """Check release cards against the ledger: detects a truncated or replaced ledger,
         and a released file or card changed after publication.
@@ -1464,7 +1514,11 @@ class Ledger:
             Release cards (``card.json``, or a k-anonymity certificate) with ``release_id``
             and ``ledger_head_hash`` (or ``ledger_head``). A card given as a path is also
             checked byte for byte: the SHA-256 of every file the ledger recorded for its
-            release (the card included) is recomputed in the card's folder.
+            release (the card included) is recomputed in the card's folder, and a file there
+            the ledger did not record is a problem.
+        folder : path-like, optional
+            The releases folder the cards were found in: every release the ledger published
+            into it must still have its card (a deleted card or release folder is a problem).
 
         Returns
         -------
@@ -1479,6 +1533,7 @@ class Ledger:
                 conn.execute("SELECT release_id, seq FROM events WHERE event = 'reserve'")
             )
         entries = {entry.release_id: entry for entry in self.entries()}
+        checked: set[str] = set()
         for card in cards:
             data = _load_card(card)
             release_id = data.get("release_id")
@@ -1505,48 +1560,43 @@ class Ledger:
                     f"release {release_id!r}: the ledger head on its card precedes its "
                     "reservation: the ledger was rewritten"
                 )
+            checked.add(str(release_id))
             if isinstance(card, Mapping):
                 continue
             problems += _file_problems(entries[release_id], Path(card))
+        if folder is not None:
+            # the folder, and where its cards' releases were first published (a copied
+            # workspace's cards name the original's folder)
+            roots = {Path(folder).resolve()} | {
+                Path(str(entries[rid].output)).resolve().parent
+                for rid in checked
+                if entries[rid].output
+            }
+            for entry in entries.values():
+                if entry.status != "published" or not entry.output:
+                    continue
+                output = Path(entry.output).resolve()
+                if output.parent in roots and entry.release_id not in checked:
+                    problems.append(
+                        f"release {entry.release_id!r} was published to {output}, but no card "
+                        f"of it is under {folder}: a release folder or card was deleted"
+                    )
         return Verification(not problems, tuple(problems), chain.n_events, chain.head)
 
     def contradicting_cards(self, releases: str | os.PathLike[str]) -> list[str]:
         """Release cards under ``releases`` that say this ledger lost events or was replaced.
 
-        A card carries the ledger's anchor at its reservation (ledger id and event count).
-        A card of this controller and this kind of ledger (same label) that names another
-        ledger id, or more events than the ledger has, means the ledger was deleted,
-        truncated or rolled back: opening it to spend is refused.
+        A card carries the ledger's anchor at its reservation (ledger id, event count and the
+        head hash at that count). A card of this controller and this kind of ledger (same
+        label) that names another ledger id, more events than the ledger has, or another head
+        hash at its count (a ledger rolled back, then padded with new releases up to the count)
+        means the ledger was deleted, truncated or rolled back: opening it to spend is refused.
         """
-        problems: list[str] = []
-        folder = Path(releases)
-        if not folder.is_dir():
-            return problems
         with self._connect() as conn:
-            count = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-        for name in _CARD_FILES:
-            for path in sorted(folder.glob(f"*/{name}")):
-                try:
-                    card = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    continue
-                anchor = card.get("ledger_anchor") if isinstance(card, dict) else None
-                if not isinstance(anchor, dict) or card.get("ledger_label", "") != self.label:
-                    continue
-                if not self._same_controller(card.get("policy")):
-                    continue
-                if anchor.get("ledger_id") != self.ledger_id:
-                    problems.append(
-                        f"release {card.get('release_id')!r} ({path}) was charged to ledger "
-                        f"{anchor.get('ledger_id')}, not to {self.ledger_id} at {self._path}: "
-                        "the ledger was deleted or replaced"
-                    )
-                elif int(anchor.get("events", 0)) > count:
-                    problems.append(
-                        f"release {card.get('release_id')!r} ({path}) saw {anchor.get('events')} "
-                        f"events in the ledger, which now has {count}: it was rolled back"
-                    )
-        return problems
+            hashes = dict(conn.execute("SELECT seq, hash FROM events").fetchall())
+        return _card_contradictions(
+            releases, self.label, self._same_controller, self.ledger_id, hashes, self._path
+        )
 
     def _same_controller(self, policy_name: Any) -> bool:
         if not policy_name:
@@ -1559,18 +1609,35 @@ class Ledger:
             return False
 
     def over_budget(self) -> list[str]:
-        """Populations whose peak rolling period (or window) exceeds the budget, described."""
+        """Populations whose peak rolling period exceeds the budget (times
+        :attr:`cap_factor` on an evaluation ledger), described."""
         found = []
         for population in self.populations():
             balance = self.balance(population)
-            if balance.peak_period_total.epsilon > balance.budget_epsilon:
+            cap = balance.budget_epsilon * self.cap_factor
+            if balance.peak_period_total.epsilon > cap:
                 found.append(
                     f"population {population!r}: a rolling {balance.budget_period_months}-month "
                     f"period ending {balance.peak_period_end} spent "
                     f"ε = {balance.peak_period_total.epsilon:.6g} > budget "
-                    f"ε = {balance.budget_epsilon:g}"
+                    f"ε = {cap:g}{self._cap_note()}"
                 )
         return found
+
+    @property
+    def cap_factor(self) -> float:
+        """How many times the policy's budget a period may spend: 1, or
+        :data:`EVALUATION_CAP_FACTOR` on an evaluation ledger (repeated releases of
+        synthetic data for benchmarks, still capped)."""
+        return float(EVALUATION_CAP_FACTOR) if self.evaluation else 1.0
+
+    def _cap_note(self) -> str:
+        if not self.evaluation:
+            return ""
+        return (
+            f" (the evaluation ledger's stated cap: {EVALUATION_CAP_FACTOR} × the policy's "
+            "budget per period and window)"
+        )
 
     # --- internals --------------------------------------------------------------------------
     def _connect(self) -> contextlib.closing[sqlite3.Connection]:
@@ -1756,7 +1823,18 @@ class Ledger:
     def _charge_date(self, conn: sqlite3.Connection, request: ReleaseRequest) -> dt.date:
         if self.simulated_time:
             return request.as_of
-        today = _clock().date()
+        policy = self._policy if self._policy is not None else _load_policy_quietly(request.policy)
+        now = _clock()
+        latest = conn.execute("SELECT MAX(recorded_at) FROM events").fetchone()[0]
+        if latest and now < dt.datetime.fromisoformat(latest):
+            raise ReleaseRefusedError(
+                f"release for population {request.population!r} refused before anything "
+                f"ran{_cite(policy)}: the system clock ({now.isoformat(timespec='seconds')}) "
+                f"is earlier than the ledger's latest recorded event ({latest[:19]}); on a "
+                "controller's ledger time only moves forward — correct the system clock (UTC) "
+                "and retry"
+            )
+        today = now.date()
         if request.as_of > today:
             raise ReleaseRefusedError(
                 f"release for population {request.population!r} refused before anything ran: "
@@ -1942,7 +2020,7 @@ class Ledger:
         months = request.budget_window_months if window else request.budget_period_months
         start = period_start(worst_end, months)
         spent = compose((loss for day, loss in before if in_period(day, worst_end, months)), delta)
-        budget = window_budget(request) if window else request.budget_epsilon
+        budget = (window_budget(request) if window else request.budget_epsilon) * self.cap_factor
         remaining = max(0.0, budget - spent.epsilon)
         asked = _describe_loss(request.loss, delta)
         prefix = f"[{self.label}] " if self.label else ""
@@ -1958,7 +2036,8 @@ class Ledger:
             f"recipient {request.recipient!r}) refused before anything ran: {what} has spent "
             f"ε = {spent.epsilon:.6g} of the budget ε = {budget:.6g} ({spent.describe()}); "
             f"requested {asked} would make it ε = {worst.epsilon:.6g}; remaining "
-            f"ε = {remaining:.6g}. Lower the release's privacy loss to fit, release fewer "
+            f"ε = {remaining:.6g}{self._cap_note()}. Lower the release's privacy loss to "
+            "fit, release fewer "
             "queries, or wait until earlier releases leave the period (ledger "
             f"{self._path}, controller {self.controller!r})"
         )
@@ -2115,6 +2194,56 @@ def _registry_update(controller: str, record: Mapping[str, Any]) -> None:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+_DATA_KEY = "__population_data__"  # not a controller slug: slugs are [a-z0-9-]
+
+
+def claim_population_data(controller: str, data_ids: Mapping[str, str], policy: Any = None) -> None:
+    """Bind the people behind ``data_ids`` to ``controller`` in the per-user registry, or
+    refuse when another controller name already released on them.
+
+    A controller's budget protects its people, so a copy of a policy with a renamed controller
+    must not get a fresh ledger for the same people. ``data_ids`` identify the population's
+    data (e.g. the pseudonymisation key's fingerprint and the raw customer table's SHA-256,
+    from :func:`segments.provenance.population_data_ids`); the first controller that opens its
+    ledger on them owns them.
+
+    Raises
+    ------
+    ReleaseRefusedError
+        One of ``data_ids`` is bound to another controller.
+    """
+    if not data_ids:
+        return
+    registry = _registry_path()
+    registry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(registry.with_name(registry.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            current = _registry_read()
+            bound = current.get(_DATA_KEY)
+            bound = dict(bound) if isinstance(bound, dict) else {}
+            for what, value in sorted(data_ids.items()):
+                owner = bound.get(_data_key(what, value))
+                if owner is not None and owner != controller:
+                    raise ReleaseRefusedError(
+                        f"privacy ledger of {controller!r} refused before anything was charged"
+                        f"{_cite(policy)}: the data's {what} ({value[:16]}…) is already bound "
+                        f"to controller {owner!r} in {registry}; a budget belongs to the people "
+                        "and a renamed controller gets no fresh budget for them — release with "
+                        f"{owner!r}'s policy and ledger"
+                    )
+            new = {_data_key(what, value): controller for what, value in data_ids.items()}
+            if any(key not in bound for key in new):
+                current[_DATA_KEY] = {**bound, **new}
+                _write_json_durably(registry, current)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _data_key(what: str, value: str) -> str:
+    return f"{what.split(' of ')[0]}:{value}"
+
+
 def _process_token() -> dict[str, Any]:
     """Who is running a release: host, pid and the process's start time (pids are reused)."""
     import socket
@@ -2150,6 +2279,100 @@ def _process_alive(token: Mapping[str, Any] | None) -> bool:
 
 
 _CARD_FILES = ("card.json", "certificate.json")
+
+
+def _label(evaluation: bool, throwaway: bool) -> str:
+    labels = [EVALUATION_LABEL] if evaluation else []
+    if throwaway:
+        labels.append(THROWAWAY_LABEL)
+    return "; ".join(labels)
+
+
+def _policy_is_of(policy_name: Any, controller: str, policy: Any) -> bool:
+    """True when the policy a card names belongs to ``controller``."""
+    if not policy_name:
+        return False
+    if policy is not None and getattr(policy, "name", None) == policy_name:
+        return str(policy.controller) == controller
+    try:
+        return str(_load_policy(str(policy_name)).controller) == controller
+    except Exception:  # an unknown policy name cannot be this controller's card
+        return False
+
+
+def _card_contradictions(
+    releases: str | os.PathLike[str],
+    label: str,
+    same_controller: Any,
+    ledger_id: str | None = None,
+    hashes: Mapping[int, str] | None = None,
+    path: Path | None = None,
+) -> list[str]:
+    """Cards under ``releases`` (of this controller and label) that contradict a ledger with
+    ``ledger_id`` and event hashes ``hashes`` (seq → hash); with no ledger (None) every such
+    card does: releases were charged to a ledger that is gone."""
+    problems: list[str] = []
+    folder = Path(releases)
+    if not folder.is_dir():
+        return problems
+    hashes = hashes or {}
+    for name in _CARD_FILES:
+        for card_path in sorted(folder.glob(f"*/{name}")):
+            try:
+                card = json.loads(card_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            anchor = card.get("ledger_anchor") if isinstance(card, dict) else None
+            if not isinstance(anchor, dict) or card.get("ledger_label", "") != label:
+                continue
+            if not same_controller(card.get("policy")):
+                continue
+            release = f"release {card.get('release_id')!r} ({card_path})"
+            events = int(anchor.get("events", 0) or 0)
+            if ledger_id is None:
+                problems.append(
+                    f"{release} was charged to ledger {anchor.get('ledger_id')} ({events} "
+                    "events), which is missing here: the ledger was deleted or replaced"
+                )
+            elif anchor.get("ledger_id") != ledger_id:
+                problems.append(
+                    f"{release} was charged to ledger {anchor.get('ledger_id')}, not to "
+                    f"{ledger_id} at {path}: the ledger was deleted or replaced"
+                )
+            elif events > len(hashes):
+                problems.append(
+                    f"{release} saw {events} events in the ledger, which now has "
+                    f"{len(hashes)}: it was rolled back"
+                )
+            elif events and anchor.get("head") and hashes.get(events) != anchor.get("head"):
+                problems.append(
+                    f"{release} saw head {str(anchor.get('head'))[:12]}… at event {events}, but "
+                    f"the ledger's event {events} has another hash: it was rolled back and "
+                    "padded, or rewritten"
+                )
+    return problems
+
+
+def _contradiction_message(path: Path, found: list[str], policy: Any = None) -> str:
+    more = f" (and {len(found) - 1} more cards)" if len(found) > 1 else ""
+    return (
+        f"privacy ledger {path} is refused before anything was charged{_cite(policy)}: "
+        f"{found[0]}{more}; restore the ledger from a backup — it is never recreated over its "
+        "history"
+    )
+
+
+def _cite(policy: Any, kind: str = "anonymous_release") -> str:
+    """`` (rule: the anonymity claim, clause AO-1)``: the policy's own clause a refusal
+    protects, or ``""`` when no policy (or no such clause) is known."""
+    try:
+        ids = tuple(policy.clauses_for(kind)) if policy is not None else ()
+    except (AttributeError, KeyError):
+        ids = ()
+    if not ids:
+        return ""
+    what = "the anonymity claim of every release" if kind == "anonymous_release" else kind
+    return f" (rule: {what}, clause {', '.join(ids)})"
 
 
 def _complete_release(entry: LedgerEntry) -> tuple[dict[str, str], str] | None:
@@ -2222,6 +2445,14 @@ def _file_problems(entry: LedgerEntry, card_path: Path) -> list[str]:
             problems.append(
                 f"release {entry.release_id!r}: {path} differs from what was published "
                 "(SHA-256 recorded in the ledger)"
+            )
+    # a card written after publication (DP k-means) is the one file the ledger may not list
+    allowed = set(entry.files) | ({card_path.name} if entry.card is None else set())
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.relative_to(folder).as_posix() not in allowed:
+            problems.append(
+                f"release {entry.release_id!r}: {path} is not a file the ledger recorded as "
+                "published in it (added after publication)"
             )
     return problems
 
@@ -2442,6 +2673,13 @@ def _load_policy(name: str) -> Any:
             "(segments.policy is unavailable); pass policy= to Ledger.reserve or Ledger.open"
         ) from None
     return Policy.load(name)
+
+
+def _load_policy_quietly(name: str) -> Any:
+    try:
+        return _load_policy(name)
+    except Exception:  # a policy the ledger cannot load cites no clause
+        return None
 
 
 def _load_card(card: Mapping[str, Any] | str | os.PathLike[str]) -> Mapping[str, Any]:

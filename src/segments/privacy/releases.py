@@ -421,6 +421,44 @@ def survey_responses_per_person(window: tuple[dt.date, dt.date]) -> int:
     return _months_in(window) * SURVEY_ACCOUNTS_PER_PERSON
 
 
+def check_survey_accounts(workspace: Workspace, policy: Any) -> None:
+    """Check the survey's design fact on the linked data before anything is charged: no
+    person holds more than :data:`SURVEY_ACCOUNTS_PER_PERSON` accounts (the bound the survey
+    release's sensitivity rests on), linking a sole trader's accounts as prepare does.
+
+    Raises
+    ------
+    PolicyError
+        A person in ``W/raw/customers.parquet`` holds more accounts (no count is stated: it
+        would describe a person), citing the policy's person-linkage clause.
+    """
+    from segments.prepare import link_persons
+
+    path = workspace.raw_table("customers")
+    if not path.is_file():
+        return  # no customer table: nothing links responses to people (AC-2 surveys)
+    columns = ["customer_id", "customer_type", "is_sole_trader", "personnummer", "org_number"]
+    present = [c for c in columns if c in pl.read_parquet_schema(path)]
+    if present != columns:
+        return  # a customer table without personnummer links no accounts
+    roots = link_persons(pl.read_parquet(path, columns=columns))
+    most = roots.group_by("person_root").len()["len"].max()
+    if most is not None and int(most) > SURVEY_ACCOUNTS_PER_PERSON:  # type: ignore[arg-type]
+        loaded = policy if hasattr(policy, "clauses_for") else None
+        if loaded is None:
+            from segments.policy import Policy
+
+            loaded = Policy.load(str(policy))
+        ids = ", ".join(loaded.clauses_for("person_linkage")) or "the project's rule"
+        raise PolicyError(
+            f"survey release refused before anything was charged: table 'customers' "
+            f"({path}), rule 'a person's accounts are one person' ({ids}): a person holds more "
+            f"than {SURVEY_ACCOUNTS_PER_PERSON} accounts, but the survey's sensitivity assumes "
+            f"at most {SURVEY_ACCOUNTS_PER_PERSON} responses per person and month; fix the "
+            "customer table's personnummer/org_number links, or do not release the survey"
+        )
+
+
 def _survey_frame(surveys: pl.LazyFrame, window: tuple[dt.date, dt.date], folder: Path) -> Path:
     first, end = window
     frame = surveys.filter((pl.col("survey_month") >= first) & (pl.col("survey_month") < end))
@@ -1096,6 +1134,8 @@ class ReleasePlan:
             from segments.privacy.kmeans import verify_private_model
 
             verify_private_model(self.segments.model, ledger)  # same ledger, before charging
+        if any(q.query.frame == "survey" for q in self.queries):
+            check_survey_accounts(workspace, policy)  # the sensitivity's design fact, checked
         loss = self.loss
         policy_name = policy if isinstance(policy, str) else str(policy.name)
         if not (clause_ids or self.spec.clause_ids):

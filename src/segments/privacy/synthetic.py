@@ -8,6 +8,14 @@ is regenerated in a temporary folder inside the workspace and compared file by f
 verdict is cached by the files' hashes (in memory and in the per-user data folder), so the
 proof runs once per dataset. Editing the manifest cannot help: other parameters give other
 bytes, and any other data fails the comparison.
+
+The cached verdict and the provenance record of prepared frames are signed with an HMAC
+under a per-user secret (``proof-secret.key``, created 0600 beside the registry of
+controller ledgers): a forged or edited cache file is ignored (the proof runs again) and a
+forged provenance record is refused. What is released on a demo or evaluation ledger is bound
+to what was proven: :func:`segments.prepare.prepare` records the raw files' hashes it read and
+its own outputs' hashes (``W/prepared/<purpose>/provenance.json``), and
+:func:`verify_prepared` recomputes both before such a ledger is opened for the purpose.
 """
 
 from __future__ import annotations
@@ -22,9 +30,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segments.provenance import (
+    PROVENANCE_FILE,
+    _sign,
+    _signed,
+    prepared_provenance,
+    raw_hashes,
+    verify_prepared,
+)
 from segments.workspace import Workspace, sha256_file
 
-__all__ = ["SyntheticProof", "prove_synthetic"]
+__all__ = [
+    "PROVENANCE_FILE",
+    "SyntheticProof",
+    "prepared_provenance",
+    "prove_synthetic",
+    "raw_hashes",
+    "verify_prepared",
+]
 
 _CACHE: dict[str, SyntheticProof] = {}
 
@@ -80,8 +103,16 @@ def prove_synthetic(workspace: Workspace | str | Path) -> SyntheticProof:
         if not path.is_file():
             return SyntheticProof(False, f"{path} is missing")
         actual[name] = sha256_file(path)
+    log = ws.subject_log
     key = hashlib.sha256(
-        json.dumps({"files": actual, "parameters": parameters}, sort_keys=True).encode()
+        json.dumps(
+            {
+                "files": actual,
+                "parameters": parameters,
+                "erasure_log": sha256_file(log) if log.is_file() else None,
+            },
+            sort_keys=True,
+        ).encode()
     ).hexdigest()
     cached = _CACHE.get(key) or _read_cached(key)
     if cached is not None:
@@ -120,19 +151,91 @@ def _regenerate_and_compare(
             progress=False,
         )
         expected = {name: sha256_file(result.path / name) for name in result.manifest["files"]}
+        differing = sorted(name for name, digest in expected.items() if actual.get(name) != digest)
+        if not differing:
+            return SyntheticProof(
+                True, f"raw files equal the generator's output for {parameters}", key
+            )
+        erased = _equal_after_erasures(ws, result.path, differing)
+        if erased is not None:
+            return SyntheticProof(
+                True,
+                f"raw files equal the generator's output for {parameters} minus the "
+                f"{erased} account(s) the erasure log records",
+                key,
+            )
     except Exception as exc:  # the manifest's parameters do not even generate
         return SyntheticProof(False, f"the manifest's parameters do not generate data ({exc})", key)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    for name, digest in sorted(expected.items()):
-        if actual.get(name) != digest:
-            return SyntheticProof(
-                False,
-                f"raw/{name} is not what the generator produces for seed {parameters['seed']} "
-                f"and parameters {parameters}",
-                key,
-            )
-    return SyntheticProof(True, f"raw files equal the generator's output for {parameters}", key)
+    return SyntheticProof(
+        False,
+        f"raw/{differing[0]} is not what the generator produces for seed {parameters['seed']} "
+        f"and parameters {parameters}"
+        + (" (nor that output minus the people the erasure log records)" if erased_log(ws) else ""),
+        key,
+    )
+
+
+def erased_log(ws: Workspace) -> list[dict[str, Any]]:
+    """The erasure and restriction entries of the workspace's request log."""
+    from segments.subject_log import log_entries
+
+    try:
+        return [e for e in log_entries(ws) if e.get("action") in ("erasure", "restriction")]
+    except Exception:  # an unreadable log proves nothing
+        return []
+
+
+def _equal_after_erasures(ws: Workspace, generated: Path, differing: list[str]) -> int | None:
+    """The number of erased accounts when the raw tables equal the regenerated ones minus
+    exactly the accounts the erasure log records (their orders and lines, their truth rows;
+    restricted accounts flagged), and nothing else differs; None otherwise."""
+    import polars as pl
+
+    from segments.pseudonym import load_key
+    from segments.subject_log import account_hashes
+
+    entries = erased_log(ws)
+    if not entries or any(not e.get("completed", True) for e in entries):
+        return None  # nothing logged, or an erasure still pending
+    editable = {"customers.parquet", "orders.parquet", "order_lines.parquet"}
+    if any(name not in editable and not name.startswith("truth/") for name in differing):
+        return None  # a table no erasure touches differs
+    hashes = {
+        action: {h for e in entries if e["action"] == action for h in e["subject_hashes"]}
+        for action in ("erasure", "restriction")
+    }
+    customers = pl.read_parquet(generated / "customers.parquet")
+    key = load_key(workspace=ws)
+    by_hash = account_hashes(key, customers)
+    gone = customers.filter(by_hash.is_in(list(hashes["erasure"])))["customer_id"]
+    restricted = customers.filter(by_hash.is_in(list(hashes["restriction"])))["customer_id"]
+    if gone.len() != len(hashes["erasure"]) or restricted.len() != len(hashes["restriction"]):
+        return None  # the log names accounts the generator never made
+    mine = pl.col("customer_id").is_in(gone.implode())
+    orders = pl.read_parquet(generated / "orders.parquet")
+    gone_orders = orders.filter(mine)["order_id"]
+    expected = {
+        "customers.parquet": customers.filter(~mine).with_columns(
+            pl.when(pl.col("customer_id").is_in(restricted.implode()))
+            .then(pl.lit(True))
+            .otherwise(pl.col("restriction_requested"))
+            .alias("restriction_requested")
+        ),
+        "orders.parquet": orders.filter(~mine),
+        "order_lines.parquet": pl.read_parquet(generated / "order_lines.parquet").filter(
+            ~pl.col("order_id").is_in(gone_orders.implode())
+        ),
+    }
+    for path in sorted((generated / "truth").glob("*.parquet")):
+        truth = pl.read_parquet(path)
+        name = f"truth/{path.name}"
+        expected[name] = truth.filter(~mine) if "customer_id" in truth.columns else truth
+    for name in differing:
+        if not pl.read_parquet(ws.raw / name).equals(expected[name]):
+            return None
+    return int(gone.len())
 
 
 def _cache_dir() -> Path:
@@ -146,20 +249,20 @@ def _read_cached(key: str) -> SyntheticProof | None:
         data = json.loads((_cache_dir() / f"{key}.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if data.get("key") != key or not isinstance(data.get("proven"), bool):
+    if not isinstance(data, dict) or data.get("key") != key:
         return None
+    if not isinstance(data.get("proven"), bool) or not _signed(data):
+        return None  # forged or edited: prove again
     return SyntheticProof(data["proven"], str(data.get("reason", "")), key)
 
 
 def _write_cached(proof: SyntheticProof) -> None:
     try:
         folder = _cache_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{proof.key}.tmp"
-        tmp.write_text(
-            json.dumps({"key": proof.key, "proven": proof.proven, "reason": proof.reason}),
-            encoding="utf-8",
-        )
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = folder / f".{proof.key}.p{os.getpid()}.tmp"
+        record = {"key": proof.key, "proven": proof.proven, "reason": proof.reason}
+        tmp.write_text(json.dumps(_sign(record)), encoding="utf-8")
         tmp.replace(folder / f"{proof.key}.json")
     except OSError:
         pass  # the cache only saves time

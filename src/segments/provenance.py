@@ -1,0 +1,157 @@
+"""Signed provenance: what a stage read and wrote, bound by an HMAC under a per-user secret.
+
+``segments prepare`` records the SHA-256 of the raw files it read and of every file it wrote in
+``W/prepared/<purpose>/provenance.json``, signed with an HMAC under a per-user secret
+(``proof-secret.key``, created 0600 in the per-user data folder beside the registry of
+controller ledgers). :func:`verify_prepared` recomputes both: a release on a demo or evaluation
+ledger reads only frames derived from the raw data proven synthetic
+(:mod:`segments.privacy.synthetic`, whose cached verdicts are signed the same way). A forged
+or edited record fails its signature; someone who reads their own secret and signs a forged
+record deliberately is outside what this can stop (README, limits).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from segments.workspace import Workspace, sha256_file
+
+__all__ = [
+    "PROVENANCE_FILE",
+    "population_data_ids",
+    "prepared_provenance",
+    "raw_hashes",
+    "verify_prepared",
+]
+
+#: The provenance record prepare writes beside its frames.
+PROVENANCE_FILE = "provenance.json"
+
+
+def _secret_path() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("segments")) / "proof-secret.key"
+
+
+def _secret() -> bytes:
+    """The per-user secret (32 random bytes, created 0600 on first use)."""
+    path = _secret_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_bytes()
+        if len(key) < 32:
+            raise OSError(f"{path} is not a proof secret (too short); remove it") from None
+        return key
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(secrets.token_bytes(32))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path.read_bytes()
+
+
+def _mac(record: dict[str, Any]) -> str:
+    body = json.dumps(
+        {k: v for k, v in record.items() if k != "mac"}, sort_keys=True, separators=(",", ":")
+    )
+    return hmac.new(_secret(), body.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _sign(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "mac": _mac(record)}
+
+
+def _signed(record: dict[str, Any]) -> bool:
+    mac = record.get("mac")
+    return isinstance(mac, str) and hmac.compare_digest(mac, _mac(record))
+
+
+# --- what is released is what was proven --------------------------------------------------
+def raw_hashes(workspace: Workspace | str | Path) -> dict[str, str]:
+    """SHA-256 of every file under ``W/raw/`` (relative path → digest)."""
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
+    root = ws.raw
+    if not root.is_dir():
+        return {}
+    return {
+        path.relative_to(root).as_posix(): sha256_file(path)
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def prepared_provenance(
+    raw: dict[str, str], folder: Path, *, purpose: str, as_of: dt.date
+) -> dict[str, Any]:
+    """The signed record prepare writes as ``provenance.json`` into ``folder``: the raw files
+    it read and every file it wrote (their SHA-256)."""
+    outputs = {
+        path.name: sha256_file(path)
+        for path in sorted(folder.iterdir())
+        if path.is_file() and path.name != PROVENANCE_FILE
+    }
+    record = {"purpose": purpose, "as_of": as_of.isoformat(), "raw": raw, "outputs": outputs}
+    return _sign(record)
+
+
+def verify_prepared(workspace: Workspace | str | Path, purpose: str) -> str | None:
+    """Why ``W/prepared/<purpose>/`` is not derived from the workspace's raw data, or None.
+
+    The frames must carry prepare's signed provenance record, every file in the folder must
+    have the SHA-256 it records, and the raw files it read must be the workspace's raw files
+    now (the ones :func:`prove_synthetic` proves).
+    """
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
+    folder = ws.prepared_dir(purpose)
+    if not folder.is_dir():
+        return None  # nothing prepared: nothing of it can be released
+    try:
+        record = json.loads((folder / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return (
+            f"{folder} has no {PROVENANCE_FILE}: the frames were not written by "
+            "`segments prepare` from this workspace's raw data"
+        )
+    except (OSError, ValueError) as exc:
+        return f"{folder / PROVENANCE_FILE} cannot be read ({exc})"
+    if not isinstance(record, dict) or not _signed(record):
+        return f"{folder / PROVENANCE_FILE} is not signed by `segments prepare` for this user"
+    outputs = record.get("outputs") or {}
+    present = {p.name for p in folder.iterdir() if p.is_file() and p.name != PROVENANCE_FILE}
+    for name in sorted(present | set(outputs)):
+        if name not in outputs:
+            return f"{folder / name} was not written by `segments prepare`"
+        if name not in present or sha256_file(folder / name) != outputs[name]:
+            return f"{folder / name} is not the file `segments prepare` wrote (SHA-256 differs)"
+    if record.get("raw") != raw_hashes(ws):
+        return f"the frames in {folder} were prepared from other raw data than {ws.raw} holds now"
+    return None
+
+
+def population_data_ids(workspace: Workspace) -> dict[str, str]:
+    """What identifies the people in a workspace's data, whatever a policy calls its
+    controller: the pseudonymisation key's fingerprint of every prepared purpose and the
+    SHA-256 of the raw customer table (bound to one controller name by
+    :func:`segments.privacy.ledger.claim_population_data`)."""
+    ids: dict[str, str] = {}
+    customers = workspace.raw_table("customers")
+    if customers.is_file():
+        ids["raw customer table"] = sha256_file(customers)
+    prepared = workspace.root / "prepared"
+    for report in sorted(prepared.glob("*/policy_report.json")) if prepared.is_dir() else ():
+        try:
+            key_id = json.loads(report.read_text(encoding="utf-8")).get("key_id")
+        except (OSError, ValueError):
+            continue
+        if isinstance(key_id, str) and key_id:
+            ids[f"pseudonymisation key of {report.parent.name}"] = key_id
+    return ids

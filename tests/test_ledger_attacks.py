@@ -1,0 +1,431 @@
+"""Issue 13, second hostile review: each attack reproduced, now refused before any charge or
+write (rollback + padding, a copied workspace over a deleted ledger, a clock set back, ...)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from segments.exceptions import ReleaseRefusedError
+from segments.policy import Policy
+from segments.privacy import ledger as ledger_module
+from segments.privacy.guards import GUARANTEE_END_TO_END
+from segments.privacy.ledger import Ledger, ReleaseRequest, default_ledger_path
+
+TODAY = dt.date(2026, 6, 30)
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch):
+    now = {"at": dt.datetime.combine(TODAY, dt.time(12), tzinfo=dt.UTC)}
+    monkeypatch.setattr(ledger_module, "_clock", lambda: now["at"])
+    return now
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return Policy.load("alloffice")
+
+
+def request(policy: Policy, epsilon: float = 0.5) -> ReleaseRequest:
+    return ReleaseRequest.for_policy(
+        policy,
+        population="customers",
+        purpose="statistics",
+        recipient="purchasing",
+        destination="SE",
+        guarantee=GUARANTEE_END_TO_END,
+        as_of=TODAY,
+        epsilon=epsilon,
+    )
+
+
+def write_card(releases: Path, ledger: Ledger, reservation) -> Path:
+    folder = releases / reservation.release_id
+    folder.mkdir(parents=True)
+    card = {"policy": "alloffice", "ledger_label": ledger.label, **reservation.card_fields()}
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder / "card.json"
+
+
+# --- 13.4: roll back, then pad up to the anchor's count ---------------------------------------
+def test_attack_rollback_then_padding_to_the_cards_count_is_refused(tmp_path, policy):
+    releases = tmp_path / "ws" / "releases"
+    ledger = Ledger.for_policy(policy, releases=releases)
+    ledger.reserve(request(policy))
+    registry = ledger_module._registry_path()
+    kept = (ledger.path, ledger.anchor_path, registry)
+    backups = {path: tmp_path / f"backup-{path.name}" for path in kept}
+    for original, backup in backups.items():
+        shutil.copy(original, backup)
+    seen = ledger.reserve(request(policy))  # its card records this count and head
+    write_card(releases, ledger, seen)
+    for original, backup in backups.items():  # roll back the file, its anchor and the registry
+        shutil.copy(backup, original)
+    padded = Ledger.for_policy(policy)  # without the workspace: pad with a tiny release
+    padded.reserve(request(policy, epsilon=0.01))
+    assert len(padded.events()) == seen.anchor["events"]  # the count matches the card's again
+    before = padded.events()
+    with pytest.raises(ReleaseRefusedError, match=r"clause AO-1.*rolled back and padded"):
+        Ledger.for_policy(policy, releases=releases)
+    assert padded.events() == before
+
+
+# --- 13.5: a copy of the workspace over a deleted ledger and registry -------------------------
+def test_attack_a_copied_workspace_over_a_deleted_ledger_creates_nothing(tmp_path, policy):
+    import argparse
+
+    from segments.cli.common import open_ledger
+    from segments.workspace import Workspace
+
+    ws = Workspace(tmp_path / "W")
+    ledger = Ledger.for_policy(policy, releases=ws.releases)
+    write_card(ws.releases, ledger, ledger.reserve(request(policy, epsilon=1.0)))
+    for path in (ledger.path, ledger.anchor_path, ledger_module._registry_path()):
+        path.unlink()
+    copy = Workspace(tmp_path / "W2")
+    shutil.copytree(ws.root, copy.root)
+    args = argparse.Namespace(workspace=copy, ledger=None, demo_ledger=False)
+    for attempt in range(2):  # a refusal leaves nothing behind, so the second is refused too
+        with pytest.raises(ReleaseRefusedError, match="missing here: the ledger was deleted"):
+            open_ledger(args, policy)
+        assert not default_ledger_path(policy.controller).exists(), attempt
+        assert not ledger.anchor_path.exists()
+        assert not ledger_module._registry_path().exists()
+
+
+# --- 13.6: the clock set back -----------------------------------------------------------------
+def test_attack_a_clock_set_back_is_refused(tmp_path, policy, clock):
+    ledger = Ledger.for_policy(policy)
+    ledger.reserve(request(policy))
+    clock["at"] -= dt.timedelta(days=40)  # back before the last release, to re-open as-of dates
+    with pytest.raises(ReleaseRefusedError, match=r"system clock .* is earlier than the ledger"):
+        ledger.reserve(request(policy))
+    assert len(ledger.entries()) == 1
+    clock["at"] += dt.timedelta(days=41)
+    assert ledger.reserve(request(policy)).charged_on == TODAY + dt.timedelta(days=1)
+
+
+# --- 13.1 and 13.2: what a demo ledger releases is what was proven synthetic -------------------
+RELEASE = (
+    "release -w {ws} --policy alloffice --purpose statistics --recipient purchasing "
+    "--spec customers_by_county_segment --as-of 2026-10-31 --demo-ledger"
+)
+
+
+def _cli(line: str, **fields: object) -> int:
+    from segments.cli.main import main
+
+    return main(line.format(**fields).split())
+
+
+@pytest.fixture
+def genuine(small_raw, tmp_path):
+    from segments.prepare import prepare
+    from segments.workspace import Workspace
+
+    ws = Workspace(tmp_path / "genuine")
+    shutil.copytree(small_raw.raw, ws.raw)
+    prepare(ws, "alloffice", "statistics", "2026-10-31")
+    return ws
+
+
+def _refused_and_nothing_written(ws, capsys, match: str) -> None:
+    assert _cli(RELEASE, ws=ws.root) != 0
+    err = capsys.readouterr().err
+    assert match in err and "clause AO-1" in err, err
+    assert not (ws.root / "ledger").exists() and not ws.releases.exists()
+
+
+def test_attack_frames_prepared_from_edited_raw_beside_genuine_raw_are_refused(
+    genuine, small_raw, tmp_path, capsys
+):
+    import polars as pl
+
+    from segments.prepare import prepare
+    from segments.workspace import Workspace
+
+    edited = Workspace(tmp_path / "edited")
+    shutil.copytree(small_raw.raw, edited.raw)
+    lines = edited.raw / "order_lines.parquet"
+    table = pl.read_parquet(lines)
+    table.with_columns(pl.col("quantity") * 3).write_parquet(lines)  # the edit
+    from segments.workspace import sha256_file
+
+    manifest = json.loads(edited.manifest.read_text())
+    manifest["files"]["order_lines.parquet"] = sha256_file(lines)
+    edited.manifest.write_text(json.dumps(manifest))
+    prepare(edited, "alloffice", "statistics", "2026-10-31")
+    shutil.rmtree(genuine.prepared_dir("statistics"))
+    shutil.copytree(edited.prepared_dir("statistics"), genuine.prepared_dir("statistics"))
+    _refused_and_nothing_written(genuine, capsys, "prepared from other raw data")
+    # forging the record's raw hashes breaks its signature
+    record_path = genuine.prepared_dir("statistics") / "provenance.json"
+    from segments.privacy.synthetic import raw_hashes
+
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "raw": raw_hashes(genuine)}))
+    _refused_and_nothing_written(genuine, capsys, "is not signed by `segments prepare`")
+    record_path.unlink()  # no record at all
+    _refused_and_nothing_written(genuine, capsys, "has no provenance.json")
+
+
+def test_attack_a_prepared_frame_swapped_after_prepare_is_refused(genuine, capsys):
+    frames = genuine.prepared_dir("statistics")
+    import polars as pl
+
+    customers = pl.read_parquet(frames / "customers.parquet")
+    customers.head(customers.height // 2).write_parquet(frames / "customers.parquet")
+    _refused_and_nothing_written(genuine, capsys, "is not the file `segments prepare` wrote")
+
+
+def test_frames_prepared_from_the_proven_raw_are_released(genuine, capsys):
+    assert _cli(RELEASE, ws=genuine.root) == 0, capsys.readouterr().err
+
+
+def test_attack_a_forged_synthetic_proof_cache_does_not_help(small_raw, tmp_path):
+    import polars as pl
+
+    from segments.privacy import synthetic
+    from segments.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(small_raw.raw, ws.raw)
+    customers = ws.raw / "customers.parquet"
+    pl.read_parquet(customers).head(1000).write_parquet(customers)  # not the generator's data
+    refused = synthetic.prove_synthetic(ws)
+    assert not refused
+    synthetic._CACHE.clear()
+    forged = {"key": refused.key, "proven": True, "reason": "forged"}
+    cache = synthetic._cache_dir() / f"{refused.key}.json"
+    cache.write_text(json.dumps(forged))  # unsigned
+    assert not synthetic.prove_synthetic(ws)
+    synthetic._CACHE.clear()
+    cache.write_text(json.dumps({**forged, "mac": "0" * 64}))  # a made-up signature
+    assert not synthetic.prove_synthetic(ws)
+    from segments import provenance
+
+    assert provenance._secret_path().stat().st_mode & 0o077 == 0  # the secret is owner-only
+
+
+# --- 13.1: the evaluation ledger has a stated cap and the same non-zero exit -------------------
+def test_attack_unbounded_spending_on_the_evaluation_ledger_is_refused(tmp_path, capsys):
+    from segments.cli.main import main
+    from segments.exceptions import BudgetExceededError
+    from segments.privacy.ledger import EVALUATION_CAP_FACTOR
+
+    offix = Policy.load("offix")  # budget ε = 2 per 12 months
+    ledger = Ledger.for_policy(offix, evaluation=True, synthetic=True)
+    cap = offix.privacy.budget_epsilon * EVALUATION_CAP_FACTOR
+    ledger.reserve(request(offix, epsilon=cap / 2))
+    assert ledger.reserve(request(offix, epsilon=cap / 2)).over_budget  # flagged, recorded
+    with pytest.raises(BudgetExceededError, match="evaluation ledger's stated cap"):
+        ledger.reserve(request(offix, epsilon=0.5))
+    assert len(ledger.entries()) == 2
+    assert main(["ledger", "--policy", "offix", "--evaluation"]) == 0
+    tight = tmp_path / "offix-tight.toml"
+    tight.write_text(
+        Path(offix.path).read_text().replace("budget_epsilon = 2.0", "budget_epsilon = 1.0")
+    )
+    assert main(["ledger", "--policy", str(tight), "--evaluation", "--adopt-policy"]) == 1
+    assert "OVER BUDGET" in capsys.readouterr().out
+
+
+# --- 13.7: ledger --cards sees a deleted release, an added file and an edited archive ----------
+MONTHLY = (
+    "release -w {ws} --policy alloffice --purpose statistics --recipient purchasing "
+    "--spec monthly_category --month 2026-09-01 --as-of 2026-10-31 --demo-ledger"
+)
+CARDS = "ledger -w {ws} --policy alloffice --cards {ws}/releases"
+
+
+@pytest.fixture
+def released(genuine, capsys):
+    assert _cli(RELEASE, ws=genuine.root) == 0
+    assert _cli(MONTHLY, ws=genuine.root) == 0
+    assert _cli(CARDS, ws=genuine.root) == 0, capsys.readouterr().out
+    capsys.readouterr()
+    return genuine
+
+
+def _folder(ws, prefix: str) -> Path:
+    (folder,) = [p for p in ws.releases.iterdir() if p.name.startswith(prefix)]
+    return folder
+
+
+def _cards_fail(ws, capsys, match: str) -> None:
+    assert _cli(CARDS, ws=ws.root) == 1
+    out = capsys.readouterr().out
+    assert match in out, out
+
+
+def test_attack_a_deleted_release_folder_fails_ledger_cards(released, capsys):
+    shutil.rmtree(_folder(released, "customers_by_county_segment"))
+    _cards_fail(released, capsys, "a release folder or card was deleted")
+
+
+def test_attack_a_deleted_release_in_a_copied_workspace_fails_ledger_cards(
+    released, tmp_path, capsys
+):
+    from segments.workspace import Workspace
+
+    copy = Workspace(tmp_path / "copy")
+    shutil.copytree(released.root, copy.root)
+    (_folder(copy, "customers_by_county_segment") / "card.json").unlink()
+    _cards_fail(copy, capsys, "a release folder or card was deleted")
+
+
+def test_attack_an_extra_file_in_a_release_folder_fails_ledger_cards(released, capsys):
+    (_folder(released, "monthly_category") / "extra.csv").write_text("county,count\nX,1\n")
+    _cards_fail(released, capsys, "extra.csv is not a file the ledger recorded")
+
+
+def test_attack_an_edited_archive_fails_ledger_cards(released, capsys):
+    import polars as pl
+
+    from segments.privacy.archive import archive_path
+
+    path = archive_path(released)
+    archive = pl.read_parquet(path)
+    archive.with_columns(pl.col("sek") * 2).write_parquet(path)
+    _cards_fail(released, capsys, "the archive was edited")
+    archive.head(0).write_parquet(path)  # rows removed
+    _cards_fail(released, capsys, "is missing from it")
+
+
+# --- 13.9b: segment --private without --as-of after a release ---------------------------------
+def test_private_segments_without_as_of_take_the_ledgers_time_after_a_release(
+    genuine, policy, clock
+):
+    """Without --as-of the DP k-means took the data's as-of, which is behind the release the
+    controller made today: refused. It now takes the ledger's clock, like a release."""
+    import dataclasses
+
+    from segments.prepare import prepare
+    from segments.privacy.kmeans import fit_private_segments
+
+    clock["at"] = dt.datetime(2026, 12, 4, 12, tzinfo=dt.UTC)  # after the data's as-of
+    prepare(genuine, "alloffice", "segmentation", "2026-10-31")
+    ledger = Ledger.for_policy(policy)
+    ledger.reserve(dataclasses.replace(request(policy), as_of=dt.date(2026, 12, 4)))
+    result = fit_private_segments(genuine, policy, ledger, seed=1)
+    assert result.metadata["as_of"] == "2026-12-04"
+    assert len(ledger.entries()) == 2
+
+
+# --- 13.3: a copy of the policy with a renamed controller --------------------------------------
+def test_attack_a_renamed_controller_gets_no_fresh_budget_on_the_same_data(
+    genuine, tmp_path, capsys, clock
+):
+    clock["at"] = dt.datetime(2026, 12, 4, 12, tzinfo=dt.UTC)
+    line = (
+        "release -w {ws} --policy {policy} --purpose statistics --recipient purchasing "
+        "--spec customers_by_county_segment"
+    )
+    assert _cli(line, ws=genuine.root, policy="alloffice") == 0, capsys.readouterr().err
+    renamed = tmp_path / "alloffice-renamed.toml"
+    renamed.write_text(
+        Path(Policy.load("alloffice").path)
+        .read_text()
+        .replace('"AllOffice Nordic AB"', '"AllOffice Nordic Two AB"')
+    )
+    assert Policy.load(str(renamed)).controller == "AllOffice Nordic Two AB"
+    capsys.readouterr()
+    assert _cli(line, ws=genuine.root, policy=str(renamed)) != 0
+    err = capsys.readouterr().err
+    assert "already bound to controller 'AllOffice Nordic AB'" in err and "clause AO-1" in err
+    assert not default_ledger_path("AllOffice Nordic Two AB").exists()
+
+
+# --- 13.9d: the survey's "2 accounts per person" is checked on the linked data -----------------
+def test_attack_a_person_with_three_accounts_refuses_the_survey_before_any_charge(
+    small_raw, tmp_path, policy, clock
+):
+    import polars as pl
+
+    from segments.exceptions import PolicyError
+    from segments.privacy.releases import plan_release
+    from segments.privacy.specs import PrivacyParams, get_spec
+    from segments.workspace import Workspace
+
+    clock["at"] = dt.datetime(2026, 12, 4, 12, tzinfo=dt.UTC)
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(small_raw.raw, ws.raw)
+    ledger = Ledger.for_policy(policy)
+
+    def survey_release() -> None:
+        with plan_release(
+            get_spec("survey_experience"),
+            PrivacyParams.from_policy(policy, "statistics"),
+            surveys=ws.raw_table("surveys"),
+            as_of=dt.date(2026, 11, 1),
+            workspace=ws,
+        ) as plan:
+            plan.execute(ledger, ws, policy=policy, purpose="statistics", recipient="purchasing")
+
+    survey_release()  # the generated data keep the bound: released
+    assert len(ledger.entries()) == 1
+    customers = pl.read_parquet(ws.raw_table("customers"))
+    private = customers.filter(pl.col("customer_type") == "private").head(3)
+    shared = private["personnummer"][0]
+    customers = customers.with_columns(
+        pl.when(pl.col("customer_id").is_in(private["customer_id"].implode()))
+        .then(pl.lit(shared))
+        .otherwise(pl.col("personnummer"))
+        .alias("personnummer")
+    )
+    customers.write_parquet(ws.raw_table("customers"))  # one person, three accounts
+    with pytest.raises(PolicyError, match=r"accounts are one person' \(AO-3\).*more than 2"):
+        survey_release()
+    assert len(ledger.entries()) == 1  # nothing charged
+
+
+# --- 13.9c: a Python caller cannot forge a DP k-means entry ------------------------------------
+def test_attack_a_forged_dp_kmeans_entry_is_refused(tmp_path, policy):
+    import dataclasses
+
+    from segments.privacy.kmeans import PrivateModelRef, verify_private_model
+
+    ledger = Ledger.for_policy(policy)
+    forged = dataclasses.replace(request(policy), spec={"name": "private_segments"})
+    with pytest.raises(ReleaseRefusedError, match="recorded only by its own job"):
+        ledger.reserve(forged)  # the k-means entry cannot be declared
+    assert ledger.entries() == []
+    # any other entry publishing hand-made "centroids" does not carry the DP k-means job
+    centroids = tmp_path / "centroids.parquet"
+    centroids.write_bytes(b"hand-made centres at the biggest spenders")
+    digest = ledger_module._sha256_path(centroids)
+    reservation = ledger.reserve(dataclasses.replace(request(policy), spec={"name": "mine"}))
+    ledger.publish(reservation, files={"centroids.parquet": digest})
+    ref = PrivateModelRef(
+        reservation.release_id, ledger.ledger_id, centroids, digest, (), (), {}, {}, ()
+    )
+    with pytest.raises(ReleaseRefusedError, match="not recorded by the DP k-means job"):
+        verify_private_model(ref, ledger)
+
+
+# --- 10 (issue 18): the demo ledger after an erasure -------------------------------------------
+def test_the_demo_ledger_accepts_the_generated_data_minus_exactly_the_erased_people(
+    genuine, capsys
+):
+    import polars as pl
+
+    from segments.prepare import prepare
+    from segments.privacy import synthetic
+    from segments.subjects import erase
+
+    erase(genuine, "alloffice", 7, today=dt.date(2026, 10, 31))
+    proof = synthetic.prove_synthetic(genuine)
+    assert proof and "minus the" in proof.reason, proof.reason
+    prepare(genuine, "alloffice", "statistics", "2026-10-31")  # the frames after the erasure
+    assert _cli(RELEASE, ws=genuine.root) == 0, capsys.readouterr().err
+    # anyone else missing is not "minus the erased people": refused
+    customers = pl.read_parquet(genuine.raw_table("customers"))
+    customers.filter(pl.col("customer_id") != 8).write_parquet(genuine.raw_table("customers"))
+    synthetic._CACHE.clear()
+    refused = synthetic.prove_synthetic(genuine)
+    assert not refused and "minus the people the erasure log records" in refused.reason
