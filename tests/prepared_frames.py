@@ -7,6 +7,7 @@ so a segmentation test can check that they are recovered.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -88,3 +89,25 @@ def make_prepared(
     )
     truth = pl.DataFrame({"person_id": ids, "archetype": [names[a] for a in archetype]})
     return customers, lines, truth
+
+
+def write_policy_report(folder: Path, as_of: dt.date, purpose: str = "statistics") -> Path:
+    """A ``policy_report.json`` for hand-made frames: the as-of they were "prepared" for
+    (a monthly release refuses a month ending after it)."""
+    from segments.prepare import PolicyReport
+    from segments.workspace import write_json
+
+    report = PolicyReport(
+        policy="alloffice",
+        controller="AllOffice Nordic AB",
+        purpose=purpose,
+        purpose_clause_ids=(),
+        as_of=as_of,
+        key_provenance="test frames",
+        key_id="0" * 16,
+        input_counts={},
+        output_counts={},
+        columns={},
+    )
+    write_json(Path(folder) / "policy_report.json", report.to_dict())
+    return Path(folder) / "policy_report.json"

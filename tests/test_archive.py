@@ -11,6 +11,7 @@ import sqlite3
 import numpy as np
 import polars as pl
 import pytest
+from prepared_frames import write_policy_report
 
 from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.policy import Policy
@@ -57,31 +58,12 @@ def workspace(tmp_path, frames):
     prepared.mkdir(parents=True)
     for name in ("customers", "lines"):
         (prepared / f"{name}.parquet").write_bytes(frames[name].read_bytes())
-    _write_policy_report(prepared, DATA_AS_OF)
+    write_policy_report(prepared, DATA_AS_OF, PURPOSE)
     return ws
 
 
 #: The fixture's frames hold orders from 2025-09-10 for 5 months; prepared as of this day.
 DATA_AS_OF = dt.date(2026, 2, 10)
-
-
-def _write_policy_report(folder, as_of: dt.date) -> None:
-    from segments.prepare import PolicyReport
-    from segments.workspace import write_json
-
-    report = PolicyReport(
-        policy="alloffice",
-        controller="AllOffice Nordic AB",
-        purpose=PURPOSE,
-        purpose_clause_ids=(),
-        as_of=as_of,
-        key_provenance="test frames",
-        key_id="0" * 16,
-        input_counts={},
-        output_counts={},
-        columns={},
-    )
-    write_json(folder / "policy_report.json", report.to_dict())
 
 
 def _eval_ledger(ws, policy):

@@ -302,6 +302,9 @@ def test_budget_exhausted_release_leaves_a_clear_error_and_no_forecast(tmp_path,
     prepared.mkdir(parents=True)
     for name, path in frames.items():
         (prepared / f"{name}.parquet").write_bytes(path.read_bytes())
+    from prepared_frames import write_policy_report
+
+    write_policy_report(prepared, dt.date(2025, 3, 31))  # the frames' as-of: Jan to Mar
     ledger = Ledger.for_workspace(ws, policy.controller, policy=policy, synthetic=True)  # demo
     spec = SPECS["monthly_category"]
     common = {

