@@ -229,7 +229,8 @@ add("kanon max-fully-generalised=-1", (*KANON, "--max-fully-generalised", "-1"),
 add("generate seed=-1", ("generate", "-w", "{tmp}/new", "--seed", "-1"), says="--seed")
 add("audit dp-trials=-1", ("audit", "-w", W, "--policy", "alloffice", "--dp-trials", "-1"))
 add("forecast level=1.5", ("forecast", "-w", W, "--level", "1.5"), says="--level")
-add("subject customer=0", ("subject", "export", "-w", W, "--customer", "0"), says="--customer")
+add("subject customer=0", ("subject", "export", "-w", W, "--customer", "0"), says="no customer 0")
+add("subject customer=abc", ("subject", "export", "-w", W, "--customer", "abc"), says="'abc'")
 BOUNDS = ("bounds", "-w", W, "--policy", "alloffice", "--purpose", "statistics")
 BOUNDS += ("--recipient", "analytics")
 for option, value in (("--epsilon", "nan"), ("--epsilon", "1e-300"), ("--quantile", "1")):

@@ -639,3 +639,21 @@ def test_purge_counts_every_linked_account_and_row_it_erases(ws: Workspace) -> N
     assert preview.removed == result.removed
     left = pl.read_parquet(ws.raw_table("customers"))
     assert left.filter(pl.col("customer_id").is_in(both)).height == 0
+
+
+def test_subject_export_of_an_ingested_export_by_its_own_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The register extract works on an ingested export (it demanded the synthetic schema's
+    personnummer), by the export's own customer id; after an erasure it says so."""
+    monkeypatch.setenv(KEY_ENV_VAR, STEWARD_KEY)
+    work, _, _ = _ingested(tmp_path)
+    extract = subject_export(work, "A1")
+    assert [a["source_customer_id"] for a in extract["accounts"]] == ["A1"]
+    assert len(extract["orders"]) == 2 and extract["orders"][0]["lines"]
+    erase(work, POLICY, "A1")
+    assert subject_export(work, "A1")["erasure"]["erased_on"]
+    argv = ["subject", "export", "-w", str(work.root), "--customer", "ZZ9"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "column 'source_customer_id': no customer ZZ9" in err and err.count("\n") == 1

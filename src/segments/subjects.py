@@ -35,7 +35,7 @@ from segments.exceptions import WorkspaceError
 from segments.policy import Policy
 from segments.prepare import link_persons
 from segments.pseudonym import PseudonymKey, load_key, pseudonymise
-from segments.schema import RAW_TABLES, validate
+from segments.schema import RAW_TABLES, REAL_CUSTOMERS, REAL_PRODUCTS, validate
 from segments.subject_log import (
     account_hashes,
     check_log_key,
@@ -84,8 +84,12 @@ _RIGHTS = (
 
 
 def _read(ws: Workspace, table: str) -> pl.DataFrame:
+    from segments.ingest import read_real_manifest
+
     frame = pl.read_parquet(ws.require(ws.raw_table(table), "segments generate"))
-    validate(frame, RAW_TABLES[table])
+    real = {"customers": REAL_CUSTOMERS, "products": REAL_PRODUCTS}
+    ingested = table in real and read_real_manifest(ws) is not None
+    validate(frame, real[table] if ingested else RAW_TABLES[table])
     return frame
 
 
@@ -177,7 +181,9 @@ def _prepared_purposes(ws: Workspace, person_ids: list[str]) -> list[str]:
     return found
 
 
-def _erasure_of(ws: Workspace, customer_id: int, key: Any, key_file: Any) -> dict[str, Any] | None:
+def _erasure_of(
+    ws: Workspace, customers: pl.DataFrame, customer_id: int | str, key: Any, key_file: Any
+) -> dict[str, Any] | None:
     """The logged erasure of ``customer_id``, if the log and a key can tell."""
     entries = [e for e in log_entries(ws) if e.get("action") == "erasure"]
     if not entries:
@@ -187,7 +193,7 @@ def _erasure_of(ws: Workspace, customer_id: int, key: Any, key_file: Any) -> dic
     except ValueError:
         return None
     check_log_key(ws, pkey, "subject export")
-    mine = subject_hash(pkey, [customer_id])[0]
+    mine = _request_hash(pkey, customers, customer_id)
     for entry in entries:
         if mine in entry["subject_hashes"] and not entry.get("completed", True):
             return {
@@ -213,7 +219,7 @@ def _erasure_of(ws: Workspace, customer_id: int, key: Any, key_file: Any) -> dic
 
 def subject_export(
     workspace: Workspace | str | os.PathLike[str],
-    customer_id: int,
+    customer_id: int | str,
     *,
     policy: Policy | str | None = None,
     key: PseudonymKey | bytes | str | None = None,
@@ -224,8 +230,9 @@ def subject_export(
     Parameters
     ----------
     workspace : Workspace or path
-    customer_id : int
-        Any account id of the person; all their linked accounts are included.
+    customer_id : int or str
+        Any account id of the person; all their linked accounts are included. For an
+        ingested export, the export's own customer id.
     policy : Policy or str, optional
         Names the controller in the extract.
     key, key_file : optional
@@ -239,10 +246,11 @@ def subject_export(
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     customers = _read(ws, "customers")
-    roots = link_persons(customers)
-    root = roots.filter(pl.col("customer_id") == customer_id)
+    roots = _link(customers)
+    named = customers.filter(_account_of(customers, customer_id))["customer_id"]
+    root = roots.filter(pl.col("customer_id").is_in(named.implode()))
     # An erasure logged but interrupted (raw rows may remain) exports nothing either.
-    erased = _erasure_of(ws, customer_id, key, key_file)
+    erased = _erasure_of(ws, customers, customer_id, key, key_file)
     if root.height == 0 or erased is not None:
         if erased is not None:
             return {
@@ -254,8 +262,9 @@ def subject_export(
                 "erasure": erased,
                 "rights": _RIGHTS,
             }
+        column = "source_customer_id" if is_ingested(customers) else "customer_id"
         raise WorkspaceError(
-            f"table 'customers', column 'customer_id': no customer {customer_id} in {ws.raw}; "
+            f"table 'customers', column '{column}': no customer {customer_id} in {ws.raw}; "
             "check the id (an erased or purged customer has no data left to export)"
         )
     person_root = root["person_root"][0]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segments.cli.common import add_workspace_option, iso_date, positive_int
+from segments.cli.common import add_workspace_option, iso_date
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "derived. Identifiers leave here for the data subject only.",
     )
     add_workspace_option(parser)
-    parser.add_argument("--customer", required=True, type=positive_int, metavar="ID")
+    parser.add_argument(
+        "--customer",
+        required=True,
+        metavar="ID",
+        help="any account id of the person (for an ingested export: the export's own id)",
+    )
     parser.add_argument("--policy", help="policy name, to name the controller in the extract")
     parser.add_argument(
         "--output", "-o", type=Path, metavar="FILE", help="write here instead of standard output"
