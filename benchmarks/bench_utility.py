@@ -226,6 +226,37 @@ def _segment_tables(prepared, params, as_of, eps_overview, eps_mix, design, repe
     return result
 
 
+def _plan(policy: Policy, scale: Scale) -> Any:
+    """The main job's accuracy plan on the probe's scale (as ``pipeline.accuracy_plan``)."""
+    fixed = plan_budget(policy)
+    return plan_by_accuracy(
+        policy,
+        scale,
+        fixed_epsilon={
+            "private_segments": fixed.segmentation,
+            "scale_probe": PROBE_EPSILON,
+            "scale_probe_month": PROBE_EPSILON,
+            "survey": fixed.survey,
+        },
+    )
+
+
+def plan_only(customers: int, seed: int) -> dict[str, Any]:
+    """Every policy's accuracy plan on one dataset: the probe (outside any ledger), then the
+    plan — fits, or which target it cannot meet and why. Nothing is released."""
+    out: dict[str, Any] = {"customers": customers, "dataset_seed": seed, "plans": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-utility-") as folder:
+        for name in POLICY_NAMES:
+            policy = Policy.load(name)
+            params = PrivacyParams.from_policy(policy, "statistics")
+            prepared, as_of = _prepare(Path(folder) / name, customers, policy, seed)
+            k = int(policy.privacy.private_segments_k) if "segmentation" in policy.purposes else 10
+            plan = _plan(policy, _probe(prepared, params, as_of, k))
+            print(plan.describe(), flush=True)
+            out["plans"][name] = plan.to_dict()
+    return out
+
+
 def run(customers: int, policy_name: str, repeats: int, seed: int = 7) -> dict[str, Any]:
     policy = Policy.load(policy_name)
     params = PrivacyParams.from_policy(policy, "statistics")
@@ -235,16 +266,7 @@ def run(customers: int, policy_name: str, repeats: int, seed: int = 7) -> dict[s
         prepared, as_of = _prepare(Path(folder), customers, policy, seed)
         scale = _probe(prepared, params, as_of, k)
         fixed = plan_budget(policy)
-        accuracy = plan_by_accuracy(
-            policy,
-            scale,
-            fixed_epsilon={
-                "private_segments": fixed.segmentation,
-                "scale_probe": PROBE_EPSILON,
-                "scale_probe_month": PROBE_EPSILON,
-                "survey": fixed.survey,
-            },
-        )
+        accuracy = _plan(policy, scale)
         eps = {
             "now": (
                 accuracy.epsilon("monthly_category"),
@@ -352,11 +374,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seed", type=int, default=None, help="master seed (default: drawn at run time)"
     )
+    parser.add_argument(
+        "--plan-only",
+        action="store_true",
+        help="every policy's accuracy plan on one dataset (its own preparation and probe "
+        "each), nothing released",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     master = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     print(f"master seed {master} (replay with --seed {master})", flush=True)
     rng = np.random.default_rng(master)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.plan_only:
+        report = plan_only(args.customers, int(rng.integers(8, 2**31))) | {"master_seed": master}
+        existing = json.loads(args.out.read_text()) if args.out.exists() else {}
+        existing[f"plans-{args.customers}"] = report
+        args.out.write_text(json.dumps(existing, indent=1, default=str) + "\n")
+        return 0
     names = POLICY_NAMES if args.policy == "all" else (args.policy,)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for name in names:

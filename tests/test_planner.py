@@ -159,3 +159,25 @@ def test_a_series_that_fits_alone_still_leaves_the_segment_tables_their_share():
     assert fraction["monthly_category"] == pytest.approx(3 * fraction["category_mix"], rel=1e-6)
     assert fraction["segment_overview"] == pytest.approx(2 * fraction["category_mix"], rel=1e-6)
     assert plan.total_epsilon == pytest.approx(0.95 * policy.privacy.budget_epsilon, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["alloffice", "allkontor"])
+def test_error_curve_falls_with_epsilon_and_passes_through_the_plan(name):
+    policy = Policy.load(name)
+    plan = plan_by_accuracy(policy, DEMO, fixed_epsilon=_fixed(policy))
+    curve = plan.error_curve("category_mix")
+    planned = plan.releases["category_mix"]
+    assert curve["epsilon"].is_sorted() and curve["expected_relative_error"].is_sorted(
+        descending=True
+    )
+    row = curve.filter("planned")
+    assert row.height == 1 and row["epsilon"][0] == planned.epsilon
+    # ε was rounded to 6 digits in the plan: the curve's error there is the plan's
+    assert row["expected_relative_error"][0] == pytest.approx(
+        planned.expected_relative_error, rel=1e-4
+    )
+    assert row["expected_relative_error_90"][0] == pytest.approx(planned.refusal_error, rel=1e-4)
+    with pytest.raises(PolicyError, match="not in this accuracy plan"):
+        plan.error_curve("survey_experience")
+    with pytest.raises(PolicyError, match="positive"):
+        plan.error_curve("category_mix", [0.0, 1.0])
