@@ -59,3 +59,30 @@ def test_delta_loosens_the_bound() -> None:
     strict, _, _ = epsilon_lower_bound(a, b)
     loose, _, _ = epsilon_lower_bound(a, b, delta=0.05)
     assert loose < strict
+
+
+def test_releases_audited_together_keep_the_confidence_as_a_family() -> None:
+    # dozens of releases are audited at once: each is tested at the family's Bonferroni
+    # confidence, and the power each row states is the power at that confidence
+    from segments.audit.dp_audit import family_confidence
+    from segments.audit.mechanisms import MechanismCase, audit_cases
+
+    rng = np.random.default_rng(20261204)  # simulated releases (numpy), to test the auditor
+
+    def exactly_at_its_claim(data: str) -> float:
+        return (1.0 if data == "D" else 0.0) + rng.laplace(scale=1.0)
+
+    cases = [
+        MechanismCase(f"sound {i}", exactly_at_its_claim, "D", "D'", 1.0, 0.0, float)
+        for i in range(40)
+    ]
+    together = audit_cases(cases, trials=600)
+    assert all(r.passed for r in together)
+    assert [r.confidence for r in together] == pytest.approx([family_confidence(0.95, 40)] * 40)
+    alone = audit_cases(cases[:1], trials=600)[0]
+    assert alone.confidence == pytest.approx(0.95)
+    assert together[0].power > alone.power
+    assert (
+        f"confidence {together[0].confidence:.4g}"
+        in together[0].record("X")["evidence"]["detects_with_95_percent"]
+    )

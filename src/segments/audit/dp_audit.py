@@ -33,6 +33,7 @@ __all__ = [
     "audit_mechanism",
     "detectable_violation",
     "epsilon_lower_bound",
+    "family_confidence",
 ]
 
 
@@ -48,6 +49,12 @@ class DpAuditResult:
     trials: int
     threshold: float
     direction: str
+
+    @property
+    def power(self) -> float:
+        """The smallest true ε, as a multiple of the claim, refuted with 95 % probability at
+        the trials and confidence this audit used."""
+        return detectable_violation(self.trials, self.claimed_epsilon, confidence=self.confidence)
 
     @property
     def passed(self) -> bool:
@@ -67,8 +74,8 @@ class DpAuditResult:
                 "confidence": self.confidence,
                 "trials_per_dataset": self.trials,
                 "detects_with_95_percent": (
-                    f"a true ε of {detectable_violation(self.trials, self.claimed_epsilon):.2f}"
-                    f" x the claim or more (Laplace model, {self.trials} trials)"
+                    f"a true ε of {self.power:.2f} x the claim or more (Laplace model, "
+                    f"{self.trials} trials, confidence {self.confidence:.4g})"
                     if self.claimed_epsilon > 0
                     else "n/a"
                 ),
@@ -85,6 +92,27 @@ class DpAuditResult:
             "trials per dataset": self.trials,
             "result": "pass" if self.passed else "FAIL: claim refuted",
         }
+
+
+def _one_sided_alpha(confidence: float) -> float:
+    """Error rate of each Clopper-Pearson bound: a test joins two bounds (p_lo, q_hi) and tries
+    both orders of the datasets on the held-out runs, so four one-sided errors share
+    ``1 - confidence``."""
+    return (1 - confidence) / 4
+
+
+def family_confidence(confidence: float, tests: int) -> float:
+    """Per-test confidence so that ``tests`` audits together keep ``confidence`` (Bonferroni).
+
+    A workspace's audit tests dozens of releases at once; at 95 % each, a sound release would
+    be refuted by chance in some runs (the test suite and the main job saw it happen).
+
+    Examples
+    --------
+    >>> round(family_confidence(0.95, 25), 4)
+    0.998
+    """
+    return 1 - (1 - confidence) / max(tests, 1)
 
 
 def _clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:
@@ -133,7 +161,7 @@ def epsilon_lower_bound(
     half = len(out_d) // 2
     sel0, test0 = out_d[:half], out_d[half:]
     sel1, test1 = out_d_prime[:half], out_d_prime[half:]
-    alpha = (1 - confidence) / 2
+    alpha = _one_sided_alpha(confidence)
     best = (0.0, 0.0, ">")
     for a, b, ta, tb in ((sel0, sel1, test0, test1), (sel1, sel0, test1, test0)):
         t, direction = _best_threshold(a, b, delta)
@@ -207,7 +235,7 @@ def detectable_violation(
     """
     held_out = trials - trials // 2
     z = float(stats.norm.ppf(power))
-    alpha = (1 - confidence) / 2
+    alpha = _one_sided_alpha(confidence)
 
     def refuted(factor: float) -> bool:
         scale = 1.0 / (factor * epsilon)

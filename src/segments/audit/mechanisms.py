@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from segments.audit.dp_audit import DpAuditResult, audit_mechanism
+from segments.audit.dp_audit import DpAuditResult, audit_mechanism, family_confidence
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
 
 __all__ = [
@@ -436,7 +436,13 @@ def unbounded_contribution_case(
 def audit_cases(
     cases: list[MechanismCase], *, trials: int, confidence: float = 0.95
 ) -> list[DpAuditResult]:
-    """Audit each case with :func:`segments.audit.dp_audit.audit_mechanism`."""
+    """Audit each case with :func:`segments.audit.dp_audit.audit_mechanism`.
+
+    ``confidence`` holds for the cases together: each is tested at
+    :func:`~segments.audit.dp_audit.family_confidence` (Bonferroni), so a sound release is
+    refuted by chance in at most 5 % of audits however many releases are audited.
+    """
+    confidence = family_confidence(confidence, len(cases))
     return [
         audit_mechanism(
             c.name,
