@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,16 @@ import pytest
 
 from segments.synth import generate
 from segments.workspace import Workspace
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any fixture or forked helper process: a per-user data folder of the test run's
+    own, so nothing a test does (even from a session-scoped process that starts before the
+    per-test folder below) reaches the real registry of controller ledgers, where a test's
+    ledger path would make the user's real releases refuse as "missing"."""
+    os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="segments-test-user-data-")
+    os.environ.pop("SEGMENTS_LEDGER_DIR", None)
+
 
 SMALL = {"customers": 1500, "months": 24, "as_of": dt.date(2026, 10, 31), "seed": 11}
 
