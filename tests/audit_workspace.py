@@ -23,13 +23,14 @@ from segments import (
     SegmentSource,
     Workspace,
     copy_default_dataset,
+    forecast_purchasing,
     plan_release,
     prepare,
+    release_kanon,
     release_month,
     segment,
     target,
 )
-from segments.cli.main import main as segments_cli
 
 AS_OF = dt.date(2026, 10, 31)
 _BUILT: dict[str, Workspace] = {}
@@ -67,26 +68,17 @@ def _full_flow(ws: Workspace, policy: Policy, ledger: Ledger) -> None:
             synthetic=True,
         )
         month = dt.date(month.year + month.month // 12, month.month % 12 + 1, 1)
-    args = ["--workspace", str(ws.root)]
-    assert segments_cli(["forecast", *args, "--horizon", "3", "--model", "seasonal-naive"]) == 0
-    kanon = [
-        "kanon",
-        *args,
-        "--policy",
-        policy.name,
-        "--purpose",
-        "microdata",
-        "--recipient",
-        "purchasing",
-        "--k",
-        str(policy.privacy.min_k),
-        "--demo-ledger",
-        "--seed",
-        "6",
-        "--as-of",
-        AS_OF.isoformat(),
-    ]
-    assert segments_cli(kanon) == 0
+    forecast_purchasing(ws, horizon=3, model="seasonal-naive")
+    release_kanon(
+        ws,
+        policy,
+        ledger,
+        purpose="microdata",
+        recipient="purchasing",
+        k=policy.privacy.min_k,
+        seed=6,
+        as_of=AS_OF,
+    )
     # RFM features only: their public bounds are in every policy
     spec = FeatureSpec(bounds=policy.privacy.feature_bounds, numeric=RFM_FEATURES)
     segment(ws, policy, purpose="offers", k_range=range(3, 5), seed=0, spec=spec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import secrets
@@ -114,12 +115,31 @@ def _kanon(ws, *extra):
     )
 
 
+def _release(ws, **options):
+    """The k-anonymous release through the library, charged to the controller's ledger."""
+    from segments.anonymity.job import release_kanon
+    from segments.privacy.jobs import open_ledger
+
+    policy = Policy.load("alloffice")
+    options = {"seed": 3, "as_of": dt.date(2026, 10, 31), **options}
+    if isinstance(options.get("columns"), str):
+        options["columns"] = options["columns"].split(",")
+    return release_kanon(
+        ws,
+        policy,
+        lambda: open_ledger(ws, policy),
+        purpose=options.pop("purpose", "microdata"),
+        recipient=options.pop("recipient", "purchasing"),
+        **options,
+    )
+
+
 def _releases(ws):
     return sorted(p for p in ws.releases.iterdir() if not p.name.startswith("."))
 
 
 def test_release_end_to_end_verified_from_the_file(workspace):
-    assert _kanon(workspace, "--k", "10", "--columns", COLUMNS) == 0
+    _release(workspace, k=10, columns=COLUMNS)
     (folder,) = _releases(workspace)
     table = pl.read_parquet(folder / "table.parquet")
     cert = json.loads((folder / "certificate.json").read_text(encoding="utf-8"))
@@ -143,12 +163,7 @@ def test_release_end_to_end_verified_from_the_file(workspace):
 def test_release_is_recorded_in_the_ledger(workspace):
     from segments.privacy.ledger import Ledger
 
-    assert (
-        _kanon(
-            workspace, "--k", "10", "--l", "2", "--sensitive", "spend_band", "--columns", COLUMNS
-        )
-        == 0
-    )
+    _release(workspace, k=10, l=2, sensitive="spend_band", columns=COLUMNS)
     (folder,) = _releases(workspace)
     cert = json.loads((folder / "certificate.json").read_text(encoding="utf-8"))
     table = pl.read_parquet(folder / "table.parquet")
@@ -182,85 +197,43 @@ def test_attack_an_edited_manifest_does_not_open_the_demo_ledger(workspace, caps
 @pytest.mark.parametrize(
     ("extra", "error", "match"),
     [
-        (["--k", "5"], PolicyError, r"below policy 'alloffice' privacy.min_k=10 \(AO-1"),
-        (["--k", "10", "--l", "1", "--sensitive", "spend_band"], PolicyError, "min_l=2"),
-        (["--k", "10", "--segments", "fitted"], PolicyError, r"sandbox \(AO-1\)"),
-        (["--k", "5000"], KAnonymityError, "larger than the table"),
+        ({"k": 5}, PolicyError, r"below policy 'alloffice' privacy.min_k=10 \(AO-1"),
+        ({"k": 10, "l": 1, "sensitive": "spend_band"}, PolicyError, "min_l=2"),
+        ({"k": 10, "segments": "fitted"}, PolicyError, r"sandbox \(AO-1\)"),
+        ({"k": 5000}, KAnonymityError, "larger than the table"),
         (
-            ["--k", "10", "--l", "9", "--sensitive", "spend_band"],
+            {"k": 10, "l": 9, "sensitive": "spend_band"},
             KAnonymityError,
             "no generalisation satisfies",
         ),
         (
-            ["--k", "10", "--columns", "birth_year,shoe_size"],
+            {"k": 10, "columns": "birth_year,shoe_size"},
             KAnonymityError,
             "unknown release column",
         ),
     ],
 )
-def test_refusals_write_nothing(workspace, extra, error, match, monkeypatch):
-    import segments.cli.main as cli
-
-    monkeypatch.setattr(cli, "RAISE_ERRORS", True)  # let the error through to check it
+def test_refusals_write_nothing(workspace, extra, error, match):
     with pytest.raises(error, match=match):
-        _kanon(workspace, *extra)
+        _release(workspace, **extra)
     assert _releases(workspace) == []
 
 
-def test_recipient_and_purpose_guards(workspace, monkeypatch):
-    import segments.cli.main as cli
-
-    monkeypatch.setattr(cli, "RAISE_ERRORS", True)
+def test_recipient_and_purpose_guards(workspace):
     with pytest.raises(ReleaseRefusedError):
-        main(
-            [
-                "kanon",
-                "--workspace",
-                str(workspace.root),
-                "--policy",
-                "alloffice",
-                "--purpose",
-                "microdata",
-                "--recipient",
-                "adtech-partner",
-                "--k",
-                "10",
-                "--columns",
-                COLUMNS,
-            ]
-        )
+        _release(workspace, recipient="adtech-partner", k=10, columns=COLUMNS, seed=None)
     with pytest.raises(PolicyError):
-        main(
-            [
-                "kanon",
-                "--workspace",
-                str(workspace.root),
-                "--policy",
-                "alloffice",
-                "--purpose",
-                "no-such-purpose",
-                "--recipient",
-                "purchasing",
-                "--k",
-                "10",
-            ]
-        )
+        _release(workspace, purpose="no-such-purpose", k=10, seed=None)
     assert _releases(workspace) == []
 
 
-def test_linkage_with_an_earlier_release_is_refused(workspace, monkeypatch):
-    import segments.cli.main as cli
-
-    assert _kanon(workspace, "--k", "10", "--columns", COLUMNS) == 0
+def test_linkage_with_an_earlier_release_is_refused(workspace):
+    _release(workspace, k=10, columns=COLUMNS)
     # the same columns again: same levels, the join adds nothing
-    assert _kanon(workspace, "--k", "10", "--columns", COLUMNS) == 0
-    monkeypatch.setattr(cli, "RAISE_ERRORS", True)
+    _release(workspace, k=10, columns=COLUMNS)
     # an attacker overriding the usefulness threshold still meets the linkage check
     with pytest.raises(KAnonymityError, match="joining this release .* refused"):
-        _kanon(
-            workspace, "--k", "10", "--columns", "postcode,customer_type",
-            "--max-fully-generalised", "2",
-        )  # fmt: skip
+        _release(workspace, k=10, columns="postcode,customer_type", max_fully_generalised=2)
     assert len(_releases(workspace)) == 2
 
 
@@ -309,18 +282,14 @@ def test_anonymise_and_write(tmp_path):
         )
 
 
-def test_private_segments_are_read_and_missing_ones_explained(workspace, monkeypatch):
-    import datetime as dt
-
-    import segments.cli.main as cli
+def test_private_segments_are_read_and_missing_ones_explained(workspace):
     from segments.exceptions import ReleaseRefusedError
     from segments.policy import Policy
     from segments.privacy.kmeans import fit_private_segments
     from segments.privacy.ledger import Ledger
 
-    monkeypatch.setattr(cli, "RAISE_ERRORS", True)
     with pytest.raises(WorkspaceError, match="segments segment --private"):
-        _kanon(workspace, "--k", "10", "--segments", "private", "--columns", COLUMNS)
+        _release(workspace, k=10, segments="private", columns=COLUMNS)
     # hand-written labels without a DP k-means entry in the ledger are refused (item 3)
     customers = pl.read_parquet(workspace.prepared_dir("microdata") / "customers.parquet")
     labels = customers.select("person_id", pl.lit("1").alias("segment"))
@@ -328,7 +297,7 @@ def test_private_segments_are_read_and_missing_ones_explained(workspace, monkeyp
     labels.write_parquet(workspace.segments / "private" / "labels.parquet")
     (workspace.segments / "private" / "metadata.json").write_text('{"release_id": "x"}')
     with pytest.raises(ReleaseRefusedError, match="private segments refused"):
-        _kanon(workspace, "--k", "10", "--segments", "private", "--columns", COLUMNS)
+        _release(workspace, k=10, segments="private", columns=COLUMNS)
     assert not _releases(workspace) if workspace.releases.exists() else True
     policy = Policy.load("alloffice")
     ledger = Ledger.for_policy(policy)  # the ledger kanon charges: the controller's
@@ -341,7 +310,7 @@ def test_private_segments_are_read_and_missing_ones_explained(workspace, monkeyp
     fit_private_segments(
         workspace, policy, ledger, purpose="microdata", as_of=dt.date(2026, 10, 31), seed=0
     )
-    assert _kanon(workspace, "--k", "10", "--segments", "private", "--columns", COLUMNS) == 0
+    _release(workspace, k=10, segments="private", columns=COLUMNS)
     (folder,) = _releases(workspace)
     cert = json.loads((folder / "certificate.json").read_text(encoding="utf-8"))
     assert cert["segments"] == "private_model"

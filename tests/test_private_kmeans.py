@@ -595,3 +595,24 @@ def test_private_labels_are_not_written_when_an_erasure_lands_meanwhile(
         kmeans.fit_private_segments(private_workspace, policy, Ledger.for_policy(policy), seed=0)
     assert not (private_workspace.segments / "private").exists()
     assert list(private_workspace.segments.glob(".private-*")) == []
+
+
+def test_private_segments_folder_is_owner_only_whatever_the_umask(private_workspace):
+    """The library (not only the CLI's umask) keeps the private labels owner-only: the main
+    job calls it directly, and its audit checks W/segments/private (AO-9)."""
+    import os
+    import stat
+
+    from segments.policy import Policy
+    from segments.privacy.kmeans import fit_private_segments
+    from segments.privacy.ledger import Ledger
+
+    policy = Policy.load("alloffice")
+    old = os.umask(0o022)
+    try:
+        fit_private_segments(private_workspace, policy, Ledger.for_policy(policy), seed=0)
+    finally:
+        os.umask(old)
+    folder = private_workspace.segments / "private"
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [folder, *folder.iterdir()]}
+    assert modes == {"private": 0o700, **{p.name: 0o600 for p in folder.iterdir()}}

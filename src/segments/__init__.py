@@ -129,6 +129,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "utility_metrics",
         "write_release",
     ),
+    "segments.anonymity.job": ("KAnonymousRelease", "release_kanon"),
     "segments.forecast": (
         "FORECAST_MODELS",
         "SeriesForecast",
@@ -181,6 +182,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "PlannedQueries",
         "agg",
     ),
+    "segments.privacy.jobs": ("open_ledger", "release_spec"),
     "segments.audit.checks": ("CLAUSE_CHECKS",),
     "segments.audit.render": ("AuditReport", "load_audit_json"),
     "segments.audit.run": ("run_audit",),

@@ -1,7 +1,8 @@
-"""The main job: the whole story on the default data, as the commands a user would type.
+"""The main job: the whole story on the default data, through the library's stage functions.
 
-:func:`run_demo` runs, in a fresh workspace and under one policy, the same ``segments``
-commands the README documents — generate (reuse the committed default dataset), prepare,
+:func:`run_demo` runs, in a fresh workspace and under one policy, the stages of the
+``segments`` commands the README documents (each the library function behind the command,
+logged as the command a user would type) — generate (a seeded dataset), prepare,
 segment (exploratory and private), DP releases and the monthly archive, a k-anonymous
 release, forecast and audit — then executes the notebooks into ``W/report/notebooks/`` and
 prints a one-screen summary. Every release is charged to the workspace's throw-away demo
@@ -14,12 +15,11 @@ smaller ε per release rather than a refusal half-way.
 
 from __future__ import annotations
 
-import contextlib
-import io
+import datetime as dt
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,144 +129,257 @@ def plan_budget(policy: Policy) -> BudgetPlan:
 
 @dataclass(frozen=True)
 class Step:
-    """One command of the main job."""
+    """One stage of the main job: a library call, logged as the command a user would type.
+
+    ``options`` are the call's parameters under the command line's option names (``True``
+    is a bare switch), so the logged command and what runs are the same facts.
+    """
 
     title: str
-    argv: tuple[str, ...]
-    findings: bool = False  # exit code 1 reports findings rather than a failure
+    command: tuple[str, ...]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    findings: bool = False  # a failing check reports findings rather than a failure
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """The equivalent ``segments`` command line."""
+        argv = list(self.command)
+        for name, value in self.options.items():
+            flag = "--" + name.replace("_", "-")
+            if value is True:
+                argv.append(flag)
+            elif value is not None and value is not False:
+                argv += [flag, str(value)]
+        return tuple(argv)
 
 
 def demo_steps(
     ws: Path, policy: Policy, as_of: str, plan: BudgetPlan, customers: int = DEMO_CUSTOMERS
 ) -> list[Step]:
-    """The commands of the main job, in data-flow order, for the purposes ``policy`` declares.
+    """The steps of the main job, in data-flow order, for the purposes ``policy`` declares.
 
     A policy without a segmentation purpose (AllCall) gets no segmentation steps, and its
     releases are keyed by the category rule (AL-2 style) instead of the private segments.
+    Every charged step uses the workspace's throw-away demo ledger.
     """
-    w = ("--workspace", str(ws))
-    pol = ("--policy", policy.name)
-    demo = ("--demo-ledger",)
-    day = ("--as-of", as_of)
+    w = {"workspace": str(ws)}
+    pol = {**w, "policy": policy.name}
+    charged = {**pol, "demo_ledger": True, "as_of": as_of}
     segmenting = "segmentation" in policy.purposes
     keys = "private" if segmenting else "category_rule"
     survey_purpose = "surveys" if "surveys" in policy.purposes else "statistics"
-    release = ("release", *w, *pol, *demo, *day)
+    to_purchasing = {"purpose": "statistics", "recipient": "purchasing"}
     steps = [
         Step(
             f"generate ({customers:,} customers, seeded)",
-            ("generate", *w, "--customers", str(customers), "--as-of", as_of),
+            ("generate",),
+            {**w, "customers": customers, "as_of": as_of},
         )
     ]
     steps += [
-        Step(f"prepare ({purpose})", ("prepare", *w, *pol, "--purpose", purpose, *day))
+        Step(f"prepare ({purpose})", ("prepare",), {**pol, "purpose": purpose, "as_of": as_of})
         for purpose in ("segmentation", "statistics", "surveys", "microdata", "offers")
         if purpose in policy.purposes
     ]
     if segmenting:
         steps += [
-            Step("segment (exploratory, stays in the sandbox)", ("segment", *w, *pol, *day)),
+            Step(
+                "segment (exploratory, stays in the sandbox)",
+                ("segment",),
+                {**pol, "as_of": as_of},
+            ),
             Step(
                 "segment --private (DP k-means, charged)",
-                ("segment", *w, *pol, "--private", *demo, *day),
+                ("segment",),
+                {**charged, "private": True},
             ),
             Step(
                 "target (offer list for the data steward, opt-outs excluded)",
-                ("target", *w, "--segment", "0"),
+                ("target",),
+                {**w, "segment": "0"},
             ),
         ]
     steps += [
         Step(
             f"release segment overview ({keys} segments)",
-            (
-                *release,
-                "--spec",
-                "segment_overview",
-                "--segments",
-                keys,
-                "--purpose",
-                "statistics",
-                "--recipient",
-                "purchasing",
-                "--epsilon",
-                str(plan.overview),
-            ),
+            ("release",),
+            {
+                **charged,
+                "spec": "segment_overview",
+                "segments": keys,
+                **to_purchasing,
+                "epsilon": plan.overview,
+            },
         ),
         Step(
             f"release category mix per segment ({keys} segments)",
-            (
-                *release,
-                "--spec",
-                "category_mix",
-                "--segments",
-                keys,
-                "--purpose",
-                "statistics",
-                "--recipient",
-                "purchasing",
-                "--epsilon",
-                str(plan.profiles),
-            ),
+            ("release",),
+            {
+                **charged,
+                "spec": "category_mix",
+                "segments": keys,
+                **to_purchasing,
+                "epsilon": plan.profiles,
+            },
         ),
         Step(
             "release survey experience",
-            (
-                *release,
-                "--spec",
-                "survey_experience",
-                "--purpose",
-                survey_purpose,
-                "--recipient",
-                "analytics",
-                "--epsilon",
-                str(plan.survey),
-            ),
+            ("release",),
+            {
+                **charged,
+                "spec": "survey_experience",
+                "purpose": survey_purpose,
+                "recipient": "analytics",
+                "epsilon": plan.survey,
+            },
         ),
         Step(
             "release backfill (monthly purchasing series)",
-            (
-                "release",
-                "backfill",
-                *w,
-                *pol,
-                *demo,
-                *day,
-                "--purpose",
-                "statistics",
-                "--recipient",
-                "purchasing",
-                "--epsilon",
-                str(plan.monthly),
-            ),
+            ("release", "backfill"),
+            {**charged, **to_purchasing, "epsilon": plan.monthly},
         ),
         Step(
             "kanon (k-anonymous segment table)",
-            (
-                "kanon",
-                *w,
-                *pol,
-                *demo,
-                *day,
-                "--purpose",
-                "microdata",
-                "--recipient",
-                "purchasing",
-                "--k",
-                str(policy.privacy.min_k),
-                "--segments",
-                "category_rule",
+            ("kanon",),
+            {
+                **charged,
+                "purpose": "microdata",
+                "recipient": "purchasing",
+                "k": policy.privacy.min_k,
+                "segments": "category_rule",
                 # the columns purchasing needs: fewer columns keep the segment itself
-                "--columns",
-                ",".join(KANON_COLUMNS),
-                "--seed",
-                "7",
-            ),
+                "columns": ",".join(KANON_COLUMNS),
+                "seed": 7,
+            },
         ),
-        Step("forecast (from the archive only)", ("forecast", *w, "--horizon", "6")),
-        # the audit's own exit code 1 means "a check failed": a finding the summary reports
-        Step("audit", ("audit", *w, *pol, "--dp-trials", "200"), findings=True),
+        Step("forecast (from the archive only)", ("forecast",), {**w, "horizon": 6}),
+        # a failing check of the audit is a finding the summary reports, not a failure
+        Step("audit", ("audit",), {**pol, "dp_trials": 200}, findings=True),
     ]
     return steps
+
+
+def _ledger(ws: Workspace, policy: Policy, options: Mapping[str, Any], log: list[str]) -> Any:
+    """The ledger a step charges (the demo ledger when it says so), reconciled before use."""
+    from segments.privacy.jobs import open_ledger
+
+    ledger = open_ledger(
+        ws,
+        policy,
+        kind="demo" if options.get("demo_ledger") else "controller",
+        reconcile=False,
+        # the frames a step reads (segment --private reads the segmentation purpose's)
+        purpose=options.get("purpose", "segmentation"),
+    )
+    reconciled = ledger.reconcile()
+    log += [
+        f"ledger reconciliation: {r['release_id']} {r['action']}: {r['detail']}" for r in reconciled
+    ]
+    if ledger.label:
+        log.append(ledger.label)
+    return ledger
+
+
+def _day(options: Mapping[str, Any]) -> dt.date:
+    """The step's ``--as-of`` (every step that reads data as of a day names it)."""
+    return dt.date.fromisoformat(options["as_of"])
+
+
+def _run_library(step: Step, ws: Workspace, policy: Policy) -> list[str]:
+    """Run ``step``'s library function; returns what it reports, for the log."""
+    o = step.options
+    log: list[str] = []
+    command = step.command
+    if command == ("generate",):
+        from segments.synth.generate import generate
+
+        made = generate(ws, customers=o["customers"], as_of=_day(o))
+        log.append(f"wrote {made.path}: {made.manifest['row_counts']}")
+    elif command == ("prepare",):
+        from segments.prepare import prepare
+
+        report = prepare(ws, policy, o["purpose"], _day(o))
+        log.append(f"prepared {report.output_counts} for purpose {report.purpose!r}")
+    elif command == ("segment",) and o.get("private"):
+        from segments.privacy.kmeans import fit_private_segments
+
+        fitted = fit_private_segments(ws, policy, _ledger(ws, policy, o, log), as_of=_day(o))
+        log.append(f"private segments: release {fitted.release_id}, {fitted.metadata['segments']}")
+    elif command == ("segment",):
+        from segments.segmentation import segment
+
+        result = segment(ws, policy, as_of=_day(o))
+        log.append(f"k={result.metadata['k']}: {result.metadata['segments']}")
+    elif command == ("target",):
+        from segments.segmentation import target
+
+        listed = target(ws, o["segment"])
+        log.append(f"segment {listed.segment}: {listed.n_targeted} people written to {listed.path}")
+    elif command == ("release",):
+        from segments.privacy.jobs import release_spec
+
+        released = release_spec(
+            ws,
+            policy,
+            lambda: _ledger(ws, policy, o, log),
+            o["spec"],
+            purpose=o["purpose"],
+            recipient=o["recipient"],
+            as_of=_day(o),
+            epsilon=o["epsilon"],
+            segments=o.get("segments", "category_rule"),
+        )
+        log.append(f"released {released.release_id} -> {released.path}")
+    elif command == ("release", "backfill"):
+        from segments.privacy.archive import backfill
+        from segments.privacy.jobs import refuse_early, release_params
+        from segments.privacy.specs import get_spec
+
+        refuse_early(policy, o["purpose"], o["recipient"], "SE")
+        params = release_params(ws, policy, o["purpose"])
+        ledger = _ledger(ws, policy, o, log)
+        months = backfill(
+            ws,
+            until=_day(o),
+            params=params,
+            ledger=ledger,
+            policy=policy,
+            purpose=o["purpose"],
+            recipient=o["recipient"],
+            synthetic=ledger.simulated_time,  # demo ledgers open on proven synthetic data only
+            spec=get_spec("monthly_category").with_epsilon(o["epsilon"]),
+        )
+        log += [f"released {month}: {rid}" for month, rid in months.released.items()]
+        log += [f"skipped {month}: {why}" for month, why in months.skipped.items()]
+    elif command == ("kanon",):
+        from segments.anonymity.job import release_kanon
+
+        kanon = release_kanon(
+            ws,
+            policy,
+            lambda: _ledger(ws, policy, o, log),
+            purpose=o["purpose"],
+            recipient=o["recipient"],
+            k=o["k"],
+            columns=o["columns"].split(","),
+            segments=o["segments"],
+            as_of=_day(o),
+            seed=o["seed"],
+        )
+        log.append(f"released {kanon.release_id}: levels {kanon.anonymised.levels}")
+    elif command == ("forecast",):
+        from segments.purchasing import forecast_purchasing
+
+        forecast = forecast_purchasing(ws, o["horizon"])
+        log.append(f"forecast {forecast.card['model']}: wrote {forecast.paths['export']}")
+    elif command == ("audit",):
+        from segments.audit.run import run_audit
+
+        audit = run_audit(ws, policy, dp_trials=o["dp_trials"])
+        log.append(f"audit {'passed' if audit.passed else 'found failing checks'}")
+    else:  # pragma: no cover - demo_steps builds only the commands above
+        raise WorkspaceError(f"main job: no library function for `segments {' '.join(command)}`")
+    return log
 
 
 @dataclass
@@ -332,20 +445,19 @@ def _charts(ws: Workspace) -> float:
     return time.perf_counter() - started
 
 
-def _run_step(step: Step, log: Path) -> float:
-    from segments.cli.main import main
-
+def _run_step(step: Step, ws: Workspace, policy: Policy, log: Path) -> float:
     started = time.perf_counter()
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        code = main(list(step.argv))
-    with open(log, "a", encoding="utf-8") as fh:
-        fh.write(f"$ segments {' '.join(step.argv)}\n{buffer.getvalue()}\n")
-    if code != 0 and not (step.findings and code == 1):
+    try:
+        reported = _run_library(step, ws, policy)
+    except Exception as exc:
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(f"$ segments {' '.join(step.argv)}\nerror: {exc}\n\n")
         raise WorkspaceError(
-            f"main job stopped at step '{step.title}' (exit {code}); the command was "
-            f"`segments {' '.join(step.argv)}` — see {log}"
-        )
+            f"main job stopped at step '{step.title}': {' '.join(str(exc).split())} — the "
+            f"command was `segments {' '.join(step.argv)}`; see {log}"
+        ) from exc
+    with open(log, "a", encoding="utf-8") as fh:
+        fh.write(f"$ segments {' '.join(step.argv)}\n" + "".join(f"{r}\n" for r in reported) + "\n")
     return time.perf_counter() - started
 
 
@@ -438,7 +550,7 @@ def run_demo(
     bar = progress(total=len(steps), desc="main job", unit="step")
     for step in steps[:first_release]:
         bar.set_description_str(step.title)
-        seconds = _run_step(step, log)
+        seconds = _run_step(step, ws, pol, log)
         summary.timings[step.title] = seconds
         with bar.external_write_mode():
             echo(f"  {seconds:6.1f} s  {step.title}")
@@ -466,7 +578,7 @@ def run_demo(
             bar.update()
             continue
         bar.set_description_str(step.title)
-        seconds = _run_step(step, log)
+        seconds = _run_step(step, ws, pol, log)
         summary.timings[step.title] = seconds
         with bar.external_write_mode():
             echo(f"  {seconds:6.1f} s  {step.title}")

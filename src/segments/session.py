@@ -973,40 +973,12 @@ def open_release_ledger(
         A demo or evaluation ledger for data not proven synthetic; a ledger contradicted by
         the cards of the workspace's releases.
     """
-    from segments.privacy.ledger import Ledger, claim_population_data
-    from segments.privacy.synthetic import prove_synthetic
-    from segments.provenance import population_data_ids, verify_prepared
+    from segments.privacy.jobs import LedgerKind, open_ledger
 
-    ids = tuple(policy.clauses_for("anonymous_release")) if hasattr(policy, "clauses_for") else ()
-    rule = f" (rule: the anonymity claim of every release, clause {', '.join(ids)})" if ids else ""
-    if demo or evaluation:
-        flag = "--demo-ledger" if demo else "--evaluation-ledger"
-        proof = prove_synthetic(workspace)
-        if not proof:
-            raise ReleaseRefusedError(
-                f"{flag} refused before anything was charged: the data in "
-                f"{workspace.raw} is not proven synthetic ({proof.reason}); evaluation "
-                "and demo ledgers take synthetic data only — use the controller's ledger"
-            )
-        # what is released must be derived from what was proven
-        unbound = verify_prepared(workspace, purpose) if purpose else None
-        if unbound:
-            raise ReleaseRefusedError(
-                f"{flag} refused before anything was charged{rule}: {unbound}; releases on "
-                "evaluation and demo ledgers read only frames prepared from the proven raw "
-                f"data — run `segments prepare --purpose {purpose}` in this workspace"
-            )
-        # the workspace's cards are checked inside open, before a missing ledger is created
-        ledger = Ledger.for_workspace(
-            workspace, str(policy.controller), evaluation=evaluation, synthetic=True, policy=policy
-        )
-    else:
-        # the people's data belong to one controller name, whatever the policy file says
-        claim_population_data(str(policy.controller), population_data_ids(workspace), policy)
-        ledger = Ledger.for_policy(policy, path=path, init=init, releases=workspace.releases)
-    if reconcile:  # reservations a crash left unpublished: finished or aborted first
-        ledger.reconcile()
-    return ledger
+    kind: LedgerKind = "demo" if demo else "evaluation" if evaluation else "controller"
+    return open_ledger(
+        workspace, policy, kind=kind, path=path, init=init, reconcile=reconcile, purpose=purpose
+    )
 
 
 # --- a query written in a file (segments query FILE) ------------------------------------------

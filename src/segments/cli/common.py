@@ -178,20 +178,22 @@ def wants_simulated_ledger(args: argparse.Namespace) -> bool:
 
 
 def open_ledger(args: argparse.Namespace, policy: Any, synthetic: bool | None = None) -> Any:
-    """The ledger chosen by :func:`add_ledger_options`, reconciled before use.
+    """The ledger chosen by :func:`add_ledger_options`, opened by
+    :func:`segments.privacy.jobs.open_ledger` and reconciled, each reconciled release
+    reported."""
+    from segments.privacy.jobs import LedgerKind
+    from segments.privacy.jobs import open_ledger as open_chosen
 
-    Evaluation and demo ledgers are opened only for data proven synthetic
-    (:func:`segments.privacy.synthetic.prove_synthetic`); reservations a crash left
-    unpublished are finished or aborted first, and each is reported.
-    """
-    from segments.session import open_release_ledger
-
-    ledger = open_release_ledger(
+    kind: LedgerKind = "controller"
+    if getattr(args, "demo_ledger", False):
+        kind = "demo"
+    elif getattr(args, "evaluation_ledger", False):
+        kind = "evaluation"
+    ledger = open_chosen(
         args.workspace,
         policy,
+        kind=kind,
         path=getattr(args, "ledger", None),
-        demo=bool(getattr(args, "demo_ledger", False)),
-        evaluation=bool(getattr(args, "evaluation_ledger", False)),
         init=bool(getattr(args, "init_ledger", False)),
         reconcile=False,
         purpose=getattr(args, "purpose", None),
@@ -202,7 +204,7 @@ def open_ledger(args: argparse.Namespace, policy: Any, synthetic: bool | None = 
 
 def report_reconciliation(ledger: Any) -> list[dict[str, str]]:
     """Run :meth:`Ledger.reconcile` and print one line per finished or aborted release."""
-    done = ledger.reconcile()
+    done: list[dict[str, str]] = ledger.reconcile()
     for item in done:
         print(
             f"ledger reconciliation: release {item['release_id']} {item['action']}: "
@@ -212,23 +214,11 @@ def report_reconciliation(ledger: Any) -> list[dict[str, str]]:
 
 
 def refuse_early(policy: Any, purpose: str, recipient: str, destination: str) -> None:
-    """The ledger's purpose, recipient and destination guards, run before any ledger file
-    is opened or created, so a refused release writes nothing."""
-    from segments.privacy.guards import (
-        PolicyFacts,
-        check_destination,
-        check_purpose,
-        check_recipient,
-    )
+    """The ledger's guards before any ledger file is opened
+    (:func:`segments.privacy.jobs.refuse_early`)."""
+    from segments.privacy.jobs import refuse_early as refuse
 
-    facts = PolicyFacts.from_policy(policy)
-    check_purpose(purpose, facts)
-    declared = check_recipient(recipient, facts)
-    for where, who in ((destination, ""), (declared.destination, declared.name)):
-        if where:
-            check_destination(
-                where, facts.allowed_destinations, who=who, clause_ids=facts.destination_clause_ids
-            )
+    refuse(policy, purpose, recipient, destination)
 
 
 def track_ledger(ledger: Any) -> Any:

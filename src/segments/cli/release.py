@@ -149,18 +149,15 @@ def _dry_run_outlook(args: argparse.Namespace, policy: Any, synthetic: bool, pla
 
 def run(args: argparse.Namespace) -> int:
     from segments.policy import Policy
-    from segments.privacy.archive import backfill, month_start, release_month
-    from segments.privacy.releases import plan_release
-    from segments.privacy.specs import PrivacyParams, SegmentSource, get_spec
+    from segments.privacy.archive import backfill
+    from segments.privacy.jobs import plan_spec, release_params, release_spec
+    from segments.privacy.specs import get_spec
 
     workspace: Workspace = args.workspace
     policy = Policy.load(args.policy)
     policy.purpose(args.purpose)  # AO-10: an undeclared purpose is refused before anything
     refuse_early(policy, args.purpose, args.recipient, args.destination)
-    from segments.ingest import public_domains
-
-    # keys come from the data's declared public domains (built-in for synthetic data)
-    params = PrivacyParams.from_policy(policy, args.purpose).with_domains(public_domains(workspace))
+    params = release_params(workspace, policy, args.purpose)
     as_of = args.as_of or dt.date.today()
     synthetic = is_synthetic(workspace) if wants_simulated_ledger(args) else False
     if not 0.0 < args.confidence < 1.0:
@@ -193,95 +190,34 @@ def run(args: argparse.Namespace) -> int:
             print(f"skipped {skipped}: {why}")
         return 0
 
+    opened: list[Any] = []
+
+    def charged() -> Any:  # opened once, when the release first needs it
+        if not opened:
+            opened.append(open_ledger(args, policy, synthetic))
+        return opened[0]
+
     spec = get_spec(args.spec)
-    if args.epsilon is not None:
-        spec = spec.with_epsilon(args.epsilon)
-    prepared = workspace.prepared_dir(args.purpose)
-    if "monthly_category" in spec.queries:
-        if args.month is None:
-            raise PolicyError(
-                "--spec monthly_category needs --month YYYY-MM-01 (the closed month to release)"
-            )
-        month = month_start(args.month)
-        if args.dry_run:
-            from segments.privacy.archive import next_month
-
-            with plan_release(
-                spec,
-                params,
-                customers=workspace.require(prepared / "customers.parquet", "segments prepare"),
-                lines=workspace.require(prepared / "lines.parquet", "segments prepare"),
-                as_of=as_of,
-                window=(month, next_month(month)),
-                confidence=args.confidence,
-                workspace=workspace,
-            ) as plan:
-                _print_plan(plan)
-                _dry_run_outlook(args, policy, synthetic, plan)
-            print("dry run: nothing was charged or released")
-            return 0
-        ledger = open_ledger(args, policy, synthetic)
-        result = release_month(
-            workspace,
-            month,
-            as_of=as_of,
-            params=params,
-            ledger=ledger,
-            policy=policy,
-            purpose=args.purpose,
-            recipient=args.recipient,
-            destination=args.destination,
-            confidence=args.confidence,
-            spec=spec,
-            synthetic=synthetic,
-        )
-        _report(result, ledger)
-        return 0
-
-    ledger = None
-    segments = None
-    if spec.needs_segments:
-        # private segments rest on a DP k-means entry of the ledger this release is charged to
-        ledger = open_ledger(args, policy, synthetic) if args.segments == "private" else None
-        segments = SegmentSource.from_workspace(workspace, args.segments, ledger=ledger)
-    surveys = None
-    if any(q.frame == "survey" for q in spec.query_defs):
-        surveys = prepared / "surveys.parquet"
-        if not surveys.exists():
-            surveys = workspace.require(workspace.raw_table("surveys"), "segments generate")
-    needs_lines = any(q.frame != "survey" for q in spec.query_defs)
-    with plan_release(
-        spec,
-        params,
-        customers=workspace.require(prepared / "customers.parquet", "segments prepare")
-        if needs_lines
-        else None,
-        lines=workspace.require(prepared / "lines.parquet", "segments prepare")
-        if needs_lines
-        else None,
-        surveys=surveys,
-        segments=segments,
-        as_of=as_of,
-        survey_month=month_start(args.month) if args.month else None,
-        confidence=args.confidence,
-        workspace=workspace,
-    ) as plan:
-        _print_plan(plan)
-        if args.dry_run:
+    options: dict[str, Any] = {"purpose": args.purpose, "as_of": as_of, "epsilon": args.epsilon}
+    options |= {"month": args.month, "segments": args.segments, "confidence": args.confidence}
+    if args.dry_run:
+        with plan_spec(workspace, policy, spec, ledger=charged, **options) as plan:
+            _print_plan(plan)
             _dry_run_outlook(args, policy, synthetic, plan)
-            print("dry run: nothing was charged or released")
-            return 0
-        ledger = ledger or open_ledger(args, policy, synthetic)
-        result = plan.execute(
-            ledger,
-            workspace,
-            policy=policy,
-            purpose=args.purpose,
-            recipient=args.recipient,
-            destination=args.destination,
-            synthetic=synthetic,
-        )
-    _report(result, ledger)
+        print("dry run: nothing was charged or released")
+        return 0
+    result = release_spec(
+        workspace,
+        policy,
+        charged,
+        spec,
+        recipient=args.recipient,
+        destination=args.destination,
+        synthetic=synthetic,
+        on_plan=_print_plan,  # the expected accuracy, shown before anything is charged
+        **options,
+    )
+    _report(result, charged())
     return 0
 
 

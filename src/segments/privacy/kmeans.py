@@ -58,7 +58,13 @@ from threadpoolctl import threadpool_limits
 from segments.exceptions import PolicyError
 from segments.progress import progress
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
-from segments.workspace import Workspace, atomic_write_with, sha256_file, write_json
+from segments.workspace import (
+    Workspace,
+    atomic_write_with,
+    make_private,
+    sha256_file,
+    write_json,
+)
 
 __all__ = [
     "PRIVATE_FEATURES",
@@ -1338,6 +1344,7 @@ def _write_private_segments(
             "names_from": "the released centroids (post-processing of the DP release)",
         }
         write_json(staging / "metadata.json", metadata)
+        make_private(staging)  # labels are personal data: owner-only whatever the umask
         if final.exists():
             old = ws.segments / f".private-old-{reservation.release_id}"
             os.replace(final, old)

@@ -1,0 +1,360 @@
+"""Workspace jobs of the privacy layer: open the ledger a release is charged to, and release
+a specification from a workspace's prepared frames.
+
+These are the library functions behind ``segments release`` (and the main job,
+:mod:`segments.pipeline`): the command line only maps its options onto them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Literal
+
+from segments.exceptions import PolicyError, ReleaseRefusedError
+from segments.workspace import Workspace
+
+if TYPE_CHECKING:
+    from segments.policy import Policy
+    from segments.privacy.ledger import Ledger
+    from segments.privacy.releases import ReleasePlan, ReleaseResult
+    from segments.privacy.specs import PrivacyParams, ReleaseSpec
+
+__all__ = [
+    "LedgerKind",
+    "SegmentsChoice",
+    "open_ledger",
+    "plan_spec",
+    "refuse_early",
+    "release_params",
+    "release_spec",
+]
+
+#: Which ledger a release is charged to: the controller's (default), the workspace's
+#: throw-away demo ledger or the evaluation ledger (both for data proven synthetic only).
+LedgerKind = Literal["controller", "demo", "evaluation"]
+#: Where a release's segment labels come from.
+SegmentsChoice = Literal["category_rule", "fitted", "private"]
+
+
+def open_ledger(
+    workspace: Workspace,
+    policy: Policy,
+    *,
+    kind: LedgerKind = "controller",
+    path: str | os.PathLike[str] | None = None,
+    init: bool = False,
+    reconcile: bool = True,
+    purpose: str | None = None,
+) -> Ledger:
+    """Open the ledger of ``kind``, refuse a rolled-back one and reconcile it before use.
+
+    Evaluation and demo ledgers are opened only for data proven synthetic
+    (:func:`segments.privacy.synthetic.prove_synthetic`); reservations a crash left
+    unpublished are finished or aborted first.
+
+    Parameters
+    ----------
+    workspace : Workspace
+    policy : Policy
+    kind : {'controller', 'demo', 'evaluation'}
+    path : str, optional
+        The controller's ledger file (default: the per-controller default path).
+    init : bool
+        Start (or move) the controller's ledger at ``path``.
+    purpose : str, optional
+        The purpose whose prepared frames the release reads: on a demo or evaluation ledger
+        they must be derived from the proven raw data
+        (:func:`segments.provenance.verify_prepared`).
+    reconcile : bool
+        Reconcile before returning; ``False`` leaves it to the caller, which reports each
+        finished or aborted release (:meth:`segments.privacy.ledger.Ledger.reconcile`).
+
+    Returns
+    -------
+    Ledger
+
+    Raises
+    ------
+    ReleaseRefusedError
+        A simulated ledger for data not proven synthetic or frames not prepared from it, the
+        people's data claimed by another controller, or release cards saying the ledger lost
+        events — before anything is charged.
+    """
+    from segments.privacy.ledger import Ledger, claim_population_data
+    from segments.privacy.synthetic import prove_synthetic
+    from segments.provenance import population_data_ids, verify_prepared
+
+    ids = tuple(policy.clauses_for("anonymous_release"))
+    rule = f" (rule: the anonymity claim of every release, clause {', '.join(ids)})" if ids else ""
+    if kind != "controller":
+        flag = f"--{kind}-ledger"
+        proof = prove_synthetic(workspace)
+        if not proof:
+            raise ReleaseRefusedError(
+                f"{flag} refused before anything was charged: the data in "
+                f"{workspace.raw} is not proven synthetic ({proof.reason}); evaluation "
+                "and demo ledgers take synthetic data only — use the controller's ledger"
+            )
+        # what is released must be derived from what was proven
+        unbound = verify_prepared(workspace, purpose) if purpose else None
+        if unbound:
+            raise ReleaseRefusedError(
+                f"{flag} refused before anything was charged{rule}: {unbound}; releases on "
+                "evaluation and demo ledgers read only frames prepared from the proven raw "
+                f"data — run `segments prepare --purpose {purpose}` in this workspace"
+            )
+        # the workspace's cards are checked inside open, before a missing ledger is created
+        ledger = Ledger.for_workspace(
+            workspace,
+            str(policy.controller),
+            evaluation=kind == "evaluation",
+            synthetic=True,
+            policy=policy,
+        )
+    else:
+        # the people's data belong to one controller name, whatever the policy file says
+        claim_population_data(str(policy.controller), population_data_ids(workspace), policy)
+        ledger = Ledger.for_policy(policy, path=path, init=init, releases=workspace.releases)
+    if reconcile:  # reservations a crash left unpublished: finished or aborted first
+        ledger.reconcile()
+    return ledger
+
+
+def refuse_early(policy: Policy, purpose: str, recipient: str, destination: str) -> None:
+    """The ledger's purpose, recipient and destination guards, run before any ledger file
+    is opened or created, so a refused release writes nothing."""
+    from segments.privacy.guards import (
+        PolicyFacts,
+        check_destination,
+        check_purpose,
+        check_recipient,
+    )
+
+    facts = PolicyFacts.from_policy(policy)
+    check_purpose(purpose, facts)
+    declared = check_recipient(recipient, facts)
+    for where, who in ((destination, ""), (declared.destination, declared.name)):
+        if where:
+            check_destination(
+                where, facts.allowed_destinations, who=who, clause_ids=facts.destination_clause_ids
+            )
+
+
+def release_params(workspace: Workspace, policy: Policy, purpose: str) -> PrivacyParams:
+    """The policy's public bounds for ``purpose``, keyed by the data's declared public
+    domains (built-in for synthetic data)."""
+    from segments.ingest import public_domains
+    from segments.privacy.specs import PrivacyParams
+
+    return PrivacyParams.from_policy(policy, purpose).with_domains(public_domains(workspace))
+
+
+def _spec(spec: ReleaseSpec | str, epsilon: float | None) -> ReleaseSpec:
+    from segments.privacy.specs import get_spec
+
+    chosen = get_spec(spec) if isinstance(spec, str) else spec
+    return chosen.with_epsilon(epsilon) if epsilon is not None else chosen
+
+
+def _resolve(ledger: Ledger | Callable[[], Ledger]) -> Ledger:
+    return ledger() if callable(ledger) else ledger
+
+
+def _synthetic(stated: bool | None, ledger: Ledger) -> bool:
+    return ledger.simulated_time if stated is None else stated
+
+
+@contextlib.contextmanager
+def plan_spec(
+    workspace: Workspace,
+    policy: Policy,
+    spec: ReleaseSpec | str,
+    *,
+    purpose: str,
+    as_of: dt.date,
+    epsilon: float | None = None,
+    month: dt.date | None = None,
+    segments: SegmentsChoice = "category_rule",
+    ledger: Ledger | Callable[[], Ledger] | None = None,
+    confidence: float = 0.95,
+) -> Iterator[ReleasePlan]:
+    """Plan a release of ``spec`` from ``W/prepared/<purpose>/``; spend nothing.
+
+    A monthly series spec plans the closed ``month``; otherwise ``month`` selects the survey
+    month. Private segments are verified against ``ledger`` (opened only then).
+
+    Yields
+    ------
+    ReleasePlan
+        Valid inside the ``with`` block (its per-person aggregates are removed after).
+    """
+    from segments.privacy.archive import month_start, next_month
+    from segments.privacy.releases import plan_release
+    from segments.privacy.specs import SegmentSource
+
+    chosen = _spec(spec, epsilon)
+    params = release_params(workspace, policy, purpose)
+    prepared = workspace.prepared_dir(purpose)
+    if "monthly_category" in chosen.queries:
+        if month is None:
+            raise PolicyError(
+                "--spec monthly_category needs --month: the first day of the closed month "
+                "to release, e.g. 2026-09-01"
+            )
+        first = month_start(month)
+        with plan_release(
+            chosen,
+            params,
+            customers=workspace.require(prepared / "customers.parquet", "segments prepare"),
+            lines=workspace.require(prepared / "lines.parquet", "segments prepare"),
+            as_of=as_of,
+            window=(first, next_month(first)),
+            confidence=confidence,
+            workspace=workspace,
+        ) as plan:
+            yield plan
+        return
+    source = None
+    if chosen.needs_segments:
+        # private segments rest on a DP k-means entry of the ledger this release is charged to
+        verified_in = _resolve(ledger) if segments == "private" and ledger is not None else None
+        source = SegmentSource.from_workspace(workspace, segments, ledger=verified_in)
+    surveys = None
+    if any(q.frame == "survey" for q in chosen.query_defs):
+        surveys = prepared / "surveys.parquet"
+        if not surveys.exists():
+            surveys = workspace.require(workspace.raw_table("surveys"), "segments generate")
+    needs_lines = any(q.frame != "survey" for q in chosen.query_defs)
+    with plan_release(
+        chosen,
+        params,
+        customers=workspace.require(prepared / "customers.parquet", "segments prepare")
+        if needs_lines
+        else None,
+        lines=workspace.require(prepared / "lines.parquet", "segments prepare")
+        if needs_lines
+        else None,
+        surveys=surveys,
+        segments=source,
+        as_of=as_of,
+        survey_month=month_start(month) if month else None,
+        confidence=confidence,
+        workspace=workspace,
+    ) as plan:
+        yield plan
+
+
+def release_spec(
+    workspace: Workspace,
+    policy: Policy,
+    ledger: Ledger | Callable[[], Ledger],
+    spec: ReleaseSpec | str,
+    *,
+    purpose: str,
+    recipient: str,
+    destination: str = "SE",
+    as_of: dt.date,
+    epsilon: float | None = None,
+    month: dt.date | None = None,
+    segments: SegmentsChoice = "category_rule",
+    confidence: float = 0.95,
+    synthetic: bool | None = None,
+    on_plan: Callable[[ReleasePlan], object] | None = None,
+) -> ReleaseResult:
+    """Release ``spec`` from ``W/prepared/<purpose>/``, charged to ``ledger``.
+
+    The purpose, recipient and destination are checked against the policy before any ledger
+    is opened. A monthly series spec (``monthly_category``) releases the closed ``month`` and
+    appends it to the archive (:func:`segments.privacy.archive.release_month`).
+
+    Parameters
+    ----------
+    workspace : Workspace
+    policy : Policy
+    ledger : Ledger or callable
+        The ledger charged, or a function opening it (called once, when first needed).
+    spec : ReleaseSpec or str
+        A specification or the name of one in :data:`segments.privacy.specs.SPECS`.
+    purpose, recipient, destination : str
+        Declared in the policy; recorded in the ledger.
+    as_of : date
+        Release date recorded in the ledger; nothing on or after it is read.
+    epsilon : float, optional
+        Override the spec's privacy loss ε.
+    month : date, optional
+        The month of a monthly release, or the survey month.
+    segments : {'category_rule', 'fitted', 'private'}
+    confidence : float
+        Level of the intervals written in the tables.
+    synthetic : bool, optional
+        The data is proven synthetic; default: whether the ledger is an evaluation or demo
+        ledger (which open only on data proven synthetic).
+    on_plan : callable, optional
+        Called with the plan (its expected accuracy) before anything is charged; not for a
+        monthly series release, which plans inside the archive's lock.
+
+    Returns
+    -------
+    ReleaseResult
+    """
+    from segments.privacy.archive import release_month
+
+    policy.purpose(purpose)  # an undeclared purpose is refused before anything
+    refuse_early(policy, purpose, recipient, destination)
+    if not 0.0 < confidence < 1.0:
+        raise PolicyError(f"--confidence={confidence!r} must lie in (0, 1), e.g. 0.95")
+    opened: list[Ledger] = []
+
+    def charged() -> Ledger:  # the same ledger for the segments' check and the charge
+        if not opened:
+            opened.append(_resolve(ledger))
+        return opened[0]
+
+    chosen = _spec(spec, epsilon)
+    if "monthly_category" in chosen.queries:
+        if month is None:
+            raise PolicyError(
+                "--spec monthly_category needs --month: the first day of the closed month "
+                "to release, e.g. 2026-09-01"
+            )
+        from segments.privacy.archive import month_start
+
+        return release_month(
+            workspace,
+            month_start(month),
+            as_of=as_of,
+            params=release_params(workspace, policy, purpose),
+            ledger=charged(),
+            policy=policy,
+            purpose=purpose,
+            recipient=recipient,
+            destination=destination,
+            confidence=confidence,
+            spec=chosen,
+            synthetic=_synthetic(synthetic, charged()),
+        )
+    with plan_spec(
+        workspace,
+        policy,
+        chosen,
+        purpose=purpose,
+        as_of=as_of,
+        month=month,
+        segments=segments,
+        ledger=charged,
+        confidence=confidence,
+    ) as plan:
+        if on_plan is not None:
+            on_plan(plan)
+        return plan.execute(
+            charged(),
+            workspace,
+            policy=policy,
+            purpose=purpose,
+            recipient=recipient,
+            destination=destination,
+            synthetic=_synthetic(synthetic, charged()),
+        )
