@@ -334,3 +334,15 @@ def test_attack_a_month_after_the_prepared_datas_as_of_is_refused(workspace, par
     assert ledger.entries() == [] and not archive_path(workspace).exists()
     # a month that ends on or before the data's as-of is released
     _release(workspace, dt.date(2026, 1, 1), dt.date(2026, 3, 15), params, ledger, policy)
+
+
+def test_cli_refuses_a_month_after_the_data_before_any_ledger_exists(workspace, capsys):
+    from segments.cli.main import main
+
+    argv = (
+        f"release -w {workspace.root} --policy alloffice --purpose {PURPOSE} --recipient "
+        "purchasing --spec monthly_category --month 2026-02-01 --as-of 2026-03-15 --demo-ledger"
+    )
+    assert main(argv.split()) == 2
+    assert "after the prepared data's as-of" in capsys.readouterr().err
+    assert not (workspace.root / "ledger").exists()

@@ -38,6 +38,7 @@ __all__ = [
     "BackfillReport",
     "archive_path",
     "archive_problems",
+    "check_month_in_data",
     "backfill",
     "month_start",
     "next_month",
@@ -196,7 +197,7 @@ def release_month(
             "closed months inside retention"
         )
     prepared = prepared or workspace.prepared_dir(purpose)
-    _check_month_in_data(workspace, prepared, month, purpose, policy)
+    check_month_in_data(workspace, prepared, month, purpose, policy)
     customers = workspace.require(
         prepared / "customers.parquet", f"segments prepare --purpose {purpose}"
     )
@@ -237,7 +238,7 @@ def release_month(
     return result
 
 
-def _check_month_in_data(
+def check_month_in_data(
     workspace: Workspace, prepared: Path, month: dt.date, purpose: str, policy: Any
 ) -> None:
     """Refuse a month that ends after the prepared data's as-of (an incomplete month, or one

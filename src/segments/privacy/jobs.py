@@ -320,8 +320,11 @@ def release_spec(
                 "--spec monthly_category needs --month: the first day of the closed month "
                 "to release, e.g. 2026-09-01"
             )
-        from segments.privacy.archive import month_start
+        from segments.privacy.archive import check_month_in_data, month_start
 
+        # refused before the ledger is opened (or created): nothing is written
+        prepared = workspace.prepared_dir(purpose)
+        check_month_in_data(workspace, prepared, month_start(month), purpose, policy)
         return release_month(
             workspace,
             month_start(month),
