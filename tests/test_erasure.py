@@ -657,3 +657,51 @@ def test_subject_export_of_an_ingested_export_by_its_own_id(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "column 'source_customer_id': no customer ZZ9" in err and err.count("\n") == 1
+
+
+_CDNOW = """ customer_id  date number_of_cds  dollar_value
+ 00007 19970101  1   11.77
+ 00007 19970210  2   20.00
+ 00012 19970112  1   12.00
+ 00013 19970305  3   30.50
+"""
+
+
+def test_an_erased_id_written_differently_by_the_next_export_stays_erased(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 18 review: an erasure of CDNOW's "00007" must also keep out the "7" of the next
+    export (the mapping declares integer ids, compared by value), and the export's own id in
+    either spelling finds the erasure."""
+    from segments.ingest import ingest
+
+    monkeypatch.setenv(KEY_ENV_VAR, STEWARD_KEY)
+    mapping = Path(__file__).parents[1] / "examples" / "cdnow" / "mapping.toml"
+    cdnow_policy = Path(__file__).parents[1] / "examples" / "cdnow" / "policy.toml"
+    src = tmp_path / "cdnow.txt"
+    src.write_text(_CDNOW, encoding="utf-8")
+    work = Workspace(tmp_path / "cdnow")
+    ingest(src, mapping, work)
+    assert sorted(pl.read_parquet(work.raw_table("customers"))["source_customer_id"]) == [
+        "12",
+        "13",
+        "7",
+    ]
+    argv = ["subject", "erase", "-w", str(work.root), "--customer", "00007"]
+    assert main([*argv, "--policy", str(cdnow_policy)]) == 0
+    capsys.readouterr()
+
+    src.write_text(_CDNOW.replace(" 000", " "), encoding="utf-8")  # "7", "12", "13"
+    result = ingest(src, mapping, work, force=True)
+    assert sorted(pl.read_parquet(work.raw_table("customers"))["source_customer_id"]) == [
+        "12",
+        "13",
+    ]
+    assert result.dropped["erased"]["customers"] == 1
+    assert subject_export(work, "7")["erasure"]["erased_on"]
+    assert subject_export(work, " 0007 ")["erasure"]["erased_on"]
+    assert main(["subject", "export", "-w", str(work.root), "--customer", "12"]) == 0
+    assert json.loads(capsys.readouterr().out)["accounts"][0]["source_customer_id"] == "12"
+    assert main(["subject", "export", "-w", str(work.root), "--customer", "x7"]) == 2
+    err = capsys.readouterr().err
+    assert "'x7' is not a customer id" in err and err.count("\n") == 1

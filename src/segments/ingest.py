@@ -419,6 +419,9 @@ class IngestMapping:
         Source value → code of the hierarchy (``"United Kingdom" = "GB"``).
     customer_type : {'private', 'business'}
         Every customer's type (exports rarely say).
+    customer_id_type : {'text', 'integer', 'text-casefold'}
+        How customer ids compare across exports (``[customers] id_type``): ``integer`` by
+        value, so "00007" and "7" are one person (and one erasure).
     birth_year, gender : str, optional
         Optional customer attributes: source columns (a person's latest non-empty value).
     gender_values : dict, optional
@@ -459,6 +462,7 @@ class IngestMapping:
     geography_hierarchy: str | None = None
     geography_values: dict[str, str] = field(default_factory=dict)
     customer_type: str = "private"
+    customer_id_type: str = "text"
     birth_year: str | None = None
     gender: str | None = None
     gender_values: dict[str, str] = field(default_factory=dict)
@@ -527,6 +531,14 @@ class IngestMapping:
                 "geography",
                 "give both the column and the hierarchy, or neither",
                 "set geography.column and geography.hierarchy",
+            )
+        from segments.subject_log import SOURCE_ID_TYPES
+
+        if self.customer_id_type not in SOURCE_ID_TYPES:
+            raise _mapping_error(
+                "customers.id_type",
+                f"{self.customer_id_type!r} not in {SOURCE_ID_TYPES}",
+                "choose how the export's customer ids compare (integer: by value)",
             )
         if self.customer_type not in CUSTOMER_TYPES:
             raise _mapping_error(
@@ -609,6 +621,7 @@ class IngestMapping:
             },
             "customers": {
                 "type": ("customer_type", str),
+                "id_type": ("customer_id_type", str),
                 "birth_year": ("birth_year", str),
                 "gender": ("gender", str),
                 "gender_values": ("gender_values", dict),
@@ -1154,11 +1167,26 @@ def ingest(
         rate,
     )
     lines = lines.filter(~no_customer)
-    if erased is not None:
-        from segments.subject_log import source_hashes
+    from segments.subject_log import canonical_source_ids, source_hashes
 
+    as_written = lines["customer"]
+    canonical = canonical_source_ids(as_written, m.customer_id_type)
+    if canonical.null_count():
+        bad = as_written.filter(canonical.is_null())
+        raise _fail(
+            m.customer_id,
+            f"id_type {m.customer_id_type}",
+            bad.len(),
+            'correct the ids or declare [customers] id_type = "text" in the mapping',
+            bad[0],
+        )
+    lines = lines.with_columns(canonical.alias("customer"))
+    if erased is not None:
         pkey, gone = erased
-        was_erased = source_hashes(pkey, lines["customer"]).is_in(list(gone))
+        # the id as written too: logs from before ids were canonical hashed it that way
+        was_erased = source_hashes(pkey, canonical).is_in(list(gone)) | source_hashes(
+            pkey, as_written
+        ).is_in(list(gone))
         people = lines.filter(was_erased)["customer"].n_unique()
         dropped["erased"] = _dropped(
             lines,
@@ -1383,6 +1411,7 @@ def _manifest(
     mapping_doc: dict[str, Any] = {
         "file": Path(m.source_path).name if m.source_path else None,
         "sha256": sha256_file(m.source_path) if m.source_path else None,
+        "customer_id_type": m.customer_id_type,
     }
     return {
         "synthetic": False,

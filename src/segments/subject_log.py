@@ -21,7 +21,9 @@ from segments.pseudonym import KEY_ENV_VAR, PseudonymKey, pseudonymise
 from segments.workspace import Workspace
 
 __all__ = [
+    "SOURCE_ID_TYPES",
     "account_hashes",
+    "canonical_source_ids",
     "is_ingested",
     "check_log_key",
     "log_entries",
@@ -36,6 +38,23 @@ _HASH_NAMESPACE = "subject-request"
 #: The same for an ingested export's account, hashed by the export's own customer id: the
 #: internal ids are renumbered by every ingest, the export's id is what comes back.
 _SOURCE_NAMESPACE = "subject-request:source"
+
+
+#: How an export's customer ids compare (the mapping's ``[customers] id_type``): ``integer``
+#: by value ("00007" is 7), ``text`` trimmed, ``text-casefold`` trimmed and lower-cased.
+SOURCE_ID_TYPES = ("text", "integer", "text-casefold")
+
+
+def canonical_source_ids(ids: pl.Series, id_type: str = "text") -> pl.Series:
+    """An export's customer ids in the one form that is stored and hashed, so a later export
+    that writes the same id differently ("00007" vs "7") names the same person; null where
+    an id is not of ``id_type`` (not a whole number)."""
+    text = ids.cast(pl.String).str.strip_chars()
+    if id_type == "integer":
+        return text.cast(pl.Int64, strict=False).cast(pl.String)
+    if id_type == "text-casefold":
+        return text.str.to_lowercase()
+    return text
 
 
 def log_entries(ws: Workspace) -> list[dict[str, Any]]:
@@ -72,9 +91,11 @@ def account_hashes(key: PseudonymKey, customers: pl.DataFrame) -> pl.Series:
     return pl.Series("hash", subject_hash(key, customers["customer_id"].to_list()), pl.String)
 
 
-def source_hashes(key: PseudonymKey, source_ids: pl.Series) -> pl.Series:
-    """:func:`account_hashes` of an export's customer ids, before ingest numbers them."""
-    hashes = pseudonymise(key, _SOURCE_NAMESPACE, source_ids.cast(pl.String).to_list())
+def source_hashes(key: PseudonymKey, source_ids: pl.Series, id_type: str = "text") -> pl.Series:
+    """:func:`account_hashes` of an export's customer ids, before ingest numbers them, each
+    in its canonical form (:func:`canonical_source_ids`)."""
+    canonical = canonical_source_ids(source_ids, id_type).fill_null("")
+    hashes = pseudonymise(key, _SOURCE_NAMESPACE, canonical.to_list())
     return pl.Series("hash", hashes, dtype=pl.String)
 
 

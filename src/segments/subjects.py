@@ -38,6 +38,7 @@ from segments.pseudonym import PseudonymKey, load_key, pseudonymise
 from segments.schema import RAW_TABLES, REAL_CUSTOMERS, REAL_PRODUCTS, validate
 from segments.subject_log import (
     account_hashes,
+    canonical_source_ids,
     check_log_key,
     is_ingested,
     log_entries,
@@ -193,7 +194,7 @@ def _erasure_of(
     except ValueError:
         return None
     check_log_key(ws, pkey, "subject export")
-    mine = _request_hash(pkey, customers, customer_id)
+    mine = _request_hash(pkey, customers, customer_id, _source_id_type(ws))
     for entry in entries:
         if mine in entry["subject_hashes"] and not entry.get("completed", True):
             return {
@@ -247,7 +248,8 @@ def subject_export(
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     customers = _read(ws, "customers")
     roots = _link(customers)
-    named = customers.filter(_account_of(customers, customer_id))["customer_id"]
+    id_type = _source_id_type(ws)
+    named = customers.filter(_account_of(customers, customer_id, id_type))["customer_id"]
     root = roots.filter(pl.col("customer_id").is_in(named.implode()))
     # An erasure logged but interrupted (raw rows may remain) exports nothing either.
     erased = _erasure_of(ws, customers, customer_id, key, key_file)
@@ -394,11 +396,25 @@ def erased_accounts(ws: Workspace, key: PseudonymKey, customer_ids: pl.Series) -
     return customer_ids.filter(hashes.is_in(list(erased)))
 
 
-def _account_of(customers: pl.DataFrame, customer_id: int | str) -> pl.Expr:
+def _source_id_type(ws: Workspace) -> str:
+    """How the ingested export's customer ids compare (its mapping's ``id_type``)."""
+    from segments.ingest import read_real_manifest
+
+    manifest = read_real_manifest(ws) or {}
+    return str((manifest.get("mapping") or {}).get("customer_id_type", "text"))
+
+
+def _account_of(customers: pl.DataFrame, customer_id: int | str, id_type: str = "text") -> pl.Expr:
     """The raw account a request names: by the export's customer id on ingested data (what
-    the data subject knows), by ``customer_id`` otherwise."""
+    the data subject knows, in its canonical form), by ``customer_id`` otherwise."""
     if is_ingested(customers):
-        return pl.col("source_customer_id") == str(customer_id)
+        canonical = canonical_source_ids(pl.Series([str(customer_id)]), id_type)[0]
+        if canonical is None:
+            raise WorkspaceError(
+                f"parameter 'customer': {customer_id!r} is not a customer id of this export "
+                f"(its mapping declares id_type {id_type}); check the id"
+            )
+        return pl.col("source_customer_id") == canonical
     try:
         return pl.col("customer_id") == int(customer_id)
     except ValueError:
@@ -408,17 +424,21 @@ def _account_of(customers: pl.DataFrame, customer_id: int | str) -> pl.Expr:
         ) from None
 
 
-def _request_hash(pkey: PseudonymKey, customers: pl.DataFrame, customer_id: int | str) -> str:
+def _request_hash(
+    pkey: PseudonymKey, customers: pl.DataFrame, customer_id: int | str, id_type: str = "text"
+) -> str:
     """The keyed hash of the account a request names (whether or not it is still there)."""
-    _account_of(customers, customer_id)  # refuses an id of the wrong kind
+    _account_of(customers, customer_id, id_type)  # refuses an id of the wrong kind
     if is_ingested(customers):
-        return str(source_hashes(pkey, pl.Series([str(customer_id)]))[0])
+        return str(source_hashes(pkey, pl.Series([str(customer_id)]), id_type)[0])
     return subject_hash(pkey, [int(customer_id)])[0]
 
 
-def _person_of(customers: pl.DataFrame, customer_id: int | str) -> tuple[int, list[int]]:
+def _person_of(
+    customers: pl.DataFrame, customer_id: int | str, id_type: str = "text"
+) -> tuple[int, list[int]]:
     roots = _link(customers)
-    named = customers.filter(_account_of(customers, customer_id))["customer_id"]
+    named = customers.filter(_account_of(customers, customer_id, id_type))["customer_id"]
     root = roots.filter(pl.col("customer_id").is_in(named.implode()))
     if root.height == 0:
         column = "source_customer_id" if is_ingested(customers) else "customer_id"
@@ -662,11 +682,12 @@ def _carry_out_holding_lock(
         if not by_person:
             return finished[-1] if finished else None
     else:
-        mine = _request_hash(pkey, customers, customer_id)
+        id_type = _source_id_type(ws)
+        mine = _request_hash(pkey, customers, customer_id, id_type)
         for request in finished:
             if request.action == action and mine in request.subject_hashes:
                 return request
-        person_root, accounts = _person_of(customers, customer_id)
+        person_root, accounts = _person_of(customers, customer_id, id_type)
         by_person = {person_root: accounts}
     return _carry_out(ws, pol, action, by_person, pkey, requested_on, today)
 
