@@ -3,6 +3,7 @@ write (rollback + padding, a copied workspace over a deleted ledger, a clock set
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -429,3 +430,53 @@ def test_the_demo_ledger_accepts_the_generated_data_minus_exactly_the_erased_peo
     synthetic._CACHE.clear()
     refused = synthetic.prove_synthetic(genuine)
     assert not refused and "minus the people the erasure log records" in refused.reason
+
+
+# --- fix13.1: a copied policy file with the same name and controller --------------------------
+def _copied_policy(tmp_path: Path, *edits: tuple[str, str]) -> Policy:
+    text = Policy.load("alloffice").path.read_text(encoding="utf-8")
+    for old, new in edits:
+        assert old in text
+        text = text.replace(old, new, 1)
+    copy = tmp_path / "alloffice.toml"
+    copy.write_text(text, encoding="utf-8")
+    return Policy.load(copy)
+
+
+LIFTED = (
+    ('kind = "third_party_marketing"\ncountry = "US"', 'kind = "external"\ncountry = "DE"'),
+    ("min_k = 10", "min_k = 2"),
+)
+
+
+def test_attack_copied_policy_lifting_rules_is_refused_before_any_charge(tmp_path, policy):
+    ledger = Ledger.for_policy(policy, releases=tmp_path / "ws" / "releases")
+    ledger.reserve(request(policy))
+    copied = _copied_policy(tmp_path, *LIFTED)
+    assert copied.name == policy.name and copied.controller == policy.controller
+    events = len(ledger.events())
+    attack = dataclasses.replace(request(copied), recipient="adtech-partner", destination="DE")
+    with pytest.raises(ReleaseRefusedError) as refused:
+        ledger.reserve(attack, policy=copied)
+    message = str(refused.value)
+    assert "differs from the policy" in message and "--adopt-policy" in message
+    assert "privacy.min_k 10 → 2" in message and "recipients.adtech-partner.kind" in message
+    with pytest.raises(ReleaseRefusedError, match="differs from the policy"):
+        Ledger.for_policy(copied, releases=tmp_path / "ws" / "releases")
+    # adopting it is refused too: it loosens
+    with pytest.raises(ReleaseRefusedError, match="loosens rules") as adopt:
+        ledger.change_policy(copied)
+    assert "privacy.min_k 10 → 2 (lower)" in str(adopt.value)
+    assert len(ledger.events()) == events
+
+
+def test_a_tightening_policy_change_is_adopted_and_then_binds(tmp_path, policy):
+    ledger = Ledger.for_policy(policy, releases=tmp_path / "ws" / "releases")
+    tighter = _copied_policy(tmp_path, ("min_k = 10", "min_k = 12"))
+    with pytest.raises(ReleaseRefusedError, match="differs from the policy"):
+        ledger.reserve(request(tighter), policy=tighter)
+    ledger.change_policy(tighter)
+    ledger.reserve(request(tighter), policy=tighter)
+    # and the original, looser one is now the one refused
+    with pytest.raises(ReleaseRefusedError, match=r"privacy.min_k 12 → 10"):
+        ledger.reserve(request(policy), policy=policy)

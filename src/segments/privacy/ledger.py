@@ -1189,12 +1189,27 @@ class Ledger:
             A loosening before a period has passed.
         """
         params = _policy_parameters(policy, None)
+        facts = _policy_facts(policy)
         with self._transaction() as conn:
             self._verify_new_events(conn)
             bound = _bound_policy(conn)
             if bound is not None:
                 current = bound["parameters"]
-                if _same_parameters(current, params):
+                if facts is not None and bound.get("policy_facts") is not None:
+                    loosened = _policy_loosenings(bound["policy_facts"], facts)
+                    if loosened:
+                        raise ReleaseRefusedError(
+                            f"policy {policy.name!r} loosens rules of the policy ledger "
+                            f"{self._path} is bound to ({'; '.join(loosened[:6])}"
+                            f"{' …' if len(loosened) > 6 else ''}); a policy change may only "
+                            "tighten (no new or changed recipient, destination or purpose, "
+                            "min_k and min_l not lower); a looser policy needs its own "
+                            "controller's ledger"
+                        )
+                same_facts = facts is None or bound.get("policy_digest") == _sha256_text(
+                    _canonical(facts)
+                )
+                if _same_parameters(current, params) and same_facts:
                     return dict(current)
                 if not _tightens(current, params):
                     since = dt.datetime.fromisoformat(bound["recorded_at"]).date()
@@ -1216,6 +1231,7 @@ class Ledger:
                     "parameters": params,
                     "policy": str(policy.name),
                     "policy_sha256": _policy_hash(policy),
+                    **_policy_binding(policy),
                 },
             )
             seq = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
@@ -1771,10 +1787,13 @@ class Ledger:
         if bound is not None:
             if not _same_parameters(bound["parameters"], params):
                 raise self._policy_error(getattr(policy, "name", "?"), bound, params)
-            return
+            self._check_policy_facts(getattr(policy, "name", "?"), bound, policy)
+            if bound.get("policy_digest") is not None:
+                return
         with self._transaction() as conn:
             self._verify_new_events(conn)
-            if _bound_policy(conn) is not None:
+            bound = _bound_policy(conn)
+            if bound is not None and bound.get("policy_digest") is not None:
                 return  # another process bound it first; checked on the next use
             digest = self._append(
                 conn,
@@ -1785,6 +1804,7 @@ class Ledger:
                     "parameters": params,
                     "policy": str(getattr(policy, "name", "")),
                     "policy_sha256": _policy_hash(policy),
+                    **_policy_binding(policy),
                 },
             )
             seq = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
@@ -1803,10 +1823,52 @@ class Ledger:
                     "parameters": params,
                     "policy": request.policy,
                     "policy_sha256": _policy_hash(policy),
+                    **_policy_binding(policy),
                 },
             )
         elif not _same_parameters(bound["parameters"], params):
             raise self._policy_error(request.policy, bound, params)
+        else:
+            self._check_policy_facts(request.policy, bound, policy)
+            if bound.get("policy_digest") is None and _policy_facts(policy) is not None:
+                # a ledger bound before the whole policy was: bind its facts now
+                self._append(
+                    conn,
+                    f"policy-{uuid.uuid4().hex[:12]}",
+                    "policy",
+                    _now(),
+                    {
+                        "parameters": bound["parameters"],
+                        "policy": request.policy,
+                        "policy_sha256": _policy_hash(policy),
+                        **_policy_binding(policy),
+                    },
+                )
+
+    def _check_policy_facts(self, name: str, bound: Mapping[str, Any], policy: Any) -> None:
+        """Refuse a policy whose facts (recipients, destinations, purposes, min_k, bounds,
+        clauses, ...) differ from those the ledger is bound to: a copied and edited policy
+        file must not lift a rule. A change is adopted only as a recorded tightening."""
+        digest = bound.get("policy_digest")
+        if digest is None:
+            return
+        facts = _policy_facts(policy)
+        if facts is not None and _sha256_text(_canonical(facts)) == digest:
+            return
+        changed = (
+            ["the policy's facts were not given (pass the segments.Policy)"]
+            if facts is None
+            else _policy_differences(bound.get("policy_facts") or {}, facts)
+        )
+        raise ReleaseRefusedError(
+            f"policy {name!r} differs from the policy ledger {self._path} is bound to "
+            f"(policy {bound.get('policy')!r}, digest {str(digest)[:12]}…, recorded "
+            f"{bound.get('recorded_at')}): {'; '.join(changed[:6])}"
+            f"{' …' if len(changed) > 6 else ''}; use the policy the ledger is bound to, or "
+            f"record the change with `segments ledger --policy NAME --adopt-policy` (only a "
+            f"tightening is adopted: no new or changed recipient, destination or purpose, "
+            f"min_k and min_l not lower; budget changes as before)"
+        )
 
     def _policy_error(
         self, name: str, bound: Mapping[str, Any], params: Mapping[str, Any]
@@ -2516,6 +2578,101 @@ def _describe_params(params: Mapping[str, Any]) -> str:
         f"window {params.get('budget_window_months')} months, δ = {params.get('delta')}"
         + (f", {params['dp_family']}" if params.get("dp_family") else "")
     )
+
+
+#: Facts that only describe (wording, notes, the source): a change is adopted, never refused.
+_DESCRIPTIVE_FACTS = frozenset({"description", "note", "sv", "en", "source", "promises"})
+#: Privacy facts only the budget rule of :meth:`Ledger.change_policy` governs.
+_BUDGET_FACTS = frozenset(BOUND_PARAMETERS)
+#: Facts a tightening may raise but never lower.
+_AT_LEAST_FACTS = frozenset({"min_k", "min_l"})
+#: Tables a tightening may drop entries of (a recipient, destination or purpose fewer).
+_MAY_SHRINK = frozenset({"purposes", "recipients", "allowed_destinations"})
+#: Tables a tightening may add entries to (one more exclusion).
+_MAY_GROW = frozenset({"exclusions"})
+
+
+def _fact(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _fact(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(key): _fact(item) for key, item in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return sorted(_fact(item) for item in value)
+    if isinstance(value, (list, tuple)):
+        return [_fact(item) for item in value]
+    if isinstance(value, os.PathLike):
+        return str(value)
+    return value
+
+
+def _policy_facts(policy: Any) -> dict[str, Any] | None:
+    """Every fact of a parsed :class:`segments.Policy` (all but its file's path), canonical;
+    None for anything else (a :class:`PolicyFacts` view binds only the parameters)."""
+    if (
+        not dataclasses.is_dataclass(policy)
+        or isinstance(policy, type)
+        or getattr(policy, "privacy", None) is None
+        or not hasattr(policy, "purposes")
+    ):
+        return None
+    facts = {f.name: _fact(getattr(policy, f.name)) for f in dataclasses.fields(policy)}
+    facts.pop("path", None)
+    return facts
+
+
+def _policy_binding(policy: Any) -> dict[str, Any]:
+    """The policy event's record of the whole policy: its facts and their digest."""
+    facts = _policy_facts(policy)
+    if facts is None:
+        return {}
+    return {"policy_digest": _sha256_text(_canonical(facts)), "policy_facts": facts}
+
+
+def _policy_differences(bound: Any, given: Any, where: str = "") -> list[str]:
+    """Every fact that differs, named by its path (``recipients.x.kind 'a' → 'b'``)."""
+    if isinstance(bound, dict) and isinstance(given, dict):
+        out: list[str] = []
+        for key in sorted(set(bound) | set(given)):
+            name = f"{where}.{key}" if where else key
+            if key not in given:
+                out.append(f"{name} removed")
+            elif key not in bound:
+                out.append(f"{name} added")
+            else:
+                out.extend(_policy_differences(bound[key], given[key], name))
+        return out
+    if bound != given:
+        return [f"{where} {bound!r} → {given!r}"]
+    return []
+
+
+def _policy_loosenings(bound: Any, given: Any, where: str = "") -> list[str]:
+    """The differences that are not a tightening (budget parameters left to their own rule,
+    descriptions free)."""
+    last = where.rsplit(".", 1)[-1]
+    if isinstance(bound, dict) and isinstance(given, dict):
+        out: list[str] = []
+        for key in sorted(set(bound) | set(given)):
+            name = f"{where}.{key}" if where else key
+            if key in _DESCRIPTIVE_FACTS or (where == "privacy" and key in _BUDGET_FACTS):
+                continue
+            if key not in given:
+                if where not in _MAY_SHRINK:
+                    out.append(f"{name} removed")
+            elif key not in bound:
+                if where not in _MAY_GROW:
+                    out.append(f"{name} added")
+            else:
+                out.extend(_policy_loosenings(bound[key], given[key], name))
+        return out
+    if where in _MAY_SHRINK and isinstance(bound, list) and isinstance(given, list):
+        return [f"{where}: {item!r} added" for item in given if item not in bound]
+    if last in _AT_LEAST_FACTS and isinstance(bound, int) and isinstance(given, int):
+        return [f"{where} {bound} → {given} (lower)"] if given < bound else []
+    if bound != given:
+        return [f"{where} {bound!r} → {given!r}"]
+    return []
 
 
 def _policy_hash(policy: Any) -> str:
