@@ -14,7 +14,13 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Stages in data-flow order (docs/architecture.md); a module may import any module of its own
 # or an earlier rank. Top-level modules and packages are named by their first two parts.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("segments._lazy", "segments.exceptions", "segments.workspace", "segments.schema"),
+    (
+        "segments._lazy",
+        "segments.exceptions",
+        "segments.months",
+        "segments.workspace",
+        "segments.schema",
+    ),
     # keys and the subject request log: what ingest, prepare and the audit all read
     ("segments.pseudonym", "segments.subject_log"),
     ("segments.provenance",),

@@ -13,7 +13,7 @@ from segments.privacy.composition import (
     PrivacyLoss,
     add_months,
     compose,
-    epsilon_budget_to_rho,
+    epsilon_to_rho,
     in_period,
     max_period_total,
     peak_period_total,
@@ -91,7 +91,7 @@ def test_invalid_losses_are_refused(field, value, match):
 
 def test_conversions():
     assert pure_to_rho(0.2) == pytest.approx(0.02)
-    rho = epsilon_budget_to_rho(3.0, 1e-7)
+    rho = epsilon_to_rho(3.0, 1e-7)
     assert rho_to_epsilon(rho, 1e-7) == pytest.approx(3.0, rel=1e-12)
     assert rho_to_epsilon(rho * 1.001, 1e-7) > 3.0
 
@@ -145,7 +145,7 @@ def test_adding_a_release_never_lowers_the_total(before, extra):
 @settings(max_examples=60, deadline=None)
 @given(st.floats(0.01, 10), st.sampled_from([1e-5, 1e-6, 1e-7, 1e-9]))
 def test_rho_budget_is_the_inverse_of_the_conversion(epsilon, delta):
-    assert rho_to_epsilon(epsilon_budget_to_rho(epsilon, delta), delta) == pytest.approx(epsilon)
+    assert rho_to_epsilon(epsilon_to_rho(epsilon, delta), delta) == pytest.approx(epsilon)
 
 
 @settings(max_examples=40, deadline=None)

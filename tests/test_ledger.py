@@ -24,7 +24,7 @@ from segments.cli import ledger as ledger_cli
 from segments.exceptions import BudgetExceededError, ReleaseRefusedError, WorkspaceError
 from segments.policy import Policy
 from segments.privacy import ledger as ledger_module
-from segments.privacy.composition import add_months, epsilon_budget_to_rho, rho_to_epsilon
+from segments.privacy.composition import add_months, epsilon_to_rho, rho_to_epsilon
 from segments.privacy.guards import (
     EU_EEA,
     GUARANTEE_END_TO_END,
@@ -274,7 +274,7 @@ def test_zcdp_budget_is_compared_in_epsilon_at_the_policy_delta(tmp_path):
     policy = Policy.load("allkontor")  # zCDP, δ = 1e-7, budget ε = 3
     assert policy.privacy.dp_family == "zcdp"
     ledger = Ledger.for_policy(policy, path=tmp_path / "l.sqlite", init=True)
-    rho_budget = epsilon_budget_to_rho(policy.privacy.budget_epsilon, policy.privacy.delta)
+    rho_budget = epsilon_to_rho(policy.privacy.budget_epsilon, policy.privacy.delta)
 
     def zcdp(rho):
         return ReleaseRequest.for_policy(

@@ -16,7 +16,6 @@ file, the key and the fix.
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import math
 import os
@@ -24,12 +23,14 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from segments.exceptions import PolicyError, ReleaseRefusedError
+from segments.months import add_months
 from segments.schema import PREPARED_CUSTOMERS, PREPARED_LINES, PRODUCT_CATEGORIES
 from segments.workspace import SAFE_NAME
 
@@ -49,6 +50,7 @@ __all__ = [
     "Purpose",
     "Recipient",
     "RetentionRule",
+    "DPFamily",
     "months_before",
 ]
 
@@ -119,6 +121,14 @@ CELL_BOUND_TABLES = {
 }
 
 
+class DPFamily(StrEnum):
+    """The noise family a policy declares: Laplace noise and ε-DP, or Gaussian noise and
+    ρ-zCDP (equal to its string, as written in the policy file)."""
+
+    PURE = "pure"
+    ZCDP = "zcdp"
+
+
 def months_before(day: dt.date, months: int) -> dt.date:
     """The same day ``months`` calendar months earlier (clipped to the month's last day).
 
@@ -129,10 +139,7 @@ def months_before(day: dt.date, months: int) -> dt.date:
     >>> months_before(dt.date(2026, 3, 31), 1)
     datetime.date(2026, 2, 28)
     """
-    index = day.year * 12 + (day.month - 1) - months
-    year, month = divmod(index, 12)
-    last = calendar.monthrange(year, month + 1)[1]
-    return dt.date(year, month + 1, min(day.day, last))
+    return add_months(day, -months)
 
 
 # --- value objects ---------------------------------------------------------------------
@@ -247,7 +254,7 @@ class PrivacyParameters:
     min_k: int
     suppression_limit: float
     min_l: int
-    dp_family: str
+    dp_family: DPFamily
     delta: float
     budget_epsilon: float
     budget_period_months: int
@@ -871,7 +878,7 @@ class _Parser:
         p = self.table(data, "privacy", names, optional)
         k = "privacy."
         num = (int, float)
-        if p["dp_family"] not in ("pure", "zcdp"):
+        if p["dp_family"] not in tuple(DPFamily):
             raise self.fail(
                 k + "dp_family", f"unknown family {p['dp_family']!r}", 'use "pure" or "zcdp"'
             )
@@ -895,7 +902,7 @@ class _Parser:
             min_k=self.positive(p["min_k"], k + "min_k"),
             suppression_limit=float(suppression),
             min_l=self.positive(p["min_l"], k + "min_l"),
-            dp_family=p["dp_family"],
+            dp_family=DPFamily(p["dp_family"]),
             delta=float(delta),
             budget_epsilon=float(self.positive(p["budget_epsilon"], k + "budget_epsilon", num)),
             budget_period_months=self.positive(

@@ -1102,7 +1102,9 @@ def _period_epsilon(inside: pl.DataFrame, family: str, delta: float) -> float:
     # zCDP stated as (ε, δ) at the policy's δ (Bun & Steinke 2016, Prop. 1.3)
     import math
 
-    return rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta)) if delta > 0 else math.inf
+    from segments.privacy.composition import rho_to_epsilon
+
+    return rho_to_epsilon(rho, delta) if delta > 0 else math.inf
 
 
 def check_budget(ctx: AuditContext) -> Finding:

@@ -74,9 +74,11 @@ class MechanismCase:
 
 def _claimed(loss: float, family: str, delta: float) -> tuple[float, float]:
     """(ε, δ) of a loss OpenDP computed: ε itself, or ρ stated at the policy's δ."""
+    from segments.privacy.composition import stated_epsilon
+
     if family == "pure":
         return float(loss), 0.0
-    return float(loss + 2.0 * math.sqrt(loss * math.log(1.0 / delta))), float(delta)
+    return stated_epsilon(family, loss, delta), float(delta)
 
 
 # --- the neighbouring datasets ----------------------------------------------------------------
@@ -300,10 +302,9 @@ def _kmeans_case(
         categorical=(),
     )
     budget = float(privacy.private_segments_epsilon)
-    if family != "pure":
-        from segments.privacy.releases import epsilon_to_rho
+    from segments.privacy.composition import loss_parameter
 
-        budget = epsilon_to_rho(budget, float(privacy.delta))
+    budget = loss_parameter(family, budget, float(privacy.delta))
     model = km.PrivateKMeans(
         int(privacy.private_segments_k),
         bounds=warped,
@@ -708,7 +709,6 @@ def survey_person_case(
     from segments.privacy._frames import write_survey_frame
     from segments.privacy.releases import (
         _build_query,
-        epsilon_to_rho,
         survey_months,
         survey_responses_per_person,
     )
@@ -729,9 +729,9 @@ def survey_person_case(
     paths = {"with": folder / "survey_person_with.parquet", "without": folder / "survey_b.parquet"}
     pl.concat([base, person]).write_parquet(paths["with"])
     base.write_parquet(paths["without"])
-    loss = spec.epsilon
-    if params.dp_family != "pure":
-        loss = epsilon_to_rho(spec.epsilon, params.delta)
+    from segments.privacy.composition import loss_parameter
+
+    loss = loss_parameter(params.dp_family, spec.epsilon, params.delta)
     query = _build_query(
         spec.query_defs[0], loss, params, paths["with"], None, 0.05, 1 if broken else rows
     )

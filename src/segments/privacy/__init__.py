@@ -18,7 +18,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "Composition",
         "PrivacyLoss",
         "compose",
-        "epsilon_budget_to_rho",
+        "epsilon_to_rho",
         "pure_to_rho",
         "rho_to_epsilon",
     ),

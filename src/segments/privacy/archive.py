@@ -28,6 +28,7 @@ from typing import Any
 import polars as pl
 
 from segments.exceptions import ReleaseRefusedError, WorkspaceError
+from segments.months import add_months, month_start, next_month
 from segments.privacy.releases import ReleaseResult, plan_release
 from segments.privacy.specs import SPECS, PrivacyParams, ReleaseSpec
 from segments.progress import progress
@@ -61,21 +62,6 @@ ARCHIVE_SCHEMA: dict[str, Any] = {
 }
 
 
-def month_start(day: dt.date) -> dt.date:
-    """First day of the month of ``day``."""
-    return day.replace(day=1)
-
-
-def next_month(month: dt.date) -> dt.date:
-    """First day of the month after ``month``."""
-    return dt.date(month.year + month.month // 12, month.month % 12 + 1, 1)
-
-
-def _months_back(month: dt.date, months: int) -> dt.date:
-    index = month.year * 12 + month.month - 1 - months
-    return dt.date(index // 12, index % 12 + 1, 1)
-
-
 def archive_path(workspace: Workspace) -> Path:
     """``W/releases/archive/monthly_category.parquet``."""
     return workspace.releases / "archive" / "monthly_category.parquet"
@@ -105,7 +91,7 @@ def releasable_months(
     ['2025-12-01', '2026-01-01', '2026-02-01']
     """
     current = month_start(as_of)
-    first = _months_back(current, params.retention_months)
+    first = add_months(current, -params.retention_months)
     if first_data_day is not None:
         covered = month_start(first_data_day)
         if covered < first_data_day:

@@ -42,17 +42,21 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from segments.months import add_months
+
 __all__ = [
     "Composition",
     "PrivacyLoss",
     "add_months",
     "compose",
-    "epsilon_budget_to_rho",
+    "epsilon_to_rho",
+    "loss_parameter",
     "max_period_total",
     "peak_period_total",
     "period_start",
     "pure_to_rho",
     "rho_to_epsilon",
+    "stated_epsilon",
 ]
 
 _FAMILIES = ("none", "pure", "zcdp", "approx")
@@ -198,20 +202,48 @@ def rho_to_epsilon(rho: float, delta: float) -> float:
     return rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta))
 
 
-def epsilon_budget_to_rho(epsilon: float, delta: float) -> float:
+def epsilon_to_rho(epsilon: float, delta: float) -> float:
     """The largest ρ whose :func:`rho_to_epsilon` at δ is at most ``epsilon``.
 
     Solves ``ρ + 2·sqrt(ρ·L) = ε`` with ``L = ln(1/δ)``: ``ρ = (sqrt(L + ε) − sqrt(L))²``.
 
     Examples
     --------
-    >>> rho = epsilon_budget_to_rho(1.0, 1e-6)
+    >>> rho = epsilon_to_rho(1.0, 1e-6)
     >>> round(rho_to_epsilon(rho, 1e-6), 12)
     1.0
     """
     _check_delta(delta)
     log_term = math.log(1.0 / delta)
     return (math.sqrt(log_term + epsilon) - math.sqrt(log_term)) ** 2
+
+
+def loss_parameter(family: str, epsilon: float, delta: float) -> float:
+    """The loss a mechanism of ``family`` is given for an ε: ε itself under pure DP, the
+    largest ρ within ε at δ (:func:`epsilon_to_rho`) under zCDP.
+
+    Examples
+    --------
+    >>> loss_parameter("pure", 0.5, 1e-7)
+    0.5
+    """
+    from segments.policy import DPFamily  # lazily: policy loads the schema (polars)
+
+    return float(epsilon) if family == DPFamily.PURE else epsilon_to_rho(epsilon, delta)
+
+
+def stated_epsilon(family: str, loss: float, delta: float) -> float:
+    """The ε a loss of ``family`` is stated as: itself under pure DP, ρ at δ
+    (:func:`rho_to_epsilon`) under zCDP — the inverse of :func:`loss_parameter`.
+
+    Examples
+    --------
+    >>> round(stated_epsilon("zcdp", loss_parameter("zcdp", 0.5, 1e-7), 1e-7), 12)
+    0.5
+    """
+    from segments.policy import DPFamily  # lazily: policy loads the schema (polars)
+
+    return float(loss) if family == DPFamily.PURE else rho_to_epsilon(loss, delta)
 
 
 def _check_delta(delta: float) -> None:
@@ -287,22 +319,6 @@ def compose(losses: Iterable[PrivacyLoss], delta: float | None = None) -> Compos
         delta=dp_delta + approx_delta,
         conversion_delta=conversion_delta,
     )
-
-
-def add_months(day: dt.date, months: int) -> dt.date:
-    """``day`` moved by ``months`` calendar months, clamped to the month's last day.
-
-    Examples
-    --------
-    >>> add_months(dt.date(2026, 3, 31), -1)
-    datetime.date(2026, 2, 28)
-    """
-    index = day.year * 12 + (day.month - 1) + months
-    year, month = divmod(index, 12)
-    month += 1
-    next_first = dt.date(year + month // 12, month % 12 + 1, 1)
-    last_day = (next_first - dt.timedelta(days=1)).day
-    return dt.date(year, month, min(day.day, last_day))
 
 
 def period_start(end: dt.date, months: int) -> dt.date:

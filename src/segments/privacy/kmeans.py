@@ -56,6 +56,7 @@ from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
 from segments.exceptions import PolicyError
+from segments.privacy.composition import loss_parameter, stated_epsilon
 from segments.progress import progress
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
 from segments.workspace import (
@@ -76,7 +77,6 @@ __all__ = [
     "PrivateSegmentsResult",
     "PROFILE_QUERIES",
     "fit_private_segments",
-    "model_epsilon",
     "private_feature_names",
     "private_features",
     "private_model",
@@ -677,8 +677,7 @@ class PrivateKMeans(ClusterMixin, BaseEstimator):
         self._check_fitted()
         if self.dp_family == "pure":
             return self.privacy_loss_, 0.0
-        rho = self.privacy_loss_
-        return rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta)), delta
+        return stated_epsilon(self.dp_family, self.privacy_loss_, delta), delta
 
 
 @functools.lru_cache(maxsize=64)
@@ -1075,7 +1074,6 @@ def private_model(
     define (``init="groups"``), or the candidate histogram without categorical columns.
     """
     from segments.features import categorical_levels
-    from segments.privacy.releases import epsilon_to_rho
 
     levels = categorical_levels()
     group_columns, start = [], len(features)
@@ -1090,7 +1088,7 @@ def private_model(
         bounds=dict.fromkeys(names, (0.0, 1.0)),
         dp_family=family,
         epsilon=budget if family == "pure" else None,
-        rho=None if family == "pure" else epsilon_to_rho(budget, float(privacy.delta)),
+        rho=None if family == "pure" else loss_parameter(family, budget, float(privacy.delta)),
         iterations=int(privacy.private_segments_iterations),
         init="groups" if group_columns else "private",
         init_group_columns=group_columns,
@@ -1197,7 +1195,7 @@ def fit_private_segments(
     model = private_model(privacy, features, categorical, seed)
     total = model.planned_privacy_loss()
     rho = total if family == "zcdp" else None
-    epsilon = total if family == "pure" else model_epsilon(total, float(privacy.delta))
+    epsilon = stated_epsilon(family, total, float(privacy.delta))
     spec = {
         "name": "private_segments",
         "model": (
@@ -1271,11 +1269,6 @@ def fit_private_segments(
         return _write_private_segments(
             ws, ledger, reservation, model, centroids, labels, names, request, as_of, purpose
         )
-
-
-def model_epsilon(rho: float, delta: float) -> float:
-    """ε of a ρ-zCDP release at δ: ``ρ + 2·sqrt(ρ·ln(1/δ))`` (Bun & Steinke 2016)."""
-    return rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta))
 
 
 def _write_private_segments(

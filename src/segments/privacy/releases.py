@@ -45,6 +45,8 @@ import polars as pl
 from opendp.accuracy import summarize_polars_measurement
 
 from segments.exceptions import PolicyError, WorkspaceError
+from segments.months import months_between, next_month
+from segments.privacy.composition import epsilon_to_rho
 from segments.privacy.postprocess import (
     consistent_leaves,
     mean_where_supported,
@@ -111,20 +113,6 @@ def quantile_of(aggregate: str) -> tuple[float, str] | None:
 _ERROR_SUFFIXES = ("lower", "upper", "scale")
 
 
-def epsilon_to_rho(epsilon: float, delta: float) -> float:
-    """The largest ρ whose (ε, δ) statement ``ρ + 2·sqrt(ρ·ln(1/δ))`` is at most ``epsilon``.
-
-    Examples
-    --------
-    >>> rho = epsilon_to_rho(1.0, 1e-7)
-    >>> round(rho + 2 * math.sqrt(rho * math.log(1e7)), 9)
-    1.0
-    """
-    log_term = math.log(1.0 / delta)
-    return (math.sqrt(log_term + epsilon) - math.sqrt(log_term)) ** 2
-
-
-# --- shared aggregates -------------------------------------------------------------------------
 def _window_filter(window: tuple[dt.date, dt.date] | None) -> pl.Expr:
     if window is None:
         return pl.lit(True)
@@ -395,14 +383,13 @@ def survey_months(
 
     if month is not None:
         first = month.replace(day=1)
-        return first, (first + dt.timedelta(days=32)).replace(day=1)
+        return first, next_month(first)
     end = as_of.replace(day=1)  # the month of as_of has not closed
     return months_before(end, params.retention_months), end
 
 
 def _months_in(window: tuple[dt.date, dt.date]) -> int:
-    first, end = window
-    return (end.year - first.year) * 12 + end.month - first.month
+    return months_between(*window)
 
 
 def survey_responses_per_person(window: tuple[dt.date, dt.date]) -> int:

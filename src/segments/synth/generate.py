@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from segments import schema
 from segments.exceptions import SchemaError, WorkspaceError
+from segments.months import add_months, month_start
 from segments.schema import (
     ARCHETYPES,
     RAW_TABLES,
@@ -115,8 +116,7 @@ def window_start(as_of: dt.date, months: int) -> dt.date:
     >>> window_start(dt.date(2026, 10, 31), 36)
     datetime.date(2023, 11, 1)
     """
-    index = as_of.year * 12 + as_of.month - 1 - (months - 1)
-    return dt.date(index // 12, index % 12 + 1, 1)
+    return add_months(month_start(as_of), -(months - 1))
 
 
 def _check_parameters(
