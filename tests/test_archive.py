@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from prepared_frames import write_policy_report
 
-from segments.exceptions import PolicyError, ReleaseRefusedError
+from segments.exceptions import PolicyError, ReleaseRefusedError, WorkspaceError
 from segments.policy import Policy
 from segments.privacy._frames import write_prepared_frames
 from segments.privacy.archive import (
@@ -129,8 +129,12 @@ def test_release_month_refuses_open_and_expired_months(workspace, params, policy
 
 def test_a_month_charged_in_the_ledger_is_never_re_released(workspace, params, policy):
     ledger = _eval_ledger(workspace, policy)
-    _release(workspace, dt.date(2025, 11, 1), dt.date(2025, 12, 1), params, ledger, policy)
-    archive_path(workspace).unlink()  # a lost archive does not reopen the month
+    first = _release(workspace, dt.date(2025, 11, 1), dt.date(2025, 12, 1), params, ledger, policy)
+    archive_path(workspace).unlink()  # a lost archive is rebuilt from the published table
+    with pytest.raises(ReleaseRefusedError, match="2025-11 was already released"):
+        _release(workspace, dt.date(2025, 11, 1), dt.date(2026, 1, 1), params, ledger, policy)
+    archive_path(workspace).unlink()  # and without the table, the ledger still refuses
+    shutil.rmtree(first.path)
     with pytest.raises(ReleaseRefusedError, match="2025-11 .*already charged in ledger"):
         _release(workspace, dt.date(2025, 11, 1), dt.date(2026, 1, 1), params, ledger, policy)
 
@@ -346,3 +350,73 @@ def test_cli_refuses_a_month_after_the_data_before_any_ledger_exists(workspace, 
     assert main(argv.split()) == 2
     assert "after the prepared data's as-of" in capsys.readouterr().err
     assert not (workspace.root / "ledger").exists()
+
+
+_KILLED_BEFORE_APPEND = r"""
+import datetime as dt, os, signal, sys
+from segments.policy import Policy
+from segments.privacy import archive
+from segments.privacy.ledger import Ledger
+from segments.privacy.specs import PrivacyParams
+from segments.workspace import Workspace
+
+def die(*args, **kwargs):  # kill -9 right after the ledger recorded "published"
+    os.kill(os.getpid(), signal.SIGKILL)
+
+archive._append = die
+ws, policy = Workspace(sys.argv[1]), Policy.load("alloffice")
+ledger = Ledger.for_workspace(ws, policy.controller, evaluation=True, synthetic=True,
+                              policy=policy)
+archive.release_month(ws, dt.date(2025, 11, 1), as_of=dt.date(2025, 12, 1),
+                      params=PrivacyParams.from_policy(policy, "statistics"), ledger=ledger,
+                      policy=policy, purpose="statistics", recipient="purchasing",
+                      synthetic=True)
+"""
+
+
+def test_attack_a_kill_between_published_and_the_archive_update_loses_no_month(
+    workspace, params, policy, capsys
+):
+    """Issue 18 review: ``kill -9`` after the ledger's "published" and before the archive
+    update left the month out of the archive for good (the retry is refused as charged).
+    The archive is derived: the next monthly release and ``segments ledger --cards``
+    rebuild it from the published table; a forecast refuses until then."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from segments.cli.main import main
+    from segments.forecast import load_archive
+    from segments.privacy.archive import archive_problems, rebuild_archive
+
+    ledger = _eval_ledger(workspace, policy)
+    _release(workspace, dt.date(2025, 10, 1), dt.date(2025, 11, 1), params, ledger, policy)
+    src = str(Path(__file__).parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_BEFORE_APPEND, str(workspace.root)], env=env, timeout=300
+    )
+    assert child.returncode == -signal.SIGKILL
+    lost = [e for e in ledger.entries() if e.status == "published"][-1]
+    assert set(read_archive(workspace)["month"]) == {dt.date(2025, 10, 1)}  # the month lost
+    assert any("missing from it" in p for p in archive_problems(workspace.releases, ledger))
+    with pytest.raises(WorkspaceError, match=r"lacks 1 published month.*2025-11.*ledger --cards"):
+        load_archive(workspace)
+
+    saved = archive_path(workspace).read_bytes()
+    assert main(["ledger", "-w", str(workspace.root), "--cards", str(workspace.releases)]) == 0
+    assert f"restored month 2025-11 ({lost.release_id})" in capsys.readouterr().out
+    archive = read_archive(workspace)
+    assert archive.filter(pl.col("month") == dt.date(2025, 11, 1))["release_id"].to_list() == [
+        lost.release_id
+    ] * len(PRODUCT_CATEGORIES)
+    assert archive_problems(workspace.releases, ledger) == []
+    assert rebuild_archive(workspace.releases, ledger) == []  # nothing left to restore
+    assert len(load_archive(workspace)) == 2 * len(PRODUCT_CATEGORIES)
+
+    archive_path(workspace).write_bytes(saved)  # the lost state again: a release repairs it
+    with pytest.raises(ReleaseRefusedError, match="2025-11 was already released"):
+        _release(workspace, dt.date(2025, 11, 1), dt.date(2025, 12, 1), params, ledger, policy)
+    assert set(read_archive(workspace)["month"]) == {dt.date(2025, 10, 1), dt.date(2025, 11, 1)}

@@ -46,6 +46,7 @@ clipped at zero.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -176,18 +177,45 @@ def load_archive(workspace: Workspace) -> pd.DataFrame:
     """
     path = archive_path(workspace)
     fix = _BACKFILL.format(root=workspace.root)
-    if not path.exists():
+    frame = pd.read_parquet(path) if path.exists() else None
+    archived = set() if frame is None else set(frame.get("release_id", pd.Series()).astype(str))
+    lost = _published_months_missing(workspace, archived)
+    if lost:
+        raise WorkspaceError(
+            f"release archive {path} lacks {len(lost)} published month(s) ({', '.join(lost)}; "
+            "a release was killed before the archive was updated); nothing was forecast. "
+            f"Fix: run `segments ledger --cards {workspace.releases}`, which rebuilds the "
+            "archive from the published tables the ledger recorded, then forecast again"
+        )
+    if frame is None:
         raise WorkspaceError(
             f"release archive {path} does not exist: forecasts read only the DP release "
             f"archive; build it with {fix} first"
         )
-    frame = pd.read_parquet(path)
     if frame.empty:
         raise WorkspaceError(
             f"release archive {path} is empty (0 released months); release months into it "
             f"with {fix} first"
         )
     return validate_archive(frame)
+
+
+def _published_months_missing(workspace: Workspace, archived: set[str]) -> list[str]:
+    """Monthly releases published into ``W/releases`` (a card with its month next to the
+    monthly table) whose rows are not in the archive, as ``YYYY-MM (release id)``."""
+    name = "monthly_category.parquet"
+    lost = []
+    for card_path in sorted(workspace.releases.glob("*/card.json")):
+        folder = card_path.parent
+        if folder.name in archived or not (folder / name).is_file():
+            continue
+        try:
+            month = json.loads(card_path.read_text(encoding="utf-8")).get("month")
+        except (OSError, ValueError):
+            continue  # not a readable card: `segments ledger --cards` reports it
+        if month:
+            lost.append(f"{str(month)[:7]} ({folder.name})")
+    return lost
 
 
 def validate_archive(frame: pd.DataFrame) -> pd.DataFrame:

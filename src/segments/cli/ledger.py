@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,11 @@ def run(args: argparse.Namespace) -> int:
             params = ledger.change_policy(policy)
             print(f"ledger {ledger.path} now bound to policy {policy.name!r}: {params}")
         report_reconciliation(ledger)
+        if args.cards and Path(args.cards).is_dir():  # the archive is derived: repaired
+            from segments.privacy.archive import rebuild_archive
+
+            for change in rebuild_archive(args.cards, ledger):
+                print(f"release archive repaired: {change}", file=sys.stderr if args.json else None)
     cards = _find_cards(args.cards) if args.cards else None
     reports = [_report(ledger, args.as_of, cards, args.cards) for ledger in ledgers]
     if args.json:

@@ -40,6 +40,7 @@ __all__ = [
     "archive_path",
     "archive_problems",
     "check_month_in_data",
+    "rebuild_archive",
     "backfill",
     "month_start",
     "next_month",
@@ -189,6 +190,8 @@ def release_month(
     )
     lines = workspace.require(prepared / "lines.parquet", f"segments prepare --purpose {purpose}")
     with _archive_lock(workspace):
+        # a month a killed run published but never appended comes back before the check
+        rebuild_archive(workspace.releases, ledger)
         archive = read_archive(workspace)
         if archive.filter(pl.col("month") == month).height:
             previous = archive.filter(pl.col("month") == month)["release_id"][0]
@@ -326,6 +329,78 @@ def archive_problems(releases: str | Path, ledger: Any) -> list[str]:
     for release_id in sorted(monthly - set(archive["release_id"].to_list())):
         problems.append(f"{path}: the published month {release_id!r} is missing from it")
     return problems
+
+
+def _published_rows(folder: Path, ledger: Any) -> tuple[pl.DataFrame, list[str]]:
+    """The archive as the ledger's published monthly releases into ``folder`` make it: rows
+    rebuilt from each published table whose SHA-256 matches the ledger's; and the release
+    ids whose table or card is missing or changed (they cannot be rebuilt)."""
+    from segments.workspace import sha256_file
+
+    name = f"{SPECS['monthly_category'].name}.parquet"
+    frames, unreadable = [], []
+    for entry in ledger.entries():
+        if entry.status != "published" or name not in entry.files:
+            continue
+        if (folder / entry.release_id).resolve() != Path(entry.output or "").resolve():
+            continue  # published into another workspace sharing the ledger
+        table = folder / entry.release_id / name
+        card = folder / entry.release_id / "card.json"
+        if not table.is_file() or not card.is_file() or sha256_file(table) != entry.files[name]:
+            unreadable.append(entry.release_id)
+            continue
+        published = ReleaseResult(
+            entry.release_id,
+            folder / entry.release_id,
+            {"monthly_category": pl.read_parquet(table)},
+            json.loads(card.read_text(encoding="utf-8")),
+        )
+        month = dt.date.fromisoformat(str(published.card.get("month")))
+        frames.append(_archive_rows(published, month))
+    rows = pl.concat(frames) if frames else pl.DataFrame(schema=ARCHIVE_SCHEMA)
+    return rows.sort("month", "category"), unreadable
+
+
+def rebuild_archive(releases: str | Path, ledger: Any) -> list[str]:
+    """Restore to ``releases/archive/monthly_category.parquet`` every month the ledger
+    published into ``releases`` but the archive lacks, rebuilt from its published table
+    (whose SHA-256 the ledger recorded). The archive is derived: a process killed between
+    the ledger's "published" and the archive's update lost the month from it, and a retry
+    is rightly refused as already charged.
+
+    Rows the archive holds are kept (another ledger may have released them;
+    :func:`archive_problems` checks them); a published table that is missing or changed
+    cannot be rebuilt and is left to :func:`archive_problems` to name.
+
+    Returns
+    -------
+    list of str
+        One line per month restored; [] when nothing was missing.
+    """
+    folder = Path(releases)
+    path = folder / "archive" / "monthly_category.parquet"
+    published, _ = _published_rows(folder, ledger)
+    current = (
+        pl.read_parquet(path).cast(ARCHIVE_SCHEMA)  # type: ignore[arg-type]
+        if path.exists()
+        else pl.DataFrame(schema=ARCHIVE_SCHEMA)
+    )
+    missing = published.filter(
+        ~pl.col("release_id").is_in(current["release_id"].implode())
+        & ~pl.col("month").is_in(current["month"].implode())
+    )
+    if missing.height == 0:
+        return []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    combined = pl.concat([current, missing]).sort("month", "category")
+    atomic_write_with(path, combined.write_parquet)
+    return [
+        f"{path}: restored month {month:%Y-%m} ({release_id}) from its published table"
+        for month, release_id in missing.select("month", "release_id")
+        .unique()
+        .sort("month")
+        .iter_rows()
+    ]
 
 
 def _append(workspace: Workspace, archive: pl.DataFrame, rows: pl.DataFrame) -> None:

@@ -119,7 +119,10 @@ def open_ledger(
         claim_population_data(str(policy.controller), population_data_ids(workspace), policy)
         ledger = Ledger.for_policy(policy, path=path, init=init, releases=workspace.releases)
     if reconcile:  # reservations a crash left unpublished: finished or aborted first
+        from segments.privacy.archive import rebuild_archive
+
         ledger.reconcile()
+        rebuild_archive(workspace.releases, ledger)  # a month killed before its archive update
     return ledger
 
 
