@@ -440,7 +440,7 @@ def test_another_key_cannot_hide_an_erasure(
     with pytest.raises(PolicyError, match="subject erasure"):
         erase(ws, POLICY, cid)  # back in the restored raw data
     log_before = ws.subject_log.read_bytes()
-    with pytest.raises(PolicyError, match="subject erasure"):
+    with pytest.raises(PolicyError, match="retention purge: .* written with the"):
         purge(ws, POLICY, AS_OF)  # the demo data has flagged accounts: an erasure under key 2
     assert ws.subject_log.read_bytes() == log_before
     ctx = AuditContext(
@@ -705,3 +705,42 @@ def test_an_erased_id_written_differently_by_the_next_export_stays_erased(
     assert main(["subject", "export", "-w", str(work.root), "--customer", "x7"]) == 2
     err = capsys.readouterr().err
     assert "'x7' is not a customer id" in err and err.count("\n") == 1
+
+
+def test_a_restored_backup_is_reported_not_hidden_and_purge_erases_again(
+    ws: Workspace, small_raw: Workspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 18 review: after a raw backup from before an erasure is restored, the register
+    extract said "All your data was erased" while raw held the person again, and prepare
+    said nothing. Now the extract lists what raw holds and says the erasure must be re-run,
+    prepare warns in one line (counted, not named) with the fix, and `retention purge`
+    erases the person again."""
+    cid = _in_segmentation(ws)
+    accounts, pid = _person(ws, cid)
+    erase(ws, POLICY, cid)
+    assert subject_export(ws, cid)["accounts"] == []
+    shutil.rmtree(ws.raw)
+    shutil.copytree(small_raw.raw, ws.raw)  # the backup from before the erasure
+
+    extract = subject_export(ws, cid)
+    assert sorted(a["customer_id"] for a in extract["accounts"]) == sorted(accounts)
+    assert extract["erasure"]["returned"] and "carried out again" in extract["erasure"]["note"]
+
+    argv = ["prepare", "-w", str(ws.root), "--policy", POLICY, "--purpose", "segmentation"]
+    assert main([*argv, "--as-of", AS_OF]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 1 person(s) erased earlier are in the raw data again" in err
+    assert "retention purge" in err and str(cid) not in err and err.count("\n") == 1
+
+    purge_argv = ["retention", "purge", "-w", str(ws.root), "--policy", POLICY]
+    assert main([*purge_argv, "--as-of", AS_OF]) == 0
+    left = pl.read_parquet(ws.raw_table("customers"))
+    assert left.filter(pl.col("customer_id").is_in(accounts)).height == 0
+    assert subject_export(ws, cid)["accounts"] == []
+
+    # an unknown policy is refused first, also for an erased customer
+    capsys.readouterr()
+    bad = ["subject", "export", "-w", str(ws.root), "--customer", str(cid), "--policy", "nosuch"]
+    assert main(bad) == 2
+    err = capsys.readouterr().err
+    assert "nosuch" in err and err.count("\n") == 1

@@ -461,6 +461,11 @@ def _orders_with_persons(frames: Mapping[str, pl.DataFrame], roots: pl.DataFrame
     )
 
 
+#: The prepare rule that keeps out persons the request log erased (the CLI warns on it:
+#: such a person in the raw data again means a backup was restored after the erasure).
+ERASED_EARLIER = "erased earlier (subject request log)"
+
+
 def _drop_logged_erasures(
     run: _Run,
     ws: Workspace,
@@ -480,7 +485,7 @@ def _drop_logged_erasures(
     rule = policy.exclusions["erasure"]
     run.drop_persons(
         ~pl.col("person_root").is_in(gone.implode()),
-        rule="erased earlier (subject request log)",
+        rule=ERASED_EARLIER,
         kind="exclusion",
         clause_ids=rule.clause_ids,
         note="accounts whose keyed hash is in W/subjects/requests.json never come back",

@@ -42,7 +42,13 @@ from segments.prepare import (
     person_table,
 )
 from segments.pseudonym import PseudonymKey, load_key
-from segments.subjects import erase_flagged_holding_lock, flagged_persons, pending_requests
+from segments.subject_log import check_log_key, logged_hashes
+from segments.subjects import (
+    erase_flagged_holding_lock,
+    flagged_persons,
+    pending_requests,
+    returned_persons,
+)
 from segments.workspace import Workspace, make_private, sha256_file, write_json
 
 __all__ = ["PurgeResult", "purge"]
@@ -165,6 +171,10 @@ def _purge_holding_lock(
 ) -> PurgeResult:
     frames = load_raw_tables(ws, day)
     by_person = flagged_persons(frames["customers"])
+    if logged_hashes(ws, "erasure"):  # erased persons a restored backup brought back
+        pkey = load_key(key, key_file=key_file, workspace=ws)
+        check_log_key(ws, pkey, "retention purge")
+        by_person |= returned_persons(ws, pkey, frames["customers"])
     accounts = [a for group in by_person.values() for a in group]
     erased_rows = _erased_rows(frames, accounts) if accounts else {}
     if dry_run and accounts:  # retention is counted on what the erasure would leave

@@ -66,6 +66,7 @@ __all__ = [
     "flagged_persons",
     "pending_requests",
     "erased_accounts",
+    "returned_persons",
     "explain_segment",
     "log_key_problem",
     "logged_hashes",
@@ -246,6 +247,8 @@ def subject_export(
         If no raw customer has ``customer_id``.
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    # an unknown policy is refused before anything is looked up (also for an erased person)
+    pol = policy if isinstance(policy, Policy) or policy is None else Policy.load(policy)
     customers = _read(ws, "customers")
     roots = _link(customers)
     id_type = _source_id_type(ws)
@@ -253,7 +256,18 @@ def subject_export(
     root = roots.filter(pl.col("customer_id").is_in(named.implode()))
     # An erasure logged but interrupted (raw rows may remain) exports nothing either.
     erased = _erasure_of(ws, customers, customer_id, key, key_file)
-    if root.height == 0 or erased is not None:
+    returned = erased is not None and not erased.get("pending") and root.height > 0
+    if returned:  # a backup restored after the erasure: say what the raw data hold now
+        assert erased is not None
+        erased = {
+            **erased,
+            "returned": True,
+            "note": f"Your data were erased on {erased['erased_on']}, but a backup restored "
+            "afterwards brought them back into the raw tables: what they hold now is listed "
+            "here. They are kept out of every new prepared frame, and the erasure must be "
+            "carried out again (`segments subject erase` or `segments retention purge`).",
+        }
+    elif root.height == 0 or erased is not None:
         if erased is not None:
             return {
                 "kind": "register extract (access and data portability, AK-5)",
@@ -300,8 +314,9 @@ def subject_export(
         "orders": order_rows,
         "rights": _RIGHTS,
     }
-    if policy is not None:
-        pol = policy if isinstance(policy, Policy) else Policy.load(policy)
+    if returned:
+        extract["erasure"] = erased
+    if pol is not None:
         extract["controller"] = {"name": pol.controller, "org_number": pol.org_number}
     if len(account_ids) > 1:
         extract["linked_accounts_note"] = (
@@ -677,8 +692,8 @@ def _carry_out_holding_lock(
             "was changed. Fix: have the controller mark the restriction at source and leave "
             "the customer out of its exports, or erase the customer here"
         )
-    if customer_id is None:
-        by_person = _flagged_persons(customers)
+    if customer_id is None:  # flagged persons, and erased ones a restored backup brought back
+        by_person = {**_flagged_persons(customers), **returned_persons(ws, pkey, customers)}
         if not by_person:
             return finished[-1] if finished else None
     else:
@@ -787,8 +802,9 @@ def erase_flagged(
     """
     ws, pol = _resolve(workspace, policy)
     pending = pending_requests(ws)
-    if not pending and not _flagged_persons(pl.read_parquet(ws.raw_table("customers"))):
-        return None
+    flagged = _flagged_persons(pl.read_parquet(ws.raw_table("customers")))
+    if not pending and not flagged and not logged_hashes(ws, "erasure"):
+        return None  # (with erasures logged, a restored backup may have brought one back)
     pkey = _keys(ws, key, key_file)
     return _locked_carry_out(ws, pol, "erasure", None, pkey, None, today)
 
@@ -810,6 +826,28 @@ def flagged_persons(customers: pl.DataFrame) -> dict[int, list[int]]:
     """Every linked account of every person with an ``erasure_requested`` account, by
     person root (a sole trader's private and business accounts go together)."""
     return _flagged_persons(customers)
+
+
+def returned_persons(
+    ws: Workspace, key: PseudonymKey, customers: pl.DataFrame
+) -> dict[int, list[int]]:
+    """Every linked account of every person the request log says was erased but whom the
+    raw data hold again (a backup restored after the erasure), by person root."""
+    erased = erased_accounts(ws, key, customers["customer_id"])
+    if erased.len() == 0:
+        return {}
+    roots = _link(customers)
+    back = roots.filter(pl.col("customer_id").is_in(erased.implode()))["person_root"]
+    groups = (
+        roots.filter(pl.col("person_root").is_in(back.implode()))
+        .group_by("person_root")
+        .agg("customer_id")
+        .sort("person_root")
+    )
+    return {
+        int(r): [int(c) for c in ids]
+        for r, ids in zip(groups["person_root"], groups["customer_id"], strict=True)
+    }
 
 
 def _flagged_persons(customers: pl.DataFrame) -> dict[int, list[int]]:

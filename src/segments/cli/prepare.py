@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from segments.cli.common import add_workspace_option, iso_date, safe_name
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segments.prepare import prepare
+    from segments.prepare import ERASED_EARLIER, prepare
 
     report = prepare(args.workspace, args.policy, args.purpose, args.as_of, key_file=args.key_file)
     out = args.workspace.prepared_dir(report.purpose)
@@ -57,5 +58,14 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"  {', '.join(rule.clause_ids):<16} {rule.rule}: {rule.persons_removed} persons, "
                 f"{rule.rows_removed} lines removed"
+            )
+        if rule.rule == ERASED_EARLIER and rule.persons_removed:
+            print(
+                f"warning: {rule.persons_removed} person(s) erased earlier are in the raw data "
+                f"again (a backup restored after the erasure?); they were kept out of these "
+                f"frames, but their raw rows must go: run `segments retention purge -w "
+                f"{args.workspace.root} --policy {report.policy}` (or `segments subject erase` "
+                "again)",
+                file=sys.stderr,
             )
     return 0
