@@ -744,3 +744,37 @@ def test_a_restored_backup_is_reported_not_hidden_and_purge_erases_again(
     assert main(bad) == 2
     err = capsys.readouterr().err
     assert "nosuch" in err and err.count("\n") == 1
+
+
+def test_a_segment_running_during_an_erasure_says_to_run_it_again(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18 review: ``segment`` running while ``subject erase`` rewrote the prepared
+    frames failed with "could not be read as Parquet (Invalid thrift) … damaged" (its lazy
+    scan read them half-replaced). It now reads them whole under the shared workspace lock,
+    and the erasure recorded meanwhile refuses the write with "run it again"."""
+    import importlib
+
+    from segments.exceptions import WorkspaceError
+
+    seg = importlib.import_module("segments.segmentation")
+    cid = _in_segmentation(ws)
+    accounts, pid = _person(ws, cid)
+    labels_before = (ws.segments / "labels.parquet").read_bytes()
+    real = seg._read_prepared
+
+    def erase_meanwhile(work: Workspace, purpose: str):  # type: ignore[no-untyped-def]
+        found = real(work, purpose)  # segment has read the frames; the fit is still to come
+        for frame in found[1:]:
+            frame.collect_schema()  # what a lazy scan had read of the files before the erasure
+        erase(ws, POLICY, cid)
+        return found
+
+    monkeypatch.setattr(seg, "_read_prepared", erase_meanwhile)
+    with pytest.raises(WorkspaceError, match="erasure or restriction was recorded.*run it again"):
+        seg.segment(ws, POLICY, k_range=range(3, 4), n_splits=2)
+    assert _traces(ws, accounts, pid) == []
+    assert (
+        not (ws.segments / "labels.parquet").exists()
+        or (ws.segments / "labels.parquet").read_bytes() != labels_before
+    )

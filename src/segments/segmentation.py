@@ -926,8 +926,14 @@ def _prepared_as_of(prepared: Path) -> dt.date:
 def _read_prepared(ws: Workspace, purpose: str) -> tuple[Path, pl.LazyFrame, pl.LazyFrame]:
     folder = ws.prepared_dir(purpose)
     made_by = f"segments prepare --workspace {ws.root} --purpose {purpose}"
-    lines = pl.scan_parquet(ws.require(folder / "lines.parquet", made_by))
-    customers = pl.scan_parquet(ws.require(folder / "customers.parquet", made_by))
+    lines_path = ws.require(folder / "lines.parquet", made_by)
+    customers_path = ws.require(folder / "customers.parquet", made_by)
+    # Read whole under the shared workspace lock: an erasure rewrites these frames under the
+    # exclusive one, and a lazy scan during the fit read them half-replaced ("Invalid
+    # thrift"); an erasure recorded meanwhile refuses the write (Workspace.publishing).
+    with ws.lock(exclusive=False):
+        lines = pl.read_parquet(lines_path).lazy()
+        customers = pl.read_parquet(customers_path).lazy()
     return folder, lines, customers
 
 
