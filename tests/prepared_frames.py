@@ -111,3 +111,16 @@ def write_policy_report(folder: Path, as_of: dt.date, purpose: str = "statistics
     )
     write_json(Path(folder) / "policy_report.json", report.to_dict())
     return Path(folder) / "policy_report.json"
+
+
+def sign_prepared(workspace, purpose: str, as_of: dt.date, key_id: str = "0" * 16) -> None:
+    """Prepare's signed provenance record for hand-made frames in ``W/prepared/<purpose>/``
+    (bound to the workspace's raw files now), as ``segments prepare`` writes it."""
+    from segments.provenance import PROVENANCE_FILE, prepared_provenance, raw_hashes
+    from segments.workspace import write_json
+
+    folder = workspace.prepared_dir(purpose)
+    record = prepared_provenance(
+        raw_hashes(workspace), folder, purpose=purpose, as_of=as_of, key_id=key_id
+    )
+    write_json(folder / PROVENANCE_FILE, record)

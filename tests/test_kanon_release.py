@@ -89,6 +89,9 @@ def workspace(tmp_path):
     )
     full_lines.write_parquet(folder / "lines.parquet")
     (ws.raw / "manifest.json").write_text(json.dumps({"synthetic": True}), encoding="utf-8")
+    from prepared_frames import sign_prepared
+
+    sign_prepared(ws, "microdata", dt.date(2026, 10, 31))
     assert set(PREPARED_LINES.names) >= set(full_lines.columns)
     assert set(PREPARED_CUSTOMERS.names) >= set(customers.columns)
     return ws

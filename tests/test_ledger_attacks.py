@@ -84,6 +84,8 @@ def test_attack_a_copied_workspace_over_a_deleted_ledger_creates_nothing(tmp_pat
     from segments.workspace import Workspace
 
     ws = Workspace(tmp_path / "W")
+    ws.raw.mkdir(parents=True)
+    ws.raw_table("customers").write_bytes(b"the people")  # what identifies them (hashed)
     ledger = Ledger.for_policy(policy, releases=ws.releases)
     write_card(ws.releases, ledger, ledger.reserve(request(policy, epsilon=1.0)))
     for path in (ledger.path, ledger.anchor_path, ledger_module._registry_path()):
@@ -340,6 +342,48 @@ def test_attack_a_renamed_controller_gets_no_fresh_budget_on_the_same_data(
     err = capsys.readouterr().err
     assert "already bound to controller 'AllOffice Nordic AB'" in err and "clause AO-1" in err
     assert not default_ledger_path("AllOffice Nordic Two AB").exists()
+
+
+# --- fix13.2: ... after deleting raw/customers.parquet and editing the report's key_id ----------
+def test_attack_renamed_controller_after_deleting_raw_and_editing_key_id_is_refused(
+    genuine, tmp_path, capsys, clock
+):
+    from segments.provenance import population_data_ids
+
+    clock["at"] = dt.datetime(2026, 12, 4, 12, tzinfo=dt.UTC)
+    line = (
+        "release -w {ws} --policy {policy} --purpose statistics --recipient purchasing "
+        "--spec customers_by_county_segment"
+    )
+    assert _cli(line, ws=genuine.root, policy="alloffice") == 0, capsys.readouterr().err
+    signed_ids = population_data_ids(genuine)
+    genuine.raw_table("customers").unlink()
+    report = genuine.prepared_dir("statistics") / "policy_report.json"
+    edited = json.loads(report.read_text())
+    edited["key_id"] = "0" * len(edited["key_id"])
+    report.write_text(json.dumps(edited))
+    # the ids come from prepare's signed record: neither the deletion nor the edit changes them
+    ids = population_data_ids(genuine)
+    assert (
+        ids["pseudonymisation key of statistics"]
+        == signed_ids["pseudonymisation key of statistics"]
+    )
+    assert ids["raw customer table of statistics"] == signed_ids["raw customer table"]
+    renamed = tmp_path / "alloffice-renamed.toml"
+    renamed.write_text(
+        Path(Policy.load("alloffice").path)
+        .read_text()
+        .replace('"AllOffice Nordic AB"', '"AllOffice Nordic Two AB"')
+    )
+    capsys.readouterr()
+    assert _cli(line, ws=genuine.root, policy=str(renamed)) != 0
+    err = capsys.readouterr().err
+    assert "refused before anything was charged" in err and "clause AO-1" in err, err
+    assert not default_ledger_path("AllOffice Nordic Two AB").exists()
+    # and with the signed record removed, nothing identifies the people: refused, not skipped
+    (genuine.prepared_dir("statistics") / "provenance.json").unlink()
+    with pytest.raises(ReleaseRefusedError, match="no signed provenance record"):
+        population_data_ids(genuine)
 
 
 # --- 13.9d: the survey's "2 accounts per person" is checked on the linked data -----------------

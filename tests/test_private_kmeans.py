@@ -293,7 +293,7 @@ def test_private_pipeline_is_consistent_with_its_total_epsilon():
 # --- workspace integration: ledger first, files, provenance, recipients ---------------------
 @pytest.fixture
 def private_workspace(tmp_path):
-    from prepared_frames import AS_OF, make_prepared
+    from prepared_frames import AS_OF, make_prepared, sign_prepared
 
     from segments.workspace import Workspace, write_json
 
@@ -304,6 +304,7 @@ def private_workspace(tmp_path):
     customers.write_parquet(folder / "customers.parquet")
     lines.write_parquet(folder / "lines.parquet")
     write_json(folder / "policy_report.json", {"as_of": AS_OF.isoformat()})
+    sign_prepared(ws, "segmentation", AS_OF)
     return ws
 
 

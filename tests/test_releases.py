@@ -62,6 +62,9 @@ def workspace(tmp_path, frames) -> Workspace:
     prepared.mkdir(parents=True)
     for name in ("customers", "lines"):
         (prepared / f"{name}.parquet").write_bytes(frames[name].read_bytes())
+    from prepared_frames import sign_prepared
+
+    sign_prepared(ws, PURPOSE, dt.date(2026, 10, 31))
     return ws
 
 

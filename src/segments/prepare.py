@@ -660,7 +660,9 @@ def _write_atomically(
         if raw is not None:
             from segments.provenance import PROVENANCE_FILE, prepared_provenance
 
-            record = prepared_provenance(dict(raw), tmp, purpose=report.purpose, as_of=report.as_of)
+            record = prepared_provenance(
+                dict(raw), tmp, purpose=report.purpose, as_of=report.as_of, key_id=report.key_id
+            )
             write_json(tmp / PROVENANCE_FILE, record)
         make_private(tmp)  # pseudonymised personal data: owner-only whatever the umask
         old = None

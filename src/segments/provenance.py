@@ -28,6 +28,7 @@ __all__ = [
     "population_data_ids",
     "prepared_provenance",
     "raw_hashes",
+    "signed_record",
     "verify_prepared",
 ]
 
@@ -90,17 +91,58 @@ def raw_hashes(workspace: Workspace | str | Path) -> dict[str, str]:
 
 
 def prepared_provenance(
-    raw: dict[str, str], folder: Path, *, purpose: str, as_of: dt.date
+    raw: dict[str, str],
+    folder: Path,
+    *,
+    purpose: str,
+    as_of: dt.date,
+    key_id: str | None = None,
 ) -> dict[str, Any]:
     """The signed record prepare writes as ``provenance.json`` into ``folder``: the raw files
-    it read and every file it wrote (their SHA-256)."""
+    it read, every file it wrote (their SHA-256), the data's as-of and the pseudonymisation
+    key's id (the facts the ledger binds; ``policy_report.json`` is only a report)."""
     outputs = {
         path.name: sha256_file(path)
         for path in sorted(folder.iterdir())
         if path.is_file() and path.name != PROVENANCE_FILE
     }
-    record = {"purpose": purpose, "as_of": as_of.isoformat(), "raw": raw, "outputs": outputs}
+    record: dict[str, Any] = {
+        "purpose": purpose,
+        "as_of": as_of.isoformat(),
+        "raw": raw,
+        "outputs": outputs,
+    }
+    if key_id is not None:
+        record["key_id"] = key_id
     return _sign(record)
+
+
+def signed_record(workspace: Workspace | str | Path, purpose: str) -> dict[str, Any]:
+    """Prepare's signed provenance record of ``W/prepared/<purpose>/``.
+
+    Raises
+    ------
+    ReleaseRefusedError
+        No record, or one not signed by ``segments prepare`` for this user.
+    """
+    from segments.exceptions import ReleaseRefusedError
+
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
+    path = ws.prepared_dir(purpose) / PROVENANCE_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReleaseRefusedError(
+            f"{path} cannot be read ({exc.__class__.__name__}): the frames of purpose "
+            f"{purpose!r} carry no signed provenance record; run `segments prepare --purpose "
+            f"{purpose}` in this workspace"
+        ) from None
+    if not isinstance(record, dict) or not _signed(record):
+        raise ReleaseRefusedError(
+            f"{path} is not signed by `segments prepare` for this user; run `segments prepare "
+            f"--purpose {purpose}` in this workspace"
+        )
+    return record
 
 
 def verify_prepared(workspace: Workspace | str | Path, purpose: str) -> str | None:
@@ -139,19 +181,46 @@ def verify_prepared(workspace: Workspace | str | Path, purpose: str) -> str | No
 
 def population_data_ids(workspace: Workspace) -> dict[str, str]:
     """What identifies the people in a workspace's data, whatever a policy calls its
-    controller: the pseudonymisation key's fingerprint of every prepared purpose and the
-    SHA-256 of the raw customer table (bound to one controller name by
-    :func:`segments.privacy.ledger.claim_population_data`)."""
+    controller: from prepare's SIGNED provenance record of every prepared purpose, the
+    pseudonymisation key's id and the SHA-256 of the raw customer table it read, and the raw
+    customer table now (bound to one controller name by
+    :func:`segments.privacy.ledger.claim_population_data`). Nothing is taken from an
+    editable report, and nothing missing is skipped silently.
+
+    Raises
+    ------
+    ReleaseRefusedError
+        A prepared purpose without a signed record (or one without the key's id), or
+        nothing at all that identifies the people.
+    """
+    from segments.exceptions import ReleaseRefusedError
+
     ids: dict[str, str] = {}
     customers = workspace.raw_table("customers")
     if customers.is_file():
         ids["raw customer table"] = sha256_file(customers)
     prepared = workspace.root / "prepared"
-    for report in sorted(prepared.glob("*/policy_report.json")) if prepared.is_dir() else ():
-        try:
-            key_id = json.loads(report.read_text(encoding="utf-8")).get("key_id")
-        except (OSError, ValueError):
-            continue
-        if isinstance(key_id, str) and key_id:
-            ids[f"pseudonymisation key of {report.parent.name}"] = key_id
+    folders = (
+        sorted(p for p in prepared.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if prepared.is_dir()
+        else []
+    )
+    for folder in folders:
+        record = signed_record(workspace, folder.name)
+        key_id = record.get("key_id")
+        if not isinstance(key_id, str) or not key_id:
+            raise ReleaseRefusedError(
+                f"{folder / PROVENANCE_FILE} records no pseudonymisation key id (prepared by "
+                f"an older version); run `segments prepare --purpose {folder.name}` again"
+            )
+        ids[f"pseudonymisation key of {folder.name}"] = key_id
+        raw_customers = (record.get("raw") or {}).get(customers.name)
+        if isinstance(raw_customers, str) and raw_customers:
+            ids[f"raw customer table of {folder.name}"] = raw_customers
+    if not ids:
+        raise ReleaseRefusedError(
+            f"nothing identifies the people of {workspace.root}: {customers} is missing and "
+            "no signed prepare record names the data; restore the raw data and run "
+            "`segments prepare`"
+        )
     return ids

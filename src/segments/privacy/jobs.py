@@ -115,9 +115,20 @@ def open_ledger(
             policy=policy,
         )
     else:
+        # released frames must be prepare's, from this workspace's raw data (signed record)
+        unbound = verify_prepared(workspace, purpose) if purpose else None
+        if unbound:
+            raise ReleaseRefusedError(
+                f"privacy ledger of {policy.controller!r} refused before anything was "
+                f"charged{rule}: {unbound}; releases read only frames prepared from the "
+                f"workspace's raw data — run `segments prepare --purpose {purpose}` in this "
+                "workspace"
+            )
         # the people's data belong to one controller name, whatever the policy file says
-        claim_population_data(str(policy.controller), population_data_ids(workspace), policy)
+        data_ids = population_data_ids(workspace)
+        claim_population_data(str(policy.controller), data_ids, policy, record=False)
         ledger = Ledger.for_policy(policy, path=path, init=init, releases=workspace.releases)
+        claim_population_data(str(policy.controller), data_ids, policy)
     if reconcile:  # reservations a crash left unpublished: finished or aborted first
         from segments.privacy.archive import rebuild_archive
 

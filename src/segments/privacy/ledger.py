@@ -2259,7 +2259,9 @@ def _registry_update(controller: str, record: Mapping[str, Any]) -> None:
 _DATA_KEY = "__population_data__"  # not a controller slug: slugs are [a-z0-9-]
 
 
-def claim_population_data(controller: str, data_ids: Mapping[str, str], policy: Any = None) -> None:
+def claim_population_data(
+    controller: str, data_ids: Mapping[str, str], policy: Any = None, *, record: bool = True
+) -> None:
     """Bind the people behind ``data_ids`` to ``controller`` in the per-user registry, or
     refuse when another controller name already released on them.
 
@@ -2272,7 +2274,8 @@ def claim_population_data(controller: str, data_ids: Mapping[str, str], policy: 
     Raises
     ------
     ReleaseRefusedError
-        One of ``data_ids`` is bound to another controller.
+        One of ``data_ids`` is bound to another controller (``record=False``: only this
+        check, nothing written — run before a ledger is opened, so a refusal writes nothing).
     """
     if not data_ids:
         return
@@ -2295,7 +2298,7 @@ def claim_population_data(controller: str, data_ids: Mapping[str, str], policy: 
                         f"{owner!r}'s policy and ledger"
                     )
             new = {_data_key(what, value): controller for what, value in data_ids.items()}
-            if any(key not in bound for key in new):
+            if record and any(key not in bound for key in new):
                 current[_DATA_KEY] = {**bound, **new}
                 _write_json_durably(registry, current)
         finally:
