@@ -51,6 +51,7 @@ def run_story(export: Path, mapping: Path, folder: Path) -> dict[str, float]:
     """Every step of the story once; returns seconds per step."""
     ws, key, ledger = folder / "ws", folder / "steward.key", folder / "ledger.sqlite"
     key.write_text(os.urandom(32).hex())
+    key.chmod(0o600)  # the steward's alone (a readable key file is refused)
     w = ("-w", str(ws))
     pol = ("--policy", POLICY)
     t: dict[str, float] = {}

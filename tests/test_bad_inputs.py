@@ -462,6 +462,20 @@ add(
 add("key: too short", PREPARE, _env(KEY_ENV_VAR, "short"), says="key")
 add("key file missing", (*PREPARE, "--key-file", "{tmp}/no_key"), says="key")
 add("key file is a folder", (*PREPARE, "--key-file", "{tmp}/empty"), says="is a folder")
+
+
+def _readable_key(env: Env) -> None:
+    key = env.tmp / "readable.key"
+    key.write_bytes(b"k" * 40)
+    key.chmod(0o644)  # what a default umask makes: readable by everybody
+
+
+add(
+    "key file readable by others",
+    (*PREPARE, "--key-file", "{tmp}/readable.key"),
+    _readable_key,
+    says="chmod 600",
+)
 add(
     "W/.private is a file",
     RELEASE,

@@ -52,6 +52,7 @@ def _story(
     """The commands of the README's "Bring your own data", in order; returns their output."""
     ws, key, ledger = tmp / "ws", tmp / "steward.key", tmp / "ledger.sqlite"
     key.write_text(os.urandom(32).hex())
+    key.chmod(0o600)  # the steward's alone (a readable key file is refused)
     w = ("-w", str(ws))
     pol = ("--policy", str(EXAMPLES / "policy.toml"))
     out: dict[str, str] = {}

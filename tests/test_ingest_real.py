@@ -321,6 +321,7 @@ def test_single_channel_segmentation_drops_constant_features_and_cli_chooses_gro
     shutil.copytree(eu_ws, ws)
     key = tmp_path / "k.hex"
     key.write_text(os.urandom(32).hex())
+    key.chmod(0o600)  # the steward's alone (a readable key file is refused)
     pol = ["--policy", str(EXAMPLES / "cdnow" / "policy.toml")]
     assert (
         main(

@@ -96,6 +96,7 @@ def test_key_file_outside_the_workspace_is_used(tmp_path: Path) -> None:
     ws = _workspace(tmp_path, {"synthetic": False})
     key_file = tmp_path / "steward.key"
     key_file.write_text("s" * 40 + "\n")
+    key_file.chmod(0o600)  # the steward's alone (a readable key file is refused)
     key = load_key(key_file=key_file, workspace=ws)
     assert key.secret == b"s" * 40 and key.provenance == "steward key (key file)"
 

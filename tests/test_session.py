@@ -506,6 +506,7 @@ def test_release_keyed_by_a_declared_country_geography(tmp_path, capsys):
     export, mapping, _ = build_eu_export(tmp_path / "export", n_rows=4000)
     ws, key = tmp_path / "ws", tmp_path / "steward.key"
     key.write_text(os.urandom(32).hex())
+    key.chmod(0o600)  # the steward's alone (a readable key file is refused)
     policy_file = str(examples / "policy.toml")
     assert main(["ingest", "-w", str(ws), str(export), "--mapping", str(mapping)]) == 0
     assert main(["prepare", "-w", str(ws), "--policy", policy_file, "--purpose", "statistics",

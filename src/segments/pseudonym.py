@@ -164,6 +164,13 @@ def _read_key_file(path: Path, workspace: Workspace | None) -> PseudonymKey:
             f"key file {path} is not a regular file (a device or a pipe); give the path of the "
             "steward's key file"
         )
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:  # like ssh: a key others can read is no longer the steward's alone
+        raise PolicyError(
+            f"key file {path} is readable or writable by group or others (mode {mode:o}); the "
+            "pseudonymisation key must be the steward's alone (AO-9), so it was not used. "
+            f"Fix: chmod 600 {path}"
+        )
     secret = path.read_bytes().strip()
     return PseudonymKey(secret, "steward key (key file)")
 
