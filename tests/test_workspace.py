@@ -62,3 +62,37 @@ def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
     target = tmp_path / "x"
     target.write_bytes(b"x" * 3_000_000)  # more than one read block
     assert sha256_file(target) == hashlib.sha256(b"x" * 3_000_000).hexdigest()
+
+
+def test_the_per_user_data_folder_and_synthetic_proofs_are_owner_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18 review: ~/.local/share/segments and synthetic-proofs/ were 0755 and proof
+    files 0644 (mkdir's parents ignore its mode). Everything there is owner-only now, and a
+    loose folder left by an older version is tightened."""
+    import stat
+
+    from segments.privacy import synthetic
+    from segments.workspace import private_folder
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    root = tmp_path / "data" / "segments"
+    proof = synthetic.SyntheticProof(True, "generated", "k" * 16)
+    synthetic._write_cached(proof)
+    written = root / "synthetic-proofs" / f"{proof.key}.json"
+    assert written.is_file()
+    for path in (root, root / "synthetic-proofs"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    assert synthetic._read_cached(proof.key) == proof
+
+    root.chmod(0o755)  # a folder an older version made
+    private_folder(root / "ledgers" / "evaluation")
+    for path in (root, root / "ledgers", root / "ledgers" / "evaluation"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    elsewhere = tmp_path / "mine"
+    elsewhere.mkdir(mode=0o755)
+    private_folder(elsewhere / "a" / "b")  # outside it: only what it creates is tightened
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o755
+    assert stat.S_IMODE((elsewhere / "a").stat().st_mode) == 0o700

@@ -21,7 +21,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from segments.workspace import Workspace, sha256_file
+from segments.workspace import Workspace, private_folder, sha256_file
 
 __all__ = [
     "PROVENANCE_FILE",
@@ -45,7 +45,7 @@ def _secret_path() -> Path:
 def _secret() -> bytes:
     """The per-user secret (32 random bytes, created 0600 on first use)."""
     path = _secret_path()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_folder(path.parent)  # owner-only, its parents too
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -33,6 +33,7 @@ __all__ = [
     "atomic_write_with",
     "check_name",
     "make_private",
+    "private_folder",
     "sha256_file",
     "write_json",
 ]
@@ -89,6 +90,32 @@ def check_name(kind: str, value: object) -> str:
             "(starting with a letter or digit, at most 100 characters); names are never paths"
         )
     return value
+
+
+def private_folder(folder: str | os.PathLike[str]) -> Path:
+    """Create ``folder`` and every missing parent owner-only (0700) and return it.
+
+    ``mkdir(mode=0o700, parents=True)`` gives the parents it creates 0755 (the per-user
+    ``~/.local/share/segments`` was world-readable). Folders under the per-user data folder
+    of segments that already exist are tightened to 0700 too (they are ours alone)."""
+    import platformdirs
+
+    target = Path(folder)
+    missing = []
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+    root = Path(platformdirs.user_data_dir("segments"))
+    if target == root or root in target.parents:
+        for path in (root, *(p for p in target.parents if root in p.parents), target):
+            info = path.stat()
+            if info.st_uid == os.getuid() and info.st_mode & 0o077:
+                path.chmod(0o700)
+    return target
 
 
 def make_private(path: str | os.PathLike[str]) -> None:

@@ -104,6 +104,7 @@ from segments.privacy.composition import (
     rho_to_epsilon,
 )
 from segments.privacy.guards import GUARANTEE_K_ANONYMOUS, PolicyFacts, check_release
+from segments.workspace import private_folder
 
 __all__ = [
     "EVALUATION_CAP_FACTOR",
@@ -803,7 +804,7 @@ class Ledger:
                     "another path only when initialised explicitly (--init-ledger, "
                     "Ledger.open(..., init=True))"
                 )
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_folder(target.parent)
         meta = _init_or_read_meta(target, controller, evaluation, throwaway)
         if meta.get("schema_version") != _SCHEMA_VERSION:
             raise WorkspaceError(
@@ -2186,7 +2187,7 @@ def _read_anchor(path: Path) -> dict[str, Any] | None:
 def _write_json_durably(path: Path, record: Mapping[str, Any]) -> None:
     """Write JSON atomically and durably (temp file, fsync, rename, fsync the folder), owner-only
     (0600) whatever the umask, like the ledger it anchors."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_folder(path.parent)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with open(fd, "w", encoding="utf-8") as handle:
@@ -2236,7 +2237,7 @@ def _registry_get(controller: str | None) -> dict[str, Any] | None:
 
 def _registry_update(controller: str, record: Mapping[str, Any]) -> None:
     registry = _registry_path()
-    registry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_folder(registry.parent)
     lock_path = registry.with_name(registry.name + ".lock")
     with open(os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -2280,8 +2281,9 @@ def claim_population_data(
     if not data_ids:
         return
     registry = _registry_path()
-    registry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with open(registry.with_name(registry.name + ".lock"), "a") as lock:
+    private_folder(registry.parent)
+    lock_path = registry.with_name(registry.name + ".lock")
+    with open(os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             current = _registry_read()

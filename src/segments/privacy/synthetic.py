@@ -258,11 +258,14 @@ def _read_cached(key: str) -> SyntheticProof | None:
 
 def _write_cached(proof: SyntheticProof) -> None:
     try:
-        folder = _cache_dir()
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        from segments.workspace import private_folder
+
+        folder = private_folder(_cache_dir())  # owner-only, its parents too
         tmp = folder / f".{proof.key}.p{os.getpid()}.tmp"
         record = {"key": proof.key, "proven": proof.proven, "reason": proof.reason}
-        tmp.write_text(json.dumps(_sign(record)), encoding="utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(_sign(record)))
         tmp.replace(folder / f"{proof.key}.json")
     except OSError:
         pass  # the cache only saves time
