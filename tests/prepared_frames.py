@@ -110,6 +110,10 @@ def write_policy_report(folder: Path, as_of: dt.date, purpose: str = "statistics
         columns={},
     )
     write_json(Path(folder) / "policy_report.json", report.to_dict())
+    # and prepare's signed record, which is what binds the as-of (the report is only a report)
+    from segments.workspace import Workspace
+
+    sign_prepared(Workspace(Path(folder).parent.parent), Path(folder).name, as_of)
     return Path(folder) / "policy_report.json"
 
 

@@ -340,6 +340,20 @@ def test_attack_a_month_after_the_prepared_datas_as_of_is_refused(workspace, par
     _release(workspace, dt.date(2026, 1, 1), dt.date(2026, 3, 15), params, ledger, policy)
 
 
+def test_attack_an_edited_report_as_of_does_not_move_the_datas_as_of(workspace, params, policy):
+    """fix13.4: policy_report.json is editable; its as_of moved past February must not let a
+    month with no data be released (and its "once" key burned): the as-of is the signed
+    record's."""
+    report = workspace.prepared_dir(PURPOSE) / "policy_report.json"
+    edited = json.loads(report.read_text())
+    edited["as_of"] = "2026-12-31"
+    report.write_text(json.dumps(edited))
+    ledger = _eval_ledger(workspace, policy)
+    with pytest.raises(ReleaseRefusedError, match=r"after the prepared data's as-of 2026-02-10"):
+        _release(workspace, dt.date(2026, 2, 1), dt.date(2026, 3, 15), params, ledger, policy)
+    assert ledger.entries() == [] and not archive_path(workspace).exists()
+
+
 def test_cli_refuses_a_month_after_the_data_before_any_ledger_exists(workspace, capsys):
     from segments.cli.main import main
 
@@ -364,6 +378,10 @@ def die(*args, **kwargs):  # kill -9 right after the ledger recorded "published"
     os.kill(os.getpid(), signal.SIGKILL)
 
 archive._append = die
+# the test session's provenance-signing secret (the frames' signed record is checked)
+from pathlib import Path
+from segments import provenance
+provenance._secret_path = lambda: Path(os.environ["SEGMENTS_TEST_PROOF_SECRET"])
 ws, policy = Workspace(sys.argv[1]), Policy.load("alloffice")
 ledger = Ledger.for_workspace(ws, policy.controller, evaluation=True, synthetic=True,
                               policy=policy)
@@ -394,7 +412,10 @@ def test_attack_a_kill_between_published_and_the_archive_update_loses_no_month(
     ledger = _eval_ledger(workspace, policy)
     _release(workspace, dt.date(2025, 10, 1), dt.date(2025, 11, 1), params, ledger, policy)
     src = str(Path(__file__).parents[1] / "src")
+    from segments import provenance
+
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    env["SEGMENTS_TEST_PROOF_SECRET"] = str(provenance._secret_path())
     child = subprocess.run(
         [sys.executable, "-c", _KILLED_BEFORE_APPEND, str(workspace.root)], env=env, timeout=300
     )

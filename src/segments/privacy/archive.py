@@ -232,12 +232,11 @@ def check_month_in_data(
 ) -> None:
     """Refuse a month that ends after the prepared data's as-of (an incomplete month, or one
     the data does not cover): the release's own as-of is not the data's."""
-    from segments.prepare import PolicyReport
+    from segments.provenance import PROVENANCE_FILE, signed_record
 
-    path = workspace.require(
-        prepared / "policy_report.json", f"segments prepare --purpose {purpose}"
-    )
-    data_as_of = PolicyReport.read(path).as_of
+    # the data's as-of is prepare's SIGNED record's, never the editable policy_report.json's
+    path = workspace.require(prepared / PROVENANCE_FILE, f"segments prepare --purpose {purpose}")
+    data_as_of = dt.date.fromisoformat(str(signed_record(workspace, purpose)["as_of"]))
     month_end = next_month(month) - dt.timedelta(days=1)
     if month_end > data_as_of:
         ids = policy.clauses_for("anonymous_release") if hasattr(policy, "clauses_for") else ()
