@@ -643,3 +643,24 @@ def test_the_workspace_audit_replans_session_releases_from_their_cards(ws, ledge
     assert len(released) >= 5, names  # 2 people x 2 queries, and the survey
     results = audit_cases([c.case for c in released], trials=150)
     assert all(r.passed for r in results), [r.as_dict() for r in results if not r.passed]
+
+
+# --- fix13.5: one "today" (the ledger's clock, UTC), whatever the local time zone -------------
+def test_default_as_of_is_the_ledgers_today_not_the_local_date(ws, monkeypatch):
+    """East of UTC the local date runs ahead of the ledger's (TZ=Pacific/Kiritimati: +14 h,
+    Sweden 00:00-01:00): a default as-of from the local date was refused as in the future for
+    part of every day. The default is the ledger's clock's date."""
+    import time
+
+    from segments.privacy import ledger as ledger_module
+
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")
+    time.tzset()
+    try:
+        ledger_at = dt.datetime(2026, 6, 30, 23, 30, tzinfo=dt.UTC)  # local: 1 July, 13:30
+        monkeypatch.setattr(ledger_module, "_clock", lambda: ledger_at)
+        session = segments.Session(ws, "alloffice", PURPOSE, recipient="purchasing")
+        assert session._as_of() == dt.date(2026, 6, 30) == ledger_module.ledger_today()
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -358,7 +358,9 @@ class Session:
         return self._source
 
     def _as_of(self) -> dt.date:
-        return self.as_of or dt.date.today()
+        from segments.privacy.ledger import ledger_today
+
+        return self.as_of or ledger_today()
 
     def _spec(
         self, queries: Sequence[Query], epsilon: float, weights: Sequence[float] | None

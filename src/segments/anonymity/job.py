@@ -257,7 +257,9 @@ def release_kanon(
     charged: Ledger | None = None
     if segments == "private":  # its provenance is checked in the ledger first
         charged = ledger() if callable(ledger) else ledger
-    as_of = as_of or dt.date.today()
+    from segments.privacy.ledger import ledger_today
+
+    as_of = as_of or ledger_today()
     labels, provenance = _segments(workspace, segments, lines, customers, charged, as_of)
     chosen = list(columns) if columns else list(RELEASE_COLUMNS)
     if sensitive and sensitive not in chosen:

@@ -10,7 +10,6 @@ purchasing archive for the synthetic history (evaluation or demo ledger only).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from typing import Any
 
 from segments.cli.common import (
@@ -158,7 +157,9 @@ def run(args: argparse.Namespace) -> int:
     policy.purpose(args.purpose)  # AO-10: an undeclared purpose is refused before anything
     refuse_early(policy, args.purpose, args.recipient, args.destination)
     params = release_params(workspace, policy, args.purpose)
-    as_of = args.as_of or dt.date.today()
+    from segments.privacy.ledger import ledger_today
+
+    as_of = args.as_of or ledger_today()  # the ledger's clock (UTC), not the local date
     synthetic = is_synthetic(workspace) if wants_simulated_ledger(args) else False
     if not 0.0 < args.confidence < 1.0:
         raise PolicyError(f"--confidence={args.confidence!r} must lie in (0, 1), e.g. 0.95")

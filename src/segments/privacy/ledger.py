@@ -118,6 +118,7 @@ __all__ = [
     "Reservation",
     "Verification",
     "claim_population_data",
+    "ledger_today",
     "controller_slug",
     "default_ledger_dir",
     "default_ledger_path",
@@ -199,6 +200,12 @@ def _clock() -> dt.datetime:
     """The ledger's clock (UTC). A release on a controller's ledger is charged on this date;
     tests replace this function, callers cannot pass a time."""
     return dt.datetime.now(dt.UTC)
+
+
+def ledger_today() -> dt.date:
+    """Today on the ledger's clock (UTC): the one "today" for default as-of dates and the
+    ledger's checks, whatever the local time zone (east of UTC, the local date runs ahead)."""
+    return _clock().date()
 
 
 # --- helpers ----------------------------------------------------------------------------------
