@@ -74,8 +74,9 @@ class DpAuditResult:
                 "confidence": self.confidence,
                 "trials_per_dataset": self.trials,
                 "detects_with_95_percent": (
-                    f"a true ε of {self.power:.2f} x the claim or more (Laplace model, "
-                    f"{self.trials} trials, confidence {self.confidence:.4g})"
+                    f"a true ε of {self.power:.2f} x the claim or more in the Laplace model "
+                    f"({self.trials} trials, confidence {self.confidence:.4g}); optimistic: "
+                    "the measured power is lower (benchmarks/README, bench_audit_power)"
                     if self.claimed_epsilon > 0
                     else "n/a"
                 ),
