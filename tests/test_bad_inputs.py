@@ -501,6 +501,43 @@ add(
     says="ledger",
 )
 
+
+# --- issue 18 review: messages that must name the file and the fix ------------------------------
+def _policy_at(name: str, data: bytes | None = None) -> Setup:
+    def setup(env: Env) -> None:
+        path = env.tmp / name
+        if data is not None:
+            path.write_bytes(data)
+        env.extra["policy"] = str(path)
+
+    return setup
+
+
+add("policy is a folder", PREPARE, _policy_at("empty"), says="{tmp}/empty is a folder")
+add(
+    "policy is a binary file",
+    PREPARE,
+    _policy_at("binary.toml", b"\xff\xfe\x00\x01 not text"),
+    says="policy file {tmp}/binary.toml: not UTF-8",
+)
+add(
+    "subject request log truncated",
+    PREPARE,
+    _write("subjects/requests.json", b'[{"action": "erasure", "subject_ha'),
+    says="requests.json is damaged",
+)
+add(
+    "W/releases is a file",
+    RELEASE,
+    _write("releases", b"somebody's file\n"),
+    says="releases is a file, not a folder",
+)
+add(
+    "subject export with an unknown policy",
+    ("subject", "export", "-w", W, "--customer", "1", "--policy", "nosuch"),
+    says="unknown policy 'nosuch'",
+)
+
 # --- disk and permission faults ------------------------------------------------------------------
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
 EACCES = PermissionError(errno.EACCES, "Permission denied")

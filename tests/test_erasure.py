@@ -778,3 +778,32 @@ def test_a_segment_running_during_an_erasure_says_to_run_it_again(
         not (ws.segments / "labels.parquet").exists()
         or (ws.segments / "labels.parquet").read_bytes() != labels_before
     )
+
+
+def test_an_erasure_stopped_by_a_full_disk_says_it_is_pending_and_a_rerun_finishes_it(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 18 review: erase on a full disk said only "the disk is full"; it now says the
+    request is logged as pending (the person is already kept out) and that a rerun of the
+    same command finishes it — which it does."""
+    import errno
+
+    import segments.retention
+
+    cid = _in_segmentation(ws)
+    accounts, pid = _person(ws, cid)
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(segments.retention, "_replace_all", disk_full)
+    argv = ["subject", "erase", "-w", str(ws.root), "--policy", POLICY, "--customer", str(cid)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err
+    assert "logged as pending" in err and "run the same `segments subject erase`" in err
+    assert json.loads(ws.subject_log.read_text(encoding="utf-8"))[-1]["completed"] is False
+    monkeypatch.undo()
+    assert main(argv) == 0
+    assert json.loads(ws.subject_log.read_text(encoding="utf-8"))[-1]["completed"] is True
+    assert _traces(ws, accounts, pid) == []

@@ -350,6 +350,11 @@ class Policy:
             raise PolicyError(
                 f"policy file {path}: not valid TOML ({exc}); fix the syntax"
             ) from None
+        except UnicodeDecodeError as exc:
+            raise PolicyError(
+                f"policy file {path}: not UTF-8 text (byte {exc.start}: {exc.reason}), so not "
+                "a TOML policy; pass a policy file, or re-encode it as UTF-8"
+            ) from None
         return _Parser(path).policy(data)
 
     # --- queries ----------------------------------------------------------------------
@@ -449,6 +454,11 @@ def _resolve(name_or_path: str | os.PathLike[str]) -> Path:
     text = os.fspath(name_or_path)
     if text.endswith(".toml") or os.sep in text:
         path = Path(text)
+        if path.is_dir():
+            raise PolicyError(
+                f"policy file {path} is a folder, not a policy file; pass a policy name "
+                f"({', '.join(POLICY_NAMES)}) or the path of a .toml policy file"
+            )
         if not path.is_file():
             raise PolicyError(
                 f"policy file {path} does not exist; pass a policy name "

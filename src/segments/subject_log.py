@@ -61,8 +61,15 @@ def log_entries(ws: Workspace) -> list[dict[str, Any]]:
     """The log's entries, oldest first ([] when there is none)."""
     if not ws.subject_log.is_file():
         return []
-    with open(ws.subject_log, encoding="utf-8") as fh:
-        entries = json.load(fh)
+    try:
+        with open(ws.subject_log, encoding="utf-8") as fh:
+            entries = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WorkspaceError(
+            f"the subject request log {ws.subject_log} is damaged ({exc}); nothing was changed. "
+            "Fix: restore it from backup — it records erasures that every later run must keep "
+            "honouring, so it is never regenerated"
+        ) from None
     if not isinstance(entries, list):
         raise WorkspaceError(
             f"{ws.subject_log} is not a list of requests; restore it from backup (it records "

@@ -556,8 +556,6 @@ def _carry_out(
     today: dt.date | None,
     resume: tuple[int, SubjectRequest] | None = None,
 ) -> SubjectRequest:
-    from segments.retention import _replace_all, _update_manifest
-
     accounts = [a for group in accounts_by_person.values() for a in group]
     customers = pl.read_parquet(ws.raw_table("customers"))
     mine = pl.col("customer_id").is_in(accounts)
@@ -570,6 +568,33 @@ def _carry_out(
     else:  # an interrupted request: completed under its own entry, never a second one
         index, request = resume
         request = SubjectRequest(**{**request.__dict__, "done_on": today or dt.date.today()})
+    try:
+        return _finish_logged(ws, action, accounts_by_person, pkey, customers, mine, request, index)
+    except (OSError, pl.exceptions.PolarsError) as exc:  # e.g. the disk filled half-way
+        raise WorkspaceError(
+            f"subject {action} stopped half-way ({' '.join(str(exc).split())[:200]}); the "
+            f"request is logged as pending in {ws.subject_log} and every new prepared frame "
+            "already keeps the person out. Fix the cause (e.g. free space on the disk of "
+            f"{ws.root}) and run the same `segments subject {_COMMANDS[action]}` (or `segments "
+            "retention purge`) again: it finishes this request"
+        ) from exc
+
+
+def _finish_logged(
+    ws: Workspace,
+    action: str,
+    accounts_by_person: Mapping[int, list[int]],
+    pkey: PseudonymKey,
+    customers: pl.DataFrame,
+    mine: pl.Expr,
+    request: SubjectRequest,
+    index: int,
+) -> SubjectRequest:
+    """The work of a request already logged as pending (entry ``index``): derived files,
+    then raw rows, then the entry marked completed."""
+    from segments.retention import _replace_all, _update_manifest
+
+    accounts = [a for group in accounts_by_person.values() for a in group]
     person_ids = pseudonymise(pkey, "person", list(accounts_by_person))
     rows = _remove_from_derived(ws, person_ids)
     new: dict[str, pl.DataFrame] = {}
@@ -613,6 +638,10 @@ def _carry_out(
     done = SubjectRequest(**{**request.__dict__, "rows": rows})
     _replace_entry(ws, index, {**done.to_dict(), "completed": True})
     return done
+
+
+#: The ``segments subject`` command of each logged action.
+_COMMANDS = {"erasure": "erase", "restriction": "restrict"}
 
 
 def _from_entry(ws: Workspace, entry: Mapping[str, Any]) -> SubjectRequest:

@@ -23,7 +23,7 @@ import sqlite3
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from segments.exceptions import (
     BudgetExceededError,
@@ -104,10 +104,12 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _os_error(exc: OSError) -> str:
+def _os_error(exc: OSError, workspace: Any = None) -> str:
     """What an operating-system fault means for the user, and the fix."""
     where = f" ({exc.filename})" if exc.filename else ""
     if exc.errno == errno.ENOSPC:
+        if not where and workspace is not None:  # polars does not say which file
+            where = f" (the disk holding {workspace})"
         return f"the disk is full{where}; free space on that disk and run the command again"
     if exc.errno in (errno.EACCES, errno.EPERM):
         return (
@@ -146,8 +148,9 @@ def _raised_by_segments(exc: BaseException) -> bool:
     return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(package + os.sep)
 
 
-def describe_failure(exc: BaseException) -> str:
-    """One line naming what failed and the fix, for any exception."""
+def describe_failure(exc: BaseException, workspace: Any = None) -> str:
+    """One line naming what failed and the fix, for any exception (``workspace``: the
+    command's, named when the fault names no file)."""
     if isinstance(exc, _USER_ERRORS):
         return _one_line(str(exc))
     if isinstance(exc, sqlite3.OperationalError):
@@ -170,8 +173,7 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, json.JSONDecodeError):
         return (
             f"a JSON file is damaged ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
-            "restore it, or regenerate what wrote it (e.g. `segments generate --force` for "
-            "raw/manifest.json)"
+            "restore it from a backup, or run again the command that wrote it"
         )
     if isinstance(exc, UnicodeError):
         return (
@@ -179,10 +181,10 @@ def describe_failure(exc: BaseException) -> str:
             "(e.g. iconv -f latin1 -t utf-8)"
         )
     if isinstance(exc, OSError):
-        return _os_error(exc)
+        return _os_error(exc, workspace)
     wrapped = _wrapped_os_error(exc)
     if wrapped is not None:  # polars wraps the system's fault (a full disk is no bad file)
-        return _os_error(wrapped)
+        return _os_error(wrapped, workspace)
     if type(exc).__module__.startswith("polars") and "parquet" in str(exc).lower():
         return (
             f"a data file could not be read as Parquet ({_one_line(str(exc))[:160]}); it is "
@@ -198,6 +200,12 @@ def describe_failure(exc: BaseException) -> str:
         f"unexpected {kind}: {_one_line(str(exc))[:300]}; this is a bug or an input the checks "
         "missed: run again with `segments --debug ...` for the traceback and report it"
     )
+
+
+def _workspace_root(args: argparse.Namespace) -> Any:
+    """The command's workspace folder, if it has one."""
+    folder = getattr(args, "workspace", None)
+    return getattr(folder, "root", folder)
 
 
 def _sweep_leftovers(args: argparse.Namespace) -> None:
@@ -253,7 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ours = ours or _wrapped_os_error(exc) is not None
         status = 2 if isinstance(exc, expected) or ours else 1
         print(
-            f"segments {args.command}: error: {describe_failure(exc)} ({budget_statement()})",
+            f"segments {args.command}: error: "
+            f"{describe_failure(exc, _workspace_root(args))} ({budget_statement()})",
             file=sys.stderr,
         )
         return status

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Literal
 
-from segments.exceptions import PolicyError, ReleaseRefusedError
+from segments.exceptions import PolicyError, ReleaseRefusedError, WorkspaceError
 from segments.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -87,6 +87,11 @@ def open_ledger(
     from segments.privacy.synthetic import prove_synthetic
     from segments.provenance import population_data_ids, verify_prepared
 
+    if workspace.releases.exists() and not workspace.releases.is_dir():  # before any ledger
+        raise WorkspaceError(
+            f"release folder {workspace.releases} is a file, not a folder; nothing was charged "
+            "— move or delete that file (releases are written in that folder)"
+        )
     ids = tuple(policy.clauses_for("anonymous_release"))
     rule = f" (rule: the anonymity claim of every release, clause {', '.join(ids)})" if ids else ""
     if kind != "controller":
