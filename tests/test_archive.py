@@ -397,8 +397,8 @@ def test_attack_a_kill_between_published_and_the_archive_update_loses_no_month(
 ):
     """Issue 18 review: ``kill -9`` after the ledger's "published" and before the archive
     update left the month out of the archive for good (the retry is refused as charged).
-    The archive is derived: the next monthly release and ``segments ledger --cards``
-    rebuild it from the published table; a forecast refuses until then."""
+    The archive is derived: a forecast, the next monthly release and ``segments ledger
+    --cards`` rebuild it from the published table (a forecast without a ledger refuses)."""
     import os
     import signal
     import subprocess
@@ -423,10 +423,15 @@ def test_attack_a_kill_between_published_and_the_archive_update_loses_no_month(
     lost = [e for e in ledger.entries() if e.status == "published"][-1]
     assert set(read_archive(workspace)["month"]) == {dt.date(2025, 10, 1)}  # the month lost
     assert any("missing from it" in p for p in archive_problems(workspace.releases, ledger))
+    saved = archive_path(workspace).read_bytes()
+    hidden = workspace.root.parent / "ledger-elsewhere"
+    (workspace.root / "ledger").rename(hidden)  # no ledger to rebuild from: refused
     with pytest.raises(WorkspaceError, match=r"lacks 1 published month.*2025-11.*ledger --cards"):
         load_archive(workspace)
+    hidden.rename(workspace.root / "ledger")
+    assert len(load_archive(workspace)) == 2 * len(PRODUCT_CATEGORIES)  # rebuilt from it
 
-    saved = archive_path(workspace).read_bytes()
+    archive_path(workspace).write_bytes(saved)
     assert main(["ledger", "-w", str(workspace.root), "--cards", str(workspace.releases)]) == 0
     assert f"restored month 2025-11 ({lost.release_id})" in capsys.readouterr().out
     archive = read_archive(workspace)

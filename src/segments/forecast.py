@@ -180,6 +180,12 @@ def load_archive(workspace: Workspace) -> pd.DataFrame:
     frame = pd.read_parquet(path) if path.exists() else None
     archived = set() if frame is None else set(frame.get("release_id", pd.Series()).astype(str))
     lost = _published_months_missing(workspace, archived)
+    if lost:  # a release killed before its archive update: rebuilt from the ledger's tables
+        from segments.privacy.archive import rebuild_archive_from_ledgers
+
+        if rebuild_archive_from_ledgers(workspace):
+            frame = pd.read_parquet(path)
+            lost = _published_months_missing(workspace, set(frame["release_id"].astype(str)))
     if lost:
         raise WorkspaceError(
             f"release archive {path} lacks {len(lost)} published month(s) ({', '.join(lost)}; "

@@ -41,6 +41,7 @@ __all__ = [
     "archive_problems",
     "check_month_in_data",
     "rebuild_archive",
+    "rebuild_archive_from_ledgers",
     "backfill",
     "month_start",
     "next_month",
@@ -400,6 +401,32 @@ def rebuild_archive(releases: str | Path, ledger: Any) -> list[str]:
         .sort("month")
         .iter_rows()
     ]
+
+
+def rebuild_archive_from_ledgers(workspace: Workspace) -> list[str]:
+    """:func:`rebuild_archive` with every ledger that may have published into the workspace
+    (its own demo and evaluation ledgers, and the controllers' ledgers in the default
+    folder), for a reader without a policy (a forecast). A ledger that cannot be opened is
+    skipped: whatever stays missing is refused by the reader.
+
+    Returns
+    -------
+    list of str
+        One line per month restored.
+    """
+    from segments.privacy.ledger import Ledger, default_ledger_dir
+
+    folders = [workspace.root / "ledger", default_ledger_dir()]
+    paths = [p for f in folders for p in (*f.glob("*.sqlite"), *f.glob("evaluation/*.sqlite"))]
+    restored: list[str] = []
+    for path in sorted(set(paths)):
+        try:
+            ledger = Ledger.open(path, create=False)
+        except Exception:  # noqa: BLE001 - not a readable ledger: the reader refuses later
+            continue
+        with _archive_lock(workspace):
+            restored += rebuild_archive(workspace.releases, ledger)
+    return restored
 
 
 def _append(workspace: Workspace, archive: pl.DataFrame, rows: pl.DataFrame) -> None:
