@@ -580,7 +580,7 @@ add(
             "(os error 28)"
         ),
     ),
-    says="disk is full",
+    says="disk is full (the disk holding {tmp}/ws)",  # polars names no file: the workspace
 )
 add("release: read-only ledger", RELEASE, _sqlite_state("PRAGMA query_only = ON"), says="ledger")
 add("release: ledger disk full", RELEASE, _sqlite_state("PRAGMA max_page_count = 1"), says="full")
