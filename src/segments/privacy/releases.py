@@ -46,7 +46,7 @@ from opendp.accuracy import summarize_polars_measurement
 
 from segments.exceptions import PolicyError, WorkspaceError
 from segments.months import months_between, next_month
-from segments.privacy.composition import epsilon_to_rho
+from segments.privacy.composition import epsilon_to_rho, rho_to_epsilon
 from segments.privacy.postprocess import (
     consistent_leaves,
     mean_where_supported,
@@ -957,7 +957,7 @@ class ReleasePlan:
         if self.params.dp_family == "pure":
             return {"epsilon": total, "delta": None, "rho": None}
         delta = self.params.delta
-        epsilon = total + 2.0 * math.sqrt(total * math.log(1.0 / delta))
+        epsilon = rho_to_epsilon(total, delta)
         return {"epsilon": epsilon, "delta": delta, "rho": total}
 
     @property
