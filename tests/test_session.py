@@ -664,3 +664,20 @@ def test_default_as_of_is_the_ledgers_today_not_the_local_date(ws, monkeypatch):
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+# --- fix13.3: frames edited after the ledger verified them --------------------------------------
+def test_attack_frames_edited_after_the_session_verified_them_are_refused(ws):
+    """The demo ledger's provenance check ran once (when the ledger was opened, cached); a
+    release then read frames edited afterwards. Each release now hashes the bytes it reads
+    against prepare's signed record, before anything is charged."""
+    s = segments.Session(ws, "alloffice", PURPOSE, recipient="purchasing", demo_ledger=True)
+    s.table("customers").group_by("county").agg(count()).release(epsilon=0.5)
+    ledger = s.ledger()
+    charged = len(ledger.entries())
+    lines = ws.prepared_dir(PURPOSE) / "lines.parquet"
+    edited = pl.read_parquet(lines)
+    pl.concat([edited, edited.head(500)]).write_parquet(lines)  # a heavy buyer made heavier
+    with pytest.raises(ReleaseRefusedError, match=r"lines.parquet is not the file .*prepare"):
+        s.table("customers").group_by("segment").agg(count()).release(epsilon=0.5)
+    assert len(ledger.entries()) == charged

@@ -18,6 +18,8 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ __all__ = [
     "prepared_provenance",
     "raw_hashes",
     "signed_record",
+    "verified_frames",
     "verify_prepared",
 ]
 
@@ -117,7 +120,9 @@ def prepared_provenance(
     return _sign(record)
 
 
-def signed_record(workspace: Workspace | str | Path, purpose: str) -> dict[str, Any]:
+def signed_record(
+    workspace: Workspace | str | Path, purpose: str, rule: str = ""
+) -> dict[str, Any]:
     """Prepare's signed provenance record of ``W/prepared/<purpose>/``.
 
     Raises
@@ -131,14 +136,22 @@ def signed_record(workspace: Workspace | str | Path, purpose: str) -> dict[str, 
     path = ws.prepared_dir(purpose) / PROVENANCE_FILE
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReleaseRefusedError(
+            f"refused before anything was charged{rule}: {path.parent} has no "
+            f"{PROVENANCE_FILE}: the frames of purpose {purpose!r} carry no signed provenance "
+            f"record; run `segments prepare --purpose {purpose}` in this workspace"
+        ) from None
     except (OSError, ValueError) as exc:
         raise ReleaseRefusedError(
+            f"refused before anything was charged{rule}: "
             f"{path} cannot be read ({exc.__class__.__name__}): the frames of purpose "
             f"{purpose!r} carry no signed provenance record; run `segments prepare --purpose "
             f"{purpose}` in this workspace"
         ) from None
     if not isinstance(record, dict) or not _signed(record):
         raise ReleaseRefusedError(
+            f"refused before anything was charged{rule}: "
             f"{path} is not signed by `segments prepare` for this user; run `segments prepare "
             f"--purpose {purpose}` in this workspace"
         )
@@ -224,3 +237,49 @@ def population_data_ids(workspace: Workspace) -> dict[str, str]:
             "`segments prepare`"
         )
     return ids
+
+
+@contextmanager
+def verified_frames(
+    workspace: Workspace | str | Path, purpose: str, names: Iterable[str], policy: Any = None
+) -> Iterator[dict[str, Path]]:
+    """The prepared frames ``names`` of ``purpose`` as private copies whose bytes have the
+    SHA-256 prepare's signed record states (file name → copy's path, valid inside the block).
+
+    A release reads the copies, not the workspace's files: what is hashed is what is read,
+    so a frame edited after the ledger verified the folder (a check-then-read gap) is
+    refused, before anything is charged.
+
+    Raises
+    ------
+    ReleaseRefusedError
+        No signed record, or a frame whose bytes are not the ones prepare wrote.
+    """
+    import shutil
+    import tempfile
+
+    from segments.exceptions import ReleaseRefusedError
+
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
+    wanted = list(names)
+    if not wanted:
+        yield {}
+        return
+    ids = tuple(policy.clauses_for("anonymous_release")) if hasattr(policy, "clauses_for") else ()
+    rule = f" (rule: the anonymity claim of every release, clause {', '.join(ids)})" if ids else ""
+    outputs = signed_record(ws, purpose, rule).get("outputs") or {}
+    folder = ws.prepared_dir(purpose)
+    with tempfile.TemporaryDirectory(prefix="segments-frames-") as tmp:  # 0700
+        copies: dict[str, Path] = {}
+        for name in wanted:
+            copy = Path(tmp) / name
+            shutil.copyfile(folder / name, copy)
+            if outputs.get(name) != sha256_file(copy):
+                raise ReleaseRefusedError(
+                    f"refused before anything was charged{rule}: "
+                    f"{folder / name} is not the file `segments prepare` wrote (SHA-256 of the "
+                    f"bytes read differs from its signed record); run `segments prepare "
+                    f"--purpose {purpose}` again"
+                )
+            copies[name] = copy
+        yield copies

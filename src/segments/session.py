@@ -39,6 +39,7 @@ before anything runs, with the fix and the policy's clause.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import re
@@ -399,10 +400,12 @@ class Session:
         )
         return spec, windows.pop()
 
+    @contextlib.contextmanager
     def _plan(
         self, spec: Any, window: tuple[dt.date, dt.date] | None, queries: Sequence[Query]
-    ) -> Any:
+    ) -> Iterator[Any]:
         from segments.privacy.releases import plan_release
+        from segments.provenance import verified_frames
 
         prepared = self.workspace.prepared_dir(self.purpose)
         frames = {q.frame for q in spec.query_defs}
@@ -414,22 +417,31 @@ class Session:
                 surveys = self.workspace.require(
                     self.workspace.raw_table("surveys"), "segments generate"
                 )
-        return plan_release(
-            spec,
-            self.params,
-            customers=self.workspace.require(prepared / "customers.parquet", "segments prepare")
-            if needs_lines
-            else None,
-            lines=self.workspace.require(prepared / "lines.parquet", "segments prepare")
-            if needs_lines
-            else None,
-            surveys=surveys,
-            segments=self.segment_source() if spec.needs_segments else None,
-            as_of=self._as_of(),
-            window=window,
-            confidence=self.confidence,
-            workspace=self.workspace,
-        )
+        names = []
+        if needs_lines:
+            for name in ("customers.parquet", "lines.parquet"):
+                self.workspace.require(prepared / name, "segments prepare")
+                names.append(name)
+        if surveys is not None and surveys.parent == prepared:
+            names.append(surveys.name)
+        # the bytes read are the bytes hashed against prepare's signed record, at every
+        # release (the ledger's check when it was opened is not enough: frames can change)
+        with verified_frames(self.workspace, self.purpose, names, self.policy) as copies:
+            if surveys is not None and surveys.name in copies:
+                surveys = copies[surveys.name]
+            with plan_release(
+                spec,
+                self.params,
+                customers=copies.get("customers.parquet"),
+                lines=copies.get("lines.parquet"),
+                surveys=surveys,
+                segments=self.segment_source() if spec.needs_segments else None,
+                as_of=self._as_of(),
+                window=window,
+                confidence=self.confidence,
+                workspace=self.workspace,
+            ) as plan:
+                yield plan
 
 
 # --- queries --------------------------------------------------------------------------------

@@ -213,6 +213,7 @@ def plan_spec(
     from segments.privacy.archive import month_start, next_month
     from segments.privacy.releases import plan_release
     from segments.privacy.specs import SegmentSource
+    from segments.provenance import verified_frames
 
     chosen = _spec(spec, epsilon)
     params = release_params(workspace, policy, purpose)
@@ -224,16 +225,24 @@ def plan_spec(
                 "to release, e.g. 2026-09-01"
             )
         first = month_start(month)
-        with plan_release(
-            chosen,
-            params,
-            customers=workspace.require(prepared / "customers.parquet", "segments prepare"),
-            lines=workspace.require(prepared / "lines.parquet", "segments prepare"),
-            as_of=as_of,
-            window=(first, next_month(first)),
-            confidence=confidence,
-            workspace=workspace,
-        ) as plan:
+        for name in ("customers.parquet", "lines.parquet"):
+            workspace.require(prepared / name, "segments prepare")
+        # the bytes read are hashed against prepare's signed record (no check-then-read gap)
+        with (
+            verified_frames(
+                workspace, purpose, ("customers.parquet", "lines.parquet"), policy
+            ) as copies,
+            plan_release(
+                chosen,
+                params,
+                customers=copies["customers.parquet"],
+                lines=copies["lines.parquet"],
+                as_of=as_of,
+                window=(first, next_month(first)),
+                confidence=confidence,
+                workspace=workspace,
+            ) as plan,
+        ):
             yield plan
         return
     source = None
@@ -247,22 +256,29 @@ def plan_spec(
         if not surveys.exists():
             surveys = workspace.require(workspace.raw_table("surveys"), "segments generate")
     needs_lines = any(q.frame != "survey" for q in chosen.query_defs)
-    with plan_release(
-        chosen,
-        params,
-        customers=workspace.require(prepared / "customers.parquet", "segments prepare")
-        if needs_lines
-        else None,
-        lines=workspace.require(prepared / "lines.parquet", "segments prepare")
-        if needs_lines
-        else None,
-        surveys=surveys,
-        segments=source,
-        as_of=as_of,
-        survey_month=month_start(month) if month else None,
-        confidence=confidence,
-        workspace=workspace,
-    ) as plan:
+    names = []
+    if needs_lines:
+        for name in ("customers.parquet", "lines.parquet"):
+            workspace.require(prepared / name, "segments prepare")
+            names.append(name)
+    if surveys is not None and surveys.parent == prepared:
+        names.append(surveys.name)
+    # the bytes read are hashed against prepare's signed record (no check-then-read gap)
+    with (
+        verified_frames(workspace, purpose, names, policy) as copies,
+        plan_release(
+            chosen,
+            params,
+            customers=copies.get("customers.parquet"),
+            lines=copies.get("lines.parquet"),
+            surveys=copies.get(surveys.name, surveys) if surveys is not None else None,
+            segments=source,
+            as_of=as_of,
+            survey_month=month_start(month) if month else None,
+            confidence=confidence,
+            workspace=workspace,
+        ) as plan,
+    ):
         yield plan
 
 
