@@ -527,3 +527,21 @@ def test_a_tightening_policy_change_is_adopted_and_then_binds(tmp_path, policy):
     # and the original, looser one is now the one refused
     with pytest.raises(ReleaseRefusedError, match=r"privacy.min_k 12 → 10"):
         ledger.reserve(request(policy), policy=policy)
+
+
+# --- fix13.7: the evaluation ledger's refusal banner names one ledger --------------------------
+def test_the_evaluation_ledgers_refusal_banner_is_not_also_the_demo_ledgers(tmp_path, policy):
+    from segments.exceptions import BudgetExceededError
+    from segments.privacy.ledger import EVALUATION_LABEL
+    from segments.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    ledger = Ledger.for_workspace(
+        ws, policy.controller, evaluation=True, synthetic=True, policy=policy
+    )
+    with pytest.raises(BudgetExceededError) as refused:
+        epsilon = policy.privacy.budget_epsilon  # over the evaluation cap after 100
+        for _ in range(101):
+            ledger.reserve(dataclasses.replace(request(policy, epsilon=epsilon), synthetic=True))
+    message = str(refused.value)
+    assert message.startswith(f"[{EVALUATION_LABEL}] ") and "THROW-AWAY" not in message

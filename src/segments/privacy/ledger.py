@@ -2093,7 +2093,9 @@ class Ledger:
         budget = (window_budget(request) if window else request.budget_epsilon) * self.cap_factor
         remaining = max(0.0, budget - spent.epsilon)
         asked = _describe_loss(request.loss, delta)
-        prefix = f"[{self.label}] " if self.label else ""
+        # one banner: an evaluation ledger's label says what it is (its card label keeps both)
+        banner = EVALUATION_LABEL if self.evaluation else self.label
+        prefix = f"[{banner}] " if banner else ""
         what = (
             f"the {months}-month window ({start}, {worst_end}] (budget ε = "
             f"{request.budget_epsilon:g} per {request.budget_period_months} months, so at most "
