@@ -545,3 +545,17 @@ def test_the_evaluation_ledgers_refusal_banner_is_not_also_the_demo_ledgers(tmp_
             ledger.reserve(dataclasses.replace(request(policy, epsilon=epsilon), synthetic=True))
     message = str(refused.value)
     assert message.startswith(f"[{EVALUATION_LABEL}] ") and "THROW-AWAY" not in message
+
+
+# --- fix13.7: a card of another ledger is reported as such, not as truncation -----------------
+def test_a_card_of_another_ledger_is_not_reported_as_truncation(tmp_path, policy):
+    from segments.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    demo = Ledger.for_workspace(ws, policy.controller, synthetic=True, policy=policy)
+    demo_card = write_card(ws.releases, demo, demo.reserve(request(policy)))
+    controller = Ledger.for_policy(policy)
+    problems = controller.verify_cards([demo_card]).problems
+    assert len(problems) == 1 and "belongs to another ledger" in problems[0], problems
+    assert "truncated" not in problems[0] and "--demo-ledger" in problems[0]
+    assert not any("another ledger" in p for p in demo.verify_cards([demo_card]).problems)

@@ -1569,6 +1569,19 @@ class Ledger:
                 )
                 continue
             if release_id not in reserve_seq:
+                anchor = data.get("ledger_anchor")
+                other = anchor.get("ledger_id") if isinstance(anchor, Mapping) else None
+                if other and other != self.ledger_id:
+                    # a card of another ledger (a demo or evaluation ledger's card beside the
+                    # controller's) says nothing about this ledger's truncation
+                    label = data.get("ledger_label") or "a controller ledger"
+                    problems.append(
+                        f"release {release_id!r} (card {_card_name(card)}) belongs to another "
+                        f"ledger (id {str(other)[:12]}…, {label}), not to ledger {self._path}; "
+                        "check it against its own ledger (e.g. `segments ledger -w W "
+                        "--demo-ledger --cards W/releases`)"
+                    )
+                    continue
                 problems.append(
                     f"release {release_id!r} (card {_card_name(card)}) is not in ledger "
                     f"{self._path}: the ledger was truncated or replaced"
