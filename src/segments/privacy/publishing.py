@@ -53,9 +53,10 @@ def check_writable(folder: Path, need_bytes: int = MIN_FREE_BYTES) -> None:
     except OSError as exc:
         blocker = next((p for p in (folder, *folder.parents) if p.exists()), folder)
         if not blocker.is_dir():  # a file where the release folder (or its parent) must be
+            what = f"{folder}" if blocker == folder else f"{folder}: {blocker}"
             raise WorkspaceError(
-                f"release folder {folder}: {blocker} is a file, not a folder; nothing was "
-                "charged — move or delete that file (releases are written in that folder)"
+                f"release folder {what} is a file, not a folder; nothing was charged — move "
+                "or delete that file (releases are written in that folder)"
             ) from None
         raise WorkspaceError(
             f"release folder {folder} is not writable ({exc.strerror or exc}); nothing was "
