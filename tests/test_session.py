@@ -681,3 +681,16 @@ def test_attack_frames_edited_after_the_session_verified_them_are_refused(ws):
     with pytest.raises(ReleaseRefusedError, match=r"lines.parquet is not the file .*prepare"):
         s.table("customers").group_by("segment").agg(count()).release(epsilon=0.5)
     assert len(ledger.entries()) == charged
+
+
+def test_the_verified_copies_of_the_frames_stay_in_the_workspace_private_area(ws):
+    """The copies a release reads are person-level data: inside W/.private (owner-only, swept
+    after a crash), never in the system's temporary folder, and gone after the release."""
+    from segments.provenance import verified_frames
+
+    names = ("customers.parquet", "lines.parquet")
+    with verified_frames(ws, PURPOSE, names, Policy.load("alloffice")) as copies:
+        for copy in copies.values():
+            assert copy.is_relative_to(ws.private.resolve()) or copy.is_relative_to(ws.private)
+            assert copy.stat().st_mode & 0o077 == 0 or copy.parent.stat().st_mode & 0o077 == 0
+    assert not any(p.exists() for p in copies.values())

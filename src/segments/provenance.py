@@ -256,7 +256,6 @@ def verified_frames(
         No signed record, or a frame whose bytes are not the ones prepare wrote.
     """
     import shutil
-    import tempfile
 
     from segments.exceptions import ReleaseRefusedError
 
@@ -269,10 +268,12 @@ def verified_frames(
     rule = f" (rule: the anonymity claim of every release, clause {', '.join(ids)})" if ids else ""
     outputs = signed_record(ws, purpose, rule).get("outputs") or {}
     folder = ws.prepared_dir(purpose)
-    with tempfile.TemporaryDirectory(prefix="segments-frames-") as tmp:  # 0700
+    # the copies are person-level data: in the workspace's private area (owner-only, swept
+    # after a kill -9), never in the system's temporary folder
+    with ws.scratch("frames") as tmp:
         copies: dict[str, Path] = {}
         for name in wanted:
-            copy = Path(tmp) / name
+            copy = tmp / name
             shutil.copyfile(folder / name, copy)
             if outputs.get(name) != sha256_file(copy):
                 raise ReleaseRefusedError(
