@@ -159,7 +159,17 @@ class Sandbox:
         return self.ws.parent / "stderr.txt"
 
     def env(self) -> dict[str, str]:
-        """The test's environment now (its per-test user data folder included)."""
+        """The test's environment now (its per-test user data folder included, holding the
+        session's provenance-signing secret: the children are other processes, which the
+        in-process patch of conftest does not reach, and they must verify the template's
+        frames, signed by the session's prepare)."""
+        from segments import provenance
+
+        secret = Path(os.environ["XDG_DATA_HOME"]) / "segments" / "proof-secret.key"
+        if not secret.exists():
+            secret.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            shutil.copyfile(provenance._secret_path(), secret)
+            secret.chmod(0o600)
         env = {k: v for k, v in os.environ.items() if k != KEY_ENV_VAR}
         return {**env, "TMPDIR": str(self.systemp), "SEGMENTS_LEDGER_DIR": str(self.ledgers)}
 
