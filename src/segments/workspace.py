@@ -326,11 +326,17 @@ class Workspace:
         """
         self.private.mkdir(parents=True, exist_ok=True)
         self.private.chmod(0o700)
-        folder = Path(
-            tempfile.mkdtemp(
-                dir=self.private, prefix=f"scratch-{check_name('label', label)}-p{os.getpid()}-"
+        try:
+            folder = Path(
+                tempfile.mkdtemp(
+                    dir=self.private,
+                    prefix=f"scratch-{check_name('label', label)}-p{os.getpid()}-",
+                )
             )
-        )
+        except BaseException:  # a full or read-only disk: leave the workspace as it was
+            with contextlib.suppress(OSError):
+                self.private.rmdir()
+            raise
         try:
             yield folder
         finally:
