@@ -867,8 +867,13 @@ def returned_persons(
         return {}
     roots = _link(customers)
     back = roots.filter(pl.col("customer_id").is_in(erased.implode()))["person_root"]
+    return _accounts_by_person(roots, back)
+
+
+def _accounts_by_person(roots: pl.DataFrame, persons: pl.Series) -> dict[int, list[int]]:
+    """Every account of each of ``persons`` (person roots), by person root."""
     groups = (
-        roots.filter(pl.col("person_root").is_in(back.implode()))
+        roots.filter(pl.col("person_root").is_in(persons.implode()))
         .group_by("person_root")
         .agg("customer_id")
         .sort("person_root")
@@ -892,13 +897,4 @@ def _flagged_persons(customers: pl.DataFrame) -> dict[int, list[int]]:
     )
     if flagged_roots.len() == 0:
         return {}
-    groups = (
-        roots.filter(pl.col("person_root").is_in(flagged_roots.implode()))
-        .group_by("person_root")
-        .agg("customer_id")
-        .sort("person_root")
-    )
-    return {
-        int(r): [int(c) for c in ids]
-        for r, ids in zip(groups["person_root"], groups["customer_id"], strict=True)
-    }
+    return _accounts_by_person(roots, flagged_roots)
