@@ -883,10 +883,14 @@ def segment_profiles(features: pd.DataFrame, segments: np.ndarray | pd.Series) -
 # --- the workspace stage ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class SegmentationResult:
-    """What :func:`segment` wrote, and the fitted model."""
+    """What :func:`segment` wrote, and the fitted model.
+
+    ``labels`` (``person_id``, ``segment``) and ``profiles`` are pandas, as every table the
+    public API returns.
+    """
 
     model: SegmentModel
-    labels: pl.DataFrame
+    labels: pd.DataFrame
     profiles: pd.DataFrame
     metadata: dict[str, Any]
     paths: dict[str, Path]
@@ -1104,7 +1108,7 @@ def _finish(
     }
     with ws.publishing(log_state, "segment"):
         paths = _write_segments(ws, labels, profiles, metadata)
-    return SegmentationResult(fitted, labels, profiles, metadata, paths)
+    return SegmentationResult(fitted, labels.to_pandas(), profiles, metadata, paths)
 
 
 def _spec_for(

@@ -887,7 +887,7 @@ class PrivateSegmentsResult:
         The ledger entry of the centroid release.
     centroids : pandas.DataFrame
         One row per segment: the released centroid in feature units and its noisy count.
-    labels : polars.DataFrame
+    labels : pandas.DataFrame
         ``person_id``, ``segment`` for profiling-eligible people (post-processing).
     card, metadata : dict
     paths : dict of str to Path
@@ -895,8 +895,8 @@ class PrivateSegmentsResult:
 
     model: PrivateKMeans
     release_id: str
-    centroids: Any
-    labels: Any
+    centroids: pd.DataFrame
+    labels: pd.DataFrame
     card: dict[str, Any]
     metadata: dict[str, Any]
     paths: dict[str, Path]
@@ -1352,7 +1352,7 @@ def _write_private_segments(
         n: final / n for n in ("centroids.parquet", "labels.parquet", "card.json", "metadata.json")
     }
     return PrivateSegmentsResult(
-        model, str(reservation.release_id), centroids, labels, card, metadata, paths
+        model, str(reservation.release_id), centroids, labels.to_pandas(), card, metadata, paths
     )
 
 
