@@ -12,7 +12,9 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Stages in data-flow order (docs/architecture.md); a module may import any module of its own
-# or an earlier rank. Top-level modules and packages are named by their first two parts.
+# or an earlier rank. Top-level modules and packages are named by their first two parts, and
+# a package's module listed by its full name has its own rank (the prepare stage's key and log
+# modules come before ingest, which reads them).
 LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "segments._lazy",
@@ -22,14 +24,14 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "segments.schema",
     ),
     # keys and the subject request log: what ingest, prepare and the audit all read
-    ("segments.pseudonym", "segments.subject_log"),
+    ("segments.prepare.pseudonym", "segments.prepare.subject_log"),
     ("segments.provenance",),
     ("segments.progress",),
     ("segments.geography", "segments.plots", "segments.keys"),
     ("segments.synth", "segments.ingest"),
     ("segments.policy",),
-    ("segments.prepare", "segments.retention", "segments.subjects"),
-    ("segments.history",),
+    ("segments.prepare",),  # frames, retention, subjects
+    ("segments.prepare.history",),
     ("segments.features",),
     ("segments.segmentation",),
     ("segments.privacy", "segments.anonymity"),
@@ -47,7 +49,11 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = set()
 
 
 def _unit(module: str) -> str:
-    return ".".join(module.split(".")[:2])
+    parts = module.split(".")
+    for length in range(len(parts), 2, -1):
+        if ".".join(parts[:length]) in RANK:
+            return ".".join(parts[:length])
+    return ".".join(parts[:2])
 
 
 def _module_name(path: Path) -> str:
@@ -60,9 +66,9 @@ def _imports(path: Path) -> set[str]:
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "segments":  # `from segments import schema`: the submodules
-                found.update(f"segments.{alias.name}" for alias in node.names)
-            elif node.module.startswith("segments."):
+            if node.module == "segments" or node.module.startswith("segments."):
+                # `from segments.prepare import pseudonym` imports a submodule: count both
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
                 found.add(node.module)
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("segments."))
@@ -101,3 +107,20 @@ def test_no_module_imports_a_later_stage_or_the_cli() -> None:
 )
 def test_the_rule_itself(source: str, target: str, expected: bool) -> None:
     assert (RANK[target] <= RANK[source]) is expected
+
+
+def test_the_prepare_package_keeps_its_names_and_loads_its_stage_only_when_used() -> None:
+    """``segments.prepare`` is both the stage's package and its main function; importing the
+    key module (as ingest does) must not import the whole stage, and the public names stay."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, segments, segments.prepare.pseudonym, segments.prepare.subject_log\n"
+        "assert 'segments.prepare.frames' not in sys.modules, 'the key module loaded prepare'\n"
+        "from segments.prepare import PolicyReport, frames, prepare, read_prepared\n"
+        "assert segments.prepare is prepare is frames.prepare and callable(prepare)\n"
+        "assert segments.read_prepared is read_prepared and PolicyReport.__name__\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

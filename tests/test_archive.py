@@ -295,7 +295,7 @@ def test_backfill_replays_months_before_the_prepared_window(tmp_path):
 
 def test_history_cannot_be_replayed_for_real_data(tmp_path):
     from segments import copy_default_dataset
-    from segments.history import rewind_raw
+    from segments.prepare.history import rewind_raw
 
     ws = Workspace(tmp_path / "ws")
     copy_default_dataset(ws)

@@ -17,7 +17,7 @@ from segments.audit import checks
 from segments.audit.checks import CHECKS, CLAUSE_CHECKS, NEEDS_KEY, AuditContext
 from segments.policy import POLICY_NAMES, months_before
 from segments.prepare import person_table
-from segments.pseudonym import load_key, pseudonymise
+from segments.prepare.pseudonym import load_key, pseudonymise
 
 POLICY = Policy.load("alloffice")
 

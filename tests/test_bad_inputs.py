@@ -31,7 +31,7 @@ import pytest
 
 from segments.cli.main import main
 from segments.prepare import prepare
-from segments.pseudonym import KEY_ENV_VAR
+from segments.prepare.pseudonym import KEY_ENV_VAR
 from segments.workspace import Workspace
 
 AS_OF = "2026-10-31"

@@ -153,9 +153,9 @@ def test_private_segments_on_a_declared_taxonomy(
     declared taxonomy is refused before anything is charged."""
     from segments.exceptions import PolicyError
     from segments.policy import Policy
+    from segments.prepare.pseudonym import KEY_ENV_VAR
     from segments.privacy.kmeans import fit_private_segments
     from segments.privacy.ledger import Ledger
-    from segments.pseudonym import KEY_ENV_VAR
 
     export, mapping, _ = build_eu_export(tmp_path / "export")
     monkeypatch.setenv(KEY_ENV_VAR, os.urandom(32).hex())

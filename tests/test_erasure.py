@@ -17,9 +17,9 @@ import pytest
 from segments.cli.main import main
 from segments.policy import Policy
 from segments.prepare import link_persons, prepare
-from segments.pseudonym import KEY_ENV_VAR, load_key, pseudonymise
-from segments.retention import purge
-from segments.subjects import erase, restrict, subject_export
+from segments.prepare.pseudonym import KEY_ENV_VAR, load_key, pseudonymise
+from segments.prepare.retention import purge
+from segments.prepare.subjects import erase, restrict, subject_export
 from segments.workspace import Workspace
 
 AS_OF = "2026-10-31"
@@ -226,7 +226,7 @@ def test_a_prepare_running_during_an_erasure_never_publishes_the_person(
 
     from segments.exceptions import WorkspaceError
 
-    prep = importlib.import_module("segments.prepare")
+    prep = importlib.import_module("segments.prepare.frames")
 
     cid = _in_segmentation(ws)
     accounts, pid = _person(ws, cid)
@@ -347,7 +347,7 @@ def test_an_interrupted_erasure_is_completed_by_a_rerun(
 ) -> None:
     import importlib
 
-    retention = importlib.import_module("segments.retention")
+    retention = importlib.import_module("segments.prepare.retention")
     cid = _in_segmentation(ws)
     accounts, pid = _person(ws, cid)
 
@@ -793,7 +793,7 @@ def test_an_erasure_stopped_by_a_full_disk_says_it_is_pending_and_a_rerun_finish
     same command finishes it — which it does."""
     import errno
 
-    import segments.retention
+    from segments.prepare import retention
 
     cid = _in_segmentation(ws)
     accounts, pid = _person(ws, cid)
@@ -801,7 +801,7 @@ def test_an_erasure_stopped_by_a_full_disk_says_it_is_pending_and_a_rerun_finish
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(segments.retention, "_replace_all", disk_full)
+    monkeypatch.setattr(retention, "_replace_all", disk_full)
     argv = ["subject", "erase", "-w", str(ws.root), "--policy", POLICY, "--customer", str(cid)]
     assert main(argv) == 2
     err = capsys.readouterr().err

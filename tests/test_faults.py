@@ -36,8 +36,8 @@ import polars as pl
 import pytest
 
 from segments.prepare import prepare
+from segments.prepare.pseudonym import KEY_ENV_VAR
 from segments.privacy.ledger import Ledger
-from segments.pseudonym import KEY_ENV_VAR
 from segments.synth import generate
 from segments.workspace import Workspace, sha256_file
 
@@ -54,7 +54,7 @@ KILLS = {"prepare": 14, "generate": 12, "release": 12, "kanon": 6, "monthly": 6,
 _FORK_SERVER = r"""
 import json, os, signal, sys, time
 import segments.cli.main as cli
-import segments.anonymity.release, segments.prepare, segments.privacy.archive
+import segments.anonymity.release, segments.prepare.frames, segments.privacy.archive
 import segments.privacy.ledger, segments.privacy.releases, segments.synth
 print("ready", flush=True)
 for line in sys.stdin:
@@ -371,7 +371,7 @@ def test_killed_erasure_never_lets_the_person_back(box: Sandbox) -> None:
     person is gone from every file."""
     from test_erasure import _person, _traces
 
-    from segments.subjects import subject_export
+    from segments.prepare.subjects import subject_export
 
     ws = Workspace(box.ws)
     customers = pl.read_parquet(ws.raw_table("customers"))

@@ -463,8 +463,8 @@ def test_the_demo_ledger_accepts_the_generated_data_minus_exactly_the_erased_peo
     import polars as pl
 
     from segments.prepare import prepare
+    from segments.prepare.subjects import erase
     from segments.privacy import synthetic
-    from segments.subjects import erase
 
     erase(genuine, "alloffice", 7, today=dt.date(2026, 10, 31))
     proof = synthetic.prove_synthetic(genuine)

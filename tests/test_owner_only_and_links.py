@@ -81,7 +81,7 @@ def test_erase_refuses_a_subject_log_linked_out_of_the_workspace(
 ) -> None:
     import shutil
 
-    from segments.subjects import erase
+    from segments.prepare.subjects import erase
 
     ws = Workspace(tmp_path / "ws")
     shutil.copytree(small_raw.root, ws.root)

@@ -1,4 +1,4 @@
-"""Tests of segments.pseudonym: keyed HMAC pseudonyms and key handling."""
+"""Tests of segments.prepare.pseudonym: keyed HMAC pseudonyms and key handling."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segments.exceptions import PolicyError
-from segments.pseudonym import (
+from segments.prepare.pseudonym import (
     KEY_ENV_VAR,
     PseudonymKey,
     demo_key,

@@ -1,4 +1,4 @@
-"""Tests of segments.retention: the purge of raw rows whose retention ended everywhere."""
+"""Tests of segments.prepare.retention: the purge of raw rows whose retention ended everywhere."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rawframes import AS_OF, customer, raw_tables, read_json, write_raw
 from segments.cli.main import main
 from segments.exceptions import SchemaError
 from segments.policy import Policy
-from segments.retention import purge
+from segments.prepare.retention import purge
 from segments.workspace import Workspace, sha256_file
 
 DAY = dt.timedelta(days=1)

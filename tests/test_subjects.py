@@ -1,4 +1,4 @@
-"""Tests of segments.subjects (register extract, AK-5) and the prepare/subject commands."""
+"""Tests of segments.prepare.subjects (register extract, AK-5) and the prepare/subject commands."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from rawframes import AS_OF, customer, raw_tables, read_json, sole_trader_pair, 
 
 from segments.cli.main import main
 from segments.exceptions import PolicyError, WorkspaceError
-from segments.pseudonym import KEY_ENV_VAR, demo_key, pseudonymise
-from segments.subjects import explain_segment, subject_export, write_subject_export
+from segments.prepare.pseudonym import KEY_ENV_VAR, demo_key, pseudonymise
+from segments.prepare.subjects import explain_segment, subject_export, write_subject_export
 from segments.workspace import Workspace, write_json
 
 DEMO = demo_key({"synthetic": True, "seed": 7})

@@ -54,15 +54,15 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "prepare",
         "read_prepared",
     ),
-    "segments.pseudonym": (
+    "segments.prepare.pseudonym": (
         "PseudonymKey",
         "load_key",
     ),
-    "segments.retention": (
+    "segments.prepare.retention": (
         "PurgeResult",
         "purge",
     ),
-    "segments.subjects": ("subject_export",),
+    "segments.prepare.subjects": ("subject_export",),
     "segments.features": (
         "CATEGORICAL_FEATURES",
         "DEFAULT_FEATURE_BOUNDS",

@@ -17,17 +17,19 @@ from typing import Any
 class _LazyPackage(types.ModuleType):
     """A package whose public names win over its same-named submodules.
 
-    Importing ``segments.prepare`` (the module) binds it as attribute ``prepare`` of the
-    package, hiding the lazily exported function ``segments.prepare``; an eager ``from
-    .prepare import prepare`` rebound the function afterwards, and so does this.
+    Importing ``segments.prepare`` (the package) binds it as attribute ``prepare`` of
+    ``segments``, hiding the lazily exported function ``segments.prepare``. The binding is
+    dropped instead, so the name still resolves to the function, and only when first used:
+    resolving it at binding time would import the whole stage whenever one of its light
+    modules (``segments.prepare.pseudonym``) is imported.
     """
 
     def __setattr__(self, name: str, value: Any) -> None:
         source = self.__dict__.get("_lazy_source", {})
         if isinstance(value, types.ModuleType) and name in source:
-            module, attribute = source[name]
+            module, _ = source[name]
             if importlib.util.resolve_name(module, self.__name__) == value.__name__:
-                value = getattr(value, attribute, value)
+                return
         super().__setattr__(name, value)
 
 

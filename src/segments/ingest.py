@@ -33,7 +33,7 @@ import pandas as pd
 import polars as pl
 
 from segments.exceptions import PolicyError, SchemaError, WorkspaceError
-from segments.pseudonym import KEY_ENV_VAR, PseudonymKey, load_key
+from segments.prepare.pseudonym import KEY_ENV_VAR, PseudonymKey, load_key
 from segments.schema import (
     CHANNELS,
     CUSTOMER_TYPES,
@@ -532,7 +532,7 @@ class IngestMapping:
                 "give both the column and the hierarchy, or neither",
                 "set geography.column and geography.hierarchy",
             )
-        from segments.subject_log import SOURCE_ID_TYPES
+        from segments.prepare.subject_log import SOURCE_ID_TYPES
 
         if self.customer_id_type not in SOURCE_ID_TYPES:
             raise _mapping_error(
@@ -1079,7 +1079,7 @@ def ingest(
     force : bool
         Replace an existing ``W/raw``.
     key, key_file : optional
-        The steward's pseudonymisation key (:func:`segments.pseudonym.load_key`), needed
+        The steward's pseudonymisation key (:func:`segments.prepare.pseudonym.load_key`), needed
         when the workspace's request log records erasures: the rows of every erased person
         are left out (counted, never named), so a new export never brings them back (AK-5).
 
@@ -1167,7 +1167,7 @@ def ingest(
         rate,
     )
     lines = lines.filter(~no_customer)
-    from segments.subject_log import canonical_source_ids, source_hashes
+    from segments.prepare.subject_log import canonical_source_ids, source_hashes
 
     as_written = lines["customer"]
     canonical = canonical_source_ids(as_written, m.customer_id_type)
@@ -1279,7 +1279,7 @@ def _erased_hashes(
     ws: Workspace, key: PseudonymKey | bytes | str | None, key_file: Any
 ) -> tuple[PseudonymKey, set[str]] | None:
     """The key and the keyed hashes of every erased account, when the log records any."""
-    from segments.subject_log import check_log_key, logged_hashes
+    from segments.prepare.subject_log import check_log_key, logged_hashes
 
     if not ws.subject_log.is_file():
         return None

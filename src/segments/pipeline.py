@@ -296,7 +296,7 @@ def _run_library(step: Step, ws: Workspace, policy: Policy) -> list[str]:
         made = generate(ws, customers=o["customers"], as_of=_day(o))
         log.append(f"wrote {made.path}: {made.manifest['row_counts']}")
     elif command == ("prepare",):
-        from segments.prepare import prepare
+        from segments.prepare.frames import prepare
 
         report = prepare(ws, policy, o["purpose"], _day(o))
         log.append(f"prepared {report.output_counts} for purpose {report.purpose!r}")

@@ -1325,8 +1325,8 @@ def planted_archetypes(workspace: Workspace, person_ids: pl.Series) -> np.ndarra
     numpy.ndarray
         The archetype of each person, in the order of ``person_ids`` (None where unknown).
     """
-    from segments.prepare import link_persons
-    from segments.pseudonym import load_key, pseudonymise_series
+    from segments.prepare.frames import link_persons
+    from segments.prepare.pseudonym import load_key, pseudonymise_series
 
     raw = workspace.raw
     lines_per_account = (

@@ -268,7 +268,7 @@ def attacker_knowledge(raw_customers: pl.DataFrame) -> pl.DataFrame:
         ``target`` (row number), ``customer_type`` (business | private | sole_trader) and the
         known columns as text, ``n/a`` where a value does not apply.
     """
-    from segments.prepare import link_persons
+    from segments.prepare.frames import link_persons
 
     roots = link_persons(raw_customers)
     business_last = pl.col("customer_type") == "business"

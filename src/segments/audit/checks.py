@@ -30,7 +30,7 @@ import polars as pl
 from segments.audit.pii import KnownIdentifiers, luhn_valid, scan_paths
 from segments.audit.render import ORGANISATIONAL_ROLE
 from segments.policy import EU_EEA, Policy, months_before
-from segments.pseudonym import PseudonymKey, pseudonymise_series
+from segments.prepare.pseudonym import PseudonymKey, pseudonymise_series
 from segments.schema import (
     CATEGORIES,
     PREPARED_TABLES,
@@ -180,7 +180,7 @@ class AuditContext:
         if self.key is None:
             return None
         if "persons" not in self._cache:
-            from segments.prepare import person_table
+            from segments.prepare.frames import person_table
 
             customers = self.raw_customers()
             orders_path = self.workspace.raw_table("orders")
@@ -444,7 +444,7 @@ def check_erasures_carried_out(ctx: AuditContext) -> Finding:
     hashes of ``W/subjects/requests.json`` (AK-5): an erased account back in the raw data, a
     restricted one no longer flagged, or a request started but not finished, fails.
     """
-    from segments.subject_log import account_hashes, log_key_problem
+    from segments.prepare.subject_log import account_hashes, log_key_problem
 
     name = "erasures_carried_out"
     if ctx.key is None:

@@ -527,7 +527,7 @@ def _write_raw(ws: Any, tables: dict[str, pl.DataFrame]) -> None:
 
 def _prepare_copy(root: Path, tables: dict[str, pl.DataFrame], policy: Any, purpose: str) -> Any:
     """Run the real prepare (exclusions, retention, sole-trader linkage, pseudonyms)."""
-    from segments.prepare import prepare
+    from segments.prepare.frames import prepare
     from segments.workspace import Workspace
 
     ws = Workspace(root).create()
@@ -540,7 +540,7 @@ def _prepare_copy(root: Path, tables: dict[str, pl.DataFrame], policy: Any, purp
 def _chosen_people(tables: dict[str, pl.DataFrame]) -> dict[str, tuple[int, ...]]:
     """The people whose removal the audit tries: a sole trader with two accounts (the one with
     most order lines) and the heaviest buyer (largest spend over all their accounts)."""
-    from segments.prepare import link_persons
+    from segments.prepare.frames import link_persons
 
     roots = link_persons(tables["customers"])
     lines = tables["order_lines"].join(

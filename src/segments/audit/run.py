@@ -50,8 +50,8 @@ from segments.audit.render import (
 )
 from segments.exceptions import PolicyError
 from segments.policy import Policy
+from segments.prepare.pseudonym import PseudonymKey, load_key, read_manifest
 from segments.progress import progress
-from segments.pseudonym import PseudonymKey, load_key, read_manifest
 from segments.workspace import Workspace, atomic_write, write_json
 
 __all__ = ["clause_rows", "clause_views", "dp_audit_chart", "dp_audit_figure", "run_audit"]
@@ -884,7 +884,7 @@ def run_audit(
     ledger : Ledger or path, optional
         Default: the workspace's throw-away ledger if there is one, else the controller's.
     key : PseudonymKey, bytes or str, optional
-        The steward's key. Default: as :func:`segments.pseudonym.load_key` resolves it (the
+        The steward's key. Default: as :func:`segments.prepare.pseudonym.load_key` resolves it (the
         environment variable, or the demo key of synthetic data).
     as_of : date or str, optional
         Reference date of the retention cutoffs. Default: the latest prepare run's as_of.

@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from segments.audit.run import run_audit
-    from segments.pseudonym import load_key
+    from segments.prepare.pseudonym import load_key
 
     key = None
     if args.key_file and not args.reviewer:

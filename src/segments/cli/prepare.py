@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segments.prepare import ERASED_EARLIER, prepare
+    from segments.prepare.frames import ERASED_EARLIER, prepare
 
     report = prepare(args.workspace, args.policy, args.purpose, args.as_of, key_file=args.key_file)
     out = args.workspace.prepared_dir(report.purpose)

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segments.retention import purge
+    from segments.prepare.retention import purge
 
     result = purge(
         args.workspace, args.policy, args.as_of, dry_run=args.dry_run, key_file=args.key_file

@@ -69,7 +69,7 @@ def _key_option(parser: argparse.ArgumentParser, why: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segments.subjects import subject_export, write_subject_export
+    from segments.prepare.subjects import subject_export, write_subject_export
 
     extract = subject_export(
         args.workspace, args.customer, policy=args.policy, key_file=args.key_file
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_request(args: argparse.Namespace) -> int:
-    from segments.subjects import erase, restrict
+    from segments.prepare.subjects import erase, restrict
 
     act = erase if args.action == "erase" else restrict
     done = act(

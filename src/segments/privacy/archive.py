@@ -462,7 +462,7 @@ def backfill(
     = the first day of the following month (when it closed), each charged to ``ledger``.
     Months covered by the current prepared lines are released from them; earlier months of
     a synthetic history are replayed: the raw data is rewound to the month's close
-    (:func:`segments.history.rewind_raw`) and prepared as of that day, so each month is
+    (:func:`segments.prepare.history.rewind_raw`) and prepared as of that day, so each month is
     released from what the policy allowed when it closed — never from data that had left
     retention.
 
@@ -576,8 +576,8 @@ def _prepared_as_of(
     workspace: Workspace, replay: Workspace, policy: Any, purpose: str, closed: dt.date
 ) -> Path:
     """Prepare the rewound raw data as of the last day of the month that closed."""
-    from segments.history import rewind_raw
-    from segments.prepare import prepare
+    from segments.prepare.frames import prepare
+    from segments.prepare.history import rewind_raw
 
     day = closed - dt.timedelta(days=1)
     rewind_raw(workspace, day, replay)

@@ -419,7 +419,7 @@ def check_survey_accounts(workspace: Workspace, policy: Any) -> None:
         A person in ``W/raw/customers.parquet`` holds more accounts (no count is stated: it
         would describe a person), citing the policy's person-linkage clause.
     """
-    from segments.prepare import link_persons
+    from segments.prepare.frames import link_persons
 
     path = workspace.raw_table("customers")
     if not path.is_file():

@@ -179,7 +179,7 @@ def _regenerate_and_compare(
 
 def erased_log(ws: Workspace) -> list[dict[str, Any]]:
     """The erasure and restriction entries of the workspace's request log."""
-    from segments.subject_log import log_entries
+    from segments.prepare.subject_log import log_entries
 
     try:
         return [e for e in log_entries(ws) if e.get("action") in ("erasure", "restriction")]
@@ -193,8 +193,8 @@ def _equal_after_erasures(ws: Workspace, generated: Path, differing: list[str]) 
     restricted accounts flagged), and nothing else differs; None otherwise."""
     import polars as pl
 
-    from segments.pseudonym import load_key
-    from segments.subject_log import account_hashes
+    from segments.prepare.pseudonym import load_key
+    from segments.prepare.subject_log import account_hashes
 
     entries = erased_log(ws)
     if not entries or any(not e.get("completed", True) for e in entries):

@@ -14,7 +14,7 @@ cutoffs and clause ids — never the ids of what was deleted, which would keep p
 past its retention).
 
 Persons flagged ``erasure_requested`` are erased first, everywhere in the workspace
-(:func:`segments.subjects.erase_flagged`: raw rows, prepared frames, labels, target lists),
+(:func:`segments.prepare.subjects.erase_flagged`: raw rows, prepared frames, labels, target lists),
 and recorded in ``W/subjects/requests.json`` as keyed hashes.
 """
 
@@ -33,7 +33,7 @@ from typing import Any
 import polars as pl
 
 from segments.policy import Policy, RetentionRule
-from segments.prepare import (
+from segments.prepare.frames import (
     _as_date,
     _person_anchor,
     _row_anchor,
@@ -41,9 +41,9 @@ from segments.prepare import (
     load_raw_tables,
     person_table,
 )
-from segments.pseudonym import PseudonymKey, load_key
-from segments.subject_log import check_log_key, logged_hashes
-from segments.subjects import (
+from segments.prepare.pseudonym import PseudonymKey, load_key
+from segments.prepare.subject_log import check_log_key, logged_hashes
+from segments.prepare.subjects import (
     erase_flagged_holding_lock,
     flagged_persons,
     pending_requests,
@@ -130,7 +130,7 @@ def purge(
         Count what would go without touching any file.
     key, key_file : optional
         The steward's pseudonymisation key, to erase flagged persons from prepared frames,
-        labels and target lists (:func:`segments.pseudonym.load_key`).
+        labels and target lists (:func:`segments.prepare.pseudonym.load_key`).
 
     Returns
     -------

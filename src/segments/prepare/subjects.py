@@ -33,10 +33,9 @@ import polars as pl
 
 from segments.exceptions import WorkspaceError
 from segments.policy import Policy
-from segments.prepare import link_persons
-from segments.pseudonym import PseudonymKey, load_key, pseudonymise
-from segments.schema import RAW_TABLES, REAL_CUSTOMERS, REAL_PRODUCTS, validate
-from segments.subject_log import (
+from segments.prepare.frames import link_persons
+from segments.prepare.pseudonym import PseudonymKey, load_key, pseudonymise
+from segments.prepare.subject_log import (
     account_hashes,
     canonical_source_ids,
     check_log_key,
@@ -47,6 +46,7 @@ from segments.subject_log import (
     source_hashes,
     subject_hash,
 )
+from segments.schema import RAW_TABLES, REAL_CUSTOMERS, REAL_PRODUCTS, validate
 from segments.workspace import (
     Workspace,
     atomic_write,
@@ -239,7 +239,7 @@ def subject_export(
         Names the controller in the extract.
     key, key_file : optional
         The pseudonymisation key, needed only to find the person's segment (see
-        :func:`segments.pseudonym.load_key`).
+        :func:`segments.prepare.pseudonym.load_key`).
 
     Raises
     ------
@@ -592,7 +592,7 @@ def _finish_logged(
 ) -> SubjectRequest:
     """The work of a request already logged as pending (entry ``index``): derived files,
     then raw rows, then the entry marked completed."""
-    from segments.retention import _replace_all, _update_manifest
+    from segments.prepare.retention import _replace_all, _update_manifest
 
     accounts = [a for group in accounts_by_person.values() for a in group]
     person_ids = pseudonymise(pkey, "person", list(accounts_by_person))
@@ -772,7 +772,7 @@ def erase(
     requested_on : date, optional
         When the request was received (default: today); the deadline runs from it.
     key, key_file : optional
-        The steward's pseudonymisation key (see :func:`segments.pseudonym.load_key`).
+        The steward's pseudonymisation key (see :func:`segments.prepare.pseudonym.load_key`).
     today : date, optional
         The day it is carried out (default: today).
 

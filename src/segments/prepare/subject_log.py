@@ -1,6 +1,6 @@
 """The subject request log ``W/subjects/requests.json`` as later stages read it.
 
-Erasures and restrictions (:mod:`segments.subjects`) are recorded there with the people only
+Erasures and restrictions (:mod:`segments.prepare.subjects`) are recorded there with the people only
 as keyed hashes (HMAC with the steward's key) and the id of that key. Ingest, prepare, the
 subject commands and the audit read the log through this module: which hashes an action
 recorded, how a raw account is hashed (an ingested export's account by the export's own
@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 
 from segments.exceptions import PolicyError, WorkspaceError
-from segments.pseudonym import KEY_ENV_VAR, PseudonymKey, pseudonymise
+from segments.prepare.pseudonym import KEY_ENV_VAR, PseudonymKey, pseudonymise
 from segments.workspace import Workspace
 
 __all__ = [

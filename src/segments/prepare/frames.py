@@ -17,7 +17,7 @@
    withdrawal stops the use of data after its date (AK-1, AO-8).
 4. **minimisation** (AL-5): only the purpose's columns survive; no direct identifier does.
 5. **pseudonymisation**: keyed HMAC-SHA256 pseudonyms for persons and orders
-   (:mod:`segments.pseudonym`).
+   (:mod:`segments.prepare.pseudonym`).
 
 Each rule's clause ids, cutoff date and the rows, accounts and persons it removed go to the
 :class:`PolicyReport`. The output folder is written beside the target and renamed into place,
@@ -41,8 +41,8 @@ import polars as pl
 
 from segments.exceptions import PolicyError, SchemaError
 from segments.policy import Policy, Purpose, RetentionRule
+from segments.prepare.pseudonym import PseudonymKey, load_key, pseudonymise_series
 from segments.progress import progress
-from segments.pseudonym import PseudonymKey, load_key, pseudonymise_series
 from segments.schema import (
     CUSTOMERS,
     PREPARED_CUSTOMERS,
@@ -476,7 +476,7 @@ def _drop_logged_erasures(
 ) -> None:
     """Keep out persons erased earlier (``W/subjects/requests.json``), even if raw data that
     still holds them was loaded again after the erasure (AK-5)."""
-    from segments.subjects import erased_accounts
+    from segments.prepare.subjects import erased_accounts
 
     erased = erased_accounts(ws, key, customer_ids)
     if erased.len() == 0:
@@ -701,7 +701,7 @@ def prepare(
     as_of : date or 'YYYY-MM-DD'
         The day the rules are evaluated on; raw dates after it are an error.
     key : PseudonymKey, bytes or str, optional
-        The steward's pseudonymisation key; see :func:`segments.pseudonym.load_key` for the
+        The steward's pseudonymisation key; see :func:`segments.prepare.pseudonym.load_key` for the
         fallbacks (key file, environment variable, demo key for synthetic data only).
     key_file : path, optional
         A key file outside the workspace and the data folder.
