@@ -42,7 +42,7 @@ def test_releases_are_shown_at_their_own_epsilon_apart_from_the_fixed_self_test(
     notes = [t.get_text() for t in top.texts]
     assert any("claim 0.0946 · bound 0 · not refuted" in n for n in notes)
     power = detectable_violation(200, 0.0946)
-    assert any(f"model: detects ≥ {power:.3g}× the claim (95 %, 200 trials)" in n for n in notes)
+    assert any(f"detects ≥ {power:.3g}× the claim (95 %, 200 trials)" in n for n in notes)
     assert any("claim 1 · bound 3.28 · refuted" in n for n in notes)
     # the claimed bars are the ledger's ε, not the self-test's 1 / 0.5 / ...
     claimed = sorted(round(b.get_width(), 4) for b in top.patches[: len(top.get_yticks())])
