@@ -792,9 +792,7 @@ def dp_audit_figure(records: Sequence[Mapping[str, Any]]) -> Figure:
                 if trials and c > 0
                 else float("inf")
             )
-            detects = (
-                f"detects ≥ {power:.3g}× the claim" if np.isfinite(power) else "no power"
-            )
+            detects = f"detects ≥ {power:.3g}× the claim" if np.isfinite(power) else "no power"
             verdict = "refuted" if lo > c else "not refuted"
             ax.text(
                 1.01,
