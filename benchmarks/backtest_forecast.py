@@ -3,8 +3,9 @@
 On a synthetic dataset (synthetic data only; the evaluation ledger refuses anything else),
 hold out the last ``--holdout`` months and compare the MAPE per product category of
 
-(a) the ETS forecast from the true monthly totals,
-(b) the ETS forecast from archives released by the project's release engine
+(a) the ETS and ETS top-down forecasts (``segments.forecast``: the total by ETS, each
+    category by its noise-shrunk share of it) from the true monthly totals,
+(b) the same forecasts from archives released by the project's release engine
     (``segments.privacy.archive.release_month``, charged to the EVALUATION ledger) at each
     ε per month, ``--reps`` fresh archives each,
 (c) seasonal-naive, from the true totals and from each DP archive.
@@ -42,6 +43,9 @@ POLICY = "alocenter"
 PURPOSE = "statistics"
 RECIPIENT = "purchasing"
 RESULTS = Path(__file__).parent / "results" / "backtest_forecast.json"
+#: the models compared, each on the true totals and on every DP archive (label per model);
+#: ets-topdown is the purchasing job's default for two seasons or more (segments.forecast)
+MODELS = {"ets": "ETS", "ets-topdown": "ETS top-down", "seasonal-naive": "seasonal-naive"}
 
 
 def _dataset(root: Path, customers: int, months: int, as_of: dt.date, seed: int) -> Workspace:
@@ -106,12 +110,19 @@ def _dp_archive(
 
     tag = f"{params_policy}-" if params_policy else ""
     ws = Workspace(root / f"{tag}eps{epsilon:g}-rep{rep:02d}").create()
-    prepared = ws.prepared_dir(PURPOSE)
-    prepared.mkdir(parents=True, exist_ok=True)
-    for name in ("customers", "lines"):
-        target = prepared / f"{name}.parquet"
-        if not target.exists():
-            os.link(data.prepared_dir(PURPOSE) / f"{name}.parquet", target)
+    # the raw data and prepare's signed record come along (hard links): a release checks its
+    # frames against the record, and the record against the raw files
+    for source_dir, target_dir in (
+        (data.prepared_dir(PURPOSE), ws.prepared_dir(PURPOSE)),
+        (data.root / "raw", ws.root / "raw"),
+    ):
+        for source in source_dir.rglob("*"):
+            target = target_dir / source.relative_to(source_dir)
+            if source.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(source, target)
     policy = Policy.load(POLICY)
     params = PrivacyParams.from_policy(policy, PURPOSE)
     if params_policy:  # the mechanism (family, δ, bounds) of the policy whose budget is tested
@@ -228,17 +239,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         m: train_truth.pivot(index="month", columns="category", values=m) for m in ("units", "sek")
     }
     zeros = {m: panel[m] * 0.0 for m in panel}
-    for model, label in (
-        ("ets", "true totals, ETS"),
-        ("seasonal-naive", "true totals, seasonal-naive"),
-    ):
+    for model in MODELS:
         fc = forecast_panel(panel, zeros, args.holdout, model, level=0.9)
         per_cat = _per_category_mape(fc, held)
-        results["methods"][label] = {
+        results["methods"][f"true totals, {MODELS[model]}"] = {
             "epsilon": None,
+            "model": model,
             "per_category": per_cat,
             "mean_mape": _summary([float(np.mean(list(per_cat.values())))]),
-            **({"coverage_90": _summary([_coverage(fc, held)])} if model == "ets" else {}),
+            **(
+                {"coverage_90": _summary([_coverage(fc, held)])}
+                if model != "seasonal-naive"
+                else {}
+            ),
         }
 
     train_dates = [m.date() for m in train]
@@ -251,8 +264,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     counts = {"released": 0, "reused": 0}
     for epsilon, params_policy in runs:
         label_of = f"{params_policy} planned " if params_policy else ""
-        per_rep: dict[str, list[dict[str, float]]] = {"ets": [], "seasonal-naive": []}
-        coverage = []
+        per_rep: dict[str, list[dict[str, float]]] = {model: [] for model in MODELS}
+        coverage: dict[str, list[float]] = {model: [] for model in MODELS}
         t0 = time.perf_counter()
         for rep in range(args.reps):
             ws, released = _dp_archive(data, root, epsilon, rep, train_dates, params_policy)
@@ -262,25 +275,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for model in per_rep:
                 fc = forecast_archive(archive, args.holdout, model, level=0.9)
                 per_rep[model].append(_per_category_mape(fc, held))
-                if model == "ets":
-                    coverage.append(_coverage(fc, held))
+                coverage[model].append(_coverage(fc, held))
             print(
-                f"{label_of}eps={epsilon:g} rep {rep}: ETS mean MAPE "
-                f"{np.mean(list(per_rep['ets'][-1].values())):.2f} %",
+                f"{label_of}eps={epsilon:g} rep {rep}: mean MAPE "
+                + ", ".join(
+                    f"{MODELS[m]} {np.mean(list(per_rep[m][-1].values())):.2f} %" for m in MODELS
+                ),
                 flush=True,
             )
         timings[f"{label_of}eps{epsilon:g}_s"] = time.perf_counter() - t0
         for model, reps in per_rep.items():
             cats = sorted(reps[0])
-            results["methods"][
-                f"DP archive {label_of}eps={epsilon:g}, {'ETS' if model == 'ets' else model}"
-            ] = {
+            results["methods"][f"DP archive {label_of}eps={epsilon:g}, {MODELS[model]}"] = {
                 "epsilon": epsilon,
                 "policy": params_policy,
                 "model": model,
                 "per_category": {c: _summary([r[c] for r in reps]) for c in cats},
                 "mean_mape": _summary([float(np.mean(list(r.values()))) for r in reps]),
-                **({"coverage_90": _summary(coverage)} if model == "ets" else {}),
+                **({"coverage_90": _summary(coverage[model])} if model != "seasonal-naive" else {}),
             }
         # a partial result after each ε, so a long run can be read before it ends
         results["config"] = _config(args, train, manifest)

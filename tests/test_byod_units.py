@@ -33,7 +33,7 @@ def _archive(n_months: int) -> pd.DataFrame:
 @pytest.mark.parametrize(
     ("months", "model", "words"),
     [
-        (30, "ets", "two seasons"),
+        (30, "ets-topdown", "two seasons"),
         (18, "seasonal-naive", "seasonal-naive"),
         (8, "ses", "NON-SEASONAL"),
     ],

@@ -18,6 +18,7 @@ from segments.forecast import (
     mape,
     noise_variance,
     reconcile,
+    seasonal_shares,
     validate_archive,
 )
 from segments.workspace import Workspace
@@ -188,6 +189,86 @@ def test_seasonal_naive_is_a_baseline_that_seasonal_models_beat_on_a_trend():
     assert errors["ets"] < errors["seasonal-naive"]
 
 
+def _shared_season_panel(n_months: int, seed: int, noise: float) -> tuple[pd.DataFrame, ...]:
+    """Ten categories that share the total's season (as the synthetic shop's do), one with
+    its own July dip, released with Laplace noise of ``noise`` x a typical month's value (as
+    the monthly series at a policy's real budget). Returns (archive, truth)."""
+    rng = np.random.default_rng(seed)
+    months = pd.date_range("2023-01-01", periods=n_months, freq="MS")
+    t = np.arange(n_months)
+    season = 1 + 0.35 * np.sin(2 * np.pi * t / 12) + 0.01 * t
+    rows, true_rows = [], []
+    for k in range(10):
+        base = 1000.0 * (k + 1)
+        units = base * season * (1 + 0.03 * rng.standard_normal(n_months))
+        if k == 0:
+            units = np.where(months.month == 7, 0.6 * units, units)
+        scale = noise * base
+        released = np.maximum(units + rng.laplace(0.0, scale, n_months), 0.0)
+        for month, u, r in zip(months, units, released, strict=True):
+            true_rows.append({"month": month, "category": f"c{k}", "units": u})
+            rows.append(
+                {
+                    "month": month,
+                    "category": f"c{k}",
+                    "units": r,
+                    "sek": 85.0 * r,
+                    "units_scale": scale,
+                    "sek_scale": 85.0 * scale,
+                }
+            )
+    archive = pd.DataFrame(rows).assign(
+        mechanism="laplace",
+        epsilon=0.1,
+        rho=np.nan,
+        release_id=lambda f: "rel-" + f["month"].dt.strftime("%Y%m"),
+    )
+    return archive, pd.DataFrame(true_rows)
+
+
+def test_topdown_forecast_beats_per_category_ets_on_noisy_releases_and_covers():
+    """At a real budget's noise (15 % of a month) per-category ETS fits the noise as season;
+    the top-down forecast (the total's ETS x noise-shrunk shares) does not, and its 90 %
+    intervals still cover the true demand."""
+    errors = {"ets": [], "ets-topdown": []}
+    inside = []
+    for seed in range(3):
+        archive, truth = _shared_season_panel(36, seed, noise=0.15)
+        held = truth[truth["month"] > "2025-06-01"]
+        for model in errors:
+            fc = forecast_archive(archive, horizon=6, model=model, through="2025-06-01")
+            joined = fc.merge(held, on=["category", "month"], suffixes=("", "_true"))
+            errors[model].append(mape(joined["units_true"], joined["units"]))
+            if model == "ets-topdown":
+                inside.append(
+                    (
+                        (joined["units_lower"] <= joined["units_true"])
+                        & (joined["units_true"] <= joined["units_upper"])
+                    ).mean()
+                )
+    assert np.mean(errors["ets-topdown"]) < 0.8 * np.mean(errors["ets"])
+    assert 0.8 <= np.mean(inside) <= 1.0
+
+
+def test_seasonal_shares_keep_a_real_deviation_and_shrink_noise():
+    months = pd.date_range("2023-01-01", periods=36, freq="MS")
+    july = months.month == 7
+    y = np.column_stack([np.where(july, 20.0, 40.0), np.full(36, 60.0)])
+    july_ahead = pd.DatetimeIndex(["2026-07-01", "2026-08-01"])
+    # no noise: the July share is exactly the released July share, not shrunk
+    share, var = seasonal_shares(y, np.zeros_like(y), months, july_ahead)
+    np.testing.assert_allclose(share[0], [0.25, 0.75])
+    np.testing.assert_allclose(share[1], [0.4, 0.6])
+    assert (var >= 0).all()
+    # pure noise around a constant share: every month's share is pulled to the overall one
+    rng = np.random.default_rng(0)
+    flat = np.column_stack([np.full(36, 40.0), np.full(36, 60.0)]) + rng.laplace(0, 8, (36, 2))
+    share, var = seasonal_shares(flat, np.full((36, 2), 128.0), months, july_ahead)
+    overall = flat.sum(axis=0) / flat.sum()
+    assert np.abs(share - overall).max() < 0.02
+    assert (var > 0).all()
+
+
 # --- consistency ----------------------------------------------------------------------------
 def test_reconcile_shares_the_gap_by_variance_and_stays_non_negative():
     np.testing.assert_allclose(
@@ -199,7 +280,7 @@ def test_reconcile_shares_the_gap_by_variance_and_stays_non_negative():
     np.testing.assert_allclose(out[1:], [10.0 - 10 / 3, 20.0 - 10 / 3])
 
 
-@pytest.mark.parametrize("model", ["ets", "seasonal-naive"])
+@pytest.mark.parametrize("model", ["ets", "ets-topdown", "seasonal-naive"])
 def test_categories_add_up_to_the_total_and_nothing_is_negative(model):
     values = _truth()
     # a category that dies out: its forecast would go below zero without the constraint

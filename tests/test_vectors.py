@@ -181,3 +181,19 @@ def test_compositor_loss_is_bound_plus_sums_and_the_bound_is_recorded(family):
     assert release.scale("units") >= math.ceil(choice.bound) / (
         0.8 if family == "pure" else math.sqrt(2 * 0.8)
     )
+
+
+def test_fast_discrete_gaussian_accuracy_is_an_upper_bound_within_one_unit():
+    """The fast accuracy (continuous, rounded up, plus one) never understates OpenDP's exact
+    discrete-Gaussian half-width and overstates it by at most one unit."""
+    from segments.privacy.vectors import EXACT_GAUSSIAN_SCALE, discrete_gaussian_accuracy
+
+    for scale in np.geomspace(EXACT_GAUSSIAN_SCALE, 30_000, 12):
+        for alpha in (0.5, 0.1, 0.05, 0.025, 0.01):
+            exact = dp.discrete_gaussian_scale_to_accuracy(float(scale), alpha)
+            fast = discrete_gaussian_accuracy(float(scale), alpha)
+            assert exact <= fast <= exact + 1, (scale, alpha, exact, fast)
+    # below the threshold it is OpenDP's exact value
+    assert discrete_gaussian_accuracy(10.0, 0.05) == dp.discrete_gaussian_scale_to_accuracy(
+        10.0, 0.05
+    )

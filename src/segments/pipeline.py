@@ -437,7 +437,7 @@ def _charts(ws: Workspace) -> float:
     images = ws.report / "images"
     images.mkdir(parents=True, exist_ok=True)
     archive = load_archive(ws)
-    forecast = forecast_archive(archive, horizon=6, model="ets", level=0.9)
+    forecast = forecast_archive(archive, horizon=6, model="auto", level=0.9)
     axes = plot_forecast_fans(archive, forecast, measure="units")
     figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
     figure.savefig(images / "forecast-fan.png", dpi=90, bbox_inches="tight")

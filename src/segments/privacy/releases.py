@@ -61,7 +61,7 @@ from segments.privacy.specs import (
     ReleaseSpec,
     SegmentSource,
 )
-from segments.privacy.vectors import VectorRelease, choose_mechanism
+from segments.privacy.vectors import VectorRelease, choose_mechanism, discrete_gaussian_accuracy
 from segments.schema import CUSTOMER_TYPES, PERSON_TYPES, PRODUCT_CATEGORIES
 from segments.workspace import Workspace, sha256_file, write_json
 
@@ -622,18 +622,20 @@ class QueryPlan:
 def _accuracy(distribution: str, scale: float, alpha: float) -> float:
     """OpenDP's accuracy (half-width at 1 - alpha) of one noise distribution.
 
-    Cached: for large Gaussian scales OpenDP's exact discrete computation takes seconds, and a
-    backfill asks for the same (distribution, scale, alpha) every month.
+    Cached: a backfill asks for the same (distribution, scale, alpha) every month. The
+    discrete Gaussian's comes from :func:`discrete_gaussian_accuracy` (OpenDP's exact
+    computation takes seconds at large scales).
     """
     integer = distribution.startswith("Integer")
+    if integer and distribution.endswith("Gaussian"):
+        # the exact discrete computation takes seconds at large scales: see the helper
+        return discrete_gaussian_accuracy(scale, alpha)
     if distribution.endswith("Laplace"):
         convert = (
             dp.discrete_laplacian_scale_to_accuracy if integer else dp.laplacian_scale_to_accuracy
         )
     elif distribution.endswith("Gaussian"):
-        convert = (
-            dp.discrete_gaussian_scale_to_accuracy if integer else dp.gaussian_scale_to_accuracy
-        )
+        convert = dp.gaussian_scale_to_accuracy
     elif distribution.startswith(("Exponential", "Gumbel")):
         # a quantile: its error depends on how the data spread over the candidates, so no
         # data-free half-width exists (the card says so)
