@@ -56,6 +56,10 @@ def test_the_main_job_runs_end_to_end(tmp_path, capsys) -> None:
     assert print_summary(summary) == 0
     out = capsys.readouterr().out
     assert "0 fail" in out and "THROW-AWAY DEMO LEDGER" in out
+    # 5,000 customers cannot give ±10 %: the summary says which target is missed and why,
+    # and that the refused releases went out only because of the override
+    assert "accuracy     cannot meet monthly_category" in out
+    assert "released anyway (--override-accuracy)" in out
     # next steps: the report, the ledger command that works for this workspace, the notebooks
     assert (ws / "report" / "audit.html").resolve().as_uri() in out
     assert f"segments ledger --workspace {ws} --policy alloffice" in out

@@ -181,3 +181,26 @@ def test_error_curve_falls_with_epsilon_and_passes_through_the_plan(name):
         plan.error_curve("survey_experience")
     with pytest.raises(PolicyError, match="positive"):
         plan.error_curve("category_mix", [0.0, 1.0])
+
+
+def test_the_plan_states_what_it_cannot_meet_and_why_for_the_small_budgets_at_50k():
+    """Offix and AllCall (ε 2 a period) at the demo's size: the category mix cannot meet its
+    target and is refused; the statement (the demo summary's accuracy lines) names both, with
+    the expected error, the budget share and the policy's max_relative_error."""
+    probe = Scale(customers=40_000, mean_spend_sek=37_000, monthly_buyers=15_800, segments=6)
+    for name in ("offix", "allcall"):
+        policy = Policy.load(name)
+        plan = plan_by_accuracy(policy, probe, fixed_epsilon=_fixed(policy))
+        lines = plan.statement()
+        assert any(
+            line.startswith("cannot meet category_mix") and "of the loss its target needs" in line
+            for line in lines
+        ), lines
+        refused = [line for line in lines if line.startswith("refused category_mix")]
+        assert refused and "max_relative_error=0.5" in refused[0] and "left out" in refused[0]
+        with pytest.raises(ReleaseRefusedError):
+            plan.check("category_mix")
+        assert "released anyway" in " ".join(plan.statement(override=True))
+    alloffice = Policy.load("alloffice")
+    plan = plan_by_accuracy(alloffice, probe, fixed_epsilon=_fixed(alloffice))
+    assert plan.statement() == ["every target met within the 4 ε budget per period"]

@@ -390,6 +390,8 @@ class DemoSummary:
     timings: dict[str, float] = field(default_factory=dict)
     notebooks: list[str] = field(default_factory=list)
     report: Path | None = None
+    #: the accuracy plan's verdict (AccuracyPlan.statement): targets met, or which not and why
+    accuracy: list[str] = field(default_factory=list)
 
 
 def accuracy_plan(ws: Workspace, policy: Policy, as_of: str) -> Any:
@@ -560,6 +562,7 @@ def run_demo(
     accuracy = accuracy_plan(ws, pol, as_of)
     summary.budget = plan = BudgetPlan.from_accuracy(accuracy, survey=plan.survey)
     summary.timings["accuracy plan (scale probe, charged)"] = time.perf_counter() - started
+    summary.accuracy = accuracy.statement(override=override_accuracy)
     write_json(ws.report / "accuracy_plan.json", accuracy.to_dict())
     with bar.external_write_mode():
         for line in accuracy.describe().splitlines():
@@ -637,6 +640,8 @@ def print_summary(summary: DemoSummary, echo: Callable[[str], Any] = print) -> i
     if balance is not None:
         echo(f"  budget       {_balance_line(balance)}")
     echo(f"  ledger       {ledger.label}")
+    for i, line in enumerate(summary.accuracy):
+        echo(f"  {'accuracy' if i == 0 else '':<12} {line}")
     echo(f"  forecast     {ws.forecasts / 'purchasing_export.csv'}")
     echo(f"  audit        {verdict}")
     echo(f"  report       {ws.report / 'audit.html'}")

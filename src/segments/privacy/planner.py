@@ -197,6 +197,27 @@ class AccuracyPlan:
             if not r.meets_target
         ]
 
+    def statement(self, override: bool = False) -> list[str]:
+        """The plan's verdict for a summary: every target met, or one line per target it
+        cannot meet (expected error and why) and per release it refuses (and whether it is
+        left out or, with ``override``, released anyway)."""
+        if self.fits:
+            return [f"every target met within the {self.budget_epsilon:g} ε budget per period"]
+        lines = [f"cannot meet {line}" for line in self.unmet()]
+        for r in self.releases.values():
+            if r.refused:
+                action = (
+                    "released anyway (--override-accuracy)"
+                    if override
+                    else "left out (--override-accuracy releases it anyway)"
+                )
+                lines.append(
+                    f"refused {r.release}: expected ±{r.refusal_error:.0%} on a typical cell at "
+                    f"{REFUSAL_CONFIDENCE:.0%}, above the policy's max_relative_error="
+                    f"{self.max_relative_error:g}; {action}"
+                )
+        return lines
+
     def epsilon(self, release: str) -> float:
         return self.releases[release].epsilon
 
