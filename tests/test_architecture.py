@@ -27,6 +27,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("segments.prepare.pseudonym", "segments.prepare.subject_log"),
     ("segments.provenance",),
     ("segments.progress",),
+    # the line-level backends (polars, DuckDB, Spark): read Parquet, return per-person frames
+    ("segments.engine",),
     ("segments.geography", "segments.plots", "segments.keys"),
     ("segments.synth", "segments.ingest"),
     ("segments.policy",),

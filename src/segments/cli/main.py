@@ -85,6 +85,8 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from segments.engine import ENGINES
+
     parser = _Parser(
         prog="segments",
         description="Privacy-first customer segmentation sandbox (synthetic data, policy as "
@@ -94,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the full traceback when a command fails"
     )
     parser.add_argument("--version", action="version", version=f"segments {_version()}")
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="backend of the line-level stages (default: SEGMENTS_ENGINE, else auto: DuckDB "
+        "out of core when the lines exceed SEGMENTS_MEMORY_LIMIT's budget, else polars)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -234,6 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     old_umask = os.umask(0o077)
     OPENED_LEDGERS.clear()
     _sweep_leftovers(args)
+    from segments.engine import ENGINE_ENV_VAR
+
+    old_engine = os.environ.get(ENGINE_ENV_VAR)
+    if args.engine:  # one setting: every stage asks segments.engine.get_engine()
+        os.environ[ENGINE_ENV_VAR] = args.engine
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -269,6 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         OPENED_LEDGERS.clear()
         os.umask(old_umask)
+        if args.engine:
+            if old_engine is None:
+                os.environ.pop(ENGINE_ENV_VAR, None)
+            else:
+                os.environ[ENGINE_ENV_VAR] = old_engine
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,8 +2,9 @@
 
 The flow of one release (:func:`plan_release` then :meth:`ReleasePlan.execute`):
 
-1. **Shared aggregates.** The prepared order lines are read once (``pl.scan_parquet``) and
-   turned into the aggregates every query of the release shares: one row per person
+1. **Shared aggregates.** The prepared order lines are read once, by the engine the
+   ``--engine`` setting selects (:mod:`segments.engine`: polars, DuckDB out of core, Spark),
+   and turned into the aggregates every query of the release shares: one row per person
    (``person``: county, customer type, segment, total spend), and at most
    ``max_cells_per_person`` rows per person, one per product category (``cells``: spend and
    units per cell, each multiplied by its category's weight so that OpenDP's clip at the
@@ -44,6 +45,8 @@ import opendp.prelude as dp
 import polars as pl
 from opendp.accuracy import summarize_polars_measurement
 
+from segments.engine import Engine, get_engine, line_files
+from segments.engine.inmemory import lazy_cells, lazy_orders
 from segments.exceptions import PolicyError, WorkspaceError
 from segments.months import months_between, next_month
 from segments.privacy.composition import epsilon_to_rho, rho_to_epsilon
@@ -62,7 +65,7 @@ from segments.privacy.specs import (
     SegmentSource,
 )
 from segments.privacy.vectors import VectorRelease, choose_mechanism, discrete_gaussian_accuracy
-from segments.schema import CUSTOMER_TYPES, PERSON_TYPES, PRODUCT_CATEGORIES
+from segments.schema import CUSTOMER_TYPES, PERSON_TYPES, PREPARED_LINES, PRODUCT_CATEGORIES
 from segments.workspace import Workspace, sha256_file, write_json
 
 __all__ = [
@@ -130,29 +133,56 @@ def _person_key(column: str = "person_id") -> pl.Expr:
 
 
 def _cells(
-    lines: pl.LazyFrame,
+    lines: _Lines,
     window: tuple[dt.date, dt.date] | None,
     categories: tuple[str, ...] = PRODUCT_CATEGORIES,
     by_month: bool = False,
 ) -> pl.DataFrame:
-    """Spend (whole SEK) and units per person and category (and month) inside the window."""
-    rank = {c: i for i, c in enumerate(categories)}
-    month = [pl.col("order_date").dt.strftime("%Y-%m").alias("month")] if by_month else []
-    return (
-        lines.filter(_window_filter(window))
-        .group_by(_person_key(), *month, "category")
-        .agg(
-            pl.col("amount_sek").sum().round(0).cast(pl.Int64).alias("sek"),
-            pl.col("quantity").cast(pl.Int64).sum().alias("units"),
+    """Spend (whole SEK) and units per person and category (and month) inside the window,
+    from the engine (:meth:`segments.engine.Engine.person_cells`), keyed by ``pid``."""
+    if isinstance(lines, pl.LazyFrame):
+        cells = lazy_cells(lines, window, categories, by_month=by_month)
+    else:
+        cells = lines.engine.person_cells(
+            lines.path, window, categories, by_month=by_month, scratch=lines.scratch
         )
-        .with_columns(pl.col("category").replace_strict(rank, return_dtype=pl.Int32).alias("_rank"))
-        .collect(engine="streaming")
+    rank = {c: i for i, c in enumerate(categories)}
+    return cells.select(
+        _person_key(),
+        *(["month"] if by_month else []),
+        "category",
+        "sek",
+        "units",
+        pl.col("category").replace_strict(rank, return_dtype=pl.Int32).alias("_rank"),
     )
+
+
+@dataclass(frozen=True)
+class _EngineLines:
+    """Prepared lines on disk and the engine that reads them (``scratch``: its spill folder)."""
+
+    path: Path
+    engine: Engine
+    scratch: Path
+
+    def scan(self, window: tuple[dt.date, dt.date] | None) -> pl.LazyFrame:
+        """The window's lines as a polars LazyFrame (for what only polars computes)."""
+        files = line_files(self.path, window)
+        if not files:
+            return pl.LazyFrame(schema=PREPARED_LINES.polars_schema())
+        return pl.scan_parquet(files)
+
+
+_Lines = pl.LazyFrame | _EngineLines
+
+
+def _lazy_lines(lines: _Lines, window: tuple[dt.date, dt.date] | None) -> pl.LazyFrame:
+    return lines if isinstance(lines, pl.LazyFrame) else lines.scan(window)
 
 
 def _person_values(
     cells: pl.LazyFrame,
-    lines: pl.LazyFrame,
+    lines: _Lines,
     window: tuple[dt.date, dt.date] | None,
     values: tuple[str, ...],
 ) -> pl.LazyFrame:
@@ -168,12 +198,11 @@ def _person_values(
             spend = cells.filter(pl.col("category") == category).select("pid", pl.col("sek"))
             out = out.join(spend.rename({"sek": value}), on="pid", how="left")
     if "orders" in values:
-        orders = (
-            lines.filter(_window_filter(window))
-            .group_by(_person_key())
-            .agg(pl.col("order_id").n_unique().cast(pl.Int64).alias("orders"))
-        )
-        out = out.join(orders, on="pid", how="left")
+        if isinstance(lines, pl.LazyFrame):
+            orders = lazy_orders(lines, window)
+        else:
+            orders = lines.engine.person_orders(lines.path, window, scratch=lines.scratch)
+        out = out.join(orders.lazy().select(_person_key(), "orders"), on="pid", how="left")
     return out
 
 
@@ -199,7 +228,7 @@ def _segment_labels(
     source: SegmentSource,
     cells: pl.LazyFrame,
     customers: pl.LazyFrame,
-    lines: pl.LazyFrame,
+    lines: _Lines,
     window: tuple[dt.date, dt.date] | None,
 ) -> pl.LazyFrame:
     """Each person's segment. The category rule and the private model are computed here,
@@ -211,7 +240,7 @@ def _segment_labels(
         from segments.privacy.kmeans import private_model_labels
 
         start, end = window or (dt.date(1900, 1, 1), dt.date.today())
-        in_window = lines.filter(_window_filter((start, end)))
+        in_window = _lazy_lines(lines, (start, end)).filter(_window_filter((start, end)))
         labels = private_model_labels(source.model, customers, in_window, end)
         return labels.select(_person_key(), pl.col("segment").cast(pl.Utf8))
     assert source.labels_path is not None
@@ -227,7 +256,7 @@ def _segment_labels(
 
 def build_shared_frames(
     customers: pl.LazyFrame,
-    lines: pl.LazyFrame,
+    lines: pl.LazyFrame | str | os.PathLike[str],
     segments: SegmentSource | None,
     params: PrivacyParams,
     folder: str | os.PathLike[str],
@@ -237,13 +266,19 @@ def build_shared_frames(
     person_values: tuple[str, ...] = (),
     cell_columns: tuple[str, ...] = (),
     cell_months: bool = False,
+    engine: Engine | None = None,
 ) -> dict[str, Path]:
     """Write the per-person and per-cell aggregates every query of a release shares.
 
     Parameters
     ----------
-    customers, lines : polars.LazyFrame
-        Prepared frames (``docs/architecture.md``).
+    customers : polars.LazyFrame
+        Prepared customers (``docs/architecture.md``).
+    lines : polars.LazyFrame or path
+        Prepared lines: a LazyFrame (aggregated by polars in this process), or the path of
+        ``lines.parquet`` or of a folder of month partitions, aggregated by ``engine``
+        (default: the ``--engine`` / ``SEGMENTS_ENGINE`` setting; only the window's
+        partitions are read).
     segments : SegmentSource or None
         Segment labels; None when no query groups by segment.
     params : PrivacyParams
@@ -263,6 +298,8 @@ def build_shared_frames(
         Cells per person, month (``month``, ``YYYY-MM``) and category, at most
         ``max_cells_per_person`` per person and month (largest spend first); the person's
         segment still comes from the whole window.
+    engine : Engine, optional
+        The backend for ``lines`` given as a path (:mod:`segments.engine`).
 
     Returns
     -------
@@ -273,8 +310,14 @@ def build_shared_frames(
         ``segment``, ``category``, ``sek``, ``units``). No pseudonym is written.
     """
     folder = Path(folder)
+    source: _Lines
+    if isinstance(lines, pl.LazyFrame):
+        source = lines
+    else:
+        path = Path(lines)
+        source = _EngineLines(path, engine or get_engine(sources=[path]), folder)
     # Sorted once (largest cell first per person): the category rule and the truncation share it.
-    cells = _largest_first(_cells(lines, window, params.categories).lazy()).collect().lazy()
+    cells = _largest_first(_cells(source, window, params.categories).lazy()).collect().lazy()
     totals = cells.group_by("pid").agg(pl.col("sek").sum().alias("spend_sek"))
     # data without a declared geography (segments ingest) has no county: keyed queries refuse
     has_county = "county_code" in customers.collect_schema().names()
@@ -296,12 +339,12 @@ def build_shared_frames(
     if person_columns:
         person = person.join(customers.select(_person_key(), *person_columns), on="pid", how="left")
     if person_values:  # a session's further per-person values (named specs need none)
-        values = _person_values(cells, lines, window, person_values)
+        values = _person_values(cells, source, window, person_values)
         person = person.join(values, on="pid", how="left").with_columns(
             pl.col(v).fill_null(0) for v in person_values
         )
     if segments is not None:
-        labels = _segment_labels(segments, cells, customers, lines, window)
+        labels = _segment_labels(segments, cells, customers, source, window)
         person = person.join(labels, on="pid", how="inner")
     else:
         person = person.with_columns(pl.lit("all").alias("segment"))
@@ -316,7 +359,7 @@ def build_shared_frames(
     if cell_months:
         per = ["pid", "month"]
         cells = (
-            _cells(lines, window, params.categories, by_month=True)
+            _cells(source, window, params.categories, by_month=True)
             .lazy()
             .sort(["pid", "month", "sek", "_rank"], descending=[False, False, True, False])
         )
@@ -1483,7 +1526,7 @@ def plan_release(
             paths.update(
                 build_shared_frames(
                     pl.scan_parquet(Path(customers)),
-                    pl.scan_parquet(Path(lines)),
+                    Path(lines),
                     segments if spec.needs_segments else None,
                     params,
                     folder,

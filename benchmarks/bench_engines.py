@@ -1,0 +1,178 @@
+"""Benchmark: the line-level stages on each engine (issue 21), the in-memory path as baseline.
+
+Usage::
+
+    nice -n 10 .venv/bin/python benchmarks/bench_engines.py --lines 10000000 \\
+        [--folder DIR] [--reuse DIR] [--engines polars,duckdb] [--steps cells,release]
+
+Each (step, engine) runs in its own process, so time and peak RSS are measured per step:
+
+``cells``
+    one scan of every prepared line into spend and units per person and category
+    (:meth:`segments.engine.Engine.person_cells`, the aggregate every release shares):
+    ``polars`` (polars' streaming engine on the driver, today's path) against ``duckdb``
+    (embedded, out of core), the measurement that chose the embedded engine;
+``orders``
+    distinct orders per person (:meth:`~segments.engine.Engine.person_orders`);
+``release``
+    the month-closing of ``benchmarks/bench_releases.py`` (month_closing spec, the monthly
+    purchasing series, the survey scores) on an evaluation ledger, end to end from the
+    Parquet files to the published tables and cards, with ``SEGMENTS_ENGINE`` set.
+
+Prepared-shaped frames come from ``segments.privacy._frames`` (not timed), written into
+``--folder`` (default: a fresh folder beside this script, removed afterwards). Results go to
+``benchmarks/results/bench_engines_<lines>.json``.
+
+Goals (issue 21): at 10 and 60 million lines the embedded engine is no slower than the
+in-memory path and uses at most half its memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+PURPOSE = "statistics"
+STEPS = ("cells", "orders", "release")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def child_step(step: str, engine_name: str, folder: Path) -> dict:
+    os.environ["SEGMENTS_ENGINE"] = engine_name
+    start = time.perf_counter()
+    lines = folder / "prepared" / PURPOSE / "lines.parquet"
+    scratch = folder / ".private" / f"bench-{step}-{engine_name}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        if step == "release":
+            from bench_releases import child_release
+
+            out = child_release(folder)
+            return {"seconds": out["seconds"]["total"], "peak_rss_mb": out["peak_rss_mb"]}
+        from segments.engine import get_engine
+        from segments.schema import PRODUCT_CATEGORIES
+
+        engine = get_engine(engine_name)
+        if step == "cells":
+            frame = engine.person_cells(lines, None, PRODUCT_CATEGORIES, scratch=scratch)
+        else:
+            frame = engine.person_orders(lines, None, scratch=scratch)
+        return {
+            "seconds": time.perf_counter() - start,
+            "peak_rss_mb": _peak_rss_mb(),
+            "rows": frame.height,
+        }
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_child(step: str, engine: str, folder: Path) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", step, "--engine", engine, "--folder", str(folder)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _prepare_folder(folder: Path, args: argparse.Namespace) -> None:
+    from bench_releases import child_generate
+
+    if args.reuse:
+        prepared = folder / "prepared" / PURPOSE
+        prepared.mkdir(parents=True, exist_ok=True)
+        for name in ("customers.parquet", "lines.parquet"):
+            target = prepared / name
+            if not target.exists():
+                os.symlink(args.reuse.resolve() / "prepared" / PURPOSE / name, target)
+        import numpy as np
+
+        from segments.privacy._frames import write_survey_frame
+
+        write_survey_frame(
+            folder / "raw" / "surveys.parquet",
+            args.lines // 33 // 20,
+            seed=np.random.default_rng(7),
+            month=dt.date(2026, 2, 1),
+        )
+        (folder / "raw" / "manifest.json").write_text(json.dumps({"synthetic": True}))
+        return
+    t = time.perf_counter()
+    child_generate(folder, args.lines // 33, args.lines)
+    print(f"generated {args.lines:,} prepared lines in {time.perf_counter() - t:.0f} s (not timed)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=10_000_000)
+    parser.add_argument("--engines", default="polars,duckdb")
+    parser.add_argument("--steps", default=",".join(STEPS))
+    parser.add_argument("--folder", type=Path, help="where the frames go (default: a temp folder)")
+    parser.add_argument("--reuse", type=Path, help="a folder from an earlier --folder run")
+    parser.add_argument("--child", choices=STEPS)
+    parser.add_argument("--engine")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child_step(args.child, args.engine, args.folder), default=str))
+        return
+    engines = args.engines.split(",")
+    base = args.folder or Path(tempfile.mkdtemp(prefix=".bench-engines-", dir=HERE))
+    folder = base / "run"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    results: dict = {
+        "lines": args.lines,
+        "machine": f"{os.cpu_count()} cores",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "steps": {},
+    }
+    try:
+        _prepare_folder(folder, args)
+        print(f"load average before: {os.getloadavg()[0]:.1f} (2 cores; >2 means shared CPU)")
+        for step in args.steps.split(","):
+            results["steps"][step] = {}
+            for engine in engines:
+                out = _run_child(step, engine, folder)
+                results["steps"][step][engine] = out
+                print(
+                    f"{step:<8} {engine:<7} {out['seconds']:7.2f} s  "
+                    f"peak {out['peak_rss_mb']:7.0f} MB"
+                )
+            if "polars" in engines:
+                ref = results["steps"][step]["polars"]
+                for engine in engines:
+                    if engine != "polars":
+                        got = results["steps"][step][engine]
+                        print(
+                            f"         {engine} / polars: time ×"
+                            f"{got['seconds'] / ref['seconds']:.2f}, "
+                            f"memory ×{got['peak_rss_mb'] / ref['peak_rss_mb']:.2f} "
+                            "(goal: time ≤ ×1.00, memory ≤ ×0.50)"
+                        )
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if args.folder is None:
+            shutil.rmtree(base, ignore_errors=True)
+    out_path = HERE / "results" / f"bench_engines_{args.lines}.json"
+    out_path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""The engine contract: what every backend of the line-level stages computes, and how.
+
+An engine reads order lines (Parquet: one file, or a folder of month partitions
+``month=YYYY-MM/part-*.parquet``) and returns small per-person frames as polars DataFrames on
+the driver. Everything the backends share — which partition files a window needs, the output
+schemas, the exact arithmetic — is defined here once, so two backends given the same files
+return equal frames (``tests/test_engine.py``).
+
+Exact arithmetic: a line's amount is counted in whole öre, ``floor(amount_sek * 100 + 0.5)``
+(the amounts carry at most two decimals, so this is the amount itself), summed as 64-bit
+integers (order-independent, unlike a float sum) and rounded to whole SEK half away from
+zero in integers (:func:`ore_to_sek`). Every backend must follow it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import polars as pl
+
+from segments.exceptions import WorkspaceError
+
+__all__ = [
+    "CELL_SCHEMA",
+    "ORDER_COUNT_SCHEMA",
+    "Engine",
+    "LineSource",
+    "Window",
+    "empty_cells",
+    "line_files",
+    "month_partition",
+    "ore_to_sek",
+]
+
+#: A half-open ``[start, end)`` range of order dates; None means every line.
+Window = tuple[dt.date, dt.date] | None
+#: Prepared or raw order lines: a Parquet file, or a folder of month partitions.
+LineSource = str | os.PathLike[str]
+
+_PARTITION = re.compile(r"^month=(\d{4})-(\d{2})$")
+
+#: The columns of :meth:`Engine.person_cells` (``month`` only when asked ``by_month``).
+CELL_SCHEMA: dict[str, pl.DataType] = {
+    "person_id": pl.Utf8(),
+    "month": pl.Utf8(),
+    "category": pl.Utf8(),
+    "sek": pl.Int64(),
+    "units": pl.Int64(),
+}
+#: The columns of :meth:`Engine.person_orders`.
+ORDER_COUNT_SCHEMA: dict[str, pl.DataType] = {"person_id": pl.Utf8(), "orders": pl.Int64()}
+
+
+def month_partition(month: dt.date) -> str:
+    """The folder name of a month's partition.
+
+    Examples
+    --------
+    >>> month_partition(dt.date(2026, 2, 1))
+    'month=2026-02'
+    """
+    return f"month={month:%Y-%m}"
+
+
+def _partition_month(folder: Path) -> dt.date | None:
+    found = _PARTITION.match(folder.name)
+    return dt.date(int(found[1]), int(found[2]), 1) if found else None
+
+
+def line_files(source: LineSource, window: Window = None) -> list[Path]:
+    """The Parquet files a window needs: the file itself, or the month partitions it meets.
+
+    A month-closing reads only the partitions of its months; a partition folder holds one or
+    more ``*.parquet`` files (a new month is a new folder, history is never rewritten).
+
+    Raises
+    ------
+    WorkspaceError
+        If ``source`` does not exist.
+    """
+    path = Path(source)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise WorkspaceError(f"order lines {path} do not exist; run `segments prepare` first")
+    files = []
+    for folder in sorted(p for p in path.iterdir() if p.is_dir()):
+        month = _partition_month(folder)
+        if month is None:
+            continue
+        if window is not None:
+            start, end = window
+            after = dt.date(month.year + month.month // 12, month.month % 12 + 1, 1)
+            if after <= start or month >= end:
+                continue  # the whole partition lies outside the window
+        files.extend(sorted(folder.glob("*.parquet")))
+    return files
+
+
+def ore_to_sek(ore: pl.Expr) -> pl.Expr:
+    """Whole SEK from öre, rounded half away from zero, in integers (exact).
+
+    Examples
+    --------
+    >>> ore = pl.Series("ore", [250, -250, 249, -249])
+    >>> pl.select(ore_to_sek(pl.lit(ore))).to_series().to_list()
+    [3, -3, 2, -2]
+    """
+    return pl.when(ore >= 0).then((ore + 50) // 100).otherwise(-((50 - ore) // 100)).cast(pl.Int64)
+
+
+def empty_cells(by_month: bool) -> pl.DataFrame:
+    """A cell frame with no rows (a window with no partition)."""
+    return pl.DataFrame(schema={k: v for k, v in CELL_SCHEMA.items() if by_month or k != "month"})
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A backend of the line-level stages (polars in memory, DuckDB embedded, Spark).
+
+    Inputs are Parquet paths and public parameters; outputs are per-person polars frames on
+    the driver, each at most a public number of rows per person. ``scratch`` is an owner-only
+    folder inside the workspace's private area (``Workspace.scratch`` or a release plan's
+    scratch folder) that the caller removes: an engine spills there and nowhere else.
+    """
+
+    #: The setting's value that selects this engine (``--engine`` / ``SEGMENTS_ENGINE``).
+    name: str
+
+    def person_cells(
+        self,
+        lines: LineSource,
+        window: Window,
+        categories: Sequence[str],
+        *,
+        by_month: bool = False,
+        scratch: Path,
+    ) -> pl.DataFrame:
+        """Spend and units per person and category (and month) of the lines in ``window``.
+
+        Returns :data:`CELL_SCHEMA` (``month`` as ``YYYY-MM`` only with ``by_month``): one
+        row per person × category (× month) with at least one line, so at most
+        ``len(categories)`` rows per person (and month); ``sek`` is the öre sum rounded to
+        whole SEK (module docstring), ``units`` the sum of quantities. Sorted by
+        ``person_id``, ``month``, ``category``. A line whose category is not in
+        ``categories`` is an error (:class:`segments.exceptions.SchemaError`).
+        """
+        ...
+
+    def person_orders(self, lines: LineSource, window: Window, *, scratch: Path) -> pl.DataFrame:
+        """Distinct orders per person in ``window`` (:data:`ORDER_COUNT_SCHEMA`), sorted by
+        ``person_id``."""
+        ...
+
+
+def check_categories(found: Sequence[str | None], categories: Sequence[str]) -> None:
+    """Refuse lines whose category is outside the public list (no engine invents a key)."""
+    from segments.exceptions import SchemaError
+
+    unknown = sorted({str(c) for c in found} - set(categories))
+    if unknown:
+        raise SchemaError(
+            f"table 'lines', column 'category': rule 'value in the public code list' fails "
+            f"for {len(unknown)} value(s) (first: {unknown[0]!r}); fix: use the categories "
+            f"the policy declares ({list(categories)})"
+        )

@@ -1,0 +1,97 @@
+"""The polars backend: today's in-memory path, the baseline every other engine is held to.
+
+Lines are scanned with ``pl.scan_parquet`` and aggregated by polars' own engine on the
+driver; nothing spills, so memory grows with the lines a window holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from segments.engine.base import (
+    CELL_SCHEMA,
+    ORDER_COUNT_SCHEMA,
+    LineSource,
+    Window,
+    check_categories,
+    empty_cells,
+    line_files,
+    ore_to_sek,
+)
+
+__all__ = ["PolarsEngine", "lazy_cells", "lazy_orders"]
+
+
+def _in_window(window: Window) -> pl.Expr:
+    if window is None:
+        return pl.lit(True)
+    start, end = window
+    return (pl.col("order_date") >= start) & (pl.col("order_date") < end)
+
+
+def lazy_cells(
+    lines: pl.LazyFrame, window: Window, categories: Sequence[str], *, by_month: bool = False
+) -> pl.DataFrame:
+    """:meth:`Engine.person_cells <segments.engine.base.Engine.person_cells>` of a polars
+    LazyFrame of lines (also used for lines that are already in memory)."""
+    month = [pl.col("order_date").dt.strftime("%Y-%m").alias("month")] if by_month else []
+    ore = (pl.col("amount_sek") * 100 + 0.5).floor().cast(pl.Int64)
+    cells = (
+        lines.filter(_in_window(window))
+        .group_by("person_id", *month, "category")
+        .agg(
+            ore.sum().alias("_ore"),
+            pl.col("quantity").cast(pl.Int64).sum().alias("units"),
+        )
+        .collect(engine="streaming")
+    )
+    check_categories(cells["category"].unique().to_list(), categories)
+    order = ["person_id", *(["month"] if by_month else []), "category"]
+    schema = {k: v for k, v in CELL_SCHEMA.items() if by_month or k != "month"}
+    return (
+        cells.select(*order, ore_to_sek(pl.col("_ore")).alias("sek"), pl.col("units"))
+        .cast(schema)  # type: ignore[arg-type]
+        .sort(order)
+    )
+
+
+def lazy_orders(lines: pl.LazyFrame, window: Window) -> pl.DataFrame:
+    """:meth:`Engine.person_orders <segments.engine.base.Engine.person_orders>` of a polars
+    LazyFrame of lines."""
+    return (
+        lines.filter(_in_window(window))
+        .group_by("person_id")
+        .agg(pl.col("order_id").n_unique().cast(pl.Int64).alias("orders"))
+        .collect(engine="streaming")
+        .cast(ORDER_COUNT_SCHEMA)  # type: ignore[arg-type]
+        .sort("person_id")
+    )
+
+
+class PolarsEngine:
+    """In-memory polars (the baseline). ``scratch`` is unused: polars does not spill here."""
+
+    name = "polars"
+
+    def person_cells(
+        self,
+        lines: LineSource,
+        window: Window,
+        categories: Sequence[str],
+        *,
+        by_month: bool = False,
+        scratch: Path,
+    ) -> pl.DataFrame:
+        files = line_files(lines, window)
+        if not files:
+            return empty_cells(by_month)
+        return lazy_cells(pl.scan_parquet(files), window, categories, by_month=by_month)
+
+    def person_orders(self, lines: LineSource, window: Window, *, scratch: Path) -> pl.DataFrame:
+        files = line_files(lines, window)
+        if not files:
+            return pl.DataFrame(schema=ORDER_COUNT_SCHEMA)
+        return lazy_orders(pl.scan_parquet(files), window)

@@ -1,0 +1,204 @@
+"""The engine layer (segments.engine): every backend gives the same per-person frames, reads
+only the partitions a window needs, spills only into the workspace's private area, and is
+chosen by one setting."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from segments.engine import choose_engine, get_engine, line_files, memory_budget
+from segments.engine.embedded import DuckDBEngine
+from segments.engine.inmemory import PolarsEngine
+from segments.exceptions import PolicyError, SchemaError, WorkspaceError
+from segments.policy import Policy
+from segments.privacy.releases import build_shared_frames
+from segments.privacy.specs import PrivacyParams, SegmentSource
+from segments.schema import PRODUCT_CATEGORIES
+from segments.workspace import Workspace
+
+ENGINES = (PolarsEngine(), DuckDBEngine(memory_limit=256 * 2**20, threads=2))
+AS_OF = dt.date(2026, 10, 31)
+
+
+@pytest.fixture(scope="module")
+def default_lines(tmp_path_factory) -> Path:
+    """The committed default dataset prepared for statistics: its lines.parquet."""
+    from segments import copy_default_dataset, prepare
+
+    ws = Workspace(tmp_path_factory.mktemp("engine-default"))
+    copy_default_dataset(ws)
+    prepare(ws, Policy.load("alloffice"), "statistics", AS_OF)
+    return ws.prepared_dir("statistics") / "lines.parquet"
+
+
+def _lines(rows: list[tuple[str, str, dt.date, str, float, int]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        rows,
+        schema={
+            "person_id": pl.Utf8,
+            "order_id": pl.Utf8,
+            "order_date": pl.Date,
+            "category": pl.Utf8,
+            "amount_sek": pl.Float64,
+            "quantity": pl.Int32,
+        },
+        orient="row",
+    )
+
+
+@pytest.mark.parametrize("by_month", [False, True])
+@pytest.mark.parametrize(
+    "window", [None, (dt.date(2026, 9, 1), dt.date(2026, 10, 1))], ids=["all", "september"]
+)
+def test_backends_give_identical_cells_and_orders_on_the_default_data(
+    default_lines, tmp_path, window, by_month
+):
+    polars_engine, duck = ENGINES
+    expected = polars_engine.person_cells(
+        default_lines, window, PRODUCT_CATEGORIES, by_month=by_month, scratch=tmp_path
+    )
+    got = duck.person_cells(
+        default_lines, window, PRODUCT_CATEGORIES, by_month=by_month, scratch=tmp_path
+    )
+    assert expected.height > 1000
+    assert_frame_equal(got, expected)
+    # at most one row per public category (and month) per person leaves the engine
+    per = ["person_id", "month"] if by_month else ["person_id"]
+    assert expected.group_by(per).len()["len"].max() <= len(PRODUCT_CATEGORIES)
+    assert_frame_equal(
+        duck.person_orders(default_lines, window, scratch=tmp_path),
+        polars_engine.person_orders(default_lines, window, scratch=tmp_path),
+    )
+
+
+def test_shared_release_frames_are_identical_on_every_backend(default_lines, tmp_path):
+    """The frames OpenDP measures (person and cells) do not depend on the engine."""
+    customers = pl.scan_parquet(default_lines.parent / "customers.parquet")
+    params = PrivacyParams.from_policy(Policy.load("alloffice"), "statistics")
+    written = {}
+    for engine in ENGINES:
+        folder = tmp_path / engine.name
+        folder.mkdir()
+        written[engine.name] = build_shared_frames(
+            customers,
+            default_lines,
+            SegmentSource.category_rule(),
+            params,
+            folder,
+            (dt.date(2025, 11, 1), AS_OF),
+            person_values=("orders", "units_total"),
+            engine=engine,
+        )
+    for frame in ("person", "cells"):
+        a, b = (pl.read_parquet(written[e.name][frame]) for e in ENGINES)
+        assert a.height > 1000
+        assert_frame_equal(a.sort(a.columns), b.sort(b.columns))
+    # the LazyFrame path (the audit's) agrees with the engines too
+    lazy = build_shared_frames(
+        customers,
+        pl.scan_parquet(default_lines),
+        SegmentSource.category_rule(),
+        params,
+        tmp_path,
+        (dt.date(2025, 11, 1), AS_OF),
+        person_values=("orders", "units_total"),
+    )
+    cells = pl.read_parquet(lazy["cells"])
+    ref = pl.read_parquet(written["duckdb"]["cells"])
+    assert_frame_equal(cells.sort(cells.columns), ref.sort(ref.columns))
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.name)
+def test_sums_are_exact_whatever_the_order_of_the_lines(engine, tmp_path):
+    """A float sum depends on the order of its terms (0.1 + 0.2 ≠ 0.3): rounding it to SEK
+    could flip at .50 and make two backends disagree. The öre sum is exact, half up."""
+    day = dt.date(2026, 1, 5)
+    amounts = [0.1, 0.2, 0.2, 1e6, -1e6, 0.0] * 50 + [0.25, 0.25]  # exactly 150.50 SEK
+    rows = [("a" * 32, f"o{i}", day, "paper", x, 1) for i, x in enumerate(amounts)]
+    rows.append(("b" * 32, "x", day, "paper", -0.5, 1))  # negative: half away from zero
+    path = tmp_path / "lines.parquet"
+    frame = _lines(rows)
+    for shuffle in range(3):
+        frame.sample(fraction=1.0, shuffle=True, seed=shuffle).write_parquet(path)
+        cells = engine.person_cells(path, None, PRODUCT_CATEGORIES, scratch=tmp_path)
+        exact = sum(Decimal(str(x)) for x in amounts).quantize(Decimal(1), ROUND_HALF_UP)
+        assert cells["sek"].to_list() == [int(exact), -1]
+        assert cells["units"].to_list() == [len(amounts), 1]
+
+
+def _partitioned(tmp_path: Path) -> Path:
+    folder = tmp_path / "lines"
+    for month in (dt.date(2026, 1, 1), dt.date(2026, 2, 1), dt.date(2026, 3, 1)):
+        part = folder / f"month={month:%Y-%m}"
+        part.mkdir(parents=True)
+        _lines(
+            [("c" * 32, f"o{month.month}", month + dt.timedelta(days=3), "paper", 10.0, 2)]
+        ).write_parquet(part / "part-0.parquet")
+    return folder
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.name)
+def test_a_month_closing_reads_only_its_partitions(engine, tmp_path):
+    """Attack: a damaged partition outside the window would fail any read that touched it."""
+    folder = _partitioned(tmp_path)
+    (folder / "month=2026-01" / "part-0.parquet").write_bytes(b"not parquet")
+    (folder / "month=2026-03" / "part-0.parquet").write_bytes(b"not parquet")
+    february = (dt.date(2026, 2, 1), dt.date(2026, 3, 1))
+    assert [p.parent.name for p in line_files(folder, february)] == ["month=2026-02"]
+    cells = engine.person_cells(folder, february, PRODUCT_CATEGORIES, scratch=tmp_path)
+    assert cells.select("sek", "units").row(0) == (10, 2)
+    assert engine.person_orders(folder, february, scratch=tmp_path)["orders"].to_list() == [1]
+    empty = engine.person_cells(
+        folder, (dt.date(2027, 1, 1), dt.date(2027, 2, 1)), PRODUCT_CATEGORIES, scratch=tmp_path
+    )
+    assert empty.height == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.name)
+def test_a_category_outside_the_public_list_is_refused(engine, tmp_path):
+    path = tmp_path / "lines.parquet"
+    _lines([("d" * 32, "o", dt.date(2026, 1, 1), "weapons", 5.0, 1)]).write_parquet(path)
+    with pytest.raises(SchemaError, match="column 'category'.*'weapons'"):
+        engine.person_cells(path, None, PRODUCT_CATEGORIES, scratch=tmp_path)
+
+
+def test_missing_lines_name_the_command(tmp_path):
+    with pytest.raises(WorkspaceError, match="segments prepare"):
+        line_files(tmp_path / "nowhere")
+
+
+def test_duckdb_spills_only_into_the_callers_scratch_folder(tmp_path):
+    scratch = tmp_path / "private" / "scratch-1"
+    engine = DuckDBEngine(memory_limit=64 * 2**20, threads=1)
+    with engine.connect(scratch) as con:
+        spill = con.execute("SELECT current_setting('temp_directory')").fetchone()[0]
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert Path(spill) == scratch / "duckdb-spill"
+    assert oct((scratch / "duckdb-spill").stat().st_mode & 0o777) == "0o700"
+    assert "MiB" in limit or "MB" in limit
+
+
+def test_the_setting_selects_the_engine(monkeypatch, tmp_path):
+    path = tmp_path / "lines.parquet"
+    _lines([("e" * 32, "o", dt.date(2026, 1, 1), "paper", 5.0, 1)]).write_parquet(path)
+    monkeypatch.delenv("SEGMENTS_ENGINE", raising=False)
+    monkeypatch.setenv("SEGMENTS_MEMORY_LIMIT", "8GB")
+    assert memory_budget() == 8 * 2**30
+    assert choose_engine([path]) == "polars"  # small data: in memory
+    monkeypatch.setenv("SEGMENTS_MEMORY_LIMIT", "1KB")
+    assert choose_engine([path]) == "duckdb"  # larger than the budget allows: out of core
+    monkeypatch.setenv("SEGMENTS_ENGINE", "polars")
+    assert get_engine(sources=[path]).name == "polars"
+    assert get_engine("embedded").name == "duckdb"
+    monkeypatch.setenv("SEGMENTS_ENGINE", "hadoop")
+    with pytest.raises(PolicyError, match="engine 'hadoop'.*SEGMENTS_ENGINE"):
+        get_engine()
+    monkeypatch.setenv("SEGMENTS_MEMORY_LIMIT", "lots")
+    with pytest.raises(PolicyError, match="SEGMENTS_MEMORY_LIMIT='lots'"):
+        memory_budget()
