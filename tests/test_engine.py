@@ -19,7 +19,7 @@ from segments.exceptions import PolicyError, SchemaError, WorkspaceError
 from segments.policy import Policy
 from segments.privacy.releases import build_shared_frames
 from segments.privacy.specs import PrivacyParams, SegmentSource
-from segments.schema import PRODUCT_CATEGORIES
+from segments.schema import CHANNELS, PRODUCT_CATEGORIES
 from segments.workspace import Workspace
 
 ENGINES = (PolarsEngine(), DuckDBEngine(memory_limit=256 * 2**20, threads=2))
@@ -202,3 +202,30 @@ def test_the_setting_selects_the_engine(monkeypatch, tmp_path):
     monkeypatch.setenv("SEGMENTS_MEMORY_LIMIT", "lots")
     with pytest.raises(PolicyError, match="SEGMENTS_MEMORY_LIMIT='lots'"):
         memory_budget()
+
+
+@pytest.mark.parametrize(
+    "window", [None, (dt.date(2026, 4, 1), dt.date(2026, 10, 1))], ids=["all", "half-year"]
+)
+def test_backends_give_identical_feature_sums_on_the_default_data(default_lines, tmp_path, window):
+    polars_engine, duck = ENGINES
+    args = (default_lines, window, PRODUCT_CATEGORIES, CHANNELS)
+    expected = polars_engine.person_feature_sums(*args, scratch=tmp_path)
+    assert expected.height > 1000
+    assert_frame_equal(duck.person_feature_sums(*args, scratch=tmp_path), expected)
+    # the sums add up: channels to orders, quarters and categories to spend and lines
+    orders = sum(expected[f"orders_{c}"] for c in CHANNELS)
+    assert (orders == expected["orders"]).all()
+    assert (sum(expected[f"ore_q{q}"] for q in range(1, 5)) == expected["ore"]).all()
+    assert (sum(expected[f"ore_{c}"] for c in PRODUCT_CATEGORIES) == expected["ore"]).all()
+    assert (sum(expected[f"lines_{c}"] for c in PRODUCT_CATEGORIES) == expected["lines"]).all()
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.name)
+def test_feature_sums_refuse_a_channel_outside_the_public_list(engine, tmp_path):
+    path = tmp_path / "lines.parquet"
+    _lines([("f" * 32, "o", dt.date(2026, 1, 1), "paper", 5.0, 1)]).with_columns(
+        pl.lit("fax").alias("channel")
+    ).write_parquet(path)
+    with pytest.raises(SchemaError, match="column 'channel'.*'fax'"):
+        engine.person_feature_sums(path, None, PRODUCT_CATEGORIES, CHANNELS, scratch=tmp_path)

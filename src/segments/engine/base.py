@@ -32,6 +32,7 @@ __all__ = [
     "LineSource",
     "Window",
     "empty_cells",
+    "feature_sum_schema",
     "line_files",
     "month_partition",
     "ore_to_sek",
@@ -114,6 +115,24 @@ def ore_to_sek(ore: pl.Expr) -> pl.Expr:
     return pl.when(ore >= 0).then((ore + 50) // 100).otherwise(-((50 - ore) // 100)).cast(pl.Int64)
 
 
+def feature_sum_schema(
+    categories: Sequence[str], channels: Sequence[str]
+) -> dict[str, pl.DataType]:
+    """The columns of :meth:`Engine.person_feature_sums`, in order: integers (and one date)
+    only, so every backend's sums are exact and equal."""
+    return {
+        "person_id": pl.Utf8(),
+        "last_order": pl.Date(),
+        "orders": pl.Int64(),
+        "ore": pl.Int64(),
+        **{f"orders_{c}": pl.Int64() for c in channels},
+        **{f"ore_q{q}": pl.Int64() for q in range(1, 5)},
+        "lines": pl.Int64(),
+        **{f"ore_{c}": pl.Int64() for c in categories},
+        **{f"lines_{c}": pl.Int64() for c in categories},
+    }
+
+
 def empty_cells(by_month: bool) -> pl.DataFrame:
     """A cell frame with no rows (a window with no partition)."""
     return pl.DataFrame(schema={k: v for k, v in CELL_SCHEMA.items() if by_month or k != "month"})
@@ -157,15 +176,39 @@ class Engine(Protocol):
         ``person_id``."""
         ...
 
+    def person_feature_sums(
+        self,
+        lines: LineSource,
+        window: Window,
+        categories: Sequence[str],
+        channels: Sequence[str],
+        *,
+        scratch: Path,
+    ) -> pl.DataFrame:
+        """The per-person sums the segmentation features are ratios of (one row per person
+        with a line in ``window``; :func:`feature_sum_schema`, sorted by ``person_id``).
 
-def check_categories(found: Sequence[str | None], categories: Sequence[str]) -> None:
-    """Refuse lines whose category is outside the public list (no engine invents a key)."""
+        An order's date and channel are the smallest over its lines (one value in prepared
+        data); ``last_order`` is the latest order date, ``orders`` the distinct orders,
+        ``ore`` the spend in öre, ``orders_<channel>`` the orders per channel, ``ore_q<q>``
+        the spend of orders dated in calendar quarter q, ``lines`` the lines, ``ore_<c>``
+        and ``lines_<c>`` the spend and lines per category. A category or channel outside
+        the public lists is an error (:class:`segments.exceptions.SchemaError`).
+        """
+        ...
+
+
+def check_categories(
+    found: Sequence[str | None], categories: Sequence[str], column: str = "category"
+) -> None:
+    """Refuse lines whose category (or channel) is outside the public list (no engine
+    invents a key)."""
     from segments.exceptions import SchemaError
 
     unknown = sorted({str(c) for c in found} - set(categories))
     if unknown:
         raise SchemaError(
-            f"table 'lines', column 'category': rule 'value in the public code list' fails "
-            f"for {len(unknown)} value(s) (first: {unknown[0]!r}); fix: use the categories "
+            f"table 'lines', column {column!r}: rule 'value in the public code list' fails "
+            f"for {len(unknown)} value(s) (first: {unknown[0]!r}); fix: use the codes "
             f"the policy declares ({list(categories)})"
         )

@@ -27,6 +27,7 @@ from segments.engine.base import (
     Window,
     check_categories,
     empty_cells,
+    feature_sum_schema,
     line_files,
 )
 
@@ -133,3 +134,70 @@ class DuckDBEngine:
         """
         with self.connect(scratch) as con:
             return con.sql(query).pl().cast(ORDER_COUNT_SCHEMA)
+
+    def person_feature_sums(
+        self,
+        lines: LineSource,
+        window: Window,
+        categories: Sequence[str],
+        channels: Sequence[str],
+        *,
+        scratch: Path,
+    ) -> pl.DataFrame:
+        schema = feature_sum_schema(categories, channels)
+        files = line_files(lines, window)
+        if not files:
+            return pl.DataFrame(schema=schema)
+        # Codes are bound as parameters and columns named by position: a declared
+        # category's name never becomes SQL.
+        params: list[Any] = []
+
+        def bind(value: str) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        by_channel = ", ".join(
+            f"count(*) FILTER (WHERE channel = {bind(c)}) AS ch{i}" for i, c in enumerate(channels)
+        )
+        by_quarter = ", ".join(
+            f"coalesce(sum(_ore) FILTER (WHERE quarter(order_date) = {q}), 0) AS q{q}"
+            for q in range(1, 5)
+        )
+        slots = [bind(c) for c in categories]
+        by_category = ", ".join(
+            [
+                *(f"coalesce(sum(_ore) FILTER (WHERE category = {s}), 0)" for s in slots),
+                *(f"count(*) FILTER (WHERE category = {s})" for s in slots),
+            ]
+        )
+        query = f"""
+            WITH l AS (
+                SELECT person_id, order_id, order_date, channel, category,
+                       CAST(floor(amount_sek * 100 + 0.5) AS BIGINT) AS _ore
+                FROM {_files_sql(files)} WHERE {_window_sql(window)}
+            ), o AS (
+                SELECT person_id, order_id, min(order_date) AS order_date,
+                       min(channel) AS channel, sum(_ore) AS _ore
+                FROM l GROUP BY person_id, order_id
+            ), p AS (
+                SELECT person_id, max(order_date) AS last_order, count(*) AS orders,
+                       sum(_ore) AS ore, {by_channel}, {by_quarter}
+                FROM o GROUP BY person_id
+            ), c AS (
+                SELECT person_id, count(*) AS lines, {by_category}
+                FROM l GROUP BY person_id
+            )
+            SELECT p.*, c.* EXCLUDE (person_id) FROM p JOIN c USING (person_id)
+            ORDER BY person_id
+        """
+        codes = f"SELECT DISTINCT {{0}} FROM {_files_sql(files)} WHERE {_window_sql(window)}"
+        with self.connect(scratch) as con:
+            found = {
+                column: [r[0] for r in con.execute(codes.format(column)).fetchall()]
+                for column in ("category", "channel")
+            }
+            check_categories(found["category"], categories)
+            check_categories(found["channel"], channels, "channel")
+            sums = con.sql(query, params=params).pl()
+        sums.columns = list(schema)
+        return sums.cast(schema)

@@ -18,11 +18,12 @@ from segments.engine.base import (
     Window,
     check_categories,
     empty_cells,
+    feature_sum_schema,
     line_files,
     ore_to_sek,
 )
 
-__all__ = ["PolarsEngine", "lazy_cells", "lazy_orders"]
+__all__ = ["PolarsEngine", "lazy_cells", "lazy_feature_sums", "lazy_orders"]
 
 
 def _in_window(window: Window) -> pl.Expr:
@@ -71,6 +72,49 @@ def lazy_orders(lines: pl.LazyFrame, window: Window) -> pl.DataFrame:
     )
 
 
+def _ore() -> pl.Expr:
+    return (pl.col("amount_sek") * 100 + 0.5).floor().cast(pl.Int64).alias("_ore")
+
+
+def lazy_feature_sums(
+    lines: pl.LazyFrame, window: Window, categories: Sequence[str], channels: Sequence[str]
+) -> pl.DataFrame:
+    """:meth:`Engine.person_feature_sums <segments.engine.base.Engine.person_feature_sums>`
+    of a polars LazyFrame of lines."""
+    schema = feature_sum_schema(categories, channels)
+    kept = lines.filter(_in_window(window)).select(
+        "person_id", "order_id", "order_date", "channel", "category", _ore()
+    )
+    codes = kept.select(
+        pl.col("category").unique().implode(), pl.col("channel").unique().implode()
+    ).collect(engine="streaming")
+    check_categories(codes["category"][0].to_list(), categories)
+    check_categories(codes["channel"][0].to_list(), channels, "channel")
+    ore, quarter = pl.col("_ore"), pl.col("order_date").dt.quarter()
+    per_order = kept.group_by("person_id", "order_id").agg(
+        pl.col("order_date").min(), pl.col("channel").min(), ore.sum()
+    )
+    per_person = per_order.group_by("person_id").agg(
+        pl.col("order_date").max().alias("last_order"),
+        pl.len().alias("orders"),
+        ore.sum().alias("ore"),
+        *((pl.col("channel") == c).sum().alias(f"orders_{c}") for c in channels),
+        *(ore.filter(quarter == q).sum().alias(f"ore_q{q}") for q in range(1, 5)),
+    )
+    per_category = kept.group_by("person_id").agg(
+        pl.len().alias("lines"),
+        *(ore.filter(pl.col("category") == c).sum().alias(f"ore_{c}") for c in categories),
+        *((pl.col("category") == c).sum().alias(f"lines_{c}") for c in categories),
+    )
+    return (
+        per_person.join(per_category, on="person_id")
+        .select(list(schema))
+        .collect(engine="streaming")
+        .cast(schema)  # type: ignore[arg-type]
+        .sort("person_id")
+    )
+
+
 class PolarsEngine:
     """In-memory polars (the baseline). ``scratch`` is unused: polars does not spill here."""
 
@@ -95,3 +139,17 @@ class PolarsEngine:
         if not files:
             return pl.DataFrame(schema=ORDER_COUNT_SCHEMA)
         return lazy_orders(pl.scan_parquet(files), window)
+
+    def person_feature_sums(
+        self,
+        lines: LineSource,
+        window: Window,
+        categories: Sequence[str],
+        channels: Sequence[str],
+        *,
+        scratch: Path,
+    ) -> pl.DataFrame:
+        files = line_files(lines, window)
+        if not files:
+            return pl.DataFrame(schema=feature_sum_schema(categories, channels))
+        return lazy_feature_sums(pl.scan_parquet(files), window, categories, channels)
