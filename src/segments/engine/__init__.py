@@ -41,9 +41,12 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from segments.engine.base import Engine, LineSource, Window, line_files
 from segments.exceptions import PolicyError
+
+if TYPE_CHECKING:
+    from segments.engine.base import Engine, LineSource, Window, line_files
 
 __all__ = [
     "ENGINES",
@@ -57,6 +60,19 @@ __all__ = [
     "line_files",
     "memory_budget",
 ]
+
+#: Names re-exported from :mod:`segments.engine.base`, loaded on first use: the CLI reads
+#: this package's setting at start-up without loading polars.
+_FROM_BASE = ("Engine", "LineSource", "Window", "line_files")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_BASE:
+        from segments.engine import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 ENGINE_ENV_VAR = "SEGMENTS_ENGINE"
 MEMORY_ENV_VAR = "SEGMENTS_MEMORY_LIMIT"
@@ -109,6 +125,8 @@ def choose_engine(sources: Iterable[LineSource] = (), name: str | None = None) -
     """The engine's name for a job that reads ``sources``: the setting, or if ``auto``,
     ``duckdb`` when their Parquet bytes × :data:`INMEMORY_BYTES_PER_PARQUET_BYTE` exceed
     :func:`memory_budget`, else ``polars``."""
+    from segments.engine.base import line_files
+
     setting = _setting(name)
     if setting != "auto":
         return setting
