@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 WS     ?= data/workspace/demo
 POLICY ?= alloffice
 
-.PHONY: help demo test test-fast setup browser lint format typecheck pytest clean
+.PHONY: help demo test test-fast setup browser java lint format typecheck pytest clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -46,7 +46,21 @@ browser:
 	        || echo "warning: could not install chromium; the browser test will be skipped"; \
 	    else echo "note: install chromium to run the browser test"; fi; }
 
-pytest: setup browser  ## every test, notebook and doctest (plain `pytest` runs the same)
+# The Spark engine (--engine spark) runs PySpark, which needs a Java 17+ runtime: Debian's
+# default-jre-headless (or openjdk-17) where we can (root with apt), otherwise say so. CI runs
+# as root, and a Spark test skipped for want of Java fails there (tests/conftest.py).
+java:
+	@v=$$(java -version 2>&1 | sed -nE '1s/.*version "([0-9]+).*/\1/p'); \
+	if [ -n "$$v" ] && [ "$$v" -ge 17 ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's Java runtime for the Spark engine"; \
+	  export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; \
+	  apt-get install -y -qq default-jre-headless >/dev/null 2>&1 \
+	    || apt-get install -y -qq openjdk-17-jre-headless >/dev/null 2>&1 \
+	    || echo "warning: could not install a Java runtime; the Spark tests cannot run"; \
+	else echo "note: install a Java 17+ runtime (Debian: default-jre-headless) for --engine spark"; fi
+
+pytest: setup browser java  ## every test, notebook and doctest (plain `pytest` runs the same)
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest  ## what CI runs: lint, type-check, every test

@@ -16,13 +16,25 @@ example of the offending value and the fix. :func:`check_foreign_key` and
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandera.polars as pa
 import polars as pl
 
 from segments.exceptions import SchemaError
+
+# pandera imports pandas-on-Spark whenever PySpark (the Spark engine's dependency) is
+# installed: half a second at every start and a warning about pandas 3. Its polars API needs
+# none of it, so pandas-on-Spark is kept out while pandera loads.
+if "pyspark.pandas" not in sys.modules:
+    sys.modules["pyspark.pandas"] = None  # type: ignore[assignment]
+    try:
+        import pandera.polars as pa
+    finally:
+        del sys.modules["pyspark.pandas"]
+else:  # pragma: no cover - a caller imported pandas-on-Spark first
+    import pandera.polars as pa
 
 __all__ = [
     "CATEGORIES",
