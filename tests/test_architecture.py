@@ -5,6 +5,7 @@ import that breaks the rule fails here before anyone has to untangle it."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,37 @@ def test_the_prepare_package_keeps_its_names_and_loads_its_stage_only_when_used(
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+_CLAUSE_ID = re.compile(r"\b(AO|AK|AL|OF|AC)-\d+\b")
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """Ids of the docstring nodes (module, class, function and attribute docstrings)."""
+    found = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if not isinstance(body, list):
+            continue
+        documented = isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
+        for i, stmt in enumerate(body):
+            after_assignment = i > 0 and isinstance(body[i - 1], ast.Assign | ast.AnnAssign)
+            is_string = isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
+            if is_string and ((i == 0 and documented) or after_assignment):
+                found.add(id(stmt.value))
+    return found
+
+
+def test_no_clause_id_is_written_in_the_code() -> None:
+    """Clause ids are data (the policy files' ``[clauses]``, ``[promises]`` and rules): a
+    string in the code that names one would cite one controller's clause for every
+    controller. Docstrings and comments may name them as examples."""
+    found = []
+    for path in sorted((SRC / "segments").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docs = _docstrings(tree)
+        for node in ast.walk(tree):
+            text = node.value if isinstance(node, ast.Constant) else None
+            if isinstance(text, str) and id(node) not in docs and _CLAUSE_ID.search(text):
+                found.append(f"{path.relative_to(SRC)}:{node.lineno}: {node.value[:60]!r}")
+    assert not found, "clause ids in code (read them from the Policy instead):\n" + "\n".join(found)

@@ -14,7 +14,8 @@ from audit_workspace import AS_OF, audit_workspace, copy_workspace
 
 from segments import Ledger, Policy, ReleaseRequest, Workspace
 from segments.audit import checks
-from segments.audit.checks import CHECKS, CLAUSE_CHECKS, NEEDS_KEY, AuditContext
+from segments.audit.checks import CHECKS, NEEDS_KEY, AuditContext, clause_checks
+from segments.exceptions import PolicyError
 from segments.policy import POLICY_NAMES, months_before
 from segments.prepare import person_table
 from segments.prepare.pseudonym import load_key, pseudonymise
@@ -93,13 +94,22 @@ def test_steward_checks_say_they_need_the_key(good: Workspace) -> None:
 def test_every_clause_of_every_policy_has_a_check() -> None:
     for name in POLICY_NAMES:
         policy = Policy.load(name)
-        prefix = checks.clause_prefix(policy)
         cited = {c for p in policy.purposes.values() for r in p.retention for c in r.clause_ids}
-        ours = {c for c in CLAUSE_CHECKS if c.startswith(prefix + "-")}
-        assert cited <= ours, f"{name}: clause ids without a check: {cited - ours}"
-        assert all(set(CLAUSE_CHECKS[c][1]) <= set(CHECKS) for c in ours)
-        listed = {n for c in ours for n in CLAUSE_CHECKS[c][1]}
+        ours = clause_checks(policy)
+        assert cited <= set(ours), f"{name}: clause ids without a check: {cited - set(ours)}"
+        assert all(set(names) <= set(CHECKS) for names in ours.values())
+        listed = {n for names in ours.values() for n in names}
         assert set(checks.CORE_CHECKS) <= listed, f"{name}: {set(checks.CORE_CHECKS) - listed}"
+
+
+def test_a_promise_naming_a_check_the_audit_lacks_is_refused_in_one_line(tmp_path: Path) -> None:
+    shipped = Path(__file__).parents[1] / "src" / "segments" / "policies" / "offix.toml"
+    text = shipped.read_text(encoding="utf-8")
+    assert text.count('"destinations"]') == 1  # OF-3's list, the only one that ends with it
+    forged = tmp_path / "offix.toml"
+    forged.write_text(text.replace('"destinations"]', '"destinations", "trust_me"]'), "utf-8")
+    with pytest.raises(PolicyError, match=r"promises\.OF-3\.checks: unknown check 'trust_me'"):
+        clause_checks(Policy.load(forged))
 
 
 # --- broken on purpose ---------------------------------------------------------------------------
@@ -227,7 +237,7 @@ def test_access_beyond_the_files_is_stated_not_passed(good: Workspace) -> None:
     assert finding.method.startswith("not verifiable by this tool — organisational measure")
     assert "dpo-review" in finding.evidence["recipients the policy declares"]
     # AO-9 rests on checks of access, not on pseudonymisation checks that test none
-    assert CLAUSE_CHECKS["AO-9"][1] == (
+    assert clause_checks(Policy.load("alloffice"))["AO-9"] == (
         "access_owner_only",
         "key_not_stored",
         "guarantee_recipient",

@@ -183,7 +183,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "agg",
     ),
     "segments.privacy.jobs": ("open_ledger", "release_spec"),
-    "segments.audit.checks": ("CLAUSE_CHECKS",),
+    "segments.audit.checks": ("clause_checks",),
     "segments.audit.render": ("AuditReport", "load_audit_json"),
     "segments.audit.run": ("run_audit",),
 }

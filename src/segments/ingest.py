@@ -1192,7 +1192,7 @@ def ingest(
             lines,
             was_erased,
             f"{people} customer(s) erased earlier: their keyed hash is in "
-            "W/subjects/requests.json (AK-5); they never come back",
+            "W/subjects/requests.json; they never come back",
             rate,
         )
         dropped["erased"]["customers"] = people

@@ -234,6 +234,8 @@ class ClausePromise:
     clause_id: str
     sv: str
     en: str
+    #: names of the audit checks that verify the promise (``segments.audit.checks.CHECKS``)
+    checks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -655,16 +657,18 @@ class _Parser:
         return policy
 
     def promises(self, data: Any) -> dict[str, ClausePromise]:
-        self.typed(data, "promises", dict, "a table of clause id = {sv, en}")
+        self.typed(data, "promises", dict, "a table of clause id = {sv, en, checks}")
         out = {}
         for clause, text in data.items():
             key = f"promises.{clause}"
             (clause_id,) = self.clause_ids([clause], key)
-            entry = self.table(text, key, {"sv", "en"})
+            entry = self.table(text, key, {"sv", "en"}, {"checks"})
+            checks = self.typed(entry.get("checks", []), f"{key}.checks", list, "a list of names")
             out[clause_id] = ClausePromise(
                 clause_id,
                 self.typed(entry["sv"], f"{key}.sv", str, "the Swedish quote"),
                 self.typed(entry["en"], f"{key}.en", str, "an English gloss"),
+                tuple(self.typed(c, f"{key}.checks", str, "a check name") for c in checks),
             )
         return out
 

@@ -200,12 +200,28 @@ _CUSTOMER_COLUMNS = (
     _c("end_date", _DATE, "B", nullable=True, description="end of relationship if churned"),
     _c("newsletter_subscriber", pl.Boolean, "C"),
     _c("newsletter_interactions_per_month", pl.Float32, "D", min_value=0),
-    _c("marketing_opt_out", pl.Boolean, "B", description="AO-7, AK-4"),
-    _c("survey_opt_out", pl.Boolean, "B", description="AC-2"),
-    _c("profiling_objection", pl.Boolean, "B", description="AK-4, AL-3, OF-4"),
-    _c("consent_withdrawn_date", _DATE, "B", nullable=True, description="AK-1, AO-8"),
-    _c("erasure_requested", pl.Boolean, "B", description="AK-5"),
-    _c("restriction_requested", pl.Boolean, "B", description="AK-5"),
+    _c(
+        "marketing_opt_out",
+        pl.Boolean,
+        "B",
+        description="never targeted (policy: exclusions.marketing_opt_out)",
+    ),
+    _c(
+        "survey_opt_out",
+        pl.Boolean,
+        "B",
+        description="leaves survey frames (policy: exclusions.survey_opt_out)",
+    ),
+    _c("profiling_objection", pl.Boolean, "B", description="policy: exclusions.objection"),
+    _c(
+        "consent_withdrawn_date",
+        _DATE,
+        "B",
+        nullable=True,
+        description="policy: exclusions.consent_withdrawal",
+    ),
+    _c("erasure_requested", pl.Boolean, "B", description="policy: exclusions.erasure"),
+    _c("restriction_requested", pl.Boolean, "B", description="policy: exclusions.restriction"),
 )
 
 CUSTOMERS = TableSchema("customers", _CUSTOMER_COLUMNS, key=("customer_id",))
@@ -249,7 +265,7 @@ SURVEYS = TableSchema(
         _c("customer_type", pl.Utf8, "B", allowed=CUSTOMER_TYPES),
         _c("score", pl.Int8, "B", min_value=0, max_value=10),
     ),
-    description="AC-2: anonymous respondents, no customer id",
+    description="anonymous respondents, no customer id",
 )
 ARCHETYPES = TableSchema(
     "archetypes",
@@ -324,10 +340,15 @@ PREPARED_CUSTOMERS = TableSchema(
         _c("newsletter_subscriber", pl.Boolean, "C"),
         _c("newsletter_interactions_per_month", pl.Float32, "D", min_value=0),
         _c("marketing_opt_out", pl.Boolean, "B"),
-        _c("profiling_eligible", pl.Boolean, "B", description="may be profiled (AL-3, AK-4)"),
+        _c(
+            "profiling_eligible",
+            pl.Boolean,
+            "B",
+            description="may be profiled (policy: profiling_eligibility)",
+        ),
     ),
     key=("person_id",),
-    description="one row per person (a sole trader's two accounts are one person, AO-3)",
+    description="one row per person (a sole trader's two accounts are one person)",
 )
 PREPARED_LINES = TableSchema(
     "lines",

@@ -941,12 +941,12 @@ def _read_prepared(ws: Workspace, purpose: str) -> tuple[Path, pl.LazyFrame, pl.
     return folder, lines, customers
 
 
-def _eligible(customers: pl.LazyFrame, purpose: str) -> pl.DataFrame:
+def _eligible(customers: pl.LazyFrame, purpose: str, clause_ids: Sequence[str]) -> pl.DataFrame:
     if "profiling_eligible" not in customers.collect_schema().names():
         raise SchemaError(
             f"table 'customers' (prepared for {purpose!r}), column 'profiling_eligible': rule "
-            "'only profiling-eligible people get a label' (AO-5, AL-3) — column missing; fix: "
-            "prepare frames for a purpose whose columns include profiling_eligible"
+            f"'only profiling-eligible people get a label' ({', '.join(clause_ids)}) — column "
+            "missing; fix: prepare frames for a purpose whose columns include profiling_eligible"
         )
     return customers.select("person_id", "profiling_eligible").collect()
 
@@ -1076,7 +1076,7 @@ def _finish(
 ) -> SegmentationResult:
     """Labels of the profiling-eligible, profiles and metadata, written atomically."""
     everyone = pl.DataFrame({"person_id": features["person_id"], "segment": fitted.labels_})
-    eligible = _eligible(customers, purpose)
+    eligible = _eligible(customers, purpose, policy.profiling_eligibility.clause_ids)
     labels = (
         everyone.join(eligible, on="person_id", how="inner")
         .filter(pl.col("profiling_eligible"))
@@ -1223,6 +1223,20 @@ def _resolve_segment(value: int | str, names: Mapping[str, str]) -> int:
     )
 
 
+def _targeting_clauses(metadata: Mapping[str, Any]) -> str:
+    """The clause ids behind targeting, cited from the policy the segmentation recorded."""
+    from segments.exceptions import PolicyError
+    from segments.policy import Policy
+
+    try:
+        policy = Policy.load(metadata["policy"])
+    except (KeyError, PolicyError):
+        return "the policy's profiling_eligibility and marketing_opt_out"
+    opt_out = policy.exclusions.get("marketing_opt_out")
+    ids = (*policy.profiling_eligibility.clause_ids, *(opt_out.clause_ids if opt_out else ()))
+    return ", ".join(dict.fromkeys(ids))
+
+
 def target(workspace: Workspace | str | Path, segment: int | str) -> TargetResult:
     """Write the pseudonyms of the people to offer in one segment, for the data steward.
 
@@ -1269,7 +1283,8 @@ def target(workspace: Workspace | str | Path, segment: int | str) -> TargetResul
     if missing:
         raise SchemaError(
             f"table 'customers' (prepared for {purpose!r}), column {missing[0]!r}: rule "
-            "'offers respect eligibility and marketing opt-outs' (AO-5, AO-7) — column missing; "
+            f"'offers respect eligibility and marketing opt-outs' ({_targeting_clauses(metadata)})"
+            " — column missing; "
             "fix: prepare frames for a purpose whose columns include both flags"
         )
     current = members.join(

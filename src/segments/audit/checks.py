@@ -9,9 +9,9 @@ hashes from the files' bytes. A check that needs the key or the raw customer tab
 the data steward's role and says so; without the key it is "not applicable — needs the data
 steward's key", never a pass.
 
-:data:`CLAUSE_CHECKS` maps every clause id of ``POLICY_CLAUSES.md`` to its promise and to
-the checks that verify it; :func:`segments.audit.run.run_audit` turns that table into the
-report's checklist.
+:func:`clause_checks` reads, from the audited policy file's ``[promises]``, the checks that
+verify each clause (clause ids are data, never code); :func:`segments.audit.run.run_audit`
+turns that table into the report's checklist.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import polars as pl
 
 from segments.audit.pii import KnownIdentifiers, luhn_valid, scan_paths
 from segments.audit.render import ORGANISATIONAL_ROLE
+from segments.exceptions import PolicyError
 from segments.policy import EU_EEA, Policy, months_before
 from segments.prepare.pseudonym import PseudonymKey, pseudonymise_series
 from segments.schema import (
@@ -42,12 +43,11 @@ from segments.workspace import Workspace, sha256_file
 
 __all__ = [
     "CHECKS",
-    "CLAUSE_CHECKS",
     "CORE_CHECKS",
     "NEEDS_KEY",
     "AuditContext",
     "Finding",
-    "clause_prefix",
+    "clause_checks",
 ]
 
 Status = Literal["pass", "fail", "not applicable"]
@@ -392,7 +392,7 @@ def check_retention_categories(ctx: AuditContext) -> Finding:
         )
     return Finding(
         "retention_categories",
-        "the AC-1 categories of each frame's columns are all covered by a retention "
+        "the data categories (A-E) of each frame's columns are all covered by a retention "
         "rule of its purpose that names the category",
         {"purposes": rows, "problems": bad or "none"},
         _verdict(not bad),
@@ -923,7 +923,7 @@ def check_schema_categories(ctx: AuditContext) -> Finding:
     problems = missing + not_a + unknown
     return Finding(
         "schema_categories",
-        "every column of the personal tables (raw and prepared) carries an AC-1 category, "
+        "every column of the personal tables (raw and prepared) carries a data category (A-E), "
         "every direct identifier is category A, every frame column is in the schema",
         {"columns per category": counts, "problems": problems or "none"},
         _verdict(not problems),
@@ -1352,197 +1352,6 @@ CHECKS: dict[str, Callable[[AuditContext], Finding]] = {
     "pii_scan": check_pii_scan,
 }
 
-_RETENTION = ("retention_rows", "retention_persons", "retention_applied")
-_RELEASES = ("release_checksums", "ledger_chain", "guarantee_recipient")
-_EXCLUDED = ("erased_restricted_absent", "erasures_carried_out", "objectors_absent")
-
-#: Clause id → (promise, from POLICY_CLAUSES.md; the checks that verify it). Every controller
-#: gets every check of :data:`CORE_CHECKS` under one of its clauses.
-CLAUSE_CHECKS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "AO-1": (
-        "Information anonymised or aggregated so that it cannot identify a person, neither "
-        "with other information nor otherwise, is not personal data.",
-        (*_RELEASES, "kanon_recount", "budget", "no_direct_identifiers", "pii_scan"),
-    ),
-    "AO-2": ("Personal data is processed only within the EU/EEA.", ("destinations",)),
-    "AO-3": (
-        "Personnummer is not kept except for sole traders, credit checks and invoice pick-up; "
-        "used only when clearly motivated.",
-        ("no_personnummer", "pii_scan"),
-    ),
-    "AO-4": (
-        "Customers are sorted into segments from purchase history and geography; analyses "
-        "use de-identified or pseudonymised data; kept from collection and 14 months after.",
-        (*_RETENTION, "pseudonymised", "minimised", "forecasts_from_archive", "objectors_absent"),
-    ),
-    "AO-5": (
-        "Segments for personal offers only for active customers or those with an order in "
-        "the last 14 months; pseudonymised, never released.",
-        ("profiling_labels", "retention_persons", "pseudonymised"),
-    ),
-    "AO-6": ("Order data is kept 24 months after the purchase.", ("retention_rows",)),
-    "AO-7": (
-        "Customers may opt out of newsletters and other marketing at any time.",
-        ("targets_opt_out", "profiling_labels"),
-    ),
-    "AO-8": ("Consent may be withdrawn at any time.", ("consent_withdrawal", *_EXCLUDED)),
-    "AO-9": (
-        "Only people who need it have access to personal data.",
-        ("access_owner_only", "key_not_stored", "guarantee_recipient", "access_organisational"),
-    ),
-    "AO-10": (
-        "Processors act only for the purposes the data was collected for.",
-        ("purposes_declared", "guarantee_recipient"),
-    ),
-    "AK-1": (
-        "Customer management and offers rest on consent, which may be withdrawn with future "
-        "effect.",
-        ("consent_withdrawal", "profiling_labels", "targets_opt_out"),
-    ),
-    "AK-2": (
-        "Purchase history is used for reports and statistics for follow-up and evaluation.",
-        (
-            *_RELEASES,
-            "budget",
-            "kanon_recount",
-            "destinations",
-            "purposes_declared",
-            "forecasts_from_archive",
-            "pii_scan",
-            "objectors_absent",
-        ),
-    ),
-    "AK-3": (
-        "Data is kept while a customer + 24 months; then deleted or de-identified so it can "
-        "no longer be linked to the person.",
-        (
-            *_RETENTION,
-            "pseudonymised",
-            "no_direct_identifiers",
-            "no_personnummer",
-            "key_not_stored",
-            "minimised",
-        ),
-    ),
-    "AK-4": (
-        "Right to object to direct marketing and to processing based on legitimate interest.",
-        ("objectors_absent", "targets_opt_out", "profiling_labels"),
-    ),
-    "AK-5": (
-        "Rights to access, rectification, erasure, restriction of processing, portability.",
-        (
-            "erased_restricted_absent",
-            "erasures_carried_out",
-        ),
-    ),
-    "OF-1": (
-        "Legitimate interest for the customer relationship; purposes include development of "
-        "goods and services and e-mail direct marketing.",
-        (
-            "purposes_declared",
-            *_RELEASES,
-            "budget",
-            "kanon_recount",
-            "forecasts_from_archive",
-            "pii_scan",
-        ),
-    ),
-    "OF-2": (
-        "Data is kept only as long as needed; outdated data is weeded continuously.",
-        (
-            *_RETENTION,
-            "minimised",
-            "pseudonymised",
-            "no_direct_identifiers",
-            "no_personnummer",
-            "key_not_stored",
-        ),
-    ),
-    "OF-3": ("No personal data is transferred outside the EU/EEA.", ("destinations",)),
-    "OF-4": (
-        "The data subject may object to processing at any time.",
-        (
-            "objectors_absent",
-            "profiling_labels",
-            "targets_opt_out",
-            "consent_withdrawal",
-            "erased_restricted_absent",
-            "erasures_carried_out",
-        ),
-    ),
-    "AL-1": (
-        "Data is kept up to seven years after the last purchase or contact.",
-        (*_RETENTION, "erased_restricted_absent", "erasures_carried_out"),
-    ),
-    "AL-2": (
-        "Legitimate interest covers offers and a limited segmentation of customers, e.g. "
-        "based on purchases from a category.",
-        ("guarantee_recipient", "profiling_labels", "purposes_declared"),
-    ),
-    "AL-3": (
-        "Profiling only of newsletter subscribers; anyone may object to profiling at any time.",
-        ("profiling_labels", "objectors_absent", "targets_opt_out", "consent_withdrawal"),
-    ),
-    "AL-4": (
-        "Data is also used for market analyses, surveys, statistics and business follow-up.",
-        (*_RELEASES, "budget", "kanon_recount", "destinations", "forecasts_from_archive"),
-    ),
-    "AL-5": (
-        "Minimisation: no more personal data than needed; personal data is not sold.",
-        (
-            "minimised",
-            "no_direct_identifiers",
-            "no_personnummer",
-            "pseudonymised",
-            "key_not_stored",
-            "pii_scan",
-            "guarantee_recipient",
-        ),
-    ),
-    "AC-1": (
-        "Data categories: A contact, B transactions, C digital communication, D digital data, "
-        "E images/video.",
-        (
-            "schema_categories",
-            "no_direct_identifiers",
-            "no_personnummer",
-            "pseudonymised",
-            "key_not_stored",
-            "minimised",
-        ),
-    ),
-    "AC-2": (
-        "Monthly surveys: anonymous participants; anonymised survey data is used for "
-        "statistics; opt-out at any time.",
-        ("survey_anonymous", "guarantee_recipient", "budget", "kanon_recount", "pii_scan"),
-    ),
-    "AC-3": (
-        "Retention per data category (purchase data 7-10 years; e-mail at most 9 months; "
-        "C and D for follow-up).",
-        (
-            "retention_categories",
-            *_RETENTION,
-            "erased_restricted_absent",
-            "erasures_carried_out",
-            "objectors_absent",
-            "consent_withdrawal",
-            "profiling_labels",
-        ),
-    ),
-    "AC-4": (
-        "Data is not shared with third parties for sales or marketing.",
-        (
-            "guarantee_recipient",
-            "destinations",
-            "release_checksums",
-            "ledger_chain",
-            "purposes_declared",
-            "targets_opt_out",
-            "forecasts_from_archive",
-        ),
-    ),
-}
-
 #: Checks every controller's checklist contains (the rest verify one controller's promise).
 CORE_CHECKS = tuple(
     c
@@ -1558,6 +1367,28 @@ CORE_CHECKS = tuple(
 )
 
 
-def clause_prefix(policy: Policy) -> str:
-    """The controller's clause-id prefix (``AO`` for AllOffice): the one its file cites."""
-    return policy.clause_prefix
+def clause_checks(policy: Policy) -> dict[str, tuple[str, ...]]:
+    """Clause id -> the checks that verify its promise, from the policy file's ``[promises]``.
+
+    In file order; clauses whose promise names no check are left out (a controller's own
+    policy may name none: the report then files the core checks under its clauses).
+
+    Raises
+    ------
+    PolicyError
+        When a promise names a check the audit does not have.
+
+    Examples
+    --------
+    >>> len(clause_checks(Policy.load("offix"))), "destinations" in CHECKS
+    (4, True)
+    """
+    table = {c: p.checks for c, p in policy.promises.items() if p.checks}
+    for clause, names in table.items():
+        unknown = sorted(set(names) - set(CHECKS))
+        if unknown:
+            raise PolicyError(
+                f"policy {policy.name!r}, promises.{clause}.checks: unknown check "
+                f"{unknown[0]!r}; fix: use one of {sorted(CHECKS)}"
+            )
+    return table

@@ -1,9 +1,9 @@
 """Run the reviewer's audit of one workspace under one policy and write ``W/report/``.
 
 :func:`run_audit` runs every check of :mod:`segments.audit.checks` once, attaches each to
-every clause id of the audited controller it verifies
-(:data:`~segments.audit.checks.CLAUSE_CHECKS`), quotes each clause's promise from the policy
-file, adds the attacks and the empirical DP audit of :mod:`segments.audit.attacks` and
+every clause id of the audited controller it verifies (the policy file's ``[promises]``,
+read by :func:`~segments.audit.checks.clause_checks`), quotes each clause's promise from the
+policy file, adds the attacks and the empirical DP audit of :mod:`segments.audit.attacks` and
 :mod:`segments.audit.mechanisms` when those modules are present, draws the charts (privacy
 loss per month and rolling totals against the budget, class sizes and re-identification risk
 of the k-anonymous releases, the DP audit) and writes ``audit.html`` (self-contained),
@@ -28,13 +28,12 @@ from matplotlib.figure import Figure
 
 from segments.audit.checks import (
     CHECKS,
-    CLAUSE_CHECKS,
     CORE_CHECKS,
     NEEDS_KEY,
     STEWARD,
     AuditContext,
     Finding,
-    clause_prefix,
+    clause_checks,
     spending,
 )
 from segments.audit.pii import scan_text
@@ -76,15 +75,13 @@ def clause_rows(
 ) -> list[Check]:
     """One check per finding, attached to every clause of the controller it verifies.
 
-    Clauses come from :data:`CLAUSE_CHECKS`; a check listed under several clauses is one
-    :class:`Check` with all of them (counted once).
+    Clauses come from the policy file (:func:`clause_checks`); a check listed under several
+    clauses is one :class:`Check` with all of them (counted once).
     """
-    prefix = clause_prefix(policy)
     clauses_of: dict[str, list[str]] = {}
-    for clause, (_, names) in CLAUSE_CHECKS.items():
-        if clause.startswith(prefix + "-"):
-            for name in names:
-                clauses_of.setdefault(name, []).append(clause)
+    for clause, names in clause_checks(policy).items():
+        for name in names:
+            clauses_of.setdefault(name, []).append(clause)
     rows = []
     for name in CHECKS:
         if name not in clauses_of:
@@ -122,10 +119,8 @@ def clause_rows(
 
 
 def clause_views(ctx: AuditContext) -> list[ClauseView]:
-    """Every clause of the audited controller, its promise quoted from the policy file (the
-    English summary of :data:`CLAUSE_CHECKS` where the file quotes none), and the releases
-    whose card or ledger entry cites it."""
-    prefix = clause_prefix(ctx.policy)
+    """Every clause of the audited controller that names its checks, its promise quoted from
+    the policy file, and the releases whose card or ledger entry cites it."""
     citing: dict[str, list[str]] = {}
     for _, card in ctx.cards():
         for clause in card.get("clause_ids") or ():
@@ -134,17 +129,10 @@ def clause_views(ctx: AuditContext) -> list[ClauseView]:
         for clause in e.request.clause_ids:
             citing.setdefault(clause, []).append(e.release_id)
     views = []
-    for clause, (promise, _) in CLAUSE_CHECKS.items():
-        if not clause.startswith(prefix + "-"):
-            continue
-        quoted = ctx.policy.promises.get(clause)
+    for clause in clause_checks(ctx.policy):
+        promise = ctx.policy.promises[clause]
         views.append(
-            ClauseView(
-                clause,
-                quoted.en if quoted else promise,
-                quoted.sv if quoted else "",
-                tuple(dict.fromkeys(citing.get(clause, ()))),
-            )
+            ClauseView(clause, promise.en, promise.sv, tuple(dict.fromkeys(citing.get(clause, ()))))
         )
     if not views:  # a controller's own policy (bring your own data): its own clause ids
         own = dict.fromkeys(c for p in ctx.policy.purposes.values() for c in p.clause_ids)

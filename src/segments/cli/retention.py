@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
     parser = actions.add_parser(
         "purge",
-        help="delete raw rows no purpose may use any more (AK-3, OF-2, AO-6)",
+        help="delete raw rows no purpose may use any more (the policy's retention rules)",
         description="Delete raw customers, orders and order lines whose retention has ended for "
         "every purpose the policy declares; record what went in W/raw/purge_log.json. Persons "
         "flagged erasure_requested are erased everywhere first (see `segments subject erase`).",

@@ -93,8 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "segments by split-half evidence (held-out Davies-Bouldin index among the k whose "
         "halves agree; the smaller k when two are too close to call), fit on everyone and "
         "write W/segments/{labels,profiles}.parquet and metadata.json. Labels are personal "
-        "data: only profiling-eligible people get one (AO-5, AL-3), and nothing here is a "
-        "release.",
+        "data: only profiling-eligible people get one (the policy's profiling_eligibility), "
+        "and nothing here is a release.",
     )
     add_common_options(parser)
     add_exploratory_options(parser)

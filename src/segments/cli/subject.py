@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
     parser = actions.add_parser(
         "export",
-        help="write one customer's register extract as JSON (AK-5)",
+        help="write one customer's register extract as JSON (right of access)",
         description="Everything the raw tables hold about the person behind --customer (all "
         "their accounts and orders) and, if segments exist, their segment and how it was "
         "derived. Identifiers leave here for the data subject only.",

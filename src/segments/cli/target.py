@@ -12,8 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "target",
         help="write the pseudonyms to offer in one segment (excludes opt-outs)",
         description="Write W/segments/targets/segment-<id>.parquet: the pseudonyms of the "
-        "profiling-eligible people in a segment who have not opted out of marketing (AO-5, "
-        "AO-7, AL-3, AK-4), for the data steward, who alone can resolve them (AO-9).",
+        "profiling-eligible people in a segment who have not opted out of marketing (the policy's "
+        "exclusions), for the data steward, who alone can resolve them (the key_custody clause).",
     )
     add_workspace_option(parser)
     parser.add_argument(

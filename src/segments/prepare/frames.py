@@ -834,7 +834,7 @@ def _check_minimised(customers: pl.DataFrame, lines: pl.DataFrame) -> None:
     leaked = identifiers & (set(customers.columns) | set(lines.columns))
     if leaked:  # pragma: no cover - the schemas make this unreachable; kept as a tripwire
         raise PolicyError(
-            f"direct identifier column(s) {sorted(leaked)} reached a prepared frame (AL-5)"
+            f"direct identifier column(s) {sorted(leaked)} reached a prepared frame (minimisation)"
         )
 
 

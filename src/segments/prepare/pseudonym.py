@@ -69,7 +69,7 @@ class PseudonymKey:
         if len(self.secret) < MIN_KEY_BYTES:
             raise PolicyError(
                 f"pseudonymisation key ({self.provenance}): {len(self.secret)} bytes is too "
-                f"short; a key needs at least {MIN_KEY_BYTES} bytes (AO-9); {_KEY_HINT}"
+                f"short; a key needs at least {MIN_KEY_BYTES} bytes (key custody); {_KEY_HINT}"
             )
 
     @property
@@ -123,7 +123,7 @@ def demo_key(manifest: dict[str, Any]) -> PseudonymKey:
     if manifest.get("synthetic") is not True:
         raise PolicyError(
             "a demo pseudonymisation key is refused: the raw manifest does not mark the data "
-            '"synthetic": true, so it may be real (AO-9); give the steward key with '
+            '"synthetic": true, so it may be real (key custody); give the steward key with '
             f"{KEY_ENV_VAR} or --key-file"
         )
     if "seed" not in manifest:
@@ -151,7 +151,8 @@ def _read_key_file(path: Path, workspace: Workspace | None) -> PseudonymKey:
         if _inside(path, folder):
             raise PolicyError(
                 f"key file {path} is inside {folder}: the pseudonymisation key must never be "
-                "kept beside the data (AO-9); move it outside the workspace and the data folder"
+                "kept beside the data (key custody); move it outside the workspace and the data "
+                "folder"
             )
     if path.is_dir():
         raise PolicyError(
@@ -168,7 +169,7 @@ def _read_key_file(path: Path, workspace: Workspace | None) -> PseudonymKey:
     if mode & 0o077:  # like ssh: a key others can read is no longer the steward's alone
         raise PolicyError(
             f"key file {path} is readable or writable by group or others (mode {mode:o}); the "
-            "pseudonymisation key must be the steward's alone (AO-9), so it was not used. "
+            "pseudonymisation key must be the steward's alone (key custody), so it was not used. "
             f"Fix: chmod 600 {path}"
         )
     secret = path.read_bytes().strip()
@@ -219,6 +220,6 @@ def load_key(
         return demo_key(manifest)
     raise PolicyError(
         "no pseudonymisation key: the raw data is not marked synthetic, so a demo key is "
-        f"refused (AO-9); set {KEY_ENV_VAR} or pass --key-file with the steward's key "
+        f"refused (key custody); set {KEY_ENV_VAR} or pass --key-file with the steward's key "
         f"(at least {MIN_KEY_BYTES} bytes, outside the workspace); {_KEY_HINT}"
     )

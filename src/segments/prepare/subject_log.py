@@ -122,7 +122,7 @@ def log_key_problem(ws: Workspace, key: PseudonymKey) -> str | None:
         f"the subject request log {ws.subject_log} was written with the pseudonymisation key "
         f"whose id is {', '.join(other)}, but this run's key ({key.provenance}) has id "
         f"{key.key_id}: its keyed hashes cannot recognise the erased people, who could come "
-        "back (AK-5)"
+        "back"
     )
 
 

@@ -80,7 +80,7 @@ __all__ = [
 _RIGHTS = (
     "You may ask for rectification, erasure or restriction of processing, object to "
     "processing based on legitimate interest or to direct marketing, and receive your data "
-    "in this structured form (AK-5, AK-4). Survey answers are anonymous (AC-2) and cannot be "
+    "in this structured form. Survey answers are anonymous and cannot be "
     "linked to you, so they are not part of this extract."
 )
 
@@ -118,7 +118,7 @@ def explain_segment(segment: Any, metadata: dict[str, Any]) -> str:
     if source == "category_rule":
         parts.append(
             "Your segment is the product category with the largest share of your spending in the "
-            "period the policy allows (AL-2); it depends on your own purchases only."
+            "period the policy allows; it depends on your own purchases only."
         )
     else:
         model = metadata.get("model") or metadata.get("method") or "a clustering model"
@@ -126,7 +126,7 @@ def explain_segment(segment: Any, metadata: dict[str, Any]) -> str:
             f"Segments were learned by {model} from purchase history (how recently, how often and "
             "how much you bought, which product categories, which channels, which seasons) and "
             "geography (county, urban or rural municipality), on pseudonymised data with no "
-            "name, e-mail, phone, address or personnummer (AO-4, AL-5); you were placed in the "
+            "name, e-mail, phone, address or personnummer; you were placed in the "
             "segment whose typical customer is closest to your purchase pattern."
         )
         if metadata.get("fitted_on_private_data"):
@@ -136,9 +136,7 @@ def explain_segment(segment: Any, metadata: dict[str, Any]) -> str:
         parts.append(f"The segment is described as: {names[str(segment)]}.")
     if metadata.get("as_of"):
         parts.append(f"The segmentation was computed on data up to {metadata['as_of']}.")
-    parts.append(
-        "Segments steer purchasing and assortment; you may object to this at any time (AK-4)."
-    )
+    parts.append("Segments steer purchasing and assortment; you may object to this at any time.")
     return " ".join(parts)
 
 
@@ -270,7 +268,7 @@ def subject_export(
     elif root.height == 0 or erased is not None:
         if erased is not None:
             return {
-                "kind": "register extract (access and data portability, AK-5)",
+                "kind": "register extract (access and data portability)",
                 "generated_on": dt.date.today().isoformat(),
                 "requested_customer_id": customer_id,
                 "accounts": [],
@@ -307,7 +305,7 @@ def subject_export(
     order_rows = [{**o, "lines": by_order.get(o["order_id"], [])} for o in _json_rows(orders)]
 
     extract: dict[str, Any] = {
-        "kind": "register extract (access and data portability, AK-5)",
+        "kind": "register extract (access and data portability)",
         "generated_on": dt.date.today().isoformat(),
         "requested_customer_id": customer_id,
         "accounts": _json_rows(accounts),
@@ -320,7 +318,7 @@ def subject_export(
         extract["controller"] = {"name": pol.controller, "org_number": pol.org_number}
     if len(account_ids) > 1:
         extract["linked_accounts_note"] = (
-            "Your private and business accounts share your personnummer (sole trader, AO-3) "
+            "Your private and business accounts share your personnummer (sole trader) "
             "and are treated as one person."
         )
     needs_key = (ws.segments / "labels.parquet").is_file() or ws.prepared.is_dir()

@@ -1259,7 +1259,11 @@ def fit_private_segments(
         {"person_id": frame["person_id"].to_numpy(), "segment": model.predict(X).astype(str)}
     )  # fmt: skip
     labels = (
-        everyone.join(_eligible(customers, purpose), on="person_id", how="inner")
+        everyone.join(
+            _eligible(customers, purpose, policy.profiling_eligibility.clause_ids),
+            on="person_id",
+            how="inner",
+        )
         .filter(pl.col("profiling_eligible"))
         .select("person_id", "segment")
         .sort("person_id")

@@ -79,7 +79,7 @@ PERSONS = TableSchema(
         ),
     ),
     key=("customer_id",),
-    description="planted truth: which accounts belong to one person (AO-3)",
+    description="planted truth: which accounts belong to one person (sole traders)",
 )
 TRUTH_TABLES: dict[str, TableSchema] = {"archetypes": ARCHETYPES, "persons": PERSONS}
 #: Foreign keys checked on load: child table -> [(column, parent table)].
