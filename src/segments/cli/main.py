@@ -103,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="backend of the line-level stages (default: SEGMENTS_ENGINE, else auto: DuckDB "
         "out of core when the lines exceed SEGMENTS_MEMORY_LIMIT's budget, else polars)",
     )
+    parser.add_argument(
+        "--master",
+        default=None,
+        metavar="URL",
+        help="the Spark master for --engine spark: local[2] (the default, or "
+        "SEGMENTS_SPARK_MASTER), local[*], spark://HOST:7077, yarn, k8s://HOST:PORT",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -243,11 +250,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     old_umask = os.umask(0o077)
     OPENED_LEDGERS.clear()
     _sweep_leftovers(args)
-    from segments.engine import ENGINE_ENV_VAR
+    from segments.engine import ENGINE_ENV_VAR, SPARK_MASTER_ENV_VAR
 
     old_engine = os.environ.get(ENGINE_ENV_VAR)
+    old_master = os.environ.get(SPARK_MASTER_ENV_VAR)
     if args.engine:  # one setting: every stage asks segments.engine.get_engine()
         os.environ[ENGINE_ENV_VAR] = args.engine
+    if args.master:
+        if os.environ.get(ENGINE_ENV_VAR, "").strip().lower() != "spark":
+            os.umask(old_umask)
+            _restore(ENGINE_ENV_VAR, old_engine)
+            print(
+                f"segments {args.command}: error: --master {args.master} applies to the Spark "
+                "engine only; add --engine spark (nothing was run)",
+                file=sys.stderr,
+            )
+            return 2
+        os.environ[SPARK_MASTER_ENV_VAR] = args.master
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -283,11 +302,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         OPENED_LEDGERS.clear()
         os.umask(old_umask)
-        if args.engine:
-            if old_engine is None:
-                os.environ.pop(ENGINE_ENV_VAR, None)
-            else:
-                os.environ[ENGINE_ENV_VAR] = old_engine
+        _restore(ENGINE_ENV_VAR, old_engine)
+        _restore(SPARK_MASTER_ENV_VAR, old_master)
+
+
+def _restore(name: str, value: str | None) -> None:
+    """Put an environment setting back as it was before a command set it."""
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -52,6 +52,7 @@ __all__ = [
     "ENGINES",
     "ENGINE_ENV_VAR",
     "MEMORY_ENV_VAR",
+    "SPARK_MASTER_ENV_VAR",
     "Engine",
     "LineSource",
     "Window",
@@ -76,6 +77,8 @@ def __getattr__(name: str) -> Any:
 
 ENGINE_ENV_VAR = "SEGMENTS_ENGINE"
 MEMORY_ENV_VAR = "SEGMENTS_MEMORY_LIMIT"
+#: The Spark master (``--master``) when the engine is ``spark``: ``local[2]`` by default.
+SPARK_MASTER_ENV_VAR = "SEGMENTS_SPARK_MASTER"
 #: The setting's accepted values.
 ENGINES = ("auto", "polars", "duckdb", "embedded", "spark")
 #: Peak memory of the in-memory path per byte of Parquet it reads (measured at 10 million
