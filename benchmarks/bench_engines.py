@@ -83,10 +83,11 @@ def child_step(step: str, engine_name: str, folder: Path) -> dict:
 def _run_child(step: str, engine: str, folder: Path) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, "--child", step, "--engine", engine, "--folder", str(folder)],
-        check=True,
         capture_output=True,
         text=True,
     )
+    if out.returncode:
+        sys.exit(f"step {step} on {engine} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -111,10 +112,19 @@ def _prepare_folder(folder: Path, args: argparse.Namespace) -> None:
             month=dt.date(2026, 2, 1),
         )
         (folder / "raw" / "manifest.json").write_text(json.dumps({"synthetic": True}))
-        return
-    t = time.perf_counter()
-    child_generate(folder, args.lines // 33, args.lines)
-    print(f"generated {args.lines:,} prepared lines in {time.perf_counter() - t:.0f} s (not timed)")
+    else:
+        t = time.perf_counter()
+        child_generate(folder, args.lines // 33, args.lines)
+        print(f"generated {args.lines:,} prepared lines in {time.perf_counter() - t:.0f} s")
+    # the monthly series reads the data's as-of from prepare's signed record
+    from bench_releases import AS_OF
+
+    from segments.provenance import PROVENANCE_FILE, prepared_provenance
+    from segments.workspace import write_json
+
+    prepared = folder / "prepared" / PURPOSE
+    record = prepared_provenance({}, prepared, purpose=PURPOSE, as_of=AS_OF)
+    write_json(prepared / PROVENANCE_FILE, record)
 
 
 def main() -> None:
