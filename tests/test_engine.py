@@ -229,3 +229,20 @@ def test_feature_sums_refuse_a_channel_outside_the_public_list(engine, tmp_path)
     ).write_parquet(path)
     with pytest.raises(SchemaError, match="column 'channel'.*'fax'"):
         engine.person_feature_sums(path, None, PRODUCT_CATEGORIES, CHANNELS, scratch=tmp_path)
+
+
+def test_segmentation_features_are_the_same_from_the_embedded_engine(default_lines, monkeypatch):
+    """customer_features on the path with the out-of-core engine = the in-memory path (the
+    engine's sums are exact; the in-memory path sums floats, so equal to ~1e-12)."""
+    from segments.features import customer_features
+
+    customers = pl.read_parquet(default_lines.parent / "customers.parquet")
+    expected = customer_features(pl.scan_parquet(default_lines), customers, as_of=AS_OF)
+    monkeypatch.setenv("SEGMENTS_ENGINE", "duckdb")
+    got = customer_features(default_lines, customers, as_of=AS_OF)
+    assert expected.height > 1000
+    assert_frame_equal(got, expected, check_exact=False, rel_tol=1e-9, abs_tol=1e-9)
+    # nothing the engine spilled is left beside the frames
+    assert not [p for p in default_lines.parent.iterdir() if p.name.startswith(".scratch")]
+    monkeypatch.setenv("SEGMENTS_ENGINE", "polars")
+    assert_frame_equal(customer_features(default_lines, customers, as_of=AS_OF), expected)

@@ -22,7 +22,11 @@ with the largest share of their own spend, a row-level function of their own pur
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -376,7 +380,7 @@ def _customer_categoricals(customers: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def customer_features(
-    lines: pl.DataFrame | pl.LazyFrame,
+    lines: pl.DataFrame | pl.LazyFrame | str | os.PathLike[str],
     customers: pl.DataFrame | pl.LazyFrame,
     *,
     as_of: dt.date,
@@ -386,9 +390,12 @@ def customer_features(
 
     Parameters
     ----------
-    lines : polars DataFrame or LazyFrame
+    lines : polars DataFrame or LazyFrame, or path
         Prepared order lines (``W/prepared/<purpose>/lines.parquet``); a LazyFrame from
-        ``pl.scan_parquet`` keeps memory low on large data.
+        ``pl.scan_parquet`` keeps memory low on large data. Given as a path (a file or a
+        folder of month partitions), the engine the ``--engine`` setting selects reads it
+        (:mod:`segments.engine`): polars in memory, or an out-of-core engine that returns
+        only the per-person sums (:meth:`segments.engine.Engine.person_feature_sums`).
     customers : polars DataFrame or LazyFrame
         Prepared customers (``W/prepared/<purpose>/customers.parquet``).
     as_of : datetime.date
@@ -412,6 +419,13 @@ def customer_features(
         A column is missing, there are no lines, an order is dated after ``as_of``, or a
         person in ``lines`` is not in ``customers``.
     """
+    if not isinstance(lines, pl.DataFrame | pl.LazyFrame):
+        from segments.engine import get_engine, line_files
+
+        engine = get_engine(sources=[lines])
+        if engine.name != "polars":
+            return _engine_features(engine, Path(lines), customers, as_of, categories)
+        lines = pl.scan_parquet(line_files(lines))
     lazy_lines, lazy_customers = _lazy(lines), _lazy(customers)
     _require_columns(lazy_lines, "lines", _LINE_COLUMNS)
     _require_columns(lazy_customers, "customers", ("person_id", "customer_type"))
@@ -429,6 +443,48 @@ def customer_features(
         .join(people.with_row_index("_person"), on="_person", how="left")
         .with_columns(*_rfm_columns(as_of), *_share_columns(categories))
     )
+    _check_not_empty(per_person)
+    _check_as_of(per_person, as_of)
+    numeric = numeric_features(categories)
+    return per_person.select("person_id", *numeric, *CATEGORICAL_FEATURES).sort("person_id")
+
+
+def _engine_features(
+    engine: Any,
+    lines: Path,
+    customers: pl.DataFrame | pl.LazyFrame,
+    as_of: dt.date,
+    categories: Sequence[str],
+) -> pl.DataFrame:
+    """:func:`customer_features` from an engine's exact per-person sums (the same ratios as
+    the in-memory path: :func:`_rfm_columns`, :func:`_share_columns`)."""
+    people = _customer_categoricals(_lazy(customers)).collect()
+    _check_people(people)
+    # the engine spills beside the prepared frames (owner-only), removed afterwards
+    scratch = Path(tempfile.mkdtemp(dir=lines.parent, prefix=f".scratch-features-p{os.getpid()}-"))
+    try:
+        sums = engine.person_feature_sums(lines, None, categories, CHANNELS, scratch=scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    orphans = sums.select("person_id").join(people, on="person_id", how="anti")
+    if orphans.height:
+        raise SchemaError(
+            f"table 'lines', column 'person_id': rule 'references customers' fails for "
+            f"{orphans.height} person(s) (first: {orphans['person_id'].min()!r}); fix: pass "
+            "the customers frame prepared together with these lines"
+        )
+    sek = [*categories, *(f"q{q}" for q in range(1, 5))]
+    per_person = sums.select(
+        "person_id",
+        pl.col("last_order").alias("_last_order"),
+        pl.col("orders").alias("_n_orders"),
+        (pl.col("ore") / 100).alias("monetary_sek"),
+        *(pl.col(f"orders_{c}").alias(f"_n_{c}") for c in CHANNELS),
+        *((pl.col(f"ore_{n}") / 100).alias(f"_sek_{n}") for n in sek),
+        pl.col("lines").cast(pl.Float64).alias("_n_lines"),
+        *(pl.col(f"lines_{c}").cast(pl.Float64).alias(f"_lines_{c}") for c in categories),
+    ).join(people, on="person_id", how="left")
+    per_person = per_person.with_columns(*_rfm_columns(as_of), *_share_columns(categories))
     _check_not_empty(per_person)
     _check_as_of(per_person, as_of)
     numeric = numeric_features(categories)
