@@ -130,7 +130,8 @@ def test_the_audit_states_its_power() -> None:
     from segments.audit.dp_audit import detectable_violation
 
     # 500 trials cannot see a 2x violation at ε = 0.25 (the blindness of item 11) ...
-    assert detectable_violation(500, 0.25) > 2.0
-    # ... 20,000 trials can, and more trials always detect smaller violations
-    assert detectable_violation(20_000, 0.25) < 2.0
+    assert detectable_violation(500, 0.25) > 4.0
+    # ... 20,000 trials see a ~3x one (calibrated on simulated runs of the real test: a 2x
+    # violation is caught in ~80 % of them, not 95 %), and more trials detect smaller ones
+    assert 2.0 < detectable_violation(20_000, 0.25) < 3.5
     assert detectable_violation(20_000, 1.0) < detectable_violation(2_000, 1.0)
