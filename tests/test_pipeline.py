@@ -71,3 +71,31 @@ def test_the_main_job_runs_end_to_end(tmp_path, capsys) -> None:
         "segments/private/labels.parquet",
     ):
         assert (ws / made).exists(), made
+
+
+def test_notebooks_run_alongside_and_land_in_the_report_only_when_done(tmp_path, monkeypatch):
+    """The main job executes the notebooks in the background; their copies stay out of the
+    report (which the audit scans) until the job asks for them."""
+    import nbformat
+
+    from segments import pipeline
+    from segments.workspace import Workspace
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 6 * 7\nx")])
+    nbformat.write(notebook, folder / "01-tiny.ipynb")
+    monkeypatch.setattr(pipeline, "NOTEBOOKS_DIR", folder)
+    ws = Workspace(tmp_path / "ws").create()
+    _, finish = pipeline._notebooks_alongside(ws)
+    assert not (ws.report / "notebooks").exists()
+    assert finish() == ["01-tiny.ipynb"]
+    executed = nbformat.read(ws.report / "notebooks" / "01-tiny.ipynb", as_version=4)
+    assert executed.cells[0].outputs[0]["data"]["text/plain"] == "42"
+    assert not (ws.root / "logs" / "notebooks").exists()
+    # a failing notebook is reported with the process's last lines, nothing moved in
+    broken = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 / 0")])
+    nbformat.write(broken, folder / "02-broken.ipynb")
+    _, finish = pipeline._notebooks_alongside(ws)
+    with pytest.raises(WorkspaceError, match="executing the notebooks failed"):
+        finish()
