@@ -618,3 +618,28 @@ def test_charged_loss_is_opendp_compositor_loss_for_a_norm_bounded_release(
     assert bounds["units"]["private_choice"]["loss"] == pytest.approx(
         bounds["units"]["loss_of_bound"]
     )
+
+
+def test_a_window_release_bound_ceiling_spans_the_windows_months(params, frames):
+    """A category mix over several months may see a person's whole window: the private
+    bound's top candidate is a month's worst case times the window's months, capped by what
+    the purpose keeps (a year clipped at one month's ceiling lost 46 % of the units under
+    zCDP). A monthly release keeps one month's ceiling."""
+    from segments.privacy.releases import _norm_bounds
+
+    zcdp = PrivacyParams(**{**params.to_dict(), "dp_family": "zcdp", "delta": 1e-7})
+    for family in (params, zcdp):
+        upper = {}
+        for months, start in ((1, dt.date(2026, 2, 1)), (3, dt.date(2025, 12, 1))):
+            window = (start, AS_OF)
+            with _plan(SPECS["category_mix"], family, frames, window=window) as plan:
+                upper[months] = plan.queries[0].vector.upper_bounds
+        norm = 0 if family.dp_family == "pure" else 1
+        for aggregate, top in upper[3].items():
+            assert top == pytest.approx(_norm_bounds(family, 3)[norm][aggregate])
+            assert top > upper[1][aggregate]
+        # the whole history (no window) is capped at the purpose's retention
+        with _plan(SPECS["category_mix"], family, frames) as plan:
+            whole = plan.queries[0].vector.upper_bounds
+        kept = _norm_bounds(family, family.retention_months)[norm]
+        assert whole == pytest.approx(kept)

@@ -705,10 +705,11 @@ def _build_query(
     segments: SegmentSource | None,
     alpha: float,
     survey_rows: int = 1,
+    window_months: int = 1,
 ) -> QueryPlan:
     """Build one OpenDP measurement with explicit scales and check OpenDP's loss."""
     if query.frame == "cells":
-        return _build_vector_query(query, loss, params, path, segments, alpha)
+        return _build_vector_query(query, loss, params, path, segments, alpha, window_months)
     return _build_polars_query(query, loss, params, path, segments, alpha, survey_rows)
 
 
@@ -845,8 +846,9 @@ def _norm_bounds(
     params: PrivacyParams, months: int = 1
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Public largest L1 and L2 norms of a person's weighted vector (the per-cell design's
-    worst case: ``k`` cells at the largest bound, in each of ``months`` months of a
-    month-keyed query) — the top candidate of a private bound."""
+    worst case: ``k`` cells at the largest bound, in each of ``months`` months: the month
+    keys of a month-keyed query, else the months of its window) — the top candidate of a
+    private bound."""
     k = cells_per_person(params) * months
     l1: dict[str, float] = {}
     l2: dict[str, float] = {}
@@ -862,10 +864,20 @@ def _public_norm_bound(params: PrivacyParams, agg: str) -> float | None:
 
 
 def _vector_release(
-    query: QueryDef, loss: float, params: PrivacyParams, segments: SegmentSource | None
+    query: QueryDef,
+    loss: float,
+    params: PrivacyParams,
+    segments: SegmentSource | None,
+    window_months: int = 1,
 ) -> VectorRelease:
-    """A per-cell query as norm-bounded vector sums (:mod:`segments.privacy.vectors`)."""
-    months = len(dict(query.key_values).get("month", ())) if "month" in query.by else 1
+    """A per-cell query as norm-bounded vector sums (:mod:`segments.privacy.vectors`).
+
+    The top candidate of the private bound is a month's public worst case times the months
+    a person's vector spans: the month keys of a month-keyed query, else the months of the
+    window (``window_months``). A year's category mix clipped at one month's ceiling kept 54 %
+    of the units under zCDP's L2 norm (issue 14: a 40 % median error at ε 3.8)."""
+    by_month = "month" in query.by
+    months = len(dict(query.key_values).get("month", ())) if by_month else window_months
     l1, l2 = _norm_bounds(params, max(months, 1))
     n_aggs = len(query.aggregates)
     share = loss / n_aggs
@@ -926,8 +938,9 @@ def _build_vector_query(
     path: Path,
     segments: SegmentSource | None,
     alpha: float,
+    window_months: int = 1,
 ) -> QueryPlan:
-    vector = _vector_release(query, loss, params, segments)
+    vector = _vector_release(query, loss, params, segments, window_months)
     opendp_loss = vector.loss
     if opendp_loss > loss * (1 + 1e-9):
         raise RuntimeError(
@@ -1553,6 +1566,9 @@ def plan_release(
             )
         losses = _query_losses(spec, params)
         alpha = 1.0 - confidence
+        # months a person's contributions can span: the window's, never more than the
+        # purpose keeps (public facts; the window opens in 1900 when none is given)
+        window_months = max(1, min(_months_in(window), int(params.retention_months)))
         queries = [
             _build_query(
                 q,
@@ -1562,6 +1578,7 @@ def plan_release(
                 segments,
                 alpha,
                 source.get("survey_responses_per_person", 1),
+                window_months,
             )
             for q, loss in zip(spec.query_defs, losses, strict=True)
         ]
