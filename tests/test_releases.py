@@ -176,7 +176,8 @@ def test_opendp_loss_zcdp_and_histogram_sensitivity(params, frames):
         assert plan.loss["epsilon"] <= spec.epsilon * (1 + 1e-9)
         # Gaussian wins under zCDP: a person's L2 norm is at most sqrt(k) x the cell bound
         assert plan.mechanism == "gaussian"
-        k = cells_per_person(zcdp)
+        # the whole history (no window): a person's cells in each month the purpose keeps
+        k = cells_per_person(zcdp) * zcdp.retention_months
         row = plan.accuracy.filter(pl.col("aggregate") == "sek").row(0, named=True)
         # before the private bound is chosen, the public largest L2 norm is shown
         assert row["sensitivity_l2"] == pytest.approx(np.sqrt(k) * zcdp.cell_spend_bound_sek)
