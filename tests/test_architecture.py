@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import re
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "segments.workspace",
         "segments.schema",
     ),
+    # the DP arithmetic and the families' names: what the policy and every release read
+    ("segments.privacy.composition",),
     # keys and the subject request log: what ingest, prepare and the audit all read
     ("segments.prepare.pseudonym", "segments.prepare.subject_log"),
     ("segments.provenance",),
@@ -161,3 +164,55 @@ def test_no_clause_id_is_written_in_the_code() -> None:
             if isinstance(text, str) and id(node) not in docs and _CLAUSE_ID.search(text):
                 found.append(f"{path.relative_to(SRC)}:{node.lineno}: {node.value[:60]!r}")
     assert not found, "clause ids in code (read them from the Policy instead):\n" + "\n".join(found)
+
+
+#: The DP formulas, written once in privacy/composition.py (noise scale and accuracy of each
+#: family, ρ↔(ε, δ), the OpenDP measure of a family); anywhere else they are copies.
+_DP_FORMULAS = re.compile(
+    r"max_divergence\(|zero_concentrated_divergence\(|sqrt\(2(\.0)? \*|_scale_to_accuracy\("
+    r"|log\(1(\.0)? / delta|\*\* ?2 ?/ ?2(\.0)?\b"
+)
+
+
+def _code_only(path: Path) -> str:
+    """The source with every comment and string blanked (formulas are code, not prose)."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    with path.open("rb") as fh:
+        for tok in tokenize.tokenize(fh.readline):
+            if tok.type in (tokenize.COMMENT, tokenize.STRING):
+                (row, col), (end_row, end_col) = tok.start, tok.end
+                for r in range(row, end_row + 1):
+                    line = lines[r - 1]
+                    start = col if r == row else 0
+                    stop = end_col if r == end_row else len(line.rstrip("\n"))
+                    lines[r - 1] = line[:start] + " " * (stop - start) + line[stop:]
+    return "".join(lines)
+
+
+def _code_strings(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docs = _docstrings(tree)
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
+    ]
+
+
+def test_each_dp_formula_and_family_name_is_written_once() -> None:
+    """Noise scale ↔ accuracy, ρ ↔ (ε, δ) and the families' names live in
+    ``privacy/composition.py``; other modules call it (and compare with ``DPFamily``)."""
+    home = SRC / "segments" / "privacy" / "composition.py"
+    copies, literals = [], []
+    for path in sorted((SRC / "segments").rglob("*.py")):
+        if path == home:
+            continue
+        for match in _DP_FORMULAS.finditer(_code_only(path)):
+            copies.append(f"{path.relative_to(SRC)}: {match.group(0)!r}")
+        literals += [
+            f"{path.relative_to(SRC)}:{line}: {text!r}"
+            for line, text in _code_strings(path)
+            if text in ("pure", "zcdp")
+        ]
+    assert not copies, f"DP formulas outside privacy/composition.py: {copies}"
+    assert not literals, f"use DPFamily.PURE / DPFamily.ZCDP instead of: {literals}"

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from segments.audit.dp_audit import audit_mechanism
 from segments.exceptions import PolicyError
 from segments.privacy.bounds import bound_candidates, make_private_bound, private_bound
+from segments.privacy.composition import expected_half_width
 from segments.privacy.vectors import (
     VectorRelease,
     choose_mechanism,
     clip_to_norm,
-    expected_half_width,
     person_matrix,
 )
 from segments.schema import PRODUCT_CATEGORIES
@@ -186,7 +186,7 @@ def test_compositor_loss_is_bound_plus_sums_and_the_bound_is_recorded(family):
 def test_fast_discrete_gaussian_accuracy_is_an_upper_bound_within_one_unit():
     """The fast accuracy (continuous, rounded up, plus one) never understates OpenDP's exact
     discrete-Gaussian half-width and overstates it by at most one unit."""
-    from segments.privacy.vectors import EXACT_GAUSSIAN_SCALE, discrete_gaussian_accuracy
+    from segments.privacy.composition import EXACT_GAUSSIAN_SCALE, discrete_gaussian_accuracy
 
     for scale in np.geomspace(EXACT_GAUSSIAN_SCALE, 30_000, 12):
         for alpha in (0.5, 0.1, 0.05, 0.025, 0.01):

@@ -23,7 +23,6 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -31,6 +30,7 @@ from typing import Any
 
 from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.months import add_months
+from segments.privacy.composition import DPFamily
 from segments.schema import PREPARED_CUSTOMERS, PREPARED_LINES, PRODUCT_CATEGORIES
 from segments.workspace import SAFE_NAME
 
@@ -119,14 +119,6 @@ CELL_BOUND_TABLES = {
     "cell_spend_sek_by_category": "cell_spend_bound_sek",
     "cell_units_by_category": "cell_units_bound",
 }
-
-
-class DPFamily(StrEnum):
-    """The noise family a policy declares: Laplace noise and ε-DP, or Gaussian noise and
-    ρ-zCDP (equal to its string, as written in the policy file)."""
-
-    PURE = "pure"
-    ZCDP = "zcdp"
 
 
 def months_before(day: dt.date, months: int) -> dt.date:
@@ -897,13 +889,13 @@ class _Parser:
                 k + "dp_family", f"unknown family {p['dp_family']!r}", 'use "pure" or "zcdp"'
             )
         delta = self.nonneg(p["delta"], k + "delta", num)
-        if p["dp_family"] == "pure" and delta != 0:
+        if p["dp_family"] == DPFamily.PURE and delta != 0:
             raise self.fail(
                 k + "delta",
                 f"pure DP has delta 0, got {delta}",
                 'set delta = 0.0 or dp_family = "zcdp"',
             )
-        if p["dp_family"] == "zcdp" and not 0 < delta < 1e-3:
+        if p["dp_family"] == DPFamily.ZCDP and not 0 < delta < 1e-3:
             raise self.fail(
                 k + "delta", f"delta {delta} is not in (0, 1e-3)", "use a small delta such as 1e-7"
             )

@@ -32,6 +32,7 @@ from segments.audit.render import ORGANISATIONAL_ROLE
 from segments.exceptions import PolicyError
 from segments.policy import EU_EEA, Policy, months_before
 from segments.prepare.pseudonym import PseudonymKey, pseudonymise_series
+from segments.privacy.composition import DPFamily, pure_to_rho
 from segments.schema import (
     CATEGORIES,
     PREPARED_TABLES,
@@ -1059,7 +1060,7 @@ def spending(ctx: AuditContext) -> pl.DataFrame:
         r = e.request
         if r.kind != "dp":
             continue
-        rho = r.rho if r.rho is not None else (r.epsilon or 0.0) ** 2 / 2
+        rho = r.rho if r.rho is not None else pure_to_rho(r.epsilon or 0.0)
         rows.append(
             {
                 "release_id": e.release_id,
@@ -1067,7 +1068,7 @@ def spending(ctx: AuditContext) -> pl.DataFrame:
                 "population": r.population,
                 "epsilon": float(r.epsilon or 0.0),
                 "rho": float(rho),
-                "pure": r.rho is None,
+                "pure_dp": r.rho is None,
             }
         )
     frame = pl.DataFrame(
@@ -1078,7 +1079,7 @@ def spending(ctx: AuditContext) -> pl.DataFrame:
             "population": pl.Utf8,
             "epsilon": pl.Float64,
             "rho": pl.Float64,
-            "pure": pl.Boolean,
+            "pure_dp": pl.Boolean,
         },
     )
     totals = []
@@ -1096,7 +1097,7 @@ def spending(ctx: AuditContext) -> pl.DataFrame:
 def _period_epsilon(inside: pl.DataFrame, family: str, delta: float) -> float:
     if inside.is_empty():
         return 0.0
-    if bool(inside["pure"].all()):
+    if bool(inside["pure_dp"].all()):
         return float(inside["epsilon"].sum())
     rho = float(inside["rho"].sum())
     # zCDP stated as (ε, δ) at the policy's δ (Bun & Steinke 2016, Prop. 1.3)
@@ -1121,7 +1122,7 @@ def check_budget(ctx: AuditContext) -> Finding:
         "budget",
         f"sum the privacy loss of every DP release per population over every rolling "
         f"{p.budget_period_months}-month period ending on a release date "
-        f"({'pure ε adds' if p.dp_family == 'pure' else 'ρ adds, stated as ε at δ'}) and "
+        f"({'pure ε adds' if p.dp_family == DPFamily.PURE else 'ρ adds, stated as ε at δ'}) and "
         "compare with the budget",
         {
             "DP releases": frame.height,

@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from segments.audit.dp_audit import DpAuditResult, audit_mechanism, family_confidence
+from segments.privacy.composition import DPFamily
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
 
 __all__ = [
@@ -76,7 +77,7 @@ def _claimed(loss: float, family: str, delta: float) -> tuple[float, float]:
     """(ε, δ) of a loss OpenDP computed: ε itself, or ρ stated at the policy's δ."""
     from segments.privacy.composition import stated_epsilon
 
-    if family == "pure":
+    if family == DPFamily.PURE:
         return float(loss), 0.0
     return stated_epsilon(family, loss, delta), float(delta)
 
@@ -308,8 +309,8 @@ def _kmeans_case(
     model = km.PrivateKMeans(
         int(privacy.private_segments_k),
         bounds=warped,
-        epsilon=budget if family == "pure" else None,
-        rho=None if family == "pure" else budget,
+        epsilon=budget if family == DPFamily.PURE else None,
+        rho=None if family == DPFamily.PURE else budget,
         dp_family=family,
         iterations=int(privacy.private_segments_iterations),
         init="random",

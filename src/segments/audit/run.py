@@ -50,6 +50,7 @@ from segments.audit.render import (
 from segments.exceptions import PolicyError
 from segments.policy import Policy
 from segments.prepare.pseudonym import PseudonymKey, load_key, read_manifest
+from segments.privacy.composition import DPFamily
 from segments.progress import progress
 from segments.workspace import Workspace, atomic_write, write_json
 
@@ -262,7 +263,7 @@ def _budget_chart(ctx: AuditContext, folder: Path) -> Chart | None:
     import numpy as np
 
     p = ctx.policy.privacy
-    pure = p.dp_family == "pure"
+    pure = p.dp_family == DPFamily.PURE
     unit = "ε" if pure else "ρ"
     fig = Figure(figsize=(12, 4.2))
     left, right = fig.subplots(1, 2)

@@ -24,6 +24,7 @@ from typing import Any
 
 from segments.cli.common import iso_date
 from segments.exceptions import WorkspaceError
+from segments.privacy.composition import DPFamily
 from segments.privacy.ledger import (
     Balance,
     Ledger,
@@ -281,7 +282,7 @@ def _render_balance(balance: Balance) -> list[str]:
 def _render_entry(entry: LedgerEntry) -> str:
     request = entry.request
     loss = entry.loss
-    if loss.family == "zcdp":
+    if loss.family == DPFamily.ZCDP:
         charge = f"ρ={loss.rho:.4g}"
     elif loss.family == "none":
         charge = "no charge"

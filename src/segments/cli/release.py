@@ -26,6 +26,7 @@ from segments.cli.common import (
     wants_simulated_ledger,
 )
 from segments.exceptions import PolicyError
+from segments.privacy.composition import DPFamily
 from segments.workspace import Workspace
 
 
@@ -136,7 +137,7 @@ def _dry_run_outlook(args: argparse.Namespace, policy: Any, synthetic: bool, pla
         f"spent of ε {budget:g} in the {period}-month period ending {balance.as_of}; "
         f"ε {balance.remaining_epsilon:.4g} remains"
     )
-    if policy.privacy.dp_family == "pure" and spent + asked > budget + 1e-9:
+    if policy.privacy.dp_family == DPFamily.PURE and spent + asked > budget + 1e-9:
         print(
             f"would be REFUSED: this release asks ε {asked:.4g}, more than the ε "
             f"{balance.remaining_epsilon:.4g} left; lower --epsilon or wait for earlier "

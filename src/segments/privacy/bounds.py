@@ -24,6 +24,7 @@ import numpy as np
 import opendp.prelude as dp
 
 from segments.exceptions import PolicyError
+from segments.privacy.composition import DP_FAMILIES, DPFamily, privacy_measure, scale_for_loss
 
 __all__ = [
     "BoundChoice",
@@ -34,8 +35,6 @@ __all__ = [
 ]
 
 dp.enable_features("contrib")
-
-_FAMILIES = ("pure", "zcdp")
 
 
 def bound_candidates(upper: float, *, lower: float = 1.0, per_doubling: int = 4) -> list[float]:
@@ -59,9 +58,9 @@ def bound_candidates(upper: float, *, lower: float = 1.0, per_doubling: int = 4)
 
 
 def _measure(family: str) -> Any:
-    if family not in _FAMILIES:
-        raise PolicyError(f"dp_family={family!r} is not a known family; use one of {_FAMILIES}")
-    return dp.max_divergence() if family == "pure" else dp.zero_concentrated_divergence()
+    if family not in DP_FAMILIES:
+        raise PolicyError(f"dp_family={family!r} is not a known family; use one of {DP_FAMILIES}")
+    return privacy_measure(family)
 
 
 def _quantile(candidates: Sequence[float], alpha: float, family: str, scale: float) -> Any:
@@ -84,12 +83,12 @@ def quantile_scale(candidates: Sequence[float], alpha: float, family: str, loss:
     if not (math.isfinite(loss) and loss > 0):
         raise PolicyError(f"private bound: loss={loss!r} must be a positive finite number")
     at_one = float(_quantile(candidates, alpha, family, 1.0).map(1))
-    scale = at_one / loss if family == "pure" else math.sqrt(at_one / loss)
+    scale = scale_for_loss(family, at_one, loss)
     return scale * (1.0 + 1e-9)  # never above the planned loss through rounding
 
 
 def make_private_bound(
-    candidates: Sequence[float], alpha: float, loss: float, family: str = "pure"
+    candidates: Sequence[float], alpha: float, loss: float, family: str = DPFamily.PURE.value
 ) -> Any:
     """OpenDP measurement: the ``alpha``-quantile of per-person totals among ``candidates``.
 
@@ -141,7 +140,7 @@ class BoundChoice:
             "quantile": self.alpha,
             "factor": self.factor,
             "loss": self.loss,
-            "loss_kind": "epsilon" if self.family == "pure" else "rho",
+            "loss_kind": "epsilon" if self.family == DPFamily.PURE else "rho",
             "candidates": [self.candidates[0], self.candidates[-1], len(self.candidates)],
             "mechanism": "OpenDP make_private_quantile (exponential mechanism)",
         }
@@ -152,7 +151,7 @@ def private_bound(
     *,
     alpha: float,
     loss: float,
-    family: str = "pure",
+    family: str = DPFamily.PURE.value,
     upper: float | None = None,
     candidates: Sequence[float] | None = None,
 ) -> BoundChoice:

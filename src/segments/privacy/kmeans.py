@@ -56,7 +56,14 @@ from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
 from segments.exceptions import PolicyError
-from segments.privacy.composition import loss_parameter, stated_epsilon
+from segments.privacy.composition import (
+    DP_FAMILIES,
+    DPFamily,
+    loss_parameter,
+    noise_scale,
+    privacy_measure,
+    stated_epsilon,
+)
 from segments.progress import progress
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
 from segments.workspace import (
@@ -89,7 +96,6 @@ __all__ = [
     "within_cluster_inertia",
 ]
 
-DP_FAMILIES = ("pure", "zcdp")
 INITS = ("private", "groups", "random")
 #: At most this many public groups for ``init="groups"``.
 _MAX_GROUPS = 4096
@@ -232,13 +238,13 @@ def _rows_domain(n_features: int, resolution: int) -> Any:
 
 
 def _int_vector_space(family: str) -> tuple[Any, Any]:
-    metric = dp.l1_distance(T=dp.i64) if family == "pure" else dp.l2_distance(T=dp.i64)
+    metric = dp.l1_distance(T=dp.i64) if family == DPFamily.PURE else dp.l2_distance(T=dp.i64)
     return dp.vector_domain(dp.atom_domain(T=dp.i64)), metric
 
 
 def _noise(family: str, scale: float) -> Any:
     """OpenDP's integer noise: discrete Laplace (pure) or discrete Gaussian (zCDP)."""
-    return dp.m.then_laplace(scale) if family == "pure" else dp.m.then_gaussian(scale)
+    return dp.m.then_laplace(scale) if family == DPFamily.PURE else dp.m.then_gaussian(scale)
 
 
 def _release(
@@ -367,7 +373,7 @@ class PrivateKMeans(ClusterMixin, BaseEstimator):
         bounds: Mapping[str, tuple[float, float]] | Sequence[tuple[float, float]] = (),
         epsilon: float | None = None,
         rho: float | None = None,
-        dp_family: str = "pure",
+        dp_family: str = DPFamily.PURE.value,
         iterations: int = 5,
         init: str = "private",
         init_share: float = 0.3,
@@ -398,8 +404,10 @@ class PrivateKMeans(ClusterMixin, BaseEstimator):
                 f"dp_family={self.dp_family!r} is not one of {DP_FAMILIES}; "
                 "fix privacy.dp_family in the policy"
             )
-        key, budget = ("epsilon", self.epsilon) if self.dp_family == "pure" else ("rho", self.rho)
-        other = self.rho if self.dp_family == "pure" else self.epsilon
+        key, budget = (
+            ("epsilon", self.epsilon) if self.dp_family == DPFamily.PURE else ("rho", self.rho)
+        )
+        other = self.rho if self.dp_family == DPFamily.PURE else self.epsilon
         if budget is None or not (math.isfinite(budget) and budget > 0):
             raise ValueError(
                 f"{key}={budget!r} for dp_family={self.dp_family!r}; pass a positive, finite "
@@ -675,7 +683,7 @@ class PrivateKMeans(ClusterMixin, BaseEstimator):
             The policy's δ (used only for ``dp_family="zcdp"``).
         """
         self._check_fitted()
-        if self.dp_family == "pure":
+        if self.dp_family == DPFamily.PURE:
             return self.privacy_loss_, 0.0
         return stated_epsilon(self.dp_family, self.privacy_loss_, delta), delta
 
@@ -716,13 +724,7 @@ def _plan(
         for name, iteration, share in shares:
             sensitivity = _sensitivity(family, name, d, resolution)
             loss_share = budget * share * shrink
-            scale = (
-                sensitivity / loss_share
-                if family == "pure"
-                else (
-                    sensitivity / math.sqrt(2.0 * loss_share)  # ρ = Δ2² / (2σ²)
-                )
-            )  # ε = Δ1 / b for Laplace
+            scale = noise_scale(family, sensitivity, loss_share)
             loss = _release(domain, family, _no_function, sensitivity, scale).map(1)
             plan.append(PrivacyStep(name, iteration, float(sensitivity), scale, float(loss)))
         if _compositor(domain, family, plan).map(1) <= budget:
@@ -738,14 +740,14 @@ def _sensitivity(family: str, name: str, d: int, resolution: int) -> int:
     """
     if not name.endswith("sums"):
         return 1
-    if family == "pure":
+    if family == DPFamily.PURE:
         return d * resolution
     return math.ceil(math.sqrt(d) * resolution)
 
 
 def _compositor(domain: Any, family: str, plan: Sequence[PrivacyStep]) -> Any:
     """OpenDP's adaptive composition of the plan's releases, for neighbours at d_in = 1."""
-    measure = dp.max_divergence() if family == "pure" else dp.zero_concentrated_divergence()
+    measure = privacy_measure(family)
     return dp.c.make_adaptive_composition(
         domain, dp.symmetric_distance(), measure, d_in=1, d_mids=[s.loss for s in plan]
     )
@@ -1087,8 +1089,10 @@ def private_model(
         int(privacy.private_segments_k),
         bounds=dict.fromkeys(names, (0.0, 1.0)),
         dp_family=family,
-        epsilon=budget if family == "pure" else None,
-        rho=None if family == "pure" else loss_parameter(family, budget, float(privacy.delta)),
+        epsilon=budget if family == DPFamily.PURE else None,
+        rho=None
+        if family == DPFamily.PURE
+        else loss_parameter(family, budget, float(privacy.delta)),
         iterations=int(privacy.private_segments_iterations),
         init="groups" if group_columns else "private",
         init_group_columns=group_columns,
@@ -1194,7 +1198,7 @@ def fit_private_segments(
     family = privacy.dp_family
     model = private_model(privacy, features, categorical, seed)
     total = model.planned_privacy_loss()
-    rho = total if family == "zcdp" else None
+    rho = total if family == DPFamily.ZCDP else None
     epsilon = stated_epsilon(family, total, float(privacy.delta))
     spec = {
         "name": "private_segments",
@@ -1223,14 +1227,14 @@ def fit_private_segments(
         clause_ids=policy.release_clause_ids(purpose),
         spec=spec,
         guarantee=GUARANTEE_END_TO_END,
-        mechanism="laplace" if family == "pure" else "gaussian",
+        mechanism="laplace" if family == DPFamily.PURE else "gaussian",
         bounds={
             "privacy_unit": "one person (one row); neighbours add or remove a person",
             "feature_bounds": {f: list(bounds[f]) for f in features},
             "per_release_sensitivity": {s.name: s.sensitivity for s in model.plan()},
         },
         epsilon=epsilon,
-        delta=None if family == "pure" else float(privacy.delta),
+        delta=None if family == DPFamily.PURE else float(privacy.delta),
         rho=rho,
         as_of=as_of,
         kind="dp",

@@ -94,6 +94,7 @@ from typing import Any
 from segments.exceptions import BudgetExceededError, ReleaseRefusedError, WorkspaceError
 from segments.privacy.composition import (
     Composition,
+    DPFamily,
     PrivacyLoss,
     add_months,
     compose,
@@ -2821,12 +2822,12 @@ def _policy_delta(policy: Any) -> float | None:
 
 
 def _latest_zcdp_delta(dated: list[tuple[dt.date, PrivacyLoss]]) -> float | None:
-    deltas = [loss.delta for _, loss in dated if loss.family == "zcdp" and loss.delta]
+    deltas = [loss.delta for _, loss in dated if loss.family == DPFamily.ZCDP and loss.delta]
     return deltas[-1] if deltas else None
 
 
 def _describe_loss(loss: PrivacyLoss, delta: float | None) -> str:
-    if loss.family == "zcdp" and loss.rho is not None:
+    if loss.family == DPFamily.ZCDP and loss.rho is not None:
         text = f"ρ = {loss.rho:.6g}"
         return text + (
             f" (ε = {rho_to_epsilon(loss.rho, delta):.6g} at δ = {delta:g})" if delta else ""

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from segments.exceptions import PolicyError, ReleaseRefusedError
-from segments.privacy.vectors import expected_half_width
+from segments.privacy.composition import DPFamily, expected_half_width
 
 __all__ = [
     "MONTHLY_TARGET",
@@ -252,7 +252,7 @@ class AccuracyPlan:
         """The period's total as the ledger states it (ε; under zCDP ρ summed, then ε at δ)."""
         from segments.privacy.composition import rho_to_epsilon
 
-        if self.family == "pure":
+        if self.family == DPFamily.PURE:
             return math.fsum(self.fixed_epsilon.values()) + math.fsum(
                 r.loss * r.releases_per_period for r in self.releases.values()
             )
@@ -298,7 +298,7 @@ class AccuracyPlan:
         values = sorted({float(e) for e in epsilons} | {planned})
         if any(not (math.isfinite(e) and e > 0) for e in values):
             raise PolicyError(f"error_curve: epsilons={epsilons!r} must be positive numbers")
-        losses = [e if self.family == "pure" else _rho(e, self._delta) for e in values]
+        losses = [e if self.family == DPFamily.PURE else _rho(e, self._delta) for e in values]
         return pl.DataFrame(
             {
                 "epsilon": values,
@@ -368,12 +368,12 @@ def _needs(
     factor = float(getattr(p, "contribution_bound_factor", 2.0))
     bound_share = float(getattr(p, "contribution_bound_share", 0.2))
     n_categories = 10
-    noise = "laplace" if family == "pure" else "gaussian"
+    noise = "laplace" if family == DPFamily.PURE else "gaussian"
     # per-cell (vector) releases: a person's norm bound ~ factor × TAIL_RATIO × the mean
     # person total; the typical cell is (people × mean) / cells, so bound / cell =
     # cells × factor × TAIL_RATIO / people (the mean cancels). Under zCDP the L2 norm of a
     # person spread over m cells is ~ L1 / √m; m ~ 4 categories a month (public shape).
-    l2_gain = 1.0 if family == "pure" else 2.0
+    l2_gain = 1.0 if family == DPFamily.PURE else 2.0
     # two aggregates (units, SEK), each (1 - bound_share) of half the loss
     vector_share = (1.0 - bound_share) / 2.0
     needs = []
@@ -457,11 +457,11 @@ def plan_by_accuracy(
     """
     p = policy.privacy
     family = str(p.dp_family)
-    delta = float(p.delta) if family == "zcdp" else 0.0
+    delta = float(p.delta) if family == DPFamily.ZCDP else 0.0
     wanted = {t.release: t for t in (targets or default_targets())}
     fixed = dict(fixed_epsilon or {})
     usable_eps = (1.0 - _HELD_BACK) * float(p.budget_epsilon)
-    if family == "pure":
+    if family == DPFamily.PURE:
         available = usable_eps - math.fsum(fixed.values())
     else:
         available = _rho(usable_eps, delta) - math.fsum(_rho(e, delta) for e in fixed.values())
@@ -482,7 +482,7 @@ def plan_by_accuracy(
     needs = _needs(policy, scale, wanted, family)
     plan._needs = {n.release: n for n in needs}
     for n, loss, stretch in _allocate(needs, available):
-        epsilon = loss if family == "pure" else _epsilon_of_rho(loss, plan._delta)
+        epsilon = loss if family == DPFamily.PURE else _epsilon_of_rho(loss, plan._delta)
         error = n.error(loss)
         meets = error <= n.target.relative_error * (1 + 1e-9)
         note = (

@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from segments.exceptions import PolicyError
+from segments.privacy.composition import DPFamily
 from segments.workspace import Workspace, sha256_file, write_json
 
 __all__ = ["BOUNDED_QUANTITIES", "CATEGORY_TABLES", "PolicyBounds", "choose_policy_bounds"]
@@ -230,7 +231,7 @@ def choose_policy_bounds(
                 )
     lines_path = ws.require(ws.prepared_dir(purpose) / "lines.parquet", "segments prepare")
     family = str(policy.privacy.dp_family)
-    if family != "pure":
+    if family != DPFamily.PURE:
         raise PolicyError(
             f"policy {policy.name!r}: dp_family={family!r}; private bounds are charged as pure "
             "ε-DP here; fix: set them from public facts under a zCDP policy"

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import math
 import os
 import shutil
@@ -49,7 +48,14 @@ from segments.engine import Engine, get_engine, line_files
 from segments.engine.inmemory import lazy_cells, lazy_orders
 from segments.exceptions import PolicyError, WorkspaceError
 from segments.months import months_between, next_month
-from segments.privacy.composition import epsilon_to_rho, rho_to_epsilon
+from segments.privacy.composition import (
+    DPFamily,
+    epsilon_to_rho,
+    noise_accuracy,
+    noise_scale,
+    privacy_measure,
+    rho_to_epsilon,
+)
 from segments.privacy.postprocess import (
     consistent_leaves,
     mean_where_supported,
@@ -64,7 +70,7 @@ from segments.privacy.specs import (
     ReleaseSpec,
     SegmentSource,
 )
-from segments.privacy.vectors import VectorRelease, choose_mechanism, discrete_gaussian_accuracy
+from segments.privacy.vectors import VectorRelease, choose_mechanism
 from segments.schema import CUSTOMER_TYPES, PERSON_TYPES, PREPARED_LINES, PRODUCT_CATEGORIES
 from segments.workspace import Workspace, sha256_file, write_json
 
@@ -661,37 +667,10 @@ class QueryPlan:
     alpha: float = 0.05
 
 
-@functools.lru_cache(maxsize=1024)
-def _accuracy(distribution: str, scale: float, alpha: float) -> float:
-    """OpenDP's accuracy (half-width at 1 - alpha) of one noise distribution.
-
-    Cached: a backfill asks for the same (distribution, scale, alpha) every month. The
-    discrete Gaussian's comes from :func:`discrete_gaussian_accuracy` (OpenDP's exact
-    computation takes seconds at large scales).
-    """
-    integer = distribution.startswith("Integer")
-    if integer and distribution.endswith("Gaussian"):
-        # the exact discrete computation takes seconds at large scales: see the helper
-        return discrete_gaussian_accuracy(scale, alpha)
-    if distribution.endswith("Laplace"):
-        convert = (
-            dp.discrete_laplacian_scale_to_accuracy if integer else dp.laplacian_scale_to_accuracy
-        )
-    elif distribution.endswith("Gaussian"):
-        convert = dp.gaussian_scale_to_accuracy
-    elif distribution.startswith(("Exponential", "Gumbel")):
-        # a quantile: its error depends on how the data spread over the candidates, so no
-        # data-free half-width exists (the card says so)
-        return math.nan
-    else:  # pragma: no cover - OpenDP's polars plugin only adds these
-        raise ValueError(f"unknown noise distribution {distribution!r}")
-    return float(convert(scale, alpha))
-
-
 def _with_accuracy(summary: pl.DataFrame, alpha: float) -> pl.DataFrame:
     """``summarize_polars_measurement(measurement, alpha)``, with the accuracy cached."""
     accuracy = [
-        _accuracy(d, float(sc), alpha)
+        noise_accuracy(d, float(sc), alpha)
         for d, sc in zip(summary["distribution"], summary["scale"], strict=True)
     ]
     return summary.with_columns(pl.Series("accuracy", accuracy, dtype=pl.Float64))
@@ -735,7 +714,9 @@ def _build_polars_query(
     for agg in query.aggregates:
         l1, l2 = _sensitivity(query, agg, params, survey_rows)
         share = loss / n_aggs
-        scale = l1 / share if params.dp_family == "pure" else l2 / math.sqrt(2.0 * share)
+        scale = noise_scale(
+            params.dp_family, l1 if params.dp_family == DPFamily.PURE else l2, share
+        )
         bounds = _aggregate_bounds(query, agg, params)
         quantile = quantile_of(agg)
         if quantile is not None:
@@ -767,9 +748,7 @@ def _build_polars_query(
     plan = keys.lazy().join(
         plan.group_by(list(query.by)).agg(exprs), how="left", on=list(query.by), nulls_equal=True
     )
-    measure = (
-        dp.max_divergence() if params.dp_family == "pure" else dp.zero_concentrated_divergence()
-    )
+    measure = privacy_measure(params.dp_family)
     measurement = dp.m.make_private_lazyframe(
         input_domain=domain,
         input_metric=metric,
@@ -824,9 +803,7 @@ def _quantile_scale(
 ) -> float:
     """The scale at which OpenDP's quantile costs ``share``: its loss is mapped at scales 1
     and 2 (ε falls as 1/scale, ρ as 1/scale²), and the scale is solved from that."""
-    measure = (
-        dp.max_divergence() if params.dp_family == "pure" else dp.zero_concentrated_divergence()
-    )
+    measure = privacy_measure(params.dp_family)
 
     def loss_at(scale: float) -> float:
         probe = pl.LazyFrame(schema=schema).select(
@@ -993,7 +970,7 @@ class ReleasePlan:
     # --- what is claimed ------------------------------------------------------------------
     @property
     def mechanism(self) -> str:
-        default = "laplace" if self.params.dp_family == "pure" else "gaussian"
+        default = "laplace" if self.params.dp_family == DPFamily.PURE else "gaussian"
         used = {q.vector.mechanism if q.vector is not None else default for q in self.queries}
         return "+".join(sorted(used))
 
@@ -1012,7 +989,7 @@ class ReleasePlan:
     def loss(self) -> dict[str, float | None]:
         """The release's privacy loss as OpenDP computed it: ε, or ρ with its (ε, δ) form."""
         total = math.fsum(q.loss for q in self.queries)
-        if self.params.dp_family == "pure":
+        if self.params.dp_family == DPFamily.PURE:
             return {"epsilon": total, "delta": None, "rho": None}
         delta = self.params.delta
         epsilon = rho_to_epsilon(total, delta)
@@ -1106,7 +1083,7 @@ class ReleasePlan:
             metric, d_in = _privacy_unit(q.query, self.params, self.survey_rows)
             loss = (
                 dp.loss_of(epsilon=q.loss)
-                if self.params.dp_family == "pure"
+                if self.params.dp_family == DPFamily.PURE
                 else dp.loss_of(rho=q.loss)
             )
             context = dp.Context.compositor(
@@ -1205,7 +1182,7 @@ class ReleasePlan:
             budget_epsilon=self.params.budget_epsilon,
             budget_period_months=self.params.budget_period_months,
             budget_window_months=self.params.budget_window_months,
-            policy_delta=self.params.delta if self.params.dp_family == "zcdp" else None,
+            policy_delta=self.params.delta if self.params.dp_family == DPFamily.ZCDP else None,
             population_fingerprint=self.fingerprint,
             synthetic=synthetic,
             release_id=f"{self.spec.name}-{self.as_of:%Y%m%d}-{uuid.uuid4().hex[:8]}",
@@ -1656,7 +1633,7 @@ def _remove_scratch(folder: Path) -> None:
 
 def _query_losses(spec: ReleaseSpec, params: PrivacyParams) -> tuple[float, ...]:
     """Each query's loss: ε under pure DP, ρ under zCDP (from the spec's ε at the policy's δ)."""
-    if params.dp_family == "pure":
+    if params.dp_family == DPFamily.PURE:
         return spec.query_epsilons()
     rho = epsilon_to_rho(spec.epsilon, params.delta)
     return tuple(rho * e / spec.epsilon for e in spec.query_epsilons())

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from segments.exceptions import PolicyError
 from segments.policy import CELL_BOUND_TABLES
+from segments.privacy.composition import DP_FAMILIES, DPFamily
 from segments.privacy.guards import GUARANTEE_END_TO_END, GUARANTEE_GIVEN_SEGMENTATION
 from segments.schema import PRODUCT_CATEGORIES
 
@@ -53,7 +54,6 @@ SURVEY_ACCOUNTS_PER_PERSON = 2
 
 Provenance = Literal["category_rule", "private_model", "fitted_model"]
 _PROVENANCES = ("category_rule", "private_model", "fitted_model")
-_FAMILIES = ("pure", "zcdp")
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class PrivacyParams:
     'pure'
     """
 
-    dp_family: str = "pure"
+    dp_family: str = DPFamily.PURE.value
     delta: float = 1e-7
     budget_epsilon: float = 10.0
     budget_period_months: int = 12
@@ -155,12 +155,12 @@ class PrivacyParams:
         )
 
     def __post_init__(self) -> None:
-        if self.dp_family not in _FAMILIES:
+        if self.dp_family not in DP_FAMILIES:
             raise PolicyError(
                 f"privacy.dp_family={self.dp_family!r} is not a known mechanism family; "
-                f"use one of {_FAMILIES}"
+                f"use one of {DP_FAMILIES}"
             )
-        if not 0.0 <= self.delta < 1.0 or (self.dp_family == "zcdp" and self.delta == 0.0):
+        if not 0.0 <= self.delta < 1.0 or (self.dp_family == DPFamily.ZCDP and self.delta == 0.0):
             raise PolicyError(
                 f"privacy.delta={self.delta!r} must lie in [0, 1), and in (0, 1) under zCDP "
                 "(it states ρ as (ε, δ)); fix the policy's [privacy] section"

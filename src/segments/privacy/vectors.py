@@ -21,7 +21,6 @@ noise, once divided by the weight, follows the furniture bound.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,13 +32,19 @@ import polars as pl
 
 from segments.exceptions import PolicyError
 from segments.privacy.bounds import BoundChoice, bound_candidates, make_private_bound
+from segments.privacy.composition import (
+    DPFamily,
+    expected_half_width,
+    noise_accuracy,
+    noise_scale,
+    privacy_measure,
+    pure_epsilon_of_rho,
+)
 
 __all__ = [
     "VectorRelease",
     "choose_mechanism",
     "clip_to_norm",
-    "discrete_gaussian_accuracy",
-    "expected_half_width",
     "person_matrix",
 ]
 
@@ -95,52 +100,6 @@ def _norms(matrix: np.ndarray, norm: str) -> np.ndarray:
     return values.sum(axis=1) if norm == "l1" else np.sqrt((values**2).sum(axis=1))
 
 
-#: Above this scale the discrete Gaussian's accuracy is taken from the continuous one.
-EXACT_GAUSSIAN_SCALE = 1000.0
-
-
-def discrete_gaussian_accuracy(scale: float, alpha: float) -> float:
-    """Half-width at ``1 - alpha`` of OpenDP's discrete Gaussian noise at ``scale``.
-
-    OpenDP's exact ``discrete_gaussian_scale_to_accuracy`` sums the distribution term by
-    term: its time grows with the scale (1.4 s at 10^6, the scale of a SEK cell under zCDP,
-    so a zCDP policy's releases and accuracy plans took minutes). Above
-    :data:`EXACT_GAUSSIAN_SCALE` the discrete distribution's tails are the continuous one's
-    to far below one unit, so the continuous accuracy rounded up plus one is an upper bound
-    that is at most one unit wider than the exact value (checked against OpenDP on scales
-    500-30,000 and levels 50-99 % in tests/test_vectors.py): intervals stay conservative.
-
-    Examples
-    --------
-    >>> discrete_gaussian_accuracy(1e6, 0.05) >= dp.discrete_gaussian_scale_to_accuracy(1e3, 0.05)
-    True
-    """
-    if scale < EXACT_GAUSSIAN_SCALE:
-        return float(dp.discrete_gaussian_scale_to_accuracy(scale, alpha))
-    return float(math.ceil(dp.gaussian_scale_to_accuracy(scale, alpha)) + 1)
-
-
-@functools.lru_cache(maxsize=1024)
-def _accuracy(mechanism: str, scale: float, alpha: float) -> float:
-    if mechanism == "laplace":
-        return float(dp.discrete_laplacian_scale_to_accuracy(scale, alpha))
-    return discrete_gaussian_accuracy(scale, alpha)
-
-
-def _z(alpha: float) -> float:
-    from statistics import NormalDist
-
-    return NormalDist().inv_cdf(1.0 - alpha / 2.0)
-
-
-def expected_half_width(mechanism: str, bound: float, loss: float, alpha: float) -> float:
-    """Half-width of a cell's (1 - alpha) interval: Laplace at ε = loss (pure) or Gaussian
-    at ρ = loss, for a person norm ``bound`` (continuous approximation, for planning)."""
-    if mechanism == "laplace":
-        return bound / loss * math.log(1.0 / alpha)
-    return bound / math.sqrt(2.0 * loss) * _z(alpha)
-
-
 def choose_mechanism(family: str, l1_bound: float, l2_bound: float, rho_or_eps: float) -> str:
     """The mechanism with the smaller expected error for the policy's family.
 
@@ -157,9 +116,9 @@ def choose_mechanism(family: str, l1_bound: float, l2_bound: float, rho_or_eps: 
     >>> choose_mechanism("pure", 100.0, 100.0 / math.sqrt(10), 0.01)
     'laplace'
     """
-    if family == "pure":
+    if family == DPFamily.PURE:
         return "laplace"
-    laplace = expected_half_width("laplace", l1_bound, math.sqrt(2.0 * rho_or_eps), 0.05)
+    laplace = expected_half_width("laplace", l1_bound, pure_epsilon_of_rho(rho_or_eps), 0.05)
     gaussian = expected_half_width("gaussian", l2_bound, rho_or_eps, 0.05)
     return "gaussian" if gaussian < laplace else "laplace"
 
@@ -214,7 +173,7 @@ class VectorRelease:
 
     @property
     def measure(self) -> Any:
-        return dp.max_divergence() if self.family == "pure" else dp.zero_concentrated_divergence()
+        return privacy_measure(self.family)
 
     def private(self, aggregate: str) -> bool:
         return self.public_bounds.get(aggregate) is None
@@ -237,9 +196,9 @@ class VectorRelease:
         c = float(math.ceil(self.bound(aggregate) if bound is None else bound))
         loss = self.sum_losses[aggregate]
         if self.mechanism == "laplace":
-            epsilon = loss if self.family == "pure" else math.sqrt(2.0 * loss)
-            return c / epsilon * (1.0 + 1e-12)
-        return c / math.sqrt(2.0 * loss) * (1.0 + 1e-12)
+            epsilon = loss if self.family == DPFamily.PURE else pure_epsilon_of_rho(loss)
+            return noise_scale(DPFamily.PURE, c, epsilon) * (1.0 + 1e-12)
+        return noise_scale(DPFamily.ZCDP, c, loss) * (1.0 + 1e-12)
 
     def _frame(self, data: pl.LazyFrame, aggregate: str) -> pl.DataFrame:
         if self.where is not None:
@@ -270,7 +229,9 @@ class VectorRelease:
         if self.mechanism == "gaussian":
             return chain >> dp.m.then_gaussian(scale)
         measurement = chain >> dp.m.then_laplace(scale)
-        return measurement if self.family == "pure" else dp.c.make_pureDP_to_zCDP(measurement)
+        return (
+            measurement if self.family == DPFamily.PURE else dp.c.make_pureDP_to_zCDP(measurement)
+        )
 
     def _norms_transformation(self, aggregate: str) -> Any:
         def norms(data: pl.LazyFrame) -> list[float]:
@@ -358,7 +319,7 @@ class VectorRelease:
                     "aggregate": "Sum",
                     "distribution": distribution,
                     "scale": scale,
-                    "accuracy": _accuracy(self.mechanism, scale, alpha),
+                    "accuracy": noise_accuracy(distribution, scale, alpha),
                 }
             )
         return pl.DataFrame(rows)
