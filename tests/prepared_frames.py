@@ -119,12 +119,16 @@ def write_policy_report(folder: Path, as_of: dt.date, purpose: str = "statistics
 
 def sign_prepared(workspace, purpose: str, as_of: dt.date, key_id: str = "0" * 16) -> None:
     """Prepare's signed provenance record for hand-made frames in ``W/prepared/<purpose>/``
-    (bound to the workspace's raw files now), as ``segments prepare`` writes it."""
-    from segments.provenance import PROVENANCE_FILE, prepared_provenance, raw_hashes
-    from segments.workspace import write_json
+    (bound to the workspace's raw files now), as ``segments prepare`` writes it.
+
+    Only prepare's writer signs (through the private ``_sign_prepared``); the tests act as
+    the in-process caller holding the per-user secret, the documented trust limit."""
+    from segments.provenance import PROVENANCE_FILE, _files_under, _sign_prepared, raw_hashes
+    from segments.workspace import sha256_file, write_json
 
     folder = workspace.prepared_dir(purpose)
-    record = prepared_provenance(
-        raw_hashes(workspace), folder, purpose=purpose, as_of=as_of, key_id=key_id
+    written = {name: sha256_file(path) for name, path in _files_under(folder).items()}
+    record = _sign_prepared(
+        raw_hashes(workspace), written, purpose=purpose, as_of=as_of, key_id=key_id
     )
     write_json(folder / PROVENANCE_FILE, record)

@@ -310,6 +310,9 @@ def test_private_segments_are_read_and_missing_ones_explained(workspace):
     people = workspace.prepared_dir("microdata") / "customers.parquet"
     eligible = pl.read_parquet(people).with_columns(pl.lit(True).alias("profiling_eligible"))
     eligible.write_parquet(people)
+    from prepared_frames import sign_prepared
+
+    sign_prepared(workspace, "microdata", dt.date(2026, 10, 31))  # as prepare would write them
     fit_private_segments(
         workspace, policy, ledger, purpose="microdata", as_of=dt.date(2026, 10, 31), seed=0
     )

@@ -27,9 +27,10 @@ from segments.workspace import Workspace, private_folder, sha256_file
 
 __all__ = [
     "PROVENANCE_FILE",
+    "VerifiedFrames",
     "population_data_ids",
-    "prepared_provenance",
     "raw_hashes",
+    "read_verified",
     "signed_record",
     "verified_frames",
     "verify_prepared",
@@ -93,31 +94,43 @@ def raw_hashes(workspace: Workspace | str | Path) -> dict[str, str]:
     }
 
 
-def prepared_provenance(
+def _sign_prepared(
     raw: dict[str, str],
-    folder: Path,
+    outputs: dict[str, str],
     *,
     purpose: str,
     as_of: dt.date,
     key_id: str | None = None,
 ) -> dict[str, Any]:
-    """The signed record prepare writes as ``provenance.json`` into ``folder``: the raw files
-    it read, every file it wrote (their SHA-256), the data's as-of and the pseudonymisation
-    key's id (the facts the ledger binds; ``policy_report.json`` is only a report)."""
-    outputs = {
-        path.name: sha256_file(path)
-        for path in sorted(folder.iterdir())
-        if path.is_file() and path.name != PROVENANCE_FILE
-    }
+    """The signed record prepare writes as ``provenance.json``: the raw files it read, the
+    SHA-256 of the bytes it wrote (``outputs``: path relative to the folder → digest, computed
+    by prepare's writer from the bytes it serialised, never by re-reading a folder), the
+    data's as-of and the pseudonymisation key's id (the facts the ledger binds;
+    ``policy_report.json`` is only a report).
+
+    Private to prepare's write path (:func:`segments.prepare._write_atomically`): there is
+    no public function that signs a folder of frames. A caller in the same Python process
+    who holds the per-user secret can still call this; that is the documented trust limit
+    (README, privacy: what the ledger cannot protect against)."""
     record: dict[str, Any] = {
         "purpose": purpose,
         "as_of": as_of.isoformat(),
         "raw": raw,
-        "outputs": outputs,
+        "outputs": dict(sorted(outputs.items())),
     }
     if key_id is not None:
         record["key_id"] = key_id
     return _sign(record)
+
+
+def _files_under(folder: Path) -> dict[str, Path]:
+    """Every file under ``folder`` but the record itself (relative posix path → path): month
+    partitions in sub-folders are outputs like any other."""
+    return {
+        path.relative_to(folder).as_posix(): path
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.relative_to(folder).as_posix() != PROVENANCE_FILE
+    }
 
 
 def signed_record(
@@ -181,11 +194,11 @@ def verify_prepared(workspace: Workspace | str | Path, purpose: str) -> str | No
     if not isinstance(record, dict) or not _signed(record):
         return f"{folder / PROVENANCE_FILE} is not signed by `segments prepare` for this user"
     outputs = record.get("outputs") or {}
-    present = {p.name for p in folder.iterdir() if p.is_file() and p.name != PROVENANCE_FILE}
-    for name in sorted(present | set(outputs)):
+    present = _files_under(folder)
+    for name in sorted(set(present) | set(outputs)):
         if name not in outputs:
             return f"{folder / name} was not written by `segments prepare`"
-        if name not in present or sha256_file(folder / name) != outputs[name]:
+        if name not in present or sha256_file(present[name]) != outputs[name]:
             return f"{folder / name} is not the file `segments prepare` wrote (SHA-256 differs)"
     if record.get("raw") != raw_hashes(ws):
         return f"the frames in {folder} were prepared from other raw data than {ws.raw} holds now"
@@ -239,16 +252,47 @@ def population_data_ids(workspace: Workspace) -> dict[str, str]:
     return ids
 
 
+class VerifiedFrames(dict[str, Path]):
+    """What :func:`verified_frames` yields: frame name → path of the private copy that was
+    hashed, plus ``origins``: copy path → (the workspace file it was copied from, SHA-256 of
+    the bytes read). A release names the workspace's prepared table and that hash on its
+    card, never the scratch copy's path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.origins: dict[str, tuple[str, str]] = {}
+
+    def sha256(self, name: str) -> str:
+        """SHA-256 of the bytes read for frame ``name`` (a folder: of its files' digests)."""
+        return self.origins[str(self[name])][1]
+
+
+def _rule(policy: Any) -> str:
+    ids = tuple(policy.clauses_for("anonymous_release")) if hasattr(policy, "clauses_for") else ()
+    return f" (rule: the anonymity claim of every release, clause {', '.join(ids)})" if ids else ""
+
+
+def _not_prepares(folder: Path, name: str, purpose: str, rule: str, why: str) -> Exception:
+    from segments.exceptions import ReleaseRefusedError
+
+    return ReleaseRefusedError(
+        f"refused before anything was charged{rule}: {folder / name} is not the file "
+        f"`segments prepare` wrote ({why}); run `segments prepare --purpose {purpose}` again"
+    )
+
+
 @contextmanager
 def verified_frames(
     workspace: Workspace | str | Path, purpose: str, names: Iterable[str], policy: Any = None
-) -> Iterator[dict[str, Path]]:
+) -> Iterator[VerifiedFrames]:
     """The prepared frames ``names`` of ``purpose`` as private copies whose bytes have the
     SHA-256 prepare's signed record states (file name → copy's path, valid inside the block).
 
     A release reads the copies, not the workspace's files: what is hashed is what is read,
     so a frame edited after the ledger verified the folder (a check-then-read gap) is
-    refused, before anything is charged.
+    refused, before anything is charged. A name that is a folder (a frame written as month
+    partitions) is copied whole: every file in it must be one prepare recorded, with its
+    digest, and none it recorded may be missing.
 
     Raises
     ------
@@ -257,30 +301,59 @@ def verified_frames(
     """
     import shutil
 
-    from segments.exceptions import ReleaseRefusedError
-
     ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
     wanted = list(names)
+    copies = VerifiedFrames()
     if not wanted:
-        yield {}
+        yield copies
         return
-    ids = tuple(policy.clauses_for("anonymous_release")) if hasattr(policy, "clauses_for") else ()
-    rule = f" (rule: the anonymity claim of every release, clause {', '.join(ids)})" if ids else ""
+    rule = _rule(policy)
     outputs = signed_record(ws, purpose, rule).get("outputs") or {}
     folder = ws.prepared_dir(purpose)
     # the copies are person-level data: in the workspace's private area (owner-only, swept
     # after a kill -9), never in the system's temporary folder
     with ws.scratch("frames") as tmp:
-        copies: dict[str, Path] = {}
         for name in wanted:
             copy = tmp / name
-            shutil.copyfile(folder / name, copy)
-            if outputs.get(name) != sha256_file(copy):
-                raise ReleaseRefusedError(
-                    f"refused before anything was charged{rule}: "
-                    f"{folder / name} is not the file `segments prepare` wrote (SHA-256 of the "
-                    f"bytes read differs from its signed record); run `segments prepare "
-                    f"--purpose {purpose}` again"
-                )
+            source = folder / name
+            if source.is_dir():
+                shutil.copytree(source, copy)
+                read = {f"{name}/{rel}": path for rel, path in _files_under(copy).items()}
+                recorded = {k for k in outputs if k.startswith(f"{name}/")}
+                for part in sorted(set(read) | recorded):
+                    if part not in read or outputs.get(part) != sha256_file(read[part]):
+                        why = "a partition is missing, added or its SHA-256 differs"
+                        raise _not_prepares(folder, part, purpose, rule, why)
+                digest = hashlib.sha256(
+                    json.dumps({k: outputs[k] for k in sorted(read)}).encode()
+                ).hexdigest()
+            else:
+                shutil.copyfile(source, copy)
+                digest = sha256_file(copy)
+                if outputs.get(name) != digest:
+                    why = "SHA-256 of the bytes read differs from its signed record"
+                    raise _not_prepares(folder, name, purpose, rule, why)
             copies[name] = copy
+            copies.origins[str(copy)] = (str(source), digest)
         yield copies
+
+
+def read_verified(
+    workspace: Workspace | str | Path, purpose: str, names: Iterable[str], policy: Any = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Read whole prepared frames (polars) from bytes hashed against prepare's signed record.
+
+    For jobs that hold the frames in memory (the k-anonymous release, the DP k-means): the
+    same check as :func:`verified_frames`, so an edited frame is refused before anything
+    is charged.
+
+    Returns
+    -------
+    (dict, dict)
+        Frame name → ``polars.DataFrame``; frame name → SHA-256 of the bytes read.
+    """
+    import polars as pl
+
+    with verified_frames(workspace, purpose, names, policy) as copies:
+        frames = {name: pl.read_parquet(path) for name, path in copies.items()}
+        return frames, {name: copies.sha256(name) for name in copies}

@@ -440,6 +440,7 @@ class Session:
                 window=window,
                 confidence=self.confidence,
                 workspace=self.workspace,
+                origins=copies.origins,
             ) as plan:
                 yield plan
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from segments.exceptions import KAnonymityError, PolicyError, WorkspaceError
-from segments.workspace import Workspace, sha256_file
+from segments.workspace import Workspace
 
 if TYPE_CHECKING:
     import polars as pl
@@ -227,7 +227,6 @@ def release_kanon(
     KAnonymousRelease
     """
     import numpy as np
-    import polars as pl
 
     from segments.anonymity.models import PrivacyModel
     from segments.anonymity.release import (
@@ -245,15 +244,18 @@ def release_kanon(
     from segments.privacy.jobs import refuse_early
     from segments.privacy.ledger import ReleaseRequest
     from segments.privacy.publishing import begin
+    from segments.provenance import read_verified
 
     declared_purpose = policy.purpose(purpose)  # an undeclared purpose is refused here
     refuse_early(policy, purpose, recipient, destination)
     check_kanon_parameters(policy, k, l, sensitive, segments)
     prepared = workspace.prepared_dir(purpose)
-    customers_path = workspace.require(prepared / "customers.parquet", "segments prepare")
-    lines_path = workspace.require(prepared / "lines.parquet", "segments prepare")
-    customers = pl.read_parquet(customers_path)
-    lines = pl.read_parquet(lines_path)
+    names = ("customers.parquet", "lines.parquet")
+    for name in names:
+        workspace.require(prepared / name, "segments prepare")
+    # the bytes read are hashed against prepare's signed record, before anything is recorded
+    frames, read_sha256 = read_verified(workspace, purpose, names, policy)
+    customers, lines = frames["customers.parquet"], frames["lines.parquet"]
     charged: Ledger | None = None
     if segments == "private":  # its provenance is checked in the ledger first
         charged = ledger() if callable(ledger) else ledger
@@ -326,7 +328,7 @@ def release_kanon(
         mechanism="full-domain generalisation with suppression",
         as_of=as_of,
         kind="kanon",
-        population_fingerprint=sha256_file(customers_path),
+        population_fingerprint=read_sha256["customers.parquet"],
         synthetic=charged.simulated_time if synthetic is None else synthetic,
         release_id=f"kanon-{as_of:%Y%m%d}-{uuid.uuid4().hex[:8]}",
     )

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -649,19 +651,37 @@ def _write_atomically(
     """Write the three files into a fresh folder beside ``target``, then swap it into place.
 
     With ``raw`` (the SHA-256 of the raw files read), a signed provenance record binds the
-    frames to that raw data (:func:`segments.privacy.synthetic.verify_prepared`)."""
+    frames to that raw data (:func:`segments.provenance.verify_prepared`): it records the
+    SHA-256 of the bytes this function serialised and wrote, not of whatever the folder holds
+    when it is signed, and this is the only place that signs one."""
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     pid = os.getpid()
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.p{pid}-", suffix=".tmp"))
-    try:
-        customers.write_parquet(tmp / "customers.parquet")
-        lines.write_parquet(tmp / "lines.parquet")
-        write_json(tmp / "policy_report.json", report.to_dict())
-        if raw is not None:
-            from segments.provenance import PROVENANCE_FILE, prepared_provenance
+    written: dict[str, str] = {}
 
-            record = prepared_provenance(
-                dict(raw), tmp, purpose=report.purpose, as_of=report.as_of, key_id=report.key_id
+    def write(name: str, data: bytes) -> None:
+        with open(tmp / name, "xb") as handle:
+            handle.write(data)
+        written[name] = hashlib.sha256(data).hexdigest()
+
+    try:
+        for name, frame in (("customers.parquet", customers), ("lines.parquet", lines)):
+            buffer = io.BytesIO()
+            frame.write_parquet(buffer)
+            write(name, buffer.getvalue())
+        text = json.dumps(
+            report.to_dict(), indent=2, sort_keys=True, ensure_ascii=False, default=str
+        )
+        write("policy_report.json", (text + "\n").encode("utf-8"))
+        if raw is not None:
+            from segments.provenance import PROVENANCE_FILE, _sign_prepared
+
+            record = _sign_prepared(
+                dict(raw),
+                written,
+                purpose=report.purpose,
+                as_of=report.as_of,
+                key_id=report.key_id,
             )
             write_json(tmp / PROVENANCE_FILE, record)
         make_private(tmp)  # pseudonymised personal data: owner-only whatever the umask

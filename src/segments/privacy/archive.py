@@ -186,11 +186,18 @@ def release_month(
         )
     prepared = prepared or workspace.prepared_dir(purpose)
     check_month_in_data(workspace, prepared, month, purpose, policy)
-    customers = workspace.require(
-        prepared / "customers.parquet", f"segments prepare --purpose {purpose}"
-    )
-    lines = workspace.require(prepared / "lines.parquet", f"segments prepare --purpose {purpose}")
-    with _archive_lock(workspace):
+    for name in ("customers.parquet", "lines.parquet"):
+        workspace.require(prepared / name, f"segments prepare --purpose {purpose}")
+    from segments.provenance import verified_frames
+
+    # the frames' owner: the workspace, or the backfill's replay of it (W/.history)
+    source = Workspace(prepared.parent.parent)
+    with (
+        # the bytes read are hashed against prepare's signed record (no check-then-read gap),
+        # before the archive's lock file is created: a refusal writes nothing
+        verified_frames(source, purpose, ("customers.parquet", "lines.parquet"), policy) as copies,
+        _archive_lock(workspace),
+    ):
         # a month a killed run published but never appended comes back before the check
         rebuild_archive(workspace.releases, ledger)
         archive = read_archive(workspace)
@@ -204,12 +211,13 @@ def release_month(
         with plan_release(
             spec or SPECS["monthly_category"],
             params,
-            customers=customers,
-            lines=lines,
+            customers=copies["customers.parquet"],
+            lines=copies["lines.parquet"],
             as_of=as_of,
             window=(month, next_month(month)),
             confidence=confidence,
             workspace=workspace,
+            origins=copies.origins,
         ) as plan:
             result = plan.execute(
                 ledger,
@@ -237,7 +245,8 @@ def check_month_in_data(
 
     # the data's as-of is prepare's SIGNED record's, never the editable policy_report.json's
     path = workspace.require(prepared / PROVENANCE_FILE, f"segments prepare --purpose {purpose}")
-    data_as_of = dt.date.fromisoformat(str(signed_record(workspace, purpose)["as_of"]))
+    owner = Workspace(prepared.parent.parent)  # the workspace, or the backfill's replay
+    data_as_of = dt.date.fromisoformat(str(signed_record(owner, purpose)["as_of"]))
     month_end = next_month(month) - dt.timedelta(days=1)
     if month_end > data_as_of:
         ids = policy.clauses_for("anonymous_release") if hasattr(policy, "clauses_for") else ()

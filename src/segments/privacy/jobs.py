@@ -241,6 +241,7 @@ def plan_spec(
                 window=(first, next_month(first)),
                 confidence=confidence,
                 workspace=workspace,
+                origins=copies.origins,
             ) as plan,
         ):
             yield plan
@@ -277,6 +278,7 @@ def plan_spec(
             survey_month=month_start(month) if month else None,
             confidence=confidence,
             workspace=workspace,
+            origins=copies.origins,
         ) as plan,
     ):
         yield plan

@@ -1025,6 +1025,25 @@ def _manifest_synthetic(ws: Workspace) -> bool | None:
     return bool(json.loads(manifest.read_text(encoding="utf-8")).get("synthetic", False))
 
 
+def _read_verified(
+    ws: Workspace, purpose: str, policy: Any
+) -> tuple[Path, Any, Any, dict[str, str]]:
+    """The prepared frames (lazy), read from bytes hashed against prepare's signed record
+    (:func:`segments.provenance.read_verified`) under the shared workspace lock (an erasure
+    rewrites them under the exclusive one): a frame edited after prepare is refused before
+    the ledger is charged. Also returns the SHA-256 of the bytes read."""
+    from segments.provenance import read_verified
+
+    folder = ws.prepared_dir(purpose)
+    made_by = f"segments prepare --workspace {ws.root} --purpose {purpose}"
+    names = ("lines.parquet", "customers.parquet")
+    for name in names:
+        ws.require(folder / name, made_by)
+    with ws.lock(exclusive=False):
+        frames, read_sha256 = read_verified(ws, purpose, names, policy)
+    return folder, frames["lines.parquet"].lazy(), frames["customers.parquet"].lazy(), read_sha256
+
+
 def _segment_names_from_centroids(
     centroids: Any, categories: Sequence[str] = PRODUCT_CATEGORIES
 ) -> dict[str, str]:
@@ -1165,7 +1184,7 @@ def fit_private_segments(
     from segments.policy import Policy
     from segments.privacy.guards import GUARANTEE_END_TO_END
     from segments.privacy.ledger import ReleaseRequest
-    from segments.segmentation import _eligible, _prepared_as_of, _read_prepared
+    from segments.segmentation import _eligible, _prepared_as_of
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     # The declared taxonomy of an ingested export (the built-in one otherwise): public, read
@@ -1176,7 +1195,7 @@ def fit_private_segments(
     log_state = ws.erasure_log_state()  # an erasure after this point refuses the labels
     policy = Policy.load(policy) if isinstance(policy, str | os.PathLike) else policy
     privacy = policy.privacy
-    folder, lines, customers = _read_prepared(ws, purpose)
+    folder, lines, customers, read_sha256 = _read_verified(ws, purpose, policy)
     if as_of is None:
         # like a release: the ledger's time (its clock on a controller's ledger, which also
         # refuses an as-of behind the population's latest release), the data's on a demo one
@@ -1238,13 +1257,12 @@ def fit_private_segments(
         rho=rho,
         as_of=as_of,
         kind="dp",
-        population_fingerprint=sha256_file(folder / "customers.parquet"),
+        population_fingerprint=read_sha256["customers.parquet"],
         synthetic=_manifest_synthetic(ws),
     )
-    from segments.privacy.ledger import _JOB_CAPABILITIES
-
-    # charged before the data is read; only this job may record a "private_segments" entry
-    reservation = ledger.reserve(request, policy=policy, job=_JOB_CAPABILITIES["dp-kmeans"])
+    # charged before the model runs; the ledger records a "private_segments" entry only when
+    # this function calls (it checks the calling code: privacy.ledger._JOB_FUNCTIONS)
+    reservation = ledger.reserve(request, policy=policy)
 
     frame = customer_features(lines, customers, as_of=as_of, categories=categories).to_pandas()
     X, _ = private_features(frame, bounds, features, log_features, categorical)
@@ -1568,6 +1586,7 @@ def private_segment_profiles(
     from segments.policy import Policy
     from segments.privacy.releases import plan_release
     from segments.privacy.specs import PrivacyParams, ReleaseSpec, SegmentSource
+    from segments.provenance import verified_frames
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     policy = Policy.load(policy) if isinstance(policy, str | os.PathLike) else policy
@@ -1582,15 +1601,23 @@ def private_segment_profiles(
         description="customers, total and mean spend, and spend per category per private "
         "segment: the profiles and names shown to purchasers and reviewers",
     )
-    with plan_release(
-        spec,
-        PrivacyParams.from_policy(policy, purpose),
-        customers=prepared / "customers.parquet",
-        lines=prepared / "lines.parquet",
-        segments=SegmentSource.private_model(ws, ledger),
-        as_of=as_of,
-        workspace=ws,
-    ) as plan:
+    names = ("customers.parquet", "lines.parquet")
+    for name in names:
+        ws.require(prepared / name, f"segments prepare --purpose {purpose}")
+    with (
+        # the bytes read are hashed against prepare's signed record (no check-then-read gap)
+        verified_frames(ws, purpose, names, policy) as copies,
+        plan_release(
+            spec,
+            PrivacyParams.from_policy(policy, purpose),
+            customers=copies["customers.parquet"],
+            lines=copies["lines.parquet"],
+            segments=SegmentSource.private_model(ws, ledger),
+            as_of=as_of,
+            workspace=ws,
+            origins=copies.origins,
+        ) as plan,
+    ):
         # the segmentation's loss from its ledger entry, not from an editable card
         seg_loss = plan.segments.model.loss if plan.segments is not None else {}
         total = float(plan.loss["epsilon"] or 0.0) + float(seg_loss.get("epsilon") or 0.0)

@@ -84,6 +84,7 @@ import math
 import os
 import re
 import sqlite3
+import sys
 import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -163,10 +164,31 @@ BOUND_PARAMETERS = (
     "dp_family",
 )
 _MIN_FREE_BYTES = 16 * 1024 * 1024
-#: Specifications only their own job may reserve (spec name → job), and the capability each
-#: job passes to :meth:`Ledger.reserve` (held by the job's module, never by a caller).
+#: Specifications only their own job may reserve (spec name → job), and the one function
+#: (module, name) that runs the job: :meth:`Ledger.reserve` records such an entry only when
+#: it is called from that function's own code, defined in that module's source file. No
+#: token, flag or argument a caller could pass grants it.
 _JOB_SPECS = {"private_segments": "dp-kmeans"}
-_JOB_CAPABILITIES = {job: object() for job in _JOB_SPECS.values()}
+_JOB_FUNCTIONS = {"dp-kmeans": ("segments.privacy.kmeans", "fit_private_segments")}
+
+
+def _called_by_job(job: str, frame: Any) -> bool:
+    """Whether ``frame`` (the caller of :meth:`Ledger.reserve`) runs the job's own function:
+    its code object's name and source file must be the job's (a replacement function, a
+    monkeypatched module attribute or a caller's own code has another file or name)."""
+    import importlib.util
+
+    module, name = _JOB_FUNCTIONS[job]
+    spec = importlib.util.find_spec(module)
+    if frame is None or spec is None or spec.origin is None:
+        return False
+    code = frame.f_code
+    try:
+        same_file = Path(code.co_filename).resolve() == Path(spec.origin).resolve()
+    except OSError:
+        return False
+    return same_file and code.co_name == name
+
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -986,7 +1008,6 @@ class Ledger:
         *,
         policy: Any = None,
         output: str | os.PathLike[str] | None = None,
-        job: object = None,
     ) -> Reservation:
         """Check the guards, the chain, the time and the budget, then record the charge —
         before anything runs.
@@ -1000,10 +1021,6 @@ class Ledger:
         output : path-like, optional
             The folder the release will be published to; recorded so that
             :meth:`reconcile` can finish or abort a publication a crash interrupted.
-        job : object, optional
-            The capability of the one job that may record a job's specification (e.g. the
-            DP k-means for ``private_segments``, whose entry keys "end-to-end" releases): a
-            caller cannot declare such an entry.
 
         Returns
         -------
@@ -1034,7 +1051,9 @@ class Ledger:
         _check_budget_matches_policy(request, policy_obj)
         spec_name = request.spec.get("name") if isinstance(request.spec, Mapping) else None
         job_name = _JOB_SPECS.get(str(spec_name))
-        if job_name is not None and job is not _JOB_CAPABILITIES[job_name]:
+        # a job's entry (the DP k-means, whose entry keys "end-to-end" releases) is recorded
+        # only when the job's own function calls: a caller cannot declare one
+        if job_name is not None and not _called_by_job(job_name, sys._getframe(1)):
             raise ReleaseRefusedError(
                 f"a {spec_name!r} entry is recorded only by its own job ({job_name}: "
                 "segments.privacy.kmeans.fit_private_segments), which runs the mechanism after "

@@ -1204,10 +1204,13 @@ class ReleasePlan:
 
     @property
     def fingerprint(self) -> str:
-        """SHA-256 of the input files naming the population (customers, else surveys)."""
+        """SHA-256 of the input files naming the population (customers, else surveys): the
+        digest of the bytes the release read when they were verified against prepare's
+        signed record, else of the file."""
         for key in ("customers", "surveys"):
             if key in self.source:
-                return sha256_file(self.source[key])
+                verified = self.source.get("sha256", {}).get(key)
+                return str(verified) if verified else sha256_file(self.source[key])
         return ""
 
     def describe(self) -> dict[str, Any]:
@@ -1445,6 +1448,7 @@ def plan_release(
     survey_month: dt.date | None = None,
     confidence: float = 0.95,
     workspace: Workspace | None = None,
+    origins: Mapping[str, tuple[str, str]] | None = None,
 ) -> ReleasePlan:
     """Build the shared aggregates and the OpenDP measurements of a release; spend nothing.
 
@@ -1471,6 +1475,10 @@ def plan_release(
         Where the per-person aggregates are kept while the plan lives: the workspace's
         private area (swept of a crashed run's leftovers first). Without a workspace they
         go in a hidden owner-only folder beside the input files — never the system temp.
+    origins : mapping, optional
+        Input path → (the workspace file it is a verified copy of, SHA-256 of the bytes
+        read) (:class:`segments.provenance.VerifiedFrames.origins`): the card names the
+        workspace's prepared tables and their digests, not the private copies.
 
     Returns
     -------
@@ -1524,7 +1532,7 @@ def plan_release(
                     **shared_frame_options(spec),
                 )
             )
-            source.update({"customers": str(customers), "lines": str(lines)})
+            _record_source(source, origins, customers=customers, lines=lines)
         if "survey" in frames:
             if surveys is None:
                 raise PolicyError(
@@ -1533,9 +1541,9 @@ def plan_release(
             months = survey_months(as_of, survey_month, params)
             survey_rows = survey_responses_per_person(months)
             paths["survey"] = _survey_frame(pl.scan_parquet(Path(surveys)), months, folder)
+            _record_source(source, origins, surveys=surveys)
             source.update(
                 {
-                    "surveys": str(surveys),
                     "survey_month": str(survey_month),
                     "survey_months": [m.isoformat() for m in months],
                     "survey_responses_per_person": survey_rows,
@@ -1563,6 +1571,22 @@ def plan_release(
         _remove_scratch(folder)
         raise
     return ReleasePlan(spec, params, segments, confidence, queries, folder, window, as_of, source)
+
+
+def _record_source(
+    source: dict[str, Any],
+    origins: Mapping[str, tuple[str, str]] | None,
+    **inputs: str | os.PathLike[str],
+) -> None:
+    """Name each input on the card: the workspace file a verified copy was read from and the
+    SHA-256 of the bytes read (``source["sha256"]``), else the path given."""
+    for key, path in inputs.items():
+        original = (origins or {}).get(str(path))
+        if original is None:
+            source[key] = str(path)
+        else:
+            source[key] = original[0]
+            source.setdefault("sha256", {})[key] = original[1]
 
 
 #: Columns every person frame carries already (beside ``pid`` and the values).

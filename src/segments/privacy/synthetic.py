@@ -34,7 +34,6 @@ from segments.provenance import (
     PROVENANCE_FILE,
     _sign,
     _signed,
-    prepared_provenance,
     raw_hashes,
     verify_prepared,
 )
@@ -43,7 +42,6 @@ from segments.workspace import Workspace, sha256_file
 __all__ = [
     "PROVENANCE_FILE",
     "SyntheticProof",
-    "prepared_provenance",
     "prove_synthetic",
     "raw_hashes",
     "verify_prepared",

@@ -1,0 +1,197 @@
+"""Issue 13 (task 13, items 3 and 4): every reader of prepared frames hashes the bytes it reads
+against prepare's signed record, so a frame edited between prepare and the release is
+refused before anything is charged — the monthly archive, the k-anonymous job, the DP
+k-means and its profile release, as the releases already were — and a card names the
+workspace's prepared tables and their digests, never the private scratch copy."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from segments.exceptions import ReleaseRefusedError
+from segments.policy import Policy
+from segments.privacy.ledger import Ledger
+from segments.workspace import Workspace
+
+AS_OF = dt.date(2026, 10, 31)
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return Policy.load("alloffice")
+
+
+@pytest.fixture
+def prepared(small_raw, tmp_path) -> Workspace:
+    from segments.prepare import prepare
+
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(small_raw.raw, ws.raw)
+    for purpose in ("statistics", "microdata", "segmentation"):
+        prepare(ws, "alloffice", purpose, AS_OF)
+    return ws
+
+
+def _month(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
+    from segments.privacy.jobs import release_spec
+
+    return release_spec(
+        ws,
+        policy,
+        ledger,
+        "monthly_category",
+        purpose="statistics",
+        recipient="purchasing",
+        as_of=AS_OF,
+        month=dt.date(2026, 9, 1),
+    )
+
+
+def _kanon(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
+    from segments.anonymity.job import release_kanon
+
+    return release_kanon(
+        ws,
+        policy,
+        ledger,
+        purpose="microdata",
+        recipient="dpo-review",
+        k=10,
+        columns=["county_code", "spend_band"],
+        max_fully_generalised=2,
+        as_of=AS_OF,
+        seed=0,
+    )
+
+
+def _kmeans(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
+    from segments.privacy.kmeans import fit_private_segments
+
+    return fit_private_segments(ws, policy, ledger, as_of=AS_OF, seed=0)
+
+
+READERS: dict[str, tuple[str, Callable[[Workspace, Policy, Ledger], object]]] = {
+    "monthly archive": ("statistics", _month),
+    "k-anonymous job": ("microdata", _kanon),
+    "DP k-means job": ("segmentation", _kmeans),
+}
+
+
+def _edit(ws: Workspace, purpose: str, name: str) -> None:
+    """The attack: a prepared frame rewritten after prepare (half its rows)."""
+    path = ws.prepared_dir(purpose) / name
+    frame = pl.read_parquet(path)
+    frame.head(frame.height // 2).write_parquet(path)
+
+
+@pytest.mark.parametrize("frame", ["customers.parquet", "lines.parquet"])
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_attack_a_frame_edited_after_prepare_is_refused_before_any_charge(
+    prepared, policy, reader, frame
+):
+    purpose, run = READERS[reader]
+    ledger = Ledger.for_policy(policy)
+    _edit(prepared, purpose, frame)
+    with pytest.raises(ReleaseRefusedError, match="is not the file `segments prepare` wrote"):
+        run(prepared, policy, ledger)
+    assert ledger.entries() == []  # nothing charged
+    assert not prepared.releases.exists() or not any(prepared.releases.iterdir())
+    assert not (prepared.segments / "private").exists()
+    assert not list(prepared.private.glob("*")) if prepared.private.exists() else True
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_frames_as_prepare_wrote_them_are_released(prepared, policy, reader):
+    # the same reader on untouched frames is charged and published (the attack test can fail)
+    purpose, run = READERS[reader]
+    ledger = Ledger.for_policy(policy)
+    run(prepared, policy, ledger)
+    assert len(ledger.entries()) == 1
+
+
+def test_the_profile_release_of_private_segments_reads_verified_frames(prepared, policy):
+    from segments.privacy.kmeans import private_segment_profiles
+
+    ledger = Ledger.for_policy(policy)
+    _kmeans(prepared, policy, ledger)
+    charged = len(ledger.entries())
+    _edit(prepared, "segmentation", "lines.parquet")
+    with pytest.raises(ReleaseRefusedError, match="is not the file `segments prepare` wrote"):
+        private_segment_profiles(prepared, policy, ledger, recipient="analytics")
+    assert len(ledger.entries()) == charged
+
+
+def test_a_card_names_the_prepared_tables_and_their_digests_not_the_scratch_copy(prepared, policy):
+    from segments.provenance import signed_record
+
+    ledger = Ledger.for_policy(policy)
+    result = _month(prepared, policy, ledger)
+    card = json.loads((Path(result.path) / "card.json").read_text(encoding="utf-8"))
+    source = card["spec"]["source"]
+    folder = prepared.prepared_dir("statistics")
+    assert source["customers"] == str(folder / "customers.parquet")
+    assert source["lines"] == str(folder / "lines.parquet")
+    assert ".private" not in json.dumps(card)
+    written = signed_record(prepared, "statistics")["outputs"]
+    assert source["sha256"] == {
+        "customers": written["customers.parquet"],
+        "lines": written["lines.parquet"],
+    }
+    (entry,) = ledger.entries()
+    assert entry.request.population_fingerprint == written["customers.parquet"]
+
+
+def test_no_public_function_signs_a_folder_of_frames() -> None:
+    # only prepare's writer signs, from the bytes it serialised (issue 13, task item 2)
+    import segments.privacy.synthetic as synthetic
+    import segments.provenance as provenance
+
+    for module in (provenance, synthetic):
+        assert not any("sign" in name and name != "signed_record" for name in module.__all__)
+        assert not hasattr(module, "prepared_provenance")
+
+
+# --- task 13 item 2: no capability a caller can pass records a DP k-means entry ---------------
+def test_attack_a_caller_cannot_record_a_dp_kmeans_entry(policy, monkeypatch) -> None:
+    import dataclasses
+
+    from segments.privacy import kmeans
+    from segments.privacy import ledger as ledger_module
+    from segments.privacy.guards import GUARANTEE_END_TO_END
+    from segments.privacy.ledger import ReleaseRequest
+
+    ledger = Ledger.for_policy(policy)
+    forged = ReleaseRequest.for_policy(
+        policy,
+        population="customers",
+        purpose="segmentation",
+        recipient="analytics",
+        destination="SE",
+        guarantee=GUARANTEE_END_TO_END,
+        as_of=AS_OF,
+        epsilon=0.5,
+        spec={"name": "private_segments"},
+    )
+    assert not hasattr(ledger_module, "_JOB_CAPABILITIES")  # the importable capability is gone
+    with pytest.raises(TypeError):
+        ledger.reserve(forged, job=object())  # type: ignore[call-arg]
+
+    def fit_private_segments() -> object:  # the job's name, but the caller's own code
+        return ledger.reserve(forged, policy=policy)
+
+    with pytest.raises(ReleaseRefusedError, match="recorded only by its own job"):
+        fit_private_segments()
+    # nor by replacing the job in its module (the replacement's code is not the job's file)
+    monkeypatch.setattr(kmeans, "fit_private_segments", fit_private_segments)
+    with pytest.raises(ReleaseRefusedError, match="recorded only by its own job"):
+        kmeans.fit_private_segments()
+    with pytest.raises(ReleaseRefusedError, match="recorded only by its own job"):
+        ledger.reserve(dataclasses.replace(forged, release_id="mine"), policy=policy)
+    assert ledger.entries() == []
