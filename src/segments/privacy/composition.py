@@ -105,8 +105,10 @@ class PrivacyLoss:
 
     Examples
     --------
-    >>> PrivacyLoss(epsilon=0.5).family, PrivacyLoss(rho=0.1, delta=1e-6).family
-    ('pure', 'zcdp')
+    >>> PrivacyLoss(epsilon=0.5).family == DPFamily.PURE == "pure"
+    True
+    >>> PrivacyLoss(rho=0.1, delta=1e-6).family == DPFamily.ZCDP
+    True
     """
 
     epsilon: float | None = None
