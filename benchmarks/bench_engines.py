@@ -20,7 +20,9 @@ Each (step, engine) runs in its own process, so time and peak RSS are measured p
     Parquet files to the published tables and cards, with ``SEGMENTS_ENGINE`` set.
 
 Prepared-shaped frames come from ``segments.privacy._frames`` (not timed), written into
-``--folder`` (default: a fresh folder beside this script, removed afterwards). Results go to
+``--folder`` (default: a fresh folder beside this script, removed afterwards); ``--reuse DIR
+--copies K`` reads an earlier run's frames and repeats their lines K times (distinct order
+ids, the same persons: K times the line-level work, the same per-person frames). Results go to
 ``benchmarks/results/bench_engines_<lines>.json``.
 
 Goals (issue 21): at 10 and 60 million lines the embedded engine is no slower than the
@@ -97,17 +99,27 @@ def _prepare_folder(folder: Path, args: argparse.Namespace) -> None:
     if args.reuse:
         prepared = folder / "prepared" / PURPOSE
         prepared.mkdir(parents=True, exist_ok=True)
-        for name in ("customers.parquet", "lines.parquet"):
-            target = prepared / name
-            if not target.exists():
-                os.symlink(args.reuse.resolve() / "prepared" / PURPOSE / name, target)
+        source = args.reuse.resolve() / "prepared" / PURPOSE
+        os.symlink(source / "customers.parquet", prepared / "customers.parquet")
+        if args.copies == 1:
+            os.symlink(source / "lines.parquet", prepared / "lines.parquet")
+        else:  # the same people buying K times as much: K × the lines, the same persons
+            import polars as pl
+
+            base = pl.scan_parquet(source / "lines.parquet")
+            pl.concat(
+                [
+                    base.with_columns(pl.col("order_id") + f":{k}") if k else base
+                    for k in range(args.copies)
+                ]
+            ).sink_parquet(prepared / "lines.parquet")
         import numpy as np
 
         from segments.privacy._frames import write_survey_frame
 
         write_survey_frame(
             folder / "raw" / "surveys.parquet",
-            args.lines // 33 // 20,
+            args.lines // args.copies // 33 // 20,
             seed=np.random.default_rng(7),
             month=dt.date(2026, 2, 1),
         )
@@ -134,6 +146,17 @@ def main() -> None:
     parser.add_argument("--steps", default=",".join(STEPS))
     parser.add_argument("--folder", type=Path, help="where the frames go (default: a temp folder)")
     parser.add_argument("--reuse", type=Path, help="a folder from an earlier --folder run")
+    parser.add_argument(
+        "--copies",
+        type=int,
+        default=1,
+        help="with --reuse: its lines K times (order ids made distinct), the same persons",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        default="1GB",
+        help="SEGMENTS_MEMORY_LIMIT of every step (DuckDB spills beyond it; polars ignores it)",
+    )
     parser.add_argument("--child", choices=STEPS)
     parser.add_argument("--engine")
     args = parser.parse_args()
@@ -141,12 +164,15 @@ def main() -> None:
         print(json.dumps(child_step(args.child, args.engine, args.folder), default=str))
         return
     engines = args.engines.split(",")
+    os.environ["SEGMENTS_MEMORY_LIMIT"] = args.memory_limit
     base = args.folder or Path(tempfile.mkdtemp(prefix=".bench-engines-", dir=HERE))
     folder = base / "run"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     results: dict = {
         "lines": args.lines,
+        "memory_limit": args.memory_limit,
+        "copies": args.copies,
         "machine": f"{os.cpu_count()} cores",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "steps": {},
@@ -157,7 +183,15 @@ def main() -> None:
         for step in args.steps.split(","):
             results["steps"][step] = {}
             for engine in engines:
-                out = _run_child(step, engine, folder)
+                # a fresh workspace per engine (a month is released once per workspace),
+                # its files hard-linked to the frames
+                workspace = base / f"{step}-{engine}"
+                shutil.rmtree(workspace, ignore_errors=True)
+                shutil.copytree(folder, workspace, symlinks=True, copy_function=os.link)
+                try:
+                    out = _run_child(step, engine, workspace)
+                finally:
+                    shutil.rmtree(workspace, ignore_errors=True)
                 results["steps"][step][engine] = out
                 print(
                     f"{step:<8} {engine:<7} {out['seconds']:7.2f} s  "

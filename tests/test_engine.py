@@ -246,3 +246,67 @@ def test_segmentation_features_are_the_same_from_the_embedded_engine(default_lin
     assert not [p for p in default_lines.parent.iterdir() if p.name.startswith(".scratch")]
     monkeypatch.setenv("SEGMENTS_ENGINE", "polars")
     assert_frame_equal(customer_features(default_lines, customers, as_of=AS_OF), expected)
+
+
+def _month_closing(lines: Path, workspace: Workspace, engine_name: str, monkeypatch) -> dict:
+    """The month_closing release on ``engine_name``: its card and tables."""
+    import json
+
+    from segments.privacy.ledger import Ledger
+    from segments.privacy.releases import plan_release
+    from segments.privacy.specs import SPECS
+
+    monkeypatch.setenv("SEGMENTS_ENGINE", engine_name)
+    policy = Policy.load("alloffice")
+    params = PrivacyParams.from_policy(policy, "statistics")
+    ledger = Ledger.for_workspace(
+        workspace, policy.controller, evaluation=True, synthetic=True, policy=policy
+    )
+    with plan_release(
+        SPECS["month_closing"],
+        params,
+        customers=lines.parent / "customers.parquet",
+        lines=lines,
+        segments=SegmentSource.category_rule(),
+        as_of=AS_OF,
+        window=(dt.date(2026, 9, 1), dt.date(2026, 10, 1)),
+        workspace=workspace,
+    ) as plan:
+        accuracy = plan.accuracy
+        result = plan.execute(
+            ledger,
+            workspace,
+            policy=policy,
+            purpose="statistics",
+            recipient="purchasing",
+            synthetic=True,
+        )
+    card = json.loads((result.path / "card.json").read_text())
+    return {"card": card, "tables": result.tables, "accuracy": accuracy}
+
+
+@pytest.mark.slow
+def test_the_opendp_step_ledger_and_card_do_not_depend_on_the_engine(
+    default_lines, tmp_path, monkeypatch
+):
+    """Released keys, charges, bounds and the planned accuracy are equal; values differ only
+    by noise."""
+    runs = {
+        name: _month_closing(default_lines, Workspace(tmp_path / name), name, monkeypatch)
+        for name in ("polars", "duckdb")
+    }
+    a, b = runs["polars"], runs["duckdb"]
+    assert_frame_equal(a["accuracy"], b["accuracy"])
+    fields = ("privacy_loss", "privacy_loss_per_query", "guarantee", "mechanism", "population")
+    for field in fields:
+        assert field in a["card"] and a["card"][field] == b["card"][field], field
+    # (a private bound chosen at run time, and the accuracy it implies, are noisy)
+    released = [[(q["aggregate"], q["cells"]) for q in run["card"]["aggregates"]] for run in (a, b)]
+    assert released[0] == released[1]
+    assert a["tables"].keys() == b["tables"].keys()
+    for name, table in a["tables"].items():
+        other = b["tables"][name]
+        keys = [c for c in table.columns if table[c].dtype == pl.Utf8]
+        assert table.columns == other.columns
+        assert_frame_equal(table.select(keys), other.select(keys))
+        # (noise scales may come from a private bound, itself noisy: not compared)
