@@ -35,7 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("segments.engine",),
     ("segments.geography", "segments.plots", "segments.keys"),
     ("segments.synth", "segments.ingest"),
-    ("segments.policy",),
+    ("segments.policy", "segments.policy_parser"),
     ("segments.prepare",),  # frames, retention, subjects
     ("segments.prepare.history",),
     ("segments.features",),

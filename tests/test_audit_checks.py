@@ -14,7 +14,8 @@ from audit_workspace import AS_OF, audit_workspace, copy_workspace
 
 from segments import Ledger, Policy, ReleaseRequest, Workspace
 from segments.audit import checks
-from segments.audit.checks import CHECKS, NEEDS_KEY, AuditContext, clause_checks
+from segments.audit.checks import CHECKS, clause_checks
+from segments.audit.context import NEEDS_KEY, AuditContext, Finding
 from segments.exceptions import PolicyError
 from segments.policy import POLICY_NAMES, months_before
 from segments.prepare import person_table
@@ -43,7 +44,7 @@ def context(ws: Workspace, *, key: bool = True, ledger: Ledger | None = None) ->
     )
 
 
-def run(name: str, ws: Workspace, **kw: object) -> checks.Finding:
+def run(name: str, ws: Workspace, **kw: object) -> Finding:
     return CHECKS[name](context(ws, **kw))  # type: ignore[arg-type]
 
 

@@ -184,7 +184,8 @@ def test_cli_erase_and_restrict(ws: Workspace, capsys: pytest.CaptureFixture[str
 def _audit(work: Workspace) -> str:
     import datetime as dt
 
-    from segments.audit.checks import AuditContext, check_erasures_carried_out
+    from segments.audit.checks import check_erasures_carried_out
+    from segments.audit.context import AuditContext
 
     ctx = AuditContext(
         work, Policy.load(POLICY), dt.date.fromisoformat(AS_OF), key=load_key(workspace=work)
@@ -418,7 +419,8 @@ def test_another_key_cannot_hide_an_erasure(
     under another key refuse (before changing anything) instead of missing the erased person."""
     import datetime as dt
 
-    from segments.audit.checks import AuditContext, check_erasures_carried_out
+    from segments.audit.checks import check_erasures_carried_out
+    from segments.audit.context import AuditContext
     from segments.exceptions import PolicyError
 
     cid = _in_segmentation(ws)
@@ -539,7 +541,8 @@ def test_ingest_after_an_erasure_leaves_the_person_out(
     monkeypatch.setenv(KEY_ENV_VAR, STEWARD_KEY)  # the audit re-hashes by the export's id
     import datetime as dt
 
-    from segments.audit.checks import AuditContext, check_erasures_carried_out
+    from segments.audit.checks import check_erasures_carried_out
+    from segments.audit.context import AuditContext
 
     ctx = AuditContext(work, Policy.load(POLICY), dt.date(2026, 3, 31), key=load_key())
     assert check_erasures_carried_out(ctx).status == "pass"

@@ -26,16 +26,8 @@ from typing import Any
 import polars as pl
 from matplotlib.figure import Figure
 
-from segments.audit.checks import (
-    CHECKS,
-    CORE_CHECKS,
-    NEEDS_KEY,
-    STEWARD,
-    AuditContext,
-    Finding,
-    clause_checks,
-    spending,
-)
+from segments.audit.checks import CHECKS, CORE_CHECKS, clause_checks, spending
+from segments.audit.context import NEEDS_KEY, STEWARD, AuditContext, Finding
 from segments.audit.pii import scan_text
 from segments.audit.render import (
     AuditReport,
