@@ -13,6 +13,8 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
+from prepared_frames import synthetic_proof
+
 from segments import (
     RELEASE_SPECS,
     RFM_FEATURES,
@@ -95,7 +97,7 @@ def audit_workspace(policy_name: str, root: Path) -> Workspace:
     policy = Policy.load(policy_name)
     for purpose in policy.purposes if policy_name == "alloffice" else ("statistics",):
         prepare(ws, policy, purpose, AS_OF)
-    ledger = Ledger.for_workspace(ws, policy.controller, policy=policy, synthetic=True)
+    ledger = Ledger.for_workspace(ws, policy.controller, policy=policy, synthetic=synthetic_proof())
     _dp_release(ws, policy, ledger, "statistics")
     if policy_name == "alloffice":
         _full_flow(ws, policy, ledger)

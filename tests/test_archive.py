@@ -11,7 +11,7 @@ import sqlite3
 import numpy as np
 import polars as pl
 import pytest
-from prepared_frames import write_policy_report
+from prepared_frames import synthetic_proof, write_policy_report
 
 from segments.exceptions import PolicyError, ReleaseRefusedError, WorkspaceError
 from segments.policy import Policy
@@ -68,7 +68,7 @@ DATA_AS_OF = dt.date(2026, 2, 10)
 
 def _eval_ledger(ws, policy):
     return Ledger.for_workspace(
-        ws, policy.controller, evaluation=True, synthetic=True, policy=policy
+        ws, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
     )
 
 
@@ -271,7 +271,9 @@ def test_backfill_replays_months_before_the_prepared_window(tmp_path):
     copy_default_dataset(ws)
     policy = Policy.load("alloffice")
     prepare(ws, policy, "statistics", dt.date(2026, 10, 31))
-    ledger = Ledger.for_workspace(ws, policy.controller, evaluation=True, synthetic=True)
+    ledger = Ledger.for_workspace(
+        ws, policy.controller, evaluation=True, synthetic=synthetic_proof()
+    )
     report = backfill(
         ws,
         until=dt.date(2024, 2, 1),
@@ -383,7 +385,9 @@ from pathlib import Path
 from segments import provenance
 provenance._secret_path = lambda: Path(os.environ["SEGMENTS_TEST_PROOF_SECRET"])
 ws, policy = Workspace(sys.argv[1]), Policy.load("alloffice")
-ledger = Ledger.for_workspace(ws, policy.controller, evaluation=True, synthetic=True,
+from segments.privacy.synthetic import _verdict  # hand-made frames: a signed verdict, as tests do
+ledger = Ledger.for_workspace(ws, policy.controller, evaluation=True,
+                              synthetic=_verdict(True, "hand-made test frames", "tests"),
                               policy=policy)
 archive.release_month(ws, dt.date(2025, 11, 1), as_of=dt.date(2025, 12, 1),
                       params=PrivacyParams.from_policy(policy, "statistics"), ledger=ledger,

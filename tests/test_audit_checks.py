@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from audit_workspace import AS_OF, audit_workspace, copy_workspace
+from prepared_frames import synthetic_proof
 
 from segments import Ledger, Policy, ReleaseRequest, Workspace
 from segments.audit import checks
@@ -292,7 +293,7 @@ def test_a_card_with_a_wrong_head_hash_fails(broken: Workspace) -> None:
 
 def test_overspending_on_any_rolling_period_fails(broken: Workspace) -> None:
     ledger = Ledger.for_workspace(
-        broken, POLICY.controller, evaluation=True, synthetic=True, policy=POLICY
+        broken, POLICY.controller, evaluation=True, synthetic=synthetic_proof(), policy=POLICY
     )
     for day in ("2026-01-31", "2026-06-30"):
         request = ReleaseRequest.for_policy(

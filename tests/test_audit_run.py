@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from audit_workspace import AS_OF, audit_workspace, copy_workspace
+from prepared_frames import synthetic_proof
 
 from segments import Policy, Workspace, run_audit
 from segments.audit.browser import find_chromium, rendered_counts, rendered_verdicts
@@ -186,7 +187,9 @@ def test_the_audit_reads_the_ledger_the_cards_name(
     anchor.rename(elsewhere.with_name(anchor.name))
     monkeypatch.setenv(LEDGER_DIR_ENV, str(tmp_path / "controller"))
     # an empty new throw-away ledger (opened without the workspace's cards, which now refuse it)
-    Ledger.open(recorded, policy.controller, policy=policy, throwaway=True, synthetic=True)
+    Ledger.open(
+        recorded, policy.controller, policy=policy, throwaway=True, synthetic=synthetic_proof()
+    )
     report = run_audit(ws, policy, dp_trials=None, notebooks=[])
     chain = next(c for c in report.checks if c.name == "ledger_chain")
     assert chain.status == "pass", chain.evidence

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prepared_frames import synthetic_proof
 
 import segments
 from segments.exceptions import PolicyError
@@ -118,7 +119,7 @@ def test_every_card_cites_only_its_own_policys_clauses(name, frames, tmp_path):
     purpose = "statistics"
     workspace = Workspace(tmp_path / "ws").create()
     ledger = Ledger.for_workspace(
-        workspace, policy.controller, evaluation=True, synthetic=True, policy=policy
+        workspace, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
     )
     params = PrivacyParams.from_policy(policy, purpose)
     with plan_release(

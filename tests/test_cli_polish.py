@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from prepared_frames import synthetic_proof
+
 from segments import Ledger, Policy
 from segments.cli.main import main as segments_cli
 
@@ -20,7 +22,9 @@ def test_version(capsys) -> None:  # type: ignore[no-untyped-def]
 
 def test_a_balance_reads_as_a_sentence(tmp_path) -> None:  # type: ignore[no-untyped-def]
     policy = Policy.load("alloffice")
-    ledger = Ledger.for_workspace(tmp_path, policy.controller, policy=policy, synthetic=True)
+    ledger = Ledger.for_workspace(
+        tmp_path, policy.controller, policy=policy, synthetic=synthetic_proof()
+    )
     text = repr(ledger.balance("customers", dt.date(2026, 10, 31)))
     assert text.startswith("Balance(customers as of 2026-10-31: ")
     assert "of ε 4 in the 12-month period" in text and "ε 4 left" in text

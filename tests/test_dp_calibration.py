@@ -15,6 +15,7 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from prepared_frames import synthetic_proof
 
 from segments.policy import Policy
 from segments.privacy._frames import write_prepared_frames
@@ -198,7 +199,7 @@ def test_released_tables_through_the_evaluation_ledger_are_calibrated(frames, tm
     params = _params("pure")
     workspace = Workspace(tmp_path / "ws").create()
     ledger = Ledger.for_workspace(
-        workspace, policy.controller, evaluation=True, synthetic=True, policy=policy
+        workspace, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
     )
     params = PrivacyParams(
         **{

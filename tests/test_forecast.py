@@ -7,6 +7,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
+from prepared_frames import synthetic_proof
 
 from segments.cli.main import main
 from segments.exceptions import BudgetExceededError, SchemaError, WorkspaceError
@@ -386,7 +387,9 @@ def test_budget_exhausted_release_leaves_a_clear_error_and_no_forecast(tmp_path,
     from prepared_frames import write_policy_report
 
     write_policy_report(prepared, dt.date(2025, 3, 31))  # the frames' as-of: Jan to Mar
-    ledger = Ledger.for_workspace(ws, policy.controller, policy=policy, synthetic=True)  # demo
+    ledger = Ledger.for_workspace(
+        ws, policy.controller, policy=policy, synthetic=synthetic_proof()
+    )  # demo
     spec = SPECS["monthly_category"]
     common = {
         "params": params,

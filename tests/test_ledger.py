@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prepared_frames import synthetic_proof
 
 from segments.cli import ledger as ledger_cli
 from segments.exceptions import BudgetExceededError, ReleaseRefusedError, WorkspaceError
@@ -81,7 +82,7 @@ def make_request(**changes) -> ReleaseRequest:
 
 def open_simulated(path: Path) -> Ledger:
     """A throw-away (demo) ledger: simulated time, for data proven synthetic."""
-    return Ledger.open(path, CONTROLLER, policy=FACTS, throwaway=True, synthetic=True)
+    return Ledger.open(path, CONTROLLER, policy=FACTS, throwaway=True, synthetic=synthetic_proof())
 
 
 def open_ledger(path: Path, **kwargs) -> Ledger:
@@ -219,7 +220,9 @@ def test_over_budget_is_refused_before_anything_runs_with_spent_requested_remain
 
 def test_rolling_period_edges_on_a_simulated_history(tmp_path):
     """Evaluation and demo ledgers (synthetic data) charge on the simulated as-of."""
-    ledger = Ledger.for_workspace(tmp_path / "ws", CONTROLLER, policy=FACTS, synthetic=True)
+    ledger = Ledger.for_workspace(
+        tmp_path / "ws", CONTROLLER, policy=FACTS, synthetic=synthetic_proof()
+    )
     ledger.reserve(make_request(epsilon=1.0, as_of="2025-06-30"))
     with pytest.raises(BudgetExceededError):  # 2026-06-29 still has 2025-06-30 in its period
         ledger.reserve(make_request(epsilon=0.01, as_of="2026-06-29"))
@@ -412,7 +415,9 @@ def test_there_is_no_way_to_delete_or_reset(ledger):
 
 
 def test_throwaway_demo_ledger_lives_in_the_workspace_and_says_so(tmp_path):
-    ledger = Ledger.for_workspace(tmp_path / "ws", CONTROLLER, policy=FACTS, synthetic=True)
+    ledger = Ledger.for_workspace(
+        tmp_path / "ws", CONTROLLER, policy=FACTS, synthetic=synthetic_proof()
+    )
     assert ledger.path == tmp_path / "ws" / "ledger" / "demo-ab.sqlite"
     assert ledger.throwaway and "THROW-AWAY DEMO LEDGER" in ledger.label
     entry = ledger.publish(ledger.reserve(make_request()), files={"a": SHA})
@@ -428,7 +433,7 @@ def test_evaluation_ledger_only_for_synthetic_data_and_labelled(tmp_path):
     path = tmp_path / "eval.sqlite"
     with pytest.raises(ReleaseRefusedError, match="proven synthetic only.*not proven synthetic"):
         open_ledger(path, evaluation=True)
-    ledger = open_ledger(path, evaluation=True, synthetic=True)
+    ledger = open_ledger(path, evaluation=True, synthetic=synthetic_proof())
     assert ledger.label == EVALUATION_LABEL and "EVALUATION" in repr(ledger)
     reservations = [ledger.reserve(make_request(epsilon=0.5)) for _ in range(5)]
     assert [r.over_budget for r in reservations] == [False, False, True, True, True]
@@ -443,7 +448,7 @@ def test_evaluation_ledger_only_for_synthetic_data_and_labelled(tmp_path):
     real = tmp_path / "real.sqlite"
     open_ledger(real)
     with pytest.raises(ReleaseRefusedError, match="is a real ledger but an evaluation ledger"):
-        open_ledger(real, evaluation=True, synthetic=True)
+        open_ledger(real, evaluation=True, synthetic=synthetic_proof())
 
 
 # --- tamper evidence ------------------------------------------------------------------------------
@@ -533,7 +538,9 @@ def test_a_replaced_ledger_is_detected_against_the_cards(tmp_path):
 
 # --- concurrency and crashes --------------------------------------------------------------------
 def _spend_repeatedly(path: str, sizes: list[float], days: list[int], out) -> None:
-    ledger = Ledger.open(Path(path), CONTROLLER, policy=FACTS, synthetic=True, init=True)
+    ledger = Ledger.open(
+        Path(path), CONTROLLER, policy=FACTS, synthetic=synthetic_proof(), init=True
+    )
     granted = 0
     for size, day in zip(sizes, days, strict=True):
         as_of = AS_OF + dt.timedelta(days=day)
@@ -744,7 +751,7 @@ def test_cli_shows_balance_rolling_totals_and_history(ledger, capsys, clock):
 
 
 def test_cli_labels_evaluation_ledgers_and_checks_cards(tmp_path, capsys):
-    ledger = open_ledger(tmp_path / "eval.sqlite", evaluation=True, synthetic=True)
+    ledger = open_ledger(tmp_path / "eval.sqlite", evaluation=True, synthetic=synthetic_proof())
     reservation = ledger.reserve(make_request())
     cards = tmp_path / "releases" / reservation.release_id
     cards.mkdir(parents=True)
@@ -777,6 +784,6 @@ def test_cli_finds_the_policy_ledger_and_explains_a_missing_one(tmp_path, monkey
     assert run_cli() == 0  # every ledger in the folder
     assert "Offix AB" in capsys.readouterr().out
     workspace = tmp_path / "ws"
-    Ledger.for_workspace(workspace, CONTROLLER, synthetic=True)
+    Ledger.for_workspace(workspace, CONTROLLER, synthetic=synthetic_proof())
     assert run_cli("--workspace", str(workspace), "--json") == 0
     assert json.loads(capsys.readouterr().out)["ledger"]["throwaway"] is True

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from prepared_frames import synthetic_proof
 
 from segments.exceptions import ReleaseRefusedError
 from segments.policy import Policy
@@ -222,7 +223,7 @@ def test_attack_unbounded_spending_on_the_evaluation_ledger_is_refused(tmp_path,
     from segments.privacy.ledger import EVALUATION_CAP_FACTOR
 
     offix = Policy.load("offix")  # budget ε = 2 per 12 months
-    ledger = Ledger.for_policy(offix, evaluation=True, synthetic=True)
+    ledger = Ledger.for_policy(offix, evaluation=True, synthetic=synthetic_proof())
     cap = offix.privacy.budget_epsilon * EVALUATION_CAP_FACTOR
     ledger.reserve(request(offix, epsilon=cap / 2))
     assert ledger.reserve(request(offix, epsilon=cap / 2)).over_budget  # flagged, recorded
@@ -537,7 +538,7 @@ def test_the_evaluation_ledgers_refusal_banner_is_not_also_the_demo_ledgers(tmp_
 
     ws = Workspace(tmp_path / "ws")
     ledger = Ledger.for_workspace(
-        ws, policy.controller, evaluation=True, synthetic=True, policy=policy
+        ws, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
     )
     with pytest.raises(BudgetExceededError) as refused:
         epsilon = policy.privacy.budget_epsilon  # over the evaluation cap after 100
@@ -552,7 +553,7 @@ def test_a_card_of_another_ledger_is_not_reported_as_truncation(tmp_path, policy
     from segments.workspace import Workspace
 
     ws = Workspace(tmp_path / "ws")
-    demo = Ledger.for_workspace(ws, policy.controller, synthetic=True, policy=policy)
+    demo = Ledger.for_workspace(ws, policy.controller, synthetic=synthetic_proof(), policy=policy)
     demo_card = write_card(ws.releases, demo, demo.reserve(request(policy)))
     controller = Ledger.for_policy(policy)
     problems = controller.verify_cards([demo_card]).problems

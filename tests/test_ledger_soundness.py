@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from prepared_frames import synthetic_proof
 
 from segments.cli import ledger as ledger_cli
 from segments.exceptions import BudgetExceededError, ReleaseRefusedError, WorkspaceError
@@ -252,7 +253,7 @@ def test_attack_a_throwaway_ledger_deleted_in_a_workspace_with_cards(tmp_path, m
 
     ws = Workspace(tmp_path / "ws")
     policy = Policy.load("alloffice")
-    ledger = Ledger.for_workspace(ws, policy.controller, policy=policy, synthetic=True)
+    ledger = Ledger.for_workspace(ws, policy.controller, policy=policy, synthetic=synthetic_proof())
     reservation = ledger.reserve(
         ReleaseRequest.for_policy(
             policy,
@@ -279,7 +280,7 @@ def test_attack_a_throwaway_ledger_deleted_in_a_workspace_with_cards(tmp_path, m
 
     from segments.privacy import synthetic
 
-    proven = synthetic.SyntheticProof(True, "test", "k")
+    proven = synthetic_proof()  # signed, as prove_synthetic would for generated data
     monkeypatch.setattr(synthetic, "prove_synthetic", lambda _ws: proven)
     with pytest.raises(ReleaseRefusedError, match="deleted or replaced"):
         open_ledger(Args, policy)

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import opendp.prelude as dp
 import pytest
+from prepared_frames import synthetic_proof
 from sklearn.cluster import KMeans
 
 from segments.audit.dp_audit import audit_mechanism
@@ -494,7 +495,11 @@ def test_private_labels_rest_on_an_entry_of_the_same_ledger_with_matching_centro
     policy = Policy.load("alloffice")
     # another ledger of the same controller: an evaluation ledger (a controller has one real one)
     demo = Ledger.open(
-        tmp_path / "demo.sqlite", policy.controller, policy=policy, evaluation=True, synthetic=True
+        tmp_path / "demo.sqlite",
+        policy.controller,
+        policy=policy,
+        evaluation=True,
+        synthetic=synthetic_proof(),
     )
     fit_private_segments(private_workspace, policy, demo, seed=0)
     ledger = Ledger.for_policy(policy)

@@ -602,7 +602,7 @@ def test_an_evaluation_ledger_passed_in_takes_data_proven_synthetic(ws):
 
     proof = prove_synthetic(ws)  # regenerated from the manifest and compared
     ledger = Ledger.for_workspace(
-        ws, policy.controller, evaluation=True, synthetic=bool(proof), policy=policy
+        ws, policy.controller, evaluation=True, synthetic=proof, policy=policy
     )
     s = _session(ws, ledger)
     s.table("customers").group_by("customer_type").agg(count()).release(epsilon=0.1)

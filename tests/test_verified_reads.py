@@ -195,3 +195,33 @@ def test_attack_a_caller_cannot_record_a_dp_kmeans_entry(policy, monkeypatch) ->
     with pytest.raises(ReleaseRefusedError, match="recorded only by its own job"):
         ledger.reserve(dataclasses.replace(forged, release_id="mine"), policy=policy)
     assert ledger.entries() == []
+
+
+# --- task 13 item 2: "synthetic" comes from the proof, never from a caller's flag -------------
+def test_attack_a_caller_cannot_declare_data_synthetic(tmp_path, small_raw, policy) -> None:
+    from segments.privacy.synthetic import SyntheticProof, _verdict, prove_synthetic
+
+    fake = Workspace(tmp_path / "fake")
+    fake.raw.mkdir(parents=True)
+    (fake.raw / "manifest.json").write_text(json.dumps({"synthetic": True}), encoding="utf-8")
+    refused = "not proven synthetic"
+    with pytest.raises(ReleaseRefusedError, match=refused):  # the flag makes the ledger prove
+        Ledger.for_workspace(fake, policy.controller, synthetic=True, policy=policy)
+    path = tmp_path / "demo.sqlite"
+    for declared in (
+        True,  # a flag, with nothing to prove it from
+        SyntheticProof(True, "trust me"),  # a hand-made verdict
+        SyntheticProof(True, "copied mac", "k", _verdict(True, "other").mac),  # another's MAC
+        _verdict(False, "not proven"),  # a signed verdict that says no
+    ):
+        with pytest.raises(ReleaseRefusedError, match=refused):
+            Ledger.open(path, policy.controller, throwaway=True, synthetic=declared)
+        with pytest.raises(ReleaseRefusedError, match=refused):
+            Ledger.for_policy(policy, evaluation=True, synthetic=declared)
+    assert not path.exists() and not (fake.root / "ledger").exists()
+    # generated data, proven by regenerating it: accepted, by the flag or by its proof
+    real = Workspace(tmp_path / "generated")
+    shutil.copytree(small_raw.raw, real.raw)
+    assert Ledger.for_workspace(real, policy.controller, synthetic=True, policy=policy)
+    proof = prove_synthetic(real)
+    assert proof.signed and Ledger.open(path, policy.controller, throwaway=True, synthetic=proof)

@@ -78,7 +78,7 @@ def test_the_per_user_data_folder_and_synthetic_proofs_are_owner_only(
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     root = tmp_path / "data" / "segments"
-    proof = synthetic.SyntheticProof(True, "generated", "k" * 16)
+    proof = synthetic._verdict(True, "generated", "k" * 16)
     synthetic._write_cached(proof)
     written = root / "synthetic-proofs" / f"{proof.key}.json"
     assert written.is_file()

@@ -116,7 +116,7 @@ def open_ledger(
             workspace,
             str(policy.controller),
             evaluation=kind == "evaluation",
-            synthetic=True,
+            synthetic=proof,  # the signed verdict, never a flag
             policy=policy,
         )
     else:

@@ -219,6 +219,23 @@ _SCHEMA = (
 )
 
 
+def _proven_synthetic(synthetic: Any, workspace: str | os.PathLike[str] | None) -> tuple[bool, str]:
+    """(proven, why not) from a signed :class:`~segments.privacy.synthetic.SyntheticProof`,
+    or from proving ``workspace`` when ``synthetic`` is True: the caller never declares it."""
+    from segments.privacy.synthetic import SyntheticProof, prove_synthetic
+
+    if isinstance(synthetic, SyntheticProof):
+        if not synthetic.signed:
+            return False, "the proof given is not one prove_synthetic signed for this user"
+        return synthetic.proven, synthetic.reason
+    if synthetic is True and workspace is not None:
+        proof = prove_synthetic(Path(workspace))
+        return proof.proven and proof.signed, proof.reason
+    if synthetic is True:
+        return False, "True is not a proof: pass prove_synthetic(workspace)"
+    return False, "no proof was given"
+
+
 def _clock() -> dt.datetime:
     """The ledger's clock (UTC). A release on a controller's ledger is charged on this date;
     tests replace this function, callers cannot pass a time."""
@@ -696,8 +713,10 @@ class Ledger:
     ...     recipients={"purchasing": Recipient("purchasing", "internal", "SE")},
     ...     allowed_destinations=frozenset({"SE"}), purposes=frozenset({"analytics"}))
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "demo.sqlite"
+    >>> from segments.privacy.synthetic import _verdict
+    >>> proof = _verdict(True, "example")  # what prove_synthetic(W) signs for generated data
     >>> ledger = Ledger.open(path, controller="Demo AB", policy=facts, throwaway=True,
-    ...     synthetic=True)  # a demo ledger: simulated time, for data proven synthetic
+    ...     synthetic=proof)  # a demo ledger: simulated time, for data proven synthetic
     >>> request = ReleaseRequest(policy="demo", population="customers", purpose="analytics",
     ...     recipient="purchasing", destination="SE", guarantee="end-to-end ε-DP",
     ...     as_of="2026-06-30", epsilon=0.5, mechanism="laplace", budget_epsilon=1.0,
@@ -731,12 +750,13 @@ class Ledger:
         controller: str | None = None,
         *,
         evaluation: bool = False,
-        synthetic: bool = False,
+        synthetic: Any = None,
         throwaway: bool = False,
         create: bool = True,
         policy: Any = None,
         init: bool = False,
         releases: str | os.PathLike[str] | None = None,
+        workspace: str | os.PathLike[str] | None = None,
     ) -> Ledger:
         """Open (or create) the ledger at ``path`` for ``controller``.
 
@@ -748,13 +768,15 @@ class Ledger:
             The controller the ledger belongs to; refused if the file was created for another.
             May be omitted only to read an existing ledger.
         evaluation : bool
-            Open an evaluation ledger (benchmarks and backtests); needs ``synthetic=True``
-            unless ``create=False`` (reading). An evaluation ledger and a real one are never
-            the same file.
-        synthetic : bool
-            True only when the data is *proven* synthetic
-            (:func:`segments.privacy.synthetic.prove_synthetic`); evaluation and demo ledgers
-            refuse anything else.
+            Open an evaluation ledger (benchmarks and backtests); needs the data proven
+            synthetic unless ``create=False`` (reading). An evaluation ledger and a real one
+            are never the same file.
+        synthetic : SyntheticProof or True, optional
+            Where "synthetic" comes from, never a flag: the signed verdict of
+            :func:`segments.privacy.synthetic.prove_synthetic`, or ``True`` to have the ledger
+            prove ``workspace`` itself. Evaluation and demo ledgers refuse anything else (a
+            bare ``True`` without a workspace, an unsigned or hand-made proof, data not
+            proven).
         throwaway : bool
             Mark a newly created ledger as the demo's throw-away ledger (stored in the file;
             ignored when the file exists).
@@ -772,6 +794,8 @@ class Ledger:
             of ledger that names another ledger, more events, or another head hash at its
             event count refuses the ledger — checked *before* a missing file is created, so a
             refusal never leaves a ledger behind.
+        workspace : path-like, optional
+            The workspace whose raw data ``synthetic=True`` asks the ledger to prove.
 
         Raises
         ------
@@ -784,13 +808,17 @@ class Ledger:
         """
         target = Path(path)
         simulated = evaluation or throwaway
-        if simulated and create and not synthetic:
+        # proven only when it is needed: a read-only open (create=False) does not regenerate
+        needed = simulated and (create or synthetic is not True)
+        proven, why = _proven_synthetic(synthetic, workspace) if needed else (False, "")
+        if simulated and create and not proven:
             kind = "evaluation" if evaluation else "throw-away demo"
             raise ReleaseRefusedError(
                 f"{kind} ledger {target} refused: evaluation and demo ledgers allow simulated "
                 "time and repeated releases and are for data proven synthetic only, and the "
-                "data is not proven synthetic (its raw files are not what the generator "
-                "produces for the manifest's seed and parameters); use the controller's ledger"
+                f"data is not proven synthetic ({why}; the raw files must be what the "
+                "generator produces for the manifest's seed and parameters); use the "
+                "controller's ledger"
             )
         registered = _registry_get(controller) if controller and not simulated else None
         if not target.exists():
@@ -858,7 +886,10 @@ class Ledger:
                 f"ledger {target} is {found} ledger but {wanted} ledger was asked for; "
                 "evaluation and real releases are never recorded in the same file"
             )
-        ledger = cls(target, meta, policy, synthetic)
+        if not needed and synthetic is not None and (is_evaluation or meta["throwaway"] == "true"):
+            # an existing demo or evaluation file opened without asking for one: the same proof
+            proven, why = _proven_synthetic(synthetic, workspace)
+        ledger = cls(target, meta, policy, proven)
         if ledger._facts is not None and ledger._facts.controller != meta["controller"]:
             raise ReleaseRefusedError(
                 f"policy {ledger._facts.name!r} belongs to controller "
@@ -885,7 +916,7 @@ class Ledger:
         *,
         path: str | os.PathLike[str] | None = None,
         evaluation: bool = False,
-        synthetic: bool = False,
+        synthetic: Any = None,
         create: bool = True,
         init: bool = False,
         releases: str | os.PathLike[str] | None = None,
@@ -921,7 +952,7 @@ class Ledger:
         controller: str,
         *,
         evaluation: bool = False,
-        synthetic: bool = False,
+        synthetic: Any = None,
         create: bool = True,
         policy: Any = None,
     ) -> Ledger:
@@ -934,6 +965,8 @@ class Ledger:
             missing ledger is created).
         controller : str
             As in :meth:`open`.
+        synthetic : SyntheticProof or True, optional
+            As in :meth:`open`; ``True`` proves this workspace's raw data.
         """
         # a Workspace, or the workspace folder itself (a Path's own .root is "/")
         root = Path(workspace) if isinstance(workspace, str | os.PathLike) else workspace.root
@@ -948,6 +981,7 @@ class Ledger:
             create=create,
             policy=policy,
             releases=root / "releases",
+            workspace=root,
         )
 
     # --- identity -------------------------------------------------------------------------

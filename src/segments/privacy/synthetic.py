@@ -66,9 +66,23 @@ class SyntheticProof:
     proven: bool
     reason: str
     key: str = ""
+    mac: str = ""
 
     def __bool__(self) -> bool:
         return self.proven
+
+    @property
+    def signed(self) -> bool:
+        """True when :func:`prove_synthetic` made this verdict (an HMAC under the per-user
+        secret): a ledger takes only a signed proof, never a flag or a hand-made object."""
+        record = {"key": self.key, "proven": self.proven, "reason": self.reason}
+        return bool(self.mac) and _signed({**record, "mac": self.mac})
+
+
+def _verdict(proven: bool, reason: str, key: str = "") -> SyntheticProof:
+    """A signed verdict (only this module signs them)."""
+    record = _sign({"key": key, "proven": proven, "reason": reason})
+    return SyntheticProof(proven, reason, key, record["mac"])
 
 
 def prove_synthetic(workspace: Workspace | str | Path) -> SyntheticProof:
@@ -86,20 +100,20 @@ def prove_synthetic(workspace: Workspace | str | Path) -> SyntheticProof:
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
     if not ws.manifest.exists():
-        return SyntheticProof(False, f"{ws.manifest} is missing: no generator parameters")
+        return _verdict(False, f"{ws.manifest} is missing: no generator parameters")
     try:
         manifest = json.loads(ws.manifest.read_text(encoding="utf-8"))
         parameters = _generator_parameters(manifest)
     except (ValueError, KeyError, TypeError) as exc:
-        return SyntheticProof(False, f"{ws.manifest} names no generator parameters ({exc})")
+        return _verdict(False, f"{ws.manifest} names no generator parameters ({exc})")
     names = sorted(str(name) for name in manifest.get("files", {}))
     if not names:
-        return SyntheticProof(False, f"{ws.manifest} lists no files")
+        return _verdict(False, f"{ws.manifest} lists no files")
     actual = {}
     for name in names:
         path = ws.raw / name
         if not path.is_file():
-            return SyntheticProof(False, f"{path} is missing")
+            return _verdict(False, f"{path} is missing")
         actual[name] = sha256_file(path)
     log = ws.subject_log
     key = hashlib.sha256(
@@ -151,22 +165,20 @@ def _regenerate_and_compare(
         expected = {name: sha256_file(result.path / name) for name in result.manifest["files"]}
         differing = sorted(name for name, digest in expected.items() if actual.get(name) != digest)
         if not differing:
-            return SyntheticProof(
-                True, f"raw files equal the generator's output for {parameters}", key
-            )
+            return _verdict(True, f"raw files equal the generator's output for {parameters}", key)
         erased = _equal_after_erasures(ws, result.path, differing)
         if erased is not None:
-            return SyntheticProof(
+            return _verdict(
                 True,
                 f"raw files equal the generator's output for {parameters} minus the "
                 f"{erased} account(s) the erasure log records",
                 key,
             )
     except Exception as exc:  # the manifest's parameters do not even generate
-        return SyntheticProof(False, f"the manifest's parameters do not generate data ({exc})", key)
+        return _verdict(False, f"the manifest's parameters do not generate data ({exc})", key)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return SyntheticProof(
+    return _verdict(
         False,
         f"raw/{differing[0]} is not what the generator produces for seed {parameters['seed']} "
         f"and parameters {parameters}"
@@ -251,7 +263,7 @@ def _read_cached(key: str) -> SyntheticProof | None:
         return None
     if not isinstance(data.get("proven"), bool) or not _signed(data):
         return None  # forged or edited: prove again
-    return SyntheticProof(data["proven"], str(data.get("reason", "")), key)
+    return SyntheticProof(data["proven"], str(data.get("reason", "")), key, str(data["mac"]))
 
 
 def _write_cached(proof: SyntheticProof) -> None:
