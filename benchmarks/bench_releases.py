@@ -68,6 +68,16 @@ def child_generate(folder: Path, customers: int, lines: int) -> dict:
         month=dt.date(2026, 2, 1),
     )
     (folder / "raw" / "manifest.json").write_text(json.dumps({"synthetic": True}))
+    # releases read prepared frames only as prepare's signed record states them; these frames
+    # are made here, so the benchmark signs them itself (the in-process trust limit, README)
+    from segments.provenance import PROVENANCE_FILE, _files_under, _sign_prepared
+    from segments.workspace import sha256_file, write_json
+
+    prepared = folder / "prepared" / PURPOSE
+    written = {name: sha256_file(path) for name, path in _files_under(prepared).items()}
+    write_json(
+        prepared / PROVENANCE_FILE, _sign_prepared({}, written, purpose=PURPOSE, as_of=AS_OF)
+    )
     return {"seconds": time.perf_counter() - start, "paths": {k: str(v) for k, v in paths.items()}}
 
 

@@ -57,7 +57,9 @@ def write_card(releases: Path, ledger: Ledger, reservation) -> Path:
 # --- 13.4: roll back, then pad up to the anchor's count ---------------------------------------
 def test_attack_rollback_then_padding_to_the_cards_count_is_refused(tmp_path, policy):
     releases = tmp_path / "ws" / "releases"
-    ledger = Ledger.for_policy(policy, releases=releases)
+    # opened without the workspace, so the registry does not know its release folder (a
+    # known folder refuses the padding open itself: the next test)
+    ledger = Ledger.for_policy(policy)
     ledger.reserve(request(policy))
     registry = ledger_module._registry_path()
     kept = (ledger.path, ledger.anchor_path, registry)
@@ -75,6 +77,32 @@ def test_attack_rollback_then_padding_to_the_cards_count_is_refused(tmp_path, po
     with pytest.raises(ReleaseRefusedError, match=r"clause AO-1.*rolled back and padded"):
         Ledger.for_policy(policy, releases=releases)
     assert padded.events() == before
+
+
+# --- task 13 item 5: the per-user folder restored from a backup, seen from another workspace ---
+def test_attack_a_restored_user_folder_is_refused_from_any_workspace_that_released(
+    tmp_path, policy
+):
+    first, other = tmp_path / "A" / "releases", tmp_path / "B" / "releases"
+    ledger = Ledger.for_policy(policy, releases=first)  # the registry now knows A's folder
+    write_card(first, ledger, ledger.reserve(request(policy)))
+    registry = ledger_module._registry_path()
+    kept = (ledger.path, ledger.anchor_path, registry)
+    backups = {path: tmp_path / f"backup-{path.name}" for path in kept}
+    for original, backup in backups.items():
+        shutil.copy(original, backup)
+    for _ in range(3):  # spent after the backup, from workspace A
+        write_card(
+            first, ledger, Ledger.for_policy(policy, releases=first).reserve(request(policy))
+        )
+    for original, backup in backups.items():  # restore the whole per-user folder
+        shutil.copy(backup, original)
+    before = Ledger.open(default_ledger_path(policy.controller), create=False).events()
+    # opened from workspace B (or from no workspace): A's later cards refuse the rolled-back ledger
+    for releases in (other, None):
+        with pytest.raises(ReleaseRefusedError, match=r"A/releases.*rolled back"):
+            Ledger.for_policy(policy, releases=releases)
+    assert Ledger.open(default_ledger_path(policy.controller), create=False).events() == before
 
 
 # --- 13.5: a copy of the workspace over a deleted ledger and registry -------------------------

@@ -900,11 +900,19 @@ class Ledger:
             problems = ledger._anchor_problems()
             if problems:
                 raise ReleaseRefusedError(_broken_message(target, problems))
-            contradicted = [] if releases is None else ledger.contradicting_cards(releases)
+            folders = [] if releases is None else [Path(releases)]
+            if not ledger.simulated_time:
+                # every workspace that released with this ledger, not only this one: a
+                # per-user folder restored from a backup (ledger, anchor and registry rolled
+                # back together) is refused as soon as any of them holds a later card
+                folders += _release_folders(ledger.ledger_id)
+            contradicted = [c for f in _unique(folders) for c in ledger.contradicting_cards(f)]
             if contradicted:
                 raise ReleaseRefusedError(_contradiction_message(target, contradicted, policy))
             if not ledger.simulated_time:
                 ledger._register(registered, init)
+                if releases is not None:
+                    _remember_release_folder(ledger.ledger_id, Path(releases))
             if policy is not None and getattr(policy, "privacy", None) is not None:
                 ledger._check_policy(policy)
         return ledger
@@ -2334,6 +2342,47 @@ def _registry_update(controller: str, record: Mapping[str, Any]) -> None:
 
 
 _DATA_KEY = "__population_data__"  # not a controller slug: slugs are [a-z0-9-]
+_FOLDERS_KEY = "__release_folders__"  # ledger id → the release folders that used it
+
+
+def _release_folders(ledger_id: str) -> list[Path]:
+    """The release folders (workspaces' ``releases/``) a controller's ledger was opened for."""
+    known = _registry_read().get(_FOLDERS_KEY)
+    folders = known.get(ledger_id) if isinstance(known, dict) else None
+    return [Path(f) for f in folders if isinstance(f, str)] if isinstance(folders, list) else []
+
+
+def _remember_release_folder(ledger_id: str, releases: Path) -> None:
+    """Record ``releases`` for ``ledger_id`` in the registry (once; cheap to check later)."""
+    where = str(releases.resolve())
+    if where in {str(f) for f in _release_folders(ledger_id)}:
+        return
+    registry = _registry_path()
+    lock_path = registry.with_name(registry.name + ".lock")
+    with open(os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            current = _registry_read()
+            known = current.get(_FOLDERS_KEY)
+            known = dict(known) if isinstance(known, dict) else {}
+            folders = [f for f in known.get(ledger_id, []) if isinstance(f, str)]
+            if where not in folders:
+                known[ledger_id] = [*folders, where]
+                current[_FOLDERS_KEY] = known
+                _write_json_durably(registry, current)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _unique(folders: Iterable[Path]) -> list[Path]:
+    seen: dict[str, Path] = {}
+    for folder in folders:
+        try:
+            key = str(folder.resolve())
+        except OSError:
+            key = str(folder)
+        seen.setdefault(key, folder)
+    return list(seen.values())
 
 
 def claim_population_data(
