@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from prepared_frames import sign_prepared
 
 from segments.exceptions import BudgetExceededError, PolicyError
 from segments.policy import Policy
 from segments.privacy.ledger import Ledger
 from segments.privacy.policy_bounds import BOUNDED_QUANTITIES, choose_policy_bounds
-from segments.workspace import Workspace
+from segments.workspace import Workspace, sha256_file
 
 POLICY = Path(__file__).resolve().parents[1] / "examples" / "cdnow" / "policy.toml"
 CEILINGS = {
@@ -45,6 +46,7 @@ def workspace(tmp_path: Path) -> Workspace:
     ws = Workspace(tmp_path / "ws")
     ws.prepared_dir("statistics").mkdir(parents=True)
     lines.write_parquet(ws.prepared_dir("statistics") / "lines.parquet")
+    sign_prepared(ws, "statistics", dt.date(2024, 7, 1))  # as `segments prepare` signs
     return ws
 
 
@@ -172,3 +174,81 @@ def test_per_category_bounds_of_a_new_taxonomy_from_public_facts(
     with pytest.raises(PolicyError, match="declared taxonomy.*nothing was charged"):
         _choose(workspace, ledger, ceilings={**CEILINGS, "cell_units_by_category.paper": 40})
     assert ledger.entries() == []
+
+
+def _edited(ws: Workspace) -> bytes:
+    """The prepared lines with one person's spend multiplied (an attacker's edit)."""
+    import io
+
+    path = ws.prepared_dir("statistics") / "lines.parquet"
+    lines = pl.read_parquet(path)
+    edited = lines.with_columns(
+        pl.when(pl.col("person_id") == lines["person_id"][0])
+        .then(pl.col("amount_sek") * 1000)
+        .otherwise(pl.col("amount_sek"))
+    )
+    buffer = io.BytesIO()
+    edited.write_parquet(buffer)
+    return buffer.getvalue()
+
+
+def test_edited_prepared_lines_refused_before_charging(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """rev13 finding 2: from Python, lines edited after prepare were read and released with
+    the edited file's fingerprint. Now the bytes are checked against prepare's signed record
+    first: refused, nothing charged, nothing written."""
+    from segments.exceptions import ReleaseRefusedError
+
+    (workspace.prepared_dir("statistics") / "lines.parquet").write_bytes(_edited(workspace))
+    policy = Policy.load(POLICY)
+    ledger = Ledger.open(tmp_path / "l.sqlite", policy.controller, policy=policy, init=True)
+    with pytest.raises(ReleaseRefusedError, match=r"lines\.parquet is not the file.*prepare"):
+        _choose(workspace, ledger)
+    assert ledger.entries() == []
+    assert not list((workspace.root / "releases").glob("policy-bounds-*"))
+
+
+def test_frames_without_signed_record_refused_before_charging(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    from segments.exceptions import ReleaseRefusedError
+    from segments.provenance import PROVENANCE_FILE
+
+    (workspace.prepared_dir("statistics") / PROVENANCE_FILE).unlink()
+    policy = Policy.load(POLICY)
+    ledger = Ledger.open(tmp_path / "l.sqlite", policy.controller, policy=policy, init=True)
+    with pytest.raises(ReleaseRefusedError, match="no provenance.json"):
+        _choose(workspace, ledger)
+    assert ledger.entries() == []
+
+
+def test_lines_swapped_after_the_check_are_not_read(
+    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rev13 finding 2, the race: the old code hashed W/prepared/<p>/lines.parquet, then read
+    it again, so a file swapped in between (/tmp/rev13/swap.py) was released under the good
+    file's fingerprint. Here the attacker wins every race: the workspace's file is replaced
+    by the edited one the moment anything parses Parquet. What the quantiles see must still
+    be the bytes prepare signed, and the ledger's fingerprint their SHA-256."""
+    path = workspace.prepared_dir("statistics") / "lines.parquet"
+    good, signed = pl.read_parquet(path), sha256_file(path)
+    bad = _edited(workspace)
+    real_read = pl.read_parquet
+    seen: list[pl.DataFrame] = []
+
+    def racing_read(source: object, *args: object, **kwargs: object) -> pl.DataFrame:
+        path.write_bytes(bad)  # the swap lands between the hash and the read
+        frame = real_read(source, *args, **kwargs)  # type: ignore[arg-type]
+        seen.append(frame)
+        return frame
+
+    monkeypatch.setattr(pl, "read_parquet", racing_read)
+    policy = Policy.load(POLICY)
+    ledger = Ledger.open(tmp_path / "l.sqlite", policy.controller, policy=policy, init=True)
+    result = _choose(workspace, ledger)
+    assert seen and all(frame.equals(good) for frame in seen)
+    [entry] = ledger.entries()
+    assert entry.release_id == result.release_id  # type: ignore[attr-defined]
+    assert entry.request.population_fingerprint == signed
+    assert entry.request.spec["source"]["sha256"]["lines"] == signed

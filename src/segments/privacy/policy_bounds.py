@@ -169,7 +169,9 @@ def choose_policy_bounds(
     Parameters
     ----------
     workspace : Workspace or path
-        Reads ``W/prepared/<purpose>/lines.parquet``.
+        Reads ``W/prepared/<purpose>/lines.parquet`` through
+        :func:`segments.provenance.read_verified`: only the bytes prepare's signed record
+        names (the card's fingerprint is their SHA-256).
     policy : segments.Policy
     ledger : segments.Ledger
         The loss is reserved here before any quantile runs (refused if over budget).
@@ -194,7 +196,8 @@ def choose_policy_bounds(
     PolicyError
         A missing ceiling or a bad ε or quantile (before anything is charged).
     BudgetExceededError, ReleaseRefusedError
-        From the ledger, before any quantile runs.
+        From the ledger, before any quantile runs; ReleaseRefusedError also for frames
+        without prepare's signed record or whose bytes differ from it (nothing charged).
     """
     from segments.privacy.bounds import bound_candidates, private_bound
     from segments.privacy.guards import GUARANTEE_END_TO_END
@@ -229,7 +232,7 @@ def choose_policy_bounds(
                     f"parameter 'ceilings': {key!r} needs a positive ceiling and a category of "
                     f"the workspace's declared taxonomy {list(taxonomy)}; nothing was charged"
                 )
-    lines_path = ws.require(ws.prepared_dir(purpose) / "lines.parquet", "segments prepare")
+    ws.require(ws.prepared_dir(purpose) / "lines.parquet", "segments prepare")
     family = str(policy.privacy.dp_family)
     if family != DPFamily.PURE:
         raise PolicyError(
@@ -241,6 +244,12 @@ def choose_policy_bounds(
         table, category = key.split(".", 1)
         what = "units" if CATEGORY_TABLES[table][1] == "units" else "spend"
         quantities[key] = f"a person's largest {what} in {category!r} in one month"
+    # the bytes read are hashed against prepare's signed record before anything is charged,
+    # and the quantiles run on those bytes (a private copy), never on a re-read of W/prepared
+    from segments.provenance import read_verified
+
+    frames, read_sha256 = read_verified(ws, purpose, ("lines.parquet",), policy)
+    lines = frames["lines.parquet"]
     share = epsilon / len(quantities)
     release_id = f"policy-bounds-{as_of:%Y%m%d}-{uuid.uuid4().hex[:8]}"
     request = ReleaseRequest.for_policy(
@@ -255,6 +264,10 @@ def choose_policy_bounds(
             "quantile": quantile,
             "quantities": quantities,
             "ceilings": ceilings,
+            "source": {
+                "lines": str(ws.prepared_dir(purpose) / "lines.parquet"),
+                "sha256": {"lines": read_sha256["lines.parquet"]},
+            },
         },
         guarantee=GUARANTEE_END_TO_END,
         mechanism="OpenDP make_private_quantile (exponential mechanism), one per bound",
@@ -262,12 +275,11 @@ def choose_policy_bounds(
         epsilon=epsilon,
         as_of=as_of,
         kind="dp",
-        population_fingerprint=sha256_file(lines_path),
+        population_fingerprint=read_sha256["lines.parquet"],
         synthetic=synthetic,
         release_id=release_id,
     )
     reservation = ledger.reserve(request, policy=policy)
-    lines = pl.read_parquet(lines_path)
     values = {**_per_person(lines), **_per_category(lines, by_category)}
     chosen = {}
     for key, per_person in values.items():
