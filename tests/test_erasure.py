@@ -355,8 +355,8 @@ def test_an_interrupted_erasure_is_completed_by_a_rerun(
     def killed(*_: object) -> None:
         raise KeyboardInterrupt  # the run dies after the derived frames, before raw
 
-    real = retention._replace_all
-    monkeypatch.setattr(retention, "_replace_all", killed)
+    real = retention.replace_raw_tables
+    monkeypatch.setattr(retention, "replace_raw_tables", killed)
     with pytest.raises(KeyboardInterrupt):
         erase(ws, POLICY, cid)
     entries = json.loads(ws.subject_log.read_text(encoding="utf-8"))
@@ -367,7 +367,7 @@ def test_an_interrupted_erasure_is_completed_by_a_rerun(
     assert extract["erasure"]["pending"] is True
     assert _audit(ws) == "fail"
 
-    monkeypatch.setattr(retention, "_replace_all", real)
+    monkeypatch.setattr(retention, "replace_raw_tables", real)
     done = erase(ws, POLICY, cid)
     entries = json.loads(ws.subject_log.read_text(encoding="utf-8"))
     assert [e["completed"] for e in entries] == [True]  # the same entry, not a second one
@@ -804,7 +804,7 @@ def test_an_erasure_stopped_by_a_full_disk_says_it_is_pending_and_a_rerun_finish
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(retention, "_replace_all", disk_full)
+    monkeypatch.setattr(retention, "replace_raw_tables", disk_full)
     argv = ["subject", "erase", "-w", str(ws.root), "--policy", POLICY, "--customer", str(cid)]
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -376,7 +376,7 @@ def _eligibility_expr(policy: Policy, as_of: dt.date) -> pl.Expr:
     return ok
 
 
-def _person_anchor(anchor: str) -> pl.Expr:
+def person_anchor(anchor: str) -> pl.Expr:
     """A person's anchor date; active customers' end of relationship lies in the far future."""
     if anchor == "last_order":
         return pl.col("last_order_or_signup")
@@ -390,8 +390,9 @@ def _person_anchor(anchor: str) -> pl.Expr:
     )
 
 
-def _row_anchor(anchor: str) -> pl.Expr:
-    return pl.col("order_date") if anchor == "collection" else _person_anchor(anchor)
+def row_anchor(anchor: str) -> pl.Expr:
+    """An order line's anchor date: its order date (``collection``) or its person's."""
+    return pl.col("order_date") if anchor == "collection" else person_anchor(anchor)
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -568,12 +569,12 @@ def _apply_retention(run: _Run, policy: Policy, purpose: Purpose, as_of: dt.date
 
     for rule in purpose.rules_for("customer"):
         cutoff = rule.cutoff(as_of)
-        keep = pl.lit(True) if cutoff is None else _person_anchor(rule.anchor) >= cutoff
+        keep = pl.lit(True) if cutoff is None else person_anchor(rule.anchor) >= cutoff
         run.drop_persons(keep, **outcome(rule))
     run.attach_person_anchors()
     for rule in purpose.rules_for("transactions"):
         cutoff = rule.cutoff(as_of)
-        keep = pl.lit(True) if cutoff is None else _row_anchor(rule.anchor) >= cutoff
+        keep = pl.lit(True) if cutoff is None else row_anchor(rule.anchor) >= cutoff
         run.drop_orders(keep, **outcome(rule))
     if purpose.stop_at_consent_withdrawal:
         withdrawal = policy.exclusions["consent_withdrawal"]
@@ -742,7 +743,7 @@ def prepare(
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     pol = policy if isinstance(policy, Policy) else Policy.load(policy)
     spec = pol.purpose(purpose)
-    day = _as_date(as_of)
+    day = as_of_date(as_of)
     ws.check_usable().sweep()  # leftovers of a killed prepare or generate
     log_state = ws.erasure_log_state()  # read before the raw data and the erasure log
     pkey = load_key(key, key_file=key_file, workspace=ws)
@@ -858,7 +859,8 @@ def _check_minimised(customers: pl.DataFrame, lines: pl.DataFrame) -> None:
         )
 
 
-def _as_date(value: dt.date | str) -> dt.date:
+def as_of_date(value: dt.date | str) -> dt.date:
+    """The ``as_of`` parameter as a date (a date, a datetime or ``YYYY-MM-DD``)."""
     if isinstance(value, dt.datetime):
         return value.date()
     if isinstance(value, dt.date):

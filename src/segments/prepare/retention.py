@@ -34,12 +34,12 @@ import polars as pl
 
 from segments.policy import Policy, RetentionRule
 from segments.prepare.frames import (
-    _as_date,
-    _person_anchor,
-    _row_anchor,
+    as_of_date,
     link_persons,
     load_raw_tables,
+    person_anchor,
     person_table,
+    row_anchor,
 )
 from segments.prepare.pseudonym import PseudonymKey, load_key
 from segments.prepare.subject_log import check_log_key, logged_hashes
@@ -99,10 +99,10 @@ def _retained(
     person_keep = pl.lit(False)
     order_keep = pl.lit(False)
     for purpose in policy.purposes.values():
-        in_customer = _keep(purpose.rules_for("customer"), as_of, _person_anchor)
+        in_customer = _keep(purpose.rules_for("customer"), as_of, person_anchor)
         person_keep = person_keep | in_customer
         order_keep = order_keep | (
-            in_customer & _keep(purpose.rules_for("transactions"), as_of, _row_anchor)
+            in_customer & _keep(purpose.rules_for("transactions"), as_of, row_anchor)
         )
     kept_roots = persons.filter(person_keep).select("person_root")
     kept_accounts = roots.join(kept_roots, on="person_root", how="semi").select("customer_id")
@@ -143,7 +143,7 @@ def purge(
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     pol = policy if isinstance(policy, Policy) else Policy.load(policy)
-    day = _as_date(as_of)
+    day = as_of_date(as_of)
     # The erasure and the deletions under one exclusive lock: a prepare or segment running
     # meanwhile could otherwise publish rows read before they went.
     with ws.lock(exclusive=not dry_run, wait=dry_run):
@@ -217,11 +217,11 @@ def _purge_holding_lock(
         if "customer_id" in truth.columns:
             new[f"truth/{path.stem}"] = truth.join(kept_accounts, on="customer_id", how="semi")
     before = {t: sha256_file(ws.raw / f"{t}.parquet") for t in new}
-    _replace_all(ws, new)
+    replace_raw_tables(ws, new)
     after = {t: sha256_file(ws.raw / f"{t}.parquet") for t in new}
     log_path = ws.raw / "purge_log.json"
     _append_log(log_path, _log_entry(pol, day, removed, remaining, before, after))
-    _update_manifest(ws, after, {t: f.height for t, f in new.items()})
+    update_raw_manifest(ws, after, {t: f.height for t, f in new.items()})
     return PurgeResult(
         pol.name,
         day,
@@ -235,7 +235,7 @@ def _purge_holding_lock(
     )
 
 
-def _replace_all(ws: Workspace, frames: Mapping[str, pl.DataFrame]) -> None:
+def replace_raw_tables(ws: Workspace, frames: Mapping[str, pl.DataFrame]) -> None:
     """Write every table to a temporary file, then rename them all into place."""
     staged: list[tuple[str, Path]] = []
     try:
@@ -306,7 +306,7 @@ def _append_log(path: Path, entry: dict[str, Any]) -> None:
     write_json(path, [*entries, entry])
 
 
-def _update_manifest(ws: Workspace, hashes: Mapping[str, str], rows: Mapping[str, int]) -> None:
+def update_raw_manifest(ws: Workspace, hashes: Mapping[str, str], rows: Mapping[str, int]) -> None:
     """Record the new SHA-256s and row counts in the manifest, keeping its other fields."""
     manifest: dict[str, Any] = {}
     if ws.manifest.is_file():

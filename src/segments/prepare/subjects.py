@@ -590,7 +590,7 @@ def _finish_logged(
 ) -> SubjectRequest:
     """The work of a request already logged as pending (entry ``index``): derived files,
     then raw rows, then the entry marked completed."""
-    from segments.prepare.retention import _replace_all, _update_manifest
+    from segments.prepare.retention import replace_raw_tables, update_raw_manifest
 
     accounts = [a for group in accounts_by_person.values() for a in group]
     person_ids = pseudonymise(pkey, "person", list(accounts_by_person))
@@ -629,10 +629,10 @@ def _finish_logged(
         )
         new = {"customers": flagged}
         rows["raw/customers.parquet (flagged restriction_requested)"] = len(accounts)
-    _replace_all(ws, new)
+    replace_raw_tables(ws, new)
     make_private(ws.raw)
     hashes = {t: sha256_file(ws.raw / f"{t}.parquet") for t in new}
-    _update_manifest(ws, hashes, {t: f.height for t, f in new.items()})
+    update_raw_manifest(ws, hashes, {t: f.height for t, f in new.items()})
     done = SubjectRequest(**{**request.__dict__, "rows": rows})
     _replace_entry(ws, index, {**done.to_dict(), "completed": True})
     return done
