@@ -180,6 +180,16 @@ def test_private_segments_on_a_declared_taxonomy(
     lines_path = ws / "prepared" / "segmentation" / "lines.parquet"
     lines = pl.read_parquet(lines_path)
     lines.with_columns(category=pl.lit("jazz")).write_parquet(lines_path)
+    # signed as if prepare wrote it (the in-process trust limit), so the taxonomy check is
+    # what refuses it; unsigned, the verified read refuses it first (test_verified_reads)
+    from prepared_frames import sign_prepared
+    from segments.provenance import signed_record
+    from segments.workspace import Workspace
+
+    record = signed_record(ws, "segmentation")
+    sign_prepared(
+        Workspace(ws), "segmentation", dt.date.fromisoformat(record["as_of"]), record["key_id"]
+    )
     policy = Policy.load(EXAMPLES / "policy.toml")
     ledger = Ledger.for_policy(policy)
     before = len(ledger.entries())
