@@ -183,6 +183,7 @@ def test_private_segments_on_a_declared_taxonomy(
     # signed as if prepare wrote it (the in-process trust limit), so the taxonomy check is
     # what refuses it; unsigned, the verified read refuses it first (test_verified_reads)
     from prepared_frames import sign_prepared
+
     from segments.provenance import signed_record
     from segments.workspace import Workspace
 
