@@ -3,7 +3,7 @@
 Usage::
 
     nice -n 10 .venv/bin/python benchmarks/bench_engines.py --lines 10000000 \\
-        [--folder DIR] [--reuse DIR] [--engines polars,duckdb] [--steps cells,release]
+        [--folder DIR] [--reuse DIR] [--engines polars,duckdb,spark] [--steps cells,release]
 
 Each (step, engine) runs in its own process, so time and peak RSS are measured per step:
 
@@ -11,7 +11,9 @@ Each (step, engine) runs in its own process, so time and peak RSS are measured p
     one scan of every prepared line into spend and units per person and category
     (:meth:`segments.engine.Engine.person_cells`, the aggregate every release shares):
     ``polars`` (polars' streaming engine on the driver, today's path) against ``duckdb``
-    (embedded, out of core), the measurement that chose the embedded engine;
+    (embedded, out of core), the measurement that chose the embedded engine, and ``spark``
+    (PySpark in local mode, ``SEGMENTS_SPARK_MASTER``, default ``local[2]``; its peak adds
+    the JVM's to the driver's);
 ``orders``
     distinct orders per person (:meth:`~segments.engine.Engine.person_orders`);
 ``release``
@@ -53,7 +55,30 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _jvm_peak_rss_mb() -> float:
+    """Peak RSS of Spark's JVM, a child process that RUSAGE_SELF does not count (0 without)."""
+    context = sys.modules.get("pyspark.context")
+    gateway = getattr(context.SparkContext, "_gateway", None) if context else None
+    proc = getattr(gateway, "proc", None)
+    if proc is None:
+        return 0.0
+    for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
 def child_step(step: str, engine_name: str, folder: Path) -> dict:
+    """One step on one engine; with Spark the JVM's peak is added to the driver's."""
+    out = _child_step(step, engine_name, folder)
+    jvm = _jvm_peak_rss_mb()
+    if jvm:
+        out["jvm_peak_rss_mb"] = jvm
+        out["peak_rss_mb"] += jvm
+    return out
+
+
+def _child_step(step: str, engine_name: str, folder: Path) -> dict:
     os.environ["SEGMENTS_ENGINE"] = engine_name
     start = time.perf_counter()
     lines = folder / "prepared" / PURPOSE / "lines.parquet"

@@ -204,15 +204,20 @@ def test_an_engine_started_session_spills_only_inside_scratch(tmp_path: Path) ->
     cwd.mkdir()
     script = textwrap.dedent(
         f"""
-        import json, pathlib
+        import json, pathlib, shutil
         from segments.engine.spark import SparkEngine
-        from segments.schema import CHANNELS, PRODUCT_CATEGORIES
+        from segments.schema import PRODUCT_CATEGORIES
+        first, second = pathlib.Path({str(scratch)!r}, "a"), pathlib.Path({str(scratch)!r}, "b")
+        first.mkdir(); second.mkdir()
+        rows = SparkEngine("local[2]", driver_memory="512m").person_cells(
+            {str(lines)!r}, None, PRODUCT_CATEGORIES, by_month=True, scratch=first)
+        spilled = sorted(p.name for p in (first / "spark-local").iterdir())
+        shutil.rmtree(first)  # the caller removes a job's scratch; the next job has its own
         engine = SparkEngine("local[2]", driver_memory="512m")
-        cells = engine.person_cells({str(lines)!r}, None, PRODUCT_CATEGORIES, by_month=True,
-                                    scratch=pathlib.Path({str(scratch)!r}))
-        session = engine.session(pathlib.Path({str(scratch)!r}))
-        spilled = [p.name for p in pathlib.Path({str(scratch)!r}, "spark-local").iterdir()]
-        print(json.dumps({{"rows": cells.height, "local": session.conf.get("spark.local.dir"),
+        again = engine.person_cells({str(lines)!r}, None, PRODUCT_CATEGORIES, by_month=True,
+                                    scratch=second)
+        local = engine.session(second).conf.get("spark.local.dir")
+        print(json.dumps({{"rows": rows.height, "again": again.equals(rows), "local": local,
                           "spilled": spilled}}))
         engine.stop()
         """
@@ -233,7 +238,7 @@ def test_an_engine_started_session_spills_only_inside_scratch(tmp_path: Path) ->
         lines, None, PRODUCT_CATEGORIES, by_month=True, scratch=cwd
     )
     assert result["rows"] == expected.height == 50 * 6  # one category, six months a person
-    assert result["local"] == str(scratch / "spark-local")
+    assert result["again"] and result["local"] == str(scratch / "b" / "spark-local")
     assert any(name.startswith("blockmgr-") for name in result["spilled"])
     assert not list(cwd.iterdir())  # no spark-warehouse, no metastore, no derby.log
     for noise in (" WARN ", " INFO ", "FutureWarning", "log4j profile"):

@@ -194,6 +194,10 @@ def start_session(
     return session
 
 
+#: The session this module started (at most one per process), shared by every engine.
+_STARTED: dict[str, SparkSession] = {}
+
+
 def _running_session() -> SparkSession | None:
     """The session already running in this thread (a notebook's, the tests'), if any."""
     try:
@@ -251,43 +255,45 @@ class SparkEngine:
     ) -> None:
         self.master = check_master(master)
         self._session = session
-        self._own = session is None
         self.driver_memory = driver_memory
 
     def session(self, scratch: Path) -> SparkSession:
         """The Spark session for a job whose private scratch folder is ``scratch``.
 
-        A session the engine started is started again when its ``spark.local.dir`` has been
-        removed (the scratch folder of an earlier job), so spill files always land in a
+        The caller's session (``session=`` or one already running in the thread) is used as
+        it is. Otherwise the engine starts one with ``spark.local.dir`` inside ``scratch``,
+        and later jobs of the process reuse it while that folder exists; once it is removed
+        (the caller removes its scratch after each job), Spark is restarted in the new job's
+        scratch — in the same JVM, a second or two — so spill files always land in a
         private folder that exists.
         """
         if self._session is not None:
-            if not self._own:
-                return self._session
-            local = self._session.conf.get("spark.local.dir")
-            if local and Path(local).is_dir():
-                return self._session
-            self._session.stop()
-            self._session = None
+            return self._session
+        started = _STARTED.get("session")
+        if started is not None:
+            local = started.conf.get("spark.local.dir")
+            alive = _running_session() is started
+            master = started.conf.get("spark.master")
+            if alive and local and Path(local).is_dir() and master == self.master:
+                return started
+            started.stop()
+            _STARTED.clear()
         running = _running_session()
         if running is not None:  # a process has one Spark session: the caller's, as it is
-            self._session, self._own = running, False
             return running
         memory = self.driver_memory
         if memory is None:
             from segments.engine import memory_budget
 
             memory = f"{max(memory_budget() // 2**21, 1024)}m"
-        self._session = start_session(
-            self.master, Path(scratch) / "spark-local", driver_memory=memory
-        )
-        return self._session
+        session = start_session(self.master, Path(scratch) / "spark-local", driver_memory=memory)
+        _STARTED["session"] = session
+        return session
 
     def stop(self) -> None:
-        """Stop the session if the engine started it (a passed-in session is the caller's)."""
-        if self._own and self._session is not None:
-            self._session.stop()
-            self._session = None
+        """Stop the session the engine started, if any (a caller's session is the caller's)."""
+        if self._session is None and "session" in _STARTED:
+            _STARTED.pop("session").stop()
 
     def _read(self, files: Sequence[Path], window: Window, scratch: Path) -> DataFrame:
         session = self.session(scratch)
