@@ -182,6 +182,7 @@ def main() -> None:
         default="1GB",
         help="SEGMENTS_MEMORY_LIMIT of every step (DuckDB spills beyond it; polars ignores it)",
     )
+    parser.add_argument("--out", type=Path, help="results file (default: results/…_<lines>.json)")
     parser.add_argument("--child", choices=STEPS)
     parser.add_argument("--engine")
     args = parser.parse_args()
@@ -238,7 +239,7 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
         if args.folder is None:
             shutil.rmtree(base, ignore_errors=True)
-    out_path = HERE / "results" / f"bench_engines_{args.lines}.json"
+    out_path = args.out or HERE / "results" / f"bench_engines_{args.lines}.json"
     out_path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out_path}")
 

@@ -355,3 +355,22 @@ def test_cli_master_needs_the_spark_engine_and_a_master_url(tmp_path: Path, caps
     assert "SEGMENTS_SPARK_MASTER" not in os.environ
     with pytest.raises(PolicyError, match="is not a master URL"):
         SparkEngine("http://head:7077")
+
+
+def test_segmentation_features_from_spark_equal_the_in_memory_path(
+    spark: object, lines: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """customer_features on the lines' path with ``SEGMENTS_ENGINE=spark``: Spark returns the
+    exact per-person sums, the driver makes the same features (floats summed in memory on the
+    other path, so equal to ~1e-12); no spill is left beside the frames."""
+    from polars.testing import assert_frame_equal
+
+    from segments.features import customer_features
+
+    customers = pl.read_parquet(lines.parent / "customers.parquet")
+    expected = customer_features(pl.scan_parquet(lines), customers, as_of=DEFAULT_DATASET.as_of)
+    monkeypatch.setenv("SEGMENTS_ENGINE", "spark")
+    got = customer_features(lines, customers, as_of=DEFAULT_DATASET.as_of)
+    assert expected.height > 1000
+    assert_frame_equal(got, expected, check_exact=False, rel_tol=1e-9, abs_tol=1e-9)
+    assert not [p for p in lines.parent.iterdir() if p.name.startswith(".scratch")]
