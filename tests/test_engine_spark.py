@@ -64,8 +64,11 @@ def engine(spark: object) -> SparkEngine:
     return SparkEngine("local[2]", session=spark)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("window", [None, YEAR, QUARTER], ids=["all", "year", "quarter"])
-@pytest.mark.parametrize("by_month", [False, True], ids=["cells", "monthly"])
+@pytest.mark.parametrize(
+    ("window", "by_month"),
+    [(None, False), (YEAR, True), (QUARTER, False)],
+    ids=["all", "year-monthly", "quarter"],
+)
 def test_person_cells_equal_polars_on_the_default_data(
     engine: SparkEngine, lines: Path, window, by_month: bool, tmp_path: Path
 ) -> None:
