@@ -331,8 +331,17 @@ class SparkEngine:
             .select(*keys, sek.cast("bigint").alias("sek"), "units")
         )
         schema = {k: v for k, v in CELL_SCHEMA.items() if by_month or k != "month"}
-        out = _to_polars(cells, schema)
-        check_categories(out["category"].unique().to_list(), categories)
+        # The bound holds before the frame leaves Spark: a category outside the public list
+        # is found on the aggregate (kept by Spark, spilling to spark.local.dir) and refused,
+        # and only public categories are collected — at most one row per category a person.
+        outside = F.col("category").isNull() | ~F.col("category").isin(list(categories))
+        cells = cells.persist()
+        try:
+            unknown = cells.where(outside).select(F.coalesce("category", F.lit("None")))
+            check_categories([row[0] for row in unknown.distinct().limit(20).collect()], categories)
+            out = _to_polars(cells.where(~outside), schema)
+        finally:
+            cells.unpersist()
         return out.sort(keys)  # on the driver: the frame is small, a Spark sort is a shuffle
 
     def person_orders(self, lines: LineSource, window: Window, *, scratch: Path) -> pl.DataFrame:
