@@ -113,8 +113,10 @@ def _run_child(step: str, engine: str, folder: Path) -> dict:
         capture_output=True,
         text=True,
     )
-    if out.returncode:
-        sys.exit(f"step {step} on {engine} failed:\n{out.stderr[-3000:]}")
+    if out.returncode:  # recorded, and the other steps still run
+        last = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "no output"
+        print(f"step {step} on {engine} failed:\n{out.stderr[-3000:]}", file=sys.stderr)
+        return {"failed": last}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -156,11 +158,13 @@ def _prepare_folder(folder: Path, args: argparse.Namespace) -> None:
     # the monthly series reads the data's as-of from prepare's signed record
     from bench_releases import AS_OF
 
-    from segments.provenance import PROVENANCE_FILE, prepared_provenance
-    from segments.workspace import write_json
+    # (the benchmark stands in for prepare's writer: it signs the frames it made itself)
+    from segments.provenance import PROVENANCE_FILE, _sign_prepared
+    from segments.workspace import sha256_file, write_json
 
     prepared = folder / "prepared" / PURPOSE
-    record = prepared_provenance({}, prepared, purpose=PURPOSE, as_of=AS_OF)
+    outputs = {p.name: sha256_file(p) for p in sorted(prepared.glob("*.parquet"))}
+    record = _sign_prepared({}, outputs, purpose=PURPOSE, as_of=AS_OF)
     write_json(prepared / PROVENANCE_FILE, record)
 
 
@@ -219,11 +223,16 @@ def main() -> None:
                 finally:
                     shutil.rmtree(workspace, ignore_errors=True)
                 results["steps"][step][engine] = out
+                if "failed" in out:
+                    print(f"{step:<8} {engine:<7} FAILED: {out['failed']}")
+                    continue
                 print(
                     f"{step:<8} {engine:<7} {out['seconds']:7.2f} s  "
                     f"peak {out['peak_rss_mb']:7.0f} MB"
                 )
-            if "polars" in engines:
+            if "polars" in engines and not any(
+                "failed" in o for o in results["steps"][step].values()
+            ):
                 ref = results["steps"][step]["polars"]
                 for engine in engines:
                     if engine != "polars":
