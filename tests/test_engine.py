@@ -259,8 +259,10 @@ def _month_closing(lines: Path, workspace: Workspace, engine_name: str, monkeypa
     monkeypatch.setenv("SEGMENTS_ENGINE", engine_name)
     policy = Policy.load("alloffice")
     params = PrivacyParams.from_policy(policy, "statistics")
+    from prepared_frames import synthetic_proof  # hand-made frames: a signed verdict
+
     ledger = Ledger.for_workspace(
-        workspace, policy.controller, evaluation=True, synthetic=True, policy=policy
+        workspace, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
     )
     with plan_release(
         SPECS["month_closing"],

@@ -228,11 +228,11 @@ def audit_mechanism(
 
 
 #: Simulated audits per point of the power curve (the 5 % quantile of their bounds is taken
-#: conservatively, as the 8th-lowest of 240).
-_CALIBRATION_REPS = 240
-#: The curve's grid of true ε (per unit shift): 2^(k/8) for k in [-80, 64], i.e. ~0.001–256.
-_GRID_STEPS_PER_OCTAVE = 8
-_GRID = (-80, 64)
+#: conservatively: an order statistic below the true quantile with 95 % confidence).
+_CALIBRATION_REPS = 400
+#: The curve's grid of true ε (per unit shift): 2^(k/16) for k in [-160, 128], ~0.001–256.
+_GRID_STEPS_PER_OCTAVE = 16
+_GRID = (-160, 128)
 _CALIBRATION_SEED = 20261205
 
 
@@ -250,7 +250,7 @@ def _calibration_noise(trials: int) -> tuple[np.ndarray, np.ndarray]:
 def _bound_quantile(trials: int, step: int, confidence: float, power: float) -> float:
     """The ``1 - power`` quantile of the real test's ε lower bound
     (:func:`epsilon_lower_bound`) over simulated audits of a Laplace release whose true ε is
-    ``2^(step/8)`` (unit sensitivity, neighbours one unit apart; the test is invariant to
+    ``2^(step/16)`` (unit sensitivity, neighbours one unit apart; the test is invariant to
     rescaling its outputs, so this covers every scale)."""
     true_epsilon = 2.0 ** (step / _GRID_STEPS_PER_OCTAVE)
     on_d, on_neighbour = _calibration_noise(trials)
@@ -258,9 +258,9 @@ def _bound_quantile(trials: int, step: int, confidence: float, power: float) -> 
         epsilon_lower_bound(true_epsilon + a, b, confidence=confidence)[0]
         for a, b in zip(on_d, on_neighbour, strict=True)
     ]
-    # a conservative order statistic: with 90 % confidence it lies below the true
+    # a conservative order statistic: with 95 % confidence it lies below the true
     # ``1 - power`` quantile, so the stated power is not an artefact of the simulation's luck
-    rank = int(stats.binom.ppf(0.10, _CALIBRATION_REPS, 1.0 - power))
+    rank = int(stats.binom.ppf(0.05, _CALIBRATION_REPS, 1.0 - power))
     return float(np.sort(bounds)[max(rank - 1, 0)])
 
 
@@ -273,7 +273,7 @@ def detectable_violation(
 
     Calibrated on a simulation of the real test, not a model of it: a Laplace release (the
     neighbour moves the released value by its sensitivity) whose true ε lies on a grid
-    (2^(1/8) apart) is audited ``240`` times by :func:`epsilon_lower_bound` itself (the
+    (2^(1/16) apart) is audited ``400`` times by :func:`epsilon_lower_bound` itself (the
     threshold chosen on the selection half, Clopper-Pearson bounds on the held-out half at
     ``confidence``, which the caller sets for Bonferroni); the factor is the smallest true ε
     whose ``1 - power`` quantile of the bounds exceeds ``epsilon`` (found by bisection on
