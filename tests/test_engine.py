@@ -259,7 +259,8 @@ def _month_closing(lines: Path, workspace: Workspace, engine_name: str, monkeypa
     monkeypatch.setenv("SEGMENTS_ENGINE", engine_name)
     policy = Policy.load("alloffice")
     params = PrivacyParams.from_policy(policy, "statistics")
-    from prepared_frames import synthetic_proof  # hand-made frames: a signed verdict
+    # a signed verdict, as prove_synthetic gives for the default dataset (without regenerating it)
+    from prepared_frames import synthetic_proof
 
     ledger = Ledger.for_workspace(
         workspace, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
