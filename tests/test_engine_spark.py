@@ -377,3 +377,24 @@ def test_segmentation_features_from_spark_equal_the_in_memory_path(
     assert expected.height > 1000
     assert_frame_equal(got, expected, check_exact=False, rel_tol=1e-9, abs_tol=1e-9)
     assert not [p for p in lines.parent.iterdir() if p.name.startswith(".scratch")]
+
+
+def test_a_skipped_spark_test_fails_the_run_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The conftest hooks: a Spark test skipped under CI (or as root) turns the run's status
+    into a failure; elsewhere a skip stays a skip."""
+    import types
+
+    import conftest
+
+    report = types.SimpleNamespace(skipped=True, keywords={"spark": 1}, nodeid="t::spark_one")
+    other = types.SimpleNamespace(skipped=True, keywords={}, nodeid="t::other")
+    monkeypatch.setattr(conftest, "_SKIPPED_SPARK", [])
+    conftest.pytest_runtest_logreport(other)  # type: ignore[arg-type]
+    assert conftest._SKIPPED_SPARK == []
+    conftest.pytest_runtest_logreport(report)  # type: ignore[arg-type]
+    for ci, root, failed in [("true", 1000, True), ("", 0, True), ("", 1000, False)]:
+        monkeypatch.setenv("CI", ci)
+        monkeypatch.setattr(os, "geteuid", lambda root=root: root)
+        session = types.SimpleNamespace(exitstatus=pytest.ExitCode.OK)
+        conftest.pytest_sessionfinish(session, 0)  # type: ignore[arg-type]
+        assert (session.exitstatus == pytest.ExitCode.TESTS_FAILED) is failed
