@@ -212,6 +212,22 @@ class Workspace:
     def manifest(self) -> Path:
         return self.raw / "manifest.json"
 
+    def read_manifest(self, *, required: bool = False) -> dict[str, Any]:
+        """The raw data's manifest (``W/raw/manifest.json``): the one reader of it.
+
+        Parameters
+        ----------
+        required : bool, default False
+            Raise :class:`~segments.exceptions.WorkspaceError` (naming the command that
+            writes it) when there is none; otherwise an absent manifest reads as ``{}``.
+        """
+        if not self.manifest.is_file():
+            if required:
+                self.require(self.manifest, f"segments generate --workspace {self.root}")
+            return {}
+        data = json.loads(self.manifest.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+
     def prepared_dir(self, purpose: str) -> Path:
         """Folder of the analytic frames prepared for one purpose (a safe name)."""
         return self.inside(self.prepared / check_name("purpose", purpose))

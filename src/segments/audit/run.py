@@ -41,7 +41,7 @@ from segments.audit.render import (
 )
 from segments.exceptions import PolicyError
 from segments.policy import Policy
-from segments.prepare.pseudonym import PseudonymKey, load_key, read_manifest
+from segments.prepare.pseudonym import PseudonymKey, load_key
 from segments.privacy.composition import DPFamily
 from segments.progress import progress
 from segments.workspace import Workspace, atomic_write, write_json
@@ -191,7 +191,7 @@ def _default_as_of(ws: Workspace) -> dt.date:
         dates.append(dt.date.fromisoformat(json.loads(report.read_text())["as_of"]))
     if dates:
         return max(dates)
-    as_of = read_manifest(ws).get("parameters", {}).get("as_of")
+    as_of = ws.read_manifest().get("parameters", {}).get("as_of")
     return dt.date.fromisoformat(as_of) if as_of else dt.date.today()
 
 

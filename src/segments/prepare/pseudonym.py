@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,7 +39,6 @@ __all__ = [
     "load_key",
     "pseudonymise",
     "pseudonymise_series",
-    "read_manifest",
 ]
 
 KEY_ENV_VAR = "SEGMENTS_PSEUDONYM_KEY"
@@ -100,16 +98,6 @@ def pseudonymise(key: PseudonymKey, namespace: str, ids: Iterable[Any]) -> list[
 def pseudonymise_series(key: PseudonymKey, namespace: str, ids: pl.Series, name: str) -> pl.Series:
     """:func:`pseudonymise` for a polars Series, returned as a Utf8 Series called ``name``."""
     return pl.Series(name, pseudonymise(key, namespace, ids.to_list()), dtype=pl.Utf8)
-
-
-def read_manifest(workspace: Workspace) -> dict[str, Any]:
-    """The raw manifest (``W/raw/manifest.json``), or ``{}`` if there is none."""
-    path = workspace.manifest
-    if not path.is_file():
-        return {}
-    with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
-    return data if isinstance(data, dict) else {}
 
 
 def demo_key(manifest: dict[str, Any]) -> PseudonymKey:
@@ -215,7 +203,7 @@ def load_key(
         return PseudonymKey(
             env.strip().encode(), f"steward key (environment variable {KEY_ENV_VAR})"
         )
-    manifest = read_manifest(workspace) if workspace is not None else {}
+    manifest = workspace.read_manifest() if workspace is not None else {}
     if manifest.get("synthetic") is True:
         return demo_key(manifest)
     raise PolicyError(

@@ -484,9 +484,9 @@ def generate(
 
 
 def read_manifest(ws: Workspace) -> dict[str, Any]:
-    """The manifest of ``W/raw/`` (raises WorkspaceError if there is none)."""
-    path = ws.require(ws.manifest, "segments generate --workspace " + str(ws.root))
-    return dict(json.loads(path.read_text(encoding="utf-8")))
+    """The manifest of ``W/raw/`` (raises WorkspaceError if there is none): see
+    :meth:`Workspace.read_manifest <segments.workspace.Workspace.read_manifest>`."""
+    return ws.read_manifest(required=True)
 
 
 def _table_path(ws: Workspace, table: str) -> tuple[Path, str, TableSchema]:
@@ -537,7 +537,7 @@ def load_raw(
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     path, rel, table_schema = _table_path(ws, table)
     ws.require(path, f"segments generate --workspace {ws.root}")
-    manifest = read_manifest(ws) if ws.manifest.exists() else {}
+    manifest = ws.read_manifest()
     if verify_hash and rel in manifest.get("files", {}):
         digest = sha256_file(path)
         if digest != manifest["files"][rel]:
