@@ -121,6 +121,27 @@ def _paper(answer: pl.LazyFrame) -> float:
     return float(answer.collect().filter(pl.col("category") == "paper")["units"][0])
 
 
+def test_sums_beyond_32_bits_are_released():
+    """A month's SEK over tens of millions of lines passes 2^31 (OpenDP refused it as i32)."""
+    big = 1_000_000_000
+    release = VectorRelease(
+        by=("category",),
+        keys=KEYS,
+        aggregates=("units",),
+        family="pure",
+        mechanism="laplace",
+        sum_losses={"units": 1_000.0},
+        bound_losses={"units": 0.0},
+        public_bounds={"units": float(big)},
+        upper_bounds={"units": float(big)},
+        quantile=0.9,
+        factor=2.0,
+    )
+    cells = pl.DataFrame({"pid": list(range(5)), "category": ["paper"] * 5, "units": [big] * 5})
+    paper = _paper(release.run(cells.lazy()).lazy())
+    assert paper > 2**31 and abs(paper - 5 * big) < 100 * release.scale("units")
+
+
 def test_the_vector_release_is_calibrated_against_a_heavy_buyer():
     """Neighbours differing by one person who buys 1000x the bound: the empirical lower bound
     on ε stays below the loss OpenDP computes."""

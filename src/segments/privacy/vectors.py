@@ -207,7 +207,8 @@ class VectorRelease:
 
     def _sum_transformation(self, aggregate: str, bound: float) -> Any:
         c = int(math.ceil(bound))
-        metric = dp.l1_distance(T=int) if self.norm == "l1" else dp.l2_distance(T=int)
+        # i64, not Python int's default i32: a month's SEK sum over 60 M lines passes 2^31
+        metric = dp.l1_distance(T="i64") if self.norm == "l1" else dp.l2_distance(T="i64")
 
         def clipped_sum(data: pl.LazyFrame) -> list[int]:
             matrix = person_matrix(self._frame(data, aggregate), self.keys, self.by, aggregate)
@@ -216,7 +217,7 @@ class VectorRelease:
         return dp.t.make_user_transformation(
             CELLS_DOMAIN,
             dp.symmetric_distance(),
-            dp.vector_domain(dp.atom_domain(T=int)),
+            dp.vector_domain(dp.atom_domain(T="i64")),
             metric,
             function=clipped_sum,
             # one person's clipped vector has norm <= c: d_in people move the sum by d_in*c
