@@ -88,6 +88,10 @@ class DPFamily(StrEnum):
     PURE = "pure"
     ZCDP = "zcdp"
 
+    def __repr__(self) -> str:
+        # messages write f"dp_family={family!r}": show 'pure' as the policy file does
+        return repr(self.value)
+
 
 #: The families' names, as a policy file writes them.
 DP_FAMILIES: tuple[str, ...] = tuple(f.value for f in DPFamily)
