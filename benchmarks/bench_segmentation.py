@@ -131,7 +131,7 @@ def timed_run(folder: Path, as_of: dt.date, selection_sample: int) -> dict[str, 
     baseline, baseline_cpu = time.perf_counter() - t0, _cpu_seconds() - c0
 
     t0, c0 = time.perf_counter(), _cpu_seconds()
-    features = customer_features(lines, customers, as_of=as_of).to_pandas()
+    features = customer_features(lines, customers, as_of=as_of)
     t_features, cpu_features = time.perf_counter() - t0, _cpu_seconds() - c0
     t1 = time.perf_counter()
     model = fit_segments(

@@ -77,7 +77,7 @@ def make_dataset(root: Path, accounts: int, seed: int, policy: Any) -> tuple[pd.
         pl.scan_parquet(folder / "lines.parquet"),
         pl.scan_parquet(folder / "customers.parquet"),
         as_of=report.as_of,
-    ).to_pandas()
+    )
     return features, planted_archetypes(ws, pl.Series(features["person_id"]))
 
 

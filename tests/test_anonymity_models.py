@@ -27,7 +27,7 @@ def test_measures_of_a_small_table():
     assert entropy_l_of(pl.DataFrame({"a": ["x"] * 3, "s": ["p", "q", "p"]}), ["a"], "s") == (
         pytest.approx(math.exp(-sum(v * math.log(v) for v in p)))
     )
-    assert class_sizes(df, ["a"]).sort("a")["n"].to_list() == [3, 2]
+    assert class_sizes(df, ["a"]).sort_values("a")["n"].to_list() == [3, 2]
     assert k_of(df.head(0), ["a"]) == 0
 
 

@@ -20,6 +20,9 @@ from segments.features import (
     RFM_FEATURES,
     BoundedScaler,
     FeatureClipper,
+    _category_rule_labels_pl,
+    _customer_features_pl,
+    _rfm_features_pl,
     category_rule_labels,
     customer_features,
     make_feature_transformer,
@@ -62,7 +65,7 @@ def hand_frames() -> tuple[pl.DataFrame, pl.DataFrame]:
 
 def test_customer_features_by_hand(hand_frames: tuple[pl.DataFrame, pl.DataFrame]) -> None:
     lines, customers = hand_frames
-    f = customer_features(lines, customers, as_of=D(2026, 8, 31))
+    f = _customer_features_pl(lines, customers, as_of=D(2026, 8, 31))
     assert f.columns == ["person_id", *NUMERIC_FEATURES, *CATEGORICAL_FEATURES]
     one = f.row(0, named=True)
     assert one["recency_days"] == 30.0
@@ -88,14 +91,14 @@ def test_customer_features_by_hand(hand_frames: tuple[pl.DataFrame, pl.DataFrame
 
 def test_features_lazy_equals_eager(hand_frames: tuple[pl.DataFrame, pl.DataFrame]) -> None:
     lines, customers = hand_frames
-    eager = customer_features(lines, customers, as_of=D(2026, 8, 31))
-    lazy = customer_features(lines.lazy(), customers.lazy(), as_of=D(2026, 8, 31))
+    eager = _customer_features_pl(lines, customers, as_of=D(2026, 8, 31))
+    lazy = _customer_features_pl(lines.lazy(), customers.lazy(), as_of=D(2026, 8, 31))
     assert eager.equals(lazy)
 
 
 def test_zero_spend_person_has_zero_shares() -> None:
     lines = _lines([(P1, "01", D(2026, 1, 1), "web", "paper", 0.0)])
-    f = rfm_features(lines, as_of=D(2026, 1, 1))
+    f = _rfm_features_pl(lines, as_of=D(2026, 1, 1))
     assert f.row(0)[1:] == (0.0, 1.0, 0.0, 0.0)
     customers = pl.DataFrame(
         {
@@ -106,7 +109,7 @@ def test_zero_spend_person_has_zero_shares() -> None:
             "county_code": ["01"],
         }
     )
-    full = customer_features(lines, customers, as_of=D(2026, 1, 1))
+    full = _customer_features_pl(lines, customers, as_of=D(2026, 1, 1))
     assert full["share_paper"].item() == 0.0
 
 
@@ -136,14 +139,14 @@ def test_order_after_as_of_is_refused(hand_frames) -> None:
 
 def test_rfm_features_need_only_rfm_columns() -> None:
     lines = _lines([(P1, "01", D(2026, 1, 1), "web", "paper", 10.0)]).drop("channel", "category")
-    assert rfm_features(lines, as_of=D(2026, 1, 11))["recency_days"].item() == 10.0
+    assert _rfm_features_pl(lines, as_of=D(2026, 1, 11))["recency_days"].item() == 10.0
     with pytest.raises(SchemaError, match=r"column 'amount_sek'"):
         rfm_features(lines.drop("amount_sek"), as_of=D(2026, 1, 11))
 
 
 def test_features_on_seeded_prepared_frames() -> None:
     customers, lines, _ = make_prepared(120, seed=3)
-    f = customer_features(lines, customers, as_of=AS_OF)
+    f = _customer_features_pl(lines, customers, as_of=AS_OF)
     assert f.height == 120 and f["person_id"].is_sorted()
     shares = f.select([f"share_{c}" for c in PRODUCT_CATEGORIES]).sum_horizontal()
     assert np.allclose(shares.to_numpy(), 1.0)
@@ -163,7 +166,7 @@ def test_category_rule_picks_largest_spend_and_breaks_ties_by_order() -> None:
             (P2, "03", D(2026, 1, 1), "web", "toner_ink", 0.3),
         ]
     )
-    labels = category_rule_labels(lines)
+    labels = _category_rule_labels_pl(lines)
     # P1: paper 120 > furniture 100. P2: toner_ink 0.30 ties writing 0.1 + 0.2 (not exactly
     # 0.3 in floating point): rounding to öre makes it a tie, and toner_ink comes first.
     assert labels.rows() == [(P1, "paper"), (P2, "toner_ink")]
@@ -171,8 +174,8 @@ def test_category_rule_picks_largest_spend_and_breaks_ties_by_order() -> None:
 
 def test_category_rule_is_row_level() -> None:
     customers, lines, _ = make_prepared(200, seed=5)
-    alone = category_rule_labels(lines.filter(pl.col("person_id") == customers["person_id"][0]))
-    together = category_rule_labels(lines.sample(fraction=1.0, shuffle=True, seed=1))
+    alone = _category_rule_labels_pl(lines.filter(pl.col("person_id") == customers["person_id"][0]))
+    together = _category_rule_labels_pl(lines.sample(fraction=1.0, shuffle=True, seed=1))
     assert together.height == 200
     assert together.filter(pl.col("person_id") == alone["person_id"][0]).equals(alone)
     assert set(together["segment"]) <= set(PRODUCT_CATEGORIES)
@@ -235,7 +238,7 @@ def test_scaler_refuses_negative_lower_bound_on_log_scale() -> None:
 
 def test_feature_transformer_output() -> None:
     customers, lines, _ = make_prepared(60, seed=2)
-    f = customer_features(lines, customers, as_of=AS_OF).to_pandas()
+    f = customer_features(lines, customers, as_of=AS_OF)
     tr = make_feature_transformer(
         DEFAULT_FEATURE_BOUNDS, categorical=("county_code", "size_band"), categorical_weight=0.5
     ).set_output(transform="pandas")
@@ -263,7 +266,7 @@ def test_feature_transformer_errors(kwargs, match) -> None:
 
 
 def test_line_shares_sum_to_one(hand_frames) -> None:
-    f = customer_features(*hand_frames, as_of=D(2026, 8, 31))
+    f = _customer_features_pl(*hand_frames, as_of=D(2026, 8, 31))
     totals = f.select(pl.sum_horizontal(LINE_SHARE_FEATURES)).to_series()
     assert totals.to_list() == pytest.approx([1.0, 1.0])
     assert f.row(1, named=True)["line_share_furniture"] == 1.0
@@ -272,7 +275,9 @@ def test_line_shares_sum_to_one(hand_frames) -> None:
 def test_customers_with_a_repeated_person_are_refused(hand_frames) -> None:
     lines, customers = hand_frames
     with pytest.raises(SchemaError, match=r"table 'customers'.*'one row per person'.*'a{16}'"):
-        customer_features(lines, pl.concat([customers, customers.head(1)]), as_of=D(2026, 8, 31))
+        _customer_features_pl(
+            lines, pl.concat([customers, customers.head(1)]), as_of=D(2026, 8, 31)
+        )
 
 
 def test_block_weighting_gives_each_group_the_variance_of_one_feature(hand_frames) -> None:
@@ -284,7 +289,7 @@ def test_block_weighting_gives_each_group_the_variance_of_one_feature(hand_frame
     all_customers = pl.concat(
         [customers.with_columns(pl.col("person_id").str.replace("^.", str(i))) for i in range(4)]
     ).unique("person_id")
-    f = customer_features(more, all_customers, as_of=D(2026, 8, 31)).to_pandas()
+    f = customer_features(more, all_customers, as_of=D(2026, 8, 31))
     numeric = [*RFM_FEATURES, *LINE_SHARE_FEATURES]
     groups = {"rfm": RFM_FEATURES, "lines": LINE_SHARE_FEATURES}
     ct = make_feature_transformer(
@@ -311,7 +316,7 @@ def test_geography_and_size_band_are_optional(hand_frames) -> None:
     # a real export without geography (segments ingest): unknown, not invented, not a crash
     lines, customers = hand_frames
     bare = customers.drop("county_code", "municipality_code", "size_band")
-    out = customer_features(lines, bare, as_of=D(2026, 9, 1))
+    out = _customer_features_pl(lines, bare, as_of=D(2026, 9, 1))
     assert out["county_code"].null_count() == out.height
     assert set(out["size_band"]) == {"n/a"}
 
@@ -328,6 +333,24 @@ def test_declared_taxonomy_names_the_shares() -> None:
         }
     )
     people = pl.DataFrame({"person_id": ["a" * 16, "b" * 16], "customer_type": ["private"] * 2})
-    out = customer_features(lines, people, as_of=dt.date(2024, 2, 1), categories=("cd", "vinyl"))
+    out = _customer_features_pl(
+        lines, people, as_of=dt.date(2024, 2, 1), categories=("cd", "vinyl")
+    )
     assert out["share_vinyl"].to_list() == [0.75, 0.0]
     assert "share_paper" not in out.columns
+
+
+def test_public_feature_functions_return_pandas_and_take_pandas(hand_frames) -> None:
+    # the API boundary (issue 17): pandas out, pandas or polars in, the same figures
+    lines, customers = hand_frames
+    engine = _customer_features_pl(lines, customers, as_of=D(2026, 8, 31))
+    for given in ((lines, customers), (lines.to_pandas(), customers.to_pandas())):
+        public = customer_features(*given, as_of=D(2026, 8, 31))
+        assert isinstance(public, pd.DataFrame)
+        pd.testing.assert_frame_equal(public, engine.to_pandas())
+    rfm = rfm_features(lines.to_pandas(), as_of=D(2026, 8, 31))
+    assert isinstance(rfm, pd.DataFrame)
+    assert rfm.equals(_rfm_features_pl(lines, as_of=D(2026, 8, 31)).to_pandas())
+    labels = category_rule_labels(lines)
+    assert isinstance(labels, pd.DataFrame) and list(labels.columns) == ["person_id", "segment"]
+    assert labels.equals(_category_rule_labels_pl(lines).to_pandas())

@@ -53,7 +53,7 @@ FAST = {"k_range": range(3, 6), "n_splits": 2}
 @pytest.fixture(scope="module")
 def planted() -> tuple[pd.DataFrame, np.ndarray]:
     customers, lines, truth = make_prepared(600, seed=11)
-    features = customer_features(lines, customers, as_of=AS_OF).to_pandas()
+    features = customer_features(lines, customers, as_of=AS_OF)
     arche = truth.sort("person_id")["archetype"].to_numpy()
     return features, arche
 
@@ -405,7 +405,7 @@ def _cdnow_lines() -> pl.DataFrame:
 def test_cdnow_holdout_profiles_are_stable() -> None:
     lines = _cdnow_lines()
     assert lines["person_id"].n_unique() == 23_570  # the documented customer count
-    features = rfm_features(lines, as_of=dt.date(1998, 6, 30)).to_pandas()
+    features = rfm_features(lines, as_of=dt.date(1998, 6, 30))
     rng = np.random.default_rng(0)
     half = rng.random(len(features)) < 0.5
     calibration, holdout = features[half], features[~half]
@@ -436,7 +436,7 @@ def test_default_dataset_recovers_planted_archetypes(tmp_path: Path) -> None:
         pl.scan_parquet(folder / "lines.parquet"),
         pl.scan_parquet(folder / "customers.parquet"),
         as_of=report.as_of,
-    ).to_pandas()
+    )
     model = fit_segments(features, SPEC, k_range=range(3, 11), seed=0)
     truth = planted_archetypes(ws, pl.Series(features["person_id"]))
     assert pd.notna(truth).all()

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import polars as pl
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
@@ -37,6 +38,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
+from segments._tables import as_polars, to_pandas
 from segments.exceptions import SchemaError
 from segments.geography import counties, municipalities
 from segments.schema import CHANNELS, PERSON_TYPES, PRODUCT_CATEGORIES, SIZE_BANDS
@@ -121,7 +123,8 @@ _CUSTOMER_COLUMNS = ("person_id", "customer_type", "size_band", "municipality_co
 
 
 # --- per-person aggregation (polars) ------------------------------------------------------
-def _lazy(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+def _lazy(frame: Any) -> pl.LazyFrame:
+    frame = as_polars(frame)  # the public functions take pandas too
     return frame.lazy() if isinstance(frame, pl.DataFrame) else frame
 
 
@@ -181,12 +184,12 @@ def _check_not_empty(per_person: pl.DataFrame) -> None:
         )
 
 
-def rfm_features(lines: pl.DataFrame | pl.LazyFrame, *, as_of: dt.date) -> pl.DataFrame:
+def rfm_features(lines: Any, *, as_of: dt.date) -> pd.DataFrame:
     """Recency, frequency, monetary value and average basket per person.
 
     Parameters
     ----------
-    lines : polars DataFrame or LazyFrame
+    lines : pandas or polars DataFrame, or polars LazyFrame
         Order lines with ``person_id``, ``order_id``, ``order_date`` and ``amount_sek``
         (the prepared lines, or a real export such as CDNOW mapped to those names).
     as_of : datetime.date
@@ -195,8 +198,8 @@ def rfm_features(lines: pl.DataFrame | pl.LazyFrame, *, as_of: dt.date) -> pl.Da
 
     Returns
     -------
-    polars.DataFrame
-        One row per person with ``person_id`` and :data:`RFM_FEATURES` (Float64), sorted by
+    pandas.DataFrame
+        One row per person with ``person_id`` and :data:`RFM_FEATURES` (float), sorted by
         ``person_id``.
 
     Raises
@@ -210,9 +213,14 @@ def rfm_features(lines: pl.DataFrame | pl.LazyFrame, *, as_of: dt.date) -> pl.Da
     >>> lines = pl.DataFrame({"person_id": ["aa" * 8] * 3, "order_id": ["01", "01", "02"],
     ...     "order_date": [dt.date(2026, 1, 1)] * 2 + [dt.date(2026, 3, 1)],
     ...     "amount_sek": [100.0, 50.0, 30.0]})
-    >>> rfm_features(lines, as_of=dt.date(2026, 3, 31)).row(0)[1:]
-    (30.0, 2.0, 180.0, 90.0)
+    >>> rfm_features(lines, as_of=dt.date(2026, 3, 31)).iloc[0, 1:].tolist()
+    [30.0, 2.0, 180.0, 90.0]
     """
+    return to_pandas(_rfm_features_pl(lines, as_of=as_of))
+
+
+def _rfm_features_pl(lines: Any, *, as_of: dt.date) -> pl.DataFrame:
+    """:func:`rfm_features` as polars (for internal callers)."""
     lazy = _lazy(lines)
     _require_columns(lazy, "lines", _RFM_LINE_COLUMNS)
     per_person = (
@@ -380,23 +388,23 @@ def _customer_categoricals(customers: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def customer_features(
-    lines: pl.DataFrame | pl.LazyFrame | str | os.PathLike[str],
-    customers: pl.DataFrame | pl.LazyFrame,
+    lines: Any,
+    customers: Any,
     *,
     as_of: dt.date,
     categories: Sequence[str] = PRODUCT_CATEGORIES,
-) -> pl.DataFrame:
+) -> pd.DataFrame:
     """All segmentation features per person, from the prepared frames.
 
     Parameters
     ----------
-    lines : polars DataFrame or LazyFrame, or path
+    lines : pandas or polars DataFrame, polars LazyFrame, or path
         Prepared order lines (``W/prepared/<purpose>/lines.parquet``); a LazyFrame from
         ``pl.scan_parquet`` keeps memory low on large data. Given as a path (a file or a
         folder of month partitions), the engine the ``--engine`` setting selects reads it
         (:mod:`segments.engine`): polars in memory, or an out-of-core engine that returns
         only the per-person sums (:meth:`segments.engine.Engine.person_feature_sums`).
-    customers : polars DataFrame or LazyFrame
+    customers : pandas or polars DataFrame, or polars LazyFrame
         Prepared customers (``W/prepared/<purpose>/customers.parquet``).
     as_of : datetime.date
         Reference date of the preparation; recency counts days to it.
@@ -406,9 +414,9 @@ def customer_features(
 
     Returns
     -------
-    polars.DataFrame
+    pandas.DataFrame
         One row per person with at least one order line: ``person_id``,
-        :data:`NUMERIC_FEATURES` (Float64; the category shares of ``categories``) and
+        :data:`NUMERIC_FEATURES` (float; the category shares of ``categories``) and
         :data:`CATEGORICAL_FEATURES` (strings; a missing size band becomes ``"n/a"``),
         sorted by ``person_id``. People without purchases in the window have no purchase
         history to segment and are left out.
@@ -419,12 +427,23 @@ def customer_features(
         A column is missing, there are no lines, an order is dated after ``as_of``, or a
         person in ``lines`` is not in ``customers``.
     """
-    if not isinstance(lines, pl.DataFrame | pl.LazyFrame):
+    return to_pandas(_customer_features_pl(lines, customers, as_of=as_of, categories=categories))
+
+
+def _customer_features_pl(
+    lines: Any,
+    customers: Any,
+    *,
+    as_of: dt.date,
+    categories: Sequence[str] = PRODUCT_CATEGORIES,
+) -> pl.DataFrame:
+    """:func:`customer_features` as polars (for internal callers)."""
+    if isinstance(lines, str | os.PathLike):
         from segments.engine import get_engine, line_files
 
         engine = get_engine(sources=[lines])
         if engine.name != "polars":
-            return _engine_features(engine, Path(lines), customers, as_of, categories)
+            return _engine_features(engine, Path(lines), as_polars(customers), as_of, categories)
         lines = pl.scan_parquet(line_files(lines))
     lazy_lines, lazy_customers = _lazy(lines), _lazy(customers)
     _require_columns(lazy_lines, "lines", _LINE_COLUMNS)
@@ -514,8 +533,8 @@ def numeric_features(categories: Sequence[str] = PRODUCT_CATEGORIES) -> tuple[st
 
 
 def category_rule_labels(
-    lines: pl.DataFrame | pl.LazyFrame, categories: Sequence[str] = PRODUCT_CATEGORIES
-) -> pl.DataFrame:
+    lines: Any, categories: Sequence[str] = PRODUCT_CATEGORIES
+) -> pd.DataFrame:
     """The AL-2 category rule: each person's segment is their dominant product category.
 
     The segment is the category with the largest share of the person's own spend; ties are
@@ -527,14 +546,14 @@ def category_rule_labels(
 
     Parameters
     ----------
-    lines : polars DataFrame or LazyFrame
+    lines : pandas or polars DataFrame, or polars LazyFrame
         Prepared order lines with ``person_id``, ``category`` and ``amount_sek``.
     categories : sequence of str, default PRODUCT_CATEGORIES
         The public taxonomy, in tie-breaking order (an ingested export's declared one).
 
     Returns
     -------
-    polars.DataFrame
+    pandas.DataFrame
         ``person_id`` and ``segment`` (the category id), one row per person, sorted by
         ``person_id``.
 
@@ -549,9 +568,16 @@ def category_rule_labels(
     >>> lines = pl.DataFrame({"person_id": ["a1", "a1", "a1", "b2", "b2"],
     ...     "category": ["paper", "furniture", "furniture", "writing", "paper"],
     ...     "amount_sek": [300.0, 100.0, 150.0, 40.0, 40.0]})
-    >>> category_rule_labels(lines).rows()
-    [('a1', 'paper'), ('b2', 'paper')]
+    >>> category_rule_labels(lines).values.tolist()
+    [['a1', 'paper'], ['b2', 'paper']]
     """
+    return to_pandas(_category_rule_labels_pl(lines, categories))
+
+
+def _category_rule_labels_pl(
+    lines: Any, categories: Sequence[str] = PRODUCT_CATEGORIES
+) -> pl.DataFrame:
+    """:func:`category_rule_labels` as polars (for internal callers)."""
     lazy = _lazy(lines)
     _require_columns(lazy, "lines", ("person_id", "category", "amount_sek"))
     rank = {c: i for i, c in enumerate(categories)}

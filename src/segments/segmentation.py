@@ -631,7 +631,7 @@ def fit_segments(
     Parameters
     ----------
     features : pandas.DataFrame
-        One row per person, e.g. ``customer_features(...).to_pandas()``.
+        One row per person, e.g. ``customer_features(...)``.
     spec : FeatureSpec
         The features used and their public bounds.
     k_range : iterable of int, default range(3, 11)
@@ -1017,9 +1017,7 @@ def segment(
     categories = public_domains(ws).categories
     with progress(total=3, desc="segment", unit="stage") as bar:
         bar.set_postfix_str("features", refresh=True)
-        features = customer_features(
-            lines, customers, as_of=as_of, categories=categories
-        ).to_pandas()
+        features = customer_features(lines, customers, as_of=as_of, categories=categories)
         bar.update()
         bar.set_postfix_str("choosing k, fitting", refresh=True)
         fitted, spec, notes = _fit(

@@ -24,7 +24,8 @@ from typing import Any
 
 import polars as pl
 
-from segments.anonymity.models import class_sizes
+from segments._tables import as_polars
+from segments.anonymity.models import _class_sizes_pl as class_sizes
 from segments.exceptions import KAnonymityError
 
 __all__ = [
@@ -98,10 +99,11 @@ def marketer_risk(
     return float((joined["f"] / joined["F"]).sum()) / df.height
 
 
-def risk_metrics(
-    df: pl.DataFrame, qis: Sequence[str], population: pl.DataFrame | None = None
-) -> dict[str, Any]:
-    """Prosecutor, journalist (with a population) and marketer risk of a table."""
+def risk_metrics(df: Any, qis: Sequence[str], population: Any = None) -> dict[str, Any]:
+    """Prosecutor, journalist (with a population) and marketer risk of a table (pandas or
+    polars)."""
+    df = as_polars(df)
+    population = None if population is None else as_polars(population)
     out: dict[str, Any] = {
         "prosecutor": prosecutor_risk(df, qis),
         "marketer": marketer_risk(df, qis, population),
@@ -112,7 +114,7 @@ def risk_metrics(
 
 
 def utility_metrics(
-    df: pl.DataFrame, qis: Sequence[str], *, suppressed: int = 0, k: int | None = None
+    df: Any, qis: Sequence[str], *, suppressed: int = 0, k: int | None = None
 ) -> dict[str, Any]:
     """Discernibility, average class size (and its ratio to ``k``) and suppressed rows.
 
@@ -131,6 +133,7 @@ def utility_metrics(
     >>> utility_metrics(pl.DataFrame({"a": ["x", "x", "y", "y"]}), ["a"], suppressed=1)
     {'discernibility': 13, 'average_class_size': 2.0, 'classes': 2, 'suppressed_rows': 1, 'rows': 4}
     """
+    df = as_polars(df)
     n_total = df.height + suppressed
     sizes = class_sizes(df, qis)["n"] if df.height else pl.Series("n", [], dtype=pl.Int64)
     out: dict[str, Any] = {

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import polars as pl
 
+from segments._tables import as_polars, to_pandas
 from segments.exceptions import KAnonymityError
 
 __all__ = [
@@ -128,15 +130,20 @@ def _check_columns(df: pl.DataFrame, columns: Sequence[str]) -> None:
         raise KAnonymityError(f"table has no column(s) {missing}; its columns are {df.columns}")
 
 
-def class_sizes(df: pl.DataFrame, qis: Sequence[str]) -> pl.DataFrame:
+def class_sizes(df: Any, qis: Sequence[str]) -> pd.DataFrame:
     """Each equivalence class (distinct combination of ``qis``) with its size in ``n``."""
+    return to_pandas(_class_sizes_pl(as_polars(df), qis))
+
+
+def _class_sizes_pl(df: pl.DataFrame, qis: Sequence[str]) -> pl.DataFrame:
+    """:func:`class_sizes` on a polars frame (for internal callers)."""
     _check_columns(df, qis)
     if not qis:
         return pl.DataFrame({"n": [df.height]})
     return df.group_by(list(qis)).len(name="n")
 
 
-def k_of(df: pl.DataFrame, qis: Sequence[str]) -> int:
+def k_of(df: Any, qis: Sequence[str]) -> int:
     """The k the table achieves: its smallest class size (0 for an empty table).
 
     Examples
@@ -145,24 +152,27 @@ def k_of(df: pl.DataFrame, qis: Sequence[str]) -> int:
     >>> k_of(pl.DataFrame({"a": ["x", "x", "y"]}), ["a"])
     1
     """
+    df = as_polars(df)
     if df.height == 0:
         return 0
-    return int(class_sizes(df, qis)["n"].min())  # type: ignore[arg-type]
+    return int(_class_sizes_pl(df, qis)["n"].min())  # type: ignore[arg-type]
 
 
-def distinct_l_of(df: pl.DataFrame, qis: Sequence[str], sensitive: str) -> int:
+def distinct_l_of(df: Any, qis: Sequence[str], sensitive: str) -> int:
     """The distinct l the table achieves: fewest distinct sensitive values in a class."""
+    df = as_polars(df)
     _check_columns(df, [*qis, sensitive])
     if df.height == 0:
         return 0
     if not qis:
         return int(df[sensitive].n_unique())
     per = df.group_by(list(qis)).agg(pl.col(sensitive).n_unique().alias("d"))
-    return int(per["d"].min())  # type: ignore[arg-type]
+    return int(per["d"].min())
 
 
-def entropy_l_of(df: pl.DataFrame, qis: Sequence[str], sensitive: str) -> float:
+def entropy_l_of(df: Any, qis: Sequence[str], sensitive: str) -> float:
     """The entropy l the table achieves: ``exp`` of the smallest sensitive-value entropy."""
+    df = as_polars(df)
     _check_columns(df, [*qis, sensitive])
     if df.height == 0:
         return 0.0
@@ -174,4 +184,4 @@ def entropy_l_of(df: pl.DataFrame, qis: Sequence[str], sensitive: str) -> float:
         .sum()
         .alias("h")
     )
-    return float(math.exp(ent["h"].min()))  # type: ignore[arg-type]
+    return float(math.exp(ent["h"].min()))

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import polars as pl
 
+from segments._tables import as_polars, to_pandas
 from segments.anonymity.hierarchies import Hierarchy
 from segments.anonymity.models import PrivacyModel
 from segments.exceptions import KAnonymityError
@@ -49,14 +52,12 @@ def _allowed(model: PrivacyModel, sensitive: np.ndarray | None, rows: np.ndarray
     return float(-(p * np.log(p)).sum()) >= math.log(model.l) - 1e-12
 
 
-def mondrian(
-    df: pl.DataFrame, hierarchies: Mapping[str, Hierarchy], model: PrivacyModel
-) -> pl.DataFrame:
+def mondrian(df: Any, hierarchies: Mapping[str, Hierarchy], model: PrivacyModel) -> pd.DataFrame:
     """Local recoding of ``df``'s quasi-identifiers so every class satisfies ``model``.
 
     Parameters
     ----------
-    df : polars.DataFrame
+    df : pandas or polars DataFrame
     hierarchies : mapping of column name to Hierarchy
         One per quasi-identifier.
     model : PrivacyModel
@@ -64,7 +65,7 @@ def mondrian(
 
     Returns
     -------
-    polars.DataFrame
+    pandas.DataFrame
         The quasi-identifiers (recoded, as text) and the sensitive column, in input order.
 
     Raises
@@ -74,13 +75,20 @@ def mondrian(
 
     Examples
     --------
-    >>> import polars as pl
+    >>> import pandas as pd
     >>> from segments.anonymity.hierarchies import birth_year_hierarchy
-    >>> df = pl.DataFrame({"birth_year": [1980, 1981, 1990, 1991]})
+    >>> df = pd.DataFrame({"birth_year": [1980, 1981, 1990, 1991]})
     >>> out = mondrian(df, {"birth_year": birth_year_hierarchy()}, PrivacyModel(k=2))
     >>> out["birth_year"].to_list()
     ['1980-1984', '1980-1984', '1990-1994', '1990-1994']
     """
+    return to_pandas(_mondrian_pl(as_polars(df), hierarchies, model))
+
+
+def _mondrian_pl(
+    df: pl.DataFrame, hierarchies: Mapping[str, Hierarchy], model: PrivacyModel
+) -> pl.DataFrame:
+    """:func:`mondrian` on a polars frame."""
     qis = list(hierarchies)
     hs = [hierarchies[q] for q in qis]
     codes = [h.encode(df[q]) for q, h in zip(qis, hs, strict=True)]

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import polars as pl
 
+from segments._tables import as_polars, to_pandas
 from segments.anonymity.hierarchies import (
     NOT_APPLICABLE,
     SPEND_BANDS,
@@ -106,18 +108,27 @@ CERTIFICATE_FILE = "certificate.json"
 
 
 def generalise(
-    df: pl.DataFrame, hierarchies: Mapping[str, Hierarchy], levels: Mapping[str, int]
-) -> pl.DataFrame:
+    df: Any, hierarchies: Mapping[str, Hierarchy], levels: Mapping[str, int]
+) -> pd.DataFrame:
     """Replace each quasi-identifier by its value at the given level (as text).
+
+    ``df`` is a pandas or polars frame; the result is pandas.
 
     Examples
     --------
-    >>> import polars as pl
+    >>> import pandas as pd
     >>> from segments.anonymity.hierarchies import birth_year_hierarchy
-    >>> generalise(pl.DataFrame({"birth_year": [1984]}), {"birth_year": birth_year_hierarchy()},
+    >>> generalise(pd.DataFrame({"birth_year": [1984]}), {"birth_year": birth_year_hierarchy()},
     ...            {"birth_year": 2})["birth_year"].to_list()
     ['1980-1989']
     """
+    return to_pandas(_generalise_pl(as_polars(df), hierarchies, levels))
+
+
+def _generalise_pl(
+    df: pl.DataFrame, hierarchies: Mapping[str, Hierarchy], levels: Mapping[str, int]
+) -> pl.DataFrame:
+    """:func:`generalise` on a polars frame (for internal callers)."""
     replaced = []
     for column, level in levels.items():
         h = hierarchies[column]
@@ -143,9 +154,13 @@ def _failing_rows(table: pl.DataFrame, qis: Sequence[str], model: PrivacyModel) 
 
 @dataclass(frozen=True)
 class KAnonymousTable:
-    """A table ready for release and the facts its certificate states."""
+    """A table ready for release and the facts its certificate states.
 
-    table: pl.DataFrame
+    :attr:`table` is the released table as pandas (the API's one table type); the polars
+    frame written to ``table.parquet`` is kept internal.
+    """
+
+    _table: pl.DataFrame
     qis: tuple[str, ...]
     model: PrivacyModel
     levels: dict[str, int]
@@ -156,6 +171,16 @@ class KAnonymousTable:
     hierarchy_labels: dict[str, list[str]]
     #: per quasi-identifier, what generalisation cost it (as ARX shows it): see column_loss
     column_loss: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The released table (generalised, suppressed rows removed, rows shuffled)."""
+        return to_pandas(self._table)
+
+    @property
+    def rows(self) -> int:
+        """Rows released."""
+        return self._table.height
 
     @property
     def fully_generalised(self) -> tuple[str, ...]:
@@ -175,7 +200,7 @@ class KAnonymousTable:
     def __repr__(self) -> str:
         kept = ", ".join(f"{c['column']} {c['released values']}" for c in self.column_loss)
         return (
-            f"KAnonymousTable({self.model.name}: {self.table.height} rows, {self.suppressed} "
+            f"KAnonymousTable({self.model.name}: {self.rows} rows, {self.suppressed} "
             f"suppressed; values per column: {kept})"
         )
 
@@ -188,7 +213,7 @@ class KAnonymousTable:
             "levels": dict(self.levels),
             "released_values": self.hierarchy_labels,
             "input_rows": self.n_input_rows,
-            "released_rows": self.table.height,
+            "released_rows": self.rows,
             "suppressed_rows": self.suppressed,
             "suppression_limit": self.model.suppression_limit,
             "search": None if self.search is None else self.search.to_dict(),
@@ -200,14 +225,14 @@ class KAnonymousTable:
 
 
 def anonymise(
-    df: pl.DataFrame,
+    df: Any,
     hierarchies: Mapping[str, Hierarchy],
     model: PrivacyModel,
     *,
     seed: np.random.Generator,
     loss: Loss = "discernibility",
     levels: Mapping[str, int] | None = None,
-    population: pl.DataFrame | None = None,
+    population: Any = None,
     max_fully_generalised: int | None = None,
     threshold_rule: str = "",
 ) -> KAnonymousTable:
@@ -241,6 +266,7 @@ def anonymise(
         From the search; if given levels suppress more rows than allowed; or if more columns
         than ``max_fully_generalised`` carry no information.
     """
+    df = as_polars(df)  # pandas too, as the public functions return it
     qis = tuple(hierarchies)
     search = None
     if levels is None:
@@ -253,7 +279,7 @@ def anonymise(
     base = df.select(keep)
     if model.sensitive:
         base = base.with_columns(pl.col(model.sensitive).cast(pl.Utf8))
-    generalised = generalise(base, hierarchies, levels)
+    generalised = _generalise_pl(base, hierarchies, levels)
     fail = _failing_rows(generalised, qis, model)
     suppressed = int(fail.sum())
     if suppressed > model.max_suppressed(df.height):
@@ -269,7 +295,9 @@ def anonymise(
         )
     kept = generalised.filter(~fail)
     shuffled = kept[seed.permutation(kept.height).tolist()] if kept.height else kept
-    pop = None if population is None else generalise(population.select(qis), hierarchies, levels)
+    pop = None
+    if population is not None:
+        pop = _generalise_pl(as_polars(population).select(qis), hierarchies, levels)
     before = risk_metrics(base.select(qis).with_columns(pl.all().cast(pl.Utf8)), qis)
     metrics = {
         "risk_before": before,
@@ -291,7 +319,7 @@ def anonymise(
             "detail"
         )
     return KAnonymousTable(
-        table=shuffled,
+        _table=shuffled,
         qis=qis,
         model=model,
         levels={q: int(levels[q]) for q in qis},
@@ -345,7 +373,7 @@ def write_table(folder: str | os.PathLike[str], anon: KAnonymousTable) -> str:
             f"release folder {out} already holds a release; releases are never overwritten, "
             "use a new release id"
         )
-    atomic_write_with(out / TABLE_FILE, anon.table.write_parquet)
+    atomic_write_with(out / TABLE_FILE, anon._table.write_parquet)
     return sha256_file(out / TABLE_FILE)
 
 
@@ -415,7 +443,7 @@ def _kept(
 ) -> pl.Series:
     """Rows a release with these levels and model keeps (its suppression recomputed)."""
     qis = list(levels)
-    generalised = generalise(df.select(qis), hierarchies, levels)
+    generalised = _generalise_pl(df.select(qis), hierarchies, levels)
     if model.sensitive:
         generalised = generalised.with_columns(df[model.sensitive].cast(pl.Utf8))
     return ~_failing_rows(generalised, qis, model)
@@ -427,7 +455,7 @@ def _release_view(anon_levels: Mapping[str, int], sensitive: str | None) -> dict
 
 
 def check_linkage(
-    df: pl.DataFrame,
+    df: Any,
     hierarchies: Mapping[str, Hierarchy],
     anon: KAnonymousTable,
     earlier: Sequence[EarlierRelease],
@@ -455,6 +483,7 @@ def check_linkage(
     KAnonymityError
         Naming the earlier release, the levels of both, the smallest joint class and the fix.
     """
+    df = as_polars(df)
     now = _release_view(anon.levels, anon.model.sensitive)
     kept_now = _kept(df, hierarchies, anon.levels, anon.model)
     for old in earlier:
@@ -474,7 +503,7 @@ def check_linkage(
         both = kept_now & _kept(df, hierarchies, dict(old.levels), old.model())
         if not both.any() or not shown:
             continue
-        joint = generalise(df.select(list(shown)), hierarchies, shown).filter(both)
+        joint = _generalise_pl(df.select(list(shown)), hierarchies, shown).filter(both)
         need = min(anon.model.k, old.k)
         small = joint.group_by(list(shown)).len(name="n").filter(pl.col("n") < need)
         if small.height:
@@ -494,18 +523,18 @@ def check_linkage(
 
 # --- the customer-level table ----------------------------------------------------------------
 def customer_release_table(
-    customers: pl.DataFrame,
-    lines: pl.DataFrame,
-    segments: pl.DataFrame,
+    customers: Any,
+    lines: Any,
+    segments: Any,
     columns: Sequence[str] = DEFAULT_COLUMNS,
-) -> pl.DataFrame:
+) -> pd.DataFrame:
     """One row per person with the descriptive columns of a k-anonymous release.
 
     Parameters
     ----------
-    customers, lines : polars.DataFrame
+    customers, lines : pandas or polars DataFrame
         Prepared frames (docs/architecture.md).
-    segments : polars.DataFrame
+    segments : pandas or polars DataFrame
         ``person_id``, ``segment`` from the category rule or the private model (AO-5: never
         from a model fitted on the same data). People without a label get ``"none"``.
     columns : sequence of str
@@ -513,9 +542,23 @@ def customer_release_table(
 
     Returns
     -------
-    polars.DataFrame
+    pandas.DataFrame
         Text columns, nulls as ``"n/a"``; no ``person_id`` (the release must not carry it).
     """
+    return to_pandas(
+        _customer_release_table_pl(
+            as_polars(customers), as_polars(lines), as_polars(segments), columns
+        )
+    )
+
+
+def _customer_release_table_pl(
+    customers: pl.DataFrame,
+    lines: pl.DataFrame,
+    segments: pl.DataFrame,
+    columns: Sequence[str] = DEFAULT_COLUMNS,
+) -> pl.DataFrame:
+    """:func:`customer_release_table` on polars frames (for internal callers)."""
     unknown = [c for c in columns if c not in CUSTOMER_COLUMNS]
     if unknown:
         raise KAnonymityError(
@@ -552,13 +595,14 @@ def customer_release_table(
 
 
 def customer_hierarchies(
-    table: pl.DataFrame,
+    table: Any,
     sensitive: str | None = None,
     *,
     categories: Sequence[str] = PRODUCT_CATEGORIES,
     declared: Mapping[str, Hierarchy] | None = None,
 ) -> dict[str, Hierarchy]:
-    """The hierarchy of every column of a customer release table except ``sensitive``.
+    """The hierarchy of every column of a customer release table (pandas or polars) except
+    ``sensitive``.
 
     Built-in ones for the customer columns (dates and countries included); ``declared``
     hierarchies (ARX-style CSV files, :func:`segments.anonymity.read_hierarchies`) take

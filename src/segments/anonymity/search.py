@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from segments._tables import as_polars
 from segments.anonymity.hierarchies import Hierarchy
 from segments.anonymity.models import PrivacyModel
 from segments.exceptions import KAnonymityError
@@ -80,9 +81,8 @@ class EncodedTable:
         smaller than k.
     """
 
-    def __init__(
-        self, df: pl.DataFrame, hierarchies: Mapping[str, Hierarchy], model: PrivacyModel
-    ) -> None:
+    def __init__(self, df: Any, hierarchies: Mapping[str, Hierarchy], model: PrivacyModel) -> None:
+        df = as_polars(df)  # pandas too, as the public functions return it
         self.qis = list(hierarchies)
         self.hierarchies = [hierarchies[q] for q in self.qis]
         self.model = model
@@ -363,7 +363,7 @@ def _lattice_by_height(heights: Sequence[int]) -> list[list[tuple[int, ...]]]:
 
 
 def optimal_generalisation(
-    df: pl.DataFrame | EncodedTable,
+    df: Any,
     hierarchies: Mapping[str, Hierarchy] | None = None,
     model: PrivacyModel | None = None,
     *,

@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     anon, model = result.anonymised, result.model
     util = anon.metrics["utility"]
     print(
-        f"released {result.release_id}: {anon.table.height} rows, {model.name}, levels "
+        f"released {result.release_id}: {anon.rows} rows, {model.name}, levels "
         f"{anon.levels}, {anon.suppressed} rows suppressed, {util['classes']} classes "
         f"(average size {util['average_class_size']:.1f}), highest prosecutor risk "
         f"{anon.metrics['risk']['prosecutor']['highest']:.3f}"

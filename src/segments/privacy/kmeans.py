@@ -1264,7 +1264,7 @@ def fit_private_segments(
     # this function calls (it checks the calling code: privacy.ledger._JOB_FUNCTIONS)
     reservation = ledger.reserve(request, policy=policy)
 
-    frame = customer_features(lines, customers, as_of=as_of, categories=categories).to_pandas()
+    frame = customer_features(lines, customers, as_of=as_of, categories=categories)
     X, _ = private_features(frame, bounds, features, log_features, categorical)
     model.fit(X)
     assert model.privacy_loss_ == total  # what was charged is what OpenDP spent
@@ -1523,9 +1523,7 @@ def private_model_labels(ref: PrivateModelRef, customers: Any, lines: Any, as_of
 
     from segments.features import customer_features
 
-    frame = customer_features(
-        lines.filter(pl.col("order_date") <= as_of), customers, as_of=as_of
-    ).to_pandas()
+    frame = customer_features(lines.filter(pl.col("order_date") <= as_of), customers, as_of=as_of)
     people, _ = private_features(
         frame, ref.feature_bounds, ref.features, ref.log_features, ref.categorical
     )
