@@ -104,10 +104,10 @@ def _probe(prepared: Path, params: PrivacyParams, as_of: dt.date, k: int) -> Sca
     kwargs = {"customers": prepared / "customers.parquet", "lines": prepared / "lines.parquet"}
     spec = SPECS["scale_probe"].with_epsilon(PROBE_EPSILON)
     with plan_release(spec, params, as_of=as_of, **kwargs) as plan:
-        people = plan.tables(plan.run_unaccounted())["customers_by_type"]
+        people = plan._tables_pl(plan._run_unaccounted_pl())["customers_by_type"]
     spec = SPECS["scale_probe_month"].with_epsilon(PROBE_EPSILON)
     with plan_release(spec, params, as_of=as_of, window=(last, month_start(as_of)), **kwargs) as p:
-        buyers = p.tables(p.run_unaccounted())["buyers_by_type"]
+        buyers = p._tables_pl(p._run_unaccounted_pl())["buyers_by_type"]
     n = float(people["count"].sum())
     return Scale(n, float(people["spend_sek"].sum()) / max(n, 1), float(buyers["count"].sum()), k)
 
@@ -149,7 +149,7 @@ def _monthly(prepared, params, as_of, epsilon, design, repeats, n_months=12) -> 
             ) as plan,
         ):
             for _ in range(repeats):
-                table = plan.tables(plan.run_unaccounted())["monthly_category"]
+                table = plan._tables_pl(plan._run_unaccounted_pl())["monthly_category"]
                 joined = table.join(truth, on="category")
                 for agg in ("units", "sek"):
                     column = f"{agg}_noisy" if design == "baseline" else agg
@@ -189,7 +189,7 @@ def _segment_tables(prepared, params, as_of, eps_overview, eps_mix, design, repe
             .agg(pl.col("sek").sum().alias("sek_true"), pl.col("units").sum().alias("units_true"))
         )
         for _ in range(repeats):
-            table = p.tables(p.run_unaccounted())["category_by_segment"].join(
+            table = p._tables_pl(p._run_unaccounted_pl())["category_by_segment"].join(
                 truth, on=["segment", "category"]
             )
             for agg in ("sek", "units"):
@@ -202,7 +202,7 @@ def _segment_tables(prepared, params, as_of, eps_overview, eps_mix, design, repe
         counts = person.group_by("county_code", "segment").agg(pl.len().alias("true"))
         spend = person.group_by("segment").agg(pl.col("spend_sek").mean().alias("true"))
         for _ in range(repeats):
-            tables = p.tables(p.run_unaccounted())
+            tables = p._tables_pl(p._run_unaccounted_pl())
             cs = tables["customers_by_county_segment"].join(counts, on=["county_code", "segment"])
             column = "count_noisy" if design == "baseline" else "count"
             out["county_segment"].append(_relative(cs[column], cs["true"]))

@@ -18,10 +18,10 @@ from segments.policy import Policy
 from segments.privacy._frames import write_prepared_frames
 from segments.privacy.archive import (
     ARCHIVE_SCHEMA,
+    _read_archive_pl,
     archive_path,
     backfill,
     next_month,
-    read_archive,
     releasable_months,
     release_month,
 )
@@ -103,7 +103,7 @@ def test_releasable_months_are_closed_and_inside_retention():
 def test_release_month_appends_once_with_the_archive_columns(workspace, params, policy):
     ledger = _eval_ledger(workspace, policy)
     result = _release(workspace, dt.date(2025, 12, 1), dt.date(2026, 1, 1), params, ledger, policy)
-    archive = read_archive(workspace)
+    archive = _read_archive_pl(workspace)
     assert archive.schema == pl.Schema(ARCHIVE_SCHEMA)
     assert archive.height == len(PRODUCT_CATEGORIES)
     assert set(archive["release_id"]) == {result.release_id}
@@ -113,7 +113,7 @@ def test_release_month_appends_once_with_the_archive_columns(workspace, params, 
     assert result.card["month"] == "2025-12-01"
     with pytest.raises(ReleaseRefusedError, match="already released"):
         _release(workspace, dt.date(2025, 12, 1), dt.date(2026, 2, 1), params, ledger, policy)
-    assert read_archive(workspace).height == len(PRODUCT_CATEGORIES)
+    assert _read_archive_pl(workspace).height == len(PRODUCT_CATEGORIES)
 
 
 def test_release_month_refuses_open_and_expired_months(workspace, params, policy):
@@ -202,7 +202,7 @@ def test_an_aborted_month_may_be_retried_and_is_charged_again(workspace, params,
     # both charges count; the month has one value in the archive
     epsilon = first.card["privacy_loss"]["epsilon"]
     assert ledger.balance("customers", closed).period_total.epsilon == pytest.approx(3 * epsilon)
-    assert read_archive(workspace).filter(pl.col("month") == month).height == len(
+    assert _read_archive_pl(workspace).filter(pl.col("month") == month).height == len(
         PRODUCT_CATEGORIES
     )
     with pytest.raises(ReleaseRefusedError, match="already"):
@@ -224,7 +224,7 @@ def test_backfill_steps_through_the_history(workspace, params, policy):
     # Data start on 2025-09-10: September is partial; October to January have closed.
     assert list(report.released) == ["2025-10-01", "2025-11-01", "2025-12-01", "2026-01-01"]
     assert report.skipped == {"2025-09-01": "only partly covered by the prepared data"}
-    archive = read_archive(workspace)
+    archive = _read_archive_pl(workspace)
     assert archive["month"].n_unique() == 4
     # Each month was released when it closed.
     as_ofs = {e.request.as_of for e in ledger.entries()}
@@ -291,7 +291,7 @@ def test_backfill_replays_months_before_the_prepared_window(tmp_path):
         dt.date(2024, 1, 1),
         dt.date(2024, 2, 1),
     }
-    assert read_archive(ws)["month"].n_unique() == 3
+    assert _read_archive_pl(ws)["month"].n_unique() == 3
     assert not (ws.root / ".history").exists()  # the replay folder is removed
 
 
@@ -425,7 +425,7 @@ def test_attack_a_kill_between_published_and_the_archive_update_loses_no_month(
     )
     assert child.returncode == -signal.SIGKILL
     lost = [e for e in ledger.entries() if e.status == "published"][-1]
-    assert set(read_archive(workspace)["month"]) == {dt.date(2025, 10, 1)}  # the month lost
+    assert set(_read_archive_pl(workspace)["month"]) == {dt.date(2025, 10, 1)}  # the month lost
     assert any("missing from it" in p for p in archive_problems(workspace.releases, ledger))
     saved = archive_path(workspace).read_bytes()
     hidden = workspace.root.parent / "ledger-elsewhere"
@@ -438,7 +438,7 @@ def test_attack_a_kill_between_published_and_the_archive_update_loses_no_month(
     archive_path(workspace).write_bytes(saved)
     assert main(["ledger", "-w", str(workspace.root), "--cards", str(workspace.releases)]) == 0
     assert f"restored month 2025-11 ({lost.release_id})" in capsys.readouterr().out
-    archive = read_archive(workspace)
+    archive = _read_archive_pl(workspace)
     assert archive.filter(pl.col("month") == dt.date(2025, 11, 1))["release_id"].to_list() == [
         lost.release_id
     ] * len(PRODUCT_CATEGORIES)
@@ -449,4 +449,4 @@ def test_attack_a_kill_between_published_and_the_archive_update_loses_no_month(
     archive_path(workspace).write_bytes(saved)  # the lost state again: a release repairs it
     with pytest.raises(ReleaseRefusedError, match="2025-11 was already released"):
         _release(workspace, dt.date(2025, 11, 1), dt.date(2025, 12, 1), params, ledger, policy)
-    assert set(read_archive(workspace)["month"]) == {dt.date(2025, 10, 1), dt.date(2025, 11, 1)}
+    assert set(_read_archive_pl(workspace)["month"]) == {dt.date(2025, 10, 1), dt.date(2025, 11, 1)}

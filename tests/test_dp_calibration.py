@@ -68,7 +68,7 @@ def _exact(query: QueryPlan, params: PrivacyParams, clip: bool = True) -> pl.Dat
     data = pl.read_parquet(query.data_path)
     by = list(query.query.by)
     if query.vector is not None:
-        exact = query.keys
+        exact = query._keys
         for agg in query.query.aggregates:
             bound = math.ceil(query.vector.bound(agg)) if clip else math.inf
             part = _norm_clipped(data, by, agg, query.vector.norm, bound)
@@ -83,7 +83,7 @@ def _exact(query: QueryPlan, params: PrivacyParams, clip: bool = True) -> pl.Dat
             column = pl.col(agg).clip(low, high) if clip else pl.col(agg)
             aggs.append(column.sum().cast(pl.Int64).alias(agg))
     exact = data.group_by(by).agg(aggs)
-    return query.keys.join(exact, on=by, how="left").fill_null(0)
+    return query._keys.join(exact, on=by, how="left").fill_null(0)
 
 
 def _discrete_laplace_var(scale: float) -> float:
@@ -140,9 +140,11 @@ def test_errors_match_the_declared_noise(family, frames):
         segments=SegmentSource.category_rule(),
         as_of=AS_OF,
     ) as plan:
-        answers = [plan.run_unaccounted() for _ in range(40 if family == "pure" else 25)]
+        answers = [plan._run_unaccounted_pl() for _ in range(40 if family == "pure" else 25)]
         errors = _errors(plan, params, answers)
-        summary = {(r["query"], r["aggregate"]): r for r in plan.accuracy.iter_rows(named=True)}
+        summary = {
+            (r["query"], r["aggregate"]): r for r in plan._accuracy_pl().iter_rows(named=True)
+        }
     for key, err in errors.items():
         row = summary[key]
         z_mean, z_var = _check(err, row["scale"], row["distribution"])
@@ -163,9 +165,9 @@ def test_the_calibration_check_detects_a_bounding_bug(frames):
         segments=SegmentSource.category_rule(),
         as_of=AS_OF,
     ) as plan:
-        answers = [plan.run_unaccounted() for _ in range(20)]
+        answers = [plan._run_unaccounted_pl() for _ in range(20)]
         errors = _errors(plan, params, answers, clip=False)
-        row = plan.accuracy.filter(pl.col("aggregate") == "spend_sek").row(0, named=True)
+        row = plan._accuracy_pl().filter(pl.col("aggregate") == "spend_sek").row(0, named=True)
     z_mean, z_var = _check(
         errors[("spend_by_segment", "spend_sek")], row["scale"], row["distribution"]
     )
@@ -185,9 +187,9 @@ def test_a_wrong_scale_is_detected(frames):
         segments=SegmentSource.category_rule(),
         as_of=AS_OF,
     ) as plan:
-        answers = [plan.run_unaccounted() for _ in range(20)]
+        answers = [plan._run_unaccounted_pl() for _ in range(20)]
         errors = _errors(plan, params, answers)[("customers_by_county_segment", "count")]
-        scale = plan.accuracy["scale"][0]
+        scale = plan._accuracy_pl()["scale"][0]
     assert abs(_check(errors, scale, "Integer Laplace")[1]) < Z
     assert abs(_check(errors, scale / 2, "Integer Laplace")[1]) > Z
 
@@ -239,7 +241,7 @@ def test_released_tables_through_the_evaluation_ledger_are_calibrated(frames, tm
             for r in results
         ]
         errors = _errors(plan, params, answers)[("customers_by_county_segment", "count")]
-        scale = plan.accuracy["scale"][0]
+        scale = plan._accuracy_pl()["scale"][0]
     assert len(ledger.entries()) == 12
     z_mean, z_var = _check(errors, scale, "Integer Laplace")
     assert abs(z_mean) < Z and abs(z_var) < Z
@@ -262,7 +264,7 @@ def test_utility_100k_customers_county_segment_counts(tmp_path):
     ) as plan:
         query = plan.queries[0]
         exact = _exact(query, params)
-        released = plan.run_unaccounted()[query.query.name]
+        released = plan._run_unaccounted_pl()[query.query.name]
     joined = exact.join(released, on=["county_code", "segment"], suffix="_dp")
     big = joined.filter(pl.col("count") >= 100)
     rel = ((big["count_dp"] - big["count"]).abs() / big["count"]).median()
@@ -302,8 +304,10 @@ def test_each_category_is_noised_at_its_own_bound(frames):
     with plan_release(
         spec, params, customers=frames["customers"], lines=frames["lines"], as_of=AS_OF
     ) as plan:
-        tables = [plan.tables(plan.run_unaccounted())["monthly_category"] for _ in range(30)]
-        top = plan.accuracy.filter(pl.col("aggregate") == "units").row(0, named=True)
+        tables = [
+            plan._tables_pl(plan._run_unaccounted_pl())["monthly_category"] for _ in range(30)
+        ]
+        top = plan._accuracy_pl().filter(pl.col("aggregate") == "units").row(0, named=True)
         norm = plan.queries[0].vector.norm
     truth = _clipped_category_truth(frames["lines"], params, norm)
     released = pl.concat(tables).with_columns(pl.col("units_noisy").alias("units"))
@@ -339,7 +343,7 @@ def test_post_processed_intervals_still_cover_the_truth(frames):
         covered = []
         keys = {q.query.name: list(q.query.by) for q in plan.queries}
         for _ in range(12):
-            tables = plan.tables(plan.run_unaccounted())
+            tables = plan._tables_pl(plan._run_unaccounted_pl())
             for name, truth in exact.items():
                 by = keys[name]
                 joined = tables[name].join(truth, on=by, suffix="_true")

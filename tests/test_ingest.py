@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from types import SimpleNamespace
 
+import pandas as pd
 import polars as pl
 import pytest
 from realexports import CDNOW
@@ -27,7 +29,19 @@ CDNOW_MAPPING = {
     reason=f"CDNOW reference data not found at {CDNOW} (expected ../shared beside the repository)",
 )
 def test_cdnow_master_into_raw_schema() -> None:
-    t = load_transactions(CDNOW, CDNOW_MAPPING, as_of=dt.date(1998, 6, 30))
+    public = load_transactions(CDNOW, CDNOW_MAPPING, as_of=dt.date(1998, 6, 30))
+    assert all(
+        isinstance(getattr(public, n), pd.DataFrame)
+        for n in ("orders", "order_lines", "customers", "products")
+    )
+    # the tables are pandas (pandas has no date type: order_date is datetime64); checked
+    # here in polars against the raw schema
+    t = SimpleNamespace(
+        orders=pl.from_pandas(public.orders).with_columns(pl.col("order_date").cast(pl.Date)),
+        order_lines=pl.from_pandas(public.order_lines),
+        customers=pl.from_pandas(public.customers),
+        geography=public.geography,
+    )
     assert t.order_lines.height == 69_659  # every transaction row becomes a line
     assert t.customers.height == 23_570
     assert t.orders["order_date"].min() == dt.date(1997, 1, 1)
@@ -75,8 +89,9 @@ def test_csv_with_order_ids_products_and_exchange_rate(tmp_path: Path) -> None:
         sek_per_unit=10.0,
     )
     t = load_transactions(path, mapping)
+    assert isinstance(t.orders, pd.DataFrame) and isinstance(t.order_lines, pd.DataFrame)
     assert t.orders["channel"].to_list() == ["phone", "store", "web"]  # by date, customer
-    assert t.orders.height == 3 and t.customers.height == 2
+    assert len(t.orders) == 3 and len(t.customers) == 2
     assert t.order_lines["unit_price_sek"].to_list() == [15.0, 100.0, 50.0]
     assert t.products["source_product_id"].to_list() == ["p1", "p2"]
 

@@ -24,7 +24,8 @@ from rawframes import (
 
 from segments.exceptions import PolicyError, SchemaError, WorkspaceError
 from segments.policy import POLICY_NAMES, Policy, Purpose, RetentionRule
-from segments.prepare import PolicyReport, link_persons, prepare, read_prepared
+from segments.prepare import PolicyReport, link_persons, prepare
+from segments.prepare.frames import _read_prepared_pl
 from segments.prepare.pseudonym import KEY_ENV_VAR, demo_key, pseudonymise
 from segments.schema import PREPARED_CUSTOMERS, PREPARED_LINES, RAW_TABLES, validate
 from segments.workspace import Workspace
@@ -53,7 +54,7 @@ def run(
 ) -> tuple[PolicyReport, pl.DataFrame, pl.DataFrame]:
     ws = write_raw(Workspace(tmp_path / "ws"), raw_tables(customers, orders))
     report = prepare(ws, policy, purpose, AS_OF, **kw)
-    out = read_prepared(ws, purpose)
+    out = _read_prepared_pl(ws, purpose)
     return report, out["customers"], out["lines"]
 
 
@@ -394,7 +395,7 @@ def test_property_prepare_matches_the_rules(
     )
     shutil.rmtree(ws.prepared, ignore_errors=True)
     prepare(ws, policy, purpose.name, AS_OF)
-    out = read_prepared(ws, purpose.name)
+    out = _read_prepared_pl(ws, purpose.name)
     customers, lines = out["customers"], out["lines"]
     kept, kept_orders = _oracle(policy, purpose, rows, orders)
     # no excluded customer and no row outside its window survives; nothing allowed is lost
@@ -497,7 +498,7 @@ def test_end_to_end_on_generated_data(small_raw: Workspace, tmp_path: Path) -> N
     shutil.copytree(small_raw.raw, ws.raw)
     as_of = dt.date.fromisoformat(read_json(ws.manifest)["parameters"]["as_of"])
     report = prepare(ws, "alloffice", "segmentation", as_of)
-    out = read_prepared(ws, "segmentation")
+    out = _read_prepared_pl(ws, "segmentation")
     _check_contract(out["customers"], out["lines"])
     cutoff = next(
         r.cutoff

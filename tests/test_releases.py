@@ -154,7 +154,7 @@ def test_opendp_loss_equals_the_planned_loss_pure(params, frames):
     with _plan(spec, params, frames) as plan:
         assert plan.loss["epsilon"] == pytest.approx(spec.epsilon, rel=1e-9)
         assert plan.loss["rho"] is None
-        acc = plan.accuracy
+        acc = plan._accuracy_pl()
         # Laplace: scale × per-aggregate ε = L1 sensitivity, as OpenDP resolved it.
         for query, eps in zip(plan.queries, spec.query_epsilons(), strict=True):
             rows = acc.filter(pl.col("query") == query.query.name)
@@ -179,7 +179,7 @@ def test_opendp_loss_zcdp_and_histogram_sensitivity(params, frames):
         assert plan.mechanism == "gaussian"
         # the whole history (no window): a person's cells in each month the purpose keeps
         k = cells_per_person(zcdp) * zcdp.retention_months
-        row = plan.accuracy.filter(pl.col("aggregate") == "sek").row(0, named=True)
+        row = plan._accuracy_pl().filter(pl.col("aggregate") == "sek").row(0, named=True)
         # before the private bound is chosen, the public largest L2 norm is shown
         assert row["sensitivity_l2"] == pytest.approx(np.sqrt(k) * zcdp.cell_spend_bound_sek)
         assert row["sensitivity_l1"] is None
@@ -188,7 +188,7 @@ def test_opendp_loss_zcdp_and_histogram_sensitivity(params, frames):
         expected = np.ceil(row["sensitivity_l2"]) / np.sqrt(2 * rho_sum)
         assert row["scale"] == pytest.approx(expected, rel=1e-9)
         assert "Gaussian" in row["distribution"]
-        plan.run_unaccounted()
+        plan._run_unaccounted_pl()
         chosen = plan.bounds()["category_by_segment"]["norm_bounds"]["sek"]
         assert chosen["source"] == "chosen privately"
         assert chosen["private_choice"]["factor"] == zcdp.contribution_bound_factor
@@ -196,7 +196,7 @@ def test_opendp_loss_zcdp_and_histogram_sensitivity(params, frames):
 
 def test_tables_carry_intervals_scale_and_means(params, frames):
     with _plan(SPECS["segment_overview"], params, frames) as plan:
-        tables = plan.tables(plan.run_unaccounted())
+        tables = plan._tables_pl(plan._run_unaccounted_pl())
     table = tables["spend_by_county_segment"]
     assert table.height == 21 * len(PRODUCT_CATEGORIES)
     for col in ("count", "spend_sek", "mean_spend_sek"):
@@ -275,11 +275,11 @@ def test_released_difference_of_a_heavy_person_is_within_sensitivity(
         **{**params.to_dict(), "units_norm_bound": 300, "sek_norm_bound": 80_000}
     )
     with _plan(spec, params, frames) as without, _plan(spec, params, heavy) as with_:
-        a, b = without.run_unaccounted(), with_.run_unaccounted()
+        a, b = without._run_unaccounted_pl(), with_._run_unaccounted_pl()
         for query in with_.queries:
             name, by = query.query.name, list(query.query.by)
             joined = a[name].join(b[name], on=by, suffix="_heavy", nulls_equal=True)
-            for row in query.summary.iter_rows(named=True):
+            for row in query._summary.iter_rows(named=True):
                 agg = row["column"]
                 moved = (joined[f"{agg}_heavy"] - joined[agg]).abs().sum()
                 noise_allowance = 2 * joined.height * 20 * row["scale"]
@@ -437,7 +437,7 @@ def test_survey_release_uses_public_keys_and_no_customer_id(params, frames):
     with plan_release(
         SPECS["survey_experience"], params, surveys=frames["surveys"], as_of=AS_OF
     ) as plan:
-        table = plan.tables(plan.run_unaccounted())["survey_by_county_type"]
+        table = plan._tables_pl(plan._run_unaccounted_pl())["survey_by_county_type"]
     assert table.height == 21 * 2
     assert set(table["customer_type"]) == {"business", "private"}
     assert table["mean_score"].is_between(0, 10).all()
@@ -556,7 +556,7 @@ def test_survey_release_bounds_all_responses_of_one_person(params, frames, tmp_p
         q = plan.queries[0]
         # OpenDP's own map: two responses of a person (both in one cell) cost at most ε
         assert q.measurement.map(q.d_in) <= spec.epsilon * (1 + 1e-9)
-        assert float(q.summary.filter(pl.col("column") == "count")["sensitivity_l1"][0]) == 2
+        assert float(q._summary.filter(pl.col("column") == "count")["sensitivity_l1"][0]) == 2
     window = survey_months(AS_OF, None, params)
     months = params.retention_months  # the purpose's retention window (24 for statistics)
     assert window[1] == dt.date(2026, 3, 1) and window[0].day == 1
@@ -573,7 +573,7 @@ def test_survey_release_bounds_all_responses_of_one_person(params, frames, tmp_p
         n_read = pl.read_parquet(plan.queries[0].data_path).height
         assert n_read == pl.read_parquet(frames["surveys"]).height
         q = plan.queries[0]
-        count_scale = float(q.summary.filter(pl.col("column") == "count")["scale"][0])
+        count_scale = float(q._summary.filter(pl.col("column") == "count")["scale"][0])
         # Laplace scale of the count: rows / (ε / 2 aggregates)
         assert count_scale == pytest.approx(rows / (spec.epsilon / 2), rel=1e-6)
 
@@ -582,7 +582,7 @@ def test_margins_are_consistent_and_non_negative(params, frames):
     """Post-processing: customers per county × segment sum to the county counts, spend per
     county × segment to the segment totals; nothing negative; intervals contain the value."""
     with _plan(SPECS["segment_overview"].with_epsilon(0.05), params, frames) as plan:
-        tables = plan.tables(plan.run_unaccounted())
+        tables = plan._tables_pl(plan._run_unaccounted_pl())
     cells, counties = tables["customers_by_county_segment"], tables["customers_by_county"]
     sums = cells.group_by("county_code").agg(pl.col("count").sum().alias("cells"))
     joined = counties.join(sums, on="county_code")

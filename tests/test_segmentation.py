@@ -391,8 +391,9 @@ def _cdnow_lines() -> pl.DataFrame:
     """CDNOW_master.txt through segments.load_transactions, as prepared-shaped lines."""
     mapping = {"customer_id": "customer_id", "order_date": "date", "quantity": "number_of_cds"}
     t = load_transactions(CDNOW, {**mapping, "amount": "dollar_value"})
+    orders, order_lines = pl.from_pandas(t.orders), pl.from_pandas(t.order_lines)
     hex_id = pl.col("customer_id").map_elements(lambda i: f"{i:016x}", return_dtype=pl.Utf8)
-    return t.order_lines.join(t.orders, on="order_id").select(
+    return order_lines.join(orders, on="order_id").select(
         hex_id.alias("person_id"),
         pl.col("order_id").map_elements(lambda i: f"{i:016x}", return_dtype=pl.Utf8),
         "order_date",

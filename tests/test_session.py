@@ -288,7 +288,7 @@ def test_named_specs_as_session_queries_plan_the_same_charge_and_noise(ws, name)
     planned = s.plan(_as_session_queries(s, name), epsilon=spec.epsilon, weights=spec.weights)
     with _spec_plan(ws, name) as plan:
         assert planned.privacy_loss == plan.loss  # identical charge
-        expected = plan.accuracy.to_pandas()
+        expected = plan.accuracy
     assert list(planned.accuracy["query"]) == list(expected["query"])
     assert list(planned.accuracy["scale"]) == list(expected["scale"])  # identical noise
     assert list(planned.accuracy["cells"]) == list(expected["cells"])

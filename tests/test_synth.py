@@ -21,11 +21,11 @@ from segments.synth import (
     category_mix_overlap,
     copy_default_dataset,
     generate,
-    load_raw,
     window_start,
 )
 from segments.synth import customers as customers_module
 from segments.synth.customers import draw_customers
+from segments.synth.generate import _load_raw_pl
 from segments.synth.identifiers import (
     is_valid_org_number,
     is_valid_personnummer,
@@ -40,9 +40,9 @@ AS_OF = SMALL["as_of"]
 
 @pytest.fixture(scope="module")
 def raw(small_raw: Workspace) -> dict[str, pl.DataFrame]:
-    tables = {t: load_raw(small_raw, t) for t in RAW_TABLES}
-    tables["archetypes"] = load_raw(small_raw, "archetypes")
-    tables["persons"] = load_raw(small_raw, "persons")
+    tables = {t: _load_raw_pl(small_raw, t) for t in RAW_TABLES}
+    tables["archetypes"] = _load_raw_pl(small_raw, "archetypes")
+    tables["persons"] = _load_raw_pl(small_raw, "persons")
     return tables
 
 
@@ -332,15 +332,15 @@ def test_bad_parameters(tmp_path, kwargs: dict[str, object], message: str) -> No
 def test_load_raw_detects_edited_file(small_raw: Workspace, tmp_path) -> None:
     shutil.copytree(small_raw.raw, tmp_path / "raw")
     ws = Workspace(tmp_path)
-    surveys = load_raw(ws, "surveys")
+    surveys = _load_raw_pl(ws, "surveys")
     surveys.head(5).write_parquet(ws.raw_table("surveys"))
     with pytest.raises(WorkspaceError, match="does not match its SHA-256"):
-        load_raw(ws, "surveys")
-    assert load_raw(ws, "surveys", verify_hash=False).height == 5
+        _load_raw_pl(ws, "surveys")
+    assert _load_raw_pl(ws, "surveys", verify_hash=False).height == 5
     with pytest.raises(ValueError, match="unknown table 'nope'"):
-        load_raw(ws, "nope")
+        _load_raw_pl(ws, "nope")
     with pytest.raises(WorkspaceError, match="run `segments generate"):
-        load_raw(Workspace(tmp_path / "empty"), "orders")
+        _load_raw_pl(Workspace(tmp_path / "empty"), "orders")
 
 
 def test_default_dataset_copies_after_hash_check(tmp_path) -> None:
@@ -354,7 +354,7 @@ def test_default_dataset_copies_after_hash_check(tmp_path) -> None:
     }
     assert manifest["seed"] == d.seed and manifest["synthetic"] is True
     raw = copy_default_dataset(tmp_path / "ws")
-    assert load_raw(tmp_path / "ws", "customers").height == d.customers
+    assert _load_raw_pl(tmp_path / "ws", "customers").height == d.customers
     assert (raw / "truth" / "archetypes.parquet").exists()
     # a tampered copy is refused
     shutil.copytree(d.path, tmp_path / "bad")
@@ -395,7 +395,7 @@ def test_cli_generate_and_default(tmp_path, capsys: pytest.CaptureFixture[str]) 
     assert main(["generate", "--default", "--workspace", str(ws)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert main(["generate", "--default", "--force", "--workspace", str(ws)]) == 0
-    assert load_raw(ws, "customers").height == DEFAULT_DATASET.customers
+    assert _load_raw_pl(ws, "customers").height == DEFAULT_DATASET.customers
     assert main(["generate", "--customers", "0", "--workspace", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err  # refused at the argparse edge, before anything runs
     assert "argument --customers: 0 is out of range; give a whole number 1 or more" in err
@@ -406,7 +406,7 @@ def test_schema_error_on_load_names_table(small_raw: Workspace, tmp_path) -> Non
     ws = Workspace(tmp_path)
     (ws.raw_table("orders")).write_bytes(b"garbage")
     with pytest.raises(SchemaError, match="table 'orders': cannot read"):
-        load_raw(ws, "orders", verify_hash=False)
+        _load_raw_pl(ws, "orders", verify_hash=False)
 
 
 def test_validation_of_large_tables_checks_every_row(

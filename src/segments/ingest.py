@@ -141,12 +141,12 @@ class Transactions:
 
     Attributes
     ----------
-    orders, order_lines : polars.DataFrame
+    orders, order_lines : pandas.DataFrame
         Validated against :data:`segments.schema.ORDERS` and ``ORDER_LINES``.
-    customers : polars.DataFrame
+    customers : pandas.DataFrame
         ``customer_id``, ``source_customer_id``, ``geography_known`` (False),
         ``postcode``, ``municipality_code``, ``county_code`` (null: unknown).
-    products : polars.DataFrame
+    products : pandas.DataFrame
         ``product_id`` and ``source_product_id`` (categories unknown).
     source : str
         The file read.
@@ -154,10 +154,10 @@ class Transactions:
         ``"unknown"``: real exports carry no geography.
     """
 
-    orders: pl.DataFrame
-    order_lines: pl.DataFrame
-    customers: pl.DataFrame
-    products: pl.DataFrame
+    orders: pd.DataFrame
+    order_lines: pd.DataFrame
+    customers: pd.DataFrame
+    products: pd.DataFrame
     source: str
     geography: str = "unknown"
 
@@ -336,7 +336,14 @@ def load_transactions(
     products = (
         lines.group_by("product_id").agg(pl.col("source_product_id").first()).sort("product_id")
     )
-    return Transactions(orders, order_lines, customers, products, str(path))
+    # validated in polars; handed over as pandas, the API's one table type
+    return Transactions(
+        orders.to_pandas(),
+        order_lines.to_pandas(),
+        customers.to_pandas(),
+        products.to_pandas(),
+        str(path),
+    )
 
 
 # =========================================================================================

@@ -845,7 +845,7 @@ class PlannedQueries:
 
     @classmethod
     def from_plan(cls, plan: Any, queries: list[Query]) -> PlannedQueries:
-        rows = plan.accuracy.to_pandas()
+        rows = plan.accuracy
         defs = {q.query.name: q.query for q in plan.queries}
         rows["aggregate"] = [
             _rename(a, defs[q].aggregates)
@@ -924,7 +924,7 @@ class SessionRelease(Mapping[str, pd.DataFrame]):
     def from_result(cls, result: Any, queries: list[Query]) -> SessionRelease:
         defs = {d.name: d for d in (q.definition() for q in queries)}
         tables = {}
-        for name, table in result.tables.items():
+        for name, table in result._tables.items():
             frame = _to_pandas(table, defs[name])
             frame.attrs.update(
                 release_id=result.release_id,

@@ -85,7 +85,7 @@ def _print_plan(plan: Any) -> None:
     )
     print(f"release {plan.spec.name}: {plan.guarantee}, {plan.mechanism} noise, {stated}")
     print(f"expected accuracy (± half-width at {plan.confidence:.0%} confidence), per cell:")
-    for row in plan.accuracy.iter_rows(named=True):
+    for row in plan.accuracy.to_dict("records"):
         print(
             f"  {row['query']:<28} {row['aggregate']:<10} {row['distribution']:<17} "
             f"scale {row['scale']:>12.6g}  ± {row['accuracy']:>12.6g}  "

@@ -39,8 +39,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import polars as pl
 
+from segments._tables import to_pandas
 from segments.exceptions import PolicyError, SchemaError
 from segments.policy import Policy, Purpose, RetentionRule
 from segments.prepare.pseudonym import PseudonymKey, load_key, pseudonymise_series
@@ -156,16 +158,19 @@ class PolicyReport:
         with open(path, encoding="utf-8") as fh:
             return cls.from_dict(json.load(fh))
 
-    def to_frame(self) -> pl.DataFrame:
+    def to_frame(self) -> pd.DataFrame:
         """One row per rule: kind, clause ids, cutoff and what it removed."""
+        return to_pandas(self._to_frame_pl())
+
+    def _to_frame_pl(self) -> pl.DataFrame:
         rows = [{**asdict(r), "clause_ids": ", ".join(r.clause_ids)} for r in self.rules]
         return pl.DataFrame(rows, schema_overrides={"cutoff": pl.Date, "months": pl.Int64})
 
-    def by_clause(self) -> pl.DataFrame:
+    def by_clause(self) -> pd.DataFrame:
         """Rows, accounts and persons removed per clause id (a rule citing two clauses
         counts under both)."""
-        return (
-            self.to_frame()
+        return to_pandas(
+            self._to_frame_pl()
             .with_columns(pl.col("clause_ids").str.split(", "))
             .explode("clause_ids")
             .rename({"clause_ids": "clause_id"})
@@ -191,10 +196,10 @@ _FOREIGN_KEYS = (
 
 def _synth_loader() -> Any:
     try:
-        from segments.synth.generate import load_raw
+        from segments.synth.generate import _load_raw_pl
     except ImportError:  # generator not installed: validate here
         return None
-    return load_raw
+    return _load_raw_pl
 
 
 def load_raw_tables(
@@ -872,7 +877,16 @@ def as_of_date(value: dt.date | str) -> dt.date:
 
 
 def read_prepared(workspace: Workspace | str | os.PathLike[str], purpose: str) -> dict[str, Any]:
-    """Read ``W/prepared/<purpose>/`` as ``{"customers", "lines", "report"}``."""
+    """Read ``W/prepared/<purpose>/`` as ``{"customers", "lines", "report"}`` (the frames as
+    pandas)."""
+    out = _read_prepared_pl(workspace, purpose)
+    return {**out, "customers": to_pandas(out["customers"]), "lines": to_pandas(out["lines"])}
+
+
+def _read_prepared_pl(
+    workspace: Workspace | str | os.PathLike[str], purpose: str
+) -> dict[str, Any]:
+    """:func:`read_prepared` with polars frames (for internal callers)."""
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     folder = ws.require(ws.prepared_dir(purpose), f"segments prepare --purpose {purpose}")
     return {

@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import polars as pl
 
+from segments._tables import to_pandas
 from segments.exceptions import ReleaseRefusedError, WorkspaceError
 from segments.months import add_months, month_start, next_month
 from segments.privacy.releases import ReleaseResult, plan_release
@@ -69,8 +71,13 @@ def archive_path(workspace: Workspace) -> Path:
     return workspace.releases / "archive" / "monthly_category.parquet"
 
 
-def read_archive(workspace: Workspace) -> pl.DataFrame:
+def read_archive(workspace: Workspace) -> pd.DataFrame:
     """The archive (empty, with its columns, before the first month is released)."""
+    return to_pandas(_read_archive_pl(workspace))
+
+
+def _read_archive_pl(workspace: Workspace) -> pl.DataFrame:
+    """:func:`read_archive` as polars (for internal callers)."""
     path = archive_path(workspace)
     if not path.exists():
         return pl.DataFrame(schema=ARCHIVE_SCHEMA)
@@ -200,7 +207,7 @@ def release_month(
     ):
         # a month a killed run published but never appended comes back before the check
         rebuild_archive(workspace.releases, ledger)
-        archive = read_archive(workspace)
+        archive = _read_archive_pl(workspace)
         if archive.filter(pl.col("month") == month).height:
             previous = archive.filter(pl.col("month") == month)["release_id"][0]
             raise ReleaseRefusedError(
@@ -260,7 +267,7 @@ def check_month_in_data(
 
 
 def _archive_rows(result: ReleaseResult, month: dt.date) -> pl.DataFrame:
-    table = result.tables["monthly_category"]
+    table = result._tables["monthly_category"]
     loss = result.card["privacy_loss"]
     return table.select(
         pl.lit(month).alias("month"),
@@ -492,7 +499,7 @@ def backfill(
     )
     released: dict[str, str] = {}
     first, covered, skipped = backfill_schedule(workspace, lines, until, params, synthetic)
-    archived = set(read_archive(workspace)["month"].to_list())
+    archived = set(_read_archive_pl(workspace)["month"].to_list())
     replay = Workspace(workspace.root / ".history")
     month = first
     months = 0

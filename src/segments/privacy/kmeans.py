@@ -1629,7 +1629,7 @@ def private_segment_profiles(
             synthetic=_manifest_synthetic(ws),
             extra_card={"total_epsilon_including_segmentation": total},
         )
-    profiles = _profiles_from_release(result.tables, [str(k) for k in metadata["segments"]])
+    profiles = _profiles_from_release(result._tables, [str(k) for k in metadata["segments"]])
     atomic_write_with(folder / "profiles.parquet", lambda p: profiles.to_parquet(p, index=False))
     metadata["segments"] = dict(zip(profiles["segment"], profiles["name"], strict=True))
     metadata["names_from"] = f"DP release {result.release_id} ({', '.join(PROFILE_QUERIES)})"

@@ -627,8 +627,8 @@ def probe_scale(
                 recipient=recipient,
                 synthetic=synthetic,
             )
-    people = results["scale_probe"].tables["customers_by_type"]
-    buyers = results["scale_probe_month"].tables["buyers_by_type"]
+    people = results["scale_probe"]._tables["customers_by_type"]
+    buyers = results["scale_probe_month"]._tables["buyers_by_type"]
     customers = float(people["count"].sum())
     spend = float(people["spend_sek"].sum())
     scale = Scale(

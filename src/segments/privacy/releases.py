@@ -41,9 +41,11 @@ from typing import Any
 
 import numpy as np
 import opendp.prelude as dp
+import pandas as pd
 import polars as pl
 from opendp.accuracy import summarize_polars_measurement
 
+from segments._tables import as_polars, to_pandas
 from segments.engine import Engine, get_engine, line_files
 from segments.engine.inmemory import lazy_cells, lazy_orders
 from segments.exceptions import PolicyError, WorkspaceError
@@ -646,10 +648,10 @@ class QueryPlan:
         The privacy unit's distance handed to OpenDP.
     loss : float
         ε (pure) or ρ (zCDP) as OpenDP computed it with ``measurement.map(d_in)``.
-    summary : polars.DataFrame
+    summary : pandas.DataFrame
         Per aggregate: distribution, scale, accuracy (half-width at the confidence level),
         sensitivity and bounds.
-    keys : polars.DataFrame
+    keys : pandas.DataFrame
         The public key set.
     data_path : Path
         The shared aggregate the query reads.
@@ -659,12 +661,20 @@ class QueryPlan:
     measurement: Any
     d_in: Any
     loss: float
-    summary: pl.DataFrame
-    keys: pl.DataFrame
+    _summary: pl.DataFrame  # polars inside; the properties below are the API's pandas
+    _keys: pl.DataFrame
     data_path: Path
     half_accuracy: dict[str, float] = field(default_factory=dict)
     vector: VectorRelease | None = None
     alpha: float = 0.05
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        return to_pandas(self._summary)
+
+    @property
+    def keys(self) -> pd.DataFrame:
+        return to_pandas(self._keys)
 
 
 def _with_accuracy(summary: pl.DataFrame, alpha: float) -> pl.DataFrame:
@@ -935,7 +945,7 @@ def _build_vector_query(
         vector=vector,
         alpha=alpha,
     )
-    plan.summary, plan.half_accuracy = _vector_summary(plan)
+    plan._summary, plan.half_accuracy = _vector_summary(plan)
     return plan
 
 
@@ -944,7 +954,7 @@ def _run_query(q: QueryPlan) -> pl.DataFrame:
     assert q.vector is not None
     answer = q.vector.run(pl.scan_parquet(q.data_path))
     q.measurement = q.vector.measurement()
-    q.summary, q.half_accuracy = _vector_summary(q)
+    q._summary, q.half_accuracy = _vector_summary(q)
     return answer
 
 
@@ -996,7 +1006,7 @@ class ReleasePlan:
         return {"epsilon": epsilon, "delta": delta, "rho": total}
 
     @property
-    def accuracy(self) -> pl.DataFrame:
+    def accuracy(self) -> pd.DataFrame:
         """Expected accuracy of every released aggregate, before any budget is spent.
 
         ``accuracy`` is the half-width of the ``confidence`` interval of each noisy cell; for
@@ -1004,7 +1014,10 @@ class ReleasePlan:
         are smaller by their weight, :meth:`PrivacyParams.cell_weights`, and each released
         row carries its own ``<aggregate>_scale``).
         """
-        frame = pl.concat([q.summary for q in self.queries], how="diagonal_relaxed")
+        return to_pandas(self._accuracy_pl())
+
+    def _accuracy_pl(self) -> pl.DataFrame:
+        frame = pl.concat([q._summary for q in self.queries], how="diagonal_relaxed")
         return frame.select(
             "query",
             pl.col("column").alias("aggregate"),
@@ -1060,12 +1073,15 @@ class ReleasePlan:
         return out
 
     # --- execution --------------------------------------------------------------------------
-    def run_unaccounted(self) -> dict[str, pl.DataFrame]:
+    def run_unaccounted(self) -> dict[str, pd.DataFrame]:
         """Run every measurement once, outside any ledger (raw noisy answers).
 
         Only for calibration on synthetic data with the evaluation ledger's blessing; the
         release path is :meth:`execute`.
         """
+        return {name: to_pandas(t) for name, t in self._run_unaccounted_pl().items()}
+
+    def _run_unaccounted_pl(self) -> dict[str, pl.DataFrame]:
         return {
             q.query.name: _run_query(q)
             if q.vector is not None
@@ -1095,10 +1111,14 @@ class ReleasePlan:
             answers[q.query.name] = context(q.measurement).collect()
         return answers
 
-    def tables(self, answers: Mapping[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    def tables(self, answers: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
         """Post-process noisy answers (no new privacy loss): intervals, noise scale,
         non-negative and consistent values, means where the count supports them
         (:mod:`segments.privacy.postprocess`)."""
+        tables = self._tables_pl({name: as_polars(a) for name, a in answers.items()})
+        return {name: to_pandas(t) for name, t in tables.items()}
+
+    def _tables_pl(self, answers: Mapping[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
         tables = {
             q.query.name: _with_intervals(q, answers[q.query.name], self.params)
             for q in self.queries
@@ -1196,7 +1216,7 @@ class ReleasePlan:
             final=workspace.release_dir(request.release_id),
         )
         try:
-            tables = self.tables(self._run())
+            tables = self._tables_pl(self._run())
         except BaseException as exc:
             publication.fail(exc)
             raise
@@ -1238,12 +1258,17 @@ class ReleasePlan:
 
 @dataclass(frozen=True)
 class ReleaseResult:
-    """A published release: its id, folder, tables and card."""
+    """A published release: its id, folder, tables (pandas) and card."""
 
     release_id: str
     path: Path
-    tables: dict[str, pl.DataFrame]
+    _tables: dict[str, pl.DataFrame]  # as written; :attr:`tables` is the API's pandas
     card: dict[str, Any]
+
+    @functools.cached_property
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The released tables by query name, as pandas."""
+        return {name: to_pandas(t) for name, t in self._tables.items()}
 
     def __repr__(self) -> str:
         loss = self.card.get("privacy_loss") or {}
@@ -1252,7 +1277,7 @@ class ReleaseResult:
             if loss.get("rho") is not None
             else f"ε = {loss.get('epsilon', float('nan')):.4g}"
         )
-        tables = ", ".join(f"{n} ({t.height} rows)" for n, t in self.tables.items())
+        tables = ", ".join(f"{n} ({t.height} rows)" for n, t in self._tables.items())
         return (
             f"ReleaseResult({self.release_id}: {self.card.get('guarantee', '?')}, {stated}; "
             f"{tables}; in {self.path})"
@@ -1261,9 +1286,9 @@ class ReleaseResult:
 
 def _with_intervals(q: QueryPlan, answer: pl.DataFrame, params: PrivacyParams) -> pl.DataFrame:
     """Intervals, noise scale, non-negative values and supported means (post-processing)."""
-    summary = q.summary
+    summary = q._summary
     by = list(q.query.by)
-    frame = q.keys.join(answer, on=by, how="left", nulls_equal=True)
+    frame = q._keys.join(answer, on=by, how="left", nulls_equal=True)
     columns: list[pl.Expr] = []
     for row in summary.iter_rows(named=True):
         name, acc, scale = row["column"], row["accuracy"], row["scale"]
@@ -1315,7 +1340,11 @@ def _make_consistent(
         leaf = leaf.join(parent_index, on=parent_by, how="left", maintain_order="left")
         distribution = {
             name: dict(
-                zip(plans[name].summary["column"], plans[name].summary["distribution"], strict=True)
+                zip(
+                    plans[name]._summary["column"],
+                    plans[name]._summary["distribution"],
+                    strict=True,
+                )
             )
             for name in (leaf_name, parent_name)
         }
@@ -1383,7 +1412,7 @@ def _card(
     ledger: Any,
     extra: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    accuracy = plan.accuracy
+    accuracy = plan._accuracy_pl()
     return {
         "release_id": release_id,
         "ledger_head_hash": head,

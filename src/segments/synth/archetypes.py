@@ -10,10 +10,12 @@ customers buy a mix closer to another archetype's mean than to their own).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
 
+from segments._tables import as_polars
 from segments.schema import INDUSTRIES, PRODUCT_CATEGORIES, SIZE_BANDS
 
 __all__ = ["ARCHETYPES", "Archetype", "archetype_names", "category_mix_overlap"]
@@ -228,10 +230,10 @@ def archetype_names() -> tuple[str, ...]:
 
 
 def category_mix_overlap(
-    order_lines: pl.DataFrame,
-    orders: pl.DataFrame,
-    products: pl.DataFrame,
-    truth: pl.DataFrame,
+    order_lines: Any,
+    orders: Any,
+    products: Any,
+    truth: Any,
     *,
     min_lines: int = 10,
 ) -> float:
@@ -245,6 +247,8 @@ def category_mix_overlap(
     float
         Fraction in [0, 1] of those customers whose nearest mean is not their own archetype's.
     """
+    # the tables as load_raw returns them (pandas) or as polars
+    order_lines, orders, products, truth = map(as_polars, (order_lines, orders, products, truth))
     counts = (
         order_lines.select("order_id", "product_id")
         .join(orders.select("order_id", "customer_id"), on="order_id")

@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import polars as pl
 from tqdm import tqdm
 
 from segments import schema
+from segments._tables import to_pandas
 from segments.exceptions import SchemaError, WorkspaceError
 from segments.months import add_months, month_start
 from segments.schema import (
@@ -506,7 +508,7 @@ def load_raw(
     as_of: dt.date | None = None,
     *,
     verify_hash: bool = True,
-) -> pl.DataFrame:
+) -> pd.DataFrame:
     """Read one raw (or truth) table and validate it.
 
     Checks the file against the manifest's SHA-256, the schema (columns, dtypes, nulls,
@@ -525,7 +527,7 @@ def load_raw(
 
     Returns
     -------
-    polars.DataFrame
+    pandas.DataFrame
 
     Raises
     ------
@@ -534,6 +536,17 @@ def load_raw(
     WorkspaceError
         If the table is missing or differs from the manifest.
     """
+    return to_pandas(_load_raw_pl(workspace, table, as_of, verify_hash=verify_hash))
+
+
+def _load_raw_pl(
+    workspace: Workspace | str | os.PathLike[str],
+    table: str,
+    as_of: dt.date | None = None,
+    *,
+    verify_hash: bool = True,
+) -> pl.DataFrame:
+    """:func:`load_raw` as polars (for internal callers)."""
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     path, rel, table_schema = _table_path(ws, table)
     ws.require(path, f"segments generate --workspace {ws.root}")
