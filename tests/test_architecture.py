@@ -20,6 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "segments._lazy",
+        "segments._tables",
         "segments.exceptions",
         "segments.months",
         "segments.workspace",

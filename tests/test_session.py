@@ -694,3 +694,28 @@ def test_the_verified_copies_of_the_frames_stay_in_the_workspace_private_area(ws
             assert copy.is_relative_to(ws.private.resolve()) or copy.is_relative_to(ws.private)
             assert copy.stat().st_mode & 0o077 == 0 or copy.parent.stat().st_mode & 0o077 == 0
     assert not any(p.exists() for p in copies.values())
+
+
+def test_relative_accuracy_from_a_charged_private_estimate_of_the_typical_cell(ws, ledger):
+    s = _session(ws, ledger)
+    q = (
+        s.table("customers")
+        .group_by("customer_type")
+        .agg(count(), mean("spend", bounds=(0, 50_000)))
+    )
+    typical = q.estimate_typical(epsilon=0.05)
+    # charged like any release, at the probe's ε only, and planning spends nothing more
+    assert [e.request.epsilon for e in ledger.entries()] == [pytest.approx(0.05)]
+    assert set(typical) == {"count", "sum_spend"}
+    truth = pl.read_parquet(ws.prepared_dir(PURPOSE) / "customers.parquet")
+    true_median = float(np.median(truth.group_by("customer_type").len()["len"]))
+    # the estimate is noisy (scale 2 / 0.05 = 40 people) but of the right size
+    assert abs(typical["count"] - true_median) < 40 * 8
+    planned = q.plan(epsilon=0.5)
+    assert len(ledger.entries()) == 1
+    relative = planned.relative(typical).set_index("aggregate")["relative"]
+    half = planned.accuracy.set_index("aggregate")["accuracy"]
+    assert relative["count"] == pytest.approx(half["count"] / typical["count"])
+    assert relative["sum_spend"] == pytest.approx(half["sum_spend"] / typical["sum_spend"])
+    with pytest.raises(PolicyError, match="quantiles have no typical cell"):
+        s.table("customers").group_by("county").agg(segments.agg.median("spend")).estimate_typical()

@@ -34,6 +34,7 @@ __all__ = [
     "column_of",
     "key_labels",
     "key_values",
+    "label_column",
     "month_keys",
     "with_labels",
 ]
@@ -186,6 +187,17 @@ def key_labels(column: str) -> dict[str, str]:
     return {}
 
 
+def label_column(column: str) -> str:
+    """The name of a key column's label column (``county_code`` → ``county_name``).
+
+    Examples
+    --------
+    >>> label_column("county_code"), label_column("industry")
+    ('county_name', 'industry_name')
+    """
+    return column.removesuffix("_code") + "_name"
+
+
 def with_labels(frame: Any, columns: Iterable[str] | None = None) -> Any:
     """A pandas frame with a ``<key>_name`` column beside each labelled key column.
 
@@ -202,7 +214,7 @@ def with_labels(frame: Any, columns: Iterable[str] | None = None) -> Any:
         if not labels:
             continue
         named = out[column].map(lambda v, lab=labels: lab.get(v, v) if v is not None else v)
-        name = column.removesuffix("_code") + "_name"
+        name = label_column(column)
         if name in out.columns:
             continue
         out.insert(list(out.columns).index(column) + 1, name, named)

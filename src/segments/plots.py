@@ -70,6 +70,7 @@ def plot_profile_heatmap(
     """
     import matplotlib.pyplot as plt
 
+    from segments.keys import key_labels
     from segments.schema import PRODUCT_CATEGORIES
 
     if columns is None:
@@ -87,7 +88,12 @@ def plot_profile_heatmap(
     for (i, j), v in np.ndenumerate(values):
         colour = "white" if v < values.max() / 2 else "black"
         ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color=colour)
-    labels = [c.removeprefix("line_").removeprefix("share_").removesuffix("_mean") for c in columns]
+    categories = key_labels("category")  # the registry's names, as every output shows them
+    keys = [c.removeprefix("line_").removeprefix("share_").removesuffix("_mean") for c in columns]
+    labels = [
+        categories.get(k, k) + (" (lines)" if c.startswith("line_") else "")
+        for k, c in zip(keys, columns, strict=True)
+    ]
     ax.set_xticks(range(len(columns)), labels, rotation=45, ha="right")
     rows = [
         f"{s}: {n} ({z})"
@@ -278,14 +284,14 @@ def plot_county_map(
     from matplotlib.colors import Normalize
     from matplotlib.patches import Polygon
 
-    from segments.geography import counties
+    from segments.keys import key_labels
 
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 9), layout="constrained")
     values = _as_polars(values)
     rows = {r["county_code"]: r for r in values.iter_rows(named=True)}
     by_county = {code: r[column] for code, r in rows.items()}
-    short = dict(counties().select("county_code", "county_name_short").iter_rows())
+    short = key_labels("county_code")  # the registry's county names
     shown = [float(v) for v in by_county.values() if v is not None]
     norm = Normalize(min(0.0, *shown) if shown else 0.0, max(shown) if shown else 1.0)
     colormap = plt.get_cmap(cmap)
@@ -360,6 +366,8 @@ def plot_category_mix(mix: Any, ax: Any = None) -> Any:
     """
     import matplotlib.pyplot as plt
 
+    from segments.keys import key_labels
+
     mix = _as_polars(mix)
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 0.5 * mix.height + 1.5), layout="constrained")
@@ -368,7 +376,8 @@ def plot_category_mix(mix: Any, ax: Any = None) -> Any:
     colours = plt.get_cmap("tab10")
     for i, category in enumerate(mix.columns[1:]):
         share = mix[category].to_numpy()
-        ax.barh(labels, share, left=left, color=colours(i % 10), label=category)
+        name = key_labels("category").get(category, category)
+        ax.barh(labels, share, left=left, color=colours(i % 10), label=name)
         left += share
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of spend")
@@ -401,6 +410,8 @@ def plot_forecast_fan(
     import matplotlib.pyplot as plt
     import pandas as pd
 
+    from segments.keys import key_labels
+
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3), layout="constrained")
     history = archive if category == "total" else archive[archive["category"] == category]
@@ -417,7 +428,7 @@ def plot_forecast_fan(
         label=f"{ahead['level'].iloc[0]:.0%} interval",
     )
     ax.plot(months, ahead[measure], color="C1", marker="o", markersize=3, label="forecast")
-    ax.set_title(category.replace("_", " "), fontsize="medium")
+    ax.set_title(key_labels("category").get(category, category), fontsize="medium")
     ax.set_ylim(bottom=0)
     ax.tick_params(axis="x", labelrotation=30, labelsize="small")
     return ax

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import polars as pl
 
@@ -519,6 +520,38 @@ class Query:
         """Charge the ledger once, release, return the table (pandas, labelled)."""
         return self.session.release([self], epsilon)[self.definition().name]
 
+    def estimate_typical(self, epsilon: float = 0.02) -> dict[str, float]:
+        """A private estimate of this query's typical cell, for relative accuracy.
+
+        Releases (and charges, like any release: its own folder and card) the counts and
+        sums of this query's cells at a small ``epsilon``, and returns the median released
+        cell of each (negative noisy cells read as 0): post-processing of that release, so
+        nothing else is spent. Pass the result to :meth:`PlannedQueries.relative` to see
+        the relative error of a typical cell before releasing the real query. Quantiles
+        have no typical cell (their plan shows a rank interval instead).
+
+        Returns
+        -------
+        dict
+            Aggregate name as in the plan (``count``, ``sum_spend``...) -> typical cell.
+        """
+        probe = [a for a in self.aggregates if a.kind == "count" and self.frame != "cells"]
+        sums = {a.value: a.bounds for a in self.aggregates if a.kind in ("sum", "mean")}
+        probe += [sum(value, bounds) for value, bounds in sums.items() if value is not None]
+        if any(a.kind == "mean" for a in self.aggregates) and self.frame != "cells":
+            probe.append(count())
+        if not probe:
+            raise PolicyError(
+                "estimate_typical needs a count, sum or mean in agg(); quantiles have no "
+                "typical cell"
+            )
+        name = self.definition().name[:56] + "_typical"
+        query = replace(self, aggregates=tuple(dict.fromkeys(probe)), name=name)
+        table = query.release(epsilon)
+        values = ["count"] if any(a.kind == "count" for a in probe) else []
+        values += [f"sum_{_user_value(self._internal(str(v)))}" for v in sums]
+        return {c: float(np.median(table[c].clip(lower=0))) for c in values}
+
     # --- compilation -----------------------------------------------------------------------
     @property
     def frame(self) -> str:
@@ -876,7 +909,8 @@ class PlannedQueries:
         """Relative error of a typical cell: ``accuracy / typical[aggregate]``.
 
         ``typical`` is a public scale you know without this data (e.g. last year's published
-        customers per county); nothing private is read.
+        customers per county), or the charged private estimate of
+        :meth:`Query.estimate_typical`; nothing private is read here.
         """
         out = self.accuracy.copy()
         out["relative"] = [

@@ -34,7 +34,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1385,6 +1385,9 @@ def _publish(
     """Write the tables and card into the staging folder, then complete the publication
     (:mod:`segments.privacy.publishing`: fsync, rename, then publish in the ledger)."""
     staging = publication.staging
+    # every key carries its human label (county and industry names...) from the one registry
+    by = {q.query.name: q.query.by for q in plan.queries}
+    tables = {name: _with_key_labels(table, by.get(name, ())) for name, table in tables.items()}
     try:
         files: dict[str, str] = {}
         for name, table in tables.items():
@@ -1401,6 +1404,25 @@ def _publish(
         raise
     _, card = publication.complete("card.json")
     return ReleaseResult(publication.release_id, publication.final, tables, card)
+
+
+def _with_key_labels(table: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
+    """``<key>_name`` beside each key column the registry labels (:mod:`segments.keys`):
+    public facts, so post-processing; codes without a label keep the code."""
+    from segments.keys import key_labels, label_column
+
+    for key in keys:
+        labels = key_labels(key)
+        name = label_column(key)
+        if not labels or key not in table.columns or name in table.columns:
+            continue
+        named = pl.col(key).cast(pl.Utf8).replace_strict(labels, default=pl.col(key).cast(pl.Utf8))
+        table = table.with_columns(named.alias(name))
+        order = list(table.columns)
+        order.remove(name)
+        order.insert(order.index(key) + 1, name)
+        table = table.select(order)
+    return table
 
 
 def _card(
