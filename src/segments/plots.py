@@ -90,10 +90,7 @@ def plot_profile_heatmap(
         ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color=colour)
     categories = key_labels("category")  # the registry's names, as every output shows them
     keys = [c.removeprefix("line_").removeprefix("share_").removesuffix("_mean") for c in columns]
-    labels = [
-        categories.get(k, k) + (" (lines)" if c.startswith("line_") else "")
-        for k, c in zip(keys, columns, strict=True)
-    ]
+    labels = [categories.get(k, k) for k in keys]  # the title says lines or spend
     ax.set_xticks(range(len(columns)), labels, rotation=45, ha="right")
     rows = [
         f"{s}: {n} ({z})"
