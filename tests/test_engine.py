@@ -234,7 +234,8 @@ def test_feature_sums_refuse_a_channel_outside_the_public_list(engine, tmp_path)
 def test_segmentation_features_are_the_same_from_the_embedded_engine(default_lines, monkeypatch):
     """customer_features on the path with the out-of-core engine = the in-memory path (the
     engine's sums are exact; the in-memory path sums floats, so equal to ~1e-12)."""
-    from segments.features import customer_features
+    # the polars engine of the public (pandas) customer_features, compared exactly
+    from segments.features import _customer_features_pl as customer_features
 
     customers = pl.read_parquet(default_lines.parent / "customers.parquet")
     expected = customer_features(pl.scan_parquet(default_lines), customers, as_of=AS_OF)
