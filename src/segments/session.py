@@ -868,6 +868,7 @@ def _quantile_rank_accuracy(plan: Any) -> dict[tuple[str, str], float]:
     exact quantile's, plus the best candidate's own distance (the people between two
     neighbouring candidates), for ``m`` candidates. Under zCDP nothing is computed here.
     """
+    from segments.privacy.composition import DPFamily
     from segments.privacy.releases import (
         _aggregate_bounds,
         _privacy_unit,
@@ -875,7 +876,7 @@ def _quantile_rank_accuracy(plan: Any) -> dict[tuple[str, str], float]:
         quantile_of,
     )
 
-    if plan.params.dp_family != "pure":
+    if plan.params.dp_family != DPFamily.PURE:
         return {}
     beta = 1.0 - plan.confidence
     out = {}
