@@ -20,10 +20,10 @@ from segments.features import (
     RFM_FEATURES,
     BoundedScaler,
     FeatureClipper,
-    _category_rule_labels_pl,
     _customer_features_pl,
     _rfm_features_pl,
     category_rule_labels,
+    category_rule_labels_pl,
     customer_features,
     make_feature_transformer,
     rfm_features,
@@ -166,7 +166,7 @@ def test_category_rule_picks_largest_spend_and_breaks_ties_by_order() -> None:
             (P2, "03", D(2026, 1, 1), "web", "toner_ink", 0.3),
         ]
     )
-    labels = _category_rule_labels_pl(lines)
+    labels = category_rule_labels_pl(lines)
     # P1: paper 120 > furniture 100. P2: toner_ink 0.30 ties writing 0.1 + 0.2 (not exactly
     # 0.3 in floating point): rounding to öre makes it a tie, and toner_ink comes first.
     assert labels.rows() == [(P1, "paper"), (P2, "toner_ink")]
@@ -174,8 +174,8 @@ def test_category_rule_picks_largest_spend_and_breaks_ties_by_order() -> None:
 
 def test_category_rule_is_row_level() -> None:
     customers, lines, _ = make_prepared(200, seed=5)
-    alone = _category_rule_labels_pl(lines.filter(pl.col("person_id") == customers["person_id"][0]))
-    together = _category_rule_labels_pl(lines.sample(fraction=1.0, shuffle=True, seed=1))
+    alone = category_rule_labels_pl(lines.filter(pl.col("person_id") == customers["person_id"][0]))
+    together = category_rule_labels_pl(lines.sample(fraction=1.0, shuffle=True, seed=1))
     assert together.height == 200
     assert together.filter(pl.col("person_id") == alone["person_id"][0]).equals(alone)
     assert set(together["segment"]) <= set(PRODUCT_CATEGORIES)
@@ -353,4 +353,4 @@ def test_public_feature_functions_return_pandas_and_take_pandas(hand_frames) -> 
     assert rfm.equals(_rfm_features_pl(lines, as_of=D(2026, 8, 31)).to_pandas())
     labels = category_rule_labels(lines)
     assert isinstance(labels, pd.DataFrame) and list(labels.columns) == ["person_id", "segment"]
-    assert labels.equals(_category_rule_labels_pl(lines).to_pandas())
+    assert labels.equals(category_rule_labels_pl(lines).to_pandas())

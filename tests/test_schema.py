@@ -10,7 +10,7 @@ import pytest
 
 from segments.exceptions import SchemaError
 from segments.schema import CUSTOMERS, ORDER_LINES, ORDERS, validate
-from segments.synth.generate import _load_raw_pl
+from segments.synth.generate import load_raw_pl
 from segments.workspace import Workspace
 
 
@@ -99,7 +99,7 @@ def test_negative_quantity(lines: pl.DataFrame) -> None:
 
 @pytest.fixture
 def customers(small_raw: Workspace) -> pl.DataFrame:
-    return _load_raw_pl(small_raw, "customers")
+    return load_raw_pl(small_raw, "customers")
 
 
 @pytest.mark.parametrize("postcode", ["01234", "1234", "12 345", "ABCDE"])
@@ -131,7 +131,7 @@ def test_order_line_whose_order_does_not_exist(small_raw: Workspace, tmp_path) -
         r"'references orders' fails for 1 value\(s\) \(first: 1000000000\); "
         r"fix: include the referenced orders rows or drop the orphaned",
     ):
-        _load_raw_pl(ws, "order_lines", verify_hash=False)
+        load_raw_pl(ws, "order_lines", verify_hash=False)
 
 
 def test_load_raw_applies_manifest_as_of(small_raw: Workspace, tmp_path) -> None:
@@ -150,4 +150,4 @@ def test_load_raw_applies_manifest_as_of(small_raw: Workspace, tmp_path) -> None
         match=r"table 'orders', column 'order_date': rule 'not "
         r"after as_of'.*as_of=2026-10-31 \(first: 2027-01-05\)",
     ):
-        _load_raw_pl(ws, "orders", verify_hash=False)
+        load_raw_pl(ws, "orders", verify_hash=False)

@@ -25,7 +25,7 @@ from segments.synth import (
 )
 from segments.synth import customers as customers_module
 from segments.synth.customers import draw_customers
-from segments.synth.generate import _load_raw_pl
+from segments.synth.generate import load_raw_pl
 from segments.synth.identifiers import (
     is_valid_org_number,
     is_valid_personnummer,
@@ -40,9 +40,9 @@ AS_OF = SMALL["as_of"]
 
 @pytest.fixture(scope="module")
 def raw(small_raw: Workspace) -> dict[str, pl.DataFrame]:
-    tables = {t: _load_raw_pl(small_raw, t) for t in RAW_TABLES}
-    tables["archetypes"] = _load_raw_pl(small_raw, "archetypes")
-    tables["persons"] = _load_raw_pl(small_raw, "persons")
+    tables = {t: load_raw_pl(small_raw, t) for t in RAW_TABLES}
+    tables["archetypes"] = load_raw_pl(small_raw, "archetypes")
+    tables["persons"] = load_raw_pl(small_raw, "persons")
     return tables
 
 
@@ -332,15 +332,15 @@ def test_bad_parameters(tmp_path, kwargs: dict[str, object], message: str) -> No
 def test_load_raw_detects_edited_file(small_raw: Workspace, tmp_path) -> None:
     shutil.copytree(small_raw.raw, tmp_path / "raw")
     ws = Workspace(tmp_path)
-    surveys = _load_raw_pl(ws, "surveys")
+    surveys = load_raw_pl(ws, "surveys")
     surveys.head(5).write_parquet(ws.raw_table("surveys"))
     with pytest.raises(WorkspaceError, match="does not match its SHA-256"):
-        _load_raw_pl(ws, "surveys")
-    assert _load_raw_pl(ws, "surveys", verify_hash=False).height == 5
+        load_raw_pl(ws, "surveys")
+    assert load_raw_pl(ws, "surveys", verify_hash=False).height == 5
     with pytest.raises(ValueError, match="unknown table 'nope'"):
-        _load_raw_pl(ws, "nope")
+        load_raw_pl(ws, "nope")
     with pytest.raises(WorkspaceError, match="run `segments generate"):
-        _load_raw_pl(Workspace(tmp_path / "empty"), "orders")
+        load_raw_pl(Workspace(tmp_path / "empty"), "orders")
 
 
 def test_default_dataset_copies_after_hash_check(tmp_path) -> None:
@@ -354,7 +354,7 @@ def test_default_dataset_copies_after_hash_check(tmp_path) -> None:
     }
     assert manifest["seed"] == d.seed and manifest["synthetic"] is True
     raw = copy_default_dataset(tmp_path / "ws")
-    assert _load_raw_pl(tmp_path / "ws", "customers").height == d.customers
+    assert load_raw_pl(tmp_path / "ws", "customers").height == d.customers
     assert (raw / "truth" / "archetypes.parquet").exists()
     # a tampered copy is refused
     shutil.copytree(d.path, tmp_path / "bad")
@@ -395,7 +395,7 @@ def test_cli_generate_and_default(tmp_path, capsys: pytest.CaptureFixture[str]) 
     assert main(["generate", "--default", "--workspace", str(ws)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert main(["generate", "--default", "--force", "--workspace", str(ws)]) == 0
-    assert _load_raw_pl(ws, "customers").height == DEFAULT_DATASET.customers
+    assert load_raw_pl(ws, "customers").height == DEFAULT_DATASET.customers
     assert main(["generate", "--customers", "0", "--workspace", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err  # refused at the argparse edge, before anything runs
     assert "argument --customers: 0 is out of range; give a whole number 1 or more" in err
@@ -406,7 +406,7 @@ def test_schema_error_on_load_names_table(small_raw: Workspace, tmp_path) -> Non
     ws = Workspace(tmp_path)
     (ws.raw_table("orders")).write_bytes(b"garbage")
     with pytest.raises(SchemaError, match="table 'orders': cannot read"):
-        _load_raw_pl(ws, "orders", verify_hash=False)
+        load_raw_pl(ws, "orders", verify_hash=False)
 
 
 def test_validation_of_large_tables_checks_every_row(

@@ -571,10 +571,10 @@ def category_rule_labels(
     >>> category_rule_labels(lines).values.tolist()
     [['a1', 'paper'], ['b2', 'paper']]
     """
-    return to_pandas(_category_rule_labels_pl(lines, categories))
+    return to_pandas(category_rule_labels_pl(lines, categories))
 
 
-def _category_rule_labels_pl(
+def category_rule_labels_pl(
     lines: Any, categories: Sequence[str] = PRODUCT_CATEGORIES
 ) -> pl.DataFrame:
     """:func:`category_rule_labels` as polars (for internal callers)."""

@@ -856,46 +856,6 @@ def _to_pandas(table: pl.DataFrame, definition: Any) -> pd.DataFrame:
     return with_labels(frame.to_pandas(), definition.by)
 
 
-def _quantile_rank_accuracy(plan: Any) -> dict[tuple[str, str], float]:
-    """Data-free rank half-width of each quantile (pure DP), in people.
-
-    OpenDP scores a candidate ``c`` by ``K |#{x < c} - alpha (n - #{x = c})|`` (``K`` the
-    integer scaling of ``alpha``; sensitivity ``K max(alpha, 1 - alpha)`` per person) and
-    picks the lowest score plus exponential noise of scale ``2 d_in K max(alpha, 1-alpha) /
-    epsilon``. A candidate whose score exceeds the best by ``t`` wins with probability at
-    most ``exp(-t / scale)``, so with probability ``1 - beta`` the released candidate's rank
-    is within ``2 d_in max(alpha, 1-alpha) / epsilon * ln((m - 1) / beta)`` people of the
-    exact quantile's, plus the best candidate's own distance (the people between two
-    neighbouring candidates), for ``m`` candidates. Under zCDP nothing is computed here.
-    """
-    from segments.privacy.composition import DPFamily
-    from segments.privacy.releases import (
-        _aggregate_bounds,
-        _privacy_unit,
-        _quantile_candidates,
-        quantile_of,
-    )
-
-    if plan.params.dp_family != DPFamily.PURE:
-        return {}
-    beta = 1.0 - plan.confidence
-    out = {}
-    for q in plan.queries:
-        share = q.loss / max(len(q.query.aggregates), 1)  # OpenDP's loss: at most the plan's
-        _, d_in = _privacy_unit(q.query, plan.params, plan.survey_rows)
-        for aggregate in q.query.aggregates:
-            quantile = quantile_of(aggregate)
-            if quantile is None or share <= 0:
-                continue
-            level = quantile[0]
-            candidates = len(
-                _quantile_candidates(_aggregate_bounds(q.query, aggregate, plan.params))
-            )
-            spread = 2.0 * float(d_in) * max(level, 1.0 - level) / share
-            out[(q.query.name, aggregate)] = spread * math.log((candidates - 1) / beta)
-    return out
-
-
 @dataclass(frozen=True)
 class PlannedQueries:
     """What a release of these queries would give, before anything is spent.
@@ -925,7 +885,7 @@ class PlannedQueries:
             for q, a in zip(rows["query"], rows["aggregate"], strict=True)
         ]
         bounds = plan.bounds()
-        ranks = _quantile_rank_accuracy(plan)
+        ranks = plan.quantile_rank_accuracy()
         rows["rank_accuracy"] = [
             ranks.get((q, internal), math.nan)
             for q, internal in zip(plan.accuracy["query"], plan.accuracy["aggregate"], strict=True)

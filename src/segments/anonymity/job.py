@@ -115,11 +115,11 @@ def _segments(
     as_of: dt.date,
 ) -> tuple[pl.DataFrame, str]:
     if which == "category_rule":
-        from segments.features import _category_rule_labels_pl
+        from segments.features import category_rule_labels_pl
         from segments.ingest import public_domains
 
         categories = public_domains(workspace).categories
-        return _category_rule_labels_pl(lines, categories), "category_rule"
+        return category_rule_labels_pl(lines, categories), "category_rule"
     # private segments: the DP k-means entry is found and hash-checked in the ledger this
     # release is recorded in, and each label recomputed from its centroids — a labels file
     # in W/segments/private/ is never trusted
@@ -232,10 +232,10 @@ def release_kanon(
     from segments.anonymity.release import (
         CUSTOMER_COLUMNS,
         RELEASE_COLUMNS,
-        _customer_release_table_pl,
         anonymise,
         check_linkage,
         customer_hierarchies,
+        customer_release_table_pl,
         write_certificate,
         write_table,
     )
@@ -266,7 +266,7 @@ def release_kanon(
     chosen = list(columns) if columns else list(RELEASE_COLUMNS)
     if sensitive and sensitive not in chosen:
         chosen.append(sensitive)
-    table = _customer_release_table_pl(customers, lines, labels, chosen)
+    table = customer_release_table_pl(customers, lines, labels, chosen)
     from segments.anonymity.hierarchies import read_hierarchies
 
     categories = public_domains(workspace).categories
@@ -296,7 +296,7 @@ def release_kanon(
     shown = [
         c for c in CUSTOMER_COLUMNS if c in customers.columns or c in ("segment", "spend_band")
     ]
-    everything = _customer_release_table_pl(customers, lines, labels, shown)
+    everything = customer_release_table_pl(customers, lines, labels, shown)
     check_linkage(
         everything,
         customer_hierarchies(everything, categories=categories, declared=declared),

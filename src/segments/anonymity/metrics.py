@@ -25,7 +25,7 @@ from typing import Any
 import polars as pl
 
 from segments._tables import as_polars
-from segments.anonymity.models import _class_sizes_pl as class_sizes
+from segments.anonymity.models import class_sizes_pl as class_sizes
 from segments.exceptions import KAnonymityError
 
 __all__ = [

@@ -132,10 +132,10 @@ def _check_columns(df: pl.DataFrame, columns: Sequence[str]) -> None:
 
 def class_sizes(df: Any, qis: Sequence[str]) -> pd.DataFrame:
     """Each equivalence class (distinct combination of ``qis``) with its size in ``n``."""
-    return to_pandas(_class_sizes_pl(as_polars(df), qis))
+    return to_pandas(class_sizes_pl(as_polars(df), qis))
 
 
-def _class_sizes_pl(df: pl.DataFrame, qis: Sequence[str]) -> pl.DataFrame:
+def class_sizes_pl(df: pl.DataFrame, qis: Sequence[str]) -> pl.DataFrame:
     """:func:`class_sizes` on a polars frame (for internal callers)."""
     _check_columns(df, qis)
     if not qis:
@@ -155,7 +155,7 @@ def k_of(df: Any, qis: Sequence[str]) -> int:
     df = as_polars(df)
     if df.height == 0:
         return 0
-    return int(_class_sizes_pl(df, qis)["n"].min())  # type: ignore[arg-type]
+    return int(class_sizes_pl(df, qis)["n"].min())  # type: ignore[arg-type]
 
 
 def distinct_l_of(df: Any, qis: Sequence[str], sensitive: str) -> int:

@@ -122,10 +122,10 @@ def generalise(
     ...            {"birth_year": 2})["birth_year"].to_list()
     ['1980-1989']
     """
-    return to_pandas(_generalise_pl(as_polars(df), hierarchies, levels))
+    return to_pandas(generalise_pl(as_polars(df), hierarchies, levels))
 
 
-def _generalise_pl(
+def generalise_pl(
     df: pl.DataFrame, hierarchies: Mapping[str, Hierarchy], levels: Mapping[str, int]
 ) -> pl.DataFrame:
     """:func:`generalise` on a polars frame (for internal callers)."""
@@ -279,7 +279,7 @@ def anonymise(
     base = df.select(keep)
     if model.sensitive:
         base = base.with_columns(pl.col(model.sensitive).cast(pl.Utf8))
-    generalised = _generalise_pl(base, hierarchies, levels)
+    generalised = generalise_pl(base, hierarchies, levels)
     fail = _failing_rows(generalised, qis, model)
     suppressed = int(fail.sum())
     if suppressed > model.max_suppressed(df.height):
@@ -297,7 +297,7 @@ def anonymise(
     shuffled = kept[seed.permutation(kept.height).tolist()] if kept.height else kept
     pop = None
     if population is not None:
-        pop = _generalise_pl(as_polars(population).select(qis), hierarchies, levels)
+        pop = generalise_pl(as_polars(population).select(qis), hierarchies, levels)
     before = risk_metrics(base.select(qis).with_columns(pl.all().cast(pl.Utf8)), qis)
     metrics = {
         "risk_before": before,
@@ -443,7 +443,7 @@ def _kept(
 ) -> pl.Series:
     """Rows a release with these levels and model keeps (its suppression recomputed)."""
     qis = list(levels)
-    generalised = _generalise_pl(df.select(qis), hierarchies, levels)
+    generalised = generalise_pl(df.select(qis), hierarchies, levels)
     if model.sensitive:
         generalised = generalised.with_columns(df[model.sensitive].cast(pl.Utf8))
     return ~_failing_rows(generalised, qis, model)
@@ -503,7 +503,7 @@ def check_linkage(
         both = kept_now & _kept(df, hierarchies, dict(old.levels), old.model())
         if not both.any() or not shown:
             continue
-        joint = _generalise_pl(df.select(list(shown)), hierarchies, shown).filter(both)
+        joint = generalise_pl(df.select(list(shown)), hierarchies, shown).filter(both)
         need = min(anon.model.k, old.k)
         small = joint.group_by(list(shown)).len(name="n").filter(pl.col("n") < need)
         if small.height:
@@ -546,13 +546,13 @@ def customer_release_table(
         Text columns, nulls as ``"n/a"``; no ``person_id`` (the release must not carry it).
     """
     return to_pandas(
-        _customer_release_table_pl(
+        customer_release_table_pl(
             as_polars(customers), as_polars(lines), as_polars(segments), columns
         )
     )
 
 
-def _customer_release_table_pl(
+def customer_release_table_pl(
     customers: pl.DataFrame,
     lines: pl.DataFrame,
     segments: pl.DataFrame,

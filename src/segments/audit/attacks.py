@@ -489,7 +489,7 @@ def _kept_by(
     people: pl.DataFrame, release: KAnonRelease, hierarchies: Mapping[str, Hierarchy]
 ) -> pl.Series:
     """Which people a release shows: their generalised row occurs in the released file."""
-    from segments.anonymity.release import _generalise_pl as generalise
+    from segments.anonymity.release import generalise_pl as generalise
 
     shown = release.shown
     qis = [c for c in shown if c != release.sensitive]
@@ -530,8 +530,8 @@ def differencing_attack(
         ``joint_levels``, ``people_in_both``, ``k`` (the smaller), ``records_below_k``,
         ``records_singled_out`` (joint class of one), ``smallest_class``, ``classes_below_k``.
     """
-    from segments.anonymity.release import _generalise_pl as generalise
     from segments.anonymity.release import customer_hierarchies
+    from segments.anonymity.release import generalise_pl as generalise
 
     hierarchies = dict(hierarchies or customer_hierarchies(people))
     a, b = first.shown, second.shown
@@ -568,7 +568,7 @@ def differencing_attack(
 def _prepared_people(ws: Workspace, purpose: str, segments: str | None) -> pl.DataFrame | None:
     """The customer table of every releasable column, rebuilt from the prepared frames."""
     from segments.anonymity.release import CUSTOMER_COLUMNS
-    from segments.anonymity.release import _customer_release_table_pl as customer_release_table
+    from segments.anonymity.release import customer_release_table_pl as customer_release_table
 
     folder = ws.prepared_dir(purpose)
     if not (folder / "customers.parquet").exists() or not (folder / "lines.parquet").exists():
@@ -581,9 +581,9 @@ def _prepared_people(ws: Workspace, purpose: str, segments: str | None) -> pl.Da
             return None
         labels = pl.read_parquet(path, columns=["person_id", "segment"])
     else:
-        from segments.features import _category_rule_labels_pl
+        from segments.features import category_rule_labels_pl
 
-        labels = _category_rule_labels_pl(lines)
+        labels = category_rule_labels_pl(lines)
     columns = [
         c for c in CUSTOMER_COLUMNS if c in customers.columns or c in ("segment", "spend_band")
     ]

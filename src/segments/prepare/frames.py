@@ -196,10 +196,10 @@ _FOREIGN_KEYS = (
 
 def _synth_loader() -> Any:
     try:
-        from segments.synth.generate import _load_raw_pl
+        from segments.synth.generate import load_raw_pl
     except ImportError:  # generator not installed: validate here
         return None
-    return _load_raw_pl
+    return load_raw_pl
 
 
 def load_raw_tables(

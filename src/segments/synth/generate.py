@@ -536,10 +536,10 @@ def load_raw(
     WorkspaceError
         If the table is missing or differs from the manifest.
     """
-    return to_pandas(_load_raw_pl(workspace, table, as_of, verify_hash=verify_hash))
+    return to_pandas(load_raw_pl(workspace, table, as_of, verify_hash=verify_hash))
 
 
-def _load_raw_pl(
+def load_raw_pl(
     workspace: Workspace | str | os.PathLike[str],
     table: str,
     as_of: dt.date | None = None,
