@@ -368,7 +368,8 @@ def test_segmentation_features_from_spark_equal_the_in_memory_path(
     other path, so equal to ~1e-12); no spill is left beside the frames."""
     from polars.testing import assert_frame_equal
 
-    from segments.features import customer_features
+    # the polars engine of the public (pandas) customer_features, compared exactly
+    from segments.features import _customer_features_pl as customer_features
 
     customers = pl.read_parquet(lines.parent / "customers.parquet")
     expected = customer_features(pl.scan_parquet(lines), customers, as_of=DEFAULT_DATASET.as_of)
