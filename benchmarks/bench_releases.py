@@ -109,15 +109,14 @@ def child_release(folder: Path) -> dict:
 
     policy, workspace, ledger = _ledger(folder)
     params = PrivacyParams.from_policy(policy, PURPOSE)
-    prepared = workspace.prepared_dir(PURPOSE)
     timings = {"import_and_open": time.perf_counter() - start}
     common = {"policy": policy, "purpose": PURPOSE, "recipient": "purchasing", "synthetic": True}
     t = time.perf_counter()
     with plan_release(
         SPECS["month_closing"],
         params,
-        customers=prepared / "customers.parquet",
-        lines=prepared / "lines.parquet",
+        workspace=workspace,
+        purpose=PURPOSE,  # read through verified_frames, as every charged release
         segments=SegmentSource.category_rule(),
         as_of=AS_OF,
     ) as plan:
@@ -152,12 +151,11 @@ def child_spend_opendp(folder: Path) -> dict:
 
     policy, workspace, ledger = _ledger(folder)
     params = PrivacyParams.from_policy(policy, PURPOSE)
-    prepared = workspace.prepared_dir(PURPOSE)
     with plan_release(
         SPECS["spend_by_segment"],
         params,
-        customers=prepared / "customers.parquet",
-        lines=prepared / "lines.parquet",
+        workspace=workspace,
+        purpose=PURPOSE,
         segments=SegmentSource.category_rule(),
         as_of=AS_OF,
     ) as plan:

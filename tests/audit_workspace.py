@@ -40,12 +40,11 @@ _BUILT: dict[str, Workspace] = {}
 
 def _dp_release(ws: Workspace, policy: Policy, ledger: Ledger, purpose: str) -> None:
     params = PrivacyParams.from_policy(policy, purpose)
-    folder = ws.prepared_dir(purpose)
     with plan_release(
         RELEASE_SPECS["segment_overview"].with_epsilon(0.5),
         params,
-        customers=folder / "customers.parquet",
-        lines=folder / "lines.parquet",
+        workspace=ws,
+        purpose=purpose,
         segments=SegmentSource.category_rule(),
         as_of=AS_OF,
     ) as plan:

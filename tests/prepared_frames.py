@@ -6,6 +6,7 @@ so a segmentation test can check that they are recovered.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from pathlib import Path
 
@@ -143,3 +144,37 @@ def synthetic_proof():
     from segments.privacy.synthetic import _verdict
 
     return _verdict(True, "hand-made test frames", "tests")
+
+
+@contextlib.contextmanager
+def verified_plan(prepared_in, spec, params, purpose: str = "statistics", **kw):
+    """``plan_release`` over the prepared frames of workspace ``prepared_in``/``purpose``
+    read through :func:`segments.provenance.verified_frames`, as the release jobs plan (a
+    plan of other files is refused at ``execute``). Sign hand-made frames first
+    (:func:`sign_prepared`)."""
+    from segments.privacy.releases import plan_release
+    from segments.provenance import verified_frames
+
+    names = ("customers.parquet", "lines.parquet")
+    with (
+        verified_frames(prepared_in, purpose, names) as copies,
+        plan_release(
+            spec,
+            params,
+            customers=copies["customers.parquet"],
+            lines=copies["lines.parquet"],
+            origins=copies.origins,
+            **kw,
+        ) as plan,
+    ):
+        yield plan
+
+
+def install_prepared(workspace, paths, purpose: str = "statistics", as_of: dt.date = AS_OF):
+    """Copy hand-made ``customers`` and ``lines`` frames (``paths``: name -> file) into
+    ``W/prepared/<purpose>/`` and sign them as prepare does (:func:`sign_prepared`)."""
+    folder = workspace.prepared_dir(purpose)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("customers", "lines"):
+        (folder / f"{name}.parquet").write_bytes(Path(paths[name]).read_bytes())
+    sign_prepared(workspace, purpose, as_of)

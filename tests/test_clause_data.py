@@ -13,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from prepared_frames import synthetic_proof
+from prepared_frames import install_prepared, synthetic_proof, verified_plan
 
 import segments
 from segments.exceptions import PolicyError
 from segments.policy import CLAUSE_KINDS, POLICY_NAMES, Policy
 from segments.privacy._frames import write_prepared_frames
 from segments.privacy.ledger import Ledger
-from segments.privacy.releases import plan_release
 from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource
 from segments.workspace import Workspace
 
@@ -122,11 +121,12 @@ def test_every_card_cites_only_its_own_policys_clauses(name, frames, tmp_path):
         workspace, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
     )
     params = PrivacyParams.from_policy(policy, purpose)
-    with plan_release(
+    install_prepared(workspace, frames, purpose)
+    with verified_plan(
+        workspace,
         SPECS["category_mix"],
         params,
-        customers=frames["customers"],
-        lines=frames["lines"],
+        purpose,
         segments=SegmentSource.category_rule(),
         as_of=dt.date(2026, 3, 1),
     ) as plan:

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from prepared_frames import synthetic_proof
+from prepared_frames import install_prepared, synthetic_proof, verified_plan
 
 from segments.policy import Policy
 from segments.privacy._frames import write_prepared_frames
@@ -212,11 +212,11 @@ def test_released_tables_through_the_evaluation_ledger_are_calibrated(frames, tm
         }
     )
     spec = SPECS["customers_by_county_segment"].with_epsilon(0.5)
-    with plan_release(
+    install_prepared(workspace, frames)  # a release charges only for verified prepared frames
+    with verified_plan(
+        workspace,
         spec,
         params,
-        customers=frames["customers"],
-        lines=frames["lines"],
         segments=SegmentSource.category_rule(),
         as_of=AS_OF,
     ) as plan:

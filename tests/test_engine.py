@@ -269,8 +269,7 @@ def _month_closing(lines: Path, workspace: Workspace, engine_name: str, monkeypa
     with plan_release(
         SPECS["month_closing"],
         params,
-        customers=lines.parent / "customers.parquet",
-        lines=lines,
+        purpose="statistics",  # the workspace's verified frames: what a release charges for
         segments=SegmentSource.category_rule(),
         as_of=AS_OF,
         window=(dt.date(2026, 9, 1), dt.date(2026, 10, 1)),

@@ -6,7 +6,7 @@ import datetime as dt
 
 import numpy as np
 import pytest
-from prepared_frames import synthetic_proof
+from prepared_frames import sign_prepared, synthetic_proof
 
 from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.policy import POLICY_NAMES, Policy
@@ -108,6 +108,7 @@ def test_the_probe_is_charged_and_sizes_the_cells(tmp_path):
     folder = ws.prepared_dir("statistics")
     folder.mkdir(parents=True)
     write_prepared_frames(folder, 3_000, 30_000, seed=np.random.default_rng(2))
+    sign_prepared(ws, "statistics", dt.date(2026, 3, 1))  # as `segments prepare` signs
     policy = Policy.load("alloffice")
     ledger = Ledger.for_workspace(
         ws, policy.controller, evaluation=True, synthetic=synthetic_proof()

@@ -439,13 +439,12 @@ def _release_keyed_by_private(ws, ledger, policy):
     from segments.privacy.releases import plan_release
     from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource
 
-    prepared = ws.prepared_dir("segmentation")
     source = SegmentSource.from_workspace(ws, "private", ledger=ledger)
     with plan_release(
         SPECS["spend_by_segment"],
         PrivacyParams.from_policy(policy, "segmentation"),
-        customers=prepared / "customers.parquet",
-        lines=prepared / "lines.parquet",
+        workspace=ws,
+        purpose="segmentation",
         segments=source,
         as_of=AS_OF,
     ) as plan:

@@ -69,6 +69,15 @@ def workspace(tmp_path, frames) -> Workspace:
     return ws
 
 
+def _verified(workspace, spec, params, **kw):
+    """A plan of the workspace's verified prepared frames (the same data as ``frames``):
+    what ``execute`` charges for."""
+    from prepared_frames import verified_plan
+
+    kw.setdefault("segments", SegmentSource.category_rule())
+    return verified_plan(workspace, spec, params, PURPOSE, as_of=AS_OF, **kw)
+
+
 def _plan(spec, params, frames, **kw):
     kw.setdefault("segments", SegmentSource.category_rule())
     return plan_release(
@@ -294,7 +303,7 @@ def test_execute_writes_tables_and_card_and_charges_the_ledger(params, workspace
     ledger = Ledger.for_workspace(
         workspace, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
     )
-    with _plan(SPECS["segment_overview"], params, frames) as plan:
+    with _verified(workspace, SPECS["segment_overview"], params) as plan:
         result = plan.execute(
             ledger,
             workspace,
@@ -337,7 +346,7 @@ def test_a_release_is_owner_only_whatever_the_umask(params, workspace, policy, f
     )
     old = os.umask(0o022)  # would make new files world-readable (issue 18 review, item 5)
     try:
-        with _plan(SPECS["segment_overview"], params, frames) as plan:
+        with _verified(workspace, SPECS["segment_overview"], params) as plan:
             result = plan.execute(
                 ledger,
                 workspace,
@@ -360,7 +369,7 @@ def test_attack_a_replaced_table_or_an_edited_card_fails_ledger_cards(
     ledger = Ledger.for_workspace(
         workspace, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
     )
-    with _plan(SPECS["segment_overview"], params, frames) as plan:
+    with _verified(workspace, SPECS["segment_overview"], params) as plan:
         result = plan.execute(
             ledger, workspace, policy=policy, purpose=PURPOSE, recipient="purchasing"
         )
@@ -385,7 +394,7 @@ def test_execute_refuses_over_budget_before_running(params, workspace, policy, f
     )
     too_much = SPECS["customers_by_county_segment"].with_epsilon(policy.privacy.budget_epsilon + 1)
     with (
-        _plan(too_much, params, frames) as plan,
+        _verified(workspace, too_much, params) as plan,
         pytest.raises(BudgetExceededError, match="remaining"),
     ):
         plan.execute(ledger, workspace, policy=policy, purpose=PURPOSE, recipient="purchasing")
@@ -404,7 +413,9 @@ def test_fitted_segments_are_refused_for_external_recipients(
     ledger = Ledger.for_workspace(
         workspace, policy.controller, policy=policy, synthetic=synthetic_proof()
     )
-    with _plan(SPECS["customers_by_county_segment"], params, frames, segments=source) as plan:
+    with _verified(
+        workspace, SPECS["customers_by_county_segment"], params, segments=source
+    ) as plan:
         assert plan.guarantee == GUARANTEE_GIVEN_SEGMENTATION
         with pytest.raises(ReleaseRefusedError, match="internal"):
             plan.execute(
@@ -606,7 +617,7 @@ def test_charged_loss_is_opendp_compositor_loss_for_a_norm_bounded_release(
     ledger = Ledger.for_workspace(
         workspace, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
     )
-    with _plan(SPECS["category_mix"], params, frames) as plan:
+    with _verified(workspace, SPECS["category_mix"], params) as plan:
         opendp_loss = sum(q.vector.compositor().map(1) for q in plan.queries if q.vector)
         result = plan.execute(
             ledger,

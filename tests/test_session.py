@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+from prepared_frames import verified_plan
 
 import segments
 from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.policy import Policy
 from segments.prepare import prepare
 from segments.privacy.ledger import Ledger
-from segments.privacy.releases import plan_release
 from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource
 from segments.session import Session, _rename, count, mean
 from segments.session import sum as total
@@ -266,13 +266,13 @@ SEVEN = (
 def _spec_plan(ws: Workspace, name: str):
     policy = Policy.load("alloffice")
     spec = SPECS[name]
-    prepared = ws.prepared_dir(PURPOSE)
     window = (dt.date(2026, 9, 1), dt.date(2026, 10, 1)) if name == "monthly_category" else None
-    return plan_release(
+    # the prepared frames through verified_frames, as every release job reads them
+    return verified_plan(
+        ws,
         spec,
         PrivacyParams.from_policy(policy, PURPOSE),
-        customers=prepared / "customers.parquet",
-        lines=prepared / "lines.parquet",
+        PURPOSE,
         surveys=ws.raw_table("surveys"),
         segments=SegmentSource.category_rule(),
         as_of=AS_OF,

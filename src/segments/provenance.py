@@ -33,6 +33,7 @@ __all__ = [
     "read_verified",
     "signed_record",
     "verified_frames",
+    "verified_origin",
     "verify_prepared",
 ]
 
@@ -252,6 +253,24 @@ def population_data_ids(workspace: Workspace) -> dict[str, str]:
     return ids
 
 
+#: The private copies :func:`verified_frames` made and hashed and that still exist (copy's
+#: path -> (workspace root, purpose, frame name, SHA-256 of the bytes read)). Only that
+#: function adds to it, and it removes its copies on leaving its block: a release planner
+#: asks here, never a caller's mapping, whether an input path is a verified prepared frame.
+_LIVE_COPIES: dict[str, tuple[str, str, str, str]] = {}
+
+
+def verified_origin(path: str | os.PathLike[str]) -> tuple[Path, str, str, str] | None:
+    """(workspace root, purpose, frame name, SHA-256 of the bytes read) when ``path`` is a
+    private copy :func:`verified_frames` hashed against prepare's signed record and still
+    holds (inside its block), else None."""
+    found = _LIVE_COPIES.get(str(Path(path)))
+    if found is None:
+        return None
+    root, purpose, name, digest = found
+    return Path(root), purpose, name, digest
+
+
 class VerifiedFrames(dict[str, Path]):
     """What :func:`verified_frames` yields: frame name → path of the private copy that was
     hashed, plus ``origins``: copy path → (the workspace file it was copied from, SHA-256 of
@@ -335,7 +354,16 @@ def verified_frames(
                     raise _not_prepares(folder, name, purpose, rule, why)
             copies[name] = copy
             copies.origins[str(copy)] = (str(source), digest)
-        yield copies
+        live = {
+            str(copy): (str(ws.root), purpose, name, copies.sha256(name))
+            for name, copy in copies.items()
+        }
+        _LIVE_COPIES.update(live)
+        try:
+            yield copies
+        finally:
+            for key in live:
+                _LIVE_COPIES.pop(key, None)
 
 
 def read_verified(

@@ -601,32 +601,36 @@ def probe_scale(
     from segments.privacy.archive import month_start
     from segments.privacy.releases import plan_release
     from segments.privacy.specs import SPECS, PrivacyParams
+    from segments.provenance import verified_frames
 
     params = PrivacyParams.from_policy(policy, purpose)
-    prepared = workspace.prepared_dir(purpose)
     last_month = month_start(month_start(as_of) - dt.timedelta(days=1))
     results = {}
-    for name, window in (
-        ("scale_probe", None),
-        ("scale_probe_month", (last_month, month_start(as_of))),
-    ):
-        with plan_release(
-            SPECS[name].with_epsilon(epsilon),
-            params,
-            customers=prepared / "customers.parquet",
-            lines=prepared / "lines.parquet",
-            as_of=as_of,
-            window=window,
-            workspace=workspace,
-        ) as plan:
-            results[name] = plan.execute(
-                ledger,
-                workspace,
-                policy=policy,
-                purpose=purpose,
-                recipient=recipient,
-                synthetic=synthetic,
-            )
+    names = ("customers.parquet", "lines.parquet")
+    # the probes read the bytes hashed against prepare's signed record, like every release
+    with verified_frames(workspace, purpose, names, policy) as copies:
+        for name, window in (
+            ("scale_probe", None),
+            ("scale_probe_month", (last_month, month_start(as_of))),
+        ):
+            with plan_release(
+                SPECS[name].with_epsilon(epsilon),
+                params,
+                customers=copies["customers.parquet"],
+                lines=copies["lines.parquet"],
+                as_of=as_of,
+                window=window,
+                workspace=workspace,
+                origins=copies.origins,
+            ) as plan:
+                results[name] = plan.execute(
+                    ledger,
+                    workspace,
+                    policy=policy,
+                    purpose=purpose,
+                    recipient=recipient,
+                    synthetic=synthetic,
+                )
     people = results["scale_probe"]._tables["customers_by_type"]
     buyers = results["scale_probe_month"]._tables["buyers_by_type"]
     customers = float(people["count"].sum())

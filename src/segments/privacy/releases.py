@@ -977,6 +977,11 @@ class ReleasePlan:
     window: tuple[dt.date, dt.date] | None
     as_of: dt.date
     source: dict[str, Any]
+    #: Input (customers, lines, surveys) -> (workspace root, purpose, frame name, SHA-256)
+    #: when it was a verified copy of a prepared frame (:func:`segments.provenance.
+    #: verified_origin`), else None: :meth:`execute` charges only for the frames of its
+    #: workspace and purpose.
+    read_from: dict[str, tuple[Path, str, str, str] | None] = field(default_factory=dict)
 
     # --- what is claimed ------------------------------------------------------------------
     @property
@@ -1206,6 +1211,7 @@ class ReleasePlan:
         from segments.policy import Policy
         from segments.privacy.ledger import ReleaseRequest
 
+        self._check_inputs(workspace, policy, purpose)  # before anything is charged
         if self.segments is not None and self.segments.model is not None:
             from segments.privacy.kmeans import verify_private_model
 
@@ -1255,6 +1261,48 @@ class ReleasePlan:
             publication.fail(exc)
             raise
         return _publish(self, publication, tables, request, extra_card)
+
+    def _check_inputs(self, workspace: Workspace, policy: Any, purpose: str) -> None:
+        """Refuse, before any charge, a plan whose person-level inputs are not the verified
+        prepared frames of ``purpose`` in ``workspace`` (survey responses: those, or the
+        workspace's raw survey table): a ledger charge and a card claiming end-to-end DP
+        over Parquet files from anywhere (another purpose's folder, /tmp) is what rev13
+        finding 3 released."""
+        from segments.exceptions import ReleaseRefusedError
+
+        # the workspace's frames, or the backfill's replay of its history (W/.history)
+        roots = {workspace.root.resolve(), (workspace.root / ".history").resolve()}
+        for key, path in self.source.items():
+            if key not in ("customers", "lines", "surveys"):
+                continue
+            origin = self.read_from.get(key)
+            if origin is not None and (
+                origin[0].resolve() in roots
+                and origin[1] == purpose
+                and origin[2] in (f"{key}.parquet", key)  # a file, or month partitions
+            ):
+                continue
+            if key == "surveys" and origin is None:
+                raw = workspace.raw_table("surveys")
+                if Path(path).resolve() == raw.resolve():
+                    continue
+            clauses = (
+                tuple(policy.clauses_for("anonymous_release"))
+                if hasattr(policy, "clauses_for")
+                else ()
+            )
+            rule = f" (rule: the anonymity claim of every release, clause {', '.join(clauses)})"
+            read = f"{origin[0]}/prepared/{origin[1]}/{origin[2]}" if origin is not None else path
+            raise ReleaseRefusedError(
+                f"release {self.spec.name!r} refused before anything was charged"
+                f"{rule if clauses else ''}: its {key} were read from {read}, which is not a "
+                f"copy of {workspace.prepared_dir(purpose) / (key + '.parquet')} checked "
+                "against prepare's signed record; fix: "
+                f"plan it with segments.privacy.jobs.plan_spec(workspace, policy, spec, "
+                f"purpose={purpose!r}, ...) (or read the frames through "
+                "segments.provenance.verified_frames) after `segments prepare --purpose "
+                f"{purpose}` (no privacy budget was spent)"
+            )
 
     @property
     def fingerprint(self) -> str:
@@ -1534,6 +1582,7 @@ def plan_release(
     confidence: float = 0.95,
     workspace: Workspace | None = None,
     origins: Mapping[str, tuple[str, str]] | None = None,
+    purpose: str | None = None,
 ) -> ReleasePlan:
     """Build the shared aggregates and the OpenDP measurements of a release; spend nothing.
 
@@ -1543,7 +1592,11 @@ def plan_release(
     params : PrivacyParams
         Public bounds and the mechanism family (``PrivacyParams.from_policy(policy)``).
     customers, lines : path, optional
-        Prepared ``customers.parquet`` and ``lines.parquet`` (needed by person and cell queries).
+        Prepared ``customers.parquet`` and ``lines.parquet`` (needed by person and cell
+        queries). :meth:`ReleasePlan.execute` charges only for copies
+        :func:`segments.provenance.verified_frames` hashed from the prepared frames of its
+        workspace and purpose; give ``workspace`` and ``purpose`` instead to have them read
+        that way here.
     surveys : path, optional
         Survey responses (``survey_month``, ``county_code``, ``customer_type``, ``score``).
     segments : SegmentSource, optional
@@ -1563,7 +1616,12 @@ def plan_release(
     origins : mapping, optional
         Input path → (the workspace file it is a verified copy of, SHA-256 of the bytes
         read) (:class:`segments.provenance.VerifiedFrames.origins`): the card names the
-        workspace's prepared tables and their digests, not the private copies.
+        workspace's prepared tables and their digests, not the private copies. Checked
+        against what :func:`~segments.provenance.verified_frames` hashed.
+    purpose : str, optional
+        With ``workspace`` and no ``customers``/``lines``: read ``W/prepared/<purpose>/``
+        customers and lines through :func:`~segments.provenance.verified_frames` (refused
+        before anything is charged when their bytes are not the ones prepare signed).
 
     Returns
     -------
@@ -1595,6 +1653,26 @@ def plan_release(
             f"survey_month={survey_month} has not closed before as_of={as_of}; release a "
             "survey month once it is over"
         )
+    reads_people = any(q.frame in ("person", "cells") for q in spec.query_defs)
+    if reads_people and purpose is not None and workspace is not None and lines is None:
+        from segments.provenance import verified_frames
+
+        names = ("customers.parquet", "lines.parquet")
+        with verified_frames(workspace, purpose, names) as copies:
+            return plan_release(
+                spec,
+                params,
+                customers=copies["customers.parquet"],
+                lines=copies["lines.parquet"],
+                surveys=surveys,
+                segments=segments,
+                as_of=as_of,
+                window=window,
+                survey_month=survey_month,
+                confidence=confidence,
+                workspace=workspace,
+                origins=copies.origins,
+            )
     folder = _scratch_folder(workspace, customers if customers is not None else surveys)
     try:
         paths: dict[str, Path] = {}
@@ -1655,7 +1733,16 @@ def plan_release(
     except BaseException:
         _remove_scratch(folder)
         raise
-    return ReleasePlan(spec, params, segments, confidence, queries, folder, window, as_of, source)
+    from segments.provenance import verified_origin
+
+    read_from = {
+        key: verified_origin(path)
+        for key, path in (("customers", customers), ("lines", lines), ("surveys", surveys))
+        if key in source and path is not None
+    }
+    return ReleasePlan(
+        spec, params, segments, confidence, queries, folder, window, as_of, source, read_from
+    )
 
 
 def _record_source(
@@ -1664,14 +1751,36 @@ def _record_source(
     **inputs: str | os.PathLike[str],
 ) -> None:
     """Name each input on the card: the workspace file a verified copy was read from and the
-    SHA-256 of the bytes read (``source["sha256"]``), else the path given."""
+    SHA-256 of the bytes read (``source["sha256"]``), else the path given.
+
+    Whether a path is a verified copy is asked of :func:`segments.provenance.verified_origin`
+    (what :func:`~segments.provenance.verified_frames` hashed), never taken from the
+    caller's ``origins``: an ``origins`` entry that disagrees with it is refused."""
+    from segments.exceptions import ReleaseRefusedError
+    from segments.provenance import verified_origin
+
     for key, path in inputs.items():
-        original = (origins or {}).get(str(path))
-        if original is None:
+        verified = verified_origin(path)
+        stated = (origins or {}).get(str(path))
+        if verified is None:
+            if stated is not None:
+                raise ReleaseRefusedError(
+                    f"parameter 'origins': {path} is not a copy verified_frames hashed, yet "
+                    f"is stated to be {stated[0]}; fix: pass the origins of the "
+                    "segments.provenance.verified_frames block the path comes from (nothing "
+                    "was charged)"
+                )
             source[key] = str(path)
-        else:
-            source[key] = original[0]
-            source.setdefault("sha256", {})[key] = original[1]
+            continue
+        root, purpose, name, digest = verified
+        source[key] = str(Workspace(root).prepared_dir(purpose) / name)
+        source.setdefault("sha256", {})[key] = digest
+        if stated is not None and (stated[0], stated[1]) != (source[key], digest):
+            raise ReleaseRefusedError(
+                f"parameter 'origins': {path} was verified as {source[key]} (SHA-256 "
+                f"{digest[:12]}…), not {stated[0]}; fix: pass the origins of the "
+                "verified_frames block the path comes from (nothing was charged)"
+            )
 
 
 #: Columns every person frame carries already (beside ``pid`` and the values).
