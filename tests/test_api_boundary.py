@@ -16,7 +16,13 @@ import polars as pl
 import pytest
 
 #: The packages whose ``__all__`` is the public API.
-PUBLIC_PACKAGES = ("segments", "segments.anonymity", "segments.privacy", "segments.synth")
+PUBLIC_PACKAGES = (
+    "segments",
+    "segments.anonymity",
+    "segments.prepare",
+    "segments.privacy",
+    "segments.synth",
+)
 #: A polars table (or a container of them) named in an annotation.
 POLARS_TABLE = re.compile(r"\b(pl|polars)\.(DataFrame|LazyFrame)\b")
 

@@ -19,7 +19,7 @@ from segments.audit.checks import CHECKS, clause_checks
 from segments.audit.context import NEEDS_KEY, AuditContext, Finding
 from segments.exceptions import PolicyError
 from segments.policy import POLICY_NAMES, months_before
-from segments.prepare import person_table
+from segments.prepare.frames import person_table
 from segments.prepare.pseudonym import load_key, pseudonymise
 
 POLICY = Policy.load("alloffice")

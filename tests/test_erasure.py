@@ -16,7 +16,8 @@ import pytest
 
 from segments.cli.main import main
 from segments.policy import Policy
-from segments.prepare import link_persons, prepare
+from segments.prepare import prepare
+from segments.prepare.frames import link_persons
 from segments.prepare.pseudonym import KEY_ENV_VAR, load_key, pseudonymise
 from segments.prepare.retention import purge
 from segments.prepare.subjects import erase, restrict, subject_export

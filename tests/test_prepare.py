@@ -24,8 +24,8 @@ from rawframes import (
 
 from segments.exceptions import PolicyError, SchemaError, WorkspaceError
 from segments.policy import POLICY_NAMES, Policy, Purpose, RetentionRule
-from segments.prepare import PolicyReport, link_persons, prepare
-from segments.prepare.frames import _read_prepared_pl
+from segments.prepare import PolicyReport, prepare
+from segments.prepare.frames import _read_prepared_pl, link_persons
 from segments.prepare.pseudonym import KEY_ENV_VAR, demo_key, pseudonymise
 from segments.schema import PREPARED_CUSTOMERS, PREPARED_LINES, RAW_TABLES, validate
 from segments.workspace import Workspace

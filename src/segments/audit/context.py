@@ -139,7 +139,7 @@ class AuditContext:
         """One row per person from the raw tables, with flags, anchors and pseudonym.
 
         Steward only: needs the raw tables and the key. Person linkage (a sole trader's two
-        accounts are one person, AO-3) uses :func:`segments.prepare.person_table`, the
+        accounts are one person, AO-3) uses :func:`segments.prepare.frames.person_table`, the
         definition of a person; everything checked against it is recomputed here.
         """
         if self.key is None:

@@ -11,7 +11,10 @@ Modules, in data-flow order:
 - :mod:`~segments.prepare.history`: the raw tables rewound to an earlier day.
 
 ``from segments.prepare import prepare, read_prepared, ...`` keeps working; the names are
-loaded lazily, so importing the key or log modules does not import the whole stage.
+loaded lazily, so importing the key or log modules does not import the whole stage. The
+package exports what an analyst calls (tables come back as pandas); the stage's polars
+helpers (``link_persons``, ``person_table``, ``load_raw_tables``) stay in
+:mod:`segments.prepare.frames` for the other stages.
 """
 
 from __future__ import annotations
@@ -31,15 +34,6 @@ if TYPE_CHECKING:  # the lazily loaded names, for type checkers
         RuleOutcome as RuleOutcome,
     )
     from segments.prepare.frames import (
-        link_persons as link_persons,
-    )
-    from segments.prepare.frames import (
-        load_raw_tables as load_raw_tables,
-    )
-    from segments.prepare.frames import (
-        person_table as person_table,
-    )
-    from segments.prepare.frames import (
         prepare as prepare,
     )
     from segments.prepare.frames import (
@@ -51,9 +45,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "ERASED_EARLIER",
         "PolicyReport",
         "RuleOutcome",
-        "link_persons",
-        "load_raw_tables",
-        "person_table",
         "prepare",
         "read_prepared",
     ),
