@@ -6,7 +6,7 @@ import numpy as np
 import opendp.prelude as dp
 import pytest
 
-from segments.audit.dp_audit import audit_mechanism, epsilon_lower_bound
+from segments.audit.dp_audit import DpAuditResult, audit_mechanism, epsilon_lower_bound
 
 dp.enable_features("contrib")
 
@@ -86,6 +86,17 @@ def test_releases_audited_together_keep_the_confidence_as_a_family() -> None:
         f"confidence {together[0].confidence:.4g}"
         in together[0].record("X")["evidence"]["detects_with_95_percent"]
     )
+
+
+def test_a_release_no_audit_of_this_size_can_catch_says_so() -> None:
+    """At ε = 0.02 and 200 trials no violation is caught 95 % of the time: the report says
+    that in words instead of 'inf x the claim'."""
+    weak = DpAuditResult("tiny ε", 0.02, 0.0, 0.0, 0.9975, 200, 0.0, ">")
+    strong = DpAuditResult("ε = 1", 1.0, 0.0, 0.0, 0.9975, 200, 0.0, ">")
+    assert weak.record("X")["evidence"]["detects_with_95_percent"].startswith(
+        "no violation of any size"
+    )
+    assert strong.record("X")["evidence"]["detects_with_95_percent"].startswith("a true ε of ")
 
 
 def test_the_stated_power_holds_when_measured_on_opendp_releases() -> None:
