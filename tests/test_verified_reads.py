@@ -107,6 +107,21 @@ def test_attack_a_frame_edited_after_prepare_is_refused_before_any_charge(
     assert not list(prepared.private.glob("*")) if prepared.private.exists() else True
 
 
+def test_attack_another_purposes_signed_folder_in_its_place_is_refused(prepared, policy):
+    """rev13b: the segmentation folder (signed, every hash right) copied over statistics was
+    released as statistics; the record names its purpose, and a mismatch is refused."""
+    from segments.provenance import verify_prepared
+
+    target = prepared.prepared_dir("statistics")
+    shutil.rmtree(target)
+    shutil.copytree(prepared.prepared_dir("segmentation"), target)
+    assert "for purpose 'segmentation', not 'statistics'" in verify_prepared(prepared, "statistics")
+    ledger = Ledger.for_policy(policy)
+    with pytest.raises(ReleaseRefusedError, match="for purpose 'segmentation', not 'statistics'"):
+        _month(prepared, policy, ledger)
+    assert ledger.entries() == []  # nothing charged
+
+
 @pytest.mark.parametrize("reader", sorted(READERS))
 def test_frames_as_prepare_wrote_them_are_released(prepared, policy, reader):
     # the same reader on untouched frames is charged and published (the attack test can fail)

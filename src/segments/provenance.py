@@ -169,6 +169,14 @@ def signed_record(
             f"{path} is not signed by `segments prepare` for this user; run `segments prepare "
             f"--purpose {purpose}` in this workspace"
         )
+    # a signed folder of one purpose copied in place of another's is prepare's output for
+    # something else: refused, not released
+    if record.get("purpose") != purpose:
+        raise ReleaseRefusedError(
+            f"refused before anything was charged{rule}: {path} was signed by `segments "
+            f"prepare` for purpose {record.get('purpose')!r}, not {purpose!r}; run `segments "
+            f"prepare --purpose {purpose}` in this workspace"
+        )
     return record
 
 
@@ -194,6 +202,11 @@ def verify_prepared(workspace: Workspace | str | Path, purpose: str) -> str | No
         return f"{folder / PROVENANCE_FILE} cannot be read ({exc})"
     if not isinstance(record, dict) or not _signed(record):
         return f"{folder / PROVENANCE_FILE} is not signed by `segments prepare` for this user"
+    if record.get("purpose") != purpose:
+        return (
+            f"{folder / PROVENANCE_FILE} was signed by `segments prepare` for purpose "
+            f"{record.get('purpose')!r}, not {purpose!r}"
+        )
     outputs = record.get("outputs") or {}
     present = _files_under(folder)
     for name in sorted(set(present) | set(outputs)):
