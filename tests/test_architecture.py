@@ -224,8 +224,8 @@ def test_each_dp_formula_and_family_name_is_written_once() -> None:
 KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = {
     ("segments.audit.mechanisms", "segments.privacy.releases._build_query"),
     ("segments.prepare.frames", "segments.provenance._sign_prepared"),
-    ("segments.privacy.kmeans", "segments.segmentation._eligible"),
-    ("segments.privacy.kmeans", "segments.segmentation._prepared_as_of"),
+    ("segments.privacy.kmeans", "segments.segmentation.job._eligible"),
+    ("segments.privacy.kmeans", "segments.segmentation.job._prepared_as_of"),
     ("segments.privacy.synthetic", "segments.provenance._sign"),
     ("segments.privacy.synthetic", "segments.provenance._signed"),
 }

@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 
 from segments.audit.dp_audit import detectable_violation
-from segments.audit.run import dp_audit_chart, dp_audit_figure
+from segments.audit.plots import dp_audit_chart, dp_audit_figure
 
 
 def _record(name: str, kind: str | None, claimed: float, bound: float) -> dict:
@@ -65,15 +65,15 @@ def test_the_few_records_at_the_highest_risk_stay_visible(tmp_path: Path, monkey
     import polars as pl
     from matplotlib.figure import Figure
 
-    import segments.audit.run as run
+    import segments.audit.plots as plots
     from segments import Policy
 
     sizes = pl.Series([10] * 10 + [50] * 2000 + [120] * 1200)
-    monkeypatch.setattr(run, "_class_sizes", lambda ctx: {"kanon-x": sizes})
+    monkeypatch.setattr(plots, "_class_sizes", lambda ctx: {"kanon-x": sizes})
     drawn: list[Figure] = []
-    monkeypatch.setattr(run, "_save", lambda fig, path: drawn.append(fig) or path)
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or path)
     ctx = type("Ctx", (), {"policy": Policy.load("alloffice")})()
-    charts = run._kanon_charts(ctx, tmp_path)  # type: ignore[arg-type]
+    charts = plots.kanon_charts(ctx, tmp_path)  # type: ignore[arg-type]
     assert [c.title for c in charts][1] == "Re-identification risk distribution"
     (ax,) = drawn[1].axes
     assert ax.get_yscale() == "log"

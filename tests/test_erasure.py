@@ -212,7 +212,7 @@ def test_audit_check_finds_an_erasure_left_undone(ws: Workspace) -> None:
 def test_a_new_segmentation_removes_the_old_target_lists(ws: Workspace) -> None:
     import pandas as pd
 
-    from segments.segmentation import _write_segments
+    from segments.segmentation.job import _write_segments
 
     labels = pl.read_parquet(ws.segments / "labels.parquet")
     assert (ws.segments / "targets" / "segment-0.parquet").is_file()
@@ -387,7 +387,7 @@ def test_a_target_list_written_during_an_erasure_never_holds_the_person(
 
     from segments.exceptions import WorkspaceError
 
-    seg = importlib.import_module("segments.segmentation")
+    seg = importlib.import_module("segments.segmentation.job")
     cid = _in_segmentation(ws)
     accounts, pid = _person(ws, cid)
     labels = pl.read_parquet(ws.segments / "labels.parquet").with_columns(segment=pl.lit(0))
@@ -766,7 +766,7 @@ def test_a_segment_running_during_an_erasure_says_to_run_it_again(
 
     from segments.exceptions import WorkspaceError
 
-    seg = importlib.import_module("segments.segmentation")
+    seg = importlib.import_module("segments.segmentation.job")
     cid = _in_segmentation(ws)
     accounts, pid = _person(ws, cid)
     labels_before = (ws.segments / "labels.parquet").read_bytes()

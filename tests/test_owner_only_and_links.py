@@ -17,7 +17,7 @@ from test_ledger import CONTROLLER, FACTS
 
 from segments.exceptions import WorkspaceError
 from segments.privacy.ledger import Ledger
-from segments.segmentation import _write_segments
+from segments.segmentation.job import _write_segments
 from segments.workspace import Workspace
 
 

@@ -29,13 +29,13 @@ from segments.policy import Policy
 from segments.prepare import prepare
 from segments.segmentation import (
     FeatureSpec,
-    _select_k,
     fit_segments,
     planted_archetypes,
     segment,
     segment_profiles,
     target,
 )
+from segments.segmentation.selection import _select_k
 from segments.synth import DEFAULT_DATASET, copy_default_dataset
 from segments.workspace import Workspace, write_json
 

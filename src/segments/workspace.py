@@ -228,6 +228,13 @@ class Workspace:
         data = json.loads(self.manifest.read_text(encoding="utf-8"))
         return data if isinstance(data, dict) else {}
 
+    def declared_synthetic(self) -> bool | None:
+        """The manifest's ``synthetic`` flag (``None`` without a manifest): a declaration
+        recorded on a release request, which the ledger checks against its proof."""
+        if not self.manifest.is_file():
+            return None
+        return bool(self.read_manifest().get("synthetic", False))
+
     def prepared_dir(self, purpose: str) -> Path:
         """Folder of the analytic frames prepared for one purpose (a safe name)."""
         return self.inside(self.prepared / check_name("purpose", purpose))

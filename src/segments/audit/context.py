@@ -20,7 +20,16 @@ from segments.policy import Policy
 from segments.prepare.pseudonym import PseudonymKey, pseudonymise_series
 from segments.workspace import Workspace
 
-__all__ = ["NEEDS_KEY", "REVIEWER", "STEWARD", "AuditContext", "Finding", "Status", "hidden"]
+__all__ = [
+    "NEEDS_KEY",
+    "REVIEWER",
+    "STEWARD",
+    "AuditContext",
+    "Finding",
+    "Status",
+    "hidden",
+    "release_type",
+]
 
 Status = Literal["pass", "fail", "not applicable"]
 STEWARD = "data steward (holds the pseudonymisation key)"
@@ -190,3 +199,10 @@ class AuditContext:
 def hidden(path: Path, root: Path) -> bool:
     """Whether ``path`` lies in a hidden (dot) folder or is a hidden file under ``root``."""
     return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def release_type(entry: Any) -> str:
+    """What kind of release an entry is: its spec's name (``segment_overview``,
+    ``monthly_category`` …), else its release id without the date and suffix."""
+    name = entry.request.spec.get("name") if isinstance(entry.request.spec, dict) else None
+    return str(name or entry.release_id.split("-")[0])

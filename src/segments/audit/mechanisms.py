@@ -287,7 +287,8 @@ def _kmeans_case(
     policy: Any, data: dict[str, dict[str, Path]], seed: np.random.Generator
 ) -> MechanismCase:
     """One Lloyd iteration (noisy counts and clipped sums per cluster) of the private model."""
-    from segments.privacy import kmeans as km
+    from segments.privacy import kmeans_estimator as km
+    from segments.privacy.kmeans import private_features
 
     privacy = policy.privacy
     family = str(privacy.dp_family)
@@ -295,7 +296,7 @@ def _kmeans_case(
         "frequency_orders": tuple(privacy.feature_bounds["frequency_orders"]),
         "monetary_sek": tuple(privacy.feature_bounds["monetary_sek"]),
     }
-    _, warped = km.private_features(
+    _, warped = private_features(
         _rfm(data["without"]),
         bounds,
         features=tuple(bounds),
@@ -322,7 +323,7 @@ def _kmeans_case(
     hi = np.array([w[1] for w in warped.values()])
 
     def grid(path_set: dict[str, Path]) -> np.ndarray:
-        frame, _ = km.private_features(
+        frame, _ = private_features(
             _rfm(path_set),
             bounds,
             features=tuple(bounds),

@@ -1,0 +1,152 @@
+"""Profiles and names of the private segments, from a DP release keyed by them.
+
+The segments of :func:`segments.privacy.kmeans.fit_private_segments` are described only
+through a release of their own (noisy counts, spend and categories per segment), charged to
+the ledger like any release; the profiles and names are post-processing of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from segments.workspace import (
+    Workspace,
+    atomic_write_with,
+    write_json,
+)
+
+__all__ = ["PROFILE_QUERIES", "private_segment_profiles"]
+
+#: The DP release behind the private segments' profiles and names.
+PROFILE_QUERIES = ("spend_by_segment", "category_by_segment")
+#: Below this noisy count a segment's noisy means and category ranks are mostly noise.
+_MIN_PROFILED = 50
+
+
+def private_segment_profiles(
+    workspace: Workspace | str | os.PathLike[str],
+    policy: Any,
+    ledger: Any,
+    *,
+    epsilon: float = 0.5,
+    purpose: str = "segmentation",
+    recipient: str = "purchasing",
+    destination: str = "SE",
+    as_of: dt.date | None = None,
+) -> tuple[Any, Any]:
+    """Profiles and names of the private segments, from a DP release keyed by them.
+
+    Asks the release engine (:func:`segments.privacy.releases.plan_release`) for the noisy
+    customer count, total and mean spend per private segment and the noisy spend per category
+    per segment — charged to the ledger like any release, with the segmentation's own loss
+    stated on its card — then derives each segment's profile and name from those noisy
+    tables only (post-processing). Writes ``W/segments/private/profiles.parquet`` and the
+    names into ``metadata.json``.
+
+    Parameters
+    ----------
+    workspace, policy, ledger
+        As in :func:`fit_private_segments` (which must have run).
+    epsilon : float, default 0.5
+        ε of the profile release (split over its two queries).
+    purpose, recipient, destination : str
+        Recorded and guarded by the ledger.
+    as_of : date, optional
+        Default: the private segmentation's ``as_of``.
+
+    Returns
+    -------
+    (pandas.DataFrame, ReleaseResult)
+        One row per segment (``segment``, ``name``, ``customers``, ``mean_spend_sek``,
+        ``top_categories``) and the published release.
+    """
+    from segments.policy import Policy
+    from segments.privacy.releases import plan_release
+    from segments.privacy.specs import PrivacyParams, ReleaseSpec, SegmentSource
+    from segments.provenance import verified_frames
+
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    policy = Policy.load(policy) if isinstance(policy, str | os.PathLike) else policy
+    folder = ws.require(ws.segments / "private" / "card.json", "segments segment --private").parent
+    metadata = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
+    as_of = as_of or dt.date.fromisoformat(metadata["as_of"])
+    prepared = ws.prepared_dir(purpose)
+    spec = ReleaseSpec(
+        "private_segment_profiles",
+        PROFILE_QUERIES,
+        epsilon=epsilon,
+        description="customers, total and mean spend, and spend per category per private "
+        "segment: the profiles and names shown to purchasers and reviewers",
+    )
+    names = ("customers.parquet", "lines.parquet")
+    for name in names:
+        ws.require(prepared / name, f"segments prepare --purpose {purpose}")
+    with (
+        # the bytes read are hashed against prepare's signed record (no check-then-read gap)
+        verified_frames(ws, purpose, names, policy) as copies,
+        plan_release(
+            spec,
+            PrivacyParams.from_policy(policy, purpose),
+            customers=copies["customers.parquet"],
+            lines=copies["lines.parquet"],
+            segments=SegmentSource.private_model(ws, ledger),
+            as_of=as_of,
+            workspace=ws,
+            origins=copies.origins,
+        ) as plan,
+    ):
+        # the segmentation's loss from its ledger entry, not from an editable card
+        seg_loss = plan.segments.model.loss if plan.segments is not None else {}
+        total = float(plan.loss["epsilon"] or 0.0) + float(seg_loss.get("epsilon") or 0.0)
+        result = plan.execute(
+            ledger,
+            ws,
+            policy=policy,
+            purpose=purpose,
+            recipient=recipient,
+            destination=destination,
+            synthetic=ws.declared_synthetic(),
+            extra_card={"total_epsilon_including_segmentation": total},
+        )
+    profiles = _profiles_from_release(result._tables, [str(k) for k in metadata["segments"]])
+    atomic_write_with(folder / "profiles.parquet", lambda p: profiles.to_parquet(p, index=False))
+    metadata["segments"] = dict(zip(profiles["segment"], profiles["name"], strict=True))
+    metadata["names_from"] = f"DP release {result.release_id} ({', '.join(PROFILE_QUERIES)})"
+    write_json(folder / "metadata.json", metadata)
+    return profiles, result
+
+
+def _profiles_from_release(tables: Mapping[str, Any], keys: Sequence[str]) -> Any:
+    """Post-process the noisy tables into one profile row per segment (no private data)."""
+    spend = tables["spend_by_segment"].to_pandas().set_index("segment")
+    cats = tables["category_by_segment"].to_pandas()
+    rows = []
+    for key in keys:
+        mine = cats[cats["segment"] == key].sort_values("sek", ascending=False)
+        top = [str(c) for c in mine["category"].head(3)]
+        customers = max(int(spend.loc[key, "count"]), 0) if key in spend.index else 0
+        mean = spend.loc[key, "mean_spend_sek"] if key in spend.index else float("nan")
+        mean = float(mean) if mean is not None and np.isfinite(float(mean)) else float("nan")
+        spend_text = f"~{mean:,.0f} SEK".replace(",", " ") if np.isfinite(mean) else "spend n/a"
+        name = (
+            f"{' & '.join(top[:2]) or 'mixed'} buyers, {spend_text}"
+            if customers >= _MIN_PROFILED
+            else f"small segment (noisy count {customers}: too few people for a DP profile)"
+        )
+        rows.append(
+            {
+                "segment": key,
+                "name": name,
+                "customers": customers,
+                "mean_spend_sek": mean,
+                "top_categories": ", ".join(top),
+            }
+        )
+    return pd.DataFrame(rows)
