@@ -225,7 +225,6 @@ KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = {
     ("segments.audit.mechanisms", "segments.privacy.releases._build_query"),
     ("segments.prepare.frames", "segments.provenance._sign_prepared"),
     ("segments.privacy.kmeans", "segments.segmentation.job._eligible"),
-    ("segments.privacy.kmeans", "segments.segmentation.job._prepared_as_of"),
     ("segments.privacy.synthetic", "segments.provenance._sign"),
     ("segments.privacy.synthetic", "segments.provenance._signed"),
 }
@@ -250,3 +249,65 @@ def test_no_module_imports_another_modules_private_helpers() -> None:
     assert not new, f"private helpers imported from another module: {new}"
     fixed = sorted(KNOWN_PRIVATE_IMPORTS - found)
     assert not fixed, f"no longer imported: remove {fixed} from KNOWN_PRIVATE_IMPORTS"
+
+
+#: Workspace file names still spelled outside workspace.py, in modules other changes were
+#: restructuring when the rule came in (prepare on the engine and month partitions: prepare,
+#: generate; the ledger, provenance and proof of synthetic; the release context: releases;
+#: planner, session): the test fails on a new one, and when one of these is fixed.
+KNOWN_PATH_LITERALS: set[tuple[str, str]] = {
+    ("segments.prepare.frames", "customers.parquet"),
+    ("segments.prepare.frames", "lines.parquet"),
+    ("segments.prepare.frames", "policy_report.json"),
+    ("segments.privacy.ledger", "card.json"),
+    ("segments.privacy.ledger", "certificate.json"),
+    ("segments.privacy.ledger", "ledger"),
+    ("segments.privacy.ledger", "releases"),
+    ("segments.privacy.planner", "customers.parquet"),
+    ("segments.privacy.planner", "lines.parquet"),
+    ("segments.privacy.releases", ".history"),
+    ("segments.privacy.releases", "card.json"),
+    ("segments.privacy.releases", "customers.parquet"),
+    ("segments.privacy.releases", "lines.parquet"),
+    ("segments.privacy.synthetic", "customers.parquet"),
+    ("segments.provenance", "prepared"),
+    ("segments.session", "customers.parquet"),
+    ("segments.session", "lines.parquet"),
+    ("segments.synth.generate", "customers.parquet"),
+    ("segments.synth.generate", "manifest.json"),
+    ("segments.synth.generate", "raw"),
+}
+
+
+def _path_literals(path: Path) -> set[str]:
+    """The workspace's file and folder names (``segments.workspace.FILE_NAMES``,
+    ``FOLDER_NAMES``) this module spells: a file name in any string of the code, a folder
+    name where it is joined onto a path (``x / "archive"``)."""
+    from segments.workspace import FILE_NAMES, FOLDER_NAMES
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docs = _docstrings(tree)
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and id(node) not in docs and node.value in FILE_NAMES:
+            found.add(str(node.value))
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            right = node.right
+            if isinstance(right, ast.Constant) and right.value in FOLDER_NAMES:
+                found.add(str(right.value))
+    return found
+
+
+def test_only_the_workspace_builds_the_workspaces_paths() -> None:
+    """``Workspace`` owns every path (its docstring's promise): a stage asks it for
+    ``ws.labels``, ``ws.archive``, ``ws.policy_report(purpose)`` instead of joining
+    ``"labels.parquet"`` by hand, so a file that moves moves in one place."""
+    found = set()
+    for path in sorted((SRC / "segments").rglob("*.py")):
+        if path == SRC / "segments" / "workspace.py":
+            continue
+        found |= {(_module_name(path), name) for name in _path_literals(path)}
+    new = sorted(found - KNOWN_PATH_LITERALS)
+    assert not new, f"hand-built workspace paths (use the Workspace method): {new}"
+    fixed = sorted(KNOWN_PATH_LITERALS - found)
+    assert not fixed, f"no longer spelled: remove {fixed} from KNOWN_PATH_LITERALS"

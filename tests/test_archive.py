@@ -19,7 +19,6 @@ from segments.privacy._frames import write_prepared_frames
 from segments.privacy.archive import (
     ARCHIVE_SCHEMA,
     _read_archive_pl,
-    archive_path,
     backfill,
     next_month,
     releasable_months,
@@ -124,16 +123,16 @@ def test_release_month_refuses_open_and_expired_months(workspace, params, policy
         _release(workspace, dt.date(2023, 1, 1), dt.date(2026, 1, 31), params, ledger, policy)
     with pytest.raises(ReleaseRefusedError, match="first day of a month"):
         _release(workspace, dt.date(2025, 12, 5), dt.date(2026, 1, 31), params, ledger, policy)
-    assert not archive_path(workspace).exists()
+    assert not workspace.archive.exists()
 
 
 def test_a_month_charged_in_the_ledger_is_never_re_released(workspace, params, policy):
     ledger = _eval_ledger(workspace, policy)
     first = _release(workspace, dt.date(2025, 11, 1), dt.date(2025, 12, 1), params, ledger, policy)
-    archive_path(workspace).unlink()  # a lost archive is rebuilt from the published table
+    workspace.archive.unlink()  # a lost archive is rebuilt from the published table
     with pytest.raises(ReleaseRefusedError, match="2025-11 was already released"):
         _release(workspace, dt.date(2025, 11, 1), dt.date(2026, 1, 1), params, ledger, policy)
-    archive_path(workspace).unlink()  # and without the table, the ledger still refuses
+    workspace.archive.unlink()  # and without the table, the ledger still refuses
     shutil.rmtree(first.path)
     with pytest.raises(ReleaseRefusedError, match="2025-11 .*already charged in ledger"):
         _release(workspace, dt.date(2025, 11, 1), dt.date(2026, 1, 1), params, ledger, policy)
@@ -152,7 +151,7 @@ def test_attack_two_workspaces_sharing_a_ledger_cannot_both_release_a_month(
     with pytest.raises(ReleaseRefusedError, match="already charged"):
         _release(other, dt.date(2025, 11, 1), dt.date(2025, 12, 1), params, ledger, policy)
     assert ledger.head_hash() == head  # refused before any charge
-    assert not archive_path(other).exists()
+    assert not other.archive.exists()
 
 
 def test_the_once_key_is_unique_under_concurrent_reservations(workspace, params, policy):
@@ -337,7 +336,7 @@ def test_attack_a_month_after_the_prepared_datas_as_of_is_refused(workspace, par
     ledger = _eval_ledger(workspace, policy)
     with pytest.raises(ReleaseRefusedError, match=r"clause AO-1.*after the prepared data's as-of"):
         _release(workspace, dt.date(2026, 2, 1), dt.date(2026, 3, 15), params, ledger, policy)
-    assert ledger.entries() == [] and not archive_path(workspace).exists()
+    assert ledger.entries() == [] and not workspace.archive.exists()
     # a month that ends on or before the data's as-of is released
     _release(workspace, dt.date(2026, 1, 1), dt.date(2026, 3, 15), params, ledger, policy)
 
@@ -353,7 +352,7 @@ def test_attack_an_edited_report_as_of_does_not_move_the_datas_as_of(workspace, 
     ledger = _eval_ledger(workspace, policy)
     with pytest.raises(ReleaseRefusedError, match=r"after the prepared data's as-of 2026-02-10"):
         _release(workspace, dt.date(2026, 2, 1), dt.date(2026, 3, 15), params, ledger, policy)
-    assert ledger.entries() == [] and not archive_path(workspace).exists()
+    assert ledger.entries() == [] and not workspace.archive.exists()
 
 
 def test_cli_refuses_a_month_after_the_data_before_any_ledger_exists(workspace, capsys):
@@ -427,7 +426,7 @@ def test_attack_a_kill_between_published_and_the_archive_update_loses_no_month(
     lost = [e for e in ledger.entries() if e.status == "published"][-1]
     assert set(_read_archive_pl(workspace)["month"]) == {dt.date(2025, 10, 1)}  # the month lost
     assert any("missing from it" in p for p in archive_problems(workspace.releases, ledger))
-    saved = archive_path(workspace).read_bytes()
+    saved = workspace.archive.read_bytes()
     hidden = workspace.root.parent / "ledger-elsewhere"
     (workspace.root / "ledger").rename(hidden)  # no ledger to rebuild from: refused
     with pytest.raises(WorkspaceError, match=r"lacks 1 published month.*2025-11.*ledger --cards"):
@@ -435,7 +434,7 @@ def test_attack_a_kill_between_published_and_the_archive_update_loses_no_month(
     hidden.rename(workspace.root / "ledger")
     assert len(load_archive(workspace)) == 2 * len(PRODUCT_CATEGORIES)  # rebuilt from it
 
-    archive_path(workspace).write_bytes(saved)
+    workspace.archive.write_bytes(saved)
     assert main(["ledger", "-w", str(workspace.root), "--cards", str(workspace.releases)]) == 0
     assert f"restored month 2025-11 ({lost.release_id})" in capsys.readouterr().out
     archive = _read_archive_pl(workspace)
@@ -446,7 +445,7 @@ def test_attack_a_kill_between_published_and_the_archive_update_loses_no_month(
     assert rebuild_archive(workspace.releases, ledger) == []  # nothing left to restore
     assert len(load_archive(workspace)) == 2 * len(PRODUCT_CATEGORIES)
 
-    archive_path(workspace).write_bytes(saved)  # the lost state again: a release repairs it
+    workspace.archive.write_bytes(saved)  # the lost state again: a release repairs it
     with pytest.raises(ReleaseRefusedError, match="2025-11 was already released"):
         _release(workspace, dt.date(2025, 11, 1), dt.date(2025, 12, 1), params, ledger, policy)
     assert set(_read_archive_pl(workspace)["month"]) == {dt.date(2025, 10, 1), dt.date(2025, 11, 1)}

@@ -12,7 +12,6 @@ from prepared_frames import synthetic_proof
 from segments.cli.main import main
 from segments.exceptions import BudgetExceededError, SchemaError, WorkspaceError
 from segments.forecast import (
-    archive_path,
     forecast_archive,
     forecast_series,
     load_archive,
@@ -108,8 +107,8 @@ def test_load_archive_names_the_backfill_command_when_missing_or_empty(tmp_path)
     ws = Workspace(tmp_path / "ws")
     with pytest.raises(WorkspaceError, match="does not exist.*segments release backfill"):
         load_archive(ws)
-    archive_path(ws).parent.mkdir(parents=True)
-    _archive().iloc[:0].to_parquet(archive_path(ws))
+    ws.archive.parent.mkdir(parents=True)
+    _archive().iloc[:0].to_parquet(ws.archive)
     with pytest.raises(WorkspaceError, match="is empty.*segments release backfill"):
         load_archive(ws)
 
@@ -317,8 +316,8 @@ def test_mape_guards():
 # --- the command ------------------------------------------------------------------------------
 def _write_archive(ws: Workspace, frame: pd.DataFrame) -> None:
     out = frame.assign(month=frame["month"].dt.date)
-    archive_path(ws).parent.mkdir(parents=True, exist_ok=True)
-    out.to_parquet(archive_path(ws), index=False)
+    ws.archive.parent.mkdir(parents=True, exist_ok=True)
+    out.to_parquet(ws.archive, index=False)
 
 
 def test_cli_writes_table_export_chart_and_card(tmp_path, capsys):

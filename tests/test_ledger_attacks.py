@@ -319,9 +319,7 @@ def test_attack_an_extra_file_in_a_release_folder_fails_ledger_cards(released, c
 def test_attack_an_edited_archive_fails_ledger_cards(released, capsys):
     import polars as pl
 
-    from segments.privacy.archive import archive_path
-
-    path = archive_path(released)
+    path = released.archive
     archive = pl.read_parquet(path)
     archive.with_columns(pl.col("sek") * 2).write_parquet(path)
     _cards_fail(released, capsys, "the archive was edited")

@@ -70,21 +70,19 @@ import json
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from segments.exceptions import SchemaError, WorkspaceError
-from segments.workspace import Workspace
+from segments.workspace import ARCHIVE_TABLE, CARD, Workspace
 
 __all__ = [
     "ARCHIVE_COLUMNS",
     "FORECAST_MODELS",
     "TOTAL_CATEGORY",
     "SeriesForecast",
-    "archive_path",
     "backtest_table",
     "choose_model",
     "forecast_archive",
@@ -177,11 +175,6 @@ _BACKFILL = (
 
 
 # --- the archive: the only input -----------------------------------------------------------
-def archive_path(workspace: Workspace) -> Path:
-    """Path of the monthly category release archive in ``workspace``."""
-    return workspace.releases / "archive" / "monthly_category.parquet"
-
-
 def load_archive(workspace: Workspace) -> pd.DataFrame:
     """Read and validate the release archive, the only data a forecast may read.
 
@@ -202,7 +195,7 @@ def load_archive(workspace: Workspace) -> pd.DataFrame:
     SchemaError
         If the archive breaks its contract.
     """
-    path = archive_path(workspace)
+    path = workspace.archive
     fix = _BACKFILL.format(root=workspace.root)
     frame = pd.read_parquet(path) if path.exists() else None
     archived = set() if frame is None else set(frame.get("release_id", pd.Series()).astype(str))
@@ -236,9 +229,9 @@ def load_archive(workspace: Workspace) -> pd.DataFrame:
 def _published_months_missing(workspace: Workspace, archived: set[str]) -> list[str]:
     """Monthly releases published into ``W/releases`` (a card with its month next to the
     monthly table) whose rows are not in the archive, as ``YYYY-MM (release id)``."""
-    name = "monthly_category.parquet"
+    name = ARCHIVE_TABLE  # a monthly release's table has the archive's name
     lost = []
-    for card_path in sorted(workspace.releases.glob("*/card.json")):
+    for card_path in sorted(workspace.releases.glob(f"*/{CARD}")):
         folder = card_path.parent
         if folder.name in archived or not (folder / name).is_file():
             continue

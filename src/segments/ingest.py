@@ -46,7 +46,7 @@ from segments.schema import (
     check_foreign_key,
     validate,
 )
-from segments.workspace import Workspace, sha256_file, write_json
+from segments.workspace import MANIFEST, Workspace, sha256_file, write_json
 
 __all__ = [
     "GEOGRAPHY_HIERARCHIES",
@@ -1481,7 +1481,7 @@ def _write_raw(ws: Workspace, tables: dict[str, pl.DataFrame], manifest: dict[st
         for name, frame in tables.items():
             frame.write_parquet(tmp / f"{name}.parquet")
             manifest["files"][f"{name}.parquet"] = sha256_file(tmp / f"{name}.parquet")
-        write_json(tmp / "manifest.json", manifest)
+        write_json(tmp / MANIFEST, manifest)
         old = None
         if ws.raw.exists():
             old = ws.root / f".raw.old.{os.getpid()}"

@@ -602,7 +602,7 @@ def run_demo(
     echo(f"segments main job — policy {pol.name} ({pol.controller}), workspace {ws.root}")
     echo(
         f"privacy budget {plan.budget} ε per {pol.privacy.budget_period_months} months "
-        f"(throw-away demo ledger in {ws.root / 'ledger'})"
+        f"(throw-away demo ledger in {ws.ledger_folder})"
     )
     started_job = time.perf_counter()
     # the notebooks run alongside the main job (make demo: 82 s after it, issue 14 item 4)

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from segments.exceptions import PolicyError
-from segments.forecast import archive_path, forecast_archive, load_archive
+from segments.forecast import forecast_archive, load_archive
 from segments.workspace import Workspace, atomic_write, sha256_file, write_json
 
 FORECAST_FILE = "forecast.parquet"
@@ -129,8 +129,8 @@ def forecast_purchasing(
     parquet = io.BytesIO()
     table.to_parquet(parquet, index=False)
     card = {
-        "source": str(archive_path(ws).relative_to(ws.root)),
-        "source_sha256": sha256_file(archive_path(ws)),
+        "source": str(ws.archive.relative_to(ws.root)),
+        "source_sha256": sha256_file(ws.archive),
         "months_used": [
             archive["month"].min().date().isoformat(),
             archive["month"].max().date().isoformat(),

@@ -10,6 +10,7 @@ folder and renames it into place, so a crash never leaves a half-written file be
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import hashlib
 import json
@@ -40,6 +41,44 @@ __all__ = [
 
 DEFAULT_WORKSPACE = Path("data/workspace")
 STAGES = ("raw", "prepared", "segments", "releases", "forecasts", "report")
+
+# --- the names of the files a stage writes, and the only place they are spelled -------------
+# (tests/test_architecture.py fails on one of these written anywhere else: the paths are
+# built here, by the Workspace methods below, and other modules name them by these constants)
+MANIFEST = "manifest.json"
+POLICY_REPORT = "policy_report.json"
+PREPARED_CUSTOMERS = "customers.parquet"
+PREPARED_LINES = "lines.parquet"
+LABELS = "labels.parquet"
+SEGMENT_PROFILES = "profiles.parquet"
+SEGMENT_METADATA = "metadata.json"
+CENTROIDS = "centroids.parquet"
+CARD = "card.json"
+CERTIFICATE = "certificate.json"
+#: What proves a release: a DP release's card, a k-anonymous release's certificate.
+CARD_NAMES = (CARD, CERTIFICATE)
+ARCHIVE_TABLE = "monthly_category.parquet"
+#: Folder names inside the stages (``W/segments/private``, ``W/releases/archive``, ...).
+PRIVATE_SEGMENTS = "private"
+TARGETS = "targets"
+ARCHIVE = "archive"
+LEDGER_FOLDER = "ledger"
+HISTORY = ".history"
+#: Every name above: the architecture test's list of names spelled only in this module.
+FILE_NAMES = (
+    MANIFEST,
+    POLICY_REPORT,
+    PREPARED_CUSTOMERS,
+    PREPARED_LINES,
+    LABELS,
+    SEGMENT_PROFILES,
+    SEGMENT_METADATA,
+    CENTROIDS,
+    CARD,
+    CERTIFICATE,
+    ARCHIVE_TABLE,
+)
+FOLDER_NAMES = (PRIVATE_SEGMENTS, TARGETS, ARCHIVE, LEDGER_FOLDER, HISTORY, *STAGES)
 
 #: What a purpose, spec, recipient or release name may look like: names are data, never
 #: paths — no separator, no dot-dot, no leading dot or dash, at most 100 characters.
@@ -210,7 +249,8 @@ class Workspace:
 
     @property
     def manifest(self) -> Path:
-        return self.raw / "manifest.json"
+        """The raw data's manifest (rows, hashes, generator parameters, ``synthetic``)."""
+        return self.raw / MANIFEST
 
     def read_manifest(self, *, required: bool = False) -> dict[str, Any]:
         """The raw data's manifest (``W/raw/manifest.json``): the one reader of it.
@@ -246,7 +286,74 @@ class Workspace:
     @property
     def targets(self) -> Path:
         """Offer lists written by ``segments target`` (pseudonyms of people to contact)."""
-        return self.inside(self.segments / "targets")
+        return self.inside(self.segments / TARGETS)
+
+    def prepared_frame(self, purpose: str, name: str) -> Path:
+        """A prepared frame (:data:`PREPARED_CUSTOMERS` or :data:`PREPARED_LINES`)."""
+        return self.prepared_dir(purpose) / name
+
+    def policy_report(self, purpose: str) -> Path:
+        """Prepare's evidence for one purpose (``W/prepared/<purpose>/policy_report.json``)."""
+        return self.prepared_dir(purpose) / POLICY_REPORT
+
+    def prepared_as_of(self, purpose: str) -> dt.date:
+        """The day the prepared frames of ``purpose`` were prepared as of: the one reader
+        of that date (segmentation's default as-of, the private model's, the audit's)."""
+        report = self.policy_report(purpose)
+        if report.is_file():
+            value = json.loads(report.read_text(encoding="utf-8")).get("as_of")
+            if value:
+                return dt.date.fromisoformat(str(value)[:10])
+        raise WorkspaceError(
+            f"{report}: no 'as_of' recorded for the prepared frames; fix: pass as_of "
+            "(`--as-of YYYY-MM-DD`) or re-run `segments prepare`"
+        )
+
+    @property
+    def labels(self) -> Path:
+        """The exploratory model's labels (``W/segments/labels.parquet``): never released."""
+        return self.segments / LABELS
+
+    @property
+    def segment_profiles(self) -> Path:
+        """Profiles of the exploratory model's segments."""
+        return self.segments / SEGMENT_PROFILES
+
+    @property
+    def segment_metadata(self) -> Path:
+        """The exploratory segmentation's metadata (names, provenance, purpose)."""
+        return self.segments / SEGMENT_METADATA
+
+    @property
+    def private_segments(self) -> Path:
+        """The DP k-means folder ``W/segments/private/`` (centroids, card, labels, names)."""
+        return self.inside(self.segments / PRIVATE_SEGMENTS)
+
+    def private_segments_staging(self, release_id: str, *, old: bool = False) -> Path:
+        """Where the DP k-means job stages its folder (or moves the one it replaces)
+        before the rename: a hidden sibling of :attr:`private_segments`."""
+        prefix = ".private-old-" if old else ".private-"
+        return self.segments / f"{prefix}{check_name('release id', release_id)}"
+
+    @property
+    def archive(self) -> Path:
+        """The monthly purchasing series archive (``W/releases/archive/...``)."""
+        return self.archive_in(self.releases)
+
+    @staticmethod
+    def archive_in(releases: str | os.PathLike[str]) -> Path:
+        """The archive inside a releases folder (``segments ledger --cards DIR``)."""
+        return Path(releases) / ARCHIVE / ARCHIVE_TABLE
+
+    @property
+    def ledger_folder(self) -> Path:
+        """The demo's and evaluations' throw-away ledgers (``W/ledger/``)."""
+        return self.root / LEDGER_FOLDER
+
+    @property
+    def history(self) -> Workspace:
+        """The backfill's replay of the raw history (``W/.history``), a workspace itself."""
+        return Workspace(self.root / HISTORY)
 
     @property
     def subject_log(self) -> Path:

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from segments.exceptions import KAnonymityError, PolicyError, WorkspaceError
-from segments.workspace import Workspace
+from segments.workspace import (
+    CERTIFICATE,
+    PREPARED_CUSTOMERS,
+    PREPARED_LINES,
+    SEGMENT_METADATA,
+    Workspace,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -125,9 +131,7 @@ def _segments(
     # in W/segments/private/ is never trusted
     from segments.privacy.kmeans import private_model_labels, private_model_ref
 
-    workspace.require(
-        workspace.segments / "private" / "metadata.json", "segments segment --private"
-    )
+    workspace.require(workspace.private_segments / SEGMENT_METADATA, "segments segment --private")
     ref = private_model_ref(workspace, ledger)
     return private_model_labels(ref, customers.lazy(), lines.lazy(), as_of).collect(), (
         "private_model"
@@ -144,7 +148,7 @@ def _earlier_releases(ledger: Ledger, workspace: Workspace) -> list[Any]:
             continue
         spec = dict(entry.request.spec)
         if "levels" not in spec:
-            cert = workspace.release_dir(entry.release_id) / "certificate.json"
+            cert = workspace.release_dir(entry.release_id) / CERTIFICATE
             if not cert.exists():
                 raise WorkspaceError(
                     f"earlier k-anonymous release {entry.release_id!r} records no levels in "
@@ -250,12 +254,12 @@ def release_kanon(
     refuse_early(policy, purpose, recipient, destination)
     check_kanon_parameters(policy, k, l, sensitive, segments)
     prepared = workspace.prepared_dir(purpose)
-    names = ("customers.parquet", "lines.parquet")
+    names = (PREPARED_CUSTOMERS, PREPARED_LINES)
     for name in names:
         workspace.require(prepared / name, "segments prepare")
     # the bytes read are hashed against prepare's signed record, before anything is recorded
     frames, read_sha256 = read_verified(workspace, purpose, names, policy)
-    customers, lines = frames["customers.parquet"], frames["lines.parquet"]
+    customers, lines = frames[PREPARED_CUSTOMERS], frames[PREPARED_LINES]
     charged: Ledger | None = None
     if segments == "private":  # its provenance is checked in the ledger first
         charged = ledger() if callable(ledger) else ledger
@@ -328,7 +332,7 @@ def release_kanon(
         mechanism="full-domain generalisation with suppression",
         as_of=as_of,
         kind="kanon",
-        population_fingerprint=read_sha256["customers.parquet"],
+        population_fingerprint=read_sha256[PREPARED_CUSTOMERS],
         synthetic=charged.simulated_time if synthetic is None else synthetic,
         release_id=f"kanon-{as_of:%Y%m%d}-{uuid.uuid4().hex[:8]}",
     )
@@ -362,5 +366,5 @@ def release_kanon(
     except BaseException as exc:
         publication.fail(exc)
         raise
-    publication.complete("certificate.json")
+    publication.complete(CERTIFICATE)
     return KAnonymousRelease(release_id, publication.final, model, anon, charged.label, threshold)

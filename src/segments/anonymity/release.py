@@ -51,7 +51,7 @@ from segments.anonymity.models import PrivacyModel
 from segments.anonymity.search import Loss, SearchResult, optimal_generalisation
 from segments.exceptions import KAnonymityError, WorkspaceError
 from segments.schema import GENDERS, PRODUCT_CATEGORIES
-from segments.workspace import atomic_write_with, sha256_file, write_json
+from segments.workspace import CERTIFICATE, atomic_write_with, sha256_file, write_json
 
 __all__ = [
     "EarlierRelease",
@@ -104,7 +104,6 @@ RELEASE_COLUMNS = ("county_code", "segment", "spend_band")
 SPEND_CUTS = (1000, 5000, 20000, 100000)
 
 TABLE_FILE = "table.parquet"
-CERTIFICATE_FILE = "certificate.json"
 
 
 def generalise(
@@ -368,7 +367,7 @@ def write_table(folder: str | os.PathLike[str], anon: KAnonymousTable) -> str:
         If the folder already holds a release (a release is never overwritten).
     """
     out = Path(folder)
-    if (out / CERTIFICATE_FILE).exists() or (out / TABLE_FILE).exists():
+    if (out / CERTIFICATE).exists() or (out / TABLE_FILE).exists():
         raise WorkspaceError(
             f"release folder {out} already holds a release; releases are never overwritten, "
             "use a new release id"
@@ -390,7 +389,7 @@ def write_certificate(
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "files": {TABLE_FILE: table_sha256},
     }
-    write_json(Path(folder) / CERTIFICATE_FILE, certificate)
+    write_json(Path(folder) / CERTIFICATE, certificate)
     return certificate
 
 

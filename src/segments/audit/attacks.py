@@ -49,7 +49,14 @@ from segments.anonymity.hierarchies import (
 from segments.exceptions import WorkspaceError
 from segments.geography import postcodes
 from segments.schema import GENDERS
-from segments.workspace import Workspace, sha256_file
+from segments.workspace import (
+    CERTIFICATE,
+    LABELS,
+    PREPARED_CUSTOMERS,
+    PREPARED_LINES,
+    Workspace,
+    sha256_file,
+)
 
 __all__ = [
     "KNOWLEDGE",
@@ -94,7 +101,6 @@ _KNOWLEDGE_COLUMNS = (
     "county_code",
 )
 TABLE_FILE = "table.parquet"
-CERTIFICATE_FILE = "certificate.json"
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -139,18 +145,18 @@ def load_kanon_releases(workspace: Workspace | str | Path) -> list[KAnonRelease]
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     found = []
-    for cert_path in sorted(ws.releases.glob(f"*/{CERTIFICATE_FILE}")):
+    for cert_path in sorted(ws.releases.glob(f"*/{CERTIFICATE}")):
         folder = cert_path.parent
         certificate = json.loads(cert_path.read_text(encoding="utf-8"))
         table_path = folder / TABLE_FILE
         if not table_path.exists():
             raise WorkspaceError(
-                f"release {folder.name!r}: {CERTIFICATE_FILE} has no {TABLE_FILE} beside it; "
+                f"release {folder.name!r}: {CERTIFICATE} has no {TABLE_FILE} beside it; "
                 "a release must be complete (re-run `segments kanon`)"
             )
         if "quasi_identifiers" not in certificate or "levels" not in certificate:
             raise WorkspaceError(
-                f"release {folder.name!r}: {CERTIFICATE_FILE} lacks 'quasi_identifiers' or "
+                f"release {folder.name!r}: {CERTIFICATE} lacks 'quasi_identifiers' or "
                 "'levels'; the release cannot be re-checked"
             )
         release_id = str(certificate.get("release_id", folder.name))
@@ -571,12 +577,12 @@ def _prepared_people(ws: Workspace, purpose: str, segments: str | None) -> pl.Da
     from segments.anonymity.release import customer_release_table_pl as customer_release_table
 
     folder = ws.prepared_dir(purpose)
-    if not (folder / "customers.parquet").exists() or not (folder / "lines.parquet").exists():
+    if not (folder / PREPARED_CUSTOMERS).exists() or not (folder / PREPARED_LINES).exists():
         return None
-    customers = pl.read_parquet(folder / "customers.parquet")
-    lines = pl.read_parquet(folder / "lines.parquet")
+    customers = pl.read_parquet(folder / PREPARED_CUSTOMERS)
+    lines = pl.read_parquet(folder / PREPARED_LINES)
     if segments == "private_model":
-        path = ws.segments / "private" / "labels.parquet"
+        path = ws.private_segments / LABELS
         if not path.exists():
             return None
         labels = pl.read_parquet(path, columns=["person_id", "segment"])
@@ -594,7 +600,7 @@ def _in_prepared(knowledge: pl.DataFrame, ws: Workspace, purpose: str | None) ->
     """Targets whose known attributes occur among the prepared people (the input population)."""
     if purpose is None:
         return knowledge
-    path = ws.prepared_dir(purpose) / "customers.parquet"
+    path = ws.prepared_frame(purpose, PREPARED_CUSTOMERS)
     if not path.exists():
         return knowledge
     prepared = pl.read_parquet(path)

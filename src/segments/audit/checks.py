@@ -46,7 +46,7 @@ from segments.schema import (
     SURVEYS,
     TableSchema,
 )
-from segments.workspace import sha256_file
+from segments.workspace import CERTIFICATE, LABELS, sha256_file
 
 __all__ = [
     "CHECKS",
@@ -182,7 +182,7 @@ def check_retention_applied(ctx: AuditContext) -> Finding:
     rules, on a date not after the audit's as_of (OF-2: the check runs on every load)."""
     rows, bad = [], []
     for purpose in ctx.prepared_purposes():
-        path = ctx.workspace.prepared_dir(purpose) / "policy_report.json"
+        path = ctx.workspace.policy_report(purpose)
         if not path.is_file() or not _declared(ctx, purpose):
             bad.append(f"{purpose}: no policy_report.json or undeclared purpose")
             continue
@@ -466,7 +466,7 @@ def check_profiling_labels(ctx: AuditContext) -> Finding:
 
 def check_targets_opt_out(ctx: AuditContext) -> Finding:
     """No marketing opt-out in any target list (AO-7, AK-4)."""
-    folder = ctx.workspace.segments / "targets"
+    folder = ctx.workspace.targets
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     if not files:
         return Finding("targets_opt_out", "target lists", {"target lists": 0}, "not applicable")
@@ -829,7 +829,7 @@ def check_release_checksums(ctx: AuditContext) -> Finding:
         extra = sorted(
             p.name
             for p in path.parent.glob("*.parquet")
-            if p.name not in entry.files and p.name != "labels.parquet"
+            if p.name not in entry.files and p.name != LABELS
         )
         if extra:
             bad.append(f"{rid}: files not in the ledger: {extra}")
@@ -1071,7 +1071,7 @@ def check_forecasts_from_archive(ctx: AuditContext) -> Finding:
     if not card_path.is_file():
         return Finding("forecasts_from_archive", "forecasts", {"forecasts": 0}, "not applicable")
     card = json.loads(card_path.read_text(encoding="utf-8"))
-    archive = ctx.workspace.releases / "archive" / "monthly_category.parquet"
+    archive = ctx.workspace.archive
     bad = []
     if card.get("source") != "releases/archive/monthly_category.parquet":
         bad.append(f"source {card.get('source')}")
@@ -1104,7 +1104,7 @@ def check_kanon_recount(ctx: AuditContext) -> Finding:
     """Each k-anonymous release: k (and l) recounted from its file alone."""
     rows, bad = [], []
     for path, cert in ctx.cards():
-        if path.name != "certificate.json":
+        if path.name != CERTIFICATE:
             continue
         table = pl.read_parquet(path.parent / "table.parquet")
         qis = list(cert["quasi_identifiers"])

@@ -18,7 +18,7 @@ import polars as pl
 
 from segments.policy import Policy
 from segments.prepare.pseudonym import PseudonymKey, pseudonymise_series
-from segments.workspace import Workspace
+from segments.workspace import CARD, CERTIFICATE, LABELS, PREPARED_CUSTOMERS, Workspace
 
 __all__ = [
     "NEEDS_KEY",
@@ -84,7 +84,7 @@ class AuditContext:
         return sorted(
             p.name
             for p in root.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and (p / "customers.parquet").exists()
+            if p.is_dir() and not p.name.startswith(".") and (p / PREPARED_CUSTOMERS).exists()
         )
 
     def prepared(self, purpose: str, table: str, columns: list[str] | None = None) -> pl.DataFrame:
@@ -110,10 +110,10 @@ class AuditContext:
             paths: list[Path] = []
             if ws.releases.is_dir():
                 for folder in sorted(ws.releases.iterdir()):
-                    for name in ("card.json", "certificate.json"):
+                    for name in (CARD, CERTIFICATE):
                         if (folder / name).is_file() and not folder.name.startswith("."):
                             paths.append(folder / name)
-            private = ws.segments / "private" / "card.json"
+            private = ws.private_segments / CARD
             if private.is_file():
                 paths.append(private)
             for path in paths:
@@ -183,13 +183,13 @@ class AuditContext:
 
     def label_files(self) -> list[Path]:
         """Per-person outputs of segmentation: labels, private labels, target lists."""
-        seg = self.workspace.segments
-        files = [seg / "labels.parquet", seg / "private" / "labels.parquet"]
-        files += sorted((seg / "targets").glob("*.parquet")) if (seg / "targets").is_dir() else []
+        ws = self.workspace
+        files = [ws.labels, ws.private_segments / LABELS]
+        files += sorted(ws.targets.glob("*.parquet")) if ws.targets.is_dir() else []
         return [f for f in files if f.is_file()]
 
     def segment_purpose(self) -> str | None:
-        meta = self.workspace.segments / "metadata.json"
+        meta = self.workspace.segment_metadata
         if not meta.is_file():
             return None
         purpose = json.loads(meta.read_text(encoding="utf-8")).get("purpose")

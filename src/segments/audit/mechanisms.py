@@ -33,6 +33,7 @@ import polars as pl
 from segments.audit.dp_audit import DpAuditResult, audit_mechanism, family_confidence
 from segments.privacy.composition import DPFamily
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
+from segments.workspace import PREPARED_CUSTOMERS, PREPARED_LINES, Workspace
 
 __all__ = [
     "AuditedCase",
@@ -115,8 +116,8 @@ def _write_neighbours(folder: Path, seed: np.random.Generator) -> dict[str, dict
     )
     (folder / "with").mkdir()
     paths = {
-        "customers": folder / "with" / "customers.parquet",
-        "lines": folder / "with" / "lines.parquet",
+        "customers": folder / "with" / PREPARED_CUSTOMERS,
+        "lines": folder / "with" / PREPARED_LINES,
     }
     pl.concat([customers, heavy]).write_parquet(paths["customers"])
     pl.concat([lines, _heavy_lines(dict(lines.schema))]).write_parquet(paths["lines"])
@@ -536,7 +537,7 @@ def _prepare_copy(root: Path, tables: dict[str, pl.DataFrame], policy: Any, purp
     _write_raw(ws, tables)
     prepare(ws, policy, purpose, RAW_AS_OF, key=_AUDIT_KEY)
     folder = ws.prepared_dir(purpose)
-    return {"customers": folder / "customers.parquet", "lines": folder / "lines.parquet"}
+    return {"customers": folder / PREPARED_CUSTOMERS, "lines": folder / PREPARED_LINES}
 
 
 def _chosen_people(tables: dict[str, pl.DataFrame]) -> dict[str, tuple[int, ...]]:
@@ -880,7 +881,7 @@ def workspace_release_cases(
     from segments.privacy.specs import SegmentSource
 
     dp_cards = _dp_cards(cards)
-    neighbours = raw_person_neighbours(policy, folder / "raw") if dp_cards else []
+    neighbours = raw_person_neighbours(policy, Workspace(folder).raw) if dp_cards else []
     out: list[AuditedCase] = []
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for card in dp_cards:

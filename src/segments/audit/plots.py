@@ -22,7 +22,7 @@ from segments.audit.checks import spending
 from segments.audit.context import AuditContext, release_type
 from segments.audit.render import Chart
 from segments.privacy.composition import DPFamily
-from segments.workspace import atomic_write
+from segments.workspace import CERTIFICATE, atomic_write
 
 __all__ = ["budget_chart", "dp_audit_chart", "dp_audit_figure", "kanon_charts"]
 
@@ -104,7 +104,7 @@ def budget_chart(ctx: AuditContext, folder: Path) -> Chart | None:
 def _class_sizes(ctx: AuditContext) -> dict[str, pl.Series]:
     out = {}
     for path, cert in ctx.cards():
-        if path.name == "certificate.json":
+        if path.name == CERTIFICATE:
             try:
                 table = pl.read_parquet(path.parent / "table.parquet")
             except Exception:  # unreadable: the checks fail it; there is nothing to draw

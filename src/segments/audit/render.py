@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from segments.workspace import CERTIFICATE
+
 __all__ = [
     "AuditReport",
     "Chart",
@@ -221,7 +223,7 @@ class _Linker:
     def release(self, rid: str) -> str:
         parts = [f"<code>{html.escape(rid)}</code>"]
         if rid in self.links:
-            what = "certificate" if self.links[rid].endswith("certificate.json") else "card"
+            what = "certificate" if self.links[rid].endswith(CERTIFICATE) else "card"
             parts.append(f"<a class='card' href='{html.escape(self.links[rid])}'>{what}</a>")
         if rid in self.ledger:
             parts.append(f"<a class='ledger' href='#ledger-{html.escape(rid)}'>ledger entry</a>")

@@ -160,7 +160,7 @@ def _resolve_ledger(ws: Workspace, policy: Policy, ledger: Any, cards: Sequence[
     if ledger is not None:
         return Ledger.open(Path(ledger), policy.controller, create=False, policy=policy)
     candidates = []
-    demo = ws.root / "ledger" / f"{controller_slug(policy.controller)}.sqlite"
+    demo = ws.ledger_folder / f"{controller_slug(policy.controller)}.sqlite"
     if demo.is_file():
         candidates.append(Ledger.for_workspace(ws, policy.controller, create=False, policy=policy))
     for evaluation in (False, True):
@@ -212,7 +212,7 @@ def _key_matches(ctx: AuditContext) -> Finding:
         return Finding("key_matches", "key id", {"reason": NEEDS_KEY}, "not applicable", STEWARD)
     ids = {}
     for purpose in ctx.prepared_purposes():
-        report = ctx.workspace.prepared_dir(purpose) / "policy_report.json"
+        report = ctx.workspace.policy_report(purpose)
         if report.is_file():
             ids[purpose] = json.loads(report.read_text(encoding="utf-8")).get("key_id")
     wrong = sorted(p for p, k in ids.items() if k != ctx.key.key_id)

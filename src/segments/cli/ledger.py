@@ -33,6 +33,7 @@ from segments.privacy.ledger import (
     default_ledger_dir,
     default_ledger_path,
 )
+from segments.workspace import CARD, CERTIFICATE, Workspace
 
 ACCOUNTING_RULE = (
     "accounting: pure ε-DP releases add in ε; zCDP releases add in ρ, and when both occur a "
@@ -45,7 +46,7 @@ ACCOUNTING_RULE = (
     "charges count."
 )
 
-_CARD_NAMES = ("card.json", "certificate.json")
+_CARD_NAMES = (CARD, CERTIFICATE)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -147,7 +148,7 @@ def _open_ledgers(args: argparse.Namespace, policy: Any) -> list[Ledger]:
     if policy is not None:
         path = default_ledger_path(str(policy.controller), evaluation=args.evaluation)
         return [Ledger.open(path, str(policy.controller), create=False, policy=policy)]
-    folder = Path(args.workspace) / "ledger" if args.workspace else default_ledger_dir()
+    folder = Workspace(args.workspace).ledger_folder if args.workspace else default_ledger_dir()
     paths = sorted(folder.glob("*.sqlite")) + sorted(folder.glob("evaluation/*.sqlite"))
     if not paths:
         raise WorkspaceError(

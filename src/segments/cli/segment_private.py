@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from segments.cli.common import safe_name
+from segments.workspace import CARD
 
 __all__ = ["add_private_options", "run_private"]
 
@@ -70,5 +71,5 @@ def run_private(args: argparse.Namespace) -> int:
             result.centroids.loc[result.centroids["segment"] == seg, "noisy_count"].iloc[0]
         )
         print(f"  segment {seg}: {name} (noisy count ≈ {count:.0f})")
-    print(f"  written to {result.paths['card.json'].parent}")
+    print(f"  written to {result.paths[CARD].parent}")
     return 0

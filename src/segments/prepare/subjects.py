@@ -48,6 +48,7 @@ from segments.prepare.subject_log import (
 )
 from segments.schema import RAW_TABLES, REAL_CUSTOMERS, REAL_PRODUCTS, validate
 from segments.workspace import (
+    PREPARED_CUSTOMERS,
     Workspace,
     atomic_write,
     atomic_write_with,
@@ -141,11 +142,11 @@ def explain_segment(segment: Any, metadata: dict[str, Any]) -> str:
 
 
 def _segment_of(ws: Workspace, person_ids: list[str]) -> dict[str, Any] | None:
-    labels_path = ws.segments / "labels.parquet"
+    labels_path = ws.labels
     if not labels_path.is_file():
         return None
     metadata: dict[str, Any] = {}
-    meta_path = ws.segments / "metadata.json"
+    meta_path = ws.segment_metadata
     if meta_path.is_file():
         with open(meta_path, encoding="utf-8") as fh:
             metadata = json.load(fh)
@@ -168,7 +169,7 @@ def _prepared_purposes(ws: Workspace, person_ids: list[str]) -> list[str]:
         for folder in sorted(
             p for p in ws.prepared.iterdir() if p.is_dir() and not p.name.startswith(".")
         ):
-            path = folder / "customers.parquet"
+            path = folder / PREPARED_CUSTOMERS
             if (
                 path.is_file()
                 and pl.scan_parquet(path)
@@ -321,7 +322,7 @@ def subject_export(
             "Your private and business accounts share your personnummer (sole trader) "
             "and are treated as one person."
         )
-    needs_key = (ws.segments / "labels.parquet").is_file() or ws.prepared.is_dir()
+    needs_key = (ws.labels).is_file() or ws.prepared.is_dir()
     if needs_key:
         pkey = load_key(key, key_file=key_file, workspace=ws)
         person_ids = pseudonymise(pkey, "person", [person_root])

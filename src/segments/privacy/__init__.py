@@ -8,7 +8,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "segments.privacy.archive": (
         "ARCHIVE_SCHEMA",
         "BackfillReport",
-        "archive_path",
         "backfill",
         "read_archive",
         "releasable_months",

@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from segments.schema import CHANNELS, PERSON_TYPES, PRODUCT_CATEGORIES
+from segments.workspace import PREPARED_CUSTOMERS, PREPARED_LINES
 
 __all__ = ["write_prepared_frames", "write_survey_frame"]
 
@@ -92,7 +93,7 @@ def write_prepared_frames(
             "amount_sek": quantity * price,
         }
     )
-    paths = {"customers": folder / "customers.parquet", "lines": folder / "lines.parquet"}
+    paths = {"customers": folder / PREPARED_CUSTOMERS, "lines": folder / PREPARED_LINES}
     customers.write_parquet(paths["customers"])
     lines.write_parquet(paths["lines"])
     return paths

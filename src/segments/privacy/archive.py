@@ -34,12 +34,17 @@ from segments.months import add_months, month_start, next_month
 from segments.privacy.releases import ReleaseResult, plan_release
 from segments.privacy.specs import SPECS, PrivacyParams, ReleaseSpec
 from segments.progress import progress
-from segments.workspace import Workspace, atomic_write_with
+from segments.workspace import (
+    CARD,
+    PREPARED_CUSTOMERS,
+    PREPARED_LINES,
+    Workspace,
+    atomic_write_with,
+)
 
 __all__ = [
     "ARCHIVE_SCHEMA",
     "BackfillReport",
-    "archive_path",
     "archive_problems",
     "check_month_in_data",
     "rebuild_archive",
@@ -66,11 +71,6 @@ ARCHIVE_SCHEMA: dict[str, Any] = {
 }
 
 
-def archive_path(workspace: Workspace) -> Path:
-    """``W/releases/archive/monthly_category.parquet``."""
-    return workspace.releases / "archive" / "monthly_category.parquet"
-
-
 def read_archive(workspace: Workspace) -> pd.DataFrame:
     """The archive (empty, with its columns, before the first month is released)."""
     return to_pandas(_read_archive_pl(workspace))
@@ -78,7 +78,7 @@ def read_archive(workspace: Workspace) -> pd.DataFrame:
 
 def _read_archive_pl(workspace: Workspace) -> pl.DataFrame:
     """:func:`read_archive` as polars (for internal callers)."""
-    path = archive_path(workspace)
+    path = workspace.archive
     if not path.exists():
         return pl.DataFrame(schema=ARCHIVE_SCHEMA)
     return pl.read_parquet(path)
@@ -117,7 +117,7 @@ def releasable_months(
 @contextlib.contextmanager
 def _archive_lock(workspace: Workspace) -> Iterator[None]:
     """One writer at a time: two processes cannot release the same month together."""
-    folder = archive_path(workspace).parent
+    folder = workspace.archive.parent
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -193,7 +193,7 @@ def release_month(
         )
     prepared = prepared or workspace.prepared_dir(purpose)
     check_month_in_data(workspace, prepared, month, purpose, policy)
-    for name in ("customers.parquet", "lines.parquet"):
+    for name in (PREPARED_CUSTOMERS, PREPARED_LINES):
         workspace.require(prepared / name, f"segments prepare --purpose {purpose}")
     from segments.provenance import verified_frames
 
@@ -202,7 +202,7 @@ def release_month(
     with (
         # the bytes read are hashed against prepare's signed record (no check-then-read gap),
         # before the archive's lock file is created: a refusal writes nothing
-        verified_frames(source, purpose, ("customers.parquet", "lines.parquet"), policy) as copies,
+        verified_frames(source, purpose, (PREPARED_CUSTOMERS, PREPARED_LINES), policy) as copies,
         _archive_lock(workspace),
     ):
         # a month a killed run published but never appended comes back before the check
@@ -213,13 +213,13 @@ def release_month(
             raise ReleaseRefusedError(
                 f"monthly series: month {month:%Y-%m} was already released ({previous}) and is "
                 "in the archive; a month is released once — read it from "
-                f"{archive_path(workspace)}"
+                f"{workspace.archive}"
             )
         with plan_release(
             spec or SPECS["monthly_category"],
             params,
-            customers=copies["customers.parquet"],
-            lines=copies["lines.parquet"],
+            customers=copies[PREPARED_CUSTOMERS],
+            lines=copies[PREPARED_LINES],
             as_of=as_of,
             window=(month, next_month(month)),
             confidence=confidence,
@@ -297,7 +297,7 @@ def archive_problems(releases: str | Path, ledger: Any) -> list[str]:
     from segments.workspace import sha256_file
 
     folder = Path(releases)
-    path = folder / "archive" / "monthly_category.parquet"
+    path = Workspace.archive_in(folder)
     name = f"{SPECS['monthly_category'].name}.parquet"
     entries = {entry.release_id: entry for entry in ledger.entries()}
     monthly = {
@@ -319,7 +319,7 @@ def archive_problems(releases: str | Path, ledger: Any) -> list[str]:
         entry = entries.get(release_id)
         rows = archive.filter(pl.col("release_id") == release_id).sort("category")
         table = folder / release_id / name
-        card = folder / release_id / "card.json"
+        card = folder / release_id / CARD
         if entry is None or entry.status != "published" or name not in entry.files:
             problems.append(
                 f"{path}: rows of {release_id!r} are not a monthly release the ledger published"
@@ -361,7 +361,7 @@ def _published_rows(folder: Path, ledger: Any) -> tuple[pl.DataFrame, list[str]]
         if (folder / entry.release_id).resolve() != Path(entry.output or "").resolve():
             continue  # published into another workspace sharing the ledger
         table = folder / entry.release_id / name
-        card = folder / entry.release_id / "card.json"
+        card = folder / entry.release_id / CARD
         if not table.is_file() or not card.is_file() or sha256_file(table) != entry.files[name]:
             unreadable.append(entry.release_id)
             continue
@@ -394,7 +394,7 @@ def rebuild_archive(releases: str | Path, ledger: Any) -> list[str]:
         One line per month restored; [] when nothing was missing.
     """
     folder = Path(releases)
-    path = folder / "archive" / "monthly_category.parquet"
+    path = Workspace.archive_in(folder)
     published, _ = _published_rows(folder, ledger)
     current = (
         pl.read_parquet(path).cast(ARCHIVE_SCHEMA)  # type: ignore[arg-type]
@@ -432,7 +432,7 @@ def rebuild_archive_from_ledgers(workspace: Workspace) -> list[str]:
     """
     from segments.privacy.ledger import Ledger, default_ledger_dir
 
-    folders = [workspace.root / "ledger", default_ledger_dir()]
+    folders = [workspace.ledger_folder, default_ledger_dir()]
     paths = [p for f in folders for p in (*f.glob("*.sqlite"), *f.glob("evaluation/*.sqlite"))]
     restored: list[str] = []
     for path in sorted(set(paths)):
@@ -447,7 +447,7 @@ def rebuild_archive_from_ledgers(workspace: Workspace) -> list[str]:
 
 def _append(workspace: Workspace, archive: pl.DataFrame, rows: pl.DataFrame) -> None:
     combined = pl.concat([archive.cast(ARCHIVE_SCHEMA), rows]).sort("month", "category")  # type: ignore[arg-type]
-    atomic_write_with(archive_path(workspace), combined.write_parquet)
+    atomic_write_with(workspace.archive, combined.write_parquet)
 
 
 @dataclass(frozen=True)
@@ -495,12 +495,12 @@ def backfill(
             "--evaluation-ledger or --demo-ledger"
         )
     lines = workspace.require(
-        workspace.prepared_dir(purpose) / "lines.parquet", f"segments prepare --purpose {purpose}"
+        workspace.prepared_frame(purpose, PREPARED_LINES), f"segments prepare --purpose {purpose}"
     )
     released: dict[str, str] = {}
     first, covered, skipped = backfill_schedule(workspace, lines, until, params, synthetic)
     archived = set(_read_archive_pl(workspace)["month"].to_list())
-    replay = Workspace(workspace.root / ".history")
+    replay = workspace.history
     month = first
     months = 0
     while next_month(month) <= until:
@@ -581,10 +581,7 @@ def _first_full_month(day: dt.date) -> dt.date:
 
 def _history_start(workspace: Workspace) -> dt.date | None:
     """First full month of the synthetic raw history (from its manifest)."""
-    if not workspace.manifest.exists():
-        return None
-    manifest = json.loads(workspace.manifest.read_text(encoding="utf-8"))
-    start = manifest.get("parameters", {}).get("window_start")
+    start = workspace.read_manifest().get("parameters", {}).get("window_start")
     return _first_full_month(dt.date.fromisoformat(start)) if start else None
 
 

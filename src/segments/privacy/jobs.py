@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Literal
 
 from segments.exceptions import PolicyError, ReleaseRefusedError, WorkspaceError
-from segments.workspace import Workspace
+from segments.workspace import PREPARED_CUSTOMERS, PREPARED_LINES, Workspace
 
 if TYPE_CHECKING:
     from segments.policy import Policy
@@ -225,18 +225,18 @@ def plan_spec(
                 "to release, e.g. 2026-09-01"
             )
         first = month_start(month)
-        for name in ("customers.parquet", "lines.parquet"):
+        for name in (PREPARED_CUSTOMERS, PREPARED_LINES):
             workspace.require(prepared / name, "segments prepare")
         # the bytes read are hashed against prepare's signed record (no check-then-read gap)
         with (
             verified_frames(
-                workspace, purpose, ("customers.parquet", "lines.parquet"), policy
+                workspace, purpose, (PREPARED_CUSTOMERS, PREPARED_LINES), policy
             ) as copies,
             plan_release(
                 chosen,
                 params,
-                customers=copies["customers.parquet"],
-                lines=copies["lines.parquet"],
+                customers=copies[PREPARED_CUSTOMERS],
+                lines=copies[PREPARED_LINES],
                 as_of=as_of,
                 window=(first, next_month(first)),
                 confidence=confidence,
@@ -259,7 +259,7 @@ def plan_spec(
     needs_lines = any(q.frame != "survey" for q in chosen.query_defs)
     names = []
     if needs_lines:
-        for name in ("customers.parquet", "lines.parquet"):
+        for name in (PREPARED_CUSTOMERS, PREPARED_LINES):
             workspace.require(prepared / name, "segments prepare")
             names.append(name)
     if surveys is not None and surveys.parent == prepared:
@@ -270,8 +270,8 @@ def plan_spec(
         plan_release(
             chosen,
             params,
-            customers=copies.get("customers.parquet"),
-            lines=copies.get("lines.parquet"),
+            customers=copies.get(PREPARED_CUSTOMERS),
+            lines=copies.get(PREPARED_LINES),
             surveys=copies.get(surveys.name, surveys) if surveys is not None else None,
             segments=source,
             as_of=as_of,

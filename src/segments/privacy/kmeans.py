@@ -46,6 +46,12 @@ from segments.privacy.kmeans_estimator import (
 from segments.privacy.kmeans_profiles import PROFILE_QUERIES, private_segment_profiles
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
 from segments.workspace import (
+    CARD,
+    CENTROIDS,
+    LABELS,
+    PREPARED_CUSTOMERS,
+    PREPARED_LINES,
+    SEGMENT_METADATA,
     Workspace,
     atomic_write_with,
     make_private,
@@ -289,12 +295,12 @@ def _read_verified(
 
     folder = ws.prepared_dir(purpose)
     made_by = f"segments prepare --workspace {ws.root} --purpose {purpose}"
-    names = ("lines.parquet", "customers.parquet")
+    names = (PREPARED_LINES, PREPARED_CUSTOMERS)
     for name in names:
         ws.require(folder / name, made_by)
     with ws.lock(exclusive=False):
         frames, read_sha256 = read_verified(ws, purpose, names, policy)
-    return folder, frames["lines.parquet"].lazy(), frames["customers.parquet"].lazy(), read_sha256
+    return folder, frames[PREPARED_LINES].lazy(), frames[PREPARED_CUSTOMERS].lazy(), read_sha256
 
 
 def _segment_names_from_centroids(
@@ -437,7 +443,7 @@ def fit_private_segments(
     from segments.policy import Policy
     from segments.privacy.guards import GUARANTEE_END_TO_END
     from segments.privacy.ledger import ReleaseRequest
-    from segments.segmentation.job import _eligible, _prepared_as_of
+    from segments.segmentation.job import _eligible
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     # The declared taxonomy of an ingested export (the built-in one otherwise): public, read
@@ -452,8 +458,8 @@ def fit_private_segments(
     if as_of is None:
         # like a release: the ledger's time (its clock on a controller's ledger, which also
         # refuses an as-of behind the population's latest release), the data's on a demo one
-        as_of = ledger.charge_date(_prepared_as_of(folder))
-    prepared_as_of = _prepared_as_of(folder) if (folder / "policy_report.json").exists() else None
+        as_of = ledger.charge_date(ws.prepared_as_of(purpose))
+    prepared_as_of = ws.prepared_as_of(purpose) if ws.policy_report(purpose).exists() else None
     if prepared_as_of is not None and as_of < prepared_as_of:
         # Checked before the ledger is charged, from the public date prepare ran for: the
         # features would otherwise fail on orders after as_of (and name a private date).
@@ -510,7 +516,7 @@ def fit_private_segments(
         rho=rho,
         as_of=as_of,
         kind="dp",
-        population_fingerprint=read_sha256["customers.parquet"],
+        population_fingerprint=read_sha256[PREPARED_CUSTOMERS],
         synthetic=ws.declared_synthetic(),
     )
     # charged before the model runs; the ledger records a "private_segments" entry only when
@@ -563,15 +569,13 @@ def _write_private_segments(
     purpose: str,
 ) -> PrivateSegmentsResult:
     """Write into a hidden folder, publish in the ledger, then rename it into place."""
-    final = ws.segments / "private"
-    staging = ws.segments / f".private-{reservation.release_id}"
+    final = ws.private_segments
+    staging = ws.private_segments_staging(reservation.release_id)
     staging.mkdir(parents=True, exist_ok=False)
     try:
-        atomic_write_with(
-            staging / "centroids.parquet", lambda p: centroids.to_parquet(p, index=False)
-        )
-        atomic_write_with(staging / "labels.parquet", labels.write_parquet)
-        files = {"centroids.parquet": sha256_file(staging / "centroids.parquet")}
+        atomic_write_with(staging / CENTROIDS, lambda p: centroids.to_parquet(p, index=False))
+        atomic_write_with(staging / LABELS, labels.write_parquet)
+        files = {CENTROIDS: sha256_file(staging / CENTROIDS)}
         entry = ledger.publish(reservation, files=files)
         loss = {"epsilon": request.epsilon, "delta": request.delta, "rho": request.rho}
         card = {
@@ -601,24 +605,24 @@ def _write_private_segments(
             "after checking this entry and the centroids' hash in its own ledger, and states "
             "its end-to-end loss as its own plus this release's",
         }
-        write_json(staging / "card.json", card)
+        write_json(staging / CARD, card)
         metadata = {
             "provenance": PRIVATE_PROVENANCE,
             "fitted_on_private_data": False,
             "release_guarantee": request.guarantee,
             "release_id": str(reservation.release_id),
             "ledger_id": str(getattr(entry, "ledger_id", "")),
-            "centroids_sha256": files["centroids.parquet"],
+            "centroids_sha256": files[CENTROIDS],
             "segments": names,
             "privacy_loss": loss,
             "purpose": purpose,
             "as_of": as_of.isoformat(),
             "names_from": "the released centroids (post-processing of the DP release)",
         }
-        write_json(staging / "metadata.json", metadata)
+        write_json(staging / SEGMENT_METADATA, metadata)
         make_private(staging)  # labels are personal data: owner-only whatever the umask
         if final.exists():
-            old = ws.segments / f".private-old-{reservation.release_id}"
+            old = ws.private_segments_staging(reservation.release_id, old=True)
             os.replace(final, old)
             os.replace(staging, final)
             shutil.rmtree(old, ignore_errors=True)
@@ -627,9 +631,7 @@ def _write_private_segments(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    paths = {
-        n: final / n for n in ("centroids.parquet", "labels.parquet", "card.json", "metadata.json")
-    }
+    paths = {n: final / n for n in (CENTROIDS, LABELS, CARD, SEGMENT_METADATA)}
     return PrivateSegmentsResult(
         model, str(reservation.release_id), centroids, labels.to_pandas(), card, metadata, paths
     )
@@ -700,8 +702,8 @@ def private_model_ref(
         or a model charged to another ledger).
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-    folder = ws.segments / "private"
-    meta_path, centroids = folder / "metadata.json", folder / "centroids.parquet"
+    folder = ws.private_segments
+    meta_path, centroids = folder / SEGMENT_METADATA, folder / CENTROIDS
     if not meta_path.exists() or not centroids.exists():
         raise _refuse_provenance(f"{folder} has no metadata.json and centroids.parquet")
     release_id = str(json.loads(meta_path.read_text(encoding="utf-8")).get("release_id", ""))
@@ -714,7 +716,7 @@ def private_model_ref(
     if entry.status != "published" or spec.get("name") != "private_segments":
         raise _refuse_provenance(f"ledger entry {release_id} is not a published DP k-means")
     digest = sha256_file(centroids)
-    if dict(entry.files).get("centroids.parquet") != digest:
+    if dict(entry.files).get(CENTROIDS) != digest:
         raise _refuse_provenance(
             f"{centroids} does not have the SHA-256 ledger entry {release_id} published"
         )
@@ -753,7 +755,7 @@ def verify_private_model(ref: PrivateModelRef, ledger: Any) -> None:
             f"ledger entry {ref.release_id} was not recorded by the DP k-means job (a caller "
             "declared it); private segments rest only on a fitted DP k-means"
         )
-    if dict(entry.files).get("centroids.parquet") != ref.centroids_sha256:
+    if dict(entry.files).get(CENTROIDS) != ref.centroids_sha256:
         raise _refuse_provenance(
             f"the centroids the labels were computed from are not those entry {ref.release_id} "
             "published"

@@ -17,6 +17,11 @@ import numpy as np
 import pandas as pd
 
 from segments.workspace import (
+    CARD,
+    PREPARED_CUSTOMERS,
+    PREPARED_LINES,
+    SEGMENT_METADATA,
+    SEGMENT_PROFILES,
     Workspace,
     atomic_write_with,
     write_json,
@@ -74,8 +79,8 @@ def private_segment_profiles(
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     policy = Policy.load(policy) if isinstance(policy, str | os.PathLike) else policy
-    folder = ws.require(ws.segments / "private" / "card.json", "segments segment --private").parent
-    metadata = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
+    folder = ws.require(ws.private_segments / CARD, "segments segment --private").parent
+    metadata = json.loads((folder / SEGMENT_METADATA).read_text(encoding="utf-8"))
     as_of = as_of or dt.date.fromisoformat(metadata["as_of"])
     prepared = ws.prepared_dir(purpose)
     spec = ReleaseSpec(
@@ -85,7 +90,7 @@ def private_segment_profiles(
         description="customers, total and mean spend, and spend per category per private "
         "segment: the profiles and names shown to purchasers and reviewers",
     )
-    names = ("customers.parquet", "lines.parquet")
+    names = (PREPARED_CUSTOMERS, PREPARED_LINES)
     for name in names:
         ws.require(prepared / name, f"segments prepare --purpose {purpose}")
     with (
@@ -94,8 +99,8 @@ def private_segment_profiles(
         plan_release(
             spec,
             PrivacyParams.from_policy(policy, purpose),
-            customers=copies["customers.parquet"],
-            lines=copies["lines.parquet"],
+            customers=copies[PREPARED_CUSTOMERS],
+            lines=copies[PREPARED_LINES],
             segments=SegmentSource.private_model(ws, ledger),
             as_of=as_of,
             workspace=ws,
@@ -116,10 +121,10 @@ def private_segment_profiles(
             extra_card={"total_epsilon_including_segmentation": total},
         )
     profiles = _profiles_from_release(result._tables, [str(k) for k in metadata["segments"]])
-    atomic_write_with(folder / "profiles.parquet", lambda p: profiles.to_parquet(p, index=False))
+    atomic_write_with(folder / SEGMENT_PROFILES, lambda p: profiles.to_parquet(p, index=False))
     metadata["segments"] = dict(zip(profiles["segment"], profiles["name"], strict=True))
     metadata["names_from"] = f"DP release {result.release_id} ({', '.join(PROFILE_QUERIES)})"
-    write_json(folder / "metadata.json", metadata)
+    write_json(folder / SEGMENT_METADATA, metadata)
     return profiles, result
 
 

@@ -29,7 +29,7 @@ import polars as pl
 
 from segments.exceptions import PolicyError
 from segments.privacy.composition import DPFamily
-from segments.workspace import Workspace, sha256_file, write_json
+from segments.workspace import PREPARED_LINES, Workspace, sha256_file, write_json
 
 __all__ = ["BOUNDED_QUANTITIES", "CATEGORY_TABLES", "PolicyBounds", "choose_policy_bounds"]
 
@@ -232,7 +232,7 @@ def choose_policy_bounds(
                     f"parameter 'ceilings': {key!r} needs a positive ceiling and a category of "
                     f"the workspace's declared taxonomy {list(taxonomy)}; nothing was charged"
                 )
-    ws.require(ws.prepared_dir(purpose) / "lines.parquet", "segments prepare")
+    ws.require(ws.prepared_frame(purpose, PREPARED_LINES), "segments prepare")
     family = str(policy.privacy.dp_family)
     if family != DPFamily.PURE:
         raise PolicyError(
@@ -248,8 +248,8 @@ def choose_policy_bounds(
     # and the quantiles run on those bytes (a private copy), never on a re-read of W/prepared
     from segments.provenance import read_verified
 
-    frames, read_sha256 = read_verified(ws, purpose, ("lines.parquet",), policy)
-    lines = frames["lines.parquet"]
+    frames, read_sha256 = read_verified(ws, purpose, (PREPARED_LINES,), policy)
+    lines = frames[PREPARED_LINES]
     share = epsilon / len(quantities)
     release_id = f"policy-bounds-{as_of:%Y%m%d}-{uuid.uuid4().hex[:8]}"
     request = ReleaseRequest.for_policy(
@@ -265,8 +265,8 @@ def choose_policy_bounds(
             "quantities": quantities,
             "ceilings": ceilings,
             "source": {
-                "lines": str(ws.prepared_dir(purpose) / "lines.parquet"),
-                "sha256": {"lines": read_sha256["lines.parquet"]},
+                "lines": str(ws.prepared_frame(purpose, PREPARED_LINES)),
+                "sha256": {"lines": read_sha256[PREPARED_LINES]},
             },
         },
         guarantee=GUARANTEE_END_TO_END,
@@ -275,7 +275,7 @@ def choose_policy_bounds(
         epsilon=epsilon,
         as_of=as_of,
         kind="dp",
-        population_fingerprint=read_sha256["lines.parquet"],
+        population_fingerprint=read_sha256[PREPARED_LINES],
         synthetic=synthetic,
         release_id=release_id,
     )

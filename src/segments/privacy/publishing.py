@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from segments.exceptions import WorkspaceError
-from segments.workspace import make_private, sha256_file
+from segments.workspace import CARD, make_private, sha256_file
 
 __all__ = ["MIN_FREE_BYTES", "Publication", "begin", "check_writable"]
 
@@ -85,7 +85,7 @@ class Publication:
     def release_id(self) -> str:
         return str(self.reservation.release_id)
 
-    def complete(self, card_name: str = "card.json") -> tuple[Any, dict[str, Any]]:
+    def complete(self, card_name: str = CARD) -> tuple[Any, dict[str, Any]]:
         """Bind the card to the ledger, make the folder durable, rename it, publish.
 
         Parameters

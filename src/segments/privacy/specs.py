@@ -634,14 +634,13 @@ class SegmentSource:
                     "k-means entry is checked there)"
                 )
             return cls.private_model(workspace, ledger)
-        folder = Path(workspace.segments)
-        labels = folder / "labels.parquet"
+        labels = workspace.labels
         if not labels.exists():
             raise PolicyError(
                 f"segment labels {labels} do not exist; run the segmentation first or use "
                 "--segments category_rule"
             )
-        meta_path = folder / "metadata.json"
+        meta_path = workspace.segment_metadata
         meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
         keys = meta.get("segments") or meta.get("labels")
         if not keys:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from segments.exceptions import SchemaError, WorkspaceError
+from segments.exceptions import SchemaError
 from segments.features import (
     FEATURE_GROUPS,
     customer_features,
@@ -34,7 +34,14 @@ from segments.segmentation.selection import (
     SegmentModel,
     fit_segments,
 )
-from segments.workspace import Workspace, atomic_write_with, make_private, write_json
+from segments.workspace import (
+    PREPARED_CUSTOMERS,
+    PREPARED_LINES,
+    Workspace,
+    atomic_write_with,
+    make_private,
+    write_json,
+)
 
 
 # --- the workspace stage ----------------------------------------------------------------------
@@ -72,23 +79,11 @@ def _policy_bounds(policy: Any) -> dict[str, tuple[float, float]]:
     return {str(k): (float(v[0]), float(v[1])) for k, v in dict(bounds).items()}
 
 
-def _prepared_as_of(prepared: Path) -> dt.date:
-    report = prepared / "policy_report.json"
-    if report.exists():
-        value = json.loads(report.read_text(encoding="utf-8")).get("as_of")
-        if value:
-            return dt.date.fromisoformat(str(value)[:10])
-    raise WorkspaceError(
-        f"{report}: no 'as_of' recorded for the prepared frames; fix: pass as_of "
-        "(`--as-of YYYY-MM-DD`) or re-run `segments prepare`"
-    )
-
-
 def _read_prepared(ws: Workspace, purpose: str) -> tuple[Path, pl.LazyFrame, pl.LazyFrame]:
     folder = ws.prepared_dir(purpose)
     made_by = f"segments prepare --workspace {ws.root} --purpose {purpose}"
-    lines_path = ws.require(folder / "lines.parquet", made_by)
-    customers_path = ws.require(folder / "customers.parquet", made_by)
+    lines_path = ws.require(folder / PREPARED_LINES, made_by)
+    customers_path = ws.require(folder / PREPARED_CUSTOMERS, made_by)
     # Read whole under the shared workspace lock: an erasure rewrites these frames under the
     # exclusive one, and a lazy scan during the fit read them half-replaced ("Invalid
     # thrift"); an erasure recorded meanwhile refuses the write (Workspace.publishing).
@@ -168,7 +163,7 @@ def segment(
     log_state = ws.erasure_log_state()  # an erasure after this point refuses the write
     policy = _load_policy(policy)
     folder, lines, customers = _read_prepared(ws, purpose)
-    as_of = as_of or _prepared_as_of(folder)
+    as_of = as_of or ws.prepared_as_of(purpose)
     from segments.ingest import public_domains
 
     categories = public_domains(ws).categories
@@ -332,9 +327,9 @@ def _write_segments(
 ) -> dict[str, Path]:
     folder = ws.segments
     paths = {
-        "labels": folder / "labels.parquet",
-        "profiles": folder / "profiles.parquet",
-        "metadata": folder / "metadata.json",
+        "labels": ws.labels,
+        "profiles": ws.segment_profiles,
+        "metadata": ws.segment_metadata,
     }
     # Target lists name segments of the previous segmentation: stale now, and they would
     # keep people who have since objected or been erased (issue 18). `segments target`
@@ -423,12 +418,12 @@ def target(workspace: Workspace | str | Path, segment: int | str) -> TargetResul
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     log_state = ws.erasure_log_state()  # an erasure after this point refuses the write
     made_by = f"segments segment --workspace {ws.root}"
-    meta_path = ws.require(ws.segments / "metadata.json", made_by)
+    meta_path = ws.require(ws.segment_metadata, made_by)
     metadata = json.loads(meta_path.read_text(encoding="utf-8"))
     seg = _resolve_segment(segment, metadata["segments"])
     purpose = metadata["purpose"]
     members = (
-        pl.read_parquet(ws.require(ws.segments / "labels.parquet", made_by))
+        pl.read_parquet(ws.require(ws.labels, made_by))
         .filter(pl.col("segment") == seg)
         .select("person_id")
     )
@@ -498,16 +493,15 @@ def planted_archetypes(workspace: Workspace, person_ids: pl.Series) -> np.ndarra
     from segments.prepare.frames import link_persons
     from segments.prepare.pseudonym import load_key, pseudonymise_series
 
-    raw = workspace.raw
     lines_per_account = (
-        pl.scan_parquet(raw / "order_lines.parquet")
-        .join(pl.scan_parquet(raw / "orders.parquet"), on="order_id")
+        pl.scan_parquet(workspace.raw_table("order_lines"))
+        .join(pl.scan_parquet(workspace.raw_table("orders")), on="order_id")
         .group_by("customer_id")
         .agg(pl.len().alias("n_lines"))
         .collect()
     )
     dominant = (
-        link_persons(pl.read_parquet(raw / "customers.parquet"))
+        link_persons(pl.read_parquet(workspace.raw_table("customers")))
         .select("customer_id", "person_root")
         .join(lines_per_account, on="customer_id", how="left")
         .with_columns(pl.col("n_lines").fill_null(0))
