@@ -26,7 +26,6 @@ from segments.cli.common import (
     wants_simulated_ledger,
 )
 from segments.exceptions import PolicyError
-from segments.privacy.composition import DPFamily
 from segments.workspace import Workspace
 
 
@@ -93,64 +92,16 @@ def _print_plan(plan: Any) -> None:
         )
 
 
-def _dry_run_outlook(args: argparse.Namespace, policy: Any, synthetic: bool, plan: Any) -> None:
-    """What the real run would meet, without charging or creating anything: the guards'
-    verdict on recipient, destination and guarantee, and the budget left in the ledger."""
-    from segments.exceptions import ReleaseRefusedError
-    from segments.privacy.guards import PolicyFacts, check_release
-    from segments.privacy.ledger import Ledger
-
-    try:
-        check_release(
-            purpose=args.purpose,
-            recipient=args.recipient,
-            destination=args.destination,
-            guarantee=plan.guarantee,
-            kind="dp",
-            facts=PolicyFacts.from_policy(policy),
-        )
-        print(f"guards: recipient {args.recipient!r} and destination {args.destination} allowed")
-    except ReleaseRefusedError as refused:
-        print(f"would be REFUSED: {refused}")
-    budget = float(policy.privacy.budget_epsilon)
-    period = int(policy.privacy.budget_period_months)
-    try:
-        if args.demo_ledger or args.evaluation_ledger:
-            ledger = Ledger.for_workspace(
-                args.workspace,
-                str(policy.controller),
-                evaluation=bool(args.evaluation_ledger),
-                synthetic=synthetic,
-                create=False,
-                policy=policy,
-            )
-        else:
-            ledger = Ledger.for_policy(policy, path=args.ledger, synthetic=synthetic, create=False)
-    except Exception:  # no ledger yet: nothing has been spent
-        print(f"budget: no ledger yet; the whole budget ε {budget:g} per {period} months remains")
-        return
-    balance = ledger.balance(plan.spec.population, ledger.charge_date(plan.as_of))
-    asked = plan.loss["epsilon"]
-    spent = balance.period_total.epsilon
-    print(
-        f"budget: {ledger.label + ' — ' if ledger.label else ''}{balance.period_total.describe()} "
-        f"spent of ε {budget:g} in the {period}-month period ending {balance.as_of}; "
-        f"ε {balance.remaining_epsilon:.4g} remains"
-    )
-    if policy.privacy.dp_family == DPFamily.PURE and spent + asked > budget + 1e-9:
-        print(
-            f"would be REFUSED: this release asks ε {asked:.4g}, more than the ε "
-            f"{balance.remaining_epsilon:.4g} left; lower --epsilon or wait for earlier "
-            "releases to leave the period"
-        )
-    else:
-        print(f"this release asks ε {asked:.4g}; the ledger checks every period it falls in")
-
-
 def run(args: argparse.Namespace) -> int:
     from segments.policy import Policy
     from segments.privacy.archive import backfill
-    from segments.privacy.jobs import plan_spec, release_params, release_spec
+    from segments.privacy.jobs import (
+        LedgerKind,
+        plan_spec,
+        release_outlook,
+        release_params,
+        release_spec,
+    )
     from segments.privacy.specs import get_spec
 
     workspace: Workspace = args.workspace
@@ -205,7 +156,21 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         with plan_spec(workspace, policy, spec, ledger=charged, **options) as plan:
             _print_plan(plan)
-            _dry_run_outlook(args, policy, synthetic, plan)
+            kind: LedgerKind = "controller"
+            if args.demo_ledger or args.evaluation_ledger:
+                kind = "evaluation" if args.evaluation_ledger else "demo"
+            outlook = release_outlook(
+                workspace,
+                policy,
+                plan,
+                purpose=args.purpose,
+                recipient=args.recipient,
+                destination=args.destination,
+                kind=kind,
+                path=args.ledger,
+                synthetic=synthetic,
+            )
+            print("\n".join(outlook.lines()))
         print("dry run: nothing was charged or released")
         return 0
     result = release_spec(

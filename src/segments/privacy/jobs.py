@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from segments.exceptions import PolicyError, ReleaseRefusedError, WorkspaceError
@@ -25,9 +26,11 @@ if TYPE_CHECKING:
 __all__ = [
     "LedgerKind",
     "SegmentsChoice",
+    "ReleaseOutlook",
     "open_ledger",
     "plan_spec",
     "refuse_early",
+    "release_outlook",
     "release_params",
     "release_spec",
 ]
@@ -398,3 +401,123 @@ def release_spec(
             destination=destination,
             synthetic=_synthetic(synthetic, charged()),
         )
+
+
+@dataclass(frozen=True)
+class ReleaseOutlook:
+    """What a planned release would meet, found without charging or creating anything
+    (:func:`release_outlook`, ``segments release --dry-run``)."""
+
+    #: the guards' refusal (recipient, destination, guarantee), or None when allowed
+    refusal: str | None
+    recipient: str
+    destination: str
+    budget_epsilon: float
+    period_months: int
+    #: None when the ledger does not exist yet (nothing spent)
+    ledger_label: str | None = None
+    spent: str = ""
+    period_end: dt.date | None = None
+    remaining_epsilon: float | None = None
+    asked_epsilon: float = 0.0
+    #: a pure-ε release asking more than the period has left (zCDP: the ledger decides)
+    over_budget: bool = False
+
+    def lines(self) -> list[str]:
+        """The outlook as the lines ``segments release --dry-run`` prints."""
+        out = [
+            f"would be REFUSED: {self.refusal}"
+            if self.refusal
+            else f"guards: recipient {self.recipient!r} and destination {self.destination} allowed"
+        ]
+        if self.ledger_label is None:
+            out.append(
+                f"budget: no ledger yet; the whole budget ε {self.budget_epsilon:g} per "
+                f"{self.period_months} months remains"
+            )
+            return out
+        out.append(
+            f"budget: {self.ledger_label + ' — ' if self.ledger_label else ''}{self.spent} "
+            f"spent of ε {self.budget_epsilon:g} in the {self.period_months}-month period "
+            f"ending {self.period_end}; ε {self.remaining_epsilon:.4g} remains"
+        )
+        if self.over_budget:
+            out.append(
+                f"would be REFUSED: this release asks ε {self.asked_epsilon:.4g}, more than the "
+                f"ε {self.remaining_epsilon:.4g} left; lower --epsilon or wait for earlier "
+                "releases to leave the period"
+            )
+        else:
+            out.append(
+                f"this release asks ε {self.asked_epsilon:.4g}; the ledger checks every period "
+                "it falls in"
+            )
+        return out
+
+
+def release_outlook(
+    workspace: Workspace,
+    policy: Policy,
+    plan: ReleasePlan,
+    *,
+    purpose: str,
+    recipient: str,
+    destination: str,
+    kind: LedgerKind = "controller",
+    path: str | os.PathLike[str] | None = None,
+    synthetic: bool = False,
+) -> ReleaseOutlook:
+    """The guards' verdict on ``plan`` and the budget its ledger has left, read only.
+
+    Nothing is charged and no ledger is created: a ledger that does not exist yet has
+    spent nothing.
+    """
+    from segments.privacy.composition import DPFamily
+    from segments.privacy.guards import PolicyFacts, check_release
+    from segments.privacy.ledger import Ledger
+
+    refusal = None
+    try:
+        check_release(
+            purpose=purpose,
+            recipient=recipient,
+            destination=destination,
+            guarantee=plan.guarantee,
+            kind="dp",
+            facts=PolicyFacts.from_policy(policy),
+        )
+    except ReleaseRefusedError as refused:
+        refusal = str(refused)
+    budget = float(policy.privacy.budget_epsilon)
+    period = int(policy.privacy.budget_period_months)
+    outlook = ReleaseOutlook(refusal, recipient, destination, budget, period)
+    try:
+        if kind != "controller":
+            ledger = Ledger.for_workspace(
+                workspace,
+                str(policy.controller),
+                evaluation=kind == "evaluation",
+                synthetic=synthetic,
+                create=False,
+                policy=policy,
+            )
+        else:
+            ledger = Ledger.for_policy(policy, path=path, synthetic=synthetic, create=False)
+    except Exception:  # no ledger yet: nothing has been spent
+        return outlook
+    balance = ledger.balance(plan.spec.population, ledger.charge_date(plan.as_of))
+    asked = float(plan.loss["epsilon"] or 0.0)
+    spent = balance.period_total.epsilon
+    return ReleaseOutlook(
+        refusal,
+        recipient,
+        destination,
+        budget,
+        period,
+        ledger_label=ledger.label or "",
+        spent=balance.period_total.describe(),
+        period_end=balance.as_of,
+        remaining_epsilon=balance.remaining_epsilon,
+        asked_epsilon=asked,
+        over_budget=policy.privacy.dp_family == DPFamily.PURE and spent + asked > budget + 1e-9,
+    )
