@@ -227,7 +227,7 @@ def load_transactions(
     *,
     as_of: dt.date | None = None,
 ) -> Transactions:
-    """Read a real transaction export into the ``orders`` / ``order_lines`` schema.
+    r"""Read a real transaction export into the ``orders`` / ``order_lines`` schema.
 
     Parameters
     ----------

@@ -384,6 +384,8 @@ def _run_library(step: Step, ws: Workspace, policy: Policy) -> list[str]:
 
 @dataclass
 class DemoSummary:
+    """What the main job did: steps' timings, notebooks, report and budget and accuracy plans."""
+
     workspace: Path
     policy: str
     budget: BudgetPlan

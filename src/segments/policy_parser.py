@@ -62,6 +62,7 @@ _PRIVACY_OPTIONAL_DEFAULTS = {
 
 
 def resolve_policy_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """The policy file a name (``alloffice``: a bundled policy) or a ``.toml`` path names."""
     text = os.fspath(name_or_path)
     if text.endswith(".toml") or os.sep in text:
         path = Path(text)

@@ -704,7 +704,7 @@ class Query:
         return _TABLES[self.table][1][value]
 
     def definition(self) -> Any:
-        """This query as a :class:`segments.privacy.specs.QueryDef` (refusals first)."""
+        """The query as a :class:`segments.privacy.specs.QueryDef` (refusals first)."""
         from segments.privacy.specs import QueryDef
 
         self._check_filters()

@@ -36,6 +36,8 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def budget_chart(ctx: AuditContext, folder: Path) -> Chart | None:
+    """The privacy loss per month by release type, and each rolling period's total against
+    the budget, recomputed from the ledger entries (None without a ledger or releases)."""
     if ctx.ledger is None:
         return None
     frame = spending(ctx)
@@ -116,6 +118,8 @@ def _class_sizes(ctx: AuditContext) -> dict[str, pl.Series]:
 
 
 def kanon_charts(ctx: AuditContext, folder: Path) -> list[Chart]:
+    """Class sizes and the prosecutor re-identification risk of every k-anonymous release,
+    recounted from the released tables ([] without one)."""
     per_record = _class_sizes(ctx)
     if not per_record:
         return []

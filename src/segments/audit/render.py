@@ -78,6 +78,8 @@ class ClauseView:
 
 @dataclass(frozen=True)
 class Chart:
+    """A chart of the report: its title, the PNG drawn and a caption saying what it shows."""
+
     title: str
     png_path: Path
     caption: str = ""

@@ -24,7 +24,7 @@ OPENED_LEDGERS: list[tuple[Any, int]] = []
 
 
 def workspace_path(text: str) -> Workspace:
-    """argparse type for ``--workspace``: a folder (or a path that does not exist yet)."""
+    """An argparse type for ``--workspace``: a folder (or a path that does not exist yet)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("empty workspace path; give a folder")
     try:
@@ -47,7 +47,7 @@ def add_workspace_option(
 
 
 def safe_name(text: str) -> str:
-    """argparse type for purpose, spec and recipient names: data, never paths."""
+    """An argparse type for purpose, spec and recipient names: data, never paths."""
     try:
         return check_name("name", text)
     except WorkspaceError as exc:
@@ -55,7 +55,7 @@ def safe_name(text: str) -> str:
 
 
 def finite_float(text: str) -> float:
-    """argparse type for a finite number (NaN and infinities refused)."""
+    """An argparse type for a finite number (NaN and infinities refused)."""
     try:
         value = float(text)
     except ValueError:
@@ -66,7 +66,7 @@ def finite_float(text: str) -> float:
 
 
 def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
-    """argparse type for a whole number from ``low`` (to ``high``): the range is checked at
+    """An argparse type for a whole number from ``low`` (to ``high``): the range is checked at
     the edge, so a negative seed or sample size never reaches numpy as a traceback."""
     span = f"from {low} to {high}" if high is not None else f"{low} or more"
 
@@ -90,7 +90,7 @@ positive_int = int_in(1)
 
 
 def positive_float(text: str) -> float:
-    """argparse type for a finite number above zero."""
+    """An argparse type for a finite number above zero."""
     value = finite_float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} is not above zero; give a positive number")
@@ -98,7 +98,7 @@ def positive_float(text: str) -> float:
 
 
 def open_fraction(text: str) -> float:
-    """argparse type for a level or quantile strictly between 0 and 1 (e.g. 0.95)."""
+    """An argparse type for a level or quantile strictly between 0 and 1 (e.g. 0.95)."""
     value = finite_float(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(
@@ -108,7 +108,7 @@ def open_fraction(text: str) -> float:
 
 
 def epsilon_value(text: str) -> float:
-    """argparse type for ``--epsilon``: finite, at least :data:`EPSILON_FLOOR`."""
+    """An argparse type for ``--epsilon``: finite, at least :data:`EPSILON_FLOOR`."""
     value = finite_float(text)
     if value < EPSILON_FLOOR:
         raise argparse.ArgumentTypeError(
@@ -124,7 +124,7 @@ def epsilon_value(text: str) -> float:
 
 
 def country_code(text: str) -> str:
-    """argparse type for ``--destination``: an ISO 3166-1 alpha-2 code."""
+    """An argparse type for ``--destination``: an ISO 3166-1 alpha-2 code."""
     if not re.fullmatch(r"[A-Z]{2}", text):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 3166-1 alpha-2 country code; give e.g. SE"
@@ -133,7 +133,7 @@ def country_code(text: str) -> str:
 
 
 def iso_date(text: str) -> dt.date:
-    """argparse type for YYYY-MM-DD dates."""
+    """An argparse type for YYYY-MM-DD dates."""
     try:
         return dt.date.fromisoformat(text)
     except ValueError:

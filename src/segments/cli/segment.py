@@ -19,7 +19,7 @@ from segments.cli.segment_private import add_private_options, run_private
 
 
 def k_range(text: str) -> range:
-    """argparse type for an inclusive range of segment counts such as ``3-10``."""
+    """An argparse type for an inclusive range of segment counts such as ``3-10``."""
     low, sep, high = text.partition("-")
     try:
         first, last = int(low), int(high if sep else low)

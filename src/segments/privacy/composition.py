@@ -257,7 +257,6 @@ def noise_scale(family: str, sensitivity: float, loss: float) -> float:
     >>> noise_scale("pure", 10.0, 0.5), noise_scale("zcdp", 10.0, 0.5)
     (20.0, 10.0)
     """
-
     if family == DPFamily.PURE:
         return sensitivity / loss
     return sensitivity / math.sqrt(2.0 * loss)
@@ -371,7 +370,6 @@ def expected_half_width(mechanism: str, bound: float, loss: float, alpha: float)
     >>> round(expected_half_width("laplace", 100.0, 1.0, 0.05), 3)
     299.573
     """
-
     if mechanism == "laplace":
         return noise_scale(DPFamily.PURE, bound, loss) * math.log(1.0 / alpha)
     return noise_scale(DPFamily.ZCDP, bound, loss) * _z(alpha)
@@ -414,7 +412,6 @@ def loss_parameter(family: str, epsilon: float, delta: float) -> float:
     >>> loss_parameter("pure", 0.5, 1e-7)
     0.5
     """
-
     return float(epsilon) if family == DPFamily.PURE else epsilon_to_rho(epsilon, delta)
 
 
@@ -427,7 +424,6 @@ def stated_epsilon(family: str, loss: float, delta: float) -> float:
     >>> round(stated_epsilon("zcdp", loss_parameter("zcdp", 0.5, 1e-7), 1e-7), 12)
     0.5
     """
-
     return float(loss) if family == DPFamily.PURE else rho_to_epsilon(loss, delta)
 
 

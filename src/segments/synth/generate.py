@@ -270,7 +270,7 @@ def _validate_for_write(df: pl.DataFrame, table: TableSchema, as_of: dt.date) ->
 
 
 def _validate_slice(df: pl.DataFrame, table: TableSchema, as_of: dt.date) -> None:
-    """pandera on the first :data:`PANDERA_MAX_ROWS` rows (all rows of a small table)."""
+    """Validate with pandera the first :data:`PANDERA_MAX_ROWS` rows (a small table: all)."""
     validate(df.head(PANDERA_MAX_ROWS), table, as_of=as_of)
 
 
