@@ -96,3 +96,40 @@ def test_the_per_user_data_folder_and_synthetic_proofs_are_owner_only(
     private_folder(elsewhere / "a" / "b")  # outside it: only what it creates is tightened
     assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o755
     assert stat.S_IMODE((elsewhere / "a").stat().st_mode) == 0o700
+
+
+def test_a_writer_killed_mid_write_leaves_the_old_file_and_a_swept_leftover(
+    tmp_path: Path,
+) -> None:
+    """``kill -9`` inside ``atomic_write`` (no ``finally`` runs): the target keeps its old
+    bytes, and the temporary file the dead writer left is removed by the next run's sweep
+    (its pid is in its name), while a live writer's is kept."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from segments.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws").create()
+    target = ws.segments / "labels.parquet"
+    target.write_bytes(b"old labels")
+    script = (
+        "import os, signal, sys\n"
+        "from segments.workspace import atomic_write\n"
+        "with atomic_write(sys.argv[1], 'wb') as fh:\n"
+        "    fh.write(b'half of the new labels'); fh.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", script, str(target)], env=env)
+    assert done.returncode == -signal.SIGKILL
+    assert target.read_bytes() == b"old labels"
+    left = _leftovers(ws.segments)
+    assert len(left) == 1 and left[0].startswith(".labels.parquet.p")
+    with atomic_write(ws.segments / "profiles.parquet", "wb") as fh:  # a live writer's tmp
+        fh.write(b"in progress")
+        live = _leftovers(ws.segments)
+        assert ws.sweep() == [ws.segments / left[0]]  # the dead writer's only
+        assert _leftovers(ws.segments) == [n for n in live if n != left[0]]
+    assert _leftovers(ws.segments) == []

@@ -71,39 +71,19 @@ def clause_rows(
     for clause, names in clause_checks(policy).items():
         for name in names:
             clauses_of.setdefault(name, []).append(clause)
-    rows = []
-    for name in CHECKS:
-        if name not in clauses_of:
-            continue
+
+    def row(name: str, clauses: Sequence[str]) -> Check:
         f = findings[name]
-        rows.append(
-            Check(
-                tuple(clauses_of[name]),
-                _title(CHECKS[name]),
-                f.method,
-                f.evidence,
-                f.status,
-                f.role,
-                name=name,
-                releases=_mentioned(f.evidence, release_ids),
-            )
-        )
+        releases = _mentioned(f.evidence, release_ids)
+        return Check(
+            tuple(clauses), _title(CHECKS[name]), f.method, f.evidence, f.status, f.role,
+            name=name, releases=releases,
+        )  # fmt: skip
+
+    rows = [row(name, clauses_of[name]) for name in CHECKS if name in clauses_of]
     if not rows:  # a controller's own policy (bring your own data): its clauses, core checks
         own = tuple(dict.fromkeys(c for p in policy.purposes.values() for c in p.clause_ids))
-        for name in CORE_CHECKS:
-            f = findings[name]
-            rows.append(
-                Check(
-                    own,
-                    _title(CHECKS[name]),
-                    f.method,
-                    f.evidence,
-                    f.status,
-                    f.role,
-                    name=name,
-                    releases=_mentioned(f.evidence, release_ids),
-                )
-            )
+        rows = [row(name, own) for name in CORE_CHECKS]
     return rows
 
 

@@ -21,6 +21,7 @@ and recorded in ``W/subjects/requests.json`` as keyed hashes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -198,41 +199,32 @@ def _purge_holding_lock(
     }
     removed = {t: frames[t].height - new[t].height for t in _PURGED_TABLES}
     remaining = {t: new[t].height for t in _PURGED_TABLES}
+    result = PurgeResult(
+        pol.name,
+        day,
+        removed,
+        remaining,
+        dry_run,
+        None,
+        erased_accounts=erased["accounts"],
+        erased_persons=erased["persons"],
+        erased_rows=erased_rows,
+    )
     if dry_run or not any(removed.values()):
-        return PurgeResult(
-            pol.name,
-            day,
-            removed,
-            remaining,
-            dry_run,
-            None,
-            erased_accounts=erased["accounts"],
-            erased_persons=erased["persons"],
-            erased_rows=erased_rows,
-        )
+        return result
 
     # Keep the planted truth (evaluations only) consistent with the accounts that remain.
     for path in sorted(ws.truth.glob("*.parquet")) if ws.truth.is_dir() else []:
         truth = pl.read_parquet(path)
         if "customer_id" in truth.columns:
             new[f"truth/{path.stem}"] = truth.join(kept_accounts, on="customer_id", how="semi")
-    before = {t: sha256_file(ws.raw / f"{t}.parquet") for t in new}
+    before = {t: sha256_file(ws.raw_table(t)) for t in new}
     replace_raw_tables(ws, new)
-    after = {t: sha256_file(ws.raw / f"{t}.parquet") for t in new}
+    after = {t: sha256_file(ws.raw_table(t)) for t in new}
     log_path = ws.raw / "purge_log.json"
     _append_log(log_path, _log_entry(pol, day, removed, remaining, before, after))
     update_raw_manifest(ws, after, {t: f.height for t, f in new.items()})
-    return PurgeResult(
-        pol.name,
-        day,
-        removed,
-        remaining,
-        dry_run,
-        log_path,
-        erased_accounts=erased["accounts"],
-        erased_persons=erased["persons"],
-        erased_rows=erased_rows,
-    )
+    return dataclasses.replace(result, log_path=log_path)
 
 
 def replace_raw_tables(ws: Workspace, frames: Mapping[str, pl.DataFrame]) -> None:
