@@ -311,3 +311,20 @@ def test_only_the_workspace_builds_the_workspaces_paths() -> None:
     assert not new, f"hand-built workspace paths (use the Workspace method): {new}"
     fixed = sorted(KNOWN_PATH_LITERALS - found)
     assert not fixed, f"no longer spelled: remove {fixed} from KNOWN_PATH_LITERALS"
+
+
+def test_the_notebooks_call_the_library_not_the_command_line() -> None:
+    """Every stage is a library function: the notebooks (like the main job) call it, never
+    ``segments.cli`` (only the CLI's own tests, and the benchmark that times the commands as
+    a shell runs them, go through the command line)."""
+    import json
+
+    notebooks = sorted((SRC.parent / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    found = []
+    for path in notebooks:
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        if re.search(r"\bsegments\.cli\b|from segments import cli\b", code):
+            found.append(path.name)
+    assert not found, f"notebooks importing segments.cli (call the library function): {found}"
