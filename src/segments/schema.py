@@ -145,16 +145,20 @@ class TableSchema:
 
     @property
     def names(self) -> list[str]:
+        """Column names, in order."""
         return [c.name for c in self.columns]
 
     def column(self, name: str) -> Column:
+        """The column called ``name``."""
         return self._by_name[name]
 
     @property
     def direct_identifiers(self) -> list[str]:
+        """Columns that identify a person directly (dropped by prepare)."""
         return [c.name for c in self.columns if c.direct_identifier]
 
     def polars_schema(self) -> dict[str, Any]:
+        """Column name → polars dtype."""
         return {c.name: c.dtype for c in self.columns}
 
     def subset(self, names: list[str] | tuple[str, ...]) -> TableSchema:

@@ -224,22 +224,27 @@ class Workspace:
 
     @property
     def prepared(self) -> Path:
+        """Analytic frames prepared per purpose (pseudonymised, minimised)."""
         return self.inside(self.root / "prepared")
 
     @property
     def segments(self) -> Path:
+        """Segmentation outputs: labels, profiles, metadata (never released)."""
         return self.inside(self.root / "segments")
 
     @property
     def releases(self) -> Path:
+        """Released tables, each in its own folder with its card or certificate."""
         return self.inside(self.root / "releases")
 
     @property
     def forecasts(self) -> Path:
+        """Forecasts made from the DP release archive only."""
         return self.inside(self.root / "forecasts")
 
     @property
     def report(self) -> Path:
+        """The audit report (``audit.json``, ``audit.html``, ``audit.md``)."""
         return self.inside(self.root / "report")
 
     # --- derived paths -----------------------------------------------------------------

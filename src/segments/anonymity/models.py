@@ -90,6 +90,7 @@ class PrivacyModel:
 
     @property
     def name(self) -> str:
+        """The model's name, e.g. ``10-anonymity + distinct-3-diversity on spend_band``."""
         text = f"{self.k}-anonymity"
         if self.l is not None:
             text += f" + {self.diversity}-{self.l}-diversity on {self.sensitive}"
@@ -114,6 +115,7 @@ class PrivacyModel:
         return ok
 
     def to_dict(self) -> dict[str, Any]:
+        """The model's parameters as recorded on a certificate."""
         return {
             "model": self.name,
             "k": int(self.k),

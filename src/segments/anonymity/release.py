@@ -426,6 +426,7 @@ class EarlierRelease:
     diversity: str = "distinct"
 
     def model(self) -> PrivacyModel:
+        """The privacy model these settings release under."""
         return PrivacyModel(
             k=self.k,
             l=self.l if self.sensitive else None,

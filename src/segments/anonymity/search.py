@@ -139,6 +139,7 @@ class EncodedTable:
         return _group(keys, np.ones(self.n_rows, dtype=np.int64), math.prod(radices))
 
     def bottom(self) -> _Frequency:
+        """The frequency set of the ungeneralised table (every level 0)."""
         return self._bottom
 
     def decode(self, freq: _Frequency, levels: Sequence[int]) -> list[np.ndarray]:
@@ -175,6 +176,7 @@ class EncodedTable:
         return _group(_encode(codes, radices), self._bottom.counts, math.prod(radices))
 
     def check_levels(self, levels: Sequence[int]) -> None:
+        """Refuse levels that do not fit the hierarchies (one per column, within its height)."""
         if len(levels) != len(self.qis) or any(
             not 0 <= lv <= h for lv, h in zip(levels, self.heights, strict=False)
         ):
@@ -233,6 +235,7 @@ class NodeEvaluation:
 
     @property
     def height(self) -> int:
+        """The node's height in the lattice: the sum of its levels."""
         return sum(self.levels)
 
     def sort_key(self) -> tuple[float, int, tuple[int, ...]]:
@@ -334,13 +337,16 @@ class SearchResult:
 
     @property
     def loss(self) -> float:
+        """The information loss of the best node."""
         return self.best.loss
 
     @property
     def suppressed(self) -> int:
+        """Rows the best node suppresses."""
         return self.best.suppressed
 
     def to_dict(self) -> dict[str, Any]:
+        """The search's result and evidence as a JSON-able dict."""
         return {
             "quasi_identifiers": list(self.qis),
             "levels": dict(self.levels),

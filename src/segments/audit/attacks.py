@@ -115,18 +115,22 @@ class KAnonRelease:
 
     @property
     def qis(self) -> tuple[str, ...]:
+        """The quasi-identifiers the certificate names."""
         return tuple(self.certificate["quasi_identifiers"])
 
     @property
     def sensitive(self) -> str | None:
+        """The sensitive column released as is, if any."""
         return self.certificate.get("sensitive")
 
     @property
     def levels(self) -> dict[str, int]:
+        """The generalisation level of each quasi-identifier."""
         return {c: int(v) for c, v in self.certificate["levels"].items()}
 
     @property
     def k(self) -> int:
+        """The k the release claims."""
         return int(self.certificate["privacy_model"]["k"])
 
     @property

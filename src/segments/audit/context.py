@@ -88,6 +88,7 @@ class AuditContext:
         )
 
     def prepared(self, purpose: str, table: str, columns: list[str] | None = None) -> pl.DataFrame:
+        """A prepared frame (``customers`` or ``lines``): the asked columns it has."""
         path = self.workspace.prepared_dir(purpose) / f"{table}.parquet"
         names = pl.read_parquet_schema(path)
         cols = [c for c in columns if c in names] if columns else None
@@ -135,6 +136,7 @@ class AuditContext:
 
     # --- the steward's view ----------------------------------------------------------
     def raw_customers(self) -> pl.DataFrame | None:
+        """The raw customers table (None without raw data)."""
         path = self.workspace.raw_table("customers")
         if not path.is_file():
             return None
@@ -189,6 +191,7 @@ class AuditContext:
         return [f for f in files if f.is_file()]
 
     def segment_purpose(self) -> str | None:
+        """The purpose the exploratory segmentation was fitted for (None without one)."""
         meta = self.workspace.segment_metadata
         if not meta.is_file():
             return None

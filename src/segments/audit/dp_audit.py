@@ -90,6 +90,7 @@ class DpAuditResult:
         return f"a true ε of {self.power:.2f} x the claim or more ({how})"
 
     def as_dict(self) -> dict[str, Any]:
+        """The audit's result as a JSON-able dict (the evidence of a check)."""
         return {
             "mechanism": self.name,
             "claimed ε": self.claimed_epsilon,

@@ -127,10 +127,12 @@ class AuditReport:
 
     @property
     def promises(self) -> list[Check]:
+        """The checks that verify a promise of the policy."""
         return [c for c in self.checks if c.kind == "promise"]
 
     @property
     def preconditions(self) -> list[Check]:
+        """The checks a promise rests on (keys, inputs) rather than promises themselves."""
         return [c for c in self.checks if c.kind == "precondition"]
 
     def counts(self) -> dict[str, int]:
@@ -141,6 +143,7 @@ class AuditReport:
         return out
 
     def clause_checks(self, clause_id: str) -> list[Check]:
+        """The promise checks attached to ``clause_id``."""
         return [c for c in self.promises if clause_id in c.clause_ids]
 
     def clause_verdict(self, clause_id: str) -> str:

@@ -72,6 +72,7 @@ class PseudonymKey:
 
     @property
     def is_demo(self) -> bool:
+        """Whether this is the synthetic dataset's published demo key (never for real data)."""
         return self.provenance == DEMO_PROVENANCE
 
     @property

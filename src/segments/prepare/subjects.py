@@ -363,9 +363,11 @@ class SubjectRequest:
 
     @property
     def on_time(self) -> bool:
+        """Whether the request was carried out by its deadline."""
         return self.done_on <= self.deadline
 
     def to_dict(self) -> dict[str, Any]:
+        """The request as recorded in the subject request log (keyed hash, no ids)."""
         return {
             "action": self.action,
             "subject_hashes": list(self.subject_hashes),

@@ -135,6 +135,7 @@ class BoundChoice:
     factor: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
+        """The chosen bound and its evidence (quantile, loss, candidates) as a JSON-able dict."""
         return {
             "bound": self.bound,
             "quantile": self.alpha,

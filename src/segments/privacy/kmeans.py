@@ -660,6 +660,7 @@ class PrivateModelRef:
     categorical: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        """The release, ledger, centroids' hash and loss the reference rests on, as a dict."""
         return {
             "release_id": self.release_id,
             "ledger_id": self.ledger_id,

@@ -100,6 +100,7 @@ class LedgerReport:
     over_budget: tuple[str, ...] = ()
 
     def to_dict(self, history: bool) -> dict[str, Any]:
+        """The report as JSON-able data (``segments ledger --json``); ``history``: every entry."""
         ledger = self.ledger
         record: dict[str, Any] = {
             "ledger": {
@@ -132,6 +133,7 @@ class LedgerReport:
         return record
 
     def render(self, history: bool) -> str:
+        """The report as text (``segments ledger``); ``history`` adds every entry."""
         ledger, entries = self.ledger, self.entries
         published = sum(e.status == "published" for e in entries)
         aborted = sum(e.status == "aborted" for e in entries)

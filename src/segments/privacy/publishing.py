@@ -83,6 +83,7 @@ class Publication:
 
     @property
     def release_id(self) -> str:
+        """The id the ledger reserved for this release."""
         return str(self.reservation.release_id)
 
     def complete(self, card_name: str = CARD) -> tuple[Any, dict[str, Any]]:

@@ -102,6 +102,7 @@ class FeatureSpec:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The feature specification as a JSON-able dict (recorded in ``metadata.json``)."""
         return {
             "numeric": list(self.numeric),
             "categorical": list(self.categorical),
@@ -277,6 +278,8 @@ class Selection:
     candidates: tuple[int, ...]
 
     def to_dict(self) -> dict[str, Any]:
+        """The selection's scores and decision as a JSON-able dict."""
+
         def number(x: float) -> float | None:
             return None if not np.isfinite(x) else round(float(x), 6)
 
