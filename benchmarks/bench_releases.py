@@ -88,12 +88,16 @@ def _ledger(folder: Path):
 
     policy = Policy.load("alloffice")
     workspace = Workspace(folder)
-    from segments.privacy.synthetic import _verdict
+    from segments.privacy.synthetic import _verdict, raw_digest
 
     # prepared-shaped frames made here, not generated raw data: nothing to prove them from, so
     # the benchmark signs the verdict itself (an in-process caller with the per-user secret,
     # the trust limit README states); the product's paths only take prove_synthetic's
-    proof = _verdict(True, "bench_releases: prepared-shaped frames made by the benchmark")
+    proof = _verdict(
+        True,
+        "bench_releases: prepared-shaped frames made by the benchmark",
+        raw=raw_digest(workspace),  # a verdict is about one workspace's raw files
+    )
     ledger = Ledger.for_workspace(
         workspace, policy.controller, evaluation=True, synthetic=proof, policy=policy
     )

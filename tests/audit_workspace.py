@@ -96,7 +96,9 @@ def audit_workspace(policy_name: str, root: Path) -> Workspace:
     policy = Policy.load(policy_name)
     for purpose in policy.purposes if policy_name == "alloffice" else ("statistics",):
         prepare(ws, policy, purpose, AS_OF)
-    ledger = Ledger.for_workspace(ws, policy.controller, policy=policy, synthetic=synthetic_proof())
+    ledger = Ledger.for_workspace(
+        ws, policy.controller, policy=policy, synthetic=synthetic_proof(ws)
+    )
     _dp_release(ws, policy, ledger, "statistics")
     if policy_name == "alloffice":
         _full_flow(ws, policy, ledger)

@@ -135,15 +135,18 @@ def sign_prepared(workspace, purpose: str, as_of: dt.date, key_id: str = "0" * 1
     write_json(folder / PROVENANCE_FILE, record)
 
 
-def synthetic_proof():
-    """A signed "proven synthetic" verdict for hand-made test frames, as
-    :func:`segments.privacy.synthetic.prove_synthetic` signs one (a ledger takes no flag).
+def synthetic_proof(workspace=None):
+    """A signed "proven synthetic" verdict for hand-made test frames in ``workspace``, as
+    :func:`segments.privacy.synthetic.prove_synthetic` signs one (a ledger takes no flag): it
+    is about the workspace's raw files now (none: about an empty ``raw/``), so a ledger
+    opened with it takes releases of that workspace only.
 
     Only that module signs verdicts; the tests act as the in-process caller holding the
     per-user secret, the documented trust limit."""
-    from segments.privacy.synthetic import _verdict
+    from segments.privacy.synthetic import _verdict, raw_digest
 
-    return _verdict(True, "hand-made test frames", "tests")
+    raw = raw_digest(workspace) if workspace is not None else ""
+    return _verdict(True, "hand-made test frames", "tests", raw)
 
 
 @contextlib.contextmanager

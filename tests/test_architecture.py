@@ -224,6 +224,7 @@ def test_each_dp_formula_and_family_name_is_written_once() -> None:
 KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = {
     ("segments.audit.mechanisms", "segments.privacy.releases._build_query"),
     ("segments.prepare.frames", "segments.provenance._sign_prepared"),
+    ("segments.prepare.history", "segments.provenance._sign_replay"),
     ("segments.privacy.kmeans", "segments.segmentation.job._eligible"),
     ("segments.privacy.synthetic", "segments.provenance._sign"),
     ("segments.privacy.synthetic", "segments.provenance._signed"),
@@ -265,7 +266,6 @@ KNOWN_PATH_LITERALS: set[tuple[str, str]] = {
     ("segments.privacy.ledger", "releases"),
     ("segments.privacy.planner", "customers.parquet"),
     ("segments.privacy.planner", "lines.parquet"),
-    ("segments.privacy.releases", ".history"),
     ("segments.privacy.releases", "card.json"),
     ("segments.privacy.releases", "customers.parquet"),
     ("segments.privacy.releases", "lines.parquet"),

@@ -67,7 +67,7 @@ DATA_AS_OF = dt.date(2026, 2, 10)
 
 def _eval_ledger(ws, policy):
     return Ledger.for_workspace(
-        ws, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
+        ws, policy.controller, evaluation=True, synthetic=synthetic_proof(ws), policy=policy
     )
 
 
@@ -271,7 +271,7 @@ def test_backfill_replays_months_before_the_prepared_window(tmp_path):
     policy = Policy.load("alloffice")
     prepare(ws, policy, "statistics", dt.date(2026, 10, 31))
     ledger = Ledger.for_workspace(
-        ws, policy.controller, evaluation=True, synthetic=synthetic_proof()
+        ws, policy.controller, evaluation=True, synthetic=synthetic_proof(ws)
     )
     report = backfill(
         ws,
@@ -384,9 +384,11 @@ from pathlib import Path
 from segments import provenance
 provenance._secret_path = lambda: Path(os.environ["SEGMENTS_TEST_PROOF_SECRET"])
 ws, policy = Workspace(sys.argv[1]), Policy.load("alloffice")
-from segments.privacy.synthetic import _verdict  # hand-made frames: a signed verdict, as tests do
+# hand-made frames: a signed verdict about this workspace's raw files, as tests do
+from segments.privacy.synthetic import _verdict, raw_digest
 ledger = Ledger.for_workspace(ws, policy.controller, evaluation=True,
-                              synthetic=_verdict(True, "hand-made test frames", "tests"),
+                              synthetic=_verdict(True, "hand-made test frames", "tests",
+                                                 raw_digest(ws)),
                               policy=policy)
 archive.release_month(ws, dt.date(2025, 11, 1), as_of=dt.date(2025, 12, 1),
                       params=PrivacyParams.from_policy(policy, "statistics"), ledger=ledger,

@@ -293,7 +293,7 @@ def test_a_card_with_a_wrong_head_hash_fails(broken: Workspace) -> None:
 
 def test_overspending_on_any_rolling_period_fails(broken: Workspace) -> None:
     ledger = Ledger.for_workspace(
-        broken, POLICY.controller, evaluation=True, synthetic=synthetic_proof(), policy=POLICY
+        broken, POLICY.controller, evaluation=True, synthetic=synthetic_proof(broken), policy=POLICY
     )
     for day in ("2026-01-31", "2026-06-30"):
         request = ReleaseRequest.for_policy(

@@ -118,7 +118,11 @@ def test_every_card_cites_only_its_own_policys_clauses(name, frames, tmp_path):
     purpose = "statistics"
     workspace = Workspace(tmp_path / "ws").create()
     ledger = Ledger.for_workspace(
-        workspace, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
+        workspace,
+        policy.controller,
+        evaluation=True,
+        synthetic=synthetic_proof(workspace),
+        policy=policy,
     )
     params = PrivacyParams.from_policy(policy, purpose)
     install_prepared(workspace, frames, purpose)

@@ -23,7 +23,7 @@ def test_version(capsys) -> None:  # type: ignore[no-untyped-def]
 def test_a_balance_reads_as_a_sentence(tmp_path) -> None:  # type: ignore[no-untyped-def]
     policy = Policy.load("alloffice")
     ledger = Ledger.for_workspace(
-        tmp_path, policy.controller, policy=policy, synthetic=synthetic_proof()
+        tmp_path, policy.controller, policy=policy, synthetic=synthetic_proof(tmp_path)
     )
     text = repr(ledger.balance("customers", dt.date(2026, 10, 31)))
     assert text.startswith("Balance(customers as of 2026-10-31: ")

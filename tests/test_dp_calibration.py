@@ -201,7 +201,11 @@ def test_released_tables_through_the_evaluation_ledger_are_calibrated(frames, tm
     params = _params("pure")
     workspace = Workspace(tmp_path / "ws").create()
     ledger = Ledger.for_workspace(
-        workspace, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
+        workspace,
+        policy.controller,
+        evaluation=True,
+        synthetic=synthetic_proof(workspace),
+        policy=policy,
     )
     params = PrivacyParams(
         **{

@@ -264,7 +264,11 @@ def _month_closing(lines: Path, workspace: Workspace, engine_name: str, monkeypa
     from prepared_frames import synthetic_proof
 
     ledger = Ledger.for_workspace(
-        workspace, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
+        workspace,
+        policy.controller,
+        evaluation=True,
+        synthetic=synthetic_proof(workspace),
+        policy=policy,
     )
     with plan_release(
         SPECS["month_closing"],

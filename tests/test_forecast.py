@@ -387,7 +387,7 @@ def test_budget_exhausted_release_leaves_a_clear_error_and_no_forecast(tmp_path,
 
     write_policy_report(prepared, dt.date(2025, 3, 31))  # the frames' as-of: Jan to Mar
     ledger = Ledger.for_workspace(
-        ws, policy.controller, policy=policy, synthetic=synthetic_proof()
+        ws, policy.controller, policy=policy, synthetic=synthetic_proof(ws)
     )  # demo
     spec = SPECS["monthly_category"]
     common = {

@@ -221,7 +221,7 @@ def test_over_budget_is_refused_before_anything_runs_with_spent_requested_remain
 def test_rolling_period_edges_on_a_simulated_history(tmp_path):
     """Evaluation and demo ledgers (synthetic data) charge on the simulated as-of."""
     ledger = Ledger.for_workspace(
-        tmp_path / "ws", CONTROLLER, policy=FACTS, synthetic=synthetic_proof()
+        tmp_path / "ws", CONTROLLER, policy=FACTS, synthetic=synthetic_proof(tmp_path / "ws")
     )
     ledger.reserve(make_request(epsilon=1.0, as_of="2025-06-30"))
     with pytest.raises(BudgetExceededError):  # 2026-06-29 still has 2025-06-30 in its period
@@ -416,7 +416,7 @@ def test_there_is_no_way_to_delete_or_reset(ledger):
 
 def test_throwaway_demo_ledger_lives_in_the_workspace_and_says_so(tmp_path):
     ledger = Ledger.for_workspace(
-        tmp_path / "ws", CONTROLLER, policy=FACTS, synthetic=synthetic_proof()
+        tmp_path / "ws", CONTROLLER, policy=FACTS, synthetic=synthetic_proof(tmp_path / "ws")
     )
     assert ledger.path == tmp_path / "ws" / "ledger" / "demo-ab.sqlite"
     assert ledger.throwaway and "THROW-AWAY DEMO LEDGER" in ledger.label
@@ -784,6 +784,6 @@ def test_cli_finds_the_policy_ledger_and_explains_a_missing_one(tmp_path, monkey
     assert run_cli() == 0  # every ledger in the folder
     assert "Offix AB" in capsys.readouterr().out
     workspace = tmp_path / "ws"
-    Ledger.for_workspace(workspace, CONTROLLER, synthetic=synthetic_proof())
+    Ledger.for_workspace(workspace, CONTROLLER, synthetic=synthetic_proof(workspace))
     assert run_cli("--workspace", str(workspace), "--json") == 0
     assert json.loads(capsys.readouterr().out)["ledger"]["throwaway"] is True

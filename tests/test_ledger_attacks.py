@@ -564,7 +564,7 @@ def test_the_evaluation_ledgers_refusal_banner_is_not_also_the_demo_ledgers(tmp_
 
     ws = Workspace(tmp_path / "ws")
     ledger = Ledger.for_workspace(
-        ws, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
+        ws, policy.controller, evaluation=True, synthetic=synthetic_proof(ws), policy=policy
     )
     with pytest.raises(BudgetExceededError) as refused:
         epsilon = policy.privacy.budget_epsilon  # over the evaluation cap after 100
@@ -579,7 +579,7 @@ def test_a_card_of_another_ledger_is_not_reported_as_truncation(tmp_path, policy
     from segments.workspace import Workspace
 
     ws = Workspace(tmp_path / "ws")
-    demo = Ledger.for_workspace(ws, policy.controller, synthetic=synthetic_proof(), policy=policy)
+    demo = Ledger.for_workspace(ws, policy.controller, synthetic=synthetic_proof(ws), policy=policy)
     demo_card = write_card(ws.releases, demo, demo.reserve(request(policy)))
     controller = Ledger.for_policy(policy)
     problems = controller.verify_cards([demo_card]).problems

@@ -253,7 +253,9 @@ def test_attack_a_throwaway_ledger_deleted_in_a_workspace_with_cards(tmp_path, m
 
     ws = Workspace(tmp_path / "ws")
     policy = Policy.load("alloffice")
-    ledger = Ledger.for_workspace(ws, policy.controller, policy=policy, synthetic=synthetic_proof())
+    ledger = Ledger.for_workspace(
+        ws, policy.controller, policy=policy, synthetic=synthetic_proof(ws)
+    )
     reservation = ledger.reserve(
         ReleaseRequest.for_policy(
             policy,
@@ -280,7 +282,7 @@ def test_attack_a_throwaway_ledger_deleted_in_a_workspace_with_cards(tmp_path, m
 
     from segments.privacy import synthetic
 
-    proven = synthetic_proof()  # signed, as prove_synthetic would for generated data
+    proven = synthetic_proof(ws)  # signed, as prove_synthetic would for generated data
     monkeypatch.setattr(synthetic, "prove_synthetic", lambda _ws: proven)
     with pytest.raises(ReleaseRefusedError, match="deleted or replaced"):
         open_ledger(Args, policy)

@@ -111,7 +111,7 @@ def test_the_probe_is_charged_and_sizes_the_cells(tmp_path):
     sign_prepared(ws, "statistics", dt.date(2026, 3, 1))  # as `segments prepare` signs
     policy = Policy.load("alloffice")
     ledger = Ledger.for_workspace(
-        ws, policy.controller, evaluation=True, synthetic=synthetic_proof()
+        ws, policy.controller, evaluation=True, synthetic=synthetic_proof(ws)
     )
     scale, charged = probe_scale(
         ws,

@@ -120,6 +120,8 @@ def test_per_category_bounds_of_a_new_taxonomy_chosen_privately(
     from segments.privacy.specs import PrivacyParams
 
     _declare(workspace, ["music", "vinyl"])
+    # the export's raw files come first, then prepare signs its frames from them
+    sign_prepared(workspace, "statistics", dt.date(2024, 7, 1))
     policy = Policy.load(POLICY)
     ledger = Ledger.open(tmp_path / "l.sqlite", policy.controller, policy=policy, init=True)
     ceilings = {**CEILINGS, "cell_units_by_category.music": 1e4}

@@ -498,7 +498,7 @@ def test_private_labels_rest_on_an_entry_of_the_same_ledger_with_matching_centro
         policy.controller,
         policy=policy,
         evaluation=True,
-        synthetic=synthetic_proof(),
+        synthetic=synthetic_proof(private_workspace),  # about the workspace it releases
     )
     fit_private_segments(private_workspace, policy, demo, seed=0)
     ledger = Ledger.for_policy(policy)

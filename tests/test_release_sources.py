@@ -91,7 +91,11 @@ def test_frames_from_anywhere_are_refused_on_an_evaluation_ledger_too(workspace,
     """An evaluation ledger lets releases go over budget for data proven synthetic: data
     from outside the proven workspace must not ride on it."""
     ledger = Ledger.for_workspace(
-        workspace, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
+        workspace,
+        policy.controller,
+        evaluation=True,
+        synthetic=synthetic_proof(workspace),
+        policy=policy,
     )
     with (
         _plan(frames["customers"], frames["lines"], workspace=workspace) as plan,

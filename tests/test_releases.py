@@ -301,7 +301,11 @@ def test_released_difference_of_a_heavy_person_is_within_sensitivity(
 # --- execution, ledger, card -------------------------------------------------------------------
 def test_execute_writes_tables_and_card_and_charges_the_ledger(params, workspace, policy, frames):
     ledger = Ledger.for_workspace(
-        workspace, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
+        workspace,
+        policy.controller,
+        evaluation=True,
+        synthetic=synthetic_proof(workspace),
+        policy=policy,
     )
     with _verified(workspace, SPECS["segment_overview"], params) as plan:
         result = plan.execute(
@@ -342,7 +346,11 @@ def test_a_release_is_owner_only_whatever_the_umask(params, workspace, policy, f
     import stat
 
     ledger = Ledger.for_workspace(
-        workspace, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
+        workspace,
+        policy.controller,
+        evaluation=True,
+        synthetic=synthetic_proof(workspace),
+        policy=policy,
     )
     old = os.umask(0o022)  # would make new files world-readable (issue 18 review, item 5)
     try:
@@ -367,7 +375,11 @@ def test_attack_a_replaced_table_or_an_edited_card_fails_ledger_cards(
 ):
     """Issue 13.7: `ledger --cards` verified ids, not contents."""
     ledger = Ledger.for_workspace(
-        workspace, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
+        workspace,
+        policy.controller,
+        evaluation=True,
+        synthetic=synthetic_proof(workspace),
+        policy=policy,
     )
     with _verified(workspace, SPECS["segment_overview"], params) as plan:
         result = plan.execute(
@@ -390,7 +402,7 @@ def test_attack_a_replaced_table_or_an_edited_card_fails_ledger_cards(
 
 def test_execute_refuses_over_budget_before_running(params, workspace, policy, frames):
     ledger = Ledger.for_workspace(
-        workspace, policy.controller, policy=policy, synthetic=synthetic_proof()
+        workspace, policy.controller, policy=policy, synthetic=synthetic_proof(workspace)
     )
     too_much = SPECS["customers_by_county_segment"].with_epsilon(policy.privacy.budget_epsilon + 1)
     with (
@@ -411,7 +423,7 @@ def test_fitted_segments_are_refused_for_external_recipients(
     labels.write_parquet(tmp_path / "labels.parquet")
     source = SegmentSource.from_labels(tmp_path / "labels.parquet", "fitted_model", ["0", "1", "2"])
     ledger = Ledger.for_workspace(
-        workspace, policy.controller, policy=policy, synthetic=synthetic_proof()
+        workspace, policy.controller, policy=policy, synthetic=synthetic_proof(workspace)
     )
     with _verified(
         workspace, SPECS["customers_by_county_segment"], params, segments=source
@@ -543,7 +555,9 @@ def test_segment_source_from_workspace(workspace):
     # labels in W/segments/private/ without a DP k-means entry in the ledger are refused
     with pytest.raises(PolicyError, match="needs the ledger"):
         SegmentSource.from_workspace(workspace, "private")
-    ledger = Ledger.for_workspace(workspace, "AllOffice Nordic AB", synthetic=synthetic_proof())
+    ledger = Ledger.for_workspace(
+        workspace, "AllOffice Nordic AB", synthetic=synthetic_proof(workspace)
+    )
     with pytest.raises(ReleaseRefusedError, match="private segments refused"):
         SegmentSource.from_workspace(workspace, "private", ledger=ledger)
 
@@ -615,7 +629,11 @@ def test_charged_loss_is_opendp_compositor_loss_for_a_norm_bounded_release(
     params, workspace, policy, frames
 ):
     ledger = Ledger.for_workspace(
-        workspace, policy.controller, evaluation=True, synthetic=synthetic_proof(), policy=policy
+        workspace,
+        policy.controller,
+        evaluation=True,
+        synthetic=synthetic_proof(workspace),
+        policy=policy,
     )
     with _verified(workspace, SPECS["category_mix"], params) as plan:
         opendp_loss = sum(q.vector.compositor().map(1) for q in plan.queries if q.vector)

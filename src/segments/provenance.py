@@ -27,6 +27,7 @@ from segments.workspace import Workspace, private_folder, sha256_file
 
 __all__ = [
     "PROVENANCE_FILE",
+    "REPLAY_FILE",
     "VerifiedFrames",
     "population_data_ids",
     "raw_hashes",
@@ -35,10 +36,13 @@ __all__ = [
     "verified_frames",
     "verified_origin",
     "verify_prepared",
+    "verify_replay",
 ]
 
 #: The provenance record prepare writes beside its frames.
 PROVENANCE_FILE = "provenance.json"
+#: The record the backfill's rewind writes in its replay workspace (``W/.history``).
+REPLAY_FILE = "replay.json"
 
 
 def _secret_path() -> Path:
@@ -137,16 +141,40 @@ def _files_under(folder: Path) -> dict[str, Path]:
 def signed_record(
     workspace: Workspace | str | Path, purpose: str, rule: str = ""
 ) -> dict[str, Any]:
-    """Prepare's signed provenance record of ``W/prepared/<purpose>/``.
+    """Prepare's signed provenance record of ``W/prepared/<purpose>/``, prepared from the
+    workspace's raw files as they are now.
+
+    Every release reads its frames through this record (:func:`verified_frames`,
+    :func:`read_verified`), whatever ledger object a Python caller passes: this is the one
+    place that binds what is charged to the workspace's own raw data.
 
     Raises
     ------
     ReleaseRefusedError
-        No record, or one not signed by ``segments prepare`` for this user.
+        No record, one not signed by ``segments prepare`` for this user, signed for another
+        purpose, or naming other raw files than ``W/raw/`` holds now.
     """
     from segments.exceptions import ReleaseRefusedError
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
+    record = _signed_for_purpose(ws, purpose, rule)
+    # a signed folder prepared from another workspace's raw data (copied here, or this
+    # workspace's raw files replaced since) is not this workspace's data
+    if record.get("raw") != raw_hashes(ws):
+        raise ReleaseRefusedError(
+            f"refused before anything was charged{rule}: the frames in "
+            f"{ws.prepared_dir(purpose)} were prepared from other raw data than {ws.raw} holds "
+            f"now (the raw files' SHA-256 in {PROVENANCE_FILE} differ); run `segments prepare "
+            f"--purpose {purpose}` in this workspace"
+        )
+    return record
+
+
+def _signed_for_purpose(ws: Workspace, purpose: str, rule: str = "") -> dict[str, Any]:
+    """The signed record of ``W/prepared/<purpose>/`` (signature and purpose checked, not
+    yet the raw files it names)."""
+    from segments.exceptions import ReleaseRefusedError
+
     path = ws.prepared_dir(purpose) / PROVENANCE_FILE
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -219,6 +247,39 @@ def verify_prepared(workspace: Workspace | str | Path, purpose: str) -> str | No
     return None
 
 
+def _sign_replay(source_raw: dict[str, str], day: dt.date, replay: Workspace) -> None:
+    """Record, signed, that ``replay/raw/`` was rewound to ``day`` from raw files with the
+    hashes ``source_raw`` (``replay/replay.json``).
+
+    Private to the rewind's write path (:func:`segments.prepare.history.rewind_raw`): a
+    release from the replay's prepared frames is bound to its workspace by this record
+    (:func:`verify_replay`), so frames of any other data put under ``W/.history`` are
+    refused however validly prepare signed them there."""
+    record = _sign({"source_raw": source_raw, "day": day.isoformat(), "raw": raw_hashes(replay)})
+    path = replay.root / REPLAY_FILE
+    tmp = path.with_name(f".{REPLAY_FILE}.p{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
+
+
+def verify_replay(workspace: Workspace, replay: Workspace) -> str | None:
+    """Why ``replay``'s raw data is not the rewind of ``workspace``'s raw files as they are
+    now (:func:`segments.prepare.history.rewind_raw`, which signs ``replay.json``), or
+    None."""
+    path = replay.root / REPLAY_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"{path} is missing or unreadable: {replay.root} is not a replay of {workspace.raw}"
+    if not isinstance(record, dict) or not _signed(record):
+        return f"{path} is not signed by the backfill's replay for this user"
+    if record.get("source_raw") != raw_hashes(workspace):
+        return f"{replay.root} was rewound from other raw data than {workspace.raw} holds now"
+    if record.get("raw") != raw_hashes(replay):
+        return f"{replay.raw} is not the raw data the replay rewound (SHA-256 differs)"
+    return None
+
+
 def population_data_ids(workspace: Workspace) -> dict[str, str]:
     """What identifies the people in a workspace's data, whatever a policy calls its
     controller: from prepare's SIGNED provenance record of every prepared purpose, the
@@ -246,7 +307,8 @@ def population_data_ids(workspace: Workspace) -> dict[str, str]:
         else []
     )
     for folder in folders:
-        record = signed_record(workspace, folder.name)
+        # identifying, not releasing: a purpose prepared from an earlier extract names people too
+        record = _signed_for_purpose(workspace, folder.name)
         key_id = record.get("key_id")
         if not isinstance(key_id, str) or not key_id:
             raise ReleaseRefusedError(

@@ -336,6 +336,7 @@ def release_kanon(
         synthetic=charged.simulated_time if synthetic is None else synthetic,
         release_id=f"kanon-{as_of:%Y%m%d}-{uuid.uuid4().hex[:8]}",
     )
+    charged.check_workspace(workspace)  # a demo/evaluation ledger: only its proven data
     publication = begin(
         charged, request, policy=policy, final=workspace.release_dir(str(request.release_id))
     )

@@ -124,7 +124,6 @@ def run_bounds(args: argparse.Namespace) -> int:
         epsilon=args.epsilon,
         ceilings=ceilings,
         quantile=args.quantile,
-        synthetic=synthetic,
     )
     if ledger.label:
         print(ledger.label)

@@ -58,6 +58,9 @@ def rewind_raw(source: Workspace, day: dt.date, target: Workspace) -> Workspace:
             f"{source.manifest}: only synthetic data can be rewound to a past day; real data "
             "that left retention is gone, so its history cannot be replayed"
         )
+    from segments.provenance import _sign_replay, raw_hashes
+
+    source_raw = raw_hashes(source)  # what the replay is rewound from, for its signed record
     if target.raw.exists():
         shutil.rmtree(target.raw)
     target.raw.mkdir(parents=True)
@@ -86,4 +89,5 @@ def rewind_raw(source: Workspace, day: dt.date, target: Workspace) -> Workspace:
             "row_counts": {k: v.height for k, v in rewound.items()},
         },
     )
+    _sign_replay(source_raw, day, target)  # binds the replay to the source's raw files
     return target

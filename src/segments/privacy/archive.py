@@ -593,6 +593,6 @@ def _prepared_as_of(
     from segments.prepare.history import rewind_raw
 
     day = closed - dt.timedelta(days=1)
-    rewind_raw(workspace, day, replay)
+    rewind_raw(workspace, day, replay)  # signed: the replay is bound to this workspace's raw
     prepare(replay, policy, purpose, day)
     return replay.prepared_dir(purpose)

@@ -519,6 +519,8 @@ def fit_private_segments(
         population_fingerprint=read_sha256[PREPARED_CUSTOMERS],
         synthetic=ws.declared_synthetic(),
     )
+    # a demo or evaluation ledger takes the data its synthetic proof was about, only
+    ledger.check_workspace(ws)
     # charged before the model runs; the ledger records a "private_segments" entry only when
     # this function calls (it checks the calling code: privacy.ledger._JOB_FUNCTIONS)
     reservation = ledger.reserve(request, policy=policy)

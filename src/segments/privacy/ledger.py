@@ -106,7 +106,7 @@ from segments.privacy.composition import (
     rho_to_epsilon,
 )
 from segments.privacy.guards import GUARANTEE_K_ANONYMOUS, PolicyFacts, check_release
-from segments.workspace import private_folder
+from segments.workspace import Workspace, private_folder
 
 __all__ = [
     "EVALUATION_CAP_FACTOR",
@@ -219,21 +219,35 @@ _SCHEMA = (
 )
 
 
-def _proven_synthetic(synthetic: Any, workspace: str | os.PathLike[str] | None) -> tuple[bool, str]:
-    """(proven, why not) from a signed :class:`~segments.privacy.synthetic.SyntheticProof`,
-    or from proving ``workspace`` when ``synthetic`` is True: the caller never declares it."""
+def _proven_synthetic(
+    synthetic: Any, workspace: str | os.PathLike[str] | None
+) -> tuple[bool, str, str | None]:
+    """(proven, why not, the proven raw data's digest) from a signed
+    :class:`~segments.privacy.synthetic.SyntheticProof`, or from proving ``workspace`` when
+    ``synthetic`` is True: the caller never declares it. With a workspace, a proof must be
+    about that workspace's raw files: a proof made for workspace A proves nothing about B."""
     from segments.privacy.synthetic import SyntheticProof, prove_synthetic
 
     if isinstance(synthetic, SyntheticProof):
         if not synthetic.signed:
-            return False, "the proof given is not one prove_synthetic signed for this user"
-        return synthetic.proven, synthetic.reason
+            return False, "the proof given is not one prove_synthetic signed for this user", None
+        if workspace is not None and not synthetic.is_for(Path(workspace)):
+            return (
+                False,
+                "the proof given was made for other raw data than "
+                f"{Workspace(Path(workspace)).raw} holds (another workspace, or raw files "
+                "changed since); pass "
+                "prove_synthetic(workspace) of this workspace",
+                None,
+            )
+        return synthetic.proven, synthetic.reason, synthetic.raw if synthetic.proven else None
     if synthetic is True and workspace is not None:
         proof = prove_synthetic(Path(workspace))
-        return proof.proven and proof.signed, proof.reason
+        proven = proof.proven and proof.signed
+        return proven, proof.reason, proof.raw if proven else None
     if synthetic is True:
-        return False, "True is not a proof: pass prove_synthetic(workspace)"
-    return False, "no proof was given"
+        return False, "True is not a proof: pass prove_synthetic(workspace)", None
+    return False, "no proof was given", None
 
 
 def _clock() -> dt.datetime:
@@ -732,10 +746,18 @@ class Ledger:
     """
 
     def __init__(
-        self, path: Path, meta: Mapping[str, str], policy: Any = None, synthetic: bool = False
+        self,
+        path: Path,
+        meta: Mapping[str, str],
+        policy: Any = None,
+        synthetic: bool = False,
+        proven_raw: str | None = None,
     ) -> None:
         self._path = path
         self._synthetic = synthetic
+        # the raw data the synthetic proof was about (raw_digest): simulated time is for
+        # releases of that data only (check_workspace)
+        self._proven_raw = proven_raw if synthetic else None
         self._meta = dict(meta)
         self._facts = PolicyFacts.from_policy(policy) if policy is not None else None
         self._policy = policy
@@ -810,7 +832,9 @@ class Ledger:
         simulated = evaluation or throwaway
         # proven only when it is needed: a read-only open (create=False) does not regenerate
         needed = simulated and (create or synthetic is not True)
-        proven, why = _proven_synthetic(synthetic, workspace) if needed else (False, "")
+        proven, why, proven_raw = (
+            _proven_synthetic(synthetic, workspace) if needed else (False, "", None)
+        )
         if simulated and create and not proven:
             kind = "evaluation" if evaluation else "throw-away demo"
             raise ReleaseRefusedError(
@@ -888,8 +912,8 @@ class Ledger:
             )
         if not needed and synthetic is not None and (is_evaluation or meta["throwaway"] == "true"):
             # an existing demo or evaluation file opened without asking for one: the same proof
-            proven, why = _proven_synthetic(synthetic, workspace)
-        ledger = cls(target, meta, policy, proven)
+            proven, why, proven_raw = _proven_synthetic(synthetic, workspace)
+        ledger = cls(target, meta, policy, proven, proven_raw)
         if ledger._facts is not None and ledger._facts.controller != meta["controller"]:
             raise ReleaseRefusedError(
                 f"policy {ledger._facts.name!r} belongs to controller "
@@ -1023,6 +1047,39 @@ class Ledger:
         (a simulated history of synthetic data); a controller's ledger charges on the
         recording date."""
         return self.evaluation or self.throwaway
+
+    def check_workspace(self, workspace: Any, rule: str = "") -> None:
+        """Refuse, before anything is charged, a release of ``workspace`` on an evaluation or
+        demo ledger opened with a proof about other raw data.
+
+        Simulated time is granted to the data proven synthetic, not to the ledger object: a
+        demo ledger opened for workspace A (its proof) and handed to a release of workspace B
+        would otherwise date B's releases as the caller likes. Every library release calls
+        this with the workspace it reads (the controller's ledger has nothing to check here:
+        its releases read frames bound to their workspace's raw data,
+        :func:`segments.provenance.signed_record`).
+
+        Raises
+        ------
+        ReleaseRefusedError
+            The ledger is an evaluation or demo ledger and ``W/raw/`` is not the raw data
+            its synthetic proof was about.
+        """
+        if not self.simulated_time:
+            return
+        from segments.privacy.synthetic import raw_digest
+
+        root = Path(workspace) if isinstance(workspace, str | os.PathLike) else workspace.root
+        if self._proven_raw is None or raw_digest(root) != self._proven_raw:
+            raise ReleaseRefusedError(
+                f"{self.label}: refused before anything was charged{rule}: {self._path} was "
+                "opened with a synthetic proof about other raw data than "
+                f"{Workspace(root).raw} holds (another workspace, or raw files changed since); "
+                "evaluation and demo ledgers "
+                "take releases of the data proven synthetic only — open the ledger for this "
+                "workspace (Ledger.for_workspace(workspace, ..., synthetic=True)) or use the "
+                "controller's ledger"
+            )
 
     def charge_date(self, as_of: dt.date | str) -> dt.date:
         """The date a release with this as-of would be charged on: today on a controller's

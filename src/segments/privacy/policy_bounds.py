@@ -162,7 +162,6 @@ def choose_policy_bounds(
     ceilings: dict[str, float],
     quantile: float = 0.98,
     destination: str | None = None,
-    synthetic: bool = False,
 ) -> PolicyBounds:
     """Choose the bounds of :data:`BOUNDED_QUANTITIES` privately and charge their ε.
 
@@ -276,9 +275,9 @@ def choose_policy_bounds(
         as_of=as_of,
         kind="dp",
         population_fingerprint=read_sha256[PREPARED_LINES],
-        synthetic=synthetic,
         release_id=release_id,
     )
+    ledger.check_workspace(ws)  # a demo/evaluation ledger: only the data it was proven for
     reservation = ledger.reserve(request, policy=policy)
     values = {**_per_person(lines), **_per_category(lines, by_category)}
     chosen = {}

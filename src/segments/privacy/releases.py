@@ -1212,6 +1212,8 @@ class ReleasePlan:
         from segments.privacy.ledger import ReleaseRequest
 
         self._check_inputs(workspace, policy, purpose)  # before anything is charged
+        # a demo or evaluation ledger takes releases of the data its proof was about, only
+        ledger.check_workspace(workspace)
         if self.segments is not None and self.segments.model is not None:
             from segments.privacy.kmeans import verify_private_model
 
@@ -1269,9 +1271,13 @@ class ReleasePlan:
         over Parquet files from anywhere (another purpose's folder, /tmp) is what rev13
         finding 3 released."""
         from segments.exceptions import ReleaseRefusedError
+        from segments.provenance import verify_replay
 
-        # the workspace's frames, or the backfill's replay of its history (W/.history)
-        roots = {workspace.root.resolve(), (workspace.root / ".history").resolve()}
+        # the workspace's frames, or the backfill's replay of its history (W/.history) when
+        # a signed record binds the replay's raw data to this workspace's raw files
+        replay = workspace.history
+        roots = {workspace.root.resolve(), replay.root.resolve()}
+        unbound: str | None = None
         for key, path in self.source.items():
             if key not in ("customers", "lines", "surveys"):
                 continue
@@ -1281,7 +1287,11 @@ class ReleasePlan:
                 and origin[1] == purpose
                 and origin[2] in (f"{key}.parquet", key)  # a file, or month partitions
             ):
-                continue
+                if origin[0].resolve() != replay.root.resolve():
+                    continue
+                unbound = verify_replay(workspace, replay)
+                if unbound is None:
+                    continue
             if key == "surveys" and origin is None:
                 raw = workspace.raw_table("surveys")
                 if Path(path).resolve() == raw.resolve():
@@ -1293,6 +1303,13 @@ class ReleasePlan:
             )
             rule = f" (rule: the anonymity claim of every release, clause {', '.join(clauses)})"
             read = f"{origin[0]}/prepared/{origin[1]}/{origin[2]}" if origin is not None else path
+            if unbound is not None:
+                raise ReleaseRefusedError(
+                    f"release {self.spec.name!r} refused before anything was charged"
+                    f"{rule if clauses else ''}: its {key} were read from {read}, a replay not "
+                    f"bound to this workspace ({unbound}); fix: let `segments release backfill` "
+                    "rewind this workspace's raw data (no privacy budget was spent)"
+                )
             raise ReleaseRefusedError(
                 f"release {self.spec.name!r} refused before anything was charged"
                 f"{rule if clauses else ''}: its {key} were read from {read}, which is not a "

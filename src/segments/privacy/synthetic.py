@@ -43,6 +43,7 @@ __all__ = [
     "PROVENANCE_FILE",
     "SyntheticProof",
     "prove_synthetic",
+    "raw_digest",
     "raw_hashes",
     "verify_prepared",
 ]
@@ -61,12 +62,17 @@ class SyntheticProof:
         Why (not): the mismatching file, a missing manifest, or the parameters reproduced.
     key : str
         SHA-256 over the raw files' hashes and the generator parameters (the cache key).
+    raw : str
+        SHA-256 over every file under ``W/raw/`` (:func:`raw_digest`): the workspace the
+        verdict is about. A ledger opened with this proof takes releases of that raw data
+        only, never another workspace's.
     """
 
     proven: bool
     reason: str
     key: str = ""
     mac: str = ""
+    raw: str = ""
 
     def __bool__(self) -> bool:
         return self.proven
@@ -75,14 +81,27 @@ class SyntheticProof:
     def signed(self) -> bool:
         """True when :func:`prove_synthetic` made this verdict (an HMAC under the per-user
         secret): a ledger takes only a signed proof, never a flag or a hand-made object."""
-        record = {"key": self.key, "proven": self.proven, "reason": self.reason}
+        record = {"key": self.key, "proven": self.proven, "reason": self.reason, "raw": self.raw}
         return bool(self.mac) and _signed({**record, "mac": self.mac})
 
+    def is_for(self, workspace: Workspace | str | Path) -> bool:
+        """True when this signed verdict is about ``workspace``'s raw files as they are now."""
+        return self.signed and self.raw == raw_digest(workspace)
 
-def _verdict(proven: bool, reason: str, key: str = "") -> SyntheticProof:
+
+def raw_digest(workspace: Workspace | str | Path) -> str:
+    """SHA-256 over the SHA-256 of every file under ``W/raw/`` (what a proof is about)."""
+    return _digest_of(raw_hashes(workspace))
+
+
+def _digest_of(hashes: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
+
+
+def _verdict(proven: bool, reason: str, key: str = "", raw: str = "") -> SyntheticProof:
     """A signed verdict (only this module signs them)."""
-    record = _sign({"key": key, "proven": proven, "reason": reason})
-    return SyntheticProof(proven, reason, key, record["mac"])
+    record = _sign({"key": key, "proven": proven, "reason": reason, "raw": raw})
+    return SyntheticProof(proven, reason, key, record["mac"], raw)
 
 
 def prove_synthetic(workspace: Workspace | str | Path) -> SyntheticProof:
@@ -99,27 +118,29 @@ def prove_synthetic(workspace: Workspace | str | Path) -> SyntheticProof:
         the same SHA-256 (the manifest's own hashes are not trusted: they are recomputed).
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
+    hashes = raw_hashes(ws)  # every raw file, hashed once
+    raw = _digest_of(hashes)
     if not ws.manifest.exists():
-        return _verdict(False, f"{ws.manifest} is missing: no generator parameters")
+        return _verdict(False, f"{ws.manifest} is missing: no generator parameters", raw=raw)
     try:
         manifest = json.loads(ws.manifest.read_text(encoding="utf-8"))
         parameters = _generator_parameters(manifest)
     except (ValueError, KeyError, TypeError) as exc:
-        return _verdict(False, f"{ws.manifest} names no generator parameters ({exc})")
+        return _verdict(False, f"{ws.manifest} names no generator parameters ({exc})", raw=raw)
     names = sorted(str(name) for name in manifest.get("files", {}))
     if not names:
-        return _verdict(False, f"{ws.manifest} lists no files")
+        return _verdict(False, f"{ws.manifest} lists no files", raw=raw)
     actual = {}
     for name in names:
-        path = ws.raw / name
-        if not path.is_file():
-            return _verdict(False, f"{path} is missing")
-        actual[name] = sha256_file(path)
+        if name not in hashes:
+            return _verdict(False, f"{ws.raw / name} is missing", raw=raw)
+        actual[name] = hashes[name]
     log = ws.subject_log
     key = hashlib.sha256(
         json.dumps(
             {
                 "files": actual,
+                "raw": raw,  # a file beside the generated ones makes another verdict
                 "parameters": parameters,
                 "erasure_log": sha256_file(log) if log.is_file() else None,
             },
@@ -130,7 +151,7 @@ def prove_synthetic(workspace: Workspace | str | Path) -> SyntheticProof:
     if cached is not None:
         _CACHE[key] = cached
         return cached
-    proof = _regenerate_and_compare(ws, parameters, actual, key)
+    proof = _regenerate_and_compare(ws, parameters, actual, key, raw)
     _CACHE[key] = proof
     _write_cached(proof)
     return proof
@@ -147,7 +168,7 @@ def _generator_parameters(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _regenerate_and_compare(
-    ws: Workspace, parameters: dict[str, Any], actual: dict[str, str], key: str
+    ws: Workspace, parameters: dict[str, Any], actual: dict[str, str], key: str, raw: str
 ) -> SyntheticProof:
     from segments.synth.generate import generate
 
@@ -165,7 +186,9 @@ def _regenerate_and_compare(
         expected = {name: sha256_file(result.path / name) for name in result.manifest["files"]}
         differing = sorted(name for name, digest in expected.items() if actual.get(name) != digest)
         if not differing:
-            return _verdict(True, f"raw files equal the generator's output for {parameters}", key)
+            return _verdict(
+                True, f"raw files equal the generator's output for {parameters}", key, raw
+            )
         erased = _equal_after_erasures(ws, result.path, differing)
         if erased is not None:
             return _verdict(
@@ -173,9 +196,10 @@ def _regenerate_and_compare(
                 f"raw files equal the generator's output for {parameters} minus the "
                 f"{erased} account(s) the erasure log records",
                 key,
+                raw,
             )
     except Exception as exc:  # the manifest's parameters do not even generate
-        return _verdict(False, f"the manifest's parameters do not generate data ({exc})", key)
+        return _verdict(False, f"the manifest's parameters do not generate data ({exc})", key, raw)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return _verdict(
@@ -184,6 +208,7 @@ def _regenerate_and_compare(
         f"and parameters {parameters}"
         + (" (nor that output minus the people the erasure log records)" if erased_log(ws) else ""),
         key,
+        raw,
     )
 
 
@@ -261,9 +286,13 @@ def _read_cached(key: str) -> SyntheticProof | None:
         return None
     if not isinstance(data, dict) or data.get("key") != key:
         return None
-    if not isinstance(data.get("proven"), bool) or not _signed(data):
+    if not isinstance(data.get("proven"), bool) or not isinstance(data.get("raw"), str):
+        return None  # an older verdict that names no raw data: prove again
+    if not _signed(data):
         return None  # forged or edited: prove again
-    return SyntheticProof(data["proven"], str(data.get("reason", "")), key, str(data["mac"]))
+    return SyntheticProof(
+        data["proven"], str(data.get("reason", "")), key, str(data["mac"]), str(data.get("raw"))
+    )
 
 
 def _write_cached(proof: SyntheticProof) -> None:
@@ -272,7 +301,12 @@ def _write_cached(proof: SyntheticProof) -> None:
 
         folder = private_folder(_cache_dir())  # owner-only, its parents too
         tmp = folder / f".{proof.key}.p{os.getpid()}.tmp"
-        record = {"key": proof.key, "proven": proof.proven, "reason": proof.reason}
+        record = {
+            "key": proof.key,
+            "proven": proof.proven,
+            "reason": proof.reason,
+            "raw": proof.raw,
+        }
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with open(fd, "w", encoding="utf-8") as handle:
             handle.write(json.dumps(_sign(record)))
