@@ -637,13 +637,17 @@ def _main_job(
     steps = demo_steps(ws.root, pol, as_of, plan, customers)
     first_release = next(i for i, s in enumerate(steps) if s.argv[0] == "release")
     bar = progress(total=len(steps), desc="main job", unit="step")
-    for step in steps[:first_release]:
+
+    def run(step: Step) -> None:  # one step, timed, on the progress bar and in the log
         bar.set_description_str(step.title)
         seconds = _run_step(step, ws, pol, log)
         summary.timings[step.title] = seconds
         with bar.external_write_mode():
             echo(f"  {seconds:6.1f} s  {step.title}")
         bar.update()
+
+    for step in steps[:first_release]:
+        run(step)
     # plan by accuracy: a charged scale probe, then ε per release to meet the targets
     started = time.perf_counter()
     accuracy = accuracy_plan(ws, pol, as_of)
@@ -667,12 +671,7 @@ def _main_job(
         if any(part in step.title for part in skip):
             bar.update()
             continue
-        bar.set_description_str(step.title)
-        seconds = _run_step(step, ws, pol, log)
-        summary.timings[step.title] = seconds
-        with bar.external_write_mode():
-            echo(f"  {seconds:6.1f} s  {step.title}")
-        bar.update()
+        run(step)
     bar.close()
     summary.timings["charts"] = _charts(ws)
     if notebooks_done is not None:
