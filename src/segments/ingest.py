@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import io
-import json
 import os
 import shutil
 import tempfile
@@ -1496,9 +1495,7 @@ def _write_raw(ws: Workspace, tables: dict[str, pl.DataFrame], manifest: dict[st
 
 def read_real_manifest(ws: Workspace) -> dict[str, Any] | None:
     """The raw manifest when it marks real (ingested) data, else None."""
-    if not ws.manifest.exists():
-        return None
-    manifest = json.loads(ws.manifest.read_text(encoding="utf-8"))
+    manifest = ws.read_manifest()
     if manifest.get("synthetic") is False and manifest.get("schema") == "real":
         return dict(manifest)
     return None

@@ -11,7 +11,6 @@ rewound (what was deleted is gone), so this module refuses it.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shutil
 from pathlib import Path
 
@@ -52,7 +51,7 @@ def rewind_raw(source: Workspace, day: dt.date, target: Workspace) -> Workspace:
     PolicyError
         If the source data is not marked synthetic.
     """
-    manifest = json.loads(source.manifest.read_text(encoding="utf-8"))
+    manifest = source.read_manifest(required=True)
     if not manifest.get("synthetic", False):
         raise PolicyError(
             f"{source.manifest}: only synthetic data can be rewound to a past day; real data "

@@ -300,10 +300,7 @@ def _append_log(path: Path, entry: dict[str, Any]) -> None:
 
 def update_raw_manifest(ws: Workspace, hashes: Mapping[str, str], rows: Mapping[str, int]) -> None:
     """Record the new SHA-256s and row counts in the manifest, keeping its other fields."""
-    manifest: dict[str, Any] = {}
-    if ws.manifest.is_file():
-        with open(ws.manifest, encoding="utf-8") as fh:
-            manifest = json.load(fh)
+    manifest = ws.read_manifest()
     files = manifest.setdefault("files", {})
     counts = manifest.setdefault("row_counts", {})
     for name, digest in hashes.items():
