@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "segments._tables",
         "segments.exceptions",
         "segments.months",
+        "segments.taxonomy",
         "segments.workspace",
         "segments.schema",
     ),
@@ -328,3 +329,33 @@ def test_the_notebooks_call_the_library_not_the_command_line() -> None:
         if re.search(r"\bsegments\.cli\b|from segments import cli\b", code):
             found.append(path.name)
     assert not found, f"notebooks importing segments.cli (call the library function): {found}"
+
+
+def test_each_guarantee_label_is_spelled_once() -> None:
+    """The guarantees a release may claim are one enum (``segments.policy.Guarantee``); a
+    second spelling (a tuple in the audit, a constant in segmentation) could drift from the
+    ledger's and let a card or report state a guarantee the guards never checked. (Prose
+    in messages may describe a guarantee in words.)"""
+    from segments.policy import Guarantee
+
+    home = SRC / "segments" / "policy.py"
+    labels = {g.value for g in Guarantee}
+    found = [
+        f"{path.relative_to(SRC)}:{line}: {text!r}"
+        for path in sorted((SRC / "segments").rglob("*.py"))
+        if path != home
+        for line, text in _code_strings(path)
+        if text.strip() in labels
+    ]
+    assert not found, f"use segments.policy.Guarantee instead of: {found}"
+
+
+def test_the_policys_recipients_and_destinations_have_one_owner() -> None:
+    """The guards read the policy's own recipient type and EU/EEA list (no copies), and
+    the policy does not re-implement the guards."""
+    from segments import policy
+    from segments.privacy import guards
+
+    assert guards.Recipient is policy.Recipient and guards.EU_EEA is policy.EU_EEA
+    assert guards.RECIPIENT_KINDS is policy.RECIPIENT_KINDS
+    assert not hasattr(policy.Policy, "check_release")

@@ -28,8 +28,7 @@ from segments.privacy import ledger as ledger_module
 from segments.privacy.composition import add_months, epsilon_to_rho, rho_to_epsilon
 from segments.privacy.guards import (
     EU_EEA,
-    GUARANTEE_END_TO_END,
-    GUARANTEE_K_ANONYMOUS,
+    Guarantee,
     PolicyFacts,
     Recipient,
 )
@@ -66,7 +65,7 @@ def make_request(**changes) -> ReleaseRequest:
         "purpose": "statistics",
         "recipient": "purchasing",
         "destination": "SE",
-        "guarantee": GUARANTEE_END_TO_END,
+        "guarantee": Guarantee.END_TO_END,
         "as_of": AS_OF,
         "epsilon": 0.25,
         "mechanism": "laplace",
@@ -144,7 +143,7 @@ def test_reserve_then_publish_records_every_field(ledger):
         "destination": "SE",
         "clause_ids": ["AO-4"],
         "spec": {"query": "count", "keys": ["county", "segment"]},
-        "guarantee": GUARANTEE_END_TO_END,
+        "guarantee": Guarantee.END_TO_END,
         "mechanism": "laplace",
         "bounds": {"rows_per_person": 1},
         "epsilon": 0.25,
@@ -159,14 +158,14 @@ def test_reserve_then_publish_records_every_field(ledger):
 
 
 def test_k_anonymous_releases_charge_nothing_but_appear_in_history(ledger):
-    kanon = make_request(guarantee=GUARANTEE_K_ANONYMOUS, epsilon=None, mechanism="mondrian")
+    kanon = make_request(guarantee=Guarantee.K_ANONYMOUS, epsilon=None, mechanism="mondrian")
     assert kanon.kind == "kanon"
     entry = ledger.publish(ledger.reserve(kanon), files={"table.parquet": SHA})
     assert entry.to_dict()["charged"] is False
     assert spent(ledger) == 0.0
     assert ledger.balance("customers").period_total.n_releases == 1
     with pytest.raises(ValueError, match="k-anonymous microdata has no ε"):
-        make_request(guarantee=GUARANTEE_K_ANONYMOUS, epsilon=0.1)
+        make_request(guarantee=Guarantee.K_ANONYMOUS, epsilon=0.1)
     with pytest.raises(ValueError, match="kind 'dp' has no privacy loss"):
         make_request(epsilon=None)
 
@@ -286,7 +285,7 @@ def test_zcdp_budget_is_compared_in_epsilon_at_the_policy_delta(tmp_path):
             purpose="statistics",
             recipient="purchasing",
             destination="SE",
-            guarantee=GUARANTEE_END_TO_END,
+            guarantee=Guarantee.END_TO_END,
             as_of=AS_OF,
             rho=rho,
             mechanism="gaussian",
@@ -310,7 +309,7 @@ def test_pure_and_zcdp_releases_compose_soundly_in_one_ledger(tmp_path):
         "purpose": "statistics",
         "recipient": "purchasing",
         "destination": "SE",
-        "guarantee": GUARANTEE_END_TO_END,
+        "guarantee": Guarantee.END_TO_END,
         "as_of": AS_OF,
     }
     ledger.reserve(ReleaseRequest.for_policy(policy, epsilon=1.0, mechanism="laplace", **fields))
@@ -332,7 +331,7 @@ def test_the_budget_comes_from_the_policy(tmp_path):
         "purpose": "statistics",
         "recipient": "purchasing",
         "destination": "SE",
-        "guarantee": GUARANTEE_END_TO_END,
+        "guarantee": Guarantee.END_TO_END,
         "as_of": AS_OF,
         "epsilon": 0.5,
     }
@@ -352,7 +351,7 @@ def test_a_fresh_workspace_or_new_as_of_does_not_reset_the_budget(tmp_path, monk
         "purpose": "statistics",
         "recipient": "purchasing",
         "destination": "SE",
-        "guarantee": GUARANTEE_END_TO_END,
+        "guarantee": Guarantee.END_TO_END,
         "epsilon": 1.5,
     }
     first = Ledger.for_policy(policy)  # e.g. from workspace A, prepared as of June

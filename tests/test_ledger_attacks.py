@@ -15,7 +15,7 @@ from prepared_frames import synthetic_proof
 from segments.exceptions import ReleaseRefusedError
 from segments.policy import Policy
 from segments.privacy import ledger as ledger_module
-from segments.privacy.guards import GUARANTEE_END_TO_END
+from segments.privacy.guards import Guarantee
 from segments.privacy.ledger import Ledger, ReleaseRequest, default_ledger_path
 
 TODAY = dt.date(2026, 6, 30)
@@ -40,7 +40,7 @@ def request(policy: Policy, epsilon: float = 0.5) -> ReleaseRequest:
         purpose="statistics",
         recipient="purchasing",
         destination="SE",
-        guarantee=GUARANTEE_END_TO_END,
+        guarantee=Guarantee.END_TO_END,
         as_of=TODAY,
         epsilon=epsilon,
     )

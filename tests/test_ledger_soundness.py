@@ -18,7 +18,7 @@ from segments.cli import ledger as ledger_cli
 from segments.exceptions import BudgetExceededError, ReleaseRefusedError, WorkspaceError
 from segments.policy import Policy
 from segments.privacy import ledger as ledger_module
-from segments.privacy.guards import EU_EEA, GUARANTEE_END_TO_END, PolicyFacts, Recipient
+from segments.privacy.guards import EU_EEA, Guarantee, PolicyFacts, Recipient
 from segments.privacy.ledger import Ledger, ReleaseRequest, default_ledger_path
 from segments.privacy.publishing import begin
 from segments.workspace import sha256_file
@@ -52,7 +52,7 @@ def request(**changes) -> ReleaseRequest:
         "purpose": "statistics",
         "recipient": "purchasing",
         "destination": "SE",
-        "guarantee": GUARANTEE_END_TO_END,
+        "guarantee": Guarantee.END_TO_END,
         "as_of": TODAY,
         "epsilon": 0.25,
         "mechanism": "laplace",
@@ -144,7 +144,7 @@ def test_attack_over_budget_ledger_exits_non_zero(tmp_path, capsys):
         "purpose": "statistics",
         "recipient": "purchasing",
         "destination": "SE",
-        "guarantee": GUARANTEE_END_TO_END,
+        "guarantee": Guarantee.END_TO_END,
         "as_of": TODAY,
     }
     ledger.reserve(ReleaseRequest.for_policy(policy, epsilon=1.5, **fields))
@@ -209,7 +209,7 @@ def test_attack_a_loosened_copy_of_the_policy_is_refused(tmp_path, name, old, ne
         "purpose": "statistics",
         "recipient": "purchasing",
         "destination": "SE",
-        "guarantee": GUARANTEE_END_TO_END,
+        "guarantee": Guarantee.END_TO_END,
         "as_of": TODAY,
     }
     ledger = Ledger.for_policy(policy)
@@ -263,7 +263,7 @@ def test_attack_a_throwaway_ledger_deleted_in_a_workspace_with_cards(tmp_path, m
             purpose="statistics",
             recipient="purchasing",
             destination="SE",
-            guarantee=GUARANTEE_END_TO_END,
+            guarantee=Guarantee.END_TO_END,
             as_of=TODAY,
             epsilon=1.0,
         )

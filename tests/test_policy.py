@@ -17,6 +17,7 @@ from segments.policy import (
     Policy,
     months_before,
 )
+from segments.privacy.guards import Guarantee, check_release
 
 CLAUSES_MD = Path("/work/shared/POLICY_CLAUSES.md")
 PRIVACY_FIELDS = {
@@ -160,13 +161,25 @@ def test_recipients_and_destinations() -> None:
     assert kinds == {"internal", "external", "third_party_marketing"}
     assert {"purchasing", "analytics", "dpo-review"} <= set(policy.recipients)
     assert policy.allowed_destinations <= EU_EEA and "SE" in policy.allowed_destinations
-    assert policy.check_release("purchasing").country == "SE"
-    with pytest.raises(ReleaseRefusedError, match=r"third party for marketing.*AC-4"):
-        policy.check_release("google-ads")
+
+    def check(recipient: str, destination: str | None = None):
+        """The ledger's guards on a release of this policy (one owner: privacy.guards)."""
+        return check_release(
+            purpose="statistics",
+            recipient=recipient,
+            destination=destination or policy.recipient(recipient).country,
+            guarantee=Guarantee.END_TO_END,
+            kind="dp",
+            policy=policy,
+        )
+
+    assert check("purchasing").country == "SE"
+    with pytest.raises(ReleaseRefusedError, match=r"third party for sales or marketing.*AC-4"):
+        check("google-ads")
     with pytest.raises(ReleaseRefusedError, match=r"destination 'US' is outside"):
-        policy.check_release("analytics", "US")
+        check("analytics", "US")
     with pytest.raises(ReleaseRefusedError, match=r"recipient 'nobody' is not declared"):
-        policy.check_release("nobody")
+        check("nobody", "SE")
 
 
 def test_months_before_clips_to_month_end() -> None:

@@ -371,7 +371,7 @@ def test_over_budget_is_refused_before_anything_is_written(private_workspace):
 def test_external_recipient_gets_private_segments_but_not_fitted_ones(private_workspace):
     from segments.exceptions import ReleaseRefusedError
     from segments.policy import Policy
-    from segments.privacy.guards import PolicyFacts, check_release
+    from segments.privacy.guards import check_release
     from segments.privacy.kmeans import fit_private_segments
     from segments.privacy.ledger import Ledger
     from segments.privacy.specs import SegmentSource
@@ -384,9 +384,8 @@ def test_external_recipient_gets_private_segments_but_not_fitted_ones(private_wo
     private = SegmentSource.from_workspace(private_workspace, "private", ledger=ledger)
     fitted = SegmentSource.from_workspace(private_workspace, "fitted")
     assert private.provenance == "private_model"
-    facts = PolicyFacts.from_policy(policy)
     release = {"purpose": "segmentation", "recipient": "eu-logistics-processor",
-               "destination": "FI", "kind": "dp", "facts": facts}  # fmt: skip
+               "destination": "FI", "kind": "dp", "policy": policy}  # fmt: skip
     assert check_release(guarantee=private.guarantee, **release).kind == "external"
     with pytest.raises(ReleaseRefusedError, match="internal recipients only"):
         check_release(guarantee=fitted.guarantee, **release)

@@ -21,9 +21,8 @@ from segments.privacy.releases import (
     plan_release,
 )
 from segments.privacy.specs import (
-    GUARANTEE_END_TO_END,
-    GUARANTEE_GIVEN_SEGMENTATION,
     SPECS,
+    Guarantee,
     PrivacyParams,
     ReleaseSpec,
     SegmentSource,
@@ -138,9 +137,9 @@ def test_segment_source_guards_and_guarantee(tmp_path):
         SegmentSource("magic", ("a",))
     with pytest.raises(PolicyError, match="needs labels_path"):
         SegmentSource("fitted_model", ("a",))
-    assert SegmentSource.category_rule().guarantee == GUARANTEE_END_TO_END
+    assert SegmentSource.category_rule().guarantee == Guarantee.END_TO_END
     fitted = SegmentSource.from_labels(tmp_path / "l.parquet", "fitted_model", ["0", "1"])
-    assert fitted.guarantee == GUARANTEE_GIVEN_SEGMENTATION
+    assert fitted.guarantee == Guarantee.GIVEN_SEGMENTATION
     # a caller cannot declare the end-to-end claim for labels it passes in (issue 13 item 3)
     with pytest.raises(PolicyError, match="cannot be declared"):
         SegmentSource.from_labels(tmp_path / "l.parquet", "private_model", ["0"])
@@ -326,7 +325,7 @@ def test_execute_writes_tables_and_card_and_charges_the_ledger(params, workspace
     assert "over the 24-month window" in card["population_total_loss"]["text"]
     assert card["population_total_loss"]["window_epsilon"] == pytest.approx(1.0)
     assert card["evaluation"] is True and "EVALUATION" in card["ledger_label"]
-    assert card["guarantee"] == GUARANTEE_END_TO_END
+    assert card["guarantee"] == Guarantee.END_TO_END
     for name, digest in card["files"].items():
         assert sha256_file(result.path / name) == digest
     assert entry.request.epsilon == pytest.approx(1.0)
@@ -428,7 +427,7 @@ def test_fitted_segments_are_refused_for_external_recipients(
     with _verified(
         workspace, SPECS["customers_by_county_segment"], params, segments=source
     ) as plan:
-        assert plan.guarantee == GUARANTEE_GIVEN_SEGMENTATION
+        assert plan.guarantee == Guarantee.GIVEN_SEGMENTATION
         with pytest.raises(ReleaseRefusedError, match="internal"):
             plan.execute(
                 ledger,
@@ -441,7 +440,7 @@ def test_fitted_segments_are_refused_for_external_recipients(
         result = plan.execute(
             ledger, workspace, policy=policy, purpose=PURPOSE, recipient="analytics"
         )
-    assert result.card["guarantee"] == GUARANTEE_GIVEN_SEGMENTATION
+    assert result.card["guarantee"] == Guarantee.GIVEN_SEGMENTATION
     assert set(result.tables["customers_by_county_segment"]["segment"]) == {"0", "1", "2"}
 
 

@@ -179,7 +179,7 @@ def test_attack_a_caller_cannot_record_a_dp_kmeans_entry(policy, monkeypatch) ->
 
     from segments.privacy import kmeans
     from segments.privacy import ledger as ledger_module
-    from segments.privacy.guards import GUARANTEE_END_TO_END
+    from segments.privacy.guards import Guarantee
     from segments.privacy.ledger import ReleaseRequest
 
     ledger = Ledger.for_policy(policy)
@@ -189,7 +189,7 @@ def test_attack_a_caller_cannot_record_a_dp_kmeans_entry(policy, monkeypatch) ->
         purpose="segmentation",
         recipient="analytics",
         destination="SE",
-        guarantee=GUARANTEE_END_TO_END,
+        guarantee=Guarantee.END_TO_END,
         as_of=AS_OF,
         epsilon=0.5,
         spec={"name": "private_segments"},

@@ -21,12 +21,13 @@ import datetime as dt
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.months import add_months
 from segments.privacy.composition import DPFamily
-from segments.schema import PRODUCT_CATEGORIES
+from segments.taxonomy import PRODUCT_CATEGORIES
 
 __all__ = [
     "ANCHORS",
@@ -34,6 +35,7 @@ __all__ = [
     "CLAUSE_KINDS",
     "EU_EEA",
     "FEATURE_NAMES",
+    "Guarantee",
     "POLICY_NAMES",
     "RECIPIENT_KINDS",
     "ClausePromise",
@@ -59,6 +61,27 @@ ANCHORS = ("collection", "last_order", "last_contact", "end_of_relationship")
 #: Data a retention rule covers: order lines (``transactions``) or the customer record.
 RETENTION_DATA = ("transactions", "customer")
 RECIPIENT_KINDS = ("internal", "external", "third_party_marketing")
+
+
+class Guarantee(StrEnum):
+    """What a release claims: the one spelling on requests, ledger entries, cards, refusals,
+    segment metadata and the reviewer's report."""
+
+    END_TO_END = "end-to-end ε-DP"
+    GIVEN_SEGMENTATION = "DP given a non-private segmentation"
+    K_ANONYMOUS = "k-anonymous microdata"
+
+    @property
+    def kind(self) -> str:
+        """The ledger's release kind the guarantee fits: ``"kanon"`` or ``"dp"``."""
+        return "kanon" if self is Guarantee.K_ANONYMOUS else "dp"
+
+    @property
+    def end_to_end(self) -> bool:
+        """Whether it holds end to end, so that the release may leave the controller."""
+        return self is not Guarantee.GIVEN_SEGMENTATION
+
+
 #: ISO 3166-1 alpha-2 codes of the EU member states and the other EEA states (IS, LI, NO).
 _EU = "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK"
 EU_EEA = frozenset((_EU + " IS LI NO").split(" "))
@@ -225,8 +248,15 @@ class Recipient:
     name: str
     kind: str
     country: str
-    clause_ids: tuple[str, ...]
+    clause_ids: tuple[str, ...] = ()
     description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in RECIPIENT_KINDS:
+            raise PolicyError(
+                f"recipient {self.name!r} has kind {self.kind!r}; the kinds are "
+                f"{', '.join(RECIPIENT_KINDS)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -378,30 +408,6 @@ class Policy:
                 f"recipient {name!r} is not declared by policy {self.name!r}; declared "
                 f"recipients are {sorted(self.recipients)}; add it to the policy file first"
             ) from None
-
-    def check_release(self, recipient: str, destination: str | None = None) -> Recipient:
-        """Refuse a release to a third party for marketing or to a destination outside the
-        allowed ones; return the recipient if allowed.
-
-        Raises
-        ------
-        ReleaseRefusedError
-            Citing the clause ids of the refused recipient or of the destination rule.
-        """
-        rec = self.recipient(recipient)
-        if rec.kind == "third_party_marketing":
-            raise ReleaseRefusedError(
-                f"recipient {recipient!r} is a third party for marketing; policy {self.name!r} "
-                f"refuses it ({', '.join(rec.clause_ids)}); release to an internal recipient"
-            )
-        where = (destination or rec.country).upper()
-        if where not in self.allowed_destinations:
-            raise ReleaseRefusedError(
-                f"destination {where!r} is outside the allowed destinations (EU/EEA) of policy "
-                f"{self.name!r} ({', '.join(self.destination_clause_ids) or 'steward rule'}); "
-                "choose a destination inside the EU/EEA"
-            )
-        return rec
 
     @property
     def longest_window_months(self) -> int:

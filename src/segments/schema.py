@@ -23,6 +23,7 @@ from typing import Any
 import polars as pl
 
 from segments.exceptions import SchemaError
+from segments.taxonomy import PRODUCT_CATEGORIES
 
 # pandera imports pandas-on-Spark whenever PySpark (the Spark engine's dependency) is
 # installed: half a second at every start and a warning about pandas 3. Its polars API needs
@@ -76,19 +77,6 @@ GENDERS = ("F", "M")
 SIZE_BANDS = ("0", "1-9", "10-49", "50-249", "250+")
 #: SNI 2007 sections (Swedish Standard Industrial Classification).
 INDUSTRIES = tuple("ABCDEFGHIJKLMNOPQRSTU")
-#: Product categories typical of Swedish office supply; ids used in every table.
-PRODUCT_CATEGORIES = (
-    "paper",
-    "toner_ink",
-    "writing",
-    "filing_archiving",
-    "desk_accessories",
-    "coffee_pantry",
-    "cleaning_hygiene",
-    "furniture",
-    "it_accessories",
-    "packaging_shipping",
-)
 
 
 @dataclass(frozen=True)

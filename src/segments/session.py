@@ -54,6 +54,7 @@ import polars as pl
 
 from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.keys import column_of, key_values, month_keys, with_labels
+from segments.policy import Policy
 from segments.workspace import Workspace
 
 __all__ = [
@@ -241,20 +242,19 @@ class Session:
     ) -> None:
         from segments.ingest import public_domains
         from segments.policy import Policy
-        from segments.privacy.guards import PolicyFacts, check_release
-        from segments.privacy.specs import GUARANTEE_END_TO_END, PrivacyParams
+        from segments.privacy.guards import check_release
+        from segments.privacy.specs import Guarantee, PrivacyParams
 
         self.workspace = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
         self.policy = policy if isinstance(policy, Policy) else Policy.load(policy)
         self.policy.purpose(purpose)  # an undeclared purpose: refused, citing the policy
-        self.facts = PolicyFacts.from_policy(self.policy)
         self.recipient = check_release(
             purpose=purpose,
             recipient=recipient,
             destination=destination,
-            guarantee=GUARANTEE_END_TO_END,
+            guarantee=Guarantee.END_TO_END,
             kind="dp",
-            facts=self.facts,
+            policy=self.policy,
         )
         if not 0.0 < confidence < 1.0:
             raise PolicyError(f"confidence={confidence!r} must lie in (0, 1), e.g. 0.95")
@@ -561,8 +561,8 @@ class Query:
     def release_name(self) -> str:
         return self.definition().name
 
-    def _facts(self) -> Any:
-        return self.session.facts
+    def _facts(self) -> Policy:
+        return self.session.policy
 
     def _purpose_columns(self) -> tuple[str, ...]:
         purpose = self.session.policy.purpose(self.session.purpose)

@@ -244,7 +244,7 @@ def release_kanon(
         write_table,
     )
     from segments.ingest import public_domains
-    from segments.privacy.guards import GUARANTEE_K_ANONYMOUS
+    from segments.privacy.guards import Guarantee
     from segments.privacy.jobs import refuse_early
     from segments.privacy.ledger import ReleaseRequest
     from segments.privacy.publishing import begin
@@ -328,7 +328,7 @@ def release_kanon(
         destination=destination,
         clause_ids=policy.release_clause_ids(declared_purpose.name),
         spec=spec,
-        guarantee=GUARANTEE_K_ANONYMOUS,
+        guarantee=Guarantee.K_ANONYMOUS,
         mechanism="full-domain generalisation with suppression",
         as_of=as_of,
         kind="kanon",
@@ -352,7 +352,7 @@ def release_kanon(
                 "ledger_head_hash": publication.reservation.hash,
                 "ledger_label": charged.label,
                 "evaluation": bool(charged.evaluation),
-                "guarantee": GUARANTEE_K_ANONYMOUS,
+                "guarantee": Guarantee.K_ANONYMOUS,
                 "policy": policy.name,
                 "population": POPULATION,
                 "purpose": purpose,

@@ -37,7 +37,7 @@ from segments.audit.context import (
 from segments.audit.pii import KnownIdentifiers, luhn_valid, scan_paths
 from segments.audit.render import ORGANISATIONAL_ROLE
 from segments.exceptions import PolicyError
-from segments.policy import EU_EEA, Policy, months_before
+from segments.policy import EU_EEA, Guarantee, Policy, months_before
 from segments.privacy.composition import DPFamily, pure_to_rho
 from segments.schema import (
     CATEGORIES,
@@ -57,9 +57,6 @@ __all__ = [
     "clause_checks",
 ]
 
-#: Guarantees a release may state; only end-to-end ones may leave the controller.
-END_TO_END = ("end-to-end ε-DP", "k-anonymous microdata")
-GUARANTEES = (*END_TO_END, "DP given a non-private segmentation")
 #: Column names that are direct identifiers anywhere (raw schema, plus internal account ids).
 DIRECT_IDENTIFIERS = frozenset(
     {c for t in RAW_TABLES.values() for c in t.direct_identifiers} | {"customer_id"}
@@ -1017,13 +1014,14 @@ def check_guarantee_recipient(ctx: AuditContext) -> Finding:
         g = e.request.guarantee
         kinds[g] = kinds.get(g, 0) + 1
         rec = ctx.policy.recipients.get(e.request.recipient)
-        if g not in GUARANTEES:
+        stated = Guarantee(g) if g in tuple(Guarantee) else None
+        if stated is None:
             bad.append(f"{e.release_id}: guarantee {g!r} not stated")
         if rec is None:
             bad.append(f"{e.release_id}: recipient {e.request.recipient!r} undeclared")
         elif rec.kind == "third_party_marketing":
             bad.append(f"{e.release_id}: third-party marketing recipient {rec.name}")
-        elif rec.kind != "internal" and g not in END_TO_END:
+        elif rec.kind != "internal" and not (stated is not None and stated.end_to_end):
             bad.append(f"{e.release_id}: {g!r} to external {rec.name}")
         card = cards.get(e.release_id)
         if card is not None and card.get("guarantee") != g:

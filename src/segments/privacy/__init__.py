@@ -23,10 +23,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "segments.privacy.guards": (
         "EU_EEA",
-        "GUARANTEE_END_TO_END",
-        "GUARANTEE_GIVEN_SEGMENTATION",
-        "GUARANTEE_K_ANONYMOUS",
-        "GUARANTEES",
+        "Guarantee",
         "PolicyFacts",
         "Recipient",
         "check_release",

@@ -10,7 +10,7 @@ cites the clauses of its own policy (``[destinations]`` and ``[clauses]`` of the
 * a "DP given a non-private segmentation" release goes to internal recipients only (its
   guarantee does not hold end to end, so it may not leave the controller);
 * the purpose must be declared in the policy (``purpose_refusal``);
-* the guarantee must be one of :data:`GUARANTEES` and fit the release kind.
+* the guarantee must be a :class:`~segments.policy.Guarantee` and fit the release kind.
 
 The facts come from the policy (:class:`PolicyFacts.from_policy`), never from the request.
 """
@@ -19,16 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from segments.exceptions import ReleaseRefusedError
+from segments.policy import EU_EEA, RECIPIENT_KINDS, Guarantee, Policy, Recipient
 
 __all__ = [
     "EU_EEA",
-    "GUARANTEES",
-    "GUARANTEE_END_TO_END",
-    "GUARANTEE_GIVEN_SEGMENTATION",
-    "GUARANTEE_K_ANONYMOUS",
+    "Guarantee",
     "RECIPIENT_KINDS",
     "PolicyFacts",
     "Recipient",
@@ -39,41 +36,15 @@ __all__ = [
     "check_release",
 ]
 
-GUARANTEE_END_TO_END = "end-to-end ε-DP"
-GUARANTEE_GIVEN_SEGMENTATION = "DP given a non-private segmentation"
-GUARANTEE_K_ANONYMOUS = "k-anonymous microdata"
-GUARANTEES = (GUARANTEE_END_TO_END, GUARANTEE_GIVEN_SEGMENTATION, GUARANTEE_K_ANONYMOUS)
-
-RECIPIENT_KINDS = ("internal", "external", "third_party_marketing")
-
-# EU member states and the three further EEA states (IS, LI, NO), ISO 3166-1 alpha-2.
-# fmt: off
-EU_EEA = frozenset((
-    "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT",
-    "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO",
-))
-# fmt: on
-
-
-@dataclass(frozen=True)
-class Recipient:
-    """A declared recipient: its kind and the country its copy goes to."""
-
-    name: str
-    kind: str
-    destination: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in RECIPIENT_KINDS:
-            raise ValueError(
-                f"recipient {self.name!r} has kind {self.kind!r}; the kinds are "
-                f"{', '.join(RECIPIENT_KINDS)}"
-            )
-
 
 @dataclass(frozen=True)
 class PolicyFacts:
-    """The policy facts the guards need (a view of :class:`segments.Policy`).
+    """The part of a :class:`segments.Policy` the guards read, without its budget.
+
+    Built from a policy by :meth:`from_policy`; its recipients are the policy's own
+    :class:`segments.policy.Recipient` objects and its destinations are checked against
+    :data:`segments.policy.EU_EEA`. Constructed directly only where a release must be
+    guarded without binding a whole policy (the ledger's unit tests and doctest).
 
     Parameters
     ----------
@@ -102,47 +73,25 @@ class PolicyFacts:
     destination_clause_ids: tuple[str, ...] = ()
     clauses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
-    def cite(self, kind: str, fallback: tuple[str, ...] = ()) -> str:
+    def cite(self, kind: str) -> str:
         """The policy's clause ids for ``kind`` as text, or that the rule is the project's."""
-        ids = tuple(dict.fromkeys((*fallback, *self.clauses.get(kind, ()))))
+        ids = tuple(dict.fromkeys(self.clauses.get(kind, ())))
         return ", ".join(ids) if ids else f"a project rule; policy {self.name!r} has no clause"
 
     @classmethod
-    def from_policy(cls, policy: Any) -> PolicyFacts:
-        """Read the facts from a :class:`segments.Policy` (or anything shaped like one).
-
-        ``policy.recipients`` maps a name to an object (or mapping) with ``kind`` and
-        ``country`` (or ``destination``); ``policy.allowed_destinations``,
-        ``policy.purposes`` (a mapping or a collection of names) and
-        ``policy.destination_clause_ids`` complete the facts.
-        """
+    def from_policy(cls, policy: Policy | PolicyFacts) -> PolicyFacts:
+        """The guards' facts of a loaded :class:`segments.Policy`."""
         if isinstance(policy, PolicyFacts):
             return policy
-        recipients = {
-            name: Recipient(
-                name=name,
-                kind=str(_attr(spec, "kind")),
-                destination=_attr(spec, "country", None) or _attr(spec, "destination", None),
-            )
-            for name, spec in dict(getattr(policy, "recipients", {}) or {}).items()
-        }
         return cls(
-            name=str(policy.name),
-            controller=str(policy.controller),
-            recipients=recipients,
-            allowed_destinations=frozenset(
-                code.upper() for code in getattr(policy, "allowed_destinations", EU_EEA)
-            ),
-            purposes=frozenset(getattr(policy, "purposes", ()) or ()),
-            destination_clause_ids=tuple(getattr(policy, "destination_clause_ids", ()) or ()),
-            clauses=dict(getattr(policy, "clauses", {}) or {}),
+            name=policy.name,
+            controller=policy.controller,
+            recipients=dict(policy.recipients),
+            allowed_destinations=frozenset(policy.allowed_destinations),
+            purposes=frozenset(policy.purposes),
+            destination_clause_ids=policy.destination_clause_ids,
+            clauses=dict(policy.clauses),
         )
-
-
-def _attr(obj: Any, name: str, default: Any = ...) -> Any:
-    if isinstance(obj, Mapping):
-        return obj[name] if default is ... else obj.get(name, default)
-    return getattr(obj, name) if default is ... else getattr(obj, name, default)
 
 
 def check_destination(
@@ -181,7 +130,7 @@ def check_destination(
         )
 
 
-def check_recipient(recipient: str, facts: PolicyFacts) -> Recipient:
+def check_recipient(recipient: str, policy: Policy | PolicyFacts) -> Recipient:
     """Return the declared recipient; refuse undeclared and third-party marketing ones.
 
     Refusals cite the policy's ``recipient_refusal`` clauses (and the recipient's own).
@@ -191,6 +140,7 @@ def check_recipient(recipient: str, facts: PolicyFacts) -> Recipient:
     ReleaseRefusedError
         If the recipient is not declared in the policy or is a third-party marketer.
     """
+    facts = PolicyFacts.from_policy(policy)
     declared = facts.recipients.get(recipient)
     if declared is None:
         names = ", ".join(sorted(facts.recipients)) or "none"
@@ -210,35 +160,37 @@ def check_recipient(recipient: str, facts: PolicyFacts) -> Recipient:
 
 
 def check_guarantee(
-    guarantee: str, kind: str, recipient: Recipient, facts: PolicyFacts | None = None
+    guarantee: str, kind: str, recipient: Recipient, policy: Policy | PolicyFacts | None = None
 ) -> None:
     """Refuse an unknown guarantee, a guarantee that does not fit the release kind, and a
     "DP given a non-private segmentation" release to anyone but an internal recipient (the
     policy's ``anonymous_release`` clause).
     """
-    if guarantee not in GUARANTEES:
+    facts = PolicyFacts.from_policy(policy) if policy is not None else None
+    if guarantee not in tuple(Guarantee):
         raise ReleaseRefusedError(
-            f"release guarantee {guarantee!r} is unknown; state one of "
-            f"{', '.join(repr(g) for g in GUARANTEES)}"
+            f"release guarantee {str(guarantee)!r} is unknown; state one of "
+            f"{', '.join(repr(g.value) for g in Guarantee)}"
         )
-    expected_kind = "kanon" if guarantee == GUARANTEE_K_ANONYMOUS else "dp"
-    if kind != expected_kind:
+    stated = Guarantee(guarantee)
+    if kind != stated.kind:
         raise ReleaseRefusedError(
-            f"release kind {kind!r} does not fit guarantee {guarantee!r} (expected kind "
-            f"{expected_kind!r}); state the guarantee the release actually has"
+            f"release kind {kind!r} does not fit guarantee {stated.value!r} (expected kind "
+            f"{stated.kind!r}); state the guarantee the release actually has"
         )
-    if guarantee == GUARANTEE_GIVEN_SEGMENTATION and recipient.kind != "internal":
+    if not stated.end_to_end and recipient.kind != "internal":
         raise ReleaseRefusedError(
             f"recipient {recipient.name!r} is {recipient.kind}, but a release that is "
-            f"{guarantee!r} does not make anyone anonymous end to end "
+            f"{stated.value!r} does not make anyone anonymous end to end "
             f"({facts.cite('anonymous_release') if facts else 'anonymity'}) and goes to "
             "internal recipients only; key the release by category rules or a private model "
-            "(end-to-end ε-DP), or send it to an internal recipient"
+            f"({Guarantee.END_TO_END.value}), or send it to an internal recipient"
         )
 
 
-def check_purpose(purpose: str, facts: PolicyFacts) -> None:
+def check_purpose(purpose: str, policy: Policy | PolicyFacts) -> None:
     """Refuse a purpose the policy does not declare (its ``purpose_refusal`` clauses)."""
+    facts = PolicyFacts.from_policy(policy)
     if purpose not in facts.purposes:
         declared = ", ".join(sorted(facts.purposes)) or "none"
         raise ReleaseRefusedError(
@@ -255,7 +207,7 @@ def check_release(
     destination: str,
     guarantee: str,
     kind: str,
-    facts: PolicyFacts,
+    policy: Policy | PolicyFacts,
 ) -> Recipient:
     """Run every guard on one release; return the declared recipient.
 
@@ -271,16 +223,17 @@ def check_release(
     ...     recipients={"purchasing": Recipient("purchasing", "internal", "SE")},
     ...     allowed_destinations=frozenset({"SE"}), purposes=frozenset({"analytics"}))
     >>> check_release(purpose="analytics", recipient="purchasing", destination="SE",
-    ...               guarantee="end-to-end ε-DP", kind="dp", facts=facts).kind
+    ...               guarantee="end-to-end ε-DP", kind="dp", policy=facts).kind
     'internal'
     """
+    facts = PolicyFacts.from_policy(policy)
     check_purpose(purpose, facts)
     declared = check_recipient(recipient, facts)
     clause_ids = facts.destination_clause_ids
     check_destination(destination, facts.allowed_destinations, clause_ids=clause_ids)
-    if declared.destination:
+    if declared.country:
         check_destination(
-            declared.destination,
+            declared.country,
             facts.allowed_destinations,
             who=declared.name,
             clause_ids=clause_ids,

@@ -158,7 +158,7 @@ def refuse_early(policy: Policy, purpose: str, recipient: str, destination: str)
     facts = PolicyFacts.from_policy(policy)
     check_purpose(purpose, facts)
     declared = check_recipient(recipient, facts)
-    for where, who in ((destination, ""), (declared.destination, declared.name)):
+    for where, who in ((destination, ""), (declared.country, declared.name)):
         if where:
             check_destination(
                 where, facts.allowed_destinations, who=who, clause_ids=facts.destination_clause_ids
@@ -473,7 +473,7 @@ def release_outlook(
     spent nothing.
     """
     from segments.privacy.composition import DPFamily
-    from segments.privacy.guards import PolicyFacts, check_release
+    from segments.privacy.guards import check_release
     from segments.privacy.ledger import Ledger
 
     refusal = None
@@ -484,7 +484,7 @@ def release_outlook(
             destination=destination,
             guarantee=plan.guarantee,
             kind="dp",
-            facts=PolicyFacts.from_policy(policy),
+            policy=policy,
         )
     except ReleaseRefusedError as refused:
         refusal = str(refused)

@@ -441,7 +441,7 @@ def fit_private_segments(
     from segments.features import customer_features
     from segments.ingest import public_domains
     from segments.policy import Policy
-    from segments.privacy.guards import GUARANTEE_END_TO_END
+    from segments.privacy.guards import Guarantee
     from segments.privacy.ledger import ReleaseRequest
     from segments.segmentation.job import _eligible
 
@@ -504,7 +504,7 @@ def fit_private_segments(
         destination=destination,
         clause_ids=policy.release_clause_ids(purpose),
         spec=spec,
-        guarantee=GUARANTEE_END_TO_END,
+        guarantee=Guarantee.END_TO_END,
         mechanism="laplace" if family == DPFamily.PURE else "gaussian",
         bounds={
             "privacy_unit": "one person (one row); neighbours add or remove a person",

@@ -105,7 +105,7 @@ from segments.privacy.composition import (
     period_start,
     rho_to_epsilon,
 )
-from segments.privacy.guards import GUARANTEE_K_ANONYMOUS, PolicyFacts, check_release
+from segments.privacy.guards import Guarantee, PolicyFacts, check_release
 from segments.workspace import Workspace, private_folder
 
 __all__ = [
@@ -375,8 +375,7 @@ class ReleaseRequest:
     purpose, recipient, destination : str
         Declared purpose, declared recipient and ISO country code of the destination.
     guarantee : str
-        ``"end-to-end ε-DP"``, ``"DP given a non-private segmentation"`` or
-        ``"k-anonymous microdata"``.
+        A :class:`segments.policy.Guarantee` (or its text).
     as_of : date or str
         The release's reference date; budget periods are measured on it.
     budget_epsilon, budget_period_months, budget_window_months
@@ -438,7 +437,7 @@ class ReleaseRequest:
         for name in ("epsilon", "delta", "rho", "policy_delta", "budget_epsilon"):
             setattr_(self, name, _optional_float(getattr(self, name)))
         if not self.kind:
-            kind = "kanon" if self.guarantee == GUARANTEE_K_ANONYMOUS else "dp"
+            kind = "kanon" if self.guarantee == Guarantee.K_ANONYMOUS else "dp"
             setattr_(self, "kind", kind)
         # spec and bounds must be storable; keep them as plain JSON values.
         setattr_(self, "spec", _jsonable(dict(self.spec), "ReleaseRequest.spec"))
@@ -1145,7 +1144,7 @@ class Ledger:
             destination=request.destination,
             guarantee=request.guarantee,
             kind=request.kind,
-            facts=facts,
+            policy=facts,
         )
         _check_budget_matches_policy(request, policy_obj)
         spec_name = request.spec.get("name") if isinstance(request.spec, Mapping) else None

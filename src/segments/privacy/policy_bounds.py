@@ -199,7 +199,7 @@ def choose_policy_bounds(
         without prepare's signed record or whose bytes differ from it (nothing charged).
     """
     from segments.privacy.bounds import bound_candidates, private_bound
-    from segments.privacy.guards import GUARANTEE_END_TO_END
+    from segments.privacy.guards import Guarantee
     from segments.privacy.ledger import ReleaseRequest
 
     missing = [k for k in BOUNDED_QUANTITIES if not ceilings.get(k, 0) > 0]
@@ -268,7 +268,7 @@ def choose_policy_bounds(
                 "sha256": {"lines": read_sha256[PREPARED_LINES]},
             },
         },
-        guarantee=GUARANTEE_END_TO_END,
+        guarantee=Guarantee.END_TO_END,
         mechanism="OpenDP make_private_quantile (exponential mechanism), one per bound",
         bounds={"per person": "one value per person and quantity"},
         epsilon=epsilon,
@@ -303,7 +303,7 @@ def choose_policy_bounds(
             "bounds": chosen,
             "quantile": quantile,
             "epsilon": epsilon,
-            "guarantee": GUARANTEE_END_TO_END,
+            "guarantee": Guarantee.END_TO_END,
         },
     )
     ledger.publish(reservation, files={"bounds.json": sha256_file(path)})

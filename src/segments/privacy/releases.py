@@ -997,9 +997,9 @@ class ReleasePlan:
 
     @property
     def guarantee(self) -> str:
-        from segments.privacy.specs import GUARANTEE_END_TO_END
+        from segments.privacy.specs import Guarantee
 
-        return self.segments.guarantee if self.segments is not None else GUARANTEE_END_TO_END
+        return self.segments.guarantee if self.segments is not None else Guarantee.END_TO_END
 
     @property
     def loss(self) -> dict[str, float | None]:

@@ -28,14 +28,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from segments.exceptions import PolicyError
-from segments.policy import CELL_BOUND_TABLES
+from segments.policy import CELL_BOUND_TABLES, Guarantee
 from segments.privacy.composition import DP_FAMILIES, DPFamily
-from segments.privacy.guards import GUARANTEE_END_TO_END, GUARANTEE_GIVEN_SEGMENTATION
 from segments.schema import PRODUCT_CATEGORIES
 
 __all__ = [
-    "GUARANTEE_END_TO_END",
-    "GUARANTEE_GIVEN_SEGMENTATION",
+    "Guarantee",
     "QUERIES",
     "SPECS",
     "SURVEY_ACCOUNTS_PER_PERSON",
@@ -657,8 +655,8 @@ class SegmentSource:
     def guarantee(self) -> str:
         """The guarantee a release keyed by these segments may claim."""
         if self.provenance == "fitted_model":
-            return GUARANTEE_GIVEN_SEGMENTATION
-        return GUARANTEE_END_TO_END
+            return Guarantee.GIVEN_SEGMENTATION
+        return Guarantee.END_TO_END
 
     def to_dict(self) -> dict[str, Any]:
         return {

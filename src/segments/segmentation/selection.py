@@ -32,6 +32,7 @@ from segments.features import (
     RFM_FEATURES,
     make_feature_transformer,
 )
+from segments.policy import Guarantee
 from segments.progress import progress
 
 MODELS = ("kmeans", "gmm")
@@ -49,8 +50,6 @@ DEFAULT_MODEL_NUMERIC = (
 )
 DEFAULT_MODEL_CATEGORICAL = ("customer_type", "size_band")
 PROVENANCE = "fitted_model"
-#: What a DP release keyed by these labels may claim (docs/architecture.md).
-RELEASE_GUARANTEE = "DP given a non-private segmentation"
 #: Restarts of each candidate model: with few restarts a poor local optimum at one k can decide
 #: the selection. Split-half refits use two starts (see ``_fit_half``).
 _N_INIT = 10
@@ -518,7 +517,8 @@ class SegmentModel:
         return {
             "fitted_on_private_data": True,
             "provenance": PROVENANCE,
-            "release_guarantee": RELEASE_GUARANTEE,
+            # what a DP release keyed by these labels may claim
+            "release_guarantee": Guarantee.GIVEN_SEGMENTATION,
             "model": self.model,
             "k": self.k,
             "features": self.spec.to_dict(),
