@@ -351,11 +351,13 @@ def test_each_guarantee_label_is_spelled_once() -> None:
 
 
 def test_the_policys_recipients_and_destinations_have_one_owner() -> None:
-    """The guards read the policy's own recipient type and EU/EEA list (no copies), and
-    the policy does not re-implement the guards."""
+    """The guards read the policy's own recipient type and EU/EEA list (no copies), the
+    policy does not re-implement the guards, and a release's parameters are the policy's
+    own dataclass (one set of fields, defaults and checks)."""
     from segments import policy
-    from segments.privacy import guards
+    from segments.privacy import guards, specs
 
     assert guards.Recipient is policy.Recipient and guards.EU_EEA is policy.EU_EEA
     assert guards.RECIPIENT_KINDS is policy.RECIPIENT_KINDS
     assert not hasattr(policy.Policy, "check_release")
+    assert specs.PrivacyParams is policy.PrivacyParameters

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 from prepared_frames import synthetic_proof, write_policy_report
+from privacy_params import privacy_params
 
 from segments.exceptions import PolicyError, ReleaseRefusedError, WorkspaceError
 from segments.policy import Policy
@@ -86,7 +87,7 @@ def _release(ws, month, as_of, params, ledger, policy):
 
 
 def test_releasable_months_are_closed_and_inside_retention():
-    params = PrivacyParams(retention_months=2)
+    params = privacy_params(retention_months=2)
     assert releasable_months(dt.date(2026, 3, 1), params) == [
         dt.date(2026, 1, 1),
         dt.date(2026, 2, 1),
@@ -94,7 +95,7 @@ def test_releasable_months_are_closed_and_inside_retention():
     # A month closes at its end: March is not releasable on 31 March.
     assert dt.date(2026, 3, 1) not in releasable_months(dt.date(2026, 3, 31), params)
     # Only months fully covered by the data.
-    months = releasable_months(dt.date(2026, 3, 1), PrivacyParams(), dt.date(2026, 1, 5))
+    months = releasable_months(dt.date(2026, 3, 1), privacy_params(), dt.date(2026, 1, 5))
     assert months == [dt.date(2026, 2, 1)]
     assert next_month(dt.date(2025, 12, 1)) == dt.date(2026, 1, 1)
 

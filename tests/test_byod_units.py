@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from privacy_params import privacy_params
 
 from segments.anonymity.hierarchies import country_hierarchy, date_hierarchy, number_hierarchy
 from segments.exceptions import PolicyError
 from segments.forecast import choose_model, forecast_archive, forecast_series
 from segments.privacy.releases import public_keys
-from segments.privacy.specs import PrivacyParams
 
 
 def _archive(n_months: int) -> pd.DataFrame:
@@ -62,7 +62,7 @@ def test_ses_is_non_seasonal_and_its_intervals_carry_the_noise() -> None:
 
 
 def test_release_keys_follow_the_declared_taxonomy_not_the_data() -> None:
-    params = PrivacyParams(categories=("cd", "vinyl"), geography_column=None)
+    params = privacy_params(categories=("cd", "vinyl"), geography_column=None)
     keys = public_keys(("category",), None, params=params)
     assert keys["category"].to_list() == ["cd", "vinyl"]
     with pytest.raises(PolicyError, match="declares no geography"):
@@ -70,9 +70,9 @@ def test_release_keys_follow_the_declared_taxonomy_not_the_data() -> None:
 
 
 def test_per_category_bounds_checked_against_the_declared_taxonomy() -> None:
-    PrivacyParams(categories=("cd",), cell_units_by_category=(("cd", 10),))
+    privacy_params(categories=("cd",), cell_units_by_category=(("cd", 10),))
     with pytest.raises(PolicyError, match="'paper' is not a product category"):
-        PrivacyParams(categories=("cd",), cell_units_by_category=(("paper", 10),))
+        privacy_params(categories=("cd",), cell_units_by_category=(("paper", 10),))
 
 
 def test_built_in_hierarchies_for_dates_numbers_and_countries() -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 import pytest
 from prepared_frames import install_prepared, synthetic_proof, verified_plan
+from privacy_params import privacy_params
 
 from segments.policy import Policy
 from segments.privacy._frames import write_prepared_frames
@@ -35,9 +36,9 @@ def frames(tmp_path_factory):
 
 
 def _params(family: str) -> PrivacyParams:
-    return PrivacyParams(
+    return privacy_params(
         dp_family=family,
-        delta=1e-7,
+        delta=1e-7 if family == "zcdp" else 0.0,
         max_cells_per_person=3,
         spend_bound_sek=20_000,
         cell_spend_bound_sek=5_000,
@@ -155,7 +156,7 @@ def test_errors_match_the_declared_noise(family, frames):
 def test_the_calibration_check_detects_a_bounding_bug(frames):
     """Comparing with the unclipped truth (what a release without clipping would centre on)
     fails the check: the test has power against bounding bugs."""
-    params = PrivacyParams(**{**_params("pure").to_dict(), "spend_bound_sek": 2_000})
+    params = privacy_params(**{**_params("pure").to_dict(), "spend_bound_sek": 2_000})
     spec = ReleaseSpec("clip", ("spend_by_segment",), epsilon=3.0)
     with plan_release(
         spec,
@@ -207,7 +208,7 @@ def test_released_tables_through_the_evaluation_ledger_are_calibrated(frames, tm
         synthetic=synthetic_proof(workspace),
         policy=policy,
     )
-    params = PrivacyParams(
+    params = privacy_params(
         **{
             **params.to_dict(),
             "budget_epsilon": policy.privacy.budget_epsilon,
@@ -256,7 +257,7 @@ def test_utility_100k_customers_county_segment_counts(tmp_path):
     """Issue target: 100 000 customers, ε = 1, median relative error over cells with at
     least 100 customers ≤ 5 %."""
     paths = write_prepared_frames(tmp_path, 100_000, 250_000, seed=np.random.default_rng(5))
-    params = PrivacyParams()
+    params = privacy_params()
     spec = SPECS["customers_by_county_segment"].with_epsilon(1.0)
     with plan_release(
         spec,
@@ -303,7 +304,7 @@ def test_each_category_is_noised_at_its_own_bound(frames):
     weighted vector clipped to the norm bound), with the per-row scale it declares — the
     vector's scale divided by the category's weight — so furniture is less noisy than paper."""
     own = (("furniture", 4), ("paper", 20), ("writing", 10))
-    params = PrivacyParams(**{**_params("zcdp").to_dict(), "cell_units_by_category": own})
+    params = privacy_params(**{**_params("zcdp").to_dict(), "cell_units_by_category": own})
     spec = ReleaseSpec("own-bounds", ("monthly_category",), epsilon=3.0)
     with plan_release(
         spec, params, customers=frames["customers"], lines=frames["lines"], as_of=AS_OF

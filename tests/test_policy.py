@@ -15,6 +15,7 @@ from segments.policy import (
     FEATURE_NAMES,
     POLICY_NAMES,
     Policy,
+    PrivacyParameters,
     months_before,
 )
 from segments.privacy.guards import Guarantee, check_release
@@ -84,7 +85,10 @@ def test_every_shipped_policy_loads_and_cites_only_its_own_clauses(name: str) ->
 @pytest.mark.parametrize("name", POLICY_NAMES)
 def test_privacy_section_has_exactly_the_contract_fields(name: str) -> None:
     privacy = Policy.load(name).privacy
-    assert {f.name for f in dataclasses.fields(privacy)} == PRIVACY_FIELDS
+    # the file's keys, and the release's scope (filled from the purpose and the workspace)
+    scope = {"retention_months", "categories", "geography_column", "geography_values"}
+    assert scope == PrivacyParameters.SCOPE_FIELDS
+    assert {f.name for f in dataclasses.fields(privacy)} == PRIVACY_FIELDS | scope
     assert set(privacy.feature_bounds) == set(FEATURE_NAMES)
     assert privacy.feature_bounds["recency_days"] == (0.0, 730.0)
     assert privacy.feature_bounds["monetary_sek"] == (0.0, 250000.0)

@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 from prepared_frames import synthetic_proof
+from privacy_params import privacy_params
 
 from segments.exceptions import BudgetExceededError, PolicyError, ReleaseRefusedError
 from segments.policy import Policy
@@ -116,13 +117,14 @@ def test_get_spec_names_the_known_specs():
 
 def test_privacy_params_guards():
     with pytest.raises(PolicyError, match="dp_family"):
-        PrivacyParams(dp_family="approx")
-    with pytest.raises(PolicyError, match=r"in \(0, 1\) under zCDP"):
-        PrivacyParams(dp_family="zcdp", delta=0.0)
-    with pytest.raises(PolicyError, match="spend_bound_sek=0 must be a positive integer"):
-        PrivacyParams(spend_bound_sek=0)
+        privacy_params(dp_family="approx")
+    # one check for a policy file and a hand-built object: the parser's stricter range
+    with pytest.raises(PolicyError, match=r"delta 0.0 is not in \(0, 1e-3\)"):
+        privacy_params(dp_family="zcdp", delta=0.0)
+    with pytest.raises(PolicyError, match="'privacy.spend_bound_sek': 0 is not a positive integer"):
+        privacy_params(spend_bound_sek=0)
     with pytest.raises(PolicyError, match="survey_score_bounds"):
-        PrivacyParams(survey_score_bounds=(10, 0))
+        privacy_params(survey_score_bounds=(10, 0))
 
 
 def test_privacy_params_from_policy(policy):
@@ -177,7 +179,7 @@ def test_opendp_loss_equals_the_planned_loss_pure(params, frames):
 
 
 def test_opendp_loss_zcdp_and_histogram_sensitivity(params, frames):
-    zcdp = PrivacyParams(**{**params.to_dict(), "dp_family": "zcdp", "delta": 1e-7})
+    zcdp = privacy_params(**{**params.to_dict(), "dp_family": "zcdp", "delta": 1e-7})
     spec = SPECS["category_mix"]
     with _plan(spec, zcdp, frames) as plan:
         rho = epsilon_to_rho(spec.epsilon, 1e-7)
@@ -279,7 +281,7 @@ def test_released_difference_of_a_heavy_person_is_within_sensitivity(
     _, heavy = _heavy_person(frames, tmp_path)
     spec = SPECS[spec_name].with_epsilon(1e7)
     # public norm bounds: the same clip on both sides (a private bound is tested elsewhere)
-    params = PrivacyParams(
+    params = privacy_params(
         **{**params.to_dict(), "units_norm_bound": 300, "sek_norm_bound": 80_000}
     )
     with _plan(spec, params, frames) as without, _plan(spec, params, heavy) as with_:
@@ -661,7 +663,7 @@ def test_a_window_release_bound_ceiling_spans_the_windows_months(params, frames)
     zCDP). A monthly release keeps one month's ceiling."""
     from segments.privacy.releases import _norm_bounds
 
-    zcdp = PrivacyParams(**{**params.to_dict(), "dp_family": "zcdp", "delta": 1e-7})
+    zcdp = privacy_params(**{**params.to_dict(), "dp_family": "zcdp", "delta": 1e-7})
     for family in (params, zcdp):
         upper = {}
         for months, start in ((1, dt.date(2026, 2, 1)), (3, dt.date(2025, 12, 1))):

@@ -20,9 +20,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.months import add_months
@@ -261,7 +263,75 @@ class Recipient:
 
 @dataclass(frozen=True)
 class PrivacyParameters:
-    """Public privacy parameters read by the k-anonymity, DP and segmentation stages."""
+    """The public privacy parameters: a policy's ``[privacy]`` section, and the scope of a
+    release (its retention window and public domains). The one owner of these facts, their
+    defaults and their checks: the parser builds it from the file, a release reads it from
+    :meth:`from_policy` (narrowed to a workspace's domains by :meth:`with_domains`);
+    nothing else holds a copy (``segments.privacy.specs.PrivacyParams`` is this class).
+
+    Parameters
+    ----------
+    min_k, suppression_limit, min_l : int, float, int
+        Microdata release: k-anonymity, the share of rows that may be suppressed, l-diversity.
+    dp_family : DPFamily
+        Laplace noise and ε-DP (``pure``), or Gaussian noise and ρ-zCDP (``zcdp``).
+    delta : float
+        δ used to state a zCDP loss as (ε, δ); 0 for pure DP.
+    budget_epsilon : float
+        Budget per period, charged by the ledger.
+    budget_period_months, budget_window_months : int
+        Budget period and the rolling window over which a population's losses are totalled.
+    max_cells_per_person : int
+        Cells one person may touch in a histogram or series release.
+    spend_bound_sek : int
+        Clipping bound of one person's total spend in a release.
+    cell_spend_bound_sek, cell_units_bound : int
+        Clipping bounds of one person's spend and units in one cell: the largest per-cell
+        bound, and the bound of every category without its own.
+    survey_score_bounds : tuple of int
+        Bounds of a survey score.
+    feature_bounds : mapping of str to (float, float)
+        Public clipping bounds of the segmentation features.
+    private_segments_k, private_segments_iterations, private_segments_epsilon
+        DP k-means.
+    cell_spend_sek_by_category, cell_units_by_category : mapping of str to int
+        Smaller per-category cell bounds (a chair is not bought by the hundred); each must
+        divide the largest bound. Each category's cells are released on the largest bound's
+        scale (value x largest / own bound), so its noise, once scaled back, is proportional
+        to its own bound (:meth:`cell_weights`).
+    contribution_quantile, contribution_bound_factor : float
+        Per-cell releases bound each person's whole vector of cells (units or SEK, weighted
+        by :meth:`cell_weights`) to a norm (L1 for Laplace, L2 for Gaussian); where no public
+        norm bound is given, the bound is this quantile of the per-person norms, chosen by
+        OpenDP's private quantile (:mod:`segments.privacy.bounds`) and charged, times the
+        factor (public). A middle quantile is found reliably at a small ε (the exponential
+        mechanism's score gap is ``(1 - q) × people``); the factor carries it to the tail
+        (measured: 2 × the 90th percentile of a month's units is near the 98th).
+    contribution_bound_share : float
+        Share of such a query's loss spent on choosing its bounds privately.
+    units_norm_bound, sek_norm_bound : int
+        Public norm bounds of a person's weighted units / SEK vector in one release; 0 =
+        choose privately per release.
+    max_relative_error : float
+        A mean is published only where its noisy count's relative half-width is at most
+        this; the accuracy planner refuses a release whose typical cell is expected to be
+        worse (:mod:`segments.privacy.planner`).
+    max_fully_generalised_columns : int or None
+        A k-anonymous table may leave at most this many columns fully generalised (one
+        value in every row); None: no threshold, a warning only.
+    retention_months : int
+        Months of data inside retention: the policy's longest window, narrowed to the
+        release's purpose by :meth:`from_policy`; a month older than this is
+        not released.
+    categories : tuple of str
+        The public product taxonomy cells are keyed by: the built-in one for synthetic data,
+        a mapping's declared one for an ingested export (:meth:`with_domains`).
+    geography_column : str or None
+        The column geographic keys come from (``county_code``), or None when the data
+        declares no geography.
+    geography_values : tuple of str
+        The public list of its codes (empty: the 21 Swedish counties).
+    """
 
     min_k: int
     suppression_limit: float
@@ -272,29 +342,223 @@ class PrivacyParameters:
     budget_period_months: int
     budget_window_months: int
     max_cells_per_person: int
-    spend_bound_sek: float
-    cell_spend_bound_sek: float
+    spend_bound_sek: int
+    cell_spend_bound_sek: int
     cell_units_bound: int
-    survey_score_bounds: tuple[float, float]
+    survey_score_bounds: tuple[int, int]
     feature_bounds: Mapping[str, tuple[float, float]]
     private_segments_k: int
     private_segments_iterations: int
     private_segments_epsilon: float
-    # optional: smaller per-category cell bounds, each dividing the largest bound above
+    retention_months: int
+    # optional in a policy file
     cell_spend_sek_by_category: Mapping[str, int] = field(default_factory=dict)
     cell_units_by_category: Mapping[str, int] = field(default_factory=dict)
-    # optional: how per-cell releases bound a person's whole contribution (a norm bound chosen
-    # privately at this quantile, or public bounds; 0 = private), and the accuracy planner's
-    # refusal threshold on a release's expected relative error on its typical cell
     contribution_quantile: float = 0.9
     contribution_bound_factor: float = 2.0
     contribution_bound_share: float = 0.2
     units_norm_bound: int = 0
     sek_norm_bound: int = 0
     max_relative_error: float = 0.5
-    # optional: a k-anonymous table may leave at most this many columns fully generalised
-    # (one value in every row); None: no threshold, a warning only
     max_fully_generalised_columns: int | None = None
+    # the data's public domains (segments.ingest.public_domains), set by with_domains
+    categories: tuple[str, ...] = PRODUCT_CATEGORIES
+    geography_column: str | None = "county_code"
+    geography_values: tuple[str, ...] = ()
+
+    #: keys of the policy file's ``[privacy]`` table that may be left out (defaults above)
+    OPTIONAL_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "cell_spend_sek_by_category",
+            "cell_units_by_category",
+            "contribution_quantile",
+            "contribution_bound_factor",
+            "contribution_bound_share",
+            "units_norm_bound",
+            "sek_norm_bound",
+            "max_relative_error",
+            "max_fully_generalised_columns",
+        }
+    )
+    #: fields that are not keys of the policy file (the release's scope)
+    SCOPE_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"retention_months", "categories", "geography_column", "geography_values"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.dp_family not in tuple(DPFamily):
+            raise PolicyError(
+                f"key 'privacy.dp_family': unknown family {self.dp_family!r}; fix: use one of "
+                f"{', '.join(repr(f.value) for f in DPFamily)}"
+            )
+        object.__setattr__(self, "dp_family", DPFamily(self.dp_family))
+        for name in CELL_BOUND_TABLES:  # pairs or a mapping in; a read-only mapping kept
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+        object.__setattr__(self, "survey_score_bounds", tuple(self.survey_score_bounds))
+        if self.dp_family == DPFamily.PURE and self.delta != 0:
+            raise PolicyError(
+                f"key 'privacy.delta': pure DP has delta 0, got {self.delta}; fix: set "
+                'delta = 0.0 or dp_family = "zcdp"'
+            )
+        if self.dp_family == DPFamily.ZCDP and not 0 < self.delta < 1e-3:
+            raise PolicyError(
+                f"key 'privacy.delta': delta {self.delta} is not in (0, 1e-3) (it states ρ as "
+                "(ε, δ)); fix: use a small delta such as 1e-7"
+            )
+        if not 0 <= self.suppression_limit < 1:
+            raise PolicyError(
+                f"key 'privacy.suppression_limit': {self.suppression_limit} is not a fraction "
+                "below 1; fix: use e.g. 0.05"
+            )
+        for name in (
+            "min_k",
+            "min_l",
+            "max_cells_per_person",
+            "spend_bound_sek",
+            "cell_spend_bound_sek",
+            "cell_units_bound",
+            "retention_months",
+            "budget_period_months",
+            "budget_window_months",
+            "private_segments_k",
+            "private_segments_iterations",
+        ):
+            _require_positive_int(name, getattr(self, name))
+        for name in ("budget_epsilon", "private_segments_epsilon"):
+            if not getattr(self, name) > 0:
+                raise PolicyError(
+                    f"key 'privacy.{name}': value {getattr(self, name)} is not positive; fix: "
+                    "give a positive number"
+                )
+        for name in CELL_BOUND_TABLES:
+            self._check_category_bounds(name)
+        if not 0.5 <= self.contribution_quantile < 1.0:
+            raise PolicyError(
+                f"privacy.contribution_quantile={self.contribution_quantile!r} must lie in "
+                "[0.5, 1), e.g. 0.9; fix the policy's [privacy] section"
+            )
+        if not 1.0 <= self.contribution_bound_factor <= 100.0:
+            raise PolicyError(
+                f"privacy.contribution_bound_factor={self.contribution_bound_factor!r} must "
+                "lie in [1, 100], e.g. 2; fix the policy's [privacy] section"
+            )
+        if not 0.0 < self.contribution_bound_share < 1.0:
+            raise PolicyError(
+                f"privacy.contribution_bound_share={self.contribution_bound_share!r} must lie "
+                "in (0, 1), e.g. 0.1; fix the policy's [privacy] section"
+            )
+        if not self.max_relative_error > 0:
+            raise PolicyError(
+                f"privacy.max_relative_error={self.max_relative_error!r} must be positive, "
+                "e.g. 0.5; fix the policy's [privacy] section"
+            )
+        for name in ("units_norm_bound", "sek_norm_bound"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise PolicyError(
+                    f"privacy.{name}={value!r} must be a non-negative integer (0: chosen "
+                    "privately per release); fix the policy's [privacy] section"
+                )
+        low, high = self.survey_score_bounds
+        if not low < high:
+            raise PolicyError(
+                f"privacy.survey_score_bounds={self.survey_score_bounds!r} must be (lower, "
+                "upper) with lower < upper"
+            )
+
+    def _check_category_bounds(self, name: str) -> None:
+        top_name = CELL_BOUND_TABLES[name]
+        top = getattr(self, top_name)
+        for category, bound in getattr(self, name).items():
+            if category not in self.categories:
+                raise PolicyError(
+                    f"privacy.{name}: category {category!r} is not a product category; use "
+                    f"one of {list(self.categories)}"
+                )
+            if not isinstance(bound, int) or bound < 1 or top % bound:
+                raise PolicyError(
+                    f"key 'privacy.{name}.{category}': {bound!r} does not divide the largest "
+                    f"cell bound privacy.{top_name} = {top}; fix: use a positive divisor of "
+                    f"{top} (cells are released on its scale)"
+                )
+
+    @classmethod
+    def from_policy(cls, policy: Policy, purpose: str | None = None) -> PrivacyParameters:
+        """The parameters a release for ``purpose`` reads: the policy's ``[privacy]``
+        section with the purpose's retention window (without a purpose: the policy's
+        longest), keyed by the built-in taxonomy, or by the policy's own when its cell
+        bounds name only categories of another business (checked against the workspace's
+        declared ones by :meth:`with_domains`).
+
+        Raises
+        ------
+        PolicyError
+            For an undeclared purpose, or cell bounds naming a category outside the
+            taxonomy (a typo beside the built-in names).
+
+        Examples
+        --------
+        >>> policy = Policy.load("alloffice")
+        >>> PrivacyParameters.from_policy(policy, "microdata").retention_months
+        14
+        """
+        privacy = policy.privacy
+        window = policy.purpose(purpose).longest_window_months if purpose is not None else 0
+        named = {c for name in CELL_BOUND_TABLES for c in getattr(privacy, name)}
+        own = bool(named) and not named & set(PRODUCT_CATEGORIES)
+        return replace(
+            privacy,
+            retention_months=window or privacy.retention_months,
+            categories=tuple(sorted(named)) if own else PRODUCT_CATEGORIES,
+        )
+
+    def with_domains(self, domains: Any) -> PrivacyParameters:
+        """These parameters keyed by a workspace's public domains
+        (:func:`segments.ingest.public_domains`): its taxonomy and geography."""
+        return replace(
+            self,
+            categories=tuple(domains.categories),
+            geography_column=domains.geography_column,
+            geography_values=tuple(domains.geography_values),
+        )
+
+    def cell_bounds(self, aggregate: str) -> dict[str, int]:
+        """Per-cell clipping bound of ``aggregate`` (``"units"`` or ``"sek"``) per category.
+
+        Examples
+        --------
+        >>> p = replace(Policy.load("alloffice").privacy, cell_units_by_category={"paper": 10})
+        >>> p.cell_bounds("units")["paper"], p.cell_bounds("units")["furniture"]
+        (10, 200)
+        """
+        name = {"units": "cell_units_by_category", "sek": "cell_spend_sek_by_category"}[aggregate]
+        top = getattr(self, CELL_BOUND_TABLES[name])
+        own = dict(getattr(self, name))
+        return {c: own.get(c, top) for c in self.categories}
+
+    def cell_weights(self, aggregate: str) -> dict[str, int]:
+        """Largest bound / category bound: the factor a category's cells are released at.
+
+        Examples
+        --------
+        >>> Policy.load("alloffice").privacy.cell_weights("units")["furniture"]
+        10
+        """
+        bounds = self.cell_bounds(aggregate)
+        top = max(bounds.values())
+        return {c: top // b for c, b in bounds.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields by name (shallow: mappings stay read-only mappings)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _require_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PolicyError(
+            f"key 'privacy.{name}': {value!r} is not a positive integer (a public bound); "
+            "fix: give a positive integer in the policy's [privacy] section"
+        )
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -30,7 +31,6 @@ from segments.policy import (
     REQUIRED_EXCLUSIONS,
     RETENTION_DATA,
     ClausePromise,
-    DPFamily,
     ExclusionRule,
     Policy,
     PrivacyParameters,
@@ -39,7 +39,7 @@ from segments.policy import (
     Recipient,
     RetentionRule,
 )
-from segments.schema import PREPARED_CUSTOMERS, PREPARED_LINES
+from segments.schema import PREPARED_CUSTOMERS, PREPARED_LINES, PRODUCT_CATEGORIES
 from segments.workspace import SAFE_NAME
 
 __all__ = ["PolicyParser", "load_policy", "resolve_policy_path"]
@@ -50,15 +50,10 @@ _CLAUSE_ID = re.compile(r"[A-Z]{2}-\d+")
 _OPTIONAL_CLAUSE_KINDS = frozenset(CLAUSE_KINDS) - {"anonymous_release"}
 #: Kinds added after policies were written: a file may leave them out (no clause).
 _LATER_CLAUSE_KINDS = frozenset({"useful_release"})
-#: Optional [privacy] keys with defaults (see PrivacyParameters).
-_PRIVACY_OPTIONAL_DEFAULTS = {
-    "contribution_quantile": 0.9,
-    "contribution_bound_factor": 2.0,
-    "contribution_bound_share": 0.2,
-    "units_norm_bound": 0,
-    "sek_norm_bound": 0,
-    "max_relative_error": 0.5,
-}
+#: Optional [privacy] keys written as whole numbers (the others are fractions).
+_WHOLE_NUMBER_KEYS = frozenset(
+    {"units_norm_bound", "sek_norm_bound", "max_fully_generalised_columns"}
+)
 
 
 def resolve_policy_path(name_or_path: str | os.PathLike[str]) -> Path:
@@ -264,7 +259,7 @@ class PolicyParser:
                     "the purpose excludes survey opt-outs but no rule cites a clause for it",
                     "add [exclusions.survey_opt_out] with its clause_ids",
                 )
-        privacy = self.privacy(top["privacy"])
+        privacy = self.privacy(top["privacy"], purposes)
         policy = Policy(
             name=name,
             controller=self.typed(top["controller"], "controller", str, "the controller's name"),
@@ -520,113 +515,62 @@ class PolicyParser:
             self.clause_ids(e["clause_ids"], f"{key}.clause_ids"), note=e.get("note", ""), **flag
         )
 
-    def privacy(self, data: Any) -> PrivacyParameters:
-        optional = (
-            set(CELL_BOUND_TABLES)
-            | set(_PRIVACY_OPTIONAL_DEFAULTS)
-            | {"max_fully_generalised_columns"}
-        )
-        names = set(PrivacyParameters.__dataclass_fields__) - optional
-        p = self.table(data, "privacy", names, optional)
+    def privacy(self, data: Any, purposes: Mapping[str, Purpose]) -> PrivacyParameters:
+        """The ``[privacy]`` table's types and shapes; its values are checked by
+        :class:`PrivacyParameters` itself (one place), its refusals named with this file."""
+        names = {f.name for f in fields(PrivacyParameters)} - PrivacyParameters.SCOPE_FIELDS
+        optional = PrivacyParameters.OPTIONAL_KEYS
+        p = self.table(data, "privacy", names - optional, optional)
         k = "privacy."
         num = (int, float)
-        if p["dp_family"] not in tuple(DPFamily):
-            raise self.fail(
-                k + "dp_family", f"unknown family {p['dp_family']!r}", 'use "pure" or "zcdp"'
-            )
-        delta = self.nonneg(p["delta"], k + "delta", num)
-        if p["dp_family"] == DPFamily.PURE and delta != 0:
-            raise self.fail(
-                k + "delta",
-                f"pure DP has delta 0, got {delta}",
-                'set delta = 0.0 or dp_family = "zcdp"',
-            )
-        if p["dp_family"] == DPFamily.ZCDP and not 0 < delta < 1e-3:
-            raise self.fail(
-                k + "delta", f"delta {delta} is not in (0, 1e-3)", "use a small delta such as 1e-7"
-            )
-        suppression = self.nonneg(p["suppression_limit"], k + "suppression_limit", num)
-        if suppression >= 1:
-            raise self.fail(
-                k + "suppression_limit", f"{suppression} is not a fraction below 1", "use e.g. 0.05"
-            )
-        return PrivacyParameters(
-            min_k=self.positive(p["min_k"], k + "min_k"),
-            suppression_limit=float(suppression),
-            min_l=self.positive(p["min_l"], k + "min_l"),
-            dp_family=DPFamily(p["dp_family"]),
-            delta=float(delta),
-            budget_epsilon=float(self.positive(p["budget_epsilon"], k + "budget_epsilon", num)),
-            budget_period_months=self.positive(
-                p["budget_period_months"], k + "budget_period_months"
+        self.typed(p["dp_family"], k + "dp_family", str, '"pure" or "zcdp"')
+        values: dict[str, Any] = {
+            "dp_family": p["dp_family"],
+            "delta": float(self.nonneg(p["delta"], k + "delta", num)),
+            "suppression_limit": float(
+                self.nonneg(p["suppression_limit"], k + "suppression_limit", num)
             ),
-            budget_window_months=self.positive(
-                p["budget_window_months"], k + "budget_window_months"
-            ),
-            max_cells_per_person=self.positive(
-                p["max_cells_per_person"], k + "max_cells_per_person"
-            ),
-            spend_bound_sek=float(self.positive(p["spend_bound_sek"], k + "spend_bound_sek", num)),
-            cell_spend_bound_sek=float(
-                self.positive(p["cell_spend_bound_sek"], k + "cell_spend_bound_sek", num)
-            ),
-            cell_units_bound=self.positive(p["cell_units_bound"], k + "cell_units_bound"),
-            survey_score_bounds=self.bounds(p["survey_score_bounds"], k + "survey_score_bounds"),
-            feature_bounds=self.feature_bounds(p["feature_bounds"]),
-            private_segments_k=self.positive(p["private_segments_k"], k + "private_segments_k"),
-            private_segments_iterations=self.positive(
-                p["private_segments_iterations"], k + "private_segments_iterations"
-            ),
-            private_segments_epsilon=float(
+            "budget_epsilon": float(self.positive(p["budget_epsilon"], k + "budget_epsilon", num)),
+            "private_segments_epsilon": float(
                 self.positive(p["private_segments_epsilon"], k + "private_segments_epsilon", num)
             ),
-            cell_spend_sek_by_category=self.category_bounds(
-                p.get("cell_spend_sek_by_category", {}),
-                "cell_spend_sek_by_category",
-                p[CELL_BOUND_TABLES["cell_spend_sek_by_category"]],
+            "survey_score_bounds": tuple(
+                int(v) for v in self.bounds(p["survey_score_bounds"], k + "survey_score_bounds")
             ),
-            cell_units_by_category=self.category_bounds(
-                p.get("cell_units_by_category", {}),
-                "cell_units_by_category",
-                p[CELL_BOUND_TABLES["cell_units_by_category"]],
-            ),
-            **self.utility_settings(p),
-            max_fully_generalised_columns=(
-                int(
-                    self.nonneg(
-                        p["max_fully_generalised_columns"], k + "max_fully_generalised_columns"
-                    )
-                )
-                if "max_fully_generalised_columns" in p
-                else None
-            ),
+            "feature_bounds": self.feature_bounds(p["feature_bounds"]),
+        }
+        for name in ("min_k", "min_l", "budget_period_months", "budget_window_months"):
+            values[name] = self.positive(p[name], k + name)
+        for name in ("max_cells_per_person", "cell_units_bound", "private_segments_k"):
+            values[name] = self.positive(p[name], k + name)
+        values["private_segments_iterations"] = self.positive(
+            p["private_segments_iterations"], k + "private_segments_iterations"
         )
+        for name in ("spend_bound_sek", "cell_spend_bound_sek"):  # whole SEK, written as a number
+            value = self.positive(p[name], k + name, num)
+            values[name] = int(value) if float(value).is_integer() else value
+        for name in CELL_BOUND_TABLES:
+            values[name] = self.category_bounds(p.get(name, {}), name)
+        for name in optional - set(CELL_BOUND_TABLES):
+            if name in p:
+                kind = int if name in _WHOLE_NUMBER_KEYS else num
+                value = self.nonneg(p[name], k + name, kind)
+                values[name] = value if kind is int else float(value)
+        # every category the bounds may key: the built-in taxonomy and any the file names
+        named = {c for name in CELL_BOUND_TABLES for c in values[name]}
+        values["categories"] = (*PRODUCT_CATEGORIES, *sorted(named - set(PRODUCT_CATEGORIES)))
+        longest = max((q.longest_window_months for q in purposes.values()), default=0)
+        values["retention_months"] = longest or values["budget_window_months"]
+        try:
+            return PrivacyParameters(**values)
+        except PolicyError as refused:
+            raise PolicyError(f"policy file {self.path}, {refused}") from None
 
-    def utility_settings(self, p: Mapping[str, Any]) -> dict[str, Any]:
-        """Optional norm-bound and planner settings, checked (defaults where absent)."""
-        out: dict[str, Any] = {}
-        num = (int, float)
-        for key, default in _PRIVACY_OPTIONAL_DEFAULTS.items():
-            name = f"privacy.{key}"
-            if key not in p:
-                out[key] = default
-            elif isinstance(default, int):
-                out[key] = int(self.nonneg(p[key], name))
-            else:
-                value = float(self.nonneg(p[key], name, num))
-                top = (
-                    1 if key in ("contribution_quantile", "contribution_bound_share") else math.inf
-                )
-                if not 0 < value < top:
-                    raise self.fail(name, f"{value} is out of range", "use e.g. the default")
-                out[key] = value
-        return out
-
-    def category_bounds(self, data: Any, key: str, top: float) -> Mapping[str, int]:
-        """Per-category cell bounds: positive integers that divide the largest bound. A
-        category is one of the built-in taxonomy or of the taxonomy an ingest declares (a new
-        business's own); the declared one is checked when a release keys by it
-        (:class:`segments.privacy.specs.PrivacyParams`)."""
+    def category_bounds(self, data: Any, key: str) -> Mapping[str, int]:
+        """Per-category cell bounds: positive integers keyed by category codes. A category is
+        one of the built-in taxonomy or of the taxonomy an ingest declares (a new business's
+        own); :class:`PrivacyParameters` checks that each divides the largest bound, and
+        :meth:`PrivacyParameters.from_policy` the taxonomy a release keys by."""
         named = set(data) if isinstance(data, dict) else set()
         table = self.table(data, f"privacy.{key}", set(), named)
         out = {}
@@ -638,14 +582,7 @@ class PolicyParser:
                     "a category code is lower-case letters, digits and _",
                     "use the code the mapping's [products] categories declares",
                 )
-            bound = self.positive(value, name)
-            if bound > top or top % bound:
-                raise self.fail(
-                    name,
-                    f"{bound} does not divide the largest cell bound {top:g}",
-                    f"use a divisor of {top:g} (cells are released on its scale)",
-                )
-            out[category] = bound
+            out[category] = self.positive(value, name)
         return MappingProxyType(out)
 
     def bounds(self, value: Any, key: str) -> tuple[float, float]:

@@ -95,7 +95,9 @@ def releasable_months(
 
     Examples
     --------
-    >>> p = PrivacyParams(retention_months=3)
+    >>> from dataclasses import replace
+    >>> from segments.policy import Policy
+    >>> p = replace(Policy.load("alloffice").privacy, retention_months=3)
     >>> [m.isoformat() for m in releasable_months(dt.date(2026, 3, 15), p)]
     ['2025-12-01', '2026-01-01', '2026-02-01']
     """

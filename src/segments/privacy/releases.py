@@ -51,6 +51,7 @@ from segments.engine import Engine, get_engine, line_files
 from segments.engine.inmemory import lazy_cells, lazy_orders
 from segments.exceptions import PolicyError, WorkspaceError
 from segments.months import months_between, next_month
+from segments.policy import Guarantee
 from segments.privacy.composition import (
     DPFamily,
     epsilon_to_rho,
@@ -512,8 +513,9 @@ def _survey_frame(surveys: pl.LazyFrame, window: tuple[dt.date, dt.date], folder
 def public_keys(
     by: tuple[str, ...],
     segments: SegmentSource | None,
+    *,
+    params: PrivacyParams,
     survey: bool = False,
-    params: PrivacyParams | None = None,
     declared: tuple[tuple[str, tuple[str, ...]], ...] = (),
 ) -> pl.DataFrame:
     """The public key set of a grouping: the cross product of each column's public list
@@ -528,7 +530,6 @@ def public_keys(
     """
     from segments.geography import counties
 
-    params = params or PrivacyParams()
     if "county_code" in by and params.geography_column != "county_code":
         raise PolicyError(
             f"a release grouped by county_code needs data with a declared county geography; "
@@ -996,9 +997,7 @@ class ReleasePlan:
         return int(self.source.get("survey_responses_per_person", 1))
 
     @property
-    def guarantee(self) -> str:
-        from segments.privacy.specs import Guarantee
-
+    def guarantee(self) -> Guarantee:
         return self.segments.guarantee if self.segments is not None else Guarantee.END_TO_END
 
     @property

@@ -1,10 +1,11 @@
 """Declarative, frozen specifications of differentially private releases.
 
 A :class:`ReleaseSpec` says *what* is released (which queries, at which privacy loss and
-confidence level); :class:`PrivacyParams` holds the public facts from the policy (mechanism
-family, clipping bounds, contribution limits); a :class:`SegmentSource` says where segment
-labels come from and what that allows a release to claim (see ``docs/architecture.md``,
-"Segment labels and their provenance"). Execution lives in :mod:`segments.privacy.releases`.
+confidence level); :class:`~segments.policy.PrivacyParameters` (``PrivacyParams``) holds the
+public facts from the policy (mechanism family, clipping bounds, contribution limits); a
+:class:`SegmentSource` says where segment labels come from and what that allows a release
+to claim (see ``docs/architecture.md``, "Segment labels and their provenance"). Execution
+lives in :mod:`segments.privacy.releases`.
 
 Every query states how it bounds one person's influence (:data:`QUERIES`):
 
@@ -23,13 +24,12 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from segments.exceptions import PolicyError
-from segments.policy import CELL_BOUND_TABLES, Guarantee
-from segments.privacy.composition import DP_FAMILIES, DPFamily
+from segments.policy import Guarantee, PrivacyParameters
 from segments.schema import PRODUCT_CATEGORIES
 
 __all__ = [
@@ -54,257 +54,9 @@ Provenance = Literal["category_rule", "private_model", "fitted_model"]
 _PROVENANCES = ("category_rule", "private_model", "fitted_model")
 
 
-@dataclass(frozen=True)
-class PrivacyParams:
-    """The public privacy parameters a release reads (the policy's ``privacy`` section).
-
-    Parameters
-    ----------
-    dp_family : {'pure', 'zcdp'}
-        Laplace noise and ε-DP, or Gaussian noise and ρ-zCDP.
-    delta : float
-        δ used to state a zCDP loss as (ε, δ); unused for pure DP.
-    budget_epsilon : float
-        Budget per period, charged by the ledger.
-    budget_period_months, budget_window_months : int
-        Budget period and the rolling window over which a population's losses are totalled.
-    max_cells_per_person : int
-        Cells one person may touch in a histogram or series release.
-    spend_bound_sek : int
-        Clipping bound of one person's total spend in a release.
-    cell_spend_bound_sek, cell_units_bound : int
-        Clipping bounds of one person's spend and units in one cell: the largest per-cell
-        bound, and the bound of every category without its own.
-    cell_spend_sek_by_category, cell_units_by_category : tuple of (str, int)
-        Smaller per-category cell bounds (a chair is not bought by the hundred); each must
-        divide the largest bound. Each category's cells are released on the largest bound's
-        scale (value x largest / own bound), so its noise, once scaled back, is proportional
-        to its own bound (:meth:`cell_weights`).
-    survey_score_bounds : tuple of int
-        Bounds of a survey score (AC-2).
-    retention_months : int
-        Months of data inside retention (AO-4: 14); a month older than this is not released.
-    contribution_quantile : float
-        Per-cell releases bound each person's whole vector of cells (units or SEK, weighted
-        by :meth:`cell_weights`) to a norm (L1 for Laplace, L2 for Gaussian); where no public
-        norm bound is given, the bound is this quantile of the per-person norms, chosen by
-        OpenDP's private quantile (:mod:`segments.privacy.bounds`) and charged, times
-        ``contribution_bound_factor`` (public). A middle quantile is found reliably at a
-        small ε (the exponential mechanism's score gap is ``(1 - q) × people``); the factor
-        carries it to the tail (measured: 2 × the 90th percentile of a month's units is
-        near the 98th).
-    contribution_bound_factor : float
-        See ``contribution_quantile``.
-    contribution_bound_share : float
-        Share of such a query's loss spent on choosing its bounds privately.
-    units_norm_bound, sek_norm_bound : int
-        Public norm bounds of a person's weighted units / SEK vector in one release (a policy
-        fact); 0 = choose privately per release.
-    max_relative_error : float
-        A mean is published only where its noisy count's relative half-width is at most
-        this; the accuracy planner refuses a release whose typical cell is expected to be
-        worse (:mod:`segments.privacy.planner`).
-    categories : tuple of str
-        The public product taxonomy cells are keyed by: the built-in one for synthetic data,
-        the mapping's declared one for an ingested export (:meth:`with_domains`).
-    geography_column : str or None
-        The column geographic keys come from (``county_code``), or None when the data
-        declares no geography (an ingested export without one).
-    geography_values : tuple of str
-        The public list of its codes (empty: the 21 Swedish counties).
-
-    Examples
-    --------
-    >>> PrivacyParams().dp_family
-    'pure'
-    """
-
-    dp_family: str = DPFamily.PURE.value
-    delta: float = 1e-7
-    budget_epsilon: float = 10.0
-    budget_period_months: int = 12
-    budget_window_months: int = 14
-    max_cells_per_person: int = 4
-    spend_bound_sek: int = 50_000
-    cell_spend_bound_sek: int = 10_000
-    cell_units_bound: int = 100
-    cell_spend_sek_by_category: tuple[tuple[str, int], ...] = ()
-    cell_units_by_category: tuple[tuple[str, int], ...] = ()
-    survey_score_bounds: tuple[int, int] = (0, 10)
-    retention_months: int = 14
-    contribution_quantile: float = 0.9
-    contribution_bound_factor: float = 2.0
-    contribution_bound_share: float = 0.2
-    units_norm_bound: int = 0
-    sek_norm_bound: int = 0
-    max_relative_error: float = 0.5
-    categories: tuple[str, ...] = PRODUCT_CATEGORIES
-    geography_column: str | None = "county_code"
-    geography_values: tuple[str, ...] = ()
-
-    def with_domains(self, domains: Any) -> PrivacyParams:
-        """These parameters keyed by a workspace's public domains
-        (:func:`segments.ingest.public_domains`): its taxonomy and geography."""
-        return replace(
-            self,
-            categories=tuple(domains.categories),
-            geography_column=domains.geography_column,
-            geography_values=tuple(domains.geography_values),
-        )
-
-    def __post_init__(self) -> None:
-        if self.dp_family not in DP_FAMILIES:
-            raise PolicyError(
-                f"privacy.dp_family={self.dp_family!r} is not a known mechanism family; "
-                f"use one of {DP_FAMILIES}"
-            )
-        if not 0.0 <= self.delta < 1.0 or (self.dp_family == DPFamily.ZCDP and self.delta == 0.0):
-            raise PolicyError(
-                f"privacy.delta={self.delta!r} must lie in [0, 1), and in (0, 1) under zCDP "
-                "(it states ρ as (ε, δ)); fix the policy's [privacy] section"
-            )
-        for name in (
-            "max_cells_per_person",
-            "spend_bound_sek",
-            "cell_spend_bound_sek",
-            "cell_units_bound",
-            "retention_months",
-            "budget_period_months",
-            "budget_window_months",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise PolicyError(
-                    f"privacy.{name}={value!r} must be a positive integer (a public bound); "
-                    "fix the policy's [privacy] section"
-                )
-        for name in CELL_BOUND_TABLES:
-            self._check_category_bounds(name)
-        if not 0.5 <= self.contribution_quantile < 1.0:
-            raise PolicyError(
-                f"privacy.contribution_quantile={self.contribution_quantile!r} must lie in "
-                "[0.5, 1), e.g. 0.9; fix the policy's [privacy] section"
-            )
-        if not 1.0 <= self.contribution_bound_factor <= 100.0:
-            raise PolicyError(
-                f"privacy.contribution_bound_factor={self.contribution_bound_factor!r} must "
-                "lie in [1, 100], e.g. 2; fix the policy's [privacy] section"
-            )
-        if not 0.0 < self.contribution_bound_share < 1.0:
-            raise PolicyError(
-                f"privacy.contribution_bound_share={self.contribution_bound_share!r} must lie "
-                "in (0, 1), e.g. 0.1; fix the policy's [privacy] section"
-            )
-        if not self.max_relative_error > 0:
-            raise PolicyError(
-                f"privacy.max_relative_error={self.max_relative_error!r} must be positive, "
-                "e.g. 0.5; fix the policy's [privacy] section"
-            )
-        for name in ("units_norm_bound", "sek_norm_bound"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise PolicyError(
-                    f"privacy.{name}={value!r} must be a non-negative integer (0: chosen "
-                    "privately per release); fix the policy's [privacy] section"
-                )
-        low, high = self.survey_score_bounds
-        if not low < high:
-            raise PolicyError(
-                f"privacy.survey_score_bounds={self.survey_score_bounds!r} must be (lower, "
-                "upper) with lower < upper"
-            )
-
-    def _check_category_bounds(self, name: str) -> None:
-        top = getattr(self, CELL_BOUND_TABLES[name])
-        for category, bound in getattr(self, name):
-            if category not in self.categories:
-                raise PolicyError(
-                    f"privacy.{name}: category {category!r} is not a product category; use "
-                    f"one of {list(self.categories)}"
-                )
-            if not isinstance(bound, int) or bound < 1 or top % bound:
-                raise PolicyError(
-                    f"privacy.{name}.{category}={bound!r} must be a positive integer that "
-                    f"divides privacy.{CELL_BOUND_TABLES[name]}={top} (cells are released on "
-                    "that bound's scale); fix the policy's [privacy] section"
-                )
-
-    def cell_bounds(self, aggregate: str) -> dict[str, int]:
-        """Per-cell clipping bound of ``aggregate`` (``"units"`` or ``"sek"``) per category.
-
-        Examples
-        --------
-        >>> p = PrivacyParams(cell_units_by_category=(("furniture", 10),))
-        >>> p.cell_bounds("units")["furniture"], p.cell_bounds("units")["paper"]
-        (10, 100)
-        """
-        name = {"units": "cell_units_by_category", "sek": "cell_spend_sek_by_category"}[aggregate]
-        top = getattr(self, CELL_BOUND_TABLES[name])
-        own = dict(getattr(self, name))
-        return {c: own.get(c, top) for c in self.categories}
-
-    def cell_weights(self, aggregate: str) -> dict[str, int]:
-        """Largest bound / category bound: the factor a category's cells are released at.
-
-        Examples
-        --------
-        >>> PrivacyParams(cell_units_by_category=(("furniture", 10),)).cell_weights("units")[
-        ...     "furniture"]
-        10
-        """
-        bounds = self.cell_bounds(aggregate)
-        top = max(bounds.values())
-        return {c: top // b for c, b in bounds.items()}
-
-    @classmethod
-    def from_policy(cls, policy: Any, purpose: str | None = None) -> PrivacyParams:
-        """Read the parameters from a ``segments.Policy`` (its ``privacy`` section).
-
-        Parameters
-        ----------
-        policy : segments.Policy
-        purpose : str, optional
-            ``retention_months`` is the purpose's longest retention window (default 14).
-        """
-        privacy = getattr(policy, "privacy", policy)
-        values: dict[str, Any] = {}
-        purposes = getattr(policy, "purposes", {}) or {}
-        if purpose is not None and purpose in purposes:
-            window = getattr(purposes[purpose], "longest_window_months", None)
-            window = window() if callable(window) else window
-            if isinstance(window, int) and window > 0:
-                values["retention_months"] = window
-        for name in cls.__dataclass_fields__:
-            if hasattr(privacy, name):
-                values[name] = getattr(privacy, name)
-        if "survey_score_bounds" in values:
-            values["survey_score_bounds"] = tuple(int(v) for v in values["survey_score_bounds"])
-        for name in (
-            "max_cells_per_person",
-            "spend_bound_sek",
-            "cell_spend_bound_sek",
-            "cell_units_bound",
-            "units_norm_bound",
-            "sek_norm_bound",
-        ):
-            if name in values and float(values[name]).is_integer():
-                values[name] = int(values[name])
-        for name in CELL_BOUND_TABLES:
-            if name in values:
-                values[name] = tuple(
-                    (str(c), int(b) if float(b).is_integer() else b)
-                    for c, b in sorted(dict(values[name]).items())
-                )
-        named = {c for name in CELL_BOUND_TABLES for c, _ in values.get(name, ())}
-        if named and not named & set(PRODUCT_CATEGORIES):
-            # bounds of a new business's own taxonomy only: checked against the workspace's
-            # declared categories by with_domains before any release keys by them (a mix
-            # with built-in names is a typo, refused here)
-            values.setdefault("categories", tuple(sorted(named)))
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+#: The public parameters a release reads: the policy's own dataclass (one owner of the fields,
+#: their defaults and their checks), by the name the release code has always used.
+PrivacyParams = PrivacyParameters
 
 
 @dataclass(frozen=True)
@@ -510,8 +262,8 @@ class SegmentSource:
 
     Examples
     --------
-    >>> SegmentSource.category_rule().guarantee
-    'end-to-end ε-DP'
+    >>> print(SegmentSource.category_rule().guarantee)
+    end-to-end ε-DP
     """
 
     provenance: str
@@ -552,7 +304,6 @@ class SegmentSource:
         """The category rule: segment = the category with the largest spend (computed inside
         the release from the person's own purchases); the keys are the public taxonomy
         (default :data:`segments.schema.PRODUCT_CATEGORIES`)."""
-        from segments.schema import PRODUCT_CATEGORIES
 
         return cls("category_rule", tuple(categories or PRODUCT_CATEGORIES))
 
@@ -652,7 +403,7 @@ class SegmentSource:
         return cls.from_labels(labels, "fitted_model", [str(k) for k in keys])
 
     @property
-    def guarantee(self) -> str:
+    def guarantee(self) -> Guarantee:
         """The guarantee a release keyed by these segments may claim."""
         if self.provenance == "fitted_model":
             return Guarantee.GIVEN_SEGMENTATION
