@@ -21,9 +21,13 @@ import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segments.workspace import Workspace, private_folder, sha256_file
+
+if TYPE_CHECKING:
+    from segments.policy import Policy
+
 
 __all__ = [
     "PROVENANCE_FILE",
@@ -361,8 +365,8 @@ class VerifiedFrames(dict[str, Path]):
         return self.origins[str(self[name])][1]
 
 
-def _rule(policy: Any) -> str:
-    ids = tuple(policy.clauses_for("anonymous_release")) if hasattr(policy, "clauses_for") else ()
+def _rule(policy: Policy | None) -> str:
+    ids = policy.clauses_for("anonymous_release") if policy is not None else ()
     return f" (rule: the anonymity claim of every release, clause {', '.join(ids)})" if ids else ""
 
 
@@ -377,7 +381,10 @@ def _not_prepares(folder: Path, name: str, purpose: str, rule: str, why: str) ->
 
 @contextmanager
 def verified_frames(
-    workspace: Workspace | str | Path, purpose: str, names: Iterable[str], policy: Any = None
+    workspace: Workspace | str | Path,
+    purpose: str,
+    names: Iterable[str],
+    policy: Policy | None = None,
 ) -> Iterator[VerifiedFrames]:
     """The prepared frames ``names`` of ``purpose`` as private copies whose bytes have the
     SHA-256 prepare's signed record states (file name → copy's path, valid inside the block).
@@ -442,7 +449,10 @@ def verified_frames(
 
 
 def read_verified(
-    workspace: Workspace | str | Path, purpose: str, names: Iterable[str], policy: Any = None
+    workspace: Workspace | str | Path,
+    purpose: str,
+    names: Iterable[str],
+    policy: Policy | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Read whole prepared frames (polars) from bytes hashed against prepare's signed record.
 

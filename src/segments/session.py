@@ -46,7 +46,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -56,6 +56,10 @@ from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.keys import column_of, key_values, month_keys, with_labels
 from segments.policy import Policy
 from segments.workspace import Workspace
+
+if TYPE_CHECKING:
+    from segments.privacy.ledger import Ledger
+
 
 __all__ = [
     "Aggregate",
@@ -228,12 +232,12 @@ class Session:
     def __init__(
         self,
         workspace: Workspace | str | Path,
-        policy: Any,
+        policy: Policy,
         purpose: str,
         recipient: str,
         destination: str = "SE",
         *,
-        ledger: Any = None,
+        ledger: Ledger | None = None,
         demo_ledger: bool = False,
         evaluation_ledger: bool = False,
         as_of: dt.date | str | None = None,
@@ -331,7 +335,7 @@ class Session:
             )
         return self._ledger
 
-    def use_ledger(self, ledger: Any) -> None:
+    def use_ledger(self, ledger: Ledger) -> None:
         """Charge this already opened (and reconciled) ledger."""
         self._ledger = ledger
 
@@ -1025,7 +1029,7 @@ class SessionRelease(Mapping[str, pd.DataFrame]):
 # --- the ledger a session charges -------------------------------------------------------------
 def open_release_ledger(
     workspace: Workspace,
-    policy: Any,
+    policy: Policy,
     *,
     path: str | Path | None = None,
     demo: bool = False,

@@ -12,13 +12,16 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
 from segments.policy import Policy
 from segments.prepare.pseudonym import PseudonymKey, pseudonymise_series
 from segments.workspace import CARD, CERTIFICATE, LABELS, PREPARED_CUSTOMERS, Workspace
+
+if TYPE_CHECKING:
+    from segments.privacy.ledger import Ledger
 
 __all__ = [
     "NEEDS_KEY",
@@ -70,7 +73,7 @@ class AuditContext:
     workspace: Workspace
     policy: Policy
     as_of: dt.date
-    ledger: Any = None
+    ledger: Ledger | None = None
     key: PseudonymKey | None = None
     notebooks: tuple[Path, ...] = ()
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)

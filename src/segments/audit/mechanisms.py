@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -34,6 +34,10 @@ from segments.audit.dp_audit import DpAuditResult, audit_mechanism, family_confi
 from segments.privacy.composition import DPFamily
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
 from segments.workspace import PREPARED_CUSTOMERS, PREPARED_LINES, Workspace
+
+if TYPE_CHECKING:
+    from segments.policy import Policy
+
 
 __all__ = [
     "AuditedCase",
@@ -203,7 +207,7 @@ _RELEASE_QUERIES = (
 
 
 def _release_cases(
-    policy: Any, data: dict[str, dict[str, Path]], folder: Path
+    policy: Policy, data: dict[str, dict[str, Path]], folder: Path
 ) -> Iterator[MechanismCase]:
     from segments.privacy.releases import plan_release
     from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource
@@ -255,7 +259,7 @@ def _keys_from(path: Path, by: tuple[str, ...]) -> dict[str, set[Any]]:
     return {column: set(heavy[column].to_list()) for column in by if column in heavy.columns}
 
 
-def _survey_case(policy: Any, surveys: dict[str, Path]) -> MechanismCase:
+def _survey_case(policy: Policy, surveys: dict[str, Path]) -> MechanismCase:
     from segments.privacy.releases import plan_release
     from segments.privacy.specs import SPECS, PrivacyParams
 
@@ -285,7 +289,7 @@ def _survey_case(policy: Any, surveys: dict[str, Path]) -> MechanismCase:
 
 # --- DP k-means ------------------------------------------------------------------------------
 def _kmeans_case(
-    policy: Any, data: dict[str, dict[str, Path]], seed: np.random.Generator
+    policy: Policy, data: dict[str, dict[str, Path]], seed: np.random.Generator
 ) -> MechanismCase:
     """One Lloyd iteration (noisy counts and clipped sums per cluster) of the private model."""
     from segments.privacy import kmeans_estimator as km
@@ -294,8 +298,8 @@ def _kmeans_case(
     privacy = policy.privacy
     family = str(privacy.dp_family)
     bounds = {
-        "frequency_orders": tuple(privacy.feature_bounds["frequency_orders"]),
-        "monetary_sek": tuple(privacy.feature_bounds["monetary_sek"]),
+        "frequency_orders": privacy.feature_bounds["frequency_orders"],
+        "monetary_sek": privacy.feature_bounds["monetary_sek"],
     }
     _, warped = private_features(
         _rfm(data["without"]),
@@ -393,7 +397,7 @@ def _scratch() -> Iterator[Path]:
 
 
 def release_mechanism_cases(
-    policy: Any, folder: Path, *, seed: np.random.Generator
+    policy: Policy, folder: Path, *, seed: np.random.Generator
 ) -> list[MechanismCase]:
     """Build every release mechanism on small neighbouring datasets written into ``folder``.
 
@@ -414,7 +418,7 @@ def release_mechanism_cases(
 
 
 def unbounded_contribution_case(
-    policy: Any, folder: Path, *, seed: np.random.Generator
+    policy: Policy, folder: Path, *, seed: np.random.Generator
 ) -> MechanismCase:
     """A deliberately broken mechanism: no per-person contribution bound.
 
@@ -464,7 +468,7 @@ def audit_cases(
 
 
 def audit_release_mechanisms(
-    policy: Any,
+    policy: Policy,
     *,
     trials: int = 400,
     confidence: float = 0.95,
@@ -528,7 +532,7 @@ def _write_raw(ws: Any, tables: dict[str, pl.DataFrame]) -> None:
         frame.write_parquet(path)
 
 
-def _prepare_copy(root: Path, tables: dict[str, pl.DataFrame], policy: Any, purpose: str) -> Any:
+def _prepare_copy(root: Path, tables: dict[str, pl.DataFrame], policy: Policy, purpose: str) -> Any:
     """Run the real prepare (exclusions, retention, sole-trader linkage, pseudonyms)."""
     from segments.prepare.frames import prepare
     from segments.workspace import Workspace
@@ -580,7 +584,7 @@ def _without_accounts(tables: dict[str, pl.DataFrame], accounts: tuple[int, ...]
 
 
 def raw_person_neighbours(
-    policy: Any, folder: Path, *, purpose: str = "statistics"
+    policy: Policy, folder: Path, *, purpose: str = "statistics"
 ) -> list[PersonNeighbours]:
     """Neighbouring datasets that differ by one PERSON in the raw data.
 
@@ -624,7 +628,7 @@ def _person_statistic(with_path: Path, person_id: str, query: Any, aggregate: st
 
 
 def person_release_cases(
-    policy: Any,
+    policy: Policy,
     neighbours: list[PersonNeighbours],
     folder: Path,
     specs: list[tuple[str, Any, Any]],
@@ -694,7 +698,7 @@ def person_release_cases(
 
 
 def survey_person_case(
-    policy: Any,
+    policy: Policy,
     folder: Path,
     *,
     epsilon: float,
@@ -753,7 +757,7 @@ def survey_person_case(
     )
 
 
-def audit_private_model_source(policy: Any, folder: Path, *, seed: np.random.Generator) -> Any:
+def audit_private_model_source(policy: Policy, folder: Path, *, seed: np.random.Generator) -> Any:
     """A private-segment source resting on fixed, public centroids (for the audit only).
 
     A release keyed by private segments is DP *given* the DP centroids (its own ε); the
@@ -769,7 +773,7 @@ def audit_private_model_source(policy: Any, folder: Path, *, seed: np.random.Gen
     from segments.privacy.specs import SegmentSource
     from segments.workspace import sha256_file
 
-    bounds = {f: tuple(policy.privacy.feature_bounds[f]) for f in PRIVATE_FEATURES}
+    bounds = {f: policy.privacy.feature_bounds[f] for f in PRIVATE_FEATURES}
     k = int(policy.privacy.private_segments_k)
     centroids = pl.DataFrame(
         {"segment": [str(j) for j in range(k)]}
@@ -861,7 +865,7 @@ def _session_window(spec: Any) -> tuple[dt.date, dt.date] | None:
 
 
 def workspace_release_cases(
-    policy: Any,
+    policy: Policy,
     cards: list[tuple[Path, dict[str, Any]]],
     folder: Path,
     *,
@@ -983,7 +987,7 @@ def _budget_periods(entries: list[Any], months: int) -> list[tuple[str, float, l
 
 
 def sequence_cases(
-    policy: Any, entries: list[Any], release_cases: list[AuditedCase]
+    policy: Policy, entries: list[Any], release_cases: list[AuditedCase]
 ) -> tuple[list[dict[str, Any]], list[AuditedCase]]:
     """The accepted sequence of each population's releases against the budget.
 

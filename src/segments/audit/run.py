@@ -20,7 +20,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segments.audit.checks import CHECKS, CORE_CHECKS, clause_checks
 from segments.audit.context import NEEDS_KEY, STEWARD, AuditContext, Finding, release_type
@@ -41,6 +41,9 @@ from segments.policy import Policy
 from segments.prepare.pseudonym import PseudonymKey, load_key
 from segments.progress import progress
 from segments.workspace import Workspace, atomic_write, write_json
+
+if TYPE_CHECKING:
+    from segments.privacy.ledger import Ledger
 
 __all__ = ["clause_rows", "clause_views", "dp_audit_chart", "dp_audit_figure", "run_audit"]
 
@@ -129,7 +132,9 @@ def _resolve_key(
         return None
 
 
-def _resolve_ledger(ws: Workspace, policy: Policy, ledger: Any, cards: Sequence[Any]) -> Any:
+def _resolve_ledger(
+    ws: Workspace, policy: Policy, ledger: Ledger | None, cards: Sequence[Any]
+) -> Any:
     """The ledger given, else the one the release cards name: of the workspace's throw-away
     ledger and the controller's (real and evaluation) ledgers, the one that holds the most of
     the cards' releases (the workspace's on a tie, or when there are no cards)."""
@@ -569,8 +574,6 @@ def _external(
     try:
         c, s = _attack_part(ctx, clause)
         checks, sections = checks + c, sections + s
-    except ImportError:
-        gaps.append("the attacks (segments.audit.attacks is not installed)")
     except Exception as exc:  # the attacks could not read a release: it cannot be verified
         checks.append(_crashed(clause, "attacks", exc))
     if not dp_trials:
@@ -579,8 +582,6 @@ def _external(
         try:
             c, s, ch = _mechanism_part(ctx, clause, dp_trials, mechanisms)
             checks, sections, charts = checks + c, sections + s, charts + ch
-        except ImportError:
-            gaps.append("the empirical DP audit (segments.audit.mechanisms is not installed)")
         except Exception as exc:
             checks.append(_crashed(clause, "dp_audit", exc))
     return checks, sections, charts, gaps
@@ -590,7 +591,7 @@ def run_audit(
     workspace: Workspace | str | os.PathLike[str],
     policy: Policy | str,
     *,
-    ledger: Any = None,
+    ledger: Ledger | None = None,
     key: PseudonymKey | bytes | str | None = None,
     as_of: dt.date | str | None = None,
     steward: bool = True,

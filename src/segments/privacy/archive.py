@@ -23,7 +23,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import polars as pl
@@ -41,6 +41,11 @@ from segments.workspace import (
     Workspace,
     atomic_write_with,
 )
+
+if TYPE_CHECKING:
+    from segments.policy import Policy
+    from segments.privacy.ledger import Ledger
+
 
 __all__ = [
     "ARCHIVE_SCHEMA",
@@ -135,8 +140,8 @@ def release_month(
     *,
     as_of: dt.date,
     params: PrivacyParams,
-    ledger: Any,
-    policy: Any,
+    ledger: Ledger,
+    policy: Policy,
     purpose: str,
     recipient: str,
     destination: str = "SE",
@@ -246,7 +251,7 @@ def release_month(
 
 
 def check_month_in_data(
-    workspace: Workspace, prepared: Path, month: dt.date, purpose: str, policy: Any
+    workspace: Workspace, prepared: Path, month: dt.date, purpose: str, policy: Policy
 ) -> None:
     """Refuse a month that ends after the prepared data's as-of (an incomplete month, or one
     the data does not cover): the release's own as-of is not the data's."""
@@ -285,7 +290,7 @@ def _archive_rows(result: ReleaseResult, month: dt.date) -> pl.DataFrame:
     ).cast(ARCHIVE_SCHEMA)  # type: ignore[arg-type]
 
 
-def archive_problems(releases: str | Path, ledger: Any) -> list[str]:
+def archive_problems(releases: str | Path, ledger: Ledger) -> list[str]:
     """What binds the archive to the ledger, broken: ``releases/archive/monthly_category.parquet``
     must hold exactly the rows of the monthly releases the ledger published into ``releases``,
     each rebuilt from its published table (whose SHA-256 the ledger recorded).
@@ -349,7 +354,7 @@ def archive_problems(releases: str | Path, ledger: Any) -> list[str]:
     return problems
 
 
-def _published_rows(folder: Path, ledger: Any) -> tuple[pl.DataFrame, list[str]]:
+def _published_rows(folder: Path, ledger: Ledger) -> tuple[pl.DataFrame, list[str]]:
     """The archive as the ledger's published monthly releases into ``folder`` make it: rows
     rebuilt from each published table whose SHA-256 matches the ledger's; and the release
     ids whose table or card is missing or changed (they cannot be rebuilt)."""
@@ -379,7 +384,7 @@ def _published_rows(folder: Path, ledger: Any) -> tuple[pl.DataFrame, list[str]]
     return rows.sort("month", "category"), unreadable
 
 
-def rebuild_archive(releases: str | Path, ledger: Any) -> list[str]:
+def rebuild_archive(releases: str | Path, ledger: Ledger) -> list[str]:
     """Restore to ``releases/archive/monthly_category.parquet`` every month the ledger
     published into ``releases`` but the archive lacks, rebuilt from its published table
     (whose SHA-256 the ledger recorded). The archive is derived: a process killed between
@@ -465,8 +470,8 @@ def backfill(
     *,
     until: dt.date,
     params: PrivacyParams,
-    ledger: Any,
-    policy: Any,
+    ledger: Ledger,
+    policy: Policy,
     purpose: str,
     recipient: str,
     destination: str = "SE",
@@ -588,7 +593,7 @@ def _history_start(workspace: Workspace) -> dt.date | None:
 
 
 def _prepared_as_of(
-    workspace: Workspace, replay: Workspace, policy: Any, purpose: str, closed: dt.date
+    workspace: Workspace, replay: Workspace, policy: Policy, purpose: str, closed: dt.date
 ) -> Path:
     """Prepare the rewound raw data as of the last day of the month that closed."""
     from segments.prepare.frames import prepare

@@ -73,6 +73,10 @@ class PolicyFacts:
     destination_clause_ids: tuple[str, ...] = ()
     clauses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
+    def clauses_for(self, kind: str) -> tuple[str, ...]:
+        """The policy's clause ids backing ``kind`` (none: the rule is the project's)."""
+        return tuple(self.clauses.get(kind, ()))
+
     def cite(self, kind: str) -> str:
         """The policy's clause ids for ``kind`` as text, or that the rule is the project's."""
         ids = tuple(dict.fromkeys(self.clauses.get(kind, ())))

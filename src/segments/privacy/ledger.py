@@ -90,9 +90,14 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from segments.exceptions import BudgetExceededError, ReleaseRefusedError, WorkspaceError
+from segments.exceptions import (
+    BudgetExceededError,
+    PolicyError,
+    ReleaseRefusedError,
+    WorkspaceError,
+)
 from segments.privacy.composition import (
     Composition,
     DPFamily,
@@ -136,6 +141,10 @@ THROWAWAY_LABEL = (
     "THROW-AWAY DEMO LEDGER — lives in the workspace and is lost with it; not the "
     "controller's ledger"
 )
+
+if TYPE_CHECKING:
+    from segments.policy import Policy
+
 _FORMAT = "segments-ledger"
 _SCHEMA_VERSION = "2"
 _BUSY_TIMEOUT_S = 60.0
@@ -500,7 +509,7 @@ class ReleaseRequest:
         return None
 
     @classmethod
-    def for_policy(cls, policy: Any, **fields: Any) -> ReleaseRequest:
+    def for_policy(cls, policy: Policy, **fields: Any) -> ReleaseRequest:
         """Build a request with the policy's name, budget and δ filled in.
 
         Parameters
@@ -748,7 +757,7 @@ class Ledger:
         self,
         path: Path,
         meta: Mapping[str, str],
-        policy: Any = None,
+        policy: Policy | PolicyFacts | None = None,
         synthetic: bool = False,
         proven_raw: str | None = None,
     ) -> None:
@@ -774,7 +783,7 @@ class Ledger:
         synthetic: Any = None,
         throwaway: bool = False,
         create: bool = True,
-        policy: Any = None,
+        policy: Policy | PolicyFacts | None = None,
         init: bool = False,
         releases: str | os.PathLike[str] | None = None,
         workspace: str | os.PathLike[str] | None = None,
@@ -943,7 +952,7 @@ class Ledger:
     @classmethod
     def for_policy(
         cls,
-        policy: Any,
+        policy: Policy | PolicyFacts,
         *,
         path: str | os.PathLike[str] | None = None,
         evaluation: bool = False,
@@ -979,13 +988,13 @@ class Ledger:
     @classmethod
     def for_workspace(
         cls,
-        workspace: Any,
+        workspace: Workspace,
         controller: str,
         *,
         evaluation: bool = False,
         synthetic: Any = None,
         create: bool = True,
-        policy: Any = None,
+        policy: Policy | PolicyFacts | None = None,
     ) -> Ledger:
         """Open the demo's throw-away ledger in ``W/ledger/`` (labelled as such everywhere).
 
@@ -1104,7 +1113,7 @@ class Ledger:
         self,
         request: ReleaseRequest,
         *,
-        policy: Any = None,
+        policy: Policy | PolicyFacts | None = None,
         output: str | os.PathLike[str] | None = None,
     ) -> Reservation:
         """Check the guards, the chain, the time and the budget, then record the charge —
@@ -1297,7 +1306,7 @@ class Ledger:
         self._close_entry(release_id, "abort", {"reason": str(reason)})
         return self.entry(release_id)
 
-    def change_policy(self, policy: Any) -> dict[str, Any]:
+    def change_policy(self, policy: Policy | PolicyFacts) -> dict[str, Any]:
         """Record a change of the policy's privacy parameters as a ledger event.
 
         A change that tightens (budget ε and δ not larger, period and window not shorter,
@@ -1917,7 +1926,7 @@ class Ledger:
                 )
             _registry_update(self.controller, {**self.anchor(), "path": here})
 
-    def _check_policy(self, policy: Any) -> None:
+    def _check_policy(self, policy: Policy | PolicyFacts) -> None:
         """Bind a new ledger to the policy's privacy parameters; refuse a policy that differs
         from the ones it is bound to."""
         params = _policy_parameters(policy, None)
@@ -1949,7 +1958,9 @@ class Ledger:
             seq = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
         self._write_anchors(seq, digest)
 
-    def _bind_policy(self, conn: sqlite3.Connection, request: ReleaseRequest, policy: Any) -> None:
+    def _bind_policy(
+        self, conn: sqlite3.Connection, request: ReleaseRequest, policy: Policy | PolicyFacts
+    ) -> None:
         params = _policy_parameters(policy, request)
         bound = _bound_policy(conn)
         if bound is None:
@@ -1984,7 +1995,9 @@ class Ledger:
                     },
                 )
 
-    def _check_policy_facts(self, name: str, bound: Mapping[str, Any], policy: Any) -> None:
+    def _check_policy_facts(
+        self, name: str, bound: Mapping[str, Any], policy: Policy | PolicyFacts
+    ) -> None:
         """Refuse a policy whose facts (recipients, destinations, purposes, min_k, bounds,
         clauses, ...) differ from those the ledger is bound to: a copied and edited policy
         file must not lift a rule. A change is adopted only as a recorded tightening."""
@@ -2192,7 +2205,9 @@ class Ledger:
             dated.append((day, loss))
         return dated
 
-    def _facts_for(self, request: ReleaseRequest, policy: Any) -> tuple[PolicyFacts, Any]:
+    def _facts_for(
+        self, request: ReleaseRequest, policy: Policy | PolicyFacts | None
+    ) -> tuple[PolicyFacts, Policy | PolicyFacts]:
         policy_obj = policy if policy is not None else self._policy
         if policy_obj is None:
             policy_obj = _load_policy(request.policy)
@@ -2442,7 +2457,11 @@ def _unique(folders: Iterable[Path]) -> list[Path]:
 
 
 def claim_population_data(
-    controller: str, data_ids: Mapping[str, str], policy: Any = None, *, record: bool = True
+    controller: str,
+    data_ids: Mapping[str, str],
+    policy: Policy | PolicyFacts | None = None,
+    *,
+    record: bool = True,
 ) -> None:
     """Bind the people behind ``data_ids`` to ``controller`` in the per-user registry, or
     refuse when another controller name already released on them.
@@ -2536,7 +2555,7 @@ def _label(evaluation: bool, throwaway: bool) -> str:
     return "; ".join(labels)
 
 
-def _policy_is_of(policy_name: Any, controller: str, policy: Any) -> bool:
+def _policy_is_of(policy_name: Any, controller: str, policy: Policy | PolicyFacts | None) -> bool:
     """True when the policy a card names belongs to ``controller``."""
     if not policy_name:
         return False
@@ -2601,7 +2620,9 @@ def _card_contradictions(
     return problems
 
 
-def _contradiction_message(path: Path, found: list[str], policy: Any = None) -> str:
+def _contradiction_message(
+    path: Path, found: list[str], policy: Policy | PolicyFacts | None = None
+) -> str:
     more = f" (and {len(found) - 1} more cards)" if len(found) > 1 else ""
     return (
         f"privacy ledger {path} is refused before anything was charged{_cite(policy)}: "
@@ -2610,12 +2631,12 @@ def _contradiction_message(path: Path, found: list[str], policy: Any = None) -> 
     )
 
 
-def _cite(policy: Any, kind: str = "anonymous_release") -> str:
+def _cite(policy: Policy | PolicyFacts | None, kind: str = "anonymous_release") -> str:
     """`` (rule: the anonymity claim, clause AO-1)``: the policy's own clause a refusal
     protects, or ``""`` when no policy (or no such clause) is known."""
     try:
-        ids = tuple(policy.clauses_for(kind)) if policy is not None else ()
-    except (AttributeError, KeyError):
+        ids = policy.clauses_for(kind) if policy is not None else ()
+    except (PolicyError, KeyError):  # a kind the policy has no clause for
         ids = ()
     if not ids:
         return ""
@@ -2718,7 +2739,9 @@ def _bound_policy(conn: sqlite3.Connection) -> dict[str, Any] | None:
     return {**data, "recorded_at": row[0]}
 
 
-def _policy_parameters(policy: Any, request: ReleaseRequest | None) -> dict[str, Any]:
+def _policy_parameters(
+    policy: Policy | PolicyFacts, request: ReleaseRequest | None
+) -> dict[str, Any]:
     """The bound parameters: from the policy's ``privacy`` table, else from the request."""
     privacy = getattr(policy, "privacy", None)
     if privacy is not None:
@@ -2792,7 +2815,7 @@ def _fact(value: Any) -> Any:
     return value
 
 
-def _policy_facts(policy: Any) -> dict[str, Any] | None:
+def _policy_facts(policy: Policy | PolicyFacts) -> dict[str, Any] | None:
     """Every fact of a parsed :class:`segments.Policy` (all but its file's path), canonical;
     None for anything else (a :class:`PolicyFacts` view binds only the parameters)."""
     if (
@@ -2807,7 +2830,7 @@ def _policy_facts(policy: Any) -> dict[str, Any] | None:
     return facts
 
 
-def _policy_binding(policy: Any) -> dict[str, Any]:
+def _policy_binding(policy: Policy | PolicyFacts) -> dict[str, Any]:
     """The policy event's record of the whole policy: its facts and their digest."""
     facts = _policy_facts(policy)
     if facts is None:
@@ -2861,7 +2884,7 @@ def _policy_loosenings(bound: Any, given: Any, where: str = "") -> list[str]:
     return []
 
 
-def _policy_hash(policy: Any) -> str:
+def _policy_hash(policy: Policy | PolicyFacts) -> str:
     """SHA-256 of the policy file (or of its name and privacy parameters without a file)."""
     path = getattr(policy, "path", None)
     if path is not None and Path(path).is_file():
@@ -2973,7 +2996,7 @@ def _request_from_body(body: str) -> ReleaseRequest:
     return ReleaseRequest(**json.loads(body)["data"]["request"])
 
 
-def _policy_delta(policy: Any) -> float | None:
+def _policy_delta(policy: Policy | PolicyFacts | None) -> float | None:
     """``policy.privacy.delta`` if positive (a pure-DP policy states 0)."""
     delta = getattr(getattr(policy, "privacy", None), "delta", None)
     return float(delta) if delta else None
@@ -2995,7 +3018,7 @@ def _describe_loss(loss: PrivacyLoss, delta: float | None) -> str:
     return f"ε = {loss.epsilon:.6g}"
 
 
-def _check_budget_matches_policy(request: ReleaseRequest, policy: Any) -> None:
+def _check_budget_matches_policy(request: ReleaseRequest, policy: Policy | PolicyFacts) -> None:
     """Refuse a request whose budget differs from its policy's (a caller cannot raise it)."""
     privacy = getattr(policy, "privacy", None)
     if privacy is None:
@@ -3010,18 +3033,13 @@ def _check_budget_matches_policy(request: ReleaseRequest, policy: Any) -> None:
             )
 
 
-def _load_policy(name: str) -> Any:
-    try:
-        from segments.policy import Policy  # type: ignore[attr-defined,import-not-found,unused-ignore]
-    except ImportError:
-        raise ReleaseRefusedError(
-            f"cannot check release guards: policy {name!r} could not be loaded "
-            "(segments.policy is unavailable); pass policy= to Ledger.reserve or Ledger.open"
-        ) from None
+def _load_policy(name: str) -> Policy:
+    from segments.policy import Policy
+
     return Policy.load(name)
 
 
-def _load_policy_quietly(name: str) -> Any:
+def _load_policy_quietly(name: str) -> Policy | None:
     try:
         return _load_policy(name)
     except Exception:  # a policy the ledger cannot load cites no clause

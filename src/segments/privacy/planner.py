@@ -32,10 +32,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.privacy.composition import DPFamily, expected_half_width
+
+if TYPE_CHECKING:
+    from segments.policy import Policy
+    from segments.privacy.ledger import Ledger
+    from segments.workspace import Workspace
+
 
 __all__ = [
     "MONTHLY_TARGET",
@@ -372,7 +378,7 @@ class _Need:
 
 
 def _needs(
-    policy: Any, scale: Scale, targets: Mapping[str, AccuracyTarget], family: str
+    policy: Policy, scale: Scale, targets: Mapping[str, AccuracyTarget], family: str
 ) -> list[_Need]:
     """Per release: bound / typical cell, over the share of the release's loss that cell's
     query gets (the specs' weights, the aggregates' split and the bound's share)."""
@@ -437,7 +443,7 @@ def _needs(
 
 
 def plan_by_accuracy(
-    policy: Any,
+    policy: Policy,
     scale: Scale,
     targets: tuple[AccuracyTarget, ...] | None = None,
     *,
@@ -572,9 +578,9 @@ def _epsilon_of_rho(rho: float, delta: float) -> float:
 
 
 def probe_scale(
-    workspace: Any,
-    policy: Any,
-    ledger: Any,
+    workspace: Workspace,
+    policy: Policy,
+    ledger: Ledger,
     *,
     as_of: Any,
     purpose: str,

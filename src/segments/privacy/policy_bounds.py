@@ -22,7 +22,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -30,6 +30,11 @@ import polars as pl
 from segments.exceptions import PolicyError
 from segments.privacy.composition import DPFamily
 from segments.workspace import PREPARED_LINES, Workspace, sha256_file, write_json
+
+if TYPE_CHECKING:
+    from segments.policy import Policy
+    from segments.privacy.ledger import Ledger
+
 
 __all__ = ["BOUNDED_QUANTITIES", "CATEGORY_TABLES", "PolicyBounds", "choose_policy_bounds"]
 
@@ -152,8 +157,8 @@ class PolicyBounds:
 
 def choose_policy_bounds(
     workspace: Workspace | str | Path,
-    policy: Any,
-    ledger: Any,
+    policy: Policy,
+    ledger: Ledger,
     *,
     purpose: str,
     recipient: str,

@@ -27,10 +27,16 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segments.exceptions import WorkspaceError
 from segments.workspace import CARD, make_private, sha256_file
+
+if TYPE_CHECKING:
+    from segments.policy import Policy
+    from segments.privacy.guards import PolicyFacts
+    from segments.privacy.ledger import Ledger, ReleaseRequest
+
 
 __all__ = ["MIN_FREE_BYTES", "Publication", "begin", "check_writable"]
 
@@ -76,7 +82,7 @@ class Publication:
     """A reserved release being staged: write files into :attr:`staging`, then
     :meth:`complete` (or :meth:`fail`)."""
 
-    ledger: Any
+    ledger: Ledger
     reservation: Any
     final: Path
     staging: Path
@@ -138,7 +144,9 @@ class Publication:
             self.ledger.abort(self.release_id, reason)
 
 
-def begin(ledger: Any, request: Any, *, policy: Any, final: Path) -> Publication:
+def begin(
+    ledger: Ledger, request: ReleaseRequest, *, policy: Policy | PolicyFacts | None, final: Path
+) -> Publication:
     """Check the folder, reserve the charge (recording ``final``) and open the staging folder.
 
     Raises

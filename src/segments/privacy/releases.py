@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import opendp.prelude as dp
@@ -77,6 +77,11 @@ from segments.privacy.specs import (
 from segments.privacy.vectors import VectorRelease, choose_mechanism
 from segments.schema import CUSTOMER_TYPES, PERSON_TYPES, PREPARED_LINES, PRODUCT_CATEGORIES
 from segments.workspace import Workspace, sha256_file, write_json
+
+if TYPE_CHECKING:
+    from segments.policy import Policy
+    from segments.privacy.ledger import Ledger
+
 
 __all__ = [
     "PUBLIC_MAX_ROWS",
@@ -461,7 +466,7 @@ def survey_responses_per_person(window: tuple[dt.date, dt.date]) -> int:
     return _months_in(window) * SURVEY_ACCOUNTS_PER_PERSON
 
 
-def check_survey_accounts(workspace: Workspace, policy: Any) -> None:
+def check_survey_accounts(workspace: Workspace, policy: Policy) -> None:
     """Check the survey's design fact on the linked data before anything is charged: no
     person holds more than :data:`SURVEY_ACCOUNTS_PER_PERSON` accounts (the bound the survey
     release's sensitivity rests on), linking a sole trader's accounts as prepare does.
@@ -1165,10 +1170,10 @@ class ReleasePlan:
 
     def execute(
         self,
-        ledger: Any,
+        ledger: Ledger,
         workspace: Workspace,
         *,
-        policy: Any,
+        policy: Policy,
         purpose: str,
         recipient: str,
         destination: str = "SE",
@@ -1263,7 +1268,7 @@ class ReleasePlan:
             raise
         return _publish(self, publication, tables, request, extra_card)
 
-    def _check_inputs(self, workspace: Workspace, policy: Any, purpose: str) -> None:
+    def _check_inputs(self, workspace: Workspace, policy: Policy, purpose: str) -> None:
         """Refuse, before any charge, a plan whose person-level inputs are not the verified
         prepared frames of ``purpose`` in ``workspace`` (survey responses: those, or the
         workspace's raw survey table): a ledger charge and a card claiming end-to-end DP
@@ -1529,7 +1534,7 @@ def _card(
     head: str,
     files: dict[str, str],
     request: Any,
-    ledger: Any,
+    ledger: Ledger,
     extra: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     accuracy = plan._accuracy_pl()

@@ -26,11 +26,16 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from segments.exceptions import PolicyError
 from segments.policy import Guarantee, PrivacyParameters
 from segments.schema import PRODUCT_CATEGORIES
+
+if TYPE_CHECKING:
+    from segments.privacy.ledger import Ledger
+    from segments.workspace import Workspace
+
 
 __all__ = [
     "Guarantee",
@@ -304,11 +309,10 @@ class SegmentSource:
         """The category rule: segment = the category with the largest spend (computed inside
         the release from the person's own purchases); the keys are the public taxonomy
         (default :data:`segments.schema.PRODUCT_CATEGORIES`)."""
-
         return cls("category_rule", tuple(categories or PRODUCT_CATEGORIES))
 
     @classmethod
-    def private_model(cls, workspace: Any, ledger: Any) -> SegmentSource:
+    def private_model(cls, workspace: Workspace, ledger: Ledger) -> SegmentSource:
         """Private segments of ``workspace``, resting on their DP k-means entry in ``ledger``.
 
         Raises
@@ -350,7 +354,11 @@ class SegmentSource:
 
     @classmethod
     def from_workspace(
-        cls, workspace: Any, which: str, private_k: int | None = None, ledger: Any = None
+        cls,
+        workspace: Workspace,
+        which: str,
+        private_k: int | None = None,
+        ledger: Ledger | None = None,
     ) -> SegmentSource:
         """The segment source of a workspace by name.
 
