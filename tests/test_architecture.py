@@ -29,6 +29,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ),
     # the DP arithmetic and the families' names: what the policy and every release read
     ("segments.privacy.composition",),
+    # the policy's rules and public parameters (no table library): what every later stage reads
+    ("segments.policy", "segments.policy_parser"),
     # keys and the subject request log: what ingest, prepare and the audit all read
     ("segments.prepare.pseudonym", "segments.prepare.subject_log"),
     ("segments.provenance",),
@@ -37,7 +39,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("segments.engine",),
     ("segments.geography", "segments.plots", "segments.keys"),
     ("segments.synth", "segments.ingest"),
-    ("segments.policy", "segments.policy_parser"),
     ("segments.prepare",),  # frames, retention, subjects
     ("segments.prepare.history",),
     ("segments.features",),
