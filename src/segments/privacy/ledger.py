@@ -988,7 +988,7 @@ class Ledger:
     @classmethod
     def for_workspace(
         cls,
-        workspace: Workspace,
+        workspace: Workspace | str | os.PathLike[str],
         controller: str,
         *,
         evaluation: bool = False,
