@@ -362,3 +362,20 @@ def test_the_policys_recipients_and_destinations_have_one_owner() -> None:
     assert guards.RECIPIENT_KINDS is policy.RECIPIENT_KINDS
     assert not hasattr(policy.Policy, "check_release")
     assert specs.PrivacyParams is policy.PrivacyParameters
+
+
+#: Calendar-month arithmetic written by hand (rolling a month over a year end).
+_MONTH_ARITHMETIC = re.compile(r"% 12 \+ 1|month // 12|month == 12\b|month \+ 1\b|month - 1\b")
+
+
+def test_calendar_month_arithmetic_is_written_once() -> None:
+    """Retention cutoffs, budget periods, partitions, key lists and the archive's months all
+    count months with ``segments.months``; a hand-rolled year-end rule elsewhere is a copy."""
+    home = SRC / "segments" / "months.py"
+    copies = [
+        f"{path.relative_to(SRC)}: {match.group(0)!r}"
+        for path in sorted((SRC / "segments").rglob("*.py"))
+        if path != home
+        for match in _MONTH_ARITHMETIC.finditer(_code_only(path))
+    ]
+    assert not copies, f"use segments.months (add_months, next_month, ...): {copies}"

@@ -25,6 +25,7 @@ from functools import cache
 from typing import Any
 
 from segments.exceptions import PolicyError
+from segments.months import month_start, next_month
 from segments.schema import INDUSTRIES, PERSON_TYPES, PRODUCT_CATEGORIES, SIZE_BANDS
 
 __all__ = [
@@ -96,10 +97,10 @@ def month_keys(start: dt.date, end: dt.date) -> tuple[str, ...]:
     ('2026-01', '2026-02')
     """
     months = []
-    year, month = start.year, start.month
-    while dt.date(year, month, 1) < end:
-        months.append(f"{year:04d}-{month:02d}")
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    month = month_start(start)
+    while month < end:
+        months.append(f"{month.year:04d}-{month.month:02d}")
+        month = next_month(month)
     return tuple(months)
 
 

@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 import polars as pl
 
 from segments.exceptions import WorkspaceError
+from segments.months import next_month
 
 __all__ = [
     "CELL_SCHEMA",
@@ -96,7 +97,7 @@ def line_files(source: LineSource, window: Window = None) -> list[Path]:
             continue
         if window is not None:
             start, end = window
-            after = dt.date(month.year + month.month // 12, month.month % 12 + 1, 1)
+            after = next_month(month)
             if after <= start or month >= end:
                 continue  # the whole partition lies outside the window
         files.extend(sorted(folder.glob("*.parquet")))

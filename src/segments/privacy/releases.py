@@ -446,10 +446,6 @@ def survey_months(
     return months_before(end, params.retention_months), end
 
 
-def _months_in(window: tuple[dt.date, dt.date]) -> int:
-    return months_between(*window)
-
-
 def survey_responses_per_person(window: tuple[dt.date, dt.date]) -> int:
     """Most survey responses one person can give in ``window`` (the survey's public design).
 
@@ -463,7 +459,7 @@ def survey_responses_per_person(window: tuple[dt.date, dt.date]) -> int:
     >>> survey_responses_per_person((dt.date(2026, 1, 1), dt.date(2026, 2, 1)))
     2
     """
-    return _months_in(window) * SURVEY_ACCOUNTS_PER_PERSON
+    return months_between(*window) * SURVEY_ACCOUNTS_PER_PERSON
 
 
 def check_survey_accounts(workspace: Workspace, policy: Policy) -> None:
@@ -1737,7 +1733,7 @@ def plan_release(
         alpha = 1.0 - confidence
         # months a person's contributions can span: the window's, never more than the
         # purpose keeps (public facts; the window opens in 1900 when none is given)
-        window_months = max(1, min(_months_in(window), int(params.retention_months)))
+        window_months = max(1, min(months_between(*window), int(params.retention_months)))
         queries = [
             _build_query(
                 q,
