@@ -44,6 +44,7 @@ from segments.privacy.kmeans_estimator import (
     within_cluster_inertia,
 )
 from segments.privacy.kmeans_profiles import PROFILE_QUERIES, private_segment_profiles
+from segments.privacy.publishing import durable_rename
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
 from segments.workspace import (
     CARD,
@@ -54,7 +55,6 @@ from segments.workspace import (
     SEGMENT_METADATA,
     Workspace,
     atomic_write_with,
-    make_private,
     sha256_file,
     write_json,
 )
@@ -622,14 +622,9 @@ def _write_private_segments(
             "names_from": "the released centroids (post-processing of the DP release)",
         }
         write_json(staging / SEGMENT_METADATA, metadata)
-        make_private(staging)  # labels are personal data: owner-only whatever the umask
-        if final.exists():
-            old = ws.private_segments_staging(reservation.release_id, old=True)
-            os.replace(final, old)
-            os.replace(staging, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, final)
+        # labels are personal data: owner-only whatever the umask (the one publishing path)
+        old = ws.private_segments_staging(reservation.release_id, old=True)
+        durable_rename(staging, final, replaced=old)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

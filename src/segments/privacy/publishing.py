@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from segments.privacy.ledger import Ledger, ReleaseRequest
 
 
-__all__ = ["MIN_FREE_BYTES", "Publication", "begin", "check_writable"]
+__all__ = ["MIN_FREE_BYTES", "Publication", "begin", "check_writable", "durable_rename"]
 
 #: Free space a release folder needs before anything is charged.
 MIN_FREE_BYTES = 32 * 1024 * 1024
@@ -123,12 +123,7 @@ class Publication:
                 encoding="utf-8",
             )
             os.replace(tmp, card_path)
-            make_private(self.staging)  # owner-only whatever the umask; shared by a copy
-            for path in self.staging.iterdir():
-                _fsync_file(path)
-            _fsync_dir(self.staging)
-            os.replace(self.staging, self.final)
-            _fsync_dir(self.final.parent)
+            durable_rename(self.staging, self.final)
         except BaseException as exc:
             self.fail(exc)
             raise
@@ -169,6 +164,35 @@ def begin(
         ledger.abort(reservation.release_id, f"the staging folder could not be made ({exc})")
         raise
     return Publication(ledger, reservation, final, staging)
+
+
+def durable_rename(staging: Path, final: Path, *, replaced: Path | None = None) -> None:
+    """Make a staged folder owner-only and durable (every file and the folder fsynced), then
+    rename it to ``final`` and fsync the parent: after a crash, ``final`` is absent, the old
+    folder or the new one, never half of one.
+
+    Parameters
+    ----------
+    staging : Path
+        The complete staged folder.
+    final : Path
+        Where it is published.
+    replaced : Path, optional
+        Where an existing ``final`` is moved aside before the rename and then removed (a
+        folder that is replaced, such as the private segments'); without it ``final`` must
+        not exist.
+    """
+    make_private(staging)  # owner-only whatever the umask; shared by a copy
+    for path in staging.iterdir():
+        _fsync_file(path)
+    _fsync_dir(staging)
+    if replaced is not None and final.exists():
+        os.replace(final, replaced)
+        os.replace(staging, final)
+        shutil.rmtree(replaced, ignore_errors=True)
+    else:
+        os.replace(staging, final)
+    _fsync_dir(final.parent)
 
 
 def _fsync_file(path: Path) -> None:
