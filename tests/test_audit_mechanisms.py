@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from segments.audit.mechanisms import (
@@ -103,6 +104,30 @@ def test_survey_release_protects_a_person_and_the_old_unit_is_refuted(tmp_path: 
     ok, refuted = audit_cases([sound, broken], trials=300)
     assert ok.passed, ok.as_dict()
     assert not refuted.passed and refuted.epsilon_lower_bound > 2 * refuted.claimed_epsilon
+
+
+def test_survey_cases_built_in_one_folder_are_each_measured_on_their_own_data(
+    tmp_path: Path,
+) -> None:
+    """The workspace audit and the benchmark build every case in one folder before auditing
+    any: the month case (2 responses) was then measured on the files the all-months broken
+    control wrote after it (48 responses, another base), and a sound release was 'refuted'
+    (ε ≥ 5.0 against 0.5 at 20,000 trials)."""
+    import datetime as dt
+
+    from segments.audit.mechanisms import survey_person_case
+
+    policy = Policy.load("alloffice")
+    seed = np.random.default_rng(2)
+    month = survey_person_case(
+        policy, tmp_path, epsilon=0.5, survey_month=dt.date(2026, 1, 1), seed=seed
+    )
+    survey_person_case(policy, tmp_path, epsilon=0.5, survey_month=None, seed=seed, broken=True)
+    with_person, without = pl.read_parquet(month.dataset), pl.read_parquet(month.neighbour)
+    assert with_person.height - without.height == 2  # one person, the month's two responses
+    assert with_person.head(without.height).equals(without)  # and nothing else differs
+    (ok,) = audit_cases([month], trials=300)
+    assert ok.passed, ok.as_dict()
 
 
 def test_sequence_over_the_budget_fails_the_arithmetic_check() -> None:

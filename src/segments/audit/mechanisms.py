@@ -725,6 +725,10 @@ def survey_person_case(
     spec = SPECS["survey_experience"].with_epsilon(epsilon)
     window = survey_months(AS_OF, survey_month, params)
     rows = survey_responses_per_person(window)
+    # a folder of its own: the measurement reads its files when the audit runs, after every
+    # case was built, so a later case (another window, the broken control) must not rewrite
+    # them (it did: the month case was then measured on 48 responses and another base)
+    folder = Path(tempfile.mkdtemp(dir=folder, prefix=f"survey-{rows}-"))
     base = pl.read_parquet(
         write_survey_frame(folder / "survey_base.parquet", N_PEOPLE * 5, seed=seed)
     ).select("county_code", "customer_type", pl.col("score").cast(pl.Int64))
