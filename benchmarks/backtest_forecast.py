@@ -168,7 +168,7 @@ def _planned_epsilons(data: Workspace, policies: list[str], as_of: dt.date) -> d
 
     from segments.pipeline import PROBE_EPSILON, plan_budget
     from segments.policy import Policy
-    from segments.privacy.planner import plan_by_accuracy
+    from segments.privacy.planner import plan_by_accuracy, survey_scale
     from segments.privacy.specs import PrivacyParams
 
     out = {}
@@ -178,12 +178,10 @@ def _planned_epsilons(data: Workspace, policies: list[str], as_of: dt.date) -> d
         k = int(policy.privacy.private_segments_k) if "segmentation" in policy.purposes else 10
         scale = _probe(data.prepared_dir(PURPOSE), params, as_of, k)
         first = plan_budget(policy)
-        fixed = {
-            "private_segments": first.segmentation,
-            "scale_probe": 2 * PROBE_EPSILON,
-            "survey": first.survey,
-        }
-        out[name] = plan_by_accuracy(policy, scale, fixed_epsilon=fixed).epsilon("monthly_category")
+        # as the main job: the survey planned too (refused ones leave their ε to the rest)
+        fixed = {"private_segments": first.segmentation, "scale_probe": 2 * PROBE_EPSILON}
+        plan = plan_by_accuracy(policy, survey_scale(scale, policy), fixed_epsilon=fixed)
+        out[name] = plan.epsilon("monthly_category")
     return out
 
 

@@ -47,7 +47,7 @@ from segments.pipeline import PROBE_EPSILON, plan_budget
 from segments.policy import POLICY_NAMES, Policy
 from segments.privacy import releases
 from segments.privacy.archive import month_start, next_month
-from segments.privacy.planner import Scale, plan_by_accuracy
+from segments.privacy.planner import Scale, plan_by_accuracy, survey_scale
 from segments.privacy.releases import plan_release
 from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource
 from segments.synth import DEFAULT_DATASET
@@ -227,16 +227,16 @@ def _segment_tables(prepared, params, as_of, eps_overview, eps_mix, design, repe
 
 
 def _plan(policy: Policy, scale: Scale) -> Any:
-    """The main job's accuracy plan on the probe's scale (as ``pipeline.accuracy_plan``)."""
+    """The main job's accuracy plan on the probe's scale (as ``pipeline.accuracy_plan``:
+    the survey planned too, refused releases left out and their ε shared by the rest)."""
     fixed = plan_budget(policy)
     return plan_by_accuracy(
         policy,
-        scale,
+        survey_scale(scale, policy),
         fixed_epsilon={
             "private_segments": fixed.segmentation,
             "scale_probe": PROBE_EPSILON,
             "scale_probe_month": PROBE_EPSILON,
-            "survey": fixed.survey,
         },
     )
 

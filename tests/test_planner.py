@@ -11,12 +11,14 @@ from prepared_frames import sign_prepared, synthetic_proof
 from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.policy import POLICY_NAMES, Policy
 from segments.privacy.planner import (
+    CLIP_BIAS,
     AccuracyTarget,
     Scale,
     _Need,
     default_targets,
     plan_by_accuracy,
     probe_scale,
+    survey_scale,
 )
 
 DEMO = Scale(customers=40_000, mean_spend_sek=40_000, monthly_buyers=15_000, segments=6)
@@ -138,9 +140,11 @@ def test_default_targets_are_the_goals_medians_and_refusal_stays_at_90_percent()
     median = plan_by_accuracy(policy, DEMO, fixed_epsilon=_fixed(policy))
     strict = plan_by_accuracy(policy, DEMO, STRICT, fixed_epsilon=_fixed(policy))
     for planned in median.releases.values():
-        # the 90 % half-width is ln 10 / ln 2 = 3.3 times the median under Laplace noise
-        assert planned.refusal_error == pytest.approx(
-            planned.expected_relative_error * np.log(10) / np.log(2), rel=1e-9
+        # the noise's 90 % half-width is ln 10 / ln 2 = 3.3 times its median under Laplace
+        # noise; the clip's bias is the same at both levels
+        bias = CLIP_BIAS.get(planned.release, 0.0)
+        assert planned.refusal_error - bias == pytest.approx(
+            (planned.expected_relative_error - bias) * np.log(10) / np.log(2), rel=1e-9
         )
         assert planned.refused == (planned.refusal_error > median.max_relative_error)
     assert median.fits and not strict.fits
@@ -155,11 +159,12 @@ def test_a_series_that_fits_alone_still_leaves_the_segment_tables_their_share():
     customers (72 % median error); now every release gets a priority-weighted fraction."""
     policy = Policy.load("alloffice")
     mid = Scale(customers=16_000, mean_spend_sek=40_000, monthly_buyers=6_400, segments=10)
-    plan = plan_by_accuracy(policy, mid, fixed_epsilon=_fixed(policy))
+    # override: the mix, refused at its share, keeps it (else it is left out, see below)
+    plan = plan_by_accuracy(policy, mid, fixed_epsilon=_fixed(policy), override=True)
     assert not plan.fits
     fraction = {
-        name: r.target / r.expected_relative_error for name, r in plan.releases.items()
-    }  # error ∝ 1 / loss under Laplace: the fraction of the need granted
+        name: r.loss / plan._needs[name].loss_for(r.target) for name, r in plan.releases.items()
+    }  # the fraction of the need granted
     assert fraction["monthly_category"] == pytest.approx(3 * fraction["category_mix"], rel=1e-6)
     assert fraction["segment_overview"] == pytest.approx(2 * fraction["category_mix"], rel=1e-6)
     assert plan.total_epsilon == pytest.approx(0.95 * policy.privacy.budget_epsilon, rel=1e-6)
@@ -209,5 +214,55 @@ def test_the_plan_states_what_it_cannot_meet_and_why_for_the_small_budgets_at_50
     plan = plan_by_accuracy(alloffice, probe, fixed_epsilon=_fixed(alloffice))
     lines = plan.statement()
     assert lines[0] == "every target met within the 4 ε budget per period"
-    # and it says what its error model leaves out, rather than a bare "met"
-    assert "not modelled" in lines[-1] and "category_mix" in lines[-1]
+    # and it says how its error model counts the clip's bias, rather than a bare "met"
+    assert "clip's bias" in lines[-1] and "category_mix low by about 3%" in lines[-1]
+
+
+def test_the_survey_is_planned_and_a_refused_release_gives_its_budget_to_the_others():
+    """Issue 14: the survey release was outside the plan (a fixed eighth of the budget). Now
+    it is sized from the probe's monthly buyers and the survey's public design, and planned
+    like the others; at 50,000 customers its 42 cells with a sensitivity of 2 responses per
+    month of the window cannot reach ±50 % at 90 %, so it is refused and, unless the caller
+    overrides, left out: its ε goes to the other releases, whose errors fall."""
+    policy = Policy.load("alloffice")
+    sized = survey_scale(DEMO, policy)
+    from segments.privacy.specs import PrivacyParams
+
+    months = PrivacyParams.from_policy(policy, "statistics").retention_months
+    assert sized.survey_months == months  # the survey release's window: the retention
+    assert sized.survey_responses == pytest.approx(0.05 * 15_000 * months)
+    without = plan_by_accuracy(policy, DEMO, fixed_epsilon=_fixed(policy))
+    plan = plan_by_accuracy(policy, sized, fixed_epsilon=_fixed(policy))
+    survey = plan.releases["survey"]
+    assert survey.refused and survey.left_out and not survey.meets_target
+    assert "survey" not in plan.planned and "left out" in plan.describe()
+    assert any(line.startswith("refused survey") for line in plan.statement())
+    with pytest.raises(ReleaseRefusedError, match="survey"):
+        plan.check("survey")
+    # the budget is spent in full by the three others, as without a survey
+    assert plan.total_epsilon == pytest.approx(without.total_epsilon, rel=1e-9)
+    assert plan.total_epsilon <= policy.privacy.budget_epsilon
+    # with the override the survey keeps a share, and the others have less
+    kept = plan_by_accuracy(policy, sized, fixed_epsilon=_fixed(policy), override=True)
+    assert not kept.releases["survey"].left_out and "survey" in kept.planned
+    assert kept.total_epsilon == pytest.approx(plan.total_epsilon, rel=1e-9)
+    for name in ("monthly_category", "category_mix"):
+        assert kept.epsilon(name) < plan.epsilon(name)
+    # the survey's error falls with the window's responses: 20x the buyers meets ±20 %
+    crowd = Scale(800_000, 40_000, 300_000, 6)
+    big = plan_by_accuracy(policy, survey_scale(crowd, policy), fixed_epsilon=_fixed(policy))
+    assert big.releases["survey"].expected_relative_error < survey.expected_relative_error / 5
+    assert not big.releases["survey"].left_out
+
+
+def test_a_left_out_release_leaves_the_smallest_budgets_one_release_at_a_time():
+    """Leaving refused releases out one at a time, the last by priority: Offix at 50,000
+    customers loses the survey and the category mix, and the series and the overview then
+    meet their targets with what those freed."""
+    policy = Policy.load("offix")
+    probe = survey_scale(Scale(40_000, 37_000, 15_800, 6), policy)
+    plan = plan_by_accuracy(policy, probe, fixed_epsilon=_fixed(policy))
+    assert {k for k, r in plan.releases.items() if r.left_out} == {"survey", "category_mix"}
+    assert plan.releases["monthly_category"].meets_target
+    assert plan.releases["segment_overview"].meets_target
+    assert plan.total_epsilon == pytest.approx(0.95 * policy.privacy.budget_epsilon, rel=1e-6)

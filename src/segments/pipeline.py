@@ -81,16 +81,21 @@ class BudgetPlan:
 
     @classmethod
     def from_accuracy(cls, plan: Any, survey: float) -> BudgetPlan:
-        """The ε of each release from an :class:`~segments.privacy.planner.AccuracyPlan`."""
+        """The ε of each release from an :class:`~segments.privacy.planner.AccuracyPlan`
+        (``survey``: the survey's ε where the plan does not size it)."""
         fixed = dict(plan.fixed_epsilon)
+
+        def spent(release: str) -> float:  # a release left out of the plan spends nothing
+            return 0.0 if plan.releases[release].left_out else plan.epsilon(release)
+
         return cls(
             budget=plan.budget_epsilon,
             segmentation=fixed.get("private_segments", 0.0),
             probe=fixed.get("scale_probe", 0.0) + fixed.get("scale_probe_month", 0.0),
-            overview=plan.epsilon("segment_overview"),
-            profiles=plan.epsilon("category_mix"),
-            survey=survey,
-            monthly=plan.epsilon("monthly_category"),
+            overview=spent("segment_overview"),
+            profiles=spent("category_mix"),
+            survey=spent("survey") if "survey" in plan.releases else survey,
+            monthly=spent("monthly_category"),
         )
 
 
@@ -398,16 +403,18 @@ class DemoSummary:
     wall_seconds: float = 0.0
 
 
-def accuracy_plan(ws: Workspace, policy: Policy, as_of: str) -> Any:
+def accuracy_plan(ws: Workspace, policy: Policy, as_of: str, override: bool = False) -> Any:
     """Run the charged scale probe on the prepared statistics frames, then plan by accuracy.
 
-    The private segmentation keeps the policy's ε; the survey keeps its fixed share (the
-    probe does not size survey cells); the probe's own ε is charged and counted.
+    The private segmentation keeps the policy's ε; the survey is planned like the others,
+    its size from the probe's monthly buyers and the survey's public design
+    (:func:`~segments.privacy.planner.survey_scale`); the probe's own ε is charged and
+    counted. Without ``override`` a refused release is left out and its ε shared by the rest.
     """
     import datetime as dt
 
     from segments.privacy.ledger import Ledger
-    from segments.privacy.planner import plan_by_accuracy, probe_scale
+    from segments.privacy.planner import plan_by_accuracy, probe_scale, survey_scale
 
     ledger = Ledger.for_workspace(ws, policy.controller, synthetic=True, policy=policy)
     segmenting = "segmentation" in policy.purposes
@@ -424,8 +431,10 @@ def accuracy_plan(ws: Workspace, policy: Policy, as_of: str) -> Any:
         synthetic=True,
     )
     first = plan_budget(policy)
-    fixed = {"private_segments": first.segmentation, **charged, "survey": first.survey}
-    return plan_by_accuracy(policy, scale, fixed_epsilon=fixed)
+    fixed = {"private_segments": first.segmentation, **charged}
+    return plan_by_accuracy(
+        policy, survey_scale(scale, policy), fixed_epsilon=fixed, override=override
+    )
 
 
 def _charts(ws: Workspace) -> float:
@@ -650,7 +659,7 @@ def _main_job(
         run(step)
     # plan by accuracy: a charged scale probe, then ε per release to meet the targets
     started = time.perf_counter()
-    accuracy = accuracy_plan(ws, pol, as_of)
+    accuracy = accuracy_plan(ws, pol, as_of, override=override_accuracy)
     summary.budget = plan = BudgetPlan.from_accuracy(accuracy, survey=plan.survey)
     summary.timings["accuracy plan (scale probe, charged)"] = time.perf_counter() - started
     summary.accuracy = accuracy.statement(override=override_accuracy)
@@ -658,7 +667,11 @@ def _main_job(
     with bar.external_write_mode():
         for line in accuracy.describe().splitlines():
             echo(f"  {line}")
-    released = {"segment_overview": "segment overview", "category_mix": "category mix"}
+    released = {
+        "segment_overview": "segment overview",
+        "category_mix": "category mix",
+        "survey": "survey experience",
+    }
     skip = set()
     for name in accuracy.releases:
         try:

@@ -53,6 +53,7 @@ __all__ = [
     "Scale",
     "default_targets",
     "plan_by_accuracy",
+    "survey_scale",
 ]
 
 #: Public shape fact: 90th percentile / mean of a person's total in a release (see above).
@@ -67,7 +68,17 @@ TYPICAL_TO_MEAN = {
     "category_mix": 0.2,
     "county_segment": 0.33,
     "segment": 0.5,
+    # survey responses per county × customer type (42 cells): median / mean 0.6 on the
+    # synthetic surveys (304 / 505 responses at 50,000 customers)
+    "survey": 0.6,
 }
+#: Public planning facts: the relative bias of the clip on a typical cell of a norm-bounded
+#: release (each person's vector clipped at 2 x a private 90th percentile), added to the
+#: noise's error. Measured by benchmarks/bench_utility.py (alloffice, 50,000 customers, seeds
+#: 4242 and 311968451): the category mix came out 11.4-12.6 % where the noise alone was planned
+#: at 9.0 % (clip alone 1-2 % median, 15 % on the segment of heavy toner buyers); the monthly
+#: series 9.4-10.5 % against 9.0 %.
+CLIP_BIAS = {"monthly_category": 0.01, "category_mix": 0.03}
 #: The level at which a release's expected error is held against ``max_relative_error``
 #: (whatever the targets' level): a release whose typical cell's 90 % interval is wider than
 #: that fraction of the cell is refused unless overridden.
@@ -146,7 +157,11 @@ class Scale:
     segments : int
         Public number of segments.
     survey_responses : float
-        Survey responses in the window (0: no survey release).
+        Survey responses in the survey release's window (0: no survey release planned).
+    survey_months : int
+        Months in the survey release's window (a public rule: the purpose's retention); a
+        person may answer once per account and month, so this sets the release's
+        sensitivity.
     source : str
         Where the sizes come from (the probe's release ids, or "given").
     """
@@ -157,6 +172,7 @@ class Scale:
     segments: int
     survey_responses: float = 0.0
     source: str = "given"
+    survey_months: int = 0
 
 
 @dataclass(frozen=True)
@@ -176,6 +192,9 @@ class PlannedRelease:
     #: expected relative half-width at :data:`REFUSAL_CONFIDENCE`, held against the policy's
     #: ``max_relative_error``
     refusal_error: float = float("nan")
+    #: refused, so left out of the allocation: its ε went to the other releases (the plan
+    #: was made without ``override``); :attr:`epsilon` is what it would have had
+    left_out: bool = False
 
 
 @dataclass
@@ -193,6 +212,11 @@ class AccuracyPlan:
     @property
     def fits(self) -> bool:
         return all(r.meets_target for r in self.releases.values())
+
+    @property
+    def planned(self) -> dict[str, PlannedRelease]:
+        """The releases the plan spends budget on (not those left out as refused)."""
+        return {k: r for k, r in self.releases.items() if not r.left_out}
 
     def unmet(self) -> list[str]:
         """One line per target the plan cannot meet, with the expected error and why."""
@@ -220,19 +244,21 @@ class AccuracyPlan:
                     if override
                     else "left out (--override-accuracy releases it anyway)"
                 )
+                if r.left_out:
+                    action += "; its ε went to the other releases"
                 lines.append(
                     f"refused {r.release}: expected ±{r.refusal_error:.0%} on a typical cell at "
                     f"{REFUSAL_CONFIDENCE:.0%}, above the policy's max_relative_error="
                     f"{self.max_relative_error:g}; {action}"
                 )
-        clipped = [r for r in ("monthly_category", "category_mix") if r in self.releases]
+        clipped = [r for r in CLIP_BIAS if r in self.releases]
         if clipped:
             lines.append(
-                "expected errors are the noise's only: each person's vector is clipped at "
-                "2 x a private 90th percentile, which biases "
-                f"{' and '.join(clipped)} low by a few percent more (not modelled; measured "
-                "by benchmarks/bench_utility.py, where the category mix missed ±10 % at "
-                "50,000 customers though planned to meet it)"
+                "expected errors add the clip's bias to the noise's: each person's vector is "
+                "clipped at 2 x a private 90th percentile, which biases "
+                + " and ".join(f"{r} low by about {CLIP_BIAS[r]:.0%}" for r in clipped)
+                + " of a typical cell (measured by benchmarks/bench_utility.py; more on a "
+                "segment of heavy buyers)"
             )
         return lines
 
@@ -272,10 +298,10 @@ class AccuracyPlan:
 
         if self.family == DPFamily.PURE:
             return math.fsum(self.fixed_epsilon.values()) + math.fsum(
-                r.loss * r.releases_per_period for r in self.releases.values()
+                r.loss * r.releases_per_period for r in self.planned.values()
             )
         rho = math.fsum(_rho(e, self._delta) for e in self.fixed_epsilon.values()) + math.fsum(
-            r.loss * r.releases_per_period for r in self.releases.values()
+            r.loss * r.releases_per_period for r in self.planned.values()
         )
         return float(rho_to_epsilon(rho, self._delta))
 
@@ -338,6 +364,7 @@ class AccuracyPlan:
             lines.append(f"  {name:<18} ε {eps:<8.4g} (fixed)")
         for r in self.releases.values():
             mark = "ok" if r.meets_target else ("REFUSED" if r.refused else "target missed")
+            mark += " (left out, ε to the others)" if r.left_out else ""
             lines.append(
                 f"  {r.release:<18} ε {r.epsilon:<8.4g} x{r.releases_per_period:<3} expected "
                 f"±{r.expected_relative_error:.1%} (target ±{r.target:.0%} at "
@@ -362,19 +389,22 @@ class _Need:
     mechanism: str  # laplace: error = c·ln(1/α)/ε_eff ; gaussian: c·z/√(2ρ)
     coefficient: float  # bound / typical cell, divided by the loss share of the cell's query
     target: AccuracyTarget
+    bias: float = 0.0  # the clip's relative bias (:data:`CLIP_BIAS`), added to the noise's
 
     def error(self, loss: float, confidence: float | None = None) -> float:
         """Expected relative half-width of the typical cell's interval at ``confidence``
-        (default the target's level)."""
+        (default the target's level): the noise's, plus the clip's bias."""
         alpha = 1.0 - (self.target.confidence if confidence is None else confidence)
-        return expected_half_width(self.mechanism, self.coefficient, loss, alpha)
+        return expected_half_width(self.mechanism, self.coefficient, loss, alpha) + self.bias
 
     def loss_for(self, relative_error: float) -> float:
-        """The loss at which :meth:`error` equals ``relative_error`` (closed form)."""
-        at_one = self.error(1.0)
+        """The loss at which :meth:`error` equals ``relative_error`` (closed form); a target
+        at or below the bias needs a thousand times the loss of the target itself."""
+        at_one = self.error(1.0) - self.bias
+        noise = max(relative_error - self.bias, 1e-3 * relative_error)
         if self.mechanism == "laplace":
-            return at_one / relative_error
-        return (at_one / relative_error) ** 2
+            return at_one / noise
+        return (at_one / noise) ** 2
 
 
 def _needs(
@@ -405,6 +435,7 @@ def _needs(
                 noise,
                 coefficient / l2_gain / vector_share,
                 targets["monthly_category"],
+                CLIP_BIAS["monthly_category"],
             )
         )
     if "category_mix" in targets:
@@ -418,6 +449,7 @@ def _needs(
                 noise,
                 coefficient / l2_gain / vector_share,
                 targets["category_mix"],
+                CLIP_BIAS["category_mix"],
             )
         )
     if "segment_overview" in targets:
@@ -434,12 +466,46 @@ def _needs(
         )
         coefficient = max(count_coefficient, mean_coefficient / 1.5)
         needs.append(_Need("segment_overview", 1, noise, coefficient, targets["segment_overview"]))
-    if "survey" in targets and scale.survey_responses > 0:
-        # mean score per county × type (42 cells): score bound 10 over responses × mean ~5
-        per_cell = max(scale.survey_responses / 42.0, 1.0)
-        coefficient = float(p.survey_score_bounds[1]) / (per_cell * 5.0) / 0.5
-        needs.append(_Need("survey", 1, noise, coefficient, targets["survey"]))
+    if "survey" in targets and scale.survey_responses > 0 and scale.survey_months > 0:
+        needs.append(_survey_need(p, scale, targets["survey"], noise))
     return needs
+
+
+def _survey_need(p: Any, scale: Scale, target: AccuracyTarget, noise: str) -> _Need:
+    """Mean score per county × customer type (42 cells), ``count`` and ``score`` each half of
+    the loss. One person gives up to ``rows`` = months × accounts responses (the release's
+    sensitivity: ``rows`` on the count, ``rows × high`` on the score sum), so the mean's
+    relative half-width is about ``rows × (high / mean + 1) / responses`` over each half's
+    loss, the mean taken at the scale's midpoint (a public fact, no data read)."""
+    from segments.privacy.specs import SURVEY_ACCOUNTS_PER_PERSON
+
+    low, high = (float(v) for v in p.survey_score_bounds)
+    rows = scale.survey_months * SURVEY_ACCOUNTS_PER_PERSON
+    per_cell = max(TYPICAL_TO_MEAN["survey"] * scale.survey_responses / SURVEY_CELLS, 1.0)
+    half = 2.0 if noise == "laplace" else math.sqrt(2.0)  # ε halves; ρ halves: σ × √2
+    coefficient = rows * (high / ((low + high) / 2.0) + 1.0) / per_cell * half
+    return _Need("survey", 1, noise, coefficient, target)
+
+
+#: Cells of the survey release: 21 counties × 2 customer types.
+SURVEY_CELLS = 42
+
+
+def survey_scale(scale: Scale, policy: Any) -> Scale:
+    """``scale`` with the survey release's expected size: the survey's public design asks
+    :data:`~segments.synth.surveys.SURVEY_SAMPLE_RATE` of last month's buyers every month,
+    so a window of ``m`` months holds about rate × monthly buyers × m responses (the buyers
+    from the charged probe: nothing else is read). The window is the survey purpose's
+    retention (``segments.privacy.releases.survey_months``)."""
+    from dataclasses import replace
+
+    from segments.privacy.specs import PrivacyParams
+    from segments.synth.surveys import SURVEY_SAMPLE_RATE
+
+    purpose = "surveys" if "surveys" in policy.purposes else "statistics"
+    months = int(PrivacyParams.from_policy(policy, purpose).retention_months)
+    responses = SURVEY_SAMPLE_RATE * scale.monthly_buyers * months
+    return replace(scale, survey_responses=responses, survey_months=months)
 
 
 def plan_by_accuracy(
@@ -448,6 +514,7 @@ def plan_by_accuracy(
     targets: tuple[AccuracyTarget, ...] | None = None,
     *,
     fixed_epsilon: Mapping[str, float] | None = None,
+    override: bool = False,
 ) -> AccuracyPlan:
     """Allocate the period's budget across the main job's releases to meet ``targets``.
 
@@ -461,6 +528,11 @@ def plan_by_accuracy(
         Default :func:`default_targets`.
     fixed_epsilon : mapping, optional
         Releases whose ε is fixed by the policy (private segmentation, the probe).
+    override : bool
+        Keep refused releases in the allocation (the caller releases them anyway). Without
+        it a release refused at its share is left out (``left_out``) and the budget is
+        shared again by the others: spending ε on a release that is then skipped buys
+        nothing.
 
     Returns
     -------
@@ -499,7 +571,21 @@ def plan_by_accuracy(
         )
     needs = _needs(policy, scale, wanted, family)
     plan._needs = {n.release: n for n in needs}
-    for n, loss, stretch in _allocate(needs, available):
+    left_out: dict[str, tuple[_Need, float, float]] = {}
+    while True:
+        allocated = _allocate([n for n in needs if n.release not in left_out], available)
+        refused = [
+            a
+            for a in allocated
+            if a[0].error(a[1], REFUSAL_CONFIDENCE) > plan.max_relative_error and not override
+        ]
+        if not refused or len(allocated) == 1:
+            break
+        # one at a time, the last by priority: the others' shares grow with what it frees
+        last = max(refused, key=lambda a: PRIORITY.index(a[0].release))
+        left_out[last[0].release] = last
+    by_release = {a[0].release: a for a in allocated} | left_out
+    for n, loss, stretch in sorted(by_release.values(), key=lambda a: PRIORITY.index(a[0].release)):
         epsilon = loss if family == DPFamily.PURE else _epsilon_of_rho(loss, plan._delta)
         error = n.error(loss)
         meets = error <= n.target.relative_error * (1 + 1e-9)
@@ -524,6 +610,7 @@ def plan_by_accuracy(
             refused=n.error(loss, REFUSAL_CONFIDENCE) > plan.max_relative_error,
             note=note,
             refusal_error=n.error(loss, REFUSAL_CONFIDENCE),
+            left_out=n.release in left_out,
         )
     return plan
 
