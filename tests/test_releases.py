@@ -494,6 +494,27 @@ def test_mean_only_where_the_noisy_count_supports_it_and_never_clamped():
     assert clamped.to_list() == [500.0]
 
 
+def test_a_mean_of_spend_clipped_near_its_bound_is_withheld_not_published_low():
+    """Issue 14: AloCenter's 100,000 SEK bound clipped 30 % of the toner segment, whose mean
+    spend (139,000 SEK) came out 64 % low with a tight noise interval. A clipped mean at a
+    large share of the bound is withheld and says why; below it, it is published."""
+    from segments.privacy.postprocess import CLIPPED_SUMS, MAX_CLIPPED_SHARE, mean_where_supported
+
+    bound = 100_000.0
+    people = np.array([5000.0, 5000.0, 5000.0])
+    # everyone at the bound (the worst case); half the bound; a tenth of it
+    sums = people * np.array([bound, bound / 2, bound / 10])
+    mean, low, high, status = mean_where_supported(
+        sums, people, 1e5, 5.0, 0, bound, "m", 0.5, MAX_CLIPPED_SHARE
+    )
+    assert mean.to_list()[:2] == [None, None] and low.to_list()[:2] == [None, None]
+    assert all("biased low" in s and "100000" in s for s in status.to_list()[:2])
+    assert mean.to_list()[2] == pytest.approx(bound / 10) and status.to_list()[2] == "published"
+    # the same noisy values without the rule (survey scores: bounded, not clipped) publish
+    assert mean_where_supported(sums, people, 1e5, 5.0, 0, bound, "m", 0.5)[0].null_count() == 0
+    assert "spend_sek" in CLIPPED_SUMS and "score" not in CLIPPED_SUMS
+
+
 # --- command line ------------------------------------------------------------------------------
 def test_cli_dry_run_shows_accuracy_and_spends_nothing(workspace, capsys):
     from segments.cli.main import main

@@ -61,6 +61,8 @@ from segments.privacy.composition import (
     rho_to_epsilon,
 )
 from segments.privacy.postprocess import (
+    CLIPPED_SUMS,
+    MAX_CLIPPED_SHARE,
     consistent_leaves,
     mean_where_supported,
     noise_variance,
@@ -1413,6 +1415,7 @@ def _with_intervals(q: QueryPlan, answer: pl.DataFrame, params: PrivacyParams) -
                 upper,
                 mean_name,
                 params.max_relative_error,
+                MAX_CLIPPED_SHARE if sum_col in CLIPPED_SUMS else None,
             )
         )
     # sums of non-negative values and counts are never negative: publish max(value, 0)
