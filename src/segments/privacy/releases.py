@@ -76,7 +76,7 @@ from segments.privacy.specs import (
     ReleaseSpec,
     SegmentSource,
 )
-from segments.privacy.vectors import VectorRelease, choose_mechanism
+from segments.privacy.vectors import BOUND_LOSS_CAP, VectorRelease, choose_mechanism
 from segments.schema import CUSTOMER_TYPES, PERSON_TYPES, PREPARED_LINES, PRODUCT_CATEGORIES
 from segments.workspace import Workspace, sha256_file, write_json
 
@@ -877,7 +877,9 @@ def _vector_release(
     # pure: ε per aggregate; zCDP: ρ per aggregate — the mechanism with less error wins
     mechanism = choose_mechanism(params.dp_family, l1["units"], l2["units"], share)
     upper = l1 if mechanism == "laplace" else l2
-    bound_share = params.contribution_bound_share
+    # the private bound takes its share of each aggregate's loss, at most BOUND_LOSS_CAP: a
+    # quantile needs no more, and the rest goes to the sums' noise
+    bound_loss = min(share * params.contribution_bound_share, BOUND_LOSS_CAP[params.dp_family])
     return VectorRelease(
         by=tuple(query.by),
         keys=public_keys(query.by, segments, params=params, declared=query.key_values),
@@ -885,12 +887,9 @@ def _vector_release(
         family=params.dp_family,
         mechanism=mechanism,
         sum_losses={
-            a: share * (1.0 - bound_share) if publics[a] is None else share
-            for a in query.aggregates
+            a: share - bound_loss if publics[a] is None else share for a in query.aggregates
         },
-        bound_losses={
-            a: share * bound_share if publics[a] is None else 0.0 for a in query.aggregates
-        },
+        bound_losses={a: bound_loss if publics[a] is None else 0.0 for a in query.aggregates},
         public_bounds=publics,
         upper_bounds={a: upper[a] for a in query.aggregates},
         quantile=params.contribution_quantile,
