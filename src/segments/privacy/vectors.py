@@ -39,6 +39,7 @@ from segments.privacy.composition import (
     noise_scale,
     privacy_measure,
     pure_epsilon_of_rho,
+    pure_to_rho,
 )
 
 __all__ = [
@@ -58,7 +59,7 @@ dp.enable_features("contrib", "honest-but-curious")
 #: a useful per-cell release reads. The category mix at 50,000 customers gave 0.16 of its
 #: 0.78 ε per aggregate to its bound; capped, its noise falls by 16 %
 #: (benchmarks/bench_utility.py).
-BOUND_LOSS_CAP: dict[str, float] = {DPFamily.PURE: 0.05, DPFamily.ZCDP: 0.05**2 / 2}
+BOUND_LOSS_CAP: dict[str, float] = {DPFamily.PURE: 0.05, DPFamily.ZCDP: pure_to_rho(0.05)}
 
 #: The person frame handed to OpenDP: a LazyFrame of cells (``pid``, keys, aggregates).
 CELLS_DOMAIN = dp.user_domain("PersonCellsLazyFrame", lambda x: isinstance(x, pl.LazyFrame))
