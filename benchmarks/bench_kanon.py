@@ -35,13 +35,13 @@ from segments.anonymity import (
     optimal_generalisation,
     size_band_hierarchy,
 )
-from segments.geography import municipalities
+from segments.geography import municipalities_pl
 from segments.schema import GENDERS, INDUSTRIES, SIZE_BANDS
 
 
 def customer_table(rows: int, seed: np.random.Generator) -> pl.DataFrame:
     """Customers spread over municipalities by population; companies get size and industry."""
-    muni = municipalities()
+    muni = municipalities_pl()
     weights = muni["population"].to_numpy().astype(float)
     kind = seed.choice(["private", "business", "sole_trader"], rows, p=[0.7, 0.2, 0.1])
     person = kind != "business"

@@ -37,7 +37,7 @@ import numpy as np
 import polars as pl
 
 from segments.features import DEFAULT_FEATURE_BOUNDS, customer_features
-from segments.geography import municipalities
+from segments.geography import municipalities_pl
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
 from segments.segmentation import FeatureSpec, fit_segments
 
@@ -93,7 +93,7 @@ def synthesise(folder: Path, n_persons: int, seed: int = 0) -> dict[str, int]:
             "amount_sek": pl.Series(amount),
         }
     ).with_columns(pl.col("order_date").cast(pl.Date))
-    munis = municipalities()
+    munis = municipalities_pl()
     muni = rng.integers(0, munis.height, n_persons)
     private = np.isin(arch, (2, 5)) & (rng.random(n_persons) < 0.8)
     customers = pl.DataFrame(

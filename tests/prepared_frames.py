@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from segments.geography import municipalities
+from segments.geography import municipalities_pl
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES, SIZE_BANDS
 
 AS_OF = dt.date(2026, 6, 30)
@@ -38,7 +38,7 @@ def make_prepared(
     names = list(ARCHETYPES)
     archetype = rng.integers(0, len(names), n_persons)
     ids = _hex(rng.choice(2**40, size=n_persons, replace=False) + 2**44)
-    munis = municipalities()
+    munis = municipalities_pl()
     muni_idx = rng.integers(0, munis.height, n_persons)
     kinds = np.array([ARCHETYPES[names[a]][0] for a in archetype])
     customers = pl.DataFrame(

@@ -23,6 +23,16 @@ PUBLIC_PACKAGES = (
     "segments.privacy",
     "segments.synth",
 )
+#: Public modules besides those: every module ``segments`` re-exports from (its whole
+#: ``__all__``, not only the re-exported names), and the modules an analyst imports by name.
+#: The audit's check plumbing (``segments.audit.checks``: AuditContext) is not walked beyond
+#: what ``segments`` exports: reviewers call ``run_audit``.
+PUBLIC_MODULES = tuple(
+    sorted(
+        (set(__import__("segments")._EXPORTS) - {"segments.audit.checks"})
+        | {"segments.geography", "segments.keys", "segments.months", "segments.session"}
+    )
+)
 #: A polars table (or a container of them) named in an annotation.
 POLARS_TABLE = re.compile(r"\b(pl|polars)\.(DataFrame|LazyFrame)\b")
 
@@ -54,11 +64,20 @@ def _returns(owner: str, name: str, obj: Any) -> Iterator[tuple[str, str]]:
         yield name, _annotation(inspect.signature(obj).return_annotation)
 
 
+def _public_names(module: Any) -> list[str]:
+    """A module's ``__all__``, or (a module without one) the names ``segments`` exports."""
+    if hasattr(module, "__all__"):
+        return list(module.__all__)
+    import segments
+
+    return list(segments._EXPORTS.get(module.__name__, ()))
+
+
 def _public_returns() -> list[tuple[str, str]]:
     out = []
-    for package in PUBLIC_PACKAGES:
+    for package in (*PUBLIC_PACKAGES, *PUBLIC_MODULES):
         module = importlib.import_module(package)
-        for name in module.__all__:
+        for name in _public_names(module):
             if name.startswith("__"):
                 continue
             out += [
@@ -72,6 +91,32 @@ def test_no_public_callable_or_field_returns_polars() -> None:
     assert len(returns) > 200  # the walk found the API (not an empty list that always passes)
     polars = sorted(q for q, a in returns if POLARS_TABLE.search(a))
     assert polars == [], f"public names returning polars tables (return pandas): {polars}"
+
+
+def test_the_walk_covers_every_public_module() -> None:
+    walked = {q.split(".")[1] for q, _ in _public_returns() if q.count(".") >= 2}
+    for module in ("geography", "keys", "session", "forecast", "plots", "features", "ingest"):
+        assert module in walked, module
+    # a module segments re-exports from without __all__ is walked by its exported names
+    assert "segments.plots.plot_county_map" in {q for q, _ in _public_returns()}
+
+
+def test_geography_tables_are_pandas_and_the_package_reads_polars() -> None:
+    from segments import geography
+
+    for public, internal, rows in (
+        (geography.counties, geography.counties_pl, 21),
+        (geography.municipalities, geography.municipalities_pl, 290),
+        (geography.postcodes, geography.postcodes_pl, None),
+    ):
+        table = public()
+        assert isinstance(table, pd.DataFrame) and isinstance(internal(), pl.DataFrame)
+        assert rows is None or len(table) == rows
+        assert list(table.columns) == internal().columns
+    # the public copy is the caller's: editing it does not change what the package reads
+    mine = geography.counties()
+    mine.loc[0, "county_name_short"] = "edited"
+    assert "edited" not in set(geography.counties_pl()["county_name_short"])
 
 
 def test_the_walk_would_catch_a_polars_return() -> None:

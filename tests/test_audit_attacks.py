@@ -20,14 +20,14 @@ from segments.audit.attacks import (
     load_kanon_releases,
 )
 from segments.exceptions import WorkspaceError
-from segments.geography import postcodes
+from segments.geography import postcodes_pl
 from segments.workspace import Workspace, sha256_file, write_json
 
 
 def _raw_private(n: int, seed: int = 0) -> pl.DataFrame:
     """Raw-shaped private customers with real postcodes (only the columns attacks read)."""
     rng = np.random.default_rng(seed)
-    pc = postcodes().head(4)
+    pc = postcodes_pl().head(4)
     pick = rng.integers(0, pc.height, n)
     return pl.DataFrame(
         {

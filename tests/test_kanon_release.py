@@ -24,7 +24,7 @@ from segments.anonymity import (
 )
 from segments.cli.main import main
 from segments.exceptions import KAnonymityError, PolicyError, ReleaseRefusedError, WorkspaceError
-from segments.geography import postcodes
+from segments.geography import postcodes_pl
 from segments.policy import Policy
 from segments.schema import INDUSTRIES, PREPARED_CUSTOMERS, PREPARED_LINES, PRODUCT_CATEGORIES
 from segments.workspace import Workspace, sha256_file
@@ -35,7 +35,7 @@ COLUMNS = "county_code,customer_type,segment"
 
 def _prepared(rng: np.random.Generator) -> tuple[pl.DataFrame, pl.DataFrame]:
     ids = [secrets.token_hex(16) for _ in range(N)]
-    pcs = postcodes().filter(pl.col("county_code").is_in(["01", "12", "14"]))
+    pcs = postcodes_pl().filter(pl.col("county_code").is_in(["01", "12", "14"]))
     pick = rng.integers(0, pcs.height, N)
     kind = rng.choice(["private", "business", "sole_trader"], N, p=[0.7, 0.2, 0.1])
     person = kind != "business"

@@ -17,13 +17,13 @@ from segments.anonymity import (
 )
 from segments.anonymity.metrics import utility_metrics
 from segments.exceptions import KAnonymityError
-from segments.geography import postcodes
+from segments.geography import postcodes_pl
 
 
 @pytest.fixture(scope="module")
 def table():
     rng = np.random.default_rng(11)
-    codes = postcodes()["postcode"].to_numpy()[:400]
+    codes = postcodes_pl()["postcode"].to_numpy()[:400]
     return pl.DataFrame(
         {
             "birth_year": rng.integers(1940, 2005, 600).astype(str),

@@ -145,16 +145,16 @@ def test_county_shares_follow_population() -> None:
     draw = draw_customers(
         40_000, window_start=dt.date(2026, 1, 1), as_of=AS_OF, rng=np.random.default_rng(5)
     )
-    counties = geography.counties().sort("population", descending=True).head(5)
+    counties = geography.counties_pl().sort("population", descending=True).head(5)
     counts = draw.customers.group_by("county_code").len()
     joined = counties.join(counts, on="county_code")
-    expected = joined["population"] / geography.counties()["population"].sum()
+    expected = joined["population"] / geography.counties_pl()["population"].sum()
     observed = joined["len"] / draw.customers.height
     assert ((observed / expected - 1).abs() < 0.15).all()
 
 
 def test_postcode_consistent_with_municipality_and_county(raw: dict[str, pl.DataFrame]) -> None:
-    known = geography.postcodes()
+    known = geography.postcodes_pl()
     joined = raw["customers"].join(known, on="postcode", how="left", suffix="_ref")
     assert joined["municipality_code_ref"].null_count() == 0
     assert (joined["municipality_code"] == joined["municipality_code_ref"]).all()

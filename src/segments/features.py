@@ -40,7 +40,7 @@ from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, v
 
 from segments._tables import as_polars, to_pandas
 from segments.exceptions import SchemaError
-from segments.geography import counties, municipalities
+from segments.geography import counties_pl, municipalities_pl
 from segments.schema import CHANNELS, PERSON_TYPES, PRODUCT_CATEGORIES, SIZE_BANDS
 
 __all__ = [
@@ -368,7 +368,7 @@ def urban_class(population: pl.Expr) -> pl.Expr:
 
 
 def _customer_categoricals(customers: pl.LazyFrame) -> pl.LazyFrame:
-    population = municipalities().lazy().select("municipality_code", "population")
+    population = municipalities_pl().lazy().select("municipality_code", "population")
     # a real export without geography or size bands (segments ingest): unknown, not invented
     present = customers.collect_schema().names()
     customers = customers.with_columns(
@@ -747,7 +747,7 @@ def categorical_levels() -> dict[str, list[str]]:
     ['urban', 'intermediate', 'rural']
     """
     return {
-        "county_code": sorted(counties()["county_code"].to_list()),
+        "county_code": sorted(counties_pl()["county_code"].to_list()),
         "urban_class": list(URBAN_CLASSES),
         "customer_type": list(PERSON_TYPES),
         "size_band": [*SIZE_BANDS, NO_SIZE_BAND],

@@ -2,6 +2,9 @@
 
 Codes are strings so leading zeros survive (``"01"``, ``"0114"``). Population is SCB's for
 2024. Regions follow the traditional lands: Götaland, Svealand, Norrland.
+
+The public functions return pandas (the API boundary's one table type); the package's own
+code reads the cached polars tables of ``counties_pl``, ``municipalities_pl``, ``postcodes_pl``.
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+import pandas as pd
 import polars as pl
+
+from segments._tables import to_pandas
 
 __all__ = [
     "REGION_OF_COUNTY",
@@ -38,17 +44,39 @@ def _read(name: str) -> pl.DataFrame:
     return pl.read_csv(reference_path(name), infer_schema=False)
 
 
-@cache
-def counties() -> pl.DataFrame:
+def counties() -> pd.DataFrame:
     """The 21 counties: ``county_code``, ``county_name``, ``county_name_short``,
     ``population``, ``region``.
 
     Examples
     --------
     >>> c = counties()
-    >>> c.height, c.filter(c["county_code"] == "01")["county_name_short"].item()
+    >>> len(c), c.set_index("county_code").loc["01", "county_name_short"]
     (21, 'Stockholm')
     """
+    return to_pandas(counties_pl())
+
+
+def municipalities() -> pd.DataFrame:
+    """The 290 municipalities: code, name, county, 2024 population, centroid, main locality.
+
+    Examples
+    --------
+    >>> m = municipalities()
+    >>> len(m), m.set_index("municipality_code").loc["0180", "municipality_name"]
+    (290, 'Stockholm')
+    """
+    return to_pandas(municipalities_pl())
+
+
+def postcodes() -> pd.DataFrame:
+    """Five-digit postcodes (about 82 % of Sweden's) with locality, municipality and county."""
+    return to_pandas(postcodes_pl())
+
+
+@cache
+def counties_pl() -> pl.DataFrame:
+    """:func:`counties` as the cached polars table the package's own code reads."""
     df = _read("sweden_counties.csv")
     return df.select(
         "county_code",
@@ -60,8 +88,8 @@ def counties() -> pl.DataFrame:
 
 
 @cache
-def municipalities() -> pl.DataFrame:
-    """The 290 municipalities: code, name, county, 2024 population, centroid, main locality."""
+def municipalities_pl() -> pl.DataFrame:
+    """:func:`municipalities` as the cached polars table the package's own code reads."""
     df = _read("sweden_municipalities.csv")
     return df.select(
         "municipality_code",
@@ -75,8 +103,8 @@ def municipalities() -> pl.DataFrame:
 
 
 @cache
-def postcodes() -> pl.DataFrame:
-    """Five-digit postcodes (about 82 % of Sweden's) with locality, municipality and county."""
+def postcodes_pl() -> pl.DataFrame:
+    """:func:`postcodes` as the cached polars table the package's own code reads."""
     df = _read("sweden_postcodes_5digit.csv")
     return df.select("postal_code", "locality", "municipality_code", "county_code").rename(
         {"postal_code": "postcode"}

@@ -47,20 +47,18 @@ from segments.schema import (
 )
 from segments.workspace import MANIFEST, Workspace, sha256_file, write_json
 
+# The stage's polars steps (read_export, net_returns, load_real_raw, geography_table) are
+# internal: an analyst calls ingest, load_transactions and public_domains (pandas out).
 __all__ = [
     "GEOGRAPHY_HIERARCHIES",
     "IngestMapping",
     "IngestResult",
     "TransactionMapping",
     "Transactions",
-    "geography_table",
     "ingest",
-    "load_real_raw",
     "load_transactions",
-    "net_returns",
     "public_domains",
     "PublicDomains",
-    "read_export",
     "read_real_manifest",
 ]
 
@@ -883,17 +881,17 @@ def geography_table(hierarchy: str) -> pl.DataFrame:
     >>> geography_table("country").filter(pl.col("code") == "SE")["parent"].item()
     'Northern Europe'
     """
-    from segments.geography import REGION_OF_COUNTY, counties, municipalities, reference_path
+    from segments.geography import REGION_OF_COUNTY, counties_pl, municipalities_pl, reference_path
 
     if hierarchy == "country":
         table = pl.read_csv(reference_path("countries.csv"), infer_schema=False)
         return table.select(pl.col("country_code").alias("code"), pl.col("region").alias("parent"))
     if hierarchy == "sweden_municipality":
-        return municipalities().select(
+        return municipalities_pl().select(
             pl.col("municipality_code").alias("code"), pl.col("county_code").alias("parent")
         )
     if hierarchy == "sweden_county":
-        return counties().select(
+        return counties_pl().select(
             pl.col("county_code").alias("code"),
             pl.col("county_code").replace_strict(REGION_OF_COUNTY).alias("parent"),
         )
@@ -1623,13 +1621,13 @@ def public_domains(workspace: Workspace | str | os.PathLike[str]) -> PublicDomai
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     manifest = read_real_manifest(ws)
     if manifest is None:
-        from segments.geography import counties
+        from segments.geography import counties_pl
 
         return PublicDomains(
             PRODUCT_CATEGORIES,
             CHANNELS,
             "county_code",
-            tuple(counties()["county_code"].to_list()),
+            tuple(counties_pl()["county_code"].to_list()),
             synthetic=True,
         )
     domains = manifest["domains"]

@@ -133,13 +133,13 @@ def key_values(
     if column == geography and domains is not None and domains.geography_values:
         return tuple(domains.geography_values)
     if column == "county_code":
-        from segments.geography import counties
+        from segments.geography import counties_pl
 
-        return tuple(counties()["county_code"].to_list())
+        return tuple(counties_pl()["county_code"].to_list())
     if column == "municipality_code":
-        from segments.geography import municipalities
+        from segments.geography import municipalities_pl
 
-        return tuple(municipalities()["municipality_code"].to_list())
+        return tuple(municipalities_pl()["municipality_code"].to_list())
     if column == "category":
         return tuple(domains.categories) if domains is not None else PRODUCT_CATEGORIES
     fixed = {"industry": INDUSTRIES, "size_band": SIZE_BANDS, "customer_type": PERSON_TYPES}
@@ -157,7 +157,7 @@ def key_values(
 
 @cache
 def _geography_labels(column: str) -> dict[str, str]:
-    from segments.geography import counties, municipalities, reference_path
+    from segments.geography import counties_pl, municipalities_pl, reference_path
 
     if column == "country":
         import polars as pl
@@ -165,8 +165,8 @@ def _geography_labels(column: str) -> dict[str, str]:
         table = pl.read_csv(reference_path("countries.csv"), infer_schema=False)
         return dict(table.select("country_code", "country_name").iter_rows())
     if column == "county_code":
-        return dict(counties().select("county_code", "county_name_short").iter_rows())
-    return dict(municipalities().select("municipality_code", "municipality_name").iter_rows())
+        return dict(counties_pl().select("county_code", "county_name_short").iter_rows())
+    return dict(municipalities_pl().select("municipality_code", "municipality_name").iter_rows())
 
 
 def key_labels(column: str) -> dict[str, str]:

@@ -27,9 +27,9 @@ import polars as pl
 from segments.exceptions import KAnonymityError
 from segments.geography import (
     REGION_OF_COUNTY,
-    counties,
-    municipalities,
-    postcodes,
+    counties_pl,
+    municipalities_pl,
+    postcodes_pl,
     reference_path,
 )
 from segments.schema import INDUSTRIES, PERSON_TYPES, PRODUCT_CATEGORIES, SIZE_BANDS
@@ -278,7 +278,7 @@ def _prefix2_county() -> dict[str, str]:
 
 @cache
 def _county_names() -> dict[str, str]:
-    c = counties()
+    c = counties_pl()
     return dict(zip(c["county_code"], c["county_name_short"], strict=True))
 
 
@@ -303,7 +303,7 @@ def postcode_hierarchy(values: Iterable[object] | None = None) -> Hierarchy:
     >>> postcode_hierarchy(["11120"]).rows()
     [['11120', '111**', '11***', 'Stockholm', 'Svealand', '*']]
     """
-    codes = postcodes()["postcode"].to_list() if values is None else [str(v) for v in values]
+    codes = postcodes_pl()["postcode"].to_list() if values is None else [str(v) for v in values]
     county_of = _prefix2_county()
     names = _county_names()
     rows = []
@@ -322,7 +322,7 @@ def postcode_hierarchy(values: Iterable[object] | None = None) -> Hierarchy:
 
 def municipality_hierarchy() -> Hierarchy:
     """Municipality code → county → region → ``*`` (all 290 municipalities)."""
-    m = municipalities()
+    m = municipalities_pl()
     names = _county_names()
     rows = [
         [code, names[county], REGION_OF_COUNTY[county], TOP]

@@ -47,7 +47,7 @@ from segments.anonymity.hierarchies import (
     size_band_hierarchy,
 )
 from segments.exceptions import WorkspaceError
-from segments.geography import postcodes
+from segments.geography import postcodes_pl
 from segments.schema import GENDERS
 from segments.workspace import (
     CERTIFICATE,
@@ -329,7 +329,7 @@ def _hierarchies() -> dict[str, Hierarchy]:
 
 @cache
 def _postcodes_of_municipality() -> dict[str, tuple[str, ...]]:
-    pc = postcodes()
+    pc = postcodes_pl()
     out: dict[str, list[str]] = {}
     for code, municipality in zip(pc["postcode"], pc["municipality_code"], strict=True):
         out.setdefault(municipality, []).append(code)

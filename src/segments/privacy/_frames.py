@@ -51,11 +51,11 @@ def write_prepared_frames(
     dict
         ``{"customers": path, "lines": path}``.
     """
-    from segments.geography import counties
+    from segments.geography import counties_pl
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    county = counties()
+    county = counties_pl()
     weights = county["population"].to_numpy().astype(float)
     ids = _pseudonyms(n_customers, seed)
     customers = pl.DataFrame(
@@ -108,10 +108,10 @@ def write_survey_frame(
 ) -> Path:
     """Write anonymous survey responses (``survey_month``, ``county_code``,
     ``customer_type``, ``score``) — no customer id (AC-2)."""
-    from segments.geography import counties
+    from segments.geography import counties_pl
     from segments.schema import CUSTOMER_TYPES
 
-    codes = counties()["county_code"].to_numpy()
+    codes = counties_pl()["county_code"].to_numpy()
     frame = pl.DataFrame(
         {
             "survey_month": [month] * n_responses,

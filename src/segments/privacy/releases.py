@@ -94,7 +94,6 @@ __all__ = [
     "cells_per_person",
     "epsilon_to_rho",
     "plan_release",
-    "public_keys",
     "shared_frame_options",
 ]
 
@@ -531,7 +530,7 @@ def public_keys(
     PolicyError
         A grouping by county on data that declares no Swedish county geography.
     """
-    from segments.geography import counties
+    from segments.geography import counties_pl
 
     if "county_code" in by and params.geography_column != "county_code":
         raise PolicyError(
@@ -542,7 +541,7 @@ def public_keys(
     from segments.keys import key_values
 
     lists: dict[str, list[str]] = {
-        "county_code": list(params.geography_values) or counties()["county_code"].to_list(),
+        "county_code": list(params.geography_values) or counties_pl()["county_code"].to_list(),
         "category": list(params.categories),
         "customer_type": list(CUSTOMER_TYPES if survey else PERSON_TYPES),
         "segment": list(segments.keys) if segments is not None else ["all"],

@@ -20,7 +20,7 @@ from segments.features import (
     LINE_SHARE_FEATURES,
     RFM_FEATURES,
 )
-from segments.geography import counties
+from segments.geography import counties_pl
 
 # --- profiles and names ---------------------------------------------------------------------
 #: Short words for names ("frequent paper & toner buyers, Stockholm").
@@ -40,7 +40,7 @@ _TYPE_WORDS = {"business": "business", "private": "private", "sole_trader": "sol
 
 
 def _county_names() -> dict[str, str]:
-    c = counties()
+    c = counties_pl()
     return dict(zip(c["county_code"].to_list(), c["county_name_short"].to_list(), strict=True))
 
 

@@ -116,7 +116,7 @@ def _per_archetype(table: list[dict[str, float]], keys: tuple[str, ...]) -> np.n
 def _geography(rng: np.random.Generator, n: int) -> np.ndarray:
     """Row indices into :func:`_postcode_table`: municipality weighted by population, then a
     postcode uniform among that municipality's postcodes."""
-    munis = geography.municipalities().sort("municipality_code")
+    munis = geography.municipalities_pl().sort("municipality_code")
     codes = _postcode_table()
     weights = munis["population"].to_numpy().astype(float)
     muni_idx = rng.choice(munis.height, size=n, p=weights / weights.sum())
@@ -134,7 +134,7 @@ def _geography(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _postcode_table() -> pl.DataFrame:
-    return geography.postcodes().sort("municipality_code", "postcode")
+    return geography.postcodes_pl().sort("municipality_code", "postcode")
 
 
 def _personnummer_order(rng: np.random.Generator, as_of: dt.date) -> pl.DataFrame:
