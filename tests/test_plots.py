@@ -133,3 +133,31 @@ def test_privacy_utility_draws_one_ordered_line_per_group_and_marks_the_real_eps
 def test_privacy_utility_names_a_missing_column() -> None:
     with pytest.raises(ValueError, match="curve has no column 'mape'"):
         plot_privacy_utility(_sweep(), "mape")
+
+
+def test_intervals_by_key_draw_each_line_with_its_interval_and_hollow_zero_cells() -> None:
+    import pandas as pd
+
+    from segments import plot_intervals_by_key
+
+    table = pd.DataFrame(
+        {
+            "category": ["paper"] * 3 + ["toner_ink"] * 3,
+            "category_name": ["Paper"] * 3 + ["Toner ink"] * 3,
+            "month": ["2026-01", "2026-02", "2026-03"] * 2,
+            "units": [100, 0, 50, 10, 20, 30],
+        }
+    )
+    table["units_lower"] = table["units"] - 40
+    table["units_upper"] = table["units"] + 40
+    ax = plot_intervals_by_key(table, "month", "units", by="category")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["Paper", "Toner ink"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2026-01", "2026-02", "2026-03"]
+    # paper's bars reach from lower to upper; hollow markers where the interval reaches 0
+    paper = ax.containers[0]
+    segments = paper.lines[2][0].get_segments()
+    assert [(s[0][1], s[1][1]) for s in segments] == [(60, 140), (-40, 40), (10, 90)]
+    hollow = [c for c in ax.collections if c.get_facecolor().size and c.get_offsets().size]
+    assert sum(len(c.get_offsets()) for c in hollow) == 4  # paper 0; toner 10, 20, 30
+    with pytest.raises(ValueError, match="has no column 'units_scale'"):
+        plot_intervals_by_key(table, "month", "units_scale")

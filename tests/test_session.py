@@ -595,16 +595,24 @@ def test_query_file_reads_median_and_quantile_aggregates(ws, tmp_path):
     path.write_text(
         '{"policy": "alloffice", "purpose": "statistics", "recipient": "purchasing", '
         '"epsilon": 0.5, "as_of": "2026-10-31", "query": [{"table": "customers", '
-        '"group_by": "size_band", "aggregates": ["median:spend", "quantile90:spend"], '
-        '"bounds": {"spend": [0, 20000]}}]}',
+        '"group_by": "size_band", "aggregates": ["median:spend", "quantile80:spend"], '
+        '"bounds": {"spend": [0, 20000]}, "interval": {"spend": 0.1}}]}',
         encoding="utf-8",
     )
     query_file = load_query_file(path)
     session = query_file.open(ws)
     (query,) = query_file.build(session)
     planned = session.plan([query], query_file.epsilon)
-    assert list(planned.accuracy["aggregate"]) == ["quantile_50_spend", "quantile_90_spend"]
-    assert "bounds=(0, 20000)" in query.describe()["text"]
+    assert list(planned.accuracy["aggregate"]) == [
+        "count",  # the value intervals' support
+        "quantile_50_spend",
+        "quantile_40_spend",
+        "quantile_60_spend",
+        "quantile_80_spend",
+        "quantile_70_spend",
+        "quantile_90_spend",
+    ]
+    assert "interval=0.1, bounds=(0, 20000)" in query.describe()["text"]
 
 
 def test_an_evaluation_ledger_passed_in_takes_data_proven_synthetic(ws):
@@ -732,3 +740,156 @@ def test_relative_accuracy_from_a_charged_private_estimate_of_the_typical_cell(w
     assert relative["sum_spend"] == pytest.approx(half["sum_spend"] / typical["sum_spend"])
     with pytest.raises(PolicyError, match="quantiles have no typical cell"):
         s.table("customers").group_by("county").agg(segments.agg.median("spend")).estimate_typical()
+
+
+# --- segment keys carry their names ----------------------------------------------------------
+def test_a_release_grouped_by_segment_names_each_segment(ws, ledger, tmp_path):
+    """Like county_name and industry_name: ``segment_name`` beside ``segment`` — the
+    category rule's taxonomy labels, a fitted model's profile names from its metadata."""
+    s = _session(ws, ledger)
+    table = s.table("customers").group_by("segment").agg(count()).release(epsilon=0.5)
+    assert list(table.columns[:2]) == ["segment", "segment_name"]
+    assert dict(zip(table["segment"], table["segment_name"], strict=True))["toner_ink"] == (
+        "Toner ink"
+    )
+    # a fitted model (internal recipients): the names its segmentation wrote
+    customers = pl.read_parquet(ws.prepared_dir(PURPOSE) / "customers.parquet")
+    folder = tmp_path / "segments"
+    folder.mkdir()
+    labels = folder / "labels.parquet"
+    customers.select(
+        "person_id", (pl.col("person_id").hash() % 2).cast(pl.Utf8).alias("segment")
+    ).write_parquet(labels)
+    (folder / "metadata.json").write_text(
+        '{"segments": {"0": "paper buyers", "1": "coffee & pantry"}}', encoding="utf-8"
+    )
+    fitted = SegmentSource.from_labels(labels, "fitted_model", ["0", "1"])
+    by = _session(ws, ledger, segments=fitted).table("customers").group_by("county", "segment")
+    named = by.agg(count()).release(epsilon=0.5)
+    assert set(zip(named["segment"], named["segment_name"], strict=True)) == {
+        ("0", "paper buyers"),
+        ("1", "coffee & pantry"),
+    }
+    assert named.columns.get_loc("segment_name") == named.columns.get_loc("segment") + 1
+
+
+def test_private_segment_names_are_read_only_beside_the_verified_centroids(ws, tmp_path):
+    """A private model's names come from the metadata written with the centroids whose hash
+    the ledger entry published; metadata written for other centroids is not read."""
+    import json
+
+    from segments.privacy.kmeans import PrivateModelRef
+    from segments.provenance import sha256_file
+
+    folder = tmp_path / "private"
+    folder.mkdir()
+    centroids = folder / "centroids.parquet"
+    pd.DataFrame(
+        {
+            "segment": ["0", "1"],
+            "share_paper": [0.7, 0.1],
+            "share_toner_ink": [0.2, 0.1],
+            "share_coffee_pantry": [0.1, 0.8],
+            "monetary_sek": [12_000.0, 3_000.0],
+        }
+    ).to_parquet(centroids)
+    digest = sha256_file(centroids)
+    ref = PrivateModelRef("r", "l", centroids, digest, ("share_paper",), (), {}, {}, ("0", "1"))
+    source = SegmentSource("private_model", ("0", "1"), model=ref)
+    meta = {"centroids_sha256": digest, "segments": {"0": "office paper", "1": "pantry"}}
+    (folder / "metadata.json").write_text(json.dumps(meta), encoding="utf-8")
+    s = _session(ws, segments=source)
+    assert s.segment_names() == {"0": "office paper", "1": "pantry"}
+    meta["centroids_sha256"] = "0" * 64  # names written for other centroids
+    (folder / "metadata.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert s.segment_names() == {"0": "segment 0", "1": "segment 1"}
+
+
+# --- quantile intervals: rank (data-free) and value (released ends) ---------------------------
+def _true_spend(ws: Workspace, bound: int) -> pd.DataFrame:
+    prepared = ws.prepared_dir(PURPOSE)
+    spend = (
+        pl.read_parquet(prepared / "lines.parquet")
+        .filter(pl.col("order_date") < AS_OF)
+        .group_by("person_id", "category")
+        .agg(pl.col("amount_sek").sum().round(0).alias("sek"))
+        .group_by("person_id")
+        .agg(pl.col("sek").sum().clip(0, bound).alias("spend"))
+    )
+    people = pl.read_parquet(prepared / "customers.parquet").join(spend, on="person_id", how="left")
+    return people.with_columns(pl.col("spend").fill_null(0)).to_pandas()
+
+
+def test_quantile_value_interval_covers_the_true_quantile_as_stated(ws):
+    """Statistical (seeded data, OpenDP's noise): the median's value interval — the released
+    40th and 60th percentiles, published where 0.1 x the count's lower bound covers each
+    end's rank error — holds the exact median in at least 95 % of 150 cell-releases (stated:
+    >= 95 % each); its rank interval holds too; both are recorded per cell."""
+    from segments.session import _QuantileRanks, _to_pandas
+
+    bound = 50_000
+    s = _session(ws)
+    q = (
+        s.table("customers")
+        .group_by("customer_type")
+        .agg(segments.agg.median("spend", bounds=(0, bound), interval=0.1))
+    )
+    planned = q.plan(epsilon=2.0)
+    notes = planned.accuracy.set_index("aggregate")["note"]
+    assert (
+        "value interval [quantile_40_spend, quantile_60_spend] published where"
+        in notes.loc["quantile_50_spend"]
+    )
+    assert list(planned.accuracy["aggregate"]) == [
+        "count",
+        "quantile_50_spend",
+        "quantile_40_spend",
+        "quantile_60_spend",
+    ]
+    truth = _true_spend(ws, bound).groupby("customer_type")["spend"]
+    medians = truth.median()
+    sorted_values = {k: np.sort(v.to_numpy()) for k, v in truth}
+    spec, window = s._spec([q], 2.0, None)
+    covered = published = rank_held = cells = 0
+    with s._plan(spec, window, [q]) as plan:
+        ranks = _QuantileRanks.of(plan)
+        for _ in range(50):
+            raw = plan.tables(plan.run_unaccounted())[q.definition().name]
+            table = _to_pandas(pl.from_pandas(raw), q, None, ranks).set_index("customer_type")
+            for kind, row in table.iterrows():
+                cells += 1
+                values = sorted_values[kind]
+                below = int(np.searchsorted(values, row["quantile_50_spend"], side="left"))
+                gap = int(
+                    np.searchsorted(values, row["quantile_50_spend"] + 501)
+                    - np.searchsorted(values, row["quantile_50_spend"] - 501)
+                )
+                rank_held += abs(below - len(values) / 2) <= row["quantile_50_spend_rank"] + gap
+                if row["quantile_50_spend_status"] == "published":
+                    published += 1
+                    lower, upper = row["quantile_50_spend_lower"], row["quantile_50_spend_upper"]
+                    covered += lower <= medians[kind] <= upper
+                else:
+                    assert np.isnan(row["quantile_50_spend_lower"])
+    assert cells == 150 and published >= 100, (published, cells)
+    assert covered >= 0.95 * published, (covered, published)
+    assert rank_held >= 0.95 * cells, (rank_held, cells)
+
+
+def test_quantile_intervals_follow_the_mechanism_under_zcdp(ws):
+    """Under a zCDP policy OpenDP runs the Gumbel (exponential-mechanism) quantile: its rank
+    half-width is the ε-DP one at ε = sqrt(8 ρ) of the quantile's share."""
+    s = Session(ws, "allkontor", PURPOSE, "purchasing", as_of=AS_OF)
+    q = (
+        s.table("customers")
+        .group_by("customer_type")
+        .agg(count(), segments.agg.quantile("spend", 0.9, bounds=(0, 50_000)))
+    )
+    planned = q.plan(epsilon=0.5)
+    row = planned.accuracy.set_index("aggregate").loc["quantile_90_spend"]
+    assert row["distribution"].startswith("Gumbel") and "Gumbel noise" in row["note"]
+    rho_share = planned.privacy_loss["rho"] / 2
+    expected = 2 * 0.9 / np.sqrt(8 * rho_share) * np.log(100 / 0.05)
+    assert row["rank_accuracy"] == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(PolicyError, match="interval=0.6 must be a whole percent"):
+        segments.agg.quantile("spend", 0.5, interval=0.6)

@@ -86,6 +86,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "plot_privacy_cost",
         "plot_privacy_utility",
         "plot_county_map",
+        "plot_intervals_by_key",
         "plot_category_mix",
         "plot_orders_per_month",
         "plot_selection_evidence",

@@ -686,3 +686,98 @@ def plot_privacy_utility(
     # below the axes: inside, it would hide the curve where it matters
     ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16))
     return ax
+
+
+def plot_intervals_by_key(
+    table: Any,
+    x: str,
+    value: str,
+    *,
+    by: str | None = None,
+    ax: Any = None,
+    ylabel: str | None = None,
+    legend: bool = True,
+) -> Any:
+    """Released values with their intervals along a key (e.g. months), one line per ``by``.
+
+    Reads ``<value>``, ``<value>_lower`` and ``<value>_upper`` (the columns of every DP
+    release). A hollow marker is a cell whose interval reaches zero: its noise is as large
+    as its value, so a "0" there (a negative noisy value made non-negative) says "not
+    distinguishable from none", not "none". Lines of ``by`` are offset slightly along ``x``
+    so their bars do not overlap.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame or polars.DataFrame
+        A release, e.g. a :class:`segments.Session` query grouped by ``category`` and
+        ``month``.
+    x : str
+        The key along the axis (its values sorted).
+    value : str
+        The released column (``sum_units``, ``count``...).
+    by : str, optional
+        The key of the lines; its ``<by>_name`` label column is used when present.
+    ax : matplotlib Axes, optional
+    ylabel : str, optional
+    legend : bool
+
+    Returns
+    -------
+    matplotlib Axes
+
+    Examples
+    --------
+    >>> ax = plot_intervals_by_key(units, "month", "sum_units", by="category")  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 4.5), layout="constrained")
+    frame = _as_polars(table)
+    missing = [c for c in (x, value, f"{value}_lower", f"{value}_upper") if c not in frame.columns]
+    if by is not None and by not in frame.columns:
+        missing.append(by)
+    if missing:
+        raise ValueError(
+            f"plot_intervals_by_key: table has no column {missing[0]!r}; pass a released "
+            f"table with {value}, {value}_lower and {value}_upper"
+        )
+    label_of = f"{by.removesuffix('_code')}_name" if by is not None else None
+    positions = {v: i for i, v in enumerate(sorted(frame[x].unique().to_list()))}
+    groups: list[tuple[Any, Any]] = (
+        [(None, frame)] if by is None else sorted(frame.group_by(by), key=lambda g: str(g[0][0]))
+    )
+    width = 0.6 / max(len(groups), 1)
+    for i, (key, rows) in enumerate(groups):
+        rows = rows.sort(x)
+        offset = (i - (len(groups) - 1) / 2) * width / 2
+        xs = np.array([positions[v] for v in rows[x].to_list()], dtype=float) + offset
+        values = rows[value].cast(float).to_numpy()
+        lower = rows[f"{value}_lower"].cast(float).to_numpy()
+        upper = rows[f"{value}_upper"].cast(float).to_numpy()
+        name = None
+        if key is not None:
+            name = str(rows[label_of][0] if label_of in rows.columns else key[0])
+        line = ax.errorbar(
+            xs,
+            values,
+            yerr=[np.maximum(values - lower, 0), np.maximum(upper - values, 0)],
+            marker="o",
+            capsize=2,
+            label=name,
+        )
+        reaches_zero = lower <= 0
+        ax.scatter(
+            xs[reaches_zero],
+            values[reaches_zero],
+            s=40,
+            facecolor="white",
+            edgecolor=line[0].get_color(),
+            zorder=3,
+        )
+    ax.set_xticks(range(len(positions)), [str(v) for v in positions])
+    ax.set_xlabel(x)
+    ax.set_ylabel(ylabel or f"{value} (DP, interval)")
+    if legend and by is not None:
+        ax.legend(ncols=2, fontsize="small")
+    return ax

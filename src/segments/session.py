@@ -93,12 +93,18 @@ class Aggregate:
     bounds : (int, int), optional
         Clipping bounds of one person's value, given by the caller (recorded in the card);
         default: the policy's.
+    q : float, optional
+        A quantile's level.
+    interval : float, optional
+        A quantile's value interval: also release the ``q - interval`` and ``q + interval``
+        quantiles (see :func:`quantile`).
     """
 
     kind: str
     value: str | None = None
     bounds: tuple[int, int] | None = None
     q: float | None = None
+    interval: float | None = None
 
 
 def count() -> Aggregate:
@@ -117,18 +123,46 @@ def mean(value: str, bounds: tuple[int, int] | None = None) -> Aggregate:
     return Aggregate("mean", value, _bounds(bounds, value))
 
 
-def quantile(value: str, q: float, bounds: tuple[int, int] | None = None) -> Aggregate:
+def quantile(
+    value: str,
+    q: float,
+    bounds: tuple[int, int] | None = None,
+    interval: float | None = None,
+) -> Aggregate:
     """The ``q``-quantile (a whole percent, e.g. 0.5) of a bounded per-person value in each
-    cell: OpenDP's exponential mechanism over 101 public candidates between the bounds. It
-    has no data-free interval (its error depends on how the values spread)."""
+    cell: OpenDP's quantile over 101 public candidates between the bounds (exponential noise
+    on the candidates' scores under ε-DP, Gumbel noise — the exponential mechanism — under
+    zCDP).
+
+    Its data-free accuracy is a *rank* interval: the released value's rank is within ± R
+    people of the exact quantile's (``quantile_<q>_<value>_rank`` in the table, ``rank ± R``
+    in the plan). An interval on the value's scale needs the data: ``interval=d`` (a whole
+    percent, e.g. 0.1) also releases the ``q - d`` and ``q + d`` quantiles (and the count)
+    under the same charge, and publishes ``[quantile at q - d, quantile at q + d]`` as the
+    interval of the ``q``-quantile where the cell's count supports it: where ``d`` times the
+    count's lower bound is at least the rank half-width R' of each end, the exact
+    ``q``-quantile lies inside with probability at least the confidence (each end fails with
+    at most a quarter of 1 - confidence, the count's lower bound with a half), unless more
+    than ``d n - R'`` people share values between two neighbouring candidates.
+    """
     if not isinstance(q, int | float) or not 0.0 < q < 1.0 or round(q * 100) != q * 100:
         raise PolicyError(f"quantile q={q!r} must be a whole percent in (0, 1), e.g. 0.5 or 0.9")
-    return Aggregate("quantile", value, _bounds(bounds, value), float(q))
+    if interval is not None:
+        whole = isinstance(interval, int | float) and round(interval * 100) == interval * 100
+        if not whole or not 0.0 < q - interval < q + interval < 1.0:
+            raise PolicyError(
+                f"quantile interval={interval!r} must be a whole percent with 0 < q - interval "
+                f"and q + interval < 1 (q = {q}), e.g. interval=0.1"
+            )
+        interval = float(interval)
+    return Aggregate("quantile", value, _bounds(bounds, value), float(q), interval)
 
 
-def median(value: str, bounds: tuple[int, int] | None = None) -> Aggregate:
+def median(
+    value: str, bounds: tuple[int, int] | None = None, interval: float | None = None
+) -> Aggregate:
     """The median of a bounded per-person value (:func:`quantile` at 0.5)."""
-    return quantile(value, 0.5, bounds)
+    return quantile(value, 0.5, bounds, interval)
 
 
 class agg:  # noqa: N801 - a namespace, read as segments.agg.count()
@@ -305,7 +339,11 @@ class Session:
         ``weights``, default equal), one folder with their tables and one card."""
         spec, window = self._spec(queries, epsilon, weights)
         ledger = self.ledger()
+        # the segments' names before anything is charged (a failure here spends nothing)
+        keyed = any("segment" in q.by for q in queries)
+        names = self.segment_names() if keyed else None
         with self._plan(spec, window, queries) as plan:
+            ranks = _QuantileRanks.of(plan)
             result = plan.execute(
                 ledger,
                 self.workspace,
@@ -317,7 +355,7 @@ class Session:
                 extra_card={"session_queries": [q.describe() for q in queries]},
             )
         self._released += 1
-        return SessionRelease.from_result(result, list(queries))
+        return SessionRelease.from_result(result, list(queries), names, ranks)
 
     # --- resolution ---------------------------------------------------------------------------
     def ledger(self) -> Any:
@@ -362,6 +400,38 @@ class Session:
                 ledger = self.ledger() if which == "private" else None
                 self._source = SegmentSource.from_workspace(self.workspace, which, ledger=ledger)
         return self._source
+
+    def segment_names(self) -> dict[str, str]:
+        """Name of each segment key of :meth:`segment_source`, for ``segment_name`` columns.
+
+        The category rule's keys are product categories (their taxonomy labels). A model's
+        names are its profiles' (``metadata.json`` beside its labels or centroids: for a
+        private model, names from its released centroids or its DP profile release), read
+        only beside the centroids whose hash its ledger entry published; a fitted model's go
+        only where its keys may (internal recipients). A key without a name is shown as
+        ``segment <key>``."""
+        import json
+
+        source = self.segment_source()
+        if source.provenance == "category_rule":
+            from segments.keys import key_labels
+
+            labels = key_labels("category")
+            return {k: labels.get(k, k.replace("_", " ").capitalize()) for k in source.keys}
+        folder = (
+            source.model.centroids_path.parent
+            if source.provenance == "private_model"
+            else source.labels_path.parent
+        )
+        meta_path = folder / "metadata.json"
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+        found = meta.get("segments")
+        names: dict[str, Any] = found if isinstance(found, dict) else {}
+        if source.provenance == "private_model" and (
+            meta.get("centroids_sha256") != source.model.centroids_sha256
+        ):
+            names = {}  # names written for other centroids: not these segments' names
+        return {k: str(names.get(k) or f"segment {k}")[:120] for k in source.keys}
 
     def _as_of(self) -> dt.date:
         from segments.privacy.ledger import ledger_today
@@ -741,9 +811,10 @@ class Query:
                 continue
             internal = self._internal(str(a.value))
             if a.kind == "quantile":
-                name = f"quantile_{round(float(a.q or 0) * 100)}_{internal}"
-                if name not in sums:
-                    sums.append(name)
+                for name in _quantile_names(a, internal):
+                    if name not in sums:
+                        sums.append(name)
+                has_count = has_count or a.interval is not None  # the interval's support
             elif internal not in sums:
                 sums.append(internal)
             if a.bounds is not None:
@@ -781,6 +852,8 @@ class Query:
             inner = "" if a.value is None else repr(a.value)
             if a.q is not None:
                 inner += f", {a.q}"
+            if a.interval is not None:
+                inner += f", interval={a.interval}"
             if a.bounds is not None:
                 inner += f", bounds={a.bounds}"
             aggs.append(f"{a.kind}({inner})")
@@ -792,6 +865,15 @@ class Query:
                 str(a.value): list(a.bounds) for a in self.aggregates if a.bounds is not None
             },
         }
+
+
+def _quantile_names(a: Aggregate, internal: str) -> list[str]:
+    """The released quantile aggregates of ``a``: its level, then (with a value interval)
+    the levels ``q - interval`` and ``q + interval``."""
+    levels = [float(a.q or 0)]
+    if a.interval is not None:
+        levels += [levels[0] - a.interval, levels[0] + a.interval]
+    return [f"quantile_{round(level * 100)}_{internal}" for level in levels]
 
 
 def _month(value: str | dt.date, what: str) -> dt.date:
@@ -855,9 +937,92 @@ def _rename(column: str, aggregates: Iterable[str]) -> str:
     return column
 
 
-def _to_pandas(table: pl.DataFrame, definition: Any) -> pd.DataFrame:
+@dataclass(frozen=True)
+class _QuantileRanks:
+    """The rank half-widths (people) of a release's quantiles: at the plan's confidence, and
+    at a quarter of its failure probability (each end of a value interval)."""
+
+    at_confidence: Mapping[tuple[str, str], float]
+    at_end: Mapping[tuple[str, str], float]
+
+    @classmethod
+    def of(cls, plan: Any) -> _QuantileRanks:
+        end = 1.0 - (1.0 - plan.confidence) / 4.0
+        return cls(plan.quantile_rank_accuracy(), plan.quantile_rank_accuracy(end))
+
+    def value_intervals(self, query: Query) -> list[tuple[str, float, str, str, float]]:
+        """(quantile column, interval d, lower-end column, upper-end column, the ends' rank
+        half-width R') of each quantile of ``query`` asked with a value interval."""
+        out = []
+        definition = query.definition()
+        for a in query.aggregates:
+            if a.kind != "quantile" or a.interval is None:
+                continue
+            middle, low, high = _quantile_names(a, query._internal(str(a.value)))
+            end = max(self.at_end[(definition.name, low)], self.at_end[(definition.name, high)])
+            named = [_rename(c, definition.aggregates) for c in (middle, low, high)]
+            out.append((named[0], a.interval, named[1], named[2], end))
+        return out
+
+
+def _to_pandas(
+    table: pl.DataFrame,
+    query: Query,
+    segment_names: Mapping[str, str] | None = None,
+    ranks: _QuantileRanks | None = None,
+) -> pd.DataFrame:
+    definition = query.definition()
     frame = table.rename({c: _rename(c, definition.aggregates) for c in table.columns})
-    return with_labels(frame.to_pandas(), definition.by)
+    out = with_labels(frame.to_pandas(), definition.by)
+    if segment_names is not None and "segment" in definition.by:
+        # like county_name and industry_name: the segment's name beside its key
+        named = out["segment"].map(lambda k: segment_names.get(str(k), str(k)))
+        out.insert(list(out.columns).index("segment") + 1, "segment_name", named)
+    if ranks is None:
+        return out
+    for (name, internal), rank in ranks.at_confidence.items():
+        if name == definition.name:  # data-free: the same for every cell
+            out[f"{_rename(internal, definition.aggregates)}_rank"] = rank
+    for column, d, low, high, end in ranks.value_intervals(query):
+        # published where d x (the count's lower bound) covers each end's rank error
+        supported = (d * out["count_lower"] >= end).to_numpy()
+        out[f"{column}_lower"] = np.where(supported, out[low], np.nan)
+        out[f"{column}_upper"] = np.where(supported, out[high], np.nan)
+        out[f"{column}_status"] = np.where(
+            supported,
+            "published",
+            f"not published: {d:g} x the count's lower bound is below the ends' rank error "
+            f"of {end:,.0f} people (needs a count of at least {end / d:,.0f}); ask a wider "
+            "interval, a larger ε or a coarser key",
+        )
+    return out
+
+
+def _quantile_note(
+    distribution: Any,
+    rank: float,
+    confidence: float,
+    interval: tuple[float, str, str, float] | None,
+) -> str:
+    """The plan's line for a quantile: the mechanism OpenDP runs, its rank interval and,
+    when asked, where its value interval will be published."""
+    mechanism = (
+        "Gumbel noise on the candidates' scores (the exponential mechanism, zCDP)"
+        if str(distribution).startswith("Gumbel")
+        else "exponential noise on the candidates' scores (ε-DP)"
+    )
+    note = (
+        f"a quantile: one of the public candidates between the bounds, chosen with {mechanism}; "
+        f"at {confidence:.0%} its rank is within ± {rank:,.0f} people of the exact quantile's "
+        "(plus the people between two neighbouring candidates)"
+    )
+    if interval is None:
+        return note + "; for an interval in the value's unit ask quantile(..., interval=0.1)"
+    d, low, high, end = interval
+    return (
+        note + f"; value interval [{low}, {high}] published where the count is at least "
+        f"{end / d:,.0f} people (d = {d:g}, each end's rank error {end:,.0f} people)"
+    )
 
 
 @dataclass(frozen=True)
@@ -894,13 +1059,18 @@ class PlannedQueries:
             ranks.get((q, internal), math.nan)
             for q, internal in zip(plan.accuracy["query"], plan.accuracy["aggregate"], strict=True)
         ]
+        intervals = {
+            (q.definition().name, column): (d, low, high, end)
+            for q in queries
+            for column, d, low, high, end in _QuantileRanks.of(plan).value_intervals(q)
+        }
+        ends = {
+            (q, end): column for (q, column), (_, *pair, _) in intervals.items() for end in pair
+        }
         rows["note"] = [
-            "a quantile: one of the public candidates between the bounds, chosen by OpenDP's "
-            f"exponential mechanism; at {plan.confidence:.0%} its rank is within "
-            f"± {rank:,.0f} people of the exact quantile's (plus the people between two "
-            "neighbouring candidates); no interval in the value's unit exists without the data"
-            if str(distribution).startswith(("Exponential", "Gumbel")) and rank == rank
-            else "a quantile under zCDP: its rank interval is not computed here (no interval)"
+            f"an end of {ends[(q, aggregate)]}'s value interval"
+            if (q, aggregate) in ends
+            else _quantile_note(distribution, rank, plan.confidence, intervals.get((q, aggregate)))
             if str(distribution).startswith(("Exponential", "Gumbel"))
             else "norm bound chosen privately at release (charged in ε): the accuracy shown is "
             "at the public largest bound, the released one is usually much better"
@@ -908,9 +1078,10 @@ class PlannedQueries:
                 "to be chosen"
             )
             else ""
-            for q, internal, distribution, rank in zip(
+            for q, internal, aggregate, distribution, rank in zip(
                 plan.accuracy["query"],
                 plan.accuracy["aggregate"],
+                rows["aggregate"],
                 plan.accuracy["distribution"],
                 rows["rank_accuracy"],
                 strict=True,
@@ -986,11 +1157,17 @@ class SessionRelease(Mapping[str, pd.DataFrame]):
         self.card = card
 
     @classmethod
-    def from_result(cls, result: Any, queries: list[Query]) -> SessionRelease:
-        defs = {d.name: d for d in (q.definition() for q in queries)}
+    def from_result(
+        cls,
+        result: Any,
+        queries: list[Query],
+        segment_names: Mapping[str, str] | None = None,
+        ranks: _QuantileRanks | None = None,
+    ) -> SessionRelease:
+        by_name = {q.definition().name: q for q in queries}
         tables = {}
         for name, table in result._tables.items():
-            frame = _to_pandas(table, defs[name])
+            frame = _to_pandas(table, by_name[name], segment_names, ranks)
             frame.attrs.update(
                 release_id=result.release_id,
                 guarantee=result.card.get("guarantee"),
@@ -1074,7 +1251,16 @@ _FILE_KEYS = {
     "confidence",
     "query",
 }
-_QUERY_KEYS = {"name", "table", "filter", "group_by", "aggregates", "bounds", "during"}
+_QUERY_KEYS = {
+    "name",
+    "table",
+    "filter",
+    "group_by",
+    "aggregates",
+    "bounds",
+    "interval",
+    "during",
+}
 
 
 @dataclass(frozen=True)
@@ -1097,8 +1283,10 @@ class QueryFile:
         aggregates = ["count", "sum:spend", "mean:spend"]
         bounds = { spend = [0, 50000] }
 
-    Aggregates are ``count``, ``sum:<value>`` and ``mean:<value>``; ``during`` is a month
-    (``"2026-05"``) or ``[first, last]``.
+    Aggregates are ``count``, ``sum:<value>``, ``mean:<value>``, ``median:<value>`` and
+    ``quantile<percent>:<value>``; ``interval = { spend = 0.1 }`` gives the quantiles of a
+    value a value interval (:func:`quantile`); ``during`` is a month (``"2026-05"``) or
+    ``[first, last]``.
     """
 
     path: Path
@@ -1214,6 +1402,7 @@ def _query_from(session: Session, spec: Mapping[str, Any]) -> Query:
     group_by = spec["group_by"]
     query = query.group_by(*([group_by] if isinstance(group_by, str) else group_by))
     bounds = dict(spec.get("bounds") or {})
+    intervals = dict(spec.get("interval") or {})
     aggregates = []
     for text in spec["aggregates"]:
         kind, _, value = str(text).partition(":")
@@ -1222,11 +1411,15 @@ def _query_from(session: Session, spec: Mapping[str, Any]) -> Query:
         elif kind in ("sum", "mean", "median") and value:
             given = bounds.get(value)
             pair = None if given is None else tuple(given)
-            aggregates.append({"sum": sum, "mean": mean, "median": median}[kind](value, pair))
+            if kind == "median":
+                aggregates.append(median(value, pair, intervals.get(value)))
+            else:
+                aggregates.append({"sum": sum, "mean": mean}[kind](value, pair))
         elif re.fullmatch(r"quantile\d{1,2}", kind) and value:
             given = bounds.get(value)
             pair = None if given is None else tuple(given)
-            aggregates.append(quantile(value, int(kind.removeprefix("quantile")) / 100, pair))
+            level = int(kind.removeprefix("quantile")) / 100
+            aggregates.append(quantile(value, level, pair, intervals.get(value)))
         else:
             raise PolicyError(
                 f"aggregate {text!r} is not count, sum:<value>, mean:<value>, median:<value> "
@@ -1235,5 +1428,10 @@ def _query_from(session: Session, spec: Mapping[str, Any]) -> Query:
     unused = sorted(set(bounds) - {a.value for a in aggregates})
     if unused:
         raise PolicyError(f"bounds for {unused[0]!r} are given but no aggregate uses it")
+    unused = sorted(set(intervals) - {a.value for a in aggregates if a.kind == "quantile"})
+    if unused:
+        raise PolicyError(
+            f"interval for {unused[0]!r} is given but no median or quantile of it is asked"
+        )
     query = query.agg(*aggregates)
     return query.named(str(spec["name"])) if spec.get("name") else query

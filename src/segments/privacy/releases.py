@@ -1037,23 +1037,16 @@ class ReleasePlan:
             "sensitivity_l2",
         )
 
-    def quantile_rank_accuracy(self) -> dict[tuple[str, str], float]:
-        """Data-free rank half-width of each quantile (pure DP), in people.
+    def quantile_rank_accuracy(
+        self, confidence: float | None = None
+    ) -> dict[tuple[str, str], float]:
+        """Data-free rank half-width of each quantile, in people, at ``confidence`` (default
+        the plan's): :func:`~segments.privacy.composition.quantile_rank_halfwidth` of the
+        mechanism OpenDP runs under the policy's family (exponential noise under ε-DP,
+        Gumbel noise under zCDP) at the loss OpenDP maps for it."""
+        from segments.privacy.composition import quantile_rank_halfwidth
 
-        OpenDP scores a candidate ``c`` by ``K |#{x < c} - alpha (n - #{x = c})|`` (``K`` the
-        integer scaling of ``alpha``; sensitivity ``K max(alpha, 1 - alpha)`` per person) and
-        picks the lowest score plus exponential noise of scale ``2 d_in K max(alpha, 1-alpha) /
-        epsilon``. A candidate whose score exceeds the best by ``t`` wins with probability at
-        most ``exp(-t / scale)``, so with probability ``1 - beta`` the released candidate's rank
-        is within ``2 d_in max(alpha, 1-alpha) / epsilon * ln((m - 1) / beta)`` people of the
-        exact quantile's, plus the best candidate's own distance (the people between two
-        neighbouring candidates), for ``m`` candidates. Under zCDP nothing is computed here.
-        """
-        from segments.privacy.composition import DPFamily
-
-        if self.params.dp_family != DPFamily.PURE:
-            return {}
-        beta = 1.0 - self.confidence
+        beta = 1.0 - (self.confidence if confidence is None else confidence)
         out = {}
         for q in self.queries:
             share = q.loss / max(len(q.query.aggregates), 1)  # OpenDP's loss: at most the plan's
@@ -1062,12 +1055,12 @@ class ReleasePlan:
                 quantile = quantile_of(aggregate)
                 if quantile is None or share <= 0:
                     continue
-                level = quantile[0]
                 candidates = len(
                     _quantile_candidates(_aggregate_bounds(q.query, aggregate, self.params))
                 )
-                spread = 2.0 * float(d_in) * max(level, 1.0 - level) / share
-                out[(q.query.name, aggregate)] = spread * math.log((candidates - 1) / beta)
+                out[(q.query.name, aggregate)] = quantile_rank_halfwidth(
+                    self.params.dp_family, share, quantile[0], float(d_in), candidates, beta
+                )
         return out
 
     def bounds(self) -> dict[str, Any]:
