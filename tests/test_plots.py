@@ -161,3 +161,24 @@ def test_intervals_by_key_draw_each_line_with_its_interval_and_hollow_zero_cells
     assert sum(len(c.get_offsets()) for c in hollow) == 4  # paper 0; toner 10, 20, 30
     with pytest.raises(ValueError, match="has no column 'units_scale'"):
         plot_intervals_by_key(table, "month", "units_scale")
+
+
+def test_rows_removed_and_class_sizes_draw_what_they_are_given() -> None:
+    import pandas as pd
+
+    from segments import plot_class_sizes, plot_rows_removed
+
+    rules = pd.DataFrame(
+        {
+            "rule": ["retention: segmentation: orders older than 24 months", "opt-outs", "x"],
+            "clause_ids": ["AO-3", "AO-6", "AO-7"],
+            "rows_removed": [120, 7, 0],
+        }
+    )
+    ax = plot_rows_removed(rules, title="t")
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["AO-6: opt-outs", "AO-3: orders older than 24 months"]  # none for "x"
+    assert sorted(p.get_width() for p in ax.patches) == [7, 120]
+    ax = plot_class_sizes([5, 5, 6, 40], k=5)
+    assert sum(p.get_height() for p in ax.patches) == 4
+    assert ax.lines[0].get_xdata()[0] == 5 and ax.get_legend().get_texts()[0].get_text() == "k = 5"

@@ -846,6 +846,9 @@ def test_quantile_value_interval_covers_the_true_quantile_as_stated(ws):
         "quantile_40_spend",
         "quantile_60_spend",
     ]
+    # each end's rank error at a quarter of 5 %: 2 x 0.6 / (ε 2 shared by 4 aggregates) x
+    # ln(100 / 0.0125) people; the interval is published where 0.1 x count_lower covers it
+    end_error = 2 * 0.6 / (2.0 / 4) * np.log(100 / (0.05 / 4))
     truth = _true_spend(ws, bound).groupby("customer_type")["spend"]
     medians = truth.median()
     sorted_values = {k: np.sort(v.to_numpy()) for k, v in truth}
@@ -858,6 +861,8 @@ def test_quantile_value_interval_covers_the_true_quantile_as_stated(ws):
             table = _to_pandas(pl.from_pandas(raw), q, None, ranks).set_index("customer_type")
             for kind, row in table.iterrows():
                 cells += 1
+                supported = 0.1 * row["count_lower"] >= end_error
+                assert (row["quantile_50_spend_status"] == "published") == supported
                 values = sorted_values[kind]
                 below = int(np.searchsorted(values, row["quantile_50_spend"], side="left"))
                 gap = int(

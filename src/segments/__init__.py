@@ -87,6 +87,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "plot_privacy_utility",
         "plot_county_map",
         "plot_intervals_by_key",
+        "plot_rows_removed",
+        "plot_class_sizes",
         "plot_category_mix",
         "plot_orders_per_month",
         "plot_selection_evidence",

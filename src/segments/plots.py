@@ -781,3 +781,76 @@ def plot_intervals_by_key(
     if legend and by is not None:
         ax.legend(ncols=2, fontsize="small")
     return ax
+
+
+def plot_rows_removed(rules: Any, ax: Any = None, title: str | None = None) -> Any:
+    """Order lines each prepare rule removed, labelled with the policy clauses it cites.
+
+    Parameters
+    ----------
+    rules : pandas.DataFrame or polars.DataFrame
+        ``segments.PolicyReport.to_frame()``: ``rule``, ``clause_ids``, ``rows_removed``
+        (rules that removed nothing are left out).
+    ax : matplotlib Axes, optional
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib Axes
+
+    Examples
+    --------
+    >>> ax = plot_rows_removed(report.to_frame())  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+    import polars as pl
+
+    frame = _as_polars(rules).filter(pl.col("rows_removed") > 0)
+    # a retention rule is named after its purpose; the title says which
+    labels = [
+        f"{clauses}: {rule.split(': ')[-1]}"
+        for clauses, rule in zip(frame["clause_ids"], frame["rule"], strict=True)
+    ]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * max(len(labels), 1)), layout="constrained")
+    from matplotlib.ticker import MaxNLocator, StrMethodFormatter
+
+    ax.barh(labels[::-1], frame["rows_removed"].to_list()[::-1], color="#4C72B0")
+    ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
+    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))  # 200,000 not 200000
+    ax.set_xlabel("order lines removed")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_class_sizes(sizes: Any, k: int, ax: Any = None) -> Any:
+    """Histogram of the equivalence-class sizes of a k-anonymous release, with the policy's
+    ``k`` marked: every bar must lie at or right of the line.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        People per class (e.g. recounted from the released file alone).
+    k : int
+        The policy's smallest class size.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib Axes
+
+    Examples
+    --------
+    >>> ax = plot_class_sizes([5, 7, 12], k=5)  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3), layout="constrained")
+    ax.hist(np.asarray(sizes, dtype=float), bins=30, color="tab:blue")
+    ax.axvline(k, color="tab:red", linestyle="--", label=f"k = {k}")
+    ax.set_xlabel("class size (people sharing the released values)")
+    ax.set_ylabel("classes")
+    ax.legend()
+    return ax
