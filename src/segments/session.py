@@ -55,7 +55,7 @@ import polars as pl
 from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.keys import column_of, key_values, month_keys, with_labels
 from segments.policy import Policy
-from segments.workspace import Workspace
+from segments.workspace import SEGMENT_METADATA, Workspace
 
 if TYPE_CHECKING:
     from segments.privacy.ledger import Ledger
@@ -423,7 +423,7 @@ class Session:
             if source.provenance == "private_model"
             else source.labels_path.parent
         )
-        meta_path = folder / "metadata.json"
+        meta_path = folder / SEGMENT_METADATA
         meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
         found = meta.get("segments")
         names: dict[str, Any] = found if isinstance(found, dict) else {}
