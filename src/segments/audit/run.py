@@ -40,7 +40,7 @@ from segments.exceptions import PolicyError
 from segments.policy import Policy
 from segments.prepare.pseudonym import PseudonymKey, load_key
 from segments.progress import progress
-from segments.workspace import Workspace, atomic_write, write_json
+from segments.workspace import POLICY_REPORT, SAFE_NAME, Workspace, atomic_write, write_json
 
 if TYPE_CHECKING:
     from segments.privacy.ledger import Ledger
@@ -167,9 +167,9 @@ def _resolve_ledger(
 
 
 def _default_as_of(ws: Workspace) -> dt.date:
-    dates = []
-    for report in sorted(ws.prepared.glob("*/policy_report.json")):
-        dates.append(dt.date.fromisoformat(json.loads(report.read_text())["as_of"]))
+    """The latest day a purpose was prepared as of, else the raw data's as-of, else today."""
+    purposes = sorted(report.parent.name for report in ws.prepared.glob(f"*/{POLICY_REPORT}"))
+    dates = [ws.prepared_as_of(p) for p in purposes if SAFE_NAME.fullmatch(p)]
     if dates:
         return max(dates)
     as_of = ws.read_manifest().get("parameters", {}).get("as_of")
