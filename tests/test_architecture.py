@@ -379,3 +379,16 @@ def test_calendar_month_arithmetic_is_written_once() -> None:
         for match in _MONTH_ARITHMETIC.finditer(_code_only(path))
     ]
     assert not copies, f"use segments.months (add_months, next_month, ...): {copies}"
+
+
+def test_the_policy_the_ledger_and_the_workspace_are_typed() -> None:
+    """A parameter named ``policy``, ``ledger`` or ``workspace`` says what it is
+    (``Policy``, ``Ledger``, ``Workspace``; imported under ``TYPE_CHECKING`` where a cycle
+    would form), so mypy checks every caller instead of trusting ``Any``."""
+    untyped = re.compile(r"\b(policy|ledger|workspace): Any\b")
+    found = [
+        f"{path.relative_to(SRC)}: {match.group(0)}"
+        for path in sorted((SRC / "segments").rglob("*.py"))
+        for match in untyped.finditer(_code_only(path))
+    ]
+    assert not found, f"type these parameters: {found}"

@@ -1295,9 +1295,9 @@ class QueryFile:
     weights: tuple[float, ...] | None
     queries: tuple[dict[str, Any], ...]
 
-    def open(self, workspace: Workspace, **ledger: Any) -> Session:
-        """The file's session on ``workspace`` (``ledger``: :class:`Session`'s ledger options)."""
-        return Session(workspace, **self.session, **ledger)
+    def open(self, workspace: Workspace, **ledger_options: Any) -> Session:
+        """The file's session on ``workspace`` (with :class:`Session`'s ledger options)."""
+        return Session(workspace, **self.session, **ledger_options)
 
     def build(self, session: Session) -> list[Query]:
         """The file's queries on ``session`` (refusals name the file and the query)."""

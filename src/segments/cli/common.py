@@ -8,10 +8,14 @@ import math
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segments.exceptions import WorkspaceError
 from segments.workspace import DEFAULT_WORKSPACE, Workspace, check_name
+
+if TYPE_CHECKING:
+    from segments.policy import Policy
+    from segments.privacy.ledger import Ledger
 
 #: The smallest ε a command accepts. Below it every released value is noise (the noise
 #: scale is over a thousand times each public bound), and far below it (ε = 1e-300) OpenDP's
@@ -177,7 +181,7 @@ def wants_simulated_ledger(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "demo_ledger", False) or getattr(args, "evaluation_ledger", False))
 
 
-def open_ledger(args: argparse.Namespace, policy: Any, synthetic: bool | None = None) -> Any:
+def open_ledger(args: argparse.Namespace, policy: Policy, synthetic: bool | None = None) -> Ledger:
     """The ledger chosen by :func:`add_ledger_options`, opened by
     :func:`segments.privacy.jobs.open_ledger` and reconciled, each reconciled release
     reported."""
@@ -202,7 +206,7 @@ def open_ledger(args: argparse.Namespace, policy: Any, synthetic: bool | None = 
     return track_ledger(ledger)
 
 
-def report_reconciliation(ledger: Any) -> list[dict[str, str]]:
+def report_reconciliation(ledger: Ledger) -> list[dict[str, str]]:
     """Run :meth:`Ledger.reconcile` and print one line per finished or aborted release."""
     done: list[dict[str, str]] = ledger.reconcile()
     for item in done:
@@ -213,7 +217,7 @@ def report_reconciliation(ledger: Any) -> list[dict[str, str]]:
     return done
 
 
-def refuse_early(policy: Any, purpose: str, recipient: str, destination: str) -> None:
+def refuse_early(policy: Policy, purpose: str, recipient: str, destination: str) -> None:
     """The ledger's guards before any ledger file is opened
     (:func:`segments.privacy.jobs.refuse_early`)."""
     from segments.privacy.jobs import refuse_early as refuse
@@ -221,7 +225,7 @@ def refuse_early(policy: Any, purpose: str, recipient: str, destination: str) ->
     refuse(policy, purpose, recipient, destination)
 
 
-def track_ledger(ledger: Any) -> Any:
+def track_ledger(ledger: Ledger) -> Ledger:
     """Remember ``ledger`` and its release count, so a failure can say if budget was spent."""
     OPENED_LEDGERS.append((ledger, len(ledger.entries())))
     return ledger

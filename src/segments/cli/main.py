@@ -120,7 +120,7 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _os_error(exc: OSError, workspace: Any = None) -> str:
+def _os_error(exc: OSError, workspace: object = None) -> str:
     """What an operating-system fault means for the user, and the fix."""
     where = f" ({exc.filename})" if exc.filename else ""
     if exc.errno == errno.ENOSPC:
@@ -164,7 +164,7 @@ def _raised_by_segments(exc: BaseException) -> bool:
     return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(package + os.sep)
 
 
-def describe_failure(exc: BaseException, workspace: Any = None) -> str:
+def describe_failure(exc: BaseException, workspace: object = None) -> str:
     """One line naming what failed and the fix, for any exception (``workspace``: the
     command's, named when the fault names no file)."""
     if isinstance(exc, _USER_ERRORS):

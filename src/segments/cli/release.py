@@ -10,7 +10,7 @@ purchasing archive for the synthetic history (evaluation or demo ledger only).
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segments.cli.common import (
     add_ledger_options,
@@ -27,6 +27,9 @@ from segments.cli.common import (
 )
 from segments.exceptions import PolicyError
 from segments.workspace import Workspace
+
+if TYPE_CHECKING:
+    from segments.privacy.ledger import Ledger
 
 
 def register(subparsers: Any) -> None:
@@ -188,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(result: Any, ledger: Any) -> None:
+def _report(result: Any, ledger: Ledger) -> None:
     if ledger.label:
         print(ledger.label)
     print(f"released {result.release_id} -> {result.path}")

@@ -23,7 +23,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -58,6 +58,10 @@ from segments.workspace import (
     sha256_file,
     write_json,
 )
+
+if TYPE_CHECKING:
+    from segments.policy import Policy
+    from segments.privacy.ledger import Ledger, LedgerEntry
 
 __all__ = [
     "PRIVATE_FEATURES",
@@ -285,7 +289,7 @@ def _centroids_to_unit(
 
 
 def _read_verified(
-    ws: Workspace, purpose: str, policy: Any
+    ws: Workspace, purpose: str, policy: Policy
 ) -> tuple[Path, Any, Any, dict[str, str]]:
     """The prepared frames (lazy), read from bytes hashed against prepare's signed record
     (:func:`segments.provenance.read_verified`) under the shared workspace lock (an erasure
@@ -380,8 +384,8 @@ def private_model(
 
 def fit_private_segments(
     workspace: Workspace | str | os.PathLike[str],
-    policy: Any,
-    ledger: Any,
+    policy: Policy | str,
+    ledger: Ledger,
     *,
     purpose: str = "segmentation",
     recipient: str = "analytics",
@@ -560,7 +564,7 @@ def fit_private_segments(
 
 def _write_private_segments(
     ws: Workspace,
-    ledger: Any,
+    ledger: Ledger,
     reservation: Any,
     model: PrivateKMeans,
     centroids: Any,
@@ -677,18 +681,15 @@ def _refuse_provenance(problem: str) -> Exception:
     )
 
 
-def _find_entry(ledger: Any, release_id: str) -> Any:
-    lookup = getattr(ledger, "entry", None)
-    if callable(lookup):
-        try:
-            return lookup(release_id)
-        except Exception:  # noqa: BLE001 - a missing id is reported below
-            return None
-    return next((e for e in ledger.entries() if e.release_id == release_id), None)
+def _find_entry(ledger: Ledger, release_id: str) -> LedgerEntry | None:
+    try:
+        return ledger.entry(release_id)
+    except Exception:  # noqa: BLE001 - a missing id is reported by the caller
+        return None
 
 
 def private_model_ref(
-    workspace: Workspace | str | os.PathLike[str], ledger: Any
+    workspace: Workspace | str | os.PathLike[str], ledger: Ledger | None
 ) -> PrivateModelRef:
     """The DP k-means entry behind ``W/segments/private/``, verified against ``ledger``.
 
@@ -705,7 +706,7 @@ def private_model_ref(
     if not meta_path.exists() or not centroids.exists():
         raise _refuse_provenance(f"{folder} has no metadata.json and centroids.parquet")
     release_id = str(json.loads(meta_path.read_text(encoding="utf-8")).get("release_id", ""))
-    entry = _find_entry(ledger, release_id) if release_id else None
+    entry = _find_entry(ledger, release_id) if release_id and ledger is not None else None
     if entry is None:
         raise _refuse_provenance(
             f"the ledger {getattr(ledger, 'path', '')} has no entry {release_id or '(none named)'}"
@@ -738,7 +739,7 @@ def private_model_ref(
     )
 
 
-def verify_private_model(ref: PrivateModelRef, ledger: Any) -> None:
+def verify_private_model(ref: PrivateModelRef, ledger: Ledger) -> None:
     """Refuse unless ``ledger`` (the one a release is charged to) holds ``ref``'s entry with
     the centroids' hash the labels were computed from."""
     entry = _find_entry(ledger, ref.release_id)

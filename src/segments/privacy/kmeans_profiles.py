@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,10 @@ from segments.workspace import (
     write_json,
 )
 
+if TYPE_CHECKING:
+    from segments.policy import Policy
+    from segments.privacy.ledger import Ledger
+
 __all__ = ["PROFILE_QUERIES", "private_segment_profiles"]
 
 #: The DP release behind the private segments' profiles and names.
@@ -37,8 +41,8 @@ _MIN_PROFILED = 50
 
 def private_segment_profiles(
     workspace: Workspace | str | os.PathLike[str],
-    policy: Any,
-    ledger: Any,
+    policy: Policy,
+    ledger: Ledger,
     *,
     epsilon: float = 0.5,
     purpose: str = "segmentation",

@@ -1056,7 +1056,9 @@ class Ledger:
         recording date."""
         return self.evaluation or self.throwaway
 
-    def check_workspace(self, workspace: Any, rule: str = "") -> None:
+    def check_workspace(
+        self, workspace: Workspace | str | os.PathLike[str], rule: str = ""
+    ) -> None:
         """Refuse, before anything is charged, a release of ``workspace`` on an evaluation or
         demo ledger opened with a proof about other raw data.
 

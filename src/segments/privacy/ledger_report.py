@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segments.exceptions import WorkspaceError
 from segments.privacy.composition import DPFamily
@@ -25,6 +25,9 @@ from segments.privacy.ledger import (
     default_ledger_path,
 )
 from segments.workspace import CARD_NAMES, Workspace
+
+if TYPE_CHECKING:
+    from segments.policy import Policy
 
 __all__ = ["ACCOUNTING_RULE", "LedgerReport", "find_cards", "ledger_report", "open_ledgers"]
 
@@ -42,7 +45,7 @@ ACCOUNTING_RULE = (
 
 def open_ledgers(
     *,
-    policy: Any = None,
+    policy: Policy | None = None,
     path: str | Path | None = None,
     workspace: str | Path | None = None,
     evaluation: bool = False,

@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,9 @@ from segments.workspace import (
     write_json,
 )
 
+if TYPE_CHECKING:
+    from segments.policy import Policy
+
 
 # --- the workspace stage ----------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class SegmentationResult:
     paths: dict[str, Path]
 
 
-def _load_policy(policy: Any) -> Any:
+def _load_policy(policy: Policy | str | Path) -> Policy:
     if isinstance(policy, str | Path):
         from segments.policy import Policy
 
@@ -68,7 +71,7 @@ def _load_policy(policy: Any) -> Any:
     return policy
 
 
-def _policy_bounds(policy: Any) -> dict[str, tuple[float, float]]:
+def _policy_bounds(policy: Policy) -> dict[str, tuple[float, float]]:
     bounds = getattr(getattr(policy, "privacy", None), "feature_bounds", None)
     if not bounds:
         raise SchemaError(
@@ -105,7 +108,7 @@ def _eligible(customers: pl.LazyFrame, purpose: str, clause_ids: Sequence[str]) 
 
 def segment(
     workspace: Workspace | str | Path,
-    policy: Any,
+    policy: Policy | str | Path,
     purpose: str = "segmentation",
     *,
     as_of: dt.date | None = None,
@@ -186,7 +189,7 @@ def segment(
 def _fit(
     features: pd.DataFrame,
     spec: FeatureSpec | None,
-    policy: Any,
+    policy: Policy,
     categories: Sequence[str],
     groups: Sequence[str] | None,
     k_range: Iterable[int],
@@ -216,7 +219,7 @@ def _fit(
 def _finish(
     ws: Workspace,
     log_state: Any,
-    policy: Any,
+    policy: Policy,
     purpose: str,
     as_of: dt.date,
     customers: pl.LazyFrame,
