@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from kanon_files import write_release
 
-from segments.anonymity import PrivacyModel, anonymise, write_release
+from segments.anonymity import PrivacyModel, anonymise
 from segments.anonymity.hierarchies import birth_year_hierarchy, postcode_hierarchy
 from segments.audit.attacks import (
     attack_dp_differencing,

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+from kanon_files import write_release
 
 from segments.anonymity import (
     EarlierRelease,
@@ -20,7 +21,6 @@ from segments.anonymity import (
     check_linkage,
     customer_hierarchies,
     customer_release_table,
-    write_release,
 )
 from segments.cli.main import main
 from segments.exceptions import KAnonymityError, PolicyError, ReleaseRefusedError, WorkspaceError

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -24,7 +25,7 @@ from segments.synth import (
     window_start,
 )
 from segments.synth import customers as customers_module
-from segments.synth.customers import draw_customers
+from segments.synth.customers import build_customers, draw_accounts
 from segments.synth.generate import load_raw_pl
 from segments.synth.identifiers import (
     is_valid_org_number,
@@ -34,6 +35,16 @@ from segments.synth.identifiers import (
     skatteverket_test_numbers,
 )
 from segments.workspace import Workspace
+
+
+def draw_customers(
+    n: int, *, window_start: dt.date, as_of: dt.date, rng: np.random.Generator
+) -> SimpleNamespace:
+    """Accounts drawn and built as ``generate`` does (its two steps), for the tests that look
+    at the customers table and the draw's statistics alone."""
+    draw = draw_accounts(n, window_start=window_start, as_of=as_of, rng=rng)
+    return SimpleNamespace(customers=build_customers(draw), hidden=draw.hidden, stats=draw.stats)
+
 
 AS_OF = SMALL["as_of"]
 

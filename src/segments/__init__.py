@@ -130,7 +130,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "read_hierarchies",
         "risk_metrics",
         "utility_metrics",
-        "write_release",
     ),
     "segments.anonymity.job": ("KAnonymousRelease", "release_kanon"),
     "segments.forecast": (

@@ -46,7 +46,6 @@ from segments.anonymity.release import (
     customer_release_table,
     generalise,
     write_certificate,
-    write_release,
     write_table,
 )
 from segments.anonymity.search import (
@@ -101,6 +100,5 @@ __all__ = [
     "spend_band_hierarchy",
     "utility_metrics",
     "write_certificate",
-    "write_release",
     "write_table",
 ]

@@ -65,7 +65,6 @@ __all__ = [
     "customer_release_table",
     "generalise",
     "write_certificate",
-    "write_release",
     "write_table",
 ]
 
@@ -391,27 +390,6 @@ def write_certificate(
     }
     write_json(Path(folder) / CERTIFICATE, certificate)
     return certificate
-
-
-def write_release(
-    folder: str | os.PathLike[str],
-    anon: KAnonymousTable,
-    *,
-    extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Write ``table.parquet`` and ``certificate.json`` into a new folder.
-
-    Returns
-    -------
-    dict
-        The certificate, including ``files`` with the SHA-256 of the table.
-
-    Raises
-    ------
-    WorkspaceError
-        If the folder already holds a release (a release is never overwritten).
-    """
-    return write_certificate(folder, anon, write_table(folder, anon), extra)
 
 
 @dataclass(frozen=True)

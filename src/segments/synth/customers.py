@@ -29,10 +29,8 @@ from segments.synth.identifiers import LEGAL_FORM_DIGIT, org_numbers, skatteverk
 __all__ = [
     "RATES",
     "AccountDraw",
-    "CustomerDraw",
     "build_customers",
     "draw_accounts",
-    "draw_customers",
     "finish_customers",
 ]
 
@@ -73,18 +71,6 @@ class AccountDraw:
     #: one row per account in customer-id order: vocabulary indices and facts
     accounts: pl.DataFrame
     industries: tuple[str, ...]
-    #: customer_id, archetype index, start/end day of activity, rate factor, discount...
-    hidden: pl.DataFrame
-    truth: pl.DataFrame
-    persons: pl.DataFrame
-    stats: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class CustomerDraw:
-    """Customers plus the hidden per-account facts the order generator needs."""
-
-    customers: pl.DataFrame
     #: customer_id, archetype index, start/end day of activity, rate factor, discount...
     hidden: pl.DataFrame
     truth: pl.DataFrame
@@ -155,27 +141,6 @@ def _personnummer_order(rng: np.random.Generator, as_of: dt.date) -> pl.DataFram
     # Weighted sampling without replacement (Efraimidis-Spirakis keys).
     keys = np.log(rng.random(pool.height)) / weight
     return pool[np.argsort(-keys, kind="stable")]
-
-
-def draw_customers(
-    n: int, *, window_start: dt.date, as_of: dt.date, rng: np.random.Generator
-) -> CustomerDraw:
-    """Draw ``n`` accounts; last-contact dates are completed later by :func:`finish_customers`.
-
-    Parameters
-    ----------
-    n : int
-        Number of accounts.
-    window_start, as_of : date
-        First and last day of the order history.
-    rng : numpy.random.Generator
-
-    Returns
-    -------
-    CustomerDraw
-    """
-    draw = draw_accounts(n, window_start=window_start, as_of=as_of, rng=rng)
-    return CustomerDraw(build_customers(draw), draw.hidden, draw.truth, draw.persons, draw.stats)
 
 
 def draw_accounts(
