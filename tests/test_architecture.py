@@ -392,3 +392,21 @@ def test_the_policy_the_ledger_and_the_workspace_are_typed() -> None:
         for match in untyped.finditer(_code_only(path))
     ]
     assert not found, f"type these parameters: {found}"
+
+
+def test_a_privacy_loss_travels_as_privacy_loss_not_as_a_dict() -> None:
+    """``PrivacyLoss`` (privacy/composition.py) is the type a loss is passed as; a dict of
+    ε, δ and ρ built elsewhere is a second shape of the same fact (a card writes
+    ``loss.to_dict()``). Table rows that carry ε beside other columns are not losses."""
+    home = SRC / "segments" / "privacy" / "composition.py"
+    loss_keys = {"epsilon", "delta", "rho"}
+    found = []
+    for path in sorted((SRC / "segments").rglob("*.py")):
+        if path == home:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Dict):
+                keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
+                if len(keys) >= 2 and keys <= loss_keys and len(keys) == len(node.keys):
+                    found.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert not found, f"pass a PrivacyLoss instead of a dict: {found}"

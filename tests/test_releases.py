@@ -162,8 +162,8 @@ def test_plan_guards(params, frames):
 def test_opendp_loss_equals_the_planned_loss_pure(params, frames):
     spec = SPECS["segment_overview"]
     with _plan(spec, params, frames) as plan:
-        assert plan.loss["epsilon"] == pytest.approx(spec.epsilon, rel=1e-9)
-        assert plan.loss["rho"] is None
+        assert plan.loss.epsilon == pytest.approx(spec.epsilon, rel=1e-9)
+        assert plan.loss.rho is None
         acc = plan._accuracy_pl()
         # Laplace: scale × per-aggregate ε = L1 sensitivity, as OpenDP resolved it.
         for query, eps in zip(plan.queries, spec.query_epsilons(), strict=True):
@@ -183,8 +183,8 @@ def test_opendp_loss_zcdp_and_histogram_sensitivity(params, frames):
     spec = SPECS["category_mix"]
     with _plan(spec, zcdp, frames) as plan:
         rho = epsilon_to_rho(spec.epsilon, 1e-7)
-        assert plan.loss["rho"] == pytest.approx(rho, rel=1e-9)
-        assert plan.loss["epsilon"] <= spec.epsilon * (1 + 1e-9)
+        assert plan.loss.rho == pytest.approx(rho, rel=1e-9)
+        assert plan.loss.epsilon <= spec.epsilon * (1 + 1e-9)
         # Gaussian wins under zCDP: a person's L2 norm is at most sqrt(k) x the cell bound
         assert plan.mechanism == "gaussian"
         # the whole history (no window): a person's cells in each month the purpose keeps

@@ -181,7 +181,7 @@ def test_plan_spends_nothing_and_release_charges_once(ws, ledger):
     )
     planned = q.plan(epsilon=0.5)
     assert ledger.entries() == []
-    assert planned.privacy_loss["epsilon"] == pytest.approx(0.5)
+    assert planned.privacy_loss.epsilon == pytest.approx(0.5)
     assert set(planned.accuracy["aggregate"]) == {"count", "sum_spend"}
     # Laplace at ε/2 per aggregate: count sensitivity 1, sum 50,000 (the caller's bound)
     scales = dict(zip(planned.accuracy["aggregate"], planned.accuracy["scale"], strict=True))
@@ -206,7 +206,7 @@ def test_queries_released_together_share_one_charge(ws, ledger):
     by_industry = s.table("customers").group_by("industry", "size_band").agg(count())
     result = s.release([by_type, by_industry], epsilon=0.6, weights=(1, 2))
     assert len(ledger.entries()) == 1
-    assert result.privacy_loss["epsilon"] == pytest.approx(0.6)
+    assert result.privacy_loss.epsilon == pytest.approx(0.6)
     assert set(result) == {"customers_by_customer_type", "customers_by_industry_size_band"}
     industry = result["customers_by_industry_size_band"]
     assert len(industry) == 21 * 5
@@ -538,7 +538,7 @@ def test_median_is_charged_as_planned_and_lands_near_the_true_median(ws, ledger)
         .agg(count(), segments.agg.median("spend", bounds=(0, 50_000)))
     )
     planned = q.plan(epsilon=1.0)
-    assert planned.privacy_loss["epsilon"] == pytest.approx(1.0)
+    assert planned.privacy_loss.epsilon == pytest.approx(1.0)
     row = planned.accuracy.set_index("aggregate").loc["quantile_50_spend"]
     assert "rank is within" in row["note"] and "rank ±" in repr(planned)
     # data-free rank half-width: 2 max(q, 1-q) / ε_share × ln((101 - 1) / 0.05), ε_share = 1/2
@@ -581,7 +581,7 @@ def test_quantile_under_zcdp_charges_the_asked_epsilon(ws):
         .agg(count(), segments.agg.quantile("spend", 0.9, bounds=(0, 50_000)))
     )
     loss = q.plan(epsilon=0.5).privacy_loss
-    assert loss["rho"] is not None and loss["epsilon"] == pytest.approx(0.5, rel=1e-6)
+    assert loss.rho is not None and loss.epsilon == pytest.approx(0.5, rel=1e-6)
     with pytest.raises(PolicyError, match="whole percent"):
         segments.agg.quantile("spend", 0.333)
     with pytest.raises(PolicyError, match="quantiles of purchases are refused"):

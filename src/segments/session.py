@@ -55,6 +55,7 @@ import polars as pl
 from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.keys import column_of, key_values, month_keys, with_labels
 from segments.policy import Policy
+from segments.privacy.composition import PrivacyLoss
 from segments.workspace import SEGMENT_METADATA, Workspace
 
 if TYPE_CHECKING:
@@ -1036,13 +1037,13 @@ class PlannedQueries:
         half-width of each cell's interval at ``confidence``, in the value's unit) and, where
         the caller gave a typical cell size with :meth:`relative`, the relative error.
     guarantee : str
-    privacy_loss : dict
+    privacy_loss : PrivacyLoss
         ε (or ρ with its (ε, δ) form), as OpenDP computes it: what the ledger would charge.
     """
 
     accuracy: pd.DataFrame
     guarantee: str
-    privacy_loss: Mapping[str, float | None]
+    privacy_loss: PrivacyLoss
     confidence: float
 
     @classmethod
@@ -1099,7 +1100,7 @@ class PlannedQueries:
                 "note",
             ]
         ]
-        return cls(rows, plan.guarantee, dict(plan.loss), plan.confidence)
+        return cls(rows, plan.guarantee, plan.loss, plan.confidence)
 
     def relative(self, typical: Mapping[str, float]) -> pd.DataFrame:
         """Relative error of a typical cell: ``accuracy / typical[aggregate]``.
@@ -1118,9 +1119,9 @@ class PlannedQueries:
     def __repr__(self) -> str:
         loss = self.privacy_loss
         stated = (
-            f"ε = {loss['epsilon']:.4g}"
-            if loss.get("rho") is None
-            else f"ρ = {loss['rho']:.4g} (ε = {loss['epsilon']:.4g} at δ = {loss['delta']:g})"
+            f"ε = {loss.epsilon:.4g}"
+            if loss.rho is None
+            else f"ρ = {loss.rho:.4g} (ε = {loss.epsilon:.4g} at δ = {loss.delta:g})"
         )
         lines = [
             f"planned: {self.guarantee}, {stated} (nothing spent yet)",
@@ -1182,8 +1183,8 @@ class SessionRelease(Mapping[str, pd.DataFrame]):
         return str(self.card.get("guarantee"))
 
     @property
-    def privacy_loss(self) -> dict[str, Any]:
-        return dict(self.card.get("privacy_loss") or {})
+    def privacy_loss(self) -> PrivacyLoss:
+        return PrivacyLoss.from_dict(self.card.get("privacy_loss") or {})
 
     def __getitem__(self, name: str) -> pd.DataFrame:
         return self.tables[name]
@@ -1199,7 +1200,7 @@ class SessionRelease(Mapping[str, pd.DataFrame]):
         tables = ", ".join(f"{n} ({len(t)} rows)" for n, t in self.tables.items())
         return (
             f"SessionRelease({self.release_id}: {self.guarantee}, "
-            f"ε = {float(loss.get('epsilon') or 0):.4g}; {tables}; in {self.path})"
+            f"ε = {float(loss.epsilon or 0):.4g}; {tables}; in {self.path})"
         )
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from segments.audit.dp_audit import DpAuditResult, audit_mechanism, family_confidence
-from segments.privacy.composition import DPFamily
+from segments.privacy.composition import DPFamily, PrivacyLoss
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
 from segments.workspace import PREPARED_CUSTOMERS, PREPARED_LINES, Workspace
 
@@ -796,7 +796,7 @@ def audit_private_model_source(policy: Policy, folder: Path, *, seed: np.random.
         features=tuple(PRIVATE_FEATURES),
         log_features=tuple(PRIVATE_LOG_FEATURES),
         feature_bounds=bounds,
-        loss={"epsilon": 0.0, "delta": 0.0, "rho": None},
+        loss=PrivacyLoss(epsilon=0.0, delta=0.0),
         keys=tuple(str(j) for j in range(k)),
     )
     return SegmentSource("private_model", ref.keys, model=ref)

@@ -81,9 +81,9 @@ def register(subparsers: Any) -> None:
 def _print_plan(plan: Any) -> None:
     loss = plan.loss
     stated = (
-        f"ε = {loss['epsilon']:.6g}"
-        if loss["rho"] is None
-        else f"ρ = {loss['rho']:.6g} (ε = {loss['epsilon']:.6g} at δ = {loss['delta']:g})"
+        f"ε = {loss.epsilon:.6g}"
+        if loss.rho is None
+        else f"ρ = {loss.rho:.6g} (ε = {loss.epsilon:.6g} at δ = {loss.delta:g})"
     )
     print(f"release {plan.spec.name}: {plan.guarantee}, {plan.mechanism} noise, {stated}")
     print(f"expected accuracy (± half-width at {plan.confidence:.0%} confidence), per cell:")

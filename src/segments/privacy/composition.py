@@ -48,7 +48,7 @@ import bisect
 import datetime as dt
 import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -130,6 +130,15 @@ class PrivacyLoss:
                 )
         if self.delta is not None and self.delta >= 1:
             raise ValueError(f"privacy loss delta={self.delta!r} must be < 1")
+
+    @classmethod
+    def from_dict(cls, stated: Mapping[str, Any]) -> PrivacyLoss:
+        """The loss a card or a ledger entry states (``epsilon``, ``delta``, ``rho``)."""
+        return cls(stated.get("epsilon"), stated.get("delta"), stated.get("rho"))
+
+    def to_dict(self) -> dict[str, float | None]:
+        """``{"epsilon", "delta", "rho"}``: the loss as a card or a report states it."""
+        return {"epsilon": self.epsilon, "delta": self.delta, "rho": self.rho}
 
     @property
     def family(self) -> str:

@@ -506,7 +506,7 @@ def release_outlook(
     except Exception:  # no ledger yet: nothing has been spent
         return outlook
     balance = ledger.balance(plan.spec.population, ledger.charge_date(plan.as_of))
-    asked = float(plan.loss["epsilon"] or 0.0)
+    asked = float(plan.loss.epsilon or 0.0)
     spent = balance.period_total.epsilon
     return ReleaseOutlook(
         refusal,

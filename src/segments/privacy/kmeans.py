@@ -31,6 +31,7 @@ import pandas as pd
 from segments.exceptions import PolicyError
 from segments.privacy.composition import (
     DPFamily,
+    PrivacyLoss,
     loss_parameter,
     stated_epsilon,
 )
@@ -583,7 +584,6 @@ def _write_private_segments(
         atomic_write_with(staging / LABELS, labels.write_parquet)
         files = {CENTROIDS: sha256_file(staging / CENTROIDS)}
         entry = ledger.publish(reservation, files=files)
-        loss = {"epsilon": request.epsilon, "delta": request.delta, "rho": request.rho}
         card = {
             "release_id": str(reservation.release_id),
             "ledger_head_hash": str(getattr(entry, "head_hash", ledger.head_hash())),
@@ -591,7 +591,7 @@ def _write_private_segments(
             "ledger_label": str(getattr(ledger, "label", "")),
             "guarantee": request.guarantee,
             "mechanism": request.mechanism,
-            "privacy_loss": loss,
+            "privacy_loss": request.loss.to_dict(),
             "privacy_loss_per_iteration": model.iteration_losses_,
             "privacy_loss_per_release": {s.name: s.loss for s in model.privacy_steps_},
             "noise_scale_per_release": {s.name: s.scale for s in model.privacy_steps_},
@@ -620,7 +620,7 @@ def _write_private_segments(
             "ledger_id": str(getattr(entry, "ledger_id", "")),
             "centroids_sha256": files[CENTROIDS],
             "segments": names,
-            "privacy_loss": loss,
+            "privacy_loss": request.loss.to_dict(),
             "purpose": purpose,
             "as_of": as_of.isoformat(),
             "names_from": "the released centroids (post-processing of the DP release)",
@@ -656,7 +656,7 @@ class PrivateModelRef:
     features: tuple[str, ...]
     log_features: tuple[str, ...]
     feature_bounds: Mapping[str, tuple[float, float]]
-    loss: Mapping[str, float | None]
+    loss: PrivacyLoss
     keys: tuple[str, ...]
     categorical: tuple[str, ...] = ()
 
@@ -666,7 +666,7 @@ class PrivateModelRef:
             "release_id": self.release_id,
             "ledger_id": self.ledger_id,
             "centroids_sha256": self.centroids_sha256,
-            "privacy_loss": dict(self.loss),
+            "privacy_loss": self.loss.to_dict(),
         }
 
 
@@ -729,11 +729,7 @@ def private_model_ref(
         features=tuple(spec["features"]),
         log_features=tuple(spec.get("log_features", ())),
         feature_bounds={f: (float(lo), float(hi)) for f, (lo, hi) in bounds.items()},
-        loss={
-            "epsilon": entry.request.epsilon,
-            "delta": entry.request.delta,
-            "rho": entry.request.rho,
-        },
+        loss=entry.request.loss,
         keys=tuple(str(j) for j in range(n_clusters)),
         categorical=tuple(spec.get("categorical", ())),
     )

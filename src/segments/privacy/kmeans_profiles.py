@@ -112,8 +112,9 @@ def private_segment_profiles(
         ) as plan,
     ):
         # the segmentation's loss from its ledger entry, not from an editable card
-        seg_loss = plan.segments.model.loss if plan.segments is not None else {}
-        total = float(plan.loss["epsilon"] or 0.0) + float(seg_loss.get("epsilon") or 0.0)
+        model = plan.segments.model if plan.segments is not None else None
+        own = float(plan.loss.epsilon or 0.0)
+        total = own + (float(model.loss.epsilon or 0.0) if model is not None else 0.0)
         result = plan.execute(
             ledger,
             ws,

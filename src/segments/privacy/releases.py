@@ -54,6 +54,7 @@ from segments.months import months_between, next_month
 from segments.policy import Guarantee
 from segments.privacy.composition import (
     DPFamily,
+    PrivacyLoss,
     epsilon_to_rho,
     noise_accuracy,
     noise_scale,
@@ -1002,14 +1003,13 @@ class ReleasePlan:
         return self.segments.guarantee if self.segments is not None else Guarantee.END_TO_END
 
     @property
-    def loss(self) -> dict[str, float | None]:
+    def loss(self) -> PrivacyLoss:
         """The release's privacy loss as OpenDP computed it: ε, or ρ with its (ε, δ) form."""
         total = math.fsum(q.loss for q in self.queries)
         if self.params.dp_family == DPFamily.PURE:
-            return {"epsilon": total, "delta": None, "rho": None}
+            return PrivacyLoss(epsilon=total)
         delta = self.params.delta
-        epsilon = rho_to_epsilon(total, delta)
-        return {"epsilon": epsilon, "delta": delta, "rho": total}
+        return PrivacyLoss(epsilon=rho_to_epsilon(total, delta), delta=delta, rho=total)
 
     @property
     def accuracy(self) -> pd.DataFrame:
@@ -1229,9 +1229,9 @@ class ReleasePlan:
             guarantee=self.guarantee,
             mechanism=self.mechanism,
             bounds=self.bounds(),
-            epsilon=loss["epsilon"],
-            delta=loss["delta"],
-            rho=loss["rho"],
+            epsilon=loss.epsilon,
+            delta=loss.delta,
+            rho=loss.rho,
             as_of=self.as_of,
             kind="dp",
             budget_epsilon=self.params.budget_epsilon,
@@ -1535,7 +1535,7 @@ def _card(
         "ledger_label": str(getattr(ledger, "label", "")),
         "guarantee": plan.guarantee,
         "mechanism": plan.mechanism,
-        "privacy_loss": plan.loss,
+        "privacy_loss": plan.loss.to_dict(),
         "privacy_loss_per_query": {q.query.name: q.loss for q in plan.queries},
         "confidence": plan.confidence,
         "aggregates": accuracy.to_dicts(),
@@ -1566,12 +1566,12 @@ def _segmentation_loss(plan: ReleasePlan) -> dict[str, Any]:
     if model is None:
         return {}
     own, seg = plan.loss, model.loss
-    delta = float(own.get("delta") or 0.0) + float(seg.get("delta") or 0.0)
+    delta = float(own.delta or 0.0) + float(seg.delta or 0.0)
     return {
         "segmentation": {**model.to_dict(), "provenance": "private_model"},
         "rests_on": [model.release_id],
         "end_to_end_privacy_loss": {
-            "epsilon": float(own["epsilon"] or 0.0) + float(seg["epsilon"] or 0.0),
+            "epsilon": float(own.epsilon or 0.0) + float(seg.epsilon or 0.0),
             "delta": delta,
             "note": "the DP k-means (entry above, same ledger) plus this release",
         },
