@@ -47,7 +47,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "segments.workspace": ("Workspace",),
     "segments.policy": (
         "POLICY_NAMES",
+        "Guarantee",
         "Policy",
+        "PrivacyParameters",
     ),
     "segments.prepare": (
         "PolicyReport",
