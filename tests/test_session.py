@@ -893,7 +893,7 @@ def test_quantile_intervals_follow_the_mechanism_under_zcdp(ws):
     planned = q.plan(epsilon=0.5)
     row = planned.accuracy.set_index("aggregate").loc["quantile_90_spend"]
     assert row["distribution"].startswith("Gumbel") and "Gumbel noise" in row["note"]
-    rho_share = planned.privacy_loss["rho"] / 2
+    rho_share = planned.privacy_loss.rho / 2
     expected = 2 * 0.9 / np.sqrt(8 * rho_share) * np.log(100 / 0.05)
     assert row["rank_accuracy"] == pytest.approx(expected, rel=1e-6)
     with pytest.raises(PolicyError, match="interval=0.6 must be a whole percent"):

@@ -491,7 +491,7 @@ def _survey_need(p: Any, scale: Scale, target: AccuracyTarget, noise: str) -> _N
 SURVEY_CELLS = 42
 
 
-def survey_scale(scale: Scale, policy: Any) -> Scale:
+def survey_scale(scale: Scale, policy: Policy) -> Scale:
     """``scale`` with the survey release's expected size: the survey's public design asks
     :data:`~segments.synth.surveys.SURVEY_SAMPLE_RATE` of last month's buyers every month,
     so a window of ``m`` months holds about rate × monthly buyers × m responses (the buyers
