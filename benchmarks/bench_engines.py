@@ -22,8 +22,10 @@ Each (step, engine) runs in its own process, so time and peak RSS are measured p
     Parquet files to the published tables and cards, with ``SEGMENTS_ENGINE`` set.
 
 Prepared-shaped frames come from ``segments.privacy._frames`` (not timed), written into
-``--folder`` (default: a fresh folder beside this script, removed afterwards); ``--reuse DIR
---copies K`` reads an earlier run's frames and repeats their lines K times (distinct order
+``--folder`` (default: a fresh folder beside this script, removed afterwards) and written as
+prepare writes them, in month partitions (``lines.parquet/month=YYYY-MM/part-*.parquet``, so
+a month-closing reads only its months); ``--reuse DIR --copies K`` reads an earlier run's
+frames and repeats their lines K times, copy k as ``part-k`` of every month (distinct order
 ids, the same persons: K times the line-level work, the same per-person frames). Results go to
 ``benchmarks/results/bench_engines_<lines>.json``.
 
@@ -120,26 +122,43 @@ def _run_child(step: str, engine: str, folder: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _write_partitions(lines, target: Path, copies: int) -> int:
+    """Write ``lines`` ``copies`` times (order ids made distinct) as month partitions, as
+    prepare writes them: ``target/month=YYYY-MM/part-<copy>.parquet``. Returns the rows."""
+    import polars as pl
+
+    from segments.workspace import month_partition
+
+    rows = 0
+    by_month = lines.with_columns(pl.col("order_date").dt.truncate("1mo").alias("_month"))
+    months = by_month.partition_by("_month", as_dict=True, include_key=False)
+    for (month,), part in sorted(months.items(), key=lambda item: item[0]):
+        folder = target / month_partition(month)
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(copies):
+            copy = part.with_columns(pl.col("order_id") + f":{k}") if k else part
+            copy.write_parquet(folder / f"part-{k:05d}.parquet")
+            rows += copy.height
+    return rows
+
+
 def _prepare_folder(folder: Path, args: argparse.Namespace) -> None:
+    import polars as pl
     from bench_releases import child_generate
 
+    from segments._tables import read_table
+
+    prepared = folder / "prepared" / PURPOSE
     if args.reuse:
-        prepared = folder / "prepared" / PURPOSE
         prepared.mkdir(parents=True, exist_ok=True)
         source = args.reuse.resolve() / "prepared" / PURPOSE
         os.symlink(source / "customers.parquet", prepared / "customers.parquet")
-        if args.copies == 1:
-            os.symlink(source / "lines.parquet", prepared / "lines.parquet")
-        else:  # the same people buying K times as much: K × the lines, the same persons
-            import polars as pl
-
-            base = pl.scan_parquet(source / "lines.parquet")
-            pl.concat(
-                [
-                    base.with_columns(pl.col("order_id") + f":{k}") if k else base
-                    for k in range(args.copies)
-                ]
-            ).sink_parquet(prepared / "lines.parquet")
+        # the same people buying K times as much: K × the lines, the same persons
+        t = time.perf_counter()
+        rows = _write_partitions(
+            read_table(source / "lines.parquet"), prepared / "lines.parquet", args.copies
+        )
+        print(f"wrote {rows:,} lines as month partitions in {time.perf_counter() - t:.0f} s")
         import numpy as np
 
         from segments.privacy._frames import write_survey_frame
@@ -154,16 +173,20 @@ def _prepare_folder(folder: Path, args: argparse.Namespace) -> None:
     else:
         t = time.perf_counter()
         child_generate(folder, args.lines // 33, args.lines)
+        single = prepared / "lines.parquet"  # as prepare writes them: month partitions
+        lines = pl.read_parquet(single)
+        single.unlink()
+        _write_partitions(lines, single, 1)
+        del lines
         print(f"generated {args.lines:,} prepared lines in {time.perf_counter() - t:.0f} s")
     # the monthly series reads the data's as-of from prepare's signed record
     from bench_releases import AS_OF
 
     # (the benchmark stands in for prepare's writer: it signs the frames it made itself)
-    from segments.provenance import PROVENANCE_FILE, _sign_prepared
+    from segments.provenance import PROVENANCE_FILE, _files_under, _sign_prepared
     from segments.workspace import sha256_file, write_json
 
-    prepared = folder / "prepared" / PURPOSE
-    outputs = {p.name: sha256_file(p) for p in sorted(prepared.glob("*.parquet"))}
+    outputs = {name: sha256_file(path) for name, path in _files_under(prepared).items()}
     record = _sign_prepared({}, outputs, purpose=PURPOSE, as_of=AS_OF)
     write_json(prepared / PROVENANCE_FILE, record)
 
@@ -187,6 +210,9 @@ def main() -> None:
         help="SEGMENTS_MEMORY_LIMIT of every step (DuckDB spills beyond it; polars ignores it)",
     )
     parser.add_argument("--out", type=Path, help="results file (default: results/…_<lines>.json)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep --folder/run (the frames) for a later --reuse"
+    )
     parser.add_argument("--child", choices=STEPS)
     parser.add_argument("--engine")
     args = parser.parse_args()
@@ -245,7 +271,8 @@ def main() -> None:
                         )
         print(f"load average after: {os.getloadavg()[0]:.1f}")
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if not (args.keep and args.folder):
+            shutil.rmtree(folder, ignore_errors=True)
         if args.folder is None:
             shutil.rmtree(base, ignore_errors=True)
     out_path = args.out or HERE / "results" / f"bench_engines_{args.lines}.json"

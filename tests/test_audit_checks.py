@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from audit_workspace import AS_OF, audit_workspace, copy_workspace
 from prepared_frames import synthetic_proof
 
 from segments import Ledger, Policy, ReleaseRequest, Workspace
+from segments._tables import read_table
 from segments.audit import checks
 from segments.audit.checks import CHECKS, clause_checks
 from segments.audit.context import NEEDS_KEY, AuditContext, Finding
@@ -50,7 +52,11 @@ def run(name: str, ws: Workspace, **kw: object) -> Finding:
 
 
 def rewrite(path: Path, change: Callable[[pl.DataFrame], pl.DataFrame]) -> None:
-    frame = change(pl.read_parquet(path))
+    """Edit a frame in place; month partitions are replaced by one file of the edited table
+    (the audit reads either layout)."""
+    frame = change(read_table(path))
+    if path.is_dir():
+        shutil.rmtree(path)
     frame.write_parquet(path)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from segments._tables import read_table
 from segments.cli.main import main
 from segments.policy import Policy
 from segments.prepare import prepare
@@ -90,7 +91,7 @@ def _traces(work: Workspace, accounts: list[int], person_id: str) -> list[str]:
             found.append(str(path))
     orders = pl.read_parquet(work.raw_table("orders"))
     theirs = orders.filter(pl.col("customer_id").is_in(accounts))["order_id"]
-    lines = pl.read_parquet(work.raw_table("order_lines"))
+    lines = read_table(work.raw_table("order_lines"))
     if lines.filter(pl.col("order_id").is_in(theirs.implode())).height:
         found.append("order_lines")
     return found
@@ -629,7 +630,7 @@ def test_purge_counts_every_linked_account_and_row_it_erases(ws: Workspace) -> N
     manifest["files"]["customers.parquet"] = sha256_file(ws.raw_table("customers"))
     ws.manifest.write_text(json.dumps(manifest), encoding="utf-8")
     orders = pl.read_parquet(ws.raw_table("orders")).filter(pl.col("customer_id").is_in(both))
-    lines = pl.read_parquet(ws.raw_table("order_lines")).filter(
+    lines = read_table(ws.raw_table("order_lines")).filter(
         pl.col("order_id").is_in(orders["order_id"].implode())
     )
     expected = {"customers": len(both), "orders": orders.height, "order_lines": lines.height}

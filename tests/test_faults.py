@@ -35,6 +35,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from segments._tables import read_table
 from segments.prepare import prepare
 from segments.prepare.pseudonym import KEY_ENV_VAR
 from segments.privacy.ledger import Ledger
@@ -217,7 +218,7 @@ TOTAL_KILLS: dict[str, int] = {}
 def _prepared_complete(folder: Path) -> None:
     assert folder.is_dir(), "the prepared folder vanished"
     pl.read_parquet(folder / "customers.parquet")
-    pl.read_parquet(folder / "lines.parquet")
+    read_table(folder / "lines.parquet")
     json.loads((folder / "policy_report.json").read_text(encoding="utf-8"))
 
 

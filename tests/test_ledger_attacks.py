@@ -183,13 +183,13 @@ def test_attack_frames_prepared_from_edited_raw_beside_genuine_raw_are_refused(
 
     edited = Workspace(tmp_path / "edited")
     shutil.copytree(small_raw.raw, edited.raw)
-    lines = edited.raw / "order_lines.parquet"
-    table = pl.read_parquet(lines)
-    table.with_columns(pl.col("quantity") * 3).write_parquet(lines)  # the edit
     from segments.workspace import sha256_file
 
     manifest = json.loads(edited.manifest.read_text())
-    manifest["files"]["order_lines.parquet"] = sha256_file(lines)
+    for lines in sorted(edited.raw_table("order_lines").glob("month=*/*.parquet")):
+        table = pl.read_parquet(lines)
+        table.with_columns(pl.col("quantity") * 3).write_parquet(lines)  # the edit
+        manifest["files"][lines.relative_to(edited.raw).as_posix()] = sha256_file(lines)
     edited.manifest.write_text(json.dumps(manifest))
     prepare(edited, "alloffice", "statistics", "2026-10-31")
     shutil.rmtree(genuine.prepared_dir("statistics"))

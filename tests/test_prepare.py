@@ -10,6 +10,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from conftest import SMALL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rawframes import (
@@ -22,7 +23,7 @@ from rawframes import (
     write_raw,
 )
 
-from segments.exceptions import PolicyError, SchemaError, WorkspaceError
+from segments.exceptions import PolicyError, ReleaseRefusedError, SchemaError, WorkspaceError
 from segments.policy import POLICY_NAMES, Policy, Purpose, RetentionRule
 from segments.prepare import PolicyReport, prepare
 from segments.prepare.frames import _read_prepared_pl, link_persons
@@ -510,3 +511,34 @@ def test_end_to_end_on_generated_data(small_raw: Workspace, tmp_path: Path) -> N
     assert out["customers"].height < raw.height
     assert report.output_counts["persons"] == out["customers"].height
     assert not set(raw["email"]) & set(out["customers"]["person_id"])
+
+
+def test_prepared_lines_are_signed_month_partitions(small_raw: Workspace, tmp_path: Path) -> None:
+    """Prepare writes the lines as ``lines.parquet/month=YYYY-MM/`` partitions, each holding
+    only its month's lines; the signed record lists every partition file, so a partition
+    slipped in (or one removed) is refused before a release reads it."""
+    from segments.provenance import signed_record, verified_frames, verify_prepared
+
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(small_raw.raw, ws.raw)
+    prepare(ws, "alloffice", "statistics", SMALL["as_of"])
+    folder = ws.prepared_frame("statistics", "lines.parquet")
+    parts = sorted(folder.glob("month=*/*.parquet"))
+    assert len(parts) >= 12
+    for part in parts:
+        months = pl.read_parquet(part)["order_date"].dt.strftime("month=%Y-%m").unique()
+        assert months.to_list() == [part.parent.name]
+    outputs = signed_record(ws, "statistics")["outputs"]
+    assert {p.relative_to(folder.parent).as_posix() for p in parts} <= set(outputs)
+    assert verify_prepared(ws, "statistics") is None
+    extra = parts[-1].with_name("part-00001.parquet")
+    pl.read_parquet(parts[-1]).write_parquet(extra)  # an extra month's worth of lines
+    assert "part-00001.parquet" in (verify_prepared(ws, "statistics") or "")
+    with (
+        pytest.raises(ReleaseRefusedError, match="partition is missing, added"),
+        verified_frames(ws, "statistics", ["lines.parquet"]),
+    ):
+        pass
+    extra.unlink()
+    parts[0].unlink()
+    assert verify_prepared(ws, "statistics") is not None

@@ -16,6 +16,7 @@ import pytest
 from prepared_frames import synthetic_proof
 from sklearn.cluster import KMeans
 
+from segments._tables import read_table, scan_table
 from segments.audit.dp_audit import audit_mechanism
 from segments.privacy.kmeans import (
     PrivateKMeans,
@@ -467,7 +468,7 @@ def test_hand_written_private_labels_are_refused_before_any_charge(private_works
     ledger = Ledger.for_policy(policy)
     folder = private_workspace.segments / "private"
     folder.mkdir(parents=True)
-    lines = pl.read_parquet(private_workspace.prepared_dir("segmentation") / "lines.parquet")
+    lines = read_table(private_workspace.prepared_dir("segmentation") / "lines.parquet")
     top = lines.group_by("person_id").agg(pl.col("amount_sek").sum()).top_k(20, by="amount_sek")
     top.select("person_id", pl.lit("0").alias("segment")).write_parquet(folder / "labels.parquet")
     pl.DataFrame({"segment": ["0"]}).write_parquet(folder / "centroids.parquet")
@@ -518,7 +519,7 @@ def test_private_labels_rest_on_an_entry_of_the_same_ledger_with_matching_centro
     recomputed = private_model_labels(
         private_model_ref(private_workspace, ledger),
         pl.scan_parquet(prepared / "customers.parquet"),
-        pl.scan_parquet(prepared / "lines.parquet"),
+        scan_table(prepared / "lines.parquet"),
         AS_OF,
     ).collect()
     written = pl.read_parquet(folder / "labels.parquet")

@@ -23,7 +23,7 @@ from segments.privacy._frames import write_prepared_frames
 from segments.privacy.ledger import Ledger
 from segments.privacy.releases import plan_release
 from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource
-from segments.workspace import Workspace, sha256_file
+from segments.workspace import Workspace, parquet_sha256, sha256_file
 
 AS_OF = dt.date(2026, 3, 1)
 PURPOSE = "statistics"
@@ -160,7 +160,7 @@ def test_forged_origins_are_refused_when_planning(workspace, policy, frames, tmp
     origins = {
         str(frames[name]): (
             str(prepared / f"{name}.parquet"),
-            sha256_file(prepared / f"{name}.parquet"),
+            parquet_sha256(prepared / f"{name}.parquet"),
         )
         for name in ("customers", "lines")
     }
@@ -181,7 +181,8 @@ def test_a_verified_plan_is_released_and_its_card_names_the_signed_bytes(
     [entry] = ledger.entries()
     source = result.card["spec"]["source"]
     assert source["lines"] == str(prepared / "lines.parquet")
-    assert source["sha256"]["lines"] == sha256_file(prepared / "lines.parquet")
+    # the lines are month partitions: one digest over every partition file's digest
+    assert source["sha256"]["lines"] == parquet_sha256(prepared / "lines.parquet")
     assert entry.request.population_fingerprint == sha256_file(prepared / "customers.parquet")
 
 

@@ -14,6 +14,7 @@ import pytest
 from prepared_frames import AS_OF, make_prepared
 from sklearn.metrics import adjusted_rand_score
 
+from segments._tables import scan_table
 from segments.cli import segment as segment_cli
 from segments.cli import target as target_cli
 from segments.exceptions import SchemaError, WorkspaceError
@@ -434,7 +435,7 @@ def test_default_dataset_recovers_planted_archetypes(tmp_path: Path) -> None:
     report = prepare(ws, Policy.load("alloffice"), "segmentation", DEFAULT_DATASET.as_of)
     folder = ws.prepared_dir("segmentation")
     features = customer_features(
-        pl.scan_parquet(folder / "lines.parquet"),
+        scan_table(folder / "lines.parquet"),
         pl.scan_parquet(folder / "customers.parquet"),
         as_of=report.as_of,
     )

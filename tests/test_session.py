@@ -13,6 +13,7 @@ import pytest
 from prepared_frames import verified_plan
 
 import segments
+from segments._tables import read_table
 from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.policy import Policy
 from segments.prepare import prepare
@@ -389,7 +390,7 @@ def _true_schools_by_county(ws: Workspace, bound: int) -> pd.DataFrame:
     from the prepared frames the way the release's per-person frame is (whole SEK per cell)."""
     prepared = ws.prepared_dir(PURPOSE)
     customers = pl.read_parquet(prepared / "customers.parquet").filter(pl.col("industry") == "P")
-    lines = pl.read_parquet(prepared / "lines.parquet").filter(pl.col("order_date") < AS_OF)
+    lines = read_table(prepared / "lines.parquet").filter(pl.col("order_date") < AS_OF)
     spend = (
         lines.group_by("person_id", "category")
         .agg(pl.col("amount_sek").sum().round(0).cast(pl.Int64).alias("sek"))
@@ -547,7 +548,7 @@ def test_median_is_charged_as_planned_and_lands_near_the_true_median(ws, ledger)
     assert ledger.entries()[0].request.epsilon == pytest.approx(1.0)
     prepared = ws.prepared_dir(PURPOSE)
     spend = (
-        pl.read_parquet(prepared / "lines.parquet")
+        read_table(prepared / "lines.parquet")
         .filter(pl.col("order_date") < AS_OF)
         .group_by("person_id", "category")
         .agg(pl.col("amount_sek").sum().round(0).alias("sek"))

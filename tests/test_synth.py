@@ -16,7 +16,7 @@ from conftest import SMALL
 from segments import geography
 from segments.cli.main import main
 from segments.exceptions import SchemaError, WorkspaceError
-from segments.schema import RAW_TABLES, SURVEYS
+from segments.schema import ORDER_LINES, RAW_TABLES, SURVEYS
 from segments.synth import (
     DEFAULT_DATASET,
     category_mix_overlap,
@@ -290,11 +290,54 @@ def test_manifest(small_raw: Workspace) -> None:
     manifest = json.loads(small_raw.manifest.read_text())
     assert manifest["synthetic"] is True and manifest["seed"] == SMALL["seed"]
     assert manifest["parameters"]["customers"] == SMALL["customers"]
-    assert set(manifest["files"]) == {f"{t}.parquet" for t in RAW_TABLES} | {
-        "truth/archetypes.parquet",
-        "truth/persons.parquet",
+    partitions = {f for f in manifest["files"] if f.startswith("order_lines.parquet/")}
+    assert set(manifest["files"]) - partitions == {
+        f"{t}.parquet" for t in RAW_TABLES if t != "order_lines"
+    } | {"truth/archetypes.parquet", "truth/persons.parquet"}
+    # the order lines are month partitions, every file listed with its digest
+    on_disk = {
+        p.relative_to(small_raw.raw).as_posix()
+        for p in small_raw.raw_table("order_lines").rglob("*.parquet")
     }
+    assert partitions == on_disk and len(on_disk) >= manifest["parameters"]["months"]
     assert manifest["row_counts"]["customers"] == SMALL["customers"]
+
+
+def test_order_lines_are_month_partitions_of_the_same_rows(small_raw: Workspace) -> None:
+    """Each partition holds exactly the lines of orders dated in its month, and the
+    partitions read in order are the table the in-memory draw gives (same rows for a seed)."""
+    from segments._tables import read_table
+
+    orders = pl.read_parquet(small_raw.raw_table("orders"))
+    folder = small_raw.raw_table("order_lines")
+    for part in sorted(folder.glob("month=*/*.parquet")):
+        months = (
+            pl.read_parquet(part)
+            .join(orders, on="order_id")
+            .select(pl.col("order_date").dt.strftime("month=%Y-%m").unique())
+        )
+        assert months.to_series().to_list() == [part.parent.name]
+    lines = read_table(folder)
+    assert lines.columns == ORDER_LINES.names
+    assert lines.equals(lines.sort("order_id", "line_no"))  # written order kept
+    assert lines.height == json.loads(small_raw.manifest.read_text())["row_counts"]["order_lines"]
+
+
+@pytest.mark.parametrize("tamper", ["added", "removed", "edited"])
+def test_a_tampered_partition_is_refused(small_raw: Workspace, tmp_path, tamper) -> None:
+    """Attack: a partition file slipped in, deleted or edited behind the manifest's back."""
+    ws = Workspace(tmp_path)
+    shutil.copytree(small_raw.raw, ws.raw)
+    parts = sorted(ws.raw_table("order_lines").glob("month=*/*.parquet"))
+    if tamper == "added":
+        pl.read_parquet(parts[-1]).write_parquet(parts[-1].with_name("part-99999.parquet"))
+    elif tamper == "removed":
+        parts[0].unlink()
+    else:
+        frame = pl.read_parquet(parts[0])
+        frame.with_columns(pl.col("quantity") * 2).write_parquet(parts[0])
+    with pytest.raises(WorkspaceError, match="does not match its SHA-256"):
+        load_raw_pl(ws, "order_lines")
 
 
 def test_same_seed_gives_byte_identical_files(tmp_path) -> None:
@@ -600,3 +643,27 @@ def test_failed_background_check_leaves_nothing(
     with pytest.raises(SchemaError, match="'order_lines'.*references orders"):
         generate(tmp_path, customers=100, months=2, as_of=dt.date(2026, 3, 31), seed=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_rewound_history_keeps_past_months_byte_identical(small_raw: Workspace, tmp_path) -> None:
+    """A month's partition is never rewritten: the raw data as it stood on a past day holds
+    the earlier months' files unchanged (same SHA-256), the day's month cut at the day, and
+    no later month; its manifest lists every partition file it holds."""
+    from segments.prepare.history import rewind_raw
+    from segments.workspace import sha256_file
+
+    day = dt.date(2026, 6, 15)
+    target = rewind_raw(small_raw, day, Workspace(tmp_path / "past"))
+    source_parts = small_raw.raw_table("order_lines")
+    past = target.raw_table("order_lines")
+    months = sorted(p.name for p in past.iterdir())
+    assert months[-1] == "month=2026-06" and months[0] == sorted(source_parts.iterdir())[0].name
+    for part in sorted(past.glob("month=*/*.parquet")):
+        original = source_parts / part.relative_to(past)
+        if part.parent.name < "month=2026-06":
+            assert sha256_file(part) == sha256_file(original)
+    manifest = json.loads(target.manifest.read_text())
+    listed = {f for f in manifest["files"] if f.startswith("order_lines.parquet/")}
+    assert listed == {p.relative_to(target.raw).as_posix() for p in past.glob("month=*/*")}
+    lines = load_raw_pl(target, "order_lines")  # hashes, schema and foreign keys hold
+    assert lines.height == manifest["row_counts"]["order_lines"]

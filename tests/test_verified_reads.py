@@ -7,6 +7,7 @@ workspace's prepared tables and their digests, never the private scratch copy.""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import pytest
 from segments.exceptions import ReleaseRefusedError
 from segments.policy import Policy
 from segments.privacy.ledger import Ledger
-from segments.workspace import Workspace
+from segments.workspace import Workspace, parquet_sha256
 
 AS_OF = dt.date(2026, 10, 31)
 
@@ -87,6 +88,8 @@ READERS: dict[str, tuple[str, Callable[[Workspace, Policy, Ledger], object]]] = 
 def _edit(ws: Workspace, purpose: str, name: str) -> None:
     """The attack: a prepared frame rewritten after prepare (half its rows)."""
     path = ws.prepared_dir(purpose) / name
+    if path.is_dir():  # month partitions: one month's file edited
+        path = sorted(path.glob("month=*/*.parquet"))[-1]
     frame = pl.read_parquet(path)
     frame.head(frame.height // 2).write_parquet(path)
 
@@ -155,10 +158,14 @@ def test_a_card_names_the_prepared_tables_and_their_digests_not_the_scratch_copy
     assert source["lines"] == str(folder / "lines.parquet")
     assert ".private" not in json.dumps(card)
     written = signed_record(prepared, "statistics")["outputs"]
+    # the lines are month partitions: one digest over every partition file's signed digest
+    partitions = {k: v for k, v in written.items() if k.startswith("lines.parquet/")}
+    assert len(partitions) > 1
     assert source["sha256"] == {
         "customers": written["customers.parquet"],
-        "lines": written["lines.parquet"],
+        "lines": hashlib.sha256(json.dumps(partitions, sort_keys=True).encode()).hexdigest(),
     }
+    assert source["sha256"]["lines"] == parquet_sha256(folder / "lines.parquet")
     (entry,) = ledger.entries()
     assert entry.request.population_fingerprint == written["customers.parquet"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import polars as pl
 
-__all__ = ["as_polars", "to_pandas"]
+__all__ = ["as_polars", "read_table", "scan_table", "table_schema", "to_pandas"]
 
 
 def as_polars(frame: Any) -> Any:
@@ -41,3 +41,49 @@ def to_pandas(frame: pl.DataFrame | pl.LazyFrame) -> pd.DataFrame:
     if isinstance(frame, pl.LazyFrame):
         frame = frame.collect()
     return frame.to_pandas()
+
+
+def scan_table(path: Any, columns: list[str] | None = None) -> pl.LazyFrame:
+    """Lazily read a Parquet table: one file or a folder of month partitions
+    (:func:`segments.workspace.parquet_files`), rows in written order, no partition column
+    added (the month is a fact of the rows' dates, not a column of the table)."""
+    from segments.workspace import parquet_files
+
+    files = parquet_files(path)
+    if not files:
+        raise_empty(path)
+    lazy = pl.scan_parquet(files, hive_partitioning=False)
+    return lazy.select(columns) if columns is not None else lazy
+
+
+def read_table(path: Any, columns: list[str] | None = None) -> pl.DataFrame:
+    """Read a Parquet table (a file or month partitions) as one polars frame; see
+    :func:`scan_table`."""
+    from segments.workspace import parquet_files
+
+    files = parquet_files(path)
+    if not files:
+        raise_empty(path)
+    if len(files) == 1:
+        return pl.read_parquet(files[0], columns=columns)
+    return pl.read_parquet(files, columns=columns, hive_partitioning=False)
+
+
+def table_schema(path: Any) -> dict[str, pl.DataType]:
+    """The schema of a Parquet table (a file, or the first file of its partitions)."""
+    from segments.workspace import parquet_files
+
+    files = parquet_files(path)
+    if not files:
+        raise_empty(path)
+    return pl.read_parquet_schema(files[0])
+
+
+def raise_empty(path: Any) -> None:
+    """Refuse a partitioned table with no partition file (a folder emptied by hand)."""
+    from segments.exceptions import WorkspaceError
+
+    raise WorkspaceError(
+        f"table {path}: a partitioned table without any month=YYYY-MM/*.parquet file; fix: "
+        "run the command that writes it again"
+    )

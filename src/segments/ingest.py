@@ -31,6 +31,7 @@ from typing import Any, cast
 import pandas as pd
 import polars as pl
 
+from segments._tables import read_table
 from segments.exceptions import PolicyError, SchemaError, WorkspaceError
 from segments.prepare.pseudonym import KEY_ENV_VAR, PseudonymKey, load_key
 from segments.schema import (
@@ -45,7 +46,7 @@ from segments.schema import (
     check_foreign_key,
     validate,
 )
-from segments.workspace import MANIFEST, Workspace, sha256_file, write_json
+from segments.workspace import MANIFEST, Workspace, parquet_digests, sha256_file, write_json
 
 # The stage's polars steps (read_export, net_returns, load_real_raw, geography_table) are
 # internal: an analyst calls ingest, load_transactions and public_domains (pandas out).
@@ -1523,13 +1524,14 @@ def load_real_raw(ws: Workspace, as_of: dt.date) -> dict[str, pl.DataFrame]:
     frames = {}
     for name, schema in schemas.items():
         path = ws.require(ws.raw_table(name), "segments ingest")
-        digest = sha256_file(path)
-        if digest != manifest["files"].get(f"{name}.parquet"):
+        rel = f"{name}.parquet"
+        listed = {k: v for k, v in manifest["files"].items() if k == rel or k.startswith(rel + "/")}
+        if not listed or parquet_digests(path, rel) != listed:  # every partition file too
             raise WorkspaceError(
                 f"table {name!r}: {path} does not match its SHA-256 in {ws.manifest}; fix: "
                 "ingest the export again instead of editing raw files"
             )
-        frames[name] = pl.read_parquet(path)
+        frames[name] = read_table(path)
         validate(frames[name], schema, as_of=as_of)
     outside = frames["products"].filter(
         ~pl.col("category").is_in(manifest["domains"]["categories"])

@@ -465,8 +465,8 @@ def read_verified(
     (dict, dict)
         Frame name → ``polars.DataFrame``; frame name → SHA-256 of the bytes read.
     """
-    import polars as pl
+    from segments._tables import read_table
 
     with verified_frames(workspace, purpose, names, policy) as copies:
-        frames = {name: pl.read_parquet(path) for name, path in copies.items()}
+        frames = {name: read_table(path) for name, path in copies.items()}
         return frames, {name: copies.sha256(name) for name in copies}

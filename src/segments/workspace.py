@@ -34,6 +34,10 @@ __all__ = [
     "atomic_write_with",
     "check_name",
     "make_private",
+    "month_partition",
+    "parquet_digests",
+    "parquet_files",
+    "parquet_sha256",
     "private_folder",
     "sha256_file",
     "write_json",
@@ -96,6 +100,7 @@ _STALE_PATTERNS = (
     ("prepared", ".*.old.*"),
     (_PRIVATE, "scratch-*"),
     ("raw", ".*.tmp"),
+    ("raw", ".*.old.*"),  # a partitioned raw table an erasure or purge was replacing
     ("raw/truth", ".*.tmp"),
     (".", ".raw.*.tmp"),
     ("segments", ".*.tmp"),
@@ -105,6 +110,83 @@ _STALE_PATTERNS = (
     ("releases", ".*.tmp"),  # a killed publication's staging (the ledger reconciles its charge)
     (".", ".synthetic-proof-*"),  # regenerated raw data of a killed synthetic proof
 )
+
+
+#: A month partition's folder name inside a partitioned table (``order_lines.parquet/``).
+_PARTITION = re.compile(r"^month=(\d{4})-(\d{2})$")
+
+
+def month_partition(month: Any) -> str:
+    """The folder name of a month's partition (``month`` is a date).
+
+    Examples
+    --------
+    >>> import datetime
+    >>> month_partition(datetime.date(2026, 2, 1))
+    'month=2026-02'
+    """
+    return f"month={month:%Y-%m}"
+
+
+def parquet_files(
+    table: str | os.PathLike[str], months: tuple[Any, Any] | None = None
+) -> list[Path]:
+    """The Parquet files of a table: the file itself, or the files of its month partitions.
+
+    A table is one Parquet file (``customers.parquet``) or a folder of that name holding
+    ``month=YYYY-MM/part-NNNNN.parquet`` files (order lines, raw and prepared): a new month
+    is a new folder, history is never rewritten. The files come sorted (month, then part), so
+    reading them in this order gives the table's rows in their written order. With ``months``
+    (a half-open ``[start, end)`` range of dates), only the partitions meeting it.
+
+    Raises
+    ------
+    WorkspaceError
+        If ``table`` does not exist.
+    """
+    import datetime as dt
+
+    from segments.months import next_month
+
+    path = Path(table)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise WorkspaceError(f"table {path} does not exist; run the command that writes it")
+    files: list[Path] = []
+    for folder in sorted(p for p in path.iterdir() if p.is_dir()):
+        found = _PARTITION.match(folder.name)
+        if found is None:
+            continue
+        if months is not None:
+            first = dt.date(int(found[1]), int(found[2]), 1)
+            after = next_month(first)
+            start, end = months
+            if after <= start or first >= end:
+                continue  # the whole partition lies outside the range
+        files.extend(sorted(folder.glob("*.parquet")))
+    return files
+
+
+def parquet_digests(table: str | os.PathLike[str], name: str) -> dict[str, str]:
+    """SHA-256 of every file of a table (file or month partitions), keyed by its path
+    relative to the table's parent (``name`` is the table's file name there): what a
+    manifest or a signed record lists, one entry per partition file."""
+    path = Path(table)
+    return {
+        (name + "/" + f.relative_to(path).as_posix()) if f != path else name: sha256_file(f)
+        for f in parquet_files(path)
+    }
+
+
+def parquet_sha256(table: str | os.PathLike[str]) -> str:
+    """One SHA-256 for a table: the file's, or for month partitions the SHA-256 of the
+    sorted JSON of every partition file's digest (any change to any partition changes it)."""
+    path = Path(table)
+    if path.is_file():
+        return sha256_file(path)
+    digests = parquet_digests(path, path.name)
+    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
 
 
 def check_name(kind: str, value: object) -> str:
@@ -249,8 +331,14 @@ class Workspace:
 
     # --- derived paths -----------------------------------------------------------------
     def raw_table(self, table: str) -> Path:
-        """Path of a raw table's Parquet file."""
+        """Path of a raw table: a Parquet file, or a folder of that name holding month
+        partitions (:func:`parquet_files`; the generator writes ``order_lines`` so)."""
         return self.raw / f"{table}.parquet"
+
+    def partition_file(self, table: Path, month: Any, part: int) -> Path:
+        """Part ``part`` of ``month``'s partition of a partitioned table (``table`` is the
+        table's folder, e.g. :meth:`raw_table` or :meth:`prepared_frame`)."""
+        return self.inside(Path(table) / month_partition(month) / f"part-{part:05d}.parquet")
 
     @property
     def manifest(self) -> Path:
@@ -294,7 +382,9 @@ class Workspace:
         return self.inside(self.segments / TARGETS)
 
     def prepared_frame(self, purpose: str, name: str) -> Path:
-        """A prepared frame (:data:`PREPARED_CUSTOMERS` or :data:`PREPARED_LINES`)."""
+        """A prepared frame (:data:`PREPARED_CUSTOMERS` or :data:`PREPARED_LINES`): a
+        Parquet file, or for the lines a folder of that name holding month partitions
+        (:func:`parquet_files`)."""
         return self.prepared_dir(purpose) / name
 
     def policy_report(self, purpose: str) -> Path:

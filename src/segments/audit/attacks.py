@@ -34,6 +34,7 @@ from typing import Any
 
 import polars as pl
 
+from segments._tables import read_table
 from segments.anonymity.hierarchies import (
     NOT_APPLICABLE,
     Hierarchy,
@@ -584,7 +585,7 @@ def _prepared_people(ws: Workspace, purpose: str, segments: str | None) -> pl.Da
     if not (folder / PREPARED_CUSTOMERS).exists() or not (folder / PREPARED_LINES).exists():
         return None
     customers = pl.read_parquet(folder / PREPARED_CUSTOMERS)
-    lines = pl.read_parquet(folder / PREPARED_LINES)
+    lines = read_table(folder / PREPARED_LINES)
     if segments == "private_model":
         path = ws.private_segments / LABELS
         if not path.exists():

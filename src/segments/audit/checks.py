@@ -26,6 +26,7 @@ from typing import Any
 
 import polars as pl
 
+from segments._tables import table_schema
 from segments.audit.context import (
     NEEDS_KEY,
     REVIEWER,
@@ -216,7 +217,7 @@ def check_retention_categories(ctx: AuditContext) -> Finding:
         covered = {c for r in rules for c in r.categories}
         present: set[str] = set()
         for table, schema in PREPARED_TABLES.items():
-            cols = pl.read_parquet_schema(ctx.workspace.prepared_dir(purpose) / f"{table}.parquet")
+            cols = table_schema(ctx.workspace.prepared_frame(purpose, f"{table}.parquet"))
             present |= {schema.column(c).category or "" for c in cols if c in schema.names}
         present.discard("")
         uncovered = sorted(present - covered)
@@ -710,9 +711,7 @@ def check_minimised(ctx: AuditContext) -> Finding:
             ("customers", {"person_id", "profiling_eligible"}),
             ("lines", {"person_id"}),
         ):
-            cols = set(
-                pl.read_parquet_schema(ctx.workspace.prepared_dir(purpose) / f"{table}.parquet")
-            )
+            cols = set(table_schema(ctx.workspace.prepared_frame(purpose, f"{table}.parquet")))
             surplus = sorted(cols - set(declared[table]) - extra)
             rows.append(f"{purpose}/{table}: {len(cols)} columns")
             if surplus:
@@ -747,11 +746,9 @@ def check_schema_categories(ctx: AuditContext) -> Finding:
     unknown = []
     for purpose in ctx.prepared_purposes():
         for table, schema in PREPARED_TABLES.items():
-            path = ctx.workspace.prepared_dir(purpose) / f"{table}.parquet"
+            path = ctx.workspace.prepared_frame(purpose, f"{table}.parquet")
             unknown += [
-                f"{purpose}/{table}.{c}"
-                for c in pl.read_parquet_schema(path)
-                if c not in schema.names
+                f"{purpose}/{table}.{c}" for c in table_schema(path) if c not in schema.names
             ]
     counts: dict[str, int] = {}
     for t in personal:

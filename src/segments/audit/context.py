@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
+from segments._tables import read_table, table_schema
 from segments.policy import Policy
 from segments.prepare.pseudonym import PseudonymKey, pseudonymise_series
 from segments.workspace import CARD, CERTIFICATE, LABELS, PREPARED_CUSTOMERS, Workspace
@@ -93,9 +94,9 @@ class AuditContext:
     def prepared(self, purpose: str, table: str, columns: list[str] | None = None) -> pl.DataFrame:
         """A prepared frame (``customers`` or ``lines``): the asked columns it has."""
         path = self.workspace.prepared_dir(purpose) / f"{table}.parquet"
-        names = pl.read_parquet_schema(path)
+        names = table_schema(path)
         cols = [c for c in columns if c in names] if columns else None
-        return pl.read_parquet(path, columns=cols)
+        return read_table(path, columns=cols)
 
     def frames(self) -> list[Path]:
         """Every Parquet file an analyst or recipient could read (not raw, not hidden)."""
@@ -103,7 +104,11 @@ class AuditContext:
         out: list[Path] = []
         for root in (ws.prepared, ws.segments, ws.releases, ws.forecasts):
             if root.is_dir():
-                out += sorted(p for p in root.rglob("*.parquet") if not hidden(p, ws.root))
+                out += sorted(
+                    p  # each month partition is a file of its own (its folder is no frame)
+                    for p in root.rglob("*.parquet")
+                    if p.is_file() and not hidden(p, ws.root)
+                )
         return out
 
     def cards(self) -> list[tuple[Path, dict[str, Any]]]:

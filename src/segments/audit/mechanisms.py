@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from segments._tables import read_table, scan_table
 from segments.audit.dp_audit import DpAuditResult, audit_mechanism, family_confidence
 from segments.privacy.composition import DPFamily, PrivacyLoss
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
@@ -113,7 +114,7 @@ def _write_neighbours(folder: Path, seed: np.random.Generator) -> dict[str, dict
 
     without = write_prepared_frames(folder / "without", N_PEOPLE, N_LINES, seed=seed)
     customers = pl.read_parquet(without["customers"])
-    lines = pl.read_parquet(without["lines"])
+    lines = read_table(without["lines"])
     heavy = pl.DataFrame(
         {"person_id": [HEAVY_ID], "customer_type": ["business"], "county_code": [HEAVY_COUNTY]},
         schema=customers.schema,
@@ -177,7 +178,7 @@ def _shared_path(
     folder.mkdir(parents=True, exist_ok=True)
     shared = build_shared_frames(
         pl.scan_parquet(paths["customers"]),
-        pl.scan_parquet(paths["lines"]),
+        scan_table(paths["lines"]),
         source,
         params,
         folder,
@@ -378,7 +379,7 @@ def _kmeans_case(
 
 def _rfm(paths: dict[str, Path]) -> Any:
     """Orders and spend per person (the per-person aggregation), heavy person last."""
-    lines = pl.read_parquet(paths["lines"])
+    lines = read_table(paths["lines"])
     per_person = lines.group_by("person_id").agg(
         pl.col("order_id").n_unique().cast(pl.Float64).alias("frequency_orders"),
         pl.col("amount_sek").sum().alias("monetary_sek"),
@@ -601,7 +602,7 @@ def raw_person_neighbours(
         source, customers=RAW_CUSTOMERS, months=RAW_MONTHS, as_of=RAW_AS_OF, seed=RAW_SEED,
         progress=False, workers=1,
     )  # fmt: skip
-    tables = {name: pl.read_parquet(source.raw_table(name)) for name in _RAW_TABLES}
+    tables = {name: read_table(source.raw_table(name)) for name in _RAW_TABLES}
     full = _prepare_copy(folder / "with", tables, policy, purpose)
     everyone = set(pl.read_parquet(full["customers"], columns=["person_id"])["person_id"])
     out = []
@@ -670,7 +671,7 @@ def person_release_cases(
                 (folder / f"person{n}-spec{s}-without").mkdir(parents=True)
                 without = build_shared_frames(
                     pl.scan_parquet(person.without_person["customers"]),
-                    pl.scan_parquet(person.without_person["lines"]),
+                    scan_table(person.without_person["lines"]),
                     segments,
                     params,
                     folder / f"person{n}-spec{s}-without",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -24,12 +23,13 @@ from typing import Protocol, runtime_checkable
 import polars as pl
 
 from segments.exceptions import WorkspaceError
-from segments.months import next_month
+from segments.workspace import month_partition, parquet_files
 
 __all__ = [
     "CELL_SCHEMA",
     "ORDER_COUNT_SCHEMA",
     "Engine",
+    "LineEngine",
     "LineSource",
     "Window",
     "empty_cells",
@@ -44,8 +44,6 @@ Window = tuple[dt.date, dt.date] | None
 #: Prepared or raw order lines: a Parquet file, or a folder of month partitions.
 LineSource = str | os.PathLike[str]
 
-_PARTITION = re.compile(r"^month=(\d{4})-(\d{2})$")
-
 #: The columns of :meth:`Engine.person_cells` (``month`` only when asked ``by_month``).
 CELL_SCHEMA: dict[str, pl.DataType] = {
     "person_id": pl.Utf8(),
@@ -58,24 +56,9 @@ CELL_SCHEMA: dict[str, pl.DataType] = {
 ORDER_COUNT_SCHEMA: dict[str, pl.DataType] = {"person_id": pl.Utf8(), "orders": pl.Int64()}
 
 
-def month_partition(month: dt.date) -> str:
-    """The folder name of a month's partition.
-
-    Examples
-    --------
-    >>> month_partition(dt.date(2026, 2, 1))
-    'month=2026-02'
-    """
-    return f"month={month:%Y-%m}"
-
-
-def _partition_month(folder: Path) -> dt.date | None:
-    found = _PARTITION.match(folder.name)
-    return dt.date(int(found[1]), int(found[2]), 1) if found else None
-
-
 def line_files(source: LineSource, window: Window = None) -> list[Path]:
-    """The Parquet files a window needs: the file itself, or the month partitions it meets.
+    """The Parquet files a window needs: the file itself, or the month partitions it meets
+    (:func:`segments.workspace.parquet_files`, the one reader of the layout).
 
     A month-closing reads only the partitions of its months; a partition folder holds one or
     more ``*.parquet`` files (a new month is a new folder, history is never rewritten).
@@ -86,22 +69,9 @@ def line_files(source: LineSource, window: Window = None) -> list[Path]:
         If ``source`` does not exist.
     """
     path = Path(source)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
+    if not path.exists():
         raise WorkspaceError(f"order lines {path} do not exist; run `segments prepare` first")
-    files = []
-    for folder in sorted(p for p in path.iterdir() if p.is_dir()):
-        month = _partition_month(folder)
-        if month is None:
-            continue
-        if window is not None:
-            start, end = window
-            after = next_month(month)
-            if after <= start or month >= end:
-                continue  # the whole partition lies outside the window
-        files.extend(sorted(folder.glob("*.parquet")))
-    return files
+    return parquet_files(path, window)
 
 
 def ore_to_sek(ore: pl.Expr) -> pl.Expr:
@@ -197,6 +167,77 @@ class Engine(Protocol):
         the public lists is an error (:class:`segments.exceptions.SchemaError`).
         """
         ...
+
+
+class LineEngine:
+    """What every backend shares around its queries: the partition files a window needs
+    (:func:`line_files`) and the empty frame of the right schema when it needs none, so a
+    backend implements only ``_cells``, ``_orders`` and ``_feature_sums`` on a non-empty
+    list of files (the :class:`Engine` contract holds for all of them the same way)."""
+
+    name: str
+
+    def person_cells(
+        self,
+        lines: LineSource,
+        window: Window,
+        categories: Sequence[str],
+        *,
+        by_month: bool = False,
+        scratch: Path,
+    ) -> pl.DataFrame:
+        """:meth:`Engine.person_cells`."""
+        files = line_files(lines, window)
+        if not files:
+            return empty_cells(by_month)
+        return self._cells(files, window, categories, by_month=by_month, scratch=scratch)
+
+    def person_orders(self, lines: LineSource, window: Window, *, scratch: Path) -> pl.DataFrame:
+        """:meth:`Engine.person_orders`."""
+        files = line_files(lines, window)
+        if not files:
+            return pl.DataFrame(schema=ORDER_COUNT_SCHEMA)
+        return self._orders(files, window, scratch=scratch)
+
+    def person_feature_sums(
+        self,
+        lines: LineSource,
+        window: Window,
+        categories: Sequence[str],
+        channels: Sequence[str],
+        *,
+        scratch: Path,
+    ) -> pl.DataFrame:
+        """:meth:`Engine.person_feature_sums`."""
+        files = line_files(lines, window)
+        if not files:
+            return pl.DataFrame(schema=feature_sum_schema(categories, channels))
+        return self._feature_sums(files, window, categories, channels, scratch=scratch)
+
+    def _cells(
+        self,
+        files: list[Path],
+        window: Window,
+        categories: Sequence[str],
+        *,
+        by_month: bool,
+        scratch: Path,
+    ) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def _orders(self, files: list[Path], window: Window, *, scratch: Path) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def _feature_sums(
+        self,
+        files: list[Path],
+        window: Window,
+        categories: Sequence[str],
+        channels: Sequence[str],
+        *,
+        scratch: Path,
+    ) -> pl.DataFrame:
+        raise NotImplementedError
 
 
 def check_categories(

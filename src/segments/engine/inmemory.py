@@ -14,12 +14,10 @@ import polars as pl
 from segments.engine.base import (
     CELL_SCHEMA,
     ORDER_COUNT_SCHEMA,
-    LineSource,
+    LineEngine,
     Window,
     check_categories,
-    empty_cells,
     feature_sum_schema,
-    line_files,
     ore_to_sek,
 )
 
@@ -115,41 +113,32 @@ def lazy_feature_sums(
     )
 
 
-class PolarsEngine:
+class PolarsEngine(LineEngine):
     """In-memory polars (the baseline). ``scratch`` is unused: polars does not spill here."""
 
     name = "polars"
 
-    def person_cells(
+    def _cells(
         self,
-        lines: LineSource,
+        files: list[Path],
         window: Window,
         categories: Sequence[str],
         *,
-        by_month: bool = False,
+        by_month: bool,
         scratch: Path,
     ) -> pl.DataFrame:
-        files = line_files(lines, window)
-        if not files:
-            return empty_cells(by_month)
         return lazy_cells(pl.scan_parquet(files), window, categories, by_month=by_month)
 
-    def person_orders(self, lines: LineSource, window: Window, *, scratch: Path) -> pl.DataFrame:
-        files = line_files(lines, window)
-        if not files:
-            return pl.DataFrame(schema=ORDER_COUNT_SCHEMA)
+    def _orders(self, files: list[Path], window: Window, *, scratch: Path) -> pl.DataFrame:
         return lazy_orders(pl.scan_parquet(files), window)
 
-    def person_feature_sums(
+    def _feature_sums(
         self,
-        lines: LineSource,
+        files: list[Path],
         window: Window,
         categories: Sequence[str],
         channels: Sequence[str],
         *,
         scratch: Path,
     ) -> pl.DataFrame:
-        files = line_files(lines, window)
-        if not files:
-            return pl.DataFrame(schema=feature_sum_schema(categories, channels))
         return lazy_feature_sums(pl.scan_parquet(files), window, categories, channels)

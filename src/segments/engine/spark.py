@@ -35,12 +35,10 @@ from segments.engine import SPARK_MASTER_ENV_VAR
 from segments.engine.base import (
     CELL_SCHEMA,
     ORDER_COUNT_SCHEMA,
-    LineSource,
+    LineEngine,
     Window,
     check_categories,
-    empty_cells,
     feature_sum_schema,
-    line_files,
 )
 from segments.exceptions import PolicyError
 
@@ -226,7 +224,7 @@ def _to_polars(frame: DataFrame, schema: Mapping[str, pl.DataType]) -> pl.DataFr
     return out.cast(dict(schema))  # type: ignore[arg-type]
 
 
-class SparkEngine:
+class SparkEngine(LineEngine):
     """Apache Spark (PySpark): local mode on one machine or a cluster's master.
 
     Parameters
@@ -299,21 +297,18 @@ class SparkEngine:
         session = self.session(scratch)
         return session.read.parquet(*(str(f) for f in files)).where(_in_window(window))
 
-    def person_cells(
+    def _cells(
         self,
-        lines: LineSource,
+        files: list[Path],
         window: Window,
         categories: Sequence[str],
         *,
-        by_month: bool = False,
+        by_month: bool,
         scratch: Path,
     ) -> pl.DataFrame:
         """:meth:`Engine.person_cells <segments.engine.base.Engine.person_cells>` on Spark."""
         from pyspark.sql import functions as F
 
-        files = line_files(lines, window)
-        if not files:
-            return empty_cells(by_month)
         keys = ["person_id", *(["month"] if by_month else []), "category"]
         frame = self._read(files, window, scratch)
         if by_month:
@@ -344,13 +339,10 @@ class SparkEngine:
             cells.unpersist()
         return out.sort(keys)  # on the driver: the frame is small, a Spark sort is a shuffle
 
-    def person_orders(self, lines: LineSource, window: Window, *, scratch: Path) -> pl.DataFrame:
+    def _orders(self, files: list[Path], window: Window, *, scratch: Path) -> pl.DataFrame:
         """:meth:`Engine.person_orders <segments.engine.base.Engine.person_orders>` on Spark."""
         from pyspark.sql import functions as F
 
-        files = line_files(lines, window)
-        if not files:
-            return pl.DataFrame(schema=ORDER_COUNT_SCHEMA)
         orders = (
             self._read(files, window, scratch)
             .groupBy("person_id")
@@ -358,9 +350,9 @@ class SparkEngine:
         )
         return _to_polars(orders, ORDER_COUNT_SCHEMA).sort("person_id")
 
-    def person_feature_sums(
+    def _feature_sums(
         self,
-        lines: LineSource,
+        files: list[Path],
         window: Window,
         categories: Sequence[str],
         channels: Sequence[str],
@@ -377,9 +369,6 @@ class SparkEngine:
         from pyspark.sql import functions as F
 
         schema = feature_sum_schema(categories, channels)
-        files = line_files(lines, window)
-        if not files:
-            return pl.DataFrame(schema=schema)
         ore = F.col("_ore")
 
         def count_if(condition: Column) -> Column:

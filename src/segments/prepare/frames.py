@@ -42,7 +42,7 @@ from typing import Any
 import pandas as pd
 import polars as pl
 
-from segments._tables import to_pandas
+from segments._tables import read_table, to_pandas
 from segments.exceptions import PolicyError, SchemaError
 from segments.policy import Policy, Purpose, RetentionRule
 from segments.prepare.pseudonym import PseudonymKey, load_key, pseudonymise_series
@@ -55,7 +55,7 @@ from segments.schema import (
     check_foreign_key,
     validate,
 )
-from segments.workspace import Workspace, make_private, write_json
+from segments.workspace import Workspace, make_private, month_partition, write_json
 
 __all__ = [
     "PolicyReport",
@@ -225,7 +225,7 @@ def load_raw_tables(
     frames = {}
     for name in tables:
         path = workspace.require(workspace.raw_table(name), "segments generate")
-        frames[name] = pl.read_parquet(path)
+        frames[name] = read_table(path)
         validate(frames[name], RAW_TABLES[name], as_of=as_of)
     for child, parent, column in _FOREIGN_KEYS:
         if child in frames and parent in frames:
@@ -647,6 +647,26 @@ def _pseudonymise(
     return customers, lines
 
 
+def _line_partitions(lines: pl.DataFrame, as_of: dt.date) -> list[tuple[str, pl.DataFrame]]:
+    """The prepared lines as month partitions (``lines.parquet/month=YYYY-MM/part-00000``),
+    each in the frame's order (by pseudonym, never by an internal id): a month-closing reads
+    only its months' files, and a month's file is the same bytes whenever its rows are.
+    Lines without an order date (a purpose that drops it) are one file."""
+    if "order_date" not in lines.columns:
+        return [("lines.parquet", lines)]
+    if lines.is_empty():  # the schema must survive: one empty partition of the as-of month
+        return [(f"lines.parquet/{month_partition(as_of)}/part-00000.parquet", lines)]
+    months = lines.get_column("order_date").dt.truncate("1mo")
+    out = []
+    for (month,), part in (
+        lines.with_columns(months.alias("_month"))
+        .partition_by("_month", maintain_order=True, include_key=False, as_dict=True)
+        .items()
+    ):
+        out.append((f"lines.parquet/{month_partition(month)}/part-00000.parquet", part))
+    return sorted(out, key=lambda item: item[0])
+
+
 def _write_atomically(
     target: Path,
     customers: pl.DataFrame,
@@ -671,9 +691,11 @@ def _write_atomically(
         written[name] = hashlib.sha256(data).hexdigest()
 
     try:
-        for name, frame in (("customers.parquet", customers), ("lines.parquet", lines)):
+        frames = [("customers.parquet", customers), *_line_partitions(lines, report.as_of)]
+        for name, frame in frames:
             buffer = io.BytesIO()
             frame.write_parquet(buffer)
+            (tmp / name).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             write(name, buffer.getvalue())
         text = json.dumps(
             report.to_dict(), indent=2, sort_keys=True, ensure_ascii=False, default=str
@@ -891,6 +913,6 @@ def _read_prepared_pl(
     folder = ws.require(ws.prepared_dir(purpose), f"segments prepare --purpose {purpose}")
     return {
         "customers": pl.read_parquet(folder / "customers.parquet"),
-        "lines": pl.read_parquet(folder / "lines.parquet"),
+        "lines": read_table(folder / "lines.parquet"),
         "report": PolicyReport.read(folder / "policy_report.json"),
     }

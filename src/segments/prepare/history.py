@@ -16,8 +16,9 @@ from pathlib import Path
 
 import polars as pl
 
+from segments._tables import read_table
 from segments.exceptions import PolicyError
-from segments.workspace import Workspace, atomic_write_with, sha256_file, write_json
+from segments.workspace import Workspace, atomic_write_with, parquet_digests, write_json
 
 __all__ = ["rewind_raw"]
 
@@ -63,7 +64,7 @@ def rewind_raw(source: Workspace, day: dt.date, target: Workspace) -> Workspace:
     if target.raw.exists():
         shutil.rmtree(target.raw)
     target.raw.mkdir(parents=True)
-    frames = {t: pl.read_parquet(source.raw_table(t)) for t in _TABLES}
+    frames = {t: read_table(source.raw_table(t)) for t in _TABLES}
     customers = _rewind_customers(frames["customers"], day)
     orders = frames["orders"].filter(pl.col("order_date") <= day)
     rewound = {
@@ -73,11 +74,16 @@ def rewind_raw(source: Workspace, day: dt.date, target: Workspace) -> Workspace:
         "order_lines": frames["order_lines"].join(orders.select("order_id"), on="order_id"),
         "surveys": frames["surveys"].filter(pl.col("survey_month") <= day),
     }
-    files = {}
+    files: dict[str, str] = {}
     for name, frame in rewound.items():
         path = target.raw_table(name)
-        atomic_write_with(path, frame.write_parquet)
-        files[f"{name}.parquet"] = sha256_file(path)
+        if source.raw_table(name).is_dir():  # month partitions: the past months as they were
+            from segments.prepare.retention import stage_partitions
+
+            stage_partitions(source.raw_table(name), frame, path)
+        else:
+            atomic_write_with(path, frame.write_parquet)
+        files |= parquet_digests(path, f"{name}.parquet")
     write_json(
         target.manifest,
         {

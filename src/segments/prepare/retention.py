@@ -25,6 +25,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,7 +51,14 @@ from segments.prepare.subjects import (
     pending_requests,
     returned_persons,
 )
-from segments.workspace import Workspace, make_private, sha256_file, write_json
+from segments.workspace import (
+    Workspace,
+    make_private,
+    parquet_digests,
+    parquet_files,
+    parquet_sha256,
+    write_json,
+)
 
 __all__ = ["PurgeResult", "purge"]
 
@@ -218,42 +226,89 @@ def _purge_holding_lock(
         truth = pl.read_parquet(path)
         if "customer_id" in truth.columns:
             new[f"truth/{path.stem}"] = truth.join(kept_accounts, on="customer_id", how="semi")
-    before = {t: sha256_file(ws.raw_table(t)) for t in new}
-    replace_raw_tables(ws, new)
-    after = {t: sha256_file(ws.raw_table(t)) for t in new}
+    before = {t: parquet_sha256(ws.raw_table(t)) for t in new}
+    written = replace_raw_tables(ws, new)
+    after = {t: parquet_sha256(ws.raw_table(t)) for t in new}
     log_path = ws.raw / "purge_log.json"
     _append_log(log_path, _log_entry(pol, day, removed, remaining, before, after))
-    update_raw_manifest(ws, after, {t: f.height for t, f in new.items()})
+    update_raw_manifest(ws, written, {t: f.height for t, f in new.items()})
     return dataclasses.replace(result, log_path=log_path)
 
 
-def replace_raw_tables(ws: Workspace, frames: Mapping[str, pl.DataFrame]) -> None:
-    """Write every table to a temporary file, then rename them all into place."""
+def stage_partitions(target: Path, frame: pl.DataFrame, staging: Path) -> None:
+    """Write ``frame`` (a subset of the partitioned table ``target``'s rows, such as what an
+    erasure or a purge keeps) into ``staging`` as the same month partitions: a partition
+    whose rows all stay is copied byte for byte (its SHA-256 unchanged: history is not
+    rewritten), the others keep only their remaining rows."""
+    key = ["order_id", "line_no"] if {"order_id", "line_no"} <= set(frame.columns) else None
+    kept = frame.select(key) if key else frame
+    parts = parquet_files(target)
+    staging.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for part in parts:
+        out = staging / part.relative_to(target)
+        rows = pl.read_parquet(part)
+        on = key or list(frame.columns)
+        remaining = rows.join(kept, on=on, how="semi", maintain_order="left")
+        if remaining.is_empty() and not (part == parts[-1] and not any(staging.iterdir())):
+            continue  # an emptied month goes (the last one stays, for the table's schema)
+        out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if remaining.height == rows.height:
+            shutil.copyfile(part, out)
+        else:
+            remaining.write_parquet(out)
+
+
+def replace_raw_tables(ws: Workspace, frames: Mapping[str, pl.DataFrame]) -> dict[str, str]:
+    """Write every table to a temporary file (or, for a table stored as month partitions, a
+    temporary folder of partitions), then rename them all into place.
+
+    Returns
+    -------
+    dict
+        The SHA-256 of every file written, keyed as the manifest lists them (a partitioned
+        table: one entry per partition file).
+    """
     staged: list[tuple[str, Path]] = []
     try:
         for name, frame in frames.items():
-            target = ws.raw / f"{name}.parquet"
-            fd, tmp = tempfile.mkstemp(
-                dir=target.parent, prefix=f".{target.name}.p{os.getpid()}-", suffix=".tmp"
-            )
+            target = ws.raw_table(name)
+            prefix = f".{target.name}.p{os.getpid()}-"
+            if target.is_dir():
+                tmp = tempfile.mkdtemp(dir=target.parent, prefix=prefix, suffix=".tmp")
+                staged.append((tmp, target))
+                stage_partitions(target, frame, Path(tmp))
+                continue
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=".tmp")
             os.close(fd)
             staged.append((tmp, target))
             frame.write_parquet(tmp)
     except BaseException:
         for tmp, _ in staged:
-            with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 os.unlink(tmp)
         raise
     done = 0
     try:
         for tmp, target in staged:
             make_private(tmp)
-            os.replace(tmp, target)
+            if target.is_dir():  # a folder cannot be renamed over a non-empty one
+                old = target.with_name(f".{target.name}.old.{os.getpid()}")
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
             done += 1
     finally:
         for tmp, _ in staged[done:]:
-            with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 os.unlink(tmp)
+    written: dict[str, str] = {}
+    for name in frames:
+        written |= parquet_digests(ws.raw / f"{name}.parquet", f"{name}.parquet")
+    return written
 
 
 def _log_entry(
@@ -298,13 +353,19 @@ def _append_log(path: Path, entry: dict[str, Any]) -> None:
     write_json(path, [*entries, entry])
 
 
-def update_raw_manifest(ws: Workspace, hashes: Mapping[str, str], rows: Mapping[str, int]) -> None:
-    """Record the new SHA-256s and row counts in the manifest, keeping its other fields."""
+def update_raw_manifest(ws: Workspace, files: Mapping[str, str], rows: Mapping[str, int]) -> None:
+    """Record the new SHA-256s (``files``: as :func:`replace_raw_tables` returns them) and
+    row counts of the rewritten tables in the manifest, keeping its other fields; a
+    rewritten table's old entries (every partition file of it) are replaced."""
     manifest = ws.read_manifest()
-    files = manifest.setdefault("files", {})
+    listed = manifest.setdefault("files", {})
     counts = manifest.setdefault("row_counts", {})
-    for name, digest in hashes.items():
-        files[f"{name}.parquet"] = digest
+    for name in rows:
+        table = f"{name}.parquet"
+        for entry in [e for e in listed if e == table or e.startswith(table + "/")]:
+            del listed[entry]
         counts[name] = rows[name]
+    listed.update(files)
+    manifest["files"] = dict(sorted(listed.items()))
     manifest["purged"] = True
     write_json(ws.manifest, manifest)

@@ -31,6 +31,7 @@ from typing import Any
 
 import polars as pl
 
+from segments._tables import read_table
 from segments.exceptions import WorkspaceError
 from segments.policy import Policy
 from segments.prepare.frames import link_persons
@@ -53,7 +54,6 @@ from segments.workspace import (
     atomic_write,
     atomic_write_with,
     make_private,
-    sha256_file,
     write_json,
 )
 
@@ -89,7 +89,7 @@ _RIGHTS = (
 def _read(ws: Workspace, table: str) -> pl.DataFrame:
     from segments.ingest import read_real_manifest
 
-    frame = pl.read_parquet(ws.require(ws.raw_table(table), "segments generate"))
+    frame = read_table(ws.require(ws.raw_table(table), "segments generate"))
     real = {"customers": REAL_CUSTOMERS, "products": REAL_PRODUCTS}
     ingested = table in real and read_real_manifest(ws) is not None
     validate(frame, real[table] if ingested else RAW_TABLES[table])
@@ -474,8 +474,9 @@ def _derived_files(ws: Workspace) -> list[Path]:
         if base.is_dir():
             files += sorted(
                 p
-                for p in base.rglob("*.parquet")
-                if not any(part.startswith(".") for part in p.relative_to(base).parts)
+                for p in base.rglob("*.parquet")  # month partitions: each file on its own
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(base).parts)
             )
     return [p for p in files if "person_id" in pl.read_parquet_schema(p)]
 
@@ -602,7 +603,7 @@ def _finish_logged(
     if action == "erasure":
         orders = pl.read_parquet(ws.raw_table("orders"))
         gone_orders = orders.filter(mine)["order_id"]
-        lines = pl.read_parquet(ws.raw_table("order_lines"))
+        lines = read_table(ws.raw_table("order_lines"))
         new = {
             "customers": customers.filter(~mine),
             "orders": orders.filter(~mine),
@@ -632,10 +633,9 @@ def _finish_logged(
         )
         new = {"customers": flagged}
         rows["raw/customers.parquet (flagged restriction_requested)"] = len(accounts)
-    replace_raw_tables(ws, new)
+    written = replace_raw_tables(ws, new)
     make_private(ws.raw)
-    hashes = {t: sha256_file(ws.raw / f"{t}.parquet") for t in new}
-    update_raw_manifest(ws, hashes, {t: f.height for t, f in new.items()})
+    update_raw_manifest(ws, written, {t: f.height for t, f in new.items()})
     done = SubjectRequest(**{**request.__dict__, "rows": rows})
     _replace_entry(ws, index, {**done.to_dict(), "completed": True})
     return done

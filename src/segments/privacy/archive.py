@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import polars as pl
 
-from segments._tables import to_pandas
+from segments._tables import scan_table, to_pandas
 from segments.exceptions import ReleaseRefusedError, WorkspaceError
 from segments.months import add_months, month_start, next_month
 from segments.privacy.releases import ReleaseResult, plan_release
@@ -564,7 +564,7 @@ def backfill_schedule(
     skipped: dict[str, str] = {}
     if synthetic:
         # synthetic data: the schedule may follow the data's first day (nothing private)
-        first_line = pl.scan_parquet(lines).select(pl.col("order_date").min()).collect().item()
+        first_line = scan_table(lines).select(pl.col("order_date").min()).collect().item()
         if first_line is None:
             raise WorkspaceError(f"{lines} has no order lines; nothing to backfill")
         covered = _first_full_month(first_line)

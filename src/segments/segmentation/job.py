@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
+from segments._tables import read_table, scan_table
 from segments.exceptions import SchemaError
 from segments.features import (
     FEATURE_GROUPS,
@@ -91,7 +92,7 @@ def _read_prepared(ws: Workspace, purpose: str) -> tuple[Path, pl.LazyFrame, pl.
     # exclusive one, and a lazy scan during the fit read them half-replaced ("Invalid
     # thrift"); an erasure recorded meanwhile refuses the write (Workspace.publishing).
     with ws.lock(exclusive=False):
-        lines = pl.read_parquet(lines_path).lazy()
+        lines = read_table(lines_path).lazy()
         customers = pl.read_parquet(customers_path).lazy()
     return folder, lines, customers
 
@@ -497,7 +498,7 @@ def planted_archetypes(workspace: Workspace, person_ids: pl.Series) -> np.ndarra
     from segments.prepare.pseudonym import load_key, pseudonymise_series
 
     lines_per_account = (
-        pl.scan_parquet(workspace.raw_table("order_lines"))
+        scan_table(workspace.raw_table("order_lines"))
         .join(pl.scan_parquet(workspace.raw_table("orders")), on="order_id")
         .group_by("customer_id")
         .agg(pl.len().alias("n_lines"))

@@ -31,7 +31,7 @@ import polars as pl
 from tqdm import tqdm
 
 from segments import schema
-from segments._tables import to_pandas
+from segments._tables import read_table, to_pandas
 from segments.exceptions import SchemaError, WorkspaceError
 from segments.months import add_months, month_start
 from segments.schema import (
@@ -51,6 +51,7 @@ from segments.workspace import (
     Workspace,
     atomic_write_with,
     make_private,
+    parquet_digests,
     sha256_file,
     write_json,
 )
@@ -205,6 +206,62 @@ def _write_and_hash(path: Path, frame: pl.DataFrame) -> str:
     settings = _PARQUET_ORDER_LINES if path.name == "order_lines.parquet" else _PARQUET
     atomic_write_with(path, partial(_write_parquet, frame, settings))
     return sha256_file(path)
+
+
+class _PartitionedLines:
+    """Writes the order lines block by block, as drawn, into month partitions
+    (``order_lines.parquet/month=YYYY-MM/part-<block>.parquet``): the whole table is never
+    held in memory, and a month is a folder of its own (history is never rewritten).
+
+    Every block is checked on all its rows before it is written: the column rules, the key
+    (blocks cover disjoint order-id ranges in order, so a key unique in each block is unique
+    in the table) and both foreign keys. Order ids run 1..n in date order, so a block's lines
+    fall into one or two consecutive months and reading the partitions in sorted order gives
+    the lines in order-id order: the same rows, in the same order, for a seed.
+    """
+
+    def __init__(self, ws: Workspace, folder: Path, products: pl.DataFrame, as_of: dt.date):
+        self.ws, self.folder, self.products, self.as_of = ws, folder, products, as_of
+        self.table = RAW_TABLES["order_lines"]
+        self.digests: dict[str, str] = {}
+        self.rows = 0
+        self._order_months: np.ndarray | None = None
+
+    def _months(self, orders: pl.DataFrame) -> np.ndarray:
+        """Per order (index ``order_id - 1``), its month as months since 1970-01."""
+        if self._order_months is None:
+            ids = orders["order_id"].to_numpy()
+            if not np.array_equal(ids, np.arange(1, len(ids) + 1)):  # pragma: no cover
+                raise SchemaError("table 'orders', column 'order_id': rule 'ids 1..n in order'")
+            dates = orders["order_date"].to_numpy().astype("datetime64[M]")
+            self._order_months = dates.astype(np.int64)
+        return self._order_months
+
+    def __call__(self, block: int, lines: pl.DataFrame, orders: pl.DataFrame) -> None:
+        if block == 0:
+            _validate_slice(lines, self.table, self.as_of)
+        if not _fast_check(lines, self.table, self.as_of):
+            validate(lines, self.table, as_of=self.as_of)  # raises the detailed error
+        if not _key_strictly_increasing(lines, self.table):
+            schema._check_unique_key(lines, self.table)
+        _check_foreign_key(lines, "order_lines", self.products, "products", "product_id")
+        month_of_order = self._months(orders)
+        order_id = lines["order_id"].to_numpy()
+        if len(order_id) and (order_id.min() < 1 or order_id.max() > len(month_of_order)):
+            check_foreign_key(lines, "order_lines", orders, "orders", "order_id")  # raises
+        month = month_of_order[order_id - 1]
+        cuts = np.flatnonzero(np.diff(month)) + 1
+        for first, stop in zip([0, *cuts.tolist()], [*cuts.tolist(), len(month)], strict=True):
+            if stop <= first:
+                continue
+            day = dt.date(1970 + int(month[first]) // 12, int(month[first]) % 12 + 1, 1)
+            path = self.ws.partition_file(self.folder, day, block)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            part = lines.slice(first, stop - first)
+            atomic_write_with(path, partial(_write_parquet, part, _PARQUET_ORDER_LINES))
+            rel = path.relative_to(self.folder.parent).as_posix()
+            self.digests[rel] = sha256_file(path)
+        self.rows += lines.height
 
 
 def _make_private(folder: Path) -> None:
@@ -411,6 +468,7 @@ def generate(
             products = products_job.result()
             publish("products.parquet", products, RAW_TABLES["products"])
             step("products")
+            lines_writer = _PartitionedLines(ws, tmp / "order_lines.parquet", products, as_of)
             drawn = generate_orders(
                 accounts.hidden,
                 products,
@@ -418,18 +476,10 @@ def generate(
                 as_of=as_of,
                 rng=rng_orders,
                 workers=workers,
+                line_sink=lines_writer,
             )
-            orders, order_lines = drawn.orders, drawn.order_lines
+            orders = drawn.orders
             fk = _check_foreign_key
-            publish(
-                "order_lines.parquet",
-                order_lines,
-                RAW_TABLES["order_lines"],
-                (
-                    partial(fk, order_lines, "order_lines", orders, "orders", "order_id"),
-                    partial(fk, order_lines, "order_lines", products, "products", "product_id"),
-                ),
-            )
             step("orders")
             customer_table = finish_customers(
                 customer_job.result(),
@@ -460,7 +510,8 @@ def generate(
             step("validate")
             for verdict in verdicts:
                 verdict.result()  # a failed check raises here; the staging folder is removed
-            files = {rel: digests[rel].result() for rel in sorted(digests)}
+            written = {rel: digests[rel].result() for rel in digests} | lines_writer.digests
+            files = dict(sorted(written.items()))
             step("write")
         except BaseException:
             pool.shutdown(cancel_futures=True)  # the staging folder is then removed
@@ -476,7 +527,12 @@ def generate(
                 "as_of": as_of.isoformat(),
                 "window_start": start.isoformat(),
             },
-            "row_counts": {rel.removesuffix(".parquet"): f.height for rel, f in tables.items()},
+            "row_counts": dict(
+                sorted(
+                    {rel.removesuffix(".parquet"): f.height for rel, f in tables.items()}.items()
+                    | {("order_lines", lines_writer.rows)}
+                )
+            ),
             "personnummer": accounts.stats,
             "files": files,
         }
@@ -551,18 +607,26 @@ def load_raw_pl(
     path, rel, table_schema = _table_path(ws, table)
     ws.require(path, f"segments generate --workspace {ws.root}")
     manifest = ws.read_manifest()
-    if verify_hash and rel in manifest.get("files", {}):
-        digest = sha256_file(path)
-        if digest != manifest["files"][rel]:
+    recorded = {
+        name: digest
+        for name, digest in manifest.get("files", {}).items()
+        if name == rel or name.startswith(rel + "/")
+    }
+    if verify_hash and recorded:
+        found = parquet_digests(path, rel)  # every partition file, none left out
+        if found != recorded:
+            differ = sorted(set(found) ^ set(recorded)) or sorted(
+                n for n in found if found[n] != recorded[n]
+            )
             raise WorkspaceError(
-                f"table {table!r}: {path} does not match its SHA-256 in {ws.manifest} "
-                f"(found {digest[:12]}…); fix: regenerate with `segments generate --force` "
-                "instead of editing raw files"
+                f"table {table!r}: {ws.raw / differ[0]} does not match its SHA-256 in "
+                f"{ws.manifest} (missing, added or changed); fix: regenerate with "
+                "`segments generate --force` instead of editing raw files"
             )
     if as_of is None and "parameters" in manifest:
         as_of = dt.date.fromisoformat(manifest["parameters"]["as_of"])
     try:
-        df = pl.read_parquet(path)
+        df = read_table(path)
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise SchemaError(
             f"table {table!r}: cannot read {path} as Parquet ({exc}); fix: "
@@ -572,7 +636,7 @@ def load_raw_pl(
     for column, parent in FOREIGN_KEYS.get(table, []):
         parent_path = ws.raw_table(parent)
         ws.require(parent_path, f"segments generate --workspace {ws.root}")
-        parent_keys = pl.read_parquet(parent_path, columns=[column])
+        parent_keys = read_table(parent_path, columns=[column])
         check_foreign_key(df, table, parent_keys, parent, column)
     return df
 

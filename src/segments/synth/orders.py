@@ -15,6 +15,8 @@ so the tables are identical for any number of them.
 from __future__ import annotations
 
 import datetime as dt
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -134,7 +136,8 @@ class OrderDraw(NamedTuple):
     """The ``orders`` and ``order_lines`` tables, and each account's last order day."""
 
     orders: pl.DataFrame
-    order_lines: pl.DataFrame
+    #: None when the lines were handed to a ``line_sink`` block by block
+    order_lines: pl.DataFrame | None
     #: per row of ``hidden``: day of the last order (days since the window start), -1 if none
     last_order_day: np.ndarray
 
@@ -276,6 +279,7 @@ def generate_orders(
     as_of: dt.date,
     rng: np.random.Generator,
     workers: int = 2,
+    line_sink: Callable[[int, pl.DataFrame, pl.DataFrame], None] | None = None,
 ) -> OrderDraw:
     """Draw orders and their lines for the accounts in ``hidden``.
 
@@ -294,12 +298,16 @@ def generate_orders(
     rng : numpy.random.Generator
     workers : int
         Threads drawing the lines (1 draws them on the calling thread).
+    line_sink : callable, optional
+        Called as ``line_sink(block, lines, orders)`` for every block of lines, in block
+        order, as soon as it is drawn; the lines are then not kept (bounded memory: at most
+        ``workers + 1`` blocks are held). Without it the lines are returned.
 
     Returns
     -------
     OrderDraw
-        Orders sorted by date with ``order_id`` from 1; lines in order-id order; the last
-        order day of every account.
+        Orders sorted by date with ``order_id`` from 1; lines in order-id order (None when
+        they went to ``line_sink``); the last order day of every account.
     """
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"parameter 'workers' must be a positive integer, got {workers!r}")
@@ -321,13 +329,27 @@ def generate_orders(
 
         def draw_chunk(k: int) -> pl.DataFrame:
             first = bounds[k]
-            return _lines_chunk(first, min(first + ORDERS_PER_CHUNK, n_total), seeds[k], tables)
+            chunk = _lines_chunk(first, min(first + ORDERS_PER_CHUNK, n_total), seeds[k], tables)
+            return chunk.select(pl.col(c.name).cast(c.dtype) for c in ORDER_LINES.columns)
 
-        # map keeps chunk order, whichever thread finishes first
-        chunks = list((map if pool is None else pool.map)(draw_chunk, range(len(bounds))))
-    order_lines = pl.concat(chunks, rechunk=False).select(
-        pl.col(c.name).cast(c.dtype) for c in ORDER_LINES.columns
-    )
+        if line_sink is None:
+            # map keeps chunk order, whichever thread finishes first
+            chunks = list((map if pool is None else pool.map)(draw_chunk, range(len(bounds))))
+            order_lines: pl.DataFrame | None = pl.concat(chunks, rechunk=False)
+        else:
+            # streamed: at most ``workers + 1`` blocks in memory, handed over in block order
+            order_lines = None
+            ahead: deque[tuple[int, Future[pl.DataFrame]]] = deque()
+            for k in range(len(bounds)):
+                if pool is None:
+                    line_sink(k, draw_chunk(k), orders)
+                    continue
+                ahead.append((k, pool.submit(draw_chunk, k)))
+                if len(ahead) > workers:
+                    done, job = ahead.popleft()
+                    line_sink(done, job.result(), orders)
+            for done, job in ahead:
+                line_sink(done, job.result(), orders)
     return OrderDraw(orders, order_lines, last_order_day)
 
 
