@@ -54,7 +54,13 @@ STEPS = ("cells", "orders", "release")
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """This process's own peak RSS: VmHWM of its memory map. (``ru_maxrss`` survives
+    ``execve`` on Linux, so a child started by a parent that held the frames would report
+    the parent's peak; VmHWM starts afresh with the new image.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # pragma: no cover
 
 
 def _jvm_peak_rss_mb() -> float:
@@ -91,7 +97,7 @@ def _child_step(step: str, engine_name: str, folder: Path) -> dict:
             from bench_releases import child_release
 
             out = child_release(folder)
-            return {"seconds": out["seconds"]["total"], "peak_rss_mb": out["peak_rss_mb"]}
+            return {"seconds": out["seconds"]["total"], "peak_rss_mb": _peak_rss_mb()}
         from segments.engine import get_engine
         from segments.schema import PRODUCT_CATEGORIES
 

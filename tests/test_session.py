@@ -697,10 +697,13 @@ def test_attack_frames_edited_after_the_session_verified_them_are_refused(ws):
     s.table("customers").group_by("county").agg(count()).release(epsilon=0.5)
     ledger = s.ledger()
     charged = len(ledger.entries())
-    lines = ws.prepared_dir(PURPOSE) / "lines.parquet"
+    # the last month's partition of the prepared lines
+    lines = sorted((ws.prepared_dir(PURPOSE) / "lines.parquet").glob("month=*/*.parquet"))[-1]
     edited = pl.read_parquet(lines)
     pl.concat([edited, edited.head(500)]).write_parquet(lines)  # a heavy buyer made heavier
-    with pytest.raises(ReleaseRefusedError, match=r"lines.parquet is not the file .*prepare"):
+    with pytest.raises(
+        ReleaseRefusedError, match=r"lines.parquet/month=.* is not the file .*prepare"
+    ):
         s.table("customers").group_by("segment").agg(count()).release(epsilon=0.5)
     assert len(ledger.entries()) == charged
 
