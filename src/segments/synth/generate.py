@@ -208,6 +208,10 @@ def _write_and_hash(path: Path, frame: pl.DataFrame) -> str:
     return sha256_file(path)
 
 
+#: Month 0 of the order-line partitioning (numpy's datetime64[M] counts months from it).
+_EPOCH = dt.date(1970, 1, 1)
+
+
 class _PartitionedLines:
     """Writes the order lines block by block, as drawn, into month partitions
     (``order_lines.parquet/month=YYYY-MM/part-<block>.parquet``): the whole table is never
@@ -254,7 +258,7 @@ class _PartitionedLines:
         for first, stop in zip([0, *cuts.tolist()], [*cuts.tolist(), len(month)], strict=True):
             if stop <= first:
                 continue
-            day = dt.date(1970 + int(month[first]) // 12, int(month[first]) % 12 + 1, 1)
+            day = add_months(_EPOCH, int(month[first]))  # months since 1970-01
             path = self.ws.partition_file(self.folder, day, block)
             path.parent.mkdir(parents=True, exist_ok=True)
             part = lines.slice(first, stop - first)
