@@ -189,11 +189,12 @@ def _prepare_folder(folder: Path, args: argparse.Namespace) -> None:
     from bench_releases import AS_OF
 
     # (the benchmark stands in for prepare's writer: it signs the frames it made itself)
-    from segments.provenance import PROVENANCE_FILE, _files_under, _sign_prepared
+    from segments.provenance import PROVENANCE_FILE, _files_under, _sign_prepared, raw_hashes
     from segments.workspace import sha256_file, write_json
 
     outputs = {name: sha256_file(path) for name, path in _files_under(prepared).items()}
-    record = _sign_prepared({}, outputs, purpose=PURPOSE, as_of=AS_OF)
+    # bound to the raw files beside them (the surveys, the manifest), as prepare binds its own
+    record = _sign_prepared(raw_hashes(folder), outputs, purpose=PURPOSE, as_of=AS_OF)
     write_json(prepared / PROVENANCE_FILE, record)
 
 
