@@ -251,7 +251,7 @@ def load_transactions(
     --------
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.txt"
-    >>> _ = p.write_text("id date n usd\\r\\n 00001 19970101 2 11.50\\r\\n")
+    >>> _ = p.write_text("id date n usd\r\n 00001 19970101 2 11.50\r\n")
     >>> t = load_transactions(p, {"customer_id": "id", "order_date": "date",
     ...                           "quantity": "n", "amount": "usd"})
     >>> t.order_lines["unit_price_sek"].to_list(), t.geography
