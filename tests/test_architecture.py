@@ -227,7 +227,6 @@ KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = {
     ("segments.audit.mechanisms", "segments.privacy.releases._build_query"),
     ("segments.prepare.frames", "segments.provenance._sign_prepared"),
     ("segments.prepare.history", "segments.provenance._sign_replay"),
-    ("segments.privacy.kmeans", "segments.segmentation.job._eligible"),
     ("segments.privacy.synthetic", "segments.provenance._sign"),
     ("segments.privacy.synthetic", "segments.provenance._signed"),
 }

@@ -448,7 +448,7 @@ def fit_private_segments(
     from segments.policy import Policy
     from segments.privacy.guards import Guarantee
     from segments.privacy.ledger import ReleaseRequest
-    from segments.segmentation.job import _eligible
+    from segments.segmentation.job import profiling_flags
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     # The declared taxonomy of an ingested export (the built-in one otherwise): public, read
@@ -548,7 +548,7 @@ def fit_private_segments(
     )  # fmt: skip
     labels = (
         everyone.join(
-            _eligible(customers, purpose, policy.profiling_eligibility.clause_ids),
+            profiling_flags(customers, purpose, policy.profiling_eligibility.clause_ids),
             on="person_id",
             how="inner",
         )

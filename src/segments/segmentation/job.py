@@ -97,7 +97,12 @@ def _read_prepared(ws: Workspace, purpose: str) -> tuple[Path, pl.LazyFrame, pl.
     return folder, lines, customers
 
 
-def _eligible(customers: pl.LazyFrame, purpose: str, clause_ids: Sequence[str]) -> pl.DataFrame:
+def profiling_flags(
+    customers: pl.LazyFrame, purpose: str, clause_ids: Sequence[str]
+) -> pl.DataFrame:
+    """``person_id`` and ``profiling_eligible`` of the prepared customers: who may get a
+    segment label (the exploratory and the private model); refused when the purpose's frames
+    lack the flag (``clause_ids``: the profiling-eligibility rule's clauses)."""
     if "profiling_eligible" not in customers.collect_schema().names():
         raise SchemaError(
             f"table 'customers' (prepared for {purpose!r}), column 'profiling_eligible': rule "
@@ -230,7 +235,7 @@ def _finish(
 ) -> SegmentationResult:
     """Labels of the profiling-eligible, profiles and metadata, written atomically."""
     everyone = pl.DataFrame({"person_id": features["person_id"], "segment": fitted.labels_})
-    eligible = _eligible(customers, purpose, policy.profiling_eligibility.clause_ids)
+    eligible = profiling_flags(customers, purpose, policy.profiling_eligibility.clause_ids)
     labels = (
         everyone.join(eligible, on="person_id", how="inner")
         .filter(pl.col("profiling_eligible"))
