@@ -82,7 +82,7 @@ def other(genuine, tmp_path_factory) -> Workspace:
     return ws
 
 
-def _month(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
+def _month(ws: Workspace, policy: Policy, ledger: Ledger, month: dt.date = MONTH) -> object:
     from segments.privacy.jobs import release_spec
 
     return release_spec(
@@ -93,7 +93,7 @@ def _month(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
         purpose="statistics",
         recipient="purchasing",
         as_of=AS_OF,
-        month=MONTH,
+        month=month,
     )
 
 
@@ -293,3 +293,40 @@ def test_a_replay_rewound_from_this_workspace_is_released(genuine, tmp_path, pol
     path = replay.root / REPLAY_FILE
     path.write_text(path.read_text().replace("2026-09-30", "2026-09-29"), encoding="utf-8")
     assert "not signed" in str(verify_replay(ws, replay))
+
+
+# --- the people belong to one controller name, from Python as from the CLI ---------------------
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_attack_a_renamed_policy_gets_no_fresh_budget_from_python(
+    genuine, tmp_path, policy, reader
+):
+    """The CLI binds a workspace's people to the first controller name that releases on them;
+    a Python caller passing a renamed copy of the policy and its (fresh) ledger skipped that."""
+    from pathlib import Path
+
+    purpose, run = READERS[reader]
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(genuine.raw, ws.raw)
+    shutil.copytree(genuine.prepared_dir(purpose), ws.prepared_dir(purpose))
+    first = Ledger.for_policy(policy)
+    if run is _month:  # another month: the archive alone refuses a month twice
+        _month(ws, policy, first, dt.date(2026, 8, 1))
+    else:
+        run(ws, policy, first)
+    assert len(first.entries()) == 1
+    renamed = tmp_path / "alloffice-renamed.toml"
+    renamed.write_text(
+        Path(policy.path)
+        .read_text(encoding="utf-8")
+        .replace('"AllOffice Nordic AB"', '"AllOffice Nordic Two AB"'),
+        encoding="utf-8",
+    )
+    other_name = Policy.load(str(renamed))
+    fresh = Ledger.for_policy(other_name)
+    released = sorted(ws.releases.iterdir()) if ws.releases.exists() else []
+    with pytest.raises(
+        ReleaseRefusedError, match="already bound to controller 'AllOffice Nordic AB'"
+    ):
+        run(ws, other_name, fresh)
+    assert fresh.entries() == []
+    assert (sorted(ws.releases.iterdir()) if ws.releases.exists() else []) == released

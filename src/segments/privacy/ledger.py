@@ -1060,26 +1060,34 @@ class Ledger:
         self, workspace: Workspace | str | os.PathLike[str], rule: str = ""
     ) -> None:
         """Refuse, before anything is charged, a release of ``workspace`` on an evaluation or
-        demo ledger opened with a proof about other raw data.
+        demo ledger opened with a proof about other raw data, or on a controller's ledger
+        when another controller name already released on the workspace's people.
 
         Simulated time is granted to the data proven synthetic, not to the ledger object: a
         demo ledger opened for workspace A (its proof) and handed to a release of workspace B
         would otherwise date B's releases as the caller likes. Every library release calls
-        this with the workspace it reads (the controller's ledger has nothing to check here:
-        its releases read frames bound to their workspace's raw data,
-        :func:`segments.provenance.signed_record`).
+        this with the workspace it reads (its frames are bound to the workspace's raw data by
+        :func:`segments.provenance.signed_record`). On a controller's ledger the people of the
+        workspace are bound to the controller's name (:func:`claim_population_data`), as the
+        CLI binds them: a Python caller with a renamed copy of the policy gets no fresh budget
+        for people another controller name released on.
 
         Raises
         ------
         ReleaseRefusedError
             The ledger is an evaluation or demo ledger and ``W/raw/`` is not the raw data
-            its synthetic proof was about.
+            its synthetic proof was about; or a controller's ledger and the workspace's
+            people are bound to another controller name.
         """
+        root = Path(workspace) if isinstance(workspace, str | os.PathLike) else workspace.root
         if not self.simulated_time:
+            from segments.provenance import population_data_ids
+
+            ids = population_data_ids(Workspace(root))
+            claim_population_data(self.controller, ids, self._policy)
             return
         from segments.privacy.synthetic import raw_digest
 
-        root = Path(workspace) if isinstance(workspace, str | os.PathLike) else workspace.root
         if self._proven_raw is None or raw_digest(root) != self._proven_raw:
             raise ReleaseRefusedError(
                 f"{self.label}: refused before anything was charged{rule}: {self._path} was "
