@@ -100,10 +100,13 @@ def _raw(table: str, change: Callable[[pl.DataFrame], pl.DataFrame]) -> Setup:
 
     def setup(env: Env) -> None:
         path = env.ws / "raw" / f"{table}.parquet"
+        if path.is_dir():  # month partitions: the bad values arrive in the first month
+            path = sorted(path.glob("month=*/*.parquet"))[0]
         change(pl.read_parquet(path)).write_parquet(path)
         manifest_path = env.ws / "raw" / "manifest.json"
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        manifest["files"][path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        entry = path.relative_to(env.ws / "raw").as_posix()
+        manifest["files"][entry] = hashlib.sha256(path.read_bytes()).hexdigest()
         manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
 
     return setup
@@ -451,11 +454,17 @@ add(
         lambda env: (env.ws / "raw" / "customers.parquet").mkdir(),
     ),
 )
-add("prepared: garbage lines file", RELEASE, _write("prepared/statistics/lines.parquet", b"x"))
+add(
+    "prepared: garbage lines file",
+    RELEASE,
+    lambda env: sorted((env.ws / "prepared/statistics/lines.parquet").glob("month=*/*"))[
+        -1
+    ].write_bytes(b"x"),  # one month's partition of the prepared lines
+)
 add(
     "prepared: lines missing",
     RELEASE,
-    lambda env: (env.ws / "prepared" / "statistics" / "lines.parquet").unlink(),
+    lambda env: shutil.rmtree(env.ws / "prepared" / "statistics" / "lines.parquet"),
 )
 
 # --- environments ------------------------------------------------------------------------------
