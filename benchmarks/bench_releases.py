@@ -136,6 +136,7 @@ def child_release(folder: Path) -> dict:
     with plan_release(
         SPECS["survey_experience"],
         params,
+        workspace=workspace,  # its scratch in W/.private, never beside the raw file it reads
         surveys=workspace.raw_table("surveys"),
         as_of=AS_OF,
         survey_month=dt.date(2026, 2, 1),
