@@ -44,7 +44,7 @@ from segments.workspace import (
 
 if TYPE_CHECKING:
     from segments.policy import Policy
-    from segments.privacy.ledger import Ledger
+    from segments.privacy.ledger import Ledger, LedgerEntry
 
 
 __all__ = [
@@ -241,10 +241,9 @@ def release_month(
                 recipient=recipient,
                 destination=destination,
                 synthetic=synthetic,
-                extra_card={"month": month.isoformat()},
-                # "once" is a unique key in the ledger, checked in the reserving transaction:
-                # two workspaces sharing the ledger cannot both release the month
-                once_key=f"{(spec or SPECS['monthly_category']).name}/{month:%Y-%m}",
+                # "once" (a unique key in the ledger, checked in the reserving transaction, so
+                # two workspaces sharing the ledger cannot both release the month) and the
+                # card's month are derived by execute from the series query and the window
             )
         _append(workspace, archive, _archive_rows(result, month))
     return result
@@ -378,10 +377,26 @@ def _published_rows(folder: Path, ledger: Ledger) -> tuple[pl.DataFrame, list[st
             {"monthly_category": pl.read_parquet(table)},
             json.loads(card.read_text(encoding="utf-8")),
         )
-        month = dt.date.fromisoformat(str(published.card.get("month")))
+        month = _entry_month(entry, card)
         frames.append(_archive_rows(published, month))
     rows = pl.concat(frames) if frames else pl.DataFrame(schema=ARCHIVE_SCHEMA)
     return rows.sort("month", "category"), unreadable
+
+
+def _entry_month(entry: LedgerEntry, card: Path) -> dt.date:
+    """The month of a published monthly release, from its ledger entry's hashed spec (the
+    window's first day), never from the editable card; a release without one is named."""
+    window = entry.request.spec.get("window")
+    try:
+        return dt.date.fromisoformat(str(window[0]))  # type: ignore[index]
+    except (TypeError, IndexError, KeyError, ValueError):
+        table = f"{SPECS['monthly_category'].name}.parquet"
+        raise ReleaseRefusedError(
+            f"release archive: {entry.release_id!r} ({card}) publishes {table} but its "
+            f"ledger entry has no month window ({window!r}), so it is not a month of the "
+            "series and cannot be archived; move its folder out of the releases folder "
+            "(the ledger keeps its charge)"
+        ) from None
 
 
 def rebuild_archive(releases: str | Path, ledger: Ledger) -> list[str]:

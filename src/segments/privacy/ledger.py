@@ -1735,9 +1735,19 @@ class Ledger:
                     "reservation: the ledger was rewritten"
                 )
             checked.add(str(release_id))
+            problems += _card_claim_problems(entries[release_id], data, _card_name(card))
             if isinstance(card, Mapping):
                 continue
             problems += _file_problems(entries[release_id], Path(card))
+        published = [e for e in entries.values() if e.status == "published" and e.output]
+        if folder is not None and not checked and published:
+            # "0 cards verified" of an empty or wrong folder is no verification at all
+            where = sorted({str(Path(str(e.output)).parent) for e in published})
+            problems.append(
+                f"no release card of ledger {self._path} is under {folder}, but the ledger "
+                f"published {len(published)} releases (into {', '.join(where[:3])}); point "
+                "--cards at the releases folder of the workspace (W/releases)"
+            )
         if folder is not None:
             # the folder, and where its cards' releases were first published (a copied
             # workspace's cards name the original's folder)
@@ -2701,6 +2711,46 @@ def _sha256_path(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _card_claim_problems(entry: LedgerEntry, card: Mapping[str, Any], name: str) -> list[str]:
+    """What a card claims (loss, guarantee, clauses, policy, population, spec) that differs
+    from its ledger entry: a card written with other claims than the ledger charged (r13 #4)
+    is no card of that release, whatever its hashes."""
+    request = entry.request
+    loss = request.loss
+    wanted: dict[str, Any] = {
+        "policy": request.policy,
+        "population": request.population,
+        "guarantee": str(request.guarantee),
+        "clause_ids": list(request.clause_ids),
+        "spec": request.spec,
+    }
+    found = []
+    for key, value in wanted.items():
+        if key in card and _canonical(card[key]) != _canonical(value):
+            found.append(key)
+    stated = card.get("privacy_loss")
+    if isinstance(stated, Mapping):
+        for key in ("epsilon", "delta", "rho"):
+            ours, theirs = getattr(loss, key, None), stated.get(key)
+            if (ours is None) != (theirs is None) or (
+                ours is not None and not math.isclose(float(ours), float(theirs), rel_tol=1e-9)
+            ):
+                found.append(f"privacy_loss.{key}")
+    elif "privacy_loss" in card:
+        found.append("privacy_loss")
+    if not found:
+        return []
+    return [
+        f"release {entry.release_id!r} (card {name}): the card's {', '.join(found)} differ "
+        "from what the ledger charged and recorded for it; the card is not this release's "
+        "— re-publish it, never edit a card"
+    ]
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(_jsonable(value), sort_keys=True, default=str)
 
 
 def _file_problems(entry: LedgerEntry, card_path: Path) -> list[str]:

@@ -1169,7 +1169,6 @@ class ReleasePlan:
         clause_ids: tuple[str, ...] | None = None,
         synthetic: bool | None = None,
         extra_card: Mapping[str, Any] | None = None,
-        once_key: str | None = None,
     ) -> ReleaseResult:
         """Charge the ledger, run the queries and publish tables and card atomically.
 
@@ -1184,11 +1183,17 @@ class ReleasePlan:
         synthetic : bool, optional
             The data manifest's ``synthetic`` flag (an evaluation ledger needs True).
         clause_ids : tuple of str, optional
-            Default: the spec's clause ids, else the policy's for ``purpose``
-            (:meth:`segments.Policy.release_clause_ids`).
-        once_key : str, optional
-            A release the ledger allows once per population (e.g. one month of a series):
-            checked in the reserving transaction.
+            The card always cites the policy's own clauses for ``purpose``
+            (:meth:`segments.Policy.release_clause_ids`); ids given here or in the spec
+            must be among them, else the release is refused before any charge.
+        extra_card : mapping, optional
+            Caller's notes, written under the card's ``"extra"`` key: they never shadow a
+            field the release computes (loss, guarantee, clauses, spec, month).
+
+        A plan of a monthly series query (:data:`segments.privacy.specs.SERIES_QUERIES`)
+        over one calendar month is released once per population and month: the key is
+        derived here from the query and the window and checked in the ledger's reserving
+        transaction, so no caller (spec name, flag) can release the month twice.
 
         Returns
         -------
@@ -1215,16 +1220,16 @@ class ReleasePlan:
             check_survey_accounts(workspace, policy)  # the sensitivity's design fact, checked
         loss = self.loss
         policy_name = policy if isinstance(policy, str) else str(policy.name)
-        if not (clause_ids or self.spec.clause_ids):
-            policy_object = Policy.load(policy) if isinstance(policy, str) else policy
-            clause_ids = policy_object.release_clause_ids(purpose)
+        policy_object = Policy.load(policy) if isinstance(policy, str) else policy
+        clause_ids = _own_clause_ids(policy_object, purpose, clause_ids or self.spec.clause_ids)
+        once_key = self._once_key()
         request = ReleaseRequest(
             policy=policy_name,
             population=self.spec.population,
             purpose=purpose,
             recipient=recipient,
             destination=destination,
-            clause_ids=tuple(clause_ids or self.spec.clause_ids),
+            clause_ids=clause_ids,
             spec=self.describe(),
             guarantee=self.guarantee,
             mechanism=self.mechanism,
@@ -1256,6 +1261,46 @@ class ReleasePlan:
             publication.fail(exc)
             raise
         return _publish(self, publication, tables, request, extra_card)
+
+    def series_month(self) -> dt.date | None:
+        """The closed month a monthly series plan releases (the window's first day), or None
+        when the plan holds no series query.
+
+        Raises
+        ------
+        ReleaseRefusedError
+            A series query over a window that is not exactly one calendar month.
+        """
+        from segments.exceptions import ReleaseRefusedError
+        from segments.months import month_start, next_month
+        from segments.privacy.specs import is_series_query
+
+        series = [q.query.name for q in self.queries if is_series_query(q.query)]
+        if not series:
+            return None
+        start = self.window[0] if self.window is not None else None
+        if (
+            start is None
+            or start != month_start(start)
+            or self.window != (start, next_month(start))
+        ):
+            raise ReleaseRefusedError(
+                f"release spec {self.spec.name!r}: the monthly series query {series[0]!r} is "
+                f"released for one closed calendar month, not the window {self.window}; plan "
+                "it with month=YYYY-MM-01 (segments release --month)"
+            )
+        return start
+
+    def _once_key(self) -> str | None:
+        """The ledger's "once" key of a monthly series plan: ``<query>/<YYYY-MM>``, from the
+        series query (whatever the spec is called) and the window, never from a caller."""
+        from segments.privacy.specs import is_series_query
+
+        month = self.series_month()
+        if month is None:
+            return None
+        names = sorted(q.query.name for q in self.queries if is_series_query(q.query))
+        return f"{'+'.join(names)}/{month:%Y-%m}"
 
     def _check_inputs(self, workspace: Workspace, policy: Policy, purpose: str) -> None:
         """Refuse, before any charge, a plan whose person-level inputs are not the verified
@@ -1555,8 +1600,27 @@ def _card(
         "the count supports them); each interval contains the noisy value's interval at the "
         "stated confidence cut at zero, so it holds each cell at least at that confidence",
         **_segmentation_loss(plan),
-        **(dict(extra) if extra else {}),
+        **({"month": month.isoformat()} if (month := plan.series_month()) else {}),
+        # the caller's notes under their own key: never shadowing what the release computed
+        **({"extra": dict(extra)} if extra else {}),
     }
+
+
+def _own_clause_ids(policy: Policy, purpose: str, asked: Sequence[str] | None) -> tuple[str, ...]:
+    """The clauses a release cites: the policy's own for ``purpose``, always. Ids a caller or
+    spec names that the policy's release clauses do not hold (another controller's promise)
+    are refused before any charge."""
+    from segments.exceptions import ReleaseRefusedError
+
+    own = policy.release_clause_ids(purpose)
+    foreign = [c for c in (asked or ()) if c not in own]
+    if foreign:
+        raise ReleaseRefusedError(
+            f"release clause_ids {foreign} are not clauses of policy {policy.name!r} for "
+            f"purpose {purpose!r} (its own: {list(own)}); a card cites only its own policy's "
+            "clauses — leave clause_ids out"
+        )
+    return own
 
 
 def _segmentation_loss(plan: ReleasePlan) -> dict[str, Any]:

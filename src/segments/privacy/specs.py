@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Guarantee",
     "QUERIES",
+    "SERIES_QUERIES",
     "SPECS",
     "SURVEY_ACCOUNTS_PER_PERSON",
     "PrivacyParams",
@@ -545,6 +546,26 @@ class ReleaseSpec:
 
 
 #: Named specifications, selectable with ``segments release --spec NAME``.
+#: Queries of the monthly purchasing series (segments.privacy.archive): each is released once
+#: per population and closed month, a rule ReleasePlan.execute derives and the ledger enforces.
+SERIES_QUERIES: tuple[str, ...] = ("monthly_category",)
+
+
+def is_series_query(query: QueryDef) -> bool:
+    """Whether ``query`` is a series query, by its definition (frame, keys, aggregates...),
+    whatever it is called: a renamed copy is still the series.
+
+    Examples
+    --------
+    >>> import dataclasses
+    >>> is_series_query(dataclasses.replace(QUERIES["monthly_category"], name="copy"))
+    True
+    >>> is_series_query(QUERIES["customers_by_type"])
+    False
+    """
+    return any(replace(query, name=name) == QUERIES[name] for name in SERIES_QUERIES)
+
+
 SPECS: dict[str, ReleaseSpec] = {
     s.name: s
     for s in (

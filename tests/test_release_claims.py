@@ -1,0 +1,205 @@
+"""Issue 13, r13 findings 4, 5, 7 and 9: what a release card claims and which "once" a
+month release keeps are decided by the release and its ledger entry, never by a caller of
+:meth:`ReleasePlan.execute` (extra_card, clause_ids, once_key, a renamed spec) nor by an
+empty folder handed to ``ledger --cards``.
+
+Each test runs the reviewer's attack (/tmp/r13/py/a3_extra_card.py, a4_clause_params.py,
+a11_month_twice.py, a12_archive_month.py, a10_misc.sh); on main before the fix each was
+accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+
+import numpy as np
+import pytest
+from prepared_frames import synthetic_proof, write_policy_report
+
+from segments.exceptions import ReleaseRefusedError
+from segments.policy import Policy
+from segments.privacy._frames import write_prepared_frames
+from segments.privacy.archive import (
+    _read_archive_pl,
+    archive_problems,
+    rebuild_archive,
+    release_month,
+)
+from segments.privacy.jobs import plan_spec
+from segments.privacy.ledger import Ledger
+from segments.privacy.specs import SPECS, PrivacyParams
+from segments.workspace import Workspace
+
+PURPOSE = "statistics"
+DATA_AS_OF = dt.date(2026, 2, 10)
+MONTH = dt.date(2025, 12, 1)
+AS_OF = dt.date(2026, 1, 5)
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return Policy.load("alloffice")
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("claims")
+    return write_prepared_frames(
+        folder, 300, 3_000, seed=np.random.default_rng(7), start=dt.date(2025, 9, 10), months=5
+    )
+
+
+@pytest.fixture()
+def workspace(tmp_path, frames) -> Workspace:
+    ws = Workspace(tmp_path / "ws").create()
+    prepared = ws.prepared_dir(PURPOSE)
+    prepared.mkdir(parents=True)
+    for name in ("customers", "lines"):
+        (prepared / f"{name}.parquet").write_bytes(frames[name].read_bytes())
+    write_policy_report(prepared, DATA_AS_OF, PURPOSE)
+    return ws
+
+
+def _ledger(ws: Workspace, policy: Policy) -> Ledger:
+    return Ledger.for_workspace(
+        ws, policy.controller, evaluation=True, synthetic=synthetic_proof(ws), policy=policy
+    )
+
+
+def _execute(ws, policy, ledger, spec="scale_probe", month=None, **kw):
+    with plan_spec(
+        ws, policy, spec, purpose=PURPOSE, as_of=AS_OF, month=month, epsilon=0.05
+    ) as plan:
+        return plan.execute(
+            ledger,
+            ws,
+            policy=policy,
+            purpose=PURPOSE,
+            recipient="purchasing",
+            synthetic=True,
+            **kw,
+        )
+
+
+def test_attack_extra_card_cannot_overwrite_the_computed_claims(workspace, policy):
+    """r13 #4: extra_card={"privacy_loss": ε 0.001, "guarantee": ..., "clause_ids": ...}
+    replaced the card's own fields; now the notes sit under "extra" and the card states
+    what the ledger charged."""
+    ledger = _ledger(workspace, policy)
+    forged = {
+        "privacy_loss": {"epsilon": 0.001, "delta": None, "rho": None},
+        "guarantee": "end-to-end ε-DP (audited, k=1000)",
+        "clause_ids": ["OF-1"],
+    }
+    result = _execute(workspace, policy, ledger, extra_card=forged)
+    card = json.loads((result.path / "card.json").read_text(encoding="utf-8"))
+    entry = next(e for e in ledger.entries() if e.release_id == result.release_id)
+    assert card["extra"] == forged
+    assert card["privacy_loss"]["epsilon"] == pytest.approx(entry.loss.epsilon)
+    assert card["privacy_loss"]["epsilon"] == pytest.approx(0.05)
+    assert card["guarantee"] == str(entry.request.guarantee)
+    assert card["clause_ids"] == list(policy.release_clause_ids(PURPOSE))
+    assert ledger.verify_cards([result.path / "card.json"], workspace.releases).ok
+
+
+def test_attack_a_card_claiming_other_than_its_ledger_entry_fails_verification(workspace, policy):
+    """r13 #4, second half: `ledger --cards` compares the card's loss, guarantee, clauses
+    and spec with the ledger entry, not only ids and hashes (a card given as data, so the
+    file hashes cannot catch it)."""
+    ledger = _ledger(workspace, policy)
+    result = _execute(workspace, policy, ledger)
+    card = json.loads((result.path / "card.json").read_text(encoding="utf-8"))
+    assert ledger.verify_cards([card]).ok
+    for key, value in (
+        ("privacy_loss", {**card["privacy_loss"], "epsilon": 0.001}),
+        ("guarantee", "end-to-end ε-DP (audited)"),
+        ("clause_ids", ["OF-1", "OF-2"]),
+        ("spec", {**card["spec"], "epsilon": 0.001}),
+    ):
+        verdict = ledger.verify_cards([{**card, key: value}])
+        assert not verdict.ok
+        assert any(key in p and "differ from what the ledger" in p for p in verdict.problems)
+
+
+def test_attack_another_policys_clause_ids_are_refused_before_any_charge(workspace, policy):
+    """r13 #5: execute(clause_ids=("OF-1",)) (Offix's clause on an AllOffice release, or via
+    ReleaseSpec.clause_ids) went into the ledger and the card."""
+    ledger = _ledger(workspace, policy)
+    head = ledger.head_hash()
+    with pytest.raises(ReleaseRefusedError, match=r"\['OF-1'\] are not clauses of policy"):
+        _execute(workspace, policy, ledger, clause_ids=("OF-1",))
+    spec = dataclasses.replace(SPECS["scale_probe"], clause_ids=("AO-1", "AK-2"))
+    with pytest.raises(ReleaseRefusedError, match=r"\['AK-2'\] are not clauses"):
+        _execute(workspace, policy, ledger, spec=spec)
+    assert ledger.head_hash() == head and not ledger.entries()
+    # its own clauses (a subset) are fine, and the card cites all of its own
+    result = _execute(workspace, policy, ledger, clause_ids=("AO-1",))
+    assert result.card["clause_ids"] == list(policy.release_clause_ids(PURPOSE))
+
+
+def test_attack_a_month_cannot_be_released_twice_by_naming_its_once_key(workspace, policy):
+    """r13 #7: plan_spec(monthly_category, month) executed with no once_key, or as a
+    renamed spec, was charged again for a month the archive had released."""
+    ledger = _ledger(workspace, policy)
+    params = PrivacyParams.from_policy(policy, PURPOSE)
+    first = release_month(
+        workspace,
+        MONTH,
+        as_of=AS_OF,
+        params=params,
+        ledger=ledger,
+        policy=policy,
+        purpose=PURPOSE,
+        recipient="purchasing",
+        synthetic=True,
+    )
+    charged = len(ledger.entries())
+    renamed = dataclasses.replace(SPECS["monthly_category"], name="monthly_category_b")
+    for spec in ("monthly_category", renamed):
+        with pytest.raises(ReleaseRefusedError, match="2025-12"):
+            _execute(workspace, policy, ledger, spec=spec, month=MONTH)
+    with pytest.raises(TypeError, match="once_key"):
+        _execute(workspace, policy, ledger, spec="monthly_category", month=MONTH, once_key=None)
+    assert len(ledger.entries()) == charged
+    # the card's month is the release's (from the window), whatever a caller adds
+    assert first.card["month"] == MONTH.isoformat()
+
+
+def test_rebuild_archive_takes_the_month_from_the_ledger_entry(workspace, policy):
+    """r13 #7: a monthly card without (or with a forged) "month" broke `ledger --cards`
+    and every later release with "Invalid isoformat string: 'None'"; the month is the
+    ledger entry's window now, so a card's notes cannot move or break it."""
+    ledger = _ledger(workspace, policy)
+    result = _execute(
+        workspace,
+        policy,
+        ledger,
+        spec="monthly_category",
+        month=MONTH,
+        extra_card={"month": None},
+    )
+    assert result.card["month"] == MONTH.isoformat()
+    assert result.card["extra"] == {"month": None}
+    restored = rebuild_archive(workspace.releases, ledger)
+    assert restored == [
+        f"{workspace.archive}: restored month 2025-12 ({result.release_id}) from its "
+        "published table"
+    ]
+    assert set(_read_archive_pl(workspace)["month"].to_list()) == {MONTH}
+    assert archive_problems(workspace.releases, ledger) == []
+
+
+def test_attack_ledger_cards_on_an_empty_folder_is_not_verified(workspace, policy, tmp_path):
+    """r13 #9: `segments ledger --cards EMPTY_DIR` said "0 release cards verified" (exit 0)
+    while the ledger held releases."""
+    ledger = _ledger(workspace, policy)
+    _execute(workspace, policy, ledger)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    verdict = ledger.verify_cards([], empty)
+    assert not verdict.ok
+    assert any("no release card of ledger" in p for p in verdict.problems)
+    cards = sorted(workspace.releases.glob("*/card.json"))
+    assert ledger.verify_cards(cards, workspace.releases).ok
