@@ -203,3 +203,71 @@ def test_attack_ledger_cards_on_an_empty_folder_is_not_verified(workspace, polic
     assert any("no release card of ledger" in p for p in verdict.problems)
     cards = sorted(workspace.releases.glob("*/card.json"))
     assert ledger.verify_cards(cards, workspace.releases).ok
+
+
+def _edited_policy(tmp_path, *edits: tuple[str, str]) -> Policy:
+    text = Policy.load("alloffice").path.read_text(encoding="utf-8")
+    for old, new in edits:
+        assert old in text
+        text = text.replace(old, new, 1)
+    copy = tmp_path / "alloffice.toml"
+    copy.write_text(text, encoding="utf-8")
+    return Policy.load(copy)
+
+
+def test_attack_adopting_a_policy_that_drops_a_promises_checks_is_refused(tmp_path, policy):
+    """r13 #6: `promises` was descriptive, so --adopt-policy took a copy whose AO-1 kept only
+    the audit checks that pass (the audit went "2 fail" → "0 fail"). A promise's wording may
+    change; its checks may only grow, and a promise may not be dropped."""
+    ledger = Ledger.for_policy(policy, releases=tmp_path / "ws" / "releases")
+    events = len(ledger.events())
+    fewer = _edited_policy(
+        tmp_path, ('  "guarantee_recipient",\n  "kanon_recount",\n  "budget",\n', "")
+    )
+    with pytest.raises(ReleaseRefusedError, match="loosens rules") as refused:
+        ledger.change_policy(fewer)
+    for check in ("guarantee_recipient", "kanon_recount", "budget"):
+        assert f"promises.AO-1.checks: {check!r} removed" in str(refused.value)
+    assert len(ledger.events()) == events
+    # rewording a promise and adding a check is adopted (a tightening)
+    more = _edited_policy(
+        tmp_path,
+        ("is not personal data.", "is not personal data (reworded)."),
+        ('  "pii_scan",\n]', '  "pii_scan",\n  "purposes_declared",\n]'),
+    )
+    ledger.change_policy(more)
+    assert len(ledger.events()) == events + 1
+
+
+def test_budget_and_as_of_refusals_cite_the_policys_own_clause(tmp_path, policy):
+    """r13 #8: the budget and as-of refusals of a controller's ledger cited no clause; now
+    they cite the policy's anonymity clause (from the policy file, never a literal)."""
+    from segments.exceptions import BudgetExceededError
+    from segments.policy import Guarantee
+    from segments.privacy.ledger import ReleaseRequest
+
+    def ask(epsilon: float, as_of: dt.date) -> ReleaseRequest:
+        return ReleaseRequest.for_policy(
+            policy,
+            population="customers",
+            purpose=PURPOSE,
+            recipient="purchasing",
+            destination="SE",
+            guarantee=Guarantee.END_TO_END,
+            as_of=as_of,
+            epsilon=epsilon,
+        )
+
+    ledger = Ledger.for_policy(policy, releases=tmp_path / "ws" / "releases")
+    today = dt.date.today()
+    clause = f"clause {', '.join(policy.clauses_for('anonymous_release'))})"
+    ledger.reserve(ask(policy.privacy.budget_epsilon, today))
+    with pytest.raises(BudgetExceededError, match="refused before anything ran") as budget:
+        ledger.reserve(ask(0.5, today))
+    with pytest.raises(ReleaseRefusedError, match="runs ahead of today") as ahead:
+        ledger.reserve(ask(0.01, today + dt.timedelta(days=3)))
+    with pytest.raises(ReleaseRefusedError, match="behind the population") as behind:
+        ledger.reserve(ask(0.01, today - dt.timedelta(days=400)))
+    for refused in (budget, ahead, behind):
+        assert clause in str(refused.value)
+    assert len(ledger.entries()) == 1

@@ -112,9 +112,7 @@ def private_segment_profiles(
         ) as plan,
     ):
         # the segmentation's loss from its ledger entry, not from an editable card
-        model = plan.segments.model if plan.segments is not None else None
-        own = float(plan.loss.epsilon or 0.0)
-        total = own + (float(model.loss.epsilon or 0.0) if model is not None else 0.0)
+        # the card's end_to_end_privacy_loss (k-means + this release) is the release's own
         result = plan.execute(
             ledger,
             ws,
@@ -123,7 +121,6 @@ def private_segment_profiles(
             recipient=recipient,
             destination=destination,
             synthetic=ws.declared_synthetic(),
-            extra_card={"total_epsilon_including_segmentation": total},
         )
     profiles = _profiles_from_release(result._tables, [str(k) for k in metadata["segments"]])
     atomic_write_with(folder / SEGMENT_PROFILES, lambda p: profiles.to_parquet(p, index=False))

@@ -2071,10 +2071,10 @@ class Ledger:
         today = now.date()
         if request.as_of > today:
             raise ReleaseRefusedError(
-                f"release for population {request.population!r} refused before anything ran: "
-                f"its as-of {request.as_of} runs ahead of today ({today}); on a controller's "
-                "ledger a release is charged when it is recorded — release data as of today "
-                "or earlier"
+                f"release for population {request.population!r} refused before anything "
+                f"ran{_cite(policy)}: its as-of {request.as_of} runs ahead of today ({today}); "
+                "on a controller's ledger a release is charged when it is recorded — release "
+                "data as of today or earlier"
             )
         row = conn.execute(
             "SELECT MAX(as_of) FROM events WHERE population = ? AND event = 'reserve'",
@@ -2082,11 +2082,11 @@ class Ledger:
         ).fetchone()
         if row and row[0] and request.as_of < dt.date.fromisoformat(row[0]):
             raise ReleaseRefusedError(
-                f"release for population {request.population!r} refused before anything ran: "
-                f"its as-of {request.as_of} is behind the population's latest release (as of "
-                f"{row[0]}); on a controller's ledger time only moves forward — past months "
-                "are released when they close, or replayed on the evaluation or demo ledger "
-                "for synthetic data"
+                f"release for population {request.population!r} refused before anything "
+                f"ran{_cite(policy)}: its as-of {request.as_of} is behind the population's "
+                f"latest release (as of {row[0]}); on a controller's ledger time only moves "
+                "forward — past months are released when they close, or replayed on the "
+                "evaluation or demo ledger for synthetic data"
             )
         return today
 
@@ -2262,6 +2262,8 @@ class Ledger:
         # one banner: an evaluation ledger's label says what it is (its card label keeps both)
         banner = EVALUATION_LABEL if self.evaluation else self.label
         prefix = f"[{banner}] " if banner else ""
+        # the budget is the anonymity claim's condition: cite the policy's own clause
+        policy = self._policy if self._policy is not None else _load_policy_quietly(request.policy)
         what = (
             f"the {months}-month window ({start}, {worst_end}] (budget ε = "
             f"{request.budget_epsilon:g} per {request.budget_period_months} months, so at most "
@@ -2271,7 +2273,8 @@ class Ledger:
         )
         exc = BudgetExceededError(
             f"{prefix}release for population {request.population!r} (purpose {request.purpose!r}, "
-            f"recipient {request.recipient!r}) refused before anything ran: {what} has spent "
+            f"recipient {request.recipient!r}) refused before anything ran{_cite(policy)}: "
+            f"{what} has spent "
             f"ε = {spent.epsilon:.6g} of the budget ε = {budget:.6g} ({spent.describe()}); "
             f"requested {asked} would make it ε = {worst.epsilon:.6g}; remaining "
             f"ε = {remaining:.6g}{self._cap_note()}. Lower the release's privacy loss to "
@@ -2726,18 +2729,14 @@ def _card_claim_problems(entry: LedgerEntry, card: Mapping[str, Any], name: str)
         "clause_ids": list(request.clause_ids),
         "spec": request.spec,
     }
-    found = []
-    for key, value in wanted.items():
-        if key in card and _canonical(card[key]) != _canonical(value):
-            found.append(key)
+    found = [key for key, value in wanted.items() if key in card and not _same(card[key], value)]
     stated = card.get("privacy_loss")
     if isinstance(stated, Mapping):
-        for key in ("epsilon", "delta", "rho"):
-            ours, theirs = getattr(loss, key, None), stated.get(key)
-            if (ours is None) != (theirs is None) or (
-                ours is not None and not math.isclose(float(ours), float(theirs), rel_tol=1e-9)
-            ):
-                found.append(f"privacy_loss.{key}")
+        found += [
+            f"privacy_loss.{key}"
+            for key in ("epsilon", "delta", "rho")
+            if not _same_number(getattr(loss, key, None), stated.get(key))
+        ]
     elif "privacy_loss" in card:
         found.append("privacy_loss")
     if not found:
@@ -2749,8 +2748,20 @@ def _card_claim_problems(entry: LedgerEntry, card: Mapping[str, Any], name: str)
     ]
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(_jsonable(value), sort_keys=True, default=str)
+def _same(claimed: Any, recorded: Any) -> bool:
+    try:
+        return _canonical(claimed) == _canonical(recorded)
+    except (TypeError, ValueError):  # NaN or not JSON: not what the ledger recorded
+        return False
+
+
+def _same_number(recorded: float | None, claimed: Any) -> bool:
+    if recorded is None or claimed is None:
+        return recorded is None and claimed is None
+    try:
+        return math.isclose(float(recorded), float(claimed), rel_tol=1e-9)
+    except (TypeError, ValueError):
+        return False
 
 
 def _file_problems(entry: LedgerEntry, card_path: Path) -> list[str]:
@@ -2850,7 +2861,9 @@ def _describe_params(params: Mapping[str, Any]) -> str:
 
 
 #: Facts that only describe (wording, notes, the source): a change is adopted, never refused.
-_DESCRIPTIVE_FACTS = frozenset({"description", "note", "sv", "en", "source", "promises"})
+#: A promise's wording (sv, en) is; its audit ``checks`` are not (r13 #6: dropping the checks
+#: that fail turned the audit's "2 fail" into "4 of 4 clauses verified").
+_DESCRIPTIVE_FACTS = frozenset({"description", "note", "sv", "en", "source"})
 #: Privacy facts only the budget rule of :meth:`Ledger.change_policy` governs.
 _BUDGET_FACTS = frozenset(BOUND_PARAMETERS)
 #: Facts a tightening may raise but never lower.
@@ -2858,7 +2871,9 @@ _AT_LEAST_FACTS = frozenset({"min_k", "min_l"})
 #: Tables a tightening may drop entries of (a recipient, destination or purpose fewer).
 _MAY_SHRINK = frozenset({"purposes", "recipients", "allowed_destinations"})
 #: Tables a tightening may add entries to (one more exclusion).
-_MAY_GROW = frozenset({"exclusions"})
+_MAY_GROW = frozenset({"exclusions", "promises"})
+#: Lists a tightening may add items to but never drop one of (a promise's audit checks).
+_LISTS_MAY_GROW = frozenset({"checks"})
 
 
 def _fact(value: Any) -> Any:
@@ -2937,6 +2952,8 @@ def _policy_loosenings(bound: Any, given: Any, where: str = "") -> list[str]:
         return out
     if where in _MAY_SHRINK and isinstance(bound, list) and isinstance(given, list):
         return [f"{where}: {item!r} added" for item in given if item not in bound]
+    if last in _LISTS_MAY_GROW and isinstance(bound, list) and isinstance(given, list):
+        return [f"{where}: {item!r} removed" for item in bound if item not in given]
     if last in _AT_LEAST_FACTS and isinstance(bound, int) and isinstance(given, int):
         return [f"{where} {bound} → {given} (lower)"] if given < bound else []
     if bound != given:
