@@ -266,10 +266,15 @@ def test_attack_as_of_dates_spread_over_years_are_charged_today(ledger, clock):
     assert ledger.head_hash() == head  # nothing charged by any refused attempt
 
 
-def test_populations_have_separate_budgets(ledger):
+def test_attack_a_new_population_name_gets_no_fresh_budget(ledger):
+    """r13 finding 1: the same people released as "customers-z" got a second budget."""
     ledger.reserve(make_request(epsilon=1.0))
-    ledger.reserve(make_request(epsilon=1.0, population="survey_respondents"))
-    assert ledger.populations() == ["customers", "survey_respondents"]
+    head = ledger.head_hash()
+    for name in ("customers-z", "survey_respondents", "Customers"):
+        with pytest.raises(ReleaseRefusedError, match=f"population '{name}' is refused"):
+            ledger.reserve(make_request(epsilon=0.5, population=name))
+    assert ledger.head_hash() == head  # nothing charged
+    assert ledger.populations() == ["customers"]
 
 
 def test_zcdp_budget_is_compared_in_epsilon_at_the_policy_delta(tmp_path):

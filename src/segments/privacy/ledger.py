@@ -177,6 +177,10 @@ _MIN_FREE_BYTES = 16 * 1024 * 1024
 #: (module, name) that runs the job: :meth:`Ledger.reserve` records such an entry only when
 #: it is called from that function's own code, defined in that module's source file. No
 #: token, flag or argument a caller could pass grants it.
+#: The one population a ledger charges: the controller's customers, each a person (sole
+#: traders' accounts linked). Survey respondents, buyers and segments are all these people,
+#: so a second name would be a second budget for the same people (r13 finding 1).
+POPULATION = "customers"
 _JOB_SPECS = {"private_segments": "dp-kmeans"}
 _JOB_FUNCTIONS = {"dp-kmeans": ("segments.privacy.kmeans", "fit_private_segments")}
 
@@ -1175,6 +1179,12 @@ class Ledger:
                 f"a {spec_name!r} entry is recorded only by its own job ({job_name}: "
                 "segments.privacy.kmeans.fit_private_segments), which runs the mechanism after "
                 "the charge; a caller cannot declare one — run `segments segment --private`"
+            )
+        if request.population != POPULATION:
+            raise ReleaseRefusedError(
+                f"{self.label}: population {request.population!r} is refused: every release "
+                f"charges the people of the controller's data, population {POPULATION!r}, "
+                "whose budget a new name cannot restart; release with that population"
             )
         # the proof given when the ledger was opened; a request can only withdraw it
         synthetic = self._synthetic and request.synthetic is not False
