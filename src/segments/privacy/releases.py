@@ -1287,7 +1287,7 @@ class ReleasePlan:
             raise ReleaseRefusedError(
                 f"release spec {self.spec.name!r}: the monthly series query {series[0]!r} is "
                 f"released for one closed calendar month, not the window {self.window}; plan "
-                "it with month=YYYY-MM-01 (segments release --month)"
+                "it with month= the first day of that month (segments release --month)"
             )
         return start
 
