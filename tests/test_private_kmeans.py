@@ -623,3 +623,46 @@ def test_private_segments_folder_is_owner_only_whatever_the_umask(private_worksp
     folder = private_workspace.segments / "private"
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [folder, *folder.iterdir()]}
     assert modes == {"private": 0o700, **{p.name: 0o600 for p in folder.iterdir()}}
+
+
+@pytest.mark.parametrize("shift_days", [400, -200])
+def test_attack_an_edited_report_as_of_does_not_move_the_private_models_charge(
+    private_workspace, tmp_path, shift_days
+):
+    """Attack (issue 13, time from the record): policy_report.json is an editable report. Its
+    as_of moved a year ahead put the DP k-means of the same data into a fresh budget period
+    of an evaluation ledger (and its features at another recency); moved back, it dated the
+    charge before the data. The as-of is prepare's signed record's: a report that disagrees
+    is refused before anything is charged or written, on any ledger."""
+    import datetime as dt
+    import json
+
+    from prepared_frames import AS_OF
+
+    from segments.exceptions import ReleaseRefusedError
+    from segments.policy import Policy
+    from segments.privacy.kmeans import fit_private_segments
+    from segments.privacy.ledger import Ledger
+
+    policy = Policy.load("alloffice")
+    report = private_workspace.policy_report("segmentation")
+    edited = (AS_OF + dt.timedelta(days=shift_days)).isoformat()
+    report.write_text(json.dumps({"as_of": edited}), encoding="utf-8")
+    evaluation = Ledger.open(
+        tmp_path / "eval.sqlite",
+        policy.controller,
+        policy=policy,
+        evaluation=True,
+        synthetic=synthetic_proof(private_workspace),
+    )
+    controller = Ledger.for_policy(policy)
+    for ledger in (evaluation, controller):
+        with pytest.raises(ReleaseRefusedError, match=rf"as_of {edited}.*signed.*{AS_OF}"):
+            fit_private_segments(private_workspace, policy, ledger, seed=0)
+        assert ledger.entries() == []
+    assert not (private_workspace.segments / "private").exists()
+    # without the report the signed record alone dates the data: charged at its as-of
+    report.unlink()
+    result = fit_private_segments(private_workspace, policy, evaluation, seed=0)
+    assert [e.request.as_of for e in evaluation.entries()] == [AS_OF]
+    assert result.card["release_id"] == evaluation.entries()[0].release_id

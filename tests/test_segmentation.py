@@ -479,3 +479,24 @@ def test_selection_evidence_plot_shows_intervals_and_ties(fitted) -> None:
     assert len(axes) == 2 and "Davies-Bouldin" in axes[0].get_title()
     assert axes[0].get_legend() is not None
     plt.close("all")
+
+
+def test_attack_an_edited_report_as_of_is_refused_when_prepare_signed_the_frames(
+    workspace: Workspace,
+) -> None:
+    """The exploratory segmentation reads the frames' as-of through the same reader as the
+    DP k-means: prepare's signed record, a report that disagrees refused; hand-made frames
+    without a record keep the report's (the fixture above)."""
+    from prepared_frames import sign_prepared
+
+    from segments.exceptions import ReleaseRefusedError
+
+    sign_prepared(workspace, "segmentation", AS_OF)
+    report = workspace.policy_report("segmentation")
+    report.write_text(json.dumps({"as_of": (AS_OF + dt.timedelta(days=90)).isoformat()}))
+    with pytest.raises(ReleaseRefusedError, match=rf"as_of 2026-09-28.*signed.*{AS_OF}"):
+        segment(workspace, "alloffice", k_range=[3], n_splits=1, n_bootstrap=1, seed=2)
+    assert not (workspace.segments / "labels.parquet").exists()
+    report.unlink()  # the signed record alone dates the frames
+    result = segment(workspace, "alloffice", k_range=[3], n_splits=1, n_bootstrap=1, seed=2)
+    assert result.metadata["as_of"] == AS_OF.isoformat()

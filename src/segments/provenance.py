@@ -34,6 +34,7 @@ __all__ = [
     "REPLAY_FILE",
     "VerifiedFrames",
     "population_data_ids",
+    "prepared_as_of",
     "raw_hashes",
     "read_verified",
     "signed_record",
@@ -172,6 +173,55 @@ def signed_record(
             f"--purpose {purpose}` in this workspace"
         )
     return record
+
+
+def prepared_as_of(
+    workspace: Workspace | str | Path,
+    purpose: str,
+    policy: Policy | None = None,
+    *,
+    charged: bool = True,
+) -> dt.date:
+    """The day the prepared frames of ``purpose`` were prepared as of, from prepare's SIGNED
+    record: the one reader of that date for everything that reads the frames (the DP
+    k-means' default as-of and its floor, the exploratory segmentation's recency).
+
+    ``policy_report.json`` is an editable report: a report whose as-of differs from the
+    record's is refused, never believed. ``charged=False`` (the exploratory segmentation,
+    which charges nothing) checks the record's signature and purpose but not the raw files
+    (no hashing of ``W/raw/``), and takes the report's as-of for hand-made frames with no
+    record at all.
+
+    Raises
+    ------
+    ReleaseRefusedError
+        As :func:`signed_record`, or the report states another as-of than the record.
+    WorkspaceError
+        ``charged=False``, no record and no as-of in the report.
+    """
+    from segments.exceptions import ReleaseRefusedError, WorkspaceError
+
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
+    rule = _rule(policy)
+    report = ws.policy_report(purpose)
+    if not charged and not (ws.prepared_dir(purpose) / PROVENANCE_FILE).exists():
+        return ws.prepared_as_of(purpose)
+    record = signed_record(ws, purpose, rule) if charged else _signed_for_purpose(ws, purpose)
+    signed = dt.date.fromisoformat(str(record["as_of"])[:10])
+    refused = f"refused{' before anything was charged' if charged else ''}{rule}"
+    try:
+        stated: dt.date | str = ws.prepared_as_of(purpose) if report.is_file() else signed
+    except WorkspaceError:  # a report that states no as-of claims nothing
+        stated = signed
+    except ValueError as exc:  # unreadable JSON or date: a report that cannot be checked
+        stated = f"an unreadable as_of ({exc.__class__.__name__})"
+    if stated != signed:
+        raise ReleaseRefusedError(
+            f"{refused}: {report} states as_of {stated}, but prepare's signed record "
+            f"({PROVENANCE_FILE}) dates the frames of purpose {purpose!r} as of {signed}; the "
+            f"report is not the record: run `segments prepare --purpose {purpose}` again"
+        )
+    return signed
 
 
 def _signed_for_purpose(ws: Workspace, purpose: str, rule: str = "") -> dict[str, Any]:

@@ -392,8 +392,10 @@ class Workspace:
         return self.prepared_dir(purpose) / POLICY_REPORT
 
     def prepared_as_of(self, purpose: str) -> dt.date:
-        """The day the prepared frames of ``purpose`` were prepared as of: the one reader
-        of that date (segmentation's default as-of, the private model's, the audit's)."""
+        """The as-of ``policy_report.json`` states for the prepared frames of ``purpose``:
+        an editable report, read for display (the audit). Whatever reads the frames takes
+        the date from prepare's signed record (:func:`segments.provenance.prepared_as_of`,
+        which refuses a report that disagrees)."""
         report = self.policy_report(purpose)
         if report.is_file():
             value = json.loads(report.read_text(encoding="utf-8")).get("as_of")

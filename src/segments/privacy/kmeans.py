@@ -437,7 +437,8 @@ def fit_private_segments(
     Raises
     ------
     BudgetExceededError, ReleaseRefusedError
-        From the ledger, before the data is touched.
+        From the ledger, before the data is touched; or prepare's signed record is missing,
+        or ``policy_report.json`` states another as-of than it (nothing charged).
     WorkspaceError, PolicyError, SchemaError
         Missing prepared frames, bounds or columns.
     """
@@ -448,6 +449,7 @@ def fit_private_segments(
     from segments.policy import Policy
     from segments.privacy.guards import Guarantee
     from segments.privacy.ledger import ReleaseRequest
+    from segments.provenance import prepared_as_of
     from segments.segmentation.job import profiling_flags
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
@@ -460,19 +462,21 @@ def fit_private_segments(
     policy = Policy.load(policy) if isinstance(policy, str | os.PathLike) else policy
     privacy = policy.privacy
     folder, lines, customers, read_sha256 = _read_verified(ws, purpose, policy)
+    # the data's as-of is prepare's SIGNED record's (a policy_report.json that disagrees is
+    # refused): an edited report must not move the charge's date or the features' recency
+    data_as_of = prepared_as_of(ws, purpose, policy)
     if as_of is None:
         # like a release: the ledger's time (its clock on a controller's ledger, which also
         # refuses an as-of behind the population's latest release), the data's on a demo one
-        as_of = ledger.charge_date(ws.prepared_as_of(purpose))
-    prepared_as_of = ws.prepared_as_of(purpose) if ws.policy_report(purpose).exists() else None
-    if prepared_as_of is not None and as_of < prepared_as_of:
+        as_of = ledger.charge_date(data_as_of)
+    if as_of < data_as_of:
         # Checked before the ledger is charged, from the public date prepare ran for: the
         # features would otherwise fail on orders after as_of (and name a private date).
         raise PolicyError(
-            f"--as-of {as_of} is earlier than the prepared frames' as_of {prepared_as_of} "
-            f"(W/prepared/{purpose}/policy_report.json); rule: a private model reads no order "
-            f"after its as_of; fix: use --as-of {prepared_as_of} or later, or re-run `segments "
-            "prepare` for the earlier date; nothing was charged"
+            f"--as-of {as_of} is earlier than the prepared frames' as_of {data_as_of} "
+            f"(prepare's signed record of W/prepared/{purpose}); rule: a private model reads "
+            f"no order after its as_of; fix: use --as-of {data_as_of} or later, or re-run "
+            "`segments prepare` for the earlier date; nothing was charged"
         )
     lines = lines.filter(pl.col("order_date") <= as_of)
     bounds = _with_share_bounds(privacy.feature_bounds, features)

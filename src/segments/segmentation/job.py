@@ -27,6 +27,7 @@ from segments.features import (
     customer_features,
 )
 from segments.progress import progress
+from segments.provenance import prepared_as_of
 from segments.segmentation.profiles import segment_profiles
 from segments.segmentation.selection import (
     DEFAULT_MODEL_CATEGORICAL,
@@ -142,8 +143,9 @@ def segment(
     purpose : str, default 'segmentation'
         Which prepared frames to read (``W/prepared/<purpose>/``).
     as_of : datetime.date, optional
-        Reference date for recency; default: the ``as_of`` in the prepared
-        ``policy_report.json``.
+        Reference date for recency; default: the prepared frames' ``as_of`` from prepare's
+        signed record (:func:`segments.provenance.prepared_as_of`; a ``policy_report.json``
+        that disagrees is refused), the report's for hand-made frames without a record.
     k_range, model, seed, selection_sample, n_splits, n_bootstrap
         As in :func:`fit_segments`.
     spec : FeatureSpec, optional
@@ -163,6 +165,8 @@ def segment(
     ------
     WorkspaceError
         The prepared frames are missing, or no ``as_of`` is known.
+    ReleaseRefusedError
+        ``policy_report.json`` states another as-of than prepare's signed record.
     SchemaError
         A prepared column is missing or the policy has no feature bounds.
     ValueError
@@ -172,7 +176,8 @@ def segment(
     log_state = ws.erasure_log_state()  # an erasure after this point refuses the write
     policy = _load_policy(policy)
     folder, lines, customers = _read_prepared(ws, purpose)
-    as_of = as_of or ws.prepared_as_of(purpose)
+    # the signed record's as-of when prepare wrote one (a report that disagrees is refused)
+    as_of = as_of or prepared_as_of(ws, purpose, charged=False)
     from segments.ingest import public_domains
 
     categories = public_domains(ws).categories
