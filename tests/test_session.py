@@ -902,3 +902,24 @@ def test_quantile_intervals_follow_the_mechanism_under_zcdp(ws):
     assert row["rank_accuracy"] == pytest.approx(expected, rel=1e-6)
     with pytest.raises(PolicyError, match="interval=0.6 must be a whole percent"):
         segments.agg.quantile("spend", 0.5, interval=0.6)
+
+
+@pytest.mark.parametrize("table", ["customers", "buyers"])
+def test_quantiles_of_every_per_person_value_plan_and_release(ws, ledger, table):
+    """Each per-person value of a person table (spend, units, orders, each category's spend)
+    has a median: its column is put in the quantile's frame as a sum's is (the review found
+    a raw OpenDP error for all but spend); one charge, a candidate between the bounds."""
+    s = _session(ws, ledger)
+    values = ["spend", "units", "orders"] + [f"spend:{c}" for c in s.params.categories]
+    bounds = {"units": (0, 500), "orders": (0, 100)}
+    aggregates = [segments.agg.median(v, bounds=bounds.get(v, (0, 5_000))) for v in values]
+    q = s.table(table).group_by("customer_type").agg(count(), *aggregates)
+    before = len(ledger.entries())
+    q.plan(epsilon=1.0)
+    assert len(ledger.entries()) == before
+    released = q.release(epsilon=1.0)
+    assert len(ledger.entries()) == before + 1
+    for v in values:
+        column = "quantile_50_" + v.replace(":", "_")
+        low, high = bounds.get(v, (0, 5_000))
+        assert released[column].between(low, high).all(), (v, released[column])

@@ -1872,12 +1872,14 @@ def shared_frame_options(spec: ReleaseSpec) -> dict[str, Any]:
         for c in (*q.by, *(w for w, _ in q.where))
         if c not in (*_PERSON_FRAME_COLUMNS, "category", "month")
     }
+    # a quantile reads its value column as a sum does (quantile_50_orders reads orders)
     values = {
-        a
+        value
         for q in spec.query_defs
         if q.frame == "person"
         for a in q.aggregates
-        if a in PERSON_VALUES or a.startswith(PERSON_CATEGORY_SPEND)
+        for value in [(quantile_of(a) or (0.0, a))[1]]
+        if value in PERSON_VALUES or value.startswith(PERSON_CATEGORY_SPEND)
     }
     cells = [q for q in spec.query_defs if q.frame == "cells"]
     cell_columns = {c for q in cells for c in (*q.by, *(w for w, _ in q.where))} - {
