@@ -144,7 +144,12 @@ def quantile(
     count's lower bound is at least the rank half-width R' of each end, the exact
     ``q``-quantile lies inside with probability at least the confidence (each end fails with
     at most a quarter of 1 - confidence, the count's lower bound with a half), unless more
-    than ``d n - R'`` people share values between two neighbouring candidates.
+    than ``d n - R'`` people share values between two neighbouring candidates. Many people
+    tied at one value (a mass clipped at a bound) also break it — OpenDP scores a candidate
+    by ``|#{x < c} - q (n - #{x = c})|`` — so an interval whose ends cross or lie within one
+    candidate of a bound is marked not published (its status says why). Where many people
+    lie at or above a bound, an end may still drift several candidates inside it: choose
+    bounds that hold the quantile well inside them.
     """
     if not isinstance(q, int | float) or not 0.0 < q < 1.0 or round(q * 100) != q * 100:
         raise PolicyError(f"quantile q={q!r} must be a whole percent in (0, 1), e.g. 0.5 or 0.9")
@@ -941,19 +946,31 @@ def _rename(column: str, aggregates: Iterable[str]) -> str:
 @dataclass(frozen=True)
 class _QuantileRanks:
     """The rank half-widths (people) of a release's quantiles: at the plan's confidence, and
-    at a quarter of its failure probability (each end of a value interval)."""
+    at a quarter of its failure probability (each end of a value interval); and the clipping
+    bounds of each quantile (its candidates run between them)."""
 
     at_confidence: Mapping[tuple[str, str], float]
     at_end: Mapping[tuple[str, str], float]
+    clipping: Mapping[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, plan: Any) -> _QuantileRanks:
         end = 1.0 - (1.0 - plan.confidence) / 4.0
-        return cls(plan.quantile_rank_accuracy(), plan.quantile_rank_accuracy(end))
+        clipping = {
+            (name, aggregate): (int(low), int(high))
+            for name, facts in plan.bounds().items()
+            for aggregate, (low, high) in facts["clipping"].items()
+        }
+        return cls(plan.quantile_rank_accuracy(), plan.quantile_rank_accuracy(end), clipping)
 
-    def value_intervals(self, query: Query) -> list[tuple[str, float, str, str, float]]:
+    def value_intervals(
+        self, query: Query
+    ) -> list[tuple[str, float, str, str, float, tuple[int, int]]]:
         """(quantile column, interval d, lower-end column, upper-end column, the ends' rank
-        half-width R') of each quantile of ``query`` asked with a value interval."""
+        half-width R', the inner candidates (second and second-to-last)) of each quantile of
+        ``query`` asked with a value interval."""
+        from segments.privacy.releases import quantile_candidates
+
         out = []
         definition = query.definition()
         for a in query.aggregates:
@@ -961,8 +978,10 @@ class _QuantileRanks:
                 continue
             middle, low, high = _quantile_names(a, query._internal(str(a.value)))
             end = max(self.at_end[(definition.name, low)], self.at_end[(definition.name, high)])
+            candidates = quantile_candidates(self.clipping[(definition.name, middle)])
             named = [_rename(c, definition.aggregates) for c in (middle, low, high)]
-            out.append((named[0], a.interval, named[1], named[2], end))
+            inner = (candidates[1], candidates[-2])
+            out.append((named[0], a.interval, named[1], named[2], end, inner))
         return out
 
 
@@ -984,17 +1003,30 @@ def _to_pandas(
     for (name, internal), rank in ranks.at_confidence.items():
         if name == definition.name:  # data-free: the same for every cell
             out[f"{_rename(internal, definition.aggregates)}_rank"] = rank
-    for column, d, low, high, end in ranks.value_intervals(query):
+    for column, d, low, high, end, (inner_low, inner_high) in ranks.value_intervals(query):
         # published where d x (the count's lower bound) covers each end's rank error
         supported = (d * out["count_lower"] >= end).to_numpy()
-        out[f"{column}_lower"] = np.where(supported, out[low], np.nan)
-        out[f"{column}_upper"] = np.where(supported, out[high], np.nan)
-        out[f"{column}_status"] = np.where(
-            supported,
-            "published",
-            f"not published: {d:g} x the count's lower bound is below the ends' rank error "
-            f"of {end:,.0f} people (needs a count of at least {end / d:,.0f}); ask a wider "
-            "interval, a larger ε or a coarser key",
+        # OpenDP scores a candidate c by |#{x < c} - q (n - #{x = c})|: people tied at one
+        # value (a mass clipped at a bound) break the rank argument, and the ends can miss
+        # or cross; an end at a bound's candidate or crossed ends are withheld, not published
+        ordered = (out[low] <= out[high]).to_numpy()
+        clear = ((out[low] > inner_low) & (out[high] < inner_high)).to_numpy()
+        published = supported & ordered & clear
+        out[f"{column}_lower"] = np.where(published, out[low], np.nan)
+        out[f"{column}_upper"] = np.where(published, out[high], np.nan)
+        out[f"{column}_status"] = np.select(
+            [published, ~supported, ~ordered],
+            [
+                "published",
+                f"not published: {d:g} x the count's lower bound is below the ends' rank "
+                f"error of {end:,.0f} people (needs a count of at least {end / d:,.0f}); ask "
+                "a wider interval, a larger ε or a coarser key",
+                "not published: the ends crossed (lower > upper), a sign of many people tied "
+                "at one value; ask wider bounds or a wider interval",
+            ],
+            "not published: an end lies within one candidate of a clipping bound, where "
+            "people tied at the bound break the interval's coverage; ask wider bounds (if "
+            "the quantile itself is at the bound, no interval is honest)",
         )
     return out
 
@@ -1022,7 +1054,9 @@ def _quantile_note(
     d, low, high, end = interval
     return (
         note + f"; value interval [{low}, {high}] published where the count is at least "
-        f"{end / d:,.0f} people (d = {d:g}, each end's rank error {end:,.0f} people)"
+        f"{end / d:,.0f} people (d = {d:g}, each end's rank error {end:,.0f} people), its ends "
+        "are ordered and neither is within one candidate of a bound (people tied at or beyond a "
+        "bound break the coverage: keep the quantile well inside the bounds)"
     )
 
 
@@ -1063,7 +1097,7 @@ class PlannedQueries:
         intervals = {
             (q.definition().name, column): (d, low, high, end)
             for q in queries
-            for column, d, low, high, end in _QuantileRanks.of(plan).value_intervals(q)
+            for column, d, low, high, end, _ in _QuantileRanks.of(plan).value_intervals(q)
         }
         ends = {
             (q, end): column for (q, column), (_, *pair, _) in intervals.items() for end in pair

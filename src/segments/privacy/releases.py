@@ -736,7 +736,7 @@ def _build_polars_query(
         quantile = quantile_of(agg)
         if quantile is not None:
             level, value = quantile  # not `alpha`: that is the intervals' level
-            candidates = _quantile_candidates(bounds)
+            candidates = quantile_candidates(bounds)
             schema = pl.scan_parquet(path).collect_schema()
             scale = _quantile_scale(
                 domain, schema, metric, d_in, value, level, candidates, share, params
@@ -798,7 +798,7 @@ def _build_polars_query(
     )
 
 
-def _quantile_candidates(bounds: tuple[int, int]) -> list[int]:
+def quantile_candidates(bounds: tuple[int, int]) -> list[int]:
     """Evenly spaced public candidates between the bounds (whole numbers, no duplicates)."""
     low, high = bounds
     points = np.linspace(low, high, QUANTILE_CANDIDATES).round().astype(np.int64)
@@ -1056,7 +1056,7 @@ class ReleasePlan:
                 if quantile is None or share <= 0:
                     continue
                 candidates = len(
-                    _quantile_candidates(_aggregate_bounds(q.query, aggregate, self.params))
+                    quantile_candidates(_aggregate_bounds(q.query, aggregate, self.params))
                 )
                 out[(q.query.name, aggregate)] = quantile_rank_halfwidth(
                     self.params.dp_family, share, quantile[0], float(d_in), candidates, beta
