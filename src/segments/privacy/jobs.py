@@ -214,13 +214,14 @@ def plan_spec(
         Valid inside the ``with`` block (its per-person aggregates are removed after).
     """
     from segments.privacy.archive import month_start, next_month
-    from segments.privacy.releases import plan_release
+    from segments.privacy.releases import check_public_keys, plan_release
     from segments.privacy.specs import SegmentSource
     from segments.provenance import verified_frames
 
     chosen = _spec(spec, epsilon)
     params = release_params(workspace, policy, purpose)
     prepared = workspace.prepared_dir(purpose)
+    cited = policy.cite("anonymous_release")
     if "monthly_category" in chosen.queries:
         if month is None:
             raise PolicyError(
@@ -228,6 +229,9 @@ def plan_spec(
                 "to release, e.g. 2026-09-01"
             )
         first = month_start(month)
+        window = (first, next_month(first))
+        # plan_release checks this too; here first, citing the policy's clause
+        check_public_keys(chosen, params, window=window, segments=None, cite=cited)
         for name in (PREPARED_CUSTOMERS, PREPARED_LINES):
             workspace.require(prepared / name, "segments prepare")
         # the bytes read are hashed against prepare's signed record (no check-then-read gap)
@@ -241,7 +245,7 @@ def plan_spec(
                 customers=copies[PREPARED_CUSTOMERS],
                 lines=copies[PREPARED_LINES],
                 as_of=as_of,
-                window=(first, next_month(first)),
+                window=window,
                 confidence=confidence,
                 workspace=workspace,
                 origins=copies.origins,
@@ -254,6 +258,7 @@ def plan_spec(
         # private segments rest on a DP k-means entry of the ledger this release is charged to
         verified_in = _resolve(ledger) if segments == "private" and ledger is not None else None
         source = SegmentSource.from_workspace(workspace, segments, ledger=verified_in)
+    check_public_keys(chosen, params, window=None, segments=source, cite=cited)
     surveys = None
     if any(q.frame == "survey" for q in chosen.query_defs):
         surveys = prepared / "surveys.parquet"

@@ -92,6 +92,7 @@ __all__ = [
     "ReleasePlan",
     "ReleaseResult",
     "build_shared_frames",
+    "check_public_keys",
     "cells_per_person",
     "epsilon_to_rho",
     "plan_release",
@@ -557,6 +558,81 @@ def public_keys(
             pl.DataFrame({column: lists[column]}, schema={column: pl.Utf8}), how="cross"
         )
     return keys
+
+
+def check_public_keys(
+    spec: ReleaseSpec,
+    params: PrivacyParams,
+    *,
+    window: tuple[dt.date, dt.date] | None,
+    segments: SegmentSource | None,
+    cite: str = "",
+) -> None:
+    """Refuse a release whose cells or filters are not public key sets (before anything is
+    read or charged).
+
+    A released key list is part of the output: a list taken from the data (every person's
+    pseudonym, the months someone bought in) releases the data, whatever the noise on the
+    cells. So every ``by`` column must be a key set of :data:`segments.keys.KEY_SETS` (or the
+    data's declared geography), every filter a public attribute of the person with values
+    from its public list, and a caller's own key list (``QueryDef.key_values``) is allowed
+    for ``month`` only, and only as the months of the release's window.
+
+    Raises
+    ------
+    ReleaseRefusedError
+        Naming the query, the column and the fix; ``cite`` (the policy's clause) appended.
+    """
+    from segments.exceptions import ReleaseRefusedError
+    from segments.keys import KEY_COLUMNS, key_values, month_keys
+
+    geography = params.geography_column
+    group_keys = {*KEY_COLUMNS, *((geography,) if geography else ())}
+    person_keys = group_keys - {"category", "month"}  # attributes of the person, not a line
+    why = f" ({cite})" if cite else ""
+    for query in spec.query_defs:
+        for column in query.by:
+            if column not in group_keys:
+                raise ReleaseRefusedError(
+                    f"release {spec.name!r}, query {query.name!r}: group by {column!r} refused: "
+                    f"not a public key set; released cells come from public lists, never from "
+                    f"the data{why}; group by one of {sorted(group_keys)}"
+                )
+        for column, values in query.key_values:
+            if column != "month":
+                raise ReleaseRefusedError(
+                    f"release {spec.name!r}, query {query.name!r}: key_values for {column!r} "
+                    f"refused: only the months of the window may be listed by the caller; "
+                    f"{column!r} keys come from its public list{why}; drop key_values"
+                )
+            months = month_keys(*window) if window is not None else None
+            if months is None or tuple(values) != months:
+                raise ReleaseRefusedError(
+                    f"release {spec.name!r}, query {query.name!r}: key_values for 'month' must "
+                    f"be the months of the release's window "
+                    f"({'no window given' if months is None else f'{months[0]}..{months[-1]}'})"
+                    f", not a list of its own{why}; pass window= and list its months"
+                )
+        for column, values in query.where:
+            if column not in person_keys:
+                raise ReleaseRefusedError(
+                    f"release {spec.name!r}, query {query.name!r}: filter on {column!r} "
+                    f"refused: not a public attribute of the person; a release may keep or "
+                    f"drop whole people by public attributes only{why}; filter on one of "
+                    f"{sorted(person_keys)}"
+                )
+            if column == "segment":
+                allowed: tuple[str, ...] = tuple(segments.keys) if segments is not None else ()
+            elif column == "customer_type" and query.frame == "survey":
+                allowed = CUSTOMER_TYPES
+            else:
+                allowed = key_values(column, domains=params)
+            unknown = [v for v in values if v not in allowed]
+            if unknown:
+                raise ReleaseRefusedError(
+                    f"release {spec.name!r}, query {query.name!r}: filter {column}="
+                    f"{unknown[0]!r} is not in the public list of {column}{why}; fix the value"
+                )
 
 
 def _aggregate_bounds(query: QueryDef, agg: str, params: PrivacyParams) -> tuple[int, int]:
@@ -1714,6 +1790,7 @@ def plan_release(
             f"release spec {spec.name!r} groups by segment; pass a segment source "
             "(SegmentSource.category_rule() or labels with their provenance)"
         )
+    check_public_keys(spec, params, window=window, segments=segments)
     if window is None:
         window = (dt.date(1900, 1, 1), as_of)
     elif window[1] > as_of:
