@@ -177,9 +177,12 @@ def test_private_segments_on_a_declared_taxonomy(
     assert card["contribution_bounds"]["feature_bounds"]["share_vinyl"] == [0.0, 1.0]
     assert "share_vinyl" in card["spec"]["features"]  # recorded in the ledger entry too
 
-    lines_path = ws / "prepared" / "segmentation" / "lines.parquet"
-    lines = pl.read_parquet(lines_path)
-    lines.with_columns(category=pl.lit("jazz")).write_parquet(lines_path)
+    from segments.workspace import parquet_files
+
+    # the prepared lines are month partitions: every partition's category becomes "jazz"
+    for part in parquet_files(ws / "prepared" / "segmentation" / "lines.parquet"):
+        lines = pl.read_parquet(part)
+        lines.with_columns(category=pl.lit("jazz")).write_parquet(part)
     # signed as if prepare wrote it (the in-process trust limit), so the taxonomy check is
     # what refuses it; unsigned, the verified read refuses it first (test_verified_reads)
     from prepared_frames import sign_prepared
