@@ -517,8 +517,8 @@ class SegmentModel:
         return {
             "fitted_on_private_data": True,
             "provenance": PROVENANCE,
-            # what a DP release keyed by these labels may claim
-            "release_guarantee": Guarantee.GIVEN_SEGMENTATION,
+            # what a DP release keyed by these labels may claim (plain text, as in the JSON)
+            "release_guarantee": Guarantee.GIVEN_SEGMENTATION.value,
             "model": self.model,
             "k": self.k,
             "features": self.spec.to_dict(),
