@@ -1182,7 +1182,8 @@ class Ledger:
             )
         if request.population != POPULATION:
             raise ReleaseRefusedError(
-                f"{self.label}: population {request.population!r} is refused: every release "
+                f"release for population {request.population!r} refused before anything was "
+                f"charged{_cite(policy_obj)}: every release "
                 f"charges the people of the controller's data, population {POPULATION!r}, "
                 "whose budget a new name cannot restart; release with that population"
             )
