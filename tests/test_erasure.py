@@ -328,6 +328,13 @@ def test_erase_sweeps_hidden_copies_of_the_person(ws: Workspace) -> None:
         ws.root / f".synthetic-proof-p{dead}-x8" / "raw" / "customers.parquet": customers,
         ws.root / f".raw.old.{dead}" / "customers.parquet": customers,  # killed ingest
     }
+    # a killed rewrite of one month partition (raw and prepared order lines)
+    for table in (
+        ws.raw / "order_lines.parquet",
+        ws.prepared_dir("segmentation") / "lines.parquet",
+    ):
+        month = sorted(table.glob("month=*"))[0]
+        leftovers[month / f".part-00000.parquet.p{dead}-x9.tmp"] = frame
     for path, data in leftovers.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         data.write_parquet(path)
@@ -340,6 +347,7 @@ def test_erase_sweeps_hidden_copies_of_the_person(ws: Workspace) -> None:
     assert not (ws.releases / f".kanon-1.p{dead}-x6.tmp").exists()
     assert not (ws.root / f".synthetic-proof-p{dead}-x8").exists()
     assert (ws.releases / ".kanon-2.x7.tmp").exists()
+    assert not list(ws.root.rglob(f".part-00000.parquet.p{dead}-x9.tmp"))
     erase(ws, POLICY, cid)
     assert [p for p in leftovers if p.exists()] == []
     assert _traces(ws, accounts, pid) == []

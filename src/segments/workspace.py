@@ -102,6 +102,9 @@ _STALE_PATTERNS = (
     ("raw", ".*.tmp"),
     ("raw", ".*.old.*"),  # a partitioned raw table an erasure or purge was replacing
     ("raw/truth", ".*.tmp"),
+    # a killed rewrite of one month partition (erasure, purge, generate, prepare)
+    ("raw", "*.parquet/month=*/.*.tmp"),
+    ("prepared", "*/*.parquet/month=*/.*.tmp"),
     (".", ".raw.*.tmp"),
     ("segments", ".*.tmp"),
     ("segments/targets", ".*.tmp"),
