@@ -19,7 +19,7 @@ import pytest
 from segments.exceptions import ReleaseRefusedError
 from segments.policy import Policy
 from segments.privacy.ledger import Ledger
-from segments.workspace import Workspace, parquet_sha256
+from segments.workspace import Workspace, parquet_files, parquet_sha256
 
 AS_OF = dt.date(2026, 10, 31)
 
@@ -85,11 +85,15 @@ READERS: dict[str, tuple[str, Callable[[Workspace, Policy, Ledger], object]]] = 
 }
 
 
+#: The month :func:`_month` releases, as a half-open range of dates.
+SEPTEMBER = (dt.date(2026, 9, 1), dt.date(2026, 10, 1))
+
+
 def _edit(ws: Workspace, purpose: str, name: str) -> None:
     """The attack: a prepared frame rewritten after prepare (half its rows)."""
     path = ws.prepared_dir(purpose) / name
-    if path.is_dir():  # month partitions: one month's file edited
-        path = sorted(path.glob("month=*/*.parquet"))[-1]
+    if path.is_dir():  # month partitions: the file of a month every reader here reads
+        [path] = parquet_files(path, SEPTEMBER)
     frame = pl.read_parquet(path)
     frame.head(frame.height // 2).write_parquet(path)
 
@@ -159,13 +163,16 @@ def test_a_card_names_the_prepared_tables_and_their_digests_not_the_scratch_copy
     assert ".private" not in json.dumps(card)
     written = signed_record(prepared, "statistics")["outputs"]
     # the lines are month partitions: one digest over every partition file's signed digest
-    partitions = {k: v for k, v in written.items() if k.startswith("lines.parquet/")}
-    assert len(partitions) > 1
+    # the lines are month partitions: one digest over the signed digests of the partitions
+    # the release read, its month's (the card's window says which)
+    partitions = {k: v for k, v in written.items() if k.startswith("lines.parquet/month=2026-09/")}
+    assert len(partitions) == 1
     assert source["sha256"] == {
         "customers": written["customers.parquet"],
         "lines": hashlib.sha256(json.dumps(partitions, sort_keys=True).encode()).hexdigest(),
     }
-    assert source["sha256"]["lines"] == parquet_sha256(folder / "lines.parquet")
+    assert source["sha256"]["lines"] == parquet_sha256(folder / "lines.parquet", SEPTEMBER)
+    assert card["spec"]["window"] == [d.isoformat() for d in SEPTEMBER]
     (entry,) = ledger.entries()
     assert entry.request.population_fingerprint == written["customers.parquet"]
 
@@ -247,3 +254,58 @@ def test_attack_a_caller_cannot_declare_data_synthetic(tmp_path, small_raw, poli
     assert Ledger.for_workspace(real, policy.controller, synthetic=True, policy=policy)
     proof = prove_synthetic(real)
     assert proof.signed and Ledger.open(path, policy.controller, throwaway=True, synthetic=proof)
+
+
+def test_a_month_closing_opens_and_hashes_only_its_months_partitions(prepared, policy, monkeypatch):
+    """Issue 21: a month-closing copies and hashes only the partitions of its month (the
+    signed record holds each partition's digest), not the whole history — at 500 million
+    lines the rest is ~35 GB read at every release. Every file the release opens under the
+    prepared lines is recorded: September's partition only."""
+    import builtins
+    import os
+
+    folder = prepared.prepared_frame("statistics", "lines.parquet")
+    inside = parquet_files(folder, SEPTEMBER)
+    assert len(inside) == 1 and len(parquet_files(folder)) >= 12
+    opened: list[Path] = []
+    real_open = builtins.open
+
+    def spying_open(file, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if isinstance(file, str | os.PathLike) and folder in Path(file).parents:
+            opened.append(Path(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spying_open)
+    ledger = Ledger.for_policy(policy)
+    _month(prepared, policy, ledger)
+    monkeypatch.undo()
+    assert opened == inside
+    assert len(ledger.entries()) == 1
+
+
+def test_attack_a_tampered_partition_blocks_only_the_releases_that_read_it(prepared, policy):
+    """A partition of September rewritten after prepare refuses September's closing before
+    anything is charged; every OTHER month's partition replaced by garbage (bytes no reader
+    could parse and no digest matches) does not: a month-closing neither reads nor hashes
+    them. A whole-history release still refuses them."""
+    folder = prepared.prepared_frame("statistics", "lines.parquet")
+    [september] = parquet_files(folder, SEPTEMBER)
+    signed = september.read_bytes()
+    september.write_bytes(signed[: len(signed) // 2])
+    ledger = Ledger.for_policy(policy)
+    with pytest.raises(ReleaseRefusedError, match="month=2026-09.*is not the file `segments prep"):
+        _month(prepared, policy, ledger)
+    assert ledger.entries() == []  # nothing charged
+    september.write_bytes(signed)
+    others = [p for p in parquet_files(folder) if p != september]
+    for part in others:
+        part.write_bytes(b"not the lines prepare wrote")
+    _month(prepared, policy, ledger)
+    assert len(ledger.entries()) == 1
+    from segments.provenance import verified_frames
+
+    with (  # what a release over the whole history reads
+        pytest.raises(ReleaseRefusedError, match="is not the file `segments prepare` wrote"),
+        verified_frames(prepared, "statistics", ["lines.parquet"], policy),
+    ):
+        pass

@@ -23,7 +23,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segments.workspace import Workspace, private_folder, sha256_file
+from segments.workspace import (
+    Workspace,
+    copy_hashed,
+    partition_meets,
+    private_folder,
+    sha256_file,
+)
 
 if TYPE_CHECKING:
     from segments.policy import Policy
@@ -435,6 +441,8 @@ def verified_frames(
     purpose: str,
     names: Iterable[str],
     policy: Policy | None = None,
+    *,
+    window: tuple[dt.date, dt.date] | None = None,
 ) -> Iterator[VerifiedFrames]:
     """The prepared frames ``names`` of ``purpose`` as private copies whose bytes have the
     SHA-256 prepare's signed record states (file name → copy's path, valid inside the block).
@@ -442,16 +450,19 @@ def verified_frames(
     A release reads the copies, not the workspace's files: what is hashed is what is read,
     so a frame edited after the ledger verified the folder (a check-then-read gap) is
     refused, before anything is charged. A name that is a folder (a frame written as month
-    partitions) is copied whole: every file in it must be one prepare recorded, with its
-    digest, and none it recorded may be missing.
+    partitions) is copied partition by partition: with ``window`` (a half-open ``[start,
+    end)`` range of dates, the release's) only the partitions of the months it meets are
+    copied, hashed and read — a month-closing reads one month, not the whole history — and
+    each must be a file prepare recorded, with its digest, none it recorded for those months
+    missing. The folder's list of files must still be prepare's (a file added or removed in
+    any month is refused; listing costs no read), but a partition outside the window is
+    neither read nor hashed, so its bytes cannot matter to this release.
 
     Raises
     ------
     ReleaseRefusedError
         No signed record, or a frame whose bytes are not the ones prepare wrote.
     """
-    import shutil
-
     ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
     wanted = list(names)
     copies = VerifiedFrames()
@@ -468,19 +479,9 @@ def verified_frames(
             copy = tmp / name
             source = folder / name
             if source.is_dir():
-                shutil.copytree(source, copy)
-                read = {f"{name}/{rel}": path for rel, path in _files_under(copy).items()}
-                recorded = {k for k in outputs if k.startswith(f"{name}/")}
-                for part in sorted(set(read) | recorded):
-                    if part not in read or outputs.get(part) != sha256_file(read[part]):
-                        why = "a partition is missing, added or its SHA-256 differs"
-                        raise _not_prepares(folder, part, purpose, rule, why)
-                digest = hashlib.sha256(
-                    json.dumps({k: outputs[k] for k in sorted(read)}).encode()
-                ).hexdigest()
+                digest = _copy_partitions(source, copy, outputs, window, purpose, rule)
             else:
-                shutil.copyfile(source, copy)
-                digest = sha256_file(copy)
+                digest = copy_hashed(source, copy)
                 if outputs.get(name) != digest:
                     why = "SHA-256 of the bytes read differs from its signed record"
                     raise _not_prepares(folder, name, purpose, rule, why)
@@ -496,6 +497,38 @@ def verified_frames(
         finally:
             for key in live:
                 _LIVE_COPIES.pop(key, None)
+
+
+def _copy_partitions(
+    source: Path,
+    copy: Path,
+    outputs: dict[str, str],
+    window: tuple[dt.date, dt.date] | None,
+    purpose: str,
+    rule: str,
+) -> str:
+    """Copy the partitions of ``source`` (a frame's folder) that ``window`` needs into
+    ``copy``, each hashed as it is copied against prepare's record ``outputs``; return the
+    SHA-256 of the sorted JSON of the copied files' digests (what this release read)."""
+    name = source.name
+    present = {f"{name}/{rel}" for rel in _files_under(source)}
+    recorded = {k for k in outputs if k.startswith(f"{name}/")}
+    for part in sorted(present ^ recorded):
+        why = "a partition is missing, added or its SHA-256 differs"
+        raise _not_prepares(source.parent, part, purpose, rule, why)
+    read: dict[str, str] = {}
+    for part in sorted(recorded):
+        inner = part[len(name) + 1 :].split("/")
+        if window is not None and not (len(inner) > 1 and partition_meets(inner[0], window)):
+            continue  # another month's partition (or a file no windowed reader opens)
+        target = copy.joinpath(*inner)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        read[part] = copy_hashed(source.joinpath(*inner), target)
+        if read[part] != outputs[part]:
+            why = "a partition is missing, added or its SHA-256 differs"
+            raise _not_prepares(source.parent, part, purpose, rule, why)
+    copy.mkdir(mode=0o700, exist_ok=True)  # a window with no month: an empty table
+    return hashlib.sha256(json.dumps(read, sort_keys=True).encode()).hexdigest()
 
 
 def read_verified(

@@ -507,7 +507,10 @@ class Session:
             names.append(surveys.name)
         # the bytes read are the bytes hashed against prepare's signed record, at every
         # release (the ledger's check when it was opened is not enough: frames can change)
-        with verified_frames(self.workspace, self.purpose, names, self.policy) as copies:
+        # (only the window's month partitions are copied, hashed and read)
+        with verified_frames(
+            self.workspace, self.purpose, names, self.policy, window=window
+        ) as copies:
             if surveys is not None and surveys.name in copies:
                 surveys = copies[surveys.name]
             with plan_release(

@@ -33,11 +33,13 @@ __all__ = [
     "atomic_write",
     "atomic_write_with",
     "check_name",
+    "copy_hashed",
     "make_private",
     "month_partition",
     "parquet_digests",
     "parquet_files",
     "parquet_sha256",
+    "partition_meets",
     "private_folder",
     "sha256_file",
     "write_json",
@@ -147,10 +149,6 @@ def parquet_files(
     WorkspaceError
         If ``table`` does not exist.
     """
-    import datetime as dt
-
-    from segments.months import next_month
-
     path = Path(table)
     if path.is_file():
         return [path]
@@ -158,37 +156,59 @@ def parquet_files(
         raise WorkspaceError(f"table {path} does not exist; run the command that writes it")
     files: list[Path] = []
     for folder in sorted(p for p in path.iterdir() if p.is_dir()):
-        found = _PARTITION.match(folder.name)
-        if found is None:
-            continue
-        if months is not None:
-            first = dt.date(int(found[1]), int(found[2]), 1)
-            after = next_month(first)
-            start, end = months
-            if after <= start or first >= end:
-                continue  # the whole partition lies outside the range
-        files.extend(sorted(folder.glob("*.parquet")))
+        if partition_meets(folder.name, months):
+            files.extend(sorted(folder.glob("*.parquet")))
     return files
 
 
-def parquet_digests(table: str | os.PathLike[str], name: str) -> dict[str, str]:
-    """SHA-256 of every file of a table (file or month partitions), keyed by its path
-    relative to the table's parent (``name`` is the table's file name there): what a
-    manifest or a signed record lists, one entry per partition file."""
+def partition_meets(folder: str, months: tuple[Any, Any] | None) -> bool:
+    """True when ``folder`` is a month partition's name (``month=YYYY-MM``) and that month
+    meets the half-open ``[start, end)`` date range ``months`` (any month when None).
+
+    Examples
+    --------
+    >>> import datetime
+    >>> september = (datetime.date(2026, 9, 1), datetime.date(2026, 10, 1))
+    >>> partition_meets("month=2026-09", september), partition_meets("month=2026-10", september)
+    (True, False)
+    >>> partition_meets("part-00000.parquet", None)
+    False
+    """
+    from segments.months import next_month
+
+    found = _PARTITION.match(folder)
+    if found is None:
+        return False
+    if months is None:
+        return True
+    first = dt.date(int(found[1]), int(found[2]), 1)
+    start, end = months
+    return next_month(first) > start and first < end  # else wholly outside the range
+
+
+def parquet_digests(
+    table: str | os.PathLike[str], name: str, months: tuple[Any, Any] | None = None
+) -> dict[str, str]:
+    """SHA-256 of every file of a table (file or month partitions; with ``months``, only
+    the partitions meeting that date range), keyed by its path relative to the table's
+    parent (``name`` is the table's file name there): what a manifest or a signed record
+    lists, one entry per partition file."""
     path = Path(table)
     return {
         (name + "/" + f.relative_to(path).as_posix()) if f != path else name: sha256_file(f)
-        for f in parquet_files(path)
+        for f in parquet_files(path, months)
     }
 
 
-def parquet_sha256(table: str | os.PathLike[str]) -> str:
+def parquet_sha256(table: str | os.PathLike[str], months: tuple[Any, Any] | None = None) -> str:
     """One SHA-256 for a table: the file's, or for month partitions the SHA-256 of the
-    sorted JSON of every partition file's digest (any change to any partition changes it)."""
+    sorted JSON of every partition file's digest (any change to any partition changes it);
+    with ``months``, of the partitions meeting that date range only (what a release of that
+    window reads, :func:`segments.provenance.verified_frames`)."""
     path = Path(table)
     if path.is_file():
         return sha256_file(path)
-    digests = parquet_digests(path, path.name)
+    digests = parquet_digests(path, path.name, months)
     return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
 
 
@@ -689,4 +709,16 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def copy_hashed(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> str:
+    """Copy ``source`` to a new file ``target`` and return the SHA-256 of the bytes copied:
+    one read of the source, and the digest is of exactly the bytes the copy holds (what is
+    hashed is what a reader of the copy reads)."""
+    digest = hashlib.sha256()
+    with open(source, "rb") as src, open(target, "xb") as dst:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            digest.update(block)
+            dst.write(block)
     return digest.hexdigest()

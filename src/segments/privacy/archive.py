@@ -209,7 +209,14 @@ def release_month(
     with (
         # the bytes read are hashed against prepare's signed record (no check-then-read gap),
         # before the archive's lock file is created: a refusal writes nothing
-        verified_frames(source, purpose, (PREPARED_CUSTOMERS, PREPARED_LINES), policy) as copies,
+        # (only the month's partitions are copied, hashed and read)
+        verified_frames(
+            source,
+            purpose,
+            (PREPARED_CUSTOMERS, PREPARED_LINES),
+            policy,
+            window=(month, next_month(month)),
+        ) as copies,
         _archive_lock(workspace),
     ):
         # a month a killed run published but never appended comes back before the check

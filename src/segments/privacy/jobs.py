@@ -237,7 +237,7 @@ def plan_spec(
         # the bytes read are hashed against prepare's signed record (no check-then-read gap)
         with (
             verified_frames(
-                workspace, purpose, (PREPARED_CUSTOMERS, PREPARED_LINES), policy
+                workspace, purpose, (PREPARED_CUSTOMERS, PREPARED_LINES), policy, window=window
             ) as copies,
             plan_release(
                 chosen,

@@ -1810,7 +1810,7 @@ def plan_release(
         from segments.provenance import verified_frames
 
         names = ("customers.parquet", "lines.parquet")
-        with verified_frames(workspace, purpose, names) as copies:
+        with verified_frames(workspace, purpose, names, window=window) as copies:
             return plan_release(
                 spec,
                 params,
