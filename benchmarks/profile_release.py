@@ -39,7 +39,13 @@ STAGES = (
     ("segments.engine.embedded", "DuckDBEngine._cells"),
     ("segments.engine.embedded", "DuckDBEngine._orders"),
     ("segments.engine.inmemory", "PolarsEngine._cells"),
+    ("segments.privacy.releases", "plan_release"),
+    ("segments.privacy.releases", "_build_query"),
     ("segments.privacy.releases", "ReleasePlan.execute"),
+    ("segments.privacy.releases", "ReleasePlan._run"),
+    ("segments.privacy.releases", "_run_query"),
+    ("segments.privacy.releases", "ReleasePlan._tables_pl"),
+    ("segments.privacy.releases", "_publish"),
     ("segments.privacy.releases", "_survey_frame"),
 )
 
