@@ -221,19 +221,33 @@ def test_the_plan_states_what_it_cannot_meet_and_why_for_the_small_budgets_at_50
 def test_the_survey_is_planned_and_a_refused_release_gives_its_budget_to_the_others():
     """Issue 14: the survey release was outside the plan (a fixed eighth of the budget). Now
     it is sized from the probe's monthly buyers and the survey's public design, and planned
-    like the others; at 50,000 customers its 42 cells with a sensitivity of 2 responses per
-    month of the window cannot reach ±50 % at 90 %, so it is refused and, unless the caller
-    overrides, left out: its ε goes to the other releases, whose errors fall."""
+    like the others. At 50,000 customers its 42 county × type cells, with a sensitivity of 2
+    responses per month of the window, cannot reach ±50 % at 90 %, so the planner plans the
+    coarser national table (the same sensitivity, one cell), which meets ±20 % on
+    its one cell. Where even that is refused (3,000 buyers a month) the survey is left out
+    unless the caller overrides, and its ε goes to the other releases."""
     policy = Policy.load("alloffice")
     sized = survey_scale(DEMO, policy)
-    from segments.privacy.specs import PrivacyParams
+    from segments.privacy.specs import SPECS, PrivacyParams
 
     months = PrivacyParams.from_policy(policy, "statistics").retention_months
     assert sized.survey_months == months  # the survey release's window: the retention
     assert sized.survey_responses == pytest.approx(0.05 * 15_000 * months)
-    without = plan_by_accuracy(policy, DEMO, fixed_epsilon=_fixed(policy))
     plan = plan_by_accuracy(policy, sized, fixed_epsilon=_fixed(policy))
     survey = plan.releases["survey"]
+    assert survey.spec == "survey_national" and survey.spec in SPECS
+    assert survey.meets_target and not survey.refused and not survey.left_out
+    assert survey.expected_relative_error <= 0.20 and survey.refusal_error <= 0.5
+    assert "survey_experience table (42 cells) would be off by" in survey.note
+    assert any(line.startswith("survey: planned as the coarser") for line in plan.statement())
+    plan.check("survey")  # not refused
+    assert plan.fits and plan.total_epsilon <= policy.privacy.budget_epsilon
+
+    kontor, small = Policy.load("allkontor"), Scale(8_000, 40_000, 3_000, 6)
+    without = plan_by_accuracy(kontor, small, fixed_epsilon=_fixed(kontor))
+    plan = plan_by_accuracy(kontor, survey_scale(small, kontor), fixed_epsilon=_fixed(kontor))
+    survey = plan.releases["survey"]
+    assert survey.spec == "survey_national"  # the coarser table was tried first
     assert survey.refused and survey.left_out and not survey.meets_target
     assert "survey" not in plan.planned and "left out" in plan.describe()
     assert any(line.startswith("refused survey") for line in plan.statement())
@@ -241,28 +255,53 @@ def test_the_survey_is_planned_and_a_refused_release_gives_its_budget_to_the_oth
         plan.check("survey")
     # the budget is spent in full by the three others, as without a survey
     assert plan.total_epsilon == pytest.approx(without.total_epsilon, rel=1e-9)
-    assert plan.total_epsilon <= policy.privacy.budget_epsilon
+    assert plan.total_epsilon <= kontor.privacy.budget_epsilon
     # with the override the survey keeps a share, and the others have less
-    kept = plan_by_accuracy(policy, sized, fixed_epsilon=_fixed(policy), override=True)
+    kept = plan_by_accuracy(
+        kontor, survey_scale(small, kontor), fixed_epsilon=_fixed(kontor), override=True
+    )
     assert not kept.releases["survey"].left_out and "survey" in kept.planned
+    assert kept.releases["survey"].spec == "survey_experience"  # nothing refused: finest
     assert kept.total_epsilon == pytest.approx(plan.total_epsilon, rel=1e-9)
     for name in ("monthly_category", "category_mix"):
         assert kept.epsilon(name) < plan.epsilon(name)
-    # the survey's error falls with the window's responses: 20x the buyers meets ±20 %
+    # the survey's error falls with the window's responses: 20x the buyers keeps the finest
     crowd = Scale(800_000, 40_000, 300_000, 6)
-    big = plan_by_accuracy(policy, survey_scale(crowd, policy), fixed_epsilon=_fixed(policy))
-    assert big.releases["survey"].expected_relative_error < survey.expected_relative_error / 5
+    big = plan_by_accuracy(kontor, survey_scale(crowd, kontor), fixed_epsilon=_fixed(kontor))
+    assert big.releases["survey"].spec == "survey_experience"
     assert not big.releases["survey"].left_out
+
+
+def test_a_release_is_given_at_least_the_loss_that_keeps_it_from_refusal():
+    """A ±20 % median target is ±66 % at 90 % under Laplace noise, above a policy's
+    max_relative_error of 0.5: a plan sized to the target alone would meet it and then be
+    refused. Each release's need is the larger of the two."""
+    from segments.privacy.planner import _allocate
+
+    need = _Need("survey", 1, "laplace", 0.05, AccuracyTarget("survey", 0.20, 0.5))
+    assert need.error(need.loss_for(0.20), 0.90) > 0.5  # the target alone would be refused
+    ((_, loss, _),) = _allocate(
+        [need], available=need.loss_for(0.5, 0.90) * 0.999, max_relative_error=0.5
+    )
+    assert need.error(loss, 0.90) > 0.5  # short of it: the fraction granted stays < 1
+    ((_, loss, _),) = _allocate([need], available=10.0, max_relative_error=0.5)
+    ((_, exact, stretch),) = _allocate(
+        [need], available=need.loss_for(0.5, 0.90), max_relative_error=0.5
+    )
+    assert stretch == pytest.approx(1.0) and need.error(exact, 0.90) == pytest.approx(0.5)
 
 
 def test_a_left_out_release_leaves_the_smallest_budgets_one_release_at_a_time():
     """Leaving refused releases out one at a time, the last by priority: Offix at 50,000
-    customers loses the survey and the category mix, and the series and the overview then
-    meet their targets with what those freed."""
+    customers loses the survey, then the category mix; the series and the overview then
+    meet their targets with what those freed, and the survey, cheap as the national table,
+    is taken back once the mix is out (it was left out only because the mix was in)."""
     policy = Policy.load("offix")
     probe = survey_scale(Scale(40_000, 37_000, 15_800, 6), policy)
     plan = plan_by_accuracy(policy, probe, fixed_epsilon=_fixed(policy))
-    assert {k for k, r in plan.releases.items() if r.left_out} == {"survey", "category_mix"}
+    assert {k for k, r in plan.releases.items() if r.left_out} == {"category_mix"}
+    survey = plan.releases["survey"]
+    assert survey.spec == "survey_national" and survey.meets_target and not survey.refused
     assert plan.releases["monthly_category"].meets_target
     assert plan.releases["segment_overview"].meets_target
     assert plan.total_epsilon == pytest.approx(0.95 * policy.privacy.budget_epsilon, rel=1e-6)

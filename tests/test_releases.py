@@ -25,6 +25,7 @@ from segments.privacy.specs import (
     SPECS,
     Guarantee,
     PrivacyParams,
+    QueryDef,
     ReleaseSpec,
     SegmentSource,
     get_spec,
@@ -465,6 +466,38 @@ def test_survey_release_uses_public_keys_and_no_customer_id(params, frames):
     assert table.height == 21 * 2
     assert set(table["customer_type"]) == {"business", "private"}
     assert table["mean_score"].is_between(0, 10).all()
+
+
+def test_the_national_survey_is_one_cell_with_the_same_person_bound(params, frames):
+    """The coarser survey table the planner falls back to: one public cell ('all'), every
+    response of the window in it, the sensitivity still all responses one person can give
+    (months x accounts); OpenDP's loss is the spec's."""
+    with plan_release(
+        SPECS["survey_national"], params, surveys=frames["surveys"], as_of=AS_OF
+    ) as plan:
+        table = plan._tables_pl(plan._run_unaccounted_pl())["survey_national"]
+        bounds = plan.bounds()["survey_national"]
+        assert plan.loss.epsilon == pytest.approx(SPECS["survey_national"].epsilon)
+    months = params.retention_months
+    assert bounds["rows_per_unit"] == months * 2
+    assert table["scope"].to_list() == ["all"] and table.height == 1
+    mean = table["mean_score"][0]
+    assert mean is None or 0 <= mean <= 10  # withheld where the noisy count does not support it
+
+
+def test_the_national_scope_is_refused_outside_surveys(params, frames):
+    """'scope' (one national cell) exists only in the survey frame: a person query keyed by
+    it is refused before anything is read, naming the query and the fix."""
+    spec = ReleaseSpec(
+        "x",
+        ("people",),
+        epsilon=0.5,
+        definitions=(QueryDef("people", "person", ("scope",), ("count",)),),
+    )
+    with pytest.raises(ReleaseRefusedError, match="'scope'.*survey tables only"):
+        plan_release(
+            spec, params, customers=frames["customers"], lines=frames["lines"], as_of=AS_OF
+        )
 
 
 def test_mean_only_where_the_noisy_count_supports_it_and_never_clamped():

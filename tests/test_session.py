@@ -247,6 +247,9 @@ def _as_session_queries(s: Session, name: str) -> list:
         "survey_by_county_type": s.table("surveys")
         .group_by("county", "customer_type")
         .agg(count(), total("score"), mean("score")),
+        "survey_national": s.table("surveys")
+        .group_by("scope")
+        .agg(count(), total("score"), mean("score")),
         "customers_by_type": customers.group_by("customer_type").agg(*spend),
         "buyers_by_type": s.table("buyers").group_by("customer_type").agg(count()),
     }
@@ -261,6 +264,7 @@ SEVEN = (
     "category_mix",
     "monthly_category",
     "survey_experience",
+    "survey_national",
 )
 
 
@@ -295,7 +299,9 @@ def test_named_specs_as_session_queries_plan_the_same_charge_and_noise(ws, name)
     assert list(planned.accuracy["cells"]) == list(expected["cells"])
 
 
-@pytest.mark.parametrize("name", ["segment_overview", "category_mix", "survey_experience"])
+@pytest.mark.parametrize(
+    "name", ["segment_overview", "category_mix", "survey_experience", "survey_national"]
+)
 def test_named_specs_as_session_queries_release_the_same_figures_and_charges(ws, name):
     policy = Policy.load("alloffice")
     spec = SPECS[name]

@@ -77,10 +77,15 @@ KEY_SETS: dict[str, str] = {
     "category": "the product taxonomy (built-in, or an ingested export's declared one)",
     "segment": "the labels of the release's segment source",
     "month": "the months of the window the caller names (YYYY-MM)",
+    "scope": "one cell for everyone in the release: a national total (the value 'all')",
 }
 #: Short names an analyst may use for a key column.
 _ALIASES = {"county": "county_code", "municipality": "municipality_code", "type": "customer_type"}
 KEY_COLUMNS = tuple(KEY_SETS)
+
+
+#: The one key of ``scope``: a table of national totals has one cell.
+NATIONAL = ("all",)
 
 
 def column_of(name: str) -> str:
@@ -149,6 +154,8 @@ def key_values(
         return tuple(segment_keys)
     if column == "month" and months is not None:
         return tuple(months)
+    if column == "scope":
+        return NATIONAL
     raise PolicyError(
         f"key {column!r} has no public list; group by one of {sorted(KEY_SETS)} "
         "(month needs a window, segment a segment source)"

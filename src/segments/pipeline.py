@@ -66,6 +66,8 @@ class BudgetPlan:
     survey: float
     monthly: float
     probe: float = 0.0
+    #: the survey table the accuracy plan chose (county × type, or the coarser per type)
+    survey_spec: str = "survey_experience"
 
     @property
     def total(self) -> float:
@@ -96,6 +98,9 @@ class BudgetPlan:
             profiles=spent("category_mix"),
             survey=spent("survey") if "survey" in plan.releases else survey,
             monthly=spent("monthly_category"),
+            survey_spec=(
+                plan.releases["survey"].spec if "survey" in plan.releases else "survey_experience"
+            ),
         )
 
 
@@ -228,11 +233,12 @@ def demo_steps(
             },
         ),
         Step(
-            "release survey experience",
+            "release survey experience"
+            + (" (national)" if plan.survey_spec == "survey_national" else ""),
             ("release",),
             {
                 **charged,
-                "spec": "survey_experience",
+                "spec": plan.survey_spec,
                 "purpose": survey_purpose,
                 "recipient": "analytics",
                 "epsilon": plan.survey,

@@ -216,7 +216,7 @@ _TABLES: dict[str, tuple[str, dict[str, str], tuple[str, ...]]] = {
     "customers": ("person", {"spend": "spend_sek", "units": "units_total", "orders": "orders"}, ()),
     "buyers": ("person", {"spend": "spend_sek", "units": "units_total", "orders": "orders"}, ()),
     "purchases": ("cells", {"spend": "sek", "units": "units"}, ("category", "month")),
-    "surveys": ("survey", {"score": "score"}, ()),
+    "surveys": ("survey", {"score": "score"}, ("scope",)),  # scope: one national cell
 }
 _SURVEY_KEYS = ("county_code", "customer_type")
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")

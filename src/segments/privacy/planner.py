@@ -71,7 +71,17 @@ TYPICAL_TO_MEAN = {
     # survey responses per county × customer type (42 cells): median / mean 0.6 on the
     # synthetic surveys (304 / 505 responses at 50,000 customers)
     "survey": 0.6,
+    # the national survey table: one cell, every response of the window
+    "survey_national": 1.0,
 }
+#: The survey's tables, finest first: (spec in :data:`segments.privacy.specs.SPECS`, cells,
+#: key of :data:`TYPICAL_TO_MEAN`). A survey table refused at its share of the budget is
+#: planned again as the next coarser one before the survey is left out: the sensitivity
+#: (months × accounts responses of one person) is the same, the cells hold more responses.
+SURVEY_TABLES = (
+    ("survey_experience", 42, "survey"),
+    ("survey_national", 1, "survey_national"),
+)
 #: Public planning facts: the relative bias of the clip on a typical cell of a norm-bounded
 #: release (each person's vector clipped at 2 x a private 90th percentile), added to the
 #: noise's error. Measured by benchmarks/bench_utility.py (alloffice, 50,000 customers, seeds
@@ -195,6 +205,9 @@ class PlannedRelease:
     #: refused, so left out of the allocation: its ε went to the other releases (the plan
     #: was made without ``override``); :attr:`epsilon` is what it would have had
     left_out: bool = False
+    #: the release spec it is planned as (the survey: its county × type table or, when that
+    #: would be refused, the coarser per-type table)
+    spec: str = ""
 
 
 @dataclass
@@ -237,6 +250,9 @@ class AccuracyPlan:
             if self.fits
             else [f"cannot meet {line}" for line in self.unmet()]
         )
+        lines += [
+            f"{r.release}: {r.note}" for r in self.releases.values() if r.meets_target and r.note
+        ]
         for r in self.releases.values():
             if r.refused:
                 action = (
@@ -365,8 +381,9 @@ class AccuracyPlan:
         for r in self.releases.values():
             mark = "ok" if r.meets_target else ("REFUSED" if r.refused else "target missed")
             mark += " (left out, ε to the others)" if r.left_out else ""
+            name = r.release if r.spec in ("", r.release) else f"{r.release} as {r.spec}"
             lines.append(
-                f"  {r.release:<18} ε {r.epsilon:<8.4g} x{r.releases_per_period:<3} expected "
+                f"  {name:<18} ε {r.epsilon:<8.4g} x{r.releases_per_period:<3} expected "
                 f"±{r.expected_relative_error:.1%} (target ±{r.target:.0%} at "
                 f"{r.confidence:.0%}) {mark}"
             )
@@ -390,6 +407,8 @@ class _Need:
     coefficient: float  # bound / typical cell, divided by the loss share of the cell's query
     target: AccuracyTarget
     bias: float = 0.0  # the clip's relative bias (:data:`CLIP_BIAS`), added to the noise's
+    spec: str = ""  # the release spec planned (default: the release's own name)
+    note: str = ""  # why this spec (a coarser table chosen), for the plan's reader
 
     def error(self, loss: float, confidence: float | None = None) -> float:
         """Expected relative half-width of the typical cell's interval at ``confidence``
@@ -397,10 +416,11 @@ class _Need:
         alpha = 1.0 - (self.target.confidence if confidence is None else confidence)
         return expected_half_width(self.mechanism, self.coefficient, loss, alpha) + self.bias
 
-    def loss_for(self, relative_error: float) -> float:
-        """The loss at which :meth:`error` equals ``relative_error`` (closed form); a target
-        at or below the bias needs a thousand times the loss of the target itself."""
-        at_one = self.error(1.0) - self.bias
+    def loss_for(self, relative_error: float, confidence: float | None = None) -> float:
+        """The loss at which :meth:`error` at ``confidence`` (default the target's) equals
+        ``relative_error`` (closed form); a target at or below the bias needs a thousand
+        times the loss of the target itself."""
+        at_one = self.error(1.0, confidence) - self.bias
         noise = max(relative_error - self.bias, 1e-3 * relative_error)
         if self.mechanism == "laplace":
             return at_one / noise
@@ -467,27 +487,48 @@ def _needs(
         coefficient = max(count_coefficient, mean_coefficient / 1.5)
         needs.append(_Need("segment_overview", 1, noise, coefficient, targets["segment_overview"]))
     if "survey" in targets and scale.survey_responses > 0 and scale.survey_months > 0:
-        needs.append(_survey_need(p, scale, targets["survey"], noise))
+        needs.append(_survey_need(p, scale, targets["survey"], noise, SURVEY_TABLES[0]))
     return needs
 
 
-def _survey_need(p: Any, scale: Scale, target: AccuracyTarget, noise: str) -> _Need:
-    """Mean score per county × customer type (42 cells), ``count`` and ``score`` each half of
-    the loss. One person gives up to ``rows`` = months × accounts responses (the release's
-    sensitivity: ``rows`` on the count, ``rows × high`` on the score sum), so the mean's
-    relative half-width is about ``rows × (high / mean + 1) / responses`` over each half's
-    loss, the mean taken at the scale's midpoint (a public fact, no data read)."""
+def _survey_need(
+    p: Any, scale: Scale, target: AccuracyTarget, noise: str, table: tuple[str, int, str]
+) -> _Need:
+    """Mean score per cell of one of :data:`SURVEY_TABLES`, ``count`` and ``score`` each half
+    of the loss. One person gives up to ``rows`` = months × accounts responses (the
+    release's sensitivity: ``rows`` on the count, ``rows × high`` on the score sum), so the
+    mean's relative half-width is about ``rows × (high / mean + 1) / responses`` over each
+    half's loss, the mean taken at the scale's midpoint (a public fact, no data read)."""
     from segments.privacy.specs import SURVEY_ACCOUNTS_PER_PERSON
 
+    spec, cells, typical = table
     low, high = (float(v) for v in p.survey_score_bounds)
     rows = scale.survey_months * SURVEY_ACCOUNTS_PER_PERSON
-    per_cell = max(TYPICAL_TO_MEAN["survey"] * scale.survey_responses / SURVEY_CELLS, 1.0)
+    per_cell = max(TYPICAL_TO_MEAN[typical] * scale.survey_responses / cells, 1.0)
     half = 2.0 if noise == "laplace" else math.sqrt(2.0)  # ε halves; ρ halves: σ × √2
     coefficient = rows * (high / ((low + high) / 2.0) + 1.0) / per_cell * half
-    return _Need("survey", 1, noise, coefficient, target)
+    return _Need("survey", 1, noise, coefficient, target, spec=spec)
 
 
-#: Cells of the survey release: 21 counties × 2 customer types.
+def _coarser(need: _Need, policy: Policy, scale: Scale, refused_at: str) -> _Need | None:
+    """The next coarser table of a refused survey (None: none left, or not the survey);
+    ``refused_at`` says why the finer one was refused, for the plan's reader."""
+    from dataclasses import replace
+
+    specs = [t[0] for t in SURVEY_TABLES]
+    if need.release != "survey" or need.spec not in specs[:-1]:
+        return None
+    finer = SURVEY_TABLES[specs.index(need.spec)]
+    table = SURVEY_TABLES[specs.index(need.spec) + 1]
+    coarser = _survey_need(policy.privacy, scale, need.target, need.mechanism, table)
+    note = (
+        f"planned as the coarser {table[0]} ({table[1]} cell{'s' * (table[1] > 1)}): the "
+        f"{finer[0]} table ({finer[1]} cells) {refused_at}"
+    )
+    return replace(coarser, note=note)
+
+
+#: Cells of the finest survey release: 21 counties × 2 customer types.
 SURVEY_CELLS = 42
 
 
@@ -570,10 +611,11 @@ def plan_by_accuracy(
             f"the fixed releases {fixed}; raise the budget or lower private_segments_epsilon"
         )
     needs = _needs(policy, scale, wanted, family)
-    plan._needs = {n.release: n for n in needs}
     left_out: dict[str, tuple[_Need, float, float]] = {}
     while True:
-        allocated = _allocate([n for n in needs if n.release not in left_out], available)
+        allocated = _allocate(
+            [n for n in needs if n.release not in left_out], available, plan.max_relative_error
+        )
         refused = [
             a
             for a in allocated
@@ -583,19 +625,51 @@ def plan_by_accuracy(
             break
         # one at a time, the last by priority: the others' shares grow with what it frees
         last = max(refused, key=lambda a: PRIORITY.index(a[0].release))
-        left_out[last[0].release] = last
+        finer, loss, _ = last
+        share = loss if family == DPFamily.PURE else _epsilon_of_rho(loss, plan._delta)
+        coarser = _coarser(
+            finer,
+            policy,
+            scale,
+            f"would be off by ±{finer.error(loss, REFUSAL_CONFIDENCE):.0%} on a typical cell at "
+            f"{REFUSAL_CONFIDENCE:.0%} at its share of the budget (ε {share:.3g}), above "
+            f"max_relative_error={plan.max_relative_error:g}",
+        )
+        if coarser is not None:  # plan the coarser table before leaving the release out
+            needs = [coarser if n is finer else n for n in needs]
+            continue
+        left_out[finer.release] = last
+    # a release left out early (the survey, last by priority) may fit once a larger one was
+    # left out after it (Offix: the category mix): take each back, by priority, if the plan
+    # then refuses nothing
+    for name in sorted(left_out, key=PRIORITY.index):
+        trial = _allocate(
+            [n for n in needs if n.release not in left_out or n.release == name],
+            available,
+            plan.max_relative_error,
+        )
+        if all(a[0].error(a[1], REFUSAL_CONFIDENCE) <= plan.max_relative_error for a in trial):
+            del left_out[name]
+            allocated = trial
+    plan._needs = {n.release: n for n in needs}
     by_release = {a[0].release: a for a in allocated} | left_out
     for n, loss, stretch in sorted(by_release.values(), key=lambda a: PRIORITY.index(a[0].release)):
         epsilon = loss if family == DPFamily.PURE else _epsilon_of_rho(loss, plan._delta)
         error = n.error(loss)
         meets = error <= n.target.relative_error * (1 + 1e-9)
         note = (
-            ""
+            n.note
             if meets
-            else (
-                f"the {p.budget_epsilon:g} ε budget per period leaves this release "
-                f"{stretch:.0%} of the loss its target needs (the budget is shared by "
-                f"priority: {', '.join(f'{r} {_WEIGHT[r]:g}' for r in PRIORITY[:3])})"
+            else "; ".join(
+                filter(
+                    None,
+                    (
+                        f"the {p.budget_epsilon:g} ε budget per period leaves this release "
+                        f"{stretch:.0%} of the loss its target needs (the budget is shared by "
+                        f"priority: {', '.join(f'{r} {_WEIGHT[r]:g}' for r in PRIORITY)})",
+                        n.note,
+                    ),
+                )
             )
         )
         plan.releases[n.release] = PlannedRelease(
@@ -611,6 +685,7 @@ def plan_by_accuracy(
             note=note,
             refusal_error=n.error(loss, REFUSAL_CONFIDENCE),
             left_out=n.release in left_out,
+            spec=n.spec or n.release,
         )
     return plan
 
@@ -623,7 +698,9 @@ PRIORITY = ("monthly_category", "segment_overview", "category_mix", "survey")
 _WEIGHT = {"monthly_category": 3.0, "segment_overview": 2.0, "category_mix": 1.0, "survey": 1.0}
 
 
-def _allocate(needs: list[_Need], available: float) -> list[tuple[_Need, float, float]]:
+def _allocate(
+    needs: list[_Need], available: float, max_relative_error: float = math.inf
+) -> list[tuple[_Need, float, float]]:
     """Loss per release. When every target fits, the spare budget scales all losses up alike.
     When not, each release gets a fraction of its need proportional to its
     :data:`_WEIGHT` (never above 1), together exactly the budget: the purchasing series'
@@ -632,10 +709,23 @@ def _allocate(needs: list[_Need], available: float) -> list[tuple[_Need, float, 
     benchmarks/bench_utility.py: at 20,000 customers meeting the series in full left the
     category mix 11 % of its need and a 72 % median error).
 
+    A release's need is the loss its target needs, and never less than the loss that keeps
+    it below ``max_relative_error`` at :data:`REFUSAL_CONFIDENCE`: a target at 50 % can be
+    looser than the refusal at 90 % (the survey's ±20 % median is ±66 % at 90 % under
+    Laplace noise), and a release met at its target but then refused buys nothing.
+
     Returns (need, loss per release, fraction of the need granted).
     """
     ordered = sorted(needs, key=lambda n: PRIORITY.index(n.release))
-    required = {n.release: n.loss_for(n.target.relative_error) for n in ordered}
+    required = {
+        n.release: max(
+            n.loss_for(n.target.relative_error),
+            n.loss_for(max_relative_error, REFUSAL_CONFIDENCE)
+            if max_relative_error < math.inf
+            else 0.0,
+        )
+        for n in ordered
+    }
     cost = {n.release: required[n.release] * n.per_period for n in ordered}
     total = math.fsum(cost.values())
     if total <= available:

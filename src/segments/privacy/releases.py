@@ -504,11 +504,16 @@ def check_survey_accounts(workspace: Workspace, policy: Policy) -> None:
 
 
 def _survey_frame(surveys: pl.LazyFrame, window: tuple[dt.date, dt.date], folder: Path) -> Path:
+    from segments.keys import NATIONAL
+
     first, end = window
     frame = surveys.filter((pl.col("survey_month") >= first) & (pl.col("survey_month") < end))
     path = folder / "survey.parquet"
     frame.select(
-        "county_code", "customer_type", pl.col("score").cast(pl.Int64)
+        "county_code",
+        "customer_type",
+        pl.lit(NATIONAL[0]).alias("scope"),  # the national table's one public key
+        pl.col("score").cast(pl.Int64),
     ).collect().write_parquet(path)
     return path
 
@@ -588,10 +593,16 @@ def check_public_keys(
 
     geography = params.geography_column
     group_keys = {*KEY_COLUMNS, *((geography,) if geography else ())}
-    person_keys = group_keys - {"category", "month"}  # attributes of the person, not a line
+    # attributes of the person, not of a line or the whole table
+    person_keys = group_keys - {"category", "month", "scope"}
     why = f" ({cite})" if cite else ""
     for query in spec.query_defs:
         for column in query.by:
+            if column == "scope" and query.frame != "survey":
+                raise ReleaseRefusedError(
+                    f"release {spec.name!r}, query {query.name!r}: group by 'scope' (one "
+                    f"national cell) is for survey tables only{why}; drop it from the keys"
+                )
             if column not in group_keys:
                 raise ReleaseRefusedError(
                     f"release {spec.name!r}, query {query.name!r}: group by {column!r} refused: "

@@ -242,6 +242,18 @@ QUERIES: dict[str, QueryDef] = {
             "sole trader's accounts are one person), over the release's public window of "
             "months (one month, or the retention window); score clipped to survey_score_bounds",
         ),
+        QueryDef(
+            "survey_national",
+            "survey",
+            ("scope",),
+            ("count", "score"),
+            means=(("mean_score", "score", "count"),),
+            influence="one row per survey response, bounded as survey_by_county_type's: at most "
+            "one response per account and month, at most SURVEY_ACCOUNTS_PER_PERSON accounts "
+            "per person, over the release's public window of months; score clipped to "
+            "survey_score_bounds (one national cell instead of 42: every response of the "
+            "window in it, for the same sensitivity)",
+        ),
     )
 }
 
@@ -641,6 +653,14 @@ SPECS: dict[str, ReleaseSpec] = {
             epsilon=0.5,
             description="mean survey score per county and customer type; the unit is the "
             "person (all responses one person can give in the release's months)",
+        ),
+        ReleaseSpec(
+            "survey_national",
+            ("survey_national",),
+            epsilon=0.5,
+            description="the national mean survey score: the coarser survey table the accuracy "
+            "planner falls back to when the county × type table would be refused; the unit "
+            "is the person (all responses one person can give in the release's months)",
         ),
     )
 }
