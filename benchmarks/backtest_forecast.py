@@ -106,6 +106,7 @@ def _dp_archive(
     from segments.policy import Policy
     from segments.privacy.archive import next_month, release_month
     from segments.privacy.ledger import Ledger
+    from segments.privacy.publishing import ReleaseContext
     from segments.privacy.specs import SPECS, PrivacyParams
 
     tag = f"{params_policy}-" if params_policy else ""
@@ -140,21 +141,13 @@ def _dp_archive(
     archived: set[dt.date] = set()
     if (ws.releases / "archive" / "monthly_category.parquet").exists():
         archived = set(load_archive(ws)["month"].dt.date)
+    context = ReleaseContext.open(
+        ledger, ws, policy, purpose=PURPOSE, recipient=RECIPIENT, synthetic=True
+    )
     for month in train_months:
         if month in archived:
             continue
-        release_month(
-            ws,
-            month,
-            as_of=next_month(month),
-            params=params,
-            ledger=ledger,
-            policy=policy,
-            purpose=PURPOSE,
-            recipient=RECIPIENT,
-            spec=spec,
-            synthetic=True,
-        )
+        release_month(context, month, as_of=next_month(month), params=params, spec=spec)
     return ws, len(set(train_months) - archived)
 
 

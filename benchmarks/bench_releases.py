@@ -108,13 +108,16 @@ def child_release(folder: Path) -> dict:
     start = time.perf_counter()
     cpu = time.process_time()
     from segments.privacy.archive import release_month
+    from segments.privacy.publishing import ReleaseContext
     from segments.privacy.releases import plan_release
     from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource
 
     policy, workspace, ledger = _ledger(folder)
     params = PrivacyParams.from_policy(policy, PURPOSE)
     timings = {"import_and_open": time.perf_counter() - start}
-    common = {"policy": policy, "purpose": PURPOSE, "recipient": "purchasing", "synthetic": True}
+    context = ReleaseContext.open(
+        ledger, workspace, policy, purpose=PURPOSE, recipient="purchasing", synthetic=True
+    )
     t = time.perf_counter()
     with plan_release(
         SPECS["month_closing"],
@@ -125,12 +128,10 @@ def child_release(folder: Path) -> dict:
         as_of=AS_OF,
     ) as plan:
         timings["month_closing_plan"] = time.perf_counter() - t
-        plan.execute(ledger, workspace, **common)
+        plan.execute(context)
     timings["month_closing"] = time.perf_counter() - t
     t = time.perf_counter()
-    release_month(
-        workspace, dt.date(2026, 2, 1), as_of=AS_OF, params=params, ledger=ledger, **common
-    )
+    release_month(context, dt.date(2026, 2, 1), as_of=AS_OF, params=params)
     timings["monthly_series"] = time.perf_counter() - t
     t = time.perf_counter()
     with plan_release(
@@ -141,7 +142,7 @@ def child_release(folder: Path) -> dict:
         as_of=AS_OF,
         survey_month=dt.date(2026, 2, 1),
     ) as plan:
-        plan.execute(ledger, workspace, **common)
+        plan.execute(context)
     timings["survey"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     timings["total_cpu"] = time.process_time() - cpu
@@ -151,6 +152,7 @@ def child_release(folder: Path) -> dict:
 def child_spend_opendp(folder: Path) -> dict:
     start = time.perf_counter()
     cpu = time.process_time()
+    from segments.privacy.publishing import ReleaseContext
     from segments.privacy.releases import plan_release
     from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource
 
@@ -165,12 +167,9 @@ def child_spend_opendp(folder: Path) -> dict:
         as_of=AS_OF,
     ) as plan:
         plan.execute(
-            ledger,
-            workspace,
-            policy=policy,
-            purpose=PURPOSE,
-            recipient="purchasing",
-            synthetic=True,
+            ReleaseContext.open(
+                ledger, workspace, policy, purpose=PURPOSE, recipient="purchasing", synthetic=True
+            )
         )
     return {
         "seconds": time.perf_counter() - start,

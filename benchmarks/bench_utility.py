@@ -13,8 +13,9 @@ per category, the last 12 closed months), the category mix per segment, customer
   budget split (``pipeline.plan_budget``).
 
 Each released value is compared with the exact, unclipped truth (relative error
-``|released − truth| / truth``). Releases run through ``ReleasePlan.run_unaccounted`` (no
-ledger: this is an evaluation on synthetic data). Noise is OpenDP's; ``--repeats`` repeats
+``|released − truth| / truth``). Releases run through the tests' ``run_unaccounted`` helper
+(tests/release_helpers.py: no ledger, this is an evaluation on synthetic data; the library
+itself releases only through a ledger). Noise is OpenDP's; ``--repeats`` repeats
 every release to average over it. The dataset's seed is drawn at run time (printed, and
 kept in the results; ``--seed`` replays one), never the committed dataset's seed 7.
 
@@ -51,6 +52,9 @@ from segments.privacy.planner import Scale, plan_by_accuracy, survey_scale
 from segments.privacy.releases import plan_release
 from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource
 from segments.synth import DEFAULT_DATASET
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from release_helpers import run_unaccounted  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "bench_utility.json"
 
@@ -104,10 +108,10 @@ def _probe(prepared: Path, params: PrivacyParams, as_of: dt.date, k: int) -> Sca
     kwargs = {"customers": prepared / "customers.parquet", "lines": prepared / "lines.parquet"}
     spec = SPECS["scale_probe"].with_epsilon(PROBE_EPSILON)
     with plan_release(spec, params, as_of=as_of, **kwargs) as plan:
-        people = plan._tables_pl(plan._run_unaccounted_pl())["customers_by_type"]
+        people = plan._tables_pl(run_unaccounted(plan))["customers_by_type"]
     spec = SPECS["scale_probe_month"].with_epsilon(PROBE_EPSILON)
     with plan_release(spec, params, as_of=as_of, window=(last, month_start(as_of)), **kwargs) as p:
-        buyers = p._tables_pl(p._run_unaccounted_pl())["buyers_by_type"]
+        buyers = p._tables_pl(run_unaccounted(p))["buyers_by_type"]
     n = float(people["count"].sum())
     return Scale(n, float(people["spend_sek"].sum()) / max(n, 1), float(buyers["count"].sum()), k)
 
@@ -149,7 +153,7 @@ def _monthly(prepared, params, as_of, epsilon, design, repeats, n_months=12) -> 
             ) as plan,
         ):
             for _ in range(repeats):
-                table = plan._tables_pl(plan._run_unaccounted_pl())["monthly_category"]
+                table = plan._tables_pl(run_unaccounted(plan))["monthly_category"]
                 joined = table.join(truth, on="category")
                 for agg in ("units", "sek"):
                     column = f"{agg}_noisy" if design == "baseline" else agg
@@ -190,7 +194,7 @@ def _segment_tables(prepared, params, as_of, eps_overview, eps_mix, design, repe
             .agg(pl.col("sek").sum().alias("sek_true"), pl.col("units").sum().alias("units_true"))
         )
         for _ in range(repeats):
-            table = p._tables_pl(p._run_unaccounted_pl())["category_by_segment"].join(
+            table = p._tables_pl(run_unaccounted(p))["category_by_segment"].join(
                 truth, on=["segment", "category"]
             )
             for agg in ("sek", "units"):
@@ -208,7 +212,7 @@ def _segment_tables(prepared, params, as_of, eps_overview, eps_mix, design, repe
             pl.col("spend_sek").clip(0, params.spend_bound_sek).mean().alias("clipped"),
         )
         for _ in range(repeats):
-            tables = p._tables_pl(p._run_unaccounted_pl())
+            tables = p._tables_pl(run_unaccounted(p))
             cs = tables["customers_by_county_segment"].join(counts, on=["county_code", "segment"])
             column = "count_noisy" if design == "baseline" else "count"
             out["county_segment"].append(_relative(cs[column], cs["true"]))

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from prepared_frames import synthetic_proof
+from release_helpers import release_context
 
 from segments import (
     RELEASE_SPECS,
@@ -48,7 +49,7 @@ def _dp_release(ws: Workspace, policy: Policy, ledger: Ledger, purpose: str) -> 
         segments=SegmentSource.category_rule(),
         as_of=AS_OF,
     ) as plan:
-        plan.execute(ledger, ws, policy=policy, purpose=purpose, recipient="purchasing")
+        plan.execute(release_context(ledger, ws, policy, purpose=purpose, recipient="purchasing"))
 
 
 def _full_flow(ws: Workspace, policy: Policy, ledger: Ledger) -> None:
@@ -57,25 +58,18 @@ def _full_flow(ws: Workspace, policy: Policy, ledger: Ledger) -> None:
     month = dt.date(2025, 9, 1)
     for _ in range(13):
         release_month(
-            ws,
+            release_context(
+                ledger, ws, policy, purpose="statistics", recipient="purchasing", synthetic=True
+            ),
             month,
             as_of=AS_OF,
             params=params,
-            ledger=ledger,
-            policy=policy,
-            purpose="statistics",
-            recipient="purchasing",
             spec=spec,
-            synthetic=True,
         )
         month = dt.date(month.year + month.month // 12, month.month % 12 + 1, 1)
     forecast_purchasing(ws, horizon=3, model="seasonal-naive")
     release_kanon(
-        ws,
-        policy,
-        ledger,
-        purpose="microdata",
-        recipient="purchasing",
+        release_context(ledger, ws, policy, purpose="microdata", recipient="purchasing"),
         k=policy.privacy.min_k,
         seed=6,
         as_of=AS_OF,

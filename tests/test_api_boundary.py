@@ -180,7 +180,7 @@ def test_table_returning_functions_give_pandas_at_run_time(tmp_path) -> None:
     assert isinstance(mondrian(years, by, PrivacyModel(k=2)), pd.DataFrame)
 
 
-@pytest.mark.parametrize("name", ["accuracy", "run_unaccounted", "tables"])
+@pytest.mark.parametrize("name", ["accuracy", "tables"])
 def test_release_plan_outputs_are_pandas(tmp_path, name) -> None:
     import numpy as np
 
@@ -199,8 +199,8 @@ def test_release_plan_outputs_are_pandas(tmp_path, name) -> None:
     ) as plan:
         if name == "accuracy":
             out: Any = {"accuracy": plan.accuracy, "summary": plan.queries[0].summary}
-        elif name == "run_unaccounted":
-            out = plan.run_unaccounted()
-        else:
-            out = plan.tables(plan.run_unaccounted())
+        else:  # noisy answers outside a ledger: a test helper, not the library's API
+            from release_helpers import run_unaccounted
+
+            out = plan.tables(run_unaccounted(plan))
     assert out and all(isinstance(t, pd.DataFrame) for t in out.values())

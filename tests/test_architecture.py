@@ -409,3 +409,41 @@ def test_a_privacy_loss_travels_as_privacy_loss_not_as_a_dict() -> None:
                 if len(keys) >= 2 and keys <= loss_keys and len(keys) == len(node.keys):
                     found.append(f"{path.relative_to(SRC)}:{node.lineno}")
     assert not found, f"pass a PrivacyLoss instead of a dict: {found}"
+
+
+def test_every_release_takes_one_release_context_and_none_runs_without_a_ledger() -> None:
+    """Issue 15 point 7: the ledger, workspace, policy, purpose, recipient, destination,
+    synthetic proof and clause ids travel as one ``ReleaseContext`` (built by
+    ``ReleaseContext.open``, checked against the policy and the ledger), so no release
+    function takes them one by one; and no library function runs a plan's measurements
+    outside a ledger (``run_unaccounted`` lives in tests/release_helpers.py)."""
+    import inspect
+
+    from segments.anonymity.job import release_kanon
+    from segments.privacy.archive import backfill, release_month
+    from segments.privacy.jobs import release_spec
+    from segments.privacy.kmeans import fit_private_segments, private_segment_profiles
+    from segments.privacy.planner import probe_scale
+    from segments.privacy.releases import ReleasePlan
+
+    group = {"ledger", "workspace", "policy", "purpose", "recipient", "destination"}
+    group |= {"synthetic", "clause_ids"}
+    releases = (
+        ReleasePlan.execute,
+        release_month,
+        backfill,
+        release_kanon,
+        fit_private_segments,
+        private_segment_profiles,
+        release_spec,
+        probe_scale,
+    )
+    loose = {f.__qualname__: sorted(group & set(inspect.signature(f).parameters)) for f in releases}
+    assert not any(loose.values()), f"take a ReleaseContext instead of: {loose}"
+    assert all("context" in inspect.signature(f).parameters for f in releases)
+    unaccounted = [
+        str(path.relative_to(SRC))
+        for path in sorted((SRC / "segments").rglob("*.py"))
+        if "run_unaccounted" in path.read_text(encoding="utf-8")
+    ]
+    assert not unaccounted, f"measurements run outside a ledger in {unaccounted}"

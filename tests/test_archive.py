@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from prepared_frames import synthetic_proof, write_policy_report
 from privacy_params import privacy_params
+from release_helpers import release_context
 
 from segments.exceptions import PolicyError, ReleaseRefusedError, WorkspaceError
 from segments.policy import Policy
@@ -74,15 +75,12 @@ def _eval_ledger(ws, policy):
 
 def _release(ws, month, as_of, params, ledger, policy):
     return release_month(
-        ws,
+        release_context(
+            ledger, ws, policy, purpose=PURPOSE, recipient="purchasing", synthetic=True
+        ),
         month,
         as_of=as_of,
         params=params,
-        ledger=ledger,
-        policy=policy,
-        purpose=PURPOSE,
-        recipient="purchasing",
-        synthetic=True,
     )
 
 
@@ -212,14 +210,11 @@ def test_an_aborted_month_may_be_retried_and_is_charged_again(workspace, params,
 def test_backfill_steps_through_the_history(workspace, params, policy):
     ledger = _eval_ledger(workspace, policy)
     report = backfill(
-        workspace,
+        release_context(
+            ledger, workspace, policy, purpose=PURPOSE, recipient="purchasing", synthetic=True
+        ),
         until=dt.date(2026, 2, 15),
         params=params,
-        ledger=ledger,
-        policy=policy,
-        purpose=PURPOSE,
-        recipient="purchasing",
-        synthetic=True,
     )
     # Data start on 2025-09-10: September is partial; October to January have closed.
     assert list(report.released) == ["2025-10-01", "2025-11-01", "2025-12-01", "2026-01-01"]
@@ -235,14 +230,11 @@ def test_backfill_steps_through_the_history(workspace, params, policy):
         dt.date(2026, 2, 1),
     }
     again = backfill(
-        workspace,
+        release_context(
+            ledger, workspace, policy, purpose=PURPOSE, recipient="purchasing", synthetic=True
+        ),
         until=dt.date(2026, 2, 15),
         params=params,
-        ledger=ledger,
-        policy=policy,
-        purpose=PURPOSE,
-        recipient="purchasing",
-        synthetic=True,
     )
     assert again.released == {}
     assert len(ledger.entries()) == 4
@@ -252,13 +244,9 @@ def test_backfill_refuses_the_controllers_real_ledger(workspace, params, policy,
     ledger = Ledger.open(tmp_path / "real.sqlite", policy.controller, policy=policy, init=True)
     with pytest.raises(ReleaseRefusedError, match="evaluation ledger or the demo"):
         backfill(
-            workspace,
+            release_context(ledger, workspace, policy, purpose=PURPOSE, recipient="purchasing"),
             until=dt.date(2026, 2, 1),
             params=params,
-            ledger=ledger,
-            policy=policy,
-            purpose=PURPOSE,
-            recipient="purchasing",
         )
 
 
@@ -275,14 +263,11 @@ def test_backfill_replays_months_before_the_prepared_window(tmp_path):
         ws, policy.controller, evaluation=True, synthetic=synthetic_proof(ws)
     )
     report = backfill(
-        ws,
+        release_context(
+            ledger, ws, policy, purpose="statistics", recipient="purchasing", synthetic=True
+        ),
         until=dt.date(2024, 2, 1),
         params=PrivacyParams.from_policy(policy, "statistics"),
-        ledger=ledger,
-        policy=policy,
-        purpose="statistics",
-        recipient="purchasing",
-        synthetic=True,
     )
     # the default history starts 2023-11-01; today's prepared frames start in 2025
     assert list(report.released) == ["2023-11-01", "2023-12-01", "2024-01-01"]
@@ -391,10 +376,11 @@ ledger = Ledger.for_workspace(ws, policy.controller, evaluation=True,
                               synthetic=_verdict(True, "hand-made test frames", "tests",
                                                  raw_digest(ws)),
                               policy=policy)
-archive.release_month(ws, dt.date(2025, 11, 1), as_of=dt.date(2025, 12, 1),
-                      params=PrivacyParams.from_policy(policy, "statistics"), ledger=ledger,
-                      policy=policy, purpose="statistics", recipient="purchasing",
-                      synthetic=True)
+from segments.privacy.publishing import ReleaseContext
+context = ReleaseContext.open(ledger, ws, policy, purpose="statistics", recipient="purchasing",
+                              synthetic=True)
+archive.release_month(context, dt.date(2025, 11, 1), as_of=dt.date(2025, 12, 1),
+                      params=PrivacyParams.from_policy(policy, "statistics"))
 """
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from realexports import CDNOW, build_eu_export
+from release_helpers import release_context
 
 from segments.cli.main import main
 
@@ -198,5 +199,7 @@ def test_private_segments_on_a_declared_taxonomy(
     ledger = Ledger.for_policy(policy)
     before = len(ledger.entries())
     with pytest.raises(PolicyError, match="outside the declared taxonomy.*nothing was charged"):
-        fit_private_segments(ws, policy, ledger, purpose="segmentation", recipient="analytics")
+        fit_private_segments(
+            release_context(ledger, ws, policy, purpose="segmentation", recipient="analytics")
+        )
     assert len(ledger.entries()) == before

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from prepared_frames import install_prepared, synthetic_proof, verified_plan
+from release_helpers import release_context
 
 import segments
 from segments.exceptions import PolicyError
@@ -135,7 +136,7 @@ def test_every_card_cites_only_its_own_policys_clauses(name, frames, tmp_path):
         as_of=dt.date(2026, 3, 1),
     ) as plan:
         result = plan.execute(
-            ledger, workspace, policy=policy, purpose=purpose, recipient="purchasing"
+            release_context(ledger, workspace, policy, purpose=purpose, recipient="purchasing")
         )
     card = json.loads((result.path / "card.json").read_text(encoding="utf-8"))
     assert card["clause_ids"] == list(policy.release_clause_ids(purpose))

@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 from prepared_frames import install_prepared, synthetic_proof, verified_plan
 from privacy_params import privacy_params
+from release_helpers import release_context, run_unaccounted
 
 from segments.policy import Policy
 from segments.privacy._frames import write_prepared_frames
@@ -141,7 +142,7 @@ def test_errors_match_the_declared_noise(family, frames):
         segments=SegmentSource.category_rule(),
         as_of=AS_OF,
     ) as plan:
-        answers = [plan._run_unaccounted_pl() for _ in range(40 if family == "pure" else 25)]
+        answers = [run_unaccounted(plan) for _ in range(40 if family == "pure" else 25)]
         errors = _errors(plan, params, answers)
         summary = {
             (r["query"], r["aggregate"]): r for r in plan._accuracy_pl().iter_rows(named=True)
@@ -166,7 +167,7 @@ def test_the_calibration_check_detects_a_bounding_bug(frames):
         segments=SegmentSource.category_rule(),
         as_of=AS_OF,
     ) as plan:
-        answers = [plan._run_unaccounted_pl() for _ in range(20)]
+        answers = [run_unaccounted(plan) for _ in range(20)]
         errors = _errors(plan, params, answers, clip=False)
         row = plan._accuracy_pl().filter(pl.col("aggregate") == "spend_sek").row(0, named=True)
     z_mean, z_var = _check(
@@ -188,7 +189,7 @@ def test_a_wrong_scale_is_detected(frames):
         segments=SegmentSource.category_rule(),
         as_of=AS_OF,
     ) as plan:
-        answers = [plan._run_unaccounted_pl() for _ in range(20)]
+        answers = [run_unaccounted(plan) for _ in range(20)]
         errors = _errors(plan, params, answers)[("customers_by_county_segment", "count")]
         scale = plan._accuracy_pl()["scale"][0]
     assert abs(_check(errors, scale, "Integer Laplace")[1]) < Z
@@ -227,12 +228,14 @@ def test_released_tables_through_the_evaluation_ledger_are_calibrated(frames, tm
     ) as plan:
         results = [
             plan.execute(
-                ledger,
-                workspace,
-                policy=policy,
-                purpose="statistics",
-                recipient="analytics",
-                synthetic=True,
+                release_context(
+                    ledger,
+                    workspace,
+                    policy,
+                    purpose="statistics",
+                    recipient="analytics",
+                    synthetic=True,
+                )
             )
             for _ in range(12)
         ]
@@ -269,7 +272,7 @@ def test_utility_100k_customers_county_segment_counts(tmp_path):
     ) as plan:
         query = plan.queries[0]
         exact = _exact(query, params)
-        released = plan._run_unaccounted_pl()[query.query.name]
+        released = run_unaccounted(plan)[query.query.name]
     joined = exact.join(released, on=["county_code", "segment"], suffix="_dp")
     big = joined.filter(pl.col("count") >= 100)
     rel = ((big["count_dp"] - big["count"]).abs() / big["count"]).median()
@@ -309,9 +312,7 @@ def test_each_category_is_noised_at_its_own_bound(frames):
     with plan_release(
         spec, params, customers=frames["customers"], lines=frames["lines"], as_of=AS_OF
     ) as plan:
-        tables = [
-            plan._tables_pl(plan._run_unaccounted_pl())["monthly_category"] for _ in range(30)
-        ]
+        tables = [plan._tables_pl(run_unaccounted(plan))["monthly_category"] for _ in range(30)]
         top = plan._accuracy_pl().filter(pl.col("aggregate") == "units").row(0, named=True)
         norm = plan.queries[0].vector.norm
     truth = _clipped_category_truth(frames["lines"], params, norm)
@@ -348,7 +349,7 @@ def test_post_processed_intervals_still_cover_the_truth(frames):
         covered = []
         keys = {q.query.name: list(q.query.by) for q in plan.queries}
         for _ in range(12):
-            tables = plan._tables_pl(plan._run_unaccounted_pl())
+            tables = plan._tables_pl(run_unaccounted(plan))
             for name, truth in exact.items():
                 by = keys[name]
                 joined = tables[name].join(truth, on=by, suffix="_true")

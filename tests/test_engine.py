@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
+from release_helpers import release_context
 
 from segments._tables import scan_table
 from segments.engine import choose_engine, get_engine, line_files, memory_budget
@@ -284,12 +285,14 @@ def _month_closing(lines: Path, workspace: Workspace, engine_name: str, monkeypa
     ) as plan:
         accuracy = plan._accuracy_pl()  # compared as polars (the API hands out pandas)
         result = plan.execute(
-            ledger,
-            workspace,
-            policy=policy,
-            purpose="statistics",
-            recipient="purchasing",
-            synthetic=True,
+            release_context(
+                ledger,
+                workspace,
+                policy,
+                purpose="statistics",
+                recipient="purchasing",
+                synthetic=True,
+            )
         )
     card = json.loads((result.path / "card.json").read_text())
     return {"card": card, "tables": result._tables, "accuracy": accuracy}

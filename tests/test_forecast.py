@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from prepared_frames import synthetic_proof
+from release_helpers import release_context
 
 from segments.cli.main import main
 from segments.exceptions import BudgetExceededError, SchemaError, WorkspaceError
@@ -390,17 +391,12 @@ def test_budget_exhausted_release_leaves_a_clear_error_and_no_forecast(tmp_path,
         ws, policy.controller, policy=policy, synthetic=synthetic_proof(ws)
     )  # demo
     spec = SPECS["monthly_category"]
-    common = {
-        "params": params,
-        "ledger": ledger,
-        "policy": policy,
-        "purpose": "statistics",
-        "recipient": "purchasing",
-    }
-    release_month(ws, dt.date(2025, 1, 1), as_of=dt.date(2025, 2, 1), spec=spec, **common)
+    context = release_context(ledger, ws, policy, purpose="statistics", recipient="purchasing")
+    common = {"params": params}
+    release_month(context, dt.date(2025, 1, 1), as_of=dt.date(2025, 2, 1), spec=spec, **common)
     with pytest.raises(BudgetExceededError, match="remaining"):
         release_month(
-            ws,
+            context,
             dt.date(2025, 2, 1),
             as_of=dt.date(2025, 3, 1),
             spec=spec.with_epsilon(policy.privacy.budget_epsilon),

@@ -13,6 +13,7 @@ import pandas as pd
 import polars as pl
 import pytest
 from kanon_files import write_release
+from release_helpers import release_context
 
 from segments.anonymity import (
     EarlierRelease,
@@ -128,14 +129,15 @@ def _release(ws, **options):
     options = {"seed": 3, "as_of": dt.date(2026, 10, 31), **options}
     if isinstance(options.get("columns"), str):
         options["columns"] = options["columns"].split(",")
-    return release_kanon(
+    context = release_context(
+        lambda: open_ledger(ws, policy),
         ws,
         policy,
-        lambda: open_ledger(ws, policy),
         purpose=options.pop("purpose", "microdata"),
         recipient=options.pop("recipient", "purchasing"),
-        **options,
+        **{k: options.pop(k) for k in ("destination", "synthetic") if k in options},
     )
+    return release_kanon(context, **options)
 
 
 def _releases(ws):
@@ -321,7 +323,9 @@ def test_private_segments_are_read_and_missing_ones_explained(workspace):
 
     sign_prepared(workspace, "microdata", dt.date(2026, 10, 31))  # as prepare would write them
     fit_private_segments(
-        workspace, policy, ledger, purpose="microdata", as_of=dt.date(2026, 10, 31), seed=0
+        release_context(ledger, workspace, policy, purpose="microdata", recipient="analytics"),
+        as_of=dt.date(2026, 10, 31),
+        seed=0,
     )
     _release(workspace, k=10, segments="private", columns=COLUMNS)
     (folder,) = _releases(workspace)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from prepared_frames import synthetic_proof
+from release_helpers import release_context
 
 from segments.exceptions import ReleaseRefusedError
 from segments.policy import Policy
@@ -345,7 +346,10 @@ def test_private_segments_without_as_of_take_the_ledgers_time_after_a_release(
     prepare(genuine, "alloffice", "segmentation", "2026-10-31")
     ledger = Ledger.for_policy(policy)
     ledger.reserve(dataclasses.replace(request(policy), as_of=dt.date(2026, 12, 4)))
-    result = fit_private_segments(genuine, policy, ledger, seed=1)
+    result = fit_private_segments(
+        release_context(ledger, genuine, policy, purpose="segmentation", recipient="analytics"),
+        seed=1,
+    )
     assert result.metadata["as_of"] == "2026-12-04"
     assert len(ledger.entries()) == 2
 
@@ -440,7 +444,9 @@ def test_attack_a_person_with_three_accounts_refuses_the_survey_before_any_charg
             as_of=dt.date(2026, 11, 1),
             workspace=ws,
         ) as plan:
-            plan.execute(ledger, ws, policy=policy, purpose="statistics", recipient="purchasing")
+            plan.execute(
+                release_context(ledger, ws, policy, purpose="statistics", recipient="purchasing")
+            )
 
     survey_release()  # the generated data keep the bound: released
     assert len(ledger.entries()) == 1

@@ -7,6 +7,7 @@ import datetime as dt
 import numpy as np
 import pytest
 from prepared_frames import sign_prepared, synthetic_proof
+from release_helpers import release_context
 
 from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.policy import POLICY_NAMES, Policy
@@ -116,14 +117,11 @@ def test_the_probe_is_charged_and_sizes_the_cells(tmp_path):
         ws, policy.controller, evaluation=True, synthetic=synthetic_proof(ws)
     )
     scale, charged = probe_scale(
-        ws,
-        policy,
-        ledger,
+        release_context(
+            ledger, ws, policy, purpose="statistics", recipient="purchasing", synthetic=True
+        ),
         as_of=dt.date(2026, 3, 1),
-        purpose="statistics",
-        recipient="purchasing",
         segments=6,
-        synthetic=True,
     )
     assert len(ledger.entries()) == 2
     assert charged == pytest.approx({"scale_probe": 0.02, "scale_probe_month": 0.02})

@@ -14,6 +14,7 @@ import numpy as np
 import opendp.prelude as dp
 import pytest
 from prepared_frames import synthetic_proof
+from release_helpers import release_context
 from sklearn.cluster import KMeans
 
 from segments._tables import read_table, scan_table
@@ -323,7 +324,12 @@ def test_fit_private_segments_charges_the_ledger_and_writes_the_release(private_
 
     policy = Policy.load("alloffice")
     ledger = Ledger.for_policy(policy)  # the controller's ledger: hand-made frames
-    result = fit_private_segments(private_workspace, policy, ledger, seed=0)
+    result = fit_private_segments(
+        release_context(
+            ledger, private_workspace, policy, purpose="segmentation", recipient="analytics"
+        ),
+        seed=0,
+    )
     entries = ledger.entries()
     assert len(entries) == 1
     charged = entries[0].loss.epsilon
@@ -361,10 +367,20 @@ def test_over_budget_is_refused_before_anything_is_written(private_workspace):
     ledger = Ledger.for_policy(policy)  # the controller's ledger: hand-made frames
     spendable = int(policy.privacy.budget_epsilon // policy.privacy.private_segments_epsilon)
     for _ in range(spendable):
-        fit_private_segments(private_workspace, policy, ledger, seed=0)
+        fit_private_segments(
+            release_context(
+                ledger, private_workspace, policy, purpose="segmentation", recipient="analytics"
+            ),
+            seed=0,
+        )
     before = (private_workspace.segments / "private" / "card.json").read_text()
     with pytest.raises(BudgetExceededError):
-        fit_private_segments(private_workspace, policy, ledger, seed=0)
+        fit_private_segments(
+            release_context(
+                ledger, private_workspace, policy, purpose="segmentation", recipient="analytics"
+            ),
+            seed=0,
+        )
     assert (private_workspace.segments / "private" / "card.json").read_text() == before
     assert len(ledger.entries()) == spendable
 
@@ -380,7 +396,12 @@ def test_external_recipient_gets_private_segments_but_not_fitted_ones(private_wo
 
     policy = Policy.load("alloffice")
     ledger = Ledger.for_policy(policy)  # the controller's ledger: hand-made frames
-    fit_private_segments(private_workspace, policy, ledger, seed=0)
+    fit_private_segments(
+        release_context(
+            ledger, private_workspace, policy, purpose="segmentation", recipient="analytics"
+        ),
+        seed=0,
+    )
     segment(private_workspace, policy, k_range=[4], n_bootstrap=1, seed=0)
     private = SegmentSource.from_workspace(private_workspace, "private", ledger=ledger)
     fitted = SegmentSource.from_workspace(private_workspace, "fitted")
@@ -418,8 +439,18 @@ def test_profiles_come_from_a_dp_release_keyed_by_the_private_segments(private_w
 
     policy = Policy.load("alloffice")
     ledger = Ledger.for_policy(policy)  # the controller's ledger: hand-made frames
-    seg = fit_private_segments(private_workspace, policy, ledger, seed=0)
-    profiles, release = private_segment_profiles(private_workspace, policy, ledger, epsilon=0.5)
+    seg = fit_private_segments(
+        release_context(
+            ledger, private_workspace, policy, purpose="segmentation", recipient="analytics"
+        ),
+        seed=0,
+    )
+    profiles, release = private_segment_profiles(
+        release_context(
+            ledger, private_workspace, policy, purpose="segmentation", recipient="purchasing"
+        ),
+        epsilon=0.5,
+    )
     assert list(profiles["segment"]) == [str(j) for j in range(seg.model.n_clusters)]
     assert release.card["guarantee"] == "end-to-end ε-DP"
     assert release.card["segmentation"]["release_id"] == seg.release_id
@@ -448,10 +479,15 @@ def _release_keyed_by_private(ws, ledger, policy):
         segments=source,
         as_of=AS_OF,
     ) as plan:
-        return plan.execute(
-            ledger, ws, policy=policy, purpose="segmentation", recipient="eu-logistics-processor",
+        context = release_context(
+            ledger,
+            ws,
+            policy,
+            purpose="segmentation",
+            recipient="eu-logistics-processor",
             destination="FI",
-        )  # fmt: skip
+        )
+        return plan.execute(context)
 
 
 def test_hand_written_private_labels_are_refused_before_any_charge(private_workspace):
@@ -500,7 +536,12 @@ def test_private_labels_rest_on_an_entry_of_the_same_ledger_with_matching_centro
         evaluation=True,
         synthetic=synthetic_proof(private_workspace),  # about the workspace it releases
     )
-    fit_private_segments(private_workspace, policy, demo, seed=0)
+    fit_private_segments(
+        release_context(
+            demo, private_workspace, policy, purpose="segmentation", recipient="analytics"
+        ),
+        seed=0,
+    )
     ledger = Ledger.for_policy(policy)
     with pytest.raises(ReleaseRefusedError, match="has no entry"):
         _release_keyed_by_private(private_workspace, ledger, policy)
@@ -508,7 +549,13 @@ def test_private_labels_rest_on_an_entry_of_the_same_ledger_with_matching_centro
     from prepared_frames import AS_OF
 
     # the data's as-of, stated (the default on a controller's ledger is its clock's today)
-    seg = fit_private_segments(private_workspace, policy, ledger, seed=0, as_of=AS_OF)
+    seg = fit_private_segments(
+        release_context(
+            ledger, private_workspace, policy, purpose="segmentation", recipient="analytics"
+        ),
+        seed=0,
+        as_of=AS_OF,
+    )
     folder = private_workspace.segments / "private"
     # the release recomputes each person's label from the verified centroids: the same
     # labels the model wrote (post-processing), so a hand-written labels file is never read
@@ -599,7 +646,16 @@ def test_private_labels_are_not_written_when_an_erasure_lands_meanwhile(
     monkeypatch.setattr(kmeans, "_segment_names_from_centroids", erasure_meanwhile)
     policy = Policy.load("alloffice")
     with pytest.raises(WorkspaceError, match="erasure or restriction was recorded"):
-        kmeans.fit_private_segments(private_workspace, policy, Ledger.for_policy(policy), seed=0)
+        kmeans.fit_private_segments(
+            release_context(
+                Ledger.for_policy(policy),
+                private_workspace,
+                policy,
+                purpose="segmentation",
+                recipient="analytics",
+            ),
+            seed=0,
+        )
     assert not (private_workspace.segments / "private").exists()
     assert list(private_workspace.segments.glob(".private-*")) == []
 
@@ -617,7 +673,16 @@ def test_private_segments_folder_is_owner_only_whatever_the_umask(private_worksp
     policy = Policy.load("alloffice")
     old = os.umask(0o022)
     try:
-        fit_private_segments(private_workspace, policy, Ledger.for_policy(policy), seed=0)
+        fit_private_segments(
+            release_context(
+                Ledger.for_policy(policy),
+                private_workspace,
+                policy,
+                purpose="segmentation",
+                recipient="analytics",
+            ),
+            seed=0,
+        )
     finally:
         os.umask(old)
     folder = private_workspace.segments / "private"
@@ -658,11 +723,21 @@ def test_attack_an_edited_report_as_of_does_not_move_the_private_models_charge(
     controller = Ledger.for_policy(policy)
     for ledger in (evaluation, controller):
         with pytest.raises(ReleaseRefusedError, match=rf"as_of {edited}.*signed.*{AS_OF}"):
-            fit_private_segments(private_workspace, policy, ledger, seed=0)
+            fit_private_segments(
+                release_context(
+                    ledger, private_workspace, policy, purpose="segmentation", recipient="analytics"
+                ),
+                seed=0,
+            )
         assert ledger.entries() == []
     assert not (private_workspace.segments / "private").exists()
     # without the report the signed record alone dates the data: charged at its as-of
     report.unlink()
-    result = fit_private_segments(private_workspace, policy, evaluation, seed=0)
+    result = fit_private_segments(
+        release_context(
+            evaluation, private_workspace, policy, purpose="segmentation", recipient="analytics"
+        ),
+        seed=0,
+    )
     assert [e.request.as_of for e in evaluation.entries()] == [AS_OF]
     assert result.card["release_id"] == evaluation.entries()[0].release_id

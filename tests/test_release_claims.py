@@ -17,6 +17,7 @@ import json
 import numpy as np
 import pytest
 from prepared_frames import synthetic_proof, write_policy_report
+from release_helpers import release_context
 
 from segments.exceptions import ReleaseRefusedError
 from segments.policy import Policy
@@ -72,15 +73,17 @@ def _execute(ws, policy, ledger, spec="scale_probe", month=None, **kw):
     with plan_spec(
         ws, policy, spec, purpose=PURPOSE, as_of=AS_OF, month=month, epsilon=0.05
     ) as plan:
-        return plan.execute(
+        clause_ids = kw.pop("clause_ids", None)
+        context = release_context(
             ledger,
             ws,
-            policy=policy,
+            policy,
             purpose=PURPOSE,
             recipient="purchasing",
             synthetic=True,
-            **kw,
+            clause_ids=clause_ids,
         )
+        return plan.execute(context, **kw)
 
 
 def test_attack_extra_card_cannot_overwrite_the_computed_claims(workspace, policy):
@@ -145,15 +148,12 @@ def test_attack_a_month_cannot_be_released_twice_by_naming_its_once_key(workspac
     ledger = _ledger(workspace, policy)
     params = PrivacyParams.from_policy(policy, PURPOSE)
     first = release_month(
-        workspace,
+        release_context(
+            ledger, workspace, policy, purpose=PURPOSE, recipient="purchasing", synthetic=True
+        ),
         MONTH,
         as_of=AS_OF,
         params=params,
-        ledger=ledger,
-        policy=policy,
-        purpose=PURPOSE,
-        recipient="purchasing",
-        synthetic=True,
     )
     charged = len(ledger.entries())
     renamed = dataclasses.replace(SPECS["monthly_category"], name="monthly_category_b")
@@ -271,3 +271,62 @@ def test_budget_and_as_of_refusals_cite_the_policys_own_clause(tmp_path, policy)
     for refused in (budget, ahead, behind):
         assert clause in str(refused.value)
     assert len(ledger.entries()) == 1
+
+
+def test_attack_a_hand_built_release_context_cannot_cite_or_charge_under_another_policy(
+    workspace, policy
+):
+    """Issue 15 point 7: a release carries one ReleaseContext, built by
+    ReleaseContext.open and checked against the policy and the ledger. A context built by
+    hand or copied with dataclasses.replace naming another policy's clauses, a subset of
+    its own, or a policy other than the one the ledger is bound to is refused before
+    anything is charged; a refused context never opens its ledger."""
+    from segments.privacy.publishing import ReleaseContext
+
+    ledger = _ledger(workspace, policy)
+    context = release_context(
+        ledger, workspace, policy, purpose=PURPOSE, recipient="purchasing", synthetic=True
+    )
+    assert context.clause_ids == policy.release_clause_ids(PURPOSE)
+    assert context.ledger is ledger
+    _execute(workspace, policy, ledger)  # binds the ledger to the policy
+    head, charged = ledger.head_hash(), len(ledger.entries())
+    with pytest.raises(ReleaseRefusedError, match=r"\['OF-1'\] are not clauses of policy"):
+        dataclasses.replace(context, clause_ids=("OF-1",))
+    with pytest.raises(ReleaseRefusedError, match="not the clauses policy 'alloffice' states"):
+        dataclasses.replace(context, clause_ids=("AO-1",))  # the card cites all of its own
+    with pytest.raises(ReleaseRefusedError, match=r"\['OF-1'\] are not clauses of policy"):
+        ReleaseContext(
+            workspace=workspace,
+            policy=policy,
+            purpose=PURPOSE,
+            recipient="purchasing",
+            destination="SE",
+            synthetic=True,
+            clause_ids=("OF-1",),
+            opener=lambda: ledger,
+        )
+    # a copied and edited policy (a larger budget) on the ledger bound to the real one
+    richer = dataclasses.replace(
+        policy, privacy=dataclasses.replace(policy.privacy, budget_epsilon=1000.0)
+    )
+    with pytest.raises(ReleaseRefusedError, match="ledger .* is bound to"):
+        release_context(ledger, workspace, richer, purpose=PURPOSE, recipient="purchasing")
+    swapped = dataclasses.replace(context, policy=richer)  # its facts check out; its ledger not
+    with (
+        pytest.raises(ReleaseRefusedError, match="ledger .* is bound to"),
+        plan_spec(workspace, policy, "scale_probe", purpose=PURPOSE, as_of=AS_OF) as plan,
+    ):
+        plan.execute(swapped)
+    # an undeclared recipient is refused before the ledger is opened (or created)
+    opened: list[Ledger] = []
+    with pytest.raises(ReleaseRefusedError, match="no-such-recipient"):
+        release_context(
+            lambda: opened.append(ledger) or ledger,  # type: ignore[func-returns-value]
+            workspace,
+            policy,
+            purpose=PURPOSE,
+            recipient="no-such-recipient",
+        )
+    assert opened == []
+    assert ledger.head_hash() == head and len(ledger.entries()) == charged

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from prepared_frames import install_prepared, synthetic_proof, verified_plan
+from release_helpers import release_context
 
 from segments.exceptions import ReleaseRefusedError
 from segments.policy import Policy
@@ -53,7 +54,9 @@ def _controller_ledger(tmp_path: Path, policy: Policy) -> Ledger:
 
 
 def _execute(plan, ledger, workspace, policy, purpose=PURPOSE):
-    return plan.execute(ledger, workspace, policy=policy, purpose=purpose, recipient="purchasing")
+    return plan.execute(
+        release_context(ledger, workspace, policy, purpose=purpose, recipient="purchasing")
+    )
 
 
 def _nothing_released(ledger: Ledger, workspace: Workspace) -> None:
@@ -199,19 +202,17 @@ def test_the_scale_probe_refuses_edited_frames_before_charging(workspace, policy
     ledger = _controller_ledger(tmp_path, policy)
     with pytest.raises(ReleaseRefusedError, match="lines.parquet is not the file"):
         probe_scale(
-            workspace,
-            policy,
-            ledger,
+            release_context(ledger, workspace, policy, purpose=PURPOSE, recipient="purchasing"),
             as_of=AS_OF,
-            purpose=PURPOSE,
-            recipient="purchasing",
             segments=4,
         )
     _nothing_released(ledger, workspace)
     # the bytes prepare signed restored: the probes run (and are charged) as before
     shutil.copyfile(tmp_path / "signed.parquet", lines)
     scale, charged = probe_scale(
-        workspace, policy, ledger, as_of=AS_OF, purpose=PURPOSE, recipient="purchasing", segments=4
+        release_context(ledger, workspace, policy, purpose=PURPOSE, recipient="purchasing"),
+        as_of=AS_OF,
+        segments=4,
     )
     assert len(ledger.entries()) == 2 and scale.customers > 0
 

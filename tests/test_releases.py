@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from prepared_frames import synthetic_proof
 from privacy_params import privacy_params
+from release_helpers import release_context, run_unaccounted
 
 from segments.exceptions import BudgetExceededError, PolicyError, ReleaseRefusedError
 from segments.policy import Policy
@@ -199,7 +200,7 @@ def test_opendp_loss_zcdp_and_histogram_sensitivity(params, frames):
         expected = np.ceil(row["sensitivity_l2"]) / np.sqrt(2 * rho_sum)
         assert row["scale"] == pytest.approx(expected, rel=1e-9)
         assert "Gaussian" in row["distribution"]
-        plan._run_unaccounted_pl()
+        run_unaccounted(plan)
         chosen = plan.bounds()["category_by_segment"]["norm_bounds"]["sek"]
         assert chosen["source"] == "chosen privately"
         assert chosen["private_choice"]["factor"] == zcdp.contribution_bound_factor
@@ -207,7 +208,7 @@ def test_opendp_loss_zcdp_and_histogram_sensitivity(params, frames):
 
 def test_tables_carry_intervals_scale_and_means(params, frames):
     with _plan(SPECS["segment_overview"], params, frames) as plan:
-        tables = plan._tables_pl(plan._run_unaccounted_pl())
+        tables = plan._tables_pl(run_unaccounted(plan))
     table = tables["spend_by_county_segment"]
     assert table.height == 21 * len(PRODUCT_CATEGORIES)
     for col in ("count", "spend_sek", "mean_spend_sek"):
@@ -286,7 +287,7 @@ def test_released_difference_of_a_heavy_person_is_within_sensitivity(
         **{**params.to_dict(), "units_norm_bound": 300, "sek_norm_bound": 80_000}
     )
     with _plan(spec, params, frames) as without, _plan(spec, params, heavy) as with_:
-        a, b = without._run_unaccounted_pl(), with_._run_unaccounted_pl()
+        a, b = run_unaccounted(without), run_unaccounted(with_)
         for query in with_.queries:
             name, by = query.query.name, list(query.query.by)
             joined = a[name].join(b[name], on=by, suffix="_heavy", nulls_equal=True)
@@ -311,12 +312,9 @@ def test_execute_writes_tables_and_card_and_charges_the_ledger(params, workspace
     )
     with _verified(workspace, SPECS["segment_overview"], params) as plan:
         result = plan.execute(
-            ledger,
-            workspace,
-            policy=policy,
-            purpose=PURPOSE,
-            recipient="purchasing",
-            synthetic=True,
+            release_context(
+                ledger, workspace, policy, purpose=PURPOSE, recipient="purchasing", synthetic=True
+            )
         )
         folder = plan.folder
     assert not folder.exists()  # the private per-person frames are gone
@@ -358,12 +356,14 @@ def test_a_release_is_owner_only_whatever_the_umask(params, workspace, policy, f
     try:
         with _verified(workspace, SPECS["segment_overview"], params) as plan:
             result = plan.execute(
-                ledger,
-                workspace,
-                policy=policy,
-                purpose=PURPOSE,
-                recipient="purchasing",
-                synthetic=True,
+                release_context(
+                    ledger,
+                    workspace,
+                    policy,
+                    purpose=PURPOSE,
+                    recipient="purchasing",
+                    synthetic=True,
+                )
             )
     finally:
         os.umask(old)
@@ -385,7 +385,7 @@ def test_attack_a_replaced_table_or_an_edited_card_fails_ledger_cards(
     )
     with _verified(workspace, SPECS["segment_overview"], params) as plan:
         result = plan.execute(
-            ledger, workspace, policy=policy, purpose=PURPOSE, recipient="purchasing"
+            release_context(ledger, workspace, policy, purpose=PURPOSE, recipient="purchasing")
         )
     table = result.path / "spend_by_segment.parquet"
     original = table.read_bytes()
@@ -411,7 +411,9 @@ def test_execute_refuses_over_budget_before_running(params, workspace, policy, f
         _verified(workspace, too_much, params) as plan,
         pytest.raises(BudgetExceededError, match="remaining"),
     ):
-        plan.execute(ledger, workspace, policy=policy, purpose=PURPOSE, recipient="purchasing")
+        plan.execute(
+            release_context(ledger, workspace, policy, purpose=PURPOSE, recipient="purchasing")
+        )
     assert not [p for p in workspace.releases.iterdir() if p.name != "archive"]
 
 
@@ -433,15 +435,17 @@ def test_fitted_segments_are_refused_for_external_recipients(
         assert plan.guarantee == Guarantee.GIVEN_SEGMENTATION
         with pytest.raises(ReleaseRefusedError, match="internal"):
             plan.execute(
-                ledger,
-                workspace,
-                policy=policy,
-                purpose=PURPOSE,
-                recipient="eu-logistics-processor",
-                destination="FI",
+                release_context(
+                    ledger,
+                    workspace,
+                    policy,
+                    purpose=PURPOSE,
+                    recipient="eu-logistics-processor",
+                    destination="FI",
+                )
             )
         result = plan.execute(
-            ledger, workspace, policy=policy, purpose=PURPOSE, recipient="analytics"
+            release_context(ledger, workspace, policy, purpose=PURPOSE, recipient="analytics")
         )
     assert result.card["guarantee"] == Guarantee.GIVEN_SEGMENTATION
     assert set(result.tables["customers_by_county_segment"]["segment"]) == {"0", "1", "2"}
@@ -462,7 +466,7 @@ def test_survey_release_uses_public_keys_and_no_customer_id(params, frames):
     with plan_release(
         SPECS["survey_experience"], params, surveys=frames["surveys"], as_of=AS_OF
     ) as plan:
-        table = plan._tables_pl(plan._run_unaccounted_pl())["survey_by_county_type"]
+        table = plan._tables_pl(run_unaccounted(plan))["survey_by_county_type"]
     assert table.height == 21 * 2
     assert set(table["customer_type"]) == {"business", "private"}
     assert table["mean_score"].is_between(0, 10).all()
@@ -662,7 +666,7 @@ def test_margins_are_consistent_and_non_negative(params, frames):
     """Post-processing: customers per county × segment sum to the county counts, spend per
     county × segment to the segment totals; nothing negative; intervals contain the value."""
     with _plan(SPECS["segment_overview"].with_epsilon(0.05), params, frames) as plan:
-        tables = plan._tables_pl(plan._run_unaccounted_pl())
+        tables = plan._tables_pl(run_unaccounted(plan))
     cells, counties = tables["customers_by_county_segment"], tables["customers_by_county"]
     sums = cells.group_by("county_code").agg(pl.col("count").sum().alias("cells"))
     joined = counties.join(sums, on="county_code")
@@ -693,12 +697,9 @@ def test_charged_loss_is_opendp_compositor_loss_for_a_norm_bounded_release(
     with _verified(workspace, SPECS["category_mix"], params) as plan:
         opendp_loss = sum(q.vector.compositor().map(1) for q in plan.queries if q.vector)
         result = plan.execute(
-            ledger,
-            workspace,
-            policy=policy,
-            purpose=PURPOSE,
-            recipient="purchasing",
-            synthetic=True,
+            release_context(
+                ledger, workspace, policy, purpose=PURPOSE, recipient="purchasing", synthetic=True
+            )
         )
     entry = ledger.entry(result.release_id)
     assert entry.request.epsilon == pytest.approx(opendp_loss, rel=1e-9)

@@ -11,6 +11,7 @@ import pandas as pd
 import polars as pl
 import pytest
 from prepared_frames import verified_plan
+from release_helpers import release_context, run_unaccounted
 
 import segments
 from segments._tables import read_table
@@ -308,7 +309,7 @@ def test_named_specs_as_session_queries_release_the_same_figures_and_charges(ws,
     spec_ledger = Ledger.for_policy(policy, path=ws.root / "spec.sqlite", init=True)
     with _spec_plan(ws, name) as plan:
         by_spec = plan.execute(
-            spec_ledger, ws, policy=policy, purpose=PURPOSE, recipient="purchasing"
+            release_context(spec_ledger, ws, policy, purpose=PURPOSE, recipient="purchasing")
         )
     s = _session(ws, spec_ledger)  # a controller has one ledger: both charges go there
     by_session = s.release(_as_session_queries(s, name), epsilon=spec.epsilon, weights=spec.weights)
@@ -867,7 +868,7 @@ def test_quantile_value_interval_covers_the_true_quantile_as_stated(ws):
     with s._plan(spec, window, [q]) as plan:
         ranks = _QuantileRanks.of(plan)
         for _ in range(50):
-            raw = plan.tables(plan.run_unaccounted())[q.definition().name]
+            raw = plan.tables(run_unaccounted(plan))[q.definition().name]
             table = _to_pandas(pl.from_pandas(raw), q, None, ranks).set_index("customer_type")
             for kind, row in table.iterrows():
                 cells += 1
@@ -935,7 +936,7 @@ def test_a_value_interval_at_a_mass_clipped_at_the_bound_is_not_published(ws):
     with s._plan(spec, window, [q]) as plan:
         ranks = _QuantileRanks.of(plan)
         for _ in range(20):
-            raw = plan.tables(plan.run_unaccounted())[q.definition().name]
+            raw = plan.tables(run_unaccounted(plan))[q.definition().name]
             for _, row in _to_pandas(pl.from_pandas(raw), q, None, ranks).iterrows():
                 if 0.1 * row["count_lower"] < end_error:
                     continue  # withheld for its count (tested above)

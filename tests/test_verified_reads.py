@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from release_helpers import release_context
 
 from segments.exceptions import ReleaseRefusedError
 from segments.policy import Policy
@@ -44,12 +45,8 @@ def _month(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
     from segments.privacy.jobs import release_spec
 
     return release_spec(
-        ws,
-        policy,
-        ledger,
+        release_context(ledger, ws, policy, purpose="statistics", recipient="purchasing"),
         "monthly_category",
-        purpose="statistics",
-        recipient="purchasing",
         as_of=AS_OF,
         month=dt.date(2026, 9, 1),
     )
@@ -59,11 +56,7 @@ def _kanon(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
     from segments.anonymity.job import release_kanon
 
     return release_kanon(
-        ws,
-        policy,
-        ledger,
-        purpose="microdata",
-        recipient="dpo-review",
+        release_context(ledger, ws, policy, purpose="microdata", recipient="dpo-review"),
         k=10,
         columns=["county_code", "spend_band"],
         max_fully_generalised=2,
@@ -75,7 +68,11 @@ def _kanon(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
 def _kmeans(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
     from segments.privacy.kmeans import fit_private_segments
 
-    return fit_private_segments(ws, policy, ledger, as_of=AS_OF, seed=0)
+    return fit_private_segments(
+        release_context(ledger, ws, policy, purpose="segmentation", recipient="analytics"),
+        as_of=AS_OF,
+        seed=0,
+    )
 
 
 READERS: dict[str, tuple[str, Callable[[Workspace, Policy, Ledger], object]]] = {
@@ -146,7 +143,9 @@ def test_the_profile_release_of_private_segments_reads_verified_frames(prepared,
     charged = len(ledger.entries())
     _edit(prepared, "segmentation", "lines.parquet")
     with pytest.raises(ReleaseRefusedError, match="is not the file `segments prepare` wrote"):
-        private_segment_profiles(prepared, policy, ledger, recipient="analytics")
+        private_segment_profiles(
+            release_context(ledger, prepared, policy, purpose="segmentation", recipient="analytics")
+        )
     assert len(ledger.entries()) == charged
 
 

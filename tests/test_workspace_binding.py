@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import polars as pl
 import pytest
+from release_helpers import release_context
 
 from segments.exceptions import ReleaseRefusedError
 from segments.policy import Policy
@@ -86,12 +87,8 @@ def _month(ws: Workspace, policy: Policy, ledger: Ledger, month: dt.date = MONTH
     from segments.privacy.jobs import release_spec
 
     return release_spec(
-        ws,
-        policy,
-        ledger,
+        release_context(ledger, ws, policy, purpose="statistics", recipient="purchasing"),
         "monthly_category",
-        purpose="statistics",
-        recipient="purchasing",
         as_of=AS_OF,
         month=month,
     )
@@ -101,11 +98,7 @@ def _kanon(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
     from segments.anonymity.job import release_kanon
 
     return release_kanon(
-        ws,
-        policy,
-        ledger,
-        purpose="microdata",
-        recipient="dpo-review",
+        release_context(ledger, ws, policy, purpose="microdata", recipient="dpo-review"),
         k=10,
         columns=["county_code", "spend_band"],
         max_fully_generalised=2,
@@ -117,7 +110,11 @@ def _kanon(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
 def _kmeans(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
     from segments.privacy.kmeans import fit_private_segments
 
-    return fit_private_segments(ws, policy, ledger, as_of=AS_OF, seed=0)
+    return fit_private_segments(
+        release_context(ledger, ws, policy, purpose="segmentation", recipient="analytics"),
+        as_of=AS_OF,
+        seed=0,
+    )
 
 
 def _bounds(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
@@ -249,15 +246,11 @@ def _replay_release(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
     from segments.privacy.specs import PrivacyParams
 
     return release_month(
-        ws,
+        release_context(ledger, ws, policy, purpose="statistics", recipient="purchasing"),
         MONTH,
         as_of=dt.date(2026, 10, 1),
         params=PrivacyParams.from_policy(policy, "statistics"),
-        ledger=ledger,
-        policy=policy,
-        purpose="statistics",
-        recipient="purchasing",
-        prepared=(ws.root / ".history" / "prepared" / "statistics"),
+        prepared=ws.root / ".history" / "prepared" / "statistics",
     )
 
 

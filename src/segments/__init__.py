@@ -163,6 +163,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "ReleaseRequest",
         "Reservation",
     ),
+    "segments.privacy.publishing": ("ReleaseContext",),
     "segments.privacy.releases": (
         "ReleasePlan",
         "ReleaseResult",

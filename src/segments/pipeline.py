@@ -298,6 +298,8 @@ def _day(options: Mapping[str, Any]) -> dt.date:
 
 def _run_library(step: Step, ws: Workspace, policy: Policy) -> list[str]:
     """Run ``step``'s library function; returns what it reports, for the log."""
+    from segments.privacy.publishing import ReleaseContext
+
     o = step.options
     log: list[str] = []
     command = step.command
@@ -314,7 +316,10 @@ def _run_library(step: Step, ws: Workspace, policy: Policy) -> list[str]:
     elif command == ("segment",) and o.get("private"):
         from segments.privacy.kmeans import fit_private_segments
 
-        fitted = fit_private_segments(ws, policy, _ledger(ws, policy, o, log), as_of=_day(o))
+        context = ReleaseContext.open(
+            _ledger(ws, policy, o, log), ws, policy, purpose="segmentation", recipient="analytics"
+        )
+        fitted = fit_private_segments(context, as_of=_day(o))
         log.append(f"private segments: release {fitted.release_id}, {fitted.metadata['segments']}")
     elif command == ("segment",):
         from segments.segmentation import segment
@@ -330,12 +335,14 @@ def _run_library(step: Step, ws: Workspace, policy: Policy) -> list[str]:
         from segments.privacy.jobs import release_spec
 
         released = release_spec(
-            ws,
-            policy,
-            lambda: _ledger(ws, policy, o, log),
+            ReleaseContext.open(
+                lambda: _ledger(ws, policy, o, log),
+                ws,
+                policy,
+                purpose=o["purpose"],
+                recipient=o["recipient"],
+            ),
             o["spec"],
-            purpose=o["purpose"],
-            recipient=o["recipient"],
             as_of=_day(o),
             epsilon=o["epsilon"],
             segments=o.get("segments", "category_rule"),
@@ -343,21 +350,21 @@ def _run_library(step: Step, ws: Workspace, policy: Policy) -> list[str]:
         log.append(f"released {released.release_id} -> {released.path}")
     elif command == ("release", "backfill"):
         from segments.privacy.archive import backfill
-        from segments.privacy.jobs import refuse_early, release_params
+        from segments.privacy.jobs import release_params
         from segments.privacy.specs import get_spec
 
-        refuse_early(policy, o["purpose"], o["recipient"], "SE")
-        params = release_params(ws, policy, o["purpose"])
-        ledger = _ledger(ws, policy, o, log)
-        months = backfill(
+        # the purpose and recipient are checked against the policy before the ledger opens
+        context = ReleaseContext.open(
+            lambda: _ledger(ws, policy, o, log),
             ws,
-            until=_day(o),
-            params=params,
-            ledger=ledger,
-            policy=policy,
+            policy,
             purpose=o["purpose"],
             recipient=o["recipient"],
-            synthetic=ledger.simulated_time,  # demo ledgers open on proven synthetic data only
+        )
+        months = backfill(
+            context,
+            until=_day(o),
+            params=release_params(ws, policy, o["purpose"]),
             spec=get_spec("monthly_category").with_epsilon(o["epsilon"]),
         )
         log += [f"released {month}: {rid}" for month, rid in months.released.items()]
@@ -366,11 +373,13 @@ def _run_library(step: Step, ws: Workspace, policy: Policy) -> list[str]:
         from segments.anonymity.job import release_kanon
 
         kanon = release_kanon(
-            ws,
-            policy,
-            lambda: _ledger(ws, policy, o, log),
-            purpose=o["purpose"],
-            recipient=o["recipient"],
+            ReleaseContext.open(
+                lambda: _ledger(ws, policy, o, log),
+                ws,
+                policy,
+                purpose=o["purpose"],
+                recipient=o["recipient"],
+            ),
             k=o["k"],
             columns=o["columns"].split(","),
             segments=o["segments"],
@@ -421,20 +430,16 @@ def accuracy_plan(ws: Workspace, policy: Policy, as_of: str, override: bool = Fa
 
     from segments.privacy.ledger import Ledger
     from segments.privacy.planner import plan_by_accuracy, probe_scale, survey_scale
+    from segments.privacy.publishing import ReleaseContext
 
     ledger = Ledger.for_workspace(ws, policy.controller, synthetic=True, policy=policy)
     segmenting = "segmentation" in policy.purposes
     k = int(policy.privacy.private_segments_k) if segmenting else 10
+    context = ReleaseContext.open(
+        ledger, ws, policy, purpose="statistics", recipient="purchasing", synthetic=True
+    )
     scale, charged = probe_scale(
-        ws,
-        policy,
-        ledger,
-        as_of=dt.date.fromisoformat(as_of),
-        purpose="statistics",
-        recipient="purchasing",
-        segments=k,
-        epsilon=PROBE_EPSILON,
-        synthetic=True,
+        context, as_of=dt.date.fromisoformat(as_of), segments=k, epsilon=PROBE_EPSILON
     )
     first = plan_budget(policy)
     fixed = {"private_segments": first.segmentation, **charged}

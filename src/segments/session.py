@@ -60,6 +60,7 @@ from segments.workspace import SEGMENT_METADATA, Workspace
 
 if TYPE_CHECKING:
     from segments.privacy.ledger import Ledger
+    from segments.privacy.publishing import ReleaseContext
 
 
 __all__ = [
@@ -344,21 +345,14 @@ class Session:
         """Release ``queries`` together: one charge of ``epsilon`` in the ledger (split by
         ``weights``, default equal), one folder with their tables and one card."""
         spec, window = self._spec(queries, epsilon, weights)
-        ledger = self.ledger()
+        context = self.release_context()
         # the segments' names before anything is charged (a failure here spends nothing)
         keyed = any("segment" in q.by for q in queries)
         names = self.segment_names() if keyed else None
         with self._plan(spec, window, queries) as plan:
             ranks = _QuantileRanks.of(plan)
             result = plan.execute(
-                ledger,
-                self.workspace,
-                policy=self.policy,
-                purpose=self.purpose,
-                recipient=self.recipient.name,
-                destination=self.destination,
-                synthetic=self._synthetic(),
-                extra_card={"session_queries": [q.describe() for q in queries]},
+                context, extra_card={"session_queries": [q.describe() for q in queries]}
             )
         self._released += 1
         return SessionRelease.from_result(result, list(queries), names, ranks)
@@ -378,6 +372,21 @@ class Session:
                 purpose=self.purpose,
             )
         return self._ledger
+
+    def release_context(self) -> ReleaseContext:
+        """The release context of this session's releases: its ledger (checked against the
+        policy), workspace, policy, purpose, recipient and destination."""
+        from segments.privacy.publishing import ReleaseContext
+
+        return ReleaseContext.open(
+            self.ledger(),
+            self.workspace,
+            self.policy,
+            purpose=self.purpose,
+            recipient=self.recipient.name,
+            destination=self.destination,
+            synthetic=self._synthetic(),
+        )
 
     def use_ledger(self, ledger: Ledger) -> None:
         """Charge this already opened (and reconciled) ledger."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from segments.anonymity.search import Loss
     from segments.policy import Policy
     from segments.privacy.ledger import Ledger
+    from segments.privacy.publishing import ReleaseContext
 
 __all__ = [
     "POPULATION",
@@ -169,14 +170,9 @@ def _earlier_releases(ledger: Ledger, workspace: Workspace) -> list[Any]:
 
 
 def release_kanon(
-    workspace: Workspace,
-    policy: Policy,
-    ledger: Ledger | Callable[[], Ledger],
+    context: ReleaseContext,
     *,
-    purpose: str,
-    recipient: str,
     k: int,
-    destination: str = "SE",
     l: int | None = None,  # noqa: E741 - the l of l-diversity
     sensitive: str | None = None,
     diversity: Literal["distinct", "entropy"] = "distinct",
@@ -187,22 +183,18 @@ def release_kanon(
     segments: str = "category_rule",
     as_of: dt.date | None = None,
     seed: int | None = None,
-    synthetic: bool | None = None,
 ) -> KAnonymousRelease:
     """Release a k-anonymous (optionally l-diverse) customer table, recorded in the ledger.
 
     Parameters
     ----------
-    workspace : Workspace
-        Reads ``W/prepared/<purpose>/{customers,lines}.parquet``; writes
-        ``W/releases/<release-id>/table.parquet`` and ``certificate.json``.
-    policy : Policy
-        Its purposes, recipients, destinations, ``min_k``, ``min_l`` and suppression limit.
-    ledger : Ledger or callable
-        The ledger recording the release, or a function opening it (called once, only after
-        the parameters and inputs were checked and the table anonymised).
-    purpose, recipient, destination : str
-        Declared in the policy (refused before anything is opened otherwise).
+    context : segments.privacy.publishing.ReleaseContext
+        The workspace (reads ``W/prepared/<purpose>/{customers,lines}.parquet``; writes
+        ``W/releases/<release-id>/table.parquet`` and ``certificate.json``), the policy (its
+        purposes, recipients, destinations, ``min_k``, ``min_l`` and suppression limit),
+        purpose, recipient and destination, and the ledger recording the release (a context
+        given a function opening it opens it only after the parameters and inputs were
+        checked and the table anonymised).
     k, l, sensitive, diversity :
         The privacy model (``l`` and ``sensitive`` together or not at all).
     loss : str
@@ -222,9 +214,6 @@ def release_kanon(
         Release date (default today).
     seed : int, optional
         Seed of the row permutation (default random).
-    synthetic : bool, optional
-        The data is proven synthetic; default: whether the ledger is an evaluation or demo
-        ledger (which open only on data proven synthetic).
 
     Returns
     -------
@@ -245,13 +234,11 @@ def release_kanon(
     )
     from segments.ingest import public_domains
     from segments.privacy.guards import Guarantee
-    from segments.privacy.jobs import refuse_early
     from segments.privacy.ledger import ReleaseRequest
     from segments.privacy.publishing import begin
     from segments.provenance import read_verified
 
-    declared_purpose = policy.purpose(purpose)  # an undeclared purpose is refused here
-    refuse_early(policy, purpose, recipient, destination)
+    workspace, policy, purpose = context.workspace, context.policy, context.purpose
     check_kanon_parameters(policy, k, l, sensitive, segments)
     prepared = workspace.prepared_dir(purpose)
     names = (PREPARED_CUSTOMERS, PREPARED_LINES)
@@ -262,7 +249,7 @@ def release_kanon(
     customers, lines = frames[PREPARED_CUSTOMERS], frames[PREPARED_LINES]
     charged: Ledger | None = None
     if segments == "private":  # its provenance is checked in the ledger first
-        charged = ledger() if callable(ledger) else ledger
+        charged = context.ledger
     from segments.privacy.ledger import ledger_today
 
     as_of = as_of or ledger_today()
@@ -294,7 +281,7 @@ def release_kanon(
     )
     threshold["columns"] = list(anon.fully_generalised)
     if charged is None:
-        charged = ledger() if callable(ledger) else ledger
+        charged = context.ledger
     # the linkage check sees every column any release may show, not only this one's
     # (those the purpose's prepared frame carries: an ingested export has fewer)
     shown = [
@@ -324,16 +311,16 @@ def release_kanon(
         policy,
         population=POPULATION,
         purpose=purpose,
-        recipient=recipient,
-        destination=destination,
-        clause_ids=policy.release_clause_ids(declared_purpose.name),
+        recipient=context.recipient,
+        destination=context.destination,
+        clause_ids=context.clause_ids,
         spec=spec,
         guarantee=Guarantee.K_ANONYMOUS,
         mechanism="full-domain generalisation with suppression",
         as_of=as_of,
         kind="kanon",
         population_fingerprint=read_sha256[PREPARED_CUSTOMERS],
-        synthetic=charged.simulated_time if synthetic is None else synthetic,
+        synthetic=context.states_synthetic(),
         release_id=f"kanon-{as_of:%Y%m%d}-{uuid.uuid4().hex[:8]}",
     )
     charged.check_workspace(workspace)  # a demo/evaluation ledger: only its proven data
@@ -356,7 +343,7 @@ def release_kanon(
                 "policy": policy.name,
                 "population": POPULATION,
                 "purpose": purpose,
-                "recipient": recipient,
+                "recipient": context.recipient,
                 "destination": request.destination,
                 "clause_ids": list(request.clause_ids),
                 "segments": provenance,

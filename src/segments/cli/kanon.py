@@ -106,6 +106,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from segments.anonymity.job import release_kanon
     from segments.policy import Policy
+    from segments.privacy.publishing import ReleaseContext
 
     workspace: Workspace = args.workspace
     policy = Policy.load(args.policy)
@@ -116,13 +117,16 @@ def run(args: argparse.Namespace) -> int:
             opened.append(open_ledger(args, policy))
         return opened[0]
 
-    result = release_kanon(
+    context = ReleaseContext.open(
+        ledger,
         workspace,
         policy,
-        ledger,
         purpose=args.purpose,
         recipient=args.recipient,
         destination=args.destination,
+    )
+    result = release_kanon(
+        context,
         k=args.k,
         l=args.l,
         sensitive=args.sensitive,

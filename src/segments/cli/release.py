@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         release_params,
         release_spec,
     )
+    from segments.privacy.publishing import ReleaseContext
     from segments.privacy.specs import get_spec
 
     workspace: Workspace = args.workspace
@@ -118,22 +119,18 @@ def run(args: argparse.Namespace) -> int:
     synthetic = is_synthetic(workspace) if wants_simulated_ledger(args) else False
     if not 0.0 < args.confidence < 1.0:
         raise PolicyError(f"--confidence={args.confidence!r} must lie in (0, 1), e.g. 0.95")
+    parties: dict[str, Any] = {"purpose": args.purpose, "recipient": args.recipient}
+    parties |= {"destination": args.destination, "synthetic": synthetic}
 
     if args.action == "backfill":
         if args.dry_run:
             raise PolicyError("--dry-run does not apply to backfill; plan a single month instead")
         ledger = open_ledger(args, policy, synthetic)
         report = backfill(
-            workspace,
+            ReleaseContext.open(ledger, workspace, policy, **parties),
             until=as_of,
             params=params,
-            ledger=ledger,
-            policy=policy,
-            purpose=args.purpose,
-            recipient=args.recipient,
-            destination=args.destination,
             confidence=args.confidence,
-            synthetic=synthetic,
             spec=get_spec("monthly_category").with_epsilon(args.epsilon)
             if args.epsilon is not None
             else None,
@@ -176,14 +173,10 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join(outlook.lines()))
         print("dry run: nothing was charged or released")
         return 0
+    options.pop("purpose")
     result = release_spec(
-        workspace,
-        policy,
-        charged,
+        ReleaseContext.open(charged, workspace, policy, **parties),
         spec,
-        recipient=args.recipient,
-        destination=args.destination,
-        synthetic=synthetic,
         on_plan=_print_plan,  # the expected accuracy, shown before anything is charged
         **options,
     )

@@ -43,19 +43,15 @@ def run_private(args: argparse.Namespace) -> int:
     from segments.cli.common import open_ledger
     from segments.policy import Policy
     from segments.privacy.kmeans import fit_private_segments
+    from segments.privacy.publishing import ReleaseContext
 
     policy = Policy.load(args.policy)
     ws = args.workspace
     ledger = open_ledger(args, policy)
-    result = fit_private_segments(
-        ws,
-        policy,
-        ledger,
-        purpose=args.purpose,
-        recipient=args.recipient,
-        as_of=args.as_of,
-        seed=args.seed,
+    context = ReleaseContext.open(
+        ledger, ws, policy, purpose=args.purpose, recipient=args.recipient
     )
+    result = fit_private_segments(context, as_of=args.as_of, seed=args.seed)
     if getattr(ledger, "label", ""):
         print(ledger.label)
     loss = result.card["privacy_loss"]

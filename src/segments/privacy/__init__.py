@@ -48,6 +48,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "Verification",
         "default_ledger_path",
     ),
+    "segments.privacy.publishing": ("ReleaseContext",),
     "segments.privacy.releases": (
         "QueryPlan",
         "ReleasePlan",

@@ -45,6 +45,7 @@ from segments.workspace import (
 if TYPE_CHECKING:
     from segments.policy import Policy
     from segments.privacy.ledger import Ledger, LedgerEntry
+    from segments.privacy.publishing import ReleaseContext
 
 
 __all__ = [
@@ -135,40 +136,31 @@ def _archive_lock(workspace: Workspace) -> Iterator[None]:
 
 
 def release_month(
-    workspace: Workspace,
+    context: ReleaseContext,
     month: dt.date,
     *,
     as_of: dt.date,
     params: PrivacyParams,
-    ledger: Ledger,
-    policy: Policy,
-    purpose: str,
-    recipient: str,
-    destination: str = "SE",
     confidence: float = 0.95,
     spec: ReleaseSpec | None = None,
-    synthetic: bool | None = None,
     prepared: Path | None = None,
 ) -> ReleaseResult:
     """Release one closed month of the purchasing series and append it to the archive.
 
     Parameters
     ----------
-    workspace : Workspace
-        Reads ``W/prepared/<purpose>/{customers,lines}.parquet``.
+    context : segments.privacy.publishing.ReleaseContext
+        The ledger charged, the workspace (reads
+        ``W/prepared/<purpose>/{customers,lines}.parquet``), policy, purpose, recipient and
+        destination.
     month : date
         First day of the month.
     as_of : date
         The release date; the month must have closed before it and lie inside retention.
     params : PrivacyParams
-    ledger : Ledger
-    policy : segments.Policy or str
-    purpose, recipient, destination : str
     confidence : float
     spec : ReleaseSpec, optional
         Default ``SPECS["monthly_category"]``.
-    synthetic : bool, optional
-        The data manifest's flag.
     prepared : Path, optional
         Folder of the prepared frames (default ``W/prepared/<purpose>``); backfill points it
         at frames prepared as of the month's close.
@@ -198,6 +190,7 @@ def release_month(
             f"monthly series: month {month:%Y-%m} cannot be released: {rule}; release only "
             "closed months inside retention"
         )
+    workspace, policy, purpose = context.workspace, context.policy, context.purpose
     prepared = prepared or workspace.prepared_dir(purpose)
     check_month_in_data(workspace, prepared, month, purpose, policy)
     for name in (PREPARED_CUSTOMERS, PREPARED_LINES):
@@ -220,7 +213,7 @@ def release_month(
         _archive_lock(workspace),
     ):
         # a month a killed run published but never appended comes back before the check
-        rebuild_archive(workspace.releases, ledger)
+        rebuild_archive(workspace.releases, context.ledger)
         archive = _read_archive_pl(workspace)
         if archive.filter(pl.col("month") == month).height:
             previous = archive.filter(pl.col("month") == month)["release_id"][0]
@@ -241,13 +234,7 @@ def release_month(
             origins=copies.origins,
         ) as plan:
             result = plan.execute(
-                ledger,
-                workspace,
-                policy=policy,
-                purpose=purpose,
-                recipient=recipient,
-                destination=destination,
-                synthetic=synthetic,
+                context,
                 # "once" (a unique key in the ledger, checked in the reserving transaction, so
                 # two workspaces sharing the ledger cannot both release the month) and the
                 # card's month are derived by execute from the series query and the window
@@ -488,17 +475,11 @@ class BackfillReport:
 
 
 def backfill(
-    workspace: Workspace,
+    context: ReleaseContext,
     *,
     until: dt.date,
     params: PrivacyParams,
-    ledger: Ledger,
-    policy: Policy,
-    purpose: str,
-    recipient: str,
-    destination: str = "SE",
     confidence: float = 0.95,
-    synthetic: bool | None = None,
     spec: ReleaseSpec | None = None,
 ) -> BackfillReport:
     """Build the archive for the synthetic history, stepping ``as_of`` through past months.
@@ -517,7 +498,9 @@ def backfill(
         The ledger is the controller's real ledger: backfilling the history is for the
         evaluation ledger or the demo's throw-away ledger only.
     """
-    if not (getattr(ledger, "evaluation", False) or getattr(ledger, "throwaway", False)):
+    workspace, policy, purpose = context.workspace, context.policy, context.purpose
+    ledger, synthetic = context.ledger, context.states_synthetic()
+    if not (ledger.evaluation or ledger.throwaway):
         raise ReleaseRefusedError(
             f"backfill refused on {ledger!r}: it releases the whole synthetic history at once and "
             "is allowed only with the evaluation ledger or the demo's throw-away ledger; pass "
@@ -547,18 +530,12 @@ def backfill(
                 if month < covered:
                     source = _prepared_as_of(workspace, replay, policy, purpose, closed)
                 result = release_month(
-                    workspace,
+                    context,
                     month,
                     as_of=closed,
                     params=params,
-                    ledger=ledger,
-                    policy=policy,
-                    purpose=purpose,
-                    recipient=recipient,
-                    destination=destination,
                     confidence=confidence,
                     spec=spec,
-                    synthetic=synthetic,
                     prepared=source,
                 )
                 released[month.isoformat()] = result.release_id

@@ -20,6 +20,7 @@ from segments.workspace import PREPARED_CUSTOMERS, PREPARED_LINES, Workspace
 if TYPE_CHECKING:
     from segments.policy import Policy
     from segments.privacy.ledger import Ledger
+    from segments.privacy.publishing import ReleaseContext
     from segments.privacy.releases import ReleasePlan, ReleaseResult
     from segments.privacy.specs import PrivacyParams, ReleaseSpec
 
@@ -185,10 +186,6 @@ def _resolve(ledger: Ledger | Callable[[], Ledger]) -> Ledger:
     return ledger() if callable(ledger) else ledger
 
 
-def _synthetic(stated: bool | None, ledger: Ledger) -> bool:
-    return ledger.simulated_time if stated is None else stated
-
-
 @contextlib.contextmanager
 def plan_spec(
     workspace: Workspace,
@@ -293,38 +290,29 @@ def plan_spec(
 
 
 def release_spec(
-    workspace: Workspace,
-    policy: Policy,
-    ledger: Ledger | Callable[[], Ledger],
+    context: ReleaseContext,
     spec: ReleaseSpec | str,
     *,
-    purpose: str,
-    recipient: str,
-    destination: str = "SE",
     as_of: dt.date,
     epsilon: float | None = None,
     month: dt.date | None = None,
     segments: SegmentsChoice = "category_rule",
     confidence: float = 0.95,
-    synthetic: bool | None = None,
     on_plan: Callable[[ReleasePlan], object] | None = None,
 ) -> ReleaseResult:
-    """Release ``spec`` from ``W/prepared/<purpose>/``, charged to ``ledger``.
+    """Release ``spec`` from ``W/prepared/<purpose>/``, charged to the context's ledger.
 
-    The purpose, recipient and destination are checked against the policy before any ledger
-    is opened. A monthly series spec (``monthly_category``) releases the closed ``month`` and
-    appends it to the archive (:func:`segments.privacy.archive.release_month`).
+    The purpose, recipient and destination were checked against the policy when the
+    context was built; a context given a function opening the ledger opens it only when the
+    release first needs it. A monthly series spec (``monthly_category``) releases the closed
+    ``month`` and appends it to the archive (:func:`segments.privacy.archive.release_month`).
 
     Parameters
     ----------
-    workspace : Workspace
-    policy : Policy
-    ledger : Ledger or callable
-        The ledger charged, or a function opening it (called once, when first needed).
+    context : segments.privacy.publishing.ReleaseContext
+        Ledger, workspace, policy, purpose, recipient and destination.
     spec : ReleaseSpec or str
         A specification or the name of one in :data:`segments.privacy.specs.SPECS`.
-    purpose, recipient, destination : str
-        Declared in the policy; recorded in the ledger.
     as_of : date
         Release date recorded in the ledger; nothing on or after it is read.
     epsilon : float, optional
@@ -334,9 +322,6 @@ def release_spec(
     segments : {'category_rule', 'fitted', 'private'}
     confidence : float
         Level of the intervals written in the tables.
-    synthetic : bool, optional
-        The data is proven synthetic; default: whether the ledger is an evaluation or demo
-        ledger (which open only on data proven synthetic).
     on_plan : callable, optional
         Called with the plan (its expected accuracy) before anything is charged; not for a
         monthly series release, which plans inside the archive's lock.
@@ -347,17 +332,9 @@ def release_spec(
     """
     from segments.privacy.archive import release_month
 
-    policy.purpose(purpose)  # an undeclared purpose is refused before anything
-    refuse_early(policy, purpose, recipient, destination)
+    workspace, policy, purpose = context.workspace, context.policy, context.purpose
     if not 0.0 < confidence < 1.0:
         raise PolicyError(f"--confidence={confidence!r} must lie in (0, 1), e.g. 0.95")
-    opened: list[Ledger] = []
-
-    def charged() -> Ledger:  # the same ledger for the segments' check and the charge
-        if not opened:
-            opened.append(_resolve(ledger))
-        return opened[0]
-
     chosen = _spec(spec, epsilon)
     if "monthly_category" in chosen.queries:
         if month is None:
@@ -371,18 +348,12 @@ def release_spec(
         prepared = workspace.prepared_dir(purpose)
         check_month_in_data(workspace, prepared, month_start(month), purpose, policy)
         return release_month(
-            workspace,
+            context,
             month_start(month),
             as_of=as_of,
             params=release_params(workspace, policy, purpose),
-            ledger=charged(),
-            policy=policy,
-            purpose=purpose,
-            recipient=recipient,
-            destination=destination,
             confidence=confidence,
             spec=chosen,
-            synthetic=_synthetic(synthetic, charged()),
         )
     with plan_spec(
         workspace,
@@ -392,20 +363,13 @@ def release_spec(
         as_of=as_of,
         month=month,
         segments=segments,
-        ledger=charged,
+        # the same ledger for the segments' check and the charge
+        ledger=lambda: context.ledger,
         confidence=confidence,
     ) as plan:
         if on_plan is not None:
             on_plan(plan)
-        return plan.execute(
-            charged(),
-            workspace,
-            policy=policy,
-            purpose=purpose,
-            recipient=recipient,
-            destination=destination,
-            synthetic=_synthetic(synthetic, charged()),
-        )
+        return plan.execute(context)
 
 
 @dataclass(frozen=True)

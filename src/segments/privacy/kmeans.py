@@ -63,6 +63,7 @@ from segments.workspace import (
 if TYPE_CHECKING:
     from segments.policy import Policy
     from segments.privacy.ledger import Ledger, LedgerEntry
+    from segments.privacy.publishing import ReleaseContext
 
 __all__ = [
     "PRIVATE_FEATURES",
@@ -384,13 +385,8 @@ def private_model(
 
 
 def fit_private_segments(
-    workspace: Workspace | str | os.PathLike[str],
-    policy: Policy | str,
-    ledger: Ledger,
+    context: ReleaseContext,
     *,
-    purpose: str = "segmentation",
-    recipient: str = "analytics",
-    destination: str = "SE",
     as_of: dt.date | None = None,
     features: Sequence[str] = PRIVATE_FEATURES,
     log_features: Sequence[str] = PRIVATE_LOG_FEATURES,
@@ -411,13 +407,10 @@ def fit_private_segments(
 
     Parameters
     ----------
-    workspace : Workspace or path
-    policy : segments.Policy or str
-    ledger : segments.privacy.Ledger
-    purpose : str, default 'segmentation'
-        The prepared frames to read and the purpose recorded in the ledger.
-    recipient, destination : str
-        Who receives the centroids (recorded and guarded by the ledger).
+    context : segments.privacy.publishing.ReleaseContext
+        The ledger charged, the workspace, the policy, the purpose (the prepared frames to
+        read, usually ``segmentation``), and who receives the centroids (recipient and
+        destination, recorded and guarded by the ledger).
     as_of : date, optional
         Default: the ledger's date for a release now (:meth:`Ledger.charge_date`): today on a
         controller's ledger, the prepared frames' ``as_of`` on an evaluation or demo ledger.
@@ -446,20 +439,18 @@ def fit_private_segments(
 
     from segments.features import customer_features
     from segments.ingest import public_domains
-    from segments.policy import Policy
     from segments.privacy.guards import Guarantee
     from segments.privacy.ledger import ReleaseRequest
     from segments.provenance import prepared_as_of
     from segments.segmentation.job import profiling_flags
 
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    ws, policy, purpose = context.workspace, context.policy, context.purpose
     # The declared taxonomy of an ingested export (the built-in one otherwise): public, read
     # from the raw manifest, never from the data; checked before anything is charged.
     categories = tuple(public_domains(ws).categories)
     if tuple(features) == PRIVATE_FEATURES:
         features = private_features_for(categories)
     log_state = ws.erasure_log_state()  # an erasure after this point refuses the labels
-    policy = Policy.load(policy) if isinstance(policy, str | os.PathLike) else policy
     privacy = policy.privacy
     folder, lines, customers, read_sha256 = _read_verified(ws, purpose, policy)
     # the data's as-of is prepare's SIGNED record's (a policy_report.json that disagrees is
@@ -468,7 +459,7 @@ def fit_private_segments(
     if as_of is None:
         # like a release: the ledger's time (its clock on a controller's ledger, which also
         # refuses an as-of behind the population's latest release), the data's on a demo one
-        as_of = ledger.charge_date(data_as_of)
+        as_of = context.ledger.charge_date(data_as_of)
     if as_of < data_as_of:
         # Checked before the ledger is charged, from the public date prepare ran for: the
         # features would otherwise fail on orders after as_of (and name a private date).
@@ -509,9 +500,9 @@ def fit_private_segments(
         policy,
         population="customers",
         purpose=purpose,
-        recipient=recipient,
-        destination=destination,
-        clause_ids=policy.release_clause_ids(purpose),
+        recipient=context.recipient,
+        destination=context.destination,
+        clause_ids=context.clause_ids,
         spec=spec,
         guarantee=Guarantee.END_TO_END,
         mechanism="laplace" if family == DPFamily.PURE else "gaussian",
@@ -526,8 +517,9 @@ def fit_private_segments(
         as_of=as_of,
         kind="dp",
         population_fingerprint=read_sha256[PREPARED_CUSTOMERS],
-        synthetic=ws.declared_synthetic(),
+        synthetic=context.states_synthetic(),
     )
+    ledger = context.ledger
     # a demo or evaluation ledger takes the data its synthetic proof was about, only
     ledger.check_workspace(ws)
     # charged before the model runs; the ledger records a "private_segments" entry only when

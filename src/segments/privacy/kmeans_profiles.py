@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -22,14 +21,12 @@ from segments.workspace import (
     PREPARED_LINES,
     SEGMENT_METADATA,
     SEGMENT_PROFILES,
-    Workspace,
     atomic_write_with,
     write_json,
 )
 
 if TYPE_CHECKING:
-    from segments.policy import Policy
-    from segments.privacy.ledger import Ledger
+    from segments.privacy.publishing import ReleaseContext
 
 __all__ = ["PROFILE_QUERIES", "private_segment_profiles"]
 
@@ -40,15 +37,7 @@ _MIN_PROFILED = 50
 
 
 def private_segment_profiles(
-    workspace: Workspace | str | os.PathLike[str],
-    policy: Policy,
-    ledger: Ledger,
-    *,
-    epsilon: float = 0.5,
-    purpose: str = "segmentation",
-    recipient: str = "purchasing",
-    destination: str = "SE",
-    as_of: dt.date | None = None,
+    context: ReleaseContext, *, epsilon: float = 0.5, as_of: dt.date | None = None
 ) -> tuple[Any, Any]:
     """Profiles and names of the private segments, from a DP release keyed by them.
 
@@ -61,12 +50,11 @@ def private_segment_profiles(
 
     Parameters
     ----------
-    workspace, policy, ledger
-        As in :func:`fit_private_segments` (which must have run).
+    context : segments.privacy.publishing.ReleaseContext
+        The ledger :func:`fit_private_segments` charged (which must have run), workspace,
+        policy, purpose (the prepared frames read), recipient and destination.
     epsilon : float, default 0.5
         ε of the profile release (split over its two queries).
-    purpose, recipient, destination : str
-        Recorded and guarded by the ledger.
     as_of : date, optional
         Default: the private segmentation's ``as_of``.
 
@@ -76,13 +64,11 @@ def private_segment_profiles(
         One row per segment (``segment``, ``name``, ``customers``, ``mean_spend_sek``,
         ``top_categories``) and the published release.
     """
-    from segments.policy import Policy
     from segments.privacy.releases import plan_release
     from segments.privacy.specs import PrivacyParams, ReleaseSpec, SegmentSource
     from segments.provenance import verified_frames
 
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-    policy = Policy.load(policy) if isinstance(policy, str | os.PathLike) else policy
+    ws, policy, purpose = context.workspace, context.policy, context.purpose
     folder = ws.require(ws.private_segments / CARD, "segments segment --private").parent
     metadata = json.loads((folder / SEGMENT_METADATA).read_text(encoding="utf-8"))
     as_of = as_of or dt.date.fromisoformat(metadata["as_of"])
@@ -105,7 +91,7 @@ def private_segment_profiles(
             PrivacyParams.from_policy(policy, purpose),
             customers=copies[PREPARED_CUSTOMERS],
             lines=copies[PREPARED_LINES],
-            segments=SegmentSource.private_model(ws, ledger),
+            segments=SegmentSource.private_model(ws, context.ledger),
             as_of=as_of,
             workspace=ws,
             origins=copies.origins,
@@ -113,15 +99,7 @@ def private_segment_profiles(
     ):
         # the segmentation's loss from its ledger entry, not from an editable card
         # the card's end_to_end_privacy_loss (k-means + this release) is the release's own
-        result = plan.execute(
-            ledger,
-            ws,
-            policy=policy,
-            purpose=purpose,
-            recipient=recipient,
-            destination=destination,
-            synthetic=ws.declared_synthetic(),
-        )
+        result = plan.execute(context)
     profiles = _profiles_from_release(result._tables, [str(k) for k in metadata["segments"]])
     atomic_write_with(folder / SEGMENT_PROFILES, lambda p: profiles.to_parquet(p, index=False))
     metadata["segments"] = dict(zip(profiles["segment"], profiles["name"], strict=True))

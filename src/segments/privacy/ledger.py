@@ -1957,6 +1957,24 @@ class Ledger:
                 )
             _registry_update(self.controller, {**self.anchor(), "path": here})
 
+    def check_policy(self, policy: Policy) -> None:
+        """Refuse, writing nothing, a policy whose privacy parameters or facts differ from
+        those this ledger is bound to (an unbound ledger is bound by its first release).
+
+        Raises
+        ------
+        ReleaseRefusedError
+            Another policy, or a copied and edited one.
+        """
+        with self._connect() as conn:
+            bound = _bound_policy(conn)
+        if bound is None:
+            return
+        params = _policy_parameters(policy, None)
+        if not _same_parameters(bound["parameters"], params):
+            raise self._policy_error(str(policy.name), bound, params)
+        self._check_policy_facts(str(policy.name), bound, policy)
+
     def _check_policy(self, policy: Policy | PolicyFacts) -> None:
         """Bind a new ledger to the policy's privacy parameters; refuse a policy that differs
         from the ones it is bound to."""

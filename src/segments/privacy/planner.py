@@ -39,8 +39,7 @@ from segments.privacy.composition import DPFamily, expected_half_width
 
 if TYPE_CHECKING:
     from segments.policy import Policy
-    from segments.privacy.ledger import Ledger
-    from segments.workspace import Workspace
+    from segments.privacy.publishing import ReleaseContext
 
 
 __all__ = [
@@ -755,19 +754,15 @@ def _epsilon_of_rho(rho: float, delta: float) -> float:
 
 
 def probe_scale(
-    workspace: Workspace,
-    policy: Policy,
-    ledger: Ledger,
+    context: ReleaseContext,
     *,
     as_of: Any,
-    purpose: str,
-    recipient: str,
     segments: int,
     epsilon: float = 0.02,
-    synthetic: bool | None = None,
     survey_responses: float = 0.0,
 ) -> tuple[Scale, dict[str, float]]:
-    """Run the private scale probe (two small releases, charged) and read the typical sizes.
+    """Run the private scale probe (two small releases, charged to ``context``) and read the
+    typical sizes.
 
     ``scale_probe`` counts the prepared customers and sums their clipped spend;
     ``scale_probe_month`` counts the people who bought in the last closed month before
@@ -786,6 +781,7 @@ def probe_scale(
     from segments.privacy.specs import SPECS, PrivacyParams
     from segments.provenance import verified_frames
 
+    workspace, policy, purpose = context.workspace, context.policy, context.purpose
     params = PrivacyParams.from_policy(policy, purpose)
     last_month = month_start(month_start(as_of) - dt.timedelta(days=1))
     results = {}
@@ -806,14 +802,7 @@ def probe_scale(
                 workspace=workspace,
                 origins=copies.origins,
             ) as plan:
-                results[name] = plan.execute(
-                    ledger,
-                    workspace,
-                    policy=policy,
-                    purpose=purpose,
-                    recipient=recipient,
-                    synthetic=synthetic,
-                )
+                results[name] = plan.execute(context)
     people = results["scale_probe"]._tables["customers_by_type"]
     buyers = results["scale_probe_month"]._tables["buyers_by_type"]
     customers = float(people["count"].sum())

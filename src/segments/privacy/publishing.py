@@ -1,5 +1,9 @@
 """One publishing path for every release: check → reserve → stage → fsync → rename → publish.
 
+Every release starts from a :class:`ReleaseContext` (who releases what to whom under which
+policy, charged to which ledger), built once by :meth:`ReleaseContext.open`, which checks it
+against the policy and the ledger; no release runs without one.
+
 A release is complete or clearly not (issue 18):
 
 1. :func:`begin` checks, *before anything is charged*, that the release folder can be written
@@ -21,16 +25,18 @@ failure inside the process aborts the entry at once (:meth:`Publication.fail`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segments.exceptions import WorkspaceError
-from segments.workspace import CARD, make_private, sha256_file
+from segments.exceptions import ReleaseRefusedError, WorkspaceError
+from segments.workspace import CARD, Workspace, make_private, sha256_file
 
 if TYPE_CHECKING:
     from segments.policy import Policy
@@ -38,7 +44,154 @@ if TYPE_CHECKING:
     from segments.privacy.ledger import Ledger, ReleaseRequest
 
 
-__all__ = ["MIN_FREE_BYTES", "Publication", "begin", "check_writable", "durable_rename"]
+__all__ = [
+    "MIN_FREE_BYTES",
+    "Publication",
+    "ReleaseContext",
+    "begin",
+    "check_writable",
+    "durable_rename",
+]
+
+
+@dataclass(frozen=True)
+class ReleaseContext:
+    """Who releases what to whom under which policy, charged to which ledger: the facts
+    every release records, travelling as one object (as OpenDP's ``Context`` does).
+
+    Build it with :meth:`open`; every field is checked when it is built (a copy made with
+    :func:`dataclasses.replace` is checked again), and the ledger when it is first used.
+
+    Attributes
+    ----------
+    workspace : Workspace
+        The workspace whose data is released (and whose ``releases/`` folder is written).
+    policy : segments.Policy
+        The policy whose facts the ledger guards; the ledger must be bound to it.
+    purpose, recipient, destination : str
+        Declared by the policy (refused otherwise, before any ledger is opened).
+    synthetic : bool or None
+        The caller withdraws (False) the synthetic proof the ledger was opened with, or
+        leaves it to the ledger (None: evaluation and demo ledgers hold one).
+    clause_ids : tuple of str
+        The policy's own release clauses for ``purpose``: what every card cites.
+    """
+
+    workspace: Workspace
+    policy: Policy
+    purpose: str
+    recipient: str
+    destination: str
+    synthetic: bool | None
+    clause_ids: tuple[str, ...]
+    opener: Callable[[], Ledger] = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        from segments.privacy.jobs import refuse_early
+
+        self.policy.purpose(self.purpose)  # an undeclared purpose: refused, citing the policy
+        refuse_early(self.policy, self.purpose, self.recipient, self.destination)
+        own = own_clause_ids(self.policy, self.purpose, self.clause_ids)
+        if tuple(self.clause_ids) != own:
+            raise ReleaseRefusedError(
+                f"release clause_ids {list(self.clause_ids)} are not the clauses policy "
+                f"{self.policy.name!r} states for purpose {self.purpose!r} ({list(own)}); a card "
+                "cites its policy's own release clauses — build the context with "
+                "ReleaseContext.open(ledger, workspace, policy, ...)"
+            )
+
+    @classmethod
+    def open(
+        cls,
+        ledger: Ledger | Callable[[], Ledger],
+        workspace: Workspace | str | os.PathLike[str],
+        policy: Policy | str,
+        *,
+        purpose: str,
+        recipient: str,
+        destination: str = "SE",
+        synthetic: bool | None = None,
+        clause_ids: Sequence[str] | None = None,
+    ) -> ReleaseContext:
+        """The one way to a release context: the facts checked against the policy now, the
+        ledger checked against the policy now (or, given a function opening it, when the
+        release first needs it: a refused release opens or creates no ledger file).
+
+        Parameters
+        ----------
+        ledger : Ledger or callable
+            The ledger charged, or a function opening it (called once).
+        workspace : Workspace or path
+        policy : segments.Policy or str
+            The policy or its name.
+        purpose, recipient, destination : str
+        synthetic : bool, optional
+            False withdraws the ledger's synthetic proof for these releases.
+        clause_ids : sequence of str, optional
+            Clauses a caller asks the card to cite: they must be among the policy's own for
+            ``purpose`` (the card cites all of those), else refused before anything.
+
+        Raises
+        ------
+        PolicyError, ReleaseRefusedError
+            An undeclared purpose, recipient or destination, another policy's clause, or a
+            ledger bound to another policy.
+        """
+        from segments.policy import Policy
+
+        loaded = Policy.load(policy) if isinstance(policy, str) else policy
+        opener = ledger if callable(ledger) else functools.partial(_same, ledger)
+        context = cls(
+            workspace=workspace if isinstance(workspace, Workspace) else Workspace(workspace),
+            policy=loaded,
+            purpose=purpose,
+            recipient=recipient,
+            destination=destination,
+            synthetic=synthetic,
+            clause_ids=own_clause_ids(loaded, purpose, clause_ids),
+            opener=opener,
+        )
+        if not callable(ledger):
+            context.ledger  # noqa: B018 - an open ledger is checked now
+        return context
+
+    @functools.cached_property
+    def ledger(self) -> Ledger:
+        """The ledger charged, opened on first use and checked to be bound to :attr:`policy`.
+
+        Raises
+        ------
+        ReleaseRefusedError
+            The ledger is bound to another policy's parameters or facts.
+        """
+        ledger = self.opener()
+        ledger.check_policy(self.policy)
+        return ledger
+
+    def states_synthetic(self) -> bool:
+        """What a release's request states: the caller's ``synthetic``, else the ledger's
+        (evaluation and demo ledgers open only with a proof that the data is synthetic)."""
+        return self.ledger.simulated_time if self.synthetic is None else self.synthetic
+
+
+def _same(ledger: Ledger) -> Ledger:
+    return ledger
+
+
+def own_clause_ids(policy: Policy, purpose: str, asked: Sequence[str] | None) -> tuple[str, ...]:
+    """The clauses a release cites: the policy's own for ``purpose``, always. Ids a caller or
+    spec names that the policy's release clauses do not hold (another controller's promise)
+    are refused before any charge."""
+    own = policy.release_clause_ids(purpose)
+    foreign = [c for c in (asked or ()) if c not in own]
+    if foreign:
+        raise ReleaseRefusedError(
+            f"release clause_ids {foreign} are not clauses of policy {policy.name!r} for "
+            f"purpose {purpose!r} (its own: {list(own)}); a card cites only its own policy's "
+            "clauses — leave clause_ids out"
+        )
+    return own
+
 
 #: Free space a release folder needs before anything is charged.
 MIN_FREE_BYTES = 32 * 1024 * 1024

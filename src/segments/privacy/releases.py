@@ -69,7 +69,7 @@ from segments.privacy.postprocess import (
     noise_variance,
     nonnegative,
 )
-from segments.privacy.publishing import Publication, begin
+from segments.privacy.publishing import Publication, ReleaseContext, begin, own_clause_ids
 from segments.privacy.specs import (
     SURVEY_ACCOUNTS_PER_PERSON,
     PrivacyParams,
@@ -1192,22 +1192,6 @@ class ReleasePlan:
         return out
 
     # --- execution --------------------------------------------------------------------------
-    def run_unaccounted(self) -> dict[str, pd.DataFrame]:
-        """Run every measurement once, outside any ledger (raw noisy answers).
-
-        Only for calibration on synthetic data with the evaluation ledger's blessing; the
-        release path is :meth:`execute`.
-        """
-        return {name: to_pandas(t) for name, t in self._run_unaccounted_pl().items()}
-
-    def _run_unaccounted_pl(self) -> dict[str, pl.DataFrame]:
-        return {
-            q.query.name: _run_query(q)
-            if q.vector is not None
-            else q.measurement(pl.scan_parquet(q.data_path)).collect()
-            for q in self.queries
-        }
-
     def _run(self) -> dict[str, pl.DataFrame]:
         """Run each measurement through an OpenDP privacy filter capped at its loss."""
         answers: dict[str, pl.DataFrame] = {}
@@ -1245,34 +1229,17 @@ class ReleasePlan:
         return _make_consistent(tables, {q.query.name: q for q in self.queries})
 
     def execute(
-        self,
-        ledger: Ledger,
-        workspace: Workspace,
-        *,
-        policy: Policy,
-        purpose: str,
-        recipient: str,
-        destination: str = "SE",
-        clause_ids: tuple[str, ...] | None = None,
-        synthetic: bool | None = None,
-        extra_card: Mapping[str, Any] | None = None,
+        self, context: ReleaseContext, *, extra_card: Mapping[str, Any] | None = None
     ) -> ReleaseResult:
         """Charge the ledger, run the queries and publish tables and card atomically.
 
         Parameters
         ----------
-        ledger : segments.privacy.ledger.Ledger
-        workspace : Workspace
-        policy : segments.Policy or str
-            The policy (its facts drive the ledger's guards) or its name.
-        purpose, recipient, destination : str
-            Recorded in the ledger; the ledger refuses forbidden recipients and destinations.
-        synthetic : bool, optional
-            The data manifest's ``synthetic`` flag (an evaluation ledger needs True).
-        clause_ids : tuple of str, optional
-            The card always cites the policy's own clauses for ``purpose``
-            (:meth:`segments.Policy.release_clause_ids`); ids given here or in the spec
-            must be among them, else the release is refused before any charge.
+        context : segments.privacy.publishing.ReleaseContext
+            The ledger charged, the workspace, the policy (its facts drive the ledger's
+            guards), purpose, recipient, destination and the clauses the card cites (the
+            policy's own for the purpose; ids the spec names must be among them, else the
+            release is refused before any charge).
         extra_card : mapping, optional
             Caller's notes, written under the card's ``"extra"`` key: they never shadow a
             field the release computes (loss, guarantee, clauses, spec, month).
@@ -1293,10 +1260,13 @@ class ReleasePlan:
         WorkspaceError
             The release folder cannot be written — before anything is charged.
         """
-        from segments.policy import Policy
         from segments.privacy.ledger import ReleaseRequest
 
+        workspace, policy, purpose = context.workspace, context.policy, context.purpose
         self._check_inputs(workspace, policy, purpose)  # before anything is charged
+        # the spec's own clause ids, if any, must be the policy's (refused before any charge)
+        own_clause_ids(policy, purpose, self.spec.clause_ids)
+        ledger = context.ledger
         # a demo or evaluation ledger takes releases of the data its proof was about, only
         ledger.check_workspace(workspace)
         if self.segments is not None and self.segments.model is not None:
@@ -1306,17 +1276,14 @@ class ReleasePlan:
         if any(q.query.frame == "survey" for q in self.queries):
             check_survey_accounts(workspace, policy)  # the sensitivity's design fact, checked
         loss = self.loss
-        policy_name = policy if isinstance(policy, str) else str(policy.name)
-        policy_object = Policy.load(policy) if isinstance(policy, str) else policy
-        clause_ids = _own_clause_ids(policy_object, purpose, clause_ids or self.spec.clause_ids)
         once_key = self._once_key()
         request = ReleaseRequest(
-            policy=policy_name,
+            policy=str(policy.name),
             population=self.spec.population,
             purpose=purpose,
-            recipient=recipient,
-            destination=destination,
-            clause_ids=clause_ids,
+            recipient=context.recipient,
+            destination=context.destination,
+            clause_ids=context.clause_ids,
             spec=self.describe(),
             guarantee=self.guarantee,
             mechanism=self.mechanism,
@@ -1331,16 +1298,13 @@ class ReleasePlan:
             budget_window_months=self.params.budget_window_months,
             policy_delta=self.params.delta if self.params.dp_family == DPFamily.ZCDP else None,
             population_fingerprint=self.fingerprint,
-            synthetic=synthetic,
+            synthetic=context.states_synthetic(),
             release_id=f"{self.spec.name}-{self.as_of:%Y%m%d}-{uuid.uuid4().hex[:8]}",
             once_key=once_key,
         )
         assert request.release_id is not None
         publication = begin(
-            ledger,
-            request,
-            policy=None if isinstance(policy, str) else policy,
-            final=workspace.release_dir(request.release_id),
+            ledger, request, policy=policy, final=workspace.release_dir(request.release_id)
         )
         try:
             tables = self._tables_pl(self._run())
@@ -1691,23 +1655,6 @@ def _card(
         # the caller's notes under their own key: never shadowing what the release computed
         **({"extra": dict(extra)} if extra else {}),
     }
-
-
-def _own_clause_ids(policy: Policy, purpose: str, asked: Sequence[str] | None) -> tuple[str, ...]:
-    """The clauses a release cites: the policy's own for ``purpose``, always. Ids a caller or
-    spec names that the policy's release clauses do not hold (another controller's promise)
-    are refused before any charge."""
-    from segments.exceptions import ReleaseRefusedError
-
-    own = policy.release_clause_ids(purpose)
-    foreign = [c for c in (asked or ()) if c not in own]
-    if foreign:
-        raise ReleaseRefusedError(
-            f"release clause_ids {foreign} are not clauses of policy {policy.name!r} for "
-            f"purpose {purpose!r} (its own: {list(own)}); a card cites only its own policy's "
-            "clauses — leave clause_ids out"
-        )
-    return own
 
 
 def _segmentation_loss(plan: ReleasePlan) -> dict[str, Any]:
