@@ -81,6 +81,38 @@ def test_backends_give_identical_cells_and_orders_on_the_default_data(
     )
 
 
+@pytest.mark.parametrize("by_month", [False, True])
+def test_streamed_cell_batches_are_the_cells_and_each_is_bounded(
+    default_lines, tmp_path, monkeypatch, by_month
+):
+    """Issue 21: a release takes the cells as batches (keyed per batch, so the frame of
+    64-character pseudonyms is never whole on the driver). DuckDB streams several Arrow
+    batches; together they are exactly person_cells, each a checked CELL_SCHEMA frame within
+    the public bound; a category outside the public list is refused from the batches too."""
+    import segments.engine.embedded as embedded
+
+    monkeypatch.setattr(embedded, "CELL_BATCH_ROWS", 5_000)
+    order = ["person_id", "month", "category"] if by_month else ["person_id", "category"]
+    for engine in ENGINES:
+        batches = list(
+            engine.person_cell_batches(
+                default_lines, None, PRODUCT_CATEGORIES, by_month=by_month, scratch=tmp_path
+            )
+        )
+        whole = engine.person_cells(
+            default_lines, None, PRODUCT_CATEGORIES, by_month=by_month, scratch=tmp_path
+        )
+        if engine.name == "duckdb":
+            assert len(batches) > 3 and max(b.height for b in batches) <= 5_000
+        assert_frame_equal(pl.concat(batches).sort(order), whole)
+    with pytest.raises(SchemaError, match="public code list"):
+        list(
+            ENGINES[1].person_cell_batches(
+                default_lines, None, PRODUCT_CATEGORIES[1:], by_month=by_month, scratch=tmp_path
+            )
+        )
+
+
 def test_shared_release_frames_are_identical_on_every_backend(default_lines, tmp_path):
     """The frames OpenDP measures (person and cells) do not depend on the engine."""
     customers = pl.scan_parquet(default_lines.parent / "customers.parquet")

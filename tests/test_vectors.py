@@ -17,6 +17,7 @@ from segments.exceptions import PolicyError
 from segments.privacy.bounds import bound_candidates, make_private_bound, private_bound
 from segments.privacy.composition import expected_half_width
 from segments.privacy.vectors import (
+    PersonVectors,
     VectorRelease,
     choose_mechanism,
     clip_to_norm,
@@ -56,6 +57,45 @@ def test_person_matrix_sums_a_persons_rows_per_key_and_drops_unknown_keys():
     assert matrix.shape == (2, len(PRODUCT_CATEGORIES))
     paper = list(PRODUCT_CATEGORIES).index("paper")
     assert matrix[0, paper] == 7 and matrix[1].sum() == 0  # negative clipped to 0
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 30),  # pid
+            st.sampled_from([*PRODUCT_CATEGORIES[:4], "not-a-category"]),
+            st.sampled_from(["2026-01", "2026-02"]),
+            st.integers(-50, 200_000),
+        ),
+        min_size=0,
+        max_size=120,
+    ),
+    st.integers(1, 300_000),
+    st.sampled_from(["l1", "l2"]),
+    st.booleans(),
+)
+def test_sparse_person_vectors_release_exactly_what_the_dense_matrix_does(rows, bound, norm, month):
+    """Issue 21: the release clips and sums the persons' vectors sparsely (the dense matrix
+    was persons × keys, most of a month-closing's memory at 30 M lines); the norms the
+    private bound reads and the clipped sums it releases are the dense ones, exactly."""
+    frame = pl.DataFrame(
+        rows,
+        schema={"pid": pl.UInt64, "category": pl.Utf8, "month": pl.Utf8, "units": pl.Int64},
+        orient="row",
+    )
+    by = ["month", "category"] if month else ["category"]
+    keys = (
+        pl.DataFrame({"month": ["2026-01", "2026-02"]}).join(KEYS, how="cross") if month else KEYS
+    )
+    matrix = person_matrix(frame, keys, by, "units")
+    sparse = PersonVectors.of(frame, keys, by, "units")
+    assert (sparse.n_people, sparse.n_cells) == matrix.shape
+    dense = matrix.astype(np.float64)
+    norms = dense.sum(axis=1) if norm == "l1" else np.sqrt((dense**2).sum(axis=1))
+    assert sparse.norms(norm).tolist() == norms.tolist()
+    expected = clip_to_norm(matrix, bound, norm).sum(axis=0)
+    assert sparse.clipped_sum(bound, norm).tolist() == expected.tolist()
 
 
 def test_gaussian_wins_under_zcdp_when_people_touch_many_cells_and_pure_is_laplace():

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -142,6 +142,21 @@ class Engine(Protocol):
         """
         ...
 
+    def person_cell_batches(
+        self,
+        lines: LineSource,
+        window: Window,
+        categories: Sequence[str],
+        *,
+        by_month: bool = False,
+        scratch: Path,
+    ) -> Iterator[pl.DataFrame]:
+        """The rows of :meth:`person_cells` in batches, in no particular order (each batch
+        :data:`CELL_SCHEMA`; every category checked as there). For a caller that reduces
+        each batch as it comes — a release replaces the 64-character pseudonym by a 64-bit
+        key — so the whole frame of pseudonyms is never held on the driver."""
+        ...
+
     def person_orders(self, lines: LineSource, window: Window, *, scratch: Path) -> pl.DataFrame:
         """Distinct orders per person in ``window`` (:data:`ORDER_COUNT_SCHEMA`), sorted by
         ``person_id``."""
@@ -192,6 +207,22 @@ class LineEngine:
             return empty_cells(by_month)
         return self._cells(files, window, categories, by_month=by_month, scratch=scratch)
 
+    def person_cell_batches(
+        self,
+        lines: LineSource,
+        window: Window,
+        categories: Sequence[str],
+        *,
+        by_month: bool = False,
+        scratch: Path,
+    ) -> Iterator[pl.DataFrame]:
+        """:meth:`Engine.person_cell_batches`."""
+        files = line_files(lines, window)
+        if files:
+            yield from self._cell_batches(
+                files, window, categories, by_month=by_month, scratch=scratch
+            )
+
     def person_orders(self, lines: LineSource, window: Window, *, scratch: Path) -> pl.DataFrame:
         """:meth:`Engine.person_orders`."""
         files = line_files(lines, window)
@@ -224,6 +255,18 @@ class LineEngine:
         scratch: Path,
     ) -> pl.DataFrame:
         raise NotImplementedError
+
+    def _cell_batches(
+        self,
+        files: list[Path],
+        window: Window,
+        categories: Sequence[str],
+        *,
+        by_month: bool,
+        scratch: Path,
+    ) -> Iterator[pl.DataFrame]:
+        # one batch, the whole frame: a backend that can stream its result overrides this
+        yield self._cells(files, window, categories, by_month=by_month, scratch=scratch)
 
     def _orders(self, files: list[Path], window: Window, *, scratch: Path) -> pl.DataFrame:
         raise NotImplementedError

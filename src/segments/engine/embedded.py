@@ -47,6 +47,28 @@ def _window_sql(window: Window) -> str:
     return f"order_date >= DATE '{start.isoformat()}' AND order_date < DATE '{end.isoformat()}'"
 
 
+#: Rows per Arrow record batch a streamed result is handed over in (~50 MB of pseudonyms).
+CELL_BATCH_ROWS = 1 << 19
+
+
+def _cells_sql(files: Sequence[Path], window: Window, by_month: bool) -> str:
+    """Spend (öre summed, then whole SEK) and units per person and category (and month)."""
+    month = "strftime(order_date, '%Y-%m') AS month, " if by_month else ""
+    keys = "person_id, month, category" if by_month else "person_id, category"
+    return f"""
+        WITH agg AS (
+            SELECT person_id, {month}category,
+                   sum(CAST(floor(amount_sek * 100 + 0.5) AS BIGINT)) AS _ore,
+                   sum(CAST(quantity AS BIGINT)) AS units
+            FROM {_files_sql(files)}
+            WHERE {_window_sql(window)}
+            GROUP BY ALL
+        )
+        SELECT {keys}, CAST({_ORE_TO_SEK} AS BIGINT) AS sek, CAST(units AS BIGINT) AS units
+        FROM agg
+    """
+
+
 class DuckDBEngine(LineEngine):
     """DuckDB, out of core.
 
@@ -98,25 +120,32 @@ class DuckDBEngine(LineEngine):
         by_month: bool,
         scratch: Path,
     ) -> pl.DataFrame:
-        month = "strftime(order_date, '%Y-%m') AS month, " if by_month else ""
         order = "person_id, month, category" if by_month else "person_id, category"
-        query = f"""
-            WITH agg AS (
-                SELECT person_id, {month}category,
-                       sum(CAST(floor(amount_sek * 100 + 0.5) AS BIGINT)) AS _ore,
-                       sum(CAST(quantity AS BIGINT)) AS units
-                FROM {_files_sql(files)}
-                WHERE {_window_sql(window)}
-                GROUP BY ALL
-            )
-            SELECT {order}, CAST({_ORE_TO_SEK} AS BIGINT) AS sek, CAST(units AS BIGINT) AS units
-            FROM agg ORDER BY {order}
-        """
         with self.connect(scratch) as con:
-            cells = con.sql(query).pl()
+            cells = con.sql(f"{_cells_sql(files, window, by_month)} ORDER BY {order}").pl()
         check_categories(cells["category"].unique().to_list(), categories)
         schema = {k: v for k, v in CELL_SCHEMA.items() if by_month or k != "month"}
         return cells.cast(schema)
+
+    def _cell_batches(
+        self,
+        files: list[Path],
+        window: Window,
+        categories: Sequence[str],
+        *,
+        by_month: bool,
+        scratch: Path,
+    ) -> Iterator[pl.DataFrame]:
+        # the aggregate streamed out as Arrow record batches, unsorted (a sort would hold the
+        # whole result): the driver holds one batch of pseudonyms at a time
+        schema = {k: v for k, v in CELL_SCHEMA.items() if by_month or k != "month"}
+        with self.connect(scratch) as con:
+            reader = con.sql(_cells_sql(files, window, by_month)).to_arrow_reader(CELL_BATCH_ROWS)
+            for batch in reader:
+                cells = pl.from_arrow(batch)
+                assert isinstance(cells, pl.DataFrame)
+                check_categories(cells["category"].unique().to_list(), categories)
+                yield cells.cast(schema)  # type: ignore[arg-type]
 
     def _orders(self, files: list[Path], window: Window, *, scratch: Path) -> pl.DataFrame:
         # distinct (person, order) pairs first: a plain hash aggregate that spills, ~25 %

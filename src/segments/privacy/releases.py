@@ -48,6 +48,7 @@ from opendp.accuracy import summarize_polars_measurement
 
 from segments._tables import as_polars, to_pandas
 from segments.engine import Engine, get_engine, line_files
+from segments.engine.base import empty_cells
 from segments.engine.inmemory import lazy_cells, lazy_orders
 from segments.exceptions import PolicyError, WorkspaceError
 from segments.months import months_between, next_month
@@ -157,22 +158,32 @@ def _cells(
     by_month: bool = False,
 ) -> pl.DataFrame:
     """Spend (whole SEK) and units per person and category (and month) inside the window,
-    from the engine (:meth:`segments.engine.Engine.person_cells`), keyed by ``pid``."""
+    from the engine (:meth:`segments.engine.Engine.person_cell_batches`), keyed by ``pid``.
+
+    Each batch is keyed as it leaves the engine: the frame of 64-character pseudonyms (at
+    30 million lines, ~6 million cells and most of a release's memory) is never held whole.
+    Unsorted: every caller sorts by ``pid`` and the cell's own values."""
+    rank = {c: i for i, c in enumerate(categories)}
+
+    def keyed(cells: pl.DataFrame) -> pl.DataFrame:
+        return cells.select(
+            _person_key(),
+            *(["month"] if by_month else []),
+            "category",
+            "sek",
+            "units",
+            pl.col("category").replace_strict(rank, return_dtype=pl.Int32).alias("_rank"),
+        )
+
     if isinstance(lines, pl.LazyFrame):
-        cells = lazy_cells(lines, window, categories, by_month=by_month)
-    else:
-        cells = lines.engine.person_cells(
+        return keyed(lazy_cells(lines, window, categories, by_month=by_month))
+    batches = [
+        keyed(batch)
+        for batch in lines.engine.person_cell_batches(
             lines.path, window, categories, by_month=by_month, scratch=lines.scratch
         )
-    rank = {c: i for i, c in enumerate(categories)}
-    return cells.select(
-        _person_key(),
-        *(["month"] if by_month else []),
-        "category",
-        "sek",
-        "units",
-        pl.col("category").replace_strict(rank, return_dtype=pl.Int32).alias("_rank"),
-    )
+    ]
+    return pl.concat(batches, rechunk=False) if batches else keyed(empty_cells(by_month))
 
 
 @dataclass(frozen=True)

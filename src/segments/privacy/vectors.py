@@ -44,6 +44,7 @@ from segments.privacy.composition import (
 
 __all__ = [
     "BOUND_LOSS_CAP",
+    "PersonVectors",
     "VectorRelease",
     "choose_mechanism",
     "clip_to_norm",
@@ -92,7 +93,9 @@ def person_matrix(
 ) -> np.ndarray:
     """One row per person (``pid``), one column per public key row; values clipped at 0.
 
-    Cells whose keys are not in ``keys`` are dropped (never released).
+    Cells whose keys are not in ``keys`` are dropped (never released). The dense
+    definition of a release's person vectors; releases use the sparse
+    :class:`PersonVectors`, tested equal to it.
     """
     index = keys.select(list(by)).with_row_index("_cell")
     joined = frame.join(index, on=list(by), how="inner").select(
@@ -106,9 +109,65 @@ def person_matrix(
     return matrix
 
 
-def _norms(matrix: np.ndarray, norm: str) -> np.ndarray:
-    values = matrix.astype(np.float64)
-    return values.sum(axis=1) if norm == "l1" else np.sqrt((values**2).sum(axis=1))
+@dataclass(frozen=True)
+class PersonVectors:
+    """The persons' vectors of :func:`person_matrix`, sparse: only the entries a person has.
+
+    A person touches a few of a release's cells (at most ``max_cells_per_person`` per
+    month), while the dense matrix holds every person × every key: at 909,090 persons and
+    64 keys, 465 MB per copy and five copies while clipping, most of a month-closing's
+    memory at 30 million lines (``benchmarks/profile_release.py``). The arithmetic is the
+    dense one, entry by entry (:meth:`norms`, :meth:`clipped_sum`; tested equal).
+    """
+
+    person: np.ndarray  # row of the dense matrix (0 .. n_people-1), one per entry
+    cell: np.ndarray  # column: the public key row
+    value: np.ndarray  # int64, ≥ 0 (negative contributions clipped to 0, then summed)
+    n_people: int
+    n_cells: int
+
+    @classmethod
+    def of(
+        cls, frame: pl.DataFrame, keys: pl.DataFrame, by: Sequence[str], aggregate: str
+    ) -> PersonVectors:
+        """The entries of ``person_matrix(frame, keys, by, aggregate)`` that can be non-zero."""
+        index = keys.select(list(by)).with_row_index("_cell")
+        entries = (
+            frame.join(index, on=list(by), how="inner")
+            .group_by("pid", "_cell")
+            .agg(pl.col(aggregate).clip(0, None).cast(pl.Int64).sum())
+            .select(
+                pl.col("pid").rank("dense").cast(pl.Int64) - 1,
+                pl.col("_cell").cast(pl.Int64),
+                pl.col(aggregate),
+            )
+        )
+        person = entries["pid"].to_numpy()
+        return cls(
+            person,
+            entries["_cell"].to_numpy(),
+            entries[aggregate].to_numpy(),
+            int(person.max()) + 1 if person.size else 0,
+            keys.height,
+        )
+
+    def norms(self, norm: str) -> np.ndarray:
+        """Each person's norm (L1 or L2), as :func:`_norms` of the dense matrix: integers
+        summed in float64 (exact below 2**53, so in any order)."""
+        values = self.value.astype(np.float64)
+        weights = values if norm == "l1" else values**2
+        sums = np.bincount(self.person, weights=weights, minlength=self.n_people)
+        return sums if norm == "l1" else np.sqrt(sums)
+
+    def clipped_sum(self, bound: float, norm: str) -> np.ndarray:
+        """``clip_to_norm(matrix, bound, norm).sum(axis=0)`` without the matrix: each entry
+        scaled by its person's ``min(1, bound / norm)`` and floored, summed per cell in
+        integers."""
+        factor = np.minimum(1.0, bound / np.maximum(self.norms(norm), 1e-300))
+        clipped = np.floor(self.value * factor[self.person]).astype(np.int64)
+        out = np.zeros(self.n_cells, dtype=np.int64)
+        np.add.at(out, self.cell, clipped)
+        return out
 
 
 def choose_mechanism(family: str, l1_bound: float, l2_bound: float, rho_or_eps: float) -> str:
@@ -222,8 +281,8 @@ class VectorRelease:
         metric = dp.l1_distance(T="i64") if self.norm == "l1" else dp.l2_distance(T="i64")
 
         def clipped_sum(data: pl.LazyFrame) -> list[int]:
-            matrix = person_matrix(self._frame(data, aggregate), self.keys, self.by, aggregate)
-            return [int(v) for v in clip_to_norm(matrix, c, self.norm).sum(axis=0)]
+            vectors = PersonVectors.of(self._frame(data, aggregate), self.keys, self.by, aggregate)
+            return [int(v) for v in vectors.clipped_sum(c, self.norm)]
 
         return dp.t.make_user_transformation(
             CELLS_DOMAIN,
@@ -247,8 +306,8 @@ class VectorRelease:
 
     def _norms_transformation(self, aggregate: str) -> Any:
         def norms(data: pl.LazyFrame) -> list[float]:
-            matrix = person_matrix(self._frame(data, aggregate), self.keys, self.by, aggregate)
-            return [float(v) for v in _norms(matrix, self.norm)]
+            vectors = PersonVectors.of(self._frame(data, aggregate), self.keys, self.by, aggregate)
+            return [float(v) for v in vectors.norms(self.norm)]
 
         return dp.t.make_user_transformation(
             CELLS_DOMAIN,
