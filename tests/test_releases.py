@@ -479,7 +479,7 @@ def test_the_national_survey_is_one_cell_with_the_same_person_bound(params, fram
     with plan_release(
         SPECS["survey_national"], params, surveys=frames["surveys"], as_of=AS_OF
     ) as plan:
-        table = plan._tables_pl(plan._run_unaccounted_pl())["survey_national"]
+        table = plan._tables_pl(run_unaccounted(plan))["survey_national"]
         bounds = plan.bounds()["survey_national"]
         assert plan.loss.epsilon == pytest.approx(SPECS["survey_national"].epsilon)
     months = params.retention_months
