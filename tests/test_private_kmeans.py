@@ -345,6 +345,14 @@ def test_fit_private_segments_charges_the_ledger_and_writes_the_release(private_
     assert card["guarantee"] == "end-to-end ε-DP"
     assert card["release_id"] == entries[0].release_id
     assert card["privacy_loss"]["epsilon"] == charged
+    # the one publishing path: the entry records its folder (so a killed fit is finished or
+    # aborted by reconciliation), the card carries every release card's ledger fields, and
+    # only the centroids (and the card) are released: never the labels
+    assert entries[0].output == str(folder)
+    assert {"ledger_anchor", "charged_on", "population_total_loss"} <= set(card)
+    assert (
+        set(entries[0].files) == {"centroids.parquet", "card.json"} == {*card["files"], "card.json"}
+    )
     labels = pl.read_parquet(folder / "labels.parquet")
     assert labels.columns == ["person_id", "segment"]
     assert set(labels["segment"]) <= set(meta["segments"])
@@ -658,6 +666,7 @@ def test_private_labels_are_not_written_when_an_erasure_lands_meanwhile(
         )
     assert not (private_workspace.segments / "private").exists()
     assert list(private_workspace.segments.glob(".private-*")) == []
+    assert list(private_workspace.segments.glob(".*.tmp")) == []  # nor its staging folder
 
 
 def test_private_segments_folder_is_owner_only_whatever_the_umask(private_workspace):

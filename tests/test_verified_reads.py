@@ -187,7 +187,7 @@ def test_no_public_function_signs_a_folder_of_frames() -> None:
 
 
 # --- task 13 item 2: no capability a caller can pass records a DP k-means entry ---------------
-def test_attack_a_caller_cannot_record_a_dp_kmeans_entry(policy, monkeypatch) -> None:
+def test_attack_a_caller_cannot_record_a_dp_kmeans_entry(policy, monkeypatch, tmp_path) -> None:
     import dataclasses
 
     from segments.privacy import kmeans
@@ -222,6 +222,15 @@ def test_attack_a_caller_cannot_record_a_dp_kmeans_entry(policy, monkeypatch) ->
         kmeans.fit_private_segments()
     with pytest.raises(ReleaseRefusedError, match="recorded only by its own job"):
         ledger.reserve(dataclasses.replace(forged, release_id="mine"), policy=policy)
+    # nor through the one publishing path the job itself uses (begin's caller is checked)
+    from segments.privacy.publishing import begin
+
+    def fit_private_segments_via_begin(tmp: Path) -> object:
+        return begin(ledger, forged, policy=policy, final=tmp / "private", replaces=True)
+
+    monkeypatch.setattr(kmeans, "fit_private_segments", fit_private_segments_via_begin)
+    with pytest.raises(ReleaseRefusedError, match="recorded only by its own job"):
+        kmeans.fit_private_segments(tmp_path)
     assert ledger.entries() == []
 
 

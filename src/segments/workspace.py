@@ -111,7 +111,8 @@ _STALE_PATTERNS = (
     ("segments", ".*.tmp"),
     ("segments/targets", ".*.tmp"),
     ("subjects", ".*.tmp"),
-    ("segments", ".private-*"),  # private k-means staging (labels): no pid, erasure only
+    # a killed private k-means's replaced folder (labels; older versions staged here too)
+    ("segments", ".private-*"),
     ("releases", ".*.tmp"),  # a killed publication's staging (the ledger reconciles its charge)
     (".", ".synthetic-proof-*"),  # regenerated raw data of a killed synthetic proof
 )
@@ -449,11 +450,11 @@ class Workspace:
         """The DP k-means folder ``W/segments/private/`` (centroids, card, labels, names)."""
         return self.inside(self.segments / PRIVATE_SEGMENTS)
 
-    def private_segments_staging(self, release_id: str, *, old: bool = False) -> Path:
-        """Where the DP k-means job stages its folder (or moves the one it replaces)
-        before the rename: a hidden sibling of :attr:`private_segments`."""
-        prefix = ".private-old-" if old else ".private-"
-        return self.segments / f"{prefix}{check_name('release id', release_id)}"
+    def private_segments_replaced(self, release_id: str) -> Path:
+        """Where the DP k-means job moves the folder its release ``release_id`` replaces,
+        during the rename: a hidden sibling of :attr:`private_segments` (its staging folder
+        is the publishing path's, ``.<release-id>.p<pid>-*.tmp``)."""
+        return self.segments / f".private-old-{check_name('release id', release_id)}"
 
     @property
     def archive(self) -> Path:

@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import math
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ from segments.privacy.kmeans_estimator import (
     within_cluster_inertia,
 )
 from segments.privacy.kmeans_profiles import PROFILE_QUERIES, private_segment_profiles
-from segments.privacy.publishing import durable_rename
+from segments.privacy.publishing import begin
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
 from segments.workspace import (
     CARD,
@@ -62,8 +61,8 @@ from segments.workspace import (
 
 if TYPE_CHECKING:
     from segments.policy import Policy
-    from segments.privacy.ledger import Ledger, LedgerEntry
-    from segments.privacy.publishing import ReleaseContext
+    from segments.privacy.ledger import Ledger, LedgerEntry, ReleaseRequest
+    from segments.privacy.publishing import Publication, ReleaseContext
 
 __all__ = [
     "PRIVATE_FEATURES",
@@ -522,116 +521,119 @@ def fit_private_segments(
     ledger = context.ledger
     # a demo or evaluation ledger takes the data its synthetic proof was about, only
     ledger.check_workspace(ws)
-    # charged before the model runs; the ledger records a "private_segments" entry only when
-    # this function calls (it checks the calling code: privacy.ledger._JOB_FUNCTIONS)
-    reservation = ledger.reserve(request, policy=policy)
-
-    frame = customer_features(lines, customers, as_of=as_of, categories=categories)
-    X, _ = private_features(frame, bounds, features, log_features, categorical)
-    model.fit(X)
-    assert model.privacy_loss_ == total  # what was charged is what OpenDP spent
-    k = int(model.n_clusters)
-    keys = [str(j) for j in range(k)]
-    centroids = pd.DataFrame(
-        {
-            "segment": keys,
-            **_unwarp_centroids(model.centers_unit_, features, log_features, bounds, categorical),
-            "noisy_count": model.published_counts_,
-        }
-    )
-    everyone = pl.DataFrame(
-        {"person_id": frame["person_id"].to_numpy(), "segment": model.predict(X).astype(str)}
-    )  # fmt: skip
-    labels = (
-        everyone.join(
-            profiling_flags(customers, purpose, policy.profiling_eligibility.clause_ids),
-            on="person_id",
-            how="inner",
+    # charged before the model runs, through the one publishing path (the ledger records a
+    # "private_segments" entry only when this function calls begin: privacy.ledger's
+    # _JOB_FUNCTIONS); the folder each fit replaces is staged beside it
+    publication = begin(ledger, request, policy=policy, final=ws.private_segments, replaces=True)
+    try:
+        frame = customer_features(lines, customers, as_of=as_of, categories=categories)
+        X, _ = private_features(frame, bounds, features, log_features, categorical)
+        model.fit(X)
+        assert model.privacy_loss_ == total  # what was charged is what OpenDP spent
+        k = int(model.n_clusters)
+        keys = [str(j) for j in range(k)]
+        centroids = pd.DataFrame(
+            {
+                "segment": keys,
+                **_unwarp_centroids(
+                    model.centers_unit_, features, log_features, bounds, categorical
+                ),
+                "noisy_count": model.published_counts_,
+            }
         )
-        .filter(pl.col("profiling_eligible"))
-        .select("person_id", "segment")
-        .sort("person_id")
-    )
-    names = _segment_names_from_centroids(centroids, categories)
-    with ws.publishing(log_state, "segment --private"):  # charged, never published if refused
-        return _write_private_segments(
-            ws, ledger, reservation, model, centroids, labels, names, request, as_of, purpose
+        everyone = pl.DataFrame(
+            {"person_id": frame["person_id"].to_numpy(), "segment": model.predict(X).astype(str)}
+        )  # fmt: skip
+        labels = (
+            everyone.join(
+                profiling_flags(customers, purpose, policy.profiling_eligibility.clause_ids),
+                on="person_id",
+                how="inner",
+            )
+            .filter(pl.col("profiling_eligible"))
+            .select("person_id", "segment")
+            .sort("person_id")
         )
+        names = _segment_names_from_centroids(centroids, categories)
+        metadata = _stage_private_segments(
+            publication, model, centroids, labels, names, request, as_of
+        )
+    except BaseException as exc:
+        publication.fail(exc)
+        raise
+    completing = False
+    try:
+        with ws.publishing(log_state, "segment --private"):  # charged, never published if refused
+            completing = True  # from here the publication fails (or finishes) by itself
+            _, card = publication.complete(
+                CARD,
+                released=(CENTROIDS,),  # the labels are personal data, never released
+                replaced=ws.private_segments_replaced(publication.release_id),
+            )
+    except BaseException as exc:
+        if not completing:
+            publication.fail(exc)
+        raise
+    final = publication.final
+    paths = {n: final / n for n in (CENTROIDS, LABELS, CARD, SEGMENT_METADATA)}
+    return PrivateSegmentsResult(
+        model, publication.release_id, centroids, labels.to_pandas(), card, metadata, paths
+    )
 
 
-def _write_private_segments(
-    ws: Workspace,
-    ledger: Ledger,
-    reservation: Any,
+def _stage_private_segments(
+    publication: Publication,
     model: PrivateKMeans,
     centroids: Any,
     labels: Any,
     names: dict[str, str],
-    request: Any,
+    request: ReleaseRequest,
     as_of: dt.date,
-    purpose: str,
-) -> PrivateSegmentsResult:
-    """Write into a hidden folder, publish in the ledger, then rename it into place."""
-    final = ws.private_segments
-    staging = ws.private_segments_staging(reservation.release_id)
-    staging.mkdir(parents=True, exist_ok=False)
-    try:
-        atomic_write_with(staging / CENTROIDS, lambda p: centroids.to_parquet(p, index=False))
-        atomic_write_with(staging / LABELS, labels.write_parquet)
-        files = {CENTROIDS: sha256_file(staging / CENTROIDS)}
-        entry = ledger.publish(reservation, files=files)
-        card = {
-            "release_id": str(reservation.release_id),
-            "ledger_head_hash": str(getattr(entry, "head_hash", ledger.head_hash())),
-            "evaluation": bool(getattr(ledger, "evaluation", False)),
-            "ledger_label": str(getattr(ledger, "label", "")),
-            "guarantee": request.guarantee,
-            "mechanism": request.mechanism,
-            "privacy_loss": request.loss.to_dict(),
-            "privacy_loss_per_iteration": model.iteration_losses_,
-            "privacy_loss_per_release": {s.name: s.loss for s in model.privacy_steps_},
-            "noise_scale_per_release": {s.name: s.scale for s in model.privacy_steps_},
-            "contribution_bounds": dict(request.bounds),
-            "policy": request.policy,
-            "population": request.population,
-            "purpose": request.purpose,
-            "recipient": request.recipient,
-            "destination": request.destination,
-            "clause_ids": list(request.clause_ids),
-            "spec": dict(request.spec),
-            "files": files,
-            "as_of": as_of.isoformat(),
-            "note": "the centroids and noisy counts are the release; labels.parquet is "
-            "post-processing (personal data, never released, never trusted by a release); a "
-            "release keyed by these segments recomputes each person's nearest centroid itself, "
-            "after checking this entry and the centroids' hash in its own ledger, and states "
-            "its end-to-end loss as its own plus this release's",
-        }
-        write_json(staging / CARD, card)
-        metadata = {
-            "provenance": PRIVATE_PROVENANCE,
-            "fitted_on_private_data": False,
-            "release_guarantee": request.guarantee,
-            "release_id": str(reservation.release_id),
-            "ledger_id": str(getattr(entry, "ledger_id", "")),
-            "centroids_sha256": files[CENTROIDS],
-            "segments": names,
-            "privacy_loss": request.loss.to_dict(),
-            "purpose": purpose,
-            "as_of": as_of.isoformat(),
-            "names_from": "the released centroids (post-processing of the DP release)",
-        }
-        write_json(staging / SEGMENT_METADATA, metadata)
-        # labels are personal data: owner-only whatever the umask (the one publishing path)
-        old = ws.private_segments_staging(reservation.release_id, old=True)
-        durable_rename(staging, final, replaced=old)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    paths = {n: final / n for n in (CENTROIDS, LABELS, CARD, SEGMENT_METADATA)}
-    return PrivateSegmentsResult(
-        model, str(reservation.release_id), centroids, labels.to_pandas(), card, metadata, paths
-    )
+) -> dict[str, Any]:
+    """Write the centroids (the release), the labels (post-processing, personal data), the
+    card and the metadata into the publication's staging folder; returns the metadata."""
+    staging, release_id = publication.staging, publication.release_id
+    atomic_write_with(staging / CENTROIDS, lambda p: centroids.to_parquet(p, index=False))
+    atomic_write_with(staging / LABELS, labels.write_parquet)
+    card = {
+        "evaluation": bool(publication.ledger.evaluation),
+        "guarantee": request.guarantee,
+        "mechanism": request.mechanism,
+        "privacy_loss": request.loss.to_dict(),
+        "privacy_loss_per_iteration": model.iteration_losses_,
+        "privacy_loss_per_release": {s.name: s.loss for s in model.privacy_steps_},
+        "noise_scale_per_release": {s.name: s.scale for s in model.privacy_steps_},
+        "contribution_bounds": dict(request.bounds),
+        "policy": request.policy,
+        "population": request.population,
+        "purpose": request.purpose,
+        "recipient": request.recipient,
+        "destination": request.destination,
+        "clause_ids": list(request.clause_ids),
+        "spec": dict(request.spec),
+        "as_of": as_of.isoformat(),
+        "note": "the centroids and noisy counts are the release; labels.parquet is "
+        "post-processing (personal data, never released, never trusted by a release); a "
+        "release keyed by these segments recomputes each person's nearest centroid itself, "
+        "after checking this entry and the centroids' hash in its own ledger, and states "
+        "its end-to-end loss as its own plus this release's",
+    }
+    write_json(staging / CARD, card)  # the ledger's fields and the files' hashes: complete()
+    metadata = {
+        "provenance": PRIVATE_PROVENANCE,
+        "fitted_on_private_data": False,
+        "release_guarantee": request.guarantee,
+        "release_id": release_id,
+        "ledger_id": publication.ledger.ledger_id,
+        "centroids_sha256": sha256_file(staging / CENTROIDS),
+        "segments": names,
+        "privacy_loss": request.loss.to_dict(),
+        "purpose": request.purpose,
+        "as_of": as_of.isoformat(),
+        "names_from": "the released centroids (post-processing of the DP release)",
+    }
+    write_json(staging / SEGMENT_METADATA, metadata)
+    return metadata
 
 
 # --- provenance: what a release keyed by private segments rests on -------------------------

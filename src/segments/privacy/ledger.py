@@ -185,6 +185,23 @@ _JOB_SPECS = {"private_segments": "dp-kmeans"}
 _JOB_FUNCTIONS = {"dp-kmeans": ("segments.privacy.kmeans", "fit_private_segments")}
 
 
+def _caller(frame: Any) -> Any:
+    """The code that asked for a reservation: the caller of
+    :func:`segments.privacy.publishing.begin` (the one publishing path) when that is what
+    called :meth:`Ledger.reserve`, else the caller of ``reserve`` itself."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("segments.privacy.publishing")
+    if frame is None or spec is None or spec.origin is None or frame.f_code.co_name != "begin":
+        return frame
+    try:
+        if Path(frame.f_code.co_filename).resolve() == Path(spec.origin).resolve():
+            return frame.f_back
+    except OSError:
+        pass
+    return frame
+
+
 def _called_by_job(job: str, frame: Any) -> bool:
     """Whether ``frame`` (the caller of :meth:`Ledger.reserve`) runs the job's own function:
     its code object's name and source file must be the job's (a replacement function, a
@@ -1174,7 +1191,7 @@ class Ledger:
         job_name = _JOB_SPECS.get(str(spec_name))
         # a job's entry (the DP k-means, whose entry keys "end-to-end" releases) is recorded
         # only when the job's own function calls: a caller cannot declare one
-        if job_name is not None and not _called_by_job(job_name, sys._getframe(1)):
+        if job_name is not None and not _called_by_job(job_name, _caller(sys._getframe(1))):
             raise ReleaseRefusedError(
                 f"a {spec_name!r} entry is recorded only by its own job ({job_name}: "
                 "segments.privacy.kmeans.fit_private_segments), which runs the mechanism after "

@@ -245,14 +245,27 @@ class Publication:
         """The id the ledger reserved for this release."""
         return str(self.reservation.release_id)
 
-    def complete(self, card_name: str = CARD) -> tuple[Any, dict[str, Any]]:
+    def complete(
+        self,
+        card_name: str = CARD,
+        *,
+        released: Sequence[str] | None = None,
+        replaced: Path | None = None,
+    ) -> tuple[Any, dict[str, Any]]:
         """Bind the card to the ledger, make the folder durable, rename it, publish.
 
         Parameters
         ----------
         card_name : str
             The card the caller wrote into the staging folder (``card.json`` or
-            ``certificate.json``); every other file is a released file.
+            ``certificate.json``).
+        released : sequence of str, optional
+            The released files (hashed into the card and the ledger); default every other
+            file. The DP k-means folder also holds files that are not released (its labels,
+            personal data, and its metadata).
+        replaced : Path, optional
+            Where the folder this one replaces is moved aside during the rename (the private
+            segments' folder is replaced by each fit); see :func:`durable_rename`.
 
         Returns
         -------
@@ -265,7 +278,9 @@ class Publication:
             files = {
                 path.name: sha256_file(path)
                 for path in sorted(self.staging.iterdir())
-                if path.is_file() and path.name != card_name
+                if path.is_file()
+                and path.name != card_name
+                and (released is None or path.name in released)
             }
             card.update(self.reservation.card_fields())
             card["ledger_label"] = str(getattr(self.ledger, "label", ""))
@@ -276,7 +291,7 @@ class Publication:
                 encoding="utf-8",
             )
             os.replace(tmp, card_path)
-            durable_rename(self.staging, self.final)
+            durable_rename(self.staging, self.final, replaced=replaced)
         except BaseException as exc:
             self.fail(exc)
             raise
@@ -293,19 +308,33 @@ class Publication:
 
 
 def begin(
-    ledger: Ledger, request: ReleaseRequest, *, policy: Policy | PolicyFacts | None, final: Path
+    ledger: Ledger,
+    request: ReleaseRequest,
+    *,
+    policy: Policy | PolicyFacts | None,
+    final: Path,
+    replaces: bool = False,
 ) -> Publication:
     """Check the folder, reserve the charge (recording ``final``) and open the staging folder.
+
+    Releases, k-anonymous tables and the DP k-means all start here: the ledger records a
+    job's own entry (the DP k-means's) only when the job's function calls this one.
+
+    Parameters
+    ----------
+    replaces : bool
+        ``final`` is a folder each publication replaces (the private segments'), not a new
+        release folder that must not exist yet.
 
     Raises
     ------
     WorkspaceError
-        ``final`` exists already, or its folder is not writable or has too little space —
-        before anything is charged.
+        ``final`` exists already (unless it ``replaces`` it), or its folder is not writable
+        or has too little space — before anything is charged.
     ReleaseRefusedError, BudgetExceededError
         From :meth:`Ledger.reserve`.
     """
-    if final.exists():
+    if final.exists() and not replaces:
         raise WorkspaceError(f"release folder {final} already exists; a release id is used once")
     check_writable(final.parent)
     reservation = ledger.reserve(request, policy=policy, output=final)
