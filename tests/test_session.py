@@ -616,9 +616,13 @@ def test_query_file_reads_median_and_quantile_aggregates(ws, tmp_path):
         "quantile_50_spend",
         "quantile_40_spend",
         "quantile_60_spend",
+        "quantile_16_spend",  # the median interval's guards
+        "quantile_84_spend",
         "quantile_80_spend",
         "quantile_70_spend",
         "quantile_90_spend",
+        "quantile_48_spend",  # the 80th's guards
+        "quantile_99_spend",
     ]
     assert "interval=0.1, bounds=(0, 20000)" in query.describe()["text"]
 
@@ -834,7 +838,8 @@ def _true_spend(ws: Workspace, bound: int) -> pd.DataFrame:
 def test_quantile_value_interval_covers_the_true_quantile_as_stated(ws):
     """Statistical (seeded data, OpenDP's noise): the median's value interval — the released
     40th and 60th percentiles, published where 0.1 x the count's lower bound covers each
-    end's rank error — holds the exact median in at least 95 % of 150 cell-releases (stated:
+    end's rank error (and the guards' margins; an end whose guard is at its bound widened to
+    the bound) — holds the exact median in at least 95 % of 150 cell-releases (stated:
     >= 95 % each); its rank interval holds too; both are recorded per cell."""
     from segments.session import _QuantileRanks, _to_pandas
 
@@ -845,7 +850,7 @@ def test_quantile_value_interval_covers_the_true_quantile_as_stated(ws):
         .group_by("customer_type")
         .agg(segments.agg.median("spend", bounds=(0, bound), interval=0.1))
     )
-    planned = q.plan(epsilon=2.0)
+    planned = q.plan(epsilon=4.0)  # the interval needs 174 people: businesses, sole traders
     notes = planned.accuracy.set_index("aggregate")["note"]
     assert (
         "value interval [quantile_40_spend, quantile_60_spend] published where"
@@ -856,14 +861,16 @@ def test_quantile_value_interval_covers_the_true_quantile_as_stated(ws):
         "quantile_50_spend",
         "quantile_40_spend",
         "quantile_60_spend",
+        "quantile_16_spend",  # the guards
+        "quantile_84_spend",
     ]
-    # each end's rank error at a quarter of 5 %: 2 x 0.6 / (ε 2 shared by 4 aggregates) x
-    # ln(100 / 0.0125) people; the interval is published where 0.1 x count_lower covers it
-    end_error = 2 * 0.6 / (2.0 / 4) * np.log(100 / (0.05 / 4))
+    # each end's rank error at an eighth of 5 %: 2 x 0.6 / (ε 4 shared by 6 aggregates) x
+    # ln(100 / 0.00625) people; the interval needs at least 0.1 x count_lower to cover it
+    end_error = 2 * 0.6 / (4.0 / 6) * np.log(100 / (0.05 / 8))
     truth = _true_spend(ws, bound).groupby("customer_type")["spend"]
     medians = truth.median()
     sorted_values = {k: np.sort(v.to_numpy()) for k, v in truth}
-    spec, window = s._spec([q], 2.0, None)
+    spec, window = s._spec([q], 4.0, None)
     covered = published = rank_held = cells = 0
     with s._plan(spec, window, [q]) as plan:
         ranks = _QuantileRanks.of(plan)
@@ -872,8 +879,8 @@ def test_quantile_value_interval_covers_the_true_quantile_as_stated(ws):
             table = _to_pandas(pl.from_pandas(raw), q, None, ranks).set_index("customer_type")
             for kind, row in table.iterrows():
                 cells += 1
-                supported = 0.1 * row["count_lower"] >= end_error
-                assert (row["quantile_50_spend_status"] == "published") == supported
+                if row["quantile_50_spend_status"].startswith("published"):
+                    assert 0.1 * row["count_lower"] >= end_error, row
                 values = sorted_values[kind]
                 below = int(np.searchsorted(values, row["quantile_50_spend"], side="left"))
                 gap = int(
@@ -881,7 +888,7 @@ def test_quantile_value_interval_covers_the_true_quantile_as_stated(ws):
                     - np.searchsorted(values, row["quantile_50_spend"] - 501)
                 )
                 rank_held += abs(below - len(values) / 2) <= row["quantile_50_spend_rank"] + gap
-                if row["quantile_50_spend_status"] == "published":
+                if row["quantile_50_spend_status"].startswith("published"):
                     published += 1
                     lower, upper = row["quantile_50_spend_lower"], row["quantile_50_spend_upper"]
                     covered += lower <= medians[kind] <= upper
@@ -911,48 +918,60 @@ def test_quantile_intervals_follow_the_mechanism_under_zcdp(ws):
         segments.agg.quantile("spend", 0.5, interval=0.6)
 
 
-def test_a_value_interval_at_a_mass_clipped_at_the_bound_is_not_published(ws):
-    """Statistical (seeded data, OpenDP's noise): bounds below most buyers' spend put a mass
-    of people at the upper bound, where OpenDP's scores break the rank argument (the review
-    measured 93.6 % coverage and crossed ends); every interval whose ends cross or lie within
-    one candidate of a bound is withheld with its reason, though the count supports it."""
+def _exact_clipped_quantiles(query_plan, by: str, bounds: tuple[int, int], q: float) -> dict:
+    """The exact ``q``-quantile of the clipped spend per key (the smallest ``v`` with
+    ``#{clip(x) <= v} >= q n``), from the frame the mechanism reads."""
+    people = pl.read_parquet(query_plan.data_path)
+    if query_plan.query.active_only:
+        people = people.filter(pl.col("spend_sek") > 0)
+    where = query_plan.query.filter_expression()
+    if where is not None:  # the query's filter on public person attributes
+        people = people.filter(where)
+    return {
+        key: float(
+            np.sort(rows["spend_sek"].clip(*bounds).to_numpy())[int(np.ceil(q * rows.height)) - 1]
+        )
+        for (key,), rows in people.group_by(by)
+    }
+
+
+def test_value_intervals_hold_where_a_mass_sits_at_the_bound(ws):
+    """Statistical (seeded data, OpenDP's noise), r17 #1: the businesses' median spend
+    (29,201 SEK) with bounds swept across it, so 45-70 % of them are at or above the upper
+    bound (for bounds below 29,201 their clipped median IS the bound). OpenDP's scores near
+    a bound go flat there and an end drifts inside it, missing the quantile; 20 releases per
+    bound. The published intervals hold the exact clipped median at the stated >= 95 %, and
+    withholding is not how: at least 90 % of the cells are published. (Before the guards
+    and the clipped frame: 14 of 140 published, 5 held.)"""
     from segments.session import _QuantileRanks, _to_pandas
 
-    spend = _true_spend(ws, 10**9)["spend"]
-    bound = int(np.quantile(spend[spend > 0], 0.2)) // 100 * 100 + 100  # ~80 % at or above it
     s = _session(ws)
-    q = (
-        s.table("buyers")
-        .group_by("customer_type")
-        .agg(segments.agg.median("spend", bounds=(0, bound), interval=0.1))
-    )
-    planned = q.plan(epsilon=2.0)
-    note = planned.accuracy.set_index("aggregate").loc["quantile_50_spend", "note"]
-    assert "within one candidate of a bound" in note
-    end_error = 2 * 0.6 / (2.0 / 4) * np.log(100 / (0.05 / 4))
-    step = bound / 100  # the candidates' spacing
-    spec, window = s._spec([q], 2.0, None)
-    withheld = 0
-    with s._plan(spec, window, [q]) as plan:
-        ranks = _QuantileRanks.of(plan)
-        for _ in range(20):
-            raw = plan.tables(run_unaccounted(plan))[q.definition().name]
-            for _, row in _to_pandas(pl.from_pandas(raw), q, None, ranks).iterrows():
-                if 0.1 * row["count_lower"] < end_error:
-                    continue  # withheld for its count (tested above)
-                low, high = row["quantile_40_spend"], row["quantile_60_spend"]
-                status = row["quantile_50_spend_status"]
-                if low > high:
-                    assert "crossed" in status, row
-                elif low <= step or high >= bound - step:
-                    assert "within one candidate of a clipping bound" in status, row
-                else:
-                    assert status == "published", row
+    published, covered, cells = 0, 0, 0
+    for bound in (15_000, 20_000, 25_000, 28_000, 30_000, 35_000, 40_000):
+        q = (
+            s.table("buyers")
+            .filter(customer_type="business")
+            .group_by("customer_type")
+            .agg(segments.agg.median("spend", bounds=(0, bound), interval=0.1))
+        )
+        spec, window = s._spec([q], 2.0, None)
+        with s._plan(spec, window, [q]) as plan:
+            ranks = _QuantileRanks.of(plan)
+            (exact,) = _exact_clipped_quantiles(
+                plan.queries[0], "customer_type", (0, bound), 0.5
+            ).values()
+            for _ in range(20):
+                raw = plan.tables(run_unaccounted(plan))[q.definition().name]
+                table = _to_pandas(pl.from_pandas(raw), q, None, ranks)
+                row = table.set_index("customer_type").loc["business"]  # the others are empty
+                cells += 1
+                if not row["quantile_50_spend_status"].startswith("published"):
+                    assert np.isnan(row["quantile_50_spend_lower"]), row
                     continue
-                withheld += 1
-                assert np.isnan(row["quantile_50_spend_lower"]), row
-                assert np.isnan(row["quantile_50_spend_upper"]), row
-    assert withheld >= 20, withheld  # the mass at the bound: the count alone would publish
+                published += 1
+                covered += row["quantile_50_spend_lower"] <= exact <= row["quantile_50_spend_upper"]
+    assert covered >= 0.95 * published, (covered, published)
+    assert published >= 0.9 * cells, (published, cells)
 
 
 @pytest.mark.parametrize("table", ["customers", "buyers"])

@@ -46,7 +46,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -134,32 +134,48 @@ def quantile(
     """The ``q``-quantile (a whole percent, e.g. 0.5) of a bounded per-person value in each
     cell: OpenDP's quantile over 101 public candidates between the bounds (exponential noise
     on the candidates' scores under ε-DP, Gumbel noise — the exponential mechanism — under
-    zCDP).
+    zCDP), of the value clipped to the bounds (people beyond a bound tie at it).
 
     Its data-free accuracy is a *rank* interval: the released value's rank is within ± R
     people of the exact quantile's (``quantile_<q>_<value>_rank`` in the table, ``rank ± R``
     in the plan). An interval on the value's scale needs the data: ``interval=d`` (a whole
-    percent, e.g. 0.1) also releases the ``q - d`` and ``q + d`` quantiles (and the count)
-    under the same charge, and publishes ``[quantile at q - d, quantile at q + d]`` as the
-    interval of the ``q``-quantile where the cell's count supports it: where ``d`` times the
-    count's lower bound is at least the rank half-width R' of each end, the exact
-    ``q``-quantile lies inside with probability at least the confidence (each end fails with
-    at most a quarter of 1 - confidence, the count's lower bound with a half), unless more
-    than ``d n - R'`` people share values between two neighbouring candidates. Many people
-    tied at one value (a mass clipped at a bound) also break it — OpenDP scores a candidate
-    by ``|#{x < c} - q (n - #{x = c})|`` — so an interval whose ends cross or lie within one
-    candidate of a bound is marked not published (its status says why). Where many people
-    lie at or above a bound, an end may still drift several candidates inside it: choose
-    bounds that hold the quantile well inside them.
+    percent, e.g. 0.1) also releases, under the same charge, the count, the ``q - d`` and
+    ``q + d`` quantiles (the interval's ends) and two guard quantiles beyond them (see
+    :func:`guard_levels`), and publishes ``[quantile at q - d, quantile at q + d]`` as the
+    interval of the exact ``q``-quantile ``Q`` of the clipped values where it holds with
+    probability at least the confidence. The argument, for the upper end ``c`` at level
+    ``a = q + d`` (the lower end is its mirror image):
+
+    * OpenDP scores a candidate ``|f(c)|`` with ``f(c) = (1 - a) #{x < c} - a #{x > c}``
+      (people tied at ``c`` count on neither side), ``f`` rising with ``c`` from
+      ``f(lower bound) <= 0`` to ``f(upper bound) >= 0``; with probability ``1 - β`` the
+      released ``c`` scores within ``R'`` (the ends' rank half-width) of the best candidate.
+    * If ``c < Q`` then ``#{x <= c} < q n``, so ``f(c) < -d n``: every candidate scores above
+      ``d n - R'``, so ``f`` jumps by more than ``2 (d n - R')`` between two neighbouring
+      candidates. Where no two neighbouring candidates hold that many people apart from the
+      clipped masses (the caveat), the jump is at the top gap, which takes
+      ``E > (1 - a) n`` people tied at the upper bound ``U`` (``f`` below ``U`` is negative).
+    * The guard at level ``g > a`` then releases ``U``: a candidate below ``U`` scores at
+      least ``E - (1 - g) n``, ``U`` exactly ``(1 - g)(n - E)``, so ``U`` wins (within the
+      guard's own ``R_g``) once ``(2 - g) E > 2 (1 - g) n + R_g``, which ``E > (1 - a) n``
+      gives whenever ``n (g (1 + a) - 2 a) >= R_g``.
+
+    So the interval is published where the count's lower bound ``n`` has ``d n >= R'`` and
+    ``n (g (1 + a) - 2 a) >= R_g`` on each side, with an end widened to its bound where its
+    guard is at the bound (the bound cannot miss; the status says so), and where its ends are
+    ordered and not both widened; it then fails with at most the confidence's failure
+    probability (each end and guard an eighth of it, the count's lower bound a half). Choose
+    bounds that hold the quantile well inside them: a widened end says little.
     """
     if not isinstance(q, int | float) or not 0.0 < q < 1.0 or round(q * 100) != q * 100:
         raise PolicyError(f"quantile q={q!r} must be a whole percent in (0, 1), e.g. 0.5 or 0.9")
     if interval is not None:
         whole = isinstance(interval, int | float) and round(interval * 100) == interval * 100
-        if not whole or not 0.0 < q - interval < q + interval < 1.0:
+        if not whole or not 0.02 <= round(q - interval, 2) < round(q + interval, 2) <= 0.98:
             raise PolicyError(
-                f"quantile interval={interval!r} must be a whole percent with 0 < q - interval "
-                f"and q + interval < 1 (q = {q}), e.g. interval=0.1"
+                f"quantile interval={interval!r} must be a whole percent with q - interval "
+                f">= 0.02 and q + interval <= 0.98 (q = {q}; a guard quantile goes beyond each "
+                "end), e.g. interval=0.1"
             )
         interval = float(interval)
     return Aggregate("quantile", value, _bounds(bounds, value), float(q), interval)
@@ -885,12 +901,35 @@ class Query:
         }
 
 
+def guard_levels(q: float, interval: float) -> tuple[float, float]:
+    """The levels of the two guard quantiles of ``q``'s value interval ``q ± interval``
+    (see :func:`quantile`): the upper guard ``g`` beyond ``a = q + interval`` needs
+    ``n (g (1 + a) - 2 a) >= R_g``; it is the lowest whole percent at which that needs no
+    larger count than the end's own ``d n >= R'`` (``R_g / R' = g / max(a, 1 - a)``), so it
+    withholds as few intervals as it can; at most 0.99. The lower guard mirrors it.
+
+    Examples
+    --------
+    >>> guard_levels(0.5, 0.1)
+    (0.16, 0.84)
+    """
+
+    def beyond(a: float) -> float:
+        spread = max(a, 1.0 - a)
+        level = 2.0 * a / (1.0 + a - interval / spread)
+        return min(0.99, max(math.ceil(level * 100 - 1e-9) / 100, round(a + 0.01, 2)))
+
+    return round(1.0 - beyond(round(1.0 - q + interval, 2)), 2), beyond(round(q + interval, 2))
+
+
 def _quantile_names(a: Aggregate, internal: str) -> list[str]:
     """The released quantile aggregates of ``a``: its level, then (with a value interval)
-    the levels ``q - interval`` and ``q + interval``."""
+    the levels ``q - interval`` and ``q + interval`` and the two guards
+    (:func:`guard_levels`)."""
     levels = [float(a.q or 0)]
     if a.interval is not None:
         levels += [levels[0] - a.interval, levels[0] + a.interval]
+        levels += list(guard_levels(levels[0], a.interval))
     return [f"quantile_{round(level * 100)}_{internal}" for level in levels]
 
 
@@ -955,11 +994,25 @@ def _rename(column: str, aggregates: Iterable[str]) -> str:
     return column
 
 
+class _ValueInterval(NamedTuple):
+    """One quantile's value interval as the release names it (analyst's column names)."""
+
+    column: str  # the quantile
+    d: float
+    low: str  # the ends
+    high: str
+    guard_low: str  # the guards beyond them
+    guard_high: str
+    bounds: tuple[int, int]  # the clipping bounds (the first and last candidates)
+    end_error: float  # the ends' rank half-width R' (people)
+    needed: float  # the count's lower bound at which every margin of quantile() holds
+
+
 @dataclass(frozen=True)
 class _QuantileRanks:
     """The rank half-widths (people) of a release's quantiles: at the plan's confidence, and
-    at a quarter of its failure probability (each end of a value interval); and the clipping
-    bounds of each quantile (its candidates run between them)."""
+    at an eighth of its failure probability (each end and guard of a value interval); and
+    the clipping bounds of each quantile (its candidates run between them)."""
 
     at_confidence: Mapping[tuple[str, str], float]
     at_end: Mapping[tuple[str, str], float]
@@ -967,7 +1020,7 @@ class _QuantileRanks:
 
     @classmethod
     def of(cls, plan: Any) -> _QuantileRanks:
-        end = 1.0 - (1.0 - plan.confidence) / 4.0
+        end = 1.0 - (1.0 - plan.confidence) / 8.0
         clipping = {
             (name, aggregate): (int(low), int(high))
             for name, facts in plan.bounds().items()
@@ -975,26 +1028,50 @@ class _QuantileRanks:
         }
         return cls(plan.quantile_rank_accuracy(), plan.quantile_rank_accuracy(end), clipping)
 
-    def value_intervals(
-        self, query: Query
-    ) -> list[tuple[str, float, str, str, float, tuple[int, int]]]:
-        """(quantile column, interval d, lower-end column, upper-end column, the ends' rank
-        half-width R', the inner candidates (second and second-to-last)) of each quantile of
-        ``query`` asked with a value interval."""
-        from segments.privacy.releases import quantile_candidates
-
+    def value_intervals(self, query: Query) -> list[_ValueInterval]:
+        """The value interval of each quantile of ``query`` asked with one, with the count
+        its margins need (:func:`quantile`)."""
         out = []
         definition = query.definition()
         for a in query.aggregates:
             if a.kind != "quantile" or a.interval is None:
                 continue
-            middle, low, high = _quantile_names(a, query._internal(str(a.value)))
+            names = _quantile_names(a, query._internal(str(a.value)))
+            middle, low, high, guard_low, guard_high = names
+            q, d = float(a.q or 0), a.interval
             end = max(self.at_end[(definition.name, low)], self.at_end[(definition.name, high)])
-            candidates = quantile_candidates(self.clipping[(definition.name, middle)])
-            named = [_rename(c, definition.aggregates) for c in (middle, low, high)]
-            inner = (candidates[1], candidates[-2])
-            out.append((named[0], a.interval, named[1], named[2], end, inner))
+            needed = end / d
+            # each side: a = the end's level seen from its bound, g = its guard's
+            for level, guard in ((1.0 - q + d, guard_low), (q + d, guard_high)):
+                g = _quantile_level(guard)
+                g = max(g, 1.0 - g)
+                margin = g * (1.0 + level) - 2.0 * level  # > 0 by guard_levels
+                needed = max(needed, self.at_end[(definition.name, guard)] / margin)
+            named = [_rename(c, definition.aggregates) for c in names]
+            out.append(
+                _ValueInterval(
+                    column=named[0],
+                    d=d,
+                    low=named[1],
+                    high=named[2],
+                    guard_low=named[3],
+                    guard_high=named[4],
+                    bounds=self.clipping[(definition.name, middle)],
+                    end_error=end,
+                    needed=needed,
+                )
+            )
         return out
+
+
+def _quantile_level(aggregate: str) -> float:
+    """The level of a quantile aggregate's name (``quantile_84_spend_sek`` → 0.84)."""
+    from segments.privacy.releases import quantile_of
+
+    found = quantile_of(aggregate)
+    if found is None:
+        raise ValueError(f"{aggregate!r} is not a quantile aggregate")
+    return found[0]
 
 
 def _to_pandas(
@@ -1015,30 +1092,48 @@ def _to_pandas(
     for (name, internal), rank in ranks.at_confidence.items():
         if name == definition.name:  # data-free: the same for every cell
             out[f"{_rename(internal, definition.aggregates)}_rank"] = rank
-    for column, d, low, high, end, (inner_low, inner_high) in ranks.value_intervals(query):
-        # published where d x (the count's lower bound) covers each end's rank error
-        supported = (d * out["count_lower"] >= end).to_numpy()
-        # OpenDP scores a candidate c by |#{x < c} - q (n - #{x = c})|: people tied at one
-        # value (a mass clipped at a bound) break the rank argument, and the ends can miss
-        # or cross; an end at a bound's candidate or crossed ends are withheld, not published
-        ordered = (out[low] <= out[high]).to_numpy()
-        clear = ((out[low] > inner_low) & (out[high] < inner_high)).to_numpy()
-        published = supported & ordered & clear
-        out[f"{column}_lower"] = np.where(published, out[low], np.nan)
-        out[f"{column}_upper"] = np.where(published, out[high], np.nan)
-        out[f"{column}_status"] = np.select(
-            [published, ~supported, ~ordered],
+    for v in ranks.value_intervals(query):
+        # the margins of quantile()'s argument, on the count's lower bound
+        supported = (out["count_lower"] >= v.needed).to_numpy()
+        # a guard at its bound: so many people are tied at the bound that the end on that
+        # side could miss the quantile; that end widens to the bound (which cannot miss)
+        at_low = (out[v.guard_low] <= v.bounds[0]).to_numpy()
+        at_high = (out[v.guard_high] >= v.bounds[1]).to_numpy()
+        lower = np.where(at_low, float(v.bounds[0]), out[v.low].to_numpy(dtype=float))
+        upper = np.where(at_high, float(v.bounds[1]), out[v.high].to_numpy(dtype=float))
+        ordered = lower <= upper
+        informative = ~(at_low & at_high)  # [lower bound, upper bound] says nothing
+        published = supported & ordered & informative
+        out[f"{v.column}_lower"] = np.where(published, lower, np.nan)
+        out[f"{v.column}_upper"] = np.where(published, upper, np.nan)
+
+        def widened(side: str, guard: str) -> str:
+            return (
+                f"published, {side} end widened to the clipping bound: its guard ({guard}) is "
+                f"at the bound, so many people are there that the {side} end could miss"
+            )
+
+        out[f"{v.column}_status"] = np.select(
+            [
+                published & ~at_low & ~at_high,
+                published & at_high,
+                published & at_low,
+                ~supported,
+                ~informative,
+            ],
             [
                 "published",
-                f"not published: {d:g} x the count's lower bound is below the ends' rank "
-                f"error of {end:,.0f} people (needs a count of at least {end / d:,.0f}); ask "
-                "a wider interval, a larger ε or a coarser key",
-                "not published: the ends crossed (lower > upper), a sign of many people tied "
-                "at one value; ask wider bounds or a wider interval",
+                widened("upper", v.guard_high),
+                widened("lower", v.guard_low),
+                f"not published: the count's lower bound is below the {v.needed:,.0f} people "
+                f"the interval's margins need (each end's rank error is {v.end_error:,.0f} "
+                "people); ask a wider interval, a larger ε or a coarser key",
+                f"not published: both guards ({v.guard_low}, {v.guard_high}) are at their "
+                "clipping bounds (many people at each), so only [lower bound, upper bound] "
+                "would hold; ask wider bounds",
             ],
-            "not published: an end lies within one candidate of a clipping bound, where "
-            "people tied at the bound break the interval's coverage; ask wider bounds (if "
-            "the quantile itself is at the bound, no interval is honest)",
+            "not published: the ends crossed (lower > upper), a sign of many people between "
+            "two neighbouring candidates; ask wider bounds or a wider interval",
         )
     return out
 
@@ -1047,7 +1142,7 @@ def _quantile_note(
     distribution: Any,
     rank: float,
     confidence: float,
-    interval: tuple[float, str, str, float] | None,
+    interval: _ValueInterval | None,
 ) -> str:
     """The plan's line for a quantile: the mechanism OpenDP runs, its rank interval and,
     when asked, where its value interval will be published."""
@@ -1063,12 +1158,13 @@ def _quantile_note(
     )
     if interval is None:
         return note + "; for an interval in the value's unit ask quantile(..., interval=0.1)"
-    d, low, high, end = interval
+    v = interval
     return (
-        note + f"; value interval [{low}, {high}] published where the count is at least "
-        f"{end / d:,.0f} people (d = {d:g}, each end's rank error {end:,.0f} people), its ends "
-        "are ordered and neither is within one candidate of a bound (people tied at or beyond a "
-        "bound break the coverage: keep the quantile well inside the bounds)"
+        note + f"; value interval [{v.low}, {v.high}] published where the count is at least "
+        f"{v.needed:,.0f} people (d = {v.d:g}, each end's rank error {v.end_error:,.0f} "
+        f"people) and its ends are ordered; an end whose guard ({v.guard_low}, "
+        f"{v.guard_high}) is at its bound widens to the bound (many people tied at a bound "
+        "can pull an end off the quantile: keep the quantile well inside the bounds)"
     )
 
 
@@ -1107,15 +1203,21 @@ class PlannedQueries:
             for q, internal in zip(plan.accuracy["query"], plan.accuracy["aggregate"], strict=True)
         ]
         intervals = {
-            (q.definition().name, column): (d, low, high, end)
+            (q.definition().name, v.column): v
             for q in queries
-            for column, d, low, high, end, _ in _QuantileRanks.of(plan).value_intervals(q)
+            for v in _QuantileRanks.of(plan).value_intervals(q)
         }
         ends = {
-            (q, end): column for (q, column), (_, *pair, _) in intervals.items() for end in pair
+            (q, end): f"an end of {v.column}'s value interval"
+            for (q, _), v in intervals.items()
+            for end in (v.low, v.high)
+        } | {
+            (q, guard): f"a guard of {v.column}'s value interval (at its bound: that end widens)"
+            for (q, _), v in intervals.items()
+            for guard in (v.guard_low, v.guard_high)
         }
         rows["note"] = [
-            f"an end of {ends[(q, aggregate)]}'s value interval"
+            ends[(q, aggregate)]
             if (q, aggregate) in ends
             else _quantile_note(distribution, rank, plan.confidence, intervals.get((q, aggregate)))
             if str(distribution).startswith(("Exponential", "Gumbel"))

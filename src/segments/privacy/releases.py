@@ -837,9 +837,12 @@ def _build_polars_query(
             candidates = quantile_candidates(bounds)
             schema = pl.scan_parquet(path).collect_schema()
             scale = _quantile_scale(
-                domain, schema, metric, d_in, value, level, candidates, share, params
+                domain, schema, metric, d_in, value, level, candidates, share, params, bounds
             )
-            dp_col = pl.col(value).dp  # type: ignore[attr-defined]
+            # clipped to the bounds: the people beyond a bound tie AT its candidate (not
+            # beyond every candidate, where the scores near the bound go flat), as the value
+            # interval's guard quantiles need (session.quantile)
+            dp_col = pl.col(value).clip(*bounds).dp  # type: ignore[attr-defined]
             exprs.append(dp_col.quantile(level, candidates, scale=scale).alias(agg))
             rows.append({"aggregate": agg, "bounds": list(bounds), "l1": None, "l2": None})
             continue
@@ -913,15 +916,16 @@ def _quantile_scale(
     candidates: list[int],
     share: float,
     params: PrivacyParams,
+    bounds: tuple[int, int],
 ) -> float:
-    """The scale at which OpenDP's quantile costs ``share``: its loss is mapped at scales 1
-    and 2 (ε falls as 1/scale, ρ as 1/scale²), and the scale is solved from that."""
+    """The scale at which OpenDP's quantile (of the value clipped to ``bounds``) costs
+    ``share``: its loss is mapped at scales 1 and 2 (ε falls as 1/scale, ρ as 1/scale²), and
+    the scale is solved from that."""
     measure = privacy_measure(params.dp_family)
 
     def loss_at(scale: float) -> float:
-        probe = pl.LazyFrame(schema=schema).select(
-            pl.col(value).dp.quantile(alpha, candidates, scale=scale)  # type: ignore[attr-defined]
-        )
+        clipped = pl.col(value).clip(*bounds).dp  # type: ignore[attr-defined]
+        probe = pl.LazyFrame(schema=schema).select(clipped.quantile(alpha, candidates, scale=scale))
         m = dp.m.make_private_lazyframe(
             input_domain=domain, input_metric=metric, output_measure=measure, lazyframe=probe
         )
