@@ -16,6 +16,7 @@ smaller ε per release rather than a refusal half-way.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import sys
 import time
@@ -449,15 +450,18 @@ def accuracy_plan(ws: Workspace, policy: Policy, as_of: str, override: bool = Fa
 
 
 def _charts(ws: Workspace) -> float:
-    """The README's forecast chart from the main job's own archive (post-processing only):
-    ``W/report/images/forecast-fan.png``."""
+    """The README's charts of DP outputs, from the main job's own releases (post-processing
+    only): ``W/report/images/forecast-fan.png`` from its archive and
+    ``W/report/images/dp-county-map.png`` from its segment overview (the customers per county
+    it released at the planned ε), never from a notebook's release at another policy or ε."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import polars as pl
 
     from segments.forecast import forecast_archive, load_archive
-    from segments.plots import plot_forecast_fans
+    from segments.plots import plot_county_map, plot_forecast_fans
 
     started = time.perf_counter()
     images = ws.report / "images"
@@ -466,8 +470,25 @@ def _charts(ws: Workspace) -> float:
     forecast = forecast_archive(archive, horizon=6, model="auto", level=0.9)
     axes = plot_forecast_fans(archive, forecast, measure="units")
     figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
-    figure.savefig(images / "forecast-fan.png", dpi=90, bbox_inches="tight")
+    # the figure lays itself out (constrained): a tight bounding box would lay it out twice
+    figure.savefig(images / "forecast-fan.png", dpi=90)
     plt.close(figure)
+    released = sorted(ws.root.glob("releases/segment_overview-*/customers_by_county.parquet"))
+    if released:  # the policy's main job released a segment overview (one per run)
+        card = json.loads((released[-1].parent / "card.json").read_text(encoding="utf-8"))
+        ax = plot_county_map(
+            pl.read_parquet(released[-1]),
+            "count",
+            interval=("count_lower", "count_upper"),
+            label="customers (released, ε-DP)",
+        )
+        loss = card["privacy_loss"]
+        ax.set_title(
+            "Customers per county with 95 % intervals\n(the main job's segment overview, "
+            f"ε {float(loss['epsilon']):.3g} for the whole release)"
+        )
+        ax.figure.savefig(images / "dp-county-map.png", dpi=90, bbox_inches="tight")
+        plt.close(ax.figure)
     return time.perf_counter() - started
 
 

@@ -17,10 +17,12 @@ memory of 20 million order lines.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ __all__ = [
     "load_key",
     "pseudonymise",
     "pseudonymise_series",
+    "remembered_pseudonyms",
 ]
 
 KEY_ENV_VAR = "SEGMENTS_PSEUDONYM_KEY"
@@ -93,7 +96,47 @@ def pseudonymise(key: PseudonymKey, namespace: str, ids: Iterable[Any]) -> list[
     """
     secret, prefix, n = key.secret, f"{namespace}:".encode(), PSEUDONYM_HEX_DIGITS
     digest = hmac.digest
-    return [digest(secret, prefix + str(i).encode(), "sha256").hex()[:n] for i in ids]
+    memo = _MEMO.get()
+    if memo is None:
+        return [digest(secret, prefix + str(i).encode(), "sha256").hex()[:n] for i in ids]
+    known = memo.setdefault((secret, namespace), {})
+    out = []
+    for i in ids:
+        pseudonym = known.get(i)
+        if pseudonym is None:
+            pseudonym = known[i] = digest(secret, prefix + str(i).encode(), "sha256").hex()[:n]
+        out.append(pseudonym)
+    return out
+
+
+#: The pseudonyms computed inside :func:`remembered_pseudonyms` (None outside it).
+_MEMO: ContextVar[dict[tuple[bytes, str], dict[Any, str]] | None] = ContextVar(
+    "segments_pseudonym_memo", default=None
+)
+
+
+@contextlib.contextmanager
+def remembered_pseudonyms() -> Iterator[None]:
+    """Inside the block each (key, namespace, id) is hashed once, then looked up.
+
+    A backfill prepares the rewound raw data once per month, the same ids each time (22
+    times at 50,000 customers: 6.4 million HMACs, a fifth of the demo's backfill). The memo
+    lives in this process's memory only, beside the key it is derived from, and is dropped
+    when the block ends; the pseudonyms are the same as without it.
+
+    Examples
+    --------
+    >>> k = PseudonymKey(b"k" * 32, "steward key (example)")
+    >>> with remembered_pseudonyms():
+    ...     remembered = pseudonymise(k, "person", [1, 2, 1])
+    >>> remembered == pseudonymise(k, "person", [1, 2, 1]) and _MEMO.get() is None
+    True
+    """
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
 
 
 def pseudonymise_series(key: PseudonymKey, namespace: str, ids: pl.Series, name: str) -> pl.Series:

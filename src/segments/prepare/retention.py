@@ -235,6 +235,10 @@ def _purge_holding_lock(
     return dataclasses.replace(result, log_path=log_path)
 
 
+#: Column tagging each row with its partition while partitions are staged together.
+_PART = "__partition"
+
+
 def stage_partitions(target: Path, frame: pl.DataFrame, staging: Path) -> None:
     """Write ``frame`` (a subset of the partitioned table ``target``'s rows, such as what an
     erasure or a purge keeps) into ``staging`` as the same month partitions: a partition
@@ -244,15 +248,30 @@ def stage_partitions(target: Path, frame: pl.DataFrame, staging: Path) -> None:
     kept = frame.select(key) if key else frame
     parts = parquet_files(target)
     staging.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for part in parts:
+    if not parts:
+        return
+    on = key or list(frame.columns)
+    # one semi join over every partition (tagged with its index), not one per partition: a
+    # join per month rebuilt the kept rows' hash table each time (backfill rewinds the raw
+    # data once per month: 47 of its 110 s at 50,000 customers)
+    everything = pl.concat(
+        [
+            pl.read_parquet(part).with_columns(pl.lit(i, pl.UInt32).alias(_PART))
+            for i, part in enumerate(parts)
+        ]
+    )
+    heights = everything.group_by(_PART).len()
+    remaining_all = everything.join(kept, on=on, how="semi", maintain_order="left")
+    by_part = remaining_all.partition_by(_PART, as_dict=True, include_key=False)
+    height = dict(heights.iter_rows())
+    empty = everything.clear().drop(_PART)
+    for i, part in enumerate(parts):
         out = staging / part.relative_to(target)
-        rows = pl.read_parquet(part)
-        on = key or list(frame.columns)
-        remaining = rows.join(kept, on=on, how="semi", maintain_order="left")
+        remaining = by_part.get((i,), empty)
         if remaining.is_empty() and not (part == parts[-1] and not any(staging.iterdir())):
             continue  # an emptied month goes (the last one stays, for the table's schema)
         out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if remaining.height == rows.height:
+        if remaining.height == height.get(i, 0):
             shutil.copyfile(part, out)
         else:
             remaining.write_parquet(out)

@@ -519,6 +519,11 @@ def backfill(
         months, month = months + 1, next_month(month)
     bar = progress(total=months, desc="backfill", unit="month")
     month = first
+    from segments.prepare.pseudonym import remembered_pseudonyms
+
+    # every replayed month pseudonymises the same raw ids: hash each once (in memory only)
+    memo = contextlib.ExitStack()
+    memo.enter_context(remembered_pseudonyms())
     try:
         while next_month(month) <= until:
             bar.set_postfix_str(month.isoformat()[:7])
@@ -543,6 +548,7 @@ def backfill(
             bar.update()
     finally:
         bar.close()
+        memo.close()
         shutil.rmtree(replay.root, ignore_errors=True)
     return BackfillReport(released, skipped)
 
