@@ -497,6 +497,54 @@ def test_dp_audit_of_a_filtered_grouped_query_and_a_mis_bounded_one(tmp_path):
     assert not refuted.passed, refuted.as_dict()
 
 
+def _filtered_grouped_cases(tmp_path, policy, neighbours, true_epsilon: float, label: str):
+    """One audit case per removed person: spend and count per county of the person's own
+    customer type and industry (a filtered, grouped session query) at ``true_epsilon``."""
+    from segments.audit.mechanisms import person_release_cases
+    from segments.privacy.specs import ReleaseSpec
+
+    s = Session(tmp_path / "none", policy, PURPOSE, "purchasing")
+    cases = []
+    for i, person in enumerate(neighbours):
+        me = pl.read_parquet(person.with_person["customers"]).filter(
+            pl.col("person_id") == person.person_id
+        )
+        kind, industry = me["customer_type"].item(), me["industry"].item()
+        where = {"customer_type": kind, **({"industry": industry} if industry else {})}
+        q = s.table("customers").filter(**where).group_by("county")
+        query = q.agg(count(), total("spend", bounds=(0, 50_000))).named("q").definition()
+        spec = ReleaseSpec("audit", ("q",), true_epsilon, definitions=(query,))
+        cases += person_release_cases(
+            policy, [person], tmp_path / f"{label}{i}", [(label, spec, None)]
+        )
+    return cases
+
+
+@pytest.mark.slow
+def test_dp_audit_refutes_a_release_that_spends_twice_its_claim(tmp_path):
+    """r17 #3: the same filtered, grouped query, audited through the likelihood ratio of
+    the removed person's whole cell (count and spend together: each alone carries half the
+    ε, so the one-number test can never refute a 2x under-claim). A release at ε 2 whose
+    card claims 1 is refuted at 2,000 trials; the honest releases at ε 1 (a sole trader's two
+    accounts, the heaviest buyer) are not. benchmarks/bench_dp_audit_2x.py at 20,000 trials:
+    lower bounds 1.82 (2x), 1.38 (1.5x), 0.95 and 0.94 (honest); one number: 0.66 at 2x."""
+    from segments.audit.mechanisms import audit_cases, raw_person_neighbours, with_likelihood_ratio
+
+    policy = Policy.load("alloffice")
+    neighbours = raw_person_neighbours(policy, tmp_path / "raw")
+    honest = _filtered_grouped_cases(tmp_path, policy, neighbours, 1.0, "honest")
+    heaviest = [p for p in neighbours if p.label == "the heaviest buyer"]
+    (twice,) = _filtered_grouped_cases(tmp_path, policy, heaviest, 2.0, "twice")
+    twice.claimed_epsilon, twice.name = 1.0, "TWICE ITS CLAIM: " + twice.name
+    assert all(c.claimed_epsilon == pytest.approx(1.0) for c in honest)
+    cases = [with_likelihood_ratio(c, pilot_trials=300) for c in [*honest, twice]]
+    results = audit_cases(cases, trials=2000)
+    *sound, refuted = results
+    for result in sound:
+        assert result.passed, result.as_dict()
+    assert not refuted.passed, refuted.as_dict()
+
+
 # --- issue 16: a DP release keyed by a declared non-county geography --------------------------
 @pytest.mark.slow
 def test_release_keyed_by_a_declared_country_geography(tmp_path, capsys):

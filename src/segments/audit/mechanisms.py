@@ -31,7 +31,12 @@ import numpy as np
 import polars as pl
 
 from segments._tables import read_table, scan_table
-from segments.audit.dp_audit import DpAuditResult, audit_mechanism, family_confidence
+from segments.audit.dp_audit import (
+    DpAuditResult,
+    audit_mechanism,
+    family_confidence,
+    laplace_likelihood_ratio,
+)
 from segments.privacy.composition import DPFamily, PrivacyLoss
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
 from segments.workspace import PREPARED_CUSTOMERS, PREPARED_LINES, Workspace
@@ -54,6 +59,7 @@ __all__ = [
     "audit_release_mechanisms",
     "release_mechanism_cases",
     "unbounded_contribution_case",
+    "with_likelihood_ratio",
 ]
 
 #: The audit's small datasets: public, fixed sizes (the audit never reads real data).
@@ -77,6 +83,9 @@ class MechanismCase:
     claimed_epsilon: float
     delta: float
     statistic: Callable[[Any], float]
+    #: Every released number the removed person moves (their cells' aggregates), for
+    #: :func:`with_likelihood_ratio`; None where the case has one number.
+    numbers: Callable[[Any], np.ndarray] | None = None
 
 
 def _claimed(loss: float, family: str, delta: float) -> tuple[float, float]:
@@ -621,11 +630,38 @@ def raw_person_neighbours(
     return out
 
 
-def _person_statistic(with_path: Path, person_id: str, query: Any, aggregate: str) -> Callable:
+def _person_keys(with_path: Path, person_id: str, query: Any) -> dict[str, set[Any]]:
     frame = pl.read_parquet(with_path)
     mine = frame.filter(pl.col("pid") == pl.Series([person_id]).hash()[0])
-    keys = {c: set(mine[c].to_list()) for c in query.by if c in mine.columns}
-    return _cell_statistic(keys, aggregate)
+    return {c: set(mine[c].to_list()) for c in query.by if c in mine.columns}
+
+
+def _person_statistic(with_path: Path, person_id: str, query: Any, aggregate: str) -> Callable:
+    return _cell_statistic(_person_keys(with_path, person_id, query), aggregate)
+
+
+def _person_numbers(with_path: Path, person_id: str, query: Any) -> Callable:
+    """Every aggregate of the removed person's cells, as one vector."""
+    keys = _person_keys(with_path, person_id, query)
+    cells = [_cell_statistic(keys, a) for a in query.aggregates]
+    return lambda answer: np.array([cell(answer) for cell in cells])
+
+
+def with_likelihood_ratio(case: MechanismCase, pilot_trials: int) -> MechanismCase:
+    """``case`` audited through the likelihood ratio of all the numbers the person moves
+    (:func:`segments.audit.dp_audit.laplace_likelihood_ratio`), fitted on ``pilot_trials``
+    extra runs per dataset that the audit never sees."""
+    numbers = case.numbers
+    if numbers is None:
+        raise ValueError(f"case {case.name!r} has one released number: no ratio to form")
+    pilot_d = np.array([numbers(case.mechanism(case.dataset)) for _ in range(pilot_trials)])
+    pilot_n = np.array([numbers(case.mechanism(case.neighbour)) for _ in range(pilot_trials)])
+    ratio = laplace_likelihood_ratio(pilot_d, pilot_n)
+    return replace(
+        case,
+        name=case.name + " (likelihood ratio of its cell)",
+        statistic=lambda answer: ratio(numbers(answer)),
+    )
 
 
 def person_release_cases(
@@ -693,6 +729,7 @@ def person_release_cases(
                             _person_statistic(
                                 copies[q.query.frame], person.person_id, q.query, aggregate
                             ),
+                            _person_numbers(copies[q.query.frame], person.person_id, q.query),
                         )
                     )
     return cases
