@@ -23,13 +23,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segments.anonymity.release import RELEASE_COLUMNS
 from segments.exceptions import ReleaseRefusedError, WorkspaceError
 from segments.policy import Policy
 from segments.progress import progress
 from segments.workspace import STAGES, Workspace, write_json
+
+if TYPE_CHECKING:
+    from segments.privacy.publishing import ReleaseContext
 
 __all__ = ["BudgetPlan", "DemoSummary", "Step", "demo_steps", "plan_budget", "run_demo"]
 
@@ -292,6 +295,22 @@ def _ledger(ws: Workspace, policy: Policy, options: Mapping[str, Any], log: list
     return ledger
 
 
+def _context(
+    ws: Workspace, policy: Policy, options: Mapping[str, Any], log: list[str]
+) -> ReleaseContext:
+    """A step's release context: its purpose and recipient checked against the policy now,
+    its ledger (:func:`_ledger`) opened only when the release first needs it."""
+    from segments.privacy.publishing import ReleaseContext
+
+    return ReleaseContext.open(
+        lambda: _ledger(ws, policy, options, log),
+        ws,
+        policy,
+        purpose=options["purpose"],
+        recipient=options["recipient"],
+    )
+
+
 def _day(options: Mapping[str, Any]) -> dt.date:
     """The step's ``--as-of`` (every step that reads data as of a day names it)."""
     return dt.date.fromisoformat(options["as_of"])
@@ -299,8 +318,6 @@ def _day(options: Mapping[str, Any]) -> dt.date:
 
 def _run_library(step: Step, ws: Workspace, policy: Policy) -> list[str]:
     """Run ``step``'s library function; returns what it reports, for the log."""
-    from segments.privacy.publishing import ReleaseContext
-
     o = step.options
     log: list[str] = []
     command = step.command
@@ -317,10 +334,8 @@ def _run_library(step: Step, ws: Workspace, policy: Policy) -> list[str]:
     elif command == ("segment",) and o.get("private"):
         from segments.privacy.kmeans import fit_private_segments
 
-        context = ReleaseContext.open(
-            _ledger(ws, policy, o, log), ws, policy, purpose="segmentation", recipient="analytics"
-        )
-        fitted = fit_private_segments(context, as_of=_day(o))
+        segmenting = {"purpose": "segmentation", "recipient": "analytics", **o}
+        fitted = fit_private_segments(_context(ws, policy, segmenting, log), as_of=_day(o))
         log.append(f"private segments: release {fitted.release_id}, {fitted.metadata['segments']}")
     elif command == ("segment",):
         from segments.segmentation import segment
@@ -336,13 +351,7 @@ def _run_library(step: Step, ws: Workspace, policy: Policy) -> list[str]:
         from segments.privacy.jobs import release_spec
 
         released = release_spec(
-            ReleaseContext.open(
-                lambda: _ledger(ws, policy, o, log),
-                ws,
-                policy,
-                purpose=o["purpose"],
-                recipient=o["recipient"],
-            ),
+            _context(ws, policy, o, log),
             o["spec"],
             as_of=_day(o),
             epsilon=o["epsilon"],
@@ -354,16 +363,8 @@ def _run_library(step: Step, ws: Workspace, policy: Policy) -> list[str]:
         from segments.privacy.jobs import release_params
         from segments.privacy.specs import get_spec
 
-        # the purpose and recipient are checked against the policy before the ledger opens
-        context = ReleaseContext.open(
-            lambda: _ledger(ws, policy, o, log),
-            ws,
-            policy,
-            purpose=o["purpose"],
-            recipient=o["recipient"],
-        )
         months = backfill(
-            context,
+            _context(ws, policy, o, log),
             until=_day(o),
             params=release_params(ws, policy, o["purpose"]),
             spec=get_spec("monthly_category").with_epsilon(o["epsilon"]),
@@ -374,13 +375,7 @@ def _run_library(step: Step, ws: Workspace, policy: Policy) -> list[str]:
         from segments.anonymity.job import release_kanon
 
         kanon = release_kanon(
-            ReleaseContext.open(
-                lambda: _ledger(ws, policy, o, log),
-                ws,
-                policy,
-                purpose=o["purpose"],
-                recipient=o["recipient"],
-            ),
+            _context(ws, policy, o, log),
             k=o["k"],
             columns=o["columns"].split(","),
             segments=o["segments"],

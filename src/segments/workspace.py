@@ -275,7 +275,20 @@ def make_private(path: str | os.PathLike[str]) -> None:
         target.chmod(0o600)
 
 
-def _pid_alive(pid: int) -> bool:
+def fsync_dir(folder: Path) -> None:
+    """Make a folder's entries durable (a rename or a new file in it survives a crash);
+    best effort where the file system cannot sync a folder."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (one owned by another user
+    counts as running)."""
     if pid <= 0:
         return False
     try:
@@ -613,7 +626,7 @@ class Workspace:
                 pid = _pid_of(path.name)
                 if pid is None and not exclusive:
                     continue
-                if pid is not None and (pid == os.getpid() or _pid_alive(pid)):
+                if pid is not None and (pid == os.getpid() or pid_alive(pid)):
                     continue
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path, ignore_errors=True)

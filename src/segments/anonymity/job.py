@@ -234,7 +234,6 @@ def release_kanon(
     )
     from segments.ingest import public_domains
     from segments.privacy.guards import Guarantee
-    from segments.privacy.ledger import ReleaseRequest
     from segments.privacy.publishing import begin
     from segments.provenance import read_verified
 
@@ -307,20 +306,13 @@ def release_kanon(
         "released_rows": anon.rows,
         "fully_generalised": threshold,
     }
-    request = ReleaseRequest.for_policy(
-        policy,
-        population=POPULATION,
-        purpose=purpose,
-        recipient=context.recipient,
-        destination=context.destination,
-        clause_ids=context.clause_ids,
+    request = context.request(
         spec=spec,
         guarantee=Guarantee.K_ANONYMOUS,
         mechanism="full-domain generalisation with suppression",
         as_of=as_of,
         kind="kanon",
         population_fingerprint=read_sha256[PREPARED_CUSTOMERS],
-        synthetic=context.states_synthetic(),
         release_id=f"kanon-{as_of:%Y%m%d}-{uuid.uuid4().hex[:8]}",
     )
     charged.check_workspace(workspace)  # a demo/evaluation ledger: only its proven data
@@ -334,18 +326,9 @@ def release_kanon(
             publication.staging,
             anon,
             digest,
+            # the ledger's fields, the parties and the files' hashes: complete()
             extra={
-                "release_id": release_id,
-                "ledger_head_hash": publication.reservation.hash,
-                "ledger_label": charged.label,
-                "evaluation": bool(charged.evaluation),
                 "guarantee": Guarantee.K_ANONYMOUS,
-                "policy": policy.name,
-                "population": POPULATION,
-                "purpose": purpose,
-                "recipient": context.recipient,
-                "destination": request.destination,
-                "clause_ids": list(request.clause_ids),
                 "segments": provenance,
                 "as_of": as_of.isoformat(),
                 "fully_generalised": threshold,

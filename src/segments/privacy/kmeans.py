@@ -439,7 +439,6 @@ def fit_private_segments(
     from segments.features import customer_features
     from segments.ingest import public_domains
     from segments.privacy.guards import Guarantee
-    from segments.privacy.ledger import ReleaseRequest
     from segments.provenance import prepared_as_of
     from segments.segmentation.job import profiling_flags
 
@@ -495,13 +494,7 @@ def fit_private_segments(
         "releases": [vars(s) for s in model.plan()],
         "seed": seed if isinstance(seed, int) else None,
     }
-    request = ReleaseRequest.for_policy(
-        policy,
-        population="customers",
-        purpose=purpose,
-        recipient=context.recipient,
-        destination=context.destination,
-        clause_ids=context.clause_ids,
+    request = context.request(
         spec=spec,
         guarantee=Guarantee.END_TO_END,
         mechanism="laplace" if family == DPFamily.PURE else "gaussian",
@@ -516,7 +509,6 @@ def fit_private_segments(
         as_of=as_of,
         kind="dp",
         population_fingerprint=read_sha256[PREPARED_CUSTOMERS],
-        synthetic=context.states_synthetic(),
     )
     ledger = context.ledger
     # a demo or evaluation ledger takes the data its synthetic proof was about, only
@@ -596,7 +588,6 @@ def _stage_private_segments(
     atomic_write_with(staging / CENTROIDS, lambda p: centroids.to_parquet(p, index=False))
     atomic_write_with(staging / LABELS, labels.write_parquet)
     card = {
-        "evaluation": bool(publication.ledger.evaluation),
         "guarantee": request.guarantee,
         "mechanism": request.mechanism,
         "privacy_loss": request.loss.to_dict(),
@@ -604,12 +595,6 @@ def _stage_private_segments(
         "privacy_loss_per_release": {s.name: s.loss for s in model.privacy_steps_},
         "noise_scale_per_release": {s.name: s.scale for s in model.privacy_steps_},
         "contribution_bounds": dict(request.bounds),
-        "policy": request.policy,
-        "population": request.population,
-        "purpose": request.purpose,
-        "recipient": request.recipient,
-        "destination": request.destination,
-        "clause_ids": list(request.clause_ids),
         "spec": dict(request.spec),
         "as_of": as_of.isoformat(),
         "note": "the centroids and noisy counts are the release; labels.parquet is "
@@ -618,7 +603,7 @@ def _stage_private_segments(
         "after checking this entry and the centroids' hash in its own ledger, and states "
         "its end-to-end loss as its own plus this release's",
     }
-    write_json(staging / CARD, card)  # the ledger's fields and the files' hashes: complete()
+    write_json(staging / CARD, card)  # the ledger's fields, parties and hashes: complete()
     metadata = {
         "provenance": PRIVATE_PROVENANCE,
         "fitted_on_private_data": False,

@@ -111,7 +111,7 @@ from segments.privacy.composition import (
     rho_to_epsilon,
 )
 from segments.privacy.guards import Guarantee, PolicyFacts, check_release
-from segments.workspace import Workspace, private_folder
+from segments.workspace import Workspace, fsync_dir, pid_alive, private_folder
 
 __all__ = [
     "EVALUATION_CAP_FACTOR",
@@ -2419,16 +2419,7 @@ def _write_json_durably(path: Path, record: Mapping[str, Any]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    fsync_dir(path.parent)
 
 
 def _registry_path() -> Path:
@@ -2602,14 +2593,8 @@ def _process_alive(token: Mapping[str, Any] | None) -> bool:
     if not token or token.get("host") != socket.gethostname():
         return False
     pid = int(token.get("pid", 0))
-    if pid <= 0:
+    if not pid_alive(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     start = _process_start(pid)
     return start is None or start == token.get("start")
 

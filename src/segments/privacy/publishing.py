@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segments.exceptions import ReleaseRefusedError, WorkspaceError
-from segments.workspace import CARD, Workspace, make_private, sha256_file
+from segments.workspace import CARD, Workspace, fsync_dir, make_private, sha256_file
 
 if TYPE_CHECKING:
     from segments.policy import Policy
@@ -168,6 +168,22 @@ class ReleaseContext:
         ledger.check_policy(self.policy)
         return ledger
 
+    def request(self, **fields: Any) -> ReleaseRequest:
+        """The ledger request of a release in this context: the policy's name and budget,
+        the population, purpose, recipient, destination, clause ids and synthetic claim from
+        the context, the release's own ``fields`` (spec, guarantee, loss, ...) added."""
+        from segments.privacy.ledger import POPULATION, ReleaseRequest
+
+        parties = {
+            "population": POPULATION,
+            "purpose": self.purpose,
+            "recipient": self.recipient,
+            "destination": self.destination,
+            "clause_ids": self.clause_ids,
+            "synthetic": self.states_synthetic(),
+        }
+        return ReleaseRequest.for_policy(self.policy, **{**parties, **fields})
+
     def states_synthetic(self) -> bool:
         """What a release's request states: the caller's ``synthetic``, else the ledger's
         (evaluation and demo ledgers open only with a proof that the data is synthetic)."""
@@ -282,8 +298,10 @@ class Publication:
                 and path.name != card_name
                 and (released is None or path.name in released)
             }
+            card.update(_parties(self.reservation.request))
             card.update(self.reservation.card_fields())
-            card["ledger_label"] = str(getattr(self.ledger, "label", ""))
+            card["evaluation"] = bool(self.reservation.evaluation)
+            card["ledger_label"] = str(self.reservation.label)
             card["files"] = files
             tmp = card_path.with_name(f".{card_name}.tmp")
             tmp.write_text(
@@ -305,6 +323,19 @@ class Publication:
         reason = f"the release failed before publication ({type(exc).__name__}: {exc})"
         with contextlib.suppress(Exception):
             self.ledger.abort(self.release_id, reason)
+
+
+def _parties(request: ReleaseRequest) -> dict[str, Any]:
+    """What every card states about who released what to whom, from the request the ledger
+    reserved (so a card cannot state other parties than its entry)."""
+    return {
+        "policy": request.policy,
+        "population": request.population,
+        "purpose": request.purpose,
+        "recipient": request.recipient,
+        "destination": request.destination,
+        "clause_ids": list(request.clause_ids),
+    }
 
 
 def begin(
@@ -367,26 +398,17 @@ def durable_rename(staging: Path, final: Path, *, replaced: Path | None = None) 
     make_private(staging)  # owner-only whatever the umask; shared by a copy
     for path in staging.iterdir():
         _fsync_file(path)
-    _fsync_dir(staging)
+    fsync_dir(staging)
     if replaced is not None and final.exists():
         os.replace(final, replaced)
         os.replace(staging, final)
         shutil.rmtree(replaced, ignore_errors=True)
     else:
         os.replace(staging, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
 def _fsync_file(path: Path) -> None:
     if path.is_file():
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -84,7 +84,6 @@ from segments.workspace import Workspace, sha256_file, write_json
 
 if TYPE_CHECKING:
     from segments.policy import Policy
-    from segments.privacy.ledger import Ledger
 
 
 __all__ = [
@@ -1275,8 +1274,6 @@ class ReleasePlan:
         WorkspaceError
             The release folder cannot be written — before anything is charged.
         """
-        from segments.privacy.ledger import ReleaseRequest
-
         workspace, policy, purpose = context.workspace, context.policy, context.purpose
         self._check_inputs(workspace, policy, purpose)  # before anything is charged
         # the spec's own clause ids, if any, must be the policy's (refused before any charge)
@@ -1292,13 +1289,8 @@ class ReleasePlan:
             check_survey_accounts(workspace, policy)  # the sensitivity's design fact, checked
         loss = self.loss
         once_key = self._once_key()
-        request = ReleaseRequest(
-            policy=str(policy.name),
+        request = context.request(
             population=self.spec.population,
-            purpose=purpose,
-            recipient=context.recipient,
-            destination=context.destination,
-            clause_ids=context.clause_ids,
             spec=self.describe(),
             guarantee=self.guarantee,
             mechanism=self.mechanism,
@@ -1308,12 +1300,12 @@ class ReleasePlan:
             rho=loss.rho,
             as_of=self.as_of,
             kind="dp",
+            # the plan's own parameters (the policy's for the purpose, or a caller's stricter)
             budget_epsilon=self.params.budget_epsilon,
             budget_period_months=self.params.budget_period_months,
             budget_window_months=self.params.budget_window_months,
             policy_delta=self.params.delta if self.params.dp_family == DPFamily.ZCDP else None,
             population_fingerprint=self.fingerprint,
-            synthetic=context.states_synthetic(),
             release_id=f"{self.spec.name}-{self.as_of:%Y%m%d}-{uuid.uuid4().hex[:8]}",
             once_key=once_key,
         )
@@ -1593,16 +1585,10 @@ def _publish(
     by = {q.query.name: q.query.by for q in plan.queries}
     tables = {name: _with_key_labels(table, by.get(name, ())) for name, table in tables.items()}
     try:
-        files: dict[str, str] = {}
         for name, table in tables.items():
-            path = staging / f"{name}.parquet"
-            table.write_parquet(path)
-            files[path.name] = sha256_file(path)
-        head = str(publication.reservation.hash)
-        card = _card(
-            plan, publication.release_id, head, files, request, publication.ledger, extra_card
-        )
-        write_json(staging / "card.json", card)
+            table.write_parquet(staging / f"{name}.parquet")
+        # the ledger's fields, the parties and the files' hashes: Publication.complete
+        write_json(staging / "card.json", _card(plan, extra_card))
     except BaseException as exc:
         publication.fail(exc)
         raise
@@ -1629,21 +1615,9 @@ def _with_key_labels(table: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
     return table
 
 
-def _card(
-    plan: ReleasePlan,
-    release_id: str,
-    head: str,
-    files: dict[str, str],
-    request: Any,
-    ledger: Ledger,
-    extra: Mapping[str, Any] | None,
-) -> dict[str, Any]:
+def _card(plan: ReleasePlan, extra: Mapping[str, Any] | None) -> dict[str, Any]:
     accuracy = plan._accuracy_pl()
     return {
-        "release_id": release_id,
-        "ledger_head_hash": head,
-        "evaluation": bool(getattr(ledger, "evaluation", False)),
-        "ledger_label": str(getattr(ledger, "label", "")),
         "guarantee": plan.guarantee,
         "mechanism": plan.mechanism,
         "privacy_loss": plan.loss.to_dict(),
@@ -1651,14 +1625,7 @@ def _card(
         "confidence": plan.confidence,
         "aggregates": accuracy.to_dicts(),
         "contribution_bounds": plan.bounds(),
-        "policy": request.policy,
-        "population": request.population,
-        "purpose": request.purpose,
-        "recipient": request.recipient,
-        "destination": request.destination,
-        "clause_ids": list(request.clause_ids),
         "spec": plan.describe(),
-        "files": files,
         "as_of": plan.as_of.isoformat(),
         "noise": "OpenDP 0.16 (integer Laplace or Gaussian); the unbiased noisy values are "
         "the <aggregate>_noisy columns; published values are post-processed (non-negative, "
