@@ -29,7 +29,7 @@ from segments.anonymity.release import RELEASE_COLUMNS
 from segments.exceptions import ReleaseRefusedError, WorkspaceError
 from segments.policy import Policy
 from segments.progress import progress
-from segments.workspace import STAGES, Workspace, write_json
+from segments.workspace import CARD, STAGES, Workspace, write_json
 
 if TYPE_CHECKING:
     from segments.privacy.publishing import ReleaseContext
@@ -470,7 +470,7 @@ def _charts(ws: Workspace) -> float:
     plt.close(figure)
     released = sorted(ws.root.glob("releases/segment_overview-*/customers_by_county.parquet"))
     if released:  # the policy's main job released a segment overview (one per run)
-        card = json.loads((released[-1].parent / "card.json").read_text(encoding="utf-8"))
+        card = json.loads((released[-1].parent / CARD).read_text(encoding="utf-8"))
         ax = plot_county_map(
             pl.read_parquet(released[-1]),
             "count",
