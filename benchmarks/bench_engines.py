@@ -242,6 +242,7 @@ def main() -> None:
     }
     try:
         _prepare_folder(folder, args)
+        results["load_average"] = {"before": round(os.getloadavg()[0], 1)}
         print(f"load average before: {os.getloadavg()[0]:.1f} (2 cores; >2 means shared CPU)")
         for step in args.steps.split(","):
             results["steps"][step] = {}
@@ -276,6 +277,7 @@ def main() -> None:
                             f"memory ×{got['peak_rss_mb'] / ref['peak_rss_mb']:.2f} "
                             "(goal: time ≤ ×1.00, memory ≤ ×0.50)"
                         )
+        results["load_average"]["after"] = round(os.getloadavg()[0], 1)
         print(f"load average after: {os.getloadavg()[0]:.1f}")
     finally:
         if not (args.keep and args.folder):

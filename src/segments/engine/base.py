@@ -162,6 +162,22 @@ class Engine(Protocol):
         ``person_id``."""
         ...
 
+    def join_order_lines(
+        self,
+        lines: pl.DataFrame,
+        orders: pl.DataFrame,
+        products: pl.DataFrame,
+        *,
+        order_by: Sequence[str],
+        scratch: Path,
+    ) -> pl.DataFrame:
+        """The line-level join of ``segments prepare``: each raw line of one of ``orders``
+        with its order's columns (joined on ``order_id``) and its product's (on
+        ``product_id``), its ``amount_sek = quantity × unit_price_sek``, sorted by
+        ``order_by`` (unique per line). ``orders`` carries the keyed pseudonyms already,
+        computed on the driver: the pseudonymisation key never enters an engine."""
+        ...
+
     def person_feature_sums(
         self,
         lines: LineSource,
@@ -244,6 +260,24 @@ class LineEngine:
         if not files:
             return pl.DataFrame(schema=feature_sum_schema(categories, channels))
         return self._feature_sums(files, window, categories, channels, scratch=scratch)
+
+    def join_order_lines(
+        self,
+        lines: pl.DataFrame,
+        orders: pl.DataFrame,
+        products: pl.DataFrame,
+        *,
+        order_by: Sequence[str],
+        scratch: Path,
+    ) -> pl.DataFrame:
+        """:meth:`Engine.join_order_lines`, in polars on the driver (a backend that runs it
+        itself overrides this)."""
+        return (
+            lines.join(orders, on="order_id")
+            .join(products, on="product_id")
+            .with_columns((pl.col("quantity") * pl.col("unit_price_sek")).alias("amount_sek"))
+            .sort(*order_by)
+        )
 
     def _cells(
         self,

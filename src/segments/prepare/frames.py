@@ -30,11 +30,12 @@ import contextlib
 import datetime as dt
 import hashlib
 import io
+import itertools
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ import pandas as pd
 import polars as pl
 
 from segments._tables import read_table, to_pandas
+from segments.engine import Engine, get_engine
 from segments.exceptions import PolicyError, SchemaError
 from segments.policy import Policy, Purpose, RetentionRule
 from segments.prepare.pseudonym import PseudonymKey, load_key, pseudonymise_series
@@ -52,6 +54,7 @@ from segments.schema import (
     PREPARED_CUSTOMERS,
     PREPARED_LINES,
     RAW_TABLES,
+    TableSchema,
     check_foreign_key,
     validate,
 )
@@ -600,7 +603,7 @@ def _hex_rank(column: str) -> pl.Expr:
 
 def _pseudonymise(
     run: _Run, frames: Mapping[str, pl.DataFrame], purpose: Purpose, key: PseudonymKey
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+) -> tuple[pl.DataFrame, _LinePlan]:
     persons = run.persons.with_columns(
         pseudonymise_series(key, "person", run.persons["person_root"], "person_id")
     )
@@ -627,54 +630,95 @@ def _pseudonymise(
         .alias(c)
         for c in customer_schema.names
     ).sort("person_id")
-    line_schema = PREPARED_LINES.subset(list(purpose.columns["lines"]))
     # Rows are ordered by pseudonym, never by an internal id whose rank could re-identify.
-    orders = orders.with_columns(
+    orders = orders.select(
+        "order_id",
+        "order_date",
+        "channel",
+        "order_pseudonym",
+        "person_id",
         _hex_rank("person_id").alias("_person_rank"),
         _hex_rank("order_pseudonym").alias("_order_rank"),
     )
     categories = frames["products"].select("product_id", "category")
-    lines = (
-        frames["order_lines"]
-        .join(orders, on="order_id")
-        .join(categories, on="product_id")
-        .with_columns((pl.col("quantity") * pl.col("unit_price_sek")).alias("amount_sek"))
-        .sort("_person_rank", "order_date", "_order_rank", "line_no")
-        .drop("order_id")
-        .rename({"order_pseudonym": "order_id"})
-        .select(pl.col(c).cast(line_schema.column(c).dtype) for c in line_schema.names)
+    raw = frames["order_lines"]
+    # lines joined to a kept order and to a product (a foreign key: every line has one)
+    height = (
+        raw.select("order_id", "product_id")
+        .join(orders.select("order_id"), on="order_id", how="semi")
+        .join(categories.select("product_id"), on="product_id", how="semi")
+        .height
     )
-    return customers, lines
+    line_schema = PREPARED_LINES.subset(list(purpose.columns["lines"]))
+    return customers, _LinePlan(raw, orders, categories, line_schema, height)
 
 
-def _line_partitions(lines: pl.DataFrame, as_of: dt.date) -> list[tuple[str, pl.DataFrame]]:
-    """The prepared lines as month partitions (``lines.parquet/month=YYYY-MM/part-00000``),
-    each in the frame's order (by pseudonym, never by an internal id): a month-closing reads
-    only its months' files, and a month's file is the same bytes whenever its rows are.
-    Lines without an order date (a purpose that drops it) are one file."""
-    if "order_date" not in lines.columns:
-        return [("lines.parquet", lines)]
-    if lines.is_empty():  # the schema must survive: one empty partition of the as-of month
-        return [(f"lines.parquet/{month_partition(as_of)}/part-00000.parquet", lines)]
-    months = lines.get_column("order_date").dt.truncate("1mo")
-    out = []
-    for (month,), part in (
-        lines.with_columns(months.alias("_month"))
-        .partition_by("_month", maintain_order=True, include_key=False, as_dict=True)
-        .items()
-    ):
-        out.append((f"lines.parquet/{month_partition(month)}/part-00000.parquet", part))
-    return sorted(out, key=lambda item: item[0])
+#: The prepared lines' order: by pseudonym, then date, then the order's pseudonym and line.
+_LINE_ORDER = ("_person_rank", "order_date", "_order_rank", "line_no")
+
+
+@dataclass(frozen=True)
+class _LinePlan:
+    """The prepared lines before they are built: the raw lines, the kept orders with their
+    keyed pseudonyms and sort ranks (computed on the driver: the key never leaves it), the
+    products' categories and the purpose's columns. Built one month partition at a time by
+    the engine the setting selects (:meth:`partitions`), so only one month's pseudonymised
+    lines are ever held, never the whole table sorted."""
+
+    raw: pl.DataFrame
+    orders: pl.DataFrame
+    categories: pl.DataFrame
+    schema: TableSchema
+    height: int  # lines the partitions hold, known before any is built (the report's count)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self.schema.names)
+
+    def build(self, orders: pl.DataFrame, engine: Engine, scratch: Path) -> pl.DataFrame:
+        """The prepared lines of ``orders`` (a subset of the plan's), sorted, in the
+        purpose's columns and types."""
+        joined = engine.join_order_lines(
+            self.raw, orders, self.categories, order_by=_LINE_ORDER, scratch=scratch
+        )
+        return (
+            joined.drop("order_id")
+            .rename({"order_pseudonym": "order_id"})
+            .select(pl.col(c).cast(self.schema.column(c).dtype) for c in self.schema.names)
+        )
+
+    def partitions(
+        self, as_of: dt.date, engine: Engine, scratch: Path
+    ) -> Iterator[tuple[str, pl.DataFrame]]:
+        """The prepared lines as month partitions (``lines.parquet/month=YYYY-MM/
+        part-00000``), in name order, each built from its month's orders alone and in the
+        frame's order (by pseudonym, never by an internal id): a month-closing reads only
+        its months' files, and a month's file is the same bytes whenever its rows are.
+        Lines without an order date (a purpose that drops it) are one file."""
+        if "order_date" not in self.columns:
+            yield "lines.parquet", self.build(self.orders, engine, scratch)
+            return
+        if self.height == 0:  # the schema must survive: one empty partition of the as-of month
+            name = f"lines.parquet/{month_partition(as_of)}/part-00000.parquet"
+            yield name, self.build(self.orders.clear(), engine, scratch)
+            return
+        month = pl.col("order_date").dt.truncate("1mo")
+        for first in self.orders.select(month.unique().sort()).to_series().to_list():
+            lines = self.build(self.orders.filter(month == first), engine, scratch)
+            if lines.height:  # an order without lines makes no partition
+                yield f"lines.parquet/{month_partition(first)}/part-00000.parquet", lines
 
 
 def _write_atomically(
     target: Path,
     customers: pl.DataFrame,
-    lines: pl.DataFrame,
+    lines: Iterable[tuple[str, pl.DataFrame]],
     report: PolicyReport,
     raw: Mapping[str, str] | None = None,
 ) -> None:
-    """Write the three files into a fresh folder beside ``target``, then swap it into place.
+    """Write the frames (customers, then ``lines``: (file name, frame) pairs, one month
+    partition at a time) and the report into a fresh folder beside ``target``, then swap it
+    into place.
 
     With ``raw`` (the SHA-256 of the raw files read), a signed provenance record binds the
     frames to that raw data (:func:`segments.provenance.verify_prepared`): it records the
@@ -691,8 +735,7 @@ def _write_atomically(
         written[name] = hashlib.sha256(data).hexdigest()
 
     try:
-        frames = [("customers.parquet", customers), *_line_partitions(lines, report.as_of)]
-        for name, frame in frames:
+        for name, frame in itertools.chain([("customers.parquet", customers)], lines):
             buffer = io.BytesIO()
             frame.write_parquet(buffer)
             (tmp / name).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -866,17 +909,24 @@ def _prepare(
         key_id=pkey.key_id,
         input_counts=input_counts,
         output_counts={"persons": customers.height, "lines": lines.height},
-        columns={"customers": tuple(customers.columns), "lines": tuple(lines.columns)},
+        columns={"customers": tuple(customers.columns), "lines": lines.columns},
         rules=tuple(run.outcomes),
     )
     stage(5)
-    with ws.publishing(log_state, f"prepare --purpose {spec.name}"):
-        _write_atomically(ws.prepared_dir(spec.name), customers, lines, report, raw)
+    # the lines are built month by month on the engine the setting selects (polars on the
+    # driver, or DuckDB spilling into the workspace's private area)
+    engine = get_engine(sources=[ws.raw_table("order_lines")])
+    with (
+        ws.publishing(log_state, f"prepare --purpose {spec.name}"),
+        ws.scratch("prepare") as scratch,
+    ):
+        partitions = lines.partitions(report.as_of, engine, scratch)
+        _write_atomically(ws.prepared_dir(spec.name), customers, partitions, report, raw)
     bar.update(len(_PREPARE_STAGES) - bar.n)
     return report
 
 
-def _check_minimised(customers: pl.DataFrame, lines: pl.DataFrame) -> None:
+def _check_minimised(customers: pl.DataFrame, lines: pl.DataFrame | _LinePlan) -> None:
     """Last guard (AL-5): no direct identifier column may reach an output frame."""
     identifiers = {c for schema in RAW_TABLES.values() for c in schema.direct_identifiers}
     leaked = identifiers & (set(customers.columns) | set(lines.columns))

@@ -1,0 +1,126 @@
+"""Benchmark: generate → prepare → one month-closing, end to end on one engine (issue 21).
+
+Usage::
+
+    nice -n 10 .venv/bin/python benchmarks/bench_pipeline.py --customers 1000000 \\
+        --folder DIR [--engine duckdb] [--memory-limit 1GB]
+
+Each stage runs in its own process (wall time and that process's own peak, ``VmHWM``):
+``generate`` (the synthetic raw tables, order lines written in month partitions),
+``prepare`` (purpose ``statistics``, policy ``alloffice``; with ``SEGMENTS_ENGINE`` set, so
+its line-level join runs on that engine month by month) and ``release``
+(``bench_releases.child_release``: month_closing, the monthly series of 2026-02 and the
+survey, on an evaluation ledger). Figures are also given per 10 million raw lines. The
+workspace is ``DIR/ws``, removed afterwards unless ``--keep``. Results go to
+``benchmarks/results/bench_pipeline_<lines>.json`` with the load average before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+#: The data's as-of: the month-closing of bench_releases releases 2026-02, closed by then.
+DATA_AS_OF = dt.date(2026, 2, 28)
+STAGES = ("generate", "prepare", "release")
+
+
+def _peak_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def child(stage: str, folder: Path, customers: int, months: int) -> dict:
+    start = time.perf_counter()
+    workspace = folder / "ws"
+    if stage == "generate":
+        from segments.synth import generate
+
+        result = generate(
+            workspace, customers=customers, months=months, as_of=DATA_AS_OF, progress=False
+        )
+        extra = {"lines": int(result.manifest["row_counts"]["order_lines"])}
+    elif stage == "prepare":
+        from segments.prepare import prepare
+
+        report = prepare(workspace, "alloffice", "statistics", DATA_AS_OF)
+        extra = {"prepared_lines": int(report.output_counts["lines"])}
+    else:
+        from bench_releases import child_release
+
+        extra = {"release_seconds": child_release(workspace)["seconds"]}
+    return {"seconds": time.perf_counter() - start, "peak_rss_mb": _peak_mb(), **extra}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--months", type=int, default=14)
+    parser.add_argument("--folder", type=Path, required=True)
+    parser.add_argument("--engine", default="duckdb")
+    parser.add_argument("--memory-limit", default="1GB")
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--child", choices=STAGES)
+    args = parser.parse_args()
+    if args.child:
+        out = child(args.child, args.folder, args.customers, args.months)
+        print(json.dumps(out, default=str))
+        return
+    env = {**os.environ, "SEGMENTS_ENGINE": args.engine, "SEGMENTS_MEMORY_LIMIT": args.memory_limit}
+    shutil.rmtree(args.folder / "ws", ignore_errors=True)
+    args.folder.mkdir(parents=True, exist_ok=True)
+    results: dict = {
+        "engine": args.engine,
+        "memory_limit": args.memory_limit,
+        "customers": args.customers,
+        "months": args.months,
+        "machine": f"{os.cpu_count()} cores",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "load_average": {"before": round(os.getloadavg()[0], 1)},
+        "stages": {},
+    }
+    print(f"load average before: {os.getloadavg()[0]:.1f} (2 cores)")
+    try:
+        for stage in STAGES:
+            command = [sys.executable, __file__, "--child", stage, "--folder", str(args.folder)]
+            command += ["--customers", str(args.customers), "--months", str(args.months)]
+            done = subprocess.run(command, capture_output=True, text=True, env=env)
+            if done.returncode:
+                print(f"{stage} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+                results["stages"][stage] = {"failed": done.stderr.strip().splitlines()[-1]}
+                break
+            out = json.loads(done.stdout.strip().splitlines()[-1])
+            results["stages"][stage] = out
+            print(f"{stage:<9} {out['seconds']:8.1f} s  peak {out['peak_rss_mb']:7.0f} MB")
+    finally:
+        if not args.keep:
+            shutil.rmtree(args.folder / "ws", ignore_errors=True)
+    results["load_average"]["after"] = round(os.getloadavg()[0], 1)
+    lines = results["stages"].get("generate", {}).get("lines", 0)
+    results["lines"] = lines
+    if lines:
+        per = 1e7 / lines
+        results["seconds_per_10m_lines"] = {
+            s: round(o["seconds"] * per, 1) for s, o in results["stages"].items() if "seconds" in o
+        }
+        print(f"{lines:,} lines; seconds per 10 M lines: {results['seconds_per_10m_lines']}")
+    print(f"load average after: {results['load_average']['after']}")
+    out_path = args.out or HERE / "results" / f"bench_pipeline_{lines}.json"
+    out_path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out_path}")
+
+
+if __name__ == "__main__":
+    main()
