@@ -1395,18 +1395,7 @@ class Ledger:
                             f"full period has passed since the last change ({since}); "
                             f"allowed from {allowed}"
                         )
-            digest = self._append(
-                conn,
-                f"policy-{uuid.uuid4().hex[:12]}",
-                "policy",
-                _now(),
-                {
-                    "parameters": params,
-                    "policy": str(policy.name),
-                    "policy_sha256": _policy_hash(policy),
-                    **_policy_binding(policy),
-                },
-            )
+            digest = self._append_policy(conn, str(policy.name), params, policy)
             seq = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
         self._write_anchors(seq, digest)
         return params
@@ -2009,20 +1998,31 @@ class Ledger:
             bound = _bound_policy(conn)
             if bound is not None and bound.get("policy_digest") is not None:
                 return  # another process bound it first; checked on the next use
-            digest = self._append(
-                conn,
-                f"policy-{uuid.uuid4().hex[:12]}",
-                "policy",
-                _now(),
-                {
-                    "parameters": params,
-                    "policy": str(getattr(policy, "name", "")),
-                    "policy_sha256": _policy_hash(policy),
-                    **_policy_binding(policy),
-                },
-            )
+            digest = self._append_policy(conn, str(getattr(policy, "name", "")), params, policy)
             seq = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
         self._write_anchors(seq, digest)
+
+    def _append_policy(
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        params: Mapping[str, Any],
+        policy: Policy | PolicyFacts,
+    ) -> str:
+        """Record the policy this ledger is bound to (its parameters, file digest and facts);
+        returns the event's hash."""
+        return self._append(
+            conn,
+            f"policy-{uuid.uuid4().hex[:12]}",
+            "policy",
+            _now(),
+            {
+                "parameters": params,
+                "policy": name,
+                "policy_sha256": _policy_hash(policy),
+                **_policy_binding(policy),
+            },
+        )
 
     def _bind_policy(
         self, conn: sqlite3.Connection, request: ReleaseRequest, policy: Policy | PolicyFacts
@@ -2030,36 +2030,14 @@ class Ledger:
         params = _policy_parameters(policy, request)
         bound = _bound_policy(conn)
         if bound is None:
-            self._append(
-                conn,
-                f"policy-{uuid.uuid4().hex[:12]}",
-                "policy",
-                _now(),
-                {
-                    "parameters": params,
-                    "policy": request.policy,
-                    "policy_sha256": _policy_hash(policy),
-                    **_policy_binding(policy),
-                },
-            )
+            self._append_policy(conn, request.policy, params, policy)
         elif not _same_parameters(bound["parameters"], params):
             raise self._policy_error(request.policy, bound, params)
         else:
             self._check_policy_facts(request.policy, bound, policy)
             if bound.get("policy_digest") is None and _policy_facts(policy) is not None:
                 # a ledger bound before the whole policy was: bind its facts now
-                self._append(
-                    conn,
-                    f"policy-{uuid.uuid4().hex[:12]}",
-                    "policy",
-                    _now(),
-                    {
-                        "parameters": bound["parameters"],
-                        "policy": request.policy,
-                        "policy_sha256": _policy_hash(policy),
-                        **_policy_binding(policy),
-                    },
-                )
+                self._append_policy(conn, request.policy, bound["parameters"], policy)
 
     def _check_policy_facts(
         self, name: str, bound: Mapping[str, Any], policy: Policy | PolicyFacts
