@@ -70,6 +70,65 @@ def per_cell_design() -> Iterator[None]:
         releases._build_vector_query = original  # type: ignore[assignment]
 
 
+@contextlib.contextmanager
+def one_bound_for_all_segments() -> Iterator[None]:
+    """The norm-bounded design before per-segment bounds: one private bound for every
+    segment of the category mix (the bound's partition switched off)."""
+    original = releases._vector_release
+
+    def global_bound(*args: Any, **kwargs: Any) -> Any:
+        vector = original(*args, **kwargs)
+        vector.partition = None
+        return vector
+
+    releases._vector_release = global_bound  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        releases._vector_release = original  # type: ignore[assignment]
+
+
+def run_mix(customers: int, policy_name: str, repeats: int, seed: int) -> dict[str, Any]:
+    """The category mix per segment only, at the planned ε: per-segment private bounds (now),
+    one private bound for all segments (the design before them) and the per-cell baseline
+    (at its fixed-share ε), on one dataset in one run."""
+    policy = Policy.load(policy_name)
+    params = PrivacyParams.from_policy(policy, "statistics")
+    k = len(SegmentSource.category_rule().keys)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-utility-") as folder:
+        prepared, as_of = _prepare(Path(folder), customers, policy, seed)
+        accuracy = _plan(policy, _probe(prepared, params, as_of, k))
+        mix, overview = accuracy.epsilon("category_mix"), accuracy.epsilon("segment_overview")
+        fixed = plan_budget(policy)
+        report: dict[str, Any] = {
+            "customers": customers,
+            "dataset_seed": seed,
+            "policy": policy_name,
+            "repeats": repeats,
+            "epsilon": {"mix": mix, "baseline_mix": fixed.profiles},
+        }
+        for label, context, design, eps in (
+            ("now", contextlib.nullcontext(), "now", mix),
+            ("one_bound_for_all_segments", one_bound_for_all_segments(), "now", mix),
+            ("baseline", contextlib.nullcontext(), "baseline", fixed.profiles),
+        ):
+            with context:
+                tables = _segment_tables(prepared, params, as_of, overview, eps, design, repeats)
+            report[label] = {k: tables[k] for k in ("mix_sek", "mix_units")}
+    report["seconds"] = time.perf_counter() - started
+    report["table"] = "\n".join(
+        f"{policy_name} seed {seed}, {customers:,} customers, mix ε {mix:.3g}: {label}: "
+        + ", ".join(
+            f"{agg} {report[label][f'mix_{agg}']['median_rel_error']:.1%} median / "
+            f"{report[label][f'mix_{agg}']['p90_rel_error']:.0%} p90"
+            for agg in ("sek", "units")
+        )
+        for label in ("now", "one_bound_for_all_segments", "baseline")
+    )
+    return report
+
+
 def _relative(released: np.ndarray, truth: np.ndarray) -> np.ndarray:
     truth = np.asarray(truth, dtype=float)
     keep = truth > 0
@@ -400,6 +459,13 @@ def main(argv: list[str] | None = None) -> int:
         help="every policy's accuracy plan on one dataset (its own preparation and probe "
         "each), nothing released",
     )
+    parser.add_argument(
+        "--mix-only",
+        action="store_true",
+        help="only the category mix per segment: per-segment bounds against one bound for "
+        "all segments and the per-cell baseline, on --seeds datasets drawn at run time",
+    )
+    parser.add_argument("--seeds", type=int, default=1, help="datasets per policy (--mix-only)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     master = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
@@ -412,8 +478,18 @@ def main(argv: list[str] | None = None) -> int:
         existing[f"plans-{args.customers}"] = report
         args.out.write_text(json.dumps(existing, indent=1, default=str) + "\n")
         return 0
-    names = POLICY_NAMES if args.policy == "all" else (args.policy,)
+    names = POLICY_NAMES if args.policy == "all" else tuple(args.policy.split(","))
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.mix_only:
+        for name in names:
+            for _ in range(args.seeds):
+                seed = int(rng.integers(8, 2**31))
+                report = run_mix(args.customers, name, args.repeats, seed)
+                print(report["table"], flush=True)
+                existing = json.loads(args.out.read_text()) if args.out.exists() else {}
+                existing[f"mix-{name}-{args.customers}-{seed}"] = report | {"master_seed": master}
+                args.out.write_text(json.dumps(existing, indent=1, default=str) + "\n")
+        return 0
     for name in names:
         seed = int(rng.integers(8, 2**31))  # never the committed dataset's 7
         report = run(args.customers, name, args.repeats, seed) | {"master_seed": master}

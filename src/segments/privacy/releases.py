@@ -78,7 +78,12 @@ from segments.privacy.specs import (
     ReleaseSpec,
     SegmentSource,
 )
-from segments.privacy.vectors import BOUND_LOSS_CAP, VectorRelease, choose_mechanism
+from segments.privacy.vectors import (
+    BOUND_LOSS_CAP,
+    GROUP_BOUND_SPREAD,
+    VectorRelease,
+    choose_mechanism,
+)
 from segments.schema import CUSTOMER_TYPES, PERSON_TYPES, PREPARED_LINES, PRODUCT_CATEGORIES
 from segments.workspace import Workspace, sha256_file, write_json
 
@@ -996,6 +1001,8 @@ def _vector_release(
         quantile=params.contribution_quantile,
         factor=params.contribution_bound_factor,
         where=query.filter_expression(),
+        # a person has one segment: each segment gets its own private bound (parallel)
+        partition="segment" if "segment" in query.by else None,
     )
 
 
@@ -1197,6 +1204,19 @@ class ReleasePlan:
                                 else "to be chosen privately (shown: the public largest)"
                             ),
                             **({"private_choice": v.chosen[a].to_dict()} if a in v.chosen else {}),
+                            **(
+                                {
+                                    "bound_per_segment": dict(v.group_bounds[a]),
+                                    "per_segment": "each segment's own bound, factor x its own "
+                                    "private quantile (one quantile's loss: a person is in one "
+                                    "segment), at most GROUP_BOUND_SPREAD="
+                                    f"{GROUP_BOUND_SPREAD:g} x the median segment's; 'bound' "
+                                    "is the largest; a segment's cells have noise scaled to "
+                                    "its own bound",
+                                }
+                                if v.group_bounds.get(a)
+                                else {}
+                            ),
                             "loss_of_bound": v.bound_losses[a],
                             "loss_of_sum": v.sum_losses[a],
                         }
@@ -1479,6 +1499,32 @@ class ReleaseResult:
         )
 
 
+def _to_group_scale(frame: pl.DataFrame, vector: VectorRelease) -> pl.DataFrame:
+    """Undo the group weights of a vector release with per-segment bounds
+    (:meth:`~segments.privacy.vectors.VectorRelease.group_weights`): value, interval and
+    scale of a segment's cells divided by ``C_max / C_segment``, so its noise follows its
+    own bound (post-processing)."""
+    assert vector.partition is not None
+    for agg, bounds in vector.group_bounds.items():
+        top = max(bounds.values())
+        weights = pl.DataFrame(
+            {vector.partition: list(bounds), "_weight": [top / b for b in bounds.values()]},
+            schema={vector.partition: frame.schema[vector.partition], "_weight": pl.Float64},
+        )
+        frame = (
+            frame.join(weights, on=vector.partition, how="left", maintain_order="left")
+            .with_columns(
+                (pl.col(agg) / pl.col("_weight")).round(0).cast(pl.Int64).alias(agg),
+                *(
+                    (pl.col(f"{agg}_{s}") / pl.col("_weight")).alias(f"{agg}_{s}")
+                    for s in _ERROR_SUFFIXES
+                ),
+            )
+            .drop("_weight")
+        )
+    return frame
+
+
 def _with_intervals(q: QueryPlan, answer: pl.DataFrame, params: PrivacyParams) -> pl.DataFrame:
     """Intervals, noise scale, non-negative values and supported means (post-processing)."""
     summary = q._summary
@@ -1497,6 +1543,8 @@ def _with_intervals(q: QueryPlan, answer: pl.DataFrame, params: PrivacyParams) -
     )
     if q.query.frame == "cells":
         frame = _to_category_scale(frame, q.query.aggregates, params)
+    if q.vector is not None and q.vector.group_bounds:
+        frame = _to_group_scale(frame, q.vector)
     for mean_name, sum_col, count_col in q.query.means:
         lower, upper = _aggregate_bounds(q.query, sum_col, params)
         frame = frame.with_columns(

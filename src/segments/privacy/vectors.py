@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,12 @@ dp.enable_features("contrib", "honest-but-curious")
 #: 0.78 ε per aggregate to its bound; capped, its noise falls by 16 %
 #: (benchmarks/bench_utility.py).
 BOUND_LOSS_CAP: dict[str, float] = {DPFamily.PURE: 0.05, DPFamily.ZCDP: pure_to_rho(0.05)}
+
+#: Most a segment's own private bound may exceed the median segment's (a public multiplier):
+#: heavy buyers' segments get up to twice the typical bound, a small segment's noisy pick no
+#: more. Measured by benchmarks/bench_utility.py (category mix, AllOffice, 50,000 customers):
+#: see the module's notes on per-segment bounds in VectorRelease.
+GROUP_BOUND_SPREAD = 2.0
 
 #: The person frame handed to OpenDP: a LazyFrame of cells (``pid``, keys, aggregates).
 CELLS_DOMAIN = dp.user_domain("PersonCellsLazyFrame", lambda x: isinstance(x, pl.LazyFrame))
@@ -221,6 +227,16 @@ class VectorRelease:
     where : polars.Expr, optional
         A filter on public attributes of the person, applied to the cells inside the
         measured function (a row-level transformation: one person's rows stay theirs).
+    partition : str, optional
+        A key whose values split the people into disjoint groups (``segment``: a person has
+        one). With a private bound, each group gets its own bound, ``factor`` × its own
+        private quantile (parallel composition: one person is in one group's quantile, so
+        the quantiles together cost one quantile's loss), and its cells their own noise:
+        a segment of heavy buyers is no longer clipped at the light buyers' bound, nor the
+        light buyers' cells noised at the heavy buyers'. Implemented, as the category
+        weights are, by weights: a group's cells are multiplied by ``C_max / C_group``
+        before the clip at ``C_max`` (one noise scale, one stability map) and divided by it
+        after the noise (post-processing, :meth:`group_weights`).
     """
 
     by: tuple[str, ...]
@@ -236,6 +252,9 @@ class VectorRelease:
     factor: float = 1.0
     chosen: dict[str, BoundChoice] = field(default_factory=dict)
     where: Any = None
+    partition: str | None = None
+    #: per aggregate, the bound of each group of :attr:`partition` (chosen privately)
+    group_bounds: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def norm(self) -> str:
@@ -260,6 +279,20 @@ class VectorRelease:
     def candidates(self, aggregate: str) -> list[float]:
         return bound_candidates(float(self.upper_bounds[aggregate]))
 
+    @property
+    def partitioned(self) -> bool:
+        """Whether groups get their own private bounds (a partition key and a private bound)."""
+        return self.partition is not None and any(self.private(a) for a in self.aggregates)
+
+    def group_weights(self, aggregate: str) -> np.ndarray:
+        """Per key row: ``C_max / C_group`` of the row's group (1 without group bounds)."""
+        bounds = self.group_bounds.get(aggregate)
+        if not bounds or self.partition is None:
+            return np.ones(self.keys.height)
+        top = max(bounds.values())
+        groups = self.keys[self.partition].to_list()
+        return np.array([top / bounds[g] for g in groups], dtype=np.float64)
+
     # --- OpenDP pieces -------------------------------------------------------------------
     def scale(self, aggregate: str, bound: float | None = None) -> float:
         """Noise scale of an aggregate's sum at its bound and loss."""
@@ -279,9 +312,15 @@ class VectorRelease:
         c = int(math.ceil(bound))
         # i64, not Python int's default i32: a month's SEK sum over 60 M lines passes 2^31
         metric = dp.l1_distance(T="i64") if self.norm == "l1" else dp.l2_distance(T="i64")
+        weights = self.group_weights(aggregate)
 
         def clipped_sum(data: pl.LazyFrame) -> list[int]:
             vectors = PersonVectors.of(self._frame(data, aggregate), self.keys, self.by, aggregate)
+            if self.group_bounds.get(aggregate):
+                # a group's cells on the largest group's scale: the clip at c is then the
+                # group's own bound for a person of that group, and any row's norm stays <= c
+                scaled = np.floor(vectors.value * weights[vectors.cell]).astype(np.int64)
+                vectors = replace(vectors, value=scaled)
             return [int(v) for v in vectors.clipped_sum(c, self.norm)]
 
         return dp.t.make_user_transformation(
@@ -319,12 +358,45 @@ class VectorRelease:
         )
 
     def bound_measurement(self, aggregate: str) -> Any:
-        """OpenDP measurement of an aggregate's private bound (the quantile of norms)."""
-        return self._norms_transformation(aggregate) >> make_private_bound(
+        """OpenDP measurement of an aggregate's private bound (the quantile of norms); with a
+        :attr:`partition`, a dict of each group's quantile (:meth:`_group_bounds_measurement`)."""
+        quantile = make_private_bound(
             self.candidates(aggregate),
             self.quantile,
             self.bound_losses[aggregate],
             self.family,
+        )
+        if self.partitioned:
+            return self._group_bounds_measurement(aggregate, quantile)
+        return self._norms_transformation(aggregate) >> quantile
+
+    def _group_bounds_measurement(self, aggregate: str, quantile: Any) -> Any:
+        """Each group's quantile of its people's norms, by OpenDP's quantile measurement run
+        once per group; parallel composition: a person's rows fall in one group (the group
+        of their first cell; any others are dropped here, so no person is in two groups'
+        inputs), so one person changes one group's input and the loss is one quantile's."""
+        assert self.partition is not None
+        partition: str = self.partition
+        groups = list(dict.fromkeys(self.keys[partition].to_list()))
+
+        def per_group(data: pl.LazyFrame) -> dict[str, float]:
+            frame = self._frame(data, aggregate)
+            first = frame.group_by("pid").agg(pl.col(partition).first().alias("_group"))
+            frame = frame.join(first, on="pid").filter(pl.col(partition) == pl.col("_group"))
+            out = {}
+            for group in groups:
+                rows = frame.filter(pl.col(partition) == group).drop("_group")
+                norms = PersonVectors.of(rows, self.keys, self.by, aggregate).norms(self.norm)
+                out[group] = float(quantile([float(v) for v in norms]))
+            return out
+
+        return dp.m.make_user_measurement(
+            CELLS_DOMAIN,
+            dp.symmetric_distance(),
+            self.measure,
+            function=per_group,
+            privacy_map=lambda d_in: quantile.map(d_in),
+            TO="ExtrinsicObject",
         )
 
     def measurement(self, bounds: Mapping[str, float] | None = None) -> Any:
@@ -367,9 +439,21 @@ class VectorRelease:
         queryable = self.compositor()(data)
         for aggregate in self.aggregates:
             if self.private(aggregate):
-                quantile = float(queryable(self.bound_measurement(aggregate)))
+                answer = queryable(self.bound_measurement(aggregate))
+                top = float(self.upper_bounds[aggregate])
+                if self.partitioned:
+                    own = {g: min(max(float(q), 1.0) * self.factor, top) for g, q in answer.items()}
+                    # a small segment's quantile is noisy (the exponential mechanism's rank
+                    # error, ~ln(candidates)/ε people, is a good part of a few hundred) and
+                    # mostly errs high, which noises its cells: no segment's bound exceeds
+                    # GROUP_BOUND_SPREAD x the median segment's (post-processing)
+                    cap = GROUP_BOUND_SPREAD * float(np.median(list(own.values())))
+                    self.group_bounds[aggregate] = {g: min(b, cap) for g, b in own.items()}
+                    quantile = max(self.group_bounds[aggregate].values()) / self.factor
+                else:
+                    quantile = float(answer)
                 self.chosen[aggregate] = BoundChoice(
-                    min(quantile * self.factor, float(self.upper_bounds[aggregate])),
+                    min(quantile * self.factor, top),
                     self.quantile,
                     self.bound_losses[aggregate],
                     self.family,
