@@ -203,6 +203,26 @@ def test_the_plan_states_what_it_cannot_meet_and_why_for_the_small_budgets_at_50
             line.startswith("cannot meet category_mix") and "of the loss its target needs" in line
             for line in lines
         ), lines
+        # and what would meet it: the ε it needs against what it can have, or more customers
+        mix = plan.releases["category_mix"]
+        import re
+
+        (line,) = [x for x in lines if x.startswith("cannot meet category_mix")]
+        needed, granted, customers = (
+            float(v)
+            for v in re.search(
+                r"needs ε ([\d.]+) per release against the ([\d.]+) it can have, or about "
+                r"([\d.]+) x the customers",
+                line,
+            ).groups()
+        )
+        assert granted == pytest.approx(mix.epsilon, rel=1e-2) and needed > 2 * granted
+        bigger = Scale(probe.customers * customers, 37_000, probe.monthly_buyers * customers, 6)
+        grown = plan_by_accuracy(policy, bigger, fixed_epsilon=_fixed(policy), override=True)
+        assert (
+            grown.releases["category_mix"].expected_relative_error == pytest.approx(0.10, abs=0.01)
+            or grown.releases["category_mix"].meets_target
+        )
         refused = [line for line in lines if line.startswith("refused category_mix")]
         assert refused and "max_relative_error=0.5" in refused[0] and "left out" in refused[0]
         with pytest.raises(ReleaseRefusedError):

@@ -666,6 +666,7 @@ def plan_by_accuracy(
                         f"the {p.budget_epsilon:g} ε budget per period leaves this release "
                         f"{stretch:.0%} of the loss its target needs (the budget is shared by "
                         f"priority: {', '.join(f'{r} {_WEIGHT[r]:g}' for r in PRIORITY)})",
+                        _what_would_meet(n, loss, family, plan._delta),
                         n.note,
                     ),
                 )
@@ -687,6 +688,24 @@ def plan_by_accuracy(
             spec=n.spec or n.release,
         )
     return plan
+
+
+def _what_would_meet(need: _Need, loss: float, family: str, delta: float) -> str:
+    """For a DPO: the ε the target needs against the ε the release can have, and the growth
+    in customers that would meet it at that ε (every release's noise error falls as
+    1 / customers: its typical cell grows with them, its sensitivity does not)."""
+    target = need.target.relative_error
+    required = need.loss_for(target)
+
+    def as_epsilon(value: float) -> float:
+        return value if family == DPFamily.PURE else _epsilon_of_rho(value, delta)
+
+    noise = need.error(loss) - need.bias
+    customers = noise / max(target - need.bias, 1e-9)
+    return (
+        f"meeting ±{target:.0%} needs ε {as_epsilon(required):.3g} per release against the "
+        f"{as_epsilon(loss):.3g} it can have, or about {customers:.2f} x the customers at that ε"
+    )
 
 
 #: The order in which targets are met when the budget cannot meet them all: the purchasing
