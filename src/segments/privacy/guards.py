@@ -12,7 +12,7 @@ cites the clauses of its own policy (``[destinations]`` and ``[clauses]`` of the
 * the purpose must be declared in the policy (``purpose_refusal``);
 * the guarantee must be a :class:`~segments.policy.Guarantee` and fit the release kind.
 
-The facts come from the policy (:class:`PolicyFacts.from_policy`), never from the request.
+The facts come from the policy (a :class:`segments.Policy`, read as it is), never from the request.
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PolicyFacts:
-    """The part of a :class:`segments.Policy` the guards read, without its budget.
+    """The facts the guards read, for a ledger guarded without a whole policy.
 
-    Built from a policy by :meth:`from_policy`; its recipients are the policy's own
-    :class:`segments.policy.Recipient` objects and its destinations are checked against
-    :data:`segments.policy.EU_EEA`. Constructed directly only where a release must be
-    guarded without binding a whole policy (the ledger's unit tests and doctest).
+    The guards and the ledger read a :class:`segments.Policy` itself (no copy of its facts is
+    made); this view, with the same attribute names and no budget, is constructed only where
+    a release must be guarded without binding a whole policy (the ledger's unit tests and
+    doctest). Its destinations are checked against :data:`segments.policy.EU_EEA`.
 
     Parameters
     ----------
@@ -81,21 +81,6 @@ class PolicyFacts:
         """The policy's clause ids for ``kind`` as text, or that the rule is the project's."""
         ids = tuple(dict.fromkeys(self.clauses.get(kind, ())))
         return ", ".join(ids) if ids else f"a project rule; policy {self.name!r} has no clause"
-
-    @classmethod
-    def from_policy(cls, policy: Policy | PolicyFacts) -> PolicyFacts:
-        """The guards' facts of a loaded :class:`segments.Policy`."""
-        if isinstance(policy, PolicyFacts):
-            return policy
-        return cls(
-            name=policy.name,
-            controller=policy.controller,
-            recipients=dict(policy.recipients),
-            allowed_destinations=frozenset(policy.allowed_destinations),
-            purposes=frozenset(policy.purposes),
-            destination_clause_ids=policy.destination_clause_ids,
-            clauses=dict(policy.clauses),
-        )
 
 
 def check_destination(
@@ -144,20 +129,19 @@ def check_recipient(recipient: str, policy: Policy | PolicyFacts) -> Recipient:
     ReleaseRefusedError
         If the recipient is not declared in the policy or is a third-party marketer.
     """
-    facts = PolicyFacts.from_policy(policy)
-    declared = facts.recipients.get(recipient)
+    declared = policy.recipients.get(recipient)
     if declared is None:
-        names = ", ".join(sorted(facts.recipients)) or "none"
+        names = ", ".join(sorted(policy.recipients)) or "none"
         raise ReleaseRefusedError(
-            f"recipient {recipient!r} is not declared in policy {facts.name!r} (declared: "
-            f"{names}); a release records who receives it ({facts.cite('recipient_refusal')}); "
+            f"recipient {recipient!r} is not declared in policy {policy.name!r} (declared: "
+            f"{names}); a release records who receives it ({policy.cite('recipient_refusal')}); "
             "declare the recipient in the policy's [recipients] or choose a declared one"
         )
     if declared.kind == "third_party_marketing":
         raise ReleaseRefusedError(
             f"recipient {recipient!r} is a third party for sales or marketing; data is not "
             f"shared with third parties for sales or marketing "
-            f"({facts.cite('recipient_refusal')}); choose an internal or external "
+            f"({policy.cite('recipient_refusal')}); choose an internal or external "
             "(non-marketing) recipient"
         )
     return declared
@@ -170,7 +154,6 @@ def check_guarantee(
     "DP given a non-private segmentation" release to anyone but an internal recipient (the
     policy's ``anonymous_release`` clause).
     """
-    facts = PolicyFacts.from_policy(policy) if policy is not None else None
     if guarantee not in tuple(Guarantee):
         raise ReleaseRefusedError(
             f"release guarantee {str(guarantee)!r} is unknown; state one of "
@@ -186,7 +169,7 @@ def check_guarantee(
         raise ReleaseRefusedError(
             f"recipient {recipient.name!r} is {recipient.kind}, but a release that is "
             f"{stated.value!r} does not make anyone anonymous end to end "
-            f"({facts.cite('anonymous_release') if facts else 'anonymity'}) and goes to "
+            f"({policy.cite('anonymous_release') if policy else 'anonymity'}) and goes to "
             "internal recipients only; key the release by category rules or a private model "
             f"({Guarantee.END_TO_END.value}), or send it to an internal recipient"
         )
@@ -194,13 +177,12 @@ def check_guarantee(
 
 def check_purpose(purpose: str, policy: Policy | PolicyFacts) -> None:
     """Refuse a purpose the policy does not declare (its ``purpose_refusal`` clauses)."""
-    facts = PolicyFacts.from_policy(policy)
-    if purpose not in facts.purposes:
-        declared = ", ".join(sorted(facts.purposes)) or "none"
+    if purpose not in policy.purposes:
+        declared = ", ".join(sorted(policy.purposes)) or "none"
         raise ReleaseRefusedError(
-            f"purpose {purpose!r} is not declared in policy {facts.name!r} (declared: "
+            f"purpose {purpose!r} is not declared in policy {policy.name!r} (declared: "
             f"{declared}); data is processed only for the purposes it was collected for "
-            f"({facts.cite('purpose_refusal')}); choose a declared purpose"
+            f"({policy.cite('purpose_refusal')}); choose a declared purpose"
         )
 
 
@@ -230,17 +212,16 @@ def check_release(
     ...               guarantee="end-to-end ε-DP", kind="dp", policy=facts).kind
     'internal'
     """
-    facts = PolicyFacts.from_policy(policy)
-    check_purpose(purpose, facts)
-    declared = check_recipient(recipient, facts)
-    clause_ids = facts.destination_clause_ids
-    check_destination(destination, facts.allowed_destinations, clause_ids=clause_ids)
+    check_purpose(purpose, policy)
+    declared = check_recipient(recipient, policy)
+    clause_ids = policy.destination_clause_ids
+    check_destination(destination, policy.allowed_destinations, clause_ids=clause_ids)
     if declared.country:
         check_destination(
             declared.country,
-            facts.allowed_destinations,
+            policy.allowed_destinations,
             who=declared.name,
             clause_ids=clause_ids,
         )
-    check_guarantee(guarantee, kind, declared, facts)
+    check_guarantee(guarantee, kind, declared, policy)
     return declared

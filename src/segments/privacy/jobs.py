@@ -150,19 +150,20 @@ def refuse_early(policy: Policy, purpose: str, recipient: str, destination: str)
     """The ledger's purpose, recipient and destination guards, run before any ledger file
     is opened or created, so a refused release writes nothing."""
     from segments.privacy.guards import (
-        PolicyFacts,
         check_destination,
         check_purpose,
         check_recipient,
     )
 
-    facts = PolicyFacts.from_policy(policy)
-    check_purpose(purpose, facts)
-    declared = check_recipient(recipient, facts)
+    check_purpose(purpose, policy)
+    declared = check_recipient(recipient, policy)
     for where, who in ((destination, ""), (declared.country, declared.name)):
         if where:
             check_destination(
-                where, facts.allowed_destinations, who=who, clause_ids=facts.destination_clause_ids
+                where,
+                policy.allowed_destinations,
+                who=who,
+                clause_ids=policy.destination_clause_ids,
             )
 
 

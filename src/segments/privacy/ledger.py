@@ -788,7 +788,7 @@ class Ledger:
         # releases of that data only (check_workspace)
         self._proven_raw = proven_raw if synthetic else None
         self._meta = dict(meta)
-        self._facts = PolicyFacts.from_policy(policy) if policy is not None else None
+        self._facts = policy
         self._policy = policy
         # the last event this object verified: the next check resumes from there
         self._verified: tuple[int, str] = (0, self._meta["genesis_hash"])
@@ -2251,11 +2251,11 @@ class Ledger:
 
     def _facts_for(
         self, request: ReleaseRequest, policy: Policy | PolicyFacts | None
-    ) -> tuple[PolicyFacts, Policy | PolicyFacts]:
+    ) -> tuple[Policy | PolicyFacts, Policy | PolicyFacts]:
         policy_obj = policy if policy is not None else self._policy
         if policy_obj is None:
             policy_obj = _load_policy(request.policy)
-        facts = PolicyFacts.from_policy(policy_obj)
+        facts = policy_obj
         if facts.name != request.policy:
             raise ReleaseRefusedError(
                 f"release names policy {request.policy!r} but the ledger was given policy "
