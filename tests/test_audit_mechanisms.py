@@ -106,6 +106,26 @@ def test_survey_release_protects_a_person_and_the_old_unit_is_refuted(tmp_path: 
     assert not refuted.passed and refuted.epsilon_lower_bound > 2 * refuted.claimed_epsilon
 
 
+def test_the_national_survey_is_audited_against_a_person_who_answers_every_month(
+    tmp_path: Path,
+) -> None:
+    """The planner's coarser survey table (survey_national, one cell) is audited like the
+    county × type one: a person giving every response of the window, all at the top score,
+    in the one national cell (the main job's audit failed with 'needs survey responses'
+    when it re-planned the card as a person release; it now finds survey cards by their
+    query's frame)."""
+    from segments.audit.mechanisms import survey_person_case
+
+    policy = Policy.load("alloffice")
+    case = survey_person_case(
+        policy, tmp_path, epsilon=0.3, survey_month=None, seed=np.random.default_rng(3),
+        spec_name="survey_national",
+    )  # fmt: skip
+    assert case.name.startswith("survey_national (48 responses")
+    (ok,) = audit_cases([case], trials=300)
+    assert ok.passed, ok.as_dict()
+
+
 def test_survey_cases_built_in_one_folder_are_each_measured_on_their_own_data(
     tmp_path: Path,
 ) -> None:

@@ -743,8 +743,10 @@ def survey_person_case(
     survey_month: dt.date | None,
     seed: np.random.Generator,
     broken: bool = False,
+    spec_name: str = "survey_experience",
 ) -> MechanismCase:
-    """The survey release against a person who gives every response the public rule allows.
+    """The survey release (``spec_name``: the county × type table or the national one)
+    against a person who gives every response the public rule allows.
 
     Survey responses carry no customer id, so a person cannot be located in them; the
     neighbour is the worst case the release's sensitivity must cover: the person's
@@ -760,19 +762,27 @@ def survey_person_case(
     from segments.privacy.specs import SPECS, PrivacyParams
 
     params = PrivacyParams.from_policy(policy, "statistics")
-    spec = SPECS["survey_experience"].with_epsilon(epsilon)
+    spec = SPECS[spec_name].with_epsilon(epsilon)
     window = survey_months(AS_OF, survey_month, params)
     rows = survey_responses_per_person(window)
     # a folder of its own: the measurement reads its files when the audit runs, after every
     # case was built, so a later case (another window, the broken control) must not rewrite
     # them (it did: the month case was then measured on 48 responses and another base)
     folder = Path(tempfile.mkdtemp(dir=folder, prefix=f"survey-{rows}-"))
+    from segments.keys import NATIONAL
+
+    # the columns a release's survey frame has (releases._survey_frame), scope included
     base = pl.read_parquet(
         write_survey_frame(folder / "survey_base.parquet", N_PEOPLE * 5, seed=seed)
-    ).select("county_code", "customer_type", pl.col("score").cast(pl.Int64))
+    ).select(
+        "county_code",
+        "customer_type",
+        pl.lit(NATIONAL[0]).alias("scope"),
+        pl.col("score").cast(pl.Int64),
+    )
     person = pl.DataFrame(
         {"county_code": [HEAVY_COUNTY] * rows, "customer_type": ["business"] * rows,
-         "score": [10] * rows},
+         "scope": [NATIONAL[0]] * rows, "score": [10] * rows},
         schema=base.schema,
     )  # fmt: skip
     paths = {"with": folder / "survey_person_with.parquet", "without": folder / "survey_b.parquet"}
@@ -785,7 +795,7 @@ def survey_person_case(
         spec.query_defs[0], loss, params, paths["with"], None, 0.05, 1 if broken else rows
     )
     claimed, delta = _claimed(query.loss, params.dp_family, params.delta)
-    name = f"survey_experience ({rows} responses of one person, one cell)"
+    name = f"{spec_name} ({rows} responses of one person, one cell)"
     if broken:
         name = "BROKEN control: survey measured per response, one person answering " + str(rows)
     return MechanismCase(
@@ -795,7 +805,18 @@ def survey_person_case(
         paths["without"],
         claimed,
         delta,
-        _cell_statistic({"county_code": {HEAVY_COUNTY}, "customer_type": {"business"}}, "score"),
+        _cell_statistic(
+            {
+                c: v
+                for c, v in {
+                    "county_code": {HEAVY_COUNTY},
+                    "customer_type": {"business"},
+                    "scope": set(NATIONAL),
+                }.items()
+                if c in spec.query_defs[0].by
+            },
+            "score",
+        ),
     )
 
 
@@ -924,7 +945,7 @@ def workspace_release_cases(
     loss (and fails). Two deliberately broken releases are added as controls: the audit must
     refute them.
     """
-    from segments.privacy.specs import SegmentSource
+    from segments.privacy.specs import QUERIES, SPECS, SegmentSource
 
     dp_cards = _dp_cards(cards)
     neighbours = raw_person_neighbours(policy, Workspace(folder).raw) if dp_cards else []
@@ -947,10 +968,16 @@ def workspace_release_cases(
         ids = tuple(str(c.get("release_id", "")) for c in members)
         card = members[0]
         frames = {d.get("frame") for d in card["spec"].get("definitions") or ()}
-        if any(q == "survey_by_county_type" for q in queries) or frames == {"survey"}:
+        surveyed = any(q in QUERIES and QUERIES[q].frame == "survey" for q in queries)
+        if surveyed or frames == {"survey"}:
             survey_month = None if month in (None, "None") else dt.date.fromisoformat(month)
             case = survey_person_case(
-                policy, folder, epsilon=epsilon, survey_month=survey_month, seed=seed
+                policy,
+                folder,
+                epsilon=epsilon,
+                survey_month=survey_month,
+                seed=seed,
+                spec_name=name if name in SPECS else "survey_experience",
             )
             out.append(AuditedCase(case, "release", ids, f"{len(ids)} release(s) of {name}"))
             continue
