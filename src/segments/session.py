@@ -153,7 +153,8 @@ def quantile(
     * If ``c < Q`` then ``#{x <= c} < q n``, so ``f(c) < -d n``: every candidate scores above
       ``d n - R'``, so ``f`` jumps by more than ``2 (d n - R')`` between two neighbouring
       candidates. Where no two neighbouring candidates hold that many people apart from the
-      clipped masses (the caveat), the jump is at the top gap, which takes
+      clipped masses (the caveat; at most ``d n`` in the bottom gap, where a jump would put
+      ``Q`` at the lower bound, which no ``c`` is below), the jump is at the top gap, which takes
       ``E > (1 - a) n`` people tied at the upper bound ``U`` (``f`` below ``U`` is negative).
     * The guard at level ``g > a`` then releases ``U``: a candidate below ``U`` scores at
       least ``E - (1 - g) n``, ``U`` exactly ``(1 - g)(n - E)``, so ``U`` wins (within the
