@@ -353,6 +353,14 @@ def test_fit_private_segments_charges_the_ledger_and_writes_the_release(private_
     assert (
         set(entries[0].files) == {"centroids.parquet", "card.json"} == {*card["files"], "card.json"}
     )
+    # the audit's card check: the labels and metadata kept beside the centroids are named on
+    # the hashed card, so they are not "added after publication"; a file planted there is
+    assert card["kept_unreleased"] == ["labels.parquet", "metadata.json"]
+    assert ledger.verify_cards([folder / "card.json"]).ok
+    (folder / "extra.parquet").write_bytes(b"planted")
+    planted = ledger.verify_cards([folder / "card.json"]).problems
+    assert any("extra.parquet" in p and "added after publication" in p for p in planted)
+    (folder / "extra.parquet").unlink()
     labels = pl.read_parquet(folder / "labels.parquet")
     assert labels.columns == ["person_id", "segment"]
     assert set(labels["segment"]) <= set(meta["segments"])

@@ -2795,13 +2795,17 @@ def _file_problems(entry: LedgerEntry, card_path: Path) -> list[str]:
                 f"release {entry.release_id!r}: {path} differs from what was published "
                 "(SHA-256 recorded in the ledger)"
             )
-    # a release folder holds exactly what was published; the DP k-means writes its card, its
-    # metadata and the internal labels beside the published centroids after publishing (no
-    # card hash recorded), so only its recorded files are checked
+    # a release folder holds exactly what was published, plus the files its hashed card names
+    # as kept beside it unreleased (the DP k-means' labels and metadata, personal data)
     if entry.card is None:
         return problems
+    kept: set[str] = set()
+    if not problems:  # the card is the one the ledger recorded, so its list can be trusted
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        kept = set(card.get("kept_unreleased", ()))
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.relative_to(folder).as_posix() not in entry.files:
+        relative = path.relative_to(folder).as_posix()
+        if path.is_file() and relative not in entry.files and relative not in kept:
             problems.append(
                 f"release {entry.release_id!r}: {path} is not a file the ledger recorded as "
                 "published in it (added after publication)"

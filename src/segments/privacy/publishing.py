@@ -303,6 +303,15 @@ class Publication:
             card["evaluation"] = bool(self.reservation.evaluation)
             card["ledger_label"] = str(self.reservation.label)
             card["files"] = files
+            # files kept beside the release but not released (the DP k-means' labels and
+            # metadata): named on the hashed card, so the ledger's check knows them
+            kept = sorted(
+                path.name
+                for path in self.staging.iterdir()
+                if path.is_file() and path.name != card_name and path.name not in files
+            )
+            if kept:
+                card["kept_unreleased"] = kept
             tmp = card_path.with_name(f".{card_name}.tmp")
             tmp.write_text(
                 json.dumps(card, indent=2, ensure_ascii=False, default=str) + "\n",
