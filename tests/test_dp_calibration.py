@@ -357,6 +357,9 @@ def test_post_processed_intervals_still_cover_the_truth(frames):
                     joined["count_true"] <= joined["count_upper"]
                 )
                 assert (joined["count"] >= 0).all()
+                # whole-number ends (rounded inward) and the same coverage
+                assert (joined["count_lower"] % 1 == 0).all()
+                assert (joined["count_upper"] % 1 == 0).all()
                 covered.append(hit.to_numpy())
     rate = float(np.concatenate(covered).mean())
     n = np.concatenate(covered).size

@@ -163,6 +163,44 @@ def test_intervals_by_key_draw_each_line_with_its_interval_and_hollow_zero_cells
         plot_intervals_by_key(table, "month", "units_scale")
 
 
+def test_interval_panels_draw_the_largest_keys_with_intervals_and_withheld_cells() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from segments import plot_interval_panels
+
+    months = ["2026-01", "2026-02", "2026-03"]
+    table = pd.DataFrame(
+        {
+            "category": ["paper"] * 3 + ["toner_ink"] * 3 + ["furniture"] * 3,
+            "category_name": ["Paper"] * 3 + ["Toner ink"] * 3 + ["Furniture"] * 3,
+            "month": months * 3,
+            "units": [100.0, 0.0, 50.0, 300.0, np.nan, 200.0, 1.0, 2.0, 3.0],
+        }
+    )
+    table["units_lower"] = table["units"] - 40
+    table["units_upper"] = table["units"] + 40
+    table["units_status"] = ["published"] * 4 + ["not published: too few"] + ["published"] * 4
+    axes = plot_interval_panels(table, "month", "units", panel="category", top=2, ncols=2)
+    flat = axes.ravel()
+    # largest released total first; the rest named, not drawn
+    assert [ax.get_title() for ax in flat] == ["Toner ink", "Paper"]
+    assert "1 with smaller released totals not drawn: Furniture" in (
+        flat[0].figure.get_suptitle()
+    )
+    toner, paper = flat
+    bars = toner.containers[0].lines[2][0].get_segments()
+    assert [(b[0][1], b[1][1]) for b in bars] == [(260, 340), (160, 240)]  # withheld: no bar
+    crosses = [c for c in toner.collections if c.get_offsets().size and c.get_paths()]
+    assert any(list(map(tuple, c.get_offsets())) == [(1.0, 0.0)] for c in crosses)
+    assert [t.get_text() for t in toner.texts] == ["withheld"]
+    assert len(paper.texts) == 0 and paper.get_ylim()[0] == 0 == toner.get_ylim()[0]
+    hollow = [c for c in paper.collections if c.get_facecolor().size and c.get_offsets().size]
+    assert [tuple(p) for c in hollow for p in c.get_offsets()] == [(1.0, 0.0)]  # reaches 0
+    with pytest.raises(ValueError, match="has no column 'segment'"):
+        plot_interval_panels(table, "month", "units", panel="segment")
+
+
 def test_rows_removed_and_class_sizes_draw_what_they_are_given() -> None:
     import pandas as pd
 

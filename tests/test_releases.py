@@ -734,3 +734,35 @@ def test_a_window_release_bound_ceiling_spans_the_windows_months(params, frames)
             whole = plan.queries[0].vector.upper_bounds
         kept = _norm_bounds(family, family.retention_months)[norm]
         assert whole == pytest.approx(kept)
+
+
+def test_count_intervals_are_whole_numbers_with_the_same_coverage():
+    """A count's interval is rounded inward to whole numbers (170.55-195.45 -> 171-195): a
+    whole-number truth lies in the rounded interval exactly when it lies in the raw one; an
+    interval holding no whole number is rounded outward, never emptied or crossed."""
+    from segments.privacy.releases import _whole_count_interval
+
+    raw = pl.DataFrame(
+        {
+            "count": [183, 12, 0, 171],
+            "count_lower": [170.55, 0.0, 0.2, 171.0000000001],
+            "count_upper": [195.45, 24.9, 0.6, 180.0],
+            "sum_spend_lower": [1.5, 2.5, 3.5, 4.5],  # not a count: untouched
+        }
+    )
+    out = _whole_count_interval(raw)
+    assert out["count_lower"].to_list() == [171.0, 0.0, 0.0, 171.0]
+    assert out["count_upper"].to_list() == [195.0, 24.0, 1.0, 180.0]
+    assert out["sum_spend_lower"].to_list() == raw["sum_spend_lower"].to_list()
+    rng = np.random.default_rng(17)
+    lows = rng.uniform(0, 50, 2_000)
+    frame = pl.DataFrame({"count_lower": lows, "count_upper": lows + rng.uniform(0, 9, 2_000)})
+    rounded = _whole_count_interval(frame)
+    for truth in range(0, 61):
+        inside = (frame["count_lower"] <= truth) & (truth <= frame["count_upper"])
+        still = (rounded["count_lower"] <= truth) & (truth <= rounded["count_upper"])
+        assert (still | ~inside).all()  # never loses a truth the raw interval held
+        holds_whole = (rounded["count_lower"] <= rounded["count_upper"]).all()
+        assert holds_whole
+        tight = (frame["count_lower"].ceil() <= frame["count_upper"].floor()).to_numpy()
+        assert (still.to_numpy() == inside.to_numpy())[tight].all()  # and adds none

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
 from pathlib import Path
 
@@ -367,10 +368,37 @@ def test_cli_query_file_plans_then_charges_once(ws, tmp_path, capsys):
     assert main(args) == 0  # the controller's ledger, as for segments release
     out = capsys.readouterr().out
     assert "released schools_by_county-" in out and "Stockholm" in out
+    # withheld cells stay visible: the status column, each reason printed once below
+    assert "mean_spend_status" in out
+    for number in set(re.findall(r"not published \[(\d+)\]", out)):
+        assert f"\n[{number}] " in out
     ledger = Ledger.for_policy(Policy.load("alloffice"))
     assert [e.request.epsilon for e in ledger.entries()] == [pytest.approx(0.5)]
     card = next(ws.releases.glob("schools_by_county-*/card.json")).read_text(encoding="utf-8")
     assert "session_queries" in card and "bounds=(0, 50000)" in card
+
+
+def test_cli_query_prints_why_a_cell_is_withheld():
+    """`segments query` shows each *_status column; a withheld cell is numbered and its
+    reason printed once below the table."""
+    from segments.cli.query import _printable
+
+    table = pd.DataFrame(
+        {
+            "county": ["01", "03", "04"],
+            "mean_spend": [1200.0, np.nan, np.nan],
+            "mean_spend_noisy": [1201.0, 5.0, 7.0],
+            "mean_spend_status": [
+                "published",
+                "not published: the noisy sum and count do not support a mean",
+                "not published: the noisy sum and count do not support a mean",
+            ],
+        }
+    )
+    text, reasons = _printable(table, rows=10)
+    assert "mean_spend_status" in text and "mean_spend_noisy" not in text
+    assert text.count("not published [1]") == 2 and "published" in text.splitlines()[1]
+    assert reasons == ["[1] the noisy sum and count do not support a mean"]
 
 
 @pytest.mark.parametrize(
@@ -817,44 +845,112 @@ def test_relative_accuracy_from_a_charged_private_estimate_of_the_typical_cell(w
         s.table("customers").group_by("county").agg(segments.agg.median("spend")).estimate_typical()
 
 
-# --- segment keys carry their names ----------------------------------------------------------
-def test_a_release_grouped_by_segment_names_each_segment(ws, ledger, tmp_path):
+# --- segment keys carry their names, and the release holds them ---------------------------
+def _fitted_labels(ws: Workspace, folder: Path, names: dict[str, str] | None) -> SegmentSource:
+    """Two labels per person's hash, with profiles and (when ``names``) the names record a
+    segmentation signs beside them."""
+    import json
+
+    from segments.provenance import sha256_file, sign_segment_names
+
+    customers = pl.read_parquet(ws.prepared_dir(PURPOSE) / "customers.parquet")
+    folder.mkdir(parents=True)
+    labels = folder / "labels.parquet"
+    customers.select(
+        "person_id", (pl.col("person_id").hash() % 2).cast(pl.Utf8).alias("segment")
+    ).write_parquet(labels)
+    profile_names = list((names or {"0": "", "1": ""}).values())
+    pd.DataFrame({"segment": ["0", "1"], "name": profile_names}).to_parquet(
+        folder / "profiles.parquet"
+    )
+    meta: dict = {"segments": names or {}}
+    if names is not None:
+        meta["names_signed"] = sign_segment_names(
+            names,
+            names_from="a test's fitted model",
+            bound_to={"profiles.parquet": sha256_file(folder / "profiles.parquet")},
+        )
+    (folder / "metadata.json").write_text(json.dumps(meta), encoding="utf-8")
+    return SegmentSource.from_labels(labels, "fitted_model", ["0", "1"])
+
+
+def test_a_release_grouped_by_segment_names_each_segment_in_its_folder_and_card(
+    ws, ledger, tmp_path
+):
     """Like county_name and industry_name: ``segment_name`` beside ``segment`` — the
-    category rule's taxonomy labels, a fitted model's profile names from its metadata."""
+    category rule's taxonomy labels, a fitted model's signed names — and the folder's parquet,
+    its card and the ledger entry hold what the analyst was shown."""
+    import json
+
     s = _session(ws, ledger)
     table = s.table("customers").group_by("segment").agg(count()).release(epsilon=0.5)
     assert list(table.columns[:2]) == ["segment", "segment_name"]
     assert dict(zip(table["segment"], table["segment_name"], strict=True))["toner_ink"] == (
         "Toner ink"
     )
-    # a fitted model (internal recipients): the names its segmentation wrote
-    customers = pl.read_parquet(ws.prepared_dir(PURPOSE) / "customers.parquet")
-    folder = tmp_path / "segments"
-    folder.mkdir()
-    labels = folder / "labels.parquet"
-    customers.select(
-        "person_id", (pl.col("person_id").hash() % 2).cast(pl.Utf8).alias("segment")
-    ).write_parquet(labels)
-    (folder / "metadata.json").write_text(
-        '{"segments": {"0": "paper buyers", "1": "coffee & pantry"}}', encoding="utf-8"
-    )
-    fitted = SegmentSource.from_labels(labels, "fitted_model", ["0", "1"])
+    written = pd.read_parquet(next(Path(table.attrs["path"]).glob("*.parquet")))
+    assert written[["segment", "segment_name"]].equals(table[["segment", "segment_name"]])
+    # a fitted model (internal recipients): the names its segmentation signed
+    names = {"0": "paper buyers", "1": "coffee & pantry"}
+    fitted = _fitted_labels(ws, tmp_path / "segments", names)
     by = _session(ws, ledger, segments=fitted).table("customers").group_by("county", "segment")
     named = by.agg(count()).release(epsilon=0.5)
-    assert set(zip(named["segment"], named["segment_name"], strict=True)) == {
-        ("0", "paper buyers"),
-        ("1", "coffee & pantry"),
-    }
+    assert set(zip(named["segment"], named["segment_name"], strict=True)) == set(names.items())
     assert named.columns.get_loc("segment_name") == named.columns.get_loc("segment") + 1
+    folder = Path(named.attrs["path"])
+    written = pd.read_parquet(next(folder.glob("*.parquet")))
+    assert written[["segment", "segment_name"]].equals(named[["segment", "segment_name"]])
+    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    stated = card["segment_names"]
+    assert stated["names"] == names and stated["signed"] is True
+    assert stated["names_from"] == "a test's fitted model"
+    assert stated["segmentation"] == "fitted_model"
+    assert stated["guarantee"] == "DP given a non-private segmentation"
+    # the ledger entry (not only the editable card) records the names' hash
+    entry = ledger.entry(card["release_id"])
+    assert entry.request.spec["segments"]["names"]["names_sha256"] == stated["names_sha256"]
 
 
-def test_private_segment_names_are_read_only_beside_the_verified_centroids(ws, tmp_path):
-    """A private model's names come from the metadata written with the centroids whose hash
-    the ledger entry published; metadata written for other centroids is not read."""
+def test_attack_a_name_edited_after_fitting_never_reaches_a_release(ws, ledger, tmp_path):
+    """An analyst renames a segment in metadata.json (or forges the names record, or copies
+    another segmentation's): the release is refused before anything is charged; without any
+    record the keys are shown, never unsigned names."""
+    import json
+
+    fitted = _fitted_labels(ws, tmp_path / "segments", {"0": "paper buyers", "1": "pantry"})
+    meta_path = tmp_path / "segments" / "metadata.json"
+    signed = json.loads(meta_path.read_text(encoding="utf-8"))
+
+    def release(meta: dict) -> pd.DataFrame:
+        meta_path.write_text(json.dumps(meta), encoding="utf-8")
+        q = _session(ws, ledger, segments=fitted).table("customers").group_by("segment")
+        return q.agg(count()).release(epsilon=0.5)
+
+    edited = {**signed, "segments": {"0": "paper buyers", "1": "Anna Svensson's firm"}}
+    with pytest.raises(ReleaseRefusedError, match=r"key 'segments': segment '1' is named "):
+        release(edited)
+    forged = {**edited, "names_signed": {**signed["names_signed"], "segments": edited["segments"]}}
+    with pytest.raises(ReleaseRefusedError, match="not signed by a segmentation"):
+        release(forged)
+    # a validly signed record of another fit, copied in (its names and record agree)
+    _fitted_labels(ws, tmp_path / "other", {"0": "x", "1": "Anna Svensson's firm"})
+    foreign = json.loads((tmp_path / "other" / "metadata.json").read_text(encoding="utf-8"))
+    with pytest.raises(ReleaseRefusedError, match="describe another model"):
+        release(foreign)
+    assert ledger.entries() == []
+    assert not ws.releases.exists() or not any(ws.releases.iterdir())
+    # no record at all: keys only, never the unsigned names
+    table = release({"segments": edited["segments"]})
+    assert list(table["segment_name"]) == ["segment 0", "segment 1"]
+
+
+def test_private_segment_names_are_the_signed_ones_of_the_verified_centroids(ws, tmp_path):
+    """A private model's names come from the record signed with the centroids whose hash
+    the ledger entry published; a record for other centroids is refused."""
     import json
 
     from segments.privacy.kmeans import PrivateModelRef
-    from segments.provenance import sha256_file
+    from segments.provenance import sha256_file, sign_segment_names
 
     folder = tmp_path / "private"
     folder.mkdir()
@@ -871,13 +967,39 @@ def test_private_segment_names_are_read_only_beside_the_verified_centroids(ws, t
     digest = sha256_file(centroids)
     ref = PrivateModelRef("r", "l", centroids, digest, ("share_paper",), (), {}, {}, ("0", "1"))
     source = SegmentSource("private_model", ("0", "1"), model=ref)
-    meta = {"centroids_sha256": digest, "segments": {"0": "office paper", "1": "pantry"}}
-    (folder / "metadata.json").write_text(json.dumps(meta), encoding="utf-8")
-    s = _session(ws, segments=source)
-    assert s.segment_names() == {"0": "office paper", "1": "pantry"}
-    meta["centroids_sha256"] = "0" * 64  # names written for other centroids
-    (folder / "metadata.json").write_text(json.dumps(meta), encoding="utf-8")
-    assert s.segment_names() == {"0": "segment 0", "1": "segment 1"}
+    names = {"0": "office paper", "1": "pantry"}
+
+    def session_with(bound: str) -> Session:
+        record = sign_segment_names(
+            names, names_from="the released centroids", bound_to={"centroids.parquet": bound}
+        )
+        meta = {"segments": names, "names_signed": record}
+        (folder / "metadata.json").write_text(json.dumps(meta), encoding="utf-8")
+        return _session(ws, segments=source)
+
+    assert session_with(digest).segment_names() == names
+    assert session_with(digest).segment_source().names.names_from == "the released centroids"
+    with pytest.raises(ReleaseRefusedError, match="describe another model"):
+        session_with("0" * 64).segment_names()  # names signed for other centroids
+
+
+def test_a_real_segmentation_signs_its_names_and_an_edit_is_refused(ws, ledger):
+    """End to end: `segments segment` signs the names it writes; the session shows them; a
+    rename in W/segments/metadata.json afterwards is refused, nothing charged."""
+    import json
+
+    from segments.segmentation.job import segment
+
+    segment(ws, "alloffice", purpose=PURPOSE, as_of=AS_OF, k_range=[3], n_splits=1, seed=0)
+    meta = json.loads(ws.segment_metadata.read_text(encoding="utf-8"))
+    s = _session(ws, ledger, segments="fitted")
+    assert s.segment_names() == meta["segments"]
+    meta["segments"]["0"] = "renamed by hand"
+    ws.segment_metadata.write_text(json.dumps(meta), encoding="utf-8")
+    fresh = _session(ws, ledger, segments="fitted")
+    with pytest.raises(ReleaseRefusedError, match="segment '0' is named 'renamed by hand'"):
+        fresh.table("customers").group_by("segment").agg(count()).release(epsilon=0.5)
+    assert ledger.entries() == []
 
 
 # --- quantile intervals: rank (data-free) and value (released ends) ---------------------------
@@ -936,7 +1058,7 @@ def test_quantile_value_interval_covers_the_true_quantile_as_stated(ws):
         ranks = _QuantileRanks.of(plan)
         for _ in range(50):
             raw = plan.tables(run_unaccounted(plan))[q.definition().name]
-            table = _to_pandas(pl.from_pandas(raw), q, None, ranks).set_index("customer_type")
+            table = _to_pandas(pl.from_pandas(raw), q, ranks).set_index("customer_type")
             for kind, row in table.iterrows():
                 cells += 1
                 if row["quantile_50_spend_status"].startswith("published"):
@@ -1022,7 +1144,7 @@ def test_value_intervals_hold_where_a_mass_sits_at_the_bound(ws):
             ).values()
             for _ in range(20):
                 raw = plan.tables(run_unaccounted(plan))[q.definition().name]
-                table = _to_pandas(pl.from_pandas(raw), q, None, ranks)
+                table = _to_pandas(pl.from_pandas(raw), q, ranks)
                 row = table.set_index("customer_type").loc["business"]  # the others are empty
                 cells += 1
                 if not row["quantile_50_spend_status"].startswith("published"):

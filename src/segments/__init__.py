@@ -89,6 +89,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "plot_privacy_utility",
         "plot_county_map",
         "plot_intervals_by_key",
+        "plot_interval_panels",
         "plot_rows_removed",
         "plot_class_sizes",
         "plot_category_mix",

@@ -854,3 +854,136 @@ def plot_class_sizes(sizes: Any, k: int, ax: Any = None) -> Any:
     ax.set_ylabel("classes")
     ax.legend()
     return ax
+
+
+def plot_interval_panels(
+    table: Any,
+    x: str,
+    value: str,
+    *,
+    panel: str,
+    top: int = 6,
+    ncols: int = 3,
+    axes: Any = None,
+    ylabel: str | None = None,
+) -> Any:
+    """Small multiples: one panel per ``panel`` key (its ``top`` largest), each cell's
+    released value along ``x`` with its own interval — a crowded key × key chart made
+    readable without pooling cells.
+
+    Panels are ordered by the sum of their released values (post-processing of the release;
+    with noise, so neighbours in that order may swap) and share one y scale from zero, so
+    panels compare as bars would. A hollow marker is a cell whose interval
+    reaches zero ("not distinguishable from none"); a cell withheld by the release (its value
+    missing, or a ``<value>_status`` other than ``published``) is a grey cross on the axis
+    labelled "withheld" — never drawn as a zero. The keys left out are named in the title.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame or polars.DataFrame
+        A release with ``<value>``, ``<value>_lower`` and ``<value>_upper``.
+    x : str
+        The key along each panel's axis (e.g. ``month``; its values sorted).
+    value : str
+    panel : str
+        The key of the panels (e.g. ``category``); its ``<panel>_name`` labels the panels.
+    top : int
+        Panels drawn (the largest); the others are listed, not drawn.
+    ncols : int
+    axes : array of matplotlib Axes, optional
+        At least ``min(top, keys)`` of them.
+    ylabel : str, optional
+
+    Returns
+    -------
+    numpy.ndarray of matplotlib Axes
+
+    Examples
+    --------
+    >>> axes = plot_interval_panels(units, "month", "sum_units", panel="category")  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+    import polars as pl
+
+    frame = _as_polars(table)
+    needed = (x, value, f"{value}_lower", f"{value}_upper", panel)
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"plot_interval_panels: table has no column {missing[0]!r}; pass a released table "
+            f"with {x}, {panel}, {value}, {value}_lower and {value}_upper"
+        )
+    if top < 1 or ncols < 1:
+        raise ValueError(f"plot_interval_panels: top={top} and ncols={ncols} must be at least 1")
+    status = f"{value}_status"
+    withheld = pl.col(value).is_null() | pl.col(value).cast(pl.Float64).is_nan()
+    if status in frame.columns:
+        withheld = withheld | (pl.col(status) != "published")
+    frame = frame.with_columns(withheld.alias("_withheld"))
+    label_of = f"{panel.removesuffix('_code')}_name"
+    totals = (
+        frame.group_by(panel)
+        .agg(pl.col(value).cast(pl.Float64).fill_nan(None).sum().alias("_total"))
+        .sort(["_total", panel], descending=[True, False])
+    )
+    keys = totals[panel].to_list()
+    shown, left_out = keys[:top], keys[top:]
+    names = (
+        dict(zip(frame[panel].to_list(), frame[label_of].to_list(), strict=True))
+        if (label_of in frame.columns)
+        else {k: k for k in keys}
+    )
+    positions = {v: i for i, v in enumerate(sorted(frame[x].unique().to_list()))}
+    if axes is None:
+        rows = -(-len(shown) // ncols)
+        _, axes = plt.subplots(
+            rows,
+            min(ncols, len(shown)),
+            figsize=(4.2 * min(ncols, len(shown)), 2.7 * rows),
+            layout="constrained",
+            squeeze=False,
+            sharey=True,
+        )
+    axes = np.asarray(axes)
+    flat = axes.ravel()
+    for ax, key in zip(flat, shown, strict=False):
+        rows_of = frame.filter(pl.col(panel) == key).sort(x)
+        xs = np.array([positions[v] for v in rows_of[x].to_list()], dtype=float)
+        out = rows_of["_withheld"].to_numpy()
+        values = rows_of[value].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        lower = rows_of[f"{value}_lower"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        upper = rows_of[f"{value}_upper"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        kept = ~out
+        line = ax.errorbar(
+            xs[kept],
+            values[kept],
+            yerr=[np.maximum(values - lower, 0)[kept], np.maximum(upper - values, 0)[kept]],
+            marker="o",
+            capsize=2,
+        )
+        zero = kept & (lower <= 0)
+        ax.scatter(
+            xs[zero], values[zero], s=40, facecolor="white", edgecolor=line[0].get_color(), zorder=3
+        )
+        if out.any():
+            ax.scatter(xs[out], np.zeros(int(out.sum())), marker="x", color="grey", zorder=3)
+            for position in xs[out]:
+                ax.annotate(
+                    "withheld", (position, 0), xytext=(0, 6), textcoords="offset points",
+                    ha="center", fontsize="x-small", color="grey",
+                )  # fmt: skip
+        ax.set_title(str(names.get(key, key)), fontsize="medium")
+        ax.set_ylim(bottom=0)
+        ax.set_xticks(range(len(positions)), [str(v) for v in positions], fontsize="small")
+        ax.tick_params(axis="x", labelrotation=45)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in flat[len(shown) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0] if axes.ndim == 2 else flat[:1]:
+        ax.set_ylabel(ylabel or f"{value} (DP, interval)")
+    if left_out:
+        others = ", ".join(str(names.get(k, k)) for k in left_out)
+        flat[0].figure.suptitle(
+            f"{len(left_out)} with smaller released totals not drawn: {others}", fontsize="small"
+        )
+    return axes

@@ -43,6 +43,8 @@ __all__ = [
     "prepared_as_of",
     "raw_hashes",
     "read_verified",
+    "segment_names_signed",
+    "sign_segment_names",
     "signed_record",
     "verified_frames",
     "verified_origin",
@@ -94,6 +96,36 @@ def _sign(record: dict[str, Any]) -> dict[str, Any]:
 def _signed(record: dict[str, Any]) -> bool:
     mac = record.get("mac")
     return isinstance(mac, str) and hmac.compare_digest(mac, _mac(record))
+
+
+# --- segment names: what a release shows is what the segmentation wrote -------------------
+def sign_segment_names(
+    names: dict[str, str], *, names_from: str, bound_to: dict[str, str]
+) -> dict[str, Any]:
+    """The signed record of a segmentation's names, kept in its ``metadata.json``: the names,
+    where they came from and the SHA-256 of the model file they describe (``bound_to``: file
+    name → digest). Called by the three writers of names (``segments segment``, ``segments
+    segment --private`` and its DP profile release); a release shows names only when
+    :func:`segment_names_signed` accepts the record, so a name edited in the file never
+    reaches it. Code in the same Python process holding the per-user secret can sign names
+    deliberately: the same documented trust limit as prepare's record (README, limits)."""
+    return _sign(
+        {
+            "segments": {str(k): str(v) for k, v in names.items()},
+            "names_from": names_from,
+            "bound_to": dict(sorted(bound_to.items())),
+        }
+    )
+
+
+def segment_names_signed(record: Any) -> bool:
+    """Whether ``record`` is a names record signed by a segmentation for this user."""
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("segments"), dict)
+        and isinstance(record.get("bound_to"), dict)
+        and _signed(record)
+    )
 
 
 # --- what is released is what was proven --------------------------------------------------

@@ -56,7 +56,7 @@ from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.keys import column_of, key_values, month_keys, with_labels
 from segments.policy import Policy
 from segments.privacy.composition import PrivacyLoss
-from segments.workspace import SEGMENT_METADATA, Workspace
+from segments.workspace import Workspace
 
 if TYPE_CHECKING:
     from segments.privacy.ledger import Ledger
@@ -363,16 +363,15 @@ class Session:
         ``weights``, default equal), one folder with their tables and one card."""
         spec, window = self._spec(queries, epsilon, weights)
         context = self.release_context()
-        # the segments' names before anything is charged (a failure here spends nothing)
-        keyed = any("segment" in q.by for q in queries)
-        names = self.segment_names() if keyed else None
+        # the segments' names (in the release's segment_name column, its card and ledger
+        # entry) are resolved with the source, before anything is charged
         with self._plan(spec, window, queries) as plan:
             ranks = _QuantileRanks.of(plan)
             result = plan.execute(
                 context, extra_card={"session_queries": [q.describe() for q in queries]}
             )
         self._released += 1
-        return SessionRelease.from_result(result, list(queries), names, ranks)
+        return SessionRelease.from_result(result, list(queries), ranks)
 
     # --- resolution ---------------------------------------------------------------------------
     def ledger(self) -> Any:
@@ -421,49 +420,30 @@ class Session:
         return bool(prove_synthetic(self.workspace))
 
     def segment_source(self) -> Any:
-        """The segment source of ``segment`` keys and filters (resolved on first use)."""
+        """The segment source of ``segment`` keys and filters, with the names its releases
+        show (resolved on first use; :meth:`segments.privacy.specs.SegmentSource.named`)."""
         from segments.privacy.specs import SegmentSource
 
         if self._source is None:
             if isinstance(self._segments, SegmentSource):
-                self._source = self._segments
+                source = self._segments
             else:
                 which = str(self._segments)
                 ledger = self.ledger() if which == "private" else None
-                self._source = SegmentSource.from_workspace(self.workspace, which, ledger=ledger)
+                source = SegmentSource.from_workspace(self.workspace, which, ledger=ledger)
+            self._source = source.named()
         return self._source
 
     def segment_names(self) -> dict[str, str]:
-        """Name of each segment key of :meth:`segment_source`, for ``segment_name`` columns.
+        """Name of each segment key of :meth:`segment_source`, as its releases' ``segment_name``
+        column shows it.
 
         The category rule's keys are product categories (their taxonomy labels). A model's
-        names are its profiles' (``metadata.json`` beside its labels or centroids: for a
-        private model, names from its released centroids or its DP profile release), read
-        only beside the centroids whose hash its ledger entry published; a fitted model's go
-        only where its keys may (internal recipients). A key without a name is shown as
-        ``segment <key>``."""
-        import json
-
-        source = self.segment_source()
-        if source.provenance == "category_rule":
-            from segments.keys import key_labels
-
-            labels = key_labels("category")
-            return {k: labels.get(k, k.replace("_", " ").capitalize()) for k in source.keys}
-        folder = (
-            source.model.centroids_path.parent
-            if source.provenance == "private_model"
-            else source.labels_path.parent
-        )
-        meta_path = folder / SEGMENT_METADATA
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
-        found = meta.get("segments")
-        names: dict[str, Any] = found if isinstance(found, dict) else {}
-        if source.provenance == "private_model" and (
-            meta.get("centroids_sha256") != source.model.centroids_sha256
-        ):
-            names = {}  # names written for other centroids: not these segments' names
-        return {k: str(names.get(k) or f"segment {k}")[:120] for k in source.keys}
+        names are those its segmentation signed in ``metadata.json`` (bound to its profiles,
+        or to the centroids whose hash its ledger entry published); a name edited there
+        afterwards is refused; without a signed record a key is shown as ``segment <key>``.
+        A fitted model's names go only where its keys may (internal recipients)."""
+        return dict(self.segment_source().names.names)
 
     def _as_of(self) -> dt.date:
         from segments.privacy.ledger import ledger_today
@@ -1076,18 +1056,12 @@ def _quantile_level(aggregate: str) -> float:
 
 
 def _to_pandas(
-    table: pl.DataFrame,
-    query: Query,
-    segment_names: Mapping[str, str] | None = None,
-    ranks: _QuantileRanks | None = None,
+    table: pl.DataFrame, query: Query, ranks: _QuantileRanks | None = None
 ) -> pd.DataFrame:
     definition = query.definition()
     frame = table.rename({c: _rename(c, definition.aggregates) for c in table.columns})
+    # the release's own key labels (segment_name included): what the folder holds
     out = with_labels(frame.to_pandas(), definition.by)
-    if segment_names is not None and "segment" in definition.by:
-        # like county_name and industry_name: the segment's name beside its key
-        named = out["segment"].map(lambda k: segment_names.get(str(k), str(k)))
-        out.insert(list(out.columns).index("segment") + 1, "segment_name", named)
     if ranks is None:
         return out
     for (name, internal), rank in ranks.at_confidence.items():
@@ -1311,13 +1285,12 @@ class SessionRelease(Mapping[str, pd.DataFrame]):
         cls,
         result: Any,
         queries: list[Query],
-        segment_names: Mapping[str, str] | None = None,
         ranks: _QuantileRanks | None = None,
     ) -> SessionRelease:
         by_name = {q.definition().name: q for q in queries}
         tables = {}
         for name, table in result._tables.items():
-            frame = _to_pandas(table, by_name[name], segment_names, ranks)
+            frame = _to_pandas(table, by_name[name], ranks)
             frame.attrs.update(
                 release_id=result.release_id,
                 guarantee=result.card.get("guarantee"),

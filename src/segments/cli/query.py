@@ -72,9 +72,30 @@ def run(args: argparse.Namespace) -> int:
     print(f"ledger head hash {result.card['ledger_head_hash']}")
     for name, table in result.items():
         print(f"\n{name} ({len(table)} rows; {result.guarantee}):")
-        shown = [c for c in table.columns if not c.endswith(("_noisy", "_status"))]
-        print(table[shown].head(args.rows).to_string(index=False))
+        text, reasons = _printable(table, args.rows)
+        print(text)
+        for reason in reasons:
+            print(reason)
     return 0
+
+
+def _printable(table: Any, rows: int) -> tuple[str, list[str]]:
+    """The first ``rows`` rows as text, with every ``*_status`` column: a withheld cell shows
+    ``not published [n]`` and reason ``[n]`` is printed once below the table."""
+    shown = table[[c for c in table.columns if not c.endswith("_noisy")]].head(rows).copy()
+    reasons: dict[str, int] = {}
+
+    def short(status: Any) -> Any:
+        if not isinstance(status, str) or status == "published":
+            return status
+        verdict, _, why = status.partition(": ")
+        number = reasons.setdefault(why or status, len(reasons) + 1)
+        return f"{verdict} [{number}]"
+
+    for column in [c for c in shown.columns if c.endswith("_status")]:
+        shown[column] = shown[column].map(short)
+    notes = [f"[{number}] {why}" for why, number in reasons.items()]
+    return shown.to_string(index=False), notes
 
 
 __all__ = ["register", "run"]

@@ -45,6 +45,7 @@ from segments.privacy.kmeans_estimator import (
 )
 from segments.privacy.kmeans_profiles import PROFILE_QUERIES, private_segment_profiles
 from segments.privacy.publishing import begin
+from segments.provenance import _sign_segment_names
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
 from segments.workspace import (
     CARD,
@@ -617,6 +618,12 @@ def _stage_private_segments(
         "as_of": as_of.isoformat(),
         "names_from": "the released centroids (post-processing of the DP release)",
     }
+    # the names, signed and bound to the centroids the ledger entry publishes
+    metadata["names_signed"] = _sign_segment_names(
+        names,
+        names_from=str(metadata["names_from"]),
+        bound_to={CENTROIDS: str(metadata["centroids_sha256"])},
+    )
     write_json(staging / SEGMENT_METADATA, metadata)
     return metadata
 

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from segments.provenance import sign_segment_names
 from segments.workspace import (
     CARD,
+    CENTROIDS,
     PREPARED_CUSTOMERS,
     PREPARED_LINES,
     SEGMENT_METADATA,
@@ -91,7 +93,7 @@ def private_segment_profiles(
             PrivacyParams.from_policy(policy, purpose),
             customers=copies[PREPARED_CUSTOMERS],
             lines=copies[PREPARED_LINES],
-            segments=SegmentSource.private_model(ws, context.ledger),
+            segments=(source := SegmentSource.private_model(ws, context.ledger)),
             as_of=as_of,
             workspace=ws,
             origins=copies.origins,
@@ -104,6 +106,12 @@ def private_segment_profiles(
     atomic_write_with(folder / SEGMENT_PROFILES, lambda p: profiles.to_parquet(p, index=False))
     metadata["segments"] = dict(zip(profiles["segment"], profiles["name"], strict=True))
     metadata["names_from"] = f"DP release {result.release_id} ({', '.join(PROFILE_QUERIES)})"
+    # re-signed, bound to the centroids the ledger verified (not the file's own claim)
+    metadata["names_signed"] = sign_segment_names(
+        metadata["segments"],
+        names_from=metadata["names_from"],
+        bound_to={CENTROIDS: source.model.centroids_sha256},
+    )
     write_json(folder / SEGMENT_METADATA, metadata)
     return profiles, result
 

@@ -1260,7 +1260,8 @@ class ReleasePlan:
             q.query.name: _with_intervals(q, answers[q.query.name], self.params)
             for q in self.queries
         }
-        return _make_consistent(tables, {q.query.name: q for q in self.queries})
+        tables = _make_consistent(tables, {q.query.name: q for q in self.queries})
+        return {name: _whole_count_interval(table) for name, table in tables.items()}
 
     def execute(
         self, context: ReleaseContext, *, extra_card: Mapping[str, Any] | None = None
@@ -1610,6 +1611,26 @@ def _make_consistent(
     return tables
 
 
+def _whole_count_interval(frame: pl.DataFrame) -> pl.DataFrame:
+    """A count's interval rounded inward to whole numbers (post-processing): the true count
+    is a whole number, so it lies in [ceil(lower), floor(upper)] exactly when it lies in
+    [lower, upper] — the same coverage, without ends like 170.55 that no count can take. An
+    interval holding no whole number (possible only near zero) is rounded outward instead."""
+    if "count_lower" not in frame.columns or "count_upper" not in frame.columns:
+        return frame
+    low, high = pl.col("count_lower"), pl.col("count_upper")
+    inner_low, inner_high = (low - _WHOLE_SLACK).ceil(), (high + _WHOLE_SLACK).floor()
+    crossed = inner_low > inner_high
+    return frame.with_columns(
+        pl.when(crossed).then(low.floor()).otherwise(inner_low).alias("count_lower"),
+        pl.when(crossed).then(high.ceil()).otherwise(inner_high).alias("count_upper"),
+    )
+
+
+#: Float slack before rounding an end: 171.0000000001 is the whole number 171, not 172.
+_WHOLE_SLACK = 1e-9
+
+
 def _replace_value(frame: pl.DataFrame, agg: str, values: np.ndarray) -> pl.DataFrame:
     """New published values; intervals widened (never narrowed) to contain them."""
     new = pl.Series(agg, values, dtype=pl.Int64)
@@ -1631,7 +1652,13 @@ def _publish(
     staging = publication.staging
     # every key carries its human label (county and industry names...) from the one registry
     by = {q.query.name: q.query.by for q in plan.queries}
-    tables = {name: _with_key_labels(table, by.get(name, ())) for name, table in tables.items()}
+    # a named segment source's names are part of the release: its segment_name column
+    names = plan.segments.names if plan.segments is not None else None
+    segment_names = None if names is None else names.names
+    tables = {
+        name: _with_key_labels(table, by.get(name, ()), segment_names)
+        for name, table in tables.items()
+    }
     try:
         for name, table in tables.items():
             table.write_parquet(staging / f"{name}.parquet")
@@ -1644,13 +1671,16 @@ def _publish(
     return ReleaseResult(publication.release_id, publication.final, tables, card)
 
 
-def _with_key_labels(table: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
+def _with_key_labels(
+    table: pl.DataFrame, keys: Sequence[str], segment_names: Mapping[str, str] | None = None
+) -> pl.DataFrame:
     """``<key>_name`` beside each key column the registry labels (:mod:`segments.keys`):
-    public facts, so post-processing; codes without a label keep the code."""
+    public facts, so post-processing; codes without a label keep the code. ``segment`` is
+    labelled by ``segment_names`` (the segment source's, :class:`SegmentNames`) when given."""
     from segments.keys import key_labels, label_column
 
     for key in keys:
-        labels = key_labels(key)
+        labels = dict(segment_names) if key == "segment" and segment_names else key_labels(key)
         name = label_column(key)
         if not labels or key not in table.columns or name in table.columns:
             continue
@@ -1679,8 +1709,11 @@ def _card(plan: ReleasePlan, extra: Mapping[str, Any] | None) -> dict[str, Any]:
         "the <aggregate>_noisy columns; published values are post-processed (non-negative, "
         "finer tables fitted to their margins by weighted least squares, means only where "
         "the count supports them); each interval contains the noisy value's interval at the "
-        "stated confidence cut at zero, so it holds each cell at least at that confidence",
+        "stated confidence cut at zero, so it holds each cell at least at that confidence; a "
+        "count's interval is rounded inward to whole numbers (the true count is one, so the "
+        "coverage is the same)",
         **_segmentation_loss(plan),
+        **_segment_names_card(plan),
         **({"month": month.isoformat()} if (month := plan.series_month()) else {}),
         # the caller's notes under their own key: never shadowing what the release computed
         **({"extra": dict(extra)} if extra else {}),
@@ -1703,6 +1736,22 @@ def _segmentation_loss(plan: ReleasePlan) -> dict[str, Any]:
             "delta": delta,
             "note": "the DP k-means (entry above, same ledger) plus this release",
         },
+    }
+
+
+def _segment_names_card(plan: ReleasePlan) -> dict[str, Any]:
+    """The names the release's ``segment_name`` column shows, where they came from (which
+    segmentation, its guarantee) and their SHA-256 (also in the ledger entry's spec)."""
+    source = plan.segments
+    if source is None or source.names is None:
+        return {}
+    return {
+        "segment_names": {
+            **source.names.to_dict(),
+            "segmentation": source.provenance,
+            "guarantee": source.guarantee,
+            **({"rests_on": source.model.to_dict()} if source.model is not None else {}),
+        }
     }
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "PrivacyParams",
     "QueryDef",
     "ReleaseSpec",
+    "SegmentNames",
     "SegmentSource",
     "get_spec",
 ]
@@ -259,6 +260,58 @@ QUERIES: dict[str, QueryDef] = {
 
 
 @dataclass(frozen=True)
+class SegmentNames:
+    """The names a release shows beside its segment keys, and where they came from.
+
+    Built by :meth:`SegmentSource.named` only: the taxonomy's labels for the category rule; a
+    model's names only from the record its segmentation signed (bound to the profiles or the
+    ledger-verified centroids it describes); ``segment <key>`` where no signed record exists.
+    The release writes them as its ``segment_name`` column, its card states them with their
+    origin, and its ledger entry records their SHA-256.
+    """
+
+    pairs: tuple[tuple[str, str], ...]  # (key, name): hashable, as the source is
+    names_from: str
+    signed: bool
+
+    @classmethod
+    def of(cls, names: dict[str, str], names_from: str, signed: bool) -> SegmentNames:
+        return cls(tuple(names.items()), names_from, signed)
+
+    @property
+    def names(self) -> dict[str, str]:
+        """Key → name."""
+        return dict(self.pairs)
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the names as canonical JSON (key order fixed)."""
+        import hashlib
+        import json
+
+        body = json.dumps(self.names, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "names": dict(self.names),
+            "names_from": self.names_from,
+            "signed": self.signed,
+            "names_sha256": self.sha256,
+        }
+
+
+def _refuse_names(where: Path, key: str, problem: str, fix: str) -> Exception:
+    from segments.exceptions import ReleaseRefusedError
+
+    return ReleaseRefusedError(
+        f"segment names refused: {where}, key {key!r}: {problem}; rule: a release shows the "
+        f"names its segmentation signed, bound to the model they describe; fix: {fix}; nothing "
+        "was charged"
+    )
+
+
+@dataclass(frozen=True)
 class SegmentSource:
     """Where segment labels come from, and what that allows a release to claim.
 
@@ -288,6 +341,8 @@ class SegmentSource:
     keys: tuple[str, ...]
     labels_path: Path | None = None
     model: Any = None
+    #: The names shown beside the keys (:meth:`named`); None: keys only.
+    names: SegmentNames | None = None
 
     def __post_init__(self) -> None:
         if self.provenance not in _PROVENANCES:
@@ -431,13 +486,98 @@ class SegmentSource:
         return Guarantee.END_TO_END
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "provenance": self.provenance,
             "keys": list(self.keys),
             "labels_path": None if self.labels_path is None else str(self.labels_path),
             "guarantee": self.guarantee,
             "rests_on": None if self.model is None else self.model.to_dict(),
         }
+        if self.names is not None:  # recorded in the ledger entry's spec: the names' hash
+            out["names"] = self.names.to_dict()
+        return out
+
+    def named(self) -> SegmentSource:
+        """The source with the names a release shows beside its keys (:class:`SegmentNames`).
+
+        Raises
+        ------
+        ReleaseRefusedError
+            A names record that is not signed for this user, describes another model (its
+            profiles' or centroids' SHA-256 differs), or disagrees with the names in
+            ``metadata.json`` (a name edited after fitting) — before anything is charged.
+        """
+        import json
+
+        from segments.workspace import CENTROIDS, SEGMENT_METADATA, SEGMENT_PROFILES, sha256_file
+
+        if self.names is not None:
+            return self
+        if self.provenance == "category_rule":
+            from segments.keys import key_labels
+
+            labels = key_labels("category")
+            names = {k: labels.get(k, k.replace("_", " ").capitalize()) for k in self.keys}
+            found = SegmentNames.of(names, "the public product taxonomy's labels", signed=True)
+            return replace(self, names=found)
+        if self.provenance == "private_model":
+            folder = self.model.centroids_path.parent
+            bound = {CENTROIDS: str(self.model.centroids_sha256)}  # verified in the ledger
+        else:
+            assert self.labels_path is not None
+            folder = self.labels_path.parent
+            profiles = folder / SEGMENT_PROFILES
+            bound = {SEGMENT_PROFILES: sha256_file(profiles) if profiles.is_file() else ""}
+        meta_path = folder / SEGMENT_METADATA
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+        record = meta.get("names_signed") if isinstance(meta, dict) else None
+        unnamed = {k: f"segment {k}" for k in self.keys}
+        if record is None:  # no names were signed beside these labels: keys only
+            found = SegmentNames.of(unnamed, f"no signed names in {meta_path}: keys only", False)
+            return replace(self, names=found)
+        return replace(self, names=_verified_names(self.keys, meta, record, bound, meta_path))
+
+
+def _verified_names(
+    keys: tuple[str, ...],
+    meta: dict[str, Any],
+    record: Any,
+    bound: dict[str, str],
+    meta_path: Path,
+) -> SegmentNames:
+    """The signed names of ``keys``, refusing a forged, foreign or contradicted record."""
+    from segments.provenance import segment_names_signed
+
+    rerun = "run the segmentation again (`segments segment`, or `segments segment --private`)"
+    if not segment_names_signed(record):
+        raise _refuse_names(
+            meta_path,
+            "names_signed",
+            "the record is not signed by a segmentation for this user",
+            rerun,
+        )
+    if dict(record["bound_to"]) != bound:
+        raise _refuse_names(
+            meta_path,
+            "names_signed",
+            f"the names describe another model (bound to {record['bound_to']}, these "
+            f"segments are {bound})",
+            rerun,
+        )
+    signed = {str(k): str(v) for k, v in record["segments"].items()}
+    shown = meta.get("segments")
+    shown = {str(k): str(v) for k, v in shown.items()} if isinstance(shown, dict) else {}
+    for key in sorted(set(signed) | set(shown)):
+        if shown.get(key) != signed.get(key):
+            raise _refuse_names(
+                meta_path,
+                "segments",
+                f"segment {key!r} is named {shown.get(key)!r} in 'segments' but the "
+                f"segmentation signed {signed.get(key)!r} (a name edited after fitting)",
+                f"restore the signed name or {rerun}",
+            )
+    names = {k: signed.get(k) or f"segment {k}" for k in keys}
+    return SegmentNames.of(names, str(record.get("names_from", "")), signed=True)
 
 
 @dataclass(frozen=True)

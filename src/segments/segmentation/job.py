@@ -27,7 +27,7 @@ from segments.features import (
     customer_features,
 )
 from segments.progress import progress
-from segments.provenance import prepared_as_of
+from segments.provenance import prepared_as_of, sign_segment_names
 from segments.segmentation.profiles import segment_profiles
 from segments.segmentation.selection import (
     DEFAULT_MODEL_CATEGORICAL,
@@ -42,6 +42,7 @@ from segments.workspace import (
     Workspace,
     atomic_write_with,
     make_private,
+    sha256_file,
     write_json,
 )
 
@@ -355,6 +356,16 @@ def _write_segments(
     atomic_write_with(paths["profiles"], lambda p: profiles.to_parquet(p, index=False))
     for path in (paths["labels"], paths["profiles"]):
         make_private(path)
+    # the names, signed and bound to the profiles just written: a release shows these
+    # names only, never ones edited into metadata.json afterwards
+    metadata["names_signed"] = sign_segment_names(
+        metadata["segments"],
+        names_from=f"the profiles of the exploratory {metadata.get('model', 'model')} "
+        f"(k={metadata.get('k')}) fitted on the prepared {metadata.get('purpose')} data as of "
+        f"{metadata.get('as_of')} by `segments segment`: computed from private data, not "
+        "differentially private",
+        bound_to={paths["profiles"].name: sha256_file(paths["profiles"])},
+    )
     write_json(paths["metadata"], metadata)  # last: its presence marks a complete run
     make_private(paths["metadata"])
     return paths
