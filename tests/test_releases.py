@@ -754,6 +754,7 @@ def test_count_intervals_are_whole_numbers_with_the_same_coverage():
     assert out["count_lower"].to_list() == [171.0, 0.0, 0.0, 171.0]
     assert out["count_upper"].to_list() == [195.0, 24.0, 1.0, 180.0]
     assert out["sum_spend_lower"].to_list() == raw["sum_spend_lower"].to_list()
+    assert [np.copysign(1.0, v) for v in out["count_lower"]] == [1.0] * 4  # no "-0"
     rng = np.random.default_rng(17)
     lows = rng.uniform(0, 50, 2_000)
     frame = pl.DataFrame({"count_lower": lows, "count_upper": lows + rng.uniform(0, 9, 2_000)})

@@ -1621,9 +1621,14 @@ def _whole_count_interval(frame: pl.DataFrame) -> pl.DataFrame:
     low, high = pl.col("count_lower"), pl.col("count_upper")
     inner_low, inner_high = (low - _WHOLE_SLACK).ceil(), (high + _WHOLE_SLACK).floor()
     crossed = inner_low > inner_high
-    return frame.with_columns(
+    rounded = frame.with_columns(
         pl.when(crossed).then(low.floor()).otherwise(inner_low).alias("count_lower"),
         pl.when(crossed).then(high.ceil()).otherwise(inner_high).alias("count_upper"),
+    )
+    # ceil(-1e-9) is -0.0, which prints as "-0"
+    return rounded.with_columns(
+        pl.when(pl.col(c) == 0).then(pl.lit(0.0)).otherwise(pl.col(c)).alias(c)
+        for c in ("count_lower", "count_upper")
     )
 
 
