@@ -453,6 +453,9 @@ def test_profiles_come_from_a_dp_release_keyed_by_the_private_segments(private_w
     from segments.privacy.kmeans import fit_private_segments, private_segment_profiles
     from segments.privacy.ledger import Ledger
 
+    from segments.exceptions import ReleaseRefusedError
+    from segments.privacy.specs import SegmentSource
+
     policy = Policy.load("alloffice")
     ledger = Ledger.for_policy(policy)  # the controller's ledger: hand-made frames
     seg = fit_private_segments(
@@ -461,12 +464,24 @@ def test_profiles_come_from_a_dp_release_keyed_by_the_private_segments(private_w
         ),
         seed=0,
     )
+
+    def names() -> dict:
+        source = SegmentSource.from_workspace(private_workspace, "private", ledger=ledger)
+        return source.named().names.to_dict()
+
+    # the fit signs the names it derived from the released centroids
+    fitted = names()
+    assert fitted["names"] == seg.metadata["segments"] and fitted["signed"] is True
+    assert fitted["names_from"].startswith("the released centroids")
     profiles, release = private_segment_profiles(
         release_context(
             ledger, private_workspace, policy, purpose="segmentation", recipient="purchasing"
         ),
         epsilon=0.5,
     )
+    # the profile release re-signs its own names, still bound to the verified centroids
+    assert names()["names"] == dict(zip(profiles["segment"], profiles["name"], strict=True))
+    assert release.release_id in names()["names_from"]
     assert list(profiles["segment"]) == [str(j) for j in range(seg.model.n_clusters)]
     assert release.card["guarantee"] == "end-to-end ε-DP"
     assert release.card["segmentation"]["release_id"] == seg.release_id
@@ -477,6 +492,10 @@ def test_profiles_come_from_a_dp_release_keyed_by_the_private_segments(private_w
     meta = json.loads((private_workspace.segments / "private" / "metadata.json").read_text())
     assert meta["segments"] == dict(zip(profiles["segment"], profiles["name"], strict=True))
     assert release.release_id in meta["names_from"]
+    meta["segments"]["0"] = "renamed by hand"
+    (private_workspace.segments / "private" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ReleaseRefusedError, match="segment '0' is named 'renamed by hand'"):
+        names()
 
 
 # --- provenance derived, never declared (issue 13 items 3 and 10) -------------------------------
