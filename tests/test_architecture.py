@@ -229,6 +229,10 @@ KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = {
     ("segments.prepare.history", "segments.provenance._sign_replay"),
     ("segments.privacy.synthetic", "segments.provenance._sign"),
     ("segments.privacy.synthetic", "segments.provenance._signed"),
+    # signing stays private, as prepare's: only the writers of segment names sign them
+    ("segments.segmentation.job", "segments.provenance._sign_segment_names"),
+    ("segments.privacy.kmeans", "segments.provenance._sign_segment_names"),
+    ("segments.privacy.kmeans_profiles", "segments.provenance._sign_segment_names"),
 }
 
 

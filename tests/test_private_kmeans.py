@@ -449,11 +449,10 @@ def test_cli_segment_private_charges_the_controllers_ledger(private_workspace, c
 def test_profiles_come_from_a_dp_release_keyed_by_the_private_segments(private_workspace):
     import json
 
+    from segments.exceptions import ReleaseRefusedError
     from segments.policy import Policy
     from segments.privacy.kmeans import fit_private_segments, private_segment_profiles
     from segments.privacy.ledger import Ledger
-
-    from segments.exceptions import ReleaseRefusedError
     from segments.privacy.specs import SegmentSource
 
     policy = Policy.load("alloffice")

@@ -851,7 +851,7 @@ def _fitted_labels(ws: Workspace, folder: Path, names: dict[str, str] | None) ->
     segmentation signs beside them."""
     import json
 
-    from segments.provenance import sha256_file, sign_segment_names
+    from segments.provenance import _sign_segment_names, sha256_file
 
     customers = pl.read_parquet(ws.prepared_dir(PURPOSE) / "customers.parquet")
     folder.mkdir(parents=True)
@@ -865,7 +865,7 @@ def _fitted_labels(ws: Workspace, folder: Path, names: dict[str, str] | None) ->
     )
     meta: dict = {"segments": names or {}}
     if names is not None:
-        meta["names_signed"] = sign_segment_names(
+        meta["names_signed"] = _sign_segment_names(
             names,
             names_from="a test's fitted model",
             bound_to={"profiles.parquet": sha256_file(folder / "profiles.parquet")},
@@ -950,7 +950,7 @@ def test_private_segment_names_are_the_signed_ones_of_the_verified_centroids(ws,
     import json
 
     from segments.privacy.kmeans import PrivateModelRef
-    from segments.provenance import sha256_file, sign_segment_names
+    from segments.provenance import _sign_segment_names, sha256_file
 
     folder = tmp_path / "private"
     folder.mkdir()
@@ -970,7 +970,7 @@ def test_private_segment_names_are_the_signed_ones_of_the_verified_centroids(ws,
     names = {"0": "office paper", "1": "pantry"}
 
     def session_with(bound: str) -> Session:
-        record = sign_segment_names(
+        record = _sign_segment_names(
             names, names_from="the released centroids", bound_to={"centroids.parquet": bound}
         )
         meta = {"segments": names, "names_signed": record}

@@ -43,13 +43,12 @@ __all__ = [
     "prepared_as_of",
     "raw_hashes",
     "read_verified",
-    "segment_names_signed",
-    "sign_segment_names",
     "signed_record",
     "verified_frames",
     "verified_origin",
     "verify_prepared",
     "verify_replay",
+    "verify_segment_names",
 ]
 
 #: The provenance record prepare writes beside its frames.
@@ -99,14 +98,14 @@ def _signed(record: dict[str, Any]) -> bool:
 
 
 # --- segment names: what a release shows is what the segmentation wrote -------------------
-def sign_segment_names(
+def _sign_segment_names(
     names: dict[str, str], *, names_from: str, bound_to: dict[str, str]
 ) -> dict[str, Any]:
     """The signed record of a segmentation's names, kept in its ``metadata.json``: the names,
     where they came from and the SHA-256 of the model file they describe (``bound_to``: file
-    name → digest). Called by the three writers of names (``segments segment``, ``segments
+    name → digest). Private to the three writers of names (``segments segment``, ``segments
     segment --private`` and its DP profile release); a release shows names only when
-    :func:`segment_names_signed` accepts the record, so a name edited in the file never
+    :func:`verify_segment_names` accepts the record, so a name edited in the file never
     reaches it. Code in the same Python process holding the per-user secret can sign names
     deliberately: the same documented trust limit as prepare's record (README, limits)."""
     return _sign(
@@ -118,7 +117,7 @@ def sign_segment_names(
     )
 
 
-def segment_names_signed(record: Any) -> bool:
+def verify_segment_names(record: Any) -> bool:
     """Whether ``record`` is a names record signed by a segmentation for this user."""
     return (
         isinstance(record, dict)

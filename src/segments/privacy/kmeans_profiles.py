@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from segments.provenance import sign_segment_names
+from segments.provenance import _sign_segment_names
 from segments.workspace import (
     CARD,
     CENTROIDS,
@@ -107,7 +107,7 @@ def private_segment_profiles(
     metadata["segments"] = dict(zip(profiles["segment"], profiles["name"], strict=True))
     metadata["names_from"] = f"DP release {result.release_id} ({', '.join(PROFILE_QUERIES)})"
     # re-signed, bound to the centroids the ledger verified (not the file's own claim)
-    metadata["names_signed"] = sign_segment_names(
+    metadata["names_signed"] = _sign_segment_names(
         metadata["segments"],
         names_from=metadata["names_from"],
         bound_to={CENTROIDS: source.model.centroids_sha256},

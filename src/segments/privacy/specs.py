@@ -546,10 +546,10 @@ def _verified_names(
     meta_path: Path,
 ) -> SegmentNames:
     """The signed names of ``keys``, refusing a forged, foreign or contradicted record."""
-    from segments.provenance import segment_names_signed
+    from segments.provenance import verify_segment_names
 
     rerun = "run the segmentation again (`segments segment`, or `segments segment --private`)"
-    if not segment_names_signed(record):
+    if not verify_segment_names(record):
         raise _refuse_names(
             meta_path,
             "names_signed",

@@ -27,7 +27,7 @@ from segments.features import (
     customer_features,
 )
 from segments.progress import progress
-from segments.provenance import prepared_as_of, sign_segment_names
+from segments.provenance import _sign_segment_names, prepared_as_of
 from segments.segmentation.profiles import segment_profiles
 from segments.segmentation.selection import (
     DEFAULT_MODEL_CATEGORICAL,
@@ -358,7 +358,7 @@ def _write_segments(
         make_private(path)
     # the names, signed and bound to the profiles just written: a release shows these
     # names only, never ones edited into metadata.json afterwards
-    metadata["names_signed"] = sign_segment_names(
+    metadata["names_signed"] = _sign_segment_names(
         metadata["segments"],
         names_from=f"the profiles of the exploratory {metadata.get('model', 'model')} "
         f"(k={metadata.get('k')}) fitted on the prepared {metadata.get('purpose')} data as of "
