@@ -185,7 +185,7 @@ def test_interval_panels_draw_the_largest_keys_with_intervals_and_withheld_cells
     flat = axes.ravel()
     # largest released total first; the rest named, not drawn
     assert [ax.get_title() for ax in flat] == ["Toner ink", "Paper"]
-    assert "not drawn, smaller released totals (1 category): Furniture" in (
+    assert "1 more with smaller released totals, not drawn: Furniture" in (
         flat[0].figure.get_suptitle()
     )
     toner, paper = flat

@@ -984,7 +984,7 @@ def plot_interval_panels(
     if left_out:
         others = ", ".join(str(names.get(k, k)) for k in left_out)
         flat[0].figure.suptitle(
-            f"not drawn, smaller released totals ({len(left_out)} {panel}): {others}",
+            f"{len(left_out)} more with smaller released totals, not drawn: {others}",
             fontsize="small",
         )
     return axes
