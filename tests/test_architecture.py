@@ -39,6 +39,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("segments.engine",),
     ("segments.geography", "segments.plots", "segments.keys"),
     ("segments.synth", "segments.ingest"),
+    # the proof that raw data is the generator's output: prepare reads it to allow the demo key
+    ("segments.privacy.synthetic",),
     ("segments.prepare",),  # frames, retention, subjects
     ("segments.prepare.history",),
     ("segments.features",),
@@ -274,7 +276,6 @@ KNOWN_PATH_LITERALS: set[tuple[str, str]] = {
     ("segments.privacy.releases", "card.json"),
     ("segments.privacy.releases", "customers.parquet"),
     ("segments.privacy.releases", "lines.parquet"),
-    ("segments.privacy.synthetic", "customers.parquet"),
     ("segments.provenance", "prepared"),
     ("segments.session", "customers.parquet"),
     ("segments.session", "lines.parquet"),

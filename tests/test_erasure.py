@@ -22,6 +22,7 @@ from segments.prepare.frames import link_persons
 from segments.prepare.pseudonym import KEY_ENV_VAR, load_key, pseudonymise
 from segments.prepare.retention import purge
 from segments.prepare.subjects import erase, restrict, subject_export
+from segments.privacy.synthetic import prove_synthetic
 from segments.workspace import Workspace
 
 AS_OF = "2026-10-31"
@@ -58,14 +59,14 @@ def _person(work: Workspace, customer_id: int) -> tuple[list[int], str]:
     roots = link_persons(pl.read_parquet(work.raw_table("customers")))
     root = roots.filter(pl.col("customer_id") == customer_id)["person_root"][0]
     accounts = roots.filter(pl.col("person_root") == root)["customer_id"].to_list()
-    key = load_key(workspace=work)
+    key = load_key(workspace=work, synthetic_proof=prove_synthetic)
     return accounts, pseudonymise(key, "person", [root])[0]
 
 
 def _in_segmentation(work: Workspace) -> int:
     """A customer id whose person is in the prepared segmentation frame and the labels."""
     roots = link_persons(pl.read_parquet(work.raw_table("customers")))
-    key = load_key(workspace=work)
+    key = load_key(workspace=work, synthetic_proof=prove_synthetic)
     ids = set(pl.read_parquet(work.segments / "labels.parquet")["person_id"])
     for cid, root in roots.iter_rows():
         if cid == root and pseudonymise(key, "person", [root])[0] in ids:
@@ -190,7 +191,10 @@ def _audit(work: Workspace) -> str:
     from segments.audit.context import AuditContext
 
     ctx = AuditContext(
-        work, Policy.load(POLICY), dt.date.fromisoformat(AS_OF), key=load_key(workspace=work)
+        work,
+        Policy.load(POLICY),
+        dt.date.fromisoformat(AS_OF),
+        key=load_key(workspace=work, synthetic_proof=prove_synthetic),
     )
     return check_erasures_carried_out(ctx).status
 
@@ -437,7 +441,7 @@ def test_another_key_cannot_hide_an_erasure(
     accounts, pid = _person(ws, cid)
     erase(ws, POLICY, cid)
     entry = json.loads(ws.subject_log.read_text(encoding="utf-8"))[-1]
-    assert entry["key_id"] == load_key(workspace=ws).key_id
+    assert entry["key_id"] == load_key(workspace=ws, synthetic_proof=prove_synthetic).key_id
     shutil.rmtree(ws.raw)  # the raw data that still holds them comes back
     shutil.copytree(small_raw.raw, ws.raw)
     prepared = ws.prepared_dir("segmentation") / "customers.parquet"
@@ -456,7 +460,10 @@ def test_another_key_cannot_hide_an_erasure(
         purge(ws, POLICY, AS_OF)  # the demo data has flagged accounts: an erasure under key 2
     assert ws.subject_log.read_bytes() == log_before
     ctx = AuditContext(
-        ws, Policy.load(POLICY), dt.date.fromisoformat(AS_OF), key=load_key(workspace=ws)
+        ws,
+        Policy.load(POLICY),
+        dt.date.fromisoformat(AS_OF),
+        key=load_key(workspace=ws, synthetic_proof=prove_synthetic),
     )
     finding = check_erasures_carried_out(ctx)
     assert finding.status == "fail" and "key" in str(finding.evidence)

@@ -192,7 +192,10 @@ def test_attack_frames_prepared_from_edited_raw_beside_genuine_raw_are_refused(
         table.with_columns(pl.col("quantity") * 3).write_parquet(lines)  # the edit
         manifest["files"][lines.relative_to(edited.raw).as_posix()] = sha256_file(lines)
     edited.manifest.write_text(json.dumps(manifest))
-    prepare(edited, "alloffice", "statistics", "2026-10-31")
+    # edited raw is not proven synthetic, so the public demo key is refused: a steward's key
+    prepare(
+        edited, "alloffice", "statistics", "2026-10-31", key="a steward's key, 32 bytes or more"
+    )
     shutil.rmtree(genuine.prepared_dir("statistics"))
     shutil.copytree(edited.prepared_dir("statistics"), genuine.prepared_dir("statistics"))
     _refused_and_nothing_written(genuine, capsys, "prepared from other raw data")
@@ -229,7 +232,13 @@ def test_attack_a_forged_synthetic_proof_cache_does_not_help(small_raw, tmp_path
     ws = Workspace(tmp_path / "ws")
     shutil.copytree(small_raw.raw, ws.raw)
     customers = ws.raw / "customers.parquet"
-    pl.read_parquet(customers).head(1000).write_parquet(customers)  # not the generator's data
+    edited = pl.read_parquet(customers).with_columns(  # one row not the generator's
+        pl.when(pl.int_range(pl.len()) == 0)
+        .then(pl.lit("Edited"))
+        .otherwise(pl.col("first_name"))
+        .alias("first_name")
+    )
+    edited.write_parquet(customers)
     refused = synthetic.prove_synthetic(ws)
     assert not refused
     synthetic._CACHE.clear()
@@ -490,9 +499,11 @@ def test_attack_a_forged_dp_kmeans_entry_is_refused(tmp_path, policy):
 
 
 # --- 10 (issue 18): the demo ledger after an erasure -------------------------------------------
-def test_the_demo_ledger_accepts_the_generated_data_minus_exactly_the_erased_people(
+def test_the_demo_ledger_accepts_the_generated_data_after_an_erasure_not_an_edited_row(
     genuine, capsys
 ):
+    """Rows the project's flows remove (an erasure here; a retention purge likewise) leave
+    data that is still only the generator's rows; a row edited or added is not."""
     import polars as pl
 
     from segments.prepare import prepare
@@ -501,15 +512,32 @@ def test_the_demo_ledger_accepts_the_generated_data_minus_exactly_the_erased_peo
 
     erase(genuine, "alloffice", 7, today=dt.date(2026, 10, 31))
     proof = synthetic.prove_synthetic(genuine)
-    assert proof and "minus the" in proof.reason, proof.reason
+    assert proof and "rows removed: 1 customers" in proof.reason, proof.reason
     prepare(genuine, "alloffice", "statistics", "2026-10-31")  # the frames after the erasure
     assert _cli(RELEASE, ws=genuine.root) == 0, capsys.readouterr().err
-    # anyone else missing is not "minus the erased people": refused
     customers = pl.read_parquet(genuine.raw_table("customers"))
-    customers.filter(pl.col("customer_id") != 8).write_parquet(genuine.raw_table("customers"))
+    other = pl.col("customer_id") == 8
+    edits = {
+        "edited": customers.with_columns(
+            pl.when(other).then(pl.lit("someone.real@example.se")).otherwise("email").alias("email")
+        ),
+        "added": pl.concat(
+            [
+                customers,
+                customers.filter(other).with_columns(
+                    customer_id=pl.lit(10**6, dtype=customers.schema["customer_id"])
+                ),
+            ]
+        ),
+    }
+    for how, frame in edits.items():
+        frame.write_parquet(genuine.raw_table("customers"))
+        synthetic._CACHE.clear()
+        refused = synthetic.prove_synthetic(genuine)
+        assert not refused and "nor a subset of its rows" in refused.reason, (how, refused.reason)
+    customers.write_parquet(genuine.raw_table("customers"))  # as the erasure left it
     synthetic._CACHE.clear()
-    refused = synthetic.prove_synthetic(genuine)
-    assert not refused and "minus the people the erasure log records" in refused.reason
+    assert synthetic.prove_synthetic(genuine)
 
 
 # --- fix13.1: a copied policy file with the same name and controller --------------------------

@@ -429,7 +429,12 @@ def test_synthetic_is_proven_by_regeneration_not_declared(small_raw, tmp_path):
     orders = ws.raw / "orders.parquet"
     import polars as pl
 
-    pl.read_parquet(orders).head(100).write_parquet(orders)
+    table = pl.read_parquet(orders)  # one order moved to another customer
+    another = next(c for c in table["customer_id"] if c != table["customer_id"][0])
+    moved = pl.when(pl.int_range(pl.len()) == 0).then(another)
+    table.with_columns(moved.otherwise(pl.col("customer_id")).alias("customer_id")).write_parquet(
+        orders
+    )
     files = {**manifest["files"], "orders.parquet": sha256_file(orders)}
     ws.manifest.write_text(json.dumps({**manifest, "files": files}))
     refused = synthetic.prove_synthetic(ws)

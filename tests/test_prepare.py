@@ -31,6 +31,8 @@ from segments.prepare.pseudonym import KEY_ENV_VAR, demo_key, pseudonymise
 from segments.schema import PREPARED_CUSTOMERS, PREPARED_LINES, RAW_TABLES, validate
 from segments.workspace import Workspace
 
+# hand-built raw tables are not the generator's output (no demo key from their manifest):
+# the tests pass the demo key of seed 7 themselves, as a steward would pass a key
 DEMO = demo_key({"synthetic": True, "seed": 7})
 DAY = dt.timedelta(days=1)
 IDENTIFIERS = {c for t in RAW_TABLES.values() for c in t.direct_identifiers}
@@ -54,7 +56,7 @@ def run(
     **kw: Any,
 ) -> tuple[PolicyReport, pl.DataFrame, pl.DataFrame]:
     ws = write_raw(Workspace(tmp_path / "ws"), raw_tables(customers, orders))
-    report = prepare(ws, policy, purpose, AS_OF, **kw)
+    report = prepare(ws, policy, purpose, AS_OF, **{"key": DEMO, **kw})
     out = _read_prepared_pl(ws, purpose)
     return report, out["customers"], out["lines"]
 
@@ -395,7 +397,7 @@ def test_property_prepare_matches_the_rules(
         raw_tables(rows, orders),
     )
     shutil.rmtree(ws.prepared, ignore_errors=True)
-    prepare(ws, policy, purpose.name, AS_OF)
+    prepare(ws, policy, purpose.name, AS_OF, key=DEMO)
     out = _read_prepared_pl(ws, purpose.name)
     customers, lines = out["customers"], out["lines"]
     kept, kept_orders = _oracle(policy, purpose, rows, orders)
@@ -452,17 +454,17 @@ def test_bad_input_fails_clearly_and_writes_nothing(
     ws = _good(tmp_path)
     _break(ws, table, change)
     with pytest.raises((SchemaError, WorkspaceError), match=message):
-        prepare(ws, "alloffice", "segmentation", AS_OF)
+        prepare(ws, "alloffice", "segmentation", AS_OF, key=DEMO)
     assert not ws.prepared.exists() or not any(ws.prepared.iterdir())
 
 
 def test_failure_keeps_the_previous_output_intact(tmp_path: Path) -> None:
     ws = _good(tmp_path)
-    prepare(ws, "alloffice", "segmentation", AS_OF)
+    prepare(ws, "alloffice", "segmentation", AS_OF, key=DEMO)
     before = sorted(p.name for p in ws.prepared_dir("segmentation").iterdir())
     _break(ws, "customers", lambda f: f.drop("email"))
     with pytest.raises((SchemaError, WorkspaceError), match=r"email"):
-        prepare(ws, "alloffice", "segmentation", AS_OF)
+        prepare(ws, "alloffice", "segmentation", AS_OF, key=DEMO)
     assert sorted(p.name for p in ws.prepared_dir("segmentation").iterdir()) == before
     assert [p.name for p in ws.prepared.iterdir()] == ["segmentation"]  # no temp folder left
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segments.exceptions import PolicyError
+from segments.prepare import prepare
 from segments.prepare.pseudonym import (
     KEY_ENV_VAR,
     PseudonymKey,
@@ -16,7 +21,7 @@ from segments.prepare.pseudonym import (
     load_key,
     pseudonymise,
 )
-from segments.workspace import Workspace, write_json
+from segments.workspace import Workspace, sha256_file, write_json
 
 KEY_A = PseudonymKey(b"a" * 32, "steward key (test)")
 KEY_B = PseudonymKey(b"b" * 32, "steward key (test)")
@@ -67,20 +72,185 @@ def _workspace(tmp_path: Path, manifest: dict[str, object] | None) -> Workspace:
     return ws
 
 
-def test_demo_key_only_for_synthetic_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@dataclass(frozen=True)
+class _Verdict:
+    proven: bool
+    reason: str
+    signed: bool = True
+
+
+def test_demo_key_only_for_data_proven_synthetic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(KEY_ENV_VAR, raising=False)
     ws = _workspace(tmp_path, {"synthetic": True, "seed": 7})
-    key = load_key(workspace=ws)
+    key = load_key(workspace=ws, synthetic_proof=lambda _ws: _Verdict(True, "regenerated"))
     assert key.is_demo and key.provenance == "demo key derived from dataset seed"
     assert key.secret == demo_key({"synthetic": True, "seed": 7}).secret
     assert key.secret != demo_key({"synthetic": True, "seed": 8}).secret
 
 
+def test_attack_the_manifest_flag_alone_gives_no_demo_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """r13 #2: "synthetic": true (+ a seed) in an editable manifest used to pick the public key."""
+    monkeypatch.delenv(KEY_ENV_VAR, raising=False)
+    ws = _workspace(tmp_path, {"synthetic": True, "seed": 7})
+    with pytest.raises(PolicyError, match=r"nothing proved the raw data synthetic"):
+        load_key(workspace=ws)
+    not_generated = _Verdict(False, "raw/customers.parquet is not what the generator produces")
+    with pytest.raises(PolicyError, match=r"not proven synthetic \(raw/customers.parquet is not"):
+        load_key(workspace=ws, synthetic_proof=lambda _ws: not_generated)
+    with pytest.raises(PolicyError, match=r"not proven synthetic"):  # a verdict nobody signed
+        load_key(workspace=ws, synthetic_proof=lambda _ws: _Verdict(True, "forged", signed=False))
+
+
+def test_attack_edited_raw_data_is_not_pseudonymised_under_the_demo_key(
+    small_raw: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """r13 #2 end to end: one raw customer row edited (no longer the generator's output, the
+    manifest still says synthetic): prepare refuses the public demo key and writes nothing;
+    with the steward's key no pseudonym is the demo key's (sha256 of the manifest's seed)."""
+    monkeypatch.delenv(KEY_ENV_VAR, raising=False)
+    ws = Workspace(tmp_path / "edited")
+    shutil.copytree(small_raw.raw, ws.raw)
+    customers = pl.read_parquet(ws.raw / "customers.parquet")
+    first = customers["customer_id"][0]
+    customers.with_columns(
+        pl.when(pl.col("customer_id") == first)
+        .then(pl.lit(1950))
+        .otherwise(pl.col("birth_year"))
+        .cast(customers.schema["birth_year"])
+        .alias("birth_year")
+    ).write_parquet(ws.raw / "customers.parquet")
+    manifest = ws.read_manifest()  # the edit recorded as an honest data owner would
+    entry = manifest["files"]["customers.parquet"]
+    digest = sha256_file(ws.raw / "customers.parquet")
+    if isinstance(entry, dict):
+        entry.update({k: digest for k in entry if "sha" in k})
+    else:
+        manifest["files"]["customers.parquet"] = digest
+    write_json(ws.manifest, manifest)
+    assert ws.read_manifest()["synthetic"] is True
+    with pytest.raises(PolicyError, match=r"not proven synthetic .*demo key is refused"):
+        prepare(ws, "alloffice", "statistics", "2026-10-31")
+    assert not ws.prepared_dir("statistics").exists()
+    prepare(ws, "alloffice", "statistics", "2026-10-31", key=KEY_A)
+    person_ids = set(
+        pl.read_parquet(ws.prepared_dir("statistics") / "customers.parquet")["person_id"]
+    )
+    demo = demo_key(ws.read_manifest())
+    reversible = person_ids & set(pseudonymise(demo, "person", customers["customer_id"]))
+    assert person_ids and not reversible
+
+
+def _edit_raw_customers(ws: Workspace, change: Callable[[pl.DataFrame], pl.DataFrame]) -> None:
+    """Rewrite raw customers and record the new hash in the manifest, as a data owner who
+    edits honestly (or an attacker who covers the edit) would."""
+    change(pl.read_parquet(ws.raw / "customers.parquet")).write_parquet(
+        ws.raw / "customers.parquet"
+    )
+    manifest = ws.read_manifest()
+    manifest["files"]["customers.parquet"] = sha256_file(ws.raw / "customers.parquet")
+    write_json(ws.manifest, manifest)
+
+
+def _one_value_edited(frame: pl.DataFrame) -> pl.DataFrame:
+    first = pl.col("customer_id") == frame["customer_id"][0]
+    return frame.with_columns(
+        pl.when(first).then(pl.lit("Real")).otherwise(pl.col("first_name")).alias("first_name")
+    )
+
+
+def _one_person_swapped(frame: pl.DataFrame) -> pl.DataFrame:
+    last = frame.tail(1).with_columns(
+        pl.lit("someone.real@example.se").alias("email"), pl.lit("Verklig").alias("last_name")
+    )
+    return pl.concat([frame.head(frame.height - 1), last])
+
+
+def _a_column_added(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(pl.lit("19500101-1234").alias("real_personnummer"))
+
+
+@pytest.mark.parametrize(
+    "edit", [_one_value_edited, _one_person_swapped, _a_column_added], ids=lambda f: f.__name__
+)
+def test_attack_prepare_on_edited_raw_through_the_cli(
+    edit: Callable[[pl.DataFrame], pl.DataFrame],
+    small_raw: Workspace,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """r13 a8 through `segments prepare`: raw customers edited (one value, one person swapped
+    for another, an extra column) with the manifest's hash updated and "synthetic": true left
+    in place. The demo key is refused in one line naming the file, nothing is written; with
+    the steward's key no pseudonym is one anybody can recompute from the manifest's seed."""
+    from segments.cli.main import main
+
+    monkeypatch.delenv(KEY_ENV_VAR, raising=False)
+    ws = Workspace(tmp_path / "edited")
+    shutil.copytree(small_raw.raw, ws.raw)
+    _edit_raw_customers(ws, edit)
+    before = sorted(p.relative_to(ws.root) for p in ws.root.rglob("*"))
+    argv = ["prepare", "-w", str(ws.root), "--policy", "alloffice", "--purpose", "statistics"]
+    argv += ["--as-of", "2026-10-31"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "raw/customers.parquet is not what the generator produces" in err, err
+    assert "so the public demo key is refused" in err and KEY_ENV_VAR in err, err
+    assert sorted(p.relative_to(ws.root) for p in ws.root.rglob("*")) == before
+    monkeypatch.setenv(KEY_ENV_VAR, "the steward's own key, 32 bytes or more")
+    if edit is _a_column_added:  # with any key, the schema refuses the column itself
+        assert main(argv) == 2 and "real_personnummer" in capsys.readouterr().err
+        return
+    assert main(argv) == 0, capsys.readouterr().err
+    customers = pl.read_parquet(ws.raw / "customers.parquet")
+    demo = set(pseudonymise(demo_key(ws.read_manifest()), "person", customers["customer_id"]))
+    written = [
+        p for p in ws.prepared.rglob("*.parquet") if "person_id" in pl.read_parquet_schema(p)
+    ]
+    assert written
+    for path in written:
+        assert not set(pl.read_parquet(path)["person_id"]) & demo, path
+
+
+def test_the_demo_key_survives_the_projects_own_flows_on_synthetic_data(
+    small_raw: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `subject restrict`, `subject erase`, an interrupted erasure's pending entry and
+    `retention purge` leave is still only the generator's rows: the demo key stays usable
+    (no steward key is needed to demo the data-subject flows), and the proof says why."""
+    from segments.prepare.retention import purge
+    from segments.prepare.subjects import erase, restrict
+    from segments.privacy.synthetic import prove_synthetic
+
+    monkeypatch.delenv(KEY_ENV_VAR, raising=False)
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(small_raw.raw, ws.raw)
+    customers = pl.read_parquet(ws.raw / "customers.parquet")
+    unflagged = customers.filter(~pl.col("erasure_requested") & ~pl.col("restriction_requested"))
+    restrict(ws, "alloffice", int(unflagged["customer_id"][0]))
+    erase(ws, "alloffice", int(unflagged["customer_id"][1]))
+    _edit_raw_customers(  # the controller's export flags one more erasure request
+        ws,
+        lambda f: f.with_columns(
+            pl.col("erasure_requested") | (pl.col("customer_id") == unflagged["customer_id"][2])
+        ),
+    )
+    purge(ws, "alloffice", "2026-10-31")
+    proof = prove_synthetic(ws)
+    assert proof and "rows removed:" in proof.reason and "customers" in proof.reason, proof
+    assert load_key(workspace=ws, synthetic_proof=prove_synthetic).is_demo
+
+
 def test_no_key_on_real_data_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(KEY_ENV_VAR, raising=False)
     ws = _workspace(tmp_path, {"synthetic": False})
-    with pytest.raises(PolicyError, match=r"not marked synthetic, so a demo key is refused"):
-        load_key(workspace=ws)
+    with pytest.raises(PolicyError, match=r"not marked synthetic, so the public demo key is"):
+        load_key(workspace=ws, synthetic_proof=lambda _ws: _Verdict(True, "not asked"))
     with pytest.raises(PolicyError, match=r"no pseudonymisation key"):
         load_key(workspace=_workspace(tmp_path / "other", None))
 

@@ -23,6 +23,13 @@ def _no_steward_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(KEY_ENV_VAR, raising=False)
 
 
+def _steward_key(tmp_path: Path) -> Path:
+    path = tmp_path / "steward.key"
+    path.write_text("s" * 40)
+    path.chmod(0o600)
+    return path
+
+
 def _workspace(tmp_path: Path, *, synthetic: bool = True) -> Workspace:
     cs = [*sole_trader_pair(1, 2, "197002021234"), customer(3)]
     orders = [(10, 1, AS_OF), (11, 2, AS_OF), (12, 3, AS_OF)]
@@ -52,10 +59,10 @@ def test_extract_names_the_segment_and_how_it_was_derived(tmp_path: Path) -> Non
         ws.segments / "labels.parquet"
     )
     write_json(ws.segments / "metadata.json", {"source": "category_rule", "as_of": "2026-06-30"})
-    extract = subject_export(ws, 2)
+    extract = subject_export(ws, 2, key=DEMO)  # hand-built raw: not proven synthetic
     assert extract["segment"]["segment"] == "paper"
     assert "largest share of your spending" in extract["segment"]["explanation"]
-    other = subject_export(ws, 3)
+    other = subject_export(ws, 3, key=DEMO)
     assert other["segment"]["segment"] is None
     assert "not in the current segmentation" in other["segment"]["explanation"]
 
@@ -74,11 +81,15 @@ def test_extract_lists_the_prepared_purposes_the_person_is_in(tmp_path: Path) ->
                 "statistics",
                 "--as-of",
                 AS_OF.isoformat(),
+                "--key-file",
+                str(_steward_key(tmp_path)),
             ]
         )
         == 0
     )
-    assert subject_export(ws, 1)["prepared_purposes"] == ["statistics"]
+    assert subject_export(ws, 1, key_file=_steward_key(tmp_path))["prepared_purposes"] == [
+        "statistics"
+    ]
 
 
 def test_explanation_of_a_fitted_model() -> None:
@@ -145,10 +156,17 @@ def test_cli_prepare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         "--as-of",
         AS_OF.isoformat(),
     ]
-    assert main([*args, "--purpose", "segmentation"]) == 0
+    # hand-built tables under a manifest saying "synthetic": not the generator's output, so
+    # the public demo key is refused (r13 #2) in one line, and nothing is written
+    assert main([*args, "--purpose", "segmentation"]) == 2
+    err = capsys.readouterr().err
+    assert "not proven synthetic" in err and "demo key is refused" in err
+    assert "Traceback" not in err and not ws.prepared.exists()
+    key = ["--key-file", str(_steward_key(tmp_path))]
+    assert main([*args, "--purpose", "segmentation", *key]) == 0
     printed = capsys.readouterr().out
     assert "prepared 2 persons and 6 order lines" in printed
-    assert "demo key derived from dataset seed" in printed
+    assert "steward key (key file)" in printed
     assert main([*args, "--purpose", "surveys"]) == 2
     assert "'surveys' is not declared by policy 'alloffice'" in capsys.readouterr().err
     inside = ws.root / "key.txt"

@@ -72,14 +72,17 @@ def genuine(small_raw, tmp_path_factory) -> Workspace:
     return ws
 
 
+OTHER_STEWARD_KEY = "the other controller's steward key, 32+ bytes"
+
+
 @pytest.fixture(scope="module")
 def other(genuine, tmp_path_factory) -> Workspace:
     """Another workspace's people, prepared in their own workspace (read-only)."""
     from segments.prepare import prepare
 
     ws = _other_people(genuine, tmp_path_factory.mktemp("other") / "ws")
-    for purpose in ("statistics", "microdata", "segmentation"):
-        prepare(ws, "alloffice", purpose, AS_OF)
+    for purpose in ("statistics", "microdata", "segmentation"):  # not proven: a steward's key
+        prepare(ws, "alloffice", purpose, AS_OF, key=OTHER_STEWARD_KEY)
     return ws
 
 
@@ -271,6 +274,8 @@ def test_attack_other_data_prepared_under_history_is_refused(genuine, other, tmp
 def test_a_replay_rewound_from_this_workspace_is_released(genuine, tmp_path, policy):
     from segments.prepare import prepare
     from segments.prepare.history import rewind_raw
+    from segments.prepare.pseudonym import load_key
+    from segments.privacy.synthetic import prove_synthetic
     from segments.provenance import REPLAY_FILE, verify_replay
 
     ws = Workspace(tmp_path / "ws")
@@ -278,7 +283,9 @@ def test_a_replay_rewound_from_this_workspace_is_released(genuine, tmp_path, pol
     replay = Workspace(ws.root / ".history")
     rewind_raw(ws, dt.date(2026, 9, 30), replay)
     assert verify_replay(ws, replay) is None
-    prepare(replay, policy, "statistics", dt.date(2026, 9, 30))
+    # as the backfill does: the rewound rows are this workspace's, so is their key
+    key = load_key(workspace=ws, synthetic_proof=prove_synthetic)
+    prepare(replay, policy, "statistics", dt.date(2026, 9, 30), key=key)
     ledger = Ledger.for_workspace(ws, policy.controller, evaluation=True, synthetic=True)
     _replay_release(ws, policy, ledger)
     assert len(ledger.entries()) == 1

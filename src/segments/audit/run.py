@@ -39,6 +39,7 @@ from segments.audit.render import (
 from segments.exceptions import PolicyError
 from segments.policy import Policy
 from segments.prepare.pseudonym import PseudonymKey, load_key
+from segments.privacy.synthetic import prove_synthetic
 from segments.progress import progress
 from segments.workspace import POLICY_REPORT, SAFE_NAME, Workspace, atomic_write, write_json
 
@@ -127,7 +128,7 @@ def _resolve_key(
     if not steward:
         return None
     try:
-        return load_key(key, workspace=ws)
+        return load_key(key, workspace=ws, synthetic_proof=prove_synthetic)
     except PolicyError:
         return None
 

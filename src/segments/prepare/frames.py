@@ -48,6 +48,7 @@ from segments.engine import Engine, get_engine
 from segments.exceptions import PolicyError, SchemaError
 from segments.policy import Policy, Purpose, RetentionRule
 from segments.prepare.pseudonym import PseudonymKey, load_key, pseudonymise_series
+from segments.privacy.synthetic import prove_synthetic
 from segments.progress import progress
 from segments.schema import (
     CUSTOMERS,
@@ -816,7 +817,7 @@ def prepare(
     day = as_of_date(as_of)
     ws.check_usable().sweep()  # leftovers of a killed prepare or generate
     log_state = ws.erasure_log_state()  # read before the raw data and the erasure log
-    pkey = load_key(key, key_file=key_file, workspace=ws)
+    pkey = load_key(key, key_file=key_file, workspace=ws, synthetic_proof=prove_synthetic)
     with progress(total=len(_PREPARE_STAGES), desc="prepare", unit="stage") as bar:
         return _prepare(ws, pol, spec, day, pkey, log_state, bar)
 

@@ -6,9 +6,12 @@ folder; it is never written beside the data and never appears in a report (a rep
 its provenance and a keyed fingerprint, :attr:`PseudonymKey.key_id`). The same key gives the
 same pseudonyms on every run; a different key gives pseudonyms that cannot be linked.
 
-Synthetic data is the one exception: when the raw manifest says ``"synthetic": true``, a
-demo key derived from the dataset's seed is used and reported as such, so notebooks are
-reproducible. A demo key on data not marked synthetic is refused.
+Synthetic data is the one exception: when the raw data is *proven* synthetic (the caller passes
+:func:`segments.privacy.synthetic.prove_synthetic`, which regenerates the data from the
+manifest's seed and compares the bytes), a demo key derived from the dataset's seed is used and
+reported as such, so notebooks are reproducible. The manifest's ``"synthetic": true`` is one
+editable line and decides nothing: on data not proven synthetic the demo key, which anyone can
+recompute, is refused.
 
 Pseudonyms are the first 32 hex digits (128 bits) of HMAC-SHA256 over a namespaced id
 (``person:<id>``, ``order:<id>``): truncation keeps the key's protection and halves the
@@ -21,11 +24,11 @@ import contextlib
 import hashlib
 import hmac
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -37,6 +40,7 @@ __all__ = [
     "MIN_KEY_BYTES",
     "PSEUDONYM_HEX_DIGITS",
     "PseudonymKey",
+    "SyntheticVerdict",
     "demo_key",
     "load_key",
     "pseudonymise",
@@ -49,6 +53,22 @@ MIN_KEY_BYTES = 32
 PSEUDONYM_HEX_DIGITS = 32
 DEMO_PROVENANCE = "demo key derived from dataset seed"
 _KEY_HINT = "make one with: python -c 'import secrets; print(secrets.token_hex(32))'"
+
+
+class SyntheticVerdict(Protocol):
+    """What :func:`load_key` reads of a :class:`segments.privacy.synthetic.SyntheticProof`."""
+
+    @property
+    def proven(self) -> bool:
+        """Whether the raw files are the generator's output."""
+
+    @property
+    def reason(self) -> str:
+        """Why (not), for the refusal."""
+
+    @property
+    def signed(self) -> bool:
+        """Whether the proof itself made the verdict (an HMAC under the per-user secret)."""
 
 
 @dataclass(frozen=True)
@@ -213,12 +233,14 @@ def load_key(
     *,
     key_file: str | os.PathLike[str] | None = None,
     workspace: Workspace | None = None,
+    synthetic_proof: Callable[[Workspace], SyntheticVerdict] | None = None,
 ) -> PseudonymKey:
     """Resolve the pseudonymisation key.
 
     Order: ``key`` given by the caller, then ``key_file``, then the environment variable
-    ``SEGMENTS_PSEUDONYM_KEY``, then — only for data whose manifest says
-    ``"synthetic": true`` — the demo key derived from the dataset seed.
+    ``SEGMENTS_PSEUDONYM_KEY``, then — only for data that ``synthetic_proof(workspace)`` proves
+    synthetic (a signed verdict) — the demo key derived from the dataset seed. The manifest's
+    ``"synthetic"`` flag alone never selects the demo key.
 
     Parameters
     ----------
@@ -227,13 +249,16 @@ def load_key(
     key_file : path, optional
         A file holding the key; refused inside the workspace or the data folder.
     workspace : Workspace, optional
-        Whose manifest decides whether a demo key is allowed.
+        The data the key is for.
+    synthetic_proof : callable, optional
+        :func:`segments.privacy.synthetic.prove_synthetic` (the prepare stage passes it; this
+        module is below the proof in the layer order). Without it, no demo key.
 
     Raises
     ------
     PolicyError
-        A key shorter than 32 bytes, a key file beside the data, or no key for data not
-        marked synthetic.
+        A key shorter than 32 bytes, a key file beside the data, or no steward key for data
+        not proven synthetic.
     """
     if isinstance(key, PseudonymKey):
         return key
@@ -248,10 +273,17 @@ def load_key(
             env.strip().encode(), f"steward key (environment variable {KEY_ENV_VAR})"
         )
     manifest = workspace.read_manifest() if workspace is not None else {}
-    if manifest.get("synthetic") is True:
-        return demo_key(manifest)
+    if manifest.get("synthetic") is not True:
+        why = "the raw data is not marked synthetic"
+    elif workspace is None or synthetic_proof is None:
+        why = "nothing proved the raw data synthetic"
+    else:
+        verdict = synthetic_proof(workspace)
+        if verdict.proven and verdict.signed:
+            return demo_key(manifest)
+        why = f"the raw data is not proven synthetic ({verdict.reason})"
     raise PolicyError(
-        "no pseudonymisation key: the raw data is not marked synthetic, so a demo key is "
-        f"refused (key custody); set {KEY_ENV_VAR} or pass --key-file with the steward's key "
-        f"(at least {MIN_KEY_BYTES} bytes, outside the workspace); {_KEY_HINT}"
+        f"no pseudonymisation key: {why}, so the public demo key is refused (key custody); "
+        f"set {KEY_ENV_VAR} or pass --key-file with the steward's key (at least "
+        f"{MIN_KEY_BYTES} bytes, outside the workspace); {_KEY_HINT}"
     )

@@ -51,6 +51,7 @@ from segments.prepare.subjects import (
     pending_requests,
     returned_persons,
 )
+from segments.privacy.synthetic import prove_synthetic
 from segments.workspace import (
     Workspace,
     make_private,
@@ -181,7 +182,7 @@ def _purge_holding_lock(
     frames = load_raw_tables(ws, day)
     by_person = flagged_persons(frames["customers"])
     if logged_hashes(ws, "erasure"):  # erased persons a restored backup brought back
-        pkey = load_key(key, key_file=key_file, workspace=ws)
+        pkey = load_key(key, key_file=key_file, workspace=ws, synthetic_proof=prove_synthetic)
         check_log_key(ws, pkey, "retention purge")
         by_person |= returned_persons(ws, pkey, frames["customers"])
     accounts = [a for group in by_person.values() for a in group]
@@ -196,7 +197,9 @@ def _purge_holding_lock(
             "order_lines": frames["order_lines"].filter(~pl.col("order_id").is_in(orders)),
         }
     elif not dry_run and (accounts or pending_requests(ws)):
-        erase_flagged_holding_lock(ws, pol, load_key(key, key_file=key_file, workspace=ws))
+        erase_flagged_holding_lock(
+            ws, pol, load_key(key, key_file=key_file, workspace=ws, synthetic_proof=prove_synthetic)
+        )
         frames = load_raw_tables(ws, day)
     erased = {"accounts": len(accounts), "persons": len(by_person)}
     kept_accounts, kept_orders = _retained(pol, frames, day)

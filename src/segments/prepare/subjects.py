@@ -47,6 +47,7 @@ from segments.prepare.subject_log import (
     source_hashes,
     subject_hash,
 )
+from segments.privacy.synthetic import prove_synthetic
 from segments.schema import RAW_TABLES, REAL_CUSTOMERS, REAL_PRODUCTS, validate
 from segments.workspace import (
     PREPARED_CUSTOMERS,
@@ -190,7 +191,7 @@ def _erasure_of(
     if not entries:
         return None
     try:
-        pkey = load_key(key, key_file=key_file, workspace=ws)
+        pkey = load_key(key, key_file=key_file, workspace=ws, synthetic_proof=prove_synthetic)
     except ValueError:
         return None
     check_log_key(ws, pkey, "subject export")
@@ -324,7 +325,7 @@ def subject_export(
         )
     needs_key = (ws.labels).is_file() or ws.prepared.is_dir()
     if needs_key:
-        pkey = load_key(key, key_file=key_file, workspace=ws)
+        pkey = load_key(key, key_file=key_file, workspace=ws, synthetic_proof=prove_synthetic)
         person_ids = pseudonymise(pkey, "person", [person_root])
         extract["prepared_purposes"] = _prepared_purposes(ws, person_ids)
         segment = _segment_of(ws, person_ids)
@@ -516,7 +517,7 @@ def _replace_entry(ws: Workspace, index: int, entry: dict[str, Any]) -> None:
 
 
 def _keys(ws: Workspace, key: PseudonymKey | bytes | str | None, key_file: Any) -> PseudonymKey:
-    return load_key(key, key_file=key_file, workspace=ws)
+    return load_key(key, key_file=key_file, workspace=ws, synthetic_proof=prove_synthetic)
 
 
 def _request(

@@ -603,8 +603,13 @@ def _prepared_as_of(
     """Prepare the rewound raw data as of the last day of the month that closed."""
     from segments.prepare.frames import prepare
     from segments.prepare.history import rewind_raw
+    from segments.prepare.pseudonym import load_key
+    from segments.privacy.synthetic import prove_synthetic
 
     day = closed - dt.timedelta(days=1)
     rewind_raw(workspace, day, replay)  # signed: the replay is bound to this workspace's raw
-    prepare(replay, policy, purpose, day)
+    # The rewound rows are the workspace's own (dated back), not the generator's output for
+    # the replay's manifest: the key is the workspace's, the demo key only if it is proven.
+    key = load_key(workspace=workspace, synthetic_proof=prove_synthetic)
+    prepare(replay, policy, purpose, day, key=key)
     return replay.prepared_dir(purpose)

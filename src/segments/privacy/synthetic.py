@@ -4,10 +4,13 @@ Evaluation and demo ledgers allow simulated time and repeated releases, so they 
 synthetic data — and "synthetic" is proven, not declared. The manifest's ``synthetic`` flag
 is one editable line; instead the raw files' SHA-256 must equal what the generator
 (:func:`segments.synth.generate`) produces for the manifest's seed and parameters. The data
-is regenerated in a temporary folder inside the workspace and compared file by file; the
-verdict is cached by the files' hashes (in memory and in the per-user data folder), so the
-proof runs once per dataset. Editing the manifest cannot help: other parameters give other
-bytes, and any other data fails the comparison.
+is regenerated in a temporary folder inside the workspace and compared file by file; a
+table that differs must hold only rows the generator made (same columns, same values; only
+the data-subject request flags may differ), which is what the project's own erasures,
+retention purges, restored backups and restrictions leave. The verdict is cached by the
+files' hashes (in memory and in the per-user data folder), so the proof runs once per
+dataset. Editing the manifest cannot help: other parameters give other bytes, and a row, value
+or column the generator never made fails the comparison.
 
 The cached verdict and the provenance record of prepared frames are signed with an HMAC
 under a per-user secret (``proof-secret.key``, created 0600 beside the registry of
@@ -49,6 +52,8 @@ __all__ = [
 ]
 
 _CACHE: dict[str, SyntheticProof] = {}
+#: What a verdict decides (part of its cache key).
+_RULE = "generated rows only, request flags aside"
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ def _verdict(proven: bool, reason: str, key: str = "", raw: str = "") -> Synthet
 
 
 def prove_synthetic(workspace: Workspace | str | Path) -> SyntheticProof:
-    """Prove that ``W/raw/`` is exactly what the generator makes for its manifest.
+    """Prove that ``W/raw/`` holds only what the generator makes for its manifest.
 
     Parameters
     ----------
@@ -115,7 +120,9 @@ def prove_synthetic(workspace: Workspace | str | Path) -> SyntheticProof:
     -------
     SyntheticProof
         ``proven`` True only when every file the generator writes exists in ``W/raw/`` with
-        the same SHA-256 (the manifest's own hashes are not trusted: they are recomputed).
+        the same SHA-256 (the manifest's own hashes are not trusted: they are recomputed), or
+        every table that differs holds only rows the generator made, request flags aside
+        (what erasures, retention purges, restored backups and ``subject restrict`` leave).
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
     hashes = raw_hashes(ws)  # every raw file, hashed once
@@ -135,14 +142,13 @@ def prove_synthetic(workspace: Workspace | str | Path) -> SyntheticProof:
         if name not in hashes:
             return _verdict(False, f"{ws.raw / name} is missing", raw=raw)
         actual[name] = hashes[name]
-    log = ws.subject_log
     key = hashlib.sha256(
         json.dumps(
             {
                 "files": actual,
                 "raw": raw,  # a file beside the generated ones makes another verdict
                 "parameters": parameters,
-                "erasure_log": sha256_file(log) if log.is_file() else None,
+                "rule": _RULE,  # a verdict cached under an earlier rule is not reused
             },
             sort_keys=True,
         ).encode()
@@ -151,7 +157,7 @@ def prove_synthetic(workspace: Workspace | str | Path) -> SyntheticProof:
     if cached is not None:
         _CACHE[key] = cached
         return cached
-    proof = _regenerate_and_compare(ws, parameters, actual, key, raw)
+    proof = _regenerate_and_compare(ws, parameters, hashes, key, raw)
     _CACHE[key] = proof
     _write_cached(proof)
     return proof
@@ -168,113 +174,104 @@ def _generator_parameters(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _regenerate_and_compare(
-    ws: Workspace, parameters: dict[str, Any], actual: dict[str, str], key: str, raw: str
+    ws: Workspace, parameters: dict[str, Any], hashes: dict[str, str], key: str, raw: str
 ) -> SyntheticProof:
+    """Regenerate in a scratch folder and compare: every generated file byte for byte, else
+    every table that differs row by row (:func:`_generated_rows_only`). ``hashes`` is every
+    raw file's SHA-256: a file the generator never wrote inside one of its tables (an extra
+    month partition) makes that table differ too."""
     from segments.synth.generate import generate
 
     ws.root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=ws.root, prefix=f".synthetic-proof-p{os.getpid()}-"))
     try:
-        result = generate(
-            Workspace(scratch),
-            customers=parameters["customers"],
-            months=parameters["months"],
-            as_of=dt.date.fromisoformat(parameters["as_of"]),
-            seed=parameters["seed"],
-            progress=False,
-        )
+        try:
+            result = generate(
+                Workspace(scratch),
+                customers=parameters["customers"],
+                months=parameters["months"],
+                as_of=dt.date.fromisoformat(parameters["as_of"]),
+                seed=parameters["seed"],
+                progress=False,
+            )
+        except Exception as exc:  # the manifest's parameters do not even generate
+            reason = f"the manifest's parameters do not generate data ({exc})"
+            return _verdict(False, reason, key, raw)
         expected = {name: sha256_file(result.path / name) for name in result.manifest["files"]}
-        differing = sorted(name for name, digest in expected.items() if actual.get(name) != digest)
+        tables = {_table_of(name) for name in expected}
+        differing = sorted(
+            {name for name, digest in expected.items() if hashes.get(name) != digest}
+            | {name for name in hashes if _table_of(name) in tables and name not in expected}
+        )
         if not differing:
             return _verdict(
                 True, f"raw files equal the generator's output for {parameters}", key, raw
             )
-        erased = _equal_after_erasures(ws, result.path, differing)
-        if erased is not None:
-            return _verdict(
-                True,
-                f"raw files equal the generator's output for {parameters} minus the "
-                f"{erased} account(s) the erasure log records",
-                key,
-                raw,
-            )
-    except Exception as exc:  # the manifest's parameters do not even generate
-        return _verdict(False, f"the manifest's parameters do not generate data ({exc})", key, raw)
+        try:
+            removed = _generated_rows_only(ws, result.path, differing)
+        except Exception as exc:  # a raw table that does not even read
+            removed = None
+            differing = [f"{differing[0]} ({' '.join(str(exc).split())[:160]})"]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    if removed is not None:
+        gone = ", ".join(f"{n} {t.removesuffix('.parquet')}" for t, n in removed.items() if n)
+        return _verdict(
+            True,
+            f"raw files hold only rows the generator makes for {parameters} (rows removed: "
+            f"{gone or 'none'}; request flags may differ)",
+            key,
+            raw,
+        )
     return _verdict(
         False,
         f"raw/{differing[0]} is not what the generator produces for seed {parameters['seed']} "
-        f"and parameters {parameters}"
-        + (" (nor that output minus the people the erasure log records)" if erased_log(ws) else ""),
+        f"and parameters {parameters}, nor a subset of its rows (a row, value or column the "
+        "generator never made)",
         key,
         raw,
     )
 
 
-def erased_log(ws: Workspace) -> list[dict[str, Any]]:
-    """The erasure and restriction entries of the workspace's request log."""
-    from segments.prepare.subject_log import log_entries
-
-    try:
-        return [e for e in log_entries(ws) if e.get("action") in ("erasure", "restriction")]
-    except Exception:  # an unreadable log proves nothing
-        return []
+#: The data-subject request flags: ``subject restrict`` sets one, a controller's export marks
+#: the others. A flipped boolean cannot carry anyone into the data, so these may differ from
+#: the generator's values; every other value of a row must be the generator's.
+REQUEST_FLAGS = ("erasure_requested", "restriction_requested", "profiling_objection")
 
 
-def _equal_after_erasures(ws: Workspace, generated: Path, differing: list[str]) -> int | None:
-    """The number of erased accounts when the raw tables equal the regenerated ones minus
-    exactly the accounts the erasure log records (their orders and lines, their truth rows;
-    restricted accounts flagged), and nothing else differs; None otherwise."""
-    import polars as pl
+def _table_of(name: str) -> str:
+    """The table a raw file belongs to (a month partition stands for its table)."""
+    return name.split("/", 1)[0] if not name.startswith("truth/") else name
 
+
+def _generated_rows_only(
+    ws: Workspace, generated: Path, differing: list[str]
+) -> dict[str, int] | None:
+    """Rows removed per table when every table that differs holds only rows the generator
+    made (the same columns and values, :data:`REQUEST_FLAGS` aside); None otherwise.
+
+    This is what the project's own flows leave on generated data: an erasure (logged or
+    pending) and a retention purge remove rows, a restored backup is an earlier such state,
+    ``subject restrict`` and the controller's request flags flip booleans. None of them can
+    bring in a person the generator did not make, and that is what the public demo key needs:
+    a row edited, added or given an extra column is not the generator's, so it is refused.
+    """
     from segments._tables import read_table
-    from segments.prepare.pseudonym import load_key
-    from segments.prepare.subject_log import account_hashes
 
-    entries = erased_log(ws)
-    if not entries or any(not e.get("completed", True) for e in entries):
-        return None  # nothing logged, or an erasure still pending
-    editable = {"customers.parquet", "orders.parquet", "order_lines.parquet"}
-    # a partition file that differs stands for its table (erasures rewrite only the months
-    # they touch; the whole table is then compared)
-    differing = sorted({name.split("/month=")[0] for name in differing})
-    if any(name not in editable and not name.startswith("truth/") for name in differing):
-        return None  # a table no erasure touches differs
-    hashes = {
-        action: {h for e in entries if e["action"] == action for h in e["subject_hashes"]}
-        for action in ("erasure", "restriction")
-    }
-    customers = pl.read_parquet(generated / "customers.parquet")
-    key = load_key(workspace=ws)
-    by_hash = account_hashes(key, customers)
-    gone = customers.filter(by_hash.is_in(list(hashes["erasure"])))["customer_id"]
-    restricted = customers.filter(by_hash.is_in(list(hashes["restriction"])))["customer_id"]
-    if gone.len() != len(hashes["erasure"]) or restricted.len() != len(hashes["restriction"]):
-        return None  # the log names accounts the generator never made
-    mine = pl.col("customer_id").is_in(gone.implode())
-    orders = pl.read_parquet(generated / "orders.parquet")
-    gone_orders = orders.filter(mine)["order_id"]
-    expected = {
-        "customers.parquet": customers.filter(~mine).with_columns(
-            pl.when(pl.col("customer_id").is_in(restricted.implode()))
-            .then(pl.lit(True))
-            .otherwise(pl.col("restriction_requested"))
-            .alias("restriction_requested")
-        ),
-        "orders.parquet": orders.filter(~mine),
-        "order_lines.parquet": read_table(generated / "order_lines.parquet").filter(
-            ~pl.col("order_id").is_in(gone_orders.implode())
-        ),
-    }
-    for path in sorted((generated / "truth").glob("*.parquet")):
-        truth = pl.read_parquet(path)
-        name = f"truth/{path.name}"
-        expected[name] = truth.filter(~mine) if "customer_id" in truth.columns else truth
-    for name in differing:
-        if not read_table(ws.raw / name).equals(expected[name]):
-            return None
-    return int(gone.len())
+    removed: dict[str, int] = {}
+    for table in sorted({_table_of(name) for name in differing}):
+        theirs = read_table(generated / table)
+        ours = read_table(ws.raw / table)  # read as prepare reads it: every partition file
+        if ours.schema != theirs.schema:
+            return None  # a column added, dropped, renamed or retyped
+        values = [c for c in theirs.columns if c not in REQUEST_FLAGS]
+        foreign = ours.select(values).join(
+            theirs.select(values).unique(), on=values, how="anti", nulls_equal=True
+        )
+        if foreign.height or ours.height > theirs.height:
+            return None  # a row the generator never made, or more rows than it made
+        removed[table] = theirs.height - ours.height
+    return removed
 
 
 def _cache_dir() -> Path:

@@ -517,6 +517,7 @@ def planted_archetypes(workspace: Workspace, person_ids: pl.Series) -> np.ndarra
     """
     from segments.prepare.frames import link_persons
     from segments.prepare.pseudonym import load_key, pseudonymise_series
+    from segments.privacy.synthetic import prove_synthetic
 
     lines_per_account = (
         scan_table(workspace.raw_table("order_lines"))
@@ -534,7 +535,7 @@ def planted_archetypes(workspace: Workspace, person_ids: pl.Series) -> np.ndarra
         .unique("person_root", keep="first")
         .join(pl.read_parquet(workspace.truth / "archetypes.parquet"), on="customer_id")
     )
-    key = load_key(workspace=workspace)
+    key = load_key(workspace=workspace, synthetic_proof=prove_synthetic)
     dominant = dominant.with_columns(
         pseudonymise_series(key, "person", dominant["person_root"], "person_id")
     )
