@@ -185,27 +185,33 @@ def test_attack_prepare_on_edited_raw_through_the_cli(
 ) -> None:
     """r13 a8 through `segments prepare`: raw customers edited (one value, one person swapped
     for another, an extra column) with the manifest's hash updated and "synthetic": true left
-    in place. The demo key is refused in one line naming the file, nothing is written; with
-    the steward's key no pseudonym is one anybody can recompute from the manifest's seed."""
+    in place. None is proven synthetic; prepare refuses in one line (the demo key, or for the
+    extra column the schema first) and writes nothing; with the steward's key no pseudonym is
+    one anybody can recompute from the manifest's seed."""
     from segments.cli.main import main
+    from segments.privacy.synthetic import prove_synthetic
 
     monkeypatch.delenv(KEY_ENV_VAR, raising=False)
     ws = Workspace(tmp_path / "edited")
     shutil.copytree(small_raw.raw, ws.raw)
     _edit_raw_customers(ws, edit)
+    proof = prove_synthetic(ws)
+    assert not proof and "raw/customers.parquet is not what the generator" in proof.reason
     before = sorted(p.relative_to(ws.root) for p in ws.root.rglob("*"))
     argv = ["prepare", "-w", str(ws.root), "--policy", "alloffice", "--purpose", "statistics"]
     argv += ["--as-of", "2026-10-31"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert "raw/customers.parquet is not what the generator produces" in err, err
-    assert "so the public demo key is refused" in err and KEY_ENV_VAR in err, err
-    assert sorted(p.relative_to(ws.root) for p in ws.root.rglob("*")) == before
-    monkeypatch.setenv(KEY_ENV_VAR, "the steward's own key, 32 bytes or more")
     if edit is _a_column_added:  # with any key, the schema refuses the column itself
-        assert main(argv) == 2 and "real_personnummer" in capsys.readouterr().err
+        assert "real_personnummer" in err, err
+    else:
+        assert "raw/customers.parquet is not what the generator produces" in err, err
+        assert "so the public demo key is refused" in err and KEY_ENV_VAR in err, err
+    assert sorted(p.relative_to(ws.root) for p in ws.root.rglob("*")) == before
+    if edit is _a_column_added:
         return
+    monkeypatch.setenv(KEY_ENV_VAR, "the steward's own key, 32 bytes or more")
     assert main(argv) == 0, capsys.readouterr().err
     customers = pl.read_parquet(ws.raw / "customers.parquet")
     demo = set(pseudonymise(demo_key(ws.read_manifest()), "person", customers["customer_id"]))

@@ -35,7 +35,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -817,9 +817,12 @@ def prepare(
     day = as_of_date(as_of)
     ws.check_usable().sweep()  # leftovers of a killed prepare or generate
     log_state = ws.erasure_log_state()  # read before the raw data and the erasure log
-    pkey = load_key(key, key_file=key_file, workspace=ws, synthetic_proof=prove_synthetic)
+
+    def key_of() -> PseudonymKey:
+        return load_key(key, key_file=key_file, workspace=ws, synthetic_proof=prove_synthetic)
+
     with progress(total=len(_PREPARE_STAGES), desc="prepare", unit="stage") as bar:
-        return _prepare(ws, pol, spec, day, pkey, log_state, bar)
+        return _prepare(ws, pol, spec, day, key_of, log_state, bar)
 
 
 #: What :func:`prepare` shows on its progress bar, in order.
@@ -838,11 +841,15 @@ def _prepare(
     pol: Policy,
     spec: Purpose,
     day: dt.date,
-    pkey: PseudonymKey,
+    key_of: Callable[[], PseudonymKey],
     log_state: Any,
     bar: Any,
 ) -> PolicyReport:
-    """The body of :func:`prepare`, advancing ``bar`` through :data:`_PREPARE_STAGES`."""
+    """The body of :func:`prepare`, advancing ``bar`` through :data:`_PREPARE_STAGES`.
+
+    The key is resolved (``key_of``) once the raw tables passed their schema: broken raw data
+    is reported as such, not as the demo key refused because the data is not the generator's.
+    """
 
     def stage(done: int) -> None:
         bar.update(done - bar.n)
@@ -853,6 +860,7 @@ def _prepare(
 
     raw = raw_hashes(ws)  # what this run reads, for the frames' provenance record
     frames = load_raw_tables(ws, day)
+    pkey = key_of()
     stage(1)
 
     roots = link_persons(frames["customers"])

@@ -44,8 +44,10 @@ def rewind_raw(source: Workspace, day: dt.date, target: Workspace) -> Workspace:
     Orders after ``day`` and their lines, customers who signed up later and survey months
     that had not started are dropped; end dates and consent withdrawals after ``day`` are
     unknown then. Flags without a date (erasure, restriction, objection, opt-outs) keep their
-    current value, which can only exclude more. The manifest keeps the seed, so prepare's
-    demo key gives the same pseudonyms.
+    current value, which can only exclude more. The rewound rows are not the generator's
+    output for the replay's manifest, so the replay is prepared under the source's key (the
+    backfill passes it: the demo key only when the source is proven synthetic), giving the
+    same pseudonyms.
 
     Raises
     ------

@@ -787,7 +787,7 @@ def erase(
     WorkspaceError
         No such customer (nothing is changed), or no raw data.
     PolicyError
-        No key for data not marked synthetic (nothing is changed).
+        No steward key for data not proven synthetic (nothing is changed).
     """
     ws, pol = _resolve(workspace, policy)
     pkey = _keys(ws, key, key_file)
