@@ -298,3 +298,20 @@ def test_key_file_in_the_data_folder_is_refused(
 def test_missing_key_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match=r"does not exist"):
         load_key(key_file=tmp_path / "none.key")
+
+
+def test_a_series_is_pseudonymised_a_chunk_at_a_time_with_the_same_pseudonyms(monkeypatch):
+    """Issue 21: prepare's HMACs hold one chunk of ids as Python objects at a time (a whole
+    column was ~120 bytes an id); the pseudonyms are those of the whole list, in order."""
+    import polars as pl
+
+    from segments.prepare import pseudonym
+
+    key = pseudonym.PseudonymKey(b"k" * 32, "steward key (test)")
+    ids = pl.Series("order_id", range(2_500))
+    monkeypatch.setattr(pseudonym, "_SERIES_CHUNK", 1_000)
+    series = pseudonym.pseudonymise_series(key, "order", ids, "order_pseudonym")
+    assert series.name == "order_pseudonym" and series.dtype == pl.Utf8
+    assert series.to_list() == pseudonym.pseudonymise(key, "order", ids.to_list())
+    empty = pseudonym.pseudonymise_series(key, "order", ids.head(0), "order_pseudonym")
+    assert empty.dtype == pl.Utf8 and empty.len() == 0
