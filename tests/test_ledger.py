@@ -51,6 +51,7 @@ FACTS = PolicyFacts(
     },
     allowed_destinations=EU_EEA,
     purposes=frozenset({"statistics"}),
+    purpose_clauses={"statistics": ("AO-4",)},
 )
 BUDGET = 1.0
 AS_OF = dt.date(2026, 6, 30)

@@ -63,6 +63,8 @@ class PolicyFacts:
     clauses : mapping of str to tuple of str
         The policy's ``[clauses]`` table (:data:`segments.policy.CLAUSE_KINDS`): refusals
         cite only these, so a controller's refusal never names another's promise.
+    purpose_clauses : mapping of str to tuple of str
+        Each declared purpose's own clauses (``[purposes.NAME].clause_ids``).
     """
 
     name: str
@@ -72,6 +74,7 @@ class PolicyFacts:
     purposes: frozenset[str] = frozenset()
     destination_clause_ids: tuple[str, ...] = ()
     clauses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    purpose_clauses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def clauses_for(self, kind: str) -> tuple[str, ...]:
         """The policy's clause ids backing ``kind`` (none: the rule is the project's)."""
@@ -81,6 +84,12 @@ class PolicyFacts:
         """The policy's clause ids for ``kind`` as text, or that the rule is the project's."""
         ids = tuple(dict.fromkeys(self.clauses.get(kind, ())))
         return ", ".join(ids) if ids else f"a project rule; policy {self.name!r} has no clause"
+
+    def release_clause_ids(self, purpose: str) -> tuple[str, ...]:
+        """Clauses a release for ``purpose`` may cite: the anonymity clause and the purpose's
+        (as :meth:`segments.Policy.release_clause_ids`)."""
+        ids = (*self.clauses_for("anonymous_release"), *self.purpose_clauses.get(purpose, ()))
+        return tuple(dict.fromkeys(ids))
 
 
 def check_destination(

@@ -1217,6 +1217,7 @@ class Ledger:
         with self._transaction() as conn:
             self._verify_new_events(conn)
             self._bind_policy(conn, request, policy_obj)
+            self._check_claims(request, _bound_policy(conn), facts)
             charged_on = self._charge_date(conn, request)
             once_key = self._once_key(conn, request)
             months = max(request.budget_period_months, request.budget_window_months)
@@ -2065,6 +2066,67 @@ class Ledger:
             f"tightening is adopted: no new or changed recipient, destination or purpose, "
             f"min_k and min_l not lower; budget changes as before)"
         )
+
+    def _check_claims(
+        self, request: ReleaseRequest, bound: Mapping[str, Any] | None, facts: Policy | PolicyFacts
+    ) -> None:
+        """Refuse what a request states about itself that the policy the ledger recorded
+        contradicts: clause ids the policy does not list for the purpose, and a loss whose
+        δ is not the policy's (a caller-chosen δ states ρ as a smaller ε).
+
+        Both are read from the ledger's own record (the bound policy event), never from the
+        request, so a hand-built :class:`ReleaseRequest` is held to the same rules as
+        :meth:`segments.privacy.releases.ReleasePlan.execute`.
+        """
+        recorded = (bound or {}).get("policy_facts")
+        if recorded is not None:
+            anonymity = recorded.get("clauses", {}).get("anonymous_release", ())
+            purpose = recorded.get("purposes", {}).get(request.purpose, {})
+            own = tuple(dict.fromkeys((*anonymity, *purpose.get("clause_ids", ()))))
+        else:  # a ledger bound to privacy parameters only (a PolicyFacts view)
+            own = facts.release_clause_ids(request.purpose)
+        foreign = [c for c in request.clause_ids if c not in own]
+        where = (
+            f"release for population {request.population!r} refused before anything was "
+            f"charged{_cite(facts)}"
+        )
+        if foreign:
+            raise ReleaseRefusedError(
+                f"{where}: clause_ids {foreign} are not clauses policy {facts.name!r} (as "
+                f"recorded in ledger {self._path}) lists for purpose {request.purpose!r} (its "
+                f"own: {list(own)}); a release cites only its own policy's clauses for its "
+                "purpose — leave clause_ids out or use those"
+            )
+        params = (bound or {}).get("parameters") or {}
+        policy_delta = float(params.get("delta") or 0.0)
+        loss = request.loss
+        if loss.family == "approx":
+            raise ReleaseRefusedError(
+                f"{where}: an approximate (ε, δ) loss (δ = {request.delta:g}) is not "
+                "accounted by this ledger, whose budget is an ε at the policy's δ; state the "
+                "loss as OpenDP computed it, ε (pure DP) or ρ (zCDP)"
+            )
+        if loss.family == DPFamily.ZCDP and policy_delta <= 0:
+            raise ReleaseRefusedError(
+                f"{where}: policy {facts.name!r} states pure ε-DP (δ = 0) but the release "
+                f"states ρ = {request.rho:g}, which only holds as (ε, δ) at a δ > 0 the "
+                "policy does not give; release with Laplace noise (ε), or adopt a zCDP "
+                "policy with its δ"
+            )
+        for name, stated in (("policy_delta", request.policy_delta), ("delta", request.delta)):
+            if loss.family == DPFamily.ZCDP and stated is not None and stated != policy_delta:
+                raise ReleaseRefusedError(
+                    f"{where}: ReleaseRequest.{name}={stated:g} but the policy the ledger "
+                    f"recorded states δ = {policy_delta:g}; a ρ is stated as (ε, δ) at the "
+                    "policy's δ only (a larger δ would state a smaller ε) — build the request "
+                    "with ReleaseRequest.for_policy"
+                )
+        if loss.family == DPFamily.PURE and request.policy_delta not in (None, policy_delta):
+            raise ReleaseRefusedError(
+                f"{where}: ReleaseRequest.policy_delta={request.policy_delta:g} but the "
+                f"policy the ledger recorded states δ = {policy_delta:g}; build the request "
+                "with ReleaseRequest.for_policy"
+            )
 
     def _policy_error(
         self, name: str, bound: Mapping[str, Any], params: Mapping[str, Any]

@@ -1,0 +1,120 @@
+"""Issue 13 leftovers: a hand-built ReleaseRequest handed straight to ``Ledger.reserve`` is held
+to the policy the ledger recorded, as ``ReleasePlan.execute`` is: clause ids, the loss's δ, and
+(on a demo ledger) time that only moves forward. Each attack is refused before any charge; each
+has a twin the ledger accepts, so the test can fail."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from segments.exceptions import ReleaseRefusedError
+from segments.policy import Policy
+from segments.privacy import ledger as ledger_module
+from segments.privacy.composition import epsilon_to_rho, rho_to_epsilon
+from segments.privacy.guards import Guarantee
+from segments.privacy.ledger import Ledger, ReleaseRequest
+
+TODAY = dt.date(2026, 6, 30)
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch):
+    now = {"at": dt.datetime.combine(TODAY, dt.time(12), tzinfo=dt.UTC)}
+    monkeypatch.setattr(ledger_module, "_clock", lambda: now["at"])
+    return now
+
+
+def request(policy: Policy, **changes) -> ReleaseRequest:
+    fields = {
+        "population": "customers",
+        "purpose": "statistics",
+        "recipient": "purchasing",
+        "destination": "SE",
+        "guarantee": Guarantee.END_TO_END,
+        "as_of": TODAY,
+        "epsilon": 0.5,
+        "mechanism": "laplace",
+    }
+    return ReleaseRequest.for_policy(policy, **{**fields, **changes})
+
+
+def charges(ledger: Ledger) -> int:
+    return sum(event["event"] == "reserve" for event in ledger.events())
+
+
+# --- clause ids: only the recorded policy's, for the release's purpose -------------------------
+@pytest.mark.parametrize(
+    ("name", "foreign"),
+    [
+        ("offix", ("AO-1",)),  # another controller's anonymity promise on an Offix release
+        ("alloffice", ("AO-5", "AO-7")),  # AllOffice's own clauses, but of purpose "offers"
+        ("alloffice", ("AO-1", "AK-2")),  # one own id does not carry a foreign one through
+    ],
+)
+def test_attack_a_direct_reserve_citing_clauses_the_policy_does_not_list_is_refused(
+    tmp_path, name, foreign
+):
+    policy = Policy.load(name)
+    ledger = Ledger.for_policy(policy, path=tmp_path / "l.sqlite", init=True)
+    own = policy.release_clause_ids("statistics")
+    before = charges(ledger)
+    with pytest.raises(ReleaseRefusedError) as refused:
+        ledger.reserve(request(policy, clause_ids=foreign))
+    message = str(refused.value)
+    assert "refused before anything was charged" in message and "\n" not in message
+    assert f"clause {', '.join(policy.clauses_for('anonymous_release'))}" in message
+    assert f"its own: {list(own)}" in message
+    assert charges(ledger) == before
+    # the policy's own ids, or none, are recorded as given
+    entry = ledger.entry(ledger.reserve(request(policy, clause_ids=own)).release_id)
+    assert list(entry.request.clause_ids) == list(own)
+    ledger.reserve(request(policy, epsilon=0.1))
+    assert charges(ledger) == before + 2
+
+
+def test_the_clause_list_is_the_ledgers_record_not_the_policy_object_passed(tmp_path):
+    """A caller who passes an edited policy object (its purpose given another clause) is
+    refused: the ledger compares it with the policy it recorded, and reads the clauses from
+    that record."""
+    import dataclasses
+
+    policy = Policy.load("offix")
+    ledger = Ledger.for_policy(policy, path=tmp_path / "l.sqlite", init=True)
+    ledger.reserve(request(policy))
+    statistics = dataclasses.replace(policy.purposes["statistics"], clause_ids=("AO-1",))
+    edited = dataclasses.replace(policy, purposes={**policy.purposes, "statistics": statistics})
+    with pytest.raises(ReleaseRefusedError, match="differs from the policy ledger"):
+        ledger.reserve(request(edited, clause_ids=("AO-1",)), policy=edited)
+    assert charges(ledger) == 1
+
+
+# --- the loss's δ: the policy's, never the caller's --------------------------------------------
+def test_attack_a_caller_chosen_delta_states_rho_as_a_smaller_epsilon_and_is_refused(tmp_path):
+    policy = Policy.load("allkontor")  # zCDP, δ = 1e-7, budget ε = 3
+    ledger = Ledger.for_policy(policy, path=tmp_path / "l.sqlite", init=True)
+    rho = epsilon_to_rho(3.0, 1e-7)  # the whole budget at the policy's δ
+    # stated at δ = 0.5 the same ρ reads as ε ≈ 0.72: the whole budget looks like a quarter
+    assert rho_to_epsilon(rho, 0.5) < 3.0 / 2
+    for loose in ({"policy_delta": 0.5}, {"policy_delta": 0.5, "delta": 0.5}):
+        with pytest.raises(ReleaseRefusedError, match=r"policy_delta=0.5 .* δ = 1e-07"):
+            ledger.reserve(request(policy, epsilon=None, rho=rho, mechanism="gaussian", **loose))
+    with pytest.raises(ReleaseRefusedError, match=r"ReleaseRequest.delta=0.5 .* δ = 1e-07"):
+        ledger.reserve(request(policy, epsilon=None, rho=rho, delta=0.5, policy_delta=None))
+    assert charges(ledger) == 0
+    ledger.reserve(request(policy, epsilon=None, rho=rho / 2, delta=1e-7, mechanism="gaussian"))
+    assert charges(ledger) == 1
+
+
+def test_attack_rho_on_a_pure_dp_policy_is_refused(tmp_path):
+    """Under a pure-DP policy (δ = 0) a ρ has no δ to be stated at but the caller's."""
+    policy = Policy.load("alloffice")
+    ledger = Ledger.for_policy(policy, path=tmp_path / "l.sqlite", init=True)
+    with pytest.raises(ReleaseRefusedError, match=r"states pure ε-DP \(δ = 0\).*ρ = 2"):
+        ledger.reserve(request(policy, epsilon=None, rho=2.0, delta=0.9, mechanism="gaussian"))
+    with pytest.raises(ReleaseRefusedError, match=r"approximate \(ε, δ\) loss \(δ = 0.9\)"):
+        ledger.reserve(request(policy, epsilon=0.01, delta=0.9))
+    assert charges(ledger) == 0
+    ledger.reserve(request(policy, epsilon=0.01))
+    assert charges(ledger) == 1
