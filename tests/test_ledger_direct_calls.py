@@ -8,8 +8,9 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from prepared_frames import synthetic_proof
 
-from segments.exceptions import ReleaseRefusedError
+from segments.exceptions import BudgetExceededError, ReleaseRefusedError
 from segments.policy import Policy
 from segments.privacy import ledger as ledger_module
 from segments.privacy.composition import epsilon_to_rho, rho_to_epsilon
@@ -118,3 +119,56 @@ def test_attack_rho_on_a_pure_dp_policy_is_refused(tmp_path):
     assert charges(ledger) == 0
     ledger.reserve(request(policy, epsilon=0.01))
     assert charges(ledger) == 1
+
+
+# --- demo ledger: simulated time only moves forward (r17 #6) -----------------------------------
+@pytest.mark.parametrize("kind", ["demo", "evaluation"])
+def test_attack_a_simulated_ledger_dated_back_gives_no_fresh_budget(tmp_path, kind):
+    """r17 #6: after ε 3 at today was refused on a demo ledger (1.8 of 4 spent), as-of
+    2020-01-01 and 2022-06-01 each released ε 3 in a period of its own. Now both are refused
+    before any charge; moving forward (a period later) is still a simulation's right."""
+    policy = Policy.load("alloffice")  # budget ε = 4 per 12 months
+    ledger = Ledger.open(
+        tmp_path / f"{kind}.sqlite",
+        policy.controller,
+        policy=policy,
+        synthetic=synthetic_proof(),
+        **({"throwaway": True} if kind == "demo" else {"evaluation": True}),
+    )
+    ledger.reserve(request(policy, epsilon=1.8))
+    if kind == "demo":
+        with pytest.raises(BudgetExceededError):
+            ledger.reserve(request(policy, epsilon=3.0))
+    before = charges(ledger)
+    for day in ("2020-01-01", "2022-06-01", "2026-06-29"):
+        with pytest.raises(ReleaseRefusedError) as refused:
+            ledger.reserve(request(policy, epsilon=3.0, as_of=day))
+        message = str(refused.value)
+        assert f"as-of {day} is behind the population's latest release" in message
+        assert "(as of 2026-06-30)" in message and "clause AO-1" in message
+        assert "simulated time only moves forward" in message and "\n" not in message
+    assert charges(ledger) == before
+    ledger.reserve(request(policy, epsilon=0.1))  # the same day again
+    ledger.reserve(request(policy, epsilon=3.0, as_of="2027-07-01"))  # a period later
+    assert charges(ledger) == before + 2
+
+
+def test_a_simulated_history_replayed_oldest_first_is_charged(tmp_path):
+    """The twin: months replayed in order, then today, as the main job's backfill does."""
+    policy = Policy.load("alloffice")
+    ledger = Ledger.open(
+        tmp_path / "demo.sqlite",
+        policy.controller,
+        policy=policy,
+        throwaway=True,
+        synthetic=synthetic_proof(),
+    )
+    for day in ("2025-08-01", "2025-09-01", "2025-10-01", "2026-06-01", "2026-06-30"):
+        ledger.reserve(request(policy, epsilon=0.2, as_of=day))
+    assert [entry.request.as_of.isoformat() for entry in ledger.entries()] == [
+        "2025-08-01",
+        "2025-09-01",
+        "2025-10-01",
+        "2026-06-01",
+        "2026-06-30",
+    ]

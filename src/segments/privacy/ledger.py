@@ -2141,9 +2141,25 @@ class Ledger:
         )
 
     def _charge_date(self, conn: sqlite3.Connection, request: ReleaseRequest) -> dt.date:
-        if self.simulated_time:
-            return request.as_of
         policy = self._policy if self._policy is not None else _load_policy_quietly(request.policy)
+        row = conn.execute(
+            "SELECT MAX(as_of) FROM events WHERE population = ? AND event = 'reserve'",
+            (request.population,),
+        ).fetchone()
+        latest_as_of = dt.date.fromisoformat(row[0]) if row and row[0] else None
+        if self.simulated_time:
+            # a simulated history moves forward too (r17 #6): dated back, a release would
+            # land in a period of its own and find the budget whole again
+            if latest_as_of is not None and request.as_of < latest_as_of:
+                raise ReleaseRefusedError(
+                    f"{self.label}: release for population {request.population!r} refused "
+                    f"before anything was charged{_cite(policy)}: its as-of {request.as_of} is "
+                    f"behind the population's latest release on this ledger (as of "
+                    f"{latest_as_of}); simulated time only moves forward, as the controller's "
+                    "does — replay past months oldest first (`segments release backfill` "
+                    "does), before releases dated later"
+                )
+            return request.as_of
         now = _clock()
         latest = conn.execute("SELECT MAX(recorded_at) FROM events").fetchone()[0]
         if latest and now < dt.datetime.fromisoformat(latest):
@@ -2162,15 +2178,11 @@ class Ledger:
                 "on a controller's ledger a release is charged when it is recorded — release "
                 "data as of today or earlier"
             )
-        row = conn.execute(
-            "SELECT MAX(as_of) FROM events WHERE population = ? AND event = 'reserve'",
-            (request.population,),
-        ).fetchone()
-        if row and row[0] and request.as_of < dt.date.fromisoformat(row[0]):
+        if latest_as_of is not None and request.as_of < latest_as_of:
             raise ReleaseRefusedError(
                 f"release for population {request.population!r} refused before anything "
                 f"ran{_cite(policy)}: its as-of {request.as_of} is behind the population's "
-                f"latest release (as of {row[0]}); on a controller's ledger time only moves "
+                f"latest release (as of {latest_as_of}); on a controller's ledger time only moves "
                 "forward — past months are released when they close, or replayed on the "
                 "evaluation or demo ledger for synthetic data"
             )
