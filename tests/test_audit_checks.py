@@ -427,3 +427,29 @@ def test_attack_a_card_edited_to_a_smaller_epsilon_fails(broken: Workspace) -> N
     assert "the card states epsilon" in str(finding.evidence["mismatches"])
     cards = dict((str(p), c) for p, c in _as_recorded(context(broken)))
     assert cards[str(card_path)]["spec"]["epsilon"] == recorded_epsilon
+
+
+@pytest.mark.parametrize("shift_days", [-100, 400])
+def test_attack_an_edited_report_as_of_fails_retention_and_does_not_date_the_audit(
+    broken: Workspace, shift_days: int
+) -> None:
+    """Issue 13 (time from the record): the audit took its dates from policy_report.json, an
+    editable file. Moved back 100 days, retention_applied still passed (a date before the
+    audit's is fine); moved ahead, the audit's default as-of (the retention cutoffs) moved
+    with it. Now both read prepare's signed record, and a report that disagrees fails."""
+    from segments.audit.run import _default_as_of
+
+    assert run("retention_applied", broken).status == "pass"
+    genuine = _default_as_of(broken)
+    path = broken.prepared_dir("statistics") / "policy_report.json"
+    report = json.loads(path.read_text())
+    signed = report["as_of"][:10]
+    edited = (dt.date.fromisoformat(signed) + dt.timedelta(days=shift_days)).isoformat()
+    path.write_text(json.dumps({**report, "as_of": edited}))
+    finding = run("retention_applied", broken)
+    assert finding.status == "fail"
+    assert (
+        f"statistics: policy_report.json states as_of {edited}, prepare's signed record {signed}"
+        in finding.evidence["problems"]
+    )
+    assert _default_as_of(broken) == genuine

@@ -776,3 +776,51 @@ def test_attack_an_edited_report_as_of_does_not_move_the_private_models_charge(
     )
     assert [e.request.as_of for e in evaluation.entries()] == [AS_OF]
     assert result.card["release_id"] == evaluation.entries()[0].release_id
+
+
+@pytest.mark.parametrize("shift_days", [400, -200])
+def test_attack_an_edited_metadata_as_of_does_not_date_the_profile_release(
+    private_workspace, tmp_path, shift_days
+):
+    """Attack (issue 13, time from the record): the profile release took its as-of from
+    W/segments/private/metadata.json, an editable file. Moved 400 days ahead on an evaluation
+    ledger, the release of the same people was charged in a fresh budget period. Now the
+    as-of is the one the ledger recorded for the DP k-means entry; a file that disagrees is
+    refused before anything is charged, naming both dates."""
+    import datetime as dt
+    import json
+
+    from prepared_frames import AS_OF
+
+    from segments.exceptions import ReleaseRefusedError
+    from segments.policy import Policy
+    from segments.privacy.kmeans import fit_private_segments, private_segment_profiles
+    from segments.privacy.ledger import Ledger
+
+    policy = Policy.load("alloffice")
+    ledger = Ledger.open(
+        tmp_path / "eval.sqlite",
+        policy.controller,
+        policy=policy,
+        evaluation=True,
+        synthetic=synthetic_proof(private_workspace),
+    )
+    def context(recipient: str):
+        return release_context(
+            ledger, private_workspace, policy, purpose="segmentation", recipient=recipient
+        )
+
+    seg = fit_private_segments(context("analytics"), seed=0)
+    metadata_path = private_workspace.private_segments / "metadata.json"
+    genuine = metadata_path.read_text(encoding="utf-8")
+    edited = (AS_OF + dt.timedelta(days=shift_days)).isoformat()
+    metadata_path.write_text(json.dumps({**json.loads(genuine), "as_of": edited}))
+    with pytest.raises(ReleaseRefusedError) as refused:
+        private_segment_profiles(context("purchasing"), epsilon=0.5)
+    message = str(refused.value)
+    assert f"states as_of {edited}" in message and f"{seg.release_id} as of {AS_OF}" in message
+    assert "before anything was charged" in message and "AO-1" in message
+    assert [e.release_id for e in ledger.entries()] == [seg.release_id]
+    metadata_path.write_text(genuine)  # the genuine file: released as of the entry's as-of
+    _, release = private_segment_profiles(context("purchasing"), epsilon=0.5)
+    assert ledger.entry(release.release_id).request.as_of == AS_OF

@@ -43,6 +43,7 @@ __all__ = [
     "prepared_as_of",
     "raw_hashes",
     "read_verified",
+    "signed_as_of",
     "signed_record",
     "verified_frames",
     "verified_origin",
@@ -259,6 +260,23 @@ def prepared_as_of(
             f"report is not the record: run `segments prepare --purpose {purpose}` again"
         )
     return signed
+
+
+def signed_as_of(workspace: Workspace | str | Path, purpose: str) -> dt.date | None:
+    """The as-of prepare's signed record gives the frames of ``purpose`` (signature and
+    purpose checked, raw files not hashed), or None when the folder has no record (hand-made
+    frames). For readers that report rather than charge (the audit): they compare it with
+    ``policy_report.json`` themselves.
+
+    Raises
+    ------
+    ReleaseRefusedError
+        A record that is not signed by prepare for this user, or is of another purpose.
+    """
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
+    if not (ws.prepared_dir(purpose) / PROVENANCE_FILE).exists():
+        return None
+    return dt.date.fromisoformat(str(_signed_for_purpose(ws, purpose)["as_of"])[:10])
 
 
 def _signed_for_purpose(ws: Workspace, purpose: str, rule: str = "") -> dict[str, Any]:

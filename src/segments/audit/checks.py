@@ -37,9 +37,10 @@ from segments.audit.context import (
 )
 from segments.audit.pii import KnownIdentifiers, luhn_valid, scan_paths
 from segments.audit.render import ORGANISATIONAL_ROLE
-from segments.exceptions import PolicyError
+from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.policy import EU_EEA, Guarantee, Policy, months_before
 from segments.privacy.composition import DPFamily, pure_to_rho
+from segments.provenance import signed_as_of
 from segments.schema import (
     CATEGORIES,
     PREPARED_TABLES,
@@ -189,8 +190,20 @@ def check_retention_applied(ctx: AuditContext) -> Finding:
         expected = {f"retention: {r.name}" for r in ctx.policy.purposes[purpose].retention}
         missing = sorted(expected - applied)
         run_on = dt.date.fromisoformat(report["as_of"])
+        # the report is editable: its date must be prepare's signed record's
+        try:
+            signed = signed_as_of(ctx.workspace, purpose)
+        except ReleaseRefusedError as exc:
+            bad.append(f"{purpose}: {exc}")
+            signed = None
+        if signed is not None and signed != run_on:
+            bad.append(
+                f"{purpose}: policy_report.json states as_of {run_on}, prepare's signed "
+                f"record {signed}"
+            )
         rows.append(
-            f"{purpose}: prepared as of {run_on}, {len(expected)} rules, missing {len(missing)}"
+            f"{purpose}: prepared as of {signed or run_on}, {len(expected)} rules, missing "
+            f"{len(missing)}"
         )
         if missing or run_on > ctx.as_of or report.get("policy") != ctx.policy.name:
             bad.append(

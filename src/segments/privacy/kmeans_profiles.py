@@ -58,7 +58,9 @@ def private_segment_profiles(
     epsilon : float, default 0.5
         ε of the profile release (split over its two queries).
     as_of : date, optional
-        Default: the private segmentation's ``as_of``.
+        Default: the as-of the ledger recorded for the DP k-means entry the segments rest on
+        (``metadata.json`` is an editable file: an ``as_of`` there that disagrees with the
+        entry is refused before anything is charged).
 
     Returns
     -------
@@ -66,6 +68,7 @@ def private_segment_profiles(
         One row per segment (``segment``, ``name``, ``customers``, ``mean_spend_sek``,
         ``top_categories``) and the published release.
     """
+    from segments.exceptions import ReleaseRefusedError
     from segments.privacy.releases import plan_release
     from segments.privacy.specs import PrivacyParams, ReleaseSpec, SegmentSource
     from segments.provenance import verified_frames
@@ -73,7 +76,20 @@ def private_segment_profiles(
     ws, policy, purpose = context.workspace, context.policy, context.purpose
     folder = ws.require(ws.private_segments / CARD, "segments segment --private").parent
     metadata = json.loads((folder / SEGMENT_METADATA).read_text(encoding="utf-8"))
-    as_of = as_of or dt.date.fromisoformat(metadata["as_of"])
+    # the segmentation's time is the ledger's record of its entry, never the editable file
+    segments = SegmentSource.private_model(ws, context.ledger)  # verified against this ledger
+    assert segments.model is not None
+    fitted_as_of = context.ledger.entry(segments.model.release_id).request.as_of
+    stated = str(metadata.get("as_of", fitted_as_of.isoformat()))[:10]
+    if stated != fitted_as_of.isoformat():
+        raise ReleaseRefusedError(
+            "private segment profiles refused before anything was charged (rule: the anonymity "
+            f"claim of every release, {policy.cite('anonymous_release')}): "
+            f"{folder / SEGMENT_METADATA} states as_of {stated}, but the ledger recorded the "
+            f"DP k-means entry {segments.model.release_id} as of {fitted_as_of}; the file is "
+            "not the record — restore it or run `segments segment --private` again"
+        )
+    as_of = as_of or fitted_as_of
     prepared = ws.prepared_dir(purpose)
     spec = ReleaseSpec(
         "private_segment_profiles",
@@ -93,7 +109,7 @@ def private_segment_profiles(
             PrivacyParams.from_policy(policy, purpose),
             customers=copies[PREPARED_CUSTOMERS],
             lines=copies[PREPARED_LINES],
-            segments=(source := SegmentSource.private_model(ws, context.ledger)),
+            segments=segments,
             as_of=as_of,
             workspace=ws,
             origins=copies.origins,
@@ -110,7 +126,7 @@ def private_segment_profiles(
     metadata["names_signed"] = _sign_segment_names(
         metadata["segments"],
         names_from=metadata["names_from"],
-        bound_to={CENTROIDS: source.model.centroids_sha256},
+        bound_to={CENTROIDS: segments.model.centroids_sha256},
     )
     write_json(folder / SEGMENT_METADATA, metadata)
     return profiles, result
