@@ -805,6 +805,7 @@ def test_attack_an_edited_metadata_as_of_does_not_date_the_profile_release(
         evaluation=True,
         synthetic=synthetic_proof(private_workspace),
     )
+
     def context(recipient: str):
         return release_context(
             ledger, private_workspace, policy, purpose="segmentation", recipient=recipient
