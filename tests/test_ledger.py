@@ -223,13 +223,17 @@ def test_rolling_period_edges_on_a_simulated_history(tmp_path):
     ledger = Ledger.for_workspace(
         tmp_path / "ws", CONTROLLER, policy=FACTS, synthetic=synthetic_proof(tmp_path / "ws")
     )
-    ledger.reserve(make_request(epsilon=1.0, as_of="2025-06-30"))
+    ledger.reserve(make_request(epsilon=0.5, as_of="2025-05-31"))  # a month replayed first
+    ledger.reserve(make_request(epsilon=0.5, as_of="2025-06-30"))
+    with pytest.raises(BudgetExceededError):  # 2026-05-30 still has 2025-05-31 in its period
+        ledger.reserve(make_request(epsilon=0.01, as_of="2026-05-30"))
+    ledger.reserve(make_request(epsilon=0.5, as_of="2026-05-31"))  # 2025-05-31 has left
     with pytest.raises(BudgetExceededError):  # 2026-06-29 still has 2025-06-30 in its period
         ledger.reserve(make_request(epsilon=0.01, as_of="2026-06-29"))
-    with pytest.raises(BudgetExceededError):  # a backfill a month earlier shares periods too
-        ledger.reserve(make_request(epsilon=0.01, as_of="2025-05-31"))
-    ledger.reserve(make_request(epsilon=1.0, as_of="2026-06-30"))  # twelve months later
-    ledger.reserve(make_request(epsilon=1.0, as_of="2024-06-30"))  # twelve months earlier
+    ledger.reserve(make_request(epsilon=0.5, as_of="2026-06-30"))  # twelve months later
+    # simulated time only moves forward: twelve months earlier is no fresh period
+    with pytest.raises(ReleaseRefusedError, match="simulated time only moves forward"):
+        ledger.reserve(make_request(epsilon=1.0, as_of="2024-06-30"))
     balance = ledger.balance("customers", "2026-06-30")
     assert balance.period_total.epsilon == 1.0
     assert balance.window_total.epsilon == 2.0  # (2024-06-30, 2026-06-30]
@@ -549,9 +553,15 @@ def _spend_repeatedly(path: str, sizes: list[float], days: list[int], out) -> No
     granted = 0
     for size, day in zip(sizes, days, strict=True):
         as_of = AS_OF + dt.timedelta(days=day)
-        with contextlib.suppress(BudgetExceededError):
+        try:
             ledger.reserve(make_request(epsilon=size, as_of=as_of))
-            granted += 1
+        except BudgetExceededError:
+            continue
+        except ReleaseRefusedError as refused:  # behind another process's latest release
+            if "simulated time only moves forward" not in str(refused):
+                raise
+            continue
+        granted += 1
     out.put(granted)
 
 
@@ -687,6 +697,11 @@ def test_property_no_sequence_of_releases_overspends(tmp_path_factory, sequence)
     accepted: list[tuple[dt.date, float]] = []
     for size, day in sequence:
         as_of = dt.date(2026, 1, 31) + dt.timedelta(days=day)
+        if accepted and as_of < max(d for d, _ in accepted):
+            # simulated time only moves forward: behind the latest release is refused
+            with pytest.raises(ReleaseRefusedError, match="simulated time only moves forward"):
+                ledger.reserve(make_request(epsilon=size, as_of=as_of))
+            continue
         candidate = [*accepted, (as_of, size)]
         # The model: the new release fits iff every period containing it stays in budget.
         fits = all(
