@@ -172,3 +172,27 @@ def test_a_simulated_history_replayed_oldest_first_is_charged(tmp_path):
         "2026-06-01",
         "2026-06-30",
     ]
+
+
+def test_a_closed_month_of_a_series_is_replayed_behind_once_dated_at_its_close(tmp_path):
+    """The one release a simulated ledger takes behind its latest: the backfill of a closed
+    month of the monthly series (once-only key, dated the day the month closed), as the main
+    job does after its charged scale probe. Each month once; any other date is refused."""
+    policy = Policy.load("alloffice")
+    ledger = Ledger.open(
+        tmp_path / "demo.sqlite",
+        policy.controller,
+        policy=policy,
+        throwaway=True,
+        synthetic=synthetic_proof(),
+    )
+    ledger.reserve(request(policy, epsilon=0.2))  # today's release first
+    month = {"once_key": "monthly_category/2025-09", "epsilon": 0.1}
+    with pytest.raises(ReleaseRefusedError, match="simulated time only moves forward"):
+        ledger.reserve(request(policy, as_of="2025-11-01", **month))  # not its close
+    with pytest.raises(ReleaseRefusedError, match="simulated time only moves forward"):
+        ledger.reserve(request(policy, as_of="2025-10-01", epsilon=0.1, once_key="x/y"))
+    ledger.reserve(request(policy, as_of="2025-10-01", **month))
+    with pytest.raises(ReleaseRefusedError, match="released once"):
+        ledger.reserve(request(policy, as_of="2025-10-01", **month))
+    assert charges(ledger) == 2

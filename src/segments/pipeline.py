@@ -195,15 +195,6 @@ def demo_steps(
         for purpose in ("segmentation", "statistics", "surveys", "microdata", "offers")
         if purpose in policy.purposes
     ]
-    # the past months first: a ledger's time only moves forward, so the history is replayed
-    # before anything is charged as of today
-    steps.append(
-        Step(
-            "release backfill (monthly purchasing series)",
-            ("release", "backfill"),
-            {**charged, **to_purchasing, "epsilon": plan.monthly},
-        )
-    )
     if segmenting:
         steps += [
             Step(
@@ -256,6 +247,11 @@ def demo_steps(
                 "recipient": "analytics",
                 "epsilon": plan.survey,
             },
+        ),
+        Step(
+            "release backfill (monthly purchasing series)",
+            ("release", "backfill"),
+            {**charged, **to_purchasing, "epsilon": plan.monthly},
         ),
         Step(
             "kanon (k-anonymous segment table)",

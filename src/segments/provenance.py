@@ -43,7 +43,7 @@ __all__ = [
     "prepared_as_of",
     "raw_hashes",
     "read_verified",
-    "signed_as_of",
+    "recorded_as_of",
     "signed_record",
     "verified_frames",
     "verified_origin",
@@ -262,7 +262,7 @@ def prepared_as_of(
     return signed
 
 
-def signed_as_of(workspace: Workspace | str | Path, purpose: str) -> dt.date | None:
+def recorded_as_of(workspace: Workspace | str | Path, purpose: str) -> dt.date | None:
     """The as-of prepare's signed record gives the frames of ``purpose`` (signature and
     purpose checked, raw files not hashed), or None when the folder has no record (hand-made
     frames). For readers that report rather than charge (the audit): they compare it with

@@ -40,7 +40,7 @@ from segments.audit.render import ORGANISATIONAL_ROLE
 from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.policy import EU_EEA, Guarantee, Policy, months_before
 from segments.privacy.composition import DPFamily, pure_to_rho
-from segments.provenance import signed_as_of
+from segments.provenance import recorded_as_of
 from segments.schema import (
     CATEGORIES,
     PREPARED_TABLES,
@@ -192,7 +192,7 @@ def check_retention_applied(ctx: AuditContext) -> Finding:
         run_on = dt.date.fromisoformat(report["as_of"])
         # the report is editable: its date must be prepare's signed record's
         try:
-            signed = signed_as_of(ctx.workspace, purpose)
+            signed = recorded_as_of(ctx.workspace, purpose)
         except ReleaseRefusedError as exc:
             bad.append(f"{purpose}: {exc}")
             signed = None

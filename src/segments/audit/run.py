@@ -171,13 +171,13 @@ def _default_as_of(ws: Workspace) -> dt.date:
     """The latest day a purpose was prepared as of (prepare's signed record; the editable
     report only for hand-made frames without one), else the raw data's as-of, else today."""
     from segments.exceptions import ReleaseRefusedError
-    from segments.provenance import signed_as_of
+    from segments.provenance import recorded_as_of
 
     purposes = sorted(report.parent.name for report in ws.prepared.glob(f"*/{POLICY_REPORT}"))
     dates = []
     for purpose in (p for p in purposes if SAFE_NAME.fullmatch(p)):
         try:
-            signed = signed_as_of(ws, purpose)
+            signed = recorded_as_of(ws, purpose)
         except ReleaseRefusedError:
             continue  # a record prepare did not sign dates nothing (retention_applied fails it)
         dates.append(signed if signed is not None else ws.prepared_as_of(purpose))

@@ -2150,14 +2150,18 @@ class Ledger:
         if self.simulated_time:
             # a simulated history moves forward too (r17 #6): dated back, a release would
             # land in a period of its own and find the budget whole again
-            if latest_as_of is not None and request.as_of < latest_as_of:
+            if (
+                latest_as_of is not None
+                and request.as_of < latest_as_of
+                and not _replays_a_closed_month(request)
+            ):
                 raise ReleaseRefusedError(
                     f"{self.label}: release for population {request.population!r} refused "
                     f"before anything was charged{_cite(policy)}: its as-of {request.as_of} is "
                     f"behind the population's latest release on this ledger (as of "
                     f"{latest_as_of}); simulated time only moves forward, as the controller's "
-                    "does — replay past months oldest first (`segments release backfill` "
-                    "does), before releases dated later"
+                    "does — only a closed month of a monthly series is replayed behind it, "
+                    "once, dated at its close (`segments release backfill`)"
                 )
             return request.as_of
         now = _clock()
@@ -2389,6 +2393,21 @@ class Ledger:
 
 # --- module internals ----------------------------------------------------------------------------
 _ROW_COLUMNS = ", ".join((*_HASHED_COLUMNS, "body", "hash"))
+
+
+_SERIES_MONTH = re.compile(r"^[A-Za-z0-9_+.-]+/(\d{4})-(\d{2})$")
+
+
+def _replays_a_closed_month(request: ReleaseRequest) -> bool:
+    """Whether ``request`` is the backfill of one closed month of a monthly series: a once-only
+    release (``once_key`` ``<series>/<YYYY-MM>``, which the ledger's unique key lets through
+    once) dated at that month's close. Only these may be dated behind a simulated ledger's
+    latest release: each month once, never a fresh period for any other release."""
+    found = _SERIES_MONTH.match(request.once_key or "")
+    if found is None:
+        return False
+    month = dt.date(int(found[1]), int(found[2]), 1)
+    return request.as_of == add_months(month, 1)
 
 
 def window_budget(request: ReleaseRequest) -> float:
