@@ -167,8 +167,9 @@ def test_k_anonymous_releases_charge_nothing_but_appear_in_history(ledger):
     assert ledger.balance("customers").period_total.n_releases == 1
     with pytest.raises(ValueError, match="k-anonymous microdata has no ε"):
         make_request(guarantee=Guarantee.K_ANONYMOUS, epsilon=0.1)
-    with pytest.raises(ValueError, match="kind 'dp' has no privacy loss"):
-        make_request(epsilon=None)
+    for nothing in ({"epsilon": None}, {"epsilon": 0.0}, {"epsilon": None, "rho": 0.0}):
+        with pytest.raises(ValueError, match="kind 'dp' states no privacy loss"):
+            make_request(**nothing)
 
 
 def test_publish_is_checked(ledger):

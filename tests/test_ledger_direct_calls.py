@@ -68,11 +68,20 @@ def test_attack_a_direct_reserve_citing_clauses_the_policy_does_not_list_is_refu
     assert f"clause {', '.join(policy.clauses_for('anonymous_release'))}" in message
     assert f"its own: {list(own)}" in message
     assert charges(ledger) == before
-    # the policy's own ids, or none, are recorded as given
-    entry = ledger.entry(ledger.reserve(request(policy, clause_ids=own)).release_id)
-    assert list(entry.request.clause_ids) == list(own)
-    ledger.reserve(request(policy, epsilon=0.1))
-    assert charges(ledger) == before + 2
+    # the policy's own ids are recorded as given; none given, the ledger records its own
+    for given in (own, (), own[:1]):
+        entry = ledger.entry(ledger.reserve(request(policy, clause_ids=given)).release_id)
+        assert list(entry.request.clause_ids) == list(given or own)
+    assert charges(ledger) == before + 3
+
+
+def test_attack_a_direct_reserve_stating_no_loss_is_refused() -> None:
+    """r13b: a hand-built request with ε = 0 and guarantee "end-to-end ε-DP" was recorded
+    as a DP release that cost nothing."""
+    policy = Policy.load("alloffice")
+    for nothing in ({"epsilon": 0.0}, {"epsilon": None, "rho": 0.0}):
+        with pytest.raises(ValueError, match=r"kind 'dp' states no privacy loss"):
+            request(policy, **nothing)
 
 
 def test_the_clause_list_is_the_ledgers_record_not_the_policy_object_passed(tmp_path):

@@ -481,10 +481,11 @@ class ReleaseRequest:
         if self.kind not in _KINDS:
             raise ValueError(f"ReleaseRequest.kind={self.kind!r}; use one of {_KINDS}")
         loss = self.loss  # validates ε, δ, ρ ≥ 0
-        if self.kind == "dp" and loss.family == "none":
+        if self.kind == "dp" and not ((loss.epsilon or 0.0) > 0 or (loss.rho or 0.0) > 0):
             raise ValueError(
-                "ReleaseRequest of kind 'dp' has no privacy loss; pass epsilon (pure DP) or "
-                "rho (zCDP) as OpenDP computed it"
+                f"ReleaseRequest of kind 'dp' states no privacy loss (epsilon={self.epsilon!r}, "
+                f"rho={self.rho!r}); a noisy release loses more than 0 — pass epsilon (pure DP) "
+                "or rho (zCDP) > 0 as OpenDP computed it"
             )
         if self.kind == "kanon" and loss.family != "none":
             raise ValueError(
@@ -1217,7 +1218,9 @@ class Ledger:
         with self._transaction() as conn:
             self._verify_new_events(conn)
             self._bind_policy(conn, request, policy_obj)
-            self._check_claims(request, _bound_policy(conn), facts)
+            own = self._check_claims(request, _bound_policy(conn), facts)
+            if not request.clause_ids:  # the ledger records the clauses, not the caller
+                request = dataclasses.replace(request, clause_ids=own)
             charged_on = self._charge_date(conn, request)
             once_key = self._once_key(conn, request)
             months = max(request.budget_period_months, request.budget_window_months)
@@ -2068,8 +2071,11 @@ class Ledger:
         )
 
     def _check_claims(
-        self, request: ReleaseRequest, bound: Mapping[str, Any] | None, facts: Policy | PolicyFacts
-    ) -> None:
+        self,
+        request: ReleaseRequest,
+        bound: Mapping[str, Any] | None,
+        facts: Policy | PolicyFacts,
+    ) -> tuple[str, ...]:
         """Refuse what a request states about itself that the policy the ledger recorded
         contradicts: clause ids the policy does not list for the purpose, and a loss whose
         δ is not the policy's (a caller-chosen δ states ρ as a smaller ε).
@@ -2127,6 +2133,7 @@ class Ledger:
                 f"policy the ledger recorded states δ = {policy_delta:g}; build the request "
                 "with ReleaseRequest.for_policy"
             )
+        return own
 
     def _policy_error(
         self, name: str, bound: Mapping[str, Any], params: Mapping[str, Any]
