@@ -34,15 +34,11 @@ if TYPE_CHECKING:
     from segments.privacy.publishing import ReleaseContext
 
 __all__ = [
-    "POPULATION",
     "KAnonymousRelease",
     "check_kanon_parameters",
     "fully_generalised_threshold",
     "release_kanon",
 ]
-
-#: The population a customer-level table describes (its ledger key).
-POPULATION = "customers"
 
 
 @dataclass(frozen=True)
@@ -142,6 +138,7 @@ def _segments(
 def _earlier_releases(ledger: Ledger, workspace: Workspace) -> list[Any]:
     """k-anonymous releases of the same population recorded in the ledger."""
     from segments.anonymity.release import EarlierRelease
+    from segments.privacy.ledger import POPULATION
 
     earlier = []
     for entry in ledger.entries(population=POPULATION):
