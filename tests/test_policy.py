@@ -141,6 +141,24 @@ def test_undeclared_purpose_is_refused_citing_the_policy() -> None:
         Policy.load("allcall").purpose("segmentation")
 
 
+@pytest.mark.parametrize("name", ["alloffice", "allcall"])
+def test_undeclared_purpose_or_recipient_cites_the_policys_own_refusal_clauses(name: str) -> None:
+    """One refusal for both lookups: each cites its ``<kind>_refusal`` clauses of THIS policy
+    (never another controller's), lists what is declared, and says the fix."""
+    policy = Policy.load(name)
+    for lookup, error, kind, declared in (
+        (policy.purpose, PolicyError, "purpose_refusal", policy.purposes),
+        (policy.recipient, ReleaseRefusedError, "recipient_refusal", policy.recipients),
+    ):
+        with pytest.raises(error) as refused:
+            lookup("nobody")
+        message = str(refused.value)
+        assert f"({policy.cite(kind)})" in message  # its clause ids, or "a project rule"
+        assert str(sorted(declared)) in message and "declare it in the policy file" in message
+        one = sorted(declared)[0]
+        assert lookup(one).name == one
+
+
 def test_unknown_policy_name_is_refused() -> None:
     with pytest.raises(PolicyError, match=r"unknown policy 'staples'.*alloffice"):
         Policy.load("staples")

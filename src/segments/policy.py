@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.months import add_months
@@ -51,6 +51,8 @@ __all__ = [
     "DPFamily",
     "months_before",
 ]
+
+_T = TypeVar("_T")
 
 #: The policies shipped with segments (``segments/policies/<name>.toml``).
 POLICY_NAMES = ("alloffice", "allkontor", "offix", "alocenter", "allcall")
@@ -613,21 +615,14 @@ class Policy:
 
     # --- queries ----------------------------------------------------------------------
     def purpose(self, name: str) -> Purpose:
-        """The declared purpose ``name``; refuses an undeclared one (AO-10).
+        """The declared purpose ``name``; refuses an undeclared one (``purpose_refusal`` clauses).
 
         Raises
         ------
         PolicyError
             If the policy does not declare the purpose.
         """
-        try:
-            return self.purposes[name]
-        except KeyError:
-            raise PolicyError(
-                f"purpose {name!r} is not declared by policy {self.name!r} ({self.controller}); "
-                f"data may be processed only for declared purposes "
-                f"({self.cite('purpose_refusal')}); declared purposes are {sorted(self.purposes)}"
-            ) from None
+        return self._declared("purpose", name, self.purposes, PolicyError, "processed only for")
 
     def clauses_for(self, kind: str) -> tuple[str, ...]:
         """The clause ids of this policy backing ``kind`` (a key of :data:`CLAUSE_KINDS`).
@@ -665,13 +660,23 @@ class Policy:
         ReleaseRefusedError
             If the policy does not declare the recipient.
         """
-        try:
-            return self.recipients[name]
-        except KeyError:
-            raise ReleaseRefusedError(
-                f"recipient {name!r} is not declared by policy {self.name!r}; declared "
-                f"recipients are {sorted(self.recipients)}; add it to the policy file first"
-            ) from None
+        return self._declared(
+            "recipient", name, self.recipients, ReleaseRefusedError, "sent only to"
+        )
+
+    def _declared(
+        self, kind: str, name: str, table: Mapping[str, _T], error: type[Exception], use: str
+    ) -> _T:
+        """``table[name]``; an undeclared ``kind`` is refused with ``error`` naming the rule's
+        clauses (``<kind>_refusal``), what the policy declares, and the fix."""
+        if name in table:
+            return table[name]
+        raise error(
+            f"{kind} {name!r} is not declared by policy {self.name!r} ({self.controller}); "
+            f"data may be {use} declared {kind}s ({self.cite(kind + '_refusal')}); "
+            f"declared {kind}s are {sorted(table)}; choose one of them or declare it in the "
+            "policy file"
+        )
 
     @property
     def longest_window_months(self) -> int:

@@ -747,6 +747,24 @@ def _resolve(
     return ws, pol
 
 
+def _one_person(
+    action: str,
+    workspace: Workspace | str | os.PathLike[str],
+    policy: Policy | str,
+    customer_id: int | str,
+    requested_on: dt.date | None,
+    key: PseudonymKey | bytes | str | None,
+    key_file: str | os.PathLike[str] | None,
+    today: dt.date | None,
+) -> SubjectRequest:
+    """Carry out one person's ``action`` request (:func:`erase`, :func:`restrict`)."""
+    ws, pol = _resolve(workspace, policy)
+    pkey = _keys(ws, key, key_file)
+    done = _locked_carry_out(ws, pol, action, customer_id, pkey, requested_on, today)
+    assert done is not None  # a customer id always gives a request
+    return done
+
+
 def erase(
     workspace: Workspace | str | os.PathLike[str],
     policy: Policy | str,
@@ -789,11 +807,9 @@ def erase(
     PolicyError
         No steward key for data not proven synthetic (nothing is changed).
     """
-    ws, pol = _resolve(workspace, policy)
-    pkey = _keys(ws, key, key_file)
-    done = _locked_carry_out(ws, pol, "erasure", customer_id, pkey, requested_on, today)
-    assert done is not None  # a customer id always gives a request
-    return done
+    return _one_person(
+        "erasure", workspace, policy, customer_id, requested_on, key, key_file, today
+    )
 
 
 def restrict(
@@ -812,11 +828,9 @@ def restrict(
     ``prepare`` leaves them out), and their rows leave every prepared frame, the segment
     labels and every target list. Recorded like :func:`erase`.
     """
-    ws, pol = _resolve(workspace, policy)
-    pkey = _keys(ws, key, key_file)
-    done = _locked_carry_out(ws, pol, "restriction", customer_id, pkey, requested_on, today)
-    assert done is not None  # a customer id always gives a request
-    return done
+    return _one_person(
+        "restriction", workspace, policy, customer_id, requested_on, key, key_file, today
+    )
 
 
 def erase_flagged(
