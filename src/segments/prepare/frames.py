@@ -505,38 +505,23 @@ def _drop_logged_erasures(
 
 
 def _apply_exclusions(run: _Run, policy: Policy, purpose: Purpose, as_of: dt.date) -> None:
-    ex = policy.exclusions
-    run.drop_persons(
-        ~pl.col("erasure_requested"),
-        rule="erasure requested",
-        kind="exclusion",
-        clause_ids=ex["erasure"].clause_ids,
-        note=ex["erasure"].note,
-    )
-    run.drop_persons(
-        ~pl.col("restriction_requested"),
-        rule="restriction of processing",
-        kind="exclusion",
-        clause_ids=ex["restriction"].clause_ids,
-        note=ex["restriction"].note,
-    )
-    if purpose.exclude_objectors:
-        run.drop_persons(
-            ~pl.col("profiling_objection"),
-            rule="objection",
-            kind="exclusion",
-            clause_ids=ex["objection"].clause_ids,
-            note=ex["objection"].note,
-        )
-    if purpose.exclude_survey_opt_outs:
-        rule = ex["survey_opt_out"]  # validated by Policy.load
-        run.drop_persons(
-            ~pl.col("survey_opt_out"),
-            rule="survey opt-out",
-            kind="exclusion",
-            clause_ids=rule.clause_ids,
-            note=rule.note,
-        )
+    # (the policy's exclusion rule, the raw flag that leaves a person out, the log's label,
+    # whether this purpose applies it); every rule is validated by Policy.load
+    for exclusion, flag, label, applies in (
+        ("erasure", "erasure_requested", "erasure requested", True),
+        ("restriction", "restriction_requested", "restriction of processing", True),
+        ("objection", "profiling_objection", "objection", purpose.exclude_objectors),
+        ("survey_opt_out", "survey_opt_out", "survey opt-out", purpose.exclude_survey_opt_outs),
+    ):
+        if applies:
+            rule = policy.exclusions[exclusion]
+            run.drop_persons(
+                ~pl.col(flag),
+                rule=label,
+                kind="exclusion",
+                clause_ids=rule.clause_ids,
+                note=rule.note,
+            )
     elig = policy.profiling_eligibility
     if purpose.profiling:
         run.drop_persons(
@@ -554,7 +539,7 @@ def _apply_exclusions(run: _Run, policy: Policy, purpose: Purpose, as_of: dt.dat
             note=elig.describe(),
             persons_flagged=int((~run.persons["profiling_eligible"]).sum()),
         )
-    opt = ex["marketing_opt_out"]
+    opt = policy.exclusions["marketing_opt_out"]
     run.note(
         rule="marketing opt-out (flag, never targeted)",
         kind="flag",

@@ -14,6 +14,7 @@ the century (AO-3).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 
 import numpy as np
@@ -91,16 +92,12 @@ def is_valid_personnummer(numbers: pl.Series) -> pl.Series:
     >>> is_valid_personnummer(pl.Series(["189001019802", "189001019803"])).to_list()
     [True, False]
     """
-    numbers = numbers.cast(pl.Utf8)
-    shaped = numbers.str.contains(r"^\d{12}$").fill_null(False)
-    out = np.zeros(len(numbers), dtype=bool)
-    good = numbers.filter(shaped)
-    if len(good):
+
+    def dated_and_luhn(good: pl.Series) -> pl.Series:
         dated = good.str.slice(0, 8).str.to_date("%Y%m%d", strict=False).is_not_null()
-        out[np.flatnonzero(shaped.to_numpy())] = (
-            dated & _luhn_valid(good.str.slice(2, 10))
-        ).to_numpy()
-    return pl.Series(numbers.name, out)
+        return dated & _luhn_valid(good.str.slice(2, 10))
+
+    return _valid_where_shaped(numbers, 12, dated_and_luhn)
 
 
 def is_valid_org_number(numbers: pl.Series) -> pl.Series:
@@ -114,12 +111,20 @@ def is_valid_org_number(numbers: pl.Series) -> pl.Series:
     >>> is_valid_org_number(pl.Series(["5560360793", "5560360794"])).to_list()
     [True, False]
     """
+    return _valid_where_shaped(numbers, 10, _luhn_valid)
+
+
+def _valid_where_shaped(
+    numbers: pl.Series, n_digits: int, valid: Callable[[pl.Series], pl.Series]
+) -> pl.Series:
+    """``valid`` on the numbers of exactly ``n_digits`` digits; False for any other shape or
+    a null (``valid`` sees only well-shaped numbers, so it may slice and parse freely)."""
     numbers = numbers.cast(pl.Utf8)
-    shaped = numbers.str.contains(r"^\d{10}$").fill_null(False)
+    shaped = numbers.str.contains(rf"^\d{{{n_digits}}}$").fill_null(False)
     out = np.zeros(len(numbers), dtype=bool)
     good = numbers.filter(shaped)
     if len(good):
-        out[np.flatnonzero(shaped.to_numpy())] = _luhn_valid(good).to_numpy()
+        out[np.flatnonzero(shaped.to_numpy())] = valid(good).to_numpy()
     return pl.Series(numbers.name, out)
 
 
