@@ -27,13 +27,13 @@ from segments.exceptions import PolicyError, ReleaseRefusedError, SchemaError, W
 from segments.policy import POLICY_NAMES, Policy, Purpose, RetentionRule
 from segments.prepare import PolicyReport, prepare
 from segments.prepare.frames import _read_prepared_pl, link_persons
-from segments.prepare.pseudonym import KEY_ENV_VAR, demo_key, pseudonymise
+from segments.prepare.pseudonym import KEY_ENV_VAR, PseudonymKey, pseudonymise
 from segments.schema import PREPARED_CUSTOMERS, PREPARED_LINES, RAW_TABLES, validate
 from segments.workspace import Workspace
 
-# hand-built raw tables are not the generator's output (no demo key from their manifest):
-# the tests pass the demo key of seed 7 themselves, as a steward would pass a key
-DEMO = demo_key({"synthetic": True, "seed": 7})
+# hand-built raw tables are not the generator's output, so the public demo key of their
+# manifest's seed is refused even when passed in: the tests pass a steward's key
+KEY = PseudonymKey(b"the tests' own steward key, 32+ bytes", "steward key (test)")
 DAY = dt.timedelta(days=1)
 IDENTIFIERS = {c for t in RAW_TABLES.values() for c in t.direct_identifiers}
 
@@ -44,7 +44,7 @@ def _no_steward_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def pid(root: int) -> str:
-    return pseudonymise(DEMO, "person", [root])[0]
+    return pseudonymise(KEY, "person", [root])[0]
 
 
 def run(
@@ -56,7 +56,7 @@ def run(
     **kw: Any,
 ) -> tuple[PolicyReport, pl.DataFrame, pl.DataFrame]:
     ws = write_raw(Workspace(tmp_path / "ws"), raw_tables(customers, orders))
-    report = prepare(ws, policy, purpose, AS_OF, **{"key": DEMO, **kw})
+    report = prepare(ws, policy, purpose, AS_OF, **{"key": KEY, **kw})
     out = _read_prepared_pl(ws, purpose)
     return report, out["customers"], out["lines"]
 
@@ -77,10 +77,10 @@ def test_prepare_writes_the_contract_frames_and_report(tmp_path: Path) -> None:
     assert customers.height == 3 and lines.height == 4
     assert set(customers["person_id"]) == {pid(1), pid(2), pid(3)}
     assert lines["amount_sek"].to_list() == [25.0] * 4  # quantity 1 x 25 SEK
-    assert report.key_provenance == "demo key derived from dataset seed"
+    assert report.key_provenance == "steward key (test)"
     on_disk = read_json(tmp_path / "ws" / "prepared" / "segmentation" / "policy_report.json")
     assert PolicyReport.from_dict(on_disk) == report
-    assert DEMO.secret.hex() not in str(on_disk)
+    assert KEY.secret.hex() not in str(on_disk)
     cited = set(report.by_clause()["clause_id"])
     assert {"AO-4", "AO-6", "AO-3"} <= cited
     assert {c.split("-")[0] for c in cited} == {"AO"}  # AllOffice's report cited AL-5
@@ -397,14 +397,14 @@ def test_property_prepare_matches_the_rules(
         raw_tables(rows, orders),
     )
     shutil.rmtree(ws.prepared, ignore_errors=True)
-    prepare(ws, policy, purpose.name, AS_OF, key=DEMO)
+    prepare(ws, policy, purpose.name, AS_OF, key=KEY)
     out = _read_prepared_pl(ws, purpose.name)
     customers, lines = out["customers"], out["lines"]
     kept, kept_orders = _oracle(policy, purpose, rows, orders)
     # no excluded customer and no row outside its window survives; nothing allowed is lost
     assert set(customers["person_id"]) == {pid(p) for p in kept}
     if "order_id" in lines.columns:
-        assert set(lines["order_id"]) == set(pseudonymise(DEMO, "order", kept_orders))
+        assert set(lines["order_id"]) == set(pseudonymise(KEY, "order", kept_orders))
     assert lines.height == len(kept_orders)  # one line per order in these datasets
     assert customers["person_id"].is_unique().all()
     # sole-trader pairs share one pseudonym: no person_id for the business account's own id
@@ -454,17 +454,17 @@ def test_bad_input_fails_clearly_and_writes_nothing(
     ws = _good(tmp_path)
     _break(ws, table, change)
     with pytest.raises((SchemaError, WorkspaceError), match=message):
-        prepare(ws, "alloffice", "segmentation", AS_OF, key=DEMO)
+        prepare(ws, "alloffice", "segmentation", AS_OF, key=KEY)
     assert not ws.prepared.exists() or not any(ws.prepared.iterdir())
 
 
 def test_failure_keeps_the_previous_output_intact(tmp_path: Path) -> None:
     ws = _good(tmp_path)
-    prepare(ws, "alloffice", "segmentation", AS_OF, key=DEMO)
+    prepare(ws, "alloffice", "segmentation", AS_OF, key=KEY)
     before = sorted(p.name for p in ws.prepared_dir("segmentation").iterdir())
     _break(ws, "customers", lambda f: f.drop("email"))
     with pytest.raises((SchemaError, WorkspaceError), match=r"email"):
-        prepare(ws, "alloffice", "segmentation", AS_OF, key=DEMO)
+        prepare(ws, "alloffice", "segmentation", AS_OF, key=KEY)
     assert sorted(p.name for p in ws.prepared_dir("segmentation").iterdir()) == before
     assert [p.name for p in ws.prepared.iterdir()] == ["segmentation"]  # no temp folder left
 

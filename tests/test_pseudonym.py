@@ -135,6 +135,12 @@ def test_attack_edited_raw_data_is_not_pseudonymised_under_the_demo_key(
     with pytest.raises(PolicyError, match=r"not proven synthetic .*demo key is refused"):
         prepare(ws, "alloffice", "statistics", "2026-10-31")
     assert not ws.prepared_dir("statistics").exists()
+    # r13b: the same public key passed in by the caller (as a key or as its bytes)
+    public = demo_key(ws.read_manifest())
+    for passed in (public, public.secret, PseudonymKey(public.secret, "steward key (test)")):
+        with pytest.raises(PolicyError, match=r"the key given is the public demo key"):
+            prepare(ws, "alloffice", "statistics", "2026-10-31", key=passed)
+        assert not ws.prepared_dir("statistics").exists()
     prepare(ws, "alloffice", "statistics", "2026-10-31", key=KEY_A)
     person_ids = set(
         pl.read_parquet(ws.prepared_dir("statistics") / "customers.parquet")["person_id"]

@@ -11,11 +11,11 @@ from rawframes import AS_OF, customer, raw_tables, read_json, sole_trader_pair, 
 
 from segments.cli.main import main
 from segments.exceptions import PolicyError, WorkspaceError
-from segments.prepare.pseudonym import KEY_ENV_VAR, demo_key, pseudonymise
+from segments.prepare.pseudonym import KEY_ENV_VAR, PseudonymKey, pseudonymise
 from segments.prepare.subjects import explain_segment, subject_export, write_subject_export
 from segments.workspace import Workspace, write_json
 
-DEMO = demo_key({"synthetic": True, "seed": 7})
+KEY = PseudonymKey(b"the tests' own steward key, 32+ bytes", "steward key (test)")
 
 
 @pytest.fixture(autouse=True)
@@ -54,15 +54,15 @@ def test_extract_holds_every_account_and_order_of_the_person(tmp_path: Path) -> 
 def test_extract_names_the_segment_and_how_it_was_derived(tmp_path: Path) -> None:
     ws = _workspace(tmp_path)
     ws.segments.mkdir(parents=True)
-    person = pseudonymise(DEMO, "person", [1])[0]
+    person = pseudonymise(KEY, "person", [1])[0]
     pl.DataFrame({"person_id": [person], "segment": ["paper"]}).write_parquet(
         ws.segments / "labels.parquet"
     )
     write_json(ws.segments / "metadata.json", {"source": "category_rule", "as_of": "2026-06-30"})
-    extract = subject_export(ws, 2, key=DEMO)  # hand-built raw: not proven synthetic
+    extract = subject_export(ws, 2, key=KEY)  # hand-built raw: not proven synthetic
     assert extract["segment"]["segment"] == "paper"
     assert "largest share of your spending" in extract["segment"]["explanation"]
-    other = subject_export(ws, 3, key=DEMO)
+    other = subject_export(ws, 3, key=KEY)
     assert other["segment"]["segment"] is None
     assert "not in the current segmentation" in other["segment"]["explanation"]
 

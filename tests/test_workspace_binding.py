@@ -283,6 +283,9 @@ def test_a_replay_rewound_from_this_workspace_is_released(genuine, tmp_path, pol
     replay = Workspace(ws.root / ".history")
     rewind_raw(ws, dt.date(2026, 9, 30), replay)
     assert verify_replay(ws, replay) is None
+    # its rows are this workspace's, dated back: proven through the signed replay record
+    proof = prove_synthetic(replay)
+    assert proof and "rewound (signed) from" in proof.reason, proof.reason
     # as the backfill does: the rewound rows are this workspace's, so is their key
     key = load_key(workspace=ws, synthetic_proof=prove_synthetic)
     prepare(replay, policy, "statistics", dt.date(2026, 9, 30), key=key)
@@ -293,6 +296,7 @@ def test_a_replay_rewound_from_this_workspace_is_released(genuine, tmp_path, pol
     path = replay.root / REPLAY_FILE
     path.write_text(path.read_text().replace("2026-09-30", "2026-09-29"), encoding="utf-8")
     assert "not signed" in str(verify_replay(ws, replay))
+    assert not prove_synthetic(replay)  # nor is an unsigned replay proven synthetic
 
 
 # --- the people belong to one controller name, from Python as from the CLI ---------------------

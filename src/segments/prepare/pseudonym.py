@@ -198,8 +198,40 @@ def demo_key(manifest: dict[str, Any]) -> PseudonymKey:
             "raw manifest marks the data synthetic but has no 'seed' to derive the demo key "
             f"from; regenerate the data or give a key with {KEY_ENV_VAR}"
         )
-    material = f"segments demo pseudonym key|seed={manifest['seed']}".encode()
-    return PseudonymKey(hashlib.sha256(material).digest(), DEMO_PROVENANCE)
+    return PseudonymKey(_demo_secret(manifest["seed"]), DEMO_PROVENANCE)
+
+
+def _demo_secret(seed: Any) -> bytes:
+    return hashlib.sha256(f"segments demo pseudonym key|seed={seed}".encode()).digest()
+
+
+def _given_key(
+    key: PseudonymKey | bytes | str | None,
+    key_file: str | os.PathLike[str] | None,
+    workspace: Workspace | None,
+) -> PseudonymKey | None:
+    """The key the caller, a key file or the environment gives, in that order (or None)."""
+    if isinstance(key, PseudonymKey):
+        return key
+    if key is not None:
+        secret = key.encode() if isinstance(key, str) else bytes(key)
+        return PseudonymKey(secret, "steward key (passed by caller)")
+    if key_file is not None:
+        return _read_key_file(Path(key_file), workspace)
+    env = os.environ.get(KEY_ENV_VAR)
+    if env:
+        return PseudonymKey(
+            env.strip().encode(), f"steward key (environment variable {KEY_ENV_VAR})"
+        )
+    return None
+
+
+def _is_demo_key_of(key: PseudonymKey, manifest: dict[str, Any]) -> bool:
+    """Whether ``key`` is the demo key of the manifest's seed (whatever the manifest says of
+    the data): a key anybody can recompute, however it was passed."""
+    if "seed" not in manifest:
+        return False
+    return hmac.compare_digest(key.secret, _demo_secret(manifest["seed"]))
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -275,19 +307,12 @@ def load_key(
         A key shorter than 32 bytes, a key file beside the data, or no steward key for data
         not proven synthetic.
     """
-    if isinstance(key, PseudonymKey):
-        return key
-    if key is not None:
-        secret = key.encode() if isinstance(key, str) else bytes(key)
-        return PseudonymKey(secret, "steward key (passed by caller)")
-    if key_file is not None:
-        return _read_key_file(Path(key_file), workspace)
-    env = os.environ.get(KEY_ENV_VAR)
-    if env:
-        return PseudonymKey(
-            env.strip().encode(), f"steward key (environment variable {KEY_ENV_VAR})"
-        )
+    given = _given_key(key, key_file, workspace)
     manifest = workspace.read_manifest() if workspace is not None else {}
+    if given is not None and not _is_demo_key_of(given, manifest):
+        return given
+    # no key given, or the given one is the manifest seed's demo key, which anyone can
+    # recompute: only on raw data proven synthetic
     if manifest.get("synthetic") is not True:
         why = "the raw data is not marked synthetic"
     elif workspace is None or synthetic_proof is None:
@@ -297,6 +322,8 @@ def load_key(
         if verdict.proven and verdict.signed:
             return demo_key(manifest)
         why = f"the raw data is not proven synthetic ({verdict.reason})"
+    if given is not None:
+        why = f"the key given is the public demo key of the manifest's seed and {why}"
     raise PolicyError(
         f"no pseudonymisation key: {why}, so the public demo key is refused (key custody); "
         f"set {KEY_ENV_VAR} or pass --key-file with the steward's key (at least "

@@ -35,10 +35,12 @@ from typing import Any
 
 from segments.provenance import (
     PROVENANCE_FILE,
+    REPLAY_FILE,
     _sign,
     _signed,
     raw_hashes,
     verify_prepared,
+    verify_replay,
 )
 from segments.workspace import Workspace, sha256_file
 
@@ -131,6 +133,11 @@ def prove_synthetic(workspace: Workspace | str | Path) -> SyntheticProof:
         return _verdict(False, f"{ws.manifest} is missing: no generator parameters", raw=raw)
     try:
         manifest = json.loads(ws.manifest.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        return _verdict(False, f"{ws.manifest} is not JSON ({exc})", raw=raw)
+    if isinstance(manifest, dict) and (ws.root / REPLAY_FILE).is_file():
+        return _rewound(ws, manifest, raw)
+    try:
         parameters = _generator_parameters(manifest)
     except (ValueError, KeyError, TypeError) as exc:
         return _verdict(False, f"{ws.manifest} names no generator parameters ({exc})", raw=raw)
@@ -161,6 +168,26 @@ def prove_synthetic(workspace: Workspace | str | Path) -> SyntheticProof:
     _CACHE[key] = proof
     _write_cached(proof)
     return proof
+
+
+def _rewound(ws: Workspace, manifest: dict[str, Any], raw: str) -> SyntheticProof:
+    """A backfill's replay (``W/.history``): its rows are its source's, dated back, so it is
+    proven when its signed replay record binds it to the source's raw files as they are now
+    and the source itself is proven (never the replay's own manifest)."""
+    source = manifest.get("rewound_from")
+    if not isinstance(source, str) or Path(source).resolve() == ws.root.resolve():
+        return _verdict(
+            False, f"{ws.manifest} names no other workspace it was rewound from", raw=raw
+        )
+    origin = Workspace(Path(source))
+    problem = verify_replay(origin, ws)
+    if problem is not None:
+        return _verdict(False, problem, raw=raw)
+    if (origin.root / REPLAY_FILE).is_file():
+        return _verdict(False, f"{origin.root} is itself a replay", raw=raw)
+    proof = prove_synthetic(origin)
+    reason = f"rewound (signed) from {origin.raw}, which is {'' if proof else 'not '}proven: "
+    return _verdict(proof.proven and proof.signed, reason + proof.reason, raw=raw)
 
 
 def _generator_parameters(manifest: dict[str, Any]) -> dict[str, Any]:
