@@ -153,6 +153,14 @@ class PolicyParser:
             raise self.fail(key, f"expected {what}, got {value!r}", f"give {what}")
         return value
 
+    def flag(self, table: Mapping[str, Any], key: str, name: str) -> bool:
+        """The optional true/false key ``name`` of the table at ``key`` (absent: false)."""
+        return bool(self.typed(table.get(name, False), f"{key}.{name}", bool, "true or false"))
+
+    def flags(self, table: Mapping[str, Any], key: str, *names: str) -> dict[str, bool]:
+        """:meth:`flag` for each of ``names``."""
+        return {name: self.flag(table, key, name) for name in names}
+
     def clause_ids(self, value: Any, key: str, *, allow_empty: bool = False) -> tuple[str, ...]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.fail(
@@ -389,15 +397,14 @@ class PolicyParser:
                     f"no retention rule for data {data_kind!r}",
                     f'add a [[{key}.retention]] with data = "{data_kind}"',
                 )
-        flags = {
-            k: self.typed(p.get(k, False), f"{key}.{k}", bool, "true or false")
-            for k in (
-                "profiling",
-                "exclude_objectors",
-                "exclude_survey_opt_outs",
-                "stop_at_consent_withdrawal",
-            )
-        }
+        flags = self.flags(
+            p,
+            key,
+            "profiling",
+            "exclude_objectors",
+            "exclude_survey_opt_outs",
+            "stop_at_consent_withdrawal",
+        )
         if flags["profiling"] and not flags["exclude_objectors"]:
             raise self.fail(
                 f"{key}.exclude_objectors",
@@ -446,7 +453,7 @@ class PolicyParser:
                 "a customer record has no single collection date",
                 "use last_order, last_contact or end_of_relationship",
             )
-        unlimited = self.typed(r.get("unlimited", False), f"{key}.unlimited", bool, "true or false")
+        unlimited = self.flag(r, key, "unlimited")
         if unlimited == ("months" in r):
             raise self.fail(
                 f"{key}.months",
@@ -503,14 +510,13 @@ class PolicyParser:
             {"clause_ids", "newsletter_subscribers_only"},
             {"exclude_consent_withdrawn", "exclude_marketing_opt_out", "note"},
         )
-        flag = {
-            k: self.typed(e.get(k, False), f"{key}.{k}", bool, "true or false")
-            for k in (
-                "newsletter_subscribers_only",
-                "exclude_consent_withdrawn",
-                "exclude_marketing_opt_out",
-            )
-        }
+        flag = self.flags(
+            e,
+            key,
+            "newsletter_subscribers_only",
+            "exclude_consent_withdrawn",
+            "exclude_marketing_opt_out",
+        )
         return ProfilingEligibility(
             self.clause_ids(e["clause_ids"], f"{key}.clause_ids"), note=e.get("note", ""), **flag
         )
