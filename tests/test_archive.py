@@ -129,8 +129,11 @@ def test_a_month_charged_in_the_ledger_is_never_re_released(workspace, params, p
     ledger = _eval_ledger(workspace, policy)
     first = _release(workspace, dt.date(2025, 11, 1), dt.date(2025, 12, 1), params, ledger, policy)
     workspace.archive.unlink()  # a lost archive is rebuilt from the published table
-    with pytest.raises(ReleaseRefusedError, match="2025-11 was already released"):
+    with pytest.raises(ReleaseRefusedError, match="2025-11 was already released") as refused:
         _release(workspace, dt.date(2025, 11, 1), dt.date(2026, 1, 1), params, ledger, policy)
+    # the refusal cites the policy's own anonymity clause (r13b #5), as the other refusals do
+    assert policy.clauses_for("anonymous_release")
+    assert f"clause {', '.join(policy.clauses_for('anonymous_release'))})" in str(refused.value)
     workspace.archive.unlink()  # and without the table, the ledger still refuses
     shutil.rmtree(first.path)
     with pytest.raises(ReleaseRefusedError, match="2025-11 .*already charged in ledger"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -531,11 +532,18 @@ def test_a_replaced_ledger_is_detected_against_the_cards(tmp_path):
     path = tmp_path / "l.sqlite"
     cards = _publish_three(open_ledger(path))
     path.unlink()  # start over: refused while the anchor beside it remembers the ledger ...
-    with pytest.raises(ReleaseRefusedError, match="is missing but its anchor .* records 7 events"):
-        open_ledger(path)
+    # each refusal cites the policy's own anonymity clause (r13b #5), as the others do
+    cited = dataclasses.replace(FACTS, clauses={"anonymous_release": ("DEMO-1",)})
+    anchored = "is missing but its anchor .* records 7 events"
+    with pytest.raises(ReleaseRefusedError, match=anchored) as refused:
+        Ledger.open(path, CONTROLLER, policy=cited, init=True)
+    assert "clause DEMO-1)" in str(refused.value)
     path.with_name(path.name + ".anchor.json").unlink()  # ... and while the registry does
-    with pytest.raises(ReleaseRefusedError, match="already has one: .*l.sqlite .*MISSING"):
-        open_ledger(path)
+    with pytest.raises(
+        ReleaseRefusedError, match="already has one: .*l.sqlite .*MISSING"
+    ) as refused:
+        Ledger.open(path, CONTROLLER, policy=cited, init=True)
+    assert "clause DEMO-1)" in str(refused.value)
     ledger_module._registry_path().unlink()  # a controller deleting every anchor it has
     fresh = open_ledger(path)
     for card in cards:  # ... and even replay the same release ids

@@ -95,8 +95,10 @@ def test_the_clause_list_is_the_ledgers_record_not_the_policy_object_passed(tmp_
     ledger.reserve(request(policy))
     statistics = dataclasses.replace(policy.purposes["statistics"], clause_ids=("AO-1",))
     edited = dataclasses.replace(policy, purposes={**policy.purposes, "statistics": statistics})
-    with pytest.raises(ReleaseRefusedError, match="differs from the policy ledger"):
+    with pytest.raises(ReleaseRefusedError, match="differs from the policy ledger") as refused:
         ledger.reserve(request(edited, clause_ids=("AO-1",)), policy=edited)
+    ids = policy.clauses_for("anonymous_release")  # cited from the policy (r13b #5)
+    assert ids and f"clause {', '.join(ids)})" in str(refused.value)
     assert charges(ledger) == 1
 
 

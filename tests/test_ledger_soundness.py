@@ -158,13 +158,20 @@ def test_attack_over_budget_ledger_exits_non_zero(tmp_path, capsys):
     assert "OVER BUDGET" in out
 
 
+def _cites_anonymity_clause(error: BaseException, policy: Policy) -> bool:
+    """The refusal names ``policy``'s own anonymity clause ids (never a literal id)."""
+    ids = policy.clauses_for("anonymous_release")
+    return bool(ids) and f"clause {', '.join(ids)})" in str(error)
+
+
 # --- 13.4: one ledger per controller, bound to its policy -------------------------------------
 def test_attack_a_new_ledger_file_for_the_controller_is_refused(tmp_path):
     policy = Policy.load("offix")
     Ledger.for_policy(policy)  # the controller's ledger, at its default path, registered
     new = tmp_path / "fresh.sqlite"
-    with pytest.raises(ReleaseRefusedError, match=r"already has one: .*offix-ab\.sqlite"):
+    with pytest.raises(ReleaseRefusedError, match=r"already has one: .*offix-ab\.sqlite") as e:
         Ledger.for_policy(policy, path=new)
+    assert _cites_anonymity_clause(e.value, policy)  # the rule it protects, from the policy
     with pytest.raises(ReleaseRefusedError, match="already has one"):
         Ledger.for_policy(policy, path=new, init=True)  # not even explicitly
     assert not new.exists()
@@ -180,8 +187,9 @@ def test_a_first_ledger_at_another_path_needs_explicit_initialisation(tmp_path):
         Ledger.for_policy(policy)  # the default path is no way around it either
     moved = tmp_path / "moved.sqlite"
     shutil.copy(ledger.path, moved)
-    with pytest.raises(ReleaseRefusedError, match="registered at"):
+    with pytest.raises(ReleaseRefusedError, match="registered at") as e:
         Ledger.for_policy(policy, path=moved)
+    assert _cites_anonymity_clause(e.value, policy)
     assert Ledger.for_policy(policy, path=moved, init=True).ledger_id == ledger.ledger_id
 
 
@@ -220,12 +228,15 @@ def test_attack_a_loosened_copy_of_the_policy_is_refused(tmp_path, name, old, ne
     loose.write_text(text.replace(old, new))
     copy = Policy.load(str(loose))
     assert copy.controller == policy.controller and copy.name == policy.name
-    with pytest.raises(ReleaseRefusedError, match="is bound to"):
+    with pytest.raises(ReleaseRefusedError, match="is bound to") as opened:
         Ledger.for_policy(copy)
-    with pytest.raises(ReleaseRefusedError, match="is bound to"):
+    with pytest.raises(ReleaseRefusedError, match="is bound to") as reserved:
         ledger.reserve(ReleaseRequest.for_policy(copy, epsilon=0.5, **fields), policy=copy)
-    with pytest.raises(ReleaseRefusedError, match="may only tighten"):
+    with pytest.raises(ReleaseRefusedError, match="may only tighten") as adopted:
         ledger.change_policy(copy)
+    # each refusal cites the policy's own anonymity clause (r13b #5), as the others do
+    for refused in (opened, reserved, adopted):
+        assert _cites_anonymity_clause(refused.value, policy), refused.value
     assert len(ledger.entries()) == 1
 
 

@@ -226,6 +226,8 @@ def test_attack_adopting_a_policy_that_drops_a_promises_checks_is_refused(tmp_pa
     )
     with pytest.raises(ReleaseRefusedError, match="loosens rules") as refused:
         ledger.change_policy(fewer)
+    ids = policy.clauses_for("anonymous_release")  # cited from the policy (r13b #5)
+    assert ids and f"clause {', '.join(ids)})" in str(refused.value)
     for check in ("guarantee_recipient", "kanon_recount", "budget"):
         assert f"promises.AO-1.checks: {check!r} removed" in str(refused.value)
     assert len(ledger.events()) == events

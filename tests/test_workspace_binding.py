@@ -165,9 +165,11 @@ def test_attack_a_proof_of_another_workspace_opens_no_demo_ledger(genuine, tmp_p
     assert proof and proof.signed and proof.is_for(genuine)
     fake = _other_people(genuine, tmp_path / "fake")
     assert not prove_synthetic(fake) and not proof.is_for(fake)
+    ids = policy.clauses_for("anonymous_release")  # every refusal cites it (r13b #5)
     for kind in ({"evaluation": True}, {}):
-        with pytest.raises(ReleaseRefusedError, match="made for other raw data"):
+        with pytest.raises(ReleaseRefusedError, match="made for other raw data") as refused:
             Ledger.for_workspace(fake, policy.controller, synthetic=proof, policy=policy, **kind)
+        assert ids and f"clause {', '.join(ids)})" in str(refused.value)
     with pytest.raises(ReleaseRefusedError, match="made for other raw data"):
         Ledger.open(
             tmp_path / "demo.sqlite",
@@ -200,8 +202,12 @@ def test_attack_a_demo_ledger_proven_for_one_workspace_charges_nothing_for_anoth
         synthetic=prove_synthetic(genuine),
         policy=policy,
     )
-    with pytest.raises(ReleaseRefusedError, match="synthetic proof about other raw data"):
+    with pytest.raises(
+        ReleaseRefusedError, match="synthetic proof about other raw data"
+    ) as refused:
         run(other, policy, ledger)
+    ids = policy.clauses_for("anonymous_release")  # cited from the policy (r13b #5)
+    assert ids and f"clause {', '.join(ids)})" in str(refused.value)
     _nothing_charged(ledger, other)
 
 

@@ -31,6 +31,7 @@ import polars as pl
 from segments._tables import scan_table, to_pandas
 from segments.exceptions import ReleaseRefusedError, WorkspaceError
 from segments.months import add_months, month_start, next_month
+from segments.privacy.ledger import cite_rule
 from segments.privacy.releases import ReleaseResult, plan_release
 from segments.privacy.specs import SPECS, PrivacyParams, ReleaseSpec
 from segments.progress import progress
@@ -218,9 +219,9 @@ def release_month(
         if archive.filter(pl.col("month") == month).height:
             previous = archive.filter(pl.col("month") == month)["release_id"][0]
             raise ReleaseRefusedError(
-                f"monthly series: month {month:%Y-%m} was already released ({previous}) and is "
-                "in the archive; a month is released once — read it from "
-                f"{workspace.archive}"
+                f"monthly series: month {month:%Y-%m} was already released ({previous})"
+                f"{cite_rule(policy)} and is in the archive; a month is released once — read "
+                f"it from {workspace.archive}"
             )
         with plan_release(
             spec or SPECS["monthly_category"],
@@ -256,11 +257,9 @@ def check_month_in_data(
     data_as_of = dt.date.fromisoformat(str(signed_record(owner, purpose)["as_of"]))
     month_end = next_month(month) - dt.timedelta(days=1)
     if month_end > data_as_of:
-        ids = policy.clauses_for("anonymous_release") if hasattr(policy, "clauses_for") else ()
-        rule = f" (rule: the anonymity claim of every release, clause {', '.join(ids)})"
         raise ReleaseRefusedError(
             f"monthly series: month {month:%Y-%m} refused before anything was charged"
-            f"{rule if ids else ''}: it ends {month_end}, after the prepared data's as-of "
+            f"{cite_rule(policy)}: it ends {month_end}, after the prepared data's as-of "
             f"{data_as_of} ({path}), so the data do not cover it; prepare the data as of "
             f"{month_end} or later (`segments prepare --as-of`), then release the month"
         )

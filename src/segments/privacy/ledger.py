@@ -124,6 +124,7 @@ __all__ = [
     "ReleaseRequest",
     "Reservation",
     "Verification",
+    "cite_rule",
     "claim_population_data",
     "ledger_today",
     "controller_slug",
@@ -868,7 +869,8 @@ class Ledger:
         if simulated and create and not proven:
             kind = "evaluation" if evaluation else "throw-away demo"
             raise ReleaseRefusedError(
-                f"{kind} ledger {target} refused: evaluation and demo ledgers allow simulated "
+                f"{kind} ledger {target} refused{cite_rule(policy)}: evaluation and demo "
+                "ledgers allow simulated "
                 "time and repeated releases and are for data proven synthetic only, and the "
                 f"data is not proven synthetic ({why}; the raw files must be what the "
                 "generator produces for the manifest's seed and parameters); use the "
@@ -879,8 +881,8 @@ class Ledger:
             anchor = _read_anchor(target)
             if anchor is not None:
                 raise ReleaseRefusedError(
-                    f"privacy ledger {target} is missing but its anchor {_anchor_path(target)} "
-                    f"records {anchor.get('events')} events (head "
+                    f"privacy ledger {target}{cite_rule(policy)} is missing but its anchor "
+                    f"{_anchor_path(target)} records {anchor.get('events')} events (head "
                     f"{str(anchor.get('head'))[:12]}…): the ledger was deleted or moved. "
                     "Restore it from a backup; a ledger is never recreated over its history"
                 )
@@ -888,8 +890,9 @@ class Ledger:
                 where = Path(registered["path"])
                 state = "exists" if where.exists() else "is MISSING (restore it from a backup)"
                 raise ReleaseRefusedError(
-                    f"no privacy ledger at {target}, and controller {controller!r} already has "
-                    f"one: {where} (ledger id {registered.get('ledger_id')}, "
+                    f"no privacy ledger at {target}{cite_rule(policy)}, and controller "
+                    f"{controller!r} already has one: {where} (ledger id "
+                    f"{registered.get('ledger_id')}, "
                     f"{registered.get('events')} events), which {state}. A controller has one "
                     "ledger: pass --ledger "
                     f"{where}; to move it, copy that file here and open it with --init-ledger"
@@ -1111,6 +1114,7 @@ class Ledger:
         from segments.privacy.synthetic import raw_digest
 
         if self._proven_raw is None or raw_digest(root) != self._proven_raw:
+            rule = rule or cite_rule(self._policy)
             raise ReleaseRefusedError(
                 f"{self.label}: refused before anything was charged{rule}: {self._path} was "
                 "opened with a synthetic proof about other raw data than "
@@ -1201,7 +1205,7 @@ class Ledger:
         if request.population != POPULATION:
             raise ReleaseRefusedError(
                 f"release for population {request.population!r} refused before anything was "
-                f"charged{_cite(policy_obj)}: every release "
+                f"charged{cite_rule(policy_obj)}: every release "
                 f"charges the people of the controller's data, population {POPULATION!r}, "
                 "whose budget a new name cannot restart; release with that population"
             )
@@ -1377,7 +1381,8 @@ class Ledger:
                     if loosened:
                         raise ReleaseRefusedError(
                             f"policy {policy.name!r} loosens rules of the policy ledger "
-                            f"{self._path} is bound to ({'; '.join(loosened[:6])}"
+                            f"{self._path} is bound to{cite_rule(policy)} "
+                            f"({'; '.join(loosened[:6])}"
                             f"{' …' if len(loosened) > 6 else ''}); a policy change may only "
                             "tighten (no new or changed recipient, destination or purpose, "
                             "min_k and min_l not lower); a looser policy needs its own "
@@ -1394,7 +1399,8 @@ class Ledger:
                     if _clock().date() < allowed:
                         raise ReleaseRefusedError(
                             f"policy {policy.name!r} loosens the privacy parameters the ledger "
-                            f"{self._path} is bound to ({_describe_params(current)} → "
+                            f"{self._path} is bound to{cite_rule(policy)} "
+                            f"({_describe_params(current)} → "
                             f"{_describe_params(params)}); a policy may only tighten before a "
                             f"full period has passed since the last change ({since}); "
                             f"allowed from {allowed}"
@@ -1953,7 +1959,8 @@ class Ledger:
             return
         if registered.get("ledger_id") != self.ledger_id:
             raise ReleaseRefusedError(
-                f"ledger {self._path} is not the ledger of {self.controller!r}: the registry "
+                f"ledger {self._path} is not the ledger of {self.controller!r}"
+                f"{cite_rule(self._policy)}: the registry "
                 f"{_registry_path()} names {registered.get('path')} (ledger id "
                 f"{registered.get('ledger_id')}, {registered.get('events')} events). A "
                 f"controller has one ledger; pass --ledger {registered.get('path')}"
@@ -1961,7 +1968,7 @@ class Ledger:
         if registered.get("path") != here:
             if not init:
                 raise ReleaseRefusedError(
-                    f"the ledger of {self.controller!r} is registered at "
+                    f"the ledger of {self.controller!r}{cite_rule(self._policy)} is registered at "
                     f"{registered.get('path')}, not {self._path}; pass that path, or open "
                     "this copy with --init-ledger (init=True) to move the ledger here"
                 )
@@ -1982,7 +1989,7 @@ class Ledger:
             return
         params = _policy_parameters(policy, None)
         if not _same_parameters(bound["parameters"], params):
-            raise self._policy_error(str(policy.name), bound, params)
+            raise self._policy_error(str(policy.name), bound, params, policy)
         self._check_policy_facts(str(policy.name), bound, policy)
 
     def _check_policy(self, policy: Policy | PolicyFacts) -> None:
@@ -1993,7 +2000,7 @@ class Ledger:
             bound = _bound_policy(conn)
         if bound is not None:
             if not _same_parameters(bound["parameters"], params):
-                raise self._policy_error(getattr(policy, "name", "?"), bound, params)
+                raise self._policy_error(getattr(policy, "name", "?"), bound, params, policy)
             self._check_policy_facts(getattr(policy, "name", "?"), bound, policy)
             if bound.get("policy_digest") is not None:
                 return
@@ -2036,7 +2043,7 @@ class Ledger:
         if bound is None:
             self._append_policy(conn, request.policy, params, policy)
         elif not _same_parameters(bound["parameters"], params):
-            raise self._policy_error(request.policy, bound, params)
+            raise self._policy_error(request.policy, bound, params, policy)
         else:
             self._check_policy_facts(request.policy, bound, policy)
             if bound.get("policy_digest") is None and _policy_facts(policy) is not None:
@@ -2061,8 +2068,9 @@ class Ledger:
             else _policy_differences(bound.get("policy_facts") or {}, facts)
         )
         raise ReleaseRefusedError(
-            f"policy {name!r} differs from the policy ledger {self._path} is bound to "
-            f"(policy {bound.get('policy')!r}, digest {str(digest)[:12]}…, recorded "
+            f"policy {name!r} differs from the policy ledger {self._path} is bound to"
+            f"{cite_rule(policy)} (policy {bound.get('policy')!r}, digest "
+            f"{str(digest)[:12]}…, recorded "
             f"{bound.get('recorded_at')}): {'; '.join(changed[:6])}"
             f"{' …' if len(changed) > 6 else ''}; use the policy the ledger is bound to, or "
             f"record the change with `segments ledger --policy NAME --adopt-policy` (only a "
@@ -2094,7 +2102,7 @@ class Ledger:
         foreign = [c for c in request.clause_ids if c not in own]
         where = (
             f"release for population {request.population!r} refused before anything was "
-            f"charged{_cite(facts)}"
+            f"charged{cite_rule(facts)}"
         )
         if foreign:
             raise ReleaseRefusedError(
@@ -2136,11 +2144,16 @@ class Ledger:
         return own
 
     def _policy_error(
-        self, name: str, bound: Mapping[str, Any], params: Mapping[str, Any]
+        self,
+        name: str,
+        bound: Mapping[str, Any],
+        params: Mapping[str, Any],
+        policy: Policy | PolicyFacts | None,
     ) -> ReleaseRefusedError:
         return ReleaseRefusedError(
             f"policy {name!r} has privacy parameters {_describe_params(params)} but ledger "
-            f"{self._path} is bound to {_describe_params(bound['parameters'])} (policy "
+            f"{self._path}{cite_rule(policy)} is bound to "
+            f"{_describe_params(bound['parameters'])} (policy "
             f"{bound.get('policy')!r}, sha256 {str(bound.get('policy_sha256'))[:12]}…, "
             f"recorded {bound.get('recorded_at')}); use the policy the ledger was created with, "
             "or record the change with `segments ledger --policy NAME --adopt-policy` (a "
@@ -2164,7 +2177,7 @@ class Ledger:
             ):
                 raise ReleaseRefusedError(
                     f"{self.label}: release for population {request.population!r} refused "
-                    f"before anything was charged{_cite(policy)}: its as-of {request.as_of} is "
+                    f"before anything was charged{cite_rule(policy)}: its as-of {request.as_of} is "
                     f"behind the population's latest release on this ledger (as of "
                     f"{latest_as_of}); simulated time only moves forward, as the controller's "
                     "does — only a closed month of a monthly series is replayed behind it, "
@@ -2176,7 +2189,7 @@ class Ledger:
         if latest and now < dt.datetime.fromisoformat(latest):
             raise ReleaseRefusedError(
                 f"release for population {request.population!r} refused before anything "
-                f"ran{_cite(policy)}: the system clock ({now.isoformat(timespec='seconds')}) "
+                f"ran{cite_rule(policy)}: the system clock ({now.isoformat(timespec='seconds')}) "
                 f"is earlier than the ledger's latest recorded event ({latest[:19]}); on a "
                 "controller's ledger time only moves forward — correct the system clock (UTC) "
                 "and retry"
@@ -2185,14 +2198,14 @@ class Ledger:
         if request.as_of > today:
             raise ReleaseRefusedError(
                 f"release for population {request.population!r} refused before anything "
-                f"ran{_cite(policy)}: its as-of {request.as_of} runs ahead of today ({today}); "
+                f"ran{cite_rule(policy)}: its as-of {request.as_of} runs ahead of today ({today}); "
                 "on a controller's ledger a release is charged when it is recorded — release "
                 "data as of today or earlier"
             )
         if latest_as_of is not None and request.as_of < latest_as_of:
             raise ReleaseRefusedError(
                 f"release for population {request.population!r} refused before anything "
-                f"ran{_cite(policy)}: its as-of {request.as_of} is behind the population's "
+                f"ran{cite_rule(policy)}: its as-of {request.as_of} is behind the population's "
                 f"latest release (as of {latest_as_of}); on a controller's ledger time only moves "
                 "forward — past months are released when they close, or replayed on the "
                 "evaluation or demo ledger for synthetic data"
@@ -2382,7 +2395,7 @@ class Ledger:
         )
         exc = BudgetExceededError(
             f"{prefix}release for population {request.population!r} (purpose {request.purpose!r}, "
-            f"recipient {request.recipient!r}) refused before anything ran{_cite(policy)}: "
+            f"recipient {request.recipient!r}) refused before anything ran{cite_rule(policy)}: "
             f"{what} has spent "
             f"ε = {spent.epsilon:.6g} of the budget ε = {budget:.6g} ({spent.describe()}); "
             f"requested {asked} would make it ε = {worst.epsilon:.6g}; remaining "
@@ -2632,7 +2645,7 @@ def claim_population_data(
                 if owner is not None and owner != controller:
                     raise ReleaseRefusedError(
                         f"privacy ledger of {controller!r} refused before anything was charged"
-                        f"{_cite(policy)}: the data's {what} ({value[:16]}…) is already bound "
+                        f"{cite_rule(policy)}: the data's {what} ({value[:16]}…) is already bound "
                         f"to controller {owner!r} in {registry}; a budget belongs to the people "
                         "and a renamed controller gets no fresh budget for them — release with "
                         f"{owner!r}'s policy and ledger"
@@ -2757,15 +2770,16 @@ def _contradiction_message(
 ) -> str:
     more = f" (and {len(found) - 1} more cards)" if len(found) > 1 else ""
     return (
-        f"privacy ledger {path} is refused before anything was charged{_cite(policy)}: "
+        f"privacy ledger {path} is refused before anything was charged{cite_rule(policy)}: "
         f"{found[0]}{more}; restore the ledger from a backup — it is never recreated over its "
         "history"
     )
 
 
-def _cite(policy: Policy | PolicyFacts | None, kind: str = "anonymous_release") -> str:
-    """`` (rule: the anonymity claim, clause AO-1)``: the policy's own clause a refusal
-    protects, or ``""`` when no policy (or no such clause) is known."""
+def cite_rule(policy: Policy | PolicyFacts | None, kind: str = "anonymous_release") -> str:
+    """`` (rule: the anonymity claim of every release, clause AO-1)``: the policy's own
+    clause a refusal protects, or ``""`` when no policy (or no such clause) is known. Every
+    refusal that has the policy at hand cites it this way (one wording for all modules)."""
     try:
         ids = policy.clauses_for(kind) if policy is not None else ()
     except (PolicyError, KeyError):  # a kind the policy has no clause for
