@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 from pathlib import Path
 
 import numpy as np
@@ -130,9 +131,28 @@ def sign_prepared(workspace, purpose: str, as_of: dt.date, key_id: str = "0" * 1
     folder = workspace.prepared_dir(purpose)
     written = {name: sha256_file(path) for name, path in _files_under(folder).items()}
     record = _sign_prepared(
-        raw_hashes(workspace), written, purpose=purpose, as_of=as_of, key_id=key_id
+        raw_hashes(workspace),
+        written,
+        purpose=purpose,
+        as_of=as_of,
+        key_id=key_id,
+        demo_key=False,
     )
     write_json(folder / PROVENANCE_FILE, record)
+
+
+def sign_prepared_before_key_kind(workspace, purpose: str, as_of: dt.date) -> None:
+    """A record as prepare signed it before it recorded the key kind (steward or demo on raw
+    proven synthetic): validly signed, same fields, no ``key_kind`` (r13b finding 2)."""
+    from segments.provenance import PROVENANCE_FILE, _sign
+    from segments.workspace import write_json
+
+    path = workspace.prepared_dir(purpose) / PROVENANCE_FILE
+    sign_prepared(workspace, purpose, as_of)
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record.pop("mac")
+    record.pop("key_kind")
+    write_json(path, _sign(record))
 
 
 def synthetic_proof(workspace=None):

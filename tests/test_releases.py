@@ -553,6 +553,35 @@ def test_a_mean_of_spend_clipped_near_its_bound_is_withheld_not_published_low():
 
 
 # --- command line ------------------------------------------------------------------------------
+def test_attack_frames_signed_before_the_key_kind_are_refused_nothing_charged(workspace, capsys):
+    """r13b #2: frames prepared before prepare refused the public demo key on data not proven
+    synthetic carry a valid signature but may hold pseudonyms anyone can reverse. A record
+    without the key kind is refused by the release before anything is charged or written."""
+    from prepared_frames import sign_prepared_before_key_kind
+
+    from segments.cli.main import main
+    from segments.provenance import verify_prepared
+
+    sign_prepared_before_key_kind(workspace, PURPOSE, dt.date(2026, 10, 31))
+    args = ["release", "-w", str(workspace.root), "--policy", "alloffice", "--spec",
+            "segment_overview", "--purpose", PURPOSE, "--recipient", "purchasing",
+            "--as-of", "2026-03-01"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "records no pseudonymisation key kind" in err and "demo key" in err
+    assert f"run `segments prepare --purpose {PURPOSE}` again" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not default_ledger_path("AllOffice Nordic AB").exists()
+    assert not workspace.releases.exists() or not list(workspace.releases.iterdir())
+    assert "no pseudonymisation key kind" in (verify_prepared(workspace, PURPOSE) or "")
+    # the same frames re-signed as prepare signs now (steward key) are released
+    from prepared_frames import sign_prepared
+
+    sign_prepared(workspace, PURPOSE, dt.date(2026, 10, 31))
+    assert verify_prepared(workspace, PURPOSE) is None
+    assert main(args) == 0
+
+
 def test_cli_dry_run_shows_accuracy_and_spends_nothing(workspace, capsys):
     from segments.cli.main import main
 

@@ -353,6 +353,25 @@ def test_target_errors(workspace: Workspace) -> None:
         target(workspace, 0)
 
 
+def test_attack_target_refuses_frames_signed_before_the_key_kind(workspace: Workspace) -> None:
+    """r13b #2: a segmentation over frames whose record predates the key kind (pseudonyms
+    perhaps made with the public demo key) writes no list of pseudonyms."""
+    from prepared_frames import sign_prepared, sign_prepared_before_key_kind
+
+    from segments.exceptions import ReleaseRefusedError
+
+    sign_prepared(workspace, "segmentation", AS_OF)
+    segment(workspace, "alloffice", k_range=[3], n_splits=1, seed=0)
+    sign_prepared_before_key_kind(workspace, "segmentation", AS_OF)
+    with pytest.raises(ReleaseRefusedError, match=r"no pseudonymisation key kind.*prepare"):
+        target(workspace, 0)
+    assert not workspace.targets.exists() or not list(workspace.targets.iterdir())
+    with pytest.raises(ReleaseRefusedError, match=r"no pseudonymisation key kind"):
+        segment(workspace, "alloffice", k_range=[3], n_splits=1, seed=0)
+    sign_prepared(workspace, "segmentation", AS_OF)
+    assert target(workspace, 0).n_targeted > 0
+
+
 def _cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="segments")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -149,12 +149,15 @@ def _sign_prepared(
     purpose: str,
     as_of: dt.date,
     key_id: str | None = None,
+    demo_key: bool,
 ) -> dict[str, Any]:
     """The signed record prepare writes as ``provenance.json``: the raw files it read, the
     SHA-256 of the bytes it wrote (``outputs``: path relative to the folder → digest, computed
     by prepare's writer from the bytes it serialised, never by re-reading a folder), the
-    data's as-of and the pseudonymisation key's id (the facts the ledger binds;
-    ``policy_report.json`` is only a report).
+    data's as-of, the pseudonymisation key's id and its kind (``key_kind``, from
+    ``demo_key``: what prepare knew when it resolved the key, which yields the demo key only
+    for raw data proven synthetic; the facts the ledger binds; ``policy_report.json`` is
+    only a report).
 
     Private to prepare's write path (:func:`segments.prepare._write_atomically`): there is
     no public function that signs a folder of frames. A caller in the same Python process
@@ -168,7 +171,27 @@ def _sign_prepared(
     }
     if key_id is not None:
         record["key_id"] = key_id
+    record["key_kind"] = _KEY_KINDS[1] if demo_key else _KEY_KINDS[0]
     return _sign(record)
+
+
+#: The kinds of pseudonymisation key prepare signs into its record: the steward's key, or the
+#: public demo key, which prepare resolves only for raw data proven synthetic.
+_KEY_KINDS = ("steward", "demo (raw proven synthetic)")
+
+
+def _unkeyed(record: dict[str, Any]) -> str | None:
+    """Why a signed record cannot be trusted about its pseudonymisation key, or None.
+
+    Records signed before prepare wrote ``key_kind`` may hold pseudonyms made with the public
+    demo key on data never proven synthetic (reversible by anyone): none is believed."""
+    if record.get("key_kind") in _KEY_KINDS:
+        return None
+    return (
+        "it records no pseudonymisation key kind (signed before prepare refused the public "
+        "demo key on data not proven synthetic, so its pseudonyms may be reversible by "
+        "anyone; key custody)"
+    )
 
 
 def _files_under(folder: Path) -> dict[str, Path]:
@@ -314,6 +337,12 @@ def _signed_for_purpose(ws: Workspace, purpose: str, rule: str = "") -> dict[str
             f"prepare` for purpose {record.get('purpose')!r}, not {purpose!r}; run `segments "
             f"prepare --purpose {purpose}` in this workspace"
         )
+    unkeyed = _unkeyed(record)
+    if unkeyed is not None:
+        raise ReleaseRefusedError(
+            f"refused before anything was charged{rule}: {path}: {unkeyed}; run `segments "
+            f"prepare --purpose {purpose}` again"
+        )
     return record
 
 
@@ -343,6 +372,12 @@ def verify_prepared(workspace: Workspace | str | Path, purpose: str) -> str | No
         return (
             f"{folder / PROVENANCE_FILE} was signed by `segments prepare` for purpose "
             f"{record.get('purpose')!r}, not {purpose!r}"
+        )
+    unkeyed = _unkeyed(record)
+    if unkeyed is not None:
+        return (
+            f"{folder / PROVENANCE_FILE}: {unkeyed}; run `segments prepare --purpose "
+            f"{purpose}` again"
         )
     outputs = record.get("outputs") or {}
     present = _files_under(folder)

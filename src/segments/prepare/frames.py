@@ -47,7 +47,12 @@ from segments._tables import read_table, to_pandas
 from segments.engine import Engine, get_engine
 from segments.exceptions import PolicyError, SchemaError
 from segments.policy import Policy, Purpose, RetentionRule
-from segments.prepare.pseudonym import PseudonymKey, load_key, pseudonymise_series
+from segments.prepare.pseudonym import (
+    DEMO_PROVENANCE,
+    PseudonymKey,
+    load_key,
+    pseudonymise_series,
+)
 from segments.privacy.synthetic import prove_synthetic
 from segments.progress import progress
 from segments.schema import (
@@ -739,6 +744,7 @@ def _write_atomically(
                 purpose=report.purpose,
                 as_of=report.as_of,
                 key_id=report.key_id,
+                demo_key=report.key_provenance == DEMO_PROVENANCE,
             )
             write_json(tmp / PROVENANCE_FILE, record)
         make_private(tmp)  # pseudonymised personal data: owner-only whatever the umask

@@ -27,7 +27,7 @@ from segments.features import (
     customer_features,
 )
 from segments.progress import progress
-from segments.provenance import _sign_segment_names, prepared_as_of
+from segments.provenance import _sign_segment_names, prepared_as_of, recorded_as_of
 from segments.segmentation.profiles import segment_profiles
 from segments.segmentation.selection import (
     DEFAULT_MODEL_CATEGORICAL,
@@ -447,6 +447,10 @@ def target(workspace: Workspace | str | Path, segment: int | str) -> TargetResul
     metadata = json.loads(meta_path.read_text(encoding="utf-8"))
     seg = _resolve_segment(segment, metadata["segments"])
     purpose = metadata["purpose"]
+    # the same reader of prepare's signed record as the segmentation: a record not signed
+    # for this user, for another purpose, or without the key kind (pseudonyms perhaps made
+    # with the public demo key) is refused before a list of pseudonyms is written
+    recorded_as_of(ws, purpose)
     members = (
         pl.read_parquet(ws.require(ws.labels, made_by))
         .filter(pl.col("segment") == seg)
