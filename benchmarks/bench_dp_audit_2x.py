@@ -36,6 +36,7 @@ import polars as pl
 
 from segments.audit.dp_audit import epsilon_lower_bound, family_confidence
 from segments.audit.mechanisms import (
+    MechanismCase,
     person_release_cases,
     raw_person_neighbours,
     with_likelihood_ratio,
@@ -48,7 +49,7 @@ from segments.session import sum as total
 RESULTS = Path(__file__).parent / "results" / "bench_dp_audit_2x.json"
 
 
-def cases(folder: Path) -> list[tuple[str, object]]:
+def cases(folder: Path) -> list[tuple[str, MechanismCase]]:
     """(label, case) for the honest and under-claimed releases."""
     policy = Policy.load("alloffice")
     neighbours = raw_person_neighbours(policy, folder / "raw")

@@ -38,7 +38,7 @@ from segments._tables import read_table
 
 CHILD = """
 import datetime as dt, json, resource, sys, time
-from segments.synth import generate
+from segments.synth.generate import generate
 def cpu():
     own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime

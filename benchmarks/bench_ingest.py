@@ -62,7 +62,15 @@ def run_story(export: Path, mapping: Path, folder: Path) -> dict[str, float]:
             "--as-of", "1998-06-30", "--key-file", str(key),
         )  # fmt: skip
     _step(t, "segment", "segment", *w, *pol, "--k-range", "3-6")
-    release = ("release", *w, *pol, "--ledger", str(ledger), "--as-of", "1998-07-01")
+    release: tuple[str, ...] = (
+        "release",
+        *w,
+        *pol,
+        "--ledger",
+        str(ledger),
+        "--as-of",
+        "1998-07-01",
+    )
     release += ("--purpose", "statistics", "--recipient", "purchasing")
     _step(t, "release spend_by_segment", *release, "--spec", "spend_by_segment",
           "--segments", "fitted", "--epsilon", "0.2")  # fmt: skip

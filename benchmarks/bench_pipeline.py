@@ -45,7 +45,7 @@ def child(stage: str, folder: Path, customers: int, months: int) -> dict:
     start, cpu = time.perf_counter(), time.process_time()
     workspace = folder / "ws"
     if stage == "generate":
-        from segments.synth import generate
+        from segments.synth.generate import generate
 
         result = generate(
             workspace, customers=customers, months=months, as_of=DATA_AS_OF, progress=False

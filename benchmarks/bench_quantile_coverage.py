@@ -104,7 +104,7 @@ def baseline_plan(plan: Any, query_plan: Any) -> Any:
 
 def run(customers: int, runs: int, epsilon: float, interval: float, bound: int, by: str, seed: int):
     from segments.prepare import prepare
-    from segments.synth import generate
+    from segments.synth.generate import generate
     from segments.workspace import Workspace
 
     started = time.perf_counter()
@@ -135,11 +135,9 @@ def run(customers: int, runs: int, epsilon: float, interval: float, bound: int, 
             name = query.definition().name
             for run_index in range(runs):
                 raw = plan.tables(run_unaccounted(plan))[name]
-                table = _to_pandas(pl.from_pandas(raw), query, None, ranks)
+                table = _to_pandas(pl.from_pandas(raw), query, ranks)
                 old_raw = before.measurement(pl.scan_parquet(query_plan.data_path)).collect()
-                old = _to_pandas(
-                    pl.from_pandas(plan.tables({name: old_raw})[name]), query, None, ranks
-                )
+                old = _to_pandas(pl.from_pandas(plan.tables({name: old_raw})[name]), query, ranks)
                 for (_, row), (_, old_row) in zip(table.iterrows(), old.iterrows(), strict=True):
                     old_ends = old_row[value_interval.low], old_row[value_interval.high]
                     exact = truth.get(row[by], float("nan"))  # a key nobody has

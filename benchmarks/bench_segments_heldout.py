@@ -42,7 +42,8 @@ from segments.features import customer_features
 from segments.policy import Policy
 from segments.prepare import prepare
 from segments.segmentation import FeatureSpec, fit_segments, planted_archetypes
-from segments.synth import ARCHETYPES, generate
+from segments.synth import ARCHETYPES
+from segments.synth.generate import generate
 from segments.workspace import Workspace
 
 AS_OF = dt.date(2026, 10, 31)
@@ -148,7 +149,7 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
             "k_chosen": " ".join(str(k) for k in g["k"]),
         }
         line["goal_met"] = bool(
-            int(accounts) < 8000
+            int(str(accounts)) < 8000
             or (
                 (g["ari"] >= 0.8).sum() >= 0.9 * n
                 and g["ari"].min() >= 0.75

@@ -67,7 +67,7 @@ def per_cell_design() -> Iterator[None]:
     try:
         yield
     finally:
-        releases._build_vector_query = original  # type: ignore[assignment]
+        releases._build_vector_query = original
 
 
 @contextlib.contextmanager
@@ -81,11 +81,11 @@ def one_bound_for_all_segments() -> Iterator[None]:
         vector.partition = None
         return vector
 
-    releases._vector_release = global_bound  # type: ignore[assignment]
+    releases._vector_release = global_bound
     try:
         yield
     finally:
-        releases._vector_release = original  # type: ignore[assignment]
+        releases._vector_release = original
 
 
 def run_mix(customers: int, policy_name: str, repeats: int, seed: int) -> dict[str, Any]:
@@ -129,7 +129,7 @@ def run_mix(customers: int, policy_name: str, repeats: int, seed: int) -> dict[s
     return report
 
 
-def _relative(released: np.ndarray, truth: np.ndarray) -> np.ndarray:
+def _relative(released: Any, truth: Any) -> np.ndarray:
     truth = np.asarray(truth, dtype=float)
     keep = truth > 0
     return np.abs(np.asarray(released, dtype=float)[keep] - truth[keep]) / truth[keep]
@@ -151,7 +151,7 @@ def _stats(errors: list[np.ndarray], values: list[np.ndarray] | None = None) -> 
 
 def _prepare(folder: Path, customers: int, policy: Policy, seed: int = 7) -> tuple[Path, dt.date]:
     from segments.prepare import prepare
-    from segments.synth import generate
+    from segments.synth.generate import generate
     from segments.workspace import Workspace
 
     ws = Workspace(folder / "ws").create()
@@ -164,7 +164,10 @@ def _prepare(folder: Path, customers: int, policy: Policy, seed: int = 7) -> tup
 def _probe(prepared: Path, params: PrivacyParams, as_of: dt.date, k: int) -> Scale:
     """The planner's scale probe, run outside the ledger (same releases as the main job)."""
     last = month_start(month_start(as_of) - dt.timedelta(days=1))
-    kwargs = {"customers": prepared / "customers.parquet", "lines": prepared / "lines.parquet"}
+    kwargs: dict[str, Any] = {
+        "customers": prepared / "customers.parquet",
+        "lines": prepared / "lines.parquet",
+    }
     spec = SPECS["scale_probe"].with_epsilon(PROBE_EPSILON)
     with plan_release(spec, params, as_of=as_of, **kwargs) as plan:
         people = plan._tables_pl(run_unaccounted(plan))["customers_by_type"]

@@ -54,7 +54,7 @@ def main() -> None:
     as_of = dt.date(2026, 10, 31)
     ws = Workspace(args.folder / "ws")
     if not (ws.raw / "manifest.json").exists():
-        from segments.synth import generate
+        from segments.synth.generate import generate
 
         generate(ws, customers=args.customers, months=args.months, as_of=as_of, progress=False)
     lines = json.loads((ws.raw / "manifest.json").read_text())["row_counts"]["order_lines"]
