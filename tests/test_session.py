@@ -360,6 +360,29 @@ def test_named_specs_as_session_queries_release_the_same_figures_and_charges(ws,
     assert binomtest(above, above + below).pvalue > 1e-3, (above, below)
 
 
+def test_a_customers_query_counts_every_person_spenders_or_not(ws):
+    """`table('customers')` is everyone in the prepared frame, zero spend included (only
+    `table('buyers')` keeps spenders): at a large ε the released counts per customer type add
+    up to the frame's people, and dropping the non-spenders would miss by more than the noise
+    could. The sign test above pools every query, where a few missing people per county hide."""
+    s = _session(ws)
+    query = s.table("customers").group_by("customer_type").agg(count()).named("everyone")
+    epsilon = 50.0  # uncharged (run_unaccounted): the noise only has to be small beside the gap
+    (scale,) = s.plan([query], epsilon=epsilon).accuracy["scale"]
+    spec, window = s._spec([query], epsilon, None)
+    with s._plan(spec, window, [query]) as plan:
+        frame = pl.read_parquet(plan.queries[0].data_path)
+        released = run_unaccounted(plan)["everyone"]
+    non_spenders = frame.filter(pl.col("spend_sek") <= 0).height
+    tolerance = 8 * float(scale) * released.height**0.5  # ~4 standard deviations of the sum
+    assert non_spenders > 2 * tolerance, (non_spenders, tolerance)  # so the test can fail
+    assert abs(int(released["count"].sum()) - frame.height) <= tolerance, (
+        released["count"].sum(),
+        frame.height,
+        tolerance,
+    )
+
+
 # --- segments query FILE -------------------------------------------------------------------------
 def test_cli_query_file_plans_then_charges_once(ws, tmp_path, capsys):
     from segments.cli.main import main
