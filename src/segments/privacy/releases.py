@@ -1715,8 +1715,8 @@ def _card(plan: ReleasePlan, extra: Mapping[str, Any] | None) -> dict[str, Any]:
         "finer tables fitted to their margins by weighted least squares, means only where "
         "the count supports them); each interval contains the noisy value's interval at the "
         "stated confidence cut at zero, so it holds each cell at least at that confidence; a "
-        "count's interval is rounded inward to whole numbers (the true count is one, so the "
-        "coverage is the same)",
+        "count's interval is rounded inward to whole numbers (the true count is a whole "
+        "number, so the coverage is the same)",
         **_segmentation_loss(plan),
         **_segment_names_card(plan),
         **({"month": month.isoformat()} if (month := plan.series_month()) else {}),
