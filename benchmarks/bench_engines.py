@@ -194,7 +194,9 @@ def _prepare_folder(folder: Path, args: argparse.Namespace) -> None:
 
     outputs = {name: sha256_file(path) for name, path in _files_under(prepared).items()}
     # bound to the raw files beside them (the surveys, the manifest), as prepare binds its own
-    record = _sign_prepared(raw_hashes(folder), outputs, purpose=PURPOSE, as_of=AS_OF)
+    record = _sign_prepared(
+        raw_hashes(folder), outputs, purpose=PURPOSE, as_of=AS_OF, demo_key=False
+    )
     write_json(prepared / PROVENANCE_FILE, record)
 
 

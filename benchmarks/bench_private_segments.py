@@ -46,7 +46,7 @@ from segments.privacy.kmeans import fit_private_segments
 from segments.privacy.ledger import Ledger
 from segments.privacy.publishing import ReleaseContext
 from segments.segmentation import FeatureSpec, fit_segments
-from segments.synth import generate
+from segments.synth.generate import generate
 from segments.workspace import Workspace
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -104,7 +104,7 @@ def run_policy(data: Workspace, root: Path, name: str) -> dict[str, Any]:
     return {
         "policy": name,
         "epsilon": float(privacy.private_segments_epsilon),
-        "charged_epsilon": float(ledger.entries()[-1].loss.epsilon),
+        "charged_epsilon": ledger.entries()[-1].loss.epsilon,  # None under a ρ (zCDP) charge
         "dp_family": str(privacy.dp_family),
         "k_private": int(privacy.private_segments_k),
         "iterations": int(privacy.private_segments_iterations),

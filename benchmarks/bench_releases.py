@@ -76,7 +76,8 @@ def child_generate(folder: Path, customers: int, lines: int) -> dict:
     prepared = folder / "prepared" / PURPOSE
     written = {name: sha256_file(path) for name, path in _files_under(prepared).items()}
     write_json(
-        prepared / PROVENANCE_FILE, _sign_prepared({}, written, purpose=PURPOSE, as_of=AS_OF)
+        prepared / PROVENANCE_FILE,
+        _sign_prepared({}, written, purpose=PURPOSE, as_of=AS_OF, demo_key=False),
     )
     return {"seconds": time.perf_counter() - start, "paths": {k: str(v) for k, v in paths.items()}}
 
