@@ -308,13 +308,15 @@ def test_cli_release_with_spark_matches_polars(
 
     monkeypatch.delenv("SEGMENTS_ENGINE", raising=False)
     calls: list[str] = []
-    spark_cells = SparkEngine.person_cells
+    # the cells' Spark job itself (a release takes them through person_cell_batches since
+    # 126f020, a month-closing through person_cells: both reach _cells on this engine)
+    spark_cells = SparkEngine._cells
 
     def spy(self, *args, **kwargs):
         calls.append(self.master)
         return spark_cells(self, *args, **kwargs)
 
-    monkeypatch.setattr(SparkEngine, "person_cells", spy)
+    monkeypatch.setattr(SparkEngine, "_cells", spy)
     results = {}
     for name, engine_args in {
         "polars": ["--engine", "polars"],
