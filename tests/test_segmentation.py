@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
-from prepared_frames import AS_OF, make_prepared
+from prepared_frames import AS_OF, make_prepared, sign_prepared
 from sklearn.metrics import adjusted_rand_score
 
 from segments._tables import scan_table
@@ -317,6 +317,7 @@ def test_policy_without_feature_bounds(workspace: Workspace) -> None:
 
 
 def test_target_excludes_opt_outs_and_withdrawals(workspace: Workspace) -> None:
+    sign_prepared(workspace, "segmentation", AS_OF)  # target writes from signed frames only
     segment(workspace, Policy.load("alloffice"), k_range=[3], n_splits=1, seed=0)
     labels = pl.read_parquet(workspace.segments / "labels.parquet")
     members = labels.filter(pl.col("segment") == 0)["person_id"]
@@ -344,6 +345,7 @@ def test_target_excludes_opt_outs_and_withdrawals(workspace: Workspace) -> None:
 def test_target_errors(workspace: Workspace) -> None:
     with pytest.raises(WorkspaceError, match=r"metadata.json does not exist.*segments segment"):
         target(workspace, 0)
+    sign_prepared(workspace, "segmentation", AS_OF)
     segment(workspace, "alloffice", k_range=[3], n_splits=1)
     with pytest.raises(ValueError, match=r"'segment' is '7'.*0: "):
         target(workspace, "7")
@@ -372,6 +374,20 @@ def test_attack_target_refuses_frames_signed_before_the_key_kind(workspace: Work
     assert target(workspace, 0).n_targeted > 0
 
 
+def test_attack_target_refuses_frames_whose_record_was_deleted(workspace: Workspace) -> None:
+    """r13b #2 once more: deleting the record hides the key kind, so a list of pseudonyms
+    is written only from frames prepare signed."""
+    from segments.exceptions import ReleaseRefusedError
+    from segments.provenance import PROVENANCE_FILE
+
+    sign_prepared(workspace, "segmentation", AS_OF)
+    segment(workspace, "alloffice", k_range=[3], n_splits=1, seed=0)
+    (workspace.prepared_dir("segmentation") / PROVENANCE_FILE).unlink()
+    with pytest.raises(ReleaseRefusedError, match=r"no provenance.json.*segments prepare"):
+        target(workspace, 0)
+    assert not workspace.targets.exists() or not list(workspace.targets.iterdir())
+
+
 def _cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="segments")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -382,6 +398,7 @@ def _cli(argv: list[str]) -> int:
 
 
 def test_cli_segment_and_target(workspace: Workspace, capsys) -> None:
+    sign_prepared(workspace, "segmentation", AS_OF)
     ws = str(workspace.root)
     assert _cli(["segment", "--workspace", ws, "--k-range", "3-4", "--seed", "5"]) == 0
     out = capsys.readouterr().out

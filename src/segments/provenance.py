@@ -285,11 +285,15 @@ def prepared_as_of(
     return signed
 
 
-def recorded_as_of(workspace: Workspace | str | Path, purpose: str) -> dt.date | None:
+def recorded_as_of(
+    workspace: Workspace | str | Path, purpose: str, *, required: bool = False
+) -> dt.date | None:
     """The as-of prepare's signed record gives the frames of ``purpose`` (signature and
     purpose checked, raw files not hashed), or None when the folder has no record (hand-made
-    frames). For readers that report rather than charge (the audit): they compare it with
-    ``policy_report.json`` themselves.
+    frames) and ``required`` is false. For readers that report rather than charge (the
+    audit): they compare it with ``policy_report.json`` themselves. ``required`` is for
+    readers that write pseudonyms out (target lists): without a record nothing says which
+    key made them.
 
     Raises
     ------
@@ -297,7 +301,7 @@ def recorded_as_of(workspace: Workspace | str | Path, purpose: str) -> dt.date |
         A record that is not signed by prepare for this user, or is of another purpose.
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
-    if not (ws.prepared_dir(purpose) / PROVENANCE_FILE).exists():
+    if not required and not (ws.prepared_dir(purpose) / PROVENANCE_FILE).exists():
         return None
     return dt.date.fromisoformat(str(_signed_for_purpose(ws, purpose)["as_of"])[:10])
 

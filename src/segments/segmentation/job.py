@@ -449,8 +449,9 @@ def target(workspace: Workspace | str | Path, segment: int | str) -> TargetResul
     purpose = metadata["purpose"]
     # the same reader of prepare's signed record as the segmentation: a record not signed
     # for this user, for another purpose, or without the key kind (pseudonyms perhaps made
-    # with the public demo key) is refused before a list of pseudonyms is written
-    recorded_as_of(ws, purpose)
+    # with the public demo key) is refused before a list of pseudonyms is written, and so
+    # are frames with no record at all (a deleted record would hide the key kind)
+    recorded_as_of(ws, purpose, required=True)
     members = (
         pl.read_parquet(ws.require(ws.labels, made_by))
         .filter(pl.col("segment") == seg)
