@@ -137,10 +137,30 @@ def test_attack_edited_raw_data_is_not_pseudonymised_under_the_demo_key(
     assert not ws.prepared_dir("statistics").exists()
     # r13b: the same public key passed in by the caller (as a key or as its bytes)
     public = demo_key(ws.read_manifest())
-    for passed in (public, public.secret, PseudonymKey(public.secret, "steward key (test)")):
-        with pytest.raises(PolicyError, match=r"the key given is the public demo key"):
+    # r13c: the same key zero-padded (HMAC pads short keys: same pseudonyms), in hex, or the
+    # demo key of a small seed the manifest no longer names
+    padded = public.secret + b"\0" * 3
+    assert pseudonymise(PseudonymKey(padded, "x"), "person", [1]) == pseudonymise(
+        public, "person", [1]
+    )
+    other_seed = demo_key({"synthetic": True, "seed": 7}).secret
+    for passed in (
+        public,
+        public.secret,
+        PseudonymKey(public.secret, "steward key (test)"),
+        padded,
+        public.secret.hex(),
+        public.secret.hex().upper().encode(),
+        other_seed,
+    ):
+        with pytest.raises(PolicyError, match=r"the key given is a public demo key"):
             prepare(ws, "alloffice", "statistics", "2026-10-31", key=passed)
         assert not ws.prepared_dir("statistics").exists()
+    monkeypatch.setenv(KEY_ENV_VAR, public.secret.hex())  # the hint's own format
+    with pytest.raises(PolicyError, match=r"the key given is a public demo key"):
+        prepare(ws, "alloffice", "statistics", "2026-10-31")
+    monkeypatch.delenv(KEY_ENV_VAR)
+    assert not ws.prepared_dir("statistics").exists()
     prepare(ws, "alloffice", "statistics", "2026-10-31", key=KEY_A)
     person_ids = set(
         pl.read_parquet(ws.prepared_dir("statistics") / "customers.parquet")["person_id"]

@@ -21,6 +21,7 @@ memory of 20 million order lines.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import os
@@ -101,7 +102,11 @@ class PseudonymKey:
     @property
     def key_id(self) -> str:
         """A keyed fingerprint (not the key): equal ids mean the same key was used."""
-        return hmac.digest(self.secret, b"segments key id", "sha256").hex()[:16]
+        return _key_id(self.secret)
+
+
+def _key_id(secret: bytes) -> str:
+    return hmac.digest(secret, b"segments key id", "sha256").hex()[:16]
 
 
 def pseudonymise(key: PseudonymKey, namespace: str, ids: Iterable[Any]) -> list[str]:
@@ -226,12 +231,28 @@ def _given_key(
     return None
 
 
+# Demo keys anybody can recompute: those of the seeds 0..PUBLIC_DEMO_SEEDS-1 (every seed
+# the project, its docs and tests use is small) and of the manifest's own seed.
+PUBLIC_DEMO_SEEDS = 1 << 16
+
+
+@functools.cache
+def _public_demo_key_ids() -> frozenset[str]:
+    return frozenset(_key_id(_demo_secret(seed)) for seed in range(PUBLIC_DEMO_SEEDS))
+
+
 def _is_demo_key_of(key: PseudonymKey, manifest: dict[str, Any]) -> bool:
-    """Whether ``key`` is the demo key of the manifest's seed (whatever the manifest says of
-    the data): a key anybody can recompute, however it was passed."""
-    if "seed" not in manifest:
-        return False
-    return hmac.compare_digest(key.secret, _demo_secret(manifest["seed"]))
+    """Whether ``key`` is a public demo key (of the manifest's seed, whatever the manifest
+    says of the data, or of any small seed), however it was passed: compared by key id, an
+    HMAC, so the secret padded with zero bytes (HMAC pads keys shorter than its block) is
+    the same key; the secret written in hex is decoded and compared too."""
+    forms = [key.secret]
+    with contextlib.suppress(ValueError, UnicodeDecodeError):
+        forms.append(bytes.fromhex(key.secret.decode("ascii").strip()))
+    public = set(_public_demo_key_ids())
+    if "seed" in manifest:
+        public.add(_key_id(_demo_secret(manifest["seed"])))
+    return any(_key_id(form) in public for form in forms if form)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -323,7 +344,10 @@ def load_key(
             return demo_key(manifest)
         why = f"the raw data is not proven synthetic ({verdict.reason})"
     if given is not None:
-        why = f"the key given is the public demo key of the manifest's seed and {why}"
+        why = (
+            "the key given is a public demo key (the manifest seed's or a small seed's, in "
+            f"any form: raw, zero-padded or hex) and {why}"
+        )
     raise PolicyError(
         f"no pseudonymisation key: {why}, so the public demo key is refused (key custody); "
         f"set {KEY_ENV_VAR} or pass --key-file with the steward's key (at least "
