@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -151,6 +152,10 @@ def test_attack_edited_raw_data_is_not_pseudonymised_under_the_demo_key(
         padded,
         public.secret.hex(),
         public.secret.hex().upper().encode(),
+        "0x" + public.secret.hex(),
+        base64.b64encode(public.secret),
+        base64.urlsafe_b64encode(public.secret).rstrip(b"="),
+        b"segments demo pseudonym key|seed=13 (the text it is hashed from)",
         other_seed,
     ):
         with pytest.raises(PolicyError, match=r"the key given is a public demo key"):

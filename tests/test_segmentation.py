@@ -374,6 +374,25 @@ def test_attack_target_refuses_frames_signed_before_the_key_kind(workspace: Work
     assert target(workspace, 0).n_targeted > 0
 
 
+def test_attack_frames_signed_under_a_demo_key_called_steward_are_refused(
+    workspace: Workspace,
+) -> None:
+    """r13d: frames prepared (by earlier code) under a public demo key that passed as the
+    steward's (zero-padded: same key id) write no list and segment nothing."""
+    from segments.exceptions import ReleaseRefusedError
+    from segments.prepare.pseudonym import PseudonymKey, demo_key
+
+    public = demo_key({"synthetic": True, "seed": 13}).secret + b"\0"
+    sign_prepared(workspace, "segmentation", AS_OF)
+    segment(workspace, "alloffice", k_range=[3], n_splits=1, seed=0)
+    sign_prepared(workspace, "segmentation", AS_OF, key_id=PseudonymKey(public, "x").key_id)
+    with pytest.raises(ReleaseRefusedError, match=r"'steward' key is a public demo key"):
+        target(workspace, 0)
+    assert not workspace.targets.exists() or not list(workspace.targets.iterdir())
+    with pytest.raises(ReleaseRefusedError, match=r"public demo key"):
+        segment(workspace, "alloffice", k_range=[3], n_splits=1, seed=0)
+
+
 def test_attack_target_refuses_frames_whose_record_was_deleted(workspace: Workspace) -> None:
     """r13b #2 once more: deleting the record hides the key kind, so a list of pseudonyms
     is written only from frames prepare signed."""

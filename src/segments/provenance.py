@@ -185,6 +185,13 @@ def _unkeyed(record: dict[str, Any]) -> str | None:
 
     Records signed before prepare wrote ``key_kind`` may hold pseudonyms made with the public
     demo key on data never proven synthetic (reversible by anyone): none is believed."""
+    from segments.prepare.pseudonym import is_public_demo_key_id
+
+    if record.get("key_kind") == _KEY_KINDS[0] and is_public_demo_key_id(str(record.get("key_id"))):
+        return (
+            "its 'steward' key is a public demo key (its key id is a demo key's: pseudonyms "
+            "reversible by anyone; key custody); prepare again with the steward's own key"
+        )
     if record.get("key_kind") in _KEY_KINDS:
         return None
     return (

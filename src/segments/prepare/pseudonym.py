@@ -20,6 +20,8 @@ memory of 20 million order lines.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import functools
 import hashlib
@@ -206,8 +208,11 @@ def demo_key(manifest: dict[str, Any]) -> PseudonymKey:
     return PseudonymKey(_demo_secret(manifest["seed"]), DEMO_PROVENANCE)
 
 
+_DEMO_TEXT = b"segments demo pseudonym key|seed="
+
+
 def _demo_secret(seed: Any) -> bytes:
-    return hashlib.sha256(f"segments demo pseudonym key|seed={seed}".encode()).digest()
+    return hashlib.sha256(_DEMO_TEXT + str(seed).encode()).digest()
 
 
 def _given_key(
@@ -245,14 +250,29 @@ def _is_demo_key_of(key: PseudonymKey, manifest: dict[str, Any]) -> bool:
     """Whether ``key`` is a public demo key (of the manifest's seed, whatever the manifest
     says of the data, or of any small seed), however it was passed: compared by key id, an
     HMAC, so the secret padded with zero bytes (HMAC pads keys shorter than its block) is
-    the same key; the secret written in hex is decoded and compared too."""
+    the same key; the secret written in hex (with or without ``0x``) or base64 is decoded
+    and compared too, and the public text a demo key is hashed from is refused as such."""
+    if _DEMO_TEXT in key.secret:
+        return True
     forms = [key.secret]
     with contextlib.suppress(ValueError, UnicodeDecodeError):
-        forms.append(bytes.fromhex(key.secret.decode("ascii").strip()))
+        text = "".join(key.secret.decode("ascii").split())
+        with contextlib.suppress(ValueError):
+            forms.append(bytes.fromhex(text.removeprefix("0x").removeprefix("0X")))
+        with contextlib.suppress(ValueError, binascii.Error):
+            forms.append(base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_"))
+        with contextlib.suppress(ValueError, binascii.Error):
+            forms.append(base64.b64decode(text + "=" * (-len(text) % 4)))
     public = set(_public_demo_key_ids())
     if "seed" in manifest:
         public.add(_key_id(_demo_secret(manifest["seed"])))
     return any(_key_id(form) in public for form in forms if form)
+
+
+def is_public_demo_key_id(key_id: str) -> bool:
+    """Whether ``key_id`` (:attr:`PseudonymKey.key_id`) is the id of a public demo key (of a
+    seed 0..PUBLIC_DEMO_SEEDS-1): pseudonyms made under it are reversible by anyone."""
+    return key_id in _public_demo_key_ids()
 
 
 def _inside(path: Path, folder: Path) -> bool:
