@@ -382,9 +382,12 @@ def test_killed_erasure_never_lets_the_person_back(box: Sandbox) -> None:
     cid = next(c for c in customers["customer_id"] if _person(ws, int(c))[1] in segmented)
     accounts, pid = _person(ws, int(cid))
     args = ("subject", "erase", "-w", str(box.ws), "--policy", "alloffice", "--customer", str(cid))
-    trial = box.ws.parent / "trial"
-    shutil.copytree(box.ws, trial)
-    span = box.run(*[str(trial) if a == str(box.ws) else a for a in args])
+    # the first erase on these raw files proves them synthetic (the demo key needs it) and
+    # caches the signed verdict: time a second trial, as fast as the runs that are killed
+    for name in ("warm", "trial"):
+        trial = box.ws.parent / name
+        shutil.copytree(box.ws, trial)
+        span = box.run(*[str(trial) if a == str(box.ws) else a for a in args])
 
     def check() -> None:
         box.nothing_private_outside()
