@@ -33,7 +33,7 @@ format: setup  ## ruff: fix imports and format in place
 	$(BIN)/ruff check --fix --select I src tests benchmarks notebooks
 	$(BIN)/ruff format src tests benchmarks
 
-typecheck: setup  ## mypy on src/segments
+typecheck: setup  ## mypy on src/segments and benchmarks
 	$(BIN)/mypy
 
 # The report test renders in a real headless Chromium (Debian's package); install it where
