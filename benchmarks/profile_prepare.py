@@ -67,15 +67,7 @@ def main() -> None:
 
     with profile:
         report = prepare(ws, "alloffice", args.purpose, as_of)
-    rows = {
-        stage: {
-            "calls": profile.calls.get(stage, 0),
-            "seconds": round(profile.seconds.get(stage, 0.0), 2),
-            "rss_at_start_mb": round(profile.start.get(stage, 0.0)),
-            "peak_rss_mb": round(peak),
-        }
-        for stage, peak in sorted(profile.peaks.items(), key=lambda item: -item[1])
-    }
+    rows = profile.rows()
     result = {
         "raw_lines": lines,
         "prepared_lines": report.output_counts["lines"],

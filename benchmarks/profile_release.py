@@ -75,6 +75,18 @@ class Profile:
             stage = self.stack[-1]
             self.peaks[stage] = max(self.peaks.get(stage, 0.0), rss)
 
+    def rows(self) -> dict[str, dict[str, float]]:
+        """Each stage's calls, time, resident memory at its start and peak, highest peak first."""
+        return {
+            stage: {
+                "calls": self.calls.get(stage, 0),
+                "seconds": round(self.seconds.get(stage, 0.0), 2),
+                "rss_at_start_mb": round(self.start.get(stage, 0.0)),
+                "peak_rss_mb": round(peak),
+            }
+            for stage, peak in sorted(self.peaks.items(), key=lambda item: -item[1])
+        }
+
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         self.stack.append(name)
@@ -158,15 +170,7 @@ def main() -> None:
             out: dict[str, Callable[..., Any] | Any] = child_release(workspace)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
-    rows = {
-        stage: {
-            "calls": profile.calls.get(stage, 0),
-            "seconds": round(profile.seconds.get(stage, 0.0), 2),
-            "rss_at_start_mb": round(profile.start.get(stage, 0.0)),
-            "peak_rss_mb": round(peak),
-        }
-        for stage, peak in sorted(profile.peaks.items(), key=lambda item: -item[1])
-    }
+    rows = profile.rows()
     result = {
         "engine": args.engine,
         "memory_limit": args.memory_limit,
