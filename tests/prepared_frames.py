@@ -193,11 +193,40 @@ def verified_plan(prepared_in, spec, params, purpose: str = "statistics", **kw):
         yield plan
 
 
-def install_prepared(workspace, paths, purpose: str = "statistics", as_of: dt.date = AS_OF):
+def install_prepared(
+    workspace,
+    paths,
+    purpose: str = "statistics",
+    as_of: dt.date = AS_OF,
+    *,
+    report: bool = False,
+) -> None:
     """Copy hand-made ``customers`` and ``lines`` frames (``paths``: name -> file) into
-    ``W/prepared/<purpose>/`` and sign them as prepare does (:func:`sign_prepared`)."""
+    ``W/prepared/<purpose>/`` and sign them as prepare does (:func:`sign_prepared`); with
+    ``report``, prepare's ``policy_report.json`` too (:func:`write_policy_report`)."""
     folder = workspace.prepared_dir(purpose)
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("customers", "lines"):
         (folder / f"{name}.parquet").write_bytes(Path(paths[name]).read_bytes())
-    sign_prepared(workspace, purpose, as_of)
+    if report:
+        write_policy_report(folder, as_of, purpose)  # signs as well
+    else:
+        sign_prepared(workspace, purpose, as_of)
+
+
+def segmentation_workspace(root: Path, n_persons: int, *, signed: bool = True):
+    """A workspace at ``root`` whose prepared segmentation frames are :func:`make_prepared`'s
+    (seed 4), with a ``policy_report.json`` of their as-of and, if ``signed``, prepare's
+    signed record (:func:`sign_prepared`)."""
+    from segments.workspace import Workspace, write_json
+
+    ws = Workspace(root)
+    customers, lines, _ = make_prepared(n_persons, seed=4)
+    folder = ws.prepared_dir("segmentation")
+    folder.mkdir(parents=True)
+    customers.write_parquet(folder / "customers.parquet")
+    lines.write_parquet(folder / "lines.parquet")
+    write_json(folder / "policy_report.json", {"as_of": AS_OF.isoformat()})
+    if signed:
+        sign_prepared(ws, "segmentation", AS_OF)
+    return ws

@@ -151,3 +151,12 @@ def write_raw(
 def read_json(path: Any) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def cli_args(
+    *command: str, workspace: Workspace, policy: str = "alloffice", as_of: dt.date = AS_OF
+) -> list[str]:
+    """The ``segments`` arguments of ``command`` on ``workspace``, under ``policy``, as of
+    ``as_of`` (in this order: a test may swap one value by its index)."""
+    return [*command, "--workspace", str(workspace.root), "--policy", policy,
+            "--as-of", as_of.isoformat()]  # fmt: skip

@@ -409,3 +409,36 @@ def test_a_tiny_memory_limit_spills_into_the_workspace_scratch_with_identical_fr
     assert got.height > 100_000
     assert_frame_equal(got, expected)
     assert not ws.private.exists()  # the scratch (and its spill) went with the job
+
+
+def test_feature_sums_spill_into_the_workspaces_private_area_not_the_prepared_folder(
+    tmp_path, monkeypatch
+):
+    """r21 #2: an engine computing the segmentation features spills (Spark's shuffle files:
+    pseudonymised lines) into the workspace's private area, which sweep clears after a
+    kill -9, never beside the signed prepared frames, where a leftover failed every release's
+    check of the folder and survived an erasure. Nothing is left behind."""
+    from prepared_frames import AS_OF, segmentation_workspace
+
+    from segments.features import customer_features
+
+    ws = segmentation_workspace(tmp_path / "ws", 60)
+    folder = ws.prepared_dir("segmentation")
+    before = sorted(p.name for p in folder.iterdir())
+    seen: list[tuple[Path, list[str]]] = []
+    real = DuckDBEngine.person_feature_sums
+
+    def spy(self, lines, window, categories, channels, *, scratch):  # type: ignore[no-untyped-def]
+        seen.append((Path(scratch), sorted(p.name for p in folder.iterdir())))
+        return real(self, lines, window, categories, channels, scratch=scratch)
+
+    monkeypatch.setattr(DuckDBEngine, "person_feature_sums", spy)
+    monkeypatch.setenv("SEGMENTS_ENGINE", "duckdb")
+    customers = pl.read_parquet(folder / "customers.parquet")
+    features = customer_features(folder / "lines.parquet", customers, as_of=AS_OF)
+    assert len(features) > 0 and len(seen) == 1
+    scratch, during = seen[0]
+    assert scratch.resolve().is_relative_to(ws.private.resolve()), scratch
+    assert during == before  # nothing inside the signed folder while the engine ran
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert not ws.private.exists() or not any(ws.private.iterdir())

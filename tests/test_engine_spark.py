@@ -248,6 +248,55 @@ def test_an_engine_started_session_spills_only_inside_scratch(tmp_path: Path) ->
         assert noise not in done.stderr
 
 
+@pytest.mark.slow
+def test_feature_sums_as_the_first_spark_job_of_a_fresh_process(tmp_path: Path) -> None:
+    """r21 LOW 5: person_feature_sums built Spark columns before starting the session, so as
+    the first Spark job of a process it died on an assertion; in a fresh process it now
+    starts Spark itself and returns the polars engine's sums."""
+    lines = tmp_path / "lines.parquet"
+    pl.DataFrame(
+        {
+            "person_id": [f"{i % 20:064x}" for i in range(400)],
+            "order_id": [f"{i // 2:064x}" for i in range(400)],
+            "order_date": [dt.date(2026, 1 + (i // 2) % 12, 1) for i in range(400)],
+            "channel": [CHANNELS[(i // 2) % len(CHANNELS)] for i in range(400)],
+            "category": [PRODUCT_CATEGORIES[i % 10] for i in range(400)],
+            "quantity": [1 + i % 3 for i in range(400)],
+            "amount_sek": [1.25 * (i % 7) for i in range(400)],
+        }
+    ).write_parquet(lines)
+    scratch = tmp_path / "job"
+    scratch.mkdir()
+    got = tmp_path / "sums.parquet"
+    script = textwrap.dedent(
+        f"""
+        from segments.engine.spark import SparkEngine
+        from segments.schema import CHANNELS, PRODUCT_CATEGORIES
+        engine = SparkEngine("local[2]", driver_memory="512m")
+        sums = engine.person_feature_sums({str(lines)!r}, None, PRODUCT_CATEGORIES, CHANNELS,
+                                          scratch=__import__("pathlib").Path({str(scratch)!r}))
+        sums.write_parquet({str(got)!r})
+        engine.stop()
+        """
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = PolarsEngine().person_feature_sums(
+        lines, None, PRODUCT_CATEGORIES, CHANNELS, scratch=scratch
+    )
+    assert expected.height == 20
+    assert pl.read_parquet(got).equals(expected)
+
+
 # --- releases: the same per-person frames, keys and charges ---------------------------------
 @pytest.mark.parametrize("cell_months", [False, True], ids=["cells", "monthly"])
 def test_release_frames_equal_polars(

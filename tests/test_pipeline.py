@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from segments.exceptions import WorkspaceError
@@ -99,3 +101,30 @@ def test_notebooks_run_alongside_and_land_in_the_report_only_when_done(tmp_path,
     _, finish = pipeline._notebooks_alongside(ws)
     with pytest.raises(WorkspaceError, match="executing the notebooks failed"):
         finish()
+
+
+def test_the_notebooks_beside_the_main_job_run_one_kernel_at_a_time(tmp_path, monkeypatch):
+    """Beside the main job (one busy core of two) the notebooks take the other core: a second
+    kernel would make three busy processes and slow the job, the longer of the two."""
+    import nbformat
+
+    from segments import pipeline
+    from segments.workspace import Workspace
+
+    folder, times = tmp_path / "notebooks", tmp_path / "times.txt"
+    folder.mkdir()
+    for name in ("01-a", "02-b", "03-c"):
+        source = (
+            "import time\n"
+            f"start = time.time(); time.sleep(3.0)\n"
+            f"with open({str(times)!r}, 'a') as fh: fh.write(f'{{start}} {{time.time()}}\\n')"
+        )
+        notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+        nbformat.write(notebook, folder / f"{name}.ipynb")
+    monkeypatch.setattr(pipeline, "NOTEBOOKS_DIR", folder)
+    ws = Workspace(tmp_path / "ws").create()
+    _, finish = pipeline._notebooks_alongside(ws)
+    assert finish() == ["01-a.ipynb", "02-b.ipynb", "03-c.ipynb"]
+    spans = sorted(tuple(map(float, line.split())) for line in times.read_text().splitlines())
+    assert len(spans) == 3
+    assert all(end <= start for (_, end), (start, _) in itertools.pairwise(spans)), spans

@@ -92,3 +92,217 @@ def test_prepare_on_duckdb_writes_the_bytes_polars_writes_at_a_million_lines(tmp
     lines = pl.scan_parquet(raw.raw_table("order_lines")).select(pl.len()).collect().item()
     assert lines >= 1_000_000
     assert _same_bytes_on_both_engines(raw, tmp_path, "statistics", monkeypatch) >= 12
+
+
+# --- the raw order lines, one file at a time ------------------------------------------------
+def test_prepare_reads_the_raw_order_lines_one_file_at_a_time(tmp_path, monkeypatch):
+    """Prepare's peak memory is bounded by a raw partition, not the history: no reader (the
+    raw tables' loaders, the checks, the engine's join) is handed the whole raw lines table
+    or more than one of its files at once; every file is read from prepare's private copy,
+    each copied once."""
+    import builtins
+    import os
+
+    from segments import copy_default_dataset
+
+    ws = Workspace(tmp_path / "ws")
+    copy_default_dataset(ws)
+    table = ws.raw_table("order_lines")
+    raw_files = sorted(table.rglob("*.parquet"))
+    assert len(raw_files) >= 12
+    reads: list[list[Path]] = []
+    opened: list[Path] = []
+
+    def files_of(source: object) -> list[Path]:
+        items = source if isinstance(source, list | tuple) else [source]
+        return [Path(str(p)) for p in items if isinstance(p, str | os.PathLike)]
+
+    def spy(real):  # type: ignore[no-untyped-def]
+        def read(source, *args, **kwargs):  # type: ignore[no-untyped-def]
+            reads.append(files_of(source))
+            return real(source, *args, **kwargs)
+
+        return read
+
+    real_open = builtins.open
+
+    def spying_open(file, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if isinstance(file, str | os.PathLike) and table in Path(file).parents:
+            opened.append(Path(file))
+        return real_open(file, *args, **kwargs)
+
+    for name in ("read_parquet", "scan_parquet"):
+        monkeypatch.setattr(pl, name, spy(getattr(pl, name)))
+    monkeypatch.setattr(builtins, "open", spying_open)
+    prepare(ws, Policy.load("alloffice"), "statistics", AS_OF)
+    monkeypatch.undo()
+
+    def raw_lines(path: Path) -> bool:
+        return path == table or table in path.parents or "raw-order-lines" in path.parts
+
+    lines_reads = [r for r in reads if any(raw_lines(p) for p in r)]
+    assert lines_reads, "the spy saw no read of the order lines"
+    assert all(len(r) == 1 for r in lines_reads), [len(r) for r in lines_reads if len(r) > 1]
+    assert not [r for r in lines_reads if r[0] == table or table in r[0].parents]  # copies only
+    # each raw file opened twice: hashed for the signed record, then copied (and hashed)
+    assert sorted(opened) == sorted(raw_files * 2)
+
+
+def _hand_made(tmp_path: Path, name: str = "ws") -> Workspace:
+    """Hand-made raw tables whose order lines are two month partitions (orders 1 and 2 in
+    May, order 3 in June; two lines each)."""
+    from rawframes import AS_OF as RAW_AS_OF
+    from rawframes import customer, raw_tables, write_raw
+
+    may, june = RAW_AS_OF.replace(day=1) - dt.timedelta(days=20), RAW_AS_OF
+    tables = raw_tables(
+        [customer(1), customer(2)], [(1, 1, may), (2, 2, may), (3, 1, june)], lines_per_order=2
+    )
+    lines = tables.pop("order_lines")
+    ws = write_raw(Workspace(tmp_path / name), tables)
+    folder = ws.raw_table("order_lines")
+    for month, orders in (("2026-05", [1, 2]), ("2026-06", [3])):
+        (folder / f"month={month}").mkdir(parents=True)
+        part = lines.filter(pl.col("order_id").is_in(orders))
+        part.write_parquet(folder / f"month={month}" / "part-00000.parquet")
+    return ws
+
+
+def _rewrite(ws: Workspace, month: str, change) -> None:  # type: ignore[no-untyped-def]
+    path = ws.raw_table("order_lines") / f"month={month}" / "part-00000.parquet"
+    change(pl.read_parquet(path)).write_parquet(path)
+
+
+def _june_takes(ws: Workspace, line: dict) -> None:  # type: ignore[type-arg]
+    june = ws.raw_table("order_lines") / "month=2026-06" / "part-00000.parquet"
+    frame = pl.read_parquet(june)
+    pl.concat([frame, pl.DataFrame([line], schema=frame.schema)]).write_parquet(june)
+
+
+def test_an_order_whose_lines_span_two_raw_files_is_counted_and_joined_whole(tmp_path):
+    from rawframes import AS_OF as RAW_AS_OF
+    from test_prepare import KEY
+
+    ws = _hand_made(tmp_path)
+    _june_takes(
+        ws, {"order_id": 1, "line_no": 3, "product_id": 4, "quantity": 1, "unit_price_sek": 25.0}
+    )
+    report = prepare(ws, "alloffice", "statistics", RAW_AS_OF, key=KEY)
+    assert report.input_counts["lines"] == 7 and report.output_counts["lines"] == 7
+    lines = pl.read_parquet(ws.prepared_dir("statistics") / "lines.parquet" / "month=2026-05")
+    assert lines.height == 5  # order 1's third line, from June's file, in May's partition
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            {"order_id": 1, "line_no": 2, "product_id": 4, "quantity": 1, "unit_price_sek": 25.0},
+            r"table 'order_lines', columns \('order_id', 'line_no'\): rule 'unique key'.*"
+            r"'order_id': 1, 'line_no': 2",
+        ),
+        (
+            {"order_id": 99, "line_no": 1, "product_id": 4, "quantity": 1, "unit_price_sek": 25.0},
+            r"table 'order_lines', column 'order_id': rule 'references orders'.*first: 99",
+        ),
+        (
+            {"order_id": 3, "line_no": 9, "product_id": 404, "quantity": 1, "unit_price_sek": 25.0},
+            r"column 'product_id': rule 'references products'.*first: 404",
+        ),
+    ],
+    ids=["key-repeated-in-another-file", "orphan-order", "orphan-product"],
+)
+def test_attack_a_bad_line_in_another_raw_file_is_refused_and_nothing_written(
+    tmp_path, line, message
+):
+    """Each file is checked alone, so the one check that spans files — a line's key
+    repeated in a second file — is made from the orders the files share; foreign keys hold
+    in every file."""
+    from rawframes import AS_OF as RAW_AS_OF
+    from test_prepare import KEY
+
+    from segments.exceptions import SchemaError
+
+    ws = _hand_made(tmp_path)
+    _june_takes(ws, line)
+    with pytest.raises(SchemaError, match=message):
+        prepare(ws, "alloffice", "statistics", RAW_AS_OF, key=KEY)
+    assert not ws.prepared.exists() or not any(ws.prepared.iterdir())
+    assert not ws.private.exists() or not any(ws.private.iterdir())  # no copy left behind
+
+
+def test_an_extra_column_in_one_raw_lines_file_names_the_column_and_the_file(tmp_path):
+    """r21 LOW 6: an undeclared column in one of the table's files is refused naming that
+    column (not the table) under the rule, and the raw file it is in; nothing written."""
+    from rawframes import AS_OF as RAW_AS_OF
+    from test_prepare import KEY
+
+    from segments.exceptions import SchemaError
+
+    ws = _hand_made(tmp_path)
+    _rewrite(ws, "2026-06", lambda frame: frame.with_columns(pl.lit("x").alias("note")))
+    june = ws.raw_table("order_lines") / "month=2026-06" / "part-00000.parquet"
+    with pytest.raises(SchemaError) as refused:
+        prepare(ws, "alloffice", "statistics", RAW_AS_OF, key=KEY)
+    message = str(refused.value)
+    assert message.startswith("table 'order_lines', column 'note': rule 'column_in_schema'")
+    assert "fix: drop the column, or declare it in segments.schema" in message
+    assert message.endswith(f"(in file {june})") and "\n" not in message
+    assert not ws.prepared.exists() or not any(ws.prepared.iterdir())
+
+
+def test_attack_raw_lines_swapped_after_prepare_hashed_them_are_refused(tmp_path, monkeypatch):
+    """The lines prepare validates and joins are its private copies, whose digests must be
+    the ones its signed record names: bytes swapped in W/raw after prepare hashed it (here:
+    the record's digest of June's file is another's) are refused, nothing written."""
+    from rawframes import AS_OF as RAW_AS_OF
+    from test_prepare import KEY
+
+    import segments.provenance as provenance
+    from segments.exceptions import WorkspaceError
+
+    ws = _hand_made(tmp_path)
+    real = provenance.raw_hashes
+
+    def hashed_before_the_swap(workspace):  # type: ignore[no-untyped-def]
+        digests = real(workspace)
+        digests["order_lines.parquet/month=2026-06/part-00000.parquet"] = "0" * 64
+        return digests
+
+    monkeypatch.setattr(provenance, "raw_hashes", hashed_before_the_swap)
+    with pytest.raises(WorkspaceError, match=r"month=2026-06.*changed while prepare read W/raw"):
+        prepare(ws, "alloffice", "statistics", RAW_AS_OF, key=KEY)
+    assert not ws.prepared.exists() or not any(ws.prepared.iterdir())
+    monkeypatch.undo()
+    prepare(ws, "alloffice", "statistics", RAW_AS_OF, key=KEY)  # the same data, not swapped
+
+
+def test_attack_a_raw_lines_file_removed_after_prepare_hashed_it_is_refused(tmp_path, monkeypatch):
+    """r21 #1: after prepare hashed W/raw, a writer moves June's lines file away (and drops
+    it from the manifest): the record would name a file whose lines the frames lack. The
+    files read must be the files hashed: refused, nothing written."""
+    from rawframes import AS_OF as RAW_AS_OF
+    from test_prepare import KEY
+
+    import segments.provenance as provenance
+    from segments.exceptions import WorkspaceError
+    from segments.workspace import write_json
+
+    ws = _hand_made(tmp_path)
+    june = "order_lines.parquet/month=2026-06/part-00000.parquet"
+    real = provenance.raw_hashes
+
+    def hashed_then_removed(workspace):  # type: ignore[no-untyped-def]
+        digests = real(workspace)
+        assert june in digests
+        (ws.raw / june).rename(tmp_path / "june.parquet")
+        manifest = ws.read_manifest() if ws.manifest.exists() else None
+        if manifest is not None and june in manifest.get("files", {}):
+            del manifest["files"][june]
+            write_json(ws.manifest, manifest)
+        return digests
+
+    monkeypatch.setattr(provenance, "raw_hashes", hashed_then_removed)
+    with pytest.raises(WorkspaceError, match=r"month=2026-06.*removed while prepare read W/raw"):
+        prepare(ws, "alloffice", "statistics", RAW_AS_OF, key=KEY)
+    assert not ws.prepared.exists() or not any(ws.prepared.iterdir())

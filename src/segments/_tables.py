@@ -8,12 +8,41 @@ take tables accept either kind, so what one returns can be passed to the next.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import polars as pl
 
-__all__ = ["as_polars", "read_table", "scan_table", "table_schema", "to_pandas"]
+from segments.exceptions import WorkspaceError
+
+__all__ = [
+    "RawChangedError",
+    "as_polars",
+    "check_bound_files",
+    "read_table",
+    "reads_bound_to",
+    "scan_table",
+    "table_file_bytes",
+    "table_schema",
+    "to_pandas",
+]
+
+
+class RawChangedError(WorkspaceError):
+    """A file bound by :func:`reads_bound_to` does not hold the bytes its run recorded."""
+
+
+#: Folders whose reads are bound to recorded digests (:func:`reads_bound_to`).
+_BOUND: ContextVar[dict[tuple[Path, Path], dict[str, str]] | None] = ContextVar(
+    "_BOUND", default=None
+)
 
 
 def as_polars(frame: Any) -> Any:
@@ -56,14 +85,97 @@ def scan_table(path: Any, columns: list[str] | None = None) -> pl.LazyFrame:
     return lazy.select(columns) if columns is not None else lazy
 
 
+@contextmanager
+def reads_bound_to(folder: Path, digests: dict[str, str]) -> Iterator[None]:
+    """Within the block, :func:`read_table` of a file under ``folder`` parses the bytes it
+    hashed, and refuses a file whose SHA-256 is not ``digests[its path relative to folder]``.
+
+    A run that signs or caches a verdict about ``W/raw/``'s digests (prepare's record, the
+    synthetic proof) must parse those very bytes: hashing a file and reading it again later
+    lets another process swap it in between (a time-of-check/time-of-use race)."""
+    outer = _BOUND.get() or {}
+    where = (Path(os.path.abspath(folder)), Path(folder).resolve())  # as named, as resolved
+    token = _BOUND.set({**outer, where: dict(digests)})
+    try:
+        yield
+    finally:
+        _BOUND.reset(token)
+
+
+def _bound_bytes(file: Path) -> bytes | None:
+    """``file``'s bytes when its folder is bound (:func:`reads_bound_to`), checked against
+    the recorded digest; None when no binding covers it.
+
+    A file is bound by where it is named (its path as given, or resolved), not where a link
+    leads: a raw file replaced by a symlink to other bytes is read, hashed and refused."""
+    bound = _BOUND.get()
+    if not bound:
+        return None
+    named, resolved = Path(os.path.abspath(file)), Path(file).resolve()
+    for folder, digests in bound.items():
+        if named.is_relative_to(folder[0]):
+            name = named.relative_to(folder[0]).as_posix()
+        elif resolved.is_relative_to(folder[1]):
+            name = resolved.relative_to(folder[1]).as_posix()
+        else:
+            continue
+        data = Path(file).read_bytes()  # the bytes parsed are the bytes hashed
+        if digests.get(name) != hashlib.sha256(data).hexdigest():
+            raise RawChangedError(
+                f"raw file {file} changed while this run read it (its SHA-256 is not the one "
+                "the run recorded when it started); nothing was written or cached; fix: run "
+                "again when no other process writes W/raw/"
+            )
+        return data
+    return None
+
+
+def table_file_bytes(file: Path) -> bytes:
+    """A table file's bytes; inside :func:`reads_bound_to`, the bytes recorded for it (a
+    writer that copies a raw file byte for byte copies what was hashed, not what is there)."""
+    data = _bound_bytes(file)
+    return data if data is not None else Path(file).read_bytes()
+
+
+def check_bound_files(path: Any, files: list[Path]) -> None:
+    """Inside :func:`reads_bound_to`: a bound table's files are exactly those recorded for
+    it (a partition removed or added after the hashes were taken is refused)."""
+    bound = _BOUND.get()
+    if not bound:
+        return
+    named = Path(os.path.abspath(path))
+    for (folder, _), digests in bound.items():
+        if not named.is_relative_to(folder):
+            continue
+        prefix = named.relative_to(folder).as_posix()
+        recorded = {n for n in digests if n == prefix or n.startswith(prefix + "/")}
+        found = {Path(os.path.abspath(f)).relative_to(folder).as_posix() for f in files}
+        if found != recorded:
+            first = sorted(found ^ recorded)[0]
+            raise RawChangedError(
+                f"raw file {folder / first} was {'added' if first in found else 'removed'} "
+                "while this run read the table (the files differ from those recorded when it "
+                "started); nothing was written or cached; fix: run again when no other "
+                "process writes W/raw/"
+            )
+
+
 def read_table(path: Any, columns: list[str] | None = None) -> pl.DataFrame:
     """Read a Parquet table (a file or month partitions) as one polars frame; see
-    :func:`scan_table`."""
+    :func:`scan_table` (inside :func:`reads_bound_to`, the bytes of the digests recorded)."""
     from segments.workspace import parquet_files
 
     files = parquet_files(path)
     if not files:
         raise_empty(path)
+    check_bound_files(path, files)
+    bound = [_bound_bytes(f) for f in files]
+    if any(data is not None for data in bound):
+        parts = [
+            pl.read_parquet(io.BytesIO(data) if data is not None else f, columns=columns)
+            for f, data in zip(files, bound, strict=True)
+        ]
+        return parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical")
     if len(files) == 1:
         return pl.read_parquet(files[0], columns=columns)
     return pl.read_parquet(files, columns=columns, hive_partitioning=False)

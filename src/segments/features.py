@@ -21,11 +21,12 @@ with the largest share of their own spend, a row-level function of their own pur
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,13 @@ from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, v
 from segments._tables import as_polars, to_pandas
 from segments.exceptions import SchemaError
 from segments.geography import counties_pl, municipalities_pl
-from segments.schema import CHANNELS, PERSON_TYPES, PRODUCT_CATEGORIES, SIZE_BANDS
+from segments.schema import (
+    CHANNELS,
+    PERSON_TYPES,
+    PRODUCT_CATEGORIES,
+    SIZE_BANDS,
+    require_columns,
+)
 
 __all__ = [
     "CATEGORICAL_FEATURES",
@@ -129,13 +136,8 @@ def _lazy(frame: Any) -> pl.LazyFrame:
 
 
 def _require_columns(frame: pl.LazyFrame, table: str, needed: Sequence[str]) -> None:
-    present = frame.collect_schema().names()
-    missing = [c for c in needed if c not in present]
-    if missing:
-        raise SchemaError(
-            f"table {table!r}, column {missing[0]!r}: rule 'required column' — missing "
-            f"{missing}; fix: pass the prepared {table} frame (segments.schema.PREPARED_TABLES)"
-        )
+    fix = f"pass the prepared {table} frame (segments.schema.PREPARED_TABLES)"
+    require_columns(frame.collect_schema().names(), needed, table, fix)
 
 
 def _order_key() -> pl.Expr:
@@ -468,6 +470,27 @@ def _customer_features_pl(
     return per_person.select("person_id", *numeric, *CATEGORICAL_FEATURES).sort("person_id")
 
 
+@contextlib.contextmanager
+def _spill_folder(lines: Path) -> Iterator[Path]:
+    """Where an engine spills while it reads ``lines``: the private area of the workspace
+    whose prepared frames they are (swept after a ``kill -9``, never inside the signed
+    prepared folder, where a leftover would hold pseudonymised lines and fail every
+    release's check of that folder), else a fresh owner-only temporary folder."""
+    from segments.workspace import Workspace
+
+    resolved = Path(lines).resolve()
+    workspace = Workspace(resolved.parent.parent.parent)
+    if resolved.parent.parent == workspace.prepared.resolve():
+        with workspace.scratch("features") as folder:
+            yield folder
+        return
+    folder = Path(tempfile.mkdtemp(prefix=f"segments-features-p{os.getpid()}-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _engine_features(
     engine: Any,
     lines: Path,
@@ -479,12 +502,8 @@ def _engine_features(
     the in-memory path: :func:`_rfm_columns`, :func:`_share_columns`)."""
     people = _customer_categoricals(_lazy(customers)).collect()
     _check_people(people)
-    # the engine spills beside the prepared frames (owner-only), removed afterwards
-    scratch = Path(tempfile.mkdtemp(dir=lines.parent, prefix=f".scratch-features-p{os.getpid()}-"))
-    try:
+    with _spill_folder(lines) as scratch:
         sums = engine.person_feature_sums(lines, None, categories, CHANNELS, scratch=scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     orphans = sums.select("person_id").join(people, on="person_id", how="anti")
     if orphans.height:
         raise SchemaError(

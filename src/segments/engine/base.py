@@ -17,8 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import polars as pl
 
@@ -29,9 +29,11 @@ __all__ = [
     "CELL_SCHEMA",
     "ORDER_COUNT_SCHEMA",
     "Engine",
-    "LineEngine",
+    "LineQuery",
     "LineSource",
+    "OrderLineJoin",
     "Window",
+    "cell_schema",
     "empty_cells",
     "feature_sum_schema",
     "line_files",
@@ -104,19 +106,57 @@ def feature_sum_schema(
     }
 
 
+def cell_schema(by_month: bool) -> dict[str, pl.DataType]:
+    """:data:`CELL_SCHEMA`, with ``month`` only for cells by month."""
+    return {k: v for k, v in CELL_SCHEMA.items() if by_month or k != "month"}
+
+
 def empty_cells(by_month: bool) -> pl.DataFrame:
     """A cell frame with no rows (a window with no partition)."""
-    return pl.DataFrame(schema={k: v for k, v in CELL_SCHEMA.items() if by_month or k != "month"})
+    return pl.DataFrame(schema=cell_schema(by_month))
 
 
-@runtime_checkable
-class Engine(Protocol):
+@dataclass(frozen=True)
+class LineQuery:
+    """What a backend computes one per-person frame from: the Parquet files the window needs
+    (never empty: :class:`Engine` answers an empty window itself), the window, and the public
+    code lists the result is checked against."""
+
+    files: tuple[Path, ...]
+    window: Window
+    categories: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    by_month: bool = False
+
+    @property
+    def cell_schema(self) -> dict[str, pl.DataType]:
+        """The schema of this query's cells (:func:`cell_schema`)."""
+        return cell_schema(self.by_month)
+
+
+@dataclass(frozen=True)
+class OrderLineJoin:
+    """The inputs of prepare's line-level join (:meth:`Engine.join_order_lines`)."""
+
+    lines: tuple[Path, ...]
+    orders: pl.DataFrame
+    products: pl.DataFrame
+    order_by: tuple[str, ...]
+
+
+class Engine:
     """A backend of the line-level stages (polars in memory, DuckDB embedded, Spark).
 
     Inputs are Parquet paths and public parameters; outputs are per-person polars frames on
     the driver, each at most a public number of rows per person. ``scratch`` is an owner-only
     folder inside the workspace's private area (``Workspace.scratch`` or a release plan's
     scratch folder) that the caller removes: an engine spills there and nowhere else.
+
+    The public methods are the contract and are the same for every backend: they pick the
+    partition files a window needs (:func:`line_files`) and answer a window with none by the
+    empty frame of the right schema, so a backend implements only ``_cells``, ``_orders``
+    and ``_feature_sums`` on a :class:`LineQuery` (and may override ``_cell_batches`` to
+    stream, ``_join`` to run prepare's join itself).
     """
 
     #: The setting's value that selects this engine (``--engine`` / ``SEGMENTS_ENGINE``).
@@ -140,7 +180,8 @@ class Engine(Protocol):
         ``person_id``, ``month``, ``category``. A line whose category is not in
         ``categories`` is an error (:class:`segments.exceptions.SchemaError`).
         """
-        ...
+        query = _query(lines, window, categories, by_month=by_month)
+        return empty_cells(by_month) if query is None else self._cells(query, scratch)
 
     def person_cell_batches(
         self,
@@ -155,28 +196,17 @@ class Engine(Protocol):
         :data:`CELL_SCHEMA`; every category checked as there). For a caller that reduces
         each batch as it comes — a release replaces the 64-character pseudonym by a 64-bit
         key — so the whole frame of pseudonyms is never held on the driver."""
-        ...
+        query = _query(lines, window, categories, by_month=by_month)
+        if query is not None:
+            yield from self._cell_batches(query, scratch)
 
     def person_orders(self, lines: LineSource, window: Window, *, scratch: Path) -> pl.DataFrame:
         """Distinct orders per person in ``window`` (:data:`ORDER_COUNT_SCHEMA`), sorted by
         ``person_id``."""
-        ...
-
-    def join_order_lines(
-        self,
-        lines: pl.DataFrame,
-        orders: pl.DataFrame,
-        products: pl.DataFrame,
-        *,
-        order_by: Sequence[str],
-        scratch: Path,
-    ) -> pl.DataFrame:
-        """The line-level join of ``segments prepare``: each raw line of one of ``orders``
-        with its order's columns (joined on ``order_id``) and its product's (on
-        ``product_id``), its ``amount_sek = quantity × unit_price_sek``, sorted by
-        ``order_by`` (unique per line). ``orders`` carries the keyed pseudonyms already,
-        computed on the driver: the pseudonymisation key never enters an engine."""
-        ...
+        query = _query(lines, window)
+        if query is None:
+            return pl.DataFrame(schema=ORDER_COUNT_SCHEMA)
+        return self._orders(query, scratch)
 
     def person_feature_sums(
         self,
@@ -197,124 +227,68 @@ class Engine(Protocol):
         and ``lines_<c>`` the spend and lines per category. A category or channel outside
         the public lists is an error (:class:`segments.exceptions.SchemaError`).
         """
-        ...
-
-
-class LineEngine:
-    """What every backend shares around its queries: the partition files a window needs
-    (:func:`line_files`) and the empty frame of the right schema when it needs none, so a
-    backend implements only ``_cells``, ``_orders`` and ``_feature_sums`` on a non-empty
-    list of files (the :class:`Engine` contract holds for all of them the same way)."""
-
-    name: str
-
-    def person_cells(
-        self,
-        lines: LineSource,
-        window: Window,
-        categories: Sequence[str],
-        *,
-        by_month: bool = False,
-        scratch: Path,
-    ) -> pl.DataFrame:
-        """:meth:`Engine.person_cells`."""
-        files = line_files(lines, window)
-        if not files:
-            return empty_cells(by_month)
-        return self._cells(files, window, categories, by_month=by_month, scratch=scratch)
-
-    def person_cell_batches(
-        self,
-        lines: LineSource,
-        window: Window,
-        categories: Sequence[str],
-        *,
-        by_month: bool = False,
-        scratch: Path,
-    ) -> Iterator[pl.DataFrame]:
-        """:meth:`Engine.person_cell_batches`."""
-        files = line_files(lines, window)
-        if files:
-            yield from self._cell_batches(
-                files, window, categories, by_month=by_month, scratch=scratch
-            )
-
-    def person_orders(self, lines: LineSource, window: Window, *, scratch: Path) -> pl.DataFrame:
-        """:meth:`Engine.person_orders`."""
-        files = line_files(lines, window)
-        if not files:
-            return pl.DataFrame(schema=ORDER_COUNT_SCHEMA)
-        return self._orders(files, window, scratch=scratch)
-
-    def person_feature_sums(
-        self,
-        lines: LineSource,
-        window: Window,
-        categories: Sequence[str],
-        channels: Sequence[str],
-        *,
-        scratch: Path,
-    ) -> pl.DataFrame:
-        """:meth:`Engine.person_feature_sums`."""
-        files = line_files(lines, window)
-        if not files:
+        query = _query(lines, window, categories, channels)
+        if query is None:
             return pl.DataFrame(schema=feature_sum_schema(categories, channels))
-        return self._feature_sums(files, window, categories, channels, scratch=scratch)
+        return self._feature_sums(query, scratch)
 
     def join_order_lines(
         self,
-        lines: pl.DataFrame,
+        lines: Sequence[Path],
         orders: pl.DataFrame,
         products: pl.DataFrame,
         *,
         order_by: Sequence[str],
         scratch: Path,
     ) -> pl.DataFrame:
-        """:meth:`Engine.join_order_lines`, in polars on the driver (a backend that runs it
-        itself overrides this)."""
+        """The line-level join of ``segments prepare``: each raw line (read from the Parquet
+        files ``lines``, at least one, prepare's checked private copies) of one of ``orders``
+        with its order's columns (joined on ``order_id``) and its product's (on
+        ``product_id``), its ``amount_sek = quantity × unit_price_sek``, sorted by
+        ``order_by`` (unique per line). ``orders`` carries the keyed pseudonyms already,
+        computed on the driver: the pseudonymisation key never enters an engine."""
+        join = OrderLineJoin(tuple(lines), orders, products, tuple(order_by))
+        return self._join(join, scratch)
+
+    def _cells(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def _cell_batches(self, query: LineQuery, scratch: Path) -> Iterator[pl.DataFrame]:
+        # one batch, the whole frame: a backend that can stream its result overrides this
+        yield self._cells(query, scratch)
+
+    def _orders(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def _feature_sums(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def _join(self, join: OrderLineJoin, scratch: Path) -> pl.DataFrame:
+        # in polars on the driver (the lines scanned, only the orders' kept); a backend that
+        # runs the join itself overrides this
         return (
-            lines.join(orders, on="order_id")
-            .join(products, on="product_id")
+            pl.scan_parquet(list(join.lines))
+            .join(join.orders.lazy(), on="order_id")
+            .join(join.products.lazy(), on="product_id")
             .with_columns((pl.col("quantity") * pl.col("unit_price_sek")).alias("amount_sek"))
-            .sort(*order_by)
+            .collect()
+            .sort(*join.order_by)
         )
 
-    def _cells(
-        self,
-        files: list[Path],
-        window: Window,
-        categories: Sequence[str],
-        *,
-        by_month: bool,
-        scratch: Path,
-    ) -> pl.DataFrame:
-        raise NotImplementedError
 
-    def _cell_batches(
-        self,
-        files: list[Path],
-        window: Window,
-        categories: Sequence[str],
-        *,
-        by_month: bool,
-        scratch: Path,
-    ) -> Iterator[pl.DataFrame]:
-        # one batch, the whole frame: a backend that can stream its result overrides this
-        yield self._cells(files, window, categories, by_month=by_month, scratch=scratch)
-
-    def _orders(self, files: list[Path], window: Window, *, scratch: Path) -> pl.DataFrame:
-        raise NotImplementedError
-
-    def _feature_sums(
-        self,
-        files: list[Path],
-        window: Window,
-        categories: Sequence[str],
-        channels: Sequence[str],
-        *,
-        scratch: Path,
-    ) -> pl.DataFrame:
-        raise NotImplementedError
+def _query(
+    lines: LineSource,
+    window: Window,
+    categories: Sequence[str] = (),
+    channels: Sequence[str] = (),
+    *,
+    by_month: bool = False,
+) -> LineQuery | None:
+    """The query over the partition files ``window`` needs, or None when it needs none."""
+    files = line_files(lines, window)
+    if not files:
+        return None
+    return LineQuery(tuple(files), window, tuple(categories), tuple(channels), by_month)
 
 
 def check_categories(

@@ -21,9 +21,10 @@ from typing import Any
 import polars as pl
 
 from segments.engine.base import (
-    CELL_SCHEMA,
     ORDER_COUNT_SCHEMA,
-    LineEngine,
+    Engine,
+    LineQuery,
+    OrderLineJoin,
     Window,
     check_categories,
     feature_sum_schema,
@@ -47,21 +48,25 @@ def _window_sql(window: Window) -> str:
     return f"order_date >= DATE '{start.isoformat()}' AND order_date < DATE '{end.isoformat()}'"
 
 
+def _rows_sql(query: LineQuery) -> str:
+    """``FROM`` this: the query's lines in its window."""
+    return f"{_files_sql(query.files)} WHERE {_window_sql(query.window)}"
+
+
 #: Rows per Arrow record batch a streamed result is handed over in (~50 MB of pseudonyms).
 CELL_BATCH_ROWS = 1 << 19
 
 
-def _cells_sql(files: Sequence[Path], window: Window, by_month: bool) -> str:
+def _cells_sql(query: LineQuery) -> str:
     """Spend (öre summed, then whole SEK) and units per person and category (and month)."""
-    month = "strftime(order_date, '%Y-%m') AS month, " if by_month else ""
-    keys = "person_id, month, category" if by_month else "person_id, category"
+    month = "strftime(order_date, '%Y-%m') AS month, " if query.by_month else ""
+    keys = "person_id, month, category" if query.by_month else "person_id, category"
     return f"""
         WITH agg AS (
             SELECT person_id, {month}category,
                    sum(CAST(floor(amount_sek * 100 + 0.5) AS BIGINT)) AS _ore,
                    sum(CAST(quantity AS BIGINT)) AS units
-            FROM {_files_sql(files)}
-            WHERE {_window_sql(window)}
+            FROM {_rows_sql(query)}
             GROUP BY ALL
         )
         SELECT {keys}, CAST({_ORE_TO_SEK} AS BIGINT) AS sek, CAST(units AS BIGINT) AS units
@@ -69,7 +74,7 @@ def _cells_sql(files: Sequence[Path], window: Window, by_month: bool) -> str:
     """
 
 
-class DuckDBEngine(LineEngine):
+class DuckDBEngine(Engine):
     """DuckDB, out of core.
 
     Parameters
@@ -111,93 +116,62 @@ class DuckDBEngine(LineEngine):
         finally:
             con.close()
 
-    def _cells(
-        self,
-        files: list[Path],
-        window: Window,
-        categories: Sequence[str],
-        *,
-        by_month: bool,
-        scratch: Path,
-    ) -> pl.DataFrame:
-        order = "person_id, month, category" if by_month else "person_id, category"
+    def _cells(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
+        order = "person_id, month, category" if query.by_month else "person_id, category"
         with self.connect(scratch) as con:
-            cells = con.sql(f"{_cells_sql(files, window, by_month)} ORDER BY {order}").pl()
-        check_categories(cells["category"].unique().to_list(), categories)
-        schema = {k: v for k, v in CELL_SCHEMA.items() if by_month or k != "month"}
-        return cells.cast(schema)
+            cells = con.sql(f"{_cells_sql(query)} ORDER BY {order}").pl()
+        check_categories(cells["category"].unique().to_list(), query.categories)
+        return cells.cast(query.cell_schema)
 
-    def _cell_batches(
-        self,
-        files: list[Path],
-        window: Window,
-        categories: Sequence[str],
-        *,
-        by_month: bool,
-        scratch: Path,
-    ) -> Iterator[pl.DataFrame]:
+    def _cell_batches(self, query: LineQuery, scratch: Path) -> Iterator[pl.DataFrame]:
         # the aggregate streamed out as Arrow record batches, unsorted (a sort would hold the
         # whole result): the driver holds one batch of pseudonyms at a time
-        schema = {k: v for k, v in CELL_SCHEMA.items() if by_month or k != "month"}
         with self.connect(scratch) as con:
-            reader = con.sql(_cells_sql(files, window, by_month)).to_arrow_reader(CELL_BATCH_ROWS)
+            reader = con.sql(_cells_sql(query)).to_arrow_reader(CELL_BATCH_ROWS)
             for batch in reader:
                 cells = pl.from_arrow(batch)
                 assert isinstance(cells, pl.DataFrame)
-                check_categories(cells["category"].unique().to_list(), categories)
-                yield cells.cast(schema)  # type: ignore[arg-type]
+                check_categories(cells["category"].unique().to_list(), query.categories)
+                yield cells.cast(query.cell_schema)  # type: ignore[arg-type]
 
-    def join_order_lines(
-        self,
-        lines: pl.DataFrame,
-        orders: pl.DataFrame,
-        products: pl.DataFrame,
-        *,
-        order_by: Sequence[str],
-        scratch: Path,
-    ) -> pl.DataFrame:
+    def _join(self, join: OrderLineJoin, scratch: Path) -> pl.DataFrame:
         """:meth:`Engine.join_order_lines <segments.engine.base.Engine.join_order_lines>` in
-        DuckDB: the driver's frames are read as Arrow (no copy of the numeric raw lines), the
-        join and sort run (and spill) in the engine, the result comes back as Arrow."""
-        columns = [*lines.columns, *(c for c in orders.columns if c not in lines.columns)]
+        DuckDB: the raw lines read from their files, the driver's frames as Arrow, the join
+        and sort run (and spill) in the engine, the result comes back as Arrow."""
+        line_schema = pl.read_parquet_schema(join.lines[0])
+        orders, products = join.orders, join.products
+        columns = [*line_schema, *(c for c in orders.columns if c not in line_schema)]
         columns += [c for c in products.columns if c not in columns]
-        keys = ", ".join(f'"{c}"' for c in order_by)  # the caller's fixed column names
+        keys = ", ".join(f'"{c}"' for c in join.order_by)  # the caller's fixed column names
         query = f"""
             SELECT {", ".join(f'"{c}"' for c in columns)},
                    quantity * unit_price_sek AS amount_sek
-            FROM _lines JOIN _orders USING (order_id) JOIN _products USING (product_id)
+            FROM {_files_sql(join.lines)}
+            JOIN _orders USING (order_id) JOIN _products USING (product_id)
             ORDER BY {keys}
         """
         with self.connect(scratch) as con:
-            con.register("_lines", lines.to_arrow())
             con.register("_orders", orders.to_arrow())
             con.register("_products", products.to_arrow())
             joined = con.sql(query).pl()
-        return joined.cast({**lines.schema, **orders.schema, **products.schema})
+        return joined.cast({**line_schema, **orders.schema, **products.schema})
 
-    def _orders(self, files: list[Path], window: Window, *, scratch: Path) -> pl.DataFrame:
+    def _orders(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
         # distinct (person, order) pairs first: a plain hash aggregate that spills, ~25 %
         # faster here than count(DISTINCT ...) per person
-        query = f"""
+        sql = f"""
             SELECT person_id, CAST(count(*) AS BIGINT) AS orders
             FROM (
                 SELECT DISTINCT person_id, order_id
-                FROM {_files_sql(files)} WHERE {_window_sql(window)}
+                FROM {_rows_sql(query)}
             )
             GROUP BY person_id ORDER BY person_id
         """
         with self.connect(scratch) as con:
-            return con.sql(query).pl().cast(ORDER_COUNT_SCHEMA)
+            return con.sql(sql).pl().cast(ORDER_COUNT_SCHEMA)
 
-    def _feature_sums(
-        self,
-        files: list[Path],
-        window: Window,
-        categories: Sequence[str],
-        channels: Sequence[str],
-        *,
-        scratch: Path,
-    ) -> pl.DataFrame:
+    def _feature_sums(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
+        categories, channels = query.categories, query.channels
         schema = feature_sum_schema(categories, channels)
         # Codes are bound as parameters and columns named by position: a declared
         # category's name never becomes SQL.
@@ -221,11 +195,11 @@ class DuckDBEngine(LineEngine):
                 *(f"count(*) FILTER (WHERE category = {s})" for s in slots),
             ]
         )
-        query = f"""
+        sql = f"""
             WITH l AS (
                 SELECT person_id, order_id, order_date, channel, category,
                        CAST(floor(amount_sek * 100 + 0.5) AS BIGINT) AS _ore
-                FROM {_files_sql(files)} WHERE {_window_sql(window)}
+                FROM {_rows_sql(query)}
             ), o AS (
                 SELECT person_id, order_id, min(order_date) AS order_date,
                        min(channel) AS channel, sum(_ore) AS _ore
@@ -241,7 +215,7 @@ class DuckDBEngine(LineEngine):
             SELECT p.*, c.* EXCLUDE (person_id) FROM p JOIN c USING (person_id)
             ORDER BY person_id
         """
-        codes = f"SELECT DISTINCT {{0}} FROM {_files_sql(files)} WHERE {_window_sql(window)}"
+        codes = f"SELECT DISTINCT {{0}} FROM {_rows_sql(query)}"
         with self.connect(scratch) as con:
             found = {
                 column: [r[0] for r in con.execute(codes.format(column)).fetchall()]
@@ -249,6 +223,6 @@ class DuckDBEngine(LineEngine):
             }
             check_categories(found["category"], categories)
             check_categories(found["channel"], channels, "channel")
-            sums = con.sql(query, params=params).pl()
+            sums = con.sql(sql, params=params).pl()
         sums.columns = list(schema)
         return sums.cast(schema)

@@ -12,10 +12,11 @@ from pathlib import Path
 import polars as pl
 
 from segments.engine.base import (
-    CELL_SCHEMA,
     ORDER_COUNT_SCHEMA,
-    LineEngine,
+    Engine,
+    LineQuery,
     Window,
+    cell_schema,
     check_categories,
     feature_sum_schema,
     ore_to_sek,
@@ -49,10 +50,9 @@ def lazy_cells(
     )
     check_categories(cells["category"].unique().to_list(), categories)
     order = ["person_id", *(["month"] if by_month else []), "category"]
-    schema = {k: v for k, v in CELL_SCHEMA.items() if by_month or k != "month"}
     return (
         cells.select(*order, ore_to_sek(pl.col("_ore")).alias("sek"), pl.col("units"))
-        .cast(schema)  # type: ignore[arg-type]
+        .cast(cell_schema(by_month))  # type: ignore[arg-type]
         .sort(order)
     )
 
@@ -113,32 +113,20 @@ def lazy_feature_sums(
     )
 
 
-class PolarsEngine(LineEngine):
+class PolarsEngine(Engine):
     """In-memory polars (the baseline). ``scratch`` is unused: polars does not spill here."""
 
     name = "polars"
 
-    def _cells(
-        self,
-        files: list[Path],
-        window: Window,
-        categories: Sequence[str],
-        *,
-        by_month: bool,
-        scratch: Path,
-    ) -> pl.DataFrame:
-        return lazy_cells(pl.scan_parquet(files), window, categories, by_month=by_month)
+    def _cells(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
+        return lazy_cells(_scan(query), query.window, query.categories, by_month=query.by_month)
 
-    def _orders(self, files: list[Path], window: Window, *, scratch: Path) -> pl.DataFrame:
-        return lazy_orders(pl.scan_parquet(files), window)
+    def _orders(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
+        return lazy_orders(_scan(query), query.window)
 
-    def _feature_sums(
-        self,
-        files: list[Path],
-        window: Window,
-        categories: Sequence[str],
-        channels: Sequence[str],
-        *,
-        scratch: Path,
-    ) -> pl.DataFrame:
-        return lazy_feature_sums(pl.scan_parquet(files), window, categories, channels)
+    def _feature_sums(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
+        return lazy_feature_sums(_scan(query), query.window, query.categories, query.channels)
+
+
+def _scan(query: LineQuery) -> pl.LazyFrame:
+    return pl.scan_parquet(list(query.files))

@@ -33,9 +33,9 @@ import polars as pl
 
 from segments.engine import SPARK_MASTER_ENV_VAR
 from segments.engine.base import (
-    CELL_SCHEMA,
     ORDER_COUNT_SCHEMA,
-    LineEngine,
+    Engine,
+    LineQuery,
     Window,
     check_categories,
     feature_sum_schema,
@@ -224,7 +224,7 @@ def _to_polars(frame: DataFrame, schema: Mapping[str, pl.DataType]) -> pl.DataFr
     return out.cast(dict(schema))  # type: ignore[arg-type]
 
 
-class SparkEngine(LineEngine):
+class SparkEngine(Engine):
     """Apache Spark (PySpark): local mode on one machine or a cluster's master.
 
     Parameters
@@ -293,25 +293,19 @@ class SparkEngine(LineEngine):
         if self._session is None and "session" in _STARTED:
             _STARTED.pop("session").stop()
 
-    def _read(self, files: Sequence[Path], window: Window, scratch: Path) -> DataFrame:
+    def _read(self, query: LineQuery, scratch: Path) -> DataFrame:
         session = self.session(scratch)
-        return session.read.parquet(*(str(f) for f in files)).where(_in_window(window))
+        files = (str(f) for f in query.files)
+        return session.read.parquet(*files).where(_in_window(query.window))
 
-    def _cells(
-        self,
-        files: list[Path],
-        window: Window,
-        categories: Sequence[str],
-        *,
-        by_month: bool,
-        scratch: Path,
-    ) -> pl.DataFrame:
+    def _cells(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
         """:meth:`Engine.person_cells <segments.engine.base.Engine.person_cells>` on Spark."""
         from pyspark.sql import functions as F
 
-        keys = ["person_id", *(["month"] if by_month else []), "category"]
-        frame = self._read(files, window, scratch)
-        if by_month:
+        categories = query.categories
+        keys = ["person_id", *(["month"] if query.by_month else []), "category"]
+        frame = self._read(query, scratch)
+        if query.by_month:
             frame = frame.withColumn("month", F.date_format("order_date", "yyyy-MM"))
         ore = F.floor(F.col("amount_sek") * 100 + 0.5).cast("bigint")
         sek = F.when(F.col("_ore") >= 0, F.expr("(_ore + 50) div 100")).otherwise(
@@ -325,7 +319,6 @@ class SparkEngine(LineEngine):
             )
             .select(*keys, sek.cast("bigint").alias("sek"), "units")
         )
-        schema = {k: v for k, v in CELL_SCHEMA.items() if by_month or k != "month"}
         # The bound holds before the frame leaves Spark: a category outside the public list
         # is found on the aggregate (kept by Spark, spilling to spark.local.dir) and refused,
         # and only public categories are collected — at most one row per category a person.
@@ -334,31 +327,23 @@ class SparkEngine(LineEngine):
         try:
             unknown = cells.where(outside).select(F.coalesce("category", F.lit("None")))
             check_categories([row[0] for row in unknown.distinct().limit(20).collect()], categories)
-            out = _to_polars(cells.where(~outside), schema)
+            out = _to_polars(cells.where(~outside), query.cell_schema)
         finally:
             cells.unpersist()
         return out.sort(keys)  # on the driver: the frame is small, a Spark sort is a shuffle
 
-    def _orders(self, files: list[Path], window: Window, *, scratch: Path) -> pl.DataFrame:
+    def _orders(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
         """:meth:`Engine.person_orders <segments.engine.base.Engine.person_orders>` on Spark."""
         from pyspark.sql import functions as F
 
         orders = (
-            self._read(files, window, scratch)
+            self._read(query, scratch)
             .groupBy("person_id")
             .agg(F.countDistinct("order_id").cast("bigint").alias("orders"))
         )
         return _to_polars(orders, ORDER_COUNT_SCHEMA).sort("person_id")
 
-    def _feature_sums(
-        self,
-        files: list[Path],
-        window: Window,
-        categories: Sequence[str],
-        channels: Sequence[str],
-        *,
-        scratch: Path,
-    ) -> pl.DataFrame:
+    def _feature_sums(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
         """:meth:`Engine.person_feature_sums
         <segments.engine.base.Engine.person_feature_sums>` on Spark.
 
@@ -368,6 +353,8 @@ class SparkEngine(LineEngine):
         """
         from pyspark.sql import functions as F
 
+        lines = self._read(query, scratch)  # starts the session: F.col needs a running one
+        categories, channels = query.categories, query.channels
         schema = feature_sum_schema(categories, channels)
         ore = F.col("_ore")
 
@@ -382,7 +369,7 @@ class SparkEngine(LineEngine):
             unknown = value.isNull() | ~value.isin(list(allowed))
             return F.min(F.when(unknown, F.coalesce(value, F.lit("None"))))
 
-        kept = self._read(files, window, scratch).select(
+        kept = lines.select(
             "person_id",
             "order_id",
             "order_date",

@@ -43,7 +43,7 @@ from typing import Any
 import pandas as pd
 import polars as pl
 
-from segments._tables import read_table, to_pandas
+from segments._tables import read_table, reads_bound_to, to_pandas
 from segments.engine import Engine, get_engine
 from segments.exceptions import PolicyError, SchemaError
 from segments.policy import Policy, Purpose, RetentionRule
@@ -53,6 +53,7 @@ from segments.prepare.pseudonym import (
     load_key,
     pseudonymise_series,
 )
+from segments.prepare.raw_lines import RawLines, read_raw_lines
 from segments.privacy.synthetic import prove_synthetic
 from segments.progress import progress
 from segments.schema import (
@@ -64,7 +65,19 @@ from segments.schema import (
     check_foreign_key,
     validate,
 )
-from segments.workspace import Workspace, make_private, month_partition, write_json
+from segments.workspace import (
+    POLICY_REPORT,
+    Workspace,
+    make_private,
+    month_partition,
+    write_json,
+)
+from segments.workspace import (
+    PREPARED_CUSTOMERS as CUSTOMERS_FILE,
+)
+from segments.workspace import (
+    PREPARED_LINES as LINES_FILE,
+)
 
 __all__ = [
     "PolicyReport",
@@ -226,7 +239,7 @@ def load_raw_tables(
     from segments.ingest import load_real_raw, read_real_manifest
 
     if read_real_manifest(workspace) is not None:  # a real export written by segments ingest
-        real = load_real_raw(workspace, as_of)
+        real = load_real_raw(workspace, as_of, tables)
         return {name: real[name] for name in tables}
     synth_loader = _synth_loader()
     if synth_loader is not None:  # the generator's loader also checks the manifest's hashes
@@ -376,7 +389,11 @@ def person_table(
     )
 
 
-def _eligibility_expr(policy: Policy, as_of: dt.date) -> pl.Expr:
+def eligibility_expr(policy: Policy, as_of: dt.date) -> pl.Expr:
+    """True for a person the policy's ``profiling_eligibility`` lets be profiled on ``as_of``,
+    over the raw flags (``profiling_objection``, ``newsletter_subscriber``,
+    ``consent_withdrawn_date``, ``marketing_opt_out``): prepare's ``profiling_eligible``
+    column, and what the audit recomputes it from."""
     rule = policy.profiling_eligibility
     ok = ~pl.col("profiling_objection")
     if rule.newsletter_subscribers_only:
@@ -457,21 +474,12 @@ class _Run:
         self.outcomes.append(RuleOutcome(**outcome))
 
 
-def _lines_per_order(order_ids: pl.Series) -> pl.DataFrame:
-    """Number of lines of each order; a run-length count when the lines come sorted by order
-    (as extracts usually do), which is ~10x cheaper than hashing 20 million ids."""
-    if order_ids.is_sorted():
-        runs = order_ids.rle().struct.unnest()
-        return runs.select(pl.col("value").alias("order_id"), pl.col("len").alias("n_lines"))
-    return order_ids.to_frame().group_by("order_id").agg(pl.len().alias("n_lines"))
-
-
-def _orders_with_persons(frames: Mapping[str, pl.DataFrame], roots: pl.DataFrame) -> pl.DataFrame:
-    """Orders with their person and their number of lines."""
-    n_lines = _lines_per_order(frames["order_lines"]["order_id"])
+def _orders_with_persons(
+    orders: pl.DataFrame, n_lines: pl.DataFrame, roots: pl.DataFrame
+) -> pl.DataFrame:
+    """Orders with their person and their number of lines (``n_lines``: order_id, n_lines)."""
     return (
-        frames["orders"]
-        .join(roots, on="customer_id")
+        orders.join(roots, on="customer_id")
         .join(n_lines, on="order_id", how="left")
         .with_columns(pl.col("n_lines").fill_null(0))
         .drop("customer_id")
@@ -593,16 +601,20 @@ def _hex_rank(column: str) -> pl.Expr:
 
 
 def _pseudonymise(
-    run: _Run, frames: Mapping[str, pl.DataFrame], purpose: Purpose, key: PseudonymKey
+    run: _Run,
+    products: pl.DataFrame,
+    raw_lines: RawLines,
+    purpose: Purpose,
+    key: PseudonymKey,
 ) -> tuple[pl.DataFrame, _LinePlan]:
     persons = run.persons.with_columns(
         pseudonymise_series(key, "person", run.persons["person_root"], "person_id")
     )
-    # One HMAC per order, not per line: a fifth of the work on typical baskets.
-    orders = run.orders.select("order_id", "person_root", "order_date", "channel")
-    orders = orders.with_columns(
-        pseudonymise_series(key, "order", orders["order_id"], "order_pseudonym")
-    ).join(persons.select("person_root", "person_id"), on="person_root")
+    # the kept persons' orders; their lines (every line has its product: a foreign key
+    # checked) are what the partitions will hold
+    orders = run.orders.select("order_id", "person_root", "order_date", "channel", "n_lines")
+    orders = orders.join(persons.select("person_root"), on="person_root", how="semi")
+    height = int(orders["n_lines"].sum())
     customer_cols = list(purpose.columns["customers"])
     if "profiling_eligible" not in customer_cols:
         customer_cols.append("profiling_eligible")
@@ -622,26 +634,15 @@ def _pseudonymise(
         for c in customer_schema.names
     ).sort("person_id")
     # Rows are ordered by pseudonym, never by an internal id whose rank could re-identify.
-    orders = orders.select(
-        "order_id",
-        "order_date",
-        "channel",
-        "order_pseudonym",
-        "person_id",
-        _hex_rank("person_id").alias("_person_rank"),
-        _hex_rank("order_pseudonym").alias("_order_rank"),
+    person_ids = persons.select(
+        "person_root", "person_id", _hex_rank("person_id").alias("_person_rank")
     )
-    categories = frames["products"].select("product_id", "category")
-    raw = frames["order_lines"]
-    # lines joined to a kept order and to a product (a foreign key: every line has one)
-    height = (
-        raw.select("order_id", "product_id")
-        .join(orders.select("order_id"), on="order_id", how="semi")
-        .join(categories.select("product_id"), on="product_id", how="semi")
-        .height
-    )
+    categories = products.select("product_id", "category")
     line_schema = PREPARED_LINES.subset(list(purpose.columns["lines"]))
-    return customers, _LinePlan(raw, orders, categories, line_schema, height)
+    plan = _LinePlan(
+        raw_lines, orders.drop("n_lines"), person_ids, key, categories, line_schema, height
+    )
+    return customers, plan
 
 
 #: The prepared lines' order: by pseudonym, then date, then the order's pseudonym and line.
@@ -650,14 +651,17 @@ _LINE_ORDER = ("_person_rank", "order_date", "_order_rank", "line_no")
 
 @dataclass(frozen=True)
 class _LinePlan:
-    """The prepared lines before they are built: the raw lines, the kept orders with their
-    keyed pseudonyms and sort ranks (computed on the driver: the key never leaves it), the
-    products' categories and the purpose's columns. Built one month partition at a time by
-    the engine the setting selects (:meth:`partitions`), so only one month's pseudonymised
-    lines are ever held, never the whole table sorted."""
+    """The prepared lines before they are built: the raw lines (checked private copies), the
+    kept orders, the persons' pseudonyms and sort ranks, the key, the products' categories
+    and the purpose's columns. Built one month partition at a time by the engine the setting
+    selects (:meth:`partitions`), from the raw files holding that month's orders, so only one
+    month's lines — and one month's order pseudonyms — are ever held, never the whole table
+    sorted."""
 
-    raw: pl.DataFrame
-    orders: pl.DataFrame
+    raw: RawLines
+    orders: pl.DataFrame  # order_id, person_root, order_date, channel
+    persons: pl.DataFrame  # person_root, person_id, _person_rank
+    key: PseudonymKey = field(repr=False)
     categories: pl.DataFrame
     schema: TableSchema
     height: int  # lines the partitions hold, known before any is built (the report's count)
@@ -666,16 +670,38 @@ class _LinePlan:
     def columns(self) -> tuple[str, ...]:
         return tuple(self.schema.names)
 
-    def build(self, orders: pl.DataFrame, engine: Engine, scratch: Path) -> pl.DataFrame:
-        """The prepared lines of ``orders`` (a subset of the plan's), sorted, in the
-        purpose's columns and types."""
+    def build(
+        self, orders: pl.DataFrame, files: tuple[Path, ...], engine: Engine, scratch: Path
+    ) -> pl.DataFrame:
+        """The prepared lines of ``orders`` (a subset of the plan's) from the raw ``files``
+        that hold them, sorted, in the purpose's columns and types."""
         joined = engine.join_order_lines(
-            self.raw, orders, self.categories, order_by=_LINE_ORDER, scratch=scratch
+            files, self._keyed(orders), self.categories, order_by=_LINE_ORDER, scratch=scratch
         )
         return (
             joined.drop("order_id")
             .rename({"order_pseudonym": "order_id"})
             .select(pl.col(c).cast(self.schema.column(c).dtype) for c in self.schema.names)
+        )
+
+    def _keyed(self, orders: pl.DataFrame) -> pl.DataFrame:
+        """``orders`` as the engine gets them: the raw id (the join key with the raw lines),
+        date, channel, the keyed pseudonyms and their sort ranks — no person key. The HMACs
+        run here, on the driver (the key never enters an engine), one per order, not per
+        line: a fifth of the work on typical baskets."""
+        pseudonyms = pseudonymise_series(self.key, "order", orders["order_id"], "order_pseudonym")
+        return (
+            orders.with_columns(pseudonyms)
+            .join(self.persons, on="person_root")
+            .select(
+                "order_id",
+                "order_date",
+                "channel",
+                "order_pseudonym",
+                "person_id",
+                "_person_rank",
+                _hex_rank("order_pseudonym").alias("_order_rank"),
+            )
         )
 
     def partitions(
@@ -687,17 +713,20 @@ class _LinePlan:
         its months' files, and a month's file is the same bytes whenever its rows are.
         Lines without an order date (a purpose that drops it) are one file."""
         if "order_date" not in self.columns:
-            yield "lines.parquet", self.build(self.orders, engine, scratch)
+            yield LINES_FILE, self.build(self.orders, self.raw.files, engine, scratch)
             return
         if self.height == 0:  # the schema must survive: one empty partition of the as-of month
-            name = f"lines.parquet/{month_partition(as_of)}/part-00000.parquet"
-            yield name, self.build(self.orders.clear(), engine, scratch)
+            name = f"{LINES_FILE}/{month_partition(as_of)}/part-00000.parquet"
+            yield name, self.build(self.orders.clear(), self.raw.files, engine, scratch)
             return
         month = pl.col("order_date").dt.truncate("1mo")
         for first in self.orders.select(month.unique().sort()).to_series().to_list():
-            lines = self.build(self.orders.filter(month == first), engine, scratch)
-            if lines.height:  # an order without lines makes no partition
-                yield f"lines.parquet/{month_partition(first)}/part-00000.parquet", lines
+            files = self.raw.files_of(first)
+            if not files:  # orders without lines make no partition
+                continue
+            lines = self.build(self.orders.filter(month == first), files, engine, scratch)
+            if lines.height:
+                yield f"{LINES_FILE}/{month_partition(first)}/part-00000.parquet", lines
 
 
 def _write_atomically(
@@ -726,7 +755,7 @@ def _write_atomically(
         written[name] = hashlib.sha256(data).hexdigest()
 
     try:
-        for name, frame in itertools.chain([("customers.parquet", customers)], lines):
+        for name, frame in itertools.chain([(CUSTOMERS_FILE, customers)], lines):
             buffer = io.BytesIO()
             frame.write_parquet(buffer)
             (tmp / name).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -734,7 +763,7 @@ def _write_atomically(
         text = json.dumps(
             report.to_dict(), indent=2, sort_keys=True, ensure_ascii=False, default=str
         )
-        write("policy_report.json", (text + "\n").encode("utf-8"))
+        write(POLICY_REPORT, (text + "\n").encode("utf-8"))
         if raw is not None:
             from segments.provenance import PROVENANCE_FILE, _sign_prepared
 
@@ -812,8 +841,14 @@ def prepare(
     def key_of() -> PseudonymKey:
         return load_key(key, key_file=key_file, workspace=ws, synthetic_proof=prove_synthetic)
 
-    with progress(total=len(_PREPARE_STAGES), desc="prepare", unit="stage") as bar:
-        return _prepare(ws, pol, spec, day, key_of, log_state, bar)
+    from segments.provenance import raw_hashed_once
+
+    with (
+        raw_hashed_once(),  # the record's digests and the demo key's proof: one pass over W/raw
+        ws.scratch("prepare") as scratch,  # private: the raw lines' copies, the engine's spill
+        progress(total=len(_PREPARE_STAGES), desc="prepare", unit="stage") as bar,
+    ):
+        return _prepare(ws, pol, spec, day, key_of, log_state, bar, scratch)
 
 
 #: What :func:`prepare` shows on its progress bar, in order.
@@ -835,8 +870,10 @@ def _prepare(
     key_of: Callable[[], PseudonymKey],
     log_state: Any,
     bar: Any,
+    scratch: Path,
 ) -> PolicyReport:
-    """The body of :func:`prepare`, advancing ``bar`` through :data:`_PREPARE_STAGES`.
+    """The body of :func:`prepare`, advancing ``bar`` through :data:`_PREPARE_STAGES`
+    (``scratch``: its private folder).
 
     The key is resolved (``key_of``) once the raw tables passed their schema: broken raw data
     is reported as such, not as the demo key refused because the data is not the generator's.
@@ -850,15 +887,20 @@ def _prepare(
     from segments.provenance import raw_hashes
 
     raw = raw_hashes(ws)  # what this run reads, for the frames' provenance record
-    frames = load_raw_tables(ws, day)
-    pkey = key_of()
+    # the order lines are read one file at a time into private copies (segments.prepare.
+    # raw_lines), never whole: the other tables are one row per account, order or product,
+    # parsed from the very bytes the record's digests name (as is the demo key's proof)
+    with reads_bound_to(ws.raw, raw):
+        frames = load_raw_tables(ws, day, ("customers", "products", "orders"))
+        raw_lines = read_raw_lines(ws, day, frames["orders"], frames["products"], raw, scratch)
+        pkey = key_of()
     stage(1)
 
     roots = link_persons(frames["customers"])
-    orders = _orders_with_persons(frames, roots)
+    orders = _orders_with_persons(frames["orders"], raw_lines.lines_per_order, roots)
     persons = (
         person_table(frames["customers"], frames["orders"], roots)
-        .with_columns(_eligibility_expr(pol, day).alias("profiling_eligible"))
+        .with_columns(eligibility_expr(pol, day).alias("profiling_eligible"))
         .join(
             orders.group_by("person_root").agg(pl.col("n_lines").sum()),
             on="person_root",
@@ -871,7 +913,7 @@ def _prepare(
         "customers": frames["customers"].height,
         "persons": persons.height,
         "orders": frames["orders"].height,
-        "lines": frames["order_lines"].height,
+        "lines": raw_lines.count,
     }
     merged = persons.filter(pl.col("n_accounts") > 1)
     run.note(
@@ -888,7 +930,7 @@ def _prepare(
     stage(3)
     _apply_retention(run, pol, spec, day)
     stage(4)
-    customers, lines = _pseudonymise(run, frames, spec, pkey)
+    customers, lines = _pseudonymise(run, frames["products"], raw_lines, spec, pkey)
     dropped = sorted(set(CUSTOMERS.names) - set(customers.columns))
     run.note(
         rule="minimisation: only the purpose's columns",
@@ -916,10 +958,7 @@ def _prepare(
     # the lines are built month by month on the engine the setting selects (polars on the
     # driver, or DuckDB spilling into the workspace's private area)
     engine = get_engine(sources=[ws.raw_table("order_lines")])
-    with (
-        ws.publishing(log_state, f"prepare --purpose {spec.name}"),
-        ws.scratch("prepare") as scratch,
-    ):
+    with ws.publishing(log_state, f"prepare --purpose {spec.name}"):
         partitions = lines.partitions(report.as_of, engine, scratch)
         _write_atomically(ws.prepared_dir(spec.name), customers, partitions, report, raw)
     bar.update(len(_PREPARE_STAGES) - bar.n)
@@ -960,9 +999,9 @@ def _read_prepared_pl(
 ) -> dict[str, Any]:
     """:func:`read_prepared` with polars frames (for internal callers)."""
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-    folder = ws.require(ws.prepared_dir(purpose), f"segments prepare --purpose {purpose}")
+    ws.require(ws.prepared_dir(purpose), f"segments prepare --purpose {purpose}")
     return {
-        "customers": pl.read_parquet(folder / "customers.parquet"),
-        "lines": read_table(folder / "lines.parquet"),
-        "report": PolicyReport.read(folder / "policy_report.json"),
+        "customers": pl.read_parquet(ws.prepared_frame(purpose, CUSTOMERS_FILE)),
+        "lines": read_table(ws.prepared_frame(purpose, LINES_FILE)),
+        "report": PolicyReport.read(ws.policy_report(purpose)),
     }

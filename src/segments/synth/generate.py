@@ -48,6 +48,7 @@ from segments.synth.orders import generate_orders
 from segments.synth.products import generate_products
 from segments.synth.surveys import generate_surveys
 from segments.workspace import (
+    MANIFEST,
     Workspace,
     atomic_write_with,
     make_private,
@@ -188,7 +189,7 @@ def _staging(ws: Workspace) -> Iterator[Path]:
         old = None
         if ws.raw.exists():
             old = Path(tempfile.mkdtemp(dir=ws.root, prefix=f".raw-old-p{os.getpid()}-"))
-            os.replace(ws.raw, old / "raw")
+            os.replace(ws.raw, old / ws.raw.name)
         os.replace(tmp, ws.raw)
         if old is not None:
             shutil.rmtree(old)
@@ -470,7 +471,7 @@ def generate(
             customer_job = pool.submit(build_customers, accounts)  # strings, beside the orders
             step("customers")
             products = products_job.result()
-            publish("products.parquet", products, RAW_TABLES["products"])
+            publish(ws.raw_table("products").name, products, RAW_TABLES["products"])
             step("products")
             lines_writer = _PartitionedLines(ws, tmp / "order_lines.parquet", products, as_of)
             drawn = generate_orders(
@@ -492,9 +493,9 @@ def generate(
                 as_of=as_of,
                 rng=rng_finish,
             )
-            publish("customers.parquet", customer_table, RAW_TABLES["customers"])
+            publish(ws.raw_table("customers").name, customer_table, RAW_TABLES["customers"])
             publish(
-                "orders.parquet",
+                ws.raw_table("orders").name,
                 orders,
                 RAW_TABLES["orders"],
                 (partial(fk, orders, "orders", customer_table, "customers", "customer_id"),),
@@ -502,7 +503,7 @@ def generate(
             surveys = generate_surveys(
                 orders, customer_table, accounts.hidden, as_of=as_of, rng=rng_surveys
             )
-            publish("surveys.parquet", surveys, RAW_TABLES["surveys"])
+            publish(ws.raw_table("surveys").name, surveys, RAW_TABLES["surveys"])
             step("surveys")
             for name, frame in {"archetypes": accounts.truth, "persons": accounts.persons}.items():
                 publish(
@@ -540,7 +541,7 @@ def generate(
             "personnummer": accounts.stats,
             "files": files,
         }
-        write_json(tmp / "manifest.json", manifest)
+        write_json(tmp / MANIFEST, manifest)
         step("hash")
     return GenerateResult(ws.raw, manifest, seconds)
 
@@ -679,9 +680,9 @@ def copy_default_dataset(
         f"segments generate --customers {d.customers} --months {d.months} "
         f"--as-of {d.as_of} --seed {d.seed}"
     )
-    if not (src / "manifest.json").exists():
+    if not (src / MANIFEST).exists():
         raise WorkspaceError(f"default dataset not found at {src}; fix: run `{regenerate}`")
-    manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
+    manifest = json.loads((src / MANIFEST).read_text(encoding="utf-8"))
     for rel, digest in manifest["files"].items():
         found = sha256_file(src / rel) if (src / rel).exists() else "missing"
         if found != digest:
@@ -692,7 +693,7 @@ def copy_default_dataset(
     _refuse_non_empty(ws.raw, force)
     _refuse_erased(ws)
     with _staging(ws) as tmp:
-        for rel in [*manifest["files"], "manifest.json"]:
+        for rel in [*manifest["files"], MANIFEST]:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src / rel, tmp / rel)
     return ws.raw
