@@ -7,15 +7,22 @@ log) and fail on any trace.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
+from small_exports import write_export
 
 from segments._tables import read_table
 from segments.cli.main import main
+from segments.exceptions import PolicyError, WorkspaceError
 from segments.policy import Policy
 from segments.prepare import prepare
 from segments.prepare.frames import link_persons
@@ -74,6 +81,12 @@ def _in_segmentation(work: Workspace) -> int:
     raise AssertionError("no labelled person")  # pragma: no cover
 
 
+def _labelled_person(work: Workspace) -> tuple[int, list[int], str]:
+    """:func:`_in_segmentation`'s customer id, with :func:`_person`'s accounts and pseudonym."""
+    customer_id = _in_segmentation(work)
+    return (customer_id, *_person(work, customer_id))
+
+
 def _traces(work: Workspace, accounts: list[int], person_id: str) -> list[str]:
     """Every file that still holds the person (raw by id, derived by pseudonym)."""
     found = []
@@ -99,8 +112,7 @@ def _traces(work: Workspace, accounts: list[int], person_id: str) -> list[str]:
 
 
 def test_erase_removes_the_person_everywhere_and_logs_no_identity(ws: Workspace) -> None:
-    cid = _in_segmentation(ws)
-    accounts, pid = _person(ws, cid)
+    cid, accounts, pid = _labelled_person(ws)
     emails = pl.read_parquet(ws.raw_table("customers")).filter(
         pl.col("customer_id").is_in(accounts)
     )["email"]
@@ -125,8 +137,7 @@ def test_erase_removes_the_person_everywhere_and_logs_no_identity(ws: Workspace)
 def test_later_prepare_never_brings_an_erased_person_back(
     ws: Workspace, small_raw: Workspace
 ) -> None:
-    cid = _in_segmentation(ws)
-    accounts, pid = _person(ws, cid)
+    cid, accounts, pid = _labelled_person(ws)
     erase(ws, POLICY, cid)
     prepare(ws, POLICY, "segmentation", AS_OF)
     assert _traces(ws, accounts, pid) == []
@@ -152,8 +163,7 @@ def test_purge_erases_every_flagged_person(ws: Workspace) -> None:
 
 
 def test_restrict_keeps_the_data_stored_but_out_of_every_frame(ws: Workspace) -> None:
-    cid = _in_segmentation(ws)
-    accounts, pid = _person(ws, cid)
+    cid, accounts, pid = _labelled_person(ws)
     restrict(ws, POLICY, cid)
     raw = pl.read_parquet(ws.raw_table("customers")).filter(pl.col("customer_id").is_in(accounts))
     assert raw.height == len(accounts) and raw["restriction_requested"].all()
@@ -166,8 +176,7 @@ def test_restrict_keeps_the_data_stored_but_out_of_every_frame(ws: Workspace) ->
 
 
 def test_cli_erase_and_restrict(ws: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
-    cid = _in_segmentation(ws)
-    accounts, pid = _person(ws, cid)
+    cid, accounts, pid = _labelled_person(ws)
     assert (
         main(["subject", "erase", "-w", str(ws.root), "--policy", POLICY, "--customer", str(cid)])
         == 0
@@ -229,14 +238,9 @@ def test_a_new_segmentation_removes_the_old_target_lists(ws: Workspace) -> None:
 def test_a_prepare_running_during_an_erasure_never_publishes_the_person(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import importlib
-
-    from segments.exceptions import WorkspaceError
-
     prep = importlib.import_module("segments.prepare.frames")
 
-    cid = _in_segmentation(ws)
-    accounts, pid = _person(ws, cid)
+    cid, accounts, pid = _labelled_person(ws)
     real = prep._check_minimised
 
     def erase_meanwhile(customers: pl.DataFrame, lines: pl.DataFrame) -> None:
@@ -254,14 +258,9 @@ def test_a_prepare_running_during_an_erasure_never_publishes_the_person(
     assert _traces(ws, accounts, pid) == []
 
 
-def test_erase_refuses_while_another_process_writes(ws: Workspace) -> None:
-    import subprocess
-    import sys
-
-    from segments.exceptions import WorkspaceError
-
-    cid = _in_segmentation(ws)
-    accounts, pid = _person(ws, cid)
+@contextlib.contextmanager
+def _lock_held_elsewhere(ws: Workspace) -> Iterator[None]:
+    """Another process holding the workspace lock shared (a prepare publishing) meanwhile."""
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -276,16 +275,22 @@ def test_erase_refuses_while_another_process_writes(ws: Workspace) -> None:
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        before = ws.raw_table("customers").read_bytes()
-        with pytest.raises(WorkspaceError, match="another segments command"):
-            erase(ws, POLICY, cid)
-        assert ws.raw_table("customers").read_bytes() == before
-        assert not ws.subject_log.exists()
+        yield
     finally:
         holder.kill()
         holder.wait()
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+def test_erase_refuses_while_another_process_writes(ws: Workspace) -> None:
+    cid, accounts, pid = _labelled_person(ws)
+    with _lock_held_elsewhere(ws):
+        before = ws.raw_table("customers").read_bytes()
+        with pytest.raises(WorkspaceError, match="another segments command"):
+            erase(ws, POLICY, cid)
+        assert ws.raw_table("customers").read_bytes() == before
+        assert not ws.subject_log.exists()
     erase(ws, POLICY, cid)
     assert _traces(ws, accounts, pid) == []
 
@@ -294,8 +299,7 @@ def test_erase_refuses_while_another_process_writes(ws: Workspace) -> None:
 def test_generate_force_refuses_to_bring_erased_people_back(
     ws: Workspace, default: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cid = _in_segmentation(ws)
-    accounts, pid = _person(ws, cid)
+    cid, accounts, pid = _labelled_person(ws)
     erase(ws, POLICY, cid)
     before = ws.raw_table("customers").read_bytes()
     args = ["--default"] if default else ["--customers", "300", "--months", "6"]
@@ -307,16 +311,13 @@ def test_generate_force_refuses_to_bring_erased_people_back(
 
 
 def _dead_pid() -> int:
-    import subprocess
-
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
 
 
 def test_erase_sweeps_hidden_copies_of_the_person(ws: Workspace) -> None:
-    cid = _in_segmentation(ws)
-    accounts, pid = _person(ws, cid)
+    cid, accounts, pid = _labelled_person(ws)
     dead = _dead_pid()
     customers = pl.read_parquet(ws.raw_table("customers"))
     frame = pl.read_parquet(ws.prepared_dir("segmentation") / "customers.parquet")
@@ -360,11 +361,8 @@ def test_erase_sweeps_hidden_copies_of_the_person(ws: Workspace) -> None:
 def test_an_interrupted_erasure_is_completed_by_a_rerun(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import importlib
-
     retention = importlib.import_module("segments.prepare.retention")
-    cid = _in_segmentation(ws)
-    accounts, pid = _person(ws, cid)
+    cid, accounts, pid = _labelled_person(ws)
 
     def killed(*_: object) -> None:
         raise KeyboardInterrupt  # the run dies after the derived frames, before raw
@@ -394,15 +392,10 @@ def test_an_interrupted_erasure_is_completed_by_a_rerun(
 def test_a_target_list_written_during_an_erasure_never_holds_the_person(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import importlib
-
     import pandas as pd
 
-    from segments.exceptions import WorkspaceError
-
     seg = importlib.import_module("segments.segmentation.job")
-    cid = _in_segmentation(ws)
-    accounts, pid = _person(ws, cid)
+    cid, accounts, pid = _labelled_person(ws)
     labels = pl.read_parquet(ws.segments / "labels.parquet").with_columns(segment=pl.lit(0))
     meta = {"segments": {"0": "all"}, "purpose": "offers", "clause_ids": []}
     seg._write_segments(ws, labels, pd.DataFrame({"segment": [0]}), meta)
@@ -435,10 +428,8 @@ def test_another_key_cannot_hide_an_erasure(
 
     from segments.audit.checks import check_erasures_carried_out
     from segments.audit.context import AuditContext
-    from segments.exceptions import PolicyError
 
-    cid = _in_segmentation(ws)
-    accounts, pid = _person(ws, cid)
+    cid, accounts, pid = _labelled_person(ws)
     erase(ws, POLICY, cid)
     entry = json.loads(ws.subject_log.read_text(encoding="utf-8"))[-1]
     assert entry["key_id"] == load_key(workspace=ws, synthetic_proof=prove_synthetic).key_id
@@ -490,28 +481,13 @@ _EXPORT = (
     "A1;2026-01-03;2;10.0;P1\nA1;2026-02-03;1;5.0;P2\n"
     "B2;2026-01-05;1;10.0;P1\nC3;2026-03-01;3;5.0;P2\n"
 )
-_MAPPING = """
-[source]
-separator = ";"
-[columns]
-customer_id = "kund"
-order_date = "datum"
-quantity = "antal"
-unit_price = "pris"
-product_id = "art"
-[products]
-categories = ["all"]
-category = "all"
-"""
 STEWARD_KEY = "the steward's key for the ingested export, 32+ bytes"
 
 
 def _ingested(tmp_path: Path) -> tuple[Workspace, Path, Path]:
     from segments.ingest import ingest
 
-    src, mapping = tmp_path / "export.csv", tmp_path / "mapping.toml"
-    src.write_text(_EXPORT, encoding="utf-8")
-    mapping.write_text(_MAPPING, encoding="utf-8")
+    src, mapping = write_export(tmp_path, _EXPORT, names=("export.csv", "mapping.toml"))
     work = Workspace(tmp_path / "real")
     ingest(src, mapping, work)
     return work, src, mapping
@@ -523,7 +499,6 @@ def test_ingest_after_an_erasure_leaves_the_person_out(
     """Issue 18 item 2: an ingested export's customer is erased by the export's own id, and
     a later ingest of an export that still holds them drops their rows (counted, not named)
     instead of bringing them back; without the log's key it refuses before writing."""
-    from segments.exceptions import PolicyError
     from segments.ingest import ingest
 
     monkeypatch.setenv(KEY_ENV_VAR, STEWARD_KEY)
@@ -581,48 +556,19 @@ def test_restrict_on_an_ingested_export_is_refused_with_the_fix(
     assert work.raw_table("customers").read_bytes() == before and not work.subject_log.exists()
 
 
-def _hold_lock(ws: Workspace):  # type: ignore[no-untyped-def]
-    """Another process holding the workspace lock shared (a prepare publishing)."""
-    import subprocess
-    import sys
-
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time\n"
-            "from segments.workspace import Workspace\n"
-            f"with Workspace({str(ws.root)!r}).lock(exclusive=False):\n"
-            "    print('held', flush=True); time.sleep(30)\n",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-    return holder
-
-
 def test_purge_deletes_under_the_workspace_lock(ws: Workspace) -> None:
     """Issue 18 item 4: the retention deletions (not only the erasure) wait for no one and
     race no one: while a writer holds the lock, purge refuses and changes nothing."""
-    from segments.exceptions import WorkspaceError
-
     policy = Policy.load(POLICY)
     purge(ws, policy, AS_OF)  # nobody flagged any more: only retention deletions are left
     assert not pl.read_parquet(ws.raw_table("customers"))["erasure_requested"].any()
     assert purge(ws, policy, "2030-01-01", dry_run=True).removed["orders"] > 0
     raw = {p.name: p.read_bytes() for p in ws.raw.iterdir() if p.is_file()}
-    holder = _hold_lock(ws)
-    try:
+    with _lock_held_elsewhere(ws):
         with pytest.raises(WorkspaceError, match="another segments command"):
             purge(ws, policy, "2030-01-01")
         assert {p.name: p.read_bytes() for p in ws.raw.iterdir() if p.is_file()} == raw
         assert purge(ws, policy, "2030-01-01", dry_run=True).dry_run  # a dry run only reads
-    finally:
-        holder.kill()
-        holder.wait()
-        if holder.stdout is not None:
-            holder.stdout.close()
     assert purge(ws, policy, "2030-01-01").removed["orders"] > 0
 
 
@@ -735,8 +681,7 @@ def test_a_restored_backup_is_reported_not_hidden_and_purge_erases_again(
     said nothing. Now the extract lists what raw holds and says the erasure must be re-run,
     prepare warns in one line (counted, not named) with the fix, and `retention purge`
     erases the person again."""
-    cid = _in_segmentation(ws)
-    accounts, pid = _person(ws, cid)
+    cid, accounts, pid = _labelled_person(ws)
     erase(ws, POLICY, cid)
     assert subject_export(ws, cid)["accounts"] == []
     shutil.rmtree(ws.raw)
@@ -776,26 +721,19 @@ def test_a_segment_running_during_an_erasure_says_to_run_it_again(
 ) -> None:
     """Issue 18 review: ``segment`` running while ``subject erase`` rewrote the prepared
     frames failed with "could not be read as Parquet (Invalid thrift) … damaged" (its lazy
-    scan read them half-replaced). It now reads them whole under the shared workspace lock,
-    and the erasure recorded meanwhile refuses the write with "run it again"."""
-    import importlib
-
-    from segments.exceptions import WorkspaceError
-
+    scan read them half-replaced). It now reads them (the features) under the shared
+    workspace lock, and the erasure recorded meanwhile refuses the write with "run it
+    again"."""
     seg = importlib.import_module("segments.segmentation.job")
-    cid = _in_segmentation(ws)
-    accounts, pid = _person(ws, cid)
+    cid, accounts, pid = _labelled_person(ws)
     labels_before = (ws.segments / "labels.parquet").read_bytes()
-    real = seg._read_prepared
+    real = seg._fit
 
-    def erase_meanwhile(work: Workspace, purpose: str):  # type: ignore[no-untyped-def]
-        found = real(work, purpose)  # segment has read the frames; the fit is still to come
-        for frame in found[1:]:
-            frame.collect_schema()  # what a lazy scan had read of the files before the erasure
-        erase(ws, POLICY, cid)
-        return found
+    def erase_meanwhile(*args):  # type: ignore[no-untyped-def]
+        erase(ws, POLICY, cid)  # segment has read the frames and the lock; the fit is to come
+        return real(*args)
 
-    monkeypatch.setattr(seg, "_read_prepared", erase_meanwhile)
+    monkeypatch.setattr(seg, "_fit", erase_meanwhile)
     with pytest.raises(WorkspaceError, match="erasure or restriction was recorded.*run it again"):
         seg.segment(ws, POLICY, k_range=range(3, 4), n_splits=2)
     assert _traces(ws, accounts, pid) == []
@@ -815,8 +753,7 @@ def test_an_erasure_stopped_by_a_full_disk_says_it_is_pending_and_a_rerun_finish
 
     from segments.prepare import retention
 
-    cid = _in_segmentation(ws)
-    accounts, pid = _person(ws, cid)
+    cid, accounts, pid = _labelled_person(ws)
 
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")

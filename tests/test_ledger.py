@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import dataclasses
 import datetime as dt
 import json
 import math
@@ -13,6 +11,7 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -20,19 +19,22 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ledger_helpers import (
+    CONTROLLER,
+    TODAY,
+    Clock,
+    demo_policy,
+    install_clock,
+    request_for,
+    run_cli,
+)
 from prepared_frames import synthetic_proof
 
-from segments.cli import ledger as ledger_cli
 from segments.exceptions import BudgetExceededError, ReleaseRefusedError, WorkspaceError
 from segments.policy import Policy
 from segments.privacy import ledger as ledger_module
 from segments.privacy.composition import add_months, epsilon_to_rho, rho_to_epsilon
-from segments.privacy.guards import (
-    EU_EEA,
-    Guarantee,
-    PolicyFacts,
-    Recipient,
-)
+from segments.privacy.guards import Guarantee
 from segments.privacy.ledger import (
     EVALUATION_LABEL,
     LEDGER_DIR_ENV,
@@ -42,74 +44,38 @@ from segments.privacy.ledger import (
 )
 from segments.workspace import sha256_file
 
-CONTROLLER = "Demo AB"
-FACTS = PolicyFacts(
-    name="demo",
-    controller=CONTROLLER,
-    recipients={
-        "purchasing": Recipient("purchasing", "internal", "SE"),
-        "processor": Recipient("processor", "external", "FI"),
-    },
-    allowed_destinations=EU_EEA,
-    purposes=frozenset({"statistics"}),
-    purpose_clauses={"statistics": ("AO-4",)},
-)
-BUDGET = 1.0
-AS_OF = dt.date(2026, 6, 30)
+DEMO = demo_policy()
+BUDGET = DEMO.privacy.budget_epsilon
+AS_OF = TODAY
 SHA = "ab" * 32
 FORK = multiprocessing.get_context("fork")
 
 
 def make_request(**changes) -> ReleaseRequest:
     fields = {
-        "policy": "demo",
-        "population": "customers",
-        "purpose": "statistics",
-        "recipient": "purchasing",
-        "destination": "SE",
-        "guarantee": Guarantee.END_TO_END,
-        "as_of": AS_OF,
         "epsilon": 0.25,
         "mechanism": "laplace",
         "clause_ids": ("AO-4",),
         "spec": {"query": "count", "keys": ["county", "segment"]},
         "bounds": {"rows_per_person": 1},
-        "budget_epsilon": BUDGET,
-        "budget_period_months": 12,
-        "budget_window_months": 24,
     }
-    return ReleaseRequest(**{**fields, **changes})
+    return request_for(DEMO, **{**fields, **changes})
 
 
 def open_simulated(path: Path) -> Ledger:
     """A throw-away (demo) ledger: simulated time, for data proven synthetic."""
-    return Ledger.open(path, CONTROLLER, policy=FACTS, throwaway=True, synthetic=synthetic_proof())
+    return Ledger.open(path, CONTROLLER, policy=DEMO, throwaway=True, synthetic=synthetic_proof())
 
 
 def open_ledger(path: Path, **kwargs) -> Ledger:
     kwargs.setdefault("init", not path.exists())
-    return Ledger.open(path, CONTROLLER, policy=FACTS, **kwargs)
-
-
-class Clock:
-    """The ledger's clock, set by the test (a caller of the library cannot pass a time)."""
-
-    def __init__(self, day: dt.date) -> None:
-        self.day = day
-
-    def set(self, day: str | dt.date) -> None:
-        self.day = dt.date.fromisoformat(day) if isinstance(day, str) else day
-
-    def __call__(self) -> dt.datetime:
-        return dt.datetime.combine(self.day, dt.time(12), tzinfo=dt.UTC)
+    return Ledger.open(path, CONTROLLER, policy=DEMO, **kwargs)
 
 
 @pytest.fixture(autouse=True)
 def clock(monkeypatch) -> Clock:
     """Today is AS_OF unless a test moves the clock."""
-    clock = Clock(AS_OF)
-    monkeypatch.setattr(ledger_module, "_clock", clock)
-    return clock
+    return install_clock(monkeypatch, AS_OF)
 
 
 @pytest.fixture
@@ -220,10 +186,24 @@ def test_over_budget_is_refused_before_anything_runs_with_spent_requested_remain
     assert spent(ledger) == pytest.approx(1.0)
 
 
+def test_a_refused_first_release_leaves_the_ledger_usable(tmp_path):
+    """A ledger opened without a policy binds it inside the first reservation; when that
+    reservation is refused (over budget), the binding rolls back with it, and the next
+    reservation must not mistake the rolled-back event for a rewritten ledger."""
+    policy = Policy.load("alloffice")
+    ledger = Ledger.open(tmp_path / "l.sqlite", policy.controller, init=True)
+    budget = policy.privacy.budget_epsilon
+    with pytest.raises(BudgetExceededError):
+        ledger.reserve(request_for(policy, epsilon=budget * 2))
+    assert ledger.entries() == [] and ledger.verify_chain()
+    ledger.reserve(request_for(policy, epsilon=budget / 2))
+    assert spent(ledger) == pytest.approx(budget / 2)
+
+
 def test_rolling_period_edges_on_a_simulated_history(tmp_path):
     """Evaluation and demo ledgers (synthetic data) charge on the simulated as-of."""
     ledger = Ledger.for_workspace(
-        tmp_path / "ws", CONTROLLER, policy=FACTS, synthetic=synthetic_proof(tmp_path / "ws")
+        tmp_path / "ws", CONTROLLER, policy=DEMO, synthetic=synthetic_proof(tmp_path / "ws")
     )
     ledger.reserve(make_request(epsilon=0.5, as_of="2025-05-31"))  # a month replayed first
     ledger.reserve(make_request(epsilon=0.5, as_of="2025-06-30"))
@@ -242,8 +222,9 @@ def test_rolling_period_edges_on_a_simulated_history(tmp_path):
     assert balance.peak_period_total.epsilon == 1.0
 
 
-def test_rolling_period_edges_on_the_recorded_time(ledger, clock):
+def test_rolling_period_edges_on_the_recorded_time(tmp_path, clock):
     clock.set("2025-06-30")
+    ledger = open_ledger(tmp_path / "ledger.sqlite")  # binds the policy on this day
     ledger.reserve(make_request(epsilon=1.0, as_of="2025-06-30"))
     clock.set("2026-06-29")  # 2026-06-29 still has 2025-06-30 in its period
     with pytest.raises(BudgetExceededError, match=r"\(2025-06-29, 2026-06-29\]"):
@@ -291,17 +272,7 @@ def test_zcdp_budget_is_compared_in_epsilon_at_the_policy_delta(tmp_path):
     rho_budget = epsilon_to_rho(policy.privacy.budget_epsilon, policy.privacy.delta)
 
     def zcdp(rho):
-        return ReleaseRequest.for_policy(
-            policy,
-            population="customers",
-            purpose="statistics",
-            recipient="purchasing",
-            destination="SE",
-            guarantee=Guarantee.END_TO_END,
-            as_of=AS_OF,
-            rho=rho,
-            mechanism="gaussian",
-        )
+        return request_for(policy, rho=rho, mechanism="gaussian")
 
     ledger.reserve(zcdp(0.6 * rho_budget))
     with pytest.raises(BudgetExceededError, match=r"requested ρ = .* \(ε = .* at δ = 1e-07\)"):
@@ -316,66 +287,40 @@ def test_zcdp_budget_is_compared_in_epsilon_at_the_policy_delta(tmp_path):
 def test_pure_and_zcdp_releases_compose_soundly_in_one_ledger(tmp_path):
     policy = Policy.load("allkontor")  # zCDP, δ = 1e-7, budget ε = 3
     ledger = Ledger.for_policy(policy, path=tmp_path / "l.sqlite", init=True)
-    fields = {
-        "population": "customers",
-        "purpose": "statistics",
-        "recipient": "purchasing",
-        "destination": "SE",
-        "guarantee": Guarantee.END_TO_END,
-        "as_of": AS_OF,
-    }
-    ledger.reserve(ReleaseRequest.for_policy(policy, epsilon=1.0, mechanism="laplace", **fields))
-    ledger.reserve(ReleaseRequest.for_policy(policy, rho=0.01, mechanism="gaussian", **fields))
+    ledger.reserve(request_for(policy, epsilon=1.0, mechanism="laplace"))
+    ledger.reserve(request_for(policy, rho=0.01, mechanism="gaussian"))
     total = ledger.balance("customers").period_total
     assert total.family == "mixed"
     assert total.rho == pytest.approx(0.51)  # 1²/2 + 0.01
     expected = min(rho_to_epsilon(0.51, 1e-7), 1.0 + rho_to_epsilon(0.01, 1e-7))
     assert total.epsilon == pytest.approx(expected) and total.delta == 1e-7
     with pytest.raises(BudgetExceededError, match="requested ε = 1.2"):
-        ledger.reserve(ReleaseRequest.for_policy(policy, epsilon=1.2, **fields))
+        ledger.reserve(request_for(policy, epsilon=1.2))
 
 
 def test_the_budget_comes_from_the_policy(tmp_path):
     policy = Policy.load("offix")
     ledger = Ledger.for_policy(policy, path=tmp_path / "l.sqlite", init=True)
-    fields = {
-        "population": "customers",
-        "purpose": "statistics",
-        "recipient": "purchasing",
-        "destination": "SE",
-        "guarantee": Guarantee.END_TO_END,
-        "as_of": AS_OF,
-        "epsilon": 0.5,
-    }
-    request = ReleaseRequest.for_policy(policy, **fields, budget_epsilon=100.0)
+    request = request_for(policy, epsilon=0.5, budget_epsilon=100.0)
     with pytest.raises(ReleaseRefusedError, match="budget_epsilon=100.0 but policy 'offix'"):
         ledger.reserve(request)
     with pytest.raises(ReleaseRefusedError, match="names policy 'alloffice'"):
-        ledger.reserve(ReleaseRequest.for_policy(Policy.load("alloffice"), **fields))
+        ledger.reserve(request_for(Policy.load("alloffice"), epsilon=0.5))
 
 
 # --- whose budget: the controller's, not a workspace's -------------------------------------------
 def test_a_fresh_workspace_or_new_as_of_does_not_reset_the_budget(tmp_path, monkeypatch, clock):
     monkeypatch.setenv(LEDGER_DIR_ENV, str(tmp_path / "controller-ledgers"))
     policy = Policy.load("offix")  # budget ε = 2 per 12 months
-    fields = {
-        "population": "customers",
-        "purpose": "statistics",
-        "recipient": "purchasing",
-        "destination": "SE",
-        "guarantee": Guarantee.END_TO_END,
-        "epsilon": 1.5,
-    }
     first = Ledger.for_policy(policy)  # e.g. from workspace A, prepared as of June
-    first.reserve(ReleaseRequest.for_policy(policy, as_of=AS_OF, **fields))
+    first.reserve(request_for(policy, as_of=AS_OF, epsilon=1.5))
     again = Ledger.for_policy(policy)  # workspace B, new key, prepared a month later
     assert again.path == first.path == tmp_path / "controller-ledgers" / "offix-ab.sqlite"
     clock.set("2026-07-31")
     with pytest.raises(BudgetExceededError, match="spent ε = 1.5"):
-        again.reserve(ReleaseRequest.for_policy(policy, as_of="2026-07-31", **fields))
-    other_purpose = {**fields, "purpose": "segmentation"}
+        again.reserve(request_for(policy, as_of="2026-07-31", epsilon=1.5))
     with pytest.raises(BudgetExceededError, match="spent ε = 1.5"):
-        again.reserve(ReleaseRequest.for_policy(policy, as_of=AS_OF, **other_purpose))
+        again.reserve(request_for(policy, as_of=AS_OF, epsilon=1.5, purpose="segmentation"))
 
 
 def test_default_location_is_the_per_user_data_dir(monkeypatch):
@@ -427,7 +372,7 @@ def test_there_is_no_way_to_delete_or_reset(ledger):
 
 def test_throwaway_demo_ledger_lives_in_the_workspace_and_says_so(tmp_path):
     ledger = Ledger.for_workspace(
-        tmp_path / "ws", CONTROLLER, policy=FACTS, synthetic=synthetic_proof(tmp_path / "ws")
+        tmp_path / "ws", CONTROLLER, policy=DEMO, synthetic=synthetic_proof(tmp_path / "ws")
     )
     assert ledger.path == tmp_path / "ws" / "ledger" / "demo-ab.sqlite"
     assert ledger.throwaway and "THROW-AWAY DEMO LEDGER" in ledger.label
@@ -533,7 +478,7 @@ def test_a_replaced_ledger_is_detected_against_the_cards(tmp_path):
     cards = _publish_three(open_ledger(path))
     path.unlink()  # start over: refused while the anchor beside it remembers the ledger ...
     # each refusal cites the policy's own anonymity clause (r13b #5), as the others do
-    cited = dataclasses.replace(FACTS, clauses={"anonymous_release": ("DEMO-1",)})
+    cited = demo_policy(clauses={**DEMO.clauses, "anonymous_release": ("DEMO-1",)})
     anchored = "is missing but its anchor .* records 7 events"
     with pytest.raises(ReleaseRefusedError, match=anchored) as refused:
         Ledger.open(path, CONTROLLER, policy=cited, init=True)
@@ -555,9 +500,46 @@ def test_a_replaced_ledger_is_detected_against_the_cards(tmp_path):
 
 
 # --- concurrency and crashes --------------------------------------------------------------------
+def test_threads_sharing_one_ledger_get_anchors_of_their_own_event(tmp_path, monkeypatch):
+    """r15 #2: a reservation's anchor (event count, head) was read after the transaction, from
+    state another thread sharing the Ledger had moved on; its card then named one event's count
+    with another's head, and reopening the ledger with the releases called it rolled back."""
+    policy = Policy.load("alloffice")
+    releases = tmp_path / "releases"
+    ledger = Ledger.for_policy(policy, path=tmp_path / "l.sqlite", init=True, releases=releases)
+    write_anchors = Ledger._write_anchors
+
+    def slow_anchors(self, events: int, head: str) -> None:
+        time.sleep(0.002)  # a thread pre-empted between its commit and its return
+        write_anchors(self, events, head)
+
+    monkeypatch.setattr(Ledger, "_write_anchors", slow_anchors)
+    reservations: list = []
+
+    def reserve_twenty() -> None:
+        for _ in range(20):
+            reservations.append(ledger.reserve(request_for(policy, epsilon=0.001)))
+
+    threads = [threading.Thread(target=reserve_twenty) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(reservations) == 40
+    hashes = {event["seq"]: event["hash"] for event in ledger.events()}
+    for reservation in reservations:
+        anchor = reservation.anchor
+        assert hashes[anchor["events"]] == anchor["head"] == reservation.hash
+        folder = releases / reservation.release_id
+        folder.mkdir(parents=True)
+        card = {**reservation.card_fields(), "policy": policy.name, "ledger_label": ""}
+        (folder / "card.json").write_text(json.dumps(card, default=str))
+    Ledger.for_policy(policy, path=tmp_path / "l.sqlite", releases=releases)  # not refused
+
+
 def _spend_repeatedly(path: str, sizes: list[float], days: list[int], out) -> None:
     ledger = Ledger.open(
-        Path(path), CONTROLLER, policy=FACTS, synthetic=synthetic_proof(), init=True
+        Path(path), CONTROLLER, policy=DEMO, synthetic=synthetic_proof(), init=True
     )
     granted = 0
     for size, day in zip(sizes, days, strict=True):
@@ -751,15 +733,9 @@ def test_property_several_processes_never_overspend(tmp_path_factory, plans):
 
 
 # --- the CLI ------------------------------------------------------------------------------------
-def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="segments")
-    ledger_cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["ledger", *argv])
-    return int(args.func(args))
-
-
-def test_cli_shows_balance_rolling_totals_and_history(ledger, capsys, clock):
+def test_cli_shows_balance_rolling_totals_and_history(tmp_path, capsys, clock):
     clock.set("2025-01-31")
+    ledger = open_ledger(tmp_path / "ledger.sqlite")  # binds the policy on this day
     ledger.reserve(make_request(epsilon=0.2, as_of="2025-01-31"))
     clock.set(AS_OF)
     ledger.publish(ledger.reserve(make_request(epsilon=0.3)), files={"t": SHA})

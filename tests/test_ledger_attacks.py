@@ -10,23 +10,20 @@ import shutil
 from pathlib import Path
 
 import pytest
+from ledger_helpers import TODAY, install_clock, request_for
 from prepared_frames import synthetic_proof
+from privacy_params import edited_policy
 from release_helpers import release_context
 
 from segments.exceptions import ReleaseRefusedError
 from segments.policy import Policy
 from segments.privacy import ledger as ledger_module
-from segments.privacy.guards import Guarantee
 from segments.privacy.ledger import Ledger, ReleaseRequest, default_ledger_path
-
-TODAY = dt.date(2026, 6, 30)
 
 
 @pytest.fixture(autouse=True)
 def clock(monkeypatch):
-    now = {"at": dt.datetime.combine(TODAY, dt.time(12), tzinfo=dt.UTC)}
-    monkeypatch.setattr(ledger_module, "_clock", lambda: now["at"])
-    return now
+    return install_clock(monkeypatch, TODAY)
 
 
 @pytest.fixture
@@ -35,16 +32,7 @@ def policy() -> Policy:
 
 
 def request(policy: Policy, epsilon: float = 0.5) -> ReleaseRequest:
-    return ReleaseRequest.for_policy(
-        policy,
-        population="customers",
-        purpose="statistics",
-        recipient="purchasing",
-        destination="SE",
-        guarantee=Guarantee.END_TO_END,
-        as_of=TODAY,
-        epsilon=epsilon,
-    )
+    return request_for(policy, epsilon=epsilon)
 
 
 def write_card(releases: Path, ledger: Ledger, reservation) -> Path:
@@ -135,11 +123,11 @@ def test_attack_a_copied_workspace_over_a_deleted_ledger_creates_nothing(tmp_pat
 def test_attack_a_clock_set_back_is_refused(tmp_path, policy, clock):
     ledger = Ledger.for_policy(policy)
     ledger.reserve(request(policy))
-    clock["at"] -= dt.timedelta(days=40)  # back before the last release, to re-open as-of dates
+    clock.at -= dt.timedelta(days=40)  # back before the last release, to re-open as-of dates
     with pytest.raises(ReleaseRefusedError, match=r"system clock .* is earlier than the ledger"):
         ledger.reserve(request(policy))
     assert len(ledger.entries()) == 1
-    clock["at"] += dt.timedelta(days=41)
+    clock.at += dt.timedelta(days=41)
     assert ledger.reserve(request(policy)).charged_on == TODAY + dt.timedelta(days=1)
 
 
@@ -269,11 +257,8 @@ def test_attack_unbounded_spending_on_the_evaluation_ledger_is_refused(tmp_path,
         ledger.reserve(request(offix, epsilon=0.5))
     assert len(ledger.entries()) == 2
     assert main(["ledger", "--policy", "offix", "--evaluation"]) == 0
-    tight = tmp_path / "offix-tight.toml"
-    tight.write_text(
-        Path(offix.path).read_text().replace("budget_epsilon = 2.0", "budget_epsilon = 1.0")
-    )
-    assert main(["ledger", "--policy", str(tight), "--evaluation", "--adopt-policy"]) == 1
+    tight = edited_policy(tmp_path, ("budget_epsilon = 2.0", "budget_epsilon = 1.0"), name="offix")
+    assert main(["ledger", "--policy", str(tight.path), "--evaluation", "--adopt-policy"]) == 1
     assert "OVER BUDGET" in capsys.readouterr().out
 
 
@@ -351,7 +336,7 @@ def test_private_segments_without_as_of_take_the_ledgers_time_after_a_release(
     from segments.prepare import prepare
     from segments.privacy.kmeans import fit_private_segments
 
-    clock["at"] = dt.datetime(2026, 12, 4, 12, tzinfo=dt.UTC)  # after the data's as-of
+    clock.at = dt.datetime(2026, 12, 4, 12, tzinfo=dt.UTC)  # after the data's as-of
     prepare(genuine, "alloffice", "segmentation", "2026-10-31")
     ledger = Ledger.for_policy(policy)
     ledger.reserve(dataclasses.replace(request(policy), as_of=dt.date(2026, 12, 4)))
@@ -364,24 +349,24 @@ def test_private_segments_without_as_of_take_the_ledgers_time_after_a_release(
 
 
 # --- 13.3: a copy of the policy with a renamed controller --------------------------------------
+#: a statistics release dated by the ledger's clock (no --as-of)
+TODAYS_RELEASE = (
+    "release -w {ws} --policy {policy} --purpose statistics --recipient purchasing "
+    "--spec customers_by_county_segment"
+)
+#: AllOffice's policy copied under another controller's name (same people, same data)
+RENAMED_CONTROLLER = ('"AllOffice Nordic AB"', '"AllOffice Nordic Two AB"')
+
+
 def test_attack_a_renamed_controller_gets_no_fresh_budget_on_the_same_data(
     genuine, tmp_path, capsys, clock
 ):
-    clock["at"] = dt.datetime(2026, 12, 4, 12, tzinfo=dt.UTC)
-    line = (
-        "release -w {ws} --policy {policy} --purpose statistics --recipient purchasing "
-        "--spec customers_by_county_segment"
-    )
-    assert _cli(line, ws=genuine.root, policy="alloffice") == 0, capsys.readouterr().err
-    renamed = tmp_path / "alloffice-renamed.toml"
-    renamed.write_text(
-        Path(Policy.load("alloffice").path)
-        .read_text()
-        .replace('"AllOffice Nordic AB"', '"AllOffice Nordic Two AB"')
-    )
+    clock.at = dt.datetime(2026, 12, 4, 12, tzinfo=dt.UTC)
+    assert _cli(TODAYS_RELEASE, ws=genuine.root, policy="alloffice") == 0, capsys.readouterr().err
+    renamed = edited_policy(tmp_path, RENAMED_CONTROLLER).path
     assert Policy.load(str(renamed)).controller == "AllOffice Nordic Two AB"
     capsys.readouterr()
-    assert _cli(line, ws=genuine.root, policy=str(renamed)) != 0
+    assert _cli(TODAYS_RELEASE, ws=genuine.root, policy=str(renamed)) != 0
     err = capsys.readouterr().err
     assert "already bound to controller 'AllOffice Nordic AB'" in err and "clause AO-1" in err
     assert not default_ledger_path("AllOffice Nordic Two AB").exists()
@@ -393,12 +378,8 @@ def test_attack_renamed_controller_after_deleting_raw_and_editing_key_id_is_refu
 ):
     from segments.provenance import population_data_ids
 
-    clock["at"] = dt.datetime(2026, 12, 4, 12, tzinfo=dt.UTC)
-    line = (
-        "release -w {ws} --policy {policy} --purpose statistics --recipient purchasing "
-        "--spec customers_by_county_segment"
-    )
-    assert _cli(line, ws=genuine.root, policy="alloffice") == 0, capsys.readouterr().err
+    clock.at = dt.datetime(2026, 12, 4, 12, tzinfo=dt.UTC)
+    assert _cli(TODAYS_RELEASE, ws=genuine.root, policy="alloffice") == 0, capsys.readouterr().err
     signed_ids = population_data_ids(genuine)
     genuine.raw_table("customers").unlink()
     report = genuine.prepared_dir("statistics") / "policy_report.json"
@@ -412,14 +393,9 @@ def test_attack_renamed_controller_after_deleting_raw_and_editing_key_id_is_refu
         == signed_ids["pseudonymisation key of statistics"]
     )
     assert ids["raw customer table of statistics"] == signed_ids["raw customer table"]
-    renamed = tmp_path / "alloffice-renamed.toml"
-    renamed.write_text(
-        Path(Policy.load("alloffice").path)
-        .read_text()
-        .replace('"AllOffice Nordic AB"', '"AllOffice Nordic Two AB"')
-    )
+    renamed = edited_policy(tmp_path, RENAMED_CONTROLLER).path
     capsys.readouterr()
-    assert _cli(line, ws=genuine.root, policy=str(renamed)) != 0
+    assert _cli(TODAYS_RELEASE, ws=genuine.root, policy=str(renamed)) != 0
     err = capsys.readouterr().err
     assert "refused before anything was charged" in err and "clause AO-1" in err, err
     assert not default_ledger_path("AllOffice Nordic Two AB").exists()
@@ -440,7 +416,7 @@ def test_attack_a_person_with_three_accounts_refuses_the_survey_before_any_charg
     from segments.privacy.specs import PrivacyParams, get_spec
     from segments.workspace import Workspace
 
-    clock["at"] = dt.datetime(2026, 12, 4, 12, tzinfo=dt.UTC)
+    clock.at = dt.datetime(2026, 12, 4, 12, tzinfo=dt.UTC)
     ws = Workspace(tmp_path / "ws")
     shutil.copytree(small_raw.raw, ws.raw)
     ledger = Ledger.for_policy(policy)
@@ -541,16 +517,6 @@ def test_the_demo_ledger_accepts_the_generated_data_after_an_erasure_not_an_edit
 
 
 # --- fix13.1: a copied policy file with the same name and controller --------------------------
-def _copied_policy(tmp_path: Path, *edits: tuple[str, str]) -> Policy:
-    text = Policy.load("alloffice").path.read_text(encoding="utf-8")
-    for old, new in edits:
-        assert old in text
-        text = text.replace(old, new, 1)
-    copy = tmp_path / "alloffice.toml"
-    copy.write_text(text, encoding="utf-8")
-    return Policy.load(copy)
-
-
 LIFTED = (
     ('kind = "third_party_marketing"\ncountry = "US"', 'kind = "external"\ncountry = "DE"'),
     ("min_k = 10", "min_k = 2"),
@@ -560,7 +526,7 @@ LIFTED = (
 def test_attack_copied_policy_lifting_rules_is_refused_before_any_charge(tmp_path, policy):
     ledger = Ledger.for_policy(policy, releases=tmp_path / "ws" / "releases")
     ledger.reserve(request(policy))
-    copied = _copied_policy(tmp_path, *LIFTED)
+    copied = edited_policy(tmp_path, *LIFTED)
     assert copied.name == policy.name and copied.controller == policy.controller
     events = len(ledger.events())
     attack = dataclasses.replace(request(copied), recipient="adtech-partner", destination="DE")
@@ -580,7 +546,7 @@ def test_attack_copied_policy_lifting_rules_is_refused_before_any_charge(tmp_pat
 
 def test_a_tightening_policy_change_is_adopted_and_then_binds(tmp_path, policy):
     ledger = Ledger.for_policy(policy, releases=tmp_path / "ws" / "releases")
-    tighter = _copied_policy(tmp_path, ("min_k = 10", "min_k = 12"))
+    tighter = edited_policy(tmp_path, ("min_k = 10", "min_k = 12"))
     with pytest.raises(ReleaseRefusedError, match="differs from the policy"):
         ledger.reserve(request(tighter), policy=tighter)
     ledger.change_policy(tighter)

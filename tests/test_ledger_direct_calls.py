@@ -5,40 +5,38 @@ has a twin the ledger accepts, so the test can fail."""
 
 from __future__ import annotations
 
-import datetime as dt
+from pathlib import Path
 
 import pytest
+from ledger_helpers import TODAY, install_clock, request_for
 from prepared_frames import synthetic_proof
 
 from segments.exceptions import BudgetExceededError, ReleaseRefusedError
 from segments.policy import Policy
-from segments.privacy import ledger as ledger_module
 from segments.privacy.composition import epsilon_to_rho, rho_to_epsilon
-from segments.privacy.guards import Guarantee
 from segments.privacy.ledger import Ledger, ReleaseRequest
-
-TODAY = dt.date(2026, 6, 30)
 
 
 @pytest.fixture(autouse=True)
 def clock(monkeypatch):
-    now = {"at": dt.datetime.combine(TODAY, dt.time(12), tzinfo=dt.UTC)}
-    monkeypatch.setattr(ledger_module, "_clock", lambda: now["at"])
-    return now
+    return install_clock(monkeypatch, TODAY)
 
 
 def request(policy: Policy, **changes) -> ReleaseRequest:
-    fields = {
-        "population": "customers",
-        "purpose": "statistics",
-        "recipient": "purchasing",
-        "destination": "SE",
-        "guarantee": Guarantee.END_TO_END,
-        "as_of": TODAY,
-        "epsilon": 0.5,
-        "mechanism": "laplace",
-    }
-    return ReleaseRequest.for_policy(policy, **{**fields, **changes})
+    return request_for(policy, **{"epsilon": 0.5, "mechanism": "laplace", **changes})
+
+
+def simulated_ledger(folder: Path, policy: Policy, kind: str) -> Ledger:
+    """A ``demo`` (throw-away) or ``evaluation`` ledger of ``policy`` in ``folder``, for data
+    proven synthetic: the ledgers on simulated time."""
+    label = {"throwaway": True} if kind == "demo" else {"evaluation": True}
+    return Ledger.open(
+        folder / f"{kind}.sqlite",
+        policy.controller,
+        policy=policy,
+        synthetic=synthetic_proof(),
+        **label,
+    )
 
 
 def charges(ledger: Ledger) -> int:
@@ -139,13 +137,7 @@ def test_attack_a_simulated_ledger_dated_back_gives_no_fresh_budget(tmp_path, ki
     2020-01-01 and 2022-06-01 each released ε 3 in a period of its own. Now both are refused
     before any charge; moving forward (a period later) is still a simulation's right."""
     policy = Policy.load("alloffice")  # budget ε = 4 per 12 months
-    ledger = Ledger.open(
-        tmp_path / f"{kind}.sqlite",
-        policy.controller,
-        policy=policy,
-        synthetic=synthetic_proof(),
-        **({"throwaway": True} if kind == "demo" else {"evaluation": True}),
-    )
+    ledger = simulated_ledger(tmp_path, policy, kind)
     ledger.reserve(request(policy, epsilon=1.8))
     if kind == "demo":
         with pytest.raises(BudgetExceededError):
@@ -167,13 +159,7 @@ def test_attack_a_simulated_ledger_dated_back_gives_no_fresh_budget(tmp_path, ki
 def test_a_simulated_history_replayed_oldest_first_is_charged(tmp_path):
     """The twin: months replayed in order, then today, as the main job's backfill does."""
     policy = Policy.load("alloffice")
-    ledger = Ledger.open(
-        tmp_path / "demo.sqlite",
-        policy.controller,
-        policy=policy,
-        throwaway=True,
-        synthetic=synthetic_proof(),
-    )
+    ledger = simulated_ledger(tmp_path, policy, "demo")
     for day in ("2025-08-01", "2025-09-01", "2025-10-01", "2026-06-01", "2026-06-30"):
         ledger.reserve(request(policy, epsilon=0.2, as_of=day))
     assert [entry.request.as_of.isoformat() for entry in ledger.entries()] == [
@@ -190,13 +176,7 @@ def test_a_closed_month_of_a_series_is_replayed_behind_once_dated_at_its_close(t
     month of the monthly series (once-only key, dated the day the month closed), as the main
     job does after its charged scale probe. Each month once; any other date is refused."""
     policy = Policy.load("alloffice")
-    ledger = Ledger.open(
-        tmp_path / "demo.sqlite",
-        policy.controller,
-        policy=policy,
-        throwaway=True,
-        synthetic=synthetic_proof(),
-    )
+    ledger = simulated_ledger(tmp_path, policy, "demo")
     ledger.reserve(request(policy, epsilon=0.2))  # today's release first
     month = {"once_key": "monthly_category/2025-09", "epsilon": 0.1}
     with pytest.raises(ReleaseRefusedError, match="simulated time only moves forward"):

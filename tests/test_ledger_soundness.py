@@ -4,6 +4,7 @@ reproduced, now refused before anything is charged; reconciliation of interrupte
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -12,59 +13,31 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from ledger_helpers import CONTROLLER, TODAY, demo_policy, install_clock, request_for, run_cli
 from prepared_frames import synthetic_proof
+from privacy_params import edited_policy
 
-from segments.cli import ledger as ledger_cli
 from segments.exceptions import BudgetExceededError, ReleaseRefusedError, WorkspaceError
 from segments.policy import Policy
 from segments.privacy import ledger as ledger_module
-from segments.privacy.guards import EU_EEA, Guarantee, PolicyFacts, Recipient
 from segments.privacy.ledger import Ledger, ReleaseRequest, default_ledger_path
 from segments.privacy.publishing import begin
 from segments.workspace import sha256_file
 
-CONTROLLER = "Demo AB"
-FACTS = PolicyFacts(
-    name="demo",
-    controller=CONTROLLER,
-    recipients={"purchasing": Recipient("purchasing", "internal", "SE")},
-    allowed_destinations=EU_EEA,
-    purposes=frozenset({"statistics"}),
-)
-TODAY = dt.date(2026, 6, 30)
+DEMO = demo_policy()
 
 
 @pytest.fixture(autouse=True)
 def clock(monkeypatch):
-    day = {"today": TODAY}
-
-    def now() -> dt.datetime:
-        return dt.datetime.combine(day["today"], dt.time(12), tzinfo=dt.UTC)
-
-    monkeypatch.setattr(ledger_module, "_clock", now)
-    return day
+    return install_clock(monkeypatch, TODAY)
 
 
 def request(**changes) -> ReleaseRequest:
-    fields = {
-        "policy": "demo",
-        "population": "customers",
-        "purpose": "statistics",
-        "recipient": "purchasing",
-        "destination": "SE",
-        "guarantee": Guarantee.END_TO_END,
-        "as_of": TODAY,
-        "epsilon": 0.25,
-        "mechanism": "laplace",
-        "budget_epsilon": 1.0,
-        "budget_period_months": 12,
-        "budget_window_months": 24,
-    }
-    return ReleaseRequest(**{**fields, **changes})
+    return request_for(DEMO, **{"epsilon": 0.25, "mechanism": "laplace", **changes})
 
 
-def controller_ledger(tmp_path: Path) -> Ledger:
-    return Ledger.open(tmp_path / "l.sqlite", CONTROLLER, policy=FACTS, init=True)
+def controller_ledger(tmp_path: Path, policy: Policy = DEMO) -> Ledger:
+    return Ledger.open(tmp_path / "l.sqlite", CONTROLLER, policy=policy, init=True)
 
 
 def _without_triggers(path: Path) -> sqlite3.Connection:
@@ -72,15 +45,6 @@ def _without_triggers(path: Path) -> sqlite3.Connection:
     conn.execute("DROP TRIGGER events_append_only_update")
     conn.execute("DROP TRIGGER events_append_only_delete")
     return conn
-
-
-def run_cli(*argv: str) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="segments")
-    ledger_cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["ledger", *argv])
-    return int(args.func(args))
 
 
 # --- 13.5: a tampered, missing or rolled-back ledger never spends ----------------------------
@@ -91,7 +55,7 @@ def test_attack_moving_the_date_column_frees_nothing(tmp_path):
         ledger.reserve(request())
     with contextlib.closing(_without_triggers(ledger.path)) as conn:
         conn.execute("UPDATE events SET charged_on = '2020-01-01', as_of = '2020-01-01'")
-    for fresh in (ledger, Ledger.open(ledger.path, CONTROLLER, policy=FACTS)):
+    for fresh in (ledger, Ledger.open(ledger.path, CONTROLLER, policy=DEMO)):
         with pytest.raises(ReleaseRefusedError, match="not sound, so nothing is charged"):
             fresh.reserve(request())
     assert run_cli("--ledger", str(ledger.path)) == 1
@@ -119,7 +83,7 @@ def test_attack_a_rolled_back_ledger_file_is_refused(tmp_path):
     ledger.reserve(request(epsilon=0.5))  # the budget is now spent
     shutil.copy(backup, ledger.path)  # roll the file back to free it
     with pytest.raises(ReleaseRefusedError, match="truncated or rolled back"):
-        Ledger.open(ledger.path, CONTROLLER, policy=FACTS).reserve(request(epsilon=0.5))
+        Ledger.open(ledger.path, CONTROLLER, policy=DEMO).reserve(request(epsilon=0.5))
     assert run_cli("--ledger", str(ledger.path)) == 1
 
 
@@ -139,21 +103,10 @@ def test_attack_over_budget_ledger_exits_non_zero(tmp_path, capsys):
     spending above the new budget, and the command now fails."""
     policy = Policy.load("offix")
     ledger = Ledger.for_policy(policy)
-    fields = {
-        "population": "customers",
-        "purpose": "statistics",
-        "recipient": "purchasing",
-        "destination": "SE",
-        "guarantee": Guarantee.END_TO_END,
-        "as_of": TODAY,
-    }
-    ledger.reserve(ReleaseRequest.for_policy(policy, epsilon=1.5, **fields))
+    ledger.reserve(request_for(policy, epsilon=1.5))
     assert run_cli("--policy", "offix") == 0
-    tight = tmp_path / "offix-tight.toml"
-    tight.write_text(
-        Path(policy.path).read_text().replace("budget_epsilon = 2.0", "budget_epsilon = 1.0")
-    )
-    assert run_cli("--policy", str(tight), "--adopt-policy") == 1  # a tightening is recorded
+    tight = edited_policy(tmp_path, ("budget_epsilon = 2.0", "budget_epsilon = 1.0"), name="offix")
+    assert run_cli("--policy", str(tight.path), "--adopt-policy") == 1  # a tightening is recorded
     out = capsys.readouterr().out
     assert "OVER BUDGET" in out
 
@@ -212,26 +165,14 @@ def test_attack_the_ledger_dir_variable_does_not_move_the_registry(tmp_path, mon
 def test_attack_a_loosened_copy_of_the_policy_is_refused(tmp_path, name, old, new):
     """A copy of the policy naming the same controller with a looser budget or δ."""
     policy = Policy.load(name)
-    fields = {
-        "population": "customers",
-        "purpose": "statistics",
-        "recipient": "purchasing",
-        "destination": "SE",
-        "guarantee": Guarantee.END_TO_END,
-        "as_of": TODAY,
-    }
     ledger = Ledger.for_policy(policy)
-    ledger.reserve(ReleaseRequest.for_policy(policy, epsilon=0.5, **fields))
-    text = Path(policy.path).read_text()
-    assert old in text
-    loose = tmp_path / f"{name}-loose.toml"
-    loose.write_text(text.replace(old, new))
-    copy = Policy.load(str(loose))
+    ledger.reserve(request_for(policy, epsilon=0.5))
+    copy = edited_policy(tmp_path, (old, new), name=name)
     assert copy.controller == policy.controller and copy.name == policy.name
     with pytest.raises(ReleaseRefusedError, match="is bound to") as opened:
         Ledger.for_policy(copy)
     with pytest.raises(ReleaseRefusedError, match="is bound to") as reserved:
-        ledger.reserve(ReleaseRequest.for_policy(copy, epsilon=0.5, **fields), policy=copy)
+        ledger.reserve(request_for(copy, epsilon=0.5), policy=copy)
     with pytest.raises(ReleaseRefusedError, match="may only tighten") as adopted:
         ledger.change_policy(copy)
     # each refusal cites the policy's own anonymity clause (r13b #5), as the others do
@@ -243,15 +184,12 @@ def test_attack_a_loosened_copy_of_the_policy_is_refused(tmp_path, name, old, ne
 def test_a_policy_may_loosen_once_a_full_period_has_passed(tmp_path, clock):
     policy = Policy.load("alloffice")
     ledger = Ledger.for_policy(policy)
-    looser = tmp_path / "alloffice-5.toml"
-    looser.write_text(
-        Path(policy.path).read_text().replace("budget_epsilon = 4.0", "budget_epsilon = 5.0")
-    )
+    looser = edited_policy(tmp_path, ("budget_epsilon = 4.0", "budget_epsilon = 5.0")).path
     with pytest.raises(ReleaseRefusedError, match="is bound to"):
         Ledger.for_policy(Policy.load(str(looser)))
     with pytest.raises(ReleaseRefusedError, match="may only tighten"):
         ledger.change_policy(Policy.load(str(looser)))
-    clock["today"] = dt.date(2027, 7, 1)
+    clock.set(dt.date(2027, 7, 1))
     assert ledger.change_policy(Policy.load(str(looser)))["budget_epsilon"] == 5.0
     events = [e for e in ledger.events() if e["event"] == "policy"]
     assert len(events) == 2 and events[-1]["data"]["policy_sha256"] == sha256_file(looser)
@@ -267,18 +205,7 @@ def test_attack_a_throwaway_ledger_deleted_in_a_workspace_with_cards(tmp_path, m
     ledger = Ledger.for_workspace(
         ws, policy.controller, policy=policy, synthetic=synthetic_proof(ws)
     )
-    reservation = ledger.reserve(
-        ReleaseRequest.for_policy(
-            policy,
-            population="customers",
-            purpose="statistics",
-            recipient="purchasing",
-            destination="SE",
-            guarantee=Guarantee.END_TO_END,
-            as_of=TODAY,
-            epsilon=1.0,
-        )
-    )
+    reservation = ledger.reserve(request_for(policy, epsilon=1.0))
     folder = ws.releases / reservation.release_id
     folder.mkdir(parents=True)
     card = {"policy": "alloffice", "ledger_label": ledger.label, **reservation.card_fields()}
@@ -302,15 +229,20 @@ def test_attack_a_throwaway_ledger_deleted_in_a_workspace_with_cards(tmp_path, m
 # --- 13.8: the window -------------------------------------------------------------------------
 def test_the_window_is_enforced_and_stated(tmp_path, clock):
     """A window of 18 months at ε = 1 per 12: at most ε = 1.5 over any 18 months."""
-    ledger = controller_ledger(tmp_path)
-    clock["today"] = dt.date(2025, 1, 1)
-    first = ledger.reserve(request(epsilon=1.0, as_of="2025-01-01", budget_window_months=18))
+    policy = demo_policy(privacy=dataclasses.replace(DEMO.privacy, budget_window_months=18))
+    clock.set(dt.date(2025, 1, 1))
+    ledger = controller_ledger(tmp_path, policy)  # binds the policy on this day
+    first = ledger.reserve(
+        request_for(policy, mechanism="laplace", epsilon=1.0, as_of="2025-01-01")
+    )
     assert first.window_total.epsilon == 1.0
     assert "over the 18-month window" in first.card_fields()["population_total_loss"]["text"]
-    clock["today"] = dt.date(2026, 1, 2)  # a new 12-month period, inside the 18-month window
+    clock.set(dt.date(2026, 1, 2))  # a new 12-month period, inside the 18-month window
     with pytest.raises(BudgetExceededError, match="18-month window .* at most ε = 1.5"):
-        ledger.reserve(request(epsilon=1.0, as_of="2026-01-02", budget_window_months=18))
-    second = ledger.reserve(request(epsilon=0.5, as_of="2026-01-02", budget_window_months=18))
+        ledger.reserve(request_for(policy, mechanism="laplace", epsilon=1.0, as_of="2026-01-02"))
+    second = ledger.reserve(
+        request_for(policy, mechanism="laplace", epsilon=0.5, as_of="2026-01-02")
+    )
     assert second.window_total.epsilon == 1.5
 
 
@@ -326,8 +258,8 @@ def _crash_after(tmp_path: Path, stage: str) -> tuple[Path, str]:
     def child() -> None:
         code = 1
         try:
-            ledger = Ledger.open(path, CONTROLLER, policy=FACTS)
-            publication = begin(ledger, request(release_id="r1"), policy=FACTS, final=final)
+            ledger = Ledger.open(path, CONTROLLER, policy=DEMO)
+            publication = begin(ledger, request(release_id="r1"), policy=DEMO, final=final)
             (publication.staging / "table.parquet").write_bytes(b"table")
             (publication.staging / "card.json").write_text(json.dumps({"release_id": "r1"}))
             if stage == "renamed":
@@ -351,7 +283,7 @@ def test_a_release_killed_before_its_folder_was_complete_is_aborted(tmp_path, ca
     assert run_cli("--ledger", str(path)) == 0
     out = capsys.readouterr().out
     assert "release r1 aborted" in out and "the charge still counts" in out
-    ledger = Ledger.open(path, CONTROLLER, policy=FACTS)
+    ledger = Ledger.open(path, CONTROLLER, policy=DEMO)
     entry = ledger.entry(release_id)
     assert entry.status == "aborted"
     assert ledger.balance("customers").period_total.epsilon == 0.25  # still counted
@@ -363,7 +295,7 @@ def test_a_release_killed_after_its_folder_was_complete_is_published(tmp_path):
     path, release_id = _crash_after(tmp_path, "renamed")
     final = tmp_path / "releases" / "r1"
     assert (final / "card.json").exists()
-    ledger = Ledger.open(path, CONTROLLER, policy=FACTS)
+    ledger = Ledger.open(path, CONTROLLER, policy=DEMO)
     assert ledger.entry(release_id).status == "reserved"
     (done,) = ledger.reconcile()
     assert done["action"] == "published"
@@ -378,7 +310,7 @@ def test_an_unwritable_release_folder_is_refused_before_any_charge(tmp_path):
     blocked = tmp_path / "releases"
     blocked.write_text("a file where the releases folder should be")
     with pytest.raises(WorkspaceError, match="is a file, not a folder; nothing was charged"):
-        begin(ledger, request(), policy=FACTS, final=blocked / "r")
+        begin(ledger, request(), policy=DEMO, final=blocked / "r")
     assert ledger.entries() == []
 
 
@@ -391,13 +323,13 @@ def test_too_little_free_space_is_refused_before_any_charge(tmp_path, monkeypatc
         publishing.shutil, "disk_usage", lambda _p: usage._replace(free=1024 * 1024)
     )
     with pytest.raises(WorkspaceError, match="MiB free.*nothing was charged"):
-        begin(ledger, request(), policy=FACTS, final=tmp_path / "releases" / "r")
+        begin(ledger, request(), policy=DEMO, final=tmp_path / "releases" / "r")
     assert ledger.entries() == []
 
 
 def test_a_failure_after_the_reservation_aborts_at_once(tmp_path):
     ledger = controller_ledger(tmp_path)
-    publication = begin(ledger, request(), policy=FACTS, final=tmp_path / "releases" / "r")
+    publication = begin(ledger, request(), policy=DEMO, final=tmp_path / "releases" / "r")
     publication.fail(RuntimeError("the query failed"))
     entry = ledger.entry(publication.release_id)
     assert entry.status == "aborted" and "the query failed" in str(entry.abort_reason)

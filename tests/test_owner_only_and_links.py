@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import polars as pl
 import pytest
-from test_ledger import CONTROLLER, FACTS
+from test_ledger import CONTROLLER, DEMO
 
 from segments.exceptions import WorkspaceError
 from segments.privacy.ledger import Ledger
@@ -40,7 +40,7 @@ def test_a_new_ledger_and_its_folder_are_owner_only(tmp_path: Path) -> None:
     path = tmp_path / "ledgers" / "demo.sqlite"
     # a controller's ledger at a chosen path needs an explicit init where the API has one
     init = {"init": True} if "init" in inspect.signature(Ledger.open).parameters else {}
-    Ledger.open(path, CONTROLLER, policy=FACTS, **init)
+    Ledger.open(path, CONTROLLER, policy=DEMO, **init)
     assert _mode(path.parent) == 0o700
     assert _mode(path) == 0o600
     assert [p.name for p in path.parent.iterdir() if _mode(p) & 0o077] == []
@@ -106,7 +106,7 @@ def test_the_ledgers_anchor_and_registry_are_owner_only(tmp_path: Path) -> None:
 
     path = tmp_path / "ledgers" / "demo.sqlite"
     init = {"init": True} if "init" in inspect.signature(Ledger.open).parameters else {}
-    ledger = Ledger.open(path, CONTROLLER, policy=FACTS, **init)
+    ledger = Ledger.open(path, CONTROLLER, policy=DEMO, **init)
     reservation = ledger.reserve(make_request())
     ledger.publish(reservation, files={"counts.parquet": "ab" * 32})
     assert ledger.anchor_path.is_file()

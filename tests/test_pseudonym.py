@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -346,3 +347,167 @@ def test_a_series_is_pseudonymised_a_chunk_at_a_time_with_the_same_pseudonyms(mo
     assert series.to_list() == pseudonym.pseudonymise(key, "order", ids.to_list())
     empty = pseudonym.pseudonymise_series(key, "order", ids.head(0), "order_pseudonym")
     assert empty.dtype == pl.Utf8 and empty.len() == 0
+
+
+def test_attack_raw_swapped_while_the_proof_reads_it_is_not_proven(
+    small_raw: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """r15 #1a: the proof hashes W/raw (one customer edited), regenerates, then reads the
+    differing table; a second process swaps the generator's file in for that read and back
+    after. The proof parses the bytes it hashed, so the swap is refused: no verdict, nothing
+    cached, and the edited data is still not proven afterwards."""
+    import importlib
+
+    from segments._tables import RawChangedError
+    from segments.privacy import synthetic
+
+    ws = Workspace(tmp_path / "edited")
+    shutil.copytree(small_raw.raw, ws.raw)
+    _edit_raw_customers(ws, _one_value_edited)
+    edited = (ws.raw / "customers.parquet").read_bytes()
+    generate_module = importlib.import_module("segments.synth.generate")  # not the function
+    real_generate = generate_module.generate
+
+    def generate_then_swap(target: Workspace, **kwargs: object) -> object:
+        result = real_generate(target, **kwargs)
+        shutil.copyfile(result.path / "customers.parquet", ws.raw / "customers.parquet")
+        return result
+
+    monkeypatch.setattr(generate_module, "generate", generate_then_swap)
+    synthetic._CACHE.clear()
+    with pytest.raises(RawChangedError, match=r"customers\.parquet changed while this run"):
+        synthetic.prove_synthetic(ws)
+    monkeypatch.setattr(generate_module, "generate", real_generate)
+    (ws.raw / "customers.parquet").write_bytes(edited)  # the attacker swaps back
+    synthetic._CACHE.clear()  # as a fresh process: only the on-disk cache could vouch
+    proof = synthetic.prove_synthetic(ws)
+    assert not proof and "raw/customers.parquet is not what the generator" in proof.reason
+
+
+def test_attack_raw_swapped_after_prepare_hashed_it_writes_nothing(
+    small_raw: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """r15 #1b: prepare signs W/raw's digests, then reads customers; a second process swaps
+    in other customers (the manifest's hash updated too) between the two. Prepare parses only
+    the bytes its record names: it refuses in one line and writes nothing. Control: without
+    the swap the same prepare succeeds."""
+    import segments.provenance as provenance
+    from segments._tables import RawChangedError
+
+    ws = Workspace(tmp_path / "swapped")
+    shutil.copytree(small_raw.raw, ws.raw)
+    real_hashes = provenance.raw_hashes
+
+    def hash_then_swap(workspace: Workspace) -> dict[str, str]:
+        digests = real_hashes(workspace)
+        _edit_raw_customers(ws, _one_person_swapped)
+        return digests
+
+    monkeypatch.setattr(provenance, "raw_hashes", hash_then_swap)
+    with pytest.raises(RawChangedError, match=r"customers\.parquet changed while this run"):
+        prepare(ws, "alloffice", "statistics", "2026-10-31", key=KEY_A)
+    assert not ws.prepared_dir("statistics").exists()
+    monkeypatch.setattr(provenance, "raw_hashes", real_hashes)
+    prepare(ws, "alloffice", "statistics", "2026-10-31", key=KEY_A)
+    assert (ws.prepared_dir("statistics") / "customers.parquet").exists()
+
+
+def test_attack_raw_file_replaced_by_a_symlink_after_prepare_hashed_it_is_refused(
+    small_raw: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """r21 (after r15 #1's fix): customers.parquet replaced by a symlink to an edited file
+    outside W/raw (the manifest's digest updated) once prepare hashed it. A file is bound by
+    where it is named, not where the link leads, so its bytes are hashed and refused; nothing
+    written."""
+    import segments.provenance as provenance
+    from segments._tables import RawChangedError
+
+    ws = Workspace(tmp_path / "linked")
+    shutil.copytree(small_raw.raw, ws.raw)
+    outside = tmp_path / "edited-customers.parquet"
+    _one_value_edited(pl.read_parquet(ws.raw / "customers.parquet")).write_parquet(outside)
+    real_hashes = provenance.raw_hashes
+
+    def hash_then_link(workspace: Workspace) -> dict[str, str]:
+        digests = real_hashes(workspace)
+        (ws.raw / "customers.parquet").unlink()
+        (ws.raw / "customers.parquet").symlink_to(outside)
+        manifest = ws.read_manifest()  # the manifest's digest covered too, as an attacker would
+        manifest["files"]["customers.parquet"] = sha256_file(outside)
+        write_json(ws.manifest, manifest)
+        return digests
+
+    monkeypatch.setattr(provenance, "raw_hashes", hash_then_link)
+    with pytest.raises(RawChangedError, match=r"customers\.parquet changed while this run"):
+        prepare(ws, "alloffice", "statistics", "2026-10-31", key=KEY_A)
+    assert not ws.prepared_dir("statistics").exists()
+
+
+@pytest.mark.parametrize("swap", ["customers edited", "a lines partition removed"])
+def test_attack_raw_swapped_while_the_backfill_rewinds_it_is_refused(
+    swap: str, small_raw: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """r15b #1: the rewind signs the source's raw digests into the replay's record, then reads
+    the tables; a second process swapping in other customers (manifest updated) or removing a
+    month of lines in between made a replay of other rows that its record vouched for, proven
+    synthetic through the source. The rewind parses the bytes it hashed: refused, no replay."""
+    import datetime as dt
+
+    import segments.provenance as provenance
+    from segments._tables import RawChangedError
+    from segments.prepare.history import rewind_raw
+    from segments.workspace import parquet_files
+
+    ws = Workspace(tmp_path / "source")
+    shutil.copytree(small_raw.raw, ws.raw)
+    real_hashes = provenance.raw_hashes
+
+    def hash_then_swap(workspace: Workspace) -> dict[str, str]:
+        digests = real_hashes(workspace)
+        if swap == "customers edited":
+            _edit_raw_customers(ws, _one_person_swapped)
+        else:
+            parquet_files(ws.raw_table("order_lines"))[0].unlink()
+        return digests
+
+    monkeypatch.setattr(provenance, "raw_hashes", hash_then_swap)
+    replay = Workspace(tmp_path / "replay")
+    with pytest.raises(RawChangedError, match=r"(changed|removed) while this run"):
+        rewind_raw(ws, dt.date(2026, 8, 31), replay)
+    assert not replay.raw.exists() and not replay.root.exists()
+
+
+def test_attack_raw_swapped_after_an_erasure_got_the_demo_key_changes_nothing(
+    small_raw: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """r15b #2: an erasure on synthetic data is granted the demo key, then a second process
+    swaps in other customers (manifest updated) before the request is looked up. The lookup
+    reads the customers in one binding with a proof of the same bytes: refused, no request
+    logged under the public key, the raw data untouched. Control: the same erasure without
+    the swap is carried out under the demo key."""
+    from segments.prepare import subjects
+
+    monkeypatch.delenv(KEY_ENV_VAR, raising=False)
+    ws = Workspace(tmp_path / "erase")
+    shutil.copytree(small_raw.raw, ws.raw)
+    first = int(pl.read_parquet(ws.raw / "customers.parquet")["customer_id"][0])
+    real_keys = subjects._keys
+
+    def key_then_swap(*args: object) -> PseudonymKey:
+        granted = real_keys(*args)  # type: ignore[arg-type]
+        _edit_raw_customers(ws, _one_value_edited)
+        return granted
+
+    monkeypatch.setattr(subjects, "_keys", key_then_swap)
+    with pytest.raises(PolicyError, match=r"no longer proven synthetic.*demo key is refused"):
+        subjects.erase(ws, "alloffice", first, today=dt.date(2026, 11, 2))
+    assert not ws.subject_log.exists()
+    swapped = (ws.raw / "customers.parquet").read_bytes()
+    monkeypatch.setattr(subjects, "_keys", real_keys)
+    shutil.copyfile(small_raw.raw / "customers.parquet", ws.raw / "customers.parquet")
+    manifest = ws.read_manifest()
+    manifest["files"]["customers.parquet"] = sha256_file(ws.raw / "customers.parquet")
+    write_json(ws.manifest, manifest)
+    assert swapped != (ws.raw / "customers.parquet").read_bytes()
+    request = subjects.erase(ws, "alloffice", first, today=dt.date(2026, 11, 2))
+    assert request.key_id == demo_key(ws.read_manifest()).key_id

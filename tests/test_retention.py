@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from rawframes import AS_OF, customer, raw_tables, read_json, write_raw
+from rawframes import AS_OF, cli_args, customer, raw_tables, read_json, write_raw
 
 from segments.cli.main import main
 from segments.exceptions import SchemaError
@@ -86,16 +86,7 @@ def test_bad_input_changes_nothing(tmp_path: Path) -> None:
 
 def test_cli_purge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ws = _workspace(tmp_path)
-    args = [
-        "retention",
-        "purge",
-        "--workspace",
-        str(ws.root),
-        "--policy",
-        "alloffice",
-        "--as-of",
-        AS_OF.isoformat(),
-    ]
+    args = cli_args("retention", "purge", workspace=ws)
     assert main([*args, "--dry-run"]) == 0
     assert "would remove 1 customers, 2 orders, 4 order_lines" in capsys.readouterr().out
     assert main(args) == 0

@@ -12,7 +12,7 @@ import pandas as pd
 import polars as pl
 import pytest
 from prepared_frames import verified_plan
-from release_helpers import release_context, run_unaccounted
+from release_helpers import person_cell_query, release_context, run_unaccounted
 
 import segments
 from segments._tables import read_table
@@ -532,18 +532,8 @@ def test_dp_audit_of_a_filtered_grouped_query_and_a_mis_bounded_one(tmp_path):
     s = Session(tmp_path / "none", policy, PURPOSE, "purchasing")
     cases = []
     for i, person in enumerate(neighbours):
-        me = pl.read_parquet(person.with_person["customers"]).filter(
-            pl.col("person_id") == person.person_id
-        )
-        kind, industry = me["customer_type"].item(), me["industry"].item()
-        where = {"customer_type": kind, **({"industry": industry} if industry else {})}
-
-        def spend_query(bound: int, name: str, where: dict = where):
-            q = s.table("customers").filter(**where).group_by("county")
-            return q.agg(count(), total("spend", bounds=(0, bound))).named(name).definition()
-
         epsilon = 1.0
-        honest = ReleaseSpec("audit", ("q",), epsilon, definitions=(spend_query(50_000, "q"),))
+        honest = ReleaseSpec("audit", ("q",), epsilon, definitions=(person_cell_query(s, person),))
         cases += person_release_cases(
             policy, [person], tmp_path / f"h{i}", [("session", honest, None)]
         )
@@ -551,7 +541,10 @@ def test_dp_audit_of_a_filtered_grouped_query_and_a_mis_bounded_one(tmp_path):
             # the claim is computed for a 1,000 SEK bound; the mechanism clips at 100 times
             # that with the same noise scale (its true loss is 100 times the claim)
             wide = ReleaseSpec(
-                "audit", ("q",), epsilon * 100, definitions=(spend_query(100_000, "q"),)
+                "audit",
+                ("q",),
+                epsilon * 100,
+                definitions=(person_cell_query(s, person, 100_000),),
             )
             (broken,) = person_release_cases(
                 policy, [person], tmp_path / f"b{i}", [("mis-bounded", wide, None)]
@@ -580,13 +573,7 @@ def _filtered_grouped_cases(tmp_path, policy, neighbours, true_epsilon: float, l
     s = Session(tmp_path / "none", policy, PURPOSE, "purchasing")
     cases = []
     for i, person in enumerate(neighbours):
-        me = pl.read_parquet(person.with_person["customers"]).filter(
-            pl.col("person_id") == person.person_id
-        )
-        kind, industry = me["customer_type"].item(), me["industry"].item()
-        where = {"customer_type": kind, **({"industry": industry} if industry else {})}
-        q = s.table("customers").filter(**where).group_by("county")
-        query = q.agg(count(), total("spend", bounds=(0, 50_000))).named("q").definition()
+        query = person_cell_query(s, person)
         spec = ReleaseSpec("audit", ("q",), true_epsilon, definitions=(query,))
         cases += person_release_cases(
             policy, [person], tmp_path / f"{label}{i}", [(label, spec, None)]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from rawframes import AS_OF, customer, raw_tables, read_json, sole_trader_pair, write_raw
+from rawframes import AS_OF, cli_args, customer, raw_tables, read_json, sole_trader_pair, write_raw
 
 from segments.cli.main import main
 from segments.exceptions import PolicyError, WorkspaceError
@@ -72,15 +72,9 @@ def test_extract_lists_the_prepared_purposes_the_person_is_in(tmp_path: Path) ->
     assert (
         main(
             [
-                "prepare",
-                "--workspace",
-                str(ws.root),
-                "--policy",
-                "alloffice",
+                *cli_args("prepare", workspace=ws),
                 "--purpose",
                 "statistics",
-                "--as-of",
-                AS_OF.isoformat(),
                 "--key-file",
                 str(_steward_key(tmp_path)),
             ]
@@ -147,15 +141,7 @@ def test_cli_subject_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 def test_cli_prepare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ws = _workspace(tmp_path)
-    args = [
-        "prepare",
-        "--workspace",
-        str(ws.root),
-        "--policy",
-        "alloffice",
-        "--as-of",
-        AS_OF.isoformat(),
-    ]
+    args = cli_args("prepare", workspace=ws)
     # hand-built tables under a manifest saying "synthetic": not the generator's output, so
     # the public demo key is refused (r13 #2) in one line, and nothing is written
     assert main([*args, "--purpose", "segmentation"]) == 2

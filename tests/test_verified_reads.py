@@ -10,19 +10,19 @@ import datetime as dt
 import hashlib
 import json
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 import pytest
+from reader_jobs import AS_OF, kanon_release, monthly_release, prepared_copy, private_kmeans
 from release_helpers import release_context
 
 from segments.exceptions import ReleaseRefusedError
 from segments.policy import Policy
 from segments.privacy.ledger import Ledger
 from segments.workspace import Workspace, parquet_files, parquet_sha256
-
-AS_OF = dt.date(2026, 10, 31)
 
 
 @pytest.fixture
@@ -32,57 +32,17 @@ def policy() -> Policy:
 
 @pytest.fixture
 def prepared(small_raw, tmp_path) -> Workspace:
-    from segments.prepare import prepare
-
-    ws = Workspace(tmp_path / "ws")
-    shutil.copytree(small_raw.raw, ws.raw)
-    for purpose in ("statistics", "microdata", "segmentation"):
-        prepare(ws, "alloffice", purpose, AS_OF)
-    return ws
-
-
-def _month(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
-    from segments.privacy.jobs import release_spec
-
-    return release_spec(
-        release_context(ledger, ws, policy, purpose="statistics", recipient="purchasing"),
-        "monthly_category",
-        as_of=AS_OF,
-        month=dt.date(2026, 9, 1),
-    )
-
-
-def _kanon(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
-    from segments.anonymity.job import release_kanon
-
-    return release_kanon(
-        release_context(ledger, ws, policy, purpose="microdata", recipient="dpo-review"),
-        k=10,
-        columns=["county_code", "spend_band"],
-        max_fully_generalised=2,
-        as_of=AS_OF,
-        seed=0,
-    )
-
-
-def _kmeans(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
-    from segments.privacy.kmeans import fit_private_segments
-
-    return fit_private_segments(
-        release_context(ledger, ws, policy, purpose="segmentation", recipient="analytics"),
-        as_of=AS_OF,
-        seed=0,
-    )
+    return prepared_copy(small_raw, tmp_path / "ws")
 
 
 READERS: dict[str, tuple[str, Callable[[Workspace, Policy, Ledger], object]]] = {
-    "monthly archive": ("statistics", _month),
-    "k-anonymous job": ("microdata", _kanon),
-    "DP k-means job": ("segmentation", _kmeans),
+    "monthly archive": ("statistics", monthly_release),
+    "k-anonymous job": ("microdata", kanon_release),
+    "DP k-means job": ("segmentation", private_kmeans),
 }
 
 
-#: The month :func:`_month` releases, as a half-open range of dates.
+#: The month :func:`reader_jobs.monthly_release` releases, as a half-open range of dates.
 SEPTEMBER = (dt.date(2026, 9, 1), dt.date(2026, 10, 1))
 
 
@@ -122,7 +82,7 @@ def test_attack_another_purposes_signed_folder_in_its_place_is_refused(prepared,
     assert "for purpose 'segmentation', not 'statistics'" in verify_prepared(prepared, "statistics")
     ledger = Ledger.for_policy(policy)
     with pytest.raises(ReleaseRefusedError, match="for purpose 'segmentation', not 'statistics'"):
-        _month(prepared, policy, ledger)
+        monthly_release(prepared, policy, ledger)
     assert ledger.entries() == []  # nothing charged
 
 
@@ -139,7 +99,7 @@ def test_the_profile_release_of_private_segments_reads_verified_frames(prepared,
     from segments.privacy.kmeans import private_segment_profiles
 
     ledger = Ledger.for_policy(policy)
-    _kmeans(prepared, policy, ledger)
+    private_kmeans(prepared, policy, ledger)
     charged = len(ledger.entries())
     _edit(prepared, "segmentation", "lines.parquet")
     with pytest.raises(ReleaseRefusedError, match="is not the file `segments prepare` wrote"):
@@ -153,7 +113,7 @@ def test_a_card_names_the_prepared_tables_and_their_digests_not_the_scratch_copy
     from segments.provenance import signed_record
 
     ledger = Ledger.for_policy(policy)
-    result = _month(prepared, policy, ledger)
+    result = monthly_release(prepared, policy, ledger)
     card = json.loads((Path(result.path) / "card.json").read_text(encoding="utf-8"))
     source = card["spec"]["source"]
     folder = prepared.prepared_dir("statistics")
@@ -285,7 +245,7 @@ def test_a_month_closing_opens_and_hashes_only_its_months_partitions(prepared, p
 
     monkeypatch.setattr(builtins, "open", spying_open)
     ledger = Ledger.for_policy(policy)
-    _month(prepared, policy, ledger)
+    monthly_release(prepared, policy, ledger)
     monkeypatch.undo()
     assert opened == inside
     assert len(ledger.entries()) == 1
@@ -302,13 +262,13 @@ def test_attack_a_tampered_partition_blocks_only_the_releases_that_read_it(prepa
     september.write_bytes(signed[: len(signed) // 2])
     ledger = Ledger.for_policy(policy)
     with pytest.raises(ReleaseRefusedError, match="month=2026-09.*is not the file `segments prep"):
-        _month(prepared, policy, ledger)
+        monthly_release(prepared, policy, ledger)
     assert ledger.entries() == []  # nothing charged
     september.write_bytes(signed)
     others = [p for p in parquet_files(folder) if p != september]
     for part in others:
         part.write_bytes(b"not the lines prepare wrote")
-    _month(prepared, policy, ledger)
+    monthly_release(prepared, policy, ledger)
     assert len(ledger.entries()) == 1
     from segments.provenance import verified_frames
 
@@ -317,3 +277,62 @@ def test_attack_a_tampered_partition_blocks_only_the_releases_that_read_it(prepa
         verified_frames(prepared, "statistics", ["lines.parquet"], policy),
     ):
         pass
+
+
+def _raw_opens(ws: Workspace, monkeypatch, action: Callable[[], object]) -> Counter[Path]:
+    """How often ``action`` opens each file under ``ws/raw`` (every open() recorded)."""
+    import builtins
+    import os
+
+    opened: Counter[Path] = Counter()
+    real_open = builtins.open
+
+    def spying_open(file, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if isinstance(file, str | os.PathLike) and ws.raw in Path(file).parents:
+            opened[Path(file)] += 1
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spying_open)
+    try:
+        action()
+    finally:
+        monkeypatch.undo()
+    return opened
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_a_release_hashes_each_raw_file_once(prepared, policy, reader, monkeypatch):
+    """Issue 21: every release binds its frames to ``W/raw/`` (prepare's signed record, the
+    month's as-of, a simulated-time ledger's synthetic proof) — each reads the raw files' hash,
+    and at 500 million lines one pass over them is ~35 GB. A release call hashes each raw file
+    once and hands the digests on: every open() of a file under ``W/raw/`` is recorded."""
+    purpose, run = READERS[reader]
+    raw_files = [p for p in prepared.raw.rglob("*") if p.is_file()]
+    assert len(raw_files) >= 5
+    ledger = Ledger.for_workspace(prepared, policy.controller, synthetic=True, policy=policy)
+    opened = _raw_opens(prepared, monkeypatch, lambda: run(prepared, policy, ledger))
+    assert len(ledger.entries()) == 1
+    assert opened == Counter(raw_files)  # every raw file, once each
+    # the digests lived for that call only: raw data changed since is refused by the next one
+    products = prepared.raw_table("products")
+    products.write_bytes(products.read_bytes() + b"\0")
+    with pytest.raises(ReleaseRefusedError, match="other raw data"):
+        run(prepared, policy, ledger)
+    assert len(ledger.entries()) == 1
+
+
+def test_a_session_release_hashes_each_raw_file_once(prepared, policy, monkeypatch):
+    """The same for an analyst's :class:`segments.Session`: its plan, the frames it reads
+    and the release it charges bind to one hashing of ``W/raw/``."""
+    import segments
+    from segments.session import count
+
+    raw_files = [p for p in prepared.raw.rglob("*") if p.is_file()]
+    ledger = Ledger.for_workspace(prepared, policy.controller, synthetic=True, policy=policy)
+    session = segments.Session(
+        prepared, policy, "statistics", "purchasing", ledger=ledger, as_of=AS_OF
+    )
+    query = session.table("customers").group_by("county").agg(count())
+    for step in (lambda: session.plan([query], 0.5), lambda: session.release([query], 0.5)):
+        assert _raw_opens(prepared, monkeypatch, step) == Counter(raw_files)
+    assert len(ledger.entries()) == 1

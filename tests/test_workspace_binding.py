@@ -22,15 +22,21 @@ from collections.abc import Callable
 
 import polars as pl
 import pytest
+from reader_jobs import (
+    AS_OF,
+    MONTH,
+    PURPOSES,
+    kanon_release,
+    monthly_release,
+    prepared_copy,
+    private_kmeans,
+)
 from release_helpers import release_context
 
 from segments.exceptions import ReleaseRefusedError
 from segments.policy import Policy
 from segments.privacy.ledger import Ledger
 from segments.workspace import Workspace, sha256_file
-
-AS_OF = dt.date(2026, 10, 31)
-MONTH = dt.date(2026, 9, 1)
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +69,7 @@ def _other_people(raw_from: Workspace, root) -> Workspace:
 @pytest.fixture(scope="module")
 def genuine(small_raw, tmp_path_factory) -> Workspace:
     """Generated data, prepared for the three purposes the readers use (read-only)."""
-    from segments.prepare import prepare
-
-    ws = Workspace(tmp_path_factory.mktemp("genuine") / "ws")
-    shutil.copytree(small_raw.raw, ws.raw)
-    for purpose in ("statistics", "microdata", "segmentation"):
-        prepare(ws, "alloffice", purpose, AS_OF)
-    return ws
+    return prepared_copy(small_raw, tmp_path_factory.mktemp("genuine") / "ws")
 
 
 OTHER_STEWARD_KEY = "the other controller's steward key, 32+ bytes"
@@ -81,43 +81,9 @@ def other(genuine, tmp_path_factory) -> Workspace:
     from segments.prepare import prepare
 
     ws = _other_people(genuine, tmp_path_factory.mktemp("other") / "ws")
-    for purpose in ("statistics", "microdata", "segmentation"):  # not proven: a steward's key
+    for purpose in PURPOSES:  # not proven: a steward's key
         prepare(ws, "alloffice", purpose, AS_OF, key=OTHER_STEWARD_KEY)
     return ws
-
-
-def _month(ws: Workspace, policy: Policy, ledger: Ledger, month: dt.date = MONTH) -> object:
-    from segments.privacy.jobs import release_spec
-
-    return release_spec(
-        release_context(ledger, ws, policy, purpose="statistics", recipient="purchasing"),
-        "monthly_category",
-        as_of=AS_OF,
-        month=month,
-    )
-
-
-def _kanon(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
-    from segments.anonymity.job import release_kanon
-
-    return release_kanon(
-        release_context(ledger, ws, policy, purpose="microdata", recipient="dpo-review"),
-        k=10,
-        columns=["county_code", "spend_band"],
-        max_fully_generalised=2,
-        as_of=AS_OF,
-        seed=0,
-    )
-
-
-def _kmeans(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
-    from segments.privacy.kmeans import fit_private_segments
-
-    return fit_private_segments(
-        release_context(ledger, ws, policy, purpose="segmentation", recipient="analytics"),
-        as_of=AS_OF,
-        seed=0,
-    )
 
 
 def _bounds(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
@@ -142,9 +108,9 @@ def _bounds(ws: Workspace, policy: Policy, ledger: Ledger) -> object:
 
 
 READERS: dict[str, tuple[str, Callable[[Workspace, Policy, Ledger], object]]] = {
-    "monthly release": ("statistics", _month),
-    "k-anonymous job": ("microdata", _kanon),
-    "DP k-means job": ("segmentation", _kmeans),
+    "monthly release": ("statistics", monthly_release),
+    "k-anonymous job": ("microdata", kanon_release),
+    "DP k-means job": ("segmentation", private_kmeans),
     "private policy bounds": ("statistics", _bounds),
 }
 
@@ -245,7 +211,7 @@ def test_raw_data_replaced_after_prepare_is_refused(genuine, tmp_path, policy):
     (ws.raw / "notes.txt").write_text("an extract added after prepare", encoding="utf-8")
     ledger = Ledger.for_policy(policy)
     with pytest.raises(ReleaseRefusedError, match="prepared from other raw data"):
-        _month(ws, policy, ledger)
+        monthly_release(ws, policy, ledger)
     _nothing_charged(ledger, ws)
 
 
@@ -319,8 +285,8 @@ def test_attack_a_renamed_policy_gets_no_fresh_budget_from_python(
     shutil.copytree(genuine.raw, ws.raw)
     shutil.copytree(genuine.prepared_dir(purpose), ws.prepared_dir(purpose))
     first = Ledger.for_policy(policy)
-    if run is _month:  # another month: the archive alone refuses a month twice
-        _month(ws, policy, first, dt.date(2026, 8, 1))
+    if run is monthly_release:  # another month: the archive alone refuses a month twice
+        monthly_release(ws, policy, first, dt.date(2026, 8, 1))
     else:
         run(ws, policy, first)
     assert len(first.entries()) == 1

@@ -12,16 +12,18 @@ record deliberately is outside what this can stop (README, limits).
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from segments.workspace import (
     Workspace,
@@ -41,9 +43,13 @@ __all__ = [
     "VerifiedFrames",
     "population_data_ids",
     "prepared_as_of",
+    "forget_raw_hashes",
+    "hashing_raw_once",
+    "raw_hashed_once",
     "raw_hashes",
     "read_verified",
     "recorded_as_of",
+    "recorded_key_id",
     "signed_record",
     "verified_frames",
     "verified_origin",
@@ -129,17 +135,81 @@ def verify_segment_names(record: Any) -> bool:
 
 
 # --- what is released is what was proven --------------------------------------------------
+#: The raw folders hashed so far by the release call running in this context (folder →
+#: digests), or None outside one (:func:`raw_hashed_once`).
+_RAW_HASHED: contextvars.ContextVar[dict[Path, dict[str, str]] | None] = contextvars.ContextVar(
+    "segments_raw_hashed", default=None
+)
+
+
 def raw_hashes(workspace: Workspace | str | Path) -> dict[str, str]:
-    """SHA-256 of every file under ``W/raw/`` (relative path → digest)."""
+    """SHA-256 of every file under ``W/raw/`` (relative path → digest).
+
+    Inside :func:`raw_hashed_once` a folder is hashed the first time only and its digests
+    handed to every later reader of the same call."""
     ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
     root = ws.raw
-    if not root.is_dir():
-        return {}
-    return {
-        path.relative_to(root).as_posix(): sha256_file(path)
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
+    hashed = _RAW_HASHED.get()
+    folder = root.resolve()
+    if hashed is not None and folder in hashed:
+        return dict(hashed[folder])
+    digests = (
+        {
+            path.relative_to(root).as_posix(): sha256_file(path)
+            for path in sorted(root.rglob("*"))
+            if path.is_file()
+        }
+        if root.is_dir()
+        else {}
+    )
+    if hashed is not None:
+        hashed[folder] = digests
+    return dict(digests)
+
+
+@contextmanager
+def raw_hashed_once() -> Iterator[None]:
+    """Within the block, each workspace's ``W/raw/`` is hashed once (:func:`raw_hashes`).
+
+    A release binds its frames to the raw data three ways — prepare's signed record, the
+    month's as-of in it, a simulated-time ledger's synthetic proof — and each needs the raw
+    files' digests: at 500 million lines one pass is ~35 GB read. The digests live in memory
+    for one release call only (a context variable, so another thread or call hashes afresh),
+    never on disk: a cache keyed by file times could vouch for bytes rewritten within their
+    granularity. Only calls that never write ``W/raw/`` take this scope (a rewind hashes
+    its own writes afresh, :func:`forget_raw_hashes`). A block inside another shares the
+    outer one's digests."""
+    if _RAW_HASHED.get() is not None:
+        yield
+        return
+    token = _RAW_HASHED.set({})
+    try:
+        yield
+    finally:
+        _RAW_HASHED.reset(token)
+
+
+def forget_raw_hashes(workspace: Workspace) -> None:
+    """Drop the digests of ``workspace``'s raw folder held for the running call (a writer of
+    ``W/raw/`` calls this, so nothing vouches for the bytes it replaced)."""
+    hashed = _RAW_HASHED.get()
+    if hashed is not None:
+        hashed.pop(workspace.raw.resolve(), None)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def hashing_raw_once(release: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A release function whose whole call runs in :func:`raw_hashed_once`."""
+
+    @functools.wraps(release)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with raw_hashed_once():
+            return release(*args, **kwargs)
+
+    return call
 
 
 def _sign_prepared(
@@ -313,6 +383,38 @@ def recorded_as_of(
     return dt.date.fromisoformat(str(_signed_for_purpose(ws, purpose)["as_of"])[:10])
 
 
+def recorded_key_id(workspace: Workspace | str | Path, purpose: str) -> str | None:
+    """The id of the pseudonymisation key that made the frames of ``purpose``, as prepare's
+    signed record gives it; None when the record names none. ``policy_report.json`` repeats
+    it, but that report is editable.
+
+    The record is trusted only as releases trust it (:func:`verify_prepared`): signed for
+    this user and this purpose, every file in the folder with the SHA-256 it records, and
+    the raw files it read being ``W/raw/`` now. A signature alone does not bind: the same
+    user's record of another workspace, copied beside frames made under another key, is
+    validly signed but names files that are not these frames.
+
+    Raises
+    ------
+    ReleaseRefusedError
+        No record, or one not bound to the frames beside it (not signed by prepare for this
+        user, of another purpose, files or raw data other than it records).
+    """
+    from segments.exceptions import ReleaseRefusedError
+
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
+    record, unbound = _bound_record(ws, purpose)
+    if record is None:
+        why = unbound or f"{ws.prepared_dir(purpose)} does not exist: nothing was prepared"
+        fix = f"run `segments prepare --purpose {purpose}` in this workspace"
+        raise ReleaseRefusedError(
+            f"{why}; the key id it records is not bound to these frames"
+            + ("" if "run `segments prepare" in why else f"; {fix}")
+        )
+    key_id = record.get("key_id")
+    return key_id if isinstance(key_id, str) and key_id else None
+
+
 def _signed_for_purpose(ws: Workspace, purpose: str, rule: str = "") -> dict[str, Any]:
     """The signed record of ``W/prepared/<purpose>/`` (signature and purpose checked, not
     yet the raw files it names)."""
@@ -365,28 +467,35 @@ def verify_prepared(workspace: Workspace | str | Path, purpose: str) -> str | No
     now (the ones :func:`prove_synthetic` proves).
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
+    return _bound_record(ws, purpose)[1]
+
+
+def _bound_record(ws: Workspace, purpose: str) -> tuple[dict[str, Any] | None, str | None]:
+    """Prepare's record of ``W/prepared/<purpose>/`` and None when it binds the folder (see
+    :func:`verify_prepared`), else None and why not; (None, None) when nothing is prepared.
+    The record returned is the one read and checked here, never a second read."""
     folder = ws.prepared_dir(purpose)
     if not folder.is_dir():
-        return None  # nothing prepared: nothing of it can be released
+        return None, None  # nothing prepared: nothing of it can be released
     try:
         record = json.loads((folder / PROVENANCE_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return (
+        return None, (
             f"{folder} has no {PROVENANCE_FILE}: the frames were not written by "
             "`segments prepare` from this workspace's raw data"
         )
     except (OSError, ValueError) as exc:
-        return f"{folder / PROVENANCE_FILE} cannot be read ({exc})"
+        return None, f"{folder / PROVENANCE_FILE} cannot be read ({exc})"
     if not isinstance(record, dict) or not _signed(record):
-        return f"{folder / PROVENANCE_FILE} is not signed by `segments prepare` for this user"
+        return None, f"{folder / PROVENANCE_FILE} is not signed by `segments prepare` for this user"
     if record.get("purpose") != purpose:
-        return (
+        return None, (
             f"{folder / PROVENANCE_FILE} was signed by `segments prepare` for purpose "
             f"{record.get('purpose')!r}, not {purpose!r}"
         )
     unkeyed = _unkeyed(record)
     if unkeyed is not None:
-        return (
+        return None, (
             f"{folder / PROVENANCE_FILE}: {unkeyed}; run `segments prepare --purpose "
             f"{purpose}` again"
         )
@@ -394,12 +503,17 @@ def verify_prepared(workspace: Workspace | str | Path, purpose: str) -> str | No
     present = _files_under(folder)
     for name in sorted(set(present) | set(outputs)):
         if name not in outputs:
-            return f"{folder / name} was not written by `segments prepare`"
+            return None, f"{folder / name} was not written by `segments prepare`"
         if name not in present or sha256_file(present[name]) != outputs[name]:
-            return f"{folder / name} is not the file `segments prepare` wrote (SHA-256 differs)"
+            return (
+                None,
+                f"{folder / name} is not the file `segments prepare` wrote (SHA-256 differs)",
+            )
     if record.get("raw") != raw_hashes(ws):
-        return f"the frames in {folder} were prepared from other raw data than {ws.raw} holds now"
-    return None
+        return None, (
+            f"the frames in {folder} were prepared from other raw data than {ws.raw} holds now"
+        )
+    return record, None
 
 
 def _sign_replay(source_raw: dict[str, str], day: dt.date, replay: Workspace) -> None:
@@ -410,6 +524,7 @@ def _sign_replay(source_raw: dict[str, str], day: dt.date, replay: Workspace) ->
     release from the replay's prepared frames is bound to its workspace by this record
     (:func:`verify_replay`), so frames of any other data put under ``W/.history`` are
     refused however validly prepare signed them there."""
+    forget_raw_hashes(replay)  # the rewind just wrote these files: hash what they hold now
     record = _sign({"source_raw": source_raw, "day": day.isoformat(), "raw": raw_hashes(replay)})
     path = replay.root / REPLAY_FILE
     tmp = path.with_name(f".{REPLAY_FILE}.p{os.getpid()}.tmp")
@@ -455,7 +570,7 @@ def population_data_ids(workspace: Workspace) -> dict[str, str]:
     customers = workspace.raw_table("customers")
     if customers.is_file():
         ids["raw customer table"] = sha256_file(customers)
-    prepared = workspace.root / "prepared"
+    prepared = workspace.prepared
     folders = (
         sorted(p for p in prepared.iterdir() if p.is_dir() and not p.name.startswith("."))
         if prepared.is_dir()

@@ -56,7 +56,8 @@ from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.keys import column_of, key_values, month_keys, with_labels
 from segments.policy import Policy
 from segments.privacy.composition import PrivacyLoss
-from segments.workspace import Workspace
+from segments.provenance import hashing_raw_once
+from segments.workspace import PREPARED_CUSTOMERS, PREPARED_LINES, Workspace
 
 if TYPE_CHECKING:
     from segments.privacy.ledger import Ledger
@@ -348,6 +349,7 @@ class Session:
             raise PolicyError(f"table {name!r} is unknown; query one of {sorted(_TABLES)}")
         return Query(self, name)
 
+    @hashing_raw_once
     def plan(
         self, queries: Sequence[Query], epsilon: float, weights: Sequence[float] | None = None
     ) -> PlannedQueries:
@@ -356,6 +358,7 @@ class Session:
         with self._plan(spec, window, queries) as plan:
             return PlannedQueries.from_plan(plan, list(queries))
 
+    @hashing_raw_once
     def release(
         self, queries: Sequence[Query], epsilon: float, weights: Sequence[float] | None = None
     ) -> SessionRelease:
@@ -506,7 +509,7 @@ class Session:
                 )
         names = []
         if needs_lines:
-            for name in ("customers.parquet", "lines.parquet"):
+            for name in (PREPARED_CUSTOMERS, PREPARED_LINES):
                 self.workspace.require(prepared / name, "segments prepare")
                 names.append(name)
         if surveys is not None and surveys.parent == prepared:
@@ -522,8 +525,8 @@ class Session:
             with plan_release(
                 spec,
                 self.params,
-                customers=copies.get("customers.parquet"),
-                lines=copies.get("lines.parquet"),
+                customers=copies.get(PREPARED_CUSTOMERS),
+                lines=copies.get(PREPARED_LINES),
                 surveys=surveys,
                 segments=self.segment_source() if spec.needs_segments else None,
                 as_of=self._as_of(),
@@ -644,10 +647,12 @@ class Query:
     # --- compilation -----------------------------------------------------------------------
     @property
     def frame(self) -> str:
+        """The planner's frame this query's table reads (``person``, ``cells``, ``survey``)."""
         return _TABLES[self.table][0]
 
     @property
     def release_name(self) -> str:
+        """The name of this query's table in the release (and on its card)."""
         return self.definition().name
 
     def _facts(self) -> Policy:
@@ -1165,6 +1170,19 @@ class PlannedQueries:
 
     @classmethod
     def from_plan(cls, plan: Any, queries: list[Query]) -> PlannedQueries:
+        """The plan of the named queries as the analyst wrote them.
+
+        Parameters
+        ----------
+        plan : segments.privacy.releases.ReleasePlan
+            What the planner computed for the queries' release definition.
+        queries : list of Query
+            The queries planned, whose aggregates name the accuracy rows.
+
+        Returns
+        -------
+        PlannedQueries
+        """
         rows = plan.accuracy
         defs = {q.query.name: q.query for q in plan.queries}
         rows["aggregate"] = [
@@ -1287,6 +1305,21 @@ class SessionRelease(Mapping[str, pd.DataFrame]):
         queries: list[Query],
         ranks: _QuantileRanks | None = None,
     ) -> SessionRelease:
+        """The published release's tables as pandas frames labelled for the analyst.
+
+        Parameters
+        ----------
+        result : segments.privacy.releases.ReleaseResult
+            What the release wrote (tables, release id, folder, card).
+        queries : list of Query
+            The queries released, one table each, by their release names.
+        ranks : optional
+            The quantile ranks' accuracy, for the quantile tables' intervals.
+
+        Returns
+        -------
+        SessionRelease
+        """
         by_name = {q.definition().name: q for q in queries}
         tables = {}
         for name, table in result._tables.items():
@@ -1302,10 +1335,12 @@ class SessionRelease(Mapping[str, pd.DataFrame]):
 
     @property
     def guarantee(self) -> str:
+        """The guarantee the card states (a :class:`segments.policy.Guarantee` value)."""
         return str(self.card.get("guarantee"))
 
     @property
     def privacy_loss(self) -> PrivacyLoss:
+        """The privacy loss the card states, as charged to the ledger."""
         return PrivacyLoss.from_dict(self.card.get("privacy_loss") or {})
 
     def __getitem__(self, name: str) -> pd.DataFrame:

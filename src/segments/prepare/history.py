@@ -13,10 +13,11 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-from segments._tables import read_table
+from segments._tables import read_table, reads_bound_to
 from segments.exceptions import PolicyError
 from segments.workspace import Workspace, atomic_write_with, parquet_digests, write_json
 
@@ -60,13 +61,26 @@ def rewind_raw(source: Workspace, day: dt.date, target: Workspace) -> Workspace:
             f"{source.manifest}: only synthetic data can be rewound to a past day; real data "
             "that left retention is gone, so its history cannot be replayed"
         )
-    from segments.provenance import _sign_replay, raw_hashes
+    from segments.provenance import raw_hashes
 
     source_raw = raw_hashes(source)  # what the replay is rewound from, for its signed record
+    with reads_bound_to(source.raw, source_raw):  # the rows rewound are the bytes it names
+        return _rewind(source, manifest, source_raw, day, target)
+
+
+def _rewind(
+    source: Workspace,
+    manifest: dict[str, Any],
+    source_raw: dict[str, str],
+    day: dt.date,
+    target: Workspace,
+) -> Workspace:
+    from segments.provenance import _sign_replay
+
+    frames = {t: read_table(source.raw_table(t)) for t in _TABLES}  # refused before a write
     if target.raw.exists():
         shutil.rmtree(target.raw)
     target.raw.mkdir(parents=True)
-    frames = {t: read_table(source.raw_table(t)) for t in _TABLES}
     customers = _rewind_customers(frames["customers"], day)
     orders = frames["orders"].filter(pl.col("order_date") <= day)
     rewound = {

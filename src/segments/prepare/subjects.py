@@ -31,8 +31,8 @@ from typing import Any
 
 import polars as pl
 
-from segments._tables import read_table
-from segments.exceptions import WorkspaceError
+from segments._tables import read_table, reads_bound_to
+from segments.exceptions import PolicyError, WorkspaceError
 from segments.policy import Policy
 from segments.prepare.frames import link_persons
 from segments.prepare.pseudonym import PseudonymKey, load_key, pseudonymise
@@ -402,7 +402,7 @@ def erased_accounts(ws: Workspace, key: PseudonymKey, customer_ids: pl.Series) -
     erased = logged_hashes(ws, "erasure")
     if not erased or customer_ids.len() == 0:
         return customer_ids.head(0)
-    raw = pl.read_parquet(ws.raw_table("customers"))
+    raw = read_table(ws.raw_table("customers"))  # in prepare: the bytes its record names
     if is_ingested(raw):  # hashed by the export's id: look it up for these accounts
         accounts = raw.select("customer_id", "source_customer_id")
         order = pl.DataFrame({"customer_id": customer_ids}).with_row_index("_at")
@@ -715,7 +715,7 @@ def _carry_out_holding_lock(
     check_log_key(ws, pkey, f"subject {action}")
     ws.sweep(exclusive=True)  # staging copies of a killed writer may hold the person
     finished = _complete_interrupted(ws, pol, pkey, today)
-    customers = pl.read_parquet(ws.raw_table("customers"))
+    customers = _customers_under(ws, pkey)
     if action == "restriction" and "restriction_requested" not in customers.columns:
         raise WorkspaceError(
             f"subject restrict: the raw customers of {ws.raw} (an ingested export) have no "
@@ -736,6 +736,27 @@ def _carry_out_holding_lock(
         person_root, accounts = _person_of(customers, customer_id, id_type)
         by_person = {person_root: accounts}
     return _carry_out(ws, pol, action, by_person, pkey, requested_on, today)
+
+
+def _customers_under(ws: Workspace, pkey: PseudonymKey) -> pl.DataFrame:
+    """The raw customers a request is looked up in. Under the public demo key they are read
+    in one binding with a synthetic proof of the same bytes: customers swapped in after the
+    key was granted (real people) would otherwise have a request hash logged, and the data
+    rewritten, under a key anyone can recompute."""
+    if not pkey.is_demo:
+        return pl.read_parquet(ws.raw_table("customers"))
+    from segments.provenance import raw_hashed_once, raw_hashes
+
+    with raw_hashed_once(), reads_bound_to(ws.raw, raw_hashes(ws)):
+        customers = read_table(ws.raw_table("customers"))
+        proof = prove_synthetic(ws)
+    if not (proof.proven and proof.signed):
+        raise PolicyError(
+            f"subject request: the raw data of {ws.raw} is no longer proven synthetic "
+            f"({proof.reason}), so the public demo key is refused (key custody); nothing was "
+            "changed; fix: run again with the steward's key (--key-file)"
+        )
+    return customers
 
 
 def _resolve(

@@ -110,8 +110,8 @@ from segments.privacy.composition import (
     period_start,
     rho_to_epsilon,
 )
-from segments.privacy.guards import Guarantee, PolicyFacts, check_release
-from segments.workspace import Workspace, fsync_dir, pid_alive, private_folder
+from segments.privacy.guards import Guarantee, check_release
+from segments.workspace import CARD_NAMES, Workspace, fsync_dir, pid_alive, private_folder
 
 __all__ = [
     "EVALUATION_CAP_FACTOR",
@@ -664,10 +664,12 @@ class LedgerEntry:
 
     @property
     def head_hash(self) -> str:
+        """The entry's latest hash: its publication's once published, else its reservation's."""
         return self.publish_hash or self.reserve_hash
 
     @property
     def loss(self) -> PrivacyLoss:
+        """The privacy loss the entry charges (its request's)."""
         return self.request.loss
 
     def to_dict(self) -> dict[str, Any]:
@@ -722,6 +724,7 @@ class Balance:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able record, each total with its family and its wording (for the ledger report)."""
         record = _jsonable(asdict(self))
         for name in ("period_total", "window_total", "peak_period_total"):
             record[name]["family"] = getattr(self, name).family
@@ -753,25 +756,22 @@ class Ledger:
     Examples
     --------
     >>> import tempfile, pathlib
-    >>> from segments.privacy.guards import PolicyFacts, Recipient
-    >>> facts = PolicyFacts(name="demo", controller="Demo AB",
-    ...     recipients={"purchasing": Recipient("purchasing", "internal", "SE")},
-    ...     allowed_destinations=frozenset({"SE"}), purposes=frozenset({"analytics"}))
+    >>> from segments.policy import Policy
+    >>> policy = Policy.load("alloffice")  # budget ε = 4 per 12 months
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "demo.sqlite"
     >>> from segments.privacy.synthetic import _verdict
     >>> proof = _verdict(True, "example")  # what prove_synthetic(W) signs for generated data
-    >>> ledger = Ledger.open(path, controller="Demo AB", policy=facts, throwaway=True,
+    >>> ledger = Ledger.open(path, controller=policy.controller, policy=policy, throwaway=True,
     ...     synthetic=proof)  # a demo ledger: simulated time, for data proven synthetic
-    >>> request = ReleaseRequest(policy="demo", population="customers", purpose="analytics",
-    ...     recipient="purchasing", destination="SE", guarantee="end-to-end ε-DP",
-    ...     as_of="2026-06-30", epsilon=0.5, mechanism="laplace", budget_epsilon=1.0,
-    ...     budget_period_months=12, budget_window_months=24)
+    >>> request = ReleaseRequest.for_policy(policy, population="customers",
+    ...     purpose="statistics", recipient="purchasing", destination="SE",
+    ...     guarantee="end-to-end ε-DP", as_of="2026-06-30", epsilon=0.5, mechanism="laplace")
     >>> res = ledger.reserve(request)
     >>> entry = ledger.publish(res, files={"table.parquet": "0" * 64})
     >>> entry.status, entry.head_hash == ledger.head_hash()
     ('published', True)
     >>> ledger.balance("customers", "2026-06-30").remaining_epsilon
-    0.5
+    3.5
     >>> bool(ledger.verify_chain())
     True
     """
@@ -780,7 +780,7 @@ class Ledger:
         self,
         path: Path,
         meta: Mapping[str, str],
-        policy: Policy | PolicyFacts | None = None,
+        policy: Policy | None = None,
         synthetic: bool = False,
         proven_raw: str | None = None,
     ) -> None:
@@ -790,7 +790,6 @@ class Ledger:
         # releases of that data only (check_workspace)
         self._proven_raw = proven_raw if synthetic else None
         self._meta = dict(meta)
-        self._facts = policy
         self._policy = policy
         # the last event this object verified: the next check resumes from there
         self._verified: tuple[int, str] = (0, self._meta["genesis_hash"])
@@ -806,7 +805,7 @@ class Ledger:
         synthetic: Any = None,
         throwaway: bool = False,
         create: bool = True,
-        policy: Policy | PolicyFacts | None = None,
+        policy: Policy | None = None,
         init: bool = False,
         releases: str | os.PathLike[str] | None = None,
         workspace: str | os.PathLike[str] | None = None,
@@ -836,7 +835,7 @@ class Ledger:
         create : bool
             Create the file if missing (False: raise instead, and open only to read or to
             publish reservations).
-        policy : segments.Policy or PolicyFacts, optional
+        policy : segments.Policy, optional
             Used by the guards and for default budgets; otherwise the policy a request names
             is loaded with ``segments.policy.Policy.load``.
         init : bool
@@ -947,10 +946,10 @@ class Ledger:
             # an existing demo or evaluation file opened without asking for one: the same proof
             proven, why, proven_raw = _proven_synthetic(synthetic, workspace)
         ledger = cls(target, meta, policy, proven, proven_raw)
-        if ledger._facts is not None and ledger._facts.controller != meta["controller"]:
+        if ledger._policy is not None and ledger._policy.controller != meta["controller"]:
             raise ReleaseRefusedError(
-                f"policy {ledger._facts.name!r} belongs to controller "
-                f"{ledger._facts.controller!r}, but ledger {target} belongs to "
+                f"policy {ledger._policy.name!r} belongs to controller "
+                f"{ledger._policy.controller!r}, but ledger {target} belongs to "
                 f"{meta['controller']!r}; use that controller's policy"
             )
         if create:
@@ -970,14 +969,14 @@ class Ledger:
                 ledger._register(registered, init)
                 if releases is not None:
                     _remember_release_folder(ledger.ledger_id, Path(releases))
-            if policy is not None and getattr(policy, "privacy", None) is not None:
+            if policy is not None:
                 ledger._check_policy(policy)
         return ledger
 
     @classmethod
     def for_policy(
         cls,
-        policy: Policy | PolicyFacts,
+        policy: Policy,
         *,
         path: str | os.PathLike[str] | None = None,
         evaluation: bool = False,
@@ -1019,7 +1018,7 @@ class Ledger:
         evaluation: bool = False,
         synthetic: Any = None,
         create: bool = True,
-        policy: Policy | PolicyFacts | None = None,
+        policy: Policy | None = None,
     ) -> Ledger:
         """Open the demo's throw-away ledger in ``W/ledger/`` (labelled as such everywhere).
 
@@ -1035,8 +1034,9 @@ class Ledger:
         """
         # a Workspace, or the workspace folder itself (a Path's own .root is "/")
         root = Path(workspace) if isinstance(workspace, str | os.PathLike) else workspace.root
+        ws = Workspace(root)
         prefix = "evaluation-" if evaluation else ""
-        target = root / "ledger" / f"{prefix}{controller_slug(controller)}.sqlite"
+        target = ws.ledger_folder / f"{prefix}{controller_slug(controller)}.sqlite"
         return cls.open(
             target,
             controller,
@@ -1045,33 +1045,39 @@ class Ledger:
             throwaway=True,
             create=create,
             policy=policy,
-            releases=root / "releases",
+            releases=ws.releases,
             workspace=root,
         )
 
     # --- identity -------------------------------------------------------------------------
     @property
     def path(self) -> Path:
+        """The ledger's SQLite file."""
         return self._path
 
     @property
     def controller(self) -> str:
+        """The controller whose releases this ledger accounts for."""
         return self._meta["controller"]
 
     @property
     def ledger_id(self) -> str:
+        """Its identity, recorded by its anchors and cards so none passes for another ledger's."""
         return self._meta["ledger_id"]
 
     @property
     def created_at(self) -> str:
+        """When the ledger was created, as its metadata records it."""
         return self._meta["created_at"]
 
     @property
     def evaluation(self) -> bool:
+        """Whether this is an evaluation ledger (its releases labelled as evaluations)."""
         return self._meta["evaluation"] == "true"
 
     @property
     def throwaway(self) -> bool:
+        """Whether this is a demo's or evaluation's throw-away ledger (``W/ledger/``)."""
         return self._meta["throwaway"] == "true"
 
     @property
@@ -1149,7 +1155,7 @@ class Ledger:
         self,
         request: ReleaseRequest,
         *,
-        policy: Policy | PolicyFacts | None = None,
+        policy: Policy | None = None,
         output: str | os.PathLike[str] | None = None,
     ) -> Reservation:
         """Check the guards, the chain, the time and the budget, then record the charge —
@@ -1158,7 +1164,7 @@ class Ledger:
         Parameters
         ----------
         request : ReleaseRequest
-        policy : segments.Policy or PolicyFacts, optional
+        policy : segments.Policy, optional
             The policy's facts for the guards (default: the ledger's policy, else
             ``Policy.load(request.policy)``).
         output : path-like, optional
@@ -1182,14 +1188,14 @@ class Ledger:
             The release would push a rolling period (or the window) over the budget (stating
             spent, requested and remaining); nothing is recorded.
         """
-        facts, policy_obj = self._facts_for(request, policy)
+        policy_obj = self._policy_for(request, policy)
         recipient = check_release(
             purpose=request.purpose,
             recipient=request.recipient,
             destination=request.destination,
             guarantee=request.guarantee,
             kind=request.kind,
-            policy=facts,
+            policy=policy_obj,
         )
         _check_budget_matches_policy(request, policy_obj)
         spec_name = request.spec.get("name") if isinstance(request.spec, Mapping) else None
@@ -1219,10 +1225,9 @@ class Ledger:
             )
         release_id = request.release_id or _new_release_id(request)
         request = dataclasses.replace(request, release_id=release_id)
-        with self._transaction() as conn:
-            self._verify_new_events(conn)
+        with self._appending() as conn:
             self._bind_policy(conn, request, policy_obj)
-            own = self._check_claims(request, _bound_policy(conn), facts)
+            own = self._check_claims(request, _bound_policy(conn), policy_obj)
             if not request.clause_ids:  # the ledger records the clauses, not the caller
                 request = dataclasses.replace(request, clause_ids=own)
             charged_on = self._charge_date(conn, request)
@@ -1270,7 +1275,7 @@ class Ledger:
                 **({"job": job_name} if job_name is not None else {}),
                 "request": request.to_dict(),
             }
-            event_hash = self._append(
+            seq, event_hash = self._append(
                 conn,
                 release_id,
                 "reserve",
@@ -1281,8 +1286,6 @@ class Ledger:
                 charged_on=charged_on,
                 once_key=once_key,
             )
-            seq = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
-        self._write_anchors(seq, event_hash)
         return Reservation(
             release_id=release_id,
             request=request,
@@ -1352,7 +1355,7 @@ class Ledger:
         self._close_entry(release_id, "abort", {"reason": str(reason)})
         return self.entry(release_id)
 
-    def change_policy(self, policy: Policy | PolicyFacts) -> dict[str, Any]:
+    def change_policy(self, policy: Policy) -> dict[str, Any]:
         """Record a change of the policy's privacy parameters as a ledger event.
 
         A change that tightens (budget ε and δ not larger, period and window not shorter,
@@ -1369,14 +1372,13 @@ class Ledger:
         ReleaseRefusedError
             A loosening before a period has passed.
         """
-        params = _policy_parameters(policy, None)
+        params = _policy_parameters(policy)
         facts = _policy_facts(policy)
-        with self._transaction() as conn:
-            self._verify_new_events(conn)
+        with self._appending() as conn:
             bound = _bound_policy(conn)
             if bound is not None:
                 current = bound["parameters"]
-                if facts is not None and bound.get("policy_facts") is not None:
+                if bound.get("policy_facts") is not None:
                     loosened = _policy_loosenings(bound["policy_facts"], facts)
                     if loosened:
                         raise ReleaseRefusedError(
@@ -1388,9 +1390,7 @@ class Ledger:
                             "min_k and min_l not lower); a looser policy needs its own "
                             "controller's ledger"
                         )
-                same_facts = facts is None or bound.get("policy_digest") == _sha256_text(
-                    _canonical(facts)
-                )
+                same_facts = bound.get("policy_digest") == _sha256_text(_canonical(facts))
                 if _same_parameters(current, params) and same_facts:
                     return dict(current)
                 if not _tightens(current, params):
@@ -1405,9 +1405,7 @@ class Ledger:
                             f"full period has passed since the last change ({since}); "
                             f"allowed from {allowed}"
                         )
-            digest = self._append_policy(conn, str(policy.name), params, policy)
-            seq = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
-        self._write_anchors(seq, digest)
+            self._append_policy(conn, str(policy.name), params, policy)
         return params
 
     def bound_policy(self) -> dict[str, Any] | None:
@@ -1810,14 +1808,7 @@ class Ledger:
         )
 
     def _same_controller(self, policy_name: Any) -> bool:
-        if not policy_name:
-            return False
-        if self._facts is not None and self._facts.name == policy_name:
-            return True
-        try:
-            return str(_load_policy(str(policy_name)).controller) == self.controller
-        except Exception:  # an unknown policy name cannot be this controller's card
-            return False
+        return _policy_is_of(policy_name, self.controller, self._policy)
 
     def over_budget(self) -> list[str]:
         """Populations whose peak rolling period exceeds the budget (times
@@ -1868,6 +1859,34 @@ class Ledger:
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _appending(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that first verifies the events since the last verified one and,
+        once it commits, anchors its last appended event (the anchor file and the registry
+        name a head only after it is durable; a transaction that appends nothing writes none).
+
+        The head is read inside the transaction, under the write lock: threads may share a
+        ``Ledger``, so its state after the commit may already be another thread's.
+        """
+        before = self._verified
+        try:
+            with self._transaction() as conn:
+                self._verify_new_events(conn)
+                before = self._verified
+                try:
+                    yield conn
+                except BaseException:
+                    # restored before the rollback releases the lock: no other thread checks
+                    # from an event that is about to vanish
+                    self._verified = before
+                    raise
+                head = self._verified  # this transaction's last event (_append sets it)
+        except BaseException:
+            self._verified = before  # also when the COMMIT itself failed
+            raise
+        if head != before:
+            self._write_anchors(*head)
 
     def _verify_new_events(self, conn: sqlite3.Connection) -> None:
         """Inside the reserving transaction: the identity, the last verified event (still
@@ -1987,42 +2006,38 @@ class Ledger:
             bound = _bound_policy(conn)
         if bound is None:
             return
-        params = _policy_parameters(policy, None)
+        params = _policy_parameters(policy)
         if not _same_parameters(bound["parameters"], params):
             raise self._policy_error(str(policy.name), bound, params, policy)
         self._check_policy_facts(str(policy.name), bound, policy)
 
-    def _check_policy(self, policy: Policy | PolicyFacts) -> None:
+    def _check_policy(self, policy: Policy) -> None:
         """Bind a new ledger to the policy's privacy parameters; refuse a policy that differs
         from the ones it is bound to."""
-        params = _policy_parameters(policy, None)
+        params = _policy_parameters(policy)
         with self._connect() as conn:
             bound = _bound_policy(conn)
         if bound is not None:
             if not _same_parameters(bound["parameters"], params):
-                raise self._policy_error(getattr(policy, "name", "?"), bound, params, policy)
-            self._check_policy_facts(getattr(policy, "name", "?"), bound, policy)
+                raise self._policy_error(str(policy.name), bound, params, policy)
+            self._check_policy_facts(str(policy.name), bound, policy)
             if bound.get("policy_digest") is not None:
                 return
-        with self._transaction() as conn:
-            self._verify_new_events(conn)
+        with self._appending() as conn:
             bound = _bound_policy(conn)
             if bound is not None and bound.get("policy_digest") is not None:
                 return  # another process bound it first; checked on the next use
-            digest = self._append_policy(conn, str(getattr(policy, "name", "")), params, policy)
-            seq = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
-        self._write_anchors(seq, digest)
+            self._append_policy(conn, str(policy.name), params, policy)
 
     def _append_policy(
         self,
         conn: sqlite3.Connection,
         name: str,
         params: Mapping[str, Any],
-        policy: Policy | PolicyFacts,
-    ) -> str:
-        """Record the policy this ledger is bound to (its parameters, file digest and facts);
-        returns the event's hash."""
-        return self._append(
+        policy: Policy,
+    ) -> None:
+        """Record the policy this ledger is bound to (its parameters, file digest and facts)."""
+        self._append(
             conn,
             f"policy-{uuid.uuid4().hex[:12]}",
             "policy",
@@ -2036,9 +2051,9 @@ class Ledger:
         )
 
     def _bind_policy(
-        self, conn: sqlite3.Connection, request: ReleaseRequest, policy: Policy | PolicyFacts
+        self, conn: sqlite3.Connection, request: ReleaseRequest, policy: Policy
     ) -> None:
-        params = _policy_parameters(policy, request)
+        params = _policy_parameters(policy)
         bound = _bound_policy(conn)
         if bound is None:
             self._append_policy(conn, request.policy, params, policy)
@@ -2046,13 +2061,11 @@ class Ledger:
             raise self._policy_error(request.policy, bound, params, policy)
         else:
             self._check_policy_facts(request.policy, bound, policy)
-            if bound.get("policy_digest") is None and _policy_facts(policy) is not None:
+            if bound.get("policy_digest") is None:
                 # a ledger bound before the whole policy was: bind its facts now
                 self._append_policy(conn, request.policy, bound["parameters"], policy)
 
-    def _check_policy_facts(
-        self, name: str, bound: Mapping[str, Any], policy: Policy | PolicyFacts
-    ) -> None:
+    def _check_policy_facts(self, name: str, bound: Mapping[str, Any], policy: Policy) -> None:
         """Refuse a policy whose facts (recipients, destinations, purposes, min_k, bounds,
         clauses, ...) differ from those the ledger is bound to: a copied and edited policy
         file must not lift a rule. A change is adopted only as a recorded tightening."""
@@ -2060,13 +2073,9 @@ class Ledger:
         if digest is None:
             return
         facts = _policy_facts(policy)
-        if facts is not None and _sha256_text(_canonical(facts)) == digest:
+        if _sha256_text(_canonical(facts)) == digest:
             return
-        changed = (
-            ["the policy's facts were not given (pass the segments.Policy)"]
-            if facts is None
-            else _policy_differences(bound.get("policy_facts") or {}, facts)
-        )
+        changed = _policy_differences(bound.get("policy_facts") or {}, facts)
         raise ReleaseRefusedError(
             f"policy {name!r} differs from the policy ledger {self._path} is bound to"
             f"{cite_rule(policy)} (policy {bound.get('policy')!r}, digest "
@@ -2082,7 +2091,7 @@ class Ledger:
         self,
         request: ReleaseRequest,
         bound: Mapping[str, Any] | None,
-        facts: Policy | PolicyFacts,
+        facts: Policy,
     ) -> tuple[str, ...]:
         """Refuse what a request states about itself that the policy the ledger recorded
         contradicts: clause ids the policy does not list for the purpose, and a loss whose
@@ -2097,7 +2106,7 @@ class Ledger:
             anonymity = recorded.get("clauses", {}).get("anonymous_release", ())
             purpose = recorded.get("purposes", {}).get(request.purpose, {})
             own = tuple(dict.fromkeys((*anonymity, *purpose.get("clause_ids", ()))))
-        else:  # a ledger bound to privacy parameters only (a PolicyFacts view)
+        else:  # no facts recorded (bound before they were): the policy's own list
             own = facts.release_clause_ids(request.purpose)
         foreign = [c for c in request.clause_ids if c not in own]
         where = (
@@ -2148,7 +2157,7 @@ class Ledger:
         name: str,
         bound: Mapping[str, Any],
         params: Mapping[str, Any],
-        policy: Policy | PolicyFacts | None,
+        policy: Policy | None,
     ) -> ReleaseRefusedError:
         return ReleaseRefusedError(
             f"policy {name!r} has privacy parameters {_describe_params(params)} but ledger "
@@ -2240,8 +2249,7 @@ class Ledger:
         return f"{prefix}{len(rows)}"
 
     def _close_entry(self, release_id: str, event: str, data: Mapping[str, Any]) -> None:
-        with self._transaction() as conn:
-            self._verify_new_events(conn)
+        with self._appending() as conn:
             rows = dict(
                 conn.execute(
                     "SELECT event, body FROM events WHERE release_id = ?", (release_id,)
@@ -2260,7 +2268,7 @@ class Ledger:
                         + (" (its charge still counts)" if done == "abort" else "")
                     )
             reserve = json.loads(rows["reserve"])
-            digest = self._append(
+            self._append(
                 conn,
                 release_id,
                 event,
@@ -2270,8 +2278,6 @@ class Ledger:
                 as_of=dt.date.fromisoformat(reserve["as_of"]),
                 charged_on=dt.date.fromisoformat(reserve["charged_on"]),
             )
-            seq = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0]
-        self._write_anchors(seq, digest)
 
     def _append(
         self,
@@ -2285,7 +2291,9 @@ class Ledger:
         as_of: dt.date | None = None,
         charged_on: dt.date | None = None,
         once_key: str | None = None,
-    ) -> str:
+    ) -> tuple[int, str]:
+        """Append one event to the chain inside ``conn``'s transaction; returns its sequence
+        number and hash."""
         row = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev_hash = (row[0] + 1, row[1]) if row else (1, self._meta["genesis_hash"])
         day = recorded_at[:10]
@@ -2319,7 +2327,7 @@ class Ledger:
                 "choose a new release id"
             ) from None
         self._verified = (seq, digest)
-        return digest
+        return seq, digest
 
     def _dated_losses(
         self, conn: sqlite3.Connection, population: str, near: dt.date, months: int
@@ -2347,13 +2355,12 @@ class Ledger:
             dated.append((day, loss))
         return dated
 
-    def _facts_for(
-        self, request: ReleaseRequest, policy: Policy | PolicyFacts | None
-    ) -> tuple[Policy | PolicyFacts, Policy | PolicyFacts]:
-        policy_obj = policy if policy is not None else self._policy
-        if policy_obj is None:
-            policy_obj = _load_policy(request.policy)
-        facts = policy_obj
+    def _policy_for(self, request: ReleaseRequest, policy: Policy | None) -> Policy:
+        """The policy a reservation is guarded by: the caller's, else the ledger's, else the
+        one the request names; refused if it is not the request's or the controller's."""
+        facts = policy if policy is not None else self._policy
+        if facts is None:
+            facts = _load_policy(request.policy)
         if facts.name != request.policy:
             raise ReleaseRefusedError(
                 f"release names policy {request.policy!r} but the ledger was given policy "
@@ -2364,7 +2371,7 @@ class Ledger:
                 f"policy {facts.name!r} belongs to controller {facts.controller!r}, but ledger "
                 f"{self._path} belongs to {self.controller!r}; use that controller's ledger"
             )
-        return facts, policy_obj
+        return facts
 
     def _budget_error(
         self,
@@ -2541,26 +2548,33 @@ def _registry_get(controller: str | None) -> dict[str, Any] | None:
     return entry if isinstance(entry, dict) else None
 
 
-def _registry_update(controller: str, record: Mapping[str, Any]) -> None:
+@contextlib.contextmanager
+def _locked_registry() -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The registry's path and contents, read under its exclusive lock, held until the block
+    ends: a change written back there (``_write_json_durably``) loses no other process's."""
     registry = _registry_path()
     private_folder(registry.parent)
     lock_path = registry.with_name(registry.name + ".lock")
     with open(os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            current = _registry_read()
-            slug = controller_slug(controller)
-            old = current.get(slug) or {}
-            if (
-                old.get("ledger_id") == record.get("ledger_id")
-                and int(old.get("events", 0)) > int(record.get("events", 0))
-                and old.get("path") == record.get("path")
-            ):
-                return  # never move an anchor backwards
-            current[slug] = {"controller": controller, **dict(record)}
-            _write_json_durably(registry, current)
+            yield registry, _registry_read()
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _registry_update(controller: str, record: Mapping[str, Any]) -> None:
+    with _locked_registry() as (registry, current):
+        slug = controller_slug(controller)
+        old = current.get(slug) or {}
+        if (
+            old.get("ledger_id") == record.get("ledger_id")
+            and int(old.get("events", 0)) > int(record.get("events", 0))
+            and old.get("path") == record.get("path")
+        ):
+            return  # never move an anchor backwards
+        current[slug] = {"controller": controller, **dict(record)}
+        _write_json_durably(registry, current)
 
 
 _DATA_KEY = "__population_data__"  # not a controller slug: slugs are [a-z0-9-]
@@ -2579,21 +2593,14 @@ def _remember_release_folder(ledger_id: str, releases: Path) -> None:
     where = str(releases.resolve())
     if where in {str(f) for f in _release_folders(ledger_id)}:
         return
-    registry = _registry_path()
-    lock_path = registry.with_name(registry.name + ".lock")
-    with open(os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            current = _registry_read()
-            known = current.get(_FOLDERS_KEY)
-            known = dict(known) if isinstance(known, dict) else {}
-            folders = [f for f in known.get(ledger_id, []) if isinstance(f, str)]
-            if where not in folders:
-                known[ledger_id] = [*folders, where]
-                current[_FOLDERS_KEY] = known
-                _write_json_durably(registry, current)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with _locked_registry() as (registry, current):
+        known = current.get(_FOLDERS_KEY)
+        known = dict(known) if isinstance(known, dict) else {}
+        folders = [f for f in known.get(ledger_id, []) if isinstance(f, str)]
+        if where not in folders:
+            known[ledger_id] = [*folders, where]
+            current[_FOLDERS_KEY] = known
+            _write_json_durably(registry, current)
 
 
 def _unique(folders: Iterable[Path]) -> list[Path]:
@@ -2610,7 +2617,7 @@ def _unique(folders: Iterable[Path]) -> list[Path]:
 def claim_population_data(
     controller: str,
     data_ids: Mapping[str, str],
-    policy: Policy | PolicyFacts | None = None,
+    policy: Policy | None = None,
     *,
     record: bool = True,
 ) -> None:
@@ -2631,31 +2638,23 @@ def claim_population_data(
     """
     if not data_ids:
         return
-    registry = _registry_path()
-    private_folder(registry.parent)
-    lock_path = registry.with_name(registry.name + ".lock")
-    with open(os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            current = _registry_read()
-            bound = current.get(_DATA_KEY)
-            bound = dict(bound) if isinstance(bound, dict) else {}
-            for what, value in sorted(data_ids.items()):
-                owner = bound.get(_data_key(what, value))
-                if owner is not None and owner != controller:
-                    raise ReleaseRefusedError(
-                        f"privacy ledger of {controller!r} refused before anything was charged"
-                        f"{cite_rule(policy)}: the data's {what} ({value[:16]}…) is already bound "
-                        f"to controller {owner!r} in {registry}; a budget belongs to the people "
-                        "and a renamed controller gets no fresh budget for them — release with "
-                        f"{owner!r}'s policy and ledger"
-                    )
-            new = {_data_key(what, value): controller for what, value in data_ids.items()}
-            if record and any(key not in bound for key in new):
-                current[_DATA_KEY] = {**bound, **new}
-                _write_json_durably(registry, current)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with _locked_registry() as (registry, current):
+        bound = current.get(_DATA_KEY)
+        bound = dict(bound) if isinstance(bound, dict) else {}
+        for what, value in sorted(data_ids.items()):
+            owner = bound.get(_data_key(what, value))
+            if owner is not None and owner != controller:
+                raise ReleaseRefusedError(
+                    f"privacy ledger of {controller!r} refused before anything was charged"
+                    f"{cite_rule(policy)}: the data's {what} ({value[:16]}…) is already bound "
+                    f"to controller {owner!r} in {registry}; a budget belongs to the people "
+                    "and a renamed controller gets no fresh budget for them — release with "
+                    f"{owner!r}'s policy and ledger"
+                )
+        new = {_data_key(what, value): controller for what, value in data_ids.items()}
+        if record and any(key not in bound for key in new):
+            current[_DATA_KEY] = {**bound, **new}
+            _write_json_durably(registry, current)
 
 
 def _data_key(what: str, value: str) -> str:
@@ -2690,9 +2689,6 @@ def _process_alive(token: Mapping[str, Any] | None) -> bool:
     return start is None or start == token.get("start")
 
 
-_CARD_FILES = ("card.json", "certificate.json")
-
-
 def _label(evaluation: bool, throwaway: bool) -> str:
     labels = [EVALUATION_LABEL] if evaluation else []
     if throwaway:
@@ -2700,11 +2696,11 @@ def _label(evaluation: bool, throwaway: bool) -> str:
     return "; ".join(labels)
 
 
-def _policy_is_of(policy_name: Any, controller: str, policy: Policy | PolicyFacts | None) -> bool:
+def _policy_is_of(policy_name: Any, controller: str, policy: Policy | None) -> bool:
     """True when the policy a card names belongs to ``controller``."""
     if not policy_name:
         return False
-    if policy is not None and getattr(policy, "name", None) == policy_name:
+    if policy is not None and policy.name == policy_name:
         return str(policy.controller) == controller
     try:
         return str(_load_policy(str(policy_name)).controller) == controller
@@ -2728,7 +2724,7 @@ def _card_contradictions(
     if not folder.is_dir():
         return problems
     hashes = hashes or {}
-    for name in _CARD_FILES:
+    for name in CARD_NAMES:
         for card_path in sorted(folder.glob(f"*/{name}")):
             try:
                 card = json.loads(card_path.read_text(encoding="utf-8"))
@@ -2765,9 +2761,7 @@ def _card_contradictions(
     return problems
 
 
-def _contradiction_message(
-    path: Path, found: list[str], policy: Policy | PolicyFacts | None = None
-) -> str:
+def _contradiction_message(path: Path, found: list[str], policy: Policy | None = None) -> str:
     more = f" (and {len(found) - 1} more cards)" if len(found) > 1 else ""
     return (
         f"privacy ledger {path} is refused before anything was charged{cite_rule(policy)}: "
@@ -2776,7 +2770,7 @@ def _contradiction_message(
     )
 
 
-def cite_rule(policy: Policy | PolicyFacts | None, kind: str = "anonymous_release") -> str:
+def cite_rule(policy: Policy | None, kind: str = "anonymous_release") -> str:
     """`` (rule: the anonymity claim of every release, clause AO-1)``: the policy's own
     clause a refusal protects, or ``""`` when no policy (or no such clause) is known. Every
     refusal that has the policy at hand cites it this way (one wording for all modules)."""
@@ -2795,7 +2789,7 @@ def _complete_release(entry: LedgerEntry) -> tuple[dict[str, str], str] | None:
     if not entry.output:
         return None
     folder = Path(entry.output)
-    for card_name in _CARD_FILES:
+    for card_name in CARD_NAMES:
         card_path = folder / card_name
         if not card_path.is_file():
             continue
@@ -2937,27 +2931,15 @@ def _bound_policy(conn: sqlite3.Connection) -> dict[str, Any] | None:
     return {**data, "recorded_at": row[0]}
 
 
-def _policy_parameters(
-    policy: Policy | PolicyFacts, request: ReleaseRequest | None
-) -> dict[str, Any]:
-    """The bound parameters: from the policy's ``privacy`` table, else from the request."""
-    privacy = getattr(policy, "privacy", None)
-    if privacy is not None:
-        return {
-            "budget_epsilon": float(privacy.budget_epsilon),
-            "budget_period_months": int(privacy.budget_period_months),
-            "budget_window_months": int(privacy.budget_window_months),
-            "delta": float(getattr(privacy, "delta", 0.0) or 0.0),
-            "dp_family": str(getattr(privacy, "dp_family", "") or "") or None,
-        }
-    if request is None:
-        raise ValueError("a policy with a privacy table is needed to change the ledger's policy")
+def _policy_parameters(policy: Policy) -> dict[str, Any]:
+    """The bound parameters: the budget, δ and DP family of the policy's ``privacy`` table."""
+    privacy = policy.privacy
     return {
-        "budget_epsilon": float(request.budget_epsilon or 0.0),
-        "budget_period_months": request.budget_period_months,
-        "budget_window_months": request.budget_window_months,
-        "delta": float(request.policy_delta or 0.0),
-        "dp_family": None,
+        "budget_epsilon": float(privacy.budget_epsilon),
+        "budget_period_months": int(privacy.budget_period_months),
+        "budget_window_months": int(privacy.budget_window_months),
+        "delta": float(privacy.delta or 0.0),
+        "dp_family": str(privacy.dp_family or "") or None,
     }
 
 
@@ -3017,26 +2999,16 @@ def _fact(value: Any) -> Any:
     return value
 
 
-def _policy_facts(policy: Policy | PolicyFacts) -> dict[str, Any] | None:
-    """Every fact of a parsed :class:`segments.Policy` (all but its file's path), canonical;
-    None for anything else (a :class:`PolicyFacts` view binds only the parameters)."""
-    if (
-        not dataclasses.is_dataclass(policy)
-        or isinstance(policy, type)
-        or getattr(policy, "privacy", None) is None
-        or not hasattr(policy, "purposes")
-    ):
-        return None
+def _policy_facts(policy: Policy) -> dict[str, Any]:
+    """Every fact of a parsed :class:`segments.Policy` (all but its file's path), canonical."""
     facts = {f.name: _fact(getattr(policy, f.name)) for f in dataclasses.fields(policy)}
     facts.pop("path", None)
     return facts
 
 
-def _policy_binding(policy: Policy | PolicyFacts) -> dict[str, Any]:
+def _policy_binding(policy: Policy) -> dict[str, Any]:
     """The policy event's record of the whole policy: its facts and their digest."""
     facts = _policy_facts(policy)
-    if facts is None:
-        return {}
     return {"policy_digest": _sha256_text(_canonical(facts)), "policy_facts": facts}
 
 
@@ -3088,13 +3060,12 @@ def _policy_loosenings(bound: Any, given: Any, where: str = "") -> list[str]:
     return []
 
 
-def _policy_hash(policy: Policy | PolicyFacts) -> str:
+def _policy_hash(policy: Policy) -> str:
     """SHA-256 of the policy file (or of its name and privacy parameters without a file)."""
-    path = getattr(policy, "path", None)
+    path = policy.path
     if path is not None and Path(path).is_file():
         return _sha256_path(Path(path))
-    privacy = getattr(policy, "privacy", None)
-    described = {"name": getattr(policy, "name", None), "privacy": repr(privacy)}
+    described = {"name": policy.name, "privacy": repr(policy.privacy)}
     return _sha256_text(_canonical(described))
 
 
@@ -3200,9 +3171,9 @@ def _request_from_body(body: str) -> ReleaseRequest:
     return ReleaseRequest(**json.loads(body)["data"]["request"])
 
 
-def _policy_delta(policy: Policy | PolicyFacts | None) -> float | None:
+def _policy_delta(policy: Policy | None) -> float | None:
     """``policy.privacy.delta`` if positive (a pure-DP policy states 0)."""
-    delta = getattr(getattr(policy, "privacy", None), "delta", None)
+    delta = policy.privacy.delta if policy is not None else None
     return float(delta) if delta else None
 
 
@@ -3222,14 +3193,11 @@ def _describe_loss(loss: PrivacyLoss, delta: float | None) -> str:
     return f"ε = {loss.epsilon:.6g}"
 
 
-def _check_budget_matches_policy(request: ReleaseRequest, policy: Policy | PolicyFacts) -> None:
+def _check_budget_matches_policy(request: ReleaseRequest, policy: Policy) -> None:
     """Refuse a request whose budget differs from its policy's (a caller cannot raise it)."""
-    privacy = getattr(policy, "privacy", None)
-    if privacy is None:
-        return
     for name in ("budget_epsilon", "budget_period_months", "budget_window_months"):
-        expected = getattr(privacy, name, None)
-        if expected is not None and getattr(request, name) != expected:
+        expected = getattr(policy.privacy, name)
+        if getattr(request, name) != expected:
             raise ReleaseRefusedError(
                 f"release request has {name}={getattr(request, name)!r} but policy "
                 f"{request.policy!r} sets privacy.{name}={expected!r}; the budget comes from the "

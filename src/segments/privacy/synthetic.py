@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segments._tables import RawChangedError, reads_bound_to
 from segments.provenance import (
     PROVENANCE_FILE,
     REPLAY_FILE,
@@ -235,7 +236,10 @@ def _regenerate_and_compare(
                 True, f"raw files equal the generator's output for {parameters}", key, raw
             )
         try:
-            removed = _generated_rows_only(ws, result.path, differing)
+            with reads_bound_to(ws.raw, hashes):  # parse the bytes the verdict's key names
+                removed = _generated_rows_only(ws, result.path, differing)
+        except RawChangedError:
+            raise  # a raw file changed while the proof read it: no verdict, nothing cached
         except Exception as exc:  # a raw table that does not even read
             removed = None
             differing = [f"{differing[0]} ({' '.join(str(exc).split())[:160]})"]
