@@ -13,8 +13,7 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
-from prepared_frames import synthetic_proof
-from release_helpers import release_context
+from release_helpers import proven_ledger, release_context
 
 from segments import (
     RELEASE_SPECS,
@@ -90,9 +89,7 @@ def audit_workspace(policy_name: str, root: Path) -> Workspace:
     policy = Policy.load(policy_name)
     for purpose in policy.purposes if policy_name == "alloffice" else ("statistics",):
         prepare(ws, policy, purpose, AS_OF)
-    ledger = Ledger.for_workspace(
-        ws, policy.controller, policy=policy, synthetic=synthetic_proof(ws)
-    )
+    ledger = proven_ledger(ws, policy)
     _dp_release(ws, policy, ledger, "statistics")
     if policy_name == "alloffice":
         _full_flow(ws, policy, ledger)

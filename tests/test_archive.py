@@ -11,9 +11,9 @@ import sqlite3
 import numpy as np
 import polars as pl
 import pytest
-from prepared_frames import synthetic_proof, write_policy_report
+from prepared_frames import install_prepared, synthetic_proof
 from privacy_params import privacy_params
-from release_helpers import release_context
+from release_helpers import proven_ledger, release_context
 
 from segments.exceptions import PolicyError, ReleaseRefusedError, WorkspaceError
 from segments.policy import Policy
@@ -55,22 +55,12 @@ def frames(tmp_path_factory):
 @pytest.fixture()
 def workspace(tmp_path, frames):
     ws = Workspace(tmp_path / "ws").create()
-    prepared = ws.prepared_dir(PURPOSE)
-    prepared.mkdir(parents=True)
-    for name in ("customers", "lines"):
-        (prepared / f"{name}.parquet").write_bytes(frames[name].read_bytes())
-    write_policy_report(prepared, DATA_AS_OF, PURPOSE)
+    install_prepared(ws, frames, PURPOSE, DATA_AS_OF, report=True)
     return ws
 
 
 #: The fixture's frames hold orders from 2025-09-10 for 5 months; prepared as of this day.
 DATA_AS_OF = dt.date(2026, 2, 10)
-
-
-def _eval_ledger(ws, policy):
-    return Ledger.for_workspace(
-        ws, policy.controller, evaluation=True, synthetic=synthetic_proof(ws), policy=policy
-    )
 
 
 def _release(ws, month, as_of, params, ledger, policy):
@@ -99,7 +89,7 @@ def test_releasable_months_are_closed_and_inside_retention():
 
 
 def test_release_month_appends_once_with_the_archive_columns(workspace, params, policy):
-    ledger = _eval_ledger(workspace, policy)
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     result = _release(workspace, dt.date(2025, 12, 1), dt.date(2026, 1, 1), params, ledger, policy)
     archive = _read_archive_pl(workspace)
     assert archive.schema == pl.Schema(ARCHIVE_SCHEMA)
@@ -115,7 +105,7 @@ def test_release_month_appends_once_with_the_archive_columns(workspace, params, 
 
 
 def test_release_month_refuses_open_and_expired_months(workspace, params, policy):
-    ledger = _eval_ledger(workspace, policy)
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     with pytest.raises(ReleaseRefusedError, match="has not closed"):
         _release(workspace, dt.date(2026, 1, 1), dt.date(2026, 1, 31), params, ledger, policy)
     with pytest.raises(ReleaseRefusedError, match="outside the .*retention window"):
@@ -126,7 +116,7 @@ def test_release_month_refuses_open_and_expired_months(workspace, params, policy
 
 
 def test_a_month_charged_in_the_ledger_is_never_re_released(workspace, params, policy):
-    ledger = _eval_ledger(workspace, policy)
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     first = _release(workspace, dt.date(2025, 11, 1), dt.date(2025, 12, 1), params, ledger, policy)
     workspace.archive.unlink()  # a lost archive is rebuilt from the published table
     with pytest.raises(ReleaseRefusedError, match="2025-11 was already released") as refused:
@@ -147,7 +137,7 @@ def test_attack_two_workspaces_sharing_a_ledger_cannot_both_release_a_month(
     (population, series, month) is checked in the reserving transaction."""
     other = Workspace(tmp_path / "other").create()
     shutil.copytree(workspace.prepared_dir(PURPOSE), other.prepared_dir(PURPOSE))
-    ledger = _eval_ledger(workspace, policy)
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     _release(workspace, dt.date(2025, 11, 1), dt.date(2025, 12, 1), params, ledger, policy)
     head = ledger.head_hash()
     with pytest.raises(ReleaseRefusedError, match="already charged"):
@@ -158,7 +148,7 @@ def test_attack_two_workspaces_sharing_a_ledger_cannot_both_release_a_month(
 
 def test_the_once_key_is_unique_under_concurrent_reservations(workspace, params, policy):
     """Two reservations racing past the check still meet the UNIQUE key in the ledger."""
-    ledger = _eval_ledger(workspace, policy)
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     with contextlib.closing(sqlite3.connect(ledger.path)) as conn:
         row = conn.execute("PRAGMA index_list(events)").fetchall()
     assert any("autoindex" in str(r) for r in row)  # once_key UNIQUE
@@ -175,7 +165,7 @@ def test_the_once_key_is_unique_under_concurrent_reservations(workspace, params,
 
 def test_an_aborted_month_may_be_retried_and_is_charged_again(workspace, params, policy):
     """Issue 18.2: a killed monthly release no longer makes its month unreleasable."""
-    ledger = _eval_ledger(workspace, policy)
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     month, closed = dt.date(2025, 11, 1), dt.date(2025, 12, 1)
     spec = SPECS["monthly_category"]
     first = _release(workspace, dt.date(2025, 10, 1), dt.date(2025, 11, 1), params, ledger, policy)
@@ -211,7 +201,7 @@ def test_an_aborted_month_may_be_retried_and_is_charged_again(workspace, params,
 
 
 def test_backfill_steps_through_the_history(workspace, params, policy):
-    ledger = _eval_ledger(workspace, policy)
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     report = backfill(
         release_context(
             ledger, workspace, policy, purpose=PURPOSE, recipient="purchasing", synthetic=True
@@ -322,7 +312,7 @@ def test_backfill_schedule_of_real_data_does_not_depend_on_private_dates(
 def test_attack_a_month_after_the_prepared_datas_as_of_is_refused(workspace, params, policy):
     """The release's as-of ran ahead of the data: February (ends 2026-02-28) was accepted on
     data prepared as of 2026-02-10 — an incomplete month released as a whole one."""
-    ledger = _eval_ledger(workspace, policy)
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     with pytest.raises(ReleaseRefusedError, match=r"clause AO-1.*after the prepared data's as-of"):
         _release(workspace, dt.date(2026, 2, 1), dt.date(2026, 3, 15), params, ledger, policy)
     assert ledger.entries() == [] and not workspace.archive.exists()
@@ -338,7 +328,7 @@ def test_attack_an_edited_report_as_of_does_not_move_the_datas_as_of(workspace, 
     edited = json.loads(report.read_text())
     edited["as_of"] = "2026-12-31"
     report.write_text(json.dumps(edited))
-    ledger = _eval_ledger(workspace, policy)
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     with pytest.raises(ReleaseRefusedError, match=r"after the prepared data's as-of 2026-02-10"):
         _release(workspace, dt.date(2026, 2, 1), dt.date(2026, 3, 15), params, ledger, policy)
     assert ledger.entries() == [] and not workspace.archive.exists()
@@ -404,7 +394,7 @@ def test_attack_a_kill_between_published_and_the_archive_update_loses_no_month(
     from segments.forecast import load_archive
     from segments.privacy.archive import archive_problems, rebuild_archive
 
-    ledger = _eval_ledger(workspace, policy)
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     _release(workspace, dt.date(2025, 10, 1), dt.date(2025, 11, 1), params, ledger, policy)
     src = str(Path(__file__).parents[1] / "src")
     from segments import provenance

@@ -14,7 +14,7 @@ import pytest
 from audit_workspace import AS_OF, audit_workspace, copy_workspace
 from prepared_frames import synthetic_proof
 
-from segments import Ledger, Policy, ReleaseRequest, Workspace
+from segments import Ledger, Policy, ReleaseRequest, Workspace, prepare
 from segments._tables import read_table
 from segments.audit import checks
 from segments.audit.checks import CHECKS, clause_checks
@@ -453,3 +453,98 @@ def test_attack_an_edited_report_as_of_fails_retention_and_does_not_date_the_aud
         in finding.evidence["problems"]
     )
     assert _default_as_of(broken) == genuine
+
+
+def test_key_matches_fails_under_another_key_and_names_the_frames(good: Workspace) -> None:
+    """A steward's key other than the one the frames were pseudonymised with would make every
+    re-pseudonymised look-up find nobody (a vacuous pass): the key check fails and names the
+    purposes, and is not applicable without a key (never a pass)."""
+    from segments.prepare.pseudonym import PseudonymKey
+
+    ctx = context(good)
+    assert checks.check_key_matches(ctx).status == "pass"
+    other = AuditContext(
+        workspace=good, policy=POLICY, as_of=AS_OF, key=PseudonymKey(b"x" * 32, "another key")
+    )
+    finding = checks.check_key_matches(other)
+    assert finding.name == "key_matches"
+    assert finding.status == "fail"
+    assert finding.evidence["other key"] == sorted(ctx.prepared_purposes())
+    assert checks.check_key_matches(context(good, key=False)).status == "not applicable"
+    assert "key_matches" not in CHECKS  # reported apart from the clauses' checklist
+
+
+def test_key_matches_reads_the_signed_record_not_the_editable_report(broken: Workspace) -> None:
+    """r15 MEDIUM 3: writing the wrong key's id into ``policy_report.json`` does not make the
+    wrong key pass (the steward's look-ups would then pass vacuously): the key id comes from
+    prepare's signed record, and a report that disagrees with it, or a folder with no signed
+    record, fails the check."""
+    from segments.prepare.pseudonym import PseudonymKey
+
+    wrong = PseudonymKey(b"w" * 32, "another key")
+    ctx = AuditContext(workspace=broken, policy=POLICY, as_of=AS_OF, key=wrong)
+    purposes = ctx.prepared_purposes()
+    for purpose in purposes:
+        report = broken.policy_report(purpose)
+        data = json.loads(report.read_text(encoding="utf-8"))
+        report.write_text(json.dumps({**data, "key_id": wrong.key_id}), encoding="utf-8")
+    finding = checks.check_key_matches(ctx)
+    assert finding.status == "fail"
+    # the report is among the files the record hashes: an edited one unbinds the record, so
+    # no key id is read from it at all (neither the report's nor the record's)
+    assert finding.evidence["frames"] == 0
+    assert len(finding.evidence["problems"]) == len(purposes)
+    assert all(
+        "policy_report.json is not the file `segments prepare` wrote" in p
+        for p in finding.evidence["problems"]
+    )
+    # the right key with the edited reports still fails: the reports disagree with the records
+    assert checks.check_key_matches(context(broken)).status == "fail"
+    # a folder whose signed record is gone cannot show which key made it
+    for purpose in purposes:
+        (broken.prepared_dir(purpose) / "provenance.json").unlink()
+    unsigned = checks.check_key_matches(context(broken))
+    assert unsigned.status == "fail"
+    assert unsigned.evidence["frames"] == 0
+    assert all("provenance.json" in p for p in unsigned.evidence["problems"])
+
+
+def test_key_matches_refuses_a_signed_record_copied_from_another_workspace(
+    broken: Workspace, tmp_path: Path
+) -> None:
+    """r15 MEDIUM 3, second part: the same user's signed record of ANOTHER workspace (same raw
+    data, same purpose, prepared under the auditor's key), copied beside frames made under
+    another key, with the report edited to match, is validly signed for the purpose, but
+    names files that are not these frames: key_matches fails and says why, so the steward's
+    look-ups under that key cannot pass vacuously."""
+    from segments.prepare.pseudonym import PseudonymKey
+
+    auditor = PseudonymKey(b"y" * 32, "steward key (auditor)")
+    purpose = "statistics"
+    for other in set(context(broken).prepared_purposes()) - {purpose}:
+        shutil.rmtree(broken.prepared_dir(other))  # one folder, as in the reproduction
+    elsewhere = Workspace(tmp_path / "elsewhere")
+    shutil.copytree(broken.raw, elsewhere.raw)
+    prepare(elsewhere, POLICY, purpose, AS_OF, key=auditor)
+    shutil.copy(
+        elsewhere.prepared_dir(purpose) / "provenance.json",
+        broken.prepared_dir(purpose) / "provenance.json",
+    )
+    report = broken.policy_report(purpose)
+    data = json.loads(report.read_text(encoding="utf-8"))
+    report.write_text(json.dumps({**data, "key_id": auditor.key_id}), encoding="utf-8")
+
+    ctx = AuditContext(workspace=broken, policy=POLICY, as_of=AS_OF, key=auditor)
+    finding = checks.check_key_matches(ctx)
+    assert finding.status == "fail", finding.evidence
+    assert finding.evidence["frames"] == 0
+    (problem,) = finding.evidence["problems"]
+    assert problem.startswith(f"{purpose}: ")
+    assert "is not the file `segments prepare` wrote (SHA-256 differs)" in problem
+    assert "not bound to these frames" in problem
+    # the genuine record, put back, binds the frames again: the frames' own key passes
+    shutil.rmtree(broken.prepared_dir(purpose))
+    shutil.copytree(elsewhere.prepared_dir(purpose), broken.prepared_dir(purpose))
+    own = checks.check_key_matches(context(broken))
+    assert own.status == "fail"  # the frames on disk are now elsewhere's, under the auditor's key
+    assert checks.check_key_matches(ctx).status == "pass"

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import opendp.prelude as dp
 import pytest
+from scipy import stats
 
-from segments.audit.dp_audit import DpAuditResult, audit_mechanism, epsilon_lower_bound
+from segments.audit.dp_audit import (
+    DpAuditResult,
+    _lower_bounds,
+    audit_mechanism,
+    epsilon_lower_bound,
+)
 
 dp.enable_features("contrib")
 
@@ -139,3 +145,41 @@ def test_the_power_calibration_is_a_pure_function_of_its_arguments() -> None:
     assert detectable_violation(800, 1.5, confidence=0.99) < first
     assert detectable_violation(200, 1.5, confidence=0.95) <= first
     assert detectable_violation(200, 0.0) == float("inf")
+
+
+def test_the_batched_test_is_the_per_audit_test_to_the_bit() -> None:
+    # the power calibration runs 400 simulated audits in one numpy pass; each must give what
+    # the test gives on its own (continuous and tied outputs, δ > 0, Bonferroni confidence)
+    from segments.audit.dp_audit import _CALIBRATION_REPS, _bound_quantile, _calibration_noise
+
+    rng = np.random.default_rng(7)
+    for n, delta, confidence in ((200, 0.0, 0.95), (61, 1e-3, 0.998), (500, 0.05, 0.99)):
+        a = np.round(rng.laplace(0.7, 1.0, (30, n)), 1)  # ties: a discrete release
+        b = np.round(rng.laplace(0.0, 1.0, (30, n)), 1)
+        single = [
+            epsilon_lower_bound(x, y, delta=delta, confidence=confidence)
+            for x, y in zip(a, b, strict=True)
+        ]
+        bounds, thresholds, above = _lower_bounds(a, b, delta, confidence)
+        assert bounds == [s[0] for s in single]
+        assert list(thresholds) == [s[1] for s in single]
+        assert [">" if g else "<" for g in above] == [s[2] for s in single]
+    # the calibration's quantile is the order statistic of the per-audit bounds
+    on_d, on_neighbour = _calibration_noise(200)
+    step, true_epsilon = 16, 2.0
+    per_audit = sorted(
+        epsilon_lower_bound(true_epsilon + x, y)[0] for x, y in zip(on_d, on_neighbour, strict=True)
+    )
+    assert len(per_audit) == _CALIBRATION_REPS
+    # power 95 %: the 5 % quantile, taken conservatively (below it with 95 % confidence)
+    rank = int(stats.binom.ppf(0.05, _CALIBRATION_REPS, 0.05))
+    assert _bound_quantile(200, step, 0.95, 0.95) == per_audit[rank - 1]
+
+
+def test_the_candidate_thresholds_are_numpys_percentiles() -> None:
+    from segments.audit.dp_audit import _LEVELS, _percentiles
+
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 99, 100, 101, 400):
+        rows = np.sort(np.round(rng.normal(0, 3, (20, n)), 1), axis=1)
+        assert np.array_equal(_percentiles(rows), np.quantile(rows, _LEVELS, axis=1).T)

@@ -15,13 +15,12 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from prepared_frames import install_prepared, synthetic_proof, verified_plan
+from prepared_frames import install_prepared, verified_plan
 from privacy_params import privacy_params
-from release_helpers import release_context, run_unaccounted
+from release_helpers import proven_ledger, release_context, run_unaccounted
 
 from segments.policy import Policy
 from segments.privacy._frames import write_prepared_frames
-from segments.privacy.ledger import Ledger
 from segments.privacy.releases import QueryPlan, plan_release
 from segments.privacy.specs import SPECS, PrivacyParams, ReleaseSpec, SegmentSource
 from segments.workspace import Workspace
@@ -124,6 +123,26 @@ def _errors(plan, params, answers_list, clip=True) -> dict[tuple[str, str], np.n
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+def _plan(
+    spec: ReleaseSpec,
+    params: PrivacyParams,
+    frames: dict,
+    *,
+    category_segments: bool = True,
+):
+    """The plan of ``spec`` over the hand-made ``frames`` (segmented by the category rule
+    unless ``category_segments`` is false), whose measurements these tests run outside any
+    ledger."""
+    return plan_release(
+        spec,
+        params,
+        customers=frames["customers"],
+        lines=frames["lines"],
+        segments=SegmentSource.category_rule() if category_segments else None,
+        as_of=AS_OF,
+    )
+
+
 SPEC = ReleaseSpec(
     "calibration",
     ("spend_by_county_segment", "category_by_segment", "monthly_category"),
@@ -134,14 +153,7 @@ SPEC = ReleaseSpec(
 @pytest.mark.parametrize("family", ["pure", "zcdp"])
 def test_errors_match_the_declared_noise(family, frames):
     params = _params(family)
-    with plan_release(
-        SPEC,
-        params,
-        customers=frames["customers"],
-        lines=frames["lines"],
-        segments=SegmentSource.category_rule(),
-        as_of=AS_OF,
-    ) as plan:
+    with _plan(SPEC, params, frames) as plan:
         answers = [run_unaccounted(plan) for _ in range(40 if family == "pure" else 25)]
         errors = _errors(plan, params, answers)
         summary = {
@@ -159,14 +171,7 @@ def test_the_calibration_check_detects_a_bounding_bug(frames):
     fails the check: the test has power against bounding bugs."""
     params = privacy_params(**{**_params("pure").to_dict(), "spend_bound_sek": 2_000})
     spec = ReleaseSpec("clip", ("spend_by_segment",), epsilon=3.0)
-    with plan_release(
-        spec,
-        params,
-        customers=frames["customers"],
-        lines=frames["lines"],
-        segments=SegmentSource.category_rule(),
-        as_of=AS_OF,
-    ) as plan:
+    with _plan(spec, params, frames) as plan:
         answers = [run_unaccounted(plan) for _ in range(20)]
         errors = _errors(plan, params, answers, clip=False)
         row = plan._accuracy_pl().filter(pl.col("aggregate") == "spend_sek").row(0, named=True)
@@ -181,14 +186,7 @@ def test_a_wrong_scale_is_detected(frames):
     twice too small) fail the variance check."""
     params = _params("pure")
     spec = ReleaseSpec("scale", ("customers_by_county_segment",), epsilon=1.0)
-    with plan_release(
-        spec,
-        params,
-        customers=frames["customers"],
-        lines=frames["lines"],
-        segments=SegmentSource.category_rule(),
-        as_of=AS_OF,
-    ) as plan:
+    with _plan(spec, params, frames) as plan:
         answers = [run_unaccounted(plan) for _ in range(20)]
         errors = _errors(plan, params, answers)[("customers_by_county_segment", "count")]
         scale = plan._accuracy_pl()["scale"][0]
@@ -202,13 +200,7 @@ def test_released_tables_through_the_evaluation_ledger_are_calibrated(frames, tm
     policy = Policy.load("alloffice")
     params = _params("pure")
     workspace = Workspace(tmp_path / "ws").create()
-    ledger = Ledger.for_workspace(
-        workspace,
-        policy.controller,
-        evaluation=True,
-        synthetic=synthetic_proof(workspace),
-        policy=policy,
-    )
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     params = privacy_params(
         **{
             **params.to_dict(),
@@ -262,14 +254,7 @@ def test_utility_100k_customers_county_segment_counts(tmp_path):
     paths = write_prepared_frames(tmp_path, 100_000, 250_000, seed=np.random.default_rng(5))
     params = privacy_params()
     spec = SPECS["customers_by_county_segment"].with_epsilon(1.0)
-    with plan_release(
-        spec,
-        params,
-        customers=paths["customers"],
-        lines=paths["lines"],
-        segments=SegmentSource.category_rule(),
-        as_of=AS_OF,
-    ) as plan:
+    with _plan(spec, params, paths) as plan:
         query = plan.queries[0]
         exact = _exact(query, params)
         released = run_unaccounted(plan)[query.query.name]
@@ -309,9 +294,7 @@ def test_each_category_is_noised_at_its_own_bound(frames):
     own = (("furniture", 4), ("paper", 20), ("writing", 10))
     params = privacy_params(**{**_params("zcdp").to_dict(), "cell_units_by_category": own})
     spec = ReleaseSpec("own-bounds", ("monthly_category",), epsilon=3.0)
-    with plan_release(
-        spec, params, customers=frames["customers"], lines=frames["lines"], as_of=AS_OF
-    ) as plan:
+    with _plan(spec, params, frames, category_segments=False) as plan:
         tables = [plan._tables_pl(run_unaccounted(plan))["monthly_category"] for _ in range(30)]
         top = plan._accuracy_pl().filter(pl.col("aggregate") == "units").row(0, named=True)
         norm = plan.queries[0].vector.norm
@@ -337,14 +320,7 @@ def test_post_processed_intervals_still_cover_the_truth(frames):
     spec = ReleaseSpec(
         "coverage", ("customers_by_county", "customers_by_county_segment"), epsilon=0.3
     )
-    with plan_release(
-        spec,
-        params,
-        customers=frames["customers"],
-        lines=frames["lines"],
-        segments=SegmentSource.category_rule(),
-        as_of=AS_OF,
-    ) as plan:
+    with _plan(spec, params, frames) as plan:
         exact = {q.query.name: _exact(q, params) for q in plan.queries}
         covered = []
         keys = {q.query.name: list(q.query.by) for q in plan.queries}

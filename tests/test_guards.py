@@ -3,26 +3,23 @@ clauses of its own policy (its ``[clauses]`` table)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 
 import pytest
+from ledger_helpers import demo_policy, request_for
 
 from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.policy import POLICY_NAMES, Policy
 from segments.privacy.guards import (
     EU_EEA,
     Guarantee,
-    PolicyFacts,
     Recipient,
     check_destination,
     check_release,
 )
 from segments.privacy.ledger import Ledger, ReleaseRequest
 
-FACTS = PolicyFacts(
-    name="demo",
-    controller="Demo AB",
+FACTS = demo_policy(
     recipients={
         "purchasing": Recipient("purchasing", "internal", "SE"),
         "processor": Recipient("processor", "external", "FI"),
@@ -30,7 +27,6 @@ FACTS = PolicyFacts(
         "us-office": Recipient("us-office", "internal", "US"),
     },
     allowed_destinations=frozenset({"SE", "FI"}),
-    purposes=frozenset({"statistics"}),
     destination_clause_ids=("DM-2",),
     clauses={
         "anonymous_release": ("DM-1",),
@@ -40,16 +36,17 @@ FACTS = PolicyFacts(
 )
 
 
-def release(**changes):
+def release(policy: Policy = FACTS, **changes):
+    """Guard an end-to-end DP release for ``statistics`` to ``purchasing`` in SE under
+    ``policy``; ``changes`` replace any of these."""
     fields = {
         "purpose": "statistics",
         "recipient": "purchasing",
         "destination": "SE",
         "guarantee": Guarantee.END_TO_END,
         "kind": "dp",
-        "policy": FACTS,
     }
-    return check_release(**{**fields, **changes})
+    return check_release(**{**fields, **changes}, policy=policy)
 
 
 def test_an_allowed_release_passes_and_returns_the_recipient():
@@ -64,7 +61,7 @@ def test_an_allowed_release_passes_and_returns_the_recipient():
         ({"destination": "US"}, r"destination 'US' is outside the EU/EEA.*\(DM-2\)"),
         ({"destination": "NO"}, r"'NO' is not among the policy's allowed destinations FI, SE"),
         ({"recipient": "adtech"}, r"third party for sales or marketing.*\(DM-4\)"),
-        ({"recipient": "nobody"}, r"recipient 'nobody' is not declared in policy 'demo'"),
+        ({"recipient": "nobody"}, r"recipient 'nobody' is not declared by policy 'demo'.*\(DM-4\)"),
         ({"recipient": "us-office"}, r"destination 'US' of recipient 'us-office' is outside"),
         (
             {"recipient": "processor", "guarantee": Guarantee.GIVEN_SEGMENTATION},
@@ -92,22 +89,14 @@ def test_eu_eea_has_the_30_states_and_lower_case_codes_work():
 
 
 def test_facts_from_the_real_policy():
-    policy = Policy.load("alloffice")
-    facts = policy  # the guards read the Policy itself (no copy of its facts)
-    assert facts.controller == "AllOffice Nordic AB"
-    assert facts.recipients["adtech-partner"].kind == "third_party_marketing"
-    assert facts.recipients["eu-logistics-processor"].country == "FI"
-    assert "statistics" in facts.purposes
-    assert facts.allowed_destinations <= EU_EEA
+    policy = Policy.load("alloffice")  # the guards read the Policy itself (no copy of it)
+    assert policy.controller == "AllOffice Nordic AB"
+    assert policy.recipients["adtech-partner"].kind == "third_party_marketing"
+    assert policy.recipients["eu-logistics-processor"].country == "FI"
+    assert "statistics" in policy.purposes
+    assert policy.allowed_destinations <= EU_EEA
     with pytest.raises(ReleaseRefusedError, match=r"\(AO-10\)") as refused:
-        check_release(
-            purpose="statistics",
-            recipient="adtech-partner",
-            destination="SE",
-            guarantee=Guarantee.END_TO_END,
-            kind="dp",
-            policy=facts,
-        )
+        release(policy, recipient="adtech-partner")
     assert "AC-4" not in str(refused.value)
 
 
@@ -115,7 +104,6 @@ def test_facts_from_the_real_policy():
 def test_every_refusal_cites_only_its_own_policys_clauses(name):
     """Issue 13 item 9: Allkontor's and AllCall's refusals cited AllOffice's promises."""
     policy = Policy.load(name)
-    facts = policy  # the guards read the Policy itself (no copy of its facts)
     marketer = next(r for r, v in policy.recipients.items() if v.kind == "third_party_marketing")
     external = next((r for r, v in policy.recipients.items() if v.kind == "external"), None)
     attempts = [
@@ -128,17 +116,8 @@ def test_every_refusal_cites_only_its_own_policys_clauses(name):
     if external is not None:
         attempts.append({"recipient": external, "guarantee": Guarantee.GIVEN_SEGMENTATION})
     for changes in attempts:
-        fields = {
-            "purpose": "statistics",
-            "recipient": "purchasing",
-            "destination": "SE",
-            "guarantee": Guarantee.END_TO_END,
-            "kind": "dp",
-            "policy": facts,
-            **changes,
-        }
         with pytest.raises(ReleaseRefusedError) as refused:
-            check_release(**fields)
+            release(policy, **changes)
         cited = set(re.findall(r"\b([A-Z]{2})-\d+\b", str(refused.value)))
         assert cited <= {policy.clause_prefix}, (changes, str(refused.value))
 
@@ -150,18 +129,13 @@ def test_a_recipient_of_an_unknown_kind_is_refused():
 
 def test_the_ledger_runs_the_guards_and_records_nothing_on_refusal(tmp_path):
     ledger = Ledger.open(tmp_path / "l.sqlite", "Demo AB", policy=FACTS, init=True)
-    request = ReleaseRequest(
-        policy="demo",
-        population="customers",
-        purpose="statistics",
+    bound = ledger.head_hash()  # the one event so far: the policy the ledger is bound to
+    request = request_for(
+        FACTS,
         recipient="processor",
         destination="FI",
         guarantee=Guarantee.GIVEN_SEGMENTATION,
-        as_of=dt.date(2026, 6, 30),
         epsilon=0.1,
-        budget_epsilon=1.0,
-        budget_period_months=12,
-        budget_window_months=24,
     )
     with pytest.raises(ReleaseRefusedError, match="DM-1"):
         ledger.reserve(request)
@@ -169,6 +143,5 @@ def test_the_ledger_runs_the_guards_and_records_nothing_on_refusal(tmp_path):
         ledger.reserve(
             ReleaseRequest(**{**request.to_dict(), "destination": "US", "recipient": "purchasing"})
         )
-    assert ledger.entries() == []
-    head = ledger.head_hash()
-    assert ledger.verify_chain().n_events == 0 and head == ledger.head_hash()
+    assert ledger.entries() == [] and ledger.head_hash() == bound
+    assert ledger.verify_chain().n_events == 1 and ledger.head_hash() == bound

@@ -243,14 +243,19 @@ def test_linkage_with_an_earlier_release_is_refused(workspace):
     assert len(_releases(workspace)) == 2
 
 
-def test_check_linkage_unit():
-    rng = np.random.default_rng(1)
-    df = pl.DataFrame(
+def _birth_years_and_genders(rng: np.random.Generator, n: int) -> pl.DataFrame:
+    """``n`` people with a birth year (1950-1999, as text) and a gender drawn from ``rng``."""
+    return pl.DataFrame(
         {
-            "birth_year": rng.integers(1950, 2000, 400).astype(str),
-            "gender": rng.choice(["F", "M"], 400),
+            "birth_year": rng.integers(1950, 2000, n).astype(str),
+            "gender": rng.choice(["F", "M"], n),
         }
     )
+
+
+def test_check_linkage_unit():
+    rng = np.random.default_rng(1)
+    df = _birth_years_and_genders(rng, 400)
     hs = customer_hierarchies(df)
     model = PrivacyModel(k=5)
     a = anonymise(df, hs, model, seed=rng, levels={"birth_year": 1, "gender": 1})
@@ -337,12 +342,7 @@ def test_a_column_generalised_to_one_value_is_shown_warned_and_can_be_refused():
     """Low risk is not the whole story: the per-column loss (as ARX shows it) names a column
     that ends up '*' in every row, the table warns about it, and a threshold refuses it."""
     rng = np.random.default_rng(4)
-    df = pl.DataFrame(
-        {
-            "birth_year": rng.integers(1950, 2000, 300).astype(str),
-            "gender": rng.choice(["F", "M"], 300),
-        }
-    )
+    df = _birth_years_and_genders(rng, 300)
     hs = customer_hierarchies(df)
     model = PrivacyModel(k=5)
     anon = anonymise(df, hs, model, seed=rng, levels={"birth_year": 2, "gender": 1})

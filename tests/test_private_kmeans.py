@@ -7,25 +7,46 @@ that make a false failure astronomically unlikely.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+import json
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import opendp.prelude as dp
+import polars as pl
 import pytest
-from prepared_frames import synthetic_proof
+from prepared_frames import AS_OF, segmentation_workspace, synthetic_proof
 from release_helpers import release_context
 from sklearn.cluster import KMeans
 
 from segments._tables import read_table, scan_table
 from segments.audit.dp_audit import audit_mechanism
+from segments.exceptions import (
+    BudgetExceededError,
+    PolicyError,
+    ReleaseRefusedError,
+    WorkspaceError,
+)
+from segments.policy import Policy
 from segments.privacy.kmeans import (
     PrivateKMeans,
+    PrivateSegmentsResult,
+    fit_private_segments,
     nearest_centroid,
     nonnegative_counts,
+    private_model_labels,
+    private_model_ref,
+    private_segment_profiles,
     scale_to_unit,
     within_cluster_inertia,
 )
+from segments.privacy.ledger import Ledger
+from segments.privacy.releases import plan_release
+from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource
+from segments.workspace import Workspace, write_json
 
 UNIT2 = [(0.0, 1.0), (0.0, 1.0)]
 
@@ -296,40 +317,29 @@ def test_private_pipeline_is_consistent_with_its_total_epsilon():
 
 
 # --- workspace integration: ledger first, files, provenance, recipients ---------------------
+def _fit(ws: Workspace, policy: Policy, ledger: Ledger, **kw: Any) -> PrivateSegmentsResult:
+    """The DP k-means job on ``ws`` for the internal analysts, charged to ``ledger`` (seed 0)."""
+    context = release_context(ledger, ws, policy, purpose="segmentation", recipient="analytics")
+    return fit_private_segments(context, seed=0, **kw)
+
+
+def _evaluation_ledger(path: Path, policy: Policy, ws: Workspace) -> Ledger:
+    """Another ledger of the controller (a controller has one real one): an evaluation ledger
+    at ``path``, proven synthetic for the workspace it releases."""
+    return Ledger.open(
+        path, policy.controller, policy=policy, evaluation=True, synthetic=synthetic_proof(ws)
+    )
+
+
 @pytest.fixture
 def private_workspace(tmp_path):
-    from prepared_frames import AS_OF, make_prepared, sign_prepared
-
-    from segments.workspace import Workspace, write_json
-
-    ws = Workspace(tmp_path / "ws")
-    customers, lines, _ = make_prepared(1500, seed=4)
-    folder = ws.prepared_dir("segmentation")
-    folder.mkdir(parents=True)
-    customers.write_parquet(folder / "customers.parquet")
-    lines.write_parquet(folder / "lines.parquet")
-    write_json(folder / "policy_report.json", {"as_of": AS_OF.isoformat()})
-    sign_prepared(ws, "segmentation", AS_OF)
-    return ws
+    return segmentation_workspace(tmp_path / "ws", 1500)
 
 
 def test_fit_private_segments_charges_the_ledger_and_writes_the_release(private_workspace):
-    import json
-
-    import polars as pl
-
-    from segments.policy import Policy
-    from segments.privacy.kmeans import fit_private_segments
-    from segments.privacy.ledger import Ledger
-
     policy = Policy.load("alloffice")
     ledger = Ledger.for_policy(policy)  # the controller's ledger: hand-made frames
-    result = fit_private_segments(
-        release_context(
-            ledger, private_workspace, policy, purpose="segmentation", recipient="analytics"
-        ),
-        seed=0,
-    )
+    result = _fit(private_workspace, policy, ledger)
     entries = ledger.entries()
     assert len(entries) == 1
     charged = entries[0].loss.epsilon
@@ -374,50 +384,25 @@ def test_fit_private_segments_charges_the_ledger_and_writes_the_release(private_
 
 
 def test_over_budget_is_refused_before_anything_is_written(private_workspace):
-    from segments.exceptions import BudgetExceededError
-    from segments.policy import Policy
-    from segments.privacy.kmeans import fit_private_segments
-    from segments.privacy.ledger import Ledger
-
     policy = Policy.load("alloffice")
     ledger = Ledger.for_policy(policy)  # the controller's ledger: hand-made frames
     spendable = int(policy.privacy.budget_epsilon // policy.privacy.private_segments_epsilon)
     for _ in range(spendable):
-        fit_private_segments(
-            release_context(
-                ledger, private_workspace, policy, purpose="segmentation", recipient="analytics"
-            ),
-            seed=0,
-        )
+        _fit(private_workspace, policy, ledger)
     before = (private_workspace.segments / "private" / "card.json").read_text()
     with pytest.raises(BudgetExceededError):
-        fit_private_segments(
-            release_context(
-                ledger, private_workspace, policy, purpose="segmentation", recipient="analytics"
-            ),
-            seed=0,
-        )
+        _fit(private_workspace, policy, ledger)
     assert (private_workspace.segments / "private" / "card.json").read_text() == before
     assert len(ledger.entries()) == spendable
 
 
 def test_external_recipient_gets_private_segments_but_not_fitted_ones(private_workspace):
-    from segments.exceptions import ReleaseRefusedError
-    from segments.policy import Policy
     from segments.privacy.guards import check_release
-    from segments.privacy.kmeans import fit_private_segments
-    from segments.privacy.ledger import Ledger
-    from segments.privacy.specs import SegmentSource
     from segments.segmentation import segment
 
     policy = Policy.load("alloffice")
     ledger = Ledger.for_policy(policy)  # the controller's ledger: hand-made frames
-    fit_private_segments(
-        release_context(
-            ledger, private_workspace, policy, purpose="segmentation", recipient="analytics"
-        ),
-        seed=0,
-    )
+    _fit(private_workspace, policy, ledger)
     segment(private_workspace, policy, k_range=[4], n_bootstrap=1, seed=0)
     private = SegmentSource.from_workspace(private_workspace, "private", ledger=ledger)
     fitted = SegmentSource.from_workspace(private_workspace, "fitted")
@@ -431,7 +416,6 @@ def test_external_recipient_gets_private_segments_but_not_fitted_ones(private_wo
 
 def test_cli_segment_private_charges_the_controllers_ledger(private_workspace, capsys):
     from segments.cli.main import main
-    from segments.privacy.ledger import Ledger
 
     argv = ["segment", "--workspace", str(private_workspace.root), "--private"]
     assert main(argv) == 0
@@ -439,30 +423,15 @@ def test_cli_segment_private_charges_the_controllers_ledger(private_workspace, c
     assert "private segments (DP k-means, k=6" in out and "ε = 1" in out
     assert (private_workspace.segments / "private" / "card.json").exists()
     assert not (private_workspace.segments / "labels.parquet").exists()  # no exploratory fit
-    from segments.policy import Policy
-
     policy = Policy.load("alloffice")
     ledger = Ledger.for_policy(policy)  # the controller's ledger: hand-made frames
     assert [e.loss.epsilon for e in ledger.entries()] == [pytest.approx(1.0)]
 
 
 def test_profiles_come_from_a_dp_release_keyed_by_the_private_segments(private_workspace):
-    import json
-
-    from segments.exceptions import ReleaseRefusedError
-    from segments.policy import Policy
-    from segments.privacy.kmeans import fit_private_segments, private_segment_profiles
-    from segments.privacy.ledger import Ledger
-    from segments.privacy.specs import SegmentSource
-
     policy = Policy.load("alloffice")
     ledger = Ledger.for_policy(policy)  # the controller's ledger: hand-made frames
-    seg = fit_private_segments(
-        release_context(
-            ledger, private_workspace, policy, purpose="segmentation", recipient="analytics"
-        ),
-        seed=0,
-    )
+    seg = _fit(private_workspace, policy, ledger)
 
     def names() -> dict:
         source = SegmentSource.from_workspace(private_workspace, "private", ledger=ledger)
@@ -499,11 +468,6 @@ def test_profiles_come_from_a_dp_release_keyed_by_the_private_segments(private_w
 
 # --- provenance derived, never declared (issue 13 items 3 and 10) -------------------------------
 def _release_keyed_by_private(ws, ledger, policy):
-    from prepared_frames import AS_OF
-
-    from segments.privacy.releases import plan_release
-    from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource
-
     source = SegmentSource.from_workspace(ws, "private", ledger=ledger)
     with plan_release(
         SPECS["spend_by_segment"],
@@ -527,13 +491,6 @@ def _release_keyed_by_private(ws, ledger, policy):
 def test_hand_written_private_labels_are_refused_before_any_charge(private_workspace):
     """Attack: the 20 biggest spenders written by hand into W/segments/private/ were released
     externally as end-to-end ε-DP, with no DP k-means entry in any ledger."""
-    import polars as pl
-
-    from segments.exceptions import ReleaseRefusedError
-    from segments.policy import Policy
-    from segments.privacy.ledger import Ledger
-    from segments.workspace import write_json
-
     policy = Policy.load("alloffice")
     ledger = Ledger.for_policy(policy)
     folder = private_workspace.segments / "private"
@@ -554,48 +511,19 @@ def test_private_labels_rest_on_an_entry_of_the_same_ledger_with_matching_centro
 ):
     """Attack: the k-means charged to another (demo) ledger than the release, or its
     centroids swapped; and labels.parquet replaced while the k-means entry is real."""
-    import polars as pl
-
-    from segments.exceptions import ReleaseRefusedError
-    from segments.policy import Policy
-    from segments.privacy.kmeans import fit_private_segments
-    from segments.privacy.ledger import Ledger
-
     policy = Policy.load("alloffice")
     # another ledger of the same controller: an evaluation ledger (a controller has one real one)
-    demo = Ledger.open(
-        tmp_path / "demo.sqlite",
-        policy.controller,
-        policy=policy,
-        evaluation=True,
-        synthetic=synthetic_proof(private_workspace),  # about the workspace it releases
-    )
-    fit_private_segments(
-        release_context(
-            demo, private_workspace, policy, purpose="segmentation", recipient="analytics"
-        ),
-        seed=0,
-    )
+    demo = _evaluation_ledger(tmp_path / "demo.sqlite", policy, private_workspace)
+    _fit(private_workspace, policy, demo)
     ledger = Ledger.for_policy(policy)
     with pytest.raises(ReleaseRefusedError, match="has no entry"):
         _release_keyed_by_private(private_workspace, ledger, policy)
     assert ledger.entries() == []
-    from prepared_frames import AS_OF
-
     # the data's as-of, stated (the default on a controller's ledger is its clock's today)
-    seg = fit_private_segments(
-        release_context(
-            ledger, private_workspace, policy, purpose="segmentation", recipient="analytics"
-        ),
-        seed=0,
-        as_of=AS_OF,
-    )
+    seg = _fit(private_workspace, policy, ledger, as_of=AS_OF)
     folder = private_workspace.segments / "private"
     # the release recomputes each person's label from the verified centroids: the same
     # labels the model wrote (post-processing), so a hand-written labels file is never read
-
-    from segments.privacy.kmeans import private_model_labels, private_model_ref
-
     prepared = private_workspace.prepared_dir("segmentation")
     recomputed = private_model_labels(
         private_model_ref(private_workspace, ledger),
@@ -622,9 +550,6 @@ def test_private_labels_rest_on_an_entry_of_the_same_ledger_with_matching_centro
 
 
 def test_private_model_provenance_cannot_be_declared(tmp_path):
-    from segments.exceptions import PolicyError
-    from segments.privacy.specs import SegmentSource
-
     with pytest.raises(PolicyError, match="cannot be declared"):
         SegmentSource.from_labels(tmp_path / "l.parquet", "private_model", ["0"])
     with pytest.raises(PolicyError, match="cannot be declared"):
@@ -638,14 +563,9 @@ def test_private_segments_as_of_before_the_data_is_refused_before_charging(
 ):
     """Attack: `segment --private --as-of` earlier than the data reserved ε = 1, then failed
     printing an exact count of people and the latest order date."""
-    import datetime as dt
     import re
 
-    from prepared_frames import AS_OF
-
     from segments.cli.main import main
-    from segments.policy import Policy
-    from segments.privacy.ledger import Ledger
 
     early = (AS_OF.replace(day=1) - dt.timedelta(days=40)).isoformat()
     argv = ["segment", "--workspace", str(private_workspace.root), "--private",
@@ -665,10 +585,6 @@ def test_private_labels_are_not_written_when_an_erasure_lands_meanwhile(
 ):
     import importlib
 
-    from segments.exceptions import WorkspaceError
-    from segments.policy import Policy
-    from segments.privacy.ledger import Ledger
-
     kmeans = importlib.import_module("segments.privacy.kmeans")
     real = kmeans._segment_names_from_centroids
 
@@ -680,16 +596,7 @@ def test_private_labels_are_not_written_when_an_erasure_lands_meanwhile(
     monkeypatch.setattr(kmeans, "_segment_names_from_centroids", erasure_meanwhile)
     policy = Policy.load("alloffice")
     with pytest.raises(WorkspaceError, match="erasure or restriction was recorded"):
-        kmeans.fit_private_segments(
-            release_context(
-                Ledger.for_policy(policy),
-                private_workspace,
-                policy,
-                purpose="segmentation",
-                recipient="analytics",
-            ),
-            seed=0,
-        )
+        _fit(private_workspace, policy, Ledger.for_policy(policy))
     assert not (private_workspace.segments / "private").exists()
     assert list(private_workspace.segments.glob(".private-*")) == []
     assert list(private_workspace.segments.glob(".*.tmp")) == []  # nor its staging folder
@@ -701,23 +608,10 @@ def test_private_segments_folder_is_owner_only_whatever_the_umask(private_worksp
     import os
     import stat
 
-    from segments.policy import Policy
-    from segments.privacy.kmeans import fit_private_segments
-    from segments.privacy.ledger import Ledger
-
     policy = Policy.load("alloffice")
     old = os.umask(0o022)
     try:
-        fit_private_segments(
-            release_context(
-                Ledger.for_policy(policy),
-                private_workspace,
-                policy,
-                purpose="segmentation",
-                recipient="analytics",
-            ),
-            seed=0,
-        )
+        _fit(private_workspace, policy, Ledger.for_policy(policy))
     finally:
         os.umask(old)
     folder = private_workspace.segments / "private"
@@ -734,46 +628,20 @@ def test_attack_an_edited_report_as_of_does_not_move_the_private_models_charge(
     of an evaluation ledger (and its features at another recency); moved back, it dated the
     charge before the data. The as-of is prepare's signed record's: a report that disagrees
     is refused before anything is charged or written, on any ledger."""
-    import datetime as dt
-    import json
-
-    from prepared_frames import AS_OF
-
-    from segments.exceptions import ReleaseRefusedError
-    from segments.policy import Policy
-    from segments.privacy.kmeans import fit_private_segments
-    from segments.privacy.ledger import Ledger
-
     policy = Policy.load("alloffice")
     report = private_workspace.policy_report("segmentation")
     edited = (AS_OF + dt.timedelta(days=shift_days)).isoformat()
     report.write_text(json.dumps({"as_of": edited}), encoding="utf-8")
-    evaluation = Ledger.open(
-        tmp_path / "eval.sqlite",
-        policy.controller,
-        policy=policy,
-        evaluation=True,
-        synthetic=synthetic_proof(private_workspace),
-    )
+    evaluation = _evaluation_ledger(tmp_path / "eval.sqlite", policy, private_workspace)
     controller = Ledger.for_policy(policy)
     for ledger in (evaluation, controller):
         with pytest.raises(ReleaseRefusedError, match=rf"as_of {edited}.*signed.*{AS_OF}"):
-            fit_private_segments(
-                release_context(
-                    ledger, private_workspace, policy, purpose="segmentation", recipient="analytics"
-                ),
-                seed=0,
-            )
+            _fit(private_workspace, policy, ledger)
         assert ledger.entries() == []
     assert not (private_workspace.segments / "private").exists()
     # without the report the signed record alone dates the data: charged at its as-of
     report.unlink()
-    result = fit_private_segments(
-        release_context(
-            evaluation, private_workspace, policy, purpose="segmentation", recipient="analytics"
-        ),
-        seed=0,
-    )
+    result = _fit(private_workspace, policy, evaluation)
     assert [e.request.as_of for e in evaluation.entries()] == [AS_OF]
     assert result.card["release_id"] == evaluation.entries()[0].release_id
 
@@ -787,24 +655,8 @@ def test_attack_an_edited_metadata_as_of_does_not_date_the_profile_release(
     ledger, the release of the same people was charged in a fresh budget period. Now the
     as-of is the one the ledger recorded for the DP k-means entry; a file that disagrees is
     refused before anything is charged, naming both dates."""
-    import datetime as dt
-    import json
-
-    from prepared_frames import AS_OF
-
-    from segments.exceptions import ReleaseRefusedError
-    from segments.policy import Policy
-    from segments.privacy.kmeans import fit_private_segments, private_segment_profiles
-    from segments.privacy.ledger import Ledger
-
     policy = Policy.load("alloffice")
-    ledger = Ledger.open(
-        tmp_path / "eval.sqlite",
-        policy.controller,
-        policy=policy,
-        evaluation=True,
-        synthetic=synthetic_proof(private_workspace),
-    )
+    ledger = _evaluation_ledger(tmp_path / "eval.sqlite", policy, private_workspace)
 
     def context(recipient: str):
         return release_context(

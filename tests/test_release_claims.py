@@ -16,8 +16,9 @@ import json
 
 import numpy as np
 import pytest
-from prepared_frames import synthetic_proof, write_policy_report
-from release_helpers import release_context
+from prepared_frames import install_prepared
+from privacy_params import edited_policy
+from release_helpers import proven_ledger, release_context
 
 from segments.exceptions import ReleaseRefusedError
 from segments.policy import Policy
@@ -55,18 +56,8 @@ def frames(tmp_path_factory):
 @pytest.fixture()
 def workspace(tmp_path, frames) -> Workspace:
     ws = Workspace(tmp_path / "ws").create()
-    prepared = ws.prepared_dir(PURPOSE)
-    prepared.mkdir(parents=True)
-    for name in ("customers", "lines"):
-        (prepared / f"{name}.parquet").write_bytes(frames[name].read_bytes())
-    write_policy_report(prepared, DATA_AS_OF, PURPOSE)
+    install_prepared(ws, frames, PURPOSE, DATA_AS_OF, report=True)
     return ws
-
-
-def _ledger(ws: Workspace, policy: Policy) -> Ledger:
-    return Ledger.for_workspace(
-        ws, policy.controller, evaluation=True, synthetic=synthetic_proof(ws), policy=policy
-    )
 
 
 def _execute(ws, policy, ledger, spec="scale_probe", month=None, **kw):
@@ -90,7 +81,7 @@ def test_attack_extra_card_cannot_overwrite_the_computed_claims(workspace, polic
     """r13 #4: extra_card={"privacy_loss": ε 0.001, "guarantee": ..., "clause_ids": ...}
     replaced the card's own fields; now the notes sit under "extra" and the card states
     what the ledger charged."""
-    ledger = _ledger(workspace, policy)
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     forged = {
         "privacy_loss": {"epsilon": 0.001, "delta": None, "rho": None},
         "guarantee": "end-to-end ε-DP (audited, k=1000)",
@@ -111,7 +102,7 @@ def test_attack_a_card_claiming_other_than_its_ledger_entry_fails_verification(w
     """r13 #4, second half: `ledger --cards` compares the card's loss, guarantee, clauses
     and spec with the ledger entry, not only ids and hashes (a card given as data, so the
     file hashes cannot catch it)."""
-    ledger = _ledger(workspace, policy)
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     result = _execute(workspace, policy, ledger)
     card = json.loads((result.path / "card.json").read_text(encoding="utf-8"))
     assert ledger.verify_cards([card]).ok
@@ -129,7 +120,7 @@ def test_attack_a_card_claiming_other_than_its_ledger_entry_fails_verification(w
 def test_attack_another_policys_clause_ids_are_refused_before_any_charge(workspace, policy):
     """r13 #5: execute(clause_ids=("OF-1",)) (Offix's clause on an AllOffice release, or via
     ReleaseSpec.clause_ids) went into the ledger and the card."""
-    ledger = _ledger(workspace, policy)
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     head = ledger.head_hash()
     with pytest.raises(ReleaseRefusedError, match=r"\['OF-1'\] are not clauses of policy"):
         _execute(workspace, policy, ledger, clause_ids=("OF-1",))
@@ -145,7 +136,7 @@ def test_attack_another_policys_clause_ids_are_refused_before_any_charge(workspa
 def test_attack_a_month_cannot_be_released_twice_by_naming_its_once_key(workspace, policy):
     """r13 #7: plan_spec(monthly_category, month) executed with no once_key, or as a
     renamed spec, was charged again for a month the archive had released."""
-    ledger = _ledger(workspace, policy)
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     params = PrivacyParams.from_policy(policy, PURPOSE)
     first = release_month(
         release_context(
@@ -171,7 +162,7 @@ def test_rebuild_archive_takes_the_month_from_the_ledger_entry(workspace, policy
     """r13 #7: a monthly card without (or with a forged) "month" broke `ledger --cards`
     and every later release with "Invalid isoformat string: 'None'"; the month is the
     ledger entry's window now, so a card's notes cannot move or break it."""
-    ledger = _ledger(workspace, policy)
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     result = _execute(
         workspace,
         policy,
@@ -194,7 +185,7 @@ def test_rebuild_archive_takes_the_month_from_the_ledger_entry(workspace, policy
 def test_attack_ledger_cards_on_an_empty_folder_is_not_verified(workspace, policy, tmp_path):
     """r13 #9: `segments ledger --cards EMPTY_DIR` said "0 release cards verified" (exit 0)
     while the ledger held releases."""
-    ledger = _ledger(workspace, policy)
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     _execute(workspace, policy, ledger)
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -205,23 +196,13 @@ def test_attack_ledger_cards_on_an_empty_folder_is_not_verified(workspace, polic
     assert ledger.verify_cards(cards, workspace.releases).ok
 
 
-def _edited_policy(tmp_path, *edits: tuple[str, str]) -> Policy:
-    text = Policy.load("alloffice").path.read_text(encoding="utf-8")
-    for old, new in edits:
-        assert old in text
-        text = text.replace(old, new, 1)
-    copy = tmp_path / "alloffice.toml"
-    copy.write_text(text, encoding="utf-8")
-    return Policy.load(copy)
-
-
 def test_attack_adopting_a_policy_that_drops_a_promises_checks_is_refused(tmp_path, policy):
     """r13 #6: `promises` was descriptive, so --adopt-policy took a copy whose AO-1 kept only
     the audit checks that pass (the audit went "2 fail" → "0 fail"). A promise's wording may
     change; its checks may only grow, and a promise may not be dropped."""
     ledger = Ledger.for_policy(policy, releases=tmp_path / "ws" / "releases")
     events = len(ledger.events())
-    fewer = _edited_policy(
+    fewer = edited_policy(
         tmp_path, ('  "guarantee_recipient",\n  "kanon_recount",\n  "budget",\n', "")
     )
     with pytest.raises(ReleaseRefusedError, match="loosens rules") as refused:
@@ -232,7 +213,7 @@ def test_attack_adopting_a_policy_that_drops_a_promises_checks_is_refused(tmp_pa
         assert f"promises.AO-1.checks: {check!r} removed" in str(refused.value)
     assert len(ledger.events()) == events
     # rewording a promise and adding a check is adopted (a tightening)
-    more = _edited_policy(
+    more = edited_policy(
         tmp_path,
         ("is not personal data.", "is not personal data (reworded)."),
         ('  "pii_scan",\n]', '  "pii_scan",\n  "purposes_declared",\n]'),
@@ -285,7 +266,7 @@ def test_attack_a_hand_built_release_context_cannot_cite_or_charge_under_another
     anything is charged; a refused context never opens its ledger."""
     from segments.privacy.publishing import ReleaseContext
 
-    ledger = _ledger(workspace, policy)
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     context = release_context(
         ledger, workspace, policy, purpose=PURPOSE, recipient="purchasing", synthetic=True
     )

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from prepared_frames import install_prepared, synthetic_proof, verified_plan
-from release_helpers import release_context
+from prepared_frames import install_prepared, verified_plan
+from release_helpers import proven_ledger, release_context
 
 from segments.exceptions import ReleaseRefusedError
 from segments.policy import Policy
@@ -93,13 +93,7 @@ def test_frames_from_anywhere_are_refused_on_a_controllers_ledger(
 def test_frames_from_anywhere_are_refused_on_an_evaluation_ledger_too(workspace, policy, frames):
     """An evaluation ledger lets releases go over budget for data proven synthetic: data
     from outside the proven workspace must not ride on it."""
-    ledger = Ledger.for_workspace(
-        workspace,
-        policy.controller,
-        evaluation=True,
-        synthetic=synthetic_proof(workspace),
-        policy=policy,
-    )
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     with (
         _plan(frames["customers"], frames["lines"], workspace=workspace) as plan,
         pytest.raises(ReleaseRefusedError, match="checked against prepare.s signed record"),

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from prepared_frames import synthetic_proof
+from prepared_frames import install_prepared, synthetic_proof
 from privacy_params import privacy_params
-from release_helpers import release_context, run_unaccounted
+from release_helpers import proven_ledger, release_context, run_unaccounted
 
 from segments.exceptions import BudgetExceededError, PolicyError, ReleaseRefusedError
 from segments.policy import Policy
@@ -61,13 +61,7 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.fixture()
 def workspace(tmp_path, frames) -> Workspace:
     ws = Workspace(tmp_path / "ws").create()
-    prepared = ws.prepared_dir(PURPOSE)
-    prepared.mkdir(parents=True)
-    for name in ("customers", "lines"):
-        (prepared / f"{name}.parquet").write_bytes(frames[name].read_bytes())
-    from prepared_frames import sign_prepared
-
-    sign_prepared(ws, PURPOSE, dt.date(2026, 10, 31))
+    install_prepared(ws, frames, PURPOSE, dt.date(2026, 10, 31))
     return ws
 
 
@@ -78,6 +72,11 @@ def _verified(workspace, spec, params, **kw):
 
     kw.setdefault("segments", SegmentSource.category_rule())
     return verified_plan(workspace, spec, params, PURPOSE, as_of=AS_OF, **kw)
+
+
+def _context(ledger, workspace, policy, recipient: str, **kw):
+    """The release context of these tests' purpose for ``recipient``."""
+    return release_context(ledger, workspace, policy, purpose=PURPOSE, recipient=recipient, **kw)
 
 
 def _plan(spec, params, frames, **kw):
@@ -303,19 +302,9 @@ def test_released_difference_of_a_heavy_person_is_within_sensitivity(
 
 # --- execution, ledger, card -------------------------------------------------------------------
 def test_execute_writes_tables_and_card_and_charges_the_ledger(params, workspace, policy, frames):
-    ledger = Ledger.for_workspace(
-        workspace,
-        policy.controller,
-        evaluation=True,
-        synthetic=synthetic_proof(workspace),
-        policy=policy,
-    )
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     with _verified(workspace, SPECS["segment_overview"], params) as plan:
-        result = plan.execute(
-            release_context(
-                ledger, workspace, policy, purpose=PURPOSE, recipient="purchasing", synthetic=True
-            )
-        )
+        result = plan.execute(_context(ledger, workspace, policy, "purchasing", synthetic=True))
         folder = plan.folder
     assert not folder.exists()  # the private per-person frames are gone
     card = json.loads((result.path / "card.json").read_text())
@@ -345,26 +334,11 @@ def test_a_release_is_owner_only_whatever_the_umask(params, workspace, policy, f
     import os
     import stat
 
-    ledger = Ledger.for_workspace(
-        workspace,
-        policy.controller,
-        evaluation=True,
-        synthetic=synthetic_proof(workspace),
-        policy=policy,
-    )
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     old = os.umask(0o022)  # would make new files world-readable (issue 18 review, item 5)
     try:
         with _verified(workspace, SPECS["segment_overview"], params) as plan:
-            result = plan.execute(
-                release_context(
-                    ledger,
-                    workspace,
-                    policy,
-                    purpose=PURPOSE,
-                    recipient="purchasing",
-                    synthetic=True,
-                )
-            )
+            result = plan.execute(_context(ledger, workspace, policy, "purchasing", synthetic=True))
     finally:
         os.umask(old)
     assert stat.S_IMODE(result.path.stat().st_mode) == 0o700
@@ -376,17 +350,9 @@ def test_attack_a_replaced_table_or_an_edited_card_fails_ledger_cards(
     params, workspace, policy, frames
 ):
     """Issue 13.7: `ledger --cards` verified ids, not contents."""
-    ledger = Ledger.for_workspace(
-        workspace,
-        policy.controller,
-        evaluation=True,
-        synthetic=synthetic_proof(workspace),
-        policy=policy,
-    )
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     with _verified(workspace, SPECS["segment_overview"], params) as plan:
-        result = plan.execute(
-            release_context(ledger, workspace, policy, purpose=PURPOSE, recipient="purchasing")
-        )
+        result = plan.execute(_context(ledger, workspace, policy, "purchasing"))
     table = result.path / "spend_by_segment.parquet"
     original = table.read_bytes()
     frame = pl.read_parquet(table)
@@ -403,17 +369,13 @@ def test_attack_a_replaced_table_or_an_edited_card_fails_ledger_cards(
 
 
 def test_execute_refuses_over_budget_before_running(params, workspace, policy, frames):
-    ledger = Ledger.for_workspace(
-        workspace, policy.controller, policy=policy, synthetic=synthetic_proof(workspace)
-    )
+    ledger = proven_ledger(workspace, policy)
     too_much = SPECS["customers_by_county_segment"].with_epsilon(policy.privacy.budget_epsilon + 1)
     with (
         _verified(workspace, too_much, params) as plan,
         pytest.raises(BudgetExceededError, match="remaining"),
     ):
-        plan.execute(
-            release_context(ledger, workspace, policy, purpose=PURPOSE, recipient="purchasing")
-        )
+        plan.execute(_context(ledger, workspace, policy, "purchasing"))
     assert not [p for p in workspace.releases.iterdir() if p.name != "archive"]
 
 
@@ -426,27 +388,16 @@ def test_fitted_segments_are_refused_for_external_recipients(
     )
     labels.write_parquet(tmp_path / "labels.parquet")
     source = SegmentSource.from_labels(tmp_path / "labels.parquet", "fitted_model", ["0", "1", "2"])
-    ledger = Ledger.for_workspace(
-        workspace, policy.controller, policy=policy, synthetic=synthetic_proof(workspace)
-    )
+    ledger = proven_ledger(workspace, policy)
     with _verified(
         workspace, SPECS["customers_by_county_segment"], params, segments=source
     ) as plan:
         assert plan.guarantee == Guarantee.GIVEN_SEGMENTATION
         with pytest.raises(ReleaseRefusedError, match="internal"):
             plan.execute(
-                release_context(
-                    ledger,
-                    workspace,
-                    policy,
-                    purpose=PURPOSE,
-                    recipient="eu-logistics-processor",
-                    destination="FI",
-                )
+                _context(ledger, workspace, policy, "eu-logistics-processor", destination="FI")
             )
-        result = plan.execute(
-            release_context(ledger, workspace, policy, purpose=PURPOSE, recipient="analytics")
-        )
+        result = plan.execute(_context(ledger, workspace, policy, "analytics"))
     assert result.card["guarantee"] == Guarantee.GIVEN_SEGMENTATION
     assert set(result.tables["customers_by_county_segment"]["segment"]) == {"0", "1", "2"}
 
@@ -716,20 +667,10 @@ def test_margins_are_consistent_and_non_negative(params, frames):
 def test_charged_loss_is_opendp_compositor_loss_for_a_norm_bounded_release(
     params, workspace, policy, frames
 ):
-    ledger = Ledger.for_workspace(
-        workspace,
-        policy.controller,
-        evaluation=True,
-        synthetic=synthetic_proof(workspace),
-        policy=policy,
-    )
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     with _verified(workspace, SPECS["category_mix"], params) as plan:
         opendp_loss = sum(q.vector.compositor().map(1) for q in plan.queries if q.vector)
-        result = plan.execute(
-            release_context(
-                ledger, workspace, policy, purpose=PURPOSE, recipient="purchasing", synthetic=True
-            )
-        )
+        result = plan.execute(_context(ledger, workspace, policy, "purchasing", synthetic=True))
     entry = ledger.entry(result.release_id)
     assert entry.request.epsilon == pytest.approx(opendp_loss, rel=1e-9)
     assert opendp_loss == pytest.approx(SPECS["category_mix"].epsilon, rel=1e-6)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from segments.exceptions import KAnonymityError, PolicyError, WorkspaceError
+from segments.provenance import hashing_raw_once
 from segments.workspace import (
     CERTIFICATE,
     PREPARED_CUSTOMERS,
@@ -166,6 +167,7 @@ def _earlier_releases(ledger: Ledger, workspace: Workspace) -> list[Any]:
     return earlier
 
 
+@hashing_raw_once
 def release_kanon(
     context: ReleaseContext,
     *,

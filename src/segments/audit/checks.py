@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 import polars as pl
 
@@ -40,7 +42,7 @@ from segments.audit.render import ORGANISATIONAL_ROLE
 from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.policy import EU_EEA, Guarantee, Policy, months_before
 from segments.privacy.composition import DPFamily, pure_to_rho
-from segments.provenance import recorded_as_of
+from segments.provenance import recorded_as_of, recorded_key_id
 from segments.schema import (
     CATEGORIES,
     PREPARED_TABLES,
@@ -65,8 +67,79 @@ DIRECT_IDENTIFIERS = frozenset(
 )
 
 
-def _verdict(ok: bool) -> Status:
-    return "pass" if ok else "fail"
+@dataclass(frozen=True)
+class _Outcome:
+    """What one check found; :func:`_check` names it (the check's name is written once)."""
+
+    method: str
+    evidence: Mapping[str, Any]
+    status: Status
+    role: str = REVIEWER
+
+
+def _found(method: str, evidence: Mapping[str, Any], ok: bool, role: str = REVIEWER) -> _Outcome:
+    """A verdict: ``pass`` when ``ok``, else ``fail``."""
+    return _Outcome(method, evidence, "pass" if ok else "fail", role)
+
+
+def _problems(
+    method: str,
+    evidence: Mapping[str, Any],
+    problems: Any,
+    key: str = "problems",
+    role: str = REVIEWER,
+) -> _Outcome:
+    """A verdict read off the problems found: ``pass`` exactly when there are none; they
+    are the evidence's last entry, under ``key`` ("none" when empty)."""
+    return _found(method, {**evidence, key: problems or "none"}, not problems, role)
+
+
+def _not_applicable(subject: str, evidence: Mapping[str, Any], role: str = REVIEWER) -> _Outcome:
+    """Nothing to check (no frames, no releases...): never a pass."""
+    return _Outcome(subject, evidence, "not applicable", role)
+
+
+def _needs_key(subject: str) -> _Outcome:
+    """The check runs in the data steward's role only: without the key it is not applicable."""
+    return _not_applicable(subject, {"reason": NEEDS_KEY}, STEWARD)
+
+
+def _no_ledger() -> _Outcome:
+    """Without a ledger the release checks have nothing to recompute from (each finding its
+    own evidence, never one shared mapping)."""
+    return _not_applicable("ledger", {"reason": "no ledger given or found"})
+
+
+#: Every check by name, in report order (the order they are defined in below).
+CHECKS: dict[str, Callable[[AuditContext], Finding]] = {}
+
+_P = ParamSpec("_P")
+
+
+def _check(
+    name: str, listed: bool = True
+) -> Callable[
+    [Callable[Concatenate[AuditContext, _P], _Outcome]],
+    Callable[Concatenate[AuditContext, _P], Finding],
+]:
+    """Register a check under ``name``: it returns an :class:`_Outcome`, callers get the
+    named :class:`Finding` (its docstring's first sentence is the report's title). A check
+    not ``listed`` is left out of :data:`CHECKS` (the report shows it apart from the
+    clauses' checklist)."""
+
+    def register(
+        check: Callable[Concatenate[AuditContext, _P], _Outcome],
+    ) -> Callable[Concatenate[AuditContext, _P], Finding]:
+        @functools.wraps(check)
+        def run(ctx: AuditContext, /, *args: _P.args, **kwargs: _P.kwargs) -> Finding:
+            out = check(ctx, *args, **kwargs)
+            return Finding(name, out.method, out.evidence, out.status, out.role)
+
+        if listed:
+            CHECKS[name] = run
+        return run
+
+    return register
 
 
 def _rel(ctx: AuditContext, path: Path) -> str:
@@ -74,7 +147,8 @@ def _rel(ctx: AuditContext, path: Path) -> str:
 
 
 # --- retention -----------------------------------------------------------------------------
-def check_retention_rows(ctx: AuditContext) -> Finding:
+@_check("retention_rows")
+def check_retention_rows(ctx: AuditContext) -> _Outcome:
     """No order line older than any transaction rule's cutoff; no person kept past a
     last-order cutoff (visible from the frames: their last order precedes the cutoff)."""
     rows: list[str] = []
@@ -116,15 +190,13 @@ def check_retention_rows(ctx: AuditContext) -> Finding:
                         f"{purpose}: {stale.height} persons whose last order precedes {cutoff}"
                     )
     if not rows:
-        return Finding(
-            "retention_rows", "recompute transaction cutoffs", {"frames": 0}, "not applicable"
-        )
-    return Finding(
-        "retention_rows",
+        return _not_applicable("recompute transaction cutoffs", {"frames": 0})
+    return _problems(
         "recompute every transaction rule's cutoff from the policy and as_of; compare with "
         "the order dates in every prepared frame",
-        {"as_of": ctx.as_of.isoformat(), "rules": rows, "violations": bad or "none"},
-        _verdict(not bad),
+        {"as_of": ctx.as_of.isoformat(), "rules": rows},
+        bad,
+        key="violations",
     )
 
 
@@ -139,15 +211,14 @@ _ANCHORS = {
 }
 
 
-def check_retention_persons(ctx: AuditContext) -> Finding:
+@_check("retention_persons")
+def check_retention_persons(ctx: AuditContext) -> _Outcome:
     """Every person in a prepared frame is inside each customer rule's window (steward)."""
     persons = ctx.persons()
     if persons is None:
-        return Finding(
-            "retention_persons",
+        return _not_applicable(
             "customer retention rules against raw anchors",
             {"reason": "needs the key and the raw tables"},
-            "not applicable",
             STEWARD,
         )
     rows: list[str] = []
@@ -166,17 +237,18 @@ def check_retention_persons(ctx: AuditContext) -> Finding:
             )
             if stale:
                 bad.append(f"{purpose}: {stale} persons past {cutoff}")
-    return Finding(
-        "retention_persons",
+    return _problems(
         "recompute each person's anchor date (last order, last contact, end of relationship) "
         "from the raw tables, re-pseudonymise, and compare with each customer rule's cutoff",
-        {"as_of": ctx.as_of.isoformat(), "rules": rows, "violations": bad or "none"},
-        _verdict(not bad),
-        STEWARD,
+        {"as_of": ctx.as_of.isoformat(), "rules": rows},
+        bad,
+        key="violations",
+        role=STEWARD,
     )
 
 
-def check_retention_applied(ctx: AuditContext) -> Finding:
+@_check("retention_applied")
+def check_retention_applied(ctx: AuditContext) -> _Outcome:
     """Every prepared frame was made by a run that applied all of its purpose's retention
     rules, on a date not after the audit's as_of (OF-2: the check runs on every load)."""
     rows, bad = [], []
@@ -210,19 +282,17 @@ def check_retention_applied(ctx: AuditContext) -> Finding:
                 f"{purpose}: missing {missing}, as_of {run_on}, policy {report.get('policy')}"
             )
     if not rows and not bad:
-        return Finding(
-            "retention_applied", "prepare evidence per frame", {"frames": 0}, "not applicable"
-        )
-    return Finding(
-        "retention_applied",
+        return _not_applicable("prepare evidence per frame", {"frames": 0})
+    return _problems(
         "every prepared folder's evidence lists each retention rule of its purpose, "
         "for the audited policy, as of a date not after the report's",
-        {"frames": rows, "problems": bad or "none"},
-        _verdict(not bad),
+        {"frames": rows},
+        bad,
     )
 
 
-def check_retention_categories(ctx: AuditContext) -> Finding:
+@_check("retention_categories")
+def check_retention_categories(ctx: AuditContext) -> _Outcome:
     """Retention per data category (AC-3): every category in a frame has a retention rule."""
     rows, bad = [], []
     for purpose in [p for p in ctx.prepared_purposes() if _declared(ctx, p)]:
@@ -238,15 +308,12 @@ def check_retention_categories(ctx: AuditContext) -> Finding:
         if uncovered or any(not r.categories for r in rules):
             bad.append(f"{purpose}: no retention rule for categories {uncovered}")
     if not rows:
-        return Finding(
-            "retention_categories", "categories per frame", {"frames": 0}, "not applicable"
-        )
-    return Finding(
-        "retention_categories",
+        return _not_applicable("categories per frame", {"frames": 0})
+    return _problems(
         "the data categories (A-E) of each frame's columns are all covered by a retention "
         "rule of its purpose that names the category",
-        {"purposes": rows, "problems": bad or "none"},
-        _verdict(not bad),
+        {"purposes": rows},
+        bad,
     )
 
 
@@ -261,34 +328,29 @@ def _absent(ctx: AuditContext, excluded: set[str], kinds: Callable[[str], bool])
     return found
 
 
-def check_erased_restricted_absent(ctx: AuditContext) -> Finding:
+@_check("erased_restricted_absent")
+def check_erased_restricted_absent(ctx: AuditContext) -> _Outcome:
     """No erased or restricted person in any prepared frame or label file (AK-5)."""
     persons = ctx.persons()
     if persons is None:
-        return Finding(
-            "erased_restricted_absent",
-            "erasure/restriction",
-            {"reason": NEEDS_KEY},
-            "not applicable",
-            STEWARD,
-        )
+        return _needs_key("erasure/restriction")
     flagged = persons.filter(pl.col("erasure_requested") | pl.col("restriction_requested"))
     found = _absent(ctx, set(flagged["person_id"]), lambda kind: True)
-    return Finding(
-        "erased_restricted_absent",
+    return _problems(
         "re-pseudonymise every person with an erasure or restriction request and look for "
         "them in every prepared frame, label and target list (the inputs of every release)",
         {
             "persons flagged": flagged.height,
             "places searched": len(ctx.person_sets()),
-            "found": found or "none",
         },
-        _verdict(not found),
-        STEWARD,
+        found,
+        key="found",
+        role=STEWARD,
     )
 
 
-def check_erasures_carried_out(ctx: AuditContext) -> Finding:
+@_check("erasures_carried_out")
+def check_erasures_carried_out(ctx: AuditContext) -> _Outcome:
     """Every logged erasure holds against the raw data; every restriction is still flagged.
 
     Re-hashes every raw account with the steward's key and looks for it among the keyed
@@ -297,16 +359,14 @@ def check_erasures_carried_out(ctx: AuditContext) -> Finding:
     """
     from segments.prepare.subject_log import account_hashes, log_key_problem
 
-    name = "erasures_carried_out"
     if ctx.key is None:
-        return Finding(name, "erasure log", {"reason": NEEDS_KEY}, "not applicable", STEWARD)
+        return _needs_key("erasure log")
     wrong_key = log_key_problem(ctx.workspace, ctx.key)
     if wrong_key is not None:  # its hashes would match nobody: a pass would be a lie
-        return Finding(
-            name,
+        return _found(
             "the erasure log can only be checked with the key it was written with",
             {"problem": wrong_key, "fix": "run the audit with the steward key of the log"},
-            _verdict(False),
+            False,
             STEWARD,
         )
     log = ctx.workspace.subject_log
@@ -340,8 +400,7 @@ def check_erasures_carried_out(ctx: AuditContext) -> Finding:
     )
     unfinished = [e["requested_on"] for e in entries if not e.get("completed", False)]
     late = [e["requested_on"] for e in entries if not e.get("on_time", True)]
-    return Finding(
-        name,
+    return _found(
         "re-hash every raw account with the steward's key and compare with the keyed hashes "
         "of W/subjects/requests.json: erased accounts must be gone, restricted ones flagged",
         {
@@ -354,38 +413,36 @@ def check_erasures_carried_out(ctx: AuditContext) -> Finding:
                 customers["erasure_requested"].sum()
             ),
         },
-        _verdict(back.height == 0 and unflagged.height == 0 and not unfinished),
+        back.height == 0 and unflagged.height == 0 and not unfinished,
         STEWARD,
     )
 
 
-def check_objectors_absent(ctx: AuditContext) -> Finding:
+@_check("objectors_absent")
+def check_objectors_absent(ctx: AuditContext) -> _Outcome:
     """Objectors absent from every purpose that excludes them and from all labels."""
     persons = ctx.persons()
     if persons is None:
-        return Finding(
-            "objectors_absent", "objection", {"reason": NEEDS_KEY}, "not applicable", STEWARD
-        )
+        return _needs_key("objection")
     objectors = set(persons.filter(pl.col("profiling_objection"))["person_id"])
     excluding = {p for p, pur in ctx.policy.purposes.items() if pur.exclude_objectors}
     found = _absent(ctx, objectors, lambda kind: kind in excluding or kind == "labels")
-    return Finding(
-        "objectors_absent",
+    return _problems(
         "re-pseudonymise every objecting person and look for them in the frames of purposes "
         f"that exclude objectors ({', '.join(sorted(excluding)) or 'none'}) and in all labels",
-        {"objectors": len(objectors), "found": found or "none"},
-        _verdict(not found),
-        STEWARD,
+        {"objectors": len(objectors)},
+        found,
+        key="found",
+        role=STEWARD,
     )
 
 
-def check_consent_withdrawal(ctx: AuditContext) -> Finding:
+@_check("consent_withdrawal")
+def check_consent_withdrawal(ctx: AuditContext) -> _Outcome:
     """No order line dated after a person's consent withdrawal (AO-8, AK-1)."""
     persons = ctx.persons()
     if persons is None:
-        return Finding(
-            "consent_withdrawal", "withdrawal", {"reason": NEEDS_KEY}, "not applicable", STEWARD
-        )
+        return _needs_key("withdrawal")
     withdrawn = persons.filter(pl.col("consent_withdrawn_date").is_not_null()).select(
         "person_id", "consent_withdrawn_date"
     )
@@ -400,36 +457,64 @@ def check_consent_withdrawal(ctx: AuditContext) -> Finding:
         rows.append(f"{purpose}: {late.height} lines after withdrawal")
         if late.height:
             bad.append(purpose)
-    return Finding(
-        "consent_withdrawal",
+    return _problems(
         "re-pseudonymise every person who withdrew consent; no line of theirs dated after the "
         "withdrawal in purposes that stop at withdrawal",
         {
             "persons withdrawn": withdrawn.height,
             "frames": rows or "none checked",
-            "violations": bad or "none",
         },
-        _verdict(not bad),
+        bad,
+        key="violations",
+        role=STEWARD,
+    )
+
+
+@_check("key_matches", listed=False)
+def check_key_matches(ctx: AuditContext) -> _Outcome:
+    """The steward's key is the one the frames were pseudonymised with (else the steward's
+    look-ups would find nobody and pass vacuously).
+
+    The key id each folder was made with is read from prepare's signed record, never from
+    the editable ``policy_report.json``, and only from a record bound to the frames beside
+    it as releases check it (:func:`segments.provenance.recorded_key_id`: every file in the
+    folder, the report included, has the SHA-256 the record gives, and its raw files are
+    ``W/raw/`` now). A folder without such a record fails, naming why: a report edited to
+    state another key id, or a signed record copied in from another workspace.
+    """
+    if ctx.key is None:
+        return _needs_key("key id")
+    recorded: dict[str, str | None] = {}
+    problems: list[str] = []
+    for purpose in ctx.prepared_purposes():
+        try:
+            recorded[purpose] = recorded_key_id(ctx.workspace, purpose)
+        except ReleaseRefusedError as exc:
+            problems.append(f"{purpose}: {exc}")
+    wrong = sorted(p for p, k in recorded.items() if k != ctx.key.key_id)
+    return _found(
+        "the keyed fingerprint of the steward's key equals the key id prepare's signed record "
+        "gives every prepared frame, so the re-pseudonymised look-ups can find the people",
+        {
+            "key id": ctx.key.key_id,
+            "frames": len(recorded),
+            "other key": wrong or "none",
+            "problems": problems or "none",
+        },
+        not wrong and not problems,
         STEWARD,
     )
 
 
 def _eligible_ids(ctx: AuditContext, persons: pl.DataFrame) -> set[str]:
-    rule = ctx.policy.profiling_eligibility
-    ok = ~pl.col("profiling_objection")
-    if rule.newsletter_subscribers_only:
-        ok = ok & pl.col("newsletter_subscriber")
-    if rule.exclude_consent_withdrawn:
-        ok = ok & (
-            pl.col("consent_withdrawn_date").is_null()
-            | (pl.col("consent_withdrawn_date") > ctx.as_of)
-        )
-    if rule.exclude_marketing_opt_out:
-        ok = ok & ~pl.col("marketing_opt_out")
-    return set(persons.filter(ok)["person_id"])
+    """Recomputed from the raw flags with prepare's own formula (the frames' flag unread)."""
+    from segments.prepare.frames import eligibility_expr
+
+    return set(persons.filter(eligibility_expr(ctx.policy, ctx.as_of))["person_id"])
 
 
-def check_profiling_labels(ctx: AuditContext) -> Finding:
+@_check("profiling_labels")
+def check_profiling_labels(ctx: AuditContext) -> _Outcome:
     """Per-person labels and profiling frames hold only eligible people (AO-5, AL-3).
 
     With the key, eligibility is recomputed from the raw flags and the policy's rule; without
@@ -446,9 +531,7 @@ def check_profiling_labels(ctx: AuditContext) -> Finding:
             ids = ctx.prepared(purpose, "customers", ["person_id"])["person_id"].to_list()
             places[f"prepared/{purpose}/customers"] = ids
     if not places:
-        return Finding(
-            "profiling_labels", "eligibility", {"labels": "none in workspace"}, "not applicable"
-        )
+        return _not_applicable("eligibility", {"labels": "none in workspace"})
     if persons is not None:
         eligible = _eligible_ids(ctx, persons)
         role, source = (
@@ -458,29 +541,28 @@ def check_profiling_labels(ctx: AuditContext) -> Finding:
     else:
         seg_purpose = ctx.segment_purpose()
         if seg_purpose is None or seg_purpose not in ctx.prepared_purposes():
-            return Finding(
-                "profiling_labels", "eligibility", {"reason": NEEDS_KEY}, "not applicable", STEWARD
-            )
+            return _needs_key("eligibility")
         frame = ctx.prepared(seg_purpose, "customers", ["person_id", "profiling_eligible"])
         eligible = set(frame.filter(pl.col("profiling_eligible"))["person_id"])
         role, source = REVIEWER, f"profiling_eligible flag of prepared/{seg_purpose}"
     found = {k: len(set(v) - eligible) for k, v in places.items()}
     bad = {k: v for k, v in found.items() if v}
-    return Finding(
-        "profiling_labels",
+    return _problems(
         f"every person in a label file or profiling frame is eligible ({source})",
-        {"places": {k: len(v) for k, v in places.items()}, "ineligible": bad or "none"},
-        _verdict(not bad),
-        role,
+        {"places": {k: len(v) for k, v in places.items()}},
+        bad,
+        key="ineligible",
+        role=role,
     )
 
 
-def check_targets_opt_out(ctx: AuditContext) -> Finding:
+@_check("targets_opt_out")
+def check_targets_opt_out(ctx: AuditContext) -> _Outcome:
     """No marketing opt-out in any target list (AO-7, AK-4)."""
     folder = ctx.workspace.targets
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     if not files:
-        return Finding("targets_opt_out", "target lists", {"target lists": 0}, "not applicable")
+        return _not_applicable("target lists", {"target lists": 0})
     persons = ctx.persons()
     if persons is not None:
         opted = set(persons.filter(pl.col("marketing_opt_out"))["person_id"])
@@ -488,9 +570,7 @@ def check_targets_opt_out(ctx: AuditContext) -> Finding:
     else:
         purpose = ctx.segment_purpose()
         if purpose is None or purpose not in ctx.prepared_purposes():
-            return Finding(
-                "targets_opt_out", "target lists", {"reason": NEEDS_KEY}, "not applicable", STEWARD
-            )
+            return _needs_key("target lists")
         frame = ctx.prepared(purpose, "customers", ["person_id", "marketing_opt_out"])
         opted = set(frame.filter(pl.col("marketing_opt_out"))["person_id"])
         role = REVIEWER
@@ -498,17 +578,17 @@ def check_targets_opt_out(ctx: AuditContext) -> Finding:
     for f in files:
         ids = set(pl.read_parquet(f, columns=["person_id"])["person_id"])
         found[f.name] = len(ids & opted)
-    return Finding(
-        "targets_opt_out",
+    return _found(
         "intersect every target list with the people who opted out of marketing",
         {"target lists": len(files), "opted out": len(opted), "opt-outs targeted": found},
-        _verdict(not any(found.values())),
+        not any(found.values()),
         role,
     )
 
 
 # --- identifiers and the key -----------------------------------------------------------------
-def check_no_direct_identifiers(ctx: AuditContext) -> Finding:
+@_check("no_direct_identifiers")
+def check_no_direct_identifiers(ctx: AuditContext) -> _Outcome:
     """No direct-identifier column in any prepared, segment, release or forecast frame."""
     frames = ctx.frames()
     found = [
@@ -516,16 +596,15 @@ def check_no_direct_identifiers(ctx: AuditContext) -> Finding:
         for f in frames
         if set(pl.read_parquet_schema(f)) & DIRECT_IDENTIFIERS
     ]
-    return Finding(
-        "no_direct_identifiers",
+    return _problems(
         "read the column names of every frame under prepared/, segments/, releases/, "
         "forecasts/ and compare with the schema's direct identifiers (and customer_id)",
         {
             "frames": len(frames),
             "identifiers looked for": sorted(DIRECT_IDENTIFIERS),
-            "found": found or "none",
         },
-        _verdict(not found),
+        found,
+        key="found",
     )
 
 
@@ -536,7 +615,8 @@ def _personnummer_like(values: pl.Series) -> int:
     return sum(luhn_valid(v[-10:]) for v in candidates.to_list())
 
 
-def check_no_personnummer(ctx: AuditContext) -> Finding:
+@_check("no_personnummer")
+def check_no_personnummer(ctx: AuditContext) -> _Outcome:
     """Personnummer never in any frame: no such column, no value of that shape (AO-3)."""
     frames = ctx.frames()
     found = []
@@ -552,12 +632,63 @@ def check_no_personnummer(ctx: AuditContext) -> Finding:
         hits = sum(_personnummer_like(frame[c]) for c in text_cols)
         if hits:
             found.append(f"{_rel(ctx, f)}: {hits} values")
-    return Finding(
-        "no_personnummer",
+    return _problems(
         "every text column of every frame: values of 10 or 12 digits (hyphen allowed) with a "
         "valid Luhn check digit",
-        {"frames": len(frames), "found": found or "none"},
-        _verdict(not found),
+        {"frames": len(frames)},
+        found,
+        key="found",
+    )
+
+
+@_check("pseudonymised")
+def check_pseudonymised(ctx: AuditContext) -> _Outcome:
+    """Every person and order id in the frames is a keyed pseudonym (32 hex digits)."""
+    bad, n = [], 0
+    for f in ctx.frames():
+        schema = pl.read_parquet_schema(f)
+        for col in ("person_id", "order_id"):
+            if col in schema:
+                n += 1
+                values = pl.read_parquet(f, columns=[str(col)])[col]
+                ok = values.dtype == pl.Utf8 and bool(values.str.contains(r"^[0-9a-f]{32}$").all())
+                if not ok:
+                    bad.append(f"{_rel(ctx, f)}:{col}")
+    if not n:
+        return _not_applicable("pseudonyms", {"id columns": 0})
+    return _problems(
+        "every person_id and order_id column is a 32-hex-digit keyed HMAC pseudonym",
+        {"id columns checked": n},
+        bad,
+        key="not pseudonymised",
+    )
+
+
+@_check("minimised")
+def check_minimised(ctx: AuditContext) -> _Outcome:
+    """Prepared frames hold only the purpose's declared columns (AL-5)."""
+    rows, bad = [], []
+    for purpose in ctx.prepared_purposes():
+        if not _declared(ctx, purpose):
+            bad.append(f"{purpose}: undeclared purpose")
+            continue
+        declared = ctx.policy.purposes[purpose].columns
+        for table, extra in (
+            ("customers", {"person_id", "profiling_eligible"}),
+            ("lines", {"person_id"}),
+        ):
+            cols = set(table_schema(ctx.workspace.prepared_frame(purpose, f"{table}.parquet")))
+            surplus = sorted(cols - set(declared[table]) - extra)
+            rows.append(f"{purpose}/{table}: {len(cols)} columns")
+            if surplus:
+                bad.append(f"{purpose}/{table}: {surplus}")
+    if not rows and not bad:
+        return _not_applicable("columns", {"frames": 0})
+    return _problems(
+        "compare each prepared frame's columns with its purpose's declared columns",
+        {"frames": rows},
+        bad,
+        key="surplus",
     )
 
 
@@ -574,6 +705,33 @@ def _key_forms(secret: bytes) -> dict[str, bytes]:
 
 def _files_under(root: Path) -> Iterator[Path]:
     return (p for p in sorted(root.rglob("*")) if p.is_file())
+
+
+@_check("key_not_stored")
+def check_key_not_stored(ctx: AuditContext) -> _Outcome:
+    """The key is stored nowhere in the workspace, in raw, hex or base64 form (AO-9)."""
+    if ctx.key is None:
+        return _needs_key("search for the key")
+    forms = _key_forms(ctx.key.secret)
+    files = list(_files_under(ctx.workspace.root))
+    found = []
+    for f in files:
+        data = f.read_bytes()
+        for name, form in forms.items():
+            if form in data:
+                found.append(f"{_rel(ctx, f)} ({name})")
+    return _problems(
+        "search every file's bytes under the workspace for the key in raw, hex (both cases) "
+        "and base64 (standard and URL-safe) forms",
+        {
+            "files searched": len(files),
+            "key id": ctx.key.key_id,
+            "key provenance": ctx.key.provenance,
+        },
+        found,
+        key="found",
+        role=STEWARD,
+    )
 
 
 #: What the access checks cannot see: who may act as the files' owner.
@@ -595,7 +753,8 @@ def _personal_data_areas(ctx: AuditContext) -> list[Path]:
     return [a for a in areas if a.exists()]
 
 
-def check_access_owner_only(ctx: AuditContext) -> Finding:
+@_check("access_owner_only")
+def check_access_owner_only(ctx: AuditContext) -> _Outcome:
     """Personal data is readable by its owner only (AO-9): no file or folder of the raw
     tables, prepared frames, labels, erasure log, private area or ledger grants group or
     other access, and all belong to the workspace's owner."""
@@ -621,11 +780,8 @@ def check_access_owner_only(ctx: AuditContext) -> Finding:
             if info.st_uid != owner:
                 foreign.append(f"{where} (uid {info.st_uid})")
     if not areas:
-        return Finding(
-            "access_owner_only", "file permissions", {"personal data areas": 0}, "not applicable"
-        )
-    return Finding(
-        "access_owner_only",
+        return _not_applicable("file permissions", {"personal data areas": 0})
+    return _found(
         "walk the raw tables, prepared frames, labels and target lists, erasure log, private "
         "area and ledger; every file and folder must grant no group or other access "
         "(mode xxx------) and belong to the workspace's owner",
@@ -641,105 +797,27 @@ def check_access_owner_only(ctx: AuditContext) -> Finding:
             "owned by another account": foreign[:10] or "none",
             "not checked": ORGANISATIONAL,
         },
-        _verdict(not open_to_others and not foreign),
+        not open_to_others and not foreign,
     )
 
 
-def check_access_organisational(ctx: AuditContext) -> Finding:
+@_check("access_organisational")
+def check_access_organisational(ctx: AuditContext) -> _Outcome:
     """Access beyond the files (who may act as their owner, who holds the key, who reads a
     release) is an organisational measure this tool cannot verify: shown, never passed."""
     recipients = {
         name: f"{r.kind}: {r.description}" if getattr(r, "description", "") else r.kind
         for name, r in ctx.policy.recipients.items()
     }
-    return Finding(
-        "access_organisational",
+    return _not_applicable(
         ORGANISATIONAL,
         {"recipients the policy declares": recipients or "none"},
-        "not applicable",
         ORGANISATIONAL_ROLE,
     )
 
 
-def check_key_not_stored(ctx: AuditContext) -> Finding:
-    """The key is stored nowhere in the workspace, in raw, hex or base64 form (AO-9)."""
-    if ctx.key is None:
-        return Finding(
-            "key_not_stored", "search for the key", {"reason": NEEDS_KEY}, "not applicable", STEWARD
-        )
-    forms = _key_forms(ctx.key.secret)
-    files = list(_files_under(ctx.workspace.root))
-    found = []
-    for f in files:
-        data = f.read_bytes()
-        for name, form in forms.items():
-            if form in data:
-                found.append(f"{_rel(ctx, f)} ({name})")
-    return Finding(
-        "key_not_stored",
-        "search every file's bytes under the workspace for the key in raw, hex (both cases) "
-        "and base64 (standard and URL-safe) forms",
-        {
-            "files searched": len(files),
-            "key id": ctx.key.key_id,
-            "key provenance": ctx.key.provenance,
-            "found": found or "none",
-        },
-        _verdict(not found),
-        STEWARD,
-    )
-
-
-def check_pseudonymised(ctx: AuditContext) -> Finding:
-    """Every person and order id in the frames is a keyed pseudonym (32 hex digits)."""
-    bad, n = [], 0
-    for f in ctx.frames():
-        schema = pl.read_parquet_schema(f)
-        for col in ("person_id", "order_id"):
-            if col in schema:
-                n += 1
-                values = pl.read_parquet(f, columns=[str(col)])[col]
-                ok = values.dtype == pl.Utf8 and bool(values.str.contains(r"^[0-9a-f]{32}$").all())
-                if not ok:
-                    bad.append(f"{_rel(ctx, f)}:{col}")
-    if not n:
-        return Finding("pseudonymised", "pseudonyms", {"id columns": 0}, "not applicable")
-    return Finding(
-        "pseudonymised",
-        "every person_id and order_id column is a 32-hex-digit keyed HMAC pseudonym",
-        {"id columns checked": n, "not pseudonymised": bad or "none"},
-        _verdict(not bad),
-    )
-
-
-def check_minimised(ctx: AuditContext) -> Finding:
-    """Prepared frames hold only the purpose's declared columns (AL-5)."""
-    rows, bad = [], []
-    for purpose in ctx.prepared_purposes():
-        if not _declared(ctx, purpose):
-            bad.append(f"{purpose}: undeclared purpose")
-            continue
-        declared = ctx.policy.purposes[purpose].columns
-        for table, extra in (
-            ("customers", {"person_id", "profiling_eligible"}),
-            ("lines", {"person_id"}),
-        ):
-            cols = set(table_schema(ctx.workspace.prepared_frame(purpose, f"{table}.parquet")))
-            surplus = sorted(cols - set(declared[table]) - extra)
-            rows.append(f"{purpose}/{table}: {len(cols)} columns")
-            if surplus:
-                bad.append(f"{purpose}/{table}: {surplus}")
-    if not rows and not bad:
-        return Finding("minimised", "columns", {"frames": 0}, "not applicable")
-    return Finding(
-        "minimised",
-        "compare each prepared frame's columns with its purpose's declared columns",
-        {"frames": rows, "surplus": bad or "none"},
-        _verdict(not bad),
-    )
-
-
-def check_schema_categories(ctx: AuditContext) -> Finding:
+@_check("schema_categories")
+def check_schema_categories(ctx: AuditContext) -> _Outcome:
     """The schema marks every personal column with its AC-1 category; identifiers are A."""
     personal = [t for n, t in RAW_TABLES.items() if n != "products"] + list(
         PREPARED_TABLES.values()
@@ -768,12 +846,11 @@ def check_schema_categories(ctx: AuditContext) -> Finding:
         for c in t.columns:
             counts[c.category or "none"] = counts.get(c.category or "none", 0) + 1
     problems = missing + not_a + unknown
-    return Finding(
-        "schema_categories",
+    return _problems(
         "every column of the personal tables (raw and prepared) carries a data category (A-E), "
         "every direct identifier is category A, every frame column is in the schema",
-        {"columns per category": counts, "problems": problems or "none"},
-        _verdict(not problems),
+        {"columns per category": counts},
+        problems,
     )
 
 
@@ -781,39 +858,37 @@ def _survey_schema_ok(schema: TableSchema, cols: set[str]) -> list[str]:
     return sorted(cols & (DIRECT_IDENTIFIERS | {"person_id"})) + sorted(cols - set(schema.names))
 
 
-def check_survey_anonymous(ctx: AuditContext) -> Finding:
+@_check("survey_anonymous")
+def check_survey_anonymous(ctx: AuditContext) -> _Outcome:
     """The survey table carries no identifier (AC-2): respondents are anonymous."""
     paths = [ctx.workspace.raw_table("surveys")]
     paths += sorted(ctx.workspace.prepared.glob("*/surveys.parquet"))
     paths = [p for p in paths if p.is_file()]
     if not paths:
-        return Finding("survey_anonymous", "surveys", {"survey tables": 0}, "not applicable")
+        return _not_applicable("surveys", {"survey tables": 0})
     bad = {}
     for p in paths:
         problems = _survey_schema_ok(SURVEYS, set(pl.read_parquet_schema(p)))
         if problems:
             bad[_rel(ctx, p)] = problems
-    return Finding(
-        "survey_anonymous",
+    return _problems(
         "the survey tables' columns are the survey schema's (month, county, customer type, "
         "score): no customer id, pseudonym or direct identifier",
-        {"tables": [_rel(ctx, p) for p in paths], "identifier columns": bad or "none"},
-        _verdict(not bad),
+        {"tables": [_rel(ctx, p) for p in paths]},
+        bad,
+        key="identifier columns",
     )
 
 
 # --- releases and the ledger -----------------------------------------------------------------
-def _no_ledger(name: str) -> Finding:
-    return Finding(name, "ledger", {"reason": "no ledger given or found"}, "not applicable")
-
-
-def check_release_checksums(ctx: AuditContext) -> Finding:
+@_check("release_checksums")
+def check_release_checksums(ctx: AuditContext) -> _Outcome:
     """Every release file matches the SHA-256 in its ledger entry; every card has an entry."""
     cards = ctx.cards()
     if not cards:
-        return Finding("release_checksums", "release files", {"releases": 0}, "not applicable")
+        return _not_applicable("release files", {"releases": 0})
     if ctx.ledger is None:
-        return _no_ledger("release_checksums")
+        return _no_ledger()
     by_id = {e.release_id: e for e in ctx.ledger.entries()}
     evidence: dict[str, str] = {}
     bad = []
@@ -841,11 +916,11 @@ def check_release_checksums(ctx: AuditContext) -> Finding:
         if extra:
             bad.append(f"{rid}: files not in the ledger: {extra}")
         bad += card_claim_differences(card, entry)
-    return Finding(
-        "release_checksums",
+    return _problems(
         "hash every release file and compare with the SHA-256 its ledger entry recorded",
-        {"releases": len(cards), "files (sha256 prefix)": evidence, "mismatches": bad or "none"},
-        _verdict(not bad),
+        {"releases": len(cards), "files (sha256 prefix)": evidence},
+        bad,
+        key="mismatches",
     )
 
 
@@ -873,15 +948,15 @@ def card_claim_differences(card: dict[str, Any], entry: Any) -> list[str]:
     return out
 
 
-def check_ledger_chain(ctx: AuditContext) -> Finding:
+@_check("ledger_chain")
+def check_ledger_chain(ctx: AuditContext) -> _Outcome:
     """The ledger's hash chain verifies and every card's head hash is in it."""
     if ctx.ledger is None:
-        return _no_ledger("ledger_chain")
+        return _no_ledger()
     chain = ctx.ledger.verify_chain()
     cards = ctx.ledger.verify_cards([str(p) for p, _ in ctx.cards()])
     problems = list(dict.fromkeys([*chain.problems, *cards.problems]))
-    return Finding(
-        "ledger_chain",
+    return _problems(
         "recompute the ledger's hash chain (verify_chain) and find every card's ledger head "
         "hash in it (verify_cards)",
         {
@@ -890,9 +965,8 @@ def check_ledger_chain(ctx: AuditContext) -> Finding:
             "events": chain.n_events,
             "head": chain.head[:16],
             "cards": len(ctx.cards()),
-            "problems": problems or "none",
         },
-        _verdict(not problems),
+        problems,
     )
 
 
@@ -954,18 +1028,18 @@ def _period_epsilon(inside: pl.DataFrame, family: str, delta: float) -> float:
     return rho_to_epsilon(rho, delta) if delta > 0 else math.inf
 
 
-def check_budget(ctx: AuditContext) -> Finding:
+@_check("budget")
+def check_budget(ctx: AuditContext) -> _Outcome:
     """The budget is never exceeded over any rolling period (recomputed from the entries)."""
     if ctx.ledger is None:
-        return _no_ledger("budget")
+        return _no_ledger()
     p = ctx.policy.privacy
     frame = spending(ctx)
     if frame.is_empty():
-        return Finding("budget", "rolling budget", {"DP releases": 0}, "not applicable")
+        return _not_applicable("rolling budget", {"DP releases": 0})
     worst = frame.sort("period_epsilon", descending=True).row(0, named=True)
     over = frame.filter(pl.col("period_epsilon") > p.budget_epsilon + 1e-9)
-    return Finding(
-        "budget",
+    return _found(
         f"sum the privacy loss of every DP release per population over every rolling "
         f"{p.budget_period_months}-month period ending on a release date "
         f"({'pure ε adds' if p.dp_family == DPFamily.PURE else 'ρ adds, stated as ε at δ'}) and "
@@ -978,14 +1052,15 @@ def check_budget(ctx: AuditContext) -> Finding:
             "periods over budget": over.height,
             "ledger": ctx.ledger.label or "controller ledger",
         },
-        _verdict(over.is_empty()),
+        over.is_empty(),
     )
 
 
-def check_destinations(ctx: AuditContext) -> Finding:
+@_check("destinations")
+def check_destinations(ctx: AuditContext) -> _Outcome:
     """Every release's destination and recipient country lie in the EU/EEA (AO-2, OF-3)."""
     if ctx.ledger is None:
-        return _no_ledger("destinations")
+        return _no_ledger()
     entries = ctx.entries()
     allowed = ctx.policy.allowed_destinations & EU_EEA
     bad = []
@@ -999,24 +1074,25 @@ def check_destinations(ctx: AuditContext) -> Finding:
             bad.append(f"{card.get('release_id')}: card destination {card.get('destination')}")
     dests = sorted({e.request.destination for e in entries})
     if not entries:
-        return Finding("destinations", "destinations", {"releases": 0}, "not applicable")
-    return Finding(
-        "destinations",
+        return _not_applicable("destinations", {"releases": 0})
+    return _problems(
         "every ledger entry's and card's destination, and the recipient's country, is an "
         "EU/EEA country the policy allows",
-        {"releases": len(entries), "destinations": dests, "outside": bad or "none"},
-        _verdict(not bad),
+        {"releases": len(entries), "destinations": dests},
+        bad,
+        key="outside",
     )
 
 
-def check_guarantee_recipient(ctx: AuditContext) -> Finding:
+@_check("guarantee_recipient")
+def check_guarantee_recipient(ctx: AuditContext) -> _Outcome:
     """Each release states its guarantee; its recipient is declared and allowed for it
     (external recipients only for end-to-end guarantees; never third-party marketing)."""
     if ctx.ledger is None:
-        return _no_ledger("guarantee_recipient")
+        return _no_ledger()
     entries = ctx.entries()
     if not entries:
-        return Finding("guarantee_recipient", "guarantees", {"releases": 0}, "not applicable")
+        return _not_applicable("guarantees", {"releases": 0})
     bad: list[str] = []
     kinds: dict[str, int] = {}
     cards = {str(c.get("release_id")): c for _, c in ctx.cards()}
@@ -1036,17 +1112,17 @@ def check_guarantee_recipient(ctx: AuditContext) -> Finding:
         card = cards.get(e.release_id)
         if card is not None and card.get("guarantee") != g:
             bad.append(f"{e.release_id}: card states {card.get('guarantee')!r}")
-    return Finding(
-        "guarantee_recipient",
+    return _problems(
         "each ledger entry's guarantee is one of the stated ones and matches its card; its "
         "recipient is declared, never a third party for marketing, and external only for "
         "end-to-end guarantees",
-        {"releases by guarantee": kinds, "problems": bad or "none"},
-        _verdict(not bad),
+        {"releases by guarantee": kinds},
+        bad,
     )
 
 
-def check_purposes_declared(ctx: AuditContext) -> Finding:
+@_check("purposes_declared")
+def check_purposes_declared(ctx: AuditContext) -> _Outcome:
     """Every frame and release carries a purpose the policy declares (AO-10)."""
     declared = set(ctx.policy.purposes)
     used: dict[str, str] = {}
@@ -1060,24 +1136,23 @@ def check_purposes_declared(ctx: AuditContext) -> Finding:
     if seg is not None:
         used["segments/metadata.json"] = seg
     if not used:
-        return Finding(
-            "purposes_declared", "purposes", {"frames and releases": 0}, "not applicable"
-        )
+        return _not_applicable("purposes", {"frames and releases": 0})
     bad = sorted(f"{k}: {v}" for k, v in used.items() if v not in declared)
-    return Finding(
-        "purposes_declared",
+    return _problems(
         "the purpose of every prepared folder, ledger entry, card and segmentation is declared "
         "by the policy",
-        {"declared": sorted(declared), "checked": len(used), "undeclared": bad or "none"},
-        _verdict(not bad),
+        {"declared": sorted(declared), "checked": len(used)},
+        bad,
+        key="undeclared",
     )
 
 
-def check_forecasts_from_archive(ctx: AuditContext) -> Finding:
+@_check("forecasts_from_archive")
+def check_forecasts_from_archive(ctx: AuditContext) -> _Outcome:
     """Forecasts read only the DP release archive (AO-4)."""
     card_path = ctx.workspace.forecasts / "forecast_card.json"
     if not card_path.is_file():
-        return Finding("forecasts_from_archive", "forecasts", {"forecasts": 0}, "not applicable")
+        return _not_applicable("forecasts", {"forecasts": 0})
     card = json.loads(card_path.read_text(encoding="utf-8"))
     archive = ctx.workspace.archive
     bad = []
@@ -1094,21 +1169,20 @@ def check_forecasts_from_archive(ctx: AuditContext) -> Finding:
         if "person_id" in pl.read_parquet_schema(f):
             bad.append(f"{f.name} has person_id")
     stale = archive.is_file() and card.get("source_sha256") != sha256_file(archive)
-    return Finding(
-        "forecasts_from_archive",
+    return _problems(
         "the forecast card names the release archive as its only source; every release id it "
         "used is in the archive and the ledger; no forecast frame has a person id",
         {
             "source": card.get("source"),
             "release ids used": len(card.get("release_ids", [])),
             "archive changed since": bool(stale),
-            "problems": bad or "none",
         },
-        _verdict(not bad),
+        bad,
     )
 
 
-def check_kanon_recount(ctx: AuditContext) -> Finding:
+@_check("kanon_recount")
+def check_kanon_recount(ctx: AuditContext) -> _Outcome:
     """Each k-anonymous release: k (and l) recounted from its file alone."""
     rows, bad = [], []
     for path, cert in ctx.cards():
@@ -1133,17 +1207,18 @@ def check_kanon_recount(ctx: AuditContext) -> Finding:
         if not ok:
             bad.append(line)
     if not rows:
-        return Finding("kanon_recount", "k-anonymous releases", {"releases": 0}, "not applicable")
-    return Finding(
-        "kanon_recount",
+        return _not_applicable("k-anonymous releases", {"releases": 0})
+    return _problems(
         "group each released table by its quasi-identifiers and count the smallest class "
         "(and distinct sensitive values), from the file alone",
-        {"releases": rows, "below claim": bad or "none"},
-        _verdict(not bad),
+        {"releases": rows},
+        bad,
+        key="below claim",
     )
 
 
-def check_pii_scan(ctx: AuditContext, extra: tuple[Path, ...] = ()) -> Finding:
+@_check("pii_scan")
+def check_pii_scan(ctx: AuditContext, extra: tuple[Path, ...] = ()) -> _Outcome:
     """PII scan of every release, the report folder and every notebook's outputs."""
     raw = ctx.raw_customers()
     known = KnownIdentifiers.from_customers(raw) if raw is not None else None
@@ -1154,8 +1229,7 @@ def check_pii_scan(ctx: AuditContext, extra: tuple[Path, ...] = ()) -> Finding:
     ]
     paths += [p for p in (*ctx.notebooks, *extra) if p.exists()]
     hits, scanned = scan_paths(paths, known)
-    return Finding(
-        "pii_scan",
+    return _found(
         "scan every release, forecast, report file and notebook output for e-mail addresses, "
         "phone numbers, personnummer and organisation numbers with a valid check digit"
         + (", and the raw table's known identifiers and full names" if known else ""),
@@ -1163,42 +1237,10 @@ def check_pii_scan(ctx: AuditContext, extra: tuple[Path, ...] = ()) -> Finding:
             "files scanned": len(scanned),
             "hits": [f"{Path(h.source).name}: {h.kind} {h.redacted}" for h in hits[:20]] or 0,
         },
-        _verdict(not hits),
+        not hits,
         STEWARD if known else REVIEWER,
     )
 
-
-#: Every check by name, in report order.
-CHECKS: dict[str, Callable[[AuditContext], Finding]] = {
-    "retention_rows": check_retention_rows,
-    "retention_persons": check_retention_persons,
-    "retention_applied": check_retention_applied,
-    "retention_categories": check_retention_categories,
-    "erased_restricted_absent": check_erased_restricted_absent,
-    "erasures_carried_out": check_erasures_carried_out,
-    "objectors_absent": check_objectors_absent,
-    "consent_withdrawal": check_consent_withdrawal,
-    "profiling_labels": check_profiling_labels,
-    "targets_opt_out": check_targets_opt_out,
-    "no_direct_identifiers": check_no_direct_identifiers,
-    "no_personnummer": check_no_personnummer,
-    "pseudonymised": check_pseudonymised,
-    "minimised": check_minimised,
-    "key_not_stored": check_key_not_stored,
-    "access_owner_only": check_access_owner_only,
-    "access_organisational": check_access_organisational,
-    "schema_categories": check_schema_categories,
-    "survey_anonymous": check_survey_anonymous,
-    "release_checksums": check_release_checksums,
-    "ledger_chain": check_ledger_chain,
-    "budget": check_budget,
-    "destinations": check_destinations,
-    "guarantee_recipient": check_guarantee_recipient,
-    "purposes_declared": check_purposes_declared,
-    "forecasts_from_archive": check_forecasts_from_archive,
-    "kanon_recount": check_kanon_recount,
-    "pii_scan": check_pii_scan,
-}
 
 #: Checks every controller's checklist contains (the rest verify one controller's promise).
 CORE_CHECKS = tuple(

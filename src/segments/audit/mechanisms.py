@@ -755,7 +755,7 @@ def survey_person_case(
     """
     from segments.privacy._frames import write_survey_frame
     from segments.privacy.releases import (
-        _build_query,
+        build_query,
         survey_months,
         survey_responses_per_person,
     )
@@ -791,7 +791,7 @@ def survey_person_case(
     from segments.privacy.composition import loss_parameter
 
     loss = loss_parameter(params.dp_family, spec.epsilon, params.delta)
-    query = _build_query(
+    query = build_query(
         spec.query_defs[0], loss, params, paths["with"], None, 0.05, 1 if broken else rows
     )
     claimed, delta = _claimed(query.loss, params.dp_family, params.delta)

@@ -117,6 +117,22 @@ def _class_sizes(ctx: AuditContext) -> dict[str, pl.Series]:
     return out
 
 
+def _histogram_per_release(
+    values: Mapping[str, Any], line: tuple[float, str], xlabel: str, ylabel: str
+) -> tuple[Figure, Any]:
+    """One histogram per release on shared axes, with the policy's threshold ``line``
+    (value, label) dashed in red."""
+    fig = Figure(figsize=(7, 3.2))
+    ax = fig.subplots()
+    for rid, release_values in values.items():
+        ax.hist(release_values, bins=30, alpha=0.6, label=rid)
+    ax.axvline(line[0], color="tab:red", linestyle="--", label=line[1])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    return fig, ax
+
+
 def kanon_charts(ctx: AuditContext, folder: Path) -> list[Chart]:
     """Class sizes and the prosecutor re-identification risk of every k-anonymous release,
     recounted from the released tables ([] without one)."""
@@ -124,34 +140,31 @@ def kanon_charts(ctx: AuditContext, folder: Path) -> list[Chart]:
     if not per_record:
         return []
     k = ctx.policy.privacy.min_k
-    fig = Figure(figsize=(7, 3.2))
-    ax = fig.subplots()
-    for rid, sizes in per_record.items():
-        ax.hist(sizes.to_numpy(), bins=30, alpha=0.6, label=rid)
-    ax.axvline(k, color="tab:red", linestyle="--", label=f"min k = {k}")
-    ax.set_xlabel("size of the record's equivalence class")
-    ax.set_ylabel("records")
-    ax.legend(fontsize=7)
+    fig, _ = _histogram_per_release(
+        {rid: sizes.to_numpy() for rid, sizes in per_record.items()},
+        (k, f"min k = {k}"),
+        "size of the record's equivalence class",
+        "records",
+    )
     sizes_chart = Chart(
         "Class sizes of the k-anonymous releases",
         _save(fig, folder / "class_sizes.png"),
         "Recounted from the released files.",
     )
-    fig = Figure(figsize=(7, 3.2))
-    ax = fig.subplots()
-    for rid, sizes in per_record.items():
-        risk = (1.0 / sizes.cast(pl.Float64)).to_numpy()
-        ax.hist(risk, bins=30, alpha=0.6, label=rid)
+    risks = {rid: (1.0 / sizes.cast(pl.Float64)).to_numpy() for rid, sizes in per_record.items()}
+    fig, ax = _histogram_per_release(
+        risks,
+        (1 / k, f"1/min k = {1 / k:.3g}"),
+        "prosecutor re-identification risk of a record (1 / class size)",
+        "records (log scale)",
+    )
+    for risk in risks.values():
         worst = float(risk.max())  # the worst-off records: marked, however few they are
         ax.plot([worst], [1], "v", ms=7, color="black", clip_on=False)
         note = f"highest {worst:.3g}: {int((risk == worst).sum())} records"
         ax.annotate(note, (worst, 1), xytext=(-4, 10), textcoords="offset points", ha="right",
                     fontsize=8)  # fmt: skip
-    ax.axvline(1 / k, color="tab:red", linestyle="--", label=f"1/min k = {1 / k:.3g}")
     ax.set_yscale("log")  # a handful of records at the highest risk stay visible
-    ax.set_xlabel("prosecutor re-identification risk of a record (1 / class size)")
-    ax.set_ylabel("records (log scale)")
-    ax.legend(fontsize=7)
     risk_chart = Chart(
         "Re-identification risk distribution",
         _save(fig, folder / "risk.png"),

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segments.audit.checks import CHECKS, CORE_CHECKS, clause_checks
-from segments.audit.context import NEEDS_KEY, STEWARD, AuditContext, Finding, release_type
+from segments.audit.checks import CHECKS, CORE_CHECKS, check_key_matches, clause_checks
+from segments.audit.context import STEWARD, AuditContext, Finding, release_type
 from segments.audit.pii import scan_text
 from segments.audit.plots import budget_chart, dp_audit_chart, dp_audit_figure, kanon_charts
 from segments.audit.render import (
@@ -199,27 +199,6 @@ def _safe(name: str, check: Any, ctx: AuditContext) -> Finding:
             "fail",
         )
     return finding
-
-
-def _key_matches(ctx: AuditContext) -> Finding:
-    """The steward's key is the one the frames were pseudonymised with (else the steward's
-    look-ups would find nobody and pass vacuously)."""
-    if ctx.key is None:
-        return Finding("key_matches", "key id", {"reason": NEEDS_KEY}, "not applicable", STEWARD)
-    ids = {}
-    for purpose in ctx.prepared_purposes():
-        report = ctx.workspace.policy_report(purpose)
-        if report.is_file():
-            ids[purpose] = json.loads(report.read_text(encoding="utf-8")).get("key_id")
-    wrong = sorted(p for p, k in ids.items() if k != ctx.key.key_id)
-    return Finding(
-        "key_matches",
-        "the keyed fingerprint of the steward's key equals the key id every prepared frame "
-        "records, so the re-pseudonymised look-ups can find the people",
-        {"key id": ctx.key.key_id, "frames": len(ids), "other key": wrong or "none"},
-        "pass" if not wrong else "fail",
-        STEWARD,
-    )
 
 
 # --- sections -----------------------------------------------------------------------------
@@ -666,7 +645,7 @@ def run_audit(
     for name, check in CHECKS.items():
         sections.set_postfix_str(name)
         findings[name] = _safe(name, check, ctx)
-    findings["key_matches"] = _key_matches(ctx)
+    findings["key_matches"] = check_key_matches(ctx)
     sections.update()
     links = _release_links(ctx)
     known = sorted(set(links) | {e.release_id for e in ctx.entries()})

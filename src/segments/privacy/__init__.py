@@ -24,7 +24,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "segments.privacy.guards": (
         "EU_EEA",
         "Guarantee",
-        "PolicyFacts",
         "Recipient",
         "check_release",
     ),

@@ -35,6 +35,7 @@ from segments.privacy.ledger import cite_rule
 from segments.privacy.releases import ReleaseResult, plan_release
 from segments.privacy.specs import SPECS, PrivacyParams, ReleaseSpec
 from segments.progress import progress
+from segments.provenance import hashing_raw_once
 from segments.workspace import (
     CARD,
     PREPARED_CUSTOMERS,
@@ -45,6 +46,7 @@ from segments.workspace import (
 
 if TYPE_CHECKING:
     from segments.policy import Policy
+    from segments.prepare.pseudonym import PseudonymKey
     from segments.privacy.ledger import Ledger, LedgerEntry
     from segments.privacy.publishing import ReleaseContext
 
@@ -136,6 +138,7 @@ def _archive_lock(workspace: Workspace) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@hashing_raw_once
 def release_month(
     context: ReleaseContext,
     month: dt.date,
@@ -523,6 +526,7 @@ def backfill(
     # every replayed month pseudonymises the same raw ids: hash each once (in memory only)
     memo = contextlib.ExitStack()
     memo.enter_context(remembered_pseudonyms())
+    key: PseudonymKey | None = None  # the workspace's, resolved at the first replayed month
     try:
         while next_month(month) <= until:
             bar.set_postfix_str(month.isoformat()[:7])
@@ -532,7 +536,8 @@ def backfill(
                 closed = next_month(month)
                 source = None
                 if month < covered:
-                    source = _prepared_as_of(workspace, replay, policy, purpose, closed)
+                    key = key or _replay_key(workspace)
+                    source = _prepared_as_of(workspace, replay, policy, purpose, closed, key)
                 result = release_month(
                     context,
                     month,
@@ -596,19 +601,31 @@ def _history_start(workspace: Workspace) -> dt.date | None:
     return _first_full_month(dt.date.fromisoformat(start)) if start else None
 
 
+def _replay_key(workspace: Workspace) -> PseudonymKey:
+    """The key every replayed month is prepared with: the rewound rows are the workspace's
+    own (dated back), not the generator's output for the replay's manifest, so the key is the
+    workspace's, the demo key only if its raw data is proven synthetic. The backfill reads
+    the raw data and never writes it, so one proof holds for all its months (each proof
+    hashes every raw file)."""
+    from segments.prepare.pseudonym import load_key
+    from segments.privacy.synthetic import prove_synthetic
+
+    return load_key(workspace=workspace, synthetic_proof=prove_synthetic)
+
+
 def _prepared_as_of(
-    workspace: Workspace, replay: Workspace, policy: Policy, purpose: str, closed: dt.date
+    workspace: Workspace,
+    replay: Workspace,
+    policy: Policy,
+    purpose: str,
+    closed: dt.date,
+    key: PseudonymKey,
 ) -> Path:
     """Prepare the rewound raw data as of the last day of the month that closed."""
     from segments.prepare.frames import prepare
     from segments.prepare.history import rewind_raw
-    from segments.prepare.pseudonym import load_key
-    from segments.privacy.synthetic import prove_synthetic
 
     day = closed - dt.timedelta(days=1)
     rewind_raw(workspace, day, replay)  # signed: the replay is bound to this workspace's raw
-    # The rewound rows are the workspace's own (dated back), not the generator's output for
-    # the replay's manifest: the key is the workspace's, the demo key only if it is proven.
-    key = load_key(workspace=workspace, synthetic_proof=prove_synthetic)
     prepare(replay, policy, purpose, day, key=key)
     return replay.prepared_dir(purpose)

@@ -17,17 +17,15 @@ The facts come from the policy (a :class:`segments.Policy`, read as it is), neve
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 
-from segments.exceptions import ReleaseRefusedError
+from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.policy import EU_EEA, RECIPIENT_KINDS, Guarantee, Policy, Recipient
 
 __all__ = [
     "EU_EEA",
     "Guarantee",
     "RECIPIENT_KINDS",
-    "PolicyFacts",
     "Recipient",
     "check_destination",
     "check_guarantee",
@@ -35,61 +33,6 @@ __all__ = [
     "check_recipient",
     "check_release",
 ]
-
-
-@dataclass(frozen=True)
-class PolicyFacts:
-    """The facts the guards read, for a ledger guarded without a whole policy.
-
-    The guards and the ledger read a :class:`segments.Policy` itself (no copy of its facts is
-    made); this view, with the same attribute names and no budget, is constructed only where
-    a release must be guarded without binding a whole policy (the ledger's unit tests and
-    doctest). Its destinations are checked against :data:`segments.policy.EU_EEA`.
-
-    Parameters
-    ----------
-    name : str
-        Policy name.
-    controller : str
-        The controller the policy belongs to.
-    recipients : mapping of str to Recipient
-        Declared recipients.
-    allowed_destinations : frozenset of str
-        Country codes releases may go to (intersected with :data:`EU_EEA` by the guard).
-    purposes : frozenset of str
-        Declared purposes.
-    destination_clause_ids : tuple of str
-        The policy's clauses on destinations.
-    clauses : mapping of str to tuple of str
-        The policy's ``[clauses]`` table (:data:`segments.policy.CLAUSE_KINDS`): refusals
-        cite only these, so a controller's refusal never names another's promise.
-    purpose_clauses : mapping of str to tuple of str
-        Each declared purpose's own clauses (``[purposes.NAME].clause_ids``).
-    """
-
-    name: str
-    controller: str
-    recipients: Mapping[str, Recipient] = field(default_factory=dict)
-    allowed_destinations: frozenset[str] = EU_EEA
-    purposes: frozenset[str] = frozenset()
-    destination_clause_ids: tuple[str, ...] = ()
-    clauses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    purpose_clauses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-
-    def clauses_for(self, kind: str) -> tuple[str, ...]:
-        """The policy's clause ids backing ``kind`` (none: the rule is the project's)."""
-        return tuple(self.clauses.get(kind, ()))
-
-    def cite(self, kind: str) -> str:
-        """The policy's clause ids for ``kind`` as text, or that the rule is the project's."""
-        ids = tuple(dict.fromkeys(self.clauses.get(kind, ())))
-        return ", ".join(ids) if ids else f"a project rule; policy {self.name!r} has no clause"
-
-    def release_clause_ids(self, purpose: str) -> tuple[str, ...]:
-        """Clauses a release for ``purpose`` may cite: the anonymity clause and the purpose's
-        (as :meth:`segments.Policy.release_clause_ids`)."""
-        ids = (*self.clauses_for("anonymous_release"), *self.purpose_clauses.get(purpose, ()))
-        return tuple(dict.fromkeys(ids))
 
 
 def check_destination(
@@ -128,24 +71,18 @@ def check_destination(
         )
 
 
-def check_recipient(recipient: str, policy: Policy | PolicyFacts) -> Recipient:
+def check_recipient(recipient: str, policy: Policy) -> Recipient:
     """Return the declared recipient; refuse undeclared and third-party marketing ones.
 
-    Refusals cite the policy's ``recipient_refusal`` clauses (and the recipient's own).
+    Refusals cite the policy's ``recipient_refusal`` clauses; an undeclared recipient is
+    refused by :meth:`segments.Policy.recipient`, the one owner of that message.
 
     Raises
     ------
     ReleaseRefusedError
         If the recipient is not declared in the policy or is a third-party marketer.
     """
-    declared = policy.recipients.get(recipient)
-    if declared is None:
-        names = ", ".join(sorted(policy.recipients)) or "none"
-        raise ReleaseRefusedError(
-            f"recipient {recipient!r} is not declared in policy {policy.name!r} (declared: "
-            f"{names}); a release records who receives it ({policy.cite('recipient_refusal')}); "
-            "declare the recipient in the policy's [recipients] or choose a declared one"
-        )
+    declared = policy.recipient(recipient)
     if declared.kind == "third_party_marketing":
         raise ReleaseRefusedError(
             f"recipient {recipient!r} is a third party for sales or marketing; data is not "
@@ -157,7 +94,7 @@ def check_recipient(recipient: str, policy: Policy | PolicyFacts) -> Recipient:
 
 
 def check_guarantee(
-    guarantee: str, kind: str, recipient: Recipient, policy: Policy | PolicyFacts | None = None
+    guarantee: str, kind: str, recipient: Recipient, policy: Policy | None = None
 ) -> None:
     """Refuse an unknown guarantee, a guarantee that does not fit the release kind, and a
     "DP given a non-private segmentation" release to anyone but an internal recipient (the
@@ -184,15 +121,13 @@ def check_guarantee(
         )
 
 
-def check_purpose(purpose: str, policy: Policy | PolicyFacts) -> None:
-    """Refuse a purpose the policy does not declare (its ``purpose_refusal`` clauses)."""
-    if purpose not in policy.purposes:
-        declared = ", ".join(sorted(policy.purposes)) or "none"
-        raise ReleaseRefusedError(
-            f"purpose {purpose!r} is not declared in policy {policy.name!r} (declared: "
-            f"{declared}); data is processed only for the purposes it was collected for "
-            f"({policy.cite('purpose_refusal')}); choose a declared purpose"
-        )
+def check_purpose(purpose: str, policy: Policy) -> None:
+    """Refuse a purpose the policy does not declare (its ``purpose_refusal`` clauses), with
+    :meth:`segments.Policy.purpose`'s message, as a refused release."""
+    try:
+        policy.purpose(purpose)
+    except PolicyError as undeclared:
+        raise ReleaseRefusedError(str(undeclared)) from None
 
 
 def check_release(
@@ -202,7 +137,7 @@ def check_release(
     destination: str,
     guarantee: str,
     kind: str,
-    policy: Policy | PolicyFacts,
+    policy: Policy,
 ) -> Recipient:
     """Run every guard on one release; return the declared recipient.
 
@@ -213,12 +148,9 @@ def check_release(
 
     Examples
     --------
-    >>> facts = PolicyFacts(
-    ...     name="demo", controller="Demo AB",
-    ...     recipients={"purchasing": Recipient("purchasing", "internal", "SE")},
-    ...     allowed_destinations=frozenset({"SE"}), purposes=frozenset({"analytics"}))
-    >>> check_release(purpose="analytics", recipient="purchasing", destination="SE",
-    ...               guarantee="end-to-end ε-DP", kind="dp", policy=facts).kind
+    >>> policy = Policy.load("alloffice")
+    >>> check_release(purpose="statistics", recipient="purchasing", destination="SE",
+    ...               guarantee="end-to-end ε-DP", kind="dp", policy=policy).kind
     'internal'
     """
     check_purpose(purpose, policy)

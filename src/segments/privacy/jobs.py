@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from segments.exceptions import PolicyError, ReleaseRefusedError, WorkspaceError
+from segments.provenance import hashing_raw_once
 from segments.workspace import PREPARED_CUSTOMERS, PREPARED_LINES, Workspace
 
 if TYPE_CHECKING:
@@ -290,6 +291,7 @@ def plan_spec(
         yield plan
 
 
+@hashing_raw_once
 def release_spec(
     context: ReleaseContext,
     spec: ReleaseSpec | str,

@@ -45,7 +45,7 @@ from segments.privacy.kmeans_estimator import (
 )
 from segments.privacy.kmeans_profiles import PROFILE_QUERIES, private_segment_profiles
 from segments.privacy.publishing import begin
-from segments.provenance import _sign_segment_names
+from segments.provenance import _sign_segment_names, hashing_raw_once
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
 from segments.workspace import (
     CARD,
@@ -384,6 +384,7 @@ def private_model(
     )
 
 
+@hashing_raw_once
 def fit_private_segments(
     context: ReleaseContext,
     *,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from segments.provenance import _sign_segment_names
+from segments.provenance import _sign_segment_names, hashing_raw_once
 from segments.workspace import (
     CARD,
     CENTROIDS,
@@ -38,6 +38,7 @@ PROFILE_QUERIES = ("spend_by_segment", "category_by_segment")
 _MIN_PROFILED = 50
 
 
+@hashing_raw_once
 def private_segment_profiles(
     context: ReleaseContext, *, epsilon: float = 0.5, as_of: dt.date | None = None
 ) -> tuple[Any, Any]:

@@ -33,9 +33,11 @@ __all__ = [
     "CLIPPED_SUMS",
     "MAX_CLIPPED_SHARE",
     "consistent_leaves",
+    "mark_unreliable_cells",
     "mean_where_supported",
     "noise_variance",
     "nonnegative",
+    "published_count_problems",
 ]
 
 
@@ -206,3 +208,96 @@ def mean_where_supported(
         ),
         pl.Series(f"{name}_status", status.astype(str)),
     ]
+
+
+def mark_unreliable_cells(
+    frame: pl.DataFrame, aggregates: Sequence[str], max_relative_error: float
+) -> pl.DataFrame:
+    """Mark the cells whose noise is wider than the policy accepts for a typical cell.
+
+    ``<agg>_reliable`` is false where the interval's half-width (around the raw noisy value,
+    ``<agg>_upper - <agg>_noisy``, after :func:`nonnegative`) exceeds ``max_relative_error``
+    times the published value, or the value is 0. The accuracy plan's ±10 % is a typical
+    cell's; a small segment's cells are smaller and its own private bound is unreliable (the
+    quantile needs well over a thousand people at its ε), so the category mix's p90 cell error
+    was 60-100 % while its median met 10 % (benchmarks/README.md). The mark says so per cell
+    instead of letting the table imply the plan's figure for all of them.
+
+    Examples
+    --------
+    >>> f = pl.DataFrame({"n": [100, 8, 0], "n_noisy": [100, 8, -2],
+    ...                   "n_lower": [80.0, 0.0, 0.0], "n_upper": [120.0, 28.0, 18.0]})
+    >>> mark_unreliable_cells(f, ["n"], 0.5)["n_reliable"].to_list()
+    [True, False, False]
+    """
+    return frame.with_columns(
+        (
+            (pl.col(agg) > 0)
+            & (pl.col(f"{agg}_upper") - pl.col(f"{agg}_noisy") <= max_relative_error * pl.col(agg))
+        ).alias(f"{agg}_reliable")
+        for agg in aggregates
+    )
+
+
+def published_count_problems(
+    published: Sequence[float] | np.ndarray, noisy: Sequence[float] | np.ndarray
+) -> list[str]:
+    """What is wrong with published counts as the post-processing of the recorded noisy ones.
+
+    A check on the published file that does not trust the projection: the published counts
+    must be whole and non-negative, add up to the noisy total (rounded, at least 0), and be
+    the projection of the noisy counts (``kmeans_estimator.nonnegative_counts``). Counts
+    published raw (a noisy ``-21``), edited after the projection, or projected from other
+    noisy counts each fail it.
+
+    Parameters
+    ----------
+    published : sequence of float
+        The counts as published (read from the release's file).
+    noisy : sequence of float
+        The raw noisy counts the release recorded before post-processing.
+
+    Returns
+    -------
+    list of str
+        One line per problem, naming the cell and its value; empty when the counts are sound.
+
+    Examples
+    --------
+    >>> published_count_problems([109, 0, 23, 0], [120.4, -21.0, 35.2, -3.0])
+    []
+    >>> published_count_problems([120, -21, 35, -3], [120.4, -21.0, 35.2, -3.0])[0][:42]
+    'published count of cell 1 is -21, negative'
+    """
+    from segments.privacy.kmeans_estimator import nonnegative_counts
+
+    values = np.asarray(published, dtype=float)
+    raw = np.asarray(noisy, dtype=float)
+    problems = [
+        f"published count of cell {i} is {v:g}, negative; publish the non-negative projection "
+        "of the noisy counts"
+        for i, v in enumerate(values)
+        if v < 0
+    ]
+    problems += [
+        f"published count of cell {i} is {v:g}, not a whole number"
+        for i, v in enumerate(values)
+        if np.isfinite(v) and v != np.round(v)
+    ]
+    if values.shape != raw.shape:
+        return [*problems, f"{values.size} published counts for {raw.size} noisy ones"]
+    total = max(int(round(float(raw.sum()))), 0)
+    if not np.isclose(values.sum(), total):
+        problems.append(
+            f"published counts add up to {values.sum():g}, the noisy total is {total}; the "
+            "projection keeps the total"
+        )
+    expected = nonnegative_counts(raw)
+    differ = np.flatnonzero(values != expected)
+    if len(differ):
+        i = int(differ[0])
+        problems.append(
+            f"{len(differ)} published count(s) differ from the projection of the noisy counts "
+            f"(first: cell {i}, {values[i]:g} published, {expected[i]} projected)"
+        )
+    return problems

@@ -40,7 +40,6 @@ from segments.workspace import CARD, Workspace, fsync_dir, make_private, sha256_
 
 if TYPE_CHECKING:
     from segments.policy import Policy
-    from segments.privacy.guards import PolicyFacts
     from segments.privacy.ledger import Ledger, ReleaseRequest
 
 
@@ -351,7 +350,7 @@ def begin(
     ledger: Ledger,
     request: ReleaseRequest,
     *,
-    policy: Policy | PolicyFacts | None,
+    policy: Policy | None,
     final: Path,
     replaces: bool = False,
 ) -> Publication:

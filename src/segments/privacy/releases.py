@@ -66,6 +66,7 @@ from segments.privacy.postprocess import (
     CLIPPED_SUMS,
     MAX_CLIPPED_SHARE,
     consistent_leaves,
+    mark_unreliable_cells,
     mean_where_supported,
     noise_variance,
     nonnegative,
@@ -84,8 +85,20 @@ from segments.privacy.vectors import (
     VectorRelease,
     choose_mechanism,
 )
+from segments.provenance import hashing_raw_once
 from segments.schema import CUSTOMER_TYPES, PERSON_TYPES, PREPARED_LINES, PRODUCT_CATEGORIES
-from segments.workspace import Workspace, sha256_file, write_json
+from segments.workspace import (
+    CARD,
+    Workspace,
+    sha256_file,
+    write_json,
+)
+from segments.workspace import (
+    PREPARED_CUSTOMERS as CUSTOMERS_FILE,
+)
+from segments.workspace import (
+    PREPARED_LINES as LINES_FILE,
+)
 
 if TYPE_CHECKING:
     from segments.policy import Policy
@@ -96,6 +109,7 @@ __all__ = [
     "QueryPlan",
     "ReleasePlan",
     "ReleaseResult",
+    "build_query",
     "build_shared_frames",
     "check_public_keys",
     "cells_per_person",
@@ -777,10 +791,12 @@ class QueryPlan:
 
     @property
     def summary(self) -> pd.DataFrame:
+        """The query's noise per aggregate (see the class's ``summary``)."""
         return to_pandas(self._summary)
 
     @property
     def keys(self) -> pd.DataFrame:
+        """The public key set the query answers for."""
         return to_pandas(self._keys)
 
 
@@ -793,7 +809,7 @@ def _with_accuracy(summary: pl.DataFrame, alpha: float) -> pl.DataFrame:
     return summary.with_columns(pl.Series("accuracy", accuracy, dtype=pl.Float64))
 
 
-def _build_query(
+def build_query(
     query: QueryDef,
     loss: float,
     params: PrivacyParams,
@@ -1097,6 +1113,7 @@ class ReleasePlan:
     # --- what is claimed ------------------------------------------------------------------
     @property
     def mechanism(self) -> str:
+        """The queries' noise mechanisms, joined by ``+``, as the card states them."""
         default = "laplace" if self.params.dp_family == DPFamily.PURE else "gaussian"
         used = {q.vector.mechanism if q.vector is not None else default for q in self.queries}
         return "+".join(sorted(used))
@@ -1108,6 +1125,7 @@ class ReleasePlan:
 
     @property
     def guarantee(self) -> Guarantee:
+        """The guarantee the release may claim: its segments', else end to end."""
         return self.segments.guarantee if self.segments is not None else Guarantee.END_TO_END
 
     @property
@@ -1263,6 +1281,7 @@ class ReleasePlan:
         tables = _make_consistent(tables, {q.query.name: q for q in self.queries})
         return {name: _whole_count_interval(table) for name, table in tables.items()}
 
+    @hashing_raw_once
     def execute(
         self, context: ReleaseContext, *, extra_card: Mapping[str, Any] | None = None
     ) -> ReleaseResult:
@@ -1562,7 +1581,12 @@ def _with_intervals(q: QueryPlan, answer: pl.DataFrame, params: PrivacyParams) -
             )
         )
     # sums of non-negative values and counts are never negative: publish max(value, 0)
-    return nonnegative(frame, q.query.aggregates)
+    frame = nonnegative(frame, q.query.aggregates)
+    if q.vector is not None and q.vector.group_bounds:
+        # each segment's own private bound: a small segment's cells are marked when their
+        # noise is wider than the policy accepts, not left to imply the plan's typical figure
+        frame = mark_unreliable_cells(frame, q.query.aggregates, params.max_relative_error)
+    return frame
 
 
 #: (finer query, its margin, aggregates) fitted together by weighted least squares.
@@ -1668,11 +1692,11 @@ def _publish(
         for name, table in tables.items():
             table.write_parquet(staging / f"{name}.parquet")
         # the ledger's fields, the parties and the files' hashes: Publication.complete
-        write_json(staging / "card.json", _card(plan, extra_card))
+        write_json(staging / CARD, _card(plan, extra_card))
     except BaseException as exc:
         publication.fail(exc)
         raise
-    _, card = publication.complete("card.json")
+    _, card = publication.complete(CARD)
     return ReleaseResult(publication.release_id, publication.final, tables, card)
 
 
@@ -1761,6 +1785,7 @@ def _segment_names_card(plan: ReleasePlan) -> dict[str, Any]:
 
 
 # --- planning entry point -------------------------------------------------------------------
+@hashing_raw_once
 def plan_release(
     spec: ReleaseSpec,
     params: PrivacyParams,
@@ -1851,13 +1876,13 @@ def plan_release(
     if reads_people and purpose is not None and workspace is not None and lines is None:
         from segments.provenance import verified_frames
 
-        names = ("customers.parquet", "lines.parquet")
+        names = (CUSTOMERS_FILE, LINES_FILE)
         with verified_frames(workspace, purpose, names, window=window) as copies:
             return plan_release(
                 spec,
                 params,
-                customers=copies["customers.parquet"],
-                lines=copies["lines.parquet"],
+                customers=copies[CUSTOMERS_FILE],
+                lines=copies[LINES_FILE],
                 surveys=surveys,
                 segments=segments,
                 as_of=as_of,
@@ -1912,7 +1937,7 @@ def plan_release(
         # purpose keeps (public facts; the window opens in 1900 when none is given)
         window_months = max(1, min(months_between(*window), int(params.retention_months)))
         queries = [
-            _build_query(
+            build_query(
                 q,
                 loss,
                 params,

@@ -157,6 +157,14 @@ class QueryDef:
         }
 
 
+# What the person-level queries share: how much one person can change them, and the mean
+# spend they publish (post-processed from the noisy spend and count).
+_ONE_COUNT_PER_PERSON = "one row per person (per-person aggregate): a person changes one count by 1"
+_CLIPPED_SPEND_PER_PERSON = (
+    "one row per person; total spend in the window clipped to [0, spend_bound_sek]"
+)
+_MEAN_SPEND = (("mean_spend_sek", "spend_sek", "count"),)
+
 #: Every query a release may contain, by name.
 QUERIES: dict[str, QueryDef] = {
     q.name: q
@@ -166,32 +174,30 @@ QUERIES: dict[str, QueryDef] = {
             "person",
             ("county_code",),
             ("count",),
-            influence="one row per person (per-person aggregate): a person changes one count by 1",
+            influence=_ONE_COUNT_PER_PERSON,
         ),
         QueryDef(
             "customers_by_county_segment",
             "person",
             ("county_code", "segment"),
             ("count",),
-            influence="one row per person (per-person aggregate): a person changes one count by 1",
+            influence=_ONE_COUNT_PER_PERSON,
         ),
         QueryDef(
             "spend_by_segment",
             "person",
             ("segment",),
             ("count", "spend_sek"),
-            means=(("mean_spend_sek", "spend_sek", "count"),),
-            influence="one row per person; total spend in the window clipped to "
-            "[0, spend_bound_sek]",
+            means=_MEAN_SPEND,
+            influence=_CLIPPED_SPEND_PER_PERSON,
         ),
         QueryDef(
             "spend_by_county_segment",
             "person",
             ("county_code", "segment"),
             ("count", "spend_sek"),
-            means=(("mean_spend_sek", "spend_sek", "count"),),
-            influence="one row per person; total spend in the window clipped to "
-            "[0, spend_bound_sek]",
+            means=_MEAN_SPEND,
+            influence=_CLIPPED_SPEND_PER_PERSON,
         ),
         QueryDef(
             "category_by_segment",
@@ -218,9 +224,8 @@ QUERIES: dict[str, QueryDef] = {
             "person",
             ("customer_type",),
             ("count", "spend_sek"),
-            means=(("mean_spend_sek", "spend_sek", "count"),),
-            influence="one row per person; total spend in the window clipped to "
-            "[0, spend_bound_sek] (the accuracy planner's scale probe)",
+            means=_MEAN_SPEND,
+            influence=f"{_CLIPPED_SPEND_PER_PERSON} (the accuracy planner's scale probe)",
         ),
         QueryDef(
             "buyers_by_type",
@@ -276,6 +281,7 @@ class SegmentNames:
 
     @classmethod
     def of(cls, names: dict[str, str], names_from: str, signed: bool) -> SegmentNames:
+        """Names from a key → name mapping, with where they came from and whether signed."""
         return cls(tuple(names.items()), names_from, signed)
 
     @property
@@ -293,6 +299,7 @@ class SegmentNames:
         return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able names with their origin and SHA-256, as the card states them."""
         return {
             "names": dict(self.names),
             "names_from": self.names_from,
@@ -486,6 +493,7 @@ class SegmentSource:
         return Guarantee.END_TO_END
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able source (provenance, keys, labels file), as the card and ledger record it."""
         out = {
             "provenance": self.provenance,
             "keys": list(self.keys),
@@ -657,10 +665,12 @@ class ReleaseSpec:
 
     @property
     def query_defs(self) -> tuple[QueryDef, ...]:
+        """The queries' definitions: the spec's own, else the catalogue's (``QUERIES``)."""
         return self._defs
 
     @property
     def needs_segments(self) -> bool:
+        """Whether a query groups or filters by segment, so the release needs segment labels."""
         return any("segment" in (*q.by, *(c for c, _ in q.where)) for q in self._defs)
 
     def query_epsilons(self) -> tuple[float, ...]:
@@ -683,6 +693,7 @@ class ReleaseSpec:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able spec, as the ledger and the card record it."""
         out = {
             "name": self.name,
             "queries": list(self.queries),

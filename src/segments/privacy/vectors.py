@@ -258,13 +258,16 @@ class VectorRelease:
 
     @property
     def norm(self) -> str:
+        """The norm the vector is clipped in: l1 for Laplace noise, l2 for Gaussian."""
         return "l1" if self.mechanism == "laplace" else "l2"
 
     @property
     def measure(self) -> Any:
+        """OpenDP's privacy measure of the release's family."""
         return privacy_measure(self.family)
 
     def private(self, aggregate: str) -> bool:
+        """Whether ``aggregate``'s bound is chosen privately (no public bound given)."""
         return self.public_bounds.get(aggregate) is None
 
     def bound(self, aggregate: str) -> float:
@@ -277,6 +280,7 @@ class VectorRelease:
         return float(self.upper_bounds[aggregate])
 
     def candidates(self, aggregate: str) -> list[float]:
+        """The bounds a private choice picks from, up to the aggregate's top bound."""
         return bound_candidates(float(self.upper_bounds[aggregate]))
 
     @property
@@ -420,6 +424,7 @@ class VectorRelease:
         )
 
     def d_mids(self) -> list[float]:
+        """Each step's privacy loss for the compositor: the private bounds, then the sums."""
         bound = [self.bound_losses[a] for a in self.aggregates if self.private(a)]
         return [*bound, math.fsum(self.sum_losses[a] for a in self.aggregates)]
 
