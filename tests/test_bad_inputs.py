@@ -394,27 +394,23 @@ def _empty_policy(env: Env) -> None:
 add("policy: Latin-1 file", PREPARE, _latin1_policy, says="UTF-8")
 add("policy: empty file", PREPARE, _empty_policy)
 
+
 # --- input data files --------------------------------------------------------------------------
-inf_price = _raw(
-    "order_lines",
-    lambda f: f.with_columns(
-        pl.when(pl.int_range(pl.len()) == 0)
-        .then(float("inf"))
-        .otherwise(pl.col("unit_price_sek"))
-        .alias("unit_price_sek")
-    ),
-)
-nan_price = _raw(
-    "order_lines",
-    lambda f: f.with_columns(
-        pl.when(pl.int_range(pl.len()) == 0)
-        .then(float("nan"))
-        .otherwise(pl.col("unit_price_sek"))
-        .alias("unit_price_sek")
-    ),
-)
-add("raw: infinite price", PREPARE, inf_price, says="unit_price_sek")
-add("raw: NaN price", PREPARE, nan_price, says="unit_price_sek")
+def _first_price(value: float) -> Setup:
+    """The first order line's unit price replaced by ``value``."""
+    return _raw(
+        "order_lines",
+        lambda f: f.with_columns(
+            pl.when(pl.int_range(pl.len()) == 0)
+            .then(value)
+            .otherwise(pl.col("unit_price_sek"))
+            .alias("unit_price_sek")
+        ),
+    )
+
+
+add("raw: infinite price", PREPARE, _first_price(float("inf")), says="unit_price_sek")
+add("raw: NaN price", PREPARE, _first_price(float("nan")), says="unit_price_sek")
 add(
     "raw: negative quantity",
     PREPARE,

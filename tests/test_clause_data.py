@@ -13,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from prepared_frames import install_prepared, synthetic_proof, verified_plan
-from release_helpers import release_context
+from prepared_frames import install_prepared, verified_plan
+from release_helpers import proven_ledger, release_context
 
 import segments
 from segments.exceptions import PolicyError
 from segments.policy import CLAUSE_KINDS, POLICY_NAMES, Policy
 from segments.privacy._frames import write_prepared_frames
-from segments.privacy.ledger import Ledger
 from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource
 from segments.workspace import Workspace
 
@@ -118,13 +117,7 @@ def test_every_card_cites_only_its_own_policys_clauses(name, frames, tmp_path):
     policy = Policy.load(name)
     purpose = "statistics"
     workspace = Workspace(tmp_path / "ws").create()
-    ledger = Ledger.for_workspace(
-        workspace,
-        policy.controller,
-        evaluation=True,
-        synthetic=synthetic_proof(workspace),
-        policy=policy,
-    )
+    ledger = proven_ledger(workspace, policy, evaluation=True)
     params = PrivacyParams.from_policy(policy, purpose)
     install_prepared(workspace, frames, purpose)
     with verified_plan(

@@ -29,3 +29,24 @@ def test_a_balance_reads_as_a_sentence(tmp_path) -> None:  # type: ignore[no-unt
     assert text.startswith("Balance(customers as of 2026-10-31: ")
     assert "of ε 4 in the 12-month period" in text and "ε 4 left" in text
     assert "THROW-AWAY DEMO LEDGER" in text and "Composition(" not in text
+
+
+def test_an_empty_key_file_is_refused_by_name_not_read_as_a_folder(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``--key-file "$KEY"`` with the variable unset passes an empty path: every command
+    taking the steward's key refuses it as empty (exit 2), before reading anything, instead
+    of auditing without the key or naming the current folder."""
+    for command in (
+        ["audit", "--policy", "alloffice"],
+        ["prepare", "--policy", "alloffice", "--purpose", "statistics", "--as-of", "2026-10-31"],
+        ["retention", "purge", "--policy", "alloffice", "--as-of", "2026-10-31"],
+        ["subject", "erase", "--customer", "1", "--policy", "alloffice"],
+    ):
+        try:
+            code = segments_cli([*command, "-w", str(tmp_path / "ws"), "--key-file", ""])
+        except SystemExit as stop:
+            code = stop.code
+        err = capsys.readouterr().err
+        assert code == 2, command
+        assert "--key-file" in err and "the key file path is empty" in err, err
+        assert "is a folder" not in err
+    assert not (tmp_path / "ws").exists()

@@ -68,6 +68,23 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+#: The mapping of the space-separated exports below (columns id, date, n, usd).
+SPACED = {"customer_id": "id", "order_date": "date", "quantity": "n", "amount": "usd"}
+
+
+def _refused(
+    tmp_path: Path,
+    text: str,
+    match: str,
+    mapping: dict[str, str] = SPACED,
+    as_of: dt.date | None = None,
+) -> None:
+    """``load_transactions`` of the export ``text`` refuses with a message matching ``match``."""
+    path = _write(tmp_path, text)
+    with pytest.raises(SchemaError, match=match):
+        load_transactions(path, mapping, as_of=as_of)
+
+
 def test_csv_with_order_ids_products_and_exchange_rate(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
@@ -97,62 +114,46 @@ def test_csv_with_order_ids_products_and_exchange_rate(tmp_path: Path) -> None:
 
 
 def test_missing_mapped_column(tmp_path: Path) -> None:
-    path = _write(tmp_path, "id date n usd\n1 20240101 1 2.0\n")
-    with pytest.raises(
-        SchemaError,
-        match=r"table 'transactions' \(export.csv\), column "
+    _refused(
+        tmp_path,
+        "id date n usd\n1 20240101 1 2.0\n",
+        r"table 'transactions' \(export.csv\), column "
         r"'qty': rule 'mapped column present'.*fix: correct the mapping",
-    ):
-        load_transactions(
-            path,
-            {
-                **CDNOW_MAPPING,
-                "customer_id": "id",
-                "order_date": "date",
-                "quantity": "qty",
-                "amount": "usd",
-            },
-        )
+        {**CDNOW_MAPPING, **SPACED, "quantity": "qty"},
+    )
 
 
 def test_negative_quantity_refused(tmp_path: Path) -> None:
-    path = _write(tmp_path, "id date n usd\n1 20240101 -1 2.0\n")
-    with pytest.raises(
-        SchemaError,
-        match=r"table 'order_lines', column 'quantity': rule "
+    _refused(
+        tmp_path,
+        "id date n usd\n1 20240101 -1 2.0\n",
+        r"table 'order_lines', column 'quantity': rule "
         r"'greater_than_or_equal_to\(1\)' fails for 1 value\(s\) \(first: '-1'\)",
-    ):
-        load_transactions(
-            path, {"customer_id": "id", "order_date": "date", "quantity": "n", "amount": "usd"}
-        )
+    )
 
 
 def test_bad_date_and_number(tmp_path: Path) -> None:
-    mapping = {"customer_id": "id", "order_date": "date", "quantity": "n", "amount": "usd"}
-    path = _write(tmp_path, "id date n usd\n1 2024-01-01 1 2.0\n")
-    with pytest.raises(
-        SchemaError,
-        match=r"column 'date': rule 'date in format %Y%m%d' "
+    _refused(
+        tmp_path,
+        "id date n usd\n1 2024-01-01 1 2.0\n",
+        r"column 'date': rule 'date in format %Y%m%d' "
         r"fails for 1 value\(s\) \(first: '2024-01-01'\)",
-    ):
-        load_transactions(path, mapping)
-    path = _write(tmp_path, "id date n usd\n1 20240101 one 2.0\n")
-    with pytest.raises(SchemaError, match=r"column 'n': rule 'integer quantity'.*'one'"):
-        load_transactions(path, mapping)
+    )
+    _refused(
+        tmp_path,
+        "id date n usd\n1 20240101 one 2.0\n",
+        r"column 'n': rule 'integer quantity'.*'one'",
+    )
 
 
 def test_dates_after_as_of(tmp_path: Path) -> None:
-    path = _write(tmp_path, "id date n usd\n1 20240105 1 2.0\n")
-    with pytest.raises(
-        SchemaError,
-        match=r"table 'orders', column 'order_date': rule 'not "
+    _refused(
+        tmp_path,
+        "id date n usd\n1 20240105 1 2.0\n",
+        r"table 'orders', column 'order_date': rule 'not "
         r"after as_of'.*\(first: 2024-01-05\)",
-    ):
-        load_transactions(
-            path,
-            {"customer_id": "id", "order_date": "date", "quantity": "n", "amount": "usd"},
-            as_of=dt.date(2024, 1, 1),
-        )
+        as_of=dt.date(2024, 1, 1),
+    )
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from realexports import CDNOW, COUNTRIES, SEK_PER_EUR, build_eu_export
+from small_exports import MAPPING, write_export
 
 from segments.cli.main import main
 from segments.exceptions import SchemaError, WorkspaceError
@@ -197,85 +198,73 @@ def _one_line(exc: pytest.ExceptionInfo[Exception], *parts: str) -> None:
         assert part in text, text
 
 
-def _small(tmp_path: Path, body: str, mapping: str, encoding: str = "utf-8") -> tuple[Path, Path]:
-    src = tmp_path / "e.csv"
-    src.write_bytes(body.encode(encoding))
-    m = tmp_path / "m.toml"
-    m.write_text(mapping, encoding="utf-8")
-    return src, m
-
-
-_BASE = """
-[source]
-separator = ";"
-[columns]
-customer_id = "kund"
-order_date = "datum"
-quantity = "antal"
-unit_price = "pris"
-product_id = "art"
-[products]
-categories = ["all"]
-category = "all"
-"""
+def _refused(
+    tmp_path: Path, body: str, *parts: str, mapping: str = MAPPING, encoding: str = "utf-8"
+) -> None:
+    """Ingest of the small export ``body`` refuses with one line holding every part."""
+    src, m = write_export(tmp_path, body, mapping, encoding=encoding)
+    with pytest.raises(SchemaError) as exc:
+        ingest(src, m, tmp_path / "ws")
+    _one_line(exc, *parts)
 
 
 def test_comma_file_read_with_semicolon_names_separator(tmp_path: Path) -> None:
-    src, m = _small(tmp_path, "kund,datum,antal,pris,art\n1,2020-01-01,1,5,x\n", _BASE)
-    with pytest.raises(SchemaError) as exc:
-        ingest(src, m, tmp_path / "ws")
-    _one_line(exc, "separator", "1 row(s)", "fix:")
+    _refused(
+        tmp_path, "kund,datum,antal,pris,art\n1,2020-01-01,1,5,x\n", "separator", "1 row(s)", "fix:"
+    )
     assert not (tmp_path / "ws" / "raw").exists()  # nothing written
 
 
 def test_wrong_encoding_names_encoding(tmp_path: Path) -> None:
-    src, m = _small(
-        tmp_path, "kund;datum;antal;pris;art\n1;2020-01-01;1;5;Å\n", _BASE, encoding="latin-1"
+    _refused(
+        tmp_path,
+        "kund;datum;antal;pris;art\n1;2020-01-01;1;5;Å\n",
+        "encoding",
+        "utf-8",
+        "fix:",
+        encoding="latin-1",
     )
-    with pytest.raises(SchemaError) as exc:
-        ingest(src, m, tmp_path / "ws")
-    _one_line(exc, "encoding", "utf-8", "fix:")
 
 
 def test_bad_date_names_column_rule_count_fix(tmp_path: Path) -> None:
     body = "kund;datum;antal;pris;art\n1;2020-01-01;1;5;x\n2;01/02/2020;1;5;x\n3;x;1;5;x\n"
-    src, m = _small(tmp_path, body, _BASE)
-    with pytest.raises(SchemaError) as exc:
-        ingest(src, m, tmp_path / "ws")
-    _one_line(exc, "'datum'", "date in format %Y-%m-%d", "2 row(s)", "date_format")
+    _refused(tmp_path, body, "'datum'", "date in format %Y-%m-%d", "2 row(s)", "date_format")
 
 
 def test_missing_mapped_column(tmp_path: Path) -> None:
-    src, m = _small(tmp_path, "kund;date;antal;pris;art\n1;2020-01-01;1;5;x\n", _BASE)
-    with pytest.raises(SchemaError) as exc:
-        ingest(src, m, tmp_path / "ws")
-    _one_line(exc, "'datum'", "mapped column present", "fix:")
+    _refused(
+        tmp_path,
+        "kund;date;antal;pris;art\n1;2020-01-01;1;5;x\n",
+        "'datum'",
+        "mapped column present",
+        "fix:",
+    )
 
 
 def test_negative_price_names_adjustment_codes(tmp_path: Path) -> None:
     body = "kund;datum;antal;pris;art\n1;2020-01-01;1;-5;B\n1;2020-01-01;1;5;x\n"
-    src, m = _small(tmp_path, body, _BASE)
-    with pytest.raises(SchemaError) as exc:
-        ingest(src, m, tmp_path / "ws")
-    _one_line(exc, "'pris'", "unit price >= 0", "1 row(s)", "non_product_codes")
+    _refused(tmp_path, body, "'pris'", "unit price >= 0", "1 row(s)", "non_product_codes")
 
 
 def test_unknown_country_names_the_fix(tmp_path: Path) -> None:
     body = "kund;datum;antal;pris;art;land\n1;2020-01-01;1;5;x;Atlantis\n2;2020-01-01;1;5;x;SE\n"
-    mapping = _BASE + '[geography]\ncolumn = "land"\nhierarchy = "country"\n'
-    src, m = _small(tmp_path, body, mapping)
-    with pytest.raises(SchemaError) as exc:
-        ingest(src, m, tmp_path / "ws")
-    _one_line(exc, "'land'", "country hierarchy", "1 row(s)", "'Atlantis'", "[geography] values")
+    mapping = MAPPING + '[geography]\ncolumn = "land"\nhierarchy = "country"\n'
+    _refused(
+        tmp_path,
+        body,
+        "'land'",
+        "country hierarchy",
+        "1 row(s)",
+        "'Atlantis'",
+        "[geography] values",
+        mapping=mapping,
+    )
 
 
 def test_unknown_channel_value(tmp_path: Path) -> None:
     body = "kund;datum;antal;pris;art;k\n1;2020-01-01;1;5;x;fax\n"
-    mapping = _BASE + '[channels]\ncolumn = "k"\nvalues = {web = "web"}\n'
-    src, m = _small(tmp_path, body, mapping)
-    with pytest.raises(SchemaError) as exc:
-        ingest(src, m, tmp_path / "ws")
-    _one_line(exc, "'k'", "1 row(s)", "web, store or phone")
+    mapping = MAPPING + '[channels]\ncolumn = "k"\nvalues = {web = "web"}\n'
+    _refused(tmp_path, body, "'k'", "1 row(s)", "web, store or phone", mapping=mapping)
 
 
 def test_mapping_errors_name_the_key() -> None:
@@ -302,7 +291,7 @@ def test_refuses_to_overwrite_raw_without_force(eu: tuple, eu_ws: Path) -> None:
 
 
 def test_cli_error_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    src, m = _small(tmp_path, "kund,datum,antal,pris,art\n1,2020-01-01,1,5,x\n", _BASE)
+    src, m = write_export(tmp_path, "kund,datum,antal,pris,art\n1,2020-01-01,1,5,x\n")
     assert main(["ingest", "-w", str(tmp_path / "ws"), str(src), "--mapping", str(m)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "Traceback" not in err
@@ -360,16 +349,16 @@ def test_optional_customer_attributes(tmp_path: Path) -> None:
         "1;2020-02-01;1;5;x;;\n"
         "2;2020-01-01;2;5;x;1950;man\n"
     )
-    mapping = _BASE + (
+    mapping = MAPPING + (
         '[customers]\nbirth_year = "född"\ngender = "kön"\n'
         'gender_values = {kvinna = "F", man = "M"}\n'
     )
-    src, m = _small(tmp_path, body, mapping)
+    src, m = write_export(tmp_path, body, mapping)
     ingest(src, m, tmp_path / "ws")
     customers = pl.read_parquet(tmp_path / "ws" / "raw" / "customers.parquet")
     assert customers.select("birth_year", "gender").rows() == [(1984, "F"), (1950, "M")]
     bad = body.replace("man\n", "annan\n")
-    src, m = _small(tmp_path, bad, mapping)
+    src, m = write_export(tmp_path, bad, mapping)
     with pytest.raises(SchemaError) as exc:
         ingest(src, m, tmp_path / "ws2")
     _one_line(exc, "'kön'", "1 row(s)", "gender_values")

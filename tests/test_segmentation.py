@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
-from prepared_frames import AS_OF, make_prepared, sign_prepared
+from prepared_frames import AS_OF, make_prepared, segmentation_workspace, sign_prepared
 from sklearn.metrics import adjusted_rand_score
 
 from segments._tables import scan_table
@@ -38,7 +38,7 @@ from segments.segmentation import (
 )
 from segments.segmentation.selection import _select_k
 from segments.synth import DEFAULT_DATASET, copy_default_dataset
-from segments.workspace import Workspace, write_json
+from segments.workspace import Workspace
 
 SPEC = FeatureSpec(DEFAULT_FEATURE_BOUNDS)
 # The small planted frames draw business size bands and channels at random (pure noise), so
@@ -264,14 +264,7 @@ def test_names_follow_what_a_segment_buys_not_what_costs_most() -> None:
 # --- the workspace stage and targeting ---------------------------------------------------------
 @pytest.fixture
 def workspace(tmp_path: Path) -> Workspace:
-    ws = Workspace(tmp_path / "ws")
-    customers, lines, _ = make_prepared(300, seed=4)
-    folder = ws.prepared_dir("segmentation")
-    folder.mkdir(parents=True)
-    customers.write_parquet(folder / "customers.parquet")
-    lines.write_parquet(folder / "lines.parquet")
-    write_json(folder / "policy_report.json", {"as_of": AS_OF.isoformat()})
-    return ws
+    return segmentation_workspace(tmp_path / "ws", 300, signed=False)
 
 
 def test_segment_writes_labels_for_eligible_only(workspace: Workspace) -> None:
@@ -290,6 +283,39 @@ def test_segment_writes_labels_for_eligible_only(workspace: Workspace) -> None:
     profiles = pd.read_parquet(workspace.segments / "profiles.parquet")
     assert profiles["labelled"].sum() == labels.height
     assert result.metadata == meta
+
+
+def test_segment_reads_the_lines_on_the_selected_engine_under_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """r21 MEDIUM 4: `--engine duckdb segment` ran the features in polars (the lines were
+    read whole and passed as a frame). The lines now go to the engine by path, read while
+    the shared workspace lock holds (an erasure cannot replace them meanwhile), and the
+    labels and scores are the polars engine's."""
+    from segments.engine.embedded import DuckDBEngine
+
+    fitted_by = {}
+    real = DuckDBEngine.person_feature_sums
+    for engine in ("polars", "duckdb"):
+        ws = segmentation_workspace(tmp_path / engine, 300, signed=False)
+        calls: list[Path] = []
+
+        def spy(self, lines, *args, _ws=ws, _calls=calls, **kwargs):  # type: ignore[no-untyped-def]
+            refused = pytest.raises(WorkspaceError, match="another segments command")
+            with refused, _ws.lock(exclusive=True, wait=False):  # an erasure would wait
+                pass
+            _calls.append(Path(lines))
+            return real(self, lines, *args, **kwargs)
+
+        monkeypatch.setattr(DuckDBEngine, "person_feature_sums", spy)
+        monkeypatch.setenv("SEGMENTS_ENGINE", engine)
+        segment(ws, "alloffice", k_range=range(3, 5), n_splits=1, seed=2)
+        assert calls == ([ws.prepared_dir("segmentation") / "lines.parquet"] * (engine != "polars"))
+        meta = json.loads((ws.segments / "metadata.json").read_text())
+        fitted_by[engine] = (pl.read_parquet(ws.segments / "labels.parquet"), meta["scores"])
+    (labels, scores), (labels_duckdb, scores_duckdb) = fitted_by["polars"], fitted_by["duckdb"]
+    assert labels.height > 100 and labels.equals(labels_duckdb)
+    assert scores == scores_duckdb
 
 
 def test_segment_without_as_of_or_frames(workspace: Workspace, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import io
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, cast
@@ -65,7 +65,20 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class TransactionMapping:
+class _ExportColumns:
+    """The source columns every mapping of an export names (both readers' first fields)."""
+
+    customer_id: str
+    order_date: str
+    quantity: str
+    amount: str | None = None
+    unit_price: str | None = None
+    order_id: str | None = None
+    product_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TransactionMapping(_ExportColumns):
     """Which source column holds which field, and how to read the file.
 
     Parameters
@@ -100,13 +113,6 @@ class TransactionMapping:
     'web'
     """
 
-    customer_id: str
-    order_date: str
-    quantity: str
-    amount: str | None = None
-    unit_price: str | None = None
-    order_id: str | None = None
-    product_id: str | None = None
     channel: str | None = None
     default_channel: str = "web"
     date_format: str = "%Y%m%d"
@@ -363,12 +369,51 @@ def _fail(column: str, rule: str, rows: int, fix: str, first: object = None) -> 
     )
 
 
+def _refuse_any(bad: pl.Series, column: str, rule: str, fix: str) -> None:
+    """Refuse ``column`` when ``bad`` (its values that break ``rule``) is not empty, counting
+    them and naming the first."""
+    if len(bad):
+        raise _fail(column, rule, len(bad), fix, first=bad[0])
+
+
 def _mapping_error(key: str, problem: str, fix: str) -> SchemaError:
     return SchemaError(f"mapping, key {key!r}: {problem}; fix: {fix}")
 
 
+#: Where the mapping file writes each :class:`IngestMapping` field: per ``[section]``, its
+#: keys, ``key=field`` where the field has another name (the field's type converts the value).
+_MAPPING_KEYS = {
+    "source": "format separator encoding decimal header column_names date_format",
+    "columns": "customer_id order_date quantity amount unit_price order_id product_id "
+    "description channel",
+    "currency": "code=currency sek_per_unit rate_source",
+    "returns": "negative_quantity=returns_negative_quantity cancellation_prefix",
+    "products": "non_product_codes categories category category_file default_category",
+    "channels": "column=channel values=channels default=default_channel",
+    "geography": "column=geography hierarchy=geography_hierarchy values=geography_values",
+    "customers": "type=customer_type id_type=customer_id_type birth_year gender gender_values",
+}
+
+
+def _mapping_sections() -> dict[str, dict[str, str]]:
+    """Section -> key -> field, from :data:`_MAPPING_KEYS`."""
+    return {
+        section: {k: f or k for k, _, f in (item.partition("=") for item in keys.split())}
+        for section, keys in _MAPPING_KEYS.items()
+    }
+
+
+def _convert(annotation: Any, value: Any) -> Any:
+    """A TOML value as the field's declared type (``tuple[str, ...] | None`` -> tuple)."""
+    text = str(annotation)
+    for prefix, convert in (("tuple", tuple), ("dict", dict), ("bool", bool), ("float", float)):
+        if text.startswith(prefix):
+            return convert(value)
+    return str(value)
+
+
 @dataclass(frozen=True)
-class IngestMapping:
+class IngestMapping(_ExportColumns):
     """How to read one real export: a small TOML file the controller writes (public facts).
 
     Everything here is about the *format* of the export or a public fact (an exchange rate, a
@@ -435,13 +480,6 @@ class IngestMapping:
         The mapping file (for relative paths and the manifest).
     """
 
-    customer_id: str
-    order_date: str
-    quantity: str
-    amount: str | None = None
-    unit_price: str | None = None
-    order_id: str | None = None
-    product_id: str | None = None
     description: str | None = None
     channel: str | None = None
     geography: str | None = None
@@ -574,64 +612,7 @@ class IngestMapping:
     def from_dict(cls, data: Mapping[str, Any], *, source_path: str | None = None) -> IngestMapping:
         """Build from the TOML's sections (``source``, ``columns``, ``currency``, ``returns``,
         ``products``, ``channels``, ``geography``, ``customers``)."""
-        sections: dict[str, dict[str, tuple[str, Callable[[Any], Any]]]] = {
-            "source": {
-                "format": ("format", str),
-                "separator": ("separator", str),
-                "encoding": ("encoding", str),
-                "decimal": ("decimal", str),
-                "header": ("header", bool),
-                "column_names": ("column_names", tuple),
-                "date_format": ("date_format", str),
-            },
-            "columns": {
-                k: (k, str)
-                for k in (
-                    "customer_id",
-                    "order_date",
-                    "quantity",
-                    "amount",
-                    "unit_price",
-                    "order_id",
-                    "product_id",
-                    "description",
-                    "channel",
-                )
-            },
-            "currency": {
-                "code": ("currency", str),
-                "sek_per_unit": ("sek_per_unit", float),
-                "rate_source": ("rate_source", str),
-            },
-            "returns": {
-                "negative_quantity": ("returns_negative_quantity", bool),
-                "cancellation_prefix": ("cancellation_prefix", str),
-            },
-            "products": {
-                "non_product_codes": ("non_product_codes", tuple),
-                "categories": ("categories", tuple),
-                "category": ("category", str),
-                "category_file": ("category_file", str),
-                "default_category": ("default_category", str),
-            },
-            "channels": {
-                "column": ("channel", str),
-                "values": ("channels", dict),
-                "default": ("default_channel", str),
-            },
-            "geography": {
-                "column": ("geography", str),
-                "hierarchy": ("geography_hierarchy", str),
-                "values": ("geography_values", dict),
-            },
-            "customers": {
-                "type": ("customer_type", str),
-                "id_type": ("customer_id_type", str),
-                "birth_year": ("birth_year", str),
-                "gender": ("gender", str),
-                "gender_values": ("gender_values", dict),
-            },
-        }
+        sections = _mapping_sections()
         kwargs: dict[str, Any] = {"source_path": source_path}
         for section, body in data.items():
             if section not in sections or not isinstance(body, dict):
@@ -645,8 +626,8 @@ class IngestMapping:
                         "unknown key",
                         f"use one of {sorted(sections[section])}",
                     )
-                name, convert = sections[section][key]
-                kwargs[name] = convert(value)
+                name = sections[section][key]
+                kwargs[name] = _convert(cls.__dataclass_fields__[name].type, value)
         for required in ("customer_id", "order_date", "quantity"):
             if required not in kwargs:
                 raise _mapping_error(
@@ -774,11 +755,8 @@ def _number(values: pl.Series, column: str, dtype: Any, decimal: str, rule: str)
         text = text.str.replace_all(".", "", literal=True).str.replace(decimal, ".", literal=True)
     parsed = text.cast(dtype, strict=False)
     bad = values.filter(parsed.is_null() & text.is_not_null() & (text != ""))
+    _refuse_any(bad, column, rule, "clean the export or set [source] decimal")
     missing = int((text.is_null() | (text == "")).sum())
-    if len(bad):
-        raise _fail(
-            column, rule, len(bad), "clean the export or set [source] decimal", first=bad[0]
-        )
     if missing:
         raise _fail(column, f"{rule}, not empty", missing, "fill or drop those rows in the export")
     return parsed
@@ -790,15 +768,12 @@ def _dates(values: pl.Series, column: str, fmt: str) -> pl.Series:
         parsed = text.str.to_datetime(fmt, strict=False).dt.date()
     else:
         parsed = text.str.to_date(fmt, strict=False)
-    bad = values.filter(parsed.is_null())
-    if len(bad):
-        raise _fail(
-            column,
-            f"date in format {fmt}",
-            len(bad),
-            "set [source] date_format to the export's format",
-            first=bad[0],
-        )
+    _refuse_any(
+        values.filter(parsed.is_null()),
+        column,
+        f"date in format {fmt}",
+        "set [source] date_format to the export's format",
+    )
     return parsed
 
 
@@ -806,15 +781,12 @@ def _birth_years(frame: pl.DataFrame, column: str) -> pl.Series:
     values = _strip(frame, column)
     assert values is not None
     years = values.cast(pl.Int16, strict=False)
-    bad = values.filter(values.is_not_null() & (years.is_null() | (years < 1890) | (years > 2030)))
-    if len(bad):
-        raise _fail(
-            column,
-            "birth year between 1890 and 2030",
-            len(bad),
-            "clean the column or leave [customers] birth_year out",
-            first=bad[0],
-        )
+    _refuse_any(
+        values.filter(values.is_not_null() & (years.is_null() | (years < 1890) | (years > 2030))),
+        column,
+        "birth year between 1890 and 2030",
+        "clean the column or leave [customers] birth_year out",
+    )
     return years
 
 
@@ -824,15 +796,12 @@ def _genders(frame: pl.DataFrame, m: IngestMapping) -> pl.Series:
     assert values is not None
     lookup = m.gender_values or {"F": "F", "M": "M"}
     coded = values.replace_strict(lookup, default=None, return_dtype=pl.Utf8)
-    bad = values.filter(values.is_not_null() & coded.is_null())
-    if len(bad):
-        raise _fail(
-            m.gender,
-            "value listed in [customers] gender_values",
-            len(bad),
-            'map every value onto F or M (e.g. gender_values = {female = "F"})',
-            first=bad[0],
-        )
+    _refuse_any(
+        values.filter(values.is_not_null() & coded.is_null()),
+        m.gender,
+        "value listed in [customers] gender_values",
+        'map every value onto F or M (e.g. gender_values = {female = "F"})',
+    )
     return coded
 
 
@@ -1021,6 +990,7 @@ class IngestResult:
 
     @property
     def dropped(self) -> dict[str, Any]:
+        """Rows dropped, by reason: how many and their value (the manifest's ``dropped``)."""
         return dict(self.manifest["dropped"])
 
     def summary(self) -> str:
@@ -1176,15 +1146,12 @@ def ingest(
 
     as_written = lines["customer"]
     canonical = canonical_source_ids(as_written, m.customer_id_type)
-    if canonical.null_count():
-        bad = as_written.filter(canonical.is_null())
-        raise _fail(
-            m.customer_id,
-            f"id_type {m.customer_id_type}",
-            bad.len(),
-            'correct the ids or declare [customers] id_type = "text" in the mapping',
-            bad[0],
-        )
+    _refuse_any(
+        as_written.filter(canonical.is_null()),
+        m.customer_id,
+        f"id_type {m.customer_id_type}",
+        'correct the ids or declare [customers] id_type = "text" in the mapping',
+    )
     lines = lines.with_columns(canonical.alias("customer"))
     if erased is not None:
         pkey, gone = erased
@@ -1500,10 +1467,18 @@ def read_real_manifest(ws: Workspace) -> dict[str, Any] | None:
     return None
 
 
-def load_real_raw(ws: Workspace, as_of: dt.date) -> dict[str, pl.DataFrame]:
+#: The raw tables of an ingested export, in the order they are checked.
+_REAL_TABLES = ("customers", "products", "orders", "order_lines")
+
+
+def load_real_raw(
+    ws: Workspace, as_of: dt.date, tables: tuple[str, ...] = _REAL_TABLES
+) -> dict[str, pl.DataFrame]:
     """Read ingested raw tables for prepare, checked against the manifest's hashes, the real
     schema and its declared domains; customers are widened to the full raw customer columns
-    with identity columns null and no request flags set (the export carries none).
+    with identity columns null and no request flags set (the export carries none). Only
+    ``tables`` are read (prepare reads the order lines one file at a time itself,
+    :mod:`segments.prepare.raw_lines`), and the foreign keys between them checked.
 
     Raises
     ------
@@ -1523,6 +1498,8 @@ def load_real_raw(ws: Workspace, as_of: dt.date) -> dict[str, pl.DataFrame]:
     }
     frames = {}
     for name, schema in schemas.items():
+        if name not in tables:
+            continue
         path = ws.require(ws.raw_table(name), "segments ingest")
         rel = f"{name}.parquet"
         listed = {k: v for k, v in manifest["files"].items() if k == rel or k.startswith(rel + "/")}
@@ -1533,10 +1510,9 @@ def load_real_raw(ws: Workspace, as_of: dt.date) -> dict[str, pl.DataFrame]:
             )
         frames[name] = read_table(path)
         validate(frames[name], schema, as_of=as_of)
-    outside = frames["products"].filter(
-        ~pl.col("category").is_in(manifest["domains"]["categories"])
-    )
-    if outside.height:
+    declared = pl.col("category").is_in(manifest["domains"]["categories"])
+    outside = frames["products"].filter(~declared) if "products" in frames else None
+    if outside is not None and outside.height:
         raise SchemaError(
             f"table 'products', column 'category': rule 'in the declared taxonomy' fails for "
             f"{outside.height} row(s) (first: {outside['category'][0]!r}); fix: ingest again"
@@ -1546,9 +1522,12 @@ def load_real_raw(ws: Workspace, as_of: dt.date) -> dict[str, pl.DataFrame]:
         ("order_lines", "orders", "order_id"),
         ("order_lines", "products", "product_id"),
     ):
-        check_foreign_key(frames[child], child, frames[parent], parent, column)
-    frames["customers"] = widen_customers(frames["customers"])
-    frames["products"] = frames["products"].with_columns(pl.lit(0.01).alias("unit_price_sek"))
+        if child in frames and parent in frames:
+            check_foreign_key(frames[child], child, frames[parent], parent, column)
+    if "customers" in frames:
+        frames["customers"] = widen_customers(frames["customers"])
+    if "products" in frames:
+        frames["products"] = frames["products"].with_columns(pl.lit(0.01).alias("unit_price_sek"))
     return frames
 
 

@@ -12,6 +12,23 @@ import numpy as np
 
 
 # --- features and segmentation (issue 4) ------------------------------------------------------
+def _axes(
+    ax: Any,
+    figsize: tuple[float, float],
+    nrows: int = 1,
+    ncols: int = 1,
+    layout: str | None = "constrained",
+    **options: Any,
+) -> Any:
+    """The caller's ``ax`` (one Axes or a grid), else a new figure's: every chart draws into
+    given axes or its own figure (pyplot is imported only then)."""
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(nrows, ncols, figsize=figsize, layout=layout, **options)[1]
+
+
 def plot_selection_scores(scores: Any, chosen_k: int | None = None, axes: Any = None) -> Any:
     """Silhouette, BIC and bootstrap stability against the number of segments.
 
@@ -28,10 +45,7 @@ def plot_selection_scores(scores: Any, chosen_k: int | None = None, axes: Any = 
     -------
     numpy.ndarray of matplotlib Axes
     """
-    import matplotlib.pyplot as plt
-
-    if axes is None:
-        _, axes = plt.subplots(1, 3, figsize=(12, 3.2), layout="constrained")
+    axes = _axes(axes, (12, 3.2), 1, 3)
     axes = np.asarray(axes).ravel()
     panels = (
         ("silhouette", "silhouette (higher is better)"),
@@ -68,8 +82,6 @@ def plot_profile_heatmap(
     -------
     matplotlib Axes
     """
-    import matplotlib.pyplot as plt
-
     from segments.keys import key_labels
     from segments.schema import PRODUCT_CATEGORIES
 
@@ -81,8 +93,7 @@ def plot_profile_heatmap(
     else:
         title = None
     columns = list(columns)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(1.0 + 0.8 * len(columns), 0.9 + 0.5 * len(profiles)))
+    ax = _axes(ax, (1.0 + 0.8 * len(columns), 0.9 + 0.5 * len(profiles)), layout=None)
     values = profiles[columns].to_numpy(dtype=float)
     image = ax.imshow(values, cmap="viridis", aspect="auto")
     for (i, j), v in np.ndenumerate(values):
@@ -123,7 +134,6 @@ def plot_segments_2d(
     -------
     matplotlib Axes
     """
-    import matplotlib.pyplot as plt
     from sklearn.decomposition import PCA
 
     X, segments = np.asarray(X, dtype=float), np.asarray(segments)
@@ -131,8 +141,7 @@ def plot_segments_2d(
     keep = np.sort(rng.choice(len(X), size=min(max_points, len(X)), replace=False))
     pca = PCA(n_components=2, svd_solver="full").fit(X)
     points = pca.transform(X[keep])
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4.5))
+    ax = _axes(ax, (6, 4.5), layout=None)
     for seg in np.unique(segments):
         mask = segments[keep] == seg
         ax.scatter(points[mask, 0], points[mask, 1], s=6, alpha=0.6, label=f"segment {seg}")
@@ -157,11 +166,9 @@ def plot_orders_per_month(orders: Any, ax: Any = None) -> Any:
     -------
     matplotlib Axes
     """
-    import matplotlib.pyplot as plt
     import polars as pl
 
-    if ax is None:
-        _, ax = plt.subplots(figsize=(10, 3), layout="constrained")
+    ax = _axes(ax, (10, 3))
     orders = _as_polars(orders)
     monthly = (
         orders.group_by(pl.col("order_date").dt.truncate("1mo").alias("month")).len().sort("month")
@@ -283,8 +290,7 @@ def plot_county_map(
 
     from segments.keys import key_labels
 
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 9), layout="constrained")
+    ax = _axes(ax, (5.5, 9))
     values = _as_polars(values)
     rows = {r["county_code"]: r for r in values.iter_rows(named=True)}
     by_county = {code: r[column] for code, r in rows.items()}
@@ -366,8 +372,7 @@ def plot_category_mix(mix: Any, ax: Any = None) -> Any:
     from segments.keys import key_labels
 
     mix = _as_polars(mix)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(10, 0.5 * mix.height + 1.5), layout="constrained")
+    ax = _axes(ax, (10, 0.5 * mix.height + 1.5))
     labels = mix[mix.columns[0]].to_list()
     left = np.zeros(mix.height)
     colours = plt.get_cmap("tab10")
@@ -404,13 +409,11 @@ def plot_forecast_fan(
     -------
     matplotlib Axes
     """
-    import matplotlib.pyplot as plt
     import pandas as pd
 
     from segments.keys import key_labels
 
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 3), layout="constrained")
+    ax = _axes(ax, (6, 3))
     history = archive if category == "total" else archive[archive["category"] == category]
     series = history.groupby("month")[measure].sum().sort_index()
     ahead = forecast[forecast["category"] == category].sort_values("month")
@@ -448,14 +451,9 @@ def plot_forecast_fans(
     -------
     numpy.ndarray of matplotlib Axes
     """
-    import matplotlib.pyplot as plt
-
     categories = list(dict.fromkeys(forecast["category"]))
-    if axes is None:
-        rows = -(-len(categories) // 3)
-        _, axes = plt.subplots(
-            rows, 3, figsize=(13, 2.6 * rows), layout="constrained", squeeze=False
-        )
+    rows = -(-len(categories) // 3)
+    axes = _axes(axes, (13, 2.6 * rows), rows, 3, squeeze=False)
     axes = np.asarray(axes)
     flat = axes.ravel()
     for ax, category in zip(flat, categories, strict=False):
@@ -484,10 +482,7 @@ def plot_privacy_cost(table: Any, ax: Any = None) -> Any:
     -------
     matplotlib Axes
     """
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    ax = _axes(ax, (7, 4))
     model = table["method"].astype(str).str.rsplit(", ", n=1).str[-1]
     dp = table[table["epsilon"].notna()]
     models = list(dict.fromkeys(model[dp.index]))
@@ -540,10 +535,7 @@ def plot_selection_evidence(scores: Any, selection: Any = None, axes: Any = None
     -------
     numpy.ndarray of matplotlib Axes
     """
-    import matplotlib.pyplot as plt
-
-    if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+    axes = _axes(axes, (10, 3.4), 1, 2)
     axes = np.asarray(axes).ravel()
     panels = (
         ("davies_bouldin", "held-out Davies-Bouldin index (lower is better)"),
@@ -620,7 +612,6 @@ def plot_privacy_utility(
     -------
     matplotlib Axes
     """
-    import matplotlib.pyplot as plt
     import pandas as pd
     from matplotlib.ticker import FuncFormatter, NullLocator
 
@@ -631,8 +622,7 @@ def plot_privacy_utility(
             f"curve has no column {missing[0]!r}; columns: {list(frame.columns)}; pass "
             "epsilon=, error= or by= naming its columns"
         )
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    ax = _axes(ax, (7, 4))
     scale = 100.0 if percent else 1.0
     groups = list(dict.fromkeys(frame[by])) if by else [None]
     names = dict(labels or {})
@@ -729,10 +719,7 @@ def plot_intervals_by_key(
     --------
     >>> ax = plot_intervals_by_key(units, "month", "sum_units", by="category")  # doctest: +SKIP
     """
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(9, 4.5), layout="constrained")
+    ax = _axes(ax, (9, 4.5))
     frame = _as_polars(table)
     missing = [c for c in (x, value, f"{value}_lower", f"{value}_upper") if c not in frame.columns]
     if by is not None and by not in frame.columns:
@@ -802,7 +789,6 @@ def plot_rows_removed(rules: Any, ax: Any = None, title: str | None = None) -> A
     --------
     >>> ax = plot_rows_removed(report.to_frame())  # doctest: +SKIP
     """
-    import matplotlib.pyplot as plt
     import polars as pl
 
     frame = _as_polars(rules).filter(pl.col("rows_removed") > 0)
@@ -811,8 +797,7 @@ def plot_rows_removed(rules: Any, ax: Any = None, title: str | None = None) -> A
         f"{clauses}: {rule.split(': ')[-1]}"
         for clauses, rule in zip(frame["clause_ids"], frame["rule"], strict=True)
     ]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * max(len(labels), 1)), layout="constrained")
+    ax = _axes(ax, (8, 0.5 + 0.45 * max(len(labels), 1)))
     from matplotlib.ticker import MaxNLocator, StrMethodFormatter
 
     ax.barh(labels[::-1], frame["rows_removed"].to_list()[::-1], color="#4C72B0")
@@ -844,10 +829,7 @@ def plot_class_sizes(sizes: Any, k: int, ax: Any = None) -> Any:
     --------
     >>> ax = plot_class_sizes([5, 7, 12], k=5)  # doctest: +SKIP
     """
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3), layout="constrained")
+    ax = _axes(ax, (7, 3))
     ax.hist(np.asarray(sizes, dtype=float), bins=30, color="tab:blue")
     ax.axvline(k, color="tab:red", linestyle="--", label=f"k = {k}")
     ax.set_xlabel("class size (people sharing the released values)")
@@ -902,7 +884,6 @@ def plot_interval_panels(
     --------
     >>> axes = plot_interval_panels(units, "month", "sum_units", panel="category")  # doctest: +SKIP
     """
-    import matplotlib.pyplot as plt
     import polars as pl
 
     frame = _as_polars(table)
@@ -934,16 +915,8 @@ def plot_interval_panels(
         else {k: k for k in keys}
     )
     positions = {v: i for i, v in enumerate(sorted(frame[x].unique().to_list()))}
-    if axes is None:
-        rows = -(-len(shown) // ncols)
-        _, axes = plt.subplots(
-            rows,
-            min(ncols, len(shown)),
-            figsize=(4.2 * min(ncols, len(shown)), 2.7 * rows),
-            layout="constrained",
-            squeeze=False,
-            sharey=True,
-        )
+    rows, cols = -(-len(shown) // ncols), min(ncols, len(shown))
+    axes = _axes(axes, (4.2 * cols, 2.7 * rows), rows, cols, squeeze=False, sharey=True)
     axes = np.asarray(axes)
     flat = axes.ravel()
     for ax, key in zip(flat, shown, strict=False):

@@ -116,6 +116,7 @@ class PolicyParser:
         self.path = path
 
     def fail(self, key: str, problem: str, fix: str) -> PolicyError:
+        """The error to raise: the file, the key, what is wrong and how to fix it (one line)."""
         return PolicyError(f"policy file {self.path}, key {key!r}: {problem}; fix: {fix}")
 
     def table(
@@ -125,6 +126,14 @@ class PolicyParser:
         required: set[str],
         optional: frozenset[str] | set[str] = frozenset(),
     ) -> dict[str, Any]:
+        """The table at ``key`` with its keys checked: every ``required`` one, others only
+        from ``optional``.
+
+        Raises
+        ------
+        PolicyError
+            Not a table, an unknown key (the known ones listed) or a missing one.
+        """
         if not isinstance(data, dict):
             raise self.fail(
                 key, f"expected a table, got {type(data).__name__}", "make it a [table]"
@@ -147,6 +156,13 @@ class PolicyParser:
         return data
 
     def typed(self, value: Any, key: str, kind: type | tuple[type, ...], what: str) -> Any:
+        """``value`` itself when it is of type ``kind`` (``what`` says so in the error).
+
+        Raises
+        ------
+        PolicyError
+            Another type, or a boolean where a number is expected.
+        """
         # bool is a subclass of int in Python; `min_k = true` must not pass as a number.
         is_bool_for_number = isinstance(value, bool) and kind is not bool
         if is_bool_for_number or not isinstance(value, kind):
@@ -162,6 +178,14 @@ class PolicyParser:
         return {name: self.flag(table, key, name) for name in names}
 
     def clause_ids(self, value: Any, key: str, *, allow_empty: bool = False) -> tuple[str, ...]:
+        """The clause ids a rule cites, as a tuple (the policy file is where they live).
+
+        Raises
+        ------
+        PolicyError
+            Not a list of strings, an empty list (unless ``allow_empty``), or an id that is not
+            of the clause-id form.
+        """
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.fail(
                 key,
@@ -192,6 +216,13 @@ class PolicyParser:
         return value
 
     def nonneg(self, value: Any, key: str, kind: type | tuple[type, ...] = int) -> Any:
+        """A finite number of type ``kind`` at zero or above.
+
+        Raises
+        ------
+        PolicyError
+            Another type, NaN or infinite, or negative.
+        """
         what = "a non-negative integer" if kind is int else "a non-negative number"
         self.typed(value, key, kind, what)
         self.finite(value, key, what)
@@ -200,6 +231,13 @@ class PolicyParser:
         return value
 
     def positive(self, value: Any, key: str, kind: type | tuple[type, ...] = int) -> Any:
+        """A finite number of type ``kind`` above zero.
+
+        Raises
+        ------
+        PolicyError
+            Another type, NaN or infinite, or zero or negative.
+        """
         what = "a positive integer" if kind is int else "a positive number"
         self.typed(value, key, kind, what)
         self.finite(value, key, what)
@@ -209,6 +247,14 @@ class PolicyParser:
 
     # --- sections ---------------------------------------------------------------------
     def policy(self, data: dict[str, Any]) -> Policy:
+        """The whole file as a :class:`Policy`: every section checked, then the rules that
+        join them (purposes' recipients, windows within the retention, budget period).
+
+        Raises
+        ------
+        PolicyError
+            The first key that breaks a rule, named with its fix.
+        """
         top = self.table(
             data,
             "",
@@ -298,6 +344,14 @@ class PolicyParser:
         return policy
 
     def promises(self, data: Any) -> dict[str, ClausePromise]:
+        """``[promises]``: per clause id its Swedish quote, English gloss and the audit
+        checks that verify it.
+
+        Raises
+        ------
+        PolicyError
+            A key that is not a clause id, or an entry without ``sv`` and ``en``.
+        """
         self.typed(data, "promises", dict, "a table of clause id = {sv, en, checks}")
         out = {}
         for clause, text in data.items():
@@ -314,6 +368,13 @@ class PolicyParser:
         return out
 
     def clause_table(self, data: Any) -> Mapping[str, tuple[str, ...]]:
+        """``[clauses]``: the clause ids of each kind of rule (read-only).
+
+        Raises
+        ------
+        PolicyError
+            An unknown or missing kind, or an empty list where the kind needs a clause.
+        """
         table = self.table(
             data, "clauses", set(CLAUSE_KINDS) - _LATER_CLAUSE_KINDS, _LATER_CLAUSE_KINDS
         )
@@ -358,6 +419,14 @@ class PolicyParser:
         return next(iter(found))
 
     def purpose(self, name: str, data: Any) -> Purpose:
+        """``[purposes.<name>]``: one purpose with its columns, retention rules and exclusions.
+
+        Raises
+        ------
+        PolicyError
+            An unknown or missing key, an undeclared column or a broken rule (the name is
+            checked by :meth:`policy`).
+        """
         key = f"purposes.{name}"
         p = self.table(
             data,
@@ -422,6 +491,13 @@ class PolicyParser:
         )
 
     def columns(self, value: Any, key: str, declared: list[str]) -> tuple[str, ...]:
+        """The columns a purpose keeps, in the schema's order (``person_id`` always).
+
+        Raises
+        ------
+        PolicyError
+            Not a list, or a column the schema does not declare.
+        """
         self.typed(value, key, list, "a list of column names")
         unknown = [c for c in value if c not in declared]
         if unknown:
@@ -431,6 +507,13 @@ class PolicyParser:
         return tuple(c for c in declared if c in value or c == "person_id")
 
     def retention(self, key: str, purpose: str, data: Any) -> RetentionRule:
+        """One retention rule of ``purpose``: the data it covers, its anchor and months.
+
+        Raises
+        ------
+        PolicyError
+            An unknown data kind or anchor, or months missing where the rule is not unlimited.
+        """
         r = self.table(
             data,
             key,
@@ -468,6 +551,13 @@ class PolicyParser:
         return RetentionRule(label, kind, anchor, months, clauses, categories, r.get("note", ""))
 
     def recipient(self, name: str, data: Any) -> Recipient:
+        """``[recipients.<name>]``: who receives releases, of which kind, in which country.
+
+        Raises
+        ------
+        PolicyError
+            An unknown kind or a country that is not an ISO 3166-1 alpha-2 code.
+        """
         key = f"recipients.{name}"
         r = self.table(data, key, {"kind", "country", "clause_ids"}, {"description"})
         if r["kind"] not in RECIPIENT_KINDS:
@@ -490,6 +580,13 @@ class PolicyParser:
         )
 
     def exclusions(self, data: Any) -> dict[str, ExclusionRule]:
+        """``[exclusions]``: every required exclusion with its clause ids and deadline.
+
+        Raises
+        ------
+        PolicyError
+            A required exclusion missing, or a deadline that is not a positive number of days.
+        """
         ex = self.table(data, "exclusions", set(REQUIRED_EXCLUSIONS), {"survey_opt_out"})
         out = {}
         for name, value in ex.items():
@@ -503,6 +600,13 @@ class PolicyParser:
         return out
 
     def eligibility(self, data: Any) -> ProfilingEligibility:
+        """``[profiling_eligibility]``: who may be profiled (the flags that exclude people).
+
+        Raises
+        ------
+        PolicyError
+            A missing or unknown key, or a flag that is not true or false.
+        """
         key = "profiling_eligibility"
         e = self.table(
             data,
@@ -592,6 +696,13 @@ class PolicyParser:
         return MappingProxyType(out)
 
     def bounds(self, value: Any, key: str) -> tuple[float, float]:
+        """A public clipping interval ``[lower, upper]`` of finite numbers, lower < upper.
+
+        Raises
+        ------
+        PolicyError
+            Anything else.
+        """
         ok = (
             isinstance(value, list)
             and len(value) == 2
@@ -609,6 +720,14 @@ class PolicyParser:
         return (float(value[0]), float(value[1]))
 
     def feature_bounds(self, data: Any) -> Mapping[str, tuple[float, float]]:
+        """``privacy.feature_bounds``: each feature's public bounds (read-only); shares may be
+        left out (they lie in [0, 1] by definition).
+
+        Raises
+        ------
+        PolicyError
+            Not a table, a missing amount or count feature, or a broken interval.
+        """
         # A share lies in [0, 1] by definition, a public fact: the shares of another business's
         # categories (segments ingest) may be listed or left out; amounts and counts may not.
         required = {n for n in FEATURE_NAMES if not n.startswith(_SHARE_PREFIXES)}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,7 @@ __all__ = [
     "TableSchema",
     "check_foreign_key",
     "check_not_after",
+    "require_columns",
     "validate",
 ]
 
@@ -390,9 +392,13 @@ _FIXES = {
 def _first_failure(table: str, exc: pa.errors.SchemaErrors) -> str:
     cases = exc.failure_cases
     row = cases.row(0, named=True) if isinstance(cases, pl.DataFrame) else cases.iloc[0]
-    column = row.get("column") or row.get("schema_context")
     check = str(row.get("check"))
     value = row.get("failure_case")
+    # an undeclared column is reported against the table (pandera's context); the column
+    # it is about is the failure case itself
+    column = row.get("column") or row.get("schema_context")
+    if "column_in_schema" in check:
+        column = value
     fix = next((f for k, f in _FIXES.items() if k in check), "correct or drop the offending rows")
     # count only the failures of this column and rule, not every failure in the frame
     if isinstance(cases, pl.DataFrame) and "check" in cases.columns:
@@ -406,6 +412,26 @@ def _first_failure(table: str, exc: pa.errors.SchemaErrors) -> str:
         f"table {table!r}, column {column!r}: rule '{check}' fails for {n} value(s) "
         f"(first: {value!r}); fix: {fix}"
     )
+
+
+def require_columns(present: Iterable[str], needed: Iterable[str], table: str, fix: str) -> None:
+    """Refuse a frame whose columns ``present`` lack any of ``needed``: the one wording of
+    that refusal (table, first missing column, rule 'required column', all missing, fix).
+
+    Examples
+    --------
+    >>> require_columns(["a"], ["a", "b"], "t", "add b")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    segments.exceptions.SchemaError: table 't', column 'b': rule 'required column' — ...; fix: add b
+    """
+    columns = set(present)
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise SchemaError(
+            f"table {table!r}, column {missing[0]!r}: rule 'required column' — missing "
+            f"{missing}; fix: {fix}"
+        )
 
 
 def validate(df: pl.DataFrame, schema: TableSchema, *, as_of: dt.date | None = None) -> None:
@@ -431,12 +457,7 @@ def validate(df: pl.DataFrame, schema: TableSchema, *, as_of: dt.date | None = N
     ...
     segments.exceptions.SchemaError: table 'order_lines', columns ('order_id', 'line_no'): ...
     """
-    missing = [c for c in schema.names if c not in df.columns]
-    if missing:
-        raise SchemaError(
-            f"table {schema.name!r}, column {missing[0]!r}: rule 'required column' — "
-            f"missing {missing}; fix: {_FIXES['column_in_dataframe']}"
-        )
+    require_columns(df.columns, schema.names, schema.name, _FIXES["column_in_dataframe"])
     try:
         _pandera_schema(schema).validate(df, lazy=True)
     except pa.errors.SchemaErrors as exc:

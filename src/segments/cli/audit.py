@@ -15,7 +15,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from segments.cli.common import add_workspace_option, iso_date, non_negative_int
+from segments.cli.common import (
+    add_as_of_option,
+    add_key_file_option,
+    add_policy_option,
+    add_workspace_option,
+    non_negative_int,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -26,15 +32,13 @@ def register(subparsers: Any) -> None:
         "write W/report/audit.html, audit.md and audit.json.",
     )
     add_workspace_option(parser)
-    parser.add_argument("--policy", required=True, help="policy audited (e.g. alloffice)")
-    parser.add_argument("--key-file", help="the data steward's key file (outside the workspace)")
+    add_policy_option(parser, "policy audited (e.g. alloffice)")
+    add_key_file_option(parser, "(outside the workspace)")
     parser.add_argument(
         "--ledger", help="ledger file (default: the workspace's demo ledger, else the controller's)"
     )
-    parser.add_argument(
-        "--as-of",
-        type=iso_date,
-        help="reference date of retention cutoffs (default: the latest prepare run's)",
+    add_as_of_option(
+        parser, "reference date of retention cutoffs (default: the latest prepare run's)"
     )
     parser.add_argument(
         "--dp-trials",

@@ -144,6 +144,64 @@ def iso_date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date in YYYY-MM-DD form") from None
 
 
+def add_policy_option(
+    parser: argparse.ArgumentParser,
+    help_text: str = "policy name or .toml path",
+    *,
+    required: bool = True,
+    default: str | None = None,
+) -> None:
+    """``--policy NAME`` (a bundled policy's name or a ``.toml`` path)."""
+    parser.add_argument("--policy", required=required, default=default, help=help_text)
+
+
+def add_as_of_option(
+    parser: argparse.ArgumentParser,
+    help_text: str = "release date (default: today)",
+    required: bool = False,
+) -> None:
+    """``--as-of DATE`` (YYYY-MM-DD)."""
+    parser.add_argument("--as-of", required=required, type=iso_date, metavar="DATE", help=help_text)
+
+
+def key_file_path(text: str) -> Path:
+    """An argparse type for ``--key-file``: an empty value (``--key-file "$KEY"`` with the
+    variable unset) is refused as empty, not read as the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the key file path is empty; give the steward's key file")
+    return Path(text)
+
+
+def add_key_file_option(parser: argparse.ArgumentParser, why: str) -> None:
+    """``--key-file FILE``: the data steward's pseudonymisation key, ``why`` this command
+    wants it (e.g. "(to find the person's segment)")."""
+    parser.add_argument(
+        "--key-file", type=key_file_path, metavar="FILE", help=f"the steward's key file {why}"
+    )
+
+
+def add_release_parties(
+    parser: argparse.ArgumentParser, purpose_help: str = "policy purpose; reads W/prepared/<P>/"
+) -> None:
+    """Who a release is for: ``--purpose``, ``--recipient`` (both declared by the policy)
+    and ``--destination`` (an ISO country code, default SE)."""
+    parser.add_argument("--purpose", required=True, type=safe_name, help=purpose_help)
+    parser.add_argument(
+        "--recipient", required=True, type=safe_name, help="declared recipient in the policy"
+    )
+    parser.add_argument(
+        "--destination", default="SE", type=country_code, help="ISO country code (default SE)"
+    )
+
+
+def add_actions(
+    sub: argparse._SubParsersAction, name: str, help_text: str
+) -> argparse._SubParsersAction:
+    """A command made of actions (``segments NAME ACTION``): the actions' subparsers."""
+    group = sub.add_parser(name, help=help_text)
+    return group.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+
 def add_ledger_options(parser: argparse.ArgumentParser) -> None:
     """Which ledger a release is charged to: the controller's (default), the workspace's
     throw-away demo ledger, or the evaluation ledger (data proven synthetic only)."""
@@ -204,6 +262,28 @@ def open_ledger(args: argparse.Namespace, policy: Policy, synthetic: bool | None
     )
     report_reconciliation(ledger)
     return track_ledger(ledger)
+
+
+def ledger_when_needed(
+    args: argparse.Namespace, policy: Policy, synthetic: bool | None = None
+) -> Callable[[], Ledger]:
+    """:func:`open_ledger`, called once and only when the release first needs the ledger
+    (a refusal found before that opens, reconciles and tracks no ledger)."""
+    opened: list[Ledger] = []
+
+    def ledger() -> Ledger:
+        if not opened:
+            opened.append(open_ledger(args, policy, synthetic))
+        return opened[0]
+
+    return ledger
+
+
+def print_ledger_label(label: str | None) -> None:
+    """Print the ledger's label (a demo or evaluation ledger says so); the controller's
+    ledger has none."""
+    if label:
+        print(label)
 
 
 def report_reconciliation(ledger: Ledger) -> list[dict[str, str]]:

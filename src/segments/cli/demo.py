@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from segments.cli.common import add_workspace_option
+from segments.cli.common import add_policy_option, add_workspace_option
 from segments.workspace import DEFAULT_WORKSPACE
 
 DEMO_WORKSPACE = DEFAULT_WORKSPACE / "demo"
@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
     )
     # its own folder: notebooks keep their workspaces beside it under data/workspace/
     add_workspace_option(parser, DEMO_WORKSPACE)
-    parser.add_argument("--policy", default="alloffice", help="policy (default: alloffice)")
+    add_policy_option(parser, "policy (default: alloffice)", required=False, default="alloffice")
     parser.add_argument("--no-notebooks", action="store_true", help="skip executing the notebooks")
     parser.add_argument(
         "--override-accuracy",

@@ -21,34 +21,21 @@ def register(subparsers: Any) -> None:
         "and the planted truth in W/raw/truth/. Same seed and parameters give identical "
         "files. With --default, copy the committed default dataset instead.",
     )
-    parser.add_argument(
-        "--customers",
-        type=positive_int,
-        default=d.customers,
-        metavar="N",
-        help=f"number of customer accounts (default: {d.customers})",
-    )
-    parser.add_argument(
-        "--months",
-        type=positive_int,
-        default=d.months,
-        metavar="M",
-        help=f"months of order history ending at --as-of (default: {d.months})",
-    )
-    parser.add_argument(
-        "--as-of",
-        type=iso_date,
-        default=d.as_of,
-        metavar="YYYY-MM-DD",
-        help=f"last day of the history (default: {d.as_of})",
-    )
-    parser.add_argument(
-        "--seed",
-        type=non_negative_int,
-        default=d.seed,
-        metavar="S",
-        help=f"random seed (default: {d.seed})",
-    )
+    # the dataset's size and history: each defaults to the committed default dataset's
+    for option, kind, metavar, what in (
+        ("customers", positive_int, "N", "number of customer accounts"),
+        ("months", positive_int, "M", "months of order history ending at --as-of"),
+        ("as_of", iso_date, "YYYY-MM-DD", "last day of the history"),
+        ("seed", non_negative_int, "S", "random seed"),
+    ):
+        default = getattr(d, option)
+        parser.add_argument(
+            "--" + option.replace("_", "-"),
+            type=kind,
+            default=default,
+            metavar=metavar,
+            help=f"{what} (default: {default})",
+        )
     add_workspace_option(parser)
     parser.add_argument("--force", action="store_true", help="replace a non-empty W/raw/")
     parser.add_argument(

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segments.cli.common import add_workspace_option, epsilon_value, iso_date, open_fraction
+from segments.cli.common import (
+    add_as_of_option,
+    add_key_file_option,
+    add_policy_option,
+    add_workspace_option,
+    epsilon_value,
+    open_fraction,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,19 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--mapping", required=True, type=Path, metavar="TOML", help="the mapping file"
     )
-    parser.add_argument(
-        "--as-of",
-        type=iso_date,
-        metavar="DATE",
-        help="the day of the extract (default: the last order date); later dates are refused",
+    add_as_of_option(
+        parser, "the day of the extract (default: the last order date); later dates are refused"
     )
     parser.add_argument("--force", action="store_true", help="replace an existing W/raw")
-    parser.add_argument(
-        "--key-file",
-        type=Path,
-        metavar="FILE",
-        help="the steward's key file (needed when the workspace's request log records "
-        "erasures: erased people are left out of the new raw data)",
+    add_key_file_option(
+        parser,
+        "(needed when the workspace's request log records erasures: erased people are left "
+        "out of the new raw data)",
     )
     parser.set_defaults(func=run)
     register_bounds(sub)
@@ -72,7 +74,7 @@ def register_bounds(sub: argparse._SubParsersAction) -> None:
         "write them into the policy.",
     )
     add_workspace_option(parser)
-    parser.add_argument("--policy", required=True, help="policy name or .toml path")
+    add_policy_option(parser)
     parser.add_argument("--purpose", required=True, help="prepared frames to read")
     parser.add_argument("--recipient", required=True, help="declared (internal) recipient")
     parser.add_argument("--epsilon", type=epsilon_value, required=True, help="total ε, charged")
@@ -87,7 +89,7 @@ def register_bounds(sub: argparse._SubParsersAction) -> None:
         "cell_units_by_category.<category>, cell_spend_sek_by_category.<category>)",
     )
     parser.add_argument("--quantile", type=open_fraction, default=0.98, help="target quantile")
-    parser.add_argument("--as-of", type=iso_date, help="release date (default: today)")
+    add_as_of_option(parser)
     add_ledger_options(parser)
     parser.set_defaults(func=run_bounds)
 
@@ -95,7 +97,7 @@ def register_bounds(sub: argparse._SubParsersAction) -> None:
 def run_bounds(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from segments.cli.common import is_synthetic, open_ledger
+    from segments.cli.common import is_synthetic, open_ledger, print_ledger_label
     from segments.exceptions import PolicyError
     from segments.policy import Policy
     from segments.privacy.policy_bounds import choose_policy_bounds
@@ -125,8 +127,7 @@ def run_bounds(args: argparse.Namespace) -> int:
         ceilings=ceilings,
         quantile=args.quantile,
     )
-    if ledger.label:
-        print(ledger.label)
+    print_ledger_label(ledger.label)
     print(result.toml())
     print(f"evidence: {result.path}")
     return 0

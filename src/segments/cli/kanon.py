@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from segments.cli.common import (
+    add_as_of_option,
     add_ledger_options,
+    add_policy_option,
+    add_release_parties,
     add_workspace_option,
-    country_code,
-    iso_date,
+    ledger_when_needed,
     non_negative_int,
-    open_ledger,
     positive_int,
-    safe_name,
+    print_ledger_label,
 )
 from segments.workspace import Workspace
 
@@ -40,16 +41,8 @@ def register(subparsers: Any) -> None:
         "the least information loss the hierarchies allow.",
     )
     add_workspace_option(parser)
-    parser.add_argument("--policy", required=True, help="policy name (e.g. alloffice)")
-    parser.add_argument(
-        "--purpose", required=True, type=safe_name, help="policy purpose; reads W/prepared/<P>/"
-    )
-    parser.add_argument(
-        "--recipient", required=True, type=safe_name, help="declared recipient in the policy"
-    )
-    parser.add_argument(
-        "--destination", default="SE", type=country_code, help="ISO country code (default SE)"
-    )
+    add_policy_option(parser, "policy name (e.g. alloffice)")
+    add_release_parties(parser)
     parser.add_argument(
         "--k", type=positive_int, required=True, help="k (at least the policy's min_k)"
     )
@@ -95,7 +88,7 @@ def register(subparsers: Any) -> None:
         choices=["category_rule", "private", "fitted"],
         help="segment source (fitted is refused: its labels are personal data)",
     )
-    parser.add_argument("--as-of", type=iso_date, help="release date (default: today)")
+    add_as_of_option(parser)
     parser.add_argument(
         "--seed", type=non_negative_int, help="seed of the row permutation (default: random)"
     )
@@ -110,15 +103,8 @@ def run(args: argparse.Namespace) -> int:
 
     workspace: Workspace = args.workspace
     policy = Policy.load(args.policy)
-    opened: list[Any] = []
-
-    def ledger() -> Any:  # opened once, when the release first needs it
-        if not opened:
-            opened.append(open_ledger(args, policy))
-        return opened[0]
-
     context = ReleaseContext.open(
-        ledger,
+        ledger_when_needed(args, policy),
         workspace,
         policy,
         purpose=args.purpose,
@@ -139,8 +125,7 @@ def run(args: argparse.Namespace) -> int:
         as_of=args.as_of,
         seed=args.seed,
     )
-    if result.ledger_label:
-        print(result.ledger_label)
+    print_ledger_label(result.ledger_label)
     anon, model = result.anonymised, result.model
     util = anon.metrics["utility"]
     print(

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from segments.cli.common import iso_date
+from segments.cli.common import add_as_of_option, add_policy_option
 from segments.exceptions import WorkspaceError
 from segments.privacy.ledger_report import (
     ACCOUNTING_RULE,
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "rolling budget period, over the policy's window and at its peak, the remaining "
         "budget, and (--history) every release. " + ACCOUNTING_RULE,
     )
-    parser.add_argument("--policy", help="policy name or .toml path (its controller's ledger)")
+    add_policy_option(parser, "policy name or .toml path (its controller's ledger)", required=False)
     parser.add_argument("--ledger", type=Path, metavar="PATH", help="a ledger file")
     parser.add_argument(
         "--workspace",
@@ -52,9 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="show the policy's evaluation ledger (synthetic data only) instead",
     )
-    parser.add_argument(
-        "--as-of", type=iso_date, metavar="DATE", help="balance on DATE (default: latest release)"
-    )
+    add_as_of_option(parser, "balance on DATE (default: latest release)")
     parser.add_argument("--history", action="store_true", help="list every release")
     parser.add_argument(
         "--cards",

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from segments.cli.common import add_workspace_option, iso_date, safe_name
+from segments.cli.common import (
+    add_as_of_option,
+    add_key_file_option,
+    add_policy_option,
+    add_workspace_option,
+    safe_name,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,25 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "used only for data whose manifest says synthetic).",
     )
     add_workspace_option(parser)
-    parser.add_argument(
-        "--policy", required=True, help="policy name (e.g. alloffice) or .toml path"
-    )
+    add_policy_option(parser, "policy name (e.g. alloffice) or .toml path")
     parser.add_argument(
         "--purpose", required=True, type=safe_name, help="a purpose the policy declares"
     )
-    parser.add_argument(
-        "--as-of",
-        required=True,
-        type=iso_date,
-        metavar="DATE",
-        help="evaluate the rules on this day (YYYY-MM-DD)",
-    )
-    parser.add_argument(
-        "--key-file",
-        type=Path,
-        metavar="FILE",
-        help="the steward's key file (outside the workspace and data folder)",
-    )
+    add_as_of_option(parser, "evaluate the rules on this day (YYYY-MM-DD)", required=True)
+    add_key_file_option(parser, "(outside the workspace and data folder)")
     parser.set_defaults(func=run)
 
 

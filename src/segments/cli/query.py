@@ -15,6 +15,7 @@ from segments.cli.common import (
     add_ledger_options,
     add_workspace_option,
     positive_int,
+    print_ledger_label,
     report_reconciliation,
     track_ledger,
 )
@@ -66,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
     report_reconciliation(ledger)
     session.use_ledger(track_ledger(ledger))
     result = session.release(queries, query_file.epsilon, query_file.weights)
-    if ledger.label:
-        print(ledger.label)
+    print_ledger_label(ledger.label)
     print(f"released {result.release_id} -> {result.path}")
     print(f"ledger head hash {result.card['ledger_head_hash']}")
     for name, table in result.items():

@@ -13,14 +13,18 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from segments.cli.common import (
+    add_as_of_option,
     add_ledger_options,
+    add_policy_option,
+    add_release_parties,
     add_workspace_option,
-    country_code,
     epsilon_value,
     is_synthetic,
     iso_date,
+    ledger_when_needed,
     open_fraction,
     open_ledger,
+    print_ledger_label,
     refuse_early,
     safe_name,
     wants_simulated_ledger,
@@ -44,28 +48,17 @@ def register(subparsers: Any) -> None:
         "action", nargs="?", choices=["backfill"], help="backfill the monthly series archive"
     )
     add_workspace_option(parser)
-    parser.add_argument("--policy", required=True, help="policy name (e.g. alloffice)")
+    add_policy_option(parser, "policy name (e.g. alloffice)")
     parser.add_argument(
         "--spec",
         default="segment_overview",
         type=safe_name,
         help="release specification name (see SPECS)",
     )
-    parser.add_argument(
-        "--purpose",
-        required=True,
-        type=safe_name,
-        help="policy purpose; reads W/prepared/<purpose>/",
-    )
-    parser.add_argument(
-        "--recipient", required=True, type=safe_name, help="declared recipient in the policy"
-    )
-    parser.add_argument(
-        "--destination", default="SE", type=country_code, help="ISO country code (default SE)"
-    )
+    add_release_parties(parser)
     parser.add_argument("--confidence", type=open_fraction, default=0.95, help="interval level")
     parser.add_argument("--epsilon", type=epsilon_value, help="override the spec's privacy loss ε")
-    parser.add_argument("--as-of", type=iso_date, help="release date (default: today)")
+    add_as_of_option(parser)
     parser.add_argument("--month", type=iso_date, help="month (first day) of a monthly release")
     parser.add_argument(
         "--segments",
@@ -135,21 +128,14 @@ def run(args: argparse.Namespace) -> int:
             if args.epsilon is not None
             else None,
         )
-        if ledger.label:
-            print(ledger.label)
+        print_ledger_label(ledger.label)
         for released, release_id in report.released.items():
             print(f"released {released}: {release_id}")
         for skipped, why in report.skipped.items():
             print(f"skipped {skipped}: {why}")
         return 0
 
-    opened: list[Any] = []
-
-    def charged() -> Any:  # opened once, when the release first needs it
-        if not opened:
-            opened.append(open_ledger(args, policy, synthetic))
-        return opened[0]
-
+    charged = ledger_when_needed(args, policy, synthetic)
     spec = get_spec(args.spec)
     options: dict[str, Any] = {"purpose": args.purpose, "as_of": as_of, "epsilon": args.epsilon}
     options |= {"month": args.month, "segments": args.segments, "confidence": args.confidence}
@@ -185,8 +171,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _report(result: Any, ledger: Ledger) -> None:
-    if ledger.label:
-        print(ledger.label)
+    print_ledger_label(ledger.label)
     print(f"released {result.release_id} -> {result.path}")
     print(f"ledger head hash {result.card['ledger_head_hash']}")
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from segments.cli.common import add_workspace_option, iso_date
+from segments.cli.common import (
+    add_actions,
+    add_as_of_option,
+    add_key_file_option,
+    add_policy_option,
+    add_workspace_option,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    group = sub.add_parser("retention", help="retention housekeeping on the raw tables")
-    actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions = add_actions(sub, "retention", "retention housekeeping on the raw tables")
     parser = actions.add_parser(
         "purge",
         help="delete raw rows no purpose may use any more (the policy's retention rules)",
@@ -19,15 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "flagged erasure_requested are erased everywhere first (see `segments subject erase`).",
     )
     add_workspace_option(parser)
-    parser.add_argument("--policy", required=True, help="policy name or .toml path")
-    parser.add_argument("--as-of", required=True, type=iso_date, metavar="DATE")
+    add_policy_option(parser)
+    add_as_of_option(parser, "the day whose retention cutoffs apply (YYYY-MM-DD)", required=True)
     parser.add_argument("--dry-run", action="store_true", help="count only; change nothing")
-    parser.add_argument(
-        "--key-file",
-        type=Path,
-        metavar="FILE",
-        help="the steward's key file (to erase flagged persons from the prepared frames)",
-    )
+    add_key_file_option(parser, "(to erase flagged persons from the prepared frames)")
     parser.set_defaults(func=run)
 
 

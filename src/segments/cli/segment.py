@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 
 from segments.cli.common import (
+    add_as_of_option,
+    add_policy_option,
     add_workspace_option,
-    iso_date,
     non_negative_int,
     positive_int,
     safe_name,
@@ -35,8 +36,11 @@ def k_range(text: str) -> range:
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     """Workspace, policy, purpose, as-of and seed: shared by every segmentation mode."""
     add_workspace_option(parser)
-    parser.add_argument(
-        "--policy", default="alloffice", help="policy name or .toml path (default: alloffice)"
+    add_policy_option(
+        parser,
+        "policy name or .toml path (default: alloffice)",
+        required=False,
+        default="alloffice",
     )
     parser.add_argument(
         "--purpose",
@@ -44,12 +48,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         type=safe_name,
         help="which prepared frames to read (default: segmentation)",
     )
-    parser.add_argument(
-        "--as-of",
-        type=iso_date,
-        metavar="DATE",
-        help="reference date for recency (default: the prepared frames' as_of)",
-    )
+    add_as_of_option(parser, "reference date for recency (default: the prepared frames' as_of)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
 
 

@@ -40,7 +40,7 @@ def add_private_options(parser: argparse.ArgumentParser) -> None:
 
 def run_private(args: argparse.Namespace) -> int:
     """Fit the private segments and print what was charged and released."""
-    from segments.cli.common import open_ledger
+    from segments.cli.common import open_ledger, print_ledger_label
     from segments.policy import Policy
     from segments.privacy.kmeans import fit_private_segments
     from segments.privacy.publishing import ReleaseContext
@@ -52,8 +52,7 @@ def run_private(args: argparse.Namespace) -> int:
         ledger, ws, policy, purpose=args.purpose, recipient=args.recipient
     )
     result = fit_private_segments(context, as_of=args.as_of, seed=args.seed)
-    if getattr(ledger, "label", ""):
-        print(ledger.label)
+    print_ledger_label(ledger.label)
     loss = result.card["privacy_loss"]
     print(
         f"private segments (DP k-means, k={result.model.n_clusters}, "

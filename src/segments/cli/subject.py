@@ -6,12 +6,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segments.cli.common import add_workspace_option, iso_date
+from segments.cli.common import (
+    add_actions,
+    add_key_file_option,
+    add_policy_option,
+    add_workspace_option,
+    iso_date,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    group = sub.add_parser("subject", help="data-subject requests")
-    actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions = add_actions(sub, "subject", "data-subject requests")
     parser = actions.add_parser(
         "export",
         help="write one customer's register extract as JSON (right of access)",
@@ -26,11 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="ID",
         help="any account id of the person (for an ingested export: the export's own id)",
     )
-    parser.add_argument("--policy", help="policy name, to name the controller in the extract")
+    add_policy_option(parser, "policy name, to name the controller in the extract", required=False)
     parser.add_argument(
         "--output", "-o", type=Path, metavar="FILE", help="write here instead of standard output"
     )
-    _key_option(parser, "(to find the person's segment)")
+    add_key_file_option(parser, "(to find the person's segment)")
     parser.set_defaults(func=run)
 
     for action, what in (
@@ -51,21 +56,15 @@ def register(sub: argparse._SubParsersAction) -> None:
             metavar="ID",
             help="any account id of the person (for an ingested export: the export's own id)",
         )
-        request.add_argument("--policy", required=True, help="policy name or .toml path")
+        add_policy_option(request)
         request.add_argument(
             "--requested-on",
             type=iso_date,
             metavar="DATE",
             help="when the request was received (default today; the deadline runs from it)",
         )
-        _key_option(request, "(to find the person in the prepared frames)")
+        add_key_file_option(request, "(to find the person in the prepared frames)")
         request.set_defaults(func=run_request)
-
-
-def _key_option(parser: argparse.ArgumentParser, why: str) -> None:
-    parser.add_argument(
-        "--key-file", type=Path, metavar="FILE", help=f"the steward's key file {why}"
-    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -85,11 +85,17 @@ def _policy_bounds(policy: Policy) -> dict[str, tuple[float, float]]:
     return {str(k): (float(v[0]), float(v[1])) for k, v in dict(bounds).items()}
 
 
-def _read_prepared(ws: Workspace, purpose: str) -> tuple[Path, pl.LazyFrame, pl.LazyFrame]:
+def _prepared_paths(ws: Workspace, purpose: str) -> tuple[Path, Path, Path]:
+    """The purpose's prepared folder, lines and customers (refused when prepare has not run)."""
     folder = ws.prepared_dir(purpose)
     made_by = f"segments prepare --workspace {ws.root} --purpose {purpose}"
     lines_path = ws.require(folder / PREPARED_LINES, made_by)
     customers_path = ws.require(folder / PREPARED_CUSTOMERS, made_by)
+    return folder, lines_path, customers_path
+
+
+def _read_prepared(ws: Workspace, purpose: str) -> tuple[Path, pl.LazyFrame, pl.LazyFrame]:
+    folder, lines_path, customers_path = _prepared_paths(ws, purpose)
     # Read whole under the shared workspace lock: an erasure rewrites these frames under the
     # exclusive one, and a lazy scan during the fit read them half-replaced ("Invalid
     # thrift"); an erasure recorded meanwhile refuses the write (Workspace.publishing).
@@ -176,7 +182,7 @@ def segment(
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     log_state = ws.erasure_log_state()  # an erasure after this point refuses the write
     policy = _load_policy(policy)
-    folder, lines, customers = _read_prepared(ws, purpose)
+    folder, lines_path, customers_path = _prepared_paths(ws, purpose)
     # the signed record's as-of when prepare wrote one (a report that disagrees is refused)
     as_of = as_of or prepared_as_of(ws, purpose, charged=False)
     from segments.ingest import public_domains
@@ -184,7 +190,11 @@ def segment(
     categories = public_domains(ws).categories
     with progress(total=3, desc="segment", unit="stage") as bar:
         bar.set_postfix_str("features", refresh=True)
-        features = customer_features(lines, customers, as_of=as_of, categories=categories)
+        # The lines go by path, so the engine the setting selects reads them (only the
+        # per-person sums come back); read under the shared lock, as _read_prepared explains.
+        with ws.lock(exclusive=False):
+            customers = pl.read_parquet(customers_path).lazy()
+            features = customer_features(lines_path, customers, as_of=as_of, categories=categories)
         bar.update()
         bar.set_postfix_str("choosing k, fitting", refresh=True)
         fitted, spec, notes = _fit(

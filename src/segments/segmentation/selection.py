@@ -22,7 +22,6 @@ from sklearn.metrics import adjusted_rand_score, davies_bouldin_score, silhouett
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
-from segments.exceptions import SchemaError
 from segments.features import (
     CATEGORY_SHARE_FEATURES,
     CHANNEL_SHARE_FEATURES,
@@ -34,6 +33,7 @@ from segments.features import (
 )
 from segments.policy import Guarantee
 from segments.progress import progress
+from segments.schema import require_columns
 
 MODELS = ("kmeans", "gmm")
 #: RFM, the category mix as shares of order lines and as shares of spend, and the channel mix
@@ -532,14 +532,11 @@ class SegmentModel:
 
 
 def _check_feature_columns(features: pd.DataFrame, spec: FeatureSpec) -> None:
-    needed = [*spec.numeric, *spec.categorical]
-    missing = [c for c in needed if c not in features.columns]
-    if missing:
-        raise SchemaError(
-            f"table 'features', column {missing[0]!r}: rule 'required column' — missing "
-            f"{missing}; fix: build the frame with segments.customer_features, or leave the "
-            "feature out of the FeatureSpec"
-        )
+    fix = (
+        "build the frame with segments.customer_features, or leave the feature out of the "
+        "FeatureSpec"
+    )
+    require_columns(features.columns, [*spec.numeric, *spec.categorical], "features", fix)
 
 
 def _check_inputs(features: pd.DataFrame, spec: FeatureSpec, ks: list[int], model: str) -> None:
