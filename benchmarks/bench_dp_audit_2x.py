@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import polars as pl
+from _common import add_result
 
 from segments.audit.dp_audit import epsilon_lower_bound, family_confidence
 from segments.audit.mechanisms import (
@@ -43,8 +42,10 @@ from segments.audit.mechanisms import (
 )
 from segments.policy import Policy
 from segments.privacy.specs import ReleaseSpec
-from segments.session import Session, count
-from segments.session import sum as total
+from segments.session import Session
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from release_helpers import person_cell_query  # noqa: E402  (the query test_session audits)
 
 RESULTS = Path(__file__).parent / "results" / "bench_dp_audit_2x.json"
 
@@ -56,19 +57,7 @@ def cases(folder: Path) -> list[tuple[str, MechanismCase]]:
     session = Session(folder / "none", policy, "statistics", "purchasing")
     out = []
     for i, person in enumerate(neighbours):
-        me = pl.read_parquet(person.with_person["customers"]).filter(
-            pl.col("person_id") == person.person_id
-        )
-        kind, industry = me["customer_type"].item(), me["industry"].item()
-        where = {"customer_type": kind, **({"industry": industry} if industry else {})}
-        query = (
-            session.table("customers")
-            .filter(**where)
-            .group_by("county")
-            .agg(count(), total("spend", bounds=(0, 50_000)))
-            .named("q")
-            .definition()
-        )
+        query = person_cell_query(session, person)
         releases = [("honest", 1.0)]
         if person.label == "the heaviest buyer":
             releases += [("twice its claim", 2.0), ("1.5 x its claim", 1.5)]
@@ -120,10 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             report["cases"].append(row)
     report["confidence_each"] = confidence
     report["total_s"] = round(time.perf_counter() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    existing = json.loads(args.out.read_text()) if args.out.exists() else {}
-    existing[f"trials-{args.trials}"] = report
-    args.out.write_text(json.dumps(existing, indent=1, default=str) + "\n")
+    add_result(args.out, f"trials-{args.trials}", report)
     return 0
 
 

@@ -21,10 +21,16 @@ Each (step, engine) runs in its own process, so time and peak RSS are measured p
     purchasing series, the survey scores) on an evaluation ledger, end to end from the
     Parquet files to the published tables and cards, with ``SEGMENTS_ENGINE`` set.
 
+Every engine must give the same result: ``cells`` and ``orders`` record a SHA-256 of the
+per-person frame (rows in key order), ``release`` one of every card's privacy loss and every
+published table's keys (its text and date columns, not the noisy values); the results say per
+step whether they are ``identical`` on all engines that ran.
+
 Prepared-shaped frames come from ``segments.privacy._frames`` (not timed), written into
 ``--folder`` (default: a fresh folder beside this script, removed afterwards) and written as
 prepare writes them, in month partitions (``lines.parquet/month=YYYY-MM/part-*.parquet``, so
-a month-closing reads only its months); ``--reuse DIR --copies K`` reads an earlier run's
+a month-closing reads only its months); ``--frames DIR/run`` hard-links an earlier
+``--keep`` run's frames as they are; ``--reuse DIR --copies K`` reads an earlier run's
 frames and repeats their lines K times, copy k as ``part-k`` of every month (distinct order
 ids, the same persons: K times the line-level work, the same per-person frames). Results go to
 ``benchmarks/results/bench_engines_<lines>.json``.
@@ -76,9 +82,24 @@ def _jvm_peak_rss_mb() -> float:
     return 0.0
 
 
+def _jvm_cpu_seconds() -> float:
+    """CPU seconds (user + system) Spark's JVM has used so far (0 without a JVM)."""
+    context = sys.modules.get("pyspark.context")
+    gateway = getattr(context.SparkContext, "_gateway", None) if context else None
+    proc = getattr(gateway, "proc", None)
+    if proc is None:
+        return 0.0
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def child_step(step: str, engine_name: str, folder: Path) -> dict:
-    """One step on one engine; with Spark the JVM's peak is added to the driver's."""
+    """One step on one engine; with Spark the JVM's peak and CPU are added to the driver's.
+    CPU seconds (every thread) are recorded beside the wall time: on the shared machine the
+    wall time is mostly waiting for a core."""
+    cpu = time.process_time()
     out = _child_step(step, engine_name, folder)
+    out["cpu_seconds"] = time.process_time() - cpu + _jvm_cpu_seconds()
     jvm = _jvm_peak_rss_mb()
     if jvm:
         out["jvm_peak_rss_mb"] = jvm
@@ -97,7 +118,11 @@ def _child_step(step: str, engine_name: str, folder: Path) -> dict:
             from bench_releases import child_release
 
             out = child_release(folder)
-            return {"seconds": out["seconds"]["total"], "peak_rss_mb": _peak_rss_mb()}
+            return {
+                "seconds": out["seconds"]["total"],
+                "peak_rss_mb": _peak_rss_mb(),
+                "released_keys_sha256": _released_keys_digest(folder / "releases"),
+            }
         from segments.engine import get_engine
         from segments.schema import PRODUCT_CATEGORIES
 
@@ -110,9 +135,49 @@ def _child_step(step: str, engine_name: str, folder: Path) -> dict:
             "seconds": time.perf_counter() - start,
             "peak_rss_mb": _peak_rss_mb(),
             "rows": frame.height,
+            "frame_sha256": _frame_digest(frame),
         }
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _frame_digest(frame) -> str:
+    """SHA-256 of a per-person frame, rows in key order: equal on every engine or not."""
+    import hashlib
+
+    import polars as pl
+
+    keys = [c for c in frame.columns if frame.schema[c] not in (pl.Int64, pl.Float64)]
+    ordered = frame.sort(keys or frame.columns)
+    return hashlib.sha256(ordered.write_csv().encode()).hexdigest()
+
+
+def _released_keys_digest(releases: Path) -> str:
+    """SHA-256 of what a release must publish identically on every engine: each card's
+    privacy loss and each table's keys (its text and date columns; the values and the
+    statuses derived from them are noisy),
+    releases named without their random id suffix."""
+    import hashlib
+
+    import polars as pl
+
+    parts = []
+    for card in releases.rglob("card.json"):
+        name = card.parent.relative_to(releases).as_posix().rsplit("-", 1)[0]
+        loss = json.loads(card.read_text()).get("privacy_loss")
+        part = [f"{name}:{json.dumps(loss, sort_keys=True)}"]
+        for table in sorted(card.parent.glob("*.parquet")):
+            frame = pl.read_parquet(table)
+            keys = [
+                c
+                for c in frame.columns
+                if frame.schema[c] in (pl.String, pl.Date) and not c.endswith("_status")
+            ]
+            part.append(f"{table.name}:{frame.height}:{_frame_digest(frame.select(keys))}")
+        parts.append("\n".join(part))
+    if not parts:
+        raise RuntimeError(f"no release card under {releases}")
+    return hashlib.sha256("\n\n".join(sorted(parts)).encode()).hexdigest()
 
 
 def _run_child(step: str, engine: str, folder: Path) -> dict:
@@ -153,9 +218,15 @@ def _prepare_folder(folder: Path, args: argparse.Namespace) -> None:
     from bench_releases import child_generate
 
     from segments._tables import read_table
+    from segments.provenance import PROVENANCE_FILE
 
     prepared = folder / "prepared" / PURPOSE
-    if args.reuse:
+    if args.frames:  # an earlier run's frames as they are: hard links, nothing rewritten
+        shutil.copytree(
+            args.frames.resolve(), folder, symlinks=True, copy_function=os.link, dirs_exist_ok=True
+        )
+        (prepared / PROVENANCE_FILE).unlink()  # signed again below, by this code
+    elif args.reuse:
         prepared.mkdir(parents=True, exist_ok=True)
         source = args.reuse.resolve() / "prepared" / PURPOSE
         os.symlink(source / "customers.parquet", prepared / "customers.parquet")
@@ -189,7 +260,7 @@ def _prepare_folder(folder: Path, args: argparse.Namespace) -> None:
     from bench_releases import AS_OF
 
     # (the benchmark stands in for prepare's writer: it signs the frames it made itself)
-    from segments.provenance import PROVENANCE_FILE, _files_under, _sign_prepared, raw_hashes
+    from segments.provenance import _files_under, _sign_prepared, raw_hashes
     from segments.workspace import sha256_file, write_json
 
     outputs = {name: sha256_file(path) for name, path in _files_under(prepared).items()}
@@ -207,6 +278,11 @@ def main() -> None:
     parser.add_argument("--steps", default=",".join(STEPS))
     parser.add_argument("--folder", type=Path, help="where the frames go (default: a temp folder)")
     parser.add_argument("--reuse", type=Path, help="a folder from an earlier --folder run")
+    parser.add_argument(
+        "--frames",
+        type=Path,
+        help="the frames of an earlier --keep run (DIR/run), hard-linked as they are",
+    )
     parser.add_argument(
         "--copies",
         type=int,
@@ -241,6 +317,7 @@ def main() -> None:
         "machine": f"{os.cpu_count()} cores",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "steps": {},
+        "identical": {},
     }
     try:
         _prepare_folder(folder, args)
@@ -263,9 +340,17 @@ def main() -> None:
                     print(f"{step:<8} {engine:<7} FAILED: {out['failed']}")
                     continue
                 print(
-                    f"{step:<8} {engine:<7} {out['seconds']:7.2f} s  "
-                    f"peak {out['peak_rss_mb']:7.0f} MB"
+                    f"{step:<8} {engine:<7} {out['seconds']:7.2f} s "
+                    f"({out['cpu_seconds']:.1f} s CPU)  peak {out['peak_rss_mb']:7.0f} MB"
                 )
+            digests = {
+                engine: out.get("frame_sha256") or out.get("released_keys_sha256")
+                for engine, out in results["steps"][step].items()
+                if "failed" not in out
+            }
+            if len(digests) > 1:  # the same per-person frames / released keys and charges
+                results["identical"][step] = len(set(digests.values())) == 1
+                print(f"         identical on {', '.join(digests)}: {results['identical'][step]}")
             if "polars" in engines and not any(
                 "failed" in o for o in results["steps"][step].values()
             ):
@@ -275,7 +360,8 @@ def main() -> None:
                         got = results["steps"][step][engine]
                         print(
                             f"         {engine} / polars: time ×"
-                            f"{got['seconds'] / ref['seconds']:.2f}, "
+                            f"{got['seconds'] / ref['seconds']:.2f} "
+                            f"(CPU ×{got['cpu_seconds'] / ref['cpu_seconds']:.2f}), "
                             f"memory ×{got['peak_rss_mb'] / ref['peak_rss_mb']:.2f} "
                             "(goal: time ≤ ×1.00, memory ≤ ×0.50)"
                         )

@@ -3,14 +3,17 @@
 Usage::
 
     nice -n 10 .venv/bin/python benchmarks/bench_pipeline.py --customers 1000000 \\
-        --folder DIR [--engine duckdb] [--memory-limit 1GB]
+        --folder DIR [--engine duckdb] [--memory-limit 1GB] [--baseline polars:330000] \\
+        [--stages generate,prepare,release]
 
 Each stage runs in its own process (wall time and that process's own peak, ``VmHWM``):
 ``generate`` (the synthetic raw tables, order lines written in month partitions),
 ``prepare`` (purpose ``statistics``, policy ``alloffice``; with ``SEGMENTS_ENGINE`` set, so
 its line-level join runs on that engine month by month) and ``release``
 (``bench_releases.child_release``: month_closing, the monthly series of 2026-02 and the
-survey, on an evaluation ledger). Figures are also given per 10 million raw lines. The
+survey, on an evaluation ledger). Figures are also given per 10 million raw lines;
+``--baseline ENGINE:CUSTOMERS`` first runs the same stages on another engine and size (the
+in-memory path at 10 million lines, say) in the same command and divides. The
 workspace is ``DIR/ws``, removed afterwards unless ``--keep``. Results go to
 ``benchmarks/results/bench_pipeline_<lines>.json`` with the load average before and after.
 """
@@ -65,6 +68,45 @@ def child(stage: str, folder: Path, customers: int, months: int) -> dict:
     return {**seconds, "peak_rss_mb": _peak_mb(), **extra}
 
 
+def _run_pipeline(
+    folder: Path, engine: str, customers: int, months: int, memory_limit: str, stages: list[str]
+) -> dict:
+    """The stages on one engine, each in its own process, into ``folder/ws``."""
+    env = {**os.environ, "SEGMENTS_ENGINE": engine, "SEGMENTS_MEMORY_LIMIT": memory_limit}
+    run: dict = {"engine": engine, "customers": customers, "months": months, "stages": {}}
+    print(f"{engine}, {customers:,} customers × {months} months:")
+    shutil.rmtree(folder / "ws", ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stage in stages:
+        command = [sys.executable, __file__, "--child", stage, "--folder", str(folder)]
+        command += ["--customers", str(customers), "--months", str(months)]
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        if done.returncode:
+            print(f"{stage} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+            run["stages"][stage] = {"failed": done.stderr.strip().splitlines()[-1]}
+            break
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        run["stages"][stage] = out
+        print(
+            f"  {stage:<9} {out['seconds']:8.1f} s ({out['cpu_seconds']:.1f} s CPU)  "
+            f"peak {out['peak_rss_mb']:7.0f} MB"
+        )
+    lines = run["stages"].get("generate", {}).get("lines", 0)
+    run["lines"] = lines
+    if lines:
+        per = 1e7 / lines
+        run["seconds_per_10m_lines"] = {
+            s: round(o["seconds"] * per, 1) for s, o in run["stages"].items() if "seconds" in o
+        }
+        run["cpu_seconds_per_10m_lines"] = {
+            s: round(o["cpu_seconds"] * per, 1)
+            for s, o in run["stages"].items()
+            if "cpu_seconds" in o
+        }
+        print(f"  {lines:,} lines; seconds per 10 M lines: {run['seconds_per_10m_lines']}")
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
@@ -72,6 +114,13 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, required=True)
     parser.add_argument("--engine", default="duckdb")
     parser.add_argument("--memory-limit", default="1GB")
+    parser.add_argument("--stages", default=",".join(STAGES))
+    parser.add_argument(
+        "--baseline",
+        metavar="ENGINE:CUSTOMERS",
+        help="first run the same stages on this engine and size (e.g. polars:330000), in "
+        "the same command, and compare the time per 10 M lines",
+    )
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child", choices=STAGES)
@@ -80,9 +129,7 @@ def main() -> None:
         out = child(args.child, args.folder, args.customers, args.months)
         print(json.dumps(out, default=str))
         return
-    env = {**os.environ, "SEGMENTS_ENGINE": args.engine, "SEGMENTS_MEMORY_LIMIT": args.memory_limit}
-    shutil.rmtree(args.folder / "ws", ignore_errors=True)
-    args.folder.mkdir(parents=True, exist_ok=True)
+    stages = args.stages.split(",")
     results: dict = {
         "engine": args.engine,
         "memory_limit": args.memory_limit,
@@ -91,38 +138,39 @@ def main() -> None:
         "machine": f"{os.cpu_count()} cores",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "load_average": {"before": round(os.getloadavg()[0], 1)},
-        "stages": {},
     }
     print(f"load average before: {os.getloadavg()[0]:.1f} (2 cores)")
     try:
-        for stage in STAGES:
-            command = [sys.executable, __file__, "--child", stage, "--folder", str(args.folder)]
-            command += ["--customers", str(args.customers), "--months", str(args.months)]
-            done = subprocess.run(command, capture_output=True, text=True, env=env)
-            if done.returncode:
-                print(f"{stage} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
-                results["stages"][stage] = {"failed": done.stderr.strip().splitlines()[-1]}
-                break
-            out = json.loads(done.stdout.strip().splitlines()[-1])
-            results["stages"][stage] = out
+        if args.baseline:
+            engine, customers = args.baseline.split(":")
+            results["baseline"] = _run_pipeline(
+                args.folder, engine, int(customers), args.months, args.memory_limit, stages
+            )
+            shutil.rmtree(args.folder / "ws", ignore_errors=True)
+        run = _run_pipeline(
+            args.folder, args.engine, args.customers, args.months, args.memory_limit, stages
+        )
+        results |= {"stages": run["stages"], "lines": run["lines"]}
+        for key in ("seconds_per_10m_lines", "cpu_seconds_per_10m_lines"):
+            if key in run:
+                results[key] = run[key]
+        base = results.get("baseline", {}).get("seconds_per_10m_lines", {})
+        if base and "seconds_per_10m_lines" in run:
+            results["per_10m_lines_over_baseline"] = {
+                s: round(t / base[s], 2)
+                for s, t in run["seconds_per_10m_lines"].items()
+                if base.get(s)
+            }
             print(
-                f"{stage:<9} {out['seconds']:8.1f} s ({out['cpu_seconds']:.1f} s CPU)  "
-                f"peak {out['peak_rss_mb']:7.0f} MB"
+                f"time per 10 M lines over the baseline's: {results['per_10m_lines_over_baseline']}"
+                " (goal ≤ 1.5)"
             )
     finally:
         if not args.keep:
             shutil.rmtree(args.folder / "ws", ignore_errors=True)
     results["load_average"]["after"] = round(os.getloadavg()[0], 1)
-    lines = results["stages"].get("generate", {}).get("lines", 0)
-    results["lines"] = lines
-    if lines:
-        per = 1e7 / lines
-        results["seconds_per_10m_lines"] = {
-            s: round(o["seconds"] * per, 1) for s, o in results["stages"].items() if "seconds" in o
-        }
-        print(f"{lines:,} lines; seconds per 10 M lines: {results['seconds_per_10m_lines']}")
     print(f"load average after: {results['load_average']['after']}")
-    out_path = args.out or HERE / "results" / f"bench_pipeline_{lines}.json"
+    out_path = args.out or HERE / "results" / f"bench_pipeline_{results['lines']}.json"
     out_path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out_path}")
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import json
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from _common import add_result
 from scipy.stats import beta
 
 import segments
@@ -237,12 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{report['at_bound_cells']}, published now {report['at_bound_published_now']}"
     )
     print(report["summary"], flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    existing = json.loads(args.out.read_text()) if args.out.exists() else {}
-    existing[
-        f"{args.by}-{args.customers}-bound{args.bound}-eps{args.epsilon:g}-d{args.interval:g}"
-    ] = report
-    args.out.write_text(json.dumps(existing, indent=1, default=str) + "\n")
+    key = f"{args.by}-{args.customers}-bound{args.bound}-eps{args.epsilon:g}-d{args.interval:g}"
+    add_result(args.out, key, report)
     return 0
 
 

@@ -36,11 +36,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import polars as pl
+from _common import print_summary, segmentation_features, write_seeded_runs
 from sklearn.metrics import adjusted_rand_score
 
-from segments.features import customer_features
 from segments.policy import Policy
-from segments.prepare import prepare
 from segments.segmentation import FeatureSpec, fit_segments, planted_archetypes
 from segments.synth import ARCHETYPES
 from segments.synth.generate import generate
@@ -72,13 +71,7 @@ def make_dataset(root: Path, accounts: int, seed: int, policy: Any) -> tuple[pd.
     generate(
         ws, customers=accounts, months=MONTHS, as_of=AS_OF, seed=seed, progress=False, workers=1
     )
-    report = prepare(ws, policy, "segmentation", AS_OF)
-    folder = ws.prepared_dir("segmentation")
-    features = customer_features(
-        pl.scan_parquet(folder / "lines.parquet"),
-        pl.scan_parquet(folder / "customers.parquet"),
-        as_of=report.as_of,
-    )
+    features = segmentation_features(ws, policy, AS_OF)
     return features, planted_archetypes(ws, pl.Series(features["person_id"]))
 
 
@@ -185,20 +178,9 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     table = pd.DataFrame(rows)
     summary = summarise(table)
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(summary.round(3).to_string(index=False))
+    print_summary(summary)
     if args.output:
-        args.output.write_text(
-            json.dumps(
-                {
-                    "master_seed": master,
-                    "dataset_seeds": seeds,
-                    "rows": rows,
-                    "summary": json.loads(summary.to_json(orient="records")),
-                },
-                indent=2,
-            )
-        )
+        write_seeded_runs(args.output, master, seeds, rows, summary)
     big = summary[summary["accounts"] >= 8000]
     print("PASS" if bool(big["goal_met"].all()) else "FAIL", "(goals from 8,000 accounts up)")
 

@@ -49,8 +49,8 @@ from segments.policy import POLICY_NAMES, Policy
 from segments.privacy import releases
 from segments.privacy.archive import month_start, next_month
 from segments.privacy.planner import Scale, plan_by_accuracy, survey_scale
-from segments.privacy.releases import plan_release
-from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource
+from segments.privacy.releases import QueryPlan, plan_release
+from segments.privacy.specs import SPECS, PrivacyParams, QueryDef, SegmentSource
 from segments.synth import DEFAULT_DATASET
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -59,11 +59,28 @@ from release_helpers import run_unaccounted  # noqa: E402
 RESULTS = Path(__file__).parent / "results" / "bench_utility.json"
 
 
+def _per_cell_query(
+    query: QueryDef,
+    loss: float,
+    params: PrivacyParams,
+    path: Path,
+    segments: SegmentSource | None,
+    alpha: float,
+    window_months: int = 1,
+) -> QueryPlan:
+    """The earlier per-cell design in the vector builder's place. Its bounds are per cell
+    whatever the window, so ``window_months`` (which sizes the vector design's top bound
+    candidate) has no role; it is NOT passed on, as the builders' seventh parameters differ:
+    the polars builder's is ``survey_rows``, unused for a per-cell query."""
+    del window_months
+    return releases._build_polars_query(query, loss, params, path, segments, alpha)
+
+
 @contextlib.contextmanager
 def per_cell_design() -> Iterator[None]:
     """Build per-cell queries with the earlier design (per-cell clip, L1 = cells × bound)."""
     original = releases._build_vector_query
-    releases._build_vector_query = releases._build_polars_query  # type: ignore[assignment]
+    releases._build_vector_query = _per_cell_query
     try:
         yield
     finally:
@@ -136,17 +153,25 @@ def _relative(released: Any, truth: Any) -> np.ndarray:
 
 
 def _stats(errors: list[np.ndarray], values: list[np.ndarray] | None = None) -> dict[str, Any]:
-    e = np.concatenate(errors) if errors else np.array([np.nan])
+    """Error statistics of the published cells; ``None`` where no cell was published (at
+    3,000 customers no segment's noisy count supports a mean: nothing to measure, and the
+    table says so rather than a figure)."""
+    e = np.concatenate(errors) if errors else np.array([])
     out: dict[str, Any] = {
         "cells": int(e.size),
-        "median_rel_error": float(np.median(e)),
-        "p90_rel_error": float(np.quantile(e, 0.9)),
-        "share_off_by_half": float((e > 0.5).mean()),
+        "median_rel_error": float(np.median(e)) if e.size else None,
+        "p90_rel_error": float(np.quantile(e, 0.9)) if e.size else None,
+        "share_off_by_half": float((e > 0.5).mean()) if e.size else None,
     }
     if values is not None:
-        v = np.concatenate(values)
-        out["share_negative"] = float((v < 0).mean())
+        v = np.concatenate(values) if values else np.array([])
+        out["share_negative"] = float((v < 0).mean()) if v.size else None
     return out
+
+
+def _share(value: float | None, digits: int = 1) -> str:
+    """A share as a percentage, or 'none published' for a statistic of no published cell."""
+    return "none published" if value is None else f"{value:.{digits}%}"
 
 
 def _prepare(folder: Path, customers: int, policy: Policy, seed: int = 7) -> tuple[Path, dt.date]:
@@ -413,11 +438,12 @@ def _table(report: dict[str, Any]) -> str:
                 node = node[key]
             cells.append(node)
         b, n = cells
-        gain = b["median_rel_error"] / max(n["median_rel_error"], 1e-12)
+        both = b["median_rel_error"] is not None and n["median_rel_error"] is not None
+        gain = f"{b['median_rel_error'] / max(n['median_rel_error'], 1e-12):.0f}x" if both else "—"
         lines.append(
-            f"| {label} | {b['median_rel_error']:.1%} / {b['p90_rel_error']:.1%} / "
-            f"{b.get('share_negative', 0):.0%} | {n['median_rel_error']:.1%} / "
-            f"{n['p90_rel_error']:.1%} / {n.get('share_negative', 0):.0%} | {gain:.0f}x |"
+            f"| {label} | {_share(b['median_rel_error'])} / {_share(b['p90_rel_error'])} / "
+            f"{_share(b.get('share_negative', 0), 0)} | {_share(n['median_rel_error'])} / "
+            f"{_share(n['p90_rel_error'])} / {_share(n.get('share_negative', 0), 0)} | {gain} |"
         )
     published = report["now"]["mean_spend"]["share_published"]
     lines.append(f"mean spend published for {published:.0%} of segments (baseline: all, clamped)")
@@ -425,8 +451,8 @@ def _table(report: dict[str, Any]) -> str:
         lines.append(
             "mean spend against the mean of spend clipped at the policy's spend_bound_sek (the "
             "noise's error alone; the rest is the clip's bias): baseline "
-            f"{report['baseline']['mean_spend_of_clipped']['median_rel_error']:.1%}, now "
-            f"{report['now']['mean_spend_of_clipped']['median_rel_error']:.1%}"
+            f"{_share(report['baseline']['mean_spend_of_clipped']['median_rel_error'])}, now "
+            f"{_share(report['now']['mean_spend_of_clipped']['median_rel_error'])}"
         )
     same = report["now_at_baseline_epsilon"]
     lines.append(
@@ -434,7 +460,7 @@ def _table(report: dict[str, Any]) -> str:
             **same["epsilon"]
         )
         + ", ".join(
-            f"{key} {same[key]['median_rel_error']:.1%}"
+            f"{key} {_share(same[key]['median_rel_error'])}"
             for key in ("mix_sek", "mix_units", "county_segment", "mean_spend")
         )
     )

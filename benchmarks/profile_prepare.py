@@ -27,6 +27,7 @@ sys.path.insert(0, str(HERE))
 #: The stages of segments.prepare.frames charged (what _prepare calls, in order).
 STAGES = (
     ("segments.prepare.frames", "load_raw_tables"),
+    ("segments.prepare.frames", "read_raw_lines"),
     ("segments.prepare.frames", "link_persons"),
     ("segments.prepare.frames", "_orders_with_persons"),
     ("segments.prepare.frames", "person_table"),
@@ -76,12 +77,7 @@ def main() -> None:
         "stages": rows,
     }
     print(f"raw lines {lines:,}, prepared lines {report.output_counts['lines']:,}")
-    print(f"{'stage':<28} {'calls':>5} {'s':>7} {'start MB':>9} {'peak MB':>8}")
-    for stage, row in rows.items():
-        print(
-            f"{stage:<28} {row['calls']:>5} {row['seconds']:>7.2f} "
-            f"{row['rss_at_start_mb']:>9} {row['peak_rss_mb']:>8}"
-        )
+    profile.print_rows(28)
     print(f"process peak (VmHWM) {result['process_peak_mb']} MB")
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")

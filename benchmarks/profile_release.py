@@ -40,7 +40,7 @@ STAGES = (
     ("segments.engine.embedded", "DuckDBEngine._orders"),
     ("segments.engine.inmemory", "PolarsEngine._cells"),
     ("segments.privacy.releases", "plan_release"),
-    ("segments.privacy.releases", "_build_query"),
+    ("segments.privacy.releases", "build_query"),
     ("segments.privacy.releases", "ReleasePlan.execute"),
     ("segments.privacy.releases", "ReleasePlan._run"),
     ("segments.privacy.releases", "_run_query"),
@@ -86,6 +86,15 @@ class Profile:
             }
             for stage, peak in sorted(self.peaks.items(), key=lambda item: -item[1])
         }
+
+    def print_rows(self, width: int) -> None:
+        """Print :meth:`rows` as a table, stage names padded to ``width``."""
+        print(f"{'stage':<{width}} {'calls':>5} {'s':>7} {'start MB':>9} {'peak MB':>8}")
+        for stage, row in self.rows().items():
+            print(
+                f"{stage:<{width}} {row['calls']:>5} {row['seconds']:>7.2f} "
+                f"{row['rss_at_start_mb']:>9} {row['peak_rss_mb']:>8}"
+            )
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -179,12 +188,7 @@ def main() -> None:
         "process_peak_mb": round(_rss_mb("VmHWM")),
         "stages": rows,
     }
-    print(f"{'stage':<48} {'calls':>5} {'s':>7} {'start MB':>9} {'peak MB':>8}")
-    for stage, row in rows.items():
-        print(
-            f"{stage:<48} {row['calls']:>5} {row['seconds']:>7.2f} "
-            f"{row['rss_at_start_mb']:>9} {row['peak_rss_mb']:>8}"
-        )
+    profile.print_rows(48)
     print(f"process peak (VmHWM) {result['process_peak_mb']} MB")
     if args.out:
         args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
