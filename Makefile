@@ -1,5 +1,5 @@
 # The two commands a new user needs (see README.md):
-#   make demo   -- set up the environment if missing, then run the whole main job
+#   make demo   -- install what the main job needs if missing, then run the whole main job
 #   make test   -- set up the environment if missing, then lint, type-check and run every test
 # `make help` lists the rest.
 PYTHON ?= python3
@@ -22,7 +22,17 @@ $(BIN)/segments: pyproject.toml
 
 setup: $(BIN)/segments  ## create .venv and install the package with its dev tools
 
-demo: setup  ## run the main job in $(WS) under $(POLICY)'s policy
+# The main job needs the package and what executes the notebooks (and `jupyter lab`, the next
+# step it prints): one pip call, without the Spark engine (pyspark: a ~450 MB source download
+# that pip builds into a wheel on a first install) and without the dev tools. `make setup`
+# (and `make test`) install those too; the demo's install is then already satisfied.
+$(VENV)/.demo-installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[notebooks]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+demo: $(VENV)/.demo-installed  ## run the main job in $(WS) under $(POLICY)'s policy
 	$(BIN)/segments demo --workspace $(WS) --policy $(POLICY)
 
 lint: setup  ## ruff: lint and format check
