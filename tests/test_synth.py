@@ -667,3 +667,139 @@ def test_rewound_history_keeps_past_months_byte_identical(small_raw: Workspace, 
     assert listed == {p.relative_to(target.raw).as_posix() for p in past.glob("month=*/*")}
     lines = load_raw_pl(target, "order_lines")  # hashes, schema and foreign keys hold
     assert lines.height == manifest["row_counts"]["order_lines"]
+
+
+# --- month by month in bounded memory (issue 21) --------------------------------------------
+STREAM = {"customers": 1200, "months": 7, "as_of": dt.date(2026, 3, 31), "seed": 4}
+
+
+def _generate_module():
+    import sys
+
+    import segments.synth.generate  # noqa: F401  (the package exports a function of that name)
+
+    return sys.modules["segments.synth.generate"]
+
+
+def test_streamed_orders_hold_the_same_rows_and_every_other_file_is_identical(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above ORDERS_IN_MEMORY the orders go to their file a month at a time (and the first
+    pass draws the order days in small steps): every other file is byte-identical, the
+    orders file holds the same rows, one row group a month, and loads with every check."""
+    import pyarrow.parquet as pq
+
+    from segments.synth import orders as orders_module
+
+    held = generate(tmp_path / "held", **STREAM).manifest
+    monkeypatch.setattr(_generate_module(), "ORDERS_IN_MEMORY", 50)
+    monkeypatch.setattr(orders_module, "ORDERS_PER_STEP", 37)
+    monkeypatch.setattr(orders_module, "ORDERS_PER_CHUNK", 101)  # blocks span months
+    streamed = generate(tmp_path / "streamed", **STREAM).manifest
+    monkeypatch.setattr(orders_module, "ORDERS_PER_CHUNK", 1 << 17)
+    again = generate(tmp_path / "again", **STREAM).manifest
+    assert held["row_counts"] == again["row_counts"]
+    assert held["row_counts"] | {"order_lines": 0} == streamed["row_counts"] | {"order_lines": 0}
+    differ = {f for f in held["files"] if held["files"][f] != again["files"][f]}
+    assert differ == {"orders.parquet"}
+    a, b = Workspace(tmp_path / "held"), Workspace(tmp_path / "again")
+    assert load_raw_pl(a, "orders").equals(load_raw_pl(b, "orders"))
+    assert pq.ParquetFile(b.raw_table("orders")).metadata.num_row_groups == STREAM["months"]
+    # lines drawn in other blocks are other lines; their table is still whole and checked
+    c = Workspace(tmp_path / "streamed")
+    assert load_raw_pl(c, "orders").equals(load_raw_pl(a, "orders"))
+    assert load_raw_pl(c, "order_lines").height == streamed["row_counts"]["order_lines"]
+    assert not any(p.name.startswith(".") for p in b.raw.rglob("*"))  # no spill left behind
+
+
+def test_streamed_orders_failure_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(_generate_module(), "ORDERS_IN_MEMORY", 50)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", broken)
+    with pytest.raises(OSError, match="disk full"):
+        generate(tmp_path, **STREAM)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_order_tables_do_not_depend_on_steps_or_spilling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first pass's step size and where it files the months (memory or disk) change
+    nothing: the random streams are those of one whole-window draw."""
+    from segments.synth import orders as orders_module
+
+    hidden, products = _hidden_and_products(500)
+
+    def draw(**kwargs: object) -> orders_module.OrderDraw:
+        return orders_module.generate_orders(
+            hidden,
+            products,
+            window_start=window_start(LINES_AS_OF, 6),
+            as_of=LINES_AS_OF,
+            rng=np.random.default_rng(9),
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    whole = draw()
+    monkeypatch.setattr(orders_module, "ORDERS_PER_STEP", 29)
+    stepped = draw(spill=tmp_path / "spill")
+    assert whole.orders is not None and stepped.orders is not None
+    assert whole.orders.height > 20 * 29  # many steps
+    assert stepped.orders.equals(whole.orders)
+    assert stepped.order_lines is not None and whole.order_lines is not None
+    assert stepped.order_lines.equals(whole.order_lines)
+    np.testing.assert_array_equal(stepped.last_order_day, whole.last_order_day)
+    assert list((tmp_path / "spill").iterdir()) == []  # every month taken back
+    # the sinks see the same tables, a month and a block at a time
+    months: list[pl.DataFrame] = []
+    blocks: list[pl.DataFrame] = []
+
+    def take_block(block: int, lines: pl.DataFrame, first: int, month: np.ndarray) -> None:
+        assert block == len(blocks) and len(month)
+        assert lines["order_id"].min() >= first and lines["order_id"].max() < first + len(month)
+        blocks.append(lines)
+
+    monkeypatch.setattr(orders_module, "ORDERS_PER_CHUNK", 97)
+    sunk = draw(order_sink=months.append, line_sink=take_block)
+    assert sunk.orders is None and sunk.order_lines is None
+    assert len(months) == 6 and pl.concat(months).equals(whole.orders)
+    assert [m["order_date"].dt.month().n_unique() for m in months if m.height] == [1] * 6
+    assert pl.concat(blocks).height > 0 and len(blocks) == -(-whole.orders.height // 97)
+
+
+def test_skipping_doubles_continues_the_same_stream() -> None:
+    from segments.synth.orders import _skip_doubles
+
+    for bits in (np.random.PCG64(3), np.random.MT19937(3)):
+        rng = np.random.Generator(bits)
+        rng.integers(0, 64, 3)  # a half-used 32-bit buffer must survive the jump
+        twin = _skip_doubles(rng, 1001)
+        rng.random(1001)
+        np.testing.assert_array_equal(twin.integers(0, 64, 50), rng.integers(0, 64, 50))
+        np.testing.assert_array_equal(
+            twin.gamma(np.arange(1.0, 9.0)), rng.gamma(np.arange(1.0, 9.0))
+        )
+
+
+def test_surveys_drawn_month_by_month_equal_the_whole_draw(raw: dict[str, pl.DataFrame]) -> None:
+    from segments.synth.surveys import SurveyDraw, generate_surveys
+
+    hidden = pl.DataFrame(
+        {"customer_id": raw["customers"]["customer_id"], "arch": np.arange(1500) % 5}
+    )
+    orders = raw["orders"]
+    whole = generate_surveys(
+        orders, raw["customers"], hidden, as_of=AS_OF, rng=np.random.default_rng(2)
+    )
+    draw = SurveyDraw(raw["customers"], hidden, as_of=AS_OF, rng=np.random.default_rng(2))
+    for _, month in orders.group_by(pl.col("order_date").dt.truncate("1mo"), maintain_order=True):
+        draw.add(month)
+    assert whole.height > 100 and draw.finish().equals(whole)
+    with pytest.raises(ValueError, match="calendar order"):
+        draw.add(orders)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import polars as pl
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from segments import schema
@@ -46,7 +47,7 @@ from segments.synth.customers import build_customers, draw_accounts, finish_cust
 from segments.synth.defaults import DEFAULT_DATASET, DefaultDataset
 from segments.synth.orders import generate_orders
 from segments.synth.products import generate_products
-from segments.synth.surveys import generate_surveys
+from segments.synth.surveys import SurveyDraw
 from segments.workspace import (
     MANIFEST,
     Workspace,
@@ -220,9 +221,10 @@ class _PartitionedLines:
 
     Every block is checked on all its rows before it is written: the column rules, the key
     (blocks cover disjoint order-id ranges in order, so a key unique in each block is unique
-    in the table) and both foreign keys. Order ids run 1..n in date order, so a block's lines
-    fall into one or two consecutive months and reading the partitions in sorted order gives
-    the lines in order-id order: the same rows, in the same order, for a seed.
+    in the table) and both foreign keys (a block's lines reference the block's own orders).
+    Order ids run 1..n in date order, so a block's lines fall into consecutive months and
+    reading the partitions in sorted order gives the lines in order-id order: the same rows,
+    in the same order, for a seed.
     """
 
     def __init__(self, ws: Workspace, folder: Path, products: pl.DataFrame, as_of: dt.date):
@@ -230,19 +232,10 @@ class _PartitionedLines:
         self.table = RAW_TABLES["order_lines"]
         self.digests: dict[str, str] = {}
         self.rows = 0
-        self._order_months: np.ndarray | None = None
 
-    def _months(self, orders: pl.DataFrame) -> np.ndarray:
-        """Per order (index ``order_id - 1``), its month as months since 1970-01."""
-        if self._order_months is None:
-            ids = orders["order_id"].to_numpy()
-            if not np.array_equal(ids, np.arange(1, len(ids) + 1)):  # pragma: no cover
-                raise SchemaError("table 'orders', column 'order_id': rule 'ids 1..n in order'")
-            dates = orders["order_date"].to_numpy().astype("datetime64[M]")
-            self._order_months = dates.astype(np.int64)
-        return self._order_months
-
-    def __call__(self, block: int, lines: pl.DataFrame, orders: pl.DataFrame) -> None:
+    def __call__(
+        self, block: int, lines: pl.DataFrame, first_order_id: int, order_month: np.ndarray
+    ) -> None:
         if block == 0:
             _validate_slice(lines, self.table, self.as_of)
         if not _fast_check(lines, self.table, self.as_of):
@@ -250,11 +243,14 @@ class _PartitionedLines:
         if not _key_strictly_increasing(lines, self.table):
             schema._check_unique_key(lines, self.table)
         _check_foreign_key(lines, "order_lines", self.products, "products", "product_id")
-        month_of_order = self._months(orders)
         order_id = lines["order_id"].to_numpy()
-        if len(order_id) and (order_id.min() < 1 or order_id.max() > len(month_of_order)):
-            check_foreign_key(lines, "order_lines", orders, "orders", "order_id")  # raises
-        month = month_of_order[order_id - 1]
+        position = order_id - first_order_id
+        if len(order_id) and (position.min() < 0 or position.max() >= len(order_month)):
+            block_orders = pl.DataFrame(
+                {"order_id": np.arange(first_order_id, first_order_id + len(order_month))}
+            )
+            check_foreign_key(lines, "order_lines", block_orders, "orders", "order_id")  # raises
+        month = order_month[position]
         cuts = np.flatnonzero(np.diff(month)) + 1
         for first, stop in zip([0, *cuts.tolist()], [*cuts.tolist(), len(month)], strict=True):
             if stop <= first:
@@ -267,6 +263,83 @@ class _PartitionedLines:
             rel = path.relative_to(self.folder.parent).as_posix()
             self.digests[rel] = sha256_file(path)
         self.rows += lines.height
+
+
+#: Up to this many orders the ``orders`` table is gathered and written in one piece (the
+#: default dataset and the test sizes: the same file as always); above it each month is
+#: checked and appended to the file as a row group of its own as it is drawn, so the table
+#: is never held in memory. The rows are the same either way.
+ORDERS_IN_MEMORY = 1 << 23
+
+
+class _OrdersFile:
+    """Collects the months of the ``orders`` table; past :data:`ORDERS_IN_MEMORY` orders,
+    checks each month on all its rows (column rules, key, customers foreign key) and
+    appends it to ``orders.parquet`` instead."""
+
+    def __init__(self, path: Path, customer_ids: pl.DataFrame, as_of: dt.date):
+        self.path, self.customer_ids, self.as_of = path, customer_ids, as_of
+        self.table = RAW_TABLES["orders"]
+        self.months: list[pl.DataFrame] = []
+        self.held = 0
+        self.rows = 0
+        self.writer: pq.ParquetWriter | None = None
+        self.last_id = 0
+
+    def __call__(self, orders: pl.DataFrame) -> None:
+        self.rows += orders.height
+        if self.writer is None:
+            self.months.append(orders)
+            self.held += orders.height
+            if self.held <= ORDERS_IN_MEMORY:
+                return
+            held, self.months = self.months, []
+            for month in held:
+                self._append(month)
+        else:
+            self._append(orders)
+
+    def _append(self, orders: pl.DataFrame) -> None:
+        if orders.height == 0:
+            return
+        if self.writer is None:
+            _validate_slice(orders, self.table, self.as_of)
+        if not _fast_check(orders, self.table, self.as_of):
+            validate(orders, self.table, as_of=self.as_of)  # raises the detailed error
+        ids = orders["order_id"]
+        if ids[0] != self.last_id + 1 or not _key_strictly_increasing(orders, self.table):
+            schema._check_unique_key(orders, self.table)
+            raise SchemaError(  # pragma: no cover - the generator numbers orders 1..n
+                "table 'orders', column 'order_id': rule 'ids 1..n in date order', "
+                f"value {ids[0]}; fix: report this generator bug"
+            )
+        self.last_id = int(ids[-1])
+        _check_foreign_key(orders, "orders", self.customer_ids, "customers", "customer_id")
+        table = orders.to_arrow()
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(
+                self.path,
+                table.schema,
+                compression="zstd",
+                compression_level=_PARQUET["compression_level"],
+                write_statistics=True,
+            )
+        self.writer.write_table(table.cast(self.writer.schema))
+
+    @property
+    def streamed(self) -> bool:
+        return self.writer is not None
+
+    def frame(self) -> pl.DataFrame:
+        """The whole table (when it was held)."""
+        assert self.writer is None
+        return pl.concat(self.months)
+
+    def close(self) -> str:
+        """Finish the streamed file; its SHA-256."""
+        assert self.writer is not None
+        self.writer.close()
+        return sha256_file(self.path)
 
 
 def _make_private(folder: Path) -> None:
@@ -474,6 +547,20 @@ def generate(
             publish(ws.raw_table("products").name, products, RAW_TABLES["products"])
             step("products")
             lines_writer = _PartitionedLines(ws, tmp / "order_lines.parquet", products, as_of)
+            ids = accounts.hidden.select("customer_id")
+            orders_file = _OrdersFile(tmp / ws.raw_table("orders").name, ids, as_of)
+            survey: SurveyDraw | None = None
+
+            def take_month(month: pl.DataFrame) -> None:
+                nonlocal survey
+                orders_file(month)
+                if survey is None:  # askable customers come from the customer table
+                    survey = SurveyDraw(
+                        customer_job.result(), accounts.hidden, as_of=as_of, rng=rng_surveys
+                    )
+                survey.add(month)
+
+            spill = tmp / ".orders-by-month"
             drawn = generate_orders(
                 accounts.hidden,
                 products,
@@ -482,8 +569,10 @@ def generate(
                 rng=rng_orders,
                 workers=workers,
                 line_sink=lines_writer,
+                order_sink=take_month,
+                spill=spill,
             )
-            orders = drawn.orders
+            shutil.rmtree(spill, ignore_errors=True)
             fk = _check_foreign_key
             step("orders")
             customer_table = finish_customers(
@@ -494,16 +583,19 @@ def generate(
                 rng=rng_finish,
             )
             publish(ws.raw_table("customers").name, customer_table, RAW_TABLES["customers"])
-            publish(
-                ws.raw_table("orders").name,
-                orders,
-                RAW_TABLES["orders"],
-                (partial(fk, orders, "orders", customer_table, "customers", "customer_id"),),
-            )
-            surveys = generate_surveys(
-                orders, customer_table, accounts.hidden, as_of=as_of, rng=rng_surveys
-            )
-            publish(ws.raw_table("surveys").name, surveys, RAW_TABLES["surveys"])
+            orders_name = ws.raw_table("orders").name
+            if orders_file.streamed:
+                digests[orders_name] = pool.submit(orders_file.close)
+            else:
+                orders = orders_file.frame()
+                publish(
+                    orders_name,
+                    orders,
+                    RAW_TABLES["orders"],
+                    (partial(fk, orders, "orders", customer_table, "customers", "customer_id"),),
+                )
+            assert survey is not None  # a window has at least one month
+            publish(ws.raw_table("surveys").name, survey.finish(), RAW_TABLES["surveys"])
             step("surveys")
             for name, frame in {"archetypes": accounts.truth, "persons": accounts.persons}.items():
                 publish(
@@ -535,7 +627,7 @@ def generate(
             "row_counts": dict(
                 sorted(
                     {rel.removesuffix(".parquet"): f.height for rel, f in tables.items()}.items()
-                    | {("order_lines", lines_writer.rows)}
+                    | {("order_lines", lines_writer.rows), ("orders", orders_file.rows)}
                 )
             ),
             "personnummer": accounts.stats,

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -135,7 +136,8 @@ def _poisson_table(means: np.ndarray, slots: int = 1024, k_max: int = 200) -> np
 class OrderDraw(NamedTuple):
     """The ``orders`` and ``order_lines`` tables, and each account's last order day."""
 
-    orders: pl.DataFrame
+    #: None when the orders were handed to an ``order_sink`` month by month
+    orders: pl.DataFrame | None
     #: None when the lines were handed to a ``line_sink`` block by block
     order_lines: pl.DataFrame | None
     #: per row of ``hidden``: day of the last order (days since the window start), -1 if none
@@ -162,6 +164,7 @@ class _LineTables:
     owner: np.ndarray  # row of the ordering account
     order_factor: np.ndarray  # discount x price level of the order day
     accounts: _AccountTables
+    first: int = 0  # position (in order-id order) of the first order held
 
 
 def _account_tables(
@@ -206,7 +209,7 @@ def _lines_chunk(
     """
     a = t.accounts
     rng = np.random.default_rng(seed)
-    owner = t.owner[first:stop]
+    owner = t.owner[first - t.first : stop - t.first]
     n_lines = rng.poisson(a.extra_lines[owner]) + 1
     order_id = np.repeat(np.arange(first + 1, stop + 1, dtype=np.int64), n_lines)
     # line numbers restart at 1 in every order: a cumulative sum of ones with resets
@@ -237,7 +240,7 @@ def _lines_chunk(
     product = a.product_by_pair[offset]
     del slot, offset, bits, pair
     # price paid: list price x the order's factor, to the öre, at least 0.01 (in place)
-    unit_price = np.repeat(t.order_factor[first:stop], n_lines)
+    unit_price = np.repeat(t.order_factor[first - t.first : stop - t.first], n_lines)
     unit_price *= a.list_price[product]
     unit_price *= 100.0
     np.rint(unit_price, out=unit_price)
@@ -271,6 +274,73 @@ def _product_urns(products: pl.DataFrame, rng: np.random.Generator) -> np.ndarra
     return urns
 
 
+#: Orders drawn per step of the first pass (a run of whole accounts; an account with more
+#: orders than this is a step of its own): bounds the memory of drawing order days.
+ORDERS_PER_STEP = 1 << 22
+#: Spilled per order between the passes: account row, day and channel (7 bytes).
+_SPILL = np.dtype([("owner", "<i4"), ("day", "<i2"), ("channel", "i1")])
+
+
+class _MonthBuckets:
+    """Each month's (owner, day, channel) records, appended in account order: in memory, or
+    in one file per month under ``folder`` (the orders of the whole window then never sit in
+    memory at once)."""
+
+    def __init__(self, n_months: int, folder: Path | None):
+        self.folder = folder
+        self.parts: list[list[np.ndarray]] = [[] for _ in range(n_months)]
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, month: int) -> Path:
+        assert self.folder is not None
+        return self.folder / f"month-{month:04d}.bin"
+
+    def add(self, month: int, records: np.ndarray) -> None:
+        if not len(records):
+            return
+        if self.folder is None:
+            self.parts[month].append(records)
+        else:
+            with self._path(month).open("ab") as f:
+                records.tofile(f)
+
+    def take(self, month: int) -> np.ndarray:
+        """The month's records (then forgotten), in the order they were added."""
+        if self.folder is None:
+            parts, self.parts[month] = self.parts[month], []
+            return np.concatenate(parts) if parts else np.empty(0, dtype=_SPILL)
+        path = self._path(month)
+        if not path.exists():
+            return np.empty(0, dtype=_SPILL)
+        records = np.fromfile(path, dtype=_SPILL)
+        path.unlink()
+        return records
+
+
+def _skip_doubles(rng: np.random.Generator, n: int) -> np.random.Generator:
+    """A new generator whose stream continues where ``rng``'s would after ``n`` calls of
+    ``random()``'s kind (one 64-bit output each); ``rng`` itself is not moved.
+
+    PCG64 jumps there in O(log n) (its half-used 32-bit buffer kept); other bit generators
+    draw and drop the doubles in bounded steps.
+    """
+    bits = rng.bit_generator
+    twin = type(bits)()
+    state = bits.state
+    twin.state = state
+    if isinstance(twin, np.random.PCG64 | np.random.PCG64DXSM):
+        twin.advance(n)
+        jumped = twin.state
+        jumped["has_uint32"], jumped["uinteger"] = state["has_uint32"], state["uinteger"]
+        twin.state = jumped
+        return np.random.Generator(twin)
+    out = np.random.Generator(twin)
+    for done in range(0, n, ORDERS_PER_STEP):
+        out.random(min(ORDERS_PER_STEP, n - done))
+    return out
+
+
 def generate_orders(
     hidden: pl.DataFrame,
     products: pl.DataFrame,
@@ -279,13 +349,26 @@ def generate_orders(
     as_of: dt.date,
     rng: np.random.Generator,
     workers: int = 2,
-    line_sink: Callable[[int, pl.DataFrame, pl.DataFrame], None] | None = None,
+    line_sink: Callable[[int, pl.DataFrame, int, np.ndarray], None] | None = None,
+    order_sink: Callable[[pl.DataFrame], None] | None = None,
+    spill: Path | None = None,
 ) -> OrderDraw:
-    """Draw orders and their lines for the accounts in ``hidden``.
+    """Draw orders and their lines for the accounts in ``hidden``, one month at a time.
 
-    Lines are drawn in fixed blocks of :data:`ORDERS_PER_CHUNK` orders, each with its own
-    child seed, on ``workers`` threads (numpy releases the GIL in its array loops); blocks
-    never depend on ``workers``, so the tables are identical for any number of workers.
+    Two passes keep memory flat in the number of orders (per-account state is
+    O(accounts)). The first draws each account's number of orders over its active period,
+    then, a run of accounts at a time (:data:`ORDERS_PER_STEP` orders), their days and
+    channels, and files them by month (in memory, or in ``spill``). The second takes the
+    months in calendar order: sorts a month's orders by (day, account), numbers them on
+    from the previous month, hands them to ``order_sink`` and draws their lines. The random
+    streams are those of one whole-window draw (the doubles of the order days are drawn in
+    steps of the same stream; the channel stream starts where that one ends), so the tables
+    do not depend on the step sizes.
+
+    Lines are drawn in fixed blocks of :data:`ORDERS_PER_CHUNK` orders (in order-id order,
+    a block may span months), each with its own child seed, on ``workers`` threads (numpy
+    releases the GIL in its array loops); blocks never depend on ``workers``, so the tables
+    are identical for any number of workers.
 
     Parameters
     ----------
@@ -299,15 +382,24 @@ def generate_orders(
     workers : int
         Threads drawing the lines (1 draws them on the calling thread).
     line_sink : callable, optional
-        Called as ``line_sink(block, lines, orders)`` for every block of lines, in block
-        order, as soon as it is drawn; the lines are then not kept (bounded memory: at most
-        ``workers + 1`` blocks are held). Without it the lines are returned.
+        Called as ``line_sink(block, lines, first_order_id, order_month)`` for every block
+        of lines, in block order, as soon as it is drawn (``order_month[i]``: the month of
+        order ``first_order_id + i``, as months since 1970-01); the lines are then not kept
+        (at most ``workers + 1`` blocks are held). Without it the lines are returned.
+    order_sink : callable, optional
+        Called with each month's orders (the ``orders`` schema, ids continuing from the
+        previous month), in calendar order; the orders are then not kept. Without it they
+        are returned.
+    spill : Path, optional
+        A private folder for the first pass's per-month files (7 bytes an order), removed
+        by the caller; without it they are held in memory.
 
     Returns
     -------
     OrderDraw
-        Orders sorted by date with ``order_id`` from 1; lines in order-id order (None when
-        they went to ``line_sink``); the last order day of every account.
+        Orders sorted by date with ``order_id`` from 1 (None when they went to
+        ``order_sink``); lines in order-id order (None when they went to ``line_sink``); the
+        last order day of every account.
     """
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"parameter 'workers' must be a positive integer, got {workers!r}")
@@ -319,100 +411,176 @@ def generate_orders(
             account_job.set_result(_account_tables(hidden, products, rng_accounts))
         else:
             account_job = pool.submit(_account_tables, hidden, products, rng_accounts)
-        orders, owner, order_factor, last_order_day = _draw_orders(
-            hidden, window_start=window_start, as_of=as_of, rng=rng
-        )
-        tables = _LineTables(owner, order_factor, account_job.result())
-        n_total = len(owner)
-        bounds = list(range(0, n_total, ORDERS_PER_CHUNK)) or [0]
-        seeds = np.random.SeedSequence(int(rng_lines.integers(2**63))).spawn(len(bounds))
+        plan = _OrderPlan(hidden, window_start, as_of)
+        buckets = _MonthBuckets(plan.n_months, spill)
+        n_total, last_order_day = plan.draw(rng, buckets)
+        n_blocks = max(1, -(-n_total // ORDERS_PER_CHUNK))
+        seeds = np.random.SeedSequence(int(rng_lines.integers(2**63))).spawn(n_blocks)
+        accounts = account_job.result()
 
-        def draw_chunk(k: int) -> pl.DataFrame:
-            first = bounds[k]
-            chunk = _lines_chunk(first, min(first + ORDERS_PER_CHUNK, n_total), seeds[k], tables)
+        def draw_chunk(k: int, owner: np.ndarray, factor: np.ndarray) -> pl.DataFrame:
+            first = k * ORDERS_PER_CHUNK
+            tables = _LineTables(owner, factor, accounts, first)
+            chunk = _lines_chunk(first, first + len(owner), seeds[k], tables)
             return chunk.select(pl.col(c.name).cast(c.dtype) for c in ORDER_LINES.columns)
 
-        if line_sink is None:
-            # map keeps chunk order, whichever thread finishes first
-            chunks = list((map if pool is None else pool.map)(draw_chunk, range(len(bounds))))
-            order_lines: pl.DataFrame | None = pl.concat(chunks, rechunk=False)
-        else:
-            # streamed: at most ``workers + 1`` blocks in memory, handed over in block order
-            order_lines = None
-            ahead: deque[tuple[int, Future[pl.DataFrame]]] = deque()
-            for k in range(len(bounds)):
-                if pool is None:
-                    line_sink(k, draw_chunk(k), orders)
-                    continue
-                ahead.append((k, pool.submit(draw_chunk, k)))
-                if len(ahead) > workers:
-                    done, job = ahead.popleft()
-                    line_sink(done, job.result(), orders)
-            for done, job in ahead:
-                line_sink(done, job.result(), orders)
-    return OrderDraw(orders, order_lines, last_order_day)
+        month_frames: list[pl.DataFrame] = []
+        chunks: list[pl.DataFrame] = []
+        # at most ``workers + 1`` blocks in memory, handed over in block order
+        ahead: deque[tuple[int, np.ndarray, Future[pl.DataFrame]]] = deque()
+
+        def hand_over(k: int, months: np.ndarray, lines: pl.DataFrame) -> None:
+            if line_sink is None:
+                chunks.append(lines)
+            else:
+                line_sink(k, lines, k * ORDERS_PER_CHUNK + 1, months)
+
+        def submit(k: int, owner: np.ndarray, factor: np.ndarray, months: np.ndarray) -> None:
+            if pool is None:
+                hand_over(k, months, draw_chunk(k, owner, factor))
+                return
+            ahead.append((k, months, pool.submit(draw_chunk, k, owner, factor)))
+            if len(ahead) > workers:
+                done, done_months, job = ahead.popleft()
+                hand_over(done, done_months, job.result())
+
+        block = 0
+        pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        for orders, owner, factor, months in plan.months(buckets):
+            if order_sink is None:
+                month_frames.append(orders)
+            else:
+                order_sink(orders)
+            if pending is not None:
+                owner, factor, months = (
+                    np.concatenate([a, b])
+                    for a, b in zip(pending, (owner, factor, months), strict=True)
+                )
+            while len(owner) >= ORDERS_PER_CHUNK:
+                cut = ORDERS_PER_CHUNK
+                submit(block, owner[:cut], factor[:cut], months[:cut])
+                owner, factor, months = owner[cut:], factor[cut:], months[cut:]
+                block += 1
+            pending = (owner, factor, months)
+        if block < n_blocks:  # the ragged last block (or the one empty block)
+            assert pending is not None
+            submit(block, *pending)
+        for done, done_months, job in ahead:
+            hand_over(done, done_months, job.result())
+    order_lines = pl.concat(chunks, rechunk=False) if line_sink is None else None
+    all_orders = pl.concat(month_frames) if order_sink is None else None
+    return OrderDraw(all_orders, order_lines, last_order_day)
 
 
-def _draw_orders(
-    hidden: pl.DataFrame, *, window_start: dt.date, as_of: dt.date, rng: np.random.Generator
-) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
-    """The ``orders`` table; per order its account row and price factor; per account its
-    last order day (-1: none)."""
-    arch = hidden["arch"].to_numpy().astype(np.int64)
-    start = hidden["start_day"].to_numpy()
-    end = hidden["end_day"].to_numpy()
-    n_customers = hidden.height
-    weights = day_weights(window_start, as_of)
-    n_days = weights.shape[1]
+class _OrderPlan:
+    """The two passes of :func:`generate_orders` over one window and set of accounts."""
 
-    # Cumulative weights, archetypes stacked end to end so one searchsorted serves all.
-    cum = np.cumsum(weights, axis=1)
-    span = cum[:, -1].max() + 1.0
-    stacked = (cum + span * np.arange(len(ARCHETYPES))[:, None]).ravel()
-    cum0 = np.concatenate([np.zeros((len(ARCHETYPES), 1)), cum], axis=1)
-    low = cum0[arch, start]
-    active_weight = cum0[arch, end + 1] - low
-    expected = hidden["rate"].to_numpy() * active_weight / _DAYS_PER_MONTH
-    n_orders = rng.poisson(expected)
-    owner = np.repeat(np.arange(n_customers), n_orders)
+    def __init__(self, hidden: pl.DataFrame, window_start: dt.date, as_of: dt.date):
+        self.hidden = hidden
+        self.arch = hidden["arch"].to_numpy().astype(np.int64)
+        self.start = hidden["start_day"].to_numpy()
+        self.end = hidden["end_day"].to_numpy()
+        self.epoch = np.datetime64(window_start, "D")
+        self.weights = day_weights(window_start, as_of)
+        self.n_days = self.weights.shape[1]
+        days = self.epoch + np.arange(self.n_days).astype("timedelta64[D]")
+        month = days.astype("datetime64[M]").astype(np.int64)
+        self.month_of_day = (month - month[0]).astype(np.int16)  # month index per day
+        self.first_month = int(month[0])  # months since 1970-01
+        self.n_months = int(month[-1] - month[0]) + 1
+        # Price paid: list price x the customer's discount x the price level of the order day.
+        self.price_level = 1.0 / (1 + _PRICE_GROWTH) ** (
+            (self.n_days - 1 - np.arange(self.n_days)) / 365.25
+        )
 
-    u = low[owner] + rng.random(len(owner)) * active_weight[owner] + span * arch[owner]
-    flat = _search_sorted(stacked, u)
-    day = np.clip(flat - arch[owner] * n_days, start[owner], end[owner])
-    del u, flat
-    # ``owner`` is ascending here: each account's last order day is a segment maximum
-    last_order_day = np.full(n_customers, -1, dtype=np.int64)
-    has = n_orders > 0
-    if len(day):
-        segment_start = np.cumsum(n_orders) - n_orders
-        last_order_day[has] = np.maximum.reduceat(day, segment_start[has])
+    def draw(self, rng: np.random.Generator, buckets: _MonthBuckets) -> tuple[int, np.ndarray]:
+        """First pass: the number of orders per account, then their days and channels a run
+        of accounts at a time, filed by month. Returns the number of orders and each
+        account's last order day (-1: none)."""
+        arch, start, end, n_days = self.arch, self.start, self.end, self.n_days
+        n_customers = self.hidden.height
+        # Cumulative weights, archetypes stacked end to end so one searchsorted serves all.
+        cum = np.cumsum(self.weights, axis=1)
+        span = cum[:, -1].max() + 1.0
+        stacked = (cum + span * np.arange(len(ARCHETYPES))[:, None]).ravel()
+        cum0 = np.concatenate([np.zeros((len(ARCHETYPES), 1)), cum], axis=1)
+        low = cum0[arch, start]
+        active_weight = cum0[arch, end + 1] - low
+        expected = self.hidden["rate"].to_numpy() * active_weight / _DAYS_PER_MONTH
+        n_orders = rng.poisson(expected)
+        n_total = int(n_orders.sum())
+        # The channel stream starts after the order days' doubles (as in one whole draw):
+        # each account's channel mix (Dirichlet around its archetype's), then one urn draw
+        # per order.
+        rng_channel = _skip_doubles(rng, n_total)
+        channel_mean = np.array([a.channel_mean for a in ARCHETYPES])
+        channel_mix = rng_channel.gamma(20.0 * channel_mean[arch].T)  # (channel, account)
+        channel_mix /= channel_mix.sum(axis=0)
 
-    # Channel from each account's own channel mix (Dirichlet around the archetype's).
-    channel_mean = np.array([a.channel_mean for a in ARCHETYPES])
-    channel_mix = rng.gamma(20.0 * channel_mean[arch].T)  # (channel, account)
-    channel_mix /= channel_mix.sum(axis=0)
-    channel = _draw_from_urns(_urn(channel_mix, 64), owner, rng)
+        last_order_day = np.full(n_customers, -1, dtype=np.int64)
+        ends = np.cumsum(n_orders)
+        first = 0
+        while first < n_customers:
+            before = int(ends[first - 1]) if first else 0
+            stop = int(np.searchsorted(ends, before + ORDERS_PER_STEP, side="right"))
+            stop = max(stop, first + 1)
+            counts = n_orders[first:stop]
+            owner = np.repeat(np.arange(first, stop), counts)
+            u = low[owner] + rng.random(len(owner)) * active_weight[owner] + span * arch[owner]
+            flat = _search_sorted(stacked, u)
+            day = np.clip(flat - arch[owner] * n_days, start[owner], end[owner])
+            del u, flat
+            # ``owner`` is ascending here: each account's last order day is a segment maximum
+            has = counts > 0
+            if len(day):
+                segment_start = np.cumsum(counts) - counts
+                last_order_day[first:stop][has] = np.maximum.reduceat(day, segment_start[has])
+            urns = _urn(channel_mix[:, first:stop], 64)
+            channel = _draw_from_urns(urns, owner - first, rng_channel)
+            records = np.empty(len(owner), dtype=_SPILL)
+            records["owner"], records["day"], records["channel"] = owner, day, channel
+            del owner, day, channel
+            # stable: within a month the records stay in account order
+            month = self.month_of_day[records["day"]]
+            by_month = np.argsort(month, kind="stable")
+            records, month = records[by_month], month[by_month]
+            cuts = np.searchsorted(month, np.arange(self.n_months + 1))
+            for m in range(self.n_months):
+                buckets.add(m, records[cuts[m] : cuts[m + 1]])
+            del records, month, by_month
+            first = stop
+        return n_total, last_order_day
 
-    # Order ids follow the calendar, as in a real order system. ``owner`` is ascending, so a
-    # stable sort by day alone orders by (day, owner); on int16 days numpy uses a radix sort.
-    order_sort = np.argsort(day.astype(np.int16), kind="stable")
-    owner, day, channel = owner[order_sort], day[order_sort], channel[order_sort]
-    del order_sort
-    n_total = len(owner)
-    customer_id = hidden["customer_id"].to_numpy()
-    epoch = np.datetime64(window_start, "D")
-    orders = pl.DataFrame(
-        {
-            "order_id": np.arange(1, n_total + 1, dtype=np.int64),
-            "customer_id": customer_id[owner],
-            "order_date": epoch + day.astype("timedelta64[D]"),
-            "channel": pl.Series(channel.astype(np.uint32))
-            .cast(pl.Enum(list(CHANNELS)))
-            .cast(pl.Utf8),
-        }
-    ).select(pl.col(c.name).cast(c.dtype) for c in ORDERS.columns)
-
-    # Price paid: list price x the customer's discount x the price level of the order day.
-    price_level = 1.0 / (1 + _PRICE_GROWTH) ** ((n_days - 1 - np.arange(n_days)) / 365.25)
-    order_factor = (1.0 - hidden["discount"].to_numpy()[owner]) * price_level[day]
-    return orders, owner, order_factor, last_order_day
+    def months(
+        self, buckets: _MonthBuckets
+    ) -> Iterator[tuple[pl.DataFrame, np.ndarray, np.ndarray, np.ndarray]]:
+        """Second pass: per month in calendar order, its orders (ids continuing), and per
+        order its account row, price factor and month (months since 1970-01)."""
+        customer_id = self.hidden["customer_id"].to_numpy()
+        discount = self.hidden["discount"].to_numpy()
+        next_id = 1
+        for m in range(self.n_months):
+            records = buckets.take(m)
+            # Order ids follow the calendar, as in a real order system. Records are in
+            # account order, so a stable sort by day alone orders by (day, owner); on int16
+            # days numpy uses a radix sort.
+            records = records[np.argsort(records["day"], kind="stable")]
+            owner = records["owner"].astype(np.int64)
+            day = records["day"].astype(np.int64)
+            channel = records["channel"]
+            del records
+            n = len(owner)
+            orders = pl.DataFrame(
+                {
+                    "order_id": np.arange(next_id, next_id + n, dtype=np.int64),
+                    "customer_id": customer_id[owner],
+                    "order_date": self.epoch + day.astype("timedelta64[D]"),
+                    "channel": pl.Series(channel.astype(np.uint32))
+                    .cast(pl.Enum(list(CHANNELS)))
+                    .cast(pl.Utf8),
+                }
+            ).select(pl.col(c.name).cast(c.dtype) for c in ORDERS.columns)
+            next_id += n
+            factor = (1.0 - discount[owner]) * self.price_level[day]
+            months = np.full(n, self.first_month + m, dtype=np.int64)
+            yield orders, owner, factor, months
