@@ -12,7 +12,6 @@ record deliberately is outside what this can stop (README, limits).
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 import functools
 import hashlib
@@ -28,8 +27,12 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from segments.workspace import (
     Workspace,
     copy_hashed,
+    folder_files,
+    forget_raw_hashes,
     partition_meets,
     private_folder,
+    raw_hashed_once,
+    raw_hashes,
     sha256_file,
 )
 
@@ -135,66 +138,9 @@ def verify_segment_names(record: Any) -> bool:
 
 
 # --- what is released is what was proven --------------------------------------------------
-#: The raw folders hashed so far by the release call running in this context (folder →
-#: digests), or None outside one (:func:`raw_hashed_once`).
-_RAW_HASHED: contextvars.ContextVar[dict[Path, dict[str, str]] | None] = contextvars.ContextVar(
-    "segments_raw_hashed", default=None
-)
-
-
-def raw_hashes(workspace: Workspace | str | Path) -> dict[str, str]:
-    """SHA-256 of every file under ``W/raw/`` (relative path → digest).
-
-    Inside :func:`raw_hashed_once` a folder is hashed the first time only and its digests
-    handed to every later reader of the same call."""
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
-    root = ws.raw
-    hashed = _RAW_HASHED.get()
-    folder = root.resolve()
-    if hashed is not None and folder in hashed:
-        return dict(hashed[folder])
-    digests = (
-        {
-            path.relative_to(root).as_posix(): sha256_file(path)
-            for path in sorted(root.rglob("*"))
-            if path.is_file()
-        }
-        if root.is_dir()
-        else {}
-    )
-    if hashed is not None:
-        hashed[folder] = digests
-    return dict(digests)
-
-
-@contextmanager
-def raw_hashed_once() -> Iterator[None]:
-    """Within the block, each workspace's ``W/raw/`` is hashed once (:func:`raw_hashes`).
-
-    A release binds its frames to the raw data three ways — prepare's signed record, the
-    month's as-of in it, a simulated-time ledger's synthetic proof — and each needs the raw
-    files' digests: at 500 million lines one pass is ~35 GB read. The digests live in memory
-    for one release call only (a context variable, so another thread or call hashes afresh),
-    never on disk: a cache keyed by file times could vouch for bytes rewritten within their
-    granularity. Only calls that never write ``W/raw/`` take this scope (a rewind hashes
-    its own writes afresh, :func:`forget_raw_hashes`). A block inside another shares the
-    outer one's digests."""
-    if _RAW_HASHED.get() is not None:
-        yield
-        return
-    token = _RAW_HASHED.set({})
-    try:
-        yield
-    finally:
-        _RAW_HASHED.reset(token)
-
-
-def forget_raw_hashes(workspace: Workspace) -> None:
-    """Drop the digests of ``workspace``'s raw folder held for the running call (a writer of
-    ``W/raw/`` calls this, so nothing vouches for the bytes it replaced)."""
-    hashed = _RAW_HASHED.get()
-    if hashed is not None:
-        hashed.pop(workspace.raw.resolve(), None)
+# ``raw_hashes``, ``raw_hashed_once`` and ``forget_raw_hashes`` live in segments.workspace (the
+# one enumeration of the raw files, which the key resolution below this module needs too);
+# they are imported above and exported from here as before.
 
 
 _P = ParamSpec("_P")
@@ -271,13 +217,15 @@ def _unkeyed(record: dict[str, Any]) -> str | None:
     )
 
 
-def _files_under(folder: Path) -> dict[str, Path]:
+def _files_under(folder: Path, *, holds_tables: bool = True) -> dict[str, Path]:
     """Every file under ``folder`` but the record itself (relative posix path → path): month
-    partitions in sub-folders are outputs like any other."""
+    partitions in sub-folders are outputs like any other. Enumerated as every reader of a
+    table enumerates them (:func:`segments.workspace.folder_files`: a symbolic link inside is
+    refused)."""
     return {
         path.relative_to(folder).as_posix(): path
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.relative_to(folder).as_posix() != PROVENANCE_FILE
+        for path in folder_files(folder, holds_tables=holds_tables)
+        if path.relative_to(folder).as_posix() != PROVENANCE_FILE
     }
 
 
@@ -474,6 +422,8 @@ def _bound_record(ws: Workspace, purpose: str) -> tuple[dict[str, Any] | None, s
     """Prepare's record of ``W/prepared/<purpose>/`` and None when it binds the folder (see
     :func:`verify_prepared`), else None and why not; (None, None) when nothing is prepared.
     The record returned is the one read and checked here, never a second read."""
+    from segments.exceptions import WorkspaceError
+
     folder = ws.prepared_dir(purpose)
     if not folder.is_dir():
         return None, None  # nothing prepared: nothing of it can be released
@@ -500,7 +450,10 @@ def _bound_record(ws: Workspace, purpose: str) -> tuple[dict[str, Any] | None, s
             f"{purpose}` again"
         )
     outputs = record.get("outputs") or {}
-    present = _files_under(folder)
+    try:
+        present = _files_under(folder)
+    except WorkspaceError as exc:  # a linked month folder or file: not prepare's output
+        return None, str(exc)
     for name in sorted(set(present) | set(outputs)):
         if name not in outputs:
             return None, f"{folder / name} was not written by `segments prepare`"
@@ -509,7 +462,11 @@ def _bound_record(ws: Workspace, purpose: str) -> tuple[dict[str, Any] | None, s
                 None,
                 f"{folder / name} is not the file `segments prepare` wrote (SHA-256 differs)",
             )
-    if record.get("raw") != raw_hashes(ws):
+    try:
+        raw = raw_hashes(ws)
+    except WorkspaceError as exc:  # a linked file or folder in W/raw/
+        return None, str(exc)
+    if record.get("raw") != raw:
         return None, (
             f"the frames in {folder} were prepared from other raw data than {ws.raw} holds now"
         )
@@ -721,7 +678,7 @@ def _copy_partitions(
     ``copy``, each hashed as it is copied against prepare's record ``outputs``; return the
     SHA-256 of the sorted JSON of the copied files' digests (what this release read)."""
     name = source.name
-    present = {f"{name}/{rel}" for rel in _files_under(source)}
+    present = {f"{name}/{rel}" for rel in _files_under(source, holds_tables=False)}
     recorded = {k for k in outputs if k.startswith(f"{name}/")}
     for part in sorted(present ^ recorded):
         why = "a partition is missing, added or its SHA-256 differs"

@@ -10,6 +10,7 @@ folder and renames it into place, so a crash never leaves a half-written file be
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import fcntl
 import hashlib
@@ -34,6 +35,8 @@ __all__ = [
     "atomic_write_with",
     "check_name",
     "copy_hashed",
+    "folder_files",
+    "forget_raw_hashes",
     "make_private",
     "month_partition",
     "parquet_digests",
@@ -41,6 +44,8 @@ __all__ = [
     "parquet_sha256",
     "partition_meets",
     "private_folder",
+    "raw_hashed_once",
+    "raw_hashes",
     "sha256_file",
     "write_json",
 ]
@@ -134,6 +139,48 @@ def month_partition(month: Any) -> str:
     return f"month={month:%Y-%m}"
 
 
+def folder_files(folder: str | os.PathLike[str], *, holds_tables: bool = False) -> list[Path]:
+    """Every regular file under ``folder``, sorted: the one enumeration of the files of a
+    table (a month-partitioned folder, :func:`parquet_files`) and of a folder of tables
+    (``W/raw/``: :func:`raw_hashes`; a prepared folder: its signed record's check).
+
+    Hashing and reading enumerate the same files this way, so what is read is what was
+    hashed. A symbolic link anywhere inside is refused, whether it leads to a file or a
+    folder: the SHA-256 recorded for a table would vouch for whatever the link leads to next
+    (``rglob`` does not descend into a linked folder while a reader of the table does, so the
+    two disagreed on which files a table has). ``holds_tables``: ``folder`` holds tables, so
+    the table an error names is the entry under it (else ``folder`` itself).
+
+    Raises
+    ------
+    WorkspaceError
+        A symbolic link under ``folder`` (one line: the table, the link, the rule, the fix).
+    """
+    root = Path(folder)
+    found: list[Path] = []
+
+    def walk(directory: Path) -> None:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                path = Path(entry.path)
+                if entry.is_symlink():
+                    table = root / path.relative_to(root).parts[0] if holds_tables else root
+                    raise WorkspaceError(
+                        f"table {table}: {path} is a symbolic link (to {os.readlink(path)}); "
+                        "rule: a workspace table holds its own files, never a link to files "
+                        "elsewhere (the SHA-256 recorded for the table would not cover what "
+                        "the link leads to); fix: replace the link with a copy of the files it "
+                        "leads to, or remove it"
+                    )
+                if entry.is_dir(follow_symlinks=False):
+                    walk(path)
+                elif entry.is_file(follow_symlinks=False):
+                    found.append(path)
+
+    walk(root)
+    return sorted(found)
+
+
 def parquet_files(
     table: str | os.PathLike[str], months: tuple[Any, Any] | None = None
 ) -> list[Path]:
@@ -143,22 +190,32 @@ def parquet_files(
     ``month=YYYY-MM/part-NNNNN.parquet`` files (order lines, raw and prepared): a new month
     is a new folder, history is never rewritten. The files come sorted (month, then part), so
     reading them in this order gives the table's rows in their written order. With ``months``
-    (a half-open ``[start, end)`` range of dates), only the partitions meeting it.
+    (a half-open ``[start, end)`` range of dates), only the partitions meeting it. A folder's
+    files are enumerated by :func:`folder_files`, as :func:`raw_hashes` hashes them.
 
     Raises
     ------
     WorkspaceError
-        If ``table`` does not exist.
+        If ``table`` does not exist, or a partition folder or file in it (or the folder
+        itself) is a symbolic link.
     """
     path = Path(table)
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise WorkspaceError(f"table {path} does not exist; run the command that writes it")
+    if path.is_symlink():
+        raise WorkspaceError(
+            f"table {path}: the table's folder is a symbolic link (to {os.readlink(path)}); "
+            "rule: a workspace table holds its own files, never a link to files elsewhere (the "
+            "SHA-256 recorded for the table would not cover what the link leads to); fix: "
+            "replace the link with a copy of the files it leads to, or remove it"
+        )
     files: list[Path] = []
-    for folder in sorted(p for p in path.iterdir() if p.is_dir()):
-        if partition_meets(folder.name, months):
-            files.extend(sorted(folder.glob("*.parquet")))
+    for file in folder_files(path):
+        parts = file.relative_to(path).parts
+        if len(parts) == 2 and parts[1].endswith(".parquet") and partition_meets(parts[0], months):
+            files.append(file)
     return files
 
 
@@ -211,6 +268,69 @@ def parquet_sha256(table: str | os.PathLike[str], months: tuple[Any, Any] | None
         return sha256_file(path)
     digests = parquet_digests(path, path.name, months)
     return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+
+
+#: The raw folders hashed so far by the call running in this context (folder → digests), or
+#: None outside one (:func:`raw_hashed_once`).
+_RAW_HASHED: contextvars.ContextVar[dict[Path, dict[str, str]] | None] = contextvars.ContextVar(
+    "segments_raw_hashed", default=None
+)
+
+
+def raw_hashes(workspace: Workspace | str | os.PathLike[str]) -> dict[str, str]:
+    """SHA-256 of every file under ``W/raw/`` (relative path → digest), enumerated by
+    :func:`folder_files` as every reader of a raw table enumerates them (a symbolic link
+    inside ``W/raw/`` is refused).
+
+    Inside :func:`raw_hashed_once` a folder is hashed the first time only and its digests
+    handed to every later reader of the same call."""
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
+    root = ws.raw
+    hashed = _RAW_HASHED.get()
+    folder = root.resolve()
+    if hashed is not None and folder in hashed:
+        return dict(hashed[folder])
+    digests = (
+        {
+            path.relative_to(root).as_posix(): sha256_file(path)
+            for path in folder_files(root, holds_tables=True)
+        }
+        if root.is_dir()
+        else {}
+    )
+    if hashed is not None:
+        hashed[folder] = digests
+    return dict(digests)
+
+
+@contextlib.contextmanager
+def raw_hashed_once() -> Iterator[None]:
+    """Within the block, each workspace's ``W/raw/`` is hashed once (:func:`raw_hashes`).
+
+    A release binds its frames to the raw data three ways — prepare's signed record, the
+    month's as-of in it, a simulated-time ledger's synthetic proof — and each needs the raw
+    files' digests: at 500 million lines one pass is ~35 GB read. The digests live in memory
+    for one call only (a context variable, so another thread or call hashes afresh), never on
+    disk: a cache keyed by file times could vouch for bytes rewritten within their
+    granularity. Only calls that never write ``W/raw/`` take this scope (a rewind hashes
+    its own writes afresh, :func:`forget_raw_hashes`). A block inside another shares the
+    outer one's digests."""
+    if _RAW_HASHED.get() is not None:
+        yield
+        return
+    token = _RAW_HASHED.set({})
+    try:
+        yield
+    finally:
+        _RAW_HASHED.reset(token)
+
+
+def forget_raw_hashes(workspace: Workspace) -> None:
+    """Drop the digests of ``workspace``'s raw folder held for the running call (a writer of
+    ``W/raw/`` calls this, so nothing vouches for the bytes it replaced)."""
+    hashed = _RAW_HASHED.get()
+    if hashed is not None:
+        hashed.pop(workspace.raw.resolve(), None)
 
 
 def check_name(kind: str, value: object) -> str:

@@ -1,0 +1,152 @@
+"""r15b's LOW findings on reading W/raw/: every run that hashes the raw files reads what it
+hashed, and enumerates them as every reader does.
+
+1. A symlinked month folder (or part file) under a raw table was hashed by one enumeration
+   (``rglob``: not into a linked folder) and read by another (``parquet_files``: into it),
+   so prepare refused it with a misleading "was added while this run read the table". One
+   enumeration (``workspace.folder_files``) now serves both, and a link is refused in one
+   line naming the table, the link, the rule and the fix.
+
+Each attack test fails on the code before the fix (noted per test) and has a control.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from segments.exceptions import WorkspaceError
+from segments.prepare import prepare
+from segments.prepare.pseudonym import KEY_ENV_VAR, PseudonymKey
+from segments.workspace import (
+    Workspace,
+    folder_files,
+    parquet_files,
+    raw_hashes,
+)
+
+KEY = PseudonymKey(b"k" * 32, "steward key (test)")
+AS_OF = "2026-10-31"
+LINK_ERROR = (
+    r"table .*order_lines\.parquet: .*month=2025-03.* is a symbolic link .*rule: a workspace "
+    r"table holds its own files.*fix: replace the link"
+)
+
+
+def _copy(small_raw: Workspace, root: Path) -> Workspace:
+    ws = Workspace(root)
+    shutil.copytree(small_raw.raw, ws.raw)
+    return ws
+
+
+def _link_month_folder(ws: Workspace, outside: Path) -> Path:
+    """Move one month of raw order lines out of W/raw and link it back in place."""
+    month = ws.raw_table("order_lines") / "month=2025-03"
+    shutil.move(month, outside)
+    month.symlink_to(outside, target_is_directory=True)
+    return month
+
+
+# --- 1. one enumeration of a raw table's files; links refused -----------------------------
+def test_raw_hashes_and_parquet_files_enumerate_the_same_files(small_raw: Workspace) -> None:
+    """Control: on a workspace without links the one enumeration lists every raw file
+    (what ``rglob`` listed) and a table's Parquet files are among the hashed ones."""
+    every = {
+        p.relative_to(small_raw.raw).as_posix() for p in small_raw.raw.rglob("*") if p.is_file()
+    }
+    hashed = raw_hashes(small_raw)
+    assert set(hashed) == every
+    lines = parquet_files(small_raw.raw_table("order_lines"))
+    assert len(lines) > 12
+    assert {p.relative_to(small_raw.raw).as_posix() for p in lines} <= set(hashed)
+
+
+def test_attack_a_symlinked_raw_month_folder_is_refused_as_a_link(
+    small_raw: Workspace, tmp_path: Path
+) -> None:
+    """r15b #1: raw/order_lines.parquet/month=2025-03 -> a folder elsewhere. Before the fix
+    prepare refused with "raw file ... was added while this run read the table" (the hashing
+    skipped the linked folder, the reader went in); now the hashing, the table reader and
+    prepare refuse the link itself, in one line, and nothing is written."""
+    ws = _copy(small_raw, tmp_path / "ws")
+    link = _link_month_folder(ws, tmp_path / "elsewhere")
+    with pytest.raises(WorkspaceError, match=LINK_ERROR):
+        raw_hashes(ws)
+    with pytest.raises(WorkspaceError, match=LINK_ERROR):
+        parquet_files(ws.raw_table("order_lines"))
+    with pytest.raises(WorkspaceError, match=LINK_ERROR) as refused:
+        prepare(ws, "alloffice", "statistics", AS_OF, key=KEY)
+    assert "added" not in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert not ws.prepared_dir("statistics").exists()
+    # control: the same files as a real folder again are prepared
+    link.unlink()
+    shutil.move(tmp_path / "elsewhere", link)
+    prepare(ws, "alloffice", "statistics", AS_OF, key=KEY)
+    assert ws.prepared_dir("statistics").is_dir()
+
+
+def test_attack_a_symlinked_month_folder_through_the_cli_is_one_line(
+    small_raw: Workspace,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from segments.cli.main import main
+
+    ws = _copy(small_raw, tmp_path / "ws")
+    _link_month_folder(ws, tmp_path / "elsewhere")
+    argv = ["prepare", "-w", str(ws.root), "--policy", "alloffice", "--purpose", "statistics"]
+    monkeypatch.setenv(KEY_ENV_VAR, "k" * 40)
+    assert main([*argv, "--as-of", AS_OF]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "is a symbolic link" in err and "month=2025-03" in err and "fix:" in err, err
+
+
+def test_attack_a_raw_part_file_linked_to_identical_bytes_is_refused(
+    small_raw: Workspace, tmp_path: Path
+) -> None:
+    """A part file replaced by a link to a copy of the very same bytes is refused too: what
+    the link leads to can change after the hashing without W/raw/ changing."""
+    ws = _copy(small_raw, tmp_path / "ws")
+    part = parquet_files(ws.raw_table("order_lines"))[3]
+    copy = tmp_path / "copy.parquet"
+    shutil.copyfile(part, copy)
+    part.unlink()
+    part.symlink_to(copy)
+    with pytest.raises(WorkspaceError, match=r"order_lines\.parquet: .* is a symbolic link"):
+        raw_hashes(ws)
+    with pytest.raises(WorkspaceError, match=r"is a symbolic link"):
+        parquet_files(ws.raw_table("order_lines"))
+
+
+def test_attack_a_symlinked_prepared_month_folder_is_not_prepares_output(
+    small_raw: Workspace, tmp_path: Path
+) -> None:
+    """The prepared frames' check enumerates the same way: a prepared month folder moved
+    out and linked back is refused by name (before the fix ``rglob`` skipped the linked
+    folder, so its files counted as missing)."""
+    from segments.provenance import verify_prepared
+
+    ws = _copy(small_raw, tmp_path / "ws")
+    prepare(ws, "alloffice", "statistics", AS_OF, key=KEY)
+    assert verify_prepared(ws, "statistics") is None  # control
+    lines = ws.prepared_dir("statistics") / "lines.parquet"
+    month = sorted(p for p in lines.iterdir() if p.name.startswith("month="))[0]
+    shutil.move(month, tmp_path / "elsewhere")
+    month.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    why = verify_prepared(ws, "statistics")
+    assert why is not None and "is a symbolic link" in why and month.name in why, why
+
+
+def test_folder_files_refuses_a_linked_folder_of_a_table(tmp_path: Path) -> None:
+    (tmp_path / "t.parquet" / "month=2024-01").mkdir(parents=True)
+    (tmp_path / "t.parquet" / "month=2024-01" / "part-00000.parquet").write_bytes(b"x")
+    assert folder_files(tmp_path) == [tmp_path / "t.parquet/month=2024-01/part-00000.parquet"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "t.parquet" / "month=2024-02").symlink_to(tmp_path / "other")
+    with pytest.raises(WorkspaceError, match=r"table .*t\.parquet: .*month=2024-02 is a"):
+        folder_files(tmp_path, holds_tables=True)
