@@ -404,7 +404,9 @@ def test_attack_raw_swapped_after_prepare_hashed_it_writes_nothing(
         return digests
 
     monkeypatch.setattr(provenance, "raw_hashes", hash_then_swap)
-    with pytest.raises(RawChangedError, match=r"customers\.parquet changed while this run"):
+    # the manifest (rewritten by the swap) is parsed bound too, so it may be named first
+    changed = r"(customers\.parquet|manifest\.json) changed while this run"
+    with pytest.raises(RawChangedError, match=changed):
         prepare(ws, "alloffice", "statistics", "2026-10-31", key=KEY_A)
     assert not ws.prepared_dir("statistics").exists()
     monkeypatch.setattr(provenance, "raw_hashes", real_hashes)
@@ -438,7 +440,8 @@ def test_attack_raw_file_replaced_by_a_symlink_after_prepare_hashed_it_is_refuse
         return digests
 
     monkeypatch.setattr(provenance, "raw_hashes", hash_then_link)
-    with pytest.raises(RawChangedError, match=r"customers\.parquet changed while this run"):
+    changed = r"(customers\.parquet|manifest\.json) changed while this run"  # both swapped
+    with pytest.raises(RawChangedError, match=changed):
         prepare(ws, "alloffice", "statistics", "2026-10-31", key=KEY_A)
     assert not ws.prepared_dir("statistics").exists()
 

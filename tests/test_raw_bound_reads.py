@@ -6,6 +6,10 @@ hashed, and enumerates them as every reader does.
    so prepare refused it with a misleading "was added while this run read the table". One
    enumeration (``workspace.folder_files``) now serves both, and a link is refused in one
    line naming the table, the link, the rule and the fix.
+2. The manifest was read outside the hashed bytes by the key resolution (``load_key``), the
+   synthetic proof and the rewind: a manifest swapped between the hashing and the reading
+   chose what was trusted (a demo key's seed, a proof's parameters, a replay's manifest).
+   It is now parsed from the bytes the run hashed, read once.
 
 Each attack test fails on the code before the fix (noted per test) and has a control.
 """
@@ -17,14 +21,17 @@ from pathlib import Path
 
 import pytest
 
+from segments._tables import RawChangedError
 from segments.exceptions import WorkspaceError
 from segments.prepare import prepare
-from segments.prepare.pseudonym import KEY_ENV_VAR, PseudonymKey
+from segments.prepare.pseudonym import KEY_ENV_VAR, PseudonymKey, demo_key, load_key
 from segments.workspace import (
     Workspace,
     folder_files,
     parquet_files,
     raw_hashes,
+    sha256_file,
+    write_json,
 )
 
 KEY = PseudonymKey(b"k" * 32, "steward key (test)")
@@ -150,3 +157,112 @@ def test_folder_files_refuses_a_linked_folder_of_a_table(tmp_path: Path) -> None
     (tmp_path / "t.parquet" / "month=2024-02").symlink_to(tmp_path / "other")
     with pytest.raises(WorkspaceError, match=r"table .*t\.parquet: .*month=2024-02 is a"):
         folder_files(tmp_path, holds_tables=True)
+
+
+# --- 2. the manifest is parsed from the bytes hashed --------------------------------------
+def _manifest_with(ws: Workspace, **changes: object) -> bytes:
+    manifest = ws.read_manifest()
+    manifest.update(changes)
+    path = ws.root / "other-manifest.json"
+    write_json(path, manifest)
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def test_attack_manifest_swapped_under_the_demo_key_resolution(
+    small_raw: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """r15b #2 (load_key): the manifest on disk names another seed (synthetic: true) when
+    the key is resolved; the genuine manifest is put back just before the proof hashes the
+    raw files. Before the fix the proof proved the genuine data and load_key returned the
+    demo key of the OTHER seed, which no proof covered. Now the seed is parsed from the
+    manifest bytes the proof hashed: the swap is refused. Control: no swap, the demo key of
+    the proven seed."""
+    from segments.privacy.synthetic import prove_synthetic
+
+    monkeypatch.delenv(KEY_ENV_VAR, raising=False)
+    ws = _copy(small_raw, tmp_path / "ws")
+    genuine = ws.manifest.read_bytes()
+    assert load_key(workspace=ws, synthetic_proof=prove_synthetic) == demo_key(
+        ws.read_manifest()
+    )  # control
+    evil = _manifest_with(ws, seed=4242)
+    ws.manifest.write_bytes(evil)
+
+    def swap_back_then_prove(workspace: Workspace):  # the second process's timing
+        ws.manifest.write_bytes(genuine)
+        return prove_synthetic(workspace)
+
+    try:
+        key = load_key(workspace=ws, synthetic_proof=swap_back_then_prove)
+    except RawChangedError as refused:
+        assert "manifest.json changed while this run" in str(refused)
+    else:
+        pytest.fail(f"a manifest swapped under the proof chose the key: {key.provenance}")
+
+
+def test_attack_manifest_swapped_after_the_proof_hashed_it(
+    small_raw: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """r15b #2 (prove_synthetic): W/raw/ holds the generator's files under a manifest with
+    another seed; just after the proof hashed them, the genuine manifest is swapped in.
+    Before the fix the proof read the genuine manifest from disk, proved the data and signed
+    a verdict about the hashed state (the other seed's manifest), so that state was "proven".
+    Now the manifest is parsed from the bytes hashed: refused, no verdict cached."""
+    import segments.privacy.synthetic as synthetic
+
+    ws = _copy(small_raw, tmp_path / "ws")
+    genuine = ws.manifest.read_bytes()
+    ws.manifest.write_bytes(_manifest_with(ws, seed=4242))
+    real = synthetic.raw_hashes
+
+    def hash_then_swap(workspace: Workspace) -> dict[str, str]:
+        digests = real(workspace)
+        ws.manifest.write_bytes(genuine)
+        return digests
+
+    monkeypatch.setattr(synthetic, "raw_hashes", hash_then_swap)
+    with pytest.raises(RawChangedError, match=r"manifest\.json changed while this run"):
+        synthetic.prove_synthetic(ws)
+    monkeypatch.setattr(synthetic, "raw_hashes", real)
+    assert synthetic.prove_synthetic(ws).proven  # control: the genuine manifest, unswapped
+
+
+def test_attack_manifest_swapped_while_the_rewind_hashes_the_source(
+    small_raw: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """r15b #2 (rewind_raw): the replay's manifest is built from the source's manifest, and
+    its signed record names the source's digests. Before the fix the manifest was read before
+    the hashing, so one swapped in between was not the one the record vouched for (here the
+    replay carried a marker of the manifest that was never hashed). Now: a swap before the
+    hashing is what the replay carries; a swap after it is refused."""
+    import datetime as dt
+
+    import segments.provenance as provenance
+    from segments.prepare.history import rewind_raw
+
+    ws = _copy(small_raw, tmp_path / "ws")
+    first = _manifest_with(ws, note="read")
+    hashed = _manifest_with(ws, note="hashed")
+    ws.manifest.write_bytes(first)
+    real = provenance.raw_hashes
+
+    def swap_then_hash(workspace: Workspace) -> dict[str, str]:
+        ws.manifest.write_bytes(hashed)
+        return real(workspace)
+
+    monkeypatch.setattr(provenance, "raw_hashes", swap_then_hash)
+    replay = rewind_raw(ws, dt.date(2026, 6, 30), Workspace(tmp_path / "replay"))
+    assert replay.read_manifest()["note"] == "hashed"
+    assert sha256_file(ws.manifest) == real(ws)["manifest.json"]
+
+    def hash_then_swap(workspace: Workspace) -> dict[str, str]:
+        digests = real(workspace)
+        ws.manifest.write_bytes(first)
+        return digests
+
+    monkeypatch.setattr(provenance, "raw_hashes", hash_then_swap)
+    with pytest.raises(RawChangedError, match=r"manifest\.json changed while this run"):
+        rewind_raw(ws, dt.date(2026, 6, 30), Workspace(tmp_path / "replay2"))
+    assert not (tmp_path / "replay2" / "raw").exists()

@@ -25,6 +25,7 @@ from segments.exceptions import WorkspaceError
 __all__ = [
     "RawChangedError",
     "as_polars",
+    "bound_file_bytes",
     "check_bound_files",
     "read_table",
     "reads_bound_to",
@@ -135,6 +136,25 @@ def table_file_bytes(file: Path) -> bytes:
     writer that copies a raw file byte for byte copies what was hashed, not what is there)."""
     data = _bound_bytes(file)
     return data if data is not None else Path(file).read_bytes()
+
+
+def bound_file_bytes(file: Path) -> bytes | None:
+    """A small file's bytes (the raw manifest), None when it does not exist; inside
+    :func:`reads_bound_to`, the bytes recorded for it: a file recorded but gone, or present
+    but not recorded, changed since the run hashed its folder and is refused
+    (:class:`RawChangedError`), so what a run trusts of it is what it hashed."""
+    if Path(file).is_file():
+        return table_file_bytes(file)
+    bound = _BOUND.get() or {}
+    named = Path(os.path.abspath(file))
+    for (folder, _), digests in bound.items():
+        if named.is_relative_to(folder) and named.relative_to(folder).as_posix() in digests:
+            raise RawChangedError(
+                f"raw file {file} was removed while this run read it (the run recorded its "
+                "SHA-256 when it started); nothing was written or cached; fix: run again when "
+                "no other process writes W/raw/"
+            )
+    return None
 
 
 def check_bound_files(path: Any, files: list[Path]) -> None:

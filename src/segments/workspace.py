@@ -510,12 +510,20 @@ class Workspace:
         required : bool, default False
             Raise :class:`~segments.exceptions.WorkspaceError` (naming the command that
             writes it) when there is none; otherwise an absent manifest reads as ``{}``.
+
+        Inside :func:`segments._tables.reads_bound_to` of ``W/raw/`` (a run that hashed the
+        raw files first: prepare, the synthetic proof, the key resolution, the rewind), the
+        manifest is parsed from the bytes the run hashed, never read a second time: a
+        manifest swapped after the hashing is refused (``RawChangedError``).
         """
-        if not self.manifest.is_file():
+        from segments._tables import bound_file_bytes
+
+        raw = bound_file_bytes(self.manifest)  # inside a run's binding: the bytes it hashed
+        if raw is None:
             if required:
                 self.require(self.manifest, f"segments generate --workspace {self.root}")
             return {}
-        data = json.loads(self.manifest.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
         return data if isinstance(data, dict) else {}
 
     def declared_synthetic(self) -> bool | None:

@@ -55,17 +55,22 @@ def rewind_raw(source: Workspace, day: dt.date, target: Workspace) -> Workspace:
     PolicyError
         If the source data is not marked synthetic.
     """
-    manifest = source.read_manifest(required=True)
+    from segments.provenance import raw_hashes
+
+    _check_synthetic(source, source.read_manifest(required=True))  # refused before hashing
+    source_raw = raw_hashes(source)  # what the replay is rewound from, for its signed record
+    with reads_bound_to(source.raw, source_raw):  # the rows rewound are the bytes it names
+        manifest = source.read_manifest(required=True)  # and so is the manifest, read once
+        _check_synthetic(source, manifest)
+        return _rewind(source, manifest, source_raw, day, target)
+
+
+def _check_synthetic(source: Workspace, manifest: dict[str, Any]) -> None:
     if not manifest.get("synthetic", False):
         raise PolicyError(
             f"{source.manifest}: only synthetic data can be rewound to a past day; real data "
             "that left retention is gone, so its history cannot be replayed"
         )
-    from segments.provenance import raw_hashes
-
-    source_raw = raw_hashes(source)  # what the replay is rewound from, for its signed record
-    with reads_bound_to(source.raw, source_raw):  # the rows rewound are the bytes it names
-        return _rewind(source, manifest, source_raw, day, target)
 
 
 def _rewind(

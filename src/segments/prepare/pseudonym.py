@@ -35,8 +35,9 @@ from typing import Any, Protocol
 
 import polars as pl
 
+from segments._tables import reads_bound_to
 from segments.exceptions import PolicyError
-from segments.workspace import DEFAULT_WORKSPACE, Workspace
+from segments.workspace import DEFAULT_WORKSPACE, Workspace, raw_hashed_once, raw_hashes
 
 __all__ = [
     "KEY_ENV_VAR",
@@ -316,6 +317,27 @@ def _read_key_file(path: Path, workspace: Workspace | None) -> PseudonymKey:
     return PseudonymKey(secret, "steward key (key file)")
 
 
+def _demo_key_when_proven(
+    workspace: Workspace, synthetic_proof: Callable[[Workspace], SyntheticVerdict]
+) -> PseudonymKey | str:
+    """The demo key of the raw data's seed when ``synthetic_proof`` proves the raw data
+    synthetic, else why not.
+
+    The seed is parsed from the manifest bytes the proof hashed, read once: the raw files are
+    hashed first (shared with the proof, :func:`segments.workspace.raw_hashed_once`) and the
+    manifest is read bound to that digest (:func:`segments._tables.reads_bound_to`). A manifest
+    swapped between the hashing and the reading is refused (``RawChangedError``), never
+    trusted for a seed the proof did not see."""
+    with raw_hashed_once(), reads_bound_to(workspace.raw, raw_hashes(workspace)):
+        manifest = workspace.read_manifest()
+        if manifest.get("synthetic") is not True:
+            return "the raw data is not marked synthetic"
+        verdict = synthetic_proof(workspace)
+        if verdict.proven and verdict.signed:
+            return demo_key(manifest)
+        return f"the raw data is not proven synthetic ({verdict.reason})"
+
+
 def load_key(
     key: PseudonymKey | bytes | str | None = None,
     *,
@@ -349,20 +371,26 @@ def load_key(
         not proven synthetic.
     """
     given = _given_key(key, key_file, workspace)
-    manifest = workspace.read_manifest() if workspace is not None else {}
-    if given is not None and not _is_demo_key_of(given, manifest):
-        return given
-    # no key given, or the given one is the manifest seed's demo key, which anyone can
-    # recompute: only on raw data proven synthetic
-    if manifest.get("synthetic") is not True:
-        why = "the raw data is not marked synthetic"
-    elif workspace is None or synthetic_proof is None:
+    if workspace is None:
+        if given is not None and not _is_demo_key_of(given, {}):
+            return given
         why = "nothing proved the raw data synthetic"
     else:
-        verdict = synthetic_proof(workspace)
-        if verdict.proven and verdict.signed:
-            return demo_key(manifest)
-        why = f"the raw data is not proven synthetic ({verdict.reason})"
+        # a steward's key is checked against the manifest as it is (a refusal or a steward's
+        # key trusts nothing the proof vouches for; inside a run that hashed W/raw/, such as
+        # prepare, it is the manifest that run hashed)
+        manifest = workspace.read_manifest()
+        if given is not None and not _is_demo_key_of(given, manifest):
+            return given
+        if manifest.get("synthetic") is not True:
+            why = "the raw data is not marked synthetic"
+        elif synthetic_proof is None:
+            why = "nothing proved the raw data synthetic"
+        else:
+            found = _demo_key_when_proven(workspace, synthetic_proof)
+            if isinstance(found, PseudonymKey):
+                return found
+            why = found
     if given is not None:
         why = (
             "the key given is a public demo key (the manifest seed's or a small seed's, in "

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segments._tables import RawChangedError, reads_bound_to
+from segments._tables import RawChangedError, bound_file_bytes, reads_bound_to
 from segments.provenance import (
     PROVENANCE_FILE,
     REPLAY_FILE,
@@ -43,7 +43,7 @@ from segments.provenance import (
     verify_prepared,
     verify_replay,
 )
-from segments.workspace import Workspace, sha256_file
+from segments.workspace import MANIFEST, Workspace, sha256_file
 
 __all__ = [
     "PROVENANCE_FILE",
@@ -130,10 +130,12 @@ def prove_synthetic(workspace: Workspace | str | Path) -> SyntheticProof:
     ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
     hashes = raw_hashes(ws)  # every raw file, hashed once
     raw = _digest_of(hashes)
-    if not ws.manifest.exists():
+    if MANIFEST not in hashes:
         return _verdict(False, f"{ws.manifest} is missing: no generator parameters", raw=raw)
     try:
-        manifest = json.loads(ws.manifest.read_text(encoding="utf-8"))
+        with reads_bound_to(ws.raw, hashes):  # the manifest parsed is the one hashed, read once
+            data = bound_file_bytes(ws.manifest)
+        manifest = json.loads(data or b"")
     except ValueError as exc:
         return _verdict(False, f"{ws.manifest} is not JSON ({exc})", raw=raw)
     if isinstance(manifest, dict) and (ws.root / REPLAY_FILE).is_file():
