@@ -442,3 +442,43 @@ def test_feature_sums_spill_into_the_workspaces_private_area_not_the_prepared_fo
     assert during == before  # nothing inside the signed folder while the engine ran
     assert sorted(p.name for p in folder.iterdir()) == before
     assert not ws.private.exists() or not any(ws.private.iterdir())
+
+
+@pytest.mark.parametrize("where", ["outside any workspace", "beside the prepared folder"])
+def test_attack_feature_lines_outside_the_prepared_folder_never_spill_to_tmp(
+    where, tmp_path, monkeypatch
+):
+    """r15b #3: prepared lines copied anywhere else (a home folder, beside the prepared
+    folder) and read by an out-of-core engine made it spill pseudonymised per-person
+    intermediates into the system's temporary folder, which no workspace sweep clears.
+    Now such lines are refused in one line before the engine runs (on main the engine ran
+    with a scratch outside every workspace's private area). Control: the same lines from
+    the workspace's prepared folder are read, spilling into its private area."""
+    import shutil
+
+    from prepared_frames import AS_OF, segmentation_workspace
+
+    from segments.features import customer_features
+
+    ws = segmentation_workspace(tmp_path / "ws", 60)
+    folder = ws.prepared_dir("segmentation")
+    target = tmp_path / "elsewhere" if where == "outside any workspace" else ws.root / "copy"
+    target.mkdir()
+    lines = target / "lines.parquet"
+    source = folder / "lines.parquet"
+    (shutil.copytree if source.is_dir() else shutil.copyfile)(source, lines)
+    seen: list[Path] = []
+    real = DuckDBEngine.person_feature_sums
+
+    def spy(self, lines, window, categories, channels, *, scratch):  # type: ignore[no-untyped-def]
+        seen.append(Path(scratch))
+        return real(self, lines, window, categories, channels, scratch=scratch)
+
+    monkeypatch.setattr(DuckDBEngine, "person_feature_sums", spy)
+    monkeypatch.setenv("SEGMENTS_ENGINE", "duckdb")
+    customers = pl.read_parquet(folder / "customers.parquet")
+    with pytest.raises(SchemaError, match=r"parameter 'lines': .* is not a workspace's prepared"):
+        customer_features(lines, customers, as_of=AS_OF)
+    assert seen == []  # the engine never ran
+    features = customer_features(folder / "lines.parquet", customers, as_of=AS_OF)  # control
+    assert len(features) > 0 and seen[0].resolve().is_relative_to(ws.private.resolve())

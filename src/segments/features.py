@@ -24,8 +24,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -473,22 +471,31 @@ def _customer_features_pl(
 @contextlib.contextmanager
 def _spill_folder(lines: Path) -> Iterator[Path]:
     """Where an engine spills while it reads ``lines``: the private area of the workspace
-    whose prepared frames they are (swept after a ``kill -9``, never inside the signed
-    prepared folder, where a leftover would hold pseudonymised lines and fail every
-    release's check of that folder), else a fresh owner-only temporary folder."""
-    from segments.workspace import Workspace
+    whose prepared frames they are (:meth:`segments.workspace.Workspace.scratch`: owner-only,
+    swept after a ``kill -9``, never inside the signed prepared folder, where a leftover
+    would hold pseudonymised lines and fail every release's check of that folder).
+
+    Raises
+    ------
+    SchemaError
+        ``lines`` are not a workspace's prepared lines (``W/prepared/<purpose>/lines.parquet``):
+        an out-of-core engine's intermediates are per-person data, kept only in the private
+        area of the workspace they come from, never in the system's temporary folder.
+    """
+    from segments.workspace import PREPARED_LINES, Workspace
 
     resolved = Path(lines).resolve()
     workspace = Workspace(resolved.parent.parent.parent)
-    if resolved.parent.parent == workspace.prepared.resolve():
-        with workspace.scratch("features") as folder:
-            yield folder
-        return
-    folder = Path(tempfile.mkdtemp(prefix=f"segments-features-p{os.getpid()}-"))
-    try:
+    if resolved.name != PREPARED_LINES or resolved.parent.parent != workspace.prepared.resolve():
+        raise SchemaError(
+            f"parameter 'lines': {lines} is not a workspace's prepared lines "
+            f"(W/prepared/<purpose>/{PREPARED_LINES}); rule: an out-of-core engine spills "
+            "per-person intermediates only into the private area of the workspace they come "
+            "from (W/.private), never the system's temporary folder; fix: pass the lines of a "
+            "prepared folder, or a frame (read in memory), or choose --engine polars"
+        )
+    with workspace.scratch("features") as folder:
         yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _engine_features(
