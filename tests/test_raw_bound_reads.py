@@ -266,3 +266,137 @@ def test_attack_manifest_swapped_while_the_rewind_hashes_the_source(
     with pytest.raises(RawChangedError, match=r"manifest\.json changed while this run"):
         rewind_raw(ws, dt.date(2026, 6, 30), Workspace(tmp_path / "replay2"))
     assert not (tmp_path / "replay2" / "raw").exists()
+
+
+# --- 4. purge, subject export and the truth evaluation read what they hashed ---------------
+def _edit_in_place(path: Path, column: str) -> None:
+    """A second process's edit: one value of a row changed, the row count kept."""
+    import polars as pl
+
+    frame = pl.read_parquet(path)
+    first = pl.int_range(pl.len()) == 0
+    edited = pl.when(first).then(pl.col(column) + 1).otherwise(pl.col(column)).alias(column)
+    frame.with_columns(edited).write_parquet(path)
+
+
+def test_attack_raw_partition_edited_while_the_purge_runs_is_refused(
+    small_raw: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """r15b #4 (retention purge): a month of order lines edited (one quantity, same row
+    count) after the purge parsed W/raw/ and before it rewrote the tables. Before the fix the
+    purge re-read the partitions from disk when staging them, so the edit was written into
+    the purged raw data and the manifest's digests updated to vouch for it. Now the purge is
+    bound to one hashing: refused, nothing written (manifest and log untouched). Control:
+    the same purge without the edit logs as 'before' the digests it read."""
+    import importlib
+
+    retention = importlib.import_module("segments.prepare.retention")
+    from segments.workspace import parquet_sha256
+
+    ws = _copy(small_raw, tmp_path / "ws")
+    target = parquet_files(ws.raw_table("order_lines"))[-2]
+    real = retention._retained
+
+    def edit_then_retain(*args, **kwargs):  # type: ignore[no-untyped-def]
+        _edit_in_place(target, "quantity")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(retention, "_retained", edit_then_retain)
+    with pytest.raises(RawChangedError, match=r"changed while this run"):
+        retention.purge(ws, "alloffice", "2027-06-30", key=KEY)
+    # (the erasure of flagged persons, a step before, may have completed and been recorded)
+    listed = ws.read_manifest()["files"][target.relative_to(ws.raw).as_posix()]
+    assert listed != sha256_file(target)  # the edit is not vouched for
+    assert not (ws.raw / "purge_log.json").exists()
+    assert not list(ws.raw.glob(".*.tmp"))
+
+    control = _copy(small_raw, tmp_path / "control")
+    before: dict[str, str] = {}
+
+    def look_then_retain(*args, **kwargs):  # type: ignore[no-untyped-def]
+        before.update({t: parquet_sha256(control.raw_table(t)) for t in ("orders", "order_lines")})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(retention, "_retained", look_then_retain)
+    result = retention.purge(control, "alloffice", "2027-06-30", key=KEY)
+    assert result.total_removed > 0 and result.log_path is not None
+    import json
+
+    logged = json.loads(result.log_path.read_text(encoding="utf-8"))[-1]["sha256_before"]
+    assert {t: logged[t] for t in before} == before
+
+
+def test_attack_orders_swapped_while_a_subject_export_reads_them_is_refused(
+    small_raw: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """r15b #4 (subject export): the orders table rewritten (another account's orders given
+    to the requester) between the export's read of the customers and of the orders. Before
+    the fix the extract mixed the two states; now every table of it is parsed from one
+    hashing of W/raw/: refused. Control: the export without the swap."""
+    import importlib
+
+    import polars as pl
+
+    subjects = importlib.import_module("segments.prepare.subjects")
+
+    ws = _copy(small_raw, tmp_path / "ws")
+    orders = pl.read_parquet(ws.raw_table("orders"))
+    requester, other = orders["customer_id"].unique(maintain_order=True).to_list()[:2]
+    mine = subjects.subject_export(ws, requester)  # control
+    assert mine["orders"] and all(o["customer_id"] == requester for o in mine["orders"])
+    real = subjects._link
+
+    def link_then_swap(customers):  # type: ignore[no-untyped-def]
+        taken = pl.col("customer_id") == other
+        orders.with_columns(
+            pl.when(taken)
+            .then(pl.lit(requester))
+            .otherwise(pl.col("customer_id"))
+            .cast(orders.schema["customer_id"])
+            .alias("customer_id")
+        ).write_parquet(ws.raw_table("orders"))
+        return real(customers)
+
+    monkeypatch.setattr(subjects, "_link", link_then_swap)
+    with pytest.raises(RawChangedError, match=r"orders\.parquet changed while this run"):
+        subjects.subject_export(ws, requester)
+
+
+def test_attack_truth_restored_under_the_evaluations_proof_is_refused(
+    small_raw: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """r15b #4 (truth evaluation): planted_archetypes read the raw tables and the planted
+    truth, then proved the data synthetic for the demo key in a separate pass. An edited
+    truth put back just before the proof was evaluated under a proof of the genuine files
+    (on main: the edited archetypes returned). Now the reads and the proof share one
+    hashing: refused. Control: the genuine truth's archetypes."""
+    import polars as pl
+
+    import segments.privacy.synthetic as synthetic
+    from segments.prepare.frames import link_persons
+    from segments.prepare.pseudonym import pseudonymise_series
+    from segments.segmentation import planted_archetypes
+
+    monkeypatch.delenv(KEY_ENV_VAR, raising=False)
+    ws = _copy(small_raw, tmp_path / "ws")
+    roots = link_persons(pl.read_parquet(ws.raw_table("customers")))["person_root"].unique()
+    ids = pseudonymise_series(demo_key(ws.read_manifest()), "person", roots, "person_id")
+    genuine = planted_archetypes(ws, ids)  # control
+    assert sum(a is not None for a in genuine) == len(ids)
+    assert "edited" not in set(genuine)
+    truth = ws.truth / "archetypes.parquet"
+    original = truth.read_bytes()
+    pl.read_parquet(truth).with_columns(pl.lit("edited").alias("archetype")).write_parquet(truth)
+    real = synthetic.prove_synthetic
+
+    def restore_then_prove(workspace: Workspace):  # type: ignore[no-untyped-def]
+        truth.write_bytes(original)
+        return real(workspace)
+
+    monkeypatch.setattr(synthetic, "prove_synthetic", restore_then_prove)
+    try:
+        found = planted_archetypes(ws, ids)
+    except RawChangedError as refused:
+        assert "archetypes.parquet changed while this run" in str(refused)
+    else:
+        pytest.fail(f"evaluated an edited truth: {sorted(set(found))[:3]}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import io
 import json
 import os
@@ -35,7 +36,7 @@ from typing import Any
 
 import polars as pl
 
-from segments._tables import check_bound_files, table_file_bytes
+from segments._tables import check_bound_files, read_table, reads_bound_to, table_file_bytes
 from segments.policy import Policy, RetentionRule
 from segments.prepare.frames import (
     as_of_date,
@@ -60,6 +61,9 @@ from segments.workspace import (
     parquet_digests,
     parquet_files,
     parquet_sha256,
+    partition_meets,
+    raw_hashed_once,
+    raw_hashes,
     write_json,
 )
 
@@ -181,12 +185,19 @@ def _purge_holding_lock(
     key: PseudonymKey | bytes | str | None,
     key_file: str | os.PathLike[str] | None,
 ) -> PurgeResult:
-    frames = load_raw_tables(ws, day)
-    by_person = flagged_persons(frames["customers"])
-    if logged_hashes(ws, "erasure"):  # erased persons a restored backup brought back
-        pkey = load_key(key, key_file=key_file, workspace=ws, synthetic_proof=prove_synthetic)
-        check_log_key(ws, pkey, "retention purge")
-        by_person |= returned_persons(ws, pkey, frames["customers"])
+    # the rows purged, the bytes copied unchanged and the digests logged as "before" are
+    # those of one hashing of W/raw/ (reads_bound_to): a table swapped meanwhile is refused
+    with raw_hashed_once():  # shared with the demo key's proof; nothing is written in it
+        digests = raw_hashes(ws)
+        with reads_bound_to(ws.raw, digests):
+            frames = load_raw_tables(ws, day)
+            by_person = flagged_persons(frames["customers"])
+            if logged_hashes(ws, "erasure"):  # erased persons a restored backup brought back
+                pkey = load_key(
+                    key, key_file=key_file, workspace=ws, synthetic_proof=prove_synthetic
+                )
+                check_log_key(ws, pkey, "retention purge")
+                by_person |= returned_persons(ws, pkey, frames["customers"])
     accounts = [a for group in by_person.values() for a in group]
     erased_rows = _erased_rows(frames, accounts) if accounts else {}
     if dry_run and accounts:  # retention is counted on what the erasure would leave
@@ -202,7 +213,9 @@ def _purge_holding_lock(
         erase_flagged_holding_lock(
             ws, pol, load_key(key, key_file=key_file, workspace=ws, synthetic_proof=prove_synthetic)
         )
-        frames = load_raw_tables(ws, day)
+        digests = raw_hashes(ws)  # the erasure rewrote W/raw/: bind to what it left
+        with reads_bound_to(ws.raw, digests):
+            frames = load_raw_tables(ws, day)
     erased = {"accounts": len(accounts), "persons": len(by_person)}
     kept_accounts, kept_orders = _retained(pol, frames, day)
     new = {
@@ -226,18 +239,36 @@ def _purge_holding_lock(
     if dry_run or not any(removed.values()):
         return result
 
-    # Keep the planted truth (evaluations only) consistent with the accounts that remain.
-    for path in sorted(ws.truth.glob("*.parquet")) if ws.truth.is_dir() else []:
-        truth = pl.read_parquet(path)
-        if "customer_id" in truth.columns:
-            new[f"truth/{path.stem}"] = truth.join(kept_accounts, on="customer_id", how="semi")
-    before = {t: parquet_sha256(ws.raw_table(t)) for t in new}
-    written = replace_raw_tables(ws, new)
+    with reads_bound_to(ws.raw, digests):  # a partition kept whole is copied as hashed
+        # Keep the planted truth (evaluations only) consistent with the accounts that remain.
+        for path in sorted(ws.truth.glob("*.parquet")) if ws.truth.is_dir() else []:
+            truth = read_table(path)
+            if "customer_id" in truth.columns:
+                new[f"truth/{path.stem}"] = truth.join(kept_accounts, on="customer_id", how="semi")
+        before = {t: _recorded_sha256(digests, f"{t}.parquet") for t in new}
+        written = replace_raw_tables(ws, new)
     after = {t: parquet_sha256(ws.raw_table(t)) for t in new}
     log_path = ws.raw / "purge_log.json"
     _append_log(log_path, _log_entry(pol, day, removed, remaining, before, after))
     update_raw_manifest(ws, written, {t: f.height for t, f in new.items()})
     return dataclasses.replace(result, log_path=log_path)
+
+
+def _recorded_sha256(digests: Mapping[str, str], name: str) -> str:
+    """:func:`segments.workspace.parquet_sha256` of the table ``name`` (``customers.parquet``,
+    ``order_lines.parquet``) as ``digests`` (:func:`segments.workspace.raw_hashes`) recorded
+    it: the digest of the bytes the run read, not of the files there now."""
+    if name in digests:
+        return digests[name]
+    parts = {
+        k: v
+        for k, v in digests.items()
+        if k.startswith(name + "/")
+        and len(k.split("/")) == 3
+        and k.endswith(".parquet")
+        and partition_meets(k.split("/")[1], None)
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 #: Column tagging each row with its partition while partitions are staged together.

@@ -249,6 +249,23 @@ def subject_export(
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     # an unknown policy is refused before anything is looked up (also for an erased person)
     pol = policy if isinstance(policy, Policy) or policy is None else Policy.load(policy)
+    from segments.provenance import raw_hashed_once, raw_hashes
+
+    # every table of the extract is parsed from one hashing of W/raw/ (and the demo key's
+    # proof, if the key is needed, is about those bytes): a table swapped while the extract
+    # is read is refused, never mixed into it
+    with raw_hashed_once(), reads_bound_to(ws.raw, raw_hashes(ws)):
+        return _subject_export(ws, customer_id, pol, key, key_file)
+
+
+def _subject_export(
+    ws: Workspace,
+    customer_id: int | str,
+    pol: Policy | None,
+    key: PseudonymKey | bytes | str | None,
+    key_file: str | os.PathLike[str] | None,
+) -> dict[str, Any]:
+    """:func:`subject_export`'s body, inside its binding to the raw files' digests."""
     customers = _read(ws, "customers")
     roots = _link(customers)
     id_type = _source_id_type(ws)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from segments._tables import read_table, scan_table
+from segments._tables import read_table
 from segments.exceptions import SchemaError
 from segments.features import (
     FEATURE_GROUPS,
@@ -530,27 +530,34 @@ def planted_archetypes(workspace: Workspace, person_ids: pl.Series) -> np.ndarra
     numpy.ndarray
         The archetype of each person, in the order of ``person_ids`` (None where unknown).
     """
+    from segments._tables import reads_bound_to
     from segments.prepare.frames import link_persons
     from segments.prepare.pseudonym import load_key, pseudonymise_series
     from segments.privacy.synthetic import prove_synthetic
+    from segments.workspace import raw_hashed_once, raw_hashes
 
-    lines_per_account = (
-        scan_table(workspace.raw_table("order_lines"))
-        .join(pl.scan_parquet(workspace.raw_table("orders")), on="order_id")
-        .group_by("customer_id")
-        .agg(pl.len().alias("n_lines"))
-        .collect()
-    )
-    dominant = (
-        link_persons(pl.read_parquet(workspace.raw_table("customers")))
-        .select("customer_id", "person_root")
-        .join(lines_per_account, on="customer_id", how="left")
-        .with_columns(pl.col("n_lines").fill_null(0))
-        .sort(["person_root", "n_lines", "customer_id"], descending=[False, True, False])
-        .unique("person_root", keep="first")
-        .join(pl.read_parquet(workspace.truth / "archetypes.parquet"), on="customer_id")
-    )
-    key = load_key(workspace=workspace, synthetic_proof=prove_synthetic)
+    # the raw tables and the truth are parsed from the bytes hashed first, and the demo key's
+    # synthetic proof is about those very bytes (one pass over W/raw/, shared): truth or
+    # customers swapped in between the reading and the proof would otherwise be evaluated
+    # under a proof of other files
+    with raw_hashed_once(), reads_bound_to(workspace.raw, raw_hashes(workspace)):
+        orders = read_table(workspace.raw_table("orders"), ["order_id", "customer_id"])
+        lines_per_account = (
+            read_table(workspace.raw_table("order_lines"), ["order_id"])
+            .join(orders, on="order_id")
+            .group_by("customer_id")
+            .agg(pl.len().alias("n_lines"))
+        )
+        dominant = (
+            link_persons(read_table(workspace.raw_table("customers")))
+            .select("customer_id", "person_root")
+            .join(lines_per_account, on="customer_id", how="left")
+            .with_columns(pl.col("n_lines").fill_null(0))
+            .sort(["person_root", "n_lines", "customer_id"], descending=[False, True, False])
+            .unique("person_root", keep="first")
+            .join(read_table(workspace.truth / "archetypes.parquet"), on="customer_id")
+        )
+        key = load_key(workspace=workspace, synthetic_proof=prove_synthetic)
     dominant = dominant.with_columns(
         pseudonymise_series(key, "person", dominant["person_root"], "person_id")
     )
