@@ -803,3 +803,17 @@ def test_surveys_drawn_month_by_month_equal_the_whole_draw(raw: dict[str, pl.Dat
     assert whole.height > 100 and draw.finish().equals(whole)
     with pytest.raises(ValueError, match="calendar order"):
         draw.add(orders)
+
+
+def test_tables_do_not_depend_on_the_account_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Customers' strings and the category urns are built a run of accounts at a time
+    (bounded intermediates): any step gives the same files."""
+    from segments.synth import orders as orders_module
+
+    whole = generate(tmp_path / "whole", **STREAM).manifest["files"]
+    monkeypatch.setattr(customers_module, "CUSTOMERS_PER_STEP", 170)
+    monkeypatch.setattr(orders_module, "_URN_ACCOUNTS_PER_STEP", 77)
+    stepped = generate(tmp_path / "stepped", **STREAM).manifest["files"]
+    assert stepped == whole

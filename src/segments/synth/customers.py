@@ -27,6 +27,7 @@ from segments.synth.archetypes import ARCHETYPES
 from segments.synth.identifiers import LEGAL_FORM_DIGIT, org_numbers, skatteverket_test_numbers
 
 __all__ = [
+    "CUSTOMERS_PER_STEP",
     "RATES",
     "AccountDraw",
     "build_customers",
@@ -382,9 +383,20 @@ def draw_accounts(
     return AccountDraw(frame, industries, hidden, truth, persons, stats)
 
 
+#: Accounts whose strings are built in one step: bounds the intermediate string columns
+#: (vocabulary lookups, e-mail slugs) to this many rows; every column is a function of its
+#: own row, so the table is the same for any step.
+CUSTOMERS_PER_STEP = 1 << 18
+
+
 def build_customers(draw: AccountDraw) -> pl.DataFrame:
-    """The ``customers`` table of ``draw`` (``last_contact_date`` still the signup date)."""
-    return _customer_columns(draw.accounts, draw.industries)
+    """The ``customers`` table of ``draw`` (``last_contact_date`` still the signup date),
+    built :data:`CUSTOMERS_PER_STEP` accounts at a time."""
+    f, step = draw.accounts, CUSTOMERS_PER_STEP
+    if f.height <= step:
+        return _customer_columns(f, draw.industries)
+    parts = [_customer_columns(f.slice(i, step), draw.industries) for i in range(0, f.height, step)]
+    return pl.concat(parts, rechunk=False)
 
 
 @cache

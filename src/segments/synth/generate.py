@@ -43,7 +43,12 @@ from segments.schema import (
     check_foreign_key,
     validate,
 )
-from segments.synth.customers import build_customers, draw_accounts, finish_customers
+from segments.synth.customers import (
+    AccountDraw,
+    build_customers,
+    draw_accounts,
+    finish_customers,
+)
 from segments.synth.defaults import DEFAULT_DATASET, DefaultDataset
 from segments.synth.orders import generate_orders
 from segments.synth.products import generate_products
@@ -342,6 +347,14 @@ class _OrdersFile:
         return sha256_file(self.path)
 
 
+def _build_customers(draw: AccountDraw) -> pl.DataFrame:
+    """:func:`build_customers`, then the draw's per-account frame is dropped: its columns
+    were needed for the strings only (``hidden``, ``truth`` and ``persons`` keep theirs)."""
+    table = build_customers(draw)
+    draw.accounts = draw.accounts.clear()
+    return table
+
+
 def _make_private(folder: Path) -> None:
     """Raw data holds direct identifiers: owner-only (0700 folders, 0600 files), whatever
     the umask."""
@@ -541,7 +554,7 @@ def generate(
 
             products_job = pool.submit(generate_products, rng_products)
             accounts = draw_accounts(customers, window_start=start, as_of=as_of, rng=rng_customers)
-            customer_job = pool.submit(build_customers, accounts)  # strings, beside the orders
+            customer_job = pool.submit(_build_customers, accounts)  # strings, beside the orders
             step("customers")
             products = products_job.result()
             publish(ws.raw_table("products").name, products, RAW_TABLES["products"])

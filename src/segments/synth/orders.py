@@ -38,6 +38,7 @@ ORDERS_PER_CHUNK = 1 << 17
 _CATEGORY_SLOTS = 128  # per-account category urn (resolution 1/128)
 _PRODUCT_SLOTS = 4096  # per-category product urn
 _QUANTITY_SLOTS = 1024  # Poisson quantiles per (archetype, category)
+_URN_ACCOUNTS_PER_STEP = 1 << 18  # accounts whose category urns are built at once
 
 #: Seasonality shared by all archetypes (Jan..Dec); July and August are set per archetype.
 MONTH_FACTOR = (1.05, 1.0, 1.08, 0.97, 1.0, 0.9, 1.0, 1.0, 1.12, 1.08, 1.05, 0.85)
@@ -182,7 +183,15 @@ def _account_tables(
     mix = rng.standard_gamma((conc[arch] * cat_mean[arch].T).astype(np.float32), dtype=np.float32)
     mix /= mix.sum(axis=0)
     pair_type = np.int8 if len(ARCHETYPES) * n_categories <= 127 else np.int16
-    pair_codes = (arch * n_categories + np.arange(n_categories)[:, None]).astype(pair_type)
+    # the urns a run of accounts at a time (each account's urn is its own column's): their
+    # intermediates stay bounded beside the (accounts x slots) result
+    pair_urns = np.empty(len(arch) * _CATEGORY_SLOTS, dtype=pair_type)
+    for first in range(0, len(arch), _URN_ACCOUNTS_PER_STEP):
+        stop = min(first + _URN_ACCOUNTS_PER_STEP, len(arch))
+        codes = arch[first:stop] * n_categories + np.arange(n_categories)[:, None]
+        urns = _urn(mix[:, first:stop], _CATEGORY_SLOTS, codes.astype(pair_type))
+        pair_urns[first * _CATEGORY_SLOTS : stop * _CATEGORY_SLOTS] = urns.ravel()
+    del mix
     qty_cat = np.array([QUANTITY_MEAN[c] for c in PRODUCT_CATEGORIES])
     qty_factor = np.array([a.quantity_factor for a in ARCHETYPES])
     # Units: 1 + Poisson(category mean x archetype factor), from a quantile table per pair.
@@ -190,7 +199,7 @@ def _account_tables(
     product_urns = _product_urns(products, rng)
     return _AccountTables(
         extra_lines=np.maximum(basket - 1.0, 0.0),
-        pair_urns=_urn(mix, _CATEGORY_SLOTS, pair_codes).ravel(),
+        pair_urns=pair_urns,
         product_by_pair=np.tile(product_urns, (len(ARCHETYPES), 1)).ravel(),
         quantity_by_pair=_poisson_table(pair_means, _QUANTITY_SLOTS).ravel(),
         product_id=products["product_id"].to_numpy().astype(np.int32),
