@@ -301,16 +301,81 @@ def test_named_specs_as_session_queries_plan_the_same_charge_and_noise(ws, name)
     assert list(planned.accuracy["cells"]) == list(expected["cells"])
 
 
+#: The sign test's level for each specification: a correct session path fails it with
+#: probability at most this (the exact binomial test is conservative), so the eight
+#: specifications of the test below fail together with probability at most 8e-7 < 1e-6.
+#: (At 1e-3 the eight tests failed together about once in 125 runs: survey_national did,
+#: at p = 0.00085, with nothing wrong.)
+SIGN_TEST_LEVEL = 1e-7
+#: Sign votes each specification collects: enough that a bias of a fifth of the noise's
+#: standard deviation is found at SIGN_TEST_LEVEL (per-segment cells vote once per segment),
+#: in at most 100 runs, or 1,000 for a specification whose run gives at most 4 votes (one
+#: cell: survey_national, whose runs are cheap; it stopped at 200 votes before).
+SIGN_VOTES, SIGN_VOTES_PER_SEGMENT = 2000, 400
+
+
+def _sign_votes(
+    ws: Workspace, s: Session, name: str, queries: list, shift: dict[str, float] | None = None
+) -> tuple[int, int]:
+    """How often the specification's noisy value exceeds the session's, and falls below it,
+    over uncharged runs of both (until :data:`SIGN_VOTES` non-zero differences, at most 100
+    runs, or 1,000 when a run gives at most 4 votes). ``shift`` (aggregate → amount) adds a
+    bias to every session value: a deliberately broken mechanism, which the test must
+    catch."""
+    spec = SPECS[name]
+    above = below = 0
+    session_spec, window = s._spec(queries, spec.epsilon, spec.weights)
+    # a per-cell query keyed by segment draws one private bound per segment: its cells move
+    # together within a run, so they vote once per segment (one vote per cell would count
+    # one draw of a segment's bound many times, and the sign test's signs are not independent)
+    per_segment = any(d.frame == "cells" and "segment" in d.by for d in spec.query_defs)
+    votes = SIGN_VOTES_PER_SEGMENT if per_segment else SIGN_VOTES
+    with _spec_plan(ws, name) as plan, s._plan(session_spec, window, queries) as ours:
+        runs = 100
+        for run in range(1000):
+            if above + below >= votes or run >= runs:
+                break
+            theirs_raw, ours_raw = run_unaccounted(plan), run_unaccounted(ours)
+            for definition in spec.query_defs:
+                keys = list(definition.by)
+                mine = ours_raw[definition.name].with_columns(
+                    pl.col(agg) + amount
+                    for agg, amount in (shift or {}).items()
+                    if agg in definition.aggregates
+                )
+                joined = theirs_raw[definition.name].join(
+                    mine, on=keys, suffix="_session", nulls_equal=True
+                )
+                assert joined.height == theirs_raw[definition.name].height  # the same cells
+                by_segment = per_segment and definition.frame == "cells"
+                for agg in definition.aggregates:
+                    differences = joined.select(
+                        *(["segment"] if by_segment else []),
+                        (pl.col(agg) - pl.col(f"{agg}_session")).alias("diff"),
+                    ).drop_nulls()
+                    if by_segment:
+                        differences = differences.group_by("segment").agg(pl.col("diff").sum())
+                    diff = differences["diff"].to_numpy()
+                    above += int(np.count_nonzero(diff > 0))
+                    below += int(np.count_nonzero(diff < 0))
+            if run == 0 and above + below <= 4:
+                runs = 1000  # one cell: cheap runs, and 100 would give only 200 votes
+    return above, below
+
+
 @pytest.mark.parametrize("name", SEVEN)
 def test_named_specs_as_session_queries_release_the_same_figures_and_charges(ws, name):
     """Each release specification and its session queries: the same charge in the ledger,
     and the same figures up to noise — over further uncharged runs of each (until 2,000
-    cell values, at most 100 runs), the spec's noisy value minus the session's is as often
-    above zero as below (two independent draws of one mechanism differ symmetrically). A
+    cell values, at most 100 runs, 1,000 for one cell), the spec's noisy value minus the
+    session's is as often above zero as below (two independent draws of one mechanism
+    differ symmetrically, and every vote is an independent cell or aggregate).
+
+    Level :data:`SIGN_TEST_LEVEL` per spec: false failures at most 8e-7 for the eight. A
     bias of one path against the other of a fifth of the noise's standard deviation fails
-    this sign test (p < 1e-3) for every spec with 2,000 values (measured by shifting the
-    differences: p from 5e-9 to 6e-178); survey_national, one cell, reaches 200 values,
-    where half a standard deviation fails it (p 9e-5)."""
+    this sign test for every spec with 2,000 values (measured by shifting the differences:
+    p from 5e-9 to 6e-178); survey_national, one cell of two aggregates, now reaches 2,000
+    values too (it stopped at 200), and the test below shows a biased path fails it."""
     from scipy.stats import binomtest
 
     policy = Policy.load("alloffice")
@@ -328,36 +393,32 @@ def test_named_specs_as_session_queries_release_the_same_figures_and_charges(ws,
     assert session_charge.request.epsilon == spec_charge.request.epsilon
     assert by_session.card["privacy_loss_per_query"] == by_spec.card["privacy_loss_per_query"]
 
-    above = below = 0
-    session_spec, window = s._spec(queries, spec.epsilon, spec.weights)
-    # a per-cell query keyed by segment draws one private bound per segment: its cells move
-    # together within a run, so they vote once per segment (one vote per cell would count
-    # one draw of a segment's bound many times, and the sign test's signs are not independent)
-    per_segment = any(d.frame == "cells" and "segment" in d.by for d in spec.query_defs)
-    with _spec_plan(ws, name) as plan, s._plan(session_spec, window, queries) as ours:
-        for _ in range(100):
-            if above + below >= (400 if per_segment else 2000):
-                break
-            theirs_raw, ours_raw = run_unaccounted(plan), run_unaccounted(ours)
-            for definition in spec.query_defs:
-                keys = list(definition.by)
-                joined = theirs_raw[definition.name].join(
-                    ours_raw[definition.name], on=keys, suffix="_session", nulls_equal=True
-                )
-                assert joined.height == theirs_raw[definition.name].height  # the same cells
-                by_segment = per_segment and definition.frame == "cells"
-                for agg in definition.aggregates:
-                    differences = joined.select(
-                        *(["segment"] if by_segment else []),
-                        (pl.col(agg) - pl.col(f"{agg}_session")).alias("diff"),
-                    ).drop_nulls()
-                    if by_segment:
-                        differences = differences.group_by("segment").agg(pl.col("diff").sum())
-                    diff = differences["diff"].to_numpy()
-                    above += int(np.count_nonzero(diff > 0))
-                    below += int(np.count_nonzero(diff < 0))
+    above, below = _sign_votes(ws, s, name, queries)
     assert above + below >= 20, (above, below)
-    assert binomtest(above, above + below).pvalue > 1e-3, (above, below)
+    assert binomtest(above, above + below).pvalue > SIGN_TEST_LEVEL, (above, below)
+
+
+@pytest.mark.parametrize("name", ["survey_national", "survey_experience"])
+def test_the_sign_test_fails_a_session_path_biased_by_its_noise_scale(ws, name):
+    """The sign test above can fail: a session path whose every value is shifted by one
+    noise scale (the plan's Laplace scale b of each aggregate: 0.7 of a standard deviation)
+    gives p far below :data:`SIGN_TEST_LEVEL`. With 2,000 votes a shift of b moves the
+    chance of a positive difference from 1/2 to about 0.72 (difference of two Laplace draws),
+    some 20 standard deviations of the vote count away, so this test does not flake either."""
+    from scipy.stats import binomtest
+
+    s = _session(ws)
+    spec = SPECS[name]
+    queries = _as_session_queries(s, name)
+    accuracy = s.plan(queries, epsilon=spec.epsilon, weights=spec.weights).accuracy
+    scales = {
+        str(row.aggregate).removeprefix("sum_"): float(row.scale) for row in accuracy.itertuples()
+    }
+    shift = {agg: -scale for agg, scale in scales.items()}  # spec minus session: positive
+    above, below = _sign_votes(ws, s, name, queries, shift=shift)
+    assert above + below >= 1000, (above, below)
+    assert binomtest(above, above + below).pvalue < SIGN_TEST_LEVEL, (above, below, scales)
+    assert above > below
 
 
 def test_a_customers_query_counts_every_person_spenders_or_not(ws):
