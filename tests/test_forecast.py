@@ -376,6 +376,44 @@ def test_cli_writes_table_export_chart_and_card(tmp_path, capsys):
     assert "forecast ets" in capsys.readouterr().out
 
 
+def test_export_chart_and_card_mark_the_months_too_uncertain_to_act_on(tmp_path):
+    """Issue 14: the purchasing export says per month and measure whether the forecast's
+    interval is within the policy's limit (the one rule of released tables), the card is its
+    legend, and the chart hatches the marked months; a tight limit marks months a loose one
+    does not."""
+    import matplotlib.pyplot as plt
+
+    from segments.plots import plot_forecast_fans
+    from segments.privacy.postprocess import UNRELIABLE_MARK, is_reliable
+    from segments.purchasing import forecast_purchasing, mark_unreliable_forecast
+
+    ws = Workspace(tmp_path / "ws")
+    _write_archive(ws, _archive(scale=400.0))  # noisy months: wide intervals
+    loose = forecast_purchasing(ws, 3, max_relative_error=10.0)
+    assert pd.read_csv(loose.paths["export"])["units_reliable"].all()
+    tight = forecast_purchasing(ws, 3, max_relative_error=0.02)  # the same files, rewritten
+    export = pd.read_csv(tight.paths["export"])
+    assert list(export.columns[-2:]) == ["units_reliable", "sek_reliable"]
+    for measure in ("units", "sek"):
+        point = export[f"{measure}_point"].to_numpy(float)
+        reach = np.maximum(export[f"{measure}_upper"] - point, point - export[f"{measure}_lower"])
+        # the export's whole numbers may move a reach by a unit: compare where it cannot
+        clear = np.abs(reach - 0.02 * point) > 1.0
+        expected = is_reliable(point, reach, 0.02)
+        assert (export[f"{measure}_reliable"].to_numpy()[clear] == expected[clear]).all()
+    assert not export["units_reliable"].all()
+    assert tight.card["reliability"].startswith(f"{UNRELIABLE_MARK} unreliable (units: ")
+    assert loose.card["reliability"].startswith("every forecast month reliable")
+    # the chart: the marked months hatched, one legend entry for the grid
+    marked = mark_unreliable_forecast(tight.forecast, 0.02)
+    axes = plot_forecast_fans(load_archive(ws), marked)
+    hatched = [c for ax in axes.ravel() for c in ax.collections if c.get_hatch()]
+    assert hatched
+    legend = [t.get_text() for t in axes.ravel()[0].get_legend().get_texts()]
+    assert any(text.startswith(UNRELIABLE_MARK) for text in legend)
+    plt.close("all")
+
+
 def test_cli_names_the_backfill_command_and_writes_nothing(tmp_path, capsys):
     ws = Workspace(tmp_path / "ws")
     assert main(["forecast", "--workspace", str(ws.root), "--horizon", "3"]) == 2

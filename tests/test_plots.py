@@ -220,3 +220,21 @@ def test_rows_removed_and_class_sizes_draw_what_they_are_given() -> None:
     ax = plot_class_sizes([5, 5, 6, 40], k=5)
     assert sum(p.get_height() for p in ax.patches) == 4
     assert ax.lines[0].get_xdata()[0] == 5 and ax.get_legend().get_texts()[0].get_text() == "k = 5"
+
+
+def test_county_map_hatches_and_marks_the_counties_a_release_marks_unreliable() -> None:
+    """Issue 14: a release's ``<column>_reliable`` mark is shown on the map, not dropped."""
+    import matplotlib.pyplot as plt
+
+    c = counties()
+    c["count"] = c["population"] / 1000
+    c["count_reliable"] = c["county_code"] != "09"  # Gotland: too few people for its noise
+    ax = plot_county_map(c, "count")
+    assert [col for col in ax.collections if col.get_hatch()]
+    names = [t.get_text().split("\n")[0] for t in ax.texts]
+    assert [n for n in names if n.endswith("†")] == ["Gotland †"]
+    assert any(t.get_text().startswith("† hatched: 1 count unreliable") for t in ax.texts)
+    plt.close("all")
+    plain = plot_county_map(c.drop(columns="count_reliable"), "count")
+    assert not [col for col in plain.collections if col.get_hatch()]
+    plt.close("all")

@@ -451,6 +451,14 @@ def test_profiles_come_from_a_dp_release_keyed_by_the_private_segments(private_w
     assert names()["names"] == dict(zip(profiles["segment"], profiles["name"], strict=True))
     assert release.release_id in names()["names_from"]
     assert list(profiles["segment"]) == [str(j) for j in range(seg.model.n_clusters)]
+    # issue 14: each profile carries the release's reliability marks, not a bare figure
+    spend = release.tables["spend_by_segment"].set_index("segment")
+    cats = release.tables["category_by_segment"]
+    for row in profiles.itertuples():
+        assert row.customers_reliable == bool(spend.loc[row.segment, "count_reliable"])
+        assert row.mean_spend_sek_status == spend.loc[row.segment, "mean_spend_sek_status"]
+        top = cats[cats["segment"] == row.segment].sort_values("sek", ascending=False).head(3)
+        assert row.top_categories_reliable == bool(top["sek_reliable"].all())
     assert release.card["guarantee"] == "end-to-end ε-DP"
     assert release.card["segmentation"]["release_id"] == seg.release_id
     assert release.card["rests_on"] == [seg.release_id]

@@ -664,6 +664,30 @@ def test_margins_are_consistent_and_non_negative(params, frames):
                 assert (table[agg] <= table[f"{agg}_upper"]).all()
 
 
+def test_every_table_marks_each_cell_on_its_published_value(params, frames):
+    """Issue 14: every table a reader gets says per cell whether its noise is within the
+    policy's max_relative_error, judged on the value as finally published (after the
+    consistency fit changed it), not only the category mix's."""
+    from segments.privacy.postprocess import is_reliable
+
+    with _plan(SPECS["segment_overview"].with_epsilon(0.05), params, frames) as plan:
+        tables = plan._tables_pl(run_unaccounted(plan))
+        aggregates = {q.query.name: q.query.aggregates for q in plan.queries}
+    marked = 0
+    for name, table in tables.items():
+        for agg in aggregates[name]:
+            expected = is_reliable(
+                table[agg].to_numpy(),
+                (table[f"{agg}_upper"] - table[f"{agg}_noisy"]).to_numpy(),
+                params.max_relative_error,
+            )
+            assert table[f"{agg}_reliable"].to_list() == expected.tolist(), (name, agg)
+            marked += int((~expected).sum())
+    # at ε 0.05 on a small frame some county × segment cells are noise: they must be marked
+    assert marked > 0
+    assert not tables["customers_by_county_segment"]["count_reliable"].all()
+
+
 def test_charged_loss_is_opendp_compositor_loss_for_a_norm_bounded_release(
     params, workspace, policy, frames
 ):

@@ -151,7 +151,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "segments.purchasing": (
         "PurchasingForecast",
         "forecast_purchasing",
+        "mark_unreliable_forecast",
         "purchasing_export",
+    ),
+    "segments.privacy.postprocess": (
+        "UNRELIABLE_MARK",
+        "reliability_footnote",
+        "with_reliability_marks",
     ),
     "segments.privacy.archive": (
         "read_archive",

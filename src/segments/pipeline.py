@@ -386,7 +386,9 @@ def _run_library(step: Step, ws: Workspace, policy: Policy) -> list[str]:
     elif command == ("forecast",):
         from segments.purchasing import forecast_purchasing
 
-        forecast = forecast_purchasing(ws, o["horizon"])
+        forecast = forecast_purchasing(
+            ws, o["horizon"], max_relative_error=policy.privacy.max_relative_error
+        )
         log.append(f"forecast {forecast.card['model']}: wrote {forecast.paths['export']}")
     elif command == ("audit",):
         from segments.audit.run import run_audit

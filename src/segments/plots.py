@@ -266,6 +266,8 @@ def plot_county_map(
     cmap : str
     interval : (str, str), optional
         Columns of the lower and upper bound printed under each county's name.
+        With ``<column>_reliable`` (every DP release's tables carry it) an unreliable
+        county is hatched, its name marked †, and a legend line says how many.
     names : bool
         Print the counties' names.
     label : str, optional
@@ -320,10 +322,24 @@ def plot_county_map(
     collection.set_array(np.asarray(colours, dtype=float))
     ax.add_collection(collection)
     ax.add_collection(PatchCollection(missing, facecolor="lightgrey", edgecolor="white"))
+    flag = f"{column}_reliable"
+    weak = {c for c, r in rows.items() if flag in r and r[flag] is not None and not r[flag]}
+    if weak:  # a release's mark: the county's noise is wider than the policy accepts
+        hatched = [
+            Polygon(np.column_stack([ring[:, 0] * 0.47, ring[:, 1]]), closed=True)
+            for code, rings in sorted(_county_polygons().items())
+            if code in weak
+            for ring in rings
+        ]
+        ax.add_collection(
+            PatchCollection(
+                hatched, facecolor="none", edgecolor="grey", hatch="////", linewidth=0.0
+            )
+        )
     for code, (x, y) in anchors.items():
         dx, dy = _LABEL_NUDGE.get(code, (0.0, 0.0))
         x, y = x + dx, y + dy
-        lines = [short.get(code, code)] if names else []
+        lines = [short.get(code, code) + (" †" if code in weak else "")] if names else []
         if code in rows and interval is not None:
             lo, hi = rows[code][interval[0]], rows[code][interval[1]]
             lines.append(f"{lo:,.0f}–{hi:,.0f}")
@@ -350,6 +366,16 @@ def plot_county_map(
     ax.set_aspect("equal")
     ax.set_axis_off()
     ax.figure.colorbar(collection, ax=ax, shrink=0.6, label=label or column)
+    if weak:
+        ax.text(
+            0.0,
+            0.0,
+            f"† hatched: {len(weak)} count{'s' * (len(weak) > 1)} unreliable (interval wider "
+            "than the policy's max_relative_error of the value)",
+            transform=ax.transAxes,
+            fontsize=fontsize,
+            va="top",
+        )
     return ax
 
 
@@ -401,6 +427,8 @@ def plot_forecast_fan(
     forecast : pandas.DataFrame
         From :func:`segments.forecast.forecast_archive`; ``"total"`` plots the sum of the
         categories' released values against the total forecast.
+        With ``<measure>_reliable`` (:func:`segments.purchasing.mark_unreliable_forecast`)
+        the unreliable months are hatched and marked with a cross.
     category : str
     measure : {"units", "sek"}
     ax : matplotlib Axes, optional
@@ -428,6 +456,30 @@ def plot_forecast_fan(
         label=f"{ahead['level'].iloc[0]:.0%} interval",
     )
     ax.plot(months, ahead[measure], color="C1", marker="o", markersize=3, label="forecast")
+    flag = f"{measure}_reliable"
+    if flag in ahead.columns:  # marked by segments.purchasing.mark_unreliable_forecast
+        weak = ~ahead[flag].astype(bool).to_numpy()
+        if weak.any():
+            ax.fill_between(
+                months,
+                ahead[f"{measure}_lower"],
+                ahead[f"{measure}_upper"],
+                where=weak,
+                facecolor="none",
+                edgecolor="grey",
+                hatch="///",
+                linewidth=0,
+                step="mid",
+                label="† unreliable: interval wider than the policy's limit",
+            )
+            ax.plot(
+                months[weak],
+                ahead[measure].to_numpy()[weak],
+                linestyle="none",
+                marker="X",
+                color="black",
+                markersize=5,
+            )
     ax.set_title(key_labels("category").get(category, category), fontsize="medium")
     ax.set_ylim(bottom=0)
     ax.tick_params(axis="x", labelrotation=30, labelsize="small")
@@ -460,7 +512,12 @@ def plot_forecast_fans(
         plot_forecast_fan(archive, forecast, category, measure, ax=ax)
     for ax in flat[len(categories) :]:
         ax.set_visible(False)
-    flat[0].legend(fontsize="small")
+    # one legend for the grid: every label any panel drew (the unreliable mark may be in any)
+    handles: dict[str, Any] = {}
+    for ax in flat[: len(categories)]:
+        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(text, handle)
+    flat[0].legend(list(handles.values()), list(handles), fontsize="small")
     flat[0].figure.suptitle(f"{measure} per month: released history and forecast")
     return axes
 

@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from segments.exceptions import PolicyError
 from segments.forecast import forecast_archive, load_archive
+from segments.policy import PrivacyParameters
+from segments.privacy.postprocess import is_reliable, reliability_footnote
 from segments.workspace import Workspace, atomic_write, sha256_file, write_json
 
 FORECAST_FILE = "forecast.parquet"
@@ -37,20 +40,61 @@ class PurchasingForecast:
     paths: dict[str, Path]
 
 
-def purchasing_export(forecast: pd.DataFrame) -> pd.DataFrame:
-    """The forecast as the purchasing system reads it: whole units and whole SEK per month.
+#: The policy default of ``max_relative_error``, for a forecast made without a policy at hand
+#: (``segments forecast`` reads only the archive); the main job passes its policy's own.
+DEFAULT_MAX_RELATIVE_ERROR = float(PrivacyParameters.max_relative_error)
+
+
+def mark_unreliable_forecast(
+    forecast: pd.DataFrame, max_relative_error: float = DEFAULT_MAX_RELATIVE_ERROR
+) -> pd.DataFrame:
+    """The forecast with ``units_reliable`` and ``sek_reliable``: false where the prediction
+    interval reaches further than ``max_relative_error`` of the point on either side, or the
+    point is 0 (:func:`segments.privacy.postprocess.is_reliable`, the rule every released
+    table's marks follow). Such a month is still forecast, never clamped: a purchaser reads
+    it through its interval.
+
+    Examples
+    --------
+    >>> f = pd.DataFrame({"units": [100.0, 10.0], "units_lower": [80.0, 0.0],
+    ...                   "units_upper": [125.0, 30.0], "sek": [1e4, 0.0],
+    ...                   "sek_lower": [9e3, 0.0], "sek_upper": [1.1e4, 5.0]})
+    >>> mark_unreliable_forecast(f, 0.5)[["units_reliable", "sek_reliable"]].values.tolist()
+    [[True, True], [False, False]]
+    """
+    out = forecast.copy()
+    for measure in ("units", "sek"):
+        point = out[measure].to_numpy(dtype=float)
+        reach = np.maximum(
+            out[f"{measure}_upper"].to_numpy(dtype=float) - point,
+            point - out[f"{measure}_lower"].to_numpy(dtype=float),
+        )
+        out[f"{measure}_reliable"] = is_reliable(point, reach, max_relative_error)
+    return out
+
+
+def purchasing_export(
+    forecast: pd.DataFrame, max_relative_error: float = DEFAULT_MAX_RELATIVE_ERROR
+) -> pd.DataFrame:
+    """The forecast as the purchasing system reads it: whole units and whole SEK per month,
+    each month marked where its interval is too wide to act on as a figure.
 
     Parameters
     ----------
     forecast : pandas.DataFrame
         From :func:`segments.forecast.forecast_archive`.
+    max_relative_error : float
+        The policy's limit for the reliability marks (:func:`mark_unreliable_forecast`).
 
     Returns
     -------
     pandas.DataFrame
         ``category``, ``month`` (YYYY-MM), ``units_point``, ``units_lower``, ``units_upper``,
-        ``sek_point``, ``sek_lower``, ``sek_upper``, ``interval_level``, ``model``.
+        ``sek_point``, ``sek_lower``, ``sek_upper``, ``interval_level``, ``model``,
+        ``units_reliable``, ``sek_reliable`` (the card's ``reliability`` is their legend).
     """
+    if "units_reliable" not in forecast.columns:
+        forecast = mark_unreliable_forecast(forecast, max_relative_error)
     out = pd.DataFrame(
         {
             "category": forecast["category"],
@@ -66,6 +110,9 @@ def purchasing_export(forecast: pd.DataFrame) -> pd.DataFrame:
             out[f"{measure}_{suffix}"] = forecast[column].round().astype("int64")
     out["interval_level"] = forecast["level"]
     out["model"] = forecast["units_model"]
+    # last, so a reader of the earlier columns by position is not moved
+    for measure in ("units", "sek"):
+        out[f"{measure}_reliable"] = forecast[f"{measure}_reliable"].astype(bool).to_numpy()
     return out
 
 
@@ -89,6 +136,7 @@ def forecast_purchasing(
     horizon: int = 6,
     model: str = "auto",
     level: float = 0.9,
+    max_relative_error: float = DEFAULT_MAX_RELATIVE_ERROR,
 ) -> PurchasingForecast:
     """Forecast units and SEK per category from the DP archive and write ``W/forecasts/``.
 
@@ -103,6 +151,10 @@ def forecast_purchasing(
         model the released history supports, non-seasonal under 13 months (the card says so).
     level : float
         Prediction interval coverage, in (0, 1).
+    max_relative_error : float
+        The policy's limit: a month whose interval reaches further than this share of its
+        point is marked unreliable in the export, the chart and the card (default: the
+        policy default; the main job passes its policy's).
 
     Returns
     -------
@@ -123,6 +175,7 @@ def forecast_purchasing(
     except ValueError as exc:  # horizon or history too short: a user error, not a crash
         raise PolicyError(f"--horizon/--model: {exc}") from None
     # everything is computed before the first write: a failure leaves no forecast behind
+    forecast = mark_unreliable_forecast(forecast, max_relative_error)
     export = purchasing_export(forecast)
     chart = _chart_png(archive, forecast)
     table = forecast.assign(month=pd.to_datetime(forecast["month"]).dt.date)
@@ -147,6 +200,12 @@ def forecast_purchasing(
         "through the fitted filter (see segments.forecast)",
         "reconciliation": "WLS by forecast variance (MinT, diagonal), non-negative; "
         "categories sum to the total",
+        "reliability": reliability_footnote(
+            export.rename(columns={"units_point": "units", "sek_point": "sek"}),
+            max_relative_error,
+            what="forecast month",
+            level=level,
+        ),
     }
     folder = ws.forecasts
     paths = {

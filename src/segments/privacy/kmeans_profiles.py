@@ -66,8 +66,11 @@ def private_segment_profiles(
     Returns
     -------
     (pandas.DataFrame, ReleaseResult)
-        One row per segment (``segment``, ``name``, ``customers``, ``mean_spend_sek``,
-        ``top_categories``) and the published release.
+        One row per segment (``segment``, ``name``, ``customers``, ``customers_reliable``,
+        ``mean_spend_sek``, ``mean_spend_sek_status``, ``top_categories``,
+        ``top_categories_reliable``) and the published release. A ``_reliable`` column is
+        false where the release's cells behind it are noisier than the policy's
+        ``max_relative_error`` (``postprocess.reliability_footnote`` is the legend).
     """
     from segments.exceptions import ReleaseRefusedError
     from segments.privacy.releases import plan_release
@@ -150,13 +153,25 @@ def _profiles_from_release(tables: Mapping[str, Any], keys: Sequence[str]) -> An
             if customers >= _MIN_PROFILED
             else f"small segment (noisy count {customers}: too few people for a DP profile)"
         )
+        status = (
+            str(spend.loc[key, "mean_spend_sek_status"])
+            if key in spend.index
+            else "not published: no released count"
+        )
         rows.append(
             {
                 "segment": key,
                 "name": name,
                 "customers": customers,
+                # the release's own marks (postprocess.mark_unreliable_cells), carried over
+                "customers_reliable": bool(spend.loc[key, "count_reliable"])
+                if key in spend.index
+                else False,
                 "mean_spend_sek": mean,
+                "mean_spend_sek_status": status,
                 "top_categories": ", ".join(top),
+                # the names rank categories by noisy spend: only as sure as those cells
+                "top_categories_reliable": bool(len(top) and mine["sek_reliable"].head(3).all()),
             }
         )
     return pd.DataFrame(rows)

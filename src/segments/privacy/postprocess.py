@@ -24,6 +24,7 @@ needed to contain the post-processed value, so it covers the truth at least as o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -32,13 +33,21 @@ from scipy.optimize import lsq_linear
 __all__ = [
     "CLIPPED_SUMS",
     "MAX_CLIPPED_SHARE",
+    "UNRELIABLE_MARK",
     "consistent_leaves",
+    "is_reliable",
     "mark_unreliable_cells",
     "mean_where_supported",
     "noise_variance",
     "nonnegative",
     "published_count_problems",
+    "reliability_footnote",
+    "with_reliability_marks",
 ]
+
+#: The mark a reader's table puts beside a cell whose noise is wider than the policy accepts
+#: (:func:`with_reliability_marks`); :func:`reliability_footnote` is its legend.
+UNRELIABLE_MARK = "†"
 
 
 #: Sums of a value each person contributes clipped at a public policy bound (``spend_sek`` at
@@ -210,6 +219,26 @@ def mean_where_supported(
     ]
 
 
+def is_reliable(
+    value: float | np.ndarray, half_width: float | np.ndarray, max_relative_error: float
+) -> np.ndarray:
+    """The one reliability rule: a cell is reliable where its value is positive and its
+    interval's half-width is at most ``max_relative_error`` times the value.
+
+    Used for released cells (the half-width around the raw noisy value, OpenDP's accuracy)
+    and for forecasts (half the prediction interval): a cell that fails it is still
+    published, marked, never clamped or dropped.
+
+    Examples
+    --------
+    >>> is_reliable(np.array([100.0, 8.0, 0.0]), np.array([20.0, 20.0, 18.0]), 0.5).tolist()
+    [True, False, False]
+    """
+    v = np.asarray(value, dtype=float)
+    h = np.asarray(half_width, dtype=float)
+    return np.asarray((v > 0) & (h <= max_relative_error * v), dtype=bool)
+
+
 def mark_unreliable_cells(
     frame: pl.DataFrame, aggregates: Sequence[str], max_relative_error: float
 ) -> pl.DataFrame:
@@ -217,10 +246,11 @@ def mark_unreliable_cells(
 
     ``<agg>_reliable`` is false where the interval's half-width (around the raw noisy value,
     ``<agg>_upper - <agg>_noisy``, after :func:`nonnegative`) exceeds ``max_relative_error``
-    times the published value, or the value is 0. The accuracy plan's ±10 % is a typical
-    cell's; a small segment's cells are smaller and its own private bound is unreliable (the
-    quantile needs well over a thousand people at its ε), so the category mix's p90 cell error
-    was 60-100 % while its median met 10 % (benchmarks/README.md). The mark says so per cell
+    times the published value, or the value is 0 (:func:`is_reliable`). The accuracy plan's
+    ±10 % is a typical cell's; a small segment's or county's cells are smaller (and a small
+    segment's own private bound is unreliable: the quantile needs well over a thousand
+    people at its ε), so the category mix's p90 cell error was 60-100 % while its median met
+    10 % (benchmarks/README.md). The mark says so per cell, in every table of every release,
     instead of letting the table imply the plan's figure for all of them.
 
     Examples
@@ -231,12 +261,127 @@ def mark_unreliable_cells(
     [True, False, False]
     """
     return frame.with_columns(
-        (
-            (pl.col(agg) > 0)
-            & (pl.col(f"{agg}_upper") - pl.col(f"{agg}_noisy") <= max_relative_error * pl.col(agg))
-        ).alias(f"{agg}_reliable")
+        pl.Series(
+            f"{agg}_reliable",
+            is_reliable(
+                frame[agg].to_numpy(),
+                (frame[f"{agg}_upper"] - frame[f"{agg}_noisy"]).to_numpy(),
+                max_relative_error,
+            ),
+        )
         for agg in aggregates
     )
+
+
+def _reliability_columns(frame: Any) -> list[str]:
+    """The aggregates of ``frame`` that carry a ``<agg>_reliable`` mark, in column order."""
+    columns = list(frame.columns)
+    return [c for c in columns if f"{c}_reliable" in columns]
+
+
+def reliability_footnote(
+    frame: Any, max_relative_error: float, *, what: str = "cell", level: float | None = None
+) -> str:
+    """The legend of a table's reliability marks: which mark, what it means, how many cells.
+
+    Parameters
+    ----------
+    frame : polars.DataFrame or pandas.DataFrame
+        A table carrying ``<agg>_reliable`` columns (a release's tables, the purchasing
+        export, the private segments' profiles).
+    max_relative_error : float
+        The policy's limit the marks were set against.
+    what : str
+        What a row is, for the legend ("cell", "forecast month", "segment").
+    level : float, optional
+        Confidence of the intervals, stated when given.
+
+    Returns
+    -------
+    str
+        One line: the mark, the rule, and the count per aggregate (or that every cell is
+        reliable).
+
+    Examples
+    --------
+    >>> f = pl.DataFrame({"n": [5, 100], "n_reliable": [False, True]})
+    >>> print(reliability_footnote(f, 0.5)[:70])
+    † unreliable (n: 1 of 2 cells): its interval is wider than ±50% of the
+    """
+    marked = _reliability_columns(frame)
+    if not marked:
+        raise ValueError(
+            "reliability_footnote: the table has no <aggregate>_reliable column; mark it "
+            "first (mark_unreliable_cells, or a release's tables)"
+        )
+    counts = []
+    for agg in marked:
+        flags = [bool(v) for v in list(frame[f"{agg}_reliable"])]
+        counts.append((agg, flags.count(False), len(flags)))
+    interval = "its interval" if level is None else f"its {level:.0%} interval"
+    limit = f"±{max_relative_error:.0%} of the value (the policy's max_relative_error)"
+    if not any(n for _, n, _ in counts):
+        return (
+            f"every {what} reliable ({', '.join(marked)}): each has {interval} within {limit} "
+            f"(no {UNRELIABLE_MARK} mark)"
+        )
+    rule = (
+        f"{interval} is wider than {limit} or the value is 0; read it through its interval, "
+        "not as a figure"
+    )
+    return (
+        f"{UNRELIABLE_MARK} unreliable ("
+        + ", ".join(f"{agg}: {n} of {total} {what}s" for agg, n, total in counts)
+        + f"): {rule}"
+    )
+
+
+def with_reliability_marks(frame: Any, columns: Sequence[str] | None = None) -> Any:
+    """A table for a reader: each marked aggregate's value with :data:`UNRELIABLE_MARK` beside
+    it where ``<agg>_reliable`` is false (values as text, rounded to whole numbers).
+
+    Parameters
+    ----------
+    frame : polars.DataFrame or pandas.DataFrame
+        A table carrying ``<agg>_reliable`` columns.
+    columns : sequence of str, optional
+        The columns to show (default: every column but the marks); a marked aggregate among
+        them is shown with its mark, the ``_reliable`` columns are dropped.
+
+    Returns
+    -------
+    pandas.DataFrame
+
+    Examples
+    --------
+    >>> f = pl.DataFrame({"key": ["a", "b"], "n": [5, 100], "n_reliable": [False, True]})
+    >>> with_reliability_marks(f)["n"].tolist()
+    ['5 †', '100']
+    """
+    import pandas as pd
+
+    table = frame if isinstance(frame, pd.DataFrame) else frame.to_pandas()
+    marked = _reliability_columns(table)
+    if not marked:
+        raise ValueError(
+            "with_reliability_marks: the table has no <aggregate>_reliable column; mark it "
+            "first (mark_unreliable_cells, or a release's tables)"
+        )
+    shown = (
+        list(columns)
+        if columns is not None
+        else [c for c in table.columns if not str(c).endswith("_reliable")]
+    )
+    out = table[shown].copy()
+    for agg in marked:
+        if agg not in out.columns:
+            continue
+        flags = table[f"{agg}_reliable"].astype(bool).to_numpy()
+        text = ["" if pd.isna(v) else f"{float(v):,.0f}".replace(",", " ") for v in table[agg]]
+        out[agg] = [
+            t if ok else f"{t} {UNRELIABLE_MARK}" for t, ok in zip(text, flags, strict=True)
+        ]
+    return out
 
 
 def published_count_problems(

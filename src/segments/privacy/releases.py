@@ -1278,8 +1278,19 @@ class ReleasePlan:
             q.query.name: _with_intervals(q, answers[q.query.name], self.params)
             for q in self.queries
         }
-        tables = _make_consistent(tables, {q.query.name: q for q in self.queries})
-        return {name: _whole_count_interval(table) for name, table in tables.items()}
+        plans = {q.query.name: q for q in self.queries}
+        tables = _make_consistent(tables, plans)
+        # every cell of every table says whether its noise is within the policy's limit, on
+        # the value as finally published (after the consistency fit): a reader's table shows
+        # the mark (postprocess.with_reliability_marks, reliability_footnote)
+        return {
+            name: mark_unreliable_cells(
+                _whole_count_interval(table),
+                plans[name].query.aggregates,
+                self.params.max_relative_error,
+            )
+            for name, table in tables.items()
+        }
 
     @hashing_raw_once
     def execute(
@@ -1581,12 +1592,7 @@ def _with_intervals(q: QueryPlan, answer: pl.DataFrame, params: PrivacyParams) -
             )
         )
     # sums of non-negative values and counts are never negative: publish max(value, 0)
-    frame = nonnegative(frame, q.query.aggregates)
-    if q.vector is not None and q.vector.group_bounds:
-        # each segment's own private bound: a small segment's cells are marked when their
-        # noise is wider than the policy accepts, not left to imply the plan's typical figure
-        frame = mark_unreliable_cells(frame, q.query.aggregates, params.max_relative_error)
-    return frame
+    return nonnegative(frame, q.query.aggregates)
 
 
 #: (finer query, its margin, aggregates) fitted together by weighted least squares.
