@@ -288,6 +288,13 @@ def _segment_tables(prepared, params, as_of, eps_overview, eps_mix, design, repe
                 column = f"{agg}_noisy" if design == "baseline" else agg
                 out[f"mix_{agg}"].append(_relative(table[column], table[f"{agg}_true"]))
                 negatives[f"mix_{agg}"].append(table[column].to_numpy())
+                if f"{agg}_reliable" in table.columns and design != "baseline":
+                    # the marks a reader sees: are the marked cells the bad ones?
+                    for flag in (True, False):
+                        part = table.filter(pl.col(f"{agg}_reliable") == flag)
+                        key = f"mix_{agg}_{'reliable' if flag else 'marked'}"
+                        out.setdefault(key, []).append(_relative(part[column], part[f"{agg}_true"]))
+                        negatives.setdefault(key, []).append(part[column].to_numpy())
     overview = SPECS["segment_overview"].with_epsilon(eps_overview)
     with plan_release(overview, params, **kwargs) as p:
         person = pl.read_parquet(p.queries[0].data_path)
@@ -381,7 +388,7 @@ def run(customers: int, policy_name: str, repeats: int, seed: int = 7) -> dict[s
             "policy": policy_name,
             "repeats": repeats,
             "scale_probe": scale.__dict__,
-            "accuracy_plan": accuracy.to_dict(),
+            "accuracy_plan": accuracy.to_dict() | {"statement": accuracy.statement()},
         }
         for design in ("baseline", "now"):
             monthly_eps, overview_eps, mix_eps = eps[design]
@@ -474,6 +481,77 @@ def _table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: (plan release, label, path in a report's "now") — what each planned release is measured by
+_MEASURED = (
+    ("monthly_category", "monthly units per category", ("monthly_category", "units")),
+    ("monthly_category", "monthly SEK per category", ("monthly_category", "sek")),
+    ("segment_overview", "customers per county × segment", ("county_segment",)),
+    ("segment_overview", "mean spend per segment (published)", ("mean_spend",)),
+    ("category_mix", "category mix per segment, SEK", ("mix_sek",)),
+    ("category_mix", "category mix per segment, units", ("mix_units",)),
+)
+
+
+def plan_vs_measured(report: dict[str, Any]) -> str:
+    """One policy's accuracy plan beside the errors measured at its ε against the truth: the
+    plan's expected median error of a typical cell, the measured median (and p90) of every
+    cell, and the plan's verdict (met, target missed, refused: measured at the ε it would
+    have had). The survey is planned but not measured here (its truth is not in this run)."""
+    plan = report["accuracy_plan"]
+    lines = [
+        f"{report['policy']} ({plan['family']}, budget ε {plan['budget_epsilon']:g}), "
+        f"{report['customers']:,} customers, seed {report['dataset_seed']}",
+        "| release | ε each | planned (expected median) | measured median / p90 | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for release, label, path in _MEASURED:
+        planned = plan["releases"].get(release)
+        if planned is None:
+            continue
+        node = report["now"]
+        for key in path:
+            node = node[key]
+        verdict = (
+            "met"
+            if planned["meets_target"]
+            else ("refused (left out)" if planned["left_out"] else "target missed")
+        )
+        target = planned["target"] * (1.5 if label.startswith("mean spend") else 1.0)
+        lines.append(
+            f"| {label} | {planned['epsilon']:.3g} | ±{planned['expected_relative_error']:.1%} "
+            f"(target ±{target:.0%}) | {_share(node['median_rel_error'])} / "
+            f"{_share(node['p90_rel_error'])} | {verdict} |"
+        )
+    survey = plan["releases"].get("survey")
+    if survey is not None:
+        verdict = (
+            "met"
+            if survey["meets_target"]
+            else ("refused (left out)" if survey["left_out"] else "target missed")
+        )
+        lines.append(
+            f"| survey as {survey['spec']} | {survey['epsilon']:.3g} | "
+            f"±{survey['expected_relative_error']:.1%} (target ±{survey['target']:.0%}) | "
+            f"not measured | {verdict} |"
+        )
+    marks = [
+        (agg, report["now"].get(f"mix_{agg}_reliable"), report["now"].get(f"mix_{agg}_marked"))
+        for agg in ("sek", "units")
+    ]
+    for agg, ok, marked in marks:
+        if ok and marked:
+            lines.append(
+                f"category mix {agg}: {marked['cells']} of {ok['cells'] + marked['cells']} cells "
+                f"marked unreliable, median error {_share(marked['median_rel_error'])} "
+                f"(unmarked: {_share(ok['median_rel_error'])})"
+            )
+    lines += [f"plan: {line}" for line in plan.get("statement", [])]
+    if not plan.get("statement"):
+        lines.append("plan: " + ("fits, every target met" if plan["fits"] else "cannot meet:"))
+        lines += [f"  - {u}" for u in plan["unmet"]]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=50_000)
@@ -496,7 +574,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seeds", type=int, default=1, help="datasets per policy (--mix-only)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="print every policy's plan beside its measured errors from --out, run nothing",
+    )
     args = parser.parse_args(argv)
+    if args.summary:
+        stored = json.loads(args.out.read_text())
+        for report in stored.values():
+            if "accuracy_plan" in report and "now" in report:
+                print(report.get("plan_vs_measured") or plan_vs_measured(report), end="\n\n")
+        return 0
     master = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     print(f"master seed {master} (replay with --seed {master})", flush=True)
     rng = np.random.default_rng(master)
@@ -523,7 +612,8 @@ def main(argv: list[str] | None = None) -> int:
         seed = int(rng.integers(8, 2**31))  # never the committed dataset's 7
         report = run(args.customers, name, args.repeats, seed) | {"master_seed": master}
         report["table"] = _table(report)
-        print(report["table"], flush=True)
+        report["plan_vs_measured"] = plan_vs_measured(report)
+        print(report["table"], report["plan_vs_measured"], sep="\n", flush=True)
         existing = json.loads(args.out.read_text()) if args.out.exists() else {}
         existing[f"{name}-{args.customers}"] = report
         args.out.write_text(json.dumps(existing, indent=1, default=str) + "\n")

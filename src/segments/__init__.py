@@ -154,11 +154,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "mark_unreliable_forecast",
         "purchasing_export",
     ),
-    "segments.privacy.postprocess": (
-        "UNRELIABLE_MARK",
-        "reliability_footnote",
-        "with_reliability_marks",
-    ),
     "segments.privacy.archive": (
         "read_archive",
         "release_month",
