@@ -357,6 +357,9 @@ def with_reliability_marks(frame: Any, columns: Sequence[str] | None = None) -> 
     >>> f = pl.DataFrame({"key": ["a", "b"], "n": [5, 100], "n_reliable": [False, True]})
     >>> with_reliability_marks(f)["n"].tolist()
     ['5 †', '100']
+    >>> g = pl.DataFrame({"top": ["paper, toner"], "top_reliable": [False]})
+    >>> with_reliability_marks(g)["top"].tolist()
+    ['paper, toner †']
     """
     import pandas as pd
 
@@ -377,7 +380,12 @@ def with_reliability_marks(frame: Any, columns: Sequence[str] | None = None) -> 
         if agg not in out.columns:
             continue
         flags = table[f"{agg}_reliable"].astype(bool).to_numpy()
-        text = ["" if pd.isna(v) else f"{float(v):,.0f}".replace(",", " ") for v in table[agg]]
+        text = [
+            v
+            if isinstance(v, str)
+            else ("" if pd.isna(v) else f"{float(v):,.0f}".replace(",", " "))
+            for v in table[agg]
+        ]
         out[agg] = [
             t if ok else f"{t} {UNRELIABLE_MARK}" for t, ok in zip(text, flags, strict=True)
         ]
