@@ -168,3 +168,32 @@ def test_dates_after_as_of(tmp_path: Path) -> None:
 def test_mapping_guards(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TransactionMapping(customer_id="c", order_date="d", quantity="q", **kwargs)  # type: ignore[arg-type]
+
+
+def test_load_transactions_reads_the_file_as_segments_ingest_does(tmp_path: Path) -> None:
+    """Issue 15 (r15b #5): one reader of an export's file. load_transactions parses through
+    ingest's read_export, so it reads a file the way ingest does — a gzipped whitespace
+    export gives the rows ingest reads (a blank line is still no row for it), and a file in
+    another encoding is refused in one line naming the rule (before: a raw parser error)."""
+    import gzip
+
+    from segments.ingest import IngestMapping, _ExportFormat, read_export
+
+    text = "id date n usd\n 00001 19970101 2 11.50\n\n 00002  19970102 1 3.00\n"
+    path = tmp_path / "export.txt.gz"
+    path.write_bytes(gzip.compress(text.encode()))
+    t = load_transactions(path, SPACED)
+    assert len(t.order_lines) == 2 and t.customers["source_customer_id"].to_list() == [
+        "00001",
+        "00002",
+    ]
+    ingest_mapping = IngestMapping(
+        **SPACED, format="text", date_format="%Y%m%d", categories=("cds",), category="cds"
+    )
+    as_ingest = read_export(path, ingest_mapping).drop_nulls()
+    as_load = read_export(path, _ExportFormat(format="text", skip_blank_lines=True))
+    assert as_ingest.equals(as_load)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("id,date,n,usd\nÅsa,20240101,1,2.0\n".encode("latin-1"))
+    with pytest.raises(SchemaError, match=r"rule 'text in the declared encoding utf-8'"):
+        load_transactions(latin, {**SPACED, "separator": ","})

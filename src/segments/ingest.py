@@ -11,8 +11,10 @@ manifest that says ``synthetic: false``. :func:`public_domains` gives later stag
 declared domains (categories, geography) they key features and releases by; prepare reads the
 tables through :func:`load_real_raw`. docs/bring-your-own-data.md describes every key.
 
-:func:`load_transactions` is the older in-memory reader kept for callers of the public API;
-it writes nothing and later stages do not read its result.
+:func:`load_transactions` is the older in-memory conversion kept for callers of the public
+API (no netting, no drops; it writes nothing and later stages do not read its result); it
+reads the file and checks the mapped columns through the same :func:`read_export` and
+mapped-column check as :func:`ingest`, so an export is parsed one way.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -75,6 +77,22 @@ class _ExportColumns:
     unit_price: str | None = None
     order_id: str | None = None
     product_id: str | None = None
+
+
+@dataclass(frozen=True)
+class _ExportFormat:
+    """How an export's file is read (:func:`read_export`): the reading options an
+    :class:`IngestMapping` carries, for a reader that has no ingest mapping."""
+
+    format: str = "csv"
+    separator: str = ","
+    encoding: str = "utf-8"
+    header: bool = True
+    column_names: tuple[str, ...] | None = None
+    date_format: str = "%Y-%m-%d"
+    #: A blank line of a whitespace text file is no row (what load_transactions always did;
+    #: segments ingest reads it as a row without a customer, dropped and counted).
+    skip_blank_lines: bool = False
 
 
 @dataclass(frozen=True)
@@ -166,46 +184,6 @@ class Transactions:
     geography: str = "unknown"
 
 
-def _read(path: Path, m: TransactionMapping) -> pl.DataFrame:
-    header = 0 if m.has_header else None
-    names = list(m.column_names) if m.column_names else None
-    if m.separator == "whitespace":
-        frame = pd.read_csv(
-            path,
-            sep=r"\s+",
-            dtype=str,
-            header=header,
-            names=names,
-            engine="python" if names else "c",
-        )
-        return pl.from_pandas(frame)
-    df = pl.read_csv(
-        path, separator=m.separator, has_header=m.has_header, infer_schema=False, new_columns=names
-    )
-    return df
-
-
-def _require_columns(df: pl.DataFrame, m: TransactionMapping, source: str) -> None:
-    for f in fields(m):
-        if f.name in (
-            "customer_id",
-            "order_date",
-            "quantity",
-            "amount",
-            "unit_price",
-            "order_id",
-            "product_id",
-            "channel",
-        ):
-            column = getattr(m, f.name)
-            if column is not None and column not in df.columns:
-                raise SchemaError(
-                    f"table 'transactions' ({source}), column {column!r}: rule 'mapped column "
-                    f"present' fails (mapping.{f.name}={column!r}; the file has "
-                    f"{df.columns}); fix: correct the mapping or the export"
-                )
-
-
 def _parse(df: pl.DataFrame, column: str, dtype: Any, source: str, what: str) -> pl.Series:
     parsed = df[column].str.strip_chars().cast(dtype, strict=False)
     bad = df.filter(parsed.is_null() & df[column].is_not_null())[column]
@@ -266,8 +244,19 @@ def load_transactions(
     m = mapping if isinstance(mapping, TransactionMapping) else TransactionMapping(**mapping)
     path = Path(path)
     source = path.name
-    df = _read(path, m)
-    _require_columns(df, m, source)
+    text = m.separator == "whitespace"
+    df = read_export(  # the one reader of an export's file, as segments ingest reads it
+        path,
+        _ExportFormat(
+            format="text" if text else "csv",
+            separator=" " if text else m.separator,
+            header=m.has_header,
+            column_names=m.column_names,
+            date_format=m.date_format,
+            skip_blank_lines=True,
+        ),
+    )
+    _require_mapped_columns(df, m, f"'transactions' ({source})")
     date = df[m.order_date].str.strip_chars().str.to_date(m.date_format, strict=False)
     bad = df.filter(date.is_null())[m.order_date]
     if len(bad):
@@ -641,9 +630,17 @@ class IngestMapping(_ExportColumns):
         return (base / name).resolve()
 
 
-def read_export(path: str | os.PathLike[str], mapping: IngestMapping) -> pl.DataFrame:
+def read_export(
+    path: str | os.PathLike[str], mapping: IngestMapping | _ExportFormat
+) -> pl.DataFrame:
     """Read an export as strings (CSV with any separator and declared encoding, whitespace
-    text, gzip, Parquet), one row per source line.
+    text, gzip, Parquet), one row per source line: the one reader of an export's file, for
+    ``segments ingest`` and :func:`load_transactions` alike.
+
+    ``mapping`` needs only the reading options (``format``, ``separator``, ``encoding``,
+    ``header``, ``column_names``, ``date_format``): an :class:`IngestMapping`, or the
+    :class:`_ExportFormat` :func:`load_transactions` derives from a
+    :class:`TransactionMapping`.
 
     Raises
     ------
@@ -683,7 +680,10 @@ def read_export(path: str | os.PathLike[str], mapping: IngestMapping) -> pl.Data
         ) from None
     separator = mapping.separator
     if mapping.format == "text":  # runs of blanks separate fields; leading blanks are padding
-        text = "\n".join(" ".join(line.split()) for line in text.splitlines())
+        lines = (" ".join(line.split()) for line in text.splitlines())
+        if getattr(mapping, "skip_blank_lines", False):  # load_transactions' reading
+            lines = (line for line in lines if line)
+        text = "\n".join(lines)
         separator = " "
     names = list(mapping.column_names) if mapping.column_names else None
     try:
@@ -714,9 +714,13 @@ def read_export(path: str | os.PathLike[str], mapping: IngestMapping) -> pl.Data
     return frame
 
 
-def _require_mapped_columns(frame: pl.DataFrame, m: IngestMapping) -> None:
+def _require_mapped_columns(
+    frame: pl.DataFrame, m: IngestMapping | TransactionMapping, table: str = "'export'"
+) -> None:
+    """Refuse an export lacking a column the mapping names (``table``: how the refusal
+    names the export)."""
     mapped = {
-        key: getattr(m, key)
+        key: getattr(m, key, None)
         for key in (
             "customer_id",
             "order_date",
@@ -731,12 +735,12 @@ def _require_mapped_columns(frame: pl.DataFrame, m: IngestMapping) -> None:
             "birth_year",
             "gender",
         )
-        if getattr(m, key) is not None
+        if getattr(m, key, None) is not None
     }
     for key, column in mapped.items():
         if column not in frame.columns:
             raise SchemaError(
-                f"table 'export', column {column!r}: rule 'mapped column present' fails for "
+                f"table {table}, column {column!r}: rule 'mapped column present' fails for "
                 f"every row (mapping {key} = {column!r}; the file has {frame.columns}); fix: "
                 "correct the mapping's [columns] or the export's separator"
             )
