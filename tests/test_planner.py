@@ -366,6 +366,7 @@ def test_small_needs_are_met_first_where_that_meets_more_targets_and_refuses_not
     assert check is not None and len(check.most) == len(met)
     assert any("no other split meets more targets" in line for line in plan.statement())
     assert plan.to_dict()["split_check"]["needs"]["category_mix"] > check.available
+    assert plan.to_dict()["met_first"] == ["monthly_category", "segment_overview", "survey"]
 
 
 @pytest.mark.parametrize("name", ["alloffice", "allkontor", "offix", "alocenter", "allcall"])

@@ -437,6 +437,7 @@ class AccuracyPlan:
             "releases": {k: asdict(v) for k, v in self.releases.items()},
             "total_epsilon": self.total_epsilon,
             "split_check": None if self.split_check is None else asdict(self.split_check),
+            "met_first": list(self.met_first),
         }
 
     @property
