@@ -400,3 +400,38 @@ def test_attack_truth_restored_under_the_evaluations_proof_is_refused(
         assert "archetypes.parquet changed while this run" in str(refused)
     else:
         pytest.fail(f"evaluated an edited truth: {sorted(set(found))[:3]}")
+
+
+def test_attack_raw_partition_edited_while_an_erasure_runs_is_refused(
+    small_raw: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The erasure the purge starts with (and `subject erase`) has the same shape: it looked
+    a person up, then re-read the orders and lines from disk when rewriting them, so a month
+    edited in between was written into the erased raw data and the manifest updated to vouch
+    for it. Now the request is carried out on the bytes of one hashing: refused, the raw data
+    not rewritten, the request left pending (a rerun finishes it). Control: the rerun."""
+    import importlib
+
+    import polars as pl
+
+    subjects = importlib.import_module("segments.prepare.subjects")
+    ws = _copy(small_raw, tmp_path / "ws")
+    orders = pl.read_parquet(ws.raw_table("orders"))
+    requester = int(orders["customer_id"][0])
+    target = parquet_files(ws.raw_table("order_lines"))[-2]
+    real = subjects._remove_from_derived
+
+    def remove_then_edit(*args, **kwargs):  # type: ignore[no-untyped-def]
+        _edit_in_place(target, "quantity")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(subjects, "_remove_from_derived", remove_then_edit)
+    with pytest.raises(RawChangedError, match=r"changed while this run"):
+        subjects.erase(ws, "alloffice", requester, key=KEY)
+    listed = ws.read_manifest()["files"][target.relative_to(ws.raw).as_posix()]
+    assert listed != sha256_file(target)  # the edit is not vouched for
+    assert pl.read_parquet(ws.raw_table("orders")).equals(orders)  # nothing rewritten
+    import json
+
+    entries = json.loads(ws.subject_log.read_text(encoding="utf-8"))
+    assert [e["completed"] for e in entries] == [False]  # pending: a rerun finishes it

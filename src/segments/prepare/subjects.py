@@ -54,6 +54,7 @@ from segments.workspace import (
     Workspace,
     atomic_write,
     atomic_write_with,
+    forget_raw_hashes,
     make_private,
     write_json,
 )
@@ -577,7 +578,7 @@ def _carry_out(
     resume: tuple[int, SubjectRequest] | None = None,
 ) -> SubjectRequest:
     accounts = [a for group in accounts_by_person.values() for a in group]
-    customers = pl.read_parquet(ws.raw_table("customers"))
+    customers = read_table(ws.raw_table("customers"))  # bound: the bytes hashed first
     mine = pl.col("customer_id").is_in(accounts)
     if resume is None:
         logged = account_hashes(pkey, customers.filter(mine)).to_list()
@@ -619,7 +620,7 @@ def _finish_logged(
     rows = _remove_from_derived(ws, person_ids)
     new: dict[str, pl.DataFrame] = {}
     if action == "erasure":
-        orders = pl.read_parquet(ws.raw_table("orders"))
+        orders = read_table(ws.raw_table("orders"))
         gone_orders = orders.filter(mine)["order_id"]
         lines = read_table(ws.raw_table("order_lines"))
         new = {
@@ -628,7 +629,7 @@ def _finish_logged(
             "order_lines": lines.filter(~pl.col("order_id").is_in(gone_orders.implode())),
         }
         for path in sorted(ws.truth.glob("*.parquet")) if ws.truth.is_dir() else []:
-            truth = pl.read_parquet(path)
+            truth = read_table(path)
             if "customer_id" in truth.columns:
                 new[f"truth/{path.stem}"] = truth.filter(~mine)
         old_heights = {
@@ -639,7 +640,7 @@ def _finish_logged(
         for name, frame in new.items():
             before = old_heights.get(name)
             if before is None:
-                before = pl.read_parquet(ws.raw / f"{name}.parquet").height
+                before = read_table(ws.raw / f"{name}.parquet").height
             if before != frame.height:
                 rows[f"raw/{name}.parquet"] = before - frame.height
     else:
@@ -652,6 +653,7 @@ def _finish_logged(
         new = {"customers": flagged}
         rows["raw/customers.parquet (flagged restriction_requested)"] = len(accounts)
     written = replace_raw_tables(ws, new)
+    forget_raw_hashes(ws)  # nothing vouches for the bytes just replaced
     make_private(ws.raw)
     update_raw_manifest(ws, written, {t: f.height for t, f in new.items()})
     done = SubjectRequest(**{**request.__dict__, "rows": rows})
@@ -732,6 +734,26 @@ def _carry_out_holding_lock(
     check_log_key(ws, pkey, f"subject {action}")
     ws.sweep(exclusive=True)  # staging copies of a killed writer may hold the person
     finished = _complete_interrupted(ws, pol, pkey, today)
+    from segments.workspace import raw_hashed_once, raw_hashes
+
+    # the request is looked up in, and carried out on, the bytes of one hashing of W/raw/
+    # (shared with the demo key's proof): a table edited meanwhile is refused, never copied
+    # into the rewritten raw data (the request then stays logged as pending)
+    with raw_hashed_once(), reads_bound_to(ws.raw, raw_hashes(ws)):
+        return _carry_out_bound(ws, pol, action, customer_id, pkey, requested_on, today, finished)
+
+
+def _carry_out_bound(
+    ws: Workspace,
+    pol: Policy,
+    action: str,
+    customer_id: int | str | None,
+    pkey: PseudonymKey,
+    requested_on: dt.date | None,
+    today: dt.date | None,
+    finished: list[SubjectRequest],
+) -> SubjectRequest | None:
+    """The rest of :func:`_carry_out_holding_lock`, inside its binding to W/raw/'s digests."""
     customers = _customers_under(ws, pkey)
     if action == "restriction" and "restriction_requested" not in customers.columns:
         raise WorkspaceError(
@@ -761,7 +783,7 @@ def _customers_under(ws: Workspace, pkey: PseudonymKey) -> pl.DataFrame:
     key was granted (real people) would otherwise have a request hash logged, and the data
     rewritten, under a key anyone can recompute."""
     if not pkey.is_demo:
-        return pl.read_parquet(ws.raw_table("customers"))
+        return read_table(ws.raw_table("customers"))
     from segments.provenance import raw_hashed_once, raw_hashes
 
     with raw_hashed_once(), reads_bound_to(ws.raw, raw_hashes(ws)):
