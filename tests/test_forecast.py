@@ -407,7 +407,7 @@ def test_export_chart_and_card_mark_the_months_too_uncertain_to_act_on(tmp_path)
     # the chart: the marked months hatched, one legend entry for the grid
     marked = mark_unreliable_forecast(tight.forecast, 0.02)
     axes = plot_forecast_fans(load_archive(ws), marked)
-    hatched = [c for ax in axes.ravel() for c in ax.collections if c.get_hatch()]
+    hatched = [b for ax in axes.ravel() for b in ax.patches if b.get_hatch()]
     assert hatched
     legend = [t.get_text() for t in axes.ravel()[0].get_legend().get_texts()]
     assert any(text.startswith(UNRELIABLE_MARK) for text in legend)

@@ -459,17 +459,16 @@ def plot_forecast_fan(
     flag = f"{measure}_reliable"
     if flag in ahead.columns:  # marked by segments.purchasing.mark_unreliable_forecast
         weak = ~ahead[flag].astype(bool).to_numpy()
-        if weak.any():
-            ax.fill_between(
-                months,
-                ahead[f"{measure}_lower"],
-                ahead[f"{measure}_upper"],
-                where=weak,
+        if weak.any():  # a hatched bar over each marked month's interval
+            ax.bar(
+                months[weak],
+                (ahead[f"{measure}_upper"] - ahead[f"{measure}_lower"]).to_numpy()[weak],
+                bottom=ahead[f"{measure}_lower"].to_numpy()[weak],
+                width=20,
                 facecolor="none",
                 edgecolor="grey",
-                hatch="///",
+                hatch="////",
                 linewidth=0,
-                step="mid",
                 label="† unreliable: interval wider than the policy's limit",
             )
             ax.plot(
