@@ -72,8 +72,27 @@ def test_a_link_out_of_the_workspace_is_refused(tmp_path: Path, inner: str) -> N
         "subjects": lambda: ws.subject_log,
         "raw": lambda: ws.raw_table("customers"),
     }[inner]
-    with pytest.raises(WorkspaceError, match="outside workspace.*symbolic link"):
+    refusal = "is a symbolic link" if inner == ".private" else "outside workspace.*symbolic link"
+    with pytest.raises(WorkspaceError, match=refusal):
         accessor()
+
+
+def test_a_private_area_linked_inside_the_workspace_is_refused(tmp_path: Path) -> None:
+    """r9a L3: W/.private linked to a published folder of the same workspace would put
+    person-level scratch there (and a crash's leftovers are never swept): every use of the
+    private area refuses the link before writing anything."""
+    ws = Workspace(tmp_path / "ws")
+    published = ws.root / "releases" / "shared"
+    published.mkdir(parents=True)
+    (ws.root / ".private").symlink_to(published, target_is_directory=True)
+    for use in (
+        lambda: ws.private,
+        lambda: ws.scratch("features").__enter__(),
+        lambda: ws.lock(exclusive=False).__enter__(),
+    ):
+        with pytest.raises(WorkspaceError, match=r"\.private is a symbolic link.*Fix: remove"):
+            use()
+    assert list(published.iterdir()) == []
 
 
 def test_erase_refuses_a_subject_log_linked_out_of_the_workspace(

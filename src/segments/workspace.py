@@ -624,8 +624,22 @@ class Workspace:
 
     @property
     def private(self) -> Path:
-        """The workspace's private area: scratch files of running jobs, owner-only."""
-        return self.inside(self.root / _PRIVATE)
+        """The workspace's private area: scratch files of running jobs, owner-only.
+
+        A real folder, never a symbolic link: a link (even to another folder of the
+        workspace, such as ``W/releases``) would put person-level scratch where it is
+        published or never swept after a crash.
+        """
+        path = self.root / _PRIVATE
+        if path.is_symlink():
+            raise WorkspaceError(
+                f"workspace {self.root}: {path} is a symbolic link (to {os.readlink(path)}); "
+                "rule: the private area holding person-level scratch is the workspace's own "
+                "owner-only folder, never a link (its files would land wherever the link "
+                "leads, and a crash's leftovers would never be swept); nothing was written. "
+                "Fix: remove the link (segments creates the folder itself)"
+            )
+        return self.inside(path)
 
     @property
     def lock_file(self) -> Path:
@@ -702,7 +716,7 @@ class Workspace:
                         "--workspace a folder (or a path that does not exist yet)"
                     )
                 break
-        private = self.root / _PRIVATE
+        private = self.private  # refuses a linked private area
         if private.exists() and not private.is_dir():  # not ours: never removed for the user
             raise WorkspaceError(
                 f"workspace {self.root}: {private} is a file, but segments keeps its private "
