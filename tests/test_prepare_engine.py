@@ -306,3 +306,51 @@ def test_attack_a_raw_lines_file_removed_after_prepare_hashed_it_is_refused(tmp_
     with pytest.raises(WorkspaceError, match=r"month=2026-06.*removed while prepare read W/raw"):
         prepare(ws, "alloffice", "statistics", RAW_AS_OF, key=KEY)
     assert not ws.prepared.exists() or not any(ws.prepared.iterdir())
+
+
+def test_orders_shared_by_raw_files_are_found_sorted_or_not():
+    """The cross-file check and the summed counts rest on the orders found in more than one
+    file: found by sorting, the same whether the files come in key order or not."""
+    from segments.prepare.raw_lines import _shared_orders
+
+    ids = pl.Series("order_id", [1, 2, 3, 3, 4, 5, 5, 5, 6])  # file order: sorted
+    assert _shared_orders(ids).sort().to_list() == [3, 5]
+    shuffled = pl.Series("order_id", [5, 3, 1, 6, 5, 2, 3, 4, 5])
+    assert _shared_orders(shuffled).sort().to_list() == [3, 5]
+    assert _shared_orders(pl.Series("order_id", [4, 1, 2], dtype=pl.Int64)).len() == 0
+
+
+def test_an_order_whose_lines_three_raw_files_share_is_counted_once(tmp_path):
+    """An order split over three files (not in key order) is counted with all its lines,
+    once, and every other order keeps its own count."""
+    from rawframes import AS_OF as RAW_AS_OF
+    from test_prepare import KEY
+
+    ws = _hand_made(tmp_path)
+    folder = ws.raw_table("order_lines") / "month=2026-06"
+    third = {"order_id": 1, "line_no": 4, "product_id": 4, "quantity": 1, "unit_price_sek": 5.0}
+    _june_takes(
+        ws, {"order_id": 1, "line_no": 3, "product_id": 4, "quantity": 1, "unit_price_sek": 25.0}
+    )
+    june = pl.read_parquet(folder / "part-00000.parquet")
+    pl.DataFrame([third], schema=june.schema).write_parquet(folder / "part-00001.parquet")
+    report = prepare(ws, "alloffice", "statistics", RAW_AS_OF, key=KEY)
+    assert report.input_counts["lines"] == 8 and report.output_counts["lines"] == 8
+    may = pl.read_parquet(ws.prepared_dir("statistics") / "lines.parquet" / "month=2026-05")
+    assert may.height == 6  # order 1's four lines and order 2's two
+
+
+def test_a_foreign_key_check_against_a_larger_parent_names_the_same_orphans():
+    """check_foreign_key cuts a larger parent to the child's values first: the orphans it
+    counts and the first one it names are those of the plain anti-join."""
+    from segments.exceptions import SchemaError
+    from segments.schema import check_foreign_key
+
+    parent = pl.DataFrame({"order_id": list(range(1, 1001))})
+    child = pl.DataFrame({"order_id": [5, 2000, 7, 1500, 2000, None]})
+    with pytest.raises(SchemaError, match=r"fails for 3 value\(s\) \(first: 1500\)"):
+        check_foreign_key(child, "order_lines", parent, "orders", "order_id")
+    check_foreign_key(child.head(3).filter(pl.col("order_id") < 1000), "x", parent, "y", "order_id")
+    narrow = parent.cast({"order_id": pl.Int32})  # another dtype: the plain anti-join path
+    with pytest.raises(SchemaError, match=r"fails for 3 value\(s\)"):
+        check_foreign_key(child, "order_lines", narrow, "orders", "order_id")

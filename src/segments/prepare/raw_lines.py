@@ -147,8 +147,7 @@ def read_raw_lines(
                 "nothing writes the raw data"
             )
     month_of = orders.select("order_id", pl.col("order_date").dt.truncate("1mo").alias("_month"))
-    counts: list[pl.DataFrame] = []
-    held: list[pl.DataFrame] = []  # the distinct orders of each file, by file number
+    counts: list[pl.DataFrame] = []  # order_id, n_lines, _file: one row per order and file
     by_month: dict[dt.date, list[Path]] = {}
     for number, copy in enumerate(files):  # then checked and counted, one in memory at a time
         lines = pl.read_parquet(copy)
@@ -158,16 +157,28 @@ def read_raw_lines(
             check_foreign_key(lines, _TABLE, products, "products", "product_id")
         except SchemaError as exc:  # which of the table's files: the copy's name is private
             raise SchemaError(f"{exc} (in file {sources_in_order[number]})") from None
-        counts.append(lines_per_order(lines["order_id"]))
-        held.append(counts[-1].select("order_id", pl.lit(number).alias("_file")))
-        months = counts[-1].select("order_id").join(month_of, on="order_id")["_month"]
+        per_order = lines_per_order(lines["order_id"])
+        del lines
+        counts.append(per_order.with_columns(pl.lit(number, pl.UInt32).alias("_file")))
+        # the months of this file's orders: the orders cut to the file's (a set of this
+        # file's ids probed by every order), no hash table of every order built per file
+        held = per_order.get_column("order_id").implode()
+        months = month_of.filter(pl.col("order_id").is_in(held)).get_column("_month")
         for month in months.unique().to_list():
             by_month.setdefault(month, []).append(copy)
-        del lines
-    _check_keys_across_files(files, pl.concat(held))
-    per_order = pl.concat(counts)
-    if len(counts) > 1:
-        per_order = per_order.group_by("order_id").agg(pl.col("n_lines").sum())
+    per_file = pl.concat(counts)
+    del counts
+    shared = _shared_orders(per_file.get_column("order_id"))
+    _check_keys_across_files(files, per_file, shared)
+    per_order = per_file.drop("_file")
+    if shared.len():  # an order whose lines two files hold: its counts summed, once
+        split = pl.col("order_id").is_in(shared.implode())
+        per_order = pl.concat(
+            [
+                per_order.filter(~split),
+                per_order.filter(split).group_by("order_id").agg(pl.col("n_lines").sum()),
+            ]
+        )
     return RawLines(
         files=tuple(files),
         files_by_month={m: tuple(fs) for m, fs in by_month.items()},
@@ -176,18 +187,28 @@ def read_raw_lines(
     )
 
 
-def _check_keys_across_files(files: list[Path], held: pl.DataFrame) -> None:
+def _shared_orders(order_ids: pl.Series) -> pl.Series:
+    """The order ids found more than once in ``order_ids`` (one entry per order and file):
+    the orders whose lines two files share. Found by sorting (free when the files come in
+    key order, as generated and most extracts do) and comparing neighbours, which holds one
+    sorted copy of the ids instead of a hash table of every order."""
+    ids = order_ids if order_ids.is_sorted() else order_ids.sort()
+    return ids.filter(ids.diff().fill_null(1) == 0).unique()
+
+
+def _check_keys_across_files(files: list[Path], per_file: pl.DataFrame, shared: pl.Series) -> None:
     """Each file's keys are unique within it (:func:`validate`); a key repeated in two files
-    shares its order, so only the lines of orders found in more than one file are read
-    again and checked together."""
-    shared = held.filter(pl.col("order_id").is_duplicated())
-    if shared.height == 0:
+    shares its order, so only the lines of orders found in more than one file (``shared``;
+    ``per_file``: order_id and _file, one row per order and file) are read again and checked
+    together."""
+    if shared.len() == 0:
         return
+    holders = per_file.filter(pl.col("order_id").is_in(shared.implode()))
     key = ["order_id", "line_no"]
     keys = pl.concat(
         pl.read_parquet(files[number], columns=key).join(
-            shared.filter(pl.col("_file") == number).select("order_id"), on="order_id", how="semi"
+            holders.filter(pl.col("_file") == number).select("order_id"), on="order_id", how="semi"
         )
-        for number in shared["_file"].unique().sort().to_list()
+        for number in holders["_file"].unique().sort().to_list()
     )
     schemas._check_unique_key(keys, RAW_TABLES[_TABLE])  # validate's own rule and message
