@@ -264,8 +264,9 @@ class Engine:
         raise NotImplementedError
 
     def _join(self, join: OrderLineJoin, scratch: Path) -> pl.DataFrame:
-        # in polars on the driver (the lines scanned, only the orders' kept); a backend that
-        # runs the join itself overrides this
+        # in polars on the driver (the lines scanned, only the orders' kept), on every
+        # backend: the month it builds is written from the driver whatever the engine, and
+        # DuckDB's join held a second copy of it (segments.engine.embedded's docstring)
         return (
             pl.scan_parquet(list(join.lines))
             .join(join.orders.lazy(), on="order_id")

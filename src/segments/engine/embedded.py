@@ -7,6 +7,13 @@ memory under ``memory_limit`` and writes what does not fit to ``temp_directory``
 always a folder inside the caller's ``scratch`` (the workspace's private area), never the
 system temp folder. Every query is built from public parameters (dates, file paths of the
 workspace); no data value is ever spliced into SQL.
+
+Prepare's join of one month's raw lines with its orders (:meth:`Engine.join_order_lines`)
+is the base class's, in polars, here as on Spark: the month's prepared lines are built on
+the driver anyway (polars writes the partition's bytes, the same on every engine), and a
+join in DuckDB added the engine's copy of the month to the driver's — one month of 10
+million lines (555,248 lines): DuckDB +482 MB over the start and 11.3 s, +391 MB streamed
+out unsorted, polars +209 MB and 5.0 s (issue 21).
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ from segments.engine.base import (
     ORDER_COUNT_SCHEMA,
     Engine,
     LineQuery,
-    OrderLineJoin,
     Window,
     check_categories,
     feature_sum_schema,
@@ -133,28 +139,6 @@ class DuckDBEngine(Engine):
                 assert isinstance(cells, pl.DataFrame)
                 check_categories(cells["category"].unique().to_list(), query.categories)
                 yield cells.cast(query.cell_schema)  # type: ignore[arg-type]
-
-    def _join(self, join: OrderLineJoin, scratch: Path) -> pl.DataFrame:
-        """:meth:`Engine.join_order_lines <segments.engine.base.Engine.join_order_lines>` in
-        DuckDB: the raw lines read from their files, the driver's frames as Arrow, the join
-        and sort run (and spill) in the engine, the result comes back as Arrow."""
-        line_schema = pl.read_parquet_schema(join.lines[0])
-        orders, products = join.orders, join.products
-        columns = [*line_schema, *(c for c in orders.columns if c not in line_schema)]
-        columns += [c for c in products.columns if c not in columns]
-        keys = ", ".join(f'"{c}"' for c in join.order_by)  # the caller's fixed column names
-        query = f"""
-            SELECT {", ".join(f'"{c}"' for c in columns)},
-                   quantity * unit_price_sek AS amount_sek
-            FROM {_files_sql(join.lines)}
-            JOIN _orders USING (order_id) JOIN _products USING (product_id)
-            ORDER BY {keys}
-        """
-        with self.connect(scratch) as con:
-            con.register("_orders", orders.to_arrow())
-            con.register("_products", products.to_arrow())
-            joined = con.sql(query).pl()
-        return joined.cast({**line_schema, **orders.schema, **products.schema})
 
     def _orders(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
         # distinct (person, order) pairs first: a plain hash aggregate that spills, ~25 %
