@@ -16,9 +16,11 @@ Each attack test fails on the code before the fix (noted per test) and has a con
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from segments._tables import RawChangedError
@@ -26,6 +28,7 @@ from segments.exceptions import WorkspaceError
 from segments.prepare import prepare
 from segments.prepare.pseudonym import KEY_ENV_VAR, PseudonymKey, demo_key, load_key
 from segments.workspace import (
+    PREPARED_LINES,
     Workspace,
     folder_files,
     parquet_files,
@@ -435,3 +438,70 @@ def test_attack_raw_partition_edited_while_an_erasure_runs_is_refused(
 
     entries = json.loads(ws.subject_log.read_text(encoding="utf-8"))
     assert [e["completed"] for e in entries] == [False]  # pending: a rerun finishes it
+
+
+def test_attack_replay_raw_swapped_between_the_proofs_two_readings(
+    small_raw: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """r9a M1: a replay's proof hashed W/raw for its verdict and again in verify_replay. A
+    writer that puts the genuine files back only while verify_replay hashes them got a signed
+    "proven synthetic" verdict naming the digest of tampered files (and so an evaluation or
+    demo ledger on them). Now the proof hashes each folder once: the tampered rows are judged."""
+    import segments.provenance as provenance
+    from segments.prepare.history import rewind_raw
+    from segments.privacy.synthetic import prove_synthetic, raw_digest
+
+    ws = _copy(small_raw, tmp_path / "ws")
+    replay = rewind_raw(ws, dt.date(2026, 6, 30), Workspace(tmp_path / "replay"))
+    genuine = tmp_path / "genuine-raw"
+    shutil.copytree(replay.raw, genuine)
+    assert prove_synthetic(replay).proven  # control: the genuine replay is proven
+    customers = replay.raw_table("customers")
+    frame = pl.read_parquet(customers)
+    frame.with_columns(pl.col("email").str.replace("@", "+real@")).write_parquet(customers)
+    tampered = tmp_path / "tampered-raw"
+    shutil.copytree(replay.raw, tampered)
+    assert not prove_synthetic(replay).proven  # control: no race, refused
+
+    hashes = provenance.raw_hashes
+
+    def racing(workspace: Workspace | str | Path) -> dict[str, str]:
+        folder = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
+        if folder.root.resolve() != replay.root.resolve():
+            return hashes(workspace)
+        shutil.rmtree(replay.raw)
+        shutil.copytree(genuine, replay.raw)  # the genuine files, only while this reading runs
+        try:
+            return hashes(workspace)
+        finally:
+            shutil.rmtree(replay.raw)
+            shutil.copytree(tampered, replay.raw)
+
+    monkeypatch.setattr(provenance, "raw_hashes", racing)
+    raced = prove_synthetic(replay)
+    monkeypatch.undo()
+    assert raced.raw == raw_digest(replay)  # the verdict is about the tampered files...
+    assert not raced.proven, raced.reason  # ...and does not prove them
+
+
+def test_a_stray_file_in_a_partitioned_raw_table_is_named_not_called_removed(
+    small_raw: Workspace, tmp_path: Path
+) -> None:
+    """r9a L1: a file in a partitioned table's folder that is not a partition (a ``.crc`` a
+    Hadoop copy leaves) was hashed but never read, and prepare refused it as "removed while
+    prepare read W/raw; fix: run prepare again", a fix that never works. Now one line names
+    the file, the rule and the real fix, and nothing is written."""
+    ws = _copy(small_raw, tmp_path / "ws")
+    month = sorted(ws.raw_table("order_lines").glob("month=*"))[0]
+    stray = month / ".part-00000.parquet.crc"
+    stray.write_bytes(b"crc")
+    with pytest.raises(WorkspaceError, match=r"is not one of its month partitions.*Fix: move") as e:
+        prepare(
+            ws,
+            "alloffice",
+            "segmentation",
+            dt.date(2026, 10, 31),
+            key=PseudonymKey(b"k" * 32, "test key"),
+        )
+    assert "\n" not in str(e.value) and str(stray) in str(e.value)
+    assert not ws.prepared_frame("segmentation", PREPARED_LINES).exists()

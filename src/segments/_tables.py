@@ -160,6 +160,8 @@ def bound_file_bytes(file: Path) -> bytes | None:
 def check_bound_files(path: Any, files: list[Path]) -> None:
     """Inside :func:`reads_bound_to`: a bound table's files are exactly those recorded for
     it (a partition removed or added after the hashes were taken is refused)."""
+    from segments.workspace import stray_file_error
+
     bound = _BOUND.get()
     if not bound:
         return
@@ -172,6 +174,8 @@ def check_bound_files(path: Any, files: list[Path]) -> None:
         found = {Path(os.path.abspath(f)).relative_to(folder).as_posix() for f in files}
         if found != recorded:
             first = sorted(found ^ recorded)[0]
+            if first not in found and (folder / first).is_file():  # there, but not a partition
+                raise stray_file_error(named, folder / first)
             raise RawChangedError(
                 f"raw file {folder / first} was {'added' if first in found else 'removed'} "
                 "while this run read the table (the files differ from those recorded when it "

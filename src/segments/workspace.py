@@ -219,6 +219,19 @@ def parquet_files(
     return files
 
 
+def stray_file_error(table: str | os.PathLike[str], file: str | os.PathLike[str]) -> WorkspaceError:
+    """The one-line refusal of a file inside a month-partitioned table's folder that is not
+    one of its partitions (a ``.crc`` a Hadoop copy leaves, an editor's backup, a README):
+    hashing covers every file of the folder, reading only the partitions, so the two would
+    disagree on what the table is."""
+    return WorkspaceError(
+        f"table {Path(table).name}: {file} is not one of its month partitions; rule: a "
+        "partitioned table's folder holds only month=YYYY-MM/<part>.parquet files (any other "
+        "file would be hashed with the table but never read); nothing was written. Fix: move "
+        "that file out of the table's folder"
+    )
+
+
 def partition_meets(folder: str, months: tuple[Any, Any] | None) -> bool:
     """True when ``folder`` is a month partition's name (``month=YYYY-MM``) and that month
     meets the half-open ``[start, end)`` date range ``months`` (any month when None).

@@ -30,7 +30,7 @@ from segments import schema as schemas
 from segments._tables import raise_empty
 from segments.exceptions import SchemaError, WorkspaceError
 from segments.schema import RAW_TABLES, check_foreign_key, validate
-from segments.workspace import Workspace, copy_hashed, parquet_files
+from segments.workspace import Workspace, copy_hashed, parquet_files, stray_file_error
 
 __all__ = ["RawLines", "lines_per_order", "read_raw_lines"]
 
@@ -123,6 +123,8 @@ def read_raw_lines(
     hashed = {n for n in raw if n == prefix or n.startswith(prefix + "/")}
     if set(names) != hashed:  # a file removed or added after the start: the record names it
         first = sorted(set(names) ^ hashed)[0]
+        if first not in names and (ws.raw / first).is_file():  # there, but not a partition
+            raise stray_file_error(table, ws.raw / first)
         raise WorkspaceError(
             f"table {_TABLE!r}: {ws.raw / first} was {'added' if first in names else 'removed'} "
             "while prepare read W/raw (the files differ from those hashed at the start); fix: "
