@@ -77,7 +77,29 @@ ARCHIVE_SCHEMA: dict[str, Any] = {
     "epsilon": pl.Float64,
     "rho": pl.Float64,
     "release_id": pl.Utf8,
+    # the charged estimate of the mass the clip removed (segments.privacy.vectors, "The
+    # clip's own bias"), the month's total in the categories' scale, on every row of the
+    # month, and its noise scale; null for months released before it was measured
+    "units_clip_excess": pl.Int64,
+    "units_clip_excess_scale": pl.Float64,
+    "sek_clip_excess": pl.Int64,
+    "sek_clip_excess_scale": pl.Float64,
 }
+#: The columns of :data:`ARCHIVE_SCHEMA` a month released before they existed lacks (null).
+CLIP_EXCESS_COLUMNS = (
+    "units_clip_excess",
+    "units_clip_excess_scale",
+    "sek_clip_excess",
+    "sek_clip_excess_scale",
+)
+
+
+def _conform(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` in :data:`ARCHIVE_SCHEMA`: an archive or table written before the clip's
+    excess was measured gets those columns as null."""
+    missing = [c for c in CLIP_EXCESS_COLUMNS if c not in frame.columns]
+    frame = frame.with_columns(pl.lit(None, dtype=ARCHIVE_SCHEMA[c]).alias(c) for c in missing)
+    return frame.select(list(ARCHIVE_SCHEMA)).cast(ARCHIVE_SCHEMA)  # type: ignore[arg-type]
 
 
 def read_archive(workspace: Workspace) -> pd.DataFrame:
@@ -90,7 +112,7 @@ def _read_archive_pl(workspace: Workspace) -> pl.DataFrame:
     path = workspace.archive
     if not path.exists():
         return pl.DataFrame(schema=ARCHIVE_SCHEMA)
-    return pl.read_parquet(path)
+    return _conform(pl.read_parquet(path))
 
 
 def releasable_months(
@@ -282,6 +304,11 @@ def _archive_rows(result: ReleaseResult, month: dt.date) -> pl.DataFrame:
         pl.lit(loss["epsilon"], dtype=pl.Float64).alias("epsilon"),
         pl.lit(loss["rho"], dtype=pl.Float64).alias("rho"),
         pl.lit(result.release_id).alias("release_id"),
+        # a table published before the clip's excess was measured has none: null
+        *(
+            pl.col(c) if c in table.columns else pl.lit(None, dtype=ARCHIVE_SCHEMA[c]).alias(c)
+            for c in CLIP_EXCESS_COLUMNS
+        ),
     ).cast(ARCHIVE_SCHEMA)  # type: ignore[arg-type]
 
 
@@ -315,7 +342,7 @@ def archive_problems(releases: str | Path, ledger: Ledger) -> list[str]:
             if monthly
             else []
         )
-    archive = pl.read_parquet(path).cast(ARCHIVE_SCHEMA)  # type: ignore[arg-type]
+    archive = _conform(pl.read_parquet(path))
     problems = []
     for release_id in sorted(set(archive["release_id"].to_list())):
         entry = entries.get(release_id)
@@ -415,9 +442,7 @@ def rebuild_archive(releases: str | Path, ledger: Ledger) -> list[str]:
     path = Workspace.archive_in(folder)
     published, _ = _published_rows(folder, ledger)
     current = (
-        pl.read_parquet(path).cast(ARCHIVE_SCHEMA)  # type: ignore[arg-type]
-        if path.exists()
-        else pl.DataFrame(schema=ARCHIVE_SCHEMA)
+        _conform(pl.read_parquet(path)) if path.exists() else pl.DataFrame(schema=ARCHIVE_SCHEMA)
     )
     missing = published.filter(
         ~pl.col("release_id").is_in(current["release_id"].implode())
@@ -464,7 +489,7 @@ def rebuild_archive_from_ledgers(workspace: Workspace) -> list[str]:
 
 
 def _append(workspace: Workspace, archive: pl.DataFrame, rows: pl.DataFrame) -> None:
-    combined = pl.concat([archive.cast(ARCHIVE_SCHEMA), rows]).sort("month", "category")  # type: ignore[arg-type]
+    combined = pl.concat([_conform(archive), rows]).sort("month", "category")
     atomic_write_with(workspace.archive, combined.write_parquet)
 
 

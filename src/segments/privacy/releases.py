@@ -78,9 +78,12 @@ from segments.privacy.specs import (
     QueryDef,
     ReleaseSpec,
     SegmentSource,
+    is_series_query,
 )
 from segments.privacy.vectors import (
     BOUND_LOSS_CAP,
+    EXCESS_SHARE,
+    EXCESS_SPAN,
     GROUP_BOUND_SPREAD,
     VectorRelease,
     choose_mechanism,
@@ -1002,6 +1005,9 @@ def _vector_release(
     # the private bound takes its share of each aggregate's loss, at most BOUND_LOSS_CAP: a
     # quantile needs no more, and the rest goes to the sums' noise
     bound_loss = min(share * params.contribution_bound_share, BOUND_LOSS_CAP[params.dp_family])
+    # the purchasing series also measures its clip's excess (charged, EXCESS_SHARE of each
+    # aggregate's loss), which the forecast pools over months to correct the clip's bias
+    excess = share * EXCESS_SHARE if is_series_query(query) else 0.0
     return VectorRelease(
         by=tuple(query.by),
         keys=public_keys(query.by, segments, params=params, declared=query.key_values),
@@ -1009,8 +1015,10 @@ def _vector_release(
         family=params.dp_family,
         mechanism=mechanism,
         sum_losses={
-            a: share - bound_loss if publics[a] is None else share for a in query.aggregates
+            a: (share - bound_loss if publics[a] is None else share) - excess
+            for a in query.aggregates
         },
+        excess_losses={a: excess for a in query.aggregates} if excess else {},
         bound_losses={a: bound_loss if publics[a] is None else 0.0 for a in query.aggregates},
         public_bounds=publics,
         upper_bounds={a: upper[a] for a in query.aggregates},
@@ -1237,6 +1245,22 @@ class ReleasePlan:
                             ),
                             "loss_of_bound": v.bound_losses[a],
                             "loss_of_sum": v.sum_losses[a],
+                            **(
+                                {
+                                    "loss_of_clip_excess": v.excess_losses[a],
+                                    "clip_excess": "each person's norm above the bound, at "
+                                    f"most EXCESS_SPAN={EXCESS_SPAN:g} x the bound, summed "
+                                    "over people with its own noise (an OpenDP measurement "
+                                    "in the same compositor, charged with the release): the "
+                                    "mass the clip removed, for a forecast to correct the "
+                                    f"level; column {a}_clip_excess (in the category scale "
+                                    "by the month's released mix) and its noise scale "
+                                    f"{a}_clip_excess_scale; mass above (1 + EXCESS_SPAN) x "
+                                    "the bound is not estimated",
+                                }
+                                if a in v.excess_losses
+                                else {}
+                            ),
                         }
                         for a in v.aggregates
                     },
@@ -1574,6 +1598,8 @@ def _with_intervals(q: QueryPlan, answer: pl.DataFrame, params: PrivacyParams) -
     )
     if q.query.frame == "cells":
         frame = _to_category_scale(frame, q.query.aggregates, params)
+    if q.vector is not None and q.vector.excess:
+        frame = _with_clip_excess(frame, answer, q.vector, params)
     if q.vector is not None and q.vector.group_bounds:
         frame = _to_group_scale(frame, q.vector)
     for mean_name, sum_col, count_col in q.query.means:
@@ -1593,6 +1619,32 @@ def _with_intervals(q: QueryPlan, answer: pl.DataFrame, params: PrivacyParams) -
         )
     # sums of non-negative values and counts are never negative: publish max(value, 0)
     return nonnegative(frame, q.query.aggregates)
+
+
+def _with_clip_excess(
+    frame: pl.DataFrame, answer: pl.DataFrame, vector: VectorRelease, params: PrivacyParams
+) -> pl.DataFrame:
+    """The released clipped excess of each aggregate (:attr:`VectorRelease.excess`, on the
+    largest bound's scale), on every row as ``<agg>_clip_excess`` and its noise scale
+    ``<agg>_clip_excess_scale``, both in the categories' own scale: times the month's
+    released total over its released total on the largest bound's scale (the mix's weight;
+    the public mean of 1 / weight when the released totals are not positive).
+    Post-processing of released values only."""
+    columns: list[pl.Expr] = []
+    for agg, value in vector.excess.items():
+        weighted = float(answer[agg].cast(pl.Float64).clip(0, None).sum())
+        own = float(frame[agg].cast(pl.Float64).clip(0, None).sum())
+        weights = list(params.cell_weights(agg).values())
+        ratio = (
+            own / weighted if own > 0 and weighted > 0 else float(np.mean(1 / np.array(weights)))
+        )
+        columns += [
+            pl.lit(round(value * ratio), dtype=pl.Int64).alias(f"{agg}_clip_excess"),
+            pl.lit(vector.excess_scale(agg) * ratio, dtype=pl.Float64).alias(
+                f"{agg}_clip_excess_scale"
+            ),
+        ]
+    return frame.with_columns(columns)
 
 
 #: (finer query, its margin, aggregates) fitted together by weighted least squares.
