@@ -13,6 +13,7 @@ from release_helpers import release_context
 from segments.cli.main import main
 from segments.exceptions import BudgetExceededError, SchemaError, WorkspaceError
 from segments.forecast import (
+    clip_correction,
     forecast_archive,
     forecast_series,
     load_archive,
@@ -503,3 +504,86 @@ def test_prediction_intervals_cover_the_truth_at_about_their_level():
     truth = paths[np.argsort(columns), MONTHS:].ravel()  # rows sorted like the categories
     inside = (truth >= fc["units_lower"].to_numpy()) & (truth <= fc["units_upper"].to_numpy())
     assert 0.82 <= inside.mean() <= 0.97, inside.mean()
+
+
+# --- the clip's bias, corrected from the charged clip excess -------------------------------
+def _clipped_archive(seed: int, bias: float, excess_noise: float) -> tuple[pd.DataFrame, ...]:
+    """The shared-season panel released ``bias`` low (every person's vector clipped), with
+    each month's clip excess (its true clipped mass plus Laplace noise of ``excess_noise`` x
+    a typical month's total), as the monthly release publishes it."""
+    archive, truth = _shared_season_panel(36, seed, noise=0.10)
+    rng = np.random.default_rng(1000 + seed)
+    archive = archive.merge(truth, on=["month", "category"], suffixes=("", "_true"))
+    noise = archive["units"] - archive["units_true"]
+    archive["units"] = np.maximum((1 - bias) * archive["units_true"] + noise, 0.0)
+    archive["sek"] = 85.0 * archive["units"]
+    lost = bias * archive.groupby("month")["units_true"].transform("sum")
+    scale = excess_noise * 55_000.0  # a month's total is ~55,000 units
+    per_month = pd.Series(rng.laplace(0.0, scale, archive["month"].nunique()))
+    month_index = archive["month"].rank(method="dense").astype(int) - 1
+    archive["units_clip_excess"] = (lost + per_month.to_numpy()[month_index]).round()
+    archive["units_clip_excess_scale"] = scale
+    archive["sek_clip_excess"] = 85.0 * archive["units_clip_excess"]
+    archive["sek_clip_excess_scale"] = 85.0 * scale
+    return archive.drop(columns="units_true"), truth
+
+
+def test_the_clip_correction_removes_the_bias_and_restores_coverage():
+    """Releases 5 % low (the clip) cover the held-out truth badly; the forecast corrected by
+    the pooled clip excess is unbiased and covers at about its level, on the same archives."""
+    ratio: dict[bool, list[float]] = {True: [], False: []}
+    inside: dict[bool, list[float]] = {True: [], False: []}
+    for seed in range(6):
+        # the pooled share's standard error: sqrt(2 x 30) x 0.02 / 30 = 0.5 %
+        archive, truth = _clipped_archive(seed, bias=0.05, excess_noise=0.02)
+        held = truth[truth["month"] > "2025-06-01"]
+        for corrected in (True, False):
+            fc = forecast_archive(
+                archive, 6, "ets-topdown", through="2025-06-01", clip_corrected=corrected
+            )
+            joined = fc.merge(held, on=["category", "month"], suffixes=("", "_true"))
+            ratio[corrected].append(float(joined["units"].sum() / joined["units_true"].sum()))
+            inside[corrected].append(
+                float(
+                    (
+                        (joined["units_lower"] <= joined["units_true"])
+                        & (joined["units_true"] <= joined["units_upper"])
+                    ).mean()
+                )
+            )
+            shares = fc["units_clip_correction"].unique()
+            assert len(shares) == 1 and (shares[0] > 0) == corrected
+    # the level moves up by the pooled share (5 % / 95 %), and the corrected forecast is
+    # centred on the truth within the models' own error (a few % per panel)
+    lift = np.array(ratio[True]) / np.array(ratio[False]) - 1.0
+    assert np.all(np.abs(lift - 0.05 / 0.95) < 0.02), lift
+    assert abs(np.mean(ratio[True]) - 1.0) < 0.025, ratio
+    assert abs(np.mean(ratio[False]) - 1.0) > 0.04, ratio
+    assert np.mean(inside[True]) >= 0.85, inside
+    assert np.mean(inside[True]) > np.mean(inside[False]) + 0.05, inside
+
+
+def test_clip_correction_pools_the_months_that_carry_it_and_its_noise_widens():
+    archive, _ = _clipped_archive(0, bias=0.05, excess_noise=0.05)
+    share, variance = clip_correction(validate_archive(archive))["units"]
+    assert 0.03 < share < 0.07
+    # a month released before the excess was measured carries none: the rest are pooled
+    older = archive.copy()
+    first = older["month"] == older["month"].min()
+    older.loc[first, ["units_clip_excess", "units_clip_excess_scale"]] = np.nan
+    assert clip_correction(validate_archive(older))["units"][1] > variance
+    # an archive without the columns is forecast uncorrected, and says so
+    plain = archive.drop(columns=[c for c in archive.columns if "clip_excess" in c])
+    assert clip_correction(validate_archive(plain)) == {}
+    fc = forecast_archive(plain, 3, "ets-topdown")
+    assert (fc["units_clip_correction"] == 0).all()
+    # a noisier excess gives the same centre and wider intervals
+    noisy = archive.assign(units_clip_excess_scale=10 * archive["units_clip_excess_scale"])
+    fc_a = forecast_archive(archive, 3, "ets-topdown")
+    fc_b = forecast_archive(noisy, 3, "ets-topdown")
+    assert np.allclose(fc_a["units"], fc_b["units"])
+    width = fc_b["units_upper"] - fc_b["units_lower"]
+    assert (width > fc_a["units_upper"] - fc_a["units_lower"]).all()
+    # an excess without its noise scale is refused
+    with pytest.raises(SchemaError, match="units_clip_excess_scale"):
+        validate_archive(archive.drop(columns="units_clip_excess_scale"))
