@@ -96,6 +96,9 @@ SURVEY_TABLES = (
 #: series ±8 % where it came out ±9-10 %, and over-provision the mix (6.7-8.2 % for a 10 %
 #: target). Planned: 3.5 % for the series (units ~4 %, SEK ~3 %; one figure for both), 1 % for
 #: the mix.
+#: The series' cells are published clipped, so its bias stays in the plan; the forecast built
+#: on them corrects its level from the clip excess each month measures and is charged for
+#: (segments.privacy.vectors.EXCESS_SHARE of the month's loss, priced in here).
 CLIP_BIAS = {"monthly_category": 0.035, "category_mix": 0.01}
 #: The level at which a release's expected error is held against ``max_relative_error``
 #: (whatever the targets' level): a release whose typical cell's 90 % interval is wider than
@@ -405,6 +408,15 @@ class AccuracyPlan:
                 + " of a typical cell (measured by benchmarks/bench_utility.py; more on a "
                 "segment of heavy buyers)"
             )
+        if "monthly_category" in self.planned:
+            from segments.privacy.vectors import EXCESS_SHARE
+
+            lines.append(
+                "monthly_category: each month also measures the mass its clip removed "
+                f"({EXCESS_SHARE:.0%} of the month's ε, charged with it); the purchasing "
+                "forecast pools it over the months it reads to correct the series' level and "
+                "widens its intervals by that estimate's noise (segments.forecast)"
+            )
         return lines
 
     def epsilon(self, release: str) -> float:
@@ -575,8 +587,12 @@ def _needs(
     # cells × factor × TAIL_RATIO / people (the mean cancels). Under zCDP the L2 norm of a
     # person spread over m cells is ~ L1 / √m; m ~ 4 categories a month (public shape).
     l2_gain = 1.0 if family == DPFamily.PURE else 2.0
-    # two aggregates (units, SEK), each (1 - bound_share) of half the loss
+    from segments.privacy.vectors import EXCESS_SHARE
+
+    # two aggregates (units, SEK), each (1 - bound_share) of half the loss; the series also
+    # gives EXCESS_SHARE of each to its clip's excess (the forecast's bias correction)
     vector_share = (1.0 - bound_share) / 2.0
+    series_share = vector_share - EXCESS_SHARE / 2.0
     needs = []
     if "monthly_category" in targets:
         typical = TYPICAL_TO_MEAN["monthly_category"]
@@ -586,7 +602,7 @@ def _needs(
                 "monthly_category",
                 12,
                 noise,
-                coefficient / l2_gain / vector_share,
+                coefficient / l2_gain / series_share,
                 targets["monthly_category"],
                 CLIP_BIAS["monthly_category"],
             )
