@@ -10,6 +10,13 @@ hold out the last ``--holdout`` months and compare the MAPE per product category
     ε per month, ``--reps`` fresh archives each,
 (c) seasonal-naive, from the true totals and from each DP archive.
 
+Each forecast from a DP archive is made twice on the same archive: as published
+(``forecast_archive``: the level corrected by the archive's charged clip excess, when its
+months carry one) and without that correction ("no clip correction"), so the correction's
+effect on MAPE and coverage is measured on the same noise. Per archive, the pooled clipped
+share the forecast used (``clip_correction``) is recorded next to the realised one
+(true minus released over released, training months: evaluation only).
+
 Only the training months are released (the held-out months are never needed from an
 archive). The ALO Center policy's ``statistics`` purpose keeps order data 84 months (AL-1),
 so one preparation covers the whole history; each month is released at ``as_of`` = the first
@@ -37,7 +44,14 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from segments.forecast import backtest_table, forecast_archive, forecast_panel, load_archive, mape
+from segments.forecast import (
+    backtest_table,
+    clip_correction,
+    forecast_archive,
+    forecast_panel,
+    load_archive,
+    mape,
+)
 from segments.workspace import Workspace, write_json
 
 POLICY = "alocenter"
@@ -100,6 +114,7 @@ def _dp_archive(
     rep: int,
     train_months: list[dt.date],
     params_policy: str | None = None,
+    archive_tag: str = "",
 ) -> tuple[Workspace, int]:
     """A workspace whose archive the release engine fills, month by month; months already
     archived by an earlier run (same ``--workdir``) are reused. Returns it and the number of
@@ -110,8 +125,9 @@ def _dp_archive(
     from segments.privacy.publishing import ReleaseContext
     from segments.privacy.specs import SPECS, PrivacyParams
 
-    tag = f"{params_policy}-" if params_policy else ""
-    ws = Workspace(root / f"{tag}eps{epsilon:g}-rep{rep:02d}").create()
+    tag = f"{archive_tag}{params_policy}-" if params_policy else archive_tag
+    # named by the dataset too: two datasets planned at the same ε must not share archives
+    ws = Workspace(root / f"{data.root.name}-{tag}eps{epsilon:g}-rep{rep:02d}").create()
     # the raw data and prepare's signed record come along (hard links): a release checks its
     # frames against the record, and the record against the raw files
     for source_dir, target_dir in (
@@ -176,6 +192,24 @@ def _planned_epsilons(data: Workspace, policies: list[str], as_of: dt.date) -> d
         fixed = {"private_segments": first.segmentation, "scale_probe": 2 * PROBE_EPSILON}
         plan = plan_by_accuracy(policy, survey_scale(scale, policy), fixed_epsilon=fixed)
         out[name] = plan.epsilon("monthly_category")
+    return out
+
+
+def _clip_shares(archive: pd.DataFrame, train_truth: pd.DataFrame) -> dict[str, Any]:
+    """Per measure: the pooled clipped share the forecast used (charged estimate, its
+    standard error) and the realised one, (true - released) / released over the training
+    months (evaluation only: the truth never reaches a forecast)."""
+    estimated = clip_correction(archive)
+    out: dict[str, Any] = {}
+    for measure in ("units", "sek"):
+        released = float(archive[measure].sum())
+        true = float(train_truth[measure].sum())
+        share, variance = estimated.get(measure, (float("nan"), float("nan")))
+        out[measure] = {
+            "estimated": round(share, 5),
+            "standard_error": round(float(np.sqrt(variance)), 5),
+            "realised": round((true - released) / released, 5),
+        }
     return out
 
 
@@ -256,36 +290,57 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     counts = {"released": 0, "reused": 0}
     for epsilon, params_policy in runs:
         label_of = f"{params_policy} planned " if params_policy else ""
-        per_rep: dict[str, list[dict[str, float]]] = {model: [] for model in MODELS}
-        coverage: dict[str, list[float]] = {model: [] for model in MODELS}
+        variants = [(m, True) for m in MODELS] + [(m, False) for m in MODELS]
+        per_rep: dict[tuple[str, bool], list[dict[str, float]]] = {v: [] for v in variants}
+        coverage: dict[tuple[str, bool], list[float]] = {v: [] for v in variants}
+        shares: list[dict[str, Any]] = []
         t0 = time.perf_counter()
         for rep in range(args.reps):
-            ws, released = _dp_archive(data, root, epsilon, rep, train_dates, params_policy)
+            ws, released = _dp_archive(
+                data, root, epsilon, rep, train_dates, params_policy, args.archive_tag
+            )
             counts["released"] += released
             counts["reused"] += len(train_dates) - released
             archive = load_archive(ws)
-            for model in per_rep:
-                fc = forecast_archive(archive, args.holdout, model, level=0.9)
-                per_rep[model].append(_per_category_mape(fc, held))
-                coverage[model].append(_coverage(fc, held))
+            for model, corrected in per_rep:
+                fc = forecast_archive(
+                    archive, args.holdout, model, level=0.9, clip_corrected=corrected
+                )
+                per_rep[(model, corrected)].append(_per_category_mape(fc, held))
+                coverage[(model, corrected)].append(_coverage(fc, held))
+            shares.append(_clip_shares(archive, train_truth))
             print(
                 f"{label_of}eps={epsilon:g} rep {rep}: mean MAPE "
                 + ", ".join(
-                    f"{MODELS[m]} {np.mean(list(per_rep[m][-1].values())):.2f} %" for m in MODELS
-                ),
+                    f"{MODELS[m]}{'' if c else ' (no clip correction)'} "
+                    f"{np.mean(list(per_rep[(m, c)][-1].values())):.2f} %"
+                    + (f" cov {coverage[(m, c)][-1]:.2f}" if m != "seasonal-naive" else "")
+                    for m, c in variants
+                )
+                + f"; clipped share {shares[-1]}",
                 flush=True,
             )
         timings[f"{label_of}eps{epsilon:g}_s"] = time.perf_counter() - t0
-        for model, reps in per_rep.items():
+        for (model, corrected), reps in per_rep.items():
             cats = sorted(reps[0])
-            results["methods"][f"DP archive {label_of}eps={epsilon:g}, {MODELS[model]}"] = {
+            label = MODELS[model] + ("" if corrected else " (no clip correction)")
+            results["methods"][f"DP archive {label_of}eps={epsilon:g}, {label}"] = {
                 "epsilon": epsilon,
                 "policy": params_policy,
                 "model": model,
+                "clip_corrected": corrected,
                 "per_category": {c: _summary([r[c] for r in reps]) for c in cats},
                 "mean_mape": _summary([float(np.mean(list(r.values()))) for r in reps]),
-                **({"coverage_90": _summary(coverage[model])} if model != "seasonal-naive" else {}),
+                **(
+                    {
+                        "coverage_90": _summary(coverage[(model, corrected)]),
+                        "coverage_90_per_archive": coverage[(model, corrected)],
+                    }
+                    if model != "seasonal-naive"
+                    else {}
+                ),
             }
+        results.setdefault("clipped_share", {})[f"{label_of}eps={epsilon:g}"] = shares
         # a partial result after each ε, so a long run can be read before it ends
         results["config"] = _config(args, train, manifest)
         results["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
@@ -322,6 +377,12 @@ def main() -> None:
         "mechanism parameters) instead of --epsilons",
     )
     parser.add_argument("--workdir", default="data/workspace/backtest_forecast")
+    parser.add_argument(
+        "--archive-tag",
+        default="",
+        help="prefix of the DP archives' folders in --workdir (archives of another code "
+        "version are then not reused)",
+    )
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     if args.seed is None:
