@@ -459,3 +459,17 @@ def test_the_clipped_excess_is_calibrated_against_a_heavy_buyer():
         statistic=float,
     )
     assert not refuted.passed
+
+
+def test_the_clipped_excess_counts_a_weighted_chair_once():
+    """Cells arrive multiplied by their category's weight (a chair counts as ten reams); the
+    excess is measured in the categories' own units: one buyer of 100 chairs (1,000 on the
+    weighted scale) clipped at 100 loses 100 weighted units up to the span, i.e. 10 chairs."""
+    release = _release(public=100.0, loss=1.0)
+    release.excess_losses = {"units": 1e4}  # noise scale 0.01: the value is exact
+    weights = np.ones(len(PRODUCT_CATEGORIES))
+    weights[list(PRODUCT_CATEGORIES).index("furniture")] = 10.0
+    release.excess_weights = {"units": weights}
+    cells = pl.DataFrame({"pid": [1, 2], "category": ["furniture", "paper"], "units": [1000, 150]})
+    release.run(cells.lazy())
+    assert release.excess["units"] == 10 + 50

@@ -399,15 +399,6 @@ class AccuracyPlan:
                 "cell whose noise exceeds max_relative_error="
                 f"{self.max_relative_error:g} (sek_reliable, units_reliable = false)"
             )
-        clipped = [r for r in CLIP_BIAS if r in self.releases]
-        if clipped:
-            lines.append(
-                "expected errors add the clip's bias to the noise's: each person's vector is "
-                "clipped at 2 x a private 90th percentile, which biases "
-                + " and ".join(f"{r} low by about {CLIP_BIAS[r]:.1%}" for r in clipped)
-                + " of a typical cell (measured by benchmarks/bench_utility.py; more on a "
-                "segment of heavy buyers)"
-            )
         if "monthly_category" in self.planned:
             from segments.privacy.vectors import EXCESS_SHARE
 
@@ -416,6 +407,15 @@ class AccuracyPlan:
                 f"({EXCESS_SHARE:.0%} of the month's ε, charged with it); the purchasing "
                 "forecast pools it over the months it reads to correct the series' level and "
                 "widens its intervals by that estimate's noise (segments.forecast)"
+            )
+        clipped = [r for r in CLIP_BIAS if r in self.releases]
+        if clipped:
+            lines.append(
+                "expected errors add the clip's bias to the noise's: each person's vector is "
+                "clipped at 2 x a private 90th percentile, which biases "
+                + " and ".join(f"{r} low by about {CLIP_BIAS[r]:.1%}" for r in clipped)
+                + " of a typical cell (measured by benchmarks/bench_utility.py; more on a "
+                "segment of heavy buyers)"
             )
         return lines
 

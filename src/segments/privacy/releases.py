@@ -1008,9 +1008,10 @@ def _vector_release(
     # the purchasing series also measures its clip's excess (charged, EXCESS_SHARE of each
     # aggregate's loss), which the forecast pools over months to correct the clip's bias
     excess = share * EXCESS_SHARE if is_series_query(query) else 0.0
+    keys = public_keys(query.by, segments, params=params, declared=query.key_values)
     return VectorRelease(
         by=tuple(query.by),
-        keys=public_keys(query.by, segments, params=params, declared=query.key_values),
+        keys=keys,
         aggregates=tuple(query.aggregates),
         family=params.dp_family,
         mechanism=mechanism,
@@ -1019,6 +1020,9 @@ def _vector_release(
             for a in query.aggregates
         },
         excess_losses={a: excess for a in query.aggregates} if excess else {},
+        excess_weights={a: _key_weights(keys, params, a) for a in query.aggregates}
+        if excess
+        else {},
         bound_losses={a: bound_loss if publics[a] is None else 0.0 for a in query.aggregates},
         public_bounds=publics,
         upper_bounds={a: upper[a] for a in query.aggregates},
@@ -1028,6 +1032,13 @@ def _vector_release(
         # a person has one segment: each segment gets its own private bound (parallel)
         partition="segment" if "segment" in query.by else None,
     )
+
+
+def _key_weights(keys: pl.DataFrame, params: PrivacyParams, aggregate: str) -> np.ndarray:
+    """Per public key row of a cells query: the category weight its cells were multiplied
+    by (:func:`_on_largest_bound_scale`)."""
+    weights = params.cell_weights(aggregate)
+    return np.array([weights[c] for c in keys["category"].to_list()], dtype=np.float64)
 
 
 def _vector_summary(q: QueryPlan) -> tuple[pl.DataFrame, dict[str, float]]:
@@ -1253,8 +1264,8 @@ class ReleasePlan:
                                     "over people with its own noise (an OpenDP measurement "
                                     "in the same compositor, charged with the release): the "
                                     "mass the clip removed, for a forecast to correct the "
-                                    f"level; column {a}_clip_excess (in the category scale "
-                                    "by the month's released mix) and its noise scale "
+                                    f"level; column {a}_clip_excess (in the categories' own "
+                                    "units) and its noise scale "
                                     f"{a}_clip_excess_scale; mass above (1 + EXCESS_SPAN) x "
                                     "the bound is not estimated",
                                 }
@@ -1599,7 +1610,7 @@ def _with_intervals(q: QueryPlan, answer: pl.DataFrame, params: PrivacyParams) -
     if q.query.frame == "cells":
         frame = _to_category_scale(frame, q.query.aggregates, params)
     if q.vector is not None and q.vector.excess:
-        frame = _with_clip_excess(frame, answer, q.vector, params)
+        frame = _with_clip_excess(frame, q.vector)
     if q.vector is not None and q.vector.group_bounds:
         frame = _to_group_scale(frame, q.vector)
     for mean_name, sum_col, count_col in q.query.means:
@@ -1621,28 +1632,15 @@ def _with_intervals(q: QueryPlan, answer: pl.DataFrame, params: PrivacyParams) -
     return nonnegative(frame, q.query.aggregates)
 
 
-def _with_clip_excess(
-    frame: pl.DataFrame, answer: pl.DataFrame, vector: VectorRelease, params: PrivacyParams
-) -> pl.DataFrame:
-    """The released clipped excess of each aggregate (:attr:`VectorRelease.excess`, on the
-    largest bound's scale), on every row as ``<agg>_clip_excess`` and its noise scale
-    ``<agg>_clip_excess_scale``, both in the categories' own scale: times the month's
-    released total over its released total on the largest bound's scale (the mix's weight;
-    the public mean of 1 / weight when the released totals are not positive).
-    Post-processing of released values only."""
+def _with_clip_excess(frame: pl.DataFrame, vector: VectorRelease) -> pl.DataFrame:
+    """The released clipped excess of each aggregate (:attr:`VectorRelease.excess`, in the
+    categories' own units) on every row as ``<agg>_clip_excess``, with its noise scale
+    ``<agg>_clip_excess_scale``."""
     columns: list[pl.Expr] = []
     for agg, value in vector.excess.items():
-        weighted = float(answer[agg].cast(pl.Float64).clip(0, None).sum())
-        own = float(frame[agg].cast(pl.Float64).clip(0, None).sum())
-        weights = list(params.cell_weights(agg).values())
-        ratio = (
-            own / weighted if own > 0 and weighted > 0 else float(np.mean(1 / np.array(weights)))
-        )
         columns += [
-            pl.lit(round(value * ratio), dtype=pl.Int64).alias(f"{agg}_clip_excess"),
-            pl.lit(vector.excess_scale(agg) * ratio, dtype=pl.Float64).alias(
-                f"{agg}_clip_excess_scale"
-            ),
+            pl.lit(value, dtype=pl.Int64).alias(f"{agg}_clip_excess"),
+            pl.lit(vector.excess_scale(agg), dtype=pl.Float64).alias(f"{agg}_clip_excess_scale"),
         ]
     return frame.with_columns(columns)
 

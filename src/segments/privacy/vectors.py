@@ -22,11 +22,14 @@ noise, once divided by the weight, follows the furniture bound.
 drops each person's norm above it, so every released sum is biased low (3-4 % of a
 monthly category on the synthetic data: the top tenth of buyers is scaled down). With
 :attr:`VectorRelease.excess_losses`, the release also measures, in the same OpenDP
-compositor and charged with it, the **clipped excess**: the sum over people of
-``min(max(norm - C, 0), EXCESS_SPAN × C)``, one number per aggregate with its own noise
-(sensitivity ``EXCESS_SPAN × C``: one person moves it by at most that). A forecast pools
-it over the released months to correct the level (segments.forecast); the mass above
-``(1 + EXCESS_SPAN) × C`` is not estimated (0.2-0.3 % of a month on the synthetic data).
+compositor and charged with it, the **clipped excess**: the sum over people of what the
+clip at ``C`` removes from them up to a clip at ``(1 + EXCESS_SPAN) × C``, in the
+categories' own units (a weighted chair counts as one chair: heavy-weight categories are
+over-represented among the clipped, so converting a weighted excess by the month's mix
+overstated it twice over in a backtest), at most ``EXCESS_SPAN × C`` per person (its
+sensitivity), one number per aggregate with its own noise. A forecast pools it over the
+released months to correct the level (segments.forecast); the mass above
+``(1 + EXCESS_SPAN) × C`` is not estimated (0.2-0.35 % of a month on the synthetic data).
 """
 
 from __future__ import annotations
@@ -89,10 +92,11 @@ EXCESS_SPAN = 1.0
 #: Share of each aggregate's loss the purchasing series gives its clipped excess (taken from
 #: the sum's). A forecast pools the excess over its ~30 training months; its standard error
 #: falls as 1 / (share x customers). At AllOffice's planned ~0.14 a month and 50,000
-#: customers a share of 0.10 gave 1.4 % (benchmarks/backtest_forecast.py, seed 570827396:
-#: estimates 1.7 % and 4.9 % against a realised 4.8 % and 4.1 %), too noisy against a bias
-#: of 3-5 %; 0.20 halves it (about 0.7 % at 50,000, 0.35 % at 100,000 customers).
-EXCESS_SHARE = 0.20
+#: customers a share of 0.10 gives about 2 % (1 % at 100,000 customers: a month's excess
+#: has noise scale ~30,000 units on ~370,000 released), against a bias of 3.5-4.5 %. 0.20 would halve it, but the
+#: series' sums would then need a third more ε for the same noise, and the planner then
+#: left Offix's segment overview and survey out at 60,000 customers (tests/test_planner.py).
+EXCESS_SHARE = 0.10
 
 #: The person frame handed to OpenDP: a LazyFrame of cells (``pid``, keys, aggregates).
 CELLS_DOMAIN = dp.user_domain("PersonCellsLazyFrame", lambda x: isinstance(x, pl.LazyFrame))
@@ -290,6 +294,9 @@ class VectorRelease:
     excess_losses: Mapping[str, float] = field(default_factory=dict)
     #: per aggregate, the released (noisy) clipped excess, once :meth:`run` has run
     excess: dict[str, int] = field(default_factory=dict)
+    #: per aggregate, the weight each key row's cells were multiplied by before the release
+    #: (the category weights): the excess is measured in the categories' own units
+    excess_weights: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def norm(self) -> str:
@@ -370,17 +377,26 @@ class VectorRelease:
         return noise_scale(DPFamily.ZCDP, span, loss) * (1.0 + 1e-12)
 
     def _excess_measurement(self, aggregate: str) -> Any:
-        """OpenDP measurement of one aggregate's clipped excess: each person's norm above
-        the bound ``c`` in force, at most ``span`` (floored to whole units), summed, noised.
-        One person added or removed moves the sum by at most ``span``."""
+        """OpenDP measurement of one aggregate's clipped excess: what the clip at the bound
+        ``c`` in force removes from each person, up to a clip at ``c + span``, in the
+        categories' own units (each cell divided by its weight :attr:`excess_weights`, so a
+        chair counts once, not as ten reams), at most ``span`` per person (rounded to whole
+        units), summed, noised. One person added or removed moves the sum by at most
+        ``span``."""
         c = int(math.ceil(self.bound(aggregate)))
         span = self.excess_span(aggregate)
         weights = self.group_weights(aggregate)
+        own = np.asarray(self.excess_weights.get(aggregate, np.ones(self.keys.height)), float)
 
         def excess_sum(data: pl.LazyFrame) -> int:
-            norms = self._vectors(data, aggregate, weights).norms(self.norm)
-            per_person = np.floor(np.clip(norms - c, 0.0, float(span))).astype(np.int64)
-            return int(per_person.sum())
+            vectors = self._vectors(data, aggregate, weights)
+            norms = np.maximum(vectors.norms(self.norm), 1e-300)
+            kept = np.minimum(1.0, c / norms)
+            kept_wider = np.minimum(1.0, (c + span) / norms)
+            removed = (kept_wider - kept)[vectors.person] * vectors.value
+            removed = removed / (own[vectors.cell] * weights[vectors.cell])
+            per_person = np.bincount(vectors.person, weights=removed, minlength=vectors.n_people)
+            return int(np.rint(np.clip(per_person, 0.0, float(span))).sum())
 
         metric = dp.absolute_distance(T="i64")
         chain = dp.t.make_user_transformation(
