@@ -93,9 +93,10 @@ EXCESS_SPAN = 1.0
 #: the sum's). A forecast pools the excess over its ~30 training months; its standard error
 #: falls as 1 / (share x customers). At AllOffice's planned ~0.14 a month and 50,000
 #: customers a share of 0.10 gives about 2 % (1 % at 100,000 customers: a month's excess
-#: has noise scale ~30,000 units on ~370,000 released), against a bias of 3.5-4.5 %. 0.20 would halve it, but the
-#: series' sums would then need a third more ε for the same noise, and the planner then
-#: left Offix's segment overview and survey out at 60,000 customers (tests/test_planner.py).
+#: has noise scale ~30,000 units on ~370,000 released), against a bias of 3.5-4.5 %. 0.20
+#: would halve it, but the series' sums would then need a third more ε for the same noise,
+#: and the planner then left Offix's segment overview and survey out at 60,000 customers
+#: (tests/test_planner.py).
 EXCESS_SHARE = 0.10
 
 #: The person frame handed to OpenDP: a LazyFrame of cells (``pid``, keys, aggregates).
