@@ -180,3 +180,31 @@ def test_the_audit_states_its_power() -> None:
     # violation is caught in ~80 % of them, not 95 %), and more trials detect smaller ones
     assert 2.0 < detectable_violation(20_000, 0.25) < 3.5
     assert detectable_violation(20_000, 1.0) < detectable_violation(2_000, 1.0)
+
+
+def test_the_sequence_case_composes_what_fits_a_period_and_claims_its_true_total() -> None:
+    """h14a's finding: 35 copies of a ε 0.131 release on the same data compose to ε 4.6, but
+    the case claimed min(budget 4, 4.6) = 4, less than the mechanism it ran really spends (a
+    powerful enough run would have refuted a sound system). Now it composes the copies the
+    ledger lets into one budget period (30) and claims exactly their total."""
+    import types
+
+    from segments.audit.mechanisms import AuditedCase, MechanismCase, sequence_cases
+
+    policy = Policy.load("alloffice")  # ε 4 per 12 months
+    ids = tuple(f"r{i}" for i in range(35))
+    one = MechanismCase("month", lambda d: d, 1.0, 0.0, 0.131, 0.0, float)
+    entries = [
+        types.SimpleNamespace(
+            release_id=i,
+            reserved_at="2026-11-01",
+            request=types.SimpleNamespace(population="customers", epsilon=0.131),
+        )
+        for i in ids
+    ]
+    _, (composed,) = sequence_cases(policy, entries, [AuditedCase(one, "release", ids)])
+    assert composed.case.name.startswith("sequence of 30 accepted releases")
+    assert composed.case.claimed_epsilon == pytest.approx(30 * 0.131)
+    assert len(composed.case.mechanism(1.0)) == 30
+    few = sequence_cases(policy, entries[:3], [AuditedCase(one, "release", ids[:3])])[1]
+    assert few[0].case.claimed_epsilon == pytest.approx(3 * 0.131)  # under the budget: all
