@@ -431,3 +431,54 @@ def test_attack_a_kill_between_published_and_the_archive_update_loses_no_month(
     with pytest.raises(ReleaseRefusedError, match="2025-11 was already released"):
         _release(workspace, dt.date(2025, 11, 1), dt.date(2025, 12, 1), params, ledger, policy)
     assert set(_read_archive_pl(workspace)["month"]) == {dt.date(2025, 10, 1), dt.date(2025, 11, 1)}
+
+
+@pytest.mark.parametrize("month", [dt.date(2024, 1, 1), dt.date(2024, 9, 1)])
+def test_a_replayed_month_prepares_the_frames_of_a_full_rewind(tmp_path, month):
+    """The backfill rewinds only the closed month's order lines (issue 14, main job within 3
+    minutes): prepared as of the month's close, the replay's customers frame, the month's
+    lines partition and the per-person cells a month-closing reads are those of the full
+    rewind (the same bytes, the same digests in prepare's signed record), and no other
+    month's partition is written."""
+    from segments import copy_default_dataset
+    from segments.engine.inmemory import PolarsEngine
+    from segments.prepare.frames import prepare
+    from segments.prepare.history import rewind_raw
+    from segments.privacy.archive import _prepared_as_of, _replay_key
+    from segments.provenance import signed_record
+
+    ws = Workspace(tmp_path / "ws")
+    copy_default_dataset(ws)
+    policy = Policy.load("alloffice")
+    key = _replay_key(ws)
+    closed = next_month(month)
+    day = closed - dt.timedelta(days=1)
+    full = Workspace(tmp_path / "full")
+    rewind_raw(ws, day, full)
+    prepare(full, policy, PURPOSE, day, key=key)
+    windowed = Workspace(tmp_path / "windowed")
+    folder = _prepared_as_of(ws, windowed, policy, PURPOSE, closed, key)
+
+    part = f"lines.parquet/month={month:%Y-%m}/part-00000.parquet"
+    assert sorted(
+        p.relative_to(folder).as_posix() for p in folder.rglob("*.parquet") if p.is_file()
+    ) == [
+        "customers.parquet",
+        part,
+    ]
+    before, after = full.prepared_dir(PURPOSE), folder
+    for name in ("customers.parquet", part):
+        assert (before / name).read_bytes() == (after / name).read_bytes(), name
+        recorded = (signed_record(full, PURPOSE), signed_record(windowed, PURPOSE))
+        assert recorded[0]["outputs"][name] == recorded[1]["outputs"][name]
+    assert signed_record(windowed, PURPOSE)["as_of"] == day.isoformat()
+    window = (month, closed)
+    cells = [
+        PolarsEngine().person_cells(
+            f / "lines.parquet", window, PRODUCT_CATEGORIES, by_month=False, scratch=tmp_path
+        )
+        for f in (before, after)
+    ]
+    assert cells[0].height > 100 and cells[0].equals(cells[1])
+    manifest = json.loads(windowed.manifest.read_text())
+    assert manifest["lines_window"] == [month.isoformat(), closed.isoformat()]

@@ -646,11 +646,20 @@ def _prepared_as_of(
     closed: dt.date,
     key: PseudonymKey,
 ) -> Path:
-    """Prepare the rewound raw data as of the last day of the month that closed."""
+    """Prepare the rewound raw data as of the last day of the month that closed.
+
+    Only the closed month's order lines are rewound (``lines_window``), so prepare writes
+    that month's lines partition — the only one its release reads — beside the whole
+    customers frame: the persons, and the retention and exclusions that choose them, come
+    from the customers and orders, rewound whole. The month's frames are those of a full
+    rewind (``tests/test_archive.py`` compares them byte for byte), at a twelfth of the
+    work in a year's history."""
     from segments.prepare.frames import prepare
     from segments.prepare.history import rewind_raw
 
     day = closed - dt.timedelta(days=1)
-    rewind_raw(workspace, day, replay)  # signed: the replay is bound to this workspace's raw
+    month = month_start(day)
+    # signed: the replay is bound to this workspace's raw
+    rewind_raw(workspace, day, replay, lines_window=(month, closed))
     prepare(replay, policy, purpose, day, key=key)
     return replay.prepared_dir(purpose)
