@@ -22,6 +22,7 @@ from segments.privacy.vectors import (
     choose_mechanism,
     clip_to_norm,
     person_matrix,
+    repeated_invocations,
 )
 from segments.schema import PRODUCT_CATEGORIES
 
@@ -225,6 +226,46 @@ def test_the_audit_catches_a_clip_that_does_not_clip():
         statistic=lambda v: float(v[paper]),
     )
     assert not result.passed
+
+
+def test_repeated_invocations_reuse_the_clipped_sum_and_draw_fresh_noise(monkeypatch):
+    """Inside repeated_invocations (the DP audit's runs) the deterministic clip-and-sum runs
+    once per input object, never for another frame; the noise is fresh at every run, with the
+    release's scale around the true clipped sum; outside the block nothing is reused."""
+    rng = np.random.default_rng(7)
+    frame, other = _cells(40, True, rng), _cells(40, False, rng)
+    release = _release(loss=1.0)
+    measurement = release.measurement()
+    true_paper = float(
+        release._sum_transformation("units", release.bound("units"))(frame)[
+            list(PRODUCT_CATEGORIES).index("paper")
+        ]
+    )
+    calls = []
+    of = PersonVectors.of.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        PersonVectors, "of", classmethod(lambda cls, *a: calls.append(1) or of(cls, *a))
+    )
+    with repeated_invocations():
+        runs = np.array([_paper(measurement(frame)) for _ in range(400)])
+        assert len(calls) == 1  # the clip-and-sum ran once for 400 runs
+        elsewhere = _paper(measurement(other))
+        assert len(calls) == 2  # another frame: its own clip-and-sum
+    scale = release.scale("units")
+    assert len(set(runs)) > 100  # fresh noise every run (integers: some repeat)
+    # Laplace(scale) noise: mean within 5 standard errors, mean absolute deviation ~ scale
+    assert abs(runs.mean() - true_paper) < 5 * math.sqrt(2) * scale / math.sqrt(runs.size)
+    assert 0.8 * scale < np.abs(runs - true_paper).mean() < 1.2 * scale
+    other_paper = float(
+        release._sum_transformation("units", release.bound("units"))(other)[
+            list(PRODUCT_CATEGORIES).index("paper")
+        ]
+    )
+    assert abs(elsewhere - other_paper) < 20 * scale and abs(true_paper - other_paper) > 0
+    calls.clear()
+    for _ in range(3):
+        measurement(frame)
+    assert len(calls) == 3  # outside the block: computed at every invocation
 
 
 @pytest.mark.parametrize("family", ["pure", "zcdp"])

@@ -459,22 +459,29 @@ def audit_cases(
     ``confidence`` holds for the cases together: each is tested at
     :func:`~segments.audit.dp_audit.family_confidence` (Bonferroni), so a sound release is
     refuted by chance in at most 5 % of audits however many releases are audited.
+
+    The runs share each case's deterministic per-person step on the same input
+    (:func:`segments.privacy.vectors.repeated_invocations`): every run still draws its own
+    OpenDP noise, so the outputs, and the test's power, are those of fresh runs.
     """
+    from segments.privacy.vectors import repeated_invocations
+
     confidence = family_confidence(confidence, len(cases))
-    return [
-        audit_mechanism(
-            c.name,
-            c.mechanism,
-            c.dataset,
-            c.neighbour,
-            claimed_epsilon=c.claimed_epsilon,
-            delta=c.delta,
-            trials=trials,
-            confidence=confidence,
-            statistic=c.statistic,
-        )
-        for c in cases
-    ]
+    with repeated_invocations():
+        return [
+            audit_mechanism(
+                c.name,
+                c.mechanism,
+                c.dataset,
+                c.neighbour,
+                claimed_epsilon=c.claimed_epsilon,
+                delta=c.delta,
+                trials=trials,
+                confidence=confidence,
+                statistic=c.statistic,
+            )
+            for c in cases
+        ]
 
 
 def audit_release_mechanisms(
