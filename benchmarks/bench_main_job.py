@@ -131,9 +131,7 @@ def main() -> None:
             cur = results["runs"]["current"]
             titles = [t for t in cur[0][key] if t in base[0][key]]
             ratios[measure] = {
-                t: round(
-                    sum(r[key][t] for r in cur) / max(sum(r[key][t] for r in base), 1e-9), 2
-                )
+                t: round(sum(r[key][t] for r in cur) / max(sum(r[key][t] for r in base), 1e-9), 2)
                 for t in titles
             }
         total = "seconds", "cpu_seconds"
