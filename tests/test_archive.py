@@ -482,3 +482,10 @@ def test_a_replayed_month_prepares_the_frames_of_a_full_rewind(tmp_path, month):
     assert cells[0].height > 100 and cells[0].equals(cells[1])
     manifest = json.loads(windowed.manifest.read_text())
     assert manifest["lines_window"] == [month.isoformat(), closed.isoformat()]
+    # r9a L2: the replay holds this month's lines only, so no other month is released from it
+    from segments.privacy.archive import check_month_in_data
+
+    check_month_in_data(ws, folder, month, PURPOSE, policy)
+    previous = (month - dt.timedelta(days=1)).replace(day=1)
+    with pytest.raises(ReleaseRefusedError, match=r"order lines of \[.*\) only.*backfill"):
+        check_month_in_data(ws, folder, previous, PURPOSE, policy)

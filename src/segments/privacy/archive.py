@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import polars as pl
 
-from segments._tables import scan_table, to_pandas
+from segments._tables import reads_bound_to, scan_table, to_pandas
 from segments.exceptions import ReleaseRefusedError, WorkspaceError
 from segments.months import add_months, month_start, next_month
 from segments.privacy.ledger import cite_rule
@@ -279,7 +279,8 @@ def check_month_in_data(
     # the data's as-of is prepare's SIGNED record's, never the editable policy_report.json's
     path = workspace.require(prepared / PROVENANCE_FILE, f"segments prepare --purpose {purpose}")
     owner = Workspace(prepared.parent.parent)  # the workspace, or the backfill's replay
-    data_as_of = dt.date.fromisoformat(str(signed_record(owner, purpose)["as_of"]))
+    record = signed_record(owner, purpose)
+    data_as_of = dt.date.fromisoformat(str(record["as_of"]))
     month_end = next_month(month) - dt.timedelta(days=1)
     if month_end > data_as_of:
         raise ReleaseRefusedError(
@@ -287,6 +288,20 @@ def check_month_in_data(
             f"{cite_rule(policy)}: it ends {month_end}, after the prepared data's as-of "
             f"{data_as_of} ({path}), so the data do not cover it; prepare the data as of "
             f"{month_end} or later (`segments prepare --as-of`), then release the month"
+        )
+    # A backfill's replay holds the order lines of one month only (its manifest's
+    # lines_window, read from the bytes prepare's signed record hashed): any other month
+    # released from it would be noise around zero, charged and its once-only release spent.
+    with reads_bound_to(owner.raw, record["raw"]):
+        window = owner.read_manifest().get("lines_window")
+    if window and not (
+        window[0] <= month.isoformat() and next_month(month).isoformat() <= window[1]
+    ):
+        raise ReleaseRefusedError(
+            f"monthly series: month {month:%Y-%m} refused before anything was charged"
+            f"{cite_rule(policy)}: the frames in {prepared} were prepared from a replay holding "
+            f"the order lines of [{window[0]}, {window[1]}) only, so they do not cover it; "
+            f"release it with `segments release backfill`, which replays that month"
         )
 
 
