@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
+import time
 
 import pytest
 
@@ -103,9 +103,10 @@ def test_notebooks_run_alongside_and_land_in_the_report_only_when_done(tmp_path,
         finish()
 
 
-def test_the_notebooks_beside_the_main_job_run_one_kernel_at_a_time(tmp_path, monkeypatch):
+def test_the_notebooks_take_one_kernel_beside_the_job_and_two_after_it(tmp_path, monkeypatch):
     """Beside the main job (one busy core of two) the notebooks take the other core: a second
-    kernel would make three busy processes and slow the job, the longer of the two."""
+    kernel would make three busy processes and slow the job, the longer of the two. Once the
+    job's steps end (it asks for the notebooks), the ones still to run take a second kernel."""
     import nbformat
 
     from segments import pipeline
@@ -113,18 +114,30 @@ def test_the_notebooks_beside_the_main_job_run_one_kernel_at_a_time(tmp_path, mo
 
     folder, times = tmp_path / "notebooks", tmp_path / "times.txt"
     folder.mkdir()
-    for name in ("01-a", "02-b", "03-c"):
+    for name, seconds in (("01-a", 2.0), ("02-b", 20.0), ("03-c", 1.0)):
         source = (
             "import time\n"
-            f"start = time.time(); time.sleep(3.0)\n"
-            f"with open({str(times)!r}, 'a') as fh: fh.write(f'{{start}} {{time.time()}}\\n')"
+            f"with open({str(times)!r}, 'a') as fh: fh.write(f'{name} start {{time.time()}}\\n')\n"
+            f"time.sleep({seconds})\n"
+            f"with open({str(times)!r}, 'a') as fh: fh.write(f'{name} end {{time.time()}}\\n')"
         )
         notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
         nbformat.write(notebook, folder / f"{name}.ipynb")
     monkeypatch.setattr(pipeline, "NOTEBOOKS_DIR", folder)
     ws = Workspace(tmp_path / "ws").create()
     _, finish = pipeline._notebooks_alongside(ws)
+
+    def seen() -> dict[str, float]:
+        lines = times.read_text().split("\n") if times.exists() else []
+        return {" ".join(line.split()[:2]): float(line.split()[2]) for line in lines if line}
+
+    deadline = time.time() + 180
+    while "02-b start" not in seen() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    before = seen()
+    assert before["02-b start"] >= before["01-a end"], before  # one kernel beside the job
+    assert "03-c start" not in before, before
     assert finish() == ["01-a.ipynb", "02-b.ipynb", "03-c.ipynb"]
-    spans = sorted(tuple(map(float, line.split())) for line in times.read_text().splitlines())
-    assert len(spans) == 3
-    assert all(end <= start for (_, end), (start, _) in itertools.pairwise(spans)), spans
+    after = seen()
+    assert after["03-c start"] < after["02-b end"], after  # a second kernel after the job
