@@ -472,13 +472,14 @@ class IngestMapping(_ExportColumns):
     description: str | None = None
     channel: str | None = None
     geography: str | None = None
-    format: str = "csv"
-    separator: str = ","
-    encoding: str = "utf-8"
+    # the reading options' defaults have one owner: _ExportFormat (read_export reads both)
+    format: str = _ExportFormat.format
+    separator: str = _ExportFormat.separator
+    encoding: str = _ExportFormat.encoding
     decimal: str = "."
-    header: bool = True
-    column_names: tuple[str, ...] | None = None
-    date_format: str = "%Y-%m-%d"
+    header: bool = _ExportFormat.header
+    column_names: tuple[str, ...] | None = _ExportFormat.column_names
+    date_format: str = _ExportFormat.date_format
     currency: str = "SEK"
     sek_per_unit: float = 1.0
     rate_source: str = ""
