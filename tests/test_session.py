@@ -20,7 +20,7 @@ from segments.exceptions import PolicyError, ReleaseRefusedError
 from segments.policy import Policy
 from segments.prepare import prepare
 from segments.privacy.ledger import Ledger
-from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource
+from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource, is_series_query
 from segments.session import Session, count, mean
 from segments.session import sum as total
 from segments.workspace import Workspace
@@ -387,11 +387,23 @@ def test_named_specs_as_session_queries_release_the_same_figures_and_charges(ws,
         )
     s = _session(ws, spec_ledger)  # a controller has one ledger: both charges go there
     queries = _as_session_queries(s, name)
-    by_session = s.release(queries, epsilon=spec.epsilon, weights=spec.weights)
-    spec_charge, session_charge = spec_ledger.entries()
-    assert session_charge.loss == spec_charge.loss
-    assert session_charge.request.epsilon == spec_charge.request.epsilon
-    assert by_session.card["privacy_loss_per_query"] == by_spec.card["privacy_loss_per_query"]
+    if any(is_series_query(q) for q in spec.query_defs):
+        # the series is released once a month whichever path asks: the session's copy of it
+        # (worded its own way) is refused on the same ledger before any charge; its charge
+        # is the plan's (until 2026-12-06 the copy was not recognised as the series and a
+        # second release of the month went through the session)
+        with pytest.raises(ReleaseRefusedError, match="it is released once"):
+            s.release(queries, epsilon=spec.epsilon, weights=spec.weights)
+        (spec_charge,) = spec_ledger.entries()
+        planned = s.plan(queries, epsilon=spec.epsilon, weights=spec.weights)
+        assert planned.privacy_loss == spec_charge.loss
+        assert by_spec.card["privacy_loss"]["epsilon"] == pytest.approx(spec.epsilon)
+    else:
+        by_session = s.release(queries, epsilon=spec.epsilon, weights=spec.weights)
+        spec_charge, session_charge = spec_ledger.entries()
+        assert session_charge.loss == spec_charge.loss
+        assert session_charge.request.epsilon == spec_charge.request.epsilon
+        assert by_session.card["privacy_loss_per_query"] == by_spec.card["privacy_loss_per_query"]
 
     above, below = _sign_votes(ws, s, name, queries)
     assert above + below >= 20, (above, below)

@@ -725,8 +725,15 @@ def is_series_query(query: QueryDef) -> bool:
     True
     >>> is_series_query(QUERIES["customers_by_type"])
     False
+    >>> is_series_query(dataclasses.replace(QUERIES["monthly_category"], influence="worded"))
+    True
     """
-    return any(replace(query, name=name) == QUERIES[name] for name in SERIES_QUERIES)
+    # by what it computes: its name and its prose (``influence``, which a session query
+    # words its own way) are not part of the definition
+    return any(
+        replace(query, name=name, influence=QUERIES[name].influence) == QUERIES[name]
+        for name in SERIES_QUERIES
+    )
 
 
 SPECS: dict[str, ReleaseSpec] = {
