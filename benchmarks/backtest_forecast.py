@@ -282,7 +282,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     train_dates = [m.date() for m in train]
     runs: list[tuple[float, str | None]] = [(e, None) for e in args.epsilons]
-    if args.planned:
+    if args.planned_from:  # the same ε as an earlier run: its archives (same noise) are reused
+        earlier = json.loads(Path(args.planned_from).read_text(encoding="utf-8"))
+        same = {k: earlier["config"][k] for k in ("customers", "months", "seed", "as_of")}
+        if same != {k: _config(args, train, manifest)[k] for k in same}:
+            raise SystemExit(f"--planned-from {args.planned_from}: another dataset ({same})")
+        planned = {
+            name: eps
+            for name, eps in earlier["planned_epsilon_per_month"].items()
+            if not args.planned or name in args.planned
+        }
+        results["planned_epsilon_per_month"] = planned
+        results["planned_from"] = str(args.planned_from)
+        runs = [(eps, name) for name, eps in planned.items()]
+    elif args.planned:
         planned = _planned_epsilons(data, args.planned, args.as_of)
         results["planned_epsilon_per_month"] = planned
         runs = [(eps, name) for name, eps in planned.items()]
@@ -375,6 +388,14 @@ def main() -> None:
         metavar="POLICY",
         help="run at the ε per month the accuracy planner gives each named policy (and its "
         "mechanism parameters) instead of --epsilons",
+    )
+    parser.add_argument(
+        "--planned-from",
+        default=None,
+        metavar="RESULTS_JSON",
+        help="the planned ε per month of an earlier run on the same dataset (and --workdir): "
+        "its archives are reused, so another forecast version is measured on the same noise "
+        "(the planner's scale probe is noisy, a new plan would give new archives)",
     )
     parser.add_argument("--workdir", default="data/workspace/backtest_forecast")
     parser.add_argument(
