@@ -482,3 +482,102 @@ def test_attack_feature_lines_outside_the_prepared_folder_never_spill_to_tmp(
     assert seen == []  # the engine never ran
     features = customer_features(folder / "lines.parquet", customers, as_of=AS_OF)  # control
     assert len(features) > 0 and seen[0].resolve().is_relative_to(ws.private.resolve())
+
+
+# --- the compact person key (issue 21) -----------------------------------------------------------
+@pytest.mark.parametrize("by_month", [False, True])
+@pytest.mark.parametrize(
+    "window", [None, (dt.date(2026, 9, 1), dt.date(2026, 10, 1))], ids=["all", "september"]
+)
+def test_key_cell_batches_are_the_cells_keyed_on_every_backend(
+    default_lines, tmp_path, monkeypatch, window, by_month
+):
+    """A release's cells carry the pseudonym's 60-bit key, computed inside the engine (DuckDB;
+    polars keys its pseudonym rows): the same rows as person_cells keyed on the driver, a
+    check that is the pseudonym's first digits, no pseudonym leaving the engine."""
+    import segments.engine.embedded as embedded
+    from segments.engine.base import key_cell_schema, person_check, person_key
+
+    monkeypatch.setattr(embedded, "CELL_BATCH_ROWS", 5_000)
+    month = ["month"] if by_month else []
+    expected = (
+        ENGINES[0]
+        .person_cells(
+            default_lines, window, PRODUCT_CATEGORIES, by_month=by_month, scratch=tmp_path
+        )
+        .select(person_key(), *month, "category", "sek", "units", person_check())
+        .sort("pid", *month, "category")
+    )
+    assert expected.height > 500 and expected["pid"].n_unique() > 100
+    for engine in ENGINES:
+        batches = list(
+            engine.person_key_cell_batches(
+                default_lines, window, PRODUCT_CATEGORIES, by_month=by_month, scratch=tmp_path
+            )
+        )
+        if engine.name == "duckdb" and window is None:
+            assert len(batches) > 3
+        got = pl.concat(batches).sort("pid", *month, "category")
+        assert got.schema == pl.Schema(key_cell_schema(by_month))
+        assert_frame_equal(got, expected)
+
+
+def _colliding(first: str = "1", second: str = "2") -> tuple[str, str]:
+    """Two pseudonyms with one key (last 15 hex digits) and different checks."""
+    tail = "abcdef01234567899"
+    return first * 15 + tail, second * 15 + tail
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.name)
+@pytest.mark.parametrize("categories", [("paper", "paper"), ("paper", "furniture")])
+def test_two_people_of_one_key_are_refused_not_merged(engine, tmp_path, categories):
+    """Attack: two pseudonyms that share the key's digits. One row per key would add two
+    people's spend under one person's bound; the engine keeps one row per pseudonym and the
+    release refuses a key with two checks, whether they share a cell or not."""
+    from segments.engine.base import person_key_of
+
+    a, b = _colliding()
+    assert person_key_of(a) == person_key_of(b) and a != b
+    path = tmp_path / "lines.parquet"
+    day = dt.date(2026, 1, 5)
+    _lines(
+        [(a, "o1", day, categories[0], 10.0, 1), (b, "o2", day, categories[1], 20.0, 1)]
+    ).write_parquet(path)
+    customers = pl.LazyFrame(
+        {"person_id": [a, b], "county_code": ["01", "01"], "customer_type": ["private"] * 2}
+    )
+    # the engine keeps them apart: two rows, one per pseudonym, with their own checks
+    rows = pl.concat(
+        engine.person_key_cell_batches(path, None, PRODUCT_CATEGORIES, scratch=tmp_path)
+    )
+    assert rows.height == 2 and rows["pid_check"].n_unique() == 2
+    params = PrivacyParams.from_policy(Policy.load("alloffice"), "statistics")
+    with pytest.raises(SchemaError, match=r"column 'person_id'.*one person per release key"):
+        build_shared_frames(
+            customers, path, SegmentSource.category_rule(), params, tmp_path, engine=engine
+        )
+    written = sorted(p.name for p in tmp_path.glob("*.parquet"))
+    assert written == ["lines.parquet"]  # nothing written half-way
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.name)
+def test_a_buyer_sharing_a_customers_key_is_refused(engine, tmp_path):
+    """A buyer whose key is another customer's (the buyer not in customers) would be
+    released with that customer's county and type: refused too."""
+    a, b = _colliding()
+    path = tmp_path / "lines.parquet"
+    _lines([(a, "o1", dt.date(2026, 1, 5), "paper", 10.0, 1)]).write_parquet(path)
+    customers = pl.LazyFrame(
+        {"person_id": [b], "county_code": ["01"], "customer_type": ["private"]}
+    )
+    params = PrivacyParams.from_policy(Policy.load("alloffice"), "statistics")
+    with pytest.raises(SchemaError, match="one person per release key"):
+        build_shared_frames(
+            customers, path, SegmentSource.category_rule(), params, tmp_path, engine=engine
+        )
+    # without the collision the same frames are built
+    _lines([(b, "o1", dt.date(2026, 1, 5), "paper", 10.0, 1)]).write_parquet(path)
+    paths = build_shared_frames(
+        customers, path, SegmentSource.category_rule(), params, tmp_path, engine=engine
+    )
+    assert pl.read_parquet(paths["cells"])["sek"].sum() > 0

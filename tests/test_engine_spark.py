@@ -450,3 +450,61 @@ def test_a_skipped_spark_test_fails_the_run_under_ci(monkeypatch: pytest.MonkeyP
         session = types.SimpleNamespace(exitstatus=pytest.ExitCode.OK)
         conftest.pytest_sessionfinish(session, 0)  # type: ignore[arg-type]
         assert (session.exitstatus == pytest.ExitCode.TESTS_FAILED) is failed
+
+
+@pytest.mark.parametrize(("window", "by_month"), [(None, False), (YEAR, True)], ids=["all", "year"])
+def test_key_cells_are_grouped_on_the_key_by_spark(
+    engine: SparkEngine, lines: Path, window, by_month: bool, tmp_path: Path
+) -> None:
+    """A release's cells keyed on the pseudonym's digits by Spark itself: the polars
+    engine's keyed cells, row for row (issue 21)."""
+    order = ["pid", *(["month"] if by_month else []), "category"]
+    polars_engine = PolarsEngine()
+    expected = pl.concat(
+        polars_engine.person_key_cell_batches(
+            lines, window, PRODUCT_CATEGORIES, by_month=by_month, scratch=tmp_path
+        )
+    ).sort(order)
+    got = pl.concat(
+        engine.person_key_cell_batches(
+            lines, window, PRODUCT_CATEGORIES, by_month=by_month, scratch=tmp_path
+        )
+    ).sort(order)
+    assert expected.height > 1000
+    assert got.equals(expected)
+
+
+def test_two_pseudonyms_of_one_key_in_one_cell_are_refused_with_spark(
+    engine: SparkEngine, tmp_path: Path
+) -> None:
+    """Attack: two people whose pseudonyms share the key's digits, in one cell. Spark keeps
+    a row per pseudonym; the release refuses the key (never one row for two people)."""
+    from segments.policy import Policy
+    from segments.privacy.releases import build_shared_frames
+    from segments.privacy.specs import PrivacyParams, SegmentSource
+
+    tail = "abcdef01234567899"
+    people = ["1" * 15 + tail, "2" * 15 + tail]
+    path = tmp_path / "lines.parquet"
+    pl.DataFrame(
+        {
+            "person_id": people,
+            "order_id": ["o1", "o2"],
+            "order_date": [dt.date(2026, 1, 5)] * 2,
+            "category": ["paper"] * 2,
+            "amount_sek": [10.0, 20.0],
+            "quantity": pl.Series([1, 1], dtype=pl.Int32),
+        }
+    ).write_parquet(path)
+    rows = pl.concat(
+        engine.person_key_cell_batches(path, None, PRODUCT_CATEGORIES, scratch=tmp_path)
+    )
+    assert rows.height == 2 and rows["pid"].n_unique() == 1 and rows["pid_check"].n_unique() == 2
+    customers = pl.LazyFrame(
+        {"person_id": people, "county_code": ["01", "01"], "customer_type": ["private"] * 2}
+    )
+    params = PrivacyParams.from_policy(Policy.load("alloffice"), PURPOSE)
+    with pytest.raises(SchemaError, match="one person per release key"):
+        build_shared_frames(
+            customers, path, SegmentSource.category_rule(), params, tmp_path, engine=engine
+        )

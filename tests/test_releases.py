@@ -12,6 +12,7 @@ from prepared_frames import install_prepared, synthetic_proof
 from privacy_params import privacy_params
 from release_helpers import proven_ledger, release_context, run_unaccounted
 
+from segments.engine.base import person_key_of
 from segments.exceptions import BudgetExceededError, PolicyError, ReleaseRefusedError
 from segments.policy import Policy
 from segments.privacy._frames import write_prepared_frames, write_survey_frame
@@ -264,7 +265,7 @@ def test_shared_frames_bound_a_heavy_person(params, frames, tmp_path):
         params,
         tmp_path,
     )
-    key = pl.DataFrame({"person_id": [pid]}).select(pl.col("person_id").hash())[0, 0]
+    key = person_key_of(pid)
     person = pl.read_parquet(paths["person"]).filter(pl.col("pid") == key)
     cells = pl.read_parquet(paths["cells"]).filter(pl.col("pid") == key)
     assert "person_id" not in person.columns

@@ -37,6 +37,7 @@ from segments.audit.dp_audit import (
     family_confidence,
     laplace_likelihood_ratio,
 )
+from segments.engine.base import person_key_of
 from segments.privacy.composition import DPFamily, PrivacyLoss
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
 from segments.workspace import PREPARED_CUSTOMERS, PREPARED_LINES, Workspace
@@ -265,7 +266,7 @@ def _release_cases(
 
 def _keys_from(path: Path, by: tuple[str, ...]) -> dict[str, set[Any]]:
     frame = pl.read_parquet(path)
-    heavy = frame.filter(pl.col("pid") == pl.Series([HEAVY_ID]).hash()[0])
+    heavy = frame.filter(pl.col("pid") == person_key_of(HEAVY_ID))
     return {column: set(heavy[column].to_list()) for column in by if column in heavy.columns}
 
 
@@ -440,7 +441,7 @@ def unbounded_contribution_case(
     data = _write_neighbours(folder, seed)
     case = next(iter(_release_cases(policy, data, folder)))
     frame = pl.read_parquet(case.dataset)
-    heavy = frame.filter(pl.col("pid") == pl.Series([HEAVY_ID]).hash()[0])
+    heavy = frame.filter(pl.col("pid") == person_key_of(HEAVY_ID))
     lines = HEAVY_LINES_PER_CATEGORY * len(PRODUCT_CATEGORIES)
     broken = folder / "unaggregated.parquet"
     pl.concat([frame.filter(pl.col("pid") != heavy["pid"][0]), *([heavy] * lines)]).write_parquet(
@@ -639,7 +640,7 @@ def raw_person_neighbours(
 
 def _person_keys(with_path: Path, person_id: str, query: Any) -> dict[str, set[Any]]:
     frame = pl.read_parquet(with_path)
-    mine = frame.filter(pl.col("pid") == pl.Series([person_id]).hash()[0])
+    mine = frame.filter(pl.col("pid") == person_key_of(person_id))
     return {c: set(mine[c].to_list()) for c in query.by if c in mine.columns}
 
 

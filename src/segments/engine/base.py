@@ -27,6 +27,7 @@ from segments.workspace import month_partition, parquet_files
 
 __all__ = [
     "CELL_SCHEMA",
+    "KEY_HEX_DIGITS",
     "ORDER_COUNT_SCHEMA",
     "Engine",
     "LineQuery",
@@ -34,11 +35,16 @@ __all__ = [
     "OrderLineJoin",
     "Window",
     "cell_schema",
+    "check_one_person_per_key",
     "empty_cells",
     "feature_sum_schema",
+    "key_cell_schema",
     "line_files",
     "month_partition",
     "ore_to_sek",
+    "person_check",
+    "person_key",
+    "person_key_of",
 ]
 
 #: A half-open ``[start, end)`` range of order dates; None means every line.
@@ -56,6 +62,47 @@ CELL_SCHEMA: dict[str, pl.DataType] = {
 }
 #: The columns of :meth:`Engine.person_orders`.
 ORDER_COUNT_SCHEMA: dict[str, pl.DataType] = {"person_id": pl.Utf8(), "orders": pl.Int64()}
+
+#: Hex digits of the pseudonym a release's compact person key is read from (60 bits, a
+#: positive 64-bit integer on every engine). A pseudonym is a keyed HMAC's hex digits (16 to
+#: 64, ``segments.schema``), uniform, so the last 15 are as good a key as any 60-bit hash,
+#: and every engine computes them identically (a polars ``hash()`` is polars' own). The
+#: first 15 are the check (:func:`person_check`): two pseudonyms of one key are refused,
+#: never merged into one row (``segments.privacy.releases``).
+KEY_HEX_DIGITS = 15
+
+
+def person_key(column: str = "person_id") -> pl.Expr:
+    """The compact person key ``pid``: the last :data:`KEY_HEX_DIGITS` hex digits of the
+    pseudonym as an Int64 (what a release groups, sorts and joins on).
+
+    Examples
+    --------
+    >>> frame = pl.DataFrame({"person_id": ["0" * 17 + "ff", "a" * 32]})
+    >>> frame.select(person_key())["pid"].to_list() == [255, int("a" * 15, 16)]
+    True
+    """
+    digits = pl.col(column).str.slice(-KEY_HEX_DIGITS, KEY_HEX_DIGITS)
+    return digits.str.to_integer(base=16, dtype=pl.Int64).alias("pid")
+
+
+def person_check(column: str = "person_id") -> pl.Expr:
+    """The check of :func:`person_key` (``pid_check``): the pseudonym's first
+    :data:`KEY_HEX_DIGITS` hex digits as an Int64. Two pseudonyms with one key and one check
+    agree on 30 of their digits (all of them up to 30 digits)."""
+    digits = pl.col(column).str.slice(0, KEY_HEX_DIGITS)
+    return digits.str.to_integer(base=16, dtype=pl.Int64).alias("pid_check")
+
+
+def person_key_of(pseudonym: str) -> int:
+    """:func:`person_key` of one pseudonym (to find a known person's rows).
+
+    Examples
+    --------
+    >>> person_key_of("f" * 64) == 2**60 - 1
+    True
+    """
+    return int(pseudonym[-KEY_HEX_DIGITS:], 16)
 
 
 def line_files(source: LineSource, window: Window = None) -> list[Path]:
@@ -109,6 +156,28 @@ def feature_sum_schema(
 def cell_schema(by_month: bool) -> dict[str, pl.DataType]:
     """:data:`CELL_SCHEMA`, with ``month`` only for cells by month."""
     return {k: v for k, v in CELL_SCHEMA.items() if by_month or k != "month"}
+
+
+def key_cell_schema(by_month: bool) -> dict[str, pl.DataType]:
+    """The columns of :meth:`Engine.person_key_cell_batches`: :func:`cell_schema` with the
+    pseudonym replaced by its key ``pid`` and its check ``pid_check`` last (Int64 both)."""
+    keyed = {"pid": pl.Int64(), **{k: v for k, v in cell_schema(by_month).items()}}
+    keyed.pop("person_id")
+    return {**keyed, "pid_check": pl.Int64()}
+
+
+def check_one_person_per_key(merged: int) -> None:
+    """Refuse cells whose key held two pseudonyms (``merged`` rows found so): one row must be
+    one person, or the per-person bound the noise is scaled to no longer holds."""
+    if merged:
+        from segments.exceptions import SchemaError
+
+        raise SchemaError(
+            f"table 'lines', column 'person_id': rule 'one person per release key (the "
+            f"pseudonym's last {KEY_HEX_DIGITS} hex digits)' fails for {merged} row(s): two "
+            "pseudonyms share a key; nothing was released or charged; fix: re-run `segments "
+            "prepare` with a new pseudonymisation key"
+        )
 
 
 def empty_cells(by_month: bool) -> pl.DataFrame:
@@ -200,6 +269,28 @@ class Engine:
         if query is not None:
             yield from self._cell_batches(query, scratch)
 
+    def person_key_cell_batches(
+        self,
+        lines: LineSource,
+        window: Window,
+        categories: Sequence[str],
+        *,
+        by_month: bool = False,
+        scratch: Path,
+    ) -> Iterator[pl.DataFrame]:
+        """:meth:`person_cell_batches` with each row's pseudonym replaced by its compact key
+        inside the engine (:func:`key_cell_schema`: ``pid``, ``month`` with ``by_month``,
+        ``category``, ``sek``, ``units``, ``pid_check``): no pseudonym leaves the engine, and
+        the driver holds 8-byte keys instead of 32 to 64 hex characters per row.
+
+        Still one row per pseudonym and category (and month), never one per key: two people
+        of one key are two rows with different checks, which the caller refuses
+        (:func:`check_one_person_per_key`), rather than one row under one person's bound.
+        """
+        query = _query(lines, window, categories, by_month=by_month)
+        if query is not None:
+            yield from self._key_cell_batches(query, scratch)
+
     def person_orders(self, lines: LineSource, window: Window, *, scratch: Path) -> pl.DataFrame:
         """Distinct orders per person in ``window`` (:data:`ORDER_COUNT_SCHEMA`), sorted by
         ``person_id``."""
@@ -256,6 +347,13 @@ class Engine:
     def _cell_batches(self, query: LineQuery, scratch: Path) -> Iterator[pl.DataFrame]:
         # one batch, the whole frame: a backend that can stream its result overrides this
         yield self._cells(query, scratch)
+
+    def _key_cell_batches(self, query: LineQuery, scratch: Path) -> Iterator[pl.DataFrame]:
+        # keyed on the driver from the pseudonyms' batches: a backend that can key its rows
+        # itself overrides this
+        month = ["month"] if query.by_month else []
+        for cells in self._cell_batches(query, scratch):
+            yield cells.select(person_key(), *month, "category", "sek", "units", person_check())
 
     def _orders(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
         raise NotImplementedError

@@ -33,12 +33,14 @@ import polars as pl
 
 from segments.engine import SPARK_MASTER_ENV_VAR
 from segments.engine.base import (
+    KEY_HEX_DIGITS,
     ORDER_COUNT_SCHEMA,
     Engine,
     LineQuery,
     Window,
     check_categories,
     feature_sum_schema,
+    key_cell_schema,
 )
 from segments.exceptions import PolicyError
 
@@ -300,6 +302,17 @@ class SparkEngine(Engine):
 
     def _cells(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
         """:meth:`Engine.person_cells <segments.engine.base.Engine.person_cells>` on Spark."""
+        keys = ["person_id", *(["month"] if query.by_month else []), "category"]
+        out = self._collect_cells(query, scratch, keyed=False)
+        return out.sort(keys)  # on the driver: the frame is small, a Spark sort is a shuffle
+
+    def _key_cell_batches(self, query: LineQuery, scratch: Path) -> Iterator[pl.DataFrame]:
+        """:meth:`Engine.person_key_cell_batches
+        <segments.engine.base.Engine.person_key_cell_batches>` on Spark: each row keyed by
+        Spark, so no pseudonym is collected to the driver (one batch, unsorted)."""
+        yield self._collect_cells(query, scratch, keyed=True)
+
+    def _collect_cells(self, query: LineQuery, scratch: Path, *, keyed: bool) -> pl.DataFrame:
         from pyspark.sql import functions as F
 
         categories = query.categories
@@ -319,6 +332,13 @@ class SparkEngine(Engine):
             )
             .select(*keys, sek.cast("bigint").alias("sek"), "units")
         )
+        schema = dict(query.cell_schema)
+        if keyed:  # the pseudonym's hex digits as integers (segments.engine.base.person_key)
+            digits = KEY_HEX_DIGITS
+            key = F.conv(F.substring("person_id", -digits, digits), 16, 10).cast("bigint")
+            check = F.conv(F.substring("person_id", 1, digits), 16, 10).cast("bigint")
+            cells = cells.withColumn("pid", key).withColumn("pid_check", check)
+            schema = key_cell_schema(query.by_month)
         # The bound holds before the frame leaves Spark: a category outside the public list
         # is found on the aggregate (kept by Spark, spilling to spark.local.dir) and refused,
         # and only public categories are collected — at most one row per category a person.
@@ -327,10 +347,9 @@ class SparkEngine(Engine):
         try:
             unknown = cells.where(outside).select(F.coalesce("category", F.lit("None")))
             check_categories([row[0] for row in unknown.distinct().limit(20).collect()], categories)
-            out = _to_polars(cells.where(~outside), query.cell_schema)
+            return _to_polars(cells.where(~outside).select(*schema), schema)
         finally:
             cells.unpersist()
-        return out.sort(keys)  # on the driver: the frame is small, a Spark sort is a shuffle
 
     def _orders(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
         """:meth:`Engine.person_orders <segments.engine.base.Engine.person_orders>` on Spark."""

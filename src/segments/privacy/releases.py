@@ -48,7 +48,12 @@ from opendp.accuracy import summarize_polars_measurement
 
 from segments._tables import as_polars, to_pandas
 from segments.engine import Engine, get_engine, line_files
-from segments.engine.base import empty_cells
+from segments.engine.base import (
+    check_one_person_per_key,
+    key_cell_schema,
+    person_check,
+    person_key,
+)
 from segments.engine.inmemory import lazy_cells, lazy_orders
 from segments.exceptions import PolicyError, WorkspaceError
 from segments.months import months_between, next_month
@@ -164,12 +169,10 @@ def _window_filter(window: tuple[dt.date, dt.date] | None) -> pl.Expr:
 
 
 def _person_key(column: str = "person_id") -> pl.Expr:
-    """A 64-bit key per pseudonym (``pid``): cheaper to group and sort than 64-hex strings.
-
-    A hash collision could only merge two people into one row; that row is still one row,
-    clipped like any other, so the per-row bounds (and the guarantee) still hold.
-    """
-    return pl.col(column).hash().alias("pid")
+    """A 64-bit key per pseudonym (``pid``, :func:`segments.engine.base.person_key`): cheaper
+    to group and sort than hex strings, and the same on every engine. Two people of one key
+    are refused (:func:`_one_person_per_key`), never merged into one row."""
+    return person_key(column)
 
 
 def _cells(
@@ -179,32 +182,56 @@ def _cells(
     by_month: bool = False,
 ) -> pl.DataFrame:
     """Spend (whole SEK) and units per person and category (and month) inside the window,
-    from the engine (:meth:`segments.engine.Engine.person_cell_batches`), keyed by ``pid``.
+    keyed by ``pid`` with the key's check ``pid_check``
+    (:meth:`segments.engine.Engine.person_key_cell_batches`).
 
-    Each batch is keyed as it leaves the engine: the frame of 64-character pseudonyms (at
-    30 million lines, ~6 million cells and most of a release's memory) is never held whole.
-    Unsorted: every caller sorts by ``pid`` and the cell's own values."""
+    The engine groups on the key itself: no pseudonym leaves it, and its aggregate holds
+    8-byte keys instead of hex strings (at 30 million lines, ~6 million cells and most of a
+    release's memory). Unsorted: every caller sorts by ``pid`` and the cell's own values,
+    and checks :func:`_one_person_per_key`."""
     rank = {c: i for i, c in enumerate(categories)}
+    month = ["month"] if by_month else []
 
-    def keyed(cells: pl.DataFrame) -> pl.DataFrame:
-        return cells.select(
-            _person_key(),
-            *(["month"] if by_month else []),
-            "category",
-            "sek",
-            "units",
-            pl.col("category").replace_strict(rank, return_dtype=pl.Int32).alias("_rank"),
+    def ranked(cells: pl.DataFrame) -> pl.DataFrame:
+        return cells.with_columns(
+            pl.col("category").replace_strict(rank, return_dtype=pl.Int32).alias("_rank")
         )
 
     if isinstance(lines, pl.LazyFrame):
-        return keyed(lazy_cells(lines, window, categories, by_month=by_month))
+        cells = lazy_cells(lines, window, categories, by_month=by_month)
+        return ranked(
+            cells.select(_person_key(), *month, "category", "sek", "units", person_check())
+        )
     batches = [
-        keyed(batch)
-        for batch in lines.engine.person_cell_batches(
+        ranked(batch)
+        for batch in lines.engine.person_key_cell_batches(
             lines.path, window, categories, by_month=by_month, scratch=lines.scratch
         )
     ]
-    return pl.concat(batches, rechunk=False) if batches else keyed(empty_cells(by_month))
+    if batches:
+        return pl.concat(batches, rechunk=False)
+    return ranked(pl.DataFrame(schema=key_cell_schema(by_month)))
+
+
+def _checked(cells: pl.DataFrame, customers: pl.LazyFrame) -> pl.LazyFrame:
+    """``cells`` (of :func:`_cells`) once :func:`_one_person_per_key` holds against the
+    customers, without the check, sorted largest cell first per person (and month): the
+    order the category rule and the truncation share."""
+    _one_person_per_key(cells.lazy(), customers.select(_person_key(), person_check()))
+    return _largest_first(cells.drop("pid_check").lazy()).collect().lazy()
+
+
+def _one_person_per_key(*keyed: pl.LazyFrame) -> None:
+    """Refuse when one ``pid`` holds two people: two values of ``pid_check`` for one ``pid``
+    across the frames ``keyed`` (a person's cells in other categories or months, the
+    customers). A merged row would carry two people's spend under one person's bound."""
+    pairs = pl.concat([frame.select("pid", "pid_check") for frame in keyed])
+    merged = (
+        pairs.group_by("pid")
+        .agg(pl.col("pid_check").min().alias("lo"), pl.col("pid_check").max().alias("hi"))
+        .filter(pl.col("lo") != pl.col("hi"))
+    )
+    check_one_person_per_key(merged.select(pl.len()).collect().item())
 
 
 @dataclass(frozen=True)
@@ -257,8 +284,11 @@ def _person_values(
 
 
 def _largest_first(cells: pl.LazyFrame) -> pl.LazyFrame:
-    """Order each person's cells by spend, ties broken by the order of PRODUCT_CATEGORIES."""
-    return cells.sort(["pid", "sek", "_rank"], descending=[False, True, False])
+    """Order each person's cells (each person's and month's, if by month) by spend, ties
+    broken by the order of PRODUCT_CATEGORIES."""
+    month = ["month"] if "month" in cells.collect_schema().names() else []
+    order = ["pid", *month, "sek", "_rank"]
+    return cells.sort(order, descending=[column == "sek" for column in order])
 
 
 def _category_rule(cells: pl.LazyFrame) -> pl.LazyFrame:
@@ -358,6 +388,12 @@ def build_shared_frames(
         the pseudonym; ``county_code``, ``customer_type``, ``segment``, ``spend_sek``), and at
         most ``max_cells_per_person`` rows per person, one per category (``pid``,
         ``segment``, ``category``, ``sek``, ``units``). No pseudonym is written.
+
+    Raises
+    ------
+    SchemaError
+        Two people of one ``pid`` among the cells or the customers (refused before anything
+        is written or charged, never merged into one person's row).
     """
     folder = Path(folder)
     source: _Lines
@@ -367,7 +403,7 @@ def build_shared_frames(
         path = Path(lines)
         source = _EngineLines(path, engine or get_engine(sources=[path]), folder)
     # Sorted once (largest cell first per person): the category rule and the truncation share it.
-    cells = _largest_first(_cells(source, window, params.categories).lazy()).collect().lazy()
+    cells = _checked(_cells(source, window, params.categories), customers)
     totals = cells.group_by("pid").agg(pl.col("sek").sum().alias("spend_sek"))
     # data without a declared geography (segments ingest) has no county: keyed queries refuse
     has_county = "county_code" in customers.collect_schema().names()
@@ -408,11 +444,7 @@ def build_shared_frames(
     per = ["pid"]
     if cell_months:
         per = ["pid", "month"]
-        cells = (
-            _cells(source, window, params.categories, by_month=True)
-            .lazy()
-            .sort(["pid", "month", "sek", "_rank"], descending=[False, False, True, False])
-        )
+        cells = _checked(_cells(source, window, params.categories, by_month=True), customers)
     kept = _on_largest_bound_scale(
         cells.filter(pl.int_range(pl.len()).over(per) < cells_per_person(params))
         .join(person_df.lazy().select("pid", "segment", *cell_columns), on="pid", how="inner")
