@@ -13,7 +13,11 @@ its line-level join runs on that engine month by month) and ``release``
 (``bench_releases.child_release``: month_closing, the monthly series of 2026-02 and the
 survey, on an evaluation ledger). Figures are also given per 10 million raw lines;
 ``--baseline ENGINE:CUSTOMERS`` first runs the same stages on another engine and size (the
-in-memory path at 10 million lines, say) in the same command and divides. The
+in-memory path at 10 million lines, say) in the same command and divides.
+``--compare-release ENGINE`` then runs the release stage twice more on the data just
+prepared (or kept by an earlier ``--keep`` run, with ``--stages`` left empty), each in a
+hard-linked copy of the workspace: first on ENGINE (the baseline), then on ``--engine``, and
+gives the ratios of peak memory and time of the two on the same prepared data. The
 workspace is ``DIR/ws``, removed afterwards unless ``--keep``. Results go to
 ``benchmarks/results/bench_pipeline_<lines>.json`` with the load average before and after.
 """
@@ -44,9 +48,9 @@ def _peak_mb() -> float:
     return 0.0
 
 
-def child(stage: str, folder: Path, customers: int, months: int) -> dict:
+def child(stage: str, folder: Path, customers: int, months: int, ws: str = "ws") -> dict:
     start, cpu = time.perf_counter(), time.process_time()
-    workspace = folder / "ws"
+    workspace = folder / ws
     if stage == "generate":
         from segments.synth.generate import generate
 
@@ -75,7 +79,8 @@ def _run_pipeline(
     env = {**os.environ, "SEGMENTS_ENGINE": engine, "SEGMENTS_MEMORY_LIMIT": memory_limit}
     run: dict = {"engine": engine, "customers": customers, "months": months, "stages": {}}
     print(f"{engine}, {customers:,} customers × {months} months:")
-    shutil.rmtree(folder / "ws", ignore_errors=True)
+    if "generate" in stages:
+        shutil.rmtree(folder / "ws", ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     for stage in stages:
         command = [sys.executable, __file__, "--child", stage, "--folder", str(folder)]
@@ -92,6 +97,9 @@ def _run_pipeline(
             f"peak {out['peak_rss_mb']:7.0f} MB"
         )
     lines = run["stages"].get("generate", {}).get("lines", 0)
+    manifest = folder / "ws" / "raw" / "manifest.json"
+    if not lines and manifest.is_file():  # data an earlier --keep run generated
+        lines = int(json.loads(manifest.read_text())["row_counts"]["order_lines"])
     run["lines"] = lines
     if lines:
         per = 1e7 / lines
@@ -105,6 +113,49 @@ def _run_pipeline(
         }
         print(f"  {lines:,} lines; seconds per 10 M lines: {run['seconds_per_10m_lines']}")
     return run
+
+
+def _stage_process(
+    stage: str, folder: Path, engine: str, memory_limit: str, customers: int, months: int, ws: str
+) -> dict:
+    env = {**os.environ, "SEGMENTS_ENGINE": engine, "SEGMENTS_MEMORY_LIMIT": memory_limit}
+    command = [sys.executable, __file__, "--child", stage, "--folder", str(folder), "--ws", ws]
+    command += ["--customers", str(customers), "--months", str(months)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode:
+        print(f"{stage} on {engine} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+        return {"failed": done.stderr.strip().splitlines()[-1]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _compare_release(
+    folder: Path, baseline: str, engine: str, memory_limit: str, customers: int, months: int
+) -> dict:
+    """The release stage on ``baseline`` then on ``engine``, each in its own process and in
+    its own hard-linked copy of the prepared ``folder/ws`` (a release writes its ledger and
+    archive there): the same prepared data, so the ratios are the engines' alone."""
+    runs: dict = {}
+    for name in (baseline, engine):
+        copy = f"ws-release-{name}"
+        shutil.rmtree(folder / copy, ignore_errors=True)
+        shutil.copytree(folder / "ws", folder / copy, symlinks=True, copy_function=os.link)
+        try:
+            out = _stage_process("release", folder, name, memory_limit, customers, months, copy)
+        finally:
+            shutil.rmtree(folder / copy, ignore_errors=True)
+        runs[name] = out
+        if "failed" not in out:
+            print(
+                f"  release on {name:<7} {out['seconds']:8.1f} s ({out['cpu_seconds']:.1f} s "
+                f"CPU)  peak {out['peak_rss_mb']:7.0f} MB"
+            )
+    a, b = runs[baseline], runs[engine]
+    if "failed" not in a and "failed" not in b:
+        runs["ratio"] = {
+            key: round(b[key] / a[key], 3) for key in ("peak_rss_mb", "seconds", "cpu_seconds")
+        }
+        print(f"  {engine} / {baseline}: {runs['ratio']}")
+    return {"baseline": baseline, "engine": engine, "runs": runs}
 
 
 def main() -> None:
@@ -121,15 +172,21 @@ def main() -> None:
         help="first run the same stages on this engine and size (e.g. polars:330000), in "
         "the same command, and compare the time per 10 M lines",
     )
+    parser.add_argument(
+        "--compare-release",
+        metavar="ENGINE",
+        help="then run the release on ENGINE and on --engine, on the same prepared data",
+    )
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child", choices=STAGES)
+    parser.add_argument("--ws", default="ws", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        out = child(args.child, args.folder, args.customers, args.months)
+        out = child(args.child, args.folder, args.customers, args.months, args.ws)
         print(json.dumps(out, default=str))
         return
-    stages = args.stages.split(",")
+    stages = [stage for stage in args.stages.split(",") if stage]
     results: dict = {
         "engine": args.engine,
         "memory_limit": args.memory_limit,
@@ -151,6 +208,15 @@ def main() -> None:
             args.folder, args.engine, args.customers, args.months, args.memory_limit, stages
         )
         results |= {"stages": run["stages"], "lines": run["lines"]}
+        if args.compare_release:
+            results["compare_release"] = _compare_release(
+                args.folder,
+                args.compare_release,
+                args.engine,
+                args.memory_limit,
+                args.customers,
+                args.months,
+            )
         for key in ("seconds_per_10m_lines", "cpu_seconds_per_10m_lines"):
             if key in run:
                 results[key] = run[key]

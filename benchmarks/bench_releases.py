@@ -196,14 +196,15 @@ def export_for_pipelinedp(folder: Path) -> Path:
     """Order lines with the person's segment (category rule) for PipelineDP (not timed)."""
     import polars as pl
 
+    from segments.engine.base import person_key
     from segments.privacy.releases import _category_rule, _cells, _largest_first
 
     lines = pl.scan_parquet(folder / "prepared" / PURPOSE / "lines.parquet")
     segments = _category_rule(_largest_first(_cells(lines, None).lazy()))
     out = folder / "pipelinedp_lines.parquet"
-    lines.select("person_id", pl.col("person_id").hash().alias("pid"), "amount_sek").join(
-        segments, on="pid"
-    ).drop("pid").sink_parquet(out)
+    lines.select("person_id", person_key(), "amount_sek").join(segments, on="pid").drop(
+        "pid"
+    ).sink_parquet(out)
     return out
 
 
