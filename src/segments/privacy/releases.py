@@ -185,10 +185,10 @@ def _cells(
     keyed by ``pid`` with the key's check ``pid_check``
     (:meth:`segments.engine.Engine.person_key_cell_batches`).
 
-    The engine groups on the key itself: no pseudonym leaves it, and its aggregate holds
-    8-byte keys instead of hex strings (at 30 million lines, ~6 million cells and most of a
-    release's memory). Unsorted: every caller sorts by ``pid`` and the cell's own values,
-    and checks :func:`_one_person_per_key`."""
+    The engine keys its rows itself: no pseudonym leaves it, and the driver holds 8-byte
+    keys instead of hex strings (at 30 million lines, ~6 million cells). Unsorted, one row
+    per pseudonym: every caller checks :func:`_one_person_per_key` and sorts by ``pid`` and
+    the cell's own values (:func:`_checked`)."""
     rank = {c: i for i, c in enumerate(categories)}
     month = ["month"] if by_month else []
 
