@@ -357,15 +357,15 @@ def test_cli_release_with_spark_matches_polars(
 
     monkeypatch.delenv("SEGMENTS_ENGINE", raising=False)
     calls: list[str] = []
-    # the cells' Spark job itself (a release takes them through person_cell_batches since
-    # 126f020, a month-closing through person_cells: both reach _cells on this engine)
-    spark_cells = SparkEngine._cells
+    # the cells' Spark job itself (a release takes them keyed, through
+    # person_key_cell_batches; person_cells and it both reach _collect_cells on this engine)
+    spark_cells = SparkEngine._collect_cells
 
     def spy(self, *args, **kwargs):
         calls.append(self.master)
         return spark_cells(self, *args, **kwargs)
 
-    monkeypatch.setattr(SparkEngine, "_cells", spy)
+    monkeypatch.setattr(SparkEngine, "_collect_cells", spy)
     results = {}
     for name, engine_args in {
         "polars": ["--engine", "polars"],
