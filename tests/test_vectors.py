@@ -268,6 +268,33 @@ def test_repeated_invocations_reuse_the_clipped_sum_and_draw_fresh_noise(monkeyp
     assert len(calls) == 3  # outside the block: computed at every invocation
 
 
+def test_repeated_invocations_reuse_the_clipped_excess_and_draw_fresh_noise(monkeypatch):
+    """The clip excess of the purchasing series (its second OpenDP step) is computed once per
+    input object inside repeated_invocations, as the sums are; its noise is still fresh at
+    every run; outside the block it is recomputed every time."""
+    rng = np.random.default_rng(8)
+    frame = _cells(40, True, rng)
+    release = _release(public=100.0, loss=1.0)
+    release.excess_losses = {"units": 1.0}
+    measurement = release.excess_measurement()
+    truth = 100  # the heavy buyer's norm is far above 2 x 100: their excess is the span
+    calls = []
+    of = PersonVectors.of.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        PersonVectors, "of", classmethod(lambda cls, *a: calls.append(1) or of(cls, *a))
+    )
+    with repeated_invocations():
+        runs = np.array([measurement(frame) for _ in range(400)], dtype=float)
+        assert len(calls) == 1  # the excess's per-person step ran once for 400 runs
+    scale = release.excess_scale("units")
+    assert len(set(runs)) > 100  # fresh noise every run
+    assert abs(runs.mean() - truth) < 5 * math.sqrt(2) * scale / math.sqrt(runs.size)
+    calls.clear()
+    for _ in range(3):
+        measurement(frame)
+    assert len(calls) == 3  # outside the block: computed at every invocation
+
+
 @pytest.mark.parametrize("family", ["pure", "zcdp"])
 def test_compositor_loss_is_bound_plus_sums_and_the_bound_is_recorded(family):
     rng = np.random.default_rng(7)

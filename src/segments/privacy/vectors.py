@@ -115,9 +115,10 @@ _Result = TypeVar("_Result")
 @contextlib.contextmanager
 def repeated_invocations() -> Iterator[None]:
     """Within the block, the deterministic step of a vector query (each person's vector
-    clipped to its norm and summed, or the persons' norms), run again on the *same* input
-    object, returns what it computed the first time; the OpenDP noise after it is drawn
-    afresh at every invocation, so each output has the distribution of a fresh run.
+    clipped to its norm and summed, the persons' norms, or the clipped excess), run again on
+    the *same* input object, returns what it computed the first time; the OpenDP noise after
+    it is drawn afresh at every invocation, so each output has the distribution of a fresh
+    run.
 
     For the empirical DP audit, which invokes each resolved measurement hundreds of times on
     one in-memory frame: the step is a function of its input alone, and its polars work
@@ -451,7 +452,7 @@ class VectorRelease:
             dp.symmetric_distance(),
             dp.atom_domain(T="i64"),
             metric,
-            function=excess_sum,
+            function=_once_per_input(excess_sum),
             stability_map=lambda d_in: int(d_in) * span,
         )
         scale = self.excess_scale(aggregate)
