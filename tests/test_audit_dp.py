@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import opendp.prelude as dp
 import pytest
@@ -100,9 +102,34 @@ def test_a_release_no_audit_of_this_size_can_catch_says_so() -> None:
     weak = DpAuditResult("tiny ε", 0.02, 0.0, 0.0, 0.9975, 200, 0.0, ">")
     strong = DpAuditResult("ε = 1", 1.0, 0.0, 0.0, 0.9975, 200, 0.0, ">")
     assert weak.record("X")["evidence"]["detects_with_95_percent"].startswith(
-        "no violation of any size"
+        "inconclusive: consistent with the claim, but this test cannot refute it: no "
+        "violation of any size"
     )
     assert strong.record("X")["evidence"]["detects_with_95_percent"].startswith("a true ε of ")
+    # a test that could not have failed does not pass (h14a: the sequence case read "pass")
+    assert weak.passed and weak.verdict == "inconclusive"
+    assert weak.record("X")["verdict"] == "inconclusive"
+    assert weak.as_dict()["result"].startswith("INCONCLUSIVE")
+    assert strong.verdict == "pass" and strong.record("X")["verdict"] == "pass"
+    refuted = DpAuditResult("refuted", 0.02, 0.0, 0.5, 0.9975, 200, 0.0, ">")
+    assert refuted.verdict == "fail"
+
+
+def test_a_sequence_is_calibrated_on_the_sum_of_its_copies() -> None:
+    """The sequence case sums its copies' statistics: the sum of k Laplace noises has thin
+    tails, so the same composed claim is far harder to refute than one release at that ε
+    (the single-release calibration overstated the sequence's power), and beyond a composed
+    claim of about ln(trials) nothing is refuted at all."""
+    from segments.audit.dp_audit import detectable_violation
+
+    one = detectable_violation(200, 1.0)
+    eight = detectable_violation(200, 1.0, copies=8)
+    assert 1.0 < one < eight < math.inf
+    assert detectable_violation(200, 4.0, copies=30) == math.inf
+    composed = DpAuditResult("seq", 4.0, 0.0, 0.0, 0.998, 200, 0.0, ">", copies=30)
+    assert composed.verdict == "inconclusive"
+    assert "30 Laplace releases" in composed.power_statement()
+    assert composed.record("X")["evidence"]["copies_composed"] == 30
 
 
 def test_the_stated_power_holds_when_measured_on_opendp_releases() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +210,103 @@ def test_the_sequence_case_composes_what_fits_a_period_and_claims_its_true_total
     assert len(composed.case.mechanism(1.0)) == 30
     few = sequence_cases(policy, entries[:3], [AuditedCase(one, "release", ids[:3])])[1]
     assert few[0].case.claimed_epsilon == pytest.approx(3 * 0.131)  # under the budget: all
+
+
+# --- the purchasing series' second measurement, its clip excess (issue 14) ---------------------
+def test_the_series_clip_excess_is_audited_per_person_and_its_charge_is_composed(
+    tmp_path: Path,
+) -> None:
+    """The monthly series measures its sums and its clip excess: each step is audited on
+    neighbours that differ by one person through the real prepare (the heaviest buyer, a sole
+    trader's two accounts), each at its own loss, and the release's charge is OpenDP's
+    composition of its steps. Attacks: the excess claimed at a tenth of its loss is refuted,
+    and a charge that leaves the excess out is below the composition."""
+    from segments.audit.mechanisms import person_release_cases, raw_person_neighbours
+    from segments.privacy.specs import SPECS
+
+    policy = Policy.load("alloffice")
+    neighbours = raw_person_neighbours(policy, tmp_path / "raw")
+    # at a large ε (the excess's own: 4), so that 1,000 trials can refute a 10x understatement
+    spec = SPECS["monthly_category"].with_epsilon(40.0)
+    cases = person_release_cases(policy, neighbours, tmp_path / "cases", [("series", spec, None)])
+    excess = [c for c in cases if "its clip excess" in c.name]
+    sums = [c for c in cases if "its clip excess" not in c.name]
+    assert {c.name.split(" without ")[1].split(",")[0] for c in excess} == {
+        "a sole trader with two accounts",
+        "the heaviest buyer",
+    }
+    composition = sums[0].composition
+    assert composition is not None and sums[1].composition is None  # once per planned release
+    steps = composition["steps"]
+    assert set(steps) == {
+        "monthly_category: private bound of units",
+        "monthly_category: private bound of sek",
+        "monthly_category: noisy sums",
+        "monthly_category: clip excess",
+    }
+    # the charge is the composition of the steps (to the scales' 1e-12 margin) and each step
+    # audited claims its own loss: the sums' and the excess's together are less than the charge
+    assert composition["composed"] == pytest.approx(composition["charged"], rel=1e-9)
+    assert composition["composed"] == pytest.approx(sum(steps.values()), rel=1e-9)
+    assert composition["charged"] == pytest.approx(40.0, rel=1e-9)
+    assert excess[0].claimed_epsilon == pytest.approx(steps["monthly_category: clip excess"])
+    assert sums[0].claimed_epsilon == pytest.approx(steps["monthly_category: noisy sums"])
+    results = audit_cases(excess, trials=1000)
+    for result in results:
+        assert result.passed, result.as_dict()
+    # attack: each excess step stated at a tenth of its loss is refuted (its C is where the
+    # person's norm is at least twice C: their excess is as large as their vector allows)
+    understated = [replace(c, claimed_epsilon=c.claimed_epsilon / 10) for c in excess]
+    for refuted in audit_cases(understated, trials=1000):
+        assert not refuted.passed, refuted.as_dict()
+    # attack: a release charged for its bounds and sums only, the excess left out, is below
+    # OpenDP's composition of what it measures
+    without_excess = composition["charged"] - steps["monthly_category: clip excess"]
+    assert composition["composed"] > without_excess * (1 + 1e-6)
+
+
+def test_the_sequence_case_composes_the_copies_its_test_can_refute() -> None:
+    """The sequence case at the audit's trials: 30 copies of ε 0.133 (claim 4) cannot be
+    refuted at 200 trials by any violation (the sum of their noise hides it), so the case
+    composes the number of copies whose claim the test refutes at the smallest violation,
+    states why, and its power is calibrated on that sum. Attack: the same copies with a
+    twentieth of their noise (a true ε 20 times the claim) are refuted; the honest ones pass."""
+    import types
+
+    import opendp.prelude as dp
+
+    from segments.audit.dp_audit import detectable_violation, family_confidence
+    from segments.audit.mechanisms import AuditedCase, MechanismCase, sequence_cases
+
+    dp.enable_features("contrib")
+    epsilon = 0.1333
+    space = dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float)
+    honest = dp.m.make_laplace(*space, scale=1.0 / epsilon)
+    policy = Policy.load("alloffice")  # ε 4 per 12 months: 30 copies fit
+    ids = tuple(f"r{i}" for i in range(35))
+    entries = [
+        types.SimpleNamespace(
+            release_id=i,
+            reserved_at="2026-11-01",
+            request=types.SimpleNamespace(population="customers", epsilon=epsilon),
+        )
+        for i in ids
+    ]
+    one = MechanismCase("month", honest, 1.0, 0.0, epsilon, 0.0, float)
+    _, (sequence,) = sequence_cases(policy, entries, [AuditedCase(one, "release", ids)], trials=200)
+    copies = sequence.case.copies
+    assert 2 <= copies < 30 and sequence.case.name.startswith(f"sequence of {copies} ")
+    assert f"{copies} of the 30 copies one budget period admits" in sequence.note
+    assert sequence.case.claimed_epsilon == pytest.approx(copies * epsilon)
+    each = family_confidence(0.95, 2)
+    assert detectable_violation(200, 30 * epsilon, confidence=each, copies=30) == math.inf
+    power = detectable_violation(200, copies * epsilon, confidence=each, copies=copies)
+    assert power < 20
+    noisy_too_little = dp.m.make_laplace(*space, scale=1.0 / (20 * epsilon))
+    broken = MechanismCase("month", noisy_too_little, 1.0, 0.0, epsilon, 0.0, float)
+    _, (broken_sequence,) = sequence_cases(
+        policy, entries, [AuditedCase(broken, "release", ids)], trials=200
+    )
+    ok, refuted = audit_cases([sequence.case, broken_sequence.case], trials=200)
+    assert ok.verdict == "pass" and ok.copies == copies, ok.as_dict()
+    assert refuted.verdict == "fail", refuted.as_dict()

@@ -79,7 +79,7 @@ def test_html_is_self_contained(report: AuditReport) -> None:
 
 def test_checks_are_counted_once_and_the_banner_names_what_did_not_run(report: AuditReport) -> None:
     # three Check objects: two promises (one verifying two clauses) and one precondition
-    assert report.counts() == {"pass": 1, "fail": 1, "not applicable": 0}
+    assert report.counts() == {"pass": 1, "fail": 1, "inconclusive": 0, "not applicable": 0}
     banner = report.banner()
     assert banner.startswith("2 distinct checks: 1 pass, 1 fail")
     assert "1 of 1 preconditions met" in banner
@@ -175,3 +175,37 @@ def test_report_renders_in_headless_chromium(report: AuditReport, tmp_path: Path
     assert counts["links-broken"] == 0 < counts["links-internal"]
     shot = screenshot(page, tmp_path / "shot.png", size="1000,900")
     assert shot.stat().st_size > 10_000  # a real page with text and a chart, not a blank one
+
+
+def test_an_inconclusive_check_is_shown_as_such_and_never_counted_as_a_pass(
+    tmp_path: Path,
+) -> None:
+    """An empirical DP case whose test could not have refuted its claim (no power at its
+    trials) is 'inconclusive' in the counts, the banner, the HTML, the Markdown and the JSON;
+    a clause resting only on it is not verified."""
+    check = Check(
+        ("AO-1",),
+        "A population's accepted sequence of releases stays within the budget.",
+        "sequence of 30 accepted releases",
+        {"detects_with_95_percent": "inconclusive: consistent with the claim, but ..."},
+        "inconclusive",
+        name="dp_audit_person",
+    )
+    report = AuditReport(
+        policy="alloffice",
+        controller="AllOffice Nordic AB",
+        workspace=str(tmp_path),
+        generated_at="2026-11-22T00:00:00Z",
+        checks=[check],
+        clauses=[ClauseView("AO-1", "Statistics identify no one.", "Ingen kan identifieras.")],
+    )
+    assert report.passed  # not a failure ...
+    assert report.counts() == {"pass": 0, "fail": 0, "inconclusive": 1, "not applicable": 0}
+    assert report.clause_verdict("AO-1") == "not verified"  # ... and not a pass either
+    assert "1 inconclusive" in report.banner()
+    html = render_html(report)
+    assert "<span class='na'>inconclusive</span>" in html
+    assert "**inconclusive**" in render_markdown(report)
+    data = json.loads(render_json(report))
+    assert data["counts"]["inconclusive"] == 1
+    assert [c["verdict"] for c in data["checks"]] == ["inconclusive"]

@@ -23,7 +23,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy import special, stats
@@ -38,6 +38,10 @@ __all__ = [
 ]
 
 
+#: An empirical audit's verdict (see :attr:`DpAuditResult.verdict`).
+Verdict = Literal["pass", "fail", "inconclusive"]
+
+
 @dataclass(frozen=True)
 class DpAuditResult:
     """Outcome of an empirical audit of one mechanism."""
@@ -50,44 +54,66 @@ class DpAuditResult:
     trials: int
     threshold: float
     direction: str
+    #: Runs of one release composed per output, their statistics summed (a sequence case):
+    #: the power is calibrated on the sum of that many Laplace releases.
+    copies: int = 1
 
     @property
     def power(self) -> float:
         """The smallest true ε, as a multiple of the claim, refuted with 95 % probability at
         the trials and confidence this audit used."""
-        return detectable_violation(self.trials, self.claimed_epsilon, confidence=self.confidence)
+        return detectable_violation(
+            self.trials, self.claimed_epsilon, confidence=self.confidence, copies=self.copies
+        )
 
     @property
     def passed(self) -> bool:
         """True when the data do not refute the claim."""
         return self.epsilon_lower_bound <= self.claimed_epsilon
 
+    @property
+    def verdict(self) -> Verdict:
+        """``fail`` when the claim is refuted; ``pass`` when it is not and the test could
+        have refuted a violation (its :attr:`power` is finite); ``inconclusive`` when it is
+        not refuted but no violation of any size would have been: a test that cannot fail
+        does not pass."""
+        if not self.passed:
+            return "fail"
+        return "pass" if math.isfinite(self.power) else "inconclusive"
+
     def record(self, clause: str) -> dict[str, Any]:
         """Structured result for the report: name, clause, verdict and evidence."""
         return {
             "name": self.name,
             "clause": clause,
-            "verdict": "pass" if self.passed else "fail",
+            "verdict": self.verdict,
             "evidence": {
                 "claimed_epsilon": self.claimed_epsilon,
                 "delta": self.delta,
                 "epsilon_lower_bound": round(self.epsilon_lower_bound, 4),
                 "confidence": self.confidence,
                 "trials_per_dataset": self.trials,
-                "detects_with_95_percent": self._power_statement(),
-            },
+                "detects_with_95_percent": self.power_statement(),
+            }
+            | ({"copies_composed": self.copies} if self.copies > 1 else {}),
         }
 
-    def _power_statement(self) -> str:
+    def power_statement(self) -> str:
+        """What this test can refute, in words: the one wording of every case's power (and,
+        for an inconclusive one, why it cannot pass)."""
         if self.claimed_epsilon <= 0:
             return "n/a"
+        what = "a Laplace release" if self.copies == 1 else f"{self.copies} Laplace releases"
         how = (
             f"{self.trials} trials, confidence {self.confidence:.4g}; calibrated on simulated "
-            "audits of a Laplace release by this test, checked by benchmarks/bench_audit_power.py"
+            f"audits of {what} by this test, checked by benchmarks/bench_audit_power.py"
         )
         if not math.isfinite(self.power):
             # at a small ε and few trials no violation is caught 95 % of the time: say so
-            return f"no violation of any size with 95 % probability at this ε ({how})"
+            return (
+                "inconclusive: consistent with the claim, but this test cannot refute it: no "
+                f"violation of any size is caught with 95 % probability at this ε ({how})"
+            )
         return f"a true ε of {self.power:.2f} x the claim or more ({how})"
 
     def as_dict(self) -> dict[str, Any]:
@@ -99,7 +125,11 @@ class DpAuditResult:
             "empirical ε lower bound": round(self.epsilon_lower_bound, 4),
             "confidence": self.confidence,
             "trials per dataset": self.trials,
-            "result": "pass" if self.passed else "FAIL: claim refuted",
+            "result": {
+                "pass": "pass",
+                "fail": "FAIL: claim refuted",
+                "inconclusive": "INCONCLUSIVE: not refuted, but this test cannot refute it",
+            }[self.verdict],
         }
 
 
@@ -285,6 +315,7 @@ def audit_mechanism(
     trials: int = 2000,
     confidence: float = 0.95,
     statistic: Callable[[Any], float] | None = None,
+    copies: int = 1,
 ) -> DpAuditResult:
     """Run ``mechanism`` ``trials`` times on each dataset and bound its ε from below.
 
@@ -302,12 +333,17 @@ def audit_mechanism(
     statistic : callable, optional
         Maps a release to one number (e.g. the cell the heavy person is in); default
         ``float``.
+    copies : int
+        How many runs of one release each invocation composes, their statistics summed
+        (a sequence): the power is calibrated on such a sum.
     """
     stat = statistic or float
     out_d = np.array([stat(mechanism(dataset)) for _ in range(trials)])
     out_n = np.array([stat(mechanism(neighbour)) for _ in range(trials)])
     lb, t, direction = epsilon_lower_bound(out_d, out_n, delta=delta, confidence=confidence)
-    return DpAuditResult(name, claimed_epsilon, delta, lb, confidence, trials, t, direction)
+    return DpAuditResult(
+        name, claimed_epsilon, delta, lb, confidence, trials, t, direction, copies=copies
+    )
 
 
 #: Simulated audits per point of the power curve (the 5 % quantile of their bounds is taken
@@ -320,23 +356,31 @@ _CALIBRATION_SEED = 20261205
 
 
 @functools.lru_cache(maxsize=8)
-def _calibration_noise(trials: int) -> tuple[np.ndarray, np.ndarray]:
+def _calibration_noise(trials: int, copies: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Standard Laplace draws for ``_CALIBRATION_REPS`` simulated audits of ``trials`` per
-    side. Seeded: the calibration is a pure function of its arguments. This is a simulation
-    of the test, not a release, so it does not need (or use) OpenDP's unseedable noise."""
-    rng = np.random.default_rng([_CALIBRATION_SEED, trials])
+    side, each the sum of ``copies`` draws. Seeded: the calibration is a pure function of
+    its arguments. This is a simulation of the test, not a release, so it does not need (or
+    use) OpenDP's unseedable noise."""
+    rng = np.random.default_rng([_CALIBRATION_SEED, trials] + ([copies] if copies > 1 else []))
     shape = (_CALIBRATION_REPS, trials)
-    return rng.laplace(0.0, 1.0, shape), rng.laplace(0.0, 1.0, shape)
+    on_d, on_neighbour = rng.laplace(0.0, 1.0, shape), rng.laplace(0.0, 1.0, shape)
+    for _ in range(copies - 1):
+        on_d += rng.laplace(0.0, 1.0, shape)
+        on_neighbour += rng.laplace(0.0, 1.0, shape)
+    return on_d, on_neighbour
 
 
 @functools.lru_cache(maxsize=4096)
-def _bound_quantile(trials: int, step: int, confidence: float, power: float) -> float:
+def _bound_quantile(
+    trials: int, step: int, confidence: float, power: float, copies: int = 1
+) -> float:
     """The ``1 - power`` quantile of the real test's ε lower bound
     (:func:`epsilon_lower_bound`) over simulated audits of a Laplace release whose true ε is
     ``2^(step/16)`` (unit sensitivity, neighbours one unit apart; the test is invariant to
-    rescaling its outputs, so this covers every scale)."""
+    rescaling its outputs, so this covers every scale); with ``copies``, of the sum of that
+    many releases whose ε add up to it (each shifted by 1 / copies of the total)."""
     true_epsilon = 2.0 ** (step / _GRID_STEPS_PER_OCTAVE)
-    on_d, on_neighbour = _calibration_noise(trials)
+    on_d, on_neighbour = _calibration_noise(trials, copies)
     # the real test's own code, every simulated audit in one batch
     bounds, _, _ = _lower_bounds(true_epsilon + on_d, on_neighbour, 0.0, confidence)
     # a conservative order statistic: with 95 % confidence it lies below the true
@@ -347,7 +391,12 @@ def _bound_quantile(trials: int, step: int, confidence: float, power: float) -> 
 
 @functools.lru_cache(maxsize=256)
 def detectable_violation(
-    trials: int, epsilon: float, *, power: float = 0.95, confidence: float = 0.95
+    trials: int,
+    epsilon: float,
+    *,
+    power: float = 0.95,
+    confidence: float = 0.95,
+    copies: int = 1,
 ) -> float:
     """The audit's statistical power: the smallest factor m such that a release whose true ε
     is m x ``epsilon`` is refuted with probability ``power`` at ``trials`` trials.
@@ -360,9 +409,12 @@ def detectable_violation(
     whose ``1 - power`` quantile of the bounds exceeds ``epsilon`` (found by bisection on
     the grid, interpolated between grid points), divided by ``epsilon``. Seeded, hence a
     pure function of its arguments, and cached; about 0.4 ms per simulated audit at 500
-    trials. ``inf`` when even a true ε of 256 (or 64 x the claim) would not be refuted with
-    that probability. ``benchmarks/bench_audit_power.py`` checks the statement against
-    OpenDP's own Laplace releases.
+    trials. With ``copies``, the release audited is a sequence: ``copies`` runs of one
+    Laplace release whose statistics the test sums; the sum of their noise has thinner
+    tails than one Laplace, so a composed claim is refuted far less easily than one
+    release at the same ε. ``inf`` when even a true ε of 256 (or 64 x the claim) would not
+    be refuted with that probability. ``benchmarks/bench_audit_power.py`` checks the
+    statement against OpenDP's own Laplace releases.
 
     Examples
     --------
@@ -375,7 +427,7 @@ def detectable_violation(
         return math.inf
 
     def refuted(step: int) -> bool:
-        return _bound_quantile(trials, step, confidence, power) > epsilon
+        return _bound_quantile(trials, step, confidence, power, copies) > epsilon
 
     low, high = _GRID
     # the factor is at least 1 (an honest release is refuted only by chance, < 1 - power)

@@ -52,6 +52,8 @@ __all__ = [
     "PersonNeighbours",
     "audit_cases",
     "audit_private_model_source",
+    "charged_composition",
+    "clip_excess_case",
     "person_release_cases",
     "raw_person_neighbours",
     "sequence_cases",
@@ -87,6 +89,10 @@ class MechanismCase:
     #: Every released number the removed person moves (their cells' aggregates), for
     #: :func:`with_likelihood_ratio`; None where the case has one number.
     numbers: Callable[[Any], np.ndarray] | None = None
+    #: For the first case of a planned release: :func:`charged_composition` of the plan.
+    composition: dict[str, Any] | None = None
+    #: Runs of one release each invocation composes (a sequence; its power is calibrated so).
+    copies: int = 1
 
 
 def _claimed(loss: float, family: str, delta: float) -> tuple[float, float]:
@@ -205,6 +211,18 @@ def _invoke(measurement: Any) -> Callable[[Path], pl.DataFrame]:
         if path not in frames:
             frames[path] = pl.read_parquet(path).lazy()
         return measurement(frames[path]).collect()
+
+    return run
+
+
+def _invoke_value(measurement: Any) -> Callable[[Path], Any]:
+    """A measurement whose output is a number or a list, as a function of a frame file."""
+    frames: dict[Path, pl.LazyFrame] = {}
+
+    def run(path: Path) -> Any:
+        if path not in frames:
+            frames[path] = pl.read_parquet(path).lazy()
+        return measurement(frames[path])
 
     return run
 
@@ -480,6 +498,7 @@ def audit_cases(
                 trials=trials,
                 confidence=confidence,
                 statistic=c.statistic,
+                copies=c.copies,
             )
             for c in cases
         ]
@@ -722,10 +741,15 @@ def person_release_cases(
                     window,
                     **shared_frame_options(spec),  # a session query's filters and keys
                 )
+                composition = charged_composition(plan) if n == 0 else None
                 for q in plan.queries:
                     aggregate = next(a for a in q.query.aggregates if a != "count") if (
                         q.query.frame == "cells") else q.query.aggregates[-1]  # fmt: skip
-                    claimed, delta = _claimed(q.loss, params.dp_family, params.delta)
+                    # the step audited claims its own loss (OpenDP's map), not the query's
+                    # total: a vector query's private bound and clip excess are other steps,
+                    # audited or composed on their own (charged_composition)
+                    own = float(q.measurement.map(q.d_in))
+                    claimed, delta = _claimed(own, params.dp_family, params.delta)
                     cases.append(
                         MechanismCase(
                             f"{label}: {q.query.name} without {person.label}",
@@ -738,9 +762,131 @@ def person_release_cases(
                                 copies[q.query.frame], person.person_id, q.query, aggregate
                             ),
                             _person_numbers(copies[q.query.frame], person.person_id, q.query),
+                            composition,
                         )
                     )
+                    composition = None  # stated once per planned release
+                    if q.vector is not None and q.vector.excess_losses:
+                        cases.append(
+                            clip_excess_case(
+                                f"{label}: {q.query.name} without {person.label}",
+                                q.vector,
+                                copies[q.query.frame],
+                                without[q.query.frame],
+                                person.person_id,
+                                params,
+                            )
+                        )
     return cases
+
+
+def clip_excess_case(
+    name: str,
+    vector: Any,
+    with_path: Path,
+    without_path: Path,
+    person_id: str,
+    params: Any,
+    pilot_trials: int = 200,
+) -> MechanismCase:
+    """The clip excess of a series query (:meth:`VectorRelease.excess_measurement`, the
+    second OpenDP measurement of each month) on neighbours that differ by one person.
+
+    The release measures the excess at its privately chosen bound ``C``; any fixed ``C``
+    gives a mechanism whose loss OpenDP's map states, so the audit fixes each aggregate's
+    ``C`` where the removed person moves the excess most: their norm is at least
+    ``(1 + EXCESS_SPAN) C``, so their excess is the whole span, the sensitivity the noise
+    is calibrated to (for a person whose vector lies in categories of weight 1; a weighted
+    chair counts once in the excess). The statistic is the likelihood ratio of every
+    aggregate's excess (:func:`with_likelihood_ratio`, ``pilot_trials`` runs per dataset
+    kept out of the audit). Claimed: the step's own loss (its map).
+    """
+    from segments.privacy.vectors import EXCESS_SPAN, PersonVectors
+
+    frame = pl.read_parquet(with_path)
+    mine = frame.filter(pl.col("pid") == pl.Series([person_id]).hash()[0])
+    if vector.where is not None:
+        mine = mine.filter(vector.where)
+    bounds: dict[str, float] = {}
+    for a in vector.excess_losses:
+        rows = mine.select("pid", *vector.by, a)
+        norms = PersonVectors.of(rows, vector.keys, vector.by, a).norms(vector.norm)
+        top = float(norms.max()) if norms.size else 0.0
+        bounds[a] = float(max(math.floor(top / (1.0 + EXCESS_SPAN)), 1))
+    worst = replace(
+        vector,
+        public_bounds={**vector.public_bounds, **bounds},
+        chosen={},
+        group_bounds={},
+        excess={},
+    )
+    measurement = worst.excess_measurement()
+    measured = [a for a in worst.aggregates if a in worst.excess_losses]
+
+    def numbers(answer: Any) -> np.ndarray:
+        return np.atleast_1d(np.asarray(answer, dtype=float))
+
+    claimed, delta = _claimed(float(measurement.map(1)), params.dp_family, params.delta)
+    case = MechanismCase(
+        f"{name}, its clip excess at C = " + ", ".join(f"{a} {bounds[a]:.0f}" for a in measured),
+        _invoke_value(measurement),
+        with_path,
+        without_path,
+        claimed,
+        delta,
+        lambda answer: float(numbers(answer)[0]),
+        numbers,
+    )
+    from segments.privacy.vectors import repeated_invocations
+
+    # the person moves every aggregate's excess: the likelihood ratio of all of them (each
+    # alone carries a share of the loss; a sum of their noises hides the tail a threshold
+    # needs), fitted on pilot runs the audit never sees
+    with repeated_invocations():
+        return with_likelihood_ratio(case, pilot_trials)
+
+
+def charged_composition(plan: Any) -> dict[str, Any]:
+    """OpenDP's own composition of every step a planned release measures, beside the loss
+    the release is charged (:attr:`ReleasePlan.loss`, what the ledger records).
+
+    Per query, the steps (a vector query's private bounds, its noisy sums and, for the
+    purchasing series, its clip excess) are composed by ``make_composition`` and mapped at
+    one person; the queries add up (sequential composition), as ε or, under zCDP, ρ. A
+    release whose charge is below this composition spends more than it is charged.
+    """
+    import opendp.prelude as dp
+
+    steps: dict[str, float] = {}
+    per_query: list[float] = []
+    for q in plan.queries:
+        name = q.query.name
+        if q.vector is None:
+            parts = {name: q.measurement}
+        else:
+            v = q.vector
+            parts = {
+                f"{name}: private bound of {a}": v.bound_measurement(a)
+                for a in v.aggregates
+                if v.private(a)
+            }
+            parts[f"{name}: noisy sums"] = v.measurement()
+            if v.excess_losses:
+                parts[f"{name}: clip excess"] = v.excess_measurement()
+        d_in = q.d_in if q.vector is None else 1
+        for step, m in parts.items():
+            steps[step] = float(m.map(d_in))
+        measurements = list(parts.values())
+        composed = dp.c.make_composition(measurements) if len(measurements) > 1 else measurements[0]
+        per_query.append(float(composed.map(d_in)))
+    loss = plan.loss
+    family = plan.params.dp_family
+    return {
+        "family": family,
+        "composed": math.fsum(per_query),
+        "charged": float(loss.rho if family == DPFamily.ZCDP else loss.epsilon),
+        "steps": steps,
+    }
 
 
 def survey_person_case(
@@ -1064,14 +1210,25 @@ def _budget_periods(entries: list[Any], months: int) -> list[tuple[str, float, l
 
 
 def sequence_cases(
-    policy: Policy, entries: list[Any], release_cases: list[AuditedCase]
+    policy: Policy,
+    entries: list[Any],
+    release_cases: list[AuditedCase],
+    *,
+    trials: int | None = None,
+    confidence: float = 0.95,
 ) -> tuple[list[dict[str, Any]], list[AuditedCase]]:
     """The accepted sequence of each population's releases against the budget.
 
     Returns the arithmetic check per population (the most ε charged within any budget
     period of recorded time, against ``budget_epsilon``) and, for the release audited with
-    most copies in the ledger, an empirical case composing that many runs of its measurement
-    (the averaging attack): as many as fit one budget period, claimed at their composed ε.
+    most copies in the ledger, an empirical case composing runs of its measurement (the
+    averaging attack), claimed at their composed ε. Without ``trials``: as many copies as fit
+    one budget period. With the audit's ``trials`` (and its family ``confidence``, shared
+    with ``release_cases`` and this case by Bonferroni): the number of copies, up to those,
+    whose composed claim this test refutes at the smallest violation
+    (:func:`~segments.audit.dp_audit.detectable_violation`). A test of ``trials`` runs
+    cannot bound ε above about ln(trials): composing every copy a period admits (ε ≈ 4 at
+    200 trials) gave a check that could not fail.
     """
     budget = float(policy.privacy.budget_epsilon)
     period = int(policy.privacy.budget_period_months)
@@ -1093,13 +1250,41 @@ def sequence_cases(
     top = max(candidates, key=lambda c: len(c.release_ids))
     one = top.case
     # The copies run on the same data, so they compose to copies × ε exactly; the ledger lets
-    # at most budget / ε of them into one budget period, so that many are composed and the
-    # claim is their true total (capping the claim at the budget while composing more, as
-    # before, claimed less than the composed mechanism really spends).
-    fit = math.floor(budget / one.claimed_epsilon * (1 + 1e-9)) if one.claimed_epsilon else 0
-    copies = min(len(top.release_ids), fit)
-    if copies < 2:
+    # at most budget / ε of them into one budget period (each copy charged the release's whole
+    # ε; the audited step may claim less: a series' sums are one of its steps), and the claim
+    # is the copies' true total (capping it at the budget while composing more, as before,
+    # claimed less than the composed mechanism really spends).
+    charged = [float(e.request.epsilon or 0.0) for e in entries if e.release_id in top.release_ids]
+    per_release = max([one.claimed_epsilon, *charged])
+    fit = math.floor(budget / per_release * (1 + 1e-9)) if per_release else 0
+    admitted = min(len(top.release_ids), fit)
+    if admitted < 2:
         return rows, []
+    copies, note = admitted, f"composed: {admitted} copies, as many as one budget period admits"
+    if trials is not None and one.claimed_epsilon > 0:
+        from segments.audit.dp_audit import detectable_violation, family_confidence
+
+        each = family_confidence(confidence, len(release_cases) + 1)
+        # the test sums the copies' statistics; that sum's noise has thin tails, so its power
+        # is best at a composed claim of about 1-2 (calibrated: 200 trials refute ~10x at 8
+        # copies of ε 0.13 with 95 % probability, none at the 30 a period admits)
+        tried = sorted(
+            {min(max(round(x / one.claimed_epsilon), 2), admitted) for x in (0.75, 1.0, 1.5, 2.0)}
+        )
+        power = {
+            k: detectable_violation(trials, k * one.claimed_epsilon, confidence=each, copies=k)
+            for k in tried
+        }
+        best = min(power, key=lambda k: (power[k], -k))
+        if math.isfinite(power[best]):
+            copies = best
+            note = (
+                f"composed: {copies} of the {admitted} copies one budget period admits, the "
+                f"number (of {', '.join(map(str, tried))} tried) whose composed claim {trials} "
+                f"trials refute at the smallest violation, {power[best]:g} x the claim; the sum "
+                "of many copies' noise hides a composed violation from any test of this size "
+                "(the budget itself is checked from the ledger)"
+            )
 
     def sequence(dataset: Any) -> list[Any]:
         return [one.mechanism(dataset) for _ in range(copies)]
@@ -1115,5 +1300,6 @@ def sequence_cases(
         copies * one.claimed_epsilon,
         one.delta * copies,
         statistic,
+        copies=copies,
     )
-    return rows, [AuditedCase(composed, "sequence", top.release_ids, "composed")]
+    return rows, [AuditedCase(composed, "sequence", top.release_ids, note)]

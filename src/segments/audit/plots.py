@@ -235,13 +235,16 @@ def dp_audit_figure(records: Sequence[Mapping[str, Any]]) -> Figure:
         for yi, r, c, lo in zip(y, rows, claimed, lower, strict=True):
             trials = int(r["evidence"].get("trials_per_dataset", 0))
             confidence = float(r["evidence"].get("confidence", 0.95))
+            copies = int(r["evidence"].get("copies_composed", 1))
             power = (
-                detectable_violation(trials, c, confidence=confidence)
+                detectable_violation(trials, c, confidence=confidence, copies=copies)
                 if trials and c > 0
                 else float("inf")
             )
             detects = f"detects ≥ {power:.3g}× the claim" if np.isfinite(power) else "no power"
-            verdict = "refuted" if lo > c else "not refuted"
+            verdict = (
+                "refuted" if lo > c else "not refuted" if np.isfinite(power) else "inconclusive"
+            )
             ax.text(
                 1.01,
                 yi,

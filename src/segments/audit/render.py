@@ -38,7 +38,9 @@ __all__ = [
     "render_markdown",
 ]
 
-Status = Literal["pass", "fail", "not applicable"]
+#: ``inconclusive``: not refuted by a test that could not have refuted it (an empirical DP
+#: audit whose power is nil at its trials): shown as such, never counted as a pass.
+Status = Literal["pass", "fail", "inconclusive", "not applicable"]
 #: The role of a check no file can settle (e.g. who may act as the owner of the files): shown,
 #: never passed; a clause resting on one is at most "partly verified".
 ORGANISATIONAL_ROLE = "the controller's organisation (not verifiable by this tool)"
@@ -137,7 +139,7 @@ class AuditReport:
 
     def counts(self) -> dict[str, int]:
         """Verdicts of the checks of promises, each check counted once."""
-        out = {"pass": 0, "fail": 0, "not applicable": 0}
+        out = {"pass": 0, "fail": 0, "inconclusive": 0, "not applicable": 0}
         for c in self.promises:
             out[c.status] += 1
         return out
@@ -179,7 +181,8 @@ class AuditReport:
         verified = len(clauses) - len(failed) - len(unverified) - len(partly)
         parts = [
             f"{len(self.promises)} distinct checks: {n['pass']} pass, {n['fail']} fail, "
-            f"{n['not applicable']} not applicable",
+            + (f"{n['inconclusive']} inconclusive, " if n["inconclusive"] else "")
+            + f"{n['not applicable']} not applicable",
             f"{verified} of {len(clauses)} clauses verified"
             + (f" ({', '.join(failed)} failing)" if failed else "")
             + (f" ({', '.join(unverified)} not verified)" if unverified else "")
@@ -621,7 +624,7 @@ def load_audit_json(path: str | Path) -> dict[str, Any]:
     --------
     >>> audit = load_audit_json("data/workspace/demo/report")  # doctest: +SKIP
     >>> audit["counts"], audit["not_run"]  # doctest: +SKIP
-    ({'pass': 24, 'fail': 0, 'not applicable': 1}, [])
+    ({'pass': 24, 'fail': 0, 'inconclusive': 0, 'not applicable': 1}, [])
     """
     p = Path(path)
     if p.is_dir():
