@@ -353,10 +353,35 @@ def _write_archive(ws: Workspace, frame: pd.DataFrame) -> None:
     out.to_parquet(ws.archive, index=False)
 
 
-def test_cli_writes_table_export_chart_and_card(tmp_path, capsys):
+def _charged(
+    monkeypatch: pytest.MonkeyPatch, path, frame: pd.DataFrame, max_relative_error: float = 0.3
+):
+    """A ledger at ``path`` (controller Demo AB, policy ``demo`` with ``max_relative_error``)
+    that charged every release of the archive ``frame``."""
+    import dataclasses
+
+    from ledger_helpers import CONTROLLER, demo_policy, install_clock, request_for
+
+    from segments.privacy.ledger import Ledger
+
+    install_clock(monkeypatch)
+    base = demo_policy()
+    policy = demo_policy(
+        privacy=dataclasses.replace(base.privacy, max_relative_error=max_relative_error)
+    )
+    ledger = Ledger.open(path, CONTROLLER, policy=policy, init=True)
+    for rid in sorted(frame["release_id"].unique()):
+        ledger.reserve(request_for(policy, epsilon=0.01, mechanism="laplace", release_id=rid))
+    return ledger
+
+
+def test_cli_writes_table_export_chart_and_card(tmp_path, capsys, monkeypatch):
     ws = Workspace(tmp_path / "ws")
     _write_archive(ws, _archive())
-    assert main(["forecast", "--workspace", str(ws.root), "--horizon", "3"]) == 0
+    ledger = _charged(monkeypatch, tmp_path / "ledger.sqlite", _archive())
+    assert (
+        main(["forecast", "-w", str(ws.root), "--horizon", "3", "--ledger", str(ledger.path)]) == 0
+    )
     table = pd.read_parquet(ws.forecasts / "forecast.parquet")
     assert len(table) == 3 * (len(CATEGORIES) + 1)
     assert {"units", "units_lower", "units_upper", "sek", "sek_lower", "sek_upper"} <= set(
@@ -414,6 +439,48 @@ def test_export_chart_and_card_mark_the_months_too_uncertain_to_act_on(tmp_path)
     legend = [t.get_text() for t in axes.ravel()[0].get_legend().get_texts()]
     assert any(text.startswith(UNRELIABLE_MARK) for text in legend)
     plt.close("all")
+
+
+def test_the_forecast_reads_its_policy_from_the_ledger_and_refuses_without_one(
+    tmp_path, capsys, monkeypatch
+):
+    """Issue 14 (the ledger decides): the reliability limit is the max_relative_error of the
+    policy the ledger recorded for the archive's releases, found in the workspace's own ledger
+    folder, and the card says which; an archive whose releases are in no ledger, or only some
+    of them, is refused in one line and nothing is written. Without the ledger the forecast
+    used the policy default (0.5) whatever the releases' policy said."""
+    from segments.purchasing import forecast_purchasing
+
+    ws = Workspace(tmp_path / "ws")
+    archive = _archive(scale=400.0)  # wide intervals: the limit decides the marks
+    _write_archive(ws, archive)
+    # attack: no ledger holds the releases -> refused, nothing written
+    assert main(["forecast", "-w", str(ws.root), "--horizon", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "are in no ledger" in err and "max_relative_error" in err and "--ledger" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not ws.forecasts.exists() or not any(ws.forecasts.iterdir())
+    # the workspace's own ledger folder, recording a tight limit: found without a flag
+    ws.ledger_folder.mkdir(parents=True, exist_ok=True)
+    _charged(monkeypatch, ws.ledger_folder / "demo-ab.sqlite", archive, max_relative_error=0.02)
+    tight = forecast_purchasing(ws, 3)
+    assert tight.card["policy"]["name"] == "demo"
+    assert tight.card["policy"]["max_relative_error"] == 0.02
+    assert tight.card["policy"]["ledger"].endswith("demo-ab.sqlite")
+    assert tight.card["policy"]["as_recorded_for"] == max(archive["release_id"])
+    assert not tight.forecast["units_reliable"].all()  # 0.02, not the default 0.5
+    assert (
+        tight.forecast["units_reliable"].tolist()
+        == forecast_purchasing(ws, 3, max_relative_error=0.02).forecast["units_reliable"].tolist()
+    )
+    # attack: a month released elsewhere (its id in no ledger) -> refused by name
+    extra = archive.copy()
+    extra.loc[extra["month"] == extra["month"].max(), "release_id"] = "rel-elsewhere"
+    _write_archive(ws, extra)
+    before = (ws.forecasts / "forecast_card.json").read_bytes()
+    with pytest.raises(WorkspaceError, match="'rel-elsewhere' of the archive .* is not in ledger"):
+        forecast_purchasing(ws, 3)
+    assert (ws.forecasts / "forecast_card.json").read_bytes() == before  # nothing rewritten
 
 
 def test_cli_names_the_backfill_command_and_writes_nothing(tmp_path, capsys):

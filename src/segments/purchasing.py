@@ -12,18 +12,23 @@ budget is spent.
 from __future__ import annotations
 
 import io
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from segments.exceptions import PolicyError
+from segments.exceptions import PolicyError, WorkspaceError
 from segments.forecast import clip_correction, forecast_archive, load_archive
 from segments.policy import PrivacyParameters
 from segments.privacy.postprocess import is_reliable, reliability_footnote
-from segments.workspace import Workspace, atomic_write, sha256_file, write_json
+from segments.workspace import CARD, Workspace, atomic_write, sha256_file, write_json
+
+if TYPE_CHECKING:
+    from segments.privacy.ledger import Ledger
 
 FORECAST_FILE = "forecast.parquet"
 EXPORT_FILE = "purchasing_export.csv"
@@ -40,9 +45,152 @@ class PurchasingForecast:
     paths: dict[str, Path]
 
 
-#: The policy default of ``max_relative_error``, for a forecast made without a policy at hand
-#: (``segments forecast`` reads only the archive); the main job passes its policy's own.
+#: The policy default of ``max_relative_error``: the default of the marking functions below
+#: (:func:`forecast_purchasing` reads the limit the ledger recorded, never this).
 DEFAULT_MAX_RELATIVE_ERROR = float(PrivacyParameters.max_relative_error)
+
+
+@dataclass(frozen=True)
+class RecordedPolicy:
+    """The policy a ledger recorded as in force when the archive's releases were charged."""
+
+    name: str
+    digest: str
+    ledger: Path
+    release_id: str  # the latest of the archive's releases, whose policy this is
+    max_relative_error: float
+
+    def card(self) -> dict[str, Any]:
+        """What the forecast card states of it."""
+        return {
+            "name": self.name,
+            "digest": self.digest,
+            "ledger": str(self.ledger),
+            "as_recorded_for": self.release_id,
+            "max_relative_error": self.max_relative_error,
+        }
+
+
+def _candidate_ledgers(ws: Workspace, release_ids: list[str]) -> list[Path]:
+    """The workspace's own ledgers (``W/ledger/``), the controller's (real and evaluation)
+    ledgers of the shipped policies the releases' cards name, then every controller ledger
+    the per-user registry knows: only where to look; what is read comes from the ledger
+    that holds the releases."""
+    from segments.policy import Policy
+    from segments.privacy.ledger import default_ledger_path, registered_ledgers
+
+    found = sorted(ws.ledger_folder.glob("*.sqlite")) if ws.ledger_folder.is_dir() else []
+    names = set()
+    for rid in release_ids:
+        card = ws.release_dir(rid) / CARD
+        try:
+            names.add(str(json.loads(card.read_text(encoding="utf-8"))["policy"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    for name in sorted(names):
+        try:
+            controller = Policy.load(name).controller
+        except Exception:  # noqa: BLE001 - a card naming no loadable policy points nowhere
+            continue
+        for evaluation in (False, True):
+            path = default_ledger_path(controller, evaluation=evaluation)
+            if path.exists() and path not in found:
+                found.append(path)
+    # a policy file of one's own (not shipped): the controllers' ledgers this user keeps
+    try:
+        registered = registered_ledgers()
+    except PermissionError:  # an unreadable registry: the ledgers found so far
+        registered = []
+    found += [path for path in registered if path not in found]
+    return found
+
+
+def recorded_policy(
+    workspace: Workspace | str | Path,
+    release_ids: list[str],
+    ledger: Ledger | str | os.PathLike[str] | None = None,
+) -> RecordedPolicy:
+    """The policy in force, as the ledger recorded it, when the latest of ``release_ids``
+    was charged: the ledger decides, never a flag or a default.
+
+    Parameters
+    ----------
+    workspace : Workspace or path
+    release_ids : list of str
+        The archive's releases; every one must be in the ledger.
+    ledger : Ledger or path, optional
+        The ledger they were charged to; default: the workspace's own ledgers, then the
+        controller's ledgers of the policies their cards name.
+
+    Raises
+    ------
+    WorkspaceError
+        No ledger holds the releases, one holds only some of them, or it recorded no policy
+        facts for them (one line naming the release, the ledger, the rule and the fix).
+    """
+    from segments.privacy.ledger import Ledger
+
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    wanted = sorted(set(release_ids))
+    rule = (
+        "rule: the forecast's policy facts (its reliability limit max_relative_error) are "
+        "those the ledger recorded for the releases it reads; nothing was written"
+    )
+    if ledger is None:
+        candidates: list[Any] = list(_candidate_ledgers(ws, wanted))
+    else:
+        candidates = [ledger]
+    for candidate in candidates:
+        try:
+            book = (
+                candidate
+                if isinstance(candidate, Ledger)
+                else Ledger.open(Path(candidate), create=False)
+            )
+        except (WorkspaceError, PermissionError):
+            if ledger is not None:
+                raise
+            continue
+        in_force: dict[str, Any] = {}
+        policy: dict[str, Any] | None = None
+        latest = ""
+        for event in book.events():
+            if event.get("event") == "policy":
+                policy = event.get("data") or {}
+            elif event.get("event") == "reserve" and event.get("release_id") in wanted:
+                in_force[str(event["release_id"])] = policy
+                latest = str(event["release_id"])
+        if not in_force:
+            continue
+        missing = [r for r in wanted if r not in in_force]
+        if missing:
+            raise WorkspaceError(
+                f"forecast: release {missing[0]!r} of the archive ({len(missing)} of "
+                f"{len(wanted)}) is not in ledger {book.path}, which holds the others; {rule}. "
+                "Fix: rebuild the archive from releases of one ledger (segments release "
+                "backfill for synthetic data)"
+            )
+        bound = in_force[latest] or {}
+        facts = bound.get("policy_facts") or {}
+        limit = (facts.get("privacy") or {}).get("max_relative_error")
+        if limit is None:
+            raise WorkspaceError(
+                f"forecast: ledger {book.path} recorded no policy facts (max_relative_error) "
+                f"for release {latest!r}; {rule}. Fix: record the policy with `segments "
+                "ledger --policy NAME --adopt-policy`, then forecast again"
+            )
+        return RecordedPolicy(
+            str(bound.get("policy")),
+            str(bound.get("policy_digest")),
+            book.path,
+            latest,
+            float(limit),
+        )
+    where = "the ledger given" if ledger is not None else f"{ws.ledger_folder} or the controller's"
+    raise WorkspaceError(
+        f"forecast: the archive's releases ({len(wanted)}, e.g. {wanted[0]!r}) are in no "
+        f"ledger ({where}); {rule}. Fix: pass --ledger PATH, the ledger they were charged to"
+    )
 
 
 def mark_unreliable_forecast(
@@ -136,7 +284,8 @@ def forecast_purchasing(
     horizon: int = 6,
     model: str = "auto",
     level: float = 0.9,
-    max_relative_error: float = DEFAULT_MAX_RELATIVE_ERROR,
+    max_relative_error: float | None = None,
+    ledger: Ledger | str | os.PathLike[str] | None = None,
 ) -> PurchasingForecast:
     """Forecast units and SEK per category from the DP archive and write ``W/forecasts/``.
 
@@ -151,10 +300,14 @@ def forecast_purchasing(
         model the released history supports, non-seasonal under 13 months (the card says so).
     level : float
         Prediction interval coverage, in (0, 1).
-    max_relative_error : float
+    max_relative_error : float, optional
         The policy's limit: a month whose interval reaches further than this share of its
-        point is marked unreliable in the export, the chart and the card (default: the
-        policy default; the main job passes its policy's).
+        point is marked unreliable in the export, the chart and the card. Default: the
+        policy the ledger recorded for the archive's latest release (:func:`recorded_policy`;
+        the main job passes its policy's own, which its ledger is bound to).
+    ledger : Ledger or path, optional
+        Where the archive's releases were charged (default: looked up, see
+        :func:`recorded_policy`).
 
     Returns
     -------
@@ -165,6 +318,8 @@ def forecast_purchasing(
     PolicyError
         A bad level, horizon or model, or a history too short for the model (the message
         names the parameter and the fix); nothing is written.
+    WorkspaceError
+        No ledger says which policy the archive's releases were made under.
     """
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     if not 0.0 < level < 1.0:
@@ -174,6 +329,11 @@ def forecast_purchasing(
         forecast = forecast_archive(archive, horizon, model, level)
     except ValueError as exc:  # horizon or history too short: a user error, not a crash
         raise PolicyError(f"--horizon/--model: {exc}") from None
+    recorded = None
+    if max_relative_error is None:
+        ids = sorted(archive["release_id"].astype(str).unique())
+        recorded = recorded_policy(ws, ids, ledger)
+        max_relative_error = recorded.max_relative_error
     # everything is computed before the first write: a failure leaves no forecast behind
     forecast = mark_unreliable_forecast(forecast, max_relative_error)
     export = purchasing_export(forecast)
@@ -207,6 +367,9 @@ def forecast_purchasing(
             level=level,
         ),
         "clip_correction": _clip_statement(archive),
+        "policy": recorded.card()
+        if recorded is not None
+        else {"max_relative_error": max_relative_error, "from": "the caller (the main job)"},
     }
     folder = ws.forecasts
     paths = {

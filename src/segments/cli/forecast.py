@@ -1,7 +1,8 @@
 """``segments forecast``: purchasing forecasts from the DP release archive only (AO-4).
 
 A thin layer over :func:`segments.purchasing.forecast_purchasing`, which reads only the
-archive and writes ``W/forecasts/``.
+archive (and, from the ledger its releases were charged to, the policy they were made under)
+and writes ``W/forecasts/``.
 """
 
 from __future__ import annotations
@@ -40,13 +41,20 @@ def register(subparsers: Any) -> None:
         default=0.9,
         help="prediction interval coverage (default 0.9)",
     )
+    parser.add_argument(
+        "--ledger",
+        help="the ledger the archive's releases were charged to (default: the workspace's "
+        "own, else the controller's); its recorded policy sets the reliability limit",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from segments.purchasing import forecast_purchasing
 
-    result = forecast_purchasing(args.workspace, args.horizon, args.model, args.level)
+    result = forecast_purchasing(
+        args.workspace, args.horizon, args.model, args.level, ledger=args.ledger
+    )
     forecast, card = result.forecast, result.card
     total = forecast[forecast["category"] == "total"]
     print(
@@ -56,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
         f"{total['units'].round().astype(int).tolist()}"
     )
     print(f"model: {card['model_note']}")
+    policy = card["policy"]
+    print(
+        f"policy {policy['name']!r} as ledger {policy['ledger']} recorded it: reliability "
+        f"limit max_relative_error {policy['max_relative_error']:g}"
+    )
     paths = result.paths
     print(f"wrote {paths['forecast']}, {paths['export']}, {paths['chart']}")
     return 0

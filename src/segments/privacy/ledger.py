@@ -130,6 +130,7 @@ __all__ = [
     "controller_slug",
     "default_ledger_dir",
     "default_ledger_path",
+    "registered_ledgers",
 ]
 
 LEDGER_DIR_ENV = "SEGMENTS_LEDGER_DIR"
@@ -2539,6 +2540,24 @@ def _registry_read() -> dict[str, Any]:
             "restore it from a backup"
         ) from None
     return loaded if isinstance(loaded, dict) else {}
+
+
+def registered_ledgers() -> list[Path]:
+    """The controllers' ledger files the per-user registry records (those that exist), by
+    controller: where a reader of releases (the forecast) looks for the ledger that charged
+    them. Only a place to look: what is read is checked against that ledger itself.
+
+    Raises
+    ------
+    ReleaseRefusedError
+        The registry cannot be read.
+    """
+    paths = [
+        Path(str(record["path"]))
+        for _, record in sorted(_registry_read().items())
+        if isinstance(record, dict) and record.get("path")
+    ]
+    return [path for path in paths if path.is_file()]
 
 
 def _registry_get(controller: str | None) -> dict[str, Any] | None:
