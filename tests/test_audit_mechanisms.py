@@ -310,3 +310,33 @@ def test_the_sequence_case_composes_the_copies_its_test_can_refute() -> None:
     ok, refuted = audit_cases([sequence.case, broken_sequence.case], trials=200)
     assert ok.verdict == "pass" and ok.copies == copies, ok.as_dict()
     assert refuted.verdict == "fail", refuted.as_dict()
+
+
+def test_the_composition_check_fails_a_release_charged_less_than_it_measures() -> None:
+    """The audit's check of a release's charge (run._composition_check): the ledger's charge
+    must be OpenDP's composition of the steps; a release charged for its sums and bounds only
+    (its clip excess left out) fails, and so does one the ledger does not hold."""
+    import types
+
+    from segments.audit.mechanisms import AuditedCase, MechanismCase
+    from segments.audit.run import _composition_check
+
+    steps = {"q: private bound of units": 0.05, "q: noisy sums": 0.8, "q: clip excess": 0.1}
+    composition = {"family": "pure", "composed": 0.95, "charged": 0.95, "steps": steps}
+    case = MechanismCase("q", float, 1.0, 0.0, 0.8, 0.0, float, composition=composition)
+    audited = AuditedCase(case, "release", ("r1", "r2"), "2 release(s) of q")
+
+    def verdict(charges: dict[str, float]) -> str:
+        entries = [
+            types.SimpleNamespace(release_id=r, request=types.SimpleNamespace(epsilon=e, rho=None))
+            for r, e in charges.items()
+        ]
+        ctx = types.SimpleNamespace(entries=lambda: entries)
+        check, record = _composition_check(ctx, "AO-1", audited)  # type: ignore[arg-type]
+        assert check.status == record["verdict"]
+        return check.status
+
+    assert verdict({"r1": 0.95, "r2": 0.95}) == "pass"
+    assert verdict({"r1": 0.95, "r2": 0.85}) == "fail"  # the excess not charged
+    assert verdict({"r1": 0.95, "r2": 1.2}) == "fail"  # charged for a step not measured
+    assert verdict({}) == "fail"  # no release of the group in the ledger
