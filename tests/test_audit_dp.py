@@ -128,7 +128,7 @@ def test_a_sequence_is_calibrated_on_the_sum_of_its_copies() -> None:
     assert detectable_violation(200, 4.0, copies=30) == math.inf
     composed = DpAuditResult("seq", 4.0, 0.0, 0.0, 0.998, 200, 0.0, ">", copies=30)
     assert composed.verdict == "inconclusive"
-    assert "30 Laplace releases" in composed.power_statement()
+    assert "the sum of 30 Laplace releases" in composed.power_statement()
     assert composed.record("X")["evidence"]["copies_composed"] == 30
 
 

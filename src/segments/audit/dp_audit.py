@@ -103,10 +103,15 @@ class DpAuditResult:
         for an inconclusive one, why it cannot pass)."""
         if self.claimed_epsilon <= 0:
             return "n/a"
-        what = "a Laplace release" if self.copies == 1 else f"{self.copies} Laplace releases"
         how = (
             f"{self.trials} trials, confidence {self.confidence:.4g}; calibrated on simulated "
-            f"audits of {what} by this test, checked by benchmarks/bench_audit_power.py"
+            + (
+                "audits of a Laplace release by this test, checked by "
+                "benchmarks/bench_audit_power.py"
+                if self.copies == 1
+                else f"audits of the sum of {self.copies} Laplace releases by this test (not "
+                "checked on OpenDP releases)"
+            )
         )
         if not math.isfinite(self.power):
             # at a small ε and few trials no violation is caught 95 % of the time: say so
