@@ -9,15 +9,25 @@ Generates synthetic raw data into ``DIR/ws`` (kept for a rerun: an existing ``DI
 reused), then runs ``prepare`` (policy ``alloffice``) once while
 :class:`profile_release.Profile` samples this process's resident memory and charges each
 sample to the innermost prepare stage running. Printed: each stage's peak and the memory at
-its start, the process's own peak (``VmHWM``) and the lines prepared.
+its start, the process's own peak (``VmHWM``), its CPU seconds and the lines prepared.
+
+With ``--baseline-src OLD/src`` the same prepare runs twice in the same command, each in its
+own process on the same raw data: first with ``OLD/src`` first on the path (the baseline),
+then with this tree's ``src``. Printed and written: both runs, the ratios (peak, memory before
+the write, CPU seconds) and whether the prepared files are the same bytes (SHA-256 of every
+file but ``provenance.json``, whose signature differs per run).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
+import importlib
 import json
 import os
+import resource
+import subprocess
 import sys
 from pathlib import Path
 
@@ -47,7 +57,11 @@ def main() -> None:
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--purpose", default="statistics")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--baseline-src", type=Path, help="src folder of the version to compare")
     args = parser.parse_args()
+    if args.baseline_src:
+        compare(args)
+        return
     from profile_release import Profile, _rss_mb
 
     from segments.workspace import Workspace
@@ -63,22 +77,66 @@ def main() -> None:
     import segments.prepare.frames  # noqa: F401
 
     for module, attribute in STAGES:
-        profile.wrap(module, attribute)
+        if hasattr(importlib.import_module(module), attribute):  # a version may lack one
+            profile.wrap(module, attribute)
     from segments.prepare import prepare
 
     with profile:
         report = prepare(ws, "alloffice", args.purpose, as_of)
     rows = profile.rows()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     result = {
         "raw_lines": lines,
         "prepared_lines": report.output_counts["lines"],
         "load_average": os.getloadavg()[0],
         "process_peak_mb": round(_rss_mb("VmHWM")),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+        "files_sha256": _prepared_digests(ws.prepared_dir(args.purpose)),
         "stages": rows,
     }
     print(f"raw lines {lines:,}, prepared lines {report.output_counts['lines']:,}")
     profile.print_rows(28)
     print(f"process peak (VmHWM) {result['process_peak_mb']} MB")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _prepared_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every prepared file but the signed record (its signature differs per run)."""
+    return {
+        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != "provenance.json"
+    }
+
+
+def compare(args: argparse.Namespace) -> None:
+    """The baseline's run, then this tree's, each in a fresh process (module docstring)."""
+    runs = {}
+    for label, src in (("baseline", args.baseline_src), ("current", HERE.parent / "src")):
+        out = args.folder / f"profile-{label}.json"
+        command = [sys.executable, str(Path(__file__).resolve()), "--folder", str(args.folder)]
+        command += ["--customers", str(args.customers), "--months", str(args.months)]
+        command += ["--purpose", args.purpose, "--out", str(out)]
+        env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
+        print(f"--- {label}: {src}", flush=True)
+        subprocess.run(command, env=env, check=True)
+        runs[label] = json.loads(out.read_text())
+        out.unlink()
+    base, current = runs["baseline"], runs["current"]
+
+    def before_write(run: dict) -> float:
+        return run["stages"].get("_write_atomically", {}).get("rss_at_start_mb", 0.0)
+
+    ratios = {
+        "process_peak": round(current["process_peak_mb"] / base["process_peak_mb"], 2),
+        "rss_before_write": round(before_write(current) / max(before_write(base), 1), 2),
+        "cpu_seconds": round(current["cpu_seconds"] / base["cpu_seconds"], 2),
+    }
+    same = base["files_sha256"] == current["files_sha256"]
+    print(f"current / baseline: {ratios}; same prepared bytes: {same}")
+    result = {"baseline_src": str(args.baseline_src), "runs": runs, "ratios": ratios}
+    result["same_prepared_bytes"] = same
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
 

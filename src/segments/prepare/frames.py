@@ -57,6 +57,7 @@ from segments.prepare.raw_lines import RawLines, read_raw_lines
 from segments.privacy.synthetic import prove_synthetic
 from segments.progress import progress
 from segments.schema import (
+    CHANNELS,
     CUSTOMERS,
     PREPARED_CUSTOMERS,
     PREPARED_LINES,
@@ -427,6 +428,10 @@ def row_anchor(anchor: str) -> pl.Expr:
 
 
 # --- the run -----------------------------------------------------------------------------
+#: The person anchors an order rule may read (:func:`row_anchor`, the consent withdrawal).
+_ANCHOR_COLUMNS = ("last_order_or_signup", "last_contact", "end_date", "consent_withdrawn_date")
+
+
 class _Run:
     """Applies the rules one by one, recording what each removed.
 
@@ -453,16 +458,17 @@ class _Run:
         if removed.height:
             self.persons = self.persons.filter(keep)
 
-    def attach_person_anchors(self) -> None:
-        """Join each order to its (remaining) person's anchor dates; drops removed persons."""
-        anchors = self.persons.select(
-            "person_root",
-            "last_order_or_signup",
-            "last_contact",
-            "end_date",
-            "consent_withdrawn_date",
-        )
-        self.orders = self.orders.join(anchors, on="person_root")
+    def attach_person_anchors(self, columns: Iterable[str] = _ANCHOR_COLUMNS) -> None:
+        """Join each order to its (remaining) person's anchor dates ``columns`` (those the
+        order rules read; none: a semi-join); drops removed persons' orders."""
+        anchors = self.persons.select("person_root", *dict.fromkeys(columns))
+        how = "inner" if anchors.width > 1 else "semi"
+        self.orders = self.orders.join(anchors, on="person_root", how=how)
+
+    def release_orders(self) -> None:
+        """Let go of the orders (the line plan holds the kept ones): one copy per order on
+        the driver, not two."""
+        self.orders = self.orders.clear()
 
     def drop_orders(self, keep: pl.Expr, **outcome: Any) -> None:
         before = int(self.orders["n_lines"].sum())
@@ -477,13 +483,27 @@ class _Run:
 def _orders_with_persons(
     orders: pl.DataFrame, n_lines: pl.DataFrame, roots: pl.DataFrame
 ) -> pl.DataFrame:
-    """Orders with their person and their number of lines (``n_lines``: order_id, n_lines)."""
+    """Orders with their person and their number of lines (``n_lines``: order_id, n_lines),
+    the channel as an enum (4 bytes an order instead of a 16-byte string view: the driver
+    holds this frame until the lines are written; :meth:`_LinePlan._keyed` hands the engine
+    strings again)."""
     return (
-        orders.join(roots, on="customer_id")
-        .join(n_lines, on="order_id", how="left")
-        .with_columns(pl.col("n_lines").fill_null(0))
-        .drop("customer_id")
+        orders.lazy()
+        .join(roots.lazy(), on="customer_id")
+        .join(n_lines.lazy(), on="order_id", how="left")
+        .select(
+            "order_id",
+            "person_root",
+            "order_date",
+            pl.col("channel").cast(_CHANNEL),
+            pl.col("n_lines").fill_null(0),
+        )
+        .collect()
     )
+
+
+#: The channel as the driver holds it per order (the values ORDERS allows).
+_CHANNEL = pl.Enum(CHANNELS)
 
 
 #: The prepare rule that keeps out persons the request log erased (the CLI warns on it:
@@ -578,21 +598,30 @@ def _apply_retention(run: _Run, policy: Policy, purpose: Purpose, as_of: dt.date
         cutoff = rule.cutoff(as_of)
         keep = pl.lit(True) if cutoff is None else person_anchor(rule.anchor) >= cutoff
         run.drop_persons(keep, **outcome(rule))
-    run.attach_person_anchors()
+    order_rules: list[tuple[pl.Expr, dict[str, Any]]] = []
     for rule in purpose.rules_for("transactions"):
         cutoff = rule.cutoff(as_of)
         keep = pl.lit(True) if cutoff is None else row_anchor(rule.anchor) >= cutoff
-        run.drop_orders(keep, **outcome(rule))
+        order_rules.append((keep, outcome(rule)))
     if purpose.stop_at_consent_withdrawal:
         withdrawal = policy.exclusions["consent_withdrawal"]
         withdrawn = pl.col("consent_withdrawn_date")
-        run.drop_orders(
-            withdrawn.is_null() | (pl.col("order_date") <= withdrawn),
-            rule="consent withdrawn: no data after the withdrawal date",
-            kind="exclusion",
-            clause_ids=withdrawal.clause_ids,
-            note=withdrawal.note,
+        order_rules.append(
+            (
+                withdrawn.is_null() | (pl.col("order_date") <= withdrawn),
+                {
+                    "rule": "consent withdrawn: no data after the withdrawal date",
+                    "kind": "exclusion",
+                    "clause_ids": withdrawal.clause_ids,
+                    "note": withdrawal.note,
+                },
+            )
         )
+    # only the anchors these rules read are joined to every order
+    read = {name for keep, _ in order_rules for name in keep.meta.root_names()}
+    run.attach_person_anchors(c for c in _ANCHOR_COLUMNS if c in read)
+    for keep, done in order_rules:
+        run.drop_orders(keep, **done)
 
 
 def _hex_rank(column: str) -> pl.Expr:
@@ -696,7 +725,7 @@ class _LinePlan:
             .select(
                 "order_id",
                 "order_date",
-                "channel",
+                pl.col("channel").cast(pl.String),
                 "order_pseudonym",
                 "person_id",
                 "_person_rank",
@@ -897,9 +926,17 @@ def _prepare(
     stage(1)
 
     roots = link_persons(frames["customers"])
-    orders = _orders_with_persons(frames["orders"], raw_lines.lines_per_order, roots)
+    # the raw orders are read once more here, then dropped: from now on the driver holds the
+    # kept orders once (_Run.orders, then the line plan's), in compact columns, and nothing
+    # else per order (issue 21)
+    raw_orders = frames.pop("orders")
+    n_orders = raw_orders.height
+    orders = _orders_with_persons(raw_orders, raw_lines.lines_per_order, roots)
+    raw_lines = raw_lines.without_counts()
+    last_orders = raw_orders.group_by("customer_id").agg(pl.col("order_date").max())
+    del raw_orders
     persons = (
-        person_table(frames["customers"], frames["orders"], roots)
+        person_table(frames["customers"], last_orders, roots)
         .with_columns(eligibility_expr(pol, day).alias("profiling_eligible"))
         .join(
             orders.group_by("person_root").agg(pl.col("n_lines").sum()),
@@ -909,10 +946,11 @@ def _prepare(
         .with_columns(pl.col("n_lines").fill_null(0))
     )
     run = _Run(persons, orders)
+    del orders, last_orders
     input_counts = {
         "customers": frames["customers"].height,
         "persons": persons.height,
-        "orders": frames["orders"].height,
+        "orders": n_orders,
         "lines": raw_lines.count,
     }
     merged = persons.filter(pl.col("n_accounts") > 1)
@@ -931,6 +969,7 @@ def _prepare(
     _apply_retention(run, pol, spec, day)
     stage(4)
     customers, lines = _pseudonymise(run, frames["products"], raw_lines, spec, pkey)
+    run.release_orders()  # the line plan holds the kept orders now
     dropped = sorted(set(CUSTOMERS.names) - set(customers.columns))
     run.note(
         rule="minimisation: only the purpose's columns",

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
@@ -50,6 +50,12 @@ class RawLines:
     def files_of(self, month: dt.date) -> tuple[Path, ...]:
         """The copies holding lines of orders dated in ``month`` (its first day)."""
         return self.files_by_month.get(month, ())
+
+    def without_counts(self) -> RawLines:
+        """The same lines without :attr:`lines_per_order` (emptied): once each order carries
+        its count, the build needs only the files, and the driver holds nothing per order
+        for them."""
+        return replace(self, lines_per_order=self.lines_per_order.clear())
 
 
 def lines_per_order(order_ids: pl.Series) -> pl.DataFrame:
