@@ -46,6 +46,8 @@ STAGES = (
     ("segments.prepare.frames", "_apply_retention"),
     ("segments.prepare.frames", "_pseudonymise"),
     ("segments.prepare.frames", "_write_atomically"),
+    ("segments.prepare.frames", "_LinePlan.build"),  # one month's lines, inside the write
+    ("segments.engine.base", "Engine.join_order_lines"),  # the join, inside the build
     ("segments.provenance", "raw_hashes"),
 )
 
@@ -77,7 +79,10 @@ def main() -> None:
     import segments.prepare.frames  # noqa: F401
 
     for module, attribute in STAGES:
-        if hasattr(importlib.import_module(module), attribute):  # a version may lack one
+        owner = importlib.import_module(module)
+        for part in attribute.split("."):  # a version may lack one
+            owner = getattr(owner, part, None)
+        if owner is not None:
             profile.wrap(module, attribute)
     from segments.prepare import prepare
 
