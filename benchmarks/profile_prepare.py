@@ -13,9 +13,9 @@ its start, the process's own peak (``VmHWM``), its CPU seconds and the lines pre
 
 With ``--baseline-src OLD/src`` the same prepare runs twice in the same command, each in its
 own process on the same raw data: first with ``OLD/src`` first on the path (the baseline),
-then with this tree's ``src``. Printed and written: both runs, the ratios (peak, memory before
-the write, CPU seconds) and whether the prepared files are the same bytes (SHA-256 of every
-file but ``provenance.json``, whose signature differs per run).
+then with ``--src`` (default: this tree's ``src``). Printed and written: both runs, the
+ratios (peak, memory before the write, CPU seconds) and whether the prepared files are the
+same bytes (SHA-256 of every file but ``provenance.json``, whose signature differs per run).
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ def main() -> None:
     parser.add_argument("--purpose", default="statistics")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--baseline-src", type=Path, help="src folder of the version to compare")
+    parser.add_argument(
+        "--src", type=Path, default=HERE.parent / "src", help="with --baseline-src: the other"
+    )
     args = parser.parse_args()
     if args.baseline_src:
         compare(args)
@@ -118,7 +121,7 @@ def _prepared_digests(folder: Path) -> dict[str, str]:
 def compare(args: argparse.Namespace) -> None:
     """The baseline's run, then this tree's, each in a fresh process (module docstring)."""
     runs = {}
-    for label, src in (("baseline", args.baseline_src), ("current", HERE.parent / "src")):
+    for label, src in (("baseline", args.baseline_src), ("current", args.src)):
         out = args.folder / f"profile-{label}.json"
         command = [sys.executable, str(Path(__file__).resolve()), "--folder", str(args.folder)]
         command += ["--customers", str(args.customers), "--months", str(args.months)]
