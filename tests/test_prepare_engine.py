@@ -1,6 +1,7 @@
 """Issue 21: prepare's line-level join runs on the engine the setting selects, one month
 partition at a time, and writes the same bytes on every engine; the pseudonyms are computed
-on the driver, so the engine receives pseudonyms and never the key or an identifier."""
+on the driver, so the engine receives their sort ranks and never the key, a pseudonym or an
+identifier."""
 
 from __future__ import annotations
 
@@ -19,16 +20,9 @@ from segments.workspace import Workspace
 
 AS_OF = dt.date(2026, 10, 31)
 #: What the driver hands the engine about an order: its raw id (the join key with the raw
-#: lines), date, channel, the two keyed pseudonyms and their sort ranks — no person key.
-ORDER_COLUMNS = {
-    "order_id",
-    "order_date",
-    "channel",
-    "order_pseudonym",
-    "person_id",
-    "_person_rank",
-    "_order_rank",
-}
+#: lines), date and the two keyed pseudonyms' sort ranks — no person key, no pseudonym (the
+#: driver gathers the pseudonyms and the channel into the sorted lines itself).
+ORDER_COLUMNS = {"order_id", "order_date", "_person_rank", "_order_rank"}
 
 
 def _prepared(ws: Workspace, purpose: str) -> dict[str, bytes]:
@@ -95,6 +89,32 @@ def test_prepare_on_duckdb_writes_the_bytes_polars_writes_at_a_million_lines(tmp
 
 
 # --- the raw order lines, one file at a time ------------------------------------------------
+def test_prepare_holds_one_month_of_prepared_lines_at_a_time(tmp_path, monkeypatch):
+    """When a month's lines are built, every earlier month's frame is written and let go:
+    neither the partition generator nor the writer still holds it (issue 21: the driver holds
+    one month of prepared lines, not two)."""
+    import weakref
+
+    from segments import copy_default_dataset
+    from segments.prepare import frames
+
+    ws = Workspace(tmp_path / "ws")
+    copy_default_dataset(ws)
+    built: list[weakref.ref[pl.DataFrame]] = []
+    alive: list[int] = []  # earlier months' frames still held when a month is built
+    real = frames._LinePlan.build
+
+    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        alive.append(sum(ref() is not None for ref in built))
+        out = real(self, *args, **kwargs)
+        built.append(weakref.ref(out))
+        return out
+
+    monkeypatch.setattr(frames._LinePlan, "build", spy)
+    prepare(ws, Policy.load("alloffice"), "statistics", AS_OF)
+    assert len(built) >= 12 and alive == [0] * len(built), alive
+
+
 def test_prepare_reads_the_raw_order_lines_one_file_at_a_time(tmp_path, monkeypatch):
     """Prepare's peak memory is bounded by a raw partition, not the history: no reader (the
     raw tables' loaders, the checks, the engine's join) is handed the whole raw lines table

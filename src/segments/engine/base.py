@@ -336,8 +336,10 @@ class Engine:
         files ``lines``, at least one, prepare's checked private copies) of one of ``orders``
         with its order's columns (joined on ``order_id``) and its product's (on
         ``product_id``), its ``amount_sek = quantity × unit_price_sek``, sorted by
-        ``order_by`` (unique per line). ``orders`` carries the keyed pseudonyms already,
-        computed on the driver: the pseudonymisation key never enters an engine."""
+        ``order_by`` (unique per line). ``orders`` carries what the caller wants on each line
+        (prepare: the date and the pseudonyms' sort ranks, computed on the driver, which
+        gathers the pseudonyms themselves into the sorted lines): the pseudonymisation key
+        never enters an engine."""
         join = OrderLineJoin(tuple(lines), orders, products, tuple(order_by))
         return self._join(join, scratch)
 

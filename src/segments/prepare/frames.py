@@ -676,6 +676,8 @@ def _pseudonymise(
 
 #: The prepared lines' order: by pseudonym, then date, then the order's pseudonym and line.
 _LINE_ORDER = ("_person_rank", "order_date", "_order_rank", "line_no")
+#: The order columns the engine's join gets besides the raw order id (what the sort reads).
+_SORT_COLUMNS = ("order_date", "_person_rank", "_order_rank")
 
 
 @dataclass(frozen=True)
@@ -704,20 +706,34 @@ class _LinePlan:
     ) -> pl.DataFrame:
         """The prepared lines of ``orders`` (a subset of the plan's) from the raw ``files``
         that hold them, sorted, in the purpose's columns and types."""
+        keyed = self._keyed(orders)
+        # the engine joins and sorts the lines with the orders' numeric columns only; the
+        # wide ones (two 64-hex pseudonyms and the channel) are gathered once into the sorted
+        # lines, not carried through the join and copied again by the sort (issue 21)
         joined = engine.join_order_lines(
-            files, self._keyed(orders), self.categories, order_by=_LINE_ORDER, scratch=scratch
+            files,
+            keyed.select("order_id", *_SORT_COLUMNS),
+            self.categories,
+            order_by=_LINE_ORDER,
+            scratch=scratch,
         )
+        wide = keyed.drop(*_SORT_COLUMNS)
+        del keyed
         return (
-            joined.drop("order_id")
+            joined.lazy()
+            .join(wide.lazy(), on="order_id", how="left", maintain_order="left")
+            .drop("order_id")
             .rename({"order_pseudonym": "order_id"})
             .select(pl.col(c).cast(self.schema.column(c).dtype) for c in self.schema.names)
+            .collect()
         )
 
     def _keyed(self, orders: pl.DataFrame) -> pl.DataFrame:
-        """``orders`` as the engine gets them: the raw id (the join key with the raw lines),
-        date, channel, the keyed pseudonyms and their sort ranks — no person key. The HMACs
-        run here, on the driver (the key never enters an engine), one per order, not per
-        line: a fifth of the work on typical baskets."""
+        """``orders`` keyed: the raw id (the join key with the raw lines), date, channel, the
+        keyed pseudonyms and their sort ranks — no person key. The HMACs run here, on the
+        driver (the key never enters an engine), one per order, not per line: a fifth of the
+        work on typical baskets. The engine gets the id, the date and the ranks
+        (:meth:`build`)."""
         pseudonyms = pseudonymise_series(self.key, "order", orders["order_id"], "order_pseudonym")
         return (
             orders.with_columns(pseudonyms)
@@ -756,6 +772,7 @@ class _LinePlan:
             lines = self.build(self.orders.filter(month == first), files, engine, scratch)
             if lines.height:
                 yield f"{LINES_FILE}/{month_partition(first)}/part-00000.parquet", lines
+            del lines  # not held while the next month is built (one month at a time)
 
 
 def _write_atomically(
@@ -778,7 +795,7 @@ def _write_atomically(
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.p{pid}-", suffix=".tmp"))
     written: dict[str, str] = {}
 
-    def write(name: str, data: bytes) -> None:
+    def write(name: str, data: bytes | memoryview) -> None:
         with open(tmp / name, "xb") as handle:
             handle.write(data)
         written[name] = hashlib.sha256(data).hexdigest()
@@ -787,8 +804,11 @@ def _write_atomically(
         for name, frame in itertools.chain([(CUSTOMERS_FILE, customers)], lines):
             buffer = io.BytesIO()
             frame.write_parquet(buffer)
+            del frame  # a month's frame is let go before the next one is built
             (tmp / name).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            write(name, buffer.getvalue())
+            with buffer.getbuffer() as data:  # the bytes serialised, not a copy of them
+                write(name, data)
+            del buffer
         text = json.dumps(
             report.to_dict(), indent=2, sort_keys=True, ensure_ascii=False, default=str
         )
