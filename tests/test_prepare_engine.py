@@ -115,6 +115,43 @@ def test_prepare_holds_one_month_of_prepared_lines_at_a_time(tmp_path, monkeypat
     assert len(built) >= 12 and alive == [0] * len(built), alive
 
 
+def test_kept_orders_spilled_per_month_give_the_same_bytes_in_any_order(tmp_path, monkeypatch):
+    """The kept orders are written one private file per month and read back per month
+    (issue 21): the prepared files are the bytes the plan writes from the orders it holds,
+    whether the orders come sorted by date or not, and the spill lies in prepare's scratch."""
+    import dataclasses
+    import shutil
+
+    from segments import copy_default_dataset
+    from segments.prepare import frames
+
+    raw = Workspace(tmp_path / "raw")
+    copy_default_dataset(raw)
+    real = frames._LinePlan.spill
+    spilled: list[int] = []
+
+    def held(self, folder):  # type: ignore[no-untyped-def]
+        return self
+
+    def shuffled(self, folder):  # type: ignore[no-untyped-def]
+        orders = self.orders.sample(fraction=1.0, shuffle=True, seed=3)
+        assert not orders["order_date"].is_sorted()
+        plan = real(dataclasses.replace(self, orders=orders), folder)
+        spilled.append(len(plan.months))
+        assert plan.orders.height == 0 and all(p.parent == folder for p in plan.months.values())
+        return plan
+
+    written = {}
+    for label, spill in (("held", held), ("spilled", real), ("shuffled", shuffled)):
+        ws = Workspace(tmp_path / label)
+        shutil.copytree(raw.raw, ws.raw)
+        monkeypatch.setattr(frames._LinePlan, "spill", spill)
+        prepare(ws, Policy.load("alloffice"), "statistics", AS_OF)
+        written[label] = _prepared(ws, "statistics")
+    assert spilled and spilled[0] >= 12
+    assert written["spilled"] == written["held"] == written["shuffled"]
+
+
 def test_prepare_reads_the_raw_order_lines_one_file_at_a_time(tmp_path, monkeypatch):
     """Prepare's peak memory is bounded by a raw partition, not the history: no reader (the
     raw tables' loaders, the checks, the engine's join) is handed the whole raw lines table

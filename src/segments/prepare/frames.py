@@ -36,7 +36,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -462,8 +462,10 @@ class _Run:
         """Join each order to its (remaining) person's anchor dates ``columns`` (those the
         order rules read; none: a semi-join); drops removed persons' orders."""
         anchors = self.persons.select("person_root", *dict.fromkeys(columns))
-        how = "inner" if anchors.width > 1 else "semi"
-        self.orders = self.orders.join(anchors, on="person_root", how=how)
+        if anchors.width > 1:
+            self.orders = self.orders.join(anchors, on="person_root")
+        else:
+            self.orders = self.orders.join(anchors, on="person_root", how="semi")
 
     def release_orders(self) -> None:
         """Let go of the orders (the line plan holds the kept ones): one copy per order on
@@ -696,10 +698,32 @@ class _LinePlan:
     categories: pl.DataFrame
     schema: TableSchema
     height: int  # lines the partitions hold, known before any is built (the report's count)
+    #: the kept orders one private file per month (:meth:`spill`): then ``orders`` is empty
+    months: Mapping[dt.date, Path] = field(default_factory=dict)
 
     @property
     def columns(self) -> tuple[str, ...]:
         return tuple(self.schema.names)
+
+    def spill(self, folder: Path) -> _LinePlan:
+        """The plan with its kept orders written one Parquet file per month (first day) into
+        ``folder`` (created owner-only: prepare's private scratch) and no longer held, so the
+        driver holds one month's orders while it builds and writes that month's lines, not
+        every order (issue 21). Unchanged when the lines carry no order date (one file)."""
+        if "order_date" not in self.columns or self.orders.height == 0:
+            return self
+        orders = self.orders
+        if not orders.get_column("order_date").is_sorted():
+            orders = orders.sort("order_date")
+        folder.mkdir(mode=0o700)
+        months: dict[dt.date, Path] = {}
+        offset = 0
+        runs = orders.get_column("order_date").dt.truncate("1mo").rle().struct.unnest()
+        for length, first in runs.iter_rows():  # a run per month, the dates being sorted
+            months[first] = folder / f"orders-{first:%Y-%m}.parquet"
+            orders.slice(offset, length).write_parquet(months[first])
+            offset += length
+        return replace(self, orders=self.orders.clear(), months=months)
 
     def build(
         self, orders: pl.DataFrame, files: tuple[Path, ...], engine: Engine, scratch: Path
@@ -765,11 +789,17 @@ class _LinePlan:
             yield name, self.build(self.orders.clear(), self.raw.files, engine, scratch)
             return
         month = pl.col("order_date").dt.truncate("1mo")
-        for first in self.orders.select(month.unique().sort()).to_series().to_list():
+        firsts = sorted(self.months) or self.orders.select(month.unique().sort()).to_series()
+        for first in firsts:
             files = self.raw.files_of(first)
             if not files:  # orders without lines make no partition
                 continue
-            lines = self.build(self.orders.filter(month == first), files, engine, scratch)
+            if self.months:  # spilled: read back this month's alone
+                orders = pl.read_parquet(self.months[first])
+            else:
+                orders = self.orders.filter(month == first)
+            lines = self.build(orders, files, engine, scratch)
+            del orders
             if lines.height:
                 yield f"{LINES_FILE}/{month_partition(first)}/part-00000.parquet", lines
             del lines  # not held while the next month is built (one month at a time)
@@ -990,6 +1020,7 @@ def _prepare(
     stage(4)
     customers, lines = _pseudonymise(run, frames["products"], raw_lines, spec, pkey)
     run.release_orders()  # the line plan holds the kept orders now
+    lines = lines.spill(scratch / "kept-orders")  # one file per month, read back per month
     dropped = sorted(set(CUSTOMERS.names) - set(customers.columns))
     run.note(
         rule="minimisation: only the purpose's columns",
