@@ -30,6 +30,7 @@ import resource
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -82,7 +83,7 @@ def main() -> None:
     import segments.prepare.frames  # noqa: F401
 
     for module, attribute in STAGES:
-        owner = importlib.import_module(module)
+        owner: Any = importlib.import_module(module)
         for part in attribute.split("."):  # a version may lack one
             owner = getattr(owner, part, None)
         if owner is not None:
