@@ -99,6 +99,10 @@ _RELEASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,159}")
 #: Private scratch and staging folders carry the creating process id, so a later run can tell
 #: a crashed writer's leftovers (pid gone) from a concurrent writer's work in progress.
 _PRIVATE = ".private"
+#: The journal of a replacement of files under ``W/raw/`` (an erasure's or a purge's new
+#: tables, manifest and log) in progress, beside ``raw/``: present from the moment every
+#: new file is staged and durable until every one is renamed into place.
+RAW_JOURNAL = ".raw-journal.json"
 _STALE_PATTERNS = (
     (".", ".raw-staging-*"),
     (".", ".raw-old-*"),
@@ -113,6 +117,7 @@ _STALE_PATTERNS = (
     ("raw", "*.parquet/month=*/.*.tmp"),
     ("prepared", "*/*.parquet/month=*/.*.tmp"),
     (".", ".raw.*.tmp"),
+    (".", f".{RAW_JOURNAL}.*.tmp"),  # a journal being written when its writer was killed
     ("segments", ".*.tmp"),
     ("segments/targets", ".*.tmp"),
     ("subjects", ".*.tmp"),
@@ -303,6 +308,7 @@ def raw_hashes(workspace: Workspace | str | os.PathLike[str]) -> dict[str, str]:
     folder = root.resolve()
     if hashed is not None and folder in hashed:
         return dict(hashed[folder])
+    finish_raw_replacement(ws)  # a killed writer's committed replacement: completed first
     digests = (
         {
             path.relative_to(root).as_posix(): sha256_file(path)
@@ -417,6 +423,102 @@ def fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    """Make a staged file, or every file and folder of a staged folder, durable."""
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for each in paths:
+        if each.is_dir():
+            fsync_dir(each)
+        else:
+            fd = os.open(each, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def replace_raw_files(ws: Workspace, moves: list[tuple[Path, Path]]) -> None:
+    """Rename every staged file or folder into place (``moves``: staged path → target, all
+    under ``ws.root``) as one transaction: after a ``kill -9`` at any point the files are
+    either all as they were or all replaced, never some of each.
+
+    The staged files are made durable, then the journal (:data:`RAW_JOURNAL`) naming every
+    move is written atomically: that is the commit. Killed before it, the staged files are a
+    dead writer's leftovers that the next :meth:`Workspace.sweep` removes (rolled back);
+    killed after, the next sweep, or the next hashing of ``W/raw/``
+    (:func:`finish_raw_replacement`), completes the moves (rolled forward). A folder target
+    (a month-partitioned table) is moved aside first (``.<name>.old.<pid>``; a folder cannot
+    be renamed over a non-empty one) and removed once every move is done.
+    """
+    pid = os.getpid()
+    steps = []
+    for staged, target in moves:
+        old = target.with_name(f".{target.name}.old.{pid}") if target.is_dir() else None
+        steps.append(
+            {
+                "staged": staged.relative_to(ws.root).as_posix(),
+                "target": target.relative_to(ws.root).as_posix(),
+                "old": None if old is None else old.relative_to(ws.root).as_posix(),
+            }
+        )
+        _fsync_tree(staged)
+    for folder in {staged.parent for staged, _ in moves}:
+        fsync_dir(folder)
+    journal = ws.root / RAW_JOURNAL
+    write_json(journal, {"pid": pid, "steps": steps})  # the commit
+    make_private(journal)
+    fsync_dir(ws.root)
+    _roll_forward(ws, steps)
+    journal.unlink()
+    fsync_dir(ws.root)
+
+
+def _roll_forward(ws: Workspace, steps: list[dict[str, Any]]) -> None:
+    """Complete a journalled replacement's moves; each step is done once whatever was done
+    before (a staged path that is gone was moved already)."""
+    for step in steps:
+        staged, target = ws.root / step["staged"], ws.root / step["target"]
+        if not (staged.exists() or staged.is_symlink()):
+            continue
+        if step["old"] is not None and target.exists():
+            os.replace(target, ws.root / step["old"])
+        os.replace(staged, target)
+        fsync_dir(target.parent)
+    for step in steps:
+        if step["old"] is not None:
+            shutil.rmtree(ws.root / step["old"], ignore_errors=True)
+
+
+def finish_raw_replacement(ws: Workspace) -> bool:
+    """Complete a replacement of ``W/raw/``'s files that a killed writer committed
+    (:func:`replace_raw_files`): True when one was rolled forward. A replacement whose
+    writer still runs (another process) is left to it."""
+    journal = ws.root / RAW_JOURNAL
+    try:
+        fd = os.open(journal, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # one finisher at a time
+        try:
+            if os.fstat(fd).st_ino != os.stat(journal).st_ino:
+                return False  # finished (and removed) by another process meanwhile
+        except FileNotFoundError:
+            return False
+        with os.fdopen(os.dup(fd), encoding="utf-8") as fh:
+            entry = json.load(fh)
+        pid = int(entry["pid"])
+        if pid != os.getpid() and pid_alive(pid):
+            return False
+        _roll_forward(ws, list(entry["steps"]))
+        journal.unlink()
+        fsync_dir(ws.root)
+    finally:
+        os.close(fd)
+    forget_raw_hashes(ws)  # nothing vouches for bytes hashed before they were replaced
+    return True
 
 
 def pid_alive(pid: int) -> bool:
@@ -773,6 +875,9 @@ class Workspace:
         removed: list[Path] = []
         if not self.root.is_dir():
             return removed
+        # a killed erasure's or purge's committed replacement of W/raw/ is completed first:
+        # its staged files would otherwise be swept as a dead writer's leftovers
+        finish_raw_replacement(self)
         for folder, pattern in _STALE_PATTERNS:
             base = self.root / folder
             if not base.is_dir() or base.is_symlink():
@@ -868,8 +973,14 @@ def atomic_write_with(path: str | os.PathLike[str], writer: Callable[[Path], Non
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as pretty, key-sorted JSON, atomically."""
     with atomic_write(path, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True, ensure_ascii=False, default=str)
-        fh.write("\n")
+        dump_json(obj, fh)
+
+
+def dump_json(obj: Any, fh: Any) -> None:
+    """Write ``obj`` to the open text file ``fh`` as :func:`write_json` formats it (a staged
+    file renamed into place later, :func:`replace_raw_files`, is written this way)."""
+    json.dump(obj, fh, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    fh.write("\n")
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

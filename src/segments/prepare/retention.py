@@ -29,14 +29,20 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from segments._tables import check_bound_files, read_table, reads_bound_to, table_file_bytes
+from segments._tables import (
+    bound_file_bytes,
+    check_bound_files,
+    read_table,
+    reads_bound_to,
+    table_file_bytes,
+)
 from segments.policy import Policy, RetentionRule
 from segments.prepare.frames import (
     as_of_date,
@@ -57,14 +63,14 @@ from segments.prepare.subjects import (
 from segments.privacy.synthetic import prove_synthetic
 from segments.workspace import (
     Workspace,
+    dump_json,
     make_private,
     parquet_digests,
     parquet_files,
-    parquet_sha256,
     partition_meets,
     raw_hashed_once,
     raw_hashes,
-    write_json,
+    replace_raw_files,
 )
 
 __all__ = ["PurgeResult", "purge"]
@@ -246,11 +252,15 @@ def _purge_holding_lock(
             if "customer_id" in truth.columns:
                 new[f"truth/{path.stem}"] = truth.join(kept_accounts, on="customer_id", how="semi")
         before = {t: _recorded_sha256(digests, f"{t}.parquet") for t in new}
-        written = replace_raw_tables(ws, new)
-    after = {t: parquet_sha256(ws.raw_table(t)) for t in new}
-    log_path = ws.raw / "purge_log.json"
-    _append_log(log_path, _log_entry(pol, day, removed, remaining, before, after))
-    update_raw_manifest(ws, written, {t: f.height for t, f in new.items()})
+        log_path = ws.raw / "purge_log.json"
+
+        def logged(written: Mapping[str, str]) -> tuple[Path, Any]:
+            after = {t: _recorded_sha256(written, f"{t}.parquet") for t in new}
+            entry = _log_entry(pol, day, removed, remaining, before, after)
+            return log_path, [*_log_entries(log_path), entry]
+
+        # the tables, the manifest and the log replaced as one transaction
+        replace_raw_tables(ws, new, logged)
     return dataclasses.replace(result, log_path=log_path)
 
 
@@ -317,9 +327,20 @@ def stage_partitions(target: Path, frame: pl.DataFrame, staging: Path) -> None:
             remaining.write_parquet(out)
 
 
-def replace_raw_tables(ws: Workspace, frames: Mapping[str, pl.DataFrame]) -> dict[str, str]:
-    """Write every table to a temporary file (or, for a table stored as month partitions, a
-    temporary folder of partitions), then rename them all into place.
+def replace_raw_tables(
+    ws: Workspace,
+    frames: Mapping[str, pl.DataFrame],
+    log: Callable[[Mapping[str, str]], tuple[Path, Any]] | None = None,
+) -> dict[str, str]:
+    """Replace the raw tables ``frames`` and record them in the manifest, as one transaction.
+
+    Every table is written to a temporary file (or, for a table stored as month partitions,
+    a temporary folder of partitions), the manifest with their new SHA-256s and row counts
+    (:func:`manifest_with`) and, with ``log``, a log file (``log(written)`` gives its path
+    and content) are staged beside them, then all are renamed into place by
+    :func:`segments.workspace.replace_raw_files`: a ``kill -9`` at any step leaves ``W/raw/``
+    as it was (nothing renamed yet: the staging is swept) or, on the next start, as this
+    call meant to leave it (the journal's moves completed), never a mix.
 
     Returns
     -------
@@ -327,46 +348,44 @@ def replace_raw_tables(ws: Workspace, frames: Mapping[str, pl.DataFrame]) -> dic
         The SHA-256 of every file written, keyed as the manifest lists them (a partitioned
         table: one entry per partition file).
     """
-    staged: list[tuple[str, Path]] = []
+    staged: list[tuple[Path, Path]] = []
+    written: dict[str, str] = {}
     try:
         for name, frame in frames.items():
             target = ws.raw_table(name)
             prefix = f".{target.name}.p{os.getpid()}-"
             if target.is_dir():
-                tmp = tempfile.mkdtemp(dir=target.parent, prefix=prefix, suffix=".tmp")
+                tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=prefix, suffix=".tmp"))
                 staged.append((tmp, target))
-                stage_partitions(target, frame, Path(tmp))
-                continue
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=".tmp")
+                stage_partitions(target, frame, tmp)
+            else:
+                fd, name_tmp = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=".tmp")
+                os.close(fd)
+                tmp = Path(name_tmp)
+                staged.append((tmp, target))
+                frame.write_parquet(tmp)
+            written |= parquet_digests(tmp, f"{name}.parquet")  # the bytes renamed into place
+        files = {ws.manifest: manifest_with(ws, written, {t: f.height for t, f in frames.items()})}
+        if log is not None:
+            path, content = log(written)
+            files[path] = content
+        for path, content in files.items():
+            fd, name_tmp = tempfile.mkstemp(
+                dir=path.parent, prefix=f".{path.name}.p{os.getpid()}-", suffix=".tmp"
+            )
             os.close(fd)
-            staged.append((tmp, target))
-            frame.write_parquet(tmp)
+            staged.append((Path(name_tmp), path))
+            with open(name_tmp, "w", encoding="utf-8") as fh:
+                dump_json(content, fh)
+        for tmp, _ in staged:
+            make_private(tmp)
     except BaseException:
         for tmp, _ in staged:
             shutil.rmtree(tmp, ignore_errors=True)
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 os.unlink(tmp)
         raise
-    done = 0
-    try:
-        for tmp, target in staged:
-            make_private(tmp)
-            if target.is_dir():  # a folder cannot be renamed over a non-empty one
-                old = target.with_name(f".{target.name}.old.{os.getpid()}")
-                os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
-            done += 1
-    finally:
-        for tmp, _ in staged[done:]:
-            shutil.rmtree(tmp, ignore_errors=True)
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                os.unlink(tmp)
-    written: dict[str, str] = {}
-    for name in frames:
-        written |= parquet_digests(ws.raw / f"{name}.parquet", f"{name}.parquet")
+    replace_raw_files(ws, staged)  # the commit, and the moves (rolled forward if killed)
     return written
 
 
@@ -404,18 +423,20 @@ def _log_entry(
     }
 
 
-def _append_log(path: Path, entry: dict[str, Any]) -> None:
-    entries: list[Any] = []
-    if path.is_file():
-        with open(path, encoding="utf-8") as fh:
-            entries = json.load(fh)
-    write_json(path, [*entries, entry])
+def _log_entries(path: Path) -> list[Any]:
+    """The purge log's entries so far (none without a log); inside the purge's binding to
+    W/raw/, the bytes it hashed."""
+    data = bound_file_bytes(path)
+    return [] if data is None else list(json.loads(data.decode("utf-8")))
 
 
-def update_raw_manifest(ws: Workspace, files: Mapping[str, str], rows: Mapping[str, int]) -> None:
-    """Record the new SHA-256s (``files``: as :func:`replace_raw_tables` returns them) and
-    row counts of the rewritten tables in the manifest, keeping its other fields; a
-    rewritten table's old entries (every partition file of it) are replaced."""
+def manifest_with(
+    ws: Workspace, files: Mapping[str, str], rows: Mapping[str, int]
+) -> dict[str, Any]:
+    """The manifest with the new SHA-256s (``files``: as :func:`replace_raw_tables` returns
+    them) and row counts of the rewritten tables, keeping its other fields; a rewritten
+    table's old entries (every partition file of it) are replaced. Read inside the caller's
+    binding to W/raw/, the manifest is the one it hashed (a swapped one is refused)."""
     manifest = ws.read_manifest()
     listed = manifest.setdefault("files", {})
     counts = manifest.setdefault("row_counts", {})
@@ -427,4 +448,4 @@ def update_raw_manifest(ws: Workspace, files: Mapping[str, str], rows: Mapping[s
     listed.update(files)
     manifest["files"] = dict(sorted(listed.items()))
     manifest["purged"] = True
-    write_json(ws.manifest, manifest)
+    return manifest

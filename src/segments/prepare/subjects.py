@@ -613,7 +613,7 @@ def _finish_logged(
 ) -> SubjectRequest:
     """The work of a request already logged as pending (entry ``index``): derived files,
     then raw rows, then the entry marked completed."""
-    from segments.prepare.retention import replace_raw_tables, update_raw_manifest
+    from segments.prepare.retention import replace_raw_tables
 
     accounts = [a for group in accounts_by_person.values() for a in group]
     person_ids = pseudonymise(pkey, "person", list(accounts_by_person))
@@ -652,10 +652,9 @@ def _finish_logged(
         )
         new = {"customers": flagged}
         rows["raw/customers.parquet (flagged restriction_requested)"] = len(accounts)
-    written = replace_raw_tables(ws, new)
+    replace_raw_tables(ws, new)  # the tables and the manifest, as one transaction
     forget_raw_hashes(ws)  # nothing vouches for the bytes just replaced
     make_private(ws.raw)
-    update_raw_manifest(ws, written, {t: f.height for t, f in new.items()})
     done = SubjectRequest(**{**request.__dict__, "rows": rows})
     _replace_entry(ws, index, {**done.to_dict(), "completed": True})
     return done
