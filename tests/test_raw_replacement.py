@@ -8,12 +8,15 @@
    manifest. The replacement is now one journalled transaction: before its journal is
    written, the next start sweeps the staging (rolled back); after, it renames what is left
    (rolled forward). Tested with a real SIGKILL of a subprocess at every step.
+2. Resuming an interrupted erasure looked the request up, and rewrote W/raw/, outside any
+   hashing: a table edited meanwhile was copied into the rewritten raw data.
 
 Each attack test fails on main 3fa20ec (noted per test) and has a control.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -25,12 +28,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from segments._tables import RawChangedError
 from segments.prepare.pseudonym import PseudonymKey
 from segments.workspace import (
     Workspace,
     folder_files,
+    parquet_files,
     raw_hashes,
     sha256_file,
+    write_json,
 )
 
 KEY = PseudonymKey(b"k" * 32, "steward key (test)")
@@ -183,3 +189,64 @@ def test_a_killed_replacement_is_finished_by_any_reader_of_w_raw(
     digests = raw_hashes(ws)
     assert {k: v for k, v in digests.items() if k.endswith(".parquet")} == after
     assert _manifest_matches(ws)
+
+
+# --- 2. a resumed erasure is bound to one hashing -----------------------------------------
+def _edit_in_place(path: Path, column: str) -> None:
+    """A second process's edit: one value of a row changed, the row count kept."""
+    frame = pl.read_parquet(path)
+    first = pl.int_range(pl.len()) == 0
+    edited = pl.when(first).then(pl.col(column) + 1).otherwise(pl.col(column)).alias(column)
+    frame.with_columns(edited).write_parquet(path)
+
+
+def test_attack_raw_partition_edited_while_an_interrupted_erasure_resumes_is_refused(
+    small_raw: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 2: an erasure dies before its raw rewrite (pending in the log); the rerun resumes
+    it, and a month of order lines is edited after the resume looked the person up. On main
+    3fa20ec the resume read W/raw/ outside any hashing: the edit was copied into the rewritten
+    raw data and the manifest updated to vouch for it. Now the resume is bound to one hashing:
+    refused, nothing rewritten, the request still pending. Control: a rerun finishes it."""
+    subjects = importlib.import_module("segments.prepare.subjects")
+    retention = importlib.import_module("segments.prepare.retention")
+    ws = _copy(small_raw, tmp_path / "ws")
+    orders = pl.read_parquet(ws.raw_table("orders"))
+    requester = int(orders["customer_id"][0])
+    real_replace = retention.replace_raw_tables
+
+    def killed(*_: object) -> None:
+        raise KeyboardInterrupt  # the first run dies before its raw rewrite
+
+    monkeypatch.setattr(retention, "replace_raw_tables", killed)
+    with pytest.raises(KeyboardInterrupt):
+        subjects.erase(ws, "alloffice", requester, key=KEY)
+    monkeypatch.setattr(retention, "replace_raw_tables", real_replace)
+
+    target = parquet_files(ws.raw_table("order_lines"))[-2]
+    real = subjects._remove_from_derived
+    edits = []
+
+    def remove_then_edit(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if not edits:
+            _edit_in_place(target, "quantity")
+            edits.append(target)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(subjects, "_remove_from_derived", remove_then_edit)
+    with pytest.raises(RawChangedError, match=r"changed while this run"):
+        subjects.erase(ws, "alloffice", requester, key=KEY)
+    listed = ws.read_manifest()["files"][target.relative_to(ws.raw).as_posix()]
+    assert listed != sha256_file(target)  # the edit is not vouched for
+    assert pl.read_parquet(ws.raw_table("orders")).equals(orders)  # nothing rewritten
+    entries = json.loads(ws.subject_log.read_text(encoding="utf-8"))
+    assert [e["completed"] for e in entries] == [False]  # still pending
+
+    # control: the edit taken into the manifest (as a re-ingest would), the rerun finishes
+    manifest = ws.read_manifest()
+    manifest["files"][target.relative_to(ws.raw).as_posix()] = sha256_file(target)
+    write_json(ws.manifest, manifest)
+    subjects.erase(ws, "alloffice", requester, key=KEY)
+    entries = json.loads(ws.subject_log.read_text(encoding="utf-8"))
+    assert [e["completed"] for e in entries] == [True]
+    assert requester not in pl.read_parquet(ws.raw_table("orders"))["customer_id"].to_list()

@@ -56,6 +56,8 @@ from segments.workspace import (
     atomic_write_with,
     forget_raw_hashes,
     make_private,
+    raw_hashed_once,
+    raw_hashes,
     write_json,
 )
 
@@ -689,18 +691,22 @@ def _complete_interrupted(
         if entry.get("completed", True):
             continue
         request = _from_entry(ws, entry)
-        customers = pl.read_parquet(ws.raw_table("customers"))
-        roots = _link(customers)
-        hashes = account_hashes(pkey, customers)
-        mine = roots.filter(hashes.is_in(list(request.subject_hashes)))
-        by_person: dict[int, list[int]] = {}
-        for root_id, account in zip(mine["person_root"], mine["customer_id"], strict=True):
-            by_person.setdefault(int(root_id), []).append(int(account))
-        finished.append(
-            _carry_out(
-                ws, pol, request.action, by_person, pkey, None, today, resume=(index, request)
+        # looked up in, and carried out on, the bytes of one hashing of W/raw/ (as a first
+        # run is): a table edited meanwhile is refused, never copied into the rewritten raw
+        # data. Each resumed request hashes afresh (the one before it rewrote W/raw/).
+        with raw_hashed_once(), reads_bound_to(ws.raw, raw_hashes(ws)):
+            customers = read_table(ws.raw_table("customers"))
+            roots = _link(customers)
+            hashes = account_hashes(pkey, customers)
+            mine = roots.filter(hashes.is_in(list(request.subject_hashes)))
+            by_person: dict[int, list[int]] = {}
+            for root_id, account in zip(mine["person_root"], mine["customer_id"], strict=True):
+                by_person.setdefault(int(root_id), []).append(int(account))
+            finished.append(
+                _carry_out(
+                    ws, pol, request.action, by_person, pkey, None, today, resume=(index, request)
+                )
             )
-        )
     return finished
 
 
@@ -733,8 +739,6 @@ def _carry_out_holding_lock(
     check_log_key(ws, pkey, f"subject {action}")
     ws.sweep(exclusive=True)  # staging copies of a killed writer may hold the person
     finished = _complete_interrupted(ws, pol, pkey, today)
-    from segments.workspace import raw_hashed_once, raw_hashes
-
     # the request is looked up in, and carried out on, the bytes of one hashing of W/raw/
     # (shared with the demo key's proof): a table edited meanwhile is refused, never copied
     # into the rewritten raw data (the request then stays logged as pending)
