@@ -10,6 +10,7 @@
    (rolled forward). Tested with a real SIGKILL of a subprocess at every step.
 2. Resuming an interrupted erasure looked the request up, and rewrote W/raw/, outside any
    hashing: a table edited meanwhile was copied into the rewritten raw data.
+3. ``load_key`` with a steward's key read the manifest outside the run's hashing of W/raw/.
 
 Each attack test fails on main 3fa20ec (noted per test) and has a control.
 """
@@ -29,7 +30,8 @@ import polars as pl
 import pytest
 
 from segments._tables import RawChangedError
-from segments.prepare.pseudonym import PseudonymKey
+from segments.exceptions import PolicyError
+from segments.prepare.pseudonym import PseudonymKey, demo_key, load_key
 from segments.workspace import (
     Workspace,
     folder_files,
@@ -250,3 +252,38 @@ def test_attack_raw_partition_edited_while_an_interrupted_erasure_resumes_is_ref
     entries = json.loads(ws.subject_log.read_text(encoding="utf-8"))
     assert [e["completed"] for e in entries] == [True]
     assert requester not in pl.read_parquet(ws.raw_table("orders"))["customer_id"].to_list()
+
+
+# --- 3. load_key with a steward's key: the manifest the run hashed -------------------------
+def test_attack_manifest_swapped_under_a_given_keys_demo_check_is_refused(
+    small_raw: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 3: a "steward's" key that is in fact the demo key of the data's seed (public: the
+    seed is in the manifest) must be refused. The manifest on disk names another seed while
+    the key is resolved, and the genuine one is back when the erasure hashes W/raw/. On main
+    3fa20ec load_key read the manifest outside the run's hashing, did not recognise the demo
+    key, and the erasure logged and carried out the request under a key anyone can derive.
+    Now the key is checked against the manifest bytes of the run's one hashing of W/raw/:
+    refused, nothing written. Control: without the swap the demo key is refused as such."""
+    subjects = importlib.import_module("segments.prepare.subjects")
+    ws = _copy(small_raw, tmp_path / "ws")
+    genuine = {**ws.read_manifest(), "seed": 987_654}  # a seed outside the small public ones
+    write_json(ws.manifest, genuine)
+    public = demo_key(genuine).secret  # anyone can derive it from the manifest's seed
+    requester = int(pl.read_parquet(ws.raw_table("orders"))["customer_id"][0])
+    with pytest.raises(PolicyError, match="public demo key"):  # control
+        subjects.erase(ws, "alloffice", requester, key=public)
+    assert load_key(KEY, workspace=ws) == KEY  # control: a steward's key
+
+    write_json(ws.manifest, {**genuine, "seed": 4242})  # on disk while the key is resolved
+    real = subjects.check_log_key
+
+    def swap_back_then_check(*args, **kwargs):  # type: ignore[no-untyped-def]
+        write_json(ws.manifest, genuine)  # the second process's timing
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(subjects, "check_log_key", swap_back_then_check)
+    with pytest.raises((PolicyError, RawChangedError)):
+        subjects.erase(ws, "alloffice", requester, key=public)
+    assert not ws.subject_log.exists()  # no request logged under the public key
+    assert requester in pl.read_parquet(ws.raw_table("orders"))["customer_id"].to_list()

@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -331,7 +331,8 @@ def raw_hashed_once() -> Iterator[None]:
     files' digests: at 500 million lines one pass is ~35 GB read. The digests live in memory
     for one call only (a context variable, so another thread or call hashes afresh), never on
     disk: a cache keyed by file times could vouch for bytes rewritten within their
-    granularity. Only calls that never write ``W/raw/`` take this scope (a rewind hashes
+    granularity. A call that writes ``W/raw/`` in this scope hands on the digests of what it
+    wrote (an erasure, a purge: :func:`remember_raw_writes`) or drops them (a rewind hashes
     its own writes afresh, :func:`forget_raw_hashes`). A block inside another shares the
     outer one's digests."""
     if _RAW_HASHED.get() is not None:
@@ -350,6 +351,27 @@ def forget_raw_hashes(workspace: Workspace) -> None:
     hashed = _RAW_HASHED.get()
     if hashed is not None:
         hashed.pop(workspace.raw.resolve(), None)
+
+
+def remember_raw_writes(
+    workspace: Workspace, replaced: list[str], digests: Mapping[str, str]
+) -> None:
+    """A writer of ``W/raw/`` inside :func:`raw_hashed_once` (an erasure, a purge): the
+    digests held for the running call drop every file under ``replaced`` (paths relative to
+    ``W/raw/``: a file, or a table's folder) and take ``digests``, the SHA-256 of the bytes it
+    wrote in their place (hashed as it staged them). A later reader of the same call is bound
+    to exactly those bytes (an edit after the write is refused as any other) without a second
+    hashing of all of ``W/raw/``. Outside such a scope, or when nothing is held: nothing."""
+    hashed = _RAW_HASHED.get()
+    folder = workspace.raw.resolve()
+    if hashed is None or folder not in hashed:
+        return
+    kept = {
+        name: digest
+        for name, digest in hashed[folder].items()
+        if not any(name == r or name.startswith(r + "/") for r in replaced)
+    }
+    hashed[folder] = {**kept, **digests}
 
 
 def check_name(kind: str, value: object) -> str:

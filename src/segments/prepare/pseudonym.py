@@ -376,10 +376,15 @@ def load_key(
             return given
         why = "nothing proved the raw data synthetic"
     else:
-        # a steward's key is checked against the manifest as it is (a refusal or a steward's
-        # key trusts nothing the proof vouches for; inside a run that hashed W/raw/, such as
-        # prepare, it is the manifest that run hashed)
-        manifest = workspace.read_manifest()
+        # a given key is checked against the manifest bytes of a hashing of W/raw/: the
+        # calling run's own (prepare, an erasure, a purge: raw_hashed_once), so a manifest
+        # swapped after that hashing is refused, never trusted to tell a demo key apart
+        # (without a key, a refusal needs no hashing and the demo key's proof hashes itself)
+        if given is None:
+            manifest = workspace.read_manifest()
+        else:
+            with raw_hashed_once(), reads_bound_to(workspace.raw, raw_hashes(workspace)):
+                manifest = workspace.read_manifest()
         if given is not None and not _is_demo_key_of(given, manifest):
             return given
         if manifest.get("synthetic") is not True:

@@ -70,7 +70,9 @@ from segments.workspace import (
     partition_meets,
     raw_hashed_once,
     raw_hashes,
+    remember_raw_writes,
     replace_raw_files,
+    sha256_file,
 )
 
 __all__ = ["PurgeResult", "purge"]
@@ -168,7 +170,9 @@ def purge(
     day = as_of_date(as_of)
     # The erasure and the deletions under one exclusive lock: a prepare or segment running
     # meanwhile could otherwise publish rows read before they went.
-    with ws.lock(exclusive=not dry_run, wait=dry_run):
+    # One hashing of W/raw/ for the whole run: the key's check, the erasure step and the
+    # purge read its bytes, and each rewrite hands its own digests on (remember_raw_writes).
+    with ws.lock(exclusive=not dry_run, wait=dry_run), raw_hashed_once():
         return _purge_holding_lock(ws, pol, day, dry_run, key, key_file)
 
 
@@ -193,7 +197,7 @@ def _purge_holding_lock(
 ) -> PurgeResult:
     # the rows purged, the bytes copied unchanged and the digests logged as "before" are
     # those of one hashing of W/raw/ (reads_bound_to): a table swapped meanwhile is refused
-    with raw_hashed_once():  # shared with the demo key's proof; nothing is written in it
+    with raw_hashed_once():  # the run's one hashing (purge), shared with the key's checks
         digests = raw_hashes(ws)
         with reads_bound_to(ws.raw, digests):
             frames = load_raw_tables(ws, day)
@@ -219,7 +223,7 @@ def _purge_holding_lock(
         erase_flagged_holding_lock(
             ws, pol, load_key(key, key_file=key_file, workspace=ws, synthetic_proof=prove_synthetic)
         )
-        digests = raw_hashes(ws)  # the erasure rewrote W/raw/: bind to what it left
+        digests = raw_hashes(ws)  # the erasure rewrote W/raw/: the digests of what it wrote
         with reads_bound_to(ws.raw, digests):
             frames = load_raw_tables(ws, day)
     erased = {"accounts": len(accounts), "persons": len(by_person)}
@@ -350,6 +354,7 @@ def replace_raw_tables(
     """
     staged: list[tuple[Path, Path]] = []
     written: dict[str, str] = {}
+    also: dict[str, str] = {}  # the manifest's and the log's digests, as staged
     try:
         for name, frame in frames.items():
             target = ws.raw_table(name)
@@ -377,6 +382,7 @@ def replace_raw_tables(
             staged.append((Path(name_tmp), path))
             with open(name_tmp, "w", encoding="utf-8") as fh:
                 dump_json(content, fh)
+            also[path.relative_to(ws.raw).as_posix()] = sha256_file(name_tmp)
         for tmp, _ in staged:
             make_private(tmp)
     except BaseException:
@@ -386,6 +392,8 @@ def replace_raw_tables(
                 os.unlink(tmp)
         raise
     replace_raw_files(ws, staged)  # the commit, and the moves (rolled forward if killed)
+    # the run's one hashing of W/raw/ now holds what it wrote (no second hashing)
+    remember_raw_writes(ws, [*(f"{n}.parquet" for n in frames), *also], written | also)
     return written
 
 

@@ -54,7 +54,6 @@ from segments.workspace import (
     Workspace,
     atomic_write,
     atomic_write_with,
-    forget_raw_hashes,
     make_private,
     raw_hashed_once,
     raw_hashes,
@@ -252,8 +251,6 @@ def subject_export(
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     # an unknown policy is refused before anything is looked up (also for an erased person)
     pol = policy if isinstance(policy, Policy) or policy is None else Policy.load(policy)
-    from segments.provenance import raw_hashed_once, raw_hashes
-
     # every table of the extract is parsed from one hashing of W/raw/ (and the demo key's
     # proof, if the key is needed, is about those bytes): a table swapped while the extract
     # is read is refused, never mixed into it
@@ -654,8 +651,9 @@ def _finish_logged(
         )
         new = {"customers": flagged}
         rows["raw/customers.parquet (flagged restriction_requested)"] = len(accounts)
-    replace_raw_tables(ws, new)  # the tables and the manifest, as one transaction
-    forget_raw_hashes(ws)  # nothing vouches for the bytes just replaced
+    # the tables and the manifest, as one transaction; the run's hashing then holds the
+    # digests of what it wrote (nothing else vouches for the bytes just replaced)
+    replace_raw_tables(ws, new)
     make_private(ws.raw)
     done = SubjectRequest(**{**request.__dict__, "rows": rows})
     _replace_entry(ws, index, {**done.to_dict(), "completed": True})
@@ -693,7 +691,7 @@ def _complete_interrupted(
         request = _from_entry(ws, entry)
         # looked up in, and carried out on, the bytes of one hashing of W/raw/ (as a first
         # run is): a table edited meanwhile is refused, never copied into the rewritten raw
-        # data. Each resumed request hashes afresh (the one before it rewrote W/raw/).
+        # data. A request resumed after another is bound to the bytes that one wrote.
         with raw_hashed_once(), reads_bound_to(ws.raw, raw_hashes(ws)):
             customers = read_table(ws.raw_table("customers"))
             roots = _link(customers)
@@ -715,14 +713,23 @@ def _locked_carry_out(
     pol: Policy,
     action: str,
     customer_id: int | str | None,
-    pkey: PseudonymKey,
+    key: PseudonymKey | bytes | str | None,
+    key_file: str | os.PathLike[str] | None,
     requested_on: dt.date | None,
     today: dt.date | None,
 ) -> SubjectRequest | None:
-    """Under the exclusive workspace lock: sweep leftovers, finish interrupted requests, then
-    carry out this one (``customer_id``; None for every ``erasure_requested`` account)."""
+    """Under the exclusive workspace lock: sweep leftovers, resolve the key, finish
+    interrupted requests, then carry out this one (``customer_id``; None for every
+    ``erasure_requested`` account).
+
+    The key is checked against the manifest of the same hashing of W/raw/ the request is
+    looked up in and carried out on (:func:`segments.workspace.raw_hashed_once`): hashed once,
+    after the sweep (which may complete a killed rewrite of W/raw/)."""
     with ws.lock(exclusive=True, wait=False):
-        return _carry_out_holding_lock(ws, pol, action, customer_id, pkey, requested_on, today)
+        ws.sweep(exclusive=True)
+        with raw_hashed_once():
+            pkey = _keys(ws, key, key_file)
+            return _carry_out_holding_lock(ws, pol, action, customer_id, pkey, requested_on, today)
 
 
 def _carry_out_holding_lock(
@@ -787,8 +794,6 @@ def _customers_under(ws: Workspace, pkey: PseudonymKey) -> pl.DataFrame:
     rewritten, under a key anyone can recompute."""
     if not pkey.is_demo:
         return read_table(ws.raw_table("customers"))
-    from segments.provenance import raw_hashed_once, raw_hashes
-
     with raw_hashed_once(), reads_bound_to(ws.raw, raw_hashes(ws)):
         customers = read_table(ws.raw_table("customers"))
         proof = prove_synthetic(ws)
@@ -822,8 +827,7 @@ def _one_person(
 ) -> SubjectRequest:
     """Carry out one person's ``action`` request (:func:`erase`, :func:`restrict`)."""
     ws, pol = _resolve(workspace, policy)
-    pkey = _keys(ws, key, key_file)
-    done = _locked_carry_out(ws, pol, action, customer_id, pkey, requested_on, today)
+    done = _locked_carry_out(ws, pol, action, customer_id, key, key_file, requested_on, today)
     assert done is not None  # a customer id always gives a request
     return done
 
@@ -913,8 +917,7 @@ def erase_flagged(
     flagged = _flagged_persons(pl.read_parquet(ws.raw_table("customers")))
     if not pending and not flagged and not logged_hashes(ws, "erasure"):
         return None  # (with erasures logged, a restored backup may have brought one back)
-    pkey = _keys(ws, key, key_file)
-    return _locked_carry_out(ws, pol, "erasure", None, pkey, None, today)
+    return _locked_carry_out(ws, pol, "erasure", None, key, key_file, None, today)
 
 
 def erase_flagged_holding_lock(
