@@ -103,6 +103,35 @@ def reads_bound_to(folder: Path, digests: dict[str, str]) -> Iterator[None]:
         _BOUND.reset(token)
 
 
+def bound_table_digests(table: Path, name: str) -> dict[str, str] | None:
+    """Inside :func:`reads_bound_to`, the digests the run recorded for the files of the
+    table ``table`` (a file, or month partitions), keyed as
+    :func:`segments.workspace.parquet_digests` keys them (``name`` for the table); None when
+    no binding covers it. What the run reads of the table is checked against these digests
+    (:func:`read_table`), so comparing them with a manifest needs no second hashing."""
+    from segments.workspace import partition_meets
+
+    bound = _BOUND.get()
+    if not bound:
+        return None
+    named = Path(os.path.abspath(table))
+    for (folder, _), digests in bound.items():
+        if not named.is_relative_to(folder):
+            continue
+        prefix = named.relative_to(folder).as_posix()
+        found: dict[str, str] = {}
+        for key, digest in digests.items():
+            if key == prefix:
+                found[name] = digest
+            elif key.startswith(prefix + "/"):
+                parts = key[len(prefix) + 1 :].split("/")
+                month_file = len(parts) == 2 and parts[1].endswith(".parquet")
+                if month_file and partition_meets(parts[0], None):
+                    found[name + "/" + "/".join(parts)] = digest
+        return found
+    return None
+
+
 def _bound_bytes(file: Path) -> bytes | None:
     """``file``'s bytes when its folder is bound (:func:`reads_bound_to`), checked against
     the recorded digest; None when no binding covers it.

@@ -38,6 +38,7 @@ import polars as pl
 
 from segments._tables import (
     bound_file_bytes,
+    bound_table_digests,
     check_bound_files,
     read_table,
     reads_bound_to,
@@ -65,7 +66,6 @@ from segments.workspace import (
     Workspace,
     dump_json,
     make_private,
-    parquet_digests,
     parquet_files,
     partition_meets,
     raw_hashed_once,
@@ -289,18 +289,24 @@ def _recorded_sha256(digests: Mapping[str, str], name: str) -> str:
 _PART = "__partition"
 
 
-def stage_partitions(target: Path, frame: pl.DataFrame, staging: Path) -> None:
+def stage_partitions(target: Path, frame: pl.DataFrame, staging: Path) -> dict[str, str]:
     """Write ``frame`` (a subset of the partitioned table ``target``'s rows, such as what an
     erasure or a purge keeps) into ``staging`` as the same month partitions: a partition
     whose rows all stay is copied byte for byte (its SHA-256 unchanged: history is not
-    rewritten), the others keep only their remaining rows."""
+    rewritten), the others keep only their remaining rows.
+
+    Returns the SHA-256 of each partition copied whose bytes were read bound to a hashing
+    of W/raw/ (:func:`segments._tables.reads_bound_to`: checked against that digest), keyed
+    by its path inside the table: what was copied needs no second hashing."""
     key = ["order_id", "line_no"] if {"order_id", "line_no"} <= set(frame.columns) else None
     kept = frame.select(key) if key else frame
     parts = parquet_files(target)
     check_bound_files(target, parts)  # inside reads_bound_to: the partitions hashed, all of them
     staging.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not parts:
-        return
+        return {}
+    bound = bound_table_digests(target, target.name) or {}
+    copied: dict[str, str] = {}
     on = key or list(frame.columns)
     # one semi join over every partition (tagged with its index), not one per partition: a
     # join per month rebuilt the kept rows' hash table each time (backfill rewinds the raw
@@ -327,8 +333,12 @@ def stage_partitions(target: Path, frame: pl.DataFrame, staging: Path) -> None:
         out.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if remaining.height == height.get(i, 0):
             out.write_bytes(data[i])
+            rel = part.relative_to(target).as_posix()
+            if f"{target.name}/{rel}" in bound:
+                copied[rel] = bound[f"{target.name}/{rel}"]
         else:
             remaining.write_parquet(out)
+    return copied
 
 
 def replace_raw_tables(
@@ -362,14 +372,17 @@ def replace_raw_tables(
             if target.is_dir():
                 tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=prefix, suffix=".tmp"))
                 staged.append((tmp, target))
-                stage_partitions(target, frame, tmp)
+                copied = stage_partitions(target, frame, tmp)
+                for file in parquet_files(tmp):  # the bytes renamed into place
+                    rel = file.relative_to(tmp).as_posix()
+                    written[f"{name}.parquet/{rel}"] = copied.get(rel) or sha256_file(file)
             else:
                 fd, name_tmp = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=".tmp")
                 os.close(fd)
                 tmp = Path(name_tmp)
                 staged.append((tmp, target))
                 frame.write_parquet(tmp)
-            written |= parquet_digests(tmp, f"{name}.parquet")  # the bytes renamed into place
+                written[f"{name}.parquet"] = sha256_file(tmp)
         files = {ws.manifest: manifest_with(ws, written, {t: f.height for t, f in frames.items()})}
         if log is not None:
             path, content = log(written)

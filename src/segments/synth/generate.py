@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from segments import schema
-from segments._tables import read_table, to_pandas
+from segments._tables import bound_table_digests, read_table, to_pandas
 from segments.exceptions import SchemaError, WorkspaceError
 from segments.months import add_months, month_start
 from segments.schema import (
@@ -723,7 +723,11 @@ def load_raw_pl(
         if name == rel or name.startswith(rel + "/")
     }
     if verify_hash and recorded:
-        found = parquet_digests(path, rel)  # every partition file, none left out
+        # every partition file, none left out; inside a run's binding to W/raw/ (a purge),
+        # the digests of its one hashing, which the read below is checked against
+        found = bound_table_digests(path, rel)
+        if found is None:
+            found = parquet_digests(path, rel)
         if found != recorded:
             differ = sorted(set(found) ^ set(recorded)) or sorted(
                 n for n in found if found[n] != recorded[n]
