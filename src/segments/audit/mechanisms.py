@@ -767,16 +767,16 @@ def person_release_cases(
                     )
                     composition = None  # stated once per planned release
                     if q.vector is not None and q.vector.excess_losses:
-                        cases.append(
-                            clip_excess_case(
-                                f"{label}: {q.query.name} without {person.label}",
-                                q.vector,
-                                copies[q.query.frame],
-                                without[q.query.frame],
-                                person.person_id,
-                                params,
-                            )
+                        excess = clip_excess_case(
+                            f"{label}: {q.query.name} without {person.label}",
+                            q.vector,
+                            copies[q.query.frame],
+                            without[q.query.frame],
+                            person.person_id,
+                            params,
                         )
+                        if excess is not None:
+                            cases.append(excess)
     return cases
 
 
@@ -788,7 +788,7 @@ def clip_excess_case(
     person_id: str,
     params: Any,
     pilot_trials: int = 200,
-) -> MechanismCase:
+) -> MechanismCase | None:
     """The clip excess of a series query (:meth:`VectorRelease.excess_measurement`, the
     second OpenDP measurement of each month) on neighbours that differ by one person.
 
@@ -799,14 +799,24 @@ def clip_excess_case(
     is calibrated to (for a person whose vector lies in categories of weight 1; a weighted
     chair counts once in the excess). The statistic is the likelihood ratio of every
     aggregate's excess (:func:`with_likelihood_ratio`, ``pilot_trials`` runs per dataset
-    kept out of the audit). Claimed: the step's own loss (its map).
+    kept out of the audit). Claimed: the step's own loss (its map). None when the person
+    bought nothing inside the query's filter: the neighbours then release alike.
     """
     from segments.privacy.vectors import EXCESS_SPAN, PersonVectors
 
     frame = pl.read_parquet(with_path)
-    mine = frame.filter(pl.col("pid") == pl.Series([person_id]).hash()[0])
+    mine = frame.filter(pl.col("pid") == person_key_of(person_id))
+    if mine.is_empty():
+        # without the removed person's rows every C would fall to 1 and the case would test
+        # a neighbour nobody removed: a check that cannot fail (review r10a F6)
+        raise RuntimeError(
+            f"clip excess case {name!r}: the removed person has no rows in {with_path.name}; "
+            "the audit's neighbours must differ by a person the frame holds"
+        )
     if vector.where is not None:
         mine = mine.filter(vector.where)
+        if mine.is_empty():
+            return None  # they bought nothing this release counts: the neighbours release alike
     bounds: dict[str, float] = {}
     for a in vector.excess_losses:
         rows = mine.select("pid", *vector.by, a)
