@@ -123,6 +123,37 @@ def test_a_clause_resting_partly_on_an_organisational_measure_is_never_verified(
     assert alone.clause_verdict("AO-9") == "pass"
 
 
+def test_an_inconclusive_check_never_verifies_its_clause(tmp_path: Path) -> None:
+    """A DP audit case that could not have refuted anything at its trials (review r10a F4):
+    beside a passing check, the clause reads "partly verified" with the reason, in the
+    banner, the HTML, the Markdown and the JSON; alone, the clause is not verified."""
+    attacks = Check(("AO-1",), "attacks fail", "replayed", {}, "pass", name="attacks")
+    sequence = Check(
+        ("AO-1",), "a sequence of releases", "empirical DP audit", {}, "inconclusive",
+        name="dp_sequence",
+    )  # fmt: skip
+    report = AuditReport(
+        policy="alloffice",
+        controller="AllOffice Nordic AB",
+        workspace=str(tmp_path),
+        generated_at="2026-11-22T00:00:00Z",
+        checks=[attacks, sequence],
+        clauses=[ClauseView("AO-1", "Aggregates identify no one.", "Ingen kan identifieras.")],
+    )
+    assert report.passed  # nothing fails ...
+    assert report.clause_verdict("AO-1") == "partly verified"  # ... and nothing is claimed
+    assert "0 of 1 clauses verified, AO-1 partly (1 of its checks inconclusive" in report.banner()
+    html = render_html(report)
+    assert "partly verified</span>" in html and 'class="summary partial"' in html
+    assert "Partly verified: 1 of its checks inconclusive" in html
+    assert "### AO-1 — partly verified" in render_markdown(report)
+    assert json.loads(render_json(report))["clauses"][0]["verdict"] == "partly verified"
+    alone = AuditReport(**{**report.__dict__, "checks": [sequence]})
+    assert alone.clause_verdict("AO-1") == "not verified"
+    both = AuditReport(**{**report.__dict__, "checks": [attacks]})
+    assert both.clause_verdict("AO-1") == "pass"
+
+
 def test_evidence_is_a_table_not_a_blob(report: AuditReport) -> None:
     html = render_html(report)
     assert "<th scope='row'>cutoff</th><td>2024-10-31</td>" in html

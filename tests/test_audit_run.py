@@ -162,7 +162,10 @@ def test_the_real_report_renders_in_headless_chromium(
     assert set(verdicts) == {f"AO-{i}" for i in range(1, 11)}
     # AO-9's access promise rests partly on an organisational measure: never shown as verified
     assert verdicts.pop("AO-9") == "partly verified"
-    assert set(verdicts.values()) == {"verified"}
+    # a clause with an inconclusive check is at most partly verified (review r10a F4)
+    for clause, verdict in verdicts.items():
+        inconclusive = [c for c in full_report.clause_checks(clause) if c.status == "inconclusive"]
+        assert verdict == ("partly verified" if inconclusive else "verified"), clause
     assert "AO-9 partly (the rest is an organisational measure" in full_report.banner()
     html = page.read_text(encoding="utf-8")
     cards = re.findall(r"href='(\.\./releases/[^']+)'", html)

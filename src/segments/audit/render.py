@@ -149,17 +149,32 @@ class AuditReport:
         return [c for c in self.promises if clause_id in c.clause_ids]
 
     def clause_verdict(self, clause_id: str) -> str:
-        """``fail`` if a check fails; ``pass`` if one passes (``partly verified`` when part of
-        the promise is an organisational measure this tool cannot verify); else
-        ``not verified``."""
-        checks = self.clause_checks(clause_id)
-        statuses = {c.status for c in checks}
+        """``fail`` if a check fails; ``pass`` if one passes and nothing else in the clause
+        is short of verified; ``partly verified`` when a check passes but part of the promise
+        is an organisational measure or a check of it is inconclusive
+        (:meth:`partly_because`); else ``not verified``."""
+        statuses = {c.status for c in self.clause_checks(clause_id)}
         if "fail" in statuses:
             return "fail"
         if "pass" in statuses:
-            organisational = any(c.role == ORGANISATIONAL_ROLE for c in checks)
-            return "partly verified" if organisational else "pass"
+            return "partly verified" if self.partly_because(clause_id) else "pass"
         return "not verified"
+
+    def partly_because(self, clause_id: str) -> list[str]:
+        """Why a clause with a passing check is not verified in full (empty when it is):
+        an organisational part, or checks whose test could not have refuted a violation (an
+        inconclusive check is never counted as a pass, in a check or in its clause)."""
+        checks = self.clause_checks(clause_id)
+        reasons = []
+        if any(c.role == ORGANISATIONAL_ROLE for c in checks):
+            reasons.append("the rest is an organisational measure this tool cannot verify")
+        inconclusive = sum(c.status == "inconclusive" for c in checks)
+        if inconclusive:
+            reasons.append(
+                f"{inconclusive} of its checks inconclusive: their tests could not have "
+                "refuted a violation at their trials"
+            )
+        return reasons
 
     def check_ids(self) -> list[str]:
         """A unique, stable id per check (its name, numbered when it repeats)."""
@@ -186,12 +201,7 @@ class AuditReport:
             f"{verified} of {len(clauses)} clauses verified"
             + (f" ({', '.join(failed)} failing)" if failed else "")
             + (f" ({', '.join(unverified)} not verified)" if unverified else "")
-            + (
-                f", {', '.join(partly)} partly (the rest is an organisational measure this "
-                "tool cannot verify)"
-                if partly
-                else ""
-            ),
+            + "".join(f", {c} partly ({'; '.join(self.partly_because(c))})" for c in partly),
         ]
         pre = self.preconditions
         if pre:
@@ -421,12 +431,18 @@ def render_html(report: AuditReport, ledger_ids: Iterable[str] = ()) -> str:
             else ""
         )
         n = len(checks)
+        reasons = report.partly_because(view.clause_id) if verdict == "partly verified" else []
+        partly = (
+            f"<p class='partly'>Partly verified: {html.escape('; '.join(reasons))}.</p>"
+            if reasons
+            else ""
+        )
         clause_parts.append(
             f"<section class='clause' id='clause-{html.escape(view.clause_id)}'>"
             f"<h3>{html.escape(view.clause_id)}<span class='verdict "
             f"{_status_class(verdict)}'>{_VERDICT_TEXT[verdict]}</span></h3>{sv}"
             f"<p class='gloss' lang='en'>{html.escape(view.promise_en)}</p>"
-            f"<p>{n} check{'s' if n != 1 else ''} verify this promise.</p>"
+            f"<p>{n} check{'s' if n != 1 else ''} verify this promise.</p>{partly}"
             f"{''.join(body) or '<p class=na>No check verifies this clause.</p>'}{rel}</section>"
         )
     # checks not attached to a shown clause (a report built without clause views)
@@ -463,7 +479,8 @@ def render_html(report: AuditReport, ledger_ids: Iterable[str] = ()) -> str:
         f"<a href='#clause-{html.escape(v.clause_id)}'>{html.escape(v.clause_id)}</a>"
         for v in report.clauses
     )
-    state = "bad" if not report.passed else ("partial" if report.not_run else "ok")
+    short = report.not_run or report.counts()["inconclusive"]
+    state = "bad" if not report.passed else ("partial" if short else "ok")
     title = f"Privacy audit — {report.controller} ({report.policy})"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -526,6 +543,8 @@ def render_markdown(report: AuditReport) -> str:
     for view in report.clauses:
         verdict = report.clause_verdict(view.clause_id)
         out.append(f"### {view.clause_id} — {_VERDICT_TEXT[verdict]}\n")
+        if verdict == "partly verified":
+            out.append(f"Partly verified: {'; '.join(report.partly_because(view.clause_id))}.\n")
         if view.promise_sv:
             out.append(f"> {view.promise_sv}\n")
         out.append(f"{view.promise_en}\n")
