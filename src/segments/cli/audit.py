@@ -79,6 +79,12 @@ def run(args: argparse.Namespace) -> int:
         if check["verdict"] == "fail":
             clauses = ", ".join(check["clauses"]) or check["kind"]
             print(f"  FAIL {clauses}: [{check['name']}] {check['title'][:90]}")
+    inconclusive = sum(check["verdict"] == "inconclusive" for check in audit["checks"])
+    if inconclusive:
+        print(
+            f"  {inconclusive} checks inconclusive: their tests could not have refuted a "
+            "violation at their trials, so they count as no pass (the report says which)"
+        )
     print(f"report: {args.workspace.report / 'audit.html'} (and audit.md, audit.json)")
     return 0 if report.passed else 1
 
