@@ -30,7 +30,7 @@ import polars as pl
 import pytest
 
 from segments._tables import RawChangedError
-from segments.exceptions import PolicyError
+from segments.exceptions import PolicyError, WorkspaceError
 from segments.prepare.pseudonym import PseudonymKey, demo_key, load_key
 from segments.workspace import (
     Workspace,
@@ -191,6 +191,61 @@ def test_a_killed_replacement_is_finished_by_any_reader_of_w_raw(
     digests = raw_hashes(ws)
     assert {k: v for k, v in digests.items() if k.endswith(".parquet")} == after
     assert _manifest_matches(ws)
+
+
+# --- the journal is a file in the workspace: it names nothing outside W/raw/ (r10a F1, F2) ---
+_DEAD = 2**22 + 12345  # no such process: "its writer was killed"
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        # an absolute target: a file outside the workspace (the controller's ledger) replaced
+        {"staged": "fresh.sqlite", "target": "{outside}/ledger.sqlite", "old": None},
+        # a relative escape
+        {"staged": "raw/.customers.parquet.p{pid}-x.tmp", "target": "../outside/x", "old": None},
+        # "old" is removed once the moves are done: never a path it does not derive itself
+        {"staged": "nothing", "target": "raw/customers.parquet", "old": "../outside"},
+        # a staged file that is not the writer's own sibling of the target
+        {"staged": "fresh.sqlite", "target": "raw/customers.parquet", "old": None},
+    ],
+)
+def test_attack_an_edited_journal_moves_or_removes_nothing_outside_w_raw(
+    small_raw: Workspace, tmp_path: Path, step: dict[str, str | None]
+) -> None:
+    """On 3da7834 a journal naming the ledger swapped it for the attacker's file and removed
+    any folder its "old" named, on any run that swept or hashed W/raw/. Now every path must be
+    one the rewrite writes: the journal is refused in one line and nothing moves."""
+    ws = _copy(small_raw, tmp_path / "ws")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "ledger.sqlite").write_bytes(b"the real ledger, with spending")
+    (ws.root / "fresh.sqlite").write_bytes(b"a fresh ledger, nothing spent")
+    named = {
+        k: None if v is None else v.format(outside=outside, pid=_DEAD) for k, v in step.items()
+    }
+    write_json(ws.root / ".raw-journal.json", {"pid": _DEAD, "steps": [named]})
+    before = _tables_state(ws)
+    for run in (ws.sweep, lambda: raw_hashes(ws)):
+        with pytest.raises(WorkspaceError, match=r"raw-journal\.json: .*rule: .*fix: .*remove"):
+            run()
+    assert (outside / "ledger.sqlite").read_bytes() == b"the real ledger, with spending"
+    assert (ws.root / "fresh.sqlite").exists() and _tables_state(ws) == before
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"pid": 1', '{"steps": []}', '{"pid": "x", "steps": []}', '{"pid": 9, "steps": [3]}'],
+)
+def test_a_damaged_journal_is_refused_in_one_line(
+    small_raw: Workspace, tmp_path: Path, text: str
+) -> None:
+    ws = _copy(small_raw, tmp_path / "ws")
+    (ws.root / ".raw-journal.json").write_text(text)
+    with pytest.raises(WorkspaceError) as refused:
+        raw_hashes(ws)
+    message = str(refused.value)
+    assert "\n" not in message and ".raw-journal.json" in message and "remove" in message
 
 
 # --- 2. a resumed erasure is bound to one hashing -----------------------------------------

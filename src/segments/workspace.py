@@ -530,17 +530,71 @@ def finish_raw_replacement(ws: Workspace) -> bool:
         except FileNotFoundError:
             return False
         with os.fdopen(os.dup(fd), encoding="utf-8") as fh:
-            entry = json.load(fh)
-        pid = int(entry["pid"])
+            text = fh.read()
+        pid, steps = _journal_steps(ws, text)
         if pid != os.getpid() and pid_alive(pid):
             return False
-        _roll_forward(ws, list(entry["steps"]))
+        _roll_forward(ws, steps)
         journal.unlink()
         fsync_dir(ws.root)
     finally:
         os.close(fd)
     forget_raw_hashes(ws)  # nothing vouches for bytes hashed before they were replaced
     return True
+
+
+#: What a journalled rewrite of W/raw/ may name (:func:`replace_raw_files`'s callers): a raw
+#: table (or a truth table under ``raw/truth/``), the manifest or the purge log.
+_RAW_TARGET = re.compile(
+    r"(raw|raw/truth)/([A-Za-z0-9_]{1,64}\.parquet)|raw/(manifest\.json|purge_log\.json)"
+)
+
+
+def _journal_steps(ws: Workspace, text: str) -> tuple[int, list[dict[str, Any]]]:
+    """The writer's pid and the moves of :data:`RAW_JOURNAL`, each path checked to be one
+    :func:`replace_raw_files` could have written: a target directly under ``W/raw/`` that
+    the erasure or purge rewrites, the writer's own staged sibling of it, and its own aside
+    name. The journal is a file in the workspace: what it names is never trusted further
+    than that (review r10a F1: an edited journal moved files over the ledger)."""
+    journal = ws.root / RAW_JOURNAL
+    fix = (
+        f"fix: check W/raw/ against W/raw/{MANIFEST} (restore it from a backup if they "
+        f"differ), then remove {journal}"
+    )
+
+    def refuse(what: str) -> WorkspaceError:
+        return WorkspaceError(
+            f"{journal}: {what}; rule: a journalled rewrite of W/raw/ names only W/raw/'s "
+            f"tables, manifest and purge log and its writer's own staged files; {fix}"
+        )
+
+    try:
+        entry = json.loads(text)
+    except ValueError:
+        raise refuse("not valid JSON") from None
+    if not isinstance(entry, dict) or not isinstance(entry.get("steps"), list):
+        raise refuse("no list of steps")
+    pid = entry.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        raise refuse(f"pid {pid!r} is not a process id")
+    if ws.raw.is_symlink() or (ws.raw / "truth").is_symlink():
+        raise refuse("W/raw/ or W/raw/truth/ is a symbolic link")
+    steps = []
+    for i, step in enumerate(entry["steps"], 1):
+        if not isinstance(step, dict) or set(step) != {"staged", "target", "old"}:
+            raise refuse(f"step {i} is not a move (staged, target, old)")
+        target, staged, old = step["target"], step["staged"], step["old"]
+        if not isinstance(target, str) or not _RAW_TARGET.fullmatch(target):
+            raise refuse(f"step {i}'s target {target!r} is not a file the rewrite replaces")
+        folder, name = target.rsplit("/", 1)
+        own = re.compile(rf"{folder}/\.{re.escape(name)}\.p{pid}-[A-Za-z0-9_]{{1,64}}\.tmp")
+        if not isinstance(staged, str) or not own.fullmatch(staged):
+            raise refuse(f"step {i}'s staged file {staged!r} is not its writer's ({pid})")
+        aside = f"{folder}/.{name}.old.{pid}"
+        if old is not None and old != aside:
+            raise refuse(f"step {i}'s aside name {old!r} is not {aside}")
+        steps.append({"staged": staged, "target": target, "old": old})
+    return pid, steps
 
 
 def pid_alive(pid: int) -> bool:
