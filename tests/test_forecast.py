@@ -354,15 +354,24 @@ def _write_archive(ws: Workspace, frame: pd.DataFrame) -> None:
 
 
 def _charged(
-    monkeypatch: pytest.MonkeyPatch, path, frame: pd.DataFrame, max_relative_error: float = 0.3
+    monkeypatch: pytest.MonkeyPatch,
+    path,
+    frame: pd.DataFrame,
+    max_relative_error: float = 0.3,
+    ws: Workspace | None = None,
+    publish: bool = True,
 ):
     """A ledger at ``path`` (controller Demo AB, policy ``demo`` with ``max_relative_error``)
-    that charged every release of the archive ``frame``."""
+    that charged every release of the archive ``frame`` and, given ``ws`` and ``publish``,
+    published each with its card in ``W/releases/<id>/`` (the card carries the ledger head at
+    its reservation, the ledger records the card's SHA-256)."""
     import dataclasses
+    import json
 
     from ledger_helpers import CONTROLLER, demo_policy, install_clock, request_for
 
     from segments.privacy.ledger import Ledger
+    from segments.workspace import sha256_file
 
     install_clock(monkeypatch)
     base = demo_policy()
@@ -371,14 +380,32 @@ def _charged(
     )
     ledger = Ledger.open(path, CONTROLLER, policy=policy, init=True)
     for rid in sorted(frame["release_id"].unique()):
-        ledger.reserve(request_for(policy, epsilon=0.01, mechanism="laplace", release_id=rid))
+        request = request_for(policy, epsilon=0.01, mechanism="laplace", release_id=rid)
+        reservation = ledger.reserve(request)
+        if ws is None or not publish:
+            continue
+        folder = ws.release_dir(rid)
+        folder.mkdir(parents=True, exist_ok=True)
+        card = folder / "card.json"
+        card.write_text(
+            json.dumps(
+                {
+                    "release_id": rid,
+                    "policy": request.policy,
+                    "ledger_head_hash": reservation.anchor["head"],
+                    "ledger_anchor": reservation.anchor,
+                }
+            ),
+            encoding="utf-8",
+        )
+        ledger.publish(reservation, {"card.json": sha256_file(card)}, card="card.json")
     return ledger
 
 
 def test_cli_writes_table_export_chart_and_card(tmp_path, capsys, monkeypatch):
     ws = Workspace(tmp_path / "ws")
     _write_archive(ws, _archive())
-    ledger = _charged(monkeypatch, tmp_path / "ledger.sqlite", _archive())
+    ledger = _charged(monkeypatch, tmp_path / "ledger.sqlite", _archive(), ws=ws)
     assert (
         main(["forecast", "-w", str(ws.root), "--horizon", "3", "--ledger", str(ledger.path)]) == 0
     )
@@ -462,8 +489,11 @@ def test_the_forecast_reads_its_policy_from_the_ledger_and_refuses_without_one(
     assert not ws.forecasts.exists() or not any(ws.forecasts.iterdir())
     # the workspace's own ledger folder, recording a tight limit: found without a flag
     ws.ledger_folder.mkdir(parents=True, exist_ok=True)
-    _charged(monkeypatch, ws.ledger_folder / "demo-ab.sqlite", archive, max_relative_error=0.02)
+    own = _charged(
+        monkeypatch, ws.ledger_folder / "demo-ab.sqlite", archive, max_relative_error=0.02, ws=ws
+    )
     tight = forecast_purchasing(ws, 3)
+    assert tight.card["policy"]["ledger_id"] == own.ledger_id
     assert tight.card["policy"]["name"] == "demo"
     assert tight.card["policy"]["max_relative_error"] == 0.02
     assert tight.card["policy"]["ledger"].endswith("demo-ab.sqlite")
@@ -481,6 +511,97 @@ def test_the_forecast_reads_its_policy_from_the_ledger_and_refuses_without_one(
     with pytest.raises(WorkspaceError, match="'rel-elsewhere' of the archive .* is not in ledger"):
         forecast_purchasing(ws, 3)
     assert (ws.forecasts / "forecast_card.json").read_bytes() == before  # nothing rewritten
+
+
+def _tampered_copy(source, target, old: str, new: str) -> None:
+    """A copy of ledger ``source`` at ``target`` whose policy events say ``new`` for ``old``
+    (the copy's triggers dropped: it is the attacker's own file)."""
+    import shutil
+    import sqlite3
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, target)
+    con = sqlite3.connect(target)
+    for (trigger,) in con.execute("SELECT name FROM sqlite_master WHERE type='trigger'"):
+        con.execute(f"DROP TRIGGER {trigger}")
+    for seq, body in con.execute("SELECT seq, body FROM events WHERE event='policy'").fetchall():
+        con.execute("UPDATE events SET body=? WHERE seq=?", (body.replace(old, new), seq))
+    con.commit()
+    con.close()
+
+
+def test_attack_an_edited_ledger_copy_in_the_workspace_does_not_set_the_limit(
+    tmp_path, capsys, monkeypatch
+):
+    """r10a F3: a copy of the controller's ledger with its policy edited (limit 0.02 -> 1e6),
+    dropped into W/ledger/, set the forecast's reliability limit (every month 'reliable'). Its
+    chain does not verify: refused in one line naming the ledger, nothing written."""
+    import shutil
+
+    from segments.purchasing import forecast_purchasing
+
+    ws = Workspace(tmp_path / "ws")
+    archive = _archive(scale=400.0)
+    _write_archive(ws, archive)
+    real = _charged(monkeypatch, tmp_path / "controller" / "demo-ab.sqlite", archive, 0.02, ws=ws)
+    honest = forecast_purchasing(ws, 3, ledger=real.path)
+    assert honest.card["policy"]["max_relative_error"] == 0.02
+    assert honest.card["policy"]["ledger_id"] == real.ledger_id
+    shutil.rmtree(ws.forecasts)
+    fake = ws.ledger_folder / "0-copy.sqlite"
+    _tampered_copy(real.path, fake, '"max_relative_error":0.02', '"max_relative_error":1000000.0')
+    with pytest.raises(WorkspaceError, match="hash chain does not verify") as refused:
+        forecast_purchasing(ws, 3, ledger=fake)
+    assert "0-copy.sqlite" in str(refused.value)
+    code = main(["forecast", "-w", str(ws.root), "--horizon", "3", "--ledger", str(fake)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "0-copy.sqlite" in err and "Fix:" in err
+    assert not ws.forecasts.exists() or not any(ws.forecasts.iterdir())
+
+
+def test_attack_a_self_made_ledger_of_reservations_does_not_set_the_limit(tmp_path, monkeypatch):
+    """r10a F3: a self-made ledger (valid chain, a lax policy, `reserve` of the archive's public
+    release ids, nothing published) set the limit. It published none of the releases and no
+    release card names it: refused; beside the ledger that did publish them, two ledgers claim
+    the releases: refused too (the controller's ledger is not out-voted by a workspace file)."""
+    import os
+
+    from segments.purchasing import forecast_purchasing
+
+    ws = Workspace(tmp_path / "ws")
+    archive = _archive(scale=400.0)
+    _write_archive(ws, archive)
+    # made under another user's registry (one controller has one ledger in a registry)
+    home = os.environ["XDG_DATA_HOME"]
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "attacker"))
+    lax = _charged(monkeypatch, ws.ledger_folder / "lax.sqlite", archive, 1e6, ws=ws, publish=False)
+    assert lax.verify_chain()
+    monkeypatch.setenv("XDG_DATA_HOME", home)
+    with pytest.raises(WorkspaceError, match="release card .* is missing"):
+        forecast_purchasing(ws, 3)
+    # the controller's ledger published them: the self-made one is a second claimant
+    _charged(monkeypatch, tmp_path / "controller" / "demo-ab.sqlite", archive, 0.02, ws=ws)
+    with pytest.raises(WorkspaceError, match="2 ledgers claim the archive's releases"):
+        forecast_purchasing(ws, 3)
+    # named explicitly, the self-made ledger still published nothing the cards record
+    with pytest.raises(WorkspaceError, match="do not verify against ledger .*lax.sqlite"):
+        forecast_purchasing(ws, 3, ledger=lax.path)
+
+
+def test_attack_an_edited_release_card_is_not_read_as_published(tmp_path, monkeypatch):
+    """r10a F3: the archive's releases must be the ones the ledger published (their cards'
+    SHA-256 as recorded); a release card changed after publication is refused."""
+    from segments.purchasing import forecast_purchasing
+
+    ws = Workspace(tmp_path / "ws")
+    archive = _archive(scale=400.0)
+    _write_archive(ws, archive)
+    real = _charged(monkeypatch, tmp_path / "ledger.sqlite", archive, 0.02, ws=ws)
+    card = ws.release_dir(str(archive["release_id"].min())) / "card.json"
+    card.write_text(card.read_text(encoding="utf-8") + " ", encoding="utf-8")
+    with pytest.raises(WorkspaceError, match="differs from what was published"):
+        forecast_purchasing(ws, 3, ledger=real.path)
 
 
 def test_cli_names_the_backfill_command_and_writes_nothing(tmp_path, capsys):

@@ -11,6 +11,7 @@ budget is spent.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -59,6 +60,7 @@ class RecordedPolicy:
     ledger: Path
     release_id: str  # the latest of the archive's releases, whose policy this is
     max_relative_error: float
+    ledger_id: str = ""
 
     def card(self) -> dict[str, Any]:
         """What the forecast card states of it."""
@@ -66,20 +68,22 @@ class RecordedPolicy:
             "name": self.name,
             "digest": self.digest,
             "ledger": str(self.ledger),
+            "ledger_id": self.ledger_id,
             "as_recorded_for": self.release_id,
             "max_relative_error": self.max_relative_error,
         }
 
 
 def _candidate_ledgers(ws: Workspace, release_ids: list[str]) -> list[Path]:
-    """The workspace's own ledgers (``W/ledger/``), the controller's (real and evaluation)
-    ledgers of the shipped policies the releases' cards name, then every controller ledger
-    the per-user registry knows: only where to look; what is read comes from the ledger
-    that holds the releases."""
+    """The controller's (real and evaluation) ledgers of the shipped policies the releases'
+    cards name, every controller ledger the per-user registry knows, then the workspace's
+    throw-away ledgers (``W/ledger/``): only where to look; which one is read is decided by
+    :func:`recorded_policy` (one ledger claims the releases, its chain and the release cards
+    verify)."""
     from segments.policy import Policy
     from segments.privacy.ledger import default_ledger_path, registered_ledgers
 
-    found = sorted(ws.ledger_folder.glob("*.sqlite")) if ws.ledger_folder.is_dir() else []
+    found: list[Path] = []
     names = set()
     for rid in release_ids:
         card = ws.release_dir(rid) / CARD
@@ -94,15 +98,17 @@ def _candidate_ledgers(ws: Workspace, release_ids: list[str]) -> list[Path]:
             continue
         for evaluation in (False, True):
             path = default_ledger_path(controller, evaluation=evaluation)
-            if path.exists() and path not in found:
+            if path.exists():
                 found.append(path)
     # a policy file of one's own (not shipped): the controllers' ledgers this user keeps
-    try:
-        registered = registered_ledgers()
-    except PermissionError:  # an unreadable registry: the ledgers found so far
-        registered = []
-    found += [path for path in registered if path not in found]
-    return found
+    with contextlib.suppress(PermissionError):  # an unreadable registry: those found so far
+        found += registered_ledgers()
+    if ws.ledger_folder.is_dir():
+        found += sorted(ws.ledger_folder.glob("*.sqlite"))
+    unique: dict[Path, Path] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
 
 
 def recorded_policy(
@@ -111,7 +117,12 @@ def recorded_policy(
     ledger: Ledger | str | os.PathLike[str] | None = None,
 ) -> RecordedPolicy:
     """The policy in force, as the ledger recorded it, when the latest of ``release_ids``
-    was charged: the ledger decides, never a flag or a default.
+    was charged: the ledger decides, never a flag, a folder or an editable file.
+
+    The ledger is the one that claims the releases (reserved them); its hash chain must
+    verify, it must have published every release, and the release cards and files in
+    ``W/releases/<id>/`` must be the ones it recorded (:meth:`Ledger.verify_cards`). Two
+    ledgers claiming the archive's releases are refused (a copy is no second record).
 
     Parameters
     ----------
@@ -119,14 +130,15 @@ def recorded_policy(
     release_ids : list of str
         The archive's releases; every one must be in the ledger.
     ledger : Ledger or path, optional
-        The ledger they were charged to; default: the workspace's own ledgers, then the
-        controller's ledgers of the policies their cards name.
+        The ledger they were charged to; default: the controller's ledgers of the policies
+        their cards name, the registered controller ledgers, then the workspace's own.
 
     Raises
     ------
     WorkspaceError
-        No ledger holds the releases, one holds only some of them, or it recorded no policy
-        facts for them (one line naming the release, the ledger, the rule and the fix).
+        No ledger holds the releases, two do, one holds only some of them, its chain or the
+        release cards do not verify against it, or it recorded no policy facts for them (one
+        line naming the release, the ledger, the rule and the fix).
     """
     from segments.privacy.ledger import Ledger
 
@@ -134,12 +146,14 @@ def recorded_policy(
     wanted = sorted(set(release_ids))
     rule = (
         "rule: the forecast's policy facts (its reliability limit max_relative_error) are "
-        "those the ledger recorded for the releases it reads; nothing was written"
+        "those the ledger recorded for the releases it reads, published by it and verified "
+        "against its hash chain; nothing was written"
     )
     if ledger is None:
         candidates: list[Any] = list(_candidate_ledgers(ws, wanted))
     else:
         candidates = [ledger]
+    claimants: list[Ledger] = []
     for candidate in candidates:
         try:
             book = (
@@ -151,45 +165,89 @@ def recorded_policy(
             if ledger is not None:
                 raise
             continue
-        in_force: dict[str, Any] = {}
-        policy: dict[str, Any] | None = None
-        latest = ""
-        for event in book.events():
-            if event.get("event") == "policy":
-                policy = event.get("data") or {}
-            elif event.get("event") == "reserve" and event.get("release_id") in wanted:
-                in_force[str(event["release_id"])] = policy
-                latest = str(event["release_id"])
-        if not in_force:
-            continue
-        missing = [r for r in wanted if r not in in_force]
-        if missing:
-            raise WorkspaceError(
-                f"forecast: release {missing[0]!r} of the archive ({len(missing)} of "
-                f"{len(wanted)}) is not in ledger {book.path}, which holds the others; {rule}. "
-                "Fix: rebuild the archive from releases of one ledger (segments release "
-                "backfill for synthetic data)"
-            )
-        bound = in_force[latest] or {}
-        facts = bound.get("policy_facts") or {}
-        limit = (facts.get("privacy") or {}).get("max_relative_error")
-        if limit is None:
-            raise WorkspaceError(
-                f"forecast: ledger {book.path} recorded no policy facts (max_relative_error) "
-                f"for release {latest!r}; {rule}. Fix: record the policy with `segments "
-                "ledger --policy NAME --adopt-policy`, then forecast again"
-            )
-        return RecordedPolicy(
-            str(bound.get("policy")),
-            str(bound.get("policy_digest")),
-            book.path,
-            latest,
-            float(limit),
+        if any(
+            e.get("event") == "reserve" and e.get("release_id") in wanted for e in book.events()
+        ):
+            chain = book.verify_chain()
+            if not chain:
+                raise WorkspaceError(
+                    f"forecast: ledger {book.path} (id {book.ledger_id}) claims the archive's "
+                    f"releases but its hash chain does not verify ({chain.problems[0]}); {rule}. "
+                    "Fix: remove that file, or pass --ledger PATH, the controller's ledger the "
+                    "releases were charged to"
+                )
+            claimants.append(book)
+    if len(claimants) > 1:
+        names = ", ".join(f"{b.path} (id {b.ledger_id})" for b in claimants[:3])
+        raise WorkspaceError(
+            f"forecast: {len(claimants)} ledgers claim the archive's releases ({names}); "
+            f"{rule}, and one ledger records a release. Fix: pass --ledger PATH, the ledger "
+            "the releases were charged to (and remove the copy)"
         )
-    where = "the ledger given" if ledger is not None else f"{ws.ledger_folder} or the controller's"
-    raise WorkspaceError(
-        f"forecast: the archive's releases ({len(wanted)}, e.g. {wanted[0]!r}) are in no "
-        f"ledger ({where}); {rule}. Fix: pass --ledger PATH, the ledger they were charged to"
+    if not claimants:
+        where = (
+            "the ledger given" if ledger is not None else f"the controller's or {ws.ledger_folder}"
+        )
+        raise WorkspaceError(
+            f"forecast: the archive's releases ({len(wanted)}, e.g. {wanted[0]!r}) are in no "
+            f"ledger ({where}); {rule}. Fix: pass --ledger PATH, the ledger they were charged to"
+        )
+    book = claimants[0]
+    in_force: dict[str, Any] = {}
+    policy: dict[str, Any] | None = None
+    latest = ""
+    for event in book.events():
+        if event.get("event") == "policy":
+            policy = event.get("data") or {}
+        elif event.get("event") == "reserve" and event.get("release_id") in wanted:
+            in_force[str(event["release_id"])] = policy
+            latest = str(event["release_id"])
+    missing = [r for r in wanted if r not in in_force]
+    if missing:
+        raise WorkspaceError(
+            f"forecast: release {missing[0]!r} of the archive ({len(missing)} of "
+            f"{len(wanted)}) is not in ledger {book.path}, which holds the others; {rule}. "
+            "Fix: rebuild the archive from releases of one ledger (segments release "
+            "backfill for synthetic data)"
+        )
+    cards = [ws.release_dir(rid) / CARD for rid in wanted]
+    absent = [card for card in cards if not card.is_file()]
+    if absent:
+        raise WorkspaceError(
+            f"forecast: release card {absent[0]} ({len(absent)} of {len(wanted)} of the "
+            f"archive's releases) is missing, so the archive cannot be checked against ledger "
+            f"{book.path}; {rule}. Fix: forecast from a workspace holding the releases "
+            "(segments release backfill for synthetic data)"
+        )
+    try:
+        verified = book.verify_cards(cards)
+    except (OSError, ValueError) as exc:
+        raise WorkspaceError(
+            f"forecast: a release card of the archive is unreadable ({exc}); {rule}. Fix: "
+            "re-publish the release, never edit a card"
+        ) from None
+    if not verified:
+        raise WorkspaceError(
+            f"forecast: the archive's releases do not verify against ledger {book.path} "
+            f"(id {book.ledger_id}): {verified.problems[0]}; {rule}. Fix: pass --ledger PATH, "
+            "the ledger that published them, or re-publish the releases"
+        )
+    bound = in_force[latest] or {}
+    facts = bound.get("policy_facts") or {}
+    limit = (facts.get("privacy") or {}).get("max_relative_error")
+    if limit is None:
+        raise WorkspaceError(
+            f"forecast: ledger {book.path} recorded no policy facts (max_relative_error) "
+            f"for release {latest!r}; {rule}. Fix: record the policy with `segments "
+            "ledger --policy NAME --adopt-policy`, then forecast again"
+        )
+    return RecordedPolicy(
+        str(bound.get("policy")),
+        str(bound.get("policy_digest")),
+        book.path,
+        latest,
+        float(limit),
+        book.ledger_id,
     )
 
 

@@ -43,8 +43,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--ledger",
-        help="the ledger the archive's releases were charged to (default: the workspace's "
-        "own, else the controller's); its recorded policy sets the reliability limit",
+        help="the ledger that published the archive's releases (default: the one ledger, "
+        "the controller's or the workspace's, that claims them; two are refused); its chain "
+        "and the release cards must verify, and its recorded policy sets the reliability limit",
     )
     parser.set_defaults(func=run)
 
