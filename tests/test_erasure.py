@@ -26,7 +26,7 @@ from segments.exceptions import PolicyError, WorkspaceError
 from segments.policy import Policy
 from segments.prepare import prepare
 from segments.prepare.frames import link_persons
-from segments.prepare.pseudonym import KEY_ENV_VAR, load_key, pseudonymise
+from segments.prepare.pseudonym import KEY_ENV_VAR, PseudonymKey, load_key, pseudonymise
 from segments.prepare.retention import purge
 from segments.prepare.subjects import erase, restrict, subject_export
 from segments.privacy.synthetic import prove_synthetic
@@ -769,3 +769,27 @@ def test_an_erasure_stopped_by_a_full_disk_says_it_is_pending_and_a_rerun_finish
     assert main(argv) == 0
     assert json.loads(ws.subject_log.read_text(encoding="utf-8"))[-1]["completed"] is True
     assert _traces(ws, accounts, pid) == []
+
+
+def test_attack_an_erasure_never_launders_a_hand_edited_raw_table(ws: Workspace) -> None:
+    """Review r10a F5: rows injected into W/raw/customers.parquet are refused by prepare,
+    but an erasure (of anyone) used to rewrite the edited table and record its new digest in
+    the manifest, after which prepare accepted it. The erasure now checks W/raw/ against its
+    manifest first and refuses in one line, writing nothing."""
+    cid, _, _ = _labelled_person(ws)
+    path = ws.raw_table("customers")
+    customers = pl.read_parquet(path)
+    fake = customers.head(1).with_columns(
+        (pl.col("customer_id") + customers["customer_id"].max() + 1000).alias("customer_id")
+    )
+    pl.concat([customers, fake]).write_parquet(path)
+    edited = path.read_bytes()
+    manifest = ws.manifest.read_bytes()
+    # a steward's key (real data: no synthetic proof stands in the way of the edit)
+    steward = PseudonymKey(b"k" * 32, "steward key (test)")
+    with pytest.raises(WorkspaceError, match=r"customers\.parquet does not match its SHA-256"):
+        erase(ws, POLICY, cid, requested_on=None, key=steward)
+    assert path.read_bytes() == edited and ws.manifest.read_bytes() == manifest
+    assert not ws.subject_log.exists()
+    with pytest.raises(WorkspaceError, match="does not match its SHA-256"):
+        prepare(ws, POLICY, "segmentation", AS_OF, steward)  # still refused: nothing vouches

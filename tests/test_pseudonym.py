@@ -504,7 +504,10 @@ def test_attack_raw_swapped_after_an_erasure_got_the_demo_key_changes_nothing(
         return granted
 
     monkeypatch.setattr(subjects, "_keys", key_then_swap)
-    refused = r"no longer proven synthetic.*demo key is refused|customers\.parquet changed while"
+    refused = (
+        r"no longer proven synthetic.*demo key is refused"
+        r"|(customers\.parquet|manifest\.json) changed while"
+    )
     with pytest.raises((PolicyError, RawChangedError), match=refused):
         subjects.erase(ws, "alloffice", first, today=dt.date(2026, 11, 2))
     assert not ws.subject_log.exists()

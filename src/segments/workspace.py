@@ -295,6 +295,28 @@ _RAW_HASHED: contextvars.ContextVar[dict[Path, dict[str, str]] | None] = context
 )
 
 
+def require_raw_as_recorded(ws: Workspace, digests: Mapping[str, str], doing: str) -> None:
+    """Refuse (in one line) when W/raw/'s tables in ``digests`` (a hashing of W/raw/,
+    :func:`raw_hashes`) are not the files W/raw/manifest.json records: a table added,
+    removed or edited by hand. A command that rewrites W/raw/ and records the new files'
+    digests in the manifest (erasure, restriction) checks this first, or the manifest would
+    vouch for the edit (review r10a F5)."""
+    recorded = ws.read_manifest().get("files", {})
+    if not recorded:  # a manifest without digests (older data) vouches for no file
+        return
+    found = {name: digest for name, digest in digests.items() if name.endswith(".parquet")}
+    differ = sorted(set(found) ^ set(recorded)) or sorted(
+        n for n in found if found[n] != recorded[n]
+    )
+    if differ:
+        raise WorkspaceError(
+            f"{doing}: {ws.raw / differ[0]} does not match its SHA-256 in {ws.manifest} "
+            "(added, removed or edited since it was written); rule: W/raw/ is rewritten only "
+            "from the files its manifest records; nothing was changed. "
+            "Fix: restore W/raw/ from a backup (or regenerate or ingest it again)"
+        )
+
+
 def raw_hashes(workspace: Workspace | str | os.PathLike[str]) -> dict[str, str]:
     """SHA-256 of every file under ``W/raw/`` (relative path → digest), enumerated by
     :func:`folder_files` as every reader of a raw table enumerates them (a symbolic link

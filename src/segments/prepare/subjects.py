@@ -57,6 +57,7 @@ from segments.workspace import (
     make_private,
     raw_hashed_once,
     raw_hashes,
+    require_raw_as_recorded,
     write_json,
 )
 
@@ -692,7 +693,8 @@ def _complete_interrupted(
         # looked up in, and carried out on, the bytes of one hashing of W/raw/ (as a first
         # run is): a table edited meanwhile is refused, never copied into the rewritten raw
         # data. A request resumed after another is bound to the bytes that one wrote.
-        with raw_hashed_once(), reads_bound_to(ws.raw, raw_hashes(ws)):
+        with raw_hashed_once(), reads_bound_to(ws.raw, digests := raw_hashes(ws)):
+            require_raw_as_recorded(ws, digests, f"subject {request.action} (resumed)")
             customers = read_table(ws.raw_table("customers"))
             roots = _link(customers)
             hashes = account_hashes(pkey, customers)
@@ -749,7 +751,8 @@ def _carry_out_holding_lock(
     # the request is looked up in, and carried out on, the bytes of one hashing of W/raw/
     # (shared with the demo key's proof): a table edited meanwhile is refused, never copied
     # into the rewritten raw data (the request then stays logged as pending)
-    with raw_hashed_once(), reads_bound_to(ws.raw, raw_hashes(ws)):
+    with raw_hashed_once(), reads_bound_to(ws.raw, digests := raw_hashes(ws)):
+        require_raw_as_recorded(ws, digests, f"subject {action}")
         return _carry_out_bound(ws, pol, action, customer_id, pkey, requested_on, today, finished)
 
 
