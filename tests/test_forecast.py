@@ -50,7 +50,7 @@ def _archive(
     frame["units_scale"] = scale
     frame["sek_scale"] = 85.0 * scale
     frame["mechanism"] = mechanism
-    frame["epsilon"] = 1.0
+    frame["epsilon"] = 0.01  # what _charged charges each month
     frame["rho"] = np.nan
     frame["release_id"] = "rel-" + frame["month"].dt.strftime("%Y%m")
     return frame
@@ -386,11 +386,21 @@ def _charged(
             continue
         folder = ws.release_dir(rid)
         folder.mkdir(parents=True, exist_ok=True)
+        # the month's published table, whose rows the archive must hold (archive_problems)
+        rows = frame[frame["release_id"] == rid]
+        table = folder / "monthly_category.parquet"
+        rows[["category", "units", "sek", "units_scale", "sek_scale"]].to_parquet(
+            table, index=False
+        )
+        first = rows.iloc[0]
         card = folder / "card.json"
         card.write_text(
             json.dumps(
                 {
                     "release_id": rid,
+                    "month": str(first["month"].date()),
+                    "mechanism": str(first["mechanism"]),
+                    "privacy_loss": {"epsilon": float(first["epsilon"]), "rho": None},
                     "policy": request.policy,
                     "ledger_head_hash": reservation.anchor["head"],
                     "ledger_anchor": reservation.anchor,
@@ -398,7 +408,8 @@ def _charged(
             ),
             encoding="utf-8",
         )
-        ledger.publish(reservation, {"card.json": sha256_file(card)}, card="card.json")
+        files = {"card.json": sha256_file(card), table.name: sha256_file(table)}
+        ledger.publish(reservation, files, card="card.json")
     return ledger
 
 
@@ -508,7 +519,9 @@ def test_the_forecast_reads_its_policy_from_the_ledger_and_refuses_without_one(
     extra.loc[extra["month"] == extra["month"].max(), "release_id"] = "rel-elsewhere"
     _write_archive(ws, extra)
     before = (ws.forecasts / "forecast_card.json").read_bytes()
-    with pytest.raises(WorkspaceError, match="'rel-elsewhere' of the archive .* is not in ledger"):
+    # (refused by the archive's own check first: the ledger's month is missing from it)
+    elsewhere = "'rel-elsewhere' of the archive .* is not in ledger|lacks 1 published month"
+    with pytest.raises(WorkspaceError, match=elsewhere):
         forecast_purchasing(ws, 3)
     assert (ws.forecasts / "forecast_card.json").read_bytes() == before  # nothing rewritten
 
@@ -809,3 +822,23 @@ def test_clip_correction_pools_the_months_that_carry_it_and_its_noise_widens():
     # an excess without its noise scale is refused
     with pytest.raises(SchemaError, match="units_clip_excess_scale"):
         validate_archive(archive.drop(columns="units_clip_excess_scale"))
+
+
+def test_attack_an_archive_rewritten_with_exact_totals_is_refused(tmp_path, monkeypatch):
+    """Review r10a F7: the archive's rows replaced by the exact, non-DP monthly totals (the
+    scales kept) were forecast and exported as post-processing of DP releases. The archive's
+    rows must be those of the tables the ledger published: refused, nothing written."""
+    from segments.purchasing import forecast_purchasing
+
+    ws = Workspace(tmp_path / "ws")
+    archive = _archive()
+    _write_archive(ws, archive)
+    ledger = _charged(monkeypatch, tmp_path / "ledger.sqlite", archive, ws=ws)
+    assert forecast_purchasing(ws, 3, ledger=ledger.path).card["policy"]["ledger_id"]
+    exact = archive.copy()
+    exact.loc[exact.index[0], "units"] = float(exact["units"].iloc[0]) + 1.0
+    _write_archive(ws, exact)
+    before = (ws.forecasts / "forecast_card.json").read_bytes()
+    with pytest.raises(WorkspaceError, match="differ from its published table.*edited"):
+        forecast_purchasing(ws, 3, ledger=ledger.path)
+    assert (ws.forecasts / "forecast_card.json").read_bytes() == before

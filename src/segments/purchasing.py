@@ -111,6 +111,21 @@ def _candidate_ledgers(ws: Workspace, release_ids: list[str]) -> list[Path]:
     return list(unique.values())
 
 
+def _check_archive_rows(ws: Workspace, ledger_path: Path) -> None:
+    """The archive's rows must be those rebuilt from the tables the ledger published
+    (:func:`segments.privacy.archive.archive_problems`): an edited archive is refused."""
+    from segments.privacy.archive import archive_problems
+    from segments.privacy.ledger import Ledger
+
+    problems = archive_problems(ws.releases, Ledger.open(ledger_path, create=False))
+    if problems:
+        raise WorkspaceError(
+            f"forecast: {problems[0]} ({len(problems)} problem(s)); rule: a forecast reads only "
+            "the DP releases the ledger published; nothing was written. Fix: run `segments "
+            f"ledger --cards {ws.releases}`, which rebuilds the archive from them"
+        )
+
+
 def recorded_policy(
     workspace: Workspace | str | Path,
     release_ids: list[str],
@@ -392,6 +407,7 @@ def forecast_purchasing(
         ids = sorted(archive["release_id"].astype(str).unique())
         recorded = recorded_policy(ws, ids, ledger)
         max_relative_error = recorded.max_relative_error
+        _check_archive_rows(ws, recorded.ledger)
     # everything is computed before the first write: a failure leaves no forecast behind
     forecast = mark_unreliable_forecast(forecast, max_relative_error)
     export = purchasing_export(forecast)

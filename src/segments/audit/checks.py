@@ -1169,6 +1169,10 @@ def check_forecasts_from_archive(ctx: AuditContext) -> _Outcome:
         if "person_id" in pl.read_parquet_schema(f):
             bad.append(f"{f.name} has person_id")
     stale = archive.is_file() and card.get("source_sha256") != sha256_file(archive)
+    if ctx.ledger is not None:
+        from segments.privacy.archive import archive_problems
+
+        bad += archive_problems(ctx.workspace.releases, ctx.ledger)[:3]
     return _problems(
         "the forecast card names the release archive as its only source; every release id it "
         "used is in the archive and the ledger; no forecast frame has a person id",
