@@ -194,7 +194,7 @@ def test_a_killed_replacement_is_finished_by_any_reader_of_w_raw(
 
 
 # --- the journal is a file in the workspace: it names nothing outside W/raw/ (r10a F1, F2) ---
-_DEAD = 2**22 + 12345  # no such process: "its writer was killed"
+_DEAD = 2**22 - 7  # no such process here (pids this high are unused): "its writer was killed"
 
 
 @pytest.mark.parametrize(
@@ -227,7 +227,9 @@ def test_attack_an_edited_journal_moves_or_removes_nothing_outside_w_raw(
     write_json(ws.root / ".raw-journal.json", {"pid": _DEAD, "steps": [named]})
     before = _tables_state(ws)
     for run in (ws.sweep, lambda: raw_hashes(ws)):
-        with pytest.raises(WorkspaceError, match=r"raw-journal\.json: .*rule: .*fix: .*remove"):
+        with pytest.raises(
+            WorkspaceError, match=r"raw-journal\.json: step 1.*rule: .*fix: .*remove"
+        ):
             run()
     assert (outside / "ledger.sqlite").read_bytes() == b"the real ledger, with spending"
     assert (ws.root / "fresh.sqlite").exists() and _tables_state(ws) == before
@@ -235,7 +237,13 @@ def test_attack_an_edited_journal_moves_or_removes_nothing_outside_w_raw(
 
 @pytest.mark.parametrize(
     "text",
-    ['{"pid": 1', '{"steps": []}', '{"pid": "x", "steps": []}', '{"pid": 9, "steps": [3]}'],
+    [
+        '{"pid": 1',
+        '{"steps": []}',
+        '{"pid": "x", "steps": []}',
+        '{"pid": 9, "steps": [3]}',
+        '{"pid": 2147483648, "steps": []}',  # beyond any pid (os.kill overflowed: r10a F2b)
+    ],
 )
 def test_a_damaged_journal_is_refused_in_one_line(
     small_raw: Workspace, tmp_path: Path, text: str
@@ -246,6 +254,31 @@ def test_a_damaged_journal_is_refused_in_one_line(
         raw_hashes(ws)
     message = str(refused.value)
     assert "\n" not in message and ".raw-journal.json" in message and "remove" in message
+
+
+def test_a_sweep_keeps_what_a_journal_committed_meanwhile_needs(
+    small_raw: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review r10a F8: the sweep finished committed replacements, then removed dead writers'
+    raw leftovers; a writer that committed and died in between lost its staged files (its
+    table then gone). Simulated: the finisher found the writer alive (a no-op), the writer is
+    dead by the time its leftovers are looked at. Also: a leftover whose pid is beyond any
+    pid is a dead writer's, not a crash (r10a F2b)."""
+    import segments.workspace as workspace
+
+    ws = _copy(small_raw, tmp_path / "ws")
+    staged = ws.raw / f".customers.parquet.p{_DEAD}-abc.tmp"
+    shutil.copyfile(ws.raw / "customers.parquet", staged)
+    step = {"staged": staged.relative_to(ws.root).as_posix(), "target": "raw/customers.parquet"}
+    write_json(ws.root / ".raw-journal.json", {"pid": _DEAD, "steps": [{**step, "old": None}]})
+    monkeypatch.setattr(workspace, "finish_raw_replacement", lambda ws: False)
+    assert staged not in ws.sweep() and staged.exists()
+    monkeypatch.undo()
+    huge = ws.raw / ".orders.parquet.p99999999999-abc.tmp"
+    huge.write_bytes(b"x")
+    ws.sweep()  # rolls the journal forward, then sweeps the huge pid's leftover
+    assert not staged.exists() and not huge.exists()
+    assert not (ws.root / ".raw-journal.json").exists()
 
 
 # --- 2. a resumed erasure is bound to one hashing -----------------------------------------

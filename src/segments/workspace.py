@@ -597,8 +597,8 @@ def _journal_steps(ws: Workspace, text: str) -> tuple[int, list[dict[str, Any]]]
     if not isinstance(entry, dict) or not isinstance(entry.get("steps"), list):
         raise refuse("no list of steps")
     pid = entry.get("pid")
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        raise refuse(f"pid {pid!r} is not a process id")
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= 2**22:
+        raise refuse(f"pid {pid!r} is not a process id")  # 2**22: Linux's largest pid_max
     if ws.raw.is_symlink() or (ws.raw / "truth").is_symlink():
         raise refuse("W/raw/ or W/raw/truth/ is a symbolic link")
     steps = []
@@ -626,7 +626,7 @@ def pid_alive(pid: int) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # beyond any pid: no such process
         return False
     except PermissionError:
         return True
@@ -985,6 +985,10 @@ class Workspace:
                 if pid is None and not exclusive:
                     continue
                 if pid is not None and (pid == os.getpid() or pid_alive(pid)):
+                    continue
+                if folder.startswith("raw") and (self.root / RAW_JOURNAL).exists():
+                    # a replacement committed meanwhile (its writer died after the finisher
+                    # looked) still needs its staged and aside files (review r10a F8)
                     continue
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path, ignore_errors=True)
