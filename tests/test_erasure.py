@@ -793,3 +793,19 @@ def test_attack_an_erasure_never_launders_a_hand_edited_raw_table(ws: Workspace)
     assert not ws.subject_log.exists()
     with pytest.raises(WorkspaceError, match="does not match its SHA-256"):
         prepare(ws, POLICY, "segmentation", AS_OF, steward)  # still refused: nothing vouches
+
+
+def test_attack_a_manifest_without_digests_vouches_for_nothing(ws: Workspace) -> None:
+    """Review r10a F9: with its 'files' removed from W/raw/manifest.json, prepare read raw
+    tables unchecked and an erasure wrote a new 'files' vouching for a hand-edited table. A
+    manifest that records no digest for a table is now refused by every reader."""
+    cid, _, _ = _labelled_person(ws)
+    manifest = json.loads(ws.manifest.read_text(encoding="utf-8"))
+    del manifest["files"]
+    ws.manifest.write_text(json.dumps(manifest), encoding="utf-8")
+    steward = PseudonymKey(b"k" * 32, "steward key (test)")
+    with pytest.raises(WorkspaceError, match="records no SHA-256|does not match its SHA-256"):
+        prepare(ws, POLICY, "segmentation", AS_OF, steward)
+    with pytest.raises(WorkspaceError, match="does not match its SHA-256"):
+        erase(ws, POLICY, cid, requested_on=None, key=steward)
+    assert "files" not in json.loads(ws.manifest.read_text(encoding="utf-8"))

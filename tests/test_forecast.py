@@ -841,4 +841,7 @@ def test_attack_an_archive_rewritten_with_exact_totals_is_refused(tmp_path, monk
     before = (ws.forecasts / "forecast_card.json").read_bytes()
     with pytest.raises(WorkspaceError, match="differ from its published table.*edited"):
         forecast_purchasing(ws, 3, ledger=ledger.path)
+    # the main job's call: its policy's own limit, its ledger given
+    with pytest.raises(WorkspaceError, match="differ from its published table.*edited"):
+        forecast_purchasing(ws, 3, max_relative_error=0.5, ledger=ledger)
     assert (ws.forecasts / "forecast_card.json").read_bytes() == before

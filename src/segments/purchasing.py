@@ -380,7 +380,8 @@ def forecast_purchasing(
         the main job passes its policy's own, which its ledger is bound to).
     ledger : Ledger or path, optional
         Where the archive's releases were charged (default: looked up, see
-        :func:`recorded_policy`).
+        :func:`recorded_policy`). The archive's rows must be the monthly tables it published,
+        also when ``max_relative_error`` is given.
 
     Returns
     -------
@@ -408,6 +409,9 @@ def forecast_purchasing(
         recorded = recorded_policy(ws, ids, ledger)
         max_relative_error = recorded.max_relative_error
         _check_archive_rows(ws, recorded.ledger)
+    elif ledger is not None:  # the caller's limit; the archive still bound to its ledger
+        given = ledger if isinstance(ledger, (str, os.PathLike)) else ledger.path
+        _check_archive_rows(ws, Path(given))
     # everything is computed before the first write: a failure leaves no forecast behind
     forecast = mark_unreliable_forecast(forecast, max_relative_error)
     export = purchasing_export(forecast)

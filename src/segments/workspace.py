@@ -302,8 +302,6 @@ def require_raw_as_recorded(ws: Workspace, digests: Mapping[str, str], doing: st
     digests in the manifest (erasure, restriction) checks this first, or the manifest would
     vouch for the edit (review r10a F5)."""
     recorded = ws.read_manifest().get("files", {})
-    if not recorded:  # a manifest without digests (older data) vouches for no file
-        return
     found = {name: digest for name, digest in digests.items() if name.endswith(".parquet")}
     differ = sorted(set(found) ^ set(recorded)) or sorted(
         n for n in found if found[n] != recorded[n]

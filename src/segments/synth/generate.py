@@ -722,7 +722,15 @@ def load_raw_pl(
         for name, digest in manifest.get("files", {}).items()
         if name == rel or name.startswith(rel + "/")
     }
-    if verify_hash and recorded:
+    if verify_hash and not recorded:
+        # a manifest that vouches for nothing would switch the check off (review r10a F9)
+        raise WorkspaceError(
+            f"table {table!r}: {ws.manifest} records no SHA-256 for {rel} (its 'files' were "
+            "removed or never written); rule: every raw table is read against the digest its "
+            "writer recorded; fix: regenerate with `segments generate --force` or ingest the "
+            "export again instead of editing W/raw/"
+        )
+    if verify_hash:
         # every partition file, none left out; inside a run's binding to W/raw/ (a purge),
         # the digests of its one hashing, which the read below is checked against
         found = bound_table_digests(path, rel)
