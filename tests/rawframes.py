@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 
 from segments.schema import PRODUCT_CATEGORIES, RAW_TABLES
-from segments.workspace import Workspace, write_json
+from segments.workspace import Workspace, sha256_file, write_json
 
 AS_OF = dt.date(2026, 6, 30)
 
@@ -141,6 +141,8 @@ def write_raw(
     manifest: dict[str, Any] = {
         "synthetic": synthetic,
         "tables": {n: {"rows": f.height} for n, f in tables.items()},
+        # as every writer of W/raw/ records them: a table without its digest is refused
+        "files": {f"{n}.parquet": sha256_file(ws.raw_table(n)) for n in tables},
     }
     if synthetic:
         manifest["seed"] = seed
@@ -160,3 +162,13 @@ def cli_args(
     ``as_of`` (in this order: a test may swap one value by its index)."""
     return [*command, "--workspace", str(workspace.root), "--policy", policy,
             "--as-of", as_of.isoformat()]  # fmt: skip
+
+
+def rewrite_raw(ws: Workspace, table: str, frame: pl.DataFrame) -> None:
+    """Write ``frame`` as the raw ``table`` and record its digest, as a writer of W/raw/
+    would (bad data a writer let through, rather than a hand edit, which is refused first)."""
+    path = ws.raw_table(table)
+    frame.write_parquet(path)
+    manifest = json.loads(ws.manifest.read_text(encoding="utf-8"))
+    manifest["files"][f"{table}.parquet"] = sha256_file(path)
+    write_json(ws.manifest, manifest)

@@ -19,6 +19,7 @@ from rawframes import (
     customer,
     raw_tables,
     read_json,
+    rewrite_raw,
     sole_trader_pair,
     write_raw,
 )
@@ -426,8 +427,7 @@ def _good(tmp_path: Path) -> Workspace:
 
 
 def _break(ws: Workspace, table: str, change: Any) -> None:
-    path = ws.raw_table(table)
-    change(pl.read_parquet(path)).write_parquet(path)
+    rewrite_raw(ws, table, change(pl.read_parquet(ws.raw_table(table))))
 
 
 @pytest.mark.parametrize(

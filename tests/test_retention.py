@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from rawframes import AS_OF, cli_args, customer, raw_tables, read_json, write_raw
+from rawframes import AS_OF, cli_args, customer, raw_tables, read_json, rewrite_raw, write_raw
 
 from segments.cli.main import main
 from segments.exceptions import SchemaError
@@ -75,8 +75,8 @@ def test_active_customers_are_never_purged_by_end_of_relationship(tmp_path: Path
 
 def test_bad_input_changes_nothing(tmp_path: Path) -> None:
     ws = _workspace(tmp_path)
-    path = ws.raw_table("orders")
-    pl.read_parquet(path).with_columns(order_date=pl.lit(AS_OF + DAY)).write_parquet(path)
+    orders = pl.read_parquet(ws.raw_table("orders"))
+    rewrite_raw(ws, "orders", orders.with_columns(order_date=pl.lit(AS_OF + DAY)))
     before = {t: sha256_file(ws.raw_table(t)) for t in ("customers", "order_lines")}
     with pytest.raises(SchemaError, match=r"after as_of"):
         purge(ws, "alloffice", AS_OF)
