@@ -563,10 +563,17 @@ class PersonNeighbours:
 
 
 def _write_raw(ws: Any, tables: dict[str, pl.DataFrame]) -> None:
+    """The neighbour's raw tables and a manifest recording their digests, as every writer of
+    W/raw/ records them (prepare refuses a table its manifest has no digest for)."""
+    from segments.workspace import sha256_file, write_json
+
+    files = {}
     for name, frame in tables.items():
         path = ws.raw_table(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         frame.write_parquet(path)
+        files[path.relative_to(ws.raw).as_posix()] = sha256_file(path)
+    write_json(ws.manifest, {"files": files})
 
 
 def _prepare_copy(root: Path, tables: dict[str, pl.DataFrame], policy: Policy, purpose: str) -> Any:
