@@ -155,27 +155,28 @@ class DuckDBEngine(Engine):
         return cells.cast(query.cell_schema)
 
     def _cell_batches(self, query: LineQuery, scratch: Path) -> Iterator[pl.DataFrame]:
-        # the aggregate streamed out as Arrow record batches, unsorted (a sort would hold the
-        # whole result): the driver holds one batch of pseudonyms at a time
-        with self.connect(scratch) as con:
-            reader = con.sql(_cells_sql(query)).to_arrow_reader(CELL_BATCH_ROWS)
-            for batch in reader:
-                cells = pl.from_arrow(batch)
-                assert isinstance(cells, pl.DataFrame)
-                check_categories(cells["category"].unique().to_list(), query.categories)
-                yield cells.cast(query.cell_schema)  # type: ignore[arg-type]
+        # the aggregate streamed out unsorted (a sort would hold the whole result): the
+        # driver holds one batch of pseudonyms at a time
+        yield from self._batches(_cells_sql(query), query, query.cell_schema, scratch)
 
     def _key_cell_batches(self, query: LineQuery, scratch: Path) -> Iterator[pl.DataFrame]:
         # keyed in DuckDB, streamed out unsorted like _cell_batches: a row is one pseudonym,
         # so two people of one key are two rows, found by the caller (never one row)
         schema = key_cell_schema(query.by_month)
+        yield from self._batches(_key_cells_sql(query), query, schema, scratch)
+
+    def _batches(
+        self, sql: str, query: LineQuery, schema: Any, scratch: Path
+    ) -> Iterator[pl.DataFrame]:
+        """``sql``'s rows as Arrow record batches of ``schema``, each batch's categories
+        checked against the query's."""
         with self.connect(scratch) as con:
-            reader = con.sql(_key_cells_sql(query)).to_arrow_reader(CELL_BATCH_ROWS)
+            reader = con.sql(sql).to_arrow_reader(CELL_BATCH_ROWS)
             for batch in reader:
                 cells = pl.from_arrow(batch)
                 assert isinstance(cells, pl.DataFrame)
                 check_categories(cells["category"].unique().to_list(), query.categories)
-                yield cells.cast(schema)  # type: ignore[arg-type]
+                yield cells.cast(schema)
 
     def _orders(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
         # distinct (person, order) pairs first: a plain hash aggregate that spills, ~25 %
