@@ -597,9 +597,45 @@ def test_attack_a_self_made_ledger_of_reservations_does_not_set_the_limit(tmp_pa
     _charged(monkeypatch, tmp_path / "controller" / "demo-ab.sqlite", archive, 0.02, ws=ws)
     with pytest.raises(WorkspaceError, match="2 ledgers claim the archive's releases"):
         forecast_purchasing(ws, 3)
-    # named explicitly, the self-made ledger still published nothing the cards record
-    with pytest.raises(WorkspaceError, match="do not verify against ledger .*lax.sqlite"):
+    # named explicitly, the self-made ledger does not out-vote the controller's either
+    with pytest.raises(WorkspaceError, match="claims the archive's releases and is not the"):
         forecast_purchasing(ws, 3, ledger=lax.path)
+
+
+def test_attack_a_forged_ledger_named_by_flag_does_not_out_vote_the_controllers(
+    tmp_path, capsys, monkeypatch
+):
+    """r10a F3 residual: with --ledger PATH the search for other claimants was skipped, so a
+    forged ledger (valid chain, a lax policy, the archive's releases published again with the
+    cards rewritten to its anchors) set the limit while the controller's registered ledger
+    claimed the same releases. Refused in one line naming both ledgers; nothing written."""
+    import os
+
+    from segments.purchasing import forecast_purchasing
+
+    ws = Workspace(tmp_path / "ws")
+    archive = _archive(scale=400.0)
+    _write_archive(ws, archive)
+    real = _charged(monkeypatch, tmp_path / "controller" / "demo-ab.sqlite", archive, 0.02, ws=ws)
+    assert forecast_purchasing(ws, 3, ledger=real.path).card["policy"]["ledger_id"] == (
+        real.ledger_id
+    )
+    # the forger's own registry, a ledger outside the workspace, the cards rewritten to it
+    home = os.environ["XDG_DATA_HOME"]
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "attacker"))
+    forged = _charged(monkeypatch, tmp_path / "elsewhere" / "forged.sqlite", archive, 1e6, ws=ws)
+    monkeypatch.setenv("XDG_DATA_HOME", home)
+    cards = [ws.release_dir(str(r)) / "card.json" for r in sorted(archive["release_id"].unique())]
+    assert forged.verify_chain() and forged.verify_cards(cards)  # the forgery is consistent
+    before = (ws.forecasts / "forecast_card.json").read_bytes()
+    with pytest.raises(WorkspaceError, match="claims the archive's releases and is not the"):
+        forecast_purchasing(ws, 3, ledger=forged.path)
+    flag = ["forecast", "-w", str(ws.root), "--horizon", "3", "--ledger", str(forged.path)]
+    assert main(flag) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert str(real.path) in err and "forged.sqlite" in err and "Fix:" in err
+    assert (ws.forecasts / "forecast_card.json").read_bytes() == before  # nothing rewritten
 
 
 def test_attack_an_edited_release_card_is_not_read_as_published(tmp_path, monkeypatch):

@@ -164,11 +164,16 @@ def recorded_policy(
         "those the ledger recorded for the releases it reads, published by it and verified "
         "against its hash chain; nothing was written"
     )
-    if ledger is None:
-        candidates: list[Any] = list(_candidate_ledgers(ws, wanted))
-    else:
-        candidates = [ledger]
+    # the ledger given is read first, but every other ledger is still searched: a second
+    # ledger claiming the releases (the controller's registered one above all) is refused,
+    # never out-voted by a flag (review r10a, F3 residual)
+    candidates: list[Any] = [] if ledger is None else [ledger]
+    given: Path | None = None
+    if ledger is not None:
+        given = Path(ledger.path if isinstance(ledger, Ledger) else ledger).resolve()
+    candidates += [p for p in _candidate_ledgers(ws, wanted) if p.resolve() != given]
     claimants: list[Ledger] = []
+    given_book: Ledger | None = None
     for candidate in candidates:
         try:
             book = (
@@ -177,21 +182,38 @@ def recorded_policy(
                 else Ledger.open(Path(candidate), create=False)
             )
         except (WorkspaceError, PermissionError):
-            if ledger is not None:
+            if candidate is ledger:
                 raise
             continue
+        if candidate is ledger:
+            given_book = book
         if any(
             e.get("event") == "reserve" and e.get("release_id") in wanted for e in book.events()
         ):
             chain = book.verify_chain()
             if not chain:
+                fix = (
+                    "Fix: remove that file, or pass --ledger PATH, the controller's ledger the "
+                    "releases were charged to"
+                    if ledger is None or candidate is ledger
+                    else "Fix: remove that file (it is not the ledger given)"
+                )
                 raise WorkspaceError(
                     f"forecast: ledger {book.path} (id {book.ledger_id}) claims the archive's "
                     f"releases but its hash chain does not verify ({chain.problems[0]}); {rule}. "
-                    "Fix: remove that file, or pass --ledger PATH, the controller's ledger the "
-                    "releases were charged to"
+                    + fix
                 )
             claimants.append(book)
+    if given_book is not None and any(b is not given_book for b in claimants):
+        other = next(b for b in claimants if b is not given_book)
+        mine = "also claims them" if given_book in claimants else "does not"
+        raise WorkspaceError(
+            f"forecast: ledger {other.path} (id {other.ledger_id}) claims the archive's "
+            f"releases and is not the ledger given ({given_book.path}, id "
+            f"{given_book.ledger_id}, which {mine}); {rule}, and one ledger records a release. "
+            "Fix: pass --ledger PATH, the ledger the releases were charged to (a copy or a "
+            "self-made ledger claiming them is no second record: remove it)"
+        )
     if len(claimants) > 1:
         names = ", ".join(f"{b.path} (id {b.ledger_id})" for b in claimants[:3])
         raise WorkspaceError(
