@@ -534,6 +534,35 @@ def test_attack_frames_signed_before_the_key_kind_are_refused_nothing_charged(wo
     assert main(args) == 0
 
 
+def test_attack_a_duplicated_label_row_names_the_labels_file_nothing_charged(
+    workspace, frames, capsys
+):
+    """r10a F10: a person listed twice in W/segments/labels.parquet was reported as duplicate
+    rows of the prepared customers.parquet with the fix "re-run prepare". The labels file, its
+    column, the person and "re-run segments segment" are named; nothing is charged."""
+    from segments.cli.main import main
+
+    customers = pl.read_parquet(frames["customers"])
+    labels = customers.select(
+        "person_id", (pl.int_range(pl.len()) % 3).cast(pl.Utf8).alias("segment")
+    )
+    twice = labels.row(5)[0]
+    workspace.segments.mkdir(parents=True, exist_ok=True)
+    pl.concat([labels, labels.slice(5, 1)]).write_parquet(workspace.labels)
+    args = ["release", "-w", str(workspace.root), "--policy", "alloffice", "--spec",
+            "customers_by_county_segment", "--purpose", PURPOSE, "--recipient", "analytics",
+            "--segments", "fitted", "--as-of", "2026-03-01"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "labels.parquet" in err and "column person_id" in err and repr(twice) in err
+    assert "re-run `segments segment`" in err and "customers.parquet" not in err
+    assert not default_ledger_path("AllOffice Nordic AB").exists()
+    assert not workspace.releases.exists() or not list(workspace.releases.iterdir())
+    labels.write_parquet(workspace.labels)  # one row per person: released
+    assert main(args) == 0
+
+
 def test_cli_dry_run_shows_accuracy_and_spends_nothing(workspace, capsys):
     from segments.cli.main import main
 

@@ -329,9 +329,23 @@ def _segment_labels(
             f"segment labels {source.labels_path} do not exist; run `segments segment` first "
             "or release with the category rule"
         )
-    return pl.scan_parquet(source.labels_path).select(
-        _person_key(), pl.col("segment").cast(pl.Utf8)
+    labels = pl.scan_parquet(source.labels_path)
+    twice = (
+        labels.group_by("person_id")
+        .len()
+        .filter(pl.col("len") > 1)
+        .sort("person_id")
+        .head(1)
+        .collect()
     )
+    if twice.height:  # a person in two segments: checked here, so the labels file is named
+        raise WorkspaceError(
+            f"segment labels {source.labels_path}: column person_id holds "
+            f"{twice['person_id'][0]!r} in {twice['len'][0]} rows; rule: one segment per person "
+            "(the per-person bound counts each person once). Fix: re-run "
+            "`segments segment`, which writes one label per person"
+        )
+    return labels.select(_person_key(), pl.col("segment").cast(pl.Utf8))
 
 
 def build_shared_frames(
