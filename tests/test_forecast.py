@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import numpy as np
 import pandas as pd
@@ -524,6 +525,31 @@ def test_the_forecast_reads_its_policy_from_the_ledger_and_refuses_without_one(
     with pytest.raises(WorkspaceError, match=elsewhere):
         forecast_purchasing(ws, 3)
     assert (ws.forecasts / "forecast_card.json").read_bytes() == before  # nothing rewritten
+
+
+def test_the_main_job_forecasts_with_the_limit_its_ledger_recorded(tmp_path, monkeypatch):
+    """One owner (h14h NOT done): the main job's forecast step passed its policy object's
+    max_relative_error itself; it reads the limit the workspace's ledger recorded for the
+    archive's releases, as `segments forecast` does, whatever the policy object says now."""
+    import dataclasses
+
+    from ledger_helpers import demo_policy
+
+    from segments.pipeline import Step, _run_library
+
+    ws = Workspace(tmp_path / "ws")
+    archive = _archive(scale=400.0)
+    _write_archive(ws, archive)
+    ws.ledger_folder.mkdir(parents=True, exist_ok=True)
+    own = _charged(monkeypatch, ws.ledger_folder / "demo-ab.sqlite", archive, 0.02, ws=ws)
+    base = demo_policy()
+    lax = demo_policy(privacy=dataclasses.replace(base.privacy, max_relative_error=1e6))
+    log = _run_library(Step("forecast", ("forecast",), {"horizon": 3}), ws, lax)
+    assert log and log[0].startswith("forecast ")
+    card = json.loads((ws.forecasts / "forecast_card.json").read_text(encoding="utf-8"))
+    assert card["policy"]["max_relative_error"] == 0.02
+    assert card["policy"]["ledger_id"] == own.ledger_id
+    assert not pd.read_csv(ws.forecasts / "purchasing_export.csv")["units_reliable"].all()
 
 
 def _tampered_copy(source, target, old: str, new: str) -> None:

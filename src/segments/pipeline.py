@@ -387,12 +387,11 @@ def _run_library(step: Step, ws: Workspace, policy: Policy) -> list[str]:
         from segments.privacy.ledger import Ledger
         from segments.purchasing import forecast_purchasing
 
-        # the policy's own limit, and the archive's rows checked against the tables this
+        # the limit the ledger recorded for the archive's releases (one owner: as `segments
+        # forecast` reads it), and the archive's rows checked against the tables this
         # workspace's ledger published (an archive edited after the backfill is refused)
         book = Ledger.for_workspace(ws, policy.controller, policy=policy, create=False)
-        forecast = forecast_purchasing(
-            ws, o["horizon"], max_relative_error=policy.privacy.max_relative_error, ledger=book
-        )
+        forecast = forecast_purchasing(ws, o["horizon"], ledger=book)
         log.append(f"forecast {forecast.card['model']}: wrote {forecast.paths['export']}")
     elif command == ("audit",):
         from segments.audit.run import run_audit

@@ -398,8 +398,8 @@ def forecast_purchasing(
     max_relative_error : float, optional
         The policy's limit: a month whose interval reaches further than this share of its
         point is marked unreliable in the export, the chart and the card. Default: the
-        policy the ledger recorded for the archive's latest release (:func:`recorded_policy`;
-        the main job passes its policy's own, which its ledger is bound to).
+        policy the ledger recorded for the archive's latest release (:func:`recorded_policy`,
+        which the main job uses too).
     ledger : Ledger or path, optional
         Where the archive's releases were charged (default: looked up, see
         :func:`recorded_policy`). The archive's rows must be the monthly tables it published,
@@ -469,7 +469,7 @@ def forecast_purchasing(
         "clip_correction": _clip_statement(archive),
         "policy": recorded.card()
         if recorded is not None
-        else {"max_relative_error": max_relative_error, "from": "the caller (the main job)"},
+        else {"max_relative_error": max_relative_error, "from": "the caller"},
     }
     folder = ws.forecasts
     paths = {
