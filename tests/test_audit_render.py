@@ -154,6 +154,57 @@ def test_an_inconclusive_check_never_verifies_its_clause(tmp_path: Path) -> None
     assert both.clause_verdict("AO-1") == "pass"
 
 
+def test_the_exit_status_tells_verified_from_could_not_test(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Review r10a F4 residual: `segments audit` exited 0 with inconclusive checks, so a CI
+    job gating on it could not tell "verified" from "could not test". 0 clean, 1 a failure
+    (whatever else), 3 no failure but an inconclusive check; audit.json records it and the
+    CLI returns what was written, and its help lists the statuses."""
+    import segments.audit.run as audit_run
+    from segments.audit.render import EXIT_STATUSES
+    from segments.cli.main import main
+
+    attacks = Check(("AO-1",), "attacks fail", "replayed", {}, "pass", name="attacks")
+    sequence = Check(
+        ("AO-1",), "a sequence of releases", "empirical DP audit", {}, "inconclusive",
+        name="dp_sequence",
+    )  # fmt: skip
+    broken = Check(("AO-1",), "checksums", "sha256", {}, "fail", name="release_checksums")
+    base = AuditReport(
+        policy="alloffice",
+        controller="AllOffice Nordic AB",
+        workspace=str(tmp_path),
+        generated_at="2026-11-22T00:00:00Z",
+        checks=[attacks],
+        clauses=[ClauseView("AO-1", "Aggregates identify no one.", "Ingen kan identifieras.")],
+    )
+    unsure = AuditReport(**{**base.__dict__, "checks": [attacks, sequence]})
+    failing = AuditReport(**{**base.__dict__, "checks": [attacks, sequence, broken]})
+    assert (base.exit_status, unsure.exit_status, failing.exit_status) == (0, 3, 1)
+    assert unsure.passed and unsure.inconclusive == 1  # "passed" stays "no check fails"
+    assert json.loads(render_json(unsure))["exit_status"] == 3
+    assert set(EXIT_STATUSES) == {0, 1, 3}
+    # the command returns the status of the report it wrote
+    ws = tmp_path / "ws"
+    for made, code in ((base, 0), (unsure, 3), (failing, 1)):
+
+        def fake(workspace, *_, made=made, **__):  # writes audit.json as run_audit does
+            folder = workspace.report
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "audit.json").write_text(render_json(made), encoding="utf-8")
+            return made
+
+        monkeypatch.setattr(audit_run, "run_audit", fake)
+        assert main(["audit", "-w", str(ws), "--policy", "alloffice", "--dp-trials", "0"]) == code
+        out = capsys.readouterr().out
+        assert ("exit status 3" in out) == (code == 3)
+    assert main(["audit", "--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "exit status: 0 clean" in shown
+    assert "3 no check fails, but some are inconclusive" in shown
+
+
 def test_evidence_is_a_table_not_a_blob(report: AuditReport) -> None:
     html = render_html(report)
     assert "<th scope='row'>cutoff</th><td>2024-10-31</td>" in html

@@ -84,7 +84,8 @@ def _story(
         ["audit", *w, *pol, "--ledger", str(ledger), "--key-file", str(key), "--dp-trials", "100"]
     )
     out["audit"] = capsys.readouterr().out
-    assert code == 0, out["audit"]
+    # 0 clean, 3 when no check fails but some are inconclusive (100 trials), never 1
+    assert code == (3 if "checks inconclusive" in out["audit"] else 0), out["audit"]
     return out
 
 

@@ -397,7 +397,11 @@ def _run_library(step: Step, ws: Workspace, policy: Policy) -> list[str]:
         from segments.audit.run import run_audit
 
         audit = run_audit(ws, policy, dp_trials=o["dp_trials"])
-        log.append(f"audit {'passed' if audit.passed else 'found failing checks'}")
+        log.append(
+            "audit found failing checks"
+            if not audit.passed
+            else f"audit: no check fails, {audit.inconclusive} inconclusive"
+        )
     else:  # pragma: no cover - demo_steps builds only the commands above
         raise WorkspaceError(f"main job: no library function for `segments {' '.join(command)}`")
     return log
@@ -808,7 +812,10 @@ def print_summary(summary: DemoSummary, echo: Callable[[str], Any] = print) -> i
     to do next (open the report, show the ledger, open the notebooks).
 
     The audit's verdict is read from ``W/report/audit.json``, the structured results the audit
-    wrote. Returns the exit code: 1 when the audit found a failing check.
+    wrote. Returns the exit code: 1 when the audit found a failing check, else 0 — also when
+    some of its checks are inconclusive (where `segments audit` exits 3): the demo's audit runs
+    200 trials at the releases' small ε, which cannot refute every claim, and the summary says
+    so rather than failing the job.
     """
     from segments.audit.render import load_audit_json
     from segments.privacy.ledger import Ledger
@@ -820,10 +827,12 @@ def print_summary(summary: DemoSummary, echo: Callable[[str], Any] = print) -> i
     kinds = {k: sum(e.request.kind == k for e in entries) for k in ("dp", "kanon")}
     verdict = "no audit report"
     failed = False
+    inconclusive = 0
     if (ws.report / "audit.json").exists():
         audit = load_audit_json(ws.report)
         verdict = audit["banner"]
         failed = not audit["passed"]
+        inconclusive = int(audit.get("inconclusive", 0))
     as_of = max((e.request.as_of for e in entries), default=None)
     balance = ledger.balance("customers", as_of) if as_of else None
     echo("")
@@ -837,6 +846,12 @@ def print_summary(summary: DemoSummary, echo: Callable[[str], Any] = print) -> i
         echo(f"  {'accuracy' if i == 0 else '':<12} {line}")
     echo(f"  forecast     {ws.forecasts / 'purchasing_export.csv'}")
     echo(f"  audit        {verdict}")
+    if inconclusive and not failed:
+        echo(
+            f"{'':<15}no check fails, so the main job exits 0; {inconclusive} checks are "
+            "inconclusive (their tests could not have refuted a violation at the demo's "
+            "trials), for which `segments audit` exits 3"
+        )
     echo(f"  report       {ws.report / 'audit.html'}")
     if summary.notebooks:
         echo(f"  notebooks    {len(summary.notebooks)} executed into {ws.report / 'notebooks'}")

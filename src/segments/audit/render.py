@@ -31,6 +31,7 @@ __all__ = [
     "ORGANISATIONAL_ROLE",
     "Check",
     "ClauseView",
+    "EXIT_STATUSES",
     "Section",
     "load_audit_json",
     "render_html",
@@ -44,6 +45,15 @@ Status = Literal["pass", "fail", "inconclusive", "not applicable"]
 #: The role of a check no file can settle (e.g. who may act as the owner of the files): shown,
 #: never passed; a clause resting on one is at most "partly verified".
 ORGANISATIONAL_ROLE = "the controller's organisation (not verifiable by this tool)"
+#: ``segments audit``'s exit statuses (:attr:`AuditReport.exit_status`; the CLI's help and the
+#: README quote them): 0 nothing fails and every check was conclusive; 1 a check fails; 3
+#: nothing fails but some checks are inconclusive (their tests could not have refuted a
+#: violation at their trials), so the clauses they back are only partly verified.
+EXIT_STATUSES = {
+    0: "clean: no check fails and none is inconclusive",
+    1: "a check fails",
+    3: "no check fails, but some are inconclusive (their clauses only partly verified)",
+}
 #: "promise": verifies a clause of the policy; "precondition": a condition under which the
 #: checks are meaningful (not a promise of the policy, not counted among them).
 Kind = Literal["promise", "precondition"]
@@ -126,6 +136,20 @@ class AuditReport:
     def passed(self) -> bool:
         """No check fails (preconditions included)."""
         return all(c.status != "fail" for c in self.checks)
+
+    @property
+    def inconclusive(self) -> int:
+        """How many checks (preconditions included) are inconclusive."""
+        return sum(c.status == "inconclusive" for c in self.checks)
+
+    @property
+    def exit_status(self) -> int:
+        """``segments audit``'s exit status (:data:`EXIT_STATUSES`): 1 when a check fails, 3
+        when none fails but some are inconclusive, 0 for a clean audit. A script gating on it
+        tells "verified" from "could not test"; :attr:`passed` stays "no check fails"."""
+        if not self.passed:
+            return 1
+        return 3 if self.inconclusive else 0
 
     @property
     def promises(self) -> list[Check]:
@@ -590,6 +614,8 @@ def render_json(report: AuditReport) -> str:
         "workspace": report.workspace,
         "generated_at": report.generated_at,
         "passed": report.passed,
+        "inconclusive": report.inconclusive,
+        "exit_status": report.exit_status,
         "banner": report.banner(),
         "counts": report.counts(),
         "not_run": list(report.not_run),

@@ -7,7 +7,8 @@ DP audit when available, and writes ``W/report/audit.html`` (self-contained), ``
 With the steward's key (``--key-file``, the environment variable, or the demo key of synthetic
 data) the checks that re-pseudonymise excluded people run in the data steward's role;
 ``--reviewer`` runs without the key (those checks are then not applicable, never passed).
-Exit status 1 when any check fails.
+Exit status (:data:`segments.audit.render.EXIT_STATUSES`): 0 clean, 1 a check fails, 3 no
+check fails but some are inconclusive (a CI job that needs every clause verified fails on 3).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ def register(subparsers: Any) -> None:
         help="reviewer's audit: checklist per policy clause, PII scan, charts (W/report/)",
         description="Verify every promise of a policy against what the workspace produced and "
         "write W/report/audit.html, audit.md and audit.json.",
+        epilog="exit status: "
+        + "; ".join(f"{code} {meaning}" for code, meaning in _exit_statuses().items())
+        + ". A CI job that must have every clause verified treats 3 as a failure; one that "
+        "gates only on broken promises accepts 0 and 3.",
     )
     add_workspace_option(parser)
     add_policy_option(parser, "policy audited (e.g. alloffice)")
@@ -55,6 +60,12 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def _exit_statuses() -> dict[int, str]:
+    from segments.audit.render import EXIT_STATUSES
+
+    return EXIT_STATUSES
+
+
 def run(args: argparse.Namespace) -> int:
     from segments.audit.run import run_audit
     from segments.prepare.pseudonym import load_key
@@ -62,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     key = None
     if args.key_file and not args.reviewer:
         key = load_key(key_file=args.key_file, workspace=args.workspace)
-    report = run_audit(
+    run_audit(
         args.workspace,
         args.policy,
         ledger=args.ledger,
@@ -86,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
             "violation at their trials, so they count as no pass (the report says which)"
         )
     print(f"report: {args.workspace.report / 'audit.html'} (and audit.md, audit.json)")
-    return 0 if report.passed else 1
+    status = int(audit["exit_status"])
+    if status == 3:
+        print(f"exit status 3: {_exit_statuses()[3]}")
+    return status
 
 
 __all__ = ["register", "run"]
