@@ -183,11 +183,33 @@ def test_the_exit_status_tells_verified_from_could_not_test(
     failing = AuditReport(**{**base.__dict__, "checks": [attacks, sequence, broken]})
     assert (base.exit_status, unsure.exit_status, failing.exit_status) == (0, 3, 1)
     assert unsure.passed and unsure.inconclusive == 1  # "passed" stays "no check fails"
+    # r11a F1: a clause no check verifies (the steward's checks not applicable in reviewer
+    # mode) is not a clean audit either; an organisational part alone does not count
+    steward = Check(("AO-7",), "erased people absent", "re-pseudonymise", {}, "not applicable")
+    owner = Check(("AO-9",), "who may act as owner", "", {}, "not applicable",
+                  role=ORGANISATIONAL_ROLE)  # fmt: skip
+    files = Check(("AO-9",), "files owner-only", "stat", {}, "pass", name="file_modes")
+    clauses = [
+        *base.clauses,
+        ClauseView("AO-7", "Erased people are gone.", "Raderade finns inte kvar."),
+        ClauseView("AO-9", "Only those who need it have access.", "Endast behöriga."),
+    ]
+    reviewer = AuditReport(
+        **{**base.__dict__, "checks": [attacks, steward, owner, files], "clauses": clauses}
+    )
+    assert reviewer.passed and reviewer.inconclusive == 0 and reviewer.unverified == ["AO-7"]
+    assert reviewer.exit_status == 3
+    assert json.loads(render_json(reviewer))["unverified_clauses"] == ["AO-7"]
+    organisational = AuditReport(
+        **{**reviewer.__dict__, "checks": [attacks, owner, files], "clauses": clauses[::2]}
+    )
+    assert organisational.clause_verdict("AO-9") == "partly verified"
+    assert organisational.exit_status == 0
     assert json.loads(render_json(unsure))["exit_status"] == 3
     assert set(EXIT_STATUSES) == {0, 1, 3}
     # the command returns the status of the report it wrote
     ws = tmp_path / "ws"
-    for made, code in ((base, 0), (unsure, 3), (failing, 1)):
+    for made, code in ((base, 0), (unsure, 3), (failing, 1), (reviewer, 3)):
 
         def fake(workspace, *_, made=made, **__):  # writes audit.json as run_audit does
             folder = workspace.report
@@ -202,7 +224,7 @@ def test_the_exit_status_tells_verified_from_could_not_test(
     assert main(["audit", "--help"]) == 0
     shown = " ".join(capsys.readouterr().out.split())
     assert "exit status: 0 clean" in shown
-    assert "3 no check fails, but some are inconclusive" in shown
+    assert "3 no check fails, but some are inconclusive or some clause is not verified" in shown
 
 
 def test_evidence_is_a_table_not_a_blob(report: AuditReport) -> None:

@@ -813,9 +813,9 @@ def print_summary(summary: DemoSummary, echo: Callable[[str], Any] = print) -> i
 
     The audit's verdict is read from ``W/report/audit.json``, the structured results the audit
     wrote. Returns the exit code: 1 when the audit found a failing check, else 0 — also when
-    some of its checks are inconclusive (where `segments audit` exits 3): the demo's audit runs
-    200 trials at the releases' small ε, which cannot refute every claim, and the summary says
-    so rather than failing the job.
+    some of its checks are inconclusive or a clause is not verified (where `segments audit`
+    exits 3): the demo's audit runs 200 trials at the releases' small ε, which cannot refute
+    every claim, and the summary says so rather than failing the job.
     """
     from segments.audit.render import load_audit_json
     from segments.privacy.ledger import Ledger
@@ -827,12 +827,20 @@ def print_summary(summary: DemoSummary, echo: Callable[[str], Any] = print) -> i
     kinds = {k: sum(e.request.kind == k for e in entries) for k in ("dp", "kanon")}
     verdict = "no audit report"
     failed = False
-    inconclusive = 0
+    short_of_verified = ""
     if (ws.report / "audit.json").exists():
         audit = load_audit_json(ws.report)
         verdict = audit["banner"]
         failed = not audit["passed"]
-        inconclusive = int(audit.get("inconclusive", 0))
+        if audit.get("exit_status") == 3:
+            why = (
+                [f"{audit['inconclusive']} checks are inconclusive"]
+                if audit.get("inconclusive")
+                else []
+            )
+            if audit.get("unverified_clauses"):
+                why.append(f"{', '.join(audit['unverified_clauses'])} not verified")
+            short_of_verified = "; ".join(why)
     as_of = max((e.request.as_of for e in entries), default=None)
     balance = ledger.balance("customers", as_of) if as_of else None
     echo("")
@@ -846,11 +854,11 @@ def print_summary(summary: DemoSummary, echo: Callable[[str], Any] = print) -> i
         echo(f"  {'accuracy' if i == 0 else '':<12} {line}")
     echo(f"  forecast     {ws.forecasts / 'purchasing_export.csv'}")
     echo(f"  audit        {verdict}")
-    if inconclusive and not failed:
+    if short_of_verified and not failed:
         echo(
-            f"{'':<15}no check fails, so the main job exits 0; {inconclusive} checks are "
-            "inconclusive (their tests could not have refuted a violation at the demo's "
-            "trials), for which `segments audit` exits 3"
+            f"{'':<15}no check fails, so the main job exits 0; {short_of_verified} (a test "
+            "that could not have refuted a violation at the demo's trials is inconclusive), "
+            "for which `segments audit` exits 3"
         )
     echo(f"  report       {ws.report / 'audit.html'}")
     if summary.notebooks:

@@ -46,13 +46,17 @@ Status = Literal["pass", "fail", "inconclusive", "not applicable"]
 #: never passed; a clause resting on one is at most "partly verified".
 ORGANISATIONAL_ROLE = "the controller's organisation (not verifiable by this tool)"
 #: ``segments audit``'s exit statuses (:attr:`AuditReport.exit_status`; the CLI's help and the
-#: README quote them): 0 nothing fails and every check was conclusive; 1 a check fails; 3
-#: nothing fails but some checks are inconclusive (their tests could not have refuted a
-#: violation at their trials), so the clauses they back are only partly verified.
+#: README quote them): 0 nothing fails, no check is inconclusive and every clause has a
+#: passing check; 1 a check fails; 3 nothing fails but the tool did not verify everything it
+#: could: a check is inconclusive (its test could not have refuted a violation at its trials)
+#: or a clause is not verified (no passing check, e.g. the steward's checks in --reviewer
+#: mode). A clause partly verified only because part of it is an organisational measure
+#: (which no file can settle) does not make it 3: audit.json's ``clauses`` say so.
 EXIT_STATUSES = {
-    0: "clean: no check fails and none is inconclusive",
+    0: "clean: no check fails, none is inconclusive and every clause has a passing check "
+    "(organisational measures aside)",
     1: "a check fails",
-    3: "no check fails, but some are inconclusive (their clauses only partly verified)",
+    3: "no check fails, but some are inconclusive or some clause is not verified",
 }
 #: "promise": verifies a clause of the policy; "precondition": a condition under which the
 #: checks are meaningful (not a promise of the policy, not counted among them).
@@ -143,13 +147,21 @@ class AuditReport:
         return sum(c.status == "inconclusive" for c in self.checks)
 
     @property
+    def unverified(self) -> list[str]:
+        """The clauses with no passing check (verdict "not verified")."""
+        return [
+            v.clause_id for v in self.clauses if self.clause_verdict(v.clause_id) == "not verified"
+        ]
+
+    @property
     def exit_status(self) -> int:
         """``segments audit``'s exit status (:data:`EXIT_STATUSES`): 1 when a check fails, 3
-        when none fails but some are inconclusive, 0 for a clean audit. A script gating on it
-        tells "verified" from "could not test"; :attr:`passed` stays "no check fails"."""
+        when none fails but some are inconclusive or a clause is not verified, 0 for a clean
+        audit. A script gating on it tells "verified" from "could not test"; :attr:`passed`
+        stays "no check fails"."""
         if not self.passed:
             return 1
-        return 3 if self.inconclusive else 0
+        return 3 if self.inconclusive or self.unverified else 0
 
     @property
     def promises(self) -> list[Check]:
@@ -616,6 +628,7 @@ def render_json(report: AuditReport) -> str:
         "passed": report.passed,
         "inconclusive": report.inconclusive,
         "exit_status": report.exit_status,
+        "unverified_clauses": report.unverified,
         "banner": report.banner(),
         "counts": report.counts(),
         "not_run": list(report.not_run),

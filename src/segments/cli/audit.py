@@ -8,7 +8,8 @@ With the steward's key (``--key-file``, the environment variable, or the demo ke
 data) the checks that re-pseudonymise excluded people run in the data steward's role;
 ``--reviewer`` runs without the key (those checks are then not applicable, never passed).
 Exit status (:data:`segments.audit.render.EXIT_STATUSES`): 0 clean, 1 a check fails, 3 no
-check fails but some are inconclusive (a CI job that needs every clause verified fails on 3).
+check fails but some are inconclusive or some clause is not verified (a CI job that needs
+every clause verified fails on 3).
 """
 
 from __future__ import annotations
@@ -99,7 +100,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"report: {args.workspace.report / 'audit.html'} (and audit.md, audit.json)")
     status = int(audit["exit_status"])
     if status == 3:
-        print(f"exit status 3: {_exit_statuses()[3]}")
+        unverified = audit.get("unverified_clauses") or []
+        print(
+            f"exit status 3: {_exit_statuses()[3]}"
+            + (f" (not verified: {', '.join(unverified)})" if unverified else "")
+        )
     return status
 
 
