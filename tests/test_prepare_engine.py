@@ -411,3 +411,71 @@ def test_a_foreign_key_check_against_a_larger_parent_names_the_same_orphans():
     narrow = parent.cast({"order_id": pl.Int32})  # another dtype: the plain anti-join path
     with pytest.raises(SchemaError, match=r"fails for 3 value\(s\)"):
         check_foreign_key(child, "order_lines", narrow, "orders", "order_id")
+
+
+@pytest.mark.parametrize(
+    "counted",
+    [
+        [1, 3, 5, 7, 9],  # every order, in key order: the binary search
+        [1, 5, 9, 11],  # some orders without lines, a count of no order: the search
+        [0, 1, 2],  # below and inside the ids: the search
+        [9, 1, 5],  # not in key order: the hash join
+    ],
+)
+def test_orders_carry_their_line_counts_whichever_order_the_counts_come_in(counted):
+    """Each order's line count is found by binary search when the counts come in key order
+    (issue 21: no hash table of every order), by a join otherwise; both give each order its
+    own count and 0 to an order without lines."""
+    from segments.prepare import frames
+
+    orders = pl.DataFrame(
+        {
+            "order_id": [5, 1, 3, 9, 7],
+            "customer_id": [1, 2, 1, 3, 2],
+            "order_date": [dt.date(2026, 1, d) for d in (5, 1, 3, 9, 7)],
+            "channel": ["web", "store", "web", "phone", "web"],
+        }
+    )
+    roots = pl.DataFrame({"customer_id": [1, 2, 3], "person_root": [1, 2, 1]})
+    n_lines = pl.DataFrame(
+        {"order_id": counted, "n_lines": [10 * i + 2 for i in counted]},
+        schema={"order_id": pl.Int64, "n_lines": pl.UInt32},
+    )
+    out = frames._orders_with_persons(orders, n_lines, roots).sort("order_id")
+    expected = {i: (10 * i + 2 if i in counted else 0) for i in (1, 3, 5, 7, 9)}
+    assert dict(zip(out["order_id"], out["n_lines"], strict=True)) == expected
+    assert out["person_root"].to_list() == [2, 1, 1, 2, 1]
+    assert out.columns == ["order_id", "person_root", "order_date", "channel", "n_lines"]
+
+
+def test_prepare_holds_no_raw_account_while_it_writes(tmp_path, monkeypatch):
+    """The raw accounts (names, e-mail, street, phone, personnummer) are let go once the
+    persons are built: when the prepared frames are written, no frame with a raw account's
+    direct identifier is alive (issue 21: the driver holds no raw account through the write;
+    AL-5)."""
+    import gc
+    import weakref
+
+    from segments import copy_default_dataset
+    from segments.prepare import frames
+
+    ws = Workspace(tmp_path / "ws")
+    copy_default_dataset(ws)
+    held: list[weakref.ref[pl.DataFrame]] = []
+    real_link, real_write = frames.link_persons, frames._write_atomically
+
+    def link(accounts):  # type: ignore[no-untyped-def]
+        held.append(weakref.ref(accounts))
+        return real_link(accounts)
+
+    alive: list[int] = []
+
+    def write(*args, **kwargs):  # type: ignore[no-untyped-def]
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in held))
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(frames, "link_persons", link)
+    monkeypatch.setattr(frames, "_write_atomically", write)
+    prepare(ws, Policy.load("alloffice"), "statistics", AS_OF)
+    assert held and alive == [0], alive

@@ -62,6 +62,7 @@ from segments.schema import (
     PREPARED_CUSTOMERS,
     PREPARED_LINES,
     RAW_TABLES,
+    REAL_CUSTOMERS,
     TableSchema,
     check_foreign_key,
     validate,
@@ -489,6 +490,33 @@ def _orders_with_persons(
     the channel as an enum (4 bytes an order instead of a 16-byte string view: the driver
     holds this frame until the lines are written; :meth:`_LinePlan._keyed` hands the engine
     strings again)."""
+    counted = n_lines.get_column("order_id")
+    if counted.len() and counted.is_sorted() and counted.n_unique() == counted.len():
+        # the counts come in key order (as the lines are generated and most extracts are):
+        # each order's count is found by binary search, with no hash table of every order
+        # built beside the orders (issue 21)
+        ids = orders.get_column("order_id")
+        at = counted.search_sorted(ids).clip(upper_bound=counted.len() - 1)
+        found = counted.gather(at) == ids
+        counts = n_lines.get_column("n_lines").gather(at)
+        del at
+        n_lines = pl.DataFrame(
+            {"n_lines": pl.select(pl.when(found).then(counts).otherwise(0)).to_series()}
+        )
+        del found, counts
+        return (
+            orders.lazy()
+            .with_columns(n_lines.get_column("n_lines"))
+            .join(roots.lazy(), on="customer_id")
+            .select(
+                "order_id",
+                "person_root",
+                "order_date",
+                pl.col("channel").cast(_CHANNEL),
+                "n_lines",
+            )
+            .collect()
+        )
     return (
         orders.lazy()
         .join(roots.lazy(), on="customer_id")
@@ -506,6 +534,16 @@ def _orders_with_persons(
 
 #: The channel as the driver holds it per order (the values ORDERS allows).
 _CHANNEL = pl.Enum(CHANNELS)
+
+
+#: Every raw table's direct identifier columns (synthetic and real customers alike).
+_IDENTIFIERS = tuple(
+    dict.fromkeys(
+        c for schema in (*RAW_TABLES.values(), REAL_CUSTOMERS) for c in schema.direct_identifiers
+    )
+)
+#: The identifiers person linkage reads (:func:`link_persons`; never in an output frame).
+_LINKAGE_KEYS = ("personnummer", "org_number")
 
 
 #: The prepare rule that keeps out persons the request log erased (the CLI warns on it:
@@ -975,7 +1013,13 @@ def _prepare(
         pkey = key_of()
     stage(1)
 
-    roots = link_persons(frames["customers"])
+    # the raw accounts' direct identifiers were validated; only the personnummer and the
+    # organisation number (the linkage's keys) are read from here on, so the others are let
+    # go now, and the accounts themselves once the persons are built (issue 21: the driver
+    # holds no raw account through the write)
+    accounts = frames.pop("customers")
+    accounts = accounts.drop(set(_IDENTIFIERS) - set(_LINKAGE_KEYS), strict=False)
+    roots = link_persons(accounts)
     # the raw orders are read once more here, then dropped: from now on the driver holds the
     # kept orders once (_Run.orders, then the line plan's), in compact columns, and nothing
     # else per order (issue 21)
@@ -986,7 +1030,7 @@ def _prepare(
     last_orders = raw_orders.group_by("customer_id").agg(pl.col("order_date").max())
     del raw_orders
     persons = (
-        person_table(frames["customers"], last_orders, roots)
+        person_table(accounts, last_orders, roots)
         .with_columns(eligibility_expr(pol, day).alias("profiling_eligible"))
         .join(
             orders.group_by("person_root").agg(pl.col("n_lines").sum()),
@@ -997,8 +1041,10 @@ def _prepare(
     )
     run = _Run(persons, orders)
     del orders, last_orders
+    customer_ids = accounts.get_column("customer_id")
+    del accounts
     input_counts = {
-        "customers": frames["customers"].height,
+        "customers": customer_ids.len(),
         "persons": persons.height,
         "orders": n_orders,
         "lines": raw_lines.count,
@@ -1013,7 +1059,8 @@ def _prepare(
         "by personnummer; the personnummer is then dropped",
     )
     stage(2)
-    _drop_logged_erasures(run, ws, pol, pkey, frames["customers"]["customer_id"], roots)
+    _drop_logged_erasures(run, ws, pol, pkey, customer_ids, roots)
+    del customer_ids
     _apply_exclusions(run, pol, spec, day)
     stage(3)
     _apply_retention(run, pol, spec, day)
