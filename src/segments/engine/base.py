@@ -367,14 +367,33 @@ class Engine:
         # in polars on the driver (the lines scanned, only the orders' kept), on every
         # backend: the month it builds is written from the driver whatever the engine, and
         # DuckDB's join held a second copy of it (segments.engine.embedded's docstring)
-        return (
+        query = (
             pl.scan_parquet(list(join.lines))
             .join(join.orders.lazy(), on="order_id")
             .join(join.products.lazy(), on="product_id")
             .with_columns((pl.col("quantity") * pl.col("unit_price_sek")).alias("amount_sek"))
-            .collect()
-            .sort(*join.order_by)
         )
+        return collect_sorted(query, join.order_by)
+
+
+def collect_sorted(query: pl.LazyFrame, by: Sequence[str]) -> pl.DataFrame:
+    """``query.collect().sort(*by)`` (``by`` unique per row, so the order is total), sorted
+    one column at a time: the sort's permutation, then each column gathered and its unsorted
+    buffer let go, so the rows are held once plus one column, not twice as a whole-frame sort
+    holds them (issue 21: prepare's month join). The frame is collected here, so no caller
+    holds the unsorted one.
+
+    Examples
+    --------
+    >>> frame = pl.DataFrame({"k": [3, 1, 2], "v": ["c", "a", "b"]})
+    >>> collect_sorted(frame.lazy(), ["k"]).equals(frame.sort("k"))
+    True
+    """
+    frame = query.collect()
+    order = frame.select(pl.arg_sort_by(list(by))).to_series()
+    for name in frame.columns:
+        frame = frame.with_columns(frame.get_column(name).gather(order))
+    return frame
 
 
 def _query(
