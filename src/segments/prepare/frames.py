@@ -779,16 +779,33 @@ class _LinePlan:
             order_by=_LINE_ORDER,
             scratch=scratch,
         )
-        wide = keyed.drop(*_SORT_COLUMNS)
+        wide = keyed.drop(*_SORT_COLUMNS).rename({"order_id": "_raw_id"})
+        wide = wide.rename({"order_pseudonym": "order_id"})
         del keyed
-        return (
-            joined.lazy()
-            .join(wide.lazy(), on="order_id", how="left", maintain_order="left")
-            .drop("order_id")
-            .rename({"order_pseudonym": "order_id"})
-            .select(pl.col(c).cast(self.schema.column(c).dtype) for c in self.schema.names)
-            .collect()
+        # each line's row of ``wide`` (its order's), then the frame built one column at a
+        # time: a wide column gathered by that row, a joined column taken and let go from the
+        # joined lines, so the month is not held twice, joined and prepared (issue 21)
+        at = (
+            joined.select(pl.col("order_id").alias("_raw_id"))
+            .join(
+                wide.select("_raw_id").with_row_index("_at"),
+                on="_raw_id",
+                how="left",
+                maintain_order="left",
+            )
+            .get_column("_at")
         )
+        joined = joined.drop("order_id")
+        columns: list[pl.Series] = []
+        for name in self.schema.names:
+            if name in wide.columns:
+                column = wide.get_column(name).gather(at)
+            else:
+                column = joined.get_column(name)
+                joined = joined.drop(name)
+            columns.append(column.cast(self.schema.column(name).dtype))
+            del column
+        return pl.DataFrame(columns)
 
     def _keyed(self, orders: pl.DataFrame) -> pl.DataFrame:
         """``orders`` keyed: the raw id (the join key with the raw lines), date, channel, the
