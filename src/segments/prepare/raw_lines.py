@@ -154,7 +154,14 @@ def read_raw_lines(
                 "differs from the one taken at the start); fix: run prepare again once "
                 "nothing writes the raw data"
             )
-    month_of = orders.select("order_id", pl.col("order_date").dt.truncate("1mo").alias("_month"))
+    order_ids = orders.get_column("order_id")
+    # orders in key order (as generated, and as most extracts come): a file's order months
+    # are found by binary search in the orders, with no second per-order frame held
+    month_of = (
+        None
+        if order_ids.is_sorted()
+        else orders.select("order_id", pl.col("order_date").dt.truncate("1mo").alias("_month"))
+    )
     counts: list[pl.DataFrame] = []  # order_id, n_lines, _file: one row per order and file
     by_month: dict[dt.date, list[Path]] = {}
     for number, copy in enumerate(files):  # then checked and counted, one in memory at a time
@@ -168,10 +175,16 @@ def read_raw_lines(
         per_order = lines_per_order(lines["order_id"])
         del lines
         counts.append(per_order.with_columns(pl.lit(number, pl.UInt32).alias("_file")))
-        # the months of this file's orders: the orders cut to the file's (a set of this
-        # file's ids probed by every order), no hash table of every order built per file
-        held = per_order.get_column("order_id").implode()
-        months = month_of.filter(pl.col("order_id").is_in(held)).get_column("_month")
+        # the months of this file's orders: each found in the sorted orders (every id is
+        # an order's: the foreign key is checked), or the orders cut to the file's (a set of
+        # this file's ids probed by every order), no hash table of every order built per file
+        if month_of is None:
+            at = order_ids.search_sorted(per_order.get_column("order_id"))
+            months = orders.get_column("order_date").gather(at).dt.truncate("1mo")
+            del at
+        else:
+            held = per_order.get_column("order_id").implode()
+            months = month_of.filter(pl.col("order_id").is_in(held)).get_column("_month")
         for month in months.unique().to_list():
             by_month.setdefault(month, []).append(copy)
     per_file = pl.concat(counts)
