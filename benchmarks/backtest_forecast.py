@@ -213,6 +213,23 @@ def _clip_shares(archive: pd.DataFrame, train_truth: pd.DataFrame) -> dict[str, 
     return out
 
 
+def _origin_coverage(
+    archive: pd.DataFrame, truth: pd.DataFrame, train: list[Any], origins: int, horizon: int
+) -> dict[str, list[float]]:
+    """Per interval (segments.forecast: ``posterior``, and ``plug-in``, the default), the
+    90 % coverage of the ETS top-down forecast from each of the last ``origins``
+    training months as forecast origin (``through``), ``horizon`` months ahead, on the same
+    archive: one dataset's coverage from several forecasts, not one."""
+    out: dict[str, list[float]] = {"posterior": [], "plug-in": []}
+    for through in train[len(train) - origins :]:
+        for interval in out:
+            fc = forecast_archive(
+                archive, horizon, "ets-topdown", level=0.9, through=through, interval=interval
+            )
+            out[interval].append(_coverage(fc, truth))
+    return out
+
+
 def _summary(values: list[float]) -> dict[str, float]:
     arr = np.asarray(values, dtype=float)
     return {
@@ -232,6 +249,7 @@ def _config(args: argparse.Namespace, train: list[Any], manifest: dict[str, Any]
         "holdout_months": args.holdout,
         "train_months": [train[0].date().isoformat(), train[-1].date().isoformat()],
         "reps": args.reps,
+        "origins": args.origins,
         "epsilons": args.epsilons,
         "policy": POLICY,
         "purpose": PURPOSE,
@@ -307,6 +325,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         per_rep: dict[tuple[str, bool], list[dict[str, float]]] = {v: [] for v in variants}
         coverage: dict[tuple[str, bool], list[float]] = {v: [] for v in variants}
         shares: list[dict[str, Any]] = []
+        posterior: list[float] = []  # ETS top-down, clip corrected, the posterior interval
+        origin_cov: list[dict[str, list[float]]] = []
         t0 = time.perf_counter()
         for rep in range(args.reps):
             ws, released = _dp_archive(
@@ -322,6 +342,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 per_rep[(model, corrected)].append(_per_category_mape(fc, held))
                 coverage[(model, corrected)].append(_coverage(fc, held))
             shares.append(_clip_shares(archive, train_truth))
+            fc = forecast_archive(archive, args.holdout, "ets-topdown", 0.9, interval="posterior")
+            posterior.append(_coverage(fc, held))
+            if args.origins:
+                origin_cov.append(
+                    _origin_coverage(archive, truth, train, args.origins, args.holdout)
+                )
+                means = {k: float(np.mean(v)) for k, v in origin_cov[-1].items()}
+                print(
+                    f"  ETS top-down coverage over {args.origins} origins: posterior "
+                    f"{means['posterior']:.3f}, plug-in {means['plug-in']:.3f}; holdout "
+                    f"posterior {posterior[-1]:.2f}",
+                    flush=True,
+                )
             print(
                 f"{label_of}eps={epsilon:g} rep {rep}: mean MAPE "
                 + ", ".join(
@@ -354,6 +387,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ),
             }
         results.setdefault("clipped_share", {})[f"{label_of}eps={epsilon:g}"] = shares
+        # the posterior interval on the same archives (the default one, plug-in, is above)
+        results["methods"][
+            f"DP archive {label_of}eps={epsilon:g}, ETS top-down (posterior interval)"
+        ] = {
+            "epsilon": epsilon,
+            "policy": params_policy,
+            "model": "ets-topdown",
+            "clip_corrected": True,
+            "interval": "posterior",
+            "per_category": results["methods"][
+                f"DP archive {label_of}eps={epsilon:g}, {MODELS['ets-topdown']}"
+            ]["per_category"],
+            "mean_mape": results["methods"][
+                f"DP archive {label_of}eps={epsilon:g}, {MODELS['ets-topdown']}"
+            ]["mean_mape"],
+            "coverage_90": _summary(posterior),
+            "coverage_90_per_archive": posterior,
+        }
+        if origin_cov:
+            results.setdefault("coverage_over_origins", {})[f"{label_of}eps={epsilon:g}"] = {
+                interval: {
+                    "per_archive_mean": [float(np.mean(c[interval])) for c in origin_cov],
+                    "per_archive_per_origin": [c[interval] for c in origin_cov],
+                }
+                for interval in ("posterior", "plug-in")
+            }
         # a partial result after each ε, so a long run can be read before it ends
         results["config"] = _config(args, train, manifest)
         results["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
@@ -380,6 +439,13 @@ def main() -> None:
     )
     parser.add_argument("--holdout", type=int, default=6)
     parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument(
+        "--origins",
+        type=int,
+        default=0,
+        help="also measure each archive's ETS top-down coverage from each of the last N "
+        "training months as forecast origin, with both intervals (0: not measured)",
+    )
     parser.add_argument("--epsilons", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0])
     parser.add_argument(
         "--planned",

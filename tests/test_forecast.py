@@ -907,3 +907,37 @@ def test_attack_an_archive_rewritten_with_exact_totals_is_refused(tmp_path, monk
     with pytest.raises(WorkspaceError, match="differ from its published table.*edited"):
         forecast_purchasing(ws, 3, max_relative_error=0.5, ledger=ledger)
     assert (ws.forecasts / "forecast_card.json").read_bytes() == before
+
+
+# --- the demand's variance is an estimate: intervals over its posterior --------------------
+def test_posterior_interval_is_students_t_without_noise():
+    """Without release noise the posterior of the demand's variance is the one behind
+    Student's t: the mixture's half-width equals t(dof) x the plug-in standard deviation."""
+    path = _demand_paths(1, MONTHS, seed=21)[0]
+    fc = forecast_series(path, np.zeros(MONTHS), 6, "ets-topdown")
+    expected = stats.t.ppf(0.95, fc.dof) * np.sqrt(fc.variance)
+    np.testing.assert_allclose(fc.half_width(0.9), expected, rtol=2e-3)
+
+
+def test_intervals_carry_the_uncertainty_of_the_demands_variance_where_noise_swamps_it():
+    """Noise sd twice the demand's own one-step spread: on the series whose estimated demand
+    variance comes out 0, the plug-in interval holds only the propagated noise; the posterior
+    interval adds the demand variance the data cannot rule out and covers at least its level
+    there, the plug-in one less (it stays narrower on every series)."""
+    from segments.forecast import _half_width
+
+    paths = _demand_paths(30, MONTHS + 6, seed=31)
+    rng = np.random.default_rng(32)
+    noise_var = 68.0**2
+    inside: dict[str, list[np.ndarray]] = {"posterior": [], "plug-in": []}
+    for path in paths:
+        released = path[:MONTHS] + rng.laplace(0.0, np.sqrt(noise_var / 2), MONTHS)
+        fc = forecast_series(released, np.full(MONTHS, noise_var), 6, "ets-topdown", 3.0)
+        if fc.signal_variance > 0:
+            continue
+        error = np.abs(path[MONTHS:] - fc.point)
+        for interval in inside:
+            inside[interval].append(error <= _half_width(fc, 0.9, interval))
+    assert len(inside["posterior"]) >= 8, len(inside["posterior"])
+    posterior, plug_in = np.mean(inside["posterior"]), np.mean(inside["plug-in"])
+    assert posterior >= 0.9 and posterior > plug_in, (posterior, plug_in)
