@@ -6,7 +6,8 @@ Usage::
     flock /work/coord/bigmem.lock nice -n 10 .venv/bin/python benchmarks/bench_scale.py \\
         --folder DIR --baseline polars:330000 \\
         --ladder duckdb:330000,duckdb:3300000,duckdb:16500000 [--months 14] \\
-        [--stages generate,prepare,release] [--reuse] [--keep] [--memory-limit 1GB]
+        [--stages generate,prepare,release] [--reuse] [--keep] [--memory-limit 1GB] \\
+        [--max-rss-gb 12]
 
 Each rung is ``ENGINE:CUSTOMERS`` (``--months`` months of history each; 330,000 customers ×
 14 months is about 10 million order lines). The raw data of a size is generated once, in
@@ -32,7 +33,12 @@ the issue's goal: prepare + month-closing ≤ 1.5× the in-memory path's per 10 
 place; without it they are removed after each rung, and the generated data after the
 command. The JSON (``--out``, default ``benchmarks/results/bench_scale_<largest lines>.json``)
 is rewritten after every stage, so a ladder stopped part-way (SIGTERM, or a stage that fails)
-still says where it stopped, with the peak and time of the stage it was in.
+still says where it stopped, with the peak and time of the stage it was in. ``--profile``
+also charges prepare's and the release's resident memory to their steps (the wrappers and
+sampler of ``profile_prepare.py`` / ``profile_release.py``, in the stage's own process): each
+step's peak and time go into the stage's ``profile``. ``--max-rss-gb``
+kills a stage whose process tree passes that much (the machine is shared): the stage is then
+recorded as failed at that peak, and the ladder stops there.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import importlib
 import json
 import os
 import resource
@@ -104,13 +111,46 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def profiled_child(stage: str, folder: Path, customers: int, months: int, ws: str) -> dict:
+    """``bench_pipeline.child`` with ``profile_release.Profile`` charging this process's
+    resident memory to the innermost prepare step (``profile_prepare.STAGES``) or release
+    step (``profile_release.STAGES``) running: where a stage's peak sits."""
+    from bench_pipeline import child
+    from profile_prepare import STAGES as PREPARE_STEPS
+    from profile_release import STAGES as RELEASE_STEPS
+    from profile_release import Profile
+
+    profile = Profile()
+    for module, attribute in {"prepare": PREPARE_STEPS, "release": RELEASE_STEPS}.get(stage, ()):
+        owner: Any = importlib.import_module(module)
+        for part in attribute.split("."):  # a version may lack one
+            owner = getattr(owner, part, None)
+        if owner is not None:
+            profile.wrap(module, attribute)
+    with profile:
+        out = child(stage, folder, customers, months, ws)
+    return out | {"profile": profile.rows()}
+
+
 def run_stage(
-    stage: str, size_dir: Path, ws: str, engine: str, memory_limit: str, customers: int, months: int
+    stage: str,
+    size_dir: Path,
+    ws: str,
+    engine: str,
+    memory_limit: str,
+    customers: int,
+    months: int,
+    max_rss_mb: float = 0,
+    profile: bool = False,
 ) -> dict[str, Any]:
     """One stage in its own process; its figures (``stopped``/``failed`` when it did not end)."""
     env = {**os.environ, "SEGMENTS_ENGINE": engine, "SEGMENTS_MEMORY_LIMIT": memory_limit}
-    command = [sys.executable, str(PIPELINE), "--child", stage, "--folder", str(size_dir)]
+    if profile:
+        command = [sys.executable, __file__, "--child-profile", stage, "--folder", str(size_dir)]
+    else:
+        command = [sys.executable, str(PIPELINE), "--child", stage, "--folder", str(size_dir)]
     command += ["--ws", ws, "--customers", str(customers), "--months", str(months)]
+    available = psutil.virtual_memory().available
     cpu0, start = _children_cpu(), time.perf_counter()
     child = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
@@ -119,9 +159,16 @@ def run_stage(
     peak = [0]
     done = threading.Event()
 
+    over: list[str] = []
+
     def sample() -> None:
         while not done.wait(SAMPLE_SECONDS):
             peak[0] = max(peak[0], _tree_rss(proc))
+            if max_rss_mb and peak[0] > max_rss_mb * 2**20 and not over:
+                over.append(f"killed: the process tree passed --max-rss-gb ({max_rss_mb} MB)")
+                for p in [*proc.children(recursive=True), proc]:
+                    with contextlib.suppress(psutil.Error):
+                        p.kill()
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -137,7 +184,9 @@ def run_stage(
         raise_after: BaseException | None = stop
     else:
         raise_after = None
-        if child.returncode:
+        if over:
+            out = {"failed": over[0]}
+        elif child.returncode:
             out = {"failed": (stderr.strip().splitlines() or ["(no message)"])[-1]}
             print(f"{stage} on {engine} failed:\n{stderr[-3000:]}", file=sys.stderr)
         else:
@@ -150,6 +199,8 @@ def run_stage(
         "tree_cpu_seconds": round(_children_cpu() - cpu0, 2),
         "tree_peak_rss_mb": round(peak[0] / 2**20, 1),
         "disk_mb_after": round(_disk_bytes(size_dir / ws) / 2**20, 1),
+        "machine_available_mb_before": round(available / 2**20),
+        "load_average_after": round(os.getloadavg()[0], 1),
     }
     if raise_after is not None:
         out["stopped_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -213,6 +264,8 @@ def run_rung(
     reuse: bool,
     results: dict[str, Any],
     save: Any,
+    max_rss_mb: float = 0,
+    profile: bool = False,
 ) -> dict[str, Any]:
     """Generate (unless reused) then prepare and release on ``engine`` in its copy."""
     size_dir = folder / f"c{customers}-m{months}"
@@ -230,7 +283,9 @@ def run_rung(
         else:
             shutil.rmtree(size_dir / "ws", ignore_errors=True)
             print(f"  disk free before generate: {shutil.disk_usage(folder).free / 2**30:.1f} GB")
-            out = run_stage("generate", size_dir, "ws", engine, memory_limit, customers, months)
+            out = run_stage(
+                "generate", size_dir, "ws", engine, memory_limit, customers, months, max_rss_mb
+            )
             stages_out["generate"] = out
             _print_stage("generate", out)
             if "failed" not in out:
@@ -247,7 +302,17 @@ def run_rung(
         for stage in product:
             print(f"  disk free before {stage}: {shutil.disk_usage(folder).free / 2**30:.1f} GB")
             try:
-                out = run_stage(stage, size_dir, copy, engine, memory_limit, customers, months)
+                out = run_stage(
+                    stage,
+                    size_dir,
+                    copy,
+                    engine,
+                    memory_limit,
+                    customers,
+                    months,
+                    max_rss_mb,
+                    profile,
+                )
             except Stopped as stop:
                 stages_out[stage] = json.loads(str(stop))
                 _print_stage(stage, stages_out[stage])
@@ -282,8 +347,26 @@ def main() -> None:
     parser.add_argument("--memory-limit", default="1GB")
     parser.add_argument("--reuse", action="store_true", help="use data generated before")
     parser.add_argument("--keep", action="store_true", help="keep generated and prepared data")
+    parser.add_argument(
+        "--max-rss-gb",
+        type=float,
+        default=0,
+        help="kill a stage whose process tree passes this (the machine is shared); 0: never",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="charge prepare's and the release's memory to their steps (profile_*.STAGES)",
+    )
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--child-profile", choices=STAGES, help=argparse.SUPPRESS)
+    parser.add_argument("--ws", default="ws", help=argparse.SUPPRESS)
+    parser.add_argument("--customers", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_profile:
+        out = profiled_child(args.child_profile, args.folder, args.customers, args.months, args.ws)
+        print(json.dumps(out, default=str))
+        return
     stages = [s for s in args.stages.split(",") if s]
     rungs = [
         (e, int(c)) for e, c in (r.split(":") for r in [args.baseline, *args.ladder.split(",")])
@@ -292,6 +375,8 @@ def main() -> None:
     results: dict[str, Any] = {
         "command": " ".join(sys.argv),
         "memory_limit": args.memory_limit,
+        "max_rss_gb": args.max_rss_gb,
+        "profile": args.profile,
         "months": args.months,
         "machine": f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GB",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -318,6 +403,8 @@ def main() -> None:
                 args.reuse,
                 results,
                 save,
+                args.max_rss_gb * 1024,
+                args.profile,
             )
             run["baseline"] = i == 0
             if i:
@@ -328,6 +415,11 @@ def main() -> None:
                     f"(CPU {run['cpu_per_10m_lines_over_baseline']}; goal prepare+release ≤ 1.5)"
                 )
             save()
+            failed = [s for s, o in run["stages"].items() if "failed" in o]
+            if failed:
+                results["stopped"] = f"{failed[0]} failed at {customers:,} customers: ladder ends"
+                print(results["stopped"], flush=True)
+                break
             if not args.keep:
                 shutil.rmtree(
                     args.folder / f"c{customers}-m{args.months}" / f"ws-{engine}",
