@@ -9,36 +9,36 @@ Usage::
         [--stages generate,prepare,release] [--reuse] [--keep] [--memory-limit 1GB] \\
         [--max-rss-gb 12]
 
-Each rung is ``ENGINE:CUSTOMERS`` (``--months`` months of history each; 330,000 customers ×
-14 months is about 10 million order lines). The raw data of a size is generated once, in
-month partitions, into ``DIR/c<customers>-m<months>/ws`` and shared by every engine run at
-that size: each engine prepares and releases in its own hard-linked copy of it
+Each rung is ``ENGINE:CUSTOMERS[:MONTHS]`` (``--months`` months of history when not given;
+330,000 customers × 14 months is about 10 million order lines). The raw data of a size is
+generated once, in month partitions, into ``DIR/c<customers>-m<months>/ws`` and shared by every
+engine run at that size: each engine prepares and releases in its own hard-linked copy of it
 (``ws-<engine>``), so the baseline and the embedded engine at 10 M read the same bytes.
 
 Every stage is one process of ``bench_pipeline.py --child`` (the same stage code as that
-benchmark: ``generate``, ``prepare`` with purpose ``statistics`` and policy ``alloffice``
-under ``SEGMENTS_ENGINE``, and ``release`` = ``bench_releases.child_release``: the
-month-closing, the monthly series of 2026-02 and the survey). For each stage the parent
-records the wall time, the CPU seconds of the whole process tree (``RUSAGE_CHILDREN``), the
-child's own peak (``VmHWM``) and the peak of the whole process tree (resident memory of the
-child and its descendants summed, sampled every 0.2 s: the child's figure is exact, the
-tree's can miss a peak shorter than the interval), and the disk the workspace uses after it.
-Figures are also given per 10 million raw lines and divided by the baseline's (wall and CPU;
-the issue's goal: prepare + month-closing ≤ 1.5× the in-memory path's per 10 M lines, peak ≤
-8 GB at 500 M).
+benchmark: ``generate``, ``prepare`` with purpose ``statistics`` and policy ``alloffice`` under
+``SEGMENTS_ENGINE``, and ``release`` = ``bench_releases.child_release``: the month-closing, the
+monthly series of 2026-02 and the survey). For each stage the parent records the wall time, the
+CPU seconds of the whole process tree (``RUSAGE_CHILDREN``), the child's own peak (``VmHWM``)
+and the peak of the whole process tree (resident memory of the child and its descendants summed,
+sampled every 0.2 s: the child's figure is exact, the tree's can miss a peak shorter than the
+interval), and the disk the workspace uses after it. Figures are also given per 10 million raw
+lines and divided by the baseline's (wall and CPU; the issue's goal: prepare + month-closing ≤
+1.5× the in-memory path's per 10 M lines, peak ≤ 8 GB at 500 M).
 
 ``--reuse`` keeps data already generated for a size (by an earlier ``--keep`` run): its
 ``generate`` stage is skipped and the generator figures are those of the run that made it
 (``DIR/c…/generate.json``). ``--keep`` leaves the engine copies (prepared data, ledger) in
-place; without it they are removed after each rung, and the generated data after the
-command. The JSON (``--out``, default ``benchmarks/results/bench_scale_<largest lines>.json``)
-is rewritten after every stage, so a ladder stopped part-way (SIGTERM, or a stage that fails)
-still says where it stopped, with the peak and time of the stage it was in. ``--profile``
-also charges prepare's and the release's resident memory to their steps (the wrappers and
-sampler of ``profile_prepare.py`` / ``profile_release.py``, in the stage's own process): each
-step's peak and time go into the stage's ``profile``. ``--max-rss-gb``
-kills a stage whose process tree passes that much (the machine is shared): the stage is then
-recorded as failed at that peak, and the ladder stops there.
+place; without it they are removed after each rung, and the generated data after the command.
+The JSON (``--out``, default
+``benchmarks/results/bench_scale_<customers>x<months>.json`` of the largest rung)) is
+rewritten after every stage, so a ladder stopped part-way (SIGTERM, or a stage that fails) still
+says where it stopped, with the peak and time of the stage it was in. ``--profile`` also charges
+prepare's and the release's resident memory to their steps (the wrappers and sampler of
+``profile_prepare.py`` / ``profile_release.py``, in the stage's own process): each step's peak
+and time go into the stage's ``profile``. ``--max-rss-gb`` kills a stage whose process tree
+passes that much (the machine is shared): the stage is then recorded as failed at that peak, and
+the ladder stops there.
 """
 
 from __future__ import annotations
@@ -335,6 +335,12 @@ def run_rung(
     return run
 
 
+def _rung(text: str, months: int) -> tuple[str, int, int]:
+    """``ENGINE:CUSTOMERS[:MONTHS]`` (``months`` when not given)."""
+    engine, customers, *rest = text.split(":")
+    return engine, int(customers), int(rest[0]) if rest else months
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, required=True)
@@ -368,16 +374,14 @@ def main() -> None:
         print(json.dumps(out, default=str))
         return
     stages = [s for s in args.stages.split(",") if s]
-    rungs = [
-        (e, int(c)) for e, c in (r.split(":") for r in [args.baseline, *args.ladder.split(",")])
-    ]
-    out_path = args.out or HERE / "results" / f"bench_scale_{max(c for _, c in rungs)}c.json"
+    rungs = [_rung(r, args.months) for r in [args.baseline, *args.ladder.split(",")]]
+    largest = max(rungs, key=lambda r: r[1] * r[2])
+    out_path = args.out or HERE / "results" / f"bench_scale_{largest[1]}x{largest[2]}.json"
     results: dict[str, Any] = {
         "command": " ".join(sys.argv),
         "memory_limit": args.memory_limit,
         "max_rss_gb": args.max_rss_gb,
         "profile": args.profile,
-        "months": args.months,
         "machine": f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GB",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "load_average": {"before": round(os.getloadavg()[0], 1)},
@@ -392,12 +396,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _stop)
     print(f"load average before: {os.getloadavg()[0]:.1f} (2 cores)", flush=True)
     try:
-        for i, (engine, customers) in enumerate(rungs):
+        for i, (engine, customers, months) in enumerate(rungs):
             run = run_rung(
                 args.folder,
                 engine,
                 customers,
-                args.months,
+                months,
                 stages,
                 args.memory_limit,
                 args.reuse,
@@ -422,11 +426,11 @@ def main() -> None:
                 break
             if not args.keep:
                 shutil.rmtree(
-                    args.folder / f"c{customers}-m{args.months}" / f"ws-{engine}",
+                    args.folder / f"c{customers}-m{months}" / f"ws-{engine}",
                     ignore_errors=True,
                 )
-                if customers not in {c for _, c in rungs[i + 1 :]}:
-                    shutil.rmtree(args.folder / f"c{customers}-m{args.months}", ignore_errors=True)
+                if (customers, months) not in {(c, m) for _, c, m in rungs[i + 1 :]}:
+                    shutil.rmtree(args.folder / f"c{customers}-m{months}", ignore_errors=True)
     except Stopped as stop:
         results["stopped"] = str(stop.__cause__ or stop)[:200]
         print(f"stopped: {results['stopped']}", flush=True)
