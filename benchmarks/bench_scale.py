@@ -31,7 +31,7 @@ lines and divided by the baseline's (wall and CPU; the issue's goal: prepare + m
 (``DIR/c…/generate.json``). ``--keep`` leaves the engine copies (prepared data, ledger) in
 place; without it they are removed after each rung, and the generated data after the command.
 The JSON (``--out``, default
-``benchmarks/results/bench_scale_<customers>x<months>.json`` of the largest rung)) is
+``benchmarks/results/bench_scale_<customers>x<months>.json`` of the largest rung) is
 rewritten after every stage, so a ladder stopped part-way (SIGTERM, or a stage that fails) still
 says where it stopped, with the peak and time of the stage it was in. ``--profile`` also charges
 prepare's and the release's resident memory to their steps (the wrappers and sampler of
