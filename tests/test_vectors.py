@@ -312,6 +312,38 @@ def test_compositor_loss_is_bound_plus_sums_and_the_bound_is_recorded(family):
     )
 
 
+def test_a_run_builds_each_aggregates_person_vectors_once_for_all_its_steps(monkeypatch):
+    """Issue 21: the private bound (norms), the clipped sums and the clipped excess of one
+    aggregate read one build of the persons' vectors inside a run (it was built once per step,
+    most of the OpenDP step's time at 10 M lines); the bound and the excess are what each
+    step computes alone; a second run builds them afresh."""
+    rng = np.random.default_rng(11)
+    data = _cells(2_000, True, rng)
+    alone = _release(public=None, loss=1e4, bound_loss=1.0)
+    alone.excess_losses = {"units": 1e4}  # noise scale 1e-4: the excess is exact
+    vectors = PersonVectors.of(data.collect(), KEYS, ["category"], "units")
+    norms = vectors.norms("l1")
+    release = _release(public=None, loss=1e4, bound_loss=1.0)
+    release.excess_losses = {"units": 1e4}
+    calls = []
+    of = PersonVectors.of.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        PersonVectors, "of", classmethod(lambda cls, *a: calls.append(1) or of(cls, *a))
+    )
+    answer = release.run(data)
+    assert len(calls) == 1  # norms, sums and excess: one build
+    c = int(math.ceil(release.bound("units")))
+    expected = clip_to_norm(person_matrix(data.collect(), KEYS, ["category"], "units"), c, "l1")
+    assert np.abs(answer["units"].to_numpy() - expected.sum(axis=0)).max() <= 1
+    span = release.excess_span("units")
+    excess = np.clip(np.minimum(norms, c + span) - np.minimum(norms, c), 0, span)
+    assert abs(release.excess["units"] - int(np.rint(excess.sum()))) <= 1
+    release.run(data)
+    assert len(calls) == 2  # another run: its own build
+    alone.excess_measurement()(data)
+    assert len(calls) == 3  # a step outside a run builds its own
+
+
 def test_fast_discrete_gaussian_accuracy_is_an_upper_bound_within_one_unit():
     """The fast accuracy (continuous, rounded up, plus one) never understates OpenDP's exact
     discrete-Gaussian half-width and overstates it by at most one unit."""
@@ -368,6 +400,40 @@ def _two_segments(rng: np.random.Generator, people: int = 3_000) -> pl.DataFrame
             )
         )
     return pl.concat(frames)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 12),
+            st.sampled_from(["heavy", "light", "other"]),
+            st.sampled_from(PRODUCT_CATEGORIES[:3]),
+            st.integers(-5, 400),
+        ),
+        max_size=60,
+    ),
+    st.sampled_from(["pure", "zcdp"]),
+)
+def test_group_norms_are_each_groups_own_build(rows, family):
+    """Issue 21: the per-segment private bounds read every segment's norms from one build of
+    the vectors; each segment's norms are exactly those of a build from its own rows (a
+    person in the segment of their first row, other rows dropped; cells outside the keys
+    ignored), in the same order."""
+    frame = pl.DataFrame(
+        rows,
+        schema={"pid": pl.UInt64, "segment": pl.Utf8, "category": pl.Utf8, "units": pl.Int64},
+        orient="row",
+    )
+    release = _segmented(family)  # l1 norms under pure DP (Laplace), l2 under zCDP
+    first = frame.group_by("pid").agg(pl.col("segment").first().alias("_group"))
+    kept = frame.join(first, on="pid").filter(pl.col("segment") == pl.col("_group"))
+    got = release.group_norms(frame, "units")
+    assert list(got) == ["heavy", "light"]
+    for group in ("heavy", "light"):
+        rows_of = kept.filter(pl.col("segment") == group).drop("_group")
+        alone = PersonVectors.of(rows_of, SEGMENT_KEYS, ["segment", "category"], "units")
+        assert got[group].tolist() == alone.norms(release.norm).tolist()
 
 
 @pytest.mark.parametrize("family", ["pure", "zcdp"])

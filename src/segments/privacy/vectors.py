@@ -111,6 +111,11 @@ _REPEATED: ContextVar[dict[tuple[int, int], tuple[Any, Any, Any]] | None] = Cont
 )
 _Result = TypeVar("_Result")
 
+#: Inside :meth:`VectorRelease.run`: (input id, aggregate) → (input, its person vectors).
+_RUN_VECTORS: ContextVar[dict[tuple[int, str], tuple[Any, PersonVectors]] | None] = ContextVar(
+    "segments_run_vectors", default=None
+)
+
 
 @contextlib.contextmanager
 def repeated_invocations() -> Iterator[None]:
@@ -214,26 +219,27 @@ class PersonVectors:
     def of(
         cls, frame: pl.DataFrame, keys: pl.DataFrame, by: Sequence[str], aggregate: str
     ) -> PersonVectors:
-        """The entries of ``person_matrix(frame, keys, by, aggregate)`` that can be non-zero."""
+        """The entries of ``person_matrix(frame, keys, by, aggregate)`` that can be non-zero.
+
+        Only the join to the public keys runs in polars; the persons' ranks and the sums per
+        (person, cell) are numpy's sort of one int64 code per row (exact int64 sums, entries
+        in (person, cell) order): at 1.2 million cells about 100 MB below a polars group-by
+        and rank (``benchmarks/profile_release.py``)."""
         index = keys.select(list(by)).with_row_index("_cell")
-        entries = (
-            frame.join(index, on=list(by), how="inner")
-            .group_by("pid", "_cell")
-            .agg(pl.col(aggregate).clip(0, None).cast(pl.Int64).sum())
-            .select(
-                pl.col("pid").rank("dense").cast(pl.Int64) - 1,
-                pl.col("_cell").cast(pl.Int64),
-                pl.col(aggregate),
-            )
-        )
-        person = entries["pid"].to_numpy()
-        return cls(
-            person,
-            entries["_cell"].to_numpy(),
-            entries[aggregate].to_numpy(),
-            int(person.max()) + 1 if person.size else 0,
-            keys.height,
-        )
+        joined = frame.join(index, on=list(by), how="inner")
+        pid = joined["pid"].to_numpy()
+        cell = joined["_cell"].to_numpy().astype(np.int64)
+        value = joined[aggregate].clip(0, None).cast(pl.Int64).fill_null(0).to_numpy()
+        del joined
+        people, person = np.unique(pid, return_inverse=True)
+        n_cells = keys.height
+        code = person.astype(np.int64).reshape(-1) * n_cells + cell
+        order = np.argsort(code, kind="stable")
+        code, value = code[order], value[order]
+        first = np.flatnonzero(np.r_[True, code[1:] != code[:-1]]) if code.size else code
+        sums = np.add.reduceat(value, first) if value.size else value
+        code = code[first]
+        return cls(code // n_cells, code % n_cells, sums, int(people.size), n_cells)
 
     def norms(self, norm: str) -> np.ndarray:
         """Each person's norm (L1 or L2), as :func:`_norms` of the dense matrix: integers
@@ -402,8 +408,23 @@ class VectorRelease:
             data = data.filter(self.where)
         return data.select("pid", *self.by, aggregate).collect()
 
-    def _vectors(self, data: pl.LazyFrame, aggregate: str, weights: np.ndarray) -> PersonVectors:
+    def _person_vectors(self, data: pl.LazyFrame, aggregate: str) -> PersonVectors:
+        """The persons' vectors of one aggregate on ``data``; inside :meth:`run`, built once
+        per input and aggregate and shared by its steps (the norms for the private bound, the
+        clipped sums, the clipped excess), as :func:`repeated_invocations` shares a step's
+        result: a function of the input alone, so each step computes what it computed
+        alone, and only one aggregate's frame is collected at a time."""
+        memo = _RUN_VECTORS.get()
+        key = (id(data), aggregate)
+        if memo is not None and key in memo:
+            return memo[key][1]
         vectors = PersonVectors.of(self._frame(data, aggregate), self.keys, self.by, aggregate)
+        if memo is not None:
+            memo[key] = (data, vectors)
+        return vectors
+
+    def _vectors(self, data: pl.LazyFrame, aggregate: str, weights: np.ndarray) -> PersonVectors:
+        vectors = self._person_vectors(data, aggregate)
         if self.group_bounds.get(aggregate):
             # a group's cells on the largest group's scale: the clip at c is then the
             # group's own bound for a person of that group, and any row's norm stays <= c
@@ -501,7 +522,7 @@ class VectorRelease:
 
     def _norms_transformation(self, aggregate: str) -> Any:
         def norms(data: pl.LazyFrame) -> list[float]:
-            vectors = PersonVectors.of(self._frame(data, aggregate), self.keys, self.by, aggregate)
+            vectors = self._person_vectors(data, aggregate)
             return [float(v) for v in vectors.norms(self.norm)]
 
         return dp.t.make_user_transformation(
@@ -512,6 +533,24 @@ class VectorRelease:
             function=_once_per_input(norms),
             stability_map=lambda d_in: int(d_in),  # one value per person
         )
+
+    def group_norms(self, frame: pl.DataFrame, aggregate: str) -> dict[str, np.ndarray]:
+        """Each group's persons' norms, in ``pid`` order: a person is in the group of their
+        first row (their rows in other groups dropped), so no person is in two groups.
+
+        One build of the vectors for all groups: a person's entries then all lie in their
+        group's cells, so a group's norms are exactly those of a build from its rows alone
+        (tested equal), without a build per group."""
+        assert self.partition is not None
+        partition = self.partition
+        first = frame.group_by("pid").agg(pl.col(partition).first().alias("_group"))
+        frame = frame.join(first, on="pid").filter(pl.col(partition) == pl.col("_group"))
+        vectors = PersonVectors.of(frame.drop("_group"), self.keys, self.by, aggregate)
+        norms = vectors.norms(self.norm)
+        of_cell = np.array(self.keys[partition].to_list(), dtype=object)
+        of_person = np.empty(vectors.n_people, dtype=object)
+        of_person[vectors.person] = of_cell[vectors.cell]
+        return {group: norms[of_person == group] for group in dict.fromkeys(of_cell.tolist())}
 
     def bound_measurement(self, aggregate: str) -> Any:
         """OpenDP measurement of an aggregate's private bound (the quantile of norms); with a
@@ -536,15 +575,8 @@ class VectorRelease:
         groups = list(dict.fromkeys(self.keys[partition].to_list()))
 
         def per_group(data: pl.LazyFrame) -> dict[str, float]:
-            frame = self._frame(data, aggregate)
-            first = frame.group_by("pid").agg(pl.col(partition).first().alias("_group"))
-            frame = frame.join(first, on="pid").filter(pl.col(partition) == pl.col("_group"))
-            out = {}
-            for group in groups:
-                rows = frame.filter(pl.col(partition) == group).drop("_group")
-                norms = PersonVectors.of(rows, self.keys, self.by, aggregate).norms(self.norm)
-                out[group] = float(quantile([float(v) for v in norms]))
-            return out
+            norms = self.group_norms(self._frame(data, aggregate), aggregate)
+            return {group: float(quantile([float(v) for v in norms[group]])) for group in groups}
 
         return dp.m.make_user_measurement(
             CELLS_DOMAIN,
@@ -595,7 +627,15 @@ class VectorRelease:
 
     def run(self, data: pl.LazyFrame) -> pl.DataFrame:
         """Choose the private bounds, then release the sums (and the clipped excesses, into
-        :attr:`excess`), all inside one compositor."""
+        :attr:`excess`), all inside one compositor; the persons' vectors of each aggregate
+        are built once for all its steps (:meth:`_person_vectors`)."""
+        token = _RUN_VECTORS.set({})
+        try:
+            return self._run(data)
+        finally:
+            _RUN_VECTORS.reset(token)
+
+    def _run(self, data: pl.LazyFrame) -> pl.DataFrame:
         queryable = self.compositor()(data)
         for aggregate in self.aggregates:
             if self.private(aggregate):
