@@ -217,19 +217,34 @@ class PersonVectors:
 
     @classmethod
     def of(
-        cls, frame: pl.DataFrame, keys: pl.DataFrame, by: Sequence[str], aggregate: str
+        cls,
+        frame: pl.DataFrame | pl.LazyFrame,
+        keys: pl.DataFrame,
+        by: Sequence[str],
+        aggregate: str,
     ) -> PersonVectors:
         """The entries of ``person_matrix(frame, keys, by, aggregate)`` that can be non-zero.
 
-        Only the join to the public keys runs in polars; the persons' ranks and the sums per
-        (person, cell) are numpy's sort of one int64 code per row (exact int64 sums, entries
-        in (person, cell) order): at 1.2 million cells about 100 MB below a polars group-by
-        and rank (``benchmarks/profile_release.py``)."""
-        index = keys.select(list(by)).with_row_index("_cell")
-        joined = frame.join(index, on=list(by), how="inner")
+        Only the join to the public keys runs in polars, streamed (a LazyFrame of a Parquet
+        file is read in pieces, and only ``pid``, the key row and the value are held, not
+        the key columns' text); the persons' ranks and the sums per (person, cell) are a
+        numpy sort of one int64 code per row (exact int64 sums, entries in (person, cell)
+        order), instead of a polars group-by and rank (``benchmarks/profile_release.py``)."""
+        index = keys.select(list(by)).with_row_index("_cell").lazy()
+        joined = (
+            frame.lazy()
+            .select("pid", *by, aggregate)
+            .join(index, on=list(by), how="inner")
+            .select(
+                "pid",
+                pl.col("_cell").cast(pl.Int64),
+                pl.col(aggregate).clip(0, None).cast(pl.Int64).fill_null(0).alias("_value"),
+            )
+            .collect(engine="streaming")
+        )
         pid = joined["pid"].to_numpy()
-        cell = joined["_cell"].to_numpy().astype(np.int64)
-        value = joined[aggregate].clip(0, None).cast(pl.Int64).fill_null(0).to_numpy()
+        cell = joined["_cell"].to_numpy()
+        value = joined["_value"].to_numpy()
         del joined
         people, person = np.unique(pid, return_inverse=True)
         n_cells = keys.height
@@ -418,7 +433,8 @@ class VectorRelease:
         key = (id(data), aggregate)
         if memo is not None and key in memo:
             return memo[key][1]
-        vectors = PersonVectors.of(self._frame(data, aggregate), self.keys, self.by, aggregate)
+        rows = data if self.where is None else data.filter(self.where)
+        vectors = PersonVectors.of(rows, self.keys, self.by, aggregate)
         if memo is not None:
             memo[key] = (data, vectors)
         return vectors
