@@ -428,7 +428,8 @@ class VectorRelease:
         per input and aggregate and shared by its steps (the norms for the private bound, the
         clipped sums, the clipped excess), as :func:`repeated_invocations` shares a step's
         result: a function of the input alone, so each step computes what it computed
-        alone, and only one aggregate's frame is collected at a time."""
+        alone. The run holds each aggregate's vectors (a few int64 arrays, one entry per
+        person and cell) until it ends."""
         memo = _RUN_VECTORS.get()
         key = (id(data), aggregate)
         if memo is not None and key in memo:
@@ -552,7 +553,8 @@ class VectorRelease:
 
     def group_norms(self, frame: pl.DataFrame, aggregate: str) -> dict[str, np.ndarray]:
         """Each group's persons' norms, in ``pid`` order: a person is in the group of their
-        first row (their rows in other groups dropped), so no person is in two groups.
+        first row (their rows in other groups dropped), so no person is in two groups. The
+        :attr:`partition` is one of the keys (:attr:`by`), so a key row names its group.
 
         One build of the vectors for all groups: a person's entries then all lie in their
         group's cells, so a group's norms are exactly those of a build from its rows alone
