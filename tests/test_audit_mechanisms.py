@@ -319,22 +319,35 @@ def test_the_sequence_case_composes_the_copies_its_test_can_refute() -> None:
 
 
 def test_the_composition_check_fails_a_release_charged_less_than_it_measures() -> None:
-    """The audit's check of a release's charge (run._composition_check): the ledger's charge
-    must be OpenDP's composition of the steps; a release charged for its sums and bounds only
-    (its clip excess left out) fails, and so does one the ledger does not hold."""
+    """The audit's check of a release's charge (run._composition_check) rebuilds each step
+    from what the LEDGER ENTRY recorded (noise, scale, sensitivity), never a re-plan by
+    today's code nor the card (the context here has no cards: reading one would raise): a
+    release charged for its sums only (its clip excess left out) fails, and so does one
+    charged for a step it does not measure or a group the ledger does not hold; an entry
+    from older code that records no steps is inconclusive, never a pass (h14h NOT done)."""
     import types
 
     from segments.audit.mechanisms import AuditedCase, MechanismCase
     from segments.audit.run import _composition_check
 
-    steps = {"q: private bound of units": 0.05, "q: noisy sums": 0.8, "q: clip excess": 0.1}
-    composition = {"family": "pure", "composed": 0.95, "charged": 0.95, "steps": steps}
-    case = MechanismCase("q", float, 1.0, 0.0, 0.8, 0.0, float, composition=composition)
+    replanned = {"family": "pure", "composed": 5.0, "charged": 5.0, "steps": {}}  # ignored
+    case = MechanismCase("q", float, 1.0, 0.0, 0.8, 0.0, float, composition=replanned)
     audited = AuditedCase(case, "release", ("r1", "r2"), "2 release(s) of q")
+    steps = [
+        {"step": "noisy sum of units", "noise": "laplace", "scale": 10.0, "sensitivity": 8},
+        {"step": "clip excess of units", "noise": "laplace", "scale": 80.0, "sensitivity": 8},
+    ]
+    recorded = {"q": {"family": "pure", "steps": steps}}
+    older = {"q": {"influence": "per person", "clipping": {}}}  # charged before steps were kept
 
-    def verdict(charges: dict[str, float]) -> str:
+    def verdict(charges: dict[str, float], bounds: dict = recorded, rho: bool = False) -> str:
         entries = [
-            types.SimpleNamespace(release_id=r, request=types.SimpleNamespace(epsilon=e, rho=None))
+            types.SimpleNamespace(
+                release_id=r,
+                request=types.SimpleNamespace(
+                    epsilon=None if rho else e, rho=e if rho else None, bounds=bounds
+                ),
+            )
             for r, e in charges.items()
         ]
         ctx = types.SimpleNamespace(entries=lambda: entries)
@@ -342,7 +355,56 @@ def test_the_composition_check_fails_a_release_charged_less_than_it_measures() -
         assert check.status == record["verdict"]
         return check.status
 
-    assert verdict({"r1": 0.95, "r2": 0.95}) == "pass"
-    assert verdict({"r1": 0.95, "r2": 0.85}) == "fail"  # the excess not charged
-    assert verdict({"r1": 0.95, "r2": 1.2}) == "fail"  # charged for a step not measured
+    assert verdict({"r1": 0.9, "r2": 0.9}) == "pass"  # 8/10 + 8/80, OpenDP's own maps
+    assert verdict({"r1": 0.9, "r2": 0.8}) == "fail"  # the excess not charged
+    assert verdict({"r1": 0.9, "r2": 1.2}) == "fail"  # charged for a step not measured
     assert verdict({}) == "fail"  # no release of the group in the ledger
+    # released by older code: charged what that code measured (today's re-plan says 5.0)
+    assert verdict({"r1": 0.9, "r2": 0.9}, older) == "inconclusive"
+    assert verdict({"r1": 0.9, "r2": 0.9}, {}) == "inconclusive"
+    unknown = {"q": {"family": "pure", "steps": [{**steps[0], "noise": "exponential"}]}}
+    assert verdict({"r1": 0.8}, unknown) == "inconclusive"
+    gaussian = [{"step": "sum", "noise": "gaussian", "scale": 4.0, "sensitivity": 2}]
+    zcdp = {"q": {"family": "zcdp", "steps": gaussian}}  # ρ = 2² / (2 · 4²)
+    assert verdict({"r1": 0.125}, zcdp, rho=True) == "pass"
+    assert verdict({"r1": 0.1}, zcdp, rho=True) == "fail"
+
+
+def test_the_recorded_steps_rebuild_every_release_at_its_charge(tmp_path: Path) -> None:
+    """What a release records for the ledger (ReleasePlan.bounds()["<query>"]["steps"]),
+    rebuilt by the audit alone, composes to the loss charged, for every spec under a pure and
+    a zCDP policy (private bounds, sums, clip excess and the polars queries' columns); a step
+    dropped from the record makes the rebuild fall below the charge."""
+    import datetime as dt
+    import json
+
+    from segments.audit.mechanisms import recorded_composition
+    from segments.privacy._frames import write_prepared_frames, write_survey_frame
+    from segments.privacy.releases import plan_release
+    from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource
+
+    paths = write_prepared_frames(tmp_path, 200, 2500, seed=np.random.default_rng(7))
+    paths["surveys"] = write_survey_frame(
+        tmp_path / "surveys.parquet", 150, seed=np.random.default_rng(8)
+    )
+    excess = 0
+    for name in ("alloffice", "allkontor"):
+        params = PrivacyParams.from_policy(Policy.load(name), "statistics")
+        for spec in SPECS.values():
+            with plan_release(
+                spec, params, customers=paths["customers"], lines=paths["lines"],
+                surveys=paths["surveys"], as_of=dt.date(2026, 3, 1),
+                segments=SegmentSource.category_rule(),
+            ) as plan:  # fmt: skip
+                bounds = json.loads(json.dumps(plan.bounds()))  # as the ledger stores it
+                loss = plan.loss
+            charged = loss.rho if loss.rho is not None else loss.epsilon
+            rebuilt = recorded_composition(bounds)
+            assert "insufficient" not in rebuilt, (name, spec.name, rebuilt)
+            assert charged * (1 - 1e-6) <= rebuilt["composed"] <= charged * (1 + 1e-9), spec
+            excess += sum("clip excess" in step for step in rebuilt["steps"])
+            for facts in bounds.values():  # the last step of every query left out
+                facts["steps"] = facts["steps"][:-1]
+            if all(facts["steps"] for facts in bounds.values()):
+                assert recorded_composition(bounds)["composed"] < charged * (1 - 1e-6), spec
+    assert excess > 0  # the purchasing series' clip excess was among the rebuilt steps

@@ -21,7 +21,7 @@ import json
 import math
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,6 +53,7 @@ __all__ = [
     "audit_cases",
     "audit_private_model_source",
     "charged_composition",
+    "recorded_composition",
     "clip_excess_case",
     "person_release_cases",
     "raw_person_neighbours",
@@ -904,6 +905,85 @@ def charged_composition(plan: Any) -> dict[str, Any]:
         "charged": float(loss.rho if family == DPFamily.ZCDP else loss.epsilon),
         "steps": steps,
     }
+
+
+def recorded_composition(bounds: Mapping[str, Any]) -> dict[str, Any]:
+    """OpenDP's composition of the steps a release's ledger entry RECORDED (its ``bounds``,
+    :func:`segments.privacy.releases.recorded_steps`), rebuilt from those facts alone: never
+    a re-plan by today's code, never the card (which can be edited).
+
+    Each step is rebuilt as OpenDP measures it: a bounded sum whose stability for one person
+    is the recorded sensitivity, followed by integer Laplace or Gaussian noise at the recorded
+    scale (Laplace converted to ρ under zCDP), or OpenDP's quantile at the recorded candidates,
+    alpha and scale; a query's steps are composed by ``make_composition`` and mapped at one
+    person, and the queries add up.
+
+    Returns
+    -------
+    dict
+        ``family``, ``composed`` (ε, or ρ under zCDP) and ``steps`` (each step's loss); or, when
+        the entry does not record enough to rebuild a step, ``insufficient`` saying what is
+        missing (a release charged by older code): inconclusive, never a pass.
+    """
+    import opendp.prelude as dp
+
+    from segments.privacy.bounds import quantile_measurement
+
+    # the rebuilt sums are user transformations, as the releases' own (privacy/vectors.py)
+    dp.enable_features("contrib", "honest-but-curious")
+
+    def short(why: str) -> dict[str, Any]:
+        return {"insufficient": f"recorded facts insufficient: {why}"}
+
+    if not bounds:
+        return short("the ledger entry records no contribution bounds")
+    steps: dict[str, float] = {}
+    per_query: list[float] = []
+    families = set()
+    domain = dp.vector_domain(dp.atom_domain(T=float, nan=False))
+    for name, facts in sorted(bounds.items()):
+        recorded = facts.get("steps") if isinstance(facts, Mapping) else None
+        family = facts.get("family") if isinstance(facts, Mapping) else None
+        if not recorded or family not in (DPFamily.PURE, DPFamily.ZCDP):
+            return short(f"query {name!r} records no steps (noise, scale, sensitivity)")
+        families.add(family)
+        parts = []
+        for step in recorded:
+            noise, scale = step.get("noise"), step.get("scale")
+            sensitivity = step.get("sensitivity")
+            label = f"{name}: {step.get('step')}"
+            if not isinstance(scale, (int, float)) or not scale > 0:
+                return short(f"step {label!r} records no noise scale")
+            if noise == "quantile":
+                m = quantile_measurement(step["candidates"], step["alpha"], family, scale)
+            elif noise in ("laplace", "gaussian"):
+                if not isinstance(sensitivity, (int, float)) or sensitivity != int(sensitivity):
+                    return short(f"step {label!r} records no whole-number sensitivity")
+                width = int(sensitivity)
+                clipped_sum = dp.t.make_user_transformation(
+                    domain,
+                    dp.symmetric_distance(),
+                    dp.atom_domain(T="i64"),
+                    dp.absolute_distance(T="i64"),
+                    # one value per person, clipped to the step's sensitivity, summed
+                    function=lambda xs, w=width: int(sum(min(max(x, -w), w) for x in xs)),
+                    stability_map=lambda d_in, w=width: int(d_in) * w,
+                )
+                if noise == "gaussian":
+                    m = clipped_sum >> dp.m.then_gaussian(float(scale))
+                else:
+                    m = clipped_sum >> dp.m.then_laplace(float(scale))
+                    if family == DPFamily.ZCDP:
+                        m = dp.c.make_pureDP_to_zCDP(m)
+            else:
+                return short(f"step {label!r} has noise {noise!r}, which the audit cannot rebuild")
+            steps[label] = float(m.map(1))
+            parts.append(m)
+        composed = dp.c.make_composition(parts) if len(parts) > 1 else parts[0]
+        per_query.append(float(composed.map(1)))
+    if len(families) != 1:
+        return short("its queries record different DP families")
+    return {"family": families.pop(), "composed": math.fsum(per_query), "steps": steps}
 
 
 def survey_person_case(

@@ -537,54 +537,79 @@ def _person_audit(ctx: AuditContext, clause: str, trials: int) -> tuple[list[Che
 
 
 def _composition_check(ctx: AuditContext, clause: str, audited: Any) -> tuple[Check, dict]:
-    """A release's charge against OpenDP's composition of every step it measures (its
-    private bounds, sums and, for the purchasing series, clip excess), re-planned from the
-    specification the ledger recorded; the charge is the ledger's, for each release."""
+    """Each release's charge against OpenDP's composition of every step it measures (its
+    private bounds, sums and, for the purchasing series, clip excess), rebuilt from the facts
+    its ledger entry RECORDED (:func:`segments.audit.mechanisms.recorded_composition`): not a
+    re-plan by today's code (a release charged by older code does not fail spuriously) and
+    never the card (an edited card changes nothing). An entry that records too little to
+    rebuild its steps is inconclusive, never a pass."""
+    from segments.audit.mechanisms import recorded_composition
     from segments.privacy.composition import DPFamily
 
-    composition = audited.case.composition
-    zcdp = composition["family"] == DPFamily.ZCDP
-    unit = "ρ" if zcdp else "ε"
     ids = set(audited.release_ids)
-    charged = {
-        e.release_id: float((e.request.rho if zcdp else e.request.epsilon) or 0.0)
-        for e in ctx.entries()
-        if e.release_id in ids
-    }
-    composed = float(composition["composed"])
+    entries = {e.release_id: e for e in ctx.entries() if e.release_id in ids}
+    charged: dict[str, float] = {}
+    composed: dict[str, float] = {}
+    short: dict[str, str] = {}
+    steps: dict[str, float] = {}
+    family = audited.case.composition["family"]
+    for rid, entry in sorted(entries.items()):
+        recorded = recorded_composition(entry.request.bounds or {})
+        if "insufficient" in recorded:
+            short[rid] = recorded["insufficient"]
+            continue
+        family = recorded["family"]
+        zcdp = family == DPFamily.ZCDP
+        charged[rid] = float((entry.request.rho if zcdp else entry.request.epsilon) or 0.0)
+        composed[rid] = float(recorded["composed"])
+        steps = steps or recorded["steps"]
+    unit = "ρ" if family == DPFamily.ZCDP else "ε"
     # charged less than the composition: it spends more than it is charged (to the last
     # digits: the scales carry a margin); charged more: a step charged but not measured
     off = {
-        r: c for r, c in charged.items() if composed > c * (1 + 1e-9) or composed < c * (1 - 1e-6)
+        r: c
+        for r, c in charged.items()
+        if composed[r] > c * (1 + 1e-9) or composed[r] < c * (1 - 1e-6)
     }
-    ok = bool(charged) and not off
-    evidence = {
-        f"composed {unit} (OpenDP)": round(composed, 9),
-        f"{unit} of each step": {k: round(v, 9) for k, v in composition["steps"].items()},
+    status: Status = "fail" if off or not entries else "inconclusive" if short else "pass"
+    evidence: dict[str, Any] = {
+        f"composed {unit} (OpenDP, from the ledger's recorded steps)": sorted(
+            {round(c, 9) for c in composed.values()}
+        ),
+        f"{unit} of each step": {k: round(v, 9) for k, v in steps.items()},
         f"charged {unit} (ledger)": sorted({round(c, 9) for c in charged.values()}),
-        "releases": len(charged),
+        "releases": len(entries),
         "release_ids": sorted(ids)[:5],
     }
     if off:
-        evidence["charged otherwise"] = {r: round(c, 9) for r, c in list(off.items())[:5]}
-    if not charged:
+        evidence["charged otherwise"] = {
+            r: f"charged {round(c, 9)}, composed {round(composed[r], 9)}"
+            for r, c in list(off.items())[:5]
+        }
+    if short:
+        evidence["inconclusive"] = (
+            f"{len(short)} release(s) not rebuilt, e.g. {next(iter(short))}: "
+            f"{next(iter(short.values()))}"
+        )
+    if not entries:
         evidence["charged otherwise"] = "no release of this group is in the ledger"
     title = "Each release is charged OpenDP's composition of every step it measures."
     record = {
         "name": f"composition of {audited.note}",
         "clause": clause,
-        "verdict": "pass" if ok else "fail",
+        "verdict": status,
         "evidence": evidence,
         "kind": "composition",
     }
     check = Check(
         (clause,),
         title,
-        "the specification the ledger recorded, re-planned; each query's steps composed by "
-        "OpenDP (make_composition, mapped at one person), the queries added up; compared "
-        "with the loss the ledger charged each release",
+        "each step rebuilt from what the ledger recorded for the release (noise, scale, "
+        "sensitivity; a private bound's candidates and alpha), composed by OpenDP "
+        "(make_composition, mapped at one person), the queries added up; compared with the "
+        "loss the ledger charged the release",
         evidence,
-        "pass" if ok else "fail",
+        status,
         name="dp_audit_composition",
         releases=tuple(sorted(ids)),
     )

@@ -74,6 +74,15 @@ def _quantile(candidates: Sequence[float], alpha: float, family: str, scale: flo
     )
 
 
+def quantile_measurement(
+    candidates: Sequence[float], alpha: float, family: str, scale: float
+) -> Any:
+    """OpenDP's quantile measurement (the exponential mechanism over ``candidates``) at a given
+    ``scale``: what :func:`make_private_bound` runs, rebuilt from recorded facts (the audit's
+    composition check, :func:`segments.audit.mechanisms.recorded_composition`)."""
+    return _quantile(candidates, alpha, family, scale)
+
+
 def quantile_scale(candidates: Sequence[float], alpha: float, family: str, loss: float) -> float:
     """The exponential mechanism's scale whose OpenDP loss (ε, or ρ under zCDP) is ``loss``.
 

@@ -968,6 +968,67 @@ def _build_polars_query(
     )
 
 
+def recorded_steps(q: QueryPlan) -> list[dict[str, Any]]:
+    """Each OpenDP step of query ``q`` with what rebuilds it, for the ledger: its noise
+    (``laplace`` or ``gaussian`` on integers, or ``quantile``, the exponential mechanism of a
+    private bound), its scale and its sensitivity for one person (a whole number; for a
+    quantile its public candidates and alpha). A step of another kind (a quantile column of a
+    session query) is recorded with ``noise: None``: the audit then says its recorded facts are
+    insufficient rather than rebuilding it (:func:`segments.audit.mechanisms.recorded_composition`).
+    """
+    from segments.privacy.bounds import quantile_scale
+
+    out: list[dict[str, Any]] = []
+    if q.vector is None:
+        for row in q._summary.iter_rows(named=True):
+            gaussian = "gaussian" in str(row["distribution"]).lower()
+            laplace = "laplace" in str(row["distribution"]).lower()
+            sensitivity = row["sensitivity_l2" if gaussian else "sensitivity_l1"]
+            out.append(
+                {
+                    "step": str(row["column"]),
+                    "noise": "gaussian" if gaussian else "laplace" if laplace else None,
+                    "scale": float(row["scale"]),
+                    "sensitivity": None if sensitivity is None else float(sensitivity),
+                }
+            )
+        return out
+    v = q.vector
+    for a in v.aggregates:
+        if v.private(a):
+            candidates = [float(c) for c in v.candidates(a)]
+            out.append(
+                {
+                    "step": f"private bound of {a}",
+                    "noise": "quantile",
+                    "scale": quantile_scale(candidates, v.quantile, v.family, v.bound_losses[a]),
+                    "sensitivity": 1,
+                    "candidates": candidates,
+                    "alpha": v.quantile,
+                }
+            )
+    for a in v.aggregates:
+        out.append(
+            {
+                "step": f"noisy sum of {a}",
+                "noise": v.mechanism,
+                "scale": v.scale(a),
+                "sensitivity": int(math.ceil(v.bound(a))),
+            }
+        )
+    for a in v.aggregates:
+        if a in v.excess_losses:
+            out.append(
+                {
+                    "step": f"clip excess of {a}",
+                    "noise": v.mechanism,
+                    "scale": v.excess_scale(a),
+                    "sensitivity": v.excess_span(a),
+                }
+            )
+    return out
+
+
 def quantile_candidates(bounds: tuple[int, int]) -> list[int]:
     """Evenly spaced public candidates between the bounds (whole numbers, no duplicates)."""
     low, high = bounds
@@ -1255,10 +1316,14 @@ class ReleasePlan:
         return out
 
     def bounds(self) -> dict[str, Any]:
-        """Contribution bounds and clipping bounds, per query (for the ledger and card)."""
+        """Contribution bounds and clipping bounds, per query (for the ledger and card), with
+        the facts that rebuild each OpenDP step the query measures (``steps``,
+        :func:`recorded_steps`): the audit composes those, never a re-plan by later code."""
         out: dict[str, Any] = {}
         for q in self.queries:
             out[q.query.name] = {
+                "family": str(self.params.dp_family),
+                "steps": recorded_steps(q),
                 "influence": q.query.influence,
                 "rows_per_unit": _cells_per_unit(q.query, self.params, self.survey_rows),
                 "rows_per_cell_per_unit": 1,
