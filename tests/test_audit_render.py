@@ -200,6 +200,19 @@ def test_the_exit_status_tells_verified_from_could_not_test(
     assert reviewer.passed and reviewer.inconclusive == 0 and reviewer.unverified == ["AO-7"]
     assert reviewer.exit_status == 3
     assert json.loads(render_json(reviewer))["unverified_clauses"] == ["AO-7"]
+    # r11a F4: a clause with a pass whose steward-only check did not run (reviewer's role) is
+    # partly verified, never "pass", and the audit is not clean
+    from segments.audit.render import NEEDS_KEY
+
+    objectors = Check(("AO-1",), "objectors absent", "re-pseudonymise",
+                      {"reason": NEEDS_KEY}, "not applicable")  # fmt: skip
+    keyless = AuditReport(**{**base.__dict__, "checks": [attacks, objectors]})
+    assert keyless.clause_verdict("AO-1") == "partly verified"
+    assert "need the data steward's key" in keyless.banner()
+    assert keyless.unverified == ["AO-1"] and keyless.exit_status == 3
+    nothing = Check(("AO-1",), "no kanon release", "", {"reason": "nothing released"},
+                    "not applicable")  # fmt: skip
+    assert AuditReport(**{**base.__dict__, "checks": [attacks, nothing]}).exit_status == 0
     organisational = AuditReport(
         **{**reviewer.__dict__, "checks": [attacks, owner, files], "clauses": clauses[::2]}
     )

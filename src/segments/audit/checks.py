@@ -215,10 +215,10 @@ _ANCHORS = {
 def check_retention_persons(ctx: AuditContext) -> _Outcome:
     """Every person in a prepared frame is inside each customer rule's window (steward)."""
     persons = ctx.persons()
-    if persons is None:
+    if persons is None:  # without the key it did not run (its clause is then partly verified)
         return _not_applicable(
             "customer retention rules against raw anchors",
-            {"reason": "needs the key and the raw tables"},
+            {"reason": NEEDS_KEY if ctx.key is None else "needs the raw tables"},
             STEWARD,
         )
     rows: list[str] = []

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import polars as pl
 
 from segments._tables import read_table, table_schema
+from segments.audit.render import NEEDS_KEY
 from segments.policy import Policy
 from segments.prepare.pseudonym import PseudonymKey, pseudonymise_series
 from segments.workspace import CARD, CERTIFICATE, LABELS, PREPARED_CUSTOMERS, Workspace
@@ -38,7 +39,6 @@ __all__ = [
 Status = Literal["pass", "fail", "not applicable"]
 STEWARD = "data steward (holds the pseudonymisation key)"
 REVIEWER = "reviewer"
-NEEDS_KEY = "not applicable — needs the data steward's key"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ __all__ = [
     "Check",
     "ClauseView",
     "EXIT_STATUSES",
+    "NEEDS_KEY",
     "Section",
     "load_audit_json",
     "render_html",
@@ -49,15 +50,22 @@ ORGANISATIONAL_ROLE = "the controller's organisation (not verifiable by this too
 #: README quote them): 0 nothing fails, no check is inconclusive and every clause has a
 #: passing check; 1 a check fails; 3 nothing fails but the tool did not verify everything it
 #: could: a check is inconclusive (its test could not have refuted a violation at its trials)
-#: or a clause is not verified (no passing check, e.g. the steward's checks in --reviewer
-#: mode). A clause partly verified only because part of it is an organisational measure
-#: (which no file can settle) does not make it 3: audit.json's ``clauses`` say so.
+#: or a clause is not verified (no passing check) or only partly because a check of it needs
+#: the data steward's key (--reviewer mode). A clause partly verified only because part of
+#: it is an organisational measure (which no file can settle) does not make it 3.
 EXIT_STATUSES = {
     0: "clean: no check fails, none is inconclusive and every clause has a passing check "
     "(organisational measures aside)",
     1: "a check fails",
-    3: "no check fails, but some are inconclusive or some clause is not verified",
+    3: "no check fails, but some are inconclusive or some clause is not verified (or only "
+    "partly: a check of it needs the data steward's key)",
 }
+#: The reason a check gives when it did not run because it needs the data steward's key (the
+#: reviewer's role): shown "not applicable", but it was not tested, so its clause is at most
+#: "partly verified" (:meth:`AuditReport.partly_because`).
+NEEDS_KEY = "not applicable — needs the data steward's key"
+#: Why a clause with an organisational part is only partly verified (no file settles it).
+ORGANISATIONAL_REASON = "the rest is an organisational measure this tool cannot verify"
 #: "promise": verifies a clause of the policy; "precondition": a condition under which the
 #: checks are meaningful (not a promise of the policy, not counted among them).
 Kind = Literal["promise", "precondition"]
@@ -148,10 +156,18 @@ class AuditReport:
 
     @property
     def unverified(self) -> list[str]:
-        """The clauses with no passing check (verdict "not verified")."""
-        return [
-            v.clause_id for v in self.clauses if self.clause_verdict(v.clause_id) == "not verified"
-        ]
+        """The clauses the tool did not verify in full although it could have: "not verified"
+        (no passing check), or "partly verified" for a reason other than an organisational
+        part (an inconclusive check, a check not run without the steward's key)."""
+        out = []
+        for v in self.clauses:
+            verdict = self.clause_verdict(v.clause_id)
+            reasons = self.partly_because(v.clause_id)
+            if verdict == "not verified" or (
+                verdict == "partly verified" and any(r != ORGANISATIONAL_REASON for r in reasons)
+            ):
+                out.append(v.clause_id)
+        return out
 
     @property
     def exit_status(self) -> int:
@@ -203,7 +219,15 @@ class AuditReport:
         checks = self.clause_checks(clause_id)
         reasons = []
         if any(c.role == ORGANISATIONAL_ROLE for c in checks):
-            reasons.append("the rest is an organisational measure this tool cannot verify")
+            reasons.append(ORGANISATIONAL_REASON)
+        not_run = sum(
+            c.status == "not applicable" and c.evidence.get("reason") == NEEDS_KEY for c in checks
+        )
+        if not_run:
+            reasons.append(
+                f"{not_run} of its checks need the data steward's key (not run in the "
+                "reviewer's role)"
+            )
         inconclusive = sum(c.status == "inconclusive" for c in checks)
         if inconclusive:
             reasons.append(

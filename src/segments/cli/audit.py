@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         unverified = audit.get("unverified_clauses") or []
         print(
             f"exit status 3: {_exit_statuses()[3]}"
-            + (f" (not verified: {', '.join(unverified)})" if unverified else "")
+            + (f" (not verified in full: {', '.join(unverified)})" if unverified else "")
         )
     return status
 
