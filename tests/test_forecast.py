@@ -941,3 +941,18 @@ def test_intervals_carry_the_uncertainty_of_the_demands_variance_where_noise_swa
     assert len(inside["posterior"]) >= 8, len(inside["posterior"])
     posterior, plug_in = np.mean(inside["posterior"]), np.mean(inside["plug-in"])
     assert posterior >= 0.9 and posterior > plug_in, (posterior, plug_in)
+
+
+def test_reliability_marks_do_not_follow_the_display_level(tmp_path):
+    """The marks are judged at one public level (the planner's 90 %), not at --level: a 5 %
+    interval is narrow and would call noisy months reliable (review r11a F2)."""
+    from segments.purchasing import forecast_purchasing
+
+    ws = Workspace(tmp_path / "ws")
+    _write_archive(ws, _archive(scale=400.0))
+    marks = {}
+    for level in (0.9, 0.05):
+        fc = forecast_purchasing(ws, 3, level=level, max_relative_error=0.05).forecast
+        marks[level] = fc[["units_reliable", "sek_reliable"]].to_numpy().tolist()
+    assert marks[0.05] == marks[0.9]
+    assert not all(all(row) for row in marks[0.9]), marks[0.9]

@@ -25,6 +25,7 @@ import pandas as pd
 from segments.exceptions import PolicyError, WorkspaceError
 from segments.forecast import clip_correction, forecast_archive, load_archive
 from segments.policy import PrivacyParameters
+from segments.privacy.planner import REFUSAL_CONFIDENCE
 from segments.privacy.postprocess import is_reliable, reliability_footnote
 from segments.workspace import CARD, Workspace, atomic_write, sha256_file, write_json
 
@@ -394,7 +395,8 @@ def forecast_purchasing(
         One of :data:`segments.forecast.FORECAST_MODELS`, or ``auto`` (default): the richest
         model the released history supports, non-seasonal under 13 months (the card says so).
     level : float
-        Prediction interval coverage, in (0, 1).
+        Prediction interval coverage, in (0, 1). The reliability marks are judged at
+        :data:`segments.privacy.planner.REFUSAL_CONFIDENCE` (90 %) whatever ``level`` is.
     max_relative_error : float, optional
         The policy's limit: a month whose interval reaches further than this share of its
         point is marked unreliable in the export, the chart and the card. Default: the
@@ -434,8 +436,19 @@ def forecast_purchasing(
     elif ledger is not None:  # the caller's limit; the archive still bound to its ledger
         given = ledger if isinstance(ledger, (str, os.PathLike)) else ledger.path
         _check_archive_rows(ws, Path(given))
-    # everything is computed before the first write: a failure leaves no forecast behind
-    forecast = mark_unreliable_forecast(forecast, max_relative_error)
+    # everything is computed before the first write: a failure leaves no forecast behind.
+    # The marks are judged at one public level, the planner's REFUSAL_CONFIDENCE, whatever
+    # --level shows (a narrow --level must not make a month "reliable"; review r11a F2)
+    judged = (
+        forecast
+        if level == REFUSAL_CONFIDENCE
+        else forecast_archive(archive, horizon, model, REFUSAL_CONFIDENCE)
+    )
+    marks = mark_unreliable_forecast(judged, max_relative_error)
+    forecast = forecast.assign(
+        units_reliable=marks["units_reliable"].to_numpy(),
+        sek_reliable=marks["sek_reliable"].to_numpy(),
+    )
     export = purchasing_export(forecast)
     chart = _chart_png(archive, forecast)
     table = forecast.assign(month=pd.to_datetime(forecast["month"]).dt.date)
@@ -464,7 +477,7 @@ def forecast_purchasing(
             export.rename(columns={"units_point": "units", "sek_point": "sek"}),
             max_relative_error,
             what="forecast month",
-            level=level,
+            level=REFUSAL_CONFIDENCE,
         ),
         "clip_correction": _clip_statement(archive),
         "policy": recorded.card()
