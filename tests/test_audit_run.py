@@ -199,3 +199,13 @@ def test_the_audit_reads_the_ledger_the_cards_name(
     summary = next(s for s in report.sections if s.title == "The ledger by release type")
     assert {r["release type"] for r in summary.rows} >= {"segment_overview", "monthly_category"}
     assert all(r["recorded"] and r["as of"] for r in summary.rows)
+
+
+def test_too_few_dp_trials_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    """r11a F3: 30 trials ran the whole audit and reported the DP clause failing (a crashed
+    DP part); a count too small to bound anything is refused up front, nothing written."""
+    from segments.exceptions import PolicyError
+
+    with pytest.raises(PolicyError, match="--dp-trials=30: .* at least 100 .* give 0 to skip"):
+        run_audit(tmp_path / "ws", "alloffice", dp_trials=30)
+    assert not (tmp_path / "ws").exists()

@@ -52,6 +52,7 @@ __all__ = [
     "PersonNeighbours",
     "audit_cases",
     "audit_private_model_source",
+    "MIN_TRIALS",
     "charged_composition",
     "recorded_composition",
     "clip_excess_case",
@@ -65,6 +66,11 @@ __all__ = [
     "unbounded_contribution_case",
     "with_likelihood_ratio",
 ]
+
+#: The fewest trials per dataset the empirical DP audit runs: fewer give no meaningful bound
+#: (``segments audit --dp-trials`` and :func:`segments.audit.run.run_audit` refuse them up
+#: front; 0 / None skips the DP audit, which the report states).
+MIN_TRIALS = 100
 
 #: The audit's small datasets: public, fixed sizes (the audit never reads real data).
 N_PEOPLE = 40
@@ -532,8 +538,10 @@ def audit_release_mechanisms(
         the survey mean, and one DP k-means iteration; ``passed`` is False when the
         empirical bound refutes the claimed ε.
     """
-    if trials < 100:
-        raise ValueError(f"trials={trials!r} is too few for a meaningful bound; use at least 100")
+    if trials < MIN_TRIALS:
+        raise ValueError(
+            f"trials={trials!r} is too few for a meaningful bound; use at least {MIN_TRIALS}"
+        )
     seed = seed if seed is not None else np.random.default_rng(0)
     with _scratch() as folder:
         return audit_cases(

@@ -714,6 +714,13 @@ def run_audit(
     >>> report.counts()  # doctest: +SKIP
     {'pass': 61, 'fail': 0, 'inconclusive': 0, 'not applicable': 3}
     """
+    from segments.audit.mechanisms import MIN_TRIALS
+
+    if dp_trials is not None and dp_trials < MIN_TRIALS:  # before anything runs or is written
+        raise PolicyError(
+            f"--dp-trials={dp_trials}: the empirical DP audit needs at least {MIN_TRIALS} "
+            "trials per dataset for a meaningful bound; give 0 to skip it (the report says so)"
+        )
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
     pol = policy if isinstance(policy, Policy) else Policy.load(policy)
     day = dt.date.fromisoformat(as_of) if isinstance(as_of, str) else as_of

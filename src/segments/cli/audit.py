@@ -48,10 +48,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--dp-trials",
-        type=non_negative_int,
+        type=_dp_trials,
         default=500,
-        help="trials per dataset of the empirical DP audit (default 500; 0 skips it, which "
-        "the report states)",
+        help="trials per dataset of the empirical DP audit (default 500, at least 100; 0 skips "
+        "it, which the report states)",
     )
     parser.add_argument(
         "--reviewer",
@@ -59,6 +59,20 @@ def register(subparsers: Any) -> None:
         help="run without the key: the steward's checks are reported not applicable",
     )
     parser.set_defaults(func=run)
+
+
+def _dp_trials(text: str) -> int:
+    """0 (skip the DP audit) or at least the audit's minimum trials, checked at the edge: a
+    count too small to bound anything is a bad argument, not a failing clause."""
+    from segments.audit.mechanisms import MIN_TRIALS
+
+    value = non_negative_int(text)
+    if 0 < value < MIN_TRIALS:
+        raise argparse.ArgumentTypeError(
+            f"{value} is too few trials for a meaningful bound; give at least {MIN_TRIALS}, "
+            "or 0 to skip the DP audit"
+        )
+    return value
 
 
 def _exit_statuses() -> dict[int, str]:
