@@ -697,18 +697,25 @@ def test_margins_are_consistent_and_non_negative(params, frames):
 def test_every_table_marks_each_cell_on_its_published_value(params, frames):
     """Issue 14: every table a reader gets says per cell whether its noise is within the
     policy's max_relative_error, judged on the value as finally published (after the
-    consistency fit changed it), not only the category mix's."""
+    consistency fit changed it), not only the category mix's; the half-width is the one at
+    the planner's REFUSAL_CONFIDENCE, whatever level the intervals are shown at."""
+    from segments.privacy.planner import REFUSAL_CONFIDENCE
     from segments.privacy.postprocess import is_reliable
+    from segments.privacy.releases import _at_alpha
 
     with _plan(SPECS["segment_overview"].with_epsilon(0.05), params, frames) as plan:
-        tables = plan._tables_pl(run_unaccounted(plan))
+        answers = run_unaccounted(plan)
+        tables = plan._tables_pl(answers)
         aggregates = {q.query.name: q.query.aggregates for q in plan.queries}
+        plan.queries = [_at_alpha(q, 1.0 - REFUSAL_CONFIDENCE) for q in plan.queries]
+        at_refusal_level = plan._tables_pl(answers)
     marked = 0
     for name, table in tables.items():
+        judged = at_refusal_level[name]
         for agg in aggregates[name]:
             expected = is_reliable(
                 table[agg].to_numpy(),
-                (table[f"{agg}_upper"] - table[f"{agg}_noisy"]).to_numpy(),
+                (judged[f"{agg}_upper"] - judged[f"{agg}_noisy"]).to_numpy(),
                 params.max_relative_error,
             )
             assert table[f"{agg}_reliable"].to_list() == expected.tolist(), (name, agg)
@@ -791,3 +798,24 @@ def test_count_intervals_are_whole_numbers_with_the_same_coverage():
         assert holds_whole
         tight = (frame["count_lower"].ceil() <= frame["count_upper"].floor()).to_numpy()
         assert (still.to_numpy() == inside.to_numpy())[tight].all()  # and adds none
+
+
+def test_reliability_marks_do_not_move_with_the_intervals_level(params, frames):
+    """The same noisy answers shown at 95 % and at 5 % intervals carry the same reliable
+    marks, judged at the planner's REFUSAL_CONFIDENCE (review r11a F2, release side): a
+    caller's --confidence widens or narrows the intervals, never the policy's mark."""
+    from segments.privacy.releases import _at_alpha
+
+    with _plan(SPECS["segment_overview"], params, frames) as plan:
+        answers = run_unaccounted(plan)
+        shown_95 = plan._tables_pl(answers)
+        plan.queries = [_at_alpha(q, 0.95) for q in plan.queries]
+        shown_05 = plan._tables_pl(answers)
+    for name, table in shown_95.items():
+        narrow = shown_05[name]
+        for col in [c for c in table.columns if c.endswith("_reliable")]:
+            agg = col.removesuffix("_reliable")
+            # the intervals shown did change (else the test could not fail) ...
+            assert (narrow[f"{agg}_upper"] < table[f"{agg}_upper"]).any()
+            # ... the marks did not
+            assert narrow[col].to_list() == table[col].to_list(), (name, col)

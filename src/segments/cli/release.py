@@ -30,6 +30,7 @@ from segments.cli.common import (
     wants_simulated_ledger,
 )
 from segments.exceptions import PolicyError
+from segments.privacy.planner import REFUSAL_CONFIDENCE
 from segments.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -56,7 +57,13 @@ def register(subparsers: Any) -> None:
         help="release specification name (see SPECS)",
     )
     add_release_parties(parser)
-    parser.add_argument("--confidence", type=open_fraction, default=0.95, help="interval level")
+    parser.add_argument(
+        "--confidence",
+        type=open_fraction,
+        default=0.95,
+        help="level of the intervals shown (the reliable marks are judged at "
+        f"{REFUSAL_CONFIDENCE * 100:.0f} %% whatever it is)",
+    )
     parser.add_argument("--epsilon", type=epsilon_value, help="override the spec's privacy loss ε")
     add_as_of_option(parser)
     parser.add_argument("--month", type=iso_date, help="month (first day) of a monthly release")

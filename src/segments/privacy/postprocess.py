@@ -240,7 +240,10 @@ def is_reliable(
 
 
 def mark_unreliable_cells(
-    frame: pl.DataFrame, aggregates: Sequence[str], max_relative_error: float
+    frame: pl.DataFrame,
+    aggregates: Sequence[str],
+    max_relative_error: float,
+    judged_at: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Mark the cells whose noise is wider than the policy accepts for a typical cell.
 
@@ -253,6 +256,10 @@ def mark_unreliable_cells(
     10 % (benchmarks/README.md). The mark says so per cell, in every table of every release,
     instead of letting the table imply the plan's figure for all of them.
 
+    ``judged_at``, when given, is the same table (same rows, same order) with its intervals
+    at the level the mark is judged at; the half-width is taken from it, so the mark does
+    not move with the level ``frame``'s intervals are shown at.
+
     Examples
     --------
     >>> f = pl.DataFrame({"n": [100, 8, 0], "n_noisy": [100, 8, -2],
@@ -260,12 +267,15 @@ def mark_unreliable_cells(
     >>> mark_unreliable_cells(f, ["n"], 0.5)["n_reliable"].to_list()
     [True, False, False]
     """
+    judged = frame if judged_at is None else judged_at
+    if judged.height != frame.height:
+        raise ValueError("judged_at must hold the same rows as frame")
     return frame.with_columns(
         pl.Series(
             f"{agg}_reliable",
             is_reliable(
                 frame[agg].to_numpy(),
-                (frame[f"{agg}_upper"] - frame[f"{agg}_noisy"]).to_numpy(),
+                (judged[f"{agg}_upper"] - judged[f"{agg}_noisy"]).to_numpy(),
                 max_relative_error,
             ),
         )

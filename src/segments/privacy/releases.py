@@ -36,7 +36,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +67,7 @@ from segments.privacy.composition import (
     privacy_measure,
     rho_to_epsilon,
 )
+from segments.privacy.planner import REFUSAL_CONFIDENCE
 from segments.privacy.postprocess import (
     CLIPPED_SUMS,
     MAX_CLIPPED_SHARE,
@@ -965,6 +966,7 @@ def _build_polars_query(
         keys,
         path,
         dict(zip(half["column"].to_list(), half["accuracy"].to_list(), strict=True)),
+        alpha=alpha,
     )
 
 
@@ -1420,20 +1422,25 @@ class ReleasePlan:
         return {name: to_pandas(t) for name, t in tables.items()}
 
     def _tables_pl(self, answers: Mapping[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
-        tables = {
-            q.query.name: _with_intervals(q, answers[q.query.name], self.params)
-            for q in self.queries
-        }
         plans = {q.query.name: q for q in self.queries}
-        tables = _make_consistent(tables, plans)
+        tables = _fitted_tables(answers, self.queries, self.params)
         # every cell of every table says whether its noise is within the policy's limit, on
         # the value as finally published (after the consistency fit): a reader's table shows
-        # the mark (postprocess.with_reliability_marks, reliability_footnote)
+        # the mark (postprocess.with_reliability_marks, reliability_footnote). The mark is
+        # judged at one public level, the planner's REFUSAL_CONFIDENCE, whatever level the
+        # intervals show: a caller's --confidence 0.05 must not call a noisy cell reliable.
+        judging = [_at_alpha(q, 1.0 - REFUSAL_CONFIDENCE) for q in self.queries]
+        judged = (
+            tables
+            if all(j is q for j, q in zip(judging, self.queries, strict=True))
+            else _fitted_tables(answers, judging, self.params)
+        )
         return {
             name: mark_unreliable_cells(
                 _whole_count_interval(table),
                 plans[name].query.aggregates,
                 self.params.max_relative_error,
+                judged_at=judged[name],
             )
             for name, table in tables.items()
         }
@@ -1700,6 +1707,31 @@ def _to_group_scale(frame: pl.DataFrame, vector: VectorRelease) -> pl.DataFrame:
             .drop("_weight")
         )
     return frame
+
+
+def _fitted_tables(
+    answers: Mapping[str, pl.DataFrame], queries: Sequence[QueryPlan], params: PrivacyParams
+) -> dict[str, pl.DataFrame]:
+    """Each query's answer with its intervals (at the plan's level), fitted consistent."""
+    tables = {q.query.name: _with_intervals(q, answers[q.query.name], params) for q in queries}
+    return _make_consistent(tables, {q.query.name: q for q in queries})
+
+
+def _at_alpha(q: QueryPlan, alpha: float) -> QueryPlan:
+    """``q`` with its accuracies at level ``1 - alpha`` (post-processing facts only; the same
+    measurement and noise), or ``q`` itself when it is at that level already."""
+    if abs(q.alpha - alpha) < 1e-12:
+        return q
+    other = replace(q, alpha=alpha)
+    if q.vector is not None:
+        other._summary, other.half_accuracy = _vector_summary(other)
+    else:
+        half = _with_accuracy(q._summary, alpha / 2.0)
+        other._summary = _with_accuracy(q._summary, alpha)
+        other.half_accuracy = dict(
+            zip(half["column"].to_list(), half["accuracy"].to_list(), strict=True)
+        )
+    return other
 
 
 def _with_intervals(q: QueryPlan, answer: pl.DataFrame, params: PrivacyParams) -> pl.DataFrame:
