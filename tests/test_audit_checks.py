@@ -548,3 +548,27 @@ def test_key_matches_refuses_a_signed_record_copied_from_another_workspace(
     own = checks.check_key_matches(context(broken))
     assert own.status == "fail"  # the frames on disk are now elsewhere's, under the auditor's key
     assert checks.check_key_matches(ctx).status == "pass"
+
+
+def test_attack_a_missing_ledger_fails_the_release_checks_when_cards_remain(
+    broken: Workspace,
+) -> None:
+    """r11a F5: with the ledger deleted or moved, every ledger-backed check was "not
+    applicable" and AO-1 read "verified" while release cards sat in W/releases. Cards without
+    their ledger fail those checks, naming the missing ledger and the fix; a workspace with no
+    release at all stays not applicable."""
+    from segments.audit.checks import CHECKS
+
+    ctx = context(broken)
+    ctx.ledger = None
+    assert ctx.cards()
+    for name in ("release_checksums", "ledger_chain", "budget", "guarantee_recipient"):
+        outcome = CHECKS[name](ctx)
+        assert outcome.status == "fail", name
+        assert "deleted or moved ledger" in str(outcome.evidence) and "--ledger" in str(
+            outcome.evidence
+        )
+    shutil.rmtree(broken.releases)
+    empty = context(broken)
+    empty.ledger = None
+    assert CHECKS["ledger_chain"](empty).status == "not applicable"

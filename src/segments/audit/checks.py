@@ -104,10 +104,30 @@ def _needs_key(subject: str) -> _Outcome:
     return _not_applicable(subject, {"reason": NEEDS_KEY}, STEWARD)
 
 
-def _no_ledger() -> _Outcome:
+def _no_ledger(ctx: AuditContext) -> _Outcome:
     """Without a ledger the release checks have nothing to recompute from (each finding its
-    own evidence, never one shared mapping)."""
-    return _not_applicable("ledger", {"reason": "no ledger given or found"})
+    own evidence, never one shared mapping) — unless the workspace holds release cards: they
+    were charged to a ledger that is now missing (deleted or moved), which fails, never a
+    neutral "not applicable" (review r11a F5)."""
+    cards = ctx.cards()
+    if not cards:
+        return _not_applicable("ledger", {"reason": "no ledger given or found"})
+    ids = sorted(
+        {
+            str((card.get("ledger_anchor") or {}).get("ledger_id") or card.get("ledger_label"))
+            for _, card in cards
+            if isinstance(card, dict)
+        }
+    )
+    return _problems(
+        "the ledger the release cards name",
+        {"release cards": len(cards), "ledger given or found": "none"},
+        [
+            f"{len(cards)} release card(s) in W/releases name ledger(s) {', '.join(ids[:3])}, "
+            "which was not found: a deleted or moved ledger; fix: pass --ledger PATH, the "
+            "ledger the releases were charged to"
+        ],
+    )
 
 
 #: Every check by name, in report order (the order they are defined in below).
@@ -888,7 +908,7 @@ def check_release_checksums(ctx: AuditContext) -> _Outcome:
     if not cards:
         return _not_applicable("release files", {"releases": 0})
     if ctx.ledger is None:
-        return _no_ledger()
+        return _no_ledger(ctx)
     by_id = {e.release_id: e for e in ctx.ledger.entries()}
     evidence: dict[str, str] = {}
     bad = []
@@ -952,7 +972,7 @@ def card_claim_differences(card: dict[str, Any], entry: Any) -> list[str]:
 def check_ledger_chain(ctx: AuditContext) -> _Outcome:
     """The ledger's hash chain verifies and every card's head hash is in it."""
     if ctx.ledger is None:
-        return _no_ledger()
+        return _no_ledger(ctx)
     chain = ctx.ledger.verify_chain()
     cards = ctx.ledger.verify_cards([str(p) for p, _ in ctx.cards()])
     problems = list(dict.fromkeys([*chain.problems, *cards.problems]))
@@ -1032,7 +1052,7 @@ def _period_epsilon(inside: pl.DataFrame, family: str, delta: float) -> float:
 def check_budget(ctx: AuditContext) -> _Outcome:
     """The budget is never exceeded over any rolling period (recomputed from the entries)."""
     if ctx.ledger is None:
-        return _no_ledger()
+        return _no_ledger(ctx)
     p = ctx.policy.privacy
     frame = spending(ctx)
     if frame.is_empty():
@@ -1060,7 +1080,7 @@ def check_budget(ctx: AuditContext) -> _Outcome:
 def check_destinations(ctx: AuditContext) -> _Outcome:
     """Every release's destination and recipient country lie in the EU/EEA (AO-2, OF-3)."""
     if ctx.ledger is None:
-        return _no_ledger()
+        return _no_ledger(ctx)
     entries = ctx.entries()
     allowed = ctx.policy.allowed_destinations & EU_EEA
     bad = []
@@ -1089,7 +1109,7 @@ def check_guarantee_recipient(ctx: AuditContext) -> _Outcome:
     """Each release states its guarantee; its recipient is declared and allowed for it
     (external recipients only for end-to-end guarantees; never third-party marketing)."""
     if ctx.ledger is None:
-        return _no_ledger()
+        return _no_ledger(ctx)
     entries = ctx.entries()
     if not entries:
         return _not_applicable("guarantees", {"releases": 0})
