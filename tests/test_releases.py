@@ -819,3 +819,6 @@ def test_reliability_marks_do_not_move_with_the_intervals_level(params, frames):
             assert (narrow[f"{agg}_upper"] < table[f"{agg}_upper"]).any()
             # ... the marks did not
             assert narrow[col].to_list() == table[col].to_list(), (name, col)
+        # nor did which means are published (the same rule, judged at the same level)
+        for col in [c for c in table.columns if c.endswith("_status")]:
+            assert narrow[col].to_list() == table[col].to_list(), (name, col)

@@ -144,6 +144,7 @@ def mean_where_supported(
     name: str,
     max_relative_error: float,
     max_clipped_share: float | None = None,
+    judged_acc: tuple[float | np.ndarray, float | np.ndarray] | None = None,
 ) -> list[pl.Series]:
     """Mean = noisy sum / noisy count where they support it; else null and marked.
 
@@ -154,7 +155,10 @@ def mean_where_supported(
     ``max_relative_error`` × the mean on either side; the published mean is not clamped.
     With ``max_clipped_share`` (a sum of values clipped at ``upper``) a mean at or above that
     share of ``upper`` is withheld too: up to that share of the people may be clipped, and
-    the mean biased low by an amount no interval states.
+    the mean biased low by an amount no interval states. ``judged_acc`` (the sum's and the
+    count's accuracies at the level support is judged at) decides publication when given, so
+    the decision does not move with the level the interval is shown at; the interval stays at
+    ``sum_acc``/``count_acc``'s level (the public bounds where that count interval holds 0).
 
     Examples
     --------
@@ -171,22 +175,21 @@ def mean_where_supported(
     """
     total = np.asarray(total, dtype=float)
     count = np.asarray(count, dtype=float)
-    count_acc = np.broadcast_to(np.asarray(count_acc, dtype=float), count.shape)
-    sum_acc = np.broadcast_to(np.asarray(sum_acc, dtype=float), total.shape)
-    positive = count - count_acc > 0
-    den = np.where(positive, count, 1.0)
-    den_low = np.where(positive, count - count_acc, 1.0)
-    den_high = np.where(positive, count + count_acc, 1.0)
-    num_low, num_high = total - sum_acc, total + sum_acc
-    low = np.where(num_low >= 0, num_low / den_high, num_low / den_low)
-    high = np.where(num_high >= 0, num_high / den_low, num_high / den_high)
-    mean = total / den
-    supported = (
-        positive
-        & (mean > 0)
-        & (high - mean <= max_relative_error * mean)
-        & (mean - low <= max_relative_error * mean)
+    positive, mean, low, high = _mean_box(total, count, sum_acc, count_acc)
+    j_positive, _, j_low, j_high = (
+        (positive, mean, low, high)
+        if judged_acc is None
+        else _mean_box(total, count, judged_acc[0], judged_acc[1])
     )
+    supported = (
+        j_positive
+        & (mean > 0)
+        & (j_high - mean <= max_relative_error * mean)
+        & (mean - j_low <= max_relative_error * mean)
+    )
+    # shown at its own level: where that count interval holds 0, the public bounds
+    low = np.where(positive, low, -np.inf)
+    high = np.where(positive, high, np.inf)
     status = np.where(
         supported,
         "published",
@@ -217,6 +220,25 @@ def mean_where_supported(
         ),
         pl.Series(f"{name}_status", status.astype(str)),
     ]
+
+
+def _mean_box(
+    total: np.ndarray,
+    count: np.ndarray,
+    sum_acc: float | np.ndarray,
+    count_acc: float | np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(count interval excludes 0, sum / count, low, high) over the box of the two intervals."""
+    count_acc = np.broadcast_to(np.asarray(count_acc, dtype=float), count.shape)
+    sum_acc = np.broadcast_to(np.asarray(sum_acc, dtype=float), total.shape)
+    positive = count - count_acc > 0
+    den = np.where(positive, count, 1.0)
+    den_low = np.where(positive, count - count_acc, 1.0)
+    den_high = np.where(positive, count + count_acc, 1.0)
+    num_low, num_high = total - sum_acc, total + sum_acc
+    low = np.where(num_low >= 0, num_low / den_high, num_low / den_low)
+    high = np.where(num_high >= 0, num_high / den_low, num_high / den_high)
+    return positive, total / den, low, high
 
 
 def is_reliable(

@@ -1756,6 +1756,9 @@ def _with_intervals(q: QueryPlan, answer: pl.DataFrame, params: PrivacyParams) -
         frame = _with_clip_excess(frame, q.vector)
     if q.vector is not None and q.vector.group_bounds:
         frame = _to_group_scale(frame, q.vector)
+    # a mean is published where the count supports it at one public level (the planner's
+    # REFUSAL_CONFIDENCE), whatever level its interval is shown at
+    judging = _at_alpha(q, 1.0 - REFUSAL_CONFIDENCE) if q.query.means else q
     for mean_name, sum_col, count_col in q.query.means:
         lower, upper = _aggregate_bounds(q.query, sum_col, params)
         frame = frame.with_columns(
@@ -1769,6 +1772,7 @@ def _with_intervals(q: QueryPlan, answer: pl.DataFrame, params: PrivacyParams) -
                 mean_name,
                 params.max_relative_error,
                 MAX_CLIPPED_SHARE if sum_col in CLIPPED_SUMS else None,
+                judged_acc=(judging.half_accuracy[sum_col], judging.half_accuracy[count_col]),
             )
         )
     # sums of non-negative values and counts are never negative: publish max(value, 0)
