@@ -572,3 +572,28 @@ def test_attack_a_missing_ledger_fails_the_release_checks_when_cards_remain(
     empty = context(broken)
     empty.ledger = None
     assert CHECKS["ledger_chain"](empty).status == "not applicable"
+
+
+def test_attack_a_deleted_ledger_with_its_releases_still_fails_on_its_anchor(
+    broken: Workspace,
+) -> None:
+    """r11a F5 residual: the ledger deleted AND W/releases removed left nothing the checks
+    read, so AO-1 read "verified". The ledger's anchor (and the registry of controller
+    ledgers) still record it: the ledger checks fail, naming the file and what recorded it."""
+    from segments.audit.checks import CHECKS
+    from segments.privacy.ledger import missing_ledgers
+
+    ledger = Ledger.for_workspace(broken, POLICY.controller, create=False)
+    assert missing_ledgers(POLICY.controller, broken) == []  # all there: nothing missing
+    path = ledger.path
+    shutil.rmtree(broken.releases)
+    path.unlink()
+    (missing,) = missing_ledgers(POLICY.controller, broken)
+    assert str(path) in missing and "anchor" in missing
+    ctx = context(broken, ledger=ledger)
+    ctx.ledger = None
+    # release_checksums has no release file left to check; the ledger's own checks fail
+    for name in ("ledger_chain", "budget", "destinations", "guarantee_recipient"):
+        outcome = CHECKS[name](ctx)
+        assert outcome.status == "fail", name
+        assert "deleted or moved ledger" in str(outcome.evidence), name

@@ -111,7 +111,22 @@ def _no_ledger(ctx: AuditContext) -> _Outcome:
     neutral "not applicable" (review r11a F5)."""
     cards = ctx.cards()
     if not cards:
-        return _not_applicable("ledger", {"reason": "no ledger given or found"})
+        from segments.privacy.ledger import missing_ledgers
+
+        # no cards either: still fail where an anchor or the registry shows a ledger that
+        # was there (W/releases deleted along with it; review r11a F5 residual)
+        missing = missing_ledgers(ctx.policy.controller, ctx.workspace)
+        if not missing:
+            return _not_applicable("ledger", {"reason": "no ledger given or found"})
+        return _problems(
+            "the anchors and the registry of controller ledgers",
+            {"ledger given or found": "none"},
+            [
+                f"{line}: a deleted or moved ledger; fix: restore it from a backup, or pass "
+                "--ledger PATH"
+                for line in missing
+            ],
+        )
     ids = sorted(
         {
             str((card.get("ledger_anchor") or {}).get("ledger_id") or card.get("ledger_label"))

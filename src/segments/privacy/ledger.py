@@ -130,6 +130,7 @@ __all__ = [
     "controller_slug",
     "default_ledger_dir",
     "default_ledger_path",
+    "missing_ledgers",
     "registered_ledgers",
 ]
 
@@ -2558,6 +2559,51 @@ def registered_ledgers() -> list[Path]:
         if isinstance(record, dict) and record.get("path")
     ]
     return [path for path in paths if path.is_file()]
+
+
+def missing_ledgers(controller: str, workspace: Workspace | str | os.PathLike[str]) -> list[str]:
+    """The ledgers of ``controller`` that an anchor or the registry of controller ledgers
+    records but whose file is gone (deleted or moved), one line each naming the file and what
+    recorded it: the workspace's throw-away ledgers and the controller's (real and evaluation).
+
+    A reader that finds no ledger (the audit) must not read that as "nothing was released":
+    the anchors and the registry exist to show a ledger that was there.
+    """
+    root = Path(workspace) if isinstance(workspace, str | os.PathLike) else workspace.root
+    folder = Workspace(root).ledger_folder
+    slug = controller_slug(controller)
+    paths = [
+        folder / f"{slug}.sqlite",
+        folder / f"evaluation-{slug}.sqlite",
+        default_ledger_path(controller),
+        default_ledger_path(controller, evaluation=True),
+    ]
+    try:
+        registered = _registry_get(controller)
+    except ReleaseRefusedError as exc:
+        return [str(exc)]
+    if registered is not None and registered.get("path"):
+        paths.append(Path(str(registered["path"])))
+    found: list[str] = []
+    seen: set[str] = set()
+    for path in paths:
+        key = os.path.abspath(path)
+        if key in seen or path.exists():
+            continue
+        seen.add(key)
+        anchor = _read_anchor(path)
+        if anchor is not None:
+            found.append(
+                f"{path} is missing, but its anchor {_anchor_path(path).name} records "
+                f"{anchor.get('events')} events (ledger id {anchor.get('ledger_id')})"
+            )
+        elif registered is not None and os.path.abspath(str(registered.get("path"))) == key:
+            found.append(
+                f"{path} is missing, but the registry of controller ledgers records it for "
+                f"{controller!r} ({registered.get('events')} events, ledger id "
+                f"{registered.get('ledger_id')})"
+            )
+    return found
 
 
 def _registry_get(controller: str | None) -> dict[str, Any] | None:
