@@ -17,6 +17,7 @@ from release_helpers import run_unaccounted
 
 from segments.policy import Policy
 from segments.privacy._frames import write_prepared_frames
+from segments.privacy.planner import REFUSAL_CONFIDENCE
 from segments.privacy.releases import plan_release
 from segments.privacy.specs import SPECS, PrivacyParams, SegmentSource
 
@@ -35,6 +36,9 @@ def mix_table(tmp_path_factory: pytest.TempPathFactory) -> tuple[pl.DataFrame, P
         lines=frames["lines"],
         as_of=AS_OF,
         segments=SegmentSource.category_rule(),
+        # the intervals shown at the level every mark is judged at, so a test can read the
+        # mark off the table's own interval
+        confidence=REFUSAL_CONFIDENCE,
     ) as plan:
         table = plan._tables_pl(run_unaccounted(plan))["category_by_segment"]
     return table, params
