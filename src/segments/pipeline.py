@@ -839,7 +839,7 @@ def print_summary(summary: DemoSummary, echo: Callable[[str], Any] = print) -> i
                 else []
             )
             if audit.get("unverified_clauses"):
-                why.append(f"{', '.join(audit['unverified_clauses'])} not verified")
+                why.append(f"{', '.join(audit['unverified_clauses'])} not fully verified")
             short_of_verified = "; ".join(why)
     as_of = max((e.request.as_of for e in entries), default=None)
     balance = ledger.balance("customers", as_of) if as_of else None
