@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import importlib
 import json
 import os
 import resource
@@ -125,12 +124,7 @@ def profiled_child(stage: str, folder: Path, customers: int, months: int, ws: st
 
     profile = Profile()
     steps = {"prepare": PREPARE_STEPS + MORE_PREPARE_STEPS, "release": RELEASE_STEPS}
-    for module, attribute in steps.get(stage, ()):
-        owner: Any = importlib.import_module(module)
-        for part in attribute.split("."):  # a version may lack one
-            owner = getattr(owner, part, None)
-        if owner is not None:
-            profile.wrap(module, attribute)
+    profile.wrap_present(steps.get(stage, ()))
     with profile:
         out = child(stage, folder, customers, months, ws)
     return out | {"profile": profile.rows()}

@@ -23,14 +23,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
-import importlib
 import json
 import os
 import resource
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -82,12 +80,7 @@ def main() -> None:
     profile = Profile()
     import segments.prepare.frames  # noqa: F401
 
-    for module, attribute in STAGES:
-        owner: Any = importlib.import_module(module)
-        for part in attribute.split("."):  # a version may lack one
-            owner = getattr(owner, part, None)
-        if owner is not None:
-            profile.wrap(module, attribute)
+    profile.wrap_present(STAGES)
     from segments.prepare import prepare
 
     with profile:

@@ -24,7 +24,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,16 @@ class Profile:
             rss = _rss_mb()
             self.peaks[name] = max(self.peaks.get(name, 0.0), rss)
             self.stack.pop()
+
+    def wrap_present(self, steps: Iterable[tuple[str, str]]) -> None:
+        """:meth:`wrap` each ``(module, attribute)`` the code being measured has (a baseline
+        tree from before a step existed lacks it)."""
+        for module, attribute in steps:
+            owner: Any = importlib.import_module(module)
+            for part in attribute.split("."):
+                owner = getattr(owner, part, None)
+            if owner is not None:
+                self.wrap(module, attribute)
 
     def wrap(self, module: str, attribute: str) -> None:
         owner: Any = importlib.import_module(module)
