@@ -479,8 +479,83 @@ class _Run:
         removed = before - int(self.orders["n_lines"].sum())
         self.outcomes.append(RuleOutcome(rows_removed=removed, **outcome))
 
+    def apply_order_rules(
+        self, columns: Iterable[str], rules: list[tuple[pl.Expr, dict[str, Any]]]
+    ) -> None:
+        """The order rules ``rules`` ((keep, outcome) pairs) in turn, on the orders joined to
+        their persons' anchor dates ``columns`` (:meth:`attach_person_anchors`)."""
+        self.attach_person_anchors(columns)
+        for keep, done in rules:
+            self.drop_orders(keep, **done)
+
+    def kept_orders(
+        self, persons: pl.DataFrame, whole: bool
+    ) -> tuple[pl.DataFrame, int, Mapping[dt.date, Path]]:
+        """The kept orders of the kept ``persons`` (order_id, person_root, order_date,
+        channel), the lines they hold, and no month files (held on the driver)."""
+        orders = self.orders.select("order_id", "person_root", "order_date", "channel", "n_lines")
+        orders = orders.join(persons.select("person_root"), on="person_root", how="semi")
+        return orders.drop("n_lines"), int(orders["n_lines"].sum()), {}
+
     def note(self, **outcome: Any) -> None:
         self.outcomes.append(RuleOutcome(**outcome))
+
+
+class _MonthlyRun(_Run):
+    """:class:`_Run` with the orders one file per month (:mod:`segments.prepare.chunked`):
+    the person rules as in :class:`_Run`, the order rules one month at a time, each rule's
+    rows summed over the months (each month's orders seeing what the rules before it left
+    of them, as the whole table would), the kept orders written back one file per month. The
+    driver holds the persons and one month's orders (issue 21)."""
+
+    def __init__(
+        self, persons: pl.DataFrame, months: Mapping[dt.date, Path], empty: pl.DataFrame
+    ) -> None:
+        super().__init__(persons, empty)
+        self.months = dict(months)
+        self.kept_lines = 0
+
+    def apply_order_rules(
+        self, columns: Iterable[str], rules: list[tuple[pl.Expr, dict[str, Any]]]
+    ) -> None:
+        anchors = self.persons.select("person_root", *dict.fromkeys(columns))
+        removed = [0] * len(rules)
+        kept: dict[dt.date, Path] = {}
+        for month, path in sorted(self.months.items()):
+            orders = pl.read_parquet(path)
+            path.unlink()
+            if anchors.width > 1:
+                orders = orders.join(anchors, on="person_root")
+            else:
+                orders = orders.join(anchors, on="person_root", how="semi")
+            for number, (keep, _) in enumerate(rules):
+                before = int(orders["n_lines"].sum())
+                orders = orders.filter(keep)
+                removed[number] += before - int(orders["n_lines"].sum())
+            if orders.height:
+                self.kept_lines += int(orders["n_lines"].sum())
+                kept[month] = path.with_name(f"kept-{path.name}")
+                orders.select(_COMPACT).write_parquet(kept[month])
+            del orders
+        for (_, done), rows in zip(rules, removed, strict=True):
+            self.outcomes.append(RuleOutcome(rows_removed=rows, **done))
+        self.months = kept
+
+    def kept_orders(
+        self, persons: pl.DataFrame, whole: bool
+    ) -> tuple[pl.DataFrame, int, Mapping[dt.date, Path]]:
+        """The kept orders as month files (the persons were last cut before the order rules
+        ran, so every kept order's person is kept), or (``whole``: lines without an order
+        date are one file) read back into one frame."""
+        empty = self.orders.select(_COMPACT)
+        if whole:
+            frames = [pl.read_parquet(p) for _, p in sorted(self.months.items())]
+            return pl.concat([empty, *frames]), self.kept_lines, {}
+        return empty, self.kept_lines, self.months
+
+
+#: An order's columns the driver keeps (:mod:`segments.prepare.chunked`'s compact orders).
+_COMPACT = ("order_id", "person_root", "order_date", "channel")
 
 
 def _orders_with_persons(
@@ -659,9 +734,7 @@ def _apply_retention(run: _Run, policy: Policy, purpose: Purpose, as_of: dt.date
         )
     # only the anchors these rules read are joined to every order
     read = {name for keep, _ in order_rules for name in keep.meta.root_names()}
-    run.attach_person_anchors(c for c in _ANCHOR_COLUMNS if c in read)
-    for keep, done in order_rules:
-        run.drop_orders(keep, **done)
+    run.apply_order_rules([c for c in _ANCHOR_COLUMNS if c in read], order_rules)
 
 
 def _hex_rank(column: str) -> pl.Expr:
@@ -681,9 +754,8 @@ def _pseudonymise(
     )
     # the kept persons' orders; their lines (every line has its product: a foreign key
     # checked) are what the partitions will hold
-    orders = run.orders.select("order_id", "person_root", "order_date", "channel", "n_lines")
-    orders = orders.join(persons.select("person_root"), on="person_root", how="semi")
-    height = int(orders["n_lines"].sum())
+    line_schema = PREPARED_LINES.subset(list(purpose.columns["lines"]))
+    orders, height, months = run.kept_orders(persons, "order_date" not in line_schema.names)
     customer_cols = list(purpose.columns["customers"])
     if "profiling_eligible" not in customer_cols:
         customer_cols.append("profiling_eligible")
@@ -707,10 +779,7 @@ def _pseudonymise(
         "person_root", "person_id", _hex_rank("person_id").alias("_person_rank")
     )
     categories = products.select("product_id", "category")
-    line_schema = PREPARED_LINES.subset(list(purpose.columns["lines"]))
-    plan = _LinePlan(
-        raw_lines, orders.drop("n_lines"), person_ids, key, categories, line_schema, height
-    )
+    plan = _LinePlan(raw_lines, orders, person_ids, key, categories, line_schema, height, months)
     return customers, plan
 
 
@@ -1023,10 +1092,17 @@ def _prepare(
     raw = raw_hashes(ws)  # what this run reads, for the frames' provenance record
     # the order lines are read one file at a time into private copies (segments.prepare.
     # raw_lines), never whole: the other tables are one row per account, order or product,
-    # parsed from the very bytes the record's digests name (as is the demo key's proof)
+    # parsed from the very bytes the record's digests name (as is the demo key's proof).
+    # The orders too are read in chunks and held one month at a time when the raw data
+    # allows it to be done exactly (segments.prepare.chunked); otherwise whole, as before.
     with reads_bound_to(ws.raw, raw):
-        frames = load_raw_tables(ws, day, ("customers", "products", "orders"))
-        raw_lines = read_raw_lines(ws, day, frames["orders"], frames["products"], raw, scratch)
+        by_month = _read_by_month(ws, day, raw, scratch)
+        if by_month is None:
+            frames = load_raw_tables(ws, day, ("customers", "products", "orders"))
+            raw_lines = read_raw_lines(ws, day, frames["orders"], frames["products"], raw, scratch)
+        else:
+            frames = {"customers": by_month.customers, "products": by_month.products}
+            raw_lines = by_month.lines
         pkey = key_of()
     stage(1)
 
@@ -1036,28 +1112,26 @@ def _prepare(
     # holds no raw account through the write)
     accounts = frames.pop("customers")
     accounts = accounts.drop(set(_IDENTIFIERS) - set(_LINKAGE_KEYS), strict=False)
-    roots = link_persons(accounts)
-    # the raw orders are read once more here, then dropped: from now on the driver holds the
-    # kept orders once (_Run.orders, then the line plan's), in compact columns, and nothing
-    # else per order (issue 21)
-    raw_orders = frames.pop("orders")
-    n_orders = raw_orders.height
-    orders = _orders_with_persons(raw_orders, raw_lines.lines_per_order, roots)
-    raw_lines = raw_lines.without_counts()
-    last_orders = raw_orders.group_by("customer_id").agg(pl.col("order_date").max())
-    del raw_orders
-    persons = (
-        person_table(accounts, last_orders, roots)
-        .with_columns(eligibility_expr(pol, day).alias("profiling_eligible"))
-        .join(
-            orders.group_by("person_root").agg(pl.col("n_lines").sum()),
-            on="person_root",
-            how="left",
-        )
-        .with_columns(pl.col("n_lines").fill_null(0))
-    )
-    run = _Run(persons, orders)
-    del orders, last_orders
+    run: _Run
+    if by_month is None:
+        roots = link_persons(accounts)
+        # the raw orders are read once more here, then dropped: from now on the driver holds
+        # the kept orders once (_Run.orders, then the line plan's), in compact columns, and
+        # nothing else per order (issue 21)
+        raw_orders = frames.pop("orders")
+        n_orders = raw_orders.height
+        orders = _orders_with_persons(raw_orders, raw_lines.lines_per_order, roots)
+        raw_lines = raw_lines.without_counts()
+        last_orders = raw_orders.group_by("customer_id").agg(pl.col("order_date").max())
+        del raw_orders
+        persons = _persons(pol, day, accounts, last_orders, roots, orders)
+        run = _Run(persons, orders)
+        del orders, last_orders
+    else:  # the orders are month files: only per-account and per-person facts held here
+        roots, n_orders = by_month.roots, by_month.n_orders
+        persons = _persons(pol, day, accounts, by_month.last_orders, roots, by_month.person_lines)
+        run = _MonthlyRun(persons, by_month.months, by_month.empty)
+        del by_month
     customer_ids = accounts.get_column("customer_id")
     del accounts
     input_counts = {
@@ -1117,6 +1191,50 @@ def _prepare(
         _write_atomically(ws.prepared_dir(spec.name), customers, partitions, report, raw)
     bar.update(len(_PREPARE_STAGES) - bar.n)
     return report
+
+
+def _read_by_month(ws: Workspace, day: dt.date, raw: Mapping[str, str], scratch: Path) -> Any:
+    """The raw tables read with the orders in chunks and spilled per month
+    (:func:`segments.prepare.chunked.read_by_month`), or None when the raw data is not in a
+    shape that pass reads exactly, or a check failed: then the caller reads them whole, as
+    before, and so reports a failure with today's message (its spill is removed first)."""
+    from segments.prepare import chunked
+
+    if not _CHUNKED:
+        return None
+    folder = scratch / "by-month"
+    try:
+        return chunked.read_by_month(ws, day, raw, folder, link_persons)
+    except chunked.Unusual:
+        chunked.discard(folder)
+        return None
+
+
+#: Whether prepare tries the chunked pass over the orders (tests compare it with the whole).
+_CHUNKED = True
+
+
+def _persons(
+    pol: Policy,
+    day: dt.date,
+    accounts: pl.DataFrame,
+    last_orders: pl.DataFrame,
+    roots: pl.DataFrame,
+    lines: pl.DataFrame,
+) -> pl.DataFrame:
+    """The persons (:func:`person_table`) with their profiling eligibility and their lines
+    (``n_lines``, 0 for a person without orders), from the orders' or persons' ``lines``
+    (person_root, n_lines: summed per person here)."""
+    return (
+        person_table(accounts, last_orders, roots)
+        .with_columns(eligibility_expr(pol, day).alias("profiling_eligible"))
+        .join(
+            lines.group_by("person_root").agg(pl.col("n_lines").sum()),
+            on="person_root",
+            how="left",
+        )
+        .with_columns(pl.col("n_lines").fill_null(0))
+    )
 
 
 def _check_minimised(customers: pl.DataFrame, lines: pl.DataFrame | _LinePlan) -> None:

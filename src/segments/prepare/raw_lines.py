@@ -32,7 +32,7 @@ from segments.exceptions import SchemaError, WorkspaceError
 from segments.schema import RAW_TABLES, check_foreign_key, validate
 from segments.workspace import Workspace, copy_hashed, parquet_files, stray_file_error
 
-__all__ = ["RawLines", "lines_per_order", "read_raw_lines"]
+__all__ = ["RawLines", "copy_raw_lines", "lines_per_order", "read_raw_lines"]
 
 _TABLE = "order_lines"
 
@@ -113,47 +113,7 @@ def read_raw_lines(
         A file breaks the schema, a line's key is repeated (in a file or across two), or a
         line refers to an order or product that does not exist.
     """
-    listed, fix, command = _listed_digests(ws)
-    table = ws.require(ws.raw_table(_TABLE), command)
-    sources = parquet_files(table)
-    if not sources:
-        raise_empty(table)
-    names = {f.relative_to(ws.raw).as_posix(): f for f in sources}
-    if listed is not None and set(listed) != set(names):
-        first = sorted(set(listed) ^ set(names))[0]
-        raise WorkspaceError(
-            f"table {_TABLE!r}: {ws.raw / first} does not match its SHA-256 in {ws.manifest} "
-            f"(missing, added or changed); fix: {fix}"
-        )
-    prefix = table.relative_to(ws.raw).as_posix()
-    hashed = {n for n in raw if n == prefix or n.startswith(prefix + "/")}
-    if set(names) != hashed:  # a file removed or added after the start: the record names it
-        first = sorted(set(names) ^ hashed)[0]
-        if first not in names and (ws.raw / first).is_file():  # there, but not a partition
-            raise stray_file_error(table, ws.raw / first)
-        raise WorkspaceError(
-            f"table {_TABLE!r}: {ws.raw / first} was {'added' if first in names else 'removed'} "
-            "while prepare read W/raw (the files differ from those hashed at the start); fix: "
-            "run prepare again once nothing writes the raw data"
-        )
-    folder = scratch / "raw-order-lines"
-    folder.mkdir(mode=0o700)
-    files: list[Path] = []
-    sources_in_order = [names[name] for name in sorted(names)]
-    for number, (name, source) in enumerate(sorted(names.items())):  # every file hashed first
-        files.append(folder / f"part-{number:05d}.parquet")
-        digest = copy_hashed(source, files[-1])
-        if listed is not None and listed[name] != digest:
-            raise WorkspaceError(
-                f"table {_TABLE!r}: {source} does not match its SHA-256 in {ws.manifest} "
-                f"(missing, added or changed); fix: {fix}"
-            )
-        if raw.get(name) != digest:  # what the signed record names is what is read
-            raise WorkspaceError(
-                f"table {_TABLE!r}: {source} changed while prepare read W/raw (its SHA-256 "
-                "differs from the one taken at the start); fix: run prepare again once "
-                "nothing writes the raw data"
-            )
+    files, sources_in_order = copy_raw_lines(ws, raw, scratch / "raw-order-lines")
     order_ids = orders.get_column("order_id")
     # orders in key order (as generated, and as most extracts come): a file's order months
     # are found by binary search in the orders, with no second per-order frame held
@@ -206,6 +166,62 @@ def read_raw_lines(
         lines_per_order=per_order,
         count=int(per_order["n_lines"].sum()),
     )
+
+
+def copy_raw_lines(
+    ws: Workspace, raw: Mapping[str, str], folder: Path
+) -> tuple[list[Path], list[Path]]:
+    """Copy every raw order lines file into ``folder`` (created owner-only), hashed from the
+    bytes copied, after checking the files are those the manifest lists and ``raw`` (the
+    run's digests) names: the private copies, and the raw files they copy, in name order
+    (:func:`read_raw_lines`'s first step; prepare's chunked pass makes the same one).
+
+    Raises
+    ------
+    WorkspaceError
+        As :func:`read_raw_lines`.
+    """
+    listed, fix, command = _listed_digests(ws)
+    table = ws.require(ws.raw_table(_TABLE), command)
+    sources = parquet_files(table)
+    if not sources:
+        raise_empty(table)
+    names = {f.relative_to(ws.raw).as_posix(): f for f in sources}
+    if listed is not None and set(listed) != set(names):
+        first = sorted(set(listed) ^ set(names))[0]
+        raise WorkspaceError(
+            f"table {_TABLE!r}: {ws.raw / first} does not match its SHA-256 in {ws.manifest} "
+            f"(missing, added or changed); fix: {fix}"
+        )
+    prefix = table.relative_to(ws.raw).as_posix()
+    hashed = {n for n in raw if n == prefix or n.startswith(prefix + "/")}
+    if set(names) != hashed:  # a file removed or added after the start: the record names it
+        first = sorted(set(names) ^ hashed)[0]
+        if first not in names and (ws.raw / first).is_file():  # there, but not a partition
+            raise stray_file_error(table, ws.raw / first)
+        raise WorkspaceError(
+            f"table {_TABLE!r}: {ws.raw / first} was {'added' if first in names else 'removed'} "
+            "while prepare read W/raw (the files differ from those hashed at the start); fix: "
+            "run prepare again once nothing writes the raw data"
+        )
+    folder.mkdir(mode=0o700)
+    files: list[Path] = []
+    sources_in_order = [names[name] for name in sorted(names)]
+    for number, (name, source) in enumerate(sorted(names.items())):  # every file hashed first
+        files.append(folder / f"part-{number:05d}.parquet")
+        digest = copy_hashed(source, files[-1])
+        if listed is not None and listed[name] != digest:
+            raise WorkspaceError(
+                f"table {_TABLE!r}: {source} does not match its SHA-256 in {ws.manifest} "
+                f"(missing, added or changed); fix: {fix}"
+            )
+        if raw.get(name) != digest:  # what the signed record names is what is read
+            raise WorkspaceError(
+                f"table {_TABLE!r}: {source} changed while prepare read W/raw (its SHA-256 "
+                "differs from the one taken at the start); fix: run prepare again once "
+                "nothing writes the raw data"
+            )
+    return files, sources_in_order
 
 
 def _shared_orders(order_ids: pl.Series) -> pl.Series:

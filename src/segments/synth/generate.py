@@ -714,6 +714,31 @@ def load_raw_pl(
 ) -> pl.DataFrame:
     """:func:`load_raw` as polars (for internal callers)."""
     ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+    path, table_schema, as_of = checked_raw_path(ws, table, as_of, verify_hash=verify_hash)
+    try:
+        df = read_table(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise SchemaError(
+            f"table {table!r}: cannot read {path} as Parquet ({exc}); fix: "
+            "regenerate or re-export the table"
+        ) from None
+    validate(df, table_schema, as_of=as_of)
+    for column, parent in FOREIGN_KEYS.get(table, []):
+        parent_path = ws.raw_table(parent)
+        ws.require(parent_path, f"segments generate --workspace {ws.root}")
+        parent_keys = read_table(parent_path, columns=[column])
+        check_foreign_key(df, table, parent_keys, parent, column)
+    return df
+
+
+def checked_raw_path(
+    ws: Workspace, table: str, as_of: dt.date | None = None, *, verify_hash: bool = True
+) -> tuple[Path, TableSchema, dt.date | None]:
+    """:func:`load_raw_pl`'s checks before it reads ``table``: the file exists and (with
+    ``verify_hash``) its SHA-256 is the one the manifest records; the table's path, schema
+    and the ``as_of`` its dates are checked against (the manifest's when not given). A
+    reader that parses the table in pieces (prepare's chunked orders) makes these checks
+    first, with the same messages."""
     path, rel, table_schema = _table_path(ws, table)
     ws.require(path, f"segments generate --workspace {ws.root}")
     manifest = ws.read_manifest()
@@ -747,20 +772,7 @@ def load_raw_pl(
             )
     if as_of is None and "parameters" in manifest:
         as_of = dt.date.fromisoformat(manifest["parameters"]["as_of"])
-    try:
-        df = read_table(path)
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise SchemaError(
-            f"table {table!r}: cannot read {path} as Parquet ({exc}); fix: "
-            "regenerate or re-export the table"
-        ) from None
-    validate(df, table_schema, as_of=as_of)
-    for column, parent in FOREIGN_KEYS.get(table, []):
-        parent_path = ws.raw_table(parent)
-        ws.require(parent_path, f"segments generate --workspace {ws.root}")
-        parent_keys = read_table(parent_path, columns=[column])
-        check_foreign_key(df, table, parent_keys, parent, column)
-    return df
+    return path, table_schema, as_of
 
 
 def copy_default_dataset(
