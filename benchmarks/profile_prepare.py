@@ -35,6 +35,7 @@ sys.path.insert(0, str(HERE))
 
 #: The stages of segments.prepare.frames charged (what _prepare calls, in order).
 STAGES = (
+    ("segments.prepare.frames", "_read_by_month"),  # the chunked pass (issue 21), or:
     ("segments.prepare.frames", "load_raw_tables"),
     ("segments.prepare.frames", "read_raw_lines"),
     ("segments.prepare.frames", "link_persons"),
@@ -43,6 +44,9 @@ STAGES = (
     ("segments.prepare.frames", "_drop_logged_erasures"),
     ("segments.prepare.frames", "_apply_exclusions"),
     ("segments.prepare.frames", "_apply_retention"),
+    ("segments.prepare.chunked", "_lines_by_month"),  # inside _read_by_month
+    ("segments.prepare.chunked", "_months_with_counts"),
+    ("segments.prepare.frames", "_MonthlyRun.apply_order_rules"),  # inside _apply_retention
     ("segments.prepare.frames", "_pseudonymise"),
     ("segments.prepare.frames", "_write_atomically"),
     ("segments.prepare.frames", "_LinePlan.build"),  # one month's lines, inside the write

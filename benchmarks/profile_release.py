@@ -120,7 +120,10 @@ class Profile:
         """:meth:`wrap` each ``(module, attribute)`` the code being measured has (a baseline
         tree from before a step existed lacks it)."""
         for module, attribute in steps:
-            owner: Any = importlib.import_module(module)
+            try:
+                owner: Any = importlib.import_module(module)
+            except ModuleNotFoundError:  # a module the baseline tree does not have yet
+                continue
             for part in attribute.split("."):
                 owner = getattr(owner, part, None)
             if owner is not None:
