@@ -272,7 +272,7 @@ def _lines_by_month(
         per_order = lines_per_order(lines.get_column("order_id"))
         del lines
         ids = per_order.get_column("order_id")
-        at = (starts.search_sorted(ids, side="right") - 1).cast(pl.Int64)
+        at = starts.search_sorted(ids, side="right").cast(pl.Int64) - 1  # -1: below all
         if ids.len() and (at.min() < 0 or bool((ids > ends.gather(at.clip(0))).any())):  # type: ignore[operator]
             raise Unusual("a line of no order")
         per_order = per_order.with_columns(at.alias("_month"))
