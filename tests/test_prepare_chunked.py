@@ -186,18 +186,27 @@ def _lines(ws: Workspace, month: str) -> pl.DataFrame:
     return pl.read_parquet(ws.raw / f"order_lines.parquet/month={month}/part-00000.parquet")
 
 
-def test_a_line_of_no_order_gives_the_whole_paths_error(default_raw, tmp_path, monkeypatch, taken):
+@pytest.mark.parametrize("where", ["above the last order", "below the first order"])
+def test_a_line_of_no_order_gives_the_whole_paths_error(
+    default_raw, tmp_path, monkeypatch, taken, where
+):
+    """A line whose order is missing, its id past either end of the orders' ids (r12a F1:
+    below the first one once crashed the month search)."""
     ws = _copy(default_raw, tmp_path / "ws")
-    missing = int(pl.read_parquet(ws.raw_table("orders"))["order_id"].max()) + 1
-    lines = _lines(ws, "2026-05")
-    last = pl.int_range(lines.height) == lines.height - 1
-    _rewrite_lines(
-        ws,
-        "2026-05",
-        lines.with_columns(
-            pl.when(last).then(pl.lit(missing)).otherwise("order_id").alias("order_id")
-        ),
-    )
+    orders = pl.read_parquet(ws.raw_table("orders"))
+    if where == "below the first order":  # the first order gone, its lines kept
+        rewrite_raw(ws, "orders", orders.slice(1))
+    else:
+        missing = int(orders["order_id"].max()) + 1
+        lines = _lines(ws, "2026-05")
+        last = pl.int_range(lines.height) == lines.height - 1
+        _rewrite_lines(
+            ws,
+            "2026-05",
+            lines.with_columns(
+                pl.when(last).then(pl.lit(missing)).otherwise("order_id").alias("order_id")
+            ),
+        )
     messages = []
     for chunk in (False, True):
         monkeypatch.setattr(frames, "_CHUNKED", chunk)

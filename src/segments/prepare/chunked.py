@@ -221,8 +221,14 @@ def read_by_month(
         raise Unusual("no orders")
     copy.unlink()
     months = list(parts)
-    lines, counts = _lines_by_month(ws, as_of, raw, folder, products, months, firsts, lasts, parts)
-    files, person_lines = _months_with_counts(folder, parts, counts)
+    copies, _ = copy_raw_lines(ws, raw, folder / "raw-order-lines")  # today's checks, words
+    try:  # a surprise past the checks (a bug or an input they missed): the whole path
+        lines, counts = _lines_by_month(
+            as_of, copies, folder, products, months, firsts, lasts, parts
+        )
+        files, person_lines = _months_with_counts(folder, parts, counts)
+    except (OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
+        raise Unusual(f"lines not counted by month ({exc})") from None
     return MonthlyOrders(
         customers=customers,
         products=products,
@@ -241,9 +247,8 @@ def _month_ids(parts: list[Path]) -> pl.Series:
 
 
 def _lines_by_month(
-    ws: Workspace,
     as_of: dt.date,
-    raw: Mapping[str, str],
+    files: list[Path],
     folder: Path,
     products: pl.DataFrame,
     months: list[dt.date],
@@ -251,11 +256,10 @@ def _lines_by_month(
     lasts: list[int],
     parts: Mapping[dt.date, list[Path]],
 ) -> tuple[RawLines, dict[dt.date, list[Path]]]:
-    """The raw order lines copied and checked a file at a time (as
-    :func:`segments.prepare.raw_lines.read_raw_lines`), each line's order found in its
+    """The raw order lines' private copies ``files`` checked a file at a time (as
+    :func:`segments.prepare.raw_lines.read_raw_lines` does), each line's order found in its
     month's ids (the month by the id ranges), the lines per order written one file per month
-    and lines file: the copies, and those count files by month."""
-    files, _ = copy_raw_lines(ws, raw, folder / "raw-order-lines")
+    and lines file: the lines as read, and those count files by month."""
     counted = folder / "counts"
     counted.mkdir(mode=0o700)
     starts = pl.Series("first", firsts, pl.Int64)
