@@ -234,3 +234,28 @@ def test_an_orders_lines_in_two_files_take_the_whole_path(
     whole, by_month = _both(ws, "alloffice", "statistics", monkeypatch)
     assert whole == by_month and taken == ["whole"]
     assert not any(p.name == "by-month" for p in ws.private.rglob("*"))
+
+
+def test_streamed_orders_file_month_row_groups_give_the_whole_paths_bytes(
+    tmp_path, monkeypatch, taken
+):
+    """The orders file as a 500 M history is written (streamed, one row group a month:
+    ORDERS_IN_MEMORY forced low), read one row group at a time without a chunk size: the
+    same bytes as the whole path, on polars and on DuckDB."""
+    import sys
+
+    import pyarrow.parquet as pq
+
+    import segments.synth.generate  # noqa: F401  (the package exports a function of that name)
+    from segments.synth.generate import generate
+
+    monkeypatch.setattr(sys.modules["segments.synth.generate"], "ORDERS_IN_MEMORY", 200)
+    ws = Workspace(tmp_path / "ws")
+    generate(ws, customers=300, months=14, as_of=AS_OF, progress=False)
+    assert pq.ParquetFile(ws.raw_table("orders")).num_row_groups >= 12
+    monkeypatch.delenv(CHUNK_ROWS_ENV)
+    for engine in ("polars", "duckdb"):
+        monkeypatch.setenv("SEGMENTS_ENGINE", engine)
+        whole, by_month = _both(ws, "alocenter", "offers", monkeypatch)
+        assert len(whole) > 10 and whole == by_month
+    assert taken == ["chunked", "chunked"]
