@@ -98,6 +98,8 @@ def main() -> None:
         "process_peak_mb": round(_rss_mb("VmHWM")),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
         "files_sha256": _prepared_digests(ws.prepared_dir(args.purpose)),
+        # the orders read in chunks and ruled by month (segments.prepare.chunked), not whole
+        "orders_by_month": "_months_with_counts" in rows,
         "stages": rows,
     }
     print(f"raw lines {lines:,}, prepared lines {report.output_counts['lines']:,}")
@@ -114,6 +116,18 @@ def _prepared_digests(folder: Path) -> dict[str, str]:
         for path in sorted(folder.rglob("*"))
         if path.is_file() and path.name != "provenance.json"
     }
+
+
+def _commit(src: Path) -> str | None:
+    """The git commit (with ``+dirty`` for uncommitted changes) of the tree holding ``src``;
+    None outside a git work tree (a ``git archive`` snapshot: name it in the README)."""
+    run = subprocess.run(
+        ["git", "-C", str(src), "describe", "--always", "--dirty=+dirty", "--abbrev=12"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return run.stdout.strip() or None if run.returncode == 0 else None
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -142,6 +156,7 @@ def compare(args: argparse.Namespace) -> None:
     same = base["files_sha256"] == current["files_sha256"]
     print(f"current / baseline: {ratios}; same prepared bytes: {same}")
     result = {"baseline_src": str(args.baseline_src), "runs": runs, "ratios": ratios}
+    result["commits"] = {"baseline": _commit(args.baseline_src), "current": _commit(args.src)}
     result["same_prepared_bytes"] = same
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
