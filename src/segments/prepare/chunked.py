@@ -32,6 +32,7 @@ import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import polars as pl
 import pyarrow as pa
@@ -51,6 +52,34 @@ CHUNK_ROWS_ENV = "SEGMENTS_PREPARE_CHUNK_ROWS"
 CHANNEL = pl.Enum(CHANNELS)
 #: The compact columns of an order prepare keeps (and its line count, ``n_lines``).
 COMPACT = ("order_id", "person_root", "order_date", "channel")
+
+
+#: The spill files' compression (private scratch, read back once or twice: speed over size).
+SPILL: Final = "lz4"
+
+
+class _Folded:
+    """One row per ``key`` with ``agg`` of the rows :meth:`add` was given (a max date, a sum
+    of lines), folded whenever the rows held pass ``rows`` (one row per account or person
+    at most twice over, not one per order), not after every chunk."""
+
+    def __init__(self, key: str, agg: pl.Expr, rows: int) -> None:
+        self.key, self.agg, self.rows = key, agg, max(rows, 1 << 16)
+        self.parts: list[pl.DataFrame] = []
+        self.held = 0
+
+    def add(self, frame: pl.DataFrame) -> None:
+        part = frame.group_by(self.key).agg(self.agg)
+        self.parts.append(part)
+        self.held += part.height
+        if self.held > 2 * self.rows:
+            self.parts = [self.frame()]
+            self.held = self.parts[0].height
+
+    def frame(self) -> pl.DataFrame:
+        if len(self.parts) == 1:
+            return self.parts[0]
+        return pl.concat(self.parts).group_by(self.key).agg(self.agg)
 
 
 class Unusual(Exception):
@@ -170,7 +199,7 @@ def read_by_month(
     last_id: int | None = None
     last_date: dt.date | None = None
     n_orders = 0
-    last_orders: pl.DataFrame | None = None
+    last_orders = _Folded("customer_id", pl.col("order_date").max(), customers.height)
     empty: pl.DataFrame | None = None
     try:
         for number, chunk in enumerate(_chunks(copy, rows)):
@@ -188,18 +217,11 @@ def read_by_month(
             last_id, last_date = ids[-1], dates[-1]
             _checked(check_foreign_key, chunk, "orders", customer_ids, "customers", "customer_id")
             n_orders += chunk.height
-            latest = chunk.group_by("customer_id").agg(pl.col("order_date").max())
-            last_orders = (
-                latest
-                if last_orders is None
-                else pl.concat([last_orders, latest])
-                .group_by("customer_id")
-                .agg(pl.col("order_date").max())
-            )
+            last_orders.add(chunk.select("customer_id", "order_date"))
             compact = chunk.join(roots, on="customer_id", maintain_order="left").select(
                 "order_id", "person_root", "order_date", pl.col("channel").cast(CHANNEL)
             )
-            del chunk, latest
+            del chunk
             if empty is None:
                 empty = compact.clear()
             runs = compact.get_column("order_date").dt.truncate("1mo").rle().struct.unnest()
@@ -213,11 +235,11 @@ def read_by_month(
                     lasts.append(0)
                 lasts[-1] = piece.item(-1, "order_id")
                 parts[first].append(spill / f"{first:%Y-%m}-{number:06d}.parquet")
-                piece.write_parquet(parts[first][-1])
+                piece.write_parquet(parts[first][-1], compression=SPILL)
             del compact
     except (OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
         raise Unusual(f"orders not read in chunks ({exc})") from None
-    if empty is None or last_orders is None:  # no orders: the whole path reads it
+    if empty is None:  # no orders: the whole path reads it
         raise Unusual("no orders")
     copy.unlink()
     months = list(parts)
@@ -237,7 +259,7 @@ def read_by_month(
         months=files,
         empty=empty.with_columns(pl.lit(0, pl.Int64).alias("n_lines")).clear(),
         n_orders=n_orders,
-        last_orders=last_orders,
+        last_orders=last_orders.frame(),
         person_lines=person_lines,
     )
 
@@ -288,7 +310,7 @@ def _lines_by_month(
                 raise Unusual("a line of no order")
             month = months[index]
             counts.setdefault(month, []).append(counted / f"{month:%Y-%m}-{number:06d}.parquet")
-            mine.write_parquet(counts[month][-1])
+            mine.write_parquet(counts[month][-1], compression=SPILL)
             by_month.setdefault(month, []).append(copy)
             total += int(mine.get_column("n_lines").sum())
         del per_order
@@ -312,7 +334,7 @@ def _months_with_counts(
     out = folder / "months"
     out.mkdir(mode=0o700)
     files: dict[dt.date, Path] = {}
-    person_lines: pl.DataFrame | None = None
+    person_lines = _Folded("person_root", pl.col("n_lines").sum(), 1 << 20)
     for month, pieces in parts.items():
         orders = pl.concat([pl.read_parquet(p) for p in pieces])
         if counts.get(month):
@@ -327,20 +349,12 @@ def _months_with_counts(
         else:
             orders = orders.with_columns(pl.lit(0, pl.Int64).alias("n_lines"))
         files[month] = out / f"{month:%Y-%m}.parquet"
-        orders.write_parquet(files[month])
+        orders.write_parquet(files[month], compression=SPILL)
         for piece in [*pieces, *counts.get(month, [])]:
             piece.unlink()
-        mine = orders.group_by("person_root").agg(pl.col("n_lines").sum())
+        person_lines.add(orders.select("person_root", "n_lines"))
         del orders
-        person_lines = (
-            mine
-            if person_lines is None
-            else pl.concat([person_lines, mine])
-            .group_by("person_root")
-            .agg(pl.col("n_lines").sum())
-        )
-    assert person_lines is not None
-    return files, person_lines
+    return files, person_lines.frame()
 
 
 def discard(folder: Path) -> None:
