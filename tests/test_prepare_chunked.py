@@ -259,3 +259,30 @@ def test_streamed_orders_file_month_row_groups_give_the_whole_paths_bytes(
         whole, by_month = _both(ws, "alocenter", "offers", monkeypatch)
         assert len(whole) > 10 and whole == by_month
     assert taken == ["chunked", "chunked"]
+
+
+def test_an_ingested_export_gives_the_whole_paths_bytes_read_in_chunks(
+    tmp_path, monkeypatch, taken
+):
+    """A real export (CDNOW through segments ingest: its orders numbered in date order, its
+    lines one file): read in 700-row chunks, the same bytes as the whole path."""
+    from realexports import CDNOW
+
+    from segments.ingest import ingest
+    from segments.prepare.pseudonym import KEY_ENV_VAR
+
+    if not CDNOW.exists():
+        pytest.skip(f"{CDNOW} not found")
+    examples = Path(__file__).resolve().parents[1] / "examples" / "cdnow"
+    monkeypatch.setenv(KEY_ENV_VAR, "cd" * 32)
+    ws = Workspace(tmp_path / "ws")
+    ingest(CDNOW, examples / "mapping.toml", ws.root)
+    policy = Policy.load(examples / "policy.toml")
+    for purpose in ("statistics",):
+        out = []
+        for chunk in (False, True):
+            monkeypatch.setattr(frames, "_CHUNKED", chunk)
+            prepare(ws, policy, purpose, dt.date(1998, 6, 30))
+            out.append(_digests(ws.prepared_dir(purpose)))
+        assert len(out[0]) > 5 and out[0] == out[1], purpose
+    assert taken == ["chunked"]

@@ -10,18 +10,20 @@ compact orders (order id, person, date, channel as an enum) written one file per
 chunk, plus each account's last order date (one row per account).
 
 This is only done when the raw data allows it to be done exactly: the order ids strictly
-increase over the file and their dates never decrease (as the generator writes them), so no
+increase over the file and their dates never decrease (as the generator and ``segments
+ingest`` write them: a generated workspace or an ingested export alike), so no
 key can repeat across chunks and each month's orders are one range of ids. The order lines
 are then checked one file at a time against the ranges and that month's order ids, and
 counted per order into one small file per month and lines file. Anything else — a chunk that
-fails a check, ids or dates out of order, an order whose lines two files share, an ingested
-export — raises :class:`Unusual`, and prepare takes the whole-table path instead, which
+fails a check, ids or dates out of order, an order whose lines two files share — raises
+:class:`Unusual`, and prepare takes the whole-table path instead, which
 reports a failure with its exact one-line message (counts included). So only bad or unusual
 input pays memory in proportion to the orders.
 
-What the driver holds here is one chunk, one lines file, one month's orders and the per-account
-and per-person facts; :class:`MonthlyOrders` names the spilled month files, which prepare's
-order rules then read one month at a time (:class:`segments.prepare.frames._MonthlyRun`).
+What the driver holds here is one chunk, one lines file (an ingested export's lines are one
+file, read whole as before), one month's orders and the per-account and per-person facts;
+:class:`MonthlyOrders` names the spilled month files, which prepare's order rules then read
+one month at a time (:class:`segments.prepare.frames._MonthlyRun`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import pyarrow.parquet as pq
 
 from segments.exceptions import SchemaError
 from segments.prepare.raw_lines import RawLines, copy_raw_lines, lines_per_order
-from segments.schema import CHANNELS, RAW_TABLES, check_foreign_key, validate
+from segments.schema import CHANNELS, ORDERS, RAW_TABLES, TableSchema, check_foreign_key, validate
 from segments.workspace import Workspace, copy_hashed
 
 __all__ = ["CHUNK_ROWS_ENV", "MonthlyOrders", "Unusual", "chunk_rows", "read_by_month"]
@@ -159,9 +161,9 @@ def read_by_month(
     link: object,
 ) -> MonthlyOrders:
     """Read and check the customers, products, orders (in chunks) and order lines (a file at
-    a time) of a generated workspace, the orders spilled per month into ``folder`` (created
-    owner-only inside prepare's scratch area; removed with it). ``link`` maps the accounts to
-    persons (:func:`segments.prepare.frames.link_persons`).
+    a time) of a generated workspace or an ingested export, the orders spilled per month
+    into ``folder`` (created owner-only inside prepare's scratch area; removed with it).
+    ``link`` maps the accounts to persons (:func:`segments.prepare.frames.link_persons`).
 
     Raises
     ------
@@ -173,22 +175,27 @@ def read_by_month(
     """
     from segments.ingest import read_real_manifest
 
-    if read_real_manifest(ws) is not None:  # an ingested export: its own reader, whole
-        raise Unusual("an ingested export")
-    try:
-        from segments.synth.generate import checked_raw_path, load_raw_pl
-    except ImportError:  # pragma: no cover - the generator is part of the package
-        raise Unusual("no generator loader") from None
     rows = chunk_rows()
-    customers = load_raw_pl(ws, "customers", as_of)
-    products = load_raw_pl(ws, "products", as_of)
+    real = read_real_manifest(ws)
+    day: dt.date | None
+    if real is not None:  # an ingested export (segments ingest)
+        customers, products, path, schema, day, listed = _real_tables(ws, as_of, real)
+    else:
+        try:
+            from segments.synth.generate import checked_raw_path, load_raw_pl
+        except ImportError:  # pragma: no cover - the generator is part of the package
+            raise Unusual("no generator loader") from None
+        customers = load_raw_pl(ws, "customers", as_of)
+        products = load_raw_pl(ws, "products", as_of)
+        path, schema, day = checked_raw_path(ws, "orders", as_of)  # the manifest's digest
+        listed = None
     roots = link(customers)  # type: ignore[operator]
-    path, schema, day = checked_raw_path(ws, "orders", as_of)
     if not path.is_file():  # month partitions of orders: not a shape this pass reads
         raise Unusual("orders in partitions")
     folder.mkdir(mode=0o700)
     copy = folder / "orders.parquet"
-    if raw.get(path.relative_to(ws.raw).as_posix()) != copy_hashed(path, copy):
+    digest = copy_hashed(path, copy)
+    if raw.get(path.relative_to(ws.raw).as_posix()) != digest or listed not in (None, digest):
         raise Unusual("orders changed since hashed")  # the whole path refuses it, its words
     customer_ids = customers.select("customer_id")
     spill = folder / "orders"
@@ -262,6 +269,28 @@ def read_by_month(
         last_orders=last_orders.frame(),
         person_lines=person_lines,
     )
+
+
+def _real_tables(
+    ws: Workspace, as_of: dt.date, manifest: Mapping[str, object]
+) -> tuple[pl.DataFrame, pl.DataFrame, Path, TableSchema, dt.date, str | None]:
+    """An ingested export's customers and products, checked as
+    :func:`segments.ingest.load_real_raw` checks them (which also checks the products'
+    taxonomy, after the orders' schema: any failure here leaves the order of the messages to
+    the whole path), and the orders' path, schema, as-of and listed digest."""
+    from segments.exceptions import WorkspaceError
+    from segments.ingest import load_real_raw
+
+    try:
+        small = load_real_raw(ws, as_of, ("customers", "products"))
+    except (SchemaError, WorkspaceError) as exc:
+        raise Unusual(str(exc)) from None
+    files = manifest.get("files")
+    listed = files.get("orders.parquet") if isinstance(files, dict) else None
+    if not isinstance(listed, str):
+        raise Unusual("orders not listed as one file")
+    path = ws.require(ws.raw_table("orders"), "segments ingest")
+    return small["customers"], small["products"], path, ORDERS, as_of, listed
 
 
 def _month_ids(parts: list[Path]) -> pl.Series:
