@@ -886,6 +886,59 @@ def test_clip_correction_pools_the_months_that_carry_it_and_its_noise_widens():
         validate_archive(archive.drop(columns="units_clip_excess_scale"))
 
 
+def test_clip_correction_weighs_each_month_by_its_published_noise():
+    """One month released with a private bound drawn 30x high (its excess's noise 30x the
+    others'): the pooled clipped share is still unbiased, its stated variance is its real
+    spread, and that month's weight falls towards 0 (the equal pooling, the earlier default,
+    lets it set the spread: its standard error is several times larger)."""
+    rng = np.random.default_rng(20261206)
+    months = pd.date_range("2024-01-01", periods=30, freq="MS")
+    released = 50_000.0 * (1.0 + 0.2 * np.sin(np.arange(30) / 2.0))
+    scale = np.full(30, 0.02 * 55_000.0)
+    scale[7] *= 30.0
+    estimates: dict[str, list[float]] = {"inverse-variance": [], "equal": []}
+    stated: dict[str, float] = {}
+    for _ in range(400):
+        excess = 0.05 * released + rng.laplace(0.0, scale)
+        archive = pd.DataFrame(
+            {
+                "month": np.repeat(months, 2),
+                "category": ["paper", "writing"] * 30,
+                "units": np.repeat(released / 2.0, 2),
+                "units_clip_excess": np.repeat(excess, 2),
+                "units_clip_excess_scale": np.repeat(scale, 2),
+                "mechanism": "laplace",
+            }
+        )
+        for pooling in estimates:
+            share, variance = clip_correction(archive, pooling)["units"]
+            estimates[pooling].append(share)
+            stated[pooling] = variance
+    sd = {k: float(np.std(v)) for k, v in estimates.items()}
+    assert abs(float(np.mean(estimates["inverse-variance"])) - 0.05) < 3 * np.sqrt(
+        stated["inverse-variance"] / 400
+    )
+    assert 0.85 < sd["inverse-variance"] / np.sqrt(stated["inverse-variance"]) < 1.15, sd
+    assert 0.85 < sd["equal"] / np.sqrt(stated["equal"]) < 1.15, sd
+    assert sd["inverse-variance"] < 0.3 * sd["equal"], sd
+    # the default is the weighted pooling: the noisy month cannot move it
+    one = pd.DataFrame(
+        {
+            "month": months,
+            "category": "paper",
+            "units": released,
+            "units_clip_excess": 0.05 * released,
+            "units_clip_excess_scale": scale,
+            "mechanism": "laplace",
+        }
+    )
+    one.loc[7, "units_clip_excess"] += 20 * scale[7]  # a wild draw on the noisy month
+    assert abs(clip_correction(one)["units"][0] - 0.05) < 0.005
+    assert abs(clip_correction(one, "equal")["units"][0] - 0.05) > 0.3
+    with pytest.raises(ValueError, match="pooling"):
+        clip_correction(one, "median")
+
+
 def test_attack_an_archive_rewritten_with_exact_totals_is_refused(tmp_path, monkeypatch):
     """Review r10a F7: the archive's rows replaced by the exact, non-DP monthly totals (the
     scales kept) were forecast and exported as post-processing of DP releases. The archive's

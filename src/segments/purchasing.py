@@ -509,8 +509,9 @@ def _clip_statement(archive: pd.DataFrame) -> dict[str, Any]:
     out: dict[str, Any] = {
         "method": "each monthly release measures the mass its contribution clip removed "
         "(an OpenDP sum charged with the release); the forecast scales its points by 1 + the "
-        "pooled share and widens its intervals by that estimate's noise; mass above twice "
-        "the clip bound is not estimated",
+        "share pooled over the months, each weighed by its excess's published noise (a month "
+        "released at a high private bound counts less), and widens its intervals by that "
+        "estimate's noise; mass above twice the clip bound is not estimated",
     }
     for measure in ("units", "sek"):
         column = f"{measure}_clip_excess"
