@@ -180,11 +180,20 @@ def _released_keys_digest(releases: Path) -> str:
     return hashlib.sha256("\n\n".join(sorted(parts)).encode()).hexdigest()
 
 
-def _run_child(step: str, engine: str, folder: Path) -> dict:
+def _run_child(step: str, engine: str, folder: Path, sources: dict[str, Path]) -> dict:
+    """``engine`` is ``NAME`` (this tree's code) or ``NAME@LABEL``: the code of ``--src
+    LABEL=DIR``, a ``git archive`` of another commit (its ``src`` first on the path and its own
+    copy of this script and bench_releases as the child), on the same frames."""
+    name, _, label = engine.partition("@")
+    script, env = Path(__file__), dict(os.environ)
+    if label:
+        script = sources[label] / "benchmarks" / Path(__file__).name
+        env["PYTHONPATH"] = str(sources[label] / "src")
     out = subprocess.run(
-        [sys.executable, __file__, "--child", step, "--engine", engine, "--folder", str(folder)],
+        [sys.executable, str(script), "--child", step, "--engine", name, "--folder", str(folder)],
         capture_output=True,
         text=True,
+        env=env,
     )
     if out.returncode:  # recorded, and the other steps still run
         last = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "no output"
@@ -298,6 +307,16 @@ def main() -> None:
     parser.add_argument(
         "--keep", action="store_true", help="keep --folder/run (the frames) for a later --reuse"
     )
+    parser.add_argument(
+        "--src",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="another commit's code (DIR holds a `git archive` of its src and benchmarks): "
+        "engines named ENGINE@LABEL run on it, on the same frames (e.g. the in-memory path "
+        "when the issue was filed as the baseline: --src 3fa20ec=DIR --engines "
+        "polars@3fa20ec,polars,duckdb); ratios are then against the first engine listed",
+    )
     parser.add_argument("--child", choices=STEPS)
     parser.add_argument("--engine")
     args = parser.parse_args()
@@ -305,6 +324,14 @@ def main() -> None:
         print(json.dumps(child_step(args.child, args.engine, args.folder), default=str))
         return
     engines = args.engines.split(",")
+    sources = {
+        label: Path(folder).resolve()
+        for label, _, folder in (item.partition("=") for item in args.src)
+    }
+    for engine in engines:
+        label = engine.partition("@")[2]
+        if label and label not in sources:
+            parser.error(f"engine {engine}: no --src {label}=DIR")
     os.environ["SEGMENTS_MEMORY_LIMIT"] = args.memory_limit
     base = args.folder or Path(tempfile.mkdtemp(prefix=".bench-engines-", dir=HERE))
     folder = base / "run"
@@ -319,6 +346,13 @@ def main() -> None:
         "steps": {},
         "identical": {},
     }
+    if sources:
+        results["sources"] = {
+            label: (folder / "SNAPSHOT").read_text().strip()
+            if (folder / "SNAPSHOT").is_file()
+            else str(folder)
+            for label, folder in sources.items()
+        }
     try:
         _prepare_folder(folder, args)
         results["load_average"] = {"before": round(os.getloadavg()[0], 1)}
@@ -332,7 +366,7 @@ def main() -> None:
                 shutil.rmtree(workspace, ignore_errors=True)
                 shutil.copytree(folder, workspace, symlinks=True, copy_function=os.link)
                 try:
-                    out = _run_child(step, engine, workspace)
+                    out = _run_child(step, engine, workspace, sources)
                 finally:
                     shutil.rmtree(workspace, ignore_errors=True)
                 results["steps"][step][engine] = out
@@ -346,23 +380,41 @@ def main() -> None:
             digests = {
                 engine: out.get("frame_sha256") or out.get("released_keys_sha256")
                 for engine, out in results["steps"][step].items()
-                if "failed" not in out
+                if "failed" not in out and "@" not in engine  # this tree's code only
             }
             if len(digests) > 1:  # the same per-person frames / released keys and charges
                 results["identical"][step] = len(set(digests.values())) == 1
                 print(f"         identical on {', '.join(digests)}: {results['identical'][step]}")
-            if "polars" in engines and not any(
+            other = {  # and the other commits' code: the same keys and charges as that code's?
+                engine: out.get("frame_sha256") or out.get("released_keys_sha256")
+                for engine, out in results["steps"][step].items()
+                if "failed" not in out and "@" in engine
+            }
+            if other and digests:
+                same = len(set(other.values()) | set(digests.values())) == 1
+                results.setdefault("identical_with_src", {})[step] = same
+                print(f"         identical on {', '.join(other)} too: {same}")
+            # the baseline: the in-memory path (polars), or with --src the first engine listed
+            baseline = engines[0] if sources else "polars"
+            if baseline in engines and not any(
                 "failed" in o for o in results["steps"][step].values()
             ):
-                ref = results["steps"][step]["polars"]
+                ref = results["steps"][step][baseline]
                 for engine in engines:
-                    if engine != "polars":
+                    if engine != baseline:
                         got = results["steps"][step][engine]
+                        ratio = {
+                            key: round(got[key] / ref[key], 3)
+                            for key in ("seconds", "cpu_seconds", "peak_rss_mb")
+                        }
+                        results.setdefault("ratios", {}).setdefault(step, {})[engine] = {
+                            "over": baseline,
+                            **ratio,
+                        }
                         print(
-                            f"         {engine} / polars: time ×"
-                            f"{got['seconds'] / ref['seconds']:.2f} "
-                            f"(CPU ×{got['cpu_seconds'] / ref['cpu_seconds']:.2f}), "
-                            f"memory ×{got['peak_rss_mb'] / ref['peak_rss_mb']:.2f} "
+                            f"         {engine} / {baseline}: time ×{ratio['seconds']:.2f} "
+                            f"(CPU ×{ratio['cpu_seconds']:.2f}), "
+                            f"memory ×{ratio['peak_rss_mb']:.2f} "
                             "(goal: time ≤ ×1.00, memory ≤ ×0.50)"
                         )
         results["load_average"]["after"] = round(os.getloadavg()[0], 1)
