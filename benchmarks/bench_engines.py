@@ -234,11 +234,13 @@ def _prepare_folder(folder: Path, args: argparse.Namespace) -> None:
         shutil.copytree(
             args.frames.resolve(), folder, symlinks=True, copy_function=os.link, dirs_exist_ok=True
         )
-        (prepared / PROVENANCE_FILE).unlink()  # signed again below, by this code
+        # signed again below, by this code (a run stopped before signing left none)
+        (prepared / PROVENANCE_FILE).unlink(missing_ok=True)
     elif args.reuse:
         prepared.mkdir(parents=True, exist_ok=True)
         source = args.reuse.resolve() / "prepared" / PURPOSE
-        os.symlink(source / "customers.parquet", prepared / "customers.parquet")
+        # a hard link: a workspace table never links to files elsewhere (folder_files)
+        os.link(source / "customers.parquet", prepared / "customers.parquet")
         # the same people buying K times as much: K × the lines, the same persons
         t = time.perf_counter()
         rows = _write_partitions(
