@@ -204,6 +204,29 @@ def test_a_category_outside_the_public_list_is_refused(engine, tmp_path):
         engine.person_cells(path, None, PRODUCT_CATEGORIES, scratch=tmp_path)
 
 
+@pytest.mark.parametrize("by_month", [False, True])
+@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.name)
+def test_a_line_without_a_public_category_is_refused_beside_good_ones(engine, by_month, tmp_path):
+    """DuckDB sums a window's lines per person, one column per public category: a line of
+    no category (NULL) or of another one falls in no column, so it must be refused there
+    too, never dropped from the person's cells."""
+    path = tmp_path / "lines.parquet"
+    day = dt.date(2026, 1, 5)
+    for odd in (None, "weapons"):
+        rows = [("e" * 32, "o1", day, "paper", 5.0, 1), ("f" * 32, "o3", day, "paper", 1.0, 1)]
+        _lines([*rows, ("e" * 32, "o2", day, odd, 7.0, 1)]).write_parquet(path)
+        for cells in (
+            lambda: engine.person_cells(path, None, PRODUCT_CATEGORIES, scratch=tmp_path),
+            lambda: list(
+                engine.person_key_cell_batches(
+                    path, None, PRODUCT_CATEGORIES, by_month=by_month, scratch=tmp_path
+                )
+            ),
+        ):
+            with pytest.raises(SchemaError, match=f"column 'category'.*'{odd}'"):
+                cells()
+
+
 def test_missing_lines_name_the_command(tmp_path):
     with pytest.raises(WorkspaceError, match="segments prepare"):
         line_files(tmp_path / "nowhere")

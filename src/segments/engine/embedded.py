@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ from segments.engine.base import (
 __all__ = ["DuckDBEngine"]
 
 #: SQL of :func:`segments.engine.base.ore_to_sek` (half away from zero, in integers).
+#: SQL of one line's amount in öre, exact (the sums are in integers).
+_ORE = "CAST(floor(amount_sek * 100 + 0.5) AS BIGINT)"
 _ORE_TO_SEK = "CASE WHEN _ore >= 0 THEN (_ore + 50) // 100 ELSE -((50 - _ore) // 100) END"
 
 
@@ -72,7 +75,7 @@ def _cells_sql(query: LineQuery) -> str:
     return f"""
         WITH agg AS (
             SELECT person_id, {month}category,
-                   sum(CAST(floor(amount_sek * 100 + 0.5) AS BIGINT)) AS _ore,
+                   sum({_ORE}) AS _ore,
                    sum(CAST(quantity AS BIGINT)) AS units
             FROM {_rows_sql(query)}
             GROUP BY ALL
@@ -82,7 +85,53 @@ def _cells_sql(query: LineQuery) -> str:
     """
 
 
-def _key_cells_sql(query: LineQuery) -> str:
+#: The table :meth:`DuckDBEngine._cell_rows` aggregates a window's lines into: one row per person.
+_PERSONS = "_persons"
+
+
+def _persons_sql(query: LineQuery, slots: Sequence[str]) -> str:
+    """One row per person of the window: each public category's öre sum ``o<i>`` and units
+    ``u<i>`` (columns named by the category's position, its name bound as ``slots[i]``, never
+    spliced into SQL; NULL where the person has no line of it), and ``_other``, the person's
+    lines of no public category (refused by the caller).
+
+    Grouped on the person alone: the hash aggregate holds one 64-character pseudonym per
+    person instead of one per person and category. Measured, the bare queries on 10 million
+    lines (303,030 persons, 1,841,376 cells, 2 threads, 1 GB limit): 509-515 MB peak against
+    685-732 MB for the aggregate per (person, category), at the same CPU time (4.6-5.9 s
+    against 4.4-5.0 s; issue 21)."""
+    sums = ", ".join(
+        f"sum({_ORE}) FILTER (WHERE category = {slot}) AS o{i}, "
+        f"sum(CAST(quantity AS BIGINT)) FILTER (WHERE category = {slot}) AS u{i}"
+        for i, slot in enumerate(slots)
+    )
+    return f"""
+        SELECT person_id, {sums},
+               count(*) FILTER (WHERE category IS NULL OR category NOT IN ({", ".join(slots)}))
+                   AS _other
+        FROM {_rows_sql(query)}
+        GROUP BY person_id
+    """
+
+
+def _cells_of_persons_sql(slots: Sequence[str]) -> str:
+    """The rows of :func:`_cells_sql` read back from :data:`_PERSONS`: one per person and
+    category with a line (its öre sum or units not NULL: amount and quantity are required
+    columns of prepared lines), öre rounded to whole SEK."""
+    cells = " UNION ALL ".join(
+        f"SELECT person_id, CAST({slot} AS VARCHAR) AS category, o{i} AS _ore, u{i} AS units "
+        f"FROM {_PERSONS} WHERE o{i} IS NOT NULL OR u{i} IS NOT NULL"
+        for i, slot in enumerate(slots)
+    )
+    return f"""
+        WITH agg AS ({cells})
+        SELECT person_id, category, CAST({_ORE_TO_SEK} AS BIGINT) AS sek,
+               CAST(units AS BIGINT) AS units
+        FROM agg
+    """
+
+
+def _key_cells_sql(query: LineQuery, cells: str | None = None) -> str:
     """:func:`_cells_sql` with each row's pseudonym replaced by its key ``pid`` and check
     ``pid_check`` inside DuckDB (:func:`segments.engine.base.person_key`), so no pseudonym
     leaves the engine.
@@ -96,7 +145,7 @@ def _key_cells_sql(query: LineQuery) -> str:
     digits = KEY_HEX_DIGITS
     month = "month, " if query.by_month else ""
     return f"""
-        WITH cells AS ({_cells_sql(query)})
+        WITH cells AS ({cells or _cells_sql(query)})
         SELECT CAST(concat('0x', substr(person_id, strlen(person_id) - {digits - 1}))
                     AS BIGINT) AS pid,
                {month}category, sek, units,
@@ -147,31 +196,54 @@ class DuckDBEngine(Engine):
         finally:
             con.close()
 
+    def _cell_rows(self, con: Any, query: LineQuery) -> tuple[str, list[str]]:
+        """The SQL (and its parameters) of the query's cells, :func:`_cells_sql`'s rows.
+
+        A whole window's cells are aggregated per person first, into :data:`_PERSONS`
+        (:func:`_persons_sql`; a line of a category outside the public list is refused
+        here, before any row is read), then read back one row per person and category.
+        Cells per month keep the aggregate per (person, month, category): a person's month
+        holds few of the categories, so a row per person and month would mostly be empty."""
+        if query.by_month or not query.categories:
+            return _cells_sql(query), []
+        slots = [f"${i}" for i in range(1, len(query.categories) + 1)]
+        params = list(query.categories)
+        con.execute(f"CREATE TEMP TABLE {_PERSONS} AS {_persons_sql(query, slots)}", params)
+        con.fetchall()  # DuckDB takes no other statement while a result is unfinished
+        ((other,),) = con.execute(f"SELECT coalesce(sum(_other), 0) FROM {_PERSONS}").fetchall()
+        if other:
+            found = con.execute(f"SELECT DISTINCT category FROM {_rows_sql(query)}").fetchall()
+            check_categories([row[0] for row in found], query.categories)
+        return _cells_of_persons_sql(slots), params
+
     def _cells(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
         order = "person_id, month, category" if query.by_month else "person_id, category"
         with self.connect(scratch) as con:
-            cells = con.sql(f"{_cells_sql(query)} ORDER BY {order}").pl()
+            sql, params = self._cell_rows(con, query)
+            cells = con.sql(f"{sql} ORDER BY {order}", params=params or None).pl()
         check_categories(cells["category"].unique().to_list(), query.categories)
         return cells.cast(query.cell_schema)
 
     def _cell_batches(self, query: LineQuery, scratch: Path) -> Iterator[pl.DataFrame]:
         # the aggregate streamed out unsorted (a sort would hold the whole result): the
         # driver holds one batch of pseudonyms at a time
-        yield from self._batches(_cells_sql(query), query, query.cell_schema, scratch)
+        yield from self._batches(lambda cells: cells, query, query.cell_schema, scratch)
 
     def _key_cell_batches(self, query: LineQuery, scratch: Path) -> Iterator[pl.DataFrame]:
         # keyed in DuckDB, streamed out unsorted like _cell_batches: a row is one pseudonym,
         # so two people of one key are two rows, found by the caller (never one row)
         schema = key_cell_schema(query.by_month)
-        yield from self._batches(_key_cells_sql(query), query, schema, scratch)
+        keyed = functools.partial(_key_cells_sql, query)
+        yield from self._batches(keyed, query, schema, scratch)
 
     def _batches(
-        self, sql: str, query: LineQuery, schema: Any, scratch: Path
+        self, wrap: Callable[[str], str], query: LineQuery, schema: Any, scratch: Path
     ) -> Iterator[pl.DataFrame]:
-        """``sql``'s rows as Arrow record batches of ``schema``, each batch's categories
-        checked against the query's."""
+        """The rows of ``wrap`` of the query's cells (:meth:`_cell_rows`) as Arrow record
+        batches of ``schema``, each batch's categories checked against the query's."""
         with self.connect(scratch) as con:
-            reader = con.sql(sql).to_arrow_reader(CELL_BATCH_ROWS)
+            sql, params = self._cell_rows(con, query)
+            reader = con.sql(wrap(sql), params=params or None).to_arrow_reader(CELL_BATCH_ROWS)
             for batch in reader:
                 cells = pl.from_arrow(batch)
                 assert isinstance(cells, pl.DataFrame)
