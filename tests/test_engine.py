@@ -227,6 +227,25 @@ def test_a_line_without_a_public_category_is_refused_beside_good_ones(engine, by
                 cells()
 
 
+@pytest.mark.parametrize("by_month", [False, True])
+def test_a_category_listed_twice_is_one_cell_on_every_backend(default_lines, tmp_path, by_month):
+    """r12a F2: an ingested taxonomy may list a category twice; DuckDB's per-person sums (a
+    column per listed category) must still give each person one cell of it, as polars does."""
+    twice = (*PRODUCT_CATEGORIES, PRODUCT_CATEGORIES[0])
+    polars_engine, duck = ENGINES
+    expected = polars_engine.person_cells(
+        default_lines, None, twice, by_month=by_month, scratch=tmp_path
+    )
+    got = duck.person_cells(default_lines, None, twice, by_month=by_month, scratch=tmp_path)
+    assert_frame_equal(got, expected)
+    keyed = pl.concat(
+        duck.person_key_cell_batches(
+            default_lines, None, twice, by_month=by_month, scratch=tmp_path
+        )
+    )
+    assert keyed.height == expected.height
+
+
 def test_missing_lines_name_the_command(tmp_path):
     with pytest.raises(WorkspaceError, match="segments prepare"):
         line_files(tmp_path / "nowhere")

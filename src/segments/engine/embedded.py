@@ -206,8 +206,8 @@ class DuckDBEngine(Engine):
         holds few of the categories, so a row per person and month would mostly be empty."""
         if query.by_month or not query.categories:
             return _cells_sql(query), []
-        slots = [f"${i}" for i in range(1, len(query.categories) + 1)]
-        params = list(query.categories)
+        params = list(dict.fromkeys(query.categories))  # one column each, even if listed twice
+        slots = [f"${i}" for i in range(1, len(params) + 1)]
         con.execute(f"CREATE TEMP TABLE {_PERSONS} AS {_persons_sql(query, slots)}", params)
         con.fetchall()  # DuckDB takes no other statement while a result is unfinished
         ((other,),) = con.execute(f"SELECT coalesce(sum(_other), 0) FROM {_PERSONS}").fetchall()
