@@ -286,3 +286,27 @@ def test_an_ingested_export_gives_the_whole_paths_bytes_read_in_chunks(
             out.append(_digests(ws.prepared_dir(purpose)))
         assert len(out[0]) > 5 and out[0] == out[1], purpose
     assert taken == ["chunked"]
+
+
+def test_lines_without_an_order_date_give_the_whole_paths_bytes(
+    default_raw, tmp_path, monkeypatch, taken
+):
+    """A purpose whose lines drop the order date is written as one file, built from every
+    kept order at once: the month files read back into one frame give the same bytes."""
+    import dataclasses
+    import types
+
+    policy = Policy.load("alloffice")
+    spec = policy.purpose("statistics")
+    lines = tuple(c for c in spec.columns["lines"] if c != "order_date")
+    spec = dataclasses.replace(spec, columns={**spec.columns, "lines": lines})
+    purposes = types.MappingProxyType({**policy.purposes, "statistics": spec})
+    policy = dataclasses.replace(policy, purposes=purposes)
+    ws = _copy(default_raw, tmp_path / "ws")
+    out = []
+    for chunk in (False, True):
+        monkeypatch.setattr(frames, "_CHUNKED", chunk)
+        prepare(ws, policy, "statistics", AS_OF)
+        out.append(_digests(ws.prepared_dir("statistics")))
+    assert "lines.parquet" in out[0] and out[0] == out[1]
+    assert taken == ["chunked"]
