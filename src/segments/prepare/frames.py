@@ -47,6 +47,8 @@ from segments._tables import read_table, reads_bound_to, to_pandas
 from segments.engine import Engine, get_engine
 from segments.exceptions import PolicyError, SchemaError
 from segments.policy import Policy, Purpose, RetentionRule
+from segments.prepare.chunked import CHANNEL as _CHANNEL
+from segments.prepare.chunked import COMPACT as _COMPACT
 from segments.prepare.pseudonym import (
     DEMO_PROVENANCE,
     PseudonymKey,
@@ -57,7 +59,6 @@ from segments.prepare.raw_lines import RawLines, read_raw_lines
 from segments.privacy.synthetic import prove_synthetic
 from segments.progress import progress
 from segments.schema import (
-    CHANNELS,
     CUSTOMERS,
     PREPARED_CUSTOMERS,
     PREPARED_LINES,
@@ -554,10 +555,6 @@ class _MonthlyRun(_Run):
         return empty, self.kept_lines, self.months
 
 
-#: An order's columns the driver keeps (:mod:`segments.prepare.chunked`'s compact orders).
-_COMPACT = ("order_id", "person_root", "order_date", "channel")
-
-
 def _orders_with_persons(
     orders: pl.DataFrame, n_lines: pl.DataFrame, roots: pl.DataFrame
 ) -> pl.DataFrame:
@@ -605,10 +602,6 @@ def _orders_with_persons(
         )
         .collect()
     )
-
-
-#: The channel as the driver holds it per order (the values ORDERS allows).
-_CHANNEL = pl.Enum(CHANNELS)
 
 
 #: Every raw table's direct identifier columns (synthetic and real customers alike).
