@@ -197,7 +197,6 @@ def read_by_month(
     digest = copy_hashed(path, copy)
     if raw.get(path.relative_to(ws.raw).as_posix()) != digest or listed not in (None, digest):
         raise Unusual("orders changed since hashed")  # the whole path refuses it, its words
-    customer_ids = customers.select("customer_id")
     spill = folder / "orders"
     spill.mkdir(mode=0o700)
     parts: dict[dt.date, list[Path]] = {}
@@ -222,13 +221,16 @@ def read_by_month(
             ):
                 raise Unusual("order ids or dates out of order")
             last_id, last_date = ids[-1], dates[-1]
-            _checked(check_foreign_key, chunk, "orders", customer_ids, "customers", "customer_id")
             n_orders += chunk.height
             last_orders.add(chunk.select("customer_id", "order_date"))
-            compact = chunk.join(roots, on="customer_id", maintain_order="left").select(
+            # each order's person, and the customers foreign key in the same join: an order
+            # of no account has no person (every account has one: ``roots`` is the accounts')
+            compact = chunk.join(roots, on="customer_id", how="left", maintain_order="left").select(
                 "order_id", "person_root", "order_date", pl.col("channel").cast(CHANNEL)
             )
             del chunk
+            if compact.get_column("person_root").null_count():
+                raise Unusual("an order of no account")  # the whole path counts them all
             if empty is None:
                 empty = compact.clear()
             runs = compact.get_column("order_date").dt.truncate("1mo").rle().struct.unnest()
