@@ -310,3 +310,32 @@ def test_lines_without_an_order_date_give_the_whole_paths_bytes(
         out.append(_digests(ws.prepared_dir("statistics")))
     assert "lines.parquet" in out[0] and out[0] == out[1]
     assert taken == ["chunked"]
+
+
+def test_orders_in_one_row_group_are_read_whole_unless_chunks_are_asked_for(
+    default_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One row group is read whole by either path, so the chunked pass's copy, hash and month
+    files would be pure cost: prepare skips it then, and takes it for more row groups or when
+    a chunk size is asked for."""
+    import pyarrow.parquet as pq
+
+    ws = _copy(default_raw, tmp_path / "ws")
+    orders = ws.raw_table("orders")
+    assert pq.ParquetFile(orders).metadata.num_row_groups == 1
+    monkeypatch.delenv(CHUNK_ROWS_ENV, raising=False)
+    assert not chunked.worth_chunking(orders)
+    monkeypatch.setenv(CHUNK_ROWS_ENV, "700")
+    assert chunked.worth_chunking(orders)
+    monkeypatch.delenv(CHUNK_ROWS_ENV)
+    two = tmp_path / "two.parquet"
+    pq.write_table(pq.read_table(orders), two, row_group_size=1000)
+    assert chunked.worth_chunking(two)
+
+    calls: list[int] = []
+    original = chunked.read_by_month
+    monkeypatch.setattr(
+        chunked, "read_by_month", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    prepare(ws, Policy.load("alloffice"), "statistics", AS_OF)
+    assert calls == []

@@ -45,7 +45,14 @@ from segments.prepare.raw_lines import RawLines, copy_raw_lines, lines_per_order
 from segments.schema import CHANNELS, ORDERS, RAW_TABLES, TableSchema, check_foreign_key, validate
 from segments.workspace import Workspace, copy_hashed
 
-__all__ = ["CHUNK_ROWS_ENV", "MonthlyOrders", "Unusual", "chunk_rows", "read_by_month"]
+__all__ = [
+    "CHUNK_ROWS_ENV",
+    "MonthlyOrders",
+    "Unusual",
+    "chunk_rows",
+    "read_by_month",
+    "worth_chunking",
+]
 
 #: Rows per chunk of the raw orders (unset: one chunk per Parquet row group, as written).
 CHUNK_ROWS_ENV = "SEGMENTS_PREPARE_CHUNK_ROWS"
@@ -151,6 +158,23 @@ def _checked(check: object, *args: object) -> None:
         check(*args)  # type: ignore[operator]
     except SchemaError as exc:
         raise Unusual(str(exc)) from None
+
+
+def worth_chunking(orders: Path) -> bool:
+    """Whether the chunked pass can hold less than the whole table: only when the orders file
+    has more than one row group, or :data:`CHUNK_ROWS_ENV` asks for chunks (tests). One row
+    group is read whole either way, and the pass's private copy, hash and month files are
+    then pure cost (the same bytes come out of both paths).
+
+    >>> worth_chunking(Path("/nonexistent/orders.parquet"))
+    True
+    """
+    if chunk_rows() is not None:
+        return True
+    try:
+        return bool(pq.ParquetFile(orders).metadata.num_row_groups > 1)
+    except (OSError, pa.ArrowException):  # partitions, a missing file: let the pass decide
+        return True
 
 
 def read_by_month(

@@ -1193,7 +1193,7 @@ def _read_by_month(ws: Workspace, day: dt.date, raw: Mapping[str, str], scratch:
     before, and so reports a failure with today's message (its spill is removed first)."""
     from segments.prepare import chunked
 
-    if not _CHUNKED:
+    if not _CHUNKED or not chunked.worth_chunking(ws.raw_table("orders")):
         return None
     folder = scratch / "by-month"
     try:
