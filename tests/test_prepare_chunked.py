@@ -78,6 +78,17 @@ def _both(
     return out[0], out[1]
 
 
+def _errors_of_both(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The one-line error of the whole-table path, then of the chunked one."""
+    messages = []
+    for chunk in (False, True):
+        monkeypatch.setattr(frames, "_CHUNKED", chunk)
+        with pytest.raises(SchemaError) as caught:
+            prepare(ws, Policy.load("alloffice"), "statistics", AS_OF)
+        messages.append(str(caught.value))
+    return messages
+
+
 @pytest.mark.parametrize("purpose", ["statistics", "offers"])
 def test_chunked_orders_give_the_whole_paths_prepared_bytes(
     default_raw, tmp_path, monkeypatch, taken, purpose
@@ -161,12 +172,7 @@ def test_bad_orders_give_the_whole_paths_one_line_error(
     whole table included), nothing written, no scratch left in the workspace."""
     ws = _copy(default_raw, tmp_path / "ws")
     rewrite_raw(ws, "orders", _late_bad_orders(pl.read_parquet(ws.raw_table("orders")), case))
-    messages = []
-    for chunk in (False, True):
-        monkeypatch.setattr(frames, "_CHUNKED", chunk)
-        with pytest.raises(SchemaError) as caught:
-            prepare(ws, Policy.load("alloffice"), "statistics", AS_OF)
-        messages.append(str(caught.value))
+    messages = _errors_of_both(ws, monkeypatch)
     assert messages[0] == messages[1] and "\n" not in messages[1]
     assert "table 'orders'" in messages[1]
     assert taken == ["whole"]
@@ -207,12 +213,7 @@ def test_a_line_of_no_order_gives_the_whole_paths_error(
                 pl.when(last).then(pl.lit(missing)).otherwise("order_id").alias("order_id")
             ),
         )
-    messages = []
-    for chunk in (False, True):
-        monkeypatch.setattr(frames, "_CHUNKED", chunk)
-        with pytest.raises(SchemaError) as caught:
-            prepare(ws, Policy.load("alloffice"), "statistics", AS_OF)
-        messages.append(str(caught.value))
+    messages = _errors_of_both(ws, monkeypatch)
     assert messages[0] == messages[1] and "references orders" in messages[1]
     assert taken == ["whole"]
     assert not ws.prepared_dir("statistics").exists()
