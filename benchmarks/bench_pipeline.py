@@ -8,8 +8,8 @@ Usage::
 
 Each stage runs in its own process (wall time and that process's own peak, ``VmHWM``):
 ``generate`` (the synthetic raw tables, order lines written in month partitions),
-``prepare`` (purpose ``statistics``, policy ``alloffice``; with ``SEGMENTS_ENGINE`` set, so
-its line-level join runs on that engine month by month) and ``release``
+``prepare`` (purpose ``statistics``, policy ``alloffice`` or ``--policy``'s; with
+``SEGMENTS_ENGINE`` set, so its line-level join runs on that engine month by month) and ``release``
 (``bench_releases.child_release``: month_closing, the monthly series of 2026-02 and the
 survey, on an evaluation ledger). Figures are also given per 10 million raw lines;
 ``--baseline ENGINE:CUSTOMERS`` first runs the same stages on another engine and size (the
@@ -59,9 +59,11 @@ def child(stage: str, folder: Path, customers: int, months: int, ws: str = "ws")
         )
         extra = {"lines": int(result.manifest["row_counts"]["order_lines"])}
     elif stage == "prepare":
+        from bench_releases import POLICY
+
         from segments.prepare import prepare
 
-        report = prepare(workspace, "alloffice", "statistics", DATA_AS_OF)
+        report = prepare(workspace, POLICY, "statistics", DATA_AS_OF)
         extra = {"prepared_lines": int(report.output_counts["lines"])}
     else:
         from bench_releases import child_release
@@ -177,11 +179,18 @@ def main() -> None:
         metavar="ENGINE",
         help="then run the release on ENGINE and on --engine, on the same prepared data",
     )
+    parser.add_argument(
+        "--policy",
+        help="the policy prepare and the releases run under (default alloffice; allcall keeps "
+        "every month of a long history for statistics, alloffice about 15)",
+    )
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child", choices=STAGES)
     parser.add_argument("--ws", default="ws", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.policy:  # a stage process inherits the parent's choice through the environment
+        os.environ["SEGMENTS_BENCH_POLICY"] = args.policy
     if args.child:
         out = child(args.child, args.folder, args.customers, args.months, args.ws)
         print(json.dumps(out, default=str))
@@ -192,6 +201,7 @@ def main() -> None:
         "memory_limit": args.memory_limit,
         "customers": args.customers,
         "months": args.months,
+        "policy": os.environ.get("SEGMENTS_BENCH_POLICY", "alloffice"),
         "machine": f"{os.cpu_count()} cores",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "load_average": {"before": round(os.getloadavg()[0], 1)},

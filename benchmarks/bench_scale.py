@@ -16,15 +16,15 @@ engine run at that size: each engine prepares and releases in its own hard-linke
 (``ws-<engine>``), so the baseline and the embedded engine at 10 M read the same bytes.
 
 Every stage is one process of ``bench_pipeline.py --child`` (the same stage code as that
-benchmark: ``generate``, ``prepare`` with purpose ``statistics`` and policy ``alloffice`` under
-``SEGMENTS_ENGINE``, and ``release`` = ``bench_releases.child_release``: the month-closing, the
-monthly series of 2026-02 and the survey). For each stage the parent records the wall time, the
-CPU seconds of the whole process tree (``RUSAGE_CHILDREN``), the child's own peak (``VmHWM``)
-and the peak of the whole process tree (resident memory of the child and its descendants summed,
-sampled every 0.2 s: the child's figure is exact, the tree's can miss a peak shorter than the
-interval), and the disk the workspace uses after it. Figures are also given per 10 million raw
-lines and divided by the baseline's (wall and CPU; the issue's goal: prepare + month-closing ≤
-1.5× the in-memory path's per 10 M lines, peak ≤ 8 GB at 500 M).
+benchmark: ``generate``, ``prepare`` with purpose ``statistics`` and policy ``alloffice`` (or
+``--policy``'s) under ``SEGMENTS_ENGINE``, and ``release`` = ``bench_releases.child_release``:
+the month-closing, the monthly series of 2026-02 and the survey). For each stage the parent
+records the wall time, the CPU seconds of the whole process tree (``RUSAGE_CHILDREN``), the
+child's own peak (``VmHWM``) and the peak of the whole process tree (resident memory of the
+child and its descendants summed, sampled every 0.2 s: the child's figure is exact, the tree's
+can miss a peak shorter than the interval), and the disk the workspace uses after it. Figures
+are also given per 10 million raw lines and divided by the baseline's (wall and CPU; the issue's
+goal: prepare + month-closing ≤ 1.5× the in-memory path's per 10 M lines, peak ≤ 8 GB at 500 M).
 
 ``--reuse`` keeps data already generated for a size (by an earlier ``--keep`` run): its
 ``generate`` stage is skipped and the generator figures are those of the run that made it
@@ -350,6 +350,11 @@ def main() -> None:
     parser.add_argument("--months", type=int, default=14)
     parser.add_argument("--stages", default=",".join(STAGES))
     parser.add_argument("--memory-limit", default="1GB")
+    parser.add_argument(
+        "--policy",
+        help="the policy prepare and the releases run under (default alloffice; allcall keeps "
+        "every month of a long history for statistics, alloffice about 15)",
+    )
     parser.add_argument("--reuse", action="store_true", help="use data generated before")
     parser.add_argument("--keep", action="store_true", help="keep generated and prepared data")
     parser.add_argument(
@@ -368,6 +373,8 @@ def main() -> None:
     parser.add_argument("--ws", default="ws", help=argparse.SUPPRESS)
     parser.add_argument("--customers", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.policy:  # a stage process inherits the parent's choice through the environment
+        os.environ["SEGMENTS_BENCH_POLICY"] = args.policy
     if args.child_profile:
         out = profiled_child(args.child_profile, args.folder, args.customers, args.months, args.ws)
         print(json.dumps(out, default=str))
@@ -379,6 +386,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "command": " ".join(sys.argv),
         "memory_limit": args.memory_limit,
+        "policy": os.environ.get("SEGMENTS_BENCH_POLICY", "alloffice"),
         "max_rss_gb": args.max_rss_gb,
         "profile": args.profile,
         "machine": f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GB",
