@@ -399,19 +399,19 @@ def test_a_target_list_written_during_an_erasure_never_holds_the_person(
     labels = pl.read_parquet(ws.segments / "labels.parquet").with_columns(segment=pl.lit(0))
     meta = {"segments": {"0": "all"}, "purpose": "offers", "clause_ids": []}
     seg._write_segments(ws, labels, pd.DataFrame({"segment": [0]}), meta)
-    real = seg._read_prepared
+    real = seg._read_prepared_customers
 
     def erase_meanwhile(work: Workspace, purpose: str):  # type: ignore[no-untyped-def]
         found = real(work, purpose)  # target has read the labels and the frame
         erase(ws, POLICY, cid)
         return found
 
-    monkeypatch.setattr(seg, "_read_prepared", erase_meanwhile)
+    monkeypatch.setattr(seg, "_read_prepared_customers", erase_meanwhile)
     with pytest.raises(WorkspaceError, match="erasure or restriction was recorded"):
         seg.target(ws, 0)
     assert not (ws.targets / "segment-0.parquet").exists()
     assert _traces(ws, accounts, pid) == []
-    monkeypatch.setattr(seg, "_read_prepared", real)
+    monkeypatch.setattr(seg, "_read_prepared_customers", real)
     assert seg.target(ws, 0).n_targeted > 0
     assert _traces(ws, accounts, pid) == []
 

@@ -94,15 +94,14 @@ def _prepared_paths(ws: Workspace, purpose: str) -> tuple[Path, Path, Path]:
     return folder, lines_path, customers_path
 
 
-def _read_prepared(ws: Workspace, purpose: str) -> tuple[Path, pl.LazyFrame, pl.LazyFrame]:
-    folder, lines_path, customers_path = _prepared_paths(ws, purpose)
-    # Read whole under the shared workspace lock: an erasure rewrites these frames under the
+def _read_prepared_customers(ws: Workspace, purpose: str) -> pl.LazyFrame:
+    """The prepared customers (one row per person; the lines are never read whole here)."""
+    _, _, customers_path = _prepared_paths(ws, purpose)
+    # Read under the shared workspace lock: an erasure rewrites these frames under the
     # exclusive one, and a lazy scan during the fit read them half-replaced ("Invalid
     # thrift"); an erasure recorded meanwhile refuses the write (Workspace.publishing).
     with ws.lock(exclusive=False):
-        lines = read_table(lines_path).lazy()
-        customers = pl.read_parquet(customers_path).lazy()
-    return folder, lines, customers
+        return pl.read_parquet(customers_path).lazy()
 
 
 def profiling_flags(
@@ -191,7 +190,7 @@ def segment(
     with progress(total=3, desc="segment", unit="stage") as bar:
         bar.set_postfix_str("features", refresh=True)
         # The lines go by path, so the engine the setting selects reads them (only the
-        # per-person sums come back); read under the shared lock, as _read_prepared explains.
+        # per-person sums come back); read under the shared lock (_read_prepared_customers).
         with ws.lock(exclusive=False):
             customers = pl.read_parquet(customers_path).lazy()
             features = customer_features(lines_path, customers, as_of=as_of, categories=categories)
@@ -467,7 +466,7 @@ def target(workspace: Workspace | str | Path, segment: int | str) -> TargetResul
         .filter(pl.col("segment") == seg)
         .select("person_id")
     )
-    _, _, customers = _read_prepared(ws, purpose)
+    customers = _read_prepared_customers(ws, purpose)
     flags = ("profiling_eligible", "marketing_opt_out")
     missing = [c for c in flags if c not in customers.collect_schema().names()]
     if missing:
