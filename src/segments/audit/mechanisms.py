@@ -881,7 +881,7 @@ def charged_composition(plan: Any) -> dict[str, Any]:
     one person; the queries add up (sequential composition), as ε or, under zCDP, ρ. A
     release whose charge is below this composition spends more than it is charged.
     """
-    import opendp.prelude as dp
+    import segments.privacy._opendp as dp
 
     steps: dict[str, float] = {}
     per_query: list[float] = []
@@ -933,8 +933,7 @@ def recorded_composition(bounds: Mapping[str, Any]) -> dict[str, Any]:
         the entry does not record enough to rebuild a step, ``insufficient`` saying what is
         missing (a release charged by older code): inconclusive, never a pass.
     """
-    import opendp.prelude as dp
-
+    import segments.privacy._opendp as dp
     from segments.privacy.bounds import quantile_measurement
 
     # the rebuilt sums are user transformations, as the releases' own (privacy/vectors.py)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import opendp.prelude as dp
 
+import segments.privacy._opendp as dp
 from segments.exceptions import PolicyError
 from segments.privacy.composition import DP_FAMILIES, DPFamily, privacy_measure, scale_for_loss
 

@@ -325,11 +325,12 @@ def privacy_measure(family: str) -> Any:
     >>> str(privacy_measure("zcdp"))
     'ZeroConcentratedDivergence'
     """
-    import opendp.prelude as dp
+    # OpenDP's own modules, not opendp.prelude (segments.privacy._opendp says why)
+    from opendp.measures import max_divergence, zero_concentrated_divergence
 
     if family == DPFamily.PURE:
-        return dp.max_divergence()
-    return dp.zero_concentrated_divergence()
+        return max_divergence()
+    return zero_concentrated_divergence()
 
 
 #: Above this scale the discrete Gaussian's accuracy is taken from the continuous one.
@@ -353,11 +354,11 @@ def discrete_gaussian_accuracy(scale: float, alpha: float) -> float:
     >>> discrete_gaussian_accuracy(1e6, 0.05) >= dp.discrete_gaussian_scale_to_accuracy(1e3, 0.05)
     True
     """
-    import opendp.prelude as dp
+    from opendp.accuracy import discrete_gaussian_scale_to_accuracy, gaussian_scale_to_accuracy
 
     if scale < EXACT_GAUSSIAN_SCALE:
-        return float(dp.discrete_gaussian_scale_to_accuracy(scale, alpha))
-    return float(math.ceil(dp.gaussian_scale_to_accuracy(scale, alpha)) + 1)
+        return float(discrete_gaussian_scale_to_accuracy(scale, alpha))
+    return float(math.ceil(gaussian_scale_to_accuracy(scale, alpha)) + 1)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -374,7 +375,7 @@ def noise_accuracy(distribution: str, scale: float, alpha: float) -> float:
     >>> round(noise_accuracy("Float Laplace", 1.0, 0.05), 6)
     2.995732
     """
-    import opendp.prelude as dp
+    import opendp.accuracy as dp
 
     integer = distribution.startswith("Integer")
     if integer and distribution.endswith("Gaussian"):

@@ -42,13 +42,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import opendp.prelude as dp
 from scipy.spatial import cKDTree
 from scipy.stats import qmc
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
+import segments.privacy._opendp as dp
 from segments.privacy.composition import (
     DP_FAMILIES,
     DPFamily,

@@ -41,11 +41,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import opendp.prelude as dp
 import pandas as pd
 import polars as pl
 from opendp.accuracy import summarize_polars_measurement
 
+import segments.privacy._opendp as dp
 from segments._tables import as_polars, to_pandas
 from segments.engine import Engine, get_engine, line_files
 from segments.engine.base import (

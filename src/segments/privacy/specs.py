@@ -364,16 +364,18 @@ class SegmentSource:
                 "segment source with provenance 'fitted_model' needs labels_path "
                 "(a parquet with person_id, segment)"
             )
-        from segments.privacy.kmeans import PrivateModelRef
+        if self.provenance == "private_model":
+            # imported only here: the k-means module loads scikit-learn and SciPy (~50 MB
+            # resident, ~1 s), which a release by the category rule or labels never uses
+            from segments.privacy.kmeans import PrivateModelRef
 
-        if self.provenance == "private_model" and (
-            not isinstance(self.model, PrivateModelRef) or self.labels_path is not None
-        ):
-            raise PolicyError(
-                "provenance 'private_model' cannot be declared: it is derived from a DP "
-                "k-means entry of the ledger (SegmentSource.private_model(workspace, ledger)); "
-                "labels passed in are 'DP given a non-private segmentation' (fitted_model)"
-            )
+            if not isinstance(self.model, PrivateModelRef) or self.labels_path is not None:
+                raise PolicyError(
+                    "provenance 'private_model' cannot be declared: it is derived from a DP "
+                    "k-means entry of the ledger (SegmentSource.private_model(workspace, "
+                    "ledger)); labels passed in are 'DP given a non-private segmentation' "
+                    "(fitted_model)"
+                )
         if self.provenance == "category_rule" and (self.labels_path or self.model):
             raise PolicyError(
                 "the category rule is computed inside the release; it takes no labels file"

@@ -42,9 +42,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
-import opendp.prelude as dp
 import polars as pl
 
+import segments.privacy._opendp as dp
 from segments.exceptions import PolicyError
 from segments.privacy.bounds import BoundChoice, bound_candidates, make_private_bound
 from segments.privacy.composition import (
