@@ -45,7 +45,7 @@ STAGES = (
     ("segments.privacy.releases", "ReleasePlan._run"),
     ("segments.privacy.releases", "_run_query"),
     ("segments.privacy.vectors", "VectorRelease.run"),
-    ("segments.privacy.vectors", "VectorRelease._frame"),
+    ("segments.privacy.vectors", "VectorRelease.group_norms"),
     ("segments.privacy.vectors", "PersonVectors.of"),
     ("segments.privacy.releases", "_checked"),
     ("segments.engine.base", "Engine.person_key_cell_batches"),

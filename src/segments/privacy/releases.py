@@ -460,10 +460,15 @@ def build_shared_frames(
     if cell_months:
         per = ["pid", "month"]
         cells = _checked(_cells(source, window, params.categories, by_month=True), customers)
+    if cells_per_person(params) < len(set(params.categories)):
+        cells = cells.filter(pl.int_range(pl.len()).over(per) < cells_per_person(params))
+    # else nothing to cut: a person (and month) has one cell per category at most, checked
+    # by _checked (one person per key), so at most as many as the bound (the window over
+    # every cell cost ~50 MB at 10 million lines; issue 21)
     kept = _on_largest_bound_scale(
-        cells.filter(pl.int_range(pl.len()).over(per) < cells_per_person(params))
-        .join(person_df.lazy().select("pid", "segment", *cell_columns), on="pid", how="inner")
-        .select(
+        cells.join(
+            person_df.lazy().select("pid", "segment", *cell_columns), on="pid", how="inner"
+        ).select(
             "pid",
             "segment",
             *cell_columns,
@@ -476,7 +481,9 @@ def build_shared_frames(
     )
     paths = {"person": folder / "person.parquet", "cells": folder / "cells.parquet"}
     person_df.write_parquet(paths["person"])
-    kept.collect().write_parquet(paths["cells"])
+    # streamed into the file (the cells are in memory already; the kept copy never is
+    # whole): rows in no particular order, as every query of the cells reads them
+    kept.sink_parquet(paths["cells"])
     return paths
 
 

@@ -214,6 +214,8 @@ class PersonVectors:
     value: np.ndarray  # int64, ≥ 0 (negative contributions clipped to 0, then summed)
     n_people: int
     n_cells: int
+    #: each row's ``pid`` (ascending: row ``i`` is the ``i``-th smallest key with an entry)
+    people: np.ndarray | None = None
 
     @classmethod
     def of(
@@ -254,7 +256,7 @@ class PersonVectors:
         first = np.flatnonzero(np.r_[True, code[1:] != code[:-1]]) if code.size else code
         sums = np.add.reduceat(value, first) if value.size else value
         code = code[first]
-        return cls(code // n_cells, code % n_cells, sums, int(people.size), n_cells)
+        return cls(code // n_cells, code % n_cells, sums, int(people.size), n_cells, people)
 
     def norms(self, norm: str) -> np.ndarray:
         """Each person's norm (L1 or L2), as :func:`_norms` of the dense matrix: integers
@@ -418,11 +420,6 @@ class VectorRelease:
             return noise_scale(DPFamily.PURE, c, epsilon) * (1.0 + 1e-12)
         return noise_scale(DPFamily.ZCDP, c, loss) * (1.0 + 1e-12)
 
-    def _frame(self, data: pl.LazyFrame, aggregate: str) -> pl.DataFrame:
-        if self.where is not None:
-            data = data.filter(self.where)
-        return data.select("pid", *self.by, aggregate).collect()
-
     def _person_vectors(self, data: pl.LazyFrame, aggregate: str) -> PersonVectors:
         """The persons' vectors of one aggregate on ``data``; inside :meth:`run`, built once
         per input and aggregate and shared by its steps (the norms for the private bound, the
@@ -551,24 +548,54 @@ class VectorRelease:
             stability_map=lambda d_in: int(d_in),  # one value per person
         )
 
-    def group_norms(self, frame: pl.DataFrame, aggregate: str) -> dict[str, np.ndarray]:
+    def group_norms(
+        self, data: pl.DataFrame | pl.LazyFrame, aggregate: str
+    ) -> dict[str, np.ndarray]:
         """Each group's persons' norms, in ``pid`` order: a person is in the group of their
-        first row (their rows in other groups dropped), so no person is in two groups. The
-        :attr:`partition` is one of the keys (:attr:`by`), so a key row names its group.
+        first row of ``data`` (their rows in other groups dropped), so no person is in two
+        groups. The :attr:`partition` is one of the keys (:attr:`by`), so a key row names its
+        group.
 
-        One build of the vectors for all groups: a person's entries then all lie in their
-        group's cells, so a group's norms are exactly those of a build from its rows alone
-        (tested equal), without a build per group."""
+        One build of the vectors for all groups, the one the sums use
+        (:meth:`_person_vectors`, shared inside :meth:`run`), with each person's entries
+        outside their group's cells dropped: a cell lies in one group, so a group's norms are
+        exactly those of a build from its rows alone (tested equal). Only ``pid`` and the
+        group of each row are read besides (their first row per person): at 10 million
+        lines the whole frame of cells and its filtered copy were held for a second build
+        (the month-closing's peak, 774-799 MB; issue 21)."""
         assert self.partition is not None
         partition = self.partition
-        first = frame.group_by("pid").agg(pl.col(partition).first().alias("_group"))
-        frame = frame.join(first, on="pid").filter(pl.col(partition) == pl.col("_group"))
-        vectors = PersonVectors.of(frame.drop("_group"), self.keys, self.by, aggregate)
-        norms = vectors.norms(self.norm)
-        of_cell = np.array(self.keys[partition].to_list(), dtype=object)
-        of_person = np.empty(vectors.n_people, dtype=object)
-        of_person[vectors.person] = of_cell[vectors.cell]
-        return {group: norms[of_person == group] for group in dict.fromkeys(of_cell.tolist())}
+        lazy = data.lazy()  # a LazyFrame itself: the run's vectors of it are shared
+        rows = lazy if self.where is None else lazy.filter(self.where)
+        first = (
+            rows.group_by("pid")
+            .agg(pl.col(partition).first().alias("_group"))
+            .sort("pid")
+            .collect()
+        )
+        vectors = self._person_vectors(lazy, aggregate)
+        groups = list(dict.fromkeys(self.keys[partition].to_list()))
+        code = {group: i for i, group in enumerate(groups)}
+        of_cell = np.array([code[g] for g in self.keys[partition].to_list()], dtype=np.int64)
+        # each person's group (-1: a group with no key row, so no cell of theirs is kept)
+        first_group = (
+            first["_group"].replace_strict(code, default=-1, return_dtype=pl.Int64).fill_null(-1)
+        )
+        assert vectors.people is not None
+        at = np.searchsorted(first["pid"].to_numpy(), vectors.people)
+        of_person = first_group.to_numpy()[at]
+        kept = of_cell[vectors.cell] == of_person[vectors.person]
+        people, person = np.unique(vectors.person[kept], return_inverse=True)
+        own = PersonVectors(
+            person.reshape(-1),
+            vectors.cell[kept],
+            vectors.value[kept],
+            int(people.size),
+            vectors.n_cells,
+        )
+        norms = own.norms(self.norm)
+        group_of = of_person[people]
+        return {group: norms[group_of == code[group]] for group in groups}
 
     def bound_measurement(self, aggregate: str) -> Any:
         """OpenDP measurement of an aggregate's private bound (the quantile of norms); with a
@@ -593,7 +620,7 @@ class VectorRelease:
         groups = list(dict.fromkeys(self.keys[partition].to_list()))
 
         def per_group(data: pl.LazyFrame) -> dict[str, float]:
-            norms = self.group_norms(self._frame(data, aggregate), aggregate)
+            norms = self.group_norms(data, aggregate)
             return {group: float(quantile([float(v) for v in norms[group]])) for group in groups}
 
         return dp.m.make_user_measurement(
