@@ -35,7 +35,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -465,26 +465,52 @@ def build_shared_frames(
     # else nothing to cut: a person (and month) has one cell per category at most, checked
     # by _checked (one person per key), so at most as many as the bound (the window over
     # every cell cost ~50 MB at 10 million lines; issue 21)
-    kept = _on_largest_bound_scale(
-        cells.join(
-            person_df.lazy().select("pid", "segment", *cell_columns), on="pid", how="inner"
-        ).select(
-            "pid",
-            "segment",
-            *cell_columns,
-            *(["month"] if cell_months else []),
-            "category",
-            "sek",
-            "units",
-        ),
-        params,
-    )
+    people = person_df.lazy().select("pid", "segment", *cell_columns)
+
+    def kept(part: pl.LazyFrame) -> pl.DataFrame:
+        return _on_largest_bound_scale(
+            part.join(people, on="pid", how="inner").select(
+                "pid",
+                "segment",
+                *cell_columns,
+                *(["month"] if cell_months else []),
+                "category",
+                "sek",
+                "units",
+            ),
+            params,
+        ).collect()
+
     paths = {"person": folder / "person.parquet", "cells": folder / "cells.parquet"}
     person_df.write_parquet(paths["person"])
-    # streamed into the file (the cells are in memory already; the kept copy never is
-    # whole): rows in no particular order, as every query of the cells reads them
-    kept.sink_parquet(paths["cells"])
+    _write_in_slices(cells.collect(), kept, paths["cells"])
     return paths
+
+
+#: Rows of the shared cells joined and written at a time (:func:`_write_in_slices`).
+CELL_SLICE_ROWS = 1 << 18
+
+
+def _write_in_slices(
+    frame: pl.DataFrame, step: Callable[[pl.LazyFrame], pl.DataFrame], path: Path
+) -> None:
+    """Write ``step`` of ``frame``, :data:`CELL_SLICE_ROWS` rows at a time, into one Parquet
+    file, in the frame's order (``step`` is row-wise: a join on ``pid`` and per-row
+    columns). The whole result is never held: at 10 million lines the kept cells joined to
+    their persons at once were ~140 MB on top of the cells, the month-closing's peak
+    (issue 21)."""
+    import pyarrow.parquet as pq
+
+    writer: pq.ParquetWriter | None = None
+    try:
+        for start in range(0, max(frame.height, 1), CELL_SLICE_ROWS):
+            table = step(frame.slice(start, CELL_SLICE_ROWS).lazy()).to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+            writer.write_table(table.cast(writer.schema))
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def _weight_of_category(params: PrivacyParams, aggregate: str) -> pl.Expr:

@@ -230,8 +230,9 @@ class PersonVectors:
         Only the join to the public keys runs in polars, streamed (a LazyFrame of a Parquet
         file is read in pieces, and only ``pid``, the key row and the value are held, not
         the key columns' text); the persons' ranks and the sums per (person, cell) are a
-        numpy sort of one int64 code per row (exact int64 sums, entries in (person, cell)
-        order), instead of a polars group-by and rank (``benchmarks/profile_release.py``)."""
+        numpy sort of the rows by (``pid``, cell) (exact int64 sums, entries in (person,
+        cell) order), instead of a polars group-by and rank
+        (``benchmarks/profile_release.py``)."""
         index = keys.select(list(by)).with_row_index("_cell").lazy()
         joined = (
             frame.lazy()
@@ -248,15 +249,22 @@ class PersonVectors:
         cell = joined["_cell"].to_numpy()
         value = joined["_value"].to_numpy()
         del joined
-        people, person = np.unique(pid, return_inverse=True)
-        n_cells = keys.height
-        code = person.astype(np.int64).reshape(-1) * n_cells + cell
-        order = np.argsort(code, kind="stable")
-        code, value = code[order], value[order]
-        first = np.flatnonzero(np.r_[True, code[1:] != code[:-1]]) if code.size else code
+        # rows in (pid, cell) order, each column gathered in turn and its unsorted copy let
+        # go: the three columns and one sorted copy at a time (np.unique's sort of the keys
+        # and a sort of a per-(person, cell) code held twice that; issue 21)
+        order = np.lexsort((cell, pid))
+        pid = pid[order]
+        cell = cell[order]
+        value = value[order]
+        del order
+        new_person = np.r_[True, pid[1:] != pid[:-1]] if pid.size else np.zeros(0, bool)
+        new_entry = new_person.copy()
+        new_entry[1:] |= cell[1:] != cell[:-1]
+        first = np.flatnonzero(new_entry)
         sums = np.add.reduceat(value, first) if value.size else value
-        code = code[first]
-        return cls(code // n_cells, code % n_cells, sums, int(people.size), n_cells, people)
+        person = (np.cumsum(new_person, dtype=np.int64) - 1)[first]
+        people = pid[new_person]
+        return cls(person, cell[first], sums, int(people.size), keys.height, people)
 
     def norms(self, norm: str) -> np.ndarray:
         """Each person's norm (L1 or L2), as :func:`_norms` of the dense matrix: integers
