@@ -822,3 +822,34 @@ def test_reliability_marks_do_not_move_with_the_intervals_level(params, frames):
         # nor did which means are published (the same rule, judged at the same level)
         for col in [c for c in table.columns if c.endswith("_status")]:
             assert narrow[col].to_list() == table[col].to_list(), (name, col)
+
+
+def test_the_cell_bound_is_enforced_on_the_cells_not_inferred_from_the_categories(
+    params, frames, tmp_path, monkeypatch
+):
+    """The truncation to ``cells_per_person`` is skipped only when no person has more cells:
+    counted on the cells themselves, not inferred from one row per category. A backend
+    that gave a person two rows of one category (r12a F2's bug) still leaves them at most
+    the bound, here where the bound is every category (r13a F2)."""
+    import segments.privacy.releases as releases
+
+    pid, heavy = _heavy_person(frames, tmp_path)
+    key = person_key_of(pid)
+    original = releases._cells
+
+    def doubled(*args, **kwargs):
+        cells = original(*args, **kwargs)
+        return pl.concat([cells, cells.filter(pl.col("pid") == key).head(1)])
+
+    monkeypatch.setattr(releases, "_cells", doubled)
+    assert cells_per_person(params) == len(set(params.categories))
+    paths = build_shared_frames(
+        pl.scan_parquet(heavy["customers"]),
+        pl.scan_parquet(heavy["lines"]),
+        SegmentSource.category_rule(),
+        params,
+        tmp_path,
+    )
+    cells = pl.read_parquet(paths["cells"])
+    assert cells.filter(pl.col("pid") == key).height == cells_per_person(params)
+    assert cells.group_by("pid").len()["len"].max() <= cells_per_person(params)

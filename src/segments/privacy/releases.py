@@ -460,11 +460,12 @@ def build_shared_frames(
     if cell_months:
         per = ["pid", "month"]
         cells = _checked(_cells(source, window, params.categories, by_month=True), customers)
-    if cells_per_person(params) < len(set(params.categories)):
+    # the window is applied only where it cuts: when no person (and month) has more cells
+    # than the bound, it keeps every row, and its ranking of every cell cost ~50 MB at 10
+    # million lines (issue 21); the count per person is taken on the cells themselves
+    most = cells.group_by(per).len().select(pl.col("len").max()).collect().item()
+    if most is not None and most > cells_per_person(params):
         cells = cells.filter(pl.int_range(pl.len()).over(per) < cells_per_person(params))
-    # else nothing to cut: a person (and month) has one cell per category at most, checked
-    # by _checked (one person per key), so at most as many as the bound (the window over
-    # every cell cost ~50 MB at 10 million lines; issue 21)
     people = person_df.lazy().select("pid", "segment", *cell_columns)
 
     def kept(part: pl.LazyFrame) -> pl.DataFrame:
