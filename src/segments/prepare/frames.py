@@ -469,10 +469,12 @@ class _Run:
         else:
             self.orders = self.orders.join(anchors, on="person_root", how="semi")
 
-    def release_orders(self) -> None:
-        """Let go of the orders (the line plan holds the kept ones): one copy per order on
-        the driver, not two."""
+    def release(self) -> None:
+        """Let go of the orders and the persons (the line plan holds the kept orders, the
+        prepared customers and the plan the kept persons' pseudonyms): one copy per order and
+        per person on the driver through the write, not two."""
         self.orders = self.orders.clear()
+        self.persons = self.persons.clear()
 
     def drop_orders(self, keep: pl.Expr, **outcome: Any) -> None:
         before = int(self.orders["n_lines"].sum())
@@ -1096,6 +1098,8 @@ def _prepare(
         else:
             frames = {"customers": by_month.customers, "products": by_month.products}
             raw_lines = by_month.lines
+            # the accounts held once (``frames``), so they go when dropped below
+            by_month = replace(by_month, customers=by_month.customers.clear())
         pkey = key_of()
     stage(1)
 
@@ -1142,15 +1146,18 @@ def _prepare(
         note=f"{int(merged['n_accounts'].sum())} accounts joined into {merged.height} persons "
         "by personnummer; the personnummer is then dropped",
     )
+    # the rules cut run.persons from here on: the table as linked is not held through them
+    # and the write (issue 21: prepare's resident floor when the month build starts)
+    del persons, merged
     stage(2)
     _drop_logged_erasures(run, ws, pol, pkey, customer_ids, roots)
-    del customer_ids
+    del customer_ids, roots
     _apply_exclusions(run, pol, spec, day)
     stage(3)
     _apply_retention(run, pol, spec, day)
     stage(4)
     customers, lines = _pseudonymise(run, frames["products"], raw_lines, spec, pkey)
-    run.release_orders()  # the line plan holds the kept orders now
+    run.release()  # the line plan holds the kept orders and the persons' pseudonyms now
     lines = lines.spill(scratch / "kept-orders")  # one file per month, read back per month
     dropped = sorted(set(CUSTOMERS.names) - set(customers.columns))
     run.note(
