@@ -40,6 +40,7 @@ STAGES = (
     ("segments.prepare.frames", "read_raw_lines"),
     ("segments.prepare.frames", "link_persons"),
     ("segments.prepare.frames", "_orders_with_persons"),
+    ("segments.prepare.frames", "_persons"),  # the persons as one query (person_table before)
     ("segments.prepare.frames", "person_table"),
     ("segments.prepare.frames", "_drop_logged_erasures"),
     ("segments.prepare.frames", "_apply_exclusions"),

@@ -294,7 +294,7 @@ def link_persons(customers: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _merge_accounts(accounts: pl.DataFrame) -> pl.DataFrame:
+def _merge_accounts(accounts: pl.LazyFrame) -> pl.LazyFrame:
     """Aggregate the accounts of persons with several accounts (sole traders) to one row."""
     private_first = pl.col("customer_type") == "business"
     return accounts.group_by("person_root").agg(
@@ -360,8 +360,21 @@ def person_table(
     come from the private account (geography, birth year, gender) and the business account
     (industry, size band). ``roots`` is :func:`link_persons` of ``customers`` if already known.
     """
+    return _person_query(customers, orders, roots).collect()
+
+
+def _person_query(
+    customers: pl.DataFrame, orders: pl.DataFrame, roots: pl.DataFrame | None = None
+) -> pl.LazyFrame:
+    """:func:`person_table` as one query: collected once, no intermediate frame (the
+    accounts with their roots, the single and the linked ones, the persons before their last
+    order) is held by a caller while the next is built (issue 21: prepare's peak)."""
     roots = link_persons(customers) if roots is None else roots
-    accounts = customers.drop("personnummer", "org_number").join(roots, on="customer_id")
+    accounts = (
+        customers.lazy()
+        .drop("personnummer", "org_number")
+        .join(roots.lazy(), on="customer_id")
+    )
     multi = accounts.filter(pl.col("person_root").is_duplicated())
     # Most persons hold one account: copy those rows, aggregate only the linked ones.
     single = accounts.filter(~pl.col("person_root").is_duplicated()).with_columns(
@@ -372,7 +385,7 @@ def person_table(
         .alias("customer_type"),
     )
     # a real export's declared country (segments ingest) has no synthetic counterpart
-    extra = [c for c in ("country",) if c in accounts.columns]
+    extra = [c for c in ("country",) if c in customers.columns]
     persons = pl.concat(
         [
             single.select(*_PERSON_COLUMNS, *extra),
@@ -381,8 +394,9 @@ def person_table(
         how="diagonal_relaxed",
     )
     last_order = (
-        orders.select("customer_id", "order_date")
-        .join(roots, on="customer_id")
+        orders.lazy()
+        .select("customer_id", "order_date")
+        .join(roots.lazy(), on="customer_id")
         .group_by("person_root")
         .agg(pl.col("order_date").max().alias("last_order"))
     )
@@ -1226,14 +1240,15 @@ def _persons(
     (``n_lines``, 0 for a person without orders), from the orders' or persons' ``lines``
     (person_root, n_lines: summed per person here)."""
     return (
-        person_table(accounts, last_orders, roots)
+        _person_query(accounts, last_orders, roots)
         .with_columns(eligibility_expr(pol, day).alias("profiling_eligible"))
         .join(
-            lines.group_by("person_root").agg(pl.col("n_lines").sum()),
+            lines.lazy().group_by("person_root").agg(pl.col("n_lines").sum()),
             on="person_root",
             how="left",
         )
         .with_columns(pl.col("n_lines").fill_null(0))
+        .collect()  # one query: no intermediate person frame held beside the next
     )
 
 
