@@ -484,6 +484,67 @@ def test_prepare_holds_no_raw_account_while_it_writes(tmp_path, monkeypatch):
     assert held and alive == [0], alive
 
 
+@pytest.mark.parametrize("chunk_rows", [None, "700"], ids=["whole", "chunked"])
+def test_prepare_lets_the_persons_go_before_the_months_are_built(
+    tmp_path, monkeypatch, chunk_rows
+):
+    """Issue 21 (prepare's resident floor under the month build): when a month's lines are
+    built, neither the persons as linked (what the rules cut) nor the prepared customers'
+    frame (written first) is alive; on the chunked path the raw accounts (every identifier
+    column) are let go before the persons are built, not held by the monthly orders."""
+    import gc
+    import weakref
+
+    from segments import copy_default_dataset
+    from segments.prepare import chunked, frames
+
+    if chunk_rows is None:
+        monkeypatch.delenv(chunked.CHUNK_ROWS_ENV, raising=False)
+        monkeypatch.setattr(frames, "_CHUNKED", False)
+    else:
+        monkeypatch.setenv(chunked.CHUNK_ROWS_ENV, chunk_rows)
+    ws = Workspace(tmp_path / "ws")
+    copy_default_dataset(ws)
+    refs: dict[str, weakref.ref[pl.DataFrame]] = {}
+    seen: list[tuple[str, ...]] = []
+    real_link, real_persons = frames.link_persons, frames._persons
+    real_pseudonymise, real_build = frames._pseudonymise, frames._LinePlan.build
+
+    def alive() -> tuple[str, ...]:
+        gc.collect()
+        return tuple(sorted(name for name, ref in refs.items() if ref() is not None))
+
+    def link(accounts):  # type: ignore[no-untyped-def]
+        refs.setdefault("raw accounts", weakref.ref(accounts))  # the first: every column
+        return real_link(accounts)
+
+    def persons(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(("persons start", *alive()))
+        out = real_persons(*args, **kwargs)
+        refs["persons"] = weakref.ref(out)
+        return out
+
+    def pseudonymise(*args, **kwargs):  # type: ignore[no-untyped-def]
+        customers, plan = real_pseudonymise(*args, **kwargs)
+        refs["customers"] = weakref.ref(customers)
+        return customers, plan
+
+    def build(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(("build", *alive()))
+        return real_build(self, *args, **kwargs)
+
+    monkeypatch.setattr(frames, "link_persons", link)
+    monkeypatch.setattr(frames, "_persons", persons)
+    monkeypatch.setattr(frames, "_pseudonymise", pseudonymise)
+    monkeypatch.setattr(frames._LinePlan, "build", build)
+    report = prepare(ws, Policy.load("alloffice"), "statistics", AS_OF)
+    assert report.output_counts["lines"] > 0
+    builds = [s for s in seen if s[0] == "build"]
+    assert builds and all(s == ("build",) for s in builds), seen
+    if chunk_rows is not None:  # the whole path links the accounts it passes on
+        assert ("persons start",) in seen, seen
+
+
 def test_raw_orders_in_any_row_order_give_the_same_prepared_bytes(tmp_path):
     """A raw lines file's order months are found by binary search when the raw orders come
     in key order (as generated), by a probe of every order otherwise (issue 21): raw orders

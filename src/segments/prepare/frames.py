@@ -30,7 +30,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import io
-import itertools
 import json
 import os
 import shutil
@@ -938,16 +937,26 @@ class _LinePlan:
             del lines  # not held while the next month is built (one month at a time)
 
 
+def _first_then(
+    name: str, frame: pl.DataFrame, rest: Iterable[tuple[str, pl.DataFrame]]
+) -> Iterator[tuple[str, pl.DataFrame]]:
+    """``(name, frame)``, then ``rest``; once the consumer moves past ``frame`` nothing here
+    holds it."""
+    first = [(name, frame)]
+    del frame
+    yield first.pop()
+    yield from rest
+
+
 def _write_atomically(
     target: Path,
-    customers: pl.DataFrame,
-    lines: Iterable[tuple[str, pl.DataFrame]],
+    frames: Iterable[tuple[str, pl.DataFrame]],
     report: PolicyReport,
     raw: Mapping[str, str] | None = None,
 ) -> None:
-    """Write the frames (customers, then ``lines``: (file name, frame) pairs, one month
-    partition at a time) and the report into a fresh folder beside ``target``, then swap it
-    into place.
+    """Write the frames (``frames``: (file name, frame) pairs, the customers first, then one
+    month partition at a time) and the report into a fresh folder beside ``target``, then
+    swap it into place.
 
     With ``raw`` (the SHA-256 of the raw files read), a signed provenance record binds the
     frames to that raw data (:func:`segments.provenance.verify_prepared`): it records the
@@ -964,7 +973,7 @@ def _write_atomically(
         written[name] = hashlib.sha256(data).hexdigest()
 
     try:
-        for name, frame in itertools.chain([(CUSTOMERS_FILE, customers)], lines):
+        for name, frame in frames:
             buffer = io.BytesIO()
             frame.write_parquet(buffer)
             del frame  # a month's frame is let go before the next one is built
@@ -1202,7 +1211,11 @@ def _prepare(
     engine = get_engine(sources=[ws.raw_table("order_lines")])
     with ws.publishing(log_state, f"prepare --purpose {spec.name}"):
         partitions = lines.partitions(report.as_of, engine, scratch)
-        _write_atomically(ws.prepared_dir(spec.name), customers, partitions, report, raw)
+        # the customers' frame is held by the write alone, so it goes once its file is
+        # written, before the first month is built (issue 21)
+        files = _first_then(CUSTOMERS_FILE, customers, partitions)
+        del customers
+        _write_atomically(ws.prepared_dir(spec.name), files, report, raw)
     bar.update(len(_PREPARE_STAGES) - bar.n)
     return report
 
