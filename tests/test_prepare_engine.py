@@ -485,9 +485,7 @@ def test_prepare_holds_no_raw_account_while_it_writes(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("chunk_rows", [None, "700"], ids=["whole", "chunked"])
-def test_prepare_lets_the_persons_go_before_the_months_are_built(
-    tmp_path, monkeypatch, chunk_rows
-):
+def test_prepare_lets_the_persons_go_before_the_months_are_built(tmp_path, monkeypatch, chunk_rows):
     """Issue 21 (prepare's resident floor under the month build): when a month's lines are
     built, neither the persons as linked (what the rules cut) nor the prepared customers'
     frame (written first) is alive; on the chunked path the raw accounts (every identifier

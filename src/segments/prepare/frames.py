@@ -370,9 +370,7 @@ def _person_query(
     order) is held by a caller while the next is built (issue 21: prepare's peak)."""
     roots = link_persons(customers) if roots is None else roots
     accounts = (
-        customers.lazy()
-        .drop("personnummer", "org_number")
-        .join(roots.lazy(), on="customer_id")
+        customers.lazy().drop("personnummer", "org_number").join(roots.lazy(), on="customer_id")
     )
     multi = accounts.filter(pl.col("person_root").is_duplicated())
     # Most persons hold one account: copy those rows, aggregate only the linked ones.
