@@ -297,6 +297,33 @@ def test_cli_error_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
     assert err.count("\n") == 0 and "Traceback" not in err
 
 
+def test_a_category_listed_twice_is_refused_in_one_line_nothing_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A public taxonomy listing a category twice would loosen every release's per-person
+    bound (it counts the categories; r12a F2 made it one cell, not one bound): ingest refuses
+    it in one line naming the mapping key, the rule, the value and the fix, and writes
+    nothing (ingest spends no budget; no clause id: ingest reads no policy, and the code
+    names none, tests/test_architecture.py)."""
+    twice = MAPPING.replace('categories = ["all"]', 'categories = ["all", "x", "all"]')
+    body = "kund;datum;antal;pris;art\n1;2020-01-01;1;5;x\n"
+    _refused(
+        tmp_path,
+        body,
+        "mapping, key 'products.categories'",
+        "rule 'each public category listed once' (a release's per-person bound",
+        "(first: 'all')",
+        "fix: list each category once",
+        mapping=twice,
+    )
+    assert not (tmp_path / "ws").exists()  # nothing written
+    src, m = tmp_path / "e.csv", tmp_path / "m.toml"
+    assert main(["ingest", "-w", str(tmp_path / "ws"), str(src), "--mapping", str(m)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err and "listed once" in err, err
+    assert not (tmp_path / "ws").exists()
+
+
 def test_gzip_detected_by_content(eu: tuple) -> None:
     assert gzip.decompress(eu[0].read_bytes())[:8] == b"Rechnung"
 

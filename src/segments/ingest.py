@@ -530,6 +530,15 @@ class IngestMapping(_ExportColumns):
                 "the public product taxonomy is empty",
                 "list the categories (the data's own taxonomy or a public one)",
             )
+        repeated = sorted({c for c in self.categories if self.categories.count(c) > 1})
+        if repeated:  # a release's per-person bound counts the public categories
+            raise _mapping_error(
+                "products.categories",
+                f"rule 'each public category listed once' (a release's per-person bound "
+                f"counts the categories) fails for {len(repeated)} value(s) "
+                f"(first: {repeated[0]!r})",
+                "list each category once",
+            )
         if self.category is None and self.category_file is None:
             raise _mapping_error(
                 "products.category / products.category_file",
