@@ -74,13 +74,20 @@ java:
 	    || echo "warning: could not install a Java runtime; the Spark tests cannot run"; \
 	else echo "note: install a Java 17+ runtime (Debian: default-jre-headless) for --engine spark"; fi
 
-pytest: setup browser java  ## every test, notebook and doctest (plain `pytest` runs the same)
-	$(BIN)/python -m pytest
+# Two pytest workers (pytest-xdist): run one at a time, the suite keeps one of CI's two cores
+# busy (CPU time about equal to wall time). `--dist loadfile` hands each file to one worker whole:
+# a notebook's cells share one kernel, a module's fixtures are built once, and the Spark tests
+# (one file) start one JVM. `make test PYTEST_WORKERS=0` runs them in one process.
+PYTEST_WORKERS ?= 2
+XDIST := -n $(PYTEST_WORKERS) --dist loadfile
+
+pytest: setup browser java  ## every test, notebook and doctest (plain `pytest` runs the same, serially)
+	$(BIN)/python -m pytest $(XDIST)
 
 test: lint typecheck pytest  ## what CI runs: lint, type-check, every test
 
 test-fast: setup  ## the inner loop: no slow or browser tests, no notebooks
-	$(BIN)/python -m pytest -m "not slow and not browser" tests src/segments
+	$(BIN)/python -m pytest $(XDIST) -m "not slow and not browser" tests src/segments
 
 clean:  ## remove the demo workspace and tool caches
 	rm -rf $(WS) .pytest_cache .mypy_cache .ruff_cache
