@@ -20,12 +20,14 @@ $(BIN)/uv:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
 
-$(BIN)/segments: pyproject.toml | $(BIN)/uv
+# The dev install has a stamp of its own: the demo's install also creates $(BIN)/segments, so
+# keyed on that file, `make demo` then `make test` would skip the dev tools (no ruff, pytest).
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/uv
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
-	touch $(BIN)/segments
+	touch $@
 
-setup: $(BIN)/segments  ## create .venv and install the package with its dev tools
+setup: $(VENV)/.dev-installed  ## create .venv and install the package with its dev tools
 
 # The main job needs the package and what executes the notebooks (and `jupyter lab`, the next
 # step it prints): one install, without the Spark engine (pyspark: a ~450 MB source download
