@@ -256,15 +256,20 @@ def _heavy_person(frames, tmp_path, n_lines: int = 5000):
     return pid, out
 
 
-def test_shared_frames_bound_a_heavy_person(params, frames, tmp_path):
-    pid, heavy = _heavy_person(frames, tmp_path)
-    paths = build_shared_frames(
+def _heavy_shared_frames(heavy, params, tmp_path):
+    """The shared frames of :func:`_heavy_person`'s frames, segments by the category rule."""
+    return build_shared_frames(
         pl.scan_parquet(heavy["customers"]),
         pl.scan_parquet(heavy["lines"]),
         SegmentSource.category_rule(),
         params,
         tmp_path,
     )
+
+
+def test_shared_frames_bound_a_heavy_person(params, frames, tmp_path):
+    pid, heavy = _heavy_person(frames, tmp_path)
+    paths = _heavy_shared_frames(heavy, params, tmp_path)
     key = person_key_of(pid)
     person = pl.read_parquet(paths["person"]).filter(pl.col("pid") == key)
     cells = pl.read_parquet(paths["cells"]).filter(pl.col("pid") == key)
@@ -846,13 +851,7 @@ def test_the_cell_bound_is_enforced_on_the_cells_not_inferred_from_the_categorie
 
     monkeypatch.setattr(releases, "_cells", doubled)
     assert cells_per_person(params) == len(set(params.categories))
-    paths = build_shared_frames(
-        pl.scan_parquet(heavy["customers"]),
-        pl.scan_parquet(heavy["lines"]),
-        SegmentSource.category_rule(),
-        params,
-        tmp_path,
-    )
+    paths = _heavy_shared_frames(heavy, params, tmp_path)
     cells = pl.read_parquet(paths["cells"])
     assert cells.filter(pl.col("pid") == key).height == cells_per_person(params)
     assert cells.group_by("pid").len()["len"].max() <= cells_per_person(params)
