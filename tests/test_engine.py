@@ -4,9 +4,7 @@ chosen by one setting."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import time
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -399,58 +397,6 @@ def test_the_opendp_step_ledger_and_card_do_not_depend_on_the_engine(
         assert table.columns == other.columns
         assert_frame_equal(table.select(keys), other.select(keys))
         # (noise scales may come from a private bound, itself noisy: not compared)
-
-
-def test_a_tiny_memory_limit_spills_into_the_workspace_scratch_with_identical_frames(
-    tmp_path, monkeypatch
-):
-    """Forced spill: under ``SEGMENTS_MEMORY_LIMIT=1MB`` (DuckDB's floor, 64 MB) the
-    person × month × category aggregate of 400,000 lines of 100,000 people does not fit, so
-    DuckDB writes spill files — inside the job's scratch folder in the workspace's private
-    area, nowhere else — and still returns the in-memory path's frame; the scratch is gone
-    afterwards."""
-    import os
-    import threading
-
-    import numpy as np
-
-    from segments.privacy._frames import write_prepared_frames
-
-    ws = Workspace(tmp_path / "ws")
-    lines = write_prepared_frames(
-        tmp_path / "frames", 100_000, 400_000, seed=np.random.default_rng(3)
-    )["lines"]
-    monkeypatch.setenv("SEGMENTS_MEMORY_LIMIT", "1MB")
-    engine = get_engine("duckdb")
-    assert isinstance(engine, DuckDBEngine) and engine.memory_limit == 2**20
-    engine.threads = 1
-    spilled: set[str] = set()
-    done = threading.Event()
-    with ws.scratch("spill") as scratch:
-
-        def watch() -> None:  # DuckDB removes its spill files when the query ends
-            while not done.is_set():
-                with contextlib.suppress(OSError):
-                    spilled.update(os.listdir(scratch / "duckdb-spill"))
-                time.sleep(0.001)
-
-        watcher = threading.Thread(target=watch)
-        watcher.start()
-        try:
-            got = engine.person_cells(
-                lines, None, PRODUCT_CATEGORIES, by_month=True, scratch=scratch
-            )
-        finally:
-            done.set()
-            watcher.join()
-        assert scratch.parent == ws.private
-    assert any("storage" in name for name in spilled), spilled
-    expected = PolarsEngine().person_cells(
-        lines, None, PRODUCT_CATEGORIES, by_month=True, scratch=tmp_path
-    )
-    assert got.height > 100_000
-    assert_frame_equal(got, expected)
-    assert not ws.private.exists()  # the scratch (and its spill) went with the job
 
 
 def test_feature_sums_spill_into_the_workspaces_private_area_not_the_prepared_folder(

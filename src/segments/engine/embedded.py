@@ -64,6 +64,14 @@ def _rows_sql(query: LineQuery) -> str:
     return f"{_files_sql(query.files)} WHERE {_window_sql(query.window)}"
 
 
+#: The least memory DuckDB is given, whatever ``memory_limit`` says. Measured (DuckDB 2.0.1,
+#: one thread, prepared lines with 64-character pseudonyms; tests/test_engine_out_of_core.py;
+#: issue 21): at 64 MB, the floor before, the features' per-person sums (a 22-column
+#: aggregate) of 1.6 million lines raised OutOfMemoryException within 0.1 s; at 128 MB the
+#: cells and batches by month, the orders and the features completed on 6.4 million lines
+#: (1.28 million persons), spilling.
+MIN_MEMORY_LIMIT = 128 * 2**20
+
 #: Rows per Arrow record batch a streamed result is handed over in (~50 MB of pseudonyms).
 CELL_BATCH_ROWS = 1 << 19
 
@@ -162,6 +170,15 @@ def _key_cells_sql(query: LineQuery, cells: str | None = None) -> str:
     """
 
 
+#: Memory per worker thread: the engine uses at most ``limit // THREAD_MEMORY`` threads (at
+#: least one). Every thread holds its own hash tables and buffers, which a small limit cannot
+#: hold twice. Measured (as for :data:`MIN_MEMORY_LIMIT`): 2 threads at 64 MB failed (cells
+#: by month, orders: 400,000 lines) where 1 thread completed; at 128 MB 2 threads failed the
+#: features (1.6 million lines) where 1 thread completed; 2 threads at 192 and 256 MB
+#: completed. A limit of 256 MB or more (the default is half the RAM) keeps 2 threads.
+THREAD_MEMORY = 128 * 2**20
+
+
 class DuckDBEngine(Engine):
     """DuckDB, out of core.
 
@@ -171,7 +188,8 @@ class DuckDBEngine(Engine):
         Bytes DuckDB may hold before spilling (default: the ``SEGMENTS_MEMORY_LIMIT``
         setting, see :func:`segments.engine.memory_budget`).
     threads : int, optional
-        Worker threads (default: the machine's cores).
+        Worker threads (default: the machine's cores), at most one per
+        :data:`THREAD_MEMORY` of the limit.
     """
 
     name = "duckdb"
@@ -180,7 +198,8 @@ class DuckDBEngine(Engine):
         from segments.engine import memory_budget
 
         self.memory_limit = memory_limit if memory_limit is not None else memory_budget()
-        self.threads = threads or os.cpu_count() or 1
+        limit = max(self.memory_limit, MIN_MEMORY_LIMIT)
+        self.threads = min(threads or os.cpu_count() or 1, max(1, limit // THREAD_MEMORY))
 
     @contextlib.contextmanager
     def connect(self, scratch: Path) -> Iterator[Any]:
@@ -192,7 +211,7 @@ class DuckDBEngine(Engine):
         con = duckdb.connect(
             ":memory:",
             config={
-                "memory_limit": f"{max(self.memory_limit // 2**20, 64)}MB",
+                "memory_limit": f"{max(self.memory_limit, MIN_MEMORY_LIMIT) // 2**20}MB",
                 "temp_directory": str(spill),
                 "threads": self.threads,
                 "preserve_insertion_order": False,
@@ -279,45 +298,47 @@ class DuckDBEngine(Engine):
         schema = feature_sum_schema(categories, channels)
         # Codes are bound as parameters and columns named by position: a declared
         # category's name never becomes SQL.
-        params: list[Any] = []
-
-        def bind(value: str) -> str:
-            params.append(value)
-            return f"${len(params)}"
-
+        channel_params: list[str] = list(channels)
+        category_params: list[str] = list(categories)
         by_channel = ", ".join(
-            f"count(*) FILTER (WHERE channel = {bind(c)}) AS ch{i}" for i, c in enumerate(channels)
+            f"count(*) FILTER (WHERE channel = ${i + 1}) AS ch{i}" for i in range(len(channels))
         )
         by_quarter = ", ".join(
             f"coalesce(sum(_ore) FILTER (WHERE quarter(order_date) = {q}), 0) AS q{q}"
             for q in range(1, 5)
         )
-        slots = [bind(c) for c in categories]
+        slots = [f"${i + 1}" for i in range(len(categories))]
         by_category = ", ".join(
             [
                 *(f"coalesce(sum(_ore) FILTER (WHERE category = {s}), 0)" for s in slots),
                 *(f"count(*) FILTER (WHERE category = {s})" for s in slots),
             ]
         )
-        sql = f"""
-            WITH l AS (
-                SELECT person_id, order_id, order_date, channel, category,
-                       CAST(floor(amount_sek * 100 + 0.5) AS BIGINT) AS _ore
-                FROM {_rows_sql(query)}
-            ), o AS (
-                SELECT person_id, order_id, min(order_date) AS order_date,
-                       min(channel) AS channel, sum(_ore) AS _ore
-                FROM l GROUP BY person_id, order_id
-            ), p AS (
-                SELECT person_id, max(order_date) AS last_order, count(*) AS orders,
-                       sum(_ore) AS ore, {by_channel}, {by_quarter}
-                FROM o GROUP BY person_id
-            ), c AS (
-                SELECT person_id, count(*) AS lines, {by_category}
-                FROM l GROUP BY person_id
+        # Two queries, each sorted by person, put side by side on the driver (the same persons:
+        # every line is of an order): one CTE of the lines read twice (materialised) and two
+        # wide aggregates joined in one query did not go out of core. Measured (one thread,
+        # 1.6 million lines, 320,149 persons): that query failed with OutOfMemoryException at
+        # 128 MB, and at 1 GB (2 threads) took the same CPU as these two (2.9-3.2 against
+        # 3.0-3.2 s); these completed at 128 MB, spilling, and on 6.4 million lines at 128 MB
+        # (issue 21).
+        lines = f"""
+            SELECT person_id, order_id, order_date, channel, category,
+                   CAST(floor(amount_sek * 100 + 0.5) AS BIGINT) AS _ore
+            FROM {_rows_sql(query)}
+        """
+        per_order = f"""
+            WITH o AS (
+                SELECT person_id, min(order_date) AS order_date, min(channel) AS channel,
+                       sum(_ore) AS _ore
+                FROM ({lines}) GROUP BY person_id, order_id
             )
-            SELECT p.*, c.* EXCLUDE (person_id) FROM p JOIN c USING (person_id)
-            ORDER BY person_id
+            SELECT person_id, max(order_date) AS last_order, count(*) AS orders,
+                   sum(_ore) AS ore, {by_channel}, {by_quarter}
+            FROM o GROUP BY person_id ORDER BY person_id
+        """
+        per_line = f"""
+            SELECT person_id, count(*) AS lines, {by_category}
+            FROM ({lines}) GROUP BY person_id ORDER BY person_id
         """
         codes = f"SELECT DISTINCT {{0}} FROM {_rows_sql(query)}"
         with self.connect(scratch) as con:
@@ -327,6 +348,10 @@ class DuckDBEngine(Engine):
             }
             check_categories(found["category"], categories)
             check_categories(found["channel"], channels, "channel")
-            sums = con.sql(sql, params=params).pl()
+            orders = con.sql(per_order, params=channel_params or None).pl()
+            sums = con.sql(per_line, params=category_params or None).pl()
+        if not orders["person_id"].equals(sums["person_id"]):  # pragma: no cover - invariant
+            raise AssertionError("the per-order and per-line sums hold different persons")
+        sums = orders.hstack(sums.drop("person_id"))
         sums.columns = list(schema)
         return sums.cast(schema)

@@ -1,0 +1,210 @@
+"""Issue 21: every operation of the embedded engine (DuckDB) completes out of core and gives
+the polars engine's frames.
+
+The engine runs as ``get_engine`` builds it under ``SEGMENTS_MEMORY_LIMIT=1MB``: DuckDB's
+least memory (:data:`~segments.engine.embedded.MIN_MEMORY_LIMIT`, 128 MB) and the one thread that
+limit allows, on 800,000 prepared lines of 200,000 people (64-character pseudonyms, 14 months,
+10 categories). Each operation runs twice on the same data: once with spilling forbidden
+(``max_temp_directory_size = 0``), which must run out of memory — the working set does not fit,
+so the test cannot pass in memory — and once as the engine runs, which must complete with
+the in-memory frame (values, order and dtypes), spill files only into its scratch folder in
+the workspace's private area (owner-only), and leave none behind.
+
+The whole-window per-person aggregate (``person_cells`` without months, and the batches of a
+whole window, :meth:`DuckDBEngine._cell_rows`) has its own small-limit test; prepare's join
+(``join_order_lines``) runs in polars on every engine (:mod:`segments.engine.embedded`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from segments.engine import get_engine
+from segments.engine.base import Engine, key_cell_schema
+from segments.engine.embedded import MIN_MEMORY_LIMIT, DuckDBEngine
+from segments.engine.inmemory import PolarsEngine
+from segments.schema import CHANNELS, PRODUCT_CATEGORIES
+from segments.workspace import Workspace
+
+CATEGORIES = list(PRODUCT_CATEGORIES)
+
+
+@pytest.fixture(scope="module")
+def lines(tmp_path_factory) -> Path:
+    """800,000 prepared lines of 200,000 customers: at 128 MB every operation below needs
+    to spill (measured: each fails with spilling forbidden, the control below)."""
+    import numpy as np
+
+    from segments.privacy._frames import write_prepared_frames
+
+    folder = tmp_path_factory.mktemp("out-of-core")
+    return write_prepared_frames(folder, 200_000, 800_000, seed=np.random.default_rng(21))["lines"]
+
+
+def _sorted(batches: Iterator[pl.DataFrame], *by: str) -> pl.DataFrame:
+    return pl.concat(list(batches)).sort(*by)
+
+
+#: Each operation of the engine (other than the whole-window aggregate), as a frame sorted
+#: by its keys (batches are streamed in no order).
+OPERATIONS: dict[str, Callable[[Engine, Path, Path], pl.DataFrame]] = {
+    "person_cells by month": lambda e, lines, s: e.person_cells(
+        lines, None, CATEGORIES, by_month=True, scratch=s
+    ),
+    "person_cell_batches by month": lambda e, lines, s: _sorted(
+        e.person_cell_batches(lines, None, CATEGORIES, by_month=True, scratch=s),
+        "person_id",
+        "month",
+        "category",
+    ),
+    "person_key_cell_batches by month": lambda e, lines, s: _sorted(
+        e.person_key_cell_batches(lines, None, CATEGORIES, by_month=True, scratch=s),
+        "pid",
+        "month",
+        "category",
+    ),
+    "person_orders": lambda e, lines, s: e.person_orders(lines, None, scratch=s),
+    "person_feature_sums": lambda e, lines, s: e.person_feature_sums(
+        lines, None, CATEGORIES, CHANNELS, scratch=s
+    ),
+}
+
+
+class _Recorded(DuckDBEngine):
+    """The engine ``get_engine`` built (same limit and threads), recording what DuckDB was
+    given on each connection; with ``spill=False`` DuckDB may write no spill file."""
+
+    def __init__(self, engine: DuckDBEngine, *, spill: bool = True) -> None:
+        super().__init__(engine.memory_limit, engine.threads)
+        self.spill = spill
+        self.settings: list[dict[str, Any]] = []
+
+    @contextlib.contextmanager
+    def connect(self, scratch: Path) -> Iterator[Any]:
+        with super().connect(scratch) as con:
+            ((limit, threads, folder),) = con.execute(
+                "SELECT current_setting('memory_limit'), current_setting('threads'), "
+                "current_setting('temp_directory')"
+            ).fetchall()
+            mode = Path(folder).stat().st_mode & 0o777
+            self.settings.append(
+                {"limit": limit, "threads": threads, "folder": Path(folder), "mode": mode}
+            )
+            if not self.spill:
+                con.execute("SET max_temp_directory_size = '0KiB'")
+            yield con
+
+
+class _SpillWatch:
+    """The names and the most bytes of the files in ``folder`` while a query runs (DuckDB
+    removes its spill files when the query ends)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.names, self.most = folder, set[str](), 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch)
+
+    def _watch(self) -> None:
+        while not self._done.is_set():
+            with contextlib.suppress(OSError):
+                files = list(os.scandir(self.folder))
+                self.names.update(f.name for f in files)
+                self.most = max(self.most, sum(f.stat().st_size for f in files))
+            time.sleep(0.001)
+
+    def __enter__(self) -> _SpillWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+#: Run in the fast suite (a few seconds each): the cells by month, and the features (the
+#: query rewritten to go out of core); the rest with the slow tests.
+FAST = ("person_cells by month", "person_feature_sums")
+
+
+def test_a_small_limit_gets_duckdbs_least_memory_and_a_thread_per_128_mb(tmp_path):
+    assert [DuckDBEngine(memory_limit=mb * 2**20, threads=8).threads for mb in (1, 255, 256)] == [
+        1,
+        1,
+        2,
+    ]
+    assert DuckDBEngine(memory_limit=8 * 2**30, threads=2).threads == 2
+    with DuckDBEngine(memory_limit=2**20).connect(tmp_path) as con:
+        ((limit,),) = con.execute("SELECT current_setting('memory_limit')").fetchall()
+    shown = MIN_MEMORY_LIMIT // 2**20 * 10**6 / 2**20  # DuckDB's MB are 10^6 bytes, shown in MiB
+    assert limit == f"{int(shown * 10) / 10:.1f} MiB"
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [pytest.param(name, marks=[] if name in FAST else [pytest.mark.slow]) for name in OPERATIONS],
+)
+def test_every_operation_completes_out_of_core_with_the_in_memory_frame(
+    operation, lines, tmp_path, monkeypatch
+):
+    import duckdb
+
+    run = OPERATIONS[operation]
+    # DuckDB's default spill folder is ./.tmp: an empty working directory shows none is made
+    cwd, tmp = tmp_path / "cwd", tmp_path / "tmp"
+    cwd.mkdir(), tmp.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.delenv("SEGMENTS_ENGINE", raising=False)
+    monkeypatch.setenv("SEGMENTS_MEMORY_LIMIT", "1MB")
+    built = get_engine("duckdb")
+    assert isinstance(built, DuckDBEngine) and built.memory_limit == 2**20
+    assert built.threads == 1  # one thread per 128 MB of the limit
+
+    ws = Workspace(tmp_path / "ws")
+    # the control: spilling forbidden, the same operation runs out of memory
+    forbidden = _Recorded(built, spill=False)
+    with (
+        ws.scratch("no-spill") as scratch,
+        pytest.raises(duckdb.OutOfMemoryException, match="offload"),
+    ):
+        run(forbidden, lines, scratch)
+    engine = _Recorded(built)
+    with ws.scratch("spill") as scratch:
+        spill = scratch / "duckdb-spill"
+        with _SpillWatch(spill) as watch:
+            got = run(engine, lines, scratch)
+        assert scratch.parent == ws.private
+        assert list(spill.iterdir()) == []  # every spill file removed when the query ended
+    assert not ws.private.exists()  # the scratch, its spill folder with it, went with the job
+    assert list(cwd.iterdir()) == [] and list(tmp.iterdir()) == []
+
+    # it went out of core: DuckDB had 128 MB and one thread, and wrote spill files there
+    assert engine.settings and all(
+        s["folder"] == spill and s["mode"] == 0o700 and s["threads"] == 1 for s in engine.settings
+    ), engine.settings
+    limits = {s["limit"] for s in engine.settings}
+    assert limits == {forbidden.settings[0]["limit"]}
+    assert float(re.sub(r"[^0-9.]", "", limits.pop())) * 2**20 <= MIN_MEMORY_LIMIT  # MiB shown
+    assert watch.names and all(n.startswith("duckdb_temp") for n in watch.names), watch.names
+    assert watch.most > 0
+
+    expected = run(PolarsEngine(), lines, tmp_path)
+    assert got.height > 150_000
+    assert_frame_equal(got, expected)  # values, order and dtypes
+    if operation.startswith("person_key_cell_batches"):
+        # no pseudonym leaves: the key and its check are integers, the only text the public
+        # category and the month
+        assert got.schema == pl.Schema(key_cell_schema(True))
+        assert set(got["category"].unique()) <= set(CATEGORIES)
+        assert got["month"].str.contains(r"^\d{4}-\d{2}$").all()
