@@ -399,6 +399,53 @@ def test_the_opendp_step_ledger_and_card_do_not_depend_on_the_engine(
         # (noise scales may come from a private bound, itself noisy: not compared)
 
 
+@pytest.mark.slow
+def test_a_small_memory_limit_makes_a_month_closing_run_out_of_core_by_itself(
+    tmp_path, monkeypatch
+):
+    """Issue 21's automatic choice: with no engine set (``auto``) and ``SEGMENTS_MEMORY_LIMIT``
+    below what the default data's lines need in memory, the month-closing picks DuckDB by
+    itself — at its least memory and one thread — and completes, releasing the same keys
+    with the same charges as on polars (the values differ only by noise)."""
+    from segments import copy_default_dataset, prepare
+    from segments.privacy import releases
+
+    workspace = Workspace(tmp_path / "ws")
+    copy_default_dataset(workspace)
+    prepare(workspace, Policy.load("alloffice"), "statistics", AS_OF)
+    lines = workspace.prepared_dir("statistics") / "lines.parquet"
+    monkeypatch.setenv("SEGMENTS_MEMORY_LIMIT", "8GB")
+    assert choose_engine([lines], "auto") == "polars"  # the default data fits: in memory
+    # the release reads its month's lines from a copy in its scratch (188 KB here): "1MB"
+    # left that month in memory; a budget below the copy's in-memory need picks DuckDB
+    monkeypatch.setenv("SEGMENTS_MEMORY_LIMIT", "1KB")
+    assert choose_engine([lines], "auto") == "duckdb"
+    chosen: list[object] = []
+    real = releases.get_engine
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        chosen.append(real(*args, **kwargs))
+        return chosen[-1]
+
+    monkeypatch.setattr(releases, "get_engine", spy)
+    auto = _month_closing(lines, workspace, "auto", monkeypatch)
+    assert chosen and all(
+        isinstance(e, DuckDBEngine) and e.memory_limit == 2**10 and e.threads == 1 for e in chosen
+    ), chosen
+    monkeypatch.delenv("SEGMENTS_MEMORY_LIMIT")
+    in_memory = _month_closing(lines, workspace, "polars", monkeypatch)
+    released = [
+        [(q["aggregate"], q["cells"]) for q in run["card"]["aggregates"]]
+        for run in (auto, in_memory)
+    ]
+    assert released[0] == released[1] and released[0]
+    assert auto["card"]["privacy_loss"] == in_memory["card"]["privacy_loss"]
+    for name, table in in_memory["tables"].items():
+        keys = [c for c in table.columns if table[c].dtype == pl.Utf8]
+        assert_frame_equal(auto["tables"][name].select(keys), table.select(keys))
+    assert not workspace.private.exists() or not any(workspace.private.iterdir())
+
+
 def test_feature_sums_spill_into_the_workspaces_private_area_not_the_prepared_folder(
     tmp_path, monkeypatch
 ):
