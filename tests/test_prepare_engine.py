@@ -371,13 +371,13 @@ def test_attack_a_raw_lines_file_removed_after_prepare_hashed_it_is_refused(tmp_
 def test_orders_shared_by_raw_files_are_found_sorted_or_not():
     """The cross-file check and the summed counts rest on the orders found in more than one
     file: found by sorting, the same whether the files come in key order or not."""
-    from segments.prepare.raw_lines import _shared_orders
+    from segments.prepare.raw_lines import shared_orders
 
     ids = pl.Series("order_id", [1, 2, 3, 3, 4, 5, 5, 5, 6])  # file order: sorted
-    assert _shared_orders(ids).sort().to_list() == [3, 5]
+    assert shared_orders(ids).sort().to_list() == [3, 5]
     shuffled = pl.Series("order_id", [5, 3, 1, 6, 5, 2, 3, 4, 5])
-    assert _shared_orders(shuffled).sort().to_list() == [3, 5]
-    assert _shared_orders(pl.Series("order_id", [4, 1, 2], dtype=pl.Int64)).len() == 0
+    assert shared_orders(shuffled).sort().to_list() == [3, 5]
+    assert shared_orders(pl.Series("order_id", [4, 1, 2], dtype=pl.Int64)).len() == 0
 
 
 def test_an_order_whose_lines_three_raw_files_share_is_counted_once(tmp_path):

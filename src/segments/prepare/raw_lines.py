@@ -20,7 +20,7 @@ much disk in the private area as the raw lines, until prepare ends.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,7 +32,14 @@ from segments.exceptions import SchemaError, WorkspaceError
 from segments.schema import RAW_TABLES, check_foreign_key, validate
 from segments.workspace import Workspace, copy_hashed, parquet_files, stray_file_error
 
-__all__ = ["RawLines", "copy_raw_lines", "lines_per_order", "read_raw_lines"]
+__all__ = [
+    "RawLines",
+    "check_keys_across_files",
+    "copy_raw_lines",
+    "lines_per_order",
+    "read_raw_lines",
+    "shared_orders",
+]
 
 _TABLE = "order_lines"
 
@@ -149,8 +156,8 @@ def read_raw_lines(
             by_month.setdefault(month, []).append(copy)
     per_file = pl.concat(counts)
     del counts
-    shared = _shared_orders(per_file.get_column("order_id"))
-    _check_keys_across_files(files, per_file, shared)
+    shared = shared_orders(per_file.get_column("order_id"))
+    check_keys_across_files(files, per_file, shared)
     per_order = per_file.drop("_file")
     if shared.len():  # an order whose lines two files hold: its counts summed, once
         split = pl.col("order_id").is_in(shared.implode())
@@ -224,7 +231,11 @@ def copy_raw_lines(
     return files, sources_in_order
 
 
-def _shared_orders(order_ids: pl.Series) -> pl.Series:
+def _read_columns(file: Path, columns: list[str]) -> pl.DataFrame:
+    return pl.read_parquet(file, columns=columns)
+
+
+def shared_orders(order_ids: pl.Series) -> pl.Series:
     """The order ids found more than once in ``order_ids`` (one entry per order and file):
     the orders whose lines two files share. Found by sorting (free when the files come in
     key order, as generated and most extracts do) and comparing neighbours, which holds one
@@ -233,17 +244,22 @@ def _shared_orders(order_ids: pl.Series) -> pl.Series:
     return ids.filter(ids.diff().fill_null(1) == 0).unique()
 
 
-def _check_keys_across_files(files: list[Path], per_file: pl.DataFrame, shared: pl.Series) -> None:
+def check_keys_across_files(
+    files: list[Path],
+    per_file: pl.DataFrame,
+    shared: pl.Series,
+    read: Callable[[Path, list[str]], pl.DataFrame] = _read_columns,
+) -> None:
     """Each file's keys are unique within it (:func:`validate`); a key repeated in two files
     shares its order, so only the lines of orders found in more than one file (``shared``;
     ``per_file``: order_id and _file, one row per order and file) are read again and checked
-    together."""
+    together (``read(file, columns)``: a raw file's bound bytes for a purge)."""
     if shared.len() == 0:
         return
     holders = per_file.filter(pl.col("order_id").is_in(shared.implode()))
     key = ["order_id", "line_no"]
     keys = pl.concat(
-        pl.read_parquet(files[number], columns=key).join(
+        read(files[number], key).join(
             holders.filter(pl.col("_file") == number).select("order_id"), on="order_id", how="semi"
         )
         for number in holders["_file"].unique().sort().to_list()

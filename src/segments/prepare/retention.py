@@ -8,7 +8,10 @@ customer rules or the order is outside its transaction rules; an account goes wh
 is outside every purpose's customer rules (and so has no order left). Active customers are
 never purged by an end-of-relationship rule.
 
-All rewritten tables are written to temporary files first and renamed into place together;
+The customers and orders are held whole (one row per account or order); the order lines,
+the table that grows with the history, are checked, counted and rewritten one partition file
+at a time (:mod:`segments.prepare.raw_rewrite`). All rewritten tables are written to
+temporary files first and renamed into place together;
 the manifest's hashes are updated and ``W/raw/purge_log.json`` records what went (counts,
 cutoffs and clause ids — never the ids of what was deleted, which would keep personal data
 past its retention).
@@ -54,6 +57,7 @@ from segments.prepare.frames import (
     row_anchor,
 )
 from segments.prepare.pseudonym import PseudonymKey, load_key
+from segments.prepare.raw_rewrite import FILE, KeptLines, checked_line_counts, stage_kept_lines
 from segments.prepare.subject_log import check_log_key, logged_hashes
 from segments.prepare.subjects import (
     erase_flagged_holding_lock,
@@ -78,6 +82,9 @@ from segments.workspace import (
 __all__ = ["PurgeResult", "purge"]
 
 _PURGED_TABLES = ("customers", "orders", "order_lines")
+#: The raw tables a purge holds whole (one row per account, product or order); the order
+#: lines are checked, counted and rewritten one file at a time (:mod:`.raw_rewrite`).
+_HELD_TABLES = ("customers", "products", "orders")
 
 
 @dataclass(frozen=True)
@@ -176,15 +183,33 @@ def purge(
         return _purge_holding_lock(ws, pol, day, dry_run, key, key_file)
 
 
-def _erased_rows(frames: Mapping[str, pl.DataFrame], accounts: list[int]) -> dict[str, int]:
-    """Raw rows of ``accounts`` by table (what their erasure removes)."""
+def _erased_rows(
+    frames: Mapping[str, pl.DataFrame], lines: pl.DataFrame, accounts: list[int]
+) -> dict[str, int]:
+    """Raw rows of ``accounts`` by table (what their erasure removes); ``lines``: the lines
+    per order and file (:func:`checked_line_counts`)."""
     orders = frames["orders"].filter(pl.col("customer_id").is_in(accounts))
-    lines = frames["order_lines"].filter(pl.col("order_id").is_in(orders["order_id"].implode()))
+    theirs = lines.filter(pl.col("order_id").is_in(orders["order_id"].implode()))
     return {
         "customers": frames["customers"].filter(pl.col("customer_id").is_in(accounts)).height,
         "orders": orders.height,
-        "order_lines": lines.height,
+        "order_lines": _line_count(theirs),
     }
+
+
+def _line_count(lines: pl.DataFrame) -> int:
+    """The number of lines ``lines`` (per order and file) counts."""
+    return int(lines.get_column("n_lines").sum())
+
+
+def _load_held(
+    ws: Workspace, day: dt.date
+) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, tuple[str, ...]]:
+    """The raw tables a purge holds whole, and the order lines checked and counted per order
+    and file, one file at a time, with the files' names (inside the caller's binding to
+    W/raw/: its bytes)."""
+    frames = load_raw_tables(ws, day, _HELD_TABLES)
+    return frames, *checked_line_counts(ws, day, frames["orders"], frames["products"])
 
 
 def _purge_holding_lock(
@@ -200,7 +225,7 @@ def _purge_holding_lock(
     with raw_hashed_once():  # the run's one hashing (purge), shared with the key's checks
         digests = raw_hashes(ws)
         with reads_bound_to(ws.raw, digests):
-            frames = load_raw_tables(ws, day)
+            frames, lines, line_files = _load_held(ws, day)
             by_person = flagged_persons(frames["customers"])
             if logged_hashes(ws, "erasure"):  # erased persons a restored backup brought back
                 pkey = load_key(
@@ -209,7 +234,7 @@ def _purge_holding_lock(
                 check_log_key(ws, pkey, "retention purge")
                 by_person |= returned_persons(ws, pkey, frames["customers"])
     accounts = [a for group in by_person.values() for a in group]
-    erased_rows = _erased_rows(frames, accounts) if accounts else {}
+    erased_rows = _erased_rows(frames, lines, accounts) if accounts else {}
     if dry_run and accounts:  # retention is counted on what the erasure would leave
         gone = pl.col("customer_id").is_in(accounts)
         orders = frames["orders"].filter(gone)["order_id"].implode()
@@ -217,24 +242,46 @@ def _purge_holding_lock(
             **frames,
             "customers": frames["customers"].filter(~gone),
             "orders": frames["orders"].filter(~gone),
-            "order_lines": frames["order_lines"].filter(~pl.col("order_id").is_in(orders)),
         }
+        lines = lines.filter(~pl.col("order_id").is_in(orders))
     elif not dry_run and (accounts or pending_requests(ws)):
         erase_flagged_holding_lock(
             ws, pol, load_key(key, key_file=key_file, workspace=ws, synthetic_proof=prove_synthetic)
         )
         digests = raw_hashes(ws)  # the erasure rewrote W/raw/: the digests of what it wrote
         with reads_bound_to(ws.raw, digests):
-            frames = load_raw_tables(ws, day)
+            frames, lines, line_files = _load_held(ws, day)
     erased = {"accounts": len(accounts), "persons": len(by_person)}
     kept_accounts, kept_orders = _retained(pol, frames, day)
-    new = {
+    # the lines are decided per order: those of an order not kept go, from the one file
+    # (or the files) holding them; their counts come from the per-order counts
+    kept_lines = _line_count(lines.join(kept_orders, on="order_id", how="semi"))
+    gone_lines = lines.join(kept_orders, on="order_id", how="anti")
+    new: dict[str, pl.DataFrame | KeptLines] = {
         "customers": frames["customers"].join(kept_accounts, on="customer_id", how="semi"),
         "orders": frames["orders"].join(kept_orders, on="order_id", how="semi"),
-        "order_lines": frames["order_lines"].join(kept_orders, on="order_id", how="semi"),
+        "order_lines": KeptLines(
+            {
+                line_files[number]: part.get_column("order_id")
+                for (number,), part in gone_lines.partition_by(
+                    FILE, as_dict=True, include_key=False
+                ).items()
+            },
+            expected=kept_lines,
+        ),
     }
-    removed = {t: frames[t].height - new[t].height for t in _PURGED_TABLES}
-    remaining = {t: new[t].height for t in _PURGED_TABLES}
+    del gone_lines
+    removed = {
+        "customers": frames["customers"].height - new["customers"].height,
+        "orders": frames["orders"].height - new["orders"].height,
+        "order_lines": _line_count(lines) - kept_lines,
+    }
+    remaining = {
+        "customers": new["customers"].height,
+        "orders": new["orders"].height,
+        "order_lines": kept_lines,
+    }
+    del lines
     result = PurgeResult(
         pol.name,
         day,
@@ -343,13 +390,14 @@ def stage_partitions(target: Path, frame: pl.DataFrame, staging: Path) -> dict[s
 
 def replace_raw_tables(
     ws: Workspace,
-    frames: Mapping[str, pl.DataFrame],
+    frames: Mapping[str, pl.DataFrame | KeptLines],
     log: Callable[[Mapping[str, str]], tuple[Path, Any]] | None = None,
 ) -> dict[str, str]:
     """Replace the raw tables ``frames`` and record them in the manifest, as one transaction.
 
     Every table is written to a temporary file (or, for a table stored as month partitions,
-    a temporary folder of partitions), the manifest with their new SHA-256s and row counts
+    a temporary folder of partitions; the order lines as a :class:`.raw_rewrite.KeptLines`,
+    one partition at a time), the manifest with their new SHA-256s and row counts
     (:func:`manifest_with`) and, with ``log``, a log file (``log(written)`` gives its path
     and content) are staged beside them, then all are renamed into place by
     :func:`segments.workspace.replace_raw_files`: a ``kill -9`` at any step leaves ``W/raw/``
@@ -372,7 +420,11 @@ def replace_raw_tables(
             if target.is_dir():
                 tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=prefix, suffix=".tmp"))
                 staged.append((tmp, target))
-                copied = stage_partitions(target, frame, tmp)
+                copied = (
+                    stage_kept_lines(target, frame, tmp)
+                    if isinstance(frame, KeptLines)
+                    else stage_partitions(target, frame, tmp)
+                )
                 for file in parquet_files(tmp):  # the bytes renamed into place
                     rel = file.relative_to(tmp).as_posix()
                     written[f"{name}.parquet/{rel}"] = copied.get(rel) or sha256_file(file)
@@ -381,7 +433,9 @@ def replace_raw_tables(
                 os.close(fd)
                 tmp = Path(name_tmp)
                 staged.append((tmp, target))
-                frame.write_parquet(tmp)
+                whole = frame.whole(target) if isinstance(frame, KeptLines) else frame
+                whole.write_parquet(tmp)
+                del whole
                 written[f"{name}.parquet"] = sha256_file(tmp)
         files = {ws.manifest: manifest_with(ws, written, {t: f.height for t, f in frames.items()})}
         if log is not None:

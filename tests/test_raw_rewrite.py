@@ -1,0 +1,239 @@
+"""Tests of segments.prepare.raw_rewrite: the purge rewrites the raw order lines one partition
+file at a time (issue 21), and writes the bytes the whole-table rewrite wrote.
+
+The reference is the whole-table path the purge and the erasure took before: the lines read
+whole (``load_raw_tables``), the rows that stay chosen by the same decisions (``_retained``,
+the flagged persons' orders), and staged by ``stage_partitions`` (which history still uses).
+Each test compares every partition file's bytes, the manifest's digests and row counts and
+the log's digests with it, and checks that no frame of more lines than one file is built
+(for the dry run: the real run first erases the flagged persons, whose raw rewrite still
+reads the lines whole).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from segments._tables import read_table, reads_bound_to
+from segments.exceptions import SchemaError
+from segments.policy import Policy
+from segments.prepare.frames import load_raw_tables
+from segments.prepare.pseudonym import KEY_ENV_VAR
+from segments.prepare.retention import _retained, purge, stage_partitions
+from segments.prepare.subjects import flagged_persons
+from segments.workspace import Workspace, raw_hashed_once, raw_hashes, sha256_file, write_json
+
+LINES = "order_lines"
+#: A steward's key: the public demo key would have the raw data proven synthetic first (a
+#: proof that regenerates and compares the data, outside what these tests measure).
+KEY = "the steward's key of these tests, 32 bytes or more"
+
+
+@pytest.fixture(autouse=True)
+def _no_steward_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(KEY_ENV_VAR, raising=False)
+
+
+@pytest.fixture
+def ws(small_raw: Workspace, tmp_path: Path) -> Workspace:
+    """A copy of the small generated workspace (24 month partitions of order lines)."""
+    root = tmp_path / "ws"
+    shutil.copytree(small_raw.root, root)
+    return Workspace(root)
+
+
+def _files(table: Path) -> dict[str, bytes]:
+    """Every partition file of a partitioned table (or staging folder), by relative path."""
+    files = sorted(table.rglob("*.parquet"))
+    return {p.relative_to(table).as_posix(): p.read_bytes() for p in files}
+
+
+def _largest_file(ws: Workspace) -> int:
+    return max(pl.read_parquet(p).height for p in ws.raw_table(LINES).rglob("*.parquet"))
+
+
+@pytest.fixture
+def bounded(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Record the height of every frame of order lines polars reads or concatenates: a
+    rewrite one file at a time never builds one larger than the largest file."""
+    heights: list[int] = []
+    real_read, real_concat = pl.read_parquet, pl.concat
+
+    def seen(frame: Any) -> Any:
+        if isinstance(frame, pl.DataFrame) and {"line_no", "quantity"} <= set(frame.columns):
+            heights.append(frame.height)
+        return frame
+
+    monkeypatch.setattr(pl, "read_parquet", lambda *a, **k: seen(real_read(*a, **k)))
+    monkeypatch.setattr(pl, "concat", lambda *a, **k: seen(real_concat(*a, **k)))
+    yield heights
+
+
+def _record(ws: Workspace, table: str, path: Path) -> None:
+    """Record ``path``'s digest in the manifest, as the writer of W/raw/ would have."""
+    manifest = json.loads(ws.manifest.read_text(encoding="utf-8"))
+    manifest["files"][path.relative_to(ws.raw).as_posix()] = sha256_file(path)
+    write_json(ws.manifest, manifest)
+
+
+def _expected(ws: Workspace, policy: str, day: dt.date, tmp: Path) -> tuple[dict, dict, int]:
+    """The whole-table path: the order lines a purge keeps (after erasing the flagged
+    persons), staged as partitions by ``stage_partitions``; with the lines it removes by
+    retention and the lines it erases."""
+    frames = load_raw_tables(ws, day)
+    accounts = [a for group in flagged_persons(frames["customers"]).values() for a in group]
+    gone = pl.col("customer_id").is_in(accounts)
+    erased_orders = frames["orders"].filter(gone)["order_id"].implode()
+    erased_lines = frames[LINES].filter(pl.col("order_id").is_in(erased_orders)).height
+    frames = {
+        **frames,
+        "customers": frames["customers"].filter(~gone),
+        "orders": frames["orders"].filter(~gone),
+        LINES: frames[LINES].filter(~pl.col("order_id").is_in(erased_orders)),
+    }
+    kept_accounts, kept_orders = _retained(Policy.load(policy), frames, day)
+    kept = frames[LINES].join(kept_orders, on="order_id", how="semi")
+    removed = {
+        "customers": frames["customers"].join(kept_accounts, on="customer_id", how="anti").height,
+        "orders": frames["orders"].join(kept_orders, on="order_id", how="anti").height,
+        LINES: frames[LINES].height - kept.height,
+    }
+    return _staged(ws, kept, tmp), removed, erased_lines
+
+
+def _staged(ws: Workspace, lines: pl.DataFrame, tmp: Path) -> dict[str, bytes]:
+    staging = tmp / "reference"
+    shutil.rmtree(staging, ignore_errors=True)
+    with raw_hashed_once(), reads_bound_to(ws.raw, raw_hashes(ws)):
+        stage_partitions(ws.raw_table(LINES), lines, staging)
+    return _files(staging)
+
+
+def _check_written(ws: Workspace, expected: dict[str, bytes], before: dict[str, bytes]) -> None:
+    """W/raw/'s order lines are ``expected`` byte for byte; the manifest lists each file's
+    digest and their row count; a file whose rows all stayed kept its bytes."""
+    table = ws.raw_table(LINES)
+    written = _files(table)
+    assert sorted(written) == sorted(expected)
+    assert written == expected
+    manifest = json.loads(ws.manifest.read_text(encoding="utf-8"))
+    listed = {k: v for k, v in manifest["files"].items() if k.startswith(f"{LINES}.parquet/")}
+    assert listed == {f"{LINES}.parquet/{n}": sha256_file(table / n) for n in written}
+    assert manifest["row_counts"][LINES] == read_table(table).height
+    for name, data in written.items():  # a file whose rows all stayed: its bytes unchanged
+        if name in before and pl.read_parquet(before[name]).height == pl.read_parquet(data).height:
+            assert data == before[name], name
+
+
+_POLICIES = [
+    ("alloffice", dt.date(2026, 10, 31)),
+    ("alloffice", dt.date(2027, 9, 30)),  # whole months emptied
+    ("allkontor", dt.date(2027, 3, 31)),
+    ("offix", dt.date(2026, 12, 31)),
+    ("allcall", dt.date(2027, 6, 30)),
+    ("alocenter", dt.date(2026, 10, 31)),
+]
+
+
+@pytest.mark.parametrize(("policy", "day"), _POLICIES)
+def test_purge_writes_the_whole_table_paths_bytes_one_file_at_a_time(
+    ws: Workspace, tmp_path: Path, bounded: list[int], policy: str, day: dt.date
+) -> None:
+    before = _files(ws.raw_table(LINES))
+    expected, removed, erased = _expected(ws, policy, day, tmp_path)
+    assert erased > 0  # the generated data flags persons for erasure: they go first
+    largest = _largest_file(ws)
+    bounded.clear()
+    preview = purge(ws, policy, day, dry_run=True, key=KEY)
+    assert bounded and max(bounded) <= largest  # never the lines whole
+    result = purge(ws, policy, day, key=KEY)
+    for counted in (preview, result):
+        assert dict(counted.removed) == removed
+        assert counted.erased_rows[LINES] == erased
+    _check_written(ws, expected, before)
+    log = json.loads((ws.raw / "purge_log.json").read_text(encoding="utf-8"))[-1]
+    assert log["rows_removed"] == removed
+    assert log["rows_remaining"][LINES] == read_table(ws.raw_table(LINES)).height
+    assert purge(ws, policy, day, key=KEY).total_removed == 0  # idempotent
+
+
+def test_purge_with_an_empty_month_and_an_order_split_across_two_files(
+    ws: Workspace, tmp_path: Path, bounded: list[int]
+) -> None:
+    """An empty partition (it goes, as it went before) and one month's lines in two files,
+    an order cut between them (the key checked across the two files)."""
+    table = ws.raw_table(LINES)
+    months = sorted(p for p in table.iterdir() if p.is_dir())
+    manifest = json.loads(ws.manifest.read_text(encoding="utf-8"))
+    # an empty month in the middle of the history
+    empty = table / "month=2010-01" / "part-00000.parquet"
+    empty.parent.mkdir()
+    pl.read_parquet(next(months[0].glob("*.parquet"))).clear().write_parquet(empty)
+    # a month whose lines are written as two files, cutting an order's lines in two
+    middle = months[len(months) // 2]
+    (whole,) = middle.glob("*.parquet")
+    lines = pl.read_parquet(whole)
+    ids = lines["order_id"]
+    cut = next(i for i in range(1, lines.height) if ids[i] == ids[i - 1])
+    del manifest["files"][whole.relative_to(ws.raw).as_posix()]
+    whole.unlink()
+    lines.head(cut).write_parquet(middle / "part-00000.parquet")
+    lines.slice(cut).write_parquet(middle / "part-00001.parquet")
+    write_json(ws.manifest, manifest)
+    for path in (empty, middle / "part-00000.parquet", middle / "part-00001.parquet"):
+        _record(ws, LINES, path)
+    before = _files(table)
+    day = dt.date(2027, 3, 31)
+    expected, removed, _ = _expected(ws, "alloffice", day, tmp_path)
+    assert "month=2010-01/part-00000.parquet" not in expected
+    largest = _largest_file(ws)
+    bounded.clear()
+    preview = purge(ws, "alloffice", day, dry_run=True, key=KEY)
+    assert max(bounded) <= largest
+    result = purge(ws, "alloffice", day, key=KEY)
+    assert preview.removed == result.removed
+    assert dict(result.removed) == removed
+    _check_written(ws, expected, before)
+
+
+def test_purge_refuses_a_key_repeated_across_two_files(ws: Workspace) -> None:
+    table = ws.raw_table(LINES)
+    first = sorted(table.rglob("*.parquet"))[0]
+    extra = first.parent / "part-09999.parquet"
+    pl.read_parquet(first).head(1).write_parquet(extra)
+    _record(ws, LINES, extra)
+    before = _files(table)
+    repeated = r"table 'order_lines', columns \('order_id', 'line_no'\)"
+    with pytest.raises(SchemaError, match=repeated):
+        purge(ws, "alloffice", dt.date(2027, 9, 30), key=KEY)
+    assert _files(table) == before and not (ws.raw / "purge_log.json").exists()
+
+
+def test_purge_names_the_file_whose_lines_break_the_schema(ws: Workspace) -> None:
+    table = ws.raw_table(LINES)
+    last = sorted(table.rglob("*.parquet"))[-1]
+    lines = pl.read_parquet(last)
+    lines.with_columns(quantity=pl.lit(-1, lines.schema["quantity"])).write_parquet(last)
+    _record(ws, LINES, last)
+    with pytest.raises(SchemaError, match=rf"table 'order_lines', column 'quantity'.*{last}"):
+        purge(ws, "alloffice", dt.date(2026, 10, 31), key=KEY)
+    assert not (ws.raw / "purge_log.json").exists()
+
+
+def test_purge_emptying_every_month_keeps_the_last_one_empty(ws: Workspace, tmp_path: Path) -> None:
+    day = dt.date(2035, 1, 1)  # past every order's 24 months (AO-6)
+    expected, removed, _ = _expected(ws, "alloffice", day, tmp_path)
+    assert len(expected) == 1 and pl.read_parquet(next(iter(expected.values()))).height == 0
+    result = purge(ws, "alloffice", day, key=KEY)
+    assert dict(result.removed) == removed and result.remaining[LINES] == 0
+    table = ws.raw_table(LINES)
+    assert _files(table) == expected
+    assert json.loads(ws.manifest.read_text(encoding="utf-8"))["row_counts"][LINES] == 0
