@@ -1,13 +1,11 @@
-"""Tests of segments.prepare.raw_rewrite: the purge rewrites the raw order lines one partition
-file at a time (issue 21), and writes the bytes the whole-table rewrite wrote.
+"""Tests of segments.prepare.raw_rewrite: the purge and the erasure rewrite the raw order lines
+one partition file at a time (issue 21), and write the bytes the whole-table rewrite wrote.
 
 The reference is the whole-table path the purge and the erasure took before: the lines read
 whole (``load_raw_tables``), the rows that stay chosen by the same decisions (``_retained``,
 the flagged persons' orders), and staged by ``stage_partitions`` (which history still uses).
 Each test compares every partition file's bytes, the manifest's digests and row counts and
-the log's digests with it, and checks that no frame of more lines than one file is built
-(for the dry run: the real run first erases the flagged persons, whose raw rewrite still
-reads the lines whole).
+the log's digests with it, and checks that no frame of more lines than one file is built.
 """
 
 from __future__ import annotations
@@ -21,14 +19,15 @@ from typing import Any
 
 import polars as pl
 import pytest
+from rawframes import customer, raw_tables, write_raw
 
 from segments._tables import read_table, reads_bound_to
 from segments.exceptions import SchemaError
 from segments.policy import Policy
-from segments.prepare.frames import load_raw_tables
+from segments.prepare.frames import link_persons, load_raw_tables
 from segments.prepare.pseudonym import KEY_ENV_VAR
 from segments.prepare.retention import _retained, purge, stage_partitions
-from segments.prepare.subjects import flagged_persons
+from segments.prepare.subjects import erase, flagged_persons
 from segments.workspace import Workspace, raw_hashed_once, raw_hashes, sha256_file, write_json
 
 LINES = "order_lines"
@@ -153,8 +152,8 @@ def test_purge_writes_the_whole_table_paths_bytes_one_file_at_a_time(
     largest = _largest_file(ws)
     bounded.clear()
     preview = purge(ws, policy, day, dry_run=True, key=KEY)
+    result = purge(ws, policy, day, key=KEY)  # erases the flagged persons first
     assert bounded and max(bounded) <= largest  # never the lines whole
-    result = purge(ws, policy, day, key=KEY)
     for counted in (preview, result):
         assert dict(counted.removed) == removed
         assert counted.erased_rows[LINES] == erased
@@ -197,8 +196,8 @@ def test_purge_with_an_empty_month_and_an_order_split_across_two_files(
     largest = _largest_file(ws)
     bounded.clear()
     preview = purge(ws, "alloffice", day, dry_run=True, key=KEY)
-    assert max(bounded) <= largest
     result = purge(ws, "alloffice", day, key=KEY)
+    assert max(bounded) <= largest
     assert preview.removed == result.removed
     assert dict(result.removed) == removed
     _check_written(ws, expected, before)
@@ -237,3 +236,90 @@ def test_purge_emptying_every_month_keeps_the_last_one_empty(ws: Workspace, tmp_
     table = ws.raw_table(LINES)
     assert _files(table) == expected
     assert json.loads(ws.manifest.read_text(encoding="utf-8"))["row_counts"][LINES] == 0
+
+
+def _sole_trader(ws: Workspace) -> list[int]:
+    """The two accounts (private and business) of one sole trader with orders."""
+    customers = pl.read_parquet(ws.raw_table("customers"))
+    roots = link_persons(customers)
+    linked = roots.filter(pl.col("person_root").is_duplicated())
+    root = linked["person_root"][0]
+    return sorted(roots.filter(pl.col("person_root") == root)["customer_id"].to_list())
+
+
+def _without_orders(ws: Workspace) -> list[int]:
+    """The one account of a person with no order at all."""
+    customers = pl.read_parquet(ws.raw_table("customers"))
+    roots = link_persons(customers)
+    ordered = pl.read_parquet(ws.raw_table("orders"))["customer_id"].unique().implode()
+    alone = roots.filter(
+        ~pl.col("person_root").is_duplicated() & ~pl.col("customer_id").is_in(ordered)
+    )
+    return [int(alone["customer_id"][0])]
+
+
+def _alone_in_a_file(ws: Workspace) -> list[int]:
+    """A sole trader whose lines of one month are written as a file of their own (the
+    month's other lines in another): the erasure empties that file, which goes."""
+    accounts = _sole_trader(ws)
+    orders = pl.read_parquet(ws.raw_table("orders"))
+    theirs = orders.filter(pl.col("customer_id").is_in(accounts))["order_id"].implode()
+    manifest = json.loads(ws.manifest.read_text(encoding="utf-8"))
+    for month in sorted(p for p in ws.raw_table(LINES).iterdir() if p.is_dir()):
+        (whole,) = month.glob("*.parquet")
+        lines = pl.read_parquet(whole)
+        mine = pl.col("order_id").is_in(theirs)
+        if lines.filter(mine).height:
+            del manifest["files"][whole.relative_to(ws.raw).as_posix()]
+            whole.unlink()
+            lines.filter(~mine).write_parquet(month / "part-00000.parquet")
+            lines.filter(mine).write_parquet(month / "part-00001.parquet")
+            write_json(ws.manifest, manifest)
+            for path in sorted(month.glob("*.parquet")):
+                _record(ws, LINES, path)
+            return accounts
+    raise AssertionError("the sole trader has no lines")  # pragma: no cover
+
+
+@pytest.mark.parametrize("person", [_sole_trader, _without_orders, _alone_in_a_file])
+def test_erasure_writes_the_whole_table_paths_bytes_one_file_at_a_time(
+    ws: Workspace, tmp_path: Path, bounded: list[int], person: Any
+) -> None:
+    accounts = person(ws)
+    orders = pl.read_parquet(ws.raw_table("orders"))
+    gone = orders.filter(pl.col("customer_id").is_in(accounts))["order_id"]
+    lines = read_table(ws.raw_table(LINES))
+    erased = lines.filter(pl.col("order_id").is_in(gone.implode())).height
+    assert (erased > 0) == (person is not _without_orders)
+    expected = _staged(ws, lines.filter(~pl.col("order_id").is_in(gone.implode())), tmp_path)
+    before = _files(ws.raw_table(LINES))
+    if person is _alone_in_a_file:
+        assert len(expected) == len(before) - 1  # the file of theirs alone goes
+    largest = _largest_file(ws)
+    del lines
+    bounded.clear()
+    done = erase(ws, "alloffice", accounts[-1], key=KEY, today=dt.date(2026, 11, 2))
+    assert max(bounded, default=0) <= largest  # (a file that loses nothing is not parsed)
+    assert done.rows.get(f"raw/{LINES}.parquet", 0) == erased
+    assert done.rows.get("raw/orders.parquet", 0) == gone.len()
+    assert done.rows["raw/customers.parquet"] == len(accounts)
+    _check_written(ws, expected, before)
+    unchanged = sum(before.get(n) == data for n, data in expected.items())
+    assert unchanged >= len(before) - len(gone) - 1  # only the months of their orders
+
+
+def test_erasure_of_a_table_stored_as_one_file(tmp_path: Path) -> None:
+    """Lines stored as one file (an ingested export's): rewritten whole, as before."""
+    cs = [customer(1), customer(2), customer(3)]
+    day = dt.date(2026, 10, 1)
+    orders = [(1, 1, day), (2, 2, day), (3, 1, day), (4, 3, day)]
+    ws = write_raw(Workspace(tmp_path / "ws"), raw_tables(cs, orders, lines_per_order=3))
+    lines = pl.read_parquet(ws.raw_table(LINES))
+    expected = tmp_path / "expected.parquet"
+    lines.filter(~pl.col("order_id").is_in([1, 3])).write_parquet(expected)
+    done = erase(ws, "alloffice", 1, key=KEY)
+    assert done.rows[f"raw/{LINES}.parquet"] == 6
+    assert ws.raw_table(LINES).read_bytes() == expected.read_bytes()
+    manifest = json.loads(ws.manifest.read_text(encoding="utf-8"))
+    assert manifest["files"][f"{LINES}.parquet"] == sha256_file(expected)
+    assert manifest["row_counts"][LINES] == 6

@@ -613,36 +613,32 @@ def _finish_logged(
 ) -> SubjectRequest:
     """The work of a request already logged as pending (entry ``index``): derived files,
     then raw rows, then the entry marked completed."""
+    from segments.prepare.raw_rewrite import KeptLines
     from segments.prepare.retention import replace_raw_tables
 
     accounts = [a for group in accounts_by_person.values() for a in group]
     person_ids = pseudonymise(pkey, "person", list(accounts_by_person))
     rows = _remove_from_derived(ws, person_ids)
-    new: dict[str, pl.DataFrame] = {}
+    new: dict[str, pl.DataFrame | KeptLines] = {}
     if action == "erasure":
         orders = read_table(ws.raw_table("orders"))
-        gone_orders = orders.filter(mine)["order_id"]
-        lines = read_table(ws.raw_table("order_lines"))
-        new = {
-            "customers": customers.filter(~mine),
-            "orders": orders.filter(~mine),
-            "order_lines": lines.filter(~pl.col("order_id").is_in(gone_orders.implode())),
-        }
+        # the lines of the person's orders go; the lines are rewritten one partition file at
+        # a time (never held whole), and counted as they are staged
+        lines = KeptLines(orders.filter(mine)["order_id"])
+        new = {"customers": customers.filter(~mine), "orders": orders.filter(~mine)}
+        new["order_lines"] = lines
+        heights = {"customers": customers.height, "orders": orders.height}
         for path in sorted(ws.truth.glob("*.parquet")) if ws.truth.is_dir() else []:
             truth = read_table(path)
             if "customer_id" in truth.columns:
                 new[f"truth/{path.stem}"] = truth.filter(~mine)
-        old_heights = {
-            "customers": customers.height,
-            "orders": orders.height,
-            "order_lines": lines.height,
-        }
+                heights[f"truth/{path.stem}"] = truth.height
+        del orders
+        replace_raw_tables(ws, new)
+        heights["order_lines"] = lines.height + lines.removed  # as staged: every line read
         for name, frame in new.items():
-            before = old_heights.get(name)
-            if before is None:
-                before = read_table(ws.raw / f"{name}.parquet").height
-            if before != frame.height:
-                rows[f"raw/{name}.parquet"] = before - frame.height
+            if heights[name] != frame.height:
+                rows[f"raw/{name}.parquet"] = heights[name] - frame.height
     else:
         flagged = customers.with_columns(
             pl.when(mine)
@@ -652,9 +648,9 @@ def _finish_logged(
         )
         new = {"customers": flagged}
         rows["raw/customers.parquet (flagged restriction_requested)"] = len(accounts)
-    # the tables and the manifest, as one transaction; the run's hashing then holds the
-    # digests of what it wrote (nothing else vouches for the bytes just replaced)
-    replace_raw_tables(ws, new)
+        # the tables and the manifest, as one transaction; the run's hashing then holds the
+        # digests of what it wrote (nothing else vouches for the bytes just replaced)
+        replace_raw_tables(ws, new)
     make_private(ws.raw)
     done = SubjectRequest(**{**request.__dict__, "rows": rows})
     _replace_entry(ws, index, {**done.to_dict(), "completed": True})
