@@ -2,8 +2,9 @@
 one partition file at a time (issue 21), and write the bytes the whole-table rewrite wrote.
 
 The reference is the whole-table path the purge and the erasure took before: the lines read
-whole (``load_raw_tables``), the rows that stay chosen by the same decisions (``_retained``,
-the flagged persons' orders), and staged by ``stage_partitions`` (which history still uses).
+whole (``load_raw_tables``), the rows that stay chosen as it chose them (each order joined
+with its whole person row; the flagged persons' orders), staged by ``stage_partitions``
+(which history still uses).
 Each test compares every partition file's bytes, the manifest's digests and row counts and
 the log's digests with it, and checks that no frame of more lines than one file is built.
 """
@@ -24,9 +25,15 @@ from rawframes import customer, raw_tables, write_raw
 from segments._tables import read_table, reads_bound_to
 from segments.exceptions import SchemaError
 from segments.policy import Policy
-from segments.prepare.frames import link_persons, load_raw_tables
+from segments.prepare.frames import (
+    link_persons,
+    load_raw_tables,
+    person_anchor,
+    person_table,
+    row_anchor,
+)
 from segments.prepare.pseudonym import KEY_ENV_VAR
-from segments.prepare.retention import _retained, purge, stage_partitions
+from segments.prepare.retention import _keep, purge, stage_partitions
 from segments.prepare.subjects import erase, flagged_persons
 from segments.workspace import Workspace, raw_hashed_once, raw_hashes, sha256_file, write_json
 
@@ -83,6 +90,27 @@ def _record(ws: Workspace, table: str, path: Path) -> None:
     write_json(ws.manifest, manifest)
 
 
+def _whole_retained(
+    policy: Policy, frames: dict[str, pl.DataFrame], as_of: dt.date
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The accounts and orders a purge keeps, decided as the whole-table purge decided them
+    (every order joined with its whole person row)."""
+    persons = person_table(frames["customers"], frames["orders"])
+    roots = link_persons(frames["customers"])
+    orders = frames["orders"].join(roots, on="customer_id").join(persons, on="person_root")
+    person_keep = pl.lit(False)
+    order_keep = pl.lit(False)
+    for purpose in policy.purposes.values():
+        in_customer = _keep(purpose.rules_for("customer"), as_of, person_anchor)
+        person_keep = person_keep | in_customer
+        order_keep = order_keep | (
+            in_customer & _keep(purpose.rules_for("transactions"), as_of, row_anchor)
+        )
+    kept_roots = persons.filter(person_keep).select("person_root")
+    kept_accounts = roots.join(kept_roots, on="person_root", how="semi").select("customer_id")
+    return kept_accounts, orders.filter(order_keep).select("order_id")
+
+
 def _expected(ws: Workspace, policy: str, day: dt.date, tmp: Path) -> tuple[dict, dict, int]:
     """The whole-table path: the order lines a purge keeps (after erasing the flagged
     persons), staged as partitions by ``stage_partitions``; with the lines it removes by
@@ -98,7 +126,7 @@ def _expected(ws: Workspace, policy: str, day: dt.date, tmp: Path) -> tuple[dict
         "orders": frames["orders"].filter(~gone),
         LINES: frames[LINES].filter(~pl.col("order_id").is_in(erased_orders)),
     }
-    kept_accounts, kept_orders = _retained(Policy.load(policy), frames, day)
+    kept_accounts, kept_orders = _whole_retained(Policy.load(policy), frames, day)
     kept = frames[LINES].join(kept_orders, on="order_id", how="semi")
     removed = {
         "customers": frames["customers"].join(kept_accounts, on="customer_id", how="anti").height,

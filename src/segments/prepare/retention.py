@@ -111,6 +111,10 @@ class PurgeResult:
         return sum(self.removed.values()) + sum(self.erased_rows.values())
 
 
+#: The person columns :func:`person_anchor` reads.
+_PERSON_ANCHORS = ("last_order_or_signup", "last_contact", "end_date")
+
+
 def _keep(rules: tuple[RetentionRule, ...], as_of: dt.date, anchor_of: Any) -> pl.Expr:
     keep = pl.lit(True)
     for rule in rules:
@@ -124,9 +128,19 @@ def _retained(
     policy: Policy, frames: Mapping[str, pl.DataFrame], as_of: dt.date
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Account ids and order ids still inside the retention of at least one purpose."""
-    persons = person_table(frames["customers"], frames["orders"])
     roots = link_persons(frames["customers"])
-    orders = frames["orders"].join(roots, on="customer_id").join(persons, on="person_root")
+    persons = person_table(frames["customers"], frames["orders"], roots)
+    # each order with only what a rule reads (its date, its person's anchors): the join is
+    # one row per order, the largest frame a purge builds (issue 21)
+    anchors = persons.select("person_root", *_PERSON_ANCHORS)
+    orders = (
+        frames["orders"]
+        .select("order_id", "customer_id", "order_date")
+        .join(roots, on="customer_id")
+        .drop("customer_id")
+        .join(anchors, on="person_root")
+    )
+    del anchors
     person_keep = pl.lit(False)
     order_keep = pl.lit(False)
     for purpose in policy.purposes.values():
