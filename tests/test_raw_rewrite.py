@@ -255,6 +255,17 @@ def test_purge_names_the_file_whose_lines_break_the_schema(ws: Workspace) -> Non
     assert not (ws.raw / "purge_log.json").exists()
 
 
+def test_purge_refuses_a_file_that_is_not_parquet_in_one_line(ws: Workspace) -> None:
+    table = ws.raw_table(LINES)
+    last = sorted(table.rglob("*.parquet"))[-1]
+    last.write_bytes(b"not a parquet file")
+    _record(ws, LINES, last)  # a writer that recorded what it wrote
+    before = _files(table)
+    with pytest.raises(SchemaError, match=rf"table 'order_lines': cannot read {last} as Parquet"):
+        purge(ws, "alloffice", dt.date(2026, 10, 31), key=KEY)
+    assert _files(table) == before and not (ws.raw / "purge_log.json").exists()
+
+
 def test_purge_emptying_every_month_keeps_the_last_one_empty(ws: Workspace, tmp_path: Path) -> None:
     day = dt.date(2035, 1, 1)  # past every order's 24 months (AO-6)
     expected, removed, _ = _expected(ws, "alloffice", day, tmp_path)

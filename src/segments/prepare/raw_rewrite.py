@@ -117,7 +117,13 @@ def checked_line_counts(
     schema = RAW_TABLES[_TABLE]
     counts: list[pl.DataFrame] = []
     for number, file in enumerate(files):
-        lines = _bound_read(file)
+        try:
+            lines = _bound_read(file)
+        except (OSError, pl.exceptions.PolarsError) as exc:  # as the table loaders say it
+            raise SchemaError(
+                f"table {_TABLE!r}: cannot read {file} as Parquet ({exc}); fix: regenerate or "
+                "re-export the table"
+            ) from None
         try:
             validate(lines, schema, as_of=as_of)
             check_foreign_key(lines, _TABLE, orders, "orders", "order_id")
