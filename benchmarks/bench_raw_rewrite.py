@@ -14,7 +14,10 @@ current, alternating so both see the same load) copies it and runs, in a child p
 purge`` (which erases the flagged persons first, then deletes what retention ended). Each
 child reports wall and CPU seconds, and the bytes hashed by ``segments.workspace``'s
 ``sha256_file`` (``raw_hashes``, ``parquet_digests``) as a multiple of W/raw/'s size: the
-number of full hashings of W/raw/. Figures are current / baseline ratios; on the shared
+number of full hashings of W/raw/, and its peak resident memory (``ru_maxrss`` of the child,
+imports included). After each step the two trees' W/raw/ are compared file by file (the purge
+log with its ``purged_at`` time left out): ``same_bytes`` says whether every table partition,
+the manifest and the log are identical. Figures are current / baseline ratios; on the shared
 2-core machine CPU seconds are the steadier figure.
 """
 
@@ -35,7 +38,7 @@ KEY = "steward key of the benchmark, 32 bytes or more"
 AS_OF = "2027-06-30"
 
 CHILD = r"""
-import json, os, sys, time
+import json, os, resource, sys, time
 from pathlib import Path
 import segments.workspace as workspace
 
@@ -64,6 +67,7 @@ print(json.dumps({
     "bytes_hashed": hashed[0],
     "raw_bytes": size,
     "raw_hashings": round(hashed[0] / size, 2),
+    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
 }))
 """
 
@@ -78,6 +82,27 @@ def _run(src: Path, op: str, root: Path, arg: str) -> dict:
         check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _raw_files(root: Path) -> dict[str, bytes]:
+    """Every file of ``root``/raw by relative path (the purge log without its times)."""
+    files = {}
+    for path in sorted((root / "raw").rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            if path.name == "purge_log.json":
+                entries = json.loads(data)
+                for entry in entries:
+                    entry.pop("purged_at", None)
+                data = json.dumps(entries, sort_keys=True).encode()
+            files[path.relative_to(root).as_posix()] = data
+    return files
+
+
+def _differences(a: Path, b: Path) -> list[str]:
+    """The W/raw/ files that differ between two workspaces (or exist in one only)."""
+    left, right = _raw_files(a), _raw_files(b)
+    return sorted(n for n in set(left) | set(right) if left.get(n) != right.get(n))
 
 
 def main() -> None:
@@ -114,15 +139,26 @@ def main() -> None:
     lines = pl.scan_parquet(source / "raw" / "order_lines.parquet" / "**" / "*.parquet")
     n_lines = lines.select(pl.len()).collect().item()
     runs: list[dict] = []
+    differ: dict[str, list[str]] = {}
     for round_ in range(args.rounds):
-        for label, src in (("baseline", args.baseline_src), ("current", SRC)):
-            root = args.folder / f"{label}-{round_}"
-            shutil.rmtree(root, ignore_errors=True)
-            shutil.copytree(source, root)
-            erased = _run(src, "erase", root, customer)
-            purged = _run(src, "purge", root, AS_OF)
-            runs.append({"tree": label, "round": round_, "erase": erased, "purge": purged})
-            print(label, round_, "erase", erased, "purge", purged, flush=True)
+        roots = {}
+        for label in ("baseline", "current"):
+            roots[label] = args.folder / f"{label}-{round_}"
+            shutil.rmtree(roots[label], ignore_errors=True)
+            shutil.copytree(source, roots[label])
+        for op, arg in (("erase", customer), ("purge", AS_OF)):
+            for label, src in (("baseline", args.baseline_src), ("current", SRC)):
+                result = _run(src, op, roots[label], arg)
+                if op == "erase":
+                    runs.append({"tree": label, "round": round_, "erase": result})
+                else:
+                    next(r for r in runs if r["tree"] == label and r["round"] == round_)[op] = (
+                        result
+                    )
+                print(label, round_, op, result, flush=True)
+            differ[f"{round_}/{op}"] = _differences(roots["baseline"], roots["current"])
+            print(round_, op, "W/raw/ files that differ:", differ[f"{round_}/{op}"], flush=True)
+        for root in roots.values():
             shutil.rmtree(root, ignore_errors=True)
 
     def mean(tree: str, op: str, field: str) -> float:
@@ -132,7 +168,7 @@ def main() -> None:
     ratios = {
         op: {
             field: round(mean("current", op, field) / mean("baseline", op, field), 3)
-            for field in ("wall_seconds", "cpu_seconds", "bytes_hashed")
+            for field in ("wall_seconds", "cpu_seconds", "bytes_hashed", "peak_rss_mb")
         }
         for op in ("erase", "purge")
     }
@@ -145,6 +181,10 @@ def main() -> None:
         "load_average_1min": os.getloadavg()[0],
         "runs": runs,
         "current_over_baseline": ratios,
+        # W/raw/ after each step, baseline against current: the files that differ (none:
+        # the same bytes; the purge log compared without its purged_at times)
+        "raw_files_that_differ": differ,
+        "same_bytes": not any(differ.values()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
