@@ -11,8 +11,9 @@ the in-memory frame (values, order and dtypes), spill files only into its scratc
 the workspace's private area (owner-only), and leave none behind.
 
 The whole-window per-person aggregate (``person_cells`` without months, and the batches of a
-whole window, :meth:`DuckDBEngine._cell_rows`) has its own small-limit test; prepare's join
-(``join_order_lines``) runs in polars on every engine (:mod:`segments.engine.embedded`).
+whole window, :meth:`DuckDBEngine._cell_rows`) has its own small-limit test (here: only its
+sorted frame, on 3 million lines); prepare's join (``join_order_lines``) runs in polars on
+every engine (:mod:`segments.engine.embedded`).
 """
 
 from __future__ import annotations
@@ -208,3 +209,26 @@ def test_every_operation_completes_out_of_core_with_the_in_memory_frame(
         assert got.schema == pl.Schema(key_cell_schema(True))
         assert set(got["category"].unique()) <= set(CATEGORIES)
         assert got["month"].str.contains(r"^\d{4}-\d{2}$").all()
+
+
+@pytest.mark.slow
+def test_a_whole_windows_sorted_cells_complete_at_the_least_memory(tmp_path, monkeypatch):
+    """The sorted frame of a whole window's cells (``person_cells``): DuckDB's ORDER BY of
+    the aggregate's rows raised OutOfMemoryException at 128 MB on these 3 million lines
+    after the aggregate had completed; the rows are streamed out and sorted on the driver."""
+    import numpy as np
+
+    from segments.privacy._frames import write_prepared_frames
+
+    lines = write_prepared_frames(
+        tmp_path / "frames", 300_000, 3_000_000, seed=np.random.default_rng(21)
+    )["lines"]
+    monkeypatch.setenv("SEGMENTS_MEMORY_LIMIT", "1MB")
+    engine = get_engine("duckdb")
+    ws = Workspace(tmp_path / "ws")
+    with ws.scratch("cells") as scratch:
+        got = engine.person_cells(lines, None, CATEGORIES, scratch=scratch)
+    expected = PolarsEngine().person_cells(lines, None, CATEGORIES, scratch=tmp_path)
+    assert got.height > 1_000_000
+    assert_frame_equal(got, expected)
+    assert not ws.private.exists()
