@@ -187,7 +187,8 @@ class DuckDBEngine(Engine):
     ----------
     memory_limit : int, optional
         Bytes DuckDB may hold before spilling (default: the ``SEGMENTS_MEMORY_LIMIT``
-        setting, see :func:`segments.engine.memory_budget`).
+        setting, see :func:`segments.engine.memory_budget`); DuckDB is given at least
+        :data:`MIN_MEMORY_LIMIT` (128 MB) whatever this says.
     threads : int, optional
         Worker threads (default: the machine's cores), at most one per
         :data:`THREAD_MEMORY` of the limit.
