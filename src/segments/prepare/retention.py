@@ -259,6 +259,9 @@ def _purge_holding_lock(
         }
         lines = lines.filter(~pl.col("order_id").is_in(orders))
     elif not dry_run and (accounts or pending_requests(ws)):
+        # the erasure reads what it needs, and the purge reads W/raw/ again after it: the
+        # tables and counts read so far are let go first (else held twice meanwhile)
+        del frames, lines, line_files
         erase_flagged_holding_lock(
             ws, pol, load_key(key, key_file=key_file, workspace=ws, synthetic_proof=prove_synthetic)
         )
