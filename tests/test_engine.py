@@ -446,6 +446,90 @@ def test_a_small_memory_limit_makes_a_month_closing_run_out_of_core_by_itself(
     assert not workspace.private.exists() or not any(workspace.private.iterdir())
 
 
+def test_the_per_person_aggregate_completes_far_below_its_table_spilling_only_into_scratch(
+    tmp_path, monkeypatch
+):
+    """r13a F4: the month-closing's per-person aggregate (:func:`_persons_sql`, one row per
+    person with a spend and a units sum per category) under a 64 MB limit, about a third of
+    what its hash table needs (200,000 customers, 400,000 lines). In one pass DuckDB raised
+    OutOfMemoryException here instead of spilling; :func:`person_aggregate_plan` gives it
+    passes over person-hash parts. It completes, spills (the table of persons) into the
+    job's scratch folder and nowhere else (not the working directory, not the system temp
+    folder), and gives the polars engine's per-person frame and keyed cells."""
+    import os
+    import threading
+
+    import numpy as np
+
+    from segments.engine import embedded
+    from segments.privacy._frames import write_prepared_frames
+
+    lines = write_prepared_frames(
+        tmp_path / "frames", 200_000, 400_000, seed=np.random.default_rng(5)
+    )["lines"]
+    elsewhere = [tmp_path / "cwd", tmp_path / "tmp"]
+    for folder in elsewhere:
+        folder.mkdir()
+    monkeypatch.chdir(elsewhere[0])
+    monkeypatch.setenv("TMPDIR", str(elsewhere[1]))
+    plans: list[embedded.AggregatePlan] = []
+    plan = embedded.person_aggregate_plan
+    monkeypatch.setattr(
+        embedded, "person_aggregate_plan", lambda **kw: plans.append(plan(**kw)) or plans[-1]
+    )
+    engine = DuckDBEngine(memory_limit=64 * 2**20, threads=2)
+    ws = Workspace(tmp_path / "ws")
+    spilled: set[str] = set()
+    done = threading.Event()
+    with ws.scratch("closing") as scratch:
+
+        def watch() -> None:  # DuckDB removes its spill files when the connection closes
+            while not done.is_set():
+                with contextlib.suppress(OSError):
+                    spilled.update(os.listdir(scratch / "duckdb-spill"))
+                time.sleep(0.001)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            got = engine.person_cells(lines, None, PRODUCT_CATEGORIES, scratch=scratch)
+            keyed = pl.concat(
+                engine.person_key_cell_batches(lines, None, PRODUCT_CATEGORIES, scratch=scratch)
+            )
+        finally:
+            done.set()
+            watcher.join()
+    assert plans and all(p.threads == 1 and p.passes > 1 for p in plans), plans
+    assert any("storage" in name for name in spilled), spilled
+    assert all(not any(folder.iterdir()) for folder in elsewhere)
+    polars = PolarsEngine()
+    expected = polars.person_cells(lines, None, PRODUCT_CATEGORIES, scratch=tmp_path)
+    assert got.height > 200_000
+    assert_frame_equal(got, expected)
+    expected_keys = pl.concat(
+        polars.person_key_cell_batches(lines, None, PRODUCT_CATEGORIES, scratch=tmp_path)
+    )
+    order = list(expected_keys.columns)
+    assert_frame_equal(keyed.sort(order), expected_keys.sort(order))
+    assert not ws.private.exists()
+
+
+def test_the_aggregate_plan_takes_every_core_only_for_a_long_window_that_fits():
+    """:func:`person_aggregate_plan` on the measured cases (issue 21): the month-closing's
+    10 million lines of ~300,000 persons (34 lines a person) on one thread, 60 million lines
+    of the same persons on both cores; one thread where two tables would not fit in half
+    the limit (3.3 million persons at 1 GB), and passes only below what one table needs."""
+    from segments.engine.embedded import AggregatePlan, person_aggregate_plan
+
+    gb = 2**30
+    assert person_aggregate_plan(10_000_000, 212_834, 10, gb, 2) == AggregatePlan(1, 1)
+    assert person_aggregate_plan(60_000_000, 212_834, 10, gb, 2) == AggregatePlan(2, 1)
+    assert person_aggregate_plan(60_000_000, 212_834, 10, 12 * gb, 1) == AggregatePlan(1, 1)
+    many = person_aggregate_plan(500_000_000, 3_300_000, 10, gb, 2)
+    assert many.threads == 1
+    assert person_aggregate_plan(10_000_000, 212_834, 10, 64 * 2**20, 2) == AggregatePlan(1, 6)
+
+
 def test_feature_sums_spill_into_the_workspaces_private_area_not_the_prepared_folder(
     tmp_path, monkeypatch
 ):

@@ -23,6 +23,7 @@ import datetime as dt
 import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,12 @@ _ORE = "CAST(floor(amount_sek * 100 + 0.5) AS BIGINT)"
 _ORE_TO_SEK = "CASE WHEN _ore >= 0 THEN (_ore + 50) // 100 ELSE -((50 - _ore) // 100) END"
 
 
+def _quoted(path: Path | str) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
 def _files_sql(files: Sequence[Path]) -> str:
-    quoted = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-    return f"read_parquet([{quoted}])"
+    return f"read_parquet([{', '.join(map(_quoted, files))}])"
 
 
 def _window_sql(window: Window) -> str:
@@ -97,16 +101,73 @@ def _cells_sql(query: LineQuery) -> str:
 #: The table :meth:`DuckDBEngine._cell_rows` aggregates a window's lines into: one row per person.
 _PERSONS = "_persons"
 
-#: Threads of the per-person aggregate (:func:`_persons_sql`). Every thread builds its own
-#: hash table of the persons whose lines it scans, and every month holds most persons, so
-#: each thread holds nearly all of them: the memory grows with the threads, the work does
-#: not. Measured on 10 million lines (303,030 persons; the release's keyed cells and their
-#: check, 1 GB limit, load ~12): 2 threads 765 MB peak, 7.2 s CPU; 1 thread 595 MB, 4.9 s
-#: CPU (a 512 MB limit with 2 threads spilled: 748 MB, 16.4 s CPU; issue 21).
-PERSON_AGGREGATE_THREADS = 1
+#: Lines per person of a window from which the per-person aggregate runs on every core
+#: (:func:`person_aggregate_plan`).
+PARALLEL_LINES_PER_PERSON = 100
 
 
-def _persons_sql(query: LineQuery, slots: Sequence[str]) -> str:
+def _person_row_bytes(categories: int) -> int:
+    """Bytes of the per-person aggregate's hash table per person: the pseudonym and a sum
+    state per category for spend and for units, with the table's own overhead. Calibrated
+    on 10 million lines (10 categories, 294,052 persons): each thread's table added
+    200-210 MB to the peak, ~700 bytes a person (issue 21)."""
+    return 64 + 64 * categories
+
+
+#: Of ``memory_limit``, what DuckDB needs beside the aggregate's hash table (the Parquet
+#: reader's row groups, the result's blocks): measured, the 10-million-line aggregate of a
+#: 150 MB table failed at a 64 MB limit in one pass and in four, and completed in eight.
+AGGREGATE_OVERHEAD = 40 * 2**20
+
+
+@dataclass(frozen=True)
+class AggregatePlan:
+    """How :meth:`DuckDBEngine._cell_rows` runs the per-person aggregate: on ``threads``
+    threads, in ``passes`` passes over the lines (pass ``i`` aggregates the persons whose
+    pseudonym hashes to ``i`` modulo ``passes``)."""
+
+    threads: int
+    passes: int
+
+
+def person_aggregate_plan(
+    lines: int, persons: int, categories: int, memory_limit: int, cores: int
+) -> AggregatePlan:
+    """The per-person aggregate's threads and passes, from what is known before it runs:
+    the window's ``lines`` (the Parquet files' row counts), the ``persons`` expected (the
+    distinct pseudonyms of the window's largest file, a lower bound), the ``categories``
+    (the width of a person's row), DuckDB's ``memory_limit`` and the ``cores`` it may use.
+
+    Each thread builds its own hash table of the persons whose lines it scans, and every
+    month holds most persons, so each thread's table holds nearly all of them: a thread
+    more costs a table more of memory (``persons`` × :func:`_person_row_bytes`) and wins
+    scan time in proportion to the lines. Measured on the month-closing's frames (294,052
+    persons, 10 categories, 1 GB limit, the aggregate alone; issue 21):
+
+    * 10 million lines (34 a person): 2 threads 626-632 MB peak against 1 thread's
+      413-420 MB, wall 2.0-3.9 s against 3.5-3.8 s at the same CPU time. The month-closing's
+      peak would grow from 645 MB (×0.40 of the in-memory path's 1606 MB) to ~855 MB, past
+      the goal of half: **one thread**.
+    * 60 million lines (204 a person): 2 threads 646-651 MB against 433-449 MB (×0.09 of
+      the in-memory path's 7 GB either way), wall 15.6-20.3 s against 25.6-46.5 s at the
+      same CPU time (21-22 s): **every core**.
+
+    So every core when the window holds at least :data:`PARALLEL_LINES_PER_PERSON` lines a
+    person and the tables of all threads fit in half of what the limit leaves beside
+    :data:`AGGREGATE_OVERHEAD`; one thread otherwise. Passes: as many as it takes for the
+    threads' tables to fit in what the limit leaves, so a small limit completes by scanning
+    the lines again rather than failing with DuckDB's OutOfMemoryException (which it raises
+    for this wide aggregate at 64 and 128 MB in one pass, not spilling it; r13a F4). One
+    pass at any limit that holds the tables."""
+    table = max(persons, 1) * _person_row_bytes(categories)
+    budget = max(memory_limit - AGGREGATE_OVERHEAD, memory_limit // 4)
+    long = lines >= PARALLEL_LINES_PER_PERSON * max(persons, 1)
+    threads = cores if cores > 1 and long and cores * table <= budget // 2 else 1
+    passes = max(1, -(-threads * table // budget))
+    return AggregatePlan(threads=threads, passes=passes)
+
+
+def _persons_sql(query: LineQuery, slots: Sequence[str], part: tuple[int, int] = (0, 1)) -> str:
     """One row per person of the window: each public category's öre sum ``o<i>`` and units
     ``u<i>`` (columns named by the category's position, its name bound as ``slots[i]``, never
     spliced into SQL; NULL where the person has no line of it), and ``_other``, the person's
@@ -116,7 +177,12 @@ def _persons_sql(query: LineQuery, slots: Sequence[str]) -> str:
     person instead of one per person and category. Measured, the bare queries on 10 million
     lines (303,030 persons, 1,841,376 cells, 2 threads, 1 GB limit): 509-515 MB peak against
     685-732 MB for the aggregate per (person, category), at the same CPU time (4.6-5.9 s
-    against 4.4-5.0 s; issue 21)."""
+    against 4.4-5.0 s; issue 21).
+
+    ``part`` ``(i, k)``: only the persons whose pseudonym hashes to ``i`` modulo ``k`` (one
+    pass of :func:`person_aggregate_plan`)."""
+    i, k = part
+    persons = f" AND hash(person_id) % {k} = {i}" if k > 1 else ""
     sums = ", ".join(
         f"sum({_ORE}) FILTER (WHERE category = {slot}) AS o{i}, "
         f"sum(CAST(quantity AS BIGINT)) FILTER (WHERE category = {slot}) AS u{i}"
@@ -126,7 +192,7 @@ def _persons_sql(query: LineQuery, slots: Sequence[str]) -> str:
         SELECT person_id, {sums},
                count(*) FILTER (WHERE category IS NULL OR category NOT IN ({", ".join(slots)}))
                    AS _other
-        FROM {_rows_sql(query)}
+        FROM {_rows_sql(query)}{persons}
         GROUP BY person_id
     """
 
@@ -237,15 +303,40 @@ class DuckDBEngine(Engine):
             return _cells_sql(query), []
         params = list(dict.fromkeys(query.categories))  # one column each, even if listed twice
         slots = [f"${i}" for i in range(1, len(params) + 1)]
-        con.execute(f"SET threads = {min(self.threads, PERSON_AGGREGATE_THREADS)}")
-        con.execute(f"CREATE TEMP TABLE {_PERSONS} AS {_persons_sql(query, slots)}", params)
-        con.fetchall()  # DuckDB takes no other statement while a result is unfinished
+        plan = self._aggregate_plan(con, query, len(params))
+        con.execute(f"SET threads = {plan.threads}")
+        for i in range(plan.passes):
+            rows = _persons_sql(query, slots, (i, plan.passes))
+            into = f"INSERT INTO {_PERSONS} " if i else f"CREATE TEMP TABLE {_PERSONS} AS "
+            con.execute(into + rows, params)
+            con.fetchall()  # DuckDB takes no other statement while a result is unfinished
         con.execute(f"SET threads = {self.threads}")
         ((other,),) = con.execute(f"SELECT coalesce(sum(_other), 0) FROM {_PERSONS}").fetchall()
         if other:
             found = con.execute(f"SELECT DISTINCT category FROM {_rows_sql(query)}").fetchall()
             check_categories([row[0] for row in found], query.categories)
         return _cells_of_persons_sql(slots), params
+
+    def _aggregate_plan(self, con: Any, query: LineQuery, categories: int) -> AggregatePlan:
+        """:func:`person_aggregate_plan` of the query's window: its lines from the Parquet
+        files' footers, its persons from the distinct pseudonyms (HyperLogLog) of its
+        largest file — one read of that file's ``person_id`` column, ~0.1 s of 10 million
+        lines' 3.5 s aggregate."""
+        listed = ", ".join(map(_quoted, query.files))
+        sizes = con.execute(
+            f"SELECT file_name, num_rows FROM parquet_file_metadata([{listed}])"
+        ).fetchall()
+        largest = _quoted(max(sizes, key=lambda row: row[1])[0])
+        ((persons,),) = con.execute(
+            f"SELECT approx_count_distinct(person_id) FROM read_parquet({largest})"
+        ).fetchall()
+        return person_aggregate_plan(
+            lines=sum(row[1] for row in sizes),
+            persons=int(persons or 0),
+            categories=categories,
+            memory_limit=max(self.memory_limit, MIN_MEMORY_LIMIT),
+            cores=self.threads,
+        )
 
     def _cells(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
         # streamed out as _cell_batches' (each batch checked) and sorted on the driver, which
