@@ -131,12 +131,13 @@ class AggregatePlan:
 
 
 def person_aggregate_plan(
-    lines: int, persons: int, categories: int, memory_limit: int, cores: int
+    lines: int, persons: int, categories: int, memory_limit: int, cores: int, load: float
 ) -> AggregatePlan:
     """The per-person aggregate's threads and passes, from what is known before it runs:
     the window's ``lines`` (the Parquet files' row counts), the ``persons`` expected (the
     distinct pseudonyms of the window's largest file, a lower bound), the ``categories``
-    (the width of a person's row), DuckDB's ``memory_limit`` and the ``cores`` it may use.
+    (the width of a person's row), DuckDB's ``memory_limit``, the ``cores`` it may use and
+    the machine's ``load`` (its one-minute load average, this job's own work included).
 
     Each thread builds its own hash table of the persons whose lines it scans, and every
     month holds most persons, so each thread's table holds nearly all of them: a thread
@@ -150,11 +151,15 @@ def person_aggregate_plan(
       the goal of half: **one thread**.
     * 60 million lines (204 a person): 2 threads 646-651 MB against 433-449 MB (×0.09 of
       the in-memory path's 7 GB either way), wall 15.6-20.3 s against 25.6-46.5 s at the
-      same CPU time (21-22 s): **every core**.
+      same CPU time (21-22 s): **every core** — when a core is free. The whole month-closing
+      at 60 M on a machine at load 6-12 (three runs, one command each beside main's one
+      thread): two threads 66.0 / 98.1 / 121.6 s wall against one thread's 62.2 / 76.2 /
+      93.0 s, CPU 42-45 s against 40-42 s: with no idle core the second thread only waits.
 
     So every core when the window holds at least :data:`PARALLEL_LINES_PER_PERSON` lines a
-    person and the tables of all threads fit in half of what the limit leaves beside
-    :data:`AGGREGATE_OVERHEAD`; one thread otherwise. Passes: as many as it takes for the
+    person, the tables of all threads fit in half of what the limit leaves beside
+    :data:`AGGREGATE_OVERHEAD`, and the load is below the cores (a core idle); one thread
+    otherwise. Passes: as many as it takes for the
     threads' tables to fit in what the limit leaves, so a small limit completes by scanning
     the lines again rather than failing with DuckDB's OutOfMemoryException (which it raises
     for this wide aggregate at 64 and 128 MB in one pass, not spilling it; r13a F4). One
@@ -162,7 +167,8 @@ def person_aggregate_plan(
     table = max(persons, 1) * _person_row_bytes(categories)
     budget = max(memory_limit - AGGREGATE_OVERHEAD, memory_limit // 4)
     long = lines >= PARALLEL_LINES_PER_PERSON * max(persons, 1)
-    threads = cores if cores > 1 and long and cores * table <= budget // 2 else 1
+    idle = load < cores
+    threads = cores if cores > 1 and long and idle and cores * table <= budget // 2 else 1
     passes = max(1, -(-threads * table // budget))
     return AggregatePlan(threads=threads, passes=passes)
 
@@ -336,6 +342,7 @@ class DuckDBEngine(Engine):
             categories=categories,
             memory_limit=max(self.memory_limit, MIN_MEMORY_LIMIT),
             cores=self.threads,
+            load=os.getloadavg()[0],
         )
 
     def _cells(self, query: LineQuery, scratch: Path) -> pl.DataFrame:
