@@ -450,15 +450,18 @@ def test_the_per_person_aggregate_completes_far_below_its_table_spilling_only_in
     tmp_path, monkeypatch
 ):
     """r13a F4: the month-closing's per-person aggregate (:func:`_persons_sql`, one row per
-    person with a spend and a units sum per category) under DuckDB's smallest limit, about a
-    third of what its hash table needs (at 64 MB: 200,000 customers, 400,000 lines; the data
-    grows with the floor). In one pass DuckDB raised OutOfMemoryException here instead of
-    spilling; :func:`person_aggregate_plan` gives it
-    passes over person-hash parts. It completes, spills (the table of persons) into the
-    job's scratch folder and nowhere else (not the working directory, not the system temp
-    folder), and gives the polars engine's per-person frame and keyed cells."""
+    person with a spend and a units sum per category) under DuckDB's smallest limit
+    (:data:`MIN_MEMORY_LIMIT`), below what its hash table needs by the plan's estimate
+    (200,000 customers and 400,000 lines per 64 MB of the floor). At 64 MB this aggregate
+    raised OutOfMemoryException in one pass (here and on 10 million lines; at 128 MB on the
+    10 million lines too); :func:`person_aggregate_plan` gives it passes over person-hash
+    parts. It completes, spills (the table of persons) into the job's scratch folder and
+    nowhere else (not the working directory, not the system temp folder), and its streamed
+    cells and keyed cells (the month-closing's path) equal the polars engine's."""
+    import contextlib
     import os
     import threading
+    import time
 
     import numpy as np
 
@@ -494,7 +497,9 @@ def test_the_per_person_aggregate_completes_far_below_its_table_spilling_only_in
         watcher = threading.Thread(target=watch)
         watcher.start()
         try:
-            got = engine.person_cells(lines, None, PRODUCT_CATEGORIES, scratch=scratch)
+            got = pl.concat(
+                engine.person_cell_batches(lines, None, PRODUCT_CATEGORIES, scratch=scratch)
+            ).sort("person_id", "category")
             keyed = pl.concat(
                 engine.person_key_cell_batches(lines, None, PRODUCT_CATEGORIES, scratch=scratch)
             )
@@ -530,8 +535,12 @@ def test_the_aggregate_plan_takes_every_core_only_for_a_long_window_that_fits():
     assert person_aggregate_plan(60_000_000, 212_834, 10, gb, 2, busy) == AggregatePlan(1, 1)
     assert person_aggregate_plan(60_000_000, 212_834, 10, 12 * gb, 1, 0.0) == AggregatePlan(1, 1)
     assert person_aggregate_plan(500_000_000, 3_300_000, 10, gb, 2, idle).threads == 1
-    tiny = person_aggregate_plan(10_000_000, 212_834, 10, 64 * 2**20, 2, idle)
-    assert tiny == AggregatePlan(1, 6)
+    assert person_aggregate_plan(10_000_000, 212_834, 10, 64 * 2**20, 2, idle) == AggregatePlan(
+        1, 6
+    )
+    assert person_aggregate_plan(10_000_000, 212_834, 10, 128 * 2**20, 2, idle) == AggregatePlan(
+        1, 2
+    )
 
 
 def test_feature_sums_spill_into_the_workspaces_private_area_not_the_prepared_folder(
