@@ -4,6 +4,7 @@ chosen by one setting."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -519,6 +520,69 @@ def test_the_per_person_aggregate_completes_far_below_its_table_spilling_only_in
     order = list(expected_keys.columns)
     assert_frame_equal(keyed.sort(order), expected_keys.sort(order))
     assert not ws.private.exists()
+
+
+def test_the_aggregate_retries_on_one_thread_with_twice_the_passes_when_out_of_memory(
+    tmp_path, monkeypatch
+):
+    """r14a F1: the plan's persons are one file's (a lower bound), so a window whose persons
+    spread over many months can get too few passes. An OutOfMemoryException of the
+    aggregate drops the partial table and runs it again on one thread with twice the
+    passes, the same frame as polars'; past :data:`MAX_AGGREGATE_PASSES` it is raised."""
+    import duckdb
+    import numpy as np
+
+    from segments.engine import embedded
+    from segments.privacy._frames import write_prepared_frames
+
+    lines = write_prepared_frames(tmp_path / "f", 2_000, 8_000, seed=np.random.default_rng(2))[
+        "lines"
+    ]
+    failures = {"left": 1}
+
+    class Tight:  # a connection whose first aggregate pass runs out of memory
+        def __init__(self, con: object) -> None:
+            self.con = con
+
+        def execute(self, sql: str, *args: object) -> object:
+            if sql.startswith(f"CREATE TEMP TABLE {embedded._PERSONS}") and failures["left"]:
+                failures["left"] -= 1
+                raise duckdb.OutOfMemoryException("Out of Memory Error: (test)")
+            return self.con.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.con, name)
+
+    class TightEngine(DuckDBEngine):
+        @contextlib.contextmanager
+        def connect(self, scratch: Path):  # type: ignore[override]
+            with super().connect(scratch) as con:
+                yield Tight(con)
+
+    plans: list[embedded.AggregatePlan] = []
+    aggregate = DuckDBEngine._aggregate
+    monkeypatch.setattr(
+        DuckDBEngine,
+        "_aggregate",
+        lambda self, con, q, slots, params, plan: (
+            plans.append(plan) or aggregate(self, con, q, slots, params, plan)
+        ),
+    )
+    monkeypatch.setattr(
+        embedded, "person_aggregate_plan", lambda **kw: embedded.AggregatePlan(2, 1)
+    )
+    engine = TightEngine(memory_limit=2**30, threads=2)
+    got = pl.concat(
+        engine.person_cell_batches(lines, None, PRODUCT_CATEGORIES, scratch=tmp_path / "s")
+    )
+    assert plans == [embedded.AggregatePlan(2, 1), embedded.AggregatePlan(1, 2)]
+    expected = PolarsEngine().person_cells(lines, None, PRODUCT_CATEGORIES, scratch=tmp_path)
+    assert_frame_equal(got.sort("person_id", "category"), expected)
+    last = embedded.AggregatePlan(1, embedded.MAX_AGGREGATE_PASSES)
+    monkeypatch.setattr(embedded, "person_aggregate_plan", lambda **kw: last)
+    failures["left"] = 1
+    with pytest.raises(duckdb.OutOfMemoryException):
+        list(engine.person_cell_batches(lines, None, PRODUCT_CATEGORIES, scratch=tmp_path / "s"))
 
 
 def test_the_aggregate_plan_takes_every_core_only_for_a_long_window_that_fits():

@@ -120,6 +120,11 @@ def _person_row_bytes(categories: int) -> int:
 AGGREGATE_OVERHEAD = 40 * 2**20
 
 
+#: Passes beyond which the per-person aggregate's OutOfMemoryException is raised, not retried
+#: with twice the passes (:meth:`DuckDBEngine._aggregate`).
+MAX_AGGREGATE_PASSES = 64
+
+
 @dataclass(frozen=True)
 class AggregatePlan:
     """How :meth:`DuckDBEngine._cell_rows` runs the per-person aggregate: on ``threads``
@@ -163,7 +168,9 @@ def person_aggregate_plan(
     threads' tables to fit in what the limit leaves, so a small limit completes by scanning
     the lines again rather than failing with DuckDB's OutOfMemoryException (which it raises
     for this wide aggregate at 64 and 128 MB in one pass, not spilling it; r13a F4). One
-    pass at any limit that holds the tables."""
+    pass at any limit that holds the tables. ``persons`` being a lower bound, too few passes
+    are caught where they fail: :meth:`DuckDBEngine._aggregate` runs out of memory and the
+    aggregate is run again on one thread with twice the passes (r14a F1)."""
     table = max(persons, 1) * _person_row_bytes(categories)
     budget = max(memory_limit - AGGREGATE_OVERHEAD, memory_limit // 4)
     long = lines >= PARALLEL_LINES_PER_PERSON * max(persons, 1)
@@ -310,18 +317,38 @@ class DuckDBEngine(Engine):
         params = list(dict.fromkeys(query.categories))  # one column each, even if listed twice
         slots = [f"${i}" for i in range(1, len(params) + 1)]
         plan = self._aggregate_plan(con, query, len(params))
-        con.execute(f"SET threads = {plan.threads}")
-        for i in range(plan.passes):
-            rows = _persons_sql(query, slots, (i, plan.passes))
-            into = f"INSERT INTO {_PERSONS} " if i else f"CREATE TEMP TABLE {_PERSONS} AS "
-            con.execute(into + rows, params)
-            con.fetchall()  # DuckDB takes no other statement while a result is unfinished
-        con.execute(f"SET threads = {self.threads}")
+        while not self._aggregate(con, query, slots, params, plan):
+            # the plan's persons are a lower bound (one file's): a window whose persons
+            # spread over many months can need more passes than planned (r14a F1)
+            plan = AggregatePlan(threads=1, passes=plan.passes * 2)
         ((other,),) = con.execute(f"SELECT coalesce(sum(_other), 0) FROM {_PERSONS}").fetchall()
         if other:
             found = con.execute(f"SELECT DISTINCT category FROM {_rows_sql(query)}").fetchall()
             check_categories([row[0] for row in found], query.categories)
         return _cells_of_persons_sql(slots), params
+
+    def _aggregate(
+        self, con: Any, query: LineQuery, slots: list[str], params: list[str], plan: AggregatePlan
+    ) -> bool:
+        """Build :data:`_PERSONS` as ``plan`` says; False (nothing left behind) if DuckDB ran
+        out of memory and fewer than :data:`MAX_AGGREGATE_PASSES` passes were tried."""
+        import duckdb
+
+        con.execute(f"SET threads = {plan.threads}")
+        try:
+            for i in range(plan.passes):
+                rows = _persons_sql(query, slots, (i, plan.passes))
+                into = f"INSERT INTO {_PERSONS} " if i else f"CREATE TEMP TABLE {_PERSONS} AS "
+                con.execute(into + rows, params)
+                con.fetchall()  # DuckDB takes no other statement while a result is unfinished
+        except duckdb.OutOfMemoryException:
+            if plan.passes >= MAX_AGGREGATE_PASSES:
+                raise
+            con.execute(f"DROP TABLE IF EXISTS {_PERSONS}")
+            return False
+        finally:
+            con.execute(f"SET threads = {self.threads}")
+        return True
 
     def _aggregate_plan(self, con: Any, query: LineQuery, categories: int) -> AggregatePlan:
         """:func:`person_aggregate_plan` of the query's window: its lines from the Parquet
