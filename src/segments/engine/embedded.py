@@ -161,10 +161,17 @@ def person_aggregate_plan(
       thread): two threads 66.0 / 98.1 / 121.6 s wall against one thread's 62.2 / 76.2 /
       93.0 s, CPU 42-45 s against 40-42 s: with no idle core the second thread only waits.
 
+    (The 60 million lines are the 10 million frames' lines six times: the same persons,
+    204 lines each. A window of the prepare benchmarks' shape — 1,980,000 customers over 14
+    months, ~30 lines a person — stays below the threshold and runs on one thread, not
+    measured at 60 million here; r14a F3.)
+
     So every core when the window holds at least :data:`PARALLEL_LINES_PER_PERSON` lines a
     person, the tables of all threads fit in half of what the limit leaves beside
     :data:`AGGREGATE_OVERHEAD`, and the load is below the cores (a core idle); one thread
-    otherwise. Passes: as many as it takes for the
+    otherwise. (The load includes the job's own earlier work: in four 60 M month-closings
+    right after the in-memory baseline's two-thread run this took one thread every time,
+    ×0.61–×0.83 of the baseline's wall, ×0.72–×0.78 its CPU.) Passes: as many as it takes for the
     threads' tables to fit in what the limit leaves, so a small limit completes by scanning
     the lines again rather than failing with DuckDB's OutOfMemoryException (which it raises
     for this wide aggregate at 64 and 128 MB in one pass, not spilling it; r13a F4). One
