@@ -173,8 +173,10 @@ def person_aggregate_plan(
     right after the in-memory baseline's two-thread run this took one thread every time,
     ×0.61–×0.83 of the baseline's wall, ×0.72–×0.78 its CPU.) Passes: as many as it takes for the
     threads' tables to fit in what the limit leaves, so a small limit completes by scanning
-    the lines again rather than failing with DuckDB's OutOfMemoryException (which it raises
-    for this wide aggregate at 64 and 128 MB in one pass, not spilling it; r13a F4). One
+    the lines again rather than failing with DuckDB's OutOfMemoryException (r13a F4: on the
+    10 million lines' frames it raised it for this wide aggregate in one pass at 64 MB and at
+    128 MB, the floor, where two passes completed; on other data one pass completes at
+    128 MB — r14a F4: 1.5 million persons, 7 million lines over 36 months). One
     pass at any limit that holds the tables. ``persons`` being a lower bound, too few passes
     are caught where they fail: :meth:`DuckDBEngine._aggregate` runs out of memory and the
     aggregate is run again on one thread with twice the passes (r14a F1)."""
