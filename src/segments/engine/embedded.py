@@ -288,8 +288,14 @@ class DuckDBEngine(Engine):
         from segments.engine import memory_budget
 
         self.memory_limit = memory_limit if memory_limit is not None else memory_budget()
-        limit = max(self.memory_limit, MIN_MEMORY_LIMIT)
-        self.threads = min(threads or os.cpu_count() or 1, max(1, limit // THREAD_MEMORY))
+        self.threads = min(
+            threads or os.cpu_count() or 1, max(1, self.duckdb_memory_limit // THREAD_MEMORY)
+        )
+
+    @property
+    def duckdb_memory_limit(self) -> int:
+        """The bytes DuckDB is given: ``memory_limit``, at least :data:`MIN_MEMORY_LIMIT`."""
+        return max(self.memory_limit, MIN_MEMORY_LIMIT)
 
     @contextlib.contextmanager
     def connect(self, scratch: Path) -> Iterator[Any]:
@@ -301,7 +307,7 @@ class DuckDBEngine(Engine):
         con = duckdb.connect(
             ":memory:",
             config={
-                "memory_limit": f"{max(self.memory_limit, MIN_MEMORY_LIMIT) // 2**20}MB",
+                "memory_limit": f"{self.duckdb_memory_limit // 2**20}MB",
                 "temp_directory": str(spill),
                 "threads": self.threads,
                 "preserve_insertion_order": False,
@@ -376,7 +382,7 @@ class DuckDBEngine(Engine):
             lines=sum(row[1] for row in sizes),
             persons=int(persons or 0),
             categories=categories,
-            memory_limit=max(self.memory_limit, MIN_MEMORY_LIMIT),
+            memory_limit=self.duckdb_memory_limit,
             cores=self.threads,
             load=os.getloadavg()[0],
         )
