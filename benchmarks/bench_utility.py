@@ -17,7 +17,9 @@ Each released value is compared with the exact, unclipped truth (relative error
 (tests/release_helpers.py: no ledger, this is an evaluation on synthetic data; the library
 itself releases only through a ledger). Noise is OpenDP's; ``--repeats`` repeats
 every release to average over it. The dataset's seed is drawn at run time (printed, and
-kept in the results; ``--seed`` replays one), never the committed dataset's seed 7.
+kept in the results; ``--seed`` replays one), never the committed dataset's seed 7 — unless
+``--committed`` asks for the committed 5,000-customer dataset itself (the data issue 14
+measured its 379 % on), which the output then names.
 
 The segment tables are also released by the current design at the baseline's ε
 (``now_at_baseline_epsilon``): that separates what the design changes from what the budget
@@ -174,14 +176,27 @@ def _share(value: float | None, digits: int = 1) -> str:
     return "none published" if value is None else f"{value:.{digits}%}"
 
 
-def _prepare(folder: Path, customers: int, policy: Policy, seed: int = 7) -> tuple[Path, dt.date]:
+#: ``dataset_seed`` of a run on the committed dataset (``--committed``): not a generated seed
+COMMITTED = "committed"
+
+
+def _prepare(
+    folder: Path, customers: int, policy: Policy, seed: int | str = 7
+) -> tuple[Path, dt.date]:
+    """Generate ``customers`` with ``seed`` (or, with ``seed`` = :data:`COMMITTED`, copy the
+    committed 5,000-customer dataset, hash-checked) and prepare it for statistics."""
     from segments.prepare import prepare
-    from segments.synth.generate import generate
+    from segments.synth.generate import copy_default_dataset, generate
     from segments.workspace import Workspace
 
     ws = Workspace(folder / "ws").create()
     as_of = DEFAULT_DATASET.as_of
-    generate(ws, customers=customers, months=DEFAULT_DATASET.months, as_of=as_of, seed=seed)
+    if isinstance(seed, str):
+        if seed != COMMITTED:
+            raise ValueError(f"dataset seed {seed!r}: an integer, or {COMMITTED!r}")
+        copy_default_dataset(ws)
+    else:
+        generate(ws, customers=customers, months=DEFAULT_DATASET.months, as_of=as_of, seed=seed)
     prepare(ws, policy, "statistics", as_of)
     return ws.prepared_dir("statistics"), as_of
 
@@ -364,7 +379,7 @@ def plan_only(customers: int, seed: int) -> dict[str, Any]:
     return out
 
 
-def run(customers: int, policy_name: str, repeats: int, seed: int = 7) -> dict[str, Any]:
+def run(customers: int, policy_name: str, repeats: int, seed: int | str = 7) -> dict[str, Any]:
     policy = Policy.load(policy_name)
     params = PrivacyParams.from_policy(policy, "statistics")
     k = len(SegmentSource.category_rule().keys)  # the segments benchmarked here
@@ -433,7 +448,8 @@ def _table(report: dict[str, Any]) -> str:
         ("mean spend per segment (published)", ("mean_spend",)),
     ]
     lines = [
-        f"{report['policy']}, {report['customers']:,} customers, {report['repeats']} repeats",
+        f"{report['policy']}, {report['customers']:,} customers, {report['repeats']} repeats, "
+        f"dataset {report['dataset_seed']}",
         "| output | baseline median / p90 / negative | now median / p90 / negative | gain |",
         "|---|---|---|---|",
     ]
@@ -575,6 +591,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=1, help="datasets per policy (--mix-only)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
+        "--committed",
+        action="store_true",
+        help="run on the committed 5,000-customer dataset (data/synthetic/default, generated "
+        "with seed 7: issue 14's own data) instead of a fresh seed; printed in the output",
+    )
+    parser.add_argument(
         "--summary",
         action="store_true",
         help="print every policy's plan beside its measured errors from --out, run nothing",
@@ -608,14 +630,24 @@ def main(argv: list[str] | None = None) -> int:
                 existing[f"mix-{name}-{args.customers}-{seed}"] = report | {"master_seed": master}
                 args.out.write_text(json.dumps(existing, indent=1, default=str) + "\n")
         return 0
+    if args.committed:
+        print(
+            f"dataset: the COMMITTED dataset ({DEFAULT_DATASET.customers:,} customers, seed "
+            f"{DEFAULT_DATASET.seed}, {DEFAULT_DATASET.path}), not a fresh seed; --customers "
+            "ignored",
+            flush=True,
+        )
+        args.customers = DEFAULT_DATASET.customers
     for name in names:
-        seed = int(rng.integers(8, 2**31))  # never the committed dataset's 7
-        report = run(args.customers, name, args.repeats, seed) | {"master_seed": master}
+        # never the committed dataset's 7, unless --committed asks for that dataset itself
+        dataset: int | str = COMMITTED if args.committed else int(rng.integers(8, 2**31))
+        report = run(args.customers, name, args.repeats, dataset) | {"master_seed": master}
         report["table"] = _table(report)
         report["plan_vs_measured"] = plan_vs_measured(report)
         print(report["table"], report["plan_vs_measured"], sep="\n", flush=True)
         existing = json.loads(args.out.read_text()) if args.out.exists() else {}
-        existing[f"{name}-{args.customers}"] = report
+        suffix = "-committed" if args.committed else ""
+        existing[f"{name}-{args.customers}{suffix}"] = report
         args.out.write_text(json.dumps(existing, indent=1, default=str) + "\n")
     return 0
 
