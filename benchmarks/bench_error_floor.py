@@ -30,11 +30,17 @@ the unclipped sum of the prepared lines (bench_utility's ``_true_month``). Per a
   aggregate, no bound cost, no excess, the bound ``C`` picked by an oracle (the truth: the
   multiple of each month's exact 90th percentile of the persons' norms that gives the lowest
   pooled median, over a grid 2^(k/8), 1/4 to 64);
-* **(c)** (b) at the baseline's ε per month.
+* **(c)** (b) at the baseline's ε per month;
+* **(b2)** the whole per-month loss on one aggregate at the design's own bound rule
+  (``factor`` × the exact p90: the split's cost apart from the bound's), and the design's
+  rule with no noise at all (the clip's bias alone: the floor no ε takes the design below);
+* with ``--factors``, the design with other public multipliers of its private quantile.
 
 Then the 10x target (the baseline's analytic median / 10), and the per-month ε at which the
-oracle of (b) reaches it (bisection), as a share of the policy's yearly budget (pure: 12 ε
-over the budget; zCDP: 12 ρ over the budget's ρ at δ).
+oracle of (b) and the design (a) reach it (bisection), as a share of the policy's yearly
+budget (pure: 12 ε over the budget; zCDP: 12 ρ over the budget's ρ at δ); for both
+aggregates, the oracle's two losses added, the design's larger need (one release).
+``--committed`` runs on the committed 5,000-customer dataset (issue 14's own data).
 
 Seeds are drawn at run time (printed and stored; ``--seed`` replays a master seed).
 
@@ -376,24 +382,33 @@ def oracle(months: list[MonthAggregate], params: PrivacyParams, loss: float) -> 
     return best
 
 
-def design_at(months: list[MonthAggregate], params: PrivacyParams, epsilon: float) -> float:
+def design_at(
+    months: list[MonthAggregate], params: PrivacyParams, epsilon: float, factor: float | None = None
+) -> float:
     """(a) at another per-month ε: the release rebuilt by the library at that ε
-    (``releases._vector_release``: its own split, the bound's cap included)."""
+    (``releases._vector_release``: its own split, the bound's cap included); ``factor``
+    replaces the public multiplier of the private quantile (a lever, evaluation only)."""
     loss = releases._query_losses(SPECS["monthly_category"].with_epsilon(epsilon), params)[0]
     vector = releases._vector_release(QUERIES["monthly_category"], loss, params, None, 1)
+    if factor is not None:
+        vector = replace(vector, factor=factor)
     return pooled_median([design_groups(m, params, False, vector) for m in months])
 
 
 def design_epsilon_for_target(
-    months: list[MonthAggregate], params: PrivacyParams, target: float
+    months: list[MonthAggregate],
+    params: PrivacyParams,
+    target: float,
+    factor: float | None = None,
 ) -> float | None:
-    """The per-month ε at which the design as it runs (a) reaches ``target``."""
+    """The per-month ε at which the design as it runs (a) reaches ``target``; None where
+    even 100 a month does not (the clip's bias at the design's bound is above it)."""
     lo, hi = math.log(1e-3), math.log(1e2)
-    if design_at(months, params, math.exp(hi)) > target:
+    if design_at(months, params, math.exp(hi), factor) > target:
         return None
     for _ in range(25):
         mid = 0.5 * (lo + hi)
-        if design_at(months, params, math.exp(mid)) <= target:
+        if design_at(months, params, math.exp(mid), factor) <= target:
             hi = mid
         else:
             lo = mid
@@ -452,7 +467,12 @@ def share_of_budget(policy: Policy, params: PrivacyParams, eps_month: float) -> 
 
 
 def run(
-    customers: int, policy_name: str, seed: int | str, n_months: int = 12, check_draws: int = 0
+    customers: int,
+    policy_name: str,
+    seed: int | str,
+    n_months: int = 12,
+    check_draws: int = 0,
+    factors: tuple[float, ...] = (),
 ) -> dict[str, Any]:
     policy = Policy.load(policy_name)
     params = PrivacyParams.from_policy(policy, "statistics")
@@ -512,6 +532,9 @@ def run(
                 ms, params, loss_now
             ),
             "design_epsilon_per_month_for_10x": design_needed,
+            # the design's rule for the bound (2 x the exact p90) with no noise at all: the
+            # clip's bias alone, the floor no ε takes the design below
+            "design_rule_clip_bias_alone_median": whole_loss_at_design_rule(ms, params, 1e12),
             "gain_a": baseline / design,
             "gain_b": baseline / floor_now["median"],
             "gain_c": baseline / floor_base["median"],
@@ -530,6 +553,25 @@ def run(
             "baseline_distribution": ms[0].baseline_distribution,
             "mean_p90_norm": float(np.mean([m.p90 for m in ms])),
         }
+    # the lever: the design with another public multiplier of its private quantile
+    for factor in factors:
+        needs = []
+        for agg in AGGREGATES:
+            ms = [a for a in data if a.aggregate == agg]
+            eps = design_epsilon_for_target(ms, params, report[agg]["target_10x"], factor)
+            report[agg].setdefault("factors", {})[f"{factor:g}"] = {
+                "a_design_median": design_at(ms, params, eps_now, factor),
+                "design_epsilon_per_month_for_10x": eps,
+            }
+            needs.append(eps)
+        report.setdefault("both_aggregates_10x_by_factor", {})[f"{factor:g}"] = (
+            None
+            if None in needs
+            else {
+                "epsilon_per_month": max(n for n in needs if n is not None),
+                "share": share_of_budget(policy, params, max(n for n in needs if n is not None)),
+            }
+        )
     # both aggregates at their 10x: the oracle releases each on its own loss (losses add:
     # ε under pure DP, ρ under zCDP); the design releases both in one release (the larger ε)
     oracle_needs = [report[a]["epsilon_per_month_for_10x"] for a in AGGREGATES]
@@ -620,6 +662,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="master seed (default: drawn)")
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument(
+        "--factors",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also the design with these public multipliers of its private quantile instead "
+        "of the policy's contribution_bound_factor (a lever; evaluation only)",
+    )
+    parser.add_argument(
         "--committed",
         action="store_true",
         help="the committed 5,000-customer dataset (seed 7, issue 14's own data) instead of "
@@ -657,7 +707,9 @@ def main(argv: list[str] | None = None) -> int:
                 seed = COMMITTED
                 print("dataset: the COMMITTED dataset (5,000 customers, seed 7)", flush=True)
             print(f"{name}, {customers:,} customers, dataset seed {seed}", flush=True)
-            report = run(customers, name, seed, args.months, args.check_quantile)
+            report = run(
+                customers, name, seed, args.months, args.check_quantile, tuple(args.factors)
+            )
             report["master_seed"] = master
             reports.append(report)
             print(table([report]), flush=True)

@@ -591,6 +591,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=1, help="datasets per policy (--mix-only)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
+        "--dataset-seed",
+        type=int,
+        default=None,
+        help="replay one dataset seed (printed by an earlier run) instead of drawing one",
+    )
+    parser.add_argument(
         "--committed",
         action="store_true",
         help="run on the committed 5,000-customer dataset (data/synthetic/default, generated "
@@ -641,6 +647,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         # never the committed dataset's 7, unless --committed asks for that dataset itself
         dataset: int | str = COMMITTED if args.committed else int(rng.integers(8, 2**31))
+        if args.dataset_seed is not None and not args.committed:
+            dataset = args.dataset_seed
         report = run(args.customers, name, args.repeats, dataset) | {"master_seed": master}
         report["table"] = _table(report)
         report["plan_vs_measured"] = plan_vs_measured(report)
