@@ -585,6 +585,102 @@ def test_the_aggregate_retries_on_one_thread_with_twice_the_passes_when_out_of_m
         list(engine.person_cell_batches(lines, None, PRODUCT_CATEGORIES, scratch=tmp_path / "s"))
 
 
+#: DuckDB's two words for a full disk under its spill folder, as it raised them (DuckDB 2.0.1,
+#: the spill folder on an 8 MB tmpfs: once past its cap, once past the disk's free space).
+SPILL_DISK_FULL = {
+    "cap": (
+        "OutOfMemoryException",
+        "Out of Memory Error: failed to offload data block of size 256.0 KiB (7.0 MiB/7.1 MiB "
+        "used).\nThis limit was set by the 'max_temp_directory_size' setting.\nBy default, this "
+        "setting utilizes the available disk space on the drive where the 'temp_directory' is "
+        "located.",
+    ),
+    "disk": (
+        "IOException",
+        'IO Error: Could not write file "{spill}/duckdb_temp_9835_3_storage_DEFAULT-0.tmp": No '
+        "space left on device",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", SPILL_DISK_FULL)
+def test_a_full_spill_disk_in_the_aggregate_is_one_workspace_error_never_retried(
+    tmp_path, monkeypatch, kind
+):
+    """h21d: a full disk under the spill folder while the per-person aggregate runs (either of
+    DuckDB's words for it, one of them an OutOfMemoryException) is raised at once as the
+    engine's one-line WorkspaceError — the engine, the memory limit, the spill folder and
+    its free space, what was being built, the fix — not retried with more passes (each a scan
+    of all the lines: 189 scans before the error at an 8 MB limit, before this)."""
+    import duckdb
+    import numpy as np
+
+    from segments.engine import embedded
+    from segments.privacy._frames import write_prepared_frames
+
+    lines = write_prepared_frames(tmp_path / "f", 2_000, 8_000, seed=np.random.default_rng(2))[
+        "lines"
+    ]
+    error, text = SPILL_DISK_FULL[kind]
+    into = embedded._PERSONS
+
+    class Full:  # a connection whose aggregate finds the spill disk full
+        def __init__(self, con: object, spill: Path) -> None:
+            self.con, self.spill = con, spill
+
+        def execute(self, sql: str, *args: object) -> object:
+            if sql.startswith((f"CREATE TEMP TABLE {into}", f"INSERT INTO {into}")):
+                raise getattr(duckdb, error)(text.format(spill=self.spill))
+            return self.con.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.con, name)
+
+    class FullEngine(DuckDBEngine):
+        @contextlib.contextmanager
+        def connect(self, scratch: Path):  # type: ignore[override]
+            with super().connect(scratch) as con:
+                yield Full(con, scratch / "duckdb-spill")
+
+    plans: list[embedded.AggregatePlan] = []
+    aggregate = DuckDBEngine._aggregate
+    monkeypatch.setattr(
+        DuckDBEngine,
+        "_aggregate",
+        lambda self, con, q, slots, params, plan: (
+            plans.append(plan) or aggregate(self, con, q, slots, params, plan)
+        ),
+    )
+    monkeypatch.setattr(
+        embedded, "person_aggregate_plan", lambda **kw: embedded.AggregatePlan(1, 2)
+    )
+    engine = FullEngine(memory_limit=2**20, threads=1)
+    ws = Workspace(tmp_path / "ws")
+    with ws.scratch("closing") as scratch, pytest.raises(WorkspaceError) as raised:
+        list(engine.person_key_cell_batches(lines, None, PRODUCT_CATEGORIES, scratch=scratch))
+    assert plans == [embedded.AggregatePlan(1, 2)]  # not run again with more passes
+    message = str(raised.value)
+    assert isinstance(raised.value.__cause__, getattr(duckdb, error))
+    assert "\n" not in message
+    for part in (
+        "engine duckdb",
+        f"spill folder {scratch / 'duckdb-spill'} is full",
+        "building the per-person cells of all the lines",
+        "memory limit of 128 MB (the 1 MB asked for, raised to DuckDB's least)",
+        "GB is free there",
+        f"fix: free disk space under {ws.private}, or raise SEGMENTS_MEMORY_LIMIT above 128 MB",
+    ):
+        assert part in message, (part, message)
+    assert ("max_temp_directory_size" in message) == (kind == "cap")
+    assert not ws.private.exists()
+    # a memory shortage without a full disk is still retried with more passes
+    plans.clear()
+    error, text = "OutOfMemoryException", "Out of Memory Error: could not allocate block"
+    with pytest.raises(duckdb.OutOfMemoryException):
+        list(engine.person_cell_batches(lines, None, PRODUCT_CATEGORIES, scratch=tmp_path / "s"))
+    assert [p.passes for p in plans] == [2, 4, 8, 16, 32, 64]
+
+
 def test_the_aggregate_plan_takes_every_core_only_for_a_long_window_that_fits():
     """:func:`person_aggregate_plan` on the measured cases (issue 21): the month-closing's
     10 million lines of ~300,000 persons (34 lines a person) on one thread, 60 million lines

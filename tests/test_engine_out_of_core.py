@@ -5,8 +5,9 @@ The engine runs as ``get_engine`` builds it under ``SEGMENTS_MEMORY_LIMIT=1MB``:
 least memory (:data:`~segments.engine.embedded.MIN_MEMORY_LIMIT`, 128 MB) and the one thread that
 limit allows, on 800,000 prepared lines of 200,000 people (64-character pseudonyms, 14 months,
 10 categories). Each operation runs twice on the same data: once with spilling forbidden
-(``max_temp_directory_size = 0``), which must run out of memory — the working set does not fit,
-so the test cannot pass in memory — and once as the engine runs, which must complete with
+(``max_temp_directory_size = 0``), which must fail as DuckDB does on a full spill disk — the
+working set does not fit, so the test cannot pass in memory — and end in the engine's one-line
+error (h21d), and once as the engine runs, which must complete with
 the in-memory frame (values, order and dtypes), spill files only into its scratch folder in
 the workspace's private area (owner-only), and leave none behind.
 
@@ -35,6 +36,7 @@ from segments.engine import get_engine
 from segments.engine.base import Engine, key_cell_schema
 from segments.engine.embedded import MIN_MEMORY_LIMIT, DuckDBEngine
 from segments.engine.inmemory import PolarsEngine
+from segments.exceptions import WorkspaceError
 from segments.schema import CHANNELS, PRODUCT_CATEGORIES
 from segments.workspace import Workspace
 
@@ -173,13 +175,20 @@ def test_every_operation_completes_out_of_core_with_the_in_memory_frame(
     assert built.threads == 1  # one thread per 128 MB of the limit
 
     ws = Workspace(tmp_path / "ws")
-    # the control: spilling forbidden, the same operation runs out of memory
+    # the control: spilling forbidden, the same operation fails as on a full spill disk (DuckDB
+    # could not offload past its cap), and that ends in the engine's one-line error (h21d)
     forbidden = _Recorded(built, spill=False)
-    with (
-        ws.scratch("no-spill") as scratch,
-        pytest.raises(duckdb.OutOfMemoryException, match="offload"),
-    ):
+    with ws.scratch("no-spill") as scratch, pytest.raises(WorkspaceError) as full:
         run(forbidden, lines, scratch)
+    cause = full.value.__cause__
+    assert isinstance(cause, duckdb.OutOfMemoryException) and "offload" in str(cause)
+    message = str(full.value)
+    assert "\n" not in message and message.startswith(
+        f"engine duckdb: the disk under the spill folder {scratch / 'duckdb-spill'} is full: "
+        "building the per-person "
+    )
+    assert "memory limit of 128 MB (the 1 MB asked for, raised to DuckDB's least)" in message
+    assert f"free disk space under {ws.private}, or raise SEGMENTS_MEMORY_LIMIT" in message
     engine = _Recorded(built)
     with ws.scratch("spill") as scratch:
         spill = scratch / "duckdb-spill"

@@ -26,7 +26,8 @@ class PolicyError(ValueError):
 
 
 class WorkspaceError(RuntimeError):
-    """The workspace is missing a stage, or a write would overwrite existing output."""
+    """The workspace is missing a stage, a write would overwrite existing output, or the
+    disk under its private area cannot hold what an engine spills there."""
 
 
 class BudgetExceededError(RuntimeError):
