@@ -14,6 +14,7 @@ states) rather than with ``chmod``, which root ignores.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import hashlib
@@ -21,7 +22,7 @@ import json
 import os
 import shutil
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -590,6 +591,84 @@ add(
     ),
     says="disk is full (the disk holding {tmp}/ws)",  # polars names no file: the workspace
 )
+
+
+def _spill_disk_full(error: str, text: str) -> Setup:
+    """The line-level work on DuckDB (``SEGMENTS_ENGINE=duckdb``), whose every aggregate
+    finds the disk under its spill folder full, in DuckDB's own words (reproduced on an 8 MB
+    tmpfs, tests/test_engine.py); armed after an earlier good release on the same engine, so
+    the ledger exists and must gain no charge."""
+
+    def setup(env: Env) -> None:
+        import duckdb
+
+        from segments.engine.embedded import DuckDBEngine
+
+        real = DuckDBEngine.connect
+
+        class Full:
+            def __init__(self, con: Any, spill: Path) -> None:
+                self.con, self.spill = con, spill
+
+            def _check(self, sql: str) -> None:
+                if env.extra.get("armed") and "GROUP BY" in sql:
+                    raise getattr(duckdb, error)(text.format(spill=self.spill))
+
+            def execute(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+                self._check(sql)
+                return self.con.execute(sql, *args, **kwargs)
+
+            def sql(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+                self._check(sql)
+                return self.con.sql(sql, *args, **kwargs)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.con, name)
+
+        @contextlib.contextmanager
+        def connect(self: DuckDBEngine, scratch: Path) -> Iterator[Any]:
+            with real(self, scratch) as con:
+                yield Full(con, scratch / "duckdb-spill")
+
+        env.monkeypatch.setattr(DuckDBEngine, "connect", connect)
+        env.monkeypatch.setenv("SEGMENTS_ENGINE", "duckdb")
+        env.monkeypatch.setenv("SEGMENTS_MEMORY_LIMIT", "1GB")
+        env.extra["pre"] = RELEASE
+        env.extra["arm"] = True
+
+    return setup
+
+
+SPILL_CAP = (
+    "OutOfMemoryException",
+    "Out of Memory Error: failed to offload data block of size 256.0 KiB (7.0 MiB/7.1 MiB used)."
+    "\nThis limit was set by the 'max_temp_directory_size' setting.",
+)
+SPILL_DISK = (
+    "IOException",
+    'IO Error: Could not write file "{spill}/duckdb_temp_9_3_storage_DEFAULT-0.tmp": No space '
+    "left on device",
+)
+#: the one line names the engine, the limit, the spill folder in the workspace's private area
+#: and the fix (issue: a 500 M month-closing died with DuckDB's IOException traceback)
+SPILL_SAYS = "error: engine duckdb: the disk under the spill folder {tmp}/ws/.private/scratch-"
+SPILL_FIX = (
+    "fix: free disk space under {tmp}/ws/.private, or raise segments_memory_limit above 1 gb"
+)
+for label, fault in (("disk full", SPILL_DISK), ("spill cap reached", SPILL_CAP)):
+    add(
+        f"release month_closing: {label} while DuckDB spills",
+        _replace_opt(RELEASE, "--spec", "month_closing"),
+        _spill_disk_full(*fault),
+        says=SPILL_SAYS,
+    )
+    add(
+        f"segment: {label} while DuckDB spills",
+        (*SEGMENT, "--k-range", "3-3"),
+        _spill_disk_full(*fault),
+        says=SPILL_FIX,
+    )
+
 add("release: read-only ledger", RELEASE, _sqlite_state("PRAGMA query_only = ON"), says="ledger")
 add("release: ledger disk full", RELEASE, _sqlite_state("PRAGMA max_page_count = 1"), says="full")
 add(
