@@ -15,11 +15,16 @@ The whole-window per-person aggregate (``person_cells`` without months, and the 
 whole window, :meth:`DuckDBEngine._cell_rows`) has its own small-limit test (here: only its
 sorted frame, on 3 million lines); prepare's join (``join_order_lines``) runs in polars on
 every engine (:mod:`segments.engine.embedded`).
+
+A full disk while DuckDB spills (h21d) ends the two commands that spill — a month-closing
+release and ``segment`` — in one line, spending nothing, on a generated workspace whose
+aggregates spill at a lowered limit, with DuckDB's own cap on its spill folder at 0 bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import re
 import threading
@@ -241,3 +246,109 @@ def test_a_whole_windows_sorted_cells_complete_at_the_least_memory(tmp_path, mon
     assert got.height > 1_000_000
     assert_frame_equal(got, expected)
     assert not ws.private.exists()
+
+
+AS_OF_SPILL = dt.date(2026, 10, 31)
+RELEASE = ["release", "--policy", "alloffice", "--purpose", "statistics", "--recipient",
+           "purchasing", "--as-of", str(AS_OF_SPILL)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def spilling_workspace(tmp_path_factory) -> Path:
+    """A generated workspace of 20,000 customers over 24 months (608,805 prepared lines of
+    14,927 persons for statistics), prepared for statistics and segmentation: at DuckDB's
+    128 MB its aggregates fit in memory; at 8 MB (the month-closing's) and 32 MB (segment's
+    features) they spill (measured: they complete spilling, and fail with spilling capped at
+    0 bytes; at 16 MB and below the features run out of memory without spilling)."""
+    from segments import prepare
+    from segments.synth import generate
+
+    root = tmp_path_factory.mktemp("spilling") / "ws"
+    generate(Workspace(root), customers=20_000, months=24, as_of=AS_OF_SPILL, seed=11)
+    for purpose in ("statistics", "segmentation"):
+        prepare(Workspace(root), "alloffice", purpose, AS_OF_SPILL)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("command", "floor_mb", "building"),
+    [
+        ([*RELEASE, "--spec", "month_closing"], 8, "the per-person cells of the lines"),
+        (["segment", "--k-range", "3-3"], 32, "the per-person feature sums of all the lines"),
+    ],
+    ids=["release month_closing", "segment"],
+)
+def test_a_command_whose_spill_finds_the_disk_full_ends_in_one_line_and_spends_nothing(
+    spilling_workspace, tmp_path, monkeypatch, capsys, command, floor_mb, building
+):
+    """h21d: the commands that spill on DuckDB, run for real on a workspace whose aggregates
+    must spill at DuckDB's limit (its floor lowered to make them spill on small data), with
+    DuckDB's cap on its spill folder at 0 bytes — the state of a full disk (DuckDB's own
+    error, no fault injected): one line naming the engine, the limit, the spill folder and
+    what was being built, status 2, no traceback; after an earlier release the ledger gains
+    no charge, no release, card or partial file is written, the scratch is swept; and the
+    month-closing's aggregate is not run again with more passes."""
+    import hashlib
+    import shutil
+
+    from segments.cli.main import main
+    from segments.engine import embedded
+
+    ws, ledgers = tmp_path / "ws", tmp_path / "ledgers"
+    shutil.copytree(spilling_workspace, ws)
+    monkeypatch.setenv("SEGMENTS_LEDGER_DIR", str(ledgers))
+    monkeypatch.delenv("SEGMENTS_MEMORY_LIMIT", raising=False)
+    at = ["-w", str(ws)]
+    earlier = [*RELEASE, "--spec", "category_mix", *at]
+    assert main(["--engine", "polars", *earlier]) == 0, capsys.readouterr().err
+
+    def files() -> dict[str, str]:
+        return {
+            str(p): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+            for root in (ws, ledgers)
+            for p in sorted(root.rglob("*"))
+        }
+
+    before = files()
+    monkeypatch.setattr(embedded, "MIN_MEMORY_LIMIT", floor_mb * 2**20)
+    monkeypatch.setenv("SEGMENTS_MEMORY_LIMIT", "1KB")
+    real = DuckDBEngine.connect
+
+    @contextlib.contextmanager
+    def capped(self: DuckDBEngine, scratch: Path) -> Iterator[Any]:
+        with real(self, scratch) as con:
+            con.execute("SET max_temp_directory_size = '0KiB'")  # the disk is full
+            yield con
+
+    monkeypatch.setattr(DuckDBEngine, "connect", capped)
+    plans: list[object] = []
+    aggregate = DuckDBEngine._aggregate
+    monkeypatch.setattr(
+        DuckDBEngine,
+        "_aggregate",
+        lambda self, con, q, slots, params, plan: (
+            plans.append(plan) or aggregate(self, con, q, slots, params, plan)
+        ),
+    )
+    capsys.readouterr()
+    status = main(["--engine", "duckdb", *command[:1], *at, *command[1:]])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(
+        f"segments {command[0]}: error: engine duckdb: the disk under the spill folder "
+        f"{ws / '.private'}/scratch-"
+    ), err
+    for part in (
+        f"building {building}",
+        f"memory limit of {floor_mb} MB (the 1 KB asked for, raised to DuckDB's least)",
+        "failed to offload",
+        f"fix: free disk space under {ws / '.private'}, or raise SEGMENTS_MEMORY_LIMIT above "
+        f"{floor_mb} MB so less spills",
+        "(no privacy budget was spent)",
+    ):
+        assert part in err, (part, err)
+    assert len(plans) <= 1, plans  # the month-closing's aggregate ran once, not retried
+    assert files() == before  # no charge, no release or card, nothing half-written
+    assert not (ws / ".private").exists()
