@@ -585,8 +585,9 @@ def test_the_aggregate_retries_on_one_thread_with_twice_the_passes_when_out_of_m
         list(engine.person_cell_batches(lines, None, PRODUCT_CATEGORIES, scratch=tmp_path / "s"))
 
 
-#: DuckDB's two words for a full disk under its spill folder, as it raised them (DuckDB 2.0.1,
-#: the spill folder on an 8 MB tmpfs: once past its cap, once past the disk's free space).
+#: DuckDB's words for a spill it could not write, as it raised them (DuckDB 2.0.1): the spill
+#: folder on an 8 MB tmpfs, once past its cap and once past the disk's free space; a spill
+#: file past the process's file-size limit (``ulimit -f``, r15a F2).
 SPILL_DISK_FULL = {
     "cap": (
         "OutOfMemoryException",
@@ -600,6 +601,11 @@ SPILL_DISK_FULL = {
         'IO Error: Could not write file "{spill}/duckdb_temp_9835_3_storage_DEFAULT-0.tmp": No '
         "space left on device",
     ),
+    "too large": (
+        "IOException",
+        'IO Error: Could not write file "{spill}/duckdb_temp_19403_0_storage_DEFAULT-0.tmp": '
+        "File too large",
+    ),
 }
 
 
@@ -608,10 +614,12 @@ def test_a_full_spill_disk_in_the_aggregate_is_one_workspace_error_never_retried
     tmp_path, monkeypatch, kind
 ):
     """h21d: a full disk under the spill folder while the per-person aggregate runs (either of
-    DuckDB's words for it, one of them an OutOfMemoryException) is raised at once as the
-    engine's one-line WorkspaceError — the engine, the memory limit, the spill folder and
-    its free space, what was being built, the fix — not retried with more passes (each a scan
-    of all the lines: 189 scans before the error at an 8 MB limit, before this)."""
+    DuckDB's words for it, one of them an OutOfMemoryException), or a spill file past the
+    file-size limit, is raised at once as the engine's one-line WorkspaceError — the engine,
+    the memory limit, the spill folder and its free space, what was being built, the fix —
+    not retried with more passes (each a scan of all the lines: 189 scans before the error
+    at an 8 MB limit, before this). A memory shortage is retried, up to
+    :data:`MAX_AGGREGATE_PASSES` passes and no more (r15a F1: 96 before)."""
     import duckdb
     import numpy as np
 
@@ -652,23 +660,34 @@ def test_a_full_spill_disk_in_the_aggregate_is_one_workspace_error_never_retried
         ),
     )
     monkeypatch.setattr(
-        embedded, "person_aggregate_plan", lambda **kw: embedded.AggregatePlan(1, 2)
+        embedded, "person_aggregate_plan", lambda **kw: embedded.AggregatePlan(1, 3)
     )
     engine = FullEngine(memory_limit=2**20, threads=1)
     ws = Workspace(tmp_path / "ws")
     with ws.scratch("closing") as scratch, pytest.raises(WorkspaceError) as raised:
         list(engine.person_key_cell_batches(lines, None, PRODUCT_CATEGORIES, scratch=scratch))
-    assert plans == [embedded.AggregatePlan(1, 2)]  # not run again with more passes
+    assert plans == [embedded.AggregatePlan(1, 3)]  # not run again with more passes
     message = str(raised.value)
     assert isinstance(raised.value.__cause__, getattr(duckdb, error))
     assert "\n" not in message
+    spill = scratch / "duckdb-spill"
+    what, fix = (
+        (
+            f"the disk under the spill folder {spill} is full",
+            f"fix: free disk space under {ws.private}, or ",
+        )
+        if kind != "too large"
+        else (
+            f"a spill file in {spill} is larger than this process may write",
+            "fix: raise that limit (`ulimit -f unlimited`), or ",
+        )
+    )
     for part in (
-        "engine duckdb",
-        f"spill folder {scratch / 'duckdb-spill'} is full",
+        f"engine duckdb: {what}",
         "building the per-person cells of all the lines",
         "memory limit of 128 MB (the 1 MB asked for, raised to DuckDB's least)",
         "GB is free there",
-        f"fix: free disk space under {ws.private}, or raise SEGMENTS_MEMORY_LIMIT above 128 MB",
+        fix + "raise SEGMENTS_MEMORY_LIMIT above 128 MB so less spills",
     ):
         assert part in message, (part, message)
     assert ("max_temp_directory_size" in message) == (kind == "cap")
@@ -678,7 +697,7 @@ def test_a_full_spill_disk_in_the_aggregate_is_one_workspace_error_never_retried
     error, text = "OutOfMemoryException", "Out of Memory Error: could not allocate block"
     with pytest.raises(duckdb.OutOfMemoryException):
         list(engine.person_cell_batches(lines, None, PRODUCT_CATEGORIES, scratch=tmp_path / "s"))
-    assert [p.passes for p in plans] == [2, 4, 8, 16, 32, 64]
+    assert [p.passes for p in plans] == [3, 6, 12, 24, 48, 64]
 
 
 def test_the_aggregate_plan_takes_every_core_only_for_a_long_window_that_fits():

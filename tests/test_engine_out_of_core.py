@@ -248,6 +248,38 @@ def test_a_whole_windows_sorted_cells_complete_at_the_least_memory(tmp_path, mon
     assert not ws.private.exists()
 
 
+def test_a_spill_file_past_the_file_size_limit_is_one_line_naming_the_limit(
+    lines, tmp_path, monkeypatch
+):
+    """r15a F2: under a file-size limit (``ulimit -f``; Python ignores SIGXFSZ, so the write
+    fails with EFBIG) DuckDB's spill file outgrows it — DuckDB's own IOException "File too
+    large", nothing injected — and the engine raises its one-line error naming the spill
+    folder, the limit and the fix; the scratch goes with the job."""
+    import resource
+
+    monkeypatch.setenv("SEGMENTS_MEMORY_LIMIT", "1MB")
+    engine = get_engine("duckdb")
+    ws = Workspace(tmp_path / "ws")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    with ws.scratch("cells") as scratch, pytest.raises(WorkspaceError) as raised:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, hard))  # 1 MB a file
+        try:
+            engine.person_cells(lines, None, CATEGORIES, by_month=True, scratch=scratch)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    message = str(raised.value)
+    assert "File too large" in str(raised.value.__cause__)
+    assert "\n" not in message and message.startswith(
+        f"engine duckdb: a spill file in {scratch / 'duckdb-spill'} is larger than this process "
+        "may write (its file-size limit, `ulimit -f`, or the file system's largest file): "
+        "building the per-person cells by month of all the lines"
+    ), message
+    assert "fix: raise that limit (`ulimit -f unlimited`), or raise SEGMENTS_MEMORY_LIMIT" in (
+        message
+    )
+    assert not ws.private.exists()
+
+
 AS_OF_SPILL = dt.date(2026, 10, 31)
 RELEASE = ["release", "--policy", "alloffice", "--purpose", "statistics", "--recipient",
            "purchasing", "--as-of", str(AS_OF_SPILL)]  # fmt: skip

@@ -86,20 +86,26 @@ MIN_MEMORY_LIMIT = 128 * 2**20
 #: folder's cap, ``max_temp_directory_size`` (by default 90 % of the disk's free space),
 #: raises ``OutOfMemoryException`` 'Out of Memory Error: failed to offload data block of size
 #: 256.0 KiB (7.0 MiB/7.1 MiB used). This limit was set by the 'max_temp_directory_size'
-#: setting...'. A memory shortage without a full disk says "could not allocate" or "failed
-#: to allocate" and names no such setting.
+#: setting...' — the form a filling disk takes first, the cap following the free space
+#: (r15a F1). A memory shortage without a full disk says "could not allocate" or "failed to
+#: allocate" and names no such setting.
 _DISK_FULL_IO = ("No space left on device", "Disk quota exceeded")
 _DISK_FULL_CAP = "max_temp_directory_size"
+#: DuckDB's words when a spill file outgrows the largest file the process may write (``ulimit
+#: -f``, which Python's ignored SIGXFSZ turns into EFBIG; r15a F2): 'IO Error: Could not write
+#: file ".../duckdb_temp_..._0.tmp": File too large'.
+_FILE_TOO_LARGE = "File too large"
 
 
-def spill_disk_full(exc: BaseException) -> bool:
-    """True when ``exc`` is DuckDB saying the disk under its spill folder is full (either
-    form of :data:`_DISK_FULL_IO` and :data:`_DISK_FULL_CAP`)."""
+def spill_refused(exc: BaseException) -> bool:
+    """True when ``exc`` is DuckDB saying it could not spill: the disk under its spill
+    folder is full (:data:`_DISK_FULL_IO`, :data:`_DISK_FULL_CAP`) or a spill file outgrew
+    the largest file the process may write (:data:`_FILE_TOO_LARGE`)."""
     import duckdb
 
     text = str(exc)
     if isinstance(exc, duckdb.IOException):
-        return any(words in text for words in _DISK_FULL_IO)
+        return any(words in text for words in (*_DISK_FULL_IO, _FILE_TOO_LARGE))
     return isinstance(exc, duckdb.OutOfMemoryException) and _DISK_FULL_CAP in text
 
 
@@ -170,8 +176,8 @@ def _person_row_bytes(categories: int) -> int:
 AGGREGATE_OVERHEAD = 40 * 2**20
 
 
-#: Passes beyond which the per-person aggregate's OutOfMemoryException is raised, not retried
-#: with twice the passes (:meth:`DuckDBEngine._aggregate`).
+#: The most passes the per-person aggregate is retried with (twice the passes each time, this
+#: many at most): an OutOfMemoryException at this many is raised (:meth:`DuckDBEngine._aggregate`).
 MAX_AGGREGATE_PASSES = 64
 
 
@@ -379,15 +385,15 @@ class DuckDBEngine(Engine):
             with self.connect(scratch) as con:
                 yield con
         except Exception as exc:
-            if not spill_disk_full(exc):
+            if not spill_refused(exc):
                 raise
             raise self._disk_full(exc, spill, building) from exc
 
     def _disk_full(self, exc: BaseException, spill: Path, building: str) -> WorkspaceError:
-        """The one-line error of a full disk while DuckDB spilled: the engine, the memory
-        limit in force, the spill folder and the disk's free space there (measured once the
-        connection is closed: DuckDB has removed the failed query's spill files, so this is
-        what a run can spill into), what was being built, and the fix."""
+        """The one-line error of a spill DuckDB could not write (:func:`spill_refused`): the
+        engine, the memory limit in force, the spill folder and the disk's free space there
+        (measured once the connection is closed: DuckDB has removed the failed query's spill
+        files, so this is what a run can spill into), what was being built, and the fix."""
         from segments.engine import MEMORY_ENV_VAR
 
         said = " ".join(str(exc).split())
@@ -400,13 +406,21 @@ class DuckDBEngine(Engine):
         if self.memory_limit < MIN_MEMORY_LIMIT:
             limit += f" (the {_size(self.memory_limit)} asked for, raised to DuckDB's least)"
         free = _free(spill)
+        room = f"{'an unknown amount' if free is None else _size(free)} is free there"
+        less = f"raise {MEMORY_ENV_VAR} above {_size(self.duckdb_memory_limit)} so less spills"
+        if _FILE_TOO_LARGE in said:
+            what = (
+                f"a spill file in {spill} is larger than this process may write (its file-size "
+                "limit, `ulimit -f`, or the file system's largest file)"
+            )
+            fix = f"raise that limit (`ulimit -f unlimited`), or {less}"
+        else:
+            what = f"the disk under the spill folder {spill} is full"
+            fix = f"free disk space under {spill.parent.parent}, or {less}"
         return WorkspaceError(
-            f"engine duckdb: the disk under the spill folder {spill} is full: building "
-            f"{building}, DuckDB held its memory limit of {limit} and spilled the rest there, "
-            f"and {'an unknown amount' if free is None else _size(free)} is free there with "
-            f"its spill removed (DuckDB: {said}); fix: free disk space under "
-            f"{spill.parent.parent}, or raise {MEMORY_ENV_VAR} above "
-            f"{_size(self.duckdb_memory_limit)} so less spills, then run the command again"
+            f"engine duckdb: {what}: building {building}, DuckDB held its memory limit of "
+            f"{limit} and spilled the rest there, and {room} with its spill removed (DuckDB: "
+            f"{said}); fix: {fix}, then run the command again"
         )
 
     def _cell_rows(self, con: Any, query: LineQuery) -> tuple[str, list[str]]:
@@ -425,7 +439,8 @@ class DuckDBEngine(Engine):
         while not self._aggregate(con, query, slots, params, plan):
             # the plan's persons are a lower bound (one file's): a window whose persons
             # spread over many months can need more passes than planned (r14a F1)
-            plan = AggregatePlan(threads=1, passes=plan.passes * 2)
+            # (at most MAX_AGGREGATE_PASSES: the last retry runs exactly that many; r15a F1)
+            plan = AggregatePlan(threads=1, passes=min(plan.passes * 2, MAX_AGGREGATE_PASSES))
         ((other,),) = con.execute(f"SELECT coalesce(sum(_other), 0) FROM {_PERSONS}").fetchall()
         if other:
             found = con.execute(f"SELECT DISTINCT category FROM {_rows_sql(query)}").fetchall()
@@ -438,7 +453,7 @@ class DuckDBEngine(Engine):
         """Build :data:`_PERSONS` as ``plan`` says; False (nothing left behind) if DuckDB ran
         out of memory and fewer than :data:`MAX_AGGREGATE_PASSES` passes were tried.
 
-        A full spill disk (:func:`spill_disk_full`, one of whose forms is also an
+        A full spill disk (:func:`spill_refused`, one of whose forms is also an
         ``OutOfMemoryException``) is raised at once, not retried: more passes scan all the
         lines again each time, and a smaller table per pass need not fit on the disk either.
         Before (h21d): the month-closing of a 20,000-customer workspace (608,805 lines), DuckDB
@@ -455,7 +470,7 @@ class DuckDBEngine(Engine):
                 con.execute(into + rows, params)
                 con.fetchall()  # DuckDB takes no other statement while a result is unfinished
         except duckdb.OutOfMemoryException as exc:
-            if plan.passes >= MAX_AGGREGATE_PASSES or spill_disk_full(exc):
+            if plan.passes >= MAX_AGGREGATE_PASSES or spill_refused(exc):
                 raise
             con.execute(f"DROP TABLE IF EXISTS {_PERSONS}")
             return False
