@@ -551,8 +551,10 @@ add(
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
 EACCES = PermissionError(errno.EACCES, "Permission denied")
 EROFS = OSError(errno.EROFS, "Read-only file system")
+EFBIG = OSError(errno.EFBIG, "File too large")  # a file-size limit, `ulimit -f` (r15a F2)
 FAULTS = (
     ("disk full", ENOSPC, "disk is full"),
+    ("file too large", EFBIG, "larger than this process may write (a file under {tmp}/ws)"),
     ("unwritable", EACCES, "permission denied"),
     ("read-only fs", EROFS, "read-only"),
 )
@@ -729,6 +731,38 @@ def test_bad_input(
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     assert not changed, f"written or changed: {changed}"
     assert not (ws / ".private").is_dir() or not any((ws / ".private").iterdir())
+
+
+def test_a_file_size_limit_while_a_release_copies_its_frames_names_the_copy(
+    template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """r15a F2: under a real file-size limit (``ulimit -f``; Python ignores SIGXFSZ, so the
+    write fails with EFBIG, naming no file) the release's hashed copy of its frames in the
+    private area fails: one line naming the copy, the limit and the fix (before: "File too
+    large; check the path and its permissions"), status 2, nothing written or charged."""
+    import resource
+
+    monkeypatch.delenv(KEY_ENV_VAR, raising=False)
+    ledgers = tmp_path / "ledgers"
+    monkeypatch.setenv("SEGMENTS_LEDGER_DIR", str(ledgers))
+    ws = tmp_path / "ws"
+    shutil.copytree(template, ws)
+    before = _snapshot(ws, ledgers)
+    capsys.readouterr()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 2**10, hard))
+    try:
+        status = main([a.format(ws=ws, policy="alloffice") for a in RELEASE])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(
+        f"segments release: error: a file is larger than this process may write ({ws}/.private/"
+    ), err
+    assert "`ulimit -f`" in err and "(no privacy budget was spent)" in err, err
+    assert _snapshot(ws, ledgers) == before
+    assert not (ws / ".private").exists()
 
 
 def test_the_suite_is_large_enough() -> None:

@@ -1095,10 +1095,18 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 def copy_hashed(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> str:
     """Copy ``source`` to a new file ``target`` and return the SHA-256 of the bytes copied:
     one read of the source, and the digest is of exactly the bytes the copy holds (what is
-    hashed is what a reader of the copy reads)."""
+    hashed is what a reader of the copy reads).
+
+    A write the system refuses (a full disk, a file-size limit) is raised naming ``target``:
+    the system's error names no file (r15a F2)."""
     digest = hashlib.sha256()
-    with open(source, "rb") as src, open(target, "xb") as dst:
-        for block in iter(lambda: src.read(1 << 20), b""):
-            digest.update(block)
-            dst.write(block)
+    try:
+        with open(source, "rb") as src, open(target, "xb") as dst:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                digest.update(block)
+                dst.write(block)
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(target)) from exc
     return digest.hexdigest()

@@ -127,6 +127,15 @@ def _os_error(exc: OSError, workspace: object = None) -> str:
         if not where and workspace is not None:  # polars does not say which file
             where = f" (the disk holding {workspace})"
         return f"the disk is full{where}; free space on that disk and run the command again"
+    if exc.errno == errno.EFBIG:
+        if not where and workspace is not None:
+            where = f" (a file under {workspace})"
+        return (
+            f"a file is larger than this process may write{where}: its file-size limit "
+            "(`ulimit -f`) or the file system's largest file; raise that limit (`ulimit -f "
+            "unlimited`) or use a disk whose file system allows larger files, and run the "
+            "command again"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM):
         return (
             f"permission denied{where}; make the workspace (and the ledger folder) writable by "
