@@ -595,11 +595,12 @@ add(
 )
 
 
-def _spill_disk_full(error: str, text: str) -> Setup:
+def _duckdb_fails(error: str, text: str) -> Setup:
     """The line-level work on DuckDB (``SEGMENTS_ENGINE=duckdb``), whose every aggregate
-    finds the disk under its spill folder full, in DuckDB's own words (reproduced on an 8 MB
-    tmpfs, tests/test_engine.py); armed after an earlier good release on the same engine, so
-    the ledger exists and must gain no charge."""
+    fails as DuckDB does when the disk under its spill folder is full (its words reproduced on
+    an 8 MB tmpfs, tests/test_engine.py) or its memory limit cannot hold what it must keep in
+    memory; armed after an earlier good release on the same engine, so the ledger exists and
+    must gain no charge."""
 
     def setup(env: Env) -> None:
         import duckdb
@@ -657,17 +658,28 @@ SPILL_SAYS = "error: engine duckdb: the disk under the spill folder {tmp}/ws/.pr
 SPILL_FIX = (
     "fix: free disk space under {tmp}/ws/.private, or raise segments_memory_limit above 1 gb"
 )
+add(
+    "segment: DuckDB out of memory",
+    (*SEGMENT, "--k-range", "3-3"),
+    _duckdb_fails(
+        "OutOfMemoryException",
+        "Out of Memory Error: failed to allocate data of size 1.0 MiB (15.2 MiB/15.2 MiB used)"
+        "\n\nPossible solutions:\n* Reducing the number of threads (SET threads=X)",
+    ),
+    says="error: engine duckdb: out of memory at its memory limit of 1 gb: building the "
+    "per-person feature sums of all the lines",
+)
 for label, fault in (("disk full", SPILL_DISK), ("spill cap reached", SPILL_CAP)):
     add(
         f"release month_closing: {label} while DuckDB spills",
         _replace_opt(RELEASE, "--spec", "month_closing"),
-        _spill_disk_full(*fault),
+        _duckdb_fails(*fault),
         says=SPILL_SAYS,
     )
     add(
         f"segment: {label} while DuckDB spills",
         (*SEGMENT, "--k-range", "3-3"),
-        _spill_disk_full(*fault),
+        _duckdb_fails(*fault),
         says=SPILL_FIX,
     )
 

@@ -581,8 +581,9 @@ def test_the_aggregate_retries_on_one_thread_with_twice_the_passes_when_out_of_m
     last = embedded.AggregatePlan(1, embedded.MAX_AGGREGATE_PASSES)
     monkeypatch.setattr(embedded, "person_aggregate_plan", lambda **kw: last)
     failures["left"] = 1
-    with pytest.raises(duckdb.OutOfMemoryException):
+    with pytest.raises(WorkspaceError, match="out of memory at its memory limit of 1 GB") as oom:
         list(engine.person_cell_batches(lines, None, PRODUCT_CATEGORIES, scratch=tmp_path / "s"))
+    assert isinstance(oom.value.__cause__, duckdb.OutOfMemoryException)
 
 
 #: DuckDB's words for a spill it could not write, as it raised them (DuckDB 2.0.1): the spill
@@ -692,12 +693,29 @@ def test_a_full_spill_disk_in_the_aggregate_is_one_workspace_error_never_retried
         assert part in message, (part, message)
     assert ("max_temp_directory_size" in message) == (kind == "cap")
     assert not ws.private.exists()
-    # a memory shortage without a full disk is still retried with more passes
+    # a memory shortage without a full disk is still retried with more passes, up to
+    # MAX_AGGREGATE_PASSES, then raised as the engine's one line too (r15a F3)
     plans.clear()
-    error, text = "OutOfMemoryException", "Out of Memory Error: could not allocate block"
-    with pytest.raises(duckdb.OutOfMemoryException):
+    error, text = (
+        "OutOfMemoryException",
+        (
+            "Out of Memory Error: could not allocate block of size 256.0 KiB (7.5 MiB/7.6 MiB used)"
+            "\n\nPossible solutions:\n* Reducing the number of threads (SET threads=X)"
+        ),
+    )
+    with pytest.raises(WorkspaceError) as oom:
         list(engine.person_cell_batches(lines, None, PRODUCT_CATEGORIES, scratch=tmp_path / "s"))
     assert [p.passes for p in plans] == [3, 6, 12, 24, 48, 64]
+    assert isinstance(oom.value.__cause__, duckdb.OutOfMemoryException)
+    message = str(oom.value)
+    assert "\n" not in message and "Possible solutions" not in message
+    for part in (
+        "engine duckdb: out of memory at its memory limit of 128 MB (the 1 MB asked for, "
+        "raised to DuckDB's least): building the per-person cells of all the lines",
+        "could not allocate block of size 256.0 KiB",
+        "fix: raise SEGMENTS_MEMORY_LIMIT above 128 MB (e.g. SEGMENTS_MEMORY_LIMIT=256MB)",
+    ):
+        assert part in message, (part, message)
 
 
 def test_the_aggregate_plan_takes_every_core_only_for_a_long_window_that_fits():

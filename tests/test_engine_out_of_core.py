@@ -306,7 +306,11 @@ def spilling_workspace(tmp_path_factory) -> Path:
 @pytest.mark.parametrize(
     ("command", "floor_mb", "building"),
     [
-        ([*RELEASE, "--spec", "month_closing"], 8, "the per-person cells of the lines"),
+        (
+            [*RELEASE, "--spec", "month_closing"],
+            8,
+            "the per-person cells of all the lines before 2026-10-31",
+        ),
         (["segment", "--k-range", "3-3"], 32, "the per-person feature sums of all the lines"),
     ],
     ids=["release month_closing", "segment"],

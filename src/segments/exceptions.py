@@ -26,8 +26,9 @@ class PolicyError(ValueError):
 
 
 class WorkspaceError(RuntimeError):
-    """The workspace is missing a stage, a write would overwrite existing output, or the
-    disk under its private area cannot hold what an engine spills there."""
+    """The workspace is missing a stage, a write would overwrite existing output, or a job
+    there lacks room: the disk under its private area cannot hold what an engine spills, or
+    the engine's memory limit what it must hold in memory."""
 
 
 class BudgetExceededError(RuntimeError):

@@ -126,10 +126,16 @@ def _free(folder: Path) -> int | None:
     return None  # pragma: no cover - the root always exists
 
 
+#: A window starting on or before this day is described as reading every line before its end.
+_OPEN_START = dt.date(1900, 1, 1)
+
+
 def _window_text(query: LineQuery) -> str:
     if query.window is None:
         return "all the lines"
     start, end = query.window
+    if start <= _OPEN_START:  # a release's window without a start opens on 1900-01-01 (r15a F4)
+        return f"all the lines before {end}"
     return f"the lines from {start} to {end} (end excluded)"
 
 
@@ -377,17 +383,46 @@ class DuckDBEngine(Engine):
 
     @contextlib.contextmanager
     def _session(self, scratch: Path, building: str) -> Iterator[Any]:
-        """:meth:`connect`, with a full disk under the spill folder raised as one
-        :class:`~segments.exceptions.WorkspaceError` (:meth:`_disk_full`) once the connection
-        is closed; ``building``: what the connection computes."""
+        """:meth:`connect`, with DuckDB's failures of the environment raised as one
+        :class:`~segments.exceptions.WorkspaceError` once the connection is closed: a spill
+        it could not write (:meth:`_disk_full`) or memory its limit could not hold
+        (:meth:`_out_of_memory`); ``building``: what the connection computes."""
+        import duckdb
+
         spill = Path(scratch) / "duckdb-spill"
         try:
             with self.connect(scratch) as con:
                 yield con
         except Exception as exc:
-            if not spill_refused(exc):
-                raise
-            raise self._disk_full(exc, spill, building) from exc
+            if spill_refused(exc):
+                raise self._disk_full(exc, spill, building) from exc
+            if isinstance(exc, duckdb.OutOfMemoryException):
+                raise self._out_of_memory(exc, spill, building) from exc
+            raise
+
+    def _limit_text(self) -> str:
+        """The memory limit in force, and what was asked for when DuckDB's least raised it."""
+        limit = _size(self.duckdb_memory_limit)
+        if self.memory_limit < MIN_MEMORY_LIMIT:
+            limit += f" (the {_size(self.memory_limit)} asked for, raised to DuckDB's least)"
+        return limit
+
+    def _out_of_memory(self, exc: BaseException, spill: Path, building: str) -> WorkspaceError:
+        """The one-line error of DuckDB out of memory with no disk involved (its words say
+        "could not allocate" or "failed to allocate"; r15a F3): a part of the work it holds in
+        memory (a hash table's, a row group's) did not fit its limit, spilling or not — after
+        the per-person aggregate's retries, if it was that. The fix is a larger limit."""
+        from segments.engine import MEMORY_ENV_VAR
+
+        said = " ".join(str(exc).split()).split(" Possible solutions")[0]
+        return WorkspaceError(
+            f"engine duckdb: out of memory at its memory limit of {self._limit_text()}: "
+            f"building {building}, what DuckDB must hold in memory did not fit (it spills the "
+            f"rest to {spill}; DuckDB: {said}); fix: raise {MEMORY_ENV_VAR} above "
+            f"{_size(self.duckdb_memory_limit)} (e.g. {MEMORY_ENV_VAR}="
+            f"{2 * self.duckdb_memory_limit // 2**20}MB), then run the "
+            "command again"
+        )
 
     def _disk_full(self, exc: BaseException, spill: Path, building: str) -> WorkspaceError:
         """The one-line error of a spill DuckDB could not write (:func:`spill_refused`): the
@@ -402,9 +437,7 @@ class DuckDBEngine(Engine):
                 f" DuckDB's {_DISK_FULL_CAP}, by default 90 % of the disk's free space when it"
                 " started, was reached"
             )
-        limit = _size(self.duckdb_memory_limit)
-        if self.memory_limit < MIN_MEMORY_LIMIT:
-            limit += f" (the {_size(self.memory_limit)} asked for, raised to DuckDB's least)"
+        limit = self._limit_text()
         free = _free(spill)
         room = f"{'an unknown amount' if free is None else _size(free)} is free there"
         less = f"raise {MEMORY_ENV_VAR} above {_size(self.duckdb_memory_limit)} so less spills"
