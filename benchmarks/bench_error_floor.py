@@ -41,6 +41,10 @@ oracle of (b) and the design (a) reach it (bisection), as a share of the policy'
 budget (pure: 12 ε over the budget; zCDP: 12 ρ over the budget's ρ at δ); for both
 aggregates, the oracle's two losses added, the design's larger need (one release).
 ``--committed`` runs on the committed 5,000-customer dataset (issue 14's own data).
+``--mix`` does the category mix per segment instead (the whole window's vectors, one bound
+per segment): the baseline, the design with each segment's quantile at its best-scored
+candidate (a0; capped as the release caps), the oracle floor (b), (c) and the oracle's share
+of the year for 10x on both aggregates.
 
 Seeds are drawn at run time (printed and stored; ``--seed`` replays a master seed).
 
@@ -592,6 +596,243 @@ def run(
     return report
 
 
+# --- the category mix per segment (a whole window's vectors, one bound per segment) -------
+@dataclass
+class MixAggregate:
+    """One aggregate of the category mix per segment: the release's vectors and truth."""
+
+    aggregate: str
+    truth: np.ndarray  # per key row (segment x category), own units (the cells' unclipped sums)
+    weights: np.ndarray  # per key row, the category weight
+    vector: VectorRelease
+    data: pl.LazyFrame
+    group_p90: dict[str, float]  # each segment's exact p90 of its persons' norms
+    group_norms: dict[str, np.ndarray]
+    baseline_clipped: np.ndarray
+    baseline_scale: float
+    baseline_distribution: str
+    _vectors: PersonVectors | None = None
+
+    def at(self, group_bounds: dict[str, float], loss: float) -> tuple[np.ndarray, np.ndarray]:
+        """(bias, noise scale) per key row with each segment clipped at its own bound, as the
+        release does it (cells scaled by C_max / C_group, clipped at C_max, one noise scale,
+        divided back): the whole ``loss`` on this aggregate's sum."""
+        v = replace(self.vector, group_bounds={self.aggregate: dict(group_bounds)})
+        v = replace(v, sum_losses={self.aggregate: loss}, bound_losses={self.aggregate: 0.0})
+        top = max(group_bounds.values())
+        gw = v.group_weights(self.aggregate)
+        if self._vectors is None:  # the release's own build, once (VectorRelease._vectors)
+            self._vectors = v._person_vectors(self.data, self.aggregate)
+        base = self._vectors
+        vectors = replace(base, value=np.floor(base.value * gw[base.cell]).astype(np.int64))
+        clipped = vectors.clipped_sum(float(math.ceil(top)), v.norm) / gw / self.weights
+        scale = np.full(self.truth.shape, v.scale(self.aggregate, top)) / gw / self.weights
+        return clipped - self.truth, scale
+
+
+def mix_aggregates(prepared: Path, params: PrivacyParams, as_of: dt.date, eps_mix, eps_base):
+    """The category mix's inputs per aggregate (category-rule segments, as bench_utility)."""
+    source = SegmentSource.category_rule()
+    spec = SPECS["category_mix"].with_epsilon(eps_mix)
+    base_spec = SPECS["category_mix"].with_epsilon(eps_base)
+    query_def = QUERIES["category_by_segment"]
+    out = []
+    with plan_release(
+        spec,
+        params,
+        customers=prepared / "customers.parquet",
+        lines=prepared / "lines.parquet",
+        segments=source,
+        as_of=as_of,
+    ) as plan:
+        query = plan.queries[0]
+        vector = query.vector
+        assert vector is not None
+        cells = pl.read_parquet(query.data_path)
+        rows = cells if vector.where is None else cells.filter(vector.where)
+        data = rows.lazy()
+        keys = vector.keys.select("segment", "category")
+        base = releases._build_polars_query(
+            query_def,
+            releases._query_losses(base_spec, params)[0],
+            params,
+            query.data_path,
+            source,
+            0.05,
+        )
+        for agg in AGGREGATES:
+            weights = releases._key_weights(vector.keys, params, agg)
+            sums = rows.group_by("segment", "category").agg(pl.col(agg).sum().alias("_t"))
+            truth = keys.join(sums, on=["segment", "category"], how="left").fill_null(0)
+            low, high = releases._aggregate_bounds(query_def, agg, params)
+            per_cell = rows.group_by("segment", "category").agg(
+                pl.col(agg).clip(low, high).cast(pl.Int64).sum().alias("_c")
+            )
+            clipped = keys.join(per_cell, on=["segment", "category"], how="left").fill_null(0)
+            norms = vector.group_norms(data, agg)
+            row = base._summary.filter(pl.col("column") == agg).row(0, named=True)
+            out.append(
+                MixAggregate(
+                    agg,
+                    truth["_t"].to_numpy().astype(float) / weights,
+                    weights,
+                    vector,
+                    data,
+                    {
+                        g: float(np.quantile(n, params.contribution_quantile)) if n.size else 1.0
+                        for g, n in norms.items()
+                    },
+                    norms,
+                    clipped["_c"].to_numpy().astype(float) / weights,
+                    float(row["scale"]),
+                    "laplace" if "laplace" in str(row["distribution"]).lower() else "gaussian",
+                )
+            )
+    return out
+
+
+def _mix_median(m: MixAggregate, group_bounds: dict[str, float], loss: float) -> float:
+    bias, scale = m.at(group_bounds, loss)
+    return pooled_median([_group(m.truth, bias, scale, _distribution(m.vector.mechanism))])
+
+
+def mix_design_noiseless(m: MixAggregate, loss_of_sum: float) -> float:
+    """(a0) for the mix: each segment's bound from the best-scored candidate of its own
+    quantile (the private quantile without its noise), times the factor, capped at the top
+    and at GROUP_BOUND_SPREAD x the median segment's, as the release caps them."""
+    from segments.privacy.vectors import GROUP_BOUND_SPREAD
+
+    v = m.vector
+    candidates = v.candidates(m.aggregate)
+    top = float(v.upper_bounds[m.aggregate])
+    own = {}
+    for group, norms in m.group_norms.items():
+        p = quantile_choice_probabilities(
+            norms, candidates, v.quantile, v.family, max(v.bound_losses[m.aggregate], 1e-6)
+        )
+        own[group] = min(max(candidates[int(np.argmax(p))], 1.0) * v.factor, top)
+    cap = GROUP_BOUND_SPREAD * float(np.median(list(own.values())))
+    return _mix_median(m, {g: min(b, cap) for g, b in own.items()}, loss_of_sum)
+
+
+def mix_oracle(m: MixAggregate, loss: float) -> dict[str, Any]:
+    """(b) for the mix: the whole loss on this aggregate, each segment clipped at one
+    multiple of its own exact p90, the multiple (grid) with the lowest pooled median."""
+    best: dict[str, Any] = {"median": math.inf}
+    for multiple in MULTIPLES[::2]:
+        bounds = {g: max(multiple * q, 1.0) for g, q in m.group_p90.items()}
+        median = _mix_median(m, bounds, loss)
+        if median < best["median"]:
+            best = {"median": median, "multiple_of_p90": float(multiple)}
+    return best
+
+
+def mix_epsilon_for_target(m: MixAggregate, params: PrivacyParams, target: float):
+    lo, hi = math.log(1e-3), math.log(1e3)
+    at = lambda e: mix_oracle(m, loss_parameter(params.dp_family, e, params.delta))["median"]  # noqa: E731
+    if at(math.exp(hi)) > target:
+        return None
+    for _ in range(20):
+        mid = 0.5 * (lo + hi)
+        if at(math.exp(mid)) <= target:
+            hi = mid
+        else:
+            lo = mid
+    return math.exp(hi)
+
+
+def run_mix(customers: int, policy_name: str, seed: int | str) -> dict[str, Any]:
+    """The category mix per segment: baseline, the design with noiseless per-segment
+    quantiles (a0), the oracle floor (b), (c), and the oracle's ε for 10x on both."""
+    policy = Policy.load(policy_name)
+    params = PrivacyParams.from_policy(policy, "statistics")
+    k = len(SegmentSource.category_rule().keys)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-error-floor-") as folder:
+        prepared, as_of = _prepare(Path(folder), customers, policy, seed)
+        accuracy = _plan(policy, _probe(prepared, params, as_of, k))
+        eps_mix = accuracy.epsilon("category_mix")
+        eps_base = plan_budget(policy).profiles
+        data = mix_aggregates(prepared, params, as_of, eps_mix, eps_base)
+        report: dict[str, Any] = {
+            "customers": customers,
+            "dataset_seed": seed,
+            "policy": policy_name,
+            "family": params.dp_family,
+            "epsilon_mix": {"planned": eps_mix, "baseline": eps_base},
+            "mix_left_out_by_plan": bool(accuracy.releases["category_mix"].left_out),
+        }
+        losses = []
+        for m in data:
+            base = pooled_median(
+                [
+                    _group(
+                        m.truth,
+                        m.baseline_clipped - m.truth,
+                        m.baseline_scale / m.weights,
+                        m.baseline_distribution,
+                    )
+                ]
+            )
+            loss_now = loss_parameter(params.dp_family, eps_mix, params.delta)
+            loss_base = loss_parameter(params.dp_family, eps_base, params.delta)
+            need = mix_epsilon_for_target(m, params, base / 10)
+            report[m.aggregate] = {
+                "baseline_median": base,
+                "target_10x": base / 10,
+                "a0_design_noiseless_bounds_median": mix_design_noiseless(
+                    m, m.vector.sum_losses[m.aggregate]
+                ),
+                "b_oracle_at_planned_epsilon": mix_oracle(m, loss_now),
+                "c_oracle_at_baseline_epsilon": mix_oracle(m, loss_base),
+                "epsilon_for_10x_oracle": need,
+            }
+            losses.append(
+                None if need is None else loss_parameter(params.dp_family, need, params.delta)
+            )
+        if None not in losses:
+            total = sum(x for x in losses if x is not None)
+            budget = loss_parameter(
+                params.dp_family, float(policy.privacy.budget_epsilon), params.delta
+            )
+            report["both_10x_oracle_share_of_year"] = total / budget
+        else:
+            report["both_10x_oracle_share_of_year"] = None
+        report["planned_share_of_year"] = loss_parameter(
+            params.dp_family, eps_mix, params.delta
+        ) / loss_parameter(params.dp_family, float(policy.privacy.budget_epsilon), params.delta)
+    report["seconds"] = time.perf_counter() - started
+    return report
+
+
+def mix_table(reports: list[dict[str, Any]]) -> str:
+    lines = [
+        "| policy, customers (seed) | mix ε planned (share of year), baseline | baseline | 10x "
+        "target | (a0) design, noiseless quantiles | (b) oracle, planned ε | (c) oracle, "
+        "baseline ε | 10x on both: oracle, share of year |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in reports:
+        u, s = r["units"], r["sek"]
+        both = r["both_10x_oracle_share_of_year"]
+        lines.append(
+            f"| {r['policy']}, {r['customers']:,} ({r['dataset_seed']}) | "
+            f"{r['epsilon_mix']['planned']:.3g} ({r['planned_share_of_year']:.0%}), "
+            f"{r['epsilon_mix']['baseline']:.3g} | "
+            f"{u['baseline_median']:.1%} / {s['baseline_median']:.1%} | "
+            f"{u['target_10x']:.1%} / {s['target_10x']:.1%} | "
+            f"{u['a0_design_noiseless_bounds_median']:.1%} / "
+            f"{s['a0_design_noiseless_bounds_median']:.1%} | "
+            f"{u['b_oracle_at_planned_epsilon']['median']:.1%} / "
+            f"{s['b_oracle_at_planned_epsilon']['median']:.1%} | "
+            f"{u['c_oracle_at_baseline_epsilon']['median']:.1%} / "
+            f"{s['c_oracle_at_baseline_epsilon']['median']:.1%} | "
+            + ("unreachable" if both is None else f"{both:.0%}")
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def _need(eps: float | None, share: float | None) -> str:
     return "unreachable" if eps is None or share is None else f"{eps:.3g} ({share:.1%})"
 
@@ -662,6 +903,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="master seed (default: drawn)")
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument(
+        "--mix",
+        action="store_true",
+        help="the category mix per segment instead of the monthly series (baseline, the "
+        "design with noiseless per-segment quantiles, the oracle floor)",
+    )
+    parser.add_argument(
         "--factors",
         type=float,
         nargs="*",
@@ -707,6 +954,15 @@ def main(argv: list[str] | None = None) -> int:
                 seed = COMMITTED
                 print("dataset: the COMMITTED dataset (5,000 customers, seed 7)", flush=True)
             print(f"{name}, {customers:,} customers, dataset seed {seed}", flush=True)
+            if args.mix:
+                mix = run_mix(customers, name, seed) | {"master_seed": master}
+                reports.append(mix)
+                print(mix_table([mix]), flush=True)
+                existing = json.loads(args.out.read_text()) if args.out.exists() else {}
+                existing[f"mix-{name}-{customers}-{seed}"] = mix
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(existing, indent=1, default=str) + "\n")
+                continue
             report = run(
                 customers, name, seed, args.months, args.check_quantile, tuple(args.factors)
             )
@@ -717,7 +973,7 @@ def main(argv: list[str] | None = None) -> int:
             existing[f"{name}-{customers}-{seed}"] = report
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(existing, indent=1, default=str) + "\n")
-    print(table(reports))
+    print(mix_table(reports) if args.mix else table(reports))
     return 0
 
 
