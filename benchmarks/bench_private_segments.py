@@ -16,10 +16,16 @@ k, iterations, ε, bounds and family; charged, written to ``W/segments/private/`
 ARI is taken on the people both label (the private labels cover the profiling-eligible
 people). OpenDP's noise is not seeded, so each line is one draw.
 
+``--baseline FILE`` also runs a policy TOML file (e.g. a shipped policy as it was before a
+change of its ``private_segments_*``, from ``git show main:src/segments/policies/offix.toml``)
+on the same datasets, labelled ``<name>@baseline``: the before and after of one change on the
+same data in one command.
+
 Usage::
 
     nice -n 10 .venv/bin/python benchmarks/bench_private_segments.py [--seed S] \
-        [--n-seeds 1] [--sizes 50000 5000] [--policies alloffice ...] [--output results/x.json]
+        [--n-seeds 1] [--sizes 50000 5000] [--policies alloffice ...] [--baseline FILE] \
+        [--output results/x.json]
 """
 
 from __future__ import annotations
@@ -71,9 +77,12 @@ def link_tree(source: Path, target: Path) -> None:
             os.link(path, to)
 
 
-def run_policy(data: Workspace, root: Path, name: str) -> dict[str, Any]:
-    policy = Policy.load(name)
-    ws = Workspace(root / name).create()
+def run_policy(
+    data: Workspace, root: Path, name: str, policy: Policy | None = None
+) -> dict[str, Any]:
+    """The main job's path for one policy (``policy``, or the shipped one named ``name``)."""
+    policy = policy if policy is not None else Policy.load(name)
+    ws = Workspace(root / name.replace("@", "-")).create()
     link_tree(data.root / "raw", ws.root / "raw")
     t0 = time.perf_counter()
     features = segmentation_features(ws, policy, AS_OF)
@@ -129,6 +138,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[DEMO_SIZE, 5_000])
     parser.add_argument("--policies", nargs="+", default=POLICIES)
     parser.add_argument("--output", type=Path, help="write rows and summary as JSON")
+    parser.add_argument(
+        "--baseline", type=Path, help="also run this policy TOML file, labelled <name>@baseline"
+    )
     args = parser.parse_args()
     master = args.seed if args.seed is not None else secrets.randbelow(2**31)
     seeds = draw_seeds(master, args.n_seeds)
@@ -137,6 +149,10 @@ def main() -> None:
     policies = [p for p in args.policies if "segmentation" in Policy.load(p).purposes]
     for name in sorted(set(args.policies) - set(policies)):
         print(f"{name}: no 'segmentation' purpose in its policy, no private segments", flush=True)
+    variants: list[tuple[str, Policy | None]] = [(name, None) for name in policies]
+    if args.baseline is not None:
+        baseline = Policy.load(args.baseline)
+        variants.append((f"{baseline.name}@baseline", baseline))
     rows = []
     for accounts in args.sizes:
         for seed in seeds:
@@ -147,9 +163,9 @@ def main() -> None:
                 generate(data, customers=accounts, months=MONTHS, as_of=AS_OF, seed=seed,
                          progress=False, workers=1)  # fmt: skip
                 generate_s = round(time.perf_counter() - t0, 1)
-                for name in policies:
+                for name, policy in variants:
                     row = {"accounts": accounts, "seed": seed, "generate_s": generate_s}
-                    row.update(run_policy(data, root, name))
+                    row.update(run_policy(data, root, name, policy))
                     rows.append(row)
                     print(json.dumps(row), flush=True)
             finally:
@@ -173,7 +189,9 @@ def main() -> None:
         .reset_index()
     )
     print_summary(summary)
-    demo = summary[summary["accounts"] == DEMO_SIZE]
+    # the goal is the shipped policies'; a --baseline file's runs are the "before"
+    baseline = summary["policy"].str.endswith("@baseline")
+    demo = summary[(summary["accounts"] == DEMO_SIZE) & ~baseline]
     met = bool(len(demo)) and bool(
         (demo["ari_ge_goal"] == demo["runs"]).all()
         and (demo["negative_counts"] == 0).all()
@@ -190,6 +208,7 @@ def main() -> None:
             summary,
             goal_met_at_demo_size=met,
             without_segmentation_purpose=sorted(set(args.policies) - set(policies)),
+            baseline_policy_file=str(args.baseline) if args.baseline else None,
         )
 
 
