@@ -190,8 +190,8 @@ def main() -> None:
     )
     print_summary(summary)
     # the goal is the shipped policies'; a --baseline file's runs are the "before"
-    baseline = summary["policy"].str.endswith("@baseline")
-    demo = summary[(summary["accounts"] == DEMO_SIZE) & ~baseline]
+    is_baseline = summary["policy"].str.endswith("@baseline")
+    demo = summary[(summary["accounts"] == DEMO_SIZE) & ~is_baseline]
     met = bool(len(demo)) and bool(
         (demo["ari_ge_goal"] == demo["runs"]).all()
         and (demo["negative_counts"] == 0).all()
