@@ -181,6 +181,41 @@ def test_attack_a_loosened_copy_of_the_policy_is_refused(tmp_path, name, old, ne
     assert len(ledger.entries()) == 1
 
 
+def test_the_private_segments_k_and_iterations_are_adopted_not_refused_as_a_loosening(tmp_path):
+    """Offix's private segments moved from k 5 / 5 iterations to k 6 / 3 (issue 14): a
+    controller's ledger bound to the earlier file refused the shipped one, and --adopt-policy
+    refused it as a loosening, though neither parameter moves any privacy loss (each fit is
+    charged at private_segments_epsilon). The change is now adopted and recorded; until then
+    the ledger still refuses the changed file; the segmentation's ε is still a loosening."""
+    policy = Policy.load("offix")
+    ledger = Ledger.for_policy(policy)
+    ledger.reserve(request_for(policy, epsilon=0.1))
+    earlier = edited_policy(
+        tmp_path,
+        ("private_segments_k = 6", "private_segments_k = 5"),
+        ("private_segments_iterations = 3", "private_segments_iterations = 5"),
+        name="offix",
+    )
+    with pytest.raises(ReleaseRefusedError, match="differs from the policy") as refused:
+        Ledger.for_policy(earlier)
+    assert "privacy.private_segments_k 6 → 5" in str(refused.value)
+    assert "privacy.private_segments_iterations 3 → 5" in str(refused.value)
+    events = len([e for e in ledger.events() if e["event"] == "policy"])
+    ledger.change_policy(earlier)
+    assert len([e for e in ledger.events() if e["event"] == "policy"]) == events + 1
+    ledger.reserve(request_for(earlier, epsilon=0.1), policy=earlier)
+    assert Ledger.for_policy(earlier).ledger_id == ledger.ledger_id
+    with pytest.raises(ReleaseRefusedError, match="differs from the policy"):
+        ledger.reserve(request_for(policy, epsilon=0.1), policy=policy)  # not silently mixed
+    (tmp_path / "eps").mkdir()
+    louder = edited_policy(
+        tmp_path / "eps", ("private_segments_epsilon = 0.5", "private_segments_epsilon = 1.0"),
+        name="offix",
+    )  # fmt: skip
+    with pytest.raises(ReleaseRefusedError, match="loosens rules"):
+        ledger.change_policy(louder)
+
+
 def test_a_policy_may_loosen_once_a_full_period_has_passed(tmp_path, clock):
     policy = Policy.load("alloffice")
     ledger = Ledger.for_policy(policy)

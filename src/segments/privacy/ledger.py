@@ -3040,6 +3040,12 @@ def _describe_params(params: Mapping[str, Any]) -> str:
 _DESCRIPTIVE_FACTS = frozenset({"description", "note", "sv", "en", "source"})
 #: Privacy facts only the budget rule of :meth:`Ledger.change_policy` governs.
 _BUDGET_FACTS = frozenset(BOUND_PARAMETERS)
+#: Public parameters of the private segments' DP k-means that move no privacy loss: every fit
+#: is charged its own OpenDP loss at ``private_segments_epsilon`` whatever the number of
+#: segments or Lloyd iterations, and a published model keeps the k its ledger entry recorded.
+#: A change is adopted (``--adopt-policy``, recorded as a policy event), never refused as a
+#: loosening; until adopted the ledger still refuses the changed file.
+_MECHANISM_FACTS = frozenset({"private_segments_k", "private_segments_iterations"})
 #: Facts a tightening may raise but never lower.
 _AT_LEAST_FACTS = frozenset({"min_k", "min_l"})
 #: Tables a tightening may drop entries of (a recipient, destination or purpose fewer).
@@ -3103,7 +3109,9 @@ def _policy_loosenings(bound: Any, given: Any, where: str = "") -> list[str]:
         out: list[str] = []
         for key in sorted(set(bound) | set(given)):
             name = f"{where}.{key}" if where else key
-            if key in _DESCRIPTIVE_FACTS or (where == "privacy" and key in _BUDGET_FACTS):
+            if key in _DESCRIPTIVE_FACTS or (
+                where == "privacy" and key in _BUDGET_FACTS | _MECHANISM_FACTS
+            ):
                 continue
             if key not in given:
                 if where not in _MAY_SHRINK:
