@@ -910,3 +910,43 @@ def test_a_buyer_sharing_a_customers_key_is_refused(engine, tmp_path):
         customers, path, SegmentSource.category_rule(), params, tmp_path, engine=engine
     )
     assert pl.read_parquet(paths["cells"])["sek"].sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("limit_gb", "says"),
+    [
+        (
+            1,
+            "fix: raise SEGMENTS_MEMORY_LIMIT above 1 GB (e.g. SEGMENTS_MEMORY_LIMIT=2048MB), "
+            "then run the command again",
+        ),
+        (
+            8,
+            "fix: raise SEGMENTS_MEMORY_LIMIT above 8 GB (e.g. SEGMENTS_MEMORY_LIMIT=12288MB), "
+            "then run the command again",
+        ),
+        (
+            12,
+            "fix: SEGMENTS_MEMORY_LIMIT is already 12 GB of this machine's 16 GB of RAM: run "
+            "the command on a machine with more memory",
+        ),
+    ],
+)
+def test_the_out_of_memory_fix_never_asks_for_more_than_the_machine_has(
+    monkeypatch, limit_gb, says
+):
+    """r15a F8: the fix suggested twice the limit in force; at the default (half the RAM) that
+    is all of it. On a 16 GB machine: twice 1 GB; at 8 GB (the default) 12 GB, three quarters;
+    at 12 GB nothing larger fits, so a machine with more memory."""
+    import duckdb
+
+    import segments.engine as engines
+
+    monkeypatch.setattr(engines, "_physical_memory", lambda: 16 * 2**30)
+    engine = DuckDBEngine(memory_limit=limit_gb * 2**30)
+    error = engine._out_of_memory(
+        duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate data of size 1 MiB"),
+        Path("/w/.private/scratch-x/duckdb-spill"),
+        "the per-person cells of all the lines",
+    )
+    assert str(error).endswith(says), str(error)

@@ -328,6 +328,9 @@ def _key_cells_sql(query: LineQuery, cells: str | None = None) -> str:
 #: features (1.6 million lines) where 1 thread completed; 2 threads at 192 and 256 MB
 #: completed. A limit of 256 MB or more (the default is half the RAM) keeps 2 threads.
 THREAD_MEMORY = 128 * 2**20
+#: Most of the machine's RAM the out-of-memory line suggests giving DuckDB (the driver, the OS
+#: and other jobs need the rest).
+MAX_RAM_SHARE = 0.75
 
 
 class DuckDBEngine(Engine):
@@ -412,16 +415,29 @@ class DuckDBEngine(Engine):
         "could not allocate" or "failed to allocate"; r15a F3): a part of the work it holds in
         memory (a hash table's, a row group's) did not fit its limit, spilling or not — after
         the per-person aggregate's retries, if it was that. The fix is a larger limit."""
-        from segments.engine import MEMORY_ENV_VAR
-
         said = " ".join(str(exc).split()).split(" Possible solutions")[0]
         return WorkspaceError(
             f"engine duckdb: out of memory at its memory limit of {self._limit_text()}: "
             f"building {building}, what DuckDB must hold in memory did not fit (it spills the "
-            f"rest to {spill}; DuckDB: {said}); fix: raise {MEMORY_ENV_VAR} above "
-            f"{_size(self.duckdb_memory_limit)} (e.g. {MEMORY_ENV_VAR}="
-            f"{2 * self.duckdb_memory_limit // 2**20}MB), then run the "
-            "command again"
+            f"rest to {spill}; DuckDB: {said}); fix: {self._more_memory_fix()}"
+        )
+
+    def _more_memory_fix(self) -> str:
+        """A larger limit to try — twice the one in force, never above ``MAX_RAM_SHARE`` of
+        the machine's RAM (the driver and the OS need the rest; r15a F8: twice the default,
+        half the RAM, was all of it) — or, past that, a machine with more memory."""
+        from segments.engine import MEMORY_ENV_VAR, _physical_memory
+
+        ram = _physical_memory()
+        larger = min(2 * self.duckdb_memory_limit, int(MAX_RAM_SHARE * ram)) // 2**20
+        if larger * 2**20 <= self.duckdb_memory_limit:
+            return (
+                f"{MEMORY_ENV_VAR} is already {_size(self.duckdb_memory_limit)} of this "
+                f"machine's {_size(ram)} of RAM: run the command on a machine with more memory"
+            )
+        return (
+            f"raise {MEMORY_ENV_VAR} above {_size(self.duckdb_memory_limit)} (e.g. "
+            f"{MEMORY_ENV_VAR}={larger}MB), then run the command again"
         )
 
     def _disk_full(self, exc: BaseException, spill: Path, building: str) -> WorkspaceError:
