@@ -942,7 +942,7 @@ def test_the_out_of_memory_fix_never_asks_for_more_than_the_machine_has(
 
     import segments.engine as engines
 
-    monkeypatch.setattr(engines, "_physical_memory", lambda: 16 * 2**30)
+    monkeypatch.setattr(engines, "physical_memory", lambda: 16 * 2**30)
     engine = DuckDBEngine(memory_limit=limit_gb * 2**30)
     error = engine._out_of_memory(
         duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate data of size 1 MiB"),

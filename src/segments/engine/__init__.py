@@ -60,6 +60,7 @@ __all__ = [
     "get_engine",
     "line_files",
     "memory_budget",
+    "physical_memory",
 ]
 
 #: Names re-exported from :mod:`segments.engine.base`, loaded on first use: the CLI reads
@@ -87,7 +88,8 @@ INMEMORY_BYTES_PER_PARQUET_BYTE = 4
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 
 
-def _physical_memory() -> int:
+def physical_memory() -> int:
+    """Bytes of RAM this machine has (8 GB where the OS does not say)."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
@@ -104,7 +106,7 @@ def memory_budget() -> int:
     """
     raw = os.environ.get(MEMORY_ENV_VAR, "").strip()
     if not raw:
-        return _physical_memory() // 2
+        return physical_memory() // 2
     found = _SIZE.match(raw)
     if not found or float(found[1]) <= 0:
         raise PolicyError(

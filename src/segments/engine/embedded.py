@@ -426,9 +426,9 @@ class DuckDBEngine(Engine):
         """A larger limit to try — twice the one in force, never above ``MAX_RAM_SHARE`` of
         the machine's RAM (the driver and the OS need the rest; r15a F8: twice the default,
         half the RAM, was all of it) — or, past that, a machine with more memory."""
-        from segments.engine import MEMORY_ENV_VAR, _physical_memory
+        from segments.engine import MEMORY_ENV_VAR, physical_memory
 
-        ram = _physical_memory()
+        ram = physical_memory()
         larger = min(2 * self.duckdb_memory_limit, int(MAX_RAM_SHARE * ram)) // 2**20
         if larger * 2**20 <= self.duckdb_memory_limit:
             return (
