@@ -92,12 +92,18 @@ def test_group_initialisation_is_charged_and_recovers_the_groups():
                        init_group_columns=[[2, 3]], seed=0)  # fmt: skip
     planned = [s.name for s in km.plan()]
     assert planned[:2] == ["init group counts", "init group sums"]
-    km.fit(X)
-    assert km.privacy_loss_ == km.planned_privacy_loss() == pytest.approx(1.0, rel=1e-9)
-    assert km.iteration_losses_[0] > 0  # the groups' counts and sums are charged
-    centres = km.cluster_centers_[np.argsort(km.cluster_centers_[:, 0])]
+    # OpenDP's noise cannot be seeded: the median of three fits is held to the tolerance (one
+    # fit's tail, ~0.001 of draws, once failed a fresh-clone make test at 0.054; 0 of 5,000
+    # single fits exceeded 0.04 when run alone)
+    fits = []
+    for _ in range(3):
+        km.fit(X)
+        assert km.privacy_loss_ == km.planned_privacy_loss() == pytest.approx(1.0, rel=1e-9)
+        assert km.iteration_losses_[0] > 0  # the groups' counts and sums are charged
+        assert (km.published_counts_ >= 0).all()
+        fits.append(km.cluster_centers_[np.argsort(km.cluster_centers_[:, 0])])
+    centres = np.median(fits, axis=0)
     np.testing.assert_allclose(centres[:, :2], [[0.2, 0.2], [0.75, 0.75]], atol=0.05)
-    assert (km.published_counts_ >= 0).all()
     # the group of a row is a public function of that row alone
     Z = km._grid(X[[0, -1]])
     assert km._groups(Z).tolist() == [0, 1]
