@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from engine_helpers import record_aggregate_plans
 from polars.testing import assert_frame_equal
 from release_helpers import release_context
 
@@ -568,15 +569,7 @@ def test_the_aggregate_retries_on_one_thread_with_twice_the_passes_when_out_of_m
             with super().connect(scratch) as con:
                 yield Tight(con)
 
-    plans: list[embedded.AggregatePlan] = []
-    aggregate = DuckDBEngine._aggregate
-    monkeypatch.setattr(
-        DuckDBEngine,
-        "_aggregate",
-        lambda self, con, q, slots, params, plan: (
-            plans.append(plan) or aggregate(self, con, q, slots, params, plan)
-        ),
-    )
+    plans = record_aggregate_plans(monkeypatch)
     monkeypatch.setattr(
         embedded, "person_aggregate_plan", lambda **kw: embedded.AggregatePlan(2, 1)
     )
@@ -660,15 +653,7 @@ def test_a_full_spill_disk_in_the_aggregate_is_one_workspace_error_never_retried
             with super().connect(scratch) as con:
                 yield Full(con, scratch / "duckdb-spill")
 
-    plans: list[embedded.AggregatePlan] = []
-    aggregate = DuckDBEngine._aggregate
-    monkeypatch.setattr(
-        DuckDBEngine,
-        "_aggregate",
-        lambda self, con, q, slots, params, plan: (
-            plans.append(plan) or aggregate(self, con, q, slots, params, plan)
-        ),
-    )
+    plans = record_aggregate_plans(monkeypatch)
     monkeypatch.setattr(
         embedded, "person_aggregate_plan", lambda **kw: embedded.AggregatePlan(1, 3)
     )

@@ -35,6 +35,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from engine_helpers import record_aggregate_plans
 from polars.testing import assert_frame_equal
 
 from segments.engine import get_engine
@@ -358,15 +359,7 @@ def test_a_command_whose_spill_finds_the_disk_full_ends_in_one_line_and_spends_n
             yield con
 
     monkeypatch.setattr(DuckDBEngine, "connect", capped)
-    plans: list[object] = []
-    aggregate = DuckDBEngine._aggregate
-    monkeypatch.setattr(
-        DuckDBEngine,
-        "_aggregate",
-        lambda self, con, q, slots, params, plan: (
-            plans.append(plan) or aggregate(self, con, q, slots, params, plan)
-        ),
-    )
+    plans = record_aggregate_plans(monkeypatch)
     capsys.readouterr()
     status = main(["--engine", "duckdb", *command[:1], *at, *command[1:]])
     err = capsys.readouterr().err
