@@ -63,6 +63,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -360,20 +361,11 @@ def oracle(months: list[MonthAggregate], params: PrivacyParams, loss: float) -> 
     month's exact p90 of the norms, the multiple that gives the lowest pooled median."""
     best: dict[str, Any] = {"median": math.inf}
     for multiple in MULTIPLES:
-        truth, bias, scale = [], [], []
-        for m in months:
-            v = whole_loss_vector(m, params, loss)
-            bound = max(multiple * m.p90, 1.0)
-            truth.append(m.truth)
-            bias.append(m.bias_at(bound))
-            scale.append(v.scale(m.aggregate, bound) / m.weights)
-        group = _group(
-            np.concatenate(truth),
-            np.concatenate(bias),
-            np.concatenate(scale),
-            _distribution(months[0].vector.mechanism),
-        )
-        median = pooled_median([group])
+
+        def at_multiple(m: MonthAggregate, v: VectorRelease, multiple: float = multiple) -> float:
+            return max(multiple * m.p90, 1.0)
+
+        median = _whole_loss_median(months, params, loss, at_multiple)
         if median < best["median"]:
             best = {"median": median, "multiple_of_p90": float(multiple)}
     bias_alone = _group(
@@ -424,10 +416,26 @@ def whole_loss_at_design_rule(
 ) -> float:
     """The whole per-month loss on one aggregate at the design's own rule for the bound
     (factor × the exact 90th percentile: the private quantile without its noise or cost)."""
+    return _whole_loss_median(
+        months,
+        params,
+        loss,
+        lambda m, v: min(max(v.factor * m.p90, 1.0), float(v.upper_bounds[m.aggregate])),
+    )
+
+
+def _whole_loss_median(
+    months: list[MonthAggregate],
+    params: PrivacyParams,
+    loss: float,
+    bound_of: Callable[[MonthAggregate, VectorRelease], float],
+) -> float:
+    """The pooled median with the whole ``loss`` per month on one aggregate, each month
+    clipped at ``bound_of(month, its whole-loss release)``."""
     truth, bias, scale = [], [], []
     for m in months:
         v = whole_loss_vector(m, params, loss)
-        bound = min(max(v.factor * m.p90, 1.0), float(v.upper_bounds[m.aggregate]))
+        bound = bound_of(m, v)
         truth.append(m.truth)
         bias.append(m.bias_at(bound))
         scale.append(v.scale(m.aggregate, bound) / m.weights)
